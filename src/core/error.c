@@ -1,0 +1,53 @@
+#include "core/error.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+enum { MSG_CAP = 1024 };
+static _Thread_local char g_msg[MSG_CAP];
+static _Thread_local lmc_status g_status = LMC_OK;
+
+lmc_status lmc_set_error(lmc_status s, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(g_msg, MSG_CAP, fmt, ap);
+    va_end(ap);
+    g_status = s;
+    return s;
+}
+
+void lmc_error_prefix(const char *fmt, ...) {
+    char prefix[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(prefix, sizeof prefix, fmt, ap);
+    va_end(ap);
+    char old[MSG_CAP];
+    memcpy(old, g_msg, MSG_CAP);
+    snprintf(g_msg, MSG_CAP, "%s: %s", prefix, old);
+}
+
+const char *lmc_last_error(void) { return g_msg; }
+lmc_status lmc_last_status(void) { return g_status; }
+void lmc_clear_error(void) {
+    g_msg[0] = 0;
+    g_status = LMC_OK;
+}
+
+const char *lmc_status_name(lmc_status s) {
+    switch (s) {
+    case LMC_OK: return "ok";
+    case LMC_ERR_INVALID_ARGUMENT: return "invalid argument";
+    case LMC_ERR_SHAPE: return "shape error";
+    case LMC_ERR_OUT_OF_MEMORY: return "out of memory";
+    case LMC_ERR_IO: return "I/O error";
+    case LMC_ERR_FORMAT: return "format error";
+    case LMC_ERR_UNSUPPORTED: return "unsupported";
+    case LMC_ERR_NOT_FOUND: return "not found";
+    case LMC_ERR_CANCELLED: return "cancelled";
+    case LMC_ERR_CLOSED: return "closed";
+    case LMC_ERR_INTERNAL: return "internal error";
+    }
+    return "unknown status";
+}
