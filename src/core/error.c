@@ -23,9 +23,15 @@ void lmc_error_prefix(const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
-    char old[MSG_CAP];
-    memcpy(old, g_msg, MSG_CAP);
-    snprintf(g_msg, MSG_CAP, "%s: %s", prefix, old);
+    /* Build "prefix: old" by moving the old text right; truncate at the cap. */
+    size_t plen = strlen(prefix), olen = strlen(g_msg);
+    if (plen + 2 >= MSG_CAP) plen = MSG_CAP - 3;
+    if (plen + 2 + olen >= MSG_CAP) olen = MSG_CAP - 1 - plen - 2;
+    memmove(g_msg + plen + 2, g_msg, olen);
+    memcpy(g_msg, prefix, plen);
+    g_msg[plen] = ':';
+    g_msg[plen + 1] = ' ';
+    g_msg[plen + 2 + olen] = 0;
 }
 
 const char *lmc_last_error(void) { return g_msg; }

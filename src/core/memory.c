@@ -1,0 +1,109 @@
+/* Buffers and per-device memory accounting. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/array.h"
+
+typedef struct device_memory {
+    atomic_size_t active;
+    atomic_size_t peak;
+    atomic_size_t mapped;
+    atomic_size_t limit;
+} device_memory;
+
+static device_memory g_mem[LMC_DEVICE_COUNT];
+
+lmc_status lmc_memory_reserve(lmc_device dev, size_t nbytes) {
+    device_memory *m = &g_mem[dev];
+    size_t limit = atomic_load(&m->limit);
+    size_t cur = atomic_load(&m->active);
+    for (;;) {
+        if (nbytes > SIZE_MAX - cur || (limit && cur + nbytes > limit))
+            return lmc_set_error(LMC_ERR_OUT_OF_MEMORY,
+                                 "allocating %zu bytes would exceed the memory limit of %zu bytes (%zu in use)",
+                                 nbytes, limit, cur);
+        if (atomic_compare_exchange_weak(&m->active, &cur, cur + nbytes)) break;
+    }
+    size_t now = cur + nbytes, peak = atomic_load(&m->peak);
+    while (now > peak && !atomic_compare_exchange_weak(&m->peak, &peak, now)) {}
+    return LMC_OK;
+}
+
+void lmc_memory_unreserve(lmc_device dev, size_t nbytes) { atomic_fetch_sub(&g_mem[dev].active, nbytes); }
+
+void lmc_memory_add_mapped(lmc_device dev, int64_t delta) {
+    if (delta >= 0) atomic_fetch_add(&g_mem[dev].mapped, (size_t)delta);
+    else atomic_fetch_sub(&g_mem[dev].mapped, (size_t)-delta);
+}
+
+lmc_memory_stats lmc_memory(lmc_device dev) {
+    lmc_memory_stats s = {0};
+    if ((unsigned)dev >= LMC_DEVICE_COUNT) return s;
+    s.active_bytes = atomic_load(&g_mem[dev].active);
+    s.peak_bytes = atomic_load(&g_mem[dev].peak);
+    s.mapped_bytes = atomic_load(&g_mem[dev].mapped);
+    s.limit_bytes = atomic_load(&g_mem[dev].limit);
+    return s;
+}
+
+void lmc_memory_set_limit(lmc_device dev, size_t bytes) {
+    if ((unsigned)dev < LMC_DEVICE_COUNT) atomic_store(&g_mem[dev].limit, bytes);
+}
+
+void lmc_memory_reset_peak(lmc_device dev) {
+    if ((unsigned)dev < LMC_DEVICE_COUNT) atomic_store(&g_mem[dev].peak, atomic_load(&g_mem[dev].active));
+}
+
+lmc_buffer *lmc_buffer_alloc(lmc_device dev, size_t nbytes) {
+    if (dev != LMC_CPU) {
+        lmc_set_error(LMC_ERR_UNSUPPORTED, "device %d has no allocator in this build", (int)dev);
+        return NULL;
+    }
+    if (lmc_memory_reserve(dev, nbytes) != LMC_OK) return NULL;
+    lmc_buffer *b = calloc(1, sizeof *b);
+    /* Round up so aligned_alloc's size is a multiple of the alignment, and
+     * never ask for 0 bytes (0-size arrays still get a valid pointer). */
+    size_t alloc = (nbytes + 63) & ~(size_t)63;
+    if (alloc == 0) alloc = 64;
+    void *data = b ? aligned_alloc(64, alloc) : NULL;
+    if (!data) {
+        free(b);
+        lmc_memory_unreserve(dev, nbytes);
+        lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory allocating %zu bytes", nbytes);
+        return NULL;
+    }
+    b->data = data;
+    b->nbytes = nbytes;
+    b->device = dev;
+    b->counted = true;
+    atomic_init(&b->refcount, 1);
+    return b;
+}
+
+lmc_buffer *lmc_buffer_wrap(void *data, size_t nbytes, lmc_device dev, void (*release)(void *), void *ctx) {
+    lmc_buffer *b = calloc(1, sizeof *b);
+    if (!b) {
+        lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
+        return NULL;
+    }
+    b->data = data;
+    b->nbytes = nbytes;
+    b->device = dev;
+    b->release = release;
+    b->release_ctx = ctx;
+    atomic_init(&b->refcount, 1);
+    return b;
+}
+
+void lmc_buffer_retain(lmc_buffer *b) { atomic_fetch_add(&b->refcount, 1); }
+
+void lmc_buffer_release(lmc_buffer *b) {
+    if (!b || atomic_fetch_sub(&b->refcount, 1) != 1) return;
+    if (b->counted) {
+        free(b->data);
+        lmc_memory_unreserve(b->device, b->nbytes);
+    } else if (b->release) {
+        b->release(b->release_ctx);
+    }
+    free(b);
+}

@@ -1,0 +1,21 @@
+/* A fixed pool of worker threads for CPU kernels.
+ *
+ * lmc_parallel_for splits [0, n) into one contiguous chunk per thread, in a
+ * fixed way for a given thread count, so reductions done per chunk are
+ * deterministic. The calling thread works on chunk 0. Calls from inside a
+ * worker (nested parallelism) run serially on that worker. */
+#ifndef LMC_CORE_THREADPOOL_H
+#define LMC_CORE_THREADPOOL_H
+
+#include <stdint.h>
+
+typedef void (*lmc_range_fn)(void *ctx, int64_t begin, int64_t end, int thread);
+
+/* Runs fn over [0, n) using up to lmc_num_threads() threads; chunks are
+ * multiples of `grain` (>= 1) except the last. */
+void lmc_parallel_for(int64_t n, int64_t grain, lmc_range_fn fn, void *ctx);
+
+/* Runs fn(ctx, t, t+1, t) once on each of `nthreads` threads (t = 0..nthreads-1). */
+void lmc_parallel_run(int nthreads, lmc_range_fn fn, void *ctx);
+
+#endif
