@@ -52,12 +52,14 @@ typedef enum jv_type {
     JV_DICT,  /* ordered dict, keys are any hashable value */
     JV_NS,    /* namespace() object or the loop object: attributes in a jdict */
     JV_FUNC,  /* builtin global, bound method or macro */
+    JV_LOOP,  /* the `loop` variable of a for-loop iteration */
 } jv_type;
 
 typedef struct jstr { size_t n; char p[]; } jstr; /* NUL-terminated UTF-8 */
 typedef struct jlist jlist;
 typedef struct jdict jdict;
 typedef struct jfunc jfunc;
+typedef struct jloop jloop;
 
 typedef struct jv {
     jv_type t;
@@ -69,12 +71,14 @@ typedef struct jv {
         jlist *l;
         jdict *d;
         jfunc *fn;
+        jloop *lp;
         const char *undef; /* JV_UNDEF: the message an error about it shows, or NULL */
     };
 } jv;
 
 struct jlist { size_t n, cap; jv *v; bool tuple; };
-struct jdict { size_t n, cap; jv *k, *v; bool loop; /* JV_NS: the read-only loop object */ };
+struct jdict { size_t n, cap; jv *k, *v; };
+struct jloop { size_t i, n; const jlist *items; }; /* iteration i of n over items */
 
 jv jv_undef(const char *msg);
 jv jv_none(void);

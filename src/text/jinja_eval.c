@@ -22,6 +22,7 @@ enum {
 typedef struct scope {
     jdict *vars;
     struct scope *parent;
+    bool captured; /* a macro defined here keeps a reference to it */
 } scope;
 
 typedef enum fn_kind { FN_GLOBAL, FN_METHOD, FN_MACRO } fn_kind;
@@ -100,6 +101,7 @@ static const char *obj_repr(jv x) {
     case JV_FLOAT: return "'float object'";
     case JV_BOOL: return "'bool object'";
     case JV_NS: return "'jinja2.utils.Namespace object'";
+    case JV_LOOP: return "'LoopContext object'";
     default: return "'object'";
     }
 }
@@ -519,6 +521,22 @@ static jv get_attr(jinja_ctx *c, const jnode *at, jv obj, const char *name) {
     case JV_LIST:
         if (in_names(list_methods, name)) return bound_method(c, obj, name);
         break;
+    case JV_LOOP: {
+        const jloop *l = obj.lp;
+        if (!strcmp(name, "index")) return jv_int((int64_t)l->i + 1);
+        if (!strcmp(name, "index0")) return jv_int((int64_t)l->i);
+        if (!strcmp(name, "revindex")) return jv_int((int64_t)(l->n - l->i));
+        if (!strcmp(name, "revindex0")) return jv_int((int64_t)(l->n - l->i - 1));
+        if (!strcmp(name, "first")) return jv_bool(l->i == 0);
+        if (!strcmp(name, "last")) return jv_bool(l->i + 1 == l->n);
+        if (!strcmp(name, "length")) return jv_int((int64_t)l->n);
+        if (!strcmp(name, "depth")) return jv_int(1);
+        if (!strcmp(name, "depth0")) return jv_int(0);
+        if (!strcmp(name, "previtem")) return l->i > 0 ? l->items->v[l->i - 1] : jv_undef("there is no previous item");
+        if (!strcmp(name, "nextitem")) return l->i + 1 < l->n ? l->items->v[l->i + 1] : jv_undef("there is no next item");
+        if (!strcmp(name, "cycle")) return bound_method(c, obj, name);
+        return undef_fmt(c, "'LoopContext object' has no attribute '%s'", name);
+    }
     default: break;
     }
     return undef_fmt(c, "%s has no attribute '%s'", obj_repr(obj), name);
@@ -1268,10 +1286,9 @@ static jv call_method(jinja_ctx *c, const jnode *at, jfunc *f, const jargs *a) {
         if (name[0] == 'i') rfail(c, at, "list.index(x): x not in list");
         return jv_int(k);
     }
-    if (self.t == JV_NS && !strcmp(name, "cycle")) {
-        if (a->npos == 0) rfail(c, at, "no items for cycling given");
-        jv *idx = jv_dict_gets(self.d, "index0");
-        return a->pos[(size_t)(idx ? idx->i : 0) % a->npos];
+    if (self.t == JV_LOOP && !strcmp(name, "cycle")) {
+        if (a->nkw || a->npos == 0) rfail(c, at, "no items for cycling given");
+        return a->pos[self.lp->i % a->npos];
     }
     rfail(c, at, "unknown method '%s'", name);
 }
@@ -1770,46 +1787,49 @@ static jv apply_filter(jinja_ctx *c, scope *sc, const jnode *at, const char *nam
 
 enum { CTL_NONE = 0, CTL_BREAK, CTL_CONTINUE };
 
-static jv make_loop(jinja_ctx *c, size_t i, size_t n, jlist *items) {
-    jv loop = jv_dict(&c->arena, 12);
-    loop.t = JV_NS;
-    loop.d->loop = true;
-    jn_arena *a = &c->arena;
-    jdict *d = loop.d;
-    jv_dict_set(a, d, jv_cstr(a, "index"), jv_int((int64_t)i + 1));
-    jv_dict_set(a, d, jv_cstr(a, "index0"), jv_int((int64_t)i));
-    jv_dict_set(a, d, jv_cstr(a, "revindex"), jv_int((int64_t)(n - i)));
-    jv_dict_set(a, d, jv_cstr(a, "revindex0"), jv_int((int64_t)(n - i - 1)));
-    jv_dict_set(a, d, jv_cstr(a, "first"), jv_bool(i == 0));
-    jv_dict_set(a, d, jv_cstr(a, "last"), jv_bool(i + 1 == n));
-    jv_dict_set(a, d, jv_cstr(a, "length"), jv_int((int64_t)n));
-    jv_dict_set(a, d, jv_cstr(a, "depth"), jv_int(1));
-    jv_dict_set(a, d, jv_cstr(a, "depth0"), jv_int(0));
-    if (i > 0) jv_dict_set(a, d, jv_cstr(a, "previtem"), items->v[i - 1]);
-    if (i + 1 < n) jv_dict_set(a, d, jv_cstr(a, "nextitem"), items->v[i + 1]);
-    jv_dict_set(a, d, jv_cstr(a, "cycle"), bound_method(c, loop, "cycle"));
-    return loop;
+/* Binds the loop target(s) in an iteration scope; keys are made once per loop. */
+static void bind_target(jinja_ctx *c, scope *it, const jnode *n, const jv *keys, jv item) {
+    if (!n->params) {
+        jv_dict_set(&c->arena, it->vars, keys[0], item);
+        return;
+    }
+    if (item.t == JV_UNDEF) undefined_error(c, n, item);
+    jlist *vals = iterate(c, n, item);
+    if (vals->n != n->nparams)
+        rfail(c, n, "cannot unpack %zu value%s into %zu name%s", vals->n, vals->n == 1 ? "" : "s", n->nparams, n->nparams == 1 ? "" : "s");
+    for (size_t i = 0; i < n->nparams; i++) jv_dict_set(&c->arena, it->vars, keys[i], vals->v[i]);
 }
 
 static int exec_for(jinja_ctx *c, scope *sc, const jnode *n) {
     jv iterable = eval(c, sc, n->a);
     jlist *items = iterate(c, n->a, iterable);
+    size_t nkeys = n->params ? n->nparams : 1;
+    jv *keys = jn_alloc(&c->arena, (nkeys + 1) * sizeof(jv));
+    for (size_t i = 0; i < nkeys; i++) keys[i] = jv_cstr(&c->arena, n->params ? n->params[i] : n->name);
+    jv loop_key = jv_cstr(&c->arena, "loop");
+    /* An iteration's variables live in a scope of its own. The scope is
+     * cleared and reused between iterations unless a macro captured it. */
+    scope *it = new_scope(c, sc);
     if (n->b) {
         /* The loop filter sees the loop variable but not `loop`. */
         jv kept = jv_list(&c->arena, items->n + 1);
         for (size_t i = 0; i < items->n; i++) {
-            scope *fs = new_scope(c, sc);
-            assign(c, fs, n, items->v[i]);
-            if (jv_truthy(eval(c, fs, n->b))) jv_list_push(&c->arena, kept.l, items->v[i]);
+            step(c, n);
+            it->vars->n = 0;
+            bind_target(c, it, n, keys, items->v[i]);
+            if (jv_truthy(eval(c, it, n->b))) jv_list_push(&c->arena, kept.l, items->v[i]);
         }
         items = kept.l;
     }
     size_t count = items->n;
     c->loops++;
     for (size_t i = 0; i < count; i++) {
-        scope *it = new_scope(c, sc);
-        assign(c, it, n, items->v[i]);
-        scope_set(c, it, "loop", make_loop(c, i, count, items));
+        if (it->captured) it = new_scope(c, sc);
+        it->vars->n = 0;
+        bind_target(c, it, n, keys, items->v[i]);
+        jloop *lp = jn_alloc(&c->arena, sizeof *lp);
+        *lp = (jloop){.i = i, .n = count, .items = items};
+        jv_dict_set(&c->arena, it->vars, loop_key, (jv){.t = JV_LOOP, .lp = lp});
         int ctl = exec_node(c, it, n->c);
         if (ctl == CTL_BREAK) break;
     }
@@ -1843,7 +1863,7 @@ static int exec_node(jinja_ctx *c, scope *sc, const jnode *n) {
         }
         if (n->attr) {
             jv target = lookup(c, sc, n->name);
-            if (target.t != JV_NS || target.d->loop)
+            if (target.t != JV_NS)
                 rfail(c, n, "cannot assign attribute on non-namespace object");
             jv_dict_set(&c->arena, target.d, jv_cstr(&c->arena, n->attr), v);
         } else {
@@ -1857,6 +1877,7 @@ static int exec_node(jinja_ctx *c, scope *sc, const jnode *n) {
         f->name = n->name;
         f->macro = n;
         f->closure = sc;
+        sc->captured = true;
         scope_set(c, sc, n->name, (jv){.t = JV_FUNC, .fn = f});
         break;
     }

@@ -331,6 +331,7 @@ static bool dump(jn_buf *b, jv x, const jn_json_opts *o, int level, const char *
     case JV_UNDEF: *msg = "Object of type Undefined is not JSON serializable"; return false;
     case JV_NS: *msg = "Object of type Namespace is not JSON serializable"; return false;
     case JV_FUNC: *msg = "Object of type function is not JSON serializable"; return false;
+    case JV_LOOP: *msg = "Object of type LoopContext is not JSON serializable"; return false;
     }
     return false;
 }

@@ -156,7 +156,7 @@ bool jv_truthy(jv x) {
     case JV_STR: return x.s->n != 0;
     case JV_LIST: return x.l->n != 0;
     case JV_DICT: return x.d->n != 0;
-    case JV_NS: case JV_FUNC: return true;
+    case JV_NS: case JV_FUNC: case JV_LOOP: return true;
     }
     return false;
 }
@@ -191,6 +191,7 @@ bool jv_equal(jv a, jv b) {
         return true;
     case JV_NS: return a.d == b.d;
     case JV_FUNC: return a.fn == b.fn;
+    case JV_LOOP: return a.lp == b.lp;
     default: return false;
     }
 }
@@ -207,6 +208,7 @@ const char *jv_type_name(jv x) {
     case JV_DICT: return "dict";
     case JV_NS: return "Namespace";
     case JV_FUNC: return "function";
+    case JV_LOOP: return "LoopContext";
     }
     return "object";
 }
@@ -392,6 +394,7 @@ void jv_write_str(jn_buf *b, jv x) {
     case JV_STR: jn_buf_add(b, x.s->p, x.s->n); return;
     case JV_LIST: case JV_DICT: case JV_NS: write_container(b, x); return;
     case JV_FUNC: jn_buf_adds(b, "<function>"); return;
+    case JV_LOOP: jn_buf_printf(b, "<LoopContext %zu/%zu>", x.lp->i + 1, x.lp->n); return;
     }
 }
 
