@@ -294,6 +294,28 @@ static void test_limits(void) {
     free(deep);
 }
 
+/* Self-referencing and very deeply nested values neither crash nor hang. */
+static void test_deep_values(void) {
+    char *out = NULL;
+    CHECK(render("{% set ns = namespace() %}{% set ns.me = ns %}{{ ns.me.me is defined }}", NULL, &out) == LMC_OK);
+    CHECK_STR(out, "True");
+    free(out);
+    const char *nest = "{% set ns = namespace(x=[]) %}{% for i in range(5000) %}{% set ns.x = [ns.x] %}{% endfor %}";
+    char tmpl[512];
+    snprintf(tmpl, sizeof tmpl, "%s{{ ns.x|length }}{{ (ns.x ~ '')|length > 0 }}{{ ns.x == ns.x }}", nest);
+    CHECK(render(tmpl, NULL, &out) == LMC_OK);
+    CHECK_STR(out, "1TrueTrue");
+    free(out);
+    snprintf(tmpl, sizeof tmpl, "%s{{ ns.x|tojson }}", nest);
+    CHECK(render(tmpl, NULL, &out) == LMC_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(lmc_last_error(), "nested too deeply") != NULL);
+    CHECK(render("{{ (-1) ** 3 }} {{ (-1) ** 4 }} {{ 0 ** 0 }} {{ 3 ** 3 }} {{ 2 ** 70 }}", NULL, &out) == LMC_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(lmc_last_error(), "integer overflow") != NULL);
+    CHECK(render("{{ (-1) ** 3 }} {{ (-1) ** 4 }} {{ 0 ** 0 }} {{ 3 ** 3 }}", NULL, &out) == LMC_OK);
+    CHECK_STR(out, "-1 1 1 27");
+    free(out);
+}
+
 /* Mutated and truncated versions of a real-world-like template never crash:
  * each either renders or reports an error. */
 static void test_mutations(void) {
@@ -350,6 +372,7 @@ int main(void) {
     RUN(test_strftime_now);
     RUN(test_context_reuse);
     RUN(test_limits);
+    RUN(test_deep_values);
     RUN(test_mutations);
     return TEST_REPORT();
 }

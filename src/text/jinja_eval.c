@@ -177,29 +177,32 @@ static jlist *iterate(jinja_ctx *c, const jnode *at, jv x) {
 
 /* ---- comparisons ------------------------------------------------------- */
 
-static int cmp_values(jinja_ctx *c, const jnode *at, jv a, jv b, const char *op);
-
 /* Python's ordering for <, <=, >, >= (numbers, strings, lists and tuples). */
 static int cmp_values(jinja_ctx *c, const jnode *at, jv a, jv b, const char *op) {
+    if (++c->depth > MAX_EVAL_DEPTH) rfail(c, at, "values nested too deeply to compare");
+    int r = 0;
     if (a.t == JV_UNDEF) undefined_error(c, at, a);
     if (b.t == JV_UNDEF) undefined_error(c, at, b);
     if (is_number(a) && is_number(b)) {
+        c->depth--;
         if (is_intlike(a) && is_intlike(b)) return (as_int(a) > as_int(b)) - (as_int(a) < as_int(b));
         double x = as_float(a), y = as_float(b);
         return (x > y) - (x < y);
     }
     if (a.t == JV_STR && b.t == JV_STR) {
+        c->depth--;
         size_t n = a.s->n < b.s->n ? a.s->n : b.s->n;
-        int r = memcmp(a.s->p, b.s->p, n);
+        r = memcmp(a.s->p, b.s->p, n);
         if (r) return r < 0 ? -1 : 1;
         return (a.s->n > b.s->n) - (a.s->n < b.s->n);
     }
     if (a.t == JV_LIST && b.t == JV_LIST && a.l->tuple == b.l->tuple) {
-        for (size_t i = 0; i < a.l->n && i < b.l->n; i++) {
-            if (jv_equal(a.l->v[i], b.l->v[i])) continue;
-            return cmp_values(c, at, a.l->v[i], b.l->v[i], op);
-        }
-        return (a.l->n > b.l->n) - (a.l->n < b.l->n);
+        size_t i = 0;
+        while (i < a.l->n && i < b.l->n && jv_equal(a.l->v[i], b.l->v[i])) i++;
+        if (i < a.l->n && i < b.l->n) r = cmp_values(c, at, a.l->v[i], b.l->v[i], op);
+        else r = (a.l->n > b.l->n) - (a.l->n < b.l->n);
+        c->depth--;
+        return r;
     }
     rfail(c, at, "'%s' not supported between instances of '%s' and '%s'", op, jv_type_name(a), jv_type_name(b));
 }
@@ -680,11 +683,11 @@ static jv arith(jinja_ctx *c, const jnode *at, const char *op, jv a, jv b) {
         case '*':
             if (op[1] == '*') {
                 if (ints && y >= 0) {
-                    int64_t acc = 1;
-                    for (int64_t i = 0; i < y; i++) {
+                    if (x == 0 || x == 1) return jv_int(y == 0 ? 1 : x);
+                    if (x == -1) return jv_int(y % 2 ? -1 : 1);
+                    int64_t acc = 1; /* |x| >= 2 overflows within 63 steps */
+                    for (int64_t i = 0; i < y; i++)
                         if (__builtin_mul_overflow(acc, x, &acc)) rfail(c, at, "integer overflow");
-                        if (acc == 0 || acc == 1) break;
-                    }
                     return jv_int(acc);
                 }
                 return jv_float(pow(fx, fy));
@@ -778,7 +781,7 @@ static jv format_percent(jinja_ctx *c, const jnode *at, jv fmt, jv args) {
         p++;
         char spec[32] = "%";
         size_t k = 1;
-        while (p < end && k < sizeof spec - 3 && strchr("-+ #0123456789.", *p)) spec[k++] = *p++;
+        while (p < end && k < sizeof spec - 5 && strchr("-+ #0123456789.", *p)) spec[k++] = *p++;
         if (p >= end) rfail(c, at, "incomplete format");
         char conv = *p++;
         if (conv == '%') {
@@ -1901,8 +1904,8 @@ jinja_ctx *jinja_ctx_new(void) {
         lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "template: out of memory");
         return NULL;
     }
-    jn_arena_init(&c->garena, (size_t)1 << 30);
-    jn_arena_init(&c->arena, (size_t)1 << 30);
+    jn_arena_init(&c->garena, (size_t)256 << 20);
+    jn_arena_init(&c->arena, (size_t)256 << 20);
     c->max_output = (size_t)64 << 20;
     c->max_steps = 50000000;
     jmp_buf jb;

@@ -214,9 +214,9 @@ static bool lex_number(lexer *lx, jtok *t) {
         }
         if (is_float) end = e;
     }
-    char buf[64];
+    char *buf = jn_alloc(lx->a, end - start + 1);
     size_t k = 0;
-    for (size_t i = start; i < end && k < sizeof buf - 1; i++)
+    for (size_t i = start; i < end; i++)
         if (lx->s[i] != '_') buf[k++] = lx->s[i];
     buf[k] = 0;
     lx->pos = end;

@@ -163,7 +163,16 @@ bool jv_truthy(jv x) {
 
 static bool is_num(jv x) { return x.t == JV_BOOL || x.t == JV_INT || x.t == JV_FLOAT; }
 
-bool jv_equal(jv a, jv b) {
+/* Values can nest without bound (a list built in a loop); past this depth
+ * equality falls back to identity and printing to an ellipsis, so the C
+ * stack stays bounded. */
+enum { MAX_VALUE_DEPTH = 200 };
+
+static bool equal_at(jv a, jv b, int depth);
+
+bool jv_equal(jv a, jv b) { return equal_at(a, b, 0); }
+
+static bool equal_at(jv a, jv b, int depth) {
     if (is_num(a) && is_num(b)) {
         if (a.t != JV_FLOAT && b.t != JV_FLOAT) {
             int64_t x = a.t == JV_BOOL ? a.b : a.i, y = b.t == JV_BOOL ? b.b : b.i;
@@ -178,15 +187,17 @@ bool jv_equal(jv a, jv b) {
     case JV_UNDEF: case JV_NONE: return true;
     case JV_STR: return a.s->n == b.s->n && memcmp(a.s->p, b.s->p, a.s->n) == 0;
     case JV_LIST:
-        if (a.l->tuple != b.l->tuple || a.l->n != b.l->n) return false;
+        if (a.l == b.l) return true;
+        if (a.l->tuple != b.l->tuple || a.l->n != b.l->n || depth > MAX_VALUE_DEPTH) return false;
         for (size_t i = 0; i < a.l->n; i++)
-            if (!jv_equal(a.l->v[i], b.l->v[i])) return false;
+            if (!equal_at(a.l->v[i], b.l->v[i], depth + 1)) return false;
         return true;
     case JV_DICT:
-        if (a.d->n != b.d->n) return false;
+        if (a.d == b.d) return true;
+        if (a.d->n != b.d->n || depth > MAX_VALUE_DEPTH) return false;
         for (size_t i = 0; i < a.d->n; i++) {
             jv *o = jv_dict_get(b.d, a.d->k[i]);
-            if (!o || !jv_equal(a.d->v[i], *o)) return false;
+            if (!o || !equal_at(a.d->v[i], *o, depth + 1)) return false;
         }
         return true;
     case JV_NS: return a.d == b.d;
@@ -361,12 +372,18 @@ static void write_str_repr(jn_buf *b, const jstr *s) {
     jn_buf_addc(b, q);
 }
 
-static void write_container(jn_buf *b, jv x) {
+static void write_repr_at(jn_buf *b, jv x, int depth);
+
+static void write_container(jn_buf *b, jv x, int depth) {
+    if (depth > MAX_VALUE_DEPTH) {
+        jn_buf_adds(b, x.t == JV_LIST ? "[...]" : "{...}");
+        return;
+    }
     if (x.t == JV_LIST) {
         jn_buf_addc(b, x.l->tuple ? '(' : '[');
         for (size_t i = 0; i < x.l->n; i++) {
             if (i) jn_buf_adds(b, ", ");
-            jv_write_repr(b, x.l->v[i]);
+            write_repr_at(b, x.l->v[i], depth + 1);
         }
         if (x.l->tuple && x.l->n == 1) jn_buf_addc(b, ',');
         jn_buf_addc(b, x.l->tuple ? ')' : ']');
@@ -375,16 +392,16 @@ static void write_container(jn_buf *b, jv x) {
         jn_buf_addc(b, '{');
         for (size_t i = 0; i < x.d->n; i++) {
             if (i) jn_buf_adds(b, ", ");
-            jv_write_repr(b, x.d->k[i]);
+            write_repr_at(b, x.d->k[i], depth + 1);
             jn_buf_adds(b, ": ");
-            jv_write_repr(b, x.d->v[i]);
+            write_repr_at(b, x.d->v[i], depth + 1);
         }
         jn_buf_addc(b, '}');
         if (x.t == JV_NS) jn_buf_addc(b, '>');
     }
 }
 
-void jv_write_str(jn_buf *b, jv x) {
+static void write_str_at(jn_buf *b, jv x, int depth) {
     switch (x.t) {
     case JV_UNDEF: return;
     case JV_NONE: jn_buf_adds(b, "None"); return;
@@ -392,14 +409,17 @@ void jv_write_str(jn_buf *b, jv x) {
     case JV_INT: jn_buf_printf(b, "%lld", (long long)x.i); return;
     case JV_FLOAT: jv_write_float(b, x.f); return;
     case JV_STR: jn_buf_add(b, x.s->p, x.s->n); return;
-    case JV_LIST: case JV_DICT: case JV_NS: write_container(b, x); return;
+    case JV_LIST: case JV_DICT: case JV_NS: write_container(b, x, depth); return;
     case JV_FUNC: jn_buf_adds(b, "<function>"); return;
     case JV_LOOP: jn_buf_printf(b, "<LoopContext %zu/%zu>", x.lp->i + 1, x.lp->n); return;
     }
 }
 
-void jv_write_repr(jn_buf *b, jv x) {
+static void write_repr_at(jn_buf *b, jv x, int depth) {
     if (x.t == JV_STR) write_str_repr(b, x.s);
     else if (x.t == JV_UNDEF) jn_buf_adds(b, "Undefined");
-    else jv_write_str(b, x);
+    else write_str_at(b, x, depth);
 }
+
+void jv_write_str(jn_buf *b, jv x) { write_str_at(b, x, 0); }
+void jv_write_repr(jn_buf *b, jv x) { write_repr_at(b, x, 0); }
