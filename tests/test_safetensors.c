@@ -1,6 +1,7 @@
 /* safetensors: round trips of every dtype through the writer and reader,
  * files laid out like the reference implementation's, sharded checkpoints,
  * and a corpus of corrupted files each rejected with its own error. */
+#include <dirent.h>
 #include <errno.h>
 #include <ftw.h>
 #include <stdint.h>
@@ -720,6 +721,28 @@ static void test_checkpoint_errors(void) {
     lmc_array_free(a);
 }
 
+/* The fuzzer's seed corpus stays meaningful: files named bad_* are rejected
+ * with a format error, every other one opens. */
+static void test_fuzz_seeds(void) {
+    const char *dir = LMC_TEST_DATA "/../../fuzz/corpus/safetensors";
+    DIR *d = opendir(dir);
+    CHECKF(d != NULL, "cannot list %s", dir);
+    int seen = 0;
+    for (struct dirent *de; d && (de = readdir(d));) {
+        if (de->d_name[0] == '.') continue;
+        char path[1024];
+        snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+        lmc_safetensors *st = NULL;
+        lmc_status s = lmc_safetensors_open(path, &st);
+        bool bad = strncmp(de->d_name, "bad_", 4) == 0;
+        CHECKF(bad ? s == LMC_ERR_FORMAT : s == LMC_OK, "%s: %s", de->d_name, lmc_last_error());
+        lmc_safetensors_close(st);
+        seen++;
+    }
+    if (d) closedir(d);
+    CHECK(seen >= 8);
+}
+
 static int remove_entry(const char *path, const struct stat *sb, int type, struct FTW *ftw) {
     (void)sb, (void)type, (void)ftw;
     return remove(path);
@@ -743,6 +766,7 @@ int main(void) {
     RUN(test_unsupported_dtype);
     RUN(test_corrupted_corpus);
     RUN(test_not_a_file);
+    RUN(test_fuzz_seeds);
     RUN(test_sharded_checkpoint);
     RUN(test_checkpoint_errors);
     CHECK(lmc_memory(LMC_CPU).mapped_bytes == 0);
