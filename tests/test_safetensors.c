@@ -422,7 +422,7 @@ static void test_hand_assembled_file(void) {
 
 /* Headers with no tensors are valid (the reference's test_empty vectors). */
 static void test_empty_files(void) {
-    unsigned char img[64];
+    unsigned char img[256];
     size_t n = make_image(img, "{}      ", 0, 0);
     write_bytes(tmp_path("empty_header.safetensors"), img, n);
     lmc_safetensors *st = NULL;
@@ -434,6 +434,14 @@ static void test_empty_files(void) {
     write_bytes(tmp_path("empty_meta.safetensors"), img, n);
     CHECK(lmc_safetensors_open(tmp_path("empty_meta.safetensors"), &st) == LMC_OK);
     CHECK_STR(lmc_safetensors_metadata(st, "framework"), "pt");
+    lmc_safetensors_close(st);
+    /* MLX writes "__metadata__": null when saving without metadata; the
+     * reference reads it as absent. An escaped backslash before "u0000" is
+     * not a NUL escape. */
+    n = make_image(img, "{\"__metadata__\":null,\"a\\\\u0000\":" "{\"dtype\":\"U8\",\"shape\":[],\"data_offsets\":[0,1]}}", 0, 1);
+    write_bytes(tmp_path("null_meta.safetensors"), img, n);
+    CHECKF(lmc_safetensors_open(tmp_path("null_meta.safetensors"), &st) == LMC_OK, "%s", lmc_last_error());
+    CHECK(lmc_safetensors_metadata_count(st) == 0 && lmc_safetensors_contains(st, "a\\u0000"));
     lmc_safetensors_close(st);
     /* Writing nothing gives the same 16 bytes as the reference: {} and 6 spaces. */
     CHECK(lmc_safetensors_write(tmp_path("nothing.safetensors"), 0, NULL, NULL, 0, NULL, NULL) == LMC_OK);
@@ -448,8 +456,9 @@ static void test_unsupported_dtype(void) {
     unsigned char img[256];
     size_t n = make_image(img,
                           "{\"d\":{\"dtype\":\"F64\",\"shape\":[2],\"data_offsets\":[0,16]},"
-                          "\"i\":{\"dtype\":\"I8\",\"shape\":[2],\"data_offsets\":[16,18]}}",
-                          0, 18);
+                          "\"i\":{\"dtype\":\"I8\",\"shape\":[2],\"data_offsets\":[16,18]},"
+                          "\"c\":{\"dtype\":\"C64\",\"shape\":[1],\"data_offsets\":[18,26]}}",
+                          0, 26);
     const char *path = tmp_path("f64.safetensors");
     write_bytes(path, img, n);
     lmc_safetensors *st = NULL;
@@ -459,6 +468,7 @@ static void test_unsupported_dtype(void) {
     CHECK(lmc_last_status() == LMC_ERR_UNSUPPORTED && msg_has("tensor 'd' has dtype F64", "f64.safetensors"));
     CHECK(lmc_safetensors_info(st, "i", NULL, NULL, NULL) == LMC_ERR_UNSUPPORTED);
     CHECK(msg_has("tensor 'i' has dtype I8", NULL));
+    CHECK(lmc_safetensors_get(st, "c") == NULL && msg_has("tensor 'c' has dtype C64", NULL));
     lmc_safetensors_close(st);
 }
 
@@ -539,6 +549,8 @@ static const bad_case k_bad[] = {
     {"metadata value a number", "{\"__metadata__\":{\"format\":\"pt\",\"step\":1}}", 0, 0, NULL, 0,
      "\"__metadata__\" value for 'step' is a number, not a string", NULL},
     {"metadata not an object", "{\"__metadata__\":[\"pt\"]}", 0, 0, NULL, 0, "\"__metadata__\" is an array", NULL},
+    {"NUL escape in a name", "{" T("a\\u0000b", "F32", "[2]", 0, 8) "}", 0, 8, NULL, 0,
+     "header holds the escape \\u0000 (byte 3 of the header)", NULL},
     {"metadata twice", "{\"__metadata__\":{},\"__metadata__\":{}}", 0, 0, NULL, 0, "\"__metadata__\" appears twice", NULL},
     {"metadata key twice", "{\"__metadata__\":{\"k\":\"1\",\"k\":\"2\"}}", 0, 0, NULL, 0,
      "\"__metadata__\" key 'k' appears twice", NULL},
@@ -588,6 +600,10 @@ static void test_not_a_file(void) {
     CHECK(lmc_safetensors_open(tmp_path("a_dir.safetensors"), &st) == LMC_ERR_IO && st == NULL);
     CHECK(msg_has("a_dir.safetensors: is a directory", NULL));
     CHECK(lmc_safetensors_open(NULL, &st) == LMC_ERR_INVALID_ARGUMENT);
+    /* A FIFO is refused without blocking on it. */
+    CHECK(mkfifo(tmp_path("fifo.safetensors"), 0644) == 0);
+    CHECK(lmc_safetensors_open(tmp_path("fifo.safetensors"), &st) == LMC_ERR_IO);
+    CHECK(msg_has("fifo.safetensors: not a regular file", NULL));
 }
 
 /* --- checkpoints ------------------------------------------------------------------ */

@@ -2,11 +2,13 @@
 #include "io/json_util.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <utf8proc.h>
 
 #include "core/error.h"
@@ -34,8 +36,13 @@ bool lmc_utf8_valid(const char *s, size_t n, size_t *bad_at) {
 lmc_status lmc_read_file(const char *path, size_t max_bytes, char **data, size_t *len) {
     *data = NULL;
     *len = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) return lmc_set_error(LMC_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK); /* a FIFO must not block us */
+    FILE *f = fd >= 0 ? fdopen(fd, "rb") : NULL;
+    if (!f) {
+        lmc_status s = lmc_set_error(LMC_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+        if (fd >= 0) close(fd);
+        return s;
+    }
     struct stat st;
     if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
         fclose(f);
@@ -79,6 +86,20 @@ cJSON *lmc_json_parse(const char *data, size_t n, size_t *err_at) {
             return NULL;
         }
     return root;
+}
+
+bool lmc_json_has_nul_escape(const char *s, size_t n, size_t *at) {
+    /* A backslash always starts a two-character escape, so skipping the
+     * character after each one visits exactly the escapes. */
+    for (size_t i = 0; i + 1 < n; i++) {
+        if (s[i] != '\\') continue;
+        if (s[i + 1] == 'u' && i + 5 < n && memcmp(s + i + 2, "0000", 4) == 0) {
+            *at = i;
+            return true;
+        }
+        i++;
+    }
+    return false;
 }
 
 const char *lmc_json_type_name(const cJSON *j) {

@@ -24,6 +24,11 @@ lmc_status lmc_read_file(const char *path, size_t max_bytes, char **data, size_t
  * not NULL) set to the byte offset where parsing stopped. */
 cJSON *lmc_json_parse(const char *data, size_t n, size_t *err_at);
 
+/* True when the JSON text holds the escape \u0000, with *at its offset.
+ * cJSON decodes it into a NUL that silently ends the C string ("a\u0000b"
+ * would read as "a"), so readers refuse it. */
+bool lmc_json_has_nul_escape(const char *s, size_t n, size_t *at);
+
 /* A short description of a JSON value's type for messages ("an array"). */
 const char *lmc_json_type_name(const cJSON *item);
 

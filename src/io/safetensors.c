@@ -14,6 +14,11 @@
 #include "io/json_util.h"
 #include "io/safetensors_internal.h"
 
+/* Tensors are viewed in place, and the format is little-endian. */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "the safetensors reader views little-endian data in place: big-endian hosts need a converting path"
+#endif
+
 /* --- dtypes ------------------------------------------------------------------ */
 
 typedef struct st_dtype {
@@ -23,12 +28,13 @@ typedef struct st_dtype {
 } st_dtype;
 
 /* Every dtype the safetensors reference implementation knows with a whole
- * number of bytes per element. */
+ * number of bytes per element, plus MLX's complex64. */
 static const st_dtype k_dtypes[] = {
     {"BOOL", 1, LMC_BOOL}, {"U8", 1, LMC_U8},        {"I8", 1, -1},        {"F8_E5M2", 1, -1},
     {"F8_E4M3", 1, -1},    {"F8_E8M0", 1, -1},       {"I16", 2, -1},       {"U16", 2, -1},
     {"F16", 2, LMC_F16},   {"BF16", 2, LMC_BF16},    {"I32", 4, LMC_I32},  {"U32", 4, LMC_U32},
     {"F32", 4, LMC_F32},   {"F64", 8, -1},           {"I64", 8, LMC_I64},  {"U64", 8, -1},
+    {"C64", 8, -1}, /* complex64, written by MLX */
 };
 enum { N_DTYPES = sizeof k_dtypes / sizeof k_dtypes[0] };
 
@@ -218,7 +224,8 @@ static lmc_status check_tiling(const char *path, const st_tensor *t, size_t n, u
 static lmc_status build_arena(lmc_safetensors *st, const cJSON *root, const cJSON *meta) {
     size_t total = 1;
     for (const cJSON *e = root->child; e; e = e->next)
-        if (e != meta) total += strlen(e->string) + 1;
+        if (strcmp(e->string, "__metadata__") != 0) total += strlen(e->string) + 1;
+    if (meta && !cJSON_IsObject(meta)) meta = NULL; /* null: no entries */
     if (meta)
         for (const cJSON *m = meta->child; m; m = m->next) total += strlen(m->string) + strlen(m->valuestring) + 2;
     st->arena = malloc(total);
@@ -233,7 +240,7 @@ static lmc_status build_arena(lmc_safetensors *st, const cJSON *root, const cJSO
     } while (0)
     size_t i = 0;
     for (const cJSON *e = root->child; e; e = e->next)
-        if (e != meta) ARENA_COPY(st->tensors[i++].name, e->string);
+        if (strcmp(e->string, "__metadata__") != 0) ARENA_COPY(st->tensors[i++].name, e->string);
     i = 0;
     if (meta)
         for (const cJSON *m = meta->child; m; m = m->next, i++) {
@@ -245,6 +252,9 @@ static lmc_status build_arena(lmc_safetensors *st, const cJSON *root, const cJSO
 }
 
 static lmc_status parse_metadata(lmc_safetensors *st, const cJSON *meta) {
+    /* null means none: MLX writes it when saving without metadata, and the
+     * reference implementation reads it as absent. */
+    if (cJSON_IsNull(meta)) return LMC_OK;
     if (!cJSON_IsObject(meta))
         return st_fail(st->path, NULL, "\"__metadata__\" is %s, not an object of strings", lmc_json_type_name(meta));
     size_t n = 0;
@@ -296,6 +306,9 @@ static lmc_status parse(lmc_safetensors *st) {
     size_t bad;
     if (!lmc_utf8_valid(header, (size_t)hlen, &bad))
         return st_fail(path, NULL, "header is not valid UTF-8 (byte %zu of the header)", bad);
+    if (lmc_json_has_nul_escape(header, (size_t)hlen, &bad))
+        return st_fail(path, NULL, "header holds the escape \\u0000 (byte %zu of the header); names and values "
+                       "cannot contain NUL", bad);
     st->data_start = 8 + (size_t)hlen;
     uint64_t data_len = size - st->data_start;
 
@@ -401,7 +414,7 @@ lmc_status lmc_safetensors_open(const char *path, lmc_safetensors **out) {
     if (!out) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "lmc_safetensors_open: out is NULL");
     *out = NULL;
     if (!path) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "lmc_safetensors_open: path is NULL");
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK); /* a FIFO must not block us */
     if (fd < 0) return lmc_set_error(LMC_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     struct stat sb;
     if (fstat(fd, &sb) != 0) {

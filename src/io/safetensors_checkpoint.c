@@ -144,6 +144,11 @@ static lmc_status open_index(lmc_checkpoint *ck, const char *dir, const char *in
         free(text);
         return lmc_set_error(LMC_ERR_FORMAT, "%.200s: not valid UTF-8 (byte %zu)", index_path, bad);
     }
+    if (lmc_json_has_nul_escape(text, len, &bad)) {
+        free(text);
+        return lmc_set_error(LMC_ERR_FORMAT, "%.200s: holds the escape \\u0000 (byte %zu); names cannot contain NUL",
+                             index_path, bad);
+    }
     cJSON *root = lmc_json_parse(text, len, &bad);
     free(text);
     if (!root) return lmc_set_error(LMC_ERR_FORMAT, "%.200s: not valid JSON (error near byte %zu)", index_path, bad);
