@@ -21,7 +21,9 @@
  *     end within the data section), with end - begin equal to the dtype size
  *     times the element count (computed with overflow checks);
  *   - no name appears twice (tensors, metadata keys, fields);
- *   - "__metadata__", when present, maps strings to strings;
+ *   - "__metadata__", when present, maps strings to strings (null is read as
+ *     no metadata, as the reference does; MLX writes it);
+ *   - no string holds the escape \u0000 (C strings cannot carry a NUL);
  *   - the tensors tile the data section exactly: sorted by offset, each
  *     begins where the previous one ends, the first at 0 and the last at the
  *     end of the file. This is the reference implementation's rule (its
@@ -32,8 +34,8 @@
  * be integers below 2^53 (larger ones cannot be represented exactly).
  *
  * Dtypes. BOOL, U8, I32, U32, I64, F16, BF16 and F32 map to lmc dtypes. I8,
- * I16, U16, U64, F64, F8_E4M3, F8_E5M2 and F8_E8M0 are known (a file holding
- * them opens and validates) but lmc has no dtype for them:
+ * I16, U16, U64, F64, F8_E4M3, F8_E5M2, F8_E8M0 and MLX's C64 are known (a
+ * file holding them opens and validates) but lmc has no dtype for them:
  * lmc_safetensors_info and _get fail with LMC_ERR_UNSUPPORTED naming the
  * tensor and dtype; lmc_safetensors_dtype_name still reports them.
  *
@@ -50,6 +52,9 @@
  * A tensor whose data is not aligned to its element size is copied into an
  * aligned, lmc-allocated array (counted as active memory) — correct, but not
  * zero copy. lmc_safetensors_is_aligned tells which case applies.
+ *
+ * Threads. An open handle is only read: several threads may call the
+ * query and _get functions on it at once (not _close).
  */
 #ifndef LMC_SAFETENSORS_H
 #define LMC_SAFETENSORS_H
