@@ -6,8 +6,12 @@
 #include "tools/cli.h"
 
 /* Subcommands are declared here and listed in the table below. */
+int cmd_tokenize(int argc, char **argv);
+int cmd_detokenize(int argc, char **argv);
 
 static const lmc_cli_command commands[] = {
+    {"tokenize", cmd_tokenize, "text on stdin -> token ids (JSON array)"},
+    {"detokenize", cmd_detokenize, "token ids (JSON array) on stdin -> text"},
     {NULL, NULL, NULL},
 };
 
