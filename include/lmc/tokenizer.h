@@ -2,15 +2,20 @@
  *
  * Encoding gives exactly the ids of the Hugging Face `tokenizers` library
  * (Tokenizer.encode) for the same tokenizer.json; decoding gives exactly the
- * text of transformers' `tokenizer.decode` (the decoder chain, special tokens
- * dropped when skipping, clean_up_tokenization_spaces from
- * tokenizer_config.json). Supported: BPE models; normalizers NFC, NFD, NFKC,
+ * text of transformers' (version 5) `tokenizer.decode`: the decoder chain,
+ * special tokens dropped when skipping. transformers 5 ignores
+ * clean_up_tokenization_spaces for BPE tokenizers, so lmc applies that
+ * clean-up only when tokenizer_config.json also sets
+ * clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output,
+ * as transformers does. Supported: BPE models; normalizers NFC, NFD, NFKC,
  * NFKD, Lowercase, Replace, Prepend, Strip, Sequence; pre-tokenizers Split,
  * ByteLevel, Metaspace, Digits, Punctuation, Whitespace, WhitespaceSplit,
  * Sequence; post-processors TemplateProcessing, ByteLevel, BertProcessing,
  * RobertaProcessing, Sequence; decoders ByteLevel, Replace, ByteFallback,
  * Fuse, Strip, Metaspace, Sequence. Anything else fails to load with
- * LMC_ERR_UNSUPPORTED naming the component.
+ * LMC_ERR_UNSUPPORTED naming the component. Truncation and padding settings
+ * in tokenizer.json are ignored (they apply to batches, which lmc does not
+ * build here).
  *
  * Input text that is not valid UTF-8 is not rejected: each invalid byte
  * sequence is replaced by U+FFFD first (as Python's

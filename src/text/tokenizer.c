@@ -407,7 +407,10 @@ static lmc_status model_config_ids(lmc_tokenizer *t, const cJSON *cfg) {
 
 static lmc_status parse_config(lmc_tokenizer *t, const cJSON *cfg) {
     if (!cJSON_IsObject(cfg)) return lmc_set_error(LMC_ERR_FORMAT, "tokenizer_config.json: not a JSON object");
-    t->clean_up_spaces = json_flag(cfg, "clean_up_tokenization_spaces");
+    /* transformers 5 ignores clean_up_tokenization_spaces for BPE tokenizers
+     * (the only model lmc loads) unless this long flag forces it. */
+    t->clean_up_spaces = json_flag(cfg, "clean_up_tokenization_spaces") &&
+                         json_flag(cfg, "clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output");
     LMC_CHECK(dup_opt(token_text(cJSON_GetObjectItemCaseSensitive(cfg, "bos_token")), &t->bos_token));
     LMC_CHECK(dup_opt(token_text(cJSON_GetObjectItemCaseSensitive(cfg, "eos_token")), &t->eos_token));
     LMC_CHECK(dup_opt(token_text(cJSON_GetObjectItemCaseSensitive(cfg, "pad_token")), &t->pad_token));
@@ -422,6 +425,39 @@ static lmc_status parse_config(lmc_tokenizer *t, const cJSON *cfg) {
         }
     }
     return LMC_OK;
+}
+
+/* transformers registers every token its tokenizer names (bos, eos, unk,
+ * sep, pad, cls, mask, additional and extra special tokens) as special, so
+ * decode(skip_special_tokens=True) drops them even when tokenizer.json does
+ * not flag them. Tokenizer classes bring defaults for names the config does
+ * not give (GemmaTokenizer's mask_token "<mask>", for one). */
+static void mark_special(lmc_tokenizer *t, const char *content) {
+    int32_t id = content ? tk_strmap_get(&t->added_map, content, strlen(content)) : -1;
+    if (id >= 0) t->tok_special[id] = 1;
+}
+
+static void config_special(lmc_tokenizer *t, const cJSON *cfg) {
+    static const char *keys[] = {"bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token"};
+    static const struct { const char *cls, *key, *value; } defaults[] = {
+        {"GemmaTokenizer", "unk_token", "<unk>"}, {"GemmaTokenizer", "bos_token", "<bos>"},
+        {"GemmaTokenizer", "eos_token", "<eos>"}, {"GemmaTokenizer", "pad_token", "<pad>"},
+        {"GemmaTokenizer", "mask_token", "<mask>"}, {"LlamaTokenizer", "unk_token", "<unk>"},
+        {"LlamaTokenizer", "bos_token", "<s>"}, {"LlamaTokenizer", "eos_token", "</s>"},
+    };
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) mark_special(t, token_text(cJSON_GetObjectItemCaseSensitive(cfg, keys[i])));
+    const cJSON *e, *list = cJSON_GetObjectItemCaseSensitive(cfg, "additional_special_tokens");
+    cJSON_ArrayForEach(e, list) mark_special(t, token_text(e));
+    list = cJSON_GetObjectItemCaseSensitive(cfg, "extra_special_tokens");
+    cJSON_ArrayForEach(e, list) mark_special(t, token_text(e));
+    const cJSON *cls = cJSON_GetObjectItemCaseSensitive(cfg, "tokenizer_class");
+    if (!cJSON_IsString(cls)) return;
+    size_t cl = strlen(cls->valuestring);
+    if (cl > 4 && !strcmp(cls->valuestring + cl - 4, "Fast")) cl -= 4; /* GemmaTokenizerFast is GemmaTokenizer */
+    for (size_t i = 0; i < sizeof defaults / sizeof defaults[0]; i++)
+        if (strlen(defaults[i].cls) == cl && !strncmp(cls->valuestring, defaults[i].cls, cl) &&
+            !cJSON_GetObjectItemCaseSensitive(cfg, defaults[i].key))
+            mark_special(t, defaults[i].value);
 }
 
 /* Resolves the config's token strings to ids once everything is loaded. */
@@ -456,6 +492,7 @@ lmc_status lmc_tokenizer_load_json(const char *tokenizer_json, size_t len, const
     if (st == LMC_OK && config_json) {
         st = parse_json(config_json, strlen(config_json), "tokenizer_config.json", &cfg);
         if (st == LMC_OK) st = parse_config(t, cfg);
+        if (st == LMC_OK) config_special(t, cfg);
         cJSON_Delete(cfg);
     }
     if (st == LMC_OK) st = resolve_special(t);
