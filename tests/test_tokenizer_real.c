@@ -199,10 +199,9 @@ static void test_concurrent_encode(void) {
             pthread_create(&th[i], NULL, encode_job, &jobs[i]);
         }
         for (int i = 0; i < 4; i++) pthread_join(th[i], NULL);
-        for (int i = 0; i < 4; i++) {
+        for (int i = 0; i < 4; i++)
             CHECK(jobs[i].ok && jobs[i].n == jobs[0].n && !memcmp(jobs[i].ids, jobs[0].ids, jobs[0].n * sizeof(int32_t)));
-            lmc_tokenizer_free_ids(jobs[i].ids);
-        }
+        for (int i = 0; i < 4; i++) lmc_tokenizer_free_ids(jobs[i].ids);
     }
 }
 
