@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "text/tokenizer_internal.h"
 #include "text/unicode.h"
@@ -10,7 +11,7 @@
 /* ---- per-word result cache ----
  * Direct-mapped: a word hashes to one slot; a new word evicts the old one.
  * Striped locks keep concurrent encoders from blocking each other much. */
-enum { CACHE_SLOTS = 1 << 16, CACHE_LOCKS = 64, CACHE_KEY = 24, CACHE_IDS = 8 };
+enum { CACHE_SLOTS = 1 << 16, CACHE_LOCKS = 64, CACHE_KEY = 48, CACHE_IDS = 12 };
 
 typedef struct cache_slot {
     uint32_t hash;
@@ -84,58 +85,122 @@ static char *opt_string(const cJSON *model, const char *key) {
     return strdup(cJSON_IsString(v) ? v->valuestring : "");
 }
 
+/* A merge's two sides as strings, from either JSON form. */
+static bool merge_sides(const cJSON *m, const char **l, size_t *ll, const char **r, size_t *rl) {
+    if (cJSON_IsString(m)) { /* legacy "left right" */
+        const char *sp = strchr(m->valuestring, ' ');
+        if (!sp || strchr(sp + 1, ' ')) return false;
+        *l = m->valuestring;
+        *ll = (size_t)(sp - *l);
+        *r = sp + 1;
+        *rl = strlen(*r);
+        return true;
+    }
+    if (!cJSON_IsArray(m) || !cJSON_IsString(m->child) || !cJSON_IsString(m->child->next) || m->child->next->next) return false;
+    *l = m->child->valuestring;
+    *ll = strlen(*l);
+    *r = m->child->next->valuestring;
+    *rl = strlen(*r);
+    return true;
+}
+
+enum { MERGE_OK, MERGE_BAD_SHAPE, MERGE_UNKNOWN_SIDE, MERGE_UNKNOWN_RESULT };
+
+typedef struct resolved {
+    int32_t l, r, merged;
+    int status;
+} resolved;
+
+typedef struct merge_job {
+    const tk_bpe *b;
+    const cJSON **items;
+    resolved *out;
+    size_t begin, end;
+} merge_job;
+
+/* Looks up the ids of merges [begin, end): read-only on the vocabulary, so
+ * several threads can share the work (hash lookups dominate loading). */
+static void *resolve_range(void *arg) {
+    merge_job *j = arg;
+    const tk_bpe *b = j->b;
+    tk_buf joined = {0};
+    for (size_t i = j->begin; i < j->end; i++) {
+        resolved *o = &j->out[i];
+        const char *l, *r;
+        size_t ll, rl;
+        *o = (resolved){-1, -1, -1, MERGE_OK};
+        if (!merge_sides(j->items[i], &l, &ll, &r, &rl)) { o->status = MERGE_BAD_SHAPE; continue; }
+        o->l = tk_strmap_get(&b->vocab, l, ll);
+        o->r = tk_strmap_get(&b->vocab, r, rl);
+        if (o->l < 0 || o->r < 0) { o->status = MERGE_UNKNOWN_SIDE; continue; }
+        /* The merged token drops the right side's continuing_subword_prefix. */
+        size_t skip = b->prefix_len <= rl && !memcmp(r, b->prefix, b->prefix_len) ? b->prefix_len : 0;
+        joined.len = 0;
+        if (tk_buf_append(&joined, l, ll) != LMC_OK || tk_buf_append(&joined, r + skip, rl - skip) != LMC_OK) {
+            o->status = MERGE_UNKNOWN_RESULT; /* out of memory; reported as a lookup failure */
+            continue;
+        }
+        o->merged = tk_strmap_get(&b->vocab, joined.p, joined.len);
+        if (o->merged < 0) o->status = MERGE_UNKNOWN_RESULT;
+    }
+    tk_buf_free(&joined);
+    return NULL;
+}
+
 static lmc_status parse_merges(const cJSON *merges, tk_bpe *b) {
     size_t n = (size_t)cJSON_GetArraySize(merges);
     b->merges_cap = 16;
     while (b->merges_cap < n * 2) b->merges_cap *= 2;
     b->merges = malloc(b->merges_cap * sizeof *b->merges);
-    if (!b->merges) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
-    for (size_t i = 0; i < b->merges_cap; i++) b->merges[i].rank = UINT32_MAX;
-    tk_buf joined = {0};
-    uint32_t rank = 0;
+    const cJSON **items = malloc((n ? n : 1) * sizeof *items);
+    resolved *res = malloc((n ? n : 1) * sizeof *res);
     lmc_status st = LMC_OK;
+    if (!b->merges || !items || !res) { st = lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory"); goto done; }
+    for (size_t i = 0; i < b->merges_cap; i++) b->merges[i].rank = UINT32_MAX;
+    size_t k = 0;
     const cJSON *m;
-    cJSON_ArrayForEach(m, merges) {
-        const char *l, *r;
-        size_t ll, rl;
-        if (cJSON_IsString(m)) { /* legacy "left right" */
-            const char *sp = strchr(m->valuestring, ' ');
-            if (!sp || strchr(sp + 1, ' ')) {
-                st = lmc_set_error(LMC_ERR_FORMAT, "tokenizer.json: merge %u ('%s') is not two tokens", rank, m->valuestring);
-                break;
-            }
-            l = m->valuestring;
-            ll = (size_t)(sp - l);
-            r = sp + 1;
-            rl = strlen(r);
-        } else if (cJSON_IsArray(m) && cJSON_GetArraySize(m) == 2 && cJSON_IsString(m->child) &&
-                   cJSON_IsString(m->child->next)) {
-            l = m->child->valuestring;
-            ll = strlen(l);
-            r = m->child->next->valuestring;
-            rl = strlen(r);
-        } else {
-            st = lmc_set_error(LMC_ERR_FORMAT, "tokenizer.json: merge %u is neither \"a b\" nor [\"a\", \"b\"]", rank);
-            break;
-        }
-        int32_t li = tk_strmap_get(&b->vocab, l, ll), ri = tk_strmap_get(&b->vocab, r, rl);
-        if (li < 0 || ri < 0) {
-            st = lmc_set_error(LMC_ERR_FORMAT, "tokenizer.json: merge %u uses '%.*s', which is not in the vocabulary", rank,
-                               (int)(li < 0 ? ll : rl), li < 0 ? l : r);
-            break;
-        }
-        /* The merged token drops the right side's continuing_subword_prefix. */
-        size_t skip = b->prefix_len <= rl && !memcmp(r, b->prefix, b->prefix_len) ? b->prefix_len : 0;
-        joined.len = 0;
-        if ((st = tk_buf_append(&joined, l, ll)) != LMC_OK || (st = tk_buf_append(&joined, r + skip, rl - skip)) != LMC_OK) break;
-        int32_t ni = tk_strmap_get(&b->vocab, joined.p, joined.len);
-        if (ni < 0) {
-            st = lmc_set_error(LMC_ERR_FORMAT, "tokenizer.json: merge %u gives '%s', which is not in the vocabulary", rank, joined.p);
-            break;
-        }
-        merge_put(b, li, ri, rank++, ni);
+    cJSON_ArrayForEach(m, merges) items[k++] = m;
+
+    /* Resolve in parallel on large files, then insert in rank order. */
+    enum { MAX_THREADS = 8 };
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    size_t nt = n < 65536 || ncpu < 2 ? 1 : (size_t)(ncpu < MAX_THREADS ? ncpu : MAX_THREADS);
+    merge_job jobs[MAX_THREADS];
+    pthread_t th[MAX_THREADS];
+    bool started[MAX_THREADS] = {false};
+    for (size_t t = 0; t < nt; t++) {
+        jobs[t] = (merge_job){b, items, res, n * t / nt, n * (t + 1) / nt};
+        started[t] = t > 0 && pthread_create(&th[t], NULL, resolve_range, &jobs[t]) == 0;
     }
-    tk_buf_free(&joined);
+    resolve_range(&jobs[0]);
+    for (size_t t = 1; t < nt; t++) {
+        if (started[t]) pthread_join(th[t], NULL);
+        else resolve_range(&jobs[t]);
+    }
+    for (size_t i = 0; i < n; i++) {
+        const char *l = "", *r = "";
+        size_t ll = 0, rl = 0;
+        switch (res[i].status) {
+        case MERGE_OK: merge_put(b, res[i].l, res[i].r, (uint32_t)i, res[i].merged); continue;
+        case MERGE_BAD_SHAPE:
+            st = lmc_set_error(LMC_ERR_FORMAT, "tokenizer.json: merge %zu is not two tokens (\"a b\" or [\"a\", \"b\"])", i);
+            break;
+        case MERGE_UNKNOWN_SIDE:
+            merge_sides(items[i], &l, &ll, &r, &rl);
+            st = lmc_set_error(LMC_ERR_FORMAT, "tokenizer.json: merge %zu uses '%.*s', which is not in the vocabulary", i,
+                               (int)(res[i].l < 0 ? ll : rl), res[i].l < 0 ? l : r);
+            break;
+        default:
+            merge_sides(items[i], &l, &ll, &r, &rl);
+            st = lmc_set_error(LMC_ERR_FORMAT, "tokenizer.json: merge %zu gives '%.*s%s', which is not in the vocabulary", i,
+                               (int)ll, l, r);
+            break;
+        }
+        break;
+    }
+done:
+    free(items);
+    free(res);
     return st;
 }
 
@@ -240,18 +305,19 @@ typedef struct sym {
     uint32_t len; /* bytes covered; 0 once merged into its left neighbour */
 } sym;
 
+/* Queue entries order by rank, then position: both packed in one key. */
 typedef struct qitem {
-    uint32_t rank, pos;
+    uint64_t key; /* rank << 32 | position */
     int32_t new_id;
 } qitem;
 
-static bool q_less(qitem a, qitem b) { return a.rank != b.rank ? a.rank < b.rank : a.pos < b.pos; }
+static qitem q_item(uint32_t rank, uint32_t pos, int32_t new_id) { return (qitem){((uint64_t)rank << 32) | pos, new_id}; }
 
 static void q_push(qitem *q, size_t *n, qitem x) {
     size_t i = (*n)++;
     while (i > 0) {
         size_t p = (i - 1) / 2;
-        if (!q_less(x, q[p])) break;
+        if (q[p].key <= x.key) break;
         q[i] = q[p];
         i = p;
     }
@@ -264,8 +330,8 @@ static qitem q_pop(qitem *q, size_t *n) {
     for (;;) {
         size_t c = 2 * i + 1;
         if (c >= *n) break;
-        if (c + 1 < *n && q_less(q[c + 1], q[c])) c++;
-        if (!q_less(q[c], x)) break;
+        if (c + 1 < *n && q[c + 1].key < q[c].key) c++;
+        if (q[c].key >= x.key) break;
         q[i] = q[c];
         i = c;
     }
@@ -357,11 +423,12 @@ lmc_status tk_bpe_encode_word(const tk_bpe *b, const char *w, size_t n, tk_ids *
     size_t nq = 0;
     for (size_t i = 0; i + 1 < ns; i++) {
         const tk_merge_entry *m = merge_get(b, syms[i].id, syms[i + 1].id);
-        if (m) q_push(q, &nq, (qitem){m->rank, (uint32_t)i, m->new_id});
+        if (m) q_push(q, &nq, q_item(m->rank, (uint32_t)i, m->new_id));
     }
     while (nq) {
         qitem top = q_pop(q, &nq);
-        sym *s = &syms[top.pos];
+        uint32_t pos = (uint32_t)top.key;
+        sym *s = &syms[pos];
         if (s->len == 0 || s->next < 0) continue;
         sym *r = &syms[s->next];
         const tk_merge_entry *m = merge_get(b, s->id, r->id);
@@ -370,14 +437,14 @@ lmc_status tk_bpe_encode_word(const tk_bpe *b, const char *w, size_t n, tk_ids *
         s->len += r->len;
         r->len = 0;
         s->next = r->next;
-        if (s->next >= 0) syms[s->next].prev = (int32_t)top.pos;
+        if (s->next >= 0) syms[s->next].prev = (int32_t)pos;
         if (s->prev >= 0) {
             const tk_merge_entry *pm = merge_get(b, syms[s->prev].id, s->id);
-            if (pm) q_push(q, &nq, (qitem){pm->rank, (uint32_t)s->prev, pm->new_id});
+            if (pm) q_push(q, &nq, q_item(pm->rank, (uint32_t)s->prev, pm->new_id));
         }
         if (s->next >= 0) {
             const tk_merge_entry *nm = merge_get(b, s->id, syms[s->next].id);
-            if (nm) q_push(q, &nq, (qitem){nm->rank, top.pos, nm->new_id});
+            if (nm) q_push(q, &nq, q_item(nm->rank, pos, nm->new_id));
         }
     }
     size_t before = out->n;

@@ -63,7 +63,27 @@ void tk_normalizer_free(tk_normalizer *n) {
     memset(n, 0, sizeof *n);
 }
 
+/* Text whose code points are all below `limit` is already in the form:
+ * U+0300 for NFC (composition needs a combining mark or a jamo), U+00C0 for
+ * NFD, U+00A0 for the compatibility forms. */
+static bool below(const char *s, size_t n, uint32_t limit) {
+    for (size_t i = 0; i < n;) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x80) { i++; continue; }
+        uint32_t cp;
+        size_t k = lmc_utf8_decode(s + i, n - i, &cp);
+        if (!k || cp >= limit) return false;
+        i += k;
+    }
+    return true;
+}
+
 static lmc_status unicode_form(utf8proc_option_t opts, const char *s, size_t n, tk_buf *out) {
+    uint32_t limit = (opts & UTF8PROC_COMPAT) ? 0xA0 : (opts & UTF8PROC_COMPOSE) ? 0x300 : 0xC0;
+    if (below(s, n, limit)) {
+        out->len = 0;
+        return tk_buf_append(out, s, n);
+    }
     utf8proc_uint8_t *dst = NULL;
     utf8proc_ssize_t r = utf8proc_map((const utf8proc_uint8_t *)s, (utf8proc_ssize_t)n, &dst, opts | UTF8PROC_STABLE);
     if (r < 0) {
