@@ -387,6 +387,26 @@ static void test_config(void) {
     lmc_tokenizer_free(t);
 }
 
+/* A folder with every config file: EOS ids come from generation_config.json,
+ * then config.json (and its text_config), then tokenizer_config.json;
+ * chat_template.jinja wins over tokenizer_config.json's template. */
+static void test_config_files(void) {
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/tokenizer/unit/with_configs", LMC_TEST_DATA);
+    lmc_tokenizer *t = NULL;
+    lmc_status st = lmc_tokenizer_load(dir, &t);
+    CHECKF(st == LMC_OK, "%s", lmc_last_error());
+    if (st != LMC_OK) return;
+    const int32_t *eos;
+    size_t n = lmc_tokenizer_eos(t, &eos);
+    CHECKF(n == 4 && eos[0] == 5 && eos[1] == 7 && eos[2] == 4 && eos[3] == 9, "n=%zu", n);
+    CHECK(lmc_tokenizer_bos(t) == 3 && lmc_tokenizer_pad(t) == 1);
+    CHECK_STR(lmc_tokenizer_chat_template(t), "{{ bos_token }}{% for m in messages %}{{ m.content }}{% endfor %}");
+    check_enc(t, "ab a", true, (int32_t[]){0, 1, 2, 0, -1});
+    check_decode(t, (int32_t[]){3, 0, 2, 1, 5}, 5, true, "a b");
+    lmc_tokenizer_free(t);
+}
+
 static void test_errors(void) {
     check_load_error("{\"model\": ", LMC_ERR_FORMAT, "tokenizer.json: invalid JSON");
     check_load_error("[1, 2]", LMC_ERR_FORMAT, "not a JSON object");
@@ -525,6 +545,7 @@ int main(void) {
     RUN(test_added_tokens);
     RUN(test_post_processors);
     RUN(test_config);
+    RUN(test_config_files);
     RUN(test_errors);
     RUN(test_utf8);
     RUN(test_cleanup);
