@@ -54,10 +54,15 @@ void tk_pieces_free(tk_pieces *p);
 
 /* ---- string -> id hash map (keys are not owned) ---- */
 
+/* Keys up to TK_INLINE_KEY bytes are also copied into the entry, so most
+ * lookups compare without touching the key's own memory. */
+enum { TK_INLINE_KEY = 12 };
+
 typedef struct tk_strmap_entry {
     const char *key;
     uint32_t len, hash;
     int32_t val;
+    char inline_key[TK_INLINE_KEY];
 } tk_strmap_entry;
 
 typedef struct tk_strmap {

@@ -104,7 +104,8 @@ void tk_strmap_put(tk_strmap *m, const char *key, size_t len, int32_t val) {
     for (size_t i = h & mask;; i = (i + 1) & mask) {
         tk_strmap_entry *e = &m->slots[i];
         if (!e->key) {
-            *e = (tk_strmap_entry){key, (uint32_t)len, h, val};
+            *e = (tk_strmap_entry){key, (uint32_t)len, h, val, {0}};
+            if (len <= TK_INLINE_KEY) memcpy(e->inline_key, key, len);
             m->n++;
             return;
         }
@@ -122,7 +123,7 @@ int32_t tk_strmap_get(const tk_strmap *m, const char *key, size_t len) {
     for (size_t i = h & mask;; i = (i + 1) & mask) {
         const tk_strmap_entry *e = &m->slots[i];
         if (!e->key) return -1;
-        if (e->hash == h && e->len == len && memcmp(e->key, key, len) == 0) return e->val;
+        if (e->hash == h && e->len == len && memcmp(len <= TK_INLINE_KEY ? e->inline_key : e->key, key, len) == 0) return e->val;
     }
 }
 
