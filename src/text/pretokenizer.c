@@ -96,7 +96,7 @@ static void bl_init(void) {
 
 static bool is_digit_char(uint32_t cp) { return lmc_uc_is_numeric(cp); }
 
-/* One split step over every piece of *io; results go to *out. */
+/* Splits one piece (s, n), appending the results to *out. */
 static lmc_status split_piece(const tk_pretokenizer *p, const char *s, size_t n, bool origin, tk_matches *m,
                               tk_pieces *out) {
     switch (p->type) {
@@ -143,10 +143,7 @@ static lmc_status split_piece(const tk_pretokenizer *p, const char *s, size_t n,
             }
             if (st == LMC_OK) {
                 out->text.p[out->text.len] = 0;
-                /* Register the converted piece (its text is already in place). */
-                size_t len = out->text.len - off;
-                out->text.len = off;
-                st = tk_pieces_add(out, out->text.p + off, len, words.v[w].origin);
+                st = tk_pieces_commit(out, off, words.v[w].origin);
             }
         }
         tk_pieces_free(&words);
@@ -190,7 +187,6 @@ lmc_status tk_pretokenize(const tk_pretokenizer *p, tk_pieces *io, tk_pieces *sc
     tk_matches m = {0};
     lmc_status st = LMC_OK;
     for (size_t i = 0; i < io->n && st == LMC_OK; i++) {
-        /* Copy the piece out: *io's buffer is not written, but keep the code simple to audit. */
         const char *s = io->text.p + io->v[i].off;
         st = split_piece(p, s, io->v[i].len, io->v[i].origin, &m, scratch);
     }

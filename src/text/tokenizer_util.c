@@ -44,7 +44,7 @@ lmc_status tk_ids_push(tk_ids *ids, int32_t id) {
     return LMC_OK;
 }
 
-lmc_status tk_pieces_add(tk_pieces *p, const char *s, size_t n, bool origin) {
+lmc_status tk_pieces_commit(tk_pieces *p, size_t off, bool origin) {
     if (p->n == p->cap) {
         size_t cap = p->cap ? p->cap * 2 : 16;
         tk_piece *v = realloc(p->v, cap * sizeof *v);
@@ -52,10 +52,14 @@ lmc_status tk_pieces_add(tk_pieces *p, const char *s, size_t n, bool origin) {
         p->v = v;
         p->cap = cap;
     }
+    p->v[p->n++] = (tk_piece){off, p->text.len - off, origin};
+    return LMC_OK;
+}
+
+lmc_status tk_pieces_add(tk_pieces *p, const char *s, size_t n, bool origin) {
     size_t off = p->text.len;
     LMC_CHECK(tk_buf_append(&p->text, s, n));
-    p->v[p->n++] = (tk_piece){off, n, origin};
-    return LMC_OK;
+    return tk_pieces_commit(p, off, origin);
 }
 
 void tk_pieces_clear(tk_pieces *p) {
