@@ -57,7 +57,11 @@ lmc_status tk_pretokenizer_parse(const cJSON *j, tk_pretokenizer *out) {
         if (b) LMC_CHECK(tk_behavior_parse(b, "tokenizer.json: Punctuation pre_tokenizer", &out->behavior));
     } else if (!strcmp(t, "Whitespace")) {
         out->type = TK_PRE_WHITESPACE;
-        LMC_CHECK(tk_regex_compile("\\w+|[^\\w\\s]+", &out->re));
+        /* HF's \w+|[^\w\s]+ with Rust's Unicode \w spelled out (PCRE2's \w
+         * differs on numbers such as U+00B2 and on marks). */
+        LMC_CHECK(tk_regex_compile("[\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}\\x{200C}\\x{200D}]+|"
+                                   "[^\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}\\x{200C}\\x{200D}\\s]+",
+                                   &out->re));
     } else if (!strcmp(t, "WhitespaceSplit")) {
         out->type = TK_PRE_WHITESPACE_SPLIT;
     } else if (!strcmp(t, "Sequence")) {
