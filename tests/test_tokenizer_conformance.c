@@ -9,7 +9,9 @@
  * variable may name another folder). Each line checks encode with and without
  * special tokens, decode with and without skipping special tokens, and the
  * streaming detokeniser against the whole decode (at every prefix for short
- * texts). Missing fixtures are a failure, never a silent pass. */
+ * texts). Missing fixtures are a failure, never a silent pass. The same
+ * checks also run over tests/data/tokenizer/hf_devcheck (230 tricky texts
+ * with HF outputs, see its README). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -225,19 +227,32 @@ static bool load_corpus(void) {
     return true;
 }
 
-int main(void) {
-    g_dir = getenv("LMC_TOKENIZER_FIXTURES");
-    if (!g_dir || !*g_dir) g_dir = LMC_TEST_DATA "/tokenizer";
+static void free_corpus(void) {
+    for (size_t i = 0; i < g_ntexts; i++) free(g_texts[i].text);
+    free(g_texts);
+    g_texts = NULL;
+    g_ntexts = 0;
+}
+
+/* Checks the three tokenizers against the fixtures in dir. */
+static void run_dir(const char *dir) {
+    g_dir = dir;
+    fprintf(stderr, "fixtures: %s\n", dir);
     if (!load_corpus()) {
-        fprintf(stderr, "FAIL: tokenizer conformance fixtures are missing from %s\n", g_dir);
-        return TEST_REPORT();
+        fprintf(stderr, "FAIL: tokenizer conformance fixtures are missing from %s\n", dir);
+        return;
     }
     for (size_t i = 0; i < sizeof NAMES / sizeof NAMES[0]; i++) {
         int before = t_failures;
         check_tokenizer(NAMES[i]);
         fprintf(stderr, "%s %s\n", t_failures == before ? "ok  " : "FAIL", NAMES[i]);
     }
-    for (size_t i = 0; i < g_ntexts; i++) free(g_texts[i].text);
-    free(g_texts);
+    free_corpus();
+}
+
+int main(void) {
+    run_dir(LMC_TEST_DATA "/tokenizer/hf_devcheck");
+    const char *dir = getenv("LMC_TOKENIZER_FIXTURES");
+    run_dir(dir && *dir ? dir : LMC_TEST_DATA "/tokenizer");
     return TEST_REPORT();
 }

@@ -205,6 +205,87 @@ static void test_concurrent_encode(void) {
     }
 }
 
+static unsigned rnd(unsigned *state) {
+    *state = *state * 1103515245u + 12345u;
+    return *state >> 8;
+}
+
+/* The id of the token for one raw byte: "<0xXX>" (byte fallback) or the
+ * byte-level character. */
+static int32_t byte_id(const lmc_tokenizer *t, unsigned b) {
+    char name[8];
+    snprintf(name, sizeof name, "<0x%02X>", b);
+    int32_t id = lmc_tokenizer_token_to_id(t, name);
+    if (id >= 0) return id;
+    /* GPT-2 byte-level alphabet: bytes 0x80..0xA0 map to U+0100 onwards
+     * after the 33 control/space bytes below 0x80. */
+    unsigned cp;
+    if ((b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE) cp = b;
+    else {
+        unsigned n = 0;
+        for (unsigned i = 0; i < b; i++) n += !((i >= 0x21 && i <= 0x7E) || (i >= 0xA1 && i <= 0xAC) || i >= 0xAE);
+        cp = 256 + n;
+    }
+    char enc[4] = {0};
+    if (cp < 0x80) enc[0] = (char)cp;
+    else { enc[0] = (char)(0xC0 | (cp >> 6)); enc[1] = (char)(0x80 | (cp & 0x3F)); }
+    return lmc_tokenizer_token_to_id(t, enc);
+}
+
+/* Random bytes (mostly invalid UTF-8) encode without error, and random id
+ * sequences heavy in raw-byte tokens (so characters split across tokens)
+ * stream exactly like decode at every prefix. */
+static void test_random_inputs(void) {
+    unsigned st = 99;
+    for (int k = 0; k < 3; k++) {
+        for (int r = 0; r < 60; r++) {
+            char buf[300];
+            size_t n = rnd(&st) % sizeof buf;
+            for (size_t i = 0; i < n; i++) buf[i] = rnd(&st) % 4 == 0 ? "<|>\n a"[rnd(&st) % 6] : (char)rnd(&st);
+            int32_t *ids;
+            size_t ni;
+            CHECK(lmc_tokenizer_encode(TOK[k], buf, n, true, &ids, &ni) == LMC_OK);
+            char *text;
+            CHECK(lmc_tokenizer_decode(TOK[k], ids, ni, false, &text, NULL) == LMC_OK);
+            lmc_tokenizer_free_text(text);
+            lmc_tokenizer_free_ids(ids);
+        }
+        size_t vocab = lmc_tokenizer_vocab_size(TOK[k]);
+        int bad = 0;
+        for (int r = 0; r < 25 && !bad; r++) {
+            int32_t ids[32];
+            size_t n = 1 + rnd(&st) % 32;
+            for (size_t i = 0; i < n; i++) {
+                unsigned c = rnd(&st) % 10;
+                ids[i] = c < 6 ? byte_id(TOK[k], 0x80 + rnd(&st) % 0x80) : c < 9 ? (int32_t)(rnd(&st) % vocab) : (int32_t)(rnd(&st) % (vocab + 50));
+            }
+            for (int skip = 0; skip < 2; skip++)
+                for (size_t p = 1; p <= n && !bad; p++) {
+                    char *want;
+                    size_t wl, pl;
+                    lmc_tokenizer_decode(TOK[k], ids, p, skip, &want, &wl);
+                    lmc_detokenizer *d;
+                    lmc_detokenizer_create(TOK[k], skip, &d);
+                    char got[4096];
+                    size_t gl = 0;
+                    const char *piece;
+                    for (size_t i = 0; i < p; i++) {
+                        lmc_detokenizer_feed(d, ids[i], &piece, &pl);
+                        if (gl + pl < sizeof got) memcpy(got + gl, piece, pl);
+                        gl += pl;
+                    }
+                    lmc_detokenizer_flush(d, &piece, &pl);
+                    if (gl + pl < sizeof got) memcpy(got + gl, piece, pl);
+                    gl += pl;
+                    if (gl != wl || memcmp(got, want, wl)) bad++;
+                    lmc_detokenizer_free(d);
+                    lmc_tokenizer_free_text(want);
+                }
+        }
+        CHECKF(!bad, "%s: streaming random ids differs from decode", NAMES[k]);
+    }
+}
+
 /* Runs the CLI with stdin from a string; returns the exit status. */
 static int run_cli(const char *args, const char *input, char *out, size_t cap) {
     char in_path[] = "/tmp/lmc_tok_cli_XXXXXX";
@@ -257,6 +338,7 @@ int main(void) {
     RUN(test_streaming_every_prefix);
     RUN(test_invalid_utf8);
     RUN(test_concurrent_encode);
+    RUN(test_random_inputs);
     RUN(test_cli);
     for (int i = 0; i < 3; i++) lmc_tokenizer_free(TOK[i]);
     return TEST_REPORT();

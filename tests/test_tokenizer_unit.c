@@ -195,6 +195,8 @@ static void test_pretokenizers(void) {
     check_pre("{\"type\": \"Punctuation\"}", "Hey, you!?", "Hey|,| you|!|?");
     check_pre("{\"type\": \"Punctuation\", \"behavior\": \"Contiguous\"}", "Hey, you!?", "Hey|,| you|!?");
     check_pre("{\"type\": \"Whitespace\"}", "Hey you, there!", "Hey|you|,|there|!");
+    /* Rust's \w: superscript two (No) is not a word character, a combining mark is. */
+    check_pre("{\"type\": \"Whitespace\"}", "x\xC2\xB2 e\xCC\x81_1", "x|\xC2\xB2|e\xCC\x81_1");
     check_pre("{\"type\": \"WhitespaceSplit\"}", "Hey  you,there\n", "Hey|you,there");
     check_pre("{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"WhitespaceSplit\"}, {\"type\": \"Digits\", \"individual_digits\": true}]}",
               "ab12 c3", "ab|1|2|c|3");

@@ -344,10 +344,10 @@ static int32_t char_id(const tk_bpe *b, const char *c, size_t k, uint32_t cp, bo
     if (b->char_ids && cp < 0x10000) return b->char_ids[cp];
     if (!b->prefix_len && !b->suffix_len) return tk_strmap_get(&b->vocab, c, k);
     key->len = 0;
-    if (!first) tk_buf_append(key, b->prefix, b->prefix_len);
-    tk_buf_append(key, c, k);
-    if (last) tk_buf_append(key, b->suffix, b->suffix_len);
-    return key->p ? tk_strmap_get(&b->vocab, key->p, key->len) : -1;
+    if ((!first && tk_buf_append(key, b->prefix, b->prefix_len) != LMC_OK) || tk_buf_append(key, c, k) != LMC_OK ||
+        (last && tk_buf_append(key, b->suffix, b->suffix_len) != LMC_OK))
+        return -1; /* out of memory: treated as unknown */
+    return tk_strmap_get(&b->vocab, key->p, key->len);
 }
 
 lmc_status tk_bpe_encode_word(const tk_bpe *b, const char *w, size_t n, tk_ids *out) {

@@ -57,7 +57,11 @@ lmc_status tk_pretokenizer_parse(const cJSON *j, tk_pretokenizer *out) {
         if (b) LMC_CHECK(tk_behavior_parse(b, "tokenizer.json: Punctuation pre_tokenizer", &out->behavior));
     } else if (!strcmp(t, "Whitespace")) {
         out->type = TK_PRE_WHITESPACE;
-        LMC_CHECK(tk_regex_compile("\\w+|[^\\w\\s]+", &out->re));
+        /* HF's \w+|[^\w\s]+ with Rust's Unicode \w spelled out (PCRE2's \w
+         * differs on numbers such as U+00B2 and on marks). */
+        LMC_CHECK(tk_regex_compile("[\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}\\x{200C}\\x{200D}]+|"
+                                   "[^\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}\\x{200C}\\x{200D}\\s]+",
+                                   &out->re));
     } else if (!strcmp(t, "WhitespaceSplit")) {
         out->type = TK_PRE_WHITESPACE_SPLIT;
     } else if (!strcmp(t, "Sequence")) {
@@ -96,7 +100,7 @@ static void bl_init(void) {
 
 static bool is_digit_char(uint32_t cp) { return lmc_uc_is_numeric(cp); }
 
-/* One split step over every piece of *io; results go to *out. */
+/* Splits one piece (s, n), appending the results to *out. */
 static lmc_status split_piece(const tk_pretokenizer *p, const char *s, size_t n, bool origin, tk_matches *m,
                               tk_pieces *out) {
     switch (p->type) {
@@ -143,10 +147,7 @@ static lmc_status split_piece(const tk_pretokenizer *p, const char *s, size_t n,
             }
             if (st == LMC_OK) {
                 out->text.p[out->text.len] = 0;
-                /* Register the converted piece (its text is already in place). */
-                size_t len = out->text.len - off;
-                out->text.len = off;
-                st = tk_pieces_add(out, out->text.p + off, len, words.v[w].origin);
+                st = tk_pieces_commit(out, off, words.v[w].origin);
             }
         }
         tk_pieces_free(&words);
@@ -190,7 +191,6 @@ lmc_status tk_pretokenize(const tk_pretokenizer *p, tk_pieces *io, tk_pieces *sc
     tk_matches m = {0};
     lmc_status st = LMC_OK;
     for (size_t i = 0; i < io->n && st == LMC_OK; i++) {
-        /* Copy the piece out: *io's buffer is not written, but keep the code simple to audit. */
         const char *s = io->text.p + io->v[i].off;
         st = split_piece(p, s, io->v[i].len, io->v[i].origin, &m, scratch);
     }

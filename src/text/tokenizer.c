@@ -164,7 +164,7 @@ static lmc_status find_added(const lmc_tokenizer *t, const tk_trie *trie, const 
 
 /* ---- post-processors ---- */
 
-static lmc_status special_ids(const lmc_tokenizer *t, const cJSON *spec, const char *name, tk_ids *out) {
+static lmc_status special_ids(const cJSON *spec, const char *name, tk_ids *out) {
     /* TemplateProcessing "special_tokens": {"<bos>": {"id": "<bos>", "ids": [2], ...}} */
     const cJSON *e = cJSON_GetObjectItemCaseSensitive(spec, name);
     const cJSON *ids = cJSON_GetObjectItemCaseSensitive(e, "ids");
@@ -175,11 +175,10 @@ static lmc_status special_ids(const lmc_tokenizer *t, const cJSON *spec, const c
         if (!cJSON_IsNumber(v)) return lmc_set_error(LMC_ERR_FORMAT, "tokenizer.json: TemplateProcessing '%s' has a bad id", name);
         LMC_CHECK(tk_ids_push(out, v->valueint));
     }
-    (void)t;
     return LMC_OK;
 }
 
-static lmc_status postproc_parse(const lmc_tokenizer *t, const cJSON *j, tk_postproc *out) {
+static lmc_status postproc_parse(const cJSON *j, tk_postproc *out) {
     memset(out, 0, sizeof *out);
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(j, "type");
     if (!cJSON_IsString(type)) return lmc_set_error(LMC_ERR_FORMAT, "tokenizer.json: post_processor without a type");
@@ -195,7 +194,7 @@ static lmc_status postproc_parse(const lmc_tokenizer *t, const cJSON *j, tk_post
             const cJSON *sp = cJSON_GetObjectItemCaseSensitive(piece, "SpecialToken");
             const cJSON *sq = cJSON_GetObjectItemCaseSensitive(piece, "Sequence");
             const cJSON *id = cJSON_GetObjectItemCaseSensitive(sp, "id");
-            if (sp && cJSON_IsString(id)) st = special_ids(t, spec, id->valuestring, &ids);
+            if (sp && cJSON_IsString(id)) st = special_ids(spec, id->valuestring, &ids);
             else if (sq) st = tk_ids_push(&ids, -1);
             else st = lmc_set_error(LMC_ERR_FORMAT, "tokenizer.json: TemplateProcessing piece is neither SpecialToken nor Sequence");
             if (st != LMC_OK) break;
@@ -209,10 +208,10 @@ static lmc_status postproc_parse(const lmc_tokenizer *t, const cJSON *j, tk_post
         if ((st = tk_ids_push(&ids, cJSON_GetArrayItem(cls, 1)->valueint)) == LMC_OK && (st = tk_ids_push(&ids, -1)) == LMC_OK)
             st = tk_ids_push(&ids, cJSON_GetArrayItem(sep, 1)->valueint);
     } else if (!strcmp(ty, "ByteLevel")) {
-        out->type = 1; /* only trims offsets, which lmc does not report */
+        out->type = TK_POST_BYTELEVEL; /* only trims offsets, which lmc does not report */
         return LMC_OK;
     } else if (!strcmp(ty, "Sequence")) {
-        out->type = 2;
+        out->type = TK_POST_SEQUENCE;
         const cJSON *items = cJSON_GetObjectItemCaseSensitive(j, "processors");
         if (!cJSON_IsArray(items)) return lmc_set_error(LMC_ERR_FORMAT, "tokenizer.json: Sequence post_processor without 'processors'");
         size_t n = (size_t)cJSON_GetArraySize(items);
@@ -220,14 +219,14 @@ static lmc_status postproc_parse(const lmc_tokenizer *t, const cJSON *j, tk_post
         if (!out->items) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
         const cJSON *it;
         cJSON_ArrayForEach(it, items) {
-            LMC_CHECK(postproc_parse(t, it, &out->items[out->n_items]));
+            LMC_CHECK(postproc_parse(it, &out->items[out->n_items]));
             out->n_items++;
         }
         return LMC_OK;
     } else {
         return lmc_set_error(LMC_ERR_UNSUPPORTED, "tokenizer.json: unsupported post_processor type '%s'", ty);
     }
-    out->type = 0;
+    out->type = TK_POST_TEMPLATE;
     out->single = ids.v;
     out->n_single = ids.n;
     return st;
@@ -242,8 +241,8 @@ static void postproc_free(tk_postproc *p) {
 
 /* Applies the template: *ids becomes the template with the sequence spliced in. */
 static lmc_status postproc_apply(const tk_postproc *p, tk_ids *ids) {
-    if (p->type == 1) return LMC_OK;
-    if (p->type == 2) {
+    if (p->type == TK_POST_BYTELEVEL) return LMC_OK;
+    if (p->type == TK_POST_SEQUENCE) {
         for (size_t i = 0; i < p->n_items; i++) LMC_CHECK(postproc_apply(&p->items[i], ids));
         return LMC_OK;
     }
@@ -360,7 +359,7 @@ static lmc_status parse_tokenizer(lmc_tokenizer *t, const cJSON *root) {
     j = cJSON_GetObjectItemCaseSensitive(root, "post_processor");
     if (j && !cJSON_IsNull(j)) {
         t->has_postproc = true;
-        LMC_CHECK(postproc_parse(t, j, &t->postproc));
+        LMC_CHECK(postproc_parse(j, &t->postproc));
     }
     LMC_CHECK(parse_added(t, cJSON_GetObjectItemCaseSensitive(root, "added_tokens")));
     return build_tables(t);

@@ -49,15 +49,22 @@ typedef struct tk_pieces {
 } tk_pieces;
 
 lmc_status tk_pieces_add(tk_pieces *p, const char *s, size_t n, bool origin);
+/* Registers the bytes appended to p->text since offset `off` as one piece. */
+lmc_status tk_pieces_commit(tk_pieces *p, size_t off, bool origin);
 void tk_pieces_clear(tk_pieces *p);
 void tk_pieces_free(tk_pieces *p);
 
 /* ---- string -> id hash map (keys are not owned) ---- */
 
+/* Keys up to TK_INLINE_KEY bytes are also copied into the entry, so most
+ * lookups compare without touching the key's own memory. */
+enum { TK_INLINE_KEY = 12 };
+
 typedef struct tk_strmap_entry {
     const char *key;
     uint32_t len, hash;
     int32_t val;
+    char inline_key[TK_INLINE_KEY];
 } tk_strmap_entry;
 
 typedef struct tk_strmap {
@@ -247,8 +254,14 @@ bool tk_decoder_has_bytefallback(const tk_decoder *d);
 
 /* ---- post-processors ---- */
 
+typedef enum tk_post_type {
+    TK_POST_TEMPLATE, /* TemplateProcessing, BertProcessing, RobertaProcessing */
+    TK_POST_BYTELEVEL,
+    TK_POST_SEQUENCE,
+} tk_post_type;
+
 typedef struct tk_postproc {
-    int type; /* 0 TemplateProcessing (also Bert/Roberta), 1 ByteLevel, 2 Sequence */
+    tk_post_type type;
     /* Template for a single sequence: ids with -1 where the sequence goes. */
     int32_t *single;
     size_t n_single;

@@ -44,7 +44,7 @@ lmc_status tk_ids_push(tk_ids *ids, int32_t id) {
     return LMC_OK;
 }
 
-lmc_status tk_pieces_add(tk_pieces *p, const char *s, size_t n, bool origin) {
+lmc_status tk_pieces_commit(tk_pieces *p, size_t off, bool origin) {
     if (p->n == p->cap) {
         size_t cap = p->cap ? p->cap * 2 : 16;
         tk_piece *v = realloc(p->v, cap * sizeof *v);
@@ -52,10 +52,14 @@ lmc_status tk_pieces_add(tk_pieces *p, const char *s, size_t n, bool origin) {
         p->v = v;
         p->cap = cap;
     }
+    p->v[p->n++] = (tk_piece){off, p->text.len - off, origin};
+    return LMC_OK;
+}
+
+lmc_status tk_pieces_add(tk_pieces *p, const char *s, size_t n, bool origin) {
     size_t off = p->text.len;
     LMC_CHECK(tk_buf_append(&p->text, s, n));
-    p->v[p->n++] = (tk_piece){off, n, origin};
-    return LMC_OK;
+    return tk_pieces_commit(p, off, origin);
 }
 
 void tk_pieces_clear(tk_pieces *p) {
@@ -104,7 +108,8 @@ void tk_strmap_put(tk_strmap *m, const char *key, size_t len, int32_t val) {
     for (size_t i = h & mask;; i = (i + 1) & mask) {
         tk_strmap_entry *e = &m->slots[i];
         if (!e->key) {
-            *e = (tk_strmap_entry){key, (uint32_t)len, h, val};
+            *e = (tk_strmap_entry){key, (uint32_t)len, h, val, {0}};
+            if (len <= TK_INLINE_KEY) memcpy(e->inline_key, key, len);
             m->n++;
             return;
         }
@@ -122,7 +127,7 @@ int32_t tk_strmap_get(const tk_strmap *m, const char *key, size_t len) {
     for (size_t i = h & mask;; i = (i + 1) & mask) {
         const tk_strmap_entry *e = &m->slots[i];
         if (!e->key) return -1;
-        if (e->hash == h && e->len == len && memcmp(e->key, key, len) == 0) return e->val;
+        if (e->hash == h && e->len == len && memcmp(len <= TK_INLINE_KEY ? e->inline_key : e->key, key, len) == 0) return e->val;
     }
 }
 
