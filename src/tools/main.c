@@ -6,8 +6,10 @@
 #include "tools/cli.h"
 
 /* Subcommands are declared here and listed in the table below. */
+int cmd_bench(int argc, char **argv);
 
 static const lmc_cli_command commands[] = {
+    {"bench", cmd_bench, "benchmark kernels (lmc bench ops)"},
     {NULL, NULL, NULL},
 };
 

@@ -94,7 +94,12 @@ static inline __attribute__((always_inline)) void gemv_nt_block(int64_t K, const
     for (; k + 8 <= K; k += 8) {
         __m256 wv[4];
 #pragma GCC unroll 4
-        for (int r = 0; r < 4; r++) wv[r] = load8(wr[r] + k * (int64_t)wsz, wdt);
+        for (int r = 0; r < 4; r++) {
+            wv[r] = load8(wr[r] + k * (int64_t)wsz, wdt);
+            /* Rows end at page boundaries where the hardware prefetcher stops:
+             * fetch the same place of the next block's rows ahead of time. */
+            _mm_prefetch(wr[r] + 4 * ldwb + k * (int64_t)wsz, _MM_HINT_T0);
+        }
 #pragma GCC unroll 4
         for (int i = 0; i < 4; i++) {
             if (i >= m) break;

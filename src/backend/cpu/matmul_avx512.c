@@ -99,7 +99,12 @@ static inline __attribute__((always_inline)) void gemv_nt_block(int64_t K, const
     for (; k + 16 <= K; k += 16) {
         __m512 wv[4];
 #pragma GCC unroll 4
-        for (int r = 0; r < 4; r++) wv[r] = load16(wr[r] + k * (int64_t)wsz, wdt);
+        for (int r = 0; r < 4; r++) {
+            wv[r] = load16(wr[r] + k * (int64_t)wsz, wdt);
+            /* Rows end at page boundaries where the hardware prefetcher stops:
+             * fetch the same place of the next block's rows ahead of time. */
+            _mm_prefetch(wr[r] + 4 * ldwb + k * (int64_t)wsz, _MM_HINT_T0);
+        }
 #pragma GCC unroll 4
         for (int i = 0; i < 4; i++) {
             if (i >= m) break;
@@ -146,7 +151,10 @@ static inline __attribute__((always_inline)) void gemv_bf16_block(int64_t K, con
     for (; k + 32 <= K; k += 32) {
         __m512bh wv[4];
 #pragma GCC unroll 4
-        for (int r = 0; r < 4; r++) wv[r] = (__m512bh)_mm512_loadu_si512(wr[r] + k);
+        for (int r = 0; r < 4; r++) {
+            wv[r] = (__m512bh)_mm512_loadu_si512(wr[r] + k);
+            _mm_prefetch((const char *)(wr[r] + 4 * ldw + k), _MM_HINT_T0);
+        }
 #pragma GCC unroll 4
         for (int i = 0; i < 4; i++) {
             if (i >= m) break;
