@@ -282,8 +282,15 @@ static void test_batched_views(void) {
     int64_t sbm[2] = {17, 20}, stb[2] = {0, 1};
     lmc_array *bm = lmc_array_view(wide->buf, wide->offset, LMC_F32, 2, sbm, stb);
     check_paths(bm, b2, "stride-0 rows @ batched");
-    lmc_array *arr[] = {a, b, a2, b2, wide, sl, b3, bm};
-    for (int i = 0; i < 8; i++) lmc_array_free(arr[i]);
+    /* b with no unit stride at all (every other row and column), at decode and prefill sizes */
+    int64_t sbig[2] = {40, 40}, sbs[2] = {20, 20}, stbs[2] = {80, 2}, sa3[2] = {3, 20}, sa4[2] = {33, 20};
+    lmc_array *big = rnd(LMC_BF16, 2, sbig);
+    lmc_array *bs = lmc_array_view(big->buf, big->offset, LMC_BF16, 2, sbs, stbs);
+    lmc_array *a3 = rnd(LMC_F32, 2, sa3), *a4 = rnd(LMC_BF16, 2, sa4);
+    check_paths(a3, bs, "[3,20] @ doubly strided bf16 [20,20]");
+    check_paths(a4, bs, "bf16 [33,20] @ doubly strided bf16 [20,20]");
+    lmc_array *arr[] = {a, b, a2, b2, wide, sl, b3, bm, big, bs, a3, a4};
+    for (int i = 0; i < 12; i++) lmc_array_free(arr[i]);
 }
 
 /* The same result, bit for bit, on 1 and 2 threads. */

@@ -6,6 +6,12 @@
  * online (flash-style) softmax so the scores never exist as a whole. */
 #include <math.h>
 #include <stdlib.h>
+
+/* GCC's -O2 vectorises only loops that need no scalar remainder; these
+ * kernels are written to be vectorised, so ask for the full cost model. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("tree-vectorize", "vect-cost-model=dynamic")
+#endif
 #include <string.h>
 
 #include "backend/cpu/fused_internal.h"
@@ -18,6 +24,14 @@
 /* n elements of t from element offset off with stride s, as f32. */
 static void load_row(float *dst, const lmc_array *t, int64_t off, int64_t n, int64_t s) {
     const char *p = (const char *)lmc_array_ptr(t) + off * (int64_t)lmc_dtype_size(t->dtype);
+    if (s == 1 && t->dtype == LMC_BF16) {
+        const uint16_t *h = (const uint16_t *)p;
+        for (int64_t i = 0; i < n; i++) {
+            union { uint32_t u; float f; } c = {.u = (uint32_t)h[i] << 16};
+            dst[i] = c.f;
+        }
+        return;
+    }
     if (s == 1) {
         lmc_convert(dst, LMC_F32, p, t->dtype, (size_t)n);
         return;
@@ -193,6 +207,29 @@ lmc_status FUSED_FN(lmc_cpu_rope)(lmc_array *out, const lmc_array *x, const lmc_
 
 enum { SDPA_QB = 16, SDPA_KB = 64 };
 
+/* e^x elementwise for x <= 0 in a form the compiler vectorises (expf does
+ * not): x = n ln2 + r, |r| <= ln2/2, e^r by its Taylor polynomial to r^7
+ * (relative error < 1e-7), 2^n through the exponent bits. Inputs below -87
+ * are clamped (the caller zeroes hidden keys itself). */
+static void exp_block(float *x, int n) {
+    for (int i = 0; i < n; i++) {
+        float v = x[i] < -87.0f ? -87.0f : x[i];
+        int32_t ni = (int32_t)(v * 1.44269504088896341f - 0.5f); /* v <= 0: the nearest integer, within 1/2 */
+        float f = (float)ni;
+        float r = v - f * 0.693145751953125f - f * 1.42860682030941723e-6f;
+        float p = 1.0f / 5040.0f;
+        p = p * r + 1.0f / 720.0f;
+        p = p * r + 1.0f / 120.0f;
+        p = p * r + 1.0f / 24.0f;
+        p = p * r + 1.0f / 6.0f;
+        p = p * r + 0.5f;
+        p = p * r + 1.0f;
+        p = p * r + 1.0f;
+        union { int32_t i; float f; } scale = {.i = (ni + 127) * (1 << 23)};
+        x[i] = p * scale.f;
+    }
+}
+
 typedef struct sdpa_job {
     lmc_array *out;
     const lmc_array *q, *k, *v;
@@ -207,18 +244,21 @@ static void sdpa_blocks(void *ctx, int64_t t0, int64_t t1, int thread) {
     const lmc_sdpa_params *p = j->p;
     const lmc_array *q = j->q, *k = j->k, *v = j->v, *mask = p->mask;
     int64_t D = j->D, Dv = j->Dv;
-    float *qf = j->scratch + (size_t)thread * j->scratch_floats; /* QB x D */
+    float *qf = j->scratch + (size_t)thread * j->scratch_floats; /* QB x D, pre-scaled */
     float *kf = qf + SDPA_QB * D;                                /* KB x D */
-    float *vf = kf + SDPA_KB * D;                                /* KB x Dv */
+    float *kt = kf + SDPA_KB * D;                                /* D x KB (kf transposed) */
+    float *vf = kt + SDPA_KB * D;                                /* KB x Dv */
     float *acc = vf + SDPA_KB * Dv;                              /* QB x Dv */
     float *mrow = acc + SDPA_QB * Dv, *lrow = mrow + SDPA_QB, *s = lrow + SDPA_QB; /* QB, QB, KB */
     for (int64_t t = t0; t < t1; t++) {
         int64_t qb = t % j->qblocks, bh = t / j->qblocks, h = bh % j->Hq, b = bh / j->Hq, hk = h / j->group;
         int64_t i0 = qb * SDPA_QB, nq = j->Tq - i0 < SDPA_QB ? j->Tq - i0 : SDPA_QB;
         int64_t shift = j->Tk - j->Tq; /* query i sits at key position shift + i */
-        for (int64_t r = 0; r < nq; r++)
-            load_row(qf + r * D, q, b * q->strides[0] + h * q->strides[1] + (i0 + r) * q->strides[2], D, q->strides[3]);
         for (int64_t r = 0; r < nq; r++) {
+            float *qr = qf + r * D;
+            load_row(qr, q, b * q->strides[0] + h * q->strides[1] + (i0 + r) * q->strides[2], D, q->strides[3]);
+            if (p->softcap == 0.0f)
+                for (int64_t d = 0; d < D; d++) qr[d] *= p->scale;
             mrow[r] = -INFINITY;
             lrow[r] = 0.0f;
         }
@@ -235,13 +275,23 @@ static void sdpa_blocks(void *ctx, int64_t t0, int64_t t1, int thread) {
                 load_row(vf + c * Dv, v, b * v->strides[0] + hk * v->strides[1] + (k0 + c) * v->strides[2], Dv,
                          v->strides[3]);
             }
+            for (int64_t c = nk; c < SDPA_KB; c++) memset(kf + c * D, 0, (size_t)D * sizeof(float));
+            for (int64_t c = 0; c < SDPA_KB; c++)
+                for (int64_t d = 0; d < D; d++) kt[d * SDPA_KB + c] = kf[c * D + d];
             for (int64_t r = 0; r < nq; r++) {
                 int64_t qpos = shift + i0 + r;
+                /* scores of this query against the whole key block, vectorised over keys */
+                for (int c = 0; c < SDPA_KB; c++) s[c] = 0.0f;
+                for (int64_t d = 0; d < D; d++) {
+                    float qd = qf[r * D + d];
+                    const float *kd = kt + d * SDPA_KB;
+                    for (int c = 0; c < SDPA_KB; c++) s[c] += qd * kd[c];
+                }
                 float bm = -INFINITY;
                 for (int64_t c = 0; c < nk; c++) {
                     int64_t kpos = k0 + c;
-                    float sc = dot_f32(qf + r * D, kf + c * D, D) * p->scale;
-                    if (p->softcap > 0.0f) sc = p->softcap * tanhf(sc / p->softcap);
+                    float sc = s[c];
+                    if (p->softcap > 0.0f) sc = p->softcap * tanhf(sc * p->scale / p->softcap);
                     bool hide = (p->causal && kpos > qpos) || (p->window > 0 && qpos - kpos >= p->window);
                     if (mask) {
                         const char *mp = (const char *)lmc_array_ptr(mask) +
@@ -256,15 +306,20 @@ static void sdpa_blocks(void *ctx, int64_t t0, int64_t t1, int thread) {
                 }
                 if (bm == -INFINITY) continue; /* nothing visible in this block */
                 float mnew = mrow[r] > bm ? mrow[r] : bm;
-                float corr = expf(mrow[r] - mnew); /* 0 when mrow was -inf */
+                float corr = mrow[r] == -INFINITY ? 0.0f : expf(mrow[r] - mnew);
+                for (int64_t c = nk; c < SDPA_KB; c++) s[c] = -INFINITY;
+                float w[SDPA_KB];
+                for (int c = 0; c < SDPA_KB; c++) w[c] = s[c] - mnew;
+                exp_block(w, SDPA_KB);
+                for (int c = 0; c < SDPA_KB; c++) w[c] = s[c] == -INFINITY ? 0.0f : w[c];
                 float *ar = acc + r * Dv, l = lrow[r] * corr;
                 for (int64_t e = 0; e < Dv; e++) ar[e] *= corr;
                 for (int64_t c = 0; c < nk; c++) {
-                    if (s[c] == -INFINITY) continue;
-                    float w = expf(s[c] - mnew);
-                    l += w;
+                    if (w[c] == 0.0f) continue;
+                    l += w[c];
                     const float *vr = vf + c * Dv;
-                    for (int64_t e = 0; e < Dv; e++) ar[e] += w * vr[e];
+                    float wc = w[c];
+                    for (int64_t e = 0; e < Dv; e++) ar[e] += wc * vr[e];
                 }
                 lrow[r] = l;
                 mrow[r] = mnew;
@@ -289,7 +344,7 @@ lmc_status FUSED_FN(lmc_cpu_sdpa)(lmc_array *out, const lmc_array *q, const lmc_
     j.Dv = v->shape[3];
     j.group = j.Hq / k->shape[1];
     j.qblocks = (j.Tq + SDPA_QB - 1) / SDPA_QB;
-    j.scratch_floats = (size_t)(SDPA_QB * j.D + SDPA_KB * j.D + SDPA_KB * j.Dv + SDPA_QB * j.Dv + 2 * SDPA_QB + SDPA_KB);
+    j.scratch_floats = (size_t)(SDPA_QB * j.D + 2 * SDPA_KB * j.D + SDPA_KB * j.Dv + SDPA_QB * j.Dv + 2 * SDPA_QB + SDPA_KB);
     int nt = lmc_num_threads();
     j.scratch = malloc((size_t)nt * j.scratch_floats * sizeof(float));
     if (!j.scratch) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "lmc_sdpa: out of memory");
