@@ -15,6 +15,7 @@ int cmd_tokenize(int argc, char **argv);
 int cmd_detokenize(int argc, char **argv);
 int cmd_template(int argc, char **argv);
 int cmd_make_model(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
 
 static const lmc_cli_command commands[] = {
     {"generate", cmd_generate, "generate text from a prompt"},
@@ -25,6 +26,7 @@ static const lmc_cli_command commands[] = {
     {"tokenize", cmd_tokenize, "text on stdin -> token ids (JSON array)"},
     {"detokenize", cmd_detokenize, "token ids (JSON array) on stdin -> text"},
     {"template", cmd_template, "render a chat template for messages on stdin"},
+    {"bench", cmd_bench, "benchmark kernels (lmc bench ops) and models (lmc bench -m DIR)"},
     {"make-model", cmd_make_model, "write a random-weight checkpoint with a real model's shapes"},
     {NULL, NULL, NULL},
 };
