@@ -24,6 +24,7 @@ typedef struct pool {
     int64_t n, chunk;
     int active;                 /* threads running a chunk, caller included */
     bool stop;
+    unsigned start_generation;  /* generation at the time workers were (re)created */
 } pool;
 
 static pool g_pool = {.mu = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER, .done_cv = PTHREAD_COND_INITIALIZER};
@@ -43,7 +44,9 @@ static void *worker_main(void *arg) {
     int id = (int)(intptr_t)arg; /* 1..nworkers */
     pool *p = &g_pool;
     t_in_worker = true;
-    unsigned seen = atomic_load(&p->generation);
+    /* The generation when this worker was created, not when it first runs: a
+     * job published before the thread got scheduled must still be seen. */
+    unsigned seen = p->start_generation;
     for (;;) {
         /* Spin briefly (decode issues many short jobs), then sleep. */
         unsigned gen;
@@ -97,6 +100,7 @@ static void pool_resize(int nthreads) {
     if (p->nworkers == nthreads - 1) return;
     if (p->nworkers) pool_stop();
     int want = nthreads - 1;
+    p->start_generation = atomic_load(&p->generation);
     for (int i = 0; i < want; i++) {
         if (pthread_create(&p->threads[i], NULL, worker_main, (void *)(intptr_t)(i + 1)) != 0) break;
         p->nworkers = i + 1;

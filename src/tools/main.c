@@ -6,8 +6,10 @@
 #include "tools/cli.h"
 
 /* Subcommands are declared here and listed in the table below. */
+int cmd_template(int argc, char **argv);
 
 static const lmc_cli_command commands[] = {
+    {"template", cmd_template, "render a chat template for messages on stdin"},
     {NULL, NULL, NULL},
 };
 

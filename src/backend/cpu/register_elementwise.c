@@ -1,10 +1,13 @@
 /* Fills the element-wise, reduction and indexing entries of a CPU kernel
- * table: the scalar reference kernels, with SIMD versions on top for the
- * paths that have them (each SIMD kernel handles its fast cases and calls
- * the scalar kernel for the rest). */
+ * table: the scalar reference kernels (copy and fill from copy.c), with SIMD
+ * versions on top for the paths that have them (each SIMD kernel handles its
+ * fast cases and calls the scalar kernel for the rest). */
+#include "backend/cpu/copy.h"
 #include "backend/cpu/cpu_loop.h"
 
 void lmc_cpu_register_elementwise(lmc_kernels *k, lmc_cpu_path path) {
+    k->copy = lmc_cpu_copy_scalar;
+    k->fill = lmc_cpu_fill_scalar;
     k->arange = lmc_cpu_arange_scalar;
     k->random = lmc_cpu_random_scalar;
     k->unary = lmc_cpu_unary_scalar;
