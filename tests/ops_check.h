@@ -17,14 +17,14 @@ static uint64_t rnd_u64(void) { /* splitmix64 */
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
     return z ^ (z >> 31);
 }
-static double rnd_unit(void) { return (double)(rnd_u64() >> 11) * 0x1p-53; }
-static int64_t rnd_int(int64_t lo, int64_t hi) { return lo + (int64_t)(rnd_u64() % (uint64_t)(hi - lo + 1)); }
+static inline double rnd_unit(void) { return (double)(rnd_u64() >> 11) * 0x1p-53; }
+static inline int64_t rnd_int(int64_t lo, int64_t hi) { return lo + (int64_t)(rnd_u64() % (uint64_t)(hi - lo + 1)); }
 
-static const lmc_dtype ALL_DTYPES[] = {LMC_F32, LMC_F16, LMC_BF16, LMC_I32, LMC_U32, LMC_U8, LMC_BOOL};
+__attribute__((unused)) static const lmc_dtype ALL_DTYPES[] = {LMC_F32, LMC_F16, LMC_BF16, LMC_I32, LMC_U32, LMC_U8, LMC_BOOL};
 #define N_ALL_DTYPES 7
 
 /* A random value suited to dt in [lo, hi] (integers rounded, bool 0/1). */
-static double rnd_value(lmc_dtype dt, double lo, double hi) {
+static inline double rnd_value(lmc_dtype dt, double lo, double hi) {
     double v = lo + (hi - lo) * rnd_unit();
     if (dt == LMC_BOOL) return rnd_u64() & 1;
     if (!lmc_dtype_is_float(dt)) {
@@ -37,13 +37,13 @@ static double rnd_value(lmc_dtype dt, double lo, double hi) {
 
 /* Layouts a test array can have. */
 enum { VIEW_CONTIGUOUS, VIEW_TRANSPOSED, VIEW_STEPPED, VIEW_BROADCAST, VIEW_COUNT };
-static const char *VIEW_NAMES[] = {"contiguous", "transposed", "stepped", "broadcast"};
+__attribute__((unused)) static const char *VIEW_NAMES[] = {"contiguous", "transposed", "stepped", "broadcast"};
 
 /* A random array of `shape` laid out as `view`: transposed stores the
  * reversed shape and reverses the strides; stepped takes every second element
  * (from an offset) of a larger array along each axis, the last one reversed;
  * broadcast gives axes of even index stride 0 where the size is > 1. */
-static lmc_array *rnd_array(lmc_dtype dt, int ndim, const int64_t *shape, int view, double lo, double hi) {
+static inline lmc_array *rnd_array(lmc_dtype dt, int ndim, const int64_t *shape, int view, double lo, double hi) {
     int64_t bshape[LMC_MAX_DIMS], strides[LMC_MAX_DIMS], bstrides[LMC_MAX_DIMS];
     size_t offset = 0;
     for (int d = 0; d < ndim; d++) {
@@ -80,7 +80,7 @@ static lmc_array *rnd_array(lmc_dtype dt, int ndim, const int64_t *shape, int vi
 }
 
 /* A random shape of 0..maxdim axes with sizes 1..maxsize (sometimes 0 when allow_empty). */
-static int rnd_shape(int64_t *shape, int maxdim, int64_t maxsize, bool allow_empty) {
+static inline int rnd_shape(int64_t *shape, int maxdim, int64_t maxsize, bool allow_empty) {
     int nd = (int)rnd_int(0, maxdim);
     for (int d = 0; d < nd; d++) shape[d] = rnd_int(1, maxsize);
     if (allow_empty && nd && rnd_int(0, 9) == 0) shape[rnd_int(0, nd - 1)] = 0;
@@ -88,7 +88,7 @@ static int rnd_shape(int64_t *shape, int maxdim, int64_t maxsize, bool allow_emp
 }
 
 /* The elements of a, row-major, as doubles (caller frees). */
-static double *to_doubles(const lmc_array *a) {
+static inline double *to_doubles(const lmc_array *a) {
     double *v = malloc(((size_t)a->size + 1) * sizeof *v);
     if (!v || a->size == 0) return v;
     lmc_index_iter it;
@@ -102,7 +102,7 @@ static double *to_doubles(const lmc_array *a) {
 }
 
 /* Relative tolerance for a result computed in f32 and rounded to dt. */
-static double dtype_rtol(lmc_dtype dt) {
+static inline double dtype_rtol(lmc_dtype dt) {
     switch (dt) {
     case LMC_F32: return 4e-6;
     case LMC_F16: return 2e-3;
@@ -113,7 +113,7 @@ static double dtype_rtol(lmc_dtype dt) {
 
 /* Element-wise |a-b| <= atol + rtol*|b| (NaN matches NaN, equal infinities
  * match); reports the first mismatch with `what`. Returns true when close. */
-static bool arrays_close(const lmc_array *a, const lmc_array *b, double atol, double rtol, const char *what) {
+static inline bool arrays_close(const lmc_array *a, const lmc_array *b, double atol, double rtol, const char *what) {
     t_checks++;
     if (!a || !b) {
         t_failures++;
@@ -141,6 +141,6 @@ static bool arrays_close(const lmc_array *a, const lmc_array *b, double atol, do
 }
 
 /* The paths this machine can run. */
-static int max_path(void) { return (int)lmc_cpu_path_max(); }
+static inline int max_path(void) { return (int)lmc_cpu_path_max(); }
 
 #endif
