@@ -209,6 +209,28 @@ static void test_where(void) {
     lmc_array_free(y);
 }
 
+/* astype: float to int truncates toward zero and saturates, NaN gives 0;
+ * to bf16 rounds to nearest even; anything non-zero is true. */
+static void test_astype(void) {
+    lmc_array *a = vec(LMC_F32, 6, (double[]){1.5, -2.7, NAN, 1e10, -1e10, 0.1});
+    lmc_array *r = lmc_astype(a, LMC_I32);
+    check_values(r, LMC_I32, 6, (double[]){1, -2, 0, 2147483647, -2147483648.0, 0}, 0, "astype i32");
+    lmc_array_free(r);
+    r = lmc_astype(a, LMC_U8);
+    check_values(r, LMC_U8, 6, (double[]){1, 0, 0, 255, 0, 0}, 0, "astype u8");
+    lmc_array_free(r);
+    r = lmc_astype(a, LMC_BF16);
+    check_values(r, LMC_BF16, 6, (double[]){1.5, -2.703125, NAN, 9999220736.0, -9999220736.0, 0.10009765625}, 0,
+                 "astype bf16");
+    lmc_array_free(r);
+    r = lmc_astype(a, LMC_BOOL);
+    check_values(r, LMC_BOOL, 6, (double[]){1, 1, 1, 1, 1, 1}, 0, "astype bool");
+    lmc_array_free(r);
+    lmc_clear_error();
+    CHECK(lmc_astype(a, (lmc_dtype)99) == NULL && lmc_last_status() == LMC_ERR_INVALID_ARGUMENT);
+    lmc_array_free(a);
+}
+
 static void test_errors(void) {
     lmc_array *a = vec(LMC_F32, 3, (double[]){1, 2, 3}), *b = vec(LMC_F32, 4, (double[]){1, 2, 3, 4});
     lmc_clear_error();
@@ -416,6 +438,7 @@ int main(void) {
     RUN(test_gelu_tanh_formula);
     RUN(test_binary_values);
     RUN(test_where);
+    RUN(test_astype);
     RUN(test_errors);
     RUN(test_unary_paths);
     RUN(test_binary_paths);

@@ -14,9 +14,11 @@ typedef struct reduce_ctx {
     lmc_dtype out_dt, in_dt;
 } reduce_ctx;
 
-/* The index of the first extreme (greatest when `greatest`), or of the first NaN. */
+/* The index of the first extreme (greatest when `greatest`), or of the first
+ * NaN; 0 for an empty lane (the ops layer rejects those for max/min/arg*). */
 static int64_t arg_extreme(const char *p, int64_t n, int64_t step, lmc_dtype dt, bool greatest) {
     int64_t best = 0;
+    if (n == 0) return 0;
     double bv = lmc_load_f64(p, dt);
     if (isnan(bv)) return 0;
     for (int64_t i = 1; i < n; i++) {
@@ -40,7 +42,7 @@ static void reduce_lane(void *ctx, const lmc_cpu_lanes *ln, char *const *p) {
         break;
     case LMC_REDUCE_MAX:
     case LMC_REDUCE_MIN:
-        r = lmc_load_f64(x + arg_extreme(x, n, step, c->in_dt, c->op == LMC_REDUCE_MAX) * step, c->in_dt);
+        r = n ? lmc_load_f64(x + arg_extreme(x, n, step, c->in_dt, c->op == LMC_REDUCE_MAX) * step, c->in_dt) : NAN;
         break;
     case LMC_REDUCE_ARGMAX:
     case LMC_REDUCE_ARGMIN:
