@@ -433,6 +433,39 @@ static void test_exp_accuracy(void) {
     free(y);
 }
 
+/* Dense sweeps of the SIMD tanh, sigmoid, silu and gelu_tanh against libm in
+ * double: maximum relative error (results above 1e-20) within the stated bounds. */
+static void test_simd_accuracy(void) {
+    int64_t n = 200001;
+    lmc_array *x = lmc_array_new(LMC_F32, 1, &n, LMC_CPU), *y = lmc_array_new(LMC_F32, 1, &n, LMC_CPU);
+    float *xv = lmc_array_ptr(x), *yv = lmc_array_ptr(y);
+    for (int64_t i = 0; i < n; i++) xv[i] = -12.0f + 24.0f * (float)i / (float)(n - 1);
+    const lmc_unary_op ops[] = {LMC_UNARY_TANH, LMC_UNARY_SIGMOID, LMC_UNARY_SILU, LMC_UNARY_GELU_TANH};
+    const double bounds[] = {2e-6, 2e-6, 2e-6, 1e-5};
+    for (int p = LMC_PATH_AVX2; p <= max_path() && p <= LMC_PATH_AVX512; p++)
+        for (int k = 0; k < 4; k++) {
+            lmc_cpu_kernels_for_path((lmc_cpu_path)p)->unary(ops[k], y, x);
+            double worst = 0;
+            for (int64_t i = 0; i < n; i++) {
+                double v = xv[i], want;
+                switch (ops[k]) {
+                case LMC_UNARY_TANH: want = tanh(v); break;
+                case LMC_UNARY_SIGMOID: want = 1 / (1 + exp(-v)); break;
+                case LMC_UNARY_SILU: want = v / (1 + exp(-v)); break;
+                /* PyTorch's formula rearranged as v*sigmoid(2u): 1 + tanh(u) cancels in double for v << 0 */
+                default: want = v / (1 + exp(-2 * sqrt(2 / M_PI) * (v + 0.044715 * v * v * v)));
+                }
+                if (fabs(want) < 1e-20) continue;
+                double rel = fabs(yv[i] - want) / fabs(want);
+                if (rel > worst) worst = rel;
+            }
+            CHECKF(worst <= bounds[k], "%s path %d: max relative error %.3g", UNARY_NAMES[ops[k]], p, worst);
+            fprintf(stderr, "  %s path %d: max relative error %.3g over [-12, 12]\n", UNARY_NAMES[ops[k]], p, worst);
+        }
+    lmc_array_free(x);
+    lmc_array_free(y);
+}
+
 int main(void) {
     RUN(test_unary_values);
     RUN(test_gelu_tanh_formula);
@@ -444,6 +477,7 @@ int main(void) {
     RUN(test_binary_paths);
     RUN(test_fast_paths_large);
     RUN(test_exp_accuracy);
+    RUN(test_simd_accuracy);
     CHECK(lmc_live_arrays() == 0);
     return TEST_REPORT();
 }

@@ -10,10 +10,12 @@
  * Everything else goes to the scalar kernels. Math is f32; bf16 is widened
  * on load and rounded to nearest even on store exactly as lmc_f32_to_bf16.
  *
- * Accuracy against the double-precision oracle: exp within 2e-6 relative
- * (measured ~1.5e-7) for results in the normal f32 range, tanh/sigmoid/silu
- * within a few ulp, gelu_tanh within 1e-5 (the f32 rounding of its argument
- * grows with |x|; results there are below 1e-10). Tails shorter than a
+ * Accuracy against double precision (tested in test_ops_elementwise): exp
+ * within 2e-6 relative for results in the normal f32 range (measured
+ * 7.7e-8 on [-87, 88]); tanh, sigmoid, silu within 2e-6 (measured <= 1.5e-7
+ * on [-12, 12]); gelu_tanh within 1e-5 (measured 5.2e-6: the f32 rounding of
+ * its argument grows with |x|, and matters only for x < -5 where results are
+ * below 1e-10). Tails shorter than a
  * vector go through the same vector code via a small buffer, so an element's
  * value does not depend on where it sits in a row. */
 
