@@ -2,10 +2,10 @@
  *
  * Speed matters at vocabularies of 262144: every stage is a linear pass
  * except the sorts, which only ever see the tokens they need. Top-k selects
- * its k tokens with a bounded heap and sorts those k. Top-p without top-k
- * first histograms the probability mass by distance from the largest logit
- * (buckets of 0.25 in logit/T units), finds the bucket where the cumulative
- * mass reaches p, and sorts only the tokens in that bucket and above.
+ * its k tokens with a bounded heap and radix-sorts those k. Top-p without
+ * top-k first histograms the probability mass by weight (8 buckets per
+ * halving), finds the bucket where the cumulative mass reaches p, and sorts
+ * only the tokens in that bucket and above.
  */
 #include "runtime/sampler.h"
 
@@ -302,9 +302,11 @@ static size_t top_p_bucket(float weight) {
 }
 
 /* Without top-k: every possible token in id order, weighed, with the total
- * weight and (when mass is given) the top-p histogram, in one pass. */
+ * weight and (when mass is given) the top-p histogram, in one pass. Four
+ * interleaved histograms keep neighbouring tokens, which mostly fall in the
+ * same bucket, from waiting on each other's update; row 0 gets the sum. */
 static size_t collect_all(lmc_sampler_candidate *c, const float *logits, int64_t vocab, float max, float temperature,
-                          double *total, double *mass) {
+                          double *total, double (*mass)[TOP_P_BUCKETS]) {
     size_t n = 0;
     double t = 0;
     for (int64_t id = 0; id < vocab; id++) {
@@ -313,8 +315,10 @@ static size_t collect_all(lmc_sampler_candidate *c, const float *logits, int64_t
         float w = weight_of(max, x, temperature);
         c[n++] = (lmc_sampler_candidate){(int32_t)id, x, w};
         t += w;
-        if (mass) mass[top_p_bucket(w)] += w;
+        if (mass) mass[id & 3][top_p_bucket(w)] += w;
     }
+    if (mass)
+        for (int b = 0; b < TOP_P_BUCKETS; b++) mass[0][b] += mass[1][b] + mass[2][b] + mass[3][b];
     *total = t;
     return n;
 }
@@ -384,7 +388,7 @@ static lmc_status run_filters(lmc_sampler *s, const float *logits, int64_t vocab
     lmc_sampler_candidate *c = s->cand;
     size_t n;
     double total;
-    double mass[TOP_P_BUCKETS] = {0}, *hist = NULL;
+    double mass[4][TOP_P_BUCKETS] = {{0}}, (*hist)[TOP_P_BUCKETS] = NULL;
     if (cfg->top_k > 0 && cfg->top_k < vocab) {
         n = select_top_k(c, logits, vocab, (size_t)cfg->top_k);
         sort_by_rank(s, c, n, max, temperature);
@@ -393,10 +397,13 @@ static lmc_status run_filters(lmc_sampler *s, const float *logits, int64_t vocab
         if (cfg->top_p < 1.0f) hist = mass;
         n = collect_all(c, logits, vocab, max, temperature, &total, hist);
     }
-    if (cfg->top_p < 1.0f) n = apply_top_p(s, c, n, hist, total, max, temperature, cfg->top_p);
+    if (cfg->top_p < 1.0f) n = apply_top_p(s, c, n, hist ? hist[0] : NULL, total, max, temperature, cfg->top_p);
     if (cfg->min_p > 0.0f) n = apply_min_p(c, n, cfg->min_p);
+    /* The draw's running sum must end at this total: re-add in the final
+     * order whenever a filter ran. */
+    if (cfg->top_p < 1.0f || cfg->min_p > 0.0f) total = total_weight(c, n);
     *n_out = n;
-    *total_out = total_weight(c, n);
+    *total_out = total;
     return LMC_OK;
 }
 
