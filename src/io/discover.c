@@ -2,12 +2,14 @@
  *
  * A depth-first walk with each folder's entries in byte order, so the result
  * is stable. A model folder is one holding config.json and at least one
- * *.safetensors file (symlinks to files count, as in Hugging Face caches,
- * whose snapshots/<hash>/ folders link into blobs/). The walk descends
- * everywhere, model folders included, and follows symlinks to folders; every
- * folder is entered once, identified by device and inode, which both breaks
- * symlink loops and reports a model reachable by several paths once, under
- * the first path in walk order.
+ * *.safetensors entry. Symlinks to files count, as in Hugging Face caches,
+ * whose snapshots/<hash>/ folders link into blobs/; an entry that is not a
+ * file, such as the dangling link of an unfinished download, makes the
+ * folder an error entry. The walk descends everywhere, model folders
+ * included, and follows symlinks to folders; every folder is entered once,
+ * identified by device and inode, which both breaks symlink loops and
+ * reports a model reachable by several paths once, under the first path in
+ * walk order.
  *
  * Nothing is skipped silently: a folder that cannot be listed, and a model
  * folder whose config.json cannot be read or understood, become entries with
@@ -230,29 +232,45 @@ static char *read_model_fields(const cJSON *root, lmc_discovered_model *m) {
     return NULL;
 }
 
-static void probe_model(walk *w, const char *dir, int num_safetensors) {
-    size_t len = 0;
-    char *error = NULL;
-    char *text = read_config(dir, &len, &error);
+/* Why a *.safetensors entry of dir is not a readable file (a dangling link
+ * of an unfinished download, a folder). */
+static char *weight_error(const char *dir, const char *name) {
+    char *p = join(dir, name);
+    if (!p) return NULL;
+    struct stat st;
+    char *e = stat(p, &st) != 0 ? format("%s: %s", name, strerror(errno)) : format("%s: not a regular file", name);
+    free(p);
+    return e;
+}
+
+/* Adds the entry of a model folder: num_safetensors names end in
+ * .safetensors; bad_weight, when not NULL, is one that is not a file. */
+static void probe_model(walk *w, const char *dir, int num_safetensors, const char *bad_weight) {
     lmc_discovered_model m = {0};
-    if (text) {
-        const char *end = NULL;
-        cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, false);
-        if (!root)
-            error = format("config.json: invalid JSON at byte %zu", end ? (size_t)(end - text) : (size_t)0);
-        else
-            error = read_model_fields(root, &m);
-        if (!root && !error) w->oom = true;
-        cJSON_Delete(root);
-        free(text);
-    } else if (!error) {
-        w->oom = true;
+    char *error = NULL;
+    if (bad_weight) {
+        error = weight_error(dir, bad_weight);
+        if (!error) w->oom = true;
+    } else {
+        size_t len = 0;
+        char *text = read_config(dir, &len, &error);
+        if (text) {
+            const char *end = NULL;
+            cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, false);
+            if (!root) {
+                /* cJSON's position: a 0-based offset at or just past the fault. */
+                error = format("config.json: invalid JSON at byte %zu", end ? (size_t)(end - text) : (size_t)0);
+                if (!error) w->oom = true;
+            } else {
+                error = read_model_fields(root, &m);
+            }
+            cJSON_Delete(root);
+            free(text);
+        } else if (!error) {
+            w->oom = true;
+        }
     }
-    if (w->oom) {
-        free(error);
-        return;
-    }
-    lmc_discovered_model *out = add(w, dir);
+    lmc_discovered_model *out = w->oom ? NULL : add(w, dir);
     if (!out) {
         free(error);
         return;
@@ -367,6 +385,7 @@ static void visit(walk *w, const char *dir) {
     }
     bool has_config = false;
     int num_safetensors = 0;
+    const char *bad_weight = NULL;
     char *kind = malloc(n ? n : 1);
     if (!kind) {
         w->oom = true;
@@ -376,9 +395,12 @@ static void visit(walk *w, const char *dir) {
     for (size_t i = 0; i < n; i++) {
         kind[i] = resolved_type(dir, &list[i]);
         if (!strcmp(list[i].name, "config.json")) has_config = true; /* whatever it is: reading tells */
-        if (kind[i] == 'f' && ends_with(list[i].name, ".safetensors")) num_safetensors++;
+        if (ends_with(list[i].name, ".safetensors")) {
+            num_safetensors++;
+            if (kind[i] != 'f' && !bad_weight) bad_weight = list[i].name;
+        }
     }
-    if (has_config && num_safetensors > 0) probe_model(w, dir, num_safetensors);
+    if (has_config && num_safetensors > 0) probe_model(w, dir, num_safetensors, bad_weight);
     for (size_t i = 0; i < n && !w->oom; i++) {
         if (kind[i] != 'd') continue;
         char *sub = join(dir, list[i].name);
