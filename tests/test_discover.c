@@ -1,9 +1,9 @@
 /* Model-folder discovery on a temporary tree: quantised, sharded, nested and
  * Hugging Face cache-style (symlinked files) models, bad configs, a dangling
  * shard link, folders without weights, symlink loops, a second path to a
- * model, and folders that cannot be read. Root ignores permission bits, so unreadable folders are
- * made by a path longer than PATH_MAX (opendir fails with ENAMETOOLONG) and,
- * when not running as root, also by chmod 000. */
+ * model, and folders that cannot be read. Root ignores permission bits, so
+ * unreadable folders are made by a path longer than PATH_MAX (opendir fails
+ * with ENAMETOOLONG) and, when not running as root, also by chmod 000. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>

@@ -523,6 +523,30 @@ static void test_against_reference(void) {
     free(got);
 }
 
+/* Many equal logits (both zeros among them) through the radix sort: the
+ * order must be exactly the rank order, ties by id. */
+static void test_rank_order(void) {
+    enum { V = 5000 };
+    float *l = malloc(V * sizeof *l);
+    int32_t *want = malloc(V * sizeof *want), *got = malloc(V * sizeof *got);
+    for (int i = 0; i < V; i++) l[i] = (float)(round(2 * t_normal()) / 2);
+    for (int i = 0; i < V; i += 7) l[i] = (i / 7) % 2 ? -0.0f : 0.0f;
+    for (int i = 3; i < V; i += 101) l[i] = -INFINITY;
+    struct { int k; float p; } cases[] = {{3000, 1.0f}, {0, 0.7f}, {0, 0.999f}, {200, 0.9f}};
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        lmc_sampler_config c = cfg_t(1.0f);
+        c.top_k = cases[ci].k;
+        c.top_p = cases[ci].p;
+        size_t nw = reference_kept(c, l, V, want);
+        size_t ng = kept_ids(c, l, V, NULL, 0, got);
+        CHECKF(nw == ng && memcmp(want, got, nw * sizeof *want) == 0, "top-k %d, top-p %g: %zu vs %zu kept or order differs",
+               cases[ci].k, (double)cases[ci].p, nw, ng);
+    }
+    free(l);
+    free(want);
+    free(got);
+}
+
 int main(void) {
     RUN(test_config);
     RUN(test_rng);
@@ -535,5 +559,6 @@ int main(void) {
     RUN(test_frequencies);
     RUN(test_seeds);
     RUN(test_against_reference);
+    RUN(test_rank_order);
     return TEST_REPORT();
 }

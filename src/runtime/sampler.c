@@ -18,9 +18,11 @@
 #include "core/error.h"
 #include "runtime/rng.h"
 
-/* Probabilities are computed in float (relative error about 1e-7), so a
- * boundary that holds in exact arithmetic may miss by a rounding step;
- * thresholds give way by this relative amount in favour of keeping a token. */
+/* Probabilities are computed in float (relative error about 1e-7), so an
+ * equality that holds in exact arithmetic (a cumulative mass equal to top_p,
+ * a probability equal to min_p times the largest) may miss by a rounding
+ * step. Both thresholds are lowered by this relative amount so that such
+ * ties count as reached; the mass this can move is below 1e-6. */
 #define REL_SLACK 1e-6
 
 /* Top-p histogram (see top_p_bucket): 8 buckets per halving of the weight,
@@ -33,6 +35,7 @@ struct lmc_sampler {
     int64_t cap;                 /* vocabulary size the scratch arrays hold */
     lmc_sampler_candidate *cand; /* [cap] the tokens still in the chain */
     uint64_t *keys, *keys_tmp;   /* [cap] radix-sort keys */
+    size_t radix_count[8][256];  /* radix-sort digit counts */
     uint32_t *seen;              /* [seen_cap]: seen[id] == epoch marks an id already penalised */
     int64_t seen_cap;
     uint32_t epoch;
@@ -226,8 +229,8 @@ static void sort_by_rank(lmc_sampler *s, lmc_sampler_candidate *c, size_t n, flo
             key[j] = k;
         }
     } else {
-        static _Thread_local size_t count[8][256];
-        memset(count, 0, sizeof count);
+        size_t (*count)[256] = s->radix_count;
+        memset(count, 0, sizeof s->radix_count);
         for (size_t i = 0; i < n; i++)
             for (int d = 0; d < 8; d++) count[d][(key[i] >> (8 * d)) & 0xff]++;
         for (int d = 0; d < 8; d++) {
@@ -291,9 +294,10 @@ static size_t select_top_k(lmc_sampler_candidate *h, const float *logits, int64_
 }
 
 /* Top-p histogram bucket of a weight in [0, 1]: the distance of its float
- * bits from those of 1.0, i.e. BUCKETS_PER_OCTAVE buckets per halving;
- * weights below 2^-(TOP_P_BUCKETS / BUCKETS_PER_OCTAVE) share the last one.
- * Monotone in the weight, so all tokens of a bucket outrank the next. */
+ * bits from those of 1.0 in steps of 2^-BUCKETS_PER_OCTAVE_LOG2 of an
+ * exponent step, i.e. 8 buckets per halving; weights below 2^-64 share the
+ * last bucket. Monotone in the weight, so all tokens of a bucket outrank
+ * those of the next. */
 static size_t top_p_bucket(float weight) {
     uint32_t u;
     memcpy(&u, &weight, sizeof u);

@@ -16,10 +16,10 @@
  *   6. draw from the renormalised remaining distribution with the sampler's
  *      seeded generator (xoshiro256**, runtime/rng.h).
  * Logits: NaN and +inf are errors (LMC_ERR_INVALID_ARGUMENT); -inf marks an
- * impossible token; a row that is all -inf is an error. Probability
- * thresholds (top-p, min-p) are compared with a relative slack of 1e-6, so
- * that a token exactly on the boundary in exact arithmetic is kept despite
- * float rounding.
+ * impossible token; a row that is all -inf is an error. The top-p and
+ * min-p thresholds are lowered by a relative 1e-6, so that a tie that holds
+ * in exact arithmetic (mass exactly p; probability exactly min_p times the
+ * largest) counts as reached despite float rounding.
  */
 #ifndef LMC_RUNTIME_SAMPLER_H
 #define LMC_RUNTIME_SAMPLER_H
