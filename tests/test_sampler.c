@@ -372,7 +372,7 @@ static void test_frequencies(void) {
     double w[6] = {0}, zk = 0;
     int order[] = {4, 0, 1, 2}; /* the top 4 by logit */
     for (int i = 0; i < 4; i++) zk += w[order[i]] = exp(l2[order[i]] / 0.7);
-    /* top-p 0.9: cumulative shares 0.64.., 0.84.., 0.96.. -> three kept */
+    /* top-p 0.9: cumulative shares 0.698, 0.865, 0.947 -> three kept */
     double cum = 0;
     int kept = 0;
     while (kept < 4 && cum < 0.9 * zk) cum += w[order[kept++]];
