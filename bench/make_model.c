@@ -111,7 +111,7 @@ static bool copy_file(const char *from, const char *to) {
 
 typedef struct shard {
     const char *names[64];
-    char name_buf[64][160];
+    char name_buf[64][256];
     lmc_array *arrays[64];
     int n;
 } shard;
@@ -215,9 +215,9 @@ int cmd_make_model(int argc, char **argv) {
     }
     const char *tok_files[] = {"tokenizer.json", "tokenizer_config.json"};
     for (int i = 0; i < 2; i++) {
-        snprintf(from, sizeof from, "%s/%s", tokdir, tok_files[i]);
-        snprintf(to, sizeof to, "%s/%s", out, tok_files[i]);
-        if (!copy_file(from, to)) {
+        bool fits = snprintf(from, sizeof from, "%s/%s", tokdir, tok_files[i]) < (int)sizeof from &&
+                    snprintf(to, sizeof to, "%s/%s", out, tok_files[i]) < (int)sizeof to;
+        if (!fits || !copy_file(from, to)) {
             fprintf(stderr, "lmc make-model: cannot copy %s (run scripts/fetch_tokenizers.sh, or pass --tokenizer DIR)\n", from);
             return 1;
         }

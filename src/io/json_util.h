@@ -7,12 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/utf8.h"
 #include "lmc/base.h"
-
-/* True when the n bytes are well-formed UTF-8 (no overlong forms, no
- * surrogates, nothing above U+10FFFF). On failure *bad_at (if not NULL)
- * receives the offset of the first invalid byte. */
-bool lmc_utf8_valid(const char *s, size_t n, size_t *bad_at);
 
 /* Reads a whole file into a NUL-terminated malloc'd buffer (*len excludes the
  * NUL). Fails with LMC_ERR_IO (naming the path) when it cannot be read or is a

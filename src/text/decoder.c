@@ -129,7 +129,7 @@ static int byte_token(const char *s, size_t n) {
 static lmc_status flush_bytes(tk_buf *run, tk_pieces *out) {
     if (!run->len) return LMC_OK;
     lmc_status st = LMC_OK;
-    if (lmc_utf8_valid(run->p, run->len)) st = tk_pieces_add(out, run->p, run->len, false);
+    if (lmc_utf8_valid(run->p, run->len, NULL)) st = tk_pieces_add(out, run->p, run->len, false);
     else /* one U+FFFD per byte, as HF's ByteFallback does */
         for (size_t i = 0; i < run->len && st == LMC_OK; i++) st = tk_pieces_add(out, "\xEF\xBF\xBD", 3, false);
     run->len = 0;

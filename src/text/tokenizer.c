@@ -657,7 +657,7 @@ lmc_status lmc_tokenizer_encode(const lmc_tokenizer *t, const char *text, size_t
     if (!text) text = "";
     /* Invalid UTF-8 becomes U+FFFD first (see the header). */
     char *fixed = NULL;
-    if (!lmc_utf8_valid(text, len)) {
+    if (!lmc_utf8_valid(text, len, NULL)) {
         fixed = lmc_utf8_lossy(text, len, &len);
         if (!fixed) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
         text = fixed;

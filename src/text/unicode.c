@@ -64,18 +64,6 @@ size_t lmc_utf8_invalid_len(const char *s, size_t n) {
     return i;
 }
 
-bool lmc_utf8_valid(const char *s, size_t n) {
-    size_t i = 0;
-    uint32_t cp;
-    while (i < n) {
-        if ((unsigned char)s[i] < 0x80) { i++; continue; }
-        size_t k = lmc_utf8_decode(s + i, n - i, &cp);
-        if (!k) return false;
-        i += k;
-    }
-    return true;
-}
-
 char *lmc_utf8_lossy(const char *s, size_t n, size_t *out_len) {
     /* Each invalid byte grows to at most 3 bytes. */
     char *out = malloc(n * 3 + 1);

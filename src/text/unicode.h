@@ -5,6 +5,8 @@
 #define LMC_TEXT_UNICODE_H
 
 #include <stdbool.h>
+
+#include "core/utf8.h"
 #include <stddef.h>
 #include <stdint.h>
 
@@ -20,8 +22,6 @@ size_t lmc_utf8_encode(uint32_t cp, char *out);
  * and Rust's String::from_utf8_lossy. Only call where lmc_utf8_decode gave 0. */
 size_t lmc_utf8_invalid_len(const char *s, size_t n);
 
-/* True when s[0..n) is valid UTF-8. */
-bool lmc_utf8_valid(const char *s, size_t n);
 
 /* Copies s[0..n) to a new NUL-terminated heap buffer, replacing every invalid
  * sequence with U+FFFD (as from_utf8_lossy does). *out_len gets the length.

@@ -2,6 +2,8 @@
 #ifndef LMC_TOOLS_CLI_OPTIONS_H
 #define LMC_TOOLS_CLI_OPTIONS_H
 
+#include <stdio.h>
+
 #include "lmc/model.h"
 
 /* Strict numbers: the whole string must parse and lie in [lo, hi];
