@@ -17,6 +17,7 @@ typedef struct pool {
     pthread_t threads[MAX_THREADS];
     int nworkers;               /* threads besides the caller */
     atomic_uint generation;     /* bumped for each job */
+    unsigned start_generation;  /* generation when the workers were started */
     atomic_int pending;         /* workers still running the current job */
     /* the current job */
     lmc_range_fn fn;
@@ -43,7 +44,9 @@ static void *worker_main(void *arg) {
     int id = (int)(intptr_t)arg; /* 1..nworkers */
     pool *p = &g_pool;
     t_in_worker = true;
-    unsigned seen = atomic_load(&p->generation);
+    /* Not the current generation: a job published before this thread got
+     * here would otherwise be missed (and its caller wait forever). */
+    unsigned seen = p->start_generation;
     for (;;) {
         /* Spin briefly (decode issues many short jobs), then sleep. */
         unsigned gen;
@@ -97,6 +100,7 @@ static void pool_resize(int nthreads) {
     if (p->nworkers == nthreads - 1) return;
     if (p->nworkers) pool_stop();
     int want = nthreads - 1;
+    p->start_generation = atomic_load(&p->generation);
     for (int i = 0; i < want; i++) {
         if (pthread_create(&p->threads[i], NULL, worker_main, (void *)(intptr_t)(i + 1)) != 0) break;
         p->nworkers = i + 1;
