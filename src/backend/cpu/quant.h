@@ -53,6 +53,8 @@ struct lmc_qmm_plan {
     void *out;                /* [M, N] contiguous */
     lmc_dtype odt;
     float F;
+    int gshift;               /* log2(group_size) */
+    int32_t gidx[16];         /* for SIMD lane l of a block: its group within the block (path-defined) */
     size_t xp_bytes;          /* bytes of one prepared x row (a multiple of 64) */
     int mr;                   /* x rows per kernel call, at most 4 */
     /* x_row: row m of x; writes the prepared row (zeroed beforehand) and its group sums */

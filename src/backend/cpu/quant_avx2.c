@@ -77,27 +77,29 @@ static inline __attribute__((always_inline)) void kernel_body(const lmc_qmm_plan
                                                               const float *sF, const float *cF, const uint8_t *xp,
                                                               const float *sx, const int MR, const int BITS,
                                                               float *res) {
-    const int E = BITS == 4 ? 64 : 32, epl = 32 / BITS, gs = p->group_size;
+    const int E = BITS == 4 ? 64 : 32, epl = 32 / BITS, gs = p->group_size; /* lane l: elements l*epl.. of a block */
     const __m256i qmask = _mm256_set1_epi32((1 << BITS) - 1);
     /* lane l covers elements [l*epl, (l+1)*epl) of the block: its group within the block */
-    const __m256i gidx = _mm256_setr_epi32(0, 1 * epl / gs, 2 * epl / gs, 3 * epl / gs, 4 * epl / gs, 5 * epl / gs,
-                                           6 * epl / gs, 7 * epl / gs);
+    const __m256i gidx = _mm256_loadu_si256((const __m256i *)p->gidx);
     const int64_t nblk = (p->K + E - 1) / E, full = p->K / E;
     __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
     for (int64_t b = 0; b < nblk; b++) {
         __m256i v = b < full ? _mm256_loadu_si256((const __m256i *)(w + b * 32))
                              : _mm256_maskload_epi32((const int *)(w + b * 32),
                                                      _mm256_setr_epi32(-1, -1, -1, -1, 0, 0, 0, 0));
-        __m256 s = gs >= E ? _mm256_set1_ps(sF[b * E / gs])
-                           : _mm256_permutevar8x32_ps(_mm256_loadu_ps(sF + b * E / gs), gidx);
+        int64_t g = (b * E) >> p->gshift;
+        __m256 s = gs >= E ? _mm256_set1_ps(sF[g]) : _mm256_permutevar8x32_ps(_mm256_loadu_ps(sF + g), gidx);
         __m256 a[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+#pragma GCC unroll 8
         for (int t = 0; t < epl; t++) {
             __m256 y = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srli_epi32(v, t * BITS), qmask));
+#pragma GCC unroll 4
             for (int r = 0; r < MR; r++) {
                 const float *xb = (const float *)(xp + (size_t)r * p->xp_bytes) + (b * epl + t) * 8;
                 a[r] = _mm256_fmadd_ps(y, _mm256_load_ps(xb), a[r]);
             }
         }
+#pragma GCC unroll 4
         for (int r = 0; r < MR; r++) acc[r] = _mm256_fmadd_ps(a[r], s, acc[r]);
     }
     for (int64_t g = 0; g < p->G_pad; g += 8) {
@@ -145,6 +147,8 @@ lmc_status lmc_quantized_matmul_avx2(lmc_array *out, const lmc_array *x, const l
     p.odt = out->dtype;
     p.mr = 4;
     p.F = 0.0f;
+    p.gshift = __builtin_ctz((unsigned)group_size);
+    for (int l = 0; l < 16; l++) p.gidx[l] = l * (32 / bits) / group_size; /* a lane covers one u32 word */
     /* x in f32, whole blocks (64 elements for 4 bits, 32 for 8), rounded up to 64 bytes */
     int64_t E = bits == 4 ? 64 : 32;
     p.xp_bytes = ((size_t)((p.K + E - 1) / E * E) * sizeof(float) + 63) / 64 * 64;

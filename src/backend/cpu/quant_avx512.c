@@ -94,26 +94,23 @@ static void prep_w(const lmc_qmm_plan *p, int64_t n, float *sF, float *cF) {
 
 /* --- kernels ------------------------------------------------------------ */
 
-/* The scales of one block, one per f32 lane: lane l covers elements
- * [E*blk + l*epl, E*blk + (l+1)*epl), epl = elements per lane. */
-static inline __m512 block_scales(const float *sF, int64_t blk, int E, int epl, int gs, __m512i gidx) {
-    if (gs >= E) return _mm512_set1_ps(sF[blk * E / gs]);
-    (void)epl;
-    return _mm512_permutexvar_ps(gidx, _mm512_loadu_ps(sF + blk * E / gs));
-}
-
-static inline __m512i group_index(int epl, int gs) {
-    int idx[16];
-    for (int l = 0; l < 16; l++) idx[l] = l * epl / gs;
-    return _mm512_loadu_si512(idx);
+/* The scales of one block of E elements, one per f32 lane: lane l covers
+ * elements [E*blk + l*E/16, E*blk + (l+1)*E/16), p->gidx[l] says which group
+ * of the block that is. */
+static inline __m512 block_scales(const lmc_qmm_plan *p, const float *sF, int64_t blk, int E, __m512i gidx) {
+    int64_t g = (blk * E) >> p->gshift;
+    if (p->group_size >= E) return _mm512_set1_ps(sF[g]);
+    return _mm512_permutexvar_ps(gidx, _mm512_loadu_ps(sF + g));
 }
 
 /* rowacc[r] += sum_g cF_g * sx_g, then the horizontal sums. */
-static inline void finish(const lmc_qmm_plan *p, const float *cF, const float *sx, int mr, __m512 *acc, float *res) {
+static inline __attribute__((always_inline)) void finish(const lmc_qmm_plan *p, const float *cF, const float *sx, int mr, __m512 *acc, float *res) {
     for (int64_t g = 0; g < p->G_pad; g += 16) {
         __m512 c = _mm512_load_ps(cF + g);
+#pragma GCC unroll 4
         for (int r = 0; r < mr; r++) acc[r] = _mm512_fmadd_ps(c, _mm512_loadu_ps(sx + r * p->G_pad + g), acc[r]);
     }
+#pragma GCC unroll 4
     for (int r = 0; r < mr; r++) res[r] = _mm512_reduce_add_ps(acc[r]);
 }
 
@@ -122,7 +119,7 @@ static inline __attribute__((always_inline)) void kernel4_body(const lmc_qmm_pla
                                                                const float *sx, const int MR, const int P,
                                                                float *res) {
     const __m512i mask = _mm512_set1_epi16(0x0078), one = _mm512_set1_epi16(0x3F80);
-    const __m512i gidx = group_index(8, p->group_size);
+    const __m512i gidx = _mm512_loadu_si512(p->gidx);
     const int64_t nblk = (p->K + 127) / 128, full = p->K / 128;
     __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
     for (int64_t b = 0; b < nblk; b++) {
@@ -133,13 +130,19 @@ static inline __attribute__((always_inline)) void kernel4_body(const lmc_qmm_pla
                         _mm512_ternarylogic_epi32(_mm512_srli_epi16(v, 1), mask, one, 0xEA),
                         _mm512_ternarylogic_epi32(_mm512_srli_epi16(v, 5), mask, one, 0xEA),
                         _mm512_ternarylogic_epi32(_mm512_srli_epi16(v, 9), mask, one, 0xEA)};
-        __m512 s = block_scales(sF, b, 128, 8, p->group_size, gidx);
+        __m512 s = block_scales(p, sF, b, 128, gidx);
+#pragma GCC unroll 4
         for (int r = 0; r < MR; r++) {
             const __m512i *xb = (const __m512i *)(xp + (size_t)r * p->xp_bytes) + b * 4 * P;
+            /* one chain per block; blocks are independent, so they overlap */
             __m512 a = _mm512_setzero_ps();
-            for (int t = 0; t < 4; t++)
-                for (int part = 0; part < P; part++)
-                    a = _mm512_dpbf16_ps(a, (__m512bh)y[t], (__m512bh)_mm512_load_si512(xb + t * P + part));
+#pragma GCC unroll 3
+            for (int part = 0; part < P; part++) {
+                a = _mm512_dpbf16_ps(a, (__m512bh)y[0], (__m512bh)_mm512_load_si512(xb + 0 * P + part));
+                a = _mm512_dpbf16_ps(a, (__m512bh)y[1], (__m512bh)_mm512_load_si512(xb + 1 * P + part));
+                a = _mm512_dpbf16_ps(a, (__m512bh)y[2], (__m512bh)_mm512_load_si512(xb + 2 * P + part));
+                a = _mm512_dpbf16_ps(a, (__m512bh)y[3], (__m512bh)_mm512_load_si512(xb + 3 * P + part));
+            }
             acc[r] = _mm512_fmadd_ps(a, s, acc[r]);
         }
     }
@@ -168,7 +171,7 @@ static inline __attribute__((always_inline)) void kernel8_body(const lmc_qmm_pla
                                                                const float *sF, const float *cF, const uint8_t *xp,
                                                                const float *sx, const int MR, float *res) {
     const __m512i mask = _mm512_set1_epi32(0x007F8000), one = _mm512_set1_epi32(0x3F800000);
-    const __m512i gidx = group_index(4, p->group_size);
+    const __m512i gidx = _mm512_loadu_si512(p->gidx);
     const int64_t nblk = (p->K + 63) / 64, full = p->K / 64;
     __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
     for (int64_t b = 0; b < nblk; b++) {
@@ -178,7 +181,8 @@ static inline __attribute__((always_inline)) void kernel8_body(const lmc_qmm_pla
                        _mm512_castsi512_ps(_mm512_ternarylogic_epi32(_mm512_slli_epi32(v, 7), mask, one, 0xEA)),
                        _mm512_castsi512_ps(_mm512_ternarylogic_epi32(_mm512_srli_epi32(v, 1), mask, one, 0xEA)),
                        _mm512_castsi512_ps(_mm512_ternarylogic_epi32(_mm512_srli_epi32(v, 9), mask, one, 0xEA))};
-        __m512 s = block_scales(sF, b, 64, 4, p->group_size, gidx);
+        __m512 s = block_scales(p, sF, b, 64, gidx);
+#pragma GCC unroll 4
         for (int r = 0; r < MR; r++) {
             const float *xb = (const float *)(xp + (size_t)r * p->xp_bytes) + b * 64;
             __m512 a = _mm512_mul_ps(y[0], _mm512_load_ps(xb));
@@ -223,6 +227,8 @@ lmc_status lmc_quantized_matmul_avx512(lmc_array *out, const lmc_array *x, const
     p.odt = out->dtype;
     p.mr = 4;
     p.prep_w = prep_w;
+    p.gshift = __builtin_ctz((unsigned)group_size);
+    for (int l = 0; l < 16; l++) p.gidx[l] = l * (32 / bits) / group_size; /* a lane covers one u32 word */
     if (bits == 4) {
         p.F = 16.0f;
         p.xp_bytes = (size_t)((p.K + 127) / 128) * 4 * (size_t)bf16_parts(p.xdt) * 64;
