@@ -135,7 +135,11 @@ LMC_API lmc_array *lmc_topk(const lmc_array *a, int64_t k, int axis, lmc_array *
 /* a[..., M, K] @ b[..., K, N] with broadcasting batch dimensions; 1-d
  * operands are promoted as in NumPy. Either operand may be a transposed view
  * (lmc_transpose / lmc_swapaxes): no copy is made for it. Float dtypes only;
- * accumulation in f32. */
+ * accumulation in f32. bf16/f16 weights are widened to f32 in registers (an
+ * f32 x times bf16 W gives f32, without converting W). bf16 @ bf16 products
+ * with 32 or more rows use AMX bf16 tiles where the CPU has them: a caller
+ * with f32 activations opts in by casting them to bf16 first (which rounds
+ * the activations; the result is then bf16). */
 LMC_API lmc_array *lmc_matmul(const lmc_array *a, const lmc_array *b);
 
 /* --- fused ------------------------------------------------------------ */

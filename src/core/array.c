@@ -56,6 +56,11 @@ lmc_array *lmc_scope_keep(lmc_array *a) {
     return a;
 }
 
+lmc_array *lmc_array_unscope(lmc_array *a) {
+    if (a && a->scope) scope_remove(a);
+    return a;
+}
+
 void lmc_scope_end(void) {
     lmc_scope *s = t_scope;
     if (!s) return;

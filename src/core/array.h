@@ -55,6 +55,9 @@ lmc_array *lmc_array_new(lmc_dtype dt, int ndim, const int64_t *shape, lmc_devic
 /* A view of `buf` (takes a new reference on it) with the given layout. */
 lmc_array *lmc_array_view(lmc_buffer *buf, size_t offset, lmc_dtype dt, int ndim, const int64_t *shape,
                           const int64_t *strides);
+/* Takes `a` out of whatever scope owns it: the caller owns it from now on
+ * (for long-lived state such as weights and caches made inside a scope). */
+lmc_array *lmc_array_unscope(lmc_array *a);
 /* Row-major strides for a shape; returns the element count. */
 int64_t lmc_contiguous_strides(int ndim, const int64_t *shape, int64_t *strides);
 /* Pointer to element 0 (CPU only). */

@@ -17,7 +17,6 @@ typedef struct pool {
     pthread_t threads[MAX_THREADS];
     int nworkers;               /* threads besides the caller */
     atomic_uint generation;     /* bumped for each job */
-    unsigned start_generation;  /* generation when the workers were started */
     atomic_int pending;         /* workers still running the current job */
     /* the current job */
     lmc_range_fn fn;
@@ -25,6 +24,7 @@ typedef struct pool {
     int64_t n, chunk;
     int active;                 /* threads running a chunk, caller included */
     bool stop;
+    unsigned start_generation;  /* generation at the time workers were (re)created */
 } pool;
 
 static pool g_pool = {.mu = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER, .done_cv = PTHREAD_COND_INITIALIZER};
@@ -44,8 +44,8 @@ static void *worker_main(void *arg) {
     int id = (int)(intptr_t)arg; /* 1..nworkers */
     pool *p = &g_pool;
     t_in_worker = true;
-    /* Not the current generation: a job published before this thread got
-     * here would otherwise be missed (and its caller wait forever). */
+    /* The generation when this worker was created, not when it first runs: a
+     * job published before the thread got scheduled must still be seen. */
     unsigned seen = p->start_generation;
     for (;;) {
         /* Spin briefly (decode issues many short jobs), then sleep. */

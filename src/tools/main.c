@@ -6,8 +6,28 @@
 #include "tools/cli.h"
 
 /* Subcommands are declared here and listed in the table below. */
+int cmd_generate(int argc, char **argv);
+int cmd_chat(int argc, char **argv);
+int cmd_info(int argc, char **argv);
+int cmd_discover(int argc, char **argv);
+int cmd_logits(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
+int cmd_detokenize(int argc, char **argv);
+int cmd_template(int argc, char **argv);
+int cmd_make_model(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
 
 static const lmc_cli_command commands[] = {
+    {"generate", cmd_generate, "generate text from a prompt"},
+    {"chat", cmd_chat, "chat with a model (interactive, or one --message)"},
+    {"info", cmd_info, "describe a model folder"},
+    {"discover", cmd_discover, "find model folders under a directory"},
+    {"logits", cmd_logits, "write the logits of a forward pass to a safetensors file"},
+    {"tokenize", cmd_tokenize, "text on stdin -> token ids (JSON array)"},
+    {"detokenize", cmd_detokenize, "token ids (JSON array) on stdin -> text"},
+    {"template", cmd_template, "render a chat template for messages on stdin"},
+    {"bench", cmd_bench, "benchmark kernels (lmc bench ops) and models (lmc bench -m DIR)"},
+    {"make-model", cmd_make_model, "write a random-weight checkpoint with a real model's shapes"},
     {NULL, NULL, NULL},
 };
 

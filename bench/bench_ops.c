@@ -1,0 +1,392 @@
+/* `lmc bench ops`: throughput of the CPU kernels at the shapes of a 1B model
+ * (Llama-3.2-1B: hidden 2048, intermediate 8192, 32 query heads and 8
+ * key/value heads of 64), each printed beside the memory bandwidth measured
+ * in the same run with the same thread count, and as a ratio to it.
+ *
+ * Decode (M = 1) reads every weight once, so its figure of merit is the
+ * weight bytes read per second against the read bandwidth; prefill
+ * (M = 512) is compute-bound and reported in GFLOP/s. Matmuls use the
+ * nn.Linear layout: x [M, K] @ Wᵀ with W [N, K] row-major. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "backend/kernels.h"
+#include "bench_ops.h"
+#include "core/threadpool.h"
+#include "lmc/ops.h"
+
+typedef struct bench {
+    bool json;
+    int threads;
+    double read_gbps;
+} bench;
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Mean seconds per call of fn after one warm-up call: at least 3 calls and
+ * at least min_s in total (at most 200 calls). */
+static double time_it(void (*fn)(void *), void *ctx, double min_s) {
+    fn(ctx);
+    int n = 0;
+    double t0 = now(), t;
+    do {
+        fn(ctx);
+        n++;
+        t = now() - t0;
+    } while ((n < 3 || t < min_s) && n < 200);
+    return t / n;
+}
+
+static uint64_t g_rng = 88172645463325252ull;
+
+/* A contiguous array of dtype dt filled with values in [-1, 1). */
+static lmc_array *filled(lmc_dtype dt, int ndim, const int64_t *shape) {
+    lmc_array *a = lmc_empty(dt, ndim, shape);
+    if (!a) return NULL;
+    int64_t n = lmc_array_size(a);
+    void *p = lmc_array_data(a);
+    for (int64_t i = 0; i < n; i++) {
+        g_rng ^= g_rng << 13, g_rng ^= g_rng >> 7, g_rng ^= g_rng << 17;
+        float v = (float)(g_rng >> 40) / 8388608.0f - 1.0f;
+        if (dt == LMC_F32) ((float *)p)[i] = v;
+        else if (dt == LMC_BF16) ((uint16_t *)p)[i] = lmc_f32_to_bf16(v);
+        else ((uint16_t *)p)[i] = lmc_f32_to_f16(v);
+    }
+    return a;
+}
+
+static void cpu_model(char *buf, size_t cap) {
+    snprintf(buf, cap, "unknown CPU");
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (!f) return;
+    char line[512];
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, "model name", 10)) continue;
+        char *c = strchr(line, ':');
+        if (!c) break;
+        c++;
+        while (*c == ' ' || *c == '\t') c++;
+        c[strcspn(c, "\n")] = 0;
+        snprintf(buf, cap, "%s", c);
+        break;
+    }
+    fclose(f);
+}
+
+/* --- memory bandwidth --------------------------------------------------------- */
+
+typedef struct bw_ctx {
+    uint64_t *buf;
+    int64_t n; /* uint64 words */
+    uint64_t sums[256];
+    bool copy;
+} bw_ctx;
+
+/* Sums 64-byte blocks with 256-bit loads where the CPU has AVX2 (the bench
+ * is built without ISA flags; a scalar loop cannot keep up with memory). */
+typedef uint64_t u64x4 __attribute__((vector_size(32)));
+
+__attribute__((target("avx2"))) static uint64_t sum_avx2(const uint64_t *p, int64_t n) {
+    u64x4 s0 = {0}, s1 = {0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        u64x4 a, b;
+        memcpy(&a, p + i, 32);
+        memcpy(&b, p + i + 4, 32);
+        s0 += a;
+        s1 += b;
+    }
+    uint64_t s = 0;
+    for (int l = 0; l < 4; l++) s += s0[l] + s1[l];
+    for (; i < n; i++) s += p[i];
+    return s;
+}
+
+static uint64_t sum_plain(const uint64_t *p, int64_t n) {
+    uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        s0 += p[i];
+        s1 += p[i + 1];
+        s2 += p[i + 2];
+        s3 += p[i + 3];
+    }
+    for (; i < n; i++) s0 += p[i];
+    return s0 + s1 + s2 + s3;
+}
+
+static void bw_range(void *ctx, int64_t b, int64_t e, int thread) {
+    bw_ctx *c = ctx;
+    if (c->copy) {
+        /* first half -> second half */
+        memcpy(c->buf + c->n / 2 + b, c->buf + b, (size_t)(e - b) * sizeof(uint64_t));
+        return;
+    }
+    c->sums[thread & 255] += __builtin_cpu_supports("avx2") ? sum_avx2(c->buf + b, e - b) : sum_plain(c->buf + b, e - b);
+}
+
+static void bw_read(void *ctx) {
+    bw_ctx *c = ctx;
+    lmc_parallel_for(c->n, 4096, bw_range, c);
+}
+
+static void bw_copy(void *ctx) {
+    bw_ctx *c = ctx;
+    lmc_parallel_for(c->n / 2, 4096, bw_range, c);
+}
+
+static int bench_bandwidth(bench *b) {
+    bw_ctx c = {.n = (int64_t)(512u << 20) / 8};
+    c.buf = malloc((size_t)c.n * 8);
+    if (!c.buf) {
+        fprintf(stderr, "lmc bench: out of memory for the bandwidth buffer\n");
+        return 1;
+    }
+    for (int64_t i = 0; i < c.n; i++) c.buf[i] = (uint64_t)i;
+    double tr = time_it(bw_read, &c, 1.0);
+    c.copy = true;
+    double tc = time_it(bw_copy, &c, 1.0);
+    b->read_gbps = (double)c.n * 8 / tr / 1e9;
+    double copy_gbps = (double)c.n * 8 / tc / 1e9; /* bytes read + bytes written */
+    uint64_t sink = 0;
+    for (int i = 0; i < 256; i++) sink += c.sums[i];
+    free(c.buf);
+    if (b->json)
+        printf("{\"bench\":\"bandwidth\",\"threads\":%d,\"read_gbps\":%.2f,\"copy_gbps\":%.2f,\"sink\":%llu}\n", b->threads,
+               b->read_gbps, copy_gbps, (unsigned long long)(sink & 1));
+    else
+        printf("memory bandwidth (%d threads, 512 MiB): read %.1f GB/s, copy %.1f GB/s (read + write)\n\n", b->threads,
+               b->read_gbps, copy_gbps);
+    return 0;
+}
+
+/* One result line: time, GFLOP/s when flops > 0, bytes/s of `bytes`, and the
+ * ratio of those bytes/s to the read bandwidth. */
+static void report(const bench *b, const char *kind, const char *name, double secs, double flops, double bytes,
+                   const char *bytes_what) {
+    double gflops = flops / secs / 1e9, gbps = bytes / secs / 1e9;
+    if (b->json) {
+        printf("{\"bench\":\"%s\",\"name\":\"%s\",\"threads\":%d,\"ms\":%.4f,\"gflops\":%.2f,\"gbps\":%.2f,"
+               "\"bytes\":\"%s\",\"read_gbps\":%.2f,\"bw_ratio\":%.3f}\n",
+               kind, name, b->threads, secs * 1e3, flops > 0 ? gflops : 0.0, gbps, bytes_what, b->read_gbps,
+               gbps / b->read_gbps);
+        return;
+    }
+    char fl[32] = "";
+    if (flops > 0) snprintf(fl, sizeof fl, "%8.1f GFLOP/s", gflops);
+    printf("%-8s %-38s %9.3f ms %16s %7.1f GB/s %-8s %5.2fx bw\n", kind, name, secs * 1e3, fl, gbps, bytes_what,
+           gbps / b->read_gbps);
+    fflush(stdout);
+}
+
+/* --- matmul ----------------------------------------------------------------------- */
+
+typedef struct mm_ctx {
+    const lmc_array *x, *wt;
+    bool failed;
+} mm_ctx;
+
+static void mm_run(void *ctx) {
+    mm_ctx *c = ctx;
+    lmc_array *y = lmc_matmul(c->x, c->wt);
+    if (!y) c->failed = true;
+    lmc_array_free(y);
+}
+
+static int bench_matmul(bench *b, int64_t M, int64_t K, int64_t N, lmc_dtype xdt, lmc_dtype wdt) {
+    int64_t sx[2] = {M, K}, sw[2] = {N, K};
+    lmc_array *x = filled(xdt, 2, sx), *w = filled(wdt, 2, sw);
+    lmc_array *wt = w ? lmc_transpose(w) : NULL; /* the Linear layout: a view, no copy */
+    if (!x || !w || !wt) {
+        fprintf(stderr, "lmc bench: %s\n", lmc_last_error());
+        return 1;
+    }
+    mm_ctx c = {x, wt, false};
+    double s = time_it(mm_run, &c, M == 1 ? 0.3 : 0.5);
+    lmc_array_free(x);
+    lmc_array_free(wt);
+    lmc_array_free(w);
+    if (c.failed) {
+        fprintf(stderr, "lmc bench: matmul: %s\n", lmc_last_error());
+        return 1;
+    }
+    char name[96];
+    snprintf(name, sizeof name, "%s %lldx%lldx%lld %s x %s", M == 1 ? "decode" : "prefill", (long long)M, (long long)K,
+             (long long)N, lmc_dtype_name(xdt), lmc_dtype_name(wdt));
+    report(b, "matmul", name, s, 2.0 * M * K * N, (double)(N * K) * lmc_dtype_size(wdt), "weights");
+    return 0;
+}
+
+/* 4-bit MLX quantisation, group 64, at decode. Called through the kernel
+ * table so the bench reports a missing kernel at run time instead of
+ * failing to build. */
+typedef struct qmm_ctx {
+    const lmc_kernels *k;
+    lmc_array *out, *x, *wq, *scales, *biases;
+    lmc_status st;
+} qmm_ctx;
+
+static void qmm_run(void *ctx) {
+    qmm_ctx *c = ctx;
+    c->st = c->k->quantized_matmul(c->out, c->x, c->wq, c->scales, c->biases, 64, 4);
+}
+
+static int bench_qmatmul(bench *b, int64_t K, int64_t N) {
+    const lmc_kernels *k = lmc_kernels_for(LMC_CPU);
+    if (!k->quantize || !k->quantized_matmul) {
+        if (b->json) printf("{\"bench\":\"qmatmul\",\"available\":false}\n");
+        else printf("%-8s quantized matmul: not available (kernel missing)\n", "qmatmul");
+        return 0;
+    }
+    int64_t sx[2] = {1, K}, sw[2] = {N, K}, sq[2] = {N, K * 4 / 32}, ss[2] = {N, K / 64}, so[2] = {1, N};
+    lmc_array *w = filled(LMC_BF16, 2, sw), *x = filled(LMC_F32, 2, sx);
+    qmm_ctx c = {.k = k, .x = x};
+    c.wq = lmc_empty(LMC_U32, 2, sq);
+    c.scales = lmc_empty(LMC_BF16, 2, ss);
+    c.biases = lmc_empty(LMC_BF16, 2, ss);
+    c.out = lmc_empty(LMC_F32, 2, so);
+    int rc = 0;
+    if (!w || !x || !c.wq || !c.scales || !c.biases || !c.out || k->quantize(c.wq, c.scales, c.biases, w, 64, 4) != LMC_OK) {
+        fprintf(stderr, "lmc bench: quantize: %s\n", lmc_last_error());
+        rc = 1;
+    } else {
+        double s = time_it(qmm_run, &c, 0.3);
+        if (c.st != LMC_OK) {
+            fprintf(stderr, "lmc bench: quantized matmul: %s\n", lmc_last_error());
+            rc = 1;
+        } else {
+            char name[96];
+            snprintf(name, sizeof name, "decode 1x%lldx%lld f32 x q4 g64", (long long)K, (long long)N);
+            double bytes = (double)(lmc_array_nbytes(c.wq) + lmc_array_nbytes(c.scales) + lmc_array_nbytes(c.biases));
+            report(b, "qmatmul", name, s, 2.0 * K * N, bytes, "weights");
+        }
+    }
+    lmc_array *all[] = {w, x, c.wq, c.scales, c.biases, c.out};
+    for (int i = 0; i < 6; i++) lmc_array_free(all[i]);
+    return rc;
+}
+
+/* --- fused ops ------------------------------------------------------------------------ */
+
+typedef struct fused_ctx {
+    int op; /* 0 rms_norm, 1 rope, 2 sdpa */
+    const lmc_array *x, *w, *k, *v;
+    lmc_rope_params rp;
+    lmc_sdpa_params sp;
+    bool failed;
+} fused_ctx;
+
+static void fused_run(void *ctx) {
+    fused_ctx *c = ctx;
+    lmc_array *y = c->op == 0 ? lmc_rms_norm(c->x, c->w, 1e-5f, false)
+                 : c->op == 1 ? lmc_rope(c->x, &c->rp, 100)
+                              : lmc_sdpa(c->x, c->k, c->v, &c->sp);
+    if (!y) c->failed = true;
+    lmc_array_free(y);
+}
+
+static int bench_fused(bench *b) {
+    int rc = 0;
+    /* rms_norm over prefill activations [512, 2048] f32: read + write */
+    int64_t sx[2] = {512, 2048}, sw[1] = {2048};
+    lmc_array *x = filled(LMC_F32, 2, sx), *w = filled(LMC_F32, 1, sw);
+    fused_ctx c = {.op = 0, .x = x, .w = w};
+    double s = time_it(fused_run, &c, 0.2);
+    report(b, "rms_norm", "[512, 2048] f32", s, 0, 2.0 * lmc_array_nbytes(x), "in+out");
+    rc |= c.failed;
+    lmc_array_free(x);
+    lmc_array_free(w);
+
+    /* rope on prefill queries [1, 32, 512, 64] f32, split-half */
+    int64_t sq[4] = {1, 32, 512, 64};
+    x = filled(LMC_F32, 4, sq);
+    c = (fused_ctx){.op = 1, .x = x, .rp = lmc_rope_params_default(64, 500000.0f)};
+    s = time_it(fused_run, &c, 0.2);
+    report(b, "rope", "[1, 32, 512, 64] f32", s, 0, 2.0 * lmc_array_nbytes(x), "in+out");
+    rc |= c.failed;
+    lmc_array_free(x);
+
+    /* causal attention, prefill: q [1, 32, 512, 64], k/v [1, 8, 512, 64] */
+    int64_t skv[4] = {1, 8, 512, 64};
+    lmc_array *q = filled(LMC_F32, 4, sq), *k = filled(LMC_F32, 4, skv), *v = filled(LMC_F32, 4, skv);
+    c = (fused_ctx){.op = 2, .x = q, .k = k, .v = v, .sp = lmc_sdpa_params_default(0.125f)};
+    c.sp.causal = true;
+    s = time_it(fused_run, &c, 0.3);
+    /* q·k and p·v over the visible (lower-triangle) half */
+    double flops = 4.0 * 32 * 64 * (512.0 * 513 / 2);
+    report(b, "sdpa", "prefill causal q[1,32,512,64] kv 8 heads", s, flops,
+           (double)(lmc_array_nbytes(q) + lmc_array_nbytes(k) + lmc_array_nbytes(v)), "q+k+v");
+    rc |= c.failed;
+    lmc_array_free(q);
+    lmc_array_free(k);
+    lmc_array_free(v);
+
+    /* decode attention against a 2048-token cache: reads all of k and v */
+    int64_t sq1[4] = {1, 32, 1, 64}, skv2[4] = {1, 8, 2048, 64};
+    q = filled(LMC_F32, 4, sq1);
+    k = filled(LMC_BF16, 4, skv2);
+    v = filled(LMC_BF16, 4, skv2);
+    c = (fused_ctx){.op = 2, .x = q, .k = k, .v = v, .sp = lmc_sdpa_params_default(0.125f)};
+    c.sp.causal = true;
+    s = time_it(fused_run, &c, 0.2);
+    report(b, "sdpa", "decode q[1,32,1,64] bf16 kv[1,8,2048,64]", s, 4.0 * 32 * 64 * 2048,
+           (double)(lmc_array_nbytes(k) + lmc_array_nbytes(v)), "k+v");
+    rc |= c.failed;
+    lmc_array_free(q);
+    lmc_array_free(k);
+    lmc_array_free(v);
+    if (rc) fprintf(stderr, "lmc bench: %s\n", lmc_last_error());
+    return rc;
+}
+
+int lmc_bench_ops(int argc, char **argv) {
+    bench b = {0};
+    int threads = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--json")) b.json = true;
+        else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
+            char *end;
+            long t = strtol(argv[++i], &end, 10);
+            if (*end || t < 1 || t > 256) {
+                fprintf(stderr, "lmc bench: --threads needs a number from 1 to 256, got '%s'\n", argv[i]);
+                return 2;
+            }
+            threads = (int)t;
+        } else {
+            fprintf(stderr, "lmc bench: unknown option '%s' (usage: lmc bench ops [--threads N] [--json])\n", argv[i]);
+            return 2;
+        }
+    }
+    if (threads && lmc_set_num_threads(threads) != LMC_OK) {
+        fprintf(stderr, "lmc bench: %s\n", lmc_last_error());
+        return 1;
+    }
+    b.threads = lmc_num_threads();
+    char model[256];
+    cpu_model(model, sizeof model);
+    lmc_cpu_info info = lmc_cpu();
+    if (b.json)
+        printf("{\"bench\":\"machine\",\"cpu\":\"%s\",\"threads\":%d,\"path\":\"%s\",\"version\":\"%s\"}\n", model,
+               b.threads, info.path, lmc_version());
+    else
+        printf("machine: %s, %d threads, kernel path %s (lmc %s)\n", model, b.threads, info.path, lmc_version());
+    if (bench_bandwidth(&b)) return 1;
+
+    /* Llama-3.2-1B: the MLP up/gate projection (K 2048 -> N 8192) and down projection (8192 -> 2048). */
+    static const int64_t shapes[2][2] = {{2048, 8192}, {8192, 2048}};
+    static const lmc_dtype pairs[3][2] = {{LMC_F32, LMC_F32}, {LMC_F32, LMC_BF16}, {LMC_BF16, LMC_BF16}};
+    for (int m = 0; m < 2; m++)
+        for (int s = 0; s < 2; s++)
+            for (int p = 0; p < 3; p++)
+                if (bench_matmul(&b, m == 0 ? 1 : 512, shapes[s][0], shapes[s][1], pairs[p][0], pairs[p][1])) return 1;
+    for (int s = 0; s < 2; s++)
+        if (bench_qmatmul(&b, shapes[s][0], shapes[s][1])) return 1;
+    if (bench_fused(&b)) return 1;
+    return 0;
+}

@@ -1,0 +1,174 @@
+/* lmc/model.h — loading checkpoints, generating text, chat, metrics, model
+ * information, discovery of model folders and the backend registry.
+ *
+ * A model (lmc_model) holds read-only weights and may be shared by threads:
+ * each generation call owns its caches, sampler state and metrics. A model
+ * that has been closed answers every call with LMC_ERR_CLOSED.
+ */
+#ifndef LMC_MODEL_H
+#define LMC_MODEL_H
+
+#include "lmc/array.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct lmc_model lmc_model;
+typedef struct lmc_tokenizer lmc_tokenizer;
+
+/* --- backends ------------------------------------------------------------ */
+
+/* Names of the registered backends ("cpu" always; "cuda" and "subprocess"
+ * when built/available), NULL-terminated. */
+LMC_API const char *const *lmc_backends(void);
+/* The backend used when the load options name none. */
+LMC_API const char *lmc_default_backend(void);
+LMC_API bool lmc_backend_available(const char *name);
+
+/* --- loading --------------------------------------------------------------- */
+
+typedef struct lmc_load_options {
+    const char *backend;      /* NULL: lmc_default_backend() */
+    int64_t context_length;   /* bound on every KV cache; 0: the model's max_position_embeddings */
+    int64_t prefill_chunk;    /* prompt tokens per forward pass during prefill (default 512) */
+    int threads;              /* CPU threads; 0: keep the current setting */
+    size_t memory_limit;      /* bytes; 0: no limit */
+    const char *adapter_dir;  /* LoRA adapter folder (PEFT layout) to apply, or NULL */
+} lmc_load_options;
+LMC_API lmc_load_options lmc_load_options_default(void);
+
+/* Loads a Hugging Face or MLX checkpoint folder (config.json, *.safetensors,
+ * tokenizer files). Errors name the file, field or tensor at fault. */
+LMC_API lmc_status lmc_model_load(const char *dir, const lmc_load_options *opt, lmc_model **out);
+/* Frees every weight and buffer. NULL is ignored. Must not race with calls
+ * on the same model. */
+LMC_API void lmc_model_free(lmc_model *m);
+/* The model's tokenizer (owned by the model). */
+LMC_API const lmc_tokenizer *lmc_model_tokenizer(const lmc_model *m);
+
+typedef struct lmc_model_info {
+    char architecture[32];    /* config.json model_type, e.g. "gemma3_text" */
+    int64_t vocab_size, num_layers, hidden_size, intermediate_size;
+    int64_t num_heads, num_kv_heads, head_dim;
+    int64_t context_length;   /* max_position_embeddings */
+    int64_t sliding_window;   /* 0 when no layer slides */
+    int quant_bits;           /* 0 when not quantised */
+    int quant_group_size;
+    int64_t num_parameters;   /* logical parameters (quantised weights counted unpacked) */
+    int64_t weight_bytes;     /* bytes of all weight tensors as stored */
+    char dtype[16];           /* storage dtype of the float weights */
+} lmc_model_info;
+LMC_API lmc_status lmc_model_get_info(const lmc_model *m, lmc_model_info *out);
+
+/* --- sampling and generation ---------------------------------------------- */
+
+/* Applied in this order: repeat penalty -> temperature -> top-k -> top-p ->
+ * min-p -> seeded draw. Temperature 0 is greedy (argmax; the rest is
+ * skipped). */
+typedef struct lmc_sampler_config {
+    float temperature;        /* 0: greedy (default 0.8) */
+    int top_k;                /* 0: off */
+    float top_p;              /* 1: off */
+    float min_p;              /* 0: off */
+    float repeat_penalty;     /* 1: off; logits of recent tokens: >0 divided, <0 multiplied */
+    int repeat_last_n;        /* tokens the penalty looks back over (default 64; -1: all) */
+    uint64_t seed;            /* draws are reproducible for a given seed */
+} lmc_sampler_config;
+LMC_API lmc_sampler_config lmc_sampler_config_default(void);
+
+typedef enum lmc_stop_reason {
+    LMC_STOP_NONE = 0,        /* still running / not started */
+    LMC_STOP_EOS,             /* an end-of-sequence id of the model */
+    LMC_STOP_TOKEN,           /* one of the caller's stop tokens */
+    LMC_STOP_STRING,          /* one of the caller's stop strings (not included in the text) */
+    LMC_STOP_MAX_TOKENS,
+    LMC_STOP_CONTEXT,         /* the context length was reached */
+    LMC_STOP_CANCELLED,
+    LMC_STOP_ERROR,
+} lmc_stop_reason;
+LMC_API const char *lmc_stop_reason_name(lmc_stop_reason r);
+
+/* Called for each generated token with its id and the text it completes
+ * (may be empty while a UTF-8 character or stop string is pending). Return
+ * false to stop (reported as LMC_STOP_CANCELLED). */
+typedef bool (*lmc_token_callback)(void *user, int32_t id, const char *text, size_t len);
+
+/* Thread-safe cancellation flag: set from any thread to stop a running call. */
+typedef struct lmc_cancel { volatile int flag; } lmc_cancel;
+LMC_API void lmc_cancel_request(lmc_cancel *c);
+
+typedef struct lmc_generate_options {
+    int max_tokens;               /* default 256 */
+    lmc_sampler_config sampler;
+    const char *const *stop_strings; int n_stop_strings;
+    const int32_t *stop_tokens; int n_stop_tokens;
+    bool ignore_eos;              /* keep going past EOS ids */
+    bool add_special_tokens;      /* for text prompts (default true: BOS etc. as the tokenizer adds them) */
+    lmc_token_callback on_token; void *user;
+    lmc_cancel *cancel;           /* optional */
+} lmc_generate_options;
+LMC_API lmc_generate_options lmc_generate_options_default(void);
+
+typedef struct lmc_metrics {
+    int64_t prompt_tokens, generated_tokens;
+    double prefill_seconds, prefill_tokens_per_second;
+    double decode_seconds, decode_tokens_per_second;
+    double time_to_first_token;   /* seconds from the call to the first generated token */
+    size_t peak_memory_bytes, active_memory_bytes;
+} lmc_metrics;
+
+typedef struct lmc_generation {
+    int32_t *ids; size_t n_ids;   /* generated ids (prompt excluded) */
+    char *text; size_t text_len;  /* their text (stop string excluded) */
+    lmc_stop_reason stop_reason;
+    lmc_metrics metrics;
+} lmc_generation;
+/* Frees the arrays inside a result (not the struct). */
+LMC_API void lmc_generation_clear(lmc_generation *g);
+
+/* Generates from a text prompt (tokenised as the tokenizer's default does). */
+LMC_API lmc_status lmc_generate(lmc_model *m, const char *prompt, const lmc_generate_options *opt, lmc_generation *out);
+/* Generates from prompt ids. */
+LMC_API lmc_status lmc_generate_ids(lmc_model *m, const int32_t *ids, size_t n, const lmc_generate_options *opt,
+                                    lmc_generation *out);
+
+typedef struct lmc_message { const char *role; const char *content; } lmc_message;
+/* Renders messages with the model's chat template (add_generation_prompt on)
+ * and generates the assistant's reply. */
+LMC_API lmc_status lmc_chat(lmc_model *m, const lmc_message *msgs, size_t n, const lmc_generate_options *opt,
+                            lmc_generation *out);
+
+/* Pull-style generation: tokens are produced one call at a time. */
+typedef struct lmc_stream lmc_stream;
+LMC_API lmc_status lmc_stream_start(lmc_model *m, const int32_t *ids, size_t n, const lmc_generate_options *opt,
+                                    lmc_stream **out);
+/* Produces the next token: returns LMC_OK with *done false and the token, or
+ * LMC_OK with *done true when generation has stopped (see lmc_stream_result). */
+LMC_API lmc_status lmc_stream_next(lmc_stream *s, int32_t *id, const char **text, size_t *len, bool *done);
+/* The result so far (ids, text, stop reason, metrics); owned by the stream. */
+LMC_API const lmc_generation *lmc_stream_result(const lmc_stream *s);
+LMC_API void lmc_stream_free(lmc_stream *s);
+
+/* Logits of a forward pass over ids: [V] for the last position, or [T, V]
+ * with all_positions (f32). */
+LMC_API lmc_array *lmc_model_logits(lmc_model *m, const int32_t *ids, size_t n, bool all_positions);
+
+/* --- discovery ---------------------------------------------------------------- */
+
+typedef struct lmc_discovered_model {
+    char *path;               /* folder holding config.json and safetensors */
+    char architecture[32];    /* model_type, "" when config.json could not be read */
+    int quant_bits, quant_group_size;
+    int num_safetensors;
+    char *error;              /* why the folder could not be read, or NULL */
+} lmc_discovered_model;
+/* Walks `dir` (not following symlink loops) and lists model folders and
+ * unreadable folders (with `error` set). Free with lmc_discovered_free. */
+LMC_API lmc_status lmc_discover(const char *dir, lmc_discovered_model **out, size_t *n);
+LMC_API void lmc_discovered_free(lmc_discovered_model *list, size_t n);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

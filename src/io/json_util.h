@@ -1,0 +1,55 @@
+/* Small helpers around cJSON and files shared by the I/O readers and writers. */
+#ifndef LMC_IO_JSON_UTIL_H
+#define LMC_IO_JSON_UTIL_H
+
+#include <cjson/cJSON.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lmc/base.h"
+
+/* True when the n bytes are well-formed UTF-8 (no overlong forms, no
+ * surrogates, nothing above U+10FFFF). On failure *bad_at (if not NULL)
+ * receives the offset of the first invalid byte. */
+bool lmc_utf8_valid(const char *s, size_t n, size_t *bad_at);
+
+/* Reads a whole file into a NUL-terminated malloc'd buffer (*len excludes the
+ * NUL). Fails with LMC_ERR_IO (naming the path) when it cannot be read or is a
+ * directory, LMC_ERR_FORMAT when it is larger than max_bytes. */
+lmc_status lmc_read_file(const char *path, size_t max_bytes, char **data, size_t *len);
+
+/* Parses n bytes holding one JSON value followed only by JSON whitespace
+ * (the bytes need not be NUL-terminated). NULL on failure, with *err_at (if
+ * not NULL) set to the byte offset where parsing stopped. */
+cJSON *lmc_json_parse(const char *data, size_t n, size_t *err_at);
+
+/* True when the JSON text holds the escape \u0000, with *at its offset.
+ * cJSON decodes it into a NUL that silently ends the C string ("a\u0000b"
+ * would read as "a"), so readers refuse it. */
+bool lmc_json_has_nul_escape(const char *s, size_t n, size_t *at);
+
+/* A short description of a JSON value's type for messages ("an array"). */
+const char *lmc_json_type_name(const cJSON *item);
+
+/* A JSON number that is an exact non-negative integer below 2^53 (the range
+ * a double holds exactly), stored in *out. */
+bool lmc_json_uint(const cJSON *item, uint64_t *out);
+
+/* A growable byte string; on allocation failure `failed` is set and later
+ * appends do nothing, so a whole build can be checked once at the end. */
+typedef struct lmc_strbuf {
+    char *data;
+    size_t len, cap;
+    bool failed;
+} lmc_strbuf;
+
+void lmc_strbuf_append(lmc_strbuf *b, const char *s, size_t n);
+void lmc_strbuf_puts(lmc_strbuf *b, const char *s);
+void lmc_strbuf_printf(lmc_strbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Appends s as a quoted JSON string, escaping '"', '\\' and control characters
+ * (s must be valid UTF-8; other bytes are copied as they are). */
+void lmc_strbuf_json_string(lmc_strbuf *b, const char *s);
+void lmc_strbuf_free(lmc_strbuf *b);
+
+#endif

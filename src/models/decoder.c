@@ -1,0 +1,413 @@
+/* The decoder: weight resolution and the forward pass, top to bottom.
+ *
+ * Activations are f32 throughout; weights stay in their stored dtype (bf16,
+ * f16, f32, or MLX-quantised) and are read by the matmul kernels as they
+ * are. Each layer runs inside a scope, so its intermediates are freed as
+ * soon as the layer is done. */
+#include "models/decoder.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lmc/ops.h"
+
+/* --- weight resolution ------------------------------------------------------ */
+
+typedef struct loader {
+    lmc_decoder *d;
+    const char *prefix;       /* where the text model's weights live, e.g. "model." */
+    char name[256];
+} loader;
+
+static const char *tname(loader *L, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static const char *tname(loader *L, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(L->name, sizeof L->name, fmt, ap);
+    va_end(ap);
+    return L->name;
+}
+
+static bool has(loader *L, const char *name) { return lmc_checkpoint_find(L->d->ck, name) != NULL; }
+
+/* The tensor `name` with exactly the given shape (and a float dtype unless want_u32). */
+static lmc_status get_tensor(loader *L, const char *name, int ndim, const int64_t *shape, bool want_u32, lmc_array **out) {
+    char want[128];
+    lmc_shape_str(ndim, shape, want, sizeof want);
+    lmc_safetensors *f = lmc_checkpoint_find(L->d->ck, name);
+    if (!f) return lmc_set_error(LMC_ERR_NOT_FOUND, "missing tensor '%s' (expected shape %s)", name, want);
+    lmc_array *a = lmc_safetensors_get(f, name);
+    if (!a) return lmc_last_status();
+    const char *file = lmc_safetensors_path(f);
+    bool ok = a->ndim == ndim;
+    for (int i = 0; ok && i < ndim; i++) ok = a->shape[i] == shape[i];
+    if (!ok) {
+        char got[128];
+        lmc_shape_str(a->ndim, a->shape, got, sizeof got);
+        lmc_array_free(a);
+        return lmc_set_error(LMC_ERR_FORMAT, "%s: tensor '%s' has shape %s, expected %s", file, name, got, want);
+    }
+    bool dtype_ok = want_u32 ? a->dtype == LMC_U32 : lmc_dtype_is_float(a->dtype);
+    if (!dtype_ok) {
+        lmc_status s = lmc_set_error(LMC_ERR_FORMAT, "%s: tensor '%s' has dtype %s, expected %s", file, name,
+                                     lmc_dtype_name(a->dtype), want_u32 ? "uint32 (packed quantised weights)" : "a float type");
+        lmc_array_free(a);
+        return s;
+    }
+    L->d->weight_bytes += (int64_t)lmc_array_nbytes(a);
+    *out = lmc_array_unscope(a);
+    return LMC_OK;
+}
+
+static lmc_status get_vector(loader *L, const char *name, int64_t n, lmc_array **out) {
+    int64_t shape[1] = {n};
+    lmc_status s = get_tensor(L, name, 1, shape, false, out);
+    if (s == LMC_OK) L->d->num_parameters += n;
+    return s;
+}
+
+/* Loads module.weight [out, in] (float, or quantised when module.scales exists) and module.bias. */
+static lmc_status load_linear(loader *L, const char *module, int64_t in, int64_t out, bool bias, lmc_dec_linear *lin) {
+    char base[200];
+    snprintf(base, sizeof base, "%s", module);
+    lin->in = in;
+    lin->out = out;
+    if (has(L, tname(L, "%s.scales", base))) {
+        lmc_quant_spec q = lmc_model_config_quant_for(&L->d->cfg, base);
+        if (!q.bits)
+            return lmc_set_error(LMC_ERR_FORMAT, "tensor '%s.scales' is quantised but config.json has no quantization for it", base);
+        if (in % q.group_size)
+            return lmc_set_error(LMC_ERR_FORMAT, "'%s': input size %lld is not a multiple of the group size %d", base,
+                                 (long long)in, q.group_size);
+        lin->bits = q.bits;
+        lin->group_size = q.group_size;
+        int64_t wshape[2] = {out, in * q.bits / 32}, sshape[2] = {out, in / q.group_size};
+        LMC_CHECK(get_tensor(L, tname(L, "%s.weight", base), 2, wshape, true, &lin->w));
+        LMC_CHECK(get_tensor(L, tname(L, "%s.scales", base), 2, sshape, false, &lin->scales));
+        LMC_CHECK(get_tensor(L, tname(L, "%s.biases", base), 2, sshape, false, &lin->biases));
+    } else {
+        int64_t wshape[2] = {out, in};
+        LMC_CHECK(get_tensor(L, tname(L, "%s.weight", base), 2, wshape, false, &lin->w));
+    }
+    L->d->num_parameters += in * out;
+    if (bias) LMC_CHECK(get_vector(L, tname(L, "%s.bias", base), out, &lin->bias));
+    return LMC_OK;
+}
+
+static void free_linear(lmc_dec_linear *l) {
+    lmc_array_free(l->w);
+    lmc_array_free(l->scales);
+    lmc_array_free(l->biases);
+    lmc_array_free(l->bias);
+    memset(l, 0, sizeof *l);
+}
+
+/* Inverse RoPE frequencies as transformers computes them (f32):
+ * 1 / base^(2i/dim), then the configured scaling. */
+static lmc_array *rope_inv_freq(const lmc_rope_config *r, int64_t dim) {
+    int64_t half = dim / 2;
+    float *f = malloc((size_t)half * sizeof *f);
+    if (!f) {
+        lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
+        return NULL;
+    }
+    for (int64_t i = 0; i < half; i++) f[i] = 1.0f / powf(r->theta, (float)(2 * i) / (float)dim);
+    if (r->type == LMC_ROPE_LINEAR) {
+        for (int64_t i = 0; i < half; i++) f[i] /= r->factor;
+    } else if (r->type == LMC_ROPE_LLAMA3) {
+        /* transformers' _compute_llama3_parameters: low frequencies are divided
+         * by factor, high ones kept, the band between interpolated smoothly. */
+        float old = (float)r->original_max_position_embeddings;
+        float low_wavelen = old / r->low_freq_factor, high_wavelen = old / r->high_freq_factor;
+        for (int64_t i = 0; i < half; i++) {
+            float wavelen = 2.0f * (float)M_PI / f[i];
+            float scaled = wavelen > low_wavelen ? f[i] / r->factor : f[i];
+            if (!(wavelen < high_wavelen) && !(wavelen > low_wavelen)) {
+                float smooth = (old / wavelen - r->low_freq_factor) / (r->high_freq_factor - r->low_freq_factor);
+                scaled = (1.0f - smooth) * scaled / r->factor + smooth * scaled;
+            }
+            f[i] = scaled;
+        }
+    }
+    int64_t shape[1] = {half};
+    lmc_array *a = lmc_array_from_data(f, LMC_F32, 1, shape);
+    free(f);
+    return a;
+}
+
+static const char *find_prefix(loader *L) {
+    static const char *prefixes[] = {"model.", "language_model.model.", "model.language_model.", ""};
+    for (size_t i = 0; i < sizeof prefixes / sizeof *prefixes; i++)
+        if (has(L, tname(L, "%sembed_tokens.weight", prefixes[i]))) return prefixes[i];
+    return NULL;
+}
+
+static lmc_status load_weights(loader *L) {
+    lmc_decoder *d = L->d;
+    const lmc_model_config *c = &d->cfg;
+    const char *P = L->prefix;
+    int64_t H = c->hidden_size, I = c->intermediate_size, D = c->head_dim;
+    int64_t QD = c->num_heads * D, KD = c->num_kv_heads * D;
+    char mod[200];
+    snprintf(mod, sizeof mod, "%sembed_tokens", P);
+    LMC_CHECK(load_linear(L, mod, H, c->vocab_size, false, &d->embed));
+    LMC_CHECK(get_vector(L, tname(L, "%snorm.weight", P), H, &d->final_norm));
+    if (!c->tie_word_embeddings) {
+        /* The head sits beside the text model: "lm_head" for "model.", "language_model.lm_head" for "language_model.model.". */
+        static const char *heads[] = {"lm_head", "language_model.lm_head", "model.lm_head"};
+        const char *head = NULL;
+        for (size_t i = 0; i < sizeof heads / sizeof *heads && !head; i++)
+            if (has(L, tname(L, "%s.weight", heads[i]))) head = heads[i];
+        if (!head) {
+            int64_t shape[2] = {c->vocab_size, H};
+            char want[64];
+            return lmc_set_error(LMC_ERR_NOT_FOUND,
+                                 "missing tensor 'lm_head.weight' (expected shape %s; config.json sets "
+                                 "tie_word_embeddings false)",
+                                 lmc_shape_str(2, shape, want, sizeof want));
+        }
+        LMC_CHECK(load_linear(L, head, H, c->vocab_size, false, &d->head));
+    }
+    d->layers = calloc((size_t)c->num_layers, sizeof *d->layers);
+    if (!d->layers) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
+    for (int64_t i = 0; i < c->num_layers; i++) {
+        lmc_dec_layer *l = &d->layers[i];
+        l->sliding = c->layer_sliding[i];
+#define LIN(field, name, in, out, bias)                                              \
+    snprintf(mod, sizeof mod, "%slayers.%lld.%s", P, (long long)i, name);            \
+    LMC_CHECK(load_linear(L, mod, in, out, bias, &l->field))
+        LIN(q, "self_attn.q_proj", H, QD, c->qkv_bias);
+        LIN(k, "self_attn.k_proj", H, KD, c->qkv_bias);
+        LIN(v, "self_attn.v_proj", H, KD, c->qkv_bias);
+        LIN(o, "self_attn.o_proj", QD, H, c->o_bias);
+        LIN(gate, "mlp.gate_proj", H, I, c->mlp_bias);
+        LIN(up, "mlp.up_proj", H, I, c->mlp_bias);
+        LIN(down, "mlp.down_proj", I, H, c->mlp_bias);
+#undef LIN
+#define VEC(field, name, n) LMC_CHECK(get_vector(L, tname(L, "%slayers.%lld.%s.weight", P, (long long)i, name), n, &l->field))
+        VEC(input_norm, "input_layernorm", H);
+        VEC(post_attn_norm, "post_attention_layernorm", H);
+        if (c->sandwich_norms) {
+            VEC(pre_ff_norm, "pre_feedforward_layernorm", H);
+            VEC(post_ff_norm, "post_feedforward_layernorm", H);
+        }
+        if (c->qk_norm) {
+            VEC(q_norm, "self_attn.q_norm", D);
+            VEC(k_norm, "self_attn.k_norm", D);
+        }
+#undef VEC
+    }
+    d->inv_freq_global = lmc_array_unscope(rope_inv_freq(&c->rope_global, D));
+    d->inv_freq_local = lmc_array_unscope(rope_inv_freq(&c->rope_local, D));
+    if (!d->inv_freq_global || !d->inv_freq_local) return lmc_last_status();
+    return LMC_OK;
+}
+
+lmc_status lmc_decoder_load(const char *dir, const lmc_model_config *cfg, lmc_decoder **out) {
+    *out = NULL;
+    lmc_decoder *d = calloc(1, sizeof *d);
+    if (!d) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
+    d->cfg = *cfg;
+    lmc_status s = lmc_checkpoint_open(dir, &d->ck);
+    if (s == LMC_OK) {
+        loader L = {.d = d};
+        L.prefix = find_prefix(&L);
+        if (!L.prefix) s = lmc_set_error(LMC_ERR_NOT_FOUND, "%s: no tensor 'model.embed_tokens.weight' (or under "
+                                         "'language_model.model.' / 'model.language_model.'): not a supported checkpoint", dir);
+        else s = load_weights(&L);
+    }
+    if (s != LMC_OK) {
+        lmc_decoder_free(d);
+        return s;
+    }
+    *out = d;
+    return LMC_OK;
+}
+
+void lmc_decoder_free(lmc_decoder *d) {
+    if (!d) return;
+    if (d->layers) {
+        for (int64_t i = 0; i < d->cfg.num_layers; i++) {
+            lmc_dec_layer *l = &d->layers[i];
+            lmc_dec_linear *lins[] = {&l->q, &l->k, &l->v, &l->o, &l->gate, &l->up, &l->down};
+            for (size_t j = 0; j < sizeof lins / sizeof *lins; j++) free_linear(lins[j]);
+            lmc_array *vecs[] = {l->input_norm, l->post_attn_norm, l->pre_ff_norm, l->post_ff_norm, l->q_norm, l->k_norm};
+            for (size_t j = 0; j < sizeof vecs / sizeof *vecs; j++) lmc_array_free(vecs[j]);
+        }
+        free(d->layers);
+    }
+    free_linear(&d->embed);
+    free_linear(&d->head);
+    lmc_array_free(d->final_norm);
+    lmc_array_free(d->inv_freq_global);
+    lmc_array_free(d->inv_freq_local);
+    lmc_checkpoint_close(d->ck);
+    free(d);
+}
+
+/* --- forward ------------------------------------------------------------------- */
+
+/* x [..., in] -> [..., out]. Float weights go through one 2-d matmul over all rows. */
+static lmc_array *linear(const lmc_dec_linear *l, const lmc_array *x) {
+    if (!x) return NULL;
+    lmc_array *y;
+    if (l->scales) {
+        y = lmc_quantized_matmul(x, l->w, l->scales, l->biases, l->group_size, l->bits);
+    } else {
+        int64_t rows = x->size / l->in;
+        int64_t s2[2] = {rows, l->in};
+        lmc_array *x2 = lmc_reshape(x, 2, s2);
+        lmc_array *wt = lmc_transpose(l->w);
+        lmc_array *y2 = lmc_matmul(x2, wt);
+        int64_t shape[LMC_MAX_DIMS];
+        memcpy(shape, x->shape, sizeof shape);
+        shape[x->ndim - 1] = l->out;
+        y = lmc_reshape(y2, x->ndim, shape);
+        lmc_array_free(x2);
+        lmc_array_free(wt);
+        lmc_array_free(y2);
+    }
+    if (y && l->bias) {
+        lmc_array *yb = lmc_add(y, l->bias);
+        lmc_array_free(y);
+        y = yb;
+    }
+    return y;
+}
+
+/* Rows of the embedding matrix for ids (any shape), as f32. */
+static lmc_array *embed(const lmc_dec_linear *e, const lmc_array *ids) {
+    if (e->scales) {
+        lmc_array *wq = lmc_take(e->w, ids, 0), *s = lmc_take(e->scales, ids, 0), *b = lmc_take(e->biases, ids, 0);
+        lmc_array *rows = lmc_dequantize(wq, s, b, e->group_size, e->bits);
+        lmc_array *f = rows && rows->dtype != LMC_F32 ? lmc_astype(rows, LMC_F32) : lmc_array_retain(rows);
+        lmc_array_free(wq);
+        lmc_array_free(s);
+        lmc_array_free(b);
+        lmc_array_free(rows);
+        return f;
+    }
+    lmc_array *rows = lmc_take(e->w, ids, 0);
+    lmc_array *f = rows && rows->dtype != LMC_F32 ? lmc_astype(rows, LMC_F32) : lmc_array_retain(rows);
+    lmc_array_free(rows);
+    return f;
+}
+
+static lmc_array *activation(const lmc_model_config *c, const lmc_array *x) {
+    switch (c->activation) {
+    case LMC_ACT_SILU: return lmc_silu(x);
+    case LMC_ACT_GELU_TANH: return lmc_gelu_tanh(x);
+    case LMC_ACT_GELU: return lmc_gelu(x);
+    }
+    return NULL;
+}
+
+/* [B, T, H*D] -> [B, H, T, D] (a view). */
+static lmc_array *split_heads(const lmc_array *x, int64_t heads, int64_t dim) {
+    if (!x) return NULL;
+    int64_t s[4] = {x->shape[0], x->shape[1], heads, dim};
+    lmc_array *r = lmc_reshape(x, 4, s);
+    lmc_array *t = lmc_swapaxes(r, 1, 2);
+    lmc_array_free(r);
+    return t;
+}
+
+/* One decoder layer: h [B, T, H] -> new h. Runs in the caller's scope. */
+static lmc_array *layer_forward(const lmc_decoder *d, int li, lmc_kv_cache *cache, lmc_array *h,
+                                const lmc_forward_args *args) {
+    const lmc_model_config *c = &d->cfg;
+    const lmc_dec_layer *l = &d->layers[li];
+    float eps = c->rms_norm_eps;
+    bool onep = c->norm_one_plus;
+    int64_t B = h->shape[0], T = h->shape[1];
+
+    /* Attention. */
+    lmc_array *x = lmc_rms_norm(h, l->input_norm, eps, onep);
+    lmc_array *q = split_heads(linear(&l->q, x), c->num_heads, c->head_dim);
+    lmc_array *k = split_heads(linear(&l->k, x), c->num_kv_heads, c->head_dim);
+    lmc_array *v = split_heads(linear(&l->v, x), c->num_kv_heads, c->head_dim);
+    if (c->qk_norm) {
+        q = lmc_rms_norm(q, l->q_norm, eps, onep);
+        k = lmc_rms_norm(k, l->k_norm, eps, onep);
+    }
+    lmc_rope_params rp = lmc_rope_params_default((int)c->head_dim, l->sliding ? c->rope_local.theta : c->rope_global.theta);
+    rp.inv_freqs = l->sliding ? d->inv_freq_local : d->inv_freq_global;
+    if (args && args->positions) {
+        q = lmc_rope_positions(q, &rp, args->positions);
+        k = lmc_rope_positions(k, &rp, args->positions);
+    } else {
+        q = lmc_rope(q, &rp, cache->pos);
+        k = lmc_rope(k, &rp, cache->pos);
+    }
+    if (!q || !k || !v) return NULL;
+    if (args && args->inspect_q) args->inspect_q[li] = lmc_scope_keep(lmc_array_retain(q));
+    if (args && args->inspect_k) args->inspect_k[li] = lmc_scope_keep(lmc_array_retain(k));
+    lmc_array *k_all, *v_all;
+    if (lmc_kv_cache_update(cache, li, k, v, &k_all, &v_all) != LMC_OK) return NULL;
+    lmc_sdpa_params sp = lmc_sdpa_params_default(c->attn_scale);
+    sp.causal = true;
+    sp.window = l->sliding ? c->sliding_window : 0;
+    sp.mask = args ? args->mask : NULL;
+    sp.softcap = c->attn_logit_softcapping;
+    lmc_array *attn = lmc_sdpa(q, k_all, v_all, &sp);            /* [B, Hq, T, D] */
+    lmc_array *merged = lmc_swapaxes(attn, 1, 2);                /* [B, T, Hq, D] */
+    int64_t ms[3] = {B, T, c->num_heads * c->head_dim};
+    lmc_array *o = linear(&l->o, lmc_reshape(merged, 3, ms));
+    if (c->sandwich_norms) o = lmc_rms_norm(o, l->post_attn_norm, eps, onep);
+    h = lmc_add(h, o);
+
+    /* Feed-forward. */
+    x = lmc_rms_norm(h, c->sandwich_norms ? l->pre_ff_norm : l->post_attn_norm, eps, onep);
+    lmc_array *g = activation(c, linear(&l->gate, x));
+    lmc_array *m = linear(&l->down, lmc_mul(g, linear(&l->up, x)));
+    if (c->sandwich_norms) m = lmc_rms_norm(m, l->post_ff_norm, eps, onep);
+    return lmc_add(h, m);
+}
+
+lmc_array *lmc_decoder_forward(const lmc_decoder *d, lmc_kv_cache *cache, const lmc_array *ids,
+                               const lmc_forward_args *args) {
+    if (!ids) return NULL;
+    if (ids->ndim != 2 || (ids->dtype != LMC_I32 && ids->dtype != LMC_U32)) {
+        lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "forward: ids must be int32 [batch, tokens]");
+        return NULL;
+    }
+    const lmc_model_config *c = &d->cfg;
+    int64_t T = ids->shape[1];
+    if (T == 0) {
+        lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "forward: no tokens");
+        return NULL;
+    }
+    lmc_array *logits = NULL;
+    lmc_scope_begin();
+    lmc_array *h = embed(&d->embed, ids);
+    if (h && c->scale_embeddings) h = lmc_mul_scalar(h, sqrt((double)c->hidden_size));
+    for (int64_t i = 0; i < c->num_layers && h; i++) {
+        lmc_scope_begin();
+        lmc_array *nh = lmc_scope_keep(layer_forward(d, (int)i, cache, h, args));
+        lmc_scope_end();
+        h = nh;
+    }
+    if (h && args && args->last_only) h = lmc_slice(h, 1, T - 1, T, 1);
+    h = lmc_rms_norm(h, d->final_norm, c->rms_norm_eps, c->norm_one_plus);
+    lmc_array *out = linear(d->head.w ? &d->head : &d->embed, h);
+    if (out && c->final_logit_softcapping > 0) {
+        double cap = c->final_logit_softcapping;
+        out = lmc_mul_scalar(lmc_tanh(lmc_mul_scalar(out, 1.0 / cap)), cap);
+    }
+    if (out) {
+        logits = lmc_scope_keep(out->dtype == LMC_F32 ? lmc_contiguous(out) : lmc_astype(out, LMC_F32));
+        lmc_kv_cache_advance(cache, T);
+    }
+    lmc_scope_end();
+    return logits;
+}
+
+lmc_status lmc_decoder_cache_init(const lmc_decoder *d, lmc_kv_cache *cache, int64_t batch, int64_t max_len) {
+    int64_t windows[LMC_MAX_LAYERS];
+    for (int64_t i = 0; i < d->cfg.num_layers; i++) windows[i] = d->layers[i].sliding ? d->cfg.sliding_window : 0;
+    return lmc_kv_cache_init(cache, (int)d->cfg.num_layers, windows, batch, d->cfg.num_kv_heads, d->cfg.head_dim,
+                             max_len, LMC_F32);
+}

@@ -1,0 +1,419 @@
+/* Generation: prefill in chunks, then sample → decode one token at a time.
+ *
+ * lmc_stream is the state machine; lmc_generate_ids drives it to the end and
+ * calls the caller's callback, so the push and pull APIs share one loop.
+ * Stop tokens and EOS ids are not part of the output; a stop string ends the
+ * text just before it. Text that might be the start of a stop string is held
+ * back until it is known not to be one. */
+#include <cjson/cJSON.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lmc/chat_template.h"
+#include "lmc/ops.h"
+#include "runtime/model_internal.h"
+#include "runtime/sampler.h"
+
+struct lmc_stream {
+    lmc_model *m;
+    lmc_generate_options opt;
+    lmc_kv_cache cache;
+    lmc_sampler *sampler;
+    lmc_detokenizer *detok;
+    int32_t *hist;            /* prompt + generated ids */
+    size_t n_hist, cap_hist, n_prompt;
+    float *logits;            /* next-token logits [V] */
+    char *text;               /* all generated text so far */
+    size_t text_len, text_cap, emitted;
+    size_t max_stop_len;
+    lmc_generation result;
+    double t_start, t_prefill, t_first;
+    bool prefilled, done;
+    char *piece;              /* what the last next() returned */
+    size_t piece_cap;
+};
+
+const char *lmc_stop_reason_name(lmc_stop_reason r);
+
+lmc_generate_options lmc_generate_options_default(void) {
+    lmc_generate_options o;
+    memset(&o, 0, sizeof o);
+    o.max_tokens = 256;
+    o.sampler = lmc_sampler_config_default();
+    o.add_special_tokens = true;
+    return o;
+}
+
+void lmc_cancel_request(lmc_cancel *c) {
+    if (c) __atomic_store_n(&c->flag, 1, __ATOMIC_RELEASE);
+}
+
+static bool cancelled(const lmc_stream *s) { return s->opt.cancel && __atomic_load_n(&s->opt.cancel->flag, __ATOMIC_ACQUIRE); }
+
+void lmc_generation_clear(lmc_generation *g) {
+    if (!g) return;
+    free(g->ids);
+    free(g->text);
+    memset(g, 0, sizeof *g);
+}
+
+static lmc_status push_id(lmc_stream *s, int32_t id) {
+    if (s->n_hist == s->cap_hist) {
+        size_t cap = s->cap_hist ? s->cap_hist * 2 : 256;
+        int32_t *h = realloc(s->hist, cap * sizeof *h);
+        if (!h) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
+        s->hist = h;
+        s->cap_hist = cap;
+    }
+    s->hist[s->n_hist++] = id;
+    return LMC_OK;
+}
+
+static lmc_status append_text(lmc_stream *s, const char *t, size_t n) {
+    if (s->text_len + n + 1 > s->text_cap) {
+        size_t cap = (s->text_len + n + 1) * 2;
+        char *p = realloc(s->text, cap);
+        if (!p) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
+        s->text = p;
+        s->text_cap = cap;
+    }
+    memcpy(s->text + s->text_len, t, n);
+    s->text_len += n;
+    s->text[s->text_len] = 0;
+    return LMC_OK;
+}
+
+/* Sets the piece returned to the caller to text[emitted, upto). */
+static lmc_status emit_upto(lmc_stream *s, size_t upto) {
+    size_t n = upto > s->emitted ? upto - s->emitted : 0;
+    if (n + 1 > s->piece_cap) {
+        char *p = realloc(s->piece, n + 1);
+        if (!p) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
+        s->piece = p;
+        s->piece_cap = n + 1;
+    }
+    if (n) memcpy(s->piece, s->text + s->emitted, n);
+    s->piece[n] = 0;
+    if (upto > s->emitted) s->emitted = upto;
+    return LMC_OK;
+}
+
+/* Looks for a stop string in the new text; returns true (and cuts the text) when found. */
+static bool find_stop_string(lmc_stream *s) {
+    size_t from = s->emitted > s->max_stop_len ? s->emitted - s->max_stop_len : 0;
+    size_t best = SIZE_MAX;
+    for (int i = 0; i < s->opt.n_stop_strings; i++) {
+        const char *stop = s->opt.stop_strings[i];
+        if (!stop || !*stop) continue;
+        char *hit = strstr(s->text + from, stop);
+        if (hit && (size_t)(hit - s->text) < best) best = (size_t)(hit - s->text);
+    }
+    if (best == SIZE_MAX) return false;
+    s->text_len = best;
+    s->text[best] = 0;
+    return true;
+}
+
+/* How many trailing bytes of text could begin a stop string. */
+static size_t held_back(const lmc_stream *s) {
+    size_t hold = 0;
+    for (int i = 0; i < s->opt.n_stop_strings; i++) {
+        const char *stop = s->opt.stop_strings[i];
+        size_t sl = stop ? strlen(stop) : 0;
+        for (size_t k = sl ? sl - 1 : 0; k > hold; k--)
+            if (k <= s->text_len && !memcmp(s->text + s->text_len - k, stop, k)) {
+                hold = k;
+                break;
+            }
+    }
+    return hold;
+}
+
+static lmc_status forward_ids(lmc_stream *s, const int32_t *ids, int64_t n, bool want_logits) {
+    int64_t shape[2] = {1, n};
+    lmc_status st = LMC_OK;
+    lmc_scope_begin();
+    lmc_array *idc = lmc_array_from_data(ids, LMC_I32, 2, shape);
+    lmc_forward_args args = {.last_only = true};
+    lmc_array *lg = lmc_decoder_forward(s->m->dec, &s->cache, idc, &args);
+    if (!lg) st = lmc_last_status();
+    else if (want_logits) st = lmc_array_read(lg, LMC_F32, s->logits, (size_t)s->m->dec->cfg.vocab_size);
+    lmc_scope_end();
+    return st;
+}
+
+static void finish(lmc_stream *s, lmc_stop_reason r) {
+    s->done = true;
+    s->result.stop_reason = r;
+    double now = lmc_now();
+    lmc_metrics *mt = &s->result.metrics;
+    mt->prompt_tokens = (int64_t)s->n_prompt;
+    mt->generated_tokens = (int64_t)s->result.n_ids;
+    mt->prefill_seconds = s->t_prefill - s->t_start;
+    mt->prefill_tokens_per_second = mt->prefill_seconds > 0 ? (double)s->n_prompt / mt->prefill_seconds : 0;
+    mt->decode_seconds = s->t_first > 0 ? now - s->t_first : 0;
+    mt->decode_tokens_per_second =
+        mt->decode_seconds > 0 && s->result.n_ids > 1 ? (double)(s->result.n_ids - 1) / mt->decode_seconds : 0;
+    mt->time_to_first_token = s->t_first > 0 ? s->t_first - s->t_start : 0;
+    lmc_memory_stats ms = lmc_memory(LMC_CPU);
+    mt->peak_memory_bytes = ms.peak_bytes;
+    mt->active_memory_bytes = ms.active_bytes;
+}
+
+lmc_status lmc_stream_start(lmc_model *m, const int32_t *ids, size_t n, const lmc_generate_options *opt_in,
+                            lmc_stream **out) {
+    if (!out) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "lmc_stream_start: out is NULL");
+    *out = NULL;
+    LMC_CHECK(lmc_model_check(m));
+    lmc_generate_options opt = opt_in ? *opt_in : lmc_generate_options_default();
+    if (!ids || n == 0) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "the prompt is empty (no token ids)");
+    if (opt.max_tokens < 0) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "max_tokens must be >= 0, got %d", opt.max_tokens);
+    if (opt.n_stop_strings < 0 || opt.n_stop_tokens < 0 || (opt.n_stop_strings && !opt.stop_strings) ||
+        (opt.n_stop_tokens && !opt.stop_tokens))
+        return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "stop strings/tokens: count and array disagree");
+    int64_t V = m->dec->cfg.vocab_size;
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= V)
+            return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "prompt token id %d at index %zu is outside the vocabulary (0..%lld)",
+                                 ids[i], i, (long long)V - 1);
+    if ((int64_t)n >= m->context_length)
+        return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "the prompt (%zu tokens) does not fit the context length %lld",
+                             n, (long long)m->context_length);
+    lmc_stream *s = calloc(1, sizeof *s);
+    if (!s) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
+    s->m = m;
+    s->opt = opt;
+    s->t_start = lmc_now();
+    for (int i = 0; i < opt.n_stop_strings; i++) {
+        size_t l = opt.stop_strings[i] ? strlen(opt.stop_strings[i]) : 0;
+        if (l > s->max_stop_len) s->max_stop_len = l;
+    }
+    lmc_status st = lmc_sampler_create(&opt.sampler, &s->sampler);
+    if (st == LMC_OK) st = lmc_detokenizer_create(m->tok, true, &s->detok);
+    if (st == LMC_OK) st = lmc_decoder_cache_init(m->dec, &s->cache, 1, m->context_length);
+    if (st == LMC_OK && !(s->logits = malloc((size_t)V * sizeof *s->logits)))
+        st = lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
+    for (size_t i = 0; st == LMC_OK && i < n; i++) st = push_id(s, ids[i]);
+    if (st == LMC_OK) st = append_text(s, "", 0);
+    if (st == LMC_OK) st = emit_upto(s, 0);
+    if (st != LMC_OK) {
+        lmc_stream_free(s);
+        return st;
+    }
+    s->n_prompt = n;
+    lmc_memory_reset_peak(LMC_CPU);
+    *out = s;
+    return LMC_OK;
+}
+
+static lmc_status prefill(lmc_stream *s) {
+    int64_t n = (int64_t)s->n_prompt, chunk = s->m->opt.prefill_chunk;
+    for (int64_t at = 0; at < n; at += chunk) {
+        if (cancelled(s)) return LMC_ERR_CANCELLED;
+        int64_t len = n - at < chunk ? n - at : chunk;
+        LMC_CHECK(forward_ids(s, s->hist + at, len, at + len == n));
+    }
+    s->t_prefill = lmc_now();
+    s->prefilled = true;
+    return LMC_OK;
+}
+
+static bool is_stop_token(const lmc_stream *s, int32_t id) {
+    for (int i = 0; i < s->opt.n_stop_tokens; i++)
+        if (s->opt.stop_tokens[i] == id) return true;
+    return false;
+}
+
+lmc_status lmc_stream_next(lmc_stream *s, int32_t *id, const char **text, size_t *len, bool *done) {
+    if (!s) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "stream is NULL");
+    *id = -1;
+    if (emit_upto(s, s->emitted) != LMC_OK) return lmc_last_status();
+    if (text) *text = s->piece;
+    if (len) *len = 0;
+    *done = s->done;
+    if (s->done) return LMC_OK;
+    lmc_status st = LMC_OK;
+    if (s->opt.max_tokens == 0) {
+        finish(s, LMC_STOP_MAX_TOKENS);
+        *done = true;
+        return LMC_OK;
+    }
+    if (!s->prefilled) st = prefill(s);
+    if (st == LMC_OK && cancelled(s)) st = LMC_ERR_CANCELLED;
+    int32_t tok = -1;
+    float logprob;
+    if (st == LMC_OK)
+        st = lmc_sampler_sample(s->sampler, s->logits, s->m->dec->cfg.vocab_size, s->hist, s->n_hist, &tok, &logprob);
+    if (st == LMC_ERR_CANCELLED) {
+        lmc_set_error(LMC_ERR_CANCELLED, "generation cancelled");
+        finish(s, LMC_STOP_CANCELLED);
+        emit_upto(s, s->text_len);
+        *done = true;
+        if (len) *len = strlen(s->piece);
+        return LMC_ERR_CANCELLED;
+    }
+    if (st != LMC_OK) {
+        finish(s, LMC_STOP_ERROR);
+        *done = true;
+        return st;
+    }
+    if (!s->opt.ignore_eos && lmc_model_is_eos(s->m, tok)) {
+        finish(s, LMC_STOP_EOS);
+    } else if (is_stop_token(s, tok)) {
+        finish(s, LMC_STOP_TOKEN);
+    } else {
+        if (s->result.n_ids == 0) s->t_first = lmc_now();
+        int32_t *ids = realloc(s->result.ids, (s->result.n_ids + 1) * sizeof *ids);
+        if (!ids || push_id(s, tok) != LMC_OK) {
+            if (ids) s->result.ids = ids;
+            finish(s, LMC_STOP_ERROR);
+            *done = true;
+            return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
+        }
+        s->result.ids = ids;
+        s->result.ids[s->result.n_ids++] = tok;
+        *id = tok;
+        const char *piece;
+        size_t plen;
+        st = lmc_detokenizer_feed(s->detok, tok, &piece, &plen);
+        if (st == LMC_OK) st = append_text(s, piece, plen);
+        if (st != LMC_OK) {
+            finish(s, LMC_STOP_ERROR);
+            *done = true;
+            return st;
+        }
+        if (find_stop_string(s)) finish(s, LMC_STOP_STRING);
+        else if ((int)s->result.n_ids >= s->opt.max_tokens) finish(s, LMC_STOP_MAX_TOKENS);
+        else if (s->cache.pos + 1 > s->m->context_length) finish(s, LMC_STOP_CONTEXT);
+        else {
+            st = forward_ids(s, &tok, 1, true);
+            if (st != LMC_OK) {
+                finish(s, LMC_STOP_ERROR);
+                emit_upto(s, s->text_len);
+                *done = false; /* the token itself was produced */
+                return st;
+            }
+        }
+    }
+    if (s->done && s->result.stop_reason != LMC_STOP_STRING) {
+        const char *rest;
+        size_t rlen;
+        if (lmc_detokenizer_flush(s->detok, &rest, &rlen) == LMC_OK) append_text(s, rest, rlen);
+        if (find_stop_string(s)) s->result.stop_reason = LMC_STOP_STRING;
+    }
+    size_t upto = s->done ? s->text_len : s->text_len - held_back(s);
+    if (emit_upto(s, upto) != LMC_OK) return lmc_last_status();
+    if (text) *text = s->piece;
+    if (len) *len = strlen(s->piece);
+    /* The token that ended generation (EOS, stop token) is not reported as a token. */
+    *done = s->done && *id < 0;
+    return LMC_OK;
+}
+
+const lmc_generation *lmc_stream_result(const lmc_stream *s) {
+    if (!s) return NULL;
+    lmc_stream *w = (lmc_stream *)s;
+    w->result.text = w->text;
+    w->result.text_len = w->text_len;
+    return &w->result;
+}
+
+void lmc_stream_free(lmc_stream *s) {
+    if (!s) return;
+    lmc_kv_cache_free(&s->cache);
+    lmc_sampler_free(s->sampler);
+    lmc_detokenizer_free(s->detok);
+    free(s->hist);
+    free(s->logits);
+    free(s->text);
+    free(s->result.ids);
+    free(s->piece);
+    free(s);
+}
+
+lmc_status lmc_generate_ids(lmc_model *m, const int32_t *ids, size_t n, const lmc_generate_options *opt,
+                            lmc_generation *out) {
+    if (!out) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "lmc_generate: out is NULL");
+    memset(out, 0, sizeof *out);
+    lmc_stream *s;
+    LMC_CHECK(lmc_stream_start(m, ids, n, opt, &s));
+    lmc_status st = LMC_OK;
+    for (;;) {
+        int32_t id;
+        const char *piece;
+        size_t plen;
+        bool done;
+        st = lmc_stream_next(s, &id, &piece, &plen, &done);
+        if ((id >= 0 || plen) && s->opt.on_token && !s->opt.on_token(s->opt.user, id, piece, plen)) {
+            if (!s->done) finish(s, LMC_STOP_CANCELLED);
+            st = lmc_set_error(LMC_ERR_CANCELLED, "generation stopped by the token callback");
+            break;
+        }
+        if (st != LMC_OK || done || s->done) {
+            if (s->done && st == LMC_OK) {
+                /* Deliver text released by the final step (flushes, held-back text). */
+                lmc_stream_next(s, &id, &piece, &plen, &done);
+                if (plen && s->opt.on_token) s->opt.on_token(s->opt.user, -1, piece, plen);
+            }
+            break;
+        }
+    }
+    lmc_stream_result(s);
+    *out = s->result;
+    s->result.ids = NULL;
+    s->text = NULL;
+    lmc_stream_free(s);
+    return st;
+}
+
+lmc_status lmc_generate(lmc_model *m, const char *prompt, const lmc_generate_options *opt, lmc_generation *out) {
+    if (out) memset(out, 0, sizeof *out);
+    LMC_CHECK(lmc_model_check(m));
+    if (!prompt) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "prompt is NULL");
+    bool special = opt ? opt->add_special_tokens : true;
+    int32_t *ids = NULL;
+    size_t n = 0;
+    LMC_CHECK(lmc_tokenizer_encode(m->tok, prompt, strlen(prompt), special, &ids, &n));
+    lmc_status st = lmc_generate_ids(m, ids, n, opt, out);
+    lmc_tokenizer_free_ids(ids);
+    return st;
+}
+
+lmc_status lmc_chat(lmc_model *m, const lmc_message *msgs, size_t n, const lmc_generate_options *opt,
+                    lmc_generation *out) {
+    if (out) memset(out, 0, sizeof *out);
+    LMC_CHECK(lmc_model_check(m));
+    if (!msgs || n == 0) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "chat: no messages");
+    cJSON *arr = cJSON_CreateArray();
+    for (size_t i = 0; arr && i < n; i++) {
+        if (!msgs[i].role || !msgs[i].content) {
+            cJSON_Delete(arr);
+            return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "chat: message %zu has no role or content", i);
+        }
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "role", msgs[i].role);
+        cJSON_AddStringToObject(o, "content", msgs[i].content);
+        cJSON_AddItemToArray(arr, o);
+    }
+    char *json = arr ? cJSON_PrintUnformatted(arr) : NULL;
+    cJSON_Delete(arr);
+    if (!json) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
+    lmc_chat_template *tmpl = NULL;
+    char *prompt = NULL;
+    lmc_status st = lmc_chat_template_load(m->dir, &tmpl);
+    if (st == LMC_OK) {
+        lmc_chat_template_options co = lmc_chat_template_options_default();
+        co.add_generation_prompt = true;
+        st = lmc_chat_template_apply(tmpl, json, &co, &prompt);
+    }
+    free(json);
+    int32_t *ids = NULL;
+    size_t nid = 0;
+    /* The template already holds BOS and the like, as transformers' apply_chat_template assumes. */
+    if (st == LMC_OK) st = lmc_tokenizer_encode(m->tok, prompt, strlen(prompt), false, &ids, &nid);
+    if (st == LMC_OK) st = lmc_generate_ids(m, ids, nid, opt, out);
+    lmc_tokenizer_free_ids(ids);
+    free(prompt);
+    lmc_chat_template_free(tmpl);
+    return st;
+}

@@ -1,0 +1,150 @@
+#include "runtime/kv_cache.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "lmc/ops.h"
+
+lmc_status lmc_kv_cache_init(lmc_kv_cache *c, int n_layers, const int64_t *windows, int64_t batch, int64_t kv_heads,
+                             int64_t head_dim, int64_t max_len, lmc_dtype dtype) {
+    memset(c, 0, sizeof *c);
+    c->layers = calloc((size_t)n_layers, sizeof *c->layers);
+    if (!c->layers) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory for the KV cache");
+    c->n_layers = n_layers;
+    c->batch = batch;
+    c->kv_heads = kv_heads;
+    c->head_dim = head_dim;
+    c->max_len = max_len;
+    c->dtype = dtype;
+    for (int i = 0; i < n_layers; i++) c->layers[i].window = windows ? windows[i] : 0;
+    return LMC_OK;
+}
+
+void lmc_kv_cache_free(lmc_kv_cache *c) {
+    if (!c->layers) return;
+    for (int i = 0; i < c->n_layers; i++) {
+        lmc_array_free(c->layers[i].k);
+        lmc_array_free(c->layers[i].v);
+    }
+    free(c->layers);
+    memset(c, 0, sizeof *c);
+}
+
+void lmc_kv_cache_reset(lmc_kv_cache *c) {
+    for (int i = 0; i < c->n_layers; i++) {
+        c->layers[i].len = 0;
+        c->layers[i].first_pos = 0;
+    }
+    c->pos = 0;
+}
+
+lmc_status lmc_kv_cache_truncate(lmc_kv_cache *c, int64_t n) {
+    if (n < 0 || n > c->pos) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "KV cache: cannot truncate to %lld of %lld positions", (long long)n, (long long)c->pos);
+    for (int i = 0; i < c->n_layers; i++) {
+        lmc_layer_cache *l = &c->layers[i];
+        if (n < l->first_pos) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "KV cache: layer %d no longer holds position %lld", i, (long long)n);
+        /* A sliding layer must still hold the window-1 positions before n. */
+        int64_t needed = l->window ? n - (l->window - 1) : 0;
+        if (l->first_pos > (needed > 0 ? needed : 0))
+            return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "KV cache: sliding layer %d cannot rewind to %lld", i, (long long)n);
+        l->len = n - l->first_pos;
+    }
+    c->pos = n;
+    return LMC_OK;
+}
+
+/* A [B, H, L, D] view of positions [from, to) of storage. */
+static lmc_array *range_view(lmc_array *a, int64_t from, int64_t to) { return lmc_slice(a, 2, from, to, 1); }
+
+/* Moves positions [drop, len) of storage to the front (through a temporary,
+ * since the ranges may overlap). */
+static lmc_status compact(lmc_layer_cache *l, int64_t drop) {
+    if (drop == 0) return LMC_OK;
+    int64_t zero[4] = {0, 0, 0, 0};
+    lmc_status s = LMC_OK;
+    if (l->len > drop) {
+        lmc_array *ks = range_view(l->k, drop, l->len), *vs = range_view(l->v, drop, l->len);
+        lmc_array *kt = lmc_copy(ks), *vt = lmc_copy(vs);
+        s = kt && vt ? lmc_write_slice(l->k, zero, kt) : lmc_last_status();
+        if (s == LMC_OK) s = lmc_write_slice(l->v, zero, vt);
+        lmc_array_free(ks);
+        lmc_array_free(vs);
+        lmc_array_free(kt);
+        lmc_array_free(vt);
+    }
+    if (s == LMC_OK) {
+        l->first_pos += drop;
+        l->len -= drop;
+    }
+    return s;
+}
+
+/* Replaces storage by a larger one holding the same positions. */
+static lmc_status grow(lmc_kv_cache *c, lmc_layer_cache *l, int64_t need) {
+    int64_t cap = ((need + LMC_KV_GROW_STEP - 1) / LMC_KV_GROW_STEP) * LMC_KV_GROW_STEP;
+    if (!l->window && cap > c->max_len) cap = need > c->max_len ? need : c->max_len;
+    int64_t shape[4] = {c->batch, c->kv_heads, cap, c->head_dim};
+    lmc_array *nk = lmc_empty(c->dtype, 4, shape), *nv = lmc_empty(c->dtype, 4, shape);
+    lmc_status s = nk && nv ? LMC_OK : lmc_last_status();
+    if (s == LMC_OK && l->len > 0) {
+        int64_t zero[4] = {0, 0, 0, 0};
+        lmc_array *ks = range_view(l->k, 0, l->len), *vs = range_view(l->v, 0, l->len);
+        s = ks && vs ? lmc_write_slice(nk, zero, ks) : lmc_last_status();
+        if (s == LMC_OK) s = lmc_write_slice(nv, zero, vs);
+        lmc_array_free(ks);
+        lmc_array_free(vs);
+    }
+    if (s != LMC_OK) {
+        lmc_array_free(nk);
+        lmc_array_free(nv);
+        return s;
+    }
+    lmc_array_free(l->k);
+    lmc_array_free(l->v);
+    l->k = lmc_array_unscope(nk); /* the cache outlives any scope of the caller */
+    l->v = lmc_array_unscope(nv);
+    return LMC_OK;
+}
+
+lmc_status lmc_kv_cache_update(lmc_kv_cache *c, int layer, const lmc_array *k, const lmc_array *v, lmc_array **k_all,
+                               lmc_array **v_all) {
+    *k_all = *v_all = NULL;
+    if (layer < 0 || layer >= c->n_layers) return lmc_set_error(LMC_ERR_INTERNAL, "KV cache: no layer %d", layer);
+    lmc_layer_cache *l = &c->layers[layer];
+    int64_t t = k->shape[2];
+    if (c->pos + t > c->max_len)
+        return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "context length %lld exceeded (%lld positions requested)",
+                             (long long)c->max_len, (long long)(c->pos + t));
+    /* A sliding layer's new queries see nothing before pos - (window - 1). */
+    int64_t drop = 0;
+    if (l->window && c->pos - (l->window - 1) > l->first_pos) drop = c->pos - (l->window - 1) - l->first_pos;
+    if (drop > l->len) drop = l->len;
+    int64_t cap = l->k ? l->k->shape[2] : 0;
+    if (l->len + t > cap) {
+        /* Out of room: drop what is no longer visible, then grow if still needed. */
+        LMC_CHECK(compact(l, drop));
+        drop = 0;
+        if (l->len + t > cap) LMC_CHECK(grow(c, l, l->len + t));
+    }
+    int64_t at[4] = {0, 0, l->len, 0};
+    LMC_CHECK(lmc_write_slice(l->k, at, k));
+    LMC_CHECK(lmc_write_slice(l->v, at, v));
+    l->len += t;
+    *k_all = range_view(l->k, drop, l->len);
+    *v_all = range_view(l->v, drop, l->len);
+    if (!*k_all || !*v_all) {
+        lmc_array_free(*k_all);
+        lmc_array_free(*v_all);
+        *k_all = *v_all = NULL;
+        return lmc_last_status();
+    }
+    return LMC_OK;
+}
+
+void lmc_kv_cache_advance(lmc_kv_cache *c, int64_t t) { c->pos += t; }
+
+size_t lmc_kv_cache_bytes(const lmc_kv_cache *c) {
+    size_t n = 0;
+    for (int i = 0; i < c->n_layers; i++) n += lmc_array_nbytes(c->layers[i].k) + lmc_array_nbytes(c->layers[i].v);
+    return n;
+}

@@ -1,0 +1,171 @@
+/* Model handles: loading a checkpoint folder, information, the backend
+ * registry, and forward passes for logits. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "lmc/ops.h"
+#include "runtime/model_internal.h"
+
+double lmc_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* --- backends ------------------------------------------------------------- */
+
+static const char *const g_backends[] = {"cpu", NULL};
+
+const char *const *lmc_backends(void) { return g_backends; }
+const char *lmc_default_backend(void) { return "cpu"; }
+bool lmc_backend_available(const char *name) {
+    for (int i = 0; name && g_backends[i]; i++)
+        if (!strcmp(g_backends[i], name)) return true;
+    return false;
+}
+
+/* --- loading ---------------------------------------------------------------- */
+
+lmc_load_options lmc_load_options_default(void) {
+    return (lmc_load_options){.backend = NULL, .context_length = 0, .prefill_chunk = 512, .threads = 0,
+                              .memory_limit = 0, .adapter_dir = NULL};
+}
+
+lmc_status lmc_model_check(const lmc_model *m) {
+    if (!m) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "model is NULL");
+    if (!m->dec) return lmc_set_error(LMC_ERR_CLOSED, "model is closed");
+    return LMC_OK;
+}
+
+bool lmc_model_is_eos(const lmc_model *m, int32_t id) {
+    for (int i = 0; i < m->n_eos; i++)
+        if (m->eos[i] == id) return true;
+    return false;
+}
+
+static void add_eos(lmc_model *m, int32_t id) {
+    if (id < 0 || lmc_model_is_eos(m, id) || m->n_eos >= (int)(sizeof m->eos / sizeof *m->eos)) return;
+    m->eos[m->n_eos++] = id;
+}
+
+lmc_status lmc_model_load(const char *dir, const lmc_load_options *opt_in, lmc_model **out) {
+    if (!out) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "lmc_model_load: out is NULL");
+    *out = NULL;
+    if (!dir) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "lmc_model_load: dir is NULL");
+    lmc_load_options opt = opt_in ? *opt_in : lmc_load_options_default();
+    const char *backend = opt.backend ? opt.backend : lmc_default_backend();
+    if (!lmc_backend_available(backend))
+        return lmc_set_error(LMC_ERR_UNSUPPORTED, "backend \"%s\" is not available (available: cpu)", backend);
+    if (opt.context_length < 0) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "context_length must be >= 0, got %lld", (long long)opt.context_length);
+    if (opt.prefill_chunk <= 0) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "prefill_chunk must be > 0, got %lld", (long long)opt.prefill_chunk);
+    if (opt.adapter_dir) return lmc_set_error(LMC_ERR_UNSUPPORTED, "LoRA adapters are not supported yet (%s)", opt.adapter_dir);
+    if (opt.threads > 0) LMC_CHECK(lmc_set_num_threads(opt.threads));
+    if (opt.memory_limit) lmc_memory_set_limit(LMC_CPU, opt.memory_limit);
+
+    lmc_model_config cfg;
+    LMC_CHECK(lmc_model_config_load(dir, &cfg));
+    lmc_model *m = calloc(1, sizeof *m);
+    if (!m) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
+    m->dir = strdup(dir);
+    snprintf(m->backend, sizeof m->backend, "%s", backend);
+    m->opt = opt;
+    m->opt.adapter_dir = NULL;
+    m->opt.backend = NULL;
+    lmc_status s = m->dir ? lmc_decoder_load(dir, &cfg, &m->dec) : lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
+    if (s == LMC_OK) s = lmc_tokenizer_load(dir, &m->tok);
+    if (s != LMC_OK) {
+        lmc_model_free(m);
+        return s;
+    }
+    m->context_length = cfg.max_position_embeddings;
+    if (opt.context_length > 0 && opt.context_length < m->context_length) m->context_length = opt.context_length;
+    for (int i = 0; i < cfg.n_eos; i++) add_eos(m, cfg.eos_ids[i]);
+    const int32_t *tok_eos;
+    size_t n_tok_eos = lmc_tokenizer_eos(m->tok, &tok_eos);
+    for (size_t i = 0; i < n_tok_eos; i++) add_eos(m, tok_eos[i]);
+    *out = m;
+    return LMC_OK;
+}
+
+void lmc_model_free(lmc_model *m) {
+    if (!m) return;
+    lmc_decoder_free(m->dec);
+    lmc_tokenizer_free(m->tok);
+    free(m->dir);
+    free(m);
+}
+
+const lmc_tokenizer *lmc_model_tokenizer(const lmc_model *m) { return m ? m->tok : NULL; }
+
+lmc_status lmc_model_get_info(const lmc_model *m, lmc_model_info *out) {
+    LMC_CHECK(lmc_model_check(m));
+    const lmc_model_config *c = &m->dec->cfg;
+    memset(out, 0, sizeof *out);
+    snprintf(out->architecture, sizeof out->architecture, "%s", c->model_type);
+    out->vocab_size = c->vocab_size;
+    out->num_layers = c->num_layers;
+    out->hidden_size = c->hidden_size;
+    out->intermediate_size = c->intermediate_size;
+    out->num_heads = c->num_heads;
+    out->num_kv_heads = c->num_kv_heads;
+    out->head_dim = c->head_dim;
+    out->context_length = c->max_position_embeddings;
+    out->sliding_window = c->sliding_window;
+    out->quant_bits = c->quant.bits;
+    out->quant_group_size = c->quant.bits ? c->quant.group_size : 0;
+    out->num_parameters = m->dec->num_parameters;
+    out->weight_bytes = m->dec->weight_bytes;
+    const lmc_array *w = m->dec->final_norm;
+    snprintf(out->dtype, sizeof out->dtype, "%s", lmc_dtype_name(lmc_array_dtype(w)));
+    return LMC_OK;
+}
+
+lmc_array *lmc_model_logits(lmc_model *m, const int32_t *ids, size_t n, bool all_positions) {
+    if (lmc_model_check(m) != LMC_OK) return NULL;
+    if (!ids || n == 0) {
+        lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "logits: no ids given");
+        return NULL;
+    }
+    int64_t V = m->dec->cfg.vocab_size;
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= V) {
+            lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "token id %d at index %zu is outside the vocabulary (0..%lld)", ids[i], i, (long long)V - 1);
+            return NULL;
+        }
+    if ((int64_t)n > m->context_length) {
+        lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "%zu tokens exceed the context length %lld", n, (long long)m->context_length);
+        return NULL;
+    }
+    lmc_kv_cache cache;
+    if (lmc_decoder_cache_init(m->dec, &cache, 1, (int64_t)n) != LMC_OK) return NULL;
+    lmc_array *result = NULL;
+    lmc_scope_begin();
+    lmc_array *parts[64];
+    int nparts = 0;
+    int64_t chunk = m->opt.prefill_chunk;
+    if ((int64_t)n / chunk >= 64) chunk = ((int64_t)n + 63) / 64;
+    bool ok = true;
+    for (int64_t at = 0; at < (int64_t)n && ok; at += chunk) {
+        int64_t len = (int64_t)n - at < chunk ? (int64_t)n - at : chunk;
+        int64_t shape[2] = {1, len};
+        lmc_array *idc = lmc_array_from_data(ids + at, LMC_I32, 2, shape);
+        bool last = at + len == (int64_t)n;
+        lmc_forward_args args = {.last_only = !all_positions && last};
+        if (!all_positions && !last) args.last_only = true; /* intermediate chunks: only fill the cache */
+        lmc_array *lg = lmc_decoder_forward(m->dec, &cache, idc, &args);
+        ok = lg != NULL;
+        if (ok && (all_positions || last)) parts[nparts++] = lg;
+    }
+    if (ok) {
+        lmc_array *cat = nparts == 1 ? parts[0] : lmc_concatenate(nparts, (const lmc_array *const *)parts, 1);
+        int64_t V2[2] = {all_positions ? (int64_t)n : 1, V};
+        lmc_array *r = all_positions ? lmc_reshape(cat, 2, V2) : lmc_reshape(cat, 1, &V);
+        result = lmc_scope_keep(lmc_contiguous(r));
+    }
+    lmc_scope_end();
+    lmc_kv_cache_free(&cache);
+    return result;
+}

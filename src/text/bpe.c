@@ -1,0 +1,460 @@
+/* The BPE model: vocabulary, merge ranks and the merge loop of HF's
+ * models/bpe (lowest rank first, leftmost first among equal ranks). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "text/tokenizer_internal.h"
+#include "text/unicode.h"
+
+/* ---- per-word result cache ----
+ * Direct-mapped: a word hashes to one slot; a new word evicts the old one.
+ * Striped locks keep concurrent encoders from blocking each other much. */
+enum { CACHE_SLOTS = 1 << 16, CACHE_LOCKS = 64, CACHE_KEY = 48, CACHE_IDS = 12 };
+
+typedef struct cache_slot {
+    uint32_t hash;
+    uint8_t klen, nids; /* klen 0: empty */
+    char key[CACHE_KEY];
+    int32_t ids[CACHE_IDS];
+} cache_slot;
+
+struct tk_bpe_cache {
+    pthread_mutex_t locks[CACHE_LOCKS];
+    cache_slot slots[CACHE_SLOTS];
+};
+
+static bool cache_get(tk_bpe_cache *c, uint32_t h, const char *w, size_t n, tk_ids *out) {
+    cache_slot *s = &c->slots[h & (CACHE_SLOTS - 1)];
+    pthread_mutex_t *lk = &c->locks[h % CACHE_LOCKS];
+    int32_t ids[CACHE_IDS];
+    size_t nids = 0;
+    bool hit = false;
+    pthread_mutex_lock(lk);
+    if (s->klen == n && s->hash == h && !memcmp(s->key, w, n)) {
+        nids = s->nids;
+        memcpy(ids, s->ids, nids * sizeof ids[0]);
+        hit = true;
+    }
+    pthread_mutex_unlock(lk);
+    for (size_t i = 0; hit && i < nids; i++)
+        if (tk_ids_push(out, ids[i]) != LMC_OK) return false;
+    return hit;
+}
+
+static void cache_put(tk_bpe_cache *c, uint32_t h, const char *w, size_t n, const int32_t *ids, size_t nids) {
+    cache_slot *s = &c->slots[h & (CACHE_SLOTS - 1)];
+    pthread_mutex_t *lk = &c->locks[h % CACHE_LOCKS];
+    pthread_mutex_lock(lk);
+    s->hash = h;
+    s->klen = (uint8_t)n;
+    s->nids = (uint8_t)nids;
+    memcpy(s->key, w, n);
+    memcpy(s->ids, ids, nids * sizeof ids[0]);
+    pthread_mutex_unlock(lk);
+}
+
+/* ---- merges: (left, right) -> (rank, merged id) ---- */
+
+static size_t merge_slot(uint64_t key, size_t cap) { return (size_t)((key * 0x9E3779B97F4A7C15ull) >> 20) & (cap - 1); }
+
+static void merge_put(tk_bpe *b, int32_t l, int32_t r, uint32_t rank, int32_t new_id) {
+    uint64_t key = ((uint64_t)(uint32_t)l << 32) | (uint32_t)r;
+    for (size_t i = merge_slot(key, b->merges_cap);; i = (i + 1) & (b->merges_cap - 1)) {
+        tk_merge_entry *e = &b->merges[i];
+        if (e->rank == UINT32_MAX || e->key == key) { /* a later duplicate wins, as in HF's map */
+            *e = (tk_merge_entry){key, rank, new_id};
+            return;
+        }
+    }
+}
+
+static const tk_merge_entry *merge_get(const tk_bpe *b, int32_t l, int32_t r) {
+    if (!b->merges_cap) return NULL;
+    uint64_t key = ((uint64_t)(uint32_t)l << 32) | (uint32_t)r;
+    for (size_t i = merge_slot(key, b->merges_cap);; i = (i + 1) & (b->merges_cap - 1)) {
+        const tk_merge_entry *e = &b->merges[i];
+        if (e->rank == UINT32_MAX) return NULL;
+        if (e->key == key) return e;
+    }
+}
+
+static char *opt_string(const cJSON *model, const char *key) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(model, key);
+    return strdup(cJSON_IsString(v) ? v->valuestring : "");
+}
+
+/* A merge's two sides as strings, from either JSON form. */
+static bool merge_sides(const cJSON *m, const char **l, size_t *ll, const char **r, size_t *rl) {
+    if (cJSON_IsString(m)) { /* legacy "left right" */
+        const char *sp = strchr(m->valuestring, ' ');
+        if (!sp || strchr(sp + 1, ' ')) return false;
+        *l = m->valuestring;
+        *ll = (size_t)(sp - *l);
+        *r = sp + 1;
+        *rl = strlen(*r);
+        return true;
+    }
+    if (!cJSON_IsArray(m) || !cJSON_IsString(m->child) || !cJSON_IsString(m->child->next) || m->child->next->next) return false;
+    *l = m->child->valuestring;
+    *ll = strlen(*l);
+    *r = m->child->next->valuestring;
+    *rl = strlen(*r);
+    return true;
+}
+
+enum { MERGE_OK, MERGE_BAD_SHAPE, MERGE_UNKNOWN_SIDE, MERGE_UNKNOWN_RESULT };
+
+typedef struct resolved {
+    int32_t l, r, merged;
+    int status;
+} resolved;
+
+typedef struct merge_job {
+    const tk_bpe *b;
+    const cJSON **items;
+    resolved *out;
+    size_t begin, end;
+} merge_job;
+
+/* Looks up the ids of merges [begin, end): read-only on the vocabulary, so
+ * several threads can share the work (hash lookups dominate loading). */
+static void *resolve_range(void *arg) {
+    merge_job *j = arg;
+    const tk_bpe *b = j->b;
+    tk_buf joined = {0};
+    for (size_t i = j->begin; i < j->end; i++) {
+        resolved *o = &j->out[i];
+        const char *l, *r;
+        size_t ll, rl;
+        *o = (resolved){-1, -1, -1, MERGE_OK};
+        if (!merge_sides(j->items[i], &l, &ll, &r, &rl)) { o->status = MERGE_BAD_SHAPE; continue; }
+        o->l = tk_strmap_get(&b->vocab, l, ll);
+        o->r = tk_strmap_get(&b->vocab, r, rl);
+        if (o->l < 0 || o->r < 0) { o->status = MERGE_UNKNOWN_SIDE; continue; }
+        /* The merged token drops the right side's continuing_subword_prefix. */
+        size_t skip = b->prefix_len <= rl && !memcmp(r, b->prefix, b->prefix_len) ? b->prefix_len : 0;
+        joined.len = 0;
+        if (tk_buf_append(&joined, l, ll) != LMC_OK || tk_buf_append(&joined, r + skip, rl - skip) != LMC_OK) {
+            o->status = MERGE_UNKNOWN_RESULT; /* out of memory; reported as a lookup failure */
+            continue;
+        }
+        o->merged = tk_strmap_get(&b->vocab, joined.p, joined.len);
+        if (o->merged < 0) o->status = MERGE_UNKNOWN_RESULT;
+    }
+    tk_buf_free(&joined);
+    return NULL;
+}
+
+static lmc_status parse_merges(const cJSON *merges, tk_bpe *b) {
+    size_t n = (size_t)cJSON_GetArraySize(merges);
+    b->merges_cap = 16;
+    while (b->merges_cap < n * 2) b->merges_cap *= 2;
+    b->merges = malloc(b->merges_cap * sizeof *b->merges);
+    const cJSON **items = malloc((n ? n : 1) * sizeof *items);
+    resolved *res = malloc((n ? n : 1) * sizeof *res);
+    lmc_status st = LMC_OK;
+    if (!b->merges || !items || !res) { st = lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory"); goto done; }
+    for (size_t i = 0; i < b->merges_cap; i++) b->merges[i].rank = UINT32_MAX;
+    size_t k = 0;
+    const cJSON *m;
+    cJSON_ArrayForEach(m, merges) items[k++] = m;
+
+    /* Resolve in parallel on large files, then insert in rank order. */
+    enum { MAX_THREADS = 8 };
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    size_t nt = n < 65536 || ncpu < 2 ? 1 : (size_t)(ncpu < MAX_THREADS ? ncpu : MAX_THREADS);
+    merge_job jobs[MAX_THREADS];
+    pthread_t th[MAX_THREADS];
+    bool started[MAX_THREADS] = {false};
+    for (size_t t = 0; t < nt; t++) {
+        jobs[t] = (merge_job){b, items, res, n * t / nt, n * (t + 1) / nt};
+        started[t] = t > 0 && pthread_create(&th[t], NULL, resolve_range, &jobs[t]) == 0;
+    }
+    resolve_range(&jobs[0]);
+    for (size_t t = 1; t < nt; t++) {
+        if (started[t]) pthread_join(th[t], NULL);
+        else resolve_range(&jobs[t]);
+    }
+    for (size_t i = 0; i < n; i++) {
+        const char *l = "", *r = "";
+        size_t ll = 0, rl = 0;
+        switch (res[i].status) {
+        case MERGE_OK: merge_put(b, res[i].l, res[i].r, (uint32_t)i, res[i].merged); continue;
+        case MERGE_BAD_SHAPE:
+            st = lmc_set_error(LMC_ERR_FORMAT, "tokenizer.json: merge %zu is not two tokens (\"a b\" or [\"a\", \"b\"])", i);
+            break;
+        case MERGE_UNKNOWN_SIDE:
+            merge_sides(items[i], &l, &ll, &r, &rl);
+            st = lmc_set_error(LMC_ERR_FORMAT, "tokenizer.json: merge %zu uses '%.*s', which is not in the vocabulary", i,
+                               (int)(res[i].l < 0 ? ll : rl), res[i].l < 0 ? l : r);
+            break;
+        default:
+            merge_sides(items[i], &l, &ll, &r, &rl);
+            st = lmc_set_error(LMC_ERR_FORMAT, "tokenizer.json: merge %zu gives '%.*s%s', which is not in the vocabulary", i,
+                               (int)ll, l, r);
+            break;
+        }
+        break;
+    }
+done:
+    free(items);
+    free(res);
+    return st;
+}
+
+lmc_status tk_bpe_parse(const cJSON *model, tk_bpe *b) {
+    memset(b, 0, sizeof *b);
+    b->unk_id = -1;
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(model, "type");
+    const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
+    const cJSON *merges = cJSON_GetObjectItemCaseSensitive(model, "merges");
+    if (cJSON_IsString(type) && strcmp(type->valuestring, "BPE"))
+        return lmc_set_error(LMC_ERR_UNSUPPORTED, "tokenizer.json: unsupported model type '%s'", type->valuestring);
+    if (!type && !merges)
+        return lmc_set_error(LMC_ERR_UNSUPPORTED, "tokenizer.json: model without a type is not BPE");
+    if (!cJSON_IsObject(vocab)) return lmc_set_error(LMC_ERR_FORMAT, "tokenizer.json: model.vocab is not an object");
+    if (merges && !cJSON_IsArray(merges)) return lmc_set_error(LMC_ERR_FORMAT, "tokenizer.json: model.merges is not an array");
+
+    b->prefix = opt_string(model, "continuing_subword_prefix");
+    b->suffix = opt_string(model, "end_of_word_suffix");
+    if (!b->prefix || !b->suffix) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
+    b->prefix_len = strlen(b->prefix);
+    b->suffix_len = strlen(b->suffix);
+    b->fuse_unk = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "fuse_unk"));
+    b->byte_fallback = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "byte_fallback"));
+    b->ignore_merges = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "ignore_merges"));
+
+    /* Vocabulary: one arena for all strings, a map and an id table. */
+    size_t total = 0, count = 0;
+    int64_t max_id = -1;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, vocab) {
+        if (!cJSON_IsNumber(e) || e->valuedouble < 0 || e->valuedouble > INT32_MAX || e->valuedouble != (double)e->valueint)
+            return lmc_set_error(LMC_ERR_FORMAT, "tokenizer.json: vocab entry '%s' has no valid id", e->string ? e->string : "");
+        total += strlen(e->string) + 1;
+        count++;
+        if (e->valueint > max_id) max_id = e->valueint;
+    }
+    b->n_ids = (size_t)(max_id + 1);
+    b->arena = malloc(total ? total : 1);
+    b->id_str = calloc(b->n_ids ? b->n_ids : 1, sizeof *b->id_str);
+    b->id_len = calloc(b->n_ids ? b->n_ids : 1, sizeof *b->id_len);
+    if (!b->arena || !b->id_str || !b->id_len) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
+    LMC_CHECK(tk_strmap_init(&b->vocab, count));
+    size_t at = 0;
+    cJSON_ArrayForEach(e, vocab) {
+        size_t len = strlen(e->string);
+        char *s = memcpy(b->arena + at, e->string, len + 1);
+        at += len + 1;
+        tk_strmap_put(&b->vocab, s, len, e->valueint);
+        b->id_str[e->valueint] = s;
+        b->id_len[e->valueint] = (uint32_t)len;
+    }
+
+    const cJSON *unk = cJSON_GetObjectItemCaseSensitive(model, "unk_token");
+    if (cJSON_IsString(unk)) {
+        b->unk_token = strdup(unk->valuestring);
+        if (!b->unk_token) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
+        b->unk_id = tk_strmap_get(&b->vocab, unk->valuestring, strlen(unk->valuestring));
+    }
+    for (int i = 0; i < 256; i++) {
+        char name[8];
+        snprintf(name, sizeof name, "<0x%02X>", i);
+        b->byte_ids[i] = tk_strmap_get(&b->vocab, name, 6);
+    }
+    /* Single characters looked up by code point, when no prefix/suffix decorates them. */
+    if (!b->prefix_len && !b->suffix_len) {
+        b->char_ids = malloc(0x10000 * sizeof *b->char_ids);
+        if (!b->char_ids) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
+        for (uint32_t cp = 0; cp < 0x10000; cp++) {
+            char enc[4];
+            size_t k = (cp >= 0xD800 && cp <= 0xDFFF) ? 0 : lmc_utf8_encode(cp, enc);
+            b->char_ids[cp] = k ? tk_strmap_get(&b->vocab, enc, k) : -1;
+        }
+    }
+    if (merges) LMC_CHECK(parse_merges(merges, b));
+    b->cache = calloc(1, sizeof *b->cache);
+    if (!b->cache) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
+    for (int i = 0; i < CACHE_LOCKS; i++) pthread_mutex_init(&b->cache->locks[i], NULL);
+    return LMC_OK;
+}
+
+void tk_bpe_free(tk_bpe *b) {
+    tk_strmap_free(&b->vocab);
+    free(b->id_str);
+    free(b->id_len);
+    free(b->arena);
+    free(b->merges);
+    free(b->unk_token);
+    free(b->prefix);
+    free(b->suffix);
+    free(b->char_ids);
+    if (b->cache) {
+        for (int i = 0; i < CACHE_LOCKS; i++) pthread_mutex_destroy(&b->cache->locks[i]);
+        free(b->cache);
+    }
+    memset(b, 0, sizeof *b);
+}
+
+/* ---- the merge loop ---- */
+
+typedef struct sym {
+    int32_t id, prev, next;
+    uint32_t len; /* bytes covered; 0 once merged into its left neighbour */
+} sym;
+
+/* Queue entries order by rank, then position: both packed in one key. */
+typedef struct qitem {
+    uint64_t key; /* rank << 32 | position */
+    int32_t new_id;
+} qitem;
+
+static qitem q_item(uint32_t rank, uint32_t pos, int32_t new_id) { return (qitem){((uint64_t)rank << 32) | pos, new_id}; }
+
+static void q_push(qitem *q, size_t *n, qitem x) {
+    size_t i = (*n)++;
+    while (i > 0) {
+        size_t p = (i - 1) / 2;
+        if (q[p].key <= x.key) break;
+        q[i] = q[p];
+        i = p;
+    }
+    q[i] = x;
+}
+
+static qitem q_pop(qitem *q, size_t *n) {
+    qitem top = q[0], x = q[--*n];
+    size_t i = 0;
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= *n) break;
+        if (c + 1 < *n && q[c + 1].key < q[c].key) c++;
+        if (q[c].key >= x.key) break;
+        q[i] = q[c];
+        i = c;
+    }
+    if (*n) q[i] = x;
+    return top;
+}
+
+/* Looks up one character (decorated with prefix/suffix as HF does). */
+static int32_t char_id(const tk_bpe *b, const char *c, size_t k, uint32_t cp, bool first, bool last, tk_buf *key) {
+    if (b->char_ids && cp < 0x10000) return b->char_ids[cp];
+    if (!b->prefix_len && !b->suffix_len) return tk_strmap_get(&b->vocab, c, k);
+    key->len = 0;
+    if ((!first && tk_buf_append(key, b->prefix, b->prefix_len) != LMC_OK) || tk_buf_append(key, c, k) != LMC_OK ||
+        (last && tk_buf_append(key, b->suffix, b->suffix_len) != LMC_OK))
+        return -1; /* out of memory: treated as unknown */
+    return tk_strmap_get(&b->vocab, key->p, key->len);
+}
+
+lmc_status tk_bpe_encode_word(const tk_bpe *b, const char *w, size_t n, tk_ids *out) {
+    if (n == 0) return LMC_OK;
+    if (b->ignore_merges) {
+        int32_t id = tk_strmap_get(&b->vocab, w, n);
+        if (id >= 0) return tk_ids_push(out, id);
+    }
+    uint32_t h = 0;
+    bool cacheable = n <= CACHE_KEY;
+    if (cacheable) {
+        h = tk_hash(w, n);
+        size_t before = out->n;
+        if (cache_get(b->cache, h, w, n, out)) return LMC_OK;
+        out->n = before;
+    }
+
+    /* Initial symbols: one per character (or per byte with byte fallback). */
+    /* Byte fallback of decorated characters can make more symbols than bytes;
+     * the queue holds at most the initial pairs plus two per merge. */
+    size_t max_syms = n * (1 + b->prefix_len) + b->suffix_len + 1;
+    sym stack_syms[64];
+    qitem stack_q[3 * 64];
+    sym *syms = max_syms <= 64 ? stack_syms : malloc(max_syms * sizeof *syms);
+    qitem *q = max_syms <= 64 ? stack_q : malloc(3 * max_syms * sizeof *q);
+    lmc_status st = LMC_OK;
+    tk_buf key = {0};
+    if (!syms || !q) { st = lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory"); goto done; }
+    size_t ns = 0;
+    int32_t unk = -1;
+    uint32_t unk_len = 0;
+    for (size_t i = 0; i < n;) {
+        uint32_t cp;
+        size_t k = lmc_utf8_decode(w + i, n - i, &cp);
+        if (!k) { k = 1; cp = 0x110000; } /* cannot happen: input is valid UTF-8 */
+        bool first = i == 0, last = i + k == n;
+        int32_t id = char_id(b, w + i, k, cp, first, last, &key);
+        if (id >= 0) {
+            if (unk >= 0) { syms[ns++] = (sym){unk, 0, 0, unk_len}; unk = -1; }
+            syms[ns++] = (sym){id, 0, 0, (uint32_t)k};
+        } else {
+            /* The decorated character's bytes, when all have <0xXX> tokens. */
+            const char *cs = w + i;
+            size_t cl = k;
+            if (b->prefix_len || b->suffix_len) { cs = key.p; cl = key.len; }
+            bool bytes_ok = b->byte_fallback;
+            for (size_t j = 0; bytes_ok && j < cl; j++) bytes_ok = b->byte_ids[(unsigned char)cs[j]] >= 0;
+            if (bytes_ok) {
+                /* A pending unk stays pending (HF adds it before the next known character). */
+                for (size_t j = 0; j < cl; j++) syms[ns++] = (sym){b->byte_ids[(unsigned char)cs[j]], 0, 0, 1};
+            } else if (b->unk_token) {
+                if (b->unk_id < 0) {
+                    st = lmc_set_error(LMC_ERR_FORMAT, "tokenizer.json: unk_token '%s' is not in the vocabulary", b->unk_token);
+                    goto done;
+                }
+                if (unk >= 0 && b->fuse_unk) unk_len += (uint32_t)k;
+                else {
+                    if (unk >= 0) syms[ns++] = (sym){unk, 0, 0, unk_len};
+                    unk = b->unk_id;
+                    unk_len = (uint32_t)k;
+                }
+            }
+            /* No byte fallback and no unk token: HF drops the character. */
+        }
+        i += k;
+    }
+    if (unk >= 0) syms[ns++] = (sym){unk, 0, 0, unk_len};
+    for (size_t i = 0; i < ns; i++) {
+        syms[i].prev = (int32_t)i - 1;
+        syms[i].next = i + 1 < ns ? (int32_t)i + 1 : -1;
+    }
+
+    size_t nq = 0;
+    for (size_t i = 0; i + 1 < ns; i++) {
+        const tk_merge_entry *m = merge_get(b, syms[i].id, syms[i + 1].id);
+        if (m) q_push(q, &nq, q_item(m->rank, (uint32_t)i, m->new_id));
+    }
+    while (nq) {
+        qitem top = q_pop(q, &nq);
+        uint32_t pos = (uint32_t)top.key;
+        sym *s = &syms[pos];
+        if (s->len == 0 || s->next < 0) continue;
+        sym *r = &syms[s->next];
+        const tk_merge_entry *m = merge_get(b, s->id, r->id);
+        if (!m || m->new_id != top.new_id) continue; /* stale entry */
+        s->id = top.new_id;
+        s->len += r->len;
+        r->len = 0;
+        s->next = r->next;
+        if (s->next >= 0) syms[s->next].prev = (int32_t)pos;
+        if (s->prev >= 0) {
+            const tk_merge_entry *pm = merge_get(b, syms[s->prev].id, s->id);
+            if (pm) q_push(q, &nq, q_item(pm->rank, (uint32_t)s->prev, pm->new_id));
+        }
+        if (s->next >= 0) {
+            const tk_merge_entry *nm = merge_get(b, s->id, syms[s->next].id);
+            if (nm) q_push(q, &nq, q_item(nm->rank, pos, nm->new_id));
+        }
+    }
+    size_t before = out->n;
+    for (size_t i = 0; i < ns && st == LMC_OK; i++)
+        if (syms[i].len) st = tk_ids_push(out, syms[i].id);
+    if (st == LMC_OK && cacheable && out->n - before <= CACHE_IDS)
+        cache_put(b->cache, h, w, n, out->v + before, out->n - before);
+done:
+    tk_buf_free(&key);
+    if (syms != stack_syms) free(syms);
+    if (q != stack_q) free(q);
+    return st;
+}

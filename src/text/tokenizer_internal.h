@@ -1,0 +1,328 @@
+/* Internal pieces of the tokenizer (include/lmc/tokenizer.h is the public
+ * side). The pipeline follows the Hugging Face tokenizers library:
+ *   added-token split -> normalizer -> pre-tokenizer -> BPE -> post-processor
+ * and, back, id -> token string -> decoder chain -> clean-up. Each stage is a
+ * small tagged struct parsed from its tokenizer.json object. */
+#ifndef LMC_TEXT_TOKENIZER_INTERNAL_H
+#define LMC_TEXT_TOKENIZER_INTERNAL_H
+
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <cjson/cJSON.h>
+#include <pcre2.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/error.h"
+#include "lmc/tokenizer.h"
+
+/* ---- growable buffers ---- */
+
+typedef struct tk_buf {
+    char *p;
+    size_t len, cap;
+} tk_buf;
+
+lmc_status tk_buf_reserve(tk_buf *b, size_t extra);
+lmc_status tk_buf_append(tk_buf *b, const void *data, size_t n);
+void tk_buf_free(tk_buf *b);
+
+typedef struct tk_ids {
+    int32_t *v;
+    size_t n, cap;
+} tk_ids;
+
+lmc_status tk_ids_push(tk_ids *ids, int32_t id);
+
+/* A list of strings kept in one buffer. `origin` marks the piece that starts
+ * at offset 0 of the original input (Metaspace's prepend_scheme "first"). */
+typedef struct tk_piece {
+    size_t off, len;
+    bool origin;
+} tk_piece;
+
+typedef struct tk_pieces {
+    tk_buf text;
+    tk_piece *v;
+    size_t n, cap;
+} tk_pieces;
+
+lmc_status tk_pieces_add(tk_pieces *p, const char *s, size_t n, bool origin);
+/* Registers the bytes appended to p->text since offset `off` as one piece. */
+lmc_status tk_pieces_commit(tk_pieces *p, size_t off, bool origin);
+void tk_pieces_clear(tk_pieces *p);
+void tk_pieces_free(tk_pieces *p);
+
+/* ---- string -> id hash map (keys are not owned) ---- */
+
+/* Keys up to TK_INLINE_KEY bytes are also copied into the entry, so most
+ * lookups compare without touching the key's own memory. */
+enum { TK_INLINE_KEY = 12 };
+
+typedef struct tk_strmap_entry {
+    const char *key;
+    uint32_t len, hash;
+    int32_t val;
+    char inline_key[TK_INLINE_KEY];
+} tk_strmap_entry;
+
+typedef struct tk_strmap {
+    tk_strmap_entry *slots;
+    size_t cap, n; /* cap is a power of two */
+} tk_strmap;
+
+uint32_t tk_hash(const char *s, size_t n);
+lmc_status tk_strmap_init(tk_strmap *m, size_t expected);
+/* Inserts or overwrites. */
+void tk_strmap_put(tk_strmap *m, const char *key, size_t len, int32_t val);
+/* The value for key, or -1. */
+int32_t tk_strmap_get(const tk_strmap *m, const char *key, size_t len);
+void tk_strmap_free(tk_strmap *m);
+
+/* ---- patterns (tokenizer.json {"String": ...} or {"Regex": ...}) ---- */
+
+typedef struct tk_pattern {
+    char *literal; /* set for a String pattern */
+    size_t literal_len;
+    pcre2_code *re; /* set for a Regex pattern */
+} tk_pattern;
+
+typedef struct tk_match {
+    size_t start, end;
+    bool is_match;
+} tk_match;
+
+typedef struct tk_matches {
+    tk_match *v;
+    size_t n, cap;
+} tk_matches;
+
+typedef enum tk_behavior {
+    TK_REMOVED,
+    TK_ISOLATED,
+    TK_MERGED_WITH_PREVIOUS,
+    TK_MERGED_WITH_NEXT,
+    TK_CONTIGUOUS,
+} tk_behavior;
+
+/* Compiles a regex written for Oniguruma (as HF uses) with PCRE2 in UTF and
+ * Unicode-property mode; \s and \S are rewritten to Oniguruma's White_Space set. */
+lmc_status tk_regex_compile(const char *pattern, pcre2_code **out);
+lmc_status tk_pattern_parse(const cJSON *j, const char *where, tk_pattern *out);
+void tk_pattern_free(tk_pattern *p);
+/* Splits s[0..n) into matched and unmatched stretches covering all of it. */
+lmc_status tk_pattern_find(const tk_pattern *p, const char *s, size_t n, tk_matches *out);
+lmc_status tk_regex_find(const pcre2_code *re, const char *s, size_t n, tk_matches *out);
+/* Every character for which pred holds is its own match. */
+lmc_status tk_predicate_find(bool (*pred)(uint32_t), const char *s, size_t n, tk_matches *out);
+/* Applies a split behaviour to matches of `s`, appending the kept parts to out. */
+lmc_status tk_split_apply(const tk_matches *m, tk_behavior behavior, bool invert, const char *s, bool origin,
+                          tk_pieces *out);
+lmc_status tk_behavior_parse(const cJSON *j, const char *where, tk_behavior *out);
+
+/* ---- normalizers ---- */
+
+typedef enum tk_norm_type {
+    TK_NORM_NFC,
+    TK_NORM_NFD,
+    TK_NORM_NFKC,
+    TK_NORM_NFKD,
+    TK_NORM_LOWERCASE,
+    TK_NORM_REPLACE,
+    TK_NORM_PREPEND,
+    TK_NORM_STRIP,
+    TK_NORM_SEQUENCE,
+} tk_norm_type;
+
+typedef struct tk_normalizer {
+    tk_norm_type type;
+    tk_pattern pattern; /* Replace */
+    char *content;      /* Replace, Prepend */
+    size_t content_len;
+    bool strip_left, strip_right;
+    struct tk_normalizer *items; /* Sequence */
+    size_t n_items;
+} tk_normalizer;
+
+lmc_status tk_normalizer_parse(const cJSON *j, tk_normalizer *out);
+void tk_normalizer_free(tk_normalizer *n);
+/* Normalizes s[0..n) into out (cleared first). */
+lmc_status tk_normalize(const tk_normalizer *nz, const char *s, size_t n, tk_buf *out);
+
+/* ---- pre-tokenizers ---- */
+
+typedef enum tk_pretok_type {
+    TK_PRE_SPLIT,
+    TK_PRE_BYTELEVEL,
+    TK_PRE_METASPACE,
+    TK_PRE_DIGITS,
+    TK_PRE_PUNCTUATION,
+    TK_PRE_WHITESPACE,
+    TK_PRE_WHITESPACE_SPLIT,
+    TK_PRE_SEQUENCE,
+} tk_pretok_type;
+
+typedef enum tk_prepend { TK_PREPEND_ALWAYS, TK_PREPEND_FIRST, TK_PREPEND_NEVER } tk_prepend;
+
+typedef struct tk_pretokenizer {
+    tk_pretok_type type;
+    tk_pattern pattern;   /* Split */
+    pcre2_code *re;       /* ByteLevel with use_regex, Whitespace */
+    tk_behavior behavior; /* Split, Punctuation */
+    bool invert;
+    bool add_prefix_space, use_regex; /* ByteLevel */
+    char replacement[5];              /* Metaspace */
+    size_t replacement_len;
+    tk_prepend prepend_scheme;
+    bool split;
+    bool individual_digits; /* Digits */
+    struct tk_pretokenizer *items;
+    size_t n_items;
+} tk_pretokenizer;
+
+lmc_status tk_pretokenizer_parse(const cJSON *j, tk_pretokenizer *out);
+void tk_pretokenizer_free(tk_pretokenizer *p);
+/* Splits (and for ByteLevel/Metaspace rewrites) the pieces of *io in place;
+ * scratch is a second list the function may use. */
+lmc_status tk_pretokenize(const tk_pretokenizer *p, tk_pieces *io, tk_pieces *scratch);
+
+/* ---- the BPE model ---- */
+
+typedef struct tk_merge_entry {
+    uint64_t key; /* (left id << 32) | right id; 0 marks an empty slot */
+    uint32_t rank;
+    int32_t new_id;
+} tk_merge_entry;
+
+typedef struct tk_bpe_cache tk_bpe_cache;
+
+typedef struct tk_bpe {
+    tk_strmap vocab;
+    const char **id_str; /* model vocabulary by id (into `arena`), NULL where none */
+    uint32_t *id_len;
+    size_t n_ids;        /* 1 + the largest model id */
+    char *arena;
+    tk_merge_entry *merges;
+    size_t merges_cap;
+    char *unk_token;
+    int32_t unk_id;
+    bool fuse_unk, byte_fallback, ignore_merges;
+    char *prefix, *suffix; /* continuing_subword_prefix, end_of_word_suffix ("" when unset) */
+    size_t prefix_len, suffix_len;
+    int32_t byte_ids[256]; /* ids of "<0xXX>", -1 where missing */
+    int32_t *char_ids;     /* id of each single code point < 0x10000, -1 where none */
+    tk_bpe_cache *cache;
+} tk_bpe;
+
+lmc_status tk_bpe_parse(const cJSON *model, tk_bpe *out);
+void tk_bpe_free(tk_bpe *b);
+/* Appends the ids of one pre-tokenized word. Thread-safe. */
+lmc_status tk_bpe_encode_word(const tk_bpe *b, const char *w, size_t n, tk_ids *out);
+
+/* ---- decoders ---- */
+
+typedef enum tk_dec_type {
+    TK_DEC_BYTELEVEL,
+    TK_DEC_REPLACE,
+    TK_DEC_BYTEFALLBACK,
+    TK_DEC_FUSE,
+    TK_DEC_STRIP,
+    TK_DEC_METASPACE,
+    TK_DEC_SEQUENCE,
+} tk_dec_type;
+
+typedef struct tk_decoder {
+    tk_dec_type type;
+    tk_pattern pattern; /* Replace */
+    char *content;
+    size_t content_len;
+    uint32_t strip_char; /* Strip */
+    size_t strip_start, strip_stop;
+    uint32_t replacement; /* Metaspace */
+    tk_prepend prepend_scheme;
+    struct tk_decoder *items;
+    size_t n_items;
+} tk_decoder;
+
+lmc_status tk_decoder_parse(const cJSON *j, tk_decoder *out);
+void tk_decoder_free(tk_decoder *d);
+/* Runs the decoder over the token strings in *io (the list is rewritten). */
+lmc_status tk_decode_chain(const tk_decoder *d, tk_pieces *io, tk_pieces *scratch);
+/* True when the chain contains a ByteFallback decoder. */
+bool tk_decoder_has_bytefallback(const tk_decoder *d);
+
+/* ---- post-processors ---- */
+
+typedef enum tk_post_type {
+    TK_POST_TEMPLATE, /* TemplateProcessing, BertProcessing, RobertaProcessing */
+    TK_POST_BYTELEVEL,
+    TK_POST_SEQUENCE,
+} tk_post_type;
+
+typedef struct tk_postproc {
+    tk_post_type type;
+    /* Template for a single sequence: ids with -1 where the sequence goes. */
+    int32_t *single;
+    size_t n_single;
+    struct tk_postproc *items;
+    size_t n_items;
+} tk_postproc;
+
+/* ---- added tokens ---- */
+
+typedef struct tk_added {
+    char *content;
+    size_t len;
+    int32_t id;
+    bool special, lstrip, rstrip, normalized, single_word;
+} tk_added;
+
+/* A byte trie over added-token contents for leftmost-longest matching. */
+typedef struct tk_trie_node {
+    int32_t child, sibling; /* -1 when none */
+    int32_t token;          /* index into the added list, -1 when not a token end */
+    uint8_t byte;
+} tk_trie_node;
+
+typedef struct tk_trie {
+    tk_trie_node *nodes;
+    size_t n, cap;
+    int32_t root_child[256]; /* direct first-byte table */
+} tk_trie;
+
+struct lmc_tokenizer {
+    tk_bpe bpe;
+    bool has_normalizer, has_pretokenizer, has_decoder, has_postproc;
+    tk_normalizer normalizer;
+    tk_pretokenizer pretokenizer;
+    tk_decoder decoder;
+    tk_postproc postproc;
+    bool decoder_bytefallback;
+
+    tk_added *added;
+    size_t n_added;
+    tk_strmap added_map; /* content -> id */
+    tk_trie trie_raw, trie_norm;
+    bool has_norm_trie;
+
+    /* id -> token string for decoding (added tokens override the model's). */
+    const char **tok_str;
+    uint32_t *tok_len;
+    uint8_t *tok_special;
+    size_t vocab_size;
+
+    /* From tokenizer_config.json / config.json / generation_config.json. */
+    bool clean_up_spaces;
+    int32_t bos_id, pad_id;
+    int32_t *eos_ids;
+    size_t n_eos;
+    char *chat_template, *bos_token, *eos_token, *pad_token;
+};
+
+/* Decodes ids to the raw decoder output (no clean-up), appending to out. */
+lmc_status tk_decode_raw(const lmc_tokenizer *t, const int32_t *ids, size_t n, bool skip_special, tk_buf *out);
+/* transformers' clean_up_tokenization, rewriting b in place. */
+void tk_cleanup_spaces(tk_buf *b);
+
+#endif

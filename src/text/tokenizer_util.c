@@ -1,0 +1,364 @@
+/* Buffers, the string hash map, patterns and split behaviours shared by the
+ * tokenizer's components. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "text/tokenizer_internal.h"
+#include "text/unicode.h"
+
+/* ---- buffers ---- */
+
+lmc_status tk_buf_reserve(tk_buf *b, size_t extra) {
+    if (b->len + extra + 1 <= b->cap) return LMC_OK;
+    size_t cap = b->cap ? b->cap : 64;
+    while (cap < b->len + extra + 1) cap *= 2;
+    char *p = realloc(b->p, cap);
+    if (!p) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
+    b->p = p;
+    b->cap = cap;
+    return LMC_OK;
+}
+
+lmc_status tk_buf_append(tk_buf *b, const void *data, size_t n) {
+    LMC_CHECK(tk_buf_reserve(b, n));
+    if (n) memcpy(b->p + b->len, data, n);
+    b->len += n;
+    b->p[b->len] = 0;
+    return LMC_OK;
+}
+
+void tk_buf_free(tk_buf *b) {
+    free(b->p);
+    memset(b, 0, sizeof *b);
+}
+
+lmc_status tk_ids_push(tk_ids *ids, int32_t id) {
+    if (ids->n == ids->cap) {
+        size_t cap = ids->cap ? ids->cap * 2 : 64;
+        int32_t *v = realloc(ids->v, cap * sizeof *v);
+        if (!v) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
+        ids->v = v;
+        ids->cap = cap;
+    }
+    ids->v[ids->n++] = id;
+    return LMC_OK;
+}
+
+lmc_status tk_pieces_commit(tk_pieces *p, size_t off, bool origin) {
+    if (p->n == p->cap) {
+        size_t cap = p->cap ? p->cap * 2 : 16;
+        tk_piece *v = realloc(p->v, cap * sizeof *v);
+        if (!v) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
+        p->v = v;
+        p->cap = cap;
+    }
+    p->v[p->n++] = (tk_piece){off, p->text.len - off, origin};
+    return LMC_OK;
+}
+
+lmc_status tk_pieces_add(tk_pieces *p, const char *s, size_t n, bool origin) {
+    size_t off = p->text.len;
+    LMC_CHECK(tk_buf_append(&p->text, s, n));
+    return tk_pieces_commit(p, off, origin);
+}
+
+void tk_pieces_clear(tk_pieces *p) {
+    p->n = 0;
+    p->text.len = 0;
+}
+
+void tk_pieces_free(tk_pieces *p) {
+    tk_buf_free(&p->text);
+    free(p->v);
+    memset(p, 0, sizeof *p);
+}
+
+/* ---- string map: open addressing, linear probing ---- */
+
+uint32_t tk_hash(const char *s, size_t n) {
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 16777619u;
+    return h ^ (h >> 15);
+}
+
+lmc_status tk_strmap_init(tk_strmap *m, size_t expected) {
+    size_t cap = 16;
+    while (cap < expected * 2) cap *= 2;
+    m->slots = calloc(cap, sizeof *m->slots);
+    if (!m->slots) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
+    m->cap = cap;
+    m->n = 0;
+    return LMC_OK;
+}
+
+static lmc_status strmap_grow(tk_strmap *m) {
+    tk_strmap bigger;
+    LMC_CHECK(tk_strmap_init(&bigger, m->cap));
+    for (size_t i = 0; i < m->cap; i++)
+        if (m->slots[i].key) tk_strmap_put(&bigger, m->slots[i].key, m->slots[i].len, m->slots[i].val);
+    free(m->slots);
+    *m = bigger;
+    return LMC_OK;
+}
+
+void tk_strmap_put(tk_strmap *m, const char *key, size_t len, int32_t val) {
+    if ((m->n + 1) * 2 > m->cap && strmap_grow(m) != LMC_OK) return;
+    uint32_t h = tk_hash(key, len);
+    size_t mask = m->cap - 1;
+    for (size_t i = h & mask;; i = (i + 1) & mask) {
+        tk_strmap_entry *e = &m->slots[i];
+        if (!e->key) {
+            *e = (tk_strmap_entry){key, (uint32_t)len, h, val, {0}};
+            if (len <= TK_INLINE_KEY) memcpy(e->inline_key, key, len);
+            m->n++;
+            return;
+        }
+        if (e->hash == h && e->len == len && memcmp(e->key, key, len) == 0) {
+            e->val = val;
+            return;
+        }
+    }
+}
+
+int32_t tk_strmap_get(const tk_strmap *m, const char *key, size_t len) {
+    if (!m->cap) return -1;
+    uint32_t h = tk_hash(key, len);
+    size_t mask = m->cap - 1;
+    for (size_t i = h & mask;; i = (i + 1) & mask) {
+        const tk_strmap_entry *e = &m->slots[i];
+        if (!e->key) return -1;
+        if (e->hash == h && e->len == len && memcmp(len <= TK_INLINE_KEY ? e->inline_key : e->key, key, len) == 0) return e->val;
+    }
+}
+
+void tk_strmap_free(tk_strmap *m) {
+    free(m->slots);
+    memset(m, 0, sizeof *m);
+}
+
+/* ---- regexes ---- */
+
+/* Oniguruma's \s is the White_Space property; PCRE2's (in UCP mode) also
+ * takes U+180E, so the class is spelled out. */
+#define WS_CLASS "\\t-\\r \\x{85}\\x{a0}\\x{1680}\\x{2000}-\\x{200a}\\x{2028}\\x{2029}\\x{202f}\\x{205f}\\x{3000}"
+
+lmc_status tk_regex_compile(const char *pattern, pcre2_code **out) {
+    tk_buf b = {0};
+    bool in_class = false;
+    lmc_status s = LMC_OK;
+    for (size_t i = 0; pattern[i] && s == LMC_OK; i++) {
+        char c = pattern[i];
+        if (c == '\\' && pattern[i + 1]) {
+            char e = pattern[i + 1];
+            if (e == 's') s = tk_buf_append(&b, in_class ? WS_CLASS : "[" WS_CLASS "]", strlen(in_class ? WS_CLASS : "[" WS_CLASS "]"));
+            else if (e == 'S' && !in_class) s = tk_buf_append(&b, "[^" WS_CLASS "]", strlen("[^" WS_CLASS "]"));
+            else s = tk_buf_append(&b, pattern + i, 2);
+            i++;
+            continue;
+        }
+        if (!in_class && c == '[') {
+            in_class = true;
+            s = tk_buf_append(&b, &c, 1);
+            /* A ']' right after '[' or '[^' is a literal. */
+            if (pattern[i + 1] == '^') { s = tk_buf_append(&b, "^", 1); i++; }
+            if (pattern[i + 1] == ']') { s = tk_buf_append(&b, "]", 1); i++; }
+            continue;
+        }
+        if (in_class && c == '[' && pattern[i + 1] == ':') { /* POSIX class [:name:] */
+            const char *end = strstr(pattern + i + 2, ":]");
+            if (end) {
+                s = tk_buf_append(&b, pattern + i, (size_t)(end + 2 - (pattern + i)));
+                i = (size_t)(end + 1 - pattern);
+                continue;
+            }
+        }
+        if (in_class && c == ']') in_class = false;
+        s = tk_buf_append(&b, &c, 1);
+    }
+    if (s != LMC_OK) { tk_buf_free(&b); return s; }
+    int err;
+    PCRE2_SIZE erroff;
+    pcre2_code *re = pcre2_compile((PCRE2_SPTR)(b.p ? b.p : ""), b.len, PCRE2_UTF | PCRE2_UCP, &err, &erroff, NULL);
+    tk_buf_free(&b);
+    if (!re) {
+        PCRE2_UCHAR msg[256];
+        pcre2_get_error_message(err, msg, sizeof msg);
+        return lmc_set_error(LMC_ERR_FORMAT, "invalid regex '%s': %s", pattern, (const char *)msg);
+    }
+    pcre2_jit_compile(re, PCRE2_JIT_COMPLETE); /* falls back to the interpreter when JIT is unavailable */
+    *out = re;
+    return LMC_OK;
+}
+
+lmc_status tk_pattern_parse(const cJSON *j, const char *where, tk_pattern *out) {
+    memset(out, 0, sizeof *out);
+    const cJSON *str = cJSON_GetObjectItemCaseSensitive(j, "String");
+    const cJSON *re = cJSON_GetObjectItemCaseSensitive(j, "Regex");
+    if (cJSON_IsString(str)) {
+        out->literal_len = strlen(str->valuestring);
+        out->literal = strdup(str->valuestring);
+        if (!out->literal) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
+        return LMC_OK;
+    }
+    if (cJSON_IsString(re)) {
+        lmc_status s = tk_regex_compile(re->valuestring, &out->re);
+        if (s != LMC_OK) lmc_error_prefix("%s pattern", where);
+        return s;
+    }
+    return lmc_set_error(LMC_ERR_FORMAT, "%s: pattern must be {\"String\": ...} or {\"Regex\": ...}", where);
+}
+
+void tk_pattern_free(tk_pattern *p) {
+    free(p->literal);
+    if (p->re) pcre2_code_free(p->re);
+    memset(p, 0, sizeof *p);
+}
+
+static lmc_status matches_add(tk_matches *m, size_t start, size_t end, bool is_match) {
+    if (m->n == m->cap) {
+        size_t cap = m->cap ? m->cap * 2 : 32;
+        tk_match *v = realloc(m->v, cap * sizeof *v);
+        if (!v) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
+        m->v = v;
+        m->cap = cap;
+    }
+    m->v[m->n++] = (tk_match){start, end, is_match};
+    return LMC_OK;
+}
+
+/* Matched stretches from a list of (start, end) hits: gaps become unmatched
+ * stretches (HF's Pattern::find_matches for regexes). */
+lmc_status tk_regex_find(const pcre2_code *re, const char *s, size_t n, tk_matches *out) {
+    out->n = 0;
+    if (n == 0) return matches_add(out, 0, 0, false);
+    pcre2_match_data *md = pcre2_match_data_create(1, NULL);
+    if (!md) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
+    size_t prev = 0, at = 0;
+    lmc_status st = LMC_OK;
+    while (at <= n && st == LMC_OK) {
+        int rc = pcre2_match(re, (PCRE2_SPTR)s, n, at, PCRE2_NO_UTF_CHECK, md, NULL);
+        if (rc == PCRE2_ERROR_NOMATCH) break;
+        if (rc < 0) {
+            st = lmc_set_error(LMC_ERR_INTERNAL, "tokenizer: regex match failed (%d)", rc);
+            break;
+        }
+        PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
+        size_t ms = ov[0], me = ov[1];
+        if (prev != ms) st = matches_add(out, prev, ms, false);
+        if (st == LMC_OK) st = matches_add(out, ms, me, true);
+        prev = me;
+        if (me > at) at = me;
+        else { /* empty match: step over one character */
+            if (at >= n) break;
+            uint32_t cp;
+            size_t k = lmc_utf8_decode(s + at, n - at, &cp);
+            at += k ? k : 1;
+        }
+    }
+    pcre2_match_data_free(md);
+    if (st == LMC_OK && prev != n) st = matches_add(out, prev, n, false);
+    return st;
+}
+
+static lmc_status literal_find(const char *lit, size_t ll, const char *s, size_t n, tk_matches *out) {
+    out->n = 0;
+    if (ll == 0) return matches_add(out, 0, n, false);
+    if (n == 0) return matches_add(out, 0, 0, false);
+    size_t prev = 0, at = 0;
+    while (at + ll <= n) {
+        const char *hit = memmem(s + at, n - at, lit, ll);
+        if (!hit) break;
+        size_t ms = (size_t)(hit - s);
+        if (prev != ms) LMC_CHECK(matches_add(out, prev, ms, false));
+        LMC_CHECK(matches_add(out, ms, ms + ll, true));
+        prev = at = ms + ll;
+    }
+    if (prev != n) LMC_CHECK(matches_add(out, prev, n, false));
+    return LMC_OK;
+}
+
+lmc_status tk_pattern_find(const tk_pattern *p, const char *s, size_t n, tk_matches *out) {
+    if (p->re) return tk_regex_find(p->re, s, n, out);
+    return literal_find(p->literal, p->literal_len, s, n, out);
+}
+
+lmc_status tk_predicate_find(bool (*pred)(uint32_t), const char *s, size_t n, tk_matches *out) {
+    out->n = 0;
+    if (n == 0) return matches_add(out, 0, 0, false);
+    size_t last = 0, i = 0;
+    while (i < n) {
+        uint32_t cp;
+        size_t k = lmc_utf8_decode(s + i, n - i, &cp);
+        if (!k) { k = 1; cp = 0xFFFD; }
+        if (pred(cp)) {
+            if (last < i) LMC_CHECK(matches_add(out, last, i, false));
+            LMC_CHECK(matches_add(out, i, i + k, true));
+            last = i + k;
+        }
+        i += k;
+    }
+    if (n > last) LMC_CHECK(matches_add(out, last, n, false));
+    return LMC_OK;
+}
+
+/* NormalizedString::split: turn matches into kept parts per behaviour. */
+lmc_status tk_split_apply(const tk_matches *m, tk_behavior behavior, bool invert, const char *s, bool origin,
+                          tk_pieces *out) {
+    /* Merge into parts (start, end, remove). At most m->n parts. */
+    size_t np = 0;
+    tk_match *parts = malloc((m->n ? m->n : 1) * sizeof *parts);
+    if (!parts) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
+    bool prev_match = false;
+    if (behavior == TK_MERGED_WITH_NEXT) {
+        /* Walk backwards: a match joins the part that follows it. */
+        for (size_t k = m->n; k-- > 0;) {
+            tk_match x = m->v[k];
+            bool is_match = x.is_match != invert;
+            if (is_match && !prev_match && np > 0) parts[np - 1].start = x.start;
+            else parts[np++] = (tk_match){x.start, x.end, false};
+            prev_match = is_match;
+        }
+        for (size_t a = 0, b = np ? np - 1 : 0; a < b; a++, b--) {
+            tk_match t = parts[a];
+            parts[a] = parts[b];
+            parts[b] = t;
+        }
+    } else {
+        for (size_t k = 0; k < m->n; k++) {
+            tk_match x = m->v[k];
+            bool is_match = x.is_match != invert;
+            switch (behavior) {
+            case TK_ISOLATED: parts[np++] = (tk_match){x.start, x.end, false}; break;
+            case TK_REMOVED: parts[np++] = (tk_match){x.start, x.end, is_match}; break;
+            case TK_CONTIGUOUS:
+                if (is_match == prev_match && np > 0) parts[np - 1].end = x.end;
+                else parts[np++] = (tk_match){x.start, x.end, false};
+                break;
+            case TK_MERGED_WITH_PREVIOUS:
+                if (is_match && !prev_match && np > 0) parts[np - 1].end = x.end;
+                else parts[np++] = (tk_match){x.start, x.end, false};
+                break;
+            case TK_MERGED_WITH_NEXT: break;
+            }
+            prev_match = is_match;
+        }
+    }
+    lmc_status st = LMC_OK;
+    for (size_t k = 0; k < np && st == LMC_OK; k++) {
+        if (parts[k].is_match || parts[k].end == parts[k].start) continue; /* removed, or empty */
+        st = tk_pieces_add(out, s + parts[k].start, parts[k].end - parts[k].start, origin && parts[k].start == 0);
+    }
+    free(parts);
+    return st;
+}
+
+lmc_status tk_behavior_parse(const cJSON *j, const char *where, tk_behavior *out) {
+    static const struct { const char *name; tk_behavior b; } names[] = {
+        {"Removed", TK_REMOVED}, {"Isolated", TK_ISOLATED}, {"MergedWithPrevious", TK_MERGED_WITH_PREVIOUS},
+        {"MergedWithNext", TK_MERGED_WITH_NEXT}, {"Contiguous", TK_CONTIGUOUS},
+    };
+    if (!cJSON_IsString(j)) return lmc_set_error(LMC_ERR_FORMAT, "%s: missing split behavior", where);
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (!strcmp(j->valuestring, names[i].name)) { *out = names[i].b; return LMC_OK; }
+    return lmc_set_error(LMC_ERR_UNSUPPORTED, "%s: unsupported split behavior '%s'", where, j->valuestring);
+}

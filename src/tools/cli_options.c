@@ -1,0 +1,172 @@
+#include "tools/cli_options.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+bool lmc_cli_int(const char *cmd, const char *opt, const char *s, long long lo, long long hi, long long *out) {
+    char *end;
+    errno = 0;
+    long long v = s ? strtoll(s, &end, 10) : 0;
+    if (!s || !*s || *end || errno || v < lo || v > hi) {
+        fprintf(stderr, "lmc %s: %s expects an integer in [%lld, %lld], got '%s'\n", cmd, opt, lo, hi, s ? s : "");
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+bool lmc_cli_float(const char *cmd, const char *opt, const char *s, double lo, double hi, double *out) {
+    char *end;
+    errno = 0;
+    double v = s ? strtod(s, &end) : 0;
+    if (!s || !*s || *end || errno || !isfinite(v) || v < lo || v > hi) {
+        fprintf(stderr, "lmc %s: %s expects a number in [%g, %g], got '%s'\n", cmd, opt, lo, hi, s ? s : "");
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+bool lmc_cli_ids(const char *cmd, const char *opt, const char *s, int32_t **ids, size_t *n) {
+    size_t cap = 16, len = 0;
+    int32_t *v = malloc(cap * sizeof *v);
+    const char *p = s;
+    while (v && p && *p) {
+        char *end;
+        errno = 0;
+        long long x = strtoll(p, &end, 10);
+        if (end == p || errno || x < 0 || x > INT32_MAX || (*end && *end != ',')) {
+            fprintf(stderr, "lmc %s: %s expects comma-separated token ids, got '%s'\n", cmd, opt, s);
+            free(v);
+            return false;
+        }
+        if (len == cap) {
+            int32_t *nv = realloc(v, (cap *= 2) * sizeof *v);
+            if (!nv) break;
+            v = nv;
+        }
+        v[len++] = (int32_t)x;
+        p = *end ? end + 1 : end;
+    }
+    if (!v || len == 0) {
+        fprintf(stderr, "lmc %s: %s expects at least one token id\n", cmd, opt);
+        free(v);
+        return false;
+    }
+    *ids = v;
+    *n = len;
+    return true;
+}
+
+void lmc_cli_gen_init(lmc_cli_gen *g) {
+    memset(g, 0, sizeof *g);
+    g->load = lmc_load_options_default();
+    g->gen = lmc_generate_options_default();
+    g->gen.stop_strings = g->stops;
+}
+
+const char lmc_cli_gen_usage[] =
+    "  -m, --model DIR          model folder (config.json, *.safetensors, tokenizer files)\n"
+    "  --max-tokens N           tokens to generate at most (default 256)\n"
+    "  --temperature T          0 = greedy (default 0.8)\n"
+    "  --top-k K                keep the K most likely tokens (0 = off)\n"
+    "  --top-p P                nucleus sampling (1 = off)\n"
+    "  --min-p M                drop tokens below M x the top probability (0 = off)\n"
+    "  --repeat-penalty R       penalise recent tokens (1 = off)\n"
+    "  --seed S                 random seed (default 0)\n"
+    "  --stop STR               stop before this text (repeatable)\n"
+    "  --ignore-eos             keep generating past end-of-sequence tokens\n"
+    "  -t, --threads N          CPU threads (default: all cores)\n"
+    "  --context N              context length bound (default: the model's)\n";
+
+int lmc_cli_gen_option(const char *cmd, lmc_cli_gen *g, int argc, char **argv, int *i) {
+    const char *a = argv[*i];
+    const char *val = *i + 1 < argc ? argv[*i + 1] : NULL;
+    long long n;
+    double d;
+#define NEEDS_VALUE()                                                      \
+    if (!val) {                                                            \
+        fprintf(stderr, "lmc %s: %s needs a value\n", cmd, a);             \
+        return -1;                                                         \
+    }                                                                      \
+    (*i)++
+    if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
+        NEEDS_VALUE();
+        g->model_dir = val;
+    } else if (!strcmp(a, "--max-tokens")) {
+        NEEDS_VALUE();
+        if (!lmc_cli_int(cmd, a, val, 0, 1 << 30, &n)) return -1;
+        g->gen.max_tokens = (int)n;
+    } else if (!strcmp(a, "--temperature")) {
+        NEEDS_VALUE();
+        if (!lmc_cli_float(cmd, a, val, 0, 100, &d)) return -1;
+        g->gen.sampler.temperature = (float)d;
+    } else if (!strcmp(a, "--top-k")) {
+        NEEDS_VALUE();
+        if (!lmc_cli_int(cmd, a, val, 0, 1 << 30, &n)) return -1;
+        g->gen.sampler.top_k = (int)n;
+    } else if (!strcmp(a, "--top-p")) {
+        NEEDS_VALUE();
+        if (!lmc_cli_float(cmd, a, val, 1e-9, 1, &d)) return -1;
+        g->gen.sampler.top_p = (float)d;
+    } else if (!strcmp(a, "--min-p")) {
+        NEEDS_VALUE();
+        if (!lmc_cli_float(cmd, a, val, 0, 1, &d)) return -1;
+        g->gen.sampler.min_p = (float)d;
+    } else if (!strcmp(a, "--repeat-penalty")) {
+        NEEDS_VALUE();
+        if (!lmc_cli_float(cmd, a, val, 1e-6, 100, &d)) return -1;
+        g->gen.sampler.repeat_penalty = (float)d;
+    } else if (!strcmp(a, "--seed")) {
+        NEEDS_VALUE();
+        if (!lmc_cli_int(cmd, a, val, 0, INT64_MAX, &n)) return -1;
+        g->gen.sampler.seed = (uint64_t)n;
+    } else if (!strcmp(a, "--stop")) {
+        NEEDS_VALUE();
+        if (g->gen.n_stop_strings == (int)(sizeof g->stops / sizeof *g->stops)) {
+            fprintf(stderr, "lmc %s: too many --stop strings\n", cmd);
+            return -1;
+        }
+        g->stops[g->gen.n_stop_strings++] = val;
+    } else if (!strcmp(a, "--ignore-eos")) {
+        g->gen.ignore_eos = true;
+    } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
+        NEEDS_VALUE();
+        if (!lmc_cli_int(cmd, a, val, 1, 256, &n)) return -1;
+        g->load.threads = (int)n;
+    } else if (!strcmp(a, "--context")) {
+        NEEDS_VALUE();
+        if (!lmc_cli_int(cmd, a, val, 1, INT32_MAX, &n)) return -1;
+        g->load.context_length = n;
+    } else {
+        return 0;
+    }
+#undef NEEDS_VALUE
+    return 1;
+}
+
+lmc_model *lmc_cli_load_model(const char *cmd, lmc_cli_gen *g) {
+    if (!g->model_dir) {
+        fprintf(stderr, "lmc %s: -m DIR is required\n", cmd);
+        return NULL;
+    }
+    lmc_model *m = NULL;
+    if (lmc_model_load(g->model_dir, &g->load, &m) != LMC_OK) {
+        fprintf(stderr, "lmc %s: %s\n", cmd, lmc_last_error());
+        return NULL;
+    }
+    return m;
+}
+
+void lmc_cli_print_metrics_json(FILE *f, const lmc_metrics *m) {
+    fprintf(f,
+            "{\"prompt_tokens\":%lld,\"generated_tokens\":%lld,\"prefill_seconds\":%.6f,"
+            "\"prefill_tokens_per_second\":%.3f,\"decode_seconds\":%.6f,\"decode_tokens_per_second\":%.3f,"
+            "\"time_to_first_token\":%.6f,\"peak_memory_bytes\":%zu,\"active_memory_bytes\":%zu}",
+            (long long)m->prompt_tokens, (long long)m->generated_tokens, m->prefill_seconds,
+            m->prefill_tokens_per_second, m->decode_seconds, m->decode_tokens_per_second, m->time_to_first_token,
+            m->peak_memory_bytes, m->active_memory_bytes);
+}

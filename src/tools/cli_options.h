@@ -1,0 +1,32 @@
+/* Option parsing shared by the CLI's model commands. */
+#ifndef LMC_TOOLS_CLI_OPTIONS_H
+#define LMC_TOOLS_CLI_OPTIONS_H
+
+#include "lmc/model.h"
+
+/* Strict numbers: the whole string must parse and lie in [lo, hi];
+ * otherwise prints "lmc CMD: OPTION expects ..." and returns false. */
+bool lmc_cli_int(const char *cmd, const char *opt, const char *s, long long lo, long long hi, long long *out);
+bool lmc_cli_float(const char *cmd, const char *opt, const char *s, double lo, double hi, double *out);
+/* "1,2,3" -> ids (malloc'd). */
+bool lmc_cli_ids(const char *cmd, const char *opt, const char *s, int32_t **ids, size_t *n);
+
+/* Model and generation options common to generate, chat and batch. */
+typedef struct lmc_cli_gen {
+    const char *model_dir;
+    lmc_load_options load;
+    lmc_generate_options gen;
+    const char *stops[64];
+} lmc_cli_gen;
+void lmc_cli_gen_init(lmc_cli_gen *g);
+/* Consumes argv[*i] (and its value) when it is a model/generation option:
+ * returns 1 when consumed, 0 when not one of these, -1 on a bad value. */
+int lmc_cli_gen_option(const char *cmd, lmc_cli_gen *g, int argc, char **argv, int *i);
+/* Usage lines for those options. */
+extern const char lmc_cli_gen_usage[];
+/* Loads the model, printing an error on failure. */
+lmc_model *lmc_cli_load_model(const char *cmd, lmc_cli_gen *g);
+/* Prints metrics as a JSON object (no newline). */
+void lmc_cli_print_metrics_json(FILE *f, const lmc_metrics *m);
+
+#endif

@@ -1,0 +1,116 @@
+/* lmc chat: a conversation with the model's own chat template. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tools/cli.h"
+#include "tools/cli_options.h"
+
+static void usage(FILE *out) {
+    fprintf(out, "usage: lmc chat -m DIR [--system TEXT] [--message TEXT] [options]\n"
+                 "Interactive unless --message is given: type a message, the reply streams back;\n"
+                 "an empty line or end of input ends the chat.\n"
+                 "  --system TEXT            a system message first\n"
+                 "  --message TEXT           one user turn, print the reply, exit\n"
+                 "%s",
+            lmc_cli_gen_usage);
+}
+
+static bool print_piece(void *user, int32_t id, const char *text, size_t len) {
+    (void)user;
+    (void)id;
+    fwrite(text, 1, len, stdout);
+    fflush(stdout);
+    return true;
+}
+
+typedef struct conversation {
+    lmc_message *msgs;
+    char **owned;
+    size_t n, cap;
+} conversation;
+
+static bool add(conversation *c, const char *role, const char *content) {
+    if (c->n == c->cap) {
+        size_t cap = c->cap ? c->cap * 2 : 8;
+        lmc_message *m = realloc(c->msgs, cap * sizeof *m);
+        if (m) c->msgs = m;
+        char **o = realloc(c->owned, cap * sizeof *o);
+        if (o) c->owned = o;
+        if (!m || !o) return false;
+        c->cap = cap;
+    }
+    char *copy = strdup(content);
+    if (!copy) return false;
+    c->owned[c->n] = copy;
+    c->msgs[c->n].role = role;
+    c->msgs[c->n].content = copy;
+    c->n++;
+    return true;
+}
+
+static void conversation_free(conversation *c) {
+    for (size_t i = 0; i < c->n; i++) free(c->owned[i]);
+    free(c->owned);
+    free(c->msgs);
+}
+
+/* One turn: generate, print, and record the reply. Returns false on error. */
+static bool turn(lmc_model *m, conversation *c, const lmc_generate_options *opt) {
+    lmc_generation out;
+    lmc_status s = lmc_chat(m, c->msgs, c->n, opt, &out);
+    printf("\n");
+    bool ok = s == LMC_OK;
+    if (!ok) fprintf(stderr, "lmc chat: %s\n", lmc_last_error());
+    else if (!add(c, "assistant", out.text ? out.text : "")) ok = false;
+    lmc_generation_clear(&out);
+    return ok;
+}
+
+int cmd_chat(int argc, char **argv) {
+    lmc_cli_gen g;
+    lmc_cli_gen_init(&g);
+    const char *system = NULL, *message = NULL;
+    for (int i = 1; i < argc; i++) {
+        int r = lmc_cli_gen_option("chat", &g, argc, argv, &i);
+        if (r < 0) return 2;
+        if (r > 0) continue;
+        if (!strcmp(argv[i], "--system") && i + 1 < argc) system = argv[++i];
+        else if (!strcmp(argv[i], "--message") && i + 1 < argc) message = argv[++i];
+        else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            usage(stdout);
+            return 0;
+        } else {
+            fprintf(stderr, "lmc chat: unknown argument '%s'\n", argv[i]);
+            usage(stderr);
+            return 2;
+        }
+    }
+    lmc_model *m = lmc_cli_load_model("chat", &g);
+    if (!m) return 1;
+    g.gen.on_token = print_piece;
+    conversation c = {0};
+    int rc = 0;
+    if (system && !add(&c, "system", system)) rc = 1;
+    if (message) {
+        if (rc == 0 && (!add(&c, "user", message) || !turn(m, &c, &g.gen))) rc = 1;
+    } else {
+        char *line = NULL;
+        size_t cap = 0;
+        for (;;) {
+            fprintf(stderr, "> ");
+            ssize_t len = getline(&line, &cap, stdin);
+            if (len <= 0) break;
+            while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = 0;
+            if (len == 0) break;
+            if (!add(&c, "user", line) || !turn(m, &c, &g.gen)) {
+                rc = 1;
+                break;
+            }
+        }
+        free(line);
+    }
+    conversation_free(&c);
+    lmc_model_free(m);
+    return rc;
+}

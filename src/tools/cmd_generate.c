@@ -1,0 +1,112 @@
+/* lmc generate: text from a prompt, streamed as it is produced. */
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lmc/tokenizer.h"
+#include "tools/cli.h"
+#include "tools/cli_options.h"
+
+static void usage(FILE *out) {
+    fprintf(out, "usage: lmc generate -m DIR (-p TEXT | --prompt-ids 1,2,3) [options]\n"
+                 "  -p, --prompt TEXT        prompt text (special tokens such as BOS added as the tokenizer does)\n"
+                 "  --prompt-ids IDS         prompt as comma-separated token ids, used as given\n"
+                 "  --json                   print one JSON object: ids, prompt_ids, text, stop_reason, metrics\n"
+                 "%s",
+            lmc_cli_gen_usage);
+}
+
+static bool print_piece(void *user, int32_t id, const char *text, size_t len) {
+    (void)user;
+    (void)id;
+    if (len) {
+        fwrite(text, 1, len, stdout);
+        fflush(stdout);
+    }
+    return true;
+}
+
+static cJSON *ids_json(const int32_t *ids, size_t n) {
+    cJSON *a = cJSON_CreateArray();
+    for (size_t i = 0; a && i < n; i++) cJSON_AddItemToArray(a, cJSON_CreateNumber(ids[i]));
+    return a;
+}
+
+int cmd_generate(int argc, char **argv) {
+    lmc_cli_gen g;
+    lmc_cli_gen_init(&g);
+    const char *prompt = NULL, *prompt_ids = NULL;
+    bool json = false;
+    for (int i = 1; i < argc; i++) {
+        int r = lmc_cli_gen_option("generate", &g, argc, argv, &i);
+        if (r < 0) return 2;
+        if (r > 0) continue;
+        if ((!strcmp(argv[i], "-p") || !strcmp(argv[i], "--prompt")) && i + 1 < argc) prompt = argv[++i];
+        else if (!strcmp(argv[i], "--prompt-ids") && i + 1 < argc) prompt_ids = argv[++i];
+        else if (!strcmp(argv[i], "--json")) json = true;
+        else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            usage(stdout);
+            return 0;
+        } else {
+            fprintf(stderr, "lmc generate: unknown argument '%s'\n", argv[i]);
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (!prompt == !prompt_ids) {
+        fprintf(stderr, "lmc generate: give exactly one of -p TEXT or --prompt-ids IDS\n");
+        usage(stderr);
+        return 2;
+    }
+    int32_t *ids = NULL;
+    size_t n = 0;
+    if (prompt_ids && !lmc_cli_ids("generate", "--prompt-ids", prompt_ids, &ids, &n)) return 2;
+    lmc_model *m = lmc_cli_load_model("generate", &g);
+    if (!m) {
+        free(ids);
+        return 1;
+    }
+    if (prompt && lmc_tokenizer_encode(lmc_model_tokenizer(m), prompt, strlen(prompt), true, &ids, &n) != LMC_OK) {
+        fprintf(stderr, "lmc generate: %s\n", lmc_last_error());
+        lmc_model_free(m);
+        return 1;
+    }
+    if (!json) g.gen.on_token = print_piece;
+    lmc_generation out;
+    lmc_status s = lmc_generate_ids(m, ids, n, &g.gen, &out);
+    int rc = 0;
+    if (s != LMC_OK && out.stop_reason != LMC_STOP_CANCELLED) {
+        fprintf(stderr, "%slmc generate: %s\n", json ? "" : "\n", lmc_last_error());
+        rc = 1;
+    }
+    if (json) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddItemToObject(o, "ids", ids_json(out.ids, out.n_ids));
+        cJSON_AddItemToObject(o, "prompt_ids", ids_json(ids, n));
+        cJSON_AddStringToObject(o, "text", out.text ? out.text : "");
+        cJSON_AddStringToObject(o, "stop_reason", lmc_stop_reason_name(out.stop_reason));
+        char *txt = cJSON_PrintUnformatted(o);
+        /* Metrics are printed by hand for fixed float formatting. */
+        size_t tl = txt ? strlen(txt) : 0;
+        if (tl) {
+            txt[tl - 1] = 0;
+            printf("%s,\"metrics\":", txt);
+            lmc_cli_print_metrics_json(stdout, &out.metrics);
+            printf("}\n");
+        }
+        free(txt);
+        cJSON_Delete(o);
+    } else {
+        printf("\n");
+        const lmc_metrics *mt = &out.metrics;
+        fprintf(stderr, "[prompt %lld tokens, %.1f tok/s | generated %lld tokens, %.1f tok/s | first token %.3f s | %s]\n",
+                (long long)mt->prompt_tokens, mt->prefill_tokens_per_second, (long long)mt->generated_tokens,
+                mt->decode_tokens_per_second, mt->time_to_first_token, lmc_stop_reason_name(out.stop_reason));
+    }
+    lmc_generation_clear(&out);
+    if (prompt) lmc_tokenizer_free_ids(ids);
+    else free(ids);
+    lmc_model_free(m);
+    return rc;
+}

@@ -1,0 +1,393 @@
+/* rms_norm, layer_norm, rope and sdpa: hand-checked cases, errors, and every
+ * kernel path against the scalar oracle (sums in double) on random shapes,
+ * strided views and f32/bf16/f16 inputs.
+ *
+ * Tolerances: f32 outputs 2e-5 absolute + 2e-5 relative (f32 math in the
+ * fast paths); f16/bf16 outputs 1e-2 + 1e-2 relative (one output rounding). */
+#include <stdint.h>
+
+#include "backend/cpu/cpu_kernels.h"
+#include "core/array.h"
+#include "lmc/ops.h"
+#include "test_util.h"
+
+static uint64_t g_rng = 0x2545f4914f6cdd1dull;
+static float frand(void) {
+    g_rng = g_rng * 6364136223846793005ull + 1442695040888963407ull;
+    return (float)((g_rng >> 40) & 0xffffff) / 8388608.0f - 1.0f;
+}
+
+static lmc_array *rnd(lmc_dtype dt, int ndim, const int64_t *shape) {
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) n *= shape[i];
+    lmc_array *a = lmc_array_new(dt, ndim, shape, LMC_CPU);
+    for (int64_t i = 0; i < n; i++)
+        lmc_store_f64((char *)lmc_array_ptr(a) + i * (int64_t)lmc_dtype_size(dt), dt, frand());
+    return a;
+}
+
+static lmc_array *from(const float *v, int ndim, const int64_t *shape) { return lmc_array_from_data(v, LMC_F32, ndim, shape); }
+
+static float *read_f32(const lmc_array *a) {
+    float *v = malloc((size_t)(a->size ? a->size : 1) * sizeof(float));
+    CHECK(lmc_array_read(a, LMC_F32, v, (size_t)a->size) == LMC_OK);
+    return v;
+}
+
+static void compare(const lmc_array *got, const lmc_array *ref, const char *what) {
+    CHECKF(got && ref, "%s: %s", what, lmc_last_error());
+    if (!got || !ref) return;
+    CHECKF(got->size == ref->size && got->dtype == ref->dtype, "%s: shape/dtype differ", what);
+    double tol = ref->dtype == LMC_F32 ? 2e-5 : 1e-2;
+    float *g = read_f32(got), *r = read_f32(ref);
+    int bad = 0;
+    for (int64_t i = 0; i < ref->size; i++)
+        if (!(fabs((double)g[i] - r[i]) <= tol + tol * fabs(r[i]))) {
+            if (bad < 3) fprintf(stderr, "%s: element %lld: got %.8g, want %.8g\n", what, (long long)i, g[i], r[i]);
+            bad++;
+        }
+    CHECKF(bad == 0, "%s: %d of %lld elements differ", what, bad, (long long)ref->size);
+    free(g);
+    free(r);
+}
+
+/* --- one op on every path against the scalar table ---------------------------- */
+
+typedef enum { OP_RMS, OP_RMS1, OP_LN, OP_ROPE, OP_SDPA } op_kind;
+typedef struct op_args {
+    const lmc_array *x, *w, *b, *k, *v, *pos;
+    const lmc_rope_params *rp;
+    const lmc_sdpa_params *sp;
+    int64_t offset;
+} op_args;
+
+static lmc_array *run_op(op_kind op, const op_args *a) {
+    switch (op) {
+    case OP_RMS: return lmc_rms_norm(a->x, a->w, 1e-5f, false);
+    case OP_RMS1: return lmc_rms_norm(a->x, a->w, 1e-6f, true);
+    case OP_LN: return lmc_layer_norm(a->x, a->w, a->b, 1e-5f);
+    case OP_ROPE: return a->pos ? lmc_rope_positions(a->x, a->rp, a->pos) : lmc_rope(a->x, a->rp, a->offset);
+    case OP_SDPA: return lmc_sdpa(a->x, a->k, a->v, a->sp);
+    }
+    return NULL;
+}
+
+static void check_paths(op_kind op, const op_args *a, const char *what) {
+    lmc_cpu_path_set(LMC_PATH_SCALAR);
+    lmc_array *ref = run_op(op, a);
+    CHECKF(ref, "%s: %s", what, lmc_last_error());
+    for (int p = LMC_PATH_AVX2; p <= (int)lmc_cpu_path_max(); p++) {
+        lmc_cpu_path_set((lmc_cpu_path)p);
+        lmc_array *got = run_op(op, a);
+        char buf[200];
+        snprintf(buf, sizeof buf, "%s [%s]", what, lmc_cpu_path_name((lmc_cpu_path)p));
+        compare(got, ref, buf);
+        lmc_array_free(got);
+    }
+    lmc_cpu_path_set(lmc_cpu_path_max());
+    lmc_array_free(ref);
+}
+
+/* --- hand-checked ---------------------------------------------------------------- */
+
+static void test_norm_hand(void) {
+    float xv[] = {1, 2, 3, 4}, wv[] = {1, 1, 1, 1};
+    int64_t s[1] = {4};
+    lmc_array *x = from(xv, 1, s), *w = from(wv, 1, s);
+    for (int p = 0; p <= (int)lmc_cpu_path_max(); p++) {
+        lmc_cpu_path_set((lmc_cpu_path)p);
+        lmc_array *r = lmc_rms_norm(x, NULL, 0.0f, false), *r1 = lmc_rms_norm(x, w, 0.0f, true);
+        lmc_array *l = lmc_layer_norm(x, NULL, NULL, 0.0f);
+        float *g = read_f32(r), *g1 = read_f32(r1), *gl = read_f32(l);
+        /* mean of squares 7.5; mean 2.5, variance 1.25 */
+        for (int i = 0; i < 4; i++) {
+            CHECK_CLOSE(g[i], xv[i] / sqrt(7.5), 1e-6, 1e-6);
+            CHECK_CLOSE(g1[i], 2.0 * xv[i] / sqrt(7.5), 1e-6, 1e-6);
+            CHECK_CLOSE(gl[i], (xv[i] - 2.5) / sqrt(1.25), 1e-6, 1e-6);
+        }
+        CHECK_CLOSE(g[0], 0.36514837167, 1e-6, 0);
+        free(g);
+        free(g1);
+        free(gl);
+        lmc_array_free(r);
+        lmc_array_free(r1);
+        lmc_array_free(l);
+    }
+    lmc_cpu_path_set(lmc_cpu_path_max());
+    lmc_array_free(x);
+    lmc_array_free(w);
+}
+
+static void test_rope_hand(void) {
+    /* A unit vector e0 in a head of 6 features, dims 4: rotating by angle
+     * pos * scale * inv_freq moves it into feature 1 (traditional pairs) or 2
+     * (split halves); features 4, 5 pass through. */
+    float xv[] = {1, 0, 0, 0, 7, -7}, fv[] = {1.0f, 0.5f};
+    int64_t sx[2] = {1, 6}, sf[1] = {2};
+    lmc_array *x = from(xv, 2, sx), *f = from(fv, 1, sf);
+    for (int p = 0; p <= (int)lmc_cpu_path_max(); p++) {
+        lmc_cpu_path_set((lmc_cpu_path)p);
+        for (int trad = 0; trad < 2; trad++) {
+            lmc_rope_params rp = lmc_rope_params_default(4, 10000.0f);
+            rp.traditional = trad;
+            rp.inv_freqs = f;
+            rp.scale = 0.5f;
+            lmc_array *r = lmc_rope(x, &rp, 3); /* angle 3 * 0.5 * 1 = 1.5 */
+            float *g = read_f32(r);
+            CHECK_CLOSE(g[0], cos(1.5), 1e-6, 0);
+            CHECK_CLOSE(g[trad ? 1 : 2], sin(1.5), 1e-6, 0);
+            CHECK_CLOSE(g[trad ? 2 : 1], 0, 1e-7, 0);
+            CHECK_CLOSE(g[3], 0, 1e-7, 0);
+            CHECK(g[4] == 7.0f && g[5] == -7.0f);
+            free(g);
+            lmc_array_free(r);
+        }
+    }
+    lmc_cpu_path_set(lmc_cpu_path_max());
+    /* Inverse frequencies from base as HF: 1 / base^(2i/dims). Feature 1 of a
+     * split-half rope of dims 4 pairs with feature 3 and turns by pos * base^-0.5. */
+    float yv[] = {0, 1, 0, 0};
+    int64_t sy[2] = {1, 4};
+    lmc_array *y = from(yv, 2, sy);
+    lmc_rope_params rp = lmc_rope_params_default(4, 100.0f);
+    lmc_array *r = lmc_rope(y, &rp, 5);
+    float *g = read_f32(r);
+    CHECK_CLOSE(g[1], cos(5 * 0.1), 1e-6, 0);
+    CHECK_CLOSE(g[3], sin(5 * 0.1), 1e-6, 0);
+    free(g);
+    lmc_array_free(r);
+    lmc_array_free(y);
+    lmc_array_free(x);
+    lmc_array_free(f);
+}
+
+static void test_sdpa_hand(void) {
+    /* One key: softmax is 1, the output is v whatever q is. */
+    float qv[] = {0.3f, -2, 1, 5}, kv[] = {1, 2, 3, 4}, vv[] = {9, -8, 7};
+    int64_t sq[4] = {1, 1, 1, 4}, sv[4] = {1, 1, 1, 3};
+    lmc_array *q = from(qv, 4, sq), *k = from(kv, 4, sq), *v = from(vv, 4, sv);
+    for (int p = 0; p <= (int)lmc_cpu_path_max(); p++) {
+        lmc_cpu_path_set((lmc_cpu_path)p);
+        lmc_sdpa_params sp = lmc_sdpa_params_default(0.5f);
+        sp.causal = true;
+        lmc_array *o = lmc_sdpa(q, k, v, &sp);
+        float *g = read_f32(o);
+        for (int i = 0; i < 3; i++) CHECK_CLOSE(g[i], vv[i], 1e-6, 0);
+        free(g);
+        lmc_array_free(o);
+        /* Two keys with scores 0 and ln 3: weights 1/4, 3/4. */
+        float q2[] = {1, 0}, k2[] = {0, 0, (float)log(3.0), 0}, v2[] = {4, 8};
+        int64_t s2q[4] = {1, 1, 1, 2}, s2k[4] = {1, 1, 2, 2}, s2v[4] = {1, 1, 2, 1};
+        lmc_array *qq = from(q2, 4, s2q), *kk = from(k2, 4, s2k), *vv2 = from(v2, 4, s2v);
+        sp = lmc_sdpa_params_default(1.0f);
+        o = lmc_sdpa(qq, kk, vv2, &sp);
+        g = read_f32(o);
+        CHECK_CLOSE(g[0], 4 * 0.25 + 8 * 0.75, 1e-5, 0);
+        free(g);
+        lmc_array_free(o);
+        lmc_array_free(qq);
+        lmc_array_free(kk);
+        lmc_array_free(vv2);
+    }
+    lmc_cpu_path_set(lmc_cpu_path_max());
+    lmc_array_free(q);
+    lmc_array_free(k);
+    lmc_array_free(v);
+}
+
+/* Causal and sliding-window attention equal attention under a mask built by
+ * brute force from the definitions (query i at position Tk - Tq + i; HF
+ * Gemma 3: key visible when kpos > qpos - window). Rows that see nothing are 0. */
+static void test_masks_brute_force(void) {
+    int64_t B = 1, H = 2, Tq = 5, Tk = 9, D = 8;
+    int64_t sq[4] = {B, H, Tq, D}, sk[4] = {B, H, Tk, D};
+    lmc_array *q = rnd(LMC_F32, 4, sq), *k = rnd(LMC_F32, 4, sk), *v = rnd(LMC_F32, 4, sk);
+    int64_t sm[2] = {Tq, Tk};
+    for (int causal = 0; causal < 2; causal++)
+        for (int64_t window = 0; window <= 4; window += 2) {
+            lmc_array *bm = lmc_array_new(LMC_BOOL, 2, sm, LMC_CPU), *am = lmc_array_new(LMC_F32, 2, sm, LMC_CPU);
+            uint8_t *bv = lmc_array_ptr(bm);
+            float *av = lmc_array_ptr(am);
+            for (int64_t i = 0; i < Tq; i++)
+                for (int64_t j = 0; j < Tk; j++) {
+                    int64_t qpos = Tk - Tq + i;
+                    bool keep = (!causal || j <= qpos) && (window == 0 || j > qpos - window);
+                    bv[i * Tk + j] = keep;
+                    av[i * Tk + j] = keep ? 0.0f : -INFINITY;
+                }
+            lmc_sdpa_params sp = lmc_sdpa_params_default(0.35f), sb = sp, sa = sp;
+            sp.causal = causal;
+            sp.window = window;
+            sb.mask = bm;
+            sa.mask = am;
+            for (int p = 0; p <= (int)lmc_cpu_path_max(); p++) {
+                lmc_cpu_path_set((lmc_cpu_path)p);
+                lmc_array *o = lmc_sdpa(q, k, v, &sp), *ob = lmc_sdpa(q, k, v, &sb), *oa = lmc_sdpa(q, k, v, &sa);
+                char what[96];
+                snprintf(what, sizeof what, "causal %d window %lld vs bool mask [%s]", causal, (long long)window,
+                         lmc_cpu_path_name((lmc_cpu_path)p));
+                compare(o, ob, what);
+                compare(oa, ob, "additive -inf mask vs bool mask");
+                lmc_array_free(o);
+                lmc_array_free(ob);
+                lmc_array_free(oa);
+            }
+            lmc_array_free(bm);
+            lmc_array_free(am);
+        }
+    lmc_cpu_path_set(lmc_cpu_path_max());
+    /* A fully masked row gives zeros: Tq > Tk with causal hides everything from
+     * the first Tq - Tk queries. */
+    int64_t sq2[4] = {1, 1, 4, D}, sk2[4] = {1, 1, 2, D};
+    lmc_array *q2 = rnd(LMC_F32, 4, sq2), *k2 = rnd(LMC_F32, 4, sk2), *v2 = rnd(LMC_F32, 4, sk2);
+    lmc_sdpa_params sp = lmc_sdpa_params_default(1.0f);
+    sp.causal = true;
+    for (int p = 0; p <= (int)lmc_cpu_path_max(); p++) {
+        lmc_cpu_path_set((lmc_cpu_path)p);
+        lmc_array *o = lmc_sdpa(q2, k2, v2, &sp);
+        float *g = read_f32(o);
+        for (int64_t i = 0; i < 2 * D; i++) CHECK(g[i] == 0.0f);
+        bool nonzero = false;
+        for (int64_t i = 2 * D; i < 4 * D; i++) nonzero = nonzero || g[i] != 0.0f;
+        CHECK(nonzero);
+        free(g);
+        lmc_array_free(o);
+    }
+    lmc_cpu_path_set(lmc_cpu_path_max());
+    lmc_array *arr[] = {q, k, v, q2, k2, v2};
+    for (int i = 0; i < 6; i++) lmc_array_free(arr[i]);
+}
+
+static void test_errors(void) {
+    int64_t sq[4] = {1, 3, 2, 4}, sk[4] = {1, 2, 2, 4}, sx[2] = {2, 6};
+    lmc_array *q = rnd(LMC_F32, 4, sq), *k = rnd(LMC_F32, 4, sk), *x = rnd(LMC_F32, 2, sx);
+    lmc_sdpa_params sp = lmc_sdpa_params_default(1.0f);
+    CHECK(lmc_sdpa(q, k, k, &sp) == NULL && lmc_last_status() == LMC_ERR_SHAPE);
+    CHECKF(strstr(lmc_last_error(), "multiple"), "%s", lmc_last_error());
+    lmc_rope_params rp = lmc_rope_params_default(5, 10000.0f);
+    CHECK(lmc_rope(x, &rp, 0) == NULL && lmc_last_status() == LMC_ERR_INVALID_ARGUMENT);
+    CHECKF(strstr(lmc_last_error(), "dims"), "%s", lmc_last_error());
+    rp.dims = 8;
+    CHECK(lmc_rope(x, &rp, 0) == NULL && lmc_last_status() == LMC_ERR_INVALID_ARGUMENT);
+    int64_t s5[1] = {5};
+    lmc_array *w5 = rnd(LMC_F32, 1, s5);
+    CHECK(lmc_rms_norm(x, w5, 1e-5f, false) == NULL && lmc_last_status() == LMC_ERR_SHAPE);
+    CHECK(lmc_layer_norm(x, NULL, w5, 1e-5f) == NULL && lmc_last_status() == LMC_ERR_SHAPE);
+    int64_t sm[2] = {3, 3};
+    lmc_array *m = rnd(LMC_F32, 2, sm), *q2 = rnd(LMC_F32, 4, sk);
+    sp.mask = m;
+    CHECK(lmc_sdpa(q2, k, k, &sp) == NULL && lmc_last_status() == LMC_ERR_SHAPE);
+    CHECK(lmc_rms_norm(NULL, NULL, 1e-5f, false) == NULL);
+    lmc_array *arr[] = {q, k, x, w5, m, q2};
+    for (int i = 0; i < 6; i++) lmc_array_free(arr[i]);
+}
+
+/* --- random shapes on every path ------------------------------------------------------ */
+
+static void test_norms_random(void) {
+    static const lmc_dtype dts[] = {LMC_F32, LMC_BF16, LMC_F16};
+    static const int64_t Ds[] = {1, 7, 64, 300};
+    for (int di = 0; di < 3; di++)
+        for (int i = 0; i < 4; i++) {
+            int64_t s[3] = {3, 5, Ds[i]}, sd[1] = {Ds[i]};
+            lmc_array *x = rnd(dts[di], 3, s), *w = rnd(dts[(di + 1) % 3], 1, sd), *b = rnd(LMC_F32, 1, sd);
+            /* a transposed view: [5, 3, D] with the first two axes swapped */
+            lmc_array *xt = lmc_swapaxes(x, 0, 1);
+            op_args a = {.x = x, .w = w, .b = b};
+            char what[96];
+            snprintf(what, sizeof what, "norm %s D=%lld", lmc_dtype_name(dts[di]), (long long)Ds[i]);
+            check_paths(OP_RMS, &a, what);
+            check_paths(OP_RMS1, &a, what);
+            check_paths(OP_LN, &a, what);
+            a.x = xt;
+            check_paths(OP_RMS, &a, "rms_norm transposed view");
+            check_paths(OP_LN, &a, "layer_norm transposed view");
+            a.w = NULL;
+            a.b = NULL;
+            check_paths(OP_RMS, &a, "rms_norm no weight");
+            check_paths(OP_LN, &a, "layer_norm no weight");
+            lmc_array *arr[] = {x, w, b, xt};
+            for (int k = 0; k < 4; k++) lmc_array_free(arr[k]);
+        }
+}
+
+static void test_rope_random(void) {
+    static const lmc_dtype dts[] = {LMC_F32, LMC_BF16, LMC_F16};
+    for (int di = 0; di < 3; di++)
+        for (int trad = 0; trad < 2; trad++) {
+            /* x as [B, H, T, D] made from a [B, T, H, D] buffer (the layout after the q projection) */
+            int64_t s[4] = {2, 7, 3, 16};
+            lmc_array *raw = rnd(dts[di], 4, s), *x = lmc_swapaxes(raw, 1, 2);
+            lmc_rope_params rp = lmc_rope_params_default(di == 0 ? 16 : 12, 10000.0f);
+            rp.traditional = trad;
+            rp.scale = di == 2 ? 0.25f : 1.0f;
+            op_args a = {.x = x, .rp = &rp, .offset = 1000};
+            char what[96];
+            snprintf(what, sizeof what, "rope %s trad %d", lmc_dtype_name(dts[di]), trad);
+            check_paths(OP_ROPE, &a, what);
+            /* explicit positions [B, T] */
+            int64_t sp[2] = {2, 7};
+            lmc_array *pos = lmc_array_new(LMC_I32, 2, sp, LMC_CPU);
+            int32_t *pv = lmc_array_ptr(pos);
+            for (int i = 0; i < 14; i++) pv[i] = (i * 37) % 101;
+            a.pos = pos;
+            check_paths(OP_ROPE, &a, "rope positions [B, T]");
+            /* equal to offset positions when the positions are offset + t */
+            for (int i = 0; i < 14; i++) pv[i] = 1000 + i % 7;
+            lmc_array *r1 = lmc_rope_positions(x, &rp, pos), *r2 = lmc_rope(x, &rp, 1000);
+            compare(r1, r2, "positions [B, T] = offset");
+            lmc_array *arr[] = {raw, x, pos, r1, r2};
+            for (int k = 0; k < 5; k++) lmc_array_free(arr[k]);
+        }
+}
+
+static void test_sdpa_random(void) {
+    static const lmc_dtype dts[] = {LMC_F32, LMC_BF16, LMC_F16};
+    static const int64_t Tqs[] = {1, 7, 40}, Tks[] = {1, 13, 90};
+    for (int di = 0; di < 3; di++)
+        for (int ti = 0; ti < 3; ti++) {
+            int64_t Tq = Tqs[ti], Tk = Tks[ti] < Tq ? Tq : Tks[ti];
+            int64_t sq[4] = {2, 4, Tq, 24}, sk[4] = {2, 2, Tk, 24}, sv[4] = {2, 2, Tk, 20};
+            lmc_array *q = rnd(dts[di], 4, sq), *k = rnd(dts[di], 4, sk), *v = rnd(dts[di], 4, sv);
+            /* an additive mask broadcast over batch and heads */
+            int64_t sm[4] = {1, 1, Tq, Tk};
+            lmc_array *m = rnd(LMC_F32, 4, sm);
+            for (int variant = 0; variant < 4; variant++) {
+                lmc_sdpa_params sp = lmc_sdpa_params_default(0.2f);
+                sp.causal = variant >= 1;
+                sp.window = variant == 2 ? 5 : 0;
+                sp.softcap = variant == 3 ? 2.0f : 0.0f;
+                sp.mask = variant == 3 ? m : NULL;
+                op_args a = {.x = q, .k = k, .v = v, .sp = &sp};
+                char what[96];
+                snprintf(what, sizeof what, "sdpa %s Tq=%lld Tk=%lld variant %d", lmc_dtype_name(dts[di]),
+                         (long long)Tq, (long long)Tk, variant);
+                check_paths(OP_SDPA, &a, what);
+            }
+            lmc_array *arr[] = {q, k, v, m};
+            for (int i = 0; i < 4; i++) lmc_array_free(arr[i]);
+        }
+    /* non-contiguous q/k/v: [B, T, H, D] buffers seen as [B, H, T, D] */
+    int64_t s[4] = {1, 11, 4, 16}, skv[4] = {1, 11, 2, 16};
+    lmc_array *qr = rnd(LMC_F32, 4, s), *kr = rnd(LMC_BF16, 4, skv), *vr = rnd(LMC_F32, 4, skv);
+    lmc_array *q = lmc_swapaxes(qr, 1, 2), *k = lmc_swapaxes(kr, 1, 2), *v = lmc_swapaxes(vr, 1, 2);
+    lmc_sdpa_params sp = lmc_sdpa_params_default(0.25f);
+    sp.causal = true;
+    op_args a = {.x = q, .k = k, .v = v, .sp = &sp};
+    check_paths(OP_SDPA, &a, "sdpa transposed views, mixed dtypes");
+    lmc_array *arr[] = {qr, kr, vr, q, k, v};
+    for (int i = 0; i < 6; i++) lmc_array_free(arr[i]);
+}
+
+int main(void) {
+    RUN(test_norm_hand);
+    RUN(test_rope_hand);
+    RUN(test_sdpa_hand);
+    RUN(test_masks_brute_force);
+    RUN(test_errors);
+    RUN(test_norms_random);
+    RUN(test_rope_random);
+    RUN(test_sdpa_random);
+    CHECK(lmc_live_arrays() == 0);
+    return TEST_REPORT();
+}

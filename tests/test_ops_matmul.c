@@ -1,0 +1,325 @@
+/* lmc_matmul: hand-checked products, NumPy 1-d promotion, broadcasting,
+ * transposed and sliced operands, mixed dtypes, and every kernel path
+ * against the scalar oracle (double accumulation).
+ *
+ * Tolerances: f32 outputs |got - ref| <= 1e-5 * K + 1e-5 * |ref| (f32
+ * accumulation over K terms of size <= 1); f16/bf16 outputs 1e-2 absolute
+ * + 1e-2 relative (one rounding of the output in either order). */
+#include <stdint.h>
+
+#include "backend/cpu/cpu_kernels.h"
+#include "core/array.h"
+#include "lmc/ops.h"
+#include "test_util.h"
+
+static uint64_t g_rng = 0x9e3779b97f4a7c15ull;
+static float frand(void) {
+    g_rng = g_rng * 6364136223846793005ull + 1442695040888963407ull;
+    return (float)((g_rng >> 40) & 0xffffff) / 8388608.0f - 1.0f;
+}
+
+/* A contiguous array of uniform values in [-1, 1), rounded to dt. */
+static lmc_array *rnd(lmc_dtype dt, int ndim, const int64_t *shape) {
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) n *= shape[i];
+    float *v = malloc((size_t)(n ? n : 1) * sizeof(float));
+    for (int64_t i = 0; i < n; i++) v[i] = frand();
+    lmc_array *f = lmc_array_from_data(v, LMC_F32, ndim, shape);
+    lmc_array *a = lmc_array_new(dt, ndim, shape, LMC_CPU);
+    lmc_convert(lmc_array_ptr(a), dt, lmc_array_ptr(f), LMC_F32, (size_t)n);
+    lmc_array_free(f);
+    free(v);
+    return a;
+}
+
+/* A view with axes i and j swapped (no copy). */
+static lmc_array *swapped(const lmc_array *a, int i, int j) {
+    int64_t sh[LMC_MAX_DIMS], st[LMC_MAX_DIMS];
+    for (int d = 0; d < a->ndim; d++) {
+        sh[d] = a->shape[d];
+        st[d] = a->strides[d];
+    }
+    sh[i] = a->shape[j], sh[j] = a->shape[i];
+    st[i] = a->strides[j], st[j] = a->strides[i];
+    return lmc_array_view(a->buf, a->offset, a->dtype, a->ndim, sh, st);
+}
+
+/* The transpose of the last two axes of a fresh contiguous [..., n, m] array: a
+ * [..., m, n] view with strides (1, m) on the last two axes. */
+static lmc_array *rnd_t(lmc_dtype dt, int ndim, const int64_t *shape) {
+    int64_t sh[LMC_MAX_DIMS];
+    for (int d = 0; d < ndim; d++) sh[d] = shape[d];
+    sh[ndim - 1] = shape[ndim - 2];
+    sh[ndim - 2] = shape[ndim - 1];
+    lmc_array *c = rnd(dt, ndim, sh);
+    lmc_array *v = swapped(c, ndim - 2, ndim - 1);
+    lmc_array_free(c);
+    return v;
+}
+
+static float *read_f32(const lmc_array *a) {
+    float *v = malloc((size_t)(a->size ? a->size : 1) * sizeof(float));
+    CHECK(lmc_array_read(a, LMC_F32, v, (size_t)a->size) == LMC_OK);
+    return v;
+}
+
+/* got vs ref elementwise; returns the number of mismatches (first few printed). */
+static int compare(const lmc_array *got, const lmc_array *ref, double atol, double rtol, const char *what) {
+    CHECKF(got && ref, "%s: %s", what, lmc_last_error());
+    if (!got || !ref) return 1;
+    CHECKF(got->ndim == ref->ndim && got->size == ref->size && got->dtype == ref->dtype, "%s: shape/dtype differ", what);
+    float *g = read_f32(got), *r = read_f32(ref);
+    int bad = 0;
+    for (int64_t i = 0; i < ref->size; i++) {
+        if (fabs((double)g[i] - r[i]) > atol + rtol * fabs(r[i])) {
+            if (bad < 3) fprintf(stderr, "%s: element %lld: got %.8g, want %.8g\n", what, (long long)i, g[i], r[i]);
+            bad++;
+        }
+    }
+    CHECKF(bad == 0, "%s: %d of %lld elements differ", what, bad, (long long)ref->size);
+    free(g);
+    free(r);
+    return bad;
+}
+
+static lmc_array *matmul_on(lmc_cpu_path p, const lmc_array *a, const lmc_array *b) {
+    lmc_cpu_path_set(p);
+    lmc_array *r = lmc_matmul(a, b);
+    lmc_cpu_path_set(lmc_cpu_path_max());
+    return r;
+}
+
+/* Every path against the scalar oracle. */
+static void check_paths(const lmc_array *a, const lmc_array *b, const char *what) {
+    lmc_array *ref = matmul_on(LMC_PATH_SCALAR, a, b);
+    CHECKF(ref != NULL, "%s: %s", what, lmc_last_error());
+    if (!ref) return;
+    int64_t K = a->shape[a->ndim - 1];
+    bool low = ref->dtype != LMC_F32;
+    for (int p = LMC_PATH_AVX2; p <= (int)lmc_cpu_path_max(); p++) {
+        char buf[200];
+        snprintf(buf, sizeof buf, "%s [%s]", what, lmc_cpu_path_name((lmc_cpu_path)p));
+        lmc_array *got = matmul_on((lmc_cpu_path)p, a, b);
+        compare(got, ref, low ? 1e-2 : 1e-5 * (double)K, low ? 1e-2 : 1e-5, buf);
+        lmc_array_free(got);
+    }
+    lmc_array_free(ref);
+}
+
+static void test_hand_2x2(void) {
+    float av[] = {1, 2, 3, 4}, bv[] = {5, 6, 7, 8}, want[] = {19, 22, 43, 50};
+    int64_t s[2] = {2, 2};
+    lmc_array *a = lmc_array_from_data(av, LMC_F32, 2, s), *b = lmc_array_from_data(bv, LMC_F32, 2, s);
+    for (int p = 0; p <= (int)lmc_cpu_path_max(); p++) {
+        lmc_array *c = matmul_on((lmc_cpu_path)p, a, b);
+        CHECK(c && c->ndim == 2 && c->shape[0] == 2 && c->shape[1] == 2);
+        float *g = read_f32(c);
+        for (int i = 0; i < 4; i++) CHECK_CLOSE(g[i], want[i], 0, 0);
+        free(g);
+        /* aᵀ @ b through a transposed view: [[1,3],[2,4]] @ b = [[26,30],[38,44]] */
+        lmc_array *at = swapped(a, 0, 1);
+        lmc_array *d = matmul_on((lmc_cpu_path)p, at, b);
+        g = read_f32(d);
+        float want_t[] = {26, 30, 38, 44};
+        for (int i = 0; i < 4; i++) CHECK_CLOSE(g[i], want_t[i], 0, 0);
+        free(g);
+        lmc_array_free(at);
+        lmc_array_free(c);
+        lmc_array_free(d);
+    }
+    lmc_array_free(a);
+    lmc_array_free(b);
+}
+
+static void test_promotion_1d(void) {
+    int64_t sk[1] = {3}, skn[2] = {3, 2}, smk[2] = {2, 3};
+    float kv[] = {1, 2, 3}, knv[] = {1, 2, 3, 4, 5, 6};
+    lmc_array *v = lmc_array_from_data(kv, LMC_F32, 1, sk);
+    lmc_array *m = lmc_array_from_data(knv, LMC_F32, 2, skn);
+    lmc_array *mt = lmc_array_from_data(knv, LMC_F32, 2, smk);
+    lmc_array *r1 = lmc_matmul(v, m); /* [3] @ [3,2] -> [2] = [22, 28] */
+    CHECK(r1 && r1->ndim == 1 && r1->shape[0] == 2);
+    float *g = read_f32(r1);
+    CHECK_CLOSE(g[0], 22, 0, 0);
+    CHECK_CLOSE(g[1], 28, 0, 0);
+    free(g);
+    lmc_array *r2 = lmc_matmul(mt, v); /* [2,3] @ [3] -> [2] = [14, 32] */
+    CHECK(r2 && r2->ndim == 1 && r2->shape[0] == 2);
+    g = read_f32(r2);
+    CHECK_CLOSE(g[0], 14, 0, 0);
+    CHECK_CLOSE(g[1], 32, 0, 0);
+    free(g);
+    lmc_array *r3 = lmc_matmul(v, v); /* dot: 0-d, 14 */
+    double d = 0;
+    CHECK(r3 && r3->ndim == 0 && lmc_array_item(r3, &d) == LMC_OK && d == 14.0);
+    /* batched @ 1-d: [2,2,3] @ [3] -> [2,2] */
+    int64_t sb[3] = {2, 2, 3};
+    lmc_array *bt = rnd(LMC_F32, 3, sb);
+    lmc_array *r4 = lmc_matmul(bt, v);
+    CHECK(r4 && r4->ndim == 2 && r4->shape[0] == 2 && r4->shape[1] == 2);
+    check_paths(bt, v, "batched @ 1-d");
+    int64_t sb2[3] = {2, 3, 4};
+    lmc_array *bt2 = rnd(LMC_F32, 3, sb2);
+    lmc_array *r5 = lmc_matmul(v, bt2); /* [3] @ [2,3,4] -> [2,4] */
+    CHECK(r5 && r5->ndim == 2 && r5->shape[0] == 2 && r5->shape[1] == 4);
+    check_paths(v, bt2, "1-d @ batched");
+    lmc_array *arr[] = {v, m, mt, r1, r2, r3, bt, r4, bt2, r5};
+    for (int i = 0; i < 10; i++) lmc_array_free(arr[i]);
+}
+
+static void test_errors(void) {
+    int64_t s23[2] = {2, 3}, s45[2] = {4, 5};
+    lmc_array *a = rnd(LMC_F32, 2, s23), *b = rnd(LMC_F32, 2, s45);
+    CHECK(lmc_matmul(a, b) == NULL);
+    CHECK(lmc_last_status() == LMC_ERR_SHAPE);
+    CHECKF(strstr(lmc_last_error(), "[2, 3]") && strstr(lmc_last_error(), "[4, 5]"), "%s", lmc_last_error());
+    int64_t s3[1] = {3};
+    lmc_array *i = lmc_array_new(LMC_I32, 1, s3, LMC_CPU);
+    memset(lmc_array_ptr(i), 0, 12);
+    CHECK(lmc_matmul(a, i) == NULL && lmc_last_status() == LMC_ERR_INVALID_ARGUMENT);
+    CHECK(lmc_matmul(NULL, b) == NULL);
+    /* batch dims that do not broadcast */
+    int64_t sa[3] = {2, 2, 3}, sb[3] = {3, 3, 2};
+    lmc_array *ba = rnd(LMC_F32, 3, sa), *bb = rnd(LMC_F32, 3, sb);
+    CHECK(lmc_matmul(ba, bb) == NULL && lmc_last_status() == LMC_ERR_SHAPE);
+    lmc_array *arr[] = {a, b, i, ba, bb};
+    for (int k = 0; k < 5; k++) lmc_array_free(arr[k]);
+}
+
+static void test_k_zero(void) {
+    int64_t sa[2] = {3, 0}, sb[2] = {0, 4};
+    lmc_array *a = lmc_array_new(LMC_F32, 2, sa, LMC_CPU), *b = lmc_array_new(LMC_F32, 2, sb, LMC_CPU);
+    for (int p = 0; p <= (int)lmc_cpu_path_max(); p++) {
+        lmc_array *c = matmul_on((lmc_cpu_path)p, a, b);
+        CHECK(c && c->shape[0] == 3 && c->shape[1] == 4);
+        float *g = read_f32(c);
+        for (int i = 0; i < 12; i++) CHECK(g[i] == 0.0f);
+        free(g);
+        lmc_array_free(c);
+    }
+    lmc_array_free(a);
+    lmc_array_free(b);
+}
+
+/* Random shapes, layouts and dtypes on every path. */
+static void test_random_paths(void) {
+    static const int64_t Ms[] = {1, 2, 3, 5, 16, 40}, Ks[] = {1, 7, 64, 300}, Ns[] = {1, 5, 33, 100};
+    static const lmc_dtype dts[][2] = {{LMC_F32, LMC_F32}, {LMC_F32, LMC_BF16}, {LMC_F32, LMC_F16},
+                                       {LMC_BF16, LMC_BF16}, {LMC_F16, LMC_F16}, {LMC_BF16, LMC_F32}};
+    int n = 0;
+    for (size_t mi = 0; mi < 6; mi++)
+        for (size_t ki = 0; ki < 4; ki++)
+            for (size_t ni = 0; ni < 4; ni++) {
+                n++;
+                const lmc_dtype *dt = dts[n % 6];
+                int64_t M = Ms[mi], K = Ks[ki], N = Ns[ni];
+                int64_t sa[2] = {M, K}, sb[2] = {K, N};
+                lmc_array *a = rnd(dt[0], 2, sa);
+                /* alternate: row-major b, the Linear layout Wᵀ, a transposed a */
+                lmc_array *b = n % 3 == 1 ? rnd_t(dt[1], 2, sb) : rnd(dt[1], 2, sb);
+                if (n % 3 == 2) {
+                    lmc_array_free(a);
+                    a = rnd_t(dt[0], 2, sa);
+                }
+                char what[128];
+                snprintf(what, sizeof what, "%s[%lld,%lld] @ %s[%lld,%lld] layout %d", lmc_dtype_name(dt[0]), (long long)M,
+                         (long long)K, lmc_dtype_name(dt[1]), (long long)K, (long long)N, n % 3);
+                check_paths(a, b, what);
+                lmc_array_free(a);
+                lmc_array_free(b);
+            }
+}
+
+/* The nn.Linear case in every dtype: x f32 [M, K] @ W[N, K]ᵀ. */
+static void test_linear_mixed(void) {
+    static const lmc_dtype wdts[] = {LMC_F32, LMC_BF16, LMC_F16};
+    static const int64_t Ms[] = {1, 4, 7, 20, 64};
+    for (int w = 0; w < 3; w++)
+        for (int m = 0; m < 5; m++) {
+            int64_t sx[2] = {Ms[m], 200}, sw[2] = {200, 130};
+            lmc_array *x = rnd(LMC_F32, 2, sx), *wt = rnd_t(wdts[w], 2, sw);
+            char what[96];
+            snprintf(what, sizeof what, "linear f32 x %s M=%lld", lmc_dtype_name(wdts[w]), (long long)Ms[m]);
+            check_paths(x, wt, what);
+            lmc_array *y = lmc_matmul(x, wt);
+            CHECK(y && y->dtype == LMC_F32);
+            lmc_array_free(y);
+            lmc_array_free(x);
+            lmc_array_free(wt);
+        }
+}
+
+/* bf16 @ bf16 at AMX sizes (M >= 32), both layouts, and batched. */
+static void test_bf16_large(void) {
+    int64_t sx[2] = {70, 100}, sw[2] = {100, 45};
+    lmc_array *x = rnd(LMC_BF16, 2, sx), *w = rnd(LMC_BF16, 2, sw), *wt = rnd_t(LMC_BF16, 2, sw);
+    check_paths(x, w, "bf16 70x100 @ 100x45");
+    check_paths(x, wt, "bf16 70x100 @ (45x100)^T");
+    int64_t s3[3] = {3, 40, 64}, sw2[2] = {64, 48};
+    lmc_array *x3 = rnd(LMC_BF16, 3, s3), *w2 = rnd_t(LMC_BF16, 2, sw2);
+    check_paths(x3, w2, "bf16 [3,40,64] @ W^T (batch folded)");
+    lmc_array *arr[] = {x, w, wt, x3, w2};
+    for (int i = 0; i < 5; i++) lmc_array_free(arr[i]);
+}
+
+/* Batch broadcasting, sliced (non-contiguous) and broadcast operands. */
+static void test_batched_views(void) {
+    int64_t sa[4] = {2, 3, 9, 20}, sb[3] = {3, 20, 7};
+    lmc_array *a = rnd(LMC_F32, 4, sa), *b = rnd(LMC_BF16, 3, sb);
+    check_paths(a, b, "[2,3,9,20] @ [3,20,7]");
+    int64_t sa2[2] = {9, 20}, sb2[3] = {4, 20, 18};
+    lmc_array *a2 = rnd(LMC_F32, 2, sa2), *b2 = rnd(LMC_F32, 3, sb2);
+    check_paths(a2, b2, "[9,20] @ [4,20,18]");
+    /* a with every other column (stride 2 in K), b a size-1 batch broadcast */
+    int64_t sw[2] = {18, 40};
+    lmc_array *wide = rnd(LMC_F32, 2, sw);
+    int64_t sh[2] = {18, 20}, st[2] = {40, 2};
+    lmc_array *sl = lmc_array_view(wide->buf, wide->offset, LMC_F32, 2, sh, st);
+    int64_t sb3[3] = {1, 20, 33};
+    lmc_array *b3 = rnd_t(LMC_F16, 3, sb3);
+    check_paths(sl, b3, "sliced [18,20] @ [1,20,33]^T f16");
+    /* a broadcast along M (stride 0 rows): every row equal */
+    int64_t sbm[2] = {17, 20}, stb[2] = {0, 1};
+    lmc_array *bm = lmc_array_view(wide->buf, wide->offset, LMC_F32, 2, sbm, stb);
+    check_paths(bm, b2, "stride-0 rows @ batched");
+    /* b with no unit stride at all (every other row and column), at decode and prefill sizes */
+    int64_t sbig[2] = {40, 40}, sbs[2] = {20, 20}, stbs[2] = {80, 2}, sa3[2] = {3, 20}, sa4[2] = {33, 20};
+    lmc_array *big = rnd(LMC_BF16, 2, sbig);
+    lmc_array *bs = lmc_array_view(big->buf, big->offset, LMC_BF16, 2, sbs, stbs);
+    lmc_array *a3 = rnd(LMC_F32, 2, sa3), *a4 = rnd(LMC_BF16, 2, sa4);
+    check_paths(a3, bs, "[3,20] @ doubly strided bf16 [20,20]");
+    check_paths(a4, bs, "bf16 [33,20] @ doubly strided bf16 [20,20]");
+    lmc_array *arr[] = {a, b, a2, b2, wide, sl, b3, bm, big, bs, a3, a4};
+    for (int i = 0; i < 12; i++) lmc_array_free(arr[i]);
+}
+
+/* The same result, bit for bit, on 1 and 2 threads. */
+static void test_thread_determinism(void) {
+    int64_t sx[2] = {37, 300}, sw[2] = {300, 150}, sd[2] = {1, 300};
+    lmc_array *x = rnd(LMC_F32, 2, sx), *w = rnd_t(LMC_BF16, 2, sw), *d = rnd(LMC_F32, 2, sd);
+    int before = lmc_num_threads();
+    lmc_set_num_threads(1);
+    lmc_array *a1 = lmc_matmul(x, w), *g1 = lmc_matmul(d, w);
+    lmc_set_num_threads(2);
+    lmc_array *a2 = lmc_matmul(x, w), *g2 = lmc_matmul(d, w);
+    lmc_set_num_threads(before);
+    compare(a2, a1, 0, 0, "gemm 2 threads vs 1");
+    compare(g2, g1, 0, 0, "gemv 2 threads vs 1");
+    lmc_array *arr[] = {x, w, d, a1, g1, a2, g2};
+    for (int i = 0; i < 7; i++) lmc_array_free(arr[i]);
+}
+
+int main(void) {
+    fprintf(stderr, "best kernel path here: %s\n", lmc_cpu_path_name(lmc_cpu_path_max()));
+    RUN(test_hand_2x2);
+    RUN(test_promotion_1d);
+    RUN(test_errors);
+    RUN(test_k_zero);
+    RUN(test_random_paths);
+    RUN(test_linear_mixed);
+    RUN(test_bf16_large);
+    RUN(test_batched_views);
+    RUN(test_thread_determinism);
+    CHECK(lmc_live_arrays() == 0);
+    return TEST_REPORT();
+}
