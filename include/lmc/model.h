@@ -64,8 +64,11 @@ LMC_API lmc_status lmc_model_get_info(const lmc_model *m, lmc_model_info *out);
 /* --- sampling and generation ---------------------------------------------- */
 
 /* Applied in this order: repeat penalty -> temperature -> top-k -> top-p ->
- * min-p -> seeded draw. Temperature 0 is greedy (argmax; the rest is
- * skipped). */
+ * min-p -> seeded draw. Temperature 0 is greedy (argmax, ties to the lowest
+ * id; the rest is skipped). Top-p keeps the smallest set of most probable
+ * tokens whose probability sums to at least top_p; min-p drops tokens less
+ * probable than min_p times the most probable one. Logits that are NaN or
+ * +inf are an error; -inf marks an impossible token. */
 typedef struct lmc_sampler_config {
     float temperature;        /* 0: greedy (default 0.8) */
     int top_k;                /* 0: off */
@@ -73,8 +76,9 @@ typedef struct lmc_sampler_config {
     float min_p;              /* 0: off */
     float repeat_penalty;     /* 1: off; logits of recent tokens: >0 divided, <0 multiplied */
     int repeat_last_n;        /* tokens the penalty looks back over (default 64; -1: all) */
-    uint64_t seed;            /* draws are reproducible for a given seed */
+    uint64_t seed;            /* draws are reproducible for a given seed (default 0) */
 } lmc_sampler_config;
+/* temperature 0.8, top-k/top-p/min-p off, repeat penalty off (window 64), seed 0. */
 LMC_API lmc_sampler_config lmc_sampler_config_default(void);
 
 typedef enum lmc_stop_reason {
@@ -87,6 +91,8 @@ typedef enum lmc_stop_reason {
     LMC_STOP_CANCELLED,
     LMC_STOP_ERROR,
 } lmc_stop_reason;
+/* "none", "eos", "stop_token", "stop_string", "max_tokens", "context",
+ * "cancelled" or "error". */
 LMC_API const char *lmc_stop_reason_name(lmc_stop_reason r);
 
 /* Called for each generated token with its id and the text it completes
@@ -163,8 +169,11 @@ typedef struct lmc_discovered_model {
     int num_safetensors;
     char *error;              /* why the folder could not be read, or NULL */
 } lmc_discovered_model;
-/* Walks `dir` (not following symlink loops) and lists model folders and
- * unreadable folders (with `error` set). Free with lmc_discovered_free. */
+/* Walks `dir` depth-first (entries in byte order, symlinks to folders
+ * followed, every folder entered once, so loops end and a model reachable by
+ * two paths is listed once) and lists model folders and unreadable folders
+ * (with `error` set). A missing `dir` or one that is not a folder is an error
+ * status. Free with lmc_discovered_free. */
 LMC_API lmc_status lmc_discover(const char *dir, lmc_discovered_model **out, size_t *n);
 LMC_API void lmc_discovered_free(lmc_discovered_model *list, size_t n);
 

@@ -9,7 +9,8 @@
  * keep their dtype; any float with an integer gives the float; f16 with
  * bf16 gives f32; f32 with f16/bf16 gives f32; bool with X gives X;
  * mixed integers give i32. Float arithmetic on f16/bf16 is done in f32 and
- * rounded once to the output dtype.
+ * rounded once to the output dtype. Integer results saturate at the output
+ * dtype's range (u8 200 + 100 = 255).
  */
 #ifndef LMC_OPS_H
 #define LMC_OPS_H
@@ -108,26 +109,34 @@ LMC_API lmc_array *lmc_scatter_add_along_axis(const lmc_array *a, const lmc_arra
 
 /* --- reductions ------------------------------------------------------- */
 
-/* Reduce one axis (negative counts from the end), or all axes with LMC_ALL_AXES. */
+/* Reduce one axis (negative counts from the end), or all axes with LMC_ALL_AXES.
+ * Output dtypes: sum of bool/integers gives i32 (floats keep theirs); mean
+ * and logsumexp of bool/integers give f32; max/min keep the dtype. Sums
+ * accumulate in f32 or better in a fixed order (same result for a given
+ * thread count). max/min of an empty axis is an error, sum gives 0, mean NaN. */
 #define LMC_ALL_AXES INT32_MIN
 LMC_API lmc_array *lmc_sum(const lmc_array *a, int axis, bool keepdims);
 LMC_API lmc_array *lmc_mean(const lmc_array *a, int axis, bool keepdims);
+/* max/min propagate NaN: a lane holding NaN gives NaN. */
 LMC_API lmc_array *lmc_max(const lmc_array *a, int axis, bool keepdims);
 LMC_API lmc_array *lmc_min(const lmc_array *a, int axis, bool keepdims);
-/* Index of the first maximum / minimum, as i32. */
+/* Index of the first maximum / minimum, as i32 (ties: the first index); a
+ * lane holding NaN gives the index of its first NaN (as NumPy). */
 LMC_API lmc_array *lmc_argmax(const lmc_array *a, int axis, bool keepdims);
 LMC_API lmc_array *lmc_argmin(const lmc_array *a, int axis, bool keepdims);
 LMC_API lmc_array *lmc_logsumexp(const lmc_array *a, int axis, bool keepdims);
+/* Softmax in f32 or better; integer inputs give f32. A lane of all -inf gives NaN. */
 LMC_API lmc_array *lmc_softmax(const lmc_array *a, int axis);
 LMC_API lmc_array *lmc_log_softmax(const lmc_array *a, int axis);
-/* Inclusive cumulative sum; reverse sums from the end. */
+/* Inclusive cumulative sum; reverse sums from the end. Bool/integers give i32. */
 LMC_API lmc_array *lmc_cumsum(const lmc_array *a, int axis, bool reverse);
 /* Ascending stable sort along axis (NaN last). */
 LMC_API lmc_array *lmc_sort(const lmc_array *a, int axis);
 /* Indices (i32) that sort along axis, ascending and stable. */
 LMC_API lmc_array *lmc_argsort(const lmc_array *a, int axis);
-/* The k largest along axis in descending order (ties: lower index first);
- * indices (i32) go to *indices when it is not NULL. */
+/* The k largest along axis in descending order (ties: lower index first;
+ * NaN counts as the largest); indices (i32) go to *indices when it is not
+ * NULL. k outside [0, axis size] is an error. */
 LMC_API lmc_array *lmc_topk(const lmc_array *a, int64_t k, int axis, lmc_array **indices);
 
 /* --- linear algebra ----------------------------------------------------- */
