@@ -1,8 +1,14 @@
-/* Placeholder registration until the quant kernels land: leaves the entries
- * NULL, which the ops layer reports as "kernel not available". */
+/* Fills the quantisation entries of a CPU kernel table for one path.
+ * quantize/dequantize run at load or conversion time (and for the few
+ * embedding rows a lookup reads), so the scalar kernels serve every path;
+ * quantized_matmul, the decode hot loop, has AVX2 and AVX-512 versions. */
 #include "backend/cpu/cpu_kernels.h"
+#include "backend/cpu/quant.h"
 
 void lmc_cpu_register_quant(lmc_kernels *k, lmc_cpu_path path) {
-    (void)k;
-    (void)path;
+    k->quantize = lmc_quantize_scalar;
+    k->dequantize = lmc_dequantize_scalar;
+    k->quantized_matmul = lmc_quantized_matmul_scalar;
+    if (path >= LMC_PATH_AVX2) k->quantized_matmul = lmc_quantized_matmul_avx2;
+    if (path >= LMC_PATH_AVX512) k->quantized_matmul = lmc_quantized_matmul_avx512;
 }

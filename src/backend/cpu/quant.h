@@ -1,0 +1,101 @@
+/* CPU kernels for MLX affine quantisation (src/backend/cpu/quant_*.c).
+ *
+ * Layout (MLX's, fixed by the checkpoints we load): a row of K weights is
+ * cut into groups of group_size; group g has a scale s_g and a bias b_g and
+ * element k is w = s_g * q_k + b_g with q_k an unsigned `bits`-bit integer.
+ * The q of a row form a little-endian bit stream: element k occupies bits
+ * [k*bits, (k+1)*bits) of the row's bytes, so for 4 bits u32 word j holds
+ * elements 8j..8j+7 with element 8j in its lowest nibble.
+ *
+ * The matmul kernels use w = s*q + b per group:
+ *     sum_k w_k x_k = s_g * sum_k q_k x_k + b_g * sum_k x_k,
+ * so the inner loop only multiplies small integers (turned into floats in
+ * registers) by x, and the scale and bias are applied once per group. */
+#ifndef LMC_BACKEND_CPU_QUANT_H
+#define LMC_BACKEND_CPU_QUANT_H
+
+#include "backend/kernels.h"
+
+/* Scalar reference kernels: the oracle for the SIMD paths. */
+lmc_status lmc_quantize_scalar(lmc_array *wq, lmc_array *scales, lmc_array *biases, const lmc_array *w, int group_size,
+                               int bits);
+lmc_status lmc_dequantize_scalar(lmc_array *out, const lmc_array *wq, const lmc_array *scales,
+                                 const lmc_array *biases, int group_size, int bits);
+lmc_status lmc_quantized_matmul_scalar(lmc_array *out, const lmc_array *x, const lmc_array *wq,
+                                       const lmc_array *scales, const lmc_array *biases, int group_size, int bits);
+
+/* SIMD quantised matmul for 4 and 8 bits (other widths go to the scalar kernel). */
+lmc_status lmc_quantized_matmul_avx2(lmc_array *out, const lmc_array *x, const lmc_array *wq,
+                                     const lmc_array *scales, const lmc_array *biases, int group_size, int bits);
+lmc_status lmc_quantized_matmul_avx512(lmc_array *out, const lmc_array *x, const lmc_array *wq,
+                                       const lmc_array *scales, const lmc_array *biases, int group_size, int bits);
+
+/* The SIMD quantised matmuls share one driver (lmc_qmm_run, in
+ * quant_scalar.c): it lays out x once per call in the order a path's kernel
+ * wants (prep_x), converts each weight row's scales and biases to f32
+ * (prep_w), and runs the kernel over up to `mr` rows of x per weight row,
+ * parallel over N. A kernel turns packed q into y = q/F + 1 in registers
+ * (or y = q when F = 0) and returns, per x row,
+ *     sum_g sF_g * sum_{k in g} y_k x_k + sum_g cF_g * sx_g
+ * with sF = F*s, cF = b - F*s (sF = s, cF = b when F = 0) and sx_g the sum
+ * of the group's x values as the kernel sees them. */
+typedef struct lmc_qmm_plan lmc_qmm_plan;
+struct lmc_qmm_plan {
+    /* filled by the path */
+    int64_t M, N, K, G;       /* G = K / group_size */
+    int group_size, bits;
+    const uint8_t *wq;        /* [N, row_bytes] */
+    size_t row_bytes;
+    const void *scales, *biases;
+    lmc_dtype sdt;
+    const void *x;            /* [M, K] contiguous */
+    lmc_dtype xdt;
+    void *out;                /* [M, N] contiguous */
+    lmc_dtype odt;
+    float F;
+    int gshift;               /* log2(group_size) */
+    int32_t gidx[16];         /* for SIMD lane l of a block: its group within the block (path-defined) */
+    size_t xp_bytes;          /* bytes of one prepared x row (a multiple of 64) */
+    int mr;                   /* x rows per kernel call, at most 4 */
+    /* x_row: row m of x; writes the prepared row (zeroed beforehand) and its group sums */
+    void (*prep_x)(const lmc_qmm_plan *p, const void *x_row, void *xp_row, float *sx_row);
+    /* writes sF, cF for weight row n (G_pad entries, zero past G) */
+    void (*prep_w)(const lmc_qmm_plan *p, int64_t n, float *sF, float *cF);
+    /* res[r] for the mr prepared x rows starting at xp (stride xp_bytes), sx (stride G_pad) */
+    void (*kernel)(const lmc_qmm_plan *p, const uint8_t *w_row, const float *sF, const float *cF, const uint8_t *xp,
+                   const float *sx, int mr, float *res);
+    /* set by the driver */
+    int64_t G_pad;            /* G rounded up to 16, plus 16 so kernels may load 16 past any group */
+    uint8_t *xp;
+    float *sx;
+    float *scratch;           /* per thread: converted scales of a block of weight rows */
+};
+
+/* Runs a plan (allocates the prepared x, threads over N, stores out). */
+lmc_status lmc_qmm_run(lmc_qmm_plan *p);
+
+/* bf16 bits to f32, inline (the hot paths convert scales per row). */
+static inline float lmc_quant_bf16(uint16_t h) {
+    union { uint32_t u; float f; } v = {(uint32_t)h << 16};
+    return v.f;
+}
+
+/* Reads element i of a contiguous float array of dtype dt as f32. */
+static inline float lmc_quant_load(const void *p, lmc_dtype dt, int64_t i) {
+    switch (dt) {
+    case LMC_F32: return ((const float *)p)[i];
+    case LMC_BF16: return lmc_bf16_to_f32(((const uint16_t *)p)[i]);
+    default: return lmc_f16_to_f32(((const uint16_t *)p)[i]);
+    }
+}
+
+/* Rounds an f32 value to dtype dt and back (MLX rounds each op's result to the array dtype). */
+static inline float lmc_quant_round(float v, lmc_dtype dt) {
+    switch (dt) {
+    case LMC_BF16: return lmc_bf16_to_f32(lmc_f32_to_bf16(v));
+    case LMC_F16: return lmc_f16_to_f32(lmc_f32_to_f16(v));
+    default: return v;
+    }
+}
+
+#endif

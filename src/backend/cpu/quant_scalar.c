@@ -1,0 +1,265 @@
+/* Scalar reference kernels for MLX affine quantisation (see quant.h). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/cpu/quant.h"
+#include "core/threadpool.h"
+
+/* --- quantize ----------------------------------------------------------------
+ *
+ * The computation follows MLX's CPU kernel `quantize<T, U>` in
+ * mlx/backend/cpu/quantized.cpp (ml-explore/mlx; the fallback in
+ * mlx/ops.cpp `affine_quantize` computes the same), all in f32:
+ *   n_bins = 2^bits - 1, eps = 1e-7
+ *   scale  = max((max - min) / n_bins, eps), negated unless |min| > |max|
+ *   edge   = min if |min| > |max| else max   (the end farther from zero)
+ *   q0     = rint(edge / scale)
+ *   if q0 != 0: scale = edge / q0, bias = edge   (the edge value is then exact)
+ *   else:       bias = 0                          (zero is exactly representable)
+ *   q      = clip(rint((w - bias) / scale), 0, n_bins)   (rint: ties to even)
+ * q is computed with the f32 scale; the stored scale and bias are then
+ * rounded to w's dtype. So with bias = max, scale < 0 and q counts down from
+ * the maximum. Packing: element i of a row at bits [i*bits, (i+1)*bits) of the
+ * row's little-endian byte stream (u32 words for 2/4/8 bits; 3/5/6 bits are
+ * packed 8/8/4 elements to 3/5/3 bytes, the same stream).
+ *
+ * MLX's Metal kernel (mlx/backend/metal/kernels/quantized.h, affine_quantize)
+ * starts its running max at 0 instead of -inf, so for a group whose values are
+ * all negative the GPU gives different scales; we match the CPU kernel. */
+
+typedef struct quantize_ctx {
+    const void *w;
+    lmc_dtype dt;
+    uint8_t *wq;
+    void *scales, *biases;
+    int group_size, bits;
+} quantize_ctx;
+
+static void store_float(void *p, lmc_dtype dt, int64_t i, float v) {
+    switch (dt) {
+    case LMC_F32: ((float *)p)[i] = v; break;
+    case LMC_BF16: ((uint16_t *)p)[i] = lmc_f32_to_bf16(v); break;
+    default: ((uint16_t *)p)[i] = lmc_f32_to_f16(v); break;
+    }
+}
+
+static void quantize_groups(void *vctx, int64_t g0, int64_t g1, int thread) {
+    (void)thread;
+    const quantize_ctx *c = vctx;
+    const int gs = c->group_size, bits = c->bits;
+    const float n_bins = (float)((1 << bits) - 1);
+    const float eps = (float)1e-7;
+    const size_t group_bytes = (size_t)gs * (size_t)bits / 8;
+    for (int64_t g = g0; g < g1; g++) {
+        int64_t base = g * gs;
+        float w_min = INFINITY, w_max = -INFINITY;
+        for (int j = 0; j < gs; j++) {
+            float v = lmc_quant_load(c->w, c->dt, base + j);
+            w_max = w_max < v ? v : w_max; /* std::max / std::min argument order */
+            w_min = v < w_min ? v : w_min;
+        }
+        bool mask = fabsf(w_min) > fabsf(w_max);
+        float scale = (w_max - w_min) / n_bins;
+        scale = scale < eps ? eps : scale;
+        scale = mask ? scale : -scale;
+        float edge = mask ? w_min : w_max;
+        float q0 = rintf(edge / scale);
+        float bias = 0.0f;
+        if (q0 != 0.0f) {
+            scale = edge / q0;
+            bias = edge;
+        }
+        uint8_t *out = c->wq + (size_t)g * group_bytes;
+        memset(out, 0, group_bytes);
+        for (int j = 0; j < gs; j++) {
+            float v = rintf((lmc_quant_load(c->w, c->dt, base + j) - bias) / scale);
+            v = v < 0.0f ? 0.0f : v;
+            v = v > n_bins ? n_bins : v;
+            uint32_t q = (uint32_t)v;
+            size_t bit = (size_t)j * (size_t)bits;
+            uint32_t shifted = q << (bit & 7); /* at most 15 bits: spans two bytes */
+            out[bit >> 3] |= (uint8_t)shifted;
+            if ((bit & 7) + (size_t)bits > 8) out[(bit >> 3) + 1] |= (uint8_t)(shifted >> 8);
+        }
+        store_float(c->scales, c->dt, g, scale);
+        store_float(c->biases, c->dt, g, bias);
+    }
+}
+
+lmc_status lmc_quantize_scalar(lmc_array *wq, lmc_array *scales, lmc_array *biases, const lmc_array *w, int group_size,
+                               int bits) {
+    quantize_ctx c = {lmc_array_ptr(w), w->dtype, lmc_array_ptr(wq), lmc_array_ptr(scales), lmc_array_ptr(biases),
+                      group_size, bits};
+    int64_t groups = w->size / group_size;
+    lmc_parallel_for(groups, 64, quantize_groups, &c);
+    return LMC_OK;
+}
+
+/* --- dequantize -------------------------------------------------------------
+ *
+ * MLX's CPU dequantize (the fallback in mlx/ops.cpp `affine_dequantize`)
+ * is multiply(q, scale) then add(bias), two ops in the scales' dtype, each
+ * rounded to it; we do the same so the result matches bit for bit. */
+
+/* q of element i of a packed row (little-endian bit stream). */
+static inline uint32_t unpack(const uint8_t *row, int64_t i, int bits) {
+    size_t bit = (size_t)i * (size_t)bits;
+    uint32_t two = row[bit >> 3];
+    if ((bit & 7) + (size_t)bits > 8) two |= (uint32_t)row[(bit >> 3) + 1] << 8;
+    return (two >> (bit & 7)) & ((1u << bits) - 1);
+}
+
+typedef struct dequantize_ctx {
+    const uint8_t *wq;
+    const void *scales, *biases;
+    void *out;
+    lmc_dtype dt;
+    int group_size, bits;
+} dequantize_ctx;
+
+static void dequantize_groups(void *vctx, int64_t g0, int64_t g1, int thread) {
+    (void)thread;
+    const dequantize_ctx *c = vctx;
+    const int gs = c->group_size;
+    const size_t group_bytes = (size_t)gs * (size_t)c->bits / 8;
+    for (int64_t g = g0; g < g1; g++) {
+        float s = lmc_quant_load(c->scales, c->dt, g), b = lmc_quant_load(c->biases, c->dt, g);
+        const uint8_t *row = c->wq + (size_t)g * group_bytes;
+        for (int j = 0; j < gs; j++) {
+            float v = lmc_quant_round((float)unpack(row, j, c->bits) * s, c->dt);
+            store_float(c->out, c->dt, g * gs + j, v + b);
+        }
+    }
+}
+
+lmc_status lmc_dequantize_scalar(lmc_array *out, const lmc_array *wq, const lmc_array *scales,
+                                 const lmc_array *biases, int group_size, int bits) {
+    dequantize_ctx c = {lmc_array_ptr(wq), lmc_array_ptr(scales), lmc_array_ptr(biases), lmc_array_ptr(out),
+                        scales->dtype, group_size, bits};
+    lmc_parallel_for(scales->size, 64, dequantize_groups, &c);
+    return LMC_OK;
+}
+
+/* --- quantized matmul -------------------------------------------------------
+ *
+ * out[m, n] = sum_g (s_g * sum_{k in g} q_k x_k + b_g * sum_{k in g} x_k),
+ * accumulated in f32, parallel over n. */
+
+typedef struct qmm_ctx {
+    const float *x; /* [M, K] f32 */
+    const uint8_t *wq;
+    const void *scales, *biases;
+    lmc_dtype sdt;
+    void *out;
+    lmc_dtype odt;
+    int64_t M, N, K;
+    int group_size, bits;
+} qmm_ctx;
+
+static void qmm_rows(void *vctx, int64_t n0, int64_t n1, int thread) {
+    (void)thread;
+    const qmm_ctx *c = vctx;
+    const int64_t G = c->K / c->group_size;
+    const size_t row_bytes = (size_t)c->K * (size_t)c->bits / 8;
+    for (int64_t n = n0; n < n1; n++) {
+        const uint8_t *row = c->wq + (size_t)n * row_bytes;
+        for (int64_t m = 0; m < c->M; m++) {
+            const float *x = c->x + m * c->K;
+            float acc = 0.0f;
+            for (int64_t g = 0; g < G; g++) {
+                float sq = 0.0f, sx = 0.0f;
+                for (int64_t k = g * c->group_size; k < (g + 1) * c->group_size; k++) {
+                    sq += (float)unpack(row, k, c->bits) * x[k];
+                    sx += x[k];
+                }
+                acc += lmc_quant_load(c->scales, c->sdt, n * G + g) * sq + lmc_quant_load(c->biases, c->sdt, n * G + g) * sx;
+            }
+            store_float(c->out, c->odt, m * c->N + n, acc);
+        }
+    }
+}
+
+lmc_status lmc_quantized_matmul_scalar(lmc_array *out, const lmc_array *x, const lmc_array *wq,
+                                       const lmc_array *scales, const lmc_array *biases, int group_size, int bits) {
+    int64_t M = x->shape[0], K = x->shape[1], N = out->shape[1];
+    float *xf = NULL;
+    const float *xp = lmc_array_ptr(x);
+    if (x->dtype != LMC_F32) {
+        xf = malloc((size_t)(M * K) * sizeof(float) + 1);
+        if (!xf) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "quantized_matmul: out of memory");
+        lmc_convert(xf, LMC_F32, lmc_array_ptr(x), x->dtype, (size_t)(M * K));
+        xp = xf;
+    }
+    qmm_ctx c = {xp, lmc_array_ptr(wq), lmc_array_ptr(scales), lmc_array_ptr(biases), scales->dtype,
+                 lmc_array_ptr(out), out->dtype, M, N, K, group_size, bits};
+    lmc_parallel_for(N, 16, qmm_rows, &c);
+    free(xf);
+    return LMC_OK;
+}
+
+/* --- the driver of the SIMD paths (see lmc_qmm_plan in quant.h) ---------- */
+
+enum { QMM_NB = 32 }; /* weight rows whose scales are converted at once */
+
+static void qmm_prep_rows(void *vctx, int64_t m0, int64_t m1, int thread) {
+    (void)thread;
+    const lmc_qmm_plan *p = vctx;
+    size_t xs = lmc_dtype_size(p->xdt);
+    for (int64_t m = m0; m < m1; m++)
+        p->prep_x(p, (const char *)p->x + (size_t)(m * p->K) * xs, p->xp + (size_t)m * p->xp_bytes, p->sx + m * p->G_pad);
+}
+
+static void qmm_store(const lmc_qmm_plan *p, int64_t m, int64_t n, float v) {
+    int64_t i = m * p->N + n;
+    switch (p->odt) {
+    case LMC_F32: ((float *)p->out)[i] = v; break;
+    case LMC_BF16: ((uint16_t *)p->out)[i] = lmc_f32_to_bf16(v); break;
+    default: ((uint16_t *)p->out)[i] = lmc_f32_to_f16(v); break;
+    }
+}
+
+static void qmm_run_rows(void *vctx, int64_t n0, int64_t n1, int thread) {
+    const lmc_qmm_plan *p = vctx;
+    /* This thread's scratch: the converted scales of QMM_NB weight rows. */
+    float *sF = p->scratch + (size_t)thread * 2 * QMM_NB * p->G_pad;
+    float *cF = sF + QMM_NB * p->G_pad;
+    float res[4];
+    for (int64_t nb = n0; nb < n1; nb += QMM_NB) {
+        int64_t ne = nb + QMM_NB < n1 ? nb + QMM_NB : n1;
+        for (int64_t n = nb; n < ne; n++) p->prep_w(p, n, sF + (n - nb) * p->G_pad, cF + (n - nb) * p->G_pad);
+        /* x rows outside, weight rows inside: the block's weights stay in cache across x rows. */
+        for (int64_t m0 = 0; m0 < p->M; m0 += p->mr) {
+            int mr = p->M - m0 < p->mr ? (int)(p->M - m0) : p->mr;
+            for (int64_t n = nb; n < ne; n++) {
+                p->kernel(p, p->wq + (size_t)n * p->row_bytes, sF + (n - nb) * p->G_pad, cF + (n - nb) * p->G_pad,
+                          p->xp + (size_t)m0 * p->xp_bytes, p->sx + m0 * p->G_pad, mr, res);
+                for (int r = 0; r < mr; r++) qmm_store(p, m0 + r, n, res[r]);
+            }
+        }
+    }
+}
+
+lmc_status lmc_qmm_run(lmc_qmm_plan *p) {
+    p->G_pad = (p->G + 15) / 16 * 16 + 16;
+    int threads = lmc_num_threads();
+    p->xp = aligned_alloc(64, (size_t)p->M * p->xp_bytes);
+    p->sx = calloc((size_t)(p->M * p->G_pad), sizeof(float));
+    p->scratch = aligned_alloc(64, (size_t)threads * 2 * QMM_NB * (size_t)p->G_pad * sizeof(float));
+    lmc_status st = LMC_OK;
+    if (!p->xp || !p->sx || !p->scratch) {
+        st = lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "quantized_matmul: out of memory for the %lld x %lld work space",
+                           (long long)p->M, (long long)p->K);
+    } else {
+        memset(p->xp, 0, (size_t)p->M * p->xp_bytes);
+        lmc_parallel_for(p->M, 4, qmm_prep_rows, p);
+        lmc_parallel_for(p->N, 16, qmm_run_rows, p);
+    }
+    free(p->scratch);
+    free(p->xp);
+    free(p->sx);
+    p->xp = NULL;
+    p->sx = NULL;
+    p->scratch = NULL;
+    return st;
+}

@@ -1,0 +1,183 @@
+/* MLX affine quantisation ops: argument checks, output shapes and dtypes.
+ * The kernels (src/backend/cpu/quant_*.c) see contiguous arrays only. */
+#include "ops/ops_internal.h"
+
+static bool float_dtype(lmc_dtype dt) { return dt == LMC_F32 || dt == LMC_F16 || dt == LMC_BF16; }
+
+static lmc_status check_params(const char *op, int group_size, int bits) {
+    if (group_size != 32 && group_size != 64 && group_size != 128)
+        return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "%s: group size %d is not supported (32, 64 or 128)", op,
+                             group_size);
+    if (bits < 2 || bits > 8 || bits == 7)
+        return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "%s: %d bits are not supported (2, 3, 4, 5, 6 or 8)", op, bits);
+    return LMC_OK;
+}
+
+/* A contiguous version of a: a new reference to a itself when it already is,
+ * else a row-major copy (lmc_array_read walks any view). */
+static lmc_array *contiguous(const lmc_array *a) {
+    if (lmc_array_is_contiguous(a)) return lmc_array_retain((lmc_array *)a);
+    lmc_array *c = lmc_array_new(a->dtype, a->ndim, a->shape, a->buf->device);
+    if (c && lmc_array_read(a, a->dtype, lmc_array_ptr(c), (size_t)a->size) != LMC_OK) {
+        lmc_array_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+lmc_array *lmc_quantize(const lmc_array *w, int group_size, int bits, lmc_array **scales, lmc_array **biases) {
+    const char *op = "quantize";
+    if (scales) *scales = NULL;
+    if (biases) *biases = NULL;
+    if (lmc_ops_null_input(op, 1, &w)) return NULL;
+    if (!scales || !biases) {
+        lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "quantize: scales and biases outputs must not be NULL");
+        return NULL;
+    }
+    if (check_params(op, group_size, bits) != LMC_OK) return NULL;
+    char sb[128];
+    if (!float_dtype(w->dtype) || w->ndim < 1) {
+        lmc_set_error(LMC_ERR_SHAPE, "quantize: w must be a float array with at least 1 dimension (got %s %s)",
+                      lmc_dtype_name(w->dtype), lmc_shape_str(w->ndim, w->shape, sb, sizeof sb));
+        return NULL;
+    }
+    int64_t K = w->shape[w->ndim - 1];
+    if (K == 0 || K % group_size != 0) {
+        lmc_set_error(LMC_ERR_SHAPE, "quantize: the last dimension of w %s (%lld) is not a multiple of the group size %d",
+                      lmc_shape_str(w->ndim, w->shape, sb, sizeof sb), (long long)K, group_size);
+        return NULL;
+    }
+    const lmc_kernels *k = lmc_ops_kernels(op, 1, &w);
+    if (!k || !lmc_ops_have(op, (const void *)k->quantize)) return NULL;
+
+    int64_t qshape[LMC_MAX_DIMS], sshape[LMC_MAX_DIMS];
+    for (int i = 0; i < w->ndim; i++) qshape[i] = sshape[i] = w->shape[i];
+    qshape[w->ndim - 1] = K * bits / 32;
+    sshape[w->ndim - 1] = K / group_size;
+    lmc_device dev = w->buf->device;
+    lmc_array *wc = contiguous(w);
+    lmc_array *wq = lmc_array_new(LMC_U32, w->ndim, qshape, dev);
+    lmc_array *s = lmc_array_new(w->dtype, w->ndim, sshape, dev);
+    lmc_array *b = lmc_array_new(w->dtype, w->ndim, sshape, dev);
+    if (!wc || !wq || !s || !b || k->quantize(wq, s, b, wc, group_size, bits) != LMC_OK) {
+        lmc_array_free(wc);
+        lmc_array_free(wq);
+        lmc_array_free(s);
+        lmc_array_free(b);
+        return NULL;
+    }
+    lmc_array_free(wc);
+    *scales = s;
+    *biases = b;
+    return wq;
+}
+
+/* Checks wq [..., K*bits/32] u32 against scales/biases [..., K/group_size]
+ * (same leading dims, same float dtype); returns K or -1 with the error set. */
+static int64_t check_quantized(const char *op, const lmc_array *wq, const lmc_array *scales, const lmc_array *biases,
+                               int group_size, int bits) {
+    if (check_params(op, group_size, bits) != LMC_OK) return -1;
+    char b1[128], b2[128], b3[128];
+    if (wq->dtype != LMC_U32) {
+        lmc_set_error(LMC_ERR_SHAPE, "%s: packed weights must be u32, got %s", op, lmc_dtype_name(wq->dtype));
+        return -1;
+    }
+    if (!float_dtype(scales->dtype) || biases->dtype != scales->dtype) {
+        lmc_set_error(LMC_ERR_SHAPE, "%s: scales (%s) and biases (%s) must share one float dtype", op,
+                      lmc_dtype_name(scales->dtype), lmc_dtype_name(biases->dtype));
+        return -1;
+    }
+    bool ok = wq->ndim >= 1 && wq->ndim == scales->ndim && wq->ndim == biases->ndim;
+    for (int i = 0; ok && i < wq->ndim; i++) {
+        ok = scales->shape[i] == biases->shape[i];
+        if (i < wq->ndim - 1) ok = ok && wq->shape[i] == scales->shape[i];
+    }
+    int64_t K = ok ? wq->shape[wq->ndim - 1] * 32 / bits : 0;
+    if (!ok || (wq->shape[wq->ndim - 1] * 32) % bits != 0 || scales->shape[wq->ndim - 1] * group_size != K) {
+        lmc_set_error(LMC_ERR_SHAPE,
+                      "%s: packed weights %s do not match scales %s and biases %s for group size %d and %d bits", op,
+                      lmc_shape_str(wq->ndim, wq->shape, b1, sizeof b1),
+                      lmc_shape_str(scales->ndim, scales->shape, b2, sizeof b2),
+                      lmc_shape_str(biases->ndim, biases->shape, b3, sizeof b3), group_size, bits);
+        return -1;
+    }
+    return K;
+}
+
+lmc_array *lmc_dequantize(const lmc_array *wq, const lmc_array *scales, const lmc_array *biases, int group_size,
+                          int bits) {
+    const char *op = "dequantize";
+    const lmc_array *in[3] = {wq, scales, biases};
+    if (lmc_ops_null_input(op, 3, in)) return NULL;
+    int64_t K = check_quantized(op, wq, scales, biases, group_size, bits);
+    if (K < 0) return NULL;
+    const lmc_kernels *k = lmc_ops_kernels(op, 3, in);
+    if (!k || !lmc_ops_have(op, (const void *)k->dequantize)) return NULL;
+    int64_t shape[LMC_MAX_DIMS];
+    for (int i = 0; i < wq->ndim; i++) shape[i] = wq->shape[i];
+    shape[wq->ndim - 1] = K;
+    lmc_array *wc = contiguous(wq), *sc = contiguous(scales), *bc = contiguous(biases);
+    lmc_array *out = lmc_array_new(scales->dtype, wq->ndim, shape, wq->buf->device);
+    if (wc && sc && bc && out && k->dequantize(out, wc, sc, bc, group_size, bits) != LMC_OK) {
+        lmc_array_free(out);
+        out = NULL;
+    }
+    if (!wc || !sc || !bc) {
+        lmc_array_free(out);
+        out = NULL;
+    }
+    lmc_array_free(wc);
+    lmc_array_free(sc);
+    lmc_array_free(bc);
+    return out;
+}
+
+lmc_array *lmc_quantized_matmul(const lmc_array *x, const lmc_array *wq, const lmc_array *scales,
+                                const lmc_array *biases, int group_size, int bits) {
+    const char *op = "quantized_matmul";
+    const lmc_array *in[4] = {x, wq, scales, biases};
+    if (lmc_ops_null_input(op, 4, in)) return NULL;
+    int64_t K = check_quantized(op, wq, scales, biases, group_size, bits);
+    if (K < 0) return NULL;
+    char b1[128], b2[128];
+    if (wq->ndim != 2) {
+        lmc_set_error(LMC_ERR_SHAPE, "quantized_matmul: packed weights must be 2-d [N, K*bits/32], got %s",
+                      lmc_shape_str(wq->ndim, wq->shape, b1, sizeof b1));
+        return NULL;
+    }
+    if (!float_dtype(x->dtype) || x->ndim < 1 || x->shape[x->ndim - 1] != K) {
+        lmc_set_error(LMC_ERR_SHAPE, "quantized_matmul: x %s %s does not match quantised weights %s (K = %lld)",
+                      lmc_dtype_name(x->dtype), lmc_shape_str(x->ndim, x->shape, b1, sizeof b1),
+                      lmc_shape_str(wq->ndim, wq->shape, b2, sizeof b2), (long long)K);
+        return NULL;
+    }
+    const lmc_kernels *k = lmc_ops_kernels(op, 4, in);
+    if (!k || !lmc_ops_have(op, (const void *)k->quantized_matmul)) return NULL;
+
+    int64_t N = wq->shape[0], M = x->size / K;
+    int64_t oshape[LMC_MAX_DIMS];
+    for (int i = 0; i < x->ndim; i++) oshape[i] = x->shape[i];
+    oshape[x->ndim - 1] = N;
+    lmc_array *out = lmc_array_new(x->dtype, x->ndim, oshape, x->buf->device);
+    lmc_array *xc = contiguous(x), *wc = contiguous(wq), *sc = contiguous(scales), *bc = contiguous(biases);
+    lmc_array *x2 = NULL, *o2 = NULL;
+    if (out && xc && wc && sc && bc) {
+        /* The kernel sees x as [M, K] and out as [M, N]. */
+        int64_t xs[2] = {M, K}, os[2] = {M, N}, st[2];
+        lmc_contiguous_strides(2, xs, st);
+        x2 = lmc_array_view(xc->buf, xc->offset, xc->dtype, 2, xs, st);
+        lmc_contiguous_strides(2, os, st);
+        o2 = lmc_array_view(out->buf, out->offset, out->dtype, 2, os, st);
+    }
+    if (!x2 || !o2 || (M > 0 && N > 0 && k->quantized_matmul(o2, x2, wc, sc, bc, group_size, bits) != LMC_OK)) {
+        lmc_array_free(out);
+        out = NULL;
+    }
+    lmc_array_free(x2);
+    lmc_array_free(o2);
+    lmc_array_free(xc);
+    lmc_array_free(wc);
+    lmc_array_free(sc);
+    lmc_array_free(bc);
+    return out;
+}

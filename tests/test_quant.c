@@ -1,0 +1,470 @@
+/* MLX affine quantisation: hand-checked vectors, round trips, and the
+ * quantised matmul on every kernel path against the dequantised product. */
+#include <stdint.h>
+
+#include "core/array.h"
+#include "core/cpu.h"
+#include "lmc/ops.h"
+#include "test_util.h"
+
+static uint32_t f32_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+
+static float item_f32(const lmc_array *a, int64_t i) {
+    float v[1];
+    /* contiguous arrays only */
+    switch (lmc_array_dtype(a)) {
+    case LMC_F32: v[0] = ((const float *)lmc_array_data(a))[i]; break;
+    case LMC_BF16: v[0] = lmc_bf16_to_f32(((const uint16_t *)lmc_array_data(a))[i]); break;
+    default: v[0] = lmc_f16_to_f32(((const uint16_t *)lmc_array_data(a))[i]); break;
+    }
+    return v[0];
+}
+
+static lmc_array *from_floats(const float *v, lmc_dtype dt, int ndim, const int64_t *shape) {
+    lmc_array *f = lmc_array_from_data(v, LMC_F32, ndim, shape);
+    if (dt == LMC_F32) return f;
+    lmc_array *a = lmc_empty(dt, ndim, shape);
+    lmc_convert(lmc_array_data(a), dt, lmc_array_data(f), LMC_F32, (size_t)lmc_array_size(f));
+    lmc_array_free(f);
+    return a;
+}
+
+/* Normal(mean, std) values from a fixed generator (splitmix64 + Box-Muller). */
+static uint64_t rng_next(uint64_t *state) {
+    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static lmc_array *random_normal(lmc_dtype dt, int ndim, const int64_t *shape, double mean, double std, uint64_t seed) {
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) n *= shape[i];
+    float *v = malloc(sizeof(float) * (size_t)(n + 1));
+    for (int64_t i = 0; i < n; i++) {
+        double u1 = ((double)(rng_next(&seed) >> 11) + 1.0) / 9007199254740993.0;
+        double u2 = (double)(rng_next(&seed) >> 11) / 9007199254740992.0;
+        v[i] = (float)(mean + std * sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+    }
+    lmc_array *a = from_floats(v, dt, ndim, shape);
+    free(v);
+    return a;
+}
+
+static lmc_array *zeros(lmc_dtype dt, int ndim, const int64_t *shape) {
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) n *= shape[i];
+    void *v = calloc((size_t)n + 1, 8);
+    lmc_array *a = lmc_array_from_data(v, dt, ndim, shape);
+    free(v);
+    return a;
+}
+
+/* --- hand-checked MLX vectors ---------------------------------------------
+ * Derived by hand from MLX's CPU quantize (mlx/backend/cpu/quantized.cpp),
+ * see the comment in src/backend/cpu/quant_scalar.c for the algorithm. */
+
+/* w = 0, 1, ..., 63, group 64, 4 bits. min 0, max 63: |min| > |max| is false,
+ * so scale = -(63/15) = -4.2f, edge = max = 63, q0 = rint(63 / -4.2f) = -15,
+ * scale = 63 / -15 = -4.2f (0xC0866666), bias = 63. q_i = rint((63 - i) / 4.2):
+ * i = 0..7 -> 15 15 15 14 14 14 14 13 (62/4.2 = 14.76, 60/4.2 = 14.29,
+ * 59/4.2 = 14.05, 57/4.2 = 13.57, 56/4.2 = 13.33), packed with element 0 in
+ * the low nibble: 0xDEEEEFFF; ... i = 56..63 -> 2 1 1 1 1 0 0 0: 0x00011112. */
+static void test_vector_arange64(void) {
+    float w[64];
+    for (int i = 0; i < 64; i++) w[i] = (float)i;
+    const uint32_t expect[8] = {0xdeeeefff, 0xbccccddd, 0xaaaaabbb, 0x88889999,
+                                0x66667777, 0x44455555, 0x22233334, 0x00011112};
+    int64_t shape[2] = {1, 64};
+    for (int d = 0; d < 2; d++) {
+        lmc_dtype dt = d == 0 ? LMC_F32 : LMC_BF16;
+        lmc_array *a = from_floats(w, dt, 2, shape), *s = NULL, *b = NULL;
+        lmc_array *q = lmc_quantize(a, 64, 4, &s, &b);
+        CHECK(q && s && b);
+        if (!q) continue;
+        CHECK(lmc_array_dtype(q) == LMC_U32 && lmc_array_dim(q, 1) == 8 && lmc_array_dim(s, 1) == 1);
+        CHECK(lmc_array_dtype(s) == dt && lmc_array_dtype(b) == dt);
+        const uint32_t *words = lmc_array_data(q);
+        for (int i = 0; i < 8; i++) CHECKF(words[i] == expect[i], "word %d = 0x%08x", i, words[i]);
+        if (dt == LMC_F32) {
+            CHECKF(f32_bits(item_f32(s, 0)) == 0xC0866666u, "scale bits 0x%08x", f32_bits(item_f32(s, 0)));
+        } else {
+            /* q is computed with the f32 scale; only the stored scale is rounded:
+             * bf16(-4.2) = -4.1875 (0xC086: 4 * (1 + 6/128)). */
+            CHECKF(((const uint16_t *)lmc_array_data(s))[0] == 0xC086, "bf16 scale 0x%04x",
+                   ((const uint16_t *)lmc_array_data(s))[0]);
+        }
+        CHECK(item_f32(b, 0) == 63.0f);
+        /* the edge (the maximum) comes back exactly: q = 0 there */
+        lmc_array *dq = lmc_dequantize(q, s, b, 64, 4);
+        CHECK(dq && lmc_array_dtype(dq) == dt && item_f32(dq, 63) == 63.0f);
+        lmc_array_free(dq);
+        lmc_array_free(a);
+        lmc_array_free(q);
+        lmc_array_free(s);
+        lmc_array_free(b);
+    }
+}
+
+/* w = -8, -7.5, ..., 7.5 (group 32, 4 bits): |min| = 8 > |max| = 7.5, so
+ * scale = 15.5/15, edge = min = -8, q0 = rint(-8 / 1.0333) = -8, hence scale
+ * = -8 / -8 = 1 and bias = -8. q = rint(w + 8) rounds halves to even:
+ * 0 0 1 2 2 2 3 4 | 4 4 5 6 6 6 7 8 | 8 8 9 10 10 10 11 12 | 12 12 13 14 14 14 15 15
+ * (the last, 15.5 -> 16, clipped to 15). */
+static void test_vector_mixed_sign(void) {
+    float w[32];
+    for (int i = 0; i < 32; i++) w[i] = -8.0f + 0.5f * (float)i;
+    const uint32_t expect[4] = {0x43222100, 0x87666544, 0xcbaaa988, 0xffeeedcc};
+    int64_t shape[1] = {32};
+    lmc_array *a = from_floats(w, LMC_F32, 1, shape), *s = NULL, *b = NULL;
+    lmc_array *q = lmc_quantize(a, 32, 4, &s, &b);
+    CHECK(q != NULL);
+    if (q) {
+        const uint32_t *words = lmc_array_data(q);
+        for (int i = 0; i < 4; i++) CHECKF(words[i] == expect[i], "word %d = 0x%08x", i, words[i]);
+        CHECK(item_f32(s, 0) == 1.0f && item_f32(b, 0) == -8.0f);
+    }
+    lmc_array_free(a);
+    lmc_array_free(q);
+    lmc_array_free(s);
+    lmc_array_free(b);
+}
+
+/* Constant groups: max == min gives scale = -eps = -(float)1e-7 (0xB3D6BF95)
+ * and q0 = rint(0.5 / -1e-7) = -5e6 != 0, so scale = 0.5 / -5e6 (the same
+ * f32) and bias = 0.5; all q = 0 and 0.5 comes back exactly. A zero group has
+ * q0 = 0, so the bias is 0 and the scale stays -eps. */
+static void test_vector_constant(void) {
+    float w[64];
+    for (int i = 0; i < 32; i++) w[i] = 0.5f, w[32 + i] = 0.0f;
+    int64_t shape[2] = {2, 32};
+    lmc_array *a = from_floats(w, LMC_F32, 2, shape), *s = NULL, *b = NULL;
+    lmc_array *q = lmc_quantize(a, 32, 4, &s, &b);
+    CHECK(q != NULL);
+    if (q) {
+        const uint32_t *words = lmc_array_data(q);
+        for (int i = 0; i < 8; i++) CHECK(words[i] == 0);
+        CHECKF(f32_bits(item_f32(s, 0)) == 0xB3D6BF95u, "0x%08x", f32_bits(item_f32(s, 0)));
+        CHECKF(f32_bits(item_f32(s, 1)) == 0xB3D6BF95u, "0x%08x", f32_bits(item_f32(s, 1)));
+        CHECK(item_f32(b, 0) == 0.5f && item_f32(b, 1) == 0.0f);
+        lmc_array *dq = lmc_dequantize(q, s, b, 32, 4);
+        CHECK(dq != NULL);
+        for (int i = 0; dq && i < 64; i++) CHECK(item_f32(dq, i) == w[i]);
+        lmc_array_free(dq);
+    }
+    lmc_array_free(a);
+    lmc_array_free(q);
+    lmc_array_free(s);
+    lmc_array_free(b);
+}
+
+/* 8 bits, w = -3, -2.75, ..., 4.75 (group 32): |min| = 3 < |max| = 4.75, so
+ * scale = -(7.75/255), edge = 4.75, q0 = rint(4.75 / -0.030392) = rint(-156.3)
+ * = -156, scale = 4.75 / -156 = -0.030448718 (0xBCF96F97), bias = 4.75.
+ * q_i = rint((4.75 - w_i) / 0.030448718): 255 246 238 230 | 222 213 205 197 ...
+ * one byte each, element 0 in the low byte: 0xE6EEF6FF, 0xC5CDD5DE, ... */
+static void test_vector_8bit(void) {
+    float w[32];
+    for (int i = 0; i < 32; i++) w[i] = -3.0f + 0.25f * (float)i;
+    const uint32_t expect[8] = {0xe6eef6ff, 0xc5cdd5de, 0xa4acb5bd, 0x838c949c,
+                                0x636b737b, 0x424a525a, 0x21293139, 0x00081019};
+    int64_t shape[1] = {32};
+    lmc_array *a = from_floats(w, LMC_F32, 1, shape), *s = NULL, *b = NULL;
+    lmc_array *q = lmc_quantize(a, 32, 8, &s, &b);
+    CHECK(q && lmc_array_dim(q, 0) == 8);
+    if (q) {
+        const uint32_t *words = lmc_array_data(q);
+        for (int i = 0; i < 8; i++) CHECKF(words[i] == expect[i], "word %d = 0x%08x", i, words[i]);
+        CHECKF(f32_bits(item_f32(s, 0)) == 0xBCF96F97u, "0x%08x", f32_bits(item_f32(s, 0)));
+        CHECK(item_f32(b, 0) == 4.75f);
+    }
+    lmc_array_free(a);
+    lmc_array_free(q);
+    lmc_array_free(s);
+    lmc_array_free(b);
+}
+
+/* 3 and 6 bits: the same little-endian bit stream, element i at bit i*bits.
+ * 3 bits, w_i = i % 8: scale = -1, bias = 7, q_i = 7 - i % 8; eight q make
+ * the 24-bit value V = 7 | 6<<3 | 5<<6 | ... | 0<<21 = 0x053977, so word 0 =
+ * V | (V & 0xFF) << 24 = 0x77053977 and word 1 = 0x39770539.
+ * 6 bits, w_i = i: scale = 31 / -63, bias = 31, q = 63 61 59 57 55 53 ...:
+ * word 0 = 63 | 61<<6 | 59<<12 | 57<<18 | 55<<24 | (53 & 3)<<30 = 0x77E7BF7F. */
+static void test_vector_odd_bits(void) {
+    float w[32];
+    int64_t shape[1] = {32};
+    for (int i = 0; i < 32; i++) w[i] = (float)(i % 8);
+    lmc_array *a = from_floats(w, LMC_F32, 1, shape), *s = NULL, *b = NULL;
+    lmc_array *q = lmc_quantize(a, 32, 3, &s, &b);
+    CHECK(q && lmc_array_dim(q, 0) == 3);
+    if (q) {
+        const uint32_t *words = lmc_array_data(q);
+        CHECKF(words[0] == 0x77053977u && words[1] == 0x39770539u, "0x%08x 0x%08x", words[0], words[1]);
+        CHECK(item_f32(s, 0) == -1.0f && item_f32(b, 0) == 7.0f);
+        lmc_array *dq = lmc_dequantize(q, s, b, 32, 3);
+        for (int i = 0; dq && i < 32; i++) CHECK(item_f32(dq, i) == w[i]);
+        lmc_array_free(dq);
+    }
+    lmc_array_free(a);
+    lmc_array_free(q);
+    lmc_array_free(s);
+    lmc_array_free(b);
+    for (int i = 0; i < 32; i++) w[i] = (float)i;
+    a = from_floats(w, LMC_F32, 1, shape);
+    q = lmc_quantize(a, 32, 6, &s, &b);
+    CHECK(q && lmc_array_dim(q, 0) == 6);
+    if (q) {
+        const uint32_t *words = lmc_array_data(q);
+        CHECKF(words[0] == 0x77E7BF7Fu, "0x%08x", words[0]);
+        CHECKF(f32_bits(item_f32(s, 0)) == 0xBEFBEFBFu, "0x%08x", f32_bits(item_f32(s, 0)));
+        CHECK(item_f32(b, 0) == 31.0f);
+    }
+    lmc_array_free(a);
+    lmc_array_free(q);
+    lmc_array_free(s);
+    lmc_array_free(b);
+}
+
+static void test_errors(void) {
+    int64_t shape[2] = {4, 96};
+    lmc_array *w = zeros(LMC_F32, 2, shape), *s = NULL, *b = NULL;
+    lmc_array *q = lmc_quantize(w, 64, 4, &s, &b);
+    CHECK(q == NULL && s == NULL && lmc_last_status() == LMC_ERR_SHAPE);
+    CHECKF(strstr(lmc_last_error(), "[4, 96]") && strstr(lmc_last_error(), "64"), "%s", lmc_last_error());
+    CHECK(lmc_quantize(w, 48, 4, &s, &b) == NULL && lmc_last_status() == LMC_ERR_INVALID_ARGUMENT);
+    CHECK(lmc_quantize(w, 32, 7, &s, &b) == NULL && strstr(lmc_last_error(), "7 bits"));
+    int64_t ishape[2] = {4, 96};
+    lmc_array *wi = zeros(LMC_I32, 2, ishape);
+    CHECK(lmc_quantize(wi, 32, 4, &s, &b) == NULL && lmc_last_status() == LMC_ERR_SHAPE);
+    lmc_array_free(wi);
+
+    q = lmc_quantize(w, 32, 4, &s, &b);
+    CHECK(q != NULL);
+    /* wrong group size for these parts */
+    CHECK(lmc_dequantize(q, s, b, 64, 4) == NULL && lmc_last_status() == LMC_ERR_SHAPE);
+    CHECKF(strstr(lmc_last_error(), "[4, 12]") && strstr(lmc_last_error(), "[4, 3]"), "%s", lmc_last_error());
+    int64_t xshape[2] = {2, 64};
+    lmc_array *x = zeros(LMC_F32, 2, xshape);
+    CHECK(lmc_quantized_matmul(x, q, s, b, 32, 4) == NULL && lmc_last_status() == LMC_ERR_SHAPE);
+    CHECKF(strstr(lmc_last_error(), "[2, 64]") && strstr(lmc_last_error(), "96"), "%s", lmc_last_error());
+    /* NULL inputs keep the earlier error */
+    lmc_set_num_threads(0);
+    CHECK(lmc_quantized_matmul(NULL, q, s, b, 32, 4) == NULL && lmc_last_status() == LMC_ERR_SHAPE);
+    lmc_array_free(x);
+    lmc_array_free(w);
+    lmc_array_free(q);
+    lmc_array_free(s);
+    lmc_array_free(b);
+}
+
+/* --- round trips --------------------------------------------------------- */
+
+static void test_round_trip(void) {
+    const int bits_list[] = {2, 3, 4, 5, 6, 8};
+    const int gs_list[] = {32, 64, 128};
+    const lmc_dtype dts[] = {LMC_F32, LMC_BF16, LMC_F16};
+    uint64_t seed = 1;
+    for (int bi = 0; bi < 6; bi++)
+        for (int gi = 0; gi < 3; gi++)
+            for (int di = 0; di < 3; di++) {
+                int bits = bits_list[bi], gs = gs_list[gi];
+                lmc_dtype dt = dts[di];
+                int64_t shape[3] = {3, 5, 256};
+                lmc_array *w = random_normal(dt, 3, shape, 0.1, 2.0, seed++);
+                lmc_array *s = NULL, *b = NULL;
+                lmc_array *q = lmc_quantize(w, gs, bits, &s, &b);
+                lmc_array *dq = lmc_dequantize(q, s, b, gs, bits);
+                CHECKF(dq != NULL, "bits %d gs %d: %s", bits, gs, lmc_last_error());
+                if (!dq) continue;
+                CHECK(lmc_array_ndim(q) == 3 && lmc_array_dim(q, 2) == 256 * bits / 32 && lmc_array_dim(s, 2) == 256 / gs);
+                CHECK(lmc_array_dtype(dq) == dt);
+                int64_t n = lmc_array_size(w), bad = 0, bad_bits = 0;
+                float nb = (float)((1 << bits) - 1);
+                const uint8_t *bytes = lmc_array_data(q);
+                for (int64_t i = 0; i < n; i++) {
+                    size_t bit = (size_t)i * (size_t)bits;
+                    uint32_t two = bytes[bit / 8];
+                    if (bit % 8 + (size_t)bits > 8) two |= (uint32_t)bytes[bit / 8 + 1] << 8;
+                    float qv = (float)((two >> (bit % 8)) & ((1u << bits) - 1));
+                    float sc = item_f32(s, i / gs), bias = item_f32(b, i / gs);
+                    float x = item_f32(w, i), y = item_f32(dq, i);
+                    /* Half a step inside the grid. The grid starts exactly at
+                     * the edge (q = 0) but scale = edge / q0 may leave the
+                     * other end short of the far extreme by up to half a
+                     * step, so a clipped q = n_bins may be one step off. Plus
+                     * the rounding of scale, bias and result to dt. */
+                    float tol = fabsf(sc) * (qv == nb ? 1.0f : 0.5f) * (1 + 1e-5f) + 1e-6f * (fabsf(bias) + fabsf(x));
+                    if (dt != LMC_F32)
+                        tol += (nb * fabsf(sc) + fabsf(bias) + fabsf(x)) * (dt == LMC_BF16 ? 1.0f / 128 : 1.0f / 1024);
+                    if (!(fabsf(x - y) <= tol)) bad++;
+                    /* MLX's dequantize: q*s then +b, each rounded to the scales' dtype */
+                    float p = qv * sc, r;
+                    if (dt == LMC_BF16) r = lmc_bf16_to_f32(lmc_f32_to_bf16(lmc_bf16_to_f32(lmc_f32_to_bf16(p)) + bias));
+                    else if (dt == LMC_F16) r = lmc_f16_to_f32(lmc_f32_to_f16(lmc_f16_to_f32(lmc_f32_to_f16(p)) + bias));
+                    else r = p + bias;
+                    if (f32_bits(r) != f32_bits(y)) bad_bits++;
+                }
+                CHECKF(bad == 0, "bits %d gs %d %s: %lld elements off by more than scale/2", bits, gs,
+                       lmc_dtype_name(dt), (long long)bad);
+                CHECKF(bad_bits == 0, "bits %d gs %d %s: %lld dequantised values differ", bits, gs, lmc_dtype_name(dt),
+                       (long long)bad_bits);
+                lmc_array_free(w);
+                lmc_array_free(q);
+                lmc_array_free(s);
+                lmc_array_free(b);
+                lmc_array_free(dq);
+            }
+}
+
+/* --- quantised matmul ----------------------------------------------------- */
+
+/* out[m, n] in double from the dequantised weights dq [N, K] (f32 copy). */
+static void reference(const float *x, const float *dq, int64_t M, int64_t N, int64_t K, double *ref, double *mag) {
+    for (int64_t m = 0; m < M; m++)
+        for (int64_t n = 0; n < N; n++) {
+            double acc = 0, a = 0;
+            for (int64_t k = 0; k < K; k++) {
+                acc += (double)x[m * K + k] * dq[n * K + k];
+                a += fabs((double)x[m * K + k] * dq[n * K + k]);
+            }
+            ref[m * N + n] = acc;
+            mag[m * N + n] = a;
+        }
+}
+
+static void check_qmm(int64_t M, int64_t N, int64_t K, int gs, int bits, lmc_dtype xdt, lmc_dtype wdt, uint64_t seed) {
+    int64_t wshape[2] = {N, K}, xshape[2] = {M, K};
+    lmc_array *w = random_normal(wdt, 2, wshape, 0.0, 0.5, seed);
+    lmc_array *x = random_normal(xdt, 2, xshape, 0.0, 1.0, seed + 1000);
+    lmc_array *s = NULL, *b = NULL;
+    lmc_array *q = lmc_quantize(w, gs, bits, &s, &b);
+    lmc_array *dq = lmc_dequantize(q, s, b, gs, bits);
+    if (!dq) {
+        CHECKF(0, "%s", lmc_last_error());
+        return;
+    }
+    /* Exact dequantised weights in f32 (q*s + b without rounding to the
+     * scales' dtype), and the rounded ones lmc_dequantize gives. */
+    float *wx = malloc(sizeof(float) * (size_t)(N * K)), *wr = malloc(sizeof(float) * (size_t)(N * K));
+    float *xf = malloc(sizeof(float) * (size_t)(M * K));
+    double *ref = malloc(sizeof(double) * (size_t)(M * N)), *mag = malloc(sizeof(double) * (size_t)(M * N));
+    double *ref2 = malloc(sizeof(double) * (size_t)(M * N)), *mag2 = malloc(sizeof(double) * (size_t)(M * N));
+    const uint8_t *bytes = lmc_array_data(q);
+    for (int64_t i = 0; i < N * K; i++) {
+        /* element i at bits [i*bits, (i+1)*bits) of the little-endian stream */
+        uint64_t bit = (uint64_t)i * (uint64_t)bits, two = bytes[bit / 8];
+        if (bit % 8 + (uint64_t)bits > 8) two |= (uint64_t)bytes[bit / 8 + 1] << 8;
+        float qv = (float)((two >> (bit % 8)) & ((1u << bits) - 1));
+        wx[i] = qv * item_f32(s, i / gs) + item_f32(b, i / gs);
+    }
+    lmc_array_read(dq, LMC_F32, wr, (size_t)(N * K));
+    lmc_array_read(x, LMC_F32, xf, (size_t)(M * K));
+    reference(xf, wx, M, N, K, ref, mag);
+    reference(xf, wr, M, N, K, ref2, mag2);
+
+    for (int path = LMC_PATH_SCALAR; path <= LMC_PATH_AVX512 && path <= (int)lmc_cpu_path_max(); path++) {
+        lmc_cpu_path_set((lmc_cpu_path)path);
+        lmc_array *out = lmc_quantized_matmul(x, q, s, b, gs, bits);
+        CHECKF(out && lmc_array_dtype(out) == xdt && lmc_array_dim(out, 0) == M && lmc_array_dim(out, 1) == N,
+               "path %s: %s", lmc_cpu_path_name((lmc_cpu_path)path), lmc_last_error());
+        if (!out) continue;
+        /* f32 accumulation, plus the output's rounding to bf16 */
+        double rel = 2e-6 * sqrt((double)K), out_rel = xdt == LMC_BF16 ? 1.0 / 256 : xdt == LMC_F16 ? 1.0 / 2048 : 0;
+        double rel2 = lmc_array_dtype(s) == LMC_BF16 ? 1.0 / 128 : lmc_array_dtype(s) == LMC_F16 ? 1.0 / 1024 : 1e-6;
+        int64_t bad = 0, bad2 = 0;
+        for (int64_t i = 0; i < M * N; i++) {
+            double got = item_f32(out, i);
+            if (!(fabs(got - ref[i]) <= rel * mag[i] + out_rel * fabs(ref[i]) + 1e-6)) {
+                if (bad < 3)
+                    fprintf(stderr, "  [%lld] got %.8g want %.8g (mag %.3g)\n", (long long)i, got, ref[i], mag[i]);
+                bad++;
+            }
+            if (!(fabs(got - ref2[i]) <= (rel + rel2) * mag2[i] + out_rel * fabs(ref2[i]) + 1e-6)) bad2++;
+        }
+        CHECKF(bad == 0 && bad2 == 0, "path %s M %lld N %lld K %lld gs %d bits %d x %s w %s: %lld / %lld off", lmc_cpu_path_name((lmc_cpu_path)path),
+               (long long)M, (long long)N, (long long)K, gs, bits, lmc_dtype_name(xdt), lmc_dtype_name(wdt),
+               (long long)bad, (long long)bad2);
+        lmc_array_free(out);
+    }
+    lmc_cpu_path_set(lmc_cpu_path_max());
+    free(wx);
+    free(wr);
+    free(xf);
+    free(ref);
+    free(mag);
+    free(ref2);
+    free(mag2);
+    lmc_array_free(w);
+    lmc_array_free(x);
+    lmc_array_free(q);
+    lmc_array_free(s);
+    lmc_array_free(b);
+    lmc_array_free(dq);
+}
+
+static void test_qmm_paths(void) {
+    const int64_t Ms[] = {1, 3, 17, 64};
+    const int gss[] = {32, 64, 128};
+    uint64_t seed = 100;
+    for (int mi = 0; mi < 4; mi++)
+        for (int gi = 0; gi < 3; gi++)
+            for (int bits = 4; bits <= 8; bits += 4)
+                for (int xd = 0; xd < 2; xd++) {
+                    lmc_dtype xdt = xd ? LMC_BF16 : LMC_F32;
+                    /* K = 256 (whole blocks); N = 40 is no multiple of a thread chunk */
+                    check_qmm(Ms[mi], 40, 256, gss[gi], bits, xdt, xd ? LMC_BF16 : LMC_F32, seed++);
+                }
+    /* K not a multiple of the 128-element SIMD block (tails), f16 x and scales */
+    check_qmm(2, 33, 96, 32, 4, LMC_F32, LMC_BF16, 7);
+    check_qmm(5, 17, 160, 32, 8, LMC_BF16, LMC_F32, 8);
+    check_qmm(4, 24, 192, 64, 4, LMC_F16, LMC_F16, 9);
+    check_qmm(1, 64, 384, 128, 8, LMC_F16, LMC_BF16, 10);
+    /* other widths go through the scalar kernel on every path */
+    check_qmm(3, 20, 128, 64, 3, LMC_F32, LMC_F32, 11);
+    check_qmm(3, 20, 128, 32, 2, LMC_F32, LMC_BF16, 12);
+}
+
+/* x given as a 3-d array and as a strided view: the op copies it as needed. */
+static void test_qmm_views(void) {
+    int64_t wshape[2] = {48, 128}, xshape[2] = {6, 128};
+    lmc_array *w = random_normal(LMC_BF16, 2, wshape, 0.0, 1.0, 5);
+    lmc_array *x = random_normal(LMC_F32, 2, xshape, 0.0, 1.0, 6);
+    lmc_array *s = NULL, *b = NULL;
+    lmc_array *q = lmc_quantize(w, 64, 4, &s, &b);
+    lmc_array *full = lmc_quantized_matmul(x, q, s, b, 64, 4);
+    /* rows 0, 2, 4 of x as a view */
+    int64_t vshape[2] = {3, 128}, vstrides[2] = {256, 1};
+    lmc_array *xv = lmc_array_view(x->buf, x->offset, LMC_F32, 2, vshape, vstrides);
+    lmc_array *part = lmc_quantized_matmul(xv, q, s, b, 64, 4);
+    CHECK(full && part);
+    for (int r = 0; part && r < 3; r++)
+        for (int n = 0; n < 48; n++) CHECK(item_f32(part, r * 48 + n) == item_f32(full, 2 * r * 48 + n));
+    int64_t x3shape[3] = {2, 3, 128};
+    lmc_array *x3 = lmc_array_view(x->buf, x->offset, LMC_F32, 3, x3shape, (int64_t[]){384, 128, 1});
+    lmc_array *out3 = lmc_quantized_matmul(x3, q, s, b, 64, 4);
+    CHECK(out3 && lmc_array_ndim(out3) == 3 && lmc_array_dim(out3, 2) == 48);
+    for (int i = 0; out3 && i < 6 * 48; i++) CHECK(item_f32(out3, i) == item_f32(full, i));
+    /* same thread count, same bits */
+    lmc_array *again = lmc_quantized_matmul(x, q, s, b, 64, 4);
+    CHECK(again && memcmp(lmc_array_data(again), lmc_array_data(full), 6 * 48 * sizeof(float)) == 0);
+    lmc_array *list[] = {w, x, s, b, q, full, xv, part, x3, out3, again};
+    for (size_t i = 0; i < sizeof list / sizeof list[0]; i++) lmc_array_free(list[i]);
+}
+
+int main(void) {
+    RUN(test_vector_arange64);
+    RUN(test_vector_mixed_sign);
+    RUN(test_vector_constant);
+    RUN(test_vector_8bit);
+    RUN(test_vector_odd_bits);
+    RUN(test_errors);
+    RUN(test_round_trip);
+    RUN(test_qmm_paths);
+    RUN(test_qmm_views);
+    CHECKF(lmc_live_arrays() == 0, "%lld arrays leaked", (long long)lmc_live_arrays());
+    return TEST_REPORT();
+}
