@@ -304,6 +304,29 @@ def write_safetensors(path, tensors, metadata):
             f.write(b)
 
 
+def check_with_library(path, tensors):
+    """Where the safetensors library is installed, it must read back exactly what was written."""
+    try:
+        from safetensors import safe_open
+    except ImportError:
+        return
+    import torch
+
+    with safe_open(path, framework="pt") as f:
+        names = set(f.keys())
+        if names != set(tensors):
+            raise RuntimeError("%s: safetensors reads names %s" % (path, sorted(names ^ set(tensors))))
+        for name, (tag, arr) in tensors.items():
+            t = f.get_tensor(name).contiguous()
+            try:
+                got = t.view(torch.uint8).numpy().tobytes()  # any dtype, bf16 and uint32 included
+            except (RuntimeError, TypeError):
+                got = t.numpy().tobytes()
+            want = np.ascontiguousarray(arr, dtype=np.dtype(_ST_DTYPES[tag]).newbyteorder("<")).tobytes()
+            if list(t.shape) != list(np.shape(arr)) or got != want:
+                raise RuntimeError("%s: safetensors reads %s differently" % (path, name))
+
+
 def read_safetensors(path):
     """name -> (dtype tag, numpy array); used to check what was written."""
     with open(path, "rb") as f:
@@ -678,6 +701,7 @@ def run_variant(torch, name, variant, out_root, problems, versions):
             json.dump(config, f, indent=2, sort_keys=True)
             f.write("\n")
         write_safetensors(os.path.join(folder, "model.safetensors"), tensors, {"format": fmt})
+        check_with_library(os.path.join(folder, "model.safetensors"), tensors)
         with open(os.path.join(folder, "tokenizer.json.ref"), "w") as f:
             f.write(variant["family"] + "\n")
 
@@ -723,6 +747,7 @@ def run_variant(torch, name, variant, out_root, problems, versions):
             meta_prompts.append({"text": PROMPTS[k], "add_special_tokens": variant["add_special_tokens"], "ids": ids})
             meta_greedy.append({"ids": gen, "margins": [round(m, 6) for m in margins], "clear_steps": clear})
         write_safetensors(os.path.join(folder, "golden.safetensors"), golden, {"format": "pt"})
+        check_with_library(os.path.join(folder, "golden.safetensors"), golden)
 
         rope_seen = getattr(model.config, "rope_parameters", None) or getattr(model.config, "rope_scaling", None)
         meta = {
