@@ -94,7 +94,7 @@ greedy_ids_k step by step while every step so far had greedy_margin_k >= 5e-3; a
 are comparable for every variant (the script reports the count; see golden.json "greedy_clear_steps").
 golden.json "checks" records what this script measured: an independent float32 re-implementation
 of each architecture written here from the config semantics (not transformers' code) against
-transformers' logits ("ref_max_abs_diff", expected < 1e-4), and how much each trait moves the
+transformers' logits ("ref_max_abs_diff", required < 5e-4; typically ~1e-5), and how much each trait moves the
 logits when switched off in that re-implementation ("sensitivity": e.g. llama3 rope scaling,
 the sliding window, the local rope base, query_pre_attn_scalar, soft-capping, q/k norms, biases),
 which shows the fixtures really exercise each trait.
@@ -139,7 +139,7 @@ PROMPTS = [
 ]
 LOGITS_TOL = 2e-3
 MARGIN_CLEAR = 5e-3  # > 2 * LOGITS_TOL: a clear step cannot flip within the tolerance
-REF_TOL = 1e-4  # independent re-implementation vs transformers (both f32 on the CPU)
+REF_TOL = 5e-4  # independent re-implementation vs transformers (both f32 on the CPU)
 
 # ---------------------------------------------------------------------------------------------
 # Variants: config.json exactly as written (real-checkpoint layout), plus what this script needs.
@@ -609,7 +609,12 @@ def verify_loaded_weights(torch, model, cfg, W, name):
     randomly initialised; tied heads must really be tied."""
     sd = model.state_dict()
     saved = set(W)
-    have = set(sd)
+    # Parameters only: persistent buffers (if a version has any) are computed, not loaded.
+    try:
+        params = {n for n, _ in model.named_parameters(remove_duplicate=False)}
+    except TypeError:  # torch < 2.0
+        params = {n for n, _ in model.named_parameters()}
+    have = params | (saved & set(sd))
     tied = cfg["tie_word_embeddings"]
     extra = sorted(k for k in have - saved if not (tied and k == "lm_head.weight"))
     missing = sorted(saved - have)
@@ -734,8 +739,9 @@ def run_variant(torch, name, variant, out_root, problems, versions):
                         d = float((ref_logits(torch, cfg, W, ids, off=(trait,)) - logits).abs().max())
                     checks["sensitivity"][trait] = d
                     if trait != "window_plus_one" and d < 50 * LOGITS_TOL:
-                        problems.add("%s: switching off %s moves the logits by only %.3g: the fixture "
-                                     "would not catch it" % (label, trait, d))
+                        problems.add("%s: the re-implementation with %s switched off is within %.3g of "
+                                     "transformers' logits: transformers ignores %s, or the fixture would "
+                                     "not catch its absence" % (label, trait, d, trait))
             gen, margins, clear = greedy(torch, model, ids, problems, "%s prompt %d" % (label, k))
             if clear < 32:
                 problems.add("%s prompt %d: only %d greedy steps have a clear margin (want >= 32)"
