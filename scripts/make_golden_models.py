@@ -94,10 +94,11 @@ greedy_ids_k step by step while every step so far had greedy_margin_k >= 5e-3; a
 are comparable for every variant (the script reports the count; see golden.json "greedy_clear_steps").
 golden.json "checks" records what this script measured: an independent float32 re-implementation
 of each architecture written here from the config semantics (not transformers' code) against
-transformers' logits ("ref_max_abs_diff", required < 5e-4; typically ~1e-5), and how much each trait moves the
-logits when switched off in that re-implementation ("sensitivity": e.g. llama3 rope scaling,
-the sliding window, the local rope base, query_pre_attn_scalar, soft-capping, q/k norms, biases),
-which shows the fixtures really exercise each trait.
+transformers' logits ("ref_max_abs_diff", required < 5e-4; typically ~1e-5), and, per trait,
+max |re-implementation with that trait switched off - transformers' logits| ("sensitivity": llama3
+rope scaling, the sliding window, the local rope base, query_pre_attn_scalar, soft-capping, q/k
+norms, biases; "window_plus_one" uses a window one longer). Large values show that transformers
+applies the trait and that the fixtures would catch an implementation that forgets it.
 
 MLX 4-bit quantisation follows mlx's affine quantize exactly (mlx/backend/cpu/quantized.cpp,
 template quantize<T, U>, and the fallback in mlx/ops.cpp affine_quantize, ml-explore/mlx):
