@@ -319,12 +319,17 @@ def check_with_library(path, tensors):
             raise RuntimeError("%s: safetensors reads names %s" % (path, sorted(names ^ set(tensors))))
         for name, (tag, arr) in tensors.items():
             t = f.get_tensor(name).contiguous()
-            try:
-                got = t.view(torch.uint8).numpy().tobytes()  # any dtype, bf16 and uint32 included
-            except (RuntimeError, TypeError):
-                got = t.numpy().tobytes()
+            if list(t.shape) != list(np.shape(arr)):
+                raise RuntimeError("%s: safetensors reads %s with shape %s" % (path, name, list(t.shape)))
+            got = None
+            for convert in (lambda: t.view(torch.uint8).numpy(), lambda: t.numpy()):
+                try:  # bytes of any dtype (bf16 and uint32 have little numpy support in torch)
+                    got = convert().tobytes()
+                    break
+                except (RuntimeError, TypeError):
+                    continue
             want = np.ascontiguousarray(arr, dtype=np.dtype(_ST_DTYPES[tag]).newbyteorder("<")).tobytes()
-            if list(t.shape) != list(np.shape(arr)) or got != want:
+            if got is not None and got != want:
                 raise RuntimeError("%s: safetensors reads %s differently" % (path, name))
 
 
