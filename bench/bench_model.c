@@ -11,8 +11,11 @@
  *
  * Both call the decoder directly (runtime/model_internal.h: the bench is
  * built into the CLI) so that only forward passes are timed; the model is
- * loaded with the public lmc_model_load. One untimed warm-up of each test
- * runs first (it also pages in the mmap'd weights). Decode reads every
+ * loaded with the public lmc_model_load. An untimed warm-up runs before
+ * each test (decode: one step; prefill: up to 64 tokens), which also pages
+ * in the mmap'd weights. Besides wall time, each test records the CPU time
+ * of all threads: tokens per CPU-second are far less disturbed by other
+ * work on a busy machine than tokens per second. Decode reads every
  * weight once per token, so weight bytes ÷ read bandwidth is its bound.
  *
  * --ttft measures what a user waits for instead: from main() entry (the
@@ -42,10 +45,25 @@ typedef struct bm_stats {
     double median, mean, sd; /* tokens/s over the repeats */
 } bm_stats;
 
-static double seconds(void) {
+static double clock_s(clockid_t id) {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(id, &ts);
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static double seconds(void) { return clock_s(CLOCK_MONOTONIC); }
+
+/* A timed region: wall seconds, and CPU seconds of every thread of the
+ * process (which a busy machine does not inflate the way it does wall time). */
+typedef struct bm_time {
+    double wall, cpu;
+} bm_time;
+
+static bm_time time_now(void) { return (bm_time){seconds(), clock_s(CLOCK_PROCESS_CPUTIME_ID)}; }
+
+static bm_time time_since(bm_time t0) {
+    bm_time t = time_now();
+    return (bm_time){t.wall - t0.wall, t.cpu - t0.cpu};
 }
 
 static int cmp_double(const void *a, const void *b) {
@@ -69,6 +87,13 @@ static bm_stats stats_of(double *v, int n) {
 static size_t peak_rss_bytes(void) {
     struct rusage ru;
     return getrusage(RUSAGE_SELF, &ru) == 0 ? (size_t)ru.ru_maxrss * 1024 : 0;
+}
+
+/* User + system CPU seconds of the process since it started. */
+static double process_cpu_s(void) {
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0) return 0;
+    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 + (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec * 1e-6;
 }
 
 /* The folder's last path component, without trailing slashes. */
@@ -108,32 +133,32 @@ static lmc_status forward(const lmc_decoder *dec, lmc_kv_cache *cache, const int
     return st;
 }
 
-/* Seconds for one prefill of n_prompt random tokens from an empty cache. */
-static lmc_status run_prefill(const lmc_decoder *dec, int n_prompt, double *secs) {
+/* Time of one prefill of n_prompt random tokens from an empty cache. */
+static lmc_status run_prefill(const lmc_decoder *dec, int n_prompt, bm_time *secs) {
     int32_t *ids = malloc((size_t)n_prompt * sizeof *ids);
     if (!ids) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
     for (int i = 0; i < n_prompt; i++) ids[i] = random_token(dec->cfg.vocab_size);
     lmc_kv_cache cache;
     lmc_status st = lmc_decoder_cache_init(dec, &cache, 1, n_prompt);
     if (st == LMC_OK) {
-        double t0 = seconds();
+        bm_time t0 = time_now();
         st = forward(dec, &cache, ids, n_prompt, NULL);
-        *secs = seconds() - t0;
+        *secs = time_since(t0);
         lmc_kv_cache_free(&cache);
     }
     free(ids);
     return st;
 }
 
-/* Seconds for n_gen greedy single-token steps after a one-token prompt. */
-static lmc_status run_decode(const lmc_decoder *dec, int n_gen, double *secs) {
+/* Time of n_gen greedy single-token steps after a one-token prompt. */
+static lmc_status run_decode(const lmc_decoder *dec, int n_gen, bm_time *secs) {
     lmc_kv_cache cache;
     LMC_CHECK(lmc_decoder_cache_init(dec, &cache, 1, (int64_t)n_gen + 1));
     int32_t tok = random_token(dec->cfg.vocab_size);
     lmc_status st = forward(dec, &cache, &tok, 1, &tok);
-    double t0 = seconds();
+    bm_time t0 = time_now();
     for (int i = 0; i < n_gen && st == LMC_OK; i++) st = forward(dec, &cache, &tok, 1, &tok);
-    *secs = seconds() - t0;
+    *secs = time_since(t0);
     lmc_kv_cache_free(&cache);
     return st;
 }
@@ -141,14 +166,16 @@ static lmc_status run_decode(const lmc_decoder *dec, int n_gen, double *secs) {
 typedef struct bm_row {
     char test[32];
     bm_stats tps;
+    double cpu_tps; /* median tokens per CPU-second (all threads) */
     bool decode;
 } bm_row;
 
 static void print_rows(const bm_opts *o, const char *name, const lmc_model_info *info, const bm_row *rows, int n_rows,
-                       double read_gbps, size_t rss, size_t lmc_peak, double load_s) {
+                       double read_gbps, double read_gbps_cpu, size_t rss, size_t lmc_peak, double load_s) {
     char cpu[256];
     lmc_bench_cpu_name(cpu, sizeof cpu);
     double bound = read_gbps * 1e9 / (double)info->weight_bytes; /* tokens/s if decode only read the weights */
+    double cpu_bound = read_gbps_cpu * 1e9 / (double)info->weight_bytes; /* the same per CPU-second */
     if (o->json) {
         for (int i = 0; i < n_rows; i++) {
             cJSON *j = cJSON_CreateObject();
@@ -156,6 +183,7 @@ static void print_rows(const bm_opts *o, const char *name, const lmc_model_info 
             cJSON_AddNumberToObject(j, "tokens_per_s", rows[i].tps.median);
             cJSON_AddNumberToObject(j, "mean", rows[i].tps.mean);
             cJSON_AddNumberToObject(j, "sd", rows[i].tps.sd);
+            cJSON_AddNumberToObject(j, "cpu_tokens_per_s", rows[i].cpu_tps);
             cJSON_AddNumberToObject(j, "repeats", o->reps);
             cJSON_AddNumberToObject(j, "threads", o->threads);
             cJSON_AddNumberToObject(j, "weight_bytes", (double)info->weight_bytes);
@@ -163,12 +191,15 @@ static void print_rows(const bm_opts *o, const char *name, const lmc_model_info 
             cJSON_AddStringToObject(j, "architecture", info->architecture);
             cJSON_AddNumberToObject(j, "quant_bits", info->quant_bits);
             cJSON_AddNumberToObject(j, "bandwidth_gbs", read_gbps);
+            cJSON_AddNumberToObject(j, "cpu_bandwidth_gbs", read_gbps_cpu);
             /* The bandwidth bound applies to decode; prefill is compute-bound. */
             if (rows[i].decode) {
                 cJSON_AddNumberToObject(j, "bound_tokens_per_s", bound);
                 cJSON_AddNumberToObject(j, "bound_fraction", rows[i].tps.median / bound);
+                cJSON_AddNumberToObject(j, "cpu_bound_fraction", rows[i].cpu_tps / cpu_bound);
             } else {
                 cJSON_AddNullToObject(j, "bound_fraction");
+                cJSON_AddNullToObject(j, "cpu_bound_fraction");
             }
             cJSON_AddNumberToObject(j, "peak_rss_bytes", (double)rss);
             cJSON_AddNumberToObject(j, "lmc_peak_bytes", (double)lmc_peak);
@@ -186,22 +217,25 @@ static void print_rows(const bm_opts *o, const char *name, const lmc_model_info 
     printf("model: %s (%s, %s), %.1f MB of weights, %.3f B parameters, loaded in %.2f s\n\n", name,
            info->architecture, info->quant_bits ? (info->quant_bits == 4 ? "4-bit" : "8-bit") : info->dtype,
            (double)info->weight_bytes / 1e6, (double)info->num_parameters / 1e9, load_s);
-    printf("| %-20s | %10s | %7s | %6s | %16s | %9s | %8s |\n", "model", "weights", "threads", "test", "t/s",
-           "bound t/s", "of bound");
-    printf("| %.20s | %.10s | %.7s | %.6s | %.16s | %.9s | %.8s |\n", "--------------------", "----------", "-------",
-           "------", "----------------", "---------", "--------");
+    printf("| %-20s | %10s | %7s | %6s | %16s | %9s | %8s | %8s | %9s |\n", "model", "weights", "threads", "test",
+           "t/s", "bound t/s", "of bound", "t/CPU-s", "of bound*");
+    printf("| %.20s | %.10s | %.7s | %.6s | %.16s | %.9s | %.8s | %.8s | %.9s |\n", "--------------------",
+           "----------", "-------", "------", "----------------", "---------", "--------", "--------", "---------");
     for (int i = 0; i < n_rows; i++) {
-        char tps[32], b[16] = "", f[16] = "";
+        char tps[32], b[16] = "", f[16] = "", fc[16] = "";
         snprintf(tps, sizeof tps, "%.2f ± %.2f", rows[i].tps.mean, rows[i].tps.sd);
         if (rows[i].decode) {
             snprintf(b, sizeof b, "%.2f", bound);
             snprintf(f, sizeof f, "%.1f %%", 100 * rows[i].tps.median / bound);
+            snprintf(fc, sizeof fc, "%.1f %%", 100 * rows[i].cpu_tps / cpu_bound);
         }
-        printf("| %-20.20s | %7.1f MB | %7d | %6s | %16s | %9s | %8s |\n", name, (double)info->weight_bytes / 1e6,
-               o->threads, rows[i].test, tps, b, f);
+        printf("| %-20.20s | %7.1f MB | %7d | %6s | %16s | %9s | %8s | %8.2f | %9s |\n", name,
+               (double)info->weight_bytes / 1e6, o->threads, rows[i].test, tps, b, f, rows[i].cpu_tps, fc);
     }
-    printf("\nread bandwidth %.1f GB/s (%d threads, 512 MiB, measured after the tests); bound = bandwidth / weight bytes\n",
-           read_gbps, o->threads);
+    printf("\nread bandwidth %.1f GB/s, %.1f GB per CPU-second (%d threads, 512 MiB, measured after the tests);\n"
+           "bound = bandwidth / weight bytes. t/CPU-s: tokens per CPU-second of all threads, and of bound*: that\n"
+           "against the bandwidth per CPU-second; both are less sensitive to other load on the machine than t/s.\n",
+           read_gbps, read_gbps_cpu, o->threads);
     printf("peak RSS %.1f MiB (lmc allocations peak %.1f MiB); %d repeats, median used for the bound\n",
            (double)rss / (1 << 20), (double)lmc_peak / (1 << 20), o->reps);
 }
@@ -211,14 +245,20 @@ static lmc_status run_test(const lmc_decoder *dec, const bm_opts *o, bool decode
     int n = decode ? o->n_gen : o->n_prompt;
     snprintf(row->test, sizeof row->test, "%s%d", decode ? "tg" : "pp", n);
     row->decode = decode;
-    double *tps = malloc((size_t)o->reps * sizeof *tps), secs;
+    double *tps = malloc(2 * (size_t)o->reps * sizeof *tps), *cpu = tps + o->reps;
     if (!tps) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
-    lmc_status st = decode ? run_decode(dec, 1, &secs) : run_prefill(dec, n, &secs);
+    bm_time secs;
+    /* Warm-up: pages in the weights and lets the allocator settle. */
+    lmc_status st = decode ? run_decode(dec, 1, &secs) : run_prefill(dec, n < 64 ? n : 64, &secs);
     for (int r = 0; r < o->reps && st == LMC_OK; r++) {
         st = decode ? run_decode(dec, n, &secs) : run_prefill(dec, n, &secs);
-        tps[r] = n / secs;
+        tps[r] = n / secs.wall;
+        cpu[r] = n / secs.cpu;
     }
-    if (st == LMC_OK) row->tps = stats_of(tps, o->reps);
+    if (st == LMC_OK) {
+        row->tps = stats_of(tps, o->reps);
+        row->cpu_tps = stats_of(cpu, o->reps).median;
+    }
     free(tps);
     return st;
 }
@@ -250,7 +290,7 @@ static int run_ttft(const bm_opts *o, const char *name) {
         fprintf(stderr, "lmc bench: %s\n", st != LMC_OK ? lmc_last_error() : "no token was generated");
         rc = 1;
     } else {
-        double total = t_end - lmc_cli_t0;
+        double total = t_end - lmc_cli_t0, cpu_s = process_cpu_s();
         size_t rss = peak_rss_bytes();
         lmc_model_info info;
         lmc_model_get_info(m, &info);
@@ -260,6 +300,7 @@ static int run_ttft(const bm_opts *o, const char *name) {
             snprintf(test, sizeof test, "ttft%d", o->n_prompt);
             cJSON_AddStringToObject(j, "test", test);
             cJSON_AddNumberToObject(j, "seconds", total);
+            cJSON_AddNumberToObject(j, "cpu_s", cpu_s);
             cJSON_AddNumberToObject(j, "load_s", t_load);
             cJSON_AddNumberToObject(j, "first_token_s", t_end - t_gen0);
             cJSON_AddNumberToObject(j, "threads", o->threads);
@@ -272,8 +313,8 @@ static int run_ttft(const bm_opts *o, const char *name) {
             cJSON_Delete(j);
         } else {
             printf("%s: time to first token for a %d-token prompt: %.3f s from process start "
-                   "(load %.3f s, prefill + first token %.3f s, %d threads); peak RSS %.1f MiB\n",
-                   name, o->n_prompt, total, t_load, t_end - t_gen0, o->threads, (double)rss / (1 << 20));
+                   "(load %.3f s, prefill + first token %.3f s, %d threads; %.3f CPU-s); peak RSS %.1f MiB\n",
+                   name, o->n_prompt, total, t_load, t_end - t_gen0, o->threads, cpu_s, (double)rss / (1 << 20));
         }
     }
     lmc_generation_clear(&g);
@@ -372,15 +413,15 @@ int lmc_bench_model(int argc, char **argv) {
     if (st == LMC_OK && o.n_gen > 0) st = run_test(m->dec, &o, true, &rows[n_rows++]);
     /* Read before the bandwidth buffer (512 MiB) is allocated. */
     size_t rss = peak_rss_bytes(), lmc_peak = lmc_memory(LMC_CPU).peak_bytes;
-    double read_gbps = 0;
+    double read_gbps = 0, read_gbps_cpu = 0;
     int rc = 0;
     if (st != LMC_OK) {
         fprintf(stderr, "lmc bench: %s\n", lmc_last_error());
         rc = 1;
-    } else if (lmc_bench_bandwidth(&read_gbps, NULL)) {
+    } else if (lmc_bench_bandwidth(&read_gbps, &read_gbps_cpu, NULL)) {
         rc = 1;
     } else {
-        print_rows(&o, name, &info, rows, n_rows, read_gbps, rss, lmc_peak, load_s);
+        print_rows(&o, name, &info, rows, n_rows, read_gbps, read_gbps_cpu, rss, lmc_peak, load_s);
     }
     lmc_model_free(m);
     return rc;

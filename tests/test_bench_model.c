@@ -55,6 +55,7 @@ static void test_bench_json(void) {
         CHECKF(rows == 0 ? !strcmp(test, "pp8") : decode, "row %d is %s", rows, test);
         double tps = num(o, "tokens_per_s"), mean = num(o, "mean"), sd = num(o, "sd");
         CHECKF(tps > 0 && mean > 0 && sd >= 0, "%s: tokens/s %g, mean %g, sd %g", test, tps, mean, sd);
+        CHECK(num(o, "cpu_tokens_per_s") > 0);
         CHECK(num(o, "threads") == 1);
         CHECK(num(o, "repeats") == 2);
         CHECK(num(o, "weight_bytes") == (double)info.weight_bytes && info.weight_bytes > 0);
@@ -70,6 +71,9 @@ static void test_bench_json(void) {
             CHECK_CLOSE(num(o, "bound_tokens_per_s"), bound, 0, 1e-9);
             CHECK(cJSON_IsNumber(frac));
             CHECK_CLOSE(num(o, "bound_fraction"), tps / bound, 0, 1e-9);
+            double cpu_bound = num(o, "cpu_bandwidth_gbs") * 1e9 / (double)info.weight_bytes;
+            CHECK(cpu_bound > 0);
+            CHECK_CLOSE(num(o, "cpu_bound_fraction"), num(o, "cpu_tokens_per_s") / cpu_bound, 0, 1e-9);
         } else {
             CHECK(cJSON_IsNull(frac));
         }
@@ -94,6 +98,7 @@ static void test_ttft(void) {
     double total = num(o, "seconds"), load = num(o, "load_s"), first = num(o, "first_token_s");
     CHECKF(load > 0 && first > 0 && total >= load + first, "total %g, load %g, first token %g", total, load, first);
     CHECK(num(o, "peak_rss_bytes") > 0);
+    CHECK(num(o, "cpu_s") > 0);
     cJSON_Delete(o);
 }
 
