@@ -34,11 +34,12 @@ lmc_status lmc_quantized_matmul_avx512(lmc_array *out, const lmc_array *x, const
  * quant_scalar.c): it lays out x once per call in the order a path's kernel
  * wants (prep_x), converts each weight row's scales and biases to f32
  * (prep_w), and runs the kernel over up to `mr` rows of x per weight row,
- * parallel over N. A kernel turns packed q into y = q/F + 1 in registers
- * (or y = q when F = 0) and returns, per x row,
+ * parallel over N. A kernel turns packed q into numbers y in registers
+ * (y = q, or the exact float 1 + q/F when F != 0, made by OR-ing q into
+ * the mantissa of 1.0) and returns, per x row,
  *     sum_g sF_g * sum_{k in g} y_k x_k + sum_g cF_g * sx_g
- * with sF = F*s, cF = b - F*s (sF = s, cF = b when F = 0) and sx_g the sum
- * of the group's x values as the kernel sees them. */
+ * with sF = s, cF = b when F = 0, else sF = F*s, cF = b - F*s, and sx_g the
+ * sum of the group's x values as the kernel sees them. */
 typedef struct lmc_qmm_plan lmc_qmm_plan;
 struct lmc_qmm_plan {
     /* filled by the path */
@@ -73,6 +74,17 @@ struct lmc_qmm_plan {
 
 /* Runs a plan (allocates the prepared x, threads over N, stores out). */
 lmc_status lmc_qmm_run(lmc_qmm_plan *p);
+
+/* x for the 4-bit kernels, as int16 (a prep_x): per block of 128 elements,
+ * x ≈ xscale_b * x16 with |x16| <= 32767 (so each element is off by at most
+ * 2^-16 of its block's largest |x|), laid out to match 64 bytes of packed
+ * nibbles read as 32 16-bit lanes (lane w holds elements 4w..4w+3, nibble t
+ * at bits 4t): x16 at [block][t][w] = x[128*block + 4w + t]. The row holds
+ * the blocks' int16 (256 bytes each), then their f32 xscale. The group sums
+ * are those of the rounded x, so the bias term sees the same x. */
+void lmc_qmm_prep_x16(const lmc_qmm_plan *p, const void *x, void *xp_row, float *sx);
+/* Bytes of one row prepared by lmc_qmm_prep_x16 (a multiple of 64). */
+size_t lmc_qmm_x16_bytes(int64_t K);
 
 /* bf16 bits to f32, inline (the hot paths convert scales per row). */
 static inline float lmc_quant_bf16(uint16_t h) {
