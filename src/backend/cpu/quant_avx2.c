@@ -102,6 +102,7 @@ static inline __attribute__((always_inline)) void kernel4_body(const lmc_qmm_pla
         __m256i v = 64 * (h + 1) <= p->K ? _mm256_loadu_si256((const __m256i *)(w + h * 32))
                                          : _mm256_maskload_epi32((const int *)(w + h * 32),
                                                                  _mm256_setr_epi32(-1, -1, -1, -1, 0, 0, 0, 0));
+        _mm_prefetch((const char *)(w + h * 32 + LMC_QMM_PREFETCH), _MM_HINT_T0);
         __m256i q0 = _mm256_and_si256(v, low), q1 = _mm256_and_si256(_mm256_srli_epi16(v, 4), low),
                 q2 = _mm256_and_si256(_mm256_srli_epi16(v, 8), low), q3 = _mm256_srli_epi16(v, 12);
         __m256 s = lane_scales(p, sF, h * 64, 64, gidx);
@@ -129,6 +130,7 @@ static inline __attribute__((always_inline)) void kernel8_body(const lmc_qmm_pla
     __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
     for (int64_t b = 0; b < p->K / 32; b++) {
         __m256i v = _mm256_loadu_si256((const __m256i *)(w + b * 32));
+        _mm_prefetch((const char *)(w + b * 32 + LMC_QMM_PREFETCH), _MM_HINT_T0);
         __m256 s = lane_scales(p, sF, b * 32, 32, gidx);
         __m256 a[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
 #pragma GCC unroll 4

@@ -108,6 +108,9 @@ static inline __attribute__((always_inline)) void kernel4_body(const lmc_qmm_pla
     for (int64_t b = 0; b < nblk; b++) {
         __m512i v = b < full ? _mm512_loadu_si512(w + b * 64)
                              : _mm512_maskz_loadu_epi8((1ull << ((p->K % 128) / 2)) - 1, w + b * 64);
+        /* Rows are contiguous, so this runs ahead into the next rows: the
+         * hardware prefetcher alone leaves the loop waiting on DRAM. */
+        _mm_prefetch((const char *)(w + b * 64 + LMC_QMM_PREFETCH), _MM_HINT_T0);
         __m512i q0 = _mm512_and_si512(v, low), q1 = _mm512_and_si512(_mm512_srli_epi16(v, 4), low),
                 q2 = _mm512_and_si512(_mm512_srli_epi16(v, 8), low), q3 = _mm512_srli_epi16(v, 12);
         __m512 s = block_scales(p, sF, b, 128, gidx);
@@ -116,11 +119,12 @@ static inline __attribute__((always_inline)) void kernel4_body(const lmc_qmm_pla
             const uint8_t *row = xp + (size_t)r * p->xp_bytes;
             const __m512i *xb = (const __m512i *)row + b * 4;
             const float *xscale = (const float *)(row + nblk * 256);
-            /* at most 8 products of 15 * 32767 per lane: no overflow */
-            __m512i a = _mm512_dpwssd_epi32(_mm512_setzero_si512(), q0, _mm512_load_si512(xb));
-            a = _mm512_dpwssd_epi32(a, q1, _mm512_load_si512(xb + 1));
-            a = _mm512_dpwssd_epi32(a, q2, _mm512_load_si512(xb + 2));
-            a = _mm512_dpwssd_epi32(a, q3, _mm512_load_si512(xb + 3));
+            /* at most 8 products of 15 * 32767 per lane: no overflow; two chains */
+            __m512i a0 = _mm512_dpwssd_epi32(_mm512_setzero_si512(), q0, _mm512_load_si512(xb));
+            __m512i a1 = _mm512_dpwssd_epi32(_mm512_setzero_si512(), q2, _mm512_load_si512(xb + 2));
+            a0 = _mm512_dpwssd_epi32(a0, q1, _mm512_load_si512(xb + 1));
+            a1 = _mm512_dpwssd_epi32(a1, q3, _mm512_load_si512(xb + 3));
+            __m512i a = _mm512_add_epi32(a0, a1);
             acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), _mm512_mul_ps(s, _mm512_set1_ps(xscale[b])), acc[r]);
         }
     }
@@ -146,6 +150,7 @@ static inline __attribute__((always_inline)) void kernel8_body(const lmc_qmm_pla
     __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
     for (int64_t b = 0; b < nblk; b++) {
         __m512i v = b < full ? _mm512_loadu_si512(w + b * 64) : _mm512_maskz_loadu_epi8((1ull << (p->K % 64)) - 1, w + b * 64);
+        _mm_prefetch((const char *)(w + b * 64 + LMC_QMM_PREFETCH), _MM_HINT_T0);
         /* byte t moved to bits 15..22 of each 32-bit lane */
         __m512 y[4] = {_mm512_castsi512_ps(_mm512_ternarylogic_epi32(_mm512_slli_epi32(v, 15), mask, one, 0xEA)),
                        _mm512_castsi512_ps(_mm512_ternarylogic_epi32(_mm512_slli_epi32(v, 7), mask, one, 0xEA)),
