@@ -81,16 +81,12 @@ struct lmc_qmm_plan {
 /* Runs a plan (allocates the prepared x, threads over N, stores out). */
 lmc_status lmc_qmm_run(lmc_qmm_plan *p);
 
-/* x for the 4-bit kernels, as int16 (a prep_x): per block of 128 elements,
- * x ≈ xscale_b * x16 with |x16| <= 32767 (so each element is off by at most
- * 2^-16 of its block's largest |x|), laid out to match 64 bytes of packed
- * nibbles read as 32 16-bit lanes (lane w holds elements 4w..4w+3, nibble t
- * at bits 4t): x16 at [block][t][w] = x[128*block + 4w + t]. The row holds
- * the blocks' int16 (256 bytes each), then their f32 xscale. The group sums
- * are those of the rounded x, so the bias term sees the same x. */
-void lmc_qmm_prep_x16(const lmc_qmm_plan *p, const void *x, void *xp_row, float *sx);
-/* Bytes of one row prepared by lmc_qmm_prep_x16 (a multiple of 64). */
-size_t lmc_qmm_x16_bytes(int64_t K);
+/* Bytes of one row of x prepared for the 4-bit kernels: per block of 128
+ * elements 256 bytes of integers, then one f32 scale per block; a multiple of 64. */
+static inline size_t lmc_qmm_x16_bytes(int64_t K) {
+    int64_t blocks = (K + 127) / 128;
+    return ((size_t)blocks * (256 + sizeof(float)) + 63) / 64 * 64;
+}
 
 /* bf16 bits to f32, inline (the hot paths convert scales per row). */
 static inline float lmc_quant_bf16(uint16_t h) {

@@ -24,13 +24,53 @@ static inline float load_x(const void *x, lmc_dtype dt, int64_t k) {
     }
 }
 
+/* x for the 4-bit kernel as int16: per block of 128 elements x ≈ xscale_b *
+ * x16 with |x16| <= 32767 (each element off by at most 2^-16 of its block's
+ * largest |x|), laid out to match 64 bytes of packed nibbles read as 16-bit
+ * lanes (lane w holds elements 4w..4w+3, nibble t at bits 4t): the block's
+ * 128 int16 are x16[128*block + 4w + t] at [t][w]; then the f32 xscales. The
+ * group sums are those of the rounded x, so the bias term sees the same x. */
+static void prep_x16(const lmc_qmm_plan *p, const void *x, void *xp_row, float *sx) {
+    const int64_t blocks = (p->K + 127) / 128;
+    int16_t *xp = xp_row;
+    float *xscale = (float *)((uint8_t *)xp_row + blocks * 256);
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    const __m256i lim = _mm256_set1_epi32(32767), nlim = _mm256_set1_epi32(-32767);
+    float v[128];
+    int32_t q[128];
+    for (int64_t b = 0; b < blocks; b++) {
+        int64_t k0 = b * 128, n = p->K - k0 >= 128 ? 128 : p->K - k0; /* a multiple of 32 */
+        for (int64_t i = 0; i < n; i++) v[i] = load_x(x, p->xdt, k0 + i);
+        __m256 amax = _mm256_setzero_ps();
+        for (int64_t i = 0; i < n; i += 8) amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign, _mm256_loadu_ps(v + i)));
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        float m = _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4)));
+        float scale = m / 32767.0f, inv = m > 0.0f ? 32767.0f / m : 0.0f;
+        xscale[b] = scale;
+        for (int64_t i = 0; i < n; i += 8) { /* rounds to nearest even, as rintf */
+            __m256i r = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(v + i), _mm256_set1_ps(inv)));
+            _mm256_storeu_si256((__m256i *)(q + i), _mm256_max_epi32(_mm256_min_epi32(r, lim), nlim));
+        }
+        int32_t gsum = 0;
+        for (int64_t i = 0; i < n; i++) {
+            xp[b * 128 + (i % 4) * 32 + i / 4] = (int16_t)q[i];
+            gsum += q[i];
+            if (((k0 + i + 1) & (p->group_size - 1)) == 0) { /* groups end at block ends or inside */
+                sx[(k0 + i) >> p->gshift] += (float)gsum * scale;
+                gsum = 0;
+            }
+        }
+    }
+}
+
 static void prep_x8(const lmc_qmm_plan *p, const void *x, void *xp_row, float *sx) {
     float *xp = xp_row;
     for (int64_t k = 0; k < p->K; k++) {
         int64_t b = k / 32, j = (k % 32) / 4, t = k % 4;
         float v = load_x(x, p->xdt, k);
         xp[(b * 4 + t) * 8 + j] = v;
-        sx[k / p->group_size] += v;
+        sx[k >> p->gshift] += v;
     }
 }
 
@@ -190,7 +230,7 @@ lmc_status lmc_quantized_matmul_avx2(lmc_array *out, const lmc_array *x, const l
     for (int l = 0; l < 16; l++) p.gidx[l] = l * (32 / bits) / group_size; /* a lane covers one u32 word */
     if (bits == 4) {
         p.xp_bytes = lmc_qmm_x16_bytes(p.K);
-        p.prep_x = lmc_qmm_prep_x16;
+        p.prep_x = prep_x16;
     } else {
         p.xp_bytes = ((size_t)p.K * sizeof(float) + 63) / 64 * 64;
         p.prep_x = prep_x8;

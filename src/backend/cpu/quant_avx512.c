@@ -19,6 +19,7 @@
  * plain f32 FMAs with f32 x do the rest (8-bit weights are twice the bytes
  * per element, so half the work per byte suffices). */
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
 #include "backend/cpu/quant.h"
@@ -35,13 +36,74 @@ static inline float load_x(const void *x, lmc_dtype dt, int64_t k) {
 
 static int64_t blocks4(const lmc_qmm_plan *p) { return (p->K + 127) / 128; }
 
+/* x for the 4-bit kernel as two int8 parts of an int16 (x16 = 256*hi + lo,
+ * |x16| <= 32639 so hi fits int8), per block of 128 elements with one
+ * scale, laid out to match the packed bytes: nibble byte i of a block holds
+ * elements 2i (low nibble) and 2i+1 (high nibble), so the block's 256 bytes
+ * are hi(x[2i]), lo(x[2i]), hi(x[2i+1]), lo(x[2i+1]) for i = 0..63, each as
+ * 64 bytes; then the blocks' f32 scales. */
+static size_t x8pair_bytes(int64_t K) { return lmc_qmm_x16_bytes(K); }
+
+/* 16 elements of x from k as f32. */
+static inline __m512 load16(const void *x, lmc_dtype dt, int64_t k) {
+    switch (dt) {
+    case LMC_F32: return _mm512_loadu_ps((const float *)x + k);
+    case LMC_BF16:
+        return _mm512_castsi512_ps(
+            _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)((const uint16_t *)x + k))), 16));
+    default: return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)x + k)));
+    }
+}
+
+static void prep_x8pair(const lmc_qmm_plan *p, const void *x, void *xp_row, float *sx) {
+    const int64_t blocks = blocks4(p);
+    int8_t *xp = xp_row;
+    float *xscale = (float *)((uint8_t *)xp_row + blocks * 256);
+    const __m512i lim = _mm512_set1_epi32(32639), r128 = _mm512_set1_epi32(128);
+    for (int64_t b = 0; b < blocks; b++) {
+        int64_t k0 = b * 128;
+        /* K is a multiple of 32: a block has nv whole vectors of 16 (the rest stays zero) */
+        const int nv = p->K - k0 >= 128 ? 8 : (int)(p->K - k0) / 16;
+        __m512 v[8];
+        __m512 amax = _mm512_setzero_ps();
+        for (int j = 0; j < nv; j++) {
+            v[j] = load16(x, p->xdt, k0 + 16 * j);
+            amax = _mm512_max_ps(amax, _mm512_abs_ps(v[j]));
+        }
+        float m = _mm512_reduce_max_ps(amax);
+        float scale = m / 32639.0f, inv = m > 0.0f ? 32639.0f / m : 0.0f;
+        xscale[b] = scale;
+        int8_t *blk = xp + b * 256;
+        __m512i gsum = _mm512_setzero_si512();
+        for (int j = 0; j < nv; j++) {
+            /* round to nearest even, as rintf */
+            __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(v[j], _mm512_set1_ps(inv)));
+            q = _mm512_max_epi32(_mm512_min_epi32(q, lim), _mm512_sub_epi32(_mm512_setzero_si512(), lim));
+            /* x16 = 256*hi + lo with lo its low byte as int8: hi = (x16 + 128) >> 8 */
+            __m512i hi = _mm512_srai_epi32(_mm512_add_epi32(q, r128), 8);
+            /* qword i of q holds elements 2i (low half) and 2i+1 */
+            _mm_storel_epi64((__m128i *)(blk + 8 * j), _mm512_cvtepi64_epi8(hi));
+            _mm_storel_epi64((__m128i *)(blk + 64 + 8 * j), _mm512_cvtepi64_epi8(q));
+            _mm_storel_epi64((__m128i *)(blk + 128 + 8 * j), _mm512_cvtepi64_epi8(_mm512_srli_epi64(hi, 32)));
+            _mm_storel_epi64((__m128i *)(blk + 192 + 8 * j), _mm512_cvtepi64_epi8(_mm512_srli_epi64(q, 32)));
+            /* group sums of the rounded x (exact in int32, scaled once) */
+            gsum = _mm512_add_epi32(gsum, q);
+            int64_t kend = k0 + 16 * (j + 1);
+            if ((kend & (p->group_size - 1)) == 0) { /* also at each block's end: groups are at most 128 */
+                sx[(kend - 1) >> p->gshift] += (float)_mm512_reduce_add_epi32(gsum) * scale;
+                gsum = _mm512_setzero_si512();
+            }
+        }
+    }
+}
+
 static void prep_x8(const lmc_qmm_plan *p, const void *x, void *xp_row, float *sx) {
     float *xp = xp_row;
     for (int64_t k = 0; k < p->K; k++) {
         int64_t b = k / 64, j = (k % 64) / 4, t = k % 4;
         float v = load_x(x, p->xdt, k);
         xp[(b * 4 + t) * 16 + j] = v;
-        sx[k / p->group_size] += v;
+        sx[k >> p->gshift] += v;
     }
 }
 
@@ -101,7 +163,7 @@ static inline __attribute__((always_inline)) void finish(const lmc_qmm_plan *p, 
 static inline __attribute__((always_inline)) void kernel4_body(const lmc_qmm_plan *p, const uint8_t *w,
                                                                const float *sF, const float *cF, const uint8_t *xp,
                                                                const float *sx, const int MR, float *res) {
-    const __m512i low = _mm512_set1_epi16(0x000F);
+    const __m512i low = _mm512_set1_epi8(0x0F);
     const __m512i gidx = _mm512_loadu_si512(p->gidx);
     const int64_t nblk = blocks4(p), full = p->K / 128;
     __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
@@ -111,20 +173,20 @@ static inline __attribute__((always_inline)) void kernel4_body(const lmc_qmm_pla
         /* Rows are contiguous, so this runs ahead into the next rows: the
          * hardware prefetcher alone leaves the loop waiting on DRAM. */
         _mm_prefetch((const char *)(w + b * 64 + LMC_QMM_PREFETCH), _MM_HINT_T0);
-        __m512i q0 = _mm512_and_si512(v, low), q1 = _mm512_and_si512(_mm512_srli_epi16(v, 4), low),
-                q2 = _mm512_and_si512(_mm512_srli_epi16(v, 8), low), q3 = _mm512_srli_epi16(v, 12);
+        /* q of the even and the odd elements, one per byte */
+        __m512i qe = _mm512_and_si512(v, low), qo = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
         __m512 s = block_scales(p, sF, b, 128, gidx);
 #pragma GCC unroll 4
         for (int r = 0; r < MR; r++) {
             const uint8_t *row = xp + (size_t)r * p->xp_bytes;
             const __m512i *xb = (const __m512i *)row + b * 4;
             const float *xscale = (const float *)(row + nblk * 256);
-            /* at most 8 products of 15 * 32767 per lane: no overflow; two chains */
-            __m512i a0 = _mm512_dpwssd_epi32(_mm512_setzero_si512(), q0, _mm512_load_si512(xb));
-            __m512i a1 = _mm512_dpwssd_epi32(_mm512_setzero_si512(), q2, _mm512_load_si512(xb + 2));
-            a0 = _mm512_dpwssd_epi32(a0, q1, _mm512_load_si512(xb + 1));
-            a1 = _mm512_dpwssd_epi32(a1, q3, _mm512_load_si512(xb + 3));
-            __m512i a = _mm512_add_epi32(a0, a1);
+            /* vpdpbusd: 4 products of u8 q and s8 x per 32-bit lane */
+            __m512i hi = _mm512_dpbusd_epi32(_mm512_setzero_si512(), qe, _mm512_load_si512(xb));
+            __m512i lo = _mm512_dpbusd_epi32(_mm512_setzero_si512(), qe, _mm512_load_si512(xb + 1));
+            hi = _mm512_dpbusd_epi32(hi, qo, _mm512_load_si512(xb + 2));
+            lo = _mm512_dpbusd_epi32(lo, qo, _mm512_load_si512(xb + 3));
+            __m512i a = _mm512_add_epi32(_mm512_slli_epi32(hi, 8), lo);
             acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), _mm512_mul_ps(s, _mm512_set1_ps(xscale[b])), acc[r]);
         }
     }
@@ -206,8 +268,8 @@ lmc_status lmc_quantized_matmul_avx512(lmc_array *out, const lmc_array *x, const
     for (int l = 0; l < 16; l++) p.gidx[l] = l * (32 / bits) / group_size; /* a lane covers one u32 word */
     if (bits == 4) {
         p.F = 0.0f;
-        p.xp_bytes = lmc_qmm_x16_bytes(p.K);
-        p.prep_x = lmc_qmm_prep_x16;
+        p.xp_bytes = x8pair_bytes(p.K);
+        p.prep_x = prep_x8pair;
         p.kernel = kernel4;
     } else {
         p.F = 256.0f;

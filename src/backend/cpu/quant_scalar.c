@@ -198,33 +198,6 @@ lmc_status lmc_quantized_matmul_scalar(lmc_array *out, const lmc_array *x, const
     return LMC_OK;
 }
 
-/* --- x as int16 for the 4-bit SIMD kernels (see quant.h) ------------------- */
-
-size_t lmc_qmm_x16_bytes(int64_t K) {
-    int64_t blocks = (K + 127) / 128;
-    return ((size_t)blocks * (256 + sizeof(float)) + 63) / 64 * 64;
-}
-
-void lmc_qmm_prep_x16(const lmc_qmm_plan *p, const void *x, void *xp_row, float *sx) {
-    int64_t blocks = (p->K + 127) / 128;
-    int16_t *xp = xp_row;
-    float *xscale = (float *)((uint8_t *)xp_row + blocks * 256);
-    for (int64_t b = 0; b < blocks; b++) {
-        int64_t k0 = b * 128, k1 = k0 + 128 < p->K ? k0 + 128 : p->K;
-        float amax = 0.0f;
-        for (int64_t k = k0; k < k1; k++) amax = fmaxf(amax, fabsf(lmc_quant_load(x, p->xdt, k)));
-        float scale = amax / 32767.0f, inv = amax > 0.0f ? 32767.0f / amax : 0.0f;
-        xscale[b] = scale;
-        for (int64_t k = k0; k < k1; k++) {
-            float q = rintf(lmc_quant_load(x, p->xdt, k) * inv);
-            q = q > 32767.0f ? 32767.0f : q < -32767.0f ? -32767.0f : q;
-            xp[(b * 4 + k % 4) * 32 + (k % 128) / 4] = (int16_t)q;
-            /* the bias term sees the same (rounded) x as the q term */
-            sx[k / p->group_size] += q * scale;
-        }
-    }
-}
-
 /* --- the driver of the SIMD paths (see lmc_qmm_plan in quant.h) ---------- */
 
 enum { QMM_NB = 32 }; /* weight rows whose scales are converted at once */
