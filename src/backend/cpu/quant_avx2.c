@@ -1,6 +1,6 @@
 /* AVX2 quantised matmul (needs AVX2 and FMA), driven by lmc_qmm_run.
  *
- * 4 bits: x is int16 (lmc_qmm_prep_x16); each 64-byte block of a weight row
+ * 4 bits: x is int16 (prep_x16 below); each 64-byte block of a weight row
  * is read as two halves of 32 bytes, whose 16-bit lane w holds elements
  * 4w..4w+3 of the half in nibbles t = 0..3. (v >> 4t) & 15 are 16-bit q,
  * and vpmaddwd multiplies them with x16 and adds pairs into 32-bit lanes;

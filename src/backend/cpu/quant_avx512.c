@@ -1,18 +1,20 @@
 /* AVX-512 quantised matmul (needs AVX512F/BW/VNNI), driven by lmc_qmm_run.
  *
  * 4 bits (the decode hot loop): 64 bytes of a weight row (128 elements, a
- * "block") are loaded into a zmm whose 16-bit lane w holds elements
- * 4w..4w+3 in nibbles t = 0..3. (v >> 4t) & 15 gives four vectors of 32
- * 16-bit q, and vpdpwssd multiplies them with x held as int16 and adds
- * pairs into 32-bit lanes: 32 multiply-adds per instruction, with no
- * widening or conversion of the weights. x is rounded to int16 once per
- * call with one scale per block of 128 (x ≈ xscale_b * x16, |x16| <= 32767,
- * so each element is off by at most 2^-16 of its block's largest |x|) and
- * laid out to match: xp[block][t][w] = x16[128*block + 4w + t]. Lane i of the
- * int32 accumulator covers u32 word i (elements 8i..8i+7), hence a single
- * group: per block it is converted to f32 once and multiplied by the group
- * scales (permuted into lanes) and xscale_b. The group sums of x used for
- * the biases are those of the rounded x, so both terms see the same x.
+ * "block") are loaded into a zmm; byte i holds elements 2i (low nibble) and
+ * 2i+1 (high nibble). v & 15 and (v >> 4) & 15 are the q of the even and the
+ * odd elements as unsigned bytes, and vpdpbusd multiplies 4 of them with 4
+ * signed bytes of x and adds the products into each 32-bit lane: 64
+ * multiply-adds per instruction, no widening of the weights. x is rounded
+ * once per call to int16 with one scale per block (x ≈ xscale_b * x16,
+ * |x16| <= 32639, so each element is off by at most 2^-16 of its block's
+ * largest |x|) and split exactly into two int8 parts, x16 = 256*hi + lo;
+ * two vpdpbusd per nibble vector (one per part) and a shift give the exact
+ * int32 sums. Lane j covers bytes 4j..4j+3, i.e. u32 word j (elements
+ * 8j..8j+7), hence a single group: per block the sums are converted to f32
+ * once and multiplied by the group scales (permuted into lanes) and xscale_b.
+ * The group sums of x used for the biases are those of the rounded x, so
+ * both terms see the same x.
  *
  * 8 bits: lane j (u32) holds elements 4j..4j+3; byte t shifted to bits
  * 15..22 and OR-ed with 0x3F800000 is the f32 number y = 1 + q/256, and
@@ -42,7 +44,6 @@ static int64_t blocks4(const lmc_qmm_plan *p) { return (p->K + 127) / 128; }
  * elements 2i (low nibble) and 2i+1 (high nibble), so the block's 256 bytes
  * are hi(x[2i]), lo(x[2i]), hi(x[2i+1]), lo(x[2i+1]) for i = 0..63, each as
  * 64 bytes; then the blocks' f32 scales. */
-static size_t x8pair_bytes(int64_t K) { return lmc_qmm_x16_bytes(K); }
 
 /* 16 elements of x from k as f32. */
 static inline __m512 load16(const void *x, lmc_dtype dt, int64_t k) {
@@ -268,7 +269,7 @@ lmc_status lmc_quantized_matmul_avx512(lmc_array *out, const lmc_array *x, const
     for (int l = 0; l < 16; l++) p.gidx[l] = l * (32 / bits) / group_size; /* a lane covers one u32 word */
     if (bits == 4) {
         p.F = 0.0f;
-        p.xp_bytes = x8pair_bytes(p.K);
+        p.xp_bytes = lmc_qmm_x16_bytes(p.K);
         p.prep_x = prep_x8pair;
         p.kernel = kernel4;
     } else {
