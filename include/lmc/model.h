@@ -41,8 +41,11 @@ LMC_API lmc_load_options lmc_load_options_default(void);
 /* Loads a Hugging Face or MLX checkpoint folder (config.json, *.safetensors,
  * tokenizer files). Errors name the file, field or tensor at fault. */
 LMC_API lmc_status lmc_model_load(const char *dir, const lmc_load_options *opt, lmc_model **out);
-/* Frees every weight and buffer. NULL is ignored. Must not race with calls
- * on the same model. */
+/* Frees every weight and buffer now; the handle stays valid and every later
+ * call on it fails with LMC_ERR_CLOSED. Must not race with calls on the
+ * same model. Closing twice is harmless. */
+LMC_API void lmc_model_close(lmc_model *m);
+/* Closes the model (if open) and frees the handle. NULL is ignored. */
 LMC_API void lmc_model_free(lmc_model *m);
 /* The model's tokenizer (owned by the model). */
 LMC_API const lmc_tokenizer *lmc_model_tokenizer(const lmc_model *m);

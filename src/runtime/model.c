@@ -90,15 +90,22 @@ lmc_status lmc_model_load(const char *dir, const lmc_load_options *opt_in, lmc_m
     return LMC_OK;
 }
 
-void lmc_model_free(lmc_model *m) {
+void lmc_model_close(lmc_model *m) {
     if (!m) return;
     lmc_decoder_free(m->dec);
     lmc_tokenizer_free(m->tok);
+    m->dec = NULL;
+    m->tok = NULL;
+}
+
+void lmc_model_free(lmc_model *m) {
+    if (!m) return;
+    lmc_model_close(m);
     free(m->dir);
     free(m);
 }
 
-const lmc_tokenizer *lmc_model_tokenizer(const lmc_model *m) { return m ? m->tok : NULL; }
+const lmc_tokenizer *lmc_model_tokenizer(const lmc_model *m) { return lmc_model_check(m) == LMC_OK ? m->tok : NULL; }
 
 lmc_status lmc_model_get_info(const lmc_model *m, lmc_model_info *out) {
     LMC_CHECK(lmc_model_check(m));

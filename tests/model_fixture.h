@@ -1,0 +1,63 @@
+/* Golden model fixtures (written by scripts/make_golden_models.py): each
+ * tests/data/models/NAME holds config.json, model.safetensors,
+ * golden.safetensors and tokenizer.json.ref naming the tokenizer family.
+ * model_fixture_dir() assembles a loadable folder in a temp dir: links to
+ * the checkpoint files plus the family's real tokenizer files. */
+#ifndef LMC_TEST_MODEL_FIXTURE_H
+#define LMC_TEST_MODEL_FIXTURE_H
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static int fixture_link(const char *from, const char *dir, const char *name) {
+    char to[4096];
+    snprintf(to, sizeof to, "%s/%s", dir, name);
+    unlink(to);
+    return symlink(from, to);
+}
+
+/* Returns a malloc'd temp dir path (caller removes it with model_fixture_cleanup), or NULL. */
+static char *model_fixture_dir(const char *name) {
+    char src[4096], ref[64] = {0};
+    snprintf(src, sizeof src, "%s/models/%s/tokenizer.json.ref", LMC_TEST_DATA, name);
+    FILE *f = fopen(src, "r");
+    if (!f) {
+        fprintf(stderr, "missing golden model fixture %s (run scripts/make_golden_models.py on the GPU machine)\n", src);
+        return NULL;
+    }
+    if (!fgets(ref, sizeof ref, f)) ref[0] = 0;
+    fclose(f);
+    ref[strcspn(ref, "\r\n ")] = 0;
+    char tmpl[] = "/tmp/lmc-model-XXXXXX";
+    char *dir = mkdtemp(tmpl);
+    if (!dir) return NULL;
+    dir = strdup(dir);
+    const char *files[] = {"config.json", "model.safetensors", "generation_config.json"};
+    for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+        snprintf(src, sizeof src, "%s/models/%s/%s", LMC_TEST_DATA, name, files[i]);
+        if (access(src, F_OK) == 0) fixture_link(src, dir, files[i]);
+    }
+    const char *tok[] = {"tokenizer.json", "tokenizer_config.json"};
+    for (size_t i = 0; i < 2; i++) {
+        snprintf(src, sizeof src, "%s/%s/%s", LMC_TOKENIZER_DIR, ref, tok[i]);
+        if (access(src, F_OK) != 0) {
+            fprintf(stderr, "missing %s (run scripts/fetch_tokenizers.sh)\n", src);
+            free(dir);
+            return NULL;
+        }
+        fixture_link(src, dir, tok[i]);
+    }
+    return dir;
+}
+
+static void model_fixture_cleanup(char *dir) {
+    if (!dir) return;
+    char cmd[4200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
+    free(dir);
+}
+
+#endif

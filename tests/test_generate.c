@@ -1,0 +1,260 @@
+/* Generation behaviour on a golden model: max tokens, stop strings, stop
+ * tokens, cancellation (from the callback and from another thread), the
+ * pull stream, seeded sampling, the context bound, metrics, closing, and
+ * bad requests. */
+#include <pthread.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "lmc/lmc.h"
+#include "model_fixture.h"
+#include "test_util.h"
+
+static lmc_model *g_model;
+static char *g_dir;
+static int32_t g_prompt[] = {785, 1251, 304, 279, 1879, 686, 1477, 264, 501, 1616}; /* ids < 2048 */
+enum { NPROMPT = sizeof g_prompt / sizeof *g_prompt };
+
+static lmc_generate_options greedy(int max_tokens) {
+    lmc_generate_options o = lmc_generate_options_default();
+    o.sampler.temperature = 0;
+    o.ignore_eos = true;
+    o.max_tokens = max_tokens;
+    return o;
+}
+
+typedef struct collect {
+    char text[8192];
+    size_t len;
+    int tokens;
+    int cancel_after;
+    lmc_cancel *cancel;
+} collect;
+
+static bool on_token(void *user, int32_t id, const char *text, size_t len) {
+    collect *c = user;
+    if (id >= 0) c->tokens++;
+    if (c->len + len < sizeof c->text) {
+        memcpy(c->text + c->len, text, len);
+        c->len += len;
+        c->text[c->len] = 0;
+    }
+    if (c->cancel && c->tokens == c->cancel_after) lmc_cancel_request(c->cancel);
+    return true;
+}
+
+static void test_max_tokens_and_metrics(void) {
+    lmc_generate_options o = greedy(12);
+    collect c = {0};
+    o.on_token = on_token;
+    o.user = &c;
+    lmc_generation out;
+    CHECK(lmc_generate_ids(g_model, g_prompt, NPROMPT, &o, &out) == LMC_OK);
+    CHECK(out.n_ids == 12 && out.stop_reason == LMC_STOP_MAX_TOKENS);
+    CHECK(c.tokens == 12);
+    CHECK_STR(c.text, out.text); /* streamed pieces add up to the final text */
+    CHECK(out.metrics.prompt_tokens == NPROMPT && out.metrics.generated_tokens == 12);
+    CHECK(out.metrics.prefill_tokens_per_second > 0 && out.metrics.decode_tokens_per_second > 0);
+    CHECK(out.metrics.time_to_first_token > 0 && out.metrics.peak_memory_bytes > 0);
+    lmc_generation_clear(&out);
+    o = greedy(0);
+    CHECK(lmc_generate_ids(g_model, g_prompt, NPROMPT, &o, &out) == LMC_OK && out.n_ids == 0);
+    lmc_generation_clear(&out);
+}
+
+static void test_stop_string_and_token(void) {
+    lmc_generate_options o = greedy(24);
+    lmc_generation ref;
+    CHECK(lmc_generate_ids(g_model, g_prompt, NPROMPT, &o, &ref) == LMC_OK);
+    CHECK(ref.text_len > 8);
+    /* A stop string from the middle of the reference text: the output ends right before it. */
+    size_t at = ref.text_len / 2;
+    while (at < ref.text_len && ((unsigned char)ref.text[at] & 0xC0) == 0x80) at++;
+    char stop[8] = {0};
+    size_t sl = 0;
+    while (at + sl < ref.text_len && sl < 3) sl++;
+    while (at + sl < ref.text_len && ((unsigned char)ref.text[at + sl] & 0xC0) == 0x80) sl++;
+    memcpy(stop, ref.text + at, sl < sizeof stop - 1 ? sl : sizeof stop - 1);
+    const char *first = strstr(ref.text, stop);
+    size_t expect_len = (size_t)(first - ref.text);
+    const char *stops[1] = {stop};
+    o.stop_strings = stops;
+    o.n_stop_strings = 1;
+    collect c = {0};
+    o.on_token = on_token;
+    o.user = &c;
+    lmc_generation out;
+    CHECK(lmc_generate_ids(g_model, g_prompt, NPROMPT, &o, &out) == LMC_OK);
+    CHECKF(out.stop_reason == LMC_STOP_STRING, "stop reason %s", lmc_stop_reason_name(out.stop_reason));
+    CHECKF(out.text_len == expect_len && !strncmp(out.text, ref.text, expect_len), "text '%s' vs prefix of '%s'", out.text,
+           ref.text);
+    CHECK_STR(c.text, out.text); /* the stop string never reached the callback */
+    lmc_generation_clear(&out);
+
+    /* A stop token: the 6th greedy token (if it does not occur earlier). */
+    int32_t tok = ref.ids[5];
+    size_t first_at = 0;
+    while (ref.ids[first_at] != tok) first_at++;
+    lmc_generate_options o2 = greedy(24);
+    o2.stop_tokens = &tok;
+    o2.n_stop_tokens = 1;
+    CHECK(lmc_generate_ids(g_model, g_prompt, NPROMPT, &o2, &out) == LMC_OK);
+    CHECK(out.stop_reason == LMC_STOP_TOKEN && out.n_ids == first_at);
+    lmc_generation_clear(&out);
+    lmc_generation_clear(&ref);
+}
+
+static void test_stream_matches_generate(void) {
+    lmc_generate_options o = greedy(16);
+    lmc_generation ref;
+    CHECK(lmc_generate_ids(g_model, g_prompt, NPROMPT, &o, &ref) == LMC_OK);
+    lmc_stream *s;
+    CHECK(lmc_stream_start(g_model, g_prompt, NPROMPT, &o, &s) == LMC_OK);
+    int32_t ids[64];
+    int n = 0;
+    char text[8192] = {0};
+    size_t tl = 0;
+    for (int guard = 0; guard < 100; guard++) {
+        int32_t id;
+        const char *piece;
+        size_t len;
+        bool done;
+        CHECK(lmc_stream_next(s, &id, &piece, &len, &done) == LMC_OK);
+        if (id >= 0 && n < 64) ids[n++] = id;
+        memcpy(text + tl, piece, len);
+        tl += len;
+        if (done) break;
+    }
+    CHECK(n == (int)ref.n_ids && !memcmp(ids, ref.ids, (size_t)n * sizeof *ids));
+    CHECK_STR(text, ref.text);
+    CHECK(lmc_stream_result(s)->stop_reason == LMC_STOP_MAX_TOKENS);
+    lmc_stream_free(s);
+    lmc_generation_clear(&ref);
+}
+
+static void test_cancel_from_callback(void) {
+    lmc_cancel cancel = {0};
+    lmc_generate_options o = greedy(40);
+    collect c = {.cancel = &cancel, .cancel_after = 3};
+    o.on_token = on_token;
+    o.user = &c;
+    o.cancel = &cancel;
+    lmc_generation out;
+    CHECK(lmc_generate_ids(g_model, g_prompt, NPROMPT, &o, &out) == LMC_ERR_CANCELLED);
+    CHECK(out.stop_reason == LMC_STOP_CANCELLED && out.n_ids == 3);
+    lmc_generation_clear(&out);
+}
+
+typedef struct bg {
+    lmc_cancel cancel;
+    lmc_status status;
+    lmc_generation out;
+    volatile int started;
+} bg;
+
+static bool mark_started(void *user, int32_t id, const char *t, size_t l) {
+    (void)id;
+    (void)t;
+    (void)l;
+    ((bg *)user)->started = 1;
+    return true;
+}
+
+static void *run_long(void *arg) {
+    bg *b = arg;
+    lmc_generate_options o = greedy(1000000);
+    o.cancel = &b->cancel;
+    o.on_token = mark_started;
+    o.user = b;
+    b->status = lmc_generate_ids(g_model, g_prompt, NPROMPT, &o, &b->out);
+    return NULL;
+}
+
+static void test_cancel_from_thread(void) {
+    bg b = {0};
+    pthread_t t;
+    pthread_create(&t, NULL, run_long, &b);
+    while (!b.started) usleep(1000);
+    usleep(20000);
+    lmc_cancel_request(&b.cancel);
+    pthread_join(t, NULL);
+    CHECK(b.status == LMC_ERR_CANCELLED && b.out.stop_reason == LMC_STOP_CANCELLED);
+    CHECK(b.out.n_ids > 0 && b.out.n_ids < 1000000);
+    lmc_generation_clear(&b.out);
+}
+
+static void test_seeded_sampling(void) {
+    lmc_generate_options o = greedy(16);
+    o.sampler.temperature = 1.0f;
+    o.sampler.seed = 7;
+    lmc_generation a, b, c;
+    CHECK(lmc_generate_ids(g_model, g_prompt, NPROMPT, &o, &a) == LMC_OK);
+    CHECK(lmc_generate_ids(g_model, g_prompt, NPROMPT, &o, &b) == LMC_OK);
+    o.sampler.seed = 8;
+    CHECK(lmc_generate_ids(g_model, g_prompt, NPROMPT, &o, &c) == LMC_OK);
+    CHECK(a.n_ids == b.n_ids && !memcmp(a.ids, b.ids, a.n_ids * sizeof *a.ids));
+    CHECK(a.n_ids != c.n_ids || memcmp(a.ids, c.ids, a.n_ids * sizeof *a.ids));
+    lmc_generation_clear(&a);
+    lmc_generation_clear(&b);
+    lmc_generation_clear(&c);
+    o.sampler.top_p = 1.5f; /* out of range */
+    CHECK(lmc_generate_ids(g_model, g_prompt, NPROMPT, &o, &a) == LMC_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(lmc_last_error(), "top_p") != NULL);
+}
+
+static void test_bad_requests_and_context(void) {
+    lmc_generate_options o = greedy(8);
+    lmc_generation out;
+    CHECK(lmc_generate_ids(g_model, g_prompt, 0, &o, &out) == LMC_ERR_INVALID_ARGUMENT);
+    int32_t bad[2] = {1, 999999};
+    CHECK(lmc_generate_ids(g_model, bad, 2, &o, &out) == LMC_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(lmc_last_error(), "999999") != NULL);
+    o.max_tokens = -1;
+    CHECK(lmc_generate_ids(g_model, g_prompt, NPROMPT, &o, &out) == LMC_ERR_INVALID_ARGUMENT);
+    /* A context bound of prompt + 4 stops generation after 4 tokens. */
+    lmc_load_options lo = lmc_load_options_default();
+    lo.context_length = NPROMPT + 4;
+    lmc_model *m;
+    CHECK(lmc_model_load(g_dir, &lo, &m) == LMC_OK);
+    o = greedy(100);
+    CHECK(lmc_generate_ids(m, g_prompt, NPROMPT, &o, &out) == LMC_OK);
+    CHECKF(out.stop_reason == LMC_STOP_CONTEXT && out.n_ids == 4, "%s after %zu", lmc_stop_reason_name(out.stop_reason), out.n_ids);
+    lmc_generation_clear(&out);
+    /* A closed model answers LMC_ERR_CLOSED. */
+    lmc_model_close(m);
+    CHECK(lmc_generate_ids(m, g_prompt, NPROMPT, &o, &out) == LMC_ERR_CLOSED);
+    lmc_model_info info;
+    CHECK(lmc_model_get_info(m, &info) == LMC_ERR_CLOSED);
+    lmc_model_free(m);
+}
+
+static void test_text_prompt_and_chat(void) {
+    lmc_generate_options o = greedy(6);
+    lmc_generation out;
+    CHECK(lmc_generate(g_model, "The people in the world", &o, &out) == LMC_OK);
+    CHECK(out.metrics.prompt_tokens > 0 && out.n_ids == 6);
+    lmc_generation_clear(&out);
+    lmc_message msgs[2] = {{"system", "Be brief."}, {"user", "Hello"}};
+    CHECK(lmc_chat(g_model, msgs, 2, &o, &out) == LMC_OK);
+    CHECK(out.metrics.prompt_tokens > 5 && out.n_ids == 6);
+    lmc_generation_clear(&out);
+}
+
+int main(void) {
+    g_dir = model_fixture_dir("qwen3");
+    if (!g_dir || lmc_model_load(g_dir, NULL, &g_model) != LMC_OK) {
+        fprintf(stderr, "cannot load the qwen3 golden model: %s\n", lmc_last_error());
+        return 1;
+    }
+    RUN(test_max_tokens_and_metrics);
+    RUN(test_stop_string_and_token);
+    RUN(test_stream_matches_generate);
+    RUN(test_cancel_from_callback);
+    RUN(test_cancel_from_thread);
+    RUN(test_seeded_sampling);
+    RUN(test_bad_requests_and_context);
+    RUN(test_text_prompt_and_chat);
+    lmc_model_free(g_model);
+    model_fixture_cleanup(g_dir);
+    return TEST_REPORT();
+}

@@ -1,0 +1,157 @@
+/* The four architectures against transformers: logits at every position of
+ * two prompts and greedy continuations, for the bf16 and MLX 4-bit form of
+ * each golden model, on every CPU kernel path this machine has.
+ *
+ * Tolerances (from scripts/make_golden_models.py): logits within 2e-3
+ * absolute (f32 arithmetic on the same weights; only summation order and
+ * libm differ); greedy ids equal at every step while the reference's top-2
+ * margin has stayed >= 5e-3, and at least 32 such steps per prompt. */
+#include <math.h>
+
+#include "core/cpu.h"
+#include "lmc/lmc.h"
+#include "model_fixture.h"
+#include "test_util.h"
+
+static const char *variants[] = {"llama", "qwen2", "qwen3", "gemma3", "gemma3_softcap",
+                                 "llama_mlx4", "qwen2_mlx4", "qwen3_mlx4", "gemma3_mlx4", "gemma3_softcap_mlx4"};
+
+enum { NPROMPTS = 2 };
+
+typedef struct golden {
+    lmc_safetensors *st;
+    int32_t *prompt[NPROMPTS], *greedy[NPROMPTS];
+    float *logits[NPROMPTS], *margin[NPROMPTS];
+    int64_t T[NPROMPTS], N[NPROMPTS], V;
+} golden;
+
+static float *read_f32(lmc_safetensors *st, const char *name, int64_t *n0, int64_t *n1) {
+    lmc_array *a = lmc_safetensors_get(st, name);
+    if (!a) return NULL;
+    int64_t n = lmc_array_size(a);
+    float *v = malloc((size_t)n * sizeof *v);
+    lmc_array_read(a, LMC_F32, v, (size_t)n);
+    if (n0) *n0 = lmc_array_dim(a, 0);
+    if (n1) *n1 = lmc_array_ndim(a) > 1 ? lmc_array_dim(a, 1) : 1;
+    lmc_array_free(a);
+    return v;
+}
+
+static int32_t *read_i32(lmc_safetensors *st, const char *name, int64_t *n) {
+    lmc_array *a = lmc_safetensors_get(st, name);
+    if (!a) return NULL;
+    *n = lmc_array_size(a);
+    int32_t *v = malloc((size_t)*n * sizeof *v);
+    lmc_array_read(a, LMC_I32, v, (size_t)*n);
+    lmc_array_free(a);
+    return v;
+}
+
+static bool golden_load(const char *name, golden *g) {
+    memset(g, 0, sizeof *g);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/models/%s/golden.safetensors", LMC_TEST_DATA, name);
+    if (lmc_safetensors_open(path, &g->st) != LMC_OK) {
+        fprintf(stderr, "%s\n", lmc_last_error());
+        return false;
+    }
+    for (int k = 0; k < NPROMPTS; k++) {
+        char n[64];
+        snprintf(n, sizeof n, "prompt_ids_%d", k);
+        g->prompt[k] = read_i32(g->st, n, &g->T[k]);
+        snprintf(n, sizeof n, "greedy_ids_%d", k);
+        g->greedy[k] = read_i32(g->st, n, &g->N[k]);
+        snprintf(n, sizeof n, "logits_%d", k);
+        int64_t t;
+        g->logits[k] = read_f32(g->st, n, &t, &g->V);
+        snprintf(n, sizeof n, "greedy_margin_%d", k);
+        g->margin[k] = read_f32(g->st, n, NULL, NULL);
+        if (!g->prompt[k] || !g->greedy[k] || !g->logits[k] || !g->margin[k]) return false;
+    }
+    return true;
+}
+
+static void golden_free(golden *g) {
+    for (int k = 0; k < NPROMPTS; k++) {
+        free(g->prompt[k]);
+        free(g->greedy[k]);
+        free(g->logits[k]);
+        free(g->margin[k]);
+    }
+    lmc_safetensors_close(g->st);
+}
+
+static double max_abs_diff(const lmc_array *a, const float *ref, int64_t n) {
+    float *v = malloc((size_t)n * sizeof *v);
+    double worst = INFINITY;
+    if (lmc_array_read(a, LMC_F32, v, (size_t)n) == LMC_OK) {
+        worst = 0;
+        for (int64_t i = 0; i < n; i++) {
+            double d = fabs((double)v[i] - ref[i]);
+            if (!(d <= worst)) worst = d; /* NaN becomes the worst */
+        }
+    }
+    free(v);
+    return worst;
+}
+
+static void check_variant(const char *name, int64_t prefill_chunk) {
+    golden g;
+    char *dir = model_fixture_dir(name);
+    CHECKF(dir != NULL, "%s: fixture folder", name);
+    if (!dir) return;
+    bool have = golden_load(name, &g);
+    CHECKF(have, "%s: golden.safetensors", name);
+    lmc_load_options lo = lmc_load_options_default();
+    lo.prefill_chunk = prefill_chunk;
+    lmc_model *m = NULL;
+    lmc_status s = have ? lmc_model_load(dir, &lo, &m) : LMC_ERR_NOT_FOUND;
+    CHECKF(s == LMC_OK, "%s: load: %s", name, lmc_last_error());
+    for (int k = 0; m && k < NPROMPTS; k++) {
+        lmc_array *lg = lmc_model_logits(m, g.prompt[k], (size_t)g.T[k], true);
+        CHECKF(lg && lmc_array_dim(lg, 0) == g.T[k] && lmc_array_dim(lg, 1) == g.V, "%s: logits shape", name);
+        if (lg) {
+            double d = max_abs_diff(lg, g.logits[k], g.T[k] * g.V);
+            CHECKF(d <= 2e-3, "%s prompt %d (path %s, chunk %lld): max |logits - transformers| = %.3g", name, k,
+                   lmc_cpu_path_name(lmc_cpu_path_active()), (long long)prefill_chunk, d);
+        }
+        lmc_array_free(lg);
+
+        lmc_generate_options o = lmc_generate_options_default();
+        o.sampler.temperature = 0;
+        o.ignore_eos = true;
+        o.max_tokens = (int)g.N[k];
+        lmc_generation out;
+        s = lmc_generate_ids(m, g.prompt[k], (size_t)g.T[k], &o, &out);
+        CHECKF(s == LMC_OK && (int64_t)out.n_ids == g.N[k], "%s prompt %d: greedy run: %s", name, k, lmc_last_error());
+        int clear = 0, mismatch = -1;
+        for (int64_t i = 0; i < (int64_t)out.n_ids && i < g.N[k]; i++) {
+            if (g.margin[k][i] < 5e-3f) break;
+            if (out.ids[i] != g.greedy[k][i]) {
+                mismatch = (int)i;
+                break;
+            }
+            clear++;
+        }
+        CHECKF(mismatch < 0, "%s prompt %d: greedy token %d is %d, transformers gave %d", name, k, mismatch,
+               mismatch >= 0 ? out.ids[mismatch] : 0, mismatch >= 0 ? g.greedy[k][mismatch] : 0);
+        CHECKF(clear >= 32, "%s prompt %d: only %d clear greedy steps compared", name, k, clear);
+        lmc_generation_clear(&out);
+    }
+    lmc_model_free(m);
+    if (have) golden_free(&g);
+    model_fixture_cleanup(dir);
+}
+
+int main(void) {
+    lmc_cpu_path max = lmc_cpu_path_max();
+    for (int p = LMC_PATH_SCALAR; p <= (int)max; p++) {
+        lmc_cpu_path_set((lmc_cpu_path)p);
+        fprintf(stderr, "kernel path %s\n", lmc_cpu_path_name((lmc_cpu_path)p));
+        for (size_t i = 0; i < sizeof variants / sizeof *variants; i++) check_variant(variants[i], 512);
+    }
+    lmc_cpu_path_set(max);
+    /* Chunked prefill (chunks shorter than Gemma's sliding window and not dividing the prompt). */
+    for (size_t i = 0; i < sizeof variants / sizeof *variants; i++) check_variant(variants[i], 7);
+    return TEST_REPORT();
+}
