@@ -195,11 +195,6 @@ LMC_API lmc_array *lmc_quantize(const lmc_array *w, int group_size, int bits, lm
 /* The inverse: float array of the scales' dtype, shape [..., K]. */
 LMC_API lmc_array *lmc_dequantize(const lmc_array *wq, const lmc_array *scales, const lmc_array *biases, int group_size,
                                   int bits);
-/* lmc_dequantize computed and returned in dtype dt (f32, f16 or bf16):
- * q*s then +b, each rounded to dt. With f32 this is w = s*q + b in f32
- * (q*s is exact), what a float32 reference computes from the stored parts. */
-LMC_API lmc_array *lmc_dequantize_to(const lmc_array *wq, const lmc_array *scales, const lmc_array *biases,
-                                     int group_size, int bits, lmc_dtype dt);
 /* x[..., K] @ Wᵀ where W [N, K] is given quantised (wq [N, K*bits/32],
  * scales/biases [N, K/group_size]): the nn.Linear product, without
  * dequantising W as a whole. Output [..., N] in x's float dtype (f32 accumulation). */

@@ -94,27 +94,18 @@ int64_t lmc_quant_check(const char *op, const lmc_array *wq, const lmc_array *sc
 
 lmc_array *lmc_dequantize(const lmc_array *wq, const lmc_array *scales, const lmc_array *biases, int group_size,
                           int bits) {
-    return lmc_dequantize_to(wq, scales, biases, group_size, bits, scales ? scales->dtype : LMC_F32);
-}
-
-lmc_array *lmc_dequantize_to(const lmc_array *wq, const lmc_array *scales, const lmc_array *biases, int group_size,
-                             int bits, lmc_dtype dt) {
     const char *op = "dequantize";
     const lmc_array *in[3] = {wq, scales, biases};
     if (lmc_ops_null_input(op, 3, in)) return NULL;
     int64_t K = lmc_quant_check(op, wq, scales, biases, group_size, bits);
     if (K < 0) return NULL;
-    if (!float_dtype(dt)) {
-        lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "dequantize: output dtype %s is not a float dtype", lmc_dtype_name(dt));
-        return NULL;
-    }
     const lmc_kernels *k = lmc_ops_kernels(op, 3, in);
     if (!k || !lmc_ops_have(op, (const void *)k->dequantize)) return NULL;
     int64_t shape[LMC_MAX_DIMS];
     for (int i = 0; i < wq->ndim; i++) shape[i] = wq->shape[i];
     shape[wq->ndim - 1] = K;
     lmc_array *wc = lmc_contiguous(wq), *sc = lmc_contiguous(scales), *bc = lmc_contiguous(biases);
-    lmc_array *out = lmc_array_new(dt, wq->ndim, shape, wq->buf->device);
+    lmc_array *out = lmc_array_new(scales->dtype, wq->ndim, shape, wq->buf->device);
     if (wc && sc && bc && out && k->dequantize(out, wc, sc, bc, group_size, bits) != LMC_OK) {
         lmc_array_free(out);
         out = NULL;
