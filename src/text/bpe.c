@@ -175,6 +175,34 @@ done:
     return st;
 }
 
+/* SentencePiece-style models (Gemma, Llama 2, Mistral) turn spaces into
+ * U+2581 and have no pre-tokenizer that splits words, so a whole text
+ * between added tokens is one BPE word: thousands of symbols for the merge
+ * loop, and never a cache hit. Such a word can be cut right before a U+2581
+ * that follows a character c when no token contains c followed by U+2581:
+ * no merge can then join the two sides (a merge's result holds both), and
+ * the merges on each side happen in the same order (rank, then position)
+ * as in the whole word, so the ids are the same. Only for models whose
+ * characters carry no prefix/suffix (char_ids set) and without
+ * ignore_merges (which looks the whole word up first). */
+static const char SPACE_MARK[] = "\xE2\x96\x81"; /* U+2581 */
+
+static lmc_status space_split_table(const tk_json_model *sc, tk_bpe *b) {
+    if (!b->char_ids || b->ignore_merges || b->char_ids[0x2581] < 0) return LMC_OK;
+    b->space_join = calloc(0x10000 / 8, 1);
+    if (!b->space_join) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
+    for (size_t i = 0; i < sc->n_vocab; i++) {
+        const char *k = sc->vocab[i].key, *end = k + sc->vocab[i].len;
+        for (const char *p = k + 1; p + 3 <= end && (p = memmem(p, (size_t)(end - p), SPACE_MARK, 3)); p += 3) {
+            const char *c = p - 1;
+            while (c > k && ((unsigned char)*c & 0xC0) == 0x80) c--;
+            uint32_t cp;
+            if (lmc_utf8_decode(c, (size_t)(p - c), &cp) == (size_t)(p - c) && cp < 0x10000) b->space_join[cp >> 3] |= (uint8_t)(1u << (cp & 7));
+        }
+    }
+    return LMC_OK;
+}
+
 lmc_status tk_bpe_parse(const cJSON *model, tk_json_model *sc, tk_bpe *b) {
     memset(b, 0, sizeof *b);
     b->unk_id = -1;
@@ -222,6 +250,7 @@ lmc_status tk_bpe_parse(const cJSON *model, tk_json_model *sc, tk_bpe *b) {
             if (e->len >= 1 && e->len <= 3 && lmc_utf8_decode(e->key, e->len, &cp) == e->len) b->char_ids[cp] = e->id;
         }
     }
+    LMC_CHECK(space_split_table(sc, b));
     if (sc->has_merges) LMC_CHECK(parse_merges(sc, b));
     b->cache = calloc(1, sizeof *b->cache);
     if (!b->cache) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
@@ -239,6 +268,7 @@ void tk_bpe_free(tk_bpe *b) {
     free(b->prefix);
     free(b->suffix);
     free(b->char_ids);
+    free(b->space_join);
     if (b->cache) {
         for (int i = 0; i < CACHE_LOCKS; i++) pthread_mutex_destroy(&b->cache->locks[i]);
         free(b->cache);
@@ -298,7 +328,7 @@ static int32_t char_id(const tk_bpe *b, const char *c, size_t k, uint32_t cp, bo
     return tk_strmap_get(&b->vocab, key->p, key->len);
 }
 
-lmc_status tk_bpe_encode_word(const tk_bpe *b, const char *w, size_t n, tk_ids *out) {
+static lmc_status encode_piece(const tk_bpe *b, const char *w, size_t n, tk_ids *out) {
     if (n == 0) return LMC_OK;
     if (b->ignore_merges) {
         int32_t id = tk_strmap_get(&b->vocab, w, n);
@@ -405,4 +435,22 @@ done:
     if (syms != stack_syms) free(syms);
     if (q != stack_q) free(q);
     return st;
+}
+
+/* A word, cut before each U+2581 where space_split_table allows it. */
+lmc_status tk_bpe_encode_word(const tk_bpe *b, const char *w, size_t n, tk_ids *out) {
+    if (!b->space_join) return encode_piece(b, w, n, out);
+    size_t start = 0;
+    for (const char *p = w + 1, *end = w + n; p + 3 <= end && (p = memmem(p, (size_t)(end - p), SPACE_MARK, 3)); p += 3) {
+        const char *c = p - 1;
+        while (c > w && ((unsigned char)*c & 0xC0) == 0x80) c--;
+        uint32_t cp;
+        if (lmc_utf8_decode(c, (size_t)(p - c), &cp) != (size_t)(p - c) || cp >= 0x10000 || b->char_ids[cp] < 0 ||
+            (b->space_join[cp >> 3] >> (cp & 7) & 1))
+            continue;
+        size_t at = (size_t)(p - w);
+        LMC_CHECK(encode_piece(b, w + start, at - start, out));
+        start = at;
+    }
+    return encode_piece(b, w + start, n - start, out);
 }

@@ -256,6 +256,10 @@ typedef struct tk_bpe {
     size_t prefix_len, suffix_len;
     int32_t byte_ids[256]; /* ids of "<0xXX>", -1 where missing */
     int32_t *char_ids;     /* id of each single code point < 0x10000, -1 where none */
+    /* Splitting words before U+2581 (see tk_bpe_encode_word): set when the
+     * model allows it, with a bit for each code point c < 0x10000 that some
+     * token holds right before a U+2581 (no split after those). */
+    uint8_t *space_join;
     tk_bpe_cache *cache;
 } tk_bpe;
 
