@@ -433,7 +433,7 @@ static lmc_status encode_piece(const tk_bpe *b, const char *w, size_t n, tk_ids 
     size_t before = out->n;
     for (size_t i = 0; i < ns && st == LMC_OK; i++)
         if (syms[i].len) st = tk_ids_push(out, syms[i].id);
-    if (st == LMC_OK && cacheable && out->n - before <= CACHE_IDS)
+    if (st == LMC_OK && cacheable && out->n > before && out->n - before <= CACHE_IDS)
         cache_put(b->cache, h, w, n, out->v + before, out->n - before);
 done:
     tk_buf_free(&key);
