@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "text/tokenizer_internal.h"
 #include "text/unicode.h"
@@ -139,7 +140,7 @@ static lmc_status parse_merges(const tk_json_model *sc, tk_bpe *b) {
     size_t n = sc->n_merges;
     b->merges_cap = 16;
     while (b->merges_cap < n * 2) b->merges_cap *= 2;
-    b->merges = calloc(b->merges_cap, sizeof *b->merges);
+    b->merges = tk_table_alloc(b->merges_cap * sizeof *b->merges);
     resolved *res = malloc((n ? n : 1) * sizeof *res);
     tk_buf joined = {0};
     lmc_status st = LMC_OK;
@@ -256,9 +257,10 @@ lmc_status tk_bpe_parse(const cJSON *model, tk_json_model *sc, tk_bpe *b) {
     }
     LMC_CHECK(space_split_table(sc, b));
     if (sc->has_merges) LMC_CHECK(parse_merges(sc, b));
-    b->cache = aligned_alloc(64, sizeof *b->cache);
-    if (!b->cache) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
-    memset(b->cache, 0, sizeof *b->cache);
+    /* Mapped: page-aligned, and zero pages cost nothing until a word lands there. */
+    void *cache = mmap(NULL, sizeof *b->cache, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (cache == MAP_FAILED) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
+    b->cache = cache;
     for (int i = 0; i < CACHE_LOCKS; i++) pthread_mutex_init(&b->cache->locks[i], NULL);
     return LMC_OK;
 }
@@ -268,7 +270,7 @@ void tk_bpe_free(tk_bpe *b) {
     free(b->id_str);
     free(b->id_len);
     free(b->arena);
-    free(b->merges);
+    tk_table_free(b->merges, b->merges_cap * sizeof *b->merges);
     free(b->unk_token);
     free(b->prefix);
     free(b->suffix);
@@ -276,7 +278,7 @@ void tk_bpe_free(tk_bpe *b) {
     free(b->space_join);
     if (b->cache) {
         for (int i = 0; i < CACHE_LOCKS; i++) pthread_mutex_destroy(&b->cache->locks[i]);
-        free(b->cache);
+        munmap(b->cache, sizeof *b->cache);
     }
     memset(b, 0, sizeof *b);
 }

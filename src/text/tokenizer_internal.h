@@ -54,6 +54,14 @@ lmc_status tk_pieces_commit(tk_pieces *p, size_t off, bool origin);
 void tk_pieces_clear(tk_pieces *p);
 void tk_pieces_free(tk_pieces *p);
 
+/* ---- large tables ----
+ * Zeroed memory for a hash table: from 2 MiB up it is mapped on its own and
+ * transparent huge pages are asked for (fewer page faults while it fills,
+ * fewer TLB misses for lookups all over it); smaller ones come from calloc.
+ * Free with the same size. */
+void *tk_table_alloc(size_t size);
+void tk_table_free(void *p, size_t size);
+
 /* ---- string -> id hash map (keys are not owned) ---- */
 
 /* Keys up to TK_INLINE_KEY bytes are also copied into the entry, so most

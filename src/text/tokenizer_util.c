@@ -2,6 +2,7 @@
  * tokenizer's components. */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "text/tokenizer_internal.h"
 #include "text/unicode.h"
@@ -73,6 +74,31 @@ void tk_pieces_free(tk_pieces *p) {
     memset(p, 0, sizeof *p);
 }
 
+/* ---- large tables ---- */
+
+enum { HUGE_PAGE = 2 << 20 };
+
+void *tk_table_alloc(size_t size) {
+    if (size < HUGE_PAGE) return calloc(1, size ? size : 1);
+    /* 2 MiB-aligned, so that every part of it can be a huge page. */
+    size_t span = size + HUGE_PAGE;
+    char *p = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return NULL;
+    char *a = (char *)(((uintptr_t)p + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1));
+    if (a > p) munmap(p, (size_t)(a - p));
+    if (p + span > a + size) munmap(a + size, (size_t)(p + span - (a + size)));
+#ifdef MADV_HUGEPAGE
+    madvise(a, size, MADV_HUGEPAGE); /* a hint: without huge pages the table works the same */
+#endif
+    return a;
+}
+
+void tk_table_free(void *p, size_t size) {
+    if (!p) return;
+    if (size < HUGE_PAGE) free(p);
+    else munmap(p, size);
+}
+
 /* ---- string map: open addressing, linear probing ---- */
 
 /* Eight bytes at a time: keys are short (tokens, words), and loading builds
@@ -103,7 +129,7 @@ uint32_t tk_hash(const char *s, size_t n) {
 lmc_status tk_strmap_init(tk_strmap *m, size_t expected) {
     size_t cap = 16;
     while (cap < expected * 2) cap *= 2;
-    m->slots = calloc(cap, sizeof *m->slots);
+    m->slots = tk_table_alloc(cap * sizeof *m->slots);
     if (!m->slots) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
     m->cap = cap;
     m->n = 0;
@@ -115,7 +141,7 @@ static lmc_status strmap_grow(tk_strmap *m) {
     LMC_CHECK(tk_strmap_init(&bigger, m->cap));
     for (size_t i = 0; i < m->cap; i++)
         if (m->slots[i].key) tk_strmap_put_h(&bigger, m->slots[i].key, m->slots[i].len, m->slots[i].hash, m->slots[i].val);
-    free(m->slots);
+    tk_table_free(m->slots, m->cap * sizeof *m->slots);
     *m = bigger;
     return LMC_OK;
 }
@@ -157,7 +183,7 @@ int32_t tk_strmap_get_h(const tk_strmap *m, const char *key, size_t len, uint32_
 }
 
 void tk_strmap_free(tk_strmap *m) {
-    free(m->slots);
+    tk_table_free(m->slots, m->cap * sizeof *m->slots);
     memset(m, 0, sizeof *m);
 }
 
