@@ -448,7 +448,8 @@ done:
 lmc_status tk_bpe_encode_word(const tk_bpe *b, const char *w, size_t n, tk_ids *out) {
     if (!b->space_join) return encode_piece(b, w, n, out);
     size_t start = 0;
-    for (const char *p = w + 1, *end = w + n; p + 3 <= end && (p = memmem(p, (size_t)(end - p), SPACE_MARK, 3)); p += 3) {
+    for (const char *p = w + 1, *end = w + n; p + 3 <= end && (p = memchr(p, SPACE_MARK[0], (size_t)(end - p))); p++) {
+        if (end - p < 3 || p[1] != SPACE_MARK[1] || p[2] != SPACE_MARK[2]) continue;
         const char *c = p - 1;
         while (c > w && ((unsigned char)*c & 0xC0) == 0x80) c--;
         uint32_t cp;
