@@ -36,7 +36,7 @@ static bool cache_get(tk_bpe_cache *c, uint32_t h, const char *w, size_t n, tk_i
     size_t nids = 0;
     bool hit = false;
     pthread_mutex_lock(lk);
-    if (s->klen == n && s->hash == h && !memcmp(s->key, w, n)) {
+    if (s->klen == n && s->hash == h && tk_bytes_eq(s->key, w, n)) {
         nids = s->nids;
         memcpy(ids, s->ids, nids * sizeof ids[0]);
         hit = true;
@@ -128,8 +128,8 @@ static int32_t merged_id(const tk_bpe *b, const tk_merge_text *m, int32_t guess,
     const char *r = m->r + skip;
     size_t rl = m->rl - skip, len = m->ll + rl;
     for (int32_t c = guess; guess_ok && c <= guess + 1; c++)
-        if (c >= 0 && (size_t)c < b->n_ids && b->id_str[c] && b->id_len[c] == len && !memcmp(b->id_str[c], m->l, m->ll) &&
-            !memcmp(b->id_str[c] + m->ll, r, rl))
+        if (c >= 0 && (size_t)c < b->n_ids && b->id_str[c] && b->id_len[c] == len && tk_bytes_eq(b->id_str[c], m->l, m->ll) &&
+            tk_bytes_eq(b->id_str[c] + m->ll, r, rl))
             return c;
     joined->len = 0;
     if (tk_buf_append(joined, m->l, m->ll) != LMC_OK || tk_buf_append(joined, r, rl) != LMC_OK) return -1;

@@ -81,6 +81,24 @@ typedef struct tk_strmap {
 } tk_strmap;
 
 uint32_t tk_hash(const char *s, size_t n);
+/* memcmp(a, b, n) == 0 for the short strings of hash lookups, without a
+ * library call: two overlapping loads cover 1 to 16 bytes. */
+static inline bool tk_bytes_eq(const char *a, const char *b, size_t n) {
+    uint64_t x, y, u, v;
+    if (n >= 8 && n <= 16) {
+        __builtin_memcpy(&x, a, 8), __builtin_memcpy(&y, b, 8);
+        __builtin_memcpy(&u, a + n - 8, 8), __builtin_memcpy(&v, b + n - 8, 8);
+        return x == y && u == v;
+    }
+    if (n >= 4 && n < 8) {
+        uint32_t p, q, r, t;
+        __builtin_memcpy(&p, a, 4), __builtin_memcpy(&q, b, 4);
+        __builtin_memcpy(&r, a + n - 4, 4), __builtin_memcpy(&t, b + n - 4, 4);
+        return p == q && r == t;
+    }
+    if (n < 4) return n == 0 || (a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1]);
+    return __builtin_memcmp(a, b, n) == 0;
+}
 lmc_status tk_strmap_init(tk_strmap *m, size_t expected);
 /* Inserts or overwrites. */
 void tk_strmap_put(tk_strmap *m, const char *key, size_t len, int32_t val);

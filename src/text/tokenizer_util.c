@@ -178,7 +178,7 @@ int32_t tk_strmap_get_h(const tk_strmap *m, const char *key, size_t len, uint32_
     for (size_t i = h & mask;; i = (i + 1) & mask) {
         const tk_strmap_entry *e = &m->slots[i];
         if (!e->key) return -1;
-        if (e->hash == h && e->len == len && memcmp(len <= TK_INLINE_KEY ? e->inline_key : e->key, key, len) == 0) return e->val;
+        if (e->hash == h && e->len == len && tk_bytes_eq(len <= TK_INLINE_KEY ? e->inline_key : e->key, key, len)) return e->val;
     }
 }
 
