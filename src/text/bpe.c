@@ -127,10 +127,10 @@ static int32_t merged_id(const tk_bpe *b, const tk_merge_text *m, int32_t guess,
     size_t skip = b->prefix_len <= m->rl && !memcmp(m->r, b->prefix, b->prefix_len) ? b->prefix_len : 0;
     const char *r = m->r + skip;
     size_t rl = m->rl - skip, len = m->ll + rl;
-    for (int32_t c = guess; guess_ok && c <= guess + 1; c++)
+    for (int64_t c = guess; guess_ok && c <= (int64_t)guess + 1; c++)
         if (c >= 0 && (size_t)c < b->n_ids && b->id_str[c] && b->id_len[c] == len && tk_bytes_eq(b->id_str[c], m->l, m->ll) &&
             tk_bytes_eq(b->id_str[c] + m->ll, r, rl))
-            return c;
+            return (int32_t)c;
     joined->len = 0;
     if (tk_buf_append(joined, m->l, m->ll) != LMC_OK || tk_buf_append(joined, r, rl) != LMC_OK) return -1;
     return tk_strmap_get(&b->vocab, joined->p, joined->len);
