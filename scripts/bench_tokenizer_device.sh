@@ -12,16 +12,19 @@
 #        PACK/lib/libcjson.so.1, libpcre2-8.so.0, libutf8proc.so.2
 #                                               the shared libraries it needs,
 #                                               as ldd resolves them here
-#        PACK/tokenizers/{gemma3,llama3_1,qwen3}/tokenizer.json, tokenizer_config.json
-#                                               from .cache/tokenizers (links followed)
-#    about 55 MB in all.
+#        PACK/tokenizers/{gemma3,llama3_1,qwen3}/tokenizer.json.gz, tokenizer_config.json.gz
+#                                               from .cache/tokenizers (links followed),
+#                                               gzipped: run's carry takes at most
+#                                               64 MiB with the working tree
+#    about 11 MB in all.
 #
 # 2. On the device, from the repository root, carrying exactly that folder
-#    (run's carry: ["build-tokbench"]):
+#    (PACK must be inside the checkout that run copies; carry: ["build-tokbench"]):
 #        scripts/bench_tokenizer_device.sh run [PACK]
 #    It checks that PACK/lmc runs with LD_LIBRARY_PATH=PACK/lib and that
-#    Python imports tokenizers (exits 1 with the reason when not), writes the
-#    benchmark text with scripts/make_bench_text.py (from tracked files), runs
+#    Python imports tokenizers (exits 1 with the reason when not), unpacks the
+#    tokenizer files into PACK/unpacked/, writes the benchmark text with
+#    scripts/make_bench_text.py (from tracked files), runs
 #    `lmc bench tokenizer` and scripts/bench_tokenizer_hf.py with
 #    RAYON_NUM_THREADS=1 over the same text for the three tokenizers, and
 #    prints one table: encode MB/s of both and their ratio, load ms of both,
@@ -33,6 +36,9 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 names="gemma3 llama3_1 qwen3"
 libs="libcjson.so.1 libpcre2-8.so.0 libutf8proc.so.2"
 fail() { echo "bench_tokenizer_device: $*" >&2; exit 1; }
+# gzip through Python, which both machines have.
+gz() { python3 -c 'import gzip, shutil, sys; shutil.copyfileobj(open(sys.argv[1], "rb"), gzip.open(sys.argv[2], "wb", 6))' "$1" "$2"; }
+gunz() { python3 -c 'import gzip, shutil, sys; shutil.copyfileobj(gzip.open(sys.argv[1], "rb"), open(sys.argv[2], "wb"))' "$1" "$2"; }
 
 mode=${1:-}
 pack=${2:-build-tokbench}
@@ -51,7 +57,7 @@ if [ "$mode" = pack ]; then
     for n in $names; do
         [ -f "$root/.cache/tokenizers/$n/tokenizer.json" ] || fail ".cache/tokenizers/$n missing (scripts/fetch_tokenizers.sh)"
         mkdir -p "$pack/tokenizers/$n"
-        cp -L "$root/.cache/tokenizers/$n/tokenizer.json" "$root/.cache/tokenizers/$n/tokenizer_config.json" "$pack/tokenizers/$n/"
+        for f in tokenizer.json tokenizer_config.json; do gz "$root/.cache/tokenizers/$n/$f" "$pack/tokenizers/$n/$f.gz"; done
     done
     echo "packed $(du -sh "$pack" | cut -f1) into $pack; on the device: scripts/bench_tokenizer_device.sh run $(basename "$pack")"
     exit 0
@@ -69,12 +75,16 @@ if ! "$pack/lmc" bench --help >/dev/null 2>"$pack/lmc.err"; then
     ldd "$pack/lmc" >&2 || true
     exit 1
 fi
+python3 -c "import tokenizers" 2>/dev/null || fail "python3 cannot import tokenizers"
 dirs=()
 for n in $names; do
-    [ -f "$pack/tokenizers/$n/tokenizer.json" ] || fail "$pack/tokenizers/$n/tokenizer.json missing"
-    dirs+=("$pack/tokenizers/$n")
+    mkdir -p "$pack/unpacked/$n"
+    for f in tokenizer.json tokenizer_config.json; do
+        [ -f "$pack/tokenizers/$n/$f.gz" ] || fail "$pack/tokenizers/$n/$f.gz missing"
+        gunz "$pack/tokenizers/$n/$f.gz" "$pack/unpacked/$n/$f" || fail "cannot unpack $pack/tokenizers/$n/$f.gz"
+    done
+    dirs+=("$pack/unpacked/$n")
 done
-python3 -c "import tokenizers" 2>/dev/null || fail "python3 cannot import tokenizers"
 
 # --- the text and the two benchmarks ---
 export RAYON_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
