@@ -156,6 +156,11 @@ static void test_shape_errors(void) {
     check_error(V "\"a\": \"0\"}, \"merges\": []}}", LMC_ERR_FORMAT, "vocab entry 'a' (byte 36) has no valid id");
     check_error(V "\"a\": 2147483648}, \"merges\": []}}", LMC_ERR_FORMAT, "vocab entry 'a' (byte 36) has no valid id");
     check_error(V "\"a\": 0, \"b\": [}, \"merges\": []}}", LMC_ERR_FORMAT, "invalid JSON at byte 50");
+    /* Ids index tables: far beyond the token count they are refused. */
+    check_error(V "\"a\": 2147483647}, \"merges\": []}}", LMC_ERR_FORMAT, "vocab id 2147483647 is out of range for 1 tokens");
+    check_error("{\"added_tokens\": [{\"id\": 5000, \"content\": \"x\"}], \"model\": {\"vocab\": {\"a\": 0}, \"merges\": []}}", LMC_ERR_FORMAT,
+                "added token id 5000 is out of range for 2 tokens");
+    lmc_tokenizer_free(load("{\"added_tokens\": [{\"id\": 1031, \"content\": \"x\"}], \"model\": {\"vocab\": {\"a\": 1027}, \"merges\": []}}"));
     check_error(V "\"a\": 0}, \"merges\": [\"a\"]}}", LMC_ERR_FORMAT, "merge 0 (byte 56) is not two tokens");
     check_error(V "\"a\": 0}, \"merges\": [\"a a\", \"a  a\"]}}", LMC_ERR_FORMAT, "merge 1 (byte 63) is not two tokens");
     check_error(V "\"a\": 0}, \"merges\": [[\"a\"]]}}", LMC_ERR_FORMAT, "merge 0 (byte 56) is not two tokens");

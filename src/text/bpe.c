@@ -100,6 +100,8 @@ static lmc_status parse_vocab(tk_json_model *sc, tk_bpe *b) {
     int64_t max_id = -1;
     for (size_t i = 0; i < n; i++)
         if (sc->vocab[i].id > max_id) max_id = sc->vocab[i].id;
+    if (!tk_id_in_range(max_id, n))
+        return lmc_set_error(LMC_ERR_FORMAT, "tokenizer.json: vocab id %lld is out of range for %zu tokens", (long long)max_id, n);
     b->n_ids = (size_t)(max_id + 1);
     b->arena = sc->arena;
     sc->arena = NULL;

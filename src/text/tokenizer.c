@@ -326,8 +326,12 @@ static lmc_status parse_added(lmc_tokenizer *t, const cJSON *arr) {
 /* The id -> string table for decoding, and the added-token matchers. */
 static lmc_status build_tables(lmc_tokenizer *t) {
     size_t size = t->bpe.n_ids;
-    for (size_t i = 0; i < t->n_added; i++)
+    for (size_t i = 0; i < t->n_added; i++) {
+        if (!tk_id_in_range(t->added[i].id, t->bpe.vocab.n + t->n_added))
+            return lmc_set_error(LMC_ERR_FORMAT, "tokenizer.json: added token id %d is out of range for %zu tokens", (int)t->added[i].id,
+                                 t->bpe.vocab.n + t->n_added);
         if ((size_t)t->added[i].id + 1 > size) size = (size_t)t->added[i].id + 1;
+    }
     t->vocab_size = size;
     t->tok_str = calloc(size ? size : 1, sizeof *t->tok_str);
     t->tok_len = calloc(size ? size : 1, sizeof *t->tok_len);

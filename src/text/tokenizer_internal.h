@@ -259,6 +259,11 @@ void tk_json_model_free(tk_json_model *m);
 
 /* ---- the BPE model ---- */
 
+/* Tables are indexed by token id, so ids must stay near the token count:
+ * an id of 2^31 in a three-token file would otherwise ask for gigabytes.
+ * Real files number their tokens 0, 1, 2, ... (added ones right after). */
+static inline bool tk_id_in_range(int64_t id, size_t n_tokens) { return id < 4 * (int64_t)n_tokens + 1024; }
+
 typedef struct tk_merge_entry {
     uint64_t key;  /* (left id << 32) | right id */
     uint32_t rank; /* 1 + the merge's index in the list; 0 marks an empty slot */
