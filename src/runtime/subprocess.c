@@ -87,28 +87,28 @@ static void release(bridge *b) {
 
 /* --- faults ---------------------------------------------------------------------- */
 
-/* Ends the child after a fault and records the error: "bridge "CMD" <what>
- * (<how it ended>); its stderr ends with: ...". Returns st. */
-static lmc_status fault(bridge *b, lmc_status st, bool wait_for_exit, const char *fmt, ...)
+/* Ends the child after a fault and records the error: "bridge "CMD" <what>;
+ * its stderr ends with: ...". With `gone` the child closed a pipe and is most
+ * likely exiting: it gets a moment to do so, and `what` ("while ...") follows
+ * how it ended ("exited with status 3", "was killed by signal 11 ..."). A
+ * hung or misbehaving child is stopped at once. Returns st. */
+static lmc_status fault(bridge *b, lmc_status st, bool gone, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
-static lmc_status fault(bridge *b, lmc_status st, bool wait_for_exit, const char *fmt, ...) {
+static lmc_status fault(bridge *b, lmc_status st, bool gone, const char *fmt, ...) {
     char what[1024], how[160], tail[LMC_STDERR_TAIL + 1];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(what, sizeof what, fmt, ap);
     va_end(ap);
-    /* A child that closed its output is most likely exiting: give it a moment
-     * to report its status. A hung or misbehaving one is stopped at once. */
-    if (wait_for_exit) lmc_child_wait(&b->child, b->timeout < 2 ? b->timeout : 2);
-    bool ended_itself = b->child.reaped;
-    lmc_child_describe_exit(&b->child, how, sizeof how);
+    if (gone) lmc_child_wait(&b->child, b->timeout < 2 ? b->timeout : 2);
+    if (!b->child.reaped) snprintf(how, sizeof how, "closed its pipes but did not exit");
+    else lmc_child_describe_exit(&b->child, how, sizeof how);
     lmc_child_stop(&b->child, 0);
     size_t tl = lmc_child_stderr_tail(&b->child, tail, sizeof tail);
     size_t cap = strlen(what) + sizeof how + 2 * tl + 256;
     char *msg = malloc(cap);
     if (!msg) return lmc_set_error(st, "bridge \"%s\" %s", b->command, what);
-    int k = snprintf(msg, cap, "bridge \"%s\" %s%s%s%s", b->command, what, ended_itself ? " (it " : "",
-                     ended_itself ? how : "", ended_itself ? ")" : "");
+    int k = snprintf(msg, cap, "bridge \"%s\" %s%s%s", b->command, gone ? how : "", gone ? " " : "", what);
     if (tl) {
         k += snprintf(msg + k, cap - (size_t)k, "; its stderr ends with:");
         /* Each stderr line indented, so the quote stands apart from our words. */
@@ -136,7 +136,7 @@ static lmc_status send_msg(bridge *b, cJSON *obj, const char *what) {
     free(line);
     switch (r) {
     case LMC_CHILD_OK: return LMC_OK;
-    case LMC_CHILD_EOF: return fault(b, LMC_ERR_IO, true, "stopped reading its input while lmc was sending %s", what);
+    case LMC_CHILD_EOF: return fault(b, LMC_ERR_IO, true, "while lmc was sending %s", what);
     case LMC_CHILD_TIMEOUT:
         return fault(b, LMC_ERR_IO, false, "did not take %s within %g s (timeout)", what, b->timeout);
     default: return fault(b, LMC_ERR_IO, false, "could not be sent %s: %s", what, strerror(err));
@@ -187,7 +187,7 @@ static lmc_status read_msg(bridge *b, int64_t id, const char *what, double timeo
     switch (r) {
     case LMC_CHILD_OK: break;
     case LMC_CHILD_CANCELLED: return LMC_ERR_CANCELLED;
-    case LMC_CHILD_EOF: return fault(b, LMC_ERR_IO, true, "closed its output while lmc was waiting for %s", what);
+    case LMC_CHILD_EOF: return fault(b, LMC_ERR_IO, true, "while lmc was waiting for %s", what);
     case LMC_CHILD_TIMEOUT:
         return fault(b, LMC_ERR_IO, false, "sent nothing for %g s while lmc was waiting for %s (timeout)", timeout, what);
     case LMC_CHILD_OVERSIZED:
