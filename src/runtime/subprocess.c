@@ -174,11 +174,12 @@ static void quote_line(const char *line, size_t len, char *buf, size_t cap) {
     buf[k] = 0;
 }
 
-/* Reads the next message answering request id (waiting at most `timeout`).
- * Anything else on stdout is a fault. LMC_ERR_CANCELLED (no fault) when the
- * cancel flag was raised while waiting. */
-static lmc_status read_msg(bridge *b, int64_t id, const char *what, double timeout, const volatile int *cancel,
-                           cJSON **out) {
+/* Reads the next message answering request id (waiting at most `timeout`;
+ * `late`, when not NULL, words that fault). Anything else on stdout is a
+ * fault. LMC_ERR_CANCELLED (no fault) when the cancel flag was raised while
+ * waiting. */
+static lmc_status read_msg(bridge *b, int64_t id, const char *what, double timeout, const char *late,
+                           const volatile int *cancel, cJSON **out) {
     *out = NULL;
     char *line;
     size_t len;
@@ -189,6 +190,7 @@ static lmc_status read_msg(bridge *b, int64_t id, const char *what, double timeo
     case LMC_CHILD_CANCELLED: return LMC_ERR_CANCELLED;
     case LMC_CHILD_EOF: return fault(b, LMC_ERR_IO, true, "while lmc was waiting for %s", what);
     case LMC_CHILD_TIMEOUT:
+        if (late) return fault(b, LMC_ERR_IO, false, "%s", late);
         return fault(b, LMC_ERR_IO, false, "sent nothing for %g s while lmc was waiting for %s (timeout)", timeout, what);
     case LMC_CHILD_OVERSIZED:
         return fault(b, LMC_ERR_FORMAT, false, "wrote an oversized line (more than %zu bytes) while lmc was waiting for %s",
@@ -245,7 +247,7 @@ static lmc_status call(bridge *b, cJSON *req, const char *want, const char *what
     char waiting[96];
     snprintf(waiting, sizeof waiting, "the reply to %s", what);
     cJSON *msg;
-    LMC_CHECK(read_msg(b, (int64_t)id, waiting, b->timeout, NULL, &msg));
+    LMC_CHECK(read_msg(b, (int64_t)id, waiting, b->timeout, NULL, NULL, &msg));
     const char *type = str_field(msg, "type");
     if (!strcmp(type, "error")) {
         lmc_status st = error_reply(msg, what);
@@ -479,11 +481,13 @@ static lmc_status sub_stream_cancel(void *impl) {
     cJSON *req = request("cancel", s->id);
     lmc_status st = send_msg(b, req, "cancel");
     double deadline = now_s() + b->timeout;
+    char late[96];
+    snprintf(late, sizeof late, "did not acknowledge a cancel within %g s (timeout)", b->timeout);
     while (st == LMC_OK) {
         double left = deadline - now_s();
         cJSON *msg;
-        st = left > 0 ? read_msg(b, s->id, "the end of the cancelled generation", left, NULL, &msg)
-                      : fault(b, LMC_ERR_IO, false, "did not acknowledge a cancel within %g s (timeout)", b->timeout);
+        st = left > 0 ? read_msg(b, s->id, "the end of the cancelled generation", left, late, NULL, &msg)
+                      : fault(b, LMC_ERR_IO, false, "%s", late);
         if (st != LMC_OK) break;
         const char *type = str_field(msg, "type");
         bool end = !strcmp(type, "done") || !strcmp(type, "error");
@@ -504,7 +508,7 @@ static lmc_status sub_stream_next(void *impl, lmc_backend_event *ev) {
         stream_end(s);
         return lmc_set_error(LMC_ERR_CLOSED, "model is closed");
     }
-    lmc_status st = read_msg(b, s->id, "the next token", b->timeout, s->cancel, &s->msg);
+    lmc_status st = read_msg(b, s->id, "the next token", b->timeout, NULL, s->cancel, &s->msg);
     if (st == LMC_ERR_CANCELLED) {
         st = sub_stream_cancel(s);
         return st == LMC_OK ? lmc_set_error(LMC_ERR_CANCELLED, "generation cancelled") : st;
@@ -561,6 +565,11 @@ static void sub_stream_free(void *impl) {
 pid_t lmc_subprocess_pid(const lmc_model *m) {
     const bridge *b = m && m->be == &lmc_backend_subprocess ? m->impl : NULL;
     return b && !b->child.reaped ? b->child.pid : 0;
+}
+
+void lmc_subprocess_set_timeout(lmc_model *m, double seconds) {
+    bridge *b = m && m->be == &lmc_backend_subprocess ? m->impl : NULL;
+    if (b && seconds > 0) b->timeout = seconds;
 }
 
 const lmc_backend lmc_backend_subprocess = {

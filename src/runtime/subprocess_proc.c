@@ -93,6 +93,13 @@ lmc_status lmc_split_words(const char *cmd, char ***words, int *n) {
                     break;
                 }
                 if (*p == '"') break;
+                if (*p == '$' || *p == '`') {
+                    st = lmc_set_error(LMC_ERR_INVALID_ARGUMENT,
+                                       "command \"%s\": '%c' inside \"...\" would be expanded by a shell; lmc does "
+                                       "no expansion (escape it as \\%c or use '...')",
+                                       cmd, *p, *p);
+                    break;
+                }
                 if (*p == '\\' && p[1] && strchr("\"\\$`\n", p[1])) {
                     p++;
                     if (*p == '\n') continue; /* line continuation */

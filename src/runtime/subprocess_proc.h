@@ -17,9 +17,9 @@
 /* Splits cmd into words as a POSIX shell does, without any expansion:
  * blanks separate words; '...' keeps everything literally; "..." keeps
  * everything but \" \\ \$ \` and backslash-newline; an unquoted backslash
- * quotes the next character. Unquoted shell syntax that would change the
- * meaning ($ ` | & ; < > ( ) and # at the start of a word) is refused
- * rather than passed on literally. Returns a NULL-terminated, malloc'd array
+ * quotes the next character. Shell syntax that would change the meaning
+ * ($ and ` outside '...', | & ; < > ( ) unquoted, # at the start of a word)
+ * is refused rather than passed on literally. Returns a NULL-terminated, malloc'd array
  * (free with lmc_words_free) and the count. */
 lmc_status lmc_split_words(const char *cmd, char ***words, int *n);
 void lmc_words_free(char **words);
