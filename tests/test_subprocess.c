@@ -232,6 +232,8 @@ static void test_generate_ids_and_pull_stream(void) {
     int32_t big[] = {9999};
     CHECK(lmc_generate_ids(m, big, 1, &o, &out) == LMC_ERR_INVALID_ARGUMENT);
     CHECKF(strstr(lmc_last_error(), "outside the vocabulary") != NULL, "%s", lmc_last_error());
+    CHECK(out.stop_reason == LMC_STOP_ERROR && out.n_ids == 0);
+    lmc_generation_clear(&out);
     o.max_tokens = -1;
     CHECK(lmc_generate(m, "x", &o, &out) == LMC_ERR_INVALID_ARGUMENT);
     o = greedy(0);
@@ -310,6 +312,7 @@ static void test_context_and_info(void) {
     lmc_generation_clear(&out);
     CHECK(lmc_generate(m, "abcdefgh", &o, &out) == LMC_ERR_INVALID_ARGUMENT);
     CHECKF(strstr(lmc_last_error(), "context length") != NULL, "%s", lmc_last_error());
+    lmc_generation_clear(&out);
     lmc_model_free(m);
 
     /* The load option bounds the context further; a later KEY= wins. */

@@ -109,6 +109,7 @@ lmc_status lmc_split_words(const char *cmd, char ***words, int *n) {
                     break;
                 }
             }
+            if (st != LMC_OK || oom) break; /* p may be at the end of cmd */
         } else if (ch == '\\') {
             if (!p[1]) {
                 st = lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "command \"%s\": a backslash ends the command", cmd);
