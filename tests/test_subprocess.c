@@ -79,6 +79,8 @@ typedef struct collect {
     int tokens, calls, empty_pieces;
     int32_t ids[512];
     int stop_after;           /* return false after this many tokens (0: never) */
+    lmc_cancel *cancel;       /* raise this after cancel_after tokens */
+    int cancel_after;
 } collect;
 
 static bool on_token(void *user, int32_t id, const char *text, size_t len) {
@@ -91,18 +93,24 @@ static bool on_token(void *user, int32_t id, const char *text, size_t len) {
         c->len += len;
         c->text[c->len] = 0;
     }
+    if (c->cancel && c->tokens == c->cancel_after) lmc_cancel_request(c->cancel);
     return !(c->stop_after && c->tokens >= c->stop_after);
 }
 
 /* A fresh mock loads and generates: lmc is usable. */
 static bool lmc_usable(void) {
     lmc_model *m = NULL;
-    if (load_mock("", 10, NULL, &m) != LMC_OK) return false;
+    if (load_mock("", 30, NULL, &m) != LMC_OK) {
+        fprintf(stderr, "lmc_usable: load: %s\n", lmc_last_error());
+        return false;
+    }
     lmc_generate_options o = greedy(5);
     lmc_generation out;
     bool ok = lmc_generate(m, "usable", &o, &out) == LMC_OK && out.text && !strcmp(out.text, "usabl");
+    if (!ok) fprintf(stderr, "lmc_usable: generate: %s\n", lmc_last_error());
     lmc_generation_clear(&out);
     lmc_model_free(m);
+    if (!no_children()) fprintf(stderr, "lmc_usable: a child is left\n");
     return ok && no_children();
 }
 
@@ -156,7 +164,7 @@ static void test_option_errors(void) {
     CHECK(lmc_model_load(MODEL_DIR, &o, &m) == LMC_ERR_INVALID_ARGUMENT);
     CHECK(m == NULL && no_children());
     /* The bridge's own error reply to load (missing folder) is an error, not a fault. */
-    o.bridge_timeout = 10;
+    o.bridge_timeout = 30;
     CHECK(lmc_model_load("/nonexistent-model-folder", &o, &m) == LMC_ERR_NOT_FOUND);
     CHECKF(strstr(lmc_last_error(), "model folder not found") != NULL, "%s", lmc_last_error());
     CHECK(m == NULL && no_children());
@@ -166,7 +174,7 @@ static void test_option_errors(void) {
 
 static void test_generate_text(void) {
     lmc_model *m = NULL;
-    CHECK(load_mock("", 10, NULL, &m) == LMC_OK);
+    CHECK(load_mock("", 30, NULL, &m) == LMC_OK);
     if (!m) return;
     pid_t pid = lmc_subprocess_pid(m);
     CHECK(pid > 0 && kill(pid, 0) == 0);
@@ -196,7 +204,7 @@ static void test_generate_text(void) {
 
 static void test_generate_ids_and_pull_stream(void) {
     lmc_model *m = NULL;
-    CHECK(load_mock("", 10, NULL, &m) == LMC_OK);
+    CHECK(load_mock("", 30, NULL, &m) == LMC_OK);
     if (!m) return;
     int32_t prompt[] = {1, 'a' + 3, 'b' + 3, 'c' + 3};
     lmc_generate_options o = greedy(100);
@@ -245,7 +253,7 @@ static void test_generate_ids_and_pull_stream(void) {
 
 static void test_stop_rules(void) {
     lmc_model *m = NULL;
-    CHECK(load_mock("", 10, NULL, &m) == LMC_OK);
+    CHECK(load_mock("", 30, NULL, &m) == LMC_OK);
     if (!m) return;
     lmc_generation out;
     collect c = {0};
@@ -298,7 +306,7 @@ static void test_stop_rules(void) {
 
 static void test_context_and_info(void) {
     lmc_model *m = NULL;
-    CHECK(load_mock("", 10, "MOCK_BRIDGE_CONTEXT=8", &m) == LMC_OK);
+    CHECK(load_mock("", 30, "MOCK_BRIDGE_CONTEXT=8", &m) == LMC_OK);
     if (!m) return;
     lmc_model_info in;
     CHECK(lmc_model_get_info(m, &in) == LMC_OK);
@@ -335,7 +343,7 @@ static void test_context_and_info(void) {
 
 static void test_chat(void) {
     lmc_model *m = NULL;
-    CHECK(load_mock("", 10, NULL, &m) == LMC_OK);
+    CHECK(load_mock("", 30, NULL, &m) == LMC_OK);
     if (!m) return;
     lmc_message msgs[] = {{"system", "be brief"}, {"user", "hi"}};
     collect c = {0};
@@ -355,7 +363,7 @@ static void test_chat(void) {
 
 static void test_unsupported(void) {
     lmc_model *m = NULL;
-    CHECK(load_mock("", 10, NULL, &m) == LMC_OK);
+    CHECK(load_mock("", 30, NULL, &m) == LMC_OK);
     if (!m) return;
     int32_t ids[] = {4, 5};
     CHECK(lmc_model_logits(m, ids, 2, false) == NULL && lmc_last_status() == LMC_ERR_UNSUPPORTED);
@@ -381,7 +389,7 @@ static void test_unsupported(void) {
 static void test_sampling_forwarded(void) {
     clear_log();
     lmc_model *m = NULL;
-    CHECK(load_mock("", 10, NULL, &m) == LMC_OK);
+    CHECK(load_mock("", 30, NULL, &m) == LMC_OK);
     if (!m) return;
     lmc_generate_options o = lmc_generate_options_default();
     o.sampler.temperature = 0.5f;
@@ -419,7 +427,7 @@ static void test_sampling_forwarded(void) {
 static void test_cancel_from_callback(void) {
     clear_log();
     lmc_model *m = NULL;
-    CHECK(load_mock("", 10, "MOCK_BRIDGE_DELAY=0.02", &m) == LMC_OK);
+    CHECK(load_mock("", 30, "MOCK_BRIDGE_DELAY=0.02", &m) == LMC_OK);
     if (!m) return;
     collect c = {.stop_after = 3};
     lmc_generate_options o = greedy(1000);
@@ -458,7 +466,7 @@ static void *cancel_later(void *arg) {
 static void test_cancel_from_another_thread(void) {
     clear_log();
     lmc_model *m = NULL;
-    CHECK(load_mock("", 10, "MOCK_BRIDGE_DELAY=0.02", &m) == LMC_OK);
+    CHECK(load_mock("", 30, "MOCK_BRIDGE_DELAY=0.02", &m) == LMC_OK);
     if (!m) return;
     lmc_cancel cancel = {0};
     lmc_generate_options o = greedy(1000);
@@ -474,6 +482,22 @@ static void test_cancel_from_another_thread(void) {
     CHECK(out.stop_reason == LMC_STOP_CANCELLED && out.n_ids >= 1 && out.n_ids < 100);
     lmc_generation_clear(&out);
     char *log = read_log();
+    CHECKF(strstr(log, "{\"event\": \"cancelled\"") != NULL, "%s", log);
+    free(log);
+
+    /* A fast bridge always has the next token ready: the flag is still seen at once. */
+    clear_log();
+    memset(&cancel, 0, sizeof cancel);
+    collect c = {.cancel = &cancel, .cancel_after = 3};
+    o = greedy(1000000);
+    o.ignore_eos = true;
+    o.cancel = &cancel;
+    o.on_token = on_token;
+    o.user = &c;
+    CHECK(lmc_generate(m, "abcdefghij", &o, &out) == LMC_ERR_CANCELLED);
+    CHECK(out.stop_reason == LMC_STOP_CANCELLED && out.n_ids == 3);
+    lmc_generation_clear(&out);
+    log = read_log();
     CHECKF(strstr(log, "{\"event\": \"cancelled\"") != NULL, "%s", log);
     free(log);
 
@@ -506,7 +530,7 @@ static void test_cancel_from_another_thread(void) {
 static void test_close(void) {
     clear_log();
     lmc_model *m = NULL;
-    CHECK(load_mock("", 10, NULL, &m) == LMC_OK);
+    CHECK(load_mock("", 30, NULL, &m) == LMC_OK);
     if (!m) return;
     pid_t pid = lmc_subprocess_pid(m);
     double t0 = now();
@@ -525,7 +549,7 @@ static void test_close(void) {
     free(log);
 
     /* A bridge that ignores shutdown, end of input and SIGTERM is killed. */
-    CHECK(load_mock("stubborn", 10, NULL, &m) == LMC_OK);
+    CHECK(load_mock("stubborn", 30, NULL, &m) == LMC_OK);
     if (!m) return;
     lmc_subprocess_set_timeout(m, 1);
     pid = lmc_subprocess_pid(m);
@@ -541,12 +565,12 @@ static void test_close(void) {
 typedef enum { AT_LOAD, AT_INFO, AT_GENERATE } phase;
 
 /* Python may take a second or two to start on a busy machine: the bridge
- * gets 10 s for that, and 1 s where the fault under test is a hang. */
+ * gets 30 s for that, and 1 s where the fault under test is a hang. */
 static void check_fault(const char *fault, phase at, lmc_status want, const char *needle1, const char *needle2) {
     double timeout = 1;
     lmc_model *m = NULL;
     double t0 = now();
-    lmc_status st = load_mock(fault, strcmp(fault, "hang_start") ? 10 : timeout, NULL, &m);
+    lmc_status st = load_mock(fault, strcmp(fault, "hang_start") ? 30 : timeout, NULL, &m);
     pid_t pid = lmc_subprocess_pid(m);
     if (at != AT_LOAD) {
         CHECKF(st == LMC_OK, "%s: load: %s", fault, lmc_last_error());
@@ -569,9 +593,12 @@ static void check_fault(const char *fault, phase at, lmc_status want, const char
     CHECKF(st == want, "%s: status %d, want %d: %s", fault, st, want, msg);
     CHECKF(strstr(msg, needle1) != NULL, "%s: no \"%s\" in: %s", fault, needle1, msg);
     CHECKF(strstr(msg, needle2) != NULL, "%s: no \"%s\" in: %s", fault, needle2, msg);
-    if (want != LMC_ERR_INVALID_ARGUMENT) CHECKF(strstr(msg, "its stderr ends with:") != NULL, "%s: %s", fault, msg);
+    /* (A bridge that hangs may not have got to its first stderr line on a slow machine.) */
+    if (want != LMC_ERR_INVALID_ARGUMENT)
+        CHECKF(strstr(msg, strcmp(fault, "hang_start") ? "its stderr ends with:" : "stderr") != NULL, "%s: %s", fault,
+               msg);
     CHECKF(at == AT_LOAD || took < timeout + 2.5, "%s: took %.2f s", fault, took);
-    CHECKF(took < 10 + 2.5, "%s: took %.2f s", fault, took);
+    CHECKF(took < 30 + 2.5, "%s: took %.2f s", fault, took);
     if (m && want != LMC_ERR_INVALID_ARGUMENT) {
         /* The model stays unusable, with the reason; the child is gone. */
         CHECK(lmc_subprocess_pid(m) == 0 && pid_gone(pid));
@@ -601,7 +628,7 @@ static void test_faults(void) {
 
 static void test_ignored_cancel(void) {
     lmc_model *m = NULL;
-    CHECK(load_mock("ignore_cancel", 10, "MOCK_BRIDGE_DELAY=0.02", &m) == LMC_OK);
+    CHECK(load_mock("ignore_cancel", 30, "MOCK_BRIDGE_DELAY=0.02", &m) == LMC_OK);
     if (!m) return;
     lmc_subprocess_set_timeout(m, 1);
     pid_t pid = lmc_subprocess_pid(m);
@@ -627,7 +654,7 @@ static void test_ignored_cancel(void) {
  * only its end is kept for messages. */
 static void test_stderr_tail(void) {
     lmc_model *m = NULL;
-    CHECK(load_mock("stderr_flood", 10, NULL, &m) == LMC_OK);
+    CHECK(load_mock("stderr_flood", 30, NULL, &m) == LMC_OK);
     if (!m) return;
     pid_t pid = lmc_subprocess_pid(m);
     kill(pid, SIGKILL);
@@ -673,7 +700,7 @@ static void test_path_of_child_environment(void) {
     o.bridge = "mock_bridge.py";
     o.bridge_env = env;
     o.n_bridge_env = 2;
-    o.bridge_timeout = 10;
+    o.bridge_timeout = 30;
     lmc_model *m = NULL;
     CHECKF(lmc_model_load(MODEL_DIR, &o, &m) == LMC_OK, "%s", lmc_last_error());
     lmc_model_free(m);

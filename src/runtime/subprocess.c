@@ -508,7 +508,10 @@ static lmc_status sub_stream_next(void *impl, lmc_backend_event *ev) {
         stream_end(s);
         return lmc_set_error(LMC_ERR_CLOSED, "model is closed");
     }
-    lmc_status st = read_msg(b, s->id, "the next token", b->timeout, NULL, s->cancel, &s->msg);
+    /* The flag is checked here too: a fast bridge always has a line ready. */
+    lmc_status st = s->cancel && __atomic_load_n(s->cancel, __ATOMIC_ACQUIRE)
+                        ? LMC_ERR_CANCELLED
+                        : read_msg(b, s->id, "the next token", b->timeout, NULL, s->cancel, &s->msg);
     if (st == LMC_ERR_CANCELLED) {
         st = sub_stream_cancel(s);
         return st == LMC_OK ? lmc_set_error(LMC_ERR_CANCELLED, "generation cancelled") : st;
