@@ -372,6 +372,9 @@ static void test_unsupported(void) {
     CHECK(strstr(lmc_last_error(), "not supported by backend subprocess") != NULL);
     CHECK(lmc_model_native(m, "batch generate") == NULL && lmc_last_status() == LMC_ERR_UNSUPPORTED);
     CHECK_STR(lmc_last_error(), "batch generate: not supported by backend subprocess");
+    lmc_attention_capture cap;
+    CHECK(lmc_model_inspect_attention(m, ids, 2, &cap) == LMC_ERR_UNSUPPORTED);
+    CHECK_STR(lmc_last_error(), "inspect_attention: not supported by backend subprocess");
 
     /* One request at a time: a second stream while one is open is refused, not deadlocked. */
     lmc_generate_options o = greedy(100);
