@@ -217,11 +217,6 @@ class Server:
             ids = msg["prompt_ids"]
             if not isinstance(ids, list) or not all(isinstance(i, int) and i >= 0 for i in ids):
                 raise BridgeError("generate: prompt_ids must be a list of token ids", "invalid_argument")
-            vocab = int(model.info().get("vocab_size") or 0)
-            for i, t in enumerate(ids):
-                if vocab and t >= vocab:
-                    raise BridgeError(f"prompt token id {t} at index {i} is outside the vocabulary (0..{vocab - 1})",
-                                      "invalid_argument")
         elif isinstance(msg.get("prompt"), str):
             ids = model.encode(msg["prompt"], bool(msg.get("add_special_tokens", True)))
         else:
@@ -246,6 +241,13 @@ class Server:
             raise BridgeError("max_tokens must be an integer >= 0", "invalid_argument")
         if not prompt_ids:
             raise BridgeError("the prompt is empty (no token ids)", "invalid_argument")
+        # Checked for every prompt (a template or tokenizer may know more ids than
+        # the model): an id out of range would crash a GPU kernel.
+        vocab = int(model.info().get("vocab_size") or 0)
+        for i, t in enumerate(prompt_ids):
+            if vocab and not 0 <= t < vocab:
+                raise BridgeError(f"prompt token id {t} at index {i} is outside the vocabulary (0..{vocab - 1})",
+                                  "invalid_argument")
         if self.context and len(prompt_ids) >= self.context:
             raise BridgeError(f"the prompt ({len(prompt_ids)} tokens) does not fit the context length {self.context}",
                               "invalid_argument")
