@@ -327,9 +327,8 @@ lmc_status lmc_stream_next(lmc_stream *s, int32_t *id, const char **text, size_t
         return LMC_OK;
     }
     int32_t tok = -1;
-    float logprob;
     if (st == LMC_OK)
-        st = lmc_sampler_sample(s->sampler, s->logits, s->m->dec->cfg.vocab_size, s->hist, s->n_hist, &tok, &logprob);
+        st = lmc_sampler_sample(s->sampler, s->logits, s->m->dec->cfg.vocab_size, s->hist, s->n_hist, &tok, NULL);
     if (st == LMC_ERR_CANCELLED) {
         lmc_set_error(LMC_ERR_CANCELLED, "generation cancelled");
         finish(s, LMC_STOP_CANCELLED);
