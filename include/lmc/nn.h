@@ -37,7 +37,7 @@ LMC_API void lmc_linear_free(lmc_linear *l);
 /* x [..., in] -> x @ Wᵀ + bias, [..., out]. */
 LMC_API lmc_array *lmc_linear_forward(const lmc_linear *l, const lmc_array *x);
 /* Rows of W for integer ids of any shape: [*ids.shape, in], in the weight's
- * float dtype (the scales' dtype when quantised). An id outside [0, out) is
+ * float dtype, or f32 when quantised (scale·q + bias computed and kept in f32). An id outside [0, out) is
  * an error naming it. */
 LMC_API lmc_array *lmc_embedding_lookup(const lmc_linear *table, const lmc_array *ids);
 

@@ -205,10 +205,15 @@ lmc_array *lmc_embedding_lookup(const lmc_linear *table, const lmc_array *ids) {
         /* Gather the packed rows with their scales and biases, then dequantise just those. */
         lmc_array *wq = gather_rows(table->w, idx, n), *s = gather_rows(table->scales, idx, n),
                   *b = gather_rows(table->biases, idx, n);
-        rows = wq && s && b ? lmc_dequantize(wq, s, b, table->group_size, table->bits) : NULL;
+        /* In f32: s·q + b is generally not representable in the scales' dtype,
+         * and rounding it there would move every row off the true weights. */
+        lmc_array *s32 = s ? lmc_astype(s, LMC_F32) : NULL, *b32 = b ? lmc_astype(b, LMC_F32) : NULL;
+        rows = wq && s32 && b32 ? lmc_dequantize(wq, s32, b32, table->group_size, table->bits) : NULL;
         lmc_array_free(wq);
         lmc_array_free(s);
         lmc_array_free(b);
+        lmc_array_free(s32);
+        lmc_array_free(b32);
     } else {
         rows = gather_rows(table->w, idx, n);
     }
