@@ -117,6 +117,16 @@ class Server:
     def log(self, *args):
         print(f"{self.name}:", *args, file=sys.stderr, flush=True)
 
+    def exit(self, status=0):
+        """Ends the bridge process. os._exit, because the reader thread may sit in a
+        read of stdin, and Python aborts (SIGABRT) when it finalises under it."""
+        for f in (self._out, sys.stderr):
+            try:
+                f.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(status)
+
     # --- input ----------------------------------------------------------------
 
     def _reader(self):

@@ -200,7 +200,7 @@ def main():
     server.run()
     if FAULT == "stubborn":
         hang()
-    return 0
+    server.exit(0)
 
 
 if __name__ == "__main__":

@@ -200,7 +200,7 @@ def main():
     args = ap.parse_args()
     server = Server("transformers", transformers.__version__, lambda path, options: HFModel(path, options, args))
     server.run()
-    return 0
+    server.exit(0)
 
 
 if __name__ == "__main__":
