@@ -102,8 +102,20 @@ static void check_model(const char *name) {
         const cJSON *rendered = j ? cJSON_GetObjectItemCaseSensitive(j, "rendered") : NULL;
         const cJSON *gen = j ? cJSON_GetObjectItemCaseSensitive(j, "add_generation_prompt") : NULL;
         char *messages = raw_member(line, "messages"), *extra = raw_member(line, "extra");
-        if (!j || !cJSON_IsString(rendered) || !messages) {
-            CHECKF(0, "%s line %d: not an object with \"messages\" and \"rendered\"", path, lines);
+        const cJSON *error = j ? cJSON_GetObjectItemCaseSensitive(j, "error") : NULL;
+        if (j && cJSON_IsString(error) && messages) {
+            /* transformers raised: lmc must fail too, with the template's own message. */
+            lmc_chat_template_options opt = lmc_chat_template_options_default();
+            opt.add_generation_prompt = cJSON_IsTrue(gen);
+            char *out = NULL;
+            lmc_status s = lmc_chat_template_apply(t, messages, &opt, &out);
+            bool same = s != LMC_OK && strstr(lmc_last_error(), error->valuestring) != NULL;
+            CHECKF(same, "%s line %d: transformers raised \"%s\"; lmc gave status %d: %s", path, lines,
+                   error->valuestring, (int)s, s == LMC_OK ? out : lmc_last_error());
+            matched += same;
+            free(out);
+        } else if (!j || !cJSON_IsString(rendered) || !messages) {
+            CHECKF(0, "%s line %d: not an object with \"messages\" and \"rendered\" (or \"error\")", path, lines);
         } else {
             lmc_chat_template_options opt = lmc_chat_template_options_default();
             opt.add_generation_prompt = cJSON_IsTrue(gen);

@@ -228,16 +228,54 @@ static void test_bad_requests_and_context(void) {
     lmc_model_free(m);
 }
 
-static void test_text_prompt_and_chat(void) {
+static void test_text_prompt(void) {
     lmc_generate_options o = greedy(6);
     lmc_generation out;
     CHECK(lmc_generate(g_model, "The people in the world", &o, &out) == LMC_OK);
     CHECK(out.metrics.prompt_tokens > 0 && out.n_ids == 6);
     lmc_generation_clear(&out);
+    /* The golden model's vocabulary (2048) lacks Qwen's chat tokens: a clear error, not garbage. */
+    lmc_message msgs[1] = {{"user", "Hello"}};
+    CHECK(lmc_chat(g_model, msgs, 1, &o, &out) == LMC_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(lmc_last_error(), "outside the vocabulary") != NULL);
+}
+
+/* Chat on a random-weight model with Qwen 3's full vocabulary, built by `lmc make-model`. */
+static void test_chat(void) {
+    char tmpl[] = "/tmp/lmc-chat-XXXXXX";
+    char *dir = mkdtemp(tmpl);
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd, "%s/lmc make-model --preset tiny-qwen3 --tokenizer %s/qwen3 -o %s/m 2>/dev/null", LMC_BUILD_DIR,
+             LMC_TOKENIZER_DIR, dir);
+    CHECK(dir && system(cmd) == 0);
+    char mdir[4200];
+    snprintf(mdir, sizeof mdir, "%s/m", dir);
+    lmc_model *m;
+    CHECKF(lmc_model_load(mdir, NULL, &m) == LMC_OK, "%s", lmc_last_error());
     lmc_message msgs[2] = {{"system", "Be brief."}, {"user", "Hello"}};
-    CHECK(lmc_chat(g_model, msgs, 2, &o, &out) == LMC_OK);
-    CHECK(out.metrics.prompt_tokens > 5 && out.n_ids == 6);
+    lmc_generate_options o = greedy(5);
+    lmc_generation out;
+    CHECKF(lmc_chat(m, msgs, 2, &o, &out) == LMC_OK, "%s", lmc_last_error());
+    /* The prompt is exactly the rendered template, tokenised without extra special tokens. */
+    lmc_chat_template *t;
+    char *prompt = NULL;
+    int32_t *ids = NULL;
+    size_t n = 0;
+    lmc_chat_template_options co = lmc_chat_template_options_default();
+    co.add_generation_prompt = true;
+    CHECK(lmc_chat_template_load(mdir, &t) == LMC_OK);
+    CHECK(lmc_chat_template_apply(t, "[{\"role\":\"system\",\"content\":\"Be brief.\"},{\"role\":\"user\",\"content\":\"Hello\"}]", &co,
+                                  &prompt) == LMC_OK);
+    CHECK(prompt && strstr(prompt, "<|im_start|>assistant\n") != NULL);
+    CHECK(lmc_tokenizer_encode(lmc_model_tokenizer(m), prompt, strlen(prompt), false, &ids, &n) == LMC_OK);
+    CHECKF(out.metrics.prompt_tokens == (int64_t)n && out.n_ids == 5, "prompt %lld vs %zu", (long long)out.metrics.prompt_tokens, n);
+    lmc_tokenizer_free_ids(ids);
+    free(prompt);
+    lmc_chat_template_free(t);
     lmc_generation_clear(&out);
+    lmc_model_free(m);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CHECK(system(cmd) == 0);
 }
 
 int main(void) {
@@ -253,7 +291,8 @@ int main(void) {
     RUN(test_cancel_from_thread);
     RUN(test_seeded_sampling);
     RUN(test_bad_requests_and_context);
-    RUN(test_text_prompt_and_chat);
+    RUN(test_text_prompt);
+    RUN(test_chat);
     lmc_model_free(g_model);
     model_fixture_cleanup(g_dir);
     return TEST_REPORT();

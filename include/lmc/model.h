@@ -163,6 +163,20 @@ LMC_API void lmc_stream_free(lmc_stream *s);
  * with all_positions (f32). */
 LMC_API lmc_array *lmc_model_logits(lmc_model *m, const int32_t *ids, size_t n, bool all_positions);
 
+/* --- attention inspection ------------------------------------------------------ */
+
+/* Post-RoPE queries and keys of every layer after a prefill over ids:
+ * queries[l] is f32 [num_heads, T, head_dim], keys[l] f32 [num_kv_heads, T,
+ * head_dim] (keys as stored in the KV cache, after the k-norm and RoPE). */
+typedef struct lmc_attention_capture {
+    int n_layers;
+    lmc_array **queries;
+    lmc_array **keys;
+} lmc_attention_capture;
+LMC_API lmc_status lmc_model_inspect_attention(lmc_model *m, const int32_t *ids, size_t n, lmc_attention_capture *out);
+/* Frees the arrays of a capture (not the struct). */
+LMC_API void lmc_attention_capture_clear(lmc_attention_capture *c);
+
 /* --- discovery ---------------------------------------------------------------- */
 
 typedef struct lmc_discovered_model {

@@ -281,7 +281,14 @@ static lmc_array *linear(const lmc_dec_linear *l, const lmc_array *x) {
 /* Rows of the embedding matrix for ids (any shape), as f32. */
 static lmc_array *embed(const lmc_dec_linear *e, const lmc_array *ids) {
     if (e->scales) {
+        /* Dequantise in f32 (scale·q + bias computed and kept in f32, not rounded
+         * back to the scales' bf16 as lmc_dequantize's MLX semantics would). */
         lmc_array *wq = lmc_take(e->w, ids, 0), *s = lmc_take(e->scales, ids, 0), *b = lmc_take(e->biases, ids, 0);
+        lmc_array *s32 = lmc_astype(s, LMC_F32), *b32 = lmc_astype(b, LMC_F32);
+        lmc_array_free(s);
+        lmc_array_free(b);
+        s = s32;
+        b = b32;
         lmc_array *rows = lmc_dequantize(wq, s, b, e->group_size, e->bits);
         lmc_array *f = rows && rows->dtype != LMC_F32 ? lmc_astype(rows, LMC_F32) : lmc_array_retain(rows);
         lmc_array_free(wq);
@@ -343,8 +350,9 @@ static lmc_array *layer_forward(const lmc_decoder *d, int li, lmc_kv_cache *cach
         k = lmc_rope(k, &rp, cache->pos);
     }
     if (!q || !k || !v) return NULL;
-    if (args && args->inspect_q) args->inspect_q[li] = lmc_scope_keep(lmc_array_retain(q));
-    if (args && args->inspect_k) args->inspect_k[li] = lmc_scope_keep(lmc_array_retain(k));
+    /* Retained: the layer scope drops its reference, the caller keeps this one. */
+    if (args && args->inspect_q) args->inspect_q[li] = lmc_array_retain(q);
+    if (args && args->inspect_k) args->inspect_k[li] = lmc_array_retain(k);
     lmc_array *k_all, *v_all;
     if (lmc_kv_cache_update(cache, li, k, v, &k_all, &v_all) != LMC_OK) return NULL;
     lmc_sdpa_params sp = lmc_sdpa_params_default(c->attn_scale);

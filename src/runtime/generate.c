@@ -240,6 +240,15 @@ lmc_status lmc_stream_next(lmc_stream *s, int32_t *id, const char **text, size_t
     }
     if (!s->prefilled) st = prefill(s);
     if (st == LMC_OK && cancelled(s)) st = LMC_ERR_CANCELLED;
+    if (st == LMC_OK && (int64_t)s->n_hist >= s->m->context_length) {
+        /* Prompt and generated tokens fill the context: nothing more fits. */
+        finish(s, LMC_STOP_CONTEXT);
+        emit_upto(s, s->text_len);
+        if (text) *text = s->piece;
+        if (len) *len = strlen(s->piece);
+        *done = true;
+        return LMC_OK;
+    }
     int32_t tok = -1;
     float logprob;
     if (st == LMC_OK)
@@ -284,7 +293,6 @@ lmc_status lmc_stream_next(lmc_stream *s, int32_t *id, const char **text, size_t
         }
         if (find_stop_string(s)) finish(s, LMC_STOP_STRING);
         else if ((int)s->result.n_ids >= s->opt.max_tokens) finish(s, LMC_STOP_MAX_TOKENS);
-        else if (s->cache.pos + 1 > s->m->context_length) finish(s, LMC_STOP_CONTEXT);
         else {
             st = forward_ids(s, &tok, 1, true);
             if (st != LMC_OK) {
