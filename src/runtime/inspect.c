@@ -19,9 +19,9 @@ void lmc_attention_capture_clear(lmc_attention_capture *c) {
 lmc_status lmc_model_inspect_attention(lmc_model *m, const int32_t *ids, size_t n, lmc_attention_capture *out) {
     if (!out) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "inspect_attention: out is NULL");
     memset(out, 0, sizeof *out);
-    LMC_CHECK(lmc_model_check(m));
+    const lmc_decoder *d = lmc_model_native(m, "inspect_attention");
+    if (!d) return lmc_last_status();
     if (!ids || n == 0) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "inspect_attention: no ids given");
-    const lmc_decoder *d = m->dec;
     int64_t V = d->cfg.vocab_size;
     for (size_t i = 0; i < n; i++)
         if (ids[i] < 0 || ids[i] >= V)

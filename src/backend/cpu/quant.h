@@ -81,12 +81,6 @@ struct lmc_qmm_plan {
 /* Runs a plan (allocates the prepared x, threads over N, stores out). */
 lmc_status lmc_qmm_run(lmc_qmm_plan *p);
 
-/* Bytes of one row of x prepared for the 4-bit kernels: per block of 128
- * elements 256 bytes of integers, then one f32 scale per block; a multiple of 64. */
-static inline size_t lmc_qmm_x16_bytes(int64_t K) {
-    int64_t blocks = (K + 127) / 128;
-    return ((size_t)blocks * (256 + sizeof(float)) + 63) / 64 * 64;
-}
 
 /* bf16 bits to f32, inline (the hot paths convert scales per row). */
 static inline float lmc_quant_bf16(uint16_t h) {

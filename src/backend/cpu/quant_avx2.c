@@ -1,9 +1,10 @@
 /* AVX2 quantised matmul (needs AVX2 and FMA), driven by lmc_qmm_run.
  *
- * 4 bits: x is int16 (prep_x16 below); each 64-byte block of a weight row
- * is read as two halves of 32 bytes, whose 16-bit lane w holds elements
- * 4w..4w+3 of the half in nibbles t = 0..3. (v >> 4t) & 15 are 16-bit q,
- * and vpmaddwd multiplies them with x16 and adds pairs into 32-bit lanes;
+ * 4 bits: x is a 24-bit integer in two int16 parts (prep_x24 below); each
+ * 64-byte block of a weight row is read as two halves of 32 bytes, whose
+ * 16-bit lane w holds elements 4w..4w+3 of the half in nibbles t = 0..3.
+ * (v >> 4t) & 15 are 16-bit q, and vpmaddwd multiplies them with each part
+ * of x and adds pairs into 32-bit lanes;
  * lane i covers u32 word i of the half, hence one group, so per half the
  * sums are converted to f32 once and scaled by the group scales (permuted
  * into lanes) and the block's xscale.
@@ -24,18 +25,27 @@ static inline float load_x(const void *x, lmc_dtype dt, int64_t k) {
     }
 }
 
-/* x for the 4-bit kernel as int16: per block of 128 elements x ≈ xscale_b *
- * x16 with |x16| <= 32767 (each element off by at most 2^-16 of its block's
- * largest |x|), laid out to match 64 bytes of packed nibbles read as 16-bit
- * lanes (lane w holds elements 4w..4w+3, nibble t at bits 4t): the block's
- * 128 int16 are x16[128*block + 4w + t] at [t][w]; then the f32 xscales. The
- * group sums are those of the rounded x, so the bias term sees the same x. */
-static void prep_x16(const lmc_qmm_plan *p, const void *x, void *xp_row, float *sx) {
+/* x for the 4-bit kernel as a 24-bit integer in two int16 parts: per block
+ * of 128 elements x ≈ xscale_b * x24 with |x24| <= X24_MAX (each element off
+ * by at most 2^-24 of its block's largest |x|, about f32's own rounding),
+ * x24 = 256*hi + lo with lo in [-128, 127]. Each part is laid out to match 64
+ * bytes of packed nibbles read as 16-bit lanes (lane w holds elements
+ * 4w..4w+3, nibble t at bits 4t): 128 int16 at [t][w] = part(x[128*block +
+ * 4w + t]), hi then lo (512 bytes a block); then the f32 xscales. The group
+ * sums are those of the rounded x, so the bias term sees the same x. */
+#define X24_MAX 8355711 /* |hi| <= 32639 */
+
+static size_t x24_bytes(int64_t K) {
+    int64_t blocks = (K + 127) / 128;
+    return ((size_t)blocks * (512 + sizeof(float)) + 63) / 64 * 64;
+}
+
+static void prep_x24(const lmc_qmm_plan *p, const void *x, void *xp_row, float *sx) {
     const int64_t blocks = (p->K + 127) / 128;
     int16_t *xp = xp_row;
-    float *xscale = (float *)((uint8_t *)xp_row + blocks * 256);
+    float *xscale = (float *)((uint8_t *)xp_row + blocks * 512);
     const __m256 sign = _mm256_set1_ps(-0.0f);
-    const __m256i lim = _mm256_set1_epi32(32767), nlim = _mm256_set1_epi32(-32767);
+    const __m256i lim = _mm256_set1_epi32(X24_MAX), nlim = _mm256_set1_epi32(-X24_MAX);
     float v[128];
     int32_t q[128];
     for (int64_t b = 0; b < blocks; b++) {
@@ -46,15 +56,17 @@ static void prep_x16(const lmc_qmm_plan *p, const void *x, void *xp_row, float *
         __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
         m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
         float m = _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4)));
-        float scale = m / 32767.0f, inv = m > 0.0f ? 32767.0f / m : 0.0f;
+        float scale = m / (float)X24_MAX, inv = m > 0.0f ? (float)X24_MAX / m : 0.0f;
         xscale[b] = scale;
         for (int64_t i = 0; i < n; i += 8) { /* rounds to nearest even, as rintf */
             __m256i r = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(v + i), _mm256_set1_ps(inv)));
             _mm256_storeu_si256((__m256i *)(q + i), _mm256_max_epi32(_mm256_min_epi32(r, lim), nlim));
         }
-        int32_t gsum = 0;
+        int32_t gsum = 0; /* at most 128 * X24_MAX < 2^31 */
         for (int64_t i = 0; i < n; i++) {
-            xp[b * 128 + (i % 4) * 32 + i / 4] = (int16_t)q[i];
+            int32_t hi = (q[i] + 128) >> 8; /* drops lo = q - 256*hi, in [-128, 127], exactly */
+            xp[b * 256 + (i % 4) * 32 + i / 4] = (int16_t)hi;
+            xp[b * 256 + 128 + (i % 4) * 32 + i / 4] = (int16_t)(q[i] - 256 * hi);
             gsum += q[i];
             if (((k0 + i + 1) & (p->group_size - 1)) == 0) { /* groups end at block ends or inside */
                 sx[(k0 + i) >> p->gshift] += (float)gsum * scale;
@@ -150,12 +162,18 @@ static inline __attribute__((always_inline)) void kernel4_body(const lmc_qmm_pla
 #pragma GCC unroll 4
         for (int r = 0; r < MR; r++) {
             const uint8_t *row = xp + (size_t)r * p->xp_bytes;
-            const __m256i *xb = (const __m256i *)(row + b * 256) + (h % 2);
-            const float *xscale = (const float *)(row + nblk * 256);
-            __m256i a = _mm256_add_epi32(_mm256_madd_epi16(q0, _mm256_load_si256(xb)),
-                                         _mm256_madd_epi16(q1, _mm256_load_si256(xb + 2)));
-            a = _mm256_add_epi32(a, _mm256_add_epi32(_mm256_madd_epi16(q2, _mm256_load_si256(xb + 4)),
-                                                     _mm256_madd_epi16(q3, _mm256_load_si256(xb + 6))));
+            const __m256i *xh = (const __m256i *)(row + b * 512) + (h % 2), *xl = xh + 8;
+            const float *xscale = (const float *)(row + nblk * 512);
+            /* per 32-bit lane 8 products: hi sums <= 8 * 15 * 32639, so (hi << 8) + lo fits */
+            __m256i ah = _mm256_add_epi32(_mm256_madd_epi16(q0, _mm256_load_si256(xh)),
+                                          _mm256_madd_epi16(q1, _mm256_load_si256(xh + 2)));
+            __m256i al = _mm256_add_epi32(_mm256_madd_epi16(q0, _mm256_load_si256(xl)),
+                                          _mm256_madd_epi16(q1, _mm256_load_si256(xl + 2)));
+            ah = _mm256_add_epi32(ah, _mm256_add_epi32(_mm256_madd_epi16(q2, _mm256_load_si256(xh + 4)),
+                                                       _mm256_madd_epi16(q3, _mm256_load_si256(xh + 6))));
+            al = _mm256_add_epi32(al, _mm256_add_epi32(_mm256_madd_epi16(q2, _mm256_load_si256(xl + 4)),
+                                                       _mm256_madd_epi16(q3, _mm256_load_si256(xl + 6))));
+            __m256i a = _mm256_add_epi32(_mm256_slli_epi32(ah, 8), al);
             acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a), _mm256_mul_ps(s, _mm256_set1_ps(xscale[b])), acc[r]);
         }
     }
@@ -229,8 +247,8 @@ lmc_status lmc_quantized_matmul_avx2(lmc_array *out, const lmc_array *x, const l
     p.gshift = __builtin_ctz((unsigned)group_size);
     for (int l = 0; l < 16; l++) p.gidx[l] = l * (32 / bits) / group_size; /* a lane covers one u32 word */
     if (bits == 4) {
-        p.xp_bytes = lmc_qmm_x16_bytes(p.K);
-        p.prep_x = prep_x16;
+        p.xp_bytes = x24_bytes(p.K);
+        p.prep_x = prep_x24;
     } else {
         p.xp_bytes = ((size_t)p.K * sizeof(float) + 63) / 64 * 64;
         p.prep_x = prep_x8;

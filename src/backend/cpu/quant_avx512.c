@@ -6,10 +6,10 @@
  * odd elements as unsigned bytes, and vpdpbusd multiplies 4 of them with 4
  * signed bytes of x and adds the products into each 32-bit lane: 64
  * multiply-adds per instruction, no widening of the weights. x is rounded
- * once per call to int16 with one scale per block (x ≈ xscale_b * x16,
- * |x16| <= 32639, so each element is off by at most 2^-16 of its block's
- * largest |x|) and split exactly into two int8 parts, x16 = 256*hi + lo;
- * two vpdpbusd per nibble vector (one per part) and a shift give the exact
+ * once per call to a 24-bit integer with one scale per block (x ≈ xscale_b *
+ * x24, so each element is off by at most 2^-24 of its block's largest |x|,
+ * about f32's own rounding) and split exactly into three int8 parts, x24 =
+ * 65536*hi + 256*mid + lo; two vpdpbusd per part and two shifts give the exact
  * int32 sums. Lane j covers bytes 4j..4j+3, i.e. u32 word j (elements
  * 8j..8j+7), hence a single group: per block the sums are converted to f32
  * once and multiplied by the group scales (permuted into lanes) and xscale_b.
@@ -38,12 +38,18 @@ static inline float load_x(const void *x, lmc_dtype dt, int64_t k) {
 
 static int64_t blocks4(const lmc_qmm_plan *p) { return (p->K + 127) / 128; }
 
-/* x for the 4-bit kernel as two int8 parts of an int16 (x16 = 256*hi + lo,
- * |x16| <= 32639 so hi fits int8), per block of 128 elements with one
- * scale, laid out to match the packed bytes: nibble byte i of a block holds
- * elements 2i (low nibble) and 2i+1 (high nibble), so the block's 256 bytes
- * are hi(x[2i]), lo(x[2i]), hi(x[2i+1]), lo(x[2i+1]) for i = 0..63, each as
- * 64 bytes; then the blocks' f32 scales. */
+/* x for the 4-bit kernel as three int8 parts of a 24-bit integer,
+ * x24 = 65536*hi + 256*mid + lo (|x24| <= X24_MAX so hi fits int8), per
+ * block of 128 elements with one scale, laid out to match the packed bytes:
+ * nibble byte i of a block holds elements 2i (low nibble) and 2i+1 (high
+ * nibble), so a block's 384 bytes are hi, mid, lo of x[2i] and then hi, mid,
+ * lo of x[2i+1] for i = 0..63, 64 bytes each; then the blocks' f32 scales. */
+#define X24_MAX 8355711 /* 32639 * 256 + 127: the largest whose hi part (with mid and lo in [-128, 127]) is <= 127 */
+
+static size_t x24_bytes(int64_t K) {
+    int64_t blocks = (K + 127) / 128;
+    return ((size_t)blocks * (384 + sizeof(float)) + 63) / 64 * 64;
+}
 
 /* 16 elements of x from k as f32. */
 static inline __m512 load16(const void *x, lmc_dtype dt, int64_t k) {
@@ -56,11 +62,11 @@ static inline __m512 load16(const void *x, lmc_dtype dt, int64_t k) {
     }
 }
 
-static void prep_x8pair(const lmc_qmm_plan *p, const void *x, void *xp_row, float *sx) {
+static void prep_x24(const lmc_qmm_plan *p, const void *x, void *xp_row, float *sx) {
     const int64_t blocks = blocks4(p);
     int8_t *xp = xp_row;
-    float *xscale = (float *)((uint8_t *)xp_row + blocks * 256);
-    const __m512i lim = _mm512_set1_epi32(32639), r128 = _mm512_set1_epi32(128);
+    float *xscale = (float *)((uint8_t *)xp_row + blocks * 384);
+    const __m512i lim = _mm512_set1_epi32(X24_MAX), r128 = _mm512_set1_epi32(128);
     for (int64_t b = 0; b < blocks; b++) {
         int64_t k0 = b * 128;
         /* K is a multiple of 32: a block has nv whole vectors of 16 (the rest stays zero) */
@@ -72,22 +78,25 @@ static void prep_x8pair(const lmc_qmm_plan *p, const void *x, void *xp_row, floa
             amax = _mm512_max_ps(amax, _mm512_abs_ps(v[j]));
         }
         float m = _mm512_reduce_max_ps(amax);
-        float scale = m / 32639.0f, inv = m > 0.0f ? 32639.0f / m : 0.0f;
+        float scale = m / (float)X24_MAX, inv = m > 0.0f ? (float)X24_MAX / m : 0.0f;
         xscale[b] = scale;
-        int8_t *blk = xp + b * 256;
+        int8_t *blk = xp + b * 384;
         __m512i gsum = _mm512_setzero_si512();
         for (int j = 0; j < nv; j++) {
             /* round to nearest even, as rintf */
             __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(v[j], _mm512_set1_ps(inv)));
             q = _mm512_max_epi32(_mm512_min_epi32(q, lim), _mm512_sub_epi32(_mm512_setzero_si512(), lim));
-            /* x16 = 256*hi + lo with lo its low byte as int8: hi = (x16 + 128) >> 8 */
-            __m512i hi = _mm512_srai_epi32(_mm512_add_epi32(q, r128), 8);
-            /* qword i of q holds elements 2i (low half) and 2i+1 */
-            _mm_storel_epi64((__m128i *)(blk + 8 * j), _mm512_cvtepi64_epi8(hi));
-            _mm_storel_epi64((__m128i *)(blk + 64 + 8 * j), _mm512_cvtepi64_epi8(q));
-            _mm_storel_epi64((__m128i *)(blk + 128 + 8 * j), _mm512_cvtepi64_epi8(_mm512_srli_epi64(hi, 32)));
-            _mm_storel_epi64((__m128i *)(blk + 192 + 8 * j), _mm512_cvtepi64_epi8(_mm512_srli_epi64(q, 32)));
-            /* group sums of the rounded x (exact in int32, scaled once) */
+            /* each part is the low byte (as int8) of what is left: (r + 128) >> 8 drops it exactly */
+            __m512i mid = _mm512_srai_epi32(_mm512_add_epi32(q, r128), 8);
+            __m512i hi = _mm512_srai_epi32(_mm512_add_epi32(mid, r128), 8);
+            __m512i part[3] = {hi, mid, q};
+            /* qword i of a part holds elements 2i (low half) and 2i+1 */
+            for (int t = 0; t < 3; t++) {
+                _mm_storel_epi64((__m128i *)(blk + 64 * t + 8 * j), _mm512_cvtepi64_epi8(part[t]));
+                _mm_storel_epi64((__m128i *)(blk + 192 + 64 * t + 8 * j),
+                                 _mm512_cvtepi64_epi8(_mm512_srli_epi64(part[t], 32)));
+            }
+            /* group sums of the rounded x (exact in int32 up to 16 values, scaled once) */
             gsum = _mm512_add_epi32(gsum, q);
             int64_t kend = k0 + 16 * (j + 1);
             if ((kend & (p->group_size - 1)) == 0) { /* also at each block's end: groups are at most 128 */
@@ -180,14 +189,17 @@ static inline __attribute__((always_inline)) void kernel4_body(const lmc_qmm_pla
 #pragma GCC unroll 4
         for (int r = 0; r < MR; r++) {
             const uint8_t *row = xp + (size_t)r * p->xp_bytes;
-            const __m512i *xb = (const __m512i *)row + b * 4;
-            const float *xscale = (const float *)(row + nblk * 256);
-            /* vpdpbusd: 4 products of u8 q and s8 x per 32-bit lane */
+            const __m512i *xb = (const __m512i *)row + b * 6;
+            const float *xscale = (const float *)(row + nblk * 384);
+            /* vpdpbusd: 4 products of u8 q and s8 x per 32-bit lane; per part
+             * at most 8 * 15 * 128, so (hi << 16) + (mid << 8) + lo fits int32 */
             __m512i hi = _mm512_dpbusd_epi32(_mm512_setzero_si512(), qe, _mm512_load_si512(xb));
-            __m512i lo = _mm512_dpbusd_epi32(_mm512_setzero_si512(), qe, _mm512_load_si512(xb + 1));
-            hi = _mm512_dpbusd_epi32(hi, qo, _mm512_load_si512(xb + 2));
-            lo = _mm512_dpbusd_epi32(lo, qo, _mm512_load_si512(xb + 3));
-            __m512i a = _mm512_add_epi32(_mm512_slli_epi32(hi, 8), lo);
+            __m512i mid = _mm512_dpbusd_epi32(_mm512_setzero_si512(), qe, _mm512_load_si512(xb + 1));
+            __m512i lo = _mm512_dpbusd_epi32(_mm512_setzero_si512(), qe, _mm512_load_si512(xb + 2));
+            hi = _mm512_dpbusd_epi32(hi, qo, _mm512_load_si512(xb + 3));
+            mid = _mm512_dpbusd_epi32(mid, qo, _mm512_load_si512(xb + 4));
+            lo = _mm512_dpbusd_epi32(lo, qo, _mm512_load_si512(xb + 5));
+            __m512i a = _mm512_add_epi32(_mm512_slli_epi32(_mm512_add_epi32(_mm512_slli_epi32(hi, 8), mid), 8), lo);
             acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), _mm512_mul_ps(s, _mm512_set1_ps(xscale[b])), acc[r]);
         }
     }
@@ -269,8 +281,8 @@ lmc_status lmc_quantized_matmul_avx512(lmc_array *out, const lmc_array *x, const
     for (int l = 0; l < 16; l++) p.gidx[l] = l * (32 / bits) / group_size; /* a lane covers one u32 word */
     if (bits == 4) {
         p.F = 0.0f;
-        p.xp_bytes = lmc_qmm_x16_bytes(p.K);
-        p.prep_x = prep_x8pair;
+        p.xp_bytes = x24_bytes(p.K);
+        p.prep_x = prep_x24;
         p.kernel = kernel4;
     } else {
         p.F = 256.0f;
