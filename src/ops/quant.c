@@ -3,6 +3,7 @@
 #include "ops/quant_internal.h"
 
 #include "ops/ops_internal.h"
+#include "train/tape.h"
 
 static bool float_dtype(lmc_dtype dt) { return dt == LMC_F32 || dt == LMC_F16 || dt == LMC_BF16; }
 
@@ -117,6 +118,7 @@ lmc_array *lmc_dequantize(const lmc_array *wq, const lmc_array *scales, const lm
     lmc_array_free(wc);
     lmc_array_free(sc);
     lmc_array_free(bc);
+    lmc_tape_record(LMC_OP_NONDIFF, out, 3, in, &(lmc_op_params){.name = op});
     return out;
 }
 
@@ -167,5 +169,6 @@ lmc_array *lmc_quantized_matmul(const lmc_array *x, const lmc_array *wq, const l
     lmc_array_free(wc);
     lmc_array_free(sc);
     lmc_array_free(bc);
+    lmc_tape_record(LMC_OP_QUANTIZED_MATMUL, out, 4, in, &(lmc_op_params){.group_size = group_size, .bits = bits});
     return out;
 }
