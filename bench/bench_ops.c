@@ -61,7 +61,7 @@ static lmc_array *filled(lmc_dtype dt, int ndim, const int64_t *shape) {
     return a;
 }
 
-static void cpu_model(char *buf, size_t cap) {
+void lmc_bench_cpu_model(char *buf, size_t cap) {
     snprintf(buf, cap, "unknown CPU");
     FILE *f = fopen("/proc/cpuinfo", "r");
     if (!f) return;
@@ -369,7 +369,7 @@ int lmc_bench_ops(int argc, char **argv) {
     }
     b.threads = lmc_num_threads();
     char model[256];
-    cpu_model(model, sizeof model);
+    lmc_bench_cpu_model(model, sizeof model);
     lmc_cpu_info info = lmc_cpu();
     if (b.json)
         printf("{\"bench\":\"machine\",\"cpu\":\"%s\",\"threads\":%d,\"path\":\"%s\",\"version\":\"%s\"}\n", model,
