@@ -445,8 +445,18 @@ static void test_per_prompt_errors(void) {
         lmc_classify_results_free(cr, N);
         lmc_batch_results_free(br, N);
 
-        /* Invalid calls fail as a whole. */
+        /* Classify cancelled before it starts: every prompt that could run says so. */
+        lmc_cancel flag = {0};
+        lmc_cancel_request(&flag);
         lmc_classify_options co = lmc_classify_options_default();
+        co.cancel = &flag;
+        CHECK(lmc_classify(m, ps, N, &co, &cr, NULL) == LMC_ERR_CANCELLED && cr);
+        CHECK(cr && cr[1].status == LMC_ERR_CANCELLED && cr[1].token_id == -1 && cr[1].error);
+        CHECK(cr && cr[0].status == LMC_ERR_INVALID_ARGUMENT); /* its own error stands */
+        lmc_classify_results_free(cr, N);
+
+        /* Invalid calls fail as a whole. */
+        co = lmc_classify_options_default();
         co.max_batch = -1;
         cr = (lmc_classify_result *)1;
         CHECK(lmc_classify(m, ps, N, &co, &cr, NULL) == LMC_ERR_INVALID_ARGUMENT && cr == NULL);
@@ -465,10 +475,107 @@ static void test_per_prompt_errors(void) {
     }
 }
 
+/* --- the CLI ------------------------------------------------------------------------ */
+
+/* Runs `lmc ARGS < input` and returns its standard output lines parsed as JSON (NULL-terminated). */
+static cJSON **run_cli(const char *args, const char *input, int *n_lines) {
+    char in_path[4096], cmd[8192];
+    snprintf(in_path, sizeof in_path, "%s/test_batch_input.jsonl", LMC_BUILD_DIR);
+    FILE *f = fopen(in_path, "w");
+    if (!f) return NULL;
+    fputs(input, f);
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "'%s/lmc' %s < '%s' 2>/dev/null", LMC_BUILD_DIR, args, in_path);
+    FILE *p = popen(cmd, "r");
+    if (!p) return NULL;
+    cJSON **lines = calloc(64, sizeof *lines);
+    static char line[1 << 16];
+    *n_lines = 0;
+    while (fgets(line, sizeof line, p) && *n_lines < 63) lines[(*n_lines)++] = cJSON_Parse(line);
+    CHECK(pclose(p) == 0);
+    remove(in_path);
+    return lines;
+}
+
+static void free_lines(cJSON **lines, int n) {
+    for (int i = 0; lines && i < n; i++) cJSON_Delete(lines[i]);
+    free(lines);
+}
+
+static void test_cli(void) {
+    golden_prompts gp;
+    CHECK(read_golden("qwen3", &gp));
+    char *dir;
+    lmc_model *m = load("qwen3", 0, &dir);
+    CHECK(m != NULL);
+    if (!m) {
+        model_fixture_cleanup(dir);
+        return;
+    }
+    /* Line 1: short prompt; 2: blank (skipped); 3: not JSON; 4: an id outside the vocabulary; 5: 3 tokens. */
+    char input[4096], *w = input;
+    w += sprintf(w, "{\"prompt_ids\": [");
+    for (size_t i = 0; i < gp.n_short; i++) w += sprintf(w, "%s%d", i ? ", " : "", gp.short_ids[i]);
+    w += sprintf(w, "]}\n\n{\"prompt\": \n{\"prompt_ids\": [1, 99999]}\n{\"prompt_ids\": [%d, %d, %d]}\n", gp.long_ids[0],
+                 gp.long_ids[1], gp.long_ids[2]);
+    lmc_batch_prompt ps[] = {ids_prompt(gp.short_ids, gp.n_short), ids_prompt(gp.long_ids, 3)};
+    int out_line[] = {0, 3};
+    char args[4200];
+    snprintf(args, sizeof args, "classify -m '%s' --batch-size 2", dir);
+    int n = 0;
+    cJSON **lines = run_cli(args, input, &n);
+    CHECKF(n == 4, "lmc classify printed %d lines", n);
+    lmc_classify_result *cr = NULL;
+    CHECK(lmc_classify(m, ps, 2, NULL, &cr, NULL) == LMC_OK);
+    for (int k = 0; lines && cr && n == 4 && k < 2; k++) {
+        cJSON *o = lines[out_line[k]];
+        CHECK(cJSON_IsNull(cJSON_GetObjectItem(o, "error")));
+        CHECK(cJSON_GetObjectItem(o, "token_id") && cJSON_GetObjectItem(o, "token_id")->valuedouble == cr[k].token_id);
+        CHECK_CLOSE(cJSON_GetObjectItem(o, "logprob") ? cJSON_GetObjectItem(o, "logprob")->valuedouble : 0, cr[k].logprob, 1e-6, 0);
+    }
+    if (lines && n == 4) {
+        cJSON *e = cJSON_GetObjectItem(lines[1], "error"), *e2 = cJSON_GetObjectItem(lines[2], "error");
+        CHECKF(cJSON_IsString(e) && strstr(e->valuestring, "line 3:"), "%s", cJSON_IsString(e) ? e->valuestring : "?");
+        CHECKF(cJSON_IsString(e2) && strstr(e2->valuestring, "line 4:") && strstr(e2->valuestring, "outside the vocabulary"),
+               "%s", cJSON_IsString(e2) ? e2->valuestring : "?");
+        CHECK(cJSON_IsNull(cJSON_GetObjectItem(lines[1], "token_id")));
+    }
+    lmc_classify_results_free(cr, 2);
+    free_lines(lines, n);
+
+    snprintf(args, sizeof args, "batch -m '%s' --max-tokens 6 --temperature 0 --ignore-eos", dir);
+    lines = run_cli(args, input, &n);
+    CHECKF(n == 4, "lmc batch printed %d lines", n);
+    for (int k = 0; lines && n == 4 && k < 2; k++) {
+        lmc_generate_options g = lmc_generate_options_default();
+        g.sampler.temperature = 0;
+        g.ignore_eos = true;
+        g.max_tokens = 6;
+        lmc_generation ref;
+        CHECK(lmc_generate_ids(m, ps[k].ids, ps[k].n_ids, &g, &ref) == LMC_OK);
+        cJSON *o = lines[out_line[k]], *ids = cJSON_GetObjectItem(o, "ids"), *text = cJSON_GetObjectItem(o, "text");
+        CHECK(cJSON_GetArraySize(ids) == (int)ref.n_ids);
+        for (size_t i = 0; i < ref.n_ids && i < (size_t)cJSON_GetArraySize(ids); i++)
+            CHECK(cJSON_GetArrayItem(ids, (int)i)->valuedouble == ref.ids[i]);
+        CHECK(cJSON_IsString(text) && !strcmp(text->valuestring, ref.text));
+        CHECK(cJSON_IsNull(cJSON_GetObjectItem(o, "error")));
+        lmc_generation_clear(&ref);
+    }
+    if (lines && n == 4) {
+        cJSON *e = cJSON_GetObjectItem(lines[1], "error");
+        CHECK(cJSON_IsString(e) && strstr(e->valuestring, "line 3:"));
+        CHECK(cJSON_GetArraySize(cJSON_GetObjectItem(lines[2], "ids")) == 0);
+    }
+    free_lines(lines, n);
+    lmc_model_free(m);
+    model_fixture_cleanup(dir);
+}
+
 int main(void) {
     RUN(test_classify);
     RUN(test_batch_generate);
     RUN(test_per_prompt_errors);
+    RUN(test_cli);
     fprintf(stderr, "near ties (top-2 margin < %g) that limited a comparison: %d; after which the ids differed: %d\n",
             MARGIN, g_near_ties, g_near_ties_differing);
     return TEST_REPORT();
