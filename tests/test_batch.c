@@ -232,10 +232,19 @@ static size_t clear_steps(lmc_model *m, const int32_t *prompt, size_t n, const i
     return steps;
 }
 
-/* Runs prompts through lmc_batch_generate and each through lmc_generate_ids
- * (seed + index) with the same options; compares ids, text and stop reason. */
+/* Single-prompt greedy references, computed once per model: the ids and
+ * how many leading steps are clear of near ties. */
+typedef struct greedy_ref {
+    lmc_generation gen;
+    size_t clear;
+} greedy_ref;
+
+/* Runs prompts through lmc_batch_generate and compares ids, text and stop
+ * reason with lmc_generate_ids of each (seed + index, same options), or with
+ * refs when given (runs with exactly refs' options). clear[i] (optional):
+ * the near-tie bound of a greedy sequence, computed here when NULL. */
 static void compare_with_single(lmc_model *m, const char *name, const char *what, const lmc_batch_prompt *ps,
-                                size_t n, const lmc_batch_options *o) {
+                                size_t n, const lmc_batch_options *o, const greedy_ref *refs, const size_t *clear_in) {
     lmc_batch_result *r = NULL;
     lmc_batch_metrics mt;
     lmc_status st = lmc_batch_generate(m, ps, n, o, &r, &mt);
@@ -248,9 +257,11 @@ static void compare_with_single(lmc_model *m, const char *name, const char *what
         lmc_generate_options g = o->gen;
         g.sampler.seed += i;
         lmc_generation ref;
-        CHECK(lmc_generate_ids(m, ps[i].ids, ps[i].n_ids, &g, &ref) == LMC_OK);
+        if (refs) ref = refs[i].gen;
+        else CHECK(lmc_generate_ids(m, ps[i].ids, ps[i].n_ids, &g, &ref) == LMC_OK);
         CHECKF(r[i].status == LMC_OK, "%s %s %zu: %s", name, what, i, r[i].error ? r[i].error : "");
-        size_t clear = o->gen.sampler.temperature == 0 ? clear_steps(m, ps[i].ids, ps[i].n_ids, ref.ids, ref.n_ids) : ref.n_ids;
+        size_t clear = refs ? refs[i].clear : clear_in ? clear_in[i] : ref.n_ids;
+        if (clear > ref.n_ids) clear = ref.n_ids;
         if (clear < ref.n_ids) {
             g_near_ties++;
             size_t k = clear < r[i].n_ids ? clear : r[i].n_ids;
@@ -266,7 +277,7 @@ static void compare_with_single(lmc_model *m, const char *name, const char *what
             CHECKF(r[i].text && ref.text && r[i].text_len == ref.text_len && !memcmp(r[i].text, ref.text, ref.text_len),
                    "%s %s %zu: text '%s' vs '%s'", name, what, i, r[i].text ? r[i].text : "", ref.text ? ref.text : "");
         }
-        lmc_generation_clear(&ref);
+        if (!refs) lmc_generation_clear(&ref);
     }
     CHECK(mt.prompts == (int64_t)n && mt.generated_tokens == generated);
     CHECK(mt.tokens_per_second > 0 && mt.peak_memory_bytes > 0);
@@ -308,21 +319,21 @@ static void generate_model(const char *name) {
     o.gen.sampler.temperature = 0;
     o.gen.ignore_eos = true;
     o.gen.max_tokens = GEN;
-    compare_with_single(m, name, "greedy", ps, N, &o);
+    greedy_ref refs[N];
+    size_t clear[N];
+    for (int i = 0; i < N; i++) {
+        CHECK(lmc_generate_ids(m, ps[i].ids, ps[i].n_ids, &o.gen, &refs[i].gen) == LMC_OK && refs[i].gen.n_ids == GEN);
+        refs[i].clear = clear[i] = clear_steps(m, ps[i].ids, ps[i].n_ids, refs[i].gen.ids, refs[i].gen.n_ids);
+    }
+    compare_with_single(m, name, "greedy", ps, N, &o, refs, NULL);
     o.max_batch = 2;
-    compare_with_single(m, name, "greedy batch 2", ps, N, &o);
+    compare_with_single(m, name, "greedy batch 2", ps, N, &o, refs, NULL);
 
     /* Per-sequence stopping: a stop token that one sequence produces early,
      * a stop string from another's text, and EOS; rows leave the batch. */
-    lmc_generation ref;
-    lmc_generate_options g = o.gen;
-    CHECK(lmc_generate_ids(m, gp.long_ids, 3, &g, &ref) == LMC_OK && ref.n_ids == GEN);
-    int32_t stop_tok = ref.n_ids > 5 ? ref.ids[5] : 0;
-    lmc_generation_clear(&ref);
-    CHECK(lmc_generate_ids(m, gp.short_ids, gp.n_short, &g, &ref) == LMC_OK);
+    int32_t stop_tok = refs[2].gen.n_ids > 5 ? refs[2].gen.ids[5] : 0;
     char stop_str[8] = {0};
-    if (ref.text_len > 12) memcpy(stop_str, ref.text + ref.text_len / 2, 2);
-    lmc_generation_clear(&ref);
+    if (refs[0].gen.text_len > 12) memcpy(stop_str, refs[0].gen.text + refs[0].gen.text_len / 2, 2);
     const char *stops[1] = {stop_str};
     o = lmc_batch_options_default();
     o.gen.sampler.temperature = 0;
@@ -333,7 +344,8 @@ static void generate_model(const char *name) {
         o.gen.stop_strings = stops;
         o.gen.n_stop_strings = 1;
     }
-    compare_with_single(m, name, "stops", ps, N, &o);
+    /* These runs follow the greedy ones until they stop: the same near-tie bounds apply. */
+    compare_with_single(m, name, "stops", ps, N, &o, NULL, clear);
 
     /* Sampled: each sequence has its own sampler seeded with seed + index. */
     o = lmc_batch_options_default();
@@ -342,7 +354,7 @@ static void generate_model(const char *name) {
     o.gen.sampler.seed = 5;
     o.gen.max_tokens = 12;
     o.gen.ignore_eos = true;
-    compare_with_single(m, name, "sampled", ps, N, &o);
+    compare_with_single(m, name, "sampled", ps, N, &o, NULL, NULL);
 
     /* Cancellation mid-batch, from the callback's return value and from the
      * lmc_cancel flag: the first sub-batch (the two longest prompts) keeps
@@ -368,21 +380,16 @@ static void generate_model(const char *name) {
                    "%s cancel %d: result %d: %s", name, how, i, lmc_stop_reason_name(r[i].stop_reason));
             CHECK(r[i].n_ids == ca.tokens[i]);
             total += r[i].n_ids;
-            /* What was produced is the start of the single run. */
-            lmc_generate_options g1 = o.gen;
-            g1.cancel = NULL;
-            lmc_generation one;
-            CHECK(lmc_generate_ids(m, ps[i].ids, ps[i].n_ids, &g1, &one) == LMC_OK);
-            size_t clear = clear_steps(m, ps[i].ids, ps[i].n_ids, one.ids, one.n_ids);
-            size_t k = r[i].n_ids < clear ? r[i].n_ids : clear;
-            CHECK(k == 0 || !memcmp(r[i].ids, one.ids, k * sizeof *one.ids));
-            lmc_generation_clear(&one);
+            /* What was produced is the start of the single greedy run. */
+            size_t k = r[i].n_ids < refs[i].clear ? r[i].n_ids : refs[i].clear;
+            CHECK(k == 0 || !memcmp(r[i].ids, refs[i].gen.ids, k * sizeof *refs[i].gen.ids));
         }
         /* 7 tokens: 4 steps of the first sub-batch (2 rows) at most. */
         CHECKF(total >= 7 && total <= 8 && r[2].n_ids == 0, "%s cancel %d: %zu tokens", name, how, total);
         CHECK(mt.generated_tokens == (int64_t)total);
         lmc_batch_results_free(r, N);
     }
+    for (int i = 0; i < N; i++) lmc_generation_clear(&refs[i].gen);
     lmc_model_free(m);
     model_fixture_cleanup(dir);
 }

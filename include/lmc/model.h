@@ -245,8 +245,8 @@ LMC_API lmc_batch_options lmc_batch_options_default(void);
 
 typedef struct lmc_batch_result {
     int32_t *ids; size_t n_ids;        /* generated ids (prompt excluded) */
-    char *text; size_t text_len;       /* their text (stop string excluded) */
-    lmc_stop_reason stop_reason;
+    char *text; size_t text_len;       /* their text (stop string excluded); NULL when the prompt never ran */
+    lmc_stop_reason stop_reason;       /* LMC_STOP_ERROR for a prompt that could not run */
     int64_t prompt_tokens;
     lmc_status status;                 /* LMC_OK, or why this sequence failed or stopped early */
     char *error;                       /* the message when status != LMC_OK */
