@@ -25,7 +25,8 @@ static void usage(FILE *out) {
             "  --prompt-tokens N          classify prompt length (default 64)\n"
             "  --classify-prompts N       prompts per classify run (default 32; batch 1 runs min(N, 4))\n"
             "  --gen-prompt-tokens N      batch-generate prompt length (default 16)\n"
-            "  --gen-tokens N             tokens generated per sequence (default 32)\n");
+            "  --gen-tokens N             tokens generated per sequence (default 32)\n"
+            "  --only classify|generate   run one of the two parts\n");
 }
 
 /* n prompts of len random ids in [1, vocab) (fixed seed). */
@@ -121,6 +122,7 @@ int lmc_bench_batch(int argc, char **argv) {
     lmc_cli_gen g;
     lmc_cli_gen_init(&g);
     long long prompt_tokens = 64, classify_prompts = 32, gen_prompt = 16, gen_tokens = 32;
+    const char *only = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "-m") || !strcmp(a, "--model") || !strcmp(a, "-t") || !strcmp(a, "--threads")) {
@@ -133,6 +135,8 @@ int lmc_bench_batch(int argc, char **argv) {
             if (!lmc_cli_int("bench", a, argv[++i], 1, 1 << 20, &gen_prompt)) return 2;
         } else if (!strcmp(a, "--gen-tokens") && v) {
             if (!lmc_cli_int("bench", a, argv[++i], 1, 1 << 20, &gen_tokens)) return 2;
+        } else if (!strcmp(a, "--only") && v && (!strcmp(v, "classify") || !strcmp(v, "generate"))) {
+            only = argv[++i];
         } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
             return 0;
@@ -147,7 +151,7 @@ int lmc_bench_batch(int argc, char **argv) {
     lmc_model_info info;
     lmc_model_get_info(m, &info);
     char cpu[256];
-    lmc_bench_cpu_model(cpu, sizeof cpu);
+    lmc_bench_cpu_name(cpu, sizeof cpu);
     double load[3] = {0, 0, 0};
     FILE *f = fopen("/proc/loadavg", "r");
     if (f) {
@@ -161,8 +165,9 @@ int lmc_bench_batch(int argc, char **argv) {
            info.quant_bits ? "quantised " : "", info.quant_bits ? (info.quant_bits == 4 ? "4-bit" : "8-bit") : info.dtype,
            (double)info.weight_bytes / 1048576.0);
     fflush(stdout);
-    int rc = bench_classify(m, info.vocab_size, prompt_tokens, (int)classify_prompts);
-    if (!rc) rc = bench_generate(m, info.vocab_size, gen_prompt, (int)gen_tokens);
+    int rc = 0;
+    if (!only || !strcmp(only, "classify")) rc = bench_classify(m, info.vocab_size, prompt_tokens, (int)classify_prompts);
+    if (!rc && (!only || !strcmp(only, "generate"))) rc = bench_generate(m, info.vocab_size, gen_prompt, (int)gen_tokens);
     lmc_model_free(m);
     return rc;
 }

@@ -6,7 +6,14 @@
 
 /* argv[0] is "ops"; options: --threads N, --json. Returns the exit status. */
 int lmc_bench_ops(int argc, char **argv);
+/* Shared by the benchmarks. */
+
 /* The CPU's model name from /proc/cpuinfo ("unknown CPU" when absent). */
-void lmc_bench_cpu_model(char *buf, size_t cap);
+void lmc_bench_cpu_name(char *buf, size_t cap);
+/* Read bandwidth in GB/s (sums over a 512 MiB buffer, at least 1 s, with the
+ * current thread count); when not NULL, *read_gbps_cpu gets the bytes read
+ * per CPU-second of all threads, and *copy_gbps the copy bandwidth (bytes
+ * read + written). Returns 0, or 1 with a message on stderr. */
+int lmc_bench_bandwidth(double *read_gbps, double *read_gbps_cpu, double *copy_gbps);
 
 #endif

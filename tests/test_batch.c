@@ -242,17 +242,21 @@ typedef struct greedy_ref {
 /* Runs prompts through lmc_batch_generate and compares ids, text and stop
  * reason with lmc_generate_ids of each (seed + index, same options), or with
  * refs when given (runs with exactly refs' options). clear[i] (optional):
- * the near-tie bound of a greedy sequence, computed here when NULL. */
-static void compare_with_single(lmc_model *m, const char *name, const char *what, const lmc_batch_prompt *ps,
+ * the near-tie bound of a greedy sequence, computed here when NULL.
+ * Returns true when the sequences stopped after different numbers of tokens
+ * (so rows left the batch while others ran on). */
+static bool compare_with_single(lmc_model *m, const char *name, const char *what, const lmc_batch_prompt *ps,
                                 size_t n, const lmc_batch_options *o, const greedy_ref *refs, const size_t *clear_in) {
     lmc_batch_result *r = NULL;
     lmc_batch_metrics mt;
     lmc_status st = lmc_batch_generate(m, ps, n, o, &r, &mt);
     CHECKF(st == LMC_OK && r, "%s %s: %s", name, what, lmc_last_error());
-    if (!r) return;
+    if (!r) return false;
     int64_t generated = 0;
+    bool uneven = false;
     for (size_t i = 0; i < n; i++) {
         generated += (int64_t)r[i].n_ids;
+        uneven = uneven || r[i].n_ids != r[0].n_ids;
         if (!ps[i].ids || !ps[i].n_ids) continue;
         lmc_generate_options g = o->gen;
         g.sampler.seed += i;
@@ -282,6 +286,7 @@ static void compare_with_single(lmc_model *m, const char *name, const char *what
     CHECK(mt.prompts == (int64_t)n && mt.generated_tokens == generated);
     CHECK(mt.tokens_per_second > 0 && mt.peak_memory_bytes > 0);
     lmc_batch_results_free(r, n);
+    return uneven;
 }
 
 typedef struct cancel_after {
@@ -345,7 +350,8 @@ static void generate_model(const char *name) {
         o.gen.n_stop_strings = 1;
     }
     /* These runs follow the greedy ones until they stop: the same near-tie bounds apply. */
-    compare_with_single(m, name, "stops", ps, N, &o, NULL, clear);
+    bool uneven = compare_with_single(m, name, "stops", ps, N, &o, NULL, clear);
+    CHECKF(uneven, "%s: every sequence stopped at the same step, so no row left the batch early", name);
 
     /* Sampled: each sequence has its own sampler seeded with seed + index. */
     o = lmc_batch_options_default();

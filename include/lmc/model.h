@@ -19,11 +19,13 @@ typedef struct lmc_tokenizer lmc_tokenizer;
 
 /* --- backends ------------------------------------------------------------ */
 
-/* Names of the registered backends ("cpu" always; "cuda" and "subprocess"
- * when built/available), NULL-terminated. */
+/* Names of the registered backends, NULL-terminated: "cpu" (the native
+ * decoder) and "subprocess" (an external runtime behind a bridge program
+ * speaking JSON Lines, docs/subprocess-protocol.md); "cuda" when built. */
 LMC_API const char *const *lmc_backends(void);
-/* The backend used when the load options name none. */
+/* The backend used when the load options name none ("cpu"). */
 LMC_API const char *lmc_default_backend(void);
+/* True when the named backend is registered and usable on this machine. */
 LMC_API bool lmc_backend_available(const char *name);
 
 /* --- loading --------------------------------------------------------------- */
@@ -35,11 +37,23 @@ typedef struct lmc_load_options {
     int threads;              /* CPU threads; 0: keep the current setting */
     size_t memory_limit;      /* bytes; 0: no limit */
     const char *adapter_dir;  /* LoRA adapter folder (PEFT layout) to apply, or NULL */
+    /* Backend "subprocess" only: */
+    const char *bridge;       /* the bridge command, e.g. "python3 bridges/transformers_bridge.py",
+                                 split into words as a POSIX shell does (quotes, backslashes; no
+                                 expansion, no shell operators) and run directly */
+    const char *const *bridge_env; int n_bridge_env; /* "KEY=VALUE" added to the bridge's environment
+                                 (which is ours otherwise), e.g. VIRTUAL_ENV, PYTHONPATH, PATH */
+    double bridge_timeout;    /* seconds bounding start-up and each wait for a reply (0: 120) */
 } lmc_load_options;
 LMC_API lmc_load_options lmc_load_options_default(void);
 
 /* Loads a Hugging Face or MLX checkpoint folder (config.json, *.safetensors,
- * tokenizer files). Errors name the file, field or tensor at fault. */
+ * tokenizer files). Errors name the file, field or tensor at fault. With
+ * backend "subprocess" the bridge loads the folder; a bridge that fails
+ * (cannot start, crashes, hangs past the timeout, writes what is not the
+ * protocol) gives an error naming the fault and quoting the end of its
+ * stderr, and is always ended and reaped. A subprocess model runs one
+ * request at a time; classify, batches and logits are not supported. */
 LMC_API lmc_status lmc_model_load(const char *dir, const lmc_load_options *opt, lmc_model **out);
 /* Frees every weight and buffer now; the handle stays valid and every later
  * call on it fails with LMC_ERR_CLOSED. Must not race with calls on the
@@ -47,7 +61,8 @@ LMC_API lmc_status lmc_model_load(const char *dir, const lmc_load_options *opt, 
 LMC_API void lmc_model_close(lmc_model *m);
 /* Closes the model (if open) and frees the handle. NULL is ignored. */
 LMC_API void lmc_model_free(lmc_model *m);
-/* The model's tokenizer (owned by the model). */
+/* The model's tokenizer (owned by the model); NULL with LMC_ERR_UNSUPPORTED
+ * for backend "subprocess", whose bridge tokenises. */
 LMC_API const lmc_tokenizer *lmc_model_tokenizer(const lmc_model *m);
 
 typedef struct lmc_model_info {
@@ -264,6 +279,20 @@ LMC_API lmc_status lmc_batch_generate(lmc_model *m, const lmc_batch_prompt *prom
                                       const lmc_batch_options *opt, lmc_batch_result **results,
                                       lmc_batch_metrics *metrics);
 LMC_API void lmc_batch_results_free(lmc_batch_result *r, size_t n);
+
+/* --- attention inspection ------------------------------------------------------ */
+
+/* Post-RoPE queries and keys of every layer after a prefill over ids:
+ * queries[l] is f32 [num_heads, T, head_dim], keys[l] f32 [num_kv_heads, T,
+ * head_dim] (keys as stored in the KV cache, after the k-norm and RoPE). */
+typedef struct lmc_attention_capture {
+    int n_layers;
+    lmc_array **queries;
+    lmc_array **keys;
+} lmc_attention_capture;
+LMC_API lmc_status lmc_model_inspect_attention(lmc_model *m, const int32_t *ids, size_t n, lmc_attention_capture *out);
+/* Frees the arrays of a capture (not the struct). */
+LMC_API void lmc_attention_capture_clear(lmc_attention_capture *c);
 
 /* --- discovery ---------------------------------------------------------------- */
 

@@ -350,8 +350,9 @@ static lmc_array *layer_forward(const lmc_decoder *d, int li, lmc_kv_cache *cach
         k = lmc_rope(k, &rp, cache->pos);
     }
     if (!q || !k || !v) return NULL;
-    if (args && args->inspect_q) args->inspect_q[li] = lmc_scope_keep(lmc_array_retain(q));
-    if (args && args->inspect_k) args->inspect_k[li] = lmc_scope_keep(lmc_array_retain(k));
+    /* Retained: the layer scope drops its reference, the caller keeps this one. */
+    if (args && args->inspect_q) args->inspect_q[li] = lmc_array_retain(q);
+    if (args && args->inspect_k) args->inspect_k[li] = lmc_array_retain(k);
     lmc_array *k_all, *v_all;
     if (lmc_kv_cache_update(cache, li, k, v, &k_all, &v_all) != LMC_OK) return NULL;
     lmc_sdpa_params sp = lmc_sdpa_params_default(c->attn_scale);

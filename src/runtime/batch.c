@@ -104,9 +104,9 @@ static lmc_status prompts_prepare(lmc_model *m, const lmc_batch_prompt *src, siz
     return LMC_OK;
 }
 
-static lmc_status check_batch_args(lmc_model *m, const lmc_batch_prompt *prompts, size_t n, int max_batch,
-                                   const lmc_sampler_config *sampler, void *results) {
-    LMC_CHECK(lmc_model_check(m));
+static lmc_status check_batch_args(lmc_model *m, const char *what, const lmc_batch_prompt *prompts, size_t n,
+                                   int max_batch, const lmc_sampler_config *sampler, void *results) {
+    if (!lmc_model_native(m, what)) return lmc_last_status(); /* batches drive the decoder directly */
     if (!results) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "batch: results is NULL");
     if (n && !prompts) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "batch: prompts is NULL");
     if (max_batch < 0) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "max_batch must be >= 1 (0: default), got %d", max_batch);
@@ -240,7 +240,7 @@ lmc_status lmc_classify(lmc_model *m, const lmc_batch_prompt *prompts, size_t n,
     lmc_classify_options opt = opt_in ? *opt_in : lmc_classify_options_default();
     if (metrics) memset(metrics, 0, sizeof *metrics);
     if (results) *results = NULL;
-    LMC_CHECK(check_batch_args(m, prompts, n, opt.max_batch, &opt.sampler, results));
+    LMC_CHECK(check_batch_args(m, "classify", prompts, n, opt.max_batch, &opt.sampler, results));
     lmc_memory_reset_peak(LMC_CPU);
     lmc_batch_metrics mt = {0};
     prompt *ps;
@@ -528,7 +528,7 @@ lmc_status lmc_batch_generate(lmc_model *m, const lmc_batch_prompt *prompts, siz
     lmc_batch_options opt = opt_in ? *opt_in : lmc_batch_options_default();
     if (metrics) memset(metrics, 0, sizeof *metrics);
     if (results) *results = NULL;
-    LMC_CHECK(check_batch_args(m, prompts, n, opt.max_batch, &opt.gen.sampler, results));
+    LMC_CHECK(check_batch_args(m, "batch generate", prompts, n, opt.max_batch, &opt.gen.sampler, results));
     LMC_CHECK(lmc_generate_check_options(&opt.gen));
     if (opt.gen.on_token)
         return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "batch: gen.on_token is not used; set lmc_batch_options.on_token");

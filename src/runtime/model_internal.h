@@ -7,12 +7,15 @@
 #include "lmc/model.h"
 #include "lmc/tokenizer.h"
 #include "models/decoder.h"
+#include "runtime/backend.h"
 
 struct lmc_model {
     char *dir;
     char backend[32];
-    lmc_decoder *dec;
-    lmc_tokenizer *tok;
+    const lmc_backend *be;    /* NULL once closed */
+    void *impl;               /* the backend's own state (subprocess: the bridge) */
+    lmc_decoder *dec;         /* native backends only; NULL otherwise */
+    lmc_tokenizer *tok;       /* NULL when the backend tokenises (subprocess) */
     lmc_load_options opt;
     int64_t context_length;   /* effective bound on caches */
     int32_t eos[LMC_MAX_EOS + 16];
@@ -21,6 +24,10 @@ struct lmc_model {
 
 /* Non-zero when the handle is usable; otherwise records LMC_ERR_CLOSED. */
 lmc_status lmc_model_check(const lmc_model *m);
+/* The native decoder for code that runs it directly (logits, batches):
+ * NULL with LMC_ERR_CLOSED, or LMC_ERR_UNSUPPORTED "WHAT: not supported by
+ * backend NAME" for a model whose backend has none. */
+lmc_decoder *lmc_model_native(const lmc_model *m, const char *what);
 bool lmc_model_is_eos(const lmc_model *m, int32_t id);
 double lmc_now(void);
 

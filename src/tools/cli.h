@@ -12,6 +12,10 @@ typedef struct lmc_cli_command {
     const char *summary;
 } lmc_cli_command;
 
+/* CLOCK_MONOTONIC seconds at main() entry: the origin of figures measured
+ * "from process start" (lmc bench --ttft). */
+extern double lmc_cli_t0;
+
 /* Reads all of a stream into a NUL-terminated heap buffer; *len gets the byte count. */
 char *lmc_cli_read_all(FILE *f, size_t *len);
 

@@ -1,6 +1,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "lmc/base.h"
 #include "tools/cli.h"
@@ -35,6 +36,8 @@ static const lmc_cli_command commands[] = {
     {NULL, NULL, NULL},
 };
 
+double lmc_cli_t0;
+
 char *lmc_cli_read_all(FILE *f, size_t *len) {
     size_t cap = 1 << 16, n = 0;
     char *buf = malloc(cap);
@@ -63,6 +66,9 @@ static void usage(FILE *out) {
 }
 
 int main(int argc, char **argv) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    lmc_cli_t0 = (double)ts.tv_sec + ts.tv_nsec * 1e-9;
     if (argc < 2) { usage(stderr); return 2; }
     if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) { usage(stdout); return 0; }
     if (!strcmp(argv[1], "--version")) { printf("lmc %s\n", lmc_version()); return 0; }

@@ -1,0 +1,428 @@
+/* `lmc bench -m DIR`: prefill and decode speed of a whole model, printed as
+ * llama-bench prints them (pp512 and tg128 rows, mean ± sd over repeats),
+ * beside the model's weight bytes and the decode bound those bytes imply at
+ * the read bandwidth measured in the same run with the same threads.
+ *
+ *   prefill (ppP): one forward pass over P random in-vocabulary tokens from
+ *                  an empty cache; tokens/s = P / time.
+ *   decode (tgN):  after a one-token prompt, N single-token forward passes,
+ *                  each fed the argmax of the previous logits; tokens/s =
+ *                  N / time. Greedy argmax only: no sampler, no detokeniser.
+ *
+ * Both call the decoder directly (runtime/model_internal.h: the bench is
+ * built into the CLI) so that only forward passes are timed; the model is
+ * loaded with the public lmc_model_load. An untimed warm-up runs before
+ * each test (decode: one step; prefill: up to 64 tokens), which also pages
+ * in the mmap'd weights. Besides wall time, each test records the CPU time
+ * of all threads: tokens per CPU-second are far less disturbed by other
+ * work on a busy machine than tokens per second. Decode reads every
+ * weight once per token, so weight bytes ÷ read bandwidth is its bound.
+ *
+ * --ttft measures what a user waits for instead: from main() entry (the
+ * CLI's lmc_cli_t0) through loading the model, a 16-token prompt and the
+ * first generated token, through the public lmc_generate_ids. */
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include "bench_model.h"
+#include "bench_ops.h"
+#include "lmc/ops.h"
+#include "runtime/model_internal.h"
+#include "tools/cli.h"
+
+typedef struct bm_opts {
+    const char *dir;
+    int n_prompt, n_gen, threads, reps;
+    bool json, ttft;
+} bm_opts;
+
+typedef struct bm_stats {
+    double median, mean, sd; /* tokens/s over the repeats */
+} bm_stats;
+
+static double clock_s(clockid_t id) {
+    struct timespec ts;
+    clock_gettime(id, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static double seconds(void) { return clock_s(CLOCK_MONOTONIC); }
+
+/* A timed region: wall seconds, and CPU seconds of every thread of the
+ * process (which a busy machine does not inflate the way it does wall time). */
+typedef struct bm_time {
+    double wall, cpu;
+} bm_time;
+
+static bm_time time_now(void) { return (bm_time){seconds(), clock_s(CLOCK_PROCESS_CPUTIME_ID)}; }
+
+static bm_time time_since(bm_time t0) {
+    bm_time t = time_now();
+    return (bm_time){t.wall - t0.wall, t.cpu - t0.cpu};
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Median, mean and sample standard deviation (0 for one value). Sorts v. */
+static bm_stats stats_of(double *v, int n) {
+    bm_stats s = {0};
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    s.median = n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+    for (int i = 0; i < n; i++) s.mean += v[i];
+    s.mean /= n;
+    double ss = 0;
+    for (int i = 0; i < n; i++) ss += (v[i] - s.mean) * (v[i] - s.mean);
+    s.sd = n > 1 ? sqrt(ss / (n - 1)) : 0;
+    return s;
+}
+
+static size_t peak_rss_bytes(void) {
+    struct rusage ru;
+    return getrusage(RUSAGE_SELF, &ru) == 0 ? (size_t)ru.ru_maxrss * 1024 : 0;
+}
+
+/* User + system CPU seconds of the process since it started. */
+static double process_cpu_s(void) {
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0) return 0;
+    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 + (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec * 1e-6;
+}
+
+/* The folder's last path component, without trailing slashes. */
+static void folder_name(const char *dir, char *out, size_t cap) {
+    size_t n = strlen(dir);
+    while (n > 1 && dir[n - 1] == '/') n--;
+    size_t b = n;
+    while (b > 0 && dir[b - 1] != '/') b--;
+    snprintf(out, cap, "%.*s", (int)(n - b), dir + b);
+}
+
+static uint64_t g_rng = 0x9E3779B97F4A7C15ull;
+
+static int32_t random_token(int64_t vocab) {
+    g_rng ^= g_rng << 13, g_rng ^= g_rng >> 7, g_rng ^= g_rng << 17;
+    return (int32_t)(g_rng % (uint64_t)vocab);
+}
+
+/* One forward pass over ids[0..n) appending to cache; with next != NULL the
+ * argmax of the last position's logits (ties to the lowest id). */
+static lmc_status forward(const lmc_decoder *dec, lmc_kv_cache *cache, const int32_t *ids, int64_t n, int32_t *next) {
+    lmc_status st = LMC_OK;
+    lmc_scope_begin();
+    int64_t shape[2] = {1, n};
+    lmc_array *x = lmc_array_from_data(ids, LMC_I32, 2, shape);
+    lmc_forward_args args = {.last_only = true};
+    lmc_array *lg = lmc_decoder_forward(dec, cache, x, &args);
+    if (!lg) st = lmc_last_status();
+    else if (next) {
+        const float *p = lmc_array_data(lg); /* f32 [1, 1, V], contiguous */
+        int64_t V = dec->cfg.vocab_size, best = 0;
+        for (int64_t i = 1; i < V; i++)
+            if (p[i] > p[best]) best = i;
+        *next = (int32_t)best;
+    }
+    lmc_scope_end();
+    return st;
+}
+
+/* Time of one prefill of n_prompt random tokens from an empty cache. */
+static lmc_status run_prefill(const lmc_decoder *dec, int n_prompt, bm_time *secs) {
+    int32_t *ids = malloc((size_t)n_prompt * sizeof *ids);
+    if (!ids) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
+    for (int i = 0; i < n_prompt; i++) ids[i] = random_token(dec->cfg.vocab_size);
+    lmc_kv_cache cache;
+    lmc_status st = lmc_decoder_cache_init(dec, &cache, 1, n_prompt);
+    if (st == LMC_OK) {
+        bm_time t0 = time_now();
+        st = forward(dec, &cache, ids, n_prompt, NULL);
+        *secs = time_since(t0);
+        lmc_kv_cache_free(&cache);
+    }
+    free(ids);
+    return st;
+}
+
+/* Time of n_gen greedy single-token steps after a one-token prompt. */
+static lmc_status run_decode(const lmc_decoder *dec, int n_gen, bm_time *secs) {
+    lmc_kv_cache cache;
+    LMC_CHECK(lmc_decoder_cache_init(dec, &cache, 1, (int64_t)n_gen + 1));
+    int32_t tok = random_token(dec->cfg.vocab_size);
+    lmc_status st = forward(dec, &cache, &tok, 1, &tok);
+    bm_time t0 = time_now();
+    for (int i = 0; i < n_gen && st == LMC_OK; i++) st = forward(dec, &cache, &tok, 1, &tok);
+    *secs = time_since(t0);
+    lmc_kv_cache_free(&cache);
+    return st;
+}
+
+typedef struct bm_row {
+    char test[32];
+    bm_stats tps;
+    double cpu_tps; /* median tokens per CPU-second (all threads) */
+    bool decode;
+} bm_row;
+
+static void print_rows(const bm_opts *o, const char *name, const lmc_model_info *info, const bm_row *rows, int n_rows,
+                       double read_gbps, double read_gbps_cpu, size_t rss, size_t lmc_peak, double load_s) {
+    char cpu[256];
+    lmc_bench_cpu_name(cpu, sizeof cpu);
+    double bound = read_gbps * 1e9 / (double)info->weight_bytes; /* tokens/s if decode only read the weights */
+    double cpu_bound = read_gbps_cpu * 1e9 / (double)info->weight_bytes; /* the same per CPU-second */
+    if (o->json) {
+        for (int i = 0; i < n_rows; i++) {
+            cJSON *j = cJSON_CreateObject();
+            cJSON_AddStringToObject(j, "test", rows[i].test);
+            cJSON_AddNumberToObject(j, "tokens_per_s", rows[i].tps.median);
+            cJSON_AddNumberToObject(j, "mean", rows[i].tps.mean);
+            cJSON_AddNumberToObject(j, "sd", rows[i].tps.sd);
+            cJSON_AddNumberToObject(j, "cpu_tokens_per_s", rows[i].cpu_tps);
+            cJSON_AddNumberToObject(j, "repeats", o->reps);
+            cJSON_AddNumberToObject(j, "threads", o->threads);
+            cJSON_AddNumberToObject(j, "weight_bytes", (double)info->weight_bytes);
+            cJSON_AddStringToObject(j, "model", name);
+            cJSON_AddStringToObject(j, "architecture", info->architecture);
+            cJSON_AddNumberToObject(j, "quant_bits", info->quant_bits);
+            cJSON_AddNumberToObject(j, "bandwidth_gbs", read_gbps);
+            cJSON_AddNumberToObject(j, "cpu_bandwidth_gbs", read_gbps_cpu);
+            /* The bandwidth bound applies to decode; prefill is compute-bound. */
+            if (rows[i].decode) {
+                cJSON_AddNumberToObject(j, "bound_tokens_per_s", bound);
+                cJSON_AddNumberToObject(j, "bound_fraction", rows[i].tps.median / bound);
+                cJSON_AddNumberToObject(j, "cpu_bound_fraction", rows[i].cpu_tps / cpu_bound);
+            } else {
+                cJSON_AddNullToObject(j, "bound_fraction");
+                cJSON_AddNullToObject(j, "cpu_bound_fraction");
+            }
+            cJSON_AddNumberToObject(j, "peak_rss_bytes", (double)rss);
+            cJSON_AddNumberToObject(j, "lmc_peak_bytes", (double)lmc_peak);
+            cJSON_AddNumberToObject(j, "load_s", load_s);
+            cJSON_AddStringToObject(j, "path", lmc_cpu().path);
+            cJSON_AddStringToObject(j, "cpu", cpu);
+            char *s = cJSON_PrintUnformatted(j);
+            if (s) puts(s);
+            free(s);
+            cJSON_Delete(j);
+        }
+        return;
+    }
+    printf("machine: %s, %d threads, kernel path %s (lmc %s)\n", cpu, o->threads, lmc_cpu().path, lmc_version());
+    printf("model: %s (%s, %s), %.1f MB of weights, %.3f B parameters, loaded in %.2f s\n\n", name,
+           info->architecture, info->quant_bits ? (info->quant_bits == 4 ? "4-bit" : "8-bit") : info->dtype,
+           (double)info->weight_bytes / 1e6, (double)info->num_parameters / 1e9, load_s);
+    printf("| %-20s | %10s | %7s | %6s | %16s | %9s | %8s | %8s | %9s |\n", "model", "weights", "threads", "test",
+           "t/s", "bound t/s", "of bound", "t/CPU-s", "of bound*");
+    printf("| %.20s | %.10s | %.7s | %.6s | %.16s | %.9s | %.8s | %.8s | %.9s |\n", "--------------------",
+           "----------", "-------", "------", "----------------", "---------", "--------", "--------", "---------");
+    for (int i = 0; i < n_rows; i++) {
+        char tps[32], b[16] = "", f[16] = "", fc[16] = "";
+        snprintf(tps, sizeof tps, "%.2f ± %.2f", rows[i].tps.mean, rows[i].tps.sd);
+        if (rows[i].decode) {
+            snprintf(b, sizeof b, "%.2f", bound);
+            snprintf(f, sizeof f, "%.1f %%", 100 * rows[i].tps.median / bound);
+            snprintf(fc, sizeof fc, "%.1f %%", 100 * rows[i].cpu_tps / cpu_bound);
+        }
+        printf("| %-20.20s | %7.1f MB | %7d | %6s | %16s | %9s | %8s | %8.2f | %9s |\n", name,
+               (double)info->weight_bytes / 1e6, o->threads, rows[i].test, tps, b, f, rows[i].cpu_tps, fc);
+    }
+    printf("\nread bandwidth %.1f GB/s, %.1f GB per CPU-second (%d threads, 512 MiB, measured after the tests);\n"
+           "bound = bandwidth / weight bytes. t/CPU-s: tokens per CPU-second of all threads, and of bound*: that\n"
+           "against the bandwidth per CPU-second; both are less sensitive to other load on the machine than t/s.\n",
+           read_gbps, read_gbps_cpu, o->threads);
+    printf("peak RSS %.1f MiB (lmc allocations peak %.1f MiB); %d repeats, median used for the bound\n",
+           (double)rss / (1 << 20), (double)lmc_peak / (1 << 20), o->reps);
+}
+
+/* Times reps runs (after one untimed warm-up) of prefill or decode. */
+static lmc_status run_test(const lmc_decoder *dec, const bm_opts *o, bool decode, bm_row *row) {
+    int n = decode ? o->n_gen : o->n_prompt;
+    snprintf(row->test, sizeof row->test, "%s%d", decode ? "tg" : "pp", n);
+    row->decode = decode;
+    double *tps = malloc(2 * (size_t)o->reps * sizeof *tps), *cpu = tps + o->reps;
+    if (!tps) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
+    bm_time secs;
+    /* Warm-up: pages in the weights and lets the allocator settle. */
+    lmc_status st = decode ? run_decode(dec, 1, &secs) : run_prefill(dec, n < 64 ? n : 64, &secs);
+    for (int r = 0; r < o->reps && st == LMC_OK; r++) {
+        st = decode ? run_decode(dec, n, &secs) : run_prefill(dec, n, &secs);
+        tps[r] = n / secs.wall;
+        cpu[r] = n / secs.cpu;
+    }
+    if (st == LMC_OK) {
+        row->tps = stats_of(tps, o->reps);
+        row->cpu_tps = stats_of(cpu, o->reps).median;
+    }
+    free(tps);
+    return st;
+}
+
+/* --ttft: load, prefill n_prompt tokens, produce one token; time from main(). */
+static int run_ttft(const bm_opts *o, const char *name) {
+    double t_load0 = seconds();
+    lmc_load_options lo = lmc_load_options_default();
+    lo.threads = o->threads;
+    lmc_model *m;
+    if (lmc_model_load(o->dir, &lo, &m) != LMC_OK) {
+        fprintf(stderr, "lmc bench: %s\n", lmc_last_error());
+        return 1;
+    }
+    double t_load = seconds() - t_load0;
+    int32_t *ids = malloc((size_t)o->n_prompt * sizeof *ids);
+    lmc_generation g = {0};
+    lmc_status st = ids ? LMC_OK : lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
+    for (int i = 0; st == LMC_OK && i < o->n_prompt; i++) ids[i] = random_token(m->dec->cfg.vocab_size);
+    lmc_generate_options go = lmc_generate_options_default();
+    go.max_tokens = 1;
+    go.ignore_eos = true;
+    go.sampler.temperature = 0;
+    double t_gen0 = seconds();
+    if (st == LMC_OK) st = lmc_generate_ids(m, ids, (size_t)o->n_prompt, &go, &g);
+    double t_end = seconds();
+    int rc = 0;
+    if (st != LMC_OK || g.n_ids != 1) {
+        fprintf(stderr, "lmc bench: %s\n", st != LMC_OK ? lmc_last_error() : "no token was generated");
+        rc = 1;
+    } else {
+        double total = t_end - lmc_cli_t0, cpu_s = process_cpu_s();
+        size_t rss = peak_rss_bytes();
+        lmc_model_info info;
+        lmc_model_get_info(m, &info);
+        if (o->json) {
+            cJSON *j = cJSON_CreateObject();
+            char test[32];
+            snprintf(test, sizeof test, "ttft%d", o->n_prompt);
+            cJSON_AddStringToObject(j, "test", test);
+            cJSON_AddNumberToObject(j, "seconds", total);
+            cJSON_AddNumberToObject(j, "cpu_s", cpu_s);
+            cJSON_AddNumberToObject(j, "load_s", t_load);
+            cJSON_AddNumberToObject(j, "first_token_s", t_end - t_gen0);
+            cJSON_AddNumberToObject(j, "threads", o->threads);
+            cJSON_AddNumberToObject(j, "weight_bytes", (double)info.weight_bytes);
+            cJSON_AddStringToObject(j, "model", name);
+            cJSON_AddNumberToObject(j, "peak_rss_bytes", (double)rss);
+            char *s = cJSON_PrintUnformatted(j);
+            if (s) puts(s);
+            free(s);
+            cJSON_Delete(j);
+        } else {
+            printf("%s: time to first token for a %d-token prompt: %.3f s from process start "
+                   "(load %.3f s, prefill + first token %.3f s, %d threads; %.3f CPU-s); peak RSS %.1f MiB\n",
+                   name, o->n_prompt, total, t_load, t_end - t_gen0, o->threads, cpu_s, (double)rss / (1 << 20));
+        }
+    }
+    lmc_generation_clear(&g);
+    free(ids);
+    lmc_model_free(m);
+    return rc;
+}
+
+static void usage(FILE *out) {
+    fprintf(out,
+            "usage: lmc bench -m DIR [-p 512] [-n 128] [-t THREADS] [-r REPEATS] [--json]\n"
+            "       lmc bench -m DIR --ttft [-p 16] [-t THREADS] [--json]\n\n"
+            "  -p N       prefill test: one forward pass over N random tokens (0: skip)\n"
+            "  -n N       decode test: N greedy single-token steps (0: skip)\n"
+            "  -t N       worker threads (default: all CPUs, or LMC_NUM_THREADS)\n"
+            "  -r N       timed repeats of each test after one warm-up (default 5)\n"
+            "  --json     one JSON object per test and line\n"
+            "  --ttft     time from process start to the first token of an N-token prompt\n");
+}
+
+static bool int_arg(const char *opt, const char *s, int lo, int hi, int *out) {
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (!*s || *end || v < lo || v > hi) {
+        fprintf(stderr, "lmc bench: %s needs a number from %d to %d, got '%s'\n", opt, lo, hi, s);
+        return false;
+    }
+    *out = (int)v;
+    return true;
+}
+
+int lmc_bench_model(int argc, char **argv) {
+    bm_opts o = {.n_prompt = -1, .n_gen = 128, .reps = 5};
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        bool has = i + 1 < argc;
+        if (!strcmp(a, "--json")) o.json = true;
+        else if (!strcmp(a, "--ttft")) o.ttft = true;
+        else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            usage(stdout);
+            return 0;
+        } else if (!strcmp(a, "-m") && has) o.dir = argv[++i];
+        else if (!strcmp(a, "-p") && has) { if (!int_arg(a, argv[++i], 0, 1 << 20, &o.n_prompt)) return 2; }
+        else if (!strcmp(a, "-n") && has) { if (!int_arg(a, argv[++i], 0, 1 << 20, &o.n_gen)) return 2; }
+        else if (!strcmp(a, "-t") && has) { if (!int_arg(a, argv[++i], 1, 256, &o.threads)) return 2; }
+        else if (!strcmp(a, "-r") && has) { if (!int_arg(a, argv[++i], 1, 1000, &o.reps)) return 2; }
+        else {
+            fprintf(stderr, "lmc bench: unknown or incomplete option '%s'\n", a);
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (!o.dir) {
+        fprintf(stderr, "lmc bench: -m DIR is required\n");
+        usage(stderr);
+        return 2;
+    }
+    if (o.n_prompt < 0) o.n_prompt = o.ttft ? 16 : 512;
+    if (o.ttft && o.n_prompt == 0) {
+        fprintf(stderr, "lmc bench: --ttft needs a prompt of at least one token\n");
+        return 2;
+    }
+    if (!o.ttft && o.n_prompt == 0 && o.n_gen == 0) {
+        fprintf(stderr, "lmc bench: -p 0 and -n 0 leave nothing to measure\n");
+        return 2;
+    }
+    if (o.threads && lmc_set_num_threads(o.threads) != LMC_OK) {
+        fprintf(stderr, "lmc bench: %s\n", lmc_last_error());
+        return 1;
+    }
+    o.threads = lmc_num_threads();
+    char name[256];
+    folder_name(o.dir, name, sizeof name);
+    if (o.ttft) return run_ttft(&o, name);
+
+    double t0 = seconds();
+    lmc_model *m;
+    if (lmc_model_load(o.dir, NULL, &m) != LMC_OK) {
+        fprintf(stderr, "lmc bench: %s\n", lmc_last_error());
+        return 1;
+    }
+    double load_s = seconds() - t0;
+    lmc_model_info info;
+    lmc_model_get_info(m, &info);
+    if (o.n_prompt + 1 > info.context_length || o.n_gen + 2 > info.context_length) {
+        fprintf(stderr, "lmc bench: -p %d / -n %d do not fit the model's context length %lld\n", o.n_prompt, o.n_gen,
+                (long long)info.context_length);
+        lmc_model_free(m);
+        return 2;
+    }
+    lmc_memory_reset_peak(LMC_CPU);
+    bm_row rows[2];
+    int n_rows = 0;
+    lmc_status st = LMC_OK;
+    if (o.n_prompt > 0) st = run_test(m->dec, &o, false, &rows[n_rows++]);
+    if (st == LMC_OK && o.n_gen > 0) st = run_test(m->dec, &o, true, &rows[n_rows++]);
+    /* Read before the bandwidth buffer (512 MiB) is allocated. */
+    size_t rss = peak_rss_bytes(), lmc_peak = lmc_memory(LMC_CPU).peak_bytes;
+    double read_gbps = 0, read_gbps_cpu = 0;
+    int rc = 0;
+    if (st != LMC_OK) {
+        fprintf(stderr, "lmc bench: %s\n", lmc_last_error());
+        rc = 1;
+    } else if (lmc_bench_bandwidth(&read_gbps, &read_gbps_cpu, NULL)) {
+        rc = 1;
+    } else {
+        print_rows(&o, name, &info, rows, n_rows, read_gbps, read_gbps_cpu, rss, lmc_peak, load_s);
+    }
+    lmc_model_free(m);
+    return rc;
+}

@@ -1,0 +1,136 @@
+/* Smoke test of `lmc bench -m DIR` on the tiny golden Qwen 3 model: the JSON
+ * rows parse, name the right tests, agree with the model's own info and with
+ * each other (the bound fraction is tokens/s over bandwidth / weight bytes),
+ * --ttft reports a consistent breakdown, and bad options give exit 2. */
+#include <cjson/cJSON.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include "lmc/lmc.h"
+#include "model_fixture.h"
+#include "test_util.h"
+
+/* Runs `lmc bench ARGS`, stdout into out; returns the exit status. */
+static int run_bench(const char *args, char *out, size_t cap) {
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd, "'%s/lmc' bench %s 2>/dev/null", LMC_BUILD_DIR, args);
+    FILE *p = popen(cmd, "r");
+    if (!p) return -1;
+    size_t n = fread(out, 1, cap - 1, p);
+    out[n] = 0;
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static double num(const cJSON *o, const char *key) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsNumber(v) ? v->valuedouble : -1;
+}
+
+static const char *str(const cJSON *o, const char *key) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsString(v) ? v->valuestring : "";
+}
+
+static const char *dir; /* the fixture folder */
+
+static void test_bench_json(void) {
+    lmc_model *m;
+    lmc_model_info info = {0};
+    CHECK(lmc_model_load(dir, NULL, &m) == LMC_OK);
+    CHECK(lmc_model_get_info(m, &info) == LMC_OK);
+    lmc_model_free(m);
+    const char *name = strrchr(dir, '/') + 1;
+
+    char out[16384], args[4096];
+    snprintf(args, sizeof args, "-m '%s' -p 8 -n 4 -r 2 -t 1 --json", dir);
+    CHECK(run_bench(args, out, sizeof out) == 0);
+    int rows = 0;
+    for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n"), rows++) {
+        cJSON *o = cJSON_Parse(line);
+        CHECKF(o != NULL, "not JSON: %s", line);
+        if (!o) continue;
+        const char *test = str(o, "test");
+        bool decode = !strcmp(test, "tg4");
+        CHECKF(rows == 0 ? !strcmp(test, "pp8") : decode, "row %d is %s", rows, test);
+        double tps = num(o, "tokens_per_s"), mean = num(o, "mean"), sd = num(o, "sd");
+        CHECKF(tps > 0 && mean > 0 && sd >= 0, "%s: tokens/s %g, mean %g, sd %g", test, tps, mean, sd);
+        CHECK(num(o, "cpu_tokens_per_s") > 0);
+        CHECK(num(o, "threads") == 1);
+        CHECK(num(o, "repeats") == 2);
+        CHECK(num(o, "weight_bytes") == (double)info.weight_bytes && info.weight_bytes > 0);
+        CHECK_STR(str(o, "model"), name);
+        double bw = num(o, "bandwidth_gbs");
+        CHECK(bw > 0);
+        CHECK(num(o, "peak_rss_bytes") > 0);
+        CHECK(num(o, "load_s") > 0);
+        const cJSON *frac = cJSON_GetObjectItemCaseSensitive(o, "bound_fraction");
+        if (decode) {
+            /* tokens/s over the bound implied by the same row's bandwidth */
+            double bound = bw * 1e9 / (double)info.weight_bytes;
+            CHECK_CLOSE(num(o, "bound_tokens_per_s"), bound, 0, 1e-9);
+            CHECK(cJSON_IsNumber(frac));
+            CHECK_CLOSE(num(o, "bound_fraction"), tps / bound, 0, 1e-9);
+            double cpu_bound = num(o, "cpu_bandwidth_gbs") * 1e9 / (double)info.weight_bytes;
+            CHECK(cpu_bound > 0);
+            CHECK_CLOSE(num(o, "cpu_bound_fraction"), num(o, "cpu_tokens_per_s") / cpu_bound, 0, 1e-9);
+        } else {
+            CHECK(cJSON_IsNull(frac));
+        }
+        cJSON_Delete(o);
+    }
+    CHECK(rows == 2);
+
+    /* -n 0 skips decode. */
+    snprintf(args, sizeof args, "-m '%s' -p 4 -n 0 -r 1 --json", dir);
+    CHECK(run_bench(args, out, sizeof out) == 0);
+    CHECK(strstr(out, "\"pp4\"") && !strstr(out, "\"tg"));
+}
+
+static void test_ttft(void) {
+    char out[4096], args[4096];
+    snprintf(args, sizeof args, "-m '%s' --ttft -t 1 --json", dir);
+    CHECK(run_bench(args, out, sizeof out) == 0);
+    cJSON *o = cJSON_Parse(out);
+    CHECKF(o != NULL, "not JSON: %s", out);
+    if (!o) return;
+    CHECK_STR(str(o, "test"), "ttft16");
+    double total = num(o, "seconds"), load = num(o, "load_s"), first = num(o, "first_token_s");
+    CHECKF(load > 0 && first > 0 && total >= load + first, "total %g, load %g, first token %g", total, load, first);
+    CHECK(num(o, "peak_rss_bytes") > 0);
+    CHECK(num(o, "cpu_s") > 0);
+    cJSON_Delete(o);
+}
+
+static void test_usage_errors(void) {
+    char out[4096], args[4096];
+    CHECK(run_bench("-p 8", out, sizeof out) == 2); /* no -m */
+    snprintf(args, sizeof args, "-m '%s' -p x", dir);
+    CHECK(run_bench(args, out, sizeof out) == 2);
+    snprintf(args, sizeof args, "-m '%s' -r 0", dir);
+    CHECK(run_bench(args, out, sizeof out) == 2);
+    snprintf(args, sizeof args, "-m '%s' -p 0 -n 0", dir);
+    CHECK(run_bench(args, out, sizeof out) == 2);
+    snprintf(args, sizeof args, "-m '%s' --frobnicate", dir);
+    CHECK(run_bench(args, out, sizeof out) == 2);
+    CHECK(run_bench("-m /nonexistent/model -p 4 -n 4", out, sizeof out) == 1);
+}
+
+int main(void) {
+    char lmc[4096];
+    struct stat st;
+    snprintf(lmc, sizeof lmc, "%s/lmc", LMC_BUILD_DIR);
+    if (stat(lmc, &st) != 0) {
+        fprintf(stderr, "%s not built\n", lmc);
+        return 1;
+    }
+    char *fixture = model_fixture_dir("qwen3");
+    CHECK(fixture != NULL);
+    if (!fixture) return TEST_REPORT();
+    dir = fixture;
+    RUN(test_bench_json);
+    RUN(test_ttft);
+    RUN(test_usage_errors);
+    model_fixture_cleanup(fixture);
+    return TEST_REPORT();
+}
