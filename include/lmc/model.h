@@ -178,6 +178,108 @@ LMC_API void lmc_stream_free(lmc_stream *s);
  * with all_positions (f32). */
 LMC_API lmc_array *lmc_model_logits(lmc_model *m, const int32_t *ids, size_t n, bool all_positions);
 
+/* --- batch inference -------------------------------------------------------- *
+ *
+ * Many prompts through one forward pass at a time. Prompts are sorted by
+ * length and run in sub-batches of at most max_batch; each sub-batch is
+ * LEFT-padded to its longest prompt, every sequence gets its own positions
+ * (its first real token at position 0) and padding is hidden from every
+ * query, so each result equals the single-prompt result up to float
+ * rounding. Results come back in input order. A prompt that cannot run
+ * (empty, over the context length, an id outside the vocabulary, a chat
+ * template error) gets its own error; the others still run. */
+
+/* One prompt: the first of text, messages or ids that is set. */
+typedef struct lmc_batch_prompt {
+    const char *text;                  /* tokenised with the tokenizer's special tokens (see add_special_tokens) */
+    const lmc_message *messages;       /* rendered with the chat template, generation prompt added */
+    size_t n_messages;
+    const int32_t *ids;                /* used as given */
+    size_t n_ids;
+} lmc_batch_prompt;
+
+typedef struct lmc_batch_metrics {
+    int64_t prompts;                   /* prompts given, failed ones included */
+    int64_t prompt_tokens;             /* real tokens of the prompts that ran (padding excluded) */
+    int64_t padded_tokens;             /* positions the prefill processed, padding included */
+    int64_t generated_tokens;          /* classify: one per prompt that ran */
+    double seconds;                    /* the whole call */
+    double prefill_seconds;            /* of which prefill (tokenising included) */
+    double prompts_per_second;         /* prompts / seconds */
+    double tokens_per_second;          /* generated_tokens / seconds (aggregate over the batch) */
+    double prefill_tokens_per_second;  /* prompt_tokens / prefill_seconds */
+    size_t peak_memory_bytes, active_memory_bytes;
+} lmc_batch_metrics;
+
+enum { LMC_BATCH_DEFAULT_SIZE = 16 };
+
+typedef struct lmc_classify_options {
+    lmc_sampler_config sampler;        /* default greedy (temperature 0); prompt i draws with seed + i */
+    bool return_logits;                /* also return the full last-position logits */
+    bool add_special_tokens;           /* for text prompts (default true) */
+    int max_batch;                     /* prompts per forward pass (default LMC_BATCH_DEFAULT_SIZE) */
+    lmc_cancel *cancel;                /* optional */
+} lmc_classify_options;
+LMC_API lmc_classify_options lmc_classify_options_default(void);
+
+typedef struct lmc_classify_result {
+    int32_t token_id;                  /* the next token after the prompt; -1 on error */
+    char *text;                        /* its text (decoded alone, special tokens shown) */
+    float logprob;                     /* its log-probability (see lmc_sampler_config) */
+    float *logits; int64_t n_logits;   /* last-position logits [vocab] with return_logits */
+    int64_t prompt_tokens;
+    lmc_status status;                 /* LMC_OK, or why this prompt failed */
+    char *error;                       /* the message when status != LMC_OK */
+} lmc_classify_result;
+
+/* Runs each prompt through the model (prefill only) and picks the token that
+ * follows it: the first token lmc_generate would produce with the same
+ * sampler (history = the prompt, seed + index). *results receives n results
+ * in input order (free with lmc_classify_results_free). Returns LMC_OK when
+ * every prompt was handled (per-prompt failures are in the results),
+ * LMC_ERR_CANCELLED when cancelled (prompts not done carry that status), or
+ * an error for an invalid call (then *results is NULL). metrics may be NULL. */
+LMC_API lmc_status lmc_classify(lmc_model *m, const lmc_batch_prompt *prompts, size_t n, const lmc_classify_options *opt,
+                                lmc_classify_result **results, lmc_batch_metrics *metrics);
+LMC_API void lmc_classify_results_free(lmc_classify_result *r, size_t n);
+
+/* Called after each generated token with the prompt's input index; return
+ * false to cancel the whole call (as lmc_cancel would). */
+typedef bool (*lmc_batch_token_callback)(void *user, size_t prompt, int32_t id);
+
+typedef struct lmc_batch_options {
+    /* max_tokens, sampler (prompt i draws with seed + i, each sequence with
+     * its own sampler state), stop strings and tokens, ignore_eos,
+     * add_special_tokens and cancel apply per sequence as in lmc_generate;
+     * gen.on_token must be NULL (use on_token below). */
+    lmc_generate_options gen;
+    int max_batch;                     /* sequences per forward pass (default LMC_BATCH_DEFAULT_SIZE) */
+    lmc_batch_token_callback on_token; void *user;
+} lmc_batch_options;
+LMC_API lmc_batch_options lmc_batch_options_default(void);
+
+typedef struct lmc_batch_result {
+    int32_t *ids; size_t n_ids;        /* generated ids (prompt excluded) */
+    char *text; size_t text_len;       /* their text (stop string excluded); NULL when the prompt never ran */
+    lmc_stop_reason stop_reason;       /* LMC_STOP_ERROR for a prompt that could not run */
+    int64_t prompt_tokens;
+    lmc_status status;                 /* LMC_OK, or why this sequence failed or stopped early */
+    char *error;                       /* the message when status != LMC_OK */
+} lmc_batch_result;
+
+/* Generates a continuation of every prompt, decoding all sequences of a
+ * sub-batch together; a sequence that stops (EOS, stop token or string, max
+ * tokens, context) leaves the batch. *results receives n results in input
+ * order (free with lmc_batch_results_free). Returns LMC_OK when every prompt
+ * was handled (per-prompt failures in the results), LMC_ERR_CANCELLED when
+ * cancelled (each unfinished result holds the tokens produced so far, stop
+ * reason "cancelled" and status LMC_ERR_CANCELLED), or an error for an
+ * invalid call (then *results is NULL). metrics may be NULL. */
+LMC_API lmc_status lmc_batch_generate(lmc_model *m, const lmc_batch_prompt *prompts, size_t n,
+                                      const lmc_batch_options *opt, lmc_batch_result **results,
+                                      lmc_batch_metrics *metrics);
+LMC_API void lmc_batch_results_free(lmc_batch_result *r, size_t n);
+
 /* --- attention inspection ------------------------------------------------------ */
 
 /* Post-RoPE queries and keys of every layer after a prefill over ids:

@@ -317,6 +317,10 @@ static lmc_array *layer_forward(const lmc_decoder *d, int li, lmc_kv_cache *cach
     sp.causal = true;
     sp.window = l->sliding ? c->sliding_window : 0;
     sp.mask = args ? args->mask : NULL;
+    /* A mask over every key index 0..pos+T-1 is aligned to the end of the
+     * shorter view a sliding layer returns (the view always ends at pos+T). */
+    int64_t mk = sp.mask && sp.mask->ndim > 0 ? sp.mask->shape[sp.mask->ndim - 1] : 0, kv_len = k_all->shape[2];
+    if (mk > kv_len) sp.mask = lmc_slice(sp.mask, sp.mask->ndim - 1, mk - kv_len, mk, 1);
     sp.softcap = c->attn_logit_softcapping;
     lmc_array *attn = lmc_sdpa(q, k_all, v_all, &sp);            /* [B, Hq, T, D] */
     lmc_array *merged = lmc_swapaxes(attn, 1, 2);                /* [B, T, Hq, D] */

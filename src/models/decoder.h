@@ -34,7 +34,9 @@ void lmc_decoder_free(lmc_decoder *d);
 /* Optional per-call inputs of a forward pass. */
 typedef struct lmc_forward_args {
     const lmc_array *positions; /* i32 [B, T]; NULL: cache->pos + t for every sequence */
-    const lmc_array *mask;      /* additive f32 or bool keep-mask [B, 1, T, L]; NULL: causal (+ window) */
+    const lmc_array *mask;      /* additive f32 or bool keep-mask [B, 1, T, L]; NULL: causal (+ window).
+                                 * L may also be pos+T (a column per key index since the cache's start):
+                                 * layers whose cache view is shorter (sliding) use its last columns. */
     bool last_only;             /* logits of the last position only */
     /* Attention inspection: when set, receives [B, Hq, T, D] post-RoPE
      * queries and [B, Hkv, T, D] keys of each layer (new references). */

@@ -55,7 +55,9 @@ void lmc_cancel_request(lmc_cancel *c) {
     if (c) __atomic_store_n(&c->flag, 1, __ATOMIC_RELEASE);
 }
 
-static bool cancelled(const lmc_stream *s) { return s->opt.cancel && __atomic_load_n(&s->opt.cancel->flag, __ATOMIC_ACQUIRE); }
+bool lmc_cancel_requested(const lmc_cancel *c) { return c && __atomic_load_n(&c->flag, __ATOMIC_ACQUIRE); }
+
+static bool cancelled(const lmc_stream *s) { return lmc_cancel_requested(s->opt.cancel); }
 
 void lmc_generation_clear(lmc_generation *g) {
     if (!g) return;
@@ -105,16 +107,30 @@ static lmc_status emit_upto(lmc_stream *s, size_t upto) {
     return LMC_OK;
 }
 
+size_t lmc_generate_find_stop(const lmc_generate_options *opt, const char *text, size_t from) {
+    size_t best = SIZE_MAX;
+    for (int i = 0; i < opt->n_stop_strings; i++) {
+        const char *stop = opt->stop_strings[i];
+        if (!stop || !*stop) continue;
+        const char *hit = strstr(text + from, stop);
+        if (hit && (size_t)(hit - text) < best) best = (size_t)(hit - text);
+    }
+    return best;
+}
+
+size_t lmc_generate_max_stop_len(const lmc_generate_options *opt) {
+    size_t max = 0;
+    for (int i = 0; i < opt->n_stop_strings; i++) {
+        size_t l = opt->stop_strings[i] ? strlen(opt->stop_strings[i]) : 0;
+        if (l > max) max = l;
+    }
+    return max;
+}
+
 /* Looks for a stop string in the new text; returns true (and cuts the text) when found. */
 static bool find_stop_string(lmc_stream *s) {
     size_t from = s->emitted > s->max_stop_len ? s->emitted - s->max_stop_len : 0;
-    size_t best = SIZE_MAX;
-    for (int i = 0; i < s->opt.n_stop_strings; i++) {
-        const char *stop = s->opt.stop_strings[i];
-        if (!stop || !*stop) continue;
-        char *hit = strstr(s->text + from, stop);
-        if (hit && (size_t)(hit - s->text) < best) best = (size_t)(hit - s->text);
-    }
+    size_t best = lmc_generate_find_stop(&s->opt, s->text, from);
     if (best == SIZE_MAX) return false;
     s->text_len = best;
     s->text[best] = 0;
@@ -167,6 +183,27 @@ static void finish(lmc_stream *s, lmc_stop_reason r) {
     mt->active_memory_bytes = ms.active_bytes;
 }
 
+lmc_status lmc_model_check_prompt(const lmc_model *m, const int32_t *ids, size_t n, int64_t max_len) {
+    if (!ids || n == 0) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "the prompt is empty (no token ids)");
+    int64_t V = m->dec->cfg.vocab_size;
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= V)
+            return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "prompt token id %d at index %zu is outside the vocabulary (0..%lld)",
+                                 ids[i], i, (long long)V - 1);
+    if ((int64_t)n > max_len)
+        return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "the prompt (%zu tokens) does not fit the context length %lld",
+                             n, (long long)m->context_length);
+    return LMC_OK;
+}
+
+lmc_status lmc_generate_check_options(const lmc_generate_options *opt) {
+    if (opt->max_tokens < 0) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "max_tokens must be >= 0, got %d", opt->max_tokens);
+    if (opt->n_stop_strings < 0 || opt->n_stop_tokens < 0 || (opt->n_stop_strings && !opt->stop_strings) ||
+        (opt->n_stop_tokens && !opt->stop_tokens))
+        return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "stop strings/tokens: count and array disagree");
+    return LMC_OK;
+}
+
 lmc_status lmc_stream_start(lmc_model *m, const int32_t *ids, size_t n, const lmc_generate_options *opt_in,
                             lmc_stream **out) {
     if (!out) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "lmc_stream_start: out is NULL");
@@ -174,28 +211,17 @@ lmc_status lmc_stream_start(lmc_model *m, const int32_t *ids, size_t n, const lm
     LMC_CHECK(lmc_model_check(m));
     lmc_generate_options opt = opt_in ? *opt_in : lmc_generate_options_default();
     if (!ids || n == 0) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "the prompt is empty (no token ids)");
-    if (opt.max_tokens < 0) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "max_tokens must be >= 0, got %d", opt.max_tokens);
-    if (opt.n_stop_strings < 0 || opt.n_stop_tokens < 0 || (opt.n_stop_strings && !opt.stop_strings) ||
-        (opt.n_stop_tokens && !opt.stop_tokens))
-        return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "stop strings/tokens: count and array disagree");
+    LMC_CHECK(lmc_generate_check_options(&opt));
     if (m->be->stream_start) return backend_start(m, &(lmc_prompt){.ids = ids, .n_ids = n}, &opt, out);
+    /* At least one position must be left for a generated token. */
+    LMC_CHECK(lmc_model_check_prompt(m, ids, n, m->context_length - 1));
     int64_t V = m->dec->cfg.vocab_size;
-    for (size_t i = 0; i < n; i++)
-        if (ids[i] < 0 || ids[i] >= V)
-            return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "prompt token id %d at index %zu is outside the vocabulary (0..%lld)",
-                                 ids[i], i, (long long)V - 1);
-    if ((int64_t)n >= m->context_length)
-        return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "the prompt (%zu tokens) does not fit the context length %lld",
-                             n, (long long)m->context_length);
     lmc_stream *s = calloc(1, sizeof *s);
     if (!s) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
     s->m = m;
     s->opt = opt;
     s->t_start = lmc_now();
-    for (int i = 0; i < opt.n_stop_strings; i++) {
-        size_t l = opt.stop_strings[i] ? strlen(opt.stop_strings[i]) : 0;
-        if (l > s->max_stop_len) s->max_stop_len = l;
-    }
+    s->max_stop_len = lmc_generate_max_stop_len(&opt);
     lmc_status st = lmc_sampler_create(&opt.sampler, &s->sampler);
     if (st == LMC_OK) st = lmc_detokenizer_create(m->tok, true, &s->detok);
     if (st == LMC_OK) st = lmc_decoder_cache_init(m->dec, &s->cache, 1, m->context_length);
@@ -294,9 +320,9 @@ static lmc_status prefill(lmc_stream *s) {
     return LMC_OK;
 }
 
-static bool is_stop_token(const lmc_stream *s, int32_t id) {
-    for (int i = 0; i < s->opt.n_stop_tokens; i++)
-        if (s->opt.stop_tokens[i] == id) return true;
+bool lmc_generate_is_stop_token(const lmc_generate_options *opt, int32_t id) {
+    for (int i = 0; i < opt->n_stop_tokens; i++)
+        if (opt->stop_tokens[i] == id) return true;
     return false;
 }
 
@@ -344,7 +370,7 @@ lmc_status lmc_stream_next(lmc_stream *s, int32_t *id, const char **text, size_t
     }
     if (!s->opt.ignore_eos && lmc_model_is_eos(s->m, tok)) {
         finish(s, LMC_STOP_EOS);
-    } else if (is_stop_token(s, tok)) {
+    } else if (lmc_generate_is_stop_token(&s->opt, tok)) {
         finish(s, LMC_STOP_TOKEN);
     } else {
         if (s->result.n_ids == 0) s->t_first = lmc_now();
@@ -486,15 +512,10 @@ lmc_status lmc_generate(lmc_model *m, const char *prompt, const lmc_generate_opt
     return st;
 }
 
-lmc_status lmc_chat(lmc_model *m, const lmc_message *msgs, size_t n, const lmc_generate_options *opt,
-                    lmc_generation *out) {
-    if (out) memset(out, 0, sizeof *out);
-    LMC_CHECK(lmc_model_check(m));
+lmc_status lmc_model_chat_ids(lmc_model *m, const lmc_message *msgs, size_t n, int32_t **ids, size_t *n_ids) {
+    *ids = NULL;
+    *n_ids = 0;
     if (!msgs || n == 0) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "chat: no messages");
-    for (size_t i = 0; i < n; i++)
-        if (!msgs[i].role || !msgs[i].content)
-            return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "chat: message %zu has no role or content", i);
-    if (m->be->stream_start) return backend_generate(m, &(lmc_prompt){.msgs = msgs, .n_msgs = n}, opt, out);
     cJSON *arr = cJSON_CreateArray();
     for (size_t i = 0; arr && i < n; i++) {
         if (!msgs[i].role || !msgs[i].content) {
@@ -518,13 +539,26 @@ lmc_status lmc_chat(lmc_model *m, const lmc_message *msgs, size_t n, const lmc_g
         st = lmc_chat_template_apply(tmpl, json, &co, &prompt);
     }
     free(json);
-    int32_t *ids = NULL;
-    size_t nid = 0;
     /* The template already holds BOS and the like, as transformers' apply_chat_template assumes. */
-    if (st == LMC_OK) st = lmc_tokenizer_encode(m->tok, prompt, strlen(prompt), false, &ids, &nid);
-    if (st == LMC_OK) st = lmc_generate_ids(m, ids, nid, opt, out);
-    lmc_tokenizer_free_ids(ids);
+    if (st == LMC_OK) st = lmc_tokenizer_encode(m->tok, prompt, strlen(prompt), false, ids, n_ids);
     free(prompt);
     lmc_chat_template_free(tmpl);
+    return st;
+}
+
+lmc_status lmc_chat(lmc_model *m, const lmc_message *msgs, size_t n, const lmc_generate_options *opt,
+                    lmc_generation *out) {
+    if (out) memset(out, 0, sizeof *out);
+    LMC_CHECK(lmc_model_check(m));
+    if (!msgs || n == 0) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "chat: no messages");
+    for (size_t i = 0; i < n; i++)
+        if (!msgs[i].role || !msgs[i].content)
+            return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "chat: message %zu has no role or content", i);
+    if (m->be->stream_start) return backend_generate(m, &(lmc_prompt){.msgs = msgs, .n_msgs = n}, opt, out);
+    int32_t *ids = NULL;
+    size_t nid = 0;
+    lmc_status st = lmc_model_chat_ids(m, msgs, n, &ids, &nid);
+    if (st == LMC_OK) st = lmc_generate_ids(m, ids, nid, opt, out);
+    lmc_tokenizer_free_ids(ids);
     return st;
 }

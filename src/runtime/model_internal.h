@@ -31,4 +31,21 @@ lmc_decoder *lmc_model_native(const lmc_model *m, const char *what);
 bool lmc_model_is_eos(const lmc_model *m, int32_t id);
 double lmc_now(void);
 
+/* --- shared by generate.c and batch.c --------------------------------------- */
+
+/* Checks prompt ids: at least one, each inside the vocabulary, at most
+ * max_len of them (errors name the id and its index). */
+lmc_status lmc_model_check_prompt(const lmc_model *m, const int32_t *ids, size_t n, int64_t max_len);
+/* Renders messages with the model's chat template (generation prompt on) and
+ * tokenises the result; free *ids with lmc_tokenizer_free_ids. */
+lmc_status lmc_model_chat_ids(lmc_model *m, const lmc_message *msgs, size_t n, int32_t **ids, size_t *n_ids);
+/* Checks max_tokens and the stop lists of generation options. */
+lmc_status lmc_generate_check_options(const lmc_generate_options *opt);
+bool lmc_generate_is_stop_token(const lmc_generate_options *opt, int32_t id);
+/* Offset of the earliest stop string in text[from..], or SIZE_MAX. */
+size_t lmc_generate_find_stop(const lmc_generate_options *opt, const char *text, size_t from);
+/* Length of the longest stop string. */
+size_t lmc_generate_max_stop_len(const lmc_generate_options *opt);
+bool lmc_cancel_requested(const lmc_cancel *c);
+
 #endif
