@@ -26,7 +26,8 @@ static void usage(FILE *out) {
             "  --classify-prompts N       prompts per classify run (default 32; batch 1 runs min(N, 4))\n"
             "  --gen-prompt-tokens N      batch-generate prompt length (default 16)\n"
             "  --gen-tokens N             tokens generated per sequence (default 32)\n"
-            "  --only classify|generate   run one of the two parts\n");
+            "  --only classify|generate   run one of the two parts\n"
+            "  --prefill-chunk N          tokens per prefill forward pass (load option; default 512)\n");
 }
 
 /* n prompts of len random ids in [1, vocab) (fixed seed). */
@@ -135,6 +136,10 @@ int lmc_bench_batch(int argc, char **argv) {
             if (!lmc_cli_int("bench", a, argv[++i], 1, 1 << 20, &gen_prompt)) return 2;
         } else if (!strcmp(a, "--gen-tokens") && v) {
             if (!lmc_cli_int("bench", a, argv[++i], 1, 1 << 20, &gen_tokens)) return 2;
+        } else if (!strcmp(a, "--prefill-chunk") && v) {
+            long long c;
+            if (!lmc_cli_int("bench", a, argv[++i], 1, 1 << 20, &c)) return 2;
+            g.load.prefill_chunk = c;
         } else if (!strcmp(a, "--only") && v && (!strcmp(v, "classify") || !strcmp(v, "generate"))) {
             only = argv[++i];
         } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {

@@ -158,6 +158,7 @@ static void classify_model(const char *name) {
             CHECK(r[i].token_id == top2(r[i].logits, V, &own_margin)); /* greedy picks its own argmax */
             if (margin >= MARGIN) CHECKF(r[i].token_id == want, "%s prompt %d: token %d, single run %d", name, i, r[i].token_id, want);
             else {
+                fprintf(stderr, "note: %s prompt %d: top-2 margin %g < %g at the last position\n", name, i, margin, MARGIN);
                 g_near_ties++;
                 g_near_ties_differing += r[i].token_id != want;
             }
@@ -267,6 +268,7 @@ static bool compare_with_single(lmc_model *m, const char *name, const char *what
         size_t clear = refs ? refs[i].clear : clear_in ? clear_in[i] : ref.n_ids;
         if (clear > ref.n_ids) clear = ref.n_ids;
         if (clear < ref.n_ids) {
+            fprintf(stderr, "note: %s %s %zu: top-2 margin < %g at step %zu; compared up to there\n", name, what, i, MARGIN, clear);
             g_near_ties++;
             size_t k = clear < r[i].n_ids ? clear : r[i].n_ids;
             CHECKF(r[i].n_ids >= clear && (k == 0 || !memcmp(r[i].ids, ref.ids, k * sizeof *ref.ids)),

@@ -204,7 +204,7 @@ typedef struct lmc_batch_metrics {
     int64_t padded_tokens;             /* positions the prefill processed, padding included */
     int64_t generated_tokens;          /* classify: one per prompt that ran */
     double seconds;                    /* the whole call */
-    double prefill_seconds;            /* of which prefill (tokenising included) */
+    double prefill_seconds;            /* of which the prefill forward passes */
     double prompts_per_second;         /* prompts / seconds */
     double tokens_per_second;          /* generated_tokens / seconds (aggregate over the batch) */
     double prefill_tokens_per_second;  /* prompt_tokens / prefill_seconds */
