@@ -6,7 +6,6 @@
 
 /* argv[0] is "ops"; options: --threads N, --json. Returns the exit status. */
 int lmc_bench_ops(int argc, char **argv);
-
 /* Shared by the benchmarks. */
 
 /* The CPU's model name from /proc/cpuinfo ("unknown CPU" when absent). */

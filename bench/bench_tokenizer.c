@@ -1,3 +1,13 @@
+/* `lmc bench tokenizer -m DIR [-m DIR...] TEXT_FILE [--json]`: for each
+ * tokenizer folder, the load time of lmc_tokenizer_load (median of LOADS
+ * loads) and the encode throughput over TEXT_FILE on one thread (median of
+ * PASSES passes over the whole file).
+ *
+ * The text is cut into chunks of at least CHUNK bytes ending after a "\n",
+ * one lmc_tokenizer_encode call per chunk without special tokens, exactly
+ * as scripts/bench_tokenizer_hf.py cuts it for the Hugging Face library.
+ * Times are wall-clock; the process CPU time is printed beside them, since
+ * on a shared machine the wall time also counts waiting for a core. */
 #include "bench_tokenizer.h"
 
 #include <stdio.h>
@@ -8,85 +18,215 @@
 
 #include "lmc/tokenizer.h"
 
-enum { CHUNK = 4096, REPEAT = 3 };
+enum { CHUNK = 4096, LOADS = 5, PASSES = 5 };
 
-static double now_s(void) {
+static double clock_s(clockid_t id) {
     struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
+    clock_gettime(id, &t);
     return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
-static void print_machine(void) {
-    char model[256] = "unknown CPU", line[512];
-    FILE *f = fopen("/proc/cpuinfo", "r");
-    while (f && fgets(line, sizeof line, f)) {
-        if (!strncmp(line, "model name", 10)) {
-            const char *v = strchr(line, ':');
-            if (v) snprintf(model, sizeof model, "%s", v + 2);
-            model[strcspn(model, "\n")] = 0;
-            break;
-        }
-    }
-    if (f) fclose(f);
-    printf("machine: %s, %ld cpus\n", model, sysconf(_SC_NPROCESSORS_ONLN));
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
 }
 
-int bench_tokenizer(const char *dir, const char *text_file) {
-    FILE *f = fopen(text_file, "rb");
-    if (!f) {
-        fprintf(stderr, "lmc tokenize: cannot open %s\n", text_file);
-        return 1;
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static void cpu_model(char *buf, size_t cap) {
+    snprintf(buf, cap, "unknown CPU");
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (!f) return;
+    char line[512];
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, "model name", 10)) continue;
+        char *c = strchr(line, ':');
+        if (!c) break;
+        c++;
+        while (*c == ' ' || *c == '\t') c++;
+        c[strcspn(c, "\n")] = 0;
+        snprintf(buf, cap, "%s", c);
+        break;
     }
-    fseek(f, 0, SEEK_END);
-    long size = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *text = malloc((size_t)size + 1);
-    size_t len = text ? fread(text, 1, (size_t)size, f) : 0;
     fclose(f);
-    if (!text) return 1;
+}
 
-    /* Chunks of at least CHUNK bytes ending at a line end, as the Python side cuts them. */
-    size_t nchunks = 0, *starts = malloc((len / CHUNK + 2) * sizeof *starts);
-    for (size_t at = 0; at < len;) {
-        starts[nchunks++] = at;
-        size_t end = at + CHUNK < len ? at + CHUNK : len;
-        while (end < len && text[end - 1] != '\n') end++;
-        at = end;
-    }
-    starts[nchunks] = len;
+/* The 1-minute load average, or -1: the machine may be shared. */
+static double load_average(void) {
+    double l = -1;
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (f && fscanf(f, "%lf", &l) != 1) l = -1;
+    if (f) fclose(f);
+    return l;
+}
 
-    print_machine();
-    printf("text: %s, %.2f MB in %zu chunks\n", text_file, (double)len / 1e6, nchunks);
-    double t0 = now_s();
-    lmc_tokenizer *tok;
-    if (lmc_tokenizer_load(dir, &tok) != LMC_OK) {
-        fprintf(stderr, "lmc tokenize: %s\n", lmc_last_error());
-        free(text);
-        free(starts);
-        return 1;
+static char *read_text(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    char *text = NULL;
+    long size = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
+    if (size >= 0 && fseek(f, 0, SEEK_SET) == 0 && (text = malloc((size_t)size + 1))) {
+        *len = fread(text, 1, (size_t)size, f);
+        if (*len != (size_t)size) {
+            free(text);
+            text = NULL;
+        }
     }
-    double load = now_s() - t0, best = 1e30;
+    fclose(f);
+    return text;
+}
+
+/* The folder's last path component, for the report. */
+static const char *short_name(const char *dir, char *buf, size_t cap) {
+    size_t n = strlen(dir);
+    while (n > 1 && dir[n - 1] == '/') n--;
+    size_t s = n;
+    while (s > 0 && dir[s - 1] != '/') s--;
+    snprintf(buf, cap, "%.*s", (int)(n - s), dir + s);
+    return buf;
+}
+
+/* Prints s as a JSON string. */
+static void json_str(const char *s) {
+    putchar('"');
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') printf("\\%c", c);
+        else if (c < 0x20) printf("\\u%04x", c);
+        else putchar(c);
+    }
+    putchar('"');
+}
+
+typedef struct text_chunks {
+    const char *text;
+    size_t len, n, *starts; /* chunk c is [starts[c], starts[c + 1]) */
+} text_chunks;
+
+static int bench_one(const char *dir, const text_chunks *tc, bool json) {
+    double wall[LOADS > PASSES ? LOADS : PASSES], cpu[LOADS > PASSES ? LOADS : PASSES];
+    lmc_tokenizer *tok = NULL;
+    for (int i = 0; i < LOADS; i++) {
+        lmc_tokenizer_free(tok);
+        double w0 = clock_s(CLOCK_MONOTONIC), c0 = clock_s(CLOCK_PROCESS_CPUTIME_ID);
+        if (lmc_tokenizer_load(dir, &tok) != LMC_OK) {
+            fprintf(stderr, "lmc bench: %s\n", lmc_last_error());
+            return 1;
+        }
+        wall[i] = clock_s(CLOCK_MONOTONIC) - w0;
+        cpu[i] = clock_s(CLOCK_PROCESS_CPUTIME_ID) - c0;
+    }
+    double load_ms = median(wall, LOADS) * 1e3, load_cpu_ms = median(cpu, LOADS) * 1e3;
+
     size_t ntok = 0;
-    for (int r = 0; r < REPEAT; r++) {
+    for (int p = 0; p < PASSES; p++) {
         ntok = 0;
-        t0 = now_s();
-        for (size_t c = 0; c < nchunks; c++) {
+        double w0 = clock_s(CLOCK_MONOTONIC), c0 = clock_s(CLOCK_PROCESS_CPUTIME_ID);
+        for (size_t c = 0; c < tc->n; c++) {
             int32_t *ids;
             size_t n;
-            if (lmc_tokenizer_encode(tok, text + starts[c], starts[c + 1] - starts[c], false, &ids, &n) != LMC_OK) {
-                fprintf(stderr, "lmc tokenize: %s\n", lmc_last_error());
-                break;
+            if (lmc_tokenizer_encode(tok, tc->text + tc->starts[c], tc->starts[c + 1] - tc->starts[c], false, &ids, &n) !=
+                LMC_OK) {
+                fprintf(stderr, "lmc bench: %s\n", lmc_last_error());
+                lmc_tokenizer_free(tok);
+                return 1;
             }
             ntok += n;
             lmc_tokenizer_free_ids(ids);
         }
-        double dt = now_s() - t0;
-        if (dt < best) best = dt;
+        wall[p] = (double)tc->len / (clock_s(CLOCK_MONOTONIC) - w0) / 1e6;
+        cpu[p] = (double)tc->len / (clock_s(CLOCK_PROCESS_CPUTIME_ID) - c0) / 1e6;
     }
-    printf("%s: load %.0f ms, encode %.2f MB/s, %zu tokens (1 thread, best of %d)\n", dir, load * 1e3, (double)len / best / 1e6,
-           ntok, REPEAT);
+    double mbps = median(wall, PASSES), cpu_mbps = median(cpu, PASSES);
     lmc_tokenizer_free(tok);
-    free(text);
-    free(starts);
+
+    char name[256];
+    short_name(dir, name, sizeof name);
+    if (json) {
+        printf("{\"bench\":\"tokenizer\",\"name\":");
+        json_str(name);
+        printf(",\"load_ms\":%.1f,\"load_cpu_ms\":%.1f,\"encode_mbps\":%.3f,"
+               "\"encode_cpu_mbps\":%.3f,\"tokens\":%zu,\"bytes\":%zu,\"threads\":1}\n",
+               load_ms, load_cpu_ms, mbps, cpu_mbps, ntok, tc->len);
+    } else
+        printf("%-10s load %7.1f ms (cpu %7.1f ms)   encode %7.2f MB/s (cpu-time %7.2f MB/s)   %zu tokens\n", name,
+               load_ms, load_cpu_ms, mbps, cpu_mbps, ntok);
+    fflush(stdout);
     return 0;
+}
+
+static void usage(FILE *out) {
+    fprintf(out, "usage: lmc bench tokenizer -m DIR [-m DIR...] TEXT_FILE [--json]\n"
+                 "  load time of DIR's tokenizer (median of %d loads) and encode throughput over\n"
+                 "  TEXT_FILE on one thread (median of %d passes, chunks of >= %d bytes cut at \"\\n\")\n",
+            LOADS, PASSES, CHUNK);
+}
+
+int lmc_bench_tokenizer(int argc, char **argv) {
+    const char *dirs[64], *file = NULL;
+    int ndirs = 0;
+    bool json = false;
+    for (int i = 1; i < argc; i++) {
+        if ((!strcmp(argv[i], "-m") || !strcmp(argv[i], "--model")) && i + 1 < argc) {
+            if (ndirs == 64) { fprintf(stderr, "lmc bench: at most 64 tokenizers\n"); return 2; }
+            dirs[ndirs++] = argv[++i];
+        } else if (!strcmp(argv[i], "--json")) json = true;
+        else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) { usage(stdout); return 0; }
+        else if (argv[i][0] != '-' && !file) file = argv[i];
+        else {
+            fprintf(stderr, "lmc bench: unknown argument '%s'\n", argv[i]);
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (!ndirs || !file) {
+        fprintf(stderr, "lmc bench: tokenizer needs -m DIR and a text file\n");
+        usage(stderr);
+        return 2;
+    }
+    text_chunks tc = {0};
+    char *text = read_text(file, &tc.len);
+    if (!text) {
+        fprintf(stderr, "lmc bench: cannot read %s\n", file);
+        return 1;
+    }
+    tc.text = text;
+    tc.starts = malloc((tc.len / CHUNK + 2) * sizeof *tc.starts);
+    if (!tc.starts) {
+        fprintf(stderr, "lmc bench: out of memory\n");
+        free(text);
+        return 1;
+    }
+    for (size_t at = 0; at < tc.len;) {
+        tc.starts[tc.n++] = at;
+        size_t end = at + CHUNK < tc.len ? at + CHUNK : tc.len;
+        while (end < tc.len && text[end - 1] != '\n') end++;
+        at = end;
+    }
+    tc.starts[tc.n] = tc.len;
+
+    char model[256];
+    cpu_model(model, sizeof model);
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    double la = load_average();
+    if (json) {
+        printf("{\"bench\":\"machine\",\"cpu\":");
+        json_str(model);
+        printf(",\"cpus\":%ld,\"loadavg\":%.2f,\"version\":\"%s\"}\n", ncpu, la, lmc_version());
+        printf("{\"bench\":\"text\",\"file\":");
+        json_str(file);
+        printf(",\"bytes\":%zu,\"chunks\":%zu}\n", tc.len, tc.n);
+    } else {
+        printf("machine: %s, %ld cpus, load average %.2f (lmc %s)\n", model, ncpu, la, lmc_version());
+        printf("text: %s, %.2f MB in %zu chunks; load: median of %d, encode: median of %d passes, 1 thread\n", file,
+               (double)tc.len / 1e6, tc.n, LOADS, PASSES);
+    }
+    int rc = 0;
+    for (int i = 0; i < ndirs && rc == 0; i++) rc = bench_one(dirs[i], &tc, json);
+    free(tc.starts);
+    free(text);
+    return rc;
 }

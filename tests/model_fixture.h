@@ -11,7 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
-static int fixture_link(const char *from, const char *dir, const char *name) {
+static inline int fixture_link(const char *from, const char *dir, const char *name) {
     char to[4096];
     snprintf(to, sizeof to, "%s/%s", dir, name);
     unlink(to);
@@ -19,7 +19,7 @@ static int fixture_link(const char *from, const char *dir, const char *name) {
 }
 
 /* Returns a malloc'd temp dir path (caller removes it with model_fixture_cleanup), or NULL. */
-static char *model_fixture_dir(const char *name) {
+static inline char *model_fixture_dir(const char *name) {
     char src[4096], ref[64] = {0};
     snprintf(src, sizeof src, "%s/models/%s/tokenizer.json.ref", LMC_TEST_DATA, name);
     FILE *f = fopen(src, "r");
@@ -52,7 +52,7 @@ static char *model_fixture_dir(const char *name) {
     return dir;
 }
 
-static void model_fixture_cleanup(char *dir) {
+static inline void model_fixture_cleanup(char *dir) {
     if (!dir) return;
     char cmd[4200];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);

@@ -224,6 +224,22 @@ static void test_decoders(void) {
               "\xE2\x96\x81Hi|<0xC3>|<0xA9>|\xE2\x96\x81x", "Hi\xC3\xA9 x");
 }
 
+/* Words cut before U+2581 ("\xE2\x96\x81" below) give the ids of the whole
+ * word: never after a character that some token holds right before U+2581
+ * ('a' and U+2581 here), where a merge may join the two sides. */
+static void test_space_split(void) {
+#define SP "\xE2\x96\x81"
+    lmc_tokenizer *t = load("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"" SP "\": 1, \"b\": 2, \"a" SP "\": 3,"
+                            " \"" SP "b\": 4, \"" SP SP "\": 5, \"" SP SP "b\": 6}, \"merges\": [\"a " SP "\", \"" SP " b\", \"" SP " " SP "\","
+                            " \"" SP SP " b\"]}}", NULL);
+    check_enc(t, "a" SP "b", false, (int32_t[]){3, 2, -1}); /* cut after 'a', it would be 0, 4 */
+    check_enc(t, "b" SP "b", false, (int32_t[]){2, 4, -1});
+    check_enc(t, "b" SP SP "b", false, (int32_t[]){2, 1, 4, -1});
+    check_enc(t, "b" SP "b" SP "a" SP "b" SP SP SP "b", false, (int32_t[]){2, 4, 1, 3, 2, 5, 4, -1});
+    lmc_tokenizer_free(t);
+#undef SP
+}
+
 static void test_bpe(void) {
     /* Merge order follows rank, not position. */
     char json[1024];
@@ -544,6 +560,7 @@ int main(void) {
     RUN(test_pretokenizers);
     RUN(test_decoders);
     RUN(test_bpe);
+    RUN(test_space_split);
     RUN(test_added_tokens);
     RUN(test_post_processors);
     RUN(test_config);

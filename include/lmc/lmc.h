@@ -18,5 +18,6 @@
 #include "lmc/tokenizer.h"
 #include "lmc/chat_template.h"
 #include "lmc/model.h"
+#include "lmc/nn.h"
 
 #endif

@@ -19,11 +19,13 @@ typedef struct lmc_tokenizer lmc_tokenizer;
 
 /* --- backends ------------------------------------------------------------ */
 
-/* Names of the registered backends ("cpu" always; "cuda" and "subprocess"
- * when built/available), NULL-terminated. */
+/* Names of the registered backends, NULL-terminated: "cpu" (the native
+ * decoder) and "subprocess" (an external runtime behind a bridge program
+ * speaking JSON Lines, docs/subprocess-protocol.md); "cuda" when built. */
 LMC_API const char *const *lmc_backends(void);
-/* The backend used when the load options name none. */
+/* The backend used when the load options name none ("cpu"). */
 LMC_API const char *lmc_default_backend(void);
+/* True when the named backend is registered and usable on this machine. */
 LMC_API bool lmc_backend_available(const char *name);
 
 /* --- loading --------------------------------------------------------------- */
@@ -35,11 +37,23 @@ typedef struct lmc_load_options {
     int threads;              /* CPU threads; 0: keep the current setting */
     size_t memory_limit;      /* bytes; 0: no limit */
     const char *adapter_dir;  /* LoRA adapter folder (PEFT layout) to apply, or NULL */
+    /* Backend "subprocess" only: */
+    const char *bridge;       /* the bridge command, e.g. "python3 bridges/transformers_bridge.py",
+                                 split into words as a POSIX shell does (quotes, backslashes; no
+                                 expansion, no shell operators) and run directly */
+    const char *const *bridge_env; int n_bridge_env; /* "KEY=VALUE" added to the bridge's environment
+                                 (which is ours otherwise), e.g. VIRTUAL_ENV, PYTHONPATH, PATH */
+    double bridge_timeout;    /* seconds bounding start-up and each wait for a reply (0: 120) */
 } lmc_load_options;
 LMC_API lmc_load_options lmc_load_options_default(void);
 
 /* Loads a Hugging Face or MLX checkpoint folder (config.json, *.safetensors,
- * tokenizer files). Errors name the file, field or tensor at fault. */
+ * tokenizer files). Errors name the file, field or tensor at fault. With
+ * backend "subprocess" the bridge loads the folder; a bridge that fails
+ * (cannot start, crashes, hangs past the timeout, writes what is not the
+ * protocol) gives an error naming the fault and quoting the end of its
+ * stderr, and is always ended and reaped. A subprocess model runs one
+ * request at a time; classify, batches and logits are not supported. */
 LMC_API lmc_status lmc_model_load(const char *dir, const lmc_load_options *opt, lmc_model **out);
 /* Frees every weight and buffer now; the handle stays valid and every later
  * call on it fails with LMC_ERR_CLOSED. Must not race with calls on the
@@ -47,7 +61,8 @@ LMC_API lmc_status lmc_model_load(const char *dir, const lmc_load_options *opt, 
 LMC_API void lmc_model_close(lmc_model *m);
 /* Closes the model (if open) and frees the handle. NULL is ignored. */
 LMC_API void lmc_model_free(lmc_model *m);
-/* The model's tokenizer (owned by the model). */
+/* The model's tokenizer (owned by the model); NULL with LMC_ERR_UNSUPPORTED
+ * for backend "subprocess", whose bridge tokenises. */
 LMC_API const lmc_tokenizer *lmc_model_tokenizer(const lmc_model *m);
 
 typedef struct lmc_model_info {
@@ -162,6 +177,122 @@ LMC_API void lmc_stream_free(lmc_stream *s);
 /* Logits of a forward pass over ids: [V] for the last position, or [T, V]
  * with all_positions (f32). */
 LMC_API lmc_array *lmc_model_logits(lmc_model *m, const int32_t *ids, size_t n, bool all_positions);
+
+/* --- batch inference -------------------------------------------------------- *
+ *
+ * Many prompts through one forward pass at a time. Prompts are sorted by
+ * length and run in sub-batches of at most max_batch; each sub-batch is
+ * LEFT-padded to its longest prompt, every sequence gets its own positions
+ * (its first real token at position 0) and padding is hidden from every
+ * query, so each result equals the single-prompt result up to float
+ * rounding. Results come back in input order. A prompt that cannot run
+ * (empty, over the context length, an id outside the vocabulary, a chat
+ * template error) gets its own error; the others still run. */
+
+/* One prompt: the first of text, messages or ids that is set. */
+typedef struct lmc_batch_prompt {
+    const char *text;                  /* tokenised with the tokenizer's special tokens (see add_special_tokens) */
+    const lmc_message *messages;       /* rendered with the chat template, generation prompt added */
+    size_t n_messages;
+    const int32_t *ids;                /* used as given */
+    size_t n_ids;
+} lmc_batch_prompt;
+
+typedef struct lmc_batch_metrics {
+    int64_t prompts;                   /* prompts given, failed ones included */
+    int64_t prompt_tokens;             /* real tokens of the prompts that ran (padding excluded) */
+    int64_t padded_tokens;             /* positions the prefill processed, padding included */
+    int64_t generated_tokens;          /* classify: one per prompt that ran */
+    double seconds;                    /* the whole call */
+    double prefill_seconds;            /* of which the prefill forward passes */
+    double prompts_per_second;         /* prompts / seconds */
+    double tokens_per_second;          /* generated_tokens / seconds (aggregate over the batch) */
+    double prefill_tokens_per_second;  /* prompt_tokens / prefill_seconds */
+    size_t peak_memory_bytes, active_memory_bytes;
+} lmc_batch_metrics;
+
+enum { LMC_BATCH_DEFAULT_SIZE = 16 };
+
+typedef struct lmc_classify_options {
+    lmc_sampler_config sampler;        /* default greedy (temperature 0); prompt i draws with seed + i */
+    bool return_logits;                /* also return the full last-position logits */
+    bool add_special_tokens;           /* for text prompts (default true) */
+    int max_batch;                     /* prompts per forward pass (default LMC_BATCH_DEFAULT_SIZE) */
+    lmc_cancel *cancel;                /* optional */
+} lmc_classify_options;
+LMC_API lmc_classify_options lmc_classify_options_default(void);
+
+typedef struct lmc_classify_result {
+    int32_t token_id;                  /* the next token after the prompt; -1 on error */
+    char *text;                        /* its text (decoded alone, special tokens shown) */
+    float logprob;                     /* its log-probability (see lmc_sampler_config) */
+    float *logits; int64_t n_logits;   /* last-position logits [vocab] with return_logits */
+    int64_t prompt_tokens;
+    lmc_status status;                 /* LMC_OK, or why this prompt failed */
+    char *error;                       /* the message when status != LMC_OK */
+} lmc_classify_result;
+
+/* Runs each prompt through the model (prefill only) and picks the token that
+ * follows it: the first token lmc_generate would produce with the same
+ * sampler (history = the prompt, seed + index). *results receives n results
+ * in input order (free with lmc_classify_results_free). Returns LMC_OK when
+ * every prompt was handled (per-prompt failures are in the results),
+ * LMC_ERR_CANCELLED when cancelled (prompts not done carry that status), or
+ * an error for an invalid call (then *results is NULL). metrics may be NULL. */
+LMC_API lmc_status lmc_classify(lmc_model *m, const lmc_batch_prompt *prompts, size_t n, const lmc_classify_options *opt,
+                                lmc_classify_result **results, lmc_batch_metrics *metrics);
+LMC_API void lmc_classify_results_free(lmc_classify_result *r, size_t n);
+
+/* Called after each generated token with the prompt's input index; return
+ * false to cancel the whole call (as lmc_cancel would). */
+typedef bool (*lmc_batch_token_callback)(void *user, size_t prompt, int32_t id);
+
+typedef struct lmc_batch_options {
+    /* max_tokens, sampler (prompt i draws with seed + i, each sequence with
+     * its own sampler state), stop strings and tokens, ignore_eos,
+     * add_special_tokens and cancel apply per sequence as in lmc_generate;
+     * gen.on_token must be NULL (use on_token below). */
+    lmc_generate_options gen;
+    int max_batch;                     /* sequences per forward pass (default LMC_BATCH_DEFAULT_SIZE) */
+    lmc_batch_token_callback on_token; void *user;
+} lmc_batch_options;
+LMC_API lmc_batch_options lmc_batch_options_default(void);
+
+typedef struct lmc_batch_result {
+    int32_t *ids; size_t n_ids;        /* generated ids (prompt excluded) */
+    char *text; size_t text_len;       /* their text (stop string excluded); NULL when the prompt never ran */
+    lmc_stop_reason stop_reason;       /* LMC_STOP_ERROR for a prompt that could not run */
+    int64_t prompt_tokens;
+    lmc_status status;                 /* LMC_OK, or why this sequence failed or stopped early */
+    char *error;                       /* the message when status != LMC_OK */
+} lmc_batch_result;
+
+/* Generates a continuation of every prompt, decoding all sequences of a
+ * sub-batch together; a sequence that stops (EOS, stop token or string, max
+ * tokens, context) leaves the batch. *results receives n results in input
+ * order (free with lmc_batch_results_free). Returns LMC_OK when every prompt
+ * was handled (per-prompt failures in the results), LMC_ERR_CANCELLED when
+ * cancelled (each unfinished result holds the tokens produced so far, stop
+ * reason "cancelled" and status LMC_ERR_CANCELLED), or an error for an
+ * invalid call (then *results is NULL). metrics may be NULL. */
+LMC_API lmc_status lmc_batch_generate(lmc_model *m, const lmc_batch_prompt *prompts, size_t n,
+                                      const lmc_batch_options *opt, lmc_batch_result **results,
+                                      lmc_batch_metrics *metrics);
+LMC_API void lmc_batch_results_free(lmc_batch_result *r, size_t n);
+
+/* --- attention inspection ------------------------------------------------------ */
+
+/* Post-RoPE queries and keys of every layer after a prefill over ids:
+ * queries[l] is f32 [num_heads, T, head_dim], keys[l] f32 [num_kv_heads, T,
+ * head_dim] (keys as stored in the KV cache, after the k-norm and RoPE). */
+typedef struct lmc_attention_capture {
+    int n_layers;
+    lmc_array **queries;
+    lmc_array **keys;
+} lmc_attention_capture;
+LMC_API lmc_status lmc_model_inspect_attention(lmc_model *m, const int32_t *ids, size_t n, lmc_attention_capture *out);
+/* Frees the arrays of a capture (not the struct). */
+LMC_API void lmc_attention_capture_clear(lmc_attention_capture *c);
 
 /* --- discovery ---------------------------------------------------------------- */
 

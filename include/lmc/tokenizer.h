@@ -44,7 +44,8 @@ LMC_API lmc_status lmc_tokenizer_load(const char *dir, lmc_tokenizer **out);
 LMC_API lmc_status lmc_tokenizer_load_file(const char *tokenizer_json, lmc_tokenizer **out);
 
 /* Loads from a tokenizer.json document in memory; config_json may be NULL or a
- * tokenizer_config.json document. */
+ * tokenizer_config.json document. tokenizer.json must be valid JSON (RFC
+ * 8259, UTF-8, nothing after the document): errors name the byte offset. */
 LMC_API lmc_status lmc_tokenizer_load_json(const char *tokenizer_json, size_t len, const char *config_json,
                                            lmc_tokenizer **out);
 

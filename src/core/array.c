@@ -209,6 +209,7 @@ lmc_array *lmc_array_retain(lmc_array *a) {
 void lmc_array_free(lmc_array *a) {
     if (!a || atomic_fetch_sub(&a->refcount, 1) != 1) return;
     if (a->scope) scope_remove(a);
+    if (a->grad_node) lmc_tape_forget(a);
     lmc_buffer_release(a->buf);
     atomic_fetch_sub(&g_live_arrays, 1);
     free(a);

@@ -31,8 +31,12 @@ struct lmc_array {
     atomic_int refcount;
     struct lmc_scope *scope;        /* owning scope, or NULL */
     size_t scope_slot;
-    void *grad_node;                /* autograd bookkeeping (train layer) */
+    void *grad_node;                /* autograd: this array's node on a tape (src/train/tape.h), or NULL */
 };
+
+/* Implemented by the autograd tape (src/train/tape.c): an array with a
+ * grad_node is dying, so its node must forget it. */
+void lmc_tape_forget(lmc_array *a);
 
 /* Buffers -------------------------------------------------------------- */
 

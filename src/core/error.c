@@ -4,7 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
-enum { MSG_CAP = 1024 };
+enum { MSG_CAP = 12288 }; /* room for a quoted stderr tail of a subprocess bridge */
 static _Thread_local char g_msg[MSG_CAP];
 static _Thread_local lmc_status g_status = LMC_OK;
 

@@ -69,12 +69,14 @@ static lmc_status get_vector(loader *L, const char *name, int64_t n, lmc_array *
     return s;
 }
 
-/* Loads module.weight [out, in] (float, or quantised when module.scales exists) and module.bias. */
-static lmc_status load_linear(loader *L, const char *module, int64_t in, int64_t out, bool bias, lmc_dec_linear *lin) {
+/* Loads module.weight [out, in] (float, or quantised when module.scales
+ * exists) and module.bias into an nn layer. */
+static lmc_status load_linear(loader *L, const char *module, int64_t in, int64_t out, bool bias, lmc_linear **lin) {
     char base[200];
     snprintf(base, sizeof base, "%s", module);
-    lin->in = in;
-    lin->out = out;
+    lmc_array *w = NULL, *scales = NULL, *biases = NULL, *b = NULL;
+    lmc_status s = LMC_OK;
+    int bits = 0, group = 0;
     if (has(L, tname(L, "%s.scales", base))) {
         lmc_quant_spec q = lmc_model_config_quant_for(&L->d->cfg, base);
         if (!q.bits)
@@ -82,27 +84,28 @@ static lmc_status load_linear(loader *L, const char *module, int64_t in, int64_t
         if (in % q.group_size)
             return lmc_set_error(LMC_ERR_FORMAT, "'%s': input size %lld is not a multiple of the group size %d", base,
                                  (long long)in, q.group_size);
-        lin->bits = q.bits;
-        lin->group_size = q.group_size;
+        bits = q.bits;
+        group = q.group_size;
         int64_t wshape[2] = {out, in * q.bits / 32}, sshape[2] = {out, in / q.group_size};
-        LMC_CHECK(get_tensor(L, tname(L, "%s.weight", base), 2, wshape, true, &lin->w));
-        LMC_CHECK(get_tensor(L, tname(L, "%s.scales", base), 2, sshape, false, &lin->scales));
-        LMC_CHECK(get_tensor(L, tname(L, "%s.biases", base), 2, sshape, false, &lin->biases));
+        s = get_tensor(L, tname(L, "%s.weight", base), 2, wshape, true, &w);
+        if (s == LMC_OK) s = get_tensor(L, tname(L, "%s.scales", base), 2, sshape, false, &scales);
+        if (s == LMC_OK) s = get_tensor(L, tname(L, "%s.biases", base), 2, sshape, false, &biases);
     } else {
         int64_t wshape[2] = {out, in};
-        LMC_CHECK(get_tensor(L, tname(L, "%s.weight", base), 2, wshape, false, &lin->w));
+        s = get_tensor(L, tname(L, "%s.weight", base), 2, wshape, false, &w);
     }
     L->d->num_parameters += in * out;
-    if (bias) LMC_CHECK(get_vector(L, tname(L, "%s.bias", base), out, &lin->bias));
-    return LMC_OK;
-}
-
-static void free_linear(lmc_dec_linear *l) {
-    lmc_array_free(l->w);
-    lmc_array_free(l->scales);
-    lmc_array_free(l->biases);
-    lmc_array_free(l->bias);
-    memset(l, 0, sizeof *l);
+    if (s == LMC_OK && bias) s = get_vector(L, tname(L, "%s.bias", base), out, &b);
+    if (s == LMC_OK) {
+        *lin = bits ? lmc_linear_new_quantized(w, scales, biases, b, group, bits) : lmc_linear_new(w, b);
+        if (!*lin) s = lmc_last_status();
+    }
+    /* The layer holds its own references. */
+    lmc_array_free(w);
+    lmc_array_free(scales);
+    lmc_array_free(biases);
+    lmc_array_free(b);
+    return s;
 }
 
 /* Inverse RoPE frequencies as transformers computes them (f32):
@@ -232,15 +235,15 @@ void lmc_decoder_free(lmc_decoder *d) {
     if (d->layers) {
         for (int64_t i = 0; i < d->cfg.num_layers; i++) {
             lmc_dec_layer *l = &d->layers[i];
-            lmc_dec_linear *lins[] = {&l->q, &l->k, &l->v, &l->o, &l->gate, &l->up, &l->down};
-            for (size_t j = 0; j < sizeof lins / sizeof *lins; j++) free_linear(lins[j]);
+            lmc_linear *lins[] = {l->q, l->k, l->v, l->o, l->gate, l->up, l->down};
+            for (size_t j = 0; j < sizeof lins / sizeof *lins; j++) lmc_linear_free(lins[j]);
             lmc_array *vecs[] = {l->input_norm, l->post_attn_norm, l->pre_ff_norm, l->post_ff_norm, l->q_norm, l->k_norm};
             for (size_t j = 0; j < sizeof vecs / sizeof *vecs; j++) lmc_array_free(vecs[j]);
         }
         free(d->layers);
     }
-    free_linear(&d->embed);
-    free_linear(&d->head);
+    lmc_linear_free(d->embed);
+    lmc_linear_free(d->head);
     lmc_array_free(d->final_norm);
     lmc_array_free(d->inv_freq_global);
     lmc_array_free(d->inv_freq_local);
@@ -250,55 +253,10 @@ void lmc_decoder_free(lmc_decoder *d) {
 
 /* --- forward ------------------------------------------------------------------- */
 
-/* x [..., in] -> [..., out]. Float weights go through one 2-d matmul over all rows. */
-static lmc_array *linear(const lmc_dec_linear *l, const lmc_array *x) {
-    if (!x) return NULL;
-    lmc_array *y;
-    if (l->scales) {
-        y = lmc_quantized_matmul(x, l->w, l->scales, l->biases, l->group_size, l->bits);
-    } else {
-        int64_t rows = x->size / l->in;
-        int64_t s2[2] = {rows, l->in};
-        lmc_array *x2 = lmc_reshape(x, 2, s2);
-        lmc_array *wt = lmc_transpose(l->w);
-        lmc_array *y2 = lmc_matmul(x2, wt);
-        int64_t shape[LMC_MAX_DIMS];
-        memcpy(shape, x->shape, sizeof shape);
-        shape[x->ndim - 1] = l->out;
-        y = lmc_reshape(y2, x->ndim, shape);
-        lmc_array_free(x2);
-        lmc_array_free(wt);
-        lmc_array_free(y2);
-    }
-    if (y && l->bias) {
-        lmc_array *yb = lmc_add(y, l->bias);
-        lmc_array_free(y);
-        y = yb;
-    }
-    return y;
-}
-
 /* Rows of the embedding matrix for ids (any shape), as f32. */
-static lmc_array *embed(const lmc_dec_linear *e, const lmc_array *ids) {
-    if (e->scales) {
-        /* Dequantise in f32 (scale·q + bias computed and kept in f32, not rounded
-         * back to the scales' bf16 as lmc_dequantize's MLX semantics would). */
-        lmc_array *wq = lmc_take(e->w, ids, 0), *s = lmc_take(e->scales, ids, 0), *b = lmc_take(e->biases, ids, 0);
-        lmc_array *s32 = lmc_astype(s, LMC_F32), *b32 = lmc_astype(b, LMC_F32);
-        lmc_array_free(s);
-        lmc_array_free(b);
-        s = s32;
-        b = b32;
-        lmc_array *rows = lmc_dequantize(wq, s, b, e->group_size, e->bits);
-        lmc_array *f = rows && rows->dtype != LMC_F32 ? lmc_astype(rows, LMC_F32) : lmc_array_retain(rows);
-        lmc_array_free(wq);
-        lmc_array_free(s);
-        lmc_array_free(b);
-        lmc_array_free(rows);
-        return f;
-    }
-    lmc_array *rows = lmc_take(e->w, ids, 0);
-    lmc_array *f = rows && rows->dtype != LMC_F32 ? lmc_astype(rows, LMC_F32) : lmc_array_retain(rows);
+static lmc_array *embed(const lmc_linear *e, const lmc_array *ids) {
+    lmc_array *rows = lmc_embedding_lookup(e, ids);
+    lmc_array *f = rows && lmc_array_dtype(rows) != LMC_F32 ? lmc_astype(rows, LMC_F32) : lmc_array_retain(rows);
     lmc_array_free(rows);
     return f;
 }
@@ -333,9 +291,9 @@ static lmc_array *layer_forward(const lmc_decoder *d, int li, lmc_kv_cache *cach
 
     /* Attention. */
     lmc_array *x = lmc_rms_norm(h, l->input_norm, eps, onep);
-    lmc_array *q = split_heads(linear(&l->q, x), c->num_heads, c->head_dim);
-    lmc_array *k = split_heads(linear(&l->k, x), c->num_kv_heads, c->head_dim);
-    lmc_array *v = split_heads(linear(&l->v, x), c->num_kv_heads, c->head_dim);
+    lmc_array *q = split_heads(lmc_linear_forward(l->q, x), c->num_heads, c->head_dim);
+    lmc_array *k = split_heads(lmc_linear_forward(l->k, x), c->num_kv_heads, c->head_dim);
+    lmc_array *v = split_heads(lmc_linear_forward(l->v, x), c->num_kv_heads, c->head_dim);
     if (c->qk_norm) {
         q = lmc_rms_norm(q, l->q_norm, eps, onep);
         k = lmc_rms_norm(k, l->k_norm, eps, onep);
@@ -350,26 +308,31 @@ static lmc_array *layer_forward(const lmc_decoder *d, int li, lmc_kv_cache *cach
         k = lmc_rope(k, &rp, cache->pos);
     }
     if (!q || !k || !v) return NULL;
-    if (args && args->inspect_q) args->inspect_q[li] = lmc_scope_keep(lmc_array_retain(q));
-    if (args && args->inspect_k) args->inspect_k[li] = lmc_scope_keep(lmc_array_retain(k));
+    /* Retained: the layer scope drops its reference, the caller keeps this one. */
+    if (args && args->inspect_q) args->inspect_q[li] = lmc_array_retain(q);
+    if (args && args->inspect_k) args->inspect_k[li] = lmc_array_retain(k);
     lmc_array *k_all, *v_all;
     if (lmc_kv_cache_update(cache, li, k, v, &k_all, &v_all) != LMC_OK) return NULL;
     lmc_sdpa_params sp = lmc_sdpa_params_default(c->attn_scale);
     sp.causal = true;
     sp.window = l->sliding ? c->sliding_window : 0;
     sp.mask = args ? args->mask : NULL;
+    /* A mask over every key index 0..pos+T-1 is aligned to the end of the
+     * shorter view a sliding layer returns (the view always ends at pos+T). */
+    int64_t mk = sp.mask && sp.mask->ndim > 0 ? sp.mask->shape[sp.mask->ndim - 1] : 0, kv_len = k_all->shape[2];
+    if (mk > kv_len) sp.mask = lmc_slice(sp.mask, sp.mask->ndim - 1, mk - kv_len, mk, 1);
     sp.softcap = c->attn_logit_softcapping;
     lmc_array *attn = lmc_sdpa(q, k_all, v_all, &sp);            /* [B, Hq, T, D] */
     lmc_array *merged = lmc_swapaxes(attn, 1, 2);                /* [B, T, Hq, D] */
     int64_t ms[3] = {B, T, c->num_heads * c->head_dim};
-    lmc_array *o = linear(&l->o, lmc_reshape(merged, 3, ms));
+    lmc_array *o = lmc_linear_forward(l->o, lmc_reshape(merged, 3, ms));
     if (c->sandwich_norms) o = lmc_rms_norm(o, l->post_attn_norm, eps, onep);
     h = lmc_add(h, o);
 
     /* Feed-forward. */
     x = lmc_rms_norm(h, c->sandwich_norms ? l->pre_ff_norm : l->post_attn_norm, eps, onep);
-    lmc_array *g = activation(c, linear(&l->gate, x));
-    lmc_array *m = linear(&l->down, lmc_mul(g, linear(&l->up, x)));
+    lmc_array *g = activation(c, lmc_linear_forward(l->gate, x));
+    lmc_array *m = lmc_linear_forward(l->down, lmc_mul(g, lmc_linear_forward(l->up, x)));
     if (c->sandwich_norms) m = lmc_rms_norm(m, l->post_ff_norm, eps, onep);
     return lmc_add(h, m);
 }
@@ -389,7 +352,7 @@ lmc_array *lmc_decoder_forward(const lmc_decoder *d, lmc_kv_cache *cache, const 
     }
     lmc_array *logits = NULL;
     lmc_scope_begin();
-    lmc_array *h = embed(&d->embed, ids);
+    lmc_array *h = embed(d->embed, ids);
     if (h && c->scale_embeddings) h = lmc_mul_scalar(h, sqrt((double)c->hidden_size));
     for (int64_t i = 0; i < c->num_layers && h; i++) {
         lmc_scope_begin();
@@ -399,7 +362,7 @@ lmc_array *lmc_decoder_forward(const lmc_decoder *d, lmc_kv_cache *cache, const 
     }
     if (h && args && args->last_only) h = lmc_slice(h, 1, T - 1, T, 1);
     h = lmc_rms_norm(h, d->final_norm, c->rms_norm_eps, c->norm_one_plus);
-    lmc_array *out = linear(d->head.w ? &d->head : &d->embed, h);
+    lmc_array *out = lmc_linear_forward(d->head ? d->head : d->embed, h);
     if (out && c->final_logit_softcapping > 0) {
         double cap = c->final_logit_softcapping;
         out = lmc_mul_scalar(lmc_tanh(lmc_mul_scalar(out, 1.0 / cap)), cap);

@@ -4,20 +4,13 @@
 #ifndef LMC_MODELS_DECODER_H
 #define LMC_MODELS_DECODER_H
 
+#include "lmc/nn.h"
 #include "lmc/safetensors.h"
 #include "models/config.h"
 #include "runtime/kv_cache.h"
 
-/* A linear map y = x·Wᵀ (+ b) with W [out, in] float, or MLX-quantised
- * (wq/scales/biases). */
-typedef struct lmc_dec_linear {
-    lmc_array *w, *scales, *biases, *bias;
-    int bits, group_size;
-    int64_t in, out;
-} lmc_dec_linear;
-
 typedef struct lmc_dec_layer {
-    lmc_dec_linear q, k, v, o, gate, up, down;
+    lmc_linear *q, *k, *v, *o, *gate, *up, *down;
     lmc_array *input_norm, *post_attn_norm, *pre_ff_norm, *post_ff_norm, *q_norm, *k_norm;
     bool sliding;
 } lmc_dec_layer;
@@ -25,8 +18,8 @@ typedef struct lmc_dec_layer {
 typedef struct lmc_decoder {
     lmc_model_config cfg;
     lmc_checkpoint *ck;
-    lmc_dec_linear embed;          /* [vocab, hidden]: looked up by row, and the tied head */
-    lmc_dec_linear head;           /* untied output head (w == NULL when tied) */
+    lmc_linear *embed;             /* [vocab, hidden]: looked up by row, and the tied head */
+    lmc_linear *head;              /* untied output head (NULL when tied) */
     lmc_array *final_norm;
     lmc_dec_layer *layers;
     lmc_array *inv_freq_global, *inv_freq_local; /* f32 [head_dim/2] */
@@ -41,7 +34,9 @@ void lmc_decoder_free(lmc_decoder *d);
 /* Optional per-call inputs of a forward pass. */
 typedef struct lmc_forward_args {
     const lmc_array *positions; /* i32 [B, T]; NULL: cache->pos + t for every sequence */
-    const lmc_array *mask;      /* additive f32 or bool keep-mask [B, 1, T, L]; NULL: causal (+ window) */
+    const lmc_array *mask;      /* additive f32 or bool keep-mask [B, 1, T, L]; NULL: causal (+ window).
+                                 * L may also be pos+T (a column per key index since the cache's start):
+                                 * layers whose cache view is shorter (sliding) use its last columns. */
     bool last_only;             /* logits of the last position only */
     /* Attention inspection: when set, receives [B, Hq, T, D] post-RoPE
      * queries and [B, Hkv, T, D] keys of each layer (new references). */

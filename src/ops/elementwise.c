@@ -3,6 +3,7 @@
 #include <math.h>
 
 #include "ops/ops_internal.h"
+#include "train/tape.h"
 
 /* Runs a kernel's status into an output: frees it and returns NULL on failure. */
 static lmc_array *finish(lmc_array *out, lmc_status s) {
@@ -22,7 +23,9 @@ static lmc_array *unary(const char *name, lmc_unary_op op, const lmc_array *a) {
     lmc_dtype dt = keeps || lmc_dtype_is_float(a->dtype) ? a->dtype : LMC_F32;
     lmc_array *out = lmc_array_new(dt, a->ndim, a->shape, a->buf->device);
     if (!out) return NULL;
-    return finish(out, out->size ? k->unary(op, out, a) : LMC_OK);
+    out = finish(out, out->size ? k->unary(op, out, a) : LMC_OK);
+    lmc_tape_record(LMC_OP_UNARY, out, 1, &a, &(lmc_op_params){.code = op});
+    return out;
 }
 
 lmc_array *lmc_neg(const lmc_array *a) { return unary("neg", LMC_UNARY_NEG, a); }
@@ -67,7 +70,9 @@ static lmc_array *binary(const char *name, lmc_binary_op op, const lmc_array *a,
     lmc_dtype dt = lmc_promote(a->dtype, b->dtype);
     if (is_comparison(op)) dt = LMC_BOOL;
     else if (op == LMC_BINARY_DIV && !lmc_dtype_is_float(dt)) dt = LMC_F32;
-    return binary_as(name, op, a, b, dt);
+    lmc_array *out = binary_as(name, op, a, b, dt);
+    lmc_tape_record(LMC_OP_BINARY, out, 2, in, &(lmc_op_params){.code = op});
+    return out;
 }
 
 lmc_array *lmc_add(const lmc_array *a, const lmc_array *b) { return binary("add", LMC_BINARY_ADD, a, b); }
@@ -97,6 +102,8 @@ static lmc_array *binary_scalar(const char *name, lmc_binary_op op, const lmc_ar
     lmc_store_f64(lmc_array_ptr(b), sdt, s);
     lmc_array *out = binary_as(name, op, a, b, a->dtype);
     lmc_array_free(b);
+    lmc_tape_record(op == LMC_BINARY_ADD ? LMC_OP_ADD_SCALAR : LMC_OP_MUL_SCALAR, out, 1, &a,
+                    &(lmc_op_params){.scalar = s});
     return out;
 }
 
@@ -124,7 +131,9 @@ lmc_array *lmc_where(const lmc_array *cond, const lmc_array *x, const lmc_array 
     lmc_array_free(xv);
     lmc_array_free(yv);
     if (!out) return NULL;
-    return finish(out, s);
+    out = finish(out, s);
+    lmc_tape_record(LMC_OP_WHERE, out, 3, in, NULL);
+    return out;
 }
 
 lmc_array *lmc_astype(const lmc_array *a, lmc_dtype dt) {
@@ -137,5 +146,7 @@ lmc_array *lmc_astype(const lmc_array *a, lmc_dtype dt) {
     if (!k || !lmc_ops_have("astype", k->copy)) return NULL;
     lmc_array *out = lmc_array_new(dt, a->ndim, a->shape, a->buf->device);
     if (!out) return NULL;
-    return finish(out, out->size ? k->copy(out, a) : LMC_OK);
+    out = finish(out, out->size ? k->copy(out, a) : LMC_OK);
+    lmc_tape_record(LMC_OP_ASTYPE, out, 1, &a, NULL);
+    return out;
 }

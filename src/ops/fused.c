@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "ops/ops_internal.h"
+#include "train/tape.h"
 
 /* w (or b) must be a float 1-d array of the normalised axis' size. */
 static bool check_norm_param(const char *op, const char *what, const lmc_array *p, int64_t d) {
@@ -45,6 +46,7 @@ lmc_array *lmc_rms_norm(const lmc_array *x, const lmc_array *w, float eps, bool 
         lmc_array_free(out);
         return NULL;
     }
+    lmc_tape_record(LMC_OP_RMS_NORM, out, 2, in, &(lmc_op_params){.eps = eps, .flag = one_plus_weight});
     return out;
 }
 
@@ -66,6 +68,7 @@ lmc_array *lmc_layer_norm(const lmc_array *x, const lmc_array *w, const lmc_arra
         lmc_array_free(out);
         return NULL;
     }
+    lmc_tape_record(LMC_OP_LAYER_NORM, out, 3, in, &(lmc_op_params){.eps = eps});
     return out;
 }
 
@@ -132,6 +135,8 @@ static lmc_array *rope_common(const lmc_array *x, const lmc_rope_params *p, cons
         lmc_array_free(out);
         out = NULL;
     }
+    const lmc_array *saved[3] = {x, positions, inv};
+    lmc_tape_record(LMC_OP_ROPE, out, 3, saved, &(lmc_op_params){.rope = *p});
     lmc_array_free(inv);
     return out;
 }
@@ -231,6 +236,7 @@ lmc_array *lmc_sdpa(const lmc_array *q, const lmc_array *k, const lmc_array *v, 
         lmc_array_free(out);
         out = NULL;
     }
+    lmc_tape_record(LMC_OP_SDPA, out, 4, all, &(lmc_op_params){.sdpa = *p});
     lmc_array_free(maskv);
     return out;
 }

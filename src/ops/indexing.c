@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "ops/ops_internal.h"
+#include "train/tape.h"
 
 static lmc_array *finish(lmc_array *out, lmc_status s) {
     if (s == LMC_OK) return out;
@@ -40,7 +41,9 @@ lmc_array *lmc_take(const lmc_array *a, const lmc_array *indices, int axis) {
     lmc_array *out = lmc_array_new(a->dtype, nd, shape, a->buf->device);
     if (!out) return NULL;
     /* Called even for an empty result: the indices are still checked. */
-    return finish(out, k->take(out, a, indices, ax));
+    out = finish(out, k->take(out, a, indices, ax));
+    lmc_tape_record(LMC_OP_TAKE, out, 2, in, &(lmc_op_params){.axis = ax});
+    return out;
 }
 
 /* Checks that idx has a's rank and fits a except along ax. */
@@ -88,7 +91,9 @@ lmc_array *lmc_take_along_axis(const lmc_array *a, const lmc_array *indices, int
     lmc_array_free(av);
     lmc_array_free(iv);
     if (!out) return NULL;
-    return finish(out, s);
+    out = finish(out, s);
+    lmc_tape_record(LMC_OP_TAKE_ALONG_AXIS, out, 2, in, &(lmc_op_params){.axis = ax});
+    return out;
 }
 
 static lmc_array *put_along(const char *op, const lmc_array *a, const lmc_array *indices, const lmc_array *values, int axis,
@@ -116,7 +121,9 @@ static lmc_array *put_along(const char *op, const lmc_array *a, const lmc_array 
     lmc_array_free(iv);
     lmc_array_free(vv);
     if (!out) return NULL;
-    return finish(out, s);
+    out = finish(out, s);
+    lmc_tape_record(LMC_OP_NONDIFF, out, 3, in, &(lmc_op_params){.name = op});
+    return out;
 }
 
 lmc_array *lmc_put_along_axis(const lmc_array *a, const lmc_array *indices, const lmc_array *values, int axis) {

@@ -2,6 +2,7 @@
  * output dtype; the kernels get 2+ dimensional views whose batch axes already
  * match the output's (stride 0 where an operand is broadcast). */
 #include "ops/ops_internal.h"
+#include "train/tape.h"
 
 /* A view of `a` with `ndim` axes where axis `at` (of size 1) is inserted. */
 static lmc_array *insert_unit_axis(const lmc_array *a, int at) {
@@ -101,5 +102,6 @@ done:
     lmc_array_free(ov);
     lmc_array_free(a2);
     lmc_array_free(b2);
+    lmc_tape_record(LMC_OP_MATMUL, out, 2, in, NULL);
     return out;
 }

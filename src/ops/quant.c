@@ -1,28 +1,19 @@
 /* MLX affine quantisation ops: argument checks, output shapes and dtypes.
  * The kernels (src/backend/cpu/quant_*.c) see contiguous arrays only. */
+#include "ops/quant_internal.h"
+
 #include "ops/ops_internal.h"
+#include "train/tape.h"
 
 static bool float_dtype(lmc_dtype dt) { return dt == LMC_F32 || dt == LMC_F16 || dt == LMC_BF16; }
 
-static lmc_status check_params(const char *op, int group_size, int bits) {
+lmc_status lmc_quant_check_params(const char *op, int group_size, int bits) {
     if (group_size != 32 && group_size != 64 && group_size != 128)
         return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "%s: group size %d is not supported (32, 64 or 128)", op,
                              group_size);
     if (bits < 2 || bits > 8 || bits == 7)
         return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "%s: %d bits are not supported (2, 3, 4, 5, 6 or 8)", op, bits);
     return LMC_OK;
-}
-
-/* A contiguous version of a: a new reference to a itself when it already is,
- * else a row-major copy (lmc_array_read walks any view). */
-static lmc_array *contiguous(const lmc_array *a) {
-    if (lmc_array_is_contiguous(a)) return lmc_array_retain((lmc_array *)a);
-    lmc_array *c = lmc_array_new(a->dtype, a->ndim, a->shape, a->buf->device);
-    if (c && lmc_array_read(a, a->dtype, lmc_array_ptr(c), (size_t)a->size) != LMC_OK) {
-        lmc_array_free(c);
-        return NULL;
-    }
-    return c;
 }
 
 lmc_array *lmc_quantize(const lmc_array *w, int group_size, int bits, lmc_array **scales, lmc_array **biases) {
@@ -34,7 +25,7 @@ lmc_array *lmc_quantize(const lmc_array *w, int group_size, int bits, lmc_array 
         lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "quantize: scales and biases outputs must not be NULL");
         return NULL;
     }
-    if (check_params(op, group_size, bits) != LMC_OK) return NULL;
+    if (lmc_quant_check_params(op, group_size, bits) != LMC_OK) return NULL;
     char sb[128];
     if (!float_dtype(w->dtype) || w->ndim < 1) {
         lmc_set_error(LMC_ERR_SHAPE, "quantize: w must be a float array with at least 1 dimension (got %s %s)",
@@ -55,7 +46,7 @@ lmc_array *lmc_quantize(const lmc_array *w, int group_size, int bits, lmc_array 
     qshape[w->ndim - 1] = K * bits / 32;
     sshape[w->ndim - 1] = K / group_size;
     lmc_device dev = w->buf->device;
-    lmc_array *wc = contiguous(w);
+    lmc_array *wc = lmc_contiguous(w);
     lmc_array *wq = lmc_array_new(LMC_U32, w->ndim, qshape, dev);
     lmc_array *s = lmc_array_new(w->dtype, w->ndim, sshape, dev);
     lmc_array *b = lmc_array_new(w->dtype, w->ndim, sshape, dev);
@@ -72,11 +63,9 @@ lmc_array *lmc_quantize(const lmc_array *w, int group_size, int bits, lmc_array 
     return wq;
 }
 
-/* Checks wq [..., K*bits/32] u32 against scales/biases [..., K/group_size]
- * (same leading dims, same float dtype); returns K or -1 with the error set. */
-static int64_t check_quantized(const char *op, const lmc_array *wq, const lmc_array *scales, const lmc_array *biases,
+int64_t lmc_quant_check(const char *op, const lmc_array *wq, const lmc_array *scales, const lmc_array *biases,
                                int group_size, int bits) {
-    if (check_params(op, group_size, bits) != LMC_OK) return -1;
+    if (lmc_quant_check_params(op, group_size, bits) != LMC_OK) return -1;
     char b1[128], b2[128], b3[128];
     if (wq->dtype != LMC_U32) {
         lmc_set_error(LMC_ERR_SHAPE, "%s: packed weights must be u32, got %s", op, lmc_dtype_name(wq->dtype));
@@ -109,14 +98,14 @@ lmc_array *lmc_dequantize(const lmc_array *wq, const lmc_array *scales, const lm
     const char *op = "dequantize";
     const lmc_array *in[3] = {wq, scales, biases};
     if (lmc_ops_null_input(op, 3, in)) return NULL;
-    int64_t K = check_quantized(op, wq, scales, biases, group_size, bits);
+    int64_t K = lmc_quant_check(op, wq, scales, biases, group_size, bits);
     if (K < 0) return NULL;
     const lmc_kernels *k = lmc_ops_kernels(op, 3, in);
     if (!k || !lmc_ops_have(op, (const void *)k->dequantize)) return NULL;
     int64_t shape[LMC_MAX_DIMS];
     for (int i = 0; i < wq->ndim; i++) shape[i] = wq->shape[i];
     shape[wq->ndim - 1] = K;
-    lmc_array *wc = contiguous(wq), *sc = contiguous(scales), *bc = contiguous(biases);
+    lmc_array *wc = lmc_contiguous(wq), *sc = lmc_contiguous(scales), *bc = lmc_contiguous(biases);
     lmc_array *out = lmc_array_new(scales->dtype, wq->ndim, shape, wq->buf->device);
     if (wc && sc && bc && out && k->dequantize(out, wc, sc, bc, group_size, bits) != LMC_OK) {
         lmc_array_free(out);
@@ -129,6 +118,7 @@ lmc_array *lmc_dequantize(const lmc_array *wq, const lmc_array *scales, const lm
     lmc_array_free(wc);
     lmc_array_free(sc);
     lmc_array_free(bc);
+    lmc_tape_record(LMC_OP_NONDIFF, out, 3, in, &(lmc_op_params){.name = op});
     return out;
 }
 
@@ -137,7 +127,7 @@ lmc_array *lmc_quantized_matmul(const lmc_array *x, const lmc_array *wq, const l
     const char *op = "quantized_matmul";
     const lmc_array *in[4] = {x, wq, scales, biases};
     if (lmc_ops_null_input(op, 4, in)) return NULL;
-    int64_t K = check_quantized(op, wq, scales, biases, group_size, bits);
+    int64_t K = lmc_quant_check(op, wq, scales, biases, group_size, bits);
     if (K < 0) return NULL;
     char b1[128], b2[128];
     if (wq->ndim != 2) {
@@ -159,7 +149,7 @@ lmc_array *lmc_quantized_matmul(const lmc_array *x, const lmc_array *wq, const l
     for (int i = 0; i < x->ndim; i++) oshape[i] = x->shape[i];
     oshape[x->ndim - 1] = N;
     lmc_array *out = lmc_array_new(x->dtype, x->ndim, oshape, x->buf->device);
-    lmc_array *xc = contiguous(x), *wc = contiguous(wq), *sc = contiguous(scales), *bc = contiguous(biases);
+    lmc_array *xc = lmc_contiguous(x), *wc = lmc_contiguous(wq), *sc = lmc_contiguous(scales), *bc = lmc_contiguous(biases);
     lmc_array *x2 = NULL, *o2 = NULL;
     if (out && xc && wc && sc && bc) {
         /* The kernel sees x as [M, K] and out as [M, N]. */
@@ -179,5 +169,6 @@ lmc_array *lmc_quantized_matmul(const lmc_array *x, const lmc_array *wq, const l
     lmc_array_free(wc);
     lmc_array_free(sc);
     lmc_array_free(bc);
+    lmc_tape_record(LMC_OP_QUANTIZED_MATMUL, out, 4, in, &(lmc_op_params){.group_size = group_size, .bits = bits});
     return out;
 }

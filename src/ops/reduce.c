@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "ops/ops_internal.h"
+#include "train/tape.h"
 
 static lmc_array *finish(lmc_array *out, lmc_status s) {
     if (s == LMC_OK) return out;
@@ -80,7 +81,10 @@ static lmc_array *reduce(const char *name, lmc_reduce_op op, const lmc_array *a,
     lmc_status s = out ? (out->size ? k->reduce(op, out, src, ax) : LMC_OK) : lmc_last_status();
     lmc_array_free(src);
     if (!out || !finish(out, s)) return NULL;
-    return reshaped(out, fnd, fshape);
+    out = reshaped(out, fnd, fshape);
+    lmc_op_params p = {.code = op, .axis = axis == LMC_ALL_AXES ? LMC_ALL_AXES : ax, .flag = keepdims};
+    lmc_tape_record(LMC_OP_REDUCE, out, 1, &a, &p);
+    return out;
 }
 
 lmc_array *lmc_sum(const lmc_array *a, int axis, bool keepdims) { return reduce("sum", LMC_REDUCE_SUM, a, axis, keepdims); }
@@ -116,7 +120,9 @@ static lmc_array *softmax(const char *name, const lmc_array *a, int axis, bool l
     if (ax < 0 || !lmc_ops_have(name, (const void *)k->softmax)) return NULL;
     lmc_array *out = lmc_array_new(float_or_f32(a->dtype), a->ndim, a->shape, a->buf->device);
     if (!out) return NULL;
-    return finish(out, out->size ? k->softmax(out, a, ax, log) : LMC_OK);
+    out = finish(out, out->size ? k->softmax(out, a, ax, log) : LMC_OK);
+    lmc_tape_record(LMC_OP_SOFTMAX, out, 1, &a, &(lmc_op_params){.axis = ax, .flag = log});
+    return out;
 }
 
 lmc_array *lmc_softmax(const lmc_array *a, int axis) { return softmax("softmax", a, axis, false); }
@@ -129,7 +135,9 @@ lmc_array *lmc_cumsum(const lmc_array *a, int axis, bool reverse) {
     lmc_dtype dt = lmc_dtype_is_float(a->dtype) ? a->dtype : LMC_I32;
     lmc_array *out = lmc_array_new(dt, a->ndim, a->shape, a->buf->device);
     if (!out) return NULL;
-    return finish(out, out->size ? k->cumsum(out, a, ax, reverse) : LMC_OK);
+    out = finish(out, out->size ? k->cumsum(out, a, ax, reverse) : LMC_OK);
+    lmc_tape_record(LMC_OP_CUMSUM, out, 1, &a, &(lmc_op_params){.axis = ax, .flag = reverse});
+    return out;
 }
 
 static lmc_array *sort(const char *name, const lmc_array *a, int axis, bool want_indices) {
@@ -140,7 +148,9 @@ static lmc_array *sort(const char *name, const lmc_array *a, int axis, bool want
     if (!out) return NULL;
     lmc_status s = LMC_OK;
     if (out->size) s = want_indices ? k->sort(NULL, out, a, ax) : k->sort(out, NULL, a, ax);
-    return finish(out, s);
+    out = finish(out, s);
+    lmc_tape_record(LMC_OP_NONDIFF, out, 1, &a, &(lmc_op_params){.name = name});
+    return out;
 }
 
 lmc_array *lmc_sort(const lmc_array *a, int axis) { return sort("sort", a, axis, false); }

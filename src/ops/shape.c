@@ -4,6 +4,9 @@
 #include <string.h>
 
 #include "ops/ops_internal.h"
+#include "train/tape.h"
+
+static lmc_array *copy_as(const lmc_array *a, lmc_dtype dt);
 
 static lmc_array *view_of(const lmc_array *a, int ndim, const int64_t *shape, const int64_t *strides, size_t offset) {
     return lmc_array_view(a->buf, offset, a->dtype, ndim, shape, strides);
@@ -89,12 +92,17 @@ lmc_array *lmc_reshape(const lmc_array *a, int ndim, const int64_t *shape) {
         return NULL;
     }
     int64_t strides[LMC_MAX_DIMS];
-    if (reshape_strides(a, ndim, sh, strides)) return view_of(a, ndim, sh, strides, a->offset);
-    lmc_array *c = lmc_copy(a);
-    if (!c) return NULL;
-    lmc_contiguous_strides(ndim, sh, strides);
-    lmc_array *v = view_of(c, ndim, sh, strides, c->offset);
-    lmc_array_free(c);
+    lmc_array *v;
+    if (reshape_strides(a, ndim, sh, strides)) {
+        v = view_of(a, ndim, sh, strides, a->offset);
+    } else {
+        lmc_array *c = copy_as(a, a->dtype);
+        if (!c) return NULL;
+        lmc_contiguous_strides(ndim, sh, strides);
+        v = view_of(c, ndim, sh, strides, c->offset);
+        lmc_array_free(c);
+    }
+    lmc_tape_record(LMC_OP_RESHAPE, v, 1, &a, NULL);
     return v;
 }
 
@@ -102,6 +110,7 @@ lmc_array *lmc_permute(const lmc_array *a, const int *axes) {
     if (lmc_ops_null_input("permute", 1, &a)) return NULL;
     int64_t shape[LMC_MAX_DIMS], strides[LMC_MAX_DIMS];
     bool seen[LMC_MAX_DIMS] = {0};
+    lmc_op_params p = {0};
     for (int i = 0; i < a->ndim; i++) {
         int ax = axes ? lmc_normalize_axis(axes[i], a->ndim) : -1;
         if (ax < 0 || seen[ax]) {
@@ -109,10 +118,13 @@ lmc_array *lmc_permute(const lmc_array *a, const int *axes) {
             return NULL;
         }
         seen[ax] = true;
+        p.perm[i] = ax;
         shape[i] = a->shape[ax];
         strides[i] = a->strides[ax];
     }
-    return view_of(a, a->ndim, shape, strides, a->offset);
+    lmc_array *out = view_of(a, a->ndim, shape, strides, a->offset);
+    lmc_tape_record(LMC_OP_PERMUTE, out, 1, &a, &p);
+    return out;
 }
 
 lmc_array *lmc_swapaxes(const lmc_array *a, int axis1, int axis2) {
@@ -136,7 +148,9 @@ lmc_array *lmc_transpose(const lmc_array *a) {
 lmc_array *lmc_broadcast_to(const lmc_array *a, int ndim, const int64_t *shape) {
     if (lmc_ops_null_input("broadcast_to", 1, &a)) return NULL;
     if (lmc_check_shape(ndim, shape) != LMC_OK) return NULL;
-    return lmc_broadcast_view(a, ndim, shape);
+    lmc_array *out = lmc_broadcast_view(a, ndim, shape);
+    lmc_tape_record(LMC_OP_BROADCAST_TO, out, 1, &a, NULL);
+    return out;
 }
 
 lmc_array *lmc_expand_dims(const lmc_array *a, int axis) {
@@ -158,7 +172,9 @@ lmc_array *lmc_expand_dims(const lmc_array *a, int axis) {
             j++;
         }
     }
-    return view_of(a, a->ndim + 1, shape, strides, a->offset);
+    lmc_array *out = view_of(a, a->ndim + 1, shape, strides, a->offset);
+    lmc_tape_record(LMC_OP_RESHAPE, out, 1, &a, NULL);
+    return out;
 }
 
 lmc_array *lmc_squeeze(const lmc_array *a, int axis) {
@@ -176,7 +192,9 @@ lmc_array *lmc_squeeze(const lmc_array *a, int axis) {
             strides[j] = a->strides[i];
             j++;
         }
-    return view_of(a, a->ndim - 1, shape, strides, a->offset);
+    lmc_array *out = view_of(a, a->ndim - 1, shape, strides, a->offset);
+    lmc_tape_record(LMC_OP_RESHAPE, out, 1, &a, NULL);
+    return out;
 }
 
 lmc_array *lmc_slice(const lmc_array *a, int axis, int64_t start, int64_t stop, int64_t step) {
@@ -187,6 +205,7 @@ lmc_array *lmc_slice(const lmc_array *a, int axis, int64_t start, int64_t stop, 
         lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "slice: step must not be 0");
         return NULL;
     }
+    lmc_op_params p = {.axis = ax, .start = start, .stop = stop, .step = step}; /* as given, to slice again */
     int64_t n = a->shape[ax];
     /* Python's slice.indices(n). */
     int64_t lo = step > 0 ? 0 : -1, hi = step > 0 ? n : n - 1;
@@ -205,7 +224,10 @@ lmc_array *lmc_slice(const lmc_array *a, int axis, int64_t start, int64_t stop, 
     shape[ax] = len;
     strides[ax] = a->strides[ax] * step;
     int64_t off = len ? start * a->strides[ax] : 0;
-    return view_of(a, a->ndim, shape, strides, (size_t)((int64_t)a->offset + off * (int64_t)lmc_dtype_size(a->dtype)));
+    lmc_array *out =
+        view_of(a, a->ndim, shape, strides, (size_t)((int64_t)a->offset + off * (int64_t)lmc_dtype_size(a->dtype)));
+    lmc_tape_record(LMC_OP_SLICE, out, 1, &a, &p);
+    return out;
 }
 
 static lmc_array *copy_as(const lmc_array *a, lmc_dtype dt) {
@@ -222,13 +244,17 @@ static lmc_array *copy_as(const lmc_array *a, lmc_dtype dt) {
 
 lmc_array *lmc_copy(const lmc_array *a) {
     if (lmc_ops_null_input("copy", 1, &a)) return NULL;
-    return copy_as(a, a->dtype);
+    lmc_array *out = copy_as(a, a->dtype);
+    lmc_tape_record(LMC_OP_COPY, out, 1, &a, NULL);
+    return out;
 }
 
 lmc_array *lmc_contiguous(const lmc_array *a) {
     if (lmc_ops_null_input("contiguous", 1, &a)) return NULL;
-    if (lmc_array_is_contiguous(a)) return view_of(a, a->ndim, a->shape, a->strides, a->offset);
-    return copy_as(a, a->dtype);
+    lmc_array *out =
+        lmc_array_is_contiguous(a) ? view_of(a, a->ndim, a->shape, a->strides, a->offset) : copy_as(a, a->dtype);
+    lmc_tape_record(LMC_OP_COPY, out, 1, &a, NULL);
+    return out;
 }
 
 lmc_array *lmc_concatenate(int n, const lmc_array *const *arrays, int axis) {
@@ -275,6 +301,7 @@ lmc_array *lmc_concatenate(int n, const lmc_array *const *arrays, int axis) {
         }
         pos += a->shape[ax];
     }
+    lmc_tape_record(LMC_OP_CONCATENATE, out, n, arrays, &(lmc_op_params){.axis = ax});
     return out;
 }
 
@@ -285,6 +312,8 @@ lmc_status lmc_write_slice(lmc_array *dst, const int64_t *start, const lmc_array
     if (src->ndim != dst->ndim) {
         return lmc_set_error(LMC_ERR_SHAPE, "write_slice: source has %d dimensions, destination %d", src->ndim, dst->ndim);
     }
+    if (lmc_tape_requires_grad(src) || lmc_tape_requires_grad(dst))
+        return lmc_set_error(LMC_ERR_UNSUPPORTED, "write_slice: in-place writes of arrays being differentiated are not supported");
     int64_t strides[LMC_MAX_DIMS];
     int64_t off = 0;
     for (int d = 0; d < dst->ndim; d++) {

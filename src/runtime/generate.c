@@ -4,7 +4,10 @@
  * calls the caller's callback, so the push and pull APIs share one loop.
  * Stop tokens and EOS ids are not part of the output; a stop string ends the
  * text just before it. Text that might be the start of a stop string is held
- * back until it is known not to be one. */
+ * back until it is known not to be one.
+ *
+ * A backend with its own stream hooks (subprocess) does all that on its side:
+ * here its events are only collected into the same lmc_stream (impl set). */
 #include <cjson/cJSON.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,7 +34,11 @@ struct lmc_stream {
     bool prefilled, done;
     char *piece;              /* what the last next() returned */
     size_t piece_cap;
+    const lmc_backend *be;    /* the backend, when it has its own streams ... */
+    void *impl;               /* ... and its stream */
 };
+
+static lmc_status backend_start(lmc_model *m, const lmc_prompt *p, const lmc_generate_options *opt, lmc_stream **out);
 
 const char *lmc_stop_reason_name(lmc_stop_reason r);
 
@@ -48,7 +55,9 @@ void lmc_cancel_request(lmc_cancel *c) {
     if (c) __atomic_store_n(&c->flag, 1, __ATOMIC_RELEASE);
 }
 
-static bool cancelled(const lmc_stream *s) { return s->opt.cancel && __atomic_load_n(&s->opt.cancel->flag, __ATOMIC_ACQUIRE); }
+bool lmc_cancel_requested(const lmc_cancel *c) { return c && __atomic_load_n(&c->flag, __ATOMIC_ACQUIRE); }
+
+static bool cancelled(const lmc_stream *s) { return lmc_cancel_requested(s->opt.cancel); }
 
 void lmc_generation_clear(lmc_generation *g) {
     if (!g) return;
@@ -98,16 +107,30 @@ static lmc_status emit_upto(lmc_stream *s, size_t upto) {
     return LMC_OK;
 }
 
+size_t lmc_generate_find_stop(const lmc_generate_options *opt, const char *text, size_t from) {
+    size_t best = SIZE_MAX;
+    for (int i = 0; i < opt->n_stop_strings; i++) {
+        const char *stop = opt->stop_strings[i];
+        if (!stop || !*stop) continue;
+        const char *hit = strstr(text + from, stop);
+        if (hit && (size_t)(hit - text) < best) best = (size_t)(hit - text);
+    }
+    return best;
+}
+
+size_t lmc_generate_max_stop_len(const lmc_generate_options *opt) {
+    size_t max = 0;
+    for (int i = 0; i < opt->n_stop_strings; i++) {
+        size_t l = opt->stop_strings[i] ? strlen(opt->stop_strings[i]) : 0;
+        if (l > max) max = l;
+    }
+    return max;
+}
+
 /* Looks for a stop string in the new text; returns true (and cuts the text) when found. */
 static bool find_stop_string(lmc_stream *s) {
     size_t from = s->emitted > s->max_stop_len ? s->emitted - s->max_stop_len : 0;
-    size_t best = SIZE_MAX;
-    for (int i = 0; i < s->opt.n_stop_strings; i++) {
-        const char *stop = s->opt.stop_strings[i];
-        if (!stop || !*stop) continue;
-        char *hit = strstr(s->text + from, stop);
-        if (hit && (size_t)(hit - s->text) < best) best = (size_t)(hit - s->text);
-    }
+    size_t best = lmc_generate_find_stop(&s->opt, s->text, from);
     if (best == SIZE_MAX) return false;
     s->text_len = best;
     s->text[best] = 0;
@@ -160,6 +183,27 @@ static void finish(lmc_stream *s, lmc_stop_reason r) {
     mt->active_memory_bytes = ms.active_bytes;
 }
 
+lmc_status lmc_model_check_prompt(const lmc_model *m, const int32_t *ids, size_t n, int64_t max_len) {
+    if (!ids || n == 0) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "the prompt is empty (no token ids)");
+    int64_t V = m->dec->cfg.vocab_size;
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= V)
+            return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "prompt token id %d at index %zu is outside the vocabulary (0..%lld)",
+                                 ids[i], i, (long long)V - 1);
+    if ((int64_t)n > max_len)
+        return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "the prompt (%zu tokens) does not fit the context length %lld",
+                             n, (long long)m->context_length);
+    return LMC_OK;
+}
+
+lmc_status lmc_generate_check_options(const lmc_generate_options *opt) {
+    if (opt->max_tokens < 0) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "max_tokens must be >= 0, got %d", opt->max_tokens);
+    if (opt->n_stop_strings < 0 || opt->n_stop_tokens < 0 || (opt->n_stop_strings && !opt->stop_strings) ||
+        (opt->n_stop_tokens && !opt->stop_tokens))
+        return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "stop strings/tokens: count and array disagree");
+    return LMC_OK;
+}
+
 lmc_status lmc_stream_start(lmc_model *m, const int32_t *ids, size_t n, const lmc_generate_options *opt_in,
                             lmc_stream **out) {
     if (!out) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "lmc_stream_start: out is NULL");
@@ -167,27 +211,17 @@ lmc_status lmc_stream_start(lmc_model *m, const int32_t *ids, size_t n, const lm
     LMC_CHECK(lmc_model_check(m));
     lmc_generate_options opt = opt_in ? *opt_in : lmc_generate_options_default();
     if (!ids || n == 0) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "the prompt is empty (no token ids)");
-    if (opt.max_tokens < 0) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "max_tokens must be >= 0, got %d", opt.max_tokens);
-    if (opt.n_stop_strings < 0 || opt.n_stop_tokens < 0 || (opt.n_stop_strings && !opt.stop_strings) ||
-        (opt.n_stop_tokens && !opt.stop_tokens))
-        return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "stop strings/tokens: count and array disagree");
+    LMC_CHECK(lmc_generate_check_options(&opt));
+    if (m->be->stream_start) return backend_start(m, &(lmc_prompt){.ids = ids, .n_ids = n}, &opt, out);
+    /* At least one position must be left for a generated token. */
+    LMC_CHECK(lmc_model_check_prompt(m, ids, n, m->context_length - 1));
     int64_t V = m->dec->cfg.vocab_size;
-    for (size_t i = 0; i < n; i++)
-        if (ids[i] < 0 || ids[i] >= V)
-            return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "prompt token id %d at index %zu is outside the vocabulary (0..%lld)",
-                                 ids[i], i, (long long)V - 1);
-    if ((int64_t)n >= m->context_length)
-        return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "the prompt (%zu tokens) does not fit the context length %lld",
-                             n, (long long)m->context_length);
     lmc_stream *s = calloc(1, sizeof *s);
     if (!s) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
     s->m = m;
     s->opt = opt;
     s->t_start = lmc_now();
-    for (int i = 0; i < opt.n_stop_strings; i++) {
-        size_t l = opt.stop_strings[i] ? strlen(opt.stop_strings[i]) : 0;
-        if (l > s->max_stop_len) s->max_stop_len = l;
-    }
+    s->max_stop_len = lmc_generate_max_stop_len(&opt);
     lmc_status st = lmc_sampler_create(&opt.sampler, &s->sampler);
     if (st == LMC_OK) st = lmc_detokenizer_create(m->tok, true, &s->detok);
     if (st == LMC_OK) st = lmc_decoder_cache_init(m->dec, &s->cache, 1, m->context_length);
@@ -206,6 +240,74 @@ lmc_status lmc_stream_start(lmc_model *m, const int32_t *ids, size_t n, const lm
     return LMC_OK;
 }
 
+/* --- backends with their own streams ------------------------------------------------ */
+
+static lmc_status backend_start(lmc_model *m, const lmc_prompt *p, const lmc_generate_options *opt, lmc_stream **out) {
+    lmc_stream *s = calloc(1, sizeof *s);
+    if (!s) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
+    s->m = m;
+    s->opt = *opt;
+    s->t_start = lmc_now();
+    lmc_status st = append_text(s, "", 0);
+    if (st == LMC_OK) st = emit_upto(s, 0);
+    if (st == LMC_OK) st = m->be->stream_start(m, p, opt, &s->impl);
+    if (st == LMC_OK) s->be = m->be;
+    if (st != LMC_OK) {
+        lmc_stream_free(s);
+        return st;
+    }
+    *out = s;
+    return LMC_OK;
+}
+
+/* lmc_stream_next for a backend stream: one event becomes one token (or the end). */
+static lmc_status backend_next(lmc_stream *s, int32_t *id, const char **text, size_t *len, bool *done) {
+    lmc_backend_event ev;
+    memset(&ev, 0, sizeof ev);
+    lmc_status st = s->be->stream_next(s->impl, &ev);
+    if (st == LMC_OK && !ev.done) {
+        if (s->result.n_ids == 0) s->t_first = lmc_now();
+        int32_t *ids = realloc(s->result.ids, (s->result.n_ids + 1) * sizeof *ids);
+        if (!ids) st = lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
+        else {
+            s->result.ids = ids;
+            s->result.ids[s->result.n_ids++] = ev.id;
+            *id = ev.id;
+        }
+    }
+    if (st == LMC_OK) st = append_text(s, ev.text ? ev.text : "", ev.text ? ev.len : 0);
+    if (st != LMC_OK) {
+        finish(s, st == LMC_ERR_CANCELLED ? LMC_STOP_CANCELLED : LMC_STOP_ERROR);
+        *done = true;
+        return st;
+    }
+    if (ev.done) {
+        double end = lmc_now();
+        s->done = true;
+        s->result.stop_reason = ev.stop_reason;
+        lmc_metrics *mt = &s->result.metrics;
+        *mt = ev.metrics; /* what the backend measured; timings as seen from here */
+        mt->generated_tokens = (int64_t)s->result.n_ids;
+        mt->time_to_first_token = s->t_first > 0 ? s->t_first - s->t_start : 0;
+        if (mt->prefill_seconds <= 0) mt->prefill_seconds = mt->time_to_first_token;
+        mt->prefill_tokens_per_second = mt->prefill_seconds > 0 ? (double)mt->prompt_tokens / mt->prefill_seconds : 0;
+        mt->decode_seconds = s->t_first > 0 ? end - s->t_first : 0;
+        mt->decode_tokens_per_second =
+            mt->decode_seconds > 0 && s->result.n_ids > 1 ? (double)(s->result.n_ids - 1) / mt->decode_seconds : 0;
+        *done = true;
+    }
+    if (emit_upto(s, s->text_len) != LMC_OK) return lmc_last_status();
+    if (text) *text = s->piece;
+    if (len) *len = strlen(s->piece);
+    return LMC_OK;
+}
+
+/* Stops a generation before its end: a backend stream is told to cancel (and
+ * confirms); the native loop simply is not called again. */
+static lmc_status stop_early(lmc_stream *s) {
+    return s->impl && !s->done ? s->be->stream_cancel(s->impl) : LMC_OK;
+}
+
 static lmc_status prefill(lmc_stream *s) {
     int64_t n = (int64_t)s->n_prompt, chunk = s->m->opt.prefill_chunk;
     for (int64_t at = 0; at < n; at += chunk) {
@@ -218,9 +320,9 @@ static lmc_status prefill(lmc_stream *s) {
     return LMC_OK;
 }
 
-static bool is_stop_token(const lmc_stream *s, int32_t id) {
-    for (int i = 0; i < s->opt.n_stop_tokens; i++)
-        if (s->opt.stop_tokens[i] == id) return true;
+bool lmc_generate_is_stop_token(const lmc_generate_options *opt, int32_t id) {
+    for (int i = 0; i < opt->n_stop_tokens; i++)
+        if (opt->stop_tokens[i] == id) return true;
     return false;
 }
 
@@ -232,6 +334,7 @@ lmc_status lmc_stream_next(lmc_stream *s, int32_t *id, const char **text, size_t
     if (len) *len = 0;
     *done = s->done;
     if (s->done) return LMC_OK;
+    if (s->impl) return backend_next(s, id, text, len, done);
     lmc_status st = LMC_OK;
     if (s->opt.max_tokens == 0) {
         finish(s, LMC_STOP_MAX_TOKENS);
@@ -250,9 +353,8 @@ lmc_status lmc_stream_next(lmc_stream *s, int32_t *id, const char **text, size_t
         return LMC_OK;
     }
     int32_t tok = -1;
-    float logprob;
     if (st == LMC_OK)
-        st = lmc_sampler_sample(s->sampler, s->logits, s->m->dec->cfg.vocab_size, s->hist, s->n_hist, &tok, &logprob);
+        st = lmc_sampler_sample(s->sampler, s->logits, s->m->dec->cfg.vocab_size, s->hist, s->n_hist, &tok, NULL);
     if (st == LMC_ERR_CANCELLED) {
         lmc_set_error(LMC_ERR_CANCELLED, "generation cancelled");
         finish(s, LMC_STOP_CANCELLED);
@@ -268,7 +370,7 @@ lmc_status lmc_stream_next(lmc_stream *s, int32_t *id, const char **text, size_t
     }
     if (!s->opt.ignore_eos && lmc_model_is_eos(s->m, tok)) {
         finish(s, LMC_STOP_EOS);
-    } else if (is_stop_token(s, tok)) {
+    } else if (lmc_generate_is_stop_token(&s->opt, tok)) {
         finish(s, LMC_STOP_TOKEN);
     } else {
         if (s->result.n_ids == 0) s->t_first = lmc_now();
@@ -328,6 +430,7 @@ const lmc_generation *lmc_stream_result(const lmc_stream *s) {
 
 void lmc_stream_free(lmc_stream *s) {
     if (!s) return;
+    if (s->impl) s->be->stream_free(s->impl);
     lmc_kv_cache_free(&s->cache);
     lmc_sampler_free(s->sampler);
     lmc_detokenizer_free(s->detok);
@@ -339,12 +442,9 @@ void lmc_stream_free(lmc_stream *s) {
     free(s);
 }
 
-lmc_status lmc_generate_ids(lmc_model *m, const int32_t *ids, size_t n, const lmc_generate_options *opt,
-                            lmc_generation *out) {
-    if (!out) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "lmc_generate: out is NULL");
-    memset(out, 0, sizeof *out);
-    lmc_stream *s;
-    LMC_CHECK(lmc_stream_start(m, ids, n, opt, &s));
+/* Runs a started stream to its end, calling the token callback; the result
+ * moves into out and the stream is freed. */
+static lmc_status drive(lmc_stream *s, lmc_generation *out) {
     lmc_status st = LMC_OK;
     for (;;) {
         int32_t id;
@@ -353,8 +453,9 @@ lmc_status lmc_generate_ids(lmc_model *m, const int32_t *ids, size_t n, const lm
         bool done;
         st = lmc_stream_next(s, &id, &piece, &plen, &done);
         if ((id >= 0 || plen) && s->opt.on_token && !s->opt.on_token(s->opt.user, id, piece, plen)) {
-            if (!s->done) finish(s, LMC_STOP_CANCELLED);
-            st = lmc_set_error(LMC_ERR_CANCELLED, "generation stopped by the token callback");
+            lmc_status cs = stop_early(s);
+            if (!s->done) finish(s, cs == LMC_OK ? LMC_STOP_CANCELLED : LMC_STOP_ERROR);
+            st = cs != LMC_OK ? cs : lmc_set_error(LMC_ERR_CANCELLED, "generation stopped by the token callback");
             break;
         }
         if (st != LMC_OK || done || s->done) {
@@ -374,10 +475,34 @@ lmc_status lmc_generate_ids(lmc_model *m, const int32_t *ids, size_t n, const lm
     return st;
 }
 
+lmc_status lmc_generate_ids(lmc_model *m, const int32_t *ids, size_t n, const lmc_generate_options *opt,
+                            lmc_generation *out) {
+    if (!out) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "lmc_generate: out is NULL");
+    memset(out, 0, sizeof *out);
+    lmc_stream *s;
+    LMC_CHECK(lmc_stream_start(m, ids, n, opt, &s));
+    return drive(s, out);
+}
+
+/* Text and chat prompts for a backend that tokenises on its side. */
+static lmc_status backend_generate(lmc_model *m, const lmc_prompt *p, const lmc_generate_options *opt_in,
+                                   lmc_generation *out) {
+    if (!out) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "lmc_generate: out is NULL");
+    lmc_generate_options opt = opt_in ? *opt_in : lmc_generate_options_default();
+    if (opt.max_tokens < 0) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "max_tokens must be >= 0, got %d", opt.max_tokens);
+    if (opt.n_stop_strings < 0 || opt.n_stop_tokens < 0 || (opt.n_stop_strings && !opt.stop_strings) ||
+        (opt.n_stop_tokens && !opt.stop_tokens))
+        return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "stop strings/tokens: count and array disagree");
+    lmc_stream *s;
+    LMC_CHECK(backend_start(m, p, &opt, &s));
+    return drive(s, out);
+}
+
 lmc_status lmc_generate(lmc_model *m, const char *prompt, const lmc_generate_options *opt, lmc_generation *out) {
     if (out) memset(out, 0, sizeof *out);
     LMC_CHECK(lmc_model_check(m));
     if (!prompt) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "prompt is NULL");
+    if (m->be->stream_start) return backend_generate(m, &(lmc_prompt){.text = prompt}, opt, out);
     bool special = opt ? opt->add_special_tokens : true;
     int32_t *ids = NULL;
     size_t n = 0;
@@ -387,10 +512,9 @@ lmc_status lmc_generate(lmc_model *m, const char *prompt, const lmc_generate_opt
     return st;
 }
 
-lmc_status lmc_chat(lmc_model *m, const lmc_message *msgs, size_t n, const lmc_generate_options *opt,
-                    lmc_generation *out) {
-    if (out) memset(out, 0, sizeof *out);
-    LMC_CHECK(lmc_model_check(m));
+lmc_status lmc_model_chat_ids(lmc_model *m, const lmc_message *msgs, size_t n, int32_t **ids, size_t *n_ids) {
+    *ids = NULL;
+    *n_ids = 0;
     if (!msgs || n == 0) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "chat: no messages");
     cJSON *arr = cJSON_CreateArray();
     for (size_t i = 0; arr && i < n; i++) {
@@ -415,13 +539,26 @@ lmc_status lmc_chat(lmc_model *m, const lmc_message *msgs, size_t n, const lmc_g
         st = lmc_chat_template_apply(tmpl, json, &co, &prompt);
     }
     free(json);
-    int32_t *ids = NULL;
-    size_t nid = 0;
     /* The template already holds BOS and the like, as transformers' apply_chat_template assumes. */
-    if (st == LMC_OK) st = lmc_tokenizer_encode(m->tok, prompt, strlen(prompt), false, &ids, &nid);
-    if (st == LMC_OK) st = lmc_generate_ids(m, ids, nid, opt, out);
-    lmc_tokenizer_free_ids(ids);
+    if (st == LMC_OK) st = lmc_tokenizer_encode(m->tok, prompt, strlen(prompt), false, ids, n_ids);
     free(prompt);
     lmc_chat_template_free(tmpl);
+    return st;
+}
+
+lmc_status lmc_chat(lmc_model *m, const lmc_message *msgs, size_t n, const lmc_generate_options *opt,
+                    lmc_generation *out) {
+    if (out) memset(out, 0, sizeof *out);
+    LMC_CHECK(lmc_model_check(m));
+    if (!msgs || n == 0) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "chat: no messages");
+    for (size_t i = 0; i < n; i++)
+        if (!msgs[i].role || !msgs[i].content)
+            return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "chat: message %zu has no role or content", i);
+    if (m->be->stream_start) return backend_generate(m, &(lmc_prompt){.msgs = msgs, .n_msgs = n}, opt, out);
+    int32_t *ids = NULL;
+    size_t nid = 0;
+    lmc_status st = lmc_model_chat_ids(m, msgs, n, &ids, &nid);
+    if (st == LMC_OK) st = lmc_generate_ids(m, ids, nid, opt, out);
+    lmc_tokenizer_free_ids(ids);
     return st;
 }

@@ -143,6 +143,34 @@ lmc_status lmc_kv_cache_update(lmc_kv_cache *c, int layer, const lmc_array *k, c
 
 void lmc_kv_cache_advance(lmc_kv_cache *c, int64_t t) { c->pos += t; }
 
+lmc_status lmc_kv_cache_select_rows(lmc_kv_cache *c, const int32_t *rows, int64_t n) {
+    if (n < 1 || n > c->batch) return lmc_set_error(LMC_ERR_INTERNAL, "KV cache: cannot keep %lld of %lld rows", (long long)n, (long long)c->batch);
+    for (int64_t i = 0; i < n; i++)
+        if (rows[i] < 0 || rows[i] >= c->batch) return lmc_set_error(LMC_ERR_INTERNAL, "KV cache: no row %d", rows[i]);
+    lmc_array *idx = lmc_array_from_data(rows, LMC_I32, 1, &n);
+    if (!idx) return lmc_last_status();
+    lmc_status s = LMC_OK;
+    for (int i = 0; i < c->n_layers && s == LMC_OK; i++) {
+        lmc_layer_cache *l = &c->layers[i];
+        if (!l->k) continue;
+        lmc_array *nk = lmc_take(l->k, idx, 0), *nv = lmc_take(l->v, idx, 0);
+        if (!nk || !nv) {
+            lmc_array_free(nk);
+            lmc_array_free(nv);
+            s = lmc_last_status();
+            break;
+        }
+        lmc_array_free(l->k);
+        lmc_array_free(l->v);
+        l->k = lmc_array_unscope(nk); /* the cache outlives any scope of the caller */
+        l->v = lmc_array_unscope(nv);
+    }
+    lmc_array_free(idx);
+    /* Layers not yet written have no storage; every written layer now has n rows. */
+    if (s == LMC_OK) c->batch = n;
+    return s;
+}
+
 size_t lmc_kv_cache_bytes(const lmc_kv_cache *c) {
     size_t n = 0;
     for (int i = 0; i < c->n_layers; i++) n += lmc_array_nbytes(c->layers[i].k) + lmc_array_nbytes(c->layers[i].v);

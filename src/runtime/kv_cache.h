@@ -45,6 +45,9 @@ lmc_status lmc_kv_cache_truncate(lmc_kv_cache *c, int64_t n);
 lmc_status lmc_kv_cache_update(lmc_kv_cache *c, int layer, const lmc_array *k, const lmc_array *v, lmc_array **k_all,
                                lmc_array **v_all);
 void lmc_kv_cache_advance(lmc_kv_cache *c, int64_t t);
+/* Keeps only the batch rows rows[0..n) (in that order; n >= 1), e.g. to drop
+ * finished sequences from a batched decode. Positions are unchanged. */
+lmc_status lmc_kv_cache_select_rows(lmc_kv_cache *c, const int32_t *rows, int64_t n);
 /* Bytes held by the cache's storage. */
 size_t lmc_kv_cache_bytes(const lmc_kv_cache *c);
 

@@ -17,27 +17,41 @@ double lmc_now(void) {
 
 /* --- backends ------------------------------------------------------------- */
 
-static const char *const g_backends[] = {"cpu", NULL};
+static const lmc_backend *const g_backend_table[] = {&lmc_backend_cpu, &lmc_backend_subprocess};
+static const char *const g_backends[] = {"cpu", "subprocess", NULL};
 
 const char *const *lmc_backends(void) { return g_backends; }
 const char *lmc_default_backend(void) { return "cpu"; }
+
+const lmc_backend *lmc_backend_find(const char *name) {
+    for (size_t i = 0; name && i < sizeof g_backend_table / sizeof *g_backend_table; i++)
+        if (!strcmp(g_backend_table[i]->name, name)) return g_backend_table[i];
+    return NULL;
+}
+
 bool lmc_backend_available(const char *name) {
-    for (int i = 0; name && g_backends[i]; i++)
-        if (!strcmp(g_backends[i], name)) return true;
-    return false;
+    const lmc_backend *be = lmc_backend_find(name);
+    return be && (!be->available || be->available());
 }
 
 /* --- loading ---------------------------------------------------------------- */
 
 lmc_load_options lmc_load_options_default(void) {
     return (lmc_load_options){.backend = NULL, .context_length = 0, .prefill_chunk = 512, .threads = 0,
-                              .memory_limit = 0, .adapter_dir = NULL};
+                              .memory_limit = 0, .adapter_dir = NULL, .bridge = NULL, .bridge_env = NULL,
+                              .n_bridge_env = 0, .bridge_timeout = 0};
 }
 
 lmc_status lmc_model_check(const lmc_model *m) {
     if (!m) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "model is NULL");
-    if (!m->dec) return lmc_set_error(LMC_ERR_CLOSED, "model is closed");
+    if (!m->be) return lmc_set_error(LMC_ERR_CLOSED, "model is closed");
     return LMC_OK;
+}
+
+lmc_decoder *lmc_model_native(const lmc_model *m, const char *what) {
+    if (lmc_model_check(m) != LMC_OK) return NULL;
+    if (!m->dec) lmc_set_error(LMC_ERR_UNSUPPORTED, "%s: not supported by backend %s", what, m->backend);
+    return m->dec;
 }
 
 bool lmc_model_is_eos(const lmc_model *m, int32_t id) {
@@ -57,45 +71,70 @@ lmc_status lmc_model_load(const char *dir, const lmc_load_options *opt_in, lmc_m
     if (!dir) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "lmc_model_load: dir is NULL");
     lmc_load_options opt = opt_in ? *opt_in : lmc_load_options_default();
     const char *backend = opt.backend ? opt.backend : lmc_default_backend();
-    if (!lmc_backend_available(backend))
-        return lmc_set_error(LMC_ERR_UNSUPPORTED, "backend \"%s\" is not available (available: cpu)", backend);
+    const lmc_backend *be = lmc_backend_find(backend);
+    if (!be || !lmc_backend_available(backend))
+        return lmc_set_error(LMC_ERR_UNSUPPORTED, "backend \"%s\" is not available (available: cpu, subprocess)",
+                             backend);
     if (opt.context_length < 0) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "context_length must be >= 0, got %lld", (long long)opt.context_length);
     if (opt.prefill_chunk <= 0) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "prefill_chunk must be > 0, got %lld", (long long)opt.prefill_chunk);
     if (opt.adapter_dir) return lmc_set_error(LMC_ERR_UNSUPPORTED, "LoRA adapters are not supported yet (%s)", opt.adapter_dir);
     if (opt.threads > 0) LMC_CHECK(lmc_set_num_threads(opt.threads));
     if (opt.memory_limit) lmc_memory_set_limit(LMC_CPU, opt.memory_limit);
 
-    lmc_model_config cfg;
-    LMC_CHECK(lmc_model_config_load(dir, &cfg));
     lmc_model *m = calloc(1, sizeof *m);
     if (!m) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
     m->dir = strdup(dir);
     snprintf(m->backend, sizeof m->backend, "%s", backend);
     m->opt = opt;
+    /* The caller's strings are not kept. */
     m->opt.adapter_dir = NULL;
     m->opt.backend = NULL;
-    lmc_status s = m->dir ? lmc_decoder_load(dir, &cfg, &m->dec) : lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
-    if (s == LMC_OK) s = lmc_tokenizer_load(dir, &m->tok);
+    m->opt.bridge = NULL;
+    m->opt.bridge_env = NULL;
+    m->opt.n_bridge_env = 0;
+    lmc_status s = m->dir ? be->load(m, dir, &opt) : lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
     if (s != LMC_OK) {
-        lmc_model_free(m);
+        free(m->dir);
+        free(m);
         return s;
     }
-    m->context_length = cfg.max_position_embeddings;
-    if (opt.context_length > 0 && opt.context_length < m->context_length) m->context_length = opt.context_length;
-    for (int i = 0; i < cfg.n_eos; i++) add_eos(m, cfg.eos_ids[i]);
-    const int32_t *tok_eos;
-    size_t n_tok_eos = lmc_tokenizer_eos(m->tok, &tok_eos);
-    for (size_t i = 0; i < n_tok_eos; i++) add_eos(m, tok_eos[i]);
+    m->be = be;
     *out = m;
     return LMC_OK;
 }
 
-void lmc_model_close(lmc_model *m) {
-    if (!m) return;
+/* --- the native backend ("cpu") ------------------------------------------------ */
+
+static lmc_status cpu_load(lmc_model *m, const char *dir, const lmc_load_options *opt) {
+    lmc_model_config cfg;
+    LMC_CHECK(lmc_model_config_load(dir, &cfg));
+    lmc_status s = lmc_decoder_load(dir, &cfg, &m->dec);
+    if (s == LMC_OK) s = lmc_tokenizer_load(dir, &m->tok);
+    if (s != LMC_OK) {
+        lmc_decoder_free(m->dec);
+        m->dec = NULL;
+        return s;
+    }
+    m->context_length = cfg.max_position_embeddings;
+    if (opt->context_length > 0 && opt->context_length < m->context_length) m->context_length = opt->context_length;
+    for (int i = 0; i < cfg.n_eos; i++) add_eos(m, cfg.eos_ids[i]);
+    const int32_t *tok_eos;
+    size_t n_tok_eos = lmc_tokenizer_eos(m->tok, &tok_eos);
+    for (size_t i = 0; i < n_tok_eos; i++) add_eos(m, tok_eos[i]);
+    return LMC_OK;
+}
+
+static void cpu_close(lmc_model *m) {
     lmc_decoder_free(m->dec);
     lmc_tokenizer_free(m->tok);
     m->dec = NULL;
     m->tok = NULL;
+}
+
+void lmc_model_close(lmc_model *m) {
+    if (!m || !m->be) return;
+    m->be->close(m);
+    m->be = NULL;
 }
 
 void lmc_model_free(lmc_model *m) {
@@ -105,10 +144,30 @@ void lmc_model_free(lmc_model *m) {
     free(m);
 }
 
-const lmc_tokenizer *lmc_model_tokenizer(const lmc_model *m) { return lmc_model_check(m) == LMC_OK ? m->tok : NULL; }
+const lmc_tokenizer *lmc_model_tokenizer(const lmc_model *m) {
+    if (lmc_model_check(m) != LMC_OK) return NULL;
+    if (!m->tok)
+        lmc_set_error(LMC_ERR_UNSUPPORTED, "a local tokenizer: not supported by backend %s (its bridge tokenises)",
+                      m->backend);
+    return m->tok;
+}
 
 lmc_status lmc_model_get_info(const lmc_model *m, lmc_model_info *out) {
     LMC_CHECK(lmc_model_check(m));
+    if (!out) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "lmc_model_get_info: out is NULL");
+    return m->be->info(m, out);
+}
+
+lmc_array *lmc_model_logits(lmc_model *m, const int32_t *ids, size_t n, bool all_positions) {
+    if (lmc_model_check(m) != LMC_OK) return NULL;
+    if (!m->be->logits) {
+        lmc_set_error(LMC_ERR_UNSUPPORTED, "logits: not supported by backend %s", m->backend);
+        return NULL;
+    }
+    return m->be->logits(m, ids, n, all_positions);
+}
+
+static lmc_status cpu_info(const lmc_model *m, lmc_model_info *out) {
     const lmc_model_config *c = &m->dec->cfg;
     memset(out, 0, sizeof *out);
     snprintf(out->architecture, sizeof out->architecture, "%s", c->model_type);
@@ -130,8 +189,7 @@ lmc_status lmc_model_get_info(const lmc_model *m, lmc_model_info *out) {
     return LMC_OK;
 }
 
-lmc_array *lmc_model_logits(lmc_model *m, const int32_t *ids, size_t n, bool all_positions) {
-    if (lmc_model_check(m) != LMC_OK) return NULL;
+static lmc_array *cpu_logits(lmc_model *m, const int32_t *ids, size_t n, bool all_positions) {
     if (!ids || n == 0) {
         lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "logits: no ids given");
         return NULL;
@@ -176,3 +234,13 @@ lmc_array *lmc_model_logits(lmc_model *m, const int32_t *ids, size_t n, bool all
     lmc_kv_cache_free(&cache);
     return result;
 }
+
+const lmc_backend lmc_backend_cpu = {
+    .name = "cpu",
+    .available = NULL, /* always */
+    .load = cpu_load,
+    .close = cpu_close,
+    .info = cpu_info,
+    .logits = cpu_logits,
+    /* streams: the native loop in generate.c */
+};

@@ -7,12 +7,15 @@
 #include "lmc/model.h"
 #include "lmc/tokenizer.h"
 #include "models/decoder.h"
+#include "runtime/backend.h"
 
 struct lmc_model {
     char *dir;
     char backend[32];
-    lmc_decoder *dec;
-    lmc_tokenizer *tok;
+    const lmc_backend *be;    /* NULL once closed */
+    void *impl;               /* the backend's own state (subprocess: the bridge) */
+    lmc_decoder *dec;         /* native backends only; NULL otherwise */
+    lmc_tokenizer *tok;       /* NULL when the backend tokenises (subprocess) */
     lmc_load_options opt;
     int64_t context_length;   /* effective bound on caches */
     int32_t eos[LMC_MAX_EOS + 16];
@@ -21,7 +24,28 @@ struct lmc_model {
 
 /* Non-zero when the handle is usable; otherwise records LMC_ERR_CLOSED. */
 lmc_status lmc_model_check(const lmc_model *m);
+/* The native decoder for code that runs it directly (logits, batches):
+ * NULL with LMC_ERR_CLOSED, or LMC_ERR_UNSUPPORTED "WHAT: not supported by
+ * backend NAME" for a model whose backend has none. */
+lmc_decoder *lmc_model_native(const lmc_model *m, const char *what);
 bool lmc_model_is_eos(const lmc_model *m, int32_t id);
 double lmc_now(void);
+
+/* --- shared by generate.c and batch.c --------------------------------------- */
+
+/* Checks prompt ids: at least one, each inside the vocabulary, at most
+ * max_len of them (errors name the id and its index). */
+lmc_status lmc_model_check_prompt(const lmc_model *m, const int32_t *ids, size_t n, int64_t max_len);
+/* Renders messages with the model's chat template (generation prompt on) and
+ * tokenises the result; free *ids with lmc_tokenizer_free_ids. */
+lmc_status lmc_model_chat_ids(lmc_model *m, const lmc_message *msgs, size_t n, int32_t **ids, size_t *n_ids);
+/* Checks max_tokens and the stop lists of generation options. */
+lmc_status lmc_generate_check_options(const lmc_generate_options *opt);
+bool lmc_generate_is_stop_token(const lmc_generate_options *opt, int32_t id);
+/* Offset of the earliest stop string in text[from..], or SIZE_MAX. */
+size_t lmc_generate_find_stop(const lmc_generate_options *opt, const char *text, size_t from);
+/* Length of the longest stop string. */
+size_t lmc_generate_max_stop_len(const lmc_generate_options *opt);
+bool lmc_cancel_requested(const lmc_cancel *c);
 
 #endif

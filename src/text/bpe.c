@@ -3,15 +3,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
+#include <sys/mman.h>
 
 #include "text/tokenizer_internal.h"
 #include "text/unicode.h"
 
 /* ---- per-word result cache ----
  * Direct-mapped: a word hashes to one slot; a new word evicts the old one.
- * Striped locks keep concurrent encoders from blocking each other much. */
-enum { CACHE_SLOTS = 1 << 16, CACHE_LOCKS = 64, CACHE_KEY = 48, CACHE_IDS = 12 };
+ * A slot is one 64-byte cache line, and the table (2 MiB) stays mostly in
+ * the CPU's caches: a lookup that misses memory costs as much as encoding a
+ * short word. Striped locks keep concurrent encoders from blocking each
+ * other much. */
+enum { CACHE_SLOTS = 1 << 15, CACHE_LOCKS = 64, CACHE_KEY = 26, CACHE_IDS = 8 };
 
 typedef struct cache_slot {
     uint32_t hash;
@@ -19,10 +22,11 @@ typedef struct cache_slot {
     char key[CACHE_KEY];
     int32_t ids[CACHE_IDS];
 } cache_slot;
+_Static_assert(sizeof(cache_slot) == 64, "a cache slot is one cache line");
 
 struct tk_bpe_cache {
+    _Alignas(64) cache_slot slots[CACHE_SLOTS];
     pthread_mutex_t locks[CACHE_LOCKS];
-    cache_slot slots[CACHE_SLOTS];
 };
 
 static bool cache_get(tk_bpe_cache *c, uint32_t h, const char *w, size_t n, tk_ids *out) {
@@ -32,7 +36,7 @@ static bool cache_get(tk_bpe_cache *c, uint32_t h, const char *w, size_t n, tk_i
     size_t nids = 0;
     bool hit = false;
     pthread_mutex_lock(lk);
-    if (s->klen == n && s->hash == h && !memcmp(s->key, w, n)) {
+    if (s->klen == n && s->hash == h && tk_bytes_eq(s->key, w, n)) {
         nids = s->nids;
         memcpy(ids, s->ids, nids * sizeof ids[0]);
         hit = true;
@@ -57,14 +61,15 @@ static void cache_put(tk_bpe_cache *c, uint32_t h, const char *w, size_t n, cons
 
 /* ---- merges: (left, right) -> (rank, merged id) ---- */
 
+static uint64_t merge_key(int32_t l, int32_t r) { return ((uint64_t)(uint32_t)l << 32) | (uint32_t)r; }
 static size_t merge_slot(uint64_t key, size_t cap) { return (size_t)((key * 0x9E3779B97F4A7C15ull) >> 20) & (cap - 1); }
 
 static void merge_put(tk_bpe *b, int32_t l, int32_t r, uint32_t rank, int32_t new_id) {
-    uint64_t key = ((uint64_t)(uint32_t)l << 32) | (uint32_t)r;
+    uint64_t key = merge_key(l, r);
     for (size_t i = merge_slot(key, b->merges_cap);; i = (i + 1) & (b->merges_cap - 1)) {
         tk_merge_entry *e = &b->merges[i];
-        if (e->rank == UINT32_MAX || e->key == key) { /* a later duplicate wins, as in HF's map */
-            *e = (tk_merge_entry){key, rank, new_id};
+        if (e->rank == 0 || e->key == key) { /* a later duplicate wins, as in HF's map */
+            *e = (tk_merge_entry){key, rank + 1, new_id};
             return;
         }
     }
@@ -72,10 +77,10 @@ static void merge_put(tk_bpe *b, int32_t l, int32_t r, uint32_t rank, int32_t ne
 
 static const tk_merge_entry *merge_get(const tk_bpe *b, int32_t l, int32_t r) {
     if (!b->merges_cap) return NULL;
-    uint64_t key = ((uint64_t)(uint32_t)l << 32) | (uint32_t)r;
+    uint64_t key = merge_key(l, r);
     for (size_t i = merge_slot(key, b->merges_cap);; i = (i + 1) & (b->merges_cap - 1)) {
         const tk_merge_entry *e = &b->merges[i];
-        if (e->rank == UINT32_MAX) return NULL;
+        if (e->rank == 0) return NULL;
         if (e->key == key) return e;
     }
 }
@@ -85,137 +90,138 @@ static char *opt_string(const cJSON *model, const char *key) {
     return strdup(cJSON_IsString(v) ? v->valuestring : "");
 }
 
-/* A merge's two sides as strings, from either JSON form. */
-static bool merge_sides(const cJSON *m, const char **l, size_t *ll, const char **r, size_t *rl) {
-    if (cJSON_IsString(m)) { /* legacy "left right" */
-        const char *sp = strchr(m->valuestring, ' ');
-        if (!sp || strchr(sp + 1, ' ')) return false;
-        *l = m->valuestring;
-        *ll = (size_t)(sp - *l);
-        *r = sp + 1;
-        *rl = strlen(*r);
-        return true;
-    }
-    if (!cJSON_IsArray(m) || !cJSON_IsString(m->child) || !cJSON_IsString(m->child->next) || m->child->next->next) return false;
-    *l = m->child->valuestring;
-    *ll = strlen(*l);
-    *r = m->child->next->valuestring;
-    *rl = strlen(*r);
-    return true;
-}
+/* Loading does about a million hash lookups on a large vocabulary, nearly
+ * each one a cache miss; computing all hashes first and prefetching the slot
+ * PREFETCH entries ahead lets the misses overlap. */
+enum { PREFETCH = 16 };
 
-enum { MERGE_OK, MERGE_BAD_SHAPE, MERGE_UNKNOWN_SIDE, MERGE_UNKNOWN_RESULT };
+static lmc_status parse_vocab(tk_json_model *sc, tk_bpe *b) {
+    size_t n = sc->n_vocab;
+    int64_t max_id = -1;
+    for (size_t i = 0; i < n; i++)
+        if (sc->vocab[i].id > max_id) max_id = sc->vocab[i].id;
+    if (!tk_id_in_range(max_id, n))
+        return lmc_set_error(LMC_ERR_FORMAT, "tokenizer.json: vocab id %lld is out of range for %zu tokens", (long long)max_id, n);
+    b->n_ids = (size_t)(max_id + 1);
+    b->arena = sc->arena;
+    sc->arena = NULL;
+    b->id_str = calloc(b->n_ids ? b->n_ids : 1, sizeof *b->id_str);
+    b->id_len = calloc(b->n_ids ? b->n_ids : 1, sizeof *b->id_len);
+    if (!b->id_str || !b->id_len) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
+    LMC_CHECK(tk_strmap_init(&b->vocab, n));
+    for (size_t i = 0; i < n; i++) {
+        if (i + PREFETCH < n) tk_strmap_prefetch(&b->vocab, sc->vocab[i + PREFETCH].hash);
+        const tk_vocab_entry *e = &sc->vocab[i];
+        tk_strmap_put_h(&b->vocab, e->key, e->len, e->hash, e->id); /* a repeated key: the last id wins, as in HF */
+        b->id_str[e->id] = e->key;
+        b->id_len[e->id] = e->len;
+    }
+    return LMC_OK;
+}
 
 typedef struct resolved {
     int32_t l, r, merged;
-    int status;
 } resolved;
 
-typedef struct merge_job {
-    const tk_bpe *b;
-    const cJSON **items;
-    resolved *out;
-    size_t begin, end;
-} merge_job;
-
-/* Looks up the ids of merges [begin, end): read-only on the vocabulary, so
- * several threads can share the work (hash lookups dominate loading). */
-static void *resolve_range(void *arg) {
-    merge_job *j = arg;
-    const tk_bpe *b = j->b;
-    tk_buf joined = {0};
-    for (size_t i = j->begin; i < j->end; i++) {
-        resolved *o = &j->out[i];
-        const char *l, *r;
-        size_t ll, rl;
-        *o = (resolved){-1, -1, -1, MERGE_OK};
-        if (!merge_sides(j->items[i], &l, &ll, &r, &rl)) { o->status = MERGE_BAD_SHAPE; continue; }
-        o->l = tk_strmap_get(&b->vocab, l, ll);
-        o->r = tk_strmap_get(&b->vocab, r, rl);
-        if (o->l < 0 || o->r < 0) { o->status = MERGE_UNKNOWN_SIDE; continue; }
-        /* The merged token drops the right side's continuing_subword_prefix. */
-        size_t skip = b->prefix_len <= rl && !memcmp(r, b->prefix, b->prefix_len) ? b->prefix_len : 0;
-        joined.len = 0;
-        if (tk_buf_append(&joined, l, ll) != LMC_OK || tk_buf_append(&joined, r + skip, rl - skip) != LMC_OK) {
-            o->status = MERGE_UNKNOWN_RESULT; /* out of memory; reported as a lookup failure */
-            continue;
-        }
-        o->merged = tk_strmap_get(&b->vocab, joined.p, joined.len);
-        if (o->merged < 0) o->status = MERGE_UNKNOWN_RESULT;
-    }
-    tk_buf_free(&joined);
-    return NULL;
+/* The id of l + r (less r's continuing_subword_prefix), or -1. `guess` is
+ * tried first: real files list merges in the order of their results' ids. */
+static int32_t merged_id(const tk_bpe *b, const tk_merge_text *m, int32_t guess, bool guess_ok, tk_buf *joined) {
+    size_t skip = b->prefix_len <= m->rl && !memcmp(m->r, b->prefix, b->prefix_len) ? b->prefix_len : 0;
+    const char *r = m->r + skip;
+    size_t rl = m->rl - skip, len = m->ll + rl;
+    for (int64_t c = guess; guess_ok && c <= (int64_t)guess + 1; c++)
+        if (c >= 0 && (size_t)c < b->n_ids && b->id_str[c] && b->id_len[c] == len && tk_bytes_eq(b->id_str[c], m->l, m->ll) &&
+            tk_bytes_eq(b->id_str[c] + m->ll, r, rl))
+            return (int32_t)c;
+    joined->len = 0;
+    if (tk_buf_append(joined, m->l, m->ll) != LMC_OK || tk_buf_append(joined, r, rl) != LMC_OK) return -1;
+    return tk_strmap_get(&b->vocab, joined->p, joined->len);
 }
 
-static lmc_status parse_merges(const cJSON *merges, tk_bpe *b) {
-    size_t n = (size_t)cJSON_GetArraySize(merges);
+static lmc_status parse_merges(const tk_json_model *sc, tk_bpe *b) {
+    size_t n = sc->n_merges;
     b->merges_cap = 16;
     while (b->merges_cap < n * 2) b->merges_cap *= 2;
-    b->merges = malloc(b->merges_cap * sizeof *b->merges);
-    const cJSON **items = malloc((n ? n : 1) * sizeof *items);
+    b->merges = tk_table_alloc(b->merges_cap * sizeof *b->merges);
     resolved *res = malloc((n ? n : 1) * sizeof *res);
+    tk_buf joined = {0};
     lmc_status st = LMC_OK;
-    if (!b->merges || !items || !res) { st = lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory"); goto done; }
-    for (size_t i = 0; i < b->merges_cap; i++) b->merges[i].rank = UINT32_MAX;
-    size_t k = 0;
-    const cJSON *m;
-    cJSON_ArrayForEach(m, merges) items[k++] = m;
-
-    /* Resolve in parallel on large files, then insert in rank order. */
-    enum { MAX_THREADS = 8 };
-    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    size_t nt = n < 65536 || ncpu < 2 ? 1 : (size_t)(ncpu < MAX_THREADS ? ncpu : MAX_THREADS);
-    merge_job jobs[MAX_THREADS];
-    pthread_t th[MAX_THREADS];
-    bool started[MAX_THREADS] = {false};
-    for (size_t t = 0; t < nt; t++) {
-        jobs[t] = (merge_job){b, items, res, n * t / nt, n * (t + 1) / nt};
-        started[t] = t > 0 && pthread_create(&th[t], NULL, resolve_range, &jobs[t]) == 0;
-    }
-    resolve_range(&jobs[0]);
-    for (size_t t = 1; t < nt; t++) {
-        if (started[t]) pthread_join(th[t], NULL);
-        else resolve_range(&jobs[t]);
+    if (!b->merges || !res) { st = lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory"); goto done; }
+    /* The guess for merged ids is only safe when every string has one id. */
+    bool guess_ok = b->vocab.n == sc->n_vocab;
+    int32_t guess = -1;
+    for (size_t i = 0; i < n; i++) {
+        if (i + PREFETCH < n) {
+            tk_strmap_prefetch(&b->vocab, sc->merges[i + PREFETCH].hl);
+            tk_strmap_prefetch(&b->vocab, sc->merges[i + PREFETCH].hr);
+        }
+        const tk_merge_text *m = &sc->merges[i];
+        resolved *o = &res[i];
+        o->l = tk_strmap_get_h(&b->vocab, m->l, m->ll, m->hl);
+        o->r = tk_strmap_get_h(&b->vocab, m->r, m->rl, m->hr);
+        if (o->l < 0 || o->r < 0) {
+            st = lmc_set_error(LMC_ERR_FORMAT, "tokenizer.json: merge %zu uses '%.*s', which is not in the vocabulary", i,
+                               (int)(o->l < 0 ? m->ll : m->rl), o->l < 0 ? m->l : m->r);
+            goto done;
+        }
+        o->merged = merged_id(b, m, guess, guess_ok, &joined);
+        if (o->merged < 0) {
+            st = lmc_set_error(LMC_ERR_FORMAT, "tokenizer.json: merge %zu gives '%.*s%.*s', which is not in the vocabulary", i,
+                               (int)m->ll, m->l, (int)m->rl, m->r);
+            goto done;
+        }
+        guess = o->merged;
     }
     for (size_t i = 0; i < n; i++) {
-        const char *l = "", *r = "";
-        size_t ll = 0, rl = 0;
-        switch (res[i].status) {
-        case MERGE_OK: merge_put(b, res[i].l, res[i].r, (uint32_t)i, res[i].merged); continue;
-        case MERGE_BAD_SHAPE:
-            st = lmc_set_error(LMC_ERR_FORMAT, "tokenizer.json: merge %zu is not two tokens (\"a b\" or [\"a\", \"b\"])", i);
-            break;
-        case MERGE_UNKNOWN_SIDE:
-            merge_sides(items[i], &l, &ll, &r, &rl);
-            st = lmc_set_error(LMC_ERR_FORMAT, "tokenizer.json: merge %zu uses '%.*s', which is not in the vocabulary", i,
-                               (int)(res[i].l < 0 ? ll : rl), res[i].l < 0 ? l : r);
-            break;
-        default:
-            merge_sides(items[i], &l, &ll, &r, &rl);
-            st = lmc_set_error(LMC_ERR_FORMAT, "tokenizer.json: merge %zu gives '%.*s%s', which is not in the vocabulary", i,
-                               (int)ll, l, r);
-            break;
-        }
-        break;
+        if (i + PREFETCH < n) __builtin_prefetch(&b->merges[merge_slot(merge_key(res[i + PREFETCH].l, res[i + PREFETCH].r), b->merges_cap)]);
+        merge_put(b, res[i].l, res[i].r, (uint32_t)i, res[i].merged);
     }
 done:
-    free(items);
+    tk_buf_free(&joined);
     free(res);
     return st;
 }
 
-lmc_status tk_bpe_parse(const cJSON *model, tk_bpe *b) {
+/* SentencePiece-style models (Gemma, Llama 2, Mistral) turn spaces into
+ * U+2581 and have no pre-tokenizer that splits words, so a whole text
+ * between added tokens is one BPE word: thousands of symbols for the merge
+ * loop, and never a cache hit. Such a word can be cut right before a U+2581
+ * that follows a character c when no token contains c followed by U+2581:
+ * no merge can then join the two sides (a merge's result holds both), and
+ * the merges on each side happen in the same order (rank, then position)
+ * as in the whole word, so the ids are the same. Only for models whose
+ * characters carry no prefix/suffix (char_ids set) and without
+ * ignore_merges (which looks the whole word up first). */
+static const char SPACE_MARK[] = "\xE2\x96\x81"; /* U+2581 */
+
+static lmc_status space_split_table(const tk_json_model *sc, tk_bpe *b) {
+    if (!b->char_ids || b->ignore_merges || b->char_ids[0x2581] < 0) return LMC_OK;
+    b->space_join = calloc(0x10000 / 8, 1);
+    if (!b->space_join) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
+    for (size_t i = 0; i < sc->n_vocab; i++) {
+        const char *k = sc->vocab[i].key, *end = k + sc->vocab[i].len;
+        for (const char *p = k + 1; p + 3 <= end && (p = memmem(p, (size_t)(end - p), SPACE_MARK, 3)); p += 3) {
+            const char *c = p - 1;
+            while (c > k && ((unsigned char)*c & 0xC0) == 0x80) c--;
+            uint32_t cp;
+            if (lmc_utf8_decode(c, (size_t)(p - c), &cp) == (size_t)(p - c) && cp < 0x10000) b->space_join[cp >> 3] |= (uint8_t)(1u << (cp & 7));
+        }
+    }
+    return LMC_OK;
+}
+
+lmc_status tk_bpe_parse(const cJSON *model, tk_json_model *sc, tk_bpe *b) {
     memset(b, 0, sizeof *b);
     b->unk_id = -1;
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(model, "type");
-    const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
     const cJSON *merges = cJSON_GetObjectItemCaseSensitive(model, "merges");
     if (cJSON_IsString(type) && strcmp(type->valuestring, "BPE"))
         return lmc_set_error(LMC_ERR_UNSUPPORTED, "tokenizer.json: unsupported model type '%s'", type->valuestring);
     if (!type && !merges)
         return lmc_set_error(LMC_ERR_UNSUPPORTED, "tokenizer.json: model without a type is not BPE");
-    if (!cJSON_IsObject(vocab)) return lmc_set_error(LMC_ERR_FORMAT, "tokenizer.json: model.vocab is not an object");
-    if (merges && !cJSON_IsArray(merges)) return lmc_set_error(LMC_ERR_FORMAT, "tokenizer.json: model.merges is not an array");
+    /* The scanner took vocab and merges when they were an object and an array. */
+    if (!sc->has_vocab) return lmc_set_error(LMC_ERR_FORMAT, "tokenizer.json: model.vocab is not an object");
+    if (merges && !sc->has_merges) return lmc_set_error(LMC_ERR_FORMAT, "tokenizer.json: model.merges is not an array");
 
     b->prefix = opt_string(model, "continuing_subword_prefix");
     b->suffix = opt_string(model, "end_of_word_suffix");
@@ -226,33 +232,7 @@ lmc_status tk_bpe_parse(const cJSON *model, tk_bpe *b) {
     b->byte_fallback = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "byte_fallback"));
     b->ignore_merges = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "ignore_merges"));
 
-    /* Vocabulary: one arena for all strings, a map and an id table. */
-    size_t total = 0, count = 0;
-    int64_t max_id = -1;
-    const cJSON *e;
-    cJSON_ArrayForEach(e, vocab) {
-        if (!cJSON_IsNumber(e) || e->valuedouble < 0 || e->valuedouble > INT32_MAX || e->valuedouble != (double)e->valueint)
-            return lmc_set_error(LMC_ERR_FORMAT, "tokenizer.json: vocab entry '%s' has no valid id", e->string ? e->string : "");
-        total += strlen(e->string) + 1;
-        count++;
-        if (e->valueint > max_id) max_id = e->valueint;
-    }
-    b->n_ids = (size_t)(max_id + 1);
-    b->arena = malloc(total ? total : 1);
-    b->id_str = calloc(b->n_ids ? b->n_ids : 1, sizeof *b->id_str);
-    b->id_len = calloc(b->n_ids ? b->n_ids : 1, sizeof *b->id_len);
-    if (!b->arena || !b->id_str || !b->id_len) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
-    LMC_CHECK(tk_strmap_init(&b->vocab, count));
-    size_t at = 0;
-    cJSON_ArrayForEach(e, vocab) {
-        size_t len = strlen(e->string);
-        char *s = memcpy(b->arena + at, e->string, len + 1);
-        at += len + 1;
-        tk_strmap_put(&b->vocab, s, len, e->valueint);
-        b->id_str[e->valueint] = s;
-        b->id_len[e->valueint] = (uint32_t)len;
-    }
-
+    LMC_CHECK(parse_vocab(sc, b));
     const cJSON *unk = cJSON_GetObjectItemCaseSensitive(model, "unk_token");
     if (cJSON_IsString(unk)) {
         b->unk_token = strdup(unk->valuestring);
@@ -264,19 +244,25 @@ lmc_status tk_bpe_parse(const cJSON *model, tk_bpe *b) {
         snprintf(name, sizeof name, "<0x%02X>", i);
         b->byte_ids[i] = tk_strmap_get(&b->vocab, name, 6);
     }
-    /* Single characters looked up by code point, when no prefix/suffix decorates them. */
+    /* Single characters looked up by code point, when no prefix/suffix
+     * decorates them: filled from the vocabulary in file order, so a
+     * repeated key ends with its last id, as in the map. */
     if (!b->prefix_len && !b->suffix_len) {
         b->char_ids = malloc(0x10000 * sizeof *b->char_ids);
         if (!b->char_ids) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
-        for (uint32_t cp = 0; cp < 0x10000; cp++) {
-            char enc[4];
-            size_t k = (cp >= 0xD800 && cp <= 0xDFFF) ? 0 : lmc_utf8_encode(cp, enc);
-            b->char_ids[cp] = k ? tk_strmap_get(&b->vocab, enc, k) : -1;
+        for (uint32_t cp = 0; cp < 0x10000; cp++) b->char_ids[cp] = -1;
+        for (size_t i = 0; i < sc->n_vocab; i++) {
+            uint32_t cp;
+            const tk_vocab_entry *e = &sc->vocab[i];
+            if (e->len >= 1 && e->len <= 3 && lmc_utf8_decode(e->key, e->len, &cp) == e->len) b->char_ids[cp] = e->id;
         }
     }
-    if (merges) LMC_CHECK(parse_merges(merges, b));
-    b->cache = calloc(1, sizeof *b->cache);
-    if (!b->cache) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
+    LMC_CHECK(space_split_table(sc, b));
+    if (sc->has_merges) LMC_CHECK(parse_merges(sc, b));
+    /* Mapped: page-aligned, and zero pages cost nothing until a word lands there. */
+    void *cache = mmap(NULL, sizeof *b->cache, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (cache == MAP_FAILED) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
+    b->cache = cache;
     for (int i = 0; i < CACHE_LOCKS; i++) pthread_mutex_init(&b->cache->locks[i], NULL);
     return LMC_OK;
 }
@@ -286,14 +272,15 @@ void tk_bpe_free(tk_bpe *b) {
     free(b->id_str);
     free(b->id_len);
     free(b->arena);
-    free(b->merges);
+    tk_table_free(b->merges, b->merges_cap * sizeof *b->merges);
     free(b->unk_token);
     free(b->prefix);
     free(b->suffix);
     free(b->char_ids);
+    free(b->space_join);
     if (b->cache) {
         for (int i = 0; i < CACHE_LOCKS; i++) pthread_mutex_destroy(&b->cache->locks[i]);
-        free(b->cache);
+        munmap(b->cache, sizeof *b->cache);
     }
     memset(b, 0, sizeof *b);
 }
@@ -350,7 +337,7 @@ static int32_t char_id(const tk_bpe *b, const char *c, size_t k, uint32_t cp, bo
     return tk_strmap_get(&b->vocab, key->p, key->len);
 }
 
-lmc_status tk_bpe_encode_word(const tk_bpe *b, const char *w, size_t n, tk_ids *out) {
+static lmc_status encode_piece(const tk_bpe *b, const char *w, size_t n, tk_ids *out) {
     if (n == 0) return LMC_OK;
     if (b->ignore_merges) {
         int32_t id = tk_strmap_get(&b->vocab, w, n);
@@ -450,11 +437,30 @@ lmc_status tk_bpe_encode_word(const tk_bpe *b, const char *w, size_t n, tk_ids *
     size_t before = out->n;
     for (size_t i = 0; i < ns && st == LMC_OK; i++)
         if (syms[i].len) st = tk_ids_push(out, syms[i].id);
-    if (st == LMC_OK && cacheable && out->n - before <= CACHE_IDS)
+    if (st == LMC_OK && cacheable && out->n > before && out->n - before <= CACHE_IDS)
         cache_put(b->cache, h, w, n, out->v + before, out->n - before);
 done:
     tk_buf_free(&key);
     if (syms != stack_syms) free(syms);
     if (q != stack_q) free(q);
     return st;
+}
+
+/* A word, cut before each U+2581 where space_split_table allows it. */
+lmc_status tk_bpe_encode_word(const tk_bpe *b, const char *w, size_t n, tk_ids *out) {
+    if (!b->space_join) return encode_piece(b, w, n, out);
+    size_t start = 0;
+    for (const char *p = w + 1, *end = w + n; p + 3 <= end && (p = memchr(p, SPACE_MARK[0], (size_t)(end - p))); p++) {
+        if (end - p < 3 || p[1] != SPACE_MARK[1] || p[2] != SPACE_MARK[2]) continue;
+        const char *c = p - 1;
+        while (c > w && ((unsigned char)*c & 0xC0) == 0x80) c--;
+        uint32_t cp;
+        if (lmc_utf8_decode(c, (size_t)(p - c), &cp) != (size_t)(p - c) || cp >= 0x10000 || b->char_ids[cp] < 0 ||
+            (b->space_join[cp >> 3] >> (cp & 7) & 1))
+            continue;
+        size_t at = (size_t)(p - w);
+        LMC_CHECK(encode_piece(b, w + start, at - start, out));
+        start = at;
+    }
+    return encode_piece(b, w + start, n - start, out);
 }

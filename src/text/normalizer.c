@@ -63,37 +63,47 @@ void tk_normalizer_free(tk_normalizer *n) {
     memset(n, 0, sizeof *n);
 }
 
-/* Text whose code points are all below `limit` is already in the form:
- * U+0300 for NFC (composition needs a combining mark or a jamo), U+00C0 for
- * NFD, U+00A0 for the compatibility forms. */
-static bool below(const char *s, size_t n, uint32_t limit) {
-    for (size_t i = 0; i < n;) {
-        unsigned char c = (unsigned char)s[i];
-        if (c < 0x80) { i++; continue; }
-        uint32_t cp;
-        size_t k = lmc_utf8_decode(s + i, n - i, &cp);
-        if (!k || cp >= limit) return false;
-        i += k;
-    }
-    return true;
-}
-
+/* Characters below `limit` are their own normal form and never combine with
+ * what precedes them: U+0300 for NFC and NFKC (the second character of every
+ * canonical composition is a combining mark, a jamo or another character
+ * above it), U+00C0 for NFD, U+00A0 for the compatibility forms. So the text
+ * is copied as it is up to the character before each run of characters at
+ * or above the limit (a base that a combining mark in the run may join),
+ * and only those stretches go through utf8proc. */
 static lmc_status unicode_form(utf8proc_option_t opts, const char *s, size_t n, tk_buf *out) {
     uint32_t limit = (opts & UTF8PROC_COMPAT) ? 0xA0 : (opts & UTF8PROC_COMPOSE) ? 0x300 : 0xC0;
-    if (below(s, n, limit)) {
-        out->len = 0;
-        return tk_buf_append(out, s, n);
-    }
-    utf8proc_uint8_t *dst = NULL;
-    utf8proc_ssize_t r = utf8proc_map((const utf8proc_uint8_t *)s, (utf8proc_ssize_t)n, &dst, opts | UTF8PROC_STABLE);
-    if (r < 0) {
-        free(dst);
-        return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "tokenizer: normalization failed: %s", utf8proc_errmsg(r));
-    }
     out->len = 0;
-    lmc_status st = tk_buf_append(out, dst, (size_t)r);
-    free(dst);
-    return st;
+    LMC_CHECK(tk_buf_reserve(out, n));
+    size_t done = 0, i = 0;
+    while (i < n) {
+        uint32_t cp;
+        size_t k = (unsigned char)s[i] < 0x80 ? 1 : lmc_utf8_decode(s + i, n - i, &cp);
+        if (k == 1 || (k && cp < limit)) { i += k; continue; }
+        size_t start = i; /* back to the base before the run, if any */
+        if (start > done) {
+            start--;
+            while (start > done && ((unsigned char)s[start] & 0xC0) == 0x80) start--;
+        }
+        size_t end = i + (k ? k : 1);
+        while (end < n && (unsigned char)s[end] >= 0x80) {
+            size_t m = lmc_utf8_decode(s + end, n - end, &cp);
+            if (m && cp < limit) break;
+            end += m ? m : 1;
+        }
+        LMC_CHECK(tk_buf_append(out, s + done, start - done));
+        utf8proc_uint8_t *dst = NULL;
+        utf8proc_ssize_t r = utf8proc_map((const utf8proc_uint8_t *)s + start, (utf8proc_ssize_t)(end - start), &dst,
+                                          opts | UTF8PROC_STABLE);
+        if (r < 0) {
+            free(dst);
+            return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "tokenizer: normalization failed: %s", utf8proc_errmsg(r));
+        }
+        lmc_status st = tk_buf_append(out, dst, (size_t)r);
+        free(dst);
+        LMC_CHECK(st);
+        done = i = end;
+    }
+    return tk_buf_append(out, s + done, n - done);
 }
 
 /* Rust's char::to_lowercase: the simple mapping, except U+0130 whose full

@@ -121,6 +121,22 @@ static lmc_status split_piece(const tk_pretokenizer *p, const char *s, size_t n,
         return tk_split_apply(m, TK_REMOVED, false, s, origin, out);
     case TK_PRE_BYTELEVEL: {
         /* Prefix space, optional GPT-2 split, then bytes -> characters. */
+        if (!p->use_regex) { /* the piece stays whole: map it straight into out */
+            bool prefix = p->add_prefix_space && (n == 0 || s[0] != ' ');
+            if (n == 0 && !prefix) return LMC_OK;
+            size_t off = out->text.len;
+            LMC_CHECK(tk_buf_reserve(&out->text, 2 * (n + 1)));
+            char *o = out->text.p + off;
+            if (prefix) { memcpy(o, bl_utf8[' '], bl_len[' ']); o += bl_len[' ']; }
+            for (size_t i = 0; i < n; i++) {
+                unsigned char c = (unsigned char)s[i];
+                memcpy(o, bl_utf8[c], 2); /* one or two bytes (code points < U+0800) */
+                o += bl_len[c];
+            }
+            out->text.len = (size_t)(o - out->text.p);
+            out->text.p[out->text.len] = 0;
+            return tk_pieces_commit(out, off, origin);
+        }
         tk_buf pre = {0};
         if (p->add_prefix_space && (n == 0 || s[0] != ' ')) {
             LMC_CHECK(tk_buf_append(&pre, " ", 1));

@@ -1,9 +1,13 @@
 /* Tokenizer: loading tokenizer.json and its config files, encoding and
  * decoding. See include/lmc/tokenizer.h and tokenizer_internal.h. */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "text/tokenizer_internal.h"
 #include "text/unicode.h"
@@ -31,6 +35,37 @@ static lmc_status read_file(const char *path, bool missing_ok, char **data, size
     *data = b.p;
     *len = b.len;
     return LMC_OK;
+}
+
+/* tokenizer.json, mapped read-only where the file can be (its pages then come
+ * straight from the page cache, with no copy), else read into memory. */
+typedef struct mapped_file {
+    char *data;
+    size_t len;
+    bool mapped;
+} mapped_file;
+
+static lmc_status map_file(const char *path, mapped_file *f) {
+    *f = (mapped_file){0};
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return lmc_set_error(LMC_ERR_IO, "cannot open %s: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0) {
+        void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
+        if (p != MAP_FAILED) {
+            close(fd);
+            *f = (mapped_file){p, (size_t)st.st_size, true};
+            return LMC_OK;
+        }
+    }
+    close(fd);
+    return read_file(path, false, &f->data, &f->len); /* pipes, empty files, mmap refused */
+}
+
+static void unmap_file(mapped_file *f) {
+    if (f->mapped) munmap(f->data, f->len);
+    else free(f->data);
+    *f = (mapped_file){0};
 }
 
 static lmc_status parse_json(const char *data, size_t len, const char *name, cJSON **out) {
@@ -291,8 +326,12 @@ static lmc_status parse_added(lmc_tokenizer *t, const cJSON *arr) {
 /* The id -> string table for decoding, and the added-token matchers. */
 static lmc_status build_tables(lmc_tokenizer *t) {
     size_t size = t->bpe.n_ids;
-    for (size_t i = 0; i < t->n_added; i++)
+    for (size_t i = 0; i < t->n_added; i++) {
+        if (!tk_id_in_range(t->added[i].id, t->bpe.vocab.n + t->n_added))
+            return lmc_set_error(LMC_ERR_FORMAT, "tokenizer.json: added token id %d is out of range for %zu tokens", (int)t->added[i].id,
+                                 t->bpe.vocab.n + t->n_added);
         if ((size_t)t->added[i].id + 1 > size) size = (size_t)t->added[i].id + 1;
+    }
     t->vocab_size = size;
     t->tok_str = calloc(size ? size : 1, sizeof *t->tok_str);
     t->tok_len = calloc(size ? size : 1, sizeof *t->tok_len);
@@ -335,11 +374,11 @@ static lmc_status build_tables(lmc_tokenizer *t) {
     return st;
 }
 
-static lmc_status parse_tokenizer(lmc_tokenizer *t, const cJSON *root) {
+static lmc_status parse_tokenizer(lmc_tokenizer *t, const cJSON *root, tk_json_model *sc) {
     if (!cJSON_IsObject(root)) return lmc_set_error(LMC_ERR_FORMAT, "tokenizer.json: not a JSON object");
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
     if (!cJSON_IsObject(model)) return lmc_set_error(LMC_ERR_FORMAT, "tokenizer.json: missing 'model'");
-    LMC_CHECK(tk_bpe_parse(model, &t->bpe));
+    LMC_CHECK(tk_bpe_parse(model, sc, &t->bpe));
     const cJSON *j = cJSON_GetObjectItemCaseSensitive(root, "normalizer");
     if (j && !cJSON_IsNull(j)) {
         t->has_normalizer = true;
@@ -479,15 +518,55 @@ static lmc_tokenizer *tokenizer_new(void) {
     return t;
 }
 
+/* tokenizer.json: the scanner reads model.vocab and model.merges (and checks
+ * the JSON syntax of the whole document); cJSON parses the rest, a copy of
+ * the document with those two values replaced by {} and []. */
+static lmc_status parse_tokenizer_json(lmc_tokenizer *t, const char *doc, size_t len) {
+    tk_json_model sc;
+    LMC_CHECK(tk_json_scan(doc, len, &sc));
+    /* The cut ranges in document order (vocab and merges may come in either). */
+    size_t cut[2][2] = {{0, 0}, {0, 0}};
+    const char *fill[2] = {"", ""};
+    int nc = 0;
+    if (sc.has_vocab) { cut[nc][0] = sc.vocab_start; cut[nc][1] = sc.vocab_end; fill[nc++] = "{}"; }
+    if (sc.has_merges) { cut[nc][0] = sc.merges_start; cut[nc][1] = sc.merges_end; fill[nc++] = "[]"; }
+    if (nc == 2 && cut[0][0] > cut[1][0]) {
+        size_t c0 = cut[0][0], c1 = cut[0][1];
+        const char *f = fill[0];
+        cut[0][0] = cut[1][0], cut[0][1] = cut[1][1], fill[0] = fill[1];
+        cut[1][0] = c0, cut[1][1] = c1, fill[1] = f;
+    }
+    char *rest = malloc(len + 5);
+    if (!rest) {
+        tk_json_model_free(&sc);
+        return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
+    }
+    size_t at = 0, from = 0;
+    for (int k = 0; k < nc; k++) {
+        memcpy(rest + at, doc + from, cut[k][0] - from);
+        at += cut[k][0] - from;
+        memcpy(rest + at, fill[k], 2);
+        at += 2;
+        from = cut[k][1];
+    }
+    memcpy(rest + at, doc + from, len - from);
+    at += len - from;
+    cJSON *root = NULL;
+    lmc_status st = parse_json(rest, at, "tokenizer.json", &root);
+    if (st == LMC_OK) st = parse_tokenizer(t, root, &sc);
+    cJSON_Delete(root);
+    free(rest);
+    tk_json_model_free(&sc);
+    return st;
+}
+
 lmc_status lmc_tokenizer_load_json(const char *tokenizer_json, size_t len, const char *config_json, lmc_tokenizer **out) {
     if (!tokenizer_json || !out) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "lmc_tokenizer_load_json: NULL argument");
     *out = NULL;
     lmc_tokenizer *t = tokenizer_new();
     if (!t) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
-    cJSON *root = NULL, *cfg = NULL;
-    lmc_status st = parse_json(tokenizer_json, len, "tokenizer.json", &root);
-    if (st == LMC_OK) st = parse_tokenizer(t, root);
-    cJSON_Delete(root);
+    cJSON *cfg = NULL;
+    lmc_status st = parse_tokenizer_json(t, tokenizer_json, len);
     if (st == LMC_OK && config_json) {
         st = parse_json(config_json, strlen(config_json), "tokenizer_config.json", &cfg);
         if (st == LMC_OK) st = parse_config(t, cfg);
@@ -502,11 +581,10 @@ lmc_status lmc_tokenizer_load_json(const char *tokenizer_json, size_t len, const
 
 lmc_status lmc_tokenizer_load_file(const char *path, lmc_tokenizer **out) {
     if (!path || !out) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "lmc_tokenizer_load_file: NULL argument");
-    char *data;
-    size_t len;
-    LMC_CHECK(read_file(path, false, &data, &len));
-    lmc_status st = lmc_tokenizer_load_json(data, len, NULL, out);
-    free(data);
+    mapped_file f;
+    LMC_CHECK(map_file(path, &f));
+    lmc_status st = lmc_tokenizer_load_json(f.data, f.len, NULL, out);
+    unmap_file(&f);
     if (st != LMC_OK) lmc_error_prefix("%s", path);
     return st;
 }
@@ -525,15 +603,16 @@ lmc_status lmc_tokenizer_load(const char *dir, lmc_tokenizer **out) {
     *out = NULL;
     char path[4096];
     snprintf(path, sizeof path, "%s/tokenizer.json", dir);
-    char *data = NULL, *cfg = NULL, *extra = NULL;
-    size_t len, cfg_len, extra_len;
-    lmc_status st = read_file(path, false, &data, &len);
+    mapped_file data;
+    char *cfg = NULL, *extra = NULL;
+    size_t cfg_len, extra_len;
+    lmc_status st = map_file(path, &data);
     if (st == LMC_OK) st = read_optional(dir, "tokenizer_config.json", &cfg, &cfg_len);
     if (st == LMC_OK) {
-        st = lmc_tokenizer_load_json(data, len, cfg, out);
+        st = lmc_tokenizer_load_json(data.data, data.len, cfg, out);
         if (st != LMC_OK) lmc_error_prefix("%s", dir);
     }
-    free(data);
+    unmap_file(&data);
     free(cfg);
     lmc_tokenizer *t = st == LMC_OK ? *out : NULL;
     /* EOS order: the model configs' lists, then tokenizer_config's eos_token. */

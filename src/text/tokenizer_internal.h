@@ -54,6 +54,14 @@ lmc_status tk_pieces_commit(tk_pieces *p, size_t off, bool origin);
 void tk_pieces_clear(tk_pieces *p);
 void tk_pieces_free(tk_pieces *p);
 
+/* ---- large tables ----
+ * Zeroed memory for a hash table: from 2 MiB up it is mapped on its own and
+ * transparent huge pages are asked for (fewer page faults while it fills,
+ * fewer TLB misses for lookups all over it); smaller ones come from calloc.
+ * Free with the same size. */
+void *tk_table_alloc(size_t size);
+void tk_table_free(void *p, size_t size);
+
 /* ---- string -> id hash map (keys are not owned) ---- */
 
 /* Keys up to TK_INLINE_KEY bytes are also copied into the entry, so most
@@ -73,11 +81,36 @@ typedef struct tk_strmap {
 } tk_strmap;
 
 uint32_t tk_hash(const char *s, size_t n);
+/* memcmp(a, b, n) == 0 for the short strings of hash lookups, without a
+ * library call: two overlapping loads cover 1 to 16 bytes. */
+static inline bool tk_bytes_eq(const char *a, const char *b, size_t n) {
+    uint64_t x, y, u, v;
+    if (n >= 8 && n <= 16) {
+        __builtin_memcpy(&x, a, 8), __builtin_memcpy(&y, b, 8);
+        __builtin_memcpy(&u, a + n - 8, 8), __builtin_memcpy(&v, b + n - 8, 8);
+        return x == y && u == v;
+    }
+    if (n >= 4 && n < 8) {
+        uint32_t p, q, r, t;
+        __builtin_memcpy(&p, a, 4), __builtin_memcpy(&q, b, 4);
+        __builtin_memcpy(&r, a + n - 4, 4), __builtin_memcpy(&t, b + n - 4, 4);
+        return p == q && r == t;
+    }
+    if (n < 4) return n == 0 || (a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1]);
+    return __builtin_memcmp(a, b, n) == 0;
+}
 lmc_status tk_strmap_init(tk_strmap *m, size_t expected);
 /* Inserts or overwrites. */
 void tk_strmap_put(tk_strmap *m, const char *key, size_t len, int32_t val);
 /* The value for key, or -1. */
 int32_t tk_strmap_get(const tk_strmap *m, const char *key, size_t len);
+/* The same with the key's tk_hash already computed. */
+void tk_strmap_put_h(tk_strmap *m, const char *key, size_t len, uint32_t hash, int32_t val);
+int32_t tk_strmap_get_h(const tk_strmap *m, const char *key, size_t len, uint32_t hash);
+/* Starts loading the slot where a key of this hash is looked for. */
+static inline void tk_strmap_prefetch(const tk_strmap *m, uint32_t hash) {
+    if (m->cap) __builtin_prefetch(&m->slots[hash & (m->cap - 1)]);
+}
 void tk_strmap_free(tk_strmap *m);
 
 /* ---- patterns (tokenizer.json {"String": ...} or {"Regex": ...}) ---- */
@@ -187,11 +220,53 @@ void tk_pretokenizer_free(tk_pretokenizer *p);
  * scratch is a second list the function may use. */
 lmc_status tk_pretokenize(const tk_pretokenizer *p, tk_pieces *io, tk_pieces *scratch);
 
+/* ---- the scanner for model.vocab and model.merges (tokenizer_json.c) ----
+ * These two sections are nearly all of a large tokenizer.json (32 of
+ * gemma3's 33 MB); the scanner reads them into flat arrays and checks the
+ * whole document's JSON syntax, and cJSON then parses only the rest: the
+ * document with the two sections' text replaced by {} and []. */
+
+typedef struct tk_vocab_entry {
+    const char *key; /* decoded, NUL-terminated, in tk_json_model.arena */
+    uint32_t len, hash; /* hash: tk_hash of the key, computed while it is in cache */
+    int32_t id;
+} tk_vocab_entry;
+
+typedef struct tk_merge_text {
+    const char *l, *r; /* into the document, or decoded into tk_json_model.scratch */
+    uint32_t ll, rl;
+    uint32_t hl, hr; /* tk_hash of each side */
+} tk_merge_text;
+
+typedef struct tk_json_model {
+    bool has_vocab, has_merges; /* model.vocab was an object, model.merges an array */
+    size_t vocab_start, vocab_end, merges_start, merges_end; /* their byte ranges */
+    tk_vocab_entry *vocab;
+    size_t n_vocab, vocab_cap;
+    tk_merge_text *merges;
+    size_t n_merges, merges_cap;
+    char *arena;   /* the vocabulary's strings (tk_bpe_parse takes it over) */
+    char *scratch; /* merge strings that held escapes */
+} tk_json_model;
+
+/* Scans a tokenizer.json document: LMC_ERR_FORMAT naming the byte offset
+ * when it is not valid JSON (RFC 8259, UTF-8), or when model.vocab or
+ * model.merges has entries of the wrong shape; otherwise fills *m (sections
+ * that are absent or of another JSON type are left for the caller to report).
+ * The document must outlive *m. */
+lmc_status tk_json_scan(const char *doc, size_t len, tk_json_model *m);
+void tk_json_model_free(tk_json_model *m);
+
 /* ---- the BPE model ---- */
 
+/* Tables are indexed by token id, so ids must stay near the token count:
+ * an id of 2^31 in a three-token file would otherwise ask for gigabytes.
+ * Real files number their tokens 0, 1, 2, ... (added ones right after). */
+static inline bool tk_id_in_range(int64_t id, size_t n_tokens) { return id < 4 * (int64_t)n_tokens + 1024; }
+
 typedef struct tk_merge_entry {
-    uint64_t key; /* (left id << 32) | right id; 0 marks an empty slot */
-    uint32_t rank;
+    uint64_t key;  /* (left id << 32) | right id */
+    uint32_t rank; /* 1 + the merge's index in the list; 0 marks an empty slot */
     int32_t new_id;
 } tk_merge_entry;
 
@@ -212,10 +287,16 @@ typedef struct tk_bpe {
     size_t prefix_len, suffix_len;
     int32_t byte_ids[256]; /* ids of "<0xXX>", -1 where missing */
     int32_t *char_ids;     /* id of each single code point < 0x10000, -1 where none */
+    /* Splitting words before U+2581 (see tk_bpe_encode_word): set when the
+     * model allows it, with a bit for each code point c < 0x10000 that some
+     * token holds right before a U+2581 (no split after those). */
+    uint8_t *space_join;
     tk_bpe_cache *cache;
 } tk_bpe;
 
-lmc_status tk_bpe_parse(const cJSON *model, tk_bpe *out);
+/* Builds the model from the "model" object (whose vocab and merges cJSON
+ * did not see) and the scanner's vocab and merges; takes over sc->arena. */
+lmc_status tk_bpe_parse(const cJSON *model, tk_json_model *sc, tk_bpe *out);
 void tk_bpe_free(tk_bpe *b);
 /* Appends the ids of one pre-tokenized word. Thread-safe. */
 lmc_status tk_bpe_encode_word(const tk_bpe *b, const char *w, size_t n, tk_ids *out);

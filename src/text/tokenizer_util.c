@@ -2,6 +2,7 @@
  * tokenizer's components. */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "text/tokenizer_internal.h"
 #include "text/unicode.h"
@@ -73,18 +74,62 @@ void tk_pieces_free(tk_pieces *p) {
     memset(p, 0, sizeof *p);
 }
 
-/* ---- string map: open addressing, linear probing ---- */
+/* ---- large tables ---- */
 
-uint32_t tk_hash(const char *s, size_t n) {
-    uint32_t h = 2166136261u; /* FNV-1a */
-    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 16777619u;
-    return h ^ (h >> 15);
+enum { HUGE_PAGE = 2 << 20 };
+
+void *tk_table_alloc(size_t size) {
+    if (size < HUGE_PAGE) return calloc(1, size ? size : 1);
+    /* 2 MiB-aligned, so that every part of it can be a huge page. */
+    size_t span = size + HUGE_PAGE;
+    char *p = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return NULL;
+    char *a = (char *)(((uintptr_t)p + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1));
+    if (a > p) munmap(p, (size_t)(a - p));
+    if (p + span > a + size) munmap(a + size, (size_t)(p + span - (a + size)));
+#ifdef MADV_HUGEPAGE
+    madvise(a, size, MADV_HUGEPAGE); /* a hint: without huge pages the table works the same */
+#endif
+    return a;
 }
 
+void tk_table_free(void *p, size_t size) {
+    if (!p) return;
+    if (size < HUGE_PAGE) free(p);
+    else munmap(p, size);
+}
+
+/* ---- string map: open addressing, linear probing ---- */
+
+/* Eight bytes at a time: keys are short (tokens, words), and loading builds
+ * a million hashes. Each word is mixed in with a multiply and a fold. */
+uint32_t tk_hash(const char *s, size_t n) {
+    const uint64_t K = 0x9E3779B97F4A7C15ull;
+    uint64_t h = (uint64_t)n * K;
+    for (; n >= 8; s += 8, n -= 8) {
+        uint64_t w;
+        memcpy(&w, s, 8);
+        h = (h ^ w) * K;
+        h ^= h >> 32;
+    }
+    if (n) {
+        uint64_t w = 0;
+        size_t k = 0;
+        if (n & 4) { uint32_t x; memcpy(&x, s, 4); w = x; k = 4; }
+        if (n & 2) { uint16_t x; memcpy(&x, s + k, 2); w |= (uint64_t)x << (8 * k); k += 2; }
+        if (n & 1) w |= (uint64_t)(unsigned char)s[k] << (8 * k);
+        h = (h ^ w) * K;
+        h ^= h >> 32;
+    }
+    h *= 0xD6E8FEB86659FD93ull;
+    return (uint32_t)(h ^ (h >> 32));
+}
+
+/* The load stays at most 1/2: expected entries fit without growing. */
 lmc_status tk_strmap_init(tk_strmap *m, size_t expected) {
     size_t cap = 16;
     while (cap < expected * 2) cap *= 2;
-    m->slots = calloc(cap, sizeof *m->slots);
+    m->slots = tk_table_alloc(cap * sizeof *m->slots);
     if (!m->slots) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
     m->cap = cap;
     m->n = 0;
@@ -95,15 +140,18 @@ static lmc_status strmap_grow(tk_strmap *m) {
     tk_strmap bigger;
     LMC_CHECK(tk_strmap_init(&bigger, m->cap));
     for (size_t i = 0; i < m->cap; i++)
-        if (m->slots[i].key) tk_strmap_put(&bigger, m->slots[i].key, m->slots[i].len, m->slots[i].val);
-    free(m->slots);
+        if (m->slots[i].key) tk_strmap_put_h(&bigger, m->slots[i].key, m->slots[i].len, m->slots[i].hash, m->slots[i].val);
+    tk_table_free(m->slots, m->cap * sizeof *m->slots);
     *m = bigger;
     return LMC_OK;
 }
 
 void tk_strmap_put(tk_strmap *m, const char *key, size_t len, int32_t val) {
-    if ((m->n + 1) * 2 > m->cap && strmap_grow(m) != LMC_OK) return;
-    uint32_t h = tk_hash(key, len);
+    tk_strmap_put_h(m, key, len, tk_hash(key, len), val);
+}
+
+void tk_strmap_put_h(tk_strmap *m, const char *key, size_t len, uint32_t h, int32_t val) {
+    if (m->n * 2 >= m->cap && strmap_grow(m) != LMC_OK) return;
     size_t mask = m->cap - 1;
     for (size_t i = h & mask;; i = (i + 1) & mask) {
         tk_strmap_entry *e = &m->slots[i];
@@ -121,18 +169,21 @@ void tk_strmap_put(tk_strmap *m, const char *key, size_t len, int32_t val) {
 }
 
 int32_t tk_strmap_get(const tk_strmap *m, const char *key, size_t len) {
+    return m->cap ? tk_strmap_get_h(m, key, len, tk_hash(key, len)) : -1;
+}
+
+int32_t tk_strmap_get_h(const tk_strmap *m, const char *key, size_t len, uint32_t h) {
     if (!m->cap) return -1;
-    uint32_t h = tk_hash(key, len);
     size_t mask = m->cap - 1;
     for (size_t i = h & mask;; i = (i + 1) & mask) {
         const tk_strmap_entry *e = &m->slots[i];
         if (!e->key) return -1;
-        if (e->hash == h && e->len == len && memcmp(len <= TK_INLINE_KEY ? e->inline_key : e->key, key, len) == 0) return e->val;
+        if (e->hash == h && e->len == len && tk_bytes_eq(len <= TK_INLINE_KEY ? e->inline_key : e->key, key, len)) return e->val;
     }
 }
 
 void tk_strmap_free(tk_strmap *m) {
-    free(m->slots);
+    tk_table_free(m->slots, m->cap * sizeof *m->slots);
     memset(m, 0, sizeof *m);
 }
 

@@ -66,6 +66,7 @@ void lmc_cli_gen_init(lmc_cli_gen *g) {
     g->load = lmc_load_options_default();
     g->gen = lmc_generate_options_default();
     g->gen.stop_strings = g->stops;
+    g->load.bridge_env = g->bridge_env;
 }
 
 const char lmc_cli_gen_usage[] =
@@ -80,7 +81,12 @@ const char lmc_cli_gen_usage[] =
     "  --stop STR               stop before this text (repeatable)\n"
     "  --ignore-eos             keep generating past end-of-sequence tokens\n"
     "  -t, --threads N          CPU threads (default: all cores)\n"
-    "  --context N              context length bound (default: the model's)\n";
+    "  --context N              context length bound (default: the model's)\n"
+    "  --backend NAME           cpu (default) or subprocess\n"
+    "  --bridge CMD             backend subprocess: the bridge command, split as a shell splits words,\n"
+    "                           e.g. \"python3 bridges/transformers_bridge.py\" (implies --backend subprocess)\n"
+    "  --bridge-timeout S       seconds bounding the bridge's start-up and each reply (default 120)\n"
+    "  --bridge-env KEY=VALUE   add to the bridge's environment (repeatable), e.g. VIRTUAL_ENV=...\n";
 
 int lmc_cli_gen_option(const char *cmd, lmc_cli_gen *g, int argc, char **argv, int *i) {
     const char *a = argv[*i];
@@ -141,6 +147,33 @@ int lmc_cli_gen_option(const char *cmd, lmc_cli_gen *g, int argc, char **argv, i
         NEEDS_VALUE();
         if (!lmc_cli_int(cmd, a, val, 1, INT32_MAX, &n)) return -1;
         g->load.context_length = n;
+    } else if (!strcmp(a, "--backend")) {
+        NEEDS_VALUE();
+        if (!lmc_backend_available(val)) {
+            fprintf(stderr, "lmc %s: unknown backend '%s' (available:", cmd, val);
+            for (const char *const *b = lmc_backends(); *b; b++) fprintf(stderr, " %s", *b);
+            fprintf(stderr, ")\n");
+            return -1;
+        }
+        g->load.backend = val;
+    } else if (!strcmp(a, "--bridge")) {
+        NEEDS_VALUE();
+        g->load.bridge = val;
+    } else if (!strcmp(a, "--bridge-timeout")) {
+        NEEDS_VALUE();
+        if (!lmc_cli_float(cmd, a, val, 0.001, 1e6, &d)) return -1;
+        g->load.bridge_timeout = d;
+    } else if (!strcmp(a, "--bridge-env")) {
+        NEEDS_VALUE();
+        if (!strchr(val, '=') || val[0] == '=') {
+            fprintf(stderr, "lmc %s: --bridge-env expects KEY=VALUE, got '%s'\n", cmd, val);
+            return -1;
+        }
+        if (g->load.n_bridge_env == (int)(sizeof g->bridge_env / sizeof *g->bridge_env)) {
+            fprintf(stderr, "lmc %s: too many --bridge-env entries\n", cmd);
+            return -1;
+        }
+        g->bridge_env[g->load.n_bridge_env++] = val;
     } else {
         return 0;
     }
@@ -151,6 +184,11 @@ int lmc_cli_gen_option(const char *cmd, lmc_cli_gen *g, int argc, char **argv, i
 lmc_model *lmc_cli_load_model(const char *cmd, lmc_cli_gen *g) {
     if (!g->model_dir) {
         fprintf(stderr, "lmc %s: -m DIR is required\n", cmd);
+        return NULL;
+    }
+    if (g->load.bridge && !g->load.backend) g->load.backend = "subprocess";
+    if (g->load.bridge && strcmp(g->load.backend, "subprocess")) {
+        fprintf(stderr, "lmc %s: --bridge needs --backend subprocess (got --backend %s)\n", cmd, g->load.backend);
         return NULL;
     }
     lmc_model *m = NULL;

@@ -19,6 +19,7 @@ typedef struct lmc_cli_gen {
     lmc_load_options load;
     lmc_generate_options gen;
     const char *stops[64];
+    const char *bridge_env[64];
 } lmc_cli_gen;
 void lmc_cli_gen_init(lmc_cli_gen *g);
 /* Consumes argv[*i] (and its value) when it is a model/generation option:

@@ -12,7 +12,8 @@ static void usage(FILE *out) {
     fprintf(out, "usage: lmc generate -m DIR (-p TEXT | --prompt-ids 1,2,3) [options]\n"
                  "  -p, --prompt TEXT        prompt text (special tokens such as BOS added as the tokenizer does)\n"
                  "  --prompt-ids IDS         prompt as comma-separated token ids, used as given\n"
-                 "  --json                   print one JSON object: ids, prompt_ids, text, stop_reason, metrics\n"
+                 "  --json                   print one JSON object: ids, prompt_ids (when tokenised here), text,\n"
+                 "                           stop_reason, metrics\n"
                  "%s",
             lmc_cli_gen_usage);
 }
@@ -67,14 +68,16 @@ int cmd_generate(int argc, char **argv) {
         free(ids);
         return 1;
     }
-    if (prompt && lmc_tokenizer_encode(lmc_model_tokenizer(m), prompt, strlen(prompt), true, &ids, &n) != LMC_OK) {
+    /* A backend that tokenises on its side (subprocess) gets the text itself. */
+    const lmc_tokenizer *tok = prompt ? lmc_model_tokenizer(m) : NULL;
+    if (tok && lmc_tokenizer_encode(tok, prompt, strlen(prompt), true, &ids, &n) != LMC_OK) {
         fprintf(stderr, "lmc generate: %s\n", lmc_last_error());
         lmc_model_free(m);
         return 1;
     }
     if (!json) g.gen.on_token = print_piece;
     lmc_generation out;
-    lmc_status s = lmc_generate_ids(m, ids, n, &g.gen, &out);
+    lmc_status s = prompt && !tok ? lmc_generate(m, prompt, &g.gen, &out) : lmc_generate_ids(m, ids, n, &g.gen, &out);
     int rc = 0;
     if (s != LMC_OK && out.stop_reason != LMC_STOP_CANCELLED) {
         fprintf(stderr, "%slmc generate: %s\n", json ? "" : "\n", lmc_last_error());
@@ -83,7 +86,7 @@ int cmd_generate(int argc, char **argv) {
     if (json) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddItemToObject(o, "ids", ids_json(out.ids, out.n_ids));
-        cJSON_AddItemToObject(o, "prompt_ids", ids_json(ids, n));
+        if (ids) cJSON_AddItemToObject(o, "prompt_ids", ids_json(ids, n));
         cJSON_AddStringToObject(o, "text", out.text ? out.text : "");
         cJSON_AddStringToObject(o, "stop_reason", lmc_stop_reason_name(out.stop_reason));
         char *txt = cJSON_PrintUnformatted(o);

@@ -16,7 +16,7 @@ int cmd_info(int argc, char **argv) {
         if (r > 0) continue;
         if (!strcmp(argv[i], "--json")) json = true;
         else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            printf("usage: lmc info -m DIR [--json]\n");
+            printf("usage: lmc info -m DIR [--json] [--backend NAME --bridge CMD ...]\n%s", lmc_cli_gen_usage);
             return 0;
         } else {
             fprintf(stderr, "lmc info: unknown argument '%s'\nusage: lmc info -m DIR [--json]\n", argv[i]);
@@ -26,7 +26,11 @@ int cmd_info(int argc, char **argv) {
     lmc_model *m = lmc_cli_load_model("info", &g);
     if (!m) return 1;
     lmc_model_info in;
-    lmc_model_get_info(m, &in);
+    if (lmc_model_get_info(m, &in) != LMC_OK) {
+        fprintf(stderr, "lmc info: %s\n", lmc_last_error());
+        lmc_model_free(m);
+        return 1;
+    }
     if (json) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "architecture", in.architecture);

@@ -3,7 +3,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bench_tokenizer.h"
 #include "lmc/tokenizer.h"
 #include "tools/cli.h"
 
@@ -12,17 +11,15 @@ static void tokenize_usage(FILE *out) {
                  "Reads UTF-8 text on stdin and prints its token ids as one JSON array.\n"
                  "  -m, --model DIR   folder with tokenizer.json (and tokenizer_config.json)\n"
                  "  --no-special      do not add special tokens such as BOS\n"
-                 "  --bench FILE      instead, time loading and encoding FILE (single thread)\n");
+                 "(lmc bench tokenizer -m DIR FILE times loading and encoding.)\n");
 }
 
 int cmd_tokenize(int argc, char **argv) {
     const char *dir = NULL;
     bool special = true;
-    const char *bench_file = NULL;
     for (int i = 1; i < argc; i++) {
         if ((!strcmp(argv[i], "-m") || !strcmp(argv[i], "--model")) && i + 1 < argc) dir = argv[++i];
         else if (!strcmp(argv[i], "--no-special")) special = false;
-        else if (!strcmp(argv[i], "--bench") && i + 1 < argc) bench_file = argv[++i];
         else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) { tokenize_usage(stdout); return 0; }
         else {
             fprintf(stderr, "lmc tokenize: unknown argument '%s'\n", argv[i]);
@@ -35,7 +32,6 @@ int cmd_tokenize(int argc, char **argv) {
         tokenize_usage(stderr);
         return 2;
     }
-    if (bench_file) return bench_tokenizer(dir, bench_file);
     lmc_tokenizer *tok;
     if (lmc_tokenizer_load(dir, &tok) != LMC_OK) {
         fprintf(stderr, "lmc tokenize: %s\n", lmc_last_error());

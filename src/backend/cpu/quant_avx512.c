@@ -1,22 +1,27 @@
-/* AVX-512 quantised matmul (needs AVX512F/BW/BF16), driven by lmc_qmm_run.
+/* AVX-512 quantised matmul (needs AVX512F/BW/VNNI), driven by lmc_qmm_run.
  *
- * 4 bits: 64 bytes of a weight row (128 elements, one "block") are loaded
- * into a zmm. Its 16-bit lane w holds elements 4w..4w+3 in nibbles t=0..3.
- * Shifting nibble t to bits 3..6 and OR-ing 0x3F80 gives, per lane, the
- * bf16 number y = 1 + q/16 exactly, so four shift+ternlog pairs turn 128
- * weights into four bf16 vectors without any widening. x is laid out to
- * match (xp[block][t][part][w] = x[128*block + 4w + t]) and vdpbf16ps does 32
- * multiply-adds per instruction. bf16 x is used as is; f32 x is split into
- * three bf16 parts (hi + mid + lo, exact for normal numbers) and f16 into
- * two, so the product keeps f32 accuracy. f32 lane i of the accumulator
- * covers u32 word i (elements 8i..8i+7) and thus a single group; the group
- * scales are permuted into lanes once per block.
+ * 4 bits (the decode hot loop): 64 bytes of a weight row (128 elements, a
+ * "block") are loaded into a zmm; byte i holds elements 2i (low nibble) and
+ * 2i+1 (high nibble). v & 15 and (v >> 4) & 15 are the q of the even and the
+ * odd elements as unsigned bytes, and vpdpbusd multiplies 4 of them with 4
+ * signed bytes of x and adds the products into each 32-bit lane: 64
+ * multiply-adds per instruction, no widening of the weights. x is rounded
+ * once per call to a 24-bit integer with one scale per block (x ≈ xscale_b *
+ * x24, so each element is off by at most 2^-24 of its block's largest |x|,
+ * about f32's own rounding) and split exactly into three int8 parts, x24 =
+ * 65536*hi + 256*mid + lo; two vpdpbusd per part and two shifts give the exact
+ * int32 sums. Lane j covers bytes 4j..4j+3, i.e. u32 word j (elements
+ * 8j..8j+7), hence a single group: per block the sums are converted to f32
+ * once and multiplied by the group scales (permuted into lanes) and xscale_b.
+ * The group sums of x used for the biases are those of the rounded x, so
+ * both terms see the same x.
  *
  * 8 bits: lane j (u32) holds elements 4j..4j+3; byte t shifted to bits
  * 15..22 and OR-ed with 0x3F800000 is the f32 number y = 1 + q/256, and
- * plain f32 FMAs do the rest (8-bit weights are twice the bytes, so the
- * compute per byte is half). */
+ * plain f32 FMAs with f32 x do the rest (8-bit weights are twice the bytes
+ * per element, so half the work per byte suffices). */
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
 #include "backend/cpu/quant.h"
@@ -31,28 +36,74 @@ static inline float load_x(const void *x, lmc_dtype dt, int64_t k) {
     }
 }
 
-static int bf16_parts(lmc_dtype dt) { return dt == LMC_BF16 ? 1 : dt == LMC_F16 ? 2 : 3; }
+static int64_t blocks4(const lmc_qmm_plan *p) { return (p->K + 127) / 128; }
 
-static void prep_x4(const lmc_qmm_plan *p, const void *x, void *xp_row, float *sx) {
-    const int P = bf16_parts(p->xdt);
-    uint16_t *xp = xp_row;
-    for (int64_t k = 0; k < p->K; k++) {
-        int64_t b = k / 128, w = (k % 128) / 4, t = k % 4;
-        uint16_t *dst = xp + ((b * 4 + t) * P) * 32 + w;
-        float sum = 0.0f;
-        if (P == 1) {
-            dst[0] = ((const uint16_t *)x)[k];
-            sum = lmc_quant_bf16(dst[0]);
-        } else {
-            float r = load_x(x, p->xdt, k);
-            for (int part = 0; part < P; part++) {
-                uint16_t h = lmc_f32_to_bf16(r);
-                dst[part * 32] = h;
-                sum += lmc_quant_bf16(h);
-                r -= lmc_quant_bf16(h);
+/* x for the 4-bit kernel as three int8 parts of a 24-bit integer,
+ * x24 = 65536*hi + 256*mid + lo (|x24| <= X24_MAX so hi fits int8), per
+ * block of 128 elements with one scale, laid out to match the packed bytes:
+ * nibble byte i of a block holds elements 2i (low nibble) and 2i+1 (high
+ * nibble), so a block's 384 bytes are hi, mid, lo of x[2i] and then hi, mid,
+ * lo of x[2i+1] for i = 0..63, 64 bytes each; then the blocks' f32 scales. */
+#define X24_MAX 8355711 /* 32639 * 256 + 127: the largest whose hi part (with mid and lo in [-128, 127]) is <= 127 */
+
+static size_t x24_bytes(int64_t K) {
+    int64_t blocks = (K + 127) / 128;
+    return ((size_t)blocks * (384 + sizeof(float)) + 63) / 64 * 64;
+}
+
+/* 16 elements of x from k as f32. */
+static inline __m512 load16(const void *x, lmc_dtype dt, int64_t k) {
+    switch (dt) {
+    case LMC_F32: return _mm512_loadu_ps((const float *)x + k);
+    case LMC_BF16:
+        return _mm512_castsi512_ps(
+            _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)((const uint16_t *)x + k))), 16));
+    default: return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)x + k)));
+    }
+}
+
+static void prep_x24(const lmc_qmm_plan *p, const void *x, void *xp_row, float *sx) {
+    const int64_t blocks = blocks4(p);
+    int8_t *xp = xp_row;
+    float *xscale = (float *)((uint8_t *)xp_row + blocks * 384);
+    const __m512i lim = _mm512_set1_epi32(X24_MAX), r128 = _mm512_set1_epi32(128);
+    for (int64_t b = 0; b < blocks; b++) {
+        int64_t k0 = b * 128;
+        /* K is a multiple of 32: a block has nv whole vectors of 16 (the rest stays zero) */
+        const int nv = p->K - k0 >= 128 ? 8 : (int)(p->K - k0) / 16;
+        __m512 v[8];
+        __m512 amax = _mm512_setzero_ps();
+        for (int j = 0; j < nv; j++) {
+            v[j] = load16(x, p->xdt, k0 + 16 * j);
+            amax = _mm512_max_ps(amax, _mm512_abs_ps(v[j]));
+        }
+        float m = _mm512_reduce_max_ps(amax);
+        float scale = m / (float)X24_MAX, inv = m > 0.0f ? (float)X24_MAX / m : 0.0f;
+        xscale[b] = scale;
+        int8_t *blk = xp + b * 384;
+        __m512i gsum = _mm512_setzero_si512();
+        for (int j = 0; j < nv; j++) {
+            /* round to nearest even, as rintf */
+            __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(v[j], _mm512_set1_ps(inv)));
+            q = _mm512_max_epi32(_mm512_min_epi32(q, lim), _mm512_sub_epi32(_mm512_setzero_si512(), lim));
+            /* each part is the low byte (as int8) of what is left: (r + 128) >> 8 drops it exactly */
+            __m512i mid = _mm512_srai_epi32(_mm512_add_epi32(q, r128), 8);
+            __m512i hi = _mm512_srai_epi32(_mm512_add_epi32(mid, r128), 8);
+            __m512i part[3] = {hi, mid, q};
+            /* qword i of a part holds elements 2i (low half) and 2i+1 */
+            for (int t = 0; t < 3; t++) {
+                _mm_storel_epi64((__m128i *)(blk + 64 * t + 8 * j), _mm512_cvtepi64_epi8(part[t]));
+                _mm_storel_epi64((__m128i *)(blk + 192 + 64 * t + 8 * j),
+                                 _mm512_cvtepi64_epi8(_mm512_srli_epi64(part[t], 32)));
+            }
+            /* group sums of the rounded x (exact in int32 up to 16 values, scaled once) */
+            gsum = _mm512_add_epi32(gsum, q);
+            int64_t kend = k0 + 16 * (j + 1);
+            if ((kend & (p->group_size - 1)) == 0) { /* also at each block's end: groups are at most 128 */
+                sx[(kend - 1) >> p->gshift] += (float)_mm512_reduce_add_epi32(gsum) * scale;
+                gsum = _mm512_setzero_si512();
             }
         }
-        sx[k / p->group_size] += sum;
     }
 }
 
@@ -62,11 +113,11 @@ static void prep_x8(const lmc_qmm_plan *p, const void *x, void *xp_row, float *s
         int64_t b = k / 64, j = (k % 64) / 4, t = k % 4;
         float v = load_x(x, p->xdt, k);
         xp[(b * 4 + t) * 16 + j] = v;
-        sx[k / p->group_size] += v;
+        sx[k >> p->gshift] += v;
     }
 }
 
-/* sF = F*s and cF = b - F*s for weight row n, zero past G. */
+/* sF = F*s and cF = b - F*s for weight row n (s and b when F = 0), zero past G. */
 static void prep_w(const lmc_qmm_plan *p, int64_t n, float *sF, float *cF) {
     const __m512 F = _mm512_set1_ps(p->F);
     for (int64_t g = 0; g < p->G_pad; g += 16) {
@@ -86,9 +137,14 @@ static void prep_w(const lmc_qmm_plan *p, int64_t n, float *sF, float *cF) {
             s = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const uint16_t *)p->scales + i));
             b = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const uint16_t *)p->biases + i));
         }
-        __m512 sf = _mm512_mul_ps(s, F);
-        _mm512_store_ps(sF + g, sf);
-        _mm512_store_ps(cF + g, _mm512_sub_ps(b, sf));
+        if (p->F == 0.0f) { /* y = q */
+            _mm512_store_ps(sF + g, s);
+            _mm512_store_ps(cF + g, b);
+        } else {
+            __m512 sf = _mm512_mul_ps(s, F);
+            _mm512_store_ps(sF + g, sf);
+            _mm512_store_ps(cF + g, _mm512_sub_ps(b, sf));
+        }
     }
 }
 
@@ -105,7 +161,7 @@ static inline __m512 block_scales(const lmc_qmm_plan *p, const float *sF, int64_
 
 /* rowacc[r] += sum_g cF_g * sx_g, then the horizontal sums. */
 static inline __attribute__((always_inline)) void finish(const lmc_qmm_plan *p, const float *cF, const float *sx, int mr, __m512 *acc, float *res) {
-    for (int64_t g = 0; g < p->G_pad; g += 16) {
+    for (int64_t g = 0; g < p->G; g += 16) { /* zero past G */
         __m512 c = _mm512_load_ps(cF + g);
 #pragma GCC unroll 4
         for (int r = 0; r < mr; r++) acc[r] = _mm512_fmadd_ps(c, _mm512_loadu_ps(sx + r * p->G_pad + g), acc[r]);
@@ -116,34 +172,35 @@ static inline __attribute__((always_inline)) void finish(const lmc_qmm_plan *p, 
 
 static inline __attribute__((always_inline)) void kernel4_body(const lmc_qmm_plan *p, const uint8_t *w,
                                                                const float *sF, const float *cF, const uint8_t *xp,
-                                                               const float *sx, const int MR, const int P,
-                                                               float *res) {
-    const __m512i mask = _mm512_set1_epi16(0x0078), one = _mm512_set1_epi16(0x3F80);
+                                                               const float *sx, const int MR, float *res) {
+    const __m512i low = _mm512_set1_epi8(0x0F);
     const __m512i gidx = _mm512_loadu_si512(p->gidx);
-    const int64_t nblk = (p->K + 127) / 128, full = p->K / 128;
+    const int64_t nblk = blocks4(p), full = p->K / 128;
     __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
     for (int64_t b = 0; b < nblk; b++) {
         __m512i v = b < full ? _mm512_loadu_si512(w + b * 64)
                              : _mm512_maskz_loadu_epi8((1ull << ((p->K % 128) / 2)) - 1, w + b * 64);
-        /* (v & mask) | one: nibble t moved to bits 3..6 of each 16-bit lane */
-        __m512i y[4] = {_mm512_ternarylogic_epi32(_mm512_slli_epi16(v, 3), mask, one, 0xEA),
-                        _mm512_ternarylogic_epi32(_mm512_srli_epi16(v, 1), mask, one, 0xEA),
-                        _mm512_ternarylogic_epi32(_mm512_srli_epi16(v, 5), mask, one, 0xEA),
-                        _mm512_ternarylogic_epi32(_mm512_srli_epi16(v, 9), mask, one, 0xEA)};
+        /* Rows are contiguous, so this runs ahead into the next rows: the
+         * hardware prefetcher alone leaves the loop waiting on DRAM. */
+        _mm_prefetch((const char *)(w + b * 64 + LMC_QMM_PREFETCH), _MM_HINT_T0);
+        /* q of the even and the odd elements, one per byte */
+        __m512i qe = _mm512_and_si512(v, low), qo = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
         __m512 s = block_scales(p, sF, b, 128, gidx);
 #pragma GCC unroll 4
         for (int r = 0; r < MR; r++) {
-            const __m512i *xb = (const __m512i *)(xp + (size_t)r * p->xp_bytes) + b * 4 * P;
-            /* one chain per block; blocks are independent, so they overlap */
-            __m512 a = _mm512_setzero_ps();
-#pragma GCC unroll 3
-            for (int part = 0; part < P; part++) {
-                a = _mm512_dpbf16_ps(a, (__m512bh)y[0], (__m512bh)_mm512_load_si512(xb + 0 * P + part));
-                a = _mm512_dpbf16_ps(a, (__m512bh)y[1], (__m512bh)_mm512_load_si512(xb + 1 * P + part));
-                a = _mm512_dpbf16_ps(a, (__m512bh)y[2], (__m512bh)_mm512_load_si512(xb + 2 * P + part));
-                a = _mm512_dpbf16_ps(a, (__m512bh)y[3], (__m512bh)_mm512_load_si512(xb + 3 * P + part));
-            }
-            acc[r] = _mm512_fmadd_ps(a, s, acc[r]);
+            const uint8_t *row = xp + (size_t)r * p->xp_bytes;
+            const __m512i *xb = (const __m512i *)row + b * 6;
+            const float *xscale = (const float *)(row + nblk * 384);
+            /* vpdpbusd: 4 products of u8 q and s8 x per 32-bit lane; per part
+             * at most 8 * 15 * 128, so (hi << 16) + (mid << 8) + lo fits int32 */
+            __m512i hi = _mm512_dpbusd_epi32(_mm512_setzero_si512(), qe, _mm512_load_si512(xb));
+            __m512i mid = _mm512_dpbusd_epi32(_mm512_setzero_si512(), qe, _mm512_load_si512(xb + 1));
+            __m512i lo = _mm512_dpbusd_epi32(_mm512_setzero_si512(), qe, _mm512_load_si512(xb + 2));
+            hi = _mm512_dpbusd_epi32(hi, qo, _mm512_load_si512(xb + 3));
+            mid = _mm512_dpbusd_epi32(mid, qo, _mm512_load_si512(xb + 4));
+            lo = _mm512_dpbusd_epi32(lo, qo, _mm512_load_si512(xb + 5));
+            __m512i a = _mm512_add_epi32(_mm512_slli_epi32(_mm512_add_epi32(_mm512_slli_epi32(hi, 8), mid), 8), lo);
+            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), _mm512_mul_ps(s, _mm512_set1_ps(xscale[b])), acc[r]);
         }
     }
     finish(p, cF, sx, MR, acc, res);
@@ -151,20 +208,12 @@ static inline __attribute__((always_inline)) void kernel4_body(const lmc_qmm_pla
 
 static void kernel4(const lmc_qmm_plan *p, const uint8_t *w, const float *sF, const float *cF, const uint8_t *xp,
                     const float *sx, int mr, float *res) {
-    const int P = bf16_parts(p->xdt);
-#define K4(MR)                                                                    \
-    case MR:                                                                      \
-        if (P == 1) kernel4_body(p, w, sF, cF, xp, sx, MR, 1, res);              \
-        else if (P == 2) kernel4_body(p, w, sF, cF, xp, sx, MR, 2, res);         \
-        else kernel4_body(p, w, sF, cF, xp, sx, MR, 3, res);                     \
-        break;
     switch (mr) {
-        K4(1)
-        K4(2)
-        K4(3)
-        K4(4)
+    case 1: kernel4_body(p, w, sF, cF, xp, sx, 1, res); break;
+    case 2: kernel4_body(p, w, sF, cF, xp, sx, 2, res); break;
+    case 3: kernel4_body(p, w, sF, cF, xp, sx, 3, res); break;
+    default: kernel4_body(p, w, sF, cF, xp, sx, 4, res); break;
     }
-#undef K4
 }
 
 static inline __attribute__((always_inline)) void kernel8_body(const lmc_qmm_plan *p, const uint8_t *w,
@@ -176,6 +225,7 @@ static inline __attribute__((always_inline)) void kernel8_body(const lmc_qmm_pla
     __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
     for (int64_t b = 0; b < nblk; b++) {
         __m512i v = b < full ? _mm512_loadu_si512(w + b * 64) : _mm512_maskz_loadu_epi8((1ull << (p->K % 64)) - 1, w + b * 64);
+        _mm_prefetch((const char *)(w + b * 64 + LMC_QMM_PREFETCH), _MM_HINT_T0);
         /* byte t moved to bits 15..22 of each 32-bit lane */
         __m512 y[4] = {_mm512_castsi512_ps(_mm512_ternarylogic_epi32(_mm512_slli_epi32(v, 15), mask, one, 0xEA)),
                        _mm512_castsi512_ps(_mm512_ternarylogic_epi32(_mm512_slli_epi32(v, 7), mask, one, 0xEA)),
@@ -230,9 +280,9 @@ lmc_status lmc_quantized_matmul_avx512(lmc_array *out, const lmc_array *x, const
     p.gshift = __builtin_ctz((unsigned)group_size);
     for (int l = 0; l < 16; l++) p.gidx[l] = l * (32 / bits) / group_size; /* a lane covers one u32 word */
     if (bits == 4) {
-        p.F = 16.0f;
-        p.xp_bytes = (size_t)((p.K + 127) / 128) * 4 * (size_t)bf16_parts(p.xdt) * 64;
-        p.prep_x = prep_x4;
+        p.F = 0.0f;
+        p.xp_bytes = x24_bytes(p.K);
+        p.prep_x = prep_x24;
         p.kernel = kernel4;
     } else {
         p.F = 256.0f;

@@ -114,7 +114,7 @@ typedef struct dequantize_ctx {
     const uint8_t *wq;
     const void *scales, *biases;
     void *out;
-    lmc_dtype dt;
+    lmc_dtype dt, odt; /* scales' dtype, out's dtype (the arithmetic's) */
     int group_size, bits;
 } dequantize_ctx;
 
@@ -127,8 +127,8 @@ static void dequantize_groups(void *vctx, int64_t g0, int64_t g1, int thread) {
         float s = lmc_quant_load(c->scales, c->dt, g), b = lmc_quant_load(c->biases, c->dt, g);
         const uint8_t *row = c->wq + (size_t)g * group_bytes;
         for (int j = 0; j < gs; j++) {
-            float v = lmc_quant_round((float)unpack(row, j, c->bits) * s, c->dt);
-            store_float(c->out, c->dt, g * gs + j, v + b);
+            float v = lmc_quant_round((float)unpack(row, j, c->bits) * s, c->odt);
+            store_float(c->out, c->odt, g * gs + j, v + b);
         }
     }
 }
@@ -136,7 +136,7 @@ static void dequantize_groups(void *vctx, int64_t g0, int64_t g1, int thread) {
 lmc_status lmc_dequantize_scalar(lmc_array *out, const lmc_array *wq, const lmc_array *scales,
                                  const lmc_array *biases, int group_size, int bits) {
     dequantize_ctx c = {lmc_array_ptr(wq), lmc_array_ptr(scales), lmc_array_ptr(biases), lmc_array_ptr(out),
-                        scales->dtype, group_size, bits};
+                        scales->dtype, out->dtype, group_size, bits};
     lmc_parallel_for(scales->size, 64, dequantize_groups, &c);
     return LMC_OK;
 }

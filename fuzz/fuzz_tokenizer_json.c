@@ -1,0 +1,64 @@
+/* libFuzzer target for tokenizer.json loading: the input is a whole
+ * tokenizer.json document. It goes through the scanner of model.vocab and
+ * model.merges (src/text/tokenizer_json.c) on its own and through the whole
+ * loader (scanner, cJSON for the rest, BPE tables); a tokenizer that loads
+ * encodes and decodes a short text. libFuzzer's buffer is exactly the input,
+ * so AddressSanitizer sees any read past its end. */
+#include <stdint.h>
+#include <string.h>
+
+#include "lmc/tokenizer.h"
+#include "text/tokenizer_internal.h"
+
+/* A broken invariant is a bug: crash so libFuzzer keeps the input. */
+#define REQUIRE(cond)                  \
+    do {                               \
+        if (!(cond)) __builtin_trap(); \
+    } while (0)
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    const char *doc = (const char *)data;
+    tk_json_model m;
+    lmc_status st = tk_json_scan(doc, size, &m);
+    if (st != LMC_OK) {
+        REQUIRE(st == LMC_ERR_FORMAT && strstr(lmc_last_error(), "tokenizer.json") != NULL);
+    } else {
+        /* The scanner accepts only valid JSON, which cJSON accepts too. */
+        cJSON *j = cJSON_ParseWithLength(doc, size);
+        REQUIRE(j != NULL);
+        cJSON_Delete(j);
+        if (m.has_vocab) REQUIRE(m.vocab_start < m.vocab_end && m.vocab_end <= size && doc[m.vocab_start] == '{');
+        if (m.has_merges) REQUIRE(m.merges_start < m.merges_end && m.merges_end <= size && doc[m.merges_start] == '[');
+        for (size_t i = 0; i < m.n_vocab; i++) {
+            const tk_vocab_entry *e = &m.vocab[i];
+            REQUIRE(e->id >= 0 && e->key[e->len] == 0 && e->hash == tk_hash(e->key, e->len));
+        }
+        for (size_t i = 0; i < m.n_merges; i++)
+            REQUIRE(m.merges[i].hl == tk_hash(m.merges[i].l, m.merges[i].ll) && m.merges[i].hr == tk_hash(m.merges[i].r, m.merges[i].rl));
+    }
+    tk_json_model_free(&m);
+
+    lmc_tokenizer *t = NULL;
+    st = lmc_tokenizer_load_json(doc, size, NULL, &t);
+    if (st != LMC_OK) {
+        REQUIRE(t == NULL && lmc_last_error()[0] != 0);
+        return 0;
+    }
+    static const char text[] = "Hello, w\xC3\xB6rld! 12345 \xE4\xBD\xA0\xE5\xA5\xBD <s>\n\t  x";
+    int32_t *ids = NULL;
+    size_t n = 0;
+    if (lmc_tokenizer_encode(t, text, sizeof text - 1, true, &ids, &n) == LMC_OK) {
+        char *out = NULL;
+        size_t len = 0;
+        if (lmc_tokenizer_decode(t, ids, n, false, &out, &len) == LMC_OK) lmc_tokenizer_free_text(out);
+        lmc_tokenizer_free_ids(ids);
+    }
+    for (size_t id = 0; id < lmc_tokenizer_vocab_size(t) && id < 64; id++) {
+        const char *s = lmc_tokenizer_id_to_token(t, (int32_t)id);
+        if (s) REQUIRE(lmc_tokenizer_token_to_id(t, s) >= 0);
+    }
+    lmc_tokenizer_free(t);
+    return 0;
+}

@@ -1,0 +1,236 @@
+/* Linear and Embedding layers, float or MLX affine-quantised (lmc/nn.h). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "lmc/nn.h"
+#include "lmc/ops.h"
+#include "ops/quant_internal.h"
+
+struct lmc_linear {
+    int64_t in, out;
+    lmc_array *w;              /* float [out, in], or packed u32 [out, in*bits/32] */
+    lmc_array *scales, *biases; /* [out, in/group_size] when quantised, else NULL */
+    int group_size, bits;       /* 0 for a float layer */
+    lmc_array *bias;            /* [out] or NULL */
+};
+
+static bool is_float(lmc_dtype dt) { return dt == LMC_F32 || dt == LMC_F16 || dt == LMC_BF16; }
+
+static lmc_status check_bias(const lmc_array *bias, int64_t out) {
+    if (!bias) return LMC_OK;
+    char b[128];
+    if (!is_float(bias->dtype) || bias->ndim != 1 || bias->shape[0] != out)
+        return lmc_set_error(LMC_ERR_SHAPE, "linear: bias %s %s does not match %lld output features",
+                             lmc_dtype_name(bias->dtype), lmc_shape_str(bias->ndim, bias->shape, b, sizeof b),
+                             (long long)out);
+    return LMC_OK;
+}
+
+/* A reference to a contiguous version of a that belongs to the layer: a
+ * itself when contiguous (one more reference), else a copy taken out of any
+ * open scope (scopes would free it at their end). */
+static lmc_array *owned_contiguous(const lmc_array *a) {
+    lmc_array *c = lmc_contiguous(a);
+    if (c != a)
+        while (c && c->scope) lmc_scope_keep(c);
+    return c;
+}
+
+/* Weights are kept contiguous (a new reference when they already are, as
+ * mapped checkpoint tensors are), so row gathers are plain copies. */
+static lmc_linear *make(const lmc_array *w, const lmc_array *scales, const lmc_array *biases, const lmc_array *bias,
+                        int64_t in, int64_t out, int group_size, int bits) {
+    lmc_linear *l = calloc(1, sizeof *l);
+    if (!l) {
+        lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "linear: out of memory");
+        return NULL;
+    }
+    l->in = in;
+    l->out = out;
+    l->group_size = group_size;
+    l->bits = bits;
+    l->w = owned_contiguous(w);
+    l->scales = scales ? owned_contiguous(scales) : NULL;
+    l->biases = biases ? owned_contiguous(biases) : NULL;
+    l->bias = bias ? lmc_array_retain((lmc_array *)bias) : NULL;
+    if (!l->w || (scales && !l->scales) || (biases && !l->biases)) {
+        lmc_linear_free(l);
+        return NULL;
+    }
+    return l;
+}
+
+lmc_linear *lmc_linear_new(const lmc_array *weight, const lmc_array *bias) {
+    if (!weight) {
+        if (lmc_last_status() == LMC_OK) lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "linear: weight is NULL");
+        return NULL;
+    }
+    char b[128];
+    if (!is_float(weight->dtype) || weight->ndim != 2) {
+        lmc_set_error(LMC_ERR_SHAPE, "linear: weight must be a 2-d float array [out, in], got %s %s",
+                      lmc_dtype_name(weight->dtype), lmc_shape_str(weight->ndim, weight->shape, b, sizeof b));
+        return NULL;
+    }
+    if (check_bias(bias, weight->shape[0]) != LMC_OK) return NULL;
+    return make(weight, NULL, NULL, bias, weight->shape[1], weight->shape[0], 0, 0);
+}
+
+lmc_linear *lmc_linear_new_quantized(const lmc_array *wq, const lmc_array *scales, const lmc_array *biases,
+                                     const lmc_array *bias, int group_size, int bits) {
+    const char *op = "quantized linear";
+    if (!wq || !scales || !biases) {
+        if (lmc_last_status() == LMC_OK) lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "%s: a quantised part is NULL", op);
+        return NULL;
+    }
+    int64_t in = lmc_quant_check(op, wq, scales, biases, group_size, bits);
+    if (in < 0) return NULL;
+    if (wq->ndim != 2) {
+        char b[128];
+        lmc_set_error(LMC_ERR_SHAPE, "%s: packed weights must be 2-d [out, in*bits/32], got %s", op,
+                      lmc_shape_str(wq->ndim, wq->shape, b, sizeof b));
+        return NULL;
+    }
+    if (check_bias(bias, wq->shape[0]) != LMC_OK) return NULL;
+    return make(wq, scales, biases, bias, in, wq->shape[0], group_size, bits);
+}
+
+lmc_linear *lmc_linear_quantize(const lmc_linear *l, int group_size, int bits) {
+    if (!l) {
+        lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "linear: layer is NULL");
+        return NULL;
+    }
+    if (l->bits) {
+        lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "linear: the layer is already quantised (%d bits)", l->bits);
+        return NULL;
+    }
+    lmc_array *s = NULL, *b = NULL;
+    lmc_array *wq = lmc_quantize(l->w, group_size, bits, &s, &b);
+    lmc_linear *q = wq ? lmc_linear_new_quantized(wq, s, b, l->bias, group_size, bits) : NULL;
+    lmc_array_free(wq);
+    lmc_array_free(s);
+    lmc_array_free(b);
+    return q;
+}
+
+void lmc_linear_free(lmc_linear *l) {
+    if (!l) return;
+    lmc_array_free(l->w);
+    lmc_array_free(l->scales);
+    lmc_array_free(l->biases);
+    lmc_array_free(l->bias);
+    free(l);
+}
+
+lmc_array *lmc_linear_forward(const lmc_linear *l, const lmc_array *x) {
+    if (!l || !x) {
+        if (lmc_last_status() == LMC_OK) lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "linear: %s is NULL", l ? "x" : "layer");
+        return NULL;
+    }
+    char b[128];
+    if (x->ndim < 1 || x->shape[x->ndim - 1] != l->in) {
+        lmc_set_error(LMC_ERR_SHAPE, "linear: x %s does not end in the layer's %lld input features",
+                      lmc_shape_str(x->ndim, x->shape, b, sizeof b), (long long)l->in);
+        return NULL;
+    }
+    lmc_array *y;
+    if (l->bits) {
+        y = lmc_quantized_matmul(x, l->w, l->scales, l->biases, l->group_size, l->bits);
+    } else {
+        /* All leading dimensions as the rows of one 2-d product. */
+        int64_t s2[2] = {x->size / l->in, l->in}, shape[LMC_MAX_DIMS];
+        memcpy(shape, x->shape, sizeof shape);
+        shape[x->ndim - 1] = l->out;
+        lmc_array *x2 = lmc_reshape(x, 2, s2), *wt = lmc_transpose(l->w);
+        lmc_array *y2 = lmc_matmul(x2, wt);
+        y = lmc_reshape(y2, x->ndim, shape);
+        lmc_array_free(x2);
+        lmc_array_free(wt);
+        lmc_array_free(y2);
+    }
+    if (y && l->bias) {
+        lmc_array *yb = lmc_add(y, l->bias);
+        lmc_array_free(y);
+        y = yb;
+    }
+    return y;
+}
+
+/* rows[i] = table[ids[i]] for a contiguous 2-d table (a gather of whole rows). */
+static lmc_array *gather_rows(const lmc_array *table, const int64_t *ids, int64_t n) {
+    int64_t shape[2] = {n, table->shape[1]};
+    lmc_array *out = lmc_empty(table->dtype, 2, shape);
+    if (!out) return NULL;
+    size_t row = (size_t)table->shape[1] * lmc_dtype_size(table->dtype);
+    const char *src = lmc_array_data(table);
+    char *dst = lmc_array_data(out);
+    for (int64_t i = 0; i < n; i++) memcpy(dst + (size_t)i * row, src + (size_t)ids[i] * row, row);
+    return out;
+}
+
+lmc_array *lmc_embedding_lookup(const lmc_linear *table, const lmc_array *ids) {
+    if (!table || !ids) {
+        if (lmc_last_status() == LMC_OK)
+            lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "embedding: %s is NULL", table ? "ids" : "table");
+        return NULL;
+    }
+    if (lmc_dtype_is_float(ids->dtype) || ids->dtype == LMC_BOOL || ids->ndim + 1 > LMC_MAX_DIMS) {
+        lmc_set_error(LMC_ERR_SHAPE, "embedding: ids must be integers with fewer than %d dimensions, got %s",
+                      LMC_MAX_DIMS, lmc_dtype_name(ids->dtype));
+        return NULL;
+    }
+    if (lmc_array_device(table->w) != LMC_CPU) {
+        lmc_set_error(LMC_ERR_UNSUPPORTED, "embedding: lookups need the table on the CPU");
+        return NULL;
+    }
+    int64_t n = ids->size;
+    int64_t *idx = malloc(sizeof(int64_t) * (size_t)(n > 0 ? n : 1));
+    if (!idx) {
+        lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "embedding: out of memory for %lld ids", (long long)n);
+        return NULL;
+    }
+    if (lmc_array_read(ids, LMC_I64, idx, (size_t)n) != LMC_OK) {
+        free(idx);
+        return NULL;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        if (idx[i] < 0 || idx[i] >= table->out) {
+            lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "embedding: id %lld (at position %lld) is out of range for a table of %lld rows",
+                          (long long)idx[i], (long long)i, (long long)table->out);
+            free(idx);
+            return NULL;
+        }
+    }
+    lmc_array *rows;
+    if (table->bits) {
+        /* Gather the packed rows with their scales and biases, then dequantise just those. */
+        lmc_array *wq = gather_rows(table->w, idx, n), *s = gather_rows(table->scales, idx, n),
+                  *b = gather_rows(table->biases, idx, n);
+        /* In f32: s·q + b is generally not representable in the scales' dtype,
+         * and rounding it there would move every row off the true weights. */
+        lmc_array *s32 = s ? lmc_astype(s, LMC_F32) : NULL, *b32 = b ? lmc_astype(b, LMC_F32) : NULL;
+        rows = wq && s32 && b32 ? lmc_dequantize(wq, s32, b32, table->group_size, table->bits) : NULL;
+        lmc_array_free(wq);
+        lmc_array_free(s);
+        lmc_array_free(b);
+        lmc_array_free(s32);
+        lmc_array_free(b32);
+    } else {
+        rows = gather_rows(table->w, idx, n);
+    }
+    free(idx);
+    int64_t shape[LMC_MAX_DIMS];
+    for (int i = 0; i < ids->ndim; i++) shape[i] = ids->shape[i];
+    shape[ids->ndim] = table->in;
+    lmc_array *out = lmc_reshape(rows, ids->ndim + 1, shape);
+    lmc_array_free(rows);
+    return out;
+}
+
+int64_t lmc_linear_in_features(const lmc_linear *l) { return l ? l->in : 0; }
+int64_t lmc_linear_out_features(const lmc_linear *l) { return l ? l->out : 0; }
+int lmc_linear_bits(const lmc_linear *l) { return l ? l->bits : 0; }
+int lmc_linear_group_size(const lmc_linear *l) { return l ? l->group_size : 0; }
+const lmc_array *lmc_linear_weight(const lmc_linear *l) { return l ? l->w : NULL; }
+const lmc_array *lmc_linear_scales(const lmc_linear *l) { return l ? l->scales : NULL; }
+const lmc_array *lmc_linear_biases(const lmc_linear *l) { return l ? l->biases : NULL; }
+const lmc_array *lmc_linear_bias(const lmc_linear *l) { return l ? l->bias : NULL; }

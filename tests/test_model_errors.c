@@ -1,0 +1,205 @@
+/* Bad checkpoints give their documented errors, naming the file, field or
+ * tensor; nothing crashes and nothing leaks. Each case starts from a copy of
+ * a golden model folder and breaks one thing. */
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "lmc/lmc.h"
+#include "model_fixture.h"
+#include "test_util.h"
+
+static char *g_dir; /* a loadable qwen3 folder (links) */
+
+/* A fresh folder with copies (not links) of the golden model files, so they can be edited. */
+static char *copy_model(void) {
+    char tmpl[] = "/tmp/lmc-bad-XXXXXX";
+    char *dir = mkdtemp(tmpl);
+    if (!dir) return NULL;
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd, "cp -L %s/* %s/", g_dir, dir);
+    if (system(cmd) != 0) return NULL;
+    return strdup(dir);
+}
+
+static void write_text(const char *dir, const char *name, const char *text) {
+    char p[4096];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    FILE *f = fopen(p, "w");
+    if (f) {
+        fputs(text, f);
+        fclose(f);
+    }
+}
+
+static char *read_text(const char *dir, const char *name) {
+    char p[4096];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    FILE *f = fopen(p, "r");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *s = malloc((size_t)n + 1);
+    s[fread(s, 1, (size_t)n, f)] = 0;
+    fclose(f);
+    return s;
+}
+
+/* Replaces the first occurrence of `from` in config.json by `to`. */
+static void edit_config(const char *dir, const char *from, const char *to) {
+    char *s = read_text(dir, "config.json");
+    char *at = s ? strstr(s, from) : NULL;
+    if (!at) {
+        CHECKF(0, "config.json has no '%s'", from);
+        free(s);
+        return;
+    }
+    size_t n = strlen(s) + strlen(to) + 1;
+    char *out = malloc(n);
+    snprintf(out, n, "%.*s%s%s", (int)(at - s), s, to, at + strlen(from));
+    write_text(dir, "config.json", out);
+    free(s);
+    free(out);
+}
+
+static void expect_load_error(const char *dir, lmc_status want, const char *fragment, const char *what) {
+    lmc_model *m = NULL;
+    lmc_status s = lmc_model_load(dir, NULL, &m);
+    CHECKF(s == want && m == NULL, "%s: status %d (%s), wanted %d", what, (int)s, lmc_last_error(), (int)want);
+    CHECKF(strstr(lmc_last_error(), fragment) != NULL, "%s: message '%s' lacks '%s'", what, lmc_last_error(), fragment);
+    lmc_model_free(m);
+}
+
+static void cleanup(char *dir) {
+    char cmd[4200];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    if (system(cmd) != 0) fprintf(stderr, "cannot remove %s\n", dir);
+    free(dir);
+}
+
+static void test_missing_folder_and_config(void) {
+    expect_load_error("/nonexistent/model", LMC_ERR_IO, "config.json", "missing folder");
+    char *d = copy_model();
+    char p[4096];
+    snprintf(p, sizeof p, "%s/config.json", d);
+    unlink(p);
+    expect_load_error(d, LMC_ERR_IO, "config.json", "no config.json");
+    cleanup(d);
+}
+
+static void test_bad_json_and_fields(void) {
+    char *d = copy_model();
+    write_text(d, "config.json", "{\"model_type\": \"qwen3\", ");
+    expect_load_error(d, LMC_ERR_FORMAT, "invalid JSON", "truncated JSON");
+    write_text(d, "config.json", "[1, 2]");
+    expect_load_error(d, LMC_ERR_FORMAT, "expected a JSON object", "JSON array");
+    cleanup(d);
+    d = copy_model();
+    edit_config(d, "\"qwen3\"", "\"mistral\"");
+    expect_load_error(d, LMC_ERR_UNSUPPORTED, "unsupported architecture: mistral", "unknown model_type");
+    cleanup(d);
+    d = copy_model();
+    edit_config(d, "\"hidden_size\": 64", "\"hidden_size\": \"64\"");
+    expect_load_error(d, LMC_ERR_FORMAT, "hidden_size", "string hidden_size");
+    cleanup(d);
+    d = copy_model();
+    edit_config(d, "\"num_key_value_heads\": 2", "\"num_key_value_heads\": 3");
+    expect_load_error(d, LMC_ERR_FORMAT, "num_key_value_heads", "heads not a multiple");
+    cleanup(d);
+}
+
+static void test_shape_mismatch(void) {
+    char *d = copy_model();
+    edit_config(d, "\"intermediate_size\": 192", "\"intermediate_size\": 200");
+    expect_load_error(d, LMC_ERR_FORMAT, "model.layers.0.mlp.gate_proj.weight' has shape [192, 64], expected [200, 64]",
+                      "wrong intermediate size");
+    cleanup(d);
+}
+
+static void test_missing_tensor(void) {
+    /* Rewrite model.safetensors without one tensor. */
+    char *d = copy_model();
+    char p[4096], q[4096];
+    snprintf(p, sizeof p, "%s/model.safetensors", g_dir);
+    snprintf(q, sizeof q, "%s/model.safetensors", d);
+    lmc_safetensors *st;
+    CHECK(lmc_safetensors_open(p, &st) == LMC_OK);
+    size_t n = lmc_safetensors_count(st), k = 0;
+    const char **names = calloc(n, sizeof *names);
+    lmc_array **arrays = calloc(n, sizeof *arrays);
+    for (size_t i = 0; i < n; i++) {
+        const char *name = lmc_safetensors_name(st, i);
+        if (!strcmp(name, "model.layers.1.mlp.up_proj.weight")) continue;
+        names[k] = name;
+        arrays[k++] = lmc_safetensors_get(st, name);
+    }
+    CHECK(k == n - 1);
+    unlink(q);
+    CHECK(lmc_safetensors_write(q, k, names, (const lmc_array *const *)arrays, 0, NULL, NULL) == LMC_OK);
+    for (size_t i = 0; i < k; i++) lmc_array_free(arrays[i]);
+    free(arrays);
+    free(names);
+    lmc_safetensors_close(st);
+    expect_load_error(d, LMC_ERR_NOT_FOUND, "missing tensor 'model.layers.1.mlp.up_proj.weight' (expected shape [192, 64])",
+                      "missing tensor");
+    cleanup(d);
+}
+
+static void test_truncated_safetensors(void) {
+    char *d = copy_model();
+    char q[4096];
+    snprintf(q, sizeof q, "%s/model.safetensors", d);
+    struct stat sb;
+    CHECK(stat(q, &sb) == 0);
+    CHECK(truncate(q, sb.st_size - 100) == 0);
+    expect_load_error(d, LMC_ERR_FORMAT, "model.safetensors", "truncated safetensors");
+    CHECK(truncate(q, 4) == 0);
+    expect_load_error(d, LMC_ERR_FORMAT, "model.safetensors", "4-byte safetensors");
+    unlink(q);
+    expect_load_error(d, LMC_ERR_NOT_FOUND, "safetensors", "no safetensors at all");
+    cleanup(d);
+}
+
+static void test_missing_tokenizer_and_options(void) {
+    char *d = copy_model();
+    char p[4096];
+    snprintf(p, sizeof p, "%s/tokenizer.json", d);
+    unlink(p);
+    expect_load_error(d, LMC_ERR_IO, "tokenizer.json", "no tokenizer.json");
+    cleanup(d);
+    lmc_load_options o = lmc_load_options_default();
+    o.backend = "tpu";
+    lmc_model *m = NULL;
+    CHECK(lmc_model_load(g_dir, &o, &m) == LMC_ERR_UNSUPPORTED && strstr(lmc_last_error(), "tpu"));
+    o = lmc_load_options_default();
+    o.prefill_chunk = 0;
+    CHECK(lmc_model_load(g_dir, &o, &m) == LMC_ERR_INVALID_ARGUMENT && strstr(lmc_last_error(), "prefill_chunk"));
+    CHECK(lmc_model_load(NULL, NULL, &m) == LMC_ERR_INVALID_ARGUMENT);
+}
+
+static void test_quantization_config(void) {
+    char *d = copy_model();
+    edit_config(d, "\"model_type\"", "\"quantization\": {\"bits\": 3, \"group_size\": 64}, \"model_type\"");
+    expect_load_error(d, LMC_ERR_UNSUPPORTED, "3-bit", "3-bit quantization");
+    cleanup(d);
+    d = copy_model();
+    edit_config(d, "\"model_type\"", "\"quantization_config\": {\"quant_method\": \"gptq\", \"bits\": 4}, \"model_type\"");
+    expect_load_error(d, LMC_ERR_UNSUPPORTED, "gptq", "GPTQ checkpoint");
+    cleanup(d);
+}
+
+int main(void) {
+    g_dir = model_fixture_dir("qwen3");
+    if (!g_dir) return 1;
+    int64_t live = lmc_live_arrays();
+    RUN(test_missing_folder_and_config);
+    RUN(test_bad_json_and_fields);
+    RUN(test_shape_mismatch);
+    RUN(test_missing_tensor);
+    RUN(test_truncated_safetensors);
+    RUN(test_missing_tokenizer_and_options);
+    RUN(test_quantization_config);
+    CHECK(lmc_live_arrays() == live);
+    model_fixture_cleanup(g_dir);
+    return TEST_REPORT();
+}

@@ -1,0 +1,249 @@
+/* The tokenizer.json scanner (src/text/tokenizer_json.c): model.vocab and
+ * model.merges read straight into tables, every JSON error reported with
+ * its byte offset, through the public loader (lmc_tokenizer_load_json) and
+ * through tk_json_scan itself. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "lmc/tokenizer.h"
+#include "test_util.h"
+#include "text/tokenizer_internal.h"
+
+static lmc_tokenizer *load(const char *json) {
+    lmc_tokenizer *t = NULL;
+    lmc_status st = lmc_tokenizer_load_json(json, strlen(json), NULL, &t);
+    CHECKF(st == LMC_OK, "load failed: %s\n  json: %s", lmc_last_error(), json);
+    return t;
+}
+
+/* Loading fails with `status` and a message containing `want`. */
+static void check_error(const char *json, lmc_status status, const char *want) {
+    lmc_tokenizer *t = NULL;
+    lmc_status st = lmc_tokenizer_load_json(json, strlen(json), NULL, &t);
+    CHECKF(st == status && t == NULL, "status %d (want %d) for %s", (int)st, (int)status, json);
+    CHECKF(strstr(lmc_last_error(), want) != NULL, "message \"%s\" lacks \"%s\"\n  json: %s", lmc_last_error(), want, json);
+    lmc_tokenizer_free(t);
+}
+
+static void check_ids(const lmc_tokenizer *t, const char *text, const int32_t *want, size_t nw) {
+    if (!t) return;
+    int32_t *ids = NULL;
+    size_t n = 0;
+    lmc_status st = lmc_tokenizer_encode(t, text, strlen(text), false, &ids, &n);
+    bool same = st == LMC_OK && n == nw;
+    for (size_t i = 0; same && i < n; i++) same = ids[i] == want[i];
+    CHECKF(same, "encoding '%s': status %d, %zu ids", text, (int)st, n);
+    lmc_tokenizer_free_ids(ids);
+}
+
+/* Escapes in keys and merges decode as JSON says (\u with surrogate pairs
+ * included), and both merge forms resolve to the same ids. */
+static void test_escapes(void) {
+    const char *forms[] = {
+        "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"\\n\": 1, \"a\\n\": 2, \"\\u00e9\": 3, \"\\ud83d\\ude00\": 4,"
+        " \"\\u00e9\\ud83d\\ude00\": 5, \"\\\"\": 6, \"\\\\\": 7, \"\\\"\\\\\": 8, \"\\/\\b\\f\\r\\t\": 9},"
+        " \"merges\": [\"a \\n\", \"\\u00e9 \\ud83d\\ude00\", \"\\\" \\\\\"]}}",
+        /* The same as pairs, merges before vocab, an escaped "model" key. */
+        "{\"mod\\u0065l\": {\"merges\": [[\"a\", \"\\n\"], [\"\\u00E9\", \"\\uD83D\\uDE00\"], [\"\\\"\", \"\\\\\"]], \"type\": \"BPE\","
+        " \"vocab\": {\"a\": 0, \"\\n\": 1, \"a\\n\": 2, \"\xC3\xA9\": 3, \"\xF0\x9F\x98\x80\": 4, \"\xC3\xA9\xF0\x9F\x98\x80\": 5,"
+        " \"\\\"\": 6, \"\\\\\": 7, \"\\\"\\\\\": 8, \"/\\b\\f\\r\\t\": 9}}}",
+    };
+    for (int f = 0; f < 2; f++) {
+        lmc_tokenizer *t = load(forms[f]);
+        if (!t) continue;
+        CHECK(lmc_tokenizer_token_to_id(t, "\n") == 1);
+        CHECK(lmc_tokenizer_token_to_id(t, "\xC3\xA9\xF0\x9F\x98\x80") == 5);
+        CHECK(lmc_tokenizer_token_to_id(t, "\"\\") == 8);
+        CHECK(lmc_tokenizer_token_to_id(t, "/\b\f\r\t") == 9);
+        CHECK_STR(lmc_tokenizer_id_to_token(t, 4), "\xF0\x9F\x98\x80");
+        check_ids(t, "a\n", (int32_t[]){2}, 1);
+        check_ids(t, "\xC3\xA9\xF0\x9F\x98\x80" "a", (int32_t[]){5, 0}, 2);
+        check_ids(t, "\"\\\"", (int32_t[]){8, 6}, 2);
+        lmc_tokenizer_free(t);
+    }
+    /* A key holding U+0000 keeps its length. */
+    lmc_tokenizer *t = load("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"a\\u0000b\": 1, \"\\u0000\": 2}, \"merges\": []}}");
+    if (t) {
+        CHECK(lmc_tokenizer_vocab_size(t) == 3);
+        check_ids(t, "a", (int32_t[]){0}, 1);
+        lmc_tokenizer_free(t);
+    }
+}
+
+/* Whitespace of every kind between tokens, empty sections, and a repeated
+ * vocabulary key (the last id wins, as in HF's map). */
+static void test_layout(void) {
+    lmc_tokenizer *t = load(" \r\n\t{ \"model\" :\n\t{\"type\":\"BPE\",\"vocab\":{ } ,\"merges\":[ ] } } \n");
+    if (t) { CHECK(lmc_tokenizer_vocab_size(t) == 0); lmc_tokenizer_free(t); }
+    t = load("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1, \"a\": 2, \"ab\": 3}, \"merges\": [\"a b\"]}}");
+    if (t) {
+        CHECK(lmc_tokenizer_token_to_id(t, "a") == 2);
+        check_ids(t, "ab", (int32_t[]){3}, 1);
+        check_ids(t, "a", (int32_t[]){2}, 1);
+        lmc_tokenizer_free(t);
+    }
+    /* Other sections may hold any JSON: they are checked and left to cJSON. */
+    t = load("{\"version\": \"1.0\", \"truncation\": null, \"x\": [1, -2.5e+3, 0.25, true, false, {\"k\": [[], {}]}],"
+             " \"model\": {\"type\": \"BPE\", \"dropout\": null, \"vocab\": {\"a\": 0}, \"merges\": []}}");
+    lmc_tokenizer_free(t);
+}
+
+/* Syntax errors: the message names the byte where the document goes wrong,
+ * wherever that is (inside vocab, inside merges, or elsewhere). */
+static void test_syntax_errors(void) {
+#define V "{\"model\": {\"type\": \"BPE\", \"vocab\": {"
+    static const struct { const char *json; const char *want; } cases[] = {
+        {"", "at byte 0: unexpected end of input"},
+        {"   ", "at byte 3: unexpected end of input"},
+        {"{\"model\": ", "at byte 10: unexpected end of input"},
+        {V "\"a\": 0", "at byte 42: unexpected end of input"},
+        {V "\"a\" 0}}}", "at byte 40: expected ':' after a key"},
+        {V "\"a\": 0 \"b\": 1}}}", "at byte 43: expected ',' or '}'"},
+        {V "\"a\": 0,}}}", "at byte 43: expected a string key"},
+        {V "\"a\": 01}}}", "at byte 41: invalid number (leading zero)"},
+        {V "\"a\\x\": 0}}}", "at byte 38: invalid escape in a string"},
+        {V "\"a\\u12\": 0}}}", "at byte 38: \\u needs four hex digits"},
+        {V "\"\\udc00\": 0}}}", "at byte 37: lone low surrogate"},
+        {V "\"\\ud800x\": 0}}}", "at byte 37: high surrogate without a low surrogate"},
+        {V "\"\\ud800\\u0041\": 0}}}", "at byte 37: high surrogate without a low surrogate"},
+        {V "\"a\tb\": 0}}}", "at byte 38: control character in a string"},
+        {V "\"a\xC0\x80\": 0}}}", "at byte 38: invalid UTF-8"},
+        {V "\"\xED\xA0\x80\": 0}}}", "at byte 37: invalid UTF-8"},
+        {V "\"\xF5\x80\x80\x80\": 0}}}", "at byte 37: invalid UTF-8"},
+        {V "\"\xE4\xB8\": 0}}}", "at byte 37: invalid UTF-8"},
+        {V "\"abc", "at byte 36: unterminated string"},
+        {V "\"a\": 0}, \"merges\": [\"a b\" \"c d\"]}}", "at byte 62: expected ',' or ']'"},
+        {V "\"a\": 0}, \"merges\": [\"a b\",]}}", "at byte 62: expected a value"},
+        {V "\"a\": 0}, \"merges\": [[\"a\", \"b\\q\"]]}}", "at byte 64: invalid escape"},
+        {V "\"a\": 0}, \"merges\": [\"a\\u00zz b\"]}}", "at byte 58: \\u needs four hex digits"},
+        {V "\"a\": 0}, \"merges\": [\"a b\"]}, \"decoder\": tru}", "at byte 76: invalid literal"},
+        {V "\"a\": 0}, \"merges\": []}, \"x\": -}", "at byte 65: invalid number"},
+        {V "\"a\": 0}, \"merges\": []}, \"x\": 1.}", "at byte 65: invalid number"},
+        {V "\"a\": 0}, \"merges\": []}, \"x\": 1e+}", "at byte 65: invalid number"},
+        {V "\"a\": 0}, \"merges\": []}, \"x\": [1 2]}", "at byte 68: expected ',' or ']'"},
+        {V "\"a\": 0}, \"merges\": []}, \"x\": {1: 2}}", "at byte 66: expected a string key"},
+        {V "\"a\": 0}, \"merges\": []}, \"x\": \"\x80\"}", "at byte 66: invalid UTF-8"},
+        {V "\"a\": 0}, \"merges\": []}} x", "at byte 60: unexpected text after the JSON document"},
+        {V "\"a\": 0}, \"merges\": []}}}", "at byte 59: unexpected text after the JSON document"},
+    };
+#undef V
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_error(cases[i].json, LMC_ERR_FORMAT, cases[i].want);
+
+    /* Nesting: 1000 levels are fine, 1001 are not (cJSON's limit too). */
+    size_t depth = 1001;
+    char *deep = malloc(2 * depth + 64);
+    if (!deep) return;
+    for (int levels = 999; levels <= 1000; levels++) {
+        size_t at = (size_t)sprintf(deep, "{\"x\": ");
+        for (int k = 0; k < levels; k++) deep[at++] = '[';
+        for (int k = 0; k < levels; k++) deep[at++] = ']';
+        strcpy(deep + at, "}");
+        tk_json_model m;
+        lmc_status st = tk_json_scan(deep, strlen(deep), &m);
+        CHECKF(levels < 1000 ? st == LMC_OK : st == LMC_ERR_FORMAT, "%d levels: status %d", levels, (int)st);
+        if (levels == 1000) CHECKF(strstr(lmc_last_error(), "nesting deeper than 1000") != NULL, "%s", lmc_last_error());
+        tk_json_model_free(&m);
+    }
+    free(deep);
+}
+
+/* Valid JSON of the wrong shape: named by entry and byte. */
+static void test_shape_errors(void) {
+#define V "{\"model\": {\"type\": \"BPE\", \"vocab\": {"
+    check_error(V "\"a\": -3}, \"merges\": []}}", LMC_ERR_FORMAT, "vocab entry 'a' (byte 36) has no valid id");
+    check_error(V "\"a\": 1.0}, \"merges\": []}}", LMC_ERR_FORMAT, "vocab entry 'a' (byte 36) has no valid id");
+    check_error(V "\"a\": 1e3}, \"merges\": []}}", LMC_ERR_FORMAT, "vocab entry 'a' (byte 36) has no valid id");
+    check_error(V "\"a\": \"0\"}, \"merges\": []}}", LMC_ERR_FORMAT, "vocab entry 'a' (byte 36) has no valid id");
+    check_error(V "\"a\": 2147483648}, \"merges\": []}}", LMC_ERR_FORMAT, "vocab entry 'a' (byte 36) has no valid id");
+    check_error(V "\"a\": 0, \"b\": [}, \"merges\": []}}", LMC_ERR_FORMAT, "invalid JSON at byte 50");
+    /* Ids index tables: far beyond the token count they are refused. */
+    check_error(V "\"a\": 2147483647}, \"merges\": []}}", LMC_ERR_FORMAT, "vocab id 2147483647 is out of range for 1 tokens");
+    check_error("{\"added_tokens\": [{\"id\": 5000, \"content\": \"x\"}], \"model\": {\"vocab\": {\"a\": 0}, \"merges\": []}}", LMC_ERR_FORMAT,
+                "added token id 5000 is out of range for 2 tokens");
+    lmc_tokenizer_free(load("{\"added_tokens\": [{\"id\": 1031, \"content\": \"x\"}], \"model\": {\"vocab\": {\"a\": 1027}, \"merges\": []}}"));
+    check_error(V "\"a\": 0}, \"merges\": [\"a\"]}}", LMC_ERR_FORMAT, "merge 0 (byte 56) is not two tokens");
+    check_error(V "\"a\": 0}, \"merges\": [\"a a\", \"a  a\"]}}", LMC_ERR_FORMAT, "merge 1 (byte 63) is not two tokens");
+    check_error(V "\"a\": 0}, \"merges\": [[\"a\"]]}}", LMC_ERR_FORMAT, "merge 0 (byte 56) is not two tokens");
+    check_error(V "\"a\": 0}, \"merges\": [[\"a\", \"a\", \"a\"]]}}", LMC_ERR_FORMAT, "merge 0 (byte 56) is not two tokens");
+    check_error(V "\"a\": 0}, \"merges\": [[\"a\", 1]]}}", LMC_ERR_FORMAT, "merge 0 (byte 56) is not two tokens");
+    check_error(V "\"a\": 0}, \"merges\": [7]}}", LMC_ERR_FORMAT, "merge 0 (byte 56) is not two tokens");
+    check_error(V "\"a\": 0}, \"merges\": [[\"a\", 1}]}}", LMC_ERR_FORMAT, "invalid JSON at byte 63");
+    check_error(V "\"a\": 0}, \"vocab\": {}, \"merges\": []}}", LMC_ERR_FORMAT, "second 'model.vocab' key at byte 45");
+    check_error(V "\"a\": 0}, \"merges\": [], \"merges\": []}}", LMC_ERR_FORMAT, "second 'model.merges' key at byte 59");
+    check_error("{\"model\": {}, \"model\": {}}", LMC_ERR_FORMAT, "second 'model' key at byte 14");
+    /* Sections of another JSON type are left to the loader's own checks. */
+    check_error("{\"model\": {\"type\": \"BPE\", \"vocab\": [], \"merges\": []}}", LMC_ERR_FORMAT, "model.vocab is not an object");
+    check_error("{\"model\": {\"type\": \"BPE\", \"vocab\": {}, \"merges\": {}}}", LMC_ERR_FORMAT, "model.merges is not an array");
+    check_error("{\"model\": [1]}", LMC_ERR_FORMAT, "missing 'model'");
+#undef V
+}
+
+/* Every prefix of a valid document fails cleanly, and so does every
+ * single-byte corruption (each either loads or reports an error). */
+static void test_truncations(void) {
+    const char *json = "{\"added_tokens\": [{\"id\": 3, \"content\": \"<s>\", \"special\": true}],"
+                       " \"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"\\u00e9\": 1, \"a\\u00e9\": 2, \"<s>\": 3},"
+                       " \"merges\": [[\"a\", \"\\u00e9\"]]}}";
+    size_t n = strlen(json);
+    for (size_t k = 0; k < n; k++) {
+        char *cut = malloc(k + 1); /* exactly k bytes, so a read past them is caught under ASan */
+        if (!cut) return;
+        memcpy(cut, json, k);
+        lmc_tokenizer *t = NULL;
+        lmc_status st = lmc_tokenizer_load_json(cut, k, NULL, &t);
+        CHECKF(st == LMC_ERR_FORMAT && !t, "prefix of %zu bytes: status %d", k, (int)st);
+        free(cut);
+    }
+    static const char bytes[] = "\"\\{}[],:0 xu\x80\xff";
+    char *doc = malloc(n);
+    if (!doc) return;
+    for (size_t k = 0; k < n; k++) {
+        for (size_t b = 0; b < sizeof bytes - 1; b++) {
+            memcpy(doc, json, n);
+            doc[k] = bytes[b];
+            lmc_tokenizer *t = NULL;
+            lmc_status st = lmc_tokenizer_load_json(doc, n, NULL, &t);
+            CHECKF(st == LMC_OK ? t != NULL : t == NULL && lmc_last_error()[0], "byte %zu = %02x: status %d", k,
+                   (unsigned char)bytes[b], (int)st);
+            lmc_tokenizer_free(t);
+        }
+    }
+    free(doc);
+}
+
+/* The scanner's own view: ranges of the two sections and the entries. */
+static void test_scan(void) {
+    const char *json = "{\"model\": {\"vocab\": {\"a\": 0, \"b\\u0062\": 7}, \"merges\": [\"a bb\", [\"a\", \"b\\\"\"]]}}";
+    tk_json_model m;
+    lmc_status st = tk_json_scan(json, strlen(json), &m);
+    CHECKF(st == LMC_OK, "%s", lmc_last_error());
+    if (st != LMC_OK) return;
+    CHECK(m.has_vocab && m.has_merges);
+    CHECK(json[m.vocab_start] == '{' && json[m.vocab_end - 1] == '}' && m.vocab_end - m.vocab_start == 22);
+    CHECK(json[m.merges_start] == '[' && json[m.merges_end - 1] == ']' && m.merges_end - m.merges_start == 22);
+    CHECK(m.n_vocab == 2 && m.n_merges == 2);
+    if (m.n_vocab == 2) {
+        CHECK(m.vocab[1].len == 2 && !strcmp(m.vocab[1].key, "bb") && m.vocab[1].id == 7);
+        CHECK(m.vocab[1].hash == tk_hash("bb", 2));
+    }
+    if (m.n_merges == 2) {
+        CHECK(m.merges[0].ll == 1 && m.merges[0].rl == 2 && !memcmp(m.merges[0].r, "bb", 2));
+        CHECK(m.merges[1].rl == 2 && !memcmp(m.merges[1].r, "b\"", 2) && m.merges[1].hr == tk_hash("b\"", 2));
+    }
+    tk_json_model_free(&m);
+    /* No model, or a model without vocab: nothing found, no error. */
+    CHECK(tk_json_scan("{\"a\": {\"vocab\": {}}}", 20, &m) == LMC_OK && !m.has_vocab && !m.has_merges);
+    tk_json_model_free(&m);
+    CHECK(tk_json_scan("[{\"model\": {\"vocab\": {}}}]", 26, &m) == LMC_OK && !m.has_vocab);
+    tk_json_model_free(&m);
+}
+
+int main(void) {
+    RUN(test_escapes);
+    RUN(test_layout);
+    RUN(test_syntax_errors);
+    RUN(test_shape_errors);
+    RUN(test_truncations);
+    RUN(test_scan);
+    return TEST_REPORT();
+}
