@@ -8,6 +8,7 @@
  * as scripts/bench_tokenizer_hf.py cuts it for the Hugging Face library.
  * Times are wall-clock; the process CPU time is printed beside them, since
  * on a shared machine the wall time also counts waiting for a core. */
+#include "bench_ops.h"
 #include "bench_tokenizer.h"
 
 #include <stdio.h>
@@ -34,24 +35,6 @@ static int cmp_double(const void *a, const void *b) {
 static double median(double *v, int n) {
     qsort(v, (size_t)n, sizeof *v, cmp_double);
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-static void cpu_model(char *buf, size_t cap) {
-    snprintf(buf, cap, "unknown CPU");
-    FILE *f = fopen("/proc/cpuinfo", "r");
-    if (!f) return;
-    char line[512];
-    while (fgets(line, sizeof line, f)) {
-        if (strncmp(line, "model name", 10)) continue;
-        char *c = strchr(line, ':');
-        if (!c) break;
-        c++;
-        while (*c == ' ' || *c == '\t') c++;
-        c[strcspn(c, "\n")] = 0;
-        snprintf(buf, cap, "%s", c);
-        break;
-    }
-    fclose(f);
 }
 
 /* The 1-minute load average, or -1: the machine may be shared. */
@@ -209,7 +192,7 @@ int lmc_bench_tokenizer(int argc, char **argv) {
     tc.starts[tc.n] = tc.len;
 
     char model[256];
-    cpu_model(model, sizeof model);
+    lmc_bench_cpu_name(model, sizeof model);
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     double la = load_average();
     if (json) {
