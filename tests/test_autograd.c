@@ -791,7 +791,7 @@ static lmc_array *deep_loss(void *ctx, int n, lmc_array *const *w) {
     lmc_array *h = lmc_array_retain((lmc_array *)d->x);
     for (int i = 0; i < d->layers && h; i++) {
         lmc_array *in[2] = {h, w[i]};
-        lmc_array *nh = d->checkpoint ? lmc_checkpoint(deep_layer, NULL, 2, in) : deep_layer(NULL, 2, in);
+        lmc_array *nh = d->checkpoint ? lmc_grad_checkpoint(deep_layer, NULL, 2, in) : deep_layer(NULL, 2, in);
         lmc_array_free(h);
         h = nh;
     }
@@ -845,7 +845,7 @@ static lmc_array *sneaky_layer(void *ctx, int n, lmc_array *const *in) {
 }
 static lmc_array *sneaky_loss(void *ctx, int n, lmc_array *const *w) {
     (void)ctx, (void)n;
-    lmc_array *y = lmc_checkpoint(sneaky_layer, w[1], 1, w);
+    lmc_array *y = lmc_grad_checkpoint(sneaky_layer, w[1], 1, w);
     lmc_array *s = lmc_sum(y, LMC_ALL_AXES, false);
     lmc_array_free(y);
     return s;
@@ -853,7 +853,7 @@ static lmc_array *sneaky_loss(void *ctx, int n, lmc_array *const *w) {
 /* ...and one that passes it as an input, using it through the context too. */
 static lmc_array *honest_loss(void *ctx, int n, lmc_array *const *w) {
     (void)ctx, (void)n;
-    lmc_array *y = lmc_checkpoint(sneaky_layer, w[1], 2, w);
+    lmc_array *y = lmc_grad_checkpoint(sneaky_layer, w[1], 2, w);
     lmc_array *s = lmc_sum(y, LMC_ALL_AXES, false);
     lmc_array_free(y);
     return s;

@@ -7,6 +7,10 @@
  *   tokenizer.h      Hugging Face tokenizer.json encode/decode, streaming detokeniser
  *   chat_template.h  rendering chat templates
  *   model.h          loading models, generation, chat, metrics, discovery, backends
+ *   nn.h             Linear and Embedding layers (float and quantised)
+ *   train.h          autograd, losses, AdamW, learning-rate schedules
+ *   lora.h           LoRA adapters: attach, loss and gradients, PEFT files, merge
+ *   finetune.h       training data (JSONL) and the LoRA training loop
  */
 #ifndef LMC_LMC_H
 #define LMC_LMC_H
@@ -19,5 +23,8 @@
 #include "lmc/chat_template.h"
 #include "lmc/model.h"
 #include "lmc/nn.h"
+#include "lmc/train.h"
+#include "lmc/lora.h"
+#include "lmc/finetune.h"
 
 #endif

@@ -54,7 +54,7 @@ LMC_API lmc_status lmc_vjp(lmc_grad_fn fn, void *ctx, int n, lmc_array *const *i
  * same thing when run again (seeded randomness) and take every array being
  * differentiated that it uses as one of `inputs` (an error says so
  * otherwise). Outside differentiation it is a plain call. */
-LMC_API lmc_array *lmc_checkpoint(lmc_grad_fn fn, void *ctx, int n, lmc_array *const *inputs);
+LMC_API lmc_array *lmc_grad_checkpoint(lmc_grad_fn fn, void *ctx, int n, lmc_array *const *inputs);
 
 /* --- losses ----------------------------------------------------------------- */
 

@@ -361,7 +361,7 @@ lmc_status lmc_checkpoint_backward(const lmc_grad_node *nd, const lmc_array *g, 
     return s;
 }
 
-lmc_array *lmc_checkpoint(lmc_grad_fn fn, void *ctx, int n, lmc_array *const *inputs) {
+lmc_array *lmc_grad_checkpoint(lmc_grad_fn fn, void *ctx, int n, lmc_array *const *inputs) {
     if (!fn || n < 0 || (n > 0 && !inputs)) {
         lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "lmc_checkpoint: fn and inputs must be given");
         return NULL;
