@@ -6,8 +6,10 @@
 #include <string.h>
 #include <time.h>
 
+#include "lmc/lora.h"
 #include "lmc/ops.h"
 #include "runtime/model_internal.h"
+#include "train/lora_internal.h"
 
 double lmc_now(void) {
     struct timespec ts;
@@ -133,6 +135,16 @@ static void cpu_close(lmc_model *m) {
 
 void lmc_model_close(lmc_model *m) {
     if (!m || !m->be) return;
+    if (m->lora) {
+        /* The model's own adapter goes with it; a caller's set is detached
+         * and outlives the model (lmc_lora_free still frees it). */
+        lmc_lora *l = m->lora;
+        bool owned = m->lora_owned;
+        lmc_lora_model_closed(l);
+        m->lora = NULL;
+        m->lora_owned = false;
+        if (owned) lmc_lora_free(l);
+    }
     m->be->close(m);
     m->be = NULL;
 }
