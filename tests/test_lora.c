@@ -15,8 +15,11 @@
 #include "lmc/ops.h"
 #include "lmc/train.h"
 #include "model_fixture.h"
+#include "io/json_util.h"
+#include "lmc/safetensors.h"
 #include "nn/linear_internal.h"
 #include "test_util.h"
+#include "train/lora_internal.h"
 
 #define FD_ATOL 2e-4
 #define FD_RTOL 2e-2
@@ -423,6 +426,263 @@ static void test_create_errors(void) {
     model_fixture_cleanup(dir);
 }
 
+
+/* --- PEFT files ------------------------------------------------------------------- */
+
+static char *tmp_dir(void) {
+    char tmpl[] = "/tmp/lmc-lora-XXXXXX";
+    char *d = mkdtemp(tmpl);
+    return d ? strdup(d) : NULL;
+}
+static void rm_dir(char *d) {
+    char cmd[4200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", d);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", d);
+    free(d);
+}
+static void write_text(const char *dir, const char *name, const char *text) {
+    char path[8192];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    if (f) {
+        fputs(text, f);
+        fclose(f);
+    }
+}
+static char *read_text(const char *dir, const char *name) {
+    char path[8192], *data = NULL;
+    size_t len;
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    return lmc_read_file(path, 1 << 20, &data, &len) == LMC_OK ? data : NULL;
+}
+
+/* A PEFT-named pair for module `mod` of layer li ("self_attn.q_proj"), random values. */
+static void add_pair(const char **names, lmc_array **arrays, int *n, int li, const char *mod, int64_t r, int64_t in,
+                     int64_t out) {
+    char buf[256];
+    int64_t as[2] = {r, in}, bs[2] = {out, r};
+    for (int ab = 0; ab < 2; ab++) {
+        snprintf(buf, sizeof buf, "base_model.model.model.layers.%d.%s.lora_%c.weight", li, mod, ab ? 'B' : 'A');
+        names[*n] = strdup(buf);
+        arrays[*n] = lmc_zeros(LMC_F32, 2, ab ? bs : as);
+        fill(arrays[*n], 0.1);
+        (*n)++;
+    }
+}
+static void write_pairs(const char *dir, const char **names, lmc_array **arrays, int n) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
+    CHECK(lmc_safetensors_write(path, (size_t)n, names, (const lmc_array *const *)arrays, 0, NULL, NULL) == LMC_OK);
+    for (int i = 0; i < n; i++) {
+        free((char *)names[i]);
+        lmc_array_free(arrays[i]);
+    }
+}
+
+static void test_save_load_roundtrip(void) {
+    char *mdir;
+    lmc_model *m = load("llama", &mdir);
+    if (!m) { CHECK(0); model_fixture_cleanup(mdir); return; }
+    const lmc_dtype dts[2] = {LMC_F32, LMC_BF16};
+    for (int k = 0; k < 2; k++) {
+        lmc_lora_config c = lmc_lora_config_default();
+        c.targets = k ? "all-linear" : "v_proj,q_proj";
+        c.rank = 4;
+        c.alpha = 12;
+        c.dropout = 0.05;
+        c.dtype = dts[k];
+        c.seed = 11;
+        lmc_lora *l = NULL;
+        CHECK(lmc_lora_create(m, &c, &l) == LMC_OK);
+        randomise(l, 0.1);
+        lmc_array *before = lmc_model_logits(m, g_ids[0], TT, true);
+        char *dir = tmp_dir();
+        char sub[4200];
+        snprintf(sub, sizeof sub, "%s/adapter", dir); /* created by save */
+        CHECK(lmc_lora_save(l, sub) == LMC_OK);
+        CHECK(lmc_lora_save(l, sub) == LMC_OK); /* replaces the files */
+        char path[4300];
+        snprintf(path, sizeof path, "%s/adapter_model.safetensors.tmp", sub);
+        CHECK(access(path, F_OK) != 0);
+        /* The config as PEFT writes it. */
+        char *text = read_text(sub, "adapter_config.json");
+        cJSON *j = text ? cJSON_Parse(text) : NULL;
+        CHECK(j != NULL);
+        CHECK_STR(cJSON_GetStringValue(cJSON_GetObjectItem(j, "peft_type")), "LORA");
+        CHECK_STR(cJSON_GetStringValue(cJSON_GetObjectItem(j, "task_type")), "CAUSAL_LM");
+        CHECK_STR(cJSON_GetStringValue(cJSON_GetObjectItem(j, "bias")), "none");
+        CHECK(cJSON_GetNumberValue(cJSON_GetObjectItem(j, "r")) == 4);
+        CHECK(cJSON_GetNumberValue(cJSON_GetObjectItem(j, "lora_alpha")) == 12);
+        CHECK(cJSON_GetNumberValue(cJSON_GetObjectItem(j, "lora_dropout")) == 0.05);
+        CHECK(cJSON_IsFalse(cJSON_GetObjectItem(j, "use_rslora")) && cJSON_IsFalse(cJSON_GetObjectItem(j, "use_dora")));
+        CHECK(cJSON_IsFalse(cJSON_GetObjectItem(j, "fan_in_fan_out")) && cJSON_IsNull(cJSON_GetObjectItem(j, "modules_to_save")));
+        const cJSON *tm = cJSON_GetObjectItem(j, "target_modules");
+        CHECK(cJSON_GetArraySize(tm) == (k ? 7 : 2));
+        CHECK_STR(cJSON_GetStringValue(cJSON_GetArrayItem(tm, 0)), "q_proj");
+        CHECK_STR(cJSON_GetStringValue(cJSON_GetObjectItem(j, "base_model_name_or_path")), mdir);
+        cJSON_Delete(j);
+        free(text);
+        /* Tensor names and shapes as PEFT's. */
+        snprintf(path, sizeof path, "%s/adapter_model.safetensors", sub);
+        lmc_safetensors *st = NULL;
+        CHECK(lmc_safetensors_open(path, &st) == LMC_OK);
+        int64_t shape[LMC_MAX_DIMS];
+        int nd = 0;
+        lmc_dtype dt;
+        CHECK(lmc_safetensors_info(st, "base_model.model.model.layers.2.self_attn.v_proj.lora_B.weight", &dt, &nd, shape) == LMC_OK);
+        CHECK(nd == 2 && shape[0] == 32 && shape[1] == 4 && dt == dts[k]);
+        CHECK(lmc_safetensors_count(st) == (size_t)lmc_lora_num_params(l));
+        lmc_safetensors_close(st);
+        /* Reload bit for bit (in a second model, so both sets live at once). */
+        lmc_model *m2 = NULL;
+        CHECK(lmc_model_load(mdir, NULL, &m2) == LMC_OK);
+        lmc_lora *l2 = NULL;
+        CHECK(lmc_lora_load(m2, sub, &l2) == LMC_OK);
+        CHECK(l2 && lmc_lora_num_params(l2) == lmc_lora_num_params(l));
+        for (int i = 0; l2 && i < lmc_lora_num_params(l); i++) {
+            const lmc_array *a = lmc_lora_params(l)[i], *b = lmc_lora_params(l2)[i];
+            CHECK_STR(lmc_lora_param_name(l2, i), lmc_lora_param_name(l, i));
+            CHECK(lmc_array_dtype(b) == dts[k] && lmc_array_nbytes(a) == lmc_array_nbytes(b));
+            CHECK(memcmp(lmc_array_data(a), lmc_array_data(b), lmc_array_nbytes(a)) == 0);
+        }
+        lmc_lora_config c2 = lmc_lora_get_config(l2);
+        CHECK(c2.rank == 4 && c2.alpha == 12 && c2.dropout == 0.05 && c2.dtype == dts[k]);
+        CHECK_STR(c2.targets, lmc_lora_get_config(l).targets);
+        lmc_array *after = lmc_model_logits(m2, g_ids[0], TT, true);
+        CHECK(before && after && memcmp(lmc_array_data(before), lmc_array_data(after), lmc_array_nbytes(before)) == 0);
+        lmc_array_free(before), lmc_array_free(after);
+        lmc_lora_free(l2);
+        lmc_model_free(m2);
+        lmc_lora_free(l);
+        rm_dir(dir);
+    }
+    lmc_model_free(m);
+    model_fixture_cleanup(mdir);
+}
+
+/* PEFT options lmc honours: use_rslora, rank_pattern / alpha_pattern with
+ * plain names, layers_to_transform, target_modules as full module names. */
+static void test_load_peft_options(void) {
+    char *mdir;
+    lmc_model *m = load("llama", &mdir);
+    if (!m) { CHECK(0); model_fixture_cleanup(mdir); return; }
+    char *dir = tmp_dir();
+    const char *names[16];
+    lmc_array *arrays[16];
+    int n = 0;
+    add_pair(names, arrays, &n, 1, "self_attn.q_proj", 2, 64, 64);
+    add_pair(names, arrays, &n, 1, "self_attn.v_proj", 8, 64, 32);
+    add_pair(names, arrays, &n, 1, "mlp.down_proj", 8, 128, 64);
+    write_pairs(dir, names, arrays, n);
+    write_text(dir, "adapter_config.json",
+               "{\"peft_type\": \"LORA\", \"task_type\": \"CAUSAL_LM\", \"r\": 8, \"lora_alpha\": 16, \"use_rslora\": true,\n"
+               " \"target_modules\": [\"q_proj\", \"v_proj\", \"model.layers.1.mlp.down_proj\"], \"layers_to_transform\": [1],\n"
+               " \"rank_pattern\": {\"q_proj\": 2}, \"alpha_pattern\": {\"model.layers.1.self_attn.v_proj\": 32},\n"
+               " \"bias\": \"none\", \"modules_to_save\": null, \"use_dora\": false, \"fan_in_fan_out\": false, \"layers_pattern\": null}");
+    lmc_lora *l = NULL;
+    CHECKF(lmc_lora_load(m, dir, &l) == LMC_OK, "%s", lmc_last_error());
+    if (l) {
+        CHECK(l->n == 3);
+        CHECK(l->e[0].layer == 1 && l->e[0].module == 0 && l->e[0].rank == 2);
+        CHECK_CLOSE(l->e[0].ad.scale, 16 / sqrt(2.0), 1e-12, 0);
+        CHECK(l->e[1].layer == 1 && l->e[1].module == 2 && l->e[1].rank == 8);
+        CHECK_CLOSE(l->e[1].ad.scale, 32 / sqrt(8.0), 1e-12, 0);
+        CHECK(l->e[2].layer == 1 && l->e[2].module == 6);
+        CHECK_CLOSE(l->e[2].ad.scale, 16 / sqrt(8.0), 1e-12, 0);
+        /* Saved and loaded again: the same modules, ranks and scales. */
+        char *dir2 = tmp_dir();
+        CHECK(lmc_lora_save(l, dir2) == LMC_OK);
+        lmc_lora_free(l);
+        l = NULL;
+        CHECKF(lmc_lora_load(m, dir2, &l) == LMC_OK, "%s", lmc_last_error());
+        CHECK(l && l->n == 3 && l->e[0].rank == 2 && l->e[1].ad.scale == 32 / sqrt(8.0) && l->use_rslora);
+        lmc_lora_free(l);
+        rm_dir(dir2);
+    }
+    rm_dir(dir);
+    lmc_model_free(m);
+    model_fixture_cleanup(mdir);
+}
+
+typedef struct bad_case {
+    const char *config;       /* adapter_config.json, or NULL for none */
+    lmc_status status;
+    const char *mention;      /* expected in the message */
+} bad_case;
+
+static void test_load_errors(void) {
+    char *mdir;
+    lmc_model *m = load("llama", &mdir);
+    if (!m) { CHECK(0); model_fixture_cleanup(mdir); return; }
+    char *dir = tmp_dir();
+    /* Tensors for q_proj and v_proj (rank 8) of all three layers. */
+    const char *names[16];
+    lmc_array *arrays[16];
+    int n = 0;
+    for (int li = 0; li < 3; li++) {
+        add_pair(names, arrays, &n, li, "self_attn.q_proj", 8, 64, 64);
+        add_pair(names, arrays, &n, li, "self_attn.v_proj", 8, 64, 32);
+    }
+    write_pairs(dir, names, arrays, n);
+#define CFG(extra) "{\"peft_type\": \"LORA\", \"r\": 8, \"lora_alpha\": 16, \"target_modules\": [\"q_proj\", \"v_proj\"]" extra "}"
+    const bad_case cases[] = {
+        {NULL, LMC_ERR_IO, "adapter_config.json"},
+        {"{\"peft_type\": \"LORA\",", LMC_ERR_FORMAT, "adapter_config.json"},
+        {"{\"peft_type\": \"PREFIX_TUNING\"}", LMC_ERR_FORMAT, "peft_type"},
+        {CFG(", \"task_type\": \"SEQ_CLS\""), LMC_ERR_UNSUPPORTED, "task_type"},
+        {CFG(", \"use_dora\": true"), LMC_ERR_UNSUPPORTED, "use_dora"},
+        {CFG(", \"bias\": \"all\""), LMC_ERR_UNSUPPORTED, "bias"},
+        {CFG(", \"modules_to_save\": [\"lm_head\"]"), LMC_ERR_UNSUPPORTED, "modules_to_save"},
+        {CFG(", \"fan_in_fan_out\": true"), LMC_ERR_UNSUPPORTED, "fan_in_fan_out"},
+        {CFG(", \"use_rslora\": \"yes\""), LMC_ERR_FORMAT, "use_rslora"},
+        {CFG(", \"rank_pattern\": {\".*q_proj\": 4}"), LMC_ERR_UNSUPPORTED, "rank_pattern"},
+        {CFG(", \"alpha_pattern\": {\"q_proj\": -1}"), LMC_ERR_FORMAT, "alpha_pattern"},
+        {CFG(", \"layers_to_transform\": [7]"), LMC_ERR_FORMAT, "layers_to_transform"},
+        {"{\"peft_type\": \"LORA\", \"r\": 0, \"target_modules\": [\"q_proj\"]}", LMC_ERR_FORMAT, "\"r\""},
+        {"{\"peft_type\": \"LORA\", \"lora_alpha\": \"16\", \"target_modules\": [\"q_proj\"]}", LMC_ERR_FORMAT, "lora_alpha"},
+        {"{\"peft_type\": \"LORA\", \"lora_dropout\": 1.5, \"target_modules\": [\"q_proj\"]}", LMC_ERR_FORMAT, "lora_dropout"},
+        {"{\"peft_type\": \"LORA\", \"r\": 8, \"target_modules\": [\"q_proj\", \"lm_head\"]}", LMC_ERR_UNSUPPORTED, "lm_head"},
+        {"{\"peft_type\": \"LORA\", \"r\": 8, \"target_modules\": \".*(q|v)_proj\"}", LMC_ERR_UNSUPPORTED, "target_modules"},
+        {"{\"peft_type\": \"LORA\", \"r\": 8, \"target_modules\": 5}", LMC_ERR_FORMAT, "target_modules"},
+        /* k_proj is targeted but the file has no tensors for it. */
+        {"{\"peft_type\": \"LORA\", \"r\": 8, \"target_modules\": [\"q_proj\", \"k_proj\", \"v_proj\"]}", LMC_ERR_NOT_FOUND,
+         "base_model.model.model.layers.0.self_attn.k_proj.lora_A.weight"},
+        /* rank 4 declared, rank 8 stored. */
+        {"{\"peft_type\": \"LORA\", \"r\": 4, \"target_modules\": [\"q_proj\", \"v_proj\"]}", LMC_ERR_FORMAT,
+         "'base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight' is float32 [8, 64], expected a float tensor of shape [4, 64]"},
+        /* v_proj's tensors are in the file but v_proj is not targeted. */
+        {"{\"peft_type\": \"LORA\", \"r\": 8, \"target_modules\": [\"q_proj\"]}", LMC_ERR_FORMAT,
+         "base_model.model.model.layers.0.self_attn.v_proj.lora_A.weight"},
+        {"{\"peft_type\": \"LORA\", \"r\": 8, \"target_modules\": [\"q_proj\", \"v_proj\"], \"layers_to_transform\": 1}",
+         LMC_ERR_FORMAT, "layers.0.self_attn.q_proj.lora_A.weight"},
+    };
+#undef CFG
+    char path[4200];
+    snprintf(path, sizeof path, "%s/adapter_config.json", dir);
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        unlink(path);
+        if (cases[i].config) write_text(dir, "adapter_config.json", cases[i].config);
+        lmc_lora *l = NULL;
+        lmc_status s = lmc_lora_load(m, dir, &l);
+        CHECKF(s == cases[i].status && !l, "case %zu: status %d (%s)", i, (int)s, lmc_last_error());
+        CHECKF(strstr(lmc_last_error(), cases[i].mention) != NULL, "case %zu: '%s' does not mention '%s'", i,
+               lmc_last_error(), cases[i].mention);
+        CHECK(lmc_model_adapter(m) == NULL);
+        lmc_lora_free(l);
+    }
+    /* The valid config loads; a missing weights file is named. */
+    write_text(dir, "adapter_config.json", "{\"peft_type\": \"LORA\", \"r\": 8, \"target_modules\": [\"q_proj\", \"v_proj\"]}");
+    lmc_lora *l = NULL;
+    CHECKF(lmc_lora_load(m, dir, &l) == LMC_OK, "%s", lmc_last_error());
+    lmc_lora_free(l);
+    snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
+    unlink(path);
+    CHECK(lmc_lora_load(m, dir, &l) == LMC_ERR_NOT_FOUND && strstr(lmc_last_error(), "adapter_model.safetensors"));
+    rm_dir(dir);
+    lmc_model_free(m);
+    model_fixture_cleanup(mdir);
+}
+
 int main(void) {
     int64_t live = lmc_live_arrays();
     RUN(test_linear_adapter);
@@ -431,6 +691,9 @@ int main(void) {
     RUN(test_checkpointing_and_dropout);
     RUN(test_bf16_adapters);
     RUN(test_create_errors);
+    RUN(test_save_load_roundtrip);
+    RUN(test_load_peft_options);
+    RUN(test_load_errors);
     CHECKF(lmc_live_arrays() == live, "%lld arrays leaked", (long long)(lmc_live_arrays() - live));
     return TEST_REPORT();
 }
