@@ -377,21 +377,27 @@ lmc_status lmc_lora_load(lmc_model *m, const char *dir, lmc_lora **out) {
 
 /* --- writing ------------------------------------------------------------------------ */
 
-/* Writes text to path through a temporary file renamed over it. */
-static lmc_status write_atomic(const char *path, const char *text) {
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+lmc_status lmc_lora_write_file(const char *path, const void *data, size_t len) {
+    size_t pl = strlen(path);
+    char *tmp = malloc(pl + 5);
+    if (!tmp) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
+    memcpy(tmp, path, pl);
+    memcpy(tmp + pl, ".tmp", 5);
     FILE *f = fopen(tmp, "wb");
-    if (!f) return lmc_set_error(LMC_ERR_IO, "%s: cannot create (%s)", tmp, strerror(errno));
-    size_t n = strlen(text);
-    bool ok = fwrite(text, 1, n, f) == n && fputc('\n', f) != EOF && fflush(f) == 0 && fsync(fileno(f)) == 0;
-    ok = fclose(f) == 0 && ok;
-    if (!ok || rename(tmp, path) != 0) {
-        lmc_status s = lmc_set_error(LMC_ERR_IO, "%s: cannot write (%s)", path, strerror(errno));
-        unlink(tmp);
+    if (!f) {
+        lmc_status s = lmc_set_error(LMC_ERR_IO, "%s: cannot create (%s)", tmp, strerror(errno));
+        free(tmp);
         return s;
     }
-    return LMC_OK;
+    bool ok = fwrite(data, 1, len, f) == len && fflush(f) == 0 && fsync(fileno(f)) == 0;
+    ok = fclose(f) == 0 && ok;
+    lmc_status s = LMC_OK;
+    if (!ok || rename(tmp, path) != 0) {
+        s = lmc_set_error(LMC_ERR_IO, "%s: cannot write (%s)", path, strerror(errno));
+        unlink(tmp);
+    }
+    free(tmp);
+    return s;
 }
 
 /* True when the set adapts exactly the same module kinds in every layer. */
@@ -456,7 +462,7 @@ lmc_status lmc_lora_save(const lmc_lora *l, const char *dir) {
     char *text = config_json(l, num_layers);
     if (!text) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
     snprintf(path, sizeof path, "%s/%s", dir, CONFIG_NAME);
-    lmc_status s = write_atomic(path, text);
+    lmc_status s = lmc_lora_write_file(path, text, strlen(text));
     cJSON_free(text);
     return s;
 }

@@ -48,6 +48,11 @@ lmc_status lmc_lora_attach(lmc_lora *l);
 void lmc_lora_model_closed(lmc_lora *l);
 /* The dropout stream of entry i of a set configured with `seed`. */
 uint64_t lmc_lora_entry_seed(uint64_t seed, int i);
+/* lmc_lora_fuse writing its weights in dtype (LMC_BF16 there; LMC_F32 lets
+ * tests check the merge itself, free of bf16 rounding). */
+lmc_status lmc_lora_fuse_as(const lmc_lora *l, const char *out_dir, lmc_dtype dtype);
+/* Writes len bytes to path through "<path>.tmp", flushed and renamed over it. */
+lmc_status lmc_lora_write_file(const char *path, const void *data, size_t len);
 /* The adapter's scale for an entry (alpha / rank, or alpha / sqrt(rank)). */
 double lmc_lora_entry_scale(const lmc_lora *l, const lmc_lora_entry *e);
 
