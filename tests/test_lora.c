@@ -718,6 +718,11 @@ static void test_adapter_at_load(void) {
     o.adapter_dir = bad;
     m = NULL;
     CHECK(lmc_model_load(mdir, &o, &m) != LMC_OK && !m && strstr(lmc_last_error(), bad));
+    /* Backends without the native decoder refuse adapters before starting. */
+    o.backend = "subprocess";
+    o.bridge = "/nonexistent/bridge";
+    o.adapter_dir = dir;
+    CHECK(lmc_model_load(mdir, &o, &m) == LMC_ERR_UNSUPPORTED && !m && strstr(lmc_last_error(), "subprocess"));
     lmc_array_free(want), lmc_array_free(got);
     rm_dir(dir);
     model_fixture_cleanup(mdir);
