@@ -197,7 +197,7 @@ def ref_loss_and_grad(torch, cfg, W, lora, scale, ids, targets, mask):
     leaves = {n: lora[n].detach().clone().requires_grad_(True) for n in names}
     loss = ref_loss(torch, cfg, W, leaves, scale, ids, targets, mask)
     grads = torch.autograd.grad(loss, [leaves[n] for n in names])
-    return float(loss), dict(zip(names, grads))
+    return loss.item(), dict(zip(names, grads))
 
 
 def adamw_formula(torch, params, grads, state, t, cfg, weight_decay=True, bias_correction=True):
