@@ -296,8 +296,9 @@ lmc_linear *lmc_dec_module(const lmc_decoder *d, int64_t li, int module) {
 
 /* One decoder layer: h [B, T, H] -> new h. Runs in the caller's scope.
  * cache NULL: a training pass (k, v used as they are, positions from 0). */
-static lmc_array *layer_forward(const lmc_decoder *d, int li, lmc_kv_cache *cache, lmc_array *h,
-                                const lmc_forward_args *args) {
+/* The attention half of a layer: h [B, T, H] -> h + attention. */
+static lmc_array *attention_forward(const lmc_decoder *d, int li, lmc_kv_cache *cache, lmc_array *h,
+                                    const lmc_forward_args *args) {
     const lmc_model_config *c = &d->cfg;
     const lmc_dec_layer *l = &d->layers[li];
     const lmc_linear_run *run = args ? args->lora_run : NULL;
@@ -343,14 +344,47 @@ static lmc_array *layer_forward(const lmc_decoder *d, int li, lmc_kv_cache *cach
     int64_t ms[3] = {B, T, c->num_heads * c->head_dim};
     lmc_array *o = lmc_linear_forward_run(l->o, lmc_reshape(merged, 3, ms), run);
     if (c->sandwich_norms) o = lmc_rms_norm(o, l->post_attn_norm, eps, onep);
-    h = lmc_add(h, o);
+    return lmc_add(h, o);
+}
 
-    /* Feed-forward. */
-    x = lmc_rms_norm(h, c->sandwich_norms ? l->pre_ff_norm : l->post_attn_norm, eps, onep);
-    lmc_array *g = activation(c, lmc_linear_forward_run(l->gate, x, run));
-    lmc_array *m = lmc_linear_forward_run(l->down, lmc_mul(g, lmc_linear_forward_run(l->up, x, run)), run);
+/* The feed-forward half. The [B, T, intermediate] arrays are the largest of
+ * a prefill chunk: each is released as soon as it is used (the tape keeps
+ * its own references while differentiating). */
+static lmc_array *ffn_forward(const lmc_decoder *d, int li, lmc_array *h, const lmc_forward_args *args) {
+    const lmc_model_config *c = &d->cfg;
+    const lmc_dec_layer *l = &d->layers[li];
+    const lmc_linear_run *run = args ? args->lora_run : NULL;
+    float eps = c->rms_norm_eps;
+    bool onep = c->norm_one_plus;
+    lmc_array *x = lmc_rms_norm(h, c->sandwich_norms ? l->pre_ff_norm : l->post_attn_norm, eps, onep);
+    lmc_array *pre = lmc_linear_forward_run(l->gate, x, run);
+    lmc_array *g = activation(c, pre);
+    lmc_array_free(pre);
+    lmc_array *u = lmc_linear_forward_run(l->up, x, run);
+    lmc_array_free(x);
+    lmc_array *gu = lmc_mul(g, u);
+    lmc_array_free(g);
+    lmc_array_free(u);
+    lmc_array *m = lmc_linear_forward_run(l->down, gu, run);
+    lmc_array_free(gu);
     if (c->sandwich_norms) m = lmc_rms_norm(m, l->post_ff_norm, eps, onep);
     return lmc_add(h, m);
+}
+
+/* One decoder layer: h [B, T, H] -> new h, each half in its own scope so
+ * the attention half's intermediates are gone before the feed-forward's
+ * exist. Runs in the caller's scope. */
+static lmc_array *layer_forward(const lmc_decoder *d, int li, lmc_kv_cache *cache, lmc_array *h,
+                                const lmc_forward_args *args) {
+    lmc_scope_begin();
+    lmc_array *a = lmc_scope_keep(attention_forward(d, li, cache, h, args));
+    lmc_scope_end();
+    if (!a) return NULL;
+    lmc_scope_begin();
+    lmc_array *out = lmc_scope_keep(ffn_forward(d, li, a, args));
+    lmc_scope_end();
+    lmc_array_free(a);
+    return out; /* kept into the caller's scope, as an op's result would be */
 }
 
 /* Gradient checkpointing of one layer: its inputs are h and every adapter
