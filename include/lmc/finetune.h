@@ -13,7 +13,15 @@
  *                                       when input_ids[i] is a target, predicted from
  *                                       the tokens before it
  * Every example becomes ids and a per-token mask (mask[i] = 1: ids[i] is a
- * target). Errors name the file, the line and the field.
+ * target; the first token never is, nothing precedes it). "text" and
+ * "completion" get the tokenizer's EOS token (tokenizer_config.json's
+ * eos_token, else the first EOS id) appended and learned unless they already
+ * end with an EOS id. "messages" learn each assistant turn from its first
+ * token through its end-of-turn token (<|im_end|>, <|eot_id|>,
+ * <end_of_turn>), found by rendering the conversation's prefixes; a template
+ * under which that cannot be done is an error. Examples without any target
+ * (e.g. an all-zero loss_mask) are skipped and counted. Errors name the
+ * file, the line and the field.
  *
  *     lmc_dataset *ds;
  *     lmc_dataset_load(model, "train.jsonl", &ds);
@@ -37,10 +45,13 @@ extern "C" {
 typedef struct lmc_dataset lmc_dataset;
 
 /* Reads and tokenises a JSONL file with the model's tokenizer (and chat
- * template for "messages"). Blank lines are skipped. */
+ * template for "messages"). Blank lines are skipped. Token ids must fit the
+ * model's vocabulary. A file without a usable example is an error. */
 LMC_API lmc_status lmc_dataset_load(lmc_model *m, const char *path, lmc_dataset **out);
 LMC_API void lmc_dataset_free(lmc_dataset *ds);
+/* Examples kept, and examples skipped because they had no target. */
 LMC_API size_t lmc_dataset_size(const lmc_dataset *ds);
+LMC_API size_t lmc_dataset_skipped(const lmc_dataset *ds);
 /* Example i: its token ids and mask (borrowed, n entries each). */
 LMC_API lmc_status lmc_dataset_example(const lmc_dataset *ds, size_t i, const int32_t **ids, const uint8_t **mask,
                                        size_t *n);
