@@ -60,11 +60,13 @@ typedef struct lmc_train_config {
     int64_t steps;              /* optimiser steps (100) */
     int batch_size;             /* examples per step (4) */
     int64_t seq_len;            /* longer examples are truncated to this many tokens (512) */
-    lmc_adamw_config adamw;     /* lr 1e-4, weight decay 0.01 */
-    lmc_lr_schedule schedule;   /* constant, no warm-up; total_steps = steps when 0 */
+    lmc_adamw_config adamw;     /* lr 1e-4 (the peak learning rate), weight decay 0.01 */
+    lmc_lr_schedule schedule;   /* kind and warm-up (constant, none); its lr is replaced by
+                                   adamw.lr; total_steps = steps when 0. Step s (1-based)
+                                   uses lmc_lr_at(schedule, s - 1). */
     double grad_clip;           /* global-norm clip; 0 = off (1.0) */
     bool grad_checkpoint;       /* per decoder layer (false) */
-    uint64_t seed;              /* shuffling and dropout (0) */
+    uint64_t seed;              /* shuffling (a new permutation each epoch) and dropout (0) */
     int64_t valid_every;        /* steps between validation losses when a validation set is given (50; 0 = only at the end) */
     int64_t save_every;         /* steps between saves to save_dir (0 = off) */
     const char *save_dir;       /* where periodic and interrupt saves go (NULL = none) */
@@ -79,7 +81,7 @@ typedef struct lmc_train_progress {
     double lr;                  /* learning rate used by this step */
     double grad_norm;           /* before clipping */
     int64_t tokens;             /* target tokens in this step's batch */
-    double tokens_per_s;        /* input tokens processed per second, this step */
+    double tokens_per_s;        /* input tokens (padding excluded) per second, this step */
     double elapsed_s, eta_s;
     size_t peak_memory;         /* bytes, since training began */
 } lmc_train_progress;
@@ -95,7 +97,9 @@ typedef bool (*lmc_train_callback)(void *user, const lmc_train_progress *p);
 LMC_API lmc_status lmc_train(lmc_lora *lora, const lmc_dataset *train, const lmc_dataset *valid,
                              const lmc_train_config *cfg, lmc_train_callback cb, void *user, lmc_cancel *cancel);
 
-/* Mean masked loss over a whole dataset (no dropout, no gradients). */
+/* Mean masked loss over a whole dataset, in order, batch_size examples at a
+ * time truncated to seq_len tokens (no dropout, no gradients); the mean is
+ * over all target tokens. */
 LMC_API lmc_status lmc_evaluate(lmc_lora *lora, const lmc_dataset *ds, int batch_size, int64_t seq_len, double *loss);
 
 #ifdef __cplusplus
