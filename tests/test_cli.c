@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 
 #include "lmc/lmc.h"
+#include "lmc/lora.h"
 #include "model_fixture.h"
 #include "test_util.h"
 
@@ -156,6 +157,162 @@ static void test_usage_errors(void) {
     free(out);
 }
 
+static char *tmp_dir(void) {
+    char tmpl[] = "/tmp/lmc-cli-XXXXXX";
+    char *d = mkdtemp(tmpl);
+    return d ? strdup(d) : NULL;
+}
+
+static lmc_array *read_logits(const char *path) {
+    lmc_safetensors *o = NULL;
+    if (lmc_safetensors_open(path, &o) != LMC_OK) return NULL;
+    lmc_array *a = lmc_safetensors_get(o, "logits");
+    lmc_safetensors_close(o);
+    return a;
+}
+
+/* Max |a - b| (and max |b|) of two f32 arrays of the same size. */
+static double max_abs_diff(const lmc_array *a, const lmc_array *b, double *bmax) {
+    int64_t n = lmc_array_size(a);
+    float *va = malloc((size_t)n * sizeof *va), *vb = malloc((size_t)n * sizeof *vb);
+    lmc_array_read(a, LMC_F32, va, (size_t)n);
+    lmc_array_read(b, LMC_F32, vb, (size_t)n);
+    double d = 0;
+    *bmax = 0;
+    for (int64_t i = 0; i < n; i++) {
+        d = fmax(d, fabs((double)va[i] - vb[i]));
+        *bmax = fmax(*bmax, fabs(vb[i]));
+    }
+    free(va);
+    free(vb);
+    return d;
+}
+
+/* --adapter on every model command, and lmc fuse. The adapter is made here
+ * through the C API (B random, so it changes the outputs). */
+static void test_adapter_and_fuse(void) {
+    static const int32_t ids[6] = {5, 6, 7, 8, 900, 31};
+    char *work = tmp_dir(), adir[4200], fdir[4200], outp[4200], cmd[16384], *out;
+    snprintf(adir, sizeof adir, "%s/adapter", work);
+    snprintf(fdir, sizeof fdir, "%s/fused", work);
+    snprintf(outp, sizeof outp, "%s/logits.safetensors", work);
+    lmc_model *m = NULL;
+    CHECK(lmc_model_load(g_dir, NULL, &m) == LMC_OK);
+    lmc_array *base = lmc_model_logits(m, ids, 6, true);
+    lmc_lora_config c = lmc_lora_config_default();
+    c.targets = "q_proj,v_proj,down_proj";
+    lmc_lora *l = NULL;
+    CHECK(lmc_lora_create(m, &c, &l) == LMC_OK);
+    for (int i = 1; l && i < lmc_lora_num_params(l); i += 2) {
+        lmc_array *b = lmc_lora_params(l)[i];
+        float *v = lmc_array_data(b);
+        for (int64_t k = 0; k < lmc_array_size(b); k++) v[k] = (float)(((k * 37 + i * 11) % 19) - 9) * 0.01f;
+    }
+    lmc_array *want = lmc_model_logits(m, ids, 6, true);
+    int32_t want_next = 0;
+    float best = -INFINITY;
+    for (int64_t v = 0; want && v < lmc_array_dim(want, 1); v++) {
+        float x = ((const float *)lmc_array_data(want))[5 * lmc_array_dim(want, 1) + v];
+        if (x > best) best = x, want_next = (int32_t)v;
+    }
+    lmc_generate_options go = lmc_generate_options_default();
+    go.sampler.temperature = 0;
+    go.ignore_eos = true;
+    go.max_tokens = 4;
+    lmc_generation gen;
+    CHECK(lmc_generate_ids(m, ids, 6, &go, &gen) == LMC_OK);
+    CHECK(lmc_lora_save(l, adir) == LMC_OK);
+    lmc_lora_free(l);
+    lmc_model_free(m);
+
+    /* logits: the same numbers as the C API with the adapter attached. */
+    snprintf(cmd, sizeof cmd, "%s/lmc logits -m %s --adapter %s --ids 5,6,7,8,900,31 --all -o %s", LMC_BUILD_DIR, g_dir,
+             adir, outp);
+    CHECK(run(cmd, NULL) == 0);
+    lmc_array *got = read_logits(outp);
+    double bmax, d = got && want ? max_abs_diff(got, want, &bmax) : INFINITY;
+    CHECKF(d == 0, "logits with --adapter differ by %g", d);
+    CHECK(got && base && max_abs_diff(got, base, &bmax) > 1e-3); /* the adapter matters */
+    lmc_array_free(got);
+    /* generate: the C API's greedy ids. */
+    snprintf(cmd, sizeof cmd, "%s/lmc generate -m %s --adapter %s --prompt-ids 5,6,7,8,900,31 --max-tokens 4 "
+             "--temperature 0 --ignore-eos --json", LMC_BUILD_DIR, g_dir, adir);
+    CHECK(run(cmd, &out) == 0);
+    cJSON *j = cJSON_Parse(out);
+    const cJSON *jids = cJSON_GetObjectItem(j, "ids");
+    CHECK(cJSON_GetArraySize(jids) == 4);
+    for (int i = 0; i < 4 && i < cJSON_GetArraySize(jids); i++) CHECK(cJSON_GetArrayItem(jids, i)->valueint == gen.ids[i]);
+    cJSON_Delete(j);
+    free(out);
+    /* batch: the same ids; classify: the adapter model's next token. */
+    snprintf(cmd, sizeof cmd, "echo '{\"prompt_ids\": [5, 6, 7, 8, 900, 31]}' | %s/lmc batch -m %s --adapter %s "
+             "--max-tokens 4 --temperature 0 --ignore-eos 2>/dev/null", LMC_BUILD_DIR, g_dir, adir);
+    CHECK(run(cmd, &out) == 0);
+    j = cJSON_Parse(out);
+    jids = cJSON_GetObjectItem(j, "ids");
+    CHECK(cJSON_GetArraySize(jids) == 4);
+    for (int i = 0; i < 4 && i < cJSON_GetArraySize(jids); i++) CHECK(cJSON_GetArrayItem(jids, i)->valueint == gen.ids[i]);
+    cJSON_Delete(j);
+    free(out);
+    snprintf(cmd, sizeof cmd, "echo '{\"prompt_ids\": [5, 6, 7, 8, 900, 31]}' | %s/lmc classify -m %s --adapter %s 2>/dev/null",
+             LMC_BUILD_DIR, g_dir, adir);
+    CHECK(run(cmd, &out) == 0);
+    j = cJSON_Parse(out);
+    CHECK(cJSON_GetObjectItem(j, "token_id") && cJSON_GetObjectItem(j, "token_id")->valueint == want_next);
+    cJSON_Delete(j);
+    free(out);
+    /* chat takes the option (the golden models' 2048-token vocabulary has no
+     * chat-template tokens, so a bad adapter shows it is read). */
+    snprintf(cmd, sizeof cmd, "%s/lmc chat -m %s --adapter %s/none --message hi </dev/null 2>&1", LMC_BUILD_DIR, g_dir, work);
+    CHECK(run(cmd, &out) == 1 && strstr(out, "/none/adapter_config.json"));
+    free(out);
+    /* info names the adapter. */
+    snprintf(cmd, sizeof cmd, "%s/lmc info -m %s --adapter %s --json", LMC_BUILD_DIR, g_dir, adir);
+    CHECK(run(cmd, &out) == 0);
+    j = cJSON_Parse(out);
+    const cJSON *ad = cJSON_GetObjectItem(j, "adapter");
+    CHECK(ad && cJSON_GetObjectItem(ad, "rank")->valueint == 8);
+    CHECK_STR(cJSON_GetStringValue(cJSON_GetObjectItem(ad, "targets")), "q_proj,v_proj,down_proj");
+    CHECK_STR(cJSON_GetStringValue(cJSON_GetObjectItem(ad, "path")), adir);
+    cJSON_Delete(j);
+    free(out);
+    snprintf(cmd, sizeof cmd, "%s/lmc info -m %s --adapter %s", LMC_BUILD_DIR, g_dir, adir);
+    CHECK(run(cmd, &out) == 0 && strstr(out, "LoRA adapter") && strstr(out, "rank 8"));
+    free(out);
+    /* A missing adapter is a runtime error naming it. */
+    snprintf(cmd, sizeof cmd, "%s/lmc generate -m %s --adapter %s/none -p x 2>&1", LMC_BUILD_DIR, g_dir, work);
+    CHECK(run(cmd, &out) == 1 && strstr(out, "/none/adapter_config.json"));
+    free(out);
+
+    /* fuse: a bf16 folder lmc loads, with logits within bf16 rounding of the
+     * adapter model's (see test_lora's test_fuse: ~1% of max |logit|). */
+    snprintf(cmd, sizeof cmd, "%s/lmc fuse -m %s --adapter %s -o %s 2>/dev/null", LMC_BUILD_DIR, g_dir, adir, fdir);
+    CHECK(run(cmd, NULL) == 0);
+    snprintf(cmd, sizeof cmd, "%s/lmc logits -m %s --ids 5,6,7,8,900,31 --all -o %s", LMC_BUILD_DIR, fdir, outp);
+    CHECK(run(cmd, NULL) == 0);
+    got = read_logits(outp);
+    d = got && want ? max_abs_diff(got, want, &bmax) : INFINITY;
+    CHECKF(d <= 0.02 * bmax, "fused logits differ by %g (max |logit| %g)", d, bmax);
+    lmc_array_free(got);
+    snprintf(cmd, sizeof cmd, "%s/lmc info -m %s --json", LMC_BUILD_DIR, fdir);
+    CHECK(run(cmd, &out) == 0 && strstr(out, "\"dtype\":\"bfloat16\""));
+    free(out);
+    snprintf(cmd, sizeof cmd, "%s/lmc fuse -m %s --adapter %s -o %s 2>&1", LMC_BUILD_DIR, g_dir, adir, g_dir);
+    CHECK(run(cmd, &out) == 1 && strstr(out, "own folder"));
+    free(out);
+    snprintf(cmd, sizeof cmd, "%s/lmc fuse -m %s -o %s 2>/dev/null", LMC_BUILD_DIR, g_dir, fdir);
+    CHECK(run(cmd, NULL) == 2);
+    snprintf(cmd, sizeof cmd, "%s/lmc fuse -m %s --adapter 2>/dev/null", LMC_BUILD_DIR, g_dir);
+    CHECK(run(cmd, NULL) == 2);
+
+    lmc_generation_clear(&gen);
+    lmc_array_free(want);
+    lmc_array_free(base);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", work);
+    CHECK(system(cmd) == 0);
+    free(work);
+}
+
 int main(void) {
     g_dir = model_fixture_dir("qwen3");
     if (!g_dir) return 1;
@@ -163,6 +320,7 @@ int main(void) {
     RUN(test_logits_file);
     RUN(test_info_and_discover);
     RUN(test_usage_errors);
+    RUN(test_adapter_and_fuse);
     model_fixture_cleanup(g_dir);
     return TEST_REPORT();
 }

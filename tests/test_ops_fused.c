@@ -344,29 +344,36 @@ static void test_rope_random(void) {
 static void test_sdpa_random(void) {
     static const lmc_dtype dts[] = {LMC_F32, LMC_BF16, LMC_F16};
     static const int64_t Tqs[] = {1, 7, 40}, Tks[] = {1, 13, 90};
-    for (int di = 0; di < 3; di++)
-        for (int ti = 0; ti < 3; ti++) {
-            int64_t Tq = Tqs[ti], Tk = Tks[ti] < Tq ? Tq : Tks[ti];
-            int64_t sq[4] = {2, 4, Tq, 24}, sk[4] = {2, 2, Tk, 24}, sv[4] = {2, 2, Tk, 20};
-            lmc_array *q = rnd(dts[di], 4, sq), *k = rnd(dts[di], 4, sk), *v = rnd(dts[di], 4, sv);
-            /* an additive mask broadcast over batch and heads */
-            int64_t sm[4] = {1, 1, Tq, Tk};
-            lmc_array *m = rnd(LMC_F32, 4, sm);
-            for (int variant = 0; variant < 4; variant++) {
-                lmc_sdpa_params sp = lmc_sdpa_params_default(0.2f);
-                sp.causal = variant >= 1;
-                sp.window = variant == 2 ? 5 : 0;
-                sp.softcap = variant == 3 ? 2.0f : 0.0f;
-                sp.mask = variant == 3 ? m : NULL;
-                op_args a = {.x = q, .k = k, .v = v, .sp = &sp};
-                char what[96];
-                snprintf(what, sizeof what, "sdpa %s Tq=%lld Tk=%lld variant %d", lmc_dtype_name(dts[di]),
-                         (long long)Tq, (long long)Tk, variant);
-                check_paths(OP_SDPA, &a, what);
+    /* query heads per KV head: 2, 6 (several queries per task), 20 (more
+     * than a task's usual rows), 1 */
+    static const int64_t heads[][2] = {{4, 2}, {6, 1}, {20, 1}, {3, 3}};
+    for (int hi = 0; hi < 4; hi++)
+        for (int di = 0; di < 3; di++)
+            for (int ti = 0; ti < 3; ti++) {
+                if (hi > 0 && di > 0) continue; /* dtypes are covered with the first head layout */
+                int64_t Hq = heads[hi][0], Hkv = heads[hi][1];
+                int64_t Tq = Tqs[ti], Tk = Tks[ti] < Tq ? Tq : Tks[ti];
+                int64_t sq[4] = {2, Hq, Tq, 24}, sk[4] = {2, Hkv, Tk, 24}, sv[4] = {2, Hkv, Tk, 20};
+                lmc_array *q = rnd(dts[di], 4, sq), *k = rnd(dts[di], 4, sk), *v = rnd(dts[di], 4, sv);
+                /* an additive mask broadcast over the batch, one per head */
+                int64_t sm[4] = {1, Hq, Tq, Tk};
+                lmc_array *m = rnd(LMC_F32, 4, sm);
+                for (int variant = 0; variant < 4; variant++) {
+                    lmc_sdpa_params sp = lmc_sdpa_params_default(0.2f);
+                    sp.causal = variant >= 1;
+                    sp.window = variant == 2 ? 5 : 0;
+                    sp.softcap = variant == 3 ? 2.0f : 0.0f;
+                    sp.mask = variant == 3 ? m : NULL;
+                    op_args a = {.x = q, .k = k, .v = v, .sp = &sp};
+                    char what[128];
+                    snprintf(what, sizeof what, "sdpa %s Hq=%lld Hkv=%lld Tq=%lld Tk=%lld variant %d",
+                             lmc_dtype_name(dts[di]), (long long)Hq, (long long)Hkv, (long long)Tq, (long long)Tk,
+                             variant);
+                    check_paths(OP_SDPA, &a, what);
+                }
+                lmc_array *arr[] = {q, k, v, m};
+                for (int i = 0; i < 4; i++) lmc_array_free(arr[i]);
             }
-            lmc_array *arr[] = {q, k, v, m};
-            for (int i = 0; i < 4; i++) lmc_array_free(arr[i]);
-        }
     /* non-contiguous q/k/v: [B, T, H, D] buffers seen as [B, H, T, D] */
     int64_t s[4] = {1, 11, 4, 16}, skv[4] = {1, 11, 2, 16};
     lmc_array *qr = rnd(LMC_F32, 4, s), *kr = rnd(LMC_BF16, 4, skv), *vr = rnd(LMC_F32, 4, skv);

@@ -55,8 +55,13 @@ LMC_API lmc_status lmc_lora_load(lmc_model *m, const char *dir, lmc_lora **out);
 /* Writes adapter_config.json and adapter_model.safetensors into dir
  * (created if missing), replacing files atomically (temp file + rename). */
 LMC_API lmc_status lmc_lora_save(const lmc_lora *l, const char *dir);
-/* Detaches the adapters from their model and frees them. */
+/* Detaches the adapters from their model and frees them. A set the caller
+ * created or loaded may outlive its model: closing the model detaches it,
+ * and it can then only be saved, inspected and freed. */
 LMC_API void lmc_lora_free(lmc_lora *l);
+/* The adapter set attached to a model (borrowed; NULL when none), e.g. the
+ * one loaded through lmc_load_options.adapter_dir, which the model owns. */
+LMC_API const lmc_lora *lmc_model_adapter(const lmc_model *m);
 
 /* The configuration in use (targets as a canonical comma list). */
 LMC_API lmc_lora_config lmc_lora_get_config(const lmc_lora *l);

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "lmc/ops.h"
+#include "lmc/train.h"
 
 /* --- weight resolution ------------------------------------------------------ */
 
@@ -220,7 +221,10 @@ lmc_status lmc_decoder_load(const char *dir, const lmc_model_config *cfg, lmc_de
         L.prefix = find_prefix(&L);
         if (!L.prefix) s = lmc_set_error(LMC_ERR_NOT_FOUND, "%s: no tensor 'model.embed_tokens.weight' (or under "
                                          "'language_model.model.' / 'model.language_model.'): not a supported checkpoint", dir);
-        else s = load_weights(&L);
+        else {
+            snprintf(d->prefix, sizeof d->prefix, "%s", L.prefix);
+            s = load_weights(&L);
+        }
     }
     if (s != LMC_OK) {
         lmc_decoder_free(d);
@@ -280,20 +284,32 @@ static lmc_array *split_heads(const lmc_array *x, int64_t heads, int64_t dim) {
     return t;
 }
 
-/* One decoder layer: h [B, T, H] -> new h. Runs in the caller's scope. */
+const char *const lmc_dec_module_names[LMC_DEC_NUM_MODULES] = {
+    "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+    "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"};
+
+lmc_linear *lmc_dec_module(const lmc_decoder *d, int64_t li, int module) {
+    const lmc_dec_layer *l = &d->layers[li];
+    lmc_linear *m[LMC_DEC_NUM_MODULES] = {l->q, l->k, l->v, l->o, l->gate, l->up, l->down};
+    return module >= 0 && module < LMC_DEC_NUM_MODULES ? m[module] : NULL;
+}
+
+/* One decoder layer: h [B, T, H] -> new h. Runs in the caller's scope.
+ * cache NULL: a training pass (k, v used as they are, positions from 0). */
 static lmc_array *layer_forward(const lmc_decoder *d, int li, lmc_kv_cache *cache, lmc_array *h,
                                 const lmc_forward_args *args) {
     const lmc_model_config *c = &d->cfg;
     const lmc_dec_layer *l = &d->layers[li];
+    const lmc_linear_run *run = args ? args->lora_run : NULL;
     float eps = c->rms_norm_eps;
     bool onep = c->norm_one_plus;
     int64_t B = h->shape[0], T = h->shape[1];
 
     /* Attention. */
     lmc_array *x = lmc_rms_norm(h, l->input_norm, eps, onep);
-    lmc_array *q = split_heads(lmc_linear_forward(l->q, x), c->num_heads, c->head_dim);
-    lmc_array *k = split_heads(lmc_linear_forward(l->k, x), c->num_kv_heads, c->head_dim);
-    lmc_array *v = split_heads(lmc_linear_forward(l->v, x), c->num_kv_heads, c->head_dim);
+    lmc_array *q = split_heads(lmc_linear_forward_run(l->q, x, run), c->num_heads, c->head_dim);
+    lmc_array *k = split_heads(lmc_linear_forward_run(l->k, x, run), c->num_kv_heads, c->head_dim);
+    lmc_array *v = split_heads(lmc_linear_forward_run(l->v, x, run), c->num_kv_heads, c->head_dim);
     if (c->qk_norm) {
         q = lmc_rms_norm(q, l->q_norm, eps, onep);
         k = lmc_rms_norm(k, l->k_norm, eps, onep);
@@ -304,15 +320,15 @@ static lmc_array *layer_forward(const lmc_decoder *d, int li, lmc_kv_cache *cach
         q = lmc_rope_positions(q, &rp, args->positions);
         k = lmc_rope_positions(k, &rp, args->positions);
     } else {
-        q = lmc_rope(q, &rp, cache->pos);
-        k = lmc_rope(k, &rp, cache->pos);
+        q = lmc_rope(q, &rp, cache ? cache->pos : 0);
+        k = lmc_rope(k, &rp, cache ? cache->pos : 0);
     }
     if (!q || !k || !v) return NULL;
     /* Retained: the layer scope drops its reference, the caller keeps this one. */
     if (args && args->inspect_q) args->inspect_q[li] = lmc_array_retain(q);
     if (args && args->inspect_k) args->inspect_k[li] = lmc_array_retain(k);
-    lmc_array *k_all, *v_all;
-    if (lmc_kv_cache_update(cache, li, k, v, &k_all, &v_all) != LMC_OK) return NULL;
+    lmc_array *k_all = k, *v_all = v;
+    if (cache && lmc_kv_cache_update(cache, li, k, v, &k_all, &v_all) != LMC_OK) return NULL;
     lmc_sdpa_params sp = lmc_sdpa_params_default(c->attn_scale);
     sp.causal = true;
     sp.window = l->sliding ? c->sliding_window : 0;
@@ -325,16 +341,38 @@ static lmc_array *layer_forward(const lmc_decoder *d, int li, lmc_kv_cache *cach
     lmc_array *attn = lmc_sdpa(q, k_all, v_all, &sp);            /* [B, Hq, T, D] */
     lmc_array *merged = lmc_swapaxes(attn, 1, 2);                /* [B, T, Hq, D] */
     int64_t ms[3] = {B, T, c->num_heads * c->head_dim};
-    lmc_array *o = lmc_linear_forward(l->o, lmc_reshape(merged, 3, ms));
+    lmc_array *o = lmc_linear_forward_run(l->o, lmc_reshape(merged, 3, ms), run);
     if (c->sandwich_norms) o = lmc_rms_norm(o, l->post_attn_norm, eps, onep);
     h = lmc_add(h, o);
 
     /* Feed-forward. */
     x = lmc_rms_norm(h, c->sandwich_norms ? l->pre_ff_norm : l->post_attn_norm, eps, onep);
-    lmc_array *g = activation(c, lmc_linear_forward(l->gate, x));
-    lmc_array *m = lmc_linear_forward(l->down, lmc_mul(g, lmc_linear_forward(l->up, x)));
+    lmc_array *g = activation(c, lmc_linear_forward_run(l->gate, x, run));
+    lmc_array *m = lmc_linear_forward_run(l->down, lmc_mul(g, lmc_linear_forward_run(l->up, x, run)), run);
     if (c->sandwich_norms) m = lmc_rms_norm(m, l->post_ff_norm, eps, onep);
     return lmc_add(h, m);
+}
+
+/* Gradient checkpointing of one layer: its inputs are h and every adapter
+ * array of the layer (all the arrays being differentiated it may use). */
+static lmc_array *layer_fn(void *ctx, int n, lmc_array *const *inputs) {
+    (void)n;
+    const lmc_dec_layer_call *lc = ctx;
+    return layer_forward(lc->d, lc->li, NULL, inputs[0], lc->args);
+}
+
+static lmc_array *layer_checkpointed(const lmc_decoder *d, int li, lmc_array *h, const lmc_forward_args *args) {
+    lmc_array *inputs[1 + 2 * LMC_DEC_NUM_MODULES] = {h};
+    int n = 1;
+    for (int m = 0; m < LMC_DEC_NUM_MODULES; m++) {
+        const lmc_linear_adapter *ad = lmc_linear_get_adapter(lmc_dec_module(d, li, m));
+        if (!ad) continue;
+        inputs[n++] = ad->a;
+        inputs[n++] = ad->b;
+    }
+    lmc_dec_layer_call *lc = &args->checkpoint[li];
+    *lc = (lmc_dec_layer_call){d, li, args};
+    return lmc_grad_checkpoint(layer_fn, lc, n, inputs);
 }
 
 lmc_array *lmc_decoder_forward(const lmc_decoder *d, lmc_kv_cache *cache, const lmc_array *ids,
@@ -356,7 +394,9 @@ lmc_array *lmc_decoder_forward(const lmc_decoder *d, lmc_kv_cache *cache, const 
     if (h && c->scale_embeddings) h = lmc_mul_scalar(h, sqrt((double)c->hidden_size));
     for (int64_t i = 0; i < c->num_layers && h; i++) {
         lmc_scope_begin();
-        lmc_array *nh = lmc_scope_keep(layer_forward(d, (int)i, cache, h, args));
+        lmc_array *nh = !cache && args && args->checkpoint ? layer_checkpointed(d, (int)i, h, args)
+                                                             : layer_forward(d, (int)i, cache, h, args);
+        nh = lmc_scope_keep(nh);
         lmc_scope_end();
         h = nh;
     }
@@ -369,7 +409,7 @@ lmc_array *lmc_decoder_forward(const lmc_decoder *d, lmc_kv_cache *cache, const 
     }
     if (out) {
         logits = lmc_scope_keep(out->dtype == LMC_F32 ? lmc_contiguous(out) : lmc_astype(out, LMC_F32));
-        lmc_kv_cache_advance(cache, T);
+        if (cache) lmc_kv_cache_advance(cache, T);
     }
     lmc_scope_end();
     return logits;

@@ -7,6 +7,7 @@
 #include "lmc/nn.h"
 #include "lmc/safetensors.h"
 #include "models/config.h"
+#include "nn/linear_internal.h"
 #include "runtime/kv_cache.h"
 
 typedef struct lmc_dec_layer {
@@ -18,6 +19,7 @@ typedef struct lmc_dec_layer {
 typedef struct lmc_decoder {
     lmc_model_config cfg;
     lmc_checkpoint *ck;
+    char prefix[32];               /* where the text model's tensors live, e.g. "model." */
     lmc_linear *embed;             /* [vocab, hidden]: looked up by row, and the tied head */
     lmc_linear *head;              /* untied output head (NULL when tied) */
     lmc_array *final_norm;
@@ -41,12 +43,35 @@ typedef struct lmc_forward_args {
     /* Attention inspection: when set, receives [B, Hq, T, D] post-RoPE
      * queries and [B, Hkv, T, D] keys of each layer (new references). */
     lmc_array **inspect_q, **inspect_k;
+    /* Training (cache NULL): how LoRA adapters run (dropout; NULL: off), and
+     * gradient checkpointing of each decoder layer (lmc_grad_checkpoint):
+     * NULL for none, else room for num_layers calls that must stay alive
+     * (with these args) until the differentiation returns, because the
+     * backward pass runs each layer again through them. */
+    const lmc_linear_run *lora_run;
+    struct lmc_dec_layer_call *checkpoint;
 } lmc_forward_args;
 
+/* One layer's forward pass as gradient checkpointing re-runs it. */
+typedef struct lmc_dec_layer_call {
+    const struct lmc_decoder *d;
+    int li;
+    const lmc_forward_args *args;
+} lmc_dec_layer_call;
+
 /* Runs ids (i32 [B, T]) through the model, appending to cache, and returns
- * f32 logits [B, T, V] (or [B, 1, V] with last_only). */
+ * f32 logits [B, T, V] (or [B, 1, V] with last_only). With cache NULL the
+ * pass is self-contained (training): keys and values are used directly at
+ * positions 0..T-1 (or args->positions), with the same causal (+ window)
+ * masking, and every op is differentiable. */
 lmc_array *lmc_decoder_forward(const lmc_decoder *d, lmc_kv_cache *cache, const lmc_array *ids,
                                const lmc_forward_args *args);
+/* The LoRA-adaptable layers of layer li in PEFT's order of module names:
+ * q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj. */
+enum { LMC_DEC_NUM_MODULES = 7 };
+extern const char *const lmc_dec_module_names[LMC_DEC_NUM_MODULES]; /* "self_attn.q_proj", ... */
+lmc_linear *lmc_dec_module(const lmc_decoder *d, int64_t li, int module);
+
 /* A cache shaped for this model. */
 lmc_status lmc_decoder_cache_init(const lmc_decoder *d, lmc_kv_cache *cache, int64_t batch, int64_t max_len);
 

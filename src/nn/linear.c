@@ -1,9 +1,11 @@
-/* Linear and Embedding layers, float or MLX affine-quantised (lmc/nn.h). */
+/* Linear and Embedding layers, float or MLX affine-quantised (lmc/nn.h),
+ * with an optional LoRA adapter (nn/linear_internal.h). */
 #include <stdlib.h>
 #include <string.h>
 
 #include "lmc/nn.h"
 #include "lmc/ops.h"
+#include "nn/linear_internal.h"
 #include "ops/quant_internal.h"
 
 struct lmc_linear {
@@ -12,6 +14,7 @@ struct lmc_linear {
     lmc_array *scales, *biases; /* [out, in/group_size] when quantised, else NULL */
     int group_size, bits;       /* 0 for a float layer */
     lmc_array *bias;            /* [out] or NULL */
+    const lmc_linear_adapter *adapter; /* borrowed LoRA adapter, or NULL */
 };
 
 static bool is_float(lmc_dtype dt) { return dt == LMC_F32 || dt == LMC_F16 || dt == LMC_BF16; }
@@ -121,7 +124,57 @@ void lmc_linear_free(lmc_linear *l) {
     free(l);
 }
 
-lmc_array *lmc_linear_forward(const lmc_linear *l, const lmc_array *x) {
+/* x [..., in] as the rows of a 2-d array [N, in] times mᵀ (m [n, in]), back to [..., n]. */
+static lmc_array *rows_times_t(const lmc_array *x, const lmc_array *m) {
+    int64_t in = x->shape[x->ndim - 1], n = m->shape[0];
+    int64_t s2[2] = {x->size / in, in}, shape[LMC_MAX_DIMS];
+    memcpy(shape, x->shape, sizeof shape);
+    shape[x->ndim - 1] = n;
+    lmc_array *x2 = lmc_reshape(x, 2, s2), *mt = lmc_transpose(m);
+    lmc_array *y2 = lmc_matmul(x2, mt);
+    lmc_array *y = lmc_reshape(y2, x->ndim, shape);
+    lmc_array_free(x2);
+    lmc_array_free(mt);
+    lmc_array_free(y2);
+    return y;
+}
+
+/* SplitMix64's finaliser: mixes a step seed with an adapter's seed. */
+static uint64_t mix64(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* Inverted dropout of the adapter's input (PEFT's nn.Dropout): elements kept
+ * with probability 1 - p and scaled by 1 / (1 - p). The mask is a constant
+ * of the step, so only the multiplication is recorded. */
+static lmc_array *adapter_dropout(const lmc_array *x, double p, uint64_t seed) {
+    lmc_scope_begin();
+    lmc_array *u = lmc_random_uniform(LMC_F32, x->ndim, x->shape, 0.0, 1.0, seed);
+    lmc_array *keep = lmc_mul_scalar(lmc_astype(lmc_less(u, lmc_scalar(1.0 - p, LMC_F32)), LMC_F32), 1.0 / (1.0 - p));
+    lmc_array *y = lmc_scope_keep(lmc_mul(x, keep));
+    lmc_scope_end();
+    return y;
+}
+
+/* scale * (dropout(x) @ Aᵀ) @ Bᵀ, in the order PEFT computes it. */
+static lmc_array *adapter_forward(const lmc_linear_adapter *ad, const lmc_array *x, const lmc_linear_run *run) {
+    lmc_array *xd = run && run->training && ad->dropout > 0.0
+                        ? adapter_dropout(x, ad->dropout, mix64(run->seed ^ mix64(ad->seed)))
+                        : lmc_array_retain((lmc_array *)x);
+    lmc_array *t = xd ? rows_times_t(xd, ad->a) : NULL;
+    lmc_array *u = t ? rows_times_t(t, ad->b) : NULL;
+    lmc_array *y = u ? lmc_mul_scalar(u, ad->scale) : NULL;
+    lmc_array_free(xd);
+    lmc_array_free(t);
+    lmc_array_free(u);
+    return y;
+}
+
+lmc_array *lmc_linear_forward(const lmc_linear *l, const lmc_array *x) { return lmc_linear_forward_run(l, x, NULL); }
+
+lmc_array *lmc_linear_forward_run(const lmc_linear *l, const lmc_array *x, const lmc_linear_run *run) {
     if (!l || !x) {
         if (lmc_last_status() == LMC_OK) lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "linear: %s is NULL", l ? "x" : "layer");
         return NULL;
@@ -133,26 +186,50 @@ lmc_array *lmc_linear_forward(const lmc_linear *l, const lmc_array *x) {
         return NULL;
     }
     lmc_array *y;
-    if (l->bits) {
-        y = lmc_quantized_matmul(x, l->w, l->scales, l->biases, l->group_size, l->bits);
-    } else {
-        /* All leading dimensions as the rows of one 2-d product. */
-        int64_t s2[2] = {x->size / l->in, l->in}, shape[LMC_MAX_DIMS];
-        memcpy(shape, x->shape, sizeof shape);
-        shape[x->ndim - 1] = l->out;
-        lmc_array *x2 = lmc_reshape(x, 2, s2), *wt = lmc_transpose(l->w);
-        lmc_array *y2 = lmc_matmul(x2, wt);
-        y = lmc_reshape(y2, x->ndim, shape);
-        lmc_array_free(x2);
-        lmc_array_free(wt);
-        lmc_array_free(y2);
-    }
+    if (l->bits) y = lmc_quantized_matmul(x, l->w, l->scales, l->biases, l->group_size, l->bits);
+    else y = rows_times_t(x, l->w); /* all leading dimensions as the rows of one 2-d product */
     if (y && l->bias) {
         lmc_array *yb = lmc_add(y, l->bias);
         lmc_array_free(y);
         y = yb;
     }
+    if (y && l->adapter) {
+        lmc_array *d = adapter_forward(l->adapter, x, run);
+        lmc_array *yd = d ? lmc_add(y, d) : NULL;
+        lmc_array_free(d);
+        lmc_array_free(y);
+        y = yd;
+    }
     return y;
+}
+
+lmc_status lmc_linear_set_adapter(lmc_linear *l, const lmc_linear_adapter *ad) {
+    if (!l) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "linear: layer is NULL");
+    if (ad) {
+        const lmc_array *a = ad->a, *b = ad->b;
+        char s1[64], s2[64];
+        if (!a || !b || a->ndim != 2 || b->ndim != 2 || a->shape[1] != l->in || b->shape[0] != l->out ||
+            b->shape[1] != a->shape[0] || !lmc_dtype_is_float(a->dtype) || !lmc_dtype_is_float(b->dtype))
+            return lmc_set_error(LMC_ERR_SHAPE, "linear: adapter A %s and B %s do not fit a layer [%lld, %lld]",
+                                 a ? lmc_shape_str(a->ndim, a->shape, s1, sizeof s1) : "(none)",
+                                 b ? lmc_shape_str(b->ndim, b->shape, s2, sizeof s2) : "(none)", (long long)l->out,
+                                 (long long)l->in);
+        if (!(ad->dropout >= 0.0 && ad->dropout < 1.0))
+            return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "linear: adapter dropout must be in [0, 1), got %g", ad->dropout);
+    }
+    l->adapter = ad;
+    return LMC_OK;
+}
+
+const lmc_linear_adapter *lmc_linear_get_adapter(const lmc_linear *l) { return l ? l->adapter : NULL; }
+
+lmc_array *lmc_linear_dense_weight(const lmc_linear *l) {
+    if (!l->bits) return lmc_array_retain(l->w);
+    lmc_array *s = lmc_astype(l->scales, LMC_F32), *b = lmc_astype(l->biases, LMC_F32);
+    lmc_array *w = s && b ? lmc_dequantize(l->w, s, b, l->group_size, l->bits) : NULL;
+    lmc_array_free(s);
+    lmc_array_free(b);
+    return w;
 }
 
 /* rows[i] = table[ids[i]] for a contiguous 2-d table (a gather of whole rows). */

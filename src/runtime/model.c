@@ -6,8 +6,10 @@
 #include <string.h>
 #include <time.h>
 
+#include "lmc/lora.h"
 #include "lmc/ops.h"
 #include "runtime/model_internal.h"
+#include "train/lora_internal.h"
 
 double lmc_now(void) {
     struct timespec ts;
@@ -77,7 +79,6 @@ lmc_status lmc_model_load(const char *dir, const lmc_load_options *opt_in, lmc_m
                              backend);
     if (opt.context_length < 0) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "context_length must be >= 0, got %lld", (long long)opt.context_length);
     if (opt.prefill_chunk <= 0) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "prefill_chunk must be > 0, got %lld", (long long)opt.prefill_chunk);
-    if (opt.adapter_dir) return lmc_set_error(LMC_ERR_UNSUPPORTED, "LoRA adapters are not supported yet (%s)", opt.adapter_dir);
     if (opt.threads > 0) LMC_CHECK(lmc_set_num_threads(opt.threads));
     if (opt.memory_limit) lmc_memory_set_limit(LMC_CPU, opt.memory_limit);
 
@@ -99,6 +100,18 @@ lmc_status lmc_model_load(const char *dir, const lmc_load_options *opt_in, lmc_m
         return s;
     }
     m->be = be;
+    if (opt.adapter_dir) {
+        /* The model owns an adapter it loads (freed when it closes). */
+        lmc_lora *l = NULL;
+        s = m->dec ? lmc_lora_load(m, opt.adapter_dir, &l)
+                   : lmc_set_error(LMC_ERR_UNSUPPORTED, "LoRA adapters (%s): not supported by backend %s", opt.adapter_dir,
+                                   m->backend);
+        if (s != LMC_OK) {
+            lmc_model_free(m);
+            return s;
+        }
+        m->lora_owned = true;
+    }
     *out = m;
     return LMC_OK;
 }
@@ -133,6 +146,16 @@ static void cpu_close(lmc_model *m) {
 
 void lmc_model_close(lmc_model *m) {
     if (!m || !m->be) return;
+    if (m->lora) {
+        /* The model's own adapter goes with it; a caller's set is detached
+         * and outlives the model (lmc_lora_free still frees it). */
+        lmc_lora *l = m->lora;
+        bool owned = m->lora_owned;
+        lmc_lora_model_closed(l);
+        m->lora = NULL;
+        m->lora_owned = false;
+        if (owned) lmc_lora_free(l);
+    }
     m->be->close(m);
     m->be = NULL;
 }

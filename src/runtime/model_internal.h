@@ -20,6 +20,11 @@ struct lmc_model {
     int64_t context_length;   /* effective bound on caches */
     int32_t eos[LMC_MAX_EOS + 16];
     int n_eos;
+    /* The attached LoRA set (its adapters sit on dec's Linear layers, so
+     * every forward pass includes them), or NULL; owned by the model when
+     * it came from lmc_load_options.adapter_dir, else by the caller. */
+    struct lmc_lora *lora;
+    bool lora_owned;
 };
 
 /* Non-zero when the handle is usable; otherwise records LMC_ERR_CLOSED. */

@@ -112,17 +112,10 @@ static lmc_status bytelevel(const tk_pieces *in, tk_pieces *out) {
     return st;
 }
 
-static int hexval(char c) {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
-
 /* "<0xAB>" -> 0xAB, else -1. */
 static int byte_token(const char *s, size_t n) {
     if (n != 6 || memcmp(s, "<0x", 3) || s[5] != '>') return -1;
-    int hi = hexval(s[3]), lo = hexval(s[4]);
+    int hi = lmc_hex_digit(s[3]), lo = lmc_hex_digit(s[4]);
     return hi < 0 || lo < 0 ? -1 : hi * 16 + lo;
 }
 

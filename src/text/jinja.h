@@ -108,6 +108,8 @@ void jn_buf_init(jn_buf *b, jn_arena *a);
 void jn_buf_add(jn_buf *b, const char *s, size_t n);
 void jn_buf_adds(jn_buf *b, const char *s);
 void jn_buf_addc(jn_buf *b, char c);
+/* Appends code point c as UTF-8 (a lone surrogate becomes U+FFFD). */
+void jn_buf_add_cp(jn_buf *b, uint32_t c);
 void jn_buf_printf(jn_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 jv jn_buf_value(jn_buf *b); /* the contents as a JV_STR (copies) */
 

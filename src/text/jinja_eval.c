@@ -229,12 +229,6 @@ typedef int32_t (*cp_map)(int32_t);
 static int32_t map_upper(int32_t cp) { return utf8proc_toupper(cp); }
 static int32_t map_lower(int32_t cp) { return utf8proc_tolower(cp); }
 
-static void add_cp(jn_buf *b, int32_t cp) {
-    utf8proc_uint8_t u[4];
-    utf8proc_ssize_t k = utf8proc_encode_char(cp, u);
-    jn_buf_add(b, (const char *)u, (size_t)k);
-}
-
 static bool is_cased(int32_t cp) {
     utf8proc_category_t cat = utf8proc_category(cp);
     return cat == UTF8PROC_CATEGORY_LU || cat == UTF8PROC_CATEGORY_LL || cat == UTF8PROC_CATEGORY_LT;
@@ -244,34 +238,22 @@ static jv map_case(jinja_ctx *c, jv s, cp_map f) {
     jn_buf b;
     jn_buf_init(&b, &c->arena);
     size_t pos = 0;
-    while (pos < s.s->n) add_cp(&b, f(jn_utf8_next(s.s->p, s.s->n, &pos)));
+    while (pos < s.s->n) jn_buf_add_cp(&b, (uint32_t)f(jn_utf8_next(s.s->p, s.s->n, &pos)));
     return jn_buf_value(&b);
 }
 
-/* Python str.title(): a cased character after an uncased one is title-cased, others lowered. */
-static jv py_title(jinja_ctx *c, jv s) {
+/* Python str.title() (title true: a cased character after an uncased one is
+ * title-cased) and str.capitalize() (false: the first character is); every
+ * other character is lowered. */
+static jv py_recase(jinja_ctx *c, jv s, bool title) {
     jn_buf b;
     jn_buf_init(&b, &c->arena);
     size_t pos = 0;
-    bool prev_cased = false;
+    bool start = true;
     while (pos < s.s->n) {
         int32_t cp = jn_utf8_next(s.s->p, s.s->n, &pos);
-        add_cp(&b, prev_cased ? utf8proc_tolower(cp) : utf8proc_totitle(cp));
-        prev_cased = is_cased(cp);
-    }
-    return jn_buf_value(&b);
-}
-
-/* Python str.capitalize(): first character title-cased, the rest lowered. */
-static jv py_capitalize(jinja_ctx *c, jv s) {
-    jn_buf b;
-    jn_buf_init(&b, &c->arena);
-    size_t pos = 0;
-    bool first = true;
-    while (pos < s.s->n) {
-        int32_t cp = jn_utf8_next(s.s->p, s.s->n, &pos);
-        add_cp(&b, first ? utf8proc_totitle(cp) : utf8proc_tolower(cp));
-        first = false;
+        jn_buf_add_cp(&b, (uint32_t)(start ? utf8proc_totitle(cp) : utf8proc_tolower(cp)));
+        start = title && !is_cased(cp);
     }
     return jn_buf_value(&b);
 }
@@ -287,10 +269,10 @@ static jv jinja_title(jinja_ctx *c, jv s) {
         int32_t cp = jn_utf8_next(s.s->p, s.s->n, &pos);
         bool sep = jn_is_space(cp) || cp == '-' || cp == '(' || cp == '{' || cp == '[' || cp == '<';
         if (sep) {
-            add_cp(&b, cp);
+            jn_buf_add_cp(&b, (uint32_t)cp);
             word_start = true;
         } else {
-            add_cp(&b, word_start ? utf8proc_toupper(cp) : utf8proc_tolower(cp));
+            jn_buf_add_cp(&b, (uint32_t)(word_start ? utf8proc_toupper(cp) : utf8proc_tolower(cp)));
             word_start = false;
         }
     }
@@ -1182,8 +1164,8 @@ static jv call_str_method(jinja_ctx *c, const jnode *at, jv s, const char *name,
         if (a->npos || a->nkw) rfail(c, at, "%s() takes no arguments", name);
         if (name[0] == 'u') return map_case(c, s, map_upper);
         if (name[0] == 'l') return map_case(c, s, map_lower);
-        if (name[0] == 't') return py_title(c, s);
-        return py_capitalize(c, s);
+        if (name[0] == 't') return py_recase(c, s, true);
+        return py_recase(c, s, false);
     }
     if (!strcmp(name, "replace")) {
         static const char *const p[] = {"old", "new", "count"};
@@ -1451,7 +1433,7 @@ static jv apply_filter(jinja_ctx *c, scope *sc, const jnode *at, const char *nam
     if (!strcmp(name, "upper")) { NOARGS(); return map_case(c, str_of(c, v), map_upper); }
     if (!strcmp(name, "lower")) { NOARGS(); return map_case(c, str_of(c, v), map_lower); }
     if (!strcmp(name, "title")) { NOARGS(); return jinja_title(c, str_of(c, v)); }
-    if (!strcmp(name, "capitalize")) { NOARGS(); return py_capitalize(c, str_of(c, v)); }
+    if (!strcmp(name, "capitalize")) { NOARGS(); return py_recase(c, str_of(c, v), false); }
     if (!strcmp(name, "length") || !strcmp(name, "count")) {
         NOARGS();
         switch (v.t) {

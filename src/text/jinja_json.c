@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "text/unicode.h"
 
 typedef struct jparser {
     jn_arena *a;
@@ -33,33 +34,6 @@ static bool lit(jparser *p, const char *w) {
         return true;
     }
     return false;
-}
-
-static int hex4(const char *s) {
-    int v = 0;
-    for (int i = 0; i < 4; i++) {
-        char c = s[i];
-        v <<= 4;
-        if (c >= '0' && c <= '9') v |= c - '0';
-        else if (c >= 'a' && c <= 'f') v |= c - 'a' + 10;
-        else if (c >= 'A' && c <= 'F') v |= c - 'A' + 10;
-        else return -1;
-    }
-    return v;
-}
-
-static void put_utf8(jn_buf *b, uint32_t c) {
-    char u[4];
-    if (c < 0x80) { u[0] = (char)c; jn_buf_add(b, u, 1); }
-    else if (c < 0x800) { u[0] = (char)(0xC0 | (c >> 6)); u[1] = (char)(0x80 | (c & 0x3F)); jn_buf_add(b, u, 2); }
-    else if (c < 0x10000) {
-        u[0] = (char)(0xE0 | (c >> 12)); u[1] = (char)(0x80 | ((c >> 6) & 0x3F)); u[2] = (char)(0x80 | (c & 0x3F));
-        jn_buf_add(b, u, 3);
-    } else {
-        u[0] = (char)(0xF0 | (c >> 18)); u[1] = (char)(0x80 | ((c >> 12) & 0x3F));
-        u[2] = (char)(0x80 | ((c >> 6) & 0x3F)); u[3] = (char)(0x80 | (c & 0x3F));
-        jn_buf_add(b, u, 4);
-    }
 }
 
 static bool parse_string(jparser *p, jv *out) {
@@ -90,18 +64,18 @@ static bool parse_string(jparser *p, jv *out) {
         case 'r': jn_buf_addc(&b, '\r'); break;
         case 't': jn_buf_addc(&b, '\t'); break;
         case 'u': {
-            if (p->n - p->pos < 4 || hex4(p->s + p->pos) < 0) { p->err = "bad \\u escape"; return false; }
-            uint32_t cp = (uint32_t)hex4(p->s + p->pos);
+            if (p->n - p->pos < 4 || lmc_hex4(p->s + p->pos) < 0) { p->err = "bad \\u escape"; return false; }
+            uint32_t cp = (uint32_t)lmc_hex4(p->s + p->pos);
             p->pos += 4;
             if (cp >= 0xD800 && cp < 0xDC00 && p->n - p->pos >= 6 && p->s[p->pos] == '\\' && p->s[p->pos + 1] == 'u') {
-                int lo = hex4(p->s + p->pos + 2);
+                int lo = lmc_hex4(p->s + p->pos + 2);
                 if (lo >= 0xDC00 && lo < 0xE000) {
                     cp = 0x10000 + ((cp - 0xD800) << 10) + (uint32_t)(lo - 0xDC00);
                     p->pos += 6;
                 }
             }
             if (cp >= 0xD800 && cp < 0xE000) cp = 0xFFFD; /* a lone surrogate has no UTF-8 form */
-            put_utf8(&b, cp);
+            jn_buf_add_cp(&b, cp);
             break;
         }
         default: p->err = "bad escape in string"; return false;

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "text/unicode.h"
 
 typedef struct lexer {
     jn_arena *a;
@@ -108,28 +109,6 @@ static void emit_data(lexer *lx, size_t pos, const char *text, size_t n) {
 static bool is_name_start(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_'; }
 static bool is_digit(char c) { return c >= '0' && c <= '9'; }
 
-static int hexval(char c) {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
-
-static void put_cp(jn_buf *b, uint32_t c) {
-    char u[4];
-    if (c >= 0xD800 && c < 0xE000) c = 0xFFFD;
-    if (c < 0x80) { u[0] = (char)c; jn_buf_add(b, u, 1); }
-    else if (c < 0x800) { u[0] = (char)(0xC0 | (c >> 6)); u[1] = (char)(0x80 | (c & 0x3F)); jn_buf_add(b, u, 2); }
-    else if (c < 0x10000) {
-        u[0] = (char)(0xE0 | (c >> 12)); u[1] = (char)(0x80 | ((c >> 6) & 0x3F)); u[2] = (char)(0x80 | (c & 0x3F));
-        jn_buf_add(b, u, 3);
-    } else {
-        u[0] = (char)(0xF0 | (c >> 18)); u[1] = (char)(0x80 | ((c >> 12) & 0x3F));
-        u[2] = (char)(0x80 | ((c >> 6) & 0x3F)); u[3] = (char)(0x80 | (c & 0x3F));
-        jn_buf_add(b, u, 4);
-    }
-}
-
 /* A string literal: Python escape sequences, unknown ones kept as written. */
 static bool lex_string(lexer *lx, jtok *t) {
     char q = lx->s[lx->pos];
@@ -160,13 +139,13 @@ static bool lex_string(lexer *lx, jtok *t) {
             int digits = e == 'x' ? 2 : e == 'u' ? 4 : 8;
             uint32_t v = 0;
             for (int i = 0; i < digits; i++) {
-                int h = lx->pos < lx->n ? hexval(lx->s[lx->pos]) : -1;
+                int h = lx->pos < lx->n ? lmc_hex_digit(lx->s[lx->pos]) : -1;
                 if (h < 0) return fail(lx, lx->pos, "truncated \\x, \\u or \\U escape in string");
                 v = v * 16 + (uint32_t)h;
                 lx->pos++;
             }
             if (v > 0x10FFFF) return fail(lx, lx->pos, "escape beyond U+10FFFF in string");
-            put_cp(&b, v);
+            jn_buf_add_cp(&b, v);
             break;
         }
         default:
@@ -174,7 +153,7 @@ static bool lex_string(lexer *lx, jtok *t) {
                 uint32_t v = (uint32_t)(e - '0');
                 for (int i = 0; i < 2 && lx->pos < lx->n && lx->s[lx->pos] >= '0' && lx->s[lx->pos] <= '7'; i++)
                     v = v * 8 + (uint32_t)(lx->s[lx->pos++] - '0');
-                put_cp(&b, v);
+                jn_buf_add_cp(&b, v);
             } else {
                 jn_buf_addc(&b, '\\');
                 jn_buf_addc(&b, e);

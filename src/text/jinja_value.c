@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "text/unicode.h"
 
 /* ---- arena ---------------------------------------------------------- */
 
@@ -248,6 +249,12 @@ void jn_buf_add(jn_buf *b, const char *s, size_t n) {
 
 void jn_buf_adds(jn_buf *b, const char *s) { jn_buf_add(b, s, strlen(s)); }
 void jn_buf_addc(jn_buf *b, char c) { jn_buf_add(b, &c, 1); }
+
+void jn_buf_add_cp(jn_buf *b, uint32_t c) {
+    char u[4];
+    if (c >= 0xD800 && c < 0xE000) c = 0xFFFD;
+    jn_buf_add(b, u, lmc_utf8_encode(c, u));
+}
 
 void jn_buf_printf(jn_buf *b, const char *fmt, ...) {
     char tmp[256];

@@ -73,17 +73,6 @@ static lmc_status expect(jscan *s, char c, const char *what) {
     return LMC_OK;
 }
 
-static int hex4(const char *h) {
-    int v = 0;
-    for (int k = 0; k < 4; k++) {
-        char c = h[k];
-        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-        if (d < 0) return -1;
-        v = v * 16 + d;
-    }
-    return v;
-}
-
 /* The length of the well-formed UTF-8 sequence at u[0..n) that starts with
  * a byte >= 0x80, or 0 (overlong forms, surrogates, > U+10FFFF, truncated). */
 static size_t utf8_valid_len(const unsigned char *u, size_t n) {
@@ -131,11 +120,11 @@ static lmc_status string_span(jscan *s, const char **raw, size_t *raw_len, bool 
             if (i + 1 >= n) return bad(s->i, "unterminated string");
             char e = (char)u[i + 1];
             if (e == 'u') {
-                int v = i + 6 <= n ? hex4(s->p + i + 2) : -1;
+                int v = i + 6 <= n ? lmc_hex4(s->p + i + 2) : -1;
                 if (v < 0) return bad(i, "\\u needs four hex digits");
                 if (v >= 0xDC00 && v <= 0xDFFF) return bad(i, "lone low surrogate in a \\u escape");
                 if (v >= 0xD800 && v <= 0xDBFF) {
-                    int lo = i + 12 <= n && u[i + 6] == '\\' && u[i + 7] == 'u' ? hex4(s->p + i + 8) : -1;
+                    int lo = i + 12 <= n && u[i + 6] == '\\' && u[i + 7] == 'u' ? lmc_hex4(s->p + i + 8) : -1;
                     if (lo < 0xDC00 || lo > 0xDFFF) return bad(i, "high surrogate without a low surrogate in a \\u escape");
                     i += 12;
                 } else {
@@ -171,10 +160,10 @@ static size_t string_decode(const char *raw, size_t raw_len, char *dst) {
             i += 2;
             continue;
         }
-        uint32_t cp = (uint32_t)hex4(raw + i + 2);
+        uint32_t cp = (uint32_t)lmc_hex4(raw + i + 2);
         i += 6;
         if (cp >= 0xD800 && cp <= 0xDBFF) { /* string_span checked the pair */
-            cp = 0x10000 + ((cp - 0xD800) << 10) + ((uint32_t)hex4(raw + i + 2) - 0xDC00);
+            cp = 0x10000 + ((cp - 0xD800) << 10) + ((uint32_t)lmc_hex4(raw + i + 2) - 0xDC00);
             i += 6;
         }
         o += lmc_utf8_encode(cp, dst + o);

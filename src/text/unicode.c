@@ -25,6 +25,23 @@ size_t lmc_utf8_decode(const char *s, size_t n, uint32_t *cp) {
     return len;
 }
 
+int lmc_hex_digit(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+int lmc_hex4(const char *h) {
+    int v = 0;
+    for (int k = 0; k < 4; k++) {
+        int d = lmc_hex_digit(h[k]);
+        if (d < 0) return -1;
+        v = v * 16 + d;
+    }
+    return v;
+}
+
 size_t lmc_utf8_encode(uint32_t cp, char *out) {
     unsigned char *o = (unsigned char *)out;
     if (cp < 0x80) { o[0] = (unsigned char)cp; return 1; }

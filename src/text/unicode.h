@@ -15,6 +15,10 @@
 size_t lmc_utf8_decode(const char *s, size_t n, uint32_t *cp);
 
 /* Encodes cp into out (at least 4 bytes); returns the byte count. */
+/* The value of a hex digit, or -1. */
+int lmc_hex_digit(char c);
+/* The value of 4 hex digits at h (as in \\uXXXX), or -1. */
+int lmc_hex4(const char *h);
 size_t lmc_utf8_encode(uint32_t cp, char *out);
 
 /* Length of the invalid sequence at s[0..n) that one U+FFFD replaces, following

@@ -80,6 +80,7 @@ const char lmc_cli_gen_usage[] =
     "  --seed S                 random seed (default 0)\n"
     "  --stop STR               stop before this text (repeatable)\n"
     "  --ignore-eos             keep generating past end-of-sequence tokens\n"
+    "  --adapter DIR            apply a LoRA adapter (PEFT folder: adapter_config.json, adapter_model.safetensors)\n"
     "  -t, --threads N          CPU threads (default: all cores)\n"
     "  --context N              context length bound (default: the model's)\n"
     "  --backend NAME           cpu (default) or subprocess\n"
@@ -143,6 +144,9 @@ int lmc_cli_gen_option(const char *cmd, lmc_cli_gen *g, int argc, char **argv, i
         NEEDS_VALUE();
         if (!lmc_cli_int(cmd, a, val, 1, 256, &n)) return -1;
         g->load.threads = (int)n;
+    } else if (!strcmp(a, "--adapter")) {
+        NEEDS_VALUE();
+        g->load.adapter_dir = val;
     } else if (!strcmp(a, "--context")) {
         NEEDS_VALUE();
         if (!lmc_cli_int(cmd, a, val, 1, INT32_MAX, &n)) return -1;

@@ -22,6 +22,7 @@ static void usage(FILE *out) {
             "  --top-k K, --top-p P, --min-p M, --repeat-penalty R, --seed S   as for lmc generate\n"
             "  -t, --threads N          CPU threads (default: all cores)\n"
             "  --context N              context length bound (default: the model's)\n"
+            "  --adapter DIR            apply a LoRA adapter (PEFT folder)\n"
             "metrics are printed to standard error.\n",
             LMC_BATCH_DEFAULT_SIZE);
 }
@@ -29,7 +30,7 @@ static void usage(FILE *out) {
 /* The generation options that mean something for classification. */
 static bool classify_option(const char *a) {
     const char *ok[] = {"-m", "--model", "--temperature", "--top-k", "--top-p", "--min-p", "--repeat-penalty",
-                        "--seed", "-t", "--threads", "--context"};
+                        "--seed", "-t", "--threads", "--context", "--adapter"};
     for (size_t i = 0; i < sizeof ok / sizeof *ok; i++)
         if (!strcmp(a, ok[i])) return true;
     return false;

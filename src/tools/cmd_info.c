@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "lmc/lora.h"
 #include "tools/cli.h"
 #include "tools/cli_options.h"
 
@@ -16,7 +17,7 @@ int cmd_info(int argc, char **argv) {
         if (r > 0) continue;
         if (!strcmp(argv[i], "--json")) json = true;
         else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            printf("usage: lmc info -m DIR [--json] [--backend NAME --bridge CMD ...]\n%s", lmc_cli_gen_usage);
+            printf("usage: lmc info -m DIR [--json] [--adapter DIR] [--backend NAME --bridge CMD ...]\n%s", lmc_cli_gen_usage);
             return 0;
         } else {
             fprintf(stderr, "lmc info: unknown argument '%s'\nusage: lmc info -m DIR [--json]\n", argv[i]);
@@ -31,6 +32,8 @@ int cmd_info(int argc, char **argv) {
         lmc_model_free(m);
         return 1;
     }
+    const lmc_lora *ad = lmc_model_adapter(m);
+    lmc_lora_config ac = lmc_lora_get_config(ad);
     if (json) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "architecture", in.architecture);
@@ -48,6 +51,15 @@ int cmd_info(int argc, char **argv) {
         cJSON_AddNumberToObject(o, "num_parameters", (double)in.num_parameters);
         cJSON_AddNumberToObject(o, "weight_bytes", (double)in.weight_bytes);
         cJSON_AddStringToObject(o, "dtype", in.dtype);
+        if (ad) {
+            cJSON *a = cJSON_AddObjectToObject(o, "adapter");
+            cJSON_AddStringToObject(a, "path", g.load.adapter_dir);
+            cJSON_AddNumberToObject(a, "rank", ac.rank);
+            cJSON_AddNumberToObject(a, "alpha", ac.alpha);
+            cJSON_AddStringToObject(a, "targets", ac.targets);
+            cJSON_AddStringToObject(a, "dtype", lmc_dtype_name(ac.dtype));
+            cJSON_AddNumberToObject(a, "num_parameters", (double)lmc_lora_num_elements(ad));
+        }
         char *s = cJSON_PrintUnformatted(o);
         printf("%s\n", s ? s : "{}");
         cJSON_free(s);
@@ -65,6 +77,9 @@ int cmd_info(int argc, char **argv) {
         printf("vocabulary        %lld\n", (long long)in.vocab_size);
         printf("context length    %lld\n", (long long)in.context_length);
         if (in.sliding_window) printf("sliding window    %lld\n", (long long)in.sliding_window);
+        if (ad)
+            printf("LoRA adapter      %s: rank %d, alpha %g, %s (%s, %lld parameters)\n", g.load.adapter_dir, ac.rank,
+                   ac.alpha, ac.targets, lmc_dtype_name(ac.dtype), (long long)lmc_lora_num_elements(ad));
     }
     lmc_model_free(m);
     return 0;

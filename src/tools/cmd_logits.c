@@ -7,7 +7,7 @@
 #include "tools/cli.h"
 #include "tools/cli_options.h"
 
-static const char usage_text[] = "usage: lmc logits -m DIR --ids 1,2,3 [--all] -o FILE.safetensors\n"
+static const char usage_text[] = "usage: lmc logits -m DIR [--adapter DIR] --ids 1,2,3 [--all] -o FILE.safetensors\n"
                                  "Writes the logits of the last position ([V]), or of every position ([T, V]) with\n"
                                  "--all, as the f32 tensor \"logits\".\n";
 

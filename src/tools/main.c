@@ -19,6 +19,7 @@ int cmd_make_model(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_classify(int argc, char **argv);
 int cmd_batch(int argc, char **argv);
+int cmd_fuse(int argc, char **argv);
 
 static const lmc_cli_command commands[] = {
     {"generate", cmd_generate, "generate text from a prompt"},
@@ -32,6 +33,7 @@ static const lmc_cli_command commands[] = {
     {"detokenize", cmd_detokenize, "token ids (JSON array) on stdin -> text"},
     {"template", cmd_template, "render a chat template for messages on stdin"},
     {"bench", cmd_bench, "benchmark kernels (lmc bench ops) and models (lmc bench -m DIR)"},
+    {"fuse", cmd_fuse, "merge a LoRA adapter into a new bf16 checkpoint folder"},
     {"make-model", cmd_make_model, "write a random-weight checkpoint with a real model's shapes"},
     {NULL, NULL, NULL},
 };

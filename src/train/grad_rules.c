@@ -221,8 +221,10 @@ static lmc_array *quantized_matmul_grad(const lmc_grad_node *nd, lmc_array *g) {
     lmc_array *acc = NULL;
     for (int64_t n0 = 0; n0 < N && g2; n0 += rows) {
         int64_t n1 = n0 + rows < N ? n0 + rows : N;
-        lmc_array *wb = lmc_dequantize(lmc_slice(wq, 0, n0, n1, 1), lmc_slice(scales, 0, n0, n1, 1),
-                                       lmc_slice(biases, 0, n0, n1, 1), nd->p.group_size, nd->p.bits);
+        /* In f32, as the forward product computes scale·q + bias: dequantising
+         * in the scales' dtype (bf16) would round every weight first. */
+        lmc_array *wb = lmc_dequantize(lmc_slice(wq, 0, n0, n1, 1), lmc_astype(lmc_slice(scales, 0, n0, n1, 1), LMC_F32),
+                                       lmc_astype(lmc_slice(biases, 0, n0, n1, 1), LMC_F32), nd->p.group_size, nd->p.bits);
         lmc_array *part = lmc_matmul(lmc_slice(g2, 1, n0, n1, 1), wb);
         lmc_array_free(wb);
         if (!part) return NULL;

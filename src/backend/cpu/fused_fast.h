@@ -230,11 +230,16 @@ static void exp_block(float *x, int n) {
     }
 }
 
+/* A task is one query block of one KV head: the `group` query heads that
+ * share that head are processed together (rows r = g * nq + i for head g of
+ * the group and query i of the block), so each key/value block is loaded
+ * and transposed once for all of them — in decode (one query) the whole
+ * group is one task. */
 typedef struct sdpa_job {
     lmc_array *out;
     const lmc_array *q, *k, *v;
     const lmc_sdpa_params *p;
-    int64_t B, Hq, Tq, Tk, D, Dv, group, qblocks;
+    int64_t B, Hq, Hkv, Tq, Tk, D, Dv, group, qb, qblocks, rows;
     float *scratch;
     size_t scratch_floats;
 } sdpa_job;
@@ -243,26 +248,27 @@ static void sdpa_blocks(void *ctx, int64_t t0, int64_t t1, int thread) {
     const sdpa_job *j = ctx;
     const lmc_sdpa_params *p = j->p;
     const lmc_array *q = j->q, *k = j->k, *v = j->v, *mask = p->mask;
-    int64_t D = j->D, Dv = j->Dv;
-    float *qf = j->scratch + (size_t)thread * j->scratch_floats; /* QB x D, pre-scaled */
-    float *kf = qf + SDPA_QB * D;                                /* KB x D */
+    int64_t D = j->D, Dv = j->Dv, R = j->rows;
+    float *qf = j->scratch + (size_t)thread * j->scratch_floats; /* R x D, pre-scaled */
+    float *kf = qf + R * D;                                      /* KB x D */
     float *kt = kf + SDPA_KB * D;                                /* D x KB (kf transposed) */
     float *vf = kt + SDPA_KB * D;                                /* KB x Dv */
-    float *acc = vf + SDPA_KB * Dv;                              /* QB x Dv */
-    float *mrow = acc + SDPA_QB * Dv, *lrow = mrow + SDPA_QB, *s = lrow + SDPA_QB; /* QB, QB, KB */
+    float *acc = vf + SDPA_KB * Dv;                              /* R x Dv */
+    float *mrow = acc + R * Dv, *lrow = mrow + R, *s = lrow + R; /* R, R, KB */
     for (int64_t t = t0; t < t1; t++) {
-        int64_t qb = t % j->qblocks, bh = t / j->qblocks, h = bh % j->Hq, b = bh / j->Hq, hk = h / j->group;
-        int64_t i0 = qb * SDPA_QB, nq = j->Tq - i0 < SDPA_QB ? j->Tq - i0 : SDPA_QB;
+        int64_t qb = t % j->qblocks, bh = t / j->qblocks, hk = bh % j->Hkv, b = bh / j->Hkv;
+        int64_t i0 = qb * j->qb, nq = j->Tq - i0 < j->qb ? j->Tq - i0 : j->qb, nr = nq * j->group;
         int64_t shift = j->Tk - j->Tq; /* query i sits at key position shift + i */
-        for (int64_t r = 0; r < nq; r++) {
+        for (int64_t r = 0; r < nr; r++) {
+            int64_t h = hk * j->group + r / nq, i = i0 + r % nq;
             float *qr = qf + r * D;
-            load_row(qr, q, b * q->strides[0] + h * q->strides[1] + (i0 + r) * q->strides[2], D, q->strides[3]);
+            load_row(qr, q, b * q->strides[0] + h * q->strides[1] + i * q->strides[2], D, q->strides[3]);
             if (p->softcap == 0.0f)
                 for (int64_t d = 0; d < D; d++) qr[d] *= p->scale;
             mrow[r] = -INFINITY;
             lrow[r] = 0.0f;
         }
-        memset(acc, 0, (size_t)(nq * Dv) * sizeof(float));
+        memset(acc, 0, (size_t)(nr * Dv) * sizeof(float));
         /* Keys this block can see at all. */
         int64_t kend = j->Tk, kbeg = 0;
         if (p->causal && shift + i0 + nq < kend) kend = shift + i0 + nq;
@@ -278,8 +284,8 @@ static void sdpa_blocks(void *ctx, int64_t t0, int64_t t1, int thread) {
             for (int64_t c = nk; c < SDPA_KB; c++) memset(kf + c * D, 0, (size_t)D * sizeof(float));
             for (int64_t c = 0; c < SDPA_KB; c++)
                 for (int64_t d = 0; d < D; d++) kt[d * SDPA_KB + c] = kf[c * D + d];
-            for (int64_t r = 0; r < nq; r++) {
-                int64_t qpos = shift + i0 + r;
+            for (int64_t r = 0; r < nr; r++) {
+                int64_t h = hk * j->group + r / nq, i = i0 + r % nq, qpos = shift + i;
                 /* scores of this query against the whole key block, vectorised over keys */
                 for (int c = 0; c < SDPA_KB; c++) s[c] = 0.0f;
                 for (int64_t d = 0; d < D; d++) {
@@ -295,7 +301,7 @@ static void sdpa_blocks(void *ctx, int64_t t0, int64_t t1, int thread) {
                     bool hide = (p->causal && kpos > qpos) || (p->window > 0 && qpos - kpos >= p->window);
                     if (mask) {
                         const char *mp = (const char *)lmc_array_ptr(mask) +
-                                         (b * mask->strides[0] + h * mask->strides[1] + (i0 + r) * mask->strides[2] +
+                                         (b * mask->strides[0] + h * mask->strides[1] + i * mask->strides[2] +
                                           kpos * mask->strides[3]) * (int64_t)lmc_dtype_size(mask->dtype);
                         if (mask->dtype == LMC_BOOL) hide = hide || !*(const uint8_t *)mp;
                         else if (mask->dtype == LMC_F32) sc += *(const float *)mp;
@@ -325,10 +331,11 @@ static void sdpa_blocks(void *ctx, int64_t t0, int64_t t1, int thread) {
                 mrow[r] = mnew;
             }
         }
-        for (int64_t r = 0; r < nq; r++) {
+        for (int64_t r = 0; r < nr; r++) {
+            int64_t h = hk * j->group + r / nq, i = i0 + r % nq;
             float *ar = acc + r * Dv, inv = lrow[r] > 0.0f ? 1.0f / lrow[r] : 0.0f;
             for (int64_t e = 0; e < Dv; e++) ar[e] *= inv;
-            store_row(j->out, (b * j->Hq + h) * j->Tq + i0 + r, ar, Dv);
+            store_row(j->out, (b * j->Hq + h) * j->Tq + i, ar, Dv);
         }
     }
 }
@@ -340,16 +347,20 @@ lmc_status FUSED_FN(lmc_cpu_sdpa)(lmc_array *out, const lmc_array *q, const lmc_
     j.Hq = q->shape[1];
     j.Tq = q->shape[2];
     j.D = q->shape[3];
+    j.Hkv = k->shape[1];
     j.Tk = k->shape[2];
     j.Dv = v->shape[3];
-    j.group = j.Hq / k->shape[1];
-    j.qblocks = (j.Tq + SDPA_QB - 1) / SDPA_QB;
-    j.scratch_floats = (size_t)(SDPA_QB * j.D + 2 * SDPA_KB * j.D + SDPA_KB * j.Dv + SDPA_QB * j.Dv + 2 * SDPA_QB + SDPA_KB);
+    j.group = j.Hq / j.Hkv;
+    /* about SDPA_QB rows per task, at least one query of every head of the group */
+    j.qb = SDPA_QB / j.group > 0 ? SDPA_QB / j.group : 1;
+    j.rows = j.qb * j.group;
+    j.qblocks = (j.Tq + j.qb - 1) / j.qb;
+    j.scratch_floats = (size_t)(j.rows * j.D + 2 * SDPA_KB * j.D + SDPA_KB * j.Dv + j.rows * j.Dv + 2 * j.rows + SDPA_KB);
     int nt = lmc_num_threads();
     j.scratch = malloc((size_t)nt * j.scratch_floats * sizeof(float));
     if (!j.scratch) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "lmc_sdpa: out of memory");
-    int64_t tasks = j.B * j.Hq * j.qblocks;
-    int64_t work = SDPA_QB * j.Tk * (j.D + j.Dv);
+    int64_t tasks = j.B * j.Hkv * j.qblocks;
+    int64_t work = j.rows * j.Tk * (j.D + j.Dv);
     lmc_parallel_for(tasks, work >= 32768 ? 1 : 32768 / (work + 1) + 1, sdpa_blocks, &j);
     free(j.scratch);
     return LMC_OK;
