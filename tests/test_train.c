@@ -111,6 +111,31 @@ static void test_loss_down_and_deterministic(void) {
     CHECK(c.n == 3 && (c.p[1].loss != a.p[1].loss || c.p[2].loss != a.p[2].loss));
 }
 
+/* Gradient checkpointing gives the same losses; bf16 adapters (with
+ * dropout) train too. */
+static void test_checkpoint_and_bf16(void) {
+    lmc_train_config tc = small_config(4);
+    record a = {0}, b = {0};
+    lmc_lora *l = new_lora(11);
+    CHECK(run(l, g_train_ds, NULL, &tc, &a) == LMC_OK);
+    lmc_lora_free(l);
+    tc.grad_checkpoint = true;
+    l = new_lora(11);
+    CHECKF(run(l, g_train_ds, NULL, &tc, &b) == LMC_OK, "%s", lmc_last_error());
+    lmc_lora_free(l);
+    CHECK(a.n == 4 && b.n == 4);
+    for (int i = 0; i < a.n && i < b.n; i++) CHECK_CLOSE(b.p[i].loss, a.p[i].loss, 1e-5, 1e-5);
+    lmc_lora_config lc = lmc_lora_config_default();
+    lc.dtype = LMC_BF16;
+    lc.dropout = 0.1;
+    CHECKF(lmc_lora_create(g_model, &lc, &l) == LMC_OK, "%s", lmc_last_error());
+    tc = small_config(12);
+    CHECKF(run(l, g_train_ds, NULL, &tc, &a) == LMC_OK, "%s", lmc_last_error());
+    CHECKF(a.n == 12 && a.p[11].loss < a.p[0].loss, "bf16: loss %g -> %g", a.p[0].loss, a.p[a.n - 1].loss);
+    CHECK(lmc_array_dtype(lmc_lora_params(l)[0]) == LMC_BF16);
+    lmc_lora_free(l);
+}
+
 /* Every step's learning rate is lmc_lr_at(schedule, step - 1) with the peak
  * from adamw.lr and total_steps = steps. */
 static void test_schedule(void) {
@@ -382,6 +407,7 @@ int main(void) {
         g_train_ds = train;
         g_valid_ds = valid;
         RUN(test_loss_down_and_deterministic);
+        RUN(test_checkpoint_and_bf16);
         RUN(test_schedule);
         RUN(test_validation);
         RUN(test_cancel_and_saves);
