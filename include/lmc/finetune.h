@@ -73,7 +73,8 @@ typedef struct lmc_train_config {
 } lmc_train_config;
 LMC_API lmc_train_config lmc_train_config_default(void);
 
-/* What the loop reports after each step (and after each validation). */
+/* What the loop reports after each step (valid_loss set at the steps where
+ * a validation ran, after it). */
 typedef struct lmc_train_progress {
     int64_t step, steps;        /* 1-based step just taken, of steps */
     double loss;                /* this step's training loss */
@@ -83,17 +84,23 @@ typedef struct lmc_train_progress {
     int64_t tokens;             /* target tokens in this step's batch */
     double tokens_per_s;        /* input tokens (padding excluded) per second, this step */
     double elapsed_s, eta_s;
-    size_t peak_memory;         /* bytes, since training began */
+    size_t peak_memory;         /* lmc's CPU allocation high-water mark in bytes since training
+                                   began (lmc_memory; lmc_train resets the peak when it starts;
+                                   memory-mapped weights not included) */
 } lmc_train_progress;
 /* Return false to stop (as a cancel does). */
 typedef bool (*lmc_train_callback)(void *user, const lmc_train_progress *p);
 
 /* Trains the adapter's parameters with AdamW on batches drawn from train
  * (shuffled by seed, epoch after epoch; padded to the longest example of
- * the batch, padding masked out). valid may be NULL. Returns LMC_OK after
- * cfg->steps steps, or LMC_ERR_CANCELLED when cancel (may be NULL) is
+ * the batch, padding masked out; the logits at t score ids[t + 1] where
+ * mask[t + 1] is set). valid may be NULL: otherwise lmc_evaluate runs every
+ * valid_every steps and after the last. cfg NULL: the defaults. Returns
+ * LMC_OK after cfg->steps steps (the caller saves the result), or
+ * LMC_ERR_CANCELLED when cancel (may be NULL; checked before each step) is
  * requested or the callback returns false; when stopped early with a
- * save_dir, the adapter so far is saved there first. */
+ * save_dir, the adapter so far is saved there first and the message says
+ * where. The adapter's dropout is seeded by seed and the step. */
 LMC_API lmc_status lmc_train(lmc_lora *lora, const lmc_dataset *train, const lmc_dataset *valid,
                              const lmc_train_config *cfg, lmc_train_callback cb, void *user, lmc_cancel *cancel);
 
