@@ -374,6 +374,19 @@ static void test_cli(void) {
         if (f) fclose(f);
         CHECKF(rc == 2 && strstr(line, bad[i][1]), "%s: exit %d, \"%s\"", bad[i][0], rc, line);
     }
+    /* -o that cannot be written fails before training */
+    snprintf(cmd, sizeof cmd, "%s/lmc train -m %s --data %s -o %s/adapter_config.json/x > %s 2>&1", LMC_BUILD_DIR, g_model_dir,
+             g_train, out, log);
+    CHECK(sh(cmd) == 1);
+    /* the training benchmark runs (tiny sizes) */
+    snprintf(cmd, sizeof cmd, "%s/lmc bench train -m %s --seq-len 16 --steps 1 -t 1 > %s 2>&1", LMC_BUILD_DIR, g_model_dir, log);
+    CHECK(sh(cmd) == 0);
+    f = fopen(log, "r");
+    got = f ? fread(line, 1, sizeof line - 1, f) : 0;
+    line[got] = 0;
+    if (f) fclose(f);
+    CHECKF(strstr(line, "machine:") && strstr(line, "no checkpointing:") && strstr(line, " checkpointing:") &&
+               strstr(line, "tokens/s"), "%s", line);
     /* missing data file: a runtime error naming it */
     snprintf(cmd, sizeof cmd, "%s/lmc train -m %s --data %s/none.jsonl -o %s/x > %s 2>&1", LMC_BUILD_DIR, g_model_dir, g_tmp,
              g_tmp, log);

@@ -3,11 +3,13 @@
  * terminal, plain lines otherwise); --log-json prints one JSON object per
  * step on stdout. The first Ctrl-C stops after the current step, saves the
  * adapter so far to -o and exits with 130; a second one kills the process. */
+#include <errno.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "lmc/finetune.h"
@@ -227,6 +229,11 @@ int cmd_train(int argc, char **argv) {
         return 2;
     }
     tc.save_dir = out_dir;
+    /* Fail now rather than after training when -o cannot be written. */
+    if ((mkdir(out_dir, 0777) != 0 && errno != EEXIST) || access(out_dir, W_OK) != 0) {
+        fprintf(stderr, "lmc train: -o %s: cannot write there: %s\n", out_dir, strerror(errno));
+        return 1;
+    }
 
     lmc_model *m = NULL;
     if (lmc_model_load(model_dir, &lo, &m) != LMC_OK) {
