@@ -20,6 +20,18 @@
  *
  * An adapter set belongs to one model: while it exists the model's forward
  * passes (generation, logits, batches) include it. lmc_lora_free detaches it.
+ * Attaching and detaching must not race with forward passes on other
+ * threads; an optimiser updating the parameters in place must not either.
+ *
+ * Reading PEFT folders: target_modules may be a list of module names (a
+ * module is adapted when its full name, e.g. model.layers.3.self_attn.q_proj,
+ * equals an entry or ends with "." + entry) or "all-linear";
+ * layers_to_transform, use_rslora (scale alpha / sqrt(r)), and rank_pattern /
+ * alpha_pattern keyed by plain names are honoured. Regular-expression
+ * targets or patterns, use_dora, bias other than "none", modules_to_save,
+ * fan_in_fan_out and the other features lmc lacks are errors naming the
+ * file and field. A and B keep the file's dtype (f32 or bf16; f16 is read
+ * as f32).
  */
 #ifndef LMC_LORA_H
 #define LMC_LORA_H
@@ -50,7 +62,8 @@ typedef struct lmc_lora lmc_lora;
  * already has an adapter set, a backend without a native decoder. */
 LMC_API lmc_status lmc_lora_create(lmc_model *m, const lmc_lora_config *cfg, lmc_lora **out);
 /* Attaches the adapter in a PEFT folder (errors name the file, the tensor
- * and the shape expected; tensors for modules the model lacks are errors). */
+ * and the shape expected; tensors for modules the model lacks, or that the
+ * config does not target, are errors). The set is the caller's. */
 LMC_API lmc_status lmc_lora_load(lmc_model *m, const char *dir, lmc_lora **out);
 /* Writes adapter_config.json and adapter_model.safetensors into dir
  * (created if missing), replacing files atomically (temp file + rename). */
@@ -78,7 +91,9 @@ LMC_API int64_t lmc_lora_num_elements(const lmc_lora *l);
  * integer/bool/float type; NULL = all). The logits at position t score
  * targets[b, t] (the caller shifts). The loss is the mask-weighted mean
  * token cross-entropy (lmc_cross_entropy). grads gets lmc_lora_num_params
- * new f32 arrays (may be NULL: loss only, no recording). Dropout is applied
+ * new f32 arrays, in lmc_lora_params order (may be NULL: loss only, no
+ * recording). The pass uses no KV cache: positions 0..T-1, causal (and
+ * sliding-window) attention, so right padding leaves real positions alone. Dropout is applied
  * when training is true; gradient checkpointing per decoder layer when
  * checkpoint is true (same loss and gradients, lower peak memory). */
 typedef struct lmc_lora_step_options {

@@ -79,6 +79,8 @@ lmc_status lmc_model_load(const char *dir, const lmc_load_options *opt_in, lmc_m
                              backend);
     if (opt.context_length < 0) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "context_length must be >= 0, got %lld", (long long)opt.context_length);
     if (opt.prefill_chunk <= 0) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "prefill_chunk must be > 0, got %lld", (long long)opt.prefill_chunk);
+    if (opt.adapter_dir && be != &lmc_backend_cpu)
+        return lmc_set_error(LMC_ERR_UNSUPPORTED, "LoRA adapters (%s): not supported by backend %s", opt.adapter_dir, backend);
     if (opt.threads > 0) LMC_CHECK(lmc_set_num_threads(opt.threads));
     if (opt.memory_limit) lmc_memory_set_limit(LMC_CPU, opt.memory_limit);
 
@@ -103,9 +105,7 @@ lmc_status lmc_model_load(const char *dir, const lmc_load_options *opt_in, lmc_m
     if (opt.adapter_dir) {
         /* The model owns an adapter it loads (freed when it closes). */
         lmc_lora *l = NULL;
-        s = m->dec ? lmc_lora_load(m, opt.adapter_dir, &l)
-                   : lmc_set_error(LMC_ERR_UNSUPPORTED, "LoRA adapters (%s): not supported by backend %s", opt.adapter_dir,
-                                   m->backend);
+        s = lmc_lora_load(m, opt.adapter_dir, &l);
         if (s != LMC_OK) {
             lmc_model_free(m);
             return s;

@@ -59,6 +59,10 @@ void lmc_lora_targets_str(unsigned mask, char *buf, size_t cap) {
         if (mask & (1u << m)) at += (size_t)snprintf(buf + at, at < cap ? cap - at : 0, "%s%s", at ? "," : "", short_name(m));
 }
 
+void lmc_lora_module_name(const char *prefix, int64_t layer, int module, char *buf, size_t cap) {
+    snprintf(buf, cap, "%slayers.%lld.%s", prefix, (long long)layer, lmc_dec_module_names[module]);
+}
+
 lmc_status lmc_lora_alloc(lmc_model *m, int n, lmc_lora **out) {
     *out = NULL;
     lmc_decoder *d = lmc_model_native(m, "LoRA adapters");
@@ -105,9 +109,9 @@ lmc_status lmc_lora_attach(lmc_lora *l) {
         l->params[2 * i] = e->ad.a;
         l->params[2 * i + 1] = e->ad.b;
         for (int ab = 0; ab < 2 && s == LMC_OK; ab++) {
-            char name[256];
-            snprintf(name, sizeof name, "base_model.model.%slayers.%lld.%s.lora_%c.weight", l->prefix,
-                     (long long)e->layer, lmc_dec_module_names[e->module], ab ? 'B' : 'A');
+            char full[200], name[256];
+            lmc_lora_module_name(l->prefix, e->layer, e->module, full, sizeof full);
+            snprintf(name, sizeof name, "base_model.model.%s.lora_%c.weight", full, ab ? 'B' : 'A');
             if (!(l->names[2 * i + ab] = strdup(name))) s = lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "lora: out of memory");
         }
     }

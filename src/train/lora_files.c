@@ -55,9 +55,6 @@ static bool name_matches(const char *full, const char *key) {
     return fl > kl && full[fl - kl - 1] == '.' && !strcmp(full + fl - kl, key);
 }
 
-static void module_name(const lmc_lora *l, int64_t layer, int module, char *buf, size_t cap) {
-    snprintf(buf, cap, "%slayers.%lld.%s", l->prefix, (long long)layer, lmc_dec_module_names[module]);
-}
 
 /* --- reading ------------------------------------------------------------------------ */
 
@@ -266,21 +263,19 @@ static lmc_status load_into(lmc_model *m, const char *dir, reader *r, lmc_lora *
     LMC_CHECK(read_config(r, d->cfg.num_layers, &cfg, &rslora));
 
     /* Which modules are adapted, and whether every target names one. */
-    lmc_lora probe = {0};
-    snprintf(probe.prefix, sizeof probe.prefix, "%s", d->prefix);
     char full[256];
     int n = 0;
     unsigned kinds = 0;
     for (int64_t li = 0; li < d->cfg.num_layers; li++)
         for (int mod = 0; mod < LMC_DEC_NUM_MODULES; mod++) {
-            module_name(&probe, li, mod, full, sizeof full);
+            lmc_lora_module_name(d->prefix, li, mod, full, sizeof full);
             if (r->layer_on[li] && targeted(r, full)) n++, kinds |= 1u << mod;
         }
     for (const cJSON *e = r->all_linear ? NULL : r->targets->child; e; e = e->next) {
         bool any = false;
         for (int64_t li = 0; li < d->cfg.num_layers && !any; li++)
             for (int mod = 0; mod < LMC_DEC_NUM_MODULES && !any; mod++) {
-                module_name(&probe, li, mod, full, sizeof full);
+                lmc_lora_module_name(d->prefix, li, mod, full, sizeof full);
                 any = name_matches(full, e->valuestring);
             }
         if (!any)
@@ -306,7 +301,7 @@ static lmc_status load_into(lmc_model *m, const char *dir, reader *r, lmc_lora *
     int i = 0;
     for (int64_t li = 0; li < d->cfg.num_layers && s == LMC_OK; li++)
         for (int mod = 0; mod < LMC_DEC_NUM_MODULES && s == LMC_OK; mod++) {
-            module_name(l, li, mod, full, sizeof full);
+            lmc_lora_module_name(l->prefix, li, mod, full, sizeof full);
             if (!r->layer_on[li] || !targeted(r, full)) continue;
             lmc_lora_entry *e = &l->e[i++];
             const cJSON *rp = pattern_for(r->rank_pattern, full), *ap = pattern_for(r->alpha_pattern, full);
@@ -331,7 +326,7 @@ static lmc_status load_into(lmc_model *m, const char *dir, reader *r, lmc_lora *
         for (int j = 0; j < 2 * l->n && !known; j++) {
             const lmc_lora_entry *e = &l->e[j / 2];
             char want[300];
-            module_name(l, e->layer, e->module, full, sizeof full);
+            lmc_lora_module_name(l->prefix, e->layer, e->module, full, sizeof full);
             snprintf(want, sizeof want, "base_model.model.%s.lora_%c.weight", full, j % 2 ? 'B' : 'A');
             known = !strcmp(want, name);
         }
@@ -417,7 +412,7 @@ static char *config_json(const lmc_lora *l, int64_t num_layers) {
         if (kinds & (1u << m)) cJSON_AddItemToArray(tm, cJSON_CreateString(strchr(lmc_dec_module_names[m], '.') + 1));
     for (int i = 0; i < l->n; i++) {
         const lmc_lora_entry *e = &l->e[i];
-        module_name(l, e->layer, e->module, full, sizeof full);
+        lmc_lora_module_name(l->prefix, e->layer, e->module, full, sizeof full);
         if (!uniform) cJSON_AddItemToArray(tm, cJSON_CreateString(full));
         if (e->rank != l->cfg.rank) cJSON_AddNumberToObject(rp, full, e->rank);
         if (e->alpha != l->cfg.alpha) cJSON_AddNumberToObject(ap, full, e->alpha);

@@ -104,7 +104,7 @@ static lmc_array *merged_tensor(const lmc_lora *l, const lmc_decoder *d, const c
     for (int i = 0; i < l->n; i++) {
         const lmc_lora_entry *e = &l->e[i];
         char full[300];
-        snprintf(full, sizeof full, "%slayers.%lld.%s", l->prefix, (long long)e->layer, lmc_dec_module_names[e->module]);
+        lmc_lora_module_name(l->prefix, e->layer, e->module, full, sizeof full);
         if (strcmp(full, base) || !ends_with(name, ".weight")) continue;
         lmc_array *delta = lmc_mul_scalar(lmc_matmul(lmc_astype(e->ad.b, LMC_F32), lmc_astype(e->ad.a, LMC_F32)), e->ad.scale);
         w = lmc_add(lmc_astype(w, LMC_F32), delta);

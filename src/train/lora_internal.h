@@ -46,6 +46,9 @@ lmc_status lmc_lora_alloc(lmc_model *m, int n, lmc_lora **out);
 lmc_status lmc_lora_attach(lmc_lora *l);
 /* The model is closing: detach, forget the model. */
 void lmc_lora_model_closed(lmc_lora *l);
+/* The module's full name, e.g. "model.layers.3.self_attn.q_proj" for prefix
+ * "model." (PEFT's tensor names are "base_model.model." + it + ".lora_A.weight"). */
+void lmc_lora_module_name(const char *prefix, int64_t layer, int module, char *buf, size_t cap);
 /* The dropout stream of entry i of a set configured with `seed`. */
 uint64_t lmc_lora_entry_seed(uint64_t seed, int i);
 /* lmc_lora_fuse writing its weights in dtype (LMC_BF16 there; LMC_F32 lets
