@@ -7,7 +7,10 @@
  * a cancel saves the adapter, evaluation matches cross-entropy computed
  * here from the model's logits, and `lmc train` + `lmc generate --adapter`
  * work from the command line. */
+#include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "lmc/finetune.h"
@@ -320,12 +323,17 @@ static int sh(const char *cmd) {
  * of range exit 2 naming the flag. */
 static void test_cli(void) {
     char cmd[2048], out[200], log[200], line[1024];
+#ifdef LMC_SANITIZED
+    const int steps = 10; /* too few to learn the text: the sanitiser build checks the paths, not the result */
+#else
+    const int steps = 40;
+#endif
     snprintf(out, sizeof out, "%s/cli-adapter", g_tmp);
     snprintf(log, sizeof log, "%s/log.jsonl", g_tmp);
     snprintf(cmd, sizeof cmd,
-             "%s/lmc train -m %s --data %s --valid %s --steps 40 --batch 2 --seq-len 48 --lr 1e-2 --weight-decay 0 "
+             "%s/lmc train -m %s --data %s --valid %s --steps %d --batch 2 --seq-len 48 --lr 1e-2 --weight-decay 0 "
              "--targets q_proj,k_proj,v_proj --lr-schedule linear --warmup 2 --seed 5 --log-json -t 1 -o %s > %s 2>/dev/null",
-             LMC_BUILD_DIR, g_model_dir, g_train, g_valid, out, log);
+             LMC_BUILD_DIR, g_model_dir, g_train, g_valid, steps, out, log);
     CHECK(sh(cmd) == 0);
     FILE *f = fopen(log, "r");
     int lines = 0;
@@ -341,11 +349,11 @@ static void test_cli(void) {
             first = last;
             CHECK(strstr(line, "\"lr\":0,") != NULL); /* warm-up starts at 0 */
         }
-        CHECK((strstr(line, "\"valid_loss\":") != NULL) == (lines == 40));
+        CHECK((strstr(line, "\"valid_loss\":") != NULL) == (lines == steps));
     }
     if (f) fclose(f);
-    CHECK(lines == 40);
-    CHECKF(last < 0.5 * first, "loss %g -> %g", first, last);
+    CHECK(lines == steps);
+    CHECKF(last < (steps >= 40 ? 0.5 : 1.0) * first, "loss %g -> %g", first, last);
     CHECK(file_exists(out, "adapter_config.json") && file_exists(out, "adapter_model.safetensors"));
     snprintf(cmd, sizeof cmd, "%s/lmc generate -m %s --adapter %s -p 'to be or' --max-tokens 3 --temperature 0 2>/dev/null",
              LMC_BUILD_DIR, g_model_dir, out);
@@ -353,7 +361,7 @@ static void test_cli(void) {
     size_t got = p ? fread(line, 1, sizeof line - 1, p) : 0;
     line[got] = 0;
     CHECK(p && pclose(p) == 0);
-    CHECKF(strncmp(line, " not to be", 10) == 0, "generated \"%s\"", line);
+    CHECKF(steps < 40 || strncmp(line, " not to be", 10) == 0, "generated \"%s\"", line);
     /* continue from the adapter */
     snprintf(cmd, sizeof cmd, "%s/lmc train -m %s --data %s --steps 1 --seq-len 32 --adapter-init %s -o %s/cont 2>/dev/null >/dev/null",
              LMC_BUILD_DIR, g_model_dir, g_train, out, g_tmp);
@@ -393,6 +401,45 @@ static void test_cli(void) {
     CHECK(sh(cmd) == 1);
 }
 
+/* Ctrl-C during `lmc train`: the adapter so far is saved to -o, the message
+ * says where, and the exit status is 130. */
+static void test_cli_interrupt(void) {
+    char lmc[300], out[200], err[200], line[1024];
+    snprintf(lmc, sizeof lmc, "%s/lmc", LMC_BUILD_DIR);
+    snprintf(out, sizeof out, "%s/interrupted", g_tmp);
+    snprintf(err, sizeof err, "%s/interrupted.err", g_tmp);
+    int fds[2];
+    CHECK(pipe(fds) == 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int e = open(err, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        dup2(fds[1], 1);
+        dup2(e, 2);
+        close(fds[0]);
+        close(fds[1]);
+        execl(lmc, "lmc", "train", "-m", g_model_dir, "--data", g_train, "--steps", "1000000", "--seq-len", "32", "-t", "1",
+              "--log-json", "-o", out, (char *)NULL);
+        _exit(127);
+    }
+    close(fds[1]);
+    FILE *f = fdopen(fds[0], "r");
+    bool stepped = f && fgets(line, sizeof line, f) != NULL; /* one step done: the handler is installed */
+    kill(pid, SIGINT);
+    while (f && fgets(line, sizeof line, f)) {
+    }
+    if (f) fclose(f);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    CHECK(stepped);
+    CHECKF(WIFEXITED(status) && WEXITSTATUS(status) == 130, "status %d", status);
+    CHECK(file_exists(out, "adapter_config.json") && file_exists(out, "adapter_model.safetensors"));
+    f = fopen(err, "r");
+    size_t got = f ? fread(line, 1, sizeof line - 1, f) : 0;
+    line[got] = 0;
+    if (f) fclose(f);
+    CHECKF(strstr(line, "saved to") && strstr(line, out), "%s", line);
+}
+
 int main(void) {
     snprintf(g_tmp, sizeof g_tmp, "/tmp/lmc-train-XXXXXX");
     if (!mkdtemp(g_tmp)) return 1;
@@ -430,6 +477,7 @@ int main(void) {
     lmc_dataset_free(valid);
     lmc_model_free(g_model);
     RUN(test_cli);
+    RUN(test_cli_interrupt);
     model_fixture_cleanup(g_model_dir);
     snprintf(cmd, sizeof cmd, "rm -rf %s", g_tmp);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", g_tmp);

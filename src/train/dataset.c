@@ -394,7 +394,7 @@ lmc_status lmc_dataset_load(lmc_model *m, const char *path, lmc_dataset **out) {
     const int32_t *eos_ids;
     L.eos = eos_tok ? lmc_tokenizer_token_to_id(L.tok, eos_tok) : -1;
     if (L.eos < 0 && lmc_tokenizer_eos(L.tok, &eos_ids) > 0) L.eos = eos_ids[0];
-    if (L.eos >= L.vocab) L.eos = -1;
+    if (L.eos >= L.vocab) L.eos = -1; /* a test model smaller than its tokenizer: nothing appended */
 
     FILE *f = fopen(path, "rb");
     if (!f) return lmc_set_error(LMC_ERR_IO, "%s: cannot open", path);
