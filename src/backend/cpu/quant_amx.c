@@ -105,6 +105,17 @@ static void prep_rows(void *vctx, int64_t m0, int64_t m1, int thread) {
 
 /* --- weights: q as bytes in A tiles, scales and biases as f32 ------------- */
 
+/* Up to 16 scales or biases from element i, as f32 (lanes outside m are zero). */
+static inline __m512 load_scales(const void *p, lmc_dtype dt, int64_t i, __mmask16 m) {
+    switch (dt) {
+    case LMC_F32: return _mm512_maskz_loadu_ps(m, (const float *)p + i);
+    case LMC_BF16:
+        return _mm512_castsi512_ps(
+            _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, (const uint16_t *)p + i)), 16));
+    default: return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const uint16_t *)p + i));
+    }
+}
+
 /* Rows n0 .. n0+NB_ROWS of the weights into wbuf ([tile][S][16][kk], zero past N) and ws, wb ([row][G]). */
 static void prep_w(const qamx *c, int64_t n0, uint8_t *wbuf, float *ws, float *wb) {
     const int kk = c->kk;
@@ -134,9 +145,11 @@ static void prep_w(const qamx *c, int64_t n0, uint8_t *wbuf, float *ws, float *w
                                                     _mm256_and_si256(_mm256_slli_epi16(t, 4), _mm512_castsi512_si256(hi4))));
             }
         }
-        for (int64_t g = 0; g < c->G; g++) {
-            ws[i * c->G + g] = lmc_quant_load(c->scales, c->sdt, n * c->G + g);
-            wb[i * c->G + g] = lmc_quant_load(c->biases, c->sdt, n * c->G + g);
+        for (int64_t g = 0; g < c->G; g += 16) {
+            int64_t left = c->G - g;
+            __mmask16 m = left >= 16 ? 0xFFFF : (__mmask16)((1u << left) - 1);
+            _mm512_mask_storeu_ps(ws + i * c->G + g, m, load_scales(c->scales, c->sdt, n * c->G + g, m));
+            _mm512_mask_storeu_ps(wb + i * c->G + g, m, load_scales(c->biases, c->sdt, n * c->G + g, m));
         }
     }
 }
@@ -258,8 +271,15 @@ static void run_task(void *vctx, int64_t t0, int64_t t1, int thread) {
             /* items (g, j) in order, two sets of C tiles: the tile products of
              * one item run while the f32 work of the one before it does */
             const int64_t items = c->G * nt;
+            /* The next task's weights, from DRAM, while this one computes
+             * (with few rows of x the loop would otherwise wait on them). */
+            const char *next = t + 1 < t1 && mt == 0 ? (const char *)(c->wq + (size_t)(n0 + NB_ROWS) * c->row_bytes) : NULL;
+            size_t next_bytes = next ? (size_t)((c->N - n0 - NB_ROWS < NB_ROWS ? c->N - n0 - NB_ROWS : NB_ROWS)) * c->row_bytes : 0;
+            size_t per_item = (next_bytes / 64 + (size_t)items - 1) / (size_t)items * 64;
             for (int64_t i = 0; i < items; i += 2) {
                 int64_t g = i / nt, j = i % nt;
+                for (size_t off = (size_t)i * per_item; next && off < (size_t)(i + 2) * per_item && off < next_bytes; off += 64)
+                    _mm_prefetch(next + off, _MM_HINT_T0);
                 ISSUE(0, 1, 2, g, j);
                 if (i > 0) DRAIN(3, 4, 5, (i - 1) / nt, (i - 1) % nt);
                 if (i + 1 < items) {
