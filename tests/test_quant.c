@@ -434,7 +434,7 @@ static void check_qmm(int64_t M, int64_t N, int64_t K, int gs, int bits, lmc_dty
 
 static void test_qmm_paths(void) {
     /* every row count the kernels block differently (AVX-512: 4 rows a call;
-     * AMX: tiles of 16 rows, from 16 rows on) */
+     * AMX: tiles of 16 rows, from 6 rows on) */
     const int64_t Ms[] = {1, 2, 3, 4, 5, 7, 8, 15, 16, 17, 33, 64, 130};
     const int gss[] = {32, 64, 128};
     uint64_t seed = 100;
@@ -460,8 +460,10 @@ static void test_qmm_paths(void) {
     check_qmm(3, 20, 128, 32, 2, LMC_F32, LMC_BF16, 12);
 }
 
-/* x given as a 3-d array and as a strided view: the op copies it as needed. */
+/* x given as a 3-d array and as a strided view: the op copies it as needed.
+ * (On a path below AMX, where 3 and 6 rows go through the same kernel.) */
 static void test_qmm_views(void) {
+    lmc_cpu_path_set(LMC_PATH_AVX512);
     int64_t wshape[2] = {48, 128}, xshape[2] = {6, 128};
     lmc_array *w = random_normal(LMC_BF16, 2, wshape, 0.0, 1.0, 5);
     lmc_array *x = random_normal(LMC_F32, 2, xshape, 0.0, 1.0, 6);
@@ -485,11 +487,12 @@ static void test_qmm_views(void) {
     CHECK(again && memcmp(lmc_array_data(again), lmc_array_data(full), 6 * 48 * sizeof(float)) == 0);
     lmc_array *list[] = {w, x, s, b, q, full, xv, part, x3, out3, again};
     for (size_t i = 0; i < sizeof list / sizeof list[0]; i++) lmc_array_free(list[i]);
+    lmc_cpu_path_set(lmc_cpu_path_max());
 }
 
 /* Each row of the result depends on that row of x only: the SIMD paths give
  * every row bit for bit what a call with that row alone gives (AVX2, AVX-512:
- * the M = 1 decode kernel; AMX from 16 rows on: its tiles), so batching
+ * the M = 1 decode kernel; AMX from 6 rows on: its tiles), so batching
  * sequences never changes one sequence's numbers. */
 static void test_qmm_rows_exact(void) {
     const int64_t M = 40, N = 53, K = 384;
@@ -502,9 +505,9 @@ static void test_qmm_rows_exact(void) {
         for (int path = LMC_PATH_AVX2; path <= (int)lmc_cpu_path_max(); path++) {
             lmc_cpu_path_set((lmc_cpu_path)path);
             lmc_array *full = lmc_quantized_matmul(x, q, s, b, 64, bits);
-            /* row blocks: single rows below AMX's 16, blocks of 16 and 24 rows */
-            const int64_t starts[] = {0, 5, 16, 0, 24}, lens[] = {1, 3, 1, 16, 16};
-            for (int t = 0; t < 5; t++) {
+            /* row blocks: below AMX's 6 rows, and of 7, 16 and 16 rows */
+            const int64_t starts[] = {0, 5, 16, 9, 0, 24}, lens[] = {1, 3, 1, 7, 16, 16};
+            for (int t = 0; t < 6; t++) {
                 int64_t vshape[2] = {lens[t], K}, vstrides[2] = {K, 1};
                 lmc_array *xv = lmc_array_view(x->buf, x->offset + (size_t)(starts[t] * K) * sizeof(float), LMC_F32, 2, vshape, vstrides);
                 lmc_array *part = lmc_quantized_matmul(xv, q, s, b, 64, bits);
@@ -512,8 +515,8 @@ static void test_qmm_rows_exact(void) {
                 bool same = full && part &&
                             !memcmp((const float *)lmc_array_data(full) + starts[t] * N, lmc_array_data(part),
                                     (size_t)(lens[t] * N) * sizeof(float));
-                /* AMX takes 16 rows or more, the AVX-512 kernel fewer: those are only close */
-                if (path == LMC_PATH_AMX && lens[t] < 16) same = true;
+                /* AMX takes 6 rows or more, the AVX-512 kernel fewer: those are only close */
+                if (path == LMC_PATH_AMX && lens[t] < 6) same = true;
                 CHECKF(same, "path %s bits %d rows %lld..%lld differ from the batched call",
                        lmc_cpu_path_name((lmc_cpu_path)path), bits, (long long)starts[t],
                        (long long)(starts[t] + lens[t] - 1));

@@ -34,7 +34,7 @@
 #include "core/threadpool.h"
 
 enum {
-    AMX_QMM_MIN_M = 16, /* fewer rows: the AVX-512 kernel (one tile of x would be mostly padding) */
+    AMX_QMM_MIN_M = 6, /* fewer rows: the AVX-512 kernel (faster below ~5 rows of x, where a tile is mostly padding) */
     NB_ROWS = 64        /* weight rows per task: 4 A tiles share each B tile of x from L2 */
 };
 
