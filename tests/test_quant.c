@@ -509,7 +509,8 @@ static void test_qmm_rows_exact(void) {
             const int64_t starts[] = {0, 5, 16, 9, 0, 24}, lens[] = {1, 3, 1, 7, 16, 16};
             for (int t = 0; t < 6; t++) {
                 int64_t vshape[2] = {lens[t], K}, vstrides[2] = {K, 1};
-                lmc_array *xv = lmc_array_view(x->buf, x->offset + (size_t)(starts[t] * K) * sizeof(float), LMC_F32, 2, vshape, vstrides);
+                size_t off = x->offset + (size_t)(starts[t] * K) * sizeof(float);
+                lmc_array *xv = lmc_array_view(x->buf, off, LMC_F32, 2, vshape, vstrides);
                 lmc_array *part = lmc_quantized_matmul(xv, q, s, b, 64, bits);
                 CHECK(full && part);
                 bool same = full && part &&
@@ -523,6 +524,17 @@ static void test_qmm_rows_exact(void) {
                 lmc_array_free(xv);
                 lmc_array_free(part);
             }
+            /* a strided view: rows 1, 3, .., 17 (9 rows) */
+            int64_t vshape[2] = {9, K}, vstrides[2] = {2 * K, 1};
+            lmc_array *xv = lmc_array_view(x->buf, x->offset + (size_t)K * sizeof(float), LMC_F32, 2, vshape, vstrides);
+            lmc_array *part = lmc_quantized_matmul(xv, q, s, b, 64, bits);
+            CHECK(full && part);
+            for (int r = 0; full && part && r < 9; r++)
+                CHECKF(!memcmp((const float *)lmc_array_data(full) + (2 * r + 1) * N,
+                               (const float *)lmc_array_data(part) + r * N, (size_t)N * sizeof(float)),
+                       "path %s bits %d: strided row %d", lmc_cpu_path_name((lmc_cpu_path)path), bits, 2 * r + 1);
+            lmc_array_free(xv);
+            lmc_array_free(part);
             lmc_array_free(full);
         }
         lmc_cpu_path_set(lmc_cpu_path_max());

@@ -134,15 +134,16 @@ static void prep_w(const qamx *c, int64_t n0, uint8_t *wbuf, float *ws, float *w
             if (c->bits == 8) {
                 memcpy(d, row + s * kk, (size_t)kk);
             } else if (kk == 64) {
-                /* byte i holds elements 2i (low nibble) and 2i+1: as a 16-bit lane, low nibble to byte 0, high to byte 1 */
+                /* byte i holds elements 2i (low nibble) and 2i+1: widened to a
+                 * 16-bit lane, the low nibble goes to byte 0, the high one to byte 1 */
                 __m512i t = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(row + s * 32)));
                 _mm512_storeu_si512(d, _mm512_or_si512(_mm512_and_si512(t, lo4),
                                                        _mm512_and_si512(_mm512_slli_epi16(t, 4), hi4)));
             } else {
                 __m256i t = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(row + s * 16)));
-                _mm256_storeu_si256((__m256i *)d,
-                                    _mm256_or_si256(_mm256_and_si256(t, _mm512_castsi512_si256(lo4)),
-                                                    _mm256_and_si256(_mm256_slli_epi16(t, 4), _mm512_castsi512_si256(hi4))));
+                __m256i lo = _mm256_and_si256(t, _mm512_castsi512_si256(lo4));
+                __m256i hi = _mm256_and_si256(_mm256_slli_epi16(t, 4), _mm512_castsi512_si256(hi4));
+                _mm256_storeu_si256((__m256i *)d, _mm256_or_si256(lo, hi));
             }
         }
         for (int64_t g = 0; g < c->G; g += 16) {
@@ -273,13 +274,18 @@ static void run_task(void *vctx, int64_t t0, int64_t t1, int thread) {
             const int64_t items = c->G * nt;
             /* The next task's weights, from DRAM, while this one computes
              * (with few rows of x the loop would otherwise wait on them). */
-            const char *next = t + 1 < t1 && mt == 0 ? (const char *)(c->wq + (size_t)(n0 + NB_ROWS) * c->row_bytes) : NULL;
-            size_t next_bytes = next ? (size_t)((c->N - n0 - NB_ROWS < NB_ROWS ? c->N - n0 - NB_ROWS : NB_ROWS)) * c->row_bytes : 0;
+            const char *next = NULL;
+            size_t next_bytes = 0;
+            if (t + 1 < t1 && mt == 0) {
+                int64_t rows = c->N - n0 - NB_ROWS < NB_ROWS ? c->N - n0 - NB_ROWS : NB_ROWS;
+                next = (const char *)(c->wq + (size_t)(n0 + NB_ROWS) * c->row_bytes);
+                next_bytes = (size_t)rows * c->row_bytes;
+            }
             size_t per_item = (next_bytes / 64 + (size_t)items - 1) / (size_t)items * 64;
             for (int64_t i = 0; i < items; i += 2) {
                 int64_t g = i / nt, j = i % nt;
-                for (size_t off = (size_t)i * per_item; next && off < (size_t)(i + 2) * per_item && off < next_bytes; off += 64)
-                    _mm_prefetch(next + off, _MM_HINT_T0);
+                size_t end = (size_t)(i + 2) * per_item < next_bytes ? (size_t)(i + 2) * per_item : next_bytes;
+                for (size_t off = (size_t)i * per_item; off < end; off += 64) _mm_prefetch(next + off, _MM_HINT_T0);
                 ISSUE(0, 1, 2, g, j);
                 if (i > 0) DRAIN(3, 4, 5, (i - 1) / nt, (i - 1) % nt);
                 if (i + 1 < items) {
@@ -325,7 +331,8 @@ lmc_status lmc_quantized_matmul_amx(lmc_array *out, const lmc_array *x, const lm
 
     int threads = lmc_num_threads();
     size_t xb_bytes = (size_t)(c.Mt * 16 * c.K) * 3;
-    size_t xs_bytes = (size_t)(c.Mt * c.blocks) * 16 * sizeof(float), sx_bytes = (size_t)(c.Mt * c.G) * 16 * sizeof(float);
+    size_t xs_bytes = (size_t)(c.Mt * c.blocks) * 16 * sizeof(float);
+    size_t sx_bytes = (size_t)(c.Mt * c.G) * 16 * sizeof(float);
     /* per thread: wbuf, ws, wb, three C tiles, one result block */
     c.work_bytes = ((size_t)NB_ROWS * (size_t)c.K + 2 * (size_t)(NB_ROWS * c.G) * sizeof(float) + 3 * 1024 +
                     (size_t)NB_ROWS * 16 * sizeof(float) + 63) / 64 * 64;
