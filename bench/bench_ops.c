@@ -250,7 +250,8 @@ static int bench_matmul(bench *b, int64_t M, int64_t K, int64_t N, lmc_dtype xdt
     return 0;
 }
 
-/* 4-bit MLX quantisation, group 64, at decode. Called through the kernel
+/* 4-bit MLX quantisation, group 64, with M rows of x: 1 (decode), 16
+ * (batched decode) or 512 (prefill, bf16 x as the models pass it). Called through the kernel
  * table so the bench reports a missing kernel at run time instead of
  * failing to build. */
 typedef struct qmm_ctx {
@@ -264,20 +265,21 @@ static void qmm_run(void *ctx) {
     c->st = c->k->quantized_matmul(c->out, c->x, c->wq, c->scales, c->biases, 64, 4);
 }
 
-static int bench_qmatmul(bench *b, int64_t K, int64_t N) {
+static int bench_qmatmul(bench *b, int64_t M, int64_t K, int64_t N) {
     const lmc_kernels *k = lmc_kernels_for(LMC_CPU);
     if (!k->quantize || !k->quantized_matmul) {
         if (b->json) printf("{\"bench\":\"qmatmul\",\"available\":false}\n");
         else printf("%-8s quantized matmul: not available (kernel missing)\n", "qmatmul");
         return 0;
     }
-    int64_t sx[2] = {1, K}, sw[2] = {N, K}, sq[2] = {N, K * 4 / 32}, ss[2] = {N, K / 64}, so[2] = {1, N};
-    lmc_array *w = filled(LMC_BF16, 2, sw), *x = filled(LMC_F32, 2, sx);
+    int64_t sx[2] = {M, K}, sw[2] = {N, K}, sq[2] = {N, K * 4 / 32}, ss[2] = {N, K / 64}, so[2] = {M, N};
+    lmc_dtype xdt = M == 1 ? LMC_F32 : LMC_BF16;
+    lmc_array *w = filled(LMC_BF16, 2, sw), *x = filled(xdt, 2, sx);
     qmm_ctx c = {.k = k, .x = x};
     c.wq = lmc_empty(LMC_U32, 2, sq);
     c.scales = lmc_empty(LMC_BF16, 2, ss);
     c.biases = lmc_empty(LMC_BF16, 2, ss);
-    c.out = lmc_empty(LMC_F32, 2, so);
+    c.out = lmc_empty(xdt, 2, so);
     int rc = 0;
     if (!w || !x || !c.wq || !c.scales || !c.biases || !c.out || k->quantize(c.wq, c.scales, c.biases, w, 64, 4) != LMC_OK) {
         fprintf(stderr, "lmc bench: quantize: %s\n", lmc_last_error());
@@ -289,9 +291,10 @@ static int bench_qmatmul(bench *b, int64_t K, int64_t N) {
             rc = 1;
         } else {
             char name[96];
-            snprintf(name, sizeof name, "decode 1x%lldx%lld f32 x q4 g64", (long long)K, (long long)N);
+            snprintf(name, sizeof name, "%s %lldx%lldx%lld %s x q4 g64", M == 1 ? "decode" : M < 64 ? "batch" : "prefill",
+                     (long long)M, (long long)K, (long long)N, lmc_dtype_name(xdt));
             double bytes = (double)(lmc_array_nbytes(c.wq) + lmc_array_nbytes(c.scales) + lmc_array_nbytes(c.biases));
-            report(b, "qmatmul", name, s, 2.0 * K * N, bytes, "weights");
+            report(b, "qmatmul", name, s, 2.0 * M * K * N, bytes, "weights");
         }
     }
     lmc_array *all[] = {w, x, c.wq, c.scales, c.biases, c.out};
@@ -412,8 +415,10 @@ int lmc_bench_ops(int argc, char **argv) {
         for (int s = 0; s < 2; s++)
             for (int p = 0; p < 3; p++)
                 if (bench_matmul(&b, m == 0 ? 1 : 512, shapes[s][0], shapes[s][1], pairs[p][0], pairs[p][1])) return 1;
-    for (int s = 0; s < 2; s++)
-        if (bench_qmatmul(&b, shapes[s][0], shapes[s][1])) return 1;
+    static const int64_t qrows[3] = {1, 16, 512};
+    for (int m = 0; m < 3; m++)
+        for (int s = 0; s < 2; s++)
+            if (bench_qmatmul(&b, qrows[m], shapes[s][0], shapes[s][1])) return 1;
     if (bench_fused(&b)) return 1;
     return 0;
 }

@@ -387,7 +387,7 @@ static void check_qmm(int64_t M, int64_t N, int64_t K, int gs, int bits, lmc_dty
     reference(xf, wx, M, N, K, ref, mag, xerr);
     reference(xf, wr, M, N, K, ref2, mag2, xerr2);
 
-    for (int path = LMC_PATH_SCALAR; path <= LMC_PATH_AVX512 && path <= (int)lmc_cpu_path_max(); path++) {
+    for (int path = LMC_PATH_SCALAR; path <= (int)lmc_cpu_path_max(); path++) {
         lmc_cpu_path_set((lmc_cpu_path)path);
         lmc_array *out = lmc_quantized_matmul(x, q, s, b, gs, bits);
         CHECKF(out && lmc_array_dtype(out) == xdt && lmc_array_dim(out, 0) == M && lmc_array_dim(out, 1) == N,
@@ -433,17 +433,23 @@ static void check_qmm(int64_t M, int64_t N, int64_t K, int gs, int bits, lmc_dty
 }
 
 static void test_qmm_paths(void) {
-    const int64_t Ms[] = {1, 3, 17, 64};
+    /* every row count the kernels block differently (AVX-512: 4 rows a call;
+     * AMX: tiles of 16 rows, from 6 rows on) */
+    const int64_t Ms[] = {1, 2, 3, 4, 5, 7, 8, 15, 16, 17, 33, 64, 130};
     const int gss[] = {32, 64, 128};
     uint64_t seed = 100;
-    for (int mi = 0; mi < 4; mi++)
+    for (int mi = 0; mi < (int)(sizeof Ms / sizeof *Ms); mi++)
         for (int gi = 0; gi < 3; gi++)
-            for (int bits = 4; bits <= 8; bits += 4)
-                for (int xd = 0; xd < 2; xd++) {
-                    lmc_dtype xdt = xd ? LMC_BF16 : LMC_F32;
-                    /* K = 256 (whole blocks); N = 40 is no multiple of a thread chunk */
-                    check_qmm(Ms[mi], 40, 256, gss[gi], bits, xdt, xd ? LMC_BF16 : LMC_F32, seed++);
-                }
+            for (int bits = 4; bits <= 8; bits += 4) {
+                int xd = (mi + gi + bits / 4) % 3;
+                lmc_dtype xdt = xd == 0 ? LMC_F32 : xd == 1 ? LMC_BF16 : LMC_F16;
+                /* K = 256 (whole blocks); N = 40 is no multiple of a thread chunk, 37 of a tile */
+                check_qmm(Ms[mi], mi % 2 ? 37 : 40, 256, gss[gi], bits, xdt, xd == 1 ? LMC_BF16 : LMC_F32, seed++);
+            }
+    /* more than one task of 64 weight rows, K = 1024 */
+    check_qmm(33, 131, 1024, 64, 4, LMC_BF16, LMC_BF16, 13);
+    check_qmm(20, 70, 512, 128, 8, LMC_F32, LMC_BF16, 14);
+    check_qmm(18, 65, 480, 32, 4, LMC_F32, LMC_F16, 15);
     /* K not a multiple of the 128-element SIMD block (tails), f16 x and scales */
     check_qmm(2, 33, 96, 32, 4, LMC_F32, LMC_BF16, 7);
     check_qmm(5, 17, 160, 32, 8, LMC_BF16, LMC_F32, 8);
@@ -454,8 +460,10 @@ static void test_qmm_paths(void) {
     check_qmm(3, 20, 128, 32, 2, LMC_F32, LMC_BF16, 12);
 }
 
-/* x given as a 3-d array and as a strided view: the op copies it as needed. */
+/* x given as a 3-d array and as a strided view: the op copies it as needed.
+ * (On a path below AMX, where 3 and 6 rows go through the same kernel.) */
 static void test_qmm_views(void) {
+    lmc_cpu_path_set(LMC_PATH_AVX512);
     int64_t wshape[2] = {48, 128}, xshape[2] = {6, 128};
     lmc_array *w = random_normal(LMC_BF16, 2, wshape, 0.0, 1.0, 5);
     lmc_array *x = random_normal(LMC_F32, 2, xshape, 0.0, 1.0, 6);
@@ -479,6 +487,60 @@ static void test_qmm_views(void) {
     CHECK(again && memcmp(lmc_array_data(again), lmc_array_data(full), 6 * 48 * sizeof(float)) == 0);
     lmc_array *list[] = {w, x, s, b, q, full, xv, part, x3, out3, again};
     for (size_t i = 0; i < sizeof list / sizeof list[0]; i++) lmc_array_free(list[i]);
+    lmc_cpu_path_set(lmc_cpu_path_max());
+}
+
+/* Each row of the result depends on that row of x only: the SIMD paths give
+ * every row bit for bit what a call with that row alone gives (AVX2, AVX-512:
+ * the M = 1 decode kernel; AMX from 6 rows on: its tiles), so batching
+ * sequences never changes one sequence's numbers. */
+static void test_qmm_rows_exact(void) {
+    const int64_t M = 40, N = 53, K = 384;
+    for (int bits = 4; bits <= 8; bits += 4) {
+        int64_t wshape[2] = {N, K}, xshape[2] = {M, K};
+        lmc_array *w = random_normal(LMC_BF16, 2, wshape, 0.0, 0.5, 20 + (uint64_t)bits);
+        lmc_array *x = random_normal(LMC_F32, 2, xshape, 0.0, 1.0, 30 + (uint64_t)bits);
+        lmc_array *s = NULL, *b = NULL;
+        lmc_array *q = lmc_quantize(w, 64, bits, &s, &b);
+        for (int path = LMC_PATH_AVX2; path <= (int)lmc_cpu_path_max(); path++) {
+            lmc_cpu_path_set((lmc_cpu_path)path);
+            lmc_array *full = lmc_quantized_matmul(x, q, s, b, 64, bits);
+            /* row blocks: below AMX's 6 rows, and of 7, 16 and 16 rows */
+            const int64_t starts[] = {0, 5, 16, 9, 0, 24}, lens[] = {1, 3, 1, 7, 16, 16};
+            for (int t = 0; t < 6; t++) {
+                int64_t vshape[2] = {lens[t], K}, vstrides[2] = {K, 1};
+                size_t off = x->offset + (size_t)(starts[t] * K) * sizeof(float);
+                lmc_array *xv = lmc_array_view(x->buf, off, LMC_F32, 2, vshape, vstrides);
+                lmc_array *part = lmc_quantized_matmul(xv, q, s, b, 64, bits);
+                CHECK(full && part);
+                bool same = full && part &&
+                            !memcmp((const float *)lmc_array_data(full) + starts[t] * N, lmc_array_data(part),
+                                    (size_t)(lens[t] * N) * sizeof(float));
+                /* AMX takes 6 rows or more, the AVX-512 kernel fewer: those are only close */
+                if (path == LMC_PATH_AMX && lens[t] < 6) same = true;
+                CHECKF(same, "path %s bits %d rows %lld..%lld differ from the batched call",
+                       lmc_cpu_path_name((lmc_cpu_path)path), bits, (long long)starts[t],
+                       (long long)(starts[t] + lens[t] - 1));
+                lmc_array_free(xv);
+                lmc_array_free(part);
+            }
+            /* a strided view: rows 1, 3, .., 17 (9 rows) */
+            int64_t vshape[2] = {9, K}, vstrides[2] = {2 * K, 1};
+            lmc_array *xv = lmc_array_view(x->buf, x->offset + (size_t)K * sizeof(float), LMC_F32, 2, vshape, vstrides);
+            lmc_array *part = lmc_quantized_matmul(xv, q, s, b, 64, bits);
+            CHECK(full && part);
+            for (int r = 0; full && part && r < 9; r++)
+                CHECKF(!memcmp((const float *)lmc_array_data(full) + (2 * r + 1) * N,
+                               (const float *)lmc_array_data(part) + r * N, (size_t)N * sizeof(float)),
+                       "path %s bits %d: strided row %d", lmc_cpu_path_name((lmc_cpu_path)path), bits, 2 * r + 1);
+            lmc_array_free(xv);
+            lmc_array_free(part);
+            lmc_array_free(full);
+        }
+        lmc_cpu_path_set(lmc_cpu_path_max());
+        lmc_array *list[] = {w, x, s, b, q};
+        for (size_t i = 0; i < sizeof list / sizeof list[0]; i++) lmc_array_free(list[i]);
+    }
 }
 
 int main(void) {
@@ -491,6 +553,7 @@ int main(void) {
     RUN(test_round_trip);
     RUN(test_qmm_paths);
     RUN(test_qmm_views);
+    RUN(test_qmm_rows_exact);
     CHECKF(lmc_live_arrays() == 0, "%lld arrays leaked", (long long)lmc_live_arrays());
     return TEST_REPORT();
 }

@@ -29,6 +29,15 @@ lmc_status lmc_quantized_matmul_avx2(lmc_array *out, const lmc_array *x, const l
                                      const lmc_array *scales, const lmc_array *biases, int group_size, int bits);
 lmc_status lmc_quantized_matmul_avx512(lmc_array *out, const lmc_array *x, const lmc_array *wq,
                                        const lmc_array *scales, const lmc_array *biases, int group_size, int bits);
+/* AMX int8 tiles for many rows of x (prefill, batched decode); fewer rows go to the AVX-512 kernel. */
+lmc_status lmc_quantized_matmul_amx(lmc_array *out, const lmc_array *x, const lmc_array *wq,
+                                    const lmc_array *scales, const lmc_array *biases, int group_size, int bits);
+
+/* Rounds x[k0 .. k0+n) of a row of dtype dt (n a multiple of 16, at most
+ * 128: one block of the 4-bit kernels) to 24-bit integers q[0..n) and returns
+ * the block's scale (x ≈ scale * q); AVX-512 (quant_avx512.c), shared by the
+ * integer kernels so that they all see the same x. */
+float lmc_quant_x24_block(const void *x, lmc_dtype dt, int64_t k0, int n, int32_t *q);
 
 /* The SIMD quantised matmuls share one driver (lmc_qmm_run, in
  * quant_scalar.c): it lays out x once per call in the order a path's kernel

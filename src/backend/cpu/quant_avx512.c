@@ -62,30 +62,46 @@ static inline __m512 load16(const void *x, lmc_dtype dt, int64_t k) {
     }
 }
 
+/* Rounds x[k0 .. k0+n) (n a multiple of 16, at most 128: one block) to
+ * 24-bit integers q[0..n) with one scale for the block, which it returns:
+ * x ≈ scale * q, |q| <= X24_MAX. Shared with the AMX kernel (quant_amx.c) so
+ * every integer path sees the same x. */
+float lmc_quant_x24_block(const void *x, lmc_dtype dt, int64_t k0, int n, int32_t *q) {
+    const int nv = n / 16;
+    const __m512i lim = _mm512_set1_epi32(X24_MAX);
+    __m512 v[8];
+    __m512 amax = _mm512_setzero_ps();
+    for (int j = 0; j < nv; j++) {
+        v[j] = load16(x, dt, k0 + 16 * j);
+        amax = _mm512_max_ps(amax, _mm512_abs_ps(v[j]));
+    }
+    float m = _mm512_reduce_max_ps(amax);
+    float scale = m / (float)X24_MAX, inv = m > 0.0f ? (float)X24_MAX / m : 0.0f;
+    for (int j = 0; j < nv; j++) {
+        /* round to nearest even, as rintf */
+        __m512i r = _mm512_cvtps_epi32(_mm512_mul_ps(v[j], _mm512_set1_ps(inv)));
+        r = _mm512_max_epi32(_mm512_min_epi32(r, lim), _mm512_sub_epi32(_mm512_setzero_si512(), lim));
+        _mm512_storeu_si512(q + 16 * j, r);
+    }
+    return scale;
+}
+
 static void prep_x24(const lmc_qmm_plan *p, const void *x, void *xp_row, float *sx) {
     const int64_t blocks = blocks4(p);
     int8_t *xp = xp_row;
     float *xscale = (float *)((uint8_t *)xp_row + blocks * 384);
-    const __m512i lim = _mm512_set1_epi32(X24_MAX), r128 = _mm512_set1_epi32(128);
+    const __m512i r128 = _mm512_set1_epi32(128);
+    int32_t qb[128];
     for (int64_t b = 0; b < blocks; b++) {
         int64_t k0 = b * 128;
         /* K is a multiple of 32: a block has nv whole vectors of 16 (the rest stays zero) */
         const int nv = p->K - k0 >= 128 ? 8 : (int)(p->K - k0) / 16;
-        __m512 v[8];
-        __m512 amax = _mm512_setzero_ps();
-        for (int j = 0; j < nv; j++) {
-            v[j] = load16(x, p->xdt, k0 + 16 * j);
-            amax = _mm512_max_ps(amax, _mm512_abs_ps(v[j]));
-        }
-        float m = _mm512_reduce_max_ps(amax);
-        float scale = m / (float)X24_MAX, inv = m > 0.0f ? (float)X24_MAX / m : 0.0f;
+        float scale = lmc_quant_x24_block(x, p->xdt, k0, 16 * nv, qb);
         xscale[b] = scale;
         int8_t *blk = xp + b * 384;
         __m512i gsum = _mm512_setzero_si512();
         for (int j = 0; j < nv; j++) {
-            /* round to nearest even, as rintf */
-            __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(v[j], _mm512_set1_ps(inv)));
-            q = _mm512_max_epi32(_mm512_min_epi32(q, lim), _mm512_sub_epi32(_mm512_setzero_si512(), lim));
+            __m512i q = _mm512_loadu_si512(qb + 16 * j);
             /* each part is the low byte (as int8) of what is left: (r + 128) >> 8 drops it exactly */
             __m512i mid = _mm512_srai_epi32(_mm512_add_epi32(q, r128), 8);
             __m512i hi = _mm512_srai_epi32(_mm512_add_epi32(mid, r128), 8);

@@ -1,7 +1,8 @@
 /* Fills the quantisation entries of a CPU kernel table for one path.
  * quantize/dequantize run at load or conversion time (and for the few
  * embedding rows a lookup reads), so the scalar kernels serve every path;
- * quantized_matmul, the decode hot loop, has AVX2 and AVX-512 versions. */
+ * quantized_matmul has AVX2 and AVX-512 versions (the decode hot loop) and an
+ * AMX one for many rows (prefill, batched decode). */
 #include "backend/cpu/cpu_kernels.h"
 #include "backend/cpu/quant.h"
 
@@ -11,4 +12,5 @@ void lmc_cpu_register_quant(lmc_kernels *k, lmc_cpu_path path) {
     k->quantized_matmul = lmc_quantized_matmul_scalar;
     if (path >= LMC_PATH_AVX2) k->quantized_matmul = lmc_quantized_matmul_avx2;
     if (path >= LMC_PATH_AVX512) k->quantized_matmul = lmc_quantized_matmul_avx512;
+    if (path >= LMC_PATH_AMX) k->quantized_matmul = lmc_quantized_matmul_amx;
 }

@@ -1,0 +1,352 @@
+/* AMX int8 quantised matmul for many rows of x (prefill, batched decode),
+ * 4 and 8 bits; fewer rows than AMX_QMM_MIN_M go to the AVX-512 kernel.
+ *
+ * The integers are the AVX-512 kernel's: x is rounded per block of 128 to a
+ * 24-bit integer (lmc_quant_x24_block) split exactly into three int8 parts,
+ * x24 = 65536*hi + 256*mid + lo, and the weights' q are unsigned bytes, so
+ * TDPBUSD (u8 weights x s8 x, 64 products summed per int32) gives the exact
+ * integer sums sum_k q_k * part_k. One K-step of a tile product is 64 bytes
+ * (32 for group size 32), so a group is one or two steps and each output's
+ * per-group sums come straight out of the accumulator tiles; the f32 work is
+ * then once per group:
+ *     acc += (256 * f32(256*hi + mid) + f32(lo)) * xscale_b * s_g + b_g * sx_g
+ * (256*hi + mid fits int32 even for 8 bits and group 128; the whole
+ * 65536*hi + ... would not). So the result differs from the AVX-512 kernel's
+ * only in the order of the f32 additions.
+ *
+ * Tiles (A: weights, u8; B: x, s8; C: int32):
+ *   A = 16 weight rows x kk bytes of q (kk = 64, or 32 for group size 32),
+ *       the nibbles of a task's rows expanded to bytes once per call;
+ *   B = kk/4 rows x 64 bytes: row r holds, for 16 rows m of x, the 4 bytes of
+ *       one part at k = 4r..4r+3 (the VNNI layout), prepared once per call;
+ *   C[n][m] = 16 x 16 int32, one tile per part: tiles 0-2 and 3-5 are two
+ *       sets of C, so that the tile products of one (group, weight tile)
+ *       overlap the f32 work of the one before; 6 is A, 7 takes B's parts.
+ * C's rows are weight rows, its lanes rows of x: the scales s_g and b_g are
+ * broadcasts, xscale and sx vectors, and a 16 x 16 transpose (by gathers)
+ * stores the result once per tile (the f32 sums live in an L1 buffer). Work is split over blocks of NB_ROWS
+ * weight rows (few, large tasks); each sweeps all rows of x. */
+#include <immintrin.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/cpu/quant.h"
+#include "core/threadpool.h"
+
+enum {
+    AMX_QMM_MIN_M = 6, /* fewer rows: the AVX-512 kernel (faster below ~5 rows of x, where a tile is mostly padding) */
+    NB_ROWS = 64        /* weight rows per task: 4 A tiles share each B tile of x from L2 */
+};
+
+typedef struct tile_config {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} tile_config;
+
+typedef struct qamx {
+    int64_t M, N, K, G, Mt, S, blocks; /* Mt: tiles of 16 rows of x; S: K-steps of kk */
+    int gs, bits, kk, spg;             /* spg: K-steps per group */
+    const uint8_t *wq;
+    size_t row_bytes;
+    const void *scales, *biases;
+    lmc_dtype sdt;
+    const void *x;
+    lmc_dtype xdt;
+    void *out;
+    lmc_dtype odt;
+    int8_t *xb; /* [Mt][S][3][kk/4][64] */
+    float *xsT; /* [Mt][blocks][16]: xscale per block, lane = row of x */
+    float *sxT; /* [Mt][G][16]: group sums of the rounded x */
+    uint8_t *work;
+    size_t work_bytes; /* per thread */
+} qamx;
+
+/* --- x: rounded, split into parts, laid out as B tiles -------------------- */
+
+static void prep_rows(void *vctx, int64_t m0, int64_t m1, int thread) {
+    (void)thread;
+    const qamx *c = vctx;
+    const size_t bt = (size_t)c->kk * 16; /* bytes of one B tile */
+    const __m512i r128 = _mm512_set1_epi32(128);
+    const __m128i rows4 = _mm_setr_epi32(0, 16, 32, 48); /* B rows r..r+3, in dwords */
+    int32_t qb[128];
+    for (int64_t m = m0; m < m1; m++) {
+        const void *x = (const char *)c->x + (size_t)(m * c->K) * lmc_dtype_size(c->xdt);
+        int64_t mt = m / 16, mm = m % 16;
+        int8_t *xt = c->xb + (size_t)(mt * c->S) * 3 * bt + mm * 4;
+        for (int64_t b = 0; b < c->blocks; b++) {
+            int64_t k0 = b * 128;
+            int n = c->K - k0 >= 128 ? 128 : (int)(c->K - k0); /* a multiple of 32 */
+            float scale = lmc_quant_x24_block(x, c->xdt, k0, n, qb);
+            c->xsT[(mt * c->blocks + b) * 16 + mm] = scale;
+            __m512i gsum = _mm512_setzero_si512();
+            for (int j = 0; j < n; j += 16) {
+                int64_t k = k0 + j, s = k / c->kk, r = k % c->kk / 4;
+                __m512i q = _mm512_loadu_si512(qb + j);
+                /* the low byte of what is left, as in the AVX-512 kernel */
+                __m512i mid = _mm512_srai_epi32(_mm512_add_epi32(q, r128), 8);
+                __m512i hi = _mm512_srai_epi32(_mm512_add_epi32(mid, r128), 8);
+                /* 16 bytes = the dwords of k..k+3, .., k+12..k+15: B rows r..r+3 */
+                int8_t *dst = xt + (size_t)s * 3 * bt + r * 64;
+                _mm_i32scatter_epi32(dst, rows4, _mm512_cvtepi32_epi8(hi), 4);
+                _mm_i32scatter_epi32(dst + bt, rows4, _mm512_cvtepi32_epi8(mid), 4);
+                _mm_i32scatter_epi32(dst + 2 * bt, rows4, _mm512_cvtepi32_epi8(q), 4);
+                gsum = _mm512_add_epi32(gsum, q);
+                if (((k + 16) & (c->gs - 1)) == 0) { /* groups end inside blocks or at their ends */
+                    c->sxT[(mt * c->G + (k >> __builtin_ctz((unsigned)c->gs))) * 16 + mm] =
+                        (float)_mm512_reduce_add_epi32(gsum) * scale;
+                    gsum = _mm512_setzero_si512();
+                }
+            }
+        }
+    }
+}
+
+/* --- weights: q as bytes in A tiles, scales and biases as f32 ------------- */
+
+/* Up to 16 scales or biases from element i, as f32 (lanes outside m are zero). */
+static inline __m512 load_scales(const void *p, lmc_dtype dt, int64_t i, __mmask16 m) {
+    switch (dt) {
+    case LMC_F32: return _mm512_maskz_loadu_ps(m, (const float *)p + i);
+    case LMC_BF16:
+        return _mm512_castsi512_ps(
+            _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, (const uint16_t *)p + i)), 16));
+    default: return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const uint16_t *)p + i));
+    }
+}
+
+/* Rows n0 .. n0+NB_ROWS of the weights into wbuf ([tile][S][16][kk], zero past N) and ws, wb ([row][G]). */
+static void prep_w(const qamx *c, int64_t n0, uint8_t *wbuf, float *ws, float *wb) {
+    const int kk = c->kk;
+    const __m512i lo4 = _mm512_set1_epi16(0x000F), hi4 = _mm512_set1_epi16(0x0F00);
+    for (int i = 0; i < NB_ROWS; i++) {
+        int64_t n = n0 + i;
+        uint8_t *dst = wbuf + (size_t)(i / 16) * (size_t)(c->S * 16 * kk) + (size_t)(i % 16) * kk;
+        if (n >= c->N) {
+            for (int64_t s = 0; s < c->S; s++) memset(dst + s * 16 * kk, 0, (size_t)kk);
+            for (int64_t g = 0; g < c->G; g++) ws[i * c->G + g] = wb[i * c->G + g] = 0.0f;
+            continue;
+        }
+        const uint8_t *row = c->wq + (size_t)n * c->row_bytes;
+        for (int64_t s = 0; s < c->S; s++) {
+            uint8_t *d = dst + s * 16 * kk;
+            if (c->bits == 8) {
+                memcpy(d, row + s * kk, (size_t)kk);
+            } else if (kk == 64) {
+                /* byte i holds elements 2i (low nibble) and 2i+1: widened to a
+                 * 16-bit lane, the low nibble goes to byte 0, the high one to byte 1 */
+                __m512i t = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(row + s * 32)));
+                _mm512_storeu_si512(d, _mm512_or_si512(_mm512_and_si512(t, lo4),
+                                                       _mm512_and_si512(_mm512_slli_epi16(t, 4), hi4)));
+            } else {
+                __m256i t = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(row + s * 16)));
+                __m256i lo = _mm256_and_si256(t, _mm512_castsi512_si256(lo4));
+                __m256i hi = _mm256_and_si256(_mm256_slli_epi16(t, 4), _mm512_castsi512_si256(hi4));
+                _mm256_storeu_si256((__m256i *)d, _mm256_or_si256(lo, hi));
+            }
+        }
+        for (int64_t g = 0; g < c->G; g += 16) {
+            int64_t left = c->G - g;
+            __mmask16 m = left >= 16 ? 0xFFFF : (__mmask16)((1u << left) - 1);
+            _mm512_mask_storeu_ps(ws + i * c->G + g, m, load_scales(c->scales, c->sdt, n * c->G + g, m));
+            _mm512_mask_storeu_ps(wb + i * c->G + g, m, load_scales(c->biases, c->sdt, n * c->G + g, m));
+        }
+    }
+}
+
+/* --- the tile loop -------------------------------------------------------- */
+
+static void config_tiles(int kk) {
+    tile_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int t = 0; t < 6; t++) { /* C, two sets */
+        cfg.rows[t] = 16;
+        cfg.colsb[t] = 64;
+    }
+    cfg.rows[6] = 16; /* A */
+    cfg.colsb[6] = (uint16_t)kk;
+    cfg.rows[7] = (uint8_t)(kk / 4); /* B */
+    cfg.colsb[7] = 64;
+    _tile_loadconfig(&cfg);
+}
+
+/* Stores the 16 x 16 block res[n][m] (lanes m) as out[m0 + m][n0 + n], transposed. */
+static void store_block(const qamx *c, const float *res, int64_t m0, int64_t n0) {
+    const __m512i col = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                           _mm512_set1_epi32(16));
+    int64_t nw = c->N - n0 < 16 ? c->N - n0 : 16;
+    __mmask16 mask = (__mmask16)((1u << nw) - 1);
+    for (int m = 0; m < 16 && m0 + m < c->M; m++) {
+        __m512 v = _mm512_i32gather_ps(col, res + m, 4);
+        size_t i = (size_t)((m0 + m) * c->N + n0);
+        switch (c->odt) {
+        case LMC_F32: _mm512_mask_storeu_ps((float *)c->out + i, mask, v); break;
+        case LMC_BF16: {
+            /* round to nearest even, as lmc_f32_to_bf16 (NaN stays NaN) */
+            __m512i u = _mm512_castps_si512(v);
+            __m512i r = _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7FFF)),
+                                         _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1)));
+            __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+            r = _mm512_mask_or_epi32(r, nan, u, _mm512_set1_epi32(0x00400000));
+            _mm256_mask_storeu_epi16((uint16_t *)c->out + i, mask, _mm512_cvtepi32_epi16(_mm512_srli_epi32(r, 16)));
+            break;
+        }
+        default:
+            _mm256_mask_storeu_epi16((uint16_t *)c->out + i, mask,
+                                     _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+            break;
+        }
+    }
+}
+
+/* acc[i] (16 rows of x in lanes) += the group's sums for weight row i of
+ * the C tiles in cbuf, scaled; ws, wb: that row's scales and biases at the group. */
+static inline void epilogue(const int32_t *cbuf, __m512 xscale, __m512 sx, const float *ws, const float *wb,
+                            int64_t G, float *acc) {
+    const __m512 k256 = _mm512_set1_ps(256.0f);
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; i++) {
+        __m512i hm = _mm512_add_epi32(_mm512_slli_epi32(_mm512_load_si512(cbuf + 16 * i), 8),
+                                      _mm512_load_si512(cbuf + 256 + 16 * i));
+        __m512 f = _mm512_fmadd_ps(_mm512_cvtepi32_ps(hm), k256,
+                                   _mm512_cvtepi32_ps(_mm512_load_si512(cbuf + 512 + 16 * i)));
+        __m512 a = _mm512_load_ps(acc + 16 * i);
+        a = _mm512_fmadd_ps(f, _mm512_mul_ps(xscale, _mm512_set1_ps(ws[i * G])), a);
+        a = _mm512_fmadd_ps(_mm512_set1_ps(wb[i * G]), sx, a);
+        _mm512_store_ps(acc + 16 * i, a);
+    }
+}
+
+/* Tile products for item (g, j) — group g of weight tile j — into C tiles
+ * c0..c2 (hi, mid, lo); A is tile 6, x's parts go through tile 7 one by one
+ * (they are in L1: the same for all weight tiles of the group). */
+#define ISSUE(c0, c1, c2, g, j)                                                    \
+    do {                                                                           \
+        const uint8_t *wt_ = wbuf + (size_t)(j) * (size_t)c->S * at;               \
+        _tile_zero(c0);                                                            \
+        _tile_zero(c1);                                                            \
+        _tile_zero(c2);                                                            \
+        for (int64_t s_ = (g) * c->spg; s_ < ((g) + 1) * c->spg; s_++) {           \
+            const int8_t *xs_ = xm + (size_t)s_ * 3 * bt;                          \
+            _tile_loadd(6, wt_ + s_ * at, kk);                                     \
+            _tile_loadd(7, xs_, 64);                                               \
+            _tile_dpbusd(c0, 6, 7);                                                \
+            _tile_loadd(7, xs_ + bt, 64);                                          \
+            _tile_dpbusd(c1, 6, 7);                                                \
+            _tile_loadd(7, xs_ + 2 * bt, 64);                                      \
+            _tile_dpbusd(c2, 6, 7);                                                \
+        }                                                                          \
+    } while (0)
+
+/* The f32 work of item (g, j), whose sums are in C tiles c0..c2. */
+#define DRAIN(c0, c1, c2, g, j)                                                                           \
+    do {                                                                                                  \
+        _tile_stored(c0, cbuf, 64);                                                                       \
+        _tile_stored(c1, cbuf + 256, 64);                                                                 \
+        _tile_stored(c2, cbuf + 512, 64);                                                                 \
+        epilogue(cbuf, _mm512_load_ps(c->xsT + (mt * c->blocks + (g) * c->gs / 128) * 16),                \
+                 _mm512_load_ps(c->sxT + (mt * c->G + (g)) * 16), ws + (j) * 16 * c->G + (g),             \
+                 wb + (j) * 16 * c->G + (g), c->G, acc + (j) * 256);                                      \
+    } while (0)
+
+static void run_task(void *vctx, int64_t t0, int64_t t1, int thread) {
+    const qamx *c = vctx;
+    const int kk = c->kk;
+    const size_t bt = (size_t)kk * 16, at = (size_t)kk * 16;
+    uint8_t *wbuf = c->work + (size_t)thread * c->work_bytes;
+    float *ws = (float *)(wbuf + (size_t)NB_ROWS * (size_t)c->K);
+    float *wb = ws + NB_ROWS * c->G;
+    int32_t *cbuf = (int32_t *)(wb + NB_ROWS * c->G); /* 3 C tiles */
+    float *acc = (float *)(cbuf + 3 * 256);           /* [NB_ROWS][16] */
+    config_tiles(kk);
+    for (int64_t t = t0; t < t1; t++) {
+        int64_t n0 = t * NB_ROWS;
+        int nt = (int)((c->N - n0 + 15) / 16);
+        nt = nt < NB_ROWS / 16 ? nt : NB_ROWS / 16;
+        prep_w(c, n0, wbuf, ws, wb);
+        for (int64_t mt = 0; mt < c->Mt; mt++) {
+            const int8_t *xm = c->xb + (size_t)(mt * c->S) * 3 * bt;
+            memset(acc, 0, (size_t)NB_ROWS * 16 * sizeof(float));
+            /* items (g, j) in order, two sets of C tiles: the tile products of
+             * one item run while the f32 work of the one before it does */
+            const int64_t items = c->G * nt;
+            /* The next task's weights, from DRAM, while this one computes
+             * (with few rows of x the loop would otherwise wait on them). */
+            const char *next = NULL;
+            size_t next_bytes = 0;
+            if (t + 1 < t1 && mt == 0) {
+                int64_t rows = c->N - n0 - NB_ROWS < NB_ROWS ? c->N - n0 - NB_ROWS : NB_ROWS;
+                next = (const char *)(c->wq + (size_t)(n0 + NB_ROWS) * c->row_bytes);
+                next_bytes = (size_t)rows * c->row_bytes;
+            }
+            size_t per_item = (next_bytes / 64 + (size_t)items - 1) / (size_t)items * 64;
+            for (int64_t i = 0; i < items; i += 2) {
+                int64_t g = i / nt, j = i % nt;
+                size_t end = (size_t)(i + 2) * per_item < next_bytes ? (size_t)(i + 2) * per_item : next_bytes;
+                for (size_t off = (size_t)i * per_item; off < end; off += 64) _mm_prefetch(next + off, _MM_HINT_T0);
+                ISSUE(0, 1, 2, g, j);
+                if (i > 0) DRAIN(3, 4, 5, (i - 1) / nt, (i - 1) % nt);
+                if (i + 1 < items) {
+                    ISSUE(3, 4, 5, (i + 1) / nt, (i + 1) % nt);
+                    DRAIN(0, 1, 2, g, j);
+                } else {
+                    DRAIN(0, 1, 2, g, j);
+                }
+            }
+            if (items % 2 == 0) DRAIN(3, 4, 5, (items - 1) / nt, (items - 1) % nt);
+            for (int j = 0; j < nt; j++) store_block(c, acc + j * 256, mt * 16, n0 + 16 * j);
+        }
+    }
+    _tile_release();
+}
+
+lmc_status lmc_quantized_matmul_amx(lmc_array *out, const lmc_array *x, const lmc_array *wq,
+                                    const lmc_array *scales, const lmc_array *biases, int group_size, int bits) {
+    if ((bits != 4 && bits != 8) || x->shape[0] < AMX_QMM_MIN_M)
+        return lmc_quantized_matmul_avx512(out, x, wq, scales, biases, group_size, bits);
+    qamx c;
+    memset(&c, 0, sizeof c);
+    c.M = x->shape[0];
+    c.K = x->shape[1];
+    c.N = out->shape[1];
+    c.gs = group_size;
+    c.bits = bits;
+    c.G = c.K / group_size;
+    c.kk = group_size < 64 ? group_size : 64;
+    c.spg = group_size / c.kk;
+    c.S = c.K / c.kk;
+    c.Mt = (c.M + 15) / 16;
+    c.blocks = (c.K + 127) / 128;
+    c.wq = lmc_array_ptr(wq);
+    c.row_bytes = (size_t)c.K * (size_t)bits / 8;
+    c.scales = lmc_array_ptr(scales);
+    c.biases = lmc_array_ptr(biases);
+    c.sdt = scales->dtype;
+    c.x = lmc_array_ptr(x);
+    c.xdt = x->dtype;
+    c.out = lmc_array_ptr(out);
+    c.odt = out->dtype;
+
+    int threads = lmc_num_threads();
+    size_t xb_bytes = (size_t)(c.Mt * 16 * c.K) * 3;
+    size_t xs_bytes = (size_t)(c.Mt * c.blocks) * 16 * sizeof(float);
+    size_t sx_bytes = (size_t)(c.Mt * c.G) * 16 * sizeof(float);
+    /* per thread: wbuf, ws, wb, three C tiles, one result block */
+    c.work_bytes = ((size_t)NB_ROWS * (size_t)c.K + 2 * (size_t)(NB_ROWS * c.G) * sizeof(float) + 3 * 1024 +
+                    (size_t)NB_ROWS * 16 * sizeof(float) + 63) / 64 * 64;
+    uint8_t *mem = aligned_alloc(64, xb_bytes + xs_bytes + sx_bytes + (size_t)threads * c.work_bytes);
+    if (!mem)
+        return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "quantized_matmul: out of memory for the %lld x %lld work space",
+                             (long long)c.M, (long long)c.K);
+    memset(mem, 0, xb_bytes + xs_bytes + sx_bytes);
+    c.xb = (int8_t *)mem;
+    c.xsT = (float *)(mem + xb_bytes);
+    c.sxT = (float *)(mem + xb_bytes + xs_bytes);
+    c.work = mem + xb_bytes + xs_bytes + sx_bytes;
+    lmc_parallel_for(c.M, 16, prep_rows, &c);
+    lmc_parallel_for((c.N + NB_ROWS - 1) / NB_ROWS, 1, run_task, &c);
+    free(mem);
+    return LMC_OK;
+}
