@@ -371,6 +371,36 @@ static int bench_fused(bench *b) {
     lmc_array_free(q);
     lmc_array_free(k);
     lmc_array_free(v);
+
+    /* Qwen3-0.6B shapes (16 query heads over 8 KV heads, head dim 128), f32:
+     * prefill of 512 tokens, causal, and one decode step against 640 keys */
+    int64_t sq3[4] = {1, 16, 512, 128}, skv3[4] = {1, 8, 512, 128};
+    q = filled(LMC_F32, 4, sq3);
+    k = filled(LMC_F32, 4, skv3);
+    v = filled(LMC_F32, 4, skv3);
+    c = (fused_ctx){.op = 2, .x = q, .k = k, .v = v, .sp = lmc_sdpa_params_default(0.088f)};
+    c.sp.causal = true;
+    s = time_it(fused_run, &c, 0.3);
+    report(b, "sdpa", "prefill causal q[1,16,512,128] kv 8 heads", s, 4.0 * 16 * 128 * (512.0 * 513 / 2),
+           (double)(lmc_array_nbytes(q) + lmc_array_nbytes(k) + lmc_array_nbytes(v)), "q+k+v");
+    rc |= c.failed;
+    lmc_array_free(q);
+    lmc_array_free(k);
+    lmc_array_free(v);
+
+    int64_t sq4[4] = {1, 16, 1, 128}, skv4[4] = {1, 8, 640, 128};
+    q = filled(LMC_F32, 4, sq4);
+    k = filled(LMC_F32, 4, skv4);
+    v = filled(LMC_F32, 4, skv4);
+    c = (fused_ctx){.op = 2, .x = q, .k = k, .v = v, .sp = lmc_sdpa_params_default(0.088f)};
+    c.sp.causal = true;
+    s = time_it(fused_run, &c, 0.2);
+    report(b, "sdpa", "decode q[1,16,1,128] kv[1,8,640,128]", s, 4.0 * 16 * 128 * 640,
+           (double)(lmc_array_nbytes(k) + lmc_array_nbytes(v)), "k+v");
+    rc |= c.failed;
+    lmc_array_free(q);
+    lmc_array_free(k);
+    lmc_array_free(v);
     if (rc) fprintf(stderr, "lmc bench: %s\n", lmc_last_error());
     return rc;
 }
@@ -378,8 +408,16 @@ static int bench_fused(bench *b) {
 int lmc_bench_ops(int argc, char **argv) {
     bench b = {0};
     int threads = 0;
+    const char *only = NULL; /* matmul, qmatmul or fused: just that group */
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--json")) b.json = true;
+        else if (!strcmp(argv[i], "--only") && i + 1 < argc) {
+            only = argv[++i];
+            if (strcmp(only, "matmul") && strcmp(only, "qmatmul") && strcmp(only, "fused")) {
+                fprintf(stderr, "lmc bench: --only needs matmul, qmatmul or fused, got '%s'\n", only);
+                return 2;
+            }
+        }
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
             char *end;
             long t = strtol(argv[++i], &end, 10);
@@ -389,7 +427,7 @@ int lmc_bench_ops(int argc, char **argv) {
             }
             threads = (int)t;
         } else {
-            fprintf(stderr, "lmc bench: unknown option '%s' (usage: lmc bench ops [--threads N] [--json])\n", argv[i]);
+            fprintf(stderr, "lmc bench: unknown option '%s' (usage: lmc bench ops [--threads N] [--only GROUP] [--json])\n", argv[i]);
             return 2;
         }
     }
@@ -411,14 +449,14 @@ int lmc_bench_ops(int argc, char **argv) {
     /* Llama-3.2-1B: the MLP up/gate projection (K 2048 -> N 8192) and down projection (8192 -> 2048). */
     static const int64_t shapes[2][2] = {{2048, 8192}, {8192, 2048}};
     static const lmc_dtype pairs[3][2] = {{LMC_F32, LMC_F32}, {LMC_F32, LMC_BF16}, {LMC_BF16, LMC_BF16}};
-    for (int m = 0; m < 2; m++)
+    for (int m = 0; m < 2 && (!only || !strcmp(only, "matmul")); m++)
         for (int s = 0; s < 2; s++)
             for (int p = 0; p < 3; p++)
                 if (bench_matmul(&b, m == 0 ? 1 : 512, shapes[s][0], shapes[s][1], pairs[p][0], pairs[p][1])) return 1;
     static const int64_t qrows[3] = {1, 16, 512};
-    for (int m = 0; m < 3; m++)
+    for (int m = 0; m < 3 && (!only || !strcmp(only, "qmatmul")); m++)
         for (int s = 0; s < 2; s++)
             if (bench_qmatmul(&b, qrows[m], shapes[s][0], shapes[s][1])) return 1;
-    if (bench_fused(&b)) return 1;
+    if ((!only || !strcmp(only, "fused")) && bench_fused(&b)) return 1;
     return 0;
 }

@@ -374,6 +374,30 @@ static void test_sdpa_random(void) {
                 lmc_array *arr[] = {q, k, v, m};
                 for (int i = 0; i < 4; i++) lmc_array_free(arr[i]);
             }
+    /* head dims of whole vectors and several key blocks: f32 keys/values read
+     * in place, key blocks every query sees whole (fast path) beside the
+     * diagonal and window edges; decode (Tq 1) and prefill-sized query blocks */
+    static const int64_t Tq2[] = {1, 3, 70};
+    for (int ti = 0; ti < 3; ti++) {
+        int64_t sq[4] = {1, 4, Tq2[ti], 64}, skv[4] = {1, 2, 200, 64};
+        lmc_array *q = rnd(LMC_F32, 4, sq), *k = rnd(LMC_F32, 4, skv), *v = rnd(LMC_F32, 4, skv);
+        int64_t sm[4] = {1, 1, Tq2[ti], 200};
+        lmc_array *m = lmc_array_new(LMC_BOOL, 4, sm, LMC_CPU);
+        uint8_t *mb = lmc_array_ptr(m);
+        for (int64_t i = 0; i < m->size; i++) mb[i] = i % 200 < 3 || i % 7 != 0; /* first keys always visible */
+        for (int variant = 0; variant < 4; variant++) {
+            lmc_sdpa_params sp = lmc_sdpa_params_default(0.125f);
+            sp.causal = variant >= 1;
+            sp.window = variant == 2 ? 100 : 0;
+            sp.mask = variant == 3 ? m : NULL;
+            op_args a = {.x = q, .k = k, .v = v, .sp = &sp};
+            char what[128];
+            snprintf(what, sizeof what, "sdpa f32 D=64 Tq=%lld Tk=200 variant %d", (long long)Tq2[ti], variant);
+            check_paths(OP_SDPA, &a, what);
+        }
+        lmc_array *arr[] = {q, k, v, m};
+        for (int i = 0; i < 4; i++) lmc_array_free(arr[i]);
+    }
     /* non-contiguous q/k/v: [B, T, H, D] buffers seen as [B, H, T, D] */
     int64_t s[4] = {1, 11, 4, 16}, skv[4] = {1, 11, 2, 16};
     lmc_array *qr = rnd(LMC_F32, 4, s), *kr = rnd(LMC_BF16, 4, skv), *vr = rnd(LMC_F32, 4, skv);

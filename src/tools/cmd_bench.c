@@ -1,5 +1,5 @@
 /* lmc bench: benchmarks.
- *   lmc bench ops [--threads N] [--json]   kernels (bench/bench_ops.c)
+ *   lmc bench ops [--threads N] [--only GROUP] [--json]   kernels (bench/bench_ops.c)
  *   lmc bench tokenizer -m DIR FILE [--json]  tokenizer load and encode
  *                                          (bench/bench_tokenizer.c)
  *   lmc bench batch -m DIR [...]           batched against sequential inference (bench/bench_batch.c)
@@ -16,7 +16,7 @@
 
 static void usage(FILE *out) {
     fprintf(out,
-            "usage: lmc bench ops [--threads N] [--json]\n"
+            "usage: lmc bench ops [--threads N] [--only matmul|qmatmul|fused] [--json]\n"
             "       lmc bench tokenizer -m DIR [-m DIR...] TEXT_FILE [--json]\n"
             "       lmc bench -m DIR [-p 512] [-n 128] [-t THREADS] [-r REPEATS] [--json]\n"
             "       lmc bench -m DIR --ttft [-p 16] [-t THREADS] [--json]\n"
@@ -27,6 +27,7 @@ static void usage(FILE *out) {
             "               measured in the same run with the same threads\n"
             "  tokenizer    load time of DIR's tokenizer (median of 5) and single-threaded\n"
             "               encode MB/s over TEXT_FILE (median of 5 passes)\n"
+            "  --only G     just one group of the ops bench: matmul, qmatmul or fused\n"
             "  --threads N  worker threads (default: all CPUs, or LMC_NUM_THREADS)\n"
             "  --json       one JSON object per line\n"
             "  batch        classify prompts/s at batch 1, 8, 32 and batch-generate tokens/s at\n"

@@ -205,7 +205,57 @@ lmc_status FUSED_FN(lmc_cpu_rope)(lmc_array *out, const lmc_array *x, const lmc_
 
 /* --- attention -------------------------------------------------------------- */
 
-enum { SDPA_QB = 16, SDPA_KB = 64 };
+/* A task holds about SDPA_QB query rows; keys go in blocks of SDPA_KB. */
+enum { SDPA_QB = 64, SDPA_KB = 64 };
+
+/* The attention inner loops keep their accumulators in vector registers,
+ * written with intrinsics so the FMAs stay fused under -std=c17 (which
+ * turns off contraction) and the tiles stay in registers. VW floats a
+ * vector; SC_NR query rows share each loaded key vector in the scores; P·V
+ * holds two rows of up to PV_NV vectors of the output. */
+#include <immintrin.h>
+#if defined(__AVX512F__)
+typedef __m512 vec;
+#define VW 16
+#define SC_NR 4
+#define PV_NV 8
+#define vload _mm512_loadu_ps
+#define vstore _mm512_storeu_ps
+#define vfma _mm512_fmadd_ps
+#define vmul _mm512_mul_ps
+#define vadd _mm512_add_ps
+#define vmax _mm512_max_ps
+#define vset1 _mm512_set1_ps
+#define vzero _mm512_setzero_ps
+#define vsum _mm512_reduce_add_ps
+#define vhmax _mm512_reduce_max_ps
+#else
+typedef __m256 vec;
+#define VW 8
+#define SC_NR 2
+#define PV_NV 4
+#define vload _mm256_loadu_ps
+#define vstore _mm256_storeu_ps
+#define vfma _mm256_fmadd_ps
+#define vmul _mm256_mul_ps
+#define vadd _mm256_add_ps
+#define vmax _mm256_max_ps
+#define vset1 _mm256_set1_ps
+#define vzero _mm256_setzero_ps
+static inline float vsum(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+static inline float vhmax(__m256 v) {
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_max_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+#endif
+#define SDPA_INLINE static inline __attribute__((always_inline))
 
 /* e^x elementwise for x <= 0 in a form the compiler vectorises (expf does
  * not): x = n ln2 + r, |r| <= ln2/2, e^r by its Taylor polynomial to r^7
@@ -230,110 +280,267 @@ static void exp_block(float *x, int n) {
     }
 }
 
+/* Scores of NR query rows (stride qs) against the SDPA_KB keys of the
+ * transposed block kt (D x SDPA_KB), 4 vectors of keys at a time: each
+ * loaded key vector serves all NR rows. */
+SDPA_INLINE void score_tile_t(const float *q, int64_t qs, const float *kt, int64_t D, float *S, const int NR) {
+    for (int col = 0; col < SDPA_KB; col += 4 * VW) {
+        vec a[SC_NR][4];
+        for (int r = 0; r < NR; r++)
+            for (int v = 0; v < 4; v++) a[r][v] = vzero();
+        for (int64_t d = 0; d < D; d++) {
+            const float *kd = kt + d * SDPA_KB + col;
+            vec k0 = vload(kd), k1 = vload(kd + VW), k2 = vload(kd + 2 * VW), k3 = vload(kd + 3 * VW);
+            for (int r = 0; r < NR; r++) {
+                vec b = vset1(q[r * qs + d]);
+                a[r][0] = vfma(b, k0, a[r][0]);
+                a[r][1] = vfma(b, k1, a[r][1]);
+                a[r][2] = vfma(b, k2, a[r][2]);
+                a[r][3] = vfma(b, k3, a[r][3]);
+            }
+        }
+        for (int r = 0; r < NR; r++)
+            for (int v = 0; v < 4; v++) vstore(S + r * SDPA_KB + col + v * VW, a[r][v]);
+    }
+}
+
+/* Scores of NR query rows against nk key rows (stride ks), as dot products
+ * over Dp (a multiple of VW, rows zero-padded): for few rows, where
+ * transposing the key block would cost more than the scores. */
+SDPA_INLINE void score_tile_dot(const float *q, int64_t qs, const float *K, int64_t ks, int64_t nk, int64_t Dp, float *S,
+                                const int NR) {
+    for (int64_t c = 0; c < nk; c++) {
+        vec a[4];
+        for (int r = 0; r < NR; r++) a[r] = vzero();
+        for (int64_t d = 0; d < Dp; d += VW) {
+            vec kv = vload(K + c * ks + d);
+            for (int r = 0; r < NR; r++) a[r] = vfma(vload(q + r * qs + d), kv, a[r]);
+        }
+        for (int r = 0; r < NR; r++) S[r * SDPA_KB + c] = vsum(a[r]);
+    }
+}
+
+/* Two output rows a0, a1 (NV vectors each) rescaled by c0, c1 and plus the
+ * weighted value rows: p0[c] * V[c] and p1[c] * V[c] for the nk keys, the
+ * accumulators in registers for the whole key block. */
+SDPA_INLINE void pv_tile(float *a0, float *a1, float c0, float c1, const float *p0, const float *p1, const float *V,
+                         int64_t vs, int64_t nk, const int NV) {
+    vec x0[PV_NV], x1[PV_NV];
+    vec s0 = vset1(c0), s1 = vset1(c1);
+    for (int v = 0; v < NV; v++) {
+        x0[v] = vmul(vload(a0 + v * VW), s0);
+        x1[v] = vmul(vload(a1 + v * VW), s1);
+    }
+    for (int64_t c = 0; c < nk; c++) {
+        const float *vr = V + c * vs;
+        vec b0 = vset1(p0[c]), b1 = vset1(p1[c]);
+        for (int v = 0; v < NV; v++) {
+            vec t = vload(vr + v * VW);
+            x0[v] = vfma(b0, t, x0[v]);
+            x1[v] = vfma(b1, t, x1[v]);
+        }
+    }
+    for (int v = 0; v < NV; v++) {
+        vstore(a0 + v * VW, x0[v]);
+        vstore(a1 + v * VW, x1[v]);
+    }
+}
+
 /* A task is one query block of one KV head: the `group` query heads that
  * share that head are processed together (rows r = g * nq + i for head g of
  * the group and query i of the block), so each key/value block is loaded
- * and transposed once for all of them — in decode (one query) the whole
- * group is one task. */
+ * (and transposed) once for all of them — in decode (one query) the whole
+ * group is one task. Rows are padded to Dp / Dvp floats (multiples of VW,
+ * zeros after D / Dv); f32 keys and values with unit stride and no padding
+ * are read in place. */
 typedef struct sdpa_job {
     lmc_array *out;
     const lmc_array *q, *k, *v;
     const lmc_sdpa_params *p;
-    int64_t B, Hq, Hkv, Tq, Tk, D, Dv, group, qb, qblocks, rows;
+    int64_t B, Hq, Hkv, Tq, Tk, D, Dv, Dp, Dvp, group, qb, qblocks, rows;
+    bool k_direct, v_direct;
     float *scratch;
     size_t scratch_floats;
 } sdpa_job;
 
+/* Row r of the task's scores: softcap, mask and causal/window visibility
+ * (hidden keys and the padding after nk become -inf). */
+static void sdpa_visibility(const sdpa_job *j, float *sr, int64_t b, int64_t h, int64_t i, int64_t k0, int64_t nk) {
+    const lmc_sdpa_params *p = j->p;
+    const lmc_array *mask = p->mask;
+    int64_t qpos = j->Tk - j->Tq + i;
+    if (p->softcap > 0.0f)
+        for (int64_t c = 0; c < nk; c++) sr[c] = p->softcap * tanhf(sr[c] * p->scale / p->softcap);
+    if (mask) {
+        size_t msz = lmc_dtype_size(mask->dtype);
+        const char *mp = (const char *)lmc_array_ptr(mask) +
+                         (b * mask->strides[0] + h * mask->strides[1] + i * mask->strides[2] + k0 * mask->strides[3]) *
+                             (int64_t)msz;
+        int64_t ms = mask->strides[3] * (int64_t)msz;
+        if (mask->dtype == LMC_BOOL) {
+            for (int64_t c = 0; c < nk; c++)
+                if (!*(const uint8_t *)(mp + c * ms)) sr[c] = -INFINITY;
+        } else if (mask->dtype == LMC_F32) {
+            for (int64_t c = 0; c < nk; c++) sr[c] += *(const float *)(mp + c * ms);
+        } else {
+            for (int64_t c = 0; c < nk; c++) sr[c] += (float)lmc_load_f64(mp + c * ms, mask->dtype);
+        }
+    }
+    int64_t lo = p->window > 0 ? qpos - p->window + 1 : INT64_MIN, hi = p->causal ? qpos : INT64_MAX;
+    for (int c = 0; c < SDPA_KB; c++) {
+        int64_t kpos = k0 + c;
+        sr[c] = c < nk && kpos >= lo && kpos <= hi ? sr[c] : -INFINITY;
+    }
+}
+
+/* Online softmax of one row over this block: sr becomes the weights, *corr
+ * the factor for the earlier accumulator, m and l the running max and sum. A
+ * row with nothing visible here keeps its state (weights 0, factor 1). */
+static void sdpa_softmax_row(float *sr, float *m, float *l, float *corr) {
+    vec mx = vload(sr);
+    for (int c = VW; c < SDPA_KB; c += VW) mx = vmax(mx, vload(sr + c));
+    float bm = vhmax(mx);
+    if (bm == -INFINITY) {
+        for (int c = 0; c < SDPA_KB; c++) sr[c] = 0.0f;
+        *corr = 1.0f;
+        return;
+    }
+    float mnew = *m > bm ? *m : bm;
+    *corr = *m == -INFINITY ? 0.0f : expf(*m - mnew);
+    float w[SDPA_KB];
+    for (int c = 0; c < SDPA_KB; c++) w[c] = sr[c] - mnew;
+    exp_block(w, SDPA_KB);
+    for (int c = 0; c < SDPA_KB; c++) sr[c] = sr[c] == -INFINITY ? 0.0f : w[c];
+    vec sum = vload(sr);
+    for (int c = VW; c < SDPA_KB; c += VW) sum = vadd(sum, vload(sr + c));
+    *l = *l * *corr + vsum(sum);
+    *m = mnew;
+}
+
 static void sdpa_blocks(void *ctx, int64_t t0, int64_t t1, int thread) {
     const sdpa_job *j = ctx;
     const lmc_sdpa_params *p = j->p;
-    const lmc_array *q = j->q, *k = j->k, *v = j->v, *mask = p->mask;
-    int64_t D = j->D, Dv = j->Dv, R = j->rows;
-    float *qf = j->scratch + (size_t)thread * j->scratch_floats; /* R x D, pre-scaled */
-    float *kf = qf + R * D;                                      /* KB x D */
-    float *kt = kf + SDPA_KB * D;                                /* D x KB (kf transposed) */
-    float *vf = kt + SDPA_KB * D;                                /* KB x Dv */
-    float *acc = vf + SDPA_KB * Dv;                              /* R x Dv */
-    float *mrow = acc + R * Dv, *lrow = mrow + R, *s = lrow + R; /* R, R, KB */
+    const lmc_array *q = j->q, *k = j->k, *v = j->v;
+    int64_t D = j->D, Dv = j->Dv, Dp = j->Dp, Dvp = j->Dvp, R = j->rows;
+    float *qf = j->scratch + (size_t)thread * j->scratch_floats; /* R x Dp, pre-scaled */
+    float *kf = qf + R * Dp;                                     /* KB x Dp (keys not read in place) */
+    float *kt = kf + SDPA_KB * Dp;                               /* D x KB (keys transposed) */
+    float *vf = kt + SDPA_KB * D;                                /* KB x Dvp (values not read in place) */
+    float *acc = vf + SDPA_KB * Dvp;                             /* (R + 1) x Dvp */
+    float *S = acc + (R + 1) * Dvp;                              /* (R + 1) x KB scores, then weights */
+    float *mrow = S + (R + 1) * SDPA_KB, *lrow = mrow + R, *corr = lrow + R; /* R + 1 */
+    size_t ksz = lmc_dtype_size(k->dtype), vsz = lmc_dtype_size(v->dtype);
     for (int64_t t = t0; t < t1; t++) {
         int64_t qb = t % j->qblocks, bh = t / j->qblocks, hk = bh % j->Hkv, b = bh / j->Hkv;
         int64_t i0 = qb * j->qb, nq = j->Tq - i0 < j->qb ? j->Tq - i0 : j->qb, nr = nq * j->group;
         int64_t shift = j->Tk - j->Tq; /* query i sits at key position shift + i */
         for (int64_t r = 0; r < nr; r++) {
             int64_t h = hk * j->group + r / nq, i = i0 + r % nq;
-            float *qr = qf + r * D;
+            float *qr = qf + r * Dp;
             load_row(qr, q, b * q->strides[0] + h * q->strides[1] + i * q->strides[2], D, q->strides[3]);
             if (p->softcap == 0.0f)
                 for (int64_t d = 0; d < D; d++) qr[d] *= p->scale;
+            for (int64_t d = D; d < Dp; d++) qr[d] = 0.0f;
             mrow[r] = -INFINITY;
             lrow[r] = 0.0f;
         }
-        memset(acc, 0, (size_t)(nr * Dv) * sizeof(float));
+        memset(acc, 0, (size_t)((nr + 1) * Dvp) * sizeof(float));
+        /* the spare row R pairs with an odd last row in P·V: weights 0 */
+        memset(S + nr * SDPA_KB, 0, SDPA_KB * sizeof(float));
+        corr[nr] = 1.0f;
         /* Keys this block can see at all. */
         int64_t kend = j->Tk, kbeg = 0;
         if (p->causal && shift + i0 + nq < kend) kend = shift + i0 + nq;
         if (kend < 0) kend = 0;
         if (p->window > 0 && shift + i0 - p->window + 1 > 0) kbeg = shift + i0 - p->window + 1;
+        const char *kbase = (const char *)lmc_array_ptr(k) + (b * k->strides[0] + hk * k->strides[1]) * (int64_t)ksz;
+        const char *vbase = (const char *)lmc_array_ptr(v) + (b * v->strides[0] + hk * v->strides[1]) * (int64_t)vsz;
+        bool transpose = nr >= 8;
         for (int64_t k0 = kbeg; k0 < kend; k0 += SDPA_KB) {
             int64_t nk = kend - k0 < SDPA_KB ? kend - k0 : SDPA_KB;
-            for (int64_t c = 0; c < nk; c++) {
-                load_row(kf + c * D, k, b * k->strides[0] + hk * k->strides[1] + (k0 + c) * k->strides[2], D, k->strides[3]);
-                load_row(vf + c * Dv, v, b * v->strides[0] + hk * v->strides[1] + (k0 + c) * v->strides[2], Dv,
-                         v->strides[3]);
+            /* key and value rows of this block: in place, or converted and padded */
+            const float *K, *V;
+            int64_t ks, vs;
+            if (j->k_direct) {
+                K = (const float *)(kbase + k0 * k->strides[2] * (int64_t)ksz);
+                ks = k->strides[2];
+            } else {
+                for (int64_t c = 0; c < nk; c++) {
+                    float *kr = kf + c * Dp;
+                    load_row(kr, k, b * k->strides[0] + hk * k->strides[1] + (k0 + c) * k->strides[2], D, k->strides[3]);
+                    for (int64_t d = D; d < Dp; d++) kr[d] = 0.0f;
+                }
+                K = kf;
+                ks = Dp;
             }
-            for (int64_t c = nk; c < SDPA_KB; c++) memset(kf + c * D, 0, (size_t)D * sizeof(float));
-            for (int64_t c = 0; c < SDPA_KB; c++)
-                for (int64_t d = 0; d < D; d++) kt[d * SDPA_KB + c] = kf[c * D + d];
-            for (int64_t r = 0; r < nr; r++) {
-                int64_t h = hk * j->group + r / nq, i = i0 + r % nq, qpos = shift + i;
-                /* scores of this query against the whole key block, vectorised over keys */
-                for (int c = 0; c < SDPA_KB; c++) s[c] = 0.0f;
-                for (int64_t d = 0; d < D; d++) {
-                    float qd = qf[r * D + d];
-                    const float *kd = kt + d * SDPA_KB;
-                    for (int c = 0; c < SDPA_KB; c++) s[c] += qd * kd[c];
-                }
-                float bm = -INFINITY;
+            if (j->v_direct) {
+                V = (const float *)(vbase + k0 * v->strides[2] * (int64_t)vsz);
+                vs = v->strides[2];
+            } else {
                 for (int64_t c = 0; c < nk; c++) {
-                    int64_t kpos = k0 + c;
-                    float sc = s[c];
-                    if (p->softcap > 0.0f) sc = p->softcap * tanhf(sc * p->scale / p->softcap);
-                    bool hide = (p->causal && kpos > qpos) || (p->window > 0 && qpos - kpos >= p->window);
-                    if (mask) {
-                        const char *mp = (const char *)lmc_array_ptr(mask) +
-                                         (b * mask->strides[0] + h * mask->strides[1] + i * mask->strides[2] +
-                                          kpos * mask->strides[3]) * (int64_t)lmc_dtype_size(mask->dtype);
-                        if (mask->dtype == LMC_BOOL) hide = hide || !*(const uint8_t *)mp;
-                        else if (mask->dtype == LMC_F32) sc += *(const float *)mp;
-                        else sc += (float)lmc_load_f64(mp, mask->dtype);
+                    float *vr = vf + c * Dvp;
+                    load_row(vr, v, b * v->strides[0] + hk * v->strides[1] + (k0 + c) * v->strides[2], Dv, v->strides[3]);
+                    for (int64_t e = Dv; e < Dvp; e++) vr[e] = 0.0f;
+                }
+                V = vf;
+                vs = Dvp;
+            }
+            /* scores of every row against the block */
+            if (transpose) {
+                for (int64_t c = 0; c < nk; c++)
+                    for (int64_t d = 0; d < D; d++) kt[d * SDPA_KB + c] = K[c * ks + d];
+                for (int64_t c = nk; c < SDPA_KB; c++)
+                    for (int64_t d = 0; d < D; d++) kt[d * SDPA_KB + c] = 0.0f;
+                int64_t r = 0;
+                for (; r + SC_NR <= nr; r += SC_NR) score_tile_t(qf + r * Dp, Dp, kt, D, S + r * SDPA_KB, SC_NR);
+                for (; r < nr; r++) score_tile_t(qf + r * Dp, Dp, kt, D, S + r * SDPA_KB, 1);
+            } else {
+                for (int64_t r = 0; r < nr; r += 4) {
+                    const float *qr = qf + r * Dp;
+                    float *sr = S + r * SDPA_KB;
+                    switch (nr - r < 4 ? nr - r : 4) {
+                    case 1: score_tile_dot(qr, Dp, K, ks, nk, Dp, sr, 1); break;
+                    case 2: score_tile_dot(qr, Dp, K, ks, nk, Dp, sr, 2); break;
+                    case 3: score_tile_dot(qr, Dp, K, ks, nk, Dp, sr, 3); break;
+                    default: score_tile_dot(qr, Dp, K, ks, nk, Dp, sr, 4); break;
                     }
-                    s[c] = hide ? -INFINITY : sc;
-                    if (s[c] > bm) bm = s[c];
                 }
-                if (bm == -INFINITY) continue; /* nothing visible in this block */
-                float mnew = mrow[r] > bm ? mrow[r] : bm;
-                float corr = mrow[r] == -INFINITY ? 0.0f : expf(mrow[r] - mnew);
-                for (int64_t c = nk; c < SDPA_KB; c++) s[c] = -INFINITY;
-                float w[SDPA_KB];
-                for (int c = 0; c < SDPA_KB; c++) w[c] = s[c] - mnew;
-                exp_block(w, SDPA_KB);
-                for (int c = 0; c < SDPA_KB; c++) w[c] = s[c] == -INFINITY ? 0.0f : w[c];
-                float *ar = acc + r * Dv, l = lrow[r] * corr;
-                for (int64_t e = 0; e < Dv; e++) ar[e] *= corr;
-                for (int64_t c = 0; c < nk; c++) {
-                    if (w[c] == 0.0f) continue;
-                    l += w[c];
-                    const float *vr = vf + c * Dv;
-                    float wc = w[c];
-                    for (int64_t e = 0; e < Dv; e++) ar[e] += wc * vr[e];
+            }
+            /* A block every row sees whole (no mask or softcap, left of the
+             * causal diagonal of the first query, inside the window of the
+             * last) needs no per-key visibility. */
+            bool whole = !p->mask && p->softcap == 0.0f && (!p->causal || k0 + nk - 1 <= shift + i0) &&
+                         (p->window == 0 || shift + i0 + nq - 1 - k0 < p->window);
+            for (int64_t r = 0; r < nr; r++) {
+                float *sr = S + r * SDPA_KB;
+                if (!whole) sdpa_visibility(j, sr, b, hk * j->group + r / nq, i0 + r % nq, k0, nk);
+                else
+                    for (int64_t c = nk; c < SDPA_KB; c++) sr[c] = -INFINITY;
+                sdpa_softmax_row(sr, &mrow[r], &lrow[r], &corr[r]);
+            }
+            /* P·V, two rows at a time, PV_NV vectors of the output at a time */
+            for (int64_t r = 0; r < nr; r += 2) {
+                int64_t r1 = r + 1 < nr ? r + 1 : nr; /* the spare row */
+                float *a0 = acc + r * Dvp, *a1 = acc + r1 * Dvp;
+                const float *p0 = S + r * SDPA_KB, *p1 = S + r1 * SDPA_KB;
+                for (int64_t e = 0; e < Dvp; e += PV_NV * VW) {
+                    int64_t nv = (Dvp - e) / VW < PV_NV ? (Dvp - e) / VW : PV_NV;
+                    switch (nv) {
+#define PV_CASE(n) \
+    case n: pv_tile(a0 + e, a1 + e, corr[r], corr[r1], p0, p1, V + e, vs, nk, n); break;
+                    PV_CASE(1) PV_CASE(2) PV_CASE(3)
+#if PV_NV == 8
+                    PV_CASE(4) PV_CASE(5) PV_CASE(6) PV_CASE(7)
+#endif
+                    default: pv_tile(a0 + e, a1 + e, corr[r], corr[r1], p0, p1, V + e, vs, nk, PV_NV); break;
+#undef PV_CASE
+                    }
                 }
-                lrow[r] = l;
-                mrow[r] = mnew;
             }
         }
         for (int64_t r = 0; r < nr; r++) {
             int64_t h = hk * j->group + r / nq, i = i0 + r % nq;
-            float *ar = acc + r * Dv, inv = lrow[r] > 0.0f ? 1.0f / lrow[r] : 0.0f;
+            float *ar = acc + r * Dvp, inv = lrow[r] > 0.0f ? 1.0f / lrow[r] : 0.0f;
             for (int64_t e = 0; e < Dv; e++) ar[e] *= inv;
             store_row(j->out, (b * j->Hq + h) * j->Tq + i, ar, Dv);
         }
@@ -350,12 +557,17 @@ lmc_status FUSED_FN(lmc_cpu_sdpa)(lmc_array *out, const lmc_array *q, const lmc_
     j.Hkv = k->shape[1];
     j.Tk = k->shape[2];
     j.Dv = v->shape[3];
+    j.Dp = (j.D + VW - 1) / VW * VW;
+    j.Dvp = (j.Dv + VW - 1) / VW * VW;
+    j.k_direct = k->dtype == LMC_F32 && (k->strides[3] == 1 || j.D == 1) && j.Dp == j.D;
+    j.v_direct = v->dtype == LMC_F32 && (v->strides[3] == 1 || j.Dv == 1) && j.Dvp == j.Dv;
     j.group = j.Hq / j.Hkv;
     /* about SDPA_QB rows per task, at least one query of every head of the group */
     j.qb = SDPA_QB / j.group > 0 ? SDPA_QB / j.group : 1;
     j.rows = j.qb * j.group;
     j.qblocks = (j.Tq + j.qb - 1) / j.qb;
-    j.scratch_floats = (size_t)(j.rows * j.D + 2 * SDPA_KB * j.D + SDPA_KB * j.Dv + j.rows * j.Dv + 2 * j.rows + SDPA_KB);
+    j.scratch_floats = (size_t)(j.rows * j.Dp + SDPA_KB * j.Dp + SDPA_KB * j.D + SDPA_KB * j.Dvp + (j.rows + 1) * j.Dvp +
+                                (j.rows + 1) * SDPA_KB + 3 * (j.rows + 1));
     int nt = lmc_num_threads();
     j.scratch = malloc((size_t)nt * j.scratch_floats * sizeof(float));
     if (!j.scratch) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "lmc_sdpa: out of memory");
