@@ -224,11 +224,16 @@ typedef __m512 vec;
 #define vfma _mm512_fmadd_ps
 #define vmul _mm512_mul_ps
 #define vadd _mm512_add_ps
+#define vsub _mm512_sub_ps
 #define vmax _mm512_max_ps
 #define vset1 _mm512_set1_ps
 #define vzero _mm512_setzero_ps
 #define vsum _mm512_reduce_add_ps
 #define vhmax _mm512_reduce_max_ps
+#define vfnma _mm512_fnmadd_ps
+#define vround(x) _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+#define vpow2i(f) _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(f), _mm512_set1_epi32(127)), 23))
+#define vzero_where_ninf(s, w) _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(s, vset1(-INFINITY), _CMP_NEQ_UQ), w)
 #else
 typedef __m256 vec;
 #define VW 8
@@ -239,9 +244,14 @@ typedef __m256 vec;
 #define vfma _mm256_fmadd_ps
 #define vmul _mm256_mul_ps
 #define vadd _mm256_add_ps
+#define vsub _mm256_sub_ps
 #define vmax _mm256_max_ps
 #define vset1 _mm256_set1_ps
 #define vzero _mm256_setzero_ps
+#define vfnma _mm256_fnmadd_ps
+#define vround(x) _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+#define vpow2i(f) _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(f), _mm256_set1_epi32(127)), 23))
+#define vzero_where_ninf(s, w) _mm256_and_ps(_mm256_cmp_ps(s, vset1(-INFINITY), _CMP_NEQ_UQ), w)
 static inline float vsum(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -257,27 +267,23 @@ static inline float vhmax(__m256 v) {
 #endif
 #define SDPA_INLINE static inline __attribute__((always_inline))
 
-/* e^x elementwise for x <= 0 in a form the compiler vectorises (expf does
- * not): x = n ln2 + r, |r| <= ln2/2, e^r by its Taylor polynomial to r^7
- * (relative error < 1e-7), 2^n through the exponent bits. Inputs below -87
- * are clamped (the caller zeroes hidden keys itself). */
-static void exp_block(float *x, int n) {
-    for (int i = 0; i < n; i++) {
-        float v = x[i] < -87.0f ? -87.0f : x[i];
-        int32_t ni = (int32_t)(v * 1.44269504088896341f - 0.5f); /* v <= 0: the nearest integer, within 1/2 */
-        float f = (float)ni;
-        float r = v - f * 0.693145751953125f - f * 1.42860682030941723e-6f;
-        float p = 1.0f / 5040.0f;
-        p = p * r + 1.0f / 720.0f;
-        p = p * r + 1.0f / 120.0f;
-        p = p * r + 1.0f / 24.0f;
-        p = p * r + 1.0f / 6.0f;
-        p = p * r + 0.5f;
-        p = p * r + 1.0f;
-        p = p * r + 1.0f;
-        union { int32_t i; float f; } scale = {.i = (ni + 127) * (1 << 23)};
-        x[i] = p * scale.f;
-    }
+/* e^x for x <= 0: x = n ln2 + r, |r| <= ln2/2, e^r by its Taylor
+ * polynomial to r^7 (relative error < 1e-7), 2^n through the exponent bits.
+ * Inputs below -87 are clamped (the caller zeroes hidden keys itself). */
+static inline vec vexp(vec x) {
+    vec v = vmax(x, vset1(-87.0f));
+    vec f = vround(vmul(v, vset1(1.44269504088896341f)));
+    vec r = vfnma(f, vset1(0.693145751953125f), v);
+    r = vfnma(f, vset1(1.42860682030941723e-6f), r);
+    vec p = vset1(1.0f / 5040.0f);
+    p = vfma(p, r, vset1(1.0f / 720.0f));
+    p = vfma(p, r, vset1(1.0f / 120.0f));
+    p = vfma(p, r, vset1(1.0f / 24.0f));
+    p = vfma(p, r, vset1(1.0f / 6.0f));
+    p = vfma(p, r, vset1(0.5f));
+    p = vfma(p, r, vset1(1.0f));
+    p = vfma(p, r, vset1(1.0f));
+    return vmul(p, vpow2i(f));
 }
 
 /* Scores of NR query rows (stride qs) against the SDPA_KB keys of the
@@ -286,11 +292,14 @@ static void exp_block(float *x, int n) {
 SDPA_INLINE void score_tile_t(const float *q, int64_t qs, const float *kt, int64_t D, float *S, const int NR) {
     for (int col = 0; col < SDPA_KB; col += 4 * VW) {
         vec a[SC_NR][4];
+#pragma GCC unroll 4
         for (int r = 0; r < NR; r++)
+#pragma GCC unroll 4
             for (int v = 0; v < 4; v++) a[r][v] = vzero();
         for (int64_t d = 0; d < D; d++) {
             const float *kd = kt + d * SDPA_KB + col;
             vec k0 = vload(kd), k1 = vload(kd + VW), k2 = vload(kd + 2 * VW), k3 = vload(kd + 3 * VW);
+#pragma GCC unroll 4
             for (int r = 0; r < NR; r++) {
                 vec b = vset1(q[r * qs + d]);
                 a[r][0] = vfma(b, k0, a[r][0]);
@@ -299,7 +308,9 @@ SDPA_INLINE void score_tile_t(const float *q, int64_t qs, const float *kt, int64
                 a[r][3] = vfma(b, k3, a[r][3]);
             }
         }
+#pragma GCC unroll 4
         for (int r = 0; r < NR; r++)
+#pragma GCC unroll 4
             for (int v = 0; v < 4; v++) vstore(S + r * SDPA_KB + col + v * VW, a[r][v]);
     }
 }
@@ -311,11 +322,14 @@ SDPA_INLINE void score_tile_dot(const float *q, int64_t qs, const float *K, int6
                                 const int NR) {
     for (int64_t c = 0; c < nk; c++) {
         vec a[4];
+#pragma GCC unroll 4
         for (int r = 0; r < NR; r++) a[r] = vzero();
         for (int64_t d = 0; d < Dp; d += VW) {
             vec kv = vload(K + c * ks + d);
+#pragma GCC unroll 4
             for (int r = 0; r < NR; r++) a[r] = vfma(vload(q + r * qs + d), kv, a[r]);
         }
+#pragma GCC unroll 4
         for (int r = 0; r < NR; r++) S[r * SDPA_KB + c] = vsum(a[r]);
     }
 }
@@ -327,6 +341,7 @@ SDPA_INLINE void pv_tile(float *a0, float *a1, float c0, float c1, const float *
                          int64_t vs, int64_t nk, const int NV) {
     vec x0[PV_NV], x1[PV_NV];
     vec s0 = vset1(c0), s1 = vset1(c1);
+#pragma GCC unroll 8
     for (int v = 0; v < NV; v++) {
         x0[v] = vmul(vload(a0 + v * VW), s0);
         x1[v] = vmul(vload(a1 + v * VW), s1);
@@ -334,12 +349,14 @@ SDPA_INLINE void pv_tile(float *a0, float *a1, float c0, float c1, const float *
     for (int64_t c = 0; c < nk; c++) {
         const float *vr = V + c * vs;
         vec b0 = vset1(p0[c]), b1 = vset1(p1[c]);
+#pragma GCC unroll 8
         for (int v = 0; v < NV; v++) {
             vec t = vload(vr + v * VW);
             x0[v] = vfma(b0, t, x0[v]);
             x1[v] = vfma(b1, t, x1[v]);
         }
     }
+#pragma GCC unroll 8
     for (int v = 0; v < NV; v++) {
         vstore(a0 + v * VW, x0[v]);
         vstore(a1 + v * VW, x1[v]);
@@ -407,12 +424,12 @@ static void sdpa_softmax_row(float *sr, float *m, float *l, float *corr) {
     }
     float mnew = *m > bm ? *m : bm;
     *corr = *m == -INFINITY ? 0.0f : expf(*m - mnew);
-    float w[SDPA_KB];
-    for (int c = 0; c < SDPA_KB; c++) w[c] = sr[c] - mnew;
-    exp_block(w, SDPA_KB);
-    for (int c = 0; c < SDPA_KB; c++) sr[c] = sr[c] == -INFINITY ? 0.0f : w[c];
-    vec sum = vload(sr);
-    for (int c = VW; c < SDPA_KB; c += VW) sum = vadd(sum, vload(sr + c));
+    vec sum = vzero(), mv = vset1(mnew);
+    for (int c = 0; c < SDPA_KB; c += VW) {
+        vec x = vload(sr + c), w = vzero_where_ninf(x, vexp(vsub(x, mv)));
+        vstore(sr + c, w);
+        sum = vadd(sum, w);
+    }
     *l = *l * *corr + vsum(sum);
     *m = mnew;
 }
