@@ -286,6 +286,51 @@ static inline vec vexp(vec x) {
     return vmul(p, vpow2i(f));
 }
 
+/* kt (D x SDPA_KB) = the nk key rows K (stride ks) transposed, zero after
+ * nk. With AVX-512, 16 x 16 tiles go through registers (unpack within
+ * 128-bit lanes, then lane shuffles); the rest element by element. */
+static void transpose_keys(const float *K, int64_t ks, int64_t nk, int64_t D, float *kt) {
+    int64_t c0 = 0, dfull = 0;
+#if defined(__AVX512F__)
+    dfull = D / 16 * 16;
+    for (; c0 + 16 <= nk; c0 += 16)
+        for (int64_t d0 = 0; d0 < dfull; d0 += 16) {
+            __m512 r[16], a[16], b[16];
+            for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(K + (c0 + i) * ks + d0);
+            for (int i = 0; i < 16; i += 2) {
+                a[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+                a[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+            }
+            /* b[4g + k], lane l: column 4l + k of rows 4g..4g+3 */
+            for (int g = 0; g < 16; g += 4) {
+                __m512d x0 = _mm512_castps_pd(a[g]), x1 = _mm512_castps_pd(a[g + 1]);
+                __m512d x2 = _mm512_castps_pd(a[g + 2]), x3 = _mm512_castps_pd(a[g + 3]);
+                b[g] = _mm512_castpd_ps(_mm512_unpacklo_pd(x0, x2));
+                b[g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(x0, x2));
+                b[g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(x1, x3));
+                b[g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(x1, x3));
+            }
+            for (int k = 0; k < 4; k++) {
+                __m512 c_lo = _mm512_shuffle_f32x4(b[k], b[4 + k], 0x44), c_hi = _mm512_shuffle_f32x4(b[k], b[4 + k], 0xEE);
+                __m512 d_lo = _mm512_shuffle_f32x4(b[8 + k], b[12 + k], 0x44);
+                __m512 d_hi = _mm512_shuffle_f32x4(b[8 + k], b[12 + k], 0xEE);
+                float *o = kt + (d0 + k) * SDPA_KB + c0;
+                _mm512_storeu_ps(o, _mm512_shuffle_f32x4(c_lo, d_lo, 0x88));
+                _mm512_storeu_ps(o + 4 * SDPA_KB, _mm512_shuffle_f32x4(c_lo, d_lo, 0xDD));
+                _mm512_storeu_ps(o + 8 * SDPA_KB, _mm512_shuffle_f32x4(c_hi, d_hi, 0x88));
+                _mm512_storeu_ps(o + 12 * SDPA_KB, _mm512_shuffle_f32x4(c_hi, d_hi, 0xDD));
+            }
+        }
+    for (int64_t c = 0; c < c0; c++)
+        for (int64_t d = dfull; d < D; d++) kt[d * SDPA_KB + c] = K[c * ks + d];
+#endif
+    for (int64_t c = c0; c < nk; c++)
+        for (int64_t d = 0; d < D; d++) kt[d * SDPA_KB + c] = K[c * ks + d];
+    for (int64_t c = nk; c < SDPA_KB; c++)
+        for (int64_t d = 0; d < D; d++) kt[d * SDPA_KB + c] = 0.0f;
+    (void)dfull;
+}
+
 /* Scores of NR query rows (stride qs) against the SDPA_KB keys of the
  * transposed block kt (D x SDPA_KB), 4 vectors of keys at a time: each
  * loaded key vector serves all NR rows. */
@@ -504,10 +549,7 @@ static void sdpa_blocks(void *ctx, int64_t t0, int64_t t1, int thread) {
             }
             /* scores of every row against the block */
             if (transpose) {
-                for (int64_t c = 0; c < nk; c++)
-                    for (int64_t d = 0; d < D; d++) kt[d * SDPA_KB + c] = K[c * ks + d];
-                for (int64_t c = nk; c < SDPA_KB; c++)
-                    for (int64_t d = 0; d < D; d++) kt[d * SDPA_KB + c] = 0.0f;
+                transpose_keys(K, ks, nk, D, kt);
                 int64_t r = 0;
                 for (; r + SC_NR <= nr; r += SC_NR) score_tile_t(qf + r * Dp, Dp, kt, D, S + r * SDPA_KB, SC_NR);
                 for (; r < nr; r++) score_tile_t(qf + r * Dp, Dp, kt, D, S + r * SDPA_KB, 1);
