@@ -362,10 +362,35 @@ SDPA_INLINE void score_tile_t(const float *q, int64_t qs, const float *kt, int64
 
 /* Scores of NR query rows against nk key rows (stride ks), as dot products
  * over Dp (a multiple of VW, rows zero-padded): for few rows, where
- * transposing the key block would cost more than the scores. */
+ * transposing the key block would cost more than the scores. Four keys at a
+ * time keep 4 * NR independent accumulators in flight. */
 SDPA_INLINE void score_tile_dot(const float *q, int64_t qs, const float *K, int64_t ks, int64_t nk, int64_t Dp, float *S,
                                 const int NR) {
-    for (int64_t c = 0; c < nk; c++) {
+    int64_t c = 0;
+    for (; c + 4 <= nk; c += 4) {
+        vec a[4][4];
+#pragma GCC unroll 4
+        for (int r = 0; r < NR; r++)
+#pragma GCC unroll 4
+            for (int u = 0; u < 4; u++) a[r][u] = vzero();
+        const float *kc = K + c * ks;
+        for (int64_t d = 0; d < Dp; d += VW) {
+            vec k0 = vload(kc + d), k1 = vload(kc + ks + d), k2 = vload(kc + 2 * ks + d), k3 = vload(kc + 3 * ks + d);
+#pragma GCC unroll 4
+            for (int r = 0; r < NR; r++) {
+                vec qv = vload(q + r * qs + d);
+                a[r][0] = vfma(qv, k0, a[r][0]);
+                a[r][1] = vfma(qv, k1, a[r][1]);
+                a[r][2] = vfma(qv, k2, a[r][2]);
+                a[r][3] = vfma(qv, k3, a[r][3]);
+            }
+        }
+#pragma GCC unroll 4
+        for (int r = 0; r < NR; r++)
+#pragma GCC unroll 4
+            for (int u = 0; u < 4; u++) S[r * SDPA_KB + c + u] = vsum(a[r][u]);
+    }
+    for (; c < nk; c++) {
         vec a[4];
 #pragma GCC unroll 4
         for (int r = 0; r < NR; r++) a[r] = vzero();
