@@ -385,18 +385,28 @@ static void test_sdpa_random(void) {
         lmc_array *m = lmc_array_new(LMC_BOOL, 4, sm, LMC_CPU);
         uint8_t *mb = lmc_array_ptr(m);
         for (int64_t i = 0; i < m->size; i++) mb[i] = i % 200 < 3 || i % 7 != 0; /* first keys always visible */
-        for (int variant = 0; variant < 4; variant++) {
+        /* key-padding masks broadcast over heads and queries (batched
+         * generation): the first 70 keys hidden, the rest untouched */
+        int64_t sp1[4] = {1, 1, 1, 200};
+        lmc_array *pad = lmc_array_new(LMC_BOOL, 4, sp1, LMC_CPU), *padf = lmc_array_new(LMC_F32, 4, sp1, LMC_CPU);
+        uint8_t *pb = lmc_array_ptr(pad);
+        float *pf = lmc_array_ptr(padf);
+        for (int64_t i = 0; i < 200; i++) {
+            pb[i] = i >= 70;
+            pf[i] = i >= 70 ? 0.0f : -1e9f;
+        }
+        for (int variant = 0; variant < 6; variant++) {
             lmc_sdpa_params sp = lmc_sdpa_params_default(0.125f);
             sp.causal = variant >= 1;
             sp.window = variant == 2 ? 100 : 0;
-            sp.mask = variant == 3 ? m : NULL;
+            sp.mask = variant == 3 ? m : variant == 4 ? pad : variant == 5 ? padf : NULL;
             op_args a = {.x = q, .k = k, .v = v, .sp = &sp};
             char what[128];
             snprintf(what, sizeof what, "sdpa f32 D=64 Tq=%lld Tk=200 variant %d", (long long)Tq2[ti], variant);
             check_paths(OP_SDPA, &a, what);
         }
-        lmc_array *arr[] = {q, k, v, m};
-        for (int i = 0; i < 4; i++) lmc_array_free(arr[i]);
+        lmc_array *arr[] = {q, k, v, m, pad, padf};
+        for (int i = 0; i < 6; i++) lmc_array_free(arr[i]);
     }
     /* non-contiguous q/k/v: [B, T, H, D] buffers seen as [B, H, T, D] */
     int64_t s[4] = {1, 11, 4, 16}, skv[4] = {1, 11, 2, 16};

@@ -452,9 +452,10 @@ typedef struct sdpa_job {
 
 /* Row r of the task's scores: softcap, mask and causal/window visibility
  * (hidden keys and the padding after nk become -inf). */
-static void sdpa_visibility(const sdpa_job *j, float *sr, int64_t b, int64_t h, int64_t i, int64_t k0, int64_t nk) {
+static void sdpa_visibility(const sdpa_job *j, float *sr, int64_t b, int64_t h, int64_t i, int64_t k0, int64_t nk,
+                            bool use_mask) {
     const lmc_sdpa_params *p = j->p;
-    const lmc_array *mask = p->mask;
+    const lmc_array *mask = use_mask ? p->mask : NULL;
     int64_t qpos = j->Tk - j->Tq + i;
     if (p->softcap > 0.0f)
         for (int64_t c = 0; c < nk; c++) sr[c] = p->softcap * tanhf(sr[c] * p->scale / p->softcap);
@@ -502,6 +503,24 @@ static void sdpa_softmax_row(float *sr, float *m, float *l, float *corr) {
     }
     *l = *l * *corr + vsum(sum);
     *m = mnew;
+}
+
+/* Whether the mask leaves keys k0..k0+nk-1 of batch row b alone for every
+ * query and head (a key-padding mask [B, 1, 1, Tk] broadcast over them, all
+ * true or all 0.0 here): then the block is treated as unmasked. */
+static bool sdpa_mask_trivial(const lmc_array *mask, int64_t b, int64_t k0, int64_t nk) {
+    if (mask->strides[1] != 0 || mask->strides[2] != 0) return false;
+    size_t msz = lmc_dtype_size(mask->dtype);
+    const char *mp = (const char *)lmc_array_ptr(mask) + (b * mask->strides[0] + k0 * mask->strides[3]) * (int64_t)msz;
+    int64_t ms = mask->strides[3] * (int64_t)msz;
+    for (int64_t c = 0; c < nk; c++) {
+        if (mask->dtype == LMC_BOOL) {
+            if (!*(const uint8_t *)(mp + c * ms)) return false;
+        } else if (lmc_load_f64(mp + c * ms, mask->dtype) != 0.0) {
+            return false;
+        }
+    }
+    return true;
 }
 
 static void sdpa_blocks(void *ctx, int64_t t0, int64_t t1, int thread) {
@@ -590,14 +609,15 @@ static void sdpa_blocks(void *ctx, int64_t t0, int64_t t1, int thread) {
                     }
                 }
             }
-            /* A block every row sees whole (no mask or softcap, left of the
-             * causal diagonal of the first query, inside the window of the
-             * last) needs no per-key visibility. */
-            bool whole = !p->mask && p->softcap == 0.0f && (!p->causal || k0 + nk - 1 <= shift + i0) &&
+            /* A block every row sees whole (no mask in effect, no softcap,
+             * left of the causal diagonal of the first query, inside the
+             * window of the last) needs no per-key visibility. */
+            bool use_mask = p->mask && !sdpa_mask_trivial(p->mask, b, k0, nk);
+            bool whole = !use_mask && p->softcap == 0.0f && (!p->causal || k0 + nk - 1 <= shift + i0) &&
                          (p->window == 0 || shift + i0 + nq - 1 - k0 < p->window);
             for (int64_t r = 0; r < nr; r++) {
                 float *sr = S + r * SDPA_KB;
-                if (!whole) sdpa_visibility(j, sr, b, hk * j->group + r / nq, i0 + r % nq, k0, nk);
+                if (!whole) sdpa_visibility(j, sr, b, hk * j->group + r / nq, i0 + r % nq, k0, nk, use_mask);
                 else
                     for (int64_t c = nk; c < SDPA_KB; c++) sr[c] = -INFINITY;
                 sdpa_softmax_row(sr, &mrow[r], &lrow[r], &corr[r]);
