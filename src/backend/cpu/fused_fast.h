@@ -1,9 +1,11 @@
 /* The fast fused kernels, written once in plain C with loops the compiler
- * vectorises, and compiled per ISA: fused_avx2.c and fused_avx512.c include
- * this file with LMC_FUSED_ISA set (avx2 / avx512) so each gets the vector
- * width of its instruction set. Math in f32; parallel over rows (norms,
- * rope) or over (batch, head, query block) for attention, which uses an
- * online (flash-style) softmax so the scores never exist as a whole. */
+ * vectorises (attention's inner loops in AVX2 / AVX-512 intrinsics behind
+ * one set of vector macros), and compiled per ISA: fused_avx2.c and
+ * fused_avx512.c include this file with LMC_FUSED_ISA set (avx2 / avx512) so
+ * each gets the vector width of its instruction set. Math in f32; parallel
+ * over rows (norms, rope) or over (batch, head, query block) for attention,
+ * which uses an online (flash-style) softmax so the scores never exist as a
+ * whole. */
 #include <math.h>
 #include <stdlib.h>
 
@@ -271,7 +273,7 @@ static inline float vhmax(__m256 v) {
  * polynomial to r^7 (relative error < 1e-7), 2^n through the exponent bits.
  * Inputs below -87 are clamped (the caller zeroes hidden keys itself). */
 static inline vec vexp(vec x) {
-    vec v = vmax(x, vset1(-87.0f));
+    vec v = vmax(vset1(-87.0f), x); /* max returns its second operand for NaN: NaN stays NaN */
     vec f = vround(vmul(v, vset1(1.44269504088896341f)));
     vec r = vfnma(f, vset1(0.693145751953125f), v);
     r = vfnma(f, vset1(1.42860682030941723e-6f), r);
@@ -663,8 +665,8 @@ lmc_status FUSED_FN(lmc_cpu_sdpa)(lmc_array *out, const lmc_array *q, const lmc_
     j.Dv = v->shape[3];
     j.Dp = (j.D + VW - 1) / VW * VW;
     j.Dvp = (j.Dv + VW - 1) / VW * VW;
-    j.k_direct = k->dtype == LMC_F32 && (k->strides[3] == 1 || j.D == 1) && j.Dp == j.D;
-    j.v_direct = v->dtype == LMC_F32 && (v->strides[3] == 1 || j.Dv == 1) && j.Dvp == j.Dv;
+    j.k_direct = k->dtype == LMC_F32 && k->strides[3] == 1 && j.Dp == j.D;
+    j.v_direct = v->dtype == LMC_F32 && v->strides[3] == 1 && j.Dvp == j.Dv;
     j.group = j.Hq / j.Hkv;
     /* about SDPA_QB rows per task, at least one query of every head of the group */
     j.qb = SDPA_QB / j.group > 0 ? SDPA_QB / j.group : 1;
