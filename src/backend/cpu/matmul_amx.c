@@ -82,6 +82,7 @@ static inline void split3(float x, uint16_t part[3]) {
     uint32_t u = f32_bits(x);
     part[0] = (uint16_t)(u >> 16);
     if (!isfinite(x)) {
+        if (isnan(x)) part[0] |= 0x40; /* a NaN whose payload sits in the low bits stays a NaN */
         part[1] = part[2] = 0;
         return;
     }
@@ -126,11 +127,12 @@ static inline __m512i pairs_bf16(__m512 a, __m512 b) {
     return _mm512_permutex2var_epi16(_mm512_castps_si512(a), idx, _mm512_castps_si512(b));
 }
 
-/* split3 on 16 lanes: *mid and *lo are the remainders with their low 16 bits
- * cleared (zero for non-finite x); hi is x with its low bits cleared. */
+/* split3 on 16 lanes, each part an f32 whose low 16 bits are zero. */
 static inline void split3x16(__m512 x, __m512 *hi, __m512 *mid, __m512 *lo) {
     const __m512 top = _mm512_castsi512_ps(_mm512_set1_epi32((int)0xffff0000u));
     *hi = _mm512_and_ps(x, top);
+    __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q); /* kept a NaN, as in split3 */
+    *hi = _mm512_mask_or_ps(*hi, nan, *hi, _mm512_castsi512_ps(_mm512_set1_epi32(0x00400000)));
     __m512 r1 = _mm512_sub_ps(x, *hi);
     __mmask16 finite = _mm512_cmp_ps_mask(r1, r1, _CMP_ORD_Q); /* inf - inf and NaN are not */
     *mid = _mm512_maskz_and_ps(finite, r1, top);
