@@ -35,6 +35,7 @@ enum {
     AMX_MIN_M = 4, /* below this the AVX-512 GEMV (memory-bound anyway) */
     NBLK = 128,    /* weight rows per task: 8 tiles of 16 */
     KBLK = 16,     /* k tiles (of 32) per pass over M */
+    PF_TILES = 8,  /* how far ahead (in k tiles) the weight rows are prefetched */
 };
 
 typedef struct tile_config {
@@ -244,7 +245,7 @@ static void store_tile(const amx_job *j, int64_t ooff, const float *c, int64_t m
  * cb[nt][mt] (cstride floats between n-tiles, 256 between m-tiles). */
 static inline __attribute__((always_inline)) void kernel(const amx_job *j, const wtile *w, const uint16_t *x,
                                                          int64_t kc0, int64_t kc1, const float *cb, int64_t cstride,
-                                                         const int nn, const int mm, const int parts) {
+                                                         bool prefetch, const int nn, const int mm, const int parts) {
     int64_t kfull = j->K / 32;
     size_t mstride = (size_t)parts * xp_block(j); /* uint16 between m-tiles */
     if (cb) {
@@ -259,6 +260,14 @@ static inline __attribute__((always_inline)) void kernel(const amx_job *j, const
         if (nn == 2 && mm == 2) _tile_zero(3);
     }
     for (int64_t kc = kc0; kc < kc1; kc++) {
+        if (prefetch && kc + PF_TILES < kfull) {
+            /* 16 or 32 row streams at once are more than the hardware
+             * prefetcher follows: fetch each row PF_TILES tiles ahead. */
+            for (int r = 0; r < 16; r++) _mm_prefetch(w[0].base + r * w[0].stride + (kc + PF_TILES) * 64, _MM_HINT_T0);
+            if (nn == 2)
+                for (int r = 0; r < 16; r++)
+                    _mm_prefetch(w[1].base + r * w[1].stride + (kc + PF_TILES) * 64, _MM_HINT_T0);
+        }
         _tile_loadd(4, wtile_at(&w[0], kc, kfull), kc < kfull ? w[0].stride : 64);
         if (nn == 2) _tile_loadd(5, wtile_at(&w[1], kc, kfull), kc < kfull ? w[1].stride : 64);
         for (int p = 0; p < parts; p++) {
@@ -275,10 +284,10 @@ static inline __attribute__((always_inline)) void kernel(const amx_job *j, const
 
 #define KERNEL_CASES(parts)                                                                                            \
     do {                                                                                                               \
-        if (nn == 2 && mm == 2) kernel(j, w, x, kc0, kc1, cb, cstride, 2, 2, parts);                                   \
-        else if (nn == 2) kernel(j, w, x, kc0, kc1, cb, cstride, 2, 1, parts);                                         \
-        else if (mm == 2) kernel(j, w, x, kc0, kc1, cb, cstride, 1, 2, parts);                                         \
-        else kernel(j, w, x, kc0, kc1, cb, cstride, 1, 1, parts);                                                      \
+        if (nn == 2 && mm == 2) kernel(j, w, x, kc0, kc1, cb, cstride, mt == 0, 2, 2, parts);                                   \
+        else if (nn == 2) kernel(j, w, x, kc0, kc1, cb, cstride, mt == 0, 2, 1, parts);                                         \
+        else if (mm == 2) kernel(j, w, x, kc0, kc1, cb, cstride, mt == 0, 1, 2, parts);                                         \
+        else kernel(j, w, x, kc0, kc1, cb, cstride, mt == 0, 1, 1, parts);                                                      \
     } while (0)
 
 /* Sets up the descriptor of the weight tile holding rows [n0, n0 + 16). */
