@@ -20,9 +20,9 @@
  * task owns NBLK weight rows; for each block of KBLK k tiles it sweeps all
  * of M in blocks of 32 rows with a 2 x 2 block of 16 x 16 f32 accumulator
  * tiles (rows n, columns m), keeping partial sums in memory between k
- * blocks; results are transposed on the way out. Every output element is computed by one
- * task in a fixed order, so the result does not depend on the thread count.
- * Everything else goes to the AVX-512 driver. */
+ * blocks; results are transposed on the way out. Every output element is
+ * computed by one task in a fixed order, so the result does not depend on
+ * the thread count. Everything else goes to the AVX-512 driver. */
 #include <immintrin.h>
 #include <math.h>
 #include <stdlib.h>
@@ -284,10 +284,10 @@ static inline __attribute__((always_inline)) void kernel(const amx_job *j, const
 
 #define KERNEL_CASES(parts)                                                                                            \
     do {                                                                                                               \
-        if (nn == 2 && mm == 2) kernel(j, w, x, kc0, kc1, cb, cstride, mt == 0, 2, 2, parts);                                   \
-        else if (nn == 2) kernel(j, w, x, kc0, kc1, cb, cstride, mt == 0, 2, 1, parts);                                         \
-        else if (mm == 2) kernel(j, w, x, kc0, kc1, cb, cstride, mt == 0, 1, 2, parts);                                         \
-        else kernel(j, w, x, kc0, kc1, cb, cstride, mt == 0, 1, 1, parts);                                                      \
+        if (nn == 2 && mm == 2) kernel(j, w, x, kc0, kc1, cb, cstride, mt == 0, 2, 2, parts);                          \
+        else if (nn == 2) kernel(j, w, x, kc0, kc1, cb, cstride, mt == 0, 2, 1, parts);                                \
+        else if (mm == 2) kernel(j, w, x, kc0, kc1, cb, cstride, mt == 0, 1, 2, parts);                                \
+        else kernel(j, w, x, kc0, kc1, cb, cstride, mt == 0, 1, 1, parts);                                             \
     } while (0)
 
 /* Sets up the descriptor of the weight tile holding rows [n0, n0 + 16). */
