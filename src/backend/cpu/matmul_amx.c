@@ -32,7 +32,7 @@
 #include "core/threadpool.h"
 
 enum {
-    AMX_MIN_M = 4, /* below this the AVX-512 GEMV (memory-bound anyway) */
+    AMX_MIN_M = 5, /* below this the AVX-512 GEMV (4 rows at once, memory-bound) */
     NBLK = 128,    /* weight rows per task: 8 tiles of 16 */
     KBLK = 16,     /* k tiles (of 32) per pass over M */
     PF_TILES = 8,  /* how far ahead (in k tiles) the weight rows are prefetched */
