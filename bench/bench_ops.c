@@ -4,7 +4,8 @@
  * in the same run with the same thread count, and as a ratio to it.
  *
  * Decode (M = 1) reads every weight once, so its figure of merit is the
- * weight bytes read per second against the read bandwidth; prefill
+ * weight bytes read per second against the read bandwidth; batched decode
+ * (M = 16 sequences) still reads the weights once per step; prefill
  * (M = 512) is compute-bound and reported in GFLOP/s. Matmuls use the
  * nn.Linear layout: x [M, K] @ Wᵀ with W [N, K] row-major. */
 #include <stdio.h>
@@ -244,8 +245,9 @@ static int bench_matmul(bench *b, int64_t M, int64_t K, int64_t N, lmc_dtype xdt
         return 1;
     }
     char name[96];
-    snprintf(name, sizeof name, "%s %lldx%lldx%lld %s x %s", M == 1 ? "decode" : "prefill", (long long)M, (long long)K,
-             (long long)N, lmc_dtype_name(xdt), lmc_dtype_name(wdt));
+    const char *what = M == 1 ? "decode" : M < 64 ? "batch" : "prefill";
+    snprintf(name, sizeof name, "%s %lldx%lldx%lld %s x %s", what, (long long)M, (long long)K, (long long)N,
+             lmc_dtype_name(xdt), lmc_dtype_name(wdt));
     report(b, "matmul", name, s, 2.0 * M * K * N, (double)(N * K) * lmc_dtype_size(wdt), "weights");
     return 0;
 }
@@ -449,14 +451,15 @@ int lmc_bench_ops(int argc, char **argv) {
     /* Llama-3.2-1B: the MLP up/gate projection (K 2048 -> N 8192) and down projection (8192 -> 2048). */
     static const int64_t shapes[2][2] = {{2048, 8192}, {8192, 2048}};
     static const lmc_dtype pairs[3][2] = {{LMC_F32, LMC_F32}, {LMC_F32, LMC_BF16}, {LMC_BF16, LMC_BF16}};
-    for (int m = 0; m < 2 && (!only || !strcmp(only, "matmul")); m++)
+    /* M: decode, batched decode at 16 sequences, prefill */
+    static const int64_t Ms[3] = {1, 16, 512};
+    for (int m = 0; m < 3 && (!only || !strcmp(only, "matmul")); m++)
         for (int s = 0; s < 2; s++)
             for (int p = 0; p < 3; p++)
-                if (bench_matmul(&b, m == 0 ? 1 : 512, shapes[s][0], shapes[s][1], pairs[p][0], pairs[p][1])) return 1;
-    static const int64_t qrows[3] = {1, 16, 512};
+                if (bench_matmul(&b, Ms[m], shapes[s][0], shapes[s][1], pairs[p][0], pairs[p][1])) return 1;
     for (int m = 0; m < 3 && (!only || !strcmp(only, "qmatmul")); m++)
         for (int s = 0; s < 2; s++)
-            if (bench_qmatmul(&b, qrows[m], shapes[s][0], shapes[s][1])) return 1;
+            if (bench_qmatmul(&b, Ms[m], shapes[s][0], shapes[s][1])) return 1;
     if ((!only || !strcmp(only, "fused")) && bench_fused(&b)) return 1;
     return 0;
 }

@@ -1,6 +1,7 @@
 /* Core: arrays, views, reference counting, scopes, memory accounting,
  * dtype conversions and the thread pool. */
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -305,6 +306,82 @@ static void test_threadpool(void) {
     CHECK(lmc_num_threads() >= 1);
 }
 
+/* Many tiny jobs back to back (decode's pattern): each index once, chunk t
+ * always [t*chunk, ...) with thread == t, whichever thread claimed it. */
+typedef struct {
+    int64_t n, chunk;
+    int nthreads;
+    int64_t *counts;
+    int bad_thread;
+} small_job;
+
+static void small_chunk(void *ctx, int64_t begin, int64_t end, int thread) {
+    small_job *j = ctx;
+    if (thread < 0 || thread >= j->nthreads || begin != thread * j->chunk ||
+        end != (begin + j->chunk < j->n ? begin + j->chunk : j->n))
+        __atomic_fetch_add(&j->bad_thread, 1, __ATOMIC_RELAXED);
+    for (int64_t i = begin; i < end; i++) __atomic_fetch_add(&j->counts[i], 1, __ATOMIC_RELAXED);
+}
+
+/* A chunk that itself calls lmc_parallel_for: the inner call runs serially. */
+static void nested_chunk(void *ctx, int64_t begin, int64_t end, int thread) {
+    (void)thread;
+    int64_t *counts = ctx;
+    for (int64_t i = begin; i < end; i++) lmc_parallel_for(8, 1, sum_chunk, counts + i * 8);
+}
+
+typedef struct {
+    int64_t counts[4096];
+    int bad;
+} submitter;
+
+static void *submit_many(void *arg) {
+    submitter *s = arg;
+    for (int rep = 0; rep < 300; rep++) {
+        memset(s->counts, 0, sizeof s->counts);
+        lmc_parallel_for(4096, 16, sum_chunk, s->counts);
+        for (int i = 0; i < 4096; i++) s->bad += s->counts[i] != 1;
+    }
+    return NULL;
+}
+
+static void test_threadpool_many_small(void) {
+    static int64_t counts[64 * 8];
+    for (int threads = 2; threads <= 3; threads++) {
+        lmc_set_num_threads(threads);
+        int bad = 0, bad_thread = 0;
+        for (int rep = 0; rep < 20000; rep++) {
+            int64_t n = 1 + rep % 37;
+            small_job j = {.n = n, .nthreads = threads, .counts = counts};
+            int64_t grain = 1 + rep % 3, units = (n + grain - 1) / grain;
+            int used = units < threads ? (int)units : threads;
+            j.chunk = (units + used - 1) / used * grain;
+            memset(counts, 0, (size_t)n * sizeof counts[0]);
+            lmc_parallel_for(n, grain, small_chunk, &j);
+            for (int64_t i = 0; i < n; i++) bad += counts[i] != 1;
+            bad_thread += j.bad_thread;
+        }
+        CHECKF(bad == 0 && bad_thread == 0, "%d threads: %d indices wrong, %d chunks out of place", threads, bad,
+               bad_thread);
+        /* nested: 64 outer indices, each running an inner job over 8 */
+        memset(counts, 0, sizeof counts);
+        lmc_parallel_for(64, 1, nested_chunk, counts);
+        bad = 0;
+        for (int i = 0; i < 64 * 8; i++) bad += counts[i] != 1;
+        CHECKF(bad == 0, "nested, %d threads: %d indices wrong", threads, bad);
+        /* concurrent submitters: jobs from several threads are serialised */
+        submitter subs[3];
+        pthread_t th[3];
+        memset(subs, 0, sizeof subs);
+        for (int i = 0; i < 3; i++) CHECK(pthread_create(&th[i], NULL, submit_many, &subs[i]) == 0);
+        for (int i = 0; i < 3; i++) {
+            pthread_join(th[i], NULL);
+            CHECKF(subs[i].bad == 0, "concurrent submitter %d: %d indices wrong", i, subs[i].bad);
+        }
+    }
+    lmc_set_num_threads(0);
+}
+
 static void test_errors_and_cpu(void) {
     lmc_clear_error();
     CHECK(lmc_last_status() == LMC_OK && lmc_last_error()[0] == 0);
@@ -327,6 +404,7 @@ int main(void) {
     RUN(test_scopes);
     RUN(test_memory_limit);
     RUN(test_threadpool);
+    RUN(test_threadpool_many_small);
     RUN(test_errors_and_cpu);
     return TEST_REPORT();
 }

@@ -293,6 +293,80 @@ static void test_batched_views(void) {
     for (int i = 0; i < 12; i++) lmc_array_free(arr[i]);
 }
 
+/* The small-M GEMV and the AMX path at every M around their block sizes
+ * (the GEMV's 4-row groups, the 16-row tiles, the 64-row GEMV limit), odd K
+ * and N, B in f32/bf16/f16 in the Linear layout and row-major, and strided
+ * activations (every other column, transposed). */
+static void test_small_m(void) {
+    static const int64_t Ms[] = {1, 2, 3, 4, 5, 8, 15, 16, 17, 33, 64, 65, 130};
+    static const lmc_dtype bdts[] = {LMC_BF16, LMC_F32, LMC_F16};
+    for (size_t mi = 0; mi < sizeof Ms / sizeof Ms[0]; mi++)
+        for (int d = 0; d < 3; d++) {
+            int64_t M = Ms[mi], K = 67 + 30 * d, N = 45 - 8 * d;
+            int64_t sx[2] = {M, K}, sw[2] = {K, N}, swide[2] = {M, 2 * K};
+            lmc_array *x = rnd(LMC_F32, 2, sx), *wt = rnd_t(bdts[d], 2, sw), *w = rnd(bdts[d], 2, sw);
+            /* every other column of a wider array: K stride 2 */
+            lmc_array *wide = rnd(LMC_F32, 2, swide);
+            int64_t st[2] = {2 * K, 2};
+            lmc_array *xs = lmc_array_view(wide->buf, wide->offset, LMC_F32, 2, sx, st);
+            lmc_array *xt = rnd_t(LMC_F32, 2, sx);
+            char what[128];
+            snprintf(what, sizeof what, "f32 [%lld,%lld] @ %s W^T", (long long)M, (long long)K, lmc_dtype_name(bdts[d]));
+            check_paths(x, wt, what);
+            snprintf(what, sizeof what, "f32 [%lld,%lld] @ %s row-major", (long long)M, (long long)K, lmc_dtype_name(bdts[d]));
+            check_paths(x, w, what);
+            snprintf(what, sizeof what, "K-strided f32 [%lld,%lld] @ %s W^T", (long long)M, (long long)K,
+                     lmc_dtype_name(bdts[d]));
+            check_paths(xs, wt, what);
+            snprintf(what, sizeof what, "transposed f32 [%lld,%lld] @ %s W^T", (long long)M, (long long)K,
+                     lmc_dtype_name(bdts[d]));
+            check_paths(xt, wt, what);
+            if (bdts[d] == LMC_BF16) {
+                lmc_array *xb = rnd(LMC_BF16, 2, sx);
+                snprintf(what, sizeof what, "bf16 [%lld,%lld] @ bf16 W^T", (long long)M, (long long)K);
+                check_paths(xb, wt, what);
+                lmc_array_free(xb);
+            }
+            lmc_array *arr[] = {x, wt, w, wide, xs, xt};
+            for (int i = 0; i < 6; i++) lmc_array_free(arr[i]);
+        }
+    /* K over several AMX k blocks (512) and N over several tasks (128 rows),
+     * with ragged edges; an f16 output. */
+    int64_t sx[2] = {33, 1100}, sw[2] = {1100, 150}, sx2[2] = {130, 600}, sw2[2] = {600, 37};
+    lmc_array *x = rnd(LMC_F32, 2, sx), *wt = rnd_t(LMC_BF16, 2, sw);
+    lmc_array *x2 = rnd(LMC_F16, 2, sx2), *wt2 = rnd_t(LMC_BF16, 2, sw2);
+    check_paths(x, wt, "f32 [33,1100] @ bf16 [150,1100]^T");
+    check_paths(x2, wt2, "f16 [130,600] @ bf16 [37,600]^T");
+    lmc_array *arr[] = {x, wt, x2, wt2};
+    for (int i = 0; i < 4; i++) lmc_array_free(arr[i]);
+}
+
+/* inf and NaN activations give inf and NaN on every path (the AMX split keeps them). */
+static void test_nonfinite(void) {
+    int64_t sx[2] = {8, 40}, sw[2] = {40, 20};
+    lmc_array *x = rnd(LMC_F32, 2, sx), *wt = rnd_t(LMC_BF16, 2, sw);
+    float *xv = lmc_array_ptr(x);
+    uint16_t *wv = lmc_array_ptr(wt);
+    for (int64_t i = 0; i < 40 * 20; i++) wv[i] = lmc_f32_to_bf16(0.5f); /* all weights positive */
+    xv[0 * 40 + 3] = INFINITY;
+    uint32_t snan = 0x7f800001u; /* a NaN with its payload in the low bits only */
+    memcpy(&xv[2 * 40 + 5], &snan, 4);
+    xv[5 * 40 + 7] = -INFINITY;
+    for (int p = 0; p <= (int)lmc_cpu_path_max(); p++) {
+        lmc_array *y = matmul_on((lmc_cpu_path)p, x, wt);
+        float *g = read_f32(y);
+        int bad = 0;
+        for (int n = 0; n < 20; n++)
+            bad += !(g[0 * 20 + n] == INFINITY) + !isnan(g[2 * 20 + n]) + !(g[5 * 20 + n] == -INFINITY) +
+                   !isfinite(g[1 * 20 + n]);
+        CHECKF(bad == 0, "non-finite activations [%s]: %d wrong outputs", lmc_cpu_path_name((lmc_cpu_path)p), bad);
+        free(g);
+        lmc_array_free(y);
+    }
+    lmc_array_free(x);
+    lmc_array_free(wt);
+}
+
 /* The same result, bit for bit, on 1 and 2 threads. */
 static void test_thread_determinism(void) {
     int64_t sx[2] = {37, 300}, sw[2] = {300, 150}, sd[2] = {1, 300};
@@ -319,6 +393,8 @@ int main(void) {
     RUN(test_linear_mixed);
     RUN(test_bf16_large);
     RUN(test_batched_views);
+    RUN(test_small_m);
+    RUN(test_nonfinite);
     RUN(test_thread_determinism);
     CHECK(lmc_live_arrays() == 0);
     return TEST_REPORT();

@@ -1,75 +1,127 @@
+/* The worker pool behind lmc_parallel_for.
+ *
+ * A job is split into `active` chunks, fixed for a given thread count. The
+ * chunks are not bound to threads: the caller and the workers claim them
+ * one by one from a shared word, and chunk t always runs as fn(ctx, begin_t,
+ * end_t, t), whoever runs it. So results do not depend on scheduling, and a
+ * worker that is descheduled (a busy machine) or still asleep never holds up
+ * the caller: the caller runs the chunks nobody has claimed yet, and only
+ * waits for chunks another thread is running.
+ *
+ * Waiting is bounded by time, not by a count of `pause` instructions: a
+ * thread spins for SPIN_NS (decode issues jobs microseconds apart, and a
+ * spinning worker picks one up at once), then sleeps on a futex. Publishing a
+ * job or finishing one makes a system call only when somebody sleeps.
+ *
+ * The claim word packs (generation << 32 | active << 16 | next): a thread
+ * that claims chunk `next` of generation g with one compare-and-swap knows
+ * the job's fields stay valid until it reports the chunk done, since the
+ * caller does not return (nor publish the next job) before every chunk is
+ * done. A late worker that sees an exhausted or newer word claims nothing of
+ * the old job. */
 #include "core/threadpool.h"
 
+#include <linux/futex.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/error.h"
 
-enum { MAX_THREADS = 256, SPIN_ITERS = 20000 };
+enum { MAX_THREADS = 256 };
+static const int64_t SPIN_NS = 50000; /* how long a waiting thread spins before it sleeps */
 
 typedef struct pool {
-    pthread_mutex_t mu;
-    pthread_cond_t wake;
-    pthread_cond_t done_cv;
     pthread_t threads[MAX_THREADS];
-    int nworkers;               /* threads besides the caller */
-    atomic_uint generation;     /* bumped for each job */
-    atomic_int pending;         /* workers still running the current job */
-    /* the current job */
+    int nworkers;                 /* threads besides the caller */
+    _Atomic uint64_t claim;       /* generation << 32 | active << 16 | next chunk */
+    _Atomic uint32_t generation;  /* futex word: bumped per job (and to stop) */
+    _Atomic uint32_t remaining;   /* futex word: chunks of the current job not yet done */
+    _Atomic int idle_sleepers;    /* workers asleep on `generation` */
+    _Atomic int caller_sleeping;  /* the caller is asleep on `remaining` */
+    _Atomic bool stop;
+    /* the current job: written before the claim word is published */
     lmc_range_fn fn;
     void *ctx;
     int64_t n, chunk;
-    int active;                 /* threads running a chunk, caller included */
-    bool stop;
-    unsigned start_generation;  /* generation at the time workers were (re)created */
 } pool;
 
-static pool g_pool = {.mu = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER, .done_cv = PTHREAD_COND_INITIALIZER};
+static pool g_pool;
 static pthread_mutex_t g_pool_init = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t g_submit = PTHREAD_MUTEX_INITIALIZER; /* one job at a time */
 static int g_num_threads; /* 0 = not yet decided */
 static _Thread_local bool t_in_worker;
 
-static void run_chunk(pool *p, int t) {
+static void futex_wait(_Atomic uint32_t *addr, uint32_t expected) {
+    syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAIT_PRIVATE, expected, NULL, NULL, 0);
+}
+
+static void futex_wake_all(_Atomic uint32_t *addr) {
+    syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE_PRIVATE, MAX_THREADS, NULL, NULL, 0);
+}
+
+static int64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Spins until *word != value or SPIN_NS pass; true when it changed. The
+ * clock is read once per 32 pauses (a pause is tens of cycles). */
+static bool spin_while_equal(_Atomic uint32_t *word, uint32_t value) {
+    int64_t deadline = 0;
+    for (int i = 1;; i++) {
+        if (atomic_load_explicit(word, memory_order_acquire) != value) return true;
+        __builtin_ia32_pause();
+        if (i % 32 == 0) {
+            int64_t t = now_ns();
+            if (!deadline) deadline = t + SPIN_NS;
+            else if (t > deadline) return false;
+        }
+    }
+}
+
+/* Claims one chunk of generation `gen`: its index, or -1 when none is left
+ * (or the word already belongs to another job). */
+static int claim_chunk(pool *p, uint32_t gen) {
+    uint64_t c = atomic_load_explicit(&p->claim, memory_order_acquire);
+    for (;;) {
+        uint32_t g = (uint32_t)(c >> 32);
+        int active = (int)(c >> 16 & 0xffff), next = (int)(c & 0xffff);
+        if (g != gen || next >= active) return -1;
+        if (atomic_compare_exchange_weak_explicit(&p->claim, &c, c + 1, memory_order_acq_rel, memory_order_acquire))
+            return next;
+    }
+}
+
+/* Runs chunk t of the current job and reports it done. */
+static void run_chunk(pool *p, int t, bool wake_caller) {
     int64_t begin = (int64_t)t * p->chunk;
     int64_t end = begin + p->chunk;
     if (end > p->n) end = p->n;
     if (begin < end) p->fn(p->ctx, begin, end, t);
+    if (atomic_fetch_sub_explicit(&p->remaining, 1, memory_order_seq_cst) == 1 && wake_caller &&
+        atomic_load_explicit(&p->caller_sleeping, memory_order_seq_cst))
+        futex_wake_all(&p->remaining);
 }
 
 static void *worker_main(void *arg) {
-    int id = (int)(intptr_t)arg; /* 1..nworkers */
     pool *p = &g_pool;
     t_in_worker = true;
-    /* The generation when this worker was created, not when it first runs: a
-     * job published before the thread got scheduled must still be seen. */
-    unsigned seen = p->start_generation;
+    uint32_t seen = (uint32_t)(uintptr_t)arg; /* the generation when this worker was created */
     for (;;) {
-        /* Spin briefly (decode issues many short jobs), then sleep. */
-        unsigned gen;
-        int spins = 0;
-        while ((gen = atomic_load_explicit(&p->generation, memory_order_acquire)) == seen && spins < SPIN_ITERS) {
-            spins++;
-            __builtin_ia32_pause();
+        if (!spin_while_equal(&p->generation, seen)) {
+            atomic_fetch_add_explicit(&p->idle_sleepers, 1, memory_order_seq_cst);
+            while (atomic_load_explicit(&p->generation, memory_order_seq_cst) == seen) futex_wait(&p->generation, seen);
+            atomic_fetch_sub_explicit(&p->idle_sleepers, 1, memory_order_relaxed);
         }
-        if (gen == seen) {
-            pthread_mutex_lock(&p->mu);
-            while ((gen = atomic_load(&p->generation)) == seen && !p->stop) pthread_cond_wait(&p->wake, &p->mu);
-            pthread_mutex_unlock(&p->mu);
-        }
-        if (p->stop) return NULL;
-        seen = gen;
-        /* Every worker acknowledges every job, so none can still be reading
-         * this job's fields when the next one is published. */
-        if (id < p->active) run_chunk(p, id);
-        if (atomic_fetch_sub_explicit(&p->pending, 1, memory_order_acq_rel) == 1) {
-            pthread_mutex_lock(&p->mu);
-            pthread_cond_signal(&p->done_cv);
-            pthread_mutex_unlock(&p->mu);
-        }
+        if (atomic_load_explicit(&p->stop, memory_order_acquire)) return NULL;
+        seen = atomic_load_explicit(&p->generation, memory_order_acquire);
+        for (int t; (t = claim_chunk(p, seen)) >= 0;) run_chunk(p, t, true);
     }
 }
 
@@ -82,27 +134,31 @@ static int default_threads(void) {
     return (int)n;
 }
 
-static void pool_stop(void) {
-    pool *p = &g_pool;
-    pthread_mutex_lock(&p->mu);
-    p->stop = true;
-    atomic_fetch_add(&p->generation, 1);
-    pthread_cond_broadcast(&p->wake);
-    pthread_mutex_unlock(&p->mu);
-    for (int i = 0; i < p->nworkers; i++) pthread_join(p->threads[i], NULL);
-    p->nworkers = 0;
-    p->stop = false;
+/* Publishes a new generation (a job or the stop signal) and wakes sleepers. */
+static uint32_t bump_generation(pool *p) {
+    uint32_t gen = atomic_fetch_add_explicit(&p->generation, 1, memory_order_seq_cst) + 1;
+    if (atomic_load_explicit(&p->idle_sleepers, memory_order_seq_cst) > 0) futex_wake_all(&p->generation);
+    return gen;
 }
 
-/* Starts workers so that nthreads-1 exist (called with g_pool_init held). */
+static void pool_stop(void) {
+    pool *p = &g_pool;
+    atomic_store(&p->stop, true);
+    bump_generation(p);
+    futex_wake_all(&p->generation); /* also any worker between its count and its wait */
+    for (int i = 0; i < p->nworkers; i++) pthread_join(p->threads[i], NULL);
+    p->nworkers = 0;
+    atomic_store(&p->stop, false);
+}
+
+/* Starts workers so that nthreads-1 exist (called with g_pool_init and g_submit held). */
 static void pool_resize(int nthreads) {
     pool *p = &g_pool;
     if (p->nworkers == nthreads - 1) return;
     if (p->nworkers) pool_stop();
-    int want = nthreads - 1;
-    p->start_generation = atomic_load(&p->generation);
-    for (int i = 0; i < want; i++) {
-        if (pthread_create(&p->threads[i], NULL, worker_main, (void *)(intptr_t)(i + 1)) != 0) break;
+    uint32_t gen = atomic_load(&p->generation);
+    for (int i = 0; i < nthreads - 1; i++) {
+        if (pthread_create(&p->threads[i], NULL, worker_main, (void *)(uintptr_t)gen) != 0) break;
         p->nworkers = i + 1;
     }
 }
@@ -110,7 +166,14 @@ static void pool_resize(int nthreads) {
 static int ensure_pool(void) {
     pthread_mutex_lock(&g_pool_init);
     if (!g_num_threads) g_num_threads = default_threads();
-    pool_resize(g_num_threads);
+    if (g_pool.nworkers != g_num_threads - 1) {
+        /* First use: no job can be running, but take the submit lock like lmc_set_num_threads. */
+        pthread_mutex_unlock(&g_pool_init);
+        pthread_mutex_lock(&g_submit);
+        pthread_mutex_lock(&g_pool_init);
+        pool_resize(g_num_threads);
+        pthread_mutex_unlock(&g_submit);
+    }
     int n = g_pool.nworkers + 1;
     pthread_mutex_unlock(&g_pool_init);
     return n;
@@ -135,30 +198,28 @@ int lmc_num_threads(void) {
     return n;
 }
 
+/* Runs `active` chunks of `chunk` indices over [0, n) on the caller and the workers. */
 static void dispatch(int active, int64_t n, int64_t chunk, lmc_range_fn fn, void *ctx) {
     pool *p = &g_pool;
     p->fn = fn;
     p->ctx = ctx;
     p->n = n;
     p->chunk = chunk;
-    p->active = active;
-    atomic_store(&p->pending, p->nworkers);
-    pthread_mutex_lock(&p->mu);
-    atomic_fetch_add_explicit(&p->generation, 1, memory_order_release);
-    pthread_cond_broadcast(&p->wake);
-    pthread_mutex_unlock(&p->mu);
+    atomic_store_explicit(&p->remaining, (uint32_t)active, memory_order_relaxed);
+    uint32_t gen = atomic_load_explicit(&p->generation, memory_order_relaxed) + 1;
+    atomic_store_explicit(&p->claim, (uint64_t)gen << 32 | (uint64_t)active << 16, memory_order_release);
+    bump_generation(p);
     t_in_worker = true;
-    run_chunk(p, 0);
+    for (int t; (t = claim_chunk(p, gen)) >= 0;) run_chunk(p, t, false);
     t_in_worker = false;
-    int spins = 0;
-    while (atomic_load_explicit(&p->pending, memory_order_acquire) > 0 && spins < SPIN_ITERS * 10) {
-        spins++;
-        __builtin_ia32_pause();
-    }
-    if (atomic_load(&p->pending) > 0) {
-        pthread_mutex_lock(&p->mu);
-        while (atomic_load(&p->pending) > 0) pthread_cond_wait(&p->done_cv, &p->mu);
-        pthread_mutex_unlock(&p->mu);
+    /* Only chunks that other threads are running are left. */
+    for (;;) {
+        uint32_t left = atomic_load_explicit(&p->remaining, memory_order_acquire);
+        if (!left) break;
+        if (spin_while_equal(&p->remaining, left)) continue;
+        atomic_store_explicit(&p->caller_sleeping, 1, memory_order_seq_cst);
+        while ((left = atomic_load_explicit(&p->remaining, memory_order_seq_cst)) != 0) futex_wait(&p->remaining, left);
+        atomic_store_explicit(&p->caller_sleeping, 0, memory_order_relaxed);
     }
 }
 

@@ -2,7 +2,8 @@
  *
  * lmc_parallel_for splits [0, n) into one contiguous chunk per thread, in a
  * fixed way for a given thread count, so reductions done per chunk are
- * deterministic. The calling thread works on chunk 0. Calls from inside a
+ * deterministic. Chunk t always runs as fn(ctx, begin, end, t), on whichever
+ * thread claims it first (the caller included). Calls from inside a
  * worker (nested parallelism) run serially on that worker. */
 #ifndef LMC_CORE_THREADPOOL_H
 #define LMC_CORE_THREADPOOL_H
@@ -15,7 +16,7 @@ typedef void (*lmc_range_fn)(void *ctx, int64_t begin, int64_t end, int thread);
  * multiples of `grain` (>= 1) except the last. */
 void lmc_parallel_for(int64_t n, int64_t grain, lmc_range_fn fn, void *ctx);
 
-/* Runs fn(ctx, t, t+1, t) once on each of `nthreads` threads (t = 0..nthreads-1). */
+/* Runs fn(ctx, t, t+1, t) once for each t < nthreads, in parallel where threads are free. */
 void lmc_parallel_run(int nthreads, lmc_range_fn fn, void *ctx);
 
 #endif

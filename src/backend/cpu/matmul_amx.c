@@ -1,25 +1,42 @@
-/* AMX bf16 tiles for bf16 @ bf16 products with many rows (prefill).
+/* AMX bf16 tiles for products with bf16 weights in the nn.Linear layout
+ * (b = Wᵀ of a row-major W [N, K]: strides (1, ldw)), from M = AMX_MIN_M
+ * rows up (batched decode and prefill).
  *
- * AMX multiplies bf16 tiles only, so this path runs when both operands are
- * already bf16: a model that keeps f32 activations and wants AMX prefill
- * casts them to bf16 first (lmc_astype) — an explicit choice, since that
- * rounds the activations; the product is then accumulated in f32 in the tile
- * registers and rounded once to the output dtype. Everything else (f32
- * activations, small M) goes to the AVX-512 driver.
+ * Exactness: the activations are not rounded. An f32 activation x is split
+ * into three bf16 parts, x = hi + mid + lo exactly (hi and mid truncate,
+ * each taking the next 8 significant bits; lo holds the last 8 and is
+ * exact), and each part goes through the tiles: a product of two bf16 is
+ * exact in f32, and the tiles accumulate in f32 — so the result carries f32
+ * accumulation error only, like the AVX-512 path, at a third of the AMX
+ * rate. (The tiles treat bf16 denormals as zero, which only touches
+ * |x| < 2^-110 or so.) bf16 activations are one part. The result is rounded
+ * once to the output dtype.
  *
- * Layout: A is copied once into rows of Kp = K rounded up to 32 bf16 (zero
- * padded, Mp rows rounded up to 32). Each task owns a block of 32 output
- * columns: it packs that block of B into the VNNI tile layout (pairs of k
- * side by side: [k/32][tile][k%32/2][n][k%2]) and sweeps all rows of A with a
- * 2 x 2 block of 16 x 16 f32 accumulator tiles. */
+ * Layout: W is the tiles' A operand, read in place: a 16 x 32 tile is 16
+ * weight rows of 32 k, so the weights are never packed or converted; only a
+ * ragged edge (K not a multiple of 32, the last < 16 rows) is copied
+ * zero-padded. The activation parts are the B operand, packed once per call
+ * into the VNNI layout (k pairs side by side, 16 rows of M per tile). A
+ * task owns NBLK weight rows; for each block of KBLK k tiles it sweeps all
+ * of M in blocks of 32 rows with a 2 x 2 block of 16 x 16 f32 accumulator
+ * tiles (rows n, columns m), keeping partial sums in memory between k
+ * blocks; results are transposed on the way out. Every output element is
+ * computed by one task in a fixed order, so the result does not depend on
+ * the thread count. Everything else goes to the AVX-512 driver. */
 #include <immintrin.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "backend/cpu/matmul_internal.h"
 #include "core/threadpool.h"
 
-enum { AMX_MIN_M = 32, TN = 32 /* columns per task */ };
+enum {
+    AMX_MIN_M = 5, /* below this the AVX-512 GEMV (4 rows at once, memory-bound) */
+    NBLK = 128,    /* weight rows per task: 8 tiles of 16 */
+    KBLK = 16,     /* k tiles (of 32) per pass over M */
+    PF_TILES = 8,  /* how far ahead (in k tiles) the weight rows are prefetched */
+};
 
 typedef struct tile_config {
     uint8_t palette, start_row, reserved[14];
@@ -29,14 +46,13 @@ typedef struct tile_config {
 
 typedef struct amx_job {
     lmc_array *out;
-    const lmc_array *b;
-    const uint16_t *ap; /* packed A: Mp x Kp */
-    int64_t M, N, K, Mp, Kp, ntasks_n;
-    int64_t sbk, sbn, som, aoff_batch; /* aoff_batch: elements between batches of packed A */
-    int64_t nbatch;
-    const lmc_array *a_full; /* for batch offsets */
-    uint16_t *bpack;         /* per thread: Kp * TN */
-    float *ctile;            /* per thread: 32 * 32 */
+    const lmc_array *a, *b;
+    int64_t M, N, K, Kp, nbatch, mtiles, ntasks_n;
+    int64_t sam, sak, ldw, som;
+    int parts;       /* 3 for f32 activations, 1 for bf16 */
+    uint16_t *xp;    /* packed activations: [batch][mtile][part][Kp/2][16][2] */
+    uint16_t *wpad;  /* per thread: zero-padded copies of ragged tiles */
+    float *csum;     /* per thread: partial sums between k blocks */
 } amx_job;
 
 static void config_tiles(void) {
@@ -50,55 +66,315 @@ static void config_tiles(void) {
     _tile_loadconfig(&cfg);
 }
 
-/* B[:, n0 : n0+nw] into the VNNI layout, zero-padded to Kp x TN. */
-static void pack_b_vnni(const amx_job *j, const uint16_t *b, int64_t n0, int64_t nw, uint16_t *bp) {
-    memset(bp, 0, (size_t)(j->Kp * TN) * sizeof(uint16_t));
-    for (int64_t n = 0; n < nw; n++) {
-        const uint16_t *col = b + (n0 + n) * j->sbn;
-        int64_t tile = n / 16, nn = n % 16;
-        for (int64_t k = 0; k < j->K; k++)
-            bp[((k / 32 * 2 + tile) * 16 + k % 32 / 2) * 32 + nn * 2 + (k & 1)] = col[k * j->sbk];
+static inline uint32_t f32_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+
+static inline float bits_f32(uint32_t u) {
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* x = hi + mid + lo exactly for finite x (see the top of the file). */
+static inline void split3(float x, uint16_t part[3]) {
+    uint32_t u = f32_bits(x);
+    part[0] = (uint16_t)(u >> 16);
+    if (!isfinite(x)) {
+        if (isnan(x)) part[0] |= 0x40; /* a NaN whose payload sits in the low bits stays a NaN */
+        part[1] = part[2] = 0;
+        return;
+    }
+    float r1 = x - bits_f32(u & 0xffff0000u);
+    uint32_t u1 = f32_bits(r1);
+    part[1] = (uint16_t)(u1 >> 16);
+    float r2 = r1 - bits_f32(u1 & 0xffff0000u);
+    part[2] = (uint16_t)(f32_bits(r2) >> 16);
+}
+
+static size_t xp_block(const amx_job *j) { return (size_t)j->Kp * 16; } /* uint16 per (mtile, part) */
+
+/* In place: r[i] lane c becomes r[c] lane i (16 x 16 of 32-bit). */
+static inline void transpose16(__m512i r[16]) {
+    __m512i t[16], u[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+    }
+    /* t[i], t[i+1] (i even), 128-bit lane L: rows i, i+1 at columns 4L..4L+3, interleaved */
+    for (int i = 0; i < 16; i += 4) {
+        u[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+        u[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+        u[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+        u[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    /* u[4g + c], lane L: rows 4g..4g+3 at column 4L + c; gather the lanes */
+    for (int c = 0; c < 4; c++) {
+        __m512i p = _mm512_shuffle_i32x4(u[c], u[4 + c], 0x44), q = _mm512_shuffle_i32x4(u[c], u[4 + c], 0xee);
+        __m512i p2 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0x44), q2 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0xee);
+        r[c] = _mm512_shuffle_i32x4(p, p2, 0x88);
+        r[4 + c] = _mm512_shuffle_i32x4(p, p2, 0xdd);
+        r[8 + c] = _mm512_shuffle_i32x4(q, q2, 0x88);
+        r[12 + c] = _mm512_shuffle_i32x4(q, q2, 0xdd);
+    }
+}
+
+/* The upper halves of 32 f32 (a: k 0..15, b: k 16..31) as 16 bf16 pairs. */
+static inline __m512i pairs_bf16(__m512 a, __m512 b) {
+    const __m512i idx = _mm512_set_epi16(63, 61, 59, 57, 55, 53, 51, 49, 47, 45, 43, 41, 39, 37, 35, 33, 31, 29, 27, 25,
+                                         23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+    return _mm512_permutex2var_epi16(_mm512_castps_si512(a), idx, _mm512_castps_si512(b));
+}
+
+/* split3 on 16 lanes, each part an f32 whose low 16 bits are zero. */
+static inline void split3x16(__m512 x, __m512 *hi, __m512 *mid, __m512 *lo) {
+    const __m512 top = _mm512_castsi512_ps(_mm512_set1_epi32((int)0xffff0000u));
+    *hi = _mm512_and_ps(x, top);
+    __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q); /* kept a NaN, as in split3 */
+    *hi = _mm512_mask_or_ps(*hi, nan, *hi, _mm512_castsi512_ps(_mm512_set1_epi32(0x00400000)));
+    __m512 r1 = _mm512_sub_ps(x, *hi);
+    __mmask16 finite = _mm512_cmp_ps_mask(r1, r1, _CMP_ORD_Q); /* inf - inf and NaN are not */
+    *mid = _mm512_maskz_and_ps(finite, r1, top);
+    *lo = _mm512_maskz_and_ps(finite, _mm512_sub_ps(r1, *mid), top);
+}
+
+/* One m-tile of unit-stride rows (f32 or bf16), vectorised: per 32 k, each
+ * row's parts as 16 bf16 pairs, transposed into the tile's [pair][row] order. */
+static void pack_x_tile_fast(const amx_job *j, const char *rows[16], int nrows, uint16_t *dst) {
+    for (int64_t kc = 0; kc < j->Kp / 32; kc++) {
+        int64_t k = kc * 32, left = j->K - k;
+        __mmask16 m0 = left >= 16 ? 0xffff : (__mmask16)((1u << left) - 1);
+        __mmask16 m1 = left >= 32 ? 0xffff : left <= 16 ? 0 : (__mmask16)((1u << (left - 16)) - 1);
+        __m512i part[3][16];
+        for (int i = 0; i < 16; i++) {
+            if (i >= nrows) {
+                for (int q = 0; q < j->parts; q++) part[q][i] = _mm512_setzero_si512();
+                continue;
+            }
+            if (j->parts == 1) {
+                __mmask32 mk = left >= 32 ? 0xffffffffu : (__mmask32)((1ull << left) - 1);
+                part[0][i] = _mm512_maskz_loadu_epi16(mk, (const uint16_t *)rows[i] + k);
+                continue;
+            }
+            const float *x = (const float *)rows[i] + k;
+            __m512 a = _mm512_maskz_loadu_ps(m0, x), b = _mm512_maskz_loadu_ps(m1, x + 16);
+            __m512 ah, am, al, bh, bm, bl;
+            split3x16(a, &ah, &am, &al);
+            split3x16(b, &bh, &bm, &bl);
+            part[0][i] = pairs_bf16(ah, bh);
+            part[1][i] = pairs_bf16(am, bm);
+            part[2][i] = pairs_bf16(al, bl);
+        }
+        for (int q = 0; q < j->parts; q++) {
+            transpose16(part[q]);
+            uint16_t *d = dst + (size_t)q * xp_block(j) + (size_t)kc * 512;
+            for (int r = 0; r < 16; r++) _mm512_storeu_si512(d + r * 32, part[q][r]);
+        }
+    }
+}
+
+/* Packs the activation parts of m-tiles [t0, t1) (over all batches). */
+static void pack_x_task(void *ctx, int64_t t0, int64_t t1, int thread) {
+    (void)thread;
+    const amx_job *j = ctx;
+    size_t asz = lmc_dtype_size(j->a->dtype);
+    for (int64_t t = t0; t < t1; t++) {
+        int64_t bi = t / j->mtiles, mt = t % j->mtiles;
+        int64_t off[3];
+        lmc_mm_batch_offsets(j->out, j->a, j->b, bi, off);
+        uint16_t *dst = j->xp + (size_t)t * (size_t)j->parts * xp_block(j);
+        const char *rows[16];
+        int nrows = 0;
+        for (; nrows < 16 && mt * 16 + nrows < j->M; nrows++)
+            rows[nrows] = (const char *)lmc_array_ptr(j->a) + (off[1] + (mt * 16 + nrows) * j->sam) * (int64_t)asz;
+        if (j->sak == 1) {
+            pack_x_tile_fast(j, rows, nrows, dst);
+            continue;
+        }
+        memset(dst, 0, (size_t)j->parts * xp_block(j) * sizeof(uint16_t));
+        for (int i = 0; i < nrows; i++)
+            for (int64_t k = 0; k < j->K; k++) {
+                /* element (k/2, i, k%2) of each part's [Kp/2][16][2] block */
+                size_t pos = (size_t)(k / 2 * 32 + i * 2 + k % 2);
+                const char *src = rows[i] + k * j->sak * (int64_t)asz;
+                if (j->parts == 1) {
+                    dst[pos] = *(const uint16_t *)src;
+                    continue;
+                }
+                uint16_t p[3];
+                split3(*(const float *)src, p);
+                for (int q = 0; q < 3; q++) dst[(size_t)q * xp_block(j) + pos] = p[q];
+            }
+    }
+}
+
+/* Where tile kc (32 k) of a 16-row weight tile lives: rows `stride` bytes apart. */
+typedef struct wtile {
+    const char *base; /* k = 0 of the tile's first row */
+    int64_t stride;
+    const char *tail; /* the last, ragged k tile (zero-padded copy), or NULL */
+} wtile;
+
+static inline const void *wtile_at(const wtile *w, int64_t kc, int64_t kfull) {
+    return kc < kfull ? w->base + kc * 64 : w->tail;
+}
+
+/* 16 x 16 f32 accumulator tile c[n][m] into out[m0 + m][n0 + n] for m < rows, n < cols. */
+static void store_tile(const amx_job *j, int64_t ooff, const float *c, int64_t m0, int rows, int64_t n0, int cols) {
+    size_t osz = lmc_dtype_size(j->out->dtype);
+    __m512i r[16];
+    for (int n = 0; n < 16; n++) r[n] = _mm512_load_si512(c + n * 16);
+    transpose16(r);
+    __mmask16 mask = (__mmask16)((1u << cols) - 1);
+    for (int m = 0; m < rows; m++) {
+        char *dst = (char *)lmc_array_ptr(j->out) + (ooff + (m0 + m) * j->som + n0) * (int64_t)osz;
+        if (j->out->dtype == LMC_F32) {
+            _mm512_mask_storeu_ps(dst, mask, _mm512_castsi512_ps(r[m]));
+        } else {
+            float tmp[16];
+            _mm512_storeu_si512(tmp, r[m]);
+            lmc_mm_isa_avx512.from_f32(dst, j->out->dtype, tmp, cols);
+        }
+    }
+}
+
+/* The 16 x 16 tiles c[nt][mt] (nt < nn, mt < mm; nn, mm in {1, 2}) over
+ * k tiles [kc0, kc1): started from zero, or from the partial sums at
+ * cb[nt][mt] (cstride floats between n-tiles, 256 between m-tiles). */
+static inline __attribute__((always_inline)) void kernel(const amx_job *j, const wtile *w, const uint16_t *x,
+                                                         int64_t kc0, int64_t kc1, const float *cb, int64_t cstride,
+                                                         bool prefetch, const int nn, const int mm, const int parts) {
+    int64_t kfull = j->K / 32;
+    size_t mstride = (size_t)parts * xp_block(j); /* uint16 between m-tiles */
+    if (cb) {
+        _tile_loadd(0, cb, 64);
+        if (nn == 2) _tile_loadd(1, cb + cstride, 64);
+        if (mm == 2) _tile_loadd(2, cb + 256, 64);
+        if (nn == 2 && mm == 2) _tile_loadd(3, cb + cstride + 256, 64);
+    } else {
+        _tile_zero(0);
+        if (nn == 2) _tile_zero(1);
+        if (mm == 2) _tile_zero(2);
+        if (nn == 2 && mm == 2) _tile_zero(3);
+    }
+    for (int64_t kc = kc0; kc < kc1; kc++) {
+        if (prefetch && kc + PF_TILES < kfull) {
+            /* 16 or 32 row streams at once are more than the hardware
+             * prefetcher follows: fetch each row PF_TILES tiles ahead. */
+            for (int r = 0; r < 16; r++) _mm_prefetch(w[0].base + r * w[0].stride + (kc + PF_TILES) * 64, _MM_HINT_T0);
+            if (nn == 2)
+                for (int r = 0; r < 16; r++)
+                    _mm_prefetch(w[1].base + r * w[1].stride + (kc + PF_TILES) * 64, _MM_HINT_T0);
+        }
+        _tile_loadd(4, wtile_at(&w[0], kc, kfull), kc < kfull ? w[0].stride : 64);
+        if (nn == 2) _tile_loadd(5, wtile_at(&w[1], kc, kfull), kc < kfull ? w[1].stride : 64);
+        for (int p = 0; p < parts; p++) {
+            const uint16_t *xt = x + (size_t)p * xp_block(j) + (size_t)kc * 512;
+            _tile_loadd(6, xt, 64);
+            if (mm == 2) _tile_loadd(7, xt + mstride, 64);
+            _tile_dpbf16ps(0, 4, 6);
+            if (nn == 2) _tile_dpbf16ps(1, 5, 6);
+            if (mm == 2) _tile_dpbf16ps(2, 4, 7);
+            if (nn == 2 && mm == 2) _tile_dpbf16ps(3, 5, 7);
+        }
+    }
+}
+
+#define KERNEL_CASES(parts)                                                                                            \
+    do {                                                                                                               \
+        if (nn == 2 && mm == 2) kernel(j, w, x, kc0, kc1, cb, cstride, mt == 0, 2, 2, parts);                          \
+        else if (nn == 2) kernel(j, w, x, kc0, kc1, cb, cstride, mt == 0, 2, 1, parts);                                \
+        else if (mm == 2) kernel(j, w, x, kc0, kc1, cb, cstride, mt == 0, 1, 2, parts);                                \
+        else kernel(j, w, x, kc0, kc1, cb, cstride, mt == 0, 1, 1, parts);                                             \
+    } while (0)
+
+/* Sets up the descriptor of the weight tile holding rows [n0, n0 + 16). */
+static void weight_tile(const amx_job *j, const uint16_t *wbase, int64_t n0, uint16_t *pad, uint16_t *tailbuf,
+                        wtile *t) {
+    int64_t rows = j->N - n0 < 16 ? j->N - n0 : 16;
+    int64_t kfull = j->K / 32;
+    if (rows < 16) {
+        /* the last, short tile: all of it zero-padded to 16 x Kp */
+        memset(pad, 0, (size_t)(16 * j->Kp) * sizeof(uint16_t));
+        for (int64_t r = 0; r < rows; r++) memcpy(pad + r * j->Kp, wbase + (n0 + r) * j->ldw, (size_t)j->K * 2);
+        t->base = (const char *)pad;
+        t->stride = j->Kp * 2;
+        t->tail = (const char *)(pad + kfull * 32);
+        if (j->K % 32) {
+            /* the tail tile must be 16 rows of 64 contiguous bytes */
+            for (int64_t r = 0; r < 16; r++) memcpy(tailbuf + r * 32, pad + r * j->Kp + kfull * 32, 64);
+            t->tail = (const char *)tailbuf;
+        }
+        return;
+    }
+    t->base = (const char *)(wbase + n0 * j->ldw);
+    t->stride = j->ldw * 2;
+    t->tail = NULL;
+    if (j->K % 32) {
+        memset(tailbuf, 0, 16 * 32 * sizeof(uint16_t));
+        for (int64_t r = 0; r < 16; r++)
+            memcpy(tailbuf + r * 32, wbase + (n0 + r) * j->ldw + kfull * 32, (size_t)(j->K % 32) * 2);
+        t->tail = (const char *)tailbuf;
     }
 }
 
 static void amx_task(void *ctx, int64_t t0, int64_t t1, int thread) {
     const amx_job *j = ctx;
-    uint16_t *bp = j->bpack + (size_t)thread * (size_t)(j->Kp * TN);
-    float *ct = j->ctile + (size_t)thread * 32 * 32;
+    /* per thread: a padded ragged tile (16 x Kp) and a tail tile (16 x 32) per
+     * weight tile of the block; the partial sums of the block's tiles
+     * [n-tile][m-tile][16 x 16] between k blocks */
+    uint16_t *pad = j->wpad + (size_t)thread * (size_t)(16 * j->Kp + NBLK / 16 * 512);
+    uint16_t *tails = pad + 16 * j->Kp;
+    int64_t cstride = j->mtiles * 256;
+    float *csum = j->csum + (size_t)thread * (size_t)(NBLK / 16 * cstride);
+    float ct[4][256] __attribute__((aligned(64)));
+    int64_t nk = j->Kp / 32;
     config_tiles();
     for (int64_t t = t0; t < t1; t++) {
-        int64_t bi = t / j->ntasks_n, n0 = t % j->ntasks_n * TN;
-        int64_t nw = j->N - n0 < TN ? j->N - n0 : TN;
+        int64_t bi = t / j->ntasks_n, nb0 = t % j->ntasks_n * NBLK;
+        int64_t nb1 = nb0 + NBLK < j->N ? nb0 + NBLK : j->N;
         int64_t off[3];
-        lmc_mm_batch_offsets(j->out, j->a_full, j->b, bi, off);
-        pack_b_vnni(j, (const uint16_t *)lmc_array_ptr(j->b) + off[2], n0, nw, bp);
-        const uint16_t *abase = j->ap + bi * j->aoff_batch;
-        for (int64_t m0 = 0; m0 < j->M; m0 += 32) {
-            _tile_zero(0);
-            _tile_zero(1);
-            _tile_zero(2);
-            _tile_zero(3);
-            const uint16_t *a0 = abase + m0 * j->Kp, *a1 = a0 + 16 * j->Kp;
-            for (int64_t k = 0; k < j->Kp; k += 32) {
-                const uint16_t *b0 = bp + (k / 32 * 2) * 512;
-                _tile_loadd(4, a0 + k, j->Kp * 2);
-                _tile_loadd(5, a1 + k, j->Kp * 2);
-                _tile_loadd(6, b0, 64);
-                _tile_loadd(7, b0 + 512, 64);
-                _tile_dpbf16ps(0, 4, 6);
-                _tile_dpbf16ps(1, 4, 7);
-                _tile_dpbf16ps(2, 5, 6);
-                _tile_dpbf16ps(3, 5, 7);
-            }
-            _tile_stored(0, ct, 128);
-            _tile_stored(1, ct + 16, 128);
-            _tile_stored(2, ct + 16 * 32, 128);
-            _tile_stored(3, ct + 16 * 32 + 16, 128);
-            int64_t rows = j->M - m0 < 32 ? j->M - m0 : 32;
-            size_t osz = lmc_dtype_size(j->out->dtype);
-            for (int64_t r = 0; r < rows; r++) {
-                char *dst = (char *)lmc_array_ptr(j->out) + (off[0] + (m0 + r) * j->som + n0) * (int64_t)osz;
-                lmc_mm_isa_avx512.from_f32(dst, j->out->dtype, ct + r * 32, nw);
+        lmc_mm_batch_offsets(j->out, j->a, j->b, bi, off);
+        const uint16_t *wbase = (const uint16_t *)lmc_array_ptr(j->b) + off[2];
+        wtile wt[NBLK / 16];
+        int ntiles = (int)((nb1 - nb0 + 15) / 16);
+        for (int i = 0; i < ntiles; i++) weight_tile(j, wbase, nb0 + i * 16, pad, tails + i * 512, &wt[i]);
+        const uint16_t *xb = j->xp + (size_t)(bi * j->mtiles) * (size_t)j->parts * xp_block(j);
+        /* K in blocks of KBLK tiles, so that the weight rows of the block and
+         * the activations of a few m-tiles stay in L2 for that block. */
+        for (int64_t kc0 = 0; kc0 < nk; kc0 += KBLK) {
+            int64_t kc1 = kc0 + KBLK < nk ? kc0 + KBLK : nk;
+            for (int64_t mt = 0; mt < j->mtiles; mt += 2) {
+                int mm = j->mtiles - mt >= 2 ? 2 : 1;
+                const uint16_t *x = xb + (size_t)mt * (size_t)j->parts * xp_block(j);
+                for (int i = 0; i < ntiles; i += 2) {
+                    int nn = ntiles - i >= 2 ? 2 : 1;
+                    const wtile *w = &wt[i];
+                    float *cpart = csum + i * cstride + mt * 256;
+                    const float *cb = kc0 > 0 ? cpart : NULL;
+                    if (j->parts == 3) KERNEL_CASES(3);
+                    else KERNEL_CASES(1);
+                    if (kc1 < nk) {
+                        _tile_stored(0, cpart, 64);
+                        if (nn == 2) _tile_stored(1, cpart + cstride, 64);
+                        if (mm == 2) _tile_stored(2, cpart + 256, 64);
+                        if (nn == 2 && mm == 2) _tile_stored(3, cpart + cstride + 256, 64);
+                        continue;
+                    }
+                    _tile_stored(0, ct[0], 64);
+                    if (nn == 2) _tile_stored(1, ct[1], 64);
+                    if (mm == 2) _tile_stored(2, ct[2], 64);
+                    if (nn == 2 && mm == 2) _tile_stored(3, ct[3], 64);
+                    for (int a = 0; a < mm; a++)
+                        for (int b = 0; b < nn; b++) {
+                            int64_t m0 = (mt + a) * 16, n0 = nb0 + (i + b) * 16;
+                            int rows = (int)(j->M - m0 < 16 ? j->M - m0 : 16);
+                            int cols = (int)(j->N - n0 < 16 ? j->N - n0 : 16);
+                            store_tile(j, off[0], ct[a * 2 + b], m0, rows, n0, cols);
+                        }
+                }
             }
         }
     }
@@ -115,43 +391,36 @@ lmc_status lmc_cpu_matmul_amx(lmc_array *out, const lmc_array *a, const lmc_arra
         nd = 2;
     }
     int64_t M = out->shape[nd - 2], N = out->shape[nd - 1], K = a->shape[nd - 1];
-    bool fits = a->dtype == LMC_BF16 && b->dtype == LMC_BF16 && M >= AMX_MIN_M && K > 0 && N > 1 &&
-                out->strides[nd - 1] == 1;
+    bool fits = (a->dtype == LMC_F32 || a->dtype == LMC_BF16) && b->dtype == LMC_BF16 && M >= AMX_MIN_M && K > 0 &&
+                N > 1 && b->strides[nd - 2] == 1 && out->strides[nd - 1] == 1;
     if (!fits) return lmc_cpu_matmul_blocked(out, a, b, &lmc_mm_isa_avx512);
 
-    amx_job j = {.out = out, .b = b, .a_full = a, .M = M, .N = N, .K = K};
-    j.Mp = (M + 31) / 32 * 32;
+    amx_job j = {.out = out, .a = a, .b = b, .M = M, .N = N, .K = K};
     j.Kp = (K + 31) / 32 * 32;
-    j.sbk = b->strides[nd - 2];
-    j.sbn = b->strides[nd - 1];
+    j.sam = a->strides[nd - 2];
+    j.sak = a->strides[nd - 1];
+    j.ldw = b->strides[nd - 1];
     j.som = out->strides[nd - 2];
     j.nbatch = lmc_mm_batch_count(out);
-    j.ntasks_n = (N + TN - 1) / TN;
-    j.aoff_batch = j.Mp * j.Kp;
+    j.mtiles = (M + 15) / 16;
+    j.ntasks_n = (N + NBLK - 1) / NBLK;
+    j.parts = a->dtype == LMC_F32 ? 3 : 1;
     int nt = lmc_num_threads();
-    uint16_t *ap = aligned_alloc(64, (size_t)(j.nbatch * j.aoff_batch) * 2 + (size_t)nt * (size_t)(j.Kp * TN) * 2);
-    float *ct = aligned_alloc(64, (size_t)nt * 32 * 32 * sizeof(float));
-    if (!ap || !ct) {
-        free(ap);
-        free(ct);
+    size_t xp_elems = (size_t)(j.nbatch * j.mtiles) * (size_t)j.parts * xp_block(&j);
+    size_t pad_elems = (size_t)nt * (size_t)(16 * j.Kp + NBLK / 16 * 512);
+    size_t csum_floats = j.Kp / 32 > KBLK ? (size_t)nt * (NBLK / 16) * (size_t)j.mtiles * 256 : 0;
+    j.xp = aligned_alloc(64, ((xp_elems + pad_elems) * sizeof(uint16_t) + 63) / 64 * 64);
+    j.csum = csum_floats ? aligned_alloc(64, csum_floats * sizeof(float)) : NULL;
+    if (!j.xp || (csum_floats && !j.csum)) {
+        free(j.xp);
+        free(j.csum);
         return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "lmc_matmul: out of memory");
     }
-    /* A once, row by row, into the padded layout. */
-    int64_t sam = a->strides[nd - 2], sak = a->strides[nd - 1];
-    for (int64_t bi = 0; bi < j.nbatch; bi++) {
-        int64_t off[3];
-        lmc_mm_batch_offsets(out, a, b, bi, off);
-        const uint16_t *src = (const uint16_t *)lmc_array_ptr(a) + off[1];
-        uint16_t *dst = ap + bi * j.aoff_batch;
-        memset(dst, 0, (size_t)j.aoff_batch * 2);
-        for (int64_t m = 0; m < M; m++)
-            for (int64_t k = 0; k < K; k++) dst[m * j.Kp + k] = src[m * sam + k * sak];
-    }
-    j.ap = ap;
-    j.bpack = ap + j.nbatch * j.aoff_batch;
-    j.ctile = ct;
+    j.wpad = j.xp + xp_elems;
+    int64_t work = 16 * K * j.parts; /* elements packed per m-tile */
+    lmc_parallel_for(j.nbatch * j.mtiles, work >= 16384 ? 1 : 16384 / work + 1, pack_x_task, &j);
     lmc_parallel_for(j.nbatch * j.ntasks_n, 1, amx_task, &j);
-    free(ap);
-    free(ct);
+    free(j.xp);
+    free(j.csum);
     return LMC_OK;
 }

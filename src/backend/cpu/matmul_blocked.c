@@ -2,10 +2,12 @@
  * batching, threading, layouts and dtypes in plain C and calls the ISA's
  * pieces (lmc_mm_isa) for the inner loops:
  *
- *  - small M (decode, M < 16): a GEMV that streams the weights once. For the
- *    nn.Linear layout (b is Wᵀ of a row-major W [N, K]: strides (1, ldw)) each
- *    output is a dot product of an activation row with a contiguous weight
- *    row; for a row-major b [K, N] the weight rows are accumulated (axpy).
+ *  - small M (decode, batched decode): a GEMV that streams the weights once.
+ *    For the nn.Linear layout (b is Wᵀ of a row-major W [N, K]: strides
+ *    (1, ldw)), up to M = 64, each output is a dot product of an activation
+ *    row with a contiguous weight row, and each block of weight rows is
+ *    applied to all M rows while it is in cache; for a row-major b [K, N]
+ *    (M < 16) the weight rows are accumulated (axpy), 4 rows of M at a time.
  *    Threads split N, so every thread streams its own slice of the weights.
  *    bf16/f16 weights are widened to f32 in registers, never converted as a
  *    whole; bf16 @ bf16 uses vdpbf16ps where the ISA has it.
@@ -23,7 +25,8 @@
 #include "core/threadpool.h"
 
 enum {
-    GEMV_MAX_M = 16, /* below this M the GEMV paths run */
+    GEMV_NT_MAX_M = 64, /* up to this M the Linear layout runs the GEMV */
+    GEMV_NN_MAX_M = 15, /* and a row-major b */
     GEMV_NT_CHUNK = 64,   /* weight rows per GEMV task (nn.Linear layout) */
     GEMV_NN_CHUNK = 256,  /* columns per GEMV task (row-major b) */
     KC = 256,             /* K block of the GEMM */
@@ -74,7 +77,7 @@ static void gemv_task(void *ctx, int64_t t0, int64_t t1, int thread) {
     bool nt = j->sbk == 1;
     int64_t chunk = nt ? GEMV_NT_CHUNK : GEMV_NN_CHUNK;
     int64_t nchunks = (j->N + chunk - 1) / chunk;
-    float *tmp = j->scratch + (size_t)thread * j->scratch_floats; /* [4][chunk] */
+    float *tmp = j->scratch + (size_t)thread * j->scratch_floats; /* [M][chunk] */
     size_t xsz = lmc_dtype_size(j->xdt);
     for (int64_t t = t0; t < t1; t++) {
         int64_t bi = t / nchunks, n0 = t % nchunks * chunk;
@@ -83,19 +86,23 @@ static void gemv_task(void *ctx, int64_t t0, int64_t t1, int thread) {
         lmc_mm_batch_offsets(j->out, j->a, j->b, bi, off);
         const char *x = (const char *)j->x + (j->x_batch_stride < 0 ? off[1] : bi * j->x_batch_stride) * (int64_t)xsz;
         const char *w = elem(j->b, off[2] + n0 * j->sbn);
-        for (int64_t m0 = 0; m0 < j->M; m0 += 4) {
-            int mr = j->M - m0 < 4 ? (int)(j->M - m0) : 4;
-            float *y = j->direct_out ? (float *)lmc_array_ptr(j->out) + off[0] + m0 * j->som + n0 : tmp;
-            int64_t ldy = j->direct_out ? j->som : chunk;
-            const char *xr = x + m0 * j->ldx * (int64_t)xsz;
-            if (nt && j->xdt == LMC_BF16)
-                isa->gemv_nt_bf16(j->K, mr, (const uint16_t *)xr, j->ldx, (const uint16_t *)w, j->sbn, nc, y, ldy);
-            else if (nt)
-                isa->gemv_nt(j->K, mr, (const float *)xr, j->ldx, w, j->b->dtype, j->sbn, nc, y, ldy);
-            else
-                isa->gemv_nn(j->K, mr, (const float *)xr, j->ldx, w, j->b->dtype, j->sbk, nc, y, ldy);
-            if (!j->direct_out) store_rows(j, off[0] + m0 * j->som + n0 * j->son, tmp, chunk, mr, nc);
+        float *y = j->direct_out ? (float *)lmc_array_ptr(j->out) + off[0] + n0 : tmp;
+        int64_t ldy = j->direct_out ? j->som : chunk;
+        if (nt && j->xdt == LMC_F32) {
+            /* All M rows at once: each weight row is read from memory once. */
+            isa->gemv_nt(j->K, (int)j->M, (const float *)x, j->ldx, w, j->b->dtype, j->sbn, nc, y, ldy);
+        } else {
+            for (int64_t m0 = 0; m0 < j->M; m0 += 4) {
+                int mr = j->M - m0 < 4 ? (int)(j->M - m0) : 4;
+                const char *xr = x + m0 * j->ldx * (int64_t)xsz;
+                if (nt)
+                    isa->gemv_nt_bf16(j->K, mr, (const uint16_t *)xr, j->ldx, (const uint16_t *)w, j->sbn, nc,
+                                      y + m0 * ldy, ldy);
+                else
+                    isa->gemv_nn(j->K, mr, (const float *)xr, j->ldx, w, j->b->dtype, j->sbk, nc, y + m0 * ldy, ldy);
+            }
         }
+        if (!j->direct_out) store_rows(j, off[0] + n0 * j->son, tmp, chunk, j->M, nc);
     }
 }
 
@@ -314,11 +321,11 @@ lmc_status lmc_cpu_matmul_blocked(lmc_array *out, const lmc_array *a, const lmc_
     void *owned = NULL;
     lmc_status st = LMC_OK;
 
-    if (j.M < GEMV_MAX_M && (j.sbk == 1 || j.sbn == 1)) {
+    if ((j.sbk == 1 && j.M <= GEMV_NT_MAX_M) || (j.sbn == 1 && j.M <= GEMV_NN_MAX_M)) {
         st = gemv_prepare_x(&j, &owned);
         if (st != LMC_OK) return st;
         int64_t chunk = j.sbk == 1 ? GEMV_NT_CHUNK : GEMV_NN_CHUNK;
-        j.scratch_floats = 4 * (size_t)chunk;
+        j.scratch_floats = (size_t)(j.M * chunk);
         j.scratch = malloc((size_t)nthreads * j.scratch_floats * sizeof(float));
         if (!j.scratch) {
             free(owned);

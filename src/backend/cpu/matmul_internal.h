@@ -48,10 +48,11 @@ typedef struct lmc_mm_isa {
      * A and B packed into panels; accumulate adds to c, else overwrites. */
     void (*gemm_micro)(int64_t kc, const float *ap, const float *bp, float *c, int64_t ldc, bool accumulate);
     /* The Linear product for small M: y[i*ldy + j] = sum_k x[i*ldx + k] * w[j*ldw + k]
-     * for i < m (m <= 4), j < n; w holds dtype wdt (f32, f16, bf16). */
+     * for i < m (any m), j < n; w holds dtype wdt (f32, f16, bf16) and is read
+     * from memory once for all m rows. */
     void (*gemv_nt)(int64_t K, int m, const float *x, int64_t ldx, const void *w, lmc_dtype wdt, int64_t ldw, int64_t n,
                     float *y, int64_t ldy);
-    /* The same with bf16 x and bf16 w (vdpbf16ps); NULL where the ISA lacks it. */
+    /* The same with bf16 x and bf16 w (vdpbf16ps), m <= 4; NULL where the ISA lacks it. */
     void (*gemv_nt_bf16)(int64_t K, int m, const uint16_t *x, int64_t ldx, const uint16_t *w, int64_t ldw, int64_t n,
                          float *y, int64_t ldy);
     /* Row-major B for small M: y[i*ldy + j] = sum_k x[i*ldx + k] * b[k*ldb + j], i < m (m <= 4), j < n. */
