@@ -200,7 +200,9 @@ static lmc_status space_split_table(const tk_json_model *sc, tk_bpe *b) {
     if (!b->space_join) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
     for (size_t i = 0; i < sc->n_vocab; i++) {
         const char *k = sc->vocab[i].key, *end = k + sc->vocab[i].len;
-        for (const char *p = k + 1; p + 3 <= end && (p = memmem(p, (size_t)(end - p), SPACE_MARK, 3)); p += 3) {
+        /* Most keys are a few bytes long: a byte loop beats memmem's setup. */
+        for (const char *p = k + 1; p + 3 <= end; p++) {
+            if (p[0] != SPACE_MARK[0] || p[1] != SPACE_MARK[1] || p[2] != SPACE_MARK[2]) continue;
             const char *c = p - 1;
             while (c > k && ((unsigned char)*c & 0xC0) == 0x80) c--;
             uint32_t cp;

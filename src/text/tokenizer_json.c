@@ -137,9 +137,13 @@ static lmc_status string_span(jscan *s, const char **raw, size_t *raw_len, bool 
             }
             continue;
         }
-        size_t k = utf8_valid_len(u + i, n - i);
-        if (!k) return bad(i, "invalid UTF-8 in a string");
-        i += k;
+        /* Non-ASCII text comes in runs: check the whole run here rather
+         * than going back to the sixteen-byte loop after each character. */
+        do {
+            size_t k = utf8_valid_len(u + i, n - i);
+            if (!k) return bad(i, "invalid UTF-8 in a string");
+            i += k;
+        } while (i < n && u[i] >= 0x80);
     }
     *raw = s->p + s->i + 1;
     *raw_len = i - (s->i + 1);
