@@ -42,7 +42,7 @@ float lmc_quant_x24_block(const void *x, lmc_dtype dt, int64_t k0, int n, int32_
 /* The SIMD quantised matmuls share one driver (lmc_qmm_run, in
  * quant_scalar.c): it lays out x once per call in the order a path's kernel
  * wants (prep_x), converts each weight row's scales and biases to f32
- * (prep_w), and runs the kernel over up to `mr` rows of x per weight row,
+ * (prep_w, unless the kernel does that itself), and runs the kernel over up to `mr` rows of x per weight row,
  * parallel over N. A kernel turns packed q into numbers y in registers
  * (y = q, or the exact float 1 + q/F when F != 0, made by OR-ing q into
  * the mantissa of 1.0) and returns, per x row,

@@ -14,7 +14,11 @@
  * 8j..8j+7), hence a single group: per block the sums are converted to f32
  * once and multiplied by the group scales (permuted into lanes) and xscale_b.
  * The group sums of x used for the biases are those of the rounded x, so
- * both terms see the same x.
+ * both terms see the same x. The kernel reads the row's stored scales and
+ * biases itself and converts them in registers where they are used (for
+ * bf16 one vpermw per block places a group's bits in the top half of its
+ * lanes): a separate pass converting them per row into a buffer cost about
+ * a fifth as much time as the kernel at decode.
  *
  * 8 bits: lane j (u32) holds elements 4j..4j+3; byte t shifted to bits
  * 15..22 and OR-ed with 0x3F800000 is the f32 number y = 1 + q/256, and
@@ -133,7 +137,8 @@ static void prep_x8(const lmc_qmm_plan *p, const void *x, void *xp_row, float *s
     }
 }
 
-/* sF = F*s and cF = b - F*s for weight row n (s and b when F = 0), zero past G. */
+/* sF = F*s and cF = b - F*s for weight row n (s and b when F = 0), zero past G;
+ * the 8-bit kernel's (the 4-bit one converts s and b itself). */
 static void prep_w(const lmc_qmm_plan *p, int64_t n, float *sF, float *cF) {
     const __m512 F = _mm512_set1_ps(p->F);
     for (int64_t g = 0; g < p->G_pad; g += 16) {
@@ -227,7 +232,7 @@ static inline __attribute__((always_inline)) void kernel4_body(const lmc_qmm_pla
     const __m512i low = _mm512_set1_epi8(0x0F);
     const __m512i gidx = _mm512_loadu_si512(p->gidx), idx16 = _mm512_loadu_si512(p->gidx16);
     const int64_t nblk = blocks4(p), full = p->K / 128;
-    const void *s_row = (const char *)p->scales + (size_t)(n * p->G) * lmc_dtype_size(SDT);
+    const void *s_row = (const char *)p->scales + (size_t)(n * p->G) * (SDT == LMC_F32 ? 4 : 2);
     /* groups of a full block, and of the last one when K is not a multiple of 128 */
     const __mmask16 mfull = (__mmask16)((1u << (128 >> p->gshift)) - 1), mtail = (__mmask16)((1u << ((p->K % 128) >> p->gshift)) - 1);
     __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
