@@ -42,7 +42,7 @@ float lmc_quant_x24_block(const void *x, lmc_dtype dt, int64_t k0, int n, int32_
 /* The SIMD quantised matmuls share one driver (lmc_qmm_run, in
  * quant_scalar.c): it lays out x once per call in the order a path's kernel
  * wants (prep_x), converts each weight row's scales and biases to f32
- * (prep_w), and runs the kernel over up to `mr` rows of x per weight row,
+ * (prep_w, unless the kernel does that itself), and runs the kernel over up to `mr` rows of x per weight row,
  * parallel over N. A kernel turns packed q into numbers y in registers
  * (y = q, or the exact float 1 + q/F when F != 0, made by OR-ing q into
  * the mantissa of 1.0) and returns, per x row,
@@ -65,20 +65,23 @@ struct lmc_qmm_plan {
     float F;
     int gshift;               /* log2(group_size) */
     int32_t gidx[16];         /* for SIMD lane l of a block: its group within the block (path-defined) */
+    int16_t gidx16[32];       /* the same for 16-bit elements (path-defined) */
     size_t xp_bytes;          /* bytes of one prepared x row (a multiple of 64) */
     int mr;                   /* x rows per kernel call, at most 4 */
     /* x_row: row m of x; writes the prepared row (zeroed beforehand) and its group sums */
     void (*prep_x)(const lmc_qmm_plan *p, const void *x_row, void *xp_row, float *sx_row);
-    /* writes sF, cF for weight row n (G_pad entries, zero past G) */
+    /* writes sF, cF for weight row n (G_pad entries, zero past G); NULL when the
+     * kernel reads row n's scales and biases itself (sF and cF are then NULL) */
     void (*prep_w)(const lmc_qmm_plan *p, int64_t n, float *sF, float *cF);
-    /* res[r] for the mr prepared x rows starting at xp (stride xp_bytes), sx (stride G_pad) */
-    void (*kernel)(const lmc_qmm_plan *p, const uint8_t *w_row, const float *sF, const float *cF, const uint8_t *xp,
-                   const float *sx, int mr, float *res);
+    /* res[r] for weight row n (its bytes at w_row) and the mr prepared x rows
+     * starting at xp (stride xp_bytes), sx (stride G_pad) */
+    void (*kernel)(const lmc_qmm_plan *p, int64_t n, const uint8_t *w_row, const float *sF, const float *cF,
+                   const uint8_t *xp, const float *sx, int mr, float *res);
     /* set by the driver */
     int64_t G_pad;            /* G rounded up to 16, plus 16 so kernels may load 16 past any group */
     uint8_t *xp;
     float *sx;
-    float *scratch;           /* per thread: converted scales of a block of weight rows */
+    float *scratch;           /* per thread: converted scales of a block of weight rows (with prep_w) */
 };
 
 /* How far ahead of the weights being read the kernels prefetch, in bytes

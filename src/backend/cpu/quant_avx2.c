@@ -206,8 +206,9 @@ static inline __attribute__((always_inline)) void kernel8_body(const lmc_qmm_pla
     finish(p, cF, sx, MR, acc, res);
 }
 
-static void kernel(const lmc_qmm_plan *p, const uint8_t *w, const float *sF, const float *cF, const uint8_t *xp,
-                   const float *sx, int mr, float *res) {
+static void kernel(const lmc_qmm_plan *p, int64_t n, const uint8_t *w, const float *sF, const float *cF,
+                   const uint8_t *xp, const float *sx, int mr, float *res) {
+    (void)n;
 #define KB(MR)                                                                   \
     case MR:                                                                     \
         if (p->bits == 4) kernel4_body(p, w, sF, cF, xp, sx, MR, res);          \

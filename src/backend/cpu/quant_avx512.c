@@ -14,7 +14,11 @@
  * 8j..8j+7), hence a single group: per block the sums are converted to f32
  * once and multiplied by the group scales (permuted into lanes) and xscale_b.
  * The group sums of x used for the biases are those of the rounded x, so
- * both terms see the same x.
+ * both terms see the same x. The kernel reads the row's stored scales and
+ * biases itself and converts them in registers where they are used (for
+ * bf16 one vpermw per block places a group's bits in the top half of its
+ * lanes): a separate pass converting them per row into a buffer cost about
+ * a fifth as much time as the kernel at decode.
  *
  * 8 bits: lane j (u32) holds elements 4j..4j+3; byte t shifted to bits
  * 15..22 and OR-ed with 0x3F800000 is the f32 number y = 1 + q/256, and
@@ -133,7 +137,8 @@ static void prep_x8(const lmc_qmm_plan *p, const void *x, void *xp_row, float *s
     }
 }
 
-/* sF = F*s and cF = b - F*s for weight row n (s and b when F = 0), zero past G. */
+/* sF = F*s and cF = b - F*s for weight row n (s and b when F = 0), zero past G;
+ * the 8-bit kernel's (the 4-bit one converts s and b itself). */
 static void prep_w(const lmc_qmm_plan *p, int64_t n, float *sF, float *cF) {
     const __m512 F = _mm512_set1_ps(p->F);
     for (int64_t g = 0; g < p->G_pad; g += 16) {
@@ -186,12 +191,50 @@ static inline __attribute__((always_inline)) void finish(const lmc_qmm_plan *p, 
     for (int r = 0; r < mr; r++) res[r] = _mm512_reduce_add_ps(acc[r]);
 }
 
-static inline __attribute__((always_inline)) void kernel4_body(const lmc_qmm_plan *p, const uint8_t *w,
-                                                               const float *sF, const float *cF, const uint8_t *xp,
-                                                               const float *sx, const int MR, float *res) {
+/* The 4-bit kernel has F = 0 (sF = s, cF = b), so it reads the stored
+ * scales and biases of its row itself and converts them in registers where
+ * they are used, instead of a separate pass through a buffer (prep_w): the
+ * same f32 values (bf16 and f16 convert exactly), in the same arithmetic. */
+
+/* f32 of the masked-in stored values at src[i..i+16) of dtype dt, zero elsewhere. */
+static inline __m512 load_sb(const void *src, lmc_dtype dt, int64_t i, __mmask16 m) {
+    switch (dt) {
+    case LMC_F32: return _mm512_maskz_loadu_ps(m, (const float *)src + i);
+    case LMC_BF16:
+        return _mm512_castsi512_ps(
+            _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, (const uint16_t *)src + i)), 16));
+    default: return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const uint16_t *)src + i));
+    }
+}
+
+/* The scales of 4-bit block blk (128 elements, 128/group_size groups, read
+ * with mask m so nothing past the row's last group is touched), lane l
+ * holding group gidx[l] of the block. idx16 is gidx for 16-bit elements:
+ * for bf16, word 2l+1 = gidx[l] with the even words zeroed puts the bf16 bits
+ * in the top half of lane l, which is its f32; for f16, word l = gidx[l]. */
+static inline __m512 block_scales4(const lmc_qmm_plan *p, const void *s_row, const lmc_dtype SDT, int64_t blk, __mmask16 m,
+                                   __m512i gidx, __m512i idx16) {
+    int64_t g = (blk * 128) >> p->gshift;
+    switch (SDT) {
+    case LMC_F32: return _mm512_permutexvar_ps(gidx, _mm512_maskz_loadu_ps(m, (const float *)s_row + g));
+    case LMC_BF16:
+        return _mm512_castsi512_ps(_mm512_maskz_permutexvar_epi16(
+            0xAAAAAAAAu, idx16, _mm512_castsi128_si512(_mm_maskz_loadu_epi16((__mmask8)m, (const uint16_t *)s_row + g))));
+    default:
+        return _mm512_cvtph_ps(_mm256_permutexvar_epi16(
+            _mm512_castsi512_si256(idx16), _mm256_castsi128_si256(_mm_maskz_loadu_epi16((__mmask8)m, (const uint16_t *)s_row + g))));
+    }
+}
+
+static inline __attribute__((always_inline)) void kernel4_body(const lmc_qmm_plan *p, int64_t n, const uint8_t *w,
+                                                               const uint8_t *xp, const float *sx, const int MR,
+                                                               const lmc_dtype SDT, float *res) {
     const __m512i low = _mm512_set1_epi8(0x0F);
-    const __m512i gidx = _mm512_loadu_si512(p->gidx);
+    const __m512i gidx = _mm512_loadu_si512(p->gidx), idx16 = _mm512_loadu_si512(p->gidx16);
     const int64_t nblk = blocks4(p), full = p->K / 128;
+    const void *s_row = (const char *)p->scales + (size_t)(n * p->G) * (SDT == LMC_F32 ? 4 : 2);
+    /* groups of a full block, and of the last one when K is not a multiple of 128 */
+    const __mmask16 mfull = (__mmask16)((1u << (128 >> p->gshift)) - 1), mtail = (__mmask16)((1u << ((p->K % 128) >> p->gshift)) - 1);
     __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
     for (int64_t b = 0; b < nblk; b++) {
         __m512i v = b < full ? _mm512_loadu_si512(w + b * 64)
@@ -201,7 +244,7 @@ static inline __attribute__((always_inline)) void kernel4_body(const lmc_qmm_pla
         _mm_prefetch((const char *)(w + b * 64 + LMC_QMM_PREFETCH), _MM_HINT_T0);
         /* q of the even and the odd elements, one per byte */
         __m512i qe = _mm512_and_si512(v, low), qo = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
-        __m512 s = block_scales(p, sF, b, 128, gidx);
+        __m512 s = block_scales4(p, s_row, SDT, b, b < full ? mfull : mtail, gidx, idx16);
 #pragma GCC unroll 4
         for (int r = 0; r < MR; r++) {
             const uint8_t *row = xp + (size_t)r * p->xp_bytes;
@@ -219,18 +262,34 @@ static inline __attribute__((always_inline)) void kernel4_body(const lmc_qmm_pla
             acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), _mm512_mul_ps(s, _mm512_set1_ps(xscale[b])), acc[r]);
         }
     }
-    finish(p, cF, sx, MR, acc, res);
+    /* rowacc[r] += sum_g b_g * sx_g (zero past G), then the horizontal sums, as finish() */
+    for (int64_t g = 0; g < p->G; g += 16) {
+        int64_t left = p->G - g;
+        __m512 c = load_sb(p->biases, SDT, n * p->G + g, left >= 16 ? 0xFFFF : (__mmask16)((1u << left) - 1));
+#pragma GCC unroll 4
+        for (int r = 0; r < MR; r++) acc[r] = _mm512_fmadd_ps(c, _mm512_loadu_ps(sx + r * p->G_pad + g), acc[r]);
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < MR; r++) res[r] = _mm512_reduce_add_ps(acc[r]);
 }
 
-static void kernel4(const lmc_qmm_plan *p, const uint8_t *w, const float *sF, const float *cF, const uint8_t *xp,
-                    const float *sx, int mr, float *res) {
-    switch (mr) {
-    case 1: kernel4_body(p, w, sF, cF, xp, sx, 1, res); break;
-    case 2: kernel4_body(p, w, sF, cF, xp, sx, 2, res); break;
-    case 3: kernel4_body(p, w, sF, cF, xp, sx, 3, res); break;
-    default: kernel4_body(p, w, sF, cF, xp, sx, 4, res); break;
+/* One instance per row count and scale dtype, so the inner loops have no branches. */
+#define KERNEL4(SDT, NAME)                                                                                           \
+    static void NAME(const lmc_qmm_plan *p, int64_t n, const uint8_t *w, const float *sF, const float *cF,          \
+                     const uint8_t *xp, const float *sx, int mr, float *res) {                                       \
+        (void)sF;                                                                                                    \
+        (void)cF;                                                                                                    \
+        switch (mr) {                                                                                                \
+        case 1: kernel4_body(p, n, w, xp, sx, 1, SDT, res); break;                                                   \
+        case 2: kernel4_body(p, n, w, xp, sx, 2, SDT, res); break;                                                   \
+        case 3: kernel4_body(p, n, w, xp, sx, 3, SDT, res); break;                                                   \
+        default: kernel4_body(p, n, w, xp, sx, 4, SDT, res); break;                                                  \
+        }                                                                                                            \
     }
-}
+KERNEL4(LMC_F32, kernel4_f32)
+KERNEL4(LMC_BF16, kernel4_bf16)
+KERNEL4(LMC_F16, kernel4_f16)
+#undef KERNEL4
 
 static inline __attribute__((always_inline)) void kernel8_body(const lmc_qmm_plan *p, const uint8_t *w,
                                                                const float *sF, const float *cF, const uint8_t *xp,
@@ -261,8 +320,9 @@ static inline __attribute__((always_inline)) void kernel8_body(const lmc_qmm_pla
     finish(p, cF, sx, MR, acc, res);
 }
 
-static void kernel8(const lmc_qmm_plan *p, const uint8_t *w, const float *sF, const float *cF, const uint8_t *xp,
+static void kernel8(const lmc_qmm_plan *p, int64_t n, const uint8_t *w, const float *sF, const float *cF, const uint8_t *xp,
                     const float *sx, int mr, float *res) {
+    (void)n;
     switch (mr) {
     case 1: kernel8_body(p, w, sF, cF, xp, sx, 1, res); break;
     case 2: kernel8_body(p, w, sF, cF, xp, sx, 2, res); break;
@@ -292,16 +352,19 @@ lmc_status lmc_quantized_matmul_avx512(lmc_array *out, const lmc_array *x, const
     p.out = lmc_array_ptr(out);
     p.odt = out->dtype;
     p.mr = 4;
-    p.prep_w = prep_w;
     p.gshift = __builtin_ctz((unsigned)group_size);
     for (int l = 0; l < 16; l++) p.gidx[l] = l * (32 / bits) / group_size; /* a lane covers one u32 word */
     if (bits == 4) {
         p.F = 0.0f;
         p.xp_bytes = x24_bytes(p.K);
         p.prep_x = prep_x24;
-        p.kernel = kernel4;
+        p.prep_w = NULL; /* the kernel converts the scales itself */
+        for (int l = 0; l < 16; l++) /* see block_scales4 */
+            p.gidx16[p.sdt == LMC_BF16 ? 2 * l + 1 : l] = (int16_t)p.gidx[l];
+        p.kernel = p.sdt == LMC_F32 ? kernel4_f32 : p.sdt == LMC_BF16 ? kernel4_bf16 : kernel4_f16;
     } else {
         p.F = 256.0f;
+        p.prep_w = prep_w;
         p.xp_bytes = (size_t)((p.K + 63) / 64) * 256;
         p.prep_x = prep_x8;
         p.kernel = kernel8;

@@ -222,18 +222,20 @@ static void qmm_store(const lmc_qmm_plan *p, int64_t m, int64_t n, float v) {
 static void qmm_run_rows(void *vctx, int64_t n0, int64_t n1, int thread) {
     const lmc_qmm_plan *p = vctx;
     /* This thread's scratch: the converted scales of QMM_NB weight rows. */
-    float *sF = p->scratch + (size_t)thread * 2 * QMM_NB * p->G_pad;
-    float *cF = sF + QMM_NB * p->G_pad;
+    float *sF = p->scratch ? p->scratch + (size_t)thread * 2 * QMM_NB * p->G_pad : NULL;
+    float *cF = sF ? sF + QMM_NB * p->G_pad : NULL;
     float res[4];
     for (int64_t nb = n0; nb < n1; nb += QMM_NB) {
         int64_t ne = nb + QMM_NB < n1 ? nb + QMM_NB : n1;
-        for (int64_t n = nb; n < ne; n++) p->prep_w(p, n, sF + (n - nb) * p->G_pad, cF + (n - nb) * p->G_pad);
+        if (p->prep_w)
+            for (int64_t n = nb; n < ne; n++) p->prep_w(p, n, sF + (n - nb) * p->G_pad, cF + (n - nb) * p->G_pad);
         /* x rows outside, weight rows inside: the block's weights stay in cache across x rows. */
         for (int64_t m0 = 0; m0 < p->M; m0 += p->mr) {
             int mr = p->M - m0 < p->mr ? (int)(p->M - m0) : p->mr;
             for (int64_t n = nb; n < ne; n++) {
-                p->kernel(p, p->wq + (size_t)n * p->row_bytes, sF + (n - nb) * p->G_pad, cF + (n - nb) * p->G_pad,
-                          p->xp + (size_t)m0 * p->xp_bytes, p->sx + m0 * p->G_pad, mr, res);
+                p->kernel(p, n, p->wq + (size_t)n * p->row_bytes, sF ? sF + (n - nb) * p->G_pad : NULL,
+                          cF ? cF + (n - nb) * p->G_pad : NULL, p->xp + (size_t)m0 * p->xp_bytes, p->sx + m0 * p->G_pad,
+                          mr, res);
                 for (int r = 0; r < mr; r++) qmm_store(p, m0 + r, n, res[r]);
             }
         }
@@ -245,9 +247,9 @@ lmc_status lmc_qmm_run(lmc_qmm_plan *p) {
     int threads = lmc_num_threads();
     p->xp = aligned_alloc(64, (size_t)p->M * p->xp_bytes);
     p->sx = calloc((size_t)(p->M * p->G_pad), sizeof(float));
-    p->scratch = aligned_alloc(64, (size_t)threads * 2 * QMM_NB * (size_t)p->G_pad * sizeof(float));
+    p->scratch = p->prep_w ? aligned_alloc(64, (size_t)threads * 2 * QMM_NB * (size_t)p->G_pad * sizeof(float)) : NULL;
     lmc_status st = LMC_OK;
-    if (!p->xp || !p->sx || !p->scratch) {
+    if (!p->xp || !p->sx || (p->prep_w && !p->scratch)) {
         st = lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "quantized_matmul: out of memory for the %lld x %lld work space",
                            (long long)p->M, (long long)p->K);
     } else {
