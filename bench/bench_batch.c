@@ -155,16 +155,7 @@ int lmc_bench_batch(int argc, char **argv) {
     if (!m) return 1;
     lmc_model_info info;
     lmc_model_get_info(m, &info);
-    char cpu[256];
-    lmc_bench_cpu_name(cpu, sizeof cpu);
-    double load[3] = {0, 0, 0};
-    FILE *f = fopen("/proc/loadavg", "r");
-    if (f) {
-        if (fscanf(f, "%lf %lf %lf", &load[0], &load[1], &load[2]) != 3) load[0] = load[1] = load[2] = 0;
-        fclose(f);
-    }
-    printf("machine: %s, %d threads, kernel path %s, load average %.2f %.2f %.2f (lmc %s)\n", cpu, lmc_num_threads(),
-           lmc_cpu().path, load[0], load[1], load[2], lmc_version());
+    lmc_bench_print_machine();
     printf("model: %s, %lld layers, hidden %lld, vocab %lld, %s%s, %.0f MiB of weights\n", info.architecture,
            (long long)info.num_layers, (long long)info.hidden_size, (long long)info.vocab_size,
            info.quant_bits ? "quantised " : "", info.quant_bits ? (info.quant_bits == 4 ? "4-bit" : "8-bit") : info.dtype,

@@ -90,6 +90,23 @@ void lmc_bench_cpu_name(char *buf, size_t cap) {
     fclose(f);
 }
 
+void lmc_bench_load_average(double load[3]) {
+    load[0] = load[1] = load[2] = 0;
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (!f) return;
+    if (fscanf(f, "%lf %lf %lf", &load[0], &load[1], &load[2]) != 3) load[0] = load[1] = load[2] = 0;
+    fclose(f);
+}
+
+void lmc_bench_print_machine(void) {
+    char cpu[256];
+    lmc_bench_cpu_name(cpu, sizeof cpu);
+    double load[3];
+    lmc_bench_load_average(load);
+    printf("machine: %s, %d threads, kernel path %s, load average %.2f %.2f %.2f (lmc %s)\n", cpu, lmc_num_threads(),
+           lmc_cpu().path, load[0], load[1], load[2], lmc_version());
+}
+
 /* --- memory bandwidth --------------------------------------------------------- */
 
 typedef struct bw_ctx {

@@ -37,15 +37,6 @@ static double median(double *v, int n) {
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-/* The 1-minute load average, or -1: the machine may be shared. */
-static double load_average(void) {
-    double l = -1;
-    FILE *f = fopen("/proc/loadavg", "r");
-    if (f && fscanf(f, "%lf", &l) != 1) l = -1;
-    if (f) fclose(f);
-    return l;
-}
-
 static char *read_text(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
     if (!f) return NULL;
@@ -194,7 +185,9 @@ int lmc_bench_tokenizer(int argc, char **argv) {
     char model[256];
     lmc_bench_cpu_name(model, sizeof model);
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    double la = load_average();
+    double loads[3];
+    lmc_bench_load_average(loads);
+    double la = loads[0];
     if (json) {
         printf("{\"bench\":\"machine\",\"cpu\":");
         json_str(model);

@@ -181,16 +181,7 @@ int lmc_bench_train(int argc, char **argv) {
         return 2;
     }
     if (lo.threads > 0) lmc_set_num_threads(lo.threads);
-    char cpu[256];
-    lmc_bench_cpu_name(cpu, sizeof cpu);
-    double load[3] = {0, 0, 0};
-    FILE *f = fopen("/proc/loadavg", "r");
-    if (f) {
-        if (fscanf(f, "%lf %lf %lf", &load[0], &load[1], &load[2]) != 3) load[0] = load[1] = load[2] = 0;
-        fclose(f);
-    }
-    printf("machine: %s, %d threads, kernel path %s, load average %.2f %.2f %.2f (lmc %s)\n", cpu, lmc_num_threads(),
-           lmc_cpu().path, load[0], load[1], load[2], lmc_version());
+    lmc_bench_print_machine();
     printf("LoRA training: batch %lld x seq len %lld, %lld timed steps after 1 warm-up, adapter f32\n", batch, seq_len,
            steps);
     fflush(stdout);
