@@ -340,6 +340,28 @@ static void fused_run(void *ctx) {
     lmc_array_free(y);
 }
 
+/* Causal attention q [1, Hq, T, D] against k/v [1, Hkv, Tk, D] (f32 q, k/v of
+ * kv_dt). With T > 1 (prefill, T = Tk) the flops are q·k and p·v over the
+ * visible lower triangle and the bytes q+k+v; with T = 1 (decode) every key
+ * is visible and the bytes are k+v (the cache read). */
+static int bench_sdpa(const bench *b, const char *name, const int64_t *sq, const int64_t *skv, lmc_dtype kv_dt,
+                      float scale) {
+    lmc_array *q = filled(LMC_F32, 4, sq), *k = filled(kv_dt, 4, skv), *v = filled(kv_dt, 4, skv);
+    fused_ctx c = {.op = 2, .x = q, .k = k, .v = v, .sp = lmc_sdpa_params_default(scale)};
+    c.sp.causal = true;
+    bool prefill = sq[2] > 1;
+    double s = time_it(fused_run, &c, prefill ? 0.3 : 0.2);
+    double per_key = 4.0 * (double)sq[1] * (double)sq[3];
+    double keys = prefill ? (double)sq[2] * (double)(sq[2] + 1) / 2 : (double)skv[2];
+    size_t kv_bytes = lmc_array_nbytes(k) + lmc_array_nbytes(v);
+    report(b, "sdpa", name, s, per_key * keys, (double)(kv_bytes + (prefill ? lmc_array_nbytes(q) : 0)),
+           prefill ? "q+k+v" : "k+v");
+    lmc_array_free(q);
+    lmc_array_free(k);
+    lmc_array_free(v);
+    return c.failed;
+}
+
 static int bench_fused(bench *b) {
     int rc = 0;
     /* rms_norm over prefill activations [512, 2048] f32: read + write */
@@ -361,65 +383,15 @@ static int bench_fused(bench *b) {
     rc |= c.failed;
     lmc_array_free(x);
 
-    /* causal attention, prefill: q [1, 32, 512, 64], k/v [1, 8, 512, 64] */
-    int64_t skv[4] = {1, 8, 512, 64};
-    lmc_array *q = filled(LMC_F32, 4, sq), *k = filled(LMC_F32, 4, skv), *v = filled(LMC_F32, 4, skv);
-    c = (fused_ctx){.op = 2, .x = q, .k = k, .v = v, .sp = lmc_sdpa_params_default(0.125f)};
-    c.sp.causal = true;
-    s = time_it(fused_run, &c, 0.3);
-    /* q·k and p·v over the visible (lower-triangle) half */
-    double flops = 4.0 * 32 * 64 * (512.0 * 513 / 2);
-    report(b, "sdpa", "prefill causal q[1,32,512,64] kv 8 heads", s, flops,
-           (double)(lmc_array_nbytes(q) + lmc_array_nbytes(k) + lmc_array_nbytes(v)), "q+k+v");
-    rc |= c.failed;
-    lmc_array_free(q);
-    lmc_array_free(k);
-    lmc_array_free(v);
-
-    /* decode attention against a 2048-token cache: reads all of k and v */
-    int64_t sq1[4] = {1, 32, 1, 64}, skv2[4] = {1, 8, 2048, 64};
-    q = filled(LMC_F32, 4, sq1);
-    k = filled(LMC_BF16, 4, skv2);
-    v = filled(LMC_BF16, 4, skv2);
-    c = (fused_ctx){.op = 2, .x = q, .k = k, .v = v, .sp = lmc_sdpa_params_default(0.125f)};
-    c.sp.causal = true;
-    s = time_it(fused_run, &c, 0.2);
-    report(b, "sdpa", "decode q[1,32,1,64] bf16 kv[1,8,2048,64]", s, 4.0 * 32 * 64 * 2048,
-           (double)(lmc_array_nbytes(k) + lmc_array_nbytes(v)), "k+v");
-    rc |= c.failed;
-    lmc_array_free(q);
-    lmc_array_free(k);
-    lmc_array_free(v);
-
-    /* Qwen3-0.6B shapes (16 query heads over 8 KV heads, head dim 128), f32:
-     * prefill of 512 tokens, causal, and one decode step against 640 keys */
-    int64_t sq3[4] = {1, 16, 512, 128}, skv3[4] = {1, 8, 512, 128};
-    q = filled(LMC_F32, 4, sq3);
-    k = filled(LMC_F32, 4, skv3);
-    v = filled(LMC_F32, 4, skv3);
-    c = (fused_ctx){.op = 2, .x = q, .k = k, .v = v, .sp = lmc_sdpa_params_default(0.088f)};
-    c.sp.causal = true;
-    s = time_it(fused_run, &c, 0.3);
-    report(b, "sdpa", "prefill causal q[1,16,512,128] kv 8 heads", s, 4.0 * 16 * 128 * (512.0 * 513 / 2),
-           (double)(lmc_array_nbytes(q) + lmc_array_nbytes(k) + lmc_array_nbytes(v)), "q+k+v");
-    rc |= c.failed;
-    lmc_array_free(q);
-    lmc_array_free(k);
-    lmc_array_free(v);
-
-    int64_t sq4[4] = {1, 16, 1, 128}, skv4[4] = {1, 8, 640, 128};
-    q = filled(LMC_F32, 4, sq4);
-    k = filled(LMC_F32, 4, skv4);
-    v = filled(LMC_F32, 4, skv4);
-    c = (fused_ctx){.op = 2, .x = q, .k = k, .v = v, .sp = lmc_sdpa_params_default(0.088f)};
-    c.sp.causal = true;
-    s = time_it(fused_run, &c, 0.2);
-    report(b, "sdpa", "decode q[1,16,1,128] kv[1,8,640,128]", s, 4.0 * 16 * 128 * 640,
-           (double)(lmc_array_nbytes(k) + lmc_array_nbytes(v)), "k+v");
-    rc |= c.failed;
-    lmc_array_free(q);
-    lmc_array_free(k);
-    lmc_array_free(v);
+    /* Llama-3.2-1B shapes (32 query heads over 8 KV heads of 64): prefill of
+     * 512 tokens, and decode against a 2048-token bf16 cache */
+    int64_t skv[4] = {1, 8, 512, 64}, sq1[4] = {1, 32, 1, 64}, skv2[4] = {1, 8, 2048, 64};
+    rc |= bench_sdpa(b, "prefill causal q[1,32,512,64] kv 8 heads", sq, skv, LMC_F32, 0.125f);
+    rc |= bench_sdpa(b, "decode q[1,32,1,64] bf16 kv[1,8,2048,64]", sq1, skv2, LMC_BF16, 0.125f);
+    /* Qwen3-0.6B shapes (16 query heads over 8 KV heads of 128), f32 */
+    int64_t sq3[4] = {1, 16, 512, 128}, skv3[4] = {1, 8, 512, 128}, sq4[4] = {1, 16, 1, 128}, skv4[4] = {1, 8, 640, 128};
+    rc |= bench_sdpa(b, "prefill causal q[1,16,512,128] kv 8 heads", sq3, skv3, LMC_F32, 0.088f);
+    rc |= bench_sdpa(b, "decode q[1,16,1,128] kv[1,8,640,128]", sq4, skv4, LMC_F32, 0.088f);
     if (rc) fprintf(stderr, "lmc bench: %s\n", lmc_last_error());
     return rc;
 }
