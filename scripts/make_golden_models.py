@@ -827,28 +827,33 @@ def run(out_root, check_only=False):
     summary = {}
     for name, variant in VARIANTS.items():
         summary.update(run_variant(torch, name, variant, out_root, problems, versions))
+    return finish("make_golden_models", out_root, check_only, problems, "%d folders, " % len(summary))
+
+
+def finish(tool, out_root, check_only, problems, what=""):
+    """Prints the size of what was written and every problem; the exit status (0 or 3)."""
     total = 0
     for dirpath, _, files in os.walk(out_root):
         for fn in files:
             total += os.path.getsize(os.path.join(dirpath, fn))
-    print("make_golden_models: %d folders, %.2f MB in %s%s" % (
-        len(summary), total / 1e6, out_root, " (temporary: --check)" if check_only else ""))
+    print("%s: %s%.2f MB in %s%s" % (tool, what, total / 1e6, out_root, " (temporary: --check)" if check_only else ""))
     if problems.items:
-        print("make_golden_models: %d PROBLEM(s):" % len(problems.items))
+        print("%s: %d PROBLEM(s):" % (tool, len(problems.items)))
         for p in problems.items:
             print("  - " + p)
         return 3
-    print("make_golden_models: all checks passed")
+    print("%s: all checks passed" % tool)
     return 0
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description="Golden tiny models for lmc (see the module docstring).")
-    ap.add_argument("--out", default="tests/data/models", help="output folder, relative to the repository root")
+def cli_main(run, description, default_out, tmp_prefix, argv=None):
+    """--out DIR (relative to the repository root) or --check (a temporary folder, nothing kept)."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--out", default=default_out, help="output folder, relative to the repository root")
     ap.add_argument("--check", action="store_true", help="build everything in a temporary folder; write nothing")
     args = ap.parse_args(argv)
     if args.check:
-        tmp = tempfile.mkdtemp(prefix="lmc-golden-")
+        tmp = tempfile.mkdtemp(prefix=tmp_prefix)
         try:
             return run(tmp, check_only=True)
         finally:
@@ -857,6 +862,9 @@ def main(argv=None):
     os.makedirs(out, exist_ok=True)
     return run(out)
 
+
+def main(argv=None):
+    return cli_main(run, "Golden tiny models for lmc (see the module docstring).", "tests/data/models", "lmc-golden-", argv)
 
 if __name__ == "__main__":
     sys.exit(main())

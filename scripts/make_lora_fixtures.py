@@ -86,13 +86,11 @@ each tensor's max, parameters after 5 steps <= 1.3e-6 absolute and 7e-6 of the u
 Exit status: 0 when every check passed; 3 when the files were written but a check failed (read the
 PROBLEM lines; do not commit such fixtures blindly); 1 on an error that stopped it.
 """
-import argparse
 import json
 import os
 import re
 import shutil
 import sys
-import tempfile
 
 import numpy as np
 
@@ -129,15 +127,6 @@ REF_PARAM_NORM_REL = 5e-5
 TEST_TOL = {"loss_rel": 1e-4, "grad_rel_to_max": 1e-3, "adamw_loss_rel": 1e-4, "adamw_param_abs": 1e-5,
             "adamw_param_norm_rel": 2e-4, "logits_abs": 2e-3}
 NAME_RE = re.compile(r"^base_model\.model\.model\.layers\.(\d+)\.(self_attn|mlp)\.(\w+)\.lora_(A|B)\.weight$")
-
-
-class Problems:
-    def __init__(self):
-        self.items = []
-
-    def add(self, msg):
-        print("PROBLEM: " + msg, flush=True)
-        self.items.append(msg)
 
 
 def peft_name(module, layer, which):
@@ -504,39 +493,15 @@ def run(out_root, check_only=False):
     versions = versions_info()
     print("make_lora_fixtures: %s" % versions, flush=True)
     versions.pop("peft_path")
-    problems = Problems()
+    problems = golden.Problems()
     for name, variant in VARIANTS.items():
         run_variant(torch, name, variant, out_root, problems, versions)
-    total = 0
-    for dirpath, _, files in os.walk(out_root):
-        for fn in files:
-            total += os.path.getsize(os.path.join(dirpath, fn))
-    print("make_lora_fixtures: %.2f MB in %s%s"
-          % (total / 1e6, out_root, " (temporary: --check)" if check_only else ""))
-    if problems.items:
-        print("make_lora_fixtures: %d PROBLEM(s):" % len(problems.items))
-        for p in problems.items:
-            print("  - " + p)
-        return 3
-    print("make_lora_fixtures: all checks passed")
-    return 0
+    return golden.finish("make_lora_fixtures", out_root, check_only, problems)
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description="Golden LoRA fixtures for lmc (see the module docstring).")
-    ap.add_argument("--out", default="tests/data/lora", help="output folder, relative to the repository root")
-    ap.add_argument("--check", action="store_true", help="build everything in a temporary folder; write nothing")
-    args = ap.parse_args(argv)
-    if args.check:
-        tmp = tempfile.mkdtemp(prefix="lmc-lora-")
-        try:
-            return run(tmp, check_only=True)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    out = args.out if os.path.isabs(args.out) else os.path.join(REPO, args.out)
-    os.makedirs(out, exist_ok=True)
-    return run(out)
-
+    return golden.cli_main(run, "Golden LoRA fixtures for lmc (see the module docstring).", "tests/data/lora",
+                           "lmc-lora-", argv)
 
 if __name__ == "__main__":
     sys.exit(main())
