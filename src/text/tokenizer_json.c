@@ -200,6 +200,16 @@ static lmc_status skip_number(jscan *s) {
 
 static lmc_status skip_value(jscan *s, int depth);
 
+/* After an item of an object or array: ',' (more follow) or `close` (*end). */
+static lmc_status after_item(jscan *s, char close, bool *end) {
+    skip_ws(s);
+    if (s->i >= s->n) return bad(s->i, "unexpected end of input");
+    char c = s->p[s->i++];
+    *end = c == close;
+    if (!*end && c != ',') return bad(s->i - 1, close == '}' ? "expected ',' or '}'" : "expected ',' or ']'");
+    return LMC_OK;
+}
+
 /* The members of an object or the items of an array, after its opening byte. */
 static lmc_status skip_container(jscan *s, char close, int depth) {
     if (depth >= MAX_DEPTH) return bad(s->i - 1, "nesting deeper than 1000 levels");
@@ -217,11 +227,9 @@ static lmc_status skip_container(jscan *s, char close, int depth) {
             LMC_CHECK(expect(s, ':', "expected ':' after a key"));
         }
         LMC_CHECK(skip_value(s, depth + 1));
-        skip_ws(s);
-        if (s->i >= s->n) return bad(s->i, "unexpected end of input");
-        char c = s->p[s->i++];
-        if (c == close) return LMC_OK;
-        if (c != ',') return bad(s->i - 1, close == '}' ? "expected ',' or '}'" : "expected ',' or ']'");
+        bool end;
+        LMC_CHECK(after_item(s, close, &end));
+        if (end) return LMC_OK;
     }
 }
 
@@ -323,11 +331,9 @@ static lmc_status parse_vocab(jscan *s, tk_json_model *m) {
             return lmc_set_error(LMC_ERR_FORMAT, "tokenizer.json: vocab entry '%s' (byte %zu) has no valid id", key, key_at);
         }
         LMC_CHECK(vocab_push(m, key, (uint32_t)kl, (int32_t)id));
-        skip_ws(s);
-        if (s->i >= s->n) return bad(s->i, "unexpected end of input");
-        char c = s->p[s->i++];
-        if (c == '}') break;
-        if (c != ',') return bad(s->i - 1, "expected ',' or '}'");
+        bool end;
+        LMC_CHECK(after_item(s, '}', &end));
+        if (end) break;
     }
 done:
     m->has_vocab = true;
@@ -412,11 +418,9 @@ static lmc_status parse_merges(jscan *s, tk_json_model *m) {
         }
         if (ll > UINT32_MAX || rl > UINT32_MAX) return lmc_set_error(LMC_ERR_FORMAT, "tokenizer.json: merge %zu is too long", m->n_merges);
         LMC_CHECK(merge_push(m, l, ll, r, rl));
-        skip_ws(s);
-        if (s->i >= s->n) return bad(s->i, "unexpected end of input");
-        char c = s->p[s->i++];
-        if (c == ']') break;
-        if (c != ',') return bad(s->i - 1, "expected ',' or ']'");
+        bool end;
+        LMC_CHECK(after_item(s, ']', &end));
+        if (end) break;
     }
 done:
     m->has_merges = true;
@@ -461,11 +465,9 @@ static lmc_status walk_object(jscan *s, tk_json_model *m, bool is_model) {
         else if (is_model && is_a && c == '{') LMC_CHECK(parse_vocab(s, m));
         else if (is_model && is_b && c == '[') LMC_CHECK(parse_merges(s, m));
         else LMC_CHECK(skip_value(s, is_model ? 2 : 1));
-        skip_ws(s);
-        if (s->i >= s->n) return bad(s->i, "unexpected end of input");
-        c = s->p[s->i++];
-        if (c == '}') return LMC_OK;
-        if (c != ',') return bad(s->i - 1, "expected ',' or '}'");
+        bool end;
+        LMC_CHECK(after_item(s, '}', &end));
+        if (end) return LMC_OK;
     }
 }
 
