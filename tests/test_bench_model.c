@@ -14,12 +14,7 @@
 static int run_bench(const char *args, char *out, size_t cap) {
     char cmd[8192];
     snprintf(cmd, sizeof cmd, "'%s/lmc' bench %s 2>/dev/null", LMC_BUILD_DIR, args);
-    FILE *p = popen(cmd, "r");
-    if (!p) return -1;
-    size_t n = fread(out, 1, cap - 1, p);
-    out[n] = 0;
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return run_command(cmd, out, cap);
 }
 
 static double num(const cJSON *o, const char *key) {

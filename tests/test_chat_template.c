@@ -250,13 +250,9 @@ static int run_cli(const char *args, const char *input, char *out, size_t cap) {
     fputs(input, f);
     fclose(f);
     snprintf(cmd, sizeof cmd, "'%s/lmc' template %s < '%s' 2>/dev/null", LMC_BUILD_DIR, args, in_path);
-    FILE *p = popen(cmd, "r");
-    if (!p) return -1;
-    size_t n = fread(out, 1, cap - 1, p);
-    out[n] = 0;
-    int st = pclose(p);
+    int rc = run_command(cmd, out, cap);
     remove(in_path);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return rc;
 }
 
 static void test_cli(void) {

@@ -717,12 +717,7 @@ static void test_path_of_child_environment(void) {
 static int run_cli(const char *args, char *out, size_t cap) {
     char cmd[2048];
     snprintf(cmd, sizeof cmd, "'%s/lmc' %s 2>&1", LMC_BUILD_DIR, args);
-    FILE *p = popen(cmd, "r");
-    if (!p) return -1;
-    size_t n = fread(out, 1, cap - 1, p);
-    out[n] = 0;
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return run_command(cmd, out, cap);
 }
 
 static void test_cli(void) {

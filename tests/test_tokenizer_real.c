@@ -296,12 +296,9 @@ static int run_cli(const char *args, const char *input, char *out, size_t cap) {
     fclose(f);
     char cmd[8192];
     snprintf(cmd, sizeof cmd, "%s/lmc %s < %s 2>/dev/null", LMC_BUILD_DIR, args, in_path);
-    FILE *p = popen(cmd, "r");
-    size_t n = p ? fread(out, 1, cap - 1, p) : 0;
-    out[n] = 0;
-    int rc = p ? pclose(p) : -1;
+    int rc = run_command(cmd, out, cap);
     remove(in_path);
-    return rc == -1 ? -1 : WEXITSTATUS(rc);
+    return rc;
 }
 
 static void test_cli(void) {

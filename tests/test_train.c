@@ -357,10 +357,7 @@ static void test_cli(void) {
     CHECK(file_exists(out, "adapter_config.json") && file_exists(out, "adapter_model.safetensors"));
     snprintf(cmd, sizeof cmd, "%s/lmc generate -m %s --adapter %s -p 'to be or' --max-tokens 3 --temperature 0 2>/dev/null",
              LMC_BUILD_DIR, g_model_dir, out);
-    FILE *p = popen(cmd, "r");
-    size_t got = p ? fread(line, 1, sizeof line - 1, p) : 0;
-    line[got] = 0;
-    CHECK(p && pclose(p) == 0);
+    CHECK(run_command(cmd, line, sizeof line) == 0);
     CHECKF(steps < 40 || strncmp(line, " not to be", 10) == 0, "generated \"%s\"", line);
     /* continue from the adapter */
     snprintf(cmd, sizeof cmd, "%s/lmc train -m %s --data %s --steps 1 --seq-len 32 --adapter-init %s -o %s/cont 2>/dev/null >/dev/null",
@@ -390,7 +387,7 @@ static void test_cli(void) {
     snprintf(cmd, sizeof cmd, "%s/lmc bench train -m %s --seq-len 16 --steps 1 -t 1 > %s 2>&1", LMC_BUILD_DIR, g_model_dir, log);
     CHECK(sh(cmd) == 0);
     f = fopen(log, "r");
-    got = f ? fread(line, 1, sizeof line - 1, f) : 0;
+    size_t got = f ? fread(line, 1, sizeof line - 1, f) : 0;
     line[got] = 0;
     if (f) fclose(f);
     CHECKF(strstr(line, "machine:") && strstr(line, "no checkpointing:") && strstr(line, " checkpointing:") &&

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 static int t_failures = 0;
 static int t_checks = 0;
@@ -54,5 +55,17 @@ static int t_checks = 0;
 
 #define TEST_REPORT()                                                             \
     (fprintf(stderr, "%d checks, %d failed\n", t_checks, t_failures), t_failures ? 1 : 0)
+
+/* Runs a shell command; its standard output (up to cap - 1 bytes) goes to
+ * out, NUL-terminated. Returns its exit status, or -1 when it could not run
+ * or did not exit. */
+static inline int run_command(const char *cmd, char *out, size_t cap) {
+    FILE *p = popen(cmd, "r");
+    size_t n = p ? fread(out, 1, cap - 1, p) : 0;
+    out[n] = 0;
+    if (!p) return -1;
+    int st = pclose(p);
+    return st != -1 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
 
 #endif
