@@ -3,8 +3,9 @@
  * beside the model's weight bytes and the decode bound those bytes imply at
  * the read bandwidth measured in the same run with the same threads.
  *
- *   prefill (ppP): one forward pass over P random in-vocabulary tokens from
- *                  an empty cache; tokens/s = P / time.
+ *   prefill (ppP): P random in-vocabulary tokens from an empty cache, in
+ *                  forward passes of the model's prefill chunk (512 by
+ *                  default, -c), as generation does; tokens/s = P / time.
  *   decode (tgN):  after a one-token prompt, N single-token forward passes,
  *                  each fed the argmax of the previous logits; tokens/s =
  *                  N / time. Greedy argmax only: no sampler, no detokeniser.
@@ -37,7 +38,7 @@
 
 typedef struct bm_opts {
     const char *dir;
-    int n_prompt, n_gen, threads, reps;
+    int n_prompt, n_gen, threads, reps, chunk; /* chunk: prefill tokens per forward pass, 0 = the model's */
     bool json, ttft;
 } bm_opts;
 
@@ -133,8 +134,17 @@ static lmc_status forward(const lmc_decoder *dec, lmc_kv_cache *cache, const int
     return st;
 }
 
-/* Time of one prefill of n_prompt random tokens from an empty cache. */
-static lmc_status run_prefill(const lmc_decoder *dec, int n_prompt, bm_time *secs) {
+/* The largest KV cache a test held, in bytes (for the peak RSS budget). */
+static size_t g_kv_peak;
+
+static void note_kv(const lmc_kv_cache *c) {
+    size_t b = lmc_kv_cache_bytes(c);
+    if (b > g_kv_peak) g_kv_peak = b;
+}
+
+/* Time of one prefill of n_prompt random tokens from an empty cache, in
+ * forward passes of at most chunk tokens. */
+static lmc_status run_prefill(const lmc_decoder *dec, int n_prompt, int chunk, bm_time *secs) {
     int32_t *ids = malloc((size_t)n_prompt * sizeof *ids);
     if (!ids) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
     for (int i = 0; i < n_prompt; i++) ids[i] = random_token(dec->cfg.vocab_size);
@@ -142,8 +152,10 @@ static lmc_status run_prefill(const lmc_decoder *dec, int n_prompt, bm_time *sec
     lmc_status st = lmc_decoder_cache_init(dec, &cache, 1, n_prompt);
     if (st == LMC_OK) {
         bm_time t0 = time_now();
-        st = forward(dec, &cache, ids, n_prompt, NULL);
+        for (int at = 0; at < n_prompt && st == LMC_OK; at += chunk)
+            st = forward(dec, &cache, ids + at, n_prompt - at < chunk ? n_prompt - at : chunk, NULL);
         *secs = time_since(t0);
+        note_kv(&cache);
         lmc_kv_cache_free(&cache);
     }
     free(ids);
@@ -159,6 +171,7 @@ static lmc_status run_decode(const lmc_decoder *dec, int n_gen, bm_time *secs) {
     bm_time t0 = time_now();
     for (int i = 0; i < n_gen && st == LMC_OK; i++) st = forward(dec, &cache, &tok, 1, &tok);
     *secs = time_since(t0);
+    note_kv(&cache);
     lmc_kv_cache_free(&cache);
     return st;
 }
@@ -169,6 +182,9 @@ typedef struct bm_row {
     double cpu_tps; /* median tokens per CPU-second (all threads) */
     bool decode;
 } bm_row;
+
+/* Issue 8's memory goal: weights + the largest KV cache a test held + 64 MiB. */
+static size_t rss_budget(const lmc_model_info *info) { return (size_t)info->weight_bytes + g_kv_peak + ((size_t)64 << 20); }
 
 static void print_rows(const bm_opts *o, const char *name, const lmc_model_info *info, const bm_row *rows, int n_rows,
                        double read_gbps, double read_gbps_cpu, size_t rss, size_t lmc_peak, double load_s) {
@@ -203,6 +219,8 @@ static void print_rows(const bm_opts *o, const char *name, const lmc_model_info 
             }
             cJSON_AddNumberToObject(j, "peak_rss_bytes", (double)rss);
             cJSON_AddNumberToObject(j, "lmc_peak_bytes", (double)lmc_peak);
+            cJSON_AddNumberToObject(j, "rss_budget_bytes", (double)rss_budget(info));
+            cJSON_AddNumberToObject(j, "prefill_chunk", o->chunk);
             cJSON_AddNumberToObject(j, "load_s", load_s);
             cJSON_AddStringToObject(j, "path", lmc_cpu().path);
             cJSON_AddStringToObject(j, "cpu", cpu);
@@ -236,8 +254,10 @@ static void print_rows(const bm_opts *o, const char *name, const lmc_model_info 
            "bound = bandwidth / weight bytes. t/CPU-s: tokens per CPU-second of all threads, and of bound*: that\n"
            "against the bandwidth per CPU-second; both are less sensitive to other load on the machine than t/s.\n",
            read_gbps, read_gbps_cpu, o->threads);
-    printf("peak RSS %.1f MiB (lmc allocations peak %.1f MiB); %d repeats, median used for the bound\n",
-           (double)rss / (1 << 20), (double)lmc_peak / (1 << 20), o->reps);
+    printf("peak RSS %.1f MiB (lmc allocations peak %.1f MiB; weights + largest KV cache %.1f MiB + 64 MiB = %.1f MiB);\n"
+           "prefill in passes of %d tokens; %d repeats, median used for the bound\n",
+           (double)rss / (1 << 20), (double)lmc_peak / (1 << 20), (double)g_kv_peak / (1 << 20),
+           (double)rss_budget(info) / (1 << 20), o->chunk, o->reps);
 }
 
 /* Times reps runs (after one untimed warm-up) of prefill or decode. */
@@ -249,9 +269,9 @@ static lmc_status run_test(const lmc_decoder *dec, const bm_opts *o, bool decode
     if (!tps) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
     bm_time secs;
     /* Warm-up: pages in the weights and lets the allocator settle. */
-    lmc_status st = decode ? run_decode(dec, 1, &secs) : run_prefill(dec, n < 64 ? n : 64, &secs);
+    lmc_status st = decode ? run_decode(dec, 1, &secs) : run_prefill(dec, n < 64 ? n : 64, o->chunk, &secs);
     for (int r = 0; r < o->reps && st == LMC_OK; r++) {
-        st = decode ? run_decode(dec, n, &secs) : run_prefill(dec, n, &secs);
+        st = decode ? run_decode(dec, n, &secs) : run_prefill(dec, n, o->chunk, &secs);
         tps[r] = n / secs.wall;
         cpu[r] = n / secs.cpu;
     }
@@ -327,10 +347,11 @@ static void usage(FILE *out) {
     fprintf(out,
             "usage: lmc bench -m DIR [-p 512] [-n 128] [-t THREADS] [-r REPEATS] [--json]\n"
             "       lmc bench -m DIR --ttft [-p 16] [-t THREADS] [--json]\n\n"
-            "  -p N       prefill test: one forward pass over N random tokens (0: skip)\n"
+            "  -p N       prefill test: N random tokens in forward passes of -c tokens (0: skip)\n"
             "  -n N       decode test: N greedy single-token steps (0: skip)\n"
             "  -t N       worker threads (default: all CPUs, or LMC_NUM_THREADS)\n"
             "  -r N       timed repeats of each test after one warm-up (default 5)\n"
+            "  -c N       prefill tokens per forward pass (default: the model's prefill chunk, 512)\n"
             "  --json     one JSON object per test and line\n"
             "  --ttft     time from process start to the first token of an N-token prompt\n");
 }
@@ -361,6 +382,7 @@ int lmc_bench_model(int argc, char **argv) {
         else if (!strcmp(a, "-n") && has) { if (!int_arg(a, argv[++i], 0, 1 << 20, &o.n_gen)) return 2; }
         else if (!strcmp(a, "-t") && has) { if (!int_arg(a, argv[++i], 1, 256, &o.threads)) return 2; }
         else if (!strcmp(a, "-r") && has) { if (!int_arg(a, argv[++i], 1, 1000, &o.reps)) return 2; }
+        else if (!strcmp(a, "-c") && has) { if (!int_arg(a, argv[++i], 1, 1 << 20, &o.chunk)) return 2; }
         else {
             fprintf(stderr, "lmc bench: unknown or incomplete option '%s'\n", a);
             usage(stderr);
@@ -399,6 +421,7 @@ int lmc_bench_model(int argc, char **argv) {
     double load_s = seconds() - t0;
     lmc_model_info info;
     lmc_model_get_info(m, &info);
+    if (!o.chunk) o.chunk = (int)m->opt.prefill_chunk;
     if (o.n_prompt + 1 > info.context_length || o.n_gen + 2 > info.context_length) {
         fprintf(stderr, "lmc bench: -p %d / -n %d do not fit the model's context length %lld\n", o.n_prompt, o.n_gen,
                 (long long)info.context_length);

@@ -58,6 +58,10 @@ static void test_bench_json(void) {
         double bw = num(o, "bandwidth_gbs");
         CHECK(bw > 0);
         CHECK(num(o, "peak_rss_bytes") > 0);
+        /* the memory goal's budget: weights + the largest KV cache (here pp8's) + 64 MiB */
+        double kv = num(o, "rss_budget_bytes") - (double)info.weight_bytes - 64.0 * (1 << 20);
+        CHECKF(kv > 0 && kv < 64.0 * (1 << 20), "KV cache part of the budget: %g bytes", kv);
+        CHECK(num(o, "prefill_chunk") == 512);
         CHECK(num(o, "load_s") > 0);
         const cJSON *frac = cJSON_GetObjectItemCaseSensitive(o, "bound_fraction");
         if (decode) {
@@ -80,6 +84,13 @@ static void test_bench_json(void) {
     snprintf(args, sizeof args, "-m '%s' -p 4 -n 0 -r 1 --json", dir);
     CHECK(run_bench(args, out, sizeof out) == 0);
     CHECK(strstr(out, "\"pp4\"") && !strstr(out, "\"tg"));
+
+    /* -c: prefill in passes of 3 tokens */
+    snprintf(args, sizeof args, "-m '%s' -p 8 -n 0 -r 1 -c 3 --json", dir);
+    CHECK(run_bench(args, out, sizeof out) == 0);
+    cJSON *o = cJSON_Parse(out);
+    CHECKF(o && num(o, "prefill_chunk") == 3 && num(o, "tokens_per_s") > 0, "%s", out);
+    cJSON_Delete(o);
 }
 
 static void test_ttft(void) {
@@ -103,6 +114,8 @@ static void test_usage_errors(void) {
     snprintf(args, sizeof args, "-m '%s' -p x", dir);
     CHECK(run_bench(args, out, sizeof out) == 2);
     snprintf(args, sizeof args, "-m '%s' -r 0", dir);
+    CHECK(run_bench(args, out, sizeof out) == 2);
+    snprintf(args, sizeof args, "-m '%s' -c 0", dir);
     CHECK(run_bench(args, out, sizeof out) == 2);
     snprintf(args, sizeof args, "-m '%s' -p 0 -n 0", dir);
     CHECK(run_bench(args, out, sizeof out) == 2);
