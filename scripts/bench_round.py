@@ -1,0 +1,110 @@
+#!/usr/bin/env python3
+"""One round of issue 8's CPU measurements, printed as the Markdown tables of
+bench/RESULTS.md.
+
+For each bench model folder present under --models (names as made by
+`lmc make-model --preset qwen3-0.6b|llama3.2-1b|gemma3-1b [--q4]`), and each
+thread count: `lmc bench -m DIR -t T -r R --json` (pp512 and tg128 beside the
+read bandwidth measured by the same run) and `lmc bench -m DIR --ttft -t T
+--json`; then `lmc bench batch --only generate` on the Qwen3 models. The load
+average is printed before every run: figures from a busy machine are not
+comparable (read the tokens per CPU-second columns then).
+
+    python3 scripts/bench_round.py --lmc build/lmc --models /tmp/m [--threads 1,2] [--reps 2]
+
+Make the models first, e.g.
+    build/lmc make-model --preset qwen3-0.6b --q4 -o /tmp/m/qwen3-q4
+    build/lmc make-model --preset qwen3-0.6b -o /tmp/m/qwen3-bf16
+(likewise llama-q4, llama-bf16 from llama3.2-1b and gemma3-q4, gemma3-bf16
+from gemma3-1b). Only the standard library is used.
+"""
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+
+MODELS = [  # folder, shape, weights
+    ("qwen3-q4", "Qwen3-0.6B", "4-bit"),
+    ("llama-q4", "Llama-3.2-1B", "4-bit"),
+    ("gemma3-q4", "Gemma-3-1B", "4-bit"),
+    ("qwen3-bf16", "Qwen3-0.6B", "bf16"),
+    ("llama-bf16", "Llama-3.2-1B", "bf16"),
+    ("gemma3-bf16", "Gemma-3-1B", "bf16"),
+]
+
+
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
+def run(cmd):
+    print(f"# load {loadavg()}: {' '.join(cmd)}", file=sys.stderr, flush=True)
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stderr}")
+    return p.stdout
+
+
+def json_lines(text):
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--lmc", default="build/lmc")
+    ap.add_argument("--models", default="/tmp/m")
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--no-batch", action="store_true")
+    a = ap.parse_args()
+    threads = [int(t) for t in a.threads.split(",")]
+
+    rows = []
+    for folder, shape, weights in MODELS:
+        d = os.path.join(a.models, folder)
+        if not os.path.isfile(os.path.join(d, "config.json")):
+            print(f"# {d}: not there, skipped", file=sys.stderr)
+            continue
+        for t in threads:
+            load = loadavg()
+            res = {r["test"]: r for r in json_lines(run([a.lmc, "bench", "-m", d, "-t", str(t), "-r", str(a.reps), "--json"]))}
+            ttft = json_lines(run([a.lmc, "bench", "-m", d, "--ttft", "-t", str(t), "--json"]))[0]
+            pp, tg = res["pp512"], res["tg128"]
+            rows.append((shape, weights, t, pp, tg, ttft, load))
+
+    print("| shape | weights | threads | pp512 tok/s | tg128 tok/s | read GB/s | tg128 of bound | "
+          "TTFT, 16 tokens (load + prefill) | peak RSS / budget | load avg |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    mib = 1 << 20
+    for shape, weights, t, pp, tg, ttft, load in rows:
+        print(f"| {shape} | {weights} | {t} | {pp['mean']:.1f} ± {pp['sd']:.1f} | {tg['mean']:.2f} ± {tg['sd']:.2f} | "
+              f"{tg['bandwidth_gbs']:.1f} | {100 * tg['bound_fraction']:.0f} % | "
+              f"{ttft['seconds']:.3f} s ({ttft['load_s']:.3f} + {ttft['first_token_s']:.3f}) | "
+              f"{tg['peak_rss_bytes'] / mib:.0f} / {tg['rss_budget_bytes'] / mib:.0f} MiB | {load} |")
+
+    if a.no_batch:
+        return
+    print()
+    print("| weights | threads | batch 1 tok/s | batch 4 | batch 16 | batch 16 ÷ batch 1 (decode only) | load avg |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    pat = re.compile(r"generate\s+batch\s+(\d+):.*?([\d.]+) tok/s aggregate\s+([\d.]+)x batch 1\s+\|\s+decode only\s+"
+                     r"([\d.]+) tok/s\s+([\d.]+)x")
+    for folder, weights in (("qwen3-q4", "4-bit"), ("qwen3-bf16", "bf16")):
+        d = os.path.join(a.models, folder)
+        if not os.path.isdir(d):
+            continue
+        for t in threads:
+            load = loadavg()
+            out = run([a.lmc, "bench", "batch", "-m", d, "-t", str(t), "--only", "generate"])
+            got = {int(m.group(1)): m for m in pat.finditer(out)}
+            if not all(b in got for b in (1, 4, 16)):
+                sys.exit(f"unexpected bench batch output:\n{out}")
+            print(f"| {weights} | {t} | {float(got[1].group(2)):.1f} | {float(got[4].group(2)):.1f} | "
+                  f"{float(got[16].group(2)):.1f} | {float(got[16].group(3)):.2f}× ({float(got[16].group(5)):.2f}×) | {load} |")
+
+
+if __name__ == "__main__":
+    main()
