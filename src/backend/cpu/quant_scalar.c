@@ -233,19 +233,28 @@ static void qmm_prep_rows(void *vctx, int64_t m0, int64_t m1, int thread) {
         p->prep_x(p, (const char *)p->x + (size_t)(m * p->K) * xs, p->xp + (size_t)m * p->xp_bytes, p->sx + m * p->G_pad);
 }
 
-static void qmm_store(const lmc_qmm_plan *p, int64_t m, int64_t n, float v) {
-    int64_t i = m * p->N + n;
-    switch (p->odt) {
-    case LMC_F32: ((float *)p->out)[i] = v; break;
-    case LMC_BF16: ((uint16_t *)p->out)[i] = lmc_f32_to_bf16(v); break;
-    default: ((uint16_t *)p->out)[i] = lmc_f32_to_f16(v); break;
+/* Stores res[m][n - n0] (m < mr, n0 <= n < n1) into rows m0.. of out. */
+static void qmm_store(const lmc_qmm_plan *p, int64_t m0, int mr, int64_t n0, int64_t n1, float (*res)[QMM_NB]) {
+    for (int r = 0; r < mr; r++) {
+        int64_t i = (m0 + r) * p->N;
+        switch (p->odt) {
+        case LMC_F32:
+            for (int64_t n = n0; n < n1; n++) ((float *)p->out)[i + n] = res[r][n - n0];
+            break;
+        case LMC_BF16:
+            for (int64_t n = n0; n < n1; n++) ((uint16_t *)p->out)[i + n] = lmc_f32_to_bf16(res[r][n - n0]);
+            break;
+        default:
+            for (int64_t n = n0; n < n1; n++) ((uint16_t *)p->out)[i + n] = lmc_f32_to_f16(res[r][n - n0]);
+            break;
+        }
     }
 }
 
 /* Weight rows [n0, n1) of one plan; sF, cF: this thread's scratch for the
  * converted scales of QMM_NB rows (NULL when the kernel converts them). */
 static void qmm_run_rows(const lmc_qmm_plan *p, int64_t n0, int64_t n1, float *sF, float *cF) {
-    float res[4];
+    float res[4], block[4][QMM_NB]; /* the results of up to 4 x rows by QMM_NB weight rows */
     for (int64_t nb = n0; nb < n1; nb += QMM_NB) {
         int64_t ne = nb + QMM_NB < n1 ? nb + QMM_NB : n1;
         if (p->prep_w)
@@ -257,8 +266,9 @@ static void qmm_run_rows(const lmc_qmm_plan *p, int64_t n0, int64_t n1, float *s
                 p->kernel(p, n, p->wq + (size_t)n * p->row_bytes, sF ? sF + (n - nb) * p->G_pad : NULL,
                           cF ? cF + (n - nb) * p->G_pad : NULL, p->xp + (size_t)m0 * p->xp_bytes, p->sx + m0 * p->G_pad,
                           mr, res);
-                for (int r = 0; r < mr; r++) qmm_store(p, m0 + r, n, res[r]);
+                for (int r = 0; r < mr; r++) block[r][n - nb] = res[r];
             }
+            qmm_store(p, m0, mr, nb, ne, block);
         }
     }
 }
