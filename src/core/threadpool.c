@@ -1,7 +1,9 @@
-/* The worker pool behind lmc_parallel_for.
+/* The worker pool behind lmc_parallel_for and lmc_parallel_tasks.
  *
- * A job is split into `active` chunks, fixed for a given thread count. The
- * chunks are not bound to threads: the caller and the workers claim them
+ * A job is split into `active` chunks, fixed by the call: one per thread for
+ * lmc_parallel_for (fixed for a given thread count), the caller's task size
+ * for lmc_parallel_tasks (often several per thread). The chunks are not
+ * bound to threads: the caller and the workers claim them
  * one by one from a shared word, and chunk t always runs as fn(ctx, begin_t,
  * end_t, t), whoever runs it. So results do not depend on scheduling, and a
  * worker that is descheduled (a busy machine) or still asleep never holds up
@@ -15,9 +17,9 @@
  *
  * The claim word packs (generation << 32 | active << 16 | next): a thread
  * that claims chunk `next` of generation g with one compare-and-swap knows
- * the job's fields stay valid until it reports the chunk done, since the
- * caller does not return (nor publish the next job) before every chunk is
- * done. A late worker that sees an exhausted or newer word claims nothing of
+ * the job's fields stay valid until it reports its chunks done (a thread
+ * reports all it ran at once, when it finds none left), since the caller
+ * does not return (nor publish the next job) before every chunk is done. A late worker that sees an exhausted or newer word claims nothing of
  * the old job. */
 #include "core/threadpool.h"
 
