@@ -206,14 +206,15 @@ lmc_status lmc_quantized_matmul_scalar(lmc_array *out, const lmc_array *x, const
  * One parallel region per call (or per batch of calls sharing x): x is
  * prepared first, on the calling thread when it has few rows (a few
  * microseconds at decode, less than waking the workers), and all weight rows
- * are then cut into tasks that the threads claim as they come free. A row's
- * result does not depend on how the rows are cut, so outputs are the same
- * for any thread count. Work space comes from per-thread scratch buffers:
- * decode calls this hundreds of times per token. */
+ * are then cut into tasks (shrinking towards the end, see qmm_cut_tasks)
+ * that the threads claim as they come free. A row's result does not depend
+ * on how the rows are cut, so outputs are the same for any thread count.
+ * Work space comes from per-thread scratch buffers: decode calls this
+ * hundreds of times per token. */
 
 enum {
     QMM_NB = 32,           /* weight rows whose scales are converted at once; tasks are multiples of it */
-    QMM_TASKS_PER_THREAD = 4,
+    QMM_MAX_TASKS = 256,
     QMM_PREP_SERIAL = 4,   /* x rows prepared on the calling thread alone */
     QMM_BATCH_MAX = 8,
 };
@@ -273,17 +274,40 @@ static void qmm_run_rows(const lmc_qmm_plan *p, int64_t n0, int64_t n1, float *s
     }
 }
 
-/* The weight rows of several plans, numbered one after another. */
+/* The weight rows of several plans, numbered one after another, cut into tasks. */
 typedef struct qmm_job {
     const lmc_qmm_plan *plans;
     int n;
-    int64_t first[QMM_BATCH_MAX + 1]; /* plan i has rows [first[i], first[i+1]) */
-    _Atomic bool out_of_memory;       /* a thread found no scratch for prep_w */
+    int64_t first[QMM_BATCH_MAX + 1];  /* plan i has rows [first[i], first[i+1]) */
+    int ntasks;
+    int64_t start[QMM_MAX_TASKS + 1];  /* task t has rows [start[t], start[t+1]) */
+    _Atomic bool out_of_memory;        /* a thread found no scratch for prep_w */
 } qmm_job;
 
-static void qmm_task(void *vctx, int64_t r0, int64_t r1, int task) {
-    (void)task;
+/* Cuts `rows` into tasks that shrink as the work runs out (guided
+ * scheduling): each takes 1/(2*threads) of the rows left, in multiples of
+ * QMM_NB, so the threads start on large blocks (few cold starts of the
+ * weight stream) and end together on small ones (a short wait at the end). */
+static void qmm_cut_tasks(qmm_job *j, int64_t rows, int threads) {
+    int64_t least = (rows + QMM_MAX_TASKS / 2 - 1) / (QMM_MAX_TASKS / 2); /* bounds the count */
+    least = least < QMM_NB ? QMM_NB : (least + QMM_NB - 1) / QMM_NB * QMM_NB;
+    int64_t r = 0;
+    j->ntasks = 0;
+    j->start[0] = 0;
+    while (r < rows) {
+        int64_t size = (rows - r) / (2 * threads);
+        size = size < least ? least : size / QMM_NB * QMM_NB;
+        if (j->ntasks == QMM_MAX_TASKS - 1 || size > rows - r) size = rows - r;
+        r += size;
+        j->start[++j->ntasks] = r;
+    }
+}
+
+/* Tasks [t0, t1): their rows are contiguous. */
+static void qmm_tasks(void *vctx, int64_t t0, int64_t t1, int thread) {
+    (void)thread;
     qmm_job *j = vctx;
+    int64_t r0 = j->start[t0], r1 = j->start[t1];
     for (int i = 0; i < j->n; i++) {
         int64_t lo = r0 > j->first[i] ? r0 : j->first[i], hi = r1 < j->first[i + 1] ? r1 : j->first[i + 1];
         if (lo >= hi) continue;
@@ -343,10 +367,8 @@ static lmc_status qmm_run_plans(lmc_qmm_plan *plans, int n) {
         }
         job.first[i + 1] = job.first[i] + p->N;
     }
-    int64_t rows = job.first[n];
-    int64_t per_task = rows / ((int64_t)lmc_num_threads() * QMM_TASKS_PER_THREAD);
-    per_task = per_task < QMM_NB ? QMM_NB : (per_task + QMM_NB - 1) / QMM_NB * QMM_NB;
-    lmc_parallel_tasks(rows, per_task, qmm_task, &job);
+    qmm_cut_tasks(&job, job.first[n], lmc_num_threads());
+    lmc_parallel_tasks(job.ntasks, 1, qmm_tasks, &job);
     if (atomic_load(&job.out_of_memory))
         return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "quantized_matmul: out of memory for the scales of %d weight rows",
                              (int)QMM_NB);
