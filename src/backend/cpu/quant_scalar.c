@@ -303,9 +303,9 @@ static void qmm_cut_tasks(qmm_job *j, int64_t rows, int threads) {
     }
 }
 
-/* Tasks [t0, t1): their rows are contiguous. */
-static void qmm_tasks(void *vctx, int64_t t0, int64_t t1, int thread) {
-    (void)thread;
+/* Tasks [t0, t1) (one, or all of them with one thread): their rows are contiguous. */
+static void qmm_tasks(void *vctx, int64_t t0, int64_t t1, int task) {
+    (void)task;
     qmm_job *j = vctx;
     int64_t r0 = j->start[t0], r1 = j->start[t1];
     for (int i = 0; i < j->n; i++) {
