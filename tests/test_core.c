@@ -7,6 +7,7 @@
 
 #include "core/array.h"
 #include "core/cpu.h"
+#include "core/scratch.h"
 #include "core/threadpool.h"
 #include "lmc/ops.h"
 #include "test_util.h"
@@ -382,6 +383,70 @@ static void test_threadpool_many_small(void) {
     lmc_set_num_threads(0);
 }
 
+/* lmc_parallel_tasks: task t is always [t*size, ...), each index once, for
+ * task counts below and far above the thread count, and past the 65535
+ * tasks one job can hold (the size is then raised). */
+typedef struct {
+    int64_t n, size;
+    int64_t *counts;
+    int bad_task;
+} tasks_job;
+
+static void tasks_chunk(void *ctx, int64_t begin, int64_t end, int task) {
+    tasks_job *j = ctx;
+    if (begin % j->size != 0 || task != begin / j->size || (end - begin != j->size && end != j->n))
+        __atomic_fetch_add(&j->bad_task, 1, __ATOMIC_RELAXED);
+    for (int64_t i = begin; i < end; i++) __atomic_fetch_add(&j->counts[i], 1, __ATOMIC_RELAXED);
+}
+
+static void test_threadpool_tasks(void) {
+    enum { N = 200000 };
+    static int64_t counts[N];
+    const int64_t ns[] = {1, 5, 64, 1000, 4097, N}, sizes[] = {1, 3, 32, 1000};
+    for (int threads = 1; threads <= 3; threads++) {
+        lmc_set_num_threads(threads);
+        for (int rep = 0; rep < 20; rep++)
+            for (int a = 0; a < 6; a++)
+                for (int b = 0; b < 4; b++) {
+                    tasks_job j = {.n = ns[a], .size = sizes[b], .counts = counts};
+                    int64_t tasks = (j.n + j.size - 1) / j.size;
+                    if (threads == 1 || tasks == 1) j.size = j.n; /* one call over everything */
+                    else if (tasks > 65535) j.size = (j.n + 65534) / 65535;
+                    memset(counts, 0, (size_t)j.n * sizeof counts[0]);
+                    lmc_parallel_tasks(ns[a], sizes[b], tasks_chunk, &j);
+                    int bad = 0;
+                    for (int64_t i = 0; i < j.n; i++) bad += counts[i] != 1;
+                    CHECKF(bad == 0 && j.bad_task == 0, "%d threads, n %lld size %lld: %d indices wrong, %d tasks out of place",
+                           threads, (long long)ns[a], (long long)sizes[b], bad, j.bad_task);
+                }
+    }
+    lmc_set_num_threads(0);
+}
+
+/* Per-thread scratch: aligned, kept while big enough, grown when not, and
+ * separate per slot and per thread. */
+static void *scratch_other_thread(void *arg) {
+    (void)arg;
+    return lmc_scratch(LMC_SCRATCH_QMM_X, 100);
+}
+
+static void test_scratch(void) {
+    char *a = lmc_scratch(LMC_SCRATCH_QMM_X, 1000);
+    CHECK(a && (uintptr_t)a % 64 == 0);
+    memset(a, 1, 1000);
+    CHECK(lmc_scratch(LMC_SCRATCH_QMM_X, 500) == a && lmc_scratch(LMC_SCRATCH_QMM_X, 1000) == a);
+    char *b = lmc_scratch(LMC_SCRATCH_QMM_ROWS, 1000);
+    CHECK(b && b != a);
+    char *c = lmc_scratch(LMC_SCRATCH_QMM_X, 100000);
+    CHECK(c && (uintptr_t)c % 64 == 0);
+    memset(c, 2, 100000);
+    pthread_t th;
+    void *other = NULL;
+    CHECK(pthread_create(&th, NULL, scratch_other_thread, NULL) == 0);
+    pthread_join(th, &other);
+    CHECK(other && other != c); /* freed with its thread */
+}
+
 static void test_errors_and_cpu(void) {
     lmc_clear_error();
     CHECK(lmc_last_status() == LMC_OK && lmc_last_error()[0] == 0);
@@ -405,6 +470,8 @@ int main(void) {
     RUN(test_memory_limit);
     RUN(test_threadpool);
     RUN(test_threadpool_many_small);
+    RUN(test_threadpool_tasks);
+    RUN(test_scratch);
     RUN(test_errors_and_cpu);
     return TEST_REPORT();
 }

@@ -4,6 +4,7 @@
 
 #include "lmc/nn.h"
 #include "lmc/ops.h"
+#include "nn/linear_internal.h"
 #include "test_util.h"
 
 static uint64_t rng_next(uint64_t *state) {
@@ -152,6 +153,45 @@ static void test_linear_quantized(void) {
     lmc_array_free(x);
 }
 
+/* lmc_linear_forward_many: each output bit for bit the layer's own forward,
+ * for quantised layers (batched, with and without bias, 4 and 8 bits) and a
+ * float one in the same call; a layer of another width is an error. */
+static void test_linear_many(void) {
+    int64_t wshape[2] = {N, K}, bshape[1] = {N}, xshape[2] = {3, K};
+    float *wv = uniform(N * K, 14), *bv = uniform(N, 15), *xv = uniform(3 * K, 16);
+    lmc_array *w = array_of(wv, LMC_BF16, 2, wshape), *b = array_of(bv, LMC_F32, 1, bshape);
+    lmc_array *x = array_of(xv, LMC_F32, 2, xshape);
+    lmc_linear *fl = lmc_linear_new(w, b), *plain = lmc_linear_new(w, NULL);
+    lmc_linear *layers[4] = {lmc_linear_quantize(fl, 64, 4), lmc_linear_quantize(plain, 32, 4), fl,
+                             lmc_linear_quantize(fl, 64, 8)};
+    lmc_array *y[4];
+    CHECKF(lmc_linear_forward_many(4, layers, x, NULL, y) == LMC_OK, "%s", lmc_last_error());
+    for (int i = 0; i < 4; i++) {
+        lmc_array *one = lmc_linear_forward(layers[i], x);
+        CHECKF(same_bits(one, y[i]), "layer %d differs from its own forward", i);
+        lmc_array_free(one);
+        lmc_array_free(y[i]);
+    }
+    int64_t wshape2[2] = {N, 2 * K};
+    float *wv2 = uniform(N * 2 * K, 17);
+    lmc_array *w2 = array_of(wv2, LMC_BF16, 2, wshape2);
+    lmc_linear *wide = lmc_linear_new(w2, NULL);
+    lmc_linear *bad[2] = {layers[0], wide};
+    CHECK(lmc_linear_forward_many(2, bad, x, NULL, y) == LMC_ERR_SHAPE && y[0] == NULL && y[1] == NULL);
+    lmc_linear_free(wide);
+    lmc_linear_free(layers[0]);
+    lmc_linear_free(layers[1]);
+    lmc_linear_free(layers[3]);
+    lmc_linear_free(fl);
+    lmc_linear_free(plain);
+    free(wv);
+    free(bv);
+    free(xv);
+    free(wv2);
+    lmc_array *list[] = {w, b, x, w2};
+    for (size_t i = 0; i < 4; i++) lmc_array_free(list[i]);
+}
+
 static void test_embedding(void) {
     enum { V = 50, D = 64 };
     int64_t tshape[2] = {V, D}, ishape[2] = {2, 3};
@@ -279,6 +319,7 @@ static void test_scopes(void) {
 int main(void) {
     RUN(test_linear_float);
     RUN(test_linear_quantized);
+    RUN(test_linear_many);
     RUN(test_embedding);
     RUN(test_embedding_quantized);
     RUN(test_scopes);

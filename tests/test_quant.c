@@ -5,6 +5,7 @@
 #include "core/array.h"
 #include "core/cpu.h"
 #include "lmc/ops.h"
+#include "ops/quant_internal.h"
 #include "test_util.h"
 
 static uint32_t f32_bits(float f) {
@@ -543,6 +544,73 @@ static void test_qmm_rows_exact(void) {
     }
 }
 
+/* lmc_quantized_matmul_many gives each weight bit for bit what a call of
+ * its own gives, on every path and thread count, for weights of mixed
+ * widths, group sizes and scale dtypes sharing x (those the SIMD paths can
+ * batch and those they cannot); and a SIMD path's result does not depend on
+ * the thread count (rows are cut into tasks differently per count). */
+static void test_qmm_many(void) {
+    enum { NW = 5 };
+    const int64_t K = 256, Ns[NW] = {300, 37, 70, 64, 20};
+    const int gs[NW] = {64, 64, 32, 128, 64}, bits[NW] = {4, 4, 8, 4, 3};
+    const lmc_dtype wdt[NW] = {LMC_BF16, LMC_F32, LMC_BF16, LMC_F16, LMC_F32};
+    lmc_array *w[NW], *q[NW], *s[NW], *b[NW];
+    lmc_qmm_weights qw[NW];
+    for (int i = 0; i < NW; i++) {
+        int64_t shape[2] = {Ns[i], K};
+        w[i] = random_normal(wdt[i], 2, shape, 0.0, 0.5, 40 + (uint64_t)i);
+        q[i] = lmc_quantize(w[i], gs[i], bits[i], &s[i], &b[i]);
+        qw[i] = (lmc_qmm_weights){q[i], s[i], b[i], gs[i], bits[i]};
+    }
+    const int64_t Ms[] = {1, 3, 9};
+    for (int mi = 0; mi < 3; mi++) {
+        int64_t xshape[2] = {Ms[mi], K};
+        lmc_array *x = random_normal(mi == 1 ? LMC_BF16 : LMC_F32, 2, xshape, 0.0, 1.0, 50 + (uint64_t)mi);
+        for (int path = LMC_PATH_SCALAR; path <= (int)lmc_cpu_path_max(); path++) {
+            lmc_cpu_path_set((lmc_cpu_path)path);
+            lmc_array *first[NW] = {NULL};
+            for (int threads = 1; threads <= 3; threads++) {
+                lmc_set_num_threads(threads);
+                lmc_array *many[NW];
+                CHECKF(lmc_quantized_matmul_many(x, NW, qw, many) == LMC_OK, "%s", lmc_last_error());
+                for (int i = 0; i < NW; i++) {
+                    lmc_array *one = lmc_quantized_matmul(x, q[i], s[i], b[i], gs[i], bits[i]);
+                    size_t bytes = (size_t)(Ms[mi] * Ns[i]) * lmc_dtype_size(lmc_array_dtype(x));
+                    CHECKF(one && many[i] && !memcmp(lmc_array_data(one), lmc_array_data(many[i]), bytes),
+                           "path %s, %d threads, M %lld: weight %d differs from its own call",
+                           lmc_cpu_path_name((lmc_cpu_path)path), threads, (long long)Ms[mi], i);
+                    if (threads == 1) first[i] = lmc_array_retain(one);
+                    /* the scalar kernel's reduction order is its own at any count too */
+                    else
+                        CHECKF(one && !memcmp(lmc_array_data(one), lmc_array_data(first[i]), bytes),
+                               "path %s, M %lld: weight %d differs between 1 and %d threads",
+                               lmc_cpu_path_name((lmc_cpu_path)path), (long long)Ms[mi], i, threads);
+                    lmc_array_free(one);
+                    lmc_array_free(many[i]);
+                }
+            }
+            for (int i = 0; i < NW; i++) lmc_array_free(first[i]);
+        }
+        lmc_array_free(x);
+    }
+    lmc_cpu_path_set(lmc_cpu_path_max());
+    lmc_set_num_threads(0);
+    /* errors: nothing is returned, nothing leaks */
+    int64_t xshape[2] = {2, K + 32};
+    lmc_array *xbad = random_normal(LMC_F32, 2, xshape, 0.0, 1.0, 60);
+    lmc_array *out[NW] = {xbad};
+    CHECK(lmc_quantized_matmul_many(xbad, NW, qw, out) == LMC_ERR_SHAPE && out[0] == NULL && out[NW - 1] == NULL);
+    CHECK(lmc_quantized_matmul_many(xbad, 0, qw, out) == LMC_ERR_INVALID_ARGUMENT);
+    CHECK(lmc_quantized_matmul_many(NULL, 2, qw, out) != LMC_OK && out[0] == NULL);
+    lmc_array_free(xbad);
+    for (int i = 0; i < NW; i++) {
+        lmc_array_free(w[i]);
+        lmc_array_free(q[i]);
+        lmc_array_free(s[i]);
+        lmc_array_free(b[i]);
+    }
+}
+
 int main(void) {
     RUN(test_vector_arange64);
     RUN(test_vector_mixed_sign);
@@ -554,6 +622,7 @@ int main(void) {
     RUN(test_qmm_paths);
     RUN(test_qmm_views);
     RUN(test_qmm_rows_exact);
+    RUN(test_qmm_many);
     CHECKF(lmc_live_arrays() == 0, "%lld arrays leaked", (long long)lmc_live_arrays());
     return TEST_REPORT();
 }

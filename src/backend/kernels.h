@@ -76,6 +76,11 @@ typedef struct lmc_kernels {
     /* out[M, N] = x[M, K] @ dequant(W)ᵀ, x and out contiguous 2-d. */
     lmc_status (*quantized_matmul)(lmc_array *out, const lmc_array *x, const lmc_array *wq, const lmc_array *scales,
                                    const lmc_array *biases, int group_size, int bits);
+    /* Optional (NULL: no batches): between these, this thread's quantized_matmul
+     * calls may be deferred to qmm_batch_end and run there together (the
+     * arrays they were given must stay alive until then). */
+    void (*qmm_batch_begin)(void);
+    lmc_status (*qmm_batch_end)(void);
 } lmc_kernels;
 
 /* The kernel table for a device (NULL with an error when not built). */

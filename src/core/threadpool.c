@@ -1,7 +1,9 @@
-/* The worker pool behind lmc_parallel_for.
+/* The worker pool behind lmc_parallel_for and lmc_parallel_tasks.
  *
- * A job is split into `active` chunks, fixed for a given thread count. The
- * chunks are not bound to threads: the caller and the workers claim them
+ * A job is split into `active` chunks, fixed by the call: one per thread for
+ * lmc_parallel_for (fixed for a given thread count), the caller's task size
+ * for lmc_parallel_tasks (often several per thread). The chunks are not
+ * bound to threads: the caller and the workers claim them
  * one by one from a shared word, and chunk t always runs as fn(ctx, begin_t,
  * end_t, t), whoever runs it. So results do not depend on scheduling, and a
  * worker that is descheduled (a busy machine) or still asleep never holds up
@@ -15,9 +17,9 @@
  *
  * The claim word packs (generation << 32 | active << 16 | next): a thread
  * that claims chunk `next` of generation g with one compare-and-swap knows
- * the job's fields stay valid until it reports the chunk done, since the
- * caller does not return (nor publish the next job) before every chunk is
- * done. A late worker that sees an exhausted or newer word claims nothing of
+ * the job's fields stay valid until it reports its chunks done (a thread
+ * reports all it ran at once, when it finds none left), since the caller
+ * does not return (nor publish the next job) before every chunk is done. A late worker that sees an exhausted or newer word claims nothing of
  * the old job. */
 #include "core/threadpool.h"
 
@@ -32,7 +34,7 @@
 
 #include "core/error.h"
 
-enum { MAX_THREADS = 256 };
+enum { MAX_THREADS = 256, MAX_CHUNKS = 0xffff };
 static const int64_t SPIN_NS = 50000; /* how long a waiting thread spins before it sleeps */
 
 typedef struct pool {
@@ -98,13 +100,18 @@ static int claim_chunk(pool *p, uint32_t gen) {
     }
 }
 
-/* Runs chunk t of the current job and reports it done. */
-static void run_chunk(pool *p, int t, bool wake_caller) {
-    int64_t begin = (int64_t)t * p->chunk;
-    int64_t end = begin + p->chunk;
-    if (end > p->n) end = p->n;
-    if (begin < end) p->fn(p->ctx, begin, end, t);
-    if (atomic_fetch_sub_explicit(&p->remaining, 1, memory_order_seq_cst) == 1 && wake_caller &&
+/* Runs chunks of generation `gen` until none is left, then reports them
+ * done with one update of the shared count (a job of many small tasks would
+ * otherwise bounce that cache line between the cores once per task). */
+static void run_chunks(pool *p, uint32_t gen, bool wake_caller) {
+    uint32_t done = 0;
+    for (int t; (t = claim_chunk(p, gen)) >= 0; done++) {
+        int64_t begin = (int64_t)t * p->chunk;
+        int64_t end = begin + p->chunk;
+        if (end > p->n) end = p->n;
+        if (begin < end) p->fn(p->ctx, begin, end, t);
+    }
+    if (done && atomic_fetch_sub_explicit(&p->remaining, done, memory_order_seq_cst) == done && wake_caller &&
         atomic_load_explicit(&p->caller_sleeping, memory_order_seq_cst))
         futex_wake_all(&p->remaining);
 }
@@ -121,7 +128,7 @@ static void *worker_main(void *arg) {
         }
         if (atomic_load_explicit(&p->stop, memory_order_acquire)) return NULL;
         seen = atomic_load_explicit(&p->generation, memory_order_acquire);
-        for (int t; (t = claim_chunk(p, seen)) >= 0;) run_chunk(p, t, true);
+        run_chunks(p, seen, true);
     }
 }
 
@@ -210,7 +217,7 @@ static void dispatch(int active, int64_t n, int64_t chunk, lmc_range_fn fn, void
     atomic_store_explicit(&p->claim, (uint64_t)gen << 32 | (uint64_t)active << 16, memory_order_release);
     bump_generation(p);
     t_in_worker = true;
-    for (int t; (t = claim_chunk(p, gen)) >= 0;) run_chunk(p, t, false);
+    run_chunks(p, gen, false);
     t_in_worker = false;
     /* Only chunks that other threads are running are left. */
     for (;;) {
@@ -237,6 +244,24 @@ void lmc_parallel_for(int64_t n, int64_t grain, lmc_range_fn fn, void *ctx) {
     int active = (int)((n + chunk - 1) / chunk);
     pthread_mutex_lock(&g_submit);
     dispatch(active, n, chunk, fn, ctx);
+    pthread_mutex_unlock(&g_submit);
+}
+
+void lmc_parallel_tasks(int64_t n, int64_t size, lmc_range_fn fn, void *ctx) {
+    if (n <= 0) return;
+    if (size < 1) size = 1;
+    int nthreads = t_in_worker ? 1 : ensure_pool();
+    int64_t tasks = (n + size - 1) / size;
+    if (nthreads <= 1 || tasks <= 1) {
+        fn(ctx, 0, n, 0);
+        return;
+    }
+    if (tasks > MAX_CHUNKS) { /* the claim word counts chunks in 16 bits */
+        size = (n + MAX_CHUNKS - 1) / MAX_CHUNKS;
+        tasks = (n + size - 1) / size;
+    }
+    pthread_mutex_lock(&g_submit);
+    dispatch((int)tasks, n, size, fn, ctx);
     pthread_mutex_unlock(&g_submit);
 }
 

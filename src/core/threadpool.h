@@ -16,6 +16,14 @@ typedef void (*lmc_range_fn)(void *ctx, int64_t begin, int64_t end, int thread);
  * multiples of `grain` (>= 1) except the last. */
 void lmc_parallel_for(int64_t n, int64_t grain, lmc_range_fn fn, void *ctx);
 
+/* Runs fn over [0, n) cut into tasks of `size` indices (the last may be
+ * shorter), each claimed by whichever thread is free, as fn(ctx, begin,
+ * end, task index). For work whose result at each index does not depend on
+ * how [0, n) is cut (each output written for one index alone): many small
+ * tasks keep a thread that is descheduled or late from holding up the
+ * others. With one thread, fn(ctx, 0, n, 0). */
+void lmc_parallel_tasks(int64_t n, int64_t size, lmc_range_fn fn, void *ctx);
+
 /* Runs fn(ctx, t, t+1, t) once for each t < nthreads, in parallel where threads are free. */
 void lmc_parallel_run(int nthreads, lmc_range_fn fn, void *ctx);
 

@@ -308,9 +308,13 @@ static lmc_array *attention_forward(const lmc_decoder *d, int li, lmc_kv_cache *
 
     /* Attention. */
     lmc_array *x = lmc_rms_norm(h, l->input_norm, eps, onep);
-    lmc_array *q = split_heads(lmc_linear_forward_run(l->q, x, run), c->num_heads, c->head_dim);
-    lmc_array *k = split_heads(lmc_linear_forward_run(l->k, x, run), c->num_kv_heads, c->head_dim);
-    lmc_array *v = split_heads(lmc_linear_forward_run(l->v, x, run), c->num_kv_heads, c->head_dim);
+    /* q, k and v read the same x: one batch (one parallel region at decode) */
+    lmc_linear *proj[3] = {l->q, l->k, l->v};
+    lmc_array *qkv[3];
+    lmc_linear_forward_many(3, proj, x, run, qkv);
+    lmc_array *q = split_heads(qkv[0], c->num_heads, c->head_dim);
+    lmc_array *k = split_heads(qkv[1], c->num_kv_heads, c->head_dim);
+    lmc_array *v = split_heads(qkv[2], c->num_kv_heads, c->head_dim);
     if (c->qk_norm) {
         q = lmc_rms_norm(q, l->q_norm, eps, onep);
         k = lmc_rms_norm(k, l->k_norm, eps, onep);
@@ -357,11 +361,14 @@ static lmc_array *ffn_forward(const lmc_decoder *d, int li, lmc_array *h, const 
     float eps = c->rms_norm_eps;
     bool onep = c->norm_one_plus;
     lmc_array *x = lmc_rms_norm(h, c->sandwich_norms ? l->pre_ff_norm : l->post_attn_norm, eps, onep);
-    lmc_array *pre = lmc_linear_forward_run(l->gate, x, run);
+    /* gate and up read the same x: one batch */
+    lmc_linear *proj[2] = {l->gate, l->up};
+    lmc_array *gate_up[2];
+    lmc_linear_forward_many(2, proj, x, run, gate_up);
+    lmc_array_free(x);
+    lmc_array *pre = gate_up[0], *u = gate_up[1];
     lmc_array *g = activation(c, pre);
     lmc_array_free(pre);
-    lmc_array *u = lmc_linear_forward_run(l->up, x, run);
-    lmc_array_free(x);
     lmc_array *gu = lmc_mul(g, u);
     lmc_array_free(g);
     lmc_array_free(u);

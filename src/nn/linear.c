@@ -174,20 +174,23 @@ static lmc_array *adapter_forward(const lmc_linear_adapter *ad, const lmc_array 
 
 lmc_array *lmc_linear_forward(const lmc_linear *l, const lmc_array *x) { return lmc_linear_forward_run(l, x, NULL); }
 
-lmc_array *lmc_linear_forward_run(const lmc_linear *l, const lmc_array *x, const lmc_linear_run *run) {
+static bool check_input(const lmc_linear *l, const lmc_array *x) {
     if (!l || !x) {
         if (lmc_last_status() == LMC_OK) lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "linear: %s is NULL", l ? "x" : "layer");
-        return NULL;
+        return false;
     }
     char b[128];
     if (x->ndim < 1 || x->shape[x->ndim - 1] != l->in) {
         lmc_set_error(LMC_ERR_SHAPE, "linear: x %s does not end in the layer's %lld input features",
                       lmc_shape_str(x->ndim, x->shape, b, sizeof b), (long long)l->in);
-        return NULL;
+        return false;
     }
-    lmc_array *y;
-    if (l->bits) y = lmc_quantized_matmul(x, l->w, l->scales, l->biases, l->group_size, l->bits);
-    else y = rows_times_t(x, l->w); /* all leading dimensions as the rows of one 2-d product */
+    return true;
+}
+
+/* The layer's output from its base product y = x @ Wᵀ (taken over): plus
+ * the bias, plus the adapter's update. */
+static lmc_array *add_bias_and_adapter(const lmc_linear *l, const lmc_array *x, lmc_array *y, const lmc_linear_run *run) {
     if (y && l->bias) {
         lmc_array *yb = lmc_add(y, l->bias);
         lmc_array_free(y);
@@ -201,6 +204,44 @@ lmc_array *lmc_linear_forward_run(const lmc_linear *l, const lmc_array *x, const
         y = yd;
     }
     return y;
+}
+
+lmc_array *lmc_linear_forward_run(const lmc_linear *l, const lmc_array *x, const lmc_linear_run *run) {
+    if (!check_input(l, x)) return NULL;
+    lmc_array *y;
+    if (l->bits) y = lmc_quantized_matmul(x, l->w, l->scales, l->biases, l->group_size, l->bits);
+    else y = rows_times_t(x, l->w); /* all leading dimensions as the rows of one 2-d product */
+    return add_bias_and_adapter(l, x, y, run);
+}
+
+lmc_status lmc_linear_forward_many(int n, lmc_linear *const *l, const lmc_array *x, const lmc_linear_run *run,
+                                   lmc_array **y) {
+    for (int i = 0; i < n; i++) y[i] = NULL;
+    if (n < 1 || n > LMC_QMM_MANY_MAX)
+        return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "linear: %d layers at once (1 to %d)", n, LMC_QMM_MANY_MAX);
+    for (int i = 0; i < n; i++)
+        if (!check_input(l[i], x)) return lmc_last_status();
+    /* The quantised layers' products in one batch; float layers one by one. */
+    lmc_qmm_weights w[LMC_QMM_MANY_MAX];
+    lmc_array *q[LMC_QMM_MANY_MAX];
+    int nq = 0;
+    for (int i = 0; i < n; i++)
+        if (l[i]->bits) w[nq++] = (lmc_qmm_weights){l[i]->w, l[i]->scales, l[i]->biases, l[i]->group_size, l[i]->bits};
+    lmc_status st = nq ? lmc_quantized_matmul_many(x, nq, w, q) : LMC_OK; /* all q NULL on failure */
+    int j = 0; /* q[j..nq) not yet taken over */
+    for (int i = 0; i < n && st == LMC_OK; i++) {
+        lmc_array *base = l[i]->bits ? q[j++] : rows_times_t(x, l[i]->w);
+        y[i] = add_bias_and_adapter(l[i], x, base, run);
+        if (!y[i]) st = lmc_last_status();
+    }
+    if (st != LMC_OK) {
+        for (; j < nq; j++) lmc_array_free(q[j]);
+        for (int i = 0; i < n; i++) {
+            lmc_array_free(y[i]);
+            y[i] = NULL;
+        }
+    }
+    return st;
 }
 
 lmc_status lmc_linear_set_adapter(lmc_linear *l, const lmc_linear_adapter *ad) {

@@ -37,6 +37,12 @@ lmc_status lmc_linear_set_adapter(lmc_linear *l, const lmc_linear_adapter *ad);
 const lmc_linear_adapter *lmc_linear_get_adapter(const lmc_linear *l);
 /* lmc_linear_forward with the adapter run as `run` says (NULL: inference). */
 lmc_array *lmc_linear_forward_run(const lmc_linear *l, const lmc_array *x, const lmc_linear_run *run);
+/* y[i] = lmc_linear_forward_run(l[i], x, run) for n (1..8) layers that
+ * read the same x (q/k/v, gate/up), with the quantised layers' products run
+ * together in one batch (one parallel region); each y[i] is exactly the
+ * single call's. On failure every y[i] is NULL and the status is returned. */
+lmc_status lmc_linear_forward_many(int n, lmc_linear *const *l, const lmc_array *x, const lmc_linear_run *run,
+                                   lmc_array **y);
 /* The layer's weight as a float array [out, in]: the stored weight, or the
  * quantised one dequantised in f32 (scale·q + bias kept in f32). */
 lmc_array *lmc_linear_dense_weight(const lmc_linear *l);

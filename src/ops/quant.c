@@ -122,53 +122,111 @@ lmc_array *lmc_dequantize(const lmc_array *wq, const lmc_array *scales, const lm
     return out;
 }
 
-lmc_array *lmc_quantized_matmul(const lmc_array *x, const lmc_array *wq, const lmc_array *scales,
-                                const lmc_array *biases, int group_size, int bits) {
+/* One quantized_matmul between its checks and its result: the output and
+ * the contiguous views the kernel reads, which must live until the kernel
+ * has run (for a batch, until the batch ends). */
+typedef struct qmm_call {
+    const lmc_array *in[4]; /* x, wq, scales, biases as given */
+    int group_size, bits;
+    const lmc_kernels *k;
+    lmc_array *out, *xc, *wc, *sc, *bc, *x2, *o2;
+} qmm_call;
+
+/* Checks the arguments and allocates the output and views; false (with the
+ * error set and nothing held) when the call cannot run. */
+static bool qmm_setup(qmm_call *c, const lmc_array *x, const lmc_array *wq, const lmc_array *scales,
+                      const lmc_array *biases, int group_size, int bits) {
     const char *op = "quantized_matmul";
-    const lmc_array *in[4] = {x, wq, scales, biases};
-    if (lmc_ops_null_input(op, 4, in)) return NULL;
+    *c = (qmm_call){.in = {x, wq, scales, biases}, .group_size = group_size, .bits = bits};
+    if (lmc_ops_null_input(op, 4, c->in)) return false;
     int64_t K = lmc_quant_check(op, wq, scales, biases, group_size, bits);
-    if (K < 0) return NULL;
+    if (K < 0) return false;
     char b1[128], b2[128];
     if (wq->ndim != 2) {
         lmc_set_error(LMC_ERR_SHAPE, "quantized_matmul: packed weights must be 2-d [N, K*bits/32], got %s",
                       lmc_shape_str(wq->ndim, wq->shape, b1, sizeof b1));
-        return NULL;
+        return false;
     }
     if (!float_dtype(x->dtype) || x->ndim < 1 || x->shape[x->ndim - 1] != K) {
         lmc_set_error(LMC_ERR_SHAPE, "quantized_matmul: x %s %s does not match quantised weights %s (K = %lld)",
                       lmc_dtype_name(x->dtype), lmc_shape_str(x->ndim, x->shape, b1, sizeof b1),
                       lmc_shape_str(wq->ndim, wq->shape, b2, sizeof b2), (long long)K);
-        return NULL;
+        return false;
     }
-    const lmc_kernels *k = lmc_ops_kernels(op, 4, in);
-    if (!k || !lmc_ops_have(op, (const void *)k->quantized_matmul)) return NULL;
+    c->k = lmc_ops_kernels(op, 4, c->in);
+    if (!c->k || !lmc_ops_have(op, (const void *)c->k->quantized_matmul)) return false;
 
     int64_t N = wq->shape[0], M = x->size / K;
     int64_t oshape[LMC_MAX_DIMS];
     for (int i = 0; i < x->ndim; i++) oshape[i] = x->shape[i];
     oshape[x->ndim - 1] = N;
-    lmc_array *out = lmc_array_new(x->dtype, x->ndim, oshape, x->buf->device);
-    lmc_array *xc = lmc_contiguous(x), *wc = lmc_contiguous(wq), *sc = lmc_contiguous(scales), *bc = lmc_contiguous(biases);
-    lmc_array *x2 = NULL, *o2 = NULL;
-    if (out && xc && wc && sc && bc) {
+    c->out = lmc_array_new(x->dtype, x->ndim, oshape, x->buf->device);
+    c->xc = lmc_contiguous(x);
+    c->wc = lmc_contiguous(wq);
+    c->sc = lmc_contiguous(scales);
+    c->bc = lmc_contiguous(biases);
+    if (c->out && c->xc && c->wc && c->sc && c->bc) {
         /* The kernel sees x as [M, K] and out as [M, N]. */
         int64_t xs[2] = {M, K}, os[2] = {M, N}, st[2];
         lmc_contiguous_strides(2, xs, st);
-        x2 = lmc_array_view(xc->buf, xc->offset, xc->dtype, 2, xs, st);
+        c->x2 = lmc_array_view(c->xc->buf, c->xc->offset, c->xc->dtype, 2, xs, st);
         lmc_contiguous_strides(2, os, st);
-        o2 = lmc_array_view(out->buf, out->offset, out->dtype, 2, os, st);
+        c->o2 = lmc_array_view(c->out->buf, c->out->offset, c->out->dtype, 2, os, st);
     }
-    if (!x2 || !o2 || (M > 0 && N > 0 && k->quantized_matmul(o2, x2, wc, sc, bc, group_size, bits) != LMC_OK)) {
-        lmc_array_free(out);
-        out = NULL;
+    if (!c->x2 || !c->o2) {
+        lmc_array_free(c->out);
+        c->out = NULL;
     }
-    lmc_array_free(x2);
-    lmc_array_free(o2);
-    lmc_array_free(xc);
-    lmc_array_free(wc);
-    lmc_array_free(sc);
-    lmc_array_free(bc);
-    lmc_tape_record(LMC_OP_QUANTIZED_MATMUL, out, 4, in, &(lmc_op_params){.group_size = group_size, .bits = bits});
-    return out;
+    return c->out != NULL;
+}
+
+static lmc_status qmm_launch(const qmm_call *c) {
+    if (c->o2->shape[0] == 0 || c->o2->shape[1] == 0) return LMC_OK;
+    return c->k->quantized_matmul(c->o2, c->x2, c->wc, c->sc, c->bc, c->group_size, c->bits);
+}
+
+/* Drops the views and records the op; the output, or NULL when !ok. */
+static lmc_array *qmm_finish(qmm_call *c, bool ok) {
+    if (!ok) {
+        lmc_array_free(c->out);
+        c->out = NULL;
+    }
+    lmc_array *views[] = {c->x2, c->o2, c->xc, c->wc, c->sc, c->bc};
+    for (size_t i = 0; i < sizeof views / sizeof *views; i++) lmc_array_free(views[i]);
+    lmc_tape_record(LMC_OP_QUANTIZED_MATMUL, c->out, 4, c->in,
+                    &(lmc_op_params){.group_size = c->group_size, .bits = c->bits});
+    return c->out;
+}
+
+lmc_array *lmc_quantized_matmul(const lmc_array *x, const lmc_array *wq, const lmc_array *scales,
+                                const lmc_array *biases, int group_size, int bits) {
+    qmm_call c;
+    bool ok = qmm_setup(&c, x, wq, scales, biases, group_size, bits) && qmm_launch(&c) == LMC_OK;
+    return qmm_finish(&c, ok);
+}
+
+lmc_status lmc_quantized_matmul_many(const lmc_array *x, int n, const lmc_qmm_weights *w, lmc_array **out) {
+    qmm_call c[LMC_QMM_MANY_MAX];
+    bool ok = n >= 1 && n <= LMC_QMM_MANY_MAX;
+    if (!ok) lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "quantized_matmul: %d weights (1 to %d)", n, LMC_QMM_MANY_MAX);
+    int set = 0;
+    for (; ok && set < n; set++) ok = qmm_setup(&c[set], x, w[set].wq, w[set].scales, w[set].biases, w[set].group_size, w[set].bits);
+    /* Batched where every weight resolved to one device with batches. */
+    const lmc_kernels *k = ok ? c[0].k : NULL;
+    for (int i = 1; i < set; i++)
+        if (c[i].k != k) k = NULL;
+    bool batch = k && k->qmm_batch_begin && k->qmm_batch_end;
+    if (batch) k->qmm_batch_begin();
+    for (int i = 0; ok && i < n; i++) ok = qmm_launch(&c[i]) == LMC_OK;
+    if (batch) {
+        lmc_status st = k->qmm_batch_end(); /* ends it even after a failed launch */
+        ok = ok && st == LMC_OK;
+    }
+    for (int i = 0; i < set; i++) { /* c[set-1] may be a failed setup: it holds nothing but views */
+        lmc_array *y = qmm_finish(&c[i], ok);
+        if (ok) out[i] = y;
+    }
+    if (!ok)
+        for (int i = 0; i < n; i++) out[i] = NULL;
+    return ok ? LMC_OK : lmc_last_status();
 }

@@ -11,4 +11,19 @@ lmc_status lmc_quant_check_params(const char *op, int group_size, int bits);
 int64_t lmc_quant_check(const char *op, const lmc_array *wq, const lmc_array *scales, const lmc_array *biases,
                         int group_size, int bits);
 
+/* One quantised weight matrix [N, K] for lmc_quantized_matmul_many. */
+typedef struct lmc_qmm_weights {
+    const lmc_array *wq, *scales, *biases;
+    int group_size, bits;
+} lmc_qmm_weights;
+
+enum { LMC_QMM_MANY_MAX = 8 };
+
+/* out[i] = lmc_quantized_matmul(x, w[i]...) for n (1..LMC_QMM_MANY_MAX)
+ * weights that share x, each result exactly the same as that call's, run
+ * as one batch of the device's kernels (one parallel region on the CPU,
+ * which saves a start and a wait per matrix at decode). On failure every
+ * out[i] is NULL and the status is returned. */
+lmc_status lmc_quantized_matmul_many(const lmc_array *x, int n, const lmc_qmm_weights *w, lmc_array **out);
+
 #endif

@@ -81,7 +81,6 @@ struct lmc_qmm_plan {
     int64_t G_pad;            /* G rounded up to 16, plus 16 so kernels may load 16 past any group */
     uint8_t *xp;
     float *sx;
-    float *scratch;           /* per thread: converted scales of a block of weight rows (with prep_w) */
 };
 
 /* How far ahead of the weights being read the kernels prefetch, in bytes
@@ -90,8 +89,20 @@ struct lmc_qmm_plan {
  * bandwidth on a Sapphire Rapids core; 4 KiB ahead gave ~75 %. */
 #define LMC_QMM_PREFETCH 4096
 
-/* Runs a plan (allocates the prepared x, threads over N, stores out). */
+/* Runs a plan (prepares x, threads over N, stores out), or queues it while
+ * a batch is open on this thread. */
 lmc_status lmc_qmm_run(lmc_qmm_plan *p);
+
+/* Several quantised matmuls in one parallel region (the projections that
+ * share one input): between lmc_qmm_batch_begin and lmc_qmm_batch_end on a
+ * thread, lmc_qmm_run queues its plan (up to 8; more run at once), and the
+ * arrays the plans point to must stay alive until the end.
+ * lmc_qmm_batch_end prepares each distinct x once and splits the rows of all
+ * the queued matrices over the threads; each output is exactly what the
+ * plan gives run alone. Paths that do not use lmc_qmm_run (the scalar
+ * kernel, AMX for many rows) run at once, as without a batch. */
+void lmc_qmm_batch_begin(void);
+lmc_status lmc_qmm_batch_end(void);
 
 
 /* bf16 bits to f32, inline (the hot paths convert scales per row). */

@@ -1,9 +1,12 @@
 /* Scalar reference kernels for MLX affine quantisation (see quant.h). */
 #include <math.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "backend/cpu/quant.h"
+#include "core/scratch.h"
 #include "core/threadpool.h"
 
 /* --- quantize ----------------------------------------------------------------
@@ -198,9 +201,30 @@ lmc_status lmc_quantized_matmul_scalar(lmc_array *out, const lmc_array *x, const
     return LMC_OK;
 }
 
-/* --- the driver of the SIMD paths (see lmc_qmm_plan in quant.h) ---------- */
+/* --- the driver of the SIMD paths (see lmc_qmm_plan in quant.h) ----------
+ *
+ * One parallel region per call (or per batch of calls sharing x): x is
+ * prepared first, on the calling thread when it has few rows (a few
+ * microseconds at decode, less than waking the workers), and all weight rows
+ * are then cut into tasks (shrinking towards the end, see qmm_cut_tasks)
+ * that the threads claim as they come free. A row's result does not depend
+ * on how the rows are cut, so outputs are the same for any thread count.
+ * Work space comes from per-thread scratch buffers: decode calls this
+ * hundreds of times per token. */
 
-enum { QMM_NB = 32 }; /* weight rows whose scales are converted at once */
+enum {
+    QMM_NB = 32,           /* weight rows whose scales are converted at once; tasks are multiples of it */
+    QMM_MAX_TASKS = 256,
+    QMM_PREP_SERIAL = 4,   /* x rows prepared on the calling thread alone */
+    QMM_BATCH_MAX = 8,
+};
+
+/* Plans queued while a batch is open on this thread (lmc_qmm_batch_begin). */
+static _Thread_local struct {
+    bool open;
+    int n;
+    lmc_qmm_plan plans[QMM_BATCH_MAX];
+} t_batch;
 
 static void qmm_prep_rows(void *vctx, int64_t m0, int64_t m1, int thread) {
     (void)thread;
@@ -210,21 +234,28 @@ static void qmm_prep_rows(void *vctx, int64_t m0, int64_t m1, int thread) {
         p->prep_x(p, (const char *)p->x + (size_t)(m * p->K) * xs, p->xp + (size_t)m * p->xp_bytes, p->sx + m * p->G_pad);
 }
 
-static void qmm_store(const lmc_qmm_plan *p, int64_t m, int64_t n, float v) {
-    int64_t i = m * p->N + n;
-    switch (p->odt) {
-    case LMC_F32: ((float *)p->out)[i] = v; break;
-    case LMC_BF16: ((uint16_t *)p->out)[i] = lmc_f32_to_bf16(v); break;
-    default: ((uint16_t *)p->out)[i] = lmc_f32_to_f16(v); break;
+/* Stores res[m][n - n0] (m < mr, n0 <= n < n1) into rows m0.. of out. */
+static void qmm_store(const lmc_qmm_plan *p, int64_t m0, int mr, int64_t n0, int64_t n1, float (*res)[QMM_NB]) {
+    for (int r = 0; r < mr; r++) {
+        int64_t i = (m0 + r) * p->N;
+        switch (p->odt) {
+        case LMC_F32:
+            for (int64_t n = n0; n < n1; n++) ((float *)p->out)[i + n] = res[r][n - n0];
+            break;
+        case LMC_BF16:
+            for (int64_t n = n0; n < n1; n++) ((uint16_t *)p->out)[i + n] = lmc_f32_to_bf16(res[r][n - n0]);
+            break;
+        default:
+            for (int64_t n = n0; n < n1; n++) ((uint16_t *)p->out)[i + n] = lmc_f32_to_f16(res[r][n - n0]);
+            break;
+        }
     }
 }
 
-static void qmm_run_rows(void *vctx, int64_t n0, int64_t n1, int thread) {
-    const lmc_qmm_plan *p = vctx;
-    /* This thread's scratch: the converted scales of QMM_NB weight rows. */
-    float *sF = p->scratch ? p->scratch + (size_t)thread * 2 * QMM_NB * p->G_pad : NULL;
-    float *cF = sF ? sF + QMM_NB * p->G_pad : NULL;
-    float res[4];
+/* Weight rows [n0, n1) of one plan; sF, cF: this thread's scratch for the
+ * converted scales of QMM_NB rows (NULL when the kernel converts them). */
+static void qmm_run_rows(const lmc_qmm_plan *p, int64_t n0, int64_t n1, float *sF, float *cF) {
+    float res[4], block[4][QMM_NB]; /* the results of up to 4 x rows by QMM_NB weight rows */
     for (int64_t nb = n0; nb < n1; nb += QMM_NB) {
         int64_t ne = nb + QMM_NB < n1 ? nb + QMM_NB : n1;
         if (p->prep_w)
@@ -236,32 +267,130 @@ static void qmm_run_rows(void *vctx, int64_t n0, int64_t n1, int thread) {
                 p->kernel(p, n, p->wq + (size_t)n * p->row_bytes, sF ? sF + (n - nb) * p->G_pad : NULL,
                           cF ? cF + (n - nb) * p->G_pad : NULL, p->xp + (size_t)m0 * p->xp_bytes, p->sx + m0 * p->G_pad,
                           mr, res);
-                for (int r = 0; r < mr; r++) qmm_store(p, m0 + r, n, res[r]);
+                for (int r = 0; r < mr; r++) block[r][n - nb] = res[r];
             }
+            qmm_store(p, m0, mr, nb, ne, block);
         }
     }
 }
 
-lmc_status lmc_qmm_run(lmc_qmm_plan *p) {
-    p->G_pad = (p->G + 15) / 16 * 16 + 16;
-    int threads = lmc_num_threads();
-    p->xp = aligned_alloc(64, (size_t)p->M * p->xp_bytes);
-    p->sx = calloc((size_t)(p->M * p->G_pad), sizeof(float));
-    p->scratch = p->prep_w ? aligned_alloc(64, (size_t)threads * 2 * QMM_NB * (size_t)p->G_pad * sizeof(float)) : NULL;
-    lmc_status st = LMC_OK;
-    if (!p->xp || !p->sx || (p->prep_w && !p->scratch)) {
-        st = lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "quantized_matmul: out of memory for the %lld x %lld work space",
-                           (long long)p->M, (long long)p->K);
-    } else {
-        memset(p->xp, 0, (size_t)p->M * p->xp_bytes);
-        lmc_parallel_for(p->M, 4, qmm_prep_rows, p);
-        lmc_parallel_for(p->N, 16, qmm_run_rows, p);
+/* The weight rows of several plans, numbered one after another, cut into tasks. */
+typedef struct qmm_job {
+    const lmc_qmm_plan *plans;
+    int n;
+    int64_t first[QMM_BATCH_MAX + 1];  /* plan i has rows [first[i], first[i+1]) */
+    int ntasks;
+    int64_t start[QMM_MAX_TASKS + 1];  /* task t has rows [start[t], start[t+1]) */
+    _Atomic bool out_of_memory;        /* a thread found no scratch for prep_w */
+} qmm_job;
+
+/* Cuts `rows` into tasks that shrink as the work runs out (guided
+ * scheduling): each takes 1/(2*threads) of the rows left, in multiples of
+ * QMM_NB, so the threads start on large blocks (few cold starts of the
+ * weight stream) and end together on small ones (a short wait at the end). */
+static void qmm_cut_tasks(qmm_job *j, int64_t rows, int threads) {
+    int64_t least = (rows + QMM_MAX_TASKS / 2 - 1) / (QMM_MAX_TASKS / 2); /* bounds the count */
+    least = least < QMM_NB ? QMM_NB : (least + QMM_NB - 1) / QMM_NB * QMM_NB;
+    int64_t r = 0;
+    j->ntasks = 0;
+    j->start[0] = 0;
+    while (r < rows) {
+        int64_t size = (rows - r) / (2 * threads);
+        size = size < least ? least : size / QMM_NB * QMM_NB;
+        if (j->ntasks == QMM_MAX_TASKS - 1 || size > rows - r) size = rows - r;
+        r += size;
+        j->start[++j->ntasks] = r;
     }
-    free(p->scratch);
-    free(p->xp);
-    free(p->sx);
-    p->xp = NULL;
-    p->sx = NULL;
-    p->scratch = NULL;
+}
+
+/* Tasks [t0, t1) (one, or all of them with one thread): their rows are contiguous. */
+static void qmm_tasks(void *vctx, int64_t t0, int64_t t1, int task) {
+    (void)task;
+    qmm_job *j = vctx;
+    int64_t r0 = j->start[t0], r1 = j->start[t1];
+    for (int i = 0; i < j->n; i++) {
+        int64_t lo = r0 > j->first[i] ? r0 : j->first[i], hi = r1 < j->first[i + 1] ? r1 : j->first[i + 1];
+        if (lo >= hi) continue;
+        const lmc_qmm_plan *p = &j->plans[i];
+        float *sF = NULL, *cF = NULL;
+        if (p->prep_w) {
+            sF = lmc_scratch(LMC_SCRATCH_QMM_ROWS, 2 * QMM_NB * (size_t)p->G_pad * sizeof(float));
+            if (!sF) {
+                atomic_store(&j->out_of_memory, true);
+                return;
+            }
+            cF = sF + QMM_NB * p->G_pad;
+        }
+        qmm_run_rows(p, lo - j->first[i], hi - j->first[i], sF, cF);
+    }
+}
+
+/* Plans a and b prepare x the same way (so b may use a's prepared x). */
+static bool same_prepared_x(const lmc_qmm_plan *a, const lmc_qmm_plan *b) {
+    return a->x == b->x && a->xdt == b->xdt && a->M == b->M && a->K == b->K && a->prep_x == b->prep_x &&
+           a->xp_bytes == b->xp_bytes && a->group_size == b->group_size && a->G_pad == b->G_pad && a->F == b->F;
+}
+
+/* Runs plans[0..n) in one parallel region over all their rows. */
+static lmc_status qmm_run_plans(lmc_qmm_plan *plans, int n) {
+    /* Lay out the prepared x of each distinct x in one scratch buffer. */
+    size_t offset[QMM_BATCH_MAX], total = 0;
+    int owner[QMM_BATCH_MAX];
+    for (int i = 0; i < n; i++) {
+        lmc_qmm_plan *p = &plans[i];
+        p->G_pad = (p->G + 15) / 16 * 16 + 16;
+        owner[i] = i;
+        for (int j = 0; j < i; j++)
+            if (owner[j] == j && same_prepared_x(&plans[j], p)) {
+                owner[i] = j;
+                break;
+            }
+        if (owner[i] != i) continue;
+        offset[i] = total;
+        total += (size_t)p->M * p->xp_bytes + ((size_t)(p->M * p->G_pad) * sizeof(float) + 63) / 64 * 64;
+    }
+    uint8_t *space = lmc_scratch(LMC_SCRATCH_QMM_X, total);
+    if (!space) return lmc_last_status();
+    qmm_job job = {.plans = plans, .n = n};
+    for (int i = 0; i < n; i++) {
+        lmc_qmm_plan *p = &plans[i];
+        if (owner[i] == i) {
+            p->xp = space + offset[i];
+            p->sx = (float *)(p->xp + (size_t)p->M * p->xp_bytes);
+            /* prep_x writes only the used part of a row and adds into sx */
+            memset(p->xp, 0, (size_t)p->M * p->xp_bytes + (size_t)(p->M * p->G_pad) * sizeof(float));
+            if (p->M <= QMM_PREP_SERIAL) qmm_prep_rows(p, 0, p->M, 0);
+            else lmc_parallel_for(p->M, QMM_PREP_SERIAL, qmm_prep_rows, p);
+        } else {
+            p->xp = plans[owner[i]].xp;
+            p->sx = plans[owner[i]].sx;
+        }
+        job.first[i + 1] = job.first[i] + p->N;
+    }
+    qmm_cut_tasks(&job, job.first[n], lmc_num_threads());
+    lmc_parallel_tasks(job.ntasks, 1, qmm_tasks, &job);
+    if (atomic_load(&job.out_of_memory))
+        return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "quantized_matmul: out of memory for the scales of %d weight rows",
+                             (int)QMM_NB);
+    return LMC_OK;
+}
+
+lmc_status lmc_qmm_run(lmc_qmm_plan *p) {
+    if (t_batch.open && t_batch.n < QMM_BATCH_MAX) {
+        t_batch.plans[t_batch.n++] = *p;
+        return LMC_OK;
+    }
+    return qmm_run_plans(p, 1);
+}
+
+void lmc_qmm_batch_begin(void) {
+    t_batch.open = true;
+    t_batch.n = 0;
+}
+
+lmc_status lmc_qmm_batch_end(void) {
+    t_batch.open = false;
+    lmc_status st = t_batch.n ? qmm_run_plans(t_batch.plans, t_batch.n) : LMC_OK;
+    t_batch.n = 0;
     return st;
 }

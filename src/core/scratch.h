@@ -1,0 +1,24 @@
+/* Per-thread scratch buffers for kernels that need work space on every call
+ * (prepared operands, converted scales): grown on demand and kept, so a
+ * decode step, which calls the same kernels hundreds of times with the same
+ * sizes, allocates nothing. Each thread has LMC_SCRATCH_SLOTS buffers; a
+ * thread's buffers are freed when it exits (the main thread's at exit). */
+#ifndef LMC_CORE_SCRATCH_H
+#define LMC_CORE_SCRATCH_H
+
+#include <stddef.h>
+
+/* The slots: one per kind of use, so that uses that overlap in time on one
+ * thread never share a buffer. */
+enum {
+    LMC_SCRATCH_QMM_X,   /* the quantised matmul's prepared x (read by every thread of its parallel region) */
+    LMC_SCRATCH_QMM_ROWS, /* the quantised matmul's per-thread converted scales */
+    LMC_SCRATCH_SLOTS
+};
+
+/* At least `bytes` of 64-byte-aligned memory for slot `slot` of the calling
+ * thread, contents undefined; valid until the thread's next call for the
+ * same slot. NULL (with the error set) when out of memory. */
+void *lmc_scratch(int slot, size_t bytes);
+
+#endif
