@@ -26,6 +26,7 @@
  * per element, so half the work per byte suffices). */
 #include <immintrin.h>
 #include <math.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "backend/cpu/quant.h"
@@ -226,64 +227,116 @@ static inline __m512 block_scales4(const lmc_qmm_plan *p, const void *s_row, con
     }
 }
 
-static inline __attribute__((always_inline)) void kernel4_body(const lmc_qmm_plan *p, int64_t n, const uint8_t *w,
-                                                               const uint8_t *xp, const float *sx, const int MR,
-                                                               const lmc_dtype SDT, float *res) {
+/* The exact int32 dot products of one block with one x row, lane by lane:
+ * 65536*H + 256*M + L, where H, M and L are the sums of q times the hi, mid
+ * and lo parts. Horner's rule inside vpdpbusd's accumulator, ((H << 8) + M)
+ * << 8 + L, leaves two shifts to combine the parts (six vpdpbusd and two
+ * shifts per block and x row). |H|, |M|, |L| <= 8 * 15 * 128, so no step
+ * leaves int32: the integers are those of the parts summed separately. */
+static inline __m512i block_dot24(__m512i qe, __m512i qo, const __m512i *xb) {
+    __m512i a = _mm512_dpbusd_epi32(_mm512_setzero_si512(), qe, _mm512_load_si512(xb));
+    a = _mm512_dpbusd_epi32(a, qo, _mm512_load_si512(xb + 3));
+    a = _mm512_slli_epi32(a, 8);
+    a = _mm512_dpbusd_epi32(a, qe, _mm512_load_si512(xb + 1));
+    a = _mm512_dpbusd_epi32(a, qo, _mm512_load_si512(xb + 4));
+    a = _mm512_slli_epi32(a, 8);
+    a = _mm512_dpbusd_epi32(a, qe, _mm512_load_si512(xb + 2));
+    return _mm512_dpbusd_epi32(a, qo, _mm512_load_si512(xb + 5));
+}
+
+/* Block b of NR weight rows (row j's bytes at w + j*rb, its scales at
+ * s_row + j*G) with MR rows of x: acc[j*MR + r] += the block's products.
+ * TAIL: the last, partial block (K not a multiple of 128), read with masks. */
+static inline __attribute__((always_inline)) void block4(const lmc_qmm_plan *p, const uint8_t *w, const void *s_row,
+                                                         const uint8_t *xp, int64_t b, int64_t nblk, const int NR,
+                                                         const int MR, const lmc_dtype SDT, const bool TAIL,
+                                                         __mmask16 msc, __m512i gidx, __m512i idx16, __m512 *acc) {
     const __m512i low = _mm512_set1_epi8(0x0F);
+    const size_t ssz = SDT == LMC_F32 ? 4 : 2;
+#pragma GCC unroll 4
+    for (int j = 0; j < NR; j++) {
+        const uint8_t *wb = w + (size_t)j * p->row_bytes + b * 64;
+        __m512i v = TAIL ? _mm512_maskz_loadu_epi8((1ull << ((p->K % 128) / 2)) - 1, wb) : _mm512_loadu_si512(wb);
+        /* Rows are contiguous, so this runs ahead into the next rows: the
+         * hardware prefetcher alone leaves the loop waiting on DRAM. */
+        _mm_prefetch((const char *)(wb + LMC_QMM_PREFETCH), _MM_HINT_T0);
+        /* q of the even and the odd elements, one per byte */
+        __m512i qe = _mm512_and_si512(v, low), qo = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
+        __m512 s = block_scales4(p, (const char *)s_row + (size_t)(j * p->G) * ssz, SDT, b, msc, gidx, idx16);
+#pragma GCC unroll 4
+        for (int r = 0; r < MR; r++) {
+            const uint8_t *row = xp + (size_t)r * p->xp_bytes;
+            const float *xscale = (const float *)(row + nblk * 384);
+            __m512i a = block_dot24(qe, qo, (const __m512i *)row + b * 6);
+            acc[j * MR + r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), _mm512_mul_ps(s, _mm512_set1_ps(xscale[b])), acc[j * MR + r]);
+        }
+    }
+}
+
+/* The horizontal sums of a0..a3 in lanes 0..3, each by the same tree of
+ * additions whatever the other three hold, so a row's result does not
+ * depend on the rows summed beside it. */
+static inline __m128 hsum4(__m512 a0, __m512 a1, __m512 a2, __m512 a3) {
+    /* per 128-bit lane: (e0 + e2, e1 + e3) of a0 and a1 interleaved, then the two pairs added */
+    __m512d t01 = _mm512_castps_pd(_mm512_add_ps(_mm512_unpacklo_ps(a0, a1), _mm512_unpackhi_ps(a0, a1)));
+    __m512d t23 = _mm512_castps_pd(_mm512_add_ps(_mm512_unpacklo_ps(a2, a3), _mm512_unpackhi_ps(a2, a3)));
+    __m512 t = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(t01, t23)), _mm512_castpd_ps(_mm512_unpackhi_pd(t01, t23)));
+    /* lane i of each 128-bit lane is now a partial sum of a_i: add the four 128-bit lanes */
+    __m256 h = _mm256_add_ps(_mm512_castps512_ps256(t), _mm512_extractf32x8_ps(t, 1));
+    return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+
+/* NR weight rows from n (bytes at w) with MR rows of x: res[j*MR + r]. */
+static inline __attribute__((always_inline)) void kernel4_rows(const lmc_qmm_plan *p, int64_t n, const uint8_t *w,
+                                                               const uint8_t *xp, const float *sx, const int NR,
+                                                               const int MR, const lmc_dtype SDT, float *res) {
     const __m512i gidx = _mm512_loadu_si512(p->gidx), idx16 = _mm512_loadu_si512(p->gidx16);
     const int64_t nblk = blocks4(p), full = p->K / 128;
     const void *s_row = (const char *)p->scales + (size_t)(n * p->G) * (SDT == LMC_F32 ? 4 : 2);
     /* groups of a full block, and of the last one when K is not a multiple of 128 */
     const __mmask16 mfull = (__mmask16)((1u << (128 >> p->gshift)) - 1), mtail = (__mmask16)((1u << ((p->K % 128) >> p->gshift)) - 1);
-    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-    for (int64_t b = 0; b < nblk; b++) {
-        __m512i v = b < full ? _mm512_loadu_si512(w + b * 64)
-                             : _mm512_maskz_loadu_epi8((1ull << ((p->K % 128) / 2)) - 1, w + b * 64);
-        /* Rows are contiguous, so this runs ahead into the next rows: the
-         * hardware prefetcher alone leaves the loop waiting on DRAM. */
-        _mm_prefetch((const char *)(w + b * 64 + LMC_QMM_PREFETCH), _MM_HINT_T0);
-        /* q of the even and the odd elements, one per byte */
-        __m512i qe = _mm512_and_si512(v, low), qo = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
-        __m512 s = block_scales4(p, s_row, SDT, b, b < full ? mfull : mtail, gidx, idx16);
-#pragma GCC unroll 4
-        for (int r = 0; r < MR; r++) {
-            const uint8_t *row = xp + (size_t)r * p->xp_bytes;
-            const __m512i *xb = (const __m512i *)row + b * 6;
-            const float *xscale = (const float *)(row + nblk * 384);
-            /* vpdpbusd: 4 products of u8 q and s8 x per 32-bit lane; per part
-             * at most 8 * 15 * 128, so (hi << 16) + (mid << 8) + lo fits int32 */
-            __m512i hi = _mm512_dpbusd_epi32(_mm512_setzero_si512(), qe, _mm512_load_si512(xb));
-            __m512i mid = _mm512_dpbusd_epi32(_mm512_setzero_si512(), qe, _mm512_load_si512(xb + 1));
-            __m512i lo = _mm512_dpbusd_epi32(_mm512_setzero_si512(), qe, _mm512_load_si512(xb + 2));
-            hi = _mm512_dpbusd_epi32(hi, qo, _mm512_load_si512(xb + 3));
-            mid = _mm512_dpbusd_epi32(mid, qo, _mm512_load_si512(xb + 4));
-            lo = _mm512_dpbusd_epi32(lo, qo, _mm512_load_si512(xb + 5));
-            __m512i a = _mm512_add_epi32(_mm512_slli_epi32(_mm512_add_epi32(_mm512_slli_epi32(hi, 8), mid), 8), lo);
-            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), _mm512_mul_ps(s, _mm512_set1_ps(xscale[b])), acc[r]);
-        }
-    }
-    /* rowacc[r] += sum_g b_g * sx_g (zero past G), then the horizontal sums, as finish() */
+    __m512 acc[4];
+    for (int i = 0; i < 4; i++) acc[i] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < full; b++) block4(p, w, s_row, xp, b, nblk, NR, MR, SDT, false, mfull, gidx, idx16, acc);
+    if (full < nblk) block4(p, w, s_row, xp, full, nblk, NR, MR, SDT, true, mtail, gidx, idx16, acc);
+    /* acc += b_g * sx_g (zero past G) */
     for (int64_t g = 0; g < p->G; g += 16) {
         int64_t left = p->G - g;
-        __m512 c = load_sb(p->biases, SDT, n * p->G + g, left >= 16 ? 0xFFFF : (__mmask16)((1u << left) - 1));
+        __mmask16 m = left >= 16 ? 0xFFFF : (__mmask16)((1u << left) - 1);
 #pragma GCC unroll 4
-        for (int r = 0; r < MR; r++) acc[r] = _mm512_fmadd_ps(c, _mm512_loadu_ps(sx + r * p->G_pad + g), acc[r]);
+        for (int j = 0; j < NR; j++) {
+            __m512 c = load_sb(p->biases, SDT, (n + j) * p->G + g, m);
+#pragma GCC unroll 4
+            for (int r = 0; r < MR; r++)
+                acc[j * MR + r] = _mm512_fmadd_ps(c, _mm512_loadu_ps(sx + r * p->G_pad + g), acc[j * MR + r]);
+        }
     }
-#pragma GCC unroll 4
-    for (int r = 0; r < MR; r++) res[r] = _mm512_reduce_add_ps(acc[r]);
+    _mm_mask_storeu_ps(res, (__mmask8)((1u << (NR * MR)) - 1), hsum4(acc[0], acc[1], acc[2], acc[3]));
 }
 
-/* One instance per row count and scale dtype, so the inner loops have no branches. */
+/* One instance per scale dtype: nn weight rows, 4 (or 2) at a time while
+ * the accumulators fit in registers, with mr rows of x. */
 #define KERNEL4(SDT, NAME)                                                                                           \
-    static void NAME(const lmc_qmm_plan *p, int64_t n, const uint8_t *w, const float *sF, const float *cF,          \
+    static void NAME(const lmc_qmm_plan *p, int64_t n, int nn, const uint8_t *w, const float *sF, const float *cF,  \
                      const uint8_t *xp, const float *sx, int mr, float *res) {                                       \
         (void)sF;                                                                                                    \
         (void)cF;                                                                                                    \
+        int j = 0;                                                                                                   \
         switch (mr) {                                                                                                \
-        case 1: kernel4_body(p, n, w, xp, sx, 1, SDT, res); break;                                                   \
-        case 2: kernel4_body(p, n, w, xp, sx, 2, SDT, res); break;                                                   \
-        case 3: kernel4_body(p, n, w, xp, sx, 3, SDT, res); break;                                                   \
-        default: kernel4_body(p, n, w, xp, sx, 4, SDT, res); break;                                                  \
+        case 1:                                                                                                      \
+            for (; j + 4 <= nn; j += 4) kernel4_rows(p, n + j, w + j * p->row_bytes, xp, sx, 4, 1, SDT, res + j);    \
+            for (; j < nn; j++) kernel4_rows(p, n + j, w + j * p->row_bytes, xp, sx, 1, 1, SDT, res + j);            \
+            break;                                                                                                   \
+        case 2:                                                                                                      \
+            for (; j + 2 <= nn; j += 2) kernel4_rows(p, n + j, w + j * p->row_bytes, xp, sx, 2, 2, SDT, res + 2 * j); \
+            for (; j < nn; j++) kernel4_rows(p, n + j, w + j * p->row_bytes, xp, sx, 1, 2, SDT, res + 2 * j);        \
+            break;                                                                                                   \
+        case 3:                                                                                                      \
+            for (; j < nn; j++) kernel4_rows(p, n + j, w + j * p->row_bytes, xp, sx, 1, 3, SDT, res + 3 * j);        \
+            break;                                                                                                   \
+        default:                                                                                                     \
+            for (; j < nn; j++) kernel4_rows(p, n + j, w + j * p->row_bytes, xp, sx, 1, 4, SDT, res + 4 * j);        \
+            break;                                                                                                   \
         }                                                                                                            \
     }
 KERNEL4(LMC_F32, kernel4_f32)
@@ -320,9 +373,10 @@ static inline __attribute__((always_inline)) void kernel8_body(const lmc_qmm_pla
     finish(p, cF, sx, MR, acc, res);
 }
 
-static void kernel8(const lmc_qmm_plan *p, int64_t n, const uint8_t *w, const float *sF, const float *cF, const uint8_t *xp,
-                    const float *sx, int mr, float *res) {
+static void kernel8(const lmc_qmm_plan *p, int64_t n, int nn, const uint8_t *w, const float *sF, const float *cF,
+                    const uint8_t *xp, const float *sx, int mr, float *res) {
     (void)n;
+    (void)nn; /* nr = 1 */
     switch (mr) {
     case 1: kernel8_body(p, w, sF, cF, xp, sx, 1, res); break;
     case 2: kernel8_body(p, w, sF, cF, xp, sx, 2, res); break;
@@ -362,8 +416,10 @@ lmc_status lmc_quantized_matmul_avx512(lmc_array *out, const lmc_array *x, const
         for (int l = 0; l < 16; l++) /* see block_scales4 */
             p.gidx16[p.sdt == LMC_BF16 ? 2 * l + 1 : l] = (int16_t)p.gidx[l];
         p.kernel = p.sdt == LMC_F32 ? kernel4_f32 : p.sdt == LMC_BF16 ? kernel4_bf16 : kernel4_f16;
+        p.nr = 4;
     } else {
         p.F = 256.0f;
+        p.nr = 1;
         p.prep_w = prep_w;
         p.xp_bytes = (size_t)((p.K + 63) / 64) * 256;
         p.prep_x = prep_x8;

@@ -224,7 +224,7 @@ static void qmm_run_rows(void *vctx, int64_t n0, int64_t n1, int thread) {
     /* This thread's scratch: the converted scales of QMM_NB weight rows. */
     float *sF = p->scratch ? p->scratch + (size_t)thread * 2 * QMM_NB * p->G_pad : NULL;
     float *cF = sF ? sF + QMM_NB * p->G_pad : NULL;
-    float res[4];
+    float res[16];
     for (int64_t nb = n0; nb < n1; nb += QMM_NB) {
         int64_t ne = nb + QMM_NB < n1 ? nb + QMM_NB : n1;
         if (p->prep_w)
@@ -232,11 +232,13 @@ static void qmm_run_rows(void *vctx, int64_t n0, int64_t n1, int thread) {
         /* x rows outside, weight rows inside: the block's weights stay in cache across x rows. */
         for (int64_t m0 = 0; m0 < p->M; m0 += p->mr) {
             int mr = p->M - m0 < p->mr ? (int)(p->M - m0) : p->mr;
-            for (int64_t n = nb; n < ne; n++) {
-                p->kernel(p, n, p->wq + (size_t)n * p->row_bytes, sF ? sF + (n - nb) * p->G_pad : NULL,
+            for (int64_t n = nb; n < ne; n += p->nr) {
+                int nn = ne - n < p->nr ? (int)(ne - n) : p->nr;
+                p->kernel(p, n, nn, p->wq + (size_t)n * p->row_bytes, sF ? sF + (n - nb) * p->G_pad : NULL,
                           cF ? cF + (n - nb) * p->G_pad : NULL, p->xp + (size_t)m0 * p->xp_bytes, p->sx + m0 * p->G_pad,
                           mr, res);
-                for (int r = 0; r < mr; r++) qmm_store(p, m0 + r, n, res[r]);
+                for (int j = 0; j < nn; j++)
+                    for (int r = 0; r < mr; r++) qmm_store(p, m0 + r, n + j, res[j * mr + r]);
             }
         }
     }
