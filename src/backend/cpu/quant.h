@@ -65,7 +65,7 @@ struct lmc_qmm_plan {
     float F;
     int gshift;               /* log2(group_size) */
     int32_t gidx[16];         /* for SIMD lane l of a block: its group within the block (path-defined) */
-    int16_t gidx16[32];       /* the same for 16-bit elements (path-defined) */
+    uint8_t shuf[64];         /* a byte shuffle that places a block's scales in its lanes (path-defined) */
     size_t xp_bytes;          /* bytes of one prepared x row (a multiple of 64) */
     int mr;                   /* x rows per kernel call, at most 4 */
     int nr;                   /* weight rows per kernel call, 1 to 4 */

@@ -43,6 +43,9 @@ static inline float load_x(const void *x, lmc_dtype dt, int64_t k) {
 
 static int64_t blocks4(const lmc_qmm_plan *p) { return (p->K + 127) / 128; }
 
+/* How far ahead the 4-bit kernel prefetches into L2 (see block4), in bytes. */
+enum { PREFETCH_L2 = 16384 };
+
 /* x for the 4-bit kernel as three int8 parts of a 24-bit integer,
  * x24 = 65536*hi + 256*mid + lo (|x24| <= X24_MAX so hi fits int8), per
  * block of 128 elements with one scale, laid out to match the packed bytes:
@@ -208,23 +211,42 @@ static inline __m512 load_sb(const void *src, lmc_dtype dt, int64_t i, __mmask16
     }
 }
 
-/* The scales of 4-bit block blk (128 elements, 128/group_size groups, read
- * with mask m so nothing past the row's last group is touched), lane l
- * holding group gidx[l] of the block. idx16 is gidx for 16-bit elements:
- * for bf16, word 2l+1 = gidx[l] with the even words zeroed puts the bf16 bits
- * in the top half of lane l, which is its f32; for f16, word l = gidx[l]. */
-static inline __m512 block_scales4(const lmc_qmm_plan *p, const void *s_row, const lmc_dtype SDT, int64_t blk, __mmask16 m,
-                                   __m512i gidx, __m512i idx16) {
-    int64_t g = (blk * 128) >> p->gshift;
-    switch (SDT) {
-    case LMC_F32: return _mm512_permutexvar_ps(gidx, _mm512_maskz_loadu_ps(m, (const float *)s_row + g));
-    case LMC_BF16:
-        return _mm512_castsi512_ps(_mm512_maskz_permutexvar_epi16(
-            0xAAAAAAAAu, idx16, _mm512_castsi128_si512(_mm_maskz_loadu_epi16((__mmask8)m, (const uint16_t *)s_row + g))));
-    default:
-        return _mm512_cvtph_ps(_mm256_permutexvar_epi16(
-            _mm512_castsi512_si256(idx16), _mm256_castsi128_si256(_mm_maskz_loadu_epi16((__mmask8)m, (const uint16_t *)s_row + g))));
+/* The scales of 4-bit block b of a row whose scales start at s_row, lane l
+ * holding its group's (u32 word l covers elements 8l..8l+7), GPB = 128 /
+ * group_size groups a block. One load broadcasts exactly the block's GPB
+ * stored values to every 128-bit lane (a load-port uop only) and one vpshufb
+ * with p->shuf (per 128-bit lane) puts each lane's value in place: for bf16
+ * in the top half of the lane with the bottom zeroed, which is its f32; for
+ * f16 in word l, for vcvtph2ps; for f32 the whole lane. (The obvious vpermw
+ * from a masked load is two uops, on ports 0 and 5.) With one group a block
+ * a broadcast of the f32 value does. The TAIL block (K % 128 != 0) has
+ * fewer groups and is read with a mask, so nothing past the row's last group
+ * is touched. */
+static inline __m512 block_scales4(const void *s_row, const lmc_dtype SDT, int64_t b, const int GPB, const bool TAIL,
+                                   __mmask16 mtail, __m512i shuf) {
+    const int ssz = SDT == LMC_F32 ? 4 : 2;
+    const char *src = (const char *)s_row + b * GPB * ssz;
+    __m512i v;
+    if (TAIL) {
+        v = _mm512_broadcast_i32x4(_mm_maskz_loadu_epi8(mtail, src));
+    } else if (GPB == 1) {
+        if (SDT == LMC_F32) return _mm512_set1_ps(*(const float *)src);
+        uint16_t h;
+        memcpy(&h, src, 2);
+        return _mm512_set1_ps(SDT == LMC_BF16 ? lmc_quant_bf16(h) : _cvtsh_ss(h));
+    } else if (GPB * ssz == 4) {
+        uint32_t u;
+        memcpy(&u, src, 4);
+        v = _mm512_set1_epi32((int)u);
+    } else if (GPB * ssz == 8) {
+        uint64_t u;
+        memcpy(&u, src, 8);
+        v = _mm512_set1_epi64((long long)u);
+    } else {
+        v = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)src));
     }
+    v = _mm512_shuffle_epi8(v, shuf);
+    return SDT == LMC_F16 ? _mm512_cvtph_ps(_mm512_castsi512_si256(v)) : _mm512_castsi512_ps(v);
 }
 
 /* The exact int32 dot products of one block with one x row, lane by lane:
@@ -250,7 +272,7 @@ static inline __m512i block_dot24(__m512i qe, __m512i qo, const __m512i *xb) {
 static inline __attribute__((always_inline)) void block4(const lmc_qmm_plan *p, const uint8_t *w, const void *s_row,
                                                          const uint8_t *xp, int64_t b, int64_t nblk, const int NR,
                                                          const int MR, const lmc_dtype SDT, const bool TAIL,
-                                                         __mmask16 msc, __m512i gidx, __m512i idx16, __m512 *acc) {
+                                                         const int GPB, __mmask16 mtail, __m512i shuf, size_t pf_l2, __m512 *acc) {
     const __m512i low = _mm512_set1_epi8(0x0F);
     const size_t ssz = SDT == LMC_F32 ? 4 : 2;
 #pragma GCC unroll 4
@@ -258,11 +280,16 @@ static inline __attribute__((always_inline)) void block4(const lmc_qmm_plan *p, 
         const uint8_t *wb = w + (size_t)j * p->row_bytes + b * 64;
         __m512i v = TAIL ? _mm512_maskz_loadu_epi8((1ull << ((p->K % 128) / 2)) - 1, wb) : _mm512_loadu_si512(wb);
         /* Rows are contiguous, so this runs ahead into the next rows: the
-         * hardware prefetcher alone leaves the loop waiting on DRAM. */
+         * hardware prefetcher alone leaves the loop waiting on DRAM. With NR
+         * rows read side by side, a row of 4 KiB or more is a stream of its
+         * own, which the linear distance (into the next row, read at the
+         * same time) does not serve: the second prefetch, into L2, goes to
+         * the same block of a later call's rows. */
         _mm_prefetch((const char *)(wb + LMC_QMM_PREFETCH), _MM_HINT_T0);
+        _mm_prefetch((const char *)(wb + pf_l2), _MM_HINT_T1);
         /* q of the even and the odd elements, one per byte */
         __m512i qe = _mm512_and_si512(v, low), qo = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
-        __m512 s = block_scales4(p, (const char *)s_row + (size_t)(j * p->G) * ssz, SDT, b, msc, gidx, idx16);
+        __m512 s = block_scales4((const char *)s_row + (size_t)(j * p->G) * ssz, SDT, b, GPB, TAIL, mtail, shuf);
 #pragma GCC unroll 4
         for (int r = 0; r < MR; r++) {
             const uint8_t *row = xp + (size_t)r * p->xp_bytes;
@@ -290,15 +317,18 @@ static inline __m128 hsum4(__m512 a0, __m512 a1, __m512 a2, __m512 a3) {
 static inline __attribute__((always_inline)) void kernel4_rows(const lmc_qmm_plan *p, int64_t n, const uint8_t *w,
                                                                const uint8_t *xp, const float *sx, const int NR,
                                                                const int MR, const lmc_dtype SDT, float *res) {
-    const __m512i gidx = _mm512_loadu_si512(p->gidx), idx16 = _mm512_loadu_si512(p->gidx16);
+    const __m512i shuf = _mm512_loadu_si512(p->shuf);
     const int64_t nblk = blocks4(p), full = p->K / 128;
     const void *s_row = (const char *)p->scales + (size_t)(n * p->G) * (SDT == LMC_F32 ? 4 : 2);
-    /* groups of a full block, and of the last one when K is not a multiple of 128 */
-    const __mmask16 mfull = (__mmask16)((1u << (128 >> p->gshift)) - 1), mtail = (__mmask16)((1u << ((p->K % 128) >> p->gshift)) - 1);
+    /* the stored bytes of the last block's groups when K is not a multiple of 128 */
+    const __mmask16 mtail = (__mmask16)((1u << (((p->K % 128) >> p->gshift) * (SDT == LMC_F32 ? 4 : 2))) - 1);
+    const int GPB = 128 >> p->gshift;
     __m512 acc[4];
     for (int i = 0; i < 4; i++) acc[i] = _mm512_setzero_ps();
-    for (int64_t b = 0; b < full; b++) block4(p, w, s_row, xp, b, nblk, NR, MR, SDT, false, mfull, gidx, idx16, acc);
-    if (full < nblk) block4(p, w, s_row, xp, full, nblk, NR, MR, SDT, true, mtail, gidx, idx16, acc);
+    /* the L2 prefetch: the same place in a later call's rows, PREFETCH_L2 bytes on or more */
+    const size_t call_bytes = NR * p->row_bytes, pf_l2 = (PREFETCH_L2 + call_bytes - 1) / call_bytes * call_bytes;
+    for (int64_t b = 0; b < full; b++) block4(p, w, s_row, xp, b, nblk, NR, MR, SDT, false, GPB, mtail, shuf, pf_l2, acc);
+    if (full < nblk) block4(p, w, s_row, xp, full, nblk, NR, MR, SDT, true, GPB, mtail, shuf, pf_l2, acc);
     /* acc += b_g * sx_g (zero past G) */
     for (int64_t g = 0; g < p->G; g += 16) {
         int64_t left = p->G - g;
@@ -413,8 +443,17 @@ lmc_status lmc_quantized_matmul_avx512(lmc_array *out, const lmc_array *x, const
         p.xp_bytes = x24_bytes(p.K);
         p.prep_x = prep_x24;
         p.prep_w = NULL; /* the kernel converts the scales itself */
-        for (int l = 0; l < 16; l++) /* see block_scales4 */
-            p.gidx16[p.sdt == LMC_BF16 ? 2 * l + 1 : l] = (int16_t)p.gidx[l];
+        for (int l = 0; l < 16; l++) { /* see block_scales4 */
+            int g = p.gidx[l];
+            for (int t = 0; t < 4; t++) {
+                if (p.sdt == LMC_F32) p.shuf[4 * l + t] = (uint8_t)(4 * g + t);
+                else if (p.sdt == LMC_BF16) p.shuf[4 * l + t] = t < 2 ? 0x80 : (uint8_t)(2 * g + t - 2); /* 0x80: zero */
+            }
+            if (p.sdt == LMC_F16) { /* word l of the low 256 bits */
+                p.shuf[2 * l] = (uint8_t)(2 * g);
+                p.shuf[2 * l + 1] = (uint8_t)(2 * g + 1);
+            }
+        }
         p.kernel = p.sdt == LMC_F32 ? kernel4_f32 : p.sdt == LMC_BF16 ? kernel4_bf16 : kernel4_f16;
         p.nr = 4;
     } else {
