@@ -68,7 +68,7 @@ struct lmc_qmm_plan {
     uint8_t shuf[64];         /* a byte shuffle that places a block's scales in its lanes (path-defined) */
     size_t xp_bytes;          /* bytes of one prepared x row (a multiple of 64) */
     int mr;                   /* x rows per kernel call, at most 4 */
-    int nr;                   /* weight rows per kernel call, 1 to 4 */
+    int nr;                   /* weight rows per kernel call, 1 to 32 */
     /* x_row: row m of x; writes the prepared row (zeroed beforehand) and its group sums */
     void (*prep_x)(const lmc_qmm_plan *p, const void *x_row, void *xp_row, float *sx_row);
     /* writes sF, cF for weight row n (G_pad entries, zero past G); NULL when the

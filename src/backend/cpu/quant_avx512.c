@@ -455,7 +455,7 @@ lmc_status lmc_quantized_matmul_avx512(lmc_array *out, const lmc_array *x, const
             }
         }
         p.kernel = p.sdt == LMC_F32 ? kernel4_f32 : p.sdt == LMC_BF16 ? kernel4_bf16 : kernel4_f16;
-        p.nr = 4;
+        p.nr = 32; /* the kernel's set-up once per 32 rows; it takes them 4 (or 2) at a time */
     } else {
         p.F = 256.0f;
         p.nr = 1;

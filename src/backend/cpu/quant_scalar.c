@@ -224,7 +224,7 @@ static void qmm_run_rows(void *vctx, int64_t n0, int64_t n1, int thread) {
     /* This thread's scratch: the converted scales of QMM_NB weight rows. */
     float *sF = p->scratch ? p->scratch + (size_t)thread * 2 * QMM_NB * p->G_pad : NULL;
     float *cF = sF ? sF + QMM_NB * p->G_pad : NULL;
-    float res[16];
+    float res[4 * QMM_NB]; /* mr <= 4 rows of x, nr <= QMM_NB weight rows */
     for (int64_t nb = n0; nb < n1; nb += QMM_NB) {
         int64_t ne = nb + QMM_NB < n1 ? nb + QMM_NB : n1;
         if (p->prep_w)
