@@ -506,9 +506,11 @@ static void test_qmm_rows_exact(void) {
         for (int path = LMC_PATH_AVX2; path <= (int)lmc_cpu_path_max(); path++) {
             lmc_cpu_path_set((lmc_cpu_path)path);
             lmc_array *full = lmc_quantized_matmul(x, q, s, b, 64, bits);
-            /* row blocks: below AMX's 6 rows, and of 7, 16 and 16 rows */
-            const int64_t starts[] = {0, 5, 16, 9, 0, 24}, lens[] = {1, 3, 1, 7, 16, 16};
-            for (int t = 0; t < 6; t++) {
+            /* row blocks: below AMX's 6 rows, and of 7, 16 and 16 rows; 1, 2
+             * and 3 rows of x also take the AVX-512 kernel's other groupings
+             * of weight rows (4 or 2 a call, the rest one by one) */
+            const int64_t starts[] = {0, 5, 16, 9, 0, 24, 30, 33}, lens[] = {1, 3, 1, 7, 16, 16, 2, 6};
+            for (int t = 0; t < (int)(sizeof lens / sizeof *lens); t++) {
                 int64_t vshape[2] = {lens[t], K}, vstrides[2] = {K, 1};
                 size_t off = x->offset + (size_t)(starts[t] * K) * sizeof(float);
                 lmc_array *xv = lmc_array_view(x->buf, off, LMC_F32, 2, vshape, vstrides);

@@ -65,17 +65,19 @@ struct lmc_qmm_plan {
     float F;
     int gshift;               /* log2(group_size) */
     int32_t gidx[16];         /* for SIMD lane l of a block: its group within the block (path-defined) */
-    int16_t gidx16[32];       /* the same for 16-bit elements (path-defined) */
+    uint8_t shuf[64];         /* a byte shuffle that places a block's scales in its lanes (path-defined) */
     size_t xp_bytes;          /* bytes of one prepared x row (a multiple of 64) */
     int mr;                   /* x rows per kernel call, at most 4 */
+    int nr;                   /* weight rows per kernel call, 1 to 32 */
     /* x_row: row m of x; writes the prepared row (zeroed beforehand) and its group sums */
     void (*prep_x)(const lmc_qmm_plan *p, const void *x_row, void *xp_row, float *sx_row);
     /* writes sF, cF for weight row n (G_pad entries, zero past G); NULL when the
      * kernel reads row n's scales and biases itself (sF and cF are then NULL) */
     void (*prep_w)(const lmc_qmm_plan *p, int64_t n, float *sF, float *cF);
-    /* res[r] for weight row n (its bytes at w_row) and the mr prepared x rows
+    /* res[j*mr + r] for the nn <= nr weight rows n + j (their bytes from w_row
+     * on, stride row_bytes; sF and cF are row n's) and the mr prepared x rows
      * starting at xp (stride xp_bytes), sx (stride G_pad) */
-    void (*kernel)(const lmc_qmm_plan *p, int64_t n, const uint8_t *w_row, const float *sF, const float *cF,
+    void (*kernel)(const lmc_qmm_plan *p, int64_t n, int nn, const uint8_t *w_row, const float *sF, const float *cF,
                    const uint8_t *xp, const float *sx, int mr, float *res);
     /* set by the driver */
     int64_t G_pad;            /* G rounded up to 16, plus 16 so kernels may load 16 past any group */

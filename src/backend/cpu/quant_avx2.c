@@ -206,9 +206,10 @@ static inline __attribute__((always_inline)) void kernel8_body(const lmc_qmm_pla
     finish(p, cF, sx, MR, acc, res);
 }
 
-static void kernel(const lmc_qmm_plan *p, int64_t n, const uint8_t *w, const float *sF, const float *cF,
+static void kernel(const lmc_qmm_plan *p, int64_t n, int nn, const uint8_t *w, const float *sF, const float *cF,
                    const uint8_t *xp, const float *sx, int mr, float *res) {
     (void)n;
+    (void)nn; /* nr = 1 */
 #define KB(MR)                                                                   \
     case MR:                                                                     \
         if (p->bits == 4) kernel4_body(p, w, sF, cF, xp, sx, MR, res);          \
@@ -244,6 +245,7 @@ lmc_status lmc_quantized_matmul_avx2(lmc_array *out, const lmc_array *x, const l
     p.out = lmc_array_ptr(out);
     p.odt = out->dtype;
     p.mr = 4;
+    p.nr = 1;
     p.F = 0.0f;
     p.gshift = __builtin_ctz((unsigned)group_size);
     for (int l = 0; l < 16; l++) p.gidx[l] = l * (32 / bits) / group_size; /* a lane covers one u32 word */

@@ -9,16 +9,28 @@
  * once per call to a 24-bit integer with one scale per block (x ≈ xscale_b *
  * x24, so each element is off by at most 2^-24 of its block's largest |x|,
  * about f32's own rounding) and split exactly into three int8 parts, x24 =
- * 65536*hi + 256*mid + lo; two vpdpbusd per part and two shifts give the exact
- * int32 sums. Lane j covers bytes 4j..4j+3, i.e. u32 word j (elements
- * 8j..8j+7), hence a single group: per block the sums are converted to f32
- * once and multiplied by the group scales (permuted into lanes) and xscale_b.
- * The group sums of x used for the biases are those of the rounded x, so
- * both terms see the same x. The kernel reads the row's stored scales and
- * biases itself and converts them in registers where they are used (for
- * bf16 one vpermw per block places a group's bits in the top half of its
- * lanes): a separate pass converting them per row into a buffer cost about
- * a fifth as much time as the kernel at decode.
+ * 65536*hi + 256*mid + lo; six vpdpbusd (two per part) chained by Horner's
+ * rule with two shifts give the exact int32 sums. Lane j covers bytes
+ * 4j..4j+3, i.e. u32 word j (elements 8j..8j+7), hence a single group: per
+ * block the sums are converted to f32 once and multiplied by the group
+ * scales (moved into lanes) and xscale_b. The group sums of x used for the
+ * biases are those of the rounded x, so both terms see the same x. The
+ * kernel reads the rows' stored scales and biases itself and converts them
+ * in registers where they are used (one broadcast load and one vpshufb a
+ * block): a separate pass converting them per row into a buffer cost about a
+ * fifth as much time as the kernel at decode.
+ *
+ * Per block and weight row that is 15 vector uops for one row of x (and,
+ * shift + and for the nibbles, vpshufb for the scales; per x row 6 vpdpbusd,
+ * 2 shifts, cvt, mul, fma), all on ports 0 and 5 for 512-bit operands:
+ * about 7.5 cycles per 64 bytes, measured ~19 GB/s a core with the weights
+ * in cache, a little above one core's DRAM read rate. So that per-row costs
+ * (horizontal sums, the biases, the call) stay small when rows are short
+ * (K = 1024 is 8 blocks), a call takes 32 weight rows and does 4 of them
+ * side by side (2 with 2 rows of x, 1 with 3 or 4): the x loads are shared
+ * and one transposing reduction sums 4 accumulators. Every row's result is
+ * the same arithmetic whatever rows and x rows it is computed with (the
+ * tests hold them bit-identical).
  *
  * 8 bits: lane j (u32) holds elements 4j..4j+3; byte t shifted to bits
  * 15..22 and OR-ed with 0x3F800000 is the f32 number y = 1 + q/256, and
@@ -26,6 +38,7 @@
  * per element, so half the work per byte suffices). */
 #include <immintrin.h>
 #include <math.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "backend/cpu/quant.h"
@@ -41,6 +54,9 @@ static inline float load_x(const void *x, lmc_dtype dt, int64_t k) {
 }
 
 static int64_t blocks4(const lmc_qmm_plan *p) { return (p->K + 127) / 128; }
+
+/* How far ahead the 4-bit kernel prefetches into L2 (see block4), in bytes. */
+enum { PREFETCH_L2 = 16384 };
 
 /* x for the 4-bit kernel as three int8 parts of a 24-bit integer,
  * x24 = 65536*hi + 256*mid + lo (|x24| <= X24_MAX so hi fits int8), per
@@ -207,83 +223,162 @@ static inline __m512 load_sb(const void *src, lmc_dtype dt, int64_t i, __mmask16
     }
 }
 
-/* The scales of 4-bit block blk (128 elements, 128/group_size groups, read
- * with mask m so nothing past the row's last group is touched), lane l
- * holding group gidx[l] of the block. idx16 is gidx for 16-bit elements:
- * for bf16, word 2l+1 = gidx[l] with the even words zeroed puts the bf16 bits
- * in the top half of lane l, which is its f32; for f16, word l = gidx[l]. */
-static inline __m512 block_scales4(const lmc_qmm_plan *p, const void *s_row, const lmc_dtype SDT, int64_t blk, __mmask16 m,
-                                   __m512i gidx, __m512i idx16) {
-    int64_t g = (blk * 128) >> p->gshift;
-    switch (SDT) {
-    case LMC_F32: return _mm512_permutexvar_ps(gidx, _mm512_maskz_loadu_ps(m, (const float *)s_row + g));
-    case LMC_BF16:
-        return _mm512_castsi512_ps(_mm512_maskz_permutexvar_epi16(
-            0xAAAAAAAAu, idx16, _mm512_castsi128_si512(_mm_maskz_loadu_epi16((__mmask8)m, (const uint16_t *)s_row + g))));
-    default:
-        return _mm512_cvtph_ps(_mm256_permutexvar_epi16(
-            _mm512_castsi512_si256(idx16), _mm256_castsi128_si256(_mm_maskz_loadu_epi16((__mmask8)m, (const uint16_t *)s_row + g))));
+/* The scales of 4-bit block b of a row whose scales start at s_row, lane l
+ * holding its group's (u32 word l covers elements 8l..8l+7), GPB = 128 /
+ * group_size groups a block. One load broadcasts exactly the block's GPB
+ * stored values to every 128-bit lane (a load-port uop only) and one vpshufb
+ * with p->shuf (per 128-bit lane) puts each lane's value in place: for bf16
+ * in the top half of the lane with the bottom zeroed, which is its f32; for
+ * f16 in word l, for vcvtph2ps; for f32 the whole lane. (The obvious vpermw
+ * from a masked load is two uops, on ports 0 and 5.) With one group a block
+ * a broadcast of the f32 value does. The TAIL block (K % 128 != 0) has
+ * fewer groups and is read with a mask, so nothing past the row's last group
+ * is touched. */
+static inline __m512 block_scales4(const void *s_row, const lmc_dtype SDT, int64_t b, const int GPB, const bool TAIL,
+                                   __mmask16 mtail, __m512i shuf) {
+    const int ssz = SDT == LMC_F32 ? 4 : 2;
+    const char *src = (const char *)s_row + b * GPB * ssz;
+    __m512i v;
+    if (TAIL) {
+        v = _mm512_broadcast_i32x4(_mm_maskz_loadu_epi8(mtail, src));
+    } else if (GPB == 1) {
+        if (SDT == LMC_F32) return _mm512_set1_ps(*(const float *)src);
+        uint16_t h;
+        memcpy(&h, src, 2);
+        return _mm512_set1_ps(SDT == LMC_BF16 ? lmc_quant_bf16(h) : _cvtsh_ss(h));
+    } else if (GPB * ssz == 4) {
+        uint32_t u;
+        memcpy(&u, src, 4);
+        v = _mm512_set1_epi32((int)u);
+    } else if (GPB * ssz == 8) {
+        uint64_t u;
+        memcpy(&u, src, 8);
+        v = _mm512_set1_epi64((long long)u);
+    } else {
+        v = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)src));
     }
+    v = _mm512_shuffle_epi8(v, shuf);
+    return SDT == LMC_F16 ? _mm512_cvtph_ps(_mm512_castsi512_si256(v)) : _mm512_castsi512_ps(v);
 }
 
-static inline __attribute__((always_inline)) void kernel4_body(const lmc_qmm_plan *p, int64_t n, const uint8_t *w,
-                                                               const uint8_t *xp, const float *sx, const int MR,
-                                                               const lmc_dtype SDT, float *res) {
+/* The exact int32 dot products of one block with one x row, lane by lane:
+ * 65536*H + 256*M + L, where H, M and L are the sums of q times the hi, mid
+ * and lo parts. Horner's rule inside vpdpbusd's accumulator, ((H << 8) + M)
+ * << 8 + L, leaves two shifts to combine the parts (six vpdpbusd and two
+ * shifts per block and x row). |H|, |M|, |L| <= 8 * 15 * 128, so no step
+ * leaves int32: the integers are those of the parts summed separately. */
+static inline __m512i block_dot24(__m512i qe, __m512i qo, const __m512i *xb) {
+    __m512i a = _mm512_dpbusd_epi32(_mm512_setzero_si512(), qe, _mm512_load_si512(xb));
+    a = _mm512_dpbusd_epi32(a, qo, _mm512_load_si512(xb + 3));
+    a = _mm512_slli_epi32(a, 8);
+    a = _mm512_dpbusd_epi32(a, qe, _mm512_load_si512(xb + 1));
+    a = _mm512_dpbusd_epi32(a, qo, _mm512_load_si512(xb + 4));
+    a = _mm512_slli_epi32(a, 8);
+    a = _mm512_dpbusd_epi32(a, qe, _mm512_load_si512(xb + 2));
+    return _mm512_dpbusd_epi32(a, qo, _mm512_load_si512(xb + 5));
+}
+
+/* Block b of NR weight rows (row j's bytes at w + j*rb, its scales at
+ * s_row + j*G) with MR rows of x: acc[j*MR + r] += the block's products.
+ * TAIL: the last, partial block (K not a multiple of 128), read with masks. */
+static inline __attribute__((always_inline)) void block4(const lmc_qmm_plan *p, const uint8_t *w, const void *s_row,
+                                                         const uint8_t *xp, int64_t b, int64_t nblk, const int NR,
+                                                         const int MR, const lmc_dtype SDT, const bool TAIL,
+                                                         const int GPB, __mmask16 mtail, __m512i shuf, size_t pf_l2, __m512 *acc) {
     const __m512i low = _mm512_set1_epi8(0x0F);
-    const __m512i gidx = _mm512_loadu_si512(p->gidx), idx16 = _mm512_loadu_si512(p->gidx16);
-    const int64_t nblk = blocks4(p), full = p->K / 128;
-    const void *s_row = (const char *)p->scales + (size_t)(n * p->G) * (SDT == LMC_F32 ? 4 : 2);
-    /* groups of a full block, and of the last one when K is not a multiple of 128 */
-    const __mmask16 mfull = (__mmask16)((1u << (128 >> p->gshift)) - 1), mtail = (__mmask16)((1u << ((p->K % 128) >> p->gshift)) - 1);
-    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-    for (int64_t b = 0; b < nblk; b++) {
-        __m512i v = b < full ? _mm512_loadu_si512(w + b * 64)
-                             : _mm512_maskz_loadu_epi8((1ull << ((p->K % 128) / 2)) - 1, w + b * 64);
+    const size_t ssz = SDT == LMC_F32 ? 4 : 2;
+#pragma GCC unroll 4
+    for (int j = 0; j < NR; j++) {
+        const uint8_t *wb = w + (size_t)j * p->row_bytes + b * 64;
+        __m512i v = TAIL ? _mm512_maskz_loadu_epi8((1ull << ((p->K % 128) / 2)) - 1, wb) : _mm512_loadu_si512(wb);
         /* Rows are contiguous, so this runs ahead into the next rows: the
-         * hardware prefetcher alone leaves the loop waiting on DRAM. */
-        _mm_prefetch((const char *)(w + b * 64 + LMC_QMM_PREFETCH), _MM_HINT_T0);
+         * hardware prefetcher alone leaves the loop waiting on DRAM. With NR
+         * rows read side by side, a row of 4 KiB or more is a stream of its
+         * own, which the linear distance (into the next row, read at the
+         * same time) does not serve: the second prefetch, into L2, goes to
+         * the same block of a later call's rows. */
+        _mm_prefetch((const char *)(wb + LMC_QMM_PREFETCH), _MM_HINT_T0);
+        _mm_prefetch((const char *)(wb + pf_l2), _MM_HINT_T1);
         /* q of the even and the odd elements, one per byte */
         __m512i qe = _mm512_and_si512(v, low), qo = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
-        __m512 s = block_scales4(p, s_row, SDT, b, b < full ? mfull : mtail, gidx, idx16);
+        __m512 s = block_scales4((const char *)s_row + (size_t)(j * p->G) * ssz, SDT, b, GPB, TAIL, mtail, shuf);
 #pragma GCC unroll 4
         for (int r = 0; r < MR; r++) {
             const uint8_t *row = xp + (size_t)r * p->xp_bytes;
-            const __m512i *xb = (const __m512i *)row + b * 6;
             const float *xscale = (const float *)(row + nblk * 384);
-            /* vpdpbusd: 4 products of u8 q and s8 x per 32-bit lane; per part
-             * at most 8 * 15 * 128, so (hi << 16) + (mid << 8) + lo fits int32 */
-            __m512i hi = _mm512_dpbusd_epi32(_mm512_setzero_si512(), qe, _mm512_load_si512(xb));
-            __m512i mid = _mm512_dpbusd_epi32(_mm512_setzero_si512(), qe, _mm512_load_si512(xb + 1));
-            __m512i lo = _mm512_dpbusd_epi32(_mm512_setzero_si512(), qe, _mm512_load_si512(xb + 2));
-            hi = _mm512_dpbusd_epi32(hi, qo, _mm512_load_si512(xb + 3));
-            mid = _mm512_dpbusd_epi32(mid, qo, _mm512_load_si512(xb + 4));
-            lo = _mm512_dpbusd_epi32(lo, qo, _mm512_load_si512(xb + 5));
-            __m512i a = _mm512_add_epi32(_mm512_slli_epi32(_mm512_add_epi32(_mm512_slli_epi32(hi, 8), mid), 8), lo);
-            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), _mm512_mul_ps(s, _mm512_set1_ps(xscale[b])), acc[r]);
+            __m512i a = block_dot24(qe, qo, (const __m512i *)row + b * 6);
+            acc[j * MR + r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), _mm512_mul_ps(s, _mm512_set1_ps(xscale[b])), acc[j * MR + r]);
         }
     }
-    /* rowacc[r] += sum_g b_g * sx_g (zero past G), then the horizontal sums, as finish() */
-    for (int64_t g = 0; g < p->G; g += 16) {
-        int64_t left = p->G - g;
-        __m512 c = load_sb(p->biases, SDT, n * p->G + g, left >= 16 ? 0xFFFF : (__mmask16)((1u << left) - 1));
-#pragma GCC unroll 4
-        for (int r = 0; r < MR; r++) acc[r] = _mm512_fmadd_ps(c, _mm512_loadu_ps(sx + r * p->G_pad + g), acc[r]);
-    }
-#pragma GCC unroll 4
-    for (int r = 0; r < MR; r++) res[r] = _mm512_reduce_add_ps(acc[r]);
 }
 
-/* One instance per row count and scale dtype, so the inner loops have no branches. */
+/* The horizontal sums of a0..a3 in lanes 0..3, each by the same tree of
+ * additions whatever the other three hold, so a row's result does not
+ * depend on the rows summed beside it. */
+static inline __m128 hsum4(__m512 a0, __m512 a1, __m512 a2, __m512 a3) {
+    /* per 128-bit lane: (e0 + e2, e1 + e3) of a0 and a1 interleaved, then the two pairs added */
+    __m512d t01 = _mm512_castps_pd(_mm512_add_ps(_mm512_unpacklo_ps(a0, a1), _mm512_unpackhi_ps(a0, a1)));
+    __m512d t23 = _mm512_castps_pd(_mm512_add_ps(_mm512_unpacklo_ps(a2, a3), _mm512_unpackhi_ps(a2, a3)));
+    __m512 t = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(t01, t23)), _mm512_castpd_ps(_mm512_unpackhi_pd(t01, t23)));
+    /* lane i of each 128-bit lane is now a partial sum of a_i: add the four 128-bit lanes */
+    __m256 h = _mm256_add_ps(_mm512_castps512_ps256(t), _mm512_extractf32x8_ps(t, 1));
+    return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+
+/* NR weight rows from n (bytes at w) with MR rows of x: res[j*MR + r]. */
+static inline __attribute__((always_inline)) void kernel4_rows(const lmc_qmm_plan *p, int64_t n, const uint8_t *w,
+                                                               const uint8_t *xp, const float *sx, const int NR,
+                                                               const int MR, const lmc_dtype SDT, float *res) {
+    const __m512i shuf = _mm512_loadu_si512(p->shuf);
+    const int64_t nblk = blocks4(p), full = p->K / 128;
+    const void *s_row = (const char *)p->scales + (size_t)(n * p->G) * (SDT == LMC_F32 ? 4 : 2);
+    /* the stored bytes of the last block's groups when K is not a multiple of 128 */
+    const __mmask16 mtail = (__mmask16)((1u << (((p->K % 128) >> p->gshift) * (SDT == LMC_F32 ? 4 : 2))) - 1);
+    const int GPB = 128 >> p->gshift;
+    __m512 acc[4];
+    for (int i = 0; i < 4; i++) acc[i] = _mm512_setzero_ps();
+    /* the L2 prefetch: the same place in a later call's rows, PREFETCH_L2 bytes on or more */
+    const size_t call_bytes = NR * p->row_bytes, pf_l2 = (PREFETCH_L2 + call_bytes - 1) / call_bytes * call_bytes;
+    for (int64_t b = 0; b < full; b++) block4(p, w, s_row, xp, b, nblk, NR, MR, SDT, false, GPB, mtail, shuf, pf_l2, acc);
+    if (full < nblk) block4(p, w, s_row, xp, full, nblk, NR, MR, SDT, true, GPB, mtail, shuf, pf_l2, acc);
+    /* acc += b_g * sx_g (zero past G) */
+    for (int64_t g = 0; g < p->G; g += 16) {
+        int64_t left = p->G - g;
+        __mmask16 m = left >= 16 ? 0xFFFF : (__mmask16)((1u << left) - 1);
+#pragma GCC unroll 4
+        for (int j = 0; j < NR; j++) {
+            __m512 c = load_sb(p->biases, SDT, (n + j) * p->G + g, m);
+#pragma GCC unroll 4
+            for (int r = 0; r < MR; r++)
+                acc[j * MR + r] = _mm512_fmadd_ps(c, _mm512_loadu_ps(sx + r * p->G_pad + g), acc[j * MR + r]);
+        }
+    }
+    _mm_mask_storeu_ps(res, (__mmask8)((1u << (NR * MR)) - 1), hsum4(acc[0], acc[1], acc[2], acc[3]));
+}
+
+/* One instance per scale dtype: nn weight rows, 4 (or 2) at a time while
+ * the accumulators fit in registers, with mr rows of x. */
 #define KERNEL4(SDT, NAME)                                                                                           \
-    static void NAME(const lmc_qmm_plan *p, int64_t n, const uint8_t *w, const float *sF, const float *cF,          \
+    static void NAME(const lmc_qmm_plan *p, int64_t n, int nn, const uint8_t *w, const float *sF, const float *cF,  \
                      const uint8_t *xp, const float *sx, int mr, float *res) {                                       \
         (void)sF;                                                                                                    \
         (void)cF;                                                                                                    \
+        int j = 0;                                                                                                   \
         switch (mr) {                                                                                                \
-        case 1: kernel4_body(p, n, w, xp, sx, 1, SDT, res); break;                                                   \
-        case 2: kernel4_body(p, n, w, xp, sx, 2, SDT, res); break;                                                   \
-        case 3: kernel4_body(p, n, w, xp, sx, 3, SDT, res); break;                                                   \
-        default: kernel4_body(p, n, w, xp, sx, 4, SDT, res); break;                                                  \
+        case 1:                                                                                                      \
+            for (; j + 4 <= nn; j += 4) kernel4_rows(p, n + j, w + j * p->row_bytes, xp, sx, 4, 1, SDT, res + j);    \
+            for (; j < nn; j++) kernel4_rows(p, n + j, w + j * p->row_bytes, xp, sx, 1, 1, SDT, res + j);            \
+            break;                                                                                                   \
+        case 2:                                                                                                      \
+            for (; j + 2 <= nn; j += 2) kernel4_rows(p, n + j, w + j * p->row_bytes, xp, sx, 2, 2, SDT, res + 2 * j); \
+            for (; j < nn; j++) kernel4_rows(p, n + j, w + j * p->row_bytes, xp, sx, 1, 2, SDT, res + 2 * j);        \
+            break;                                                                                                   \
+        case 3:                                                                                                      \
+            for (; j < nn; j++) kernel4_rows(p, n + j, w + j * p->row_bytes, xp, sx, 1, 3, SDT, res + 3 * j);        \
+            break;                                                                                                   \
+        default:                                                                                                     \
+            for (; j < nn; j++) kernel4_rows(p, n + j, w + j * p->row_bytes, xp, sx, 1, 4, SDT, res + 4 * j);        \
+            break;                                                                                                   \
         }                                                                                                            \
     }
 KERNEL4(LMC_F32, kernel4_f32)
@@ -320,9 +415,10 @@ static inline __attribute__((always_inline)) void kernel8_body(const lmc_qmm_pla
     finish(p, cF, sx, MR, acc, res);
 }
 
-static void kernel8(const lmc_qmm_plan *p, int64_t n, const uint8_t *w, const float *sF, const float *cF, const uint8_t *xp,
-                    const float *sx, int mr, float *res) {
+static void kernel8(const lmc_qmm_plan *p, int64_t n, int nn, const uint8_t *w, const float *sF, const float *cF,
+                    const uint8_t *xp, const float *sx, int mr, float *res) {
     (void)n;
+    (void)nn; /* nr = 1 */
     switch (mr) {
     case 1: kernel8_body(p, w, sF, cF, xp, sx, 1, res); break;
     case 2: kernel8_body(p, w, sF, cF, xp, sx, 2, res); break;
@@ -359,11 +455,22 @@ lmc_status lmc_quantized_matmul_avx512(lmc_array *out, const lmc_array *x, const
         p.xp_bytes = x24_bytes(p.K);
         p.prep_x = prep_x24;
         p.prep_w = NULL; /* the kernel converts the scales itself */
-        for (int l = 0; l < 16; l++) /* see block_scales4 */
-            p.gidx16[p.sdt == LMC_BF16 ? 2 * l + 1 : l] = (int16_t)p.gidx[l];
+        for (int l = 0; l < 16; l++) { /* see block_scales4 */
+            int g = p.gidx[l];
+            for (int t = 0; t < 4; t++) {
+                if (p.sdt == LMC_F32) p.shuf[4 * l + t] = (uint8_t)(4 * g + t);
+                else if (p.sdt == LMC_BF16) p.shuf[4 * l + t] = t < 2 ? 0x80 : (uint8_t)(2 * g + t - 2); /* 0x80: zero */
+            }
+            if (p.sdt == LMC_F16) { /* word l of the low 256 bits */
+                p.shuf[2 * l] = (uint8_t)(2 * g);
+                p.shuf[2 * l + 1] = (uint8_t)(2 * g + 1);
+            }
+        }
         p.kernel = p.sdt == LMC_F32 ? kernel4_f32 : p.sdt == LMC_BF16 ? kernel4_bf16 : kernel4_f16;
+        p.nr = 32; /* the kernel's set-up once per 32 rows; it takes them 4 (or 2) at a time */
     } else {
         p.F = 256.0f;
+        p.nr = 1;
         p.prep_w = prep_w;
         p.xp_bytes = (size_t)((p.K + 63) / 64) * 256;
         p.prep_x = prep_x8;

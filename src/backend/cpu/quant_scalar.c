@@ -255,7 +255,7 @@ static void qmm_store(const lmc_qmm_plan *p, int64_t m0, int mr, int64_t n0, int
 /* Weight rows [n0, n1) of one plan; sF, cF: this thread's scratch for the
  * converted scales of QMM_NB rows (NULL when the kernel converts them). */
 static void qmm_run_rows(const lmc_qmm_plan *p, int64_t n0, int64_t n1, float *sF, float *cF) {
-    float res[4], block[4][QMM_NB]; /* the results of up to 4 x rows by QMM_NB weight rows */
+    float res[4 * QMM_NB], block[4][QMM_NB]; /* kernel results (mr <= 4 x rows by nr <= QMM_NB weight rows), and by x row */
     for (int64_t nb = n0; nb < n1; nb += QMM_NB) {
         int64_t ne = nb + QMM_NB < n1 ? nb + QMM_NB : n1;
         if (p->prep_w)
@@ -263,11 +263,13 @@ static void qmm_run_rows(const lmc_qmm_plan *p, int64_t n0, int64_t n1, float *s
         /* x rows outside, weight rows inside: the block's weights stay in cache across x rows. */
         for (int64_t m0 = 0; m0 < p->M; m0 += p->mr) {
             int mr = p->M - m0 < p->mr ? (int)(p->M - m0) : p->mr;
-            for (int64_t n = nb; n < ne; n++) {
-                p->kernel(p, n, p->wq + (size_t)n * p->row_bytes, sF ? sF + (n - nb) * p->G_pad : NULL,
+            for (int64_t n = nb; n < ne; n += p->nr) {
+                int nn = ne - n < p->nr ? (int)(ne - n) : p->nr;
+                p->kernel(p, n, nn, p->wq + (size_t)n * p->row_bytes, sF ? sF + (n - nb) * p->G_pad : NULL,
                           cF ? cF + (n - nb) * p->G_pad : NULL, p->xp + (size_t)m0 * p->xp_bytes, p->sx + m0 * p->G_pad,
                           mr, res);
-                for (int r = 0; r < mr; r++) block[r][n - nb] = res[r];
+                for (int j = 0; j < nn; j++)
+                    for (int r = 0; r < mr; r++) block[r][n + j - nb] = res[j * mr + r];
             }
             qmm_store(p, m0, mr, nb, ne, block);
         }
