@@ -2,6 +2,7 @@
  * model.merges read straight into tables, every JSON error reported with
  * its byte offset, through the public loader (lmc_tokenizer_load_json) and
  * through tk_json_scan itself. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -158,6 +159,7 @@ static void test_shape_errors(void) {
     check_error(V "\"a\": 0, \"b\": [}, \"merges\": []}}", LMC_ERR_FORMAT, "invalid JSON at byte 50");
     /* Ids index tables: far beyond the token count they are refused. */
     check_error(V "\"a\": 2147483647}, \"merges\": []}}", LMC_ERR_FORMAT, "vocab id 2147483647 is out of range for 1 tokens");
+    check_error(V "\"a\": 2147483647}, \"merges\": []}, \"x\": tru}", LMC_ERR_FORMAT, "at byte 74: invalid literal");
     check_error("{\"added_tokens\": [{\"id\": 5000, \"content\": \"x\"}], \"model\": {\"vocab\": {\"a\": 0}, \"merges\": []}}", LMC_ERR_FORMAT,
                 "added token id 5000 is out of range for 2 tokens");
     lmc_tokenizer_free(load("{\"added_tokens\": [{\"id\": 1031, \"content\": \"x\"}], \"model\": {\"vocab\": {\"a\": 1027}, \"merges\": []}}"));
@@ -238,12 +240,55 @@ static void test_scan(void) {
     tk_json_model_free(&m);
 }
 
+/* The two-thread scan (tokenizer_json.c: a helper thread reads the array
+ * after the first `"merges": [` while this one reads the rest), forced on
+ * for these small documents: the helper's array is taken only when it is
+ * model.merges, and then the vocabulary's tables come with the scan. */
+static void test_helper(void) {
+    static const char *tail = "\"model\": {\"vocab\": {\"a\": 0, \"b\": 1, \"ab\": 2}, \"merges\": [\"a b\"]}}";
+    static const struct { const char *head; bool taken; } cases[] = {
+        {"{", true},
+        /* A "merges" array elsewhere comes first: valid merges, or not. */
+        {"{\"x\": {\"merges\": [\"b a\", \"a a\"]}, ", false},
+        {"{\"x\": {\"merges\": [7, {}]}, ", false},
+        /* A key that ends in merges" (an escaped quote before it). */
+        {"{\"\\\"merges\": [\"b a\"], ", false},
+    };
+    char doc[256];
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        snprintf(doc, sizeof doc, "%s%s", cases[c].head, tail);
+        tk_json_model m;
+        lmc_status st = tk_json_scan(doc, strlen(doc), &m);
+        CHECKF(st == LMC_OK, "%s: %s", doc, lmc_last_error());
+        if (st != LMC_OK) continue;
+        CHECKF(m.n_merges == 1 && m.merges[0].ll == 1 && m.merges[0].l[0] == 'a' && m.merges[0].r[0] == 'b', "%s", doc);
+        CHECKF(m.tables.built == cases[c].taken, "%s: tables %d", doc, (int)m.tables.built);
+        if (m.tables.built) CHECK(m.tables.map.n == 3 && m.tables.n_ids == 3 && !strcmp(m.tables.id_str[2], "ab"));
+        tk_json_model_free(&m);
+        lmc_tokenizer *t = load(doc);
+        check_ids(t, "abba", (int32_t[]){2, 1, 0}, 3);
+        lmc_tokenizer_free(t);
+    }
+    /* model.merges ends the document early: the helper's error is this thread's. */
+    check_error("{\"model\": {\"vocab\": {\"a\": 0}, \"merges\": [\"a a\", ", LMC_ERR_FORMAT, "at byte 48: unexpected end of input");
+    check_error("{\"model\": {\"vocab\": {\"a\": 0}, \"merges\": [\"a a\", [\"a\"]]}}", LMC_ERR_FORMAT,
+                "merge 1 (byte 48) is not two tokens");
+}
+
 int main(void) {
-    RUN(test_escapes);
-    RUN(test_layout);
-    RUN(test_syntax_errors);
-    RUN(test_shape_errors);
-    RUN(test_truncations);
-    RUN(test_scan);
+    /* The second pass sends every document through the two-thread scan. */
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass) {
+            tk_json_helper_min = 0;
+            CHECK(lmc_set_num_threads(2) == LMC_OK);
+        }
+        RUN(test_escapes);
+        RUN(test_layout);
+        RUN(test_syntax_errors);
+        RUN(test_shape_errors);
+        RUN(test_truncations);
+        RUN(test_scan);
+    }
+    RUN(test_helper);
     return TEST_REPORT();
 }

@@ -95,26 +95,106 @@ static char *opt_string(const cJSON *model, const char *key) {
  * PREFETCH entries ahead lets the misses overlap. */
 enum { PREFETCH = 16 };
 
-static lmc_status parse_vocab(tk_json_model *sc, tk_bpe *b) {
-    size_t n = sc->n_vocab;
+/* SentencePiece-style models (Gemma, Llama 2, Mistral) turn spaces into
+ * U+2581 and have no pre-tokenizer that splits words, so a whole text
+ * between added tokens is one BPE word: thousands of symbols for the merge
+ * loop, and never a cache hit. Such a word can be cut right before a U+2581
+ * that follows a character c when no token contains c followed by U+2581:
+ * no merge can then join the two sides (a merge's result holds both), and
+ * the merges on each side happen in the same order (rank, then position)
+ * as in the whole word, so the ids are the same. Only for models whose
+ * characters carry no prefix/suffix (char_ids kept) and without
+ * ignore_merges (which looks the whole word up first): tk_bpe_parse drops
+ * the table otherwise. */
+static const char SPACE_MARK[] = "\xE2\x96\x81"; /* U+2581 */
+
+static lmc_status space_split_table(const tk_vocab_entry *vocab, size_t n, tk_vocab_tables *v) {
+    if (v->char_ids[0x2581] < 0) return LMC_OK;
+    v->space_join = calloc(0x10000 / 8, 1);
+    if (!v->space_join) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
+    for (size_t i = 0; i < n; i++) {
+        const char *k = vocab[i].key, *end = k + vocab[i].len;
+        /* Most keys are a few bytes long: a byte loop beats memmem's setup. */
+        for (const char *p = k + 1; p + 3 <= end; p++) {
+            if (p[0] != SPACE_MARK[0] || p[1] != SPACE_MARK[1] || p[2] != SPACE_MARK[2]) continue;
+            const char *c = p - 1;
+            while (c > k && ((unsigned char)*c & 0xC0) == 0x80) c--;
+            uint32_t cp;
+            if (lmc_utf8_decode(c, (size_t)(p - c), &cp) == (size_t)(p - c) && cp < 0x10000) v->space_join[cp >> 3] |= (uint8_t)(1u << (cp & 7));
+        }
+    }
+    return LMC_OK;
+}
+
+static lmc_status vocab_tables(const tk_vocab_entry *vocab, size_t n, tk_vocab_tables *v) {
     int64_t max_id = -1;
     for (size_t i = 0; i < n; i++)
-        if (sc->vocab[i].id > max_id) max_id = sc->vocab[i].id;
+        if (vocab[i].id > max_id) max_id = vocab[i].id;
     if (!tk_id_in_range(max_id, n))
         return lmc_set_error(LMC_ERR_FORMAT, "tokenizer.json: vocab id %lld is out of range for %zu tokens", (long long)max_id, n);
-    b->n_ids = (size_t)(max_id + 1);
+    v->n_ids = (size_t)(max_id + 1);
+    v->id_str = calloc(v->n_ids ? v->n_ids : 1, sizeof *v->id_str);
+    v->id_len = calloc(v->n_ids ? v->n_ids : 1, sizeof *v->id_len);
+    v->char_ids = malloc(0x10000 * sizeof *v->char_ids);
+    if (!v->id_str || !v->id_len || !v->char_ids) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
+    LMC_CHECK(tk_strmap_init(&v->map, n));
+    for (size_t i = 0; i < n; i++) {
+        if (i + PREFETCH < n) tk_strmap_prefetch(&v->map, vocab[i + PREFETCH].hash);
+        const tk_vocab_entry *e = &vocab[i];
+        tk_strmap_put_h(&v->map, e->key, e->len, e->hash, e->id); /* a repeated key: the last id wins, as in HF */
+        v->id_str[e->id] = e->key;
+        v->id_len[e->id] = e->len;
+    }
+    /* Single characters by code point, filled in file order, so a repeated
+     * key ends with its last id, as in the map. */
+    for (uint32_t cp = 0; cp < 0x10000; cp++) v->char_ids[cp] = -1;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t cp;
+        const tk_vocab_entry *e = &vocab[i];
+        if (e->len >= 1 && e->len <= 3 && lmc_utf8_decode(e->key, e->len, &cp) == e->len) v->char_ids[cp] = e->id;
+    }
+    return space_split_table(vocab, n, v);
+}
+
+lmc_status tk_vocab_tables_build(const tk_vocab_entry *vocab, size_t n, tk_vocab_tables *out) {
+    memset(out, 0, sizeof *out);
+    lmc_status st = vocab_tables(vocab, n, out);
+    if (st != LMC_OK) tk_vocab_tables_free(out);
+    out->built = st == LMC_OK;
+    return st;
+}
+
+void tk_vocab_tables_free(tk_vocab_tables *v) {
+    tk_strmap_free(&v->map);
+    free(v->id_str);
+    free(v->id_len);
+    free(v->char_ids);
+    free(v->space_join);
+    memset(v, 0, sizeof *v);
+}
+
+/* Moves the vocabulary's tables (the scanner's, or built now) into b, with
+ * the arena their strings live in. */
+static lmc_status take_vocab(tk_json_model *sc, tk_bpe *b) {
+    if (!sc->tables.built) LMC_CHECK(tk_vocab_tables_build(sc->vocab, sc->n_vocab, &sc->tables));
+    tk_vocab_tables *v = &sc->tables;
+    b->vocab = v->map;
+    b->id_str = v->id_str;
+    b->id_len = v->id_len;
+    b->n_ids = v->n_ids;
+    b->char_ids = v->char_ids;
+    b->space_join = v->space_join;
+    memset(v, 0, sizeof *v);
     b->arena = sc->arena;
     sc->arena = NULL;
-    b->id_str = calloc(b->n_ids ? b->n_ids : 1, sizeof *b->id_str);
-    b->id_len = calloc(b->n_ids ? b->n_ids : 1, sizeof *b->id_len);
-    if (!b->id_str || !b->id_len) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
-    LMC_CHECK(tk_strmap_init(&b->vocab, n));
-    for (size_t i = 0; i < n; i++) {
-        if (i + PREFETCH < n) tk_strmap_prefetch(&b->vocab, sc->vocab[i + PREFETCH].hash);
-        const tk_vocab_entry *e = &sc->vocab[i];
-        tk_strmap_put_h(&b->vocab, e->key, e->len, e->hash, e->id); /* a repeated key: the last id wins, as in HF */
-        b->id_str[e->id] = e->key;
-        b->id_len[e->id] = e->len;
+    /* Characters decorated with a prefix or suffix are not looked up by code point. */
+    if (b->prefix_len || b->suffix_len) {
+        free(b->char_ids);
+        b->char_ids = NULL;
+    }
+    if (!b->char_ids || b->ignore_merges) {
+        free(b->space_join);
+        b->space_join = NULL;
     }
     return LMC_OK;
 }
@@ -182,36 +262,6 @@ done:
     return st;
 }
 
-/* SentencePiece-style models (Gemma, Llama 2, Mistral) turn spaces into
- * U+2581 and have no pre-tokenizer that splits words, so a whole text
- * between added tokens is one BPE word: thousands of symbols for the merge
- * loop, and never a cache hit. Such a word can be cut right before a U+2581
- * that follows a character c when no token contains c followed by U+2581:
- * no merge can then join the two sides (a merge's result holds both), and
- * the merges on each side happen in the same order (rank, then position)
- * as in the whole word, so the ids are the same. Only for models whose
- * characters carry no prefix/suffix (char_ids set) and without
- * ignore_merges (which looks the whole word up first). */
-static const char SPACE_MARK[] = "\xE2\x96\x81"; /* U+2581 */
-
-static lmc_status space_split_table(const tk_json_model *sc, tk_bpe *b) {
-    if (!b->char_ids || b->ignore_merges || b->char_ids[0x2581] < 0) return LMC_OK;
-    b->space_join = calloc(0x10000 / 8, 1);
-    if (!b->space_join) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
-    for (size_t i = 0; i < sc->n_vocab; i++) {
-        const char *k = sc->vocab[i].key, *end = k + sc->vocab[i].len;
-        /* Most keys are a few bytes long: a byte loop beats memmem's setup. */
-        for (const char *p = k + 1; p + 3 <= end; p++) {
-            if (p[0] != SPACE_MARK[0] || p[1] != SPACE_MARK[1] || p[2] != SPACE_MARK[2]) continue;
-            const char *c = p - 1;
-            while (c > k && ((unsigned char)*c & 0xC0) == 0x80) c--;
-            uint32_t cp;
-            if (lmc_utf8_decode(c, (size_t)(p - c), &cp) == (size_t)(p - c) && cp < 0x10000) b->space_join[cp >> 3] |= (uint8_t)(1u << (cp & 7));
-        }
-    }
-    return LMC_OK;
-}
-
 lmc_status tk_bpe_parse(const cJSON *model, tk_json_model *sc, tk_bpe *b) {
     memset(b, 0, sizeof *b);
     b->unk_id = -1;
@@ -234,7 +284,7 @@ lmc_status tk_bpe_parse(const cJSON *model, tk_json_model *sc, tk_bpe *b) {
     b->byte_fallback = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "byte_fallback"));
     b->ignore_merges = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "ignore_merges"));
 
-    LMC_CHECK(parse_vocab(sc, b));
+    LMC_CHECK(take_vocab(sc, b));
     const cJSON *unk = cJSON_GetObjectItemCaseSensitive(model, "unk_token");
     if (cJSON_IsString(unk)) {
         b->unk_token = strdup(unk->valuestring);
@@ -246,20 +296,6 @@ lmc_status tk_bpe_parse(const cJSON *model, tk_json_model *sc, tk_bpe *b) {
         snprintf(name, sizeof name, "<0x%02X>", i);
         b->byte_ids[i] = tk_strmap_get(&b->vocab, name, 6);
     }
-    /* Single characters looked up by code point, when no prefix/suffix
-     * decorates them: filled from the vocabulary in file order, so a
-     * repeated key ends with its last id, as in the map. */
-    if (!b->prefix_len && !b->suffix_len) {
-        b->char_ids = malloc(0x10000 * sizeof *b->char_ids);
-        if (!b->char_ids) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
-        for (uint32_t cp = 0; cp < 0x10000; cp++) b->char_ids[cp] = -1;
-        for (size_t i = 0; i < sc->n_vocab; i++) {
-            uint32_t cp;
-            const tk_vocab_entry *e = &sc->vocab[i];
-            if (e->len >= 1 && e->len <= 3 && lmc_utf8_decode(e->key, e->len, &cp) == e->len) b->char_ids[cp] = e->id;
-        }
-    }
-    LMC_CHECK(space_split_table(sc, b));
     if (sc->has_merges) LMC_CHECK(parse_merges(sc, b));
     /* Mapped: page-aligned, and zero pages cost nothing until a word lands there. */
     void *cache = mmap(NULL, sizeof *b->cache, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);

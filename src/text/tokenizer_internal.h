@@ -238,6 +238,23 @@ typedef struct tk_merge_text {
     uint32_t hl, hr; /* tk_hash of each side */
 } tk_merge_text;
 
+/* The tables that follow from model.vocab alone. The scanner builds them
+ * while its helper thread scans model.merges (see tk_json_scan);
+ * tk_bpe_parse takes them over, or builds them itself when the scanner did
+ * not (any failure there is left to that second try, which reports it). */
+typedef struct tk_vocab_tables {
+    bool built;
+    tk_strmap map;       /* token -> id; a repeated token: its last id */
+    const char **id_str; /* token by id (into the scanner's arena), NULL where none */
+    uint32_t *id_len;
+    size_t n_ids;        /* 1 + the largest id */
+    int32_t *char_ids;   /* id of each single code point < 0x10000, -1 where none */
+    uint8_t *space_join; /* see tk_bpe.space_join; NULL when no token is U+2581 */
+} tk_vocab_tables;
+
+lmc_status tk_vocab_tables_build(const tk_vocab_entry *vocab, size_t n, tk_vocab_tables *out);
+void tk_vocab_tables_free(tk_vocab_tables *v);
+
 typedef struct tk_json_model {
     bool has_vocab, has_merges; /* model.vocab was an object, model.merges an array */
     size_t vocab_start, vocab_end, merges_start, merges_end; /* their byte ranges */
@@ -247,14 +264,19 @@ typedef struct tk_json_model {
     size_t n_merges, merges_cap;
     char *arena;   /* the vocabulary's strings (tk_bpe_parse takes it over) */
     char *scratch; /* merge strings that held escapes */
+    tk_vocab_tables tables; /* built when model.vocab came before model.merges and a helper thread scanned the latter */
 } tk_json_model;
 
 /* Scans a tokenizer.json document: LMC_ERR_FORMAT naming the byte offset
  * when it is not valid JSON (RFC 8259, UTF-8), or when model.vocab or
  * model.merges has entries of the wrong shape; otherwise fills *m (sections
  * that are absent or of another JSON type are left for the caller to report).
- * The document must outlive *m. */
+ * The document must outlive *m. Documents of tk_json_helper_min bytes and
+ * more are scanned on two threads when lmc_num_threads() allows; the result
+ * is the same. */
 lmc_status tk_json_scan(const char *doc, size_t len, tk_json_model *m);
+/* 1 MiB; tests lower it to take the two-thread path on small documents. */
+extern size_t tk_json_helper_min;
 void tk_json_model_free(tk_json_model *m);
 
 /* ---- the BPE model ---- */

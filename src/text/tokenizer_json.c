@@ -8,17 +8,22 @@
  * characters, escapes and surrogate pairs must be well formed, numbers must
  * follow the grammar, nothing may follow the top-level value. Every error
  * names the byte offset where the document stops being valid. */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "lmc/base.h"
 #include "text/tokenizer_internal.h"
 #include "text/unicode.h"
 
 enum { MAX_DEPTH = 1000 }; /* cJSON's nesting limit */
 
+typedef struct merges_helper merges_helper;
+
 typedef struct jscan {
     const char *p;
     size_t n, i; /* document length and position */
+    merges_helper *helper; /* NULL when scanning on one thread */
 } jscan;
 
 static lmc_status bad(size_t at, const char *what) {
@@ -429,6 +434,100 @@ done:
     return LMC_OK;
 }
 
+/* ---- model.merges on a helper thread ----
+ * In a large file model.merges is most of the bytes (25 of gemma3's 33 MB)
+ * and its place is easy to guess: the first `"merges": [` of the document.
+ * A helper thread scans the array found there while this thread scans the
+ * document up to it and builds the vocabulary's tables. The helper's result
+ * is taken only when this thread's walk reaches the value of model.merges
+ * at exactly that byte: a JSON value's text reads the same wherever it
+ * sits, so the result is what this thread would have got. Otherwise (the
+ * text was inside a string, say), or when the helper met an error, this
+ * thread scans the array itself, and reports errors as a one-thread scan does. */
+
+size_t tk_json_helper_min = 1 << 20;
+
+struct merges_helper {
+    pthread_t thread;
+    size_t at;        /* the guessed '[' */
+    jscan s;          /* the helper's own scanner (only the helper reads it until joined) */
+    tk_json_model m;  /* its merges */
+    lmc_status st;
+};
+
+static void *helper_main(void *arg) {
+    merges_helper *h = arg;
+    h->st = parse_merges(&h->s, &h->m);
+    return NULL;
+}
+
+/* The '[' after the first "merges" key-like text, or n when there is none. */
+static size_t guess_merges(const char *doc, size_t n) {
+    static const char key[] = "\"merges\"";
+    for (const char *k = doc; (k = memmem(k, n - (size_t)(k - doc), key, sizeof key - 1)); k++) {
+        jscan s = {doc, n, (size_t)(k - doc) + sizeof key - 1, NULL};
+        skip_ws(&s);
+        if (s.i >= n || doc[s.i] != ':') continue;
+        s.i++;
+        skip_ws(&s);
+        if (s.i < n && doc[s.i] == '[') return s.i;
+    }
+    return n;
+}
+
+/* Starts the helper on a large document when a second thread is allowed;
+ * NULL when the document is scanned on one thread. */
+static merges_helper *helper_start(const char *doc, size_t n) {
+    if (n < tk_json_helper_min || lmc_num_threads() < 2) return NULL;
+    size_t at = guess_merges(doc, n);
+    if (at == n) return NULL;
+    merges_helper *h = calloc(1, sizeof *h);
+    if (!h) return NULL;
+    h->at = at;
+    h->s = (jscan){doc, n, at, NULL};
+    if (pthread_create(&h->thread, NULL, helper_main, h)) {
+        free(h);
+        return NULL;
+    }
+    return h;
+}
+
+/* Waits for the helper; with m, takes its merges into m when it scanned
+ * the array at s->i. Every scan with a helper ends here. */
+static bool helper_join(jscan *s, tk_json_model *m) {
+    merges_helper *h = s->helper;
+    if (!h) return false;
+    s->helper = NULL;
+    pthread_join(h->thread, NULL);
+    bool take = m && h->st == LMC_OK && h->m.merges_start == s->i;
+    if (take) {
+        m->merges = h->m.merges;
+        m->n_merges = h->m.n_merges;
+        m->merges_cap = h->m.merges_cap;
+        m->scratch = h->m.scratch;
+        m->has_merges = true;
+        m->merges_start = h->m.merges_start;
+        m->merges_end = h->m.merges_end;
+        s->i = h->m.merges_end;
+    } else {
+        tk_json_model_free(&h->m);
+    }
+    free(h);
+    return take;
+}
+
+/* model.merges, at s->i: the helper's scan when it is of this array (the
+ * vocabulary's tables are built meanwhile), else scanned here. */
+static lmc_status model_merges(jscan *s, tk_json_model *m) {
+    if (s->helper && s->helper->at == s->i) {
+        /* This thread is sooner done than the helper. The tables are
+         * optional here: a failure comes again from tk_bpe_parse. */
+        if (m->has_vocab) (void)tk_vocab_tables_build(m->vocab, m->n_vocab, &m->tables);
+        if (helper_join(s, m)) return LMC_OK;
+    }
+    return parse_merges(s, m);
+}
+
 /* ---- the document ---- */
 
 /* Walks an object's members; inside "model" (depth 1), vocab and merges are
@@ -463,7 +562,7 @@ static lmc_status walk_object(jscan *s, tk_json_model *m, bool is_model) {
         }
         if (!is_model && is_a && c == '{') LMC_CHECK(walk_object(s, m, true));
         else if (is_model && is_a && c == '{') LMC_CHECK(parse_vocab(s, m));
-        else if (is_model && is_b && c == '[') LMC_CHECK(parse_merges(s, m));
+        else if (is_model && is_b && c == '[') LMC_CHECK(model_merges(s, m));
         else LMC_CHECK(skip_value(s, is_model ? 2 : 1));
         bool end;
         LMC_CHECK(after_item(s, '}', &end));
@@ -473,7 +572,7 @@ static lmc_status walk_object(jscan *s, tk_json_model *m, bool is_model) {
 
 lmc_status tk_json_scan(const char *doc, size_t len, tk_json_model *m) {
     memset(m, 0, sizeof *m);
-    jscan s = {doc, len, 0};
+    jscan s = {doc, len, 0, helper_start(doc, len)};
     skip_ws(&s);
     lmc_status st;
     if (s.i < s.n && doc[s.i] == '{') st = walk_object(&s, m, false);
@@ -482,11 +581,13 @@ lmc_status tk_json_scan(const char *doc, size_t len, tk_json_model *m) {
         skip_ws(&s);
         if (s.i != s.n) st = bad(s.i, "unexpected text after the JSON document");
     }
+    helper_join(&s, NULL); /* when the walk never came to its array */
     if (st != LMC_OK) tk_json_model_free(m);
     return st;
 }
 
 void tk_json_model_free(tk_json_model *m) {
+    tk_vocab_tables_free(&m->tables);
     free(m->arena);
     free(m->vocab);
     free(m->merges);
