@@ -5,6 +5,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include "core/threadpool.h"
 #include "text/tokenizer_internal.h"
 #include "text/unicode.h"
 
@@ -61,14 +62,24 @@ static void cache_put(tk_bpe_cache *c, uint32_t h, const char *w, size_t n, cons
 
 /* ---- merges: (left, right) -> (rank, merged id) ---- */
 
+/* The table is two halves, each an open-addressing table of its own, and
+ * the top bit of a key's hash picks its half: two threads fill the halves
+ * at once without locks (tk_bpe_parse), each going through the list in
+ * order, so a later duplicate wins, as in HF's map. */
 static uint64_t merge_key(int32_t l, int32_t r) { return ((uint64_t)(uint32_t)l << 32) | (uint32_t)r; }
-static size_t merge_slot(uint64_t key, size_t cap) { return (size_t)((key * 0x9E3779B97F4A7C15ull) >> 20) & (cap - 1); }
+static size_t merge_half(uint64_t key) { return (size_t)((key * 0x9E3779B97F4A7C15ull) >> 63); }
+static size_t merge_slot(uint64_t key, size_t cap) {
+    size_t half = cap / 2;
+    return merge_half(key) * half + ((size_t)((key * 0x9E3779B97F4A7C15ull) >> 20) & (half - 1));
+}
+/* The next slot in the same half (halves start at multiples of cap / 2). */
+static size_t merge_next(size_t i, size_t cap) { return (i & ~(cap / 2 - 1)) | ((i + 1) & (cap / 2 - 1)); }
 
 static void merge_put(tk_bpe *b, int32_t l, int32_t r, uint32_t rank, int32_t new_id) {
     uint64_t key = merge_key(l, r);
-    for (size_t i = merge_slot(key, b->merges_cap);; i = (i + 1) & (b->merges_cap - 1)) {
+    for (size_t i = merge_slot(key, b->merges_cap);; i = merge_next(i, b->merges_cap)) {
         tk_merge_entry *e = &b->merges[i];
-        if (e->rank == 0 || e->key == key) { /* a later duplicate wins, as in HF's map */
+        if (e->rank == 0 || e->key == key) {
             *e = (tk_merge_entry){key, rank + 1, new_id};
             return;
         }
@@ -78,7 +89,7 @@ static void merge_put(tk_bpe *b, int32_t l, int32_t r, uint32_t rank, int32_t ne
 static const tk_merge_entry *merge_get(const tk_bpe *b, int32_t l, int32_t r) {
     if (!b->merges_cap) return NULL;
     uint64_t key = merge_key(l, r);
-    for (size_t i = merge_slot(key, b->merges_cap);; i = (i + 1) & (b->merges_cap - 1)) {
+    for (size_t i = merge_slot(key, b->merges_cap);; i = merge_next(i, b->merges_cap)) {
         const tk_merge_entry *e = &b->merges[i];
         if (e->rank == 0) return NULL;
         if (e->key == key) return e;
@@ -218,47 +229,97 @@ static int32_t merged_id(const tk_bpe *b, const tk_merge_text *m, int32_t guess,
     return tk_strmap_get(&b->vocab, joined->p, joined->len);
 }
 
+/* Merges are resolved and inserted in two parts (the list's halves, the
+ * table's halves), run on two threads where the pool has them; the table
+ * does not depend on the thread count. */
+enum { MERGE_PARTS = 2 };
+
+typedef struct merge_job {
+    const tk_json_model *sc;
+    tk_bpe *b;
+    resolved *res;
+    bool guess_ok;
+    size_t first_bad[MERGE_PARTS]; /* per part: the first merge that does not resolve, or n */
+} merge_job;
+
+/* Part t of the list: the ids of each merge's sides and result. */
+static void resolve_part(void *ctx, int64_t t, int64_t end, int thread) {
+    (void)end, (void)thread;
+    merge_job *job = ctx;
+    const tk_json_model *sc = job->sc;
+    const tk_bpe *b = job->b;
+    size_t n = sc->n_merges, lo = n * (size_t)t / MERGE_PARTS, hi = n * (size_t)(t + 1) / MERGE_PARTS;
+    tk_buf joined = {0};
+    int32_t guess = -1;
+    job->first_bad[t] = n;
+    for (size_t i = lo; i < hi; i++) {
+        if (i + PREFETCH < hi) {
+            tk_strmap_prefetch(&b->vocab, sc->merges[i + PREFETCH].hl);
+            tk_strmap_prefetch(&b->vocab, sc->merges[i + PREFETCH].hr);
+        }
+        const tk_merge_text *m = &sc->merges[i];
+        resolved *o = &job->res[i];
+        o->l = tk_strmap_get_h(&b->vocab, m->l, m->ll, m->hl);
+        o->r = tk_strmap_get_h(&b->vocab, m->r, m->rl, m->hr);
+        o->merged = o->l < 0 || o->r < 0 ? -1 : merged_id(b, m, guess, job->guess_ok, &joined);
+        if (o->merged < 0) {
+            job->first_bad[t] = i;
+            break;
+        }
+        guess = o->merged;
+    }
+    tk_buf_free(&joined);
+}
+
+/* Half t of the table (t = MERGE_PARTS: both halves): the merges whose
+ * keys belong there, in list order. */
+static void insert_half(void *ctx, int64_t t, int64_t end, int thread) {
+    (void)end, (void)thread;
+    merge_job *job = ctx;
+    tk_bpe *b = job->b;
+    const resolved *res = job->res;
+    size_t n = job->sc->n_merges, cap = b->merges_cap;
+    for (size_t i = 0; i < n; i++) {
+        if (i + PREFETCH < n) {
+            uint64_t ahead = merge_key(res[i + PREFETCH].l, res[i + PREFETCH].r);
+            if (t == MERGE_PARTS || merge_half(ahead) == (size_t)t) __builtin_prefetch(&b->merges[merge_slot(ahead, cap)]);
+        }
+        if (t == MERGE_PARTS || merge_half(merge_key(res[i].l, res[i].r)) == (size_t)t)
+            merge_put(b, res[i].l, res[i].r, (uint32_t)i, res[i].merged);
+    }
+}
+
 static lmc_status parse_merges(const tk_json_model *sc, tk_bpe *b) {
     size_t n = sc->n_merges;
     b->merges_cap = 16;
     while (b->merges_cap < n * 2) b->merges_cap *= 2;
     b->merges = tk_table_alloc(b->merges_cap * sizeof *b->merges);
-    resolved *res = malloc((n ? n : 1) * sizeof *res);
-    tk_buf joined = {0};
-    lmc_status st = LMC_OK;
-    if (!b->merges || !res) { st = lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory"); goto done; }
     /* The guess for merged ids is only safe when every string has one id. */
-    bool guess_ok = b->vocab.n == sc->n_vocab;
-    int32_t guess = -1;
-    for (size_t i = 0; i < n; i++) {
-        if (i + PREFETCH < n) {
-            tk_strmap_prefetch(&b->vocab, sc->merges[i + PREFETCH].hl);
-            tk_strmap_prefetch(&b->vocab, sc->merges[i + PREFETCH].hr);
-        }
-        const tk_merge_text *m = &sc->merges[i];
-        resolved *o = &res[i];
-        o->l = tk_strmap_get_h(&b->vocab, m->l, m->ll, m->hl);
-        o->r = tk_strmap_get_h(&b->vocab, m->r, m->rl, m->hr);
-        if (o->l < 0 || o->r < 0) {
-            st = lmc_set_error(LMC_ERR_FORMAT, "tokenizer.json: merge %zu uses '%.*s', which is not in the vocabulary", i,
+    merge_job job = {sc, b, malloc((n ? n : 1) * sizeof(resolved)), b->vocab.n == sc->n_vocab, {0}};
+    lmc_status st = LMC_OK;
+    if (!b->merges || !job.res) { st = lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory"); goto done; }
+    /* Small lists are not worth a second thread. */
+    int threads = n >= 65536 && lmc_num_threads() >= 2 ? MERGE_PARTS : 1;
+    if (threads == 1) for (int t = 0; t < MERGE_PARTS; t++) resolve_part(&job, t, t + 1, 0);
+    else lmc_parallel_run(MERGE_PARTS, resolve_part, &job);
+    size_t bad = n;
+    for (int t = 0; t < MERGE_PARTS; t++)
+        if (job.first_bad[t] < bad) bad = job.first_bad[t];
+    if (bad < n) {
+        const tk_merge_text *m = &sc->merges[bad];
+        const resolved *o = &job.res[bad];
+        if (o->l < 0 || o->r < 0)
+            st = lmc_set_error(LMC_ERR_FORMAT, "tokenizer.json: merge %zu uses '%.*s', which is not in the vocabulary", bad,
                                (int)(o->l < 0 ? m->ll : m->rl), o->l < 0 ? m->l : m->r);
-            goto done;
-        }
-        o->merged = merged_id(b, m, guess, guess_ok, &joined);
-        if (o->merged < 0) {
-            st = lmc_set_error(LMC_ERR_FORMAT, "tokenizer.json: merge %zu gives '%.*s%.*s', which is not in the vocabulary", i,
+        else
+            st = lmc_set_error(LMC_ERR_FORMAT, "tokenizer.json: merge %zu gives '%.*s%.*s', which is not in the vocabulary", bad,
                                (int)m->ll, m->l, (int)m->rl, m->r);
-            goto done;
-        }
-        guess = o->merged;
+        goto done;
     }
-    for (size_t i = 0; i < n; i++) {
-        if (i + PREFETCH < n) __builtin_prefetch(&b->merges[merge_slot(merge_key(res[i + PREFETCH].l, res[i + PREFETCH].r), b->merges_cap)]);
-        merge_put(b, res[i].l, res[i].r, (uint32_t)i, res[i].merged);
-    }
+    if (threads == 1) insert_half(&job, MERGE_PARTS, 0, 0);
+    else lmc_parallel_run(MERGE_PARTS, insert_half, &job); /* the table's two halves */
 done:
-    tk_buf_free(&joined);
-    free(res);
+    free(job.res);
     return st;
 }
 
