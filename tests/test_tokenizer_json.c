@@ -275,6 +275,40 @@ static void test_helper(void) {
                 "merge 1 (byte 48) is not two tokens");
 }
 
+/* A list long enough to be resolved in two parts on two threads: an
+ * unknown token is reported for the first merge that has one, whichever
+ * part it is in, and a good list loads the same for any thread count. */
+static void test_long_merges(void) {
+    enum { N = 70000 };
+    char *doc = malloc(N * 8 + 256);
+    if (!doc) return;
+    const size_t bad[][2] = {{N, N}, {50000, N}, {20000, 50000}, {60000, 34999}};
+    for (size_t c = 0; c < sizeof bad / sizeof bad[0]; c++) {
+        size_t at = (size_t)sprintf(doc, "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1, \"ab\": 2, \"ba\": 3}, \"merges\": [");
+        for (size_t i = 0; i < N; i++) {
+            const char *m = i == bad[c][0] ? "a x" : i == bad[c][1] ? "y b" : i % 2 ? "b a" : "a b";
+            at += (size_t)sprintf(doc + at, "%s\"%s\"", i ? "," : "", m);
+        }
+        strcpy(doc + at, "]}}");
+        for (int threads = 1; threads <= 2; threads++) {
+            lmc_set_num_threads(threads);
+            lmc_tokenizer *t = NULL;
+            lmc_status st = lmc_tokenizer_load_json(doc, strlen(doc), NULL, &t);
+            size_t first = bad[c][0] < bad[c][1] ? bad[c][0] : bad[c][1];
+            if (first == N) {
+                CHECKF(st == LMC_OK, "%s", lmc_last_error());
+                check_ids(t, "abba", (int32_t[]){2, 3}, 2);
+            } else {
+                char want[64];
+                snprintf(want, sizeof want, "merge %zu uses '%s'", first, first == bad[c][0] ? "x" : "y");
+                CHECKF(st == LMC_ERR_FORMAT && strstr(lmc_last_error(), want), "%d threads: \"%s\" lacks \"%s\"", threads, lmc_last_error(), want);
+            }
+            lmc_tokenizer_free(t);
+        }
+    }
+    free(doc);
+}
+
 int main(void) {
     /* The second pass sends every document through the two-thread scan. */
     for (int pass = 0; pass < 2; pass++) {
@@ -290,5 +324,6 @@ int main(void) {
         RUN(test_scan);
     }
     RUN(test_helper);
+    RUN(test_long_merges);
     return TEST_REPORT();
 }
