@@ -144,8 +144,8 @@ static lmc_status vocab_tables(const tk_vocab_entry *vocab, size_t n, tk_vocab_t
     if (!tk_id_in_range(max_id, n))
         return lmc_set_error(LMC_ERR_FORMAT, "tokenizer.json: vocab id %lld is out of range for %zu tokens", (long long)max_id, n);
     v->n_ids = (size_t)(max_id + 1);
-    v->id_str = calloc(v->n_ids ? v->n_ids : 1, sizeof *v->id_str);
-    v->id_len = calloc(v->n_ids ? v->n_ids : 1, sizeof *v->id_len);
+    v->id_str = tk_table_alloc(v->n_ids * sizeof *v->id_str);
+    v->id_len = tk_table_alloc(v->n_ids * sizeof *v->id_len);
     v->char_ids = malloc(0x10000 * sizeof *v->char_ids);
     if (!v->id_str || !v->id_len || !v->char_ids) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
     LMC_CHECK(tk_strmap_init(&v->map, n));
@@ -177,8 +177,8 @@ lmc_status tk_vocab_tables_build(const tk_vocab_entry *vocab, size_t n, tk_vocab
 
 void tk_vocab_tables_free(tk_vocab_tables *v) {
     tk_strmap_free(&v->map);
-    free(v->id_str);
-    free(v->id_len);
+    tk_table_free(v->id_str, v->n_ids * sizeof *v->id_str);
+    tk_table_free(v->id_len, v->n_ids * sizeof *v->id_len);
     free(v->char_ids);
     free(v->space_join);
     memset(v, 0, sizeof *v);
@@ -197,7 +197,9 @@ static lmc_status take_vocab(tk_json_model *sc, tk_bpe *b) {
     b->space_join = v->space_join;
     memset(v, 0, sizeof *v);
     b->arena = sc->arena;
+    b->arena_size = sc->arena_size;
     sc->arena = NULL;
+    sc->arena_size = 0;
     /* Characters decorated with a prefix or suffix are not looked up by code point. */
     if (b->prefix_len || b->suffix_len) {
         free(b->char_ids);
@@ -295,7 +297,7 @@ static lmc_status parse_merges(const tk_json_model *sc, tk_bpe *b) {
     while (b->merges_cap < n * 2) b->merges_cap *= 2;
     b->merges = tk_table_alloc(b->merges_cap * sizeof *b->merges);
     /* The guess for merged ids is only safe when every string has one id. */
-    merge_job job = {sc, b, malloc((n ? n : 1) * sizeof(resolved)), b->vocab.n == sc->n_vocab, {0}};
+    merge_job job = {sc, b, tk_table_alloc(n * sizeof(resolved)), b->vocab.n == sc->n_vocab, {0}};
     lmc_status st = LMC_OK;
     if (!b->merges || !job.res) { st = lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory"); goto done; }
     /* Small lists are not worth a second thread. */
@@ -319,7 +321,7 @@ static lmc_status parse_merges(const tk_json_model *sc, tk_bpe *b) {
     if (threads == 1) insert_half(&job, MERGE_PARTS, 0, 0);
     else lmc_parallel_run(MERGE_PARTS, insert_half, &job); /* the table's two halves */
 done:
-    free(job.res);
+    tk_table_free(job.res, n * sizeof(resolved));
     return st;
 }
 
@@ -368,9 +370,9 @@ lmc_status tk_bpe_parse(const cJSON *model, tk_json_model *sc, tk_bpe *b) {
 
 void tk_bpe_free(tk_bpe *b) {
     tk_strmap_free(&b->vocab);
-    free(b->id_str);
-    free(b->id_len);
-    free(b->arena);
+    tk_table_free(b->id_str, b->n_ids * sizeof *b->id_str);
+    tk_table_free(b->id_len, b->n_ids * sizeof *b->id_len);
+    tk_table_free(b->arena, b->arena_size);
     tk_table_free(b->merges, b->merges_cap * sizeof *b->merges);
     free(b->unk_token);
     free(b->prefix);

@@ -61,6 +61,10 @@ void tk_pieces_free(tk_pieces *p);
  * Free with the same size. */
 void *tk_table_alloc(size_t size);
 void tk_table_free(void *p, size_t size);
+/* Makes *p (a table of *size bytes, or NULL and 0) hold at least `need`
+ * bytes: doubles it into a new table and copies (a copy costs less than the
+ * page faults of growing memory in 4 KiB pages). */
+lmc_status tk_table_grow(void **p, size_t *size, size_t need);
 
 /* ---- string -> id hash map (keys are not owned) ---- */
 
@@ -245,7 +249,7 @@ typedef struct tk_merge_text {
 typedef struct tk_vocab_tables {
     bool built;
     tk_strmap map;       /* token -> id; a repeated token: its last id */
-    const char **id_str; /* token by id (into the scanner's arena), NULL where none */
+    const char **id_str; /* token by id (into the scanner's arena), NULL where none; tables of n_ids entries */
     uint32_t *id_len;
     size_t n_ids;        /* 1 + the largest id */
     int32_t *char_ids;   /* id of each single code point < 0x10000, -1 where none */
@@ -258,11 +262,12 @@ void tk_vocab_tables_free(tk_vocab_tables *v);
 typedef struct tk_json_model {
     bool has_vocab, has_merges; /* model.vocab was an object, model.merges an array */
     size_t vocab_start, vocab_end, merges_start, merges_end; /* their byte ranges */
-    tk_vocab_entry *vocab;
-    size_t n_vocab, vocab_cap;
+    tk_vocab_entry *vocab; /* tables (tk_table_alloc) of vocab_size and merges_size bytes */
+    size_t n_vocab, vocab_size;
     tk_merge_text *merges;
-    size_t n_merges, merges_cap;
-    char *arena;   /* the vocabulary's strings (tk_bpe_parse takes it over) */
+    size_t n_merges, merges_size;
+    char *arena;   /* the vocabulary's strings, a table of arena_size bytes (tk_bpe_parse takes it over) */
+    size_t arena_size;
     char *scratch; /* merge strings that held escapes */
     tk_vocab_tables tables; /* built when model.vocab came before model.merges and a helper thread scanned the latter */
 } tk_json_model;
@@ -296,10 +301,11 @@ typedef struct tk_bpe_cache tk_bpe_cache;
 
 typedef struct tk_bpe {
     tk_strmap vocab;
-    const char **id_str; /* model vocabulary by id (into `arena`), NULL where none */
+    const char **id_str; /* model vocabulary by id (into `arena`), NULL where none; tables of n_ids entries */
     uint32_t *id_len;
     size_t n_ids;        /* 1 + the largest model id */
-    char *arena;
+    char *arena;         /* a table of arena_size bytes */
+    size_t arena_size;
     tk_merge_entry *merges;
     size_t merges_cap;
     char *unk_token;

@@ -283,13 +283,8 @@ static lmc_status key_is(const char *raw, size_t rl, bool esc, const char *name,
 
 static lmc_status vocab_push(tk_json_model *m, const char *key, uint32_t len, int32_t id) {
     uint32_t hash = tk_hash(key, len);
-    if (m->n_vocab == m->vocab_cap) {
-        size_t cap = m->vocab_cap ? m->vocab_cap * 2 : 1024;
-        tk_vocab_entry *v = realloc(m->vocab, cap * sizeof *v);
-        if (!v) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
-        m->vocab = v;
-        m->vocab_cap = cap;
-    }
+    if ((m->n_vocab + 1) * sizeof *m->vocab > m->vocab_size)
+        LMC_CHECK(tk_table_grow((void **)&m->vocab, &m->vocab_size, (m->n_vocab + 1) * sizeof *m->vocab));
     m->vocab[m->n_vocab++] = (tk_vocab_entry){key, len, hash, id};
     return LMC_OK;
 }
@@ -300,7 +295,8 @@ static lmc_status parse_vocab(jscan *s, tk_json_model *m) {
     size_t start = s->i++;
     /* The arena must hold the section, but its end is not known yet: the
      * rest of the document bounds it. */
-    m->arena = malloc(s->n - start + 1);
+    m->arena_size = s->n - start + 1;
+    m->arena = tk_table_alloc(m->arena_size);
     if (!m->arena) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
     size_t at = 0;
     skip_ws(s);
@@ -350,13 +346,8 @@ done:
 /* ---- model.merges: ["a b", ...] or [["a", "b"], ...] ---- */
 
 static lmc_status merge_push(tk_json_model *m, const char *l, size_t ll, const char *r, size_t rl) {
-    if (m->n_merges == m->merges_cap) {
-        size_t cap = m->merges_cap ? m->merges_cap * 2 : 1024;
-        tk_merge_text *v = realloc(m->merges, cap * sizeof *v);
-        if (!v) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
-        m->merges = v;
-        m->merges_cap = cap;
-    }
+    if ((m->n_merges + 1) * sizeof *m->merges > m->merges_size)
+        LMC_CHECK(tk_table_grow((void **)&m->merges, &m->merges_size, (m->n_merges + 1) * sizeof *m->merges));
     m->merges[m->n_merges++] = (tk_merge_text){l, r, (uint32_t)ll, (uint32_t)rl, tk_hash(l, ll), tk_hash(r, rl)};
     return LMC_OK;
 }
@@ -503,7 +494,7 @@ static bool helper_join(jscan *s, tk_json_model *m) {
     if (take) {
         m->merges = h->m.merges;
         m->n_merges = h->m.n_merges;
-        m->merges_cap = h->m.merges_cap;
+        m->merges_size = h->m.merges_size;
         m->scratch = h->m.scratch;
         m->has_merges = true;
         m->merges_start = h->m.merges_start;
@@ -588,9 +579,9 @@ lmc_status tk_json_scan(const char *doc, size_t len, tk_json_model *m) {
 
 void tk_json_model_free(tk_json_model *m) {
     tk_vocab_tables_free(&m->tables);
-    free(m->arena);
-    free(m->vocab);
-    free(m->merges);
+    tk_table_free(m->arena, m->arena_size);
+    tk_table_free(m->vocab, m->vocab_size);
+    tk_table_free(m->merges, m->merges_size);
     free(m->scratch);
     memset(m, 0, sizeof *m);
 }
