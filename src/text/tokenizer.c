@@ -333,9 +333,9 @@ static lmc_status build_tables(lmc_tokenizer *t) {
         if ((size_t)t->added[i].id + 1 > size) size = (size_t)t->added[i].id + 1;
     }
     t->vocab_size = size;
-    t->tok_str = calloc(size ? size : 1, sizeof *t->tok_str);
-    t->tok_len = calloc(size ? size : 1, sizeof *t->tok_len);
-    t->tok_special = calloc(size ? size : 1, 1);
+    t->tok_str = tk_table_alloc(size * sizeof *t->tok_str);
+    t->tok_len = tk_table_alloc(size * sizeof *t->tok_len);
+    t->tok_special = tk_table_alloc(size);
     if (!t->tok_str || !t->tok_len || !t->tok_special) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
     for (size_t i = 0; i < t->bpe.n_ids; i++) {
         t->tok_str[i] = t->bpe.id_str[i];
@@ -666,9 +666,9 @@ void lmc_tokenizer_free(lmc_tokenizer *t) {
     tk_strmap_free(&t->added_map);
     free(t->trie_raw.nodes);
     free(t->trie_norm.nodes);
-    free(t->tok_str);
-    free(t->tok_len);
-    free(t->tok_special);
+    tk_table_free(t->tok_str, t->vocab_size * sizeof *t->tok_str);
+    tk_table_free(t->tok_len, t->vocab_size * sizeof *t->tok_len);
+    tk_table_free(t->tok_special, t->vocab_size);
     free(t->eos_ids);
     free(t->chat_template);
     free(t->bos_token);
