@@ -240,17 +240,25 @@ typedef struct merge_job {
     const tk_json_model *sc;
     tk_bpe *b;
     resolved *res;
+    /* Part t's merges [lo, hi) by table half: those of half 0 in
+     * order[lo, split[t]), those of half 1 in order(split[t], hi - 1]
+     * read downwards, both in list order. */
+    uint32_t *order;
+    size_t split[MERGE_PARTS];
     bool guess_ok;
     size_t first_bad[MERGE_PARTS]; /* per part: the first merge that does not resolve, or n */
 } merge_job;
 
-/* Part t of the list: the ids of each merge's sides and result. */
+static size_t part_lo(size_t n, int64_t t) { return n * (size_t)t / MERGE_PARTS; }
+
+/* Part t of the list: the ids of each merge's sides and result, and the
+ * table half each goes to. */
 static void resolve_part(void *ctx, int64_t t, int64_t end, int thread) {
     (void)end, (void)thread;
     merge_job *job = ctx;
     const tk_json_model *sc = job->sc;
     const tk_bpe *b = job->b;
-    size_t n = sc->n_merges, lo = n * (size_t)t / MERGE_PARTS, hi = n * (size_t)(t + 1) / MERGE_PARTS;
+    size_t n = sc->n_merges, lo = part_lo(n, t), hi = part_lo(n, t + 1), up = lo, down = hi;
     tk_buf joined = {0};
     int32_t guess = -1;
     job->first_bad[t] = n;
@@ -269,41 +277,51 @@ static void resolve_part(void *ctx, int64_t t, int64_t end, int thread) {
             break;
         }
         guess = o->merged;
+        if (merge_half(merge_key(o->l, o->r)) == 0) job->order[up++] = (uint32_t)i;
+        else job->order[--down] = (uint32_t)i;
     }
+    job->split[t] = up;
     tk_buf_free(&joined);
 }
 
-/* Half t of the table (t = MERGE_PARTS: both halves): the merges whose
- * keys belong there, in list order. */
-static void insert_half(void *ctx, int64_t t, int64_t end, int thread) {
+/* Half h of the table: its merges, in list order. */
+static void insert_half(void *ctx, int64_t h, int64_t end, int thread) {
     (void)end, (void)thread;
     merge_job *job = ctx;
     tk_bpe *b = job->b;
     const resolved *res = job->res;
-    size_t n = job->sc->n_merges, cap = b->merges_cap;
-    for (size_t i = 0; i < n; i++) {
-        if (i + PREFETCH < n) {
-            uint64_t ahead = merge_key(res[i + PREFETCH].l, res[i + PREFETCH].r);
-            if (t == MERGE_PARTS || merge_half(ahead) == (size_t)t) __builtin_prefetch(&b->merges[merge_slot(ahead, cap)]);
+    size_t n = job->sc->n_merges;
+    for (int t = 0; t < MERGE_PARTS; t++) {
+        size_t lo = h == 0 ? part_lo(n, t) : job->split[t], count = h == 0 ? job->split[t] - lo : part_lo(n, t + 1) - lo;
+        /* The k-th merge of this half in part t, with half 1's read downwards. */
+#define AT(k) job->order[h == 0 ? lo + (k) : lo + count - 1 - (k)]
+        for (size_t k = 0; k < count; k++) {
+            if (k + PREFETCH < count) {
+                const resolved *a = &res[AT(k + PREFETCH)];
+                __builtin_prefetch(&b->merges[merge_slot(merge_key(a->l, a->r), b->merges_cap)]);
+            }
+            uint32_t i = AT(k);
+            merge_put(b, res[i].l, res[i].r, i, res[i].merged);
         }
-        if (t == MERGE_PARTS || merge_half(merge_key(res[i].l, res[i].r)) == (size_t)t)
-            merge_put(b, res[i].l, res[i].r, (uint32_t)i, res[i].merged);
+#undef AT
     }
 }
 
 static lmc_status parse_merges(const tk_json_model *sc, tk_bpe *b) {
     size_t n = sc->n_merges;
+    if (n > UINT32_MAX) return lmc_set_error(LMC_ERR_FORMAT, "tokenizer.json: %zu merges are too many", n);
     b->merges_cap = 16;
     while (b->merges_cap < n * 2) b->merges_cap *= 2;
     b->merges = tk_table_alloc(b->merges_cap * sizeof *b->merges);
     /* The guess for merged ids is only safe when every string has one id. */
-    merge_job job = {sc, b, tk_table_alloc(n * sizeof(resolved)), b->vocab.n == sc->n_vocab, {0}};
+    merge_job job = {.sc = sc, .b = b, .res = tk_table_alloc(n * sizeof(resolved)), .order = tk_table_alloc(n * sizeof(uint32_t)),
+                     .guess_ok = b->vocab.n == sc->n_vocab};
     lmc_status st = LMC_OK;
-    if (!b->merges || !job.res) { st = lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory"); goto done; }
+    if (!b->merges || !job.res || !job.order) { st = lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory"); goto done; }
     /* Small lists are not worth a second thread. */
-    int threads = n >= 65536 && lmc_num_threads() >= 2 ? MERGE_PARTS : 1;
-    if (threads == 1) for (int t = 0; t < MERGE_PARTS; t++) resolve_part(&job, t, t + 1, 0);
-    else lmc_parallel_run(MERGE_PARTS, resolve_part, &job);
+    bool threads = n >= 65536 && lmc_num_threads() >= 2;
+    if (threads) lmc_parallel_run(MERGE_PARTS, resolve_part, &job);
+    else for (int t = 0; t < MERGE_PARTS; t++) resolve_part(&job, t, t + 1, 0);
     size_t bad = n;
     for (int t = 0; t < MERGE_PARTS; t++)
         if (job.first_bad[t] < bad) bad = job.first_bad[t];
@@ -318,10 +336,11 @@ static lmc_status parse_merges(const tk_json_model *sc, tk_bpe *b) {
                                (int)m->ll, m->l, (int)m->rl, m->r);
         goto done;
     }
-    if (threads == 1) insert_half(&job, MERGE_PARTS, 0, 0);
-    else lmc_parallel_run(MERGE_PARTS, insert_half, &job); /* the table's two halves */
+    if (threads) lmc_parallel_run(2, insert_half, &job);
+    else for (int h = 0; h < 2; h++) insert_half(&job, h, h + 1, 0);
 done:
     tk_table_free(job.res, n * sizeof(resolved));
+    tk_table_free(job.order, n * sizeof(uint32_t));
     return st;
 }
 
