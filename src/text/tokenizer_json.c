@@ -58,6 +58,7 @@ static inline unsigned string_stops16(const char *p) {
 static inline void skip_ws(jscan *s) {
     const char *p = s->p;
     size_t i = s->i, n = s->n;
+    if (i < n && (unsigned char)p[i] > ' ') return; /* half the calls: a ',' or ':' right after a value */
 #ifdef __SSE2__
     while (i + 16 <= n) {
         unsigned other = non_ws16(p + i);
@@ -102,7 +103,7 @@ static size_t utf8_valid_len(const unsigned char *u, size_t n) {
 /* A string at s->i (which must be '"'). Checks it and moves past the closing
  * quote; *raw, *raw_len give the bytes between the quotes and *escaped
  * whether they hold escapes (then string_decode gives the text). */
-static lmc_status string_span(jscan *s, const char **raw, size_t *raw_len, bool *escaped) {
+static lmc_status string_span_any(jscan *s, const char **raw, size_t *raw_len, bool *escaped) {
     const unsigned char *u = (const unsigned char *)s->p;
     size_t i = s->i + 1, n = s->n;
     *escaped = false;
@@ -154,6 +155,41 @@ static lmc_status string_span(jscan *s, const char **raw, size_t *raw_len, bool 
     *raw_len = i - (s->i + 1);
     s->i = i + 1;
     return LMC_OK;
+}
+
+/* The same. Most strings of the two sections are tokens shorter than 16
+ * bytes without escapes: one sixteen-byte look finds their closing quote,
+ * and the UTF-8 before it is checked in place; any other string (longer,
+ * escaped, or invalid) goes through string_span_any. */
+static inline lmc_status string_span(jscan *s, const char **raw, size_t *raw_len, bool *escaped) {
+#ifdef __SSE2__
+    size_t i = s->i + 1;
+    if (i + 16 <= s->n) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(s->p + i));
+        /* '"', '\\' and control characters; bytes >= 0x80 apart. */
+        unsigned stops = (unsigned)_mm_movemask_epi8(_mm_or_si128(
+            _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')), _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'))),
+            _mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(0x1F)), v)));
+        if (stops && s->p[i + (size_t)__builtin_ctz(stops)] == '"') {
+            size_t len = (size_t)__builtin_ctz(stops);
+            unsigned high = (unsigned)_mm_movemask_epi8(v) & ((1u << len) - 1);
+            const unsigned char *u = (const unsigned char *)s->p + i;
+            /* Each run of bytes >= 0x80 must be whole UTF-8 sequences ending before the quote. */
+            for (size_t k = high ? (size_t)__builtin_ctz(high) : len; k < len;) {
+                if (u[k] < 0x80) { k++; continue; }
+                size_t c = utf8_valid_len(u + k, len - k);
+                if (!c) return string_span_any(s, raw, raw_len, escaped); /* which reports it */
+                k += c;
+            }
+            *escaped = false;
+            *raw = s->p + i;
+            *raw_len = len;
+            s->i = i + len + 1;
+            return LMC_OK;
+        }
+    }
+#endif
+    return string_span_any(s, raw, raw_len, escaped);
 }
 
 /* Decodes a string body that string_span accepted into dst (room for raw_len
@@ -354,7 +390,7 @@ static lmc_status merge_push(tk_json_model *m, const char *l, size_t ll, const c
 
 /* One string of a merge: points into the document, or, when it has escapes,
  * into the scratch arena (as large as the rest of the document). */
-static lmc_status merge_string(jscan *s, tk_json_model *m, size_t *scratch_at, const char **out, size_t *len) {
+static inline lmc_status merge_string(jscan *s, tk_json_model *m, size_t *scratch_at, const char **out, size_t *len) {
     const char *raw;
     bool esc;
     LMC_CHECK(string_span(s, &raw, len, &esc));
