@@ -72,6 +72,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     tk_json_model_free(&m);
 
     lmc_tokenizer *t = NULL;
+    tk_json_helper_min = 0; /* the whole load through the two-thread path */
     st = lmc_tokenizer_load_json(doc, size, NULL, &t);
     if (st != LMC_OK) {
         REQUIRE(t == NULL && lmc_last_error()[0] != 0);

@@ -246,17 +246,19 @@ static void test_scan(void) {
  * model.merges, and then the vocabulary's tables come with the scan. */
 static void test_helper(void) {
     static const char *tail = "\"model\": {\"vocab\": {\"a\": 0, \"b\": 1, \"ab\": 2}, \"merges\": [\"a b\"]}}";
-    static const struct { const char *head; bool taken; } cases[] = {
-        {"{", true},
+    static const struct { const char *head, *tail; bool taken; } cases[] = {
+        {"{", NULL, true},
         /* A "merges" array elsewhere comes first: valid merges, or not. */
-        {"{\"x\": {\"merges\": [\"b a\", \"a a\"]}, ", false},
-        {"{\"x\": {\"merges\": [7, {}]}, ", false},
+        {"{\"x\": {\"merges\": [\"b a\", \"a a\"]}, ", NULL, false},
+        {"{\"x\": {\"merges\": [7, {}]}, ", NULL, false},
         /* A key that ends in merges" (an escaped quote before it). */
-        {"{\"\\\"merges\": [\"b a\"], ", false},
+        {"{\"\\\"merges\": [\"b a\"], ", NULL, false},
+        /* Taken, but model.vocab comes after it: no tables, no rest from the scan. */
+        {"{", "\"model\": {\"merges\": [\"a b\"], \"vocab\": {\"a\": 0, \"b\": 1, \"ab\": 2}}}", false},
     };
     char doc[256];
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
-        snprintf(doc, sizeof doc, "%s%s", cases[c].head, tail);
+        snprintf(doc, sizeof doc, "%s%s", cases[c].head, cases[c].tail ? cases[c].tail : tail);
         tk_json_model m;
         lmc_status st = tk_json_scan(doc, strlen(doc), &m);
         CHECKF(st == LMC_OK, "%s: %s", doc, lmc_last_error());
@@ -264,6 +266,13 @@ static void test_helper(void) {
         CHECKF(m.n_merges == 1 && m.merges[0].ll == 1 && m.merges[0].l[0] == 'a' && m.merges[0].r[0] == 'b', "%s", doc);
         CHECKF(m.tables.built == cases[c].taken, "%s: tables %d", doc, (int)m.tables.built);
         if (m.tables.built) CHECK(m.tables.map.n == 3 && m.tables.n_ids == 3 && !strcmp(m.tables.id_str[2], "ab"));
+        /* The rest as the helper parsed it: the model's sections cut out. */
+        CHECKF((m.rest != NULL) == cases[c].taken, "%s: rest %p", doc, (void *)m.rest);
+        if (m.rest) {
+            const cJSON *model = cJSON_GetObjectItemCaseSensitive(m.rest, "model");
+            const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab"), *merges = cJSON_GetObjectItemCaseSensitive(model, "merges");
+            CHECK(cJSON_IsObject(vocab) && !vocab->child && cJSON_IsArray(merges) && !merges->child);
+        }
         tk_json_model_free(&m);
         lmc_tokenizer *t = load(doc);
         check_ids(t, "abba", (int32_t[]){2, 1, 0}, 3);

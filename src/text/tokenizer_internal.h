@@ -270,6 +270,7 @@ typedef struct tk_json_model {
     size_t arena_size;
     char *scratch; /* merge strings that held escapes */
     tk_vocab_tables tables; /* built when model.vocab came before model.merges and a helper thread scanned the latter */
+    cJSON *rest; /* tk_json_rest's, when the helper thread parsed it */
 } tk_json_model;
 
 /* Scans a tokenizer.json document: LMC_ERR_FORMAT naming the byte offset
@@ -282,6 +283,10 @@ typedef struct tk_json_model {
 lmc_status tk_json_scan(const char *doc, size_t len, tk_json_model *m);
 /* 1 MiB; tests lower it to take the two-thread path on small documents. */
 extern size_t tk_json_helper_min;
+/* cJSON of the document with the text of model.vocab and model.merges (the
+ * ranges in m, where it has them) replaced by {} and []: all that is left
+ * to read of a document that tk_json_scan accepted. */
+lmc_status tk_json_rest(const char *doc, size_t len, const tk_json_model *m, cJSON **out);
 void tk_json_model_free(tk_json_model *m);
 
 /* ---- the BPE model ---- */

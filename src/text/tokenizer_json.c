@@ -470,7 +470,10 @@ done:
  * at exactly that byte: a JSON value's text reads the same wherever it
  * sits, so the result is what this thread would have got. Otherwise (the
  * text was inside a string, say), or when the helper met an error, this
- * thread scans the array itself, and reports errors as a one-thread scan does. */
+ * thread scans the array itself, and reports errors as a one-thread scan does.
+ * When the guess is taken and model.vocab came first, the helper, done
+ * with the array, also parses the rest of the document (tk_json_rest) while
+ * this thread is still busy; the rest is used only when the scan succeeds. */
 
 size_t tk_json_helper_min = 1 << 20;
 
@@ -478,14 +481,42 @@ struct merges_helper {
     pthread_t thread;
     size_t at;        /* the guessed '[' */
     jscan s;          /* the helper's own scanner (only the helper reads it until joined) */
-    tk_json_model m;  /* its merges */
+    tk_json_model m;  /* its merges, and the vocabulary's range for the rest */
     lmc_status st;
+    /* This thread's verdict on the guess, under `lock`: 0 not yet, 1 taken
+     * (m.has_vocab and m.vocab_start/end set), -1 not taken. */
+    pthread_mutex_t lock;
+    pthread_cond_t decided;
+    int verdict;
 };
 
 static void *helper_main(void *arg) {
     merges_helper *h = arg;
     h->st = parse_merges(&h->s, &h->m);
+    if (h->st != LMC_OK) return NULL;
+    pthread_mutex_lock(&h->lock);
+    while (h->verdict == 0) pthread_cond_wait(&h->decided, &h->lock);
+    bool taken = h->verdict > 0;
+    pthread_mutex_unlock(&h->lock);
+    /* Without model.vocab yet, this thread could not know what to cut. */
+    if (taken && h->m.has_vocab && tk_json_rest(h->s.p, h->s.n, &h->m, &h->m.rest) != LMC_OK) h->m.rest = NULL;
     return NULL;
+}
+
+/* Tells the helper whether its array is model.merges (m: this thread's
+ * scan so far, whose vocabulary range the helper needs), or not (m NULL). */
+static void helper_verdict(merges_helper *h, const tk_json_model *m) {
+    pthread_mutex_lock(&h->lock);
+    if (h->verdict == 0) {
+        h->verdict = m ? 1 : -1;
+        if (m && m->has_vocab) {
+            h->m.has_vocab = true;
+            h->m.vocab_start = m->vocab_start;
+            h->m.vocab_end = m->vocab_end;
+        }
+        pthread_cond_signal(&h->decided);
+    }
+    pthread_mutex_unlock(&h->lock);
 }
 
 /* The '[' after the first "merges" key-like text, or n when there is none. */
@@ -512,7 +543,11 @@ static merges_helper *helper_start(const char *doc, size_t n) {
     if (!h) return NULL;
     h->at = at;
     h->s = (jscan){doc, n, at, NULL};
+    pthread_mutex_init(&h->lock, NULL);
+    pthread_cond_init(&h->decided, NULL);
     if (pthread_create(&h->thread, NULL, helper_main, h)) {
+        pthread_mutex_destroy(&h->lock);
+        pthread_cond_destroy(&h->decided);
         free(h);
         return NULL;
     }
@@ -525,13 +560,16 @@ static bool helper_join(jscan *s, tk_json_model *m) {
     merges_helper *h = s->helper;
     if (!h) return false;
     s->helper = NULL;
+    bool take = m && h->at == s->i;
+    helper_verdict(h, take ? m : NULL);
     pthread_join(h->thread, NULL);
-    bool take = m && h->st == LMC_OK && h->m.merges_start == s->i;
+    take = take && h->st == LMC_OK;
     if (take) {
         m->merges = h->m.merges;
         m->n_merges = h->m.n_merges;
         m->merges_size = h->m.merges_size;
         m->scratch = h->m.scratch;
+        m->rest = h->m.rest;
         m->has_merges = true;
         m->merges_start = h->m.merges_start;
         m->merges_end = h->m.merges_end;
@@ -539,6 +577,8 @@ static bool helper_join(jscan *s, tk_json_model *m) {
     } else {
         tk_json_model_free(&h->m);
     }
+    pthread_mutex_destroy(&h->lock);
+    pthread_cond_destroy(&h->decided);
     free(h);
     return take;
 }
@@ -547,6 +587,7 @@ static bool helper_join(jscan *s, tk_json_model *m) {
  * vocabulary's tables are built meanwhile), else scanned here. */
 static lmc_status model_merges(jscan *s, tk_json_model *m) {
     if (s->helper && s->helper->at == s->i) {
+        helper_verdict(s->helper, m);
         /* This thread is sooner done than the helper. The tables are
          * optional here: a failure comes again from tk_bpe_parse. */
         if (m->has_vocab) (void)tk_vocab_tables_build(m->vocab, m->n_vocab, &m->tables);
@@ -613,7 +654,44 @@ lmc_status tk_json_scan(const char *doc, size_t len, tk_json_model *m) {
     return st;
 }
 
+/* ---- the rest of the document ---- */
+
+lmc_status tk_json_rest(const char *doc, size_t len, const tk_json_model *m, cJSON **out) {
+    *out = NULL;
+    /* The cut ranges in document order (vocab and merges may come in either). */
+    size_t cut[2][2] = {{0, 0}, {0, 0}};
+    const char *fill[2] = {"", ""};
+    int nc = 0;
+    if (m->has_vocab) { cut[nc][0] = m->vocab_start; cut[nc][1] = m->vocab_end; fill[nc++] = "{}"; }
+    if (m->has_merges) { cut[nc][0] = m->merges_start; cut[nc][1] = m->merges_end; fill[nc++] = "[]"; }
+    if (nc == 2 && cut[0][0] > cut[1][0]) {
+        size_t c0 = cut[0][0], c1 = cut[0][1];
+        const char *f = fill[0];
+        cut[0][0] = cut[1][0], cut[0][1] = cut[1][1], fill[0] = fill[1];
+        cut[1][0] = c0, cut[1][1] = c1, fill[1] = f;
+    }
+    char *rest = malloc(len + 5);
+    if (!rest) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
+    size_t at = 0, from = 0;
+    for (int k = 0; k < nc; k++) {
+        memcpy(rest + at, doc + from, cut[k][0] - from);
+        at += cut[k][0] - from;
+        memcpy(rest + at, fill[k], 2);
+        at += 2;
+        from = cut[k][1];
+    }
+    memcpy(rest + at, doc + from, len - from);
+    at += len - from;
+    const char *end = NULL;
+    *out = cJSON_ParseWithLengthOpts(rest, at, &end, false);
+    size_t bad_at = end && end >= rest ? (size_t)(end - rest) : 0;
+    free(rest);
+    if (!*out) return lmc_set_error(LMC_ERR_FORMAT, "tokenizer.json: invalid JSON near byte %zu", bad_at);
+    return LMC_OK;
+}
+
 void tk_json_model_free(tk_json_model *m) {
+    cJSON_Delete(m->rest);
     tk_vocab_tables_free(&m->tables);
     tk_table_free(m->arena, m->arena_size);
     tk_table_free(m->vocab, m->vocab_size);
