@@ -469,8 +469,9 @@ done:
  * is taken only when this thread's walk reaches the value of model.merges
  * at exactly that byte: a JSON value's text reads the same wherever it
  * sits, so the result is what this thread would have got. Otherwise (the
- * text was inside a string, say), or when the helper met an error, this
- * thread scans the array itself, and reports errors as a one-thread scan does.
+ * first "merges" was another object's, say), or when the helper met an
+ * error, this thread scans the array itself, and reports errors as a
+ * one-thread scan does.
  * When the guess is taken and model.vocab came first, the helper, done
  * with the array, also parses the rest of the document (tk_json_rest) while
  * this thread is still busy; the rest is used only when the scan succeeds. */
