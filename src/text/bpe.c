@@ -62,22 +62,21 @@ static void cache_put(tk_bpe_cache *c, uint32_t h, const char *w, size_t n, cons
 
 /* ---- merges: (left, right) -> (rank, merged id) ---- */
 
-/* The table is two halves, each an open-addressing table of its own, and
- * the top bit of a key's hash picks its half: two threads fill the halves
- * at once without locks (tk_bpe_parse), each going through the list in
- * order, so a later duplicate wins, as in HF's map. */
+/* A key's home slot is the top merges_bits bits of its multiplicative
+ * hash. The table is two halves, each an open-addressing table of its own
+ * (probing wraps around inside the half), so the hash's top bit picks a
+ * key's half: two threads fill the halves at once without locks
+ * (tk_bpe_parse), each going through the list in order, so a later
+ * duplicate wins, as in HF's map. */
 static uint64_t merge_key(int32_t l, int32_t r) { return ((uint64_t)(uint32_t)l << 32) | (uint32_t)r; }
-static size_t merge_half(uint64_t key) { return (size_t)((key * 0x9E3779B97F4A7C15ull) >> 63); }
-static size_t merge_slot(uint64_t key, size_t cap) {
-    size_t half = cap / 2;
-    return merge_half(key) * half + ((size_t)((key * 0x9E3779B97F4A7C15ull) >> 20) & (half - 1));
-}
-/* The next slot in the same half (halves start at multiples of cap / 2). */
-static size_t merge_next(size_t i, size_t cap) { return (i & ~(cap / 2 - 1)) | ((i + 1) & (cap / 2 - 1)); }
+static uint64_t merge_hash(uint64_t key) { return key * 0x9E3779B97F4A7C15ull; }
+static size_t merge_half(uint64_t key) { return (size_t)(merge_hash(key) >> 63); }
+static size_t merge_slot(uint64_t key, unsigned bits) { return (size_t)(merge_hash(key) >> (64 - bits)); }
+static size_t merge_next(size_t i, size_t cap) { return (i & cap / 2) | ((i + 1) & (cap / 2 - 1)); }
 
 static void merge_put(tk_bpe *b, int32_t l, int32_t r, uint32_t rank, int32_t new_id) {
     uint64_t key = merge_key(l, r);
-    for (size_t i = merge_slot(key, b->merges_cap);; i = merge_next(i, b->merges_cap)) {
+    for (size_t i = merge_slot(key, b->merges_bits);; i = merge_next(i, b->merges_cap)) {
         tk_merge_entry *e = &b->merges[i];
         if (e->rank == 0 || e->key == key) {
             *e = (tk_merge_entry){key, rank + 1, new_id};
@@ -89,7 +88,7 @@ static void merge_put(tk_bpe *b, int32_t l, int32_t r, uint32_t rank, int32_t ne
 static const tk_merge_entry *merge_get(const tk_bpe *b, int32_t l, int32_t r) {
     if (!b->merges_cap) return NULL;
     uint64_t key = merge_key(l, r);
-    for (size_t i = merge_slot(key, b->merges_cap);; i = merge_next(i, b->merges_cap)) {
+    for (size_t i = merge_slot(key, b->merges_bits);; i = merge_next(i, b->merges_cap)) {
         const tk_merge_entry *e = &b->merges[i];
         if (e->rank == 0) return NULL;
         if (e->key == key) return e;
@@ -298,7 +297,7 @@ static void insert_half(void *ctx, int64_t h, int64_t end, int thread) {
         for (size_t k = 0; k < count; k++) {
             if (k + PREFETCH < count) {
                 const resolved *a = &res[AT(k + PREFETCH)];
-                __builtin_prefetch(&b->merges[merge_slot(merge_key(a->l, a->r), b->merges_cap)]);
+                __builtin_prefetch(&b->merges[merge_slot(merge_key(a->l, a->r), b->merges_bits)]);
             }
             uint32_t i = AT(k);
             merge_put(b, res[i].l, res[i].r, i, res[i].merged);
@@ -310,8 +309,9 @@ static void insert_half(void *ctx, int64_t h, int64_t end, int thread) {
 static lmc_status parse_merges(const tk_json_model *sc, tk_bpe *b) {
     size_t n = sc->n_merges;
     if (n > UINT32_MAX) return lmc_set_error(LMC_ERR_FORMAT, "tokenizer.json: %zu merges are too many", n);
-    b->merges_cap = 16;
-    while (b->merges_cap < n * 2) b->merges_cap *= 2;
+    b->merges_bits = 4;
+    while (((size_t)1 << b->merges_bits) < n * 2) b->merges_bits++;
+    b->merges_cap = (size_t)1 << b->merges_bits;
     b->merges = tk_table_alloc(b->merges_cap * sizeof *b->merges);
     /* The guess for merged ids is only safe when every string has one id. */
     merge_job job = {.sc = sc, .b = b, .res = tk_table_alloc(n * sizeof(resolved)), .order = tk_table_alloc(n * sizeof(uint32_t)),

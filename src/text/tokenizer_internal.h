@@ -312,7 +312,8 @@ typedef struct tk_bpe {
     char *arena;         /* a table of arena_size bytes */
     size_t arena_size;
     tk_merge_entry *merges;
-    size_t merges_cap;
+    size_t merges_cap;     /* 1 << merges_bits */
+    unsigned merges_bits;
     char *unk_token;
     int32_t unk_id;
     bool fuse_unk, byte_fallback, ignore_merges;
