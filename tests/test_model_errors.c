@@ -166,6 +166,17 @@ static void test_missing_tokenizer_and_options(void) {
     snprintf(p, sizeof p, "%s/tokenizer.json", d);
     unlink(p);
     expect_load_error(d, LMC_ERR_IO, "tokenizer.json", "no tokenizer.json");
+    /* The tokenizer loads on a second thread while the weights load: its
+     * message comes over whole, and the weights' error still comes first. */
+    write_text(d, "tokenizer.json", "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": [\"a\"]}}");
+    for (int threads = 1; threads <= 2; threads++) {
+        lmc_set_num_threads(threads);
+        expect_load_error(d, LMC_ERR_FORMAT, "tokenizer.json: merge 0 (byte 56) is not two tokens", "bad merges");
+    }
+    snprintf(p, sizeof p, "%s/model.safetensors", d);
+    unlink(p);
+    expect_load_error(d, LMC_ERR_NOT_FOUND, "safetensors", "no weights and bad merges");
+    lmc_set_num_threads(0);
     cleanup(d);
     lmc_load_options o = lmc_load_options_default();
     o.backend = "tpu";

@@ -2,6 +2,7 @@
  * model.merges read straight into tables, every JSON error reported with
  * its byte offset, through the public loader (lmc_tokenizer_load_json) and
  * through tk_json_scan itself. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -158,6 +159,7 @@ static void test_shape_errors(void) {
     check_error(V "\"a\": 0, \"b\": [}, \"merges\": []}}", LMC_ERR_FORMAT, "invalid JSON at byte 50");
     /* Ids index tables: far beyond the token count they are refused. */
     check_error(V "\"a\": 2147483647}, \"merges\": []}}", LMC_ERR_FORMAT, "vocab id 2147483647 is out of range for 1 tokens");
+    check_error(V "\"a\": 2147483647}, \"merges\": []}, \"x\": tru}", LMC_ERR_FORMAT, "at byte 74: invalid literal");
     check_error("{\"added_tokens\": [{\"id\": 5000, \"content\": \"x\"}], \"model\": {\"vocab\": {\"a\": 0}, \"merges\": []}}", LMC_ERR_FORMAT,
                 "added token id 5000 is out of range for 2 tokens");
     lmc_tokenizer_free(load("{\"added_tokens\": [{\"id\": 1031, \"content\": \"x\"}], \"model\": {\"vocab\": {\"a\": 1027}, \"merges\": []}}"));
@@ -238,12 +240,99 @@ static void test_scan(void) {
     tk_json_model_free(&m);
 }
 
+/* The two-thread scan (tokenizer_json.c: a helper thread reads the array
+ * after the first `"merges": [` while this one reads the rest), forced on
+ * for these small documents: the helper's array is taken only when it is
+ * model.merges, and then the vocabulary's tables come with the scan. */
+static void test_helper(void) {
+    static const char *tail = "\"model\": {\"vocab\": {\"a\": 0, \"b\": 1, \"ab\": 2}, \"merges\": [\"a b\"]}}";
+    static const struct { const char *head, *tail; bool taken; } cases[] = {
+        {"{", NULL, true},
+        /* A "merges" array elsewhere comes first: valid merges, or not. */
+        {"{\"x\": {\"merges\": [\"b a\", \"a a\"]}, ", NULL, false},
+        {"{\"x\": {\"merges\": [7, {}]}, ", NULL, false},
+        /* A key that ends in merges" (an escaped quote before it). */
+        {"{\"\\\"merges\": [\"b a\"], ", NULL, false},
+        /* Taken, but model.vocab comes after it: no tables, no rest from the scan. */
+        {"{", "\"model\": {\"merges\": [\"a b\"], \"vocab\": {\"a\": 0, \"b\": 1, \"ab\": 2}}}", false},
+    };
+    char doc[256];
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        snprintf(doc, sizeof doc, "%s%s", cases[c].head, cases[c].tail ? cases[c].tail : tail);
+        tk_json_model m;
+        lmc_status st = tk_json_scan(doc, strlen(doc), &m);
+        CHECKF(st == LMC_OK, "%s: %s", doc, lmc_last_error());
+        if (st != LMC_OK) continue;
+        CHECKF(m.n_merges == 1 && m.merges[0].ll == 1 && m.merges[0].l[0] == 'a' && m.merges[0].r[0] == 'b', "%s", doc);
+        CHECKF(m.tables.built == cases[c].taken, "%s: tables %d", doc, (int)m.tables.built);
+        if (m.tables.built) CHECK(m.tables.map.n == 3 && m.tables.n_ids == 3 && !strcmp(m.tables.id_str[2], "ab"));
+        /* The rest as the helper parsed it: the model's sections cut out. */
+        CHECKF((m.rest != NULL) == cases[c].taken, "%s: rest %p", doc, (void *)m.rest);
+        if (m.rest) {
+            const cJSON *model = cJSON_GetObjectItemCaseSensitive(m.rest, "model");
+            const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab"), *merges = cJSON_GetObjectItemCaseSensitive(model, "merges");
+            CHECK(cJSON_IsObject(vocab) && !vocab->child && cJSON_IsArray(merges) && !merges->child);
+        }
+        tk_json_model_free(&m);
+        lmc_tokenizer *t = load(doc);
+        check_ids(t, "abba", (int32_t[]){2, 1, 0}, 3);
+        lmc_tokenizer_free(t);
+    }
+    /* model.merges ends the document early: the helper's error is this thread's. */
+    check_error("{\"model\": {\"vocab\": {\"a\": 0}, \"merges\": [\"a a\", ", LMC_ERR_FORMAT, "at byte 48: unexpected end of input");
+    check_error("{\"model\": {\"vocab\": {\"a\": 0}, \"merges\": [\"a a\", [\"a\"]]}}", LMC_ERR_FORMAT,
+                "merge 1 (byte 48) is not two tokens");
+}
+
+/* A list long enough to be resolved in two parts on two threads: an
+ * unknown token is reported for the first merge that has one, whichever
+ * part it is in, and a good list loads the same for any thread count. */
+static void test_long_merges(void) {
+    enum { N = 70000 };
+    char *doc = malloc(N * 8 + 256);
+    if (!doc) return;
+    const size_t bad[][2] = {{N, N}, {50000, N}, {20000, 50000}, {60000, 34999}};
+    for (size_t c = 0; c < sizeof bad / sizeof bad[0]; c++) {
+        size_t at = (size_t)sprintf(doc, "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1, \"ab\": 2, \"ba\": 3}, \"merges\": [");
+        for (size_t i = 0; i < N; i++) {
+            const char *m = i == bad[c][0] ? "a x" : i == bad[c][1] ? "y b" : i % 2 ? "b a" : "a b";
+            at += (size_t)sprintf(doc + at, "%s\"%s\"", i ? "," : "", m);
+        }
+        strcpy(doc + at, "]}}");
+        for (int threads = 1; threads <= 2; threads++) {
+            lmc_set_num_threads(threads);
+            lmc_tokenizer *t = NULL;
+            lmc_status st = lmc_tokenizer_load_json(doc, strlen(doc), NULL, &t);
+            size_t first = bad[c][0] < bad[c][1] ? bad[c][0] : bad[c][1];
+            if (first == N) {
+                CHECKF(st == LMC_OK, "%s", lmc_last_error());
+                check_ids(t, "abba", (int32_t[]){2, 3}, 2);
+            } else {
+                char want[64];
+                snprintf(want, sizeof want, "merge %zu uses '%s'", first, first == bad[c][0] ? "x" : "y");
+                CHECKF(st == LMC_ERR_FORMAT && strstr(lmc_last_error(), want), "%d threads: \"%s\" lacks \"%s\"", threads, lmc_last_error(), want);
+            }
+            lmc_tokenizer_free(t);
+        }
+    }
+    free(doc);
+}
+
 int main(void) {
-    RUN(test_escapes);
-    RUN(test_layout);
-    RUN(test_syntax_errors);
-    RUN(test_shape_errors);
-    RUN(test_truncations);
-    RUN(test_scan);
+    /* The second pass sends every document through the two-thread scan. */
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass) {
+            tk_json_helper_min = 0;
+            CHECK(lmc_set_num_threads(2) == LMC_OK);
+        }
+        RUN(test_escapes);
+        RUN(test_layout);
+        RUN(test_syntax_errors);
+        RUN(test_shape_errors);
+        RUN(test_truncations);
+        RUN(test_scan);
+    }
+    RUN(test_helper);
+    RUN(test_long_merges);
     return TEST_REPORT();
 }

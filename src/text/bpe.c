@@ -5,6 +5,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include "core/threadpool.h"
 #include "text/tokenizer_internal.h"
 #include "text/unicode.h"
 
@@ -61,14 +62,23 @@ static void cache_put(tk_bpe_cache *c, uint32_t h, const char *w, size_t n, cons
 
 /* ---- merges: (left, right) -> (rank, merged id) ---- */
 
+/* A key's home slot is the top merges_bits bits of its multiplicative
+ * hash. The table is two halves, each an open-addressing table of its own
+ * (probing wraps around inside the half), so the hash's top bit picks a
+ * key's half: two threads fill the halves at once without locks
+ * (tk_bpe_parse), each going through the list in order, so a later
+ * duplicate wins, as in HF's map. */
 static uint64_t merge_key(int32_t l, int32_t r) { return ((uint64_t)(uint32_t)l << 32) | (uint32_t)r; }
-static size_t merge_slot(uint64_t key, size_t cap) { return (size_t)((key * 0x9E3779B97F4A7C15ull) >> 20) & (cap - 1); }
+static uint64_t merge_hash(uint64_t key) { return key * 0x9E3779B97F4A7C15ull; }
+static size_t merge_half(uint64_t key) { return (size_t)(merge_hash(key) >> 63); }
+static size_t merge_slot(uint64_t key, unsigned bits) { return (size_t)(merge_hash(key) >> (64 - bits)); }
+static size_t merge_next(size_t i, size_t cap) { return (i & cap / 2) | ((i + 1) & (cap / 2 - 1)); }
 
 static void merge_put(tk_bpe *b, int32_t l, int32_t r, uint32_t rank, int32_t new_id) {
     uint64_t key = merge_key(l, r);
-    for (size_t i = merge_slot(key, b->merges_cap);; i = (i + 1) & (b->merges_cap - 1)) {
+    for (size_t i = merge_slot(key, b->merges_bits);; i = merge_next(i, b->merges_cap)) {
         tk_merge_entry *e = &b->merges[i];
-        if (e->rank == 0 || e->key == key) { /* a later duplicate wins, as in HF's map */
+        if (e->rank == 0 || e->key == key) {
             *e = (tk_merge_entry){key, rank + 1, new_id};
             return;
         }
@@ -78,7 +88,7 @@ static void merge_put(tk_bpe *b, int32_t l, int32_t r, uint32_t rank, int32_t ne
 static const tk_merge_entry *merge_get(const tk_bpe *b, int32_t l, int32_t r) {
     if (!b->merges_cap) return NULL;
     uint64_t key = merge_key(l, r);
-    for (size_t i = merge_slot(key, b->merges_cap);; i = (i + 1) & (b->merges_cap - 1)) {
+    for (size_t i = merge_slot(key, b->merges_bits);; i = merge_next(i, b->merges_cap)) {
         const tk_merge_entry *e = &b->merges[i];
         if (e->rank == 0) return NULL;
         if (e->key == key) return e;
@@ -95,26 +105,108 @@ static char *opt_string(const cJSON *model, const char *key) {
  * PREFETCH entries ahead lets the misses overlap. */
 enum { PREFETCH = 16 };
 
-static lmc_status parse_vocab(tk_json_model *sc, tk_bpe *b) {
-    size_t n = sc->n_vocab;
+/* SentencePiece-style models (Gemma, Llama 2, Mistral) turn spaces into
+ * U+2581 and have no pre-tokenizer that splits words, so a whole text
+ * between added tokens is one BPE word: thousands of symbols for the merge
+ * loop, and never a cache hit. Such a word can be cut right before a U+2581
+ * that follows a character c when no token contains c followed by U+2581:
+ * no merge can then join the two sides (a merge's result holds both), and
+ * the merges on each side happen in the same order (rank, then position)
+ * as in the whole word, so the ids are the same. Only for models whose
+ * characters carry no prefix/suffix (char_ids kept) and without
+ * ignore_merges (which looks the whole word up first): tk_bpe_parse drops
+ * the table otherwise. */
+static const char SPACE_MARK[] = "\xE2\x96\x81"; /* U+2581 */
+
+static lmc_status space_split_table(const tk_vocab_entry *vocab, size_t n, tk_vocab_tables *v) {
+    if (v->char_ids[0x2581] < 0) return LMC_OK;
+    v->space_join = calloc(0x10000 / 8, 1);
+    if (!v->space_join) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
+    for (size_t i = 0; i < n; i++) {
+        const char *k = vocab[i].key, *end = k + vocab[i].len;
+        /* Most keys are a few bytes long: a byte loop beats memmem's setup. */
+        for (const char *p = k + 1; p + 3 <= end; p++) {
+            if (p[0] != SPACE_MARK[0] || p[1] != SPACE_MARK[1] || p[2] != SPACE_MARK[2]) continue;
+            const char *c = p - 1;
+            while (c > k && ((unsigned char)*c & 0xC0) == 0x80) c--;
+            uint32_t cp;
+            if (lmc_utf8_decode(c, (size_t)(p - c), &cp) == (size_t)(p - c) && cp < 0x10000) v->space_join[cp >> 3] |= (uint8_t)(1u << (cp & 7));
+        }
+    }
+    return LMC_OK;
+}
+
+static lmc_status vocab_tables(const tk_vocab_entry *vocab, size_t n, tk_vocab_tables *v) {
     int64_t max_id = -1;
     for (size_t i = 0; i < n; i++)
-        if (sc->vocab[i].id > max_id) max_id = sc->vocab[i].id;
+        if (vocab[i].id > max_id) max_id = vocab[i].id;
     if (!tk_id_in_range(max_id, n))
         return lmc_set_error(LMC_ERR_FORMAT, "tokenizer.json: vocab id %lld is out of range for %zu tokens", (long long)max_id, n);
-    b->n_ids = (size_t)(max_id + 1);
-    b->arena = sc->arena;
-    sc->arena = NULL;
-    b->id_str = calloc(b->n_ids ? b->n_ids : 1, sizeof *b->id_str);
-    b->id_len = calloc(b->n_ids ? b->n_ids : 1, sizeof *b->id_len);
-    if (!b->id_str || !b->id_len) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
-    LMC_CHECK(tk_strmap_init(&b->vocab, n));
+    v->n_ids = (size_t)(max_id + 1);
+    v->id_str = tk_table_alloc(v->n_ids * sizeof *v->id_str);
+    v->id_len = tk_table_alloc(v->n_ids * sizeof *v->id_len);
+    v->char_ids = malloc(0x10000 * sizeof *v->char_ids);
+    if (!v->id_str || !v->id_len || !v->char_ids) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
+    LMC_CHECK(tk_strmap_init(&v->map, n));
     for (size_t i = 0; i < n; i++) {
-        if (i + PREFETCH < n) tk_strmap_prefetch(&b->vocab, sc->vocab[i + PREFETCH].hash);
-        const tk_vocab_entry *e = &sc->vocab[i];
-        tk_strmap_put_h(&b->vocab, e->key, e->len, e->hash, e->id); /* a repeated key: the last id wins, as in HF */
-        b->id_str[e->id] = e->key;
-        b->id_len[e->id] = e->len;
+        if (i + PREFETCH < n) tk_strmap_prefetch(&v->map, vocab[i + PREFETCH].hash);
+        const tk_vocab_entry *e = &vocab[i];
+        tk_strmap_put_h(&v->map, e->key, e->len, e->hash, e->id); /* a repeated key: the last id wins, as in HF */
+        v->id_str[e->id] = e->key;
+        v->id_len[e->id] = e->len;
+    }
+    /* Single characters by code point, filled in file order, so a repeated
+     * key ends with its last id, as in the map. */
+    for (uint32_t cp = 0; cp < 0x10000; cp++) v->char_ids[cp] = -1;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t cp;
+        const tk_vocab_entry *e = &vocab[i];
+        if (e->len >= 1 && e->len <= 3 && lmc_utf8_decode(e->key, e->len, &cp) == e->len) v->char_ids[cp] = e->id;
+    }
+    return space_split_table(vocab, n, v);
+}
+
+lmc_status tk_vocab_tables_build(const tk_vocab_entry *vocab, size_t n, tk_vocab_tables *out) {
+    memset(out, 0, sizeof *out);
+    lmc_status st = vocab_tables(vocab, n, out);
+    if (st != LMC_OK) tk_vocab_tables_free(out);
+    out->built = st == LMC_OK;
+    return st;
+}
+
+void tk_vocab_tables_free(tk_vocab_tables *v) {
+    tk_strmap_free(&v->map);
+    tk_table_free(v->id_str, v->n_ids * sizeof *v->id_str);
+    tk_table_free(v->id_len, v->n_ids * sizeof *v->id_len);
+    free(v->char_ids);
+    free(v->space_join);
+    memset(v, 0, sizeof *v);
+}
+
+/* Moves the vocabulary's tables (the scanner's, or built now) into b, with
+ * the arena their strings live in. */
+static lmc_status take_vocab(tk_json_model *sc, tk_bpe *b) {
+    if (!sc->tables.built) LMC_CHECK(tk_vocab_tables_build(sc->vocab, sc->n_vocab, &sc->tables));
+    tk_vocab_tables *v = &sc->tables;
+    b->vocab = v->map;
+    b->id_str = v->id_str;
+    b->id_len = v->id_len;
+    b->n_ids = v->n_ids;
+    b->char_ids = v->char_ids;
+    b->space_join = v->space_join;
+    memset(v, 0, sizeof *v);
+    b->arena = sc->arena;
+    b->arena_size = sc->arena_size;
+    sc->arena = NULL;
+    sc->arena_size = 0;
+    /* Characters decorated with a prefix or suffix are not looked up by code point. */
+    if (b->prefix_len || b->suffix_len) {
+        free(b->char_ids);
+        b->char_ids = NULL;
+    }
+    if (!b->char_ids || b->ignore_merges) {
+        free(b->space_join);
+        b->space_join = NULL;
     }
     return LMC_OK;
 }
@@ -138,78 +230,118 @@ static int32_t merged_id(const tk_bpe *b, const tk_merge_text *m, int32_t guess,
     return tk_strmap_get(&b->vocab, joined->p, joined->len);
 }
 
-static lmc_status parse_merges(const tk_json_model *sc, tk_bpe *b) {
-    size_t n = sc->n_merges;
-    b->merges_cap = 16;
-    while (b->merges_cap < n * 2) b->merges_cap *= 2;
-    b->merges = tk_table_alloc(b->merges_cap * sizeof *b->merges);
-    resolved *res = malloc((n ? n : 1) * sizeof *res);
+/* Merges are resolved and inserted in two parts (the list's halves, the
+ * table's halves), run on two threads where the pool has them; the table
+ * does not depend on the thread count. */
+enum { MERGE_PARTS = 2 };
+
+typedef struct merge_job {
+    const tk_json_model *sc;
+    tk_bpe *b;
+    resolved *res;
+    /* Part t's merges [lo, hi) by table half: those of half 0 in
+     * order[lo, split[t]), those of half 1 in order(split[t], hi - 1]
+     * read downwards, both in list order. */
+    uint32_t *order;
+    size_t split[MERGE_PARTS];
+    bool guess_ok;
+    size_t first_bad[MERGE_PARTS]; /* per part: the first merge that does not resolve, or n */
+} merge_job;
+
+static size_t part_lo(size_t n, int64_t t) { return n * (size_t)t / MERGE_PARTS; }
+
+/* Part t of the list: the ids of each merge's sides and result, and the
+ * table half each goes to. */
+static void resolve_part(void *ctx, int64_t t, int64_t end, int thread) {
+    (void)end, (void)thread;
+    merge_job *job = ctx;
+    const tk_json_model *sc = job->sc;
+    const tk_bpe *b = job->b;
+    size_t n = sc->n_merges, lo = part_lo(n, t), hi = part_lo(n, t + 1), up = lo, down = hi;
     tk_buf joined = {0};
-    lmc_status st = LMC_OK;
-    if (!b->merges || !res) { st = lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory"); goto done; }
-    /* The guess for merged ids is only safe when every string has one id. */
-    bool guess_ok = b->vocab.n == sc->n_vocab;
     int32_t guess = -1;
-    for (size_t i = 0; i < n; i++) {
-        if (i + PREFETCH < n) {
+    job->first_bad[t] = n;
+    for (size_t i = lo; i < hi; i++) {
+        if (i + PREFETCH < hi) {
             tk_strmap_prefetch(&b->vocab, sc->merges[i + PREFETCH].hl);
             tk_strmap_prefetch(&b->vocab, sc->merges[i + PREFETCH].hr);
         }
         const tk_merge_text *m = &sc->merges[i];
-        resolved *o = &res[i];
+        resolved *o = &job->res[i];
         o->l = tk_strmap_get_h(&b->vocab, m->l, m->ll, m->hl);
         o->r = tk_strmap_get_h(&b->vocab, m->r, m->rl, m->hr);
-        if (o->l < 0 || o->r < 0) {
-            st = lmc_set_error(LMC_ERR_FORMAT, "tokenizer.json: merge %zu uses '%.*s', which is not in the vocabulary", i,
-                               (int)(o->l < 0 ? m->ll : m->rl), o->l < 0 ? m->l : m->r);
-            goto done;
-        }
-        o->merged = merged_id(b, m, guess, guess_ok, &joined);
+        o->merged = o->l < 0 || o->r < 0 ? -1 : merged_id(b, m, guess, job->guess_ok, &joined);
         if (o->merged < 0) {
-            st = lmc_set_error(LMC_ERR_FORMAT, "tokenizer.json: merge %zu gives '%.*s%.*s', which is not in the vocabulary", i,
-                               (int)m->ll, m->l, (int)m->rl, m->r);
-            goto done;
+            job->first_bad[t] = i;
+            break;
         }
         guess = o->merged;
+        if (merge_half(merge_key(o->l, o->r)) == 0) job->order[up++] = (uint32_t)i;
+        else job->order[--down] = (uint32_t)i;
     }
-    for (size_t i = 0; i < n; i++) {
-        if (i + PREFETCH < n) __builtin_prefetch(&b->merges[merge_slot(merge_key(res[i + PREFETCH].l, res[i + PREFETCH].r), b->merges_cap)]);
-        merge_put(b, res[i].l, res[i].r, (uint32_t)i, res[i].merged);
-    }
-done:
+    job->split[t] = up;
     tk_buf_free(&joined);
-    free(res);
-    return st;
 }
 
-/* SentencePiece-style models (Gemma, Llama 2, Mistral) turn spaces into
- * U+2581 and have no pre-tokenizer that splits words, so a whole text
- * between added tokens is one BPE word: thousands of symbols for the merge
- * loop, and never a cache hit. Such a word can be cut right before a U+2581
- * that follows a character c when no token contains c followed by U+2581:
- * no merge can then join the two sides (a merge's result holds both), and
- * the merges on each side happen in the same order (rank, then position)
- * as in the whole word, so the ids are the same. Only for models whose
- * characters carry no prefix/suffix (char_ids set) and without
- * ignore_merges (which looks the whole word up first). */
-static const char SPACE_MARK[] = "\xE2\x96\x81"; /* U+2581 */
-
-static lmc_status space_split_table(const tk_json_model *sc, tk_bpe *b) {
-    if (!b->char_ids || b->ignore_merges || b->char_ids[0x2581] < 0) return LMC_OK;
-    b->space_join = calloc(0x10000 / 8, 1);
-    if (!b->space_join) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
-    for (size_t i = 0; i < sc->n_vocab; i++) {
-        const char *k = sc->vocab[i].key, *end = k + sc->vocab[i].len;
-        /* Most keys are a few bytes long: a byte loop beats memmem's setup. */
-        for (const char *p = k + 1; p + 3 <= end; p++) {
-            if (p[0] != SPACE_MARK[0] || p[1] != SPACE_MARK[1] || p[2] != SPACE_MARK[2]) continue;
-            const char *c = p - 1;
-            while (c > k && ((unsigned char)*c & 0xC0) == 0x80) c--;
-            uint32_t cp;
-            if (lmc_utf8_decode(c, (size_t)(p - c), &cp) == (size_t)(p - c) && cp < 0x10000) b->space_join[cp >> 3] |= (uint8_t)(1u << (cp & 7));
+/* Half h of the table: its merges, in list order. */
+static void insert_half(void *ctx, int64_t h, int64_t end, int thread) {
+    (void)end, (void)thread;
+    merge_job *job = ctx;
+    tk_bpe *b = job->b;
+    const resolved *res = job->res;
+    size_t n = job->sc->n_merges;
+    for (int t = 0; t < MERGE_PARTS; t++) {
+        size_t lo = h == 0 ? part_lo(n, t) : job->split[t], count = h == 0 ? job->split[t] - lo : part_lo(n, t + 1) - lo;
+        /* The k-th merge of this half in part t, with half 1's read downwards. */
+#define AT(k) job->order[h == 0 ? lo + (k) : lo + count - 1 - (k)]
+        for (size_t k = 0; k < count; k++) {
+            if (k + PREFETCH < count) {
+                const resolved *a = &res[AT(k + PREFETCH)];
+                __builtin_prefetch(&b->merges[merge_slot(merge_key(a->l, a->r), b->merges_bits)]);
+            }
+            uint32_t i = AT(k);
+            merge_put(b, res[i].l, res[i].r, i, res[i].merged);
         }
+#undef AT
     }
-    return LMC_OK;
+}
+
+static lmc_status parse_merges(const tk_json_model *sc, tk_bpe *b) {
+    size_t n = sc->n_merges;
+    if (n > UINT32_MAX) return lmc_set_error(LMC_ERR_FORMAT, "tokenizer.json: %zu merges are too many", n);
+    b->merges_bits = 4;
+    while (((size_t)1 << b->merges_bits) < n * 2) b->merges_bits++;
+    b->merges_cap = (size_t)1 << b->merges_bits;
+    b->merges = tk_table_alloc(b->merges_cap * sizeof *b->merges);
+    /* The guess for merged ids is only safe when every string has one id. */
+    merge_job job = {.sc = sc, .b = b, .res = tk_table_alloc(n * sizeof(resolved)), .order = tk_table_alloc(n * sizeof(uint32_t)),
+                     .guess_ok = b->vocab.n == sc->n_vocab};
+    lmc_status st = LMC_OK;
+    if (!b->merges || !job.res || !job.order) { st = lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory"); goto done; }
+    /* Small lists are not worth a second thread. */
+    bool threads = n >= 65536 && lmc_num_threads() >= 2;
+    if (threads) lmc_parallel_run(MERGE_PARTS, resolve_part, &job);
+    else for (int t = 0; t < MERGE_PARTS; t++) resolve_part(&job, t, t + 1, 0);
+    size_t bad = n;
+    for (int t = 0; t < MERGE_PARTS; t++)
+        if (job.first_bad[t] < bad) bad = job.first_bad[t];
+    if (bad < n) {
+        const tk_merge_text *m = &sc->merges[bad];
+        const resolved *o = &job.res[bad];
+        if (o->l < 0 || o->r < 0)
+            st = lmc_set_error(LMC_ERR_FORMAT, "tokenizer.json: merge %zu uses '%.*s', which is not in the vocabulary", bad,
+                               (int)(o->l < 0 ? m->ll : m->rl), o->l < 0 ? m->l : m->r);
+        else
+            st = lmc_set_error(LMC_ERR_FORMAT, "tokenizer.json: merge %zu gives '%.*s%.*s', which is not in the vocabulary", bad,
+                               (int)m->ll, m->l, (int)m->rl, m->r);
+        goto done;
+    }
+    if (threads) lmc_parallel_run(2, insert_half, &job);
+    else for (int h = 0; h < 2; h++) insert_half(&job, h, h + 1, 0);
+done:
+    tk_table_free(job.res, n * sizeof(resolved));
+    tk_table_free(job.order, n * sizeof(uint32_t));
+    return st;
 }
 
 lmc_status tk_bpe_parse(const cJSON *model, tk_json_model *sc, tk_bpe *b) {
@@ -234,7 +366,7 @@ lmc_status tk_bpe_parse(const cJSON *model, tk_json_model *sc, tk_bpe *b) {
     b->byte_fallback = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "byte_fallback"));
     b->ignore_merges = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "ignore_merges"));
 
-    LMC_CHECK(parse_vocab(sc, b));
+    LMC_CHECK(take_vocab(sc, b));
     const cJSON *unk = cJSON_GetObjectItemCaseSensitive(model, "unk_token");
     if (cJSON_IsString(unk)) {
         b->unk_token = strdup(unk->valuestring);
@@ -246,20 +378,6 @@ lmc_status tk_bpe_parse(const cJSON *model, tk_json_model *sc, tk_bpe *b) {
         snprintf(name, sizeof name, "<0x%02X>", i);
         b->byte_ids[i] = tk_strmap_get(&b->vocab, name, 6);
     }
-    /* Single characters looked up by code point, when no prefix/suffix
-     * decorates them: filled from the vocabulary in file order, so a
-     * repeated key ends with its last id, as in the map. */
-    if (!b->prefix_len && !b->suffix_len) {
-        b->char_ids = malloc(0x10000 * sizeof *b->char_ids);
-        if (!b->char_ids) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
-        for (uint32_t cp = 0; cp < 0x10000; cp++) b->char_ids[cp] = -1;
-        for (size_t i = 0; i < sc->n_vocab; i++) {
-            uint32_t cp;
-            const tk_vocab_entry *e = &sc->vocab[i];
-            if (e->len >= 1 && e->len <= 3 && lmc_utf8_decode(e->key, e->len, &cp) == e->len) b->char_ids[cp] = e->id;
-        }
-    }
-    LMC_CHECK(space_split_table(sc, b));
     if (sc->has_merges) LMC_CHECK(parse_merges(sc, b));
     /* Mapped: page-aligned, and zero pages cost nothing until a word lands there. */
     void *cache = mmap(NULL, sizeof *b->cache, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -271,9 +389,9 @@ lmc_status tk_bpe_parse(const cJSON *model, tk_json_model *sc, tk_bpe *b) {
 
 void tk_bpe_free(tk_bpe *b) {
     tk_strmap_free(&b->vocab);
-    free(b->id_str);
-    free(b->id_len);
-    free(b->arena);
+    tk_table_free(b->id_str, b->n_ids * sizeof *b->id_str);
+    tk_table_free(b->id_len, b->n_ids * sizeof *b->id_len);
+    tk_table_free(b->arena, b->arena_size);
     tk_table_free(b->merges, b->merges_cap * sizeof *b->merges);
     free(b->unk_token);
     free(b->prefix);

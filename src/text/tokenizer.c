@@ -333,9 +333,9 @@ static lmc_status build_tables(lmc_tokenizer *t) {
         if ((size_t)t->added[i].id + 1 > size) size = (size_t)t->added[i].id + 1;
     }
     t->vocab_size = size;
-    t->tok_str = calloc(size ? size : 1, sizeof *t->tok_str);
-    t->tok_len = calloc(size ? size : 1, sizeof *t->tok_len);
-    t->tok_special = calloc(size ? size : 1, 1);
+    t->tok_str = tk_table_alloc(size * sizeof *t->tok_str);
+    t->tok_len = tk_table_alloc(size * sizeof *t->tok_len);
+    t->tok_special = tk_table_alloc(size);
     if (!t->tok_str || !t->tok_len || !t->tok_special) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
     for (size_t i = 0; i < t->bpe.n_ids; i++) {
         t->tok_str[i] = t->bpe.id_str[i];
@@ -520,42 +520,13 @@ static lmc_tokenizer *tokenizer_new(void) {
 
 /* tokenizer.json: the scanner reads model.vocab and model.merges (and checks
  * the JSON syntax of the whole document); cJSON parses the rest, a copy of
- * the document with those two values replaced by {} and []. */
+ * the document with those two values replaced by {} and [] (parsed already
+ * when the scanner's helper thread had time for it). */
 static lmc_status parse_tokenizer_json(lmc_tokenizer *t, const char *doc, size_t len) {
     tk_json_model sc;
     LMC_CHECK(tk_json_scan(doc, len, &sc));
-    /* The cut ranges in document order (vocab and merges may come in either). */
-    size_t cut[2][2] = {{0, 0}, {0, 0}};
-    const char *fill[2] = {"", ""};
-    int nc = 0;
-    if (sc.has_vocab) { cut[nc][0] = sc.vocab_start; cut[nc][1] = sc.vocab_end; fill[nc++] = "{}"; }
-    if (sc.has_merges) { cut[nc][0] = sc.merges_start; cut[nc][1] = sc.merges_end; fill[nc++] = "[]"; }
-    if (nc == 2 && cut[0][0] > cut[1][0]) {
-        size_t c0 = cut[0][0], c1 = cut[0][1];
-        const char *f = fill[0];
-        cut[0][0] = cut[1][0], cut[0][1] = cut[1][1], fill[0] = fill[1];
-        cut[1][0] = c0, cut[1][1] = c1, fill[1] = f;
-    }
-    char *rest = malloc(len + 5);
-    if (!rest) {
-        tk_json_model_free(&sc);
-        return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
-    }
-    size_t at = 0, from = 0;
-    for (int k = 0; k < nc; k++) {
-        memcpy(rest + at, doc + from, cut[k][0] - from);
-        at += cut[k][0] - from;
-        memcpy(rest + at, fill[k], 2);
-        at += 2;
-        from = cut[k][1];
-    }
-    memcpy(rest + at, doc + from, len - from);
-    at += len - from;
-    cJSON *root = NULL;
-    lmc_status st = parse_json(rest, at, "tokenizer.json", &root);
-    if (st == LMC_OK) st = parse_tokenizer(t, root, &sc);
-    cJSON_Delete(root);
-    free(rest);
+    lmc_status st = sc.rest ? LMC_OK : tk_json_rest(doc, len, &sc, &sc.rest);
+    if (st == LMC_OK) st = parse_tokenizer(t, sc.rest, &sc);
     tk_json_model_free(&sc);
     return st;
 }
@@ -666,9 +637,9 @@ void lmc_tokenizer_free(lmc_tokenizer *t) {
     tk_strmap_free(&t->added_map);
     free(t->trie_raw.nodes);
     free(t->trie_norm.nodes);
-    free(t->tok_str);
-    free(t->tok_len);
-    free(t->tok_special);
+    tk_table_free(t->tok_str, t->vocab_size * sizeof *t->tok_str);
+    tk_table_free(t->tok_len, t->vocab_size * sizeof *t->tok_len);
+    tk_table_free(t->tok_special, t->vocab_size);
     free(t->eos_ids);
     free(t->chat_template);
     free(t->bos_token);

@@ -61,6 +61,10 @@ void tk_pieces_free(tk_pieces *p);
  * Free with the same size. */
 void *tk_table_alloc(size_t size);
 void tk_table_free(void *p, size_t size);
+/* Makes *p (a table of *size bytes, or NULL and 0) hold at least `need`
+ * bytes: doubles it into a new table and copies (a copy costs less than the
+ * page faults of growing memory in 4 KiB pages). */
+lmc_status tk_table_grow(void **p, size_t *size, size_t need);
 
 /* ---- string -> id hash map (keys are not owned) ---- */
 
@@ -238,23 +242,51 @@ typedef struct tk_merge_text {
     uint32_t hl, hr; /* tk_hash of each side */
 } tk_merge_text;
 
+/* The tables that follow from model.vocab alone. The scanner builds them
+ * while its helper thread scans model.merges (see tk_json_scan);
+ * tk_bpe_parse takes them over, or builds them itself when the scanner did
+ * not (any failure there is left to that second try, which reports it). */
+typedef struct tk_vocab_tables {
+    bool built;
+    tk_strmap map;       /* token -> id; a repeated token: its last id */
+    const char **id_str; /* token by id (into the scanner's arena), NULL where none; tables of n_ids entries */
+    uint32_t *id_len;
+    size_t n_ids;        /* 1 + the largest id */
+    int32_t *char_ids;   /* id of each single code point < 0x10000, -1 where none */
+    uint8_t *space_join; /* see tk_bpe.space_join; NULL when no token is U+2581 */
+} tk_vocab_tables;
+
+lmc_status tk_vocab_tables_build(const tk_vocab_entry *vocab, size_t n, tk_vocab_tables *out);
+void tk_vocab_tables_free(tk_vocab_tables *v);
+
 typedef struct tk_json_model {
     bool has_vocab, has_merges; /* model.vocab was an object, model.merges an array */
     size_t vocab_start, vocab_end, merges_start, merges_end; /* their byte ranges */
-    tk_vocab_entry *vocab;
-    size_t n_vocab, vocab_cap;
+    tk_vocab_entry *vocab; /* tables (tk_table_alloc) of vocab_size and merges_size bytes */
+    size_t n_vocab, vocab_size;
     tk_merge_text *merges;
-    size_t n_merges, merges_cap;
-    char *arena;   /* the vocabulary's strings (tk_bpe_parse takes it over) */
+    size_t n_merges, merges_size;
+    char *arena;   /* the vocabulary's strings, a table of arena_size bytes (tk_bpe_parse takes it over) */
+    size_t arena_size;
     char *scratch; /* merge strings that held escapes */
+    tk_vocab_tables tables; /* built when model.vocab came before model.merges and a helper thread scanned the latter */
+    cJSON *rest; /* tk_json_rest's, when the helper thread parsed it */
 } tk_json_model;
 
 /* Scans a tokenizer.json document: LMC_ERR_FORMAT naming the byte offset
  * when it is not valid JSON (RFC 8259, UTF-8), or when model.vocab or
  * model.merges has entries of the wrong shape; otherwise fills *m (sections
  * that are absent or of another JSON type are left for the caller to report).
- * The document must outlive *m. */
+ * The document must outlive *m. Documents of tk_json_helper_min bytes and
+ * more are scanned on two threads when lmc_num_threads() allows; the result
+ * is the same. */
 lmc_status tk_json_scan(const char *doc, size_t len, tk_json_model *m);
+/* 1 MiB; tests lower it to take the two-thread path on small documents. */
+extern size_t tk_json_helper_min;
+/* cJSON of the document with the text of model.vocab and model.merges (the
+ * ranges in m, where it has them) replaced by {} and []: all that is left
+ * to read of a document that tk_json_scan accepted. */
+lmc_status tk_json_rest(const char *doc, size_t len, const tk_json_model *m, cJSON **out);
 void tk_json_model_free(tk_json_model *m);
 
 /* ---- the BPE model ---- */
@@ -274,12 +306,14 @@ typedef struct tk_bpe_cache tk_bpe_cache;
 
 typedef struct tk_bpe {
     tk_strmap vocab;
-    const char **id_str; /* model vocabulary by id (into `arena`), NULL where none */
+    const char **id_str; /* model vocabulary by id (into `arena`), NULL where none; tables of n_ids entries */
     uint32_t *id_len;
     size_t n_ids;        /* 1 + the largest model id */
-    char *arena;
+    char *arena;         /* a table of arena_size bytes */
+    size_t arena_size;
     tk_merge_entry *merges;
-    size_t merges_cap;
+    size_t merges_cap;     /* 1 << merges_bits */
+    unsigned merges_bits;
     char *unk_token;
     int32_t unk_id;
     bool fuse_unk, byte_fallback, ignore_merges;

@@ -8,17 +8,22 @@
  * characters, escapes and surrogate pairs must be well formed, numbers must
  * follow the grammar, nothing may follow the top-level value. Every error
  * names the byte offset where the document stops being valid. */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "lmc/base.h"
 #include "text/tokenizer_internal.h"
 #include "text/unicode.h"
 
 enum { MAX_DEPTH = 1000 }; /* cJSON's nesting limit */
 
+typedef struct merges_helper merges_helper;
+
 typedef struct jscan {
     const char *p;
     size_t n, i; /* document length and position */
+    merges_helper *helper; /* NULL when scanning on one thread */
 } jscan;
 
 static lmc_status bad(size_t at, const char *what) {
@@ -53,6 +58,7 @@ static inline unsigned string_stops16(const char *p) {
 static inline void skip_ws(jscan *s) {
     const char *p = s->p;
     size_t i = s->i, n = s->n;
+    if (i < n && (unsigned char)p[i] > ' ') return; /* half the calls: a ',' or ':' right after a value */
 #ifdef __SSE2__
     while (i + 16 <= n) {
         unsigned other = non_ws16(p + i);
@@ -97,7 +103,7 @@ static size_t utf8_valid_len(const unsigned char *u, size_t n) {
 /* A string at s->i (which must be '"'). Checks it and moves past the closing
  * quote; *raw, *raw_len give the bytes between the quotes and *escaped
  * whether they hold escapes (then string_decode gives the text). */
-static lmc_status string_span(jscan *s, const char **raw, size_t *raw_len, bool *escaped) {
+static lmc_status string_span_any(jscan *s, const char **raw, size_t *raw_len, bool *escaped) {
     const unsigned char *u = (const unsigned char *)s->p;
     size_t i = s->i + 1, n = s->n;
     *escaped = false;
@@ -149,6 +155,41 @@ static lmc_status string_span(jscan *s, const char **raw, size_t *raw_len, bool 
     *raw_len = i - (s->i + 1);
     s->i = i + 1;
     return LMC_OK;
+}
+
+/* The same. Most strings of the two sections are tokens shorter than 16
+ * bytes without escapes: one sixteen-byte look finds their closing quote,
+ * and the UTF-8 before it is checked in place; any other string (longer,
+ * escaped, or invalid) goes through string_span_any. */
+static inline lmc_status string_span(jscan *s, const char **raw, size_t *raw_len, bool *escaped) {
+#ifdef __SSE2__
+    size_t i = s->i + 1;
+    if (i + 16 <= s->n) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(s->p + i));
+        /* '"', '\\' and control characters; bytes >= 0x80 apart. */
+        unsigned stops = (unsigned)_mm_movemask_epi8(_mm_or_si128(
+            _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')), _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'))),
+            _mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(0x1F)), v)));
+        if (stops && s->p[i + (size_t)__builtin_ctz(stops)] == '"') {
+            size_t len = (size_t)__builtin_ctz(stops);
+            unsigned high = (unsigned)_mm_movemask_epi8(v) & ((1u << len) - 1);
+            const unsigned char *u = (const unsigned char *)s->p + i;
+            /* Each run of bytes >= 0x80 must be whole UTF-8 sequences ending before the quote. */
+            for (size_t k = high ? (size_t)__builtin_ctz(high) : len; k < len;) {
+                if (u[k] < 0x80) { k++; continue; }
+                size_t c = utf8_valid_len(u + k, len - k);
+                if (!c) return string_span_any(s, raw, raw_len, escaped); /* which reports it */
+                k += c;
+            }
+            *escaped = false;
+            *raw = s->p + i;
+            *raw_len = len;
+            s->i = i + len + 1;
+            return LMC_OK;
+        }
+    }
+#endif
+    return string_span_any(s, raw, raw_len, escaped);
 }
 
 /* Decodes a string body that string_span accepted into dst (room for raw_len
@@ -278,13 +319,8 @@ static lmc_status key_is(const char *raw, size_t rl, bool esc, const char *name,
 
 static lmc_status vocab_push(tk_json_model *m, const char *key, uint32_t len, int32_t id) {
     uint32_t hash = tk_hash(key, len);
-    if (m->n_vocab == m->vocab_cap) {
-        size_t cap = m->vocab_cap ? m->vocab_cap * 2 : 1024;
-        tk_vocab_entry *v = realloc(m->vocab, cap * sizeof *v);
-        if (!v) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
-        m->vocab = v;
-        m->vocab_cap = cap;
-    }
+    if ((m->n_vocab + 1) * sizeof *m->vocab > m->vocab_size)
+        LMC_CHECK(tk_table_grow((void **)&m->vocab, &m->vocab_size, (m->n_vocab + 1) * sizeof *m->vocab));
     m->vocab[m->n_vocab++] = (tk_vocab_entry){key, len, hash, id};
     return LMC_OK;
 }
@@ -295,7 +331,8 @@ static lmc_status parse_vocab(jscan *s, tk_json_model *m) {
     size_t start = s->i++;
     /* The arena must hold the section, but its end is not known yet: the
      * rest of the document bounds it. */
-    m->arena = malloc(s->n - start + 1);
+    m->arena_size = s->n - start + 1;
+    m->arena = tk_table_alloc(m->arena_size);
     if (!m->arena) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
     size_t at = 0;
     skip_ws(s);
@@ -345,20 +382,15 @@ done:
 /* ---- model.merges: ["a b", ...] or [["a", "b"], ...] ---- */
 
 static lmc_status merge_push(tk_json_model *m, const char *l, size_t ll, const char *r, size_t rl) {
-    if (m->n_merges == m->merges_cap) {
-        size_t cap = m->merges_cap ? m->merges_cap * 2 : 1024;
-        tk_merge_text *v = realloc(m->merges, cap * sizeof *v);
-        if (!v) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
-        m->merges = v;
-        m->merges_cap = cap;
-    }
+    if ((m->n_merges + 1) * sizeof *m->merges > m->merges_size)
+        LMC_CHECK(tk_table_grow((void **)&m->merges, &m->merges_size, (m->n_merges + 1) * sizeof *m->merges));
     m->merges[m->n_merges++] = (tk_merge_text){l, r, (uint32_t)ll, (uint32_t)rl, tk_hash(l, ll), tk_hash(r, rl)};
     return LMC_OK;
 }
 
 /* One string of a merge: points into the document, or, when it has escapes,
  * into the scratch arena (as large as the rest of the document). */
-static lmc_status merge_string(jscan *s, tk_json_model *m, size_t *scratch_at, const char **out, size_t *len) {
+static inline lmc_status merge_string(jscan *s, tk_json_model *m, size_t *scratch_at, const char **out, size_t *len) {
     const char *raw;
     bool esc;
     LMC_CHECK(string_span(s, &raw, len, &esc));
@@ -429,6 +461,142 @@ done:
     return LMC_OK;
 }
 
+/* ---- model.merges on a helper thread ----
+ * In a large file model.merges is most of the bytes (25 of gemma3's 33 MB)
+ * and its place is easy to guess: the first `"merges": [` of the document.
+ * A helper thread scans the array found there while this thread scans the
+ * document up to it and builds the vocabulary's tables. The helper's result
+ * is taken only when this thread's walk reaches the value of model.merges
+ * at exactly that byte: a JSON value's text reads the same wherever it
+ * sits, so the result is what this thread would have got. Otherwise (the
+ * first "merges" was another object's, say), or when the helper met an
+ * error, this thread scans the array itself, and reports errors as a
+ * one-thread scan does.
+ * When the guess is taken and model.vocab came first, the helper, done
+ * with the array, also parses the rest of the document (tk_json_rest) while
+ * this thread is still busy; the rest is used only when the scan succeeds. */
+
+size_t tk_json_helper_min = 1 << 20;
+
+struct merges_helper {
+    pthread_t thread;
+    size_t at;        /* the guessed '[' */
+    jscan s;          /* the helper's own scanner (only the helper reads it until joined) */
+    tk_json_model m;  /* its merges, and the vocabulary's range for the rest */
+    lmc_status st;
+    /* This thread's verdict on the guess, under `lock`: 0 not yet, 1 taken
+     * (m.has_vocab and m.vocab_start/end set), -1 not taken. */
+    pthread_mutex_t lock;
+    pthread_cond_t decided;
+    int verdict;
+};
+
+static void *helper_main(void *arg) {
+    merges_helper *h = arg;
+    h->st = parse_merges(&h->s, &h->m);
+    if (h->st != LMC_OK) return NULL;
+    pthread_mutex_lock(&h->lock);
+    while (h->verdict == 0) pthread_cond_wait(&h->decided, &h->lock);
+    bool taken = h->verdict > 0;
+    pthread_mutex_unlock(&h->lock);
+    /* Without model.vocab yet, this thread could not know what to cut. */
+    if (taken && h->m.has_vocab && tk_json_rest(h->s.p, h->s.n, &h->m, &h->m.rest) != LMC_OK) h->m.rest = NULL;
+    return NULL;
+}
+
+/* Tells the helper whether its array is model.merges (m: this thread's
+ * scan so far, whose vocabulary range the helper needs), or not (m NULL). */
+static void helper_verdict(merges_helper *h, const tk_json_model *m) {
+    pthread_mutex_lock(&h->lock);
+    if (h->verdict == 0) {
+        h->verdict = m ? 1 : -1;
+        if (m && m->has_vocab) {
+            h->m.has_vocab = true;
+            h->m.vocab_start = m->vocab_start;
+            h->m.vocab_end = m->vocab_end;
+        }
+        pthread_cond_signal(&h->decided);
+    }
+    pthread_mutex_unlock(&h->lock);
+}
+
+/* The '[' after the first "merges" key-like text, or n when there is none. */
+static size_t guess_merges(const char *doc, size_t n) {
+    static const char key[] = "\"merges\"";
+    for (const char *k = doc; (k = memmem(k, n - (size_t)(k - doc), key, sizeof key - 1)); k++) {
+        jscan s = {doc, n, (size_t)(k - doc) + sizeof key - 1, NULL};
+        skip_ws(&s);
+        if (s.i >= n || doc[s.i] != ':') continue;
+        s.i++;
+        skip_ws(&s);
+        if (s.i < n && doc[s.i] == '[') return s.i;
+    }
+    return n;
+}
+
+/* Starts the helper on a large document when a second thread is allowed;
+ * NULL when the document is scanned on one thread. */
+static merges_helper *helper_start(const char *doc, size_t n) {
+    if (n < tk_json_helper_min || lmc_num_threads() < 2) return NULL;
+    size_t at = guess_merges(doc, n);
+    if (at == n) return NULL;
+    merges_helper *h = calloc(1, sizeof *h);
+    if (!h) return NULL;
+    h->at = at;
+    h->s = (jscan){doc, n, at, NULL};
+    pthread_mutex_init(&h->lock, NULL);
+    pthread_cond_init(&h->decided, NULL);
+    if (pthread_create(&h->thread, NULL, helper_main, h)) {
+        pthread_mutex_destroy(&h->lock);
+        pthread_cond_destroy(&h->decided);
+        free(h);
+        return NULL;
+    }
+    return h;
+}
+
+/* Waits for the helper; with m, takes its merges into m when it scanned
+ * the array at s->i. Every scan with a helper ends here. */
+static bool helper_join(jscan *s, tk_json_model *m) {
+    merges_helper *h = s->helper;
+    if (!h) return false;
+    s->helper = NULL;
+    bool take = m && h->at == s->i;
+    helper_verdict(h, take ? m : NULL);
+    pthread_join(h->thread, NULL);
+    take = take && h->st == LMC_OK;
+    if (take) {
+        m->merges = h->m.merges;
+        m->n_merges = h->m.n_merges;
+        m->merges_size = h->m.merges_size;
+        m->scratch = h->m.scratch;
+        m->rest = h->m.rest;
+        m->has_merges = true;
+        m->merges_start = h->m.merges_start;
+        m->merges_end = h->m.merges_end;
+        s->i = h->m.merges_end;
+    } else {
+        tk_json_model_free(&h->m);
+    }
+    pthread_mutex_destroy(&h->lock);
+    pthread_cond_destroy(&h->decided);
+    free(h);
+    return take;
+}
+
+/* model.merges, at s->i: the helper's scan when it is of this array (the
+ * vocabulary's tables are built meanwhile), else scanned here. */
+static lmc_status model_merges(jscan *s, tk_json_model *m) {
+    if (s->helper && s->helper->at == s->i) {
+        helper_verdict(s->helper, m);
+        /* This thread is sooner done than the helper. The tables are
+         * optional here: a failure comes again from tk_bpe_parse. */
+        if (m->has_vocab) (void)tk_vocab_tables_build(m->vocab, m->n_vocab, &m->tables);
+        if (helper_join(s, m)) return LMC_OK;
+    }
+    return parse_merges(s, m);
+}
+
 /* ---- the document ---- */
 
 /* Walks an object's members; inside "model" (depth 1), vocab and merges are
@@ -463,7 +631,7 @@ static lmc_status walk_object(jscan *s, tk_json_model *m, bool is_model) {
         }
         if (!is_model && is_a && c == '{') LMC_CHECK(walk_object(s, m, true));
         else if (is_model && is_a && c == '{') LMC_CHECK(parse_vocab(s, m));
-        else if (is_model && is_b && c == '[') LMC_CHECK(parse_merges(s, m));
+        else if (is_model && is_b && c == '[') LMC_CHECK(model_merges(s, m));
         else LMC_CHECK(skip_value(s, is_model ? 2 : 1));
         bool end;
         LMC_CHECK(after_item(s, '}', &end));
@@ -473,7 +641,7 @@ static lmc_status walk_object(jscan *s, tk_json_model *m, bool is_model) {
 
 lmc_status tk_json_scan(const char *doc, size_t len, tk_json_model *m) {
     memset(m, 0, sizeof *m);
-    jscan s = {doc, len, 0};
+    jscan s = {doc, len, 0, helper_start(doc, len)};
     skip_ws(&s);
     lmc_status st;
     if (s.i < s.n && doc[s.i] == '{') st = walk_object(&s, m, false);
@@ -482,14 +650,53 @@ lmc_status tk_json_scan(const char *doc, size_t len, tk_json_model *m) {
         skip_ws(&s);
         if (s.i != s.n) st = bad(s.i, "unexpected text after the JSON document");
     }
+    helper_join(&s, NULL); /* when the walk never came to its array */
     if (st != LMC_OK) tk_json_model_free(m);
     return st;
 }
 
+/* ---- the rest of the document ---- */
+
+lmc_status tk_json_rest(const char *doc, size_t len, const tk_json_model *m, cJSON **out) {
+    *out = NULL;
+    /* The cut ranges in document order (vocab and merges may come in either). */
+    size_t cut[2][2] = {{0, 0}, {0, 0}};
+    const char *fill[2] = {"", ""};
+    int nc = 0;
+    if (m->has_vocab) { cut[nc][0] = m->vocab_start; cut[nc][1] = m->vocab_end; fill[nc++] = "{}"; }
+    if (m->has_merges) { cut[nc][0] = m->merges_start; cut[nc][1] = m->merges_end; fill[nc++] = "[]"; }
+    if (nc == 2 && cut[0][0] > cut[1][0]) {
+        size_t c0 = cut[0][0], c1 = cut[0][1];
+        const char *f = fill[0];
+        cut[0][0] = cut[1][0], cut[0][1] = cut[1][1], fill[0] = fill[1];
+        cut[1][0] = c0, cut[1][1] = c1, fill[1] = f;
+    }
+    char *rest = malloc(len + 5);
+    if (!rest) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
+    size_t at = 0, from = 0;
+    for (int k = 0; k < nc; k++) {
+        memcpy(rest + at, doc + from, cut[k][0] - from);
+        at += cut[k][0] - from;
+        memcpy(rest + at, fill[k], 2);
+        at += 2;
+        from = cut[k][1];
+    }
+    memcpy(rest + at, doc + from, len - from);
+    at += len - from;
+    const char *end = NULL;
+    *out = cJSON_ParseWithLengthOpts(rest, at, &end, false);
+    size_t bad_at = end && end >= rest ? (size_t)(end - rest) : 0;
+    free(rest);
+    if (!*out) return lmc_set_error(LMC_ERR_FORMAT, "tokenizer.json: invalid JSON near byte %zu", bad_at);
+    return LMC_OK;
+}
+
 void tk_json_model_free(tk_json_model *m) {
-    free(m->arena);
-    free(m->vocab);
-    free(m->merges);
+    cJSON_Delete(m->rest);
+    tk_vocab_tables_free(&m->tables);
+    tk_table_free(m->arena, m->arena_size);
+    tk_table_free(m->vocab, m->vocab_size);
+    tk_table_free(m->merges, m->merges_size);
     free(m->scratch);
     memset(m, 0, sizeof *m);
 }

@@ -99,6 +99,19 @@ void tk_table_free(void *p, size_t size) {
     else munmap(p, size);
 }
 
+lmc_status tk_table_grow(void **p, size_t *size, size_t need) {
+    if (need <= *size) return LMC_OK;
+    size_t bigger = *size ? *size : 16384;
+    while (bigger < need) bigger *= 2;
+    void *q = tk_table_alloc(bigger);
+    if (!q) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
+    if (*size) memcpy(q, *p, *size);
+    tk_table_free(*p, *size);
+    *p = q;
+    *size = bigger;
+    return LMC_OK;
+}
+
 /* ---- string map: open addressing, linear probing ---- */
 
 /* Eight bytes at a time: keys are short (tokens, words), and loading builds
