@@ -3,6 +3,7 @@
  * pull stream, seeded sampling, the context bound, metrics, closing, and
  * bad requests. */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -149,14 +150,14 @@ typedef struct bg {
     lmc_cancel cancel;
     lmc_status status;
     lmc_generation out;
-    volatile int started;
+    atomic_int started; /* set by the generating thread, polled by the test */
 } bg;
 
 static bool mark_started(void *user, int32_t id, const char *t, size_t l) {
     (void)id;
     (void)t;
     (void)l;
-    ((bg *)user)->started = 1;
+    atomic_store(&((bg *)user)->started, 1);
     return true;
 }
 
@@ -174,7 +175,7 @@ static void test_cancel_from_thread(void) {
     bg b = {0};
     pthread_t t;
     pthread_create(&t, NULL, run_long, &b);
-    while (!b.started) usleep(1000);
+    while (!atomic_load(&b.started)) usleep(1000);
     usleep(20000);
     lmc_cancel_request(&b.cancel);
     pthread_join(t, NULL);
