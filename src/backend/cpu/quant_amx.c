@@ -27,10 +27,13 @@
  * stores the result once per tile (the f32 sums live in an L1 buffer). Work is split over blocks of NB_ROWS
  * weight rows (few, large tasks); each sweeps all rows of x. */
 #include <immintrin.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "backend/cpu/quant.h"
+#include "core/scratch.h"
 #include "core/threadpool.h"
 
 enum {
@@ -58,8 +61,8 @@ typedef struct qamx {
     int8_t *xb; /* [Mt][S][3][kk/4][64] */
     float *xsT; /* [Mt][blocks][16]: xscale per block, lane = row of x */
     float *sxT; /* [Mt][G][16]: group sums of the rounded x */
-    uint8_t *work;
-    size_t work_bytes; /* per thread */
+    size_t work_bytes;        /* per thread (lmc_scratch) */
+    _Atomic bool out_of_memory; /* a thread found no scratch */
 } qamx;
 
 /* --- x: rounded, split into parts, laid out as B tiles -------------------- */
@@ -251,11 +254,16 @@ static inline void epilogue(const int32_t *cbuf, __m512 xscale, __m512 sx, const
                  wb + (j) * 16 * c->G + (g), c->G, acc + (j) * 256);                                      \
     } while (0)
 
-static void run_task(void *vctx, int64_t t0, int64_t t1, int thread) {
+static void run_task(void *vctx, int64_t t0, int64_t t1, int task) {
+    (void)task;
     const qamx *c = vctx;
     const int kk = c->kk;
     const size_t bt = (size_t)kk * 16, at = (size_t)kk * 16;
-    uint8_t *wbuf = c->work + (size_t)thread * c->work_bytes;
+    uint8_t *wbuf = lmc_scratch(LMC_SCRATCH_QMM_AMX, c->work_bytes);
+    if (!wbuf) {
+        atomic_store(&((qamx *)vctx)->out_of_memory, true);
+        return;
+    }
     float *ws = (float *)(wbuf + (size_t)NB_ROWS * (size_t)c->K);
     float *wb = ws + NB_ROWS * c->G;
     int32_t *cbuf = (int32_t *)(wb + NB_ROWS * c->G); /* 3 C tiles */
@@ -329,14 +337,13 @@ lmc_status lmc_quantized_matmul_amx(lmc_array *out, const lmc_array *x, const lm
     c.out = lmc_array_ptr(out);
     c.odt = out->dtype;
 
-    int threads = lmc_num_threads();
     size_t xb_bytes = (size_t)(c.Mt * 16 * c.K) * 3;
     size_t xs_bytes = (size_t)(c.Mt * c.blocks) * 16 * sizeof(float);
     size_t sx_bytes = (size_t)(c.Mt * c.G) * 16 * sizeof(float);
     /* per thread: wbuf, ws, wb, three C tiles, one result block */
     c.work_bytes = ((size_t)NB_ROWS * (size_t)c.K + 2 * (size_t)(NB_ROWS * c.G) * sizeof(float) + 3 * 1024 +
                     (size_t)NB_ROWS * 16 * sizeof(float) + 63) / 64 * 64;
-    uint8_t *mem = aligned_alloc(64, xb_bytes + xs_bytes + sx_bytes + (size_t)threads * c.work_bytes);
+    uint8_t *mem = aligned_alloc(64, xb_bytes + xs_bytes + sx_bytes);
     if (!mem)
         return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "quantized_matmul: out of memory for the %lld x %lld work space",
                              (long long)c.M, (long long)c.K);
@@ -344,9 +351,13 @@ lmc_status lmc_quantized_matmul_amx(lmc_array *out, const lmc_array *x, const lm
     c.xb = (int8_t *)mem;
     c.xsT = (float *)(mem + xb_bytes);
     c.sxT = (float *)(mem + xb_bytes + xs_bytes);
-    c.work = mem + xb_bytes + xs_bytes + sx_bytes;
     lmc_parallel_for(c.M, 16, prep_rows, &c);
-    lmc_parallel_for((c.N + NB_ROWS - 1) / NB_ROWS, 1, run_task, &c);
+    /* Each task writes its own weight rows' outputs, so they go to whichever
+     * thread is free (a late thread doesn't hold the other up). */
+    lmc_parallel_tasks((c.N + NB_ROWS - 1) / NB_ROWS, 1, run_task, &c);
     free(mem);
+    if (atomic_load(&c.out_of_memory))
+        return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "quantized_matmul: out of memory for %zu bytes of work space",
+                             c.work_bytes);
     return LMC_OK;
 }
