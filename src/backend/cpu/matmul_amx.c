@@ -100,6 +100,12 @@ static inline void split3(float x, uint16_t part[3]) {
 
 static size_t xp_block(const amx_job *j) { return (size_t)j->Kp * 16; } /* uint16 per (mtile, part) */
 
+/* k tiles per block: KBLK, so that the weight rows of the block and the
+ * activations of a few m-tiles stay in L2 for that block; with one sweep
+ * over M (up to 32 rows), all of K at once (only the activations are
+ * reused, and they fit in L2). */
+static int64_t k_block(const amx_job *j) { return j->mtiles <= 2 ? j->Kp / 32 : KBLK; }
+
 /* In place: r[i] lane c becomes r[c] lane i (16 x 16 of 32-bit). */
 static inline void transpose16(__m512i r[16]) {
     __m512i t[16], u[16];
@@ -295,10 +301,10 @@ static inline __attribute__((always_inline)) void kernel(const amx_job *j, const
 
 #define KERNEL_CASES(parts)                                                                                            \
     do {                                                                                                               \
-        if (nn == 2 && mm == 2) kernel(j, w, x, kc0, kc1, cb, cstride, mt == 0, next, nnext, 2, 2, parts);                          \
-        else if (nn == 2) kernel(j, w, x, kc0, kc1, cb, cstride, mt == 0, next, nnext, 2, 1, parts);                                \
-        else if (mm == 2) kernel(j, w, x, kc0, kc1, cb, cstride, mt == 0, next, nnext, 1, 2, parts);                                \
-        else kernel(j, w, x, kc0, kc1, cb, cstride, mt == 0, next, nnext, 1, 1, parts);                                             \
+        if (nn == 2 && mm == 2) kernel(j, w, x, kc0, kc1, cb, cstride, mt == 0, next, nnext, 2, 2, parts);             \
+        else if (nn == 2) kernel(j, w, x, kc0, kc1, cb, cstride, mt == 0, next, nnext, 2, 1, parts);                   \
+        else if (mm == 2) kernel(j, w, x, kc0, kc1, cb, cstride, mt == 0, next, nnext, 1, 2, parts);                   \
+        else kernel(j, w, x, kc0, kc1, cb, cstride, mt == 0, next, nnext, 1, 1, parts);                                \
     } while (0)
 
 /* Sets up the descriptor of the weight tile holding rows [n0, n0 + 16). */
@@ -353,11 +359,7 @@ static void amx_task(void *ctx, int64_t t0, int64_t t1, int thread) {
         int ntiles = (int)((nb1 - nb0 + 15) / 16);
         for (int i = 0; i < ntiles; i++) weight_tile(j, wbase, nb0 + i * 16, pad, tails + i * 512, &wt[i]);
         const uint16_t *xb = j->xp + (size_t)(bi * j->mtiles) * (size_t)j->parts * xp_block(j);
-        /* K in blocks of KBLK tiles, so that the weight rows of the block and
-         * the activations of a few m-tiles stay in L2 for that block; with
-         * one sweep over M, all of K at once (only the activations are
-         * reused, and they fit in L2). */
-        int64_t kblk = j->mtiles <= 2 ? nk : KBLK;
+        int64_t kblk = k_block(j);
         for (int64_t kc0 = 0; kc0 < nk; kc0 += kblk) {
             int64_t kc1 = kc0 + kblk < nk ? kc0 + kblk : nk;
             for (int64_t mt = 0; mt < j->mtiles; mt += 2) {
@@ -426,7 +428,7 @@ lmc_status lmc_cpu_matmul_amx(lmc_array *out, const lmc_array *a, const lmc_arra
     int nt = lmc_num_threads();
     size_t xp_elems = (size_t)(j.nbatch * j.mtiles) * (size_t)j.parts * xp_block(&j);
     size_t pad_elems = (size_t)nt * (size_t)(16 * j.Kp + NBLK / 16 * 512);
-    size_t csum_floats = j.mtiles > 2 && j.Kp / 32 > KBLK ? (size_t)nt * (NBLK / 16) * (size_t)j.mtiles * 256 : 0;
+    size_t csum_floats = j.Kp / 32 > k_block(&j) ? (size_t)nt * (NBLK / 16) * (size_t)j.mtiles * 256 : 0;
     j.xp = aligned_alloc(64, ((xp_elems + pad_elems) * sizeof(uint16_t) + 63) / 64 * 64);
     j.csum = csum_floats ? aligned_alloc(64, csum_floats * sizeof(float)) : NULL;
     if (!j.xp || (csum_floats && !j.csum)) {
