@@ -383,6 +383,37 @@ static void test_thread_determinism(void) {
     for (int i = 0; i < 7; i++) lmc_array_free(arr[i]);
 }
 
+/* On the best path, a row of x gives the same output row, bit for bit,
+ * whether it comes in a batch of 16 rows (one sweep over M, all of K at
+ * once) or of 70 (K in blocks of 512), on 1 or 2 threads: K over several
+ * blocks with a ragged end, N over several tasks with a ragged last tile. */
+static void test_rows_independent_of_m(void) {
+    int64_t sbig[2] = {70, 1100}, sw[2] = {1100, 300};
+    lmc_array *xbig = rnd(LMC_F32, 2, sbig), *w = rnd_t(LMC_BF16, 2, sw);
+    int64_t ssmall[2] = {16, 1100}, st[2] = {1100, 1};
+    lmc_array *xsmall = lmc_array_view(xbig->buf, xbig->offset + 50 * 1100 * sizeof(float), LMC_F32, 2, ssmall, st); /* rows 50..65 */
+    int before = lmc_num_threads();
+    lmc_cpu_path path = lmc_cpu_path_active();
+    lmc_cpu_path_set(lmc_cpu_path_max());
+    lmc_array *big = lmc_matmul(xbig, w);
+    float *gb = big ? read_f32(big) : NULL;
+    for (int t = 1; t <= 2 && gb; t++) {
+        lmc_set_num_threads(t);
+        lmc_array *small = lmc_matmul(xsmall, w);
+        float *gs = small ? read_f32(small) : NULL;
+        CHECKF(gs && !memcmp(gs, gb + 50 * 300, 16 * 300 * sizeof(float)),
+               "rows 50..65 of [70,1100] @ bf16 [300,1100]^T differ as a batch of 16 (%d threads)", t);
+        free(gs);
+        lmc_array_free(small);
+    }
+    CHECK(gb != NULL);
+    lmc_set_num_threads(before);
+    lmc_cpu_path_set(path);
+    free(gb);
+    lmc_array *arr[] = {xbig, w, xsmall, big};
+    for (int i = 0; i < 4; i++) lmc_array_free(arr[i]);
+}
+
 int main(void) {
     fprintf(stderr, "best kernel path here: %s\n", lmc_cpu_path_name(lmc_cpu_path_max()));
     RUN(test_hand_2x2);
@@ -396,6 +427,7 @@ int main(void) {
     RUN(test_small_m);
     RUN(test_nonfinite);
     RUN(test_thread_determinism);
+    RUN(test_rows_independent_of_m);
     CHECK(lmc_live_arrays() == 0);
     return TEST_REPORT();
 }

@@ -20,8 +20,11 @@
  * task owns NBLK weight rows; for each block of KBLK k tiles it sweeps all
  * of M in blocks of 32 rows with a 2 x 2 block of 16 x 16 f32 accumulator
  * tiles (rows n, columns m), keeping partial sums in memory between k
- * blocks; results are transposed on the way out. Every output element is
- * computed by one task in a fixed order, so the result does not depend on
+ * blocks; results are transposed on the way out. With at most 32 rows of M
+ * (batched decode) there is one sweep, so a pair of weight tiles runs over
+ * all of K at once and each thread streams its weight rows start to end.
+ * Every output element is computed by one task in a fixed order (its k
+ * tiles in order, whatever the blocking), so the result does not depend on
  * the thread count. Everything else goes to the AVX-512 driver. */
 #include <immintrin.h>
 #include <math.h>
@@ -36,6 +39,7 @@ enum {
     NBLK = 128,    /* weight rows per task: 8 tiles of 16 */
     KBLK = 16,     /* k tiles (of 32) per pass over M */
     PF_TILES = 8,  /* how far ahead (in k tiles) the weight rows are prefetched */
+    PF_STREAM = 4, /* the same when one sweep over M runs over all of K */
 };
 
 typedef struct tile_config {
@@ -95,6 +99,12 @@ static inline void split3(float x, uint16_t part[3]) {
 }
 
 static size_t xp_block(const amx_job *j) { return (size_t)j->Kp * 16; } /* uint16 per (mtile, part) */
+
+/* k tiles per block: KBLK, so that the weight rows of the block and the
+ * activations of a few m-tiles stay in L2 for that block; with one sweep
+ * over M (up to 32 rows), all of K at once (only the activations are
+ * reused, and they fit in L2). */
+static int64_t k_block(const amx_job *j) { return j->mtiles <= 2 ? j->Kp / 32 : KBLK; }
 
 /* In place: r[i] lane c becomes r[c] lane i (16 x 16 of 32-bit). */
 static inline void transpose16(__m512i r[16]) {
@@ -242,11 +252,16 @@ static void store_tile(const amx_job *j, int64_t ooff, const float *c, int64_t m
 
 /* The 16 x 16 tiles c[nt][mt] (nt < nn, mt < mm; nn, mm in {1, 2}) over
  * k tiles [kc0, kc1): started from zero, or from the partial sums at
- * cb[nt][mt] (cstride floats between n-tiles, 256 between m-tiles). */
+ * cb[nt][mt] (cstride floats between n-tiles, 256 between m-tiles).
+ * `prefetch` on the first sweep over M; over all of K, the prefetch runs on
+ * into the `nnext` weight rows after the tiles' rows (`next`, same stride),
+ * so a thread's stream of weight rows has no gaps between tile pairs. */
 static inline __attribute__((always_inline)) void kernel(const amx_job *j, const wtile *w, const uint16_t *x,
                                                          int64_t kc0, int64_t kc1, const float *cb, int64_t cstride,
-                                                         bool prefetch, const int nn, const int mm, const int parts) {
+                                                         bool prefetch, const char *next, int nnext, const int nn,
+                                                         const int mm, const int parts) {
     int64_t kfull = j->K / 32;
+    bool stream = kc0 == 0 && kc1 == j->Kp / 32;
     size_t mstride = (size_t)parts * xp_block(j); /* uint16 between m-tiles */
     if (cb) {
         _tile_loadd(0, cb, 64);
@@ -260,13 +275,15 @@ static inline __attribute__((always_inline)) void kernel(const amx_job *j, const
         if (nn == 2 && mm == 2) _tile_zero(3);
     }
     for (int64_t kc = kc0; kc < kc1; kc++) {
-        if (prefetch && kc + PF_TILES < kfull) {
-            /* 16 or 32 row streams at once are more than the hardware
-             * prefetcher follows: fetch each row PF_TILES tiles ahead. */
-            for (int r = 0; r < 16; r++) _mm_prefetch(w[0].base + r * w[0].stride + (kc + PF_TILES) * 64, _MM_HINT_T0);
+        /* 16 or 32 row streams at once are more than the hardware
+         * prefetcher follows: fetch each row a few tiles ahead. */
+        int64_t pk = kc + (stream ? PF_STREAM : PF_TILES);
+        if (prefetch && pk < kfull) {
+            for (int r = 0; r < 16; r++) _mm_prefetch(w[0].base + r * w[0].stride + pk * 64, _MM_HINT_T0);
             if (nn == 2)
-                for (int r = 0; r < 16; r++)
-                    _mm_prefetch(w[1].base + r * w[1].stride + (kc + PF_TILES) * 64, _MM_HINT_T0);
+                for (int r = 0; r < 16; r++) _mm_prefetch(w[1].base + r * w[1].stride + pk * 64, _MM_HINT_T0);
+        } else if (prefetch && stream && pk - kfull < kfull) {
+            for (int r = 0; r < nnext; r++) _mm_prefetch(next + r * w[0].stride + (pk - kfull) * 64, _MM_HINT_T0);
         }
         _tile_loadd(4, wtile_at(&w[0], kc, kfull), kc < kfull ? w[0].stride : 64);
         if (nn == 2) _tile_loadd(5, wtile_at(&w[1], kc, kfull), kc < kfull ? w[1].stride : 64);
@@ -284,10 +301,10 @@ static inline __attribute__((always_inline)) void kernel(const amx_job *j, const
 
 #define KERNEL_CASES(parts)                                                                                            \
     do {                                                                                                               \
-        if (nn == 2 && mm == 2) kernel(j, w, x, kc0, kc1, cb, cstride, mt == 0, 2, 2, parts);                          \
-        else if (nn == 2) kernel(j, w, x, kc0, kc1, cb, cstride, mt == 0, 2, 1, parts);                                \
-        else if (mm == 2) kernel(j, w, x, kc0, kc1, cb, cstride, mt == 0, 1, 2, parts);                                \
-        else kernel(j, w, x, kc0, kc1, cb, cstride, mt == 0, 1, 1, parts);                                             \
+        if (nn == 2 && mm == 2) kernel(j, w, x, kc0, kc1, cb, cstride, mt == 0, next, nnext, 2, 2, parts);             \
+        else if (nn == 2) kernel(j, w, x, kc0, kc1, cb, cstride, mt == 0, next, nnext, 2, 1, parts);                   \
+        else if (mm == 2) kernel(j, w, x, kc0, kc1, cb, cstride, mt == 0, next, nnext, 1, 2, parts);                   \
+        else kernel(j, w, x, kc0, kc1, cb, cstride, mt == 0, next, nnext, 1, 1, parts);                                \
     } while (0)
 
 /* Sets up the descriptor of the weight tile holding rows [n0, n0 + 16). */
@@ -342,10 +359,9 @@ static void amx_task(void *ctx, int64_t t0, int64_t t1, int thread) {
         int ntiles = (int)((nb1 - nb0 + 15) / 16);
         for (int i = 0; i < ntiles; i++) weight_tile(j, wbase, nb0 + i * 16, pad, tails + i * 512, &wt[i]);
         const uint16_t *xb = j->xp + (size_t)(bi * j->mtiles) * (size_t)j->parts * xp_block(j);
-        /* K in blocks of KBLK tiles, so that the weight rows of the block and
-         * the activations of a few m-tiles stay in L2 for that block. */
-        for (int64_t kc0 = 0; kc0 < nk; kc0 += KBLK) {
-            int64_t kc1 = kc0 + KBLK < nk ? kc0 + KBLK : nk;
+        int64_t kblk = k_block(j);
+        for (int64_t kc0 = 0; kc0 < nk; kc0 += kblk) {
+            int64_t kc1 = kc0 + kblk < nk ? kc0 + kblk : nk;
             for (int64_t mt = 0; mt < j->mtiles; mt += 2) {
                 int mm = j->mtiles - mt >= 2 ? 2 : 1;
                 const uint16_t *x = xb + (size_t)mt * (size_t)j->parts * xp_block(j);
@@ -354,6 +370,10 @@ static void amx_task(void *ctx, int64_t t0, int64_t t1, int thread) {
                     const wtile *w = &wt[i];
                     float *cpart = csum + i * cstride + mt * 256;
                     const float *cb = kc0 > 0 ? cpart : NULL;
+                    /* the rows after this pair, while they are this matrix's rows read in place */
+                    int64_t n_after = nb0 + (i + nn) * 16, left = j->N - n_after;
+                    int nnext = w[0].stride != j->ldw * 2 || left <= 0 ? 0 : left < 32 ? (int)left : 32;
+                    const char *next = nnext ? w[0].base + (int64_t)nn * 16 * w[0].stride : NULL;
                     if (j->parts == 3) KERNEL_CASES(3);
                     else KERNEL_CASES(1);
                     if (kc1 < nk) {
@@ -408,7 +428,7 @@ lmc_status lmc_cpu_matmul_amx(lmc_array *out, const lmc_array *a, const lmc_arra
     int nt = lmc_num_threads();
     size_t xp_elems = (size_t)(j.nbatch * j.mtiles) * (size_t)j.parts * xp_block(&j);
     size_t pad_elems = (size_t)nt * (size_t)(16 * j.Kp + NBLK / 16 * 512);
-    size_t csum_floats = j.Kp / 32 > KBLK ? (size_t)nt * (NBLK / 16) * (size_t)j.mtiles * 256 : 0;
+    size_t csum_floats = j.Kp / 32 > k_block(&j) ? (size_t)nt * (NBLK / 16) * (size_t)j.mtiles * 256 : 0;
     j.xp = aligned_alloc(64, ((xp_elems + pad_elems) * sizeof(uint16_t) + 63) / 64 * 64);
     j.csum = csum_floats ? aligned_alloc(64, csum_floats * sizeof(float)) : NULL;
     if (!j.xp || (csum_floats && !j.csum)) {
