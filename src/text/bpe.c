@@ -62,21 +62,25 @@ static void cache_put(tk_bpe_cache *c, uint32_t h, const char *w, size_t n, cons
 
 /* ---- merges: (left, right) -> (rank, merged id) ---- */
 
-/* A key's home slot is the top merges_bits bits of its multiplicative
- * hash. The table is two halves, each an open-addressing table of its own
- * (probing wraps around inside the half), so the hash's top bit picks a
+/* The table is two halves, each an open-addressing table of its own
+ * (probing wraps around inside the half), and the hash's top bit picks a
  * key's half: two threads fill the halves at once without locks
  * (tk_bpe_parse), each going through the list in order, so a later
- * duplicate wins, as in HF's map. */
+ * duplicate wins, as in HF's map. Within its half, a key's home slot is the
+ * hash's next 32 bits scaled to the half's size, which is sized for a load
+ * of 2/3 (a table of any size, not only powers of two). */
 static uint64_t merge_key(int32_t l, int32_t r) { return ((uint64_t)(uint32_t)l << 32) | (uint32_t)r; }
 static uint64_t merge_hash(uint64_t key) { return key * 0x9E3779B97F4A7C15ull; }
 static size_t merge_half(uint64_t key) { return (size_t)(merge_hash(key) >> 63); }
-static size_t merge_slot(uint64_t key, unsigned bits) { return (size_t)(merge_hash(key) >> (64 - bits)); }
-static size_t merge_next(size_t i, size_t cap) { return (i & cap / 2) | ((i + 1) & (cap / 2 - 1)); }
+static size_t merge_slot(uint64_t key, size_t half) {
+    uint64_t h = merge_hash(key);
+    return (size_t)(h >> 63) * half + (size_t)(((uint64_t)(uint32_t)(h >> 31) * half) >> 32);
+}
+static size_t merge_next(size_t i, size_t half) { return i + 1 == half ? 0 : i + 1 == 2 * half ? half : i + 1; }
 
 static void merge_put(tk_bpe *b, int32_t l, int32_t r, uint32_t rank, int32_t new_id) {
     uint64_t key = merge_key(l, r);
-    for (size_t i = merge_slot(key, b->merges_bits);; i = merge_next(i, b->merges_cap)) {
+    for (size_t i = merge_slot(key, b->merges_half);; i = merge_next(i, b->merges_half)) {
         tk_merge_entry *e = &b->merges[i];
         if (e->rank == 0 || e->key == key) {
             *e = (tk_merge_entry){key, rank + 1, new_id};
@@ -86,9 +90,9 @@ static void merge_put(tk_bpe *b, int32_t l, int32_t r, uint32_t rank, int32_t ne
 }
 
 static const tk_merge_entry *merge_get(const tk_bpe *b, int32_t l, int32_t r) {
-    if (!b->merges_cap) return NULL;
+    if (!b->merges_half) return NULL;
     uint64_t key = merge_key(l, r);
-    for (size_t i = merge_slot(key, b->merges_bits);; i = merge_next(i, b->merges_cap)) {
+    for (size_t i = merge_slot(key, b->merges_half);; i = merge_next(i, b->merges_half)) {
         const tk_merge_entry *e = &b->merges[i];
         if (e->rank == 0) return NULL;
         if (e->key == key) return e;
@@ -147,13 +151,13 @@ static lmc_status vocab_tables(const tk_vocab_entry *vocab, size_t n, tk_vocab_t
     v->id_len = tk_table_alloc(v->n_ids * sizeof *v->id_len);
     v->char_ids = malloc(0x10000 * sizeof *v->char_ids);
     if (!v->id_str || !v->id_len || !v->char_ids) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
-    LMC_CHECK(tk_strmap_init(&v->map, n));
+    LMC_CHECK(tk_strmap_init(&v->map, n, v->id_str, v->id_len));
     for (size_t i = 0; i < n; i++) {
         if (i + PREFETCH < n) tk_strmap_prefetch(&v->map, vocab[i + PREFETCH].hash);
         const tk_vocab_entry *e = &vocab[i];
-        tk_strmap_put_h(&v->map, e->key, e->len, e->hash, e->id); /* a repeated key: the last id wins, as in HF */
-        v->id_str[e->id] = e->key;
+        v->id_str[e->id] = e->key; /* the map reads keys from here */
         v->id_len[e->id] = e->len;
+        tk_strmap_put_h(&v->map, e->key, e->len, e->hash, e->id); /* a repeated key: the last id wins, as in HF */
     }
     /* Single characters by code point, filled in file order, so a repeated
      * key ends with its last id, as in the map. */
@@ -297,7 +301,7 @@ static void insert_half(void *ctx, int64_t h, int64_t end, int thread) {
         for (size_t k = 0; k < count; k++) {
             if (k + PREFETCH < count) {
                 const resolved *a = &res[AT(k + PREFETCH)];
-                __builtin_prefetch(&b->merges[merge_slot(merge_key(a->l, a->r), b->merges_bits)]);
+                __builtin_prefetch(&b->merges[merge_slot(merge_key(a->l, a->r), b->merges_half)]);
             }
             uint32_t i = AT(k);
             merge_put(b, res[i].l, res[i].r, i, res[i].merged);
@@ -309,15 +313,11 @@ static void insert_half(void *ctx, int64_t h, int64_t end, int thread) {
 static lmc_status parse_merges(const tk_json_model *sc, tk_bpe *b) {
     size_t n = sc->n_merges;
     if (n > UINT32_MAX) return lmc_set_error(LMC_ERR_FORMAT, "tokenizer.json: %zu merges are too many", n);
-    b->merges_bits = 4;
-    while (((size_t)1 << b->merges_bits) < n * 2) b->merges_bits++;
-    b->merges_cap = (size_t)1 << b->merges_bits;
-    b->merges = tk_table_alloc(b->merges_cap * sizeof *b->merges);
     /* The guess for merged ids is only safe when every string has one id. */
     merge_job job = {.sc = sc, .b = b, .res = tk_table_alloc(n * sizeof(resolved)), .order = tk_table_alloc(n * sizeof(uint32_t)),
                      .guess_ok = b->vocab.n == sc->n_vocab};
     lmc_status st = LMC_OK;
-    if (!b->merges || !job.res || !job.order) { st = lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory"); goto done; }
+    if (!job.res || !job.order) { st = lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory"); goto done; }
     /* Small lists are not worth a second thread. */
     bool threads = n >= 65536 && lmc_num_threads() >= 2;
     if (threads) lmc_parallel_run(MERGE_PARTS, resolve_part, &job);
@@ -336,6 +336,13 @@ static lmc_status parse_merges(const tk_json_model *sc, tk_bpe *b) {
                                (int)m->ll, m->l, (int)m->rl, m->r);
         goto done;
     }
+    /* Each half sized for its own merges (duplicates counted too). */
+    size_t in_half0 = 0;
+    for (int t = 0; t < MERGE_PARTS; t++) in_half0 += job.split[t] - part_lo(n, t);
+    size_t most = in_half0 > n - in_half0 ? in_half0 : n - in_half0;
+    b->merges = tk_table_alloc((most * 3 / 2 + 8) * 2 * sizeof *b->merges);
+    if (!b->merges) { st = lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory"); goto done; }
+    b->merges_half = most * 3 / 2 + 8;
     if (threads) lmc_parallel_run(2, insert_half, &job);
     else for (int h = 0; h < 2; h++) insert_half(&job, h, h + 1, 0);
 done:
@@ -392,7 +399,7 @@ void tk_bpe_free(tk_bpe *b) {
     tk_table_free(b->id_str, b->n_ids * sizeof *b->id_str);
     tk_table_free(b->id_len, b->n_ids * sizeof *b->id_len);
     tk_table_free(b->arena, b->arena_size);
-    tk_table_free(b->merges, b->merges_cap * sizeof *b->merges);
+    tk_table_free(b->merges, b->merges_half * 2 * sizeof *b->merges);
     free(b->unk_token);
     free(b->prefix);
     free(b->suffix);

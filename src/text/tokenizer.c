@@ -341,13 +341,18 @@ static lmc_status build_tables(lmc_tokenizer *t) {
         t->tok_str[i] = t->bpe.id_str[i];
         t->tok_len[i] = t->bpe.id_len[i];
     }
-    LMC_CHECK(tk_strmap_init(&t->added_map, t->n_added));
+    t->added_str = malloc((t->n_added ? t->n_added : 1) * sizeof *t->added_str);
+    t->added_len = malloc((t->n_added ? t->n_added : 1) * sizeof *t->added_len);
+    if (!t->added_str || !t->added_len) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
+    LMC_CHECK(tk_strmap_init(&t->added_map, t->n_added, t->added_str, t->added_len));
     for (size_t i = 0; i < t->n_added; i++) {
         tk_added *a = &t->added[i];
         t->tok_str[a->id] = a->content;
         t->tok_len[a->id] = (uint32_t)a->len;
         t->tok_special[a->id] = a->special;
-        tk_strmap_put(&t->added_map, a->content, a->len, a->id);
+        t->added_str[i] = a->content;
+        t->added_len[i] = (uint32_t)a->len;
+        tk_strmap_put(&t->added_map, a->content, a->len, (int32_t)i); /* a repeated content: the last one wins */
     }
     /* Special-ness goes by content, as HF's is_special_token does. */
     for (size_t i = 0; i < t->n_added; i++)
@@ -470,8 +475,13 @@ static lmc_status parse_config(lmc_tokenizer *t, const cJSON *cfg) {
  * decode(skip_special_tokens=True) drops them even when tokenizer.json does
  * not flag them. Tokenizer classes bring defaults for names the config does
  * not give (GemmaTokenizer's mask_token "<mask>", for one). */
+static int32_t added_id(const lmc_tokenizer *t, const char *content, size_t len) {
+    int32_t i = tk_strmap_get(&t->added_map, content, len);
+    return i >= 0 ? t->added[i].id : -1;
+}
+
 static void mark_special(lmc_tokenizer *t, const char *content) {
-    int32_t id = content ? tk_strmap_get(&t->added_map, content, strlen(content)) : -1;
+    int32_t id = content ? added_id(t, content, strlen(content)) : -1;
     if (id >= 0) t->tok_special[id] = 1;
 }
 
@@ -635,6 +645,8 @@ void lmc_tokenizer_free(lmc_tokenizer *t) {
     for (size_t i = 0; i < t->n_added; i++) free(t->added[i].content);
     free(t->added);
     tk_strmap_free(&t->added_map);
+    free(t->added_str);
+    free(t->added_len);
     free(t->trie_raw.nodes);
     free(t->trie_norm.nodes);
     tk_table_free(t->tok_str, t->vocab_size * sizeof *t->tok_str);
@@ -789,7 +801,7 @@ size_t lmc_tokenizer_vocab_size(const lmc_tokenizer *t) { return t ? t->vocab_si
 int32_t lmc_tokenizer_token_to_id(const lmc_tokenizer *t, const char *token) {
     if (!t || !token) return -1;
     size_t n = strlen(token);
-    int32_t id = tk_strmap_get(&t->added_map, token, n);
+    int32_t id = added_id(t, token, n);
     return id >= 0 ? id : tk_strmap_get(&t->bpe.vocab, token, n);
 }
 

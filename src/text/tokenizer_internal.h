@@ -66,22 +66,22 @@ void tk_table_free(void *p, size_t size);
  * page faults of growing memory in 4 KiB pages). */
 lmc_status tk_table_grow(void **p, size_t *size, size_t need);
 
-/* ---- string -> id hash map (keys are not owned) ---- */
+/* ---- string -> id hash map ----
+ * A slot holds only the key's hash and its value; the key itself is read
+ * from the owner's tables, keys[val] and lens[val] (for the vocabulary: the
+ * id -> token table), so every string is stored once. Values must index
+ * those tables, and a key must be there before it is put. */
 
-/* Keys up to TK_INLINE_KEY bytes are also copied into the entry, so most
- * lookups compare without touching the key's own memory. */
-enum { TK_INLINE_KEY = 12 };
-
-typedef struct tk_strmap_entry {
-    const char *key;
-    uint32_t len, hash;
-    int32_t val;
-    char inline_key[TK_INLINE_KEY];
-} tk_strmap_entry;
+typedef struct tk_strmap_slot {
+    uint32_t hash;
+    uint32_t val1; /* value + 1; 0 marks an empty slot */
+} tk_strmap_slot;
 
 typedef struct tk_strmap {
-    tk_strmap_entry *slots;
-    size_t cap, n; /* cap is a power of two */
+    tk_strmap_slot *slots;
+    size_t cap, n; /* a key's home slot is its hash scaled to cap; the load stays under 2/3 */
+    const char *const *keys;
+    const uint32_t *lens;
 } tk_strmap;
 
 uint32_t tk_hash(const char *s, size_t n);
@@ -103,8 +103,9 @@ static inline bool tk_bytes_eq(const char *a, const char *b, size_t n) {
     if (n < 4) return n == 0 || (a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1]);
     return __builtin_memcmp(a, b, n) == 0;
 }
-lmc_status tk_strmap_init(tk_strmap *m, size_t expected);
-/* Inserts or overwrites. */
+/* A map for `expected` keys, read from keys[val] and lens[val]. */
+lmc_status tk_strmap_init(tk_strmap *m, size_t expected, const char *const *keys, const uint32_t *lens);
+/* Inserts or overwrites; keys[val] must already hold the key. */
 void tk_strmap_put(tk_strmap *m, const char *key, size_t len, int32_t val);
 /* The value for key, or -1. */
 int32_t tk_strmap_get(const tk_strmap *m, const char *key, size_t len);
@@ -112,8 +113,9 @@ int32_t tk_strmap_get(const tk_strmap *m, const char *key, size_t len);
 void tk_strmap_put_h(tk_strmap *m, const char *key, size_t len, uint32_t hash, int32_t val);
 int32_t tk_strmap_get_h(const tk_strmap *m, const char *key, size_t len, uint32_t hash);
 /* Starts loading the slot where a key of this hash is looked for. */
+static inline size_t tk_strmap_home(const tk_strmap *m, uint32_t hash) { return (size_t)(((uint64_t)hash * m->cap) >> 32); }
 static inline void tk_strmap_prefetch(const tk_strmap *m, uint32_t hash) {
-    if (m->cap) __builtin_prefetch(&m->slots[hash & (m->cap - 1)]);
+    if (m->cap) __builtin_prefetch(&m->slots[tk_strmap_home(m, hash)]);
 }
 void tk_strmap_free(tk_strmap *m);
 
@@ -312,8 +314,7 @@ typedef struct tk_bpe {
     char *arena;         /* a table of arena_size bytes */
     size_t arena_size;
     tk_merge_entry *merges;
-    size_t merges_cap;     /* 1 << merges_bits */
-    unsigned merges_bits;
+    size_t merges_half;    /* the table is two halves of merges_half slots */
     char *unk_token;
     int32_t unk_id;
     bool fuse_unk, byte_fallback, ignore_merges;
@@ -417,7 +418,9 @@ struct lmc_tokenizer {
 
     tk_added *added;
     size_t n_added;
-    tk_strmap added_map; /* content -> id */
+    tk_strmap added_map; /* content -> index into added (use tk_added_id) */
+    const char **added_str; /* the map's keys: added[i].content and .len by index */
+    uint32_t *added_len;
     tk_trie trie_raw, trie_norm;
     bool has_norm_trie;
 
