@@ -61,6 +61,9 @@ void tk_pieces_free(tk_pieces *p);
  * Free with the same size. */
 void *tk_table_alloc(size_t size);
 void tk_table_free(void *p, size_t size);
+/* Gives back the pages of a table past its first `keep` bytes (a part of a
+ * huge page too); returns the size to free it with. */
+size_t tk_table_shrink(void *p, size_t size, size_t keep);
 /* Makes *p (a table of *size bytes, or NULL and 0) hold at least `need`
  * bytes: doubles it into a new table and copies (a copy costs less than the
  * page faults of growing memory in 4 KiB pages). */
@@ -424,10 +427,11 @@ struct lmc_tokenizer {
     tk_trie trie_raw, trie_norm;
     bool has_norm_trie;
 
-    /* id -> token string for decoding (added tokens override the model's). */
-    const char **tok_str;
-    uint32_t *tok_len;
-    uint8_t *tok_special;
+    /* Token strings for decoding come from tk_token_str: an added token's
+     * content overrides the model's string for its id. */
+    uint8_t *tok_flags;   /* TK_TOK_SPECIAL | TK_TOK_ADDED, by id (vocab_size entries) */
+    uint32_t *added_ids;  /* for each id of an added token, the index in `added` of its last entry; sorted by id */
+    size_t n_added_ids;
     size_t vocab_size;
 
     /* From tokenizer_config.json / config.json / generation_config.json. */
@@ -437,6 +441,11 @@ struct lmc_tokenizer {
     size_t n_eos;
     char *chat_template, *bos_token, *eos_token, *pad_token;
 };
+
+enum { TK_TOK_SPECIAL = 1, TK_TOK_ADDED = 2 };
+
+/* The string of token `id` (its length in *len), or NULL for an id with none. */
+const char *tk_token_str(const lmc_tokenizer *t, int32_t id, uint32_t *len);
 
 /* Decodes ids to the raw decoder output (no clean-up), appending to out. */
 lmc_status tk_decode_raw(const lmc_tokenizer *t, const int32_t *ids, size_t n, bool skip_special, tk_buf *out);

@@ -99,6 +99,15 @@ void tk_table_free(void *p, size_t size) {
     else munmap(p, size);
 }
 
+size_t tk_table_shrink(void *p, size_t size, size_t keep) {
+    size_t page = 4096;
+    keep = (keep + page - 1) / page * page;
+    if (keep < HUGE_PAGE) keep = HUGE_PAGE; /* stays a mapping, freed as one */
+    if (size < HUGE_PAGE || keep >= size) return size;
+    munmap((char *)p + keep, size - keep);
+    return keep;
+}
+
 lmc_status tk_table_grow(void **p, size_t *size, size_t need) {
     if (need <= *size) return LMC_OK;
     size_t bigger = *size ? *size : 16384;
