@@ -102,9 +102,14 @@ void tk_table_free(void *p, size_t size) {
 size_t tk_table_shrink(void *p, size_t size, size_t keep) {
     size_t page = 4096;
     keep = (keep + page - 1) / page * page;
-    if (keep < HUGE_PAGE) keep = HUGE_PAGE; /* stays a mapping, freed as one */
     if (size < HUGE_PAGE || keep >= size) return size;
-    munmap((char *)p + keep, size - keep);
+    /* A table stays at least HUGE_PAGE long (so that it is freed as a
+     * mapping); pages of that part past `keep` are only dropped. */
+    if (keep < HUGE_PAGE) {
+        madvise((char *)p + keep, HUGE_PAGE - keep, MADV_DONTNEED);
+        keep = HUGE_PAGE;
+    }
+    if (keep < size) munmap((char *)p + keep, size - keep);
     return keep;
 }
 
