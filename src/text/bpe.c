@@ -133,6 +133,9 @@ static lmc_status vocab_tables(const tk_vocab_entry *vocab, size_t n, tk_vocab_t
     for (size_t i = 0; i < n; i++) {
         if (i + PREFETCH < n) tk_strmap_prefetch(&v->map, vocab[i + PREFETCH].hash);
         const tk_vocab_entry *e = &vocab[i];
+        const char *was = v->id_str[e->id];
+        if (was && (v->id_len[e->id] != e->len || memcmp(was, e->key, e->len))) /* another token with this id */
+            LMC_CHECK(tk_strmap_spill(&v->map, was, v->id_len[e->id], e->id));
         v->id_str[e->id] = e->key; /* the map reads keys from here */
         v->id_len[e->id] = e->len;
         tk_strmap_put_h(&v->map, e->key, e->len, e->hash, e->id); /* a repeated key: the last id wins, as in HF */

@@ -85,6 +85,10 @@ typedef struct tk_strmap {
     size_t cap, n; /* a key's home slot is its hash scaled to cap; the load stays under 2/3 */
     const char *const *keys;
     const uint32_t *lens;
+    /* Keys whose value's table entry now holds another string (two tokens
+     * with one id): looked through, newest first, after a miss. */
+    struct tk_strmap_spilled { const char *key; uint32_t len; int32_t val; } *spilled;
+    size_t n_spilled;
 } tk_strmap;
 
 uint32_t tk_hash(const char *s, size_t n);
@@ -115,8 +119,11 @@ int32_t tk_strmap_get(const tk_strmap *m, const char *key, size_t len);
 /* The same with the key's tk_hash already computed. */
 void tk_strmap_put_h(tk_strmap *m, const char *key, size_t len, uint32_t hash, int32_t val);
 int32_t tk_strmap_get_h(const tk_strmap *m, const char *key, size_t len, uint32_t hash);
-/* Starts loading the slot where a key of this hash is looked for. */
+/* Keeps key -> val findable before keys[val] is changed to another string. */
+lmc_status tk_strmap_spill(tk_strmap *m, const char *key, size_t len, int32_t val);
+/* The slot where a key of this hash is looked for first. */
 static inline size_t tk_strmap_home(const tk_strmap *m, uint32_t hash) { return (size_t)(((uint64_t)hash * m->cap) >> 32); }
+/* Starts loading that slot. */
 static inline void tk_strmap_prefetch(const tk_strmap *m, uint32_t hash) {
     if (m->cap) __builtin_prefetch(&m->slots[tk_strmap_home(m, hash)]);
 }
@@ -425,7 +432,7 @@ struct lmc_tokenizer {
 
     tk_added *added;
     size_t n_added;
-    tk_strmap added_map; /* content -> index into added (use tk_added_id) */
+    tk_strmap added_map; /* content -> index into added */
     const char **added_str; /* the map's keys: added[i].content and .len by index */
     uint32_t *added_len;
     tk_trie trie_raw, trie_norm;

@@ -178,6 +178,8 @@ static lmc_status strmap_grow(tk_strmap *m) {
         bigger.n++;
     }
     tk_table_free(m->slots, m->cap * sizeof *m->slots);
+    bigger.spilled = m->spilled;
+    bigger.n_spilled = m->n_spilled;
     *m = bigger;
     return LMC_OK;
 }
@@ -214,12 +216,24 @@ int32_t tk_strmap_get_h(const tk_strmap *m, const char *key, size_t len, uint32_
     if (!m->cap) return -1;
     for (size_t i = tk_strmap_home(m, h);; i = i + 1 == m->cap ? 0 : i + 1) {
         tk_strmap_slot e = m->slots[i];
-        if (!e.val1) return -1;
+        if (!e.val1) break;
         if (slot_has(m, e, key, len, h)) return (int32_t)(e.val1 - 1);
     }
+    for (size_t k = m->n_spilled; k-- > 0;)
+        if (m->spilled[k].len == len && !memcmp(m->spilled[k].key, key, len)) return m->spilled[k].val;
+    return -1;
+}
+
+lmc_status tk_strmap_spill(tk_strmap *m, const char *key, size_t len, int32_t val) {
+    void *v = realloc(m->spilled, (m->n_spilled + 1) * sizeof *m->spilled);
+    if (!v) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
+    m->spilled = v;
+    m->spilled[m->n_spilled++] = (struct tk_strmap_spilled){key, (uint32_t)len, val};
+    return LMC_OK;
 }
 
 void tk_strmap_free(tk_strmap *m) {
+    free(m->spilled);
     tk_table_free(m->slots, m->cap * sizeof *m->slots);
     memset(m, 0, sizeof *m);
 }
