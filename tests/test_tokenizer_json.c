@@ -83,6 +83,16 @@ static void test_layout(void) {
         check_ids(t, "a", (int32_t[]){2}, 1);
         lmc_tokenizer_free(t);
     }
+    /* Two tokens with one id: both are found, the id decodes to the last. */
+    t = load("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 0, \"c\": 1, \"ac\": 2}, \"merges\": [\"a c\"]}}");
+    if (t) {
+        CHECK(lmc_tokenizer_token_to_id(t, "a") == 0);
+        CHECK(lmc_tokenizer_token_to_id(t, "b") == 0);
+        CHECK_STR(lmc_tokenizer_id_to_token(t, 0), "b");
+        check_ids(t, "ac", (int32_t[]){2}, 1);
+        check_ids(t, "ba", (int32_t[]){0, 0}, 2);
+        lmc_tokenizer_free(t);
+    }
     /* Other sections may hold any JSON: they are checked and left to cJSON. */
     t = load("{\"version\": \"1.0\", \"truncation\": null, \"x\": [1, -2.5e+3, 0.25, true, false, {\"k\": [[], {}]}],"
              " \"model\": {\"type\": \"BPE\", \"dropout\": null, \"vocab\": {\"a\": 0}, \"merges\": []}}");

@@ -4,6 +4,9 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -323,7 +326,34 @@ static lmc_status parse_added(lmc_tokenizer *t, const cJSON *arr) {
     return LMC_OK;
 }
 
-/* The id -> string table for decoding, and the added-token matchers. */
+/* Orders indexes into the added list (ctx) by id, then by index. */
+static int by_id_then_index(const void *a, const void *b, void *ctx) {
+    const tk_added *added = ctx;
+    uint32_t i = *(const uint32_t *)a, j = *(const uint32_t *)b;
+    int32_t x = added[i].id, y = added[j].id;
+    if (x != y) return x < y ? -1 : 1;
+    return i < j ? -1 : i > j;
+}
+
+const char *tk_token_str(const lmc_tokenizer *t, int32_t id, uint32_t *len) {
+    if (id < 0 || (size_t)id >= t->vocab_size) return NULL;
+    if (t->tok_flags[id] & TK_TOK_ADDED) {
+        size_t lo = 0, hi = t->n_added_ids;
+        while (hi - lo > 1) {
+            size_t mid = (lo + hi) / 2;
+            if (t->added[t->added_ids[mid]].id <= id) lo = mid;
+            else hi = mid;
+        }
+        const tk_added *a = &t->added[t->added_ids[lo]];
+        *len = (uint32_t)a->len;
+        return a->content;
+    }
+    if ((size_t)id >= t->bpe.n_ids || !t->bpe.id_str[id]) return NULL;
+    *len = t->bpe.id_len[id];
+    return t->bpe.id_str[id];
+}
+
+/* The flags by id and the added-token map and matchers. */
 static lmc_status build_tables(lmc_tokenizer *t) {
     size_t size = t->bpe.n_ids;
     for (size_t i = 0; i < t->n_added; i++) {
@@ -333,28 +363,35 @@ static lmc_status build_tables(lmc_tokenizer *t) {
         if ((size_t)t->added[i].id + 1 > size) size = (size_t)t->added[i].id + 1;
     }
     t->vocab_size = size;
-    t->tok_str = tk_table_alloc(size * sizeof *t->tok_str);
-    t->tok_len = tk_table_alloc(size * sizeof *t->tok_len);
-    t->tok_special = tk_table_alloc(size);
-    if (!t->tok_str || !t->tok_len || !t->tok_special) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
-    for (size_t i = 0; i < t->bpe.n_ids; i++) {
-        t->tok_str[i] = t->bpe.id_str[i];
-        t->tok_len[i] = t->bpe.id_len[i];
-    }
-    LMC_CHECK(tk_strmap_init(&t->added_map, t->n_added));
+    t->tok_flags = tk_table_alloc(size);
+    t->added_str = malloc((t->n_added ? t->n_added : 1) * sizeof *t->added_str);
+    t->added_len = malloc((t->n_added ? t->n_added : 1) * sizeof *t->added_len);
+    t->added_ids = malloc((t->n_added ? t->n_added : 1) * sizeof *t->added_ids);
+    if (!t->tok_flags || !t->added_str || !t->added_len || !t->added_ids)
+        return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
+    LMC_CHECK(tk_strmap_init(&t->added_map, t->n_added, t->added_str, t->added_len));
     for (size_t i = 0; i < t->n_added; i++) {
         tk_added *a = &t->added[i];
-        t->tok_str[a->id] = a->content;
-        t->tok_len[a->id] = (uint32_t)a->len;
-        t->tok_special[a->id] = a->special;
-        tk_strmap_put(&t->added_map, a->content, a->len, a->id);
+        t->tok_flags[a->id] = (uint8_t)(TK_TOK_ADDED | (a->special ? TK_TOK_SPECIAL : 0));
+        t->added_str[i] = a->content;
+        t->added_len[i] = (uint32_t)a->len;
+        tk_strmap_put(&t->added_map, a->content, a->len, (int32_t)i); /* a repeated content: the last one wins */
     }
+    /* Each added id's last entry (its content is the id's string), by id. */
+    for (size_t i = 0; i < t->n_added; i++) t->added_ids[i] = (uint32_t)i;
+    qsort_r(t->added_ids, t->n_added, sizeof *t->added_ids, by_id_then_index, t->added);
+    size_t k = 0;
+    for (size_t i = 0; i < t->n_added; i++) {
+        if (k > 0 && t->added[t->added_ids[k - 1]].id == t->added[t->added_ids[i]].id) k--;
+        t->added_ids[k++] = t->added_ids[i];
+    }
+    t->n_added_ids = k;
     /* Special-ness goes by content, as HF's is_special_token does. */
     for (size_t i = 0; i < t->n_added; i++)
         if (t->added[i].special)
             for (size_t k = 0; k < t->n_added; k++)
                 if (t->added[k].len == t->added[i].len && !memcmp(t->added[k].content, t->added[i].content, t->added[i].len))
-                    t->tok_special[t->added[k].id] = 1;
+                    t->tok_flags[t->added[k].id] |= TK_TOK_SPECIAL;
 
     for (int i = 0; i < 256; i++) t->trie_raw.root_child[i] = t->trie_norm.root_child[i] = -1;
     tk_buf norm = {0};
@@ -470,9 +507,14 @@ static lmc_status parse_config(lmc_tokenizer *t, const cJSON *cfg) {
  * decode(skip_special_tokens=True) drops them even when tokenizer.json does
  * not flag them. Tokenizer classes bring defaults for names the config does
  * not give (GemmaTokenizer's mask_token "<mask>", for one). */
+static int32_t added_id(const lmc_tokenizer *t, const char *content, size_t len) {
+    int32_t i = tk_strmap_get(&t->added_map, content, len);
+    return i >= 0 ? t->added[i].id : -1;
+}
+
 static void mark_special(lmc_tokenizer *t, const char *content) {
-    int32_t id = content ? tk_strmap_get(&t->added_map, content, strlen(content)) : -1;
-    if (id >= 0) t->tok_special[id] = 1;
+    int32_t id = content ? added_id(t, content, strlen(content)) : -1;
+    if (id >= 0) t->tok_flags[id] |= TK_TOK_SPECIAL;
 }
 
 static void config_special(lmc_tokenizer *t, const cJSON *cfg) {
@@ -545,6 +587,12 @@ lmc_status lmc_tokenizer_load_json(const char *tokenizer_json, size_t len, const
         cJSON_Delete(cfg);
     }
     if (st == LMC_OK) st = resolve_special(t);
+#ifdef __GLIBC__
+    /* Loading freed megabytes of small blocks (cJSON nodes, some parsed on
+     * the scanner's helper thread and so in another malloc arena) that
+     * glibc would keep resident for the rest of the process. */
+    malloc_trim(0);
+#endif
     if (st != LMC_OK) { lmc_tokenizer_free(t); return st; }
     *out = t;
     return LMC_OK;
@@ -635,11 +683,12 @@ void lmc_tokenizer_free(lmc_tokenizer *t) {
     for (size_t i = 0; i < t->n_added; i++) free(t->added[i].content);
     free(t->added);
     tk_strmap_free(&t->added_map);
+    free(t->added_str);
+    free(t->added_len);
     free(t->trie_raw.nodes);
     free(t->trie_norm.nodes);
-    tk_table_free(t->tok_str, t->vocab_size * sizeof *t->tok_str);
-    tk_table_free(t->tok_len, t->vocab_size * sizeof *t->tok_len);
-    tk_table_free(t->tok_special, t->vocab_size);
+    tk_table_free(t->tok_flags, t->vocab_size);
+    free(t->added_ids);
     free(t->eos_ids);
     free(t->chat_template);
     free(t->bos_token);
@@ -732,9 +781,11 @@ lmc_status tk_decode_raw(const lmc_tokenizer *t, const int32_t *ids, size_t n, b
     lmc_status st = LMC_OK;
     for (size_t i = 0; i < n && st == LMC_OK; i++) {
         int32_t id = ids[i];
-        if (id < 0 || (size_t)id >= t->vocab_size || !t->tok_str[id]) continue; /* unknown ids are skipped, as HF does */
-        if (skip_special && t->tok_special[id]) continue;
-        st = tk_pieces_add(&toks, t->tok_str[id], t->tok_len[id], false);
+        uint32_t len;
+        const char *s = tk_token_str(t, id, &len);
+        if (!s) continue; /* unknown ids are skipped, as HF does */
+        if (skip_special && (t->tok_flags[id] & TK_TOK_SPECIAL)) continue;
+        st = tk_pieces_add(&toks, s, len, false);
     }
     if (st == LMC_OK && t->has_decoder) st = tk_decode_chain(&t->decoder, &toks, &scratch);
     for (size_t i = 0; i < toks.n && st == LMC_OK; i++) {
@@ -789,17 +840,17 @@ size_t lmc_tokenizer_vocab_size(const lmc_tokenizer *t) { return t ? t->vocab_si
 int32_t lmc_tokenizer_token_to_id(const lmc_tokenizer *t, const char *token) {
     if (!t || !token) return -1;
     size_t n = strlen(token);
-    int32_t id = tk_strmap_get(&t->added_map, token, n);
+    int32_t id = added_id(t, token, n);
     return id >= 0 ? id : tk_strmap_get(&t->bpe.vocab, token, n);
 }
 
 const char *lmc_tokenizer_id_to_token(const lmc_tokenizer *t, int32_t id) {
-    if (!t || id < 0 || (size_t)id >= t->vocab_size) return NULL;
-    return t->tok_str[id];
+    uint32_t len;
+    return t ? tk_token_str(t, id, &len) : NULL;
 }
 
 bool lmc_tokenizer_is_special(const lmc_tokenizer *t, int32_t id) {
-    return t && id >= 0 && (size_t)id < t->vocab_size && t->tok_special[id];
+    return t && id >= 0 && (size_t)id < t->vocab_size && (t->tok_flags[id] & TK_TOK_SPECIAL);
 }
 
 int32_t lmc_tokenizer_bos(const lmc_tokenizer *t) { return t ? t->bos_id : -1; }

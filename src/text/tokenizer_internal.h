@@ -61,27 +61,34 @@ void tk_pieces_free(tk_pieces *p);
  * Free with the same size. */
 void *tk_table_alloc(size_t size);
 void tk_table_free(void *p, size_t size);
+/* Gives back the pages of a table past its first `keep` bytes (a part of a
+ * huge page too); returns the size to free it with. */
+size_t tk_table_shrink(void *p, size_t size, size_t keep);
 /* Makes *p (a table of *size bytes, or NULL and 0) hold at least `need`
  * bytes: doubles it into a new table and copies (a copy costs less than the
  * page faults of growing memory in 4 KiB pages). */
 lmc_status tk_table_grow(void **p, size_t *size, size_t need);
 
-/* ---- string -> id hash map (keys are not owned) ---- */
+/* ---- string -> id hash map ----
+ * A slot holds only the key's hash and its value; the key itself is read
+ * from the owner's tables, keys[val] and lens[val] (for the vocabulary: the
+ * id -> token table), so every string is stored once. Values must index
+ * those tables, and a key must be there before it is put. */
 
-/* Keys up to TK_INLINE_KEY bytes are also copied into the entry, so most
- * lookups compare without touching the key's own memory. */
-enum { TK_INLINE_KEY = 12 };
-
-typedef struct tk_strmap_entry {
-    const char *key;
-    uint32_t len, hash;
-    int32_t val;
-    char inline_key[TK_INLINE_KEY];
-} tk_strmap_entry;
+typedef struct tk_strmap_slot {
+    uint32_t hash;
+    uint32_t val1; /* value + 1; 0 marks an empty slot */
+} tk_strmap_slot;
 
 typedef struct tk_strmap {
-    tk_strmap_entry *slots;
-    size_t cap, n; /* cap is a power of two */
+    tk_strmap_slot *slots;
+    size_t cap, n; /* a key's home slot is its hash scaled to cap; the load stays under 2/3 */
+    const char *const *keys;
+    const uint32_t *lens;
+    /* Keys whose value's table entry now holds another string (two tokens
+     * with one id): looked through, newest first, after a miss. */
+    struct tk_strmap_spilled { const char *key; uint32_t len; int32_t val; } *spilled;
+    size_t n_spilled;
 } tk_strmap;
 
 uint32_t tk_hash(const char *s, size_t n);
@@ -103,17 +110,22 @@ static inline bool tk_bytes_eq(const char *a, const char *b, size_t n) {
     if (n < 4) return n == 0 || (a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1]);
     return __builtin_memcmp(a, b, n) == 0;
 }
-lmc_status tk_strmap_init(tk_strmap *m, size_t expected);
-/* Inserts or overwrites. */
+/* A map for `expected` keys, read from keys[val] and lens[val]. */
+lmc_status tk_strmap_init(tk_strmap *m, size_t expected, const char *const *keys, const uint32_t *lens);
+/* Inserts or overwrites; keys[val] must already hold the key. */
 void tk_strmap_put(tk_strmap *m, const char *key, size_t len, int32_t val);
 /* The value for key, or -1. */
 int32_t tk_strmap_get(const tk_strmap *m, const char *key, size_t len);
 /* The same with the key's tk_hash already computed. */
 void tk_strmap_put_h(tk_strmap *m, const char *key, size_t len, uint32_t hash, int32_t val);
 int32_t tk_strmap_get_h(const tk_strmap *m, const char *key, size_t len, uint32_t hash);
-/* Starts loading the slot where a key of this hash is looked for. */
+/* Keeps key -> val findable before keys[val] is changed to another string. */
+lmc_status tk_strmap_spill(tk_strmap *m, const char *key, size_t len, int32_t val);
+/* The slot where a key of this hash is looked for first. */
+static inline size_t tk_strmap_home(const tk_strmap *m, uint32_t hash) { return (size_t)(((uint64_t)hash * m->cap) >> 32); }
+/* Starts loading that slot. */
 static inline void tk_strmap_prefetch(const tk_strmap *m, uint32_t hash) {
-    if (m->cap) __builtin_prefetch(&m->slots[hash & (m->cap - 1)]);
+    if (m->cap) __builtin_prefetch(&m->slots[tk_strmap_home(m, hash)]);
 }
 void tk_strmap_free(tk_strmap *m);
 
@@ -296,9 +308,10 @@ void tk_json_model_free(tk_json_model *m);
  * Real files number their tokens 0, 1, 2, ... (added ones right after). */
 static inline bool tk_id_in_range(int64_t id, size_t n_tokens) { return id < 4 * (int64_t)n_tokens + 1024; }
 
+/* One merge in its left id's list (tk_bpe.merges). */
 typedef struct tk_merge_entry {
-    uint64_t key;  /* (left id << 32) | right id */
-    uint32_t rank; /* 1 + the merge's index in the list; 0 marks an empty slot */
+    int32_t right;
+    uint32_t rank; /* the merge's index in the file's list */
     int32_t new_id;
 } tk_merge_entry;
 
@@ -311,9 +324,11 @@ typedef struct tk_bpe {
     size_t n_ids;        /* 1 + the largest model id */
     char *arena;         /* a table of arena_size bytes */
     size_t arena_size;
+    /* Merges by left id: those of id l are merges[merge_at[l] .. merge_at[l + 1]),
+     * sorted by right id (equal ones in file order); tables of n_merges and n_ids + 1 entries. */
     tk_merge_entry *merges;
-    size_t merges_cap;     /* 1 << merges_bits */
-    unsigned merges_bits;
+    uint32_t *merge_at;
+    size_t n_merges;
     char *unk_token;
     int32_t unk_id;
     bool fuse_unk, byte_fallback, ignore_merges;
@@ -417,14 +432,17 @@ struct lmc_tokenizer {
 
     tk_added *added;
     size_t n_added;
-    tk_strmap added_map; /* content -> id */
+    tk_strmap added_map; /* content -> index into added */
+    const char **added_str; /* the map's keys: added[i].content and .len by index */
+    uint32_t *added_len;
     tk_trie trie_raw, trie_norm;
     bool has_norm_trie;
 
-    /* id -> token string for decoding (added tokens override the model's). */
-    const char **tok_str;
-    uint32_t *tok_len;
-    uint8_t *tok_special;
+    /* Token strings for decoding come from tk_token_str: an added token's
+     * content overrides the model's string for its id. */
+    uint8_t *tok_flags;   /* TK_TOK_SPECIAL | TK_TOK_ADDED, by id (vocab_size entries) */
+    uint32_t *added_ids;  /* for each id of an added token, the index in `added` of its last entry; sorted by id */
+    size_t n_added_ids;
     size_t vocab_size;
 
     /* From tokenizer_config.json / config.json / generation_config.json. */
@@ -434,6 +452,11 @@ struct lmc_tokenizer {
     size_t n_eos;
     char *chat_template, *bos_token, *eos_token, *pad_token;
 };
+
+enum { TK_TOK_SPECIAL = 1, TK_TOK_ADDED = 2 };
+
+/* The string of token `id` (its length in *len), or NULL for an id with none. */
+const char *tk_token_str(const lmc_tokenizer *t, int32_t id, uint32_t *len);
 
 /* Decodes ids to the raw decoder output (no clean-up), appending to out. */
 lmc_status tk_decode_raw(const lmc_tokenizer *t, const int32_t *ids, size_t n, bool skip_special, tk_buf *out);

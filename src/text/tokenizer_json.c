@@ -373,6 +373,8 @@ static lmc_status parse_vocab(jscan *s, tk_json_model *m) {
         if (end) break;
     }
 done:
+    /* The arena was sized for the rest of the document; keep what it holds. */
+    m->arena_size = tk_table_shrink(m->arena, m->arena_size, at);
     m->has_vocab = true;
     m->vocab_start = start;
     m->vocab_end = s->i;

@@ -47,13 +47,15 @@ void lmc_detokenizer_free(lmc_detokenizer *d) {
 
 static bool visible(const lmc_detokenizer *d, int32_t id) {
     const lmc_tokenizer *t = d->tok;
-    if (id < 0 || (size_t)id >= t->vocab_size || !t->tok_str[id]) return false;
-    return !(d->skip_special && t->tok_special[id]);
+    uint32_t len;
+    if (!tk_token_str(t, id, &len)) return false;
+    return !(d->skip_special && (t->tok_flags[id] & TK_TOK_SPECIAL));
 }
 
 static bool is_byte_token(const lmc_tokenizer *t, int32_t id) {
-    const char *s = t->tok_str[id];
-    return t->tok_len[id] == 6 && !memcmp(s, "<0x", 3) && s[5] == '>';
+    uint32_t len;
+    const char *s = tk_token_str(t, id, &len);
+    return s && len == 6 && !memcmp(s, "<0x", 3) && s[5] == '>';
 }
 
 /* Characters that occur in clean-up patterns, and the non-space character

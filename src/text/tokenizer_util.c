@@ -99,6 +99,20 @@ void tk_table_free(void *p, size_t size) {
     else munmap(p, size);
 }
 
+size_t tk_table_shrink(void *p, size_t size, size_t keep) {
+    size_t page = 4096;
+    keep = (keep + page - 1) / page * page;
+    if (size < HUGE_PAGE || keep >= size) return size;
+    /* A table stays at least HUGE_PAGE long (so that it is freed as a
+     * mapping); pages of that part past `keep` are only dropped. */
+    if (keep < HUGE_PAGE) {
+        madvise((char *)p + keep, HUGE_PAGE - keep, MADV_DONTNEED);
+        keep = HUGE_PAGE;
+    }
+    if (keep < size) munmap((char *)p + keep, size - keep);
+    return keep;
+}
+
 lmc_status tk_table_grow(void **p, size_t *size, size_t need) {
     if (need <= *size) return LMC_OK;
     size_t bigger = *size ? *size : 16384;
@@ -138,23 +152,34 @@ uint32_t tk_hash(const char *s, size_t n) {
     return (uint32_t)(h ^ (h >> 32));
 }
 
-/* The load stays at most 1/2: expected entries fit without growing. */
-lmc_status tk_strmap_init(tk_strmap *m, size_t expected) {
-    size_t cap = 16;
-    while (cap < expected * 2) cap *= 2;
+/* The load stays under 2/3: expected entries fit without growing. */
+lmc_status tk_strmap_init(tk_strmap *m, size_t expected, const char *const *keys, const uint32_t *lens) {
+    size_t cap = expected * 3 / 2 + 16;
     m->slots = tk_table_alloc(cap * sizeof *m->slots);
     if (!m->slots) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
     m->cap = cap;
     m->n = 0;
+    m->keys = keys;
+    m->lens = lens;
     return LMC_OK;
 }
 
+/* Re-inserts every slot into a map twice as large: keys are distinct, so
+ * only hashes are needed. */
 static lmc_status strmap_grow(tk_strmap *m) {
     tk_strmap bigger;
-    LMC_CHECK(tk_strmap_init(&bigger, m->cap));
-    for (size_t i = 0; i < m->cap; i++)
-        if (m->slots[i].key) tk_strmap_put_h(&bigger, m->slots[i].key, m->slots[i].len, m->slots[i].hash, m->slots[i].val);
+    LMC_CHECK(tk_strmap_init(&bigger, m->cap, m->keys, m->lens));
+    for (size_t i = 0; i < m->cap; i++) {
+        tk_strmap_slot e = m->slots[i];
+        if (!e.val1) continue;
+        size_t j = tk_strmap_home(&bigger, e.hash);
+        while (bigger.slots[j].val1) j = j + 1 == bigger.cap ? 0 : j + 1;
+        bigger.slots[j] = e;
+        bigger.n++;
+    }
     tk_table_free(m->slots, m->cap * sizeof *m->slots);
+    bigger.spilled = m->spilled;
+    bigger.n_spilled = m->n_spilled;
     *m = bigger;
     return LMC_OK;
 }
@@ -163,19 +188,21 @@ void tk_strmap_put(tk_strmap *m, const char *key, size_t len, int32_t val) {
     tk_strmap_put_h(m, key, len, tk_hash(key, len), val);
 }
 
+static bool slot_has(const tk_strmap *m, tk_strmap_slot e, const char *key, size_t len, uint32_t h) {
+    return e.hash == h && m->lens[e.val1 - 1] == len && tk_bytes_eq(m->keys[e.val1 - 1], key, len);
+}
+
 void tk_strmap_put_h(tk_strmap *m, const char *key, size_t len, uint32_t h, int32_t val) {
-    if (m->n * 2 >= m->cap && strmap_grow(m) != LMC_OK) return;
-    size_t mask = m->cap - 1;
-    for (size_t i = h & mask;; i = (i + 1) & mask) {
-        tk_strmap_entry *e = &m->slots[i];
-        if (!e->key) {
-            *e = (tk_strmap_entry){key, (uint32_t)len, h, val, {0}};
-            if (len <= TK_INLINE_KEY) memcpy(e->inline_key, key, len);
+    if ((m->n + 1) * 3 > m->cap * 2 && strmap_grow(m) != LMC_OK) return;
+    for (size_t i = tk_strmap_home(m, h);; i = i + 1 == m->cap ? 0 : i + 1) {
+        tk_strmap_slot *e = &m->slots[i];
+        if (!e->val1) {
+            *e = (tk_strmap_slot){h, (uint32_t)val + 1};
             m->n++;
             return;
         }
-        if (e->hash == h && e->len == len && memcmp(e->key, key, len) == 0) {
-            e->val = val;
+        if (slot_has(m, *e, key, len, h)) {
+            e->val1 = (uint32_t)val + 1;
             return;
         }
     }
@@ -187,15 +214,26 @@ int32_t tk_strmap_get(const tk_strmap *m, const char *key, size_t len) {
 
 int32_t tk_strmap_get_h(const tk_strmap *m, const char *key, size_t len, uint32_t h) {
     if (!m->cap) return -1;
-    size_t mask = m->cap - 1;
-    for (size_t i = h & mask;; i = (i + 1) & mask) {
-        const tk_strmap_entry *e = &m->slots[i];
-        if (!e->key) return -1;
-        if (e->hash == h && e->len == len && tk_bytes_eq(len <= TK_INLINE_KEY ? e->inline_key : e->key, key, len)) return e->val;
+    for (size_t i = tk_strmap_home(m, h);; i = i + 1 == m->cap ? 0 : i + 1) {
+        tk_strmap_slot e = m->slots[i];
+        if (!e.val1) break;
+        if (slot_has(m, e, key, len, h)) return (int32_t)(e.val1 - 1);
     }
+    for (size_t k = m->n_spilled; k-- > 0;)
+        if (m->spilled[k].len == len && !memcmp(m->spilled[k].key, key, len)) return m->spilled[k].val;
+    return -1;
+}
+
+lmc_status tk_strmap_spill(tk_strmap *m, const char *key, size_t len, int32_t val) {
+    void *v = realloc(m->spilled, (m->n_spilled + 1) * sizeof *m->spilled);
+    if (!v) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
+    m->spilled = v;
+    m->spilled[m->n_spilled++] = (struct tk_strmap_spilled){key, (uint32_t)len, val};
+    return LMC_OK;
 }
 
 void tk_strmap_free(tk_strmap *m) {
+    free(m->spilled);
     tk_table_free(m->slots, m->cap * sizeof *m->slots);
     memset(m, 0, sizeof *m);
 }
