@@ -27,7 +27,7 @@ static void usage(FILE *out) {
             "  --gen-prompt-tokens N      batch-generate prompt length (default 16)\n"
             "  --gen-tokens N             tokens generated per sequence (default 32)\n"
             "  --only classify|generate   run one of the two parts\n"
-            "  --prefill-chunk N          tokens per prefill forward pass (load option; default 128)\n");
+            "  --prefill-chunk N          tokens per prefill forward pass (load option; default 64)\n");
 }
 
 /* n prompts of len random ids in [1, vocab) (fixed seed). */

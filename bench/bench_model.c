@@ -4,7 +4,7 @@
  * the read bandwidth measured in the same run with the same threads.
  *
  *   prefill (ppP): P random in-vocabulary tokens from an empty cache, in
- *                  forward passes of the model's prefill chunk (128 by
+ *                  forward passes of the model's prefill chunk (64 by
  *                  default, -c), as generation does; tokens/s = P / time.
  *   decode (tgN):  after a one-token prompt, N single-token forward passes,
  *                  each fed the argmax of the previous logits; tokens/s =
@@ -351,7 +351,7 @@ static void usage(FILE *out) {
             "  -n N       decode test: N greedy single-token steps (0: skip)\n"
             "  -t N       worker threads (default: all CPUs, or LMC_NUM_THREADS)\n"
             "  -r N       timed repeats of each test after one warm-up (default 5)\n"
-            "  -c N       prefill tokens per forward pass (default: the model's prefill chunk, 128)\n"
+            "  -c N       prefill tokens per forward pass (default: the model's prefill chunk, 64)\n"
             "  --json     one JSON object per test and line\n"
             "  --ttft     time from process start to the first token of an N-token prompt\n");
 }

@@ -33,7 +33,7 @@ LMC_API bool lmc_backend_available(const char *name);
 typedef struct lmc_load_options {
     const char *backend;      /* NULL: lmc_default_backend() */
     int64_t context_length;   /* bound on every KV cache; 0: the model's max_position_embeddings */
-    int64_t prefill_chunk;    /* prompt tokens per forward pass during prefill (default 128: activations stay small; larger chunks measured no faster on the CPU) */
+    int64_t prefill_chunk;    /* prompt tokens per forward pass during prefill (default 64: activations stay small; larger chunks measured no faster on the CPU) */
     int threads;              /* CPU threads; 0: keep the current setting */
     size_t memory_limit;      /* bytes; 0: no limit */
     const char *adapter_dir;  /* LoRA adapter folder (PEFT layout) to apply, or NULL */

@@ -40,7 +40,7 @@ bool lmc_backend_available(const char *name) {
 /* --- loading ---------------------------------------------------------------- */
 
 lmc_load_options lmc_load_options_default(void) {
-    return (lmc_load_options){.backend = NULL, .context_length = 0, .prefill_chunk = 128, .threads = 0,
+    return (lmc_load_options){.backend = NULL, .context_length = 0, .prefill_chunk = 64, .threads = 0,
                               .memory_limit = 0, .adapter_dir = NULL, .bridge = NULL, .bridge_env = NULL,
                               .n_bridge_env = 0, .bridge_timeout = 0};
 }
