@@ -60,21 +60,43 @@ static void cache_put(tk_bpe_cache *c, uint32_t h, const char *w, size_t n, cons
     pthread_mutex_unlock(lk);
 }
 
-/* ---- merges: (left, right) -> (rank, merged id) ----
- * A list per left id, sorted by right id: 12 bytes a merge and 4 an id,
- * about half of what a hash table at a good load takes, and a lookup is a
- * short binary search in one list. */
+/* ---- merges: (left, right) -> (rank, merged id) ---- */
+
+/* The table is two halves, each an open-addressing table of its own
+ * (probing wraps around inside the half), and the hash's top bit picks a
+ * key's half: two threads fill the halves at once without locks
+ * (tk_bpe_parse), each going through the list in order, so a later
+ * duplicate wins, as in HF's map. Within its half, a key's home slot is the
+ * hash's next 32 bits scaled to the half's size, which is sized for a load
+ * of 2/3 (a table of any size, not only powers of two). */
+static uint64_t merge_key(int32_t l, int32_t r) { return ((uint64_t)(uint32_t)l << 32) | (uint32_t)r; }
+static uint64_t merge_hash(uint64_t key) { return key * 0x9E3779B97F4A7C15ull; }
+static size_t merge_half(uint64_t key) { return (size_t)(merge_hash(key) >> 63); }
+static size_t merge_slot(uint64_t key, size_t half) {
+    uint64_t h = merge_hash(key);
+    return (size_t)(h >> 63) * half + (size_t)(((uint64_t)(uint32_t)(h >> 31) * half) >> 32);
+}
+static size_t merge_next(size_t i, size_t half) { return i + 1 == half ? 0 : i + 1 == 2 * half ? half : i + 1; }
+
+static void merge_put(tk_bpe *b, int32_t l, int32_t r, uint32_t rank, int32_t new_id) {
+    uint64_t key = merge_key(l, r);
+    for (size_t i = merge_slot(key, b->merges_half);; i = merge_next(i, b->merges_half)) {
+        tk_merge_entry *e = &b->merges[i];
+        if (e->rank == 0 || e->key == key) {
+            *e = (tk_merge_entry){key, rank + 1, new_id};
+            return;
+        }
+    }
+}
 
 static const tk_merge_entry *merge_get(const tk_bpe *b, int32_t l, int32_t r) {
-    if (!b->merge_at || l < 0 || (size_t)l >= b->n_ids) return NULL;
-    size_t lo = b->merge_at[l], hi = b->merge_at[l + 1];
-    /* The last entry with right <= r: of duplicates the later merge wins, as in HF's map. */
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (b->merges[mid].right <= r) lo = mid + 1;
-        else hi = mid;
+    if (!b->merges_half) return NULL;
+    uint64_t key = merge_key(l, r);
+    for (size_t i = merge_slot(key, b->merges_half);; i = merge_next(i, b->merges_half)) {
+        const tk_merge_entry *e = &b->merges[i];
+        if (e->rank == 0) return NULL;
+        if (e->key == key) return e;
     }
-    return lo > b->merge_at[l] && b->merges[lo - 1].right == r ? &b->merges[lo - 1] : NULL;
 }
 
 static char *opt_string(const cJSON *model, const char *key) {
@@ -215,27 +237,34 @@ static int32_t merged_id(const tk_bpe *b, const tk_merge_text *m, int32_t guess,
     return tk_strmap_get(&b->vocab, joined->p, joined->len);
 }
 
-/* Merges are resolved in two parts (the list's halves), run on two threads
- * where the pool has them. */
+/* Merges are resolved and inserted in two parts (the list's halves, the
+ * table's halves), run on two threads where the pool has them; the table
+ * does not depend on the thread count. */
 enum { MERGE_PARTS = 2 };
 
 typedef struct merge_job {
     const tk_json_model *sc;
-    const tk_bpe *b;
+    tk_bpe *b;
     resolved *res;
+    /* Part t's merges [lo, hi) by table half: those of half 0 in
+     * order[lo, split[t]), those of half 1 in order(split[t], hi - 1]
+     * read downwards, both in list order. */
+    uint32_t *order;
+    size_t split[MERGE_PARTS];
     bool guess_ok;
     size_t first_bad[MERGE_PARTS]; /* per part: the first merge that does not resolve, or n */
 } merge_job;
 
 static size_t part_lo(size_t n, int64_t t) { return n * (size_t)t / MERGE_PARTS; }
 
-/* Part t of the list: the ids of each merge's sides and result. */
+/* Part t of the list: the ids of each merge's sides and result, and the
+ * table half each goes to. */
 static void resolve_part(void *ctx, int64_t t, int64_t end, int thread) {
     (void)end, (void)thread;
     merge_job *job = ctx;
     const tk_json_model *sc = job->sc;
     const tk_bpe *b = job->b;
-    size_t n = sc->n_merges, lo = part_lo(n, t), hi = part_lo(n, t + 1);
+    size_t n = sc->n_merges, lo = part_lo(n, t), hi = part_lo(n, t + 1), up = lo, down = hi;
     tk_buf joined = {0};
     int32_t guess = -1;
     job->first_bad[t] = n;
@@ -254,45 +283,44 @@ static void resolve_part(void *ctx, int64_t t, int64_t end, int thread) {
             break;
         }
         guess = o->merged;
+        if (merge_half(merge_key(o->l, o->r)) == 0) job->order[up++] = (uint32_t)i;
+        else job->order[--down] = (uint32_t)i;
     }
+    job->split[t] = up;
     tk_buf_free(&joined);
 }
 
-/* The lists: two stable counting sorts, by right id and then by left id,
- * leave each left id's merges sorted by right id, equal ones in file order. */
-static lmc_status build_lists(tk_bpe *b, const resolved *res, size_t n) {
-    size_t n_ids = b->n_ids;
-    uint32_t *at = calloc(n_ids + 1, sizeof *at), *by_right = malloc((n ? n : 1) * sizeof *by_right);
-    b->n_merges = n; /* before the tables, which are freed with their sizes */
-    b->merge_at = tk_table_alloc((n_ids + 1) * sizeof *b->merge_at);
-    b->merges = tk_table_alloc((n ? n : 1) * sizeof *b->merges);
-    lmc_status st = LMC_OK;
-    if (!at || !by_right || !b->merge_at || !b->merges) { st = lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory"); goto done; }
-    for (size_t i = 0; i < n; i++) at[res[i].r + 1]++;
-    for (size_t k = 0; k < n_ids; k++) at[k + 1] += at[k];
-    for (size_t i = 0; i < n; i++) by_right[at[res[i].r]++] = (uint32_t)i;
-    uint32_t *next = at; /* reused: the next free place in each left id's list */
-    memset(b->merge_at, 0, (n_ids + 1) * sizeof *b->merge_at);
-    for (size_t i = 0; i < n; i++) b->merge_at[res[i].l + 1]++;
-    for (size_t k = 0; k < n_ids; k++) b->merge_at[k + 1] += b->merge_at[k];
-    memcpy(next, b->merge_at, n_ids * sizeof *next);
-    for (size_t k = 0; k < n; k++) {
-        const resolved *o = &res[by_right[k]];
-        b->merges[next[o->l]++] = (tk_merge_entry){o->r, by_right[k], o->merged};
+/* Half h of the table: its merges, in list order. */
+static void insert_half(void *ctx, int64_t h, int64_t end, int thread) {
+    (void)end, (void)thread;
+    merge_job *job = ctx;
+    tk_bpe *b = job->b;
+    const resolved *res = job->res;
+    size_t n = job->sc->n_merges;
+    for (int t = 0; t < MERGE_PARTS; t++) {
+        size_t lo = h == 0 ? part_lo(n, t) : job->split[t], count = h == 0 ? job->split[t] - lo : part_lo(n, t + 1) - lo;
+        /* The k-th merge of this half in part t, with half 1's read downwards. */
+#define AT(k) job->order[h == 0 ? lo + (k) : lo + count - 1 - (k)]
+        for (size_t k = 0; k < count; k++) {
+            if (k + PREFETCH < count) {
+                const resolved *a = &res[AT(k + PREFETCH)];
+                __builtin_prefetch(&b->merges[merge_slot(merge_key(a->l, a->r), b->merges_half)]);
+            }
+            uint32_t i = AT(k);
+            merge_put(b, res[i].l, res[i].r, i, res[i].merged);
+        }
+#undef AT
     }
-done:
-    free(at);
-    free(by_right);
-    return st;
 }
 
 static lmc_status parse_merges(const tk_json_model *sc, tk_bpe *b) {
     size_t n = sc->n_merges;
     if (n > UINT32_MAX) return lmc_set_error(LMC_ERR_FORMAT, "tokenizer.json: %zu merges are too many", n);
     /* The guess for merged ids is only safe when every string has one id. */
-    merge_job job = {.sc = sc, .b = b, .res = tk_table_alloc((n ? n : 1) * sizeof(resolved)), .guess_ok = b->vocab.n == sc->n_vocab};
+    merge_job job = {.sc = sc, .b = b, .res = tk_table_alloc(n * sizeof(resolved)), .order = tk_table_alloc(n * sizeof(uint32_t)),
+                     .guess_ok = b->vocab.n == sc->n_vocab};
     lmc_status st = LMC_OK;
-    if (!job.res) { st = lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory"); goto done; }
+    if (!job.res || !job.order) { st = lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory"); goto done; }
     /* Small lists are not worth a second thread. */
     bool threads = n >= 65536 && lmc_num_threads() >= 2;
     if (threads) lmc_parallel_run(MERGE_PARTS, resolve_part, &job);
@@ -311,9 +339,18 @@ static lmc_status parse_merges(const tk_json_model *sc, tk_bpe *b) {
                                (int)m->ll, m->l, (int)m->rl, m->r);
         goto done;
     }
-    st = build_lists(b, job.res, n);
+    /* Each half sized for its own merges (duplicates counted too). */
+    size_t in_half0 = 0;
+    for (int t = 0; t < MERGE_PARTS; t++) in_half0 += job.split[t] - part_lo(n, t);
+    size_t most = in_half0 > n - in_half0 ? in_half0 : n - in_half0;
+    b->merges = tk_table_alloc((most * 3 / 2 + 8) * 2 * sizeof *b->merges);
+    if (!b->merges) { st = lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory"); goto done; }
+    b->merges_half = most * 3 / 2 + 8;
+    if (threads) lmc_parallel_run(2, insert_half, &job);
+    else for (int h = 0; h < 2; h++) insert_half(&job, h, h + 1, 0);
 done:
-    tk_table_free(job.res, (n ? n : 1) * sizeof(resolved));
+    tk_table_free(job.res, n * sizeof(resolved));
+    tk_table_free(job.order, n * sizeof(uint32_t));
     return st;
 }
 
@@ -365,8 +402,7 @@ void tk_bpe_free(tk_bpe *b) {
     tk_table_free(b->id_str, b->n_ids * sizeof *b->id_str);
     tk_table_free(b->id_len, b->n_ids * sizeof *b->id_len);
     tk_table_free(b->arena, b->arena_size);
-    tk_table_free(b->merges, (b->n_merges ? b->n_merges : 1) * sizeof *b->merges);
-    tk_table_free(b->merge_at, (b->n_ids + 1) * sizeof *b->merge_at);
+    tk_table_free(b->merges, b->merges_half * 2 * sizeof *b->merges);
     free(b->unk_token);
     free(b->prefix);
     free(b->suffix);

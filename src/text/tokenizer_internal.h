@@ -308,10 +308,9 @@ void tk_json_model_free(tk_json_model *m);
  * Real files number their tokens 0, 1, 2, ... (added ones right after). */
 static inline bool tk_id_in_range(int64_t id, size_t n_tokens) { return id < 4 * (int64_t)n_tokens + 1024; }
 
-/* One merge in its left id's list (tk_bpe.merges). */
 typedef struct tk_merge_entry {
-    int32_t right;
-    uint32_t rank; /* the merge's index in the file's list */
+    uint64_t key;  /* (left id << 32) | right id */
+    uint32_t rank; /* 1 + the merge's index in the list; 0 marks an empty slot */
     int32_t new_id;
 } tk_merge_entry;
 
@@ -324,11 +323,8 @@ typedef struct tk_bpe {
     size_t n_ids;        /* 1 + the largest model id */
     char *arena;         /* a table of arena_size bytes */
     size_t arena_size;
-    /* Merges by left id: those of id l are merges[merge_at[l] .. merge_at[l + 1]),
-     * sorted by right id (equal ones in file order); tables of n_merges and n_ids + 1 entries. */
     tk_merge_entry *merges;
-    uint32_t *merge_at;
-    size_t n_merges;
+    size_t merges_half;    /* the table is two halves of merges_half slots */
     char *unk_token;
     int32_t unk_id;
     bool fuse_unk, byte_fallback, ignore_merges;
