@@ -91,6 +91,12 @@ struct lmc_qmm_plan {
  * bandwidth on a Sapphire Rapids core; 4 KiB ahead gave ~75 %. */
 #define LMC_QMM_PREFETCH 4096
 
+/* Fills what every SIMD path sets alike — shapes, pointers, dtypes, gshift,
+ * gidx (lane l covers u32 word l), mr = 4, nr = 1, F = 0 — and zeroes the
+ * rest; the path then sets its own x layout, kernel and any other values. */
+void lmc_qmm_plan_init(lmc_qmm_plan *p, const lmc_array *out, const lmc_array *x, const lmc_array *wq,
+                       const lmc_array *scales, const lmc_array *biases, int group_size, int bits);
+
 /* Runs a plan (prepares x, threads over N, stores out), or queues it while
  * a batch is open on this thread. */
 lmc_status lmc_qmm_run(lmc_qmm_plan *p);

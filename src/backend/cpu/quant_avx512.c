@@ -431,27 +431,8 @@ lmc_status lmc_quantized_matmul_avx512(lmc_array *out, const lmc_array *x, const
                                        const lmc_array *scales, const lmc_array *biases, int group_size, int bits) {
     if (bits != 4 && bits != 8) return lmc_quantized_matmul_scalar(out, x, wq, scales, biases, group_size, bits);
     lmc_qmm_plan p;
-    memset(&p, 0, sizeof p);
-    p.M = x->shape[0];
-    p.K = x->shape[1];
-    p.N = out->shape[1];
-    p.G = p.K / group_size;
-    p.group_size = group_size;
-    p.bits = bits;
-    p.wq = lmc_array_ptr(wq);
-    p.row_bytes = (size_t)p.K * (size_t)bits / 8;
-    p.scales = lmc_array_ptr(scales);
-    p.biases = lmc_array_ptr(biases);
-    p.sdt = scales->dtype;
-    p.x = lmc_array_ptr(x);
-    p.xdt = x->dtype;
-    p.out = lmc_array_ptr(out);
-    p.odt = out->dtype;
-    p.mr = 4;
-    p.gshift = __builtin_ctz((unsigned)group_size);
-    for (int l = 0; l < 16; l++) p.gidx[l] = l * (32 / bits) / group_size; /* a lane covers one u32 word */
+    lmc_qmm_plan_init(&p, out, x, wq, scales, biases, group_size, bits);
     if (bits == 4) {
-        p.F = 0.0f;
         p.xp_bytes = x24_bytes(p.K);
         p.prep_x = prep_x24;
         p.prep_w = NULL; /* the kernel converts the scales itself */
@@ -470,7 +451,6 @@ lmc_status lmc_quantized_matmul_avx512(lmc_array *out, const lmc_array *x, const
         p.nr = 32; /* the kernel's set-up once per 32 rows; it takes them 4 (or 2) at a time */
     } else {
         p.F = 256.0f;
-        p.nr = 1;
         p.prep_w = prep_w;
         p.xp_bytes = (size_t)((p.K + 63) / 64) * 256;
         p.prep_x = prep_x8;

@@ -377,6 +377,31 @@ static lmc_status qmm_run_plans(lmc_qmm_plan *plans, int n) {
     return LMC_OK;
 }
 
+void lmc_qmm_plan_init(lmc_qmm_plan *p, const lmc_array *out, const lmc_array *x, const lmc_array *wq,
+                       const lmc_array *scales, const lmc_array *biases, int group_size, int bits) {
+    memset(p, 0, sizeof *p);
+    p->M = x->shape[0];
+    p->K = x->shape[1];
+    p->N = out->shape[1];
+    p->G = p->K / group_size;
+    p->group_size = group_size;
+    p->bits = bits;
+    p->wq = lmc_array_ptr(wq);
+    p->row_bytes = (size_t)p->K * (size_t)bits / 8;
+    p->scales = lmc_array_ptr(scales);
+    p->biases = lmc_array_ptr(biases);
+    p->sdt = scales->dtype;
+    p->x = lmc_array_ptr(x);
+    p->xdt = x->dtype;
+    p->out = lmc_array_ptr(out);
+    p->odt = out->dtype;
+    p->mr = 4;
+    p->nr = 1;
+    p->F = 0.0f;
+    p->gshift = __builtin_ctz((unsigned)group_size);
+    for (int l = 0; l < 16; l++) p->gidx[l] = l * (32 / bits) / group_size;
+}
+
 lmc_status lmc_qmm_run(lmc_qmm_plan *p) {
     if (t_batch.open && t_batch.n < QMM_BATCH_MAX) {
         t_batch.plans[t_batch.n++] = *p;
