@@ -44,7 +44,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend/cpu/quant.h"
+#include "backend/cpu/quant_avx512.h"
 #include "core/scratch.h"
 #include "core/threadpool.h"
 
@@ -120,17 +120,6 @@ static void prep_rows(void *vctx, int64_t m0, int64_t m1, int thread) {
 
 /* --- weights: q as bytes in A tiles, scales and biases as f32 ------------- */
 
-/* Up to 16 scales or biases from element i, as f32 (lanes outside m are zero). */
-static inline __m512 load_scales(const void *p, lmc_dtype dt, int64_t i, __mmask16 m) {
-    switch (dt) {
-    case LMC_F32: return _mm512_maskz_loadu_ps(m, (const float *)p + i);
-    case LMC_BF16:
-        return _mm512_castsi512_ps(
-            _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, (const uint16_t *)p + i)), 16));
-    default: return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const uint16_t *)p + i));
-    }
-}
-
 /* Rows n0 .. n0+NB_ROWS of the weights into wbuf ([tile][S][16][kk], zero past N) and ws, wb ([row][G]). */
 static void prep_w(const qamx *c, int64_t n0, uint8_t *wbuf, float *ws, float *wb) {
     const int kk = c->kk;
@@ -164,8 +153,8 @@ static void prep_w(const qamx *c, int64_t n0, uint8_t *wbuf, float *ws, float *w
         for (int64_t g = 0; g < c->G; g += 16) {
             int64_t left = c->G - g;
             __mmask16 m = left >= 16 ? 0xFFFF : (__mmask16)((1u << left) - 1);
-            _mm512_mask_storeu_ps(ws + i * c->G + g, m, load_scales(c->scales, c->sdt, n * c->G + g, m));
-            _mm512_mask_storeu_ps(wb + i * c->G + g, m, load_scales(c->biases, c->sdt, n * c->G + g, m));
+            _mm512_mask_storeu_ps(ws + i * c->G + g, m, lmc_quant_load16(c->scales, c->sdt, n * c->G + g, m));
+            _mm512_mask_storeu_ps(wb + i * c->G + g, m, lmc_quant_load16(c->biases, c->sdt, n * c->G + g, m));
         }
     }
 }

@@ -41,7 +41,7 @@
 #include <stdbool.h>
 #include <string.h>
 
-#include "backend/cpu/quant.h"
+#include "backend/cpu/quant_avx512.h"
 
 /* --- preparing x -------------------------------------------------------- */
 
@@ -71,17 +71,6 @@ static size_t x24_bytes(int64_t K) {
     return ((size_t)blocks * (384 + sizeof(float)) + 63) / 64 * 64;
 }
 
-/* 16 elements of x from k as f32. */
-static inline __m512 load16(const void *x, lmc_dtype dt, int64_t k) {
-    switch (dt) {
-    case LMC_F32: return _mm512_loadu_ps((const float *)x + k);
-    case LMC_BF16:
-        return _mm512_castsi512_ps(
-            _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)((const uint16_t *)x + k))), 16));
-    default: return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)x + k)));
-    }
-}
-
 /* Rounds x[k0 .. k0+n) (n a multiple of 16, at most 128: one block) to
  * 24-bit integers q[0..n) with one scale for the block, which it returns:
  * x ≈ scale * q, |q| <= X24_MAX. Shared with the AMX kernel (quant_amx.c) so
@@ -92,7 +81,7 @@ float lmc_quant_x24_block(const void *x, lmc_dtype dt, int64_t k0, int n, int32_
     __m512 v[8];
     __m512 amax = _mm512_setzero_ps();
     for (int j = 0; j < nv; j++) {
-        v[j] = load16(x, dt, k0 + 16 * j);
+        v[j] = lmc_quant_load16(x, dt, k0 + 16 * j, 0xFFFF);
         amax = _mm512_max_ps(amax, _mm512_abs_ps(v[j]));
     }
     float m = _mm512_reduce_max_ps(amax);
@@ -161,19 +150,7 @@ static void prep_w(const lmc_qmm_plan *p, int64_t n, float *sF, float *cF) {
         int64_t left = p->G - g;
         __mmask16 m = left >= 16 ? 0xFFFF : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
         int64_t i = n * p->G + g;
-        __m512 s, b;
-        if (p->sdt == LMC_F32) {
-            s = _mm512_maskz_loadu_ps(m, (const float *)p->scales + i);
-            b = _mm512_maskz_loadu_ps(m, (const float *)p->biases + i);
-        } else if (p->sdt == LMC_BF16) {
-            s = _mm512_castsi512_ps(_mm512_slli_epi32(
-                _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, (const uint16_t *)p->scales + i)), 16));
-            b = _mm512_castsi512_ps(_mm512_slli_epi32(
-                _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, (const uint16_t *)p->biases + i)), 16));
-        } else {
-            s = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const uint16_t *)p->scales + i));
-            b = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const uint16_t *)p->biases + i));
-        }
+        __m512 s = lmc_quant_load16(p->scales, p->sdt, i, m), b = lmc_quant_load16(p->biases, p->sdt, i, m);
         if (p->F == 0.0f) { /* y = q */
             _mm512_store_ps(sF + g, s);
             _mm512_store_ps(cF + g, b);
@@ -211,17 +188,6 @@ static inline __attribute__((always_inline)) void finish(const lmc_qmm_plan *p, 
  * scales and biases of its row itself and converts them in registers where
  * they are used, instead of a separate pass through a buffer (prep_w): the
  * same f32 values (bf16 and f16 convert exactly), in the same arithmetic. */
-
-/* f32 of the masked-in stored values at src[i..i+16) of dtype dt, zero elsewhere. */
-static inline __m512 load_sb(const void *src, lmc_dtype dt, int64_t i, __mmask16 m) {
-    switch (dt) {
-    case LMC_F32: return _mm512_maskz_loadu_ps(m, (const float *)src + i);
-    case LMC_BF16:
-        return _mm512_castsi512_ps(
-            _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, (const uint16_t *)src + i)), 16));
-    default: return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const uint16_t *)src + i));
-    }
-}
 
 /* The scales of 4-bit block b of a row whose scales start at s_row, lane l
  * holding its group's (u32 word l covers elements 8l..8l+7), GPB = 128 /
@@ -347,7 +313,7 @@ static inline __attribute__((always_inline)) void kernel4_rows(const lmc_qmm_pla
         __mmask16 m = left >= 16 ? 0xFFFF : (__mmask16)((1u << left) - 1);
 #pragma GCC unroll 4
         for (int j = 0; j < NR; j++) {
-            __m512 c = load_sb(p->biases, SDT, (n + j) * p->G + g, m);
+            __m512 c = lmc_quant_load16(p->biases, SDT, (n + j) * p->G + g, m);
 #pragma GCC unroll 4
             for (int r = 0; r < MR; r++)
                 acc[j * MR + r] = _mm512_fmadd_ps(c, _mm512_loadu_ps(sx + r * p->G_pad + g), acc[j * MR + r]);
