@@ -345,7 +345,7 @@ static int run_ttft(const bm_opts *o, const char *name) {
 
 static void usage(FILE *out) {
     fprintf(out,
-            "usage: lmc bench -m DIR [-p 512] [-n 128] [-t THREADS] [-r REPEATS] [--json]\n"
+            "usage: lmc bench -m DIR [-p 512] [-n 128] [-c CHUNK] [-t THREADS] [-r REPEATS] [--json]\n"
             "       lmc bench -m DIR --ttft [-p 16] [-t THREADS] [--json]\n\n"
             "  -p N       prefill test: N random tokens in forward passes of -c tokens (0: skip)\n"
             "  -n N       decode test: N greedy single-token steps (0: skip)\n"

@@ -18,7 +18,7 @@ static void usage(FILE *out) {
     fprintf(out,
             "usage: lmc bench ops [--threads N] [--only matmul|qmatmul|fused] [--json]\n"
             "       lmc bench tokenizer -m DIR [-m DIR...] TEXT_FILE [--json]\n"
-            "       lmc bench -m DIR [-p 512] [-n 128] [-t THREADS] [-r REPEATS] [--json]\n"
+            "       lmc bench -m DIR [-p 512] [-n 128] [-c CHUNK] [-t THREADS] [-r REPEATS] [--json]\n"
             "       lmc bench -m DIR --ttft [-p 16] [-t THREADS] [--json]\n"
             "       lmc bench batch -m DIR [--threads N] [...]   (lmc bench batch --help)\n"
             "       lmc bench train -m DIR [-m DIR] [--seq-len 512] [...]   (lmc bench train --help)\n\n"
