@@ -354,8 +354,13 @@ lmc_status lmc_quantized_matmul_amx(lmc_array *out, const lmc_array *x, const lm
     c.sxT = (float *)(mem + xb_bytes + xs_bytes);
     lmc_parallel_for(c.M, 16, prep_rows, &c);
     /* Each task writes its own weight rows' outputs, so they go to whichever
-     * thread is free (a late thread doesn't hold the other up). */
-    lmc_parallel_tasks((c.N + NB_ROWS - 1) / NB_ROWS, 1, run_task, &c);
+     * thread is free (a late thread doesn't hold the other up). A claim takes
+     * a run of consecutive tasks, about a third of a thread's share: within
+     * it each task prefetches the next one's weights (run_task), which with
+     * few rows of x (16-token prompts, batched decode) would otherwise be a
+     * DRAM stall at the start of every task. */
+    int64_t tasks = (c.N + NB_ROWS - 1) / NB_ROWS, per_claim = tasks / (3 * (int64_t)lmc_num_threads());
+    lmc_parallel_tasks(tasks, per_claim > 1 ? per_claim : 1, run_task, &c);
     free(mem);
     if (atomic_load(&c.out_of_memory))
         return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "quantized_matmul: out of memory for %zu bytes of work space",
