@@ -7,14 +7,20 @@
  * weight bytes read per second against the read bandwidth; batched decode
  * (M = 16 sequences) still reads the weights once per step; prefill
  * (M = 512) is compute-bound and reported in GFLOP/s. Matmuls use the
- * nn.Linear layout: x [M, K] @ Wᵀ with W [N, K] row-major. */
+ * nn.Linear layout: x [M, K] @ Wᵀ with W [N, K] row-major.
+ *
+ * `--only cores` runs register-only AMX and AVX-512 loops on one thread and
+ * then on every thread at once, five times: the ratio is the most any
+ * kernel on that unit can gain from the threads (see probe_amx.c). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "backend/cpu/probe.h"
 #include "backend/kernels.h"
 #include "bench_ops.h"
+#include "core/cpu.h"
 #include "core/threadpool.h"
 #include "lmc/ops.h"
 
@@ -396,16 +402,65 @@ static int bench_fused(bench *b) {
     return rc;
 }
 
+typedef struct probe_job {
+    lmc_probe_kind kind;
+    int64_t iters;
+    float sink;
+} probe_job;
+
+static void probe_thread(void *ctx, int64_t b, int64_t e, int thread) {
+    (void)b, (void)e, (void)thread;
+    probe_job *j = ctx;
+    float r = lmc_cpu_probe(j->kind, j->iters);
+    if (r == 12345.0f) j->sink = r; /* keeps the result alive; never true in practice */
+}
+
+/* Instructions per second of one thread alone and of all threads at once. */
+static int bench_cores(const bench *b) {
+    static const struct {
+        lmc_probe_kind kind;
+        const char *name;
+        int64_t iters;
+        lmc_cpu_path needs;
+    } kinds[] = {
+        {LMC_PROBE_AMX_BF16, "amx tdpbf16ps", 2000000, LMC_PATH_AMX},
+        {LMC_PROBE_AMX_INT8, "amx tdpbusd", 2000000, LMC_PATH_AMX},
+        {LMC_PROBE_AVX512_FMA, "avx512 fma", 100000000, LMC_PATH_AVX512},
+    };
+    for (size_t k = 0; k < sizeof kinds / sizeof *kinds; k++) {
+        if (lmc_cpu_path_max() < kinds[k].needs) continue;
+        probe_job j = {.kind = kinds[k].kind, .iters = kinds[k].iters};
+        probe_thread(&j, 0, 1, 0); /* warm-up: AMX state, clocks */
+        for (int round = 0; round < 5; round++) {
+            double t0 = now();
+            probe_thread(&j, 0, 1, 0);
+            double one = now() - t0;
+            t0 = now();
+            lmc_parallel_run(b->threads, probe_thread, &j);
+            double all = now() - t0;
+            double r1 = (double)j.iters / one, rn = (double)j.iters * b->threads / all;
+            if (b->json)
+                printf("{\"bench\":\"cores\",\"unit\":\"%s\",\"round\":%d,\"threads\":%d,\"per_s_1\":%.4g,"
+                       "\"per_s_all\":%.4g,\"scaling\":%.3f}\n",
+                       kinds[k].name, round + 1, b->threads, r1, rn, rn / r1);
+            else
+                printf("cores    %-14s round %d   1 thread %7.3f G/s   %d threads %7.3f G/s   %.2fx\n", kinds[k].name,
+                       round + 1, r1 * 1e-9, b->threads, rn * 1e-9, rn / r1);
+        }
+    }
+    return 0;
+}
+
 int lmc_bench_ops(int argc, char **argv) {
     bench b = {0};
     int threads = 0;
-    const char *only = NULL; /* matmul, qmatmul or fused: just that group */
+    const char *only = NULL; /* matmul, qmatmul, fused or cores: just that group */
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--json")) b.json = true;
         else if (!strcmp(argv[i], "--only") && i + 1 < argc) {
             only = argv[++i];
-            if (strcmp(only, "matmul") && strcmp(only, "qmatmul") && strcmp(only, "fused")) {
-                fprintf(stderr, "lmc bench: --only needs matmul, qmatmul or fused, got '%s'\n", only);
+            if (strcmp(only, "matmul") && strcmp(only, "qmatmul") && strcmp(only, "fused") && strcmp(only, "cores")) {
+                fprintf(stderr, "lmc bench: --only needs matmul, qmatmul, fused or cores, got '%s'\n", only);
                 return 2;
             }
         }
@@ -435,6 +490,7 @@ int lmc_bench_ops(int argc, char **argv) {
                b.threads, info.path, lmc_version());
     else
         printf("machine: %s, %d threads, kernel path %s (lmc %s)\n", model, b.threads, info.path, lmc_version());
+    if (only && !strcmp(only, "cores")) return bench_cores(&b);
     if (bench_bandwidth(&b)) return 1;
 
     /* Llama-3.2-1B: the MLP up/gate projection (K 2048 -> N 8192) and down projection (8192 -> 2048). */

@@ -5,6 +5,7 @@
 #include <math.h>
 #include <sys/wait.h>
 
+#include "core/cpu.h"
 #include "lmc/lmc.h"
 #include "lmc/lora.h"
 #include "model_fixture.h"
@@ -155,6 +156,31 @@ static void test_usage_errors(void) {
     snprintf(cmd, sizeof cmd, "%s/lmc --help", LMC_BUILD_DIR);
     CHECK(run(cmd, &out) == 0 && strstr(out, "generate") && strstr(out, "tokenize"));
     free(out);
+}
+
+/* `lmc bench ops --only cores`: five rounds per unit the CPU has, each with
+ * positive rates of one thread and of all threads. */
+static void test_bench_cores(void) {
+    char cmd[8192], *out;
+    snprintf(cmd, sizeof cmd, "%s/lmc bench ops --only cores --threads 2 --json", LMC_BUILD_DIR);
+    CHECK(run(cmd, &out) == 0);
+    int rounds = 0, expected = lmc_cpu_path_max() >= LMC_PATH_AMX ? 15 : lmc_cpu_path_max() >= LMC_PATH_AVX512 ? 5 : 0;
+    for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n")) {
+        cJSON *j = cJSON_Parse(line);
+        CHECKF(j != NULL, "not JSON: %s", line);
+        const cJSON *bench = cJSON_GetObjectItemCaseSensitive(j, "bench");
+        if (cJSON_IsString(bench) && !strcmp(bench->valuestring, "cores")) {
+            rounds++;
+            const cJSON *r1 = cJSON_GetObjectItemCaseSensitive(j, "per_s_1"), *sc = cJSON_GetObjectItemCaseSensitive(j, "scaling");
+            CHECK(cJSON_IsNumber(r1) && r1->valuedouble > 0 && cJSON_IsNumber(sc) && sc->valuedouble > 0);
+            CHECK(cJSON_GetObjectItemCaseSensitive(j, "threads")->valueint == 2);
+        }
+        cJSON_Delete(j);
+    }
+    CHECKF(rounds == expected, "%d rounds, expected %d", rounds, expected);
+    free(out);
+    snprintf(cmd, sizeof cmd, "%s/lmc bench ops --only nosuchgroup 2>/dev/null", LMC_BUILD_DIR);
+    CHECK(run(cmd, NULL) == 2);
 }
 
 static char *tmp_dir(void) {
@@ -320,6 +346,7 @@ int main(void) {
     RUN(test_logits_file);
     RUN(test_info_and_discover);
     RUN(test_usage_errors);
+    RUN(test_bench_cores);
     RUN(test_adapter_and_fuse);
     model_fixture_cleanup(g_dir);
     return TEST_REPORT();
