@@ -265,11 +265,14 @@ static void qmm_run_rows(const lmc_qmm_plan *p, int64_t n0, int64_t n1, float *s
             int mr = p->M - m0 < p->mr ? (int)(p->M - m0) : p->mr;
             for (int64_t n = nb; n < ne; n += p->nr) {
                 int nn = ne - n < p->nr ? (int)(ne - n) : p->nr;
+                /* one x row: res[j] is block[0][n + j - nb], so the kernel writes there */
+                float *dst = mr == 1 ? &block[0][n - nb] : res;
                 p->kernel(p, n, nn, p->wq + (size_t)n * p->row_bytes, sF ? sF + (n - nb) * p->G_pad : NULL,
                           cF ? cF + (n - nb) * p->G_pad : NULL, p->xp + (size_t)m0 * p->xp_bytes, p->sx + m0 * p->G_pad,
-                          mr, res);
-                for (int j = 0; j < nn; j++)
-                    for (int r = 0; r < mr; r++) block[r][n + j - nb] = res[j * mr + r];
+                          mr, dst);
+                if (mr > 1)
+                    for (int j = 0; j < nn; j++)
+                        for (int r = 0; r < mr; r++) block[r][n + j - nb] = res[j * mr + r];
             }
             qmm_store(p, m0, mr, nb, ne, block);
         }
