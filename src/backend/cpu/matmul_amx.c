@@ -67,6 +67,9 @@ static void config_tiles(void) {
         cfg.rows[t] = 16;
         cfg.colsb[t] = 64;
     }
+    /* GCC's ldtilecfg builtin declares too small a memory operand: without
+     * this barrier the stores to rows and colsb can be dropped as dead */
+    __asm__ volatile("" : : "m"(cfg) : "memory");
     _tile_loadconfig(&cfg);
 }
 

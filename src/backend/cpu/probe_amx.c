@@ -25,6 +25,9 @@ static float tiles(int64_t iters, bool int8) {
         cfg.rows[t] = 16;
         cfg.colsb[t] = 64;
     }
+    /* GCC's ldtilecfg builtin declares too small a memory operand: without
+     * this barrier the stores to rows and colsb can be dropped as dead */
+    __asm__ volatile("" : : "m"(cfg) : "memory");
     _tile_loadconfig(&cfg);
     static const uint8_t src[1024] __attribute__((aligned(64))) = {1};
     float out[256] __attribute__((aligned(64)));
