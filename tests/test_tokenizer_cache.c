@@ -174,7 +174,7 @@ static void check_same_lookups(const lmc_tokenizer *a, const lmc_tokenizer *b, c
     CHECKF(!bad, "%s: %d token lookups differ", name, bad);
     const int32_t *ea, *eb;
     size_t na = lmc_tokenizer_eos(a, &ea), nb = lmc_tokenizer_eos(b, &eb);
-    CHECKF(na == nb && !memcmp(ea, eb, na * sizeof *ea), "%s: EOS ids differ", name);
+    CHECKF(na == nb && same_bytes(ea, eb, na * sizeof *ea), "%s: EOS ids differ", name);
     CHECKF(lmc_tokenizer_bos(a) == lmc_tokenizer_bos(b) && lmc_tokenizer_pad(a) == lmc_tokenizer_pad(b), "%s: BOS or pad differs", name);
     const char *sa[] = {lmc_tokenizer_chat_template(a), lmc_tokenizer_bos_token(a), lmc_tokenizer_eos_token(a), lmc_tokenizer_pad_token(a)};
     const char *sb[] = {lmc_tokenizer_chat_template(b), lmc_tokenizer_bos_token(b), lmc_tokenizer_eos_token(b), lmc_tokenizer_pad_token(b)};
