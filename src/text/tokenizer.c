@@ -582,21 +582,13 @@ static lmc_status parse_tokenizer_json(lmc_tokenizer *t, const char *doc, size_t
     return st;
 }
 
-/* The same from the cache: its rest text and tables. */
-static lmc_status parse_tokenizer_cached(lmc_tokenizer *t, const char *rest, size_t rest_len, tk_bpe_tables *tables) {
-    cJSON *root;
-    LMC_CHECK(tk_json_rest_parse(rest, rest_len, &root));
-    lmc_status st = parse_tokenizer(t, root, NULL, tables);
-    cJSON_Delete(root);
-    return st;
-}
-
-/* A tokenizer.json's source: the document, or the cache's rest text and tables. */
+/* A tokenizer.json's source: the document, or the cache's rest and tables. */
 typedef struct json_source {
     const char *doc;
     size_t len;
     tk_buf *rest_text; /* with doc: gets the rest's text, when not NULL */
-    tk_bpe_tables *cached; /* without doc */
+    const cJSON *rest; /* without doc: the cache's */
+    tk_bpe_tables *cached;
 } json_source;
 
 /* lmc_tokenizer_load_json's work, from either source. */
@@ -605,8 +597,7 @@ static lmc_status load_json(const json_source *src, const char *config_json, lmc
     lmc_tokenizer *t = tokenizer_new();
     if (!t) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
     cJSON *cfg = NULL;
-    lmc_status st = src->doc ? parse_tokenizer_json(t, src->doc, src->len, src->rest_text)
-                             : parse_tokenizer_cached(t, src->rest_text->p, src->rest_text->len, src->cached);
+    lmc_status st = src->doc ? parse_tokenizer_json(t, src->doc, src->len, src->rest_text) : parse_tokenizer(t, src->rest, NULL, src->cached);
     if (st == LMC_OK && config_json) {
         st = parse_json(config_json, strlen(config_json), "tokenizer_config.json", &cfg);
         if (st == LMC_OK) st = parse_config(t, cfg);
@@ -627,7 +618,7 @@ static lmc_status load_json(const json_source *src, const char *config_json, lmc
 
 lmc_status lmc_tokenizer_load_json(const char *tokenizer_json, size_t len, const char *config_json, lmc_tokenizer **out) {
     if (!tokenizer_json || !out) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "lmc_tokenizer_load_json: NULL argument");
-    return load_json(&(json_source){tokenizer_json, len, NULL, NULL}, config_json, out);
+    return load_json(&(json_source){tokenizer_json, len, NULL, NULL, NULL}, config_json, out);
 }
 
 lmc_status lmc_tokenizer_load_file(const char *path, lmc_tokenizer **out) {
@@ -656,13 +647,11 @@ static lmc_status load_main(int fd, const char *path, const char *cfg, const tk_
                             bool *warm, lmc_tokenizer **out) {
     *warm = false;
     tk_bpe_tables tables;
-    char *rest;
-    size_t rest_len;
-    if (key && tk_cache_read(key, &tables, &rest, &rest_len)) {
-        tk_buf text = {rest, rest_len, rest_len + 1};
-        lmc_status st = load_json(&(json_source){NULL, 0, &text, &tables}, cfg, out);
+    cJSON *rest;
+    if (key && tk_cache_read(key, &tables, &rest)) {
+        lmc_status st = load_json(&(json_source){NULL, 0, NULL, rest, &tables}, cfg, out);
         tk_bpe_tables_free(&tables); /* what the model did not take */
-        tk_buf_free(&text);
+        cJSON_Delete(rest);
         if (st == LMC_OK) {
             __atomic_fetch_add(&tk_cache_loads, 1, __ATOMIC_RELAXED);
             *warm = true;
@@ -672,7 +661,7 @@ static lmc_status load_main(int fd, const char *path, const char *cfg, const tk_
     }
     mapped_file data;
     LMC_CHECK(map_fd(fd, path, &data));
-    lmc_status st = load_json(&(json_source){data.data, data.len, key && key->settled ? rest_text : NULL, NULL}, cfg, out);
+    lmc_status st = load_json(&(json_source){data.data, data.len, key && key->settled ? rest_text : NULL, NULL, NULL}, cfg, out);
     unmap_file(&data);
     return st;
 }

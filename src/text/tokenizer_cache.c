@@ -21,6 +21,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +29,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "lmc/base.h"
 #include "text/tokenizer_internal.h"
 
 int tk_cache_settle_s = 2;
@@ -306,18 +308,47 @@ static bool tables_ok(const tk_cache_header *h, cache_reader *r, const cache_cha
     return true;
 }
 
-bool tk_cache_read(const tk_cache_key *k, tk_bpe_tables *t, char **rest, size_t *rest_len) {
+/* The rest text is parsed by cJSON (a few milliseconds for gemma3's 0.9 MB)
+ * on a second thread while this one reads and checks the tables, as the
+ * JSON path's helper thread does. */
+typedef struct rest_parse {
+    pthread_t thread;
+    bool started;
+    const char *text;
+    size_t len;
+    cJSON *root;
+} rest_parse;
+
+static void *rest_main(void *arg) {
+    rest_parse *p = arg;
+    if (tk_json_rest_parse(p->text, p->len, &p->root) != LMC_OK) p->root = NULL;
+    return NULL;
+}
+
+static void rest_start(rest_parse *p, const char *text, size_t len) {
+    *p = (rest_parse){.text = text, .len = len};
+    p->started = len >= (64 << 10) && lmc_num_threads() >= 2 && pthread_create(&p->thread, NULL, rest_main, p) == 0;
+}
+
+static cJSON *rest_finish(rest_parse *p) {
+    if (p->started) pthread_join(p->thread, NULL);
+    else if (p->text) rest_main(p);
+    return p->root;
+}
+
+bool tk_cache_read(const tk_cache_key *k, tk_bpe_tables *t, cJSON **rest) {
     memset(t, 0, sizeof *t);
     *rest = NULL;
-    *rest_len = 0;
     int fd = open(k->path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return false;
     struct stat st;
     tk_cache_header h;
     uint64_t sz[N_SECTIONS];
     cache_reader r = {.t = t};
+    char *text = NULL;
     cache_char *chars = NULL;
     uint32_t *joins = NULL;
+    rest_parse parse = {0};
     bool ok = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && read_part(fd, &h, sizeof h, 1, NULL, NULL, NULL) &&
               header_ok(&h, k) && section_sizes(&h, (uint64_t)st.st_size, sz);
     if (ok) {
@@ -328,7 +359,7 @@ bool tk_cache_read(const tk_cache_key *k, tk_bpe_tables *t, char **rest, size_t 
         tk_sum_update(&sum, &zeroed, sizeof zeroed);
         tk_vocab_tables *v = &t->vocab;
         /* Allocated as the JSON path allocates them, so that tk_bpe_free frees them alike. */
-        *rest = malloc(h.rest_len + 1);
+        text = malloc(h.rest_len + 1);
         t->arena_size = h.arena_len;
         t->arena = tk_table_alloc(t->arena_size);
         v->n_ids = h.n_ids;
@@ -347,11 +378,11 @@ bool tk_cache_read(const tk_cache_key *k, tk_bpe_tables *t, char **rest, size_t 
         chars = malloc(sz[7] ? sz[7] : 1);
         joins = malloc(sz[8] ? sz[8] : 1);
         r.has_str = calloc(h.n_ids / 64 + 1, sizeof *r.has_str);
-        ok = *rest && t->arena && v->id_str && v->id_len && v->map.slots && (!h.n_spilled || v->map.spilled) &&
+        ok = text && t->arena && v->id_str && v->id_len && v->map.slots && (!h.n_spilled || v->map.spilled) &&
              (!h.merges_half || t->merges) && (!(h.flags & TK_CACHE_CHAR_IDS) || v->char_ids) &&
              (!(h.flags & TK_CACHE_SPACE_JOIN) || v->space_join) && chars && joins && r.has_str;
         struct { void *dst; size_t unit; check_fn check; } part[N_SECTIONS] = {
-            {*rest, 1, NULL},
+            {text, 1, NULL},
             {t->arena, 1, NULL},
             {v->id_len, 4, NULL},
             {v->id_str, 8, check_ids},
@@ -361,21 +392,25 @@ bool tk_cache_read(const tk_cache_key *k, tk_bpe_tables *t, char **rest, size_t 
             {chars, sizeof(cache_char), NULL},
             {joins, 4, NULL},
         };
-        for (int i = 0; i < N_SECTIONS && ok; i++) ok = read_part(fd, part[i].dst, sz[i], part[i].unit, &sum, part[i].check, &r);
+        for (int i = 0; i < N_SECTIONS && ok; i++) {
+            ok = read_part(fd, part[i].dst, sz[i], part[i].unit, &sum, part[i].check, &r);
+            /* cJSON reads any bytes safely: the checksum is checked meanwhile. */
+            if (ok && i == 0) rest_start(&parse, text, h.rest_len);
+        }
         ok = ok && tk_sum_final(&sum) == h.checksum && tables_ok(&h, &r, chars, joins);
     }
     close(fd);
+    *rest = rest_finish(&parse);
+    free(text);
     free(chars);
     free(joins);
     free(r.has_str);
-    if (!ok) {
+    if (!ok || !*rest) {
         tk_bpe_tables_free(t);
-        free(*rest);
+        cJSON_Delete(*rest);
         *rest = NULL;
         return false;
     }
-    (*rest)[h.rest_len] = 0;
-    *rest_len = h.rest_len;
     return true;
 }
 

@@ -430,8 +430,9 @@ typedef struct tk_cache_key {
 /* The cache's place for tokenizer.json at json_path, open as fd; false when
  * caching is off (LMC_CACHE_DIR=off, or no folder to use). */
 bool tk_cache_key_init(const char *json_path, int fd, tk_cache_key *k);
-/* The cached tables and rest text for k's file, or false (nothing to free). */
-bool tk_cache_read(const tk_cache_key *k, tk_bpe_tables *tables, char **rest, size_t *rest_len);
+/* The cached tables and the rest of the document (parsed) for k's file,
+ * or false (nothing to free). */
+bool tk_cache_read(const tk_cache_key *k, tk_bpe_tables *tables, cJSON **rest);
 /* Writes the cache file for k from a loaded model and its rest text. */
 void tk_cache_write(const tk_cache_key *k, const tk_bpe *b, const char *rest, size_t rest_len);
 
