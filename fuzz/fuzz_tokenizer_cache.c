@@ -85,7 +85,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         return 0;
     }
     REQUIRE(tk_cache_loads == loads + 1);
-    static const char *texts[] = {"Hello world", "ab \xE2\x96\x81" "a caf\xC3\xA9 <s>", "\xF0\x9F\x98\x80 x\ny"};
+    static const char *texts[] = {"Hello world", "ab \u2581a caf\u00E9 <s>", "\xF0\x9F\x98\x80 x\ny"};
     for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
         int32_t *ids;
         size_t n;

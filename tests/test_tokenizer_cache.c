@@ -300,7 +300,7 @@ static const char PREFIX_JSON[] =
     "           \"vocab\": {\"a\": 0, \"##b\": 1, \"b\": 2, \"##a\": 3}},\n"
     " \"pre_tokenizer\": {\"type\": \"Whitespace\"}}";
 
-static const char *SMALL_TEXTS[] = {"ab ab", "abc x", "caf\xC3\xA9", "b a", "<s>ab<end>", "zz q", "", "a\xE2\x96\x81" "b ", "ab b\xE2\x96\x81"};
+static const char *SMALL_TEXTS[] = {"ab ab", "abc x", "caf\xC3\xA9", "b a", "<s>ab<end>", "zz q", "", "a\u2581b ", "ab b\xE2\x96\x81"};
 static const char *PREFIX_TEXTS[] = {"ab ba", "a b", "abz", "", "aab bba"};
 
 /* A folder with a tokenizer.json (and tokenizer_config.json when given). */
@@ -511,6 +511,15 @@ static void test_damaged_caches(void) {
     }
     reseal(c, g_orig_len);
     check_rejected(c, g_orig_len, "a merge table half without a free slot");
+    /* A file others may write is not trusted (the folder may be shared); the rewrite is 0600. */
+    spit(g_file, g_orig, g_orig_len);
+    CHECK(chmod(g_file, 0664) == 0);
+    lmc_tokenizer_free(load(dir, &warm, &wrote));
+    CHECK(!warm && wrote);
+    struct stat st;
+    CHECK(stat(g_file, &st) == 0 && (st.st_mode & 0777) == 0600);
+    lmc_tokenizer_free(load(dir, &warm, &wrote));
+    CHECK(warm && !wrote);
     /* Not a cache at all. */
     memset(c, 'x', g_orig_len);
     check_rejected(c, g_orig_len, "all 'x'");

@@ -262,8 +262,8 @@ static lmc_status postproc_parse(const cJSON *j, tk_postproc *out) {
         if (!out->items) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
         const cJSON *it;
         cJSON_ArrayForEach(it, items) {
-            LMC_CHECK(postproc_parse(it, &out->items[out->n_items]));
-            out->n_items++;
+            /* Counted first: a failed item's parts are freed with the rest. */
+            LMC_CHECK(postproc_parse(it, &out->items[out->n_items++]));
         }
         return LMC_OK;
     } else {

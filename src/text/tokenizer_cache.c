@@ -10,7 +10,8 @@
  * tokenizer-HASH.lmctok, HASH being the tk_sum64 of tokenizer.json's real
  * path: one file per tokenizer.json, which a changed file overwrites. The
  * header holds the file's identity (device, inode, size, modification and
- * change times), which must match a fresh fstat.
+ * change times), which must match a fresh fstat. Only files of the
+ * current user that nobody else may write are read.
  *
  * A cache file is trusted only after every check: header, identity, sizes
  * against the file's size, the checksum of the whole file, and the
@@ -138,11 +139,11 @@ bool tk_cache_key_init(const char *json_path, int fd, tk_cache_key *k) {
     k->mtime_nsec = (uint64_t)st.st_mtim.tv_nsec;
     k->ctime_sec = (uint64_t)st.st_ctim.tv_sec;
     k->ctime_nsec = (uint64_t)st.st_ctim.tv_nsec;
-    /* A file written within the clock's granularity before it was read could
-     * change again with the same size and times; such a file waits. */
-    time_t now = time(NULL);
-    k->settled = st.st_mtim.tv_sec + tk_cache_settle_s < now && st.st_ctim.tv_sec + tk_cache_settle_s < now;
-    if (tk_cache_settle_s <= 0) k->settled = true;
+    /* A file changed within the clock's granularity before it was read could
+     * change again with the same size and times (every change sets the
+     * change time to the kernel's clock, which users cannot set); such a
+     * file waits until its change time is behind. */
+    k->settled = tk_cache_settle_s <= 0 || st.st_ctim.tv_sec + tk_cache_settle_s < time(NULL);
     return true;
 }
 
@@ -349,7 +350,9 @@ bool tk_cache_read(const tk_cache_key *k, tk_bpe_tables *t, cJSON **rest) {
     cache_char *chars = NULL;
     uint32_t *joins = NULL;
     rest_parse parse = {0};
-    bool ok = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && read_part(fd, &h, sizeof h, 1, NULL, NULL, NULL) &&
+    /* Only a file of this user's that others cannot write (the cache folder may be shared). */
+    bool ok = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == geteuid() && !(st.st_mode & (S_IWGRP | S_IWOTH)) &&
+              read_part(fd, &h, sizeof h, 1, NULL, NULL, NULL) &&
               header_ok(&h, k) && section_sizes(&h, (uint64_t)st.st_size, sz);
     if (ok) {
         tk_sum sum;

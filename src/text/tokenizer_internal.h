@@ -436,9 +436,9 @@ bool tk_cache_read(const tk_cache_key *k, tk_bpe_tables *tables, cJSON **rest);
 /* Writes the cache file for k from a loaded model and its rest text. */
 void tk_cache_write(const tk_cache_key *k, const tk_bpe *b, const char *rest, size_t rest_len);
 
-/* A file changed less than this many seconds ago (2) is not cached: a
- * change within the file system's timestamp granularity would go unseen.
- * Tests set it to 0. */
+/* A tokenizer.json whose change time is less than this many seconds ago
+ * (2) is not cached: a further change within the file system's timestamp
+ * granularity would go unseen. Tests set it to 0. */
 extern int tk_cache_settle_s;
 /* Counts of loads served from a cache file and of cache files written (for tests). */
 extern unsigned long tk_cache_loads, tk_cache_writes;
