@@ -671,8 +671,9 @@ static void test_checksum(void) {
 }
 
 int main(void) {
-    snprintf(g_cache, sizeof g_cache, "%s/test-cache-tokenizer", LMC_BUILD_DIR);
-    snprintf(g_work, sizeof g_work, "%s/test-tokenizer-cache-work", LMC_BUILD_DIR);
+    /* Folders of this process's own: two runs of the test may overlap. */
+    snprintf(g_cache, sizeof g_cache, "%s/test-cache-tokenizer-%d", LMC_BUILD_DIR, (int)getpid());
+    snprintf(g_work, sizeof g_work, "%s/test-tokenizer-cache-work-%d", LMC_BUILD_DIR, (int)getpid());
     remove_tree(g_work);
     mkdir(g_work, 0755);
     setenv("LMC_CACHE_DIR", g_cache, 1);
