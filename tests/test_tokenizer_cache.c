@@ -8,7 +8,8 @@
  * byte flipped, fields changed with a valid checksum) and caches of another
  * version of tokenizer.json are ignored and rewritten; LMC_CACHE_DIR=off
  * and unusable folders only turn the cache off; the folder falls back to
- * $XDG_CACHE_HOME/lmc and $HOME/.cache/lmc. */
+ * $XDG_CACHE_HOME/lmc and $HOME/.cache/lmc; writing a cache file removes
+ * files unused for 30 days. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -647,6 +648,62 @@ static void test_cache_folder(void) {
     CHECK(tk_cache_loads == loads && tk_cache_writes == writes && count_files(g_cache, NULL, 0) == 0);
 }
 
+/* A file in the cache folder, last modified `age` seconds ago. */
+static void put_aged(const char *name, long age) {
+    char p[4096];
+    snprintf(p, sizeof p, "%s/%s", g_cache, name);
+    spit(p, "x", 1);
+    struct timespec t[2] = {{time(NULL) - age, 0}, {time(NULL) - age, 0}};
+    CHECK(utimensat(AT_FDCWD, p, t, 0) == 0);
+}
+
+static bool exists_in_cache(const char *name) {
+    char p[4096];
+    snprintf(p, sizeof p, "%s/%s", g_cache, name);
+    return access(p, F_OK) == 0;
+}
+
+/* Writing a cache file removes cache files unused for 30 days and
+ * temporary files older than an hour, nothing else; a read marks a file used. */
+static void test_sweep(void) {
+    char dir[2048], other[2048], file[8192];
+    snprintf(dir, sizeof dir, "%s/sweep", g_work);
+    snprintf(other, sizeof other, "%s/sweep2", g_work);
+    make_folder(dir, SMALL_JSON, NULL);
+    make_folder(other, PREFIX_JSON, NULL);
+    remove_tree(g_cache);
+    CHECK(mkdir(g_cache, 0700) == 0);
+    const long day = 24 * 3600;
+    put_aged("tokenizer-0123456789abcdef.lmctok", 40 * day);        /* unused: goes */
+    put_aged("tokenizer-fedcba9876543210.lmctok", 10 * day);        /* used lately: stays */
+    put_aged("tokenizer-0123456789abcdef.lmctok.ab12CD", 2 * 3600); /* a writer's leftover: goes */
+    put_aged("tokenizer-0123456789abcdef.lmctok.zz99ZZ", 60);       /* being written: stays */
+    put_aged("notes.txt", 40 * day);                                /* not a cache file: stays */
+    put_aged("tokenizer-xyz.lmctok", 40 * day);
+    put_aged("tokenizer-0123456789abcdef.lmctok.toolong", 40 * day);
+    bool warm, wrote;
+    lmc_tokenizer_free(load(dir, &warm, &wrote));
+    CHECK(wrote);
+    CHECK(!exists_in_cache("tokenizer-0123456789abcdef.lmctok") && !exists_in_cache("tokenizer-0123456789abcdef.lmctok.ab12CD"));
+    CHECK(exists_in_cache("tokenizer-fedcba9876543210.lmctok") && exists_in_cache("tokenizer-0123456789abcdef.lmctok.zz99ZZ") &&
+          exists_in_cache("notes.txt") && exists_in_cache("tokenizer-xyz.lmctok") && exists_in_cache("tokenizer-0123456789abcdef.lmctok.toolong"));
+    /* The small tokenizer's file, made old, then read: used now, so the next sweep keeps it. */
+    DIR *d = opendir(g_cache);
+    file[0] = 0;
+    for (struct dirent *e; d && (e = readdir(d));)
+        if (!strncmp(e->d_name, "tokenizer-", 10) && strcmp(e->d_name, "tokenizer-fedcba9876543210.lmctok") && strlen(e->d_name) == 33)
+            snprintf(file, sizeof file, "%s/%s", g_cache, e->d_name);
+    if (d) closedir(d);
+    struct timespec t[2] = {{time(NULL) - 40 * day, 0}, {time(NULL) - 40 * day, 0}};
+    CHECK(file[0] && utimensat(AT_FDCWD, file, t, 0) == 0);
+    lmc_tokenizer_free(load(dir, &warm, &wrote));
+    CHECK(warm);
+    lmc_tokenizer_free(load(other, &warm, &wrote));
+    CHECK(wrote);
+    struct stat st;
+    CHECK(stat(file, &st) == 0 && st.st_mtime > time(NULL) - 3600);
+}
+
 /* The checksum: cut anywhere, the same; any one word changed, another. */
 static void test_checksum(void) {
     unsigned char buf[300];
@@ -686,6 +743,7 @@ int main(void) {
     RUN(test_damaged_caches);
     RUN(test_changed_source);
     RUN(test_cache_folder);
+    RUN(test_sweep);
     for (size_t i = 0; i < g_n_corpus; i++) free(g_corpus[i]);
     free(g_corpus);
     remove_tree(g_work);

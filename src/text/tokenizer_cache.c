@@ -13,12 +13,16 @@
  * change times), which must match a fresh fstat. Only files of the
  * current user that nobody else may write are read.
  *
+ * Writing a file also removes the folder's cache files unused for 30 days
+ * (reading one marks it used) and temporary files older than an hour.
+ *
  * A cache file is trusted only after every check: header, identity, sizes
  * against the file's size, the checksum of the whole file, and the
  * structure (every offset inside the arena, every id inside the tables, a
  * free slot in each hash table so that lookups end). Anything wrong, and
  * the load goes the JSON way and writes a fresh file. Nothing here prints
  * or fails a load. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -402,6 +406,8 @@ bool tk_cache_read(const tk_cache_key *k, tk_bpe_tables *t, cJSON **rest) {
         }
         ok = ok && tk_sum_final(&sum) == h.checksum && tables_ok(&h, &r, chars, joins);
     }
+    /* Its modification time says when it was last used (see sweep). */
+    if (ok) (void)futimens(fd, NULL);
     close(fd);
     *rest = rest_finish(&parse);
     free(text);
@@ -447,6 +453,42 @@ static bool make_dirs(const char *dir) {
     }
     struct stat st;
     return stat(dir, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* Cache files are never needed, only useful: a folder's cache files unused
+ * for SWEEP_AGE (a read sets a file's modification time) and temporary
+ * files left by writers that did not finish are removed whenever a cache
+ * file is written, so that files of deleted or changed folders do not pile
+ * up. Only names this file makes, owned by this user. */
+enum { SWEEP_AGE = 30 * 24 * 3600, SWEEP_TMP_AGE = 3600 };
+
+/* tokenizer-<16 hex digits>.lmctok, and with ".XXXXXX" after it when *tmp. */
+static bool cache_name(const char *name, bool *tmp) {
+    static const char pre[] = "tokenizer-", ext[] = ".lmctok";
+    if (strncmp(name, pre, sizeof pre - 1)) return false;
+    name += sizeof pre - 1;
+    for (int i = 0; i < 16; i++)
+        if (!strchr("0123456789abcdef", name[i]) || !name[i]) return false;
+    name += 16;
+    if (strncmp(name, ext, sizeof ext - 1)) return false;
+    name += sizeof ext - 1;
+    *tmp = *name != 0;
+    return !*name || (name[0] == '.' && strlen(name) == 7);
+}
+
+static void sweep(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    time_t now = time(NULL);
+    for (struct dirent *e; (e = readdir(d));) {
+        bool tmp;
+        struct stat st;
+        if (!cache_name(e->d_name, &tmp) || fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode) ||
+            st.st_uid != geteuid())
+            continue;
+        if (st.st_mtime < now - (tmp ? SWEEP_TMP_AGE : SWEEP_AGE)) unlinkat(dirfd(d), e->d_name, 0);
+    }
+    closedir(d);
 }
 
 /* The arena offset of a string of b, or false when it is not in the arena. */
@@ -541,4 +583,5 @@ void tk_cache_write(const tk_cache_key *k, const tk_bpe *b, const char *rest, si
     free(p.chars);
     free(p.joins);
     if (ok) __atomic_fetch_add(&tk_cache_writes, 1, __ATOMIC_RELAXED);
+    sweep(k->dir);
 }
