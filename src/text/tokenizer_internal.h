@@ -359,7 +359,8 @@ void tk_bpe_tables_free(tk_bpe_tables *t);
  * did not see) and either the scanner's vocab and merges (sc; takes over
  * sc->arena) or tables from the cache (cached, sc NULL; takes them all).
  * The options (prefix, suffix, unk, byte fallback, ...) come from `model`
- * on both paths. */
+ * on both paths. A change to the tables it builds needs a new
+ * TK_CACHE_VERSION. */
 lmc_status tk_bpe_parse(const cJSON *model, tk_json_model *sc, tk_bpe_tables *cached, tk_bpe *out);
 void tk_bpe_free(tk_bpe *b);
 /* Changes whenever the hashing that places keys in the tables changes (tk_hash,
@@ -393,6 +394,10 @@ void tk_sum_update(tk_sum *s, const void *p, size_t n);
 uint64_t tk_sum_final(const tk_sum *s);
 uint64_t tk_sum64(const void *p, size_t n);
 
+/* Bump it whenever what tk_bpe_parse builds from a given tokenizer.json
+ * changes (which merges win, what char_ids or space_join hold, ...) or the
+ * file's layout does: old files are then ignored. tk_bpe_layout_id catches
+ * changes of the hash functions by itself. */
 enum { TK_CACHE_VERSION = 1 };
 
 /* The file: this header, then its sections in order:
