@@ -3,6 +3,12 @@
  * loads) and the encode throughput over TEXT_FILE on one thread (median of
  * PASSES passes over the whole file).
  *
+ * Load times come three ways: `load` parses tokenizer.json with the
+ * tokenizer cache off (LMC_CACHE_DIR=off), `first` is one load into an
+ * empty cache folder of its own (parsing and writing the cache file), and
+ * `cached` loads from that file (median of LOADS). The folder is removed
+ * afterwards; the user's cache is neither read nor written.
+ *
  * The text is cut into chunks of at least CHUNK bytes ending after a "\n",
  * one lmc_tokenizer_encode call per chunk without special tokens, exactly
  * as scripts/bench_tokenizer_hf.py cuts it for the Hugging Face library.
@@ -11,6 +17,7 @@
 #include "bench_ops.h"
 #include "bench_tokenizer.h"
 
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,20 +87,74 @@ typedef struct text_chunks {
     size_t len, n, *starts; /* chunk c is [starts[c], starts[c + 1]) */
 } text_chunks;
 
+/* One load of dir: wall and CPU seconds into *wall and *cpu; the tokenizer into *tok (freed first). */
+static int timed_load(const char *dir, lmc_tokenizer **tok, double *wall, double *cpu) {
+    lmc_tokenizer_free(*tok);
+    *tok = NULL;
+    double w0 = clock_s(CLOCK_MONOTONIC), c0 = clock_s(CLOCK_PROCESS_CPUTIME_ID);
+    if (lmc_tokenizer_load(dir, tok) != LMC_OK) {
+        fprintf(stderr, "lmc bench: %s\n", lmc_last_error());
+        return 1;
+    }
+    *wall = clock_s(CLOCK_MONOTONIC) - w0;
+    *cpu = clock_s(CLOCK_PROCESS_CPUTIME_ID) - c0;
+    return 0;
+}
+
+/* The number of files in a folder (the cache folder: 0 or 1). */
+static int count_files(const char *dir) {
+    DIR *d = opendir(dir);
+    int n = 0;
+    for (struct dirent *e; d && (e = readdir(d));) n += e->d_name[0] != '.';
+    if (d) closedir(d);
+    return n;
+}
+
+static void remove_cache_dir(const char *dir) {
+    DIR *d = opendir(dir);
+    for (struct dirent *e; d && (e = readdir(d));) {
+        if (e->d_name[0] == '.' && (!e->d_name[1] || (e->d_name[1] == '.' && !e->d_name[2]))) continue;
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        unlink(path);
+    }
+    if (d) closedir(d);
+    rmdir(dir);
+}
+
 static int bench_one(const char *dir, const text_chunks *tc, bool json) {
     double wall[LOADS > PASSES ? LOADS : PASSES], cpu[LOADS > PASSES ? LOADS : PASSES];
     lmc_tokenizer *tok = NULL;
-    for (int i = 0; i < LOADS; i++) {
-        lmc_tokenizer_free(tok);
-        double w0 = clock_s(CLOCK_MONOTONIC), c0 = clock_s(CLOCK_PROCESS_CPUTIME_ID);
-        if (lmc_tokenizer_load(dir, &tok) != LMC_OK) {
-            fprintf(stderr, "lmc bench: %s\n", lmc_last_error());
-            return 1;
-        }
-        wall[i] = clock_s(CLOCK_MONOTONIC) - w0;
-        cpu[i] = clock_s(CLOCK_PROCESS_CPUTIME_ID) - c0;
+    /* Without the cache, then into an empty cache folder of the bench's own, then from it. */
+    char *user_cache = getenv("LMC_CACHE_DIR") ? strdup(getenv("LMC_CACHE_DIR")) : NULL;
+    char cache_dir[] = "/tmp/lmc-bench-cache-XXXXXX";
+    int rc = 0;
+    double load_ms = 0, load_cpu_ms = 0, first_ms = -1, cached_ms = -1, cached_cpu_ms = -1;
+    setenv("LMC_CACHE_DIR", "off", 1);
+    for (int i = 0; i < LOADS && !rc; i++) rc = timed_load(dir, &tok, &wall[i], &cpu[i]);
+    if (!rc) {
+        load_ms = median(wall, LOADS) * 1e3;
+        load_cpu_ms = median(cpu, LOADS) * 1e3;
     }
-    double load_ms = median(wall, LOADS) * 1e3, load_cpu_ms = median(cpu, LOADS) * 1e3;
+    if (!rc && mkdtemp(cache_dir)) {
+        setenv("LMC_CACHE_DIR", cache_dir, 1);
+        rc = timed_load(dir, &tok, &wall[0], &cpu[0]);
+        first_ms = wall[0] * 1e3;
+        /* No file when tokenizer.json changed in the last seconds (see tokenizer_cache.c). */
+        if (!rc && count_files(cache_dir) == 1) {
+            for (int i = 0; i < LOADS && !rc; i++) rc = timed_load(dir, &tok, &wall[i], &cpu[i]);
+            cached_ms = median(wall, LOADS) * 1e3;
+            cached_cpu_ms = median(cpu, LOADS) * 1e3;
+        }
+        remove_cache_dir(cache_dir);
+    }
+    if (user_cache) setenv("LMC_CACHE_DIR", user_cache, 1);
+    else unsetenv("LMC_CACHE_DIR");
+    free(user_cache);
+    if (rc) {
+        lmc_tokenizer_free(tok);
+        return rc;
+    }
 
     size_t ntok = 0;
     for (int p = 0; p < PASSES; p++) {
@@ -122,20 +183,28 @@ static int bench_one(const char *dir, const text_chunks *tc, bool json) {
     if (json) {
         printf("{\"bench\":\"tokenizer\",\"name\":");
         json_str(name);
-        printf(",\"load_ms\":%.1f,\"load_cpu_ms\":%.1f,\"encode_mbps\":%.3f,"
-               "\"encode_cpu_mbps\":%.3f,\"tokens\":%zu,\"bytes\":%zu,\"threads\":1}\n",
-               load_ms, load_cpu_ms, mbps, cpu_mbps, ntok, tc->len);
-    } else
-        printf("%-10s load %7.1f ms (cpu %7.1f ms)   encode %7.2f MB/s (cpu-time %7.2f MB/s)   %zu tokens\n", name,
-               load_ms, load_cpu_ms, mbps, cpu_mbps, ntok);
+        printf(",\"load_ms\":%.1f,\"load_cpu_ms\":%.1f", load_ms, load_cpu_ms);
+        /* null where no cache file was made */
+        if (cached_ms >= 0) printf(",\"load_first_ms\":%.1f,\"load_cached_ms\":%.1f,\"load_cached_cpu_ms\":%.1f", first_ms, cached_ms, cached_cpu_ms);
+        else printf(",\"load_first_ms\":null,\"load_cached_ms\":null,\"load_cached_cpu_ms\":null");
+        printf(",\"encode_mbps\":%.3f,\"encode_cpu_mbps\":%.3f,\"tokens\":%zu,\"bytes\":%zu,\"threads\":1}\n", mbps, cpu_mbps, ntok,
+               tc->len);
+    } else {
+        printf("%-10s load %7.1f ms (cpu %7.1f ms)   ", name, load_ms, load_cpu_ms);
+        if (cached_ms >= 0) printf("cached %6.1f ms (cpu %6.1f ms; first %6.1f ms)   ", cached_ms, cached_cpu_ms, first_ms);
+        else printf("cached    n/a (no cache file: tokenizer.json changed seconds ago?)   ");
+        printf("encode %7.2f MB/s (cpu-time %7.2f MB/s)   %zu tokens\n", mbps, cpu_mbps, ntok);
+    }
     fflush(stdout);
     return 0;
 }
 
 static void usage(FILE *out) {
     fprintf(out, "usage: lmc bench tokenizer -m DIR [-m DIR...] TEXT_FILE [--json]\n"
-                 "  load time of DIR's tokenizer (median of %d loads) and encode throughput over\n"
-                 "  TEXT_FILE on one thread (median of %d passes, chunks of >= %d bytes cut at \"\\n\")\n",
+                 "  load time of DIR's tokenizer (median of %d loads; without the tokenizer cache,\n"
+                 "  then from a cache file made for the run: `cached`, and `first`, the load that\n"
+                 "  wrote it) and encode throughput over TEXT_FILE on one thread (median of %d\n"
+                 "  passes, chunks of >= %d bytes cut at \"\\n\")\n",
             LOADS, PASSES, CHUNK);
 }
 

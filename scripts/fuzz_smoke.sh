@@ -3,6 +3,7 @@
 # N seconds (default 60) from its seed corpus:
 #   fuzz_safetensors      fuzz/corpus/safetensors, fuzz/safetensors.dict
 #   fuzz_tokenizer_json   fuzz/corpus/tokenizer_json, fuzz/tokenizer_json.dict
+#   fuzz_tokenizer_cache  fuzz/corpus/tokenizer_cache, fuzz/tokenizer_cache.dict
 # Exits non-zero when the build fails or a fuzzer finds a crash, leak or
 # timeout; the input that triggered it is saved under build-fuzz/artifacts/.
 #   scripts/fuzz_smoke.sh [seconds]      (LMC_FUZZ_BUILD overrides build-fuzz)
@@ -11,7 +12,7 @@ set -euo pipefail
 secs=${1:-60}
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${LMC_FUZZ_BUILD:-$root/build-fuzz}
-targets="safetensors tokenizer_json"
+targets="safetensors tokenizer_json tokenizer_cache"
 
 command -v clang >/dev/null || { echo "fuzz_smoke: clang not found" >&2; exit 1; }
 cmake -S "$root" -B "$build" -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLMC_FUZZ=ON >/dev/null

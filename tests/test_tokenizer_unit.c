@@ -449,6 +449,13 @@ static void test_errors(void) {
     check_load_error("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": [\"a\"]}}", LMC_ERR_FORMAT, "is not two tokens");
     check_load_error("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": -3}, \"merges\": []}}", LMC_ERR_FORMAT, "vocab entry 'a'");
     check_load_error("{" M ", \"added_tokens\": [{\"content\": \"x\"}]}", LMC_ERR_FORMAT, "added token 0 needs an 'id'");
+    /* A Sequence item that fails halfway frees what it had parsed (the sanitizer build sees leaks). */
+    check_load_error("{" M ", \"decoder\": {\"type\": \"Sequence\", \"decoders\": [{\"type\": \"Replace\", \"pattern\": {\"String\": \"a\"}}]}}",
+                     LMC_ERR_FORMAT, "Replace decoder without 'content'");
+    check_load_error("{" M ", \"normalizer\": {\"type\": \"Sequence\", \"normalizers\": [{\"type\": \"Replace\", \"pattern\": {\"String\": \"a\"}}]}}",
+                     LMC_ERR_FORMAT, "Replace normalizer without a string 'content'");
+    check_load_error("{" M ", \"pre_tokenizer\": {\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Split\", \"pattern\": {\"String\": \"a\"}, \"behavior\": \"Sideways\"}]}}",
+                     LMC_ERR_UNSUPPORTED, "unsupported split behavior 'Sideways'");
 #undef M
     lmc_tokenizer *t = NULL;
     CHECK(lmc_tokenizer_load("/nonexistent/dir", &t) == LMC_ERR_IO && t == NULL);

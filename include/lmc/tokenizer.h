@@ -37,7 +37,12 @@ typedef struct lmc_tokenizer lmc_tokenizer;
 
 /* Loads DIR/tokenizer.json, plus DIR/tokenizer_config.json, DIR/config.json,
  * DIR/generation_config.json and DIR/chat_template.jinja when present (for
- * BOS, EOS, pad, the chat template and clean_up_tokenization_spaces). */
+ * BOS, EOS, pad, the chat template and clean_up_tokenization_spaces).
+ * What parsing tokenizer.json builds is kept in a cache file, read back by
+ * the next load of the same unchanged file: in $LMC_CACHE_DIR, else
+ * $XDG_CACHE_HOME/lmc, else $HOME/.cache/lmc (LMC_CACHE_DIR=off: no cache).
+ * The cache never changes the result: a missing, stale or damaged cache
+ * file, or one that cannot be written, only means parsing the JSON. */
 LMC_API lmc_status lmc_tokenizer_load(const char *dir, lmc_tokenizer **out);
 
 /* Loads one tokenizer.json file on its own (no config files). */

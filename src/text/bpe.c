@@ -206,6 +206,34 @@ static lmc_status take_vocab(tk_json_model *sc, tk_bpe *b) {
     b->arena_size = sc->arena_size;
     sc->arena = NULL;
     sc->arena_size = 0;
+    return LMC_OK;
+}
+
+/* Moves the cache's tables into b. */
+static void take_cached(tk_bpe_tables *c, tk_bpe *b) {
+    b->vocab = c->vocab.map;
+    b->id_str = c->vocab.id_str;
+    b->id_len = c->vocab.id_len;
+    b->n_ids = c->vocab.n_ids;
+    b->char_ids = c->vocab.char_ids;
+    b->space_join = c->vocab.space_join;
+    b->arena = c->arena;
+    b->arena_size = c->arena_size;
+    b->merges = c->merges;
+    b->merges_half = c->merges_half;
+    memset(c, 0, sizeof *c);
+}
+
+void tk_bpe_tables_free(tk_bpe_tables *t) {
+    tk_vocab_tables_free(&t->vocab);
+    tk_table_free(t->arena, t->arena_size);
+    tk_table_free(t->merges, t->merges_half * 2 * sizeof *t->merges);
+    memset(t, 0, sizeof *t);
+}
+
+/* Drops the tables the model's options leave unused (the cache then holds
+ * exactly what the model keeps). */
+static void drop_unused(tk_bpe *b) {
     /* Characters decorated with a prefix or suffix are not looked up by code point. */
     if (b->prefix_len || b->suffix_len) {
         free(b->char_ids);
@@ -215,7 +243,6 @@ static lmc_status take_vocab(tk_json_model *sc, tk_bpe *b) {
         free(b->space_join);
         b->space_join = NULL;
     }
-    return LMC_OK;
 }
 
 typedef struct resolved {
@@ -354,9 +381,9 @@ done:
     return st;
 }
 
-lmc_status tk_bpe_parse(const cJSON *model, tk_json_model *sc, tk_bpe *b) {
-    memset(b, 0, sizeof *b);
-    b->unk_id = -1;
+/* The options of the "model" object: checked and read the same way whether
+ * the tables come from the scanner or the cache. */
+static lmc_status parse_options(const cJSON *model, bool has_vocab, bool has_merges, tk_bpe *b) {
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(model, "type");
     const cJSON *merges = cJSON_GetObjectItemCaseSensitive(model, "merges");
     if (cJSON_IsString(type) && strcmp(type->valuestring, "BPE"))
@@ -364,8 +391,8 @@ lmc_status tk_bpe_parse(const cJSON *model, tk_json_model *sc, tk_bpe *b) {
     if (!type && !merges)
         return lmc_set_error(LMC_ERR_UNSUPPORTED, "tokenizer.json: model without a type is not BPE");
     /* The scanner took vocab and merges when they were an object and an array. */
-    if (!sc->has_vocab) return lmc_set_error(LMC_ERR_FORMAT, "tokenizer.json: model.vocab is not an object");
-    if (merges && !sc->has_merges) return lmc_set_error(LMC_ERR_FORMAT, "tokenizer.json: model.merges is not an array");
+    if (!has_vocab) return lmc_set_error(LMC_ERR_FORMAT, "tokenizer.json: model.vocab is not an object");
+    if (merges && !has_merges) return lmc_set_error(LMC_ERR_FORMAT, "tokenizer.json: model.merges is not an array");
 
     b->prefix = opt_string(model, "continuing_subword_prefix");
     b->suffix = opt_string(model, "end_of_word_suffix");
@@ -375,8 +402,12 @@ lmc_status tk_bpe_parse(const cJSON *model, tk_json_model *sc, tk_bpe *b) {
     b->fuse_unk = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "fuse_unk"));
     b->byte_fallback = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "byte_fallback"));
     b->ignore_merges = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "ignore_merges"));
+    return LMC_OK;
+}
 
-    LMC_CHECK(take_vocab(sc, b));
+/* What follows from the options and the vocabulary: the unknown and byte
+ * tokens' ids, and the per-word cache. */
+static lmc_status finish_model(const cJSON *model, tk_bpe *b) {
     const cJSON *unk = cJSON_GetObjectItemCaseSensitive(model, "unk_token");
     if (cJSON_IsString(unk)) {
         b->unk_token = strdup(unk->valuestring);
@@ -388,13 +419,44 @@ lmc_status tk_bpe_parse(const cJSON *model, tk_json_model *sc, tk_bpe *b) {
         snprintf(name, sizeof name, "<0x%02X>", i);
         b->byte_ids[i] = tk_strmap_get(&b->vocab, name, 6);
     }
-    if (sc->has_merges) LMC_CHECK(parse_merges(sc, b));
     /* Mapped: page-aligned, and zero pages cost nothing until a word lands there. */
     void *cache = mmap(NULL, sizeof *b->cache, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (cache == MAP_FAILED) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
     b->cache = cache;
     for (int i = 0; i < CACHE_LOCKS; i++) pthread_mutex_init(&b->cache->locks[i], NULL);
     return LMC_OK;
+}
+
+lmc_status tk_bpe_parse(const cJSON *model, tk_json_model *sc, tk_bpe_tables *cached, tk_bpe *b) {
+    memset(b, 0, sizeof *b);
+    b->unk_id = -1;
+    bool has_vocab = cached ? true : sc->has_vocab, has_merges = cached ? cached->merges != NULL : sc->has_merges;
+    LMC_CHECK(parse_options(model, has_vocab, has_merges, b));
+    if (cached) {
+        take_cached(cached, b);
+    } else {
+        LMC_CHECK(take_vocab(sc, b));
+        if (sc->has_merges) LMC_CHECK(parse_merges(sc, b));
+    }
+    drop_unused(b);
+    return finish_model(model, b);
+}
+
+/* Mixes what places keys in the tables: tk_hash, the strmap's home slots and
+ * the merge table's slots, for a few fixed keys and sizes. */
+uint64_t tk_bpe_layout_id(void) {
+    static const char *keys[] = {"", "a", "\xE2\x96\x81the", "0123456789abcdefXYZ"};
+    uint64_t mix[16];
+    size_t n = 0;
+    tk_strmap m = {.cap = 1000003};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        uint32_t h = tk_hash(keys[i], strlen(keys[i]));
+        mix[n++] = h;
+        mix[n++] = tk_strmap_home(&m, h);
+        mix[n++] = merge_slot(merge_key((int32_t)i, (int32_t)(h & 0xFFFF)), 777777);
+    }
+    mix[n++] = sizeof(struct tk_strmap_spilled);
+    return tk_sum64(mix, n * sizeof mix[0]);
 }
 
 void tk_bpe_free(tk_bpe *b) {

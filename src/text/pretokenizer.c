@@ -73,8 +73,8 @@ lmc_status tk_pretokenizer_parse(const cJSON *j, tk_pretokenizer *out) {
         if (!out->items) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
         const cJSON *it;
         cJSON_ArrayForEach(it, items) {
-            LMC_CHECK(tk_pretokenizer_parse(it, &out->items[out->n_items]));
-            out->n_items++;
+            /* Counted first: a failed item's parts are freed with the rest. */
+            LMC_CHECK(tk_pretokenizer_parse(it, &out->items[out->n_items++]));
         }
     } else {
         return lmc_set_error(LMC_ERR_UNSUPPORTED, "tokenizer.json: unsupported pre_tokenizer type '%s'", t);

@@ -48,21 +48,26 @@ typedef struct mapped_file {
     bool mapped;
 } mapped_file;
 
-static lmc_status map_file(const char *path, mapped_file *f) {
+static lmc_status map_fd(int fd, const char *path, mapped_file *f) {
     *f = (mapped_file){0};
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return lmc_set_error(LMC_ERR_IO, "cannot open %s: %s", path, strerror(errno));
     struct stat st;
     if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0) {
         void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
         if (p != MAP_FAILED) {
-            close(fd);
             *f = (mapped_file){p, (size_t)st.st_size, true};
             return LMC_OK;
         }
     }
-    close(fd);
     return read_file(path, false, &f->data, &f->len); /* pipes, empty files, mmap refused */
+}
+
+static lmc_status map_file(const char *path, mapped_file *f) {
+    *f = (mapped_file){0};
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return lmc_set_error(LMC_ERR_IO, "cannot open %s: %s", path, strerror(errno));
+    lmc_status st = map_fd(fd, path, f);
+    close(fd);
+    return st;
 }
 
 static void unmap_file(mapped_file *f) {
@@ -257,8 +262,8 @@ static lmc_status postproc_parse(const cJSON *j, tk_postproc *out) {
         if (!out->items) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
         const cJSON *it;
         cJSON_ArrayForEach(it, items) {
-            LMC_CHECK(postproc_parse(it, &out->items[out->n_items]));
-            out->n_items++;
+            /* Counted first: a failed item's parts are freed with the rest. */
+            LMC_CHECK(postproc_parse(it, &out->items[out->n_items++]));
         }
         return LMC_OK;
     } else {
@@ -411,11 +416,13 @@ static lmc_status build_tables(lmc_tokenizer *t) {
     return st;
 }
 
-static lmc_status parse_tokenizer(lmc_tokenizer *t, const cJSON *root, tk_json_model *sc) {
+/* The document's rest (all but model.vocab and model.merges) with the
+ * model's tables from the scanner (sc) or the cache (cached). */
+static lmc_status parse_tokenizer(lmc_tokenizer *t, const cJSON *root, tk_json_model *sc, tk_bpe_tables *cached) {
     if (!cJSON_IsObject(root)) return lmc_set_error(LMC_ERR_FORMAT, "tokenizer.json: not a JSON object");
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
     if (!cJSON_IsObject(model)) return lmc_set_error(LMC_ERR_FORMAT, "tokenizer.json: missing 'model'");
-    LMC_CHECK(tk_bpe_parse(model, sc, &t->bpe));
+    LMC_CHECK(tk_bpe_parse(model, sc, cached, &t->bpe));
     const cJSON *j = cJSON_GetObjectItemCaseSensitive(root, "normalizer");
     if (j && !cJSON_IsNull(j)) {
         t->has_normalizer = true;
@@ -563,23 +570,34 @@ static lmc_tokenizer *tokenizer_new(void) {
 /* tokenizer.json: the scanner reads model.vocab and model.merges (and checks
  * the JSON syntax of the whole document); cJSON parses the rest, a copy of
  * the document with those two values replaced by {} and [] (parsed already
- * when the scanner's helper thread had time for it). */
-static lmc_status parse_tokenizer_json(lmc_tokenizer *t, const char *doc, size_t len) {
+ * when the scanner's helper thread had time for it). rest_text, when not
+ * NULL, gets that copy's text (for the cache). */
+static lmc_status parse_tokenizer_json(lmc_tokenizer *t, const char *doc, size_t len, tk_buf *rest_text) {
     tk_json_model sc;
     LMC_CHECK(tk_json_scan(doc, len, &sc));
-    lmc_status st = sc.rest ? LMC_OK : tk_json_rest(doc, len, &sc, &sc.rest);
-    if (st == LMC_OK) st = parse_tokenizer(t, sc.rest, &sc);
+    lmc_status st = rest_text ? tk_json_rest_text(doc, len, &sc, rest_text) : LMC_OK;
+    if (st == LMC_OK && !sc.rest) st = rest_text ? tk_json_rest_parse(rest_text->p, rest_text->len, &sc.rest) : tk_json_rest(doc, len, &sc, &sc.rest);
+    if (st == LMC_OK) st = parse_tokenizer(t, sc.rest, &sc, NULL);
     tk_json_model_free(&sc);
     return st;
 }
 
-lmc_status lmc_tokenizer_load_json(const char *tokenizer_json, size_t len, const char *config_json, lmc_tokenizer **out) {
-    if (!tokenizer_json || !out) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "lmc_tokenizer_load_json: NULL argument");
+/* A tokenizer.json's source: the document, or the cache's rest and tables. */
+typedef struct json_source {
+    const char *doc;
+    size_t len;
+    tk_buf *rest_text; /* with doc: gets the rest's text, when not NULL */
+    const cJSON *rest; /* without doc: the cache's */
+    tk_bpe_tables *cached;
+} json_source;
+
+/* lmc_tokenizer_load_json's work, from either source. */
+static lmc_status load_json(const json_source *src, const char *config_json, lmc_tokenizer **out) {
     *out = NULL;
     lmc_tokenizer *t = tokenizer_new();
     if (!t) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
     cJSON *cfg = NULL;
-    lmc_status st = parse_tokenizer_json(t, tokenizer_json, len);
+    lmc_status st = src->doc ? parse_tokenizer_json(t, src->doc, src->len, src->rest_text) : parse_tokenizer(t, src->rest, NULL, src->cached);
     if (st == LMC_OK && config_json) {
         st = parse_json(config_json, strlen(config_json), "tokenizer_config.json", &cfg);
         if (st == LMC_OK) st = parse_config(t, cfg);
@@ -596,6 +614,11 @@ lmc_status lmc_tokenizer_load_json(const char *tokenizer_json, size_t len, const
     if (st != LMC_OK) { lmc_tokenizer_free(t); return st; }
     *out = t;
     return LMC_OK;
+}
+
+lmc_status lmc_tokenizer_load_json(const char *tokenizer_json, size_t len, const char *config_json, lmc_tokenizer **out) {
+    if (!tokenizer_json || !out) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "lmc_tokenizer_load_json: NULL argument");
+    return load_json(&(json_source){tokenizer_json, len, NULL, NULL, NULL}, config_json, out);
 }
 
 lmc_status lmc_tokenizer_load_file(const char *path, lmc_tokenizer **out) {
@@ -617,21 +640,52 @@ static lmc_status read_optional(const char *dir, const char *name, char **data, 
     return st;
 }
 
+/* tokenizer.json (open as fd) with the config: from the cache file when
+ * there is a valid one (key not NULL), else parsed; *rest_text then gets
+ * what the cache would need (when key is not NULL). */
+static lmc_status load_main(int fd, const char *path, const char *cfg, const tk_cache_key *key, tk_buf *rest_text,
+                            bool *warm, lmc_tokenizer **out) {
+    *warm = false;
+    tk_bpe_tables tables;
+    cJSON *rest;
+    if (key && tk_cache_read(key, &tables, &rest)) {
+        lmc_status st = load_json(&(json_source){NULL, 0, NULL, rest, &tables}, cfg, out);
+        tk_bpe_tables_free(&tables); /* what the model did not take */
+        cJSON_Delete(rest);
+        if (st == LMC_OK) {
+            __atomic_fetch_add(&tk_cache_loads, 1, __ATOMIC_RELAXED);
+            *warm = true;
+            return LMC_OK;
+        }
+        /* Not expected from a file that loaded before; the JSON way reports what is wrong. */
+    }
+    mapped_file data;
+    LMC_CHECK(map_fd(fd, path, &data));
+    lmc_status st = load_json(&(json_source){data.data, data.len, key && key->settled ? rest_text : NULL, NULL, NULL}, cfg, out);
+    unmap_file(&data);
+    return st;
+}
+
 lmc_status lmc_tokenizer_load(const char *dir, lmc_tokenizer **out) {
     if (!dir || !out) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "lmc_tokenizer_load: NULL argument");
     *out = NULL;
     char path[4096];
     snprintf(path, sizeof path, "%s/tokenizer.json", dir);
-    mapped_file data;
     char *cfg = NULL, *extra = NULL;
     size_t cfg_len, extra_len;
-    lmc_status st = map_file(path, &data);
+    tk_cache_key key;
+    tk_buf rest_text = {0};
+    bool cached = false, warm = false;
+    lmc_status st = LMC_OK;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) st = lmc_set_error(LMC_ERR_IO, "cannot open %s: %s", path, strerror(errno));
     if (st == LMC_OK) st = read_optional(dir, "tokenizer_config.json", &cfg, &cfg_len);
     if (st == LMC_OK) {
-        st = lmc_tokenizer_load_json(data.data, data.len, cfg, out);
+        cached = tk_cache_key_init(path, fd, &key);
+        st = load_main(fd, path, cfg, cached ? &key : NULL, &rest_text, &warm, out);
         if (st != LMC_OK) lmc_error_prefix("%s", dir);
     }
-    unmap_file(&data);
+    if (fd >= 0) close(fd);
     free(cfg);
     lmc_tokenizer *t = st == LMC_OK ? *out : NULL;
     /* EOS order: the model configs' lists, then tokenizer_config's eos_token. */
@@ -670,6 +724,9 @@ lmc_status lmc_tokenizer_load(const char *dir, lmc_tokenizer **out) {
         lmc_tokenizer_free(t);
         *out = NULL;
     }
+    /* Cached only after the whole folder loaded. */
+    if (st == LMC_OK && cached && !warm) tk_cache_write(&key, &t->bpe, rest_text.p, rest_text.len);
+    tk_buf_free(&rest_text);
     return st;
 }
 

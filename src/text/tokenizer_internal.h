@@ -295,10 +295,14 @@ typedef struct tk_json_model {
 lmc_status tk_json_scan(const char *doc, size_t len, tk_json_model *m);
 /* 1 MiB; tests lower it to take the two-thread path on small documents. */
 extern size_t tk_json_helper_min;
-/* cJSON of the document with the text of model.vocab and model.merges (the
- * ranges in m, where it has them) replaced by {} and []: all that is left
- * to read of a document that tk_json_scan accepted. */
+/* The text of the document with model.vocab and model.merges (the ranges in
+ * m, where it has them) replaced by {} and [] (*out is cleared first):
+ * all that is left to read of a document that tk_json_scan accepted. */
+lmc_status tk_json_rest_text(const char *doc, size_t len, const tk_json_model *m, tk_buf *out);
+/* That text parsed by cJSON. */
 lmc_status tk_json_rest(const char *doc, size_t len, const tk_json_model *m, cJSON **out);
+/* Parses a rest text (tk_json_rest_text's, or the cache's). */
+lmc_status tk_json_rest_parse(const char *text, size_t len, cJSON **out);
 void tk_json_model_free(tk_json_model *m);
 
 /* ---- the BPE model ---- */
@@ -339,12 +343,110 @@ typedef struct tk_bpe {
     tk_bpe_cache *cache;
 } tk_bpe;
 
+/* The tables of a tk_bpe that follow from model.vocab and model.merges
+ * alone, as the tokenizer cache holds them (tokenizer_cache.c). */
+typedef struct tk_bpe_tables {
+    tk_vocab_tables vocab;   /* built set; char_ids and space_join NULL where the finished model has none */
+    char *arena;             /* the strings of vocab.id_str (and of spilled keys), a table of arena_size bytes */
+    size_t arena_size;
+    tk_merge_entry *merges;  /* NULL when the file had no model.merges */
+    size_t merges_half;
+} tk_bpe_tables;
+
+void tk_bpe_tables_free(tk_bpe_tables *t);
+
 /* Builds the model from the "model" object (whose vocab and merges cJSON
- * did not see) and the scanner's vocab and merges; takes over sc->arena. */
-lmc_status tk_bpe_parse(const cJSON *model, tk_json_model *sc, tk_bpe *out);
+ * did not see) and either the scanner's vocab and merges (sc; takes over
+ * sc->arena) or tables from the cache (cached, sc NULL; takes them all).
+ * The options (prefix, suffix, unk, byte fallback, ...) come from `model`
+ * on both paths. A change to the tables it builds needs a new
+ * TK_CACHE_VERSION. */
+lmc_status tk_bpe_parse(const cJSON *model, tk_json_model *sc, tk_bpe_tables *cached, tk_bpe *out);
 void tk_bpe_free(tk_bpe *b);
+/* Changes whenever the hashing that places keys in the tables changes (tk_hash,
+ * the strmap's and the merge table's slots): the cache records it, so that
+ * tables written by another build are not read with other hashes. */
+uint64_t tk_bpe_layout_id(void);
 /* Appends the ids of one pre-tokenized word. Thread-safe. */
 lmc_status tk_bpe_encode_word(const tk_bpe *b, const char *w, size_t n, tk_ids *out);
+
+/* ---- the tokenizer cache (tokenizer_cache.c) ----
+ * lmc_tokenizer_load keeps what parsing DIR/tokenizer.json costs most (the
+ * BPE tables, and the text of the rest of the document) in a file of the
+ * cache folder, named after the tokenizer.json's real path and valid while
+ * that file is the same (device, inode, size, modification and change
+ * times); the next load of the folder reads the tables back instead of
+ * parsing the JSON. Every failure to find, read, check or write a cache file
+ * is silent: the load parses tokenizer.json as it would without the cache. */
+
+/* A 64-bit checksum, fed in pieces: multiply-xor over 8-byte words in four
+ * lanes. The result depends only on the bytes fed, not on how they were cut;
+ * any change to one 8-byte word (at the same length) changes it. */
+typedef struct tk_sum {
+    uint64_t lane[4];
+    unsigned char tail[32];
+    size_t n_tail;
+    uint64_t len;
+} tk_sum;
+
+void tk_sum_init(tk_sum *s);
+void tk_sum_update(tk_sum *s, const void *p, size_t n);
+uint64_t tk_sum_final(const tk_sum *s);
+uint64_t tk_sum64(const void *p, size_t n);
+
+/* Bump it whenever what tk_bpe_parse builds from a given tokenizer.json
+ * changes (which merges win, what char_ids or space_join hold, ...) or the
+ * file's layout does: old files are then ignored. tk_bpe_layout_id catches
+ * changes of the hash functions by itself. */
+enum { TK_CACHE_VERSION = 1 };
+
+/* The file: this header, then its sections in order:
+ *   rest        rest_len bytes: tk_json_rest_text of tokenizer.json
+ *   arena       arena_len bytes: the vocabulary's strings, each NUL-terminated
+ *   id_len      uint32[n_ids]
+ *   id_off      uint64[n_ids]: offset of id i's string in the arena, UINT64_MAX where none
+ *   slots       tk_strmap_slot[map_cap]: the vocabulary map
+ *   spilled     {uint64 offset, uint32 len, int32 id}[n_spilled]
+ *   merges      tk_merge_entry[2 * merges_half]
+ *   char_ids    {uint32 code point, int32 id}[n_char_ids]: the entries that are not -1
+ *   space_join  uint32[n_space_join]: the code points whose bit is set
+ * All numbers in the machine's byte order (the header records it). */
+typedef struct tk_cache_header {
+    char magic[8];                 /* "lmctokc" */
+    uint32_t version, byte_order;  /* TK_CACHE_VERSION, 0x01020304 */
+    uint32_t abi[4];               /* sizeof tk_cache_header, tk_strmap_slot, tk_merge_entry, void * */
+    uint64_t layout;               /* tk_bpe_layout_id() */
+    /* tokenizer.json as it was read */
+    uint64_t dev, ino, size, mtime_sec, mtime_nsec, ctime_sec, ctime_nsec;
+    uint64_t flags;                /* TK_CACHE_MERGES | TK_CACHE_CHAR_IDS | TK_CACHE_SPACE_JOIN */
+    uint64_t rest_len, arena_len, n_ids, map_cap, map_n, n_spilled, merges_half, n_char_ids, n_space_join;
+    uint64_t checksum;             /* tk_sum64 of the whole file with this field 0 */
+} tk_cache_header;
+
+enum { TK_CACHE_MERGES = 1, TK_CACHE_CHAR_IDS = 2, TK_CACHE_SPACE_JOIN = 4 };
+
+/* Where the cache of one tokenizer.json lives, and that file's identity. */
+typedef struct tk_cache_key {
+    char dir[4096], path[4200];
+    uint64_t dev, ino, size, mtime_sec, mtime_nsec, ctime_sec, ctime_nsec;
+    bool settled; /* changed more than tk_cache_settle_s ago: safe to cache */
+} tk_cache_key;
+
+/* The cache's place for tokenizer.json at json_path, open as fd; false when
+ * caching is off (LMC_CACHE_DIR=off, or no folder to use). */
+bool tk_cache_key_init(const char *json_path, int fd, tk_cache_key *k);
+/* The cached tables and the rest of the document (parsed) for k's file,
+ * or false (nothing to free). */
+bool tk_cache_read(const tk_cache_key *k, tk_bpe_tables *tables, cJSON **rest);
+/* Writes the cache file for k from a loaded model and its rest text. */
+void tk_cache_write(const tk_cache_key *k, const tk_bpe *b, const char *rest, size_t rest_len);
+
+/* A tokenizer.json whose change time is less than this many seconds ago
+ * (2) is not cached: a further change within the file system's timestamp
+ * granularity would go unseen. Tests set it to 0. */
+extern int tk_cache_settle_s;
+/* Counts of loads served from a cache file and of cache files written (for tests). */
+extern unsigned long tk_cache_loads, tk_cache_writes;
 
 /* ---- decoders ---- */
 

@@ -659,8 +659,8 @@ lmc_status tk_json_scan(const char *doc, size_t len, tk_json_model *m) {
 
 /* ---- the rest of the document ---- */
 
-lmc_status tk_json_rest(const char *doc, size_t len, const tk_json_model *m, cJSON **out) {
-    *out = NULL;
+lmc_status tk_json_rest_text(const char *doc, size_t len, const tk_json_model *m, tk_buf *out) {
+    out->len = 0;
     /* The cut ranges in document order (vocab and merges may come in either). */
     size_t cut[2][2] = {{0, 0}, {0, 0}};
     const char *fill[2] = {"", ""};
@@ -673,24 +673,32 @@ lmc_status tk_json_rest(const char *doc, size_t len, const tk_json_model *m, cJS
         cut[0][0] = cut[1][0], cut[0][1] = cut[1][1], fill[0] = fill[1];
         cut[1][0] = c0, cut[1][1] = c1, fill[1] = f;
     }
-    char *rest = malloc(len + 5);
-    if (!rest) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
-    size_t at = 0, from = 0;
+    size_t from = 0, keep = len;
+    for (int k = 0; k < nc; k++) keep -= cut[k][1] - cut[k][0];
+    LMC_CHECK(tk_buf_reserve(out, keep + 4));
     for (int k = 0; k < nc; k++) {
-        memcpy(rest + at, doc + from, cut[k][0] - from);
-        at += cut[k][0] - from;
-        memcpy(rest + at, fill[k], 2);
-        at += 2;
+        LMC_CHECK(tk_buf_append(out, doc + from, cut[k][0] - from));
+        LMC_CHECK(tk_buf_append(out, fill[k], 2));
         from = cut[k][1];
     }
-    memcpy(rest + at, doc + from, len - from);
-    at += len - from;
+    return tk_buf_append(out, doc + from, len - from);
+}
+
+lmc_status tk_json_rest_parse(const char *text, size_t len, cJSON **out) {
     const char *end = NULL;
-    *out = cJSON_ParseWithLengthOpts(rest, at, &end, false);
-    size_t bad_at = end && end >= rest ? (size_t)(end - rest) : 0;
-    free(rest);
+    *out = cJSON_ParseWithLengthOpts(text, len, &end, false);
+    size_t bad_at = end && end >= text ? (size_t)(end - text) : 0;
     if (!*out) return lmc_set_error(LMC_ERR_FORMAT, "tokenizer.json: invalid JSON near byte %zu", bad_at);
     return LMC_OK;
+}
+
+lmc_status tk_json_rest(const char *doc, size_t len, const tk_json_model *m, cJSON **out) {
+    *out = NULL;
+    tk_buf text = {0};
+    lmc_status st = tk_json_rest_text(doc, len, m, &text);
+    if (st == LMC_OK) st = tk_json_rest_parse(text.p, text.len, out);
+    tk_buf_free(&text);
+    return st;
 }
 
 void tk_json_model_free(tk_json_model *m) {
