@@ -6,7 +6,9 @@ For each bench model folder present under --models (names as made by
 `lmc make-model --preset qwen3-0.6b|llama3.2-1b|gemma3-1b [--q4]`), and each
 thread count: `lmc bench -m DIR -t T -r R --json` (pp512 and tg128 beside the
 read bandwidth measured by the same run) and `lmc bench -m DIR --ttft -t T
---json`; then `lmc bench batch --only generate` on the Qwen3 models. The load
+--json` twice, in a tokenizer cache folder of the round's own (LMC_CACHE_DIR):
+first with no cache file (cold: the load parses tokenizer.json and writes the
+cache), then with it (warm, as every later start of the model); then `lmc bench batch --only generate` on the Qwen3 models. The load
 average is printed before every run: figures from a busy machine are not
 comparable (read the tokens per CPU-second columns then).
 
@@ -22,8 +24,10 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 
 MODELS = [  # folder, shape, weights
     ("qwen3-q4", "Qwen3-0.6B", "4-bit"),
@@ -40,9 +44,9 @@ def loadavg():
         return " ".join(f.read().split()[:3])
 
 
-def run(cmd):
+def run(cmd, env=None):
     print(f"# load {loadavg()}: {' '.join(cmd)}", file=sys.stderr, flush=True)
-    p = subprocess.run(cmd, capture_output=True, text=True)
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if p.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stderr}")
     return p.stdout
@@ -71,18 +75,24 @@ def main():
         for t in threads:
             load = loadavg()
             res = {r["test"]: r for r in json_lines(run([a.lmc, "bench", "-m", d, "-t", str(t), "-r", str(a.reps), "--json"]))}
-            ttft = json_lines(run([a.lmc, "bench", "-m", d, "--ttft", "-t", str(t), "--json"]))[0]
+            cache = tempfile.mkdtemp(prefix="lmc-round-cache-")
+            env = dict(os.environ, LMC_CACHE_DIR=cache)
+            ttft_cmd = [a.lmc, "bench", "-m", d, "--ttft", "-t", str(t), "--json"]
+            cold = json_lines(run(ttft_cmd, env))[0]
+            ttft = json_lines(run(ttft_cmd, env))[0]
+            shutil.rmtree(cache, ignore_errors=True)
             pp, tg = res["pp512"], res["tg128"]
-            rows.append((shape, weights, t, pp, tg, ttft, load))
+            rows.append((shape, weights, t, pp, tg, ttft, cold, load))
 
     print("| shape | weights | threads | pp512 tok/s | tg128 tok/s | read GB/s | tg128 of bound | "
-          "TTFT, 16 tokens (load + prefill) | peak RSS / budget | load avg |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+          "TTFT, 16 tokens (load + prefill) | TTFT, no tokenizer cache | peak RSS / budget | load avg |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     mib = 1 << 20
-    for shape, weights, t, pp, tg, ttft, load in rows:
+    for shape, weights, t, pp, tg, ttft, cold, load in rows:
         print(f"| {shape} | {weights} | {t} | {pp['mean']:.1f} ± {pp['sd']:.1f} | {tg['mean']:.2f} ± {tg['sd']:.2f} | "
               f"{tg['bandwidth_gbs']:.1f} | {100 * tg['bound_fraction']:.0f} % | "
               f"{ttft['seconds']:.3f} s ({ttft['load_s']:.3f} + {ttft['first_token_s']:.3f}) | "
+              f"{cold['seconds']:.3f} s ({cold['load_s']:.3f} + {cold['first_token_s']:.3f}) | "
               f"{tg['peak_rss_bytes'] / mib:.0f} / {tg['rss_budget_bytes'] / mib:.0f} MiB | {load} |")
 
     if a.no_batch:
