@@ -423,6 +423,71 @@ static void test_threadpool_tasks(void) {
     lmc_set_num_threads(0);
 }
 
+/* lmc_parallel_guided: every index once; run r is contiguous and follows
+ * run r-1; runs are multiples of the quantum (the last may be shorter), do
+ * not grow, and are the same on every call. */
+typedef struct {
+    int64_t n, quantum;
+    int64_t *counts;
+    int64_t begin[4096], end[4096];
+    int runs;
+} guided_job_t;
+
+static void guided_chunk(void *ctx, int64_t begin, int64_t end, int run) {
+    guided_job_t *j = ctx;
+    j->begin[run] = begin;
+    j->end[run] = end;
+    __atomic_fetch_add(&j->runs, 1, __ATOMIC_RELAXED);
+    for (int64_t i = begin; i < end; i++) __atomic_fetch_add(&j->counts[i], 1, __ATOMIC_RELAXED);
+}
+
+static void test_threadpool_guided(void) {
+    enum { N = 100000 };
+    static int64_t counts[N];
+    static guided_job_t j, first;
+    const int64_t ns[] = {1, 31, 32, 33, 1000, 4097, N}, quanta[] = {1, 32, 1000};
+    for (int threads = 1; threads <= 3; threads++) {
+        lmc_set_num_threads(threads);
+        for (int a = 0; a < 7; a++)
+            for (int b = 0; b < 3; b++)
+                for (int rep = 0; rep < 3; rep++) {
+                    memset(&j, 0, sizeof j);
+                    j.n = ns[a];
+                    j.quantum = quanta[b];
+                    j.counts = counts;
+                    memset(counts, 0, (size_t)j.n * sizeof counts[0]);
+                    lmc_parallel_guided(j.n, j.quantum, guided_chunk, &j);
+                    int bad = 0;
+                    for (int64_t i = 0; i < j.n; i++) bad += counts[i] != 1;
+                    CHECKF(bad == 0, "%d threads, n %lld quantum %lld: %d indices wrong", threads, (long long)j.n,
+                           (long long)j.quantum, bad);
+                    bool ordered = j.begin[0] == 0 && j.end[j.runs - 1] == j.n;
+                    for (int r = 0; r < j.runs; r++) {
+                        int64_t size = j.end[r] - j.begin[r];
+                        if (r > 0 && (j.begin[r] != j.end[r - 1] || size > j.end[r - 1] - j.begin[r - 1])) ordered = false;
+                        if (r < j.runs - 1 && size % j.quantum != 0) ordered = false;
+                    }
+                    CHECKF(ordered, "%d threads, n %lld quantum %lld: runs out of order", threads, (long long)j.n,
+                           (long long)j.quantum);
+                    if (threads == 1) CHECK(j.runs == 1);
+                    if (rep == 0) first = j;
+                    else CHECK(j.runs == first.runs && !memcmp(j.begin, first.begin, sizeof j.begin) &&
+                               !memcmp(j.end, first.end, sizeof j.end));
+                }
+        /* guided: many runs for a large n with 2 or 3 threads, each no more than half of what is left */
+        if (threads > 1) {
+            memset(&j, 0, sizeof j);
+            j.n = N;
+            j.quantum = 1;
+            j.counts = counts;
+            memset(counts, 0, sizeof counts);
+            lmc_parallel_guided(N, 1, guided_chunk, &j);
+            CHECK(j.runs > 2 * threads && j.end[0] <= N / 2);
+        }
+    }
+    lmc_set_num_threads(0);
+}
+
 /* Per-thread scratch: aligned, kept while big enough, grown when not, and
  * separate per slot and per thread. */
 static void *scratch_other_thread(void *arg) {
@@ -471,6 +536,7 @@ int main(void) {
     RUN(test_threadpool);
     RUN(test_threadpool_many_small);
     RUN(test_threadpool_tasks);
+    RUN(test_threadpool_guided);
     RUN(test_scratch);
     RUN(test_errors_and_cpu);
     return TEST_REPORT();

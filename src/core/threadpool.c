@@ -265,6 +265,42 @@ void lmc_parallel_tasks(int64_t n, int64_t size, lmc_range_fn fn, void *ctx) {
     pthread_mutex_unlock(&g_submit);
 }
 
+enum { MAX_RUNS = 1024 }; /* guided runs of one call (about 2 * threads * ln(n) are needed); the last takes the rest */
+
+typedef struct guided_job {
+    const int64_t *start; /* run r is [start[r], start[r + 1]) */
+    lmc_range_fn fn;
+    void *ctx;
+} guided_job;
+
+static void guided_runs(void *vctx, int64_t r0, int64_t r1, int thread) {
+    (void)thread;
+    const guided_job *g = vctx;
+    for (int64_t r = r0; r < r1; r++) g->fn(g->ctx, g->start[r], g->start[r + 1], (int)r);
+}
+
+void lmc_parallel_guided(int64_t n, int64_t quantum, lmc_range_fn fn, void *ctx) {
+    if (n <= 0) return;
+    if (quantum < 1) quantum = 1;
+    int nthreads = t_in_worker ? 1 : ensure_pool();
+    if (nthreads <= 1 || n <= quantum) {
+        fn(ctx, 0, n, 0);
+        return;
+    }
+    int64_t start[MAX_RUNS + 1]; /* 8 KiB: decode calls this hundreds of times a token, so no malloc */
+    int runs = 0;
+    start[0] = 0;
+    for (int64_t at = 0; at < n;) {
+        int64_t size = (n - at) / (2 * (int64_t)nthreads) / quantum * quantum;
+        if (size < quantum) size = quantum;
+        if (size > n - at || runs == MAX_RUNS - 1) size = n - at;
+        at += size;
+        start[++runs] = at;
+    }
+    guided_job g = {start, fn, ctx};
+    lmc_parallel_tasks(runs, 1, guided_runs, &g);
+}
+
 void lmc_parallel_run(int nthreads, lmc_range_fn fn, void *ctx) {
     if (nthreads <= 0) return;
     int avail = t_in_worker ? 1 : ensure_pool();

@@ -24,6 +24,16 @@ void lmc_parallel_for(int64_t n, int64_t grain, lmc_range_fn fn, void *ctx);
  * others. With one thread, fn(ctx, 0, n, 0). */
 void lmc_parallel_tasks(int64_t n, int64_t size, lmc_range_fn fn, void *ctx);
 
+/* Runs fn over [0, n) in runs that shrink as the work runs out (guided
+ * scheduling), each claimed by whichever thread is free, as fn(ctx, begin,
+ * end, run index): a run takes 1/(2 * threads) of what is left, rounded
+ * down to a multiple of `quantum` (>= 1) and at least quantum (the last may
+ * be shorter). Threads start on long runs — few cold starts of a stream of
+ * weights, and a run can prefetch ahead inside itself — and end together on
+ * short ones. The runs depend only on n, quantum and the thread count. For
+ * the same kind of work as lmc_parallel_tasks. */
+void lmc_parallel_guided(int64_t n, int64_t quantum, lmc_range_fn fn, void *ctx);
+
 /* Runs fn(ctx, t, t+1, t) once for each t < nthreads, in parallel where threads are free. */
 void lmc_parallel_run(int nthreads, lmc_range_fn fn, void *ctx);
 

@@ -28,10 +28,13 @@
  * the thread count. Everything else goes to the AVX-512 driver. */
 #include <immintrin.h>
 #include <math.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "backend/cpu/matmul_internal.h"
+#include "core/scratch.h"
 #include "core/threadpool.h"
 
 enum {
@@ -55,8 +58,8 @@ typedef struct amx_job {
     int64_t sam, sak, ldw, som;
     int parts;       /* 3 for f32 activations, 1 for bf16 */
     uint16_t *xp;    /* packed activations: [batch][mtile][part][Kp/2][16][2] */
-    uint16_t *wpad;  /* per thread: zero-padded copies of ragged tiles */
-    float *csum;     /* per thread: partial sums between k blocks */
+    size_t work_bytes; /* per thread (lmc_scratch): ragged tiles zero-padded, partial sums between k blocks */
+    _Atomic bool out_of_memory;
 } amx_job;
 
 static void config_tiles(void) {
@@ -340,15 +343,20 @@ static void weight_tile(const amx_job *j, const uint16_t *wbase, int64_t n0, uin
     }
 }
 
-static void amx_task(void *ctx, int64_t t0, int64_t t1, int thread) {
+static void amx_task(void *ctx, int64_t t0, int64_t t1, int run) {
+    (void)run;
     const amx_job *j = ctx;
     /* per thread: a padded ragged tile (16 x Kp) and a tail tile (16 x 32) per
      * weight tile of the block; the partial sums of the block's tiles
      * [n-tile][m-tile][16 x 16] between k blocks */
-    uint16_t *pad = j->wpad + (size_t)thread * (size_t)(16 * j->Kp + NBLK / 16 * 512);
+    uint16_t *pad = lmc_scratch(LMC_SCRATCH_MATMUL_AMX, j->work_bytes);
+    if (!pad) {
+        atomic_store(&((amx_job *)ctx)->out_of_memory, true);
+        return;
+    }
     uint16_t *tails = pad + 16 * j->Kp;
     int64_t cstride = j->mtiles * 256;
-    float *csum = j->csum + (size_t)thread * (size_t)(NBLK / 16 * cstride);
+    float *csum = (float *)(tails + NBLK / 16 * 512);
     float ct[4][256] __attribute__((aligned(64)));
     int64_t nk = j->Kp / 32;
     config_tiles();
@@ -428,22 +436,19 @@ lmc_status lmc_cpu_matmul_amx(lmc_array *out, const lmc_array *a, const lmc_arra
     j.mtiles = (M + 15) / 16;
     j.ntasks_n = (N + NBLK - 1) / NBLK;
     j.parts = a->dtype == LMC_F32 ? 3 : 1;
-    int nt = lmc_num_threads();
     size_t xp_elems = (size_t)(j.nbatch * j.mtiles) * (size_t)j.parts * xp_block(&j);
-    size_t pad_elems = (size_t)nt * (size_t)(16 * j.Kp + NBLK / 16 * 512);
-    size_t csum_floats = j.Kp / 32 > k_block(&j) ? (size_t)nt * (NBLK / 16) * (size_t)j.mtiles * 256 : 0;
-    j.xp = aligned_alloc(64, ((xp_elems + pad_elems) * sizeof(uint16_t) + 63) / 64 * 64);
-    j.csum = csum_floats ? aligned_alloc(64, csum_floats * sizeof(float)) : NULL;
-    if (!j.xp || (csum_floats && !j.csum)) {
-        free(j.xp);
-        free(j.csum);
-        return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "lmc_matmul: out of memory");
-    }
-    j.wpad = j.xp + xp_elems;
+    size_t pad_elems = (size_t)(16 * j.Kp + NBLK / 16 * 512);
+    size_t csum_floats = j.Kp / 32 > k_block(&j) ? (size_t)(NBLK / 16) * (size_t)j.mtiles * 256 : 0;
+    j.work_bytes = (pad_elems * sizeof(uint16_t) + csum_floats * sizeof(float) + 63) / 64 * 64;
+    j.xp = aligned_alloc(64, (xp_elems * sizeof(uint16_t) + 63) / 64 * 64);
+    if (!j.xp) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "lmc_matmul: out of memory");
     int64_t work = 16 * K * j.parts; /* elements packed per m-tile */
     lmc_parallel_for(j.nbatch * j.mtiles, work >= 16384 ? 1 : 16384 / work + 1, pack_x_task, &j);
-    lmc_parallel_for(j.nbatch * j.ntasks_n, 1, amx_task, &j);
+    /* guided runs of tasks: a thread that is late or slowed by the host does
+     * not hold the other up at the end */
+    lmc_parallel_guided(j.nbatch * j.ntasks_n, 1, amx_task, &j);
     free(j.xp);
-    free(j.csum);
+    if (atomic_load(&j.out_of_memory))
+        return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "lmc_matmul: out of memory for %zu bytes of work space", j.work_bytes);
     return LMC_OK;
 }

@@ -55,8 +55,7 @@
 
 enum {
     AMX_QMM_MIN_M = 6, /* fewer rows: the AVX-512 kernel (faster below ~5 rows of x, where a tile is mostly padding) */
-    NB_ROWS = 64,       /* weight rows per task: 4 A tiles share each B tile of x from L2 */
-    MAX_CLAIMS = 1024
+    NB_ROWS = 64        /* weight rows per task: 4 A tiles share each B tile of x from L2 */
 };
 
 typedef struct tile_config {
@@ -81,8 +80,6 @@ typedef struct qamx {
     float *sxT; /* [Mt][G][16]: group sums of the rounded x */
     size_t work_bytes;        /* per thread (lmc_scratch) */
     _Atomic bool out_of_memory; /* a thread found no scratch */
-    int nclaims;              /* claim k runs tasks [claim[k], claim[k+1]) */
-    int64_t claim[MAX_CLAIMS + 1];
 } qamx;
 
 /* --- x: rounded, split into parts, laid out as B tiles -------------------- */
@@ -322,29 +319,6 @@ static void run_task(void *vctx, int64_t t0, int64_t t1, int task) {
     _tile_release();
 }
 
-/* Cuts the tasks into runs that shrink as the work runs out (guided, as
- * the AVX-512 driver cuts its rows): the threads start on long runs of
- * consecutive tasks, in which each task prefetches the next one's weights
- * (with few rows of x — 16-token prompts, batched decode — a task would
- * otherwise start on a DRAM stall), and end together on single tasks. */
-static void cut_claims(qamx *c, int64_t tasks, int threads) {
-    int64_t t = 0;
-    c->nclaims = 0;
-    c->claim[0] = 0;
-    while (t < tasks) {
-        int64_t size = (tasks - t) / (2 * (int64_t)threads);
-        if (size < 1) size = 1;
-        if (c->nclaims == MAX_CLAIMS - 1) size = tasks - t;
-        t += size;
-        c->claim[++c->nclaims] = t;
-    }
-}
-
-static void run_claims(void *vctx, int64_t k0, int64_t k1, int thread) {
-    const qamx *c = vctx;
-    for (int64_t k = k0; k < k1; k++) run_task(vctx, c->claim[k], c->claim[k + 1], thread);
-}
-
 lmc_status lmc_quantized_matmul_amx(lmc_array *out, const lmc_array *x, const lmc_array *wq,
                                     const lmc_array *scales, const lmc_array *biases, int group_size, int bits) {
     if ((bits != 4 && bits != 8) || x->shape[0] < AMX_QMM_MIN_M)
@@ -387,10 +361,13 @@ lmc_status lmc_quantized_matmul_amx(lmc_array *out, const lmc_array *x, const lm
     c.xsT = (float *)(mem + xb_bytes);
     c.sxT = (float *)(mem + xb_bytes + xs_bytes);
     lmc_parallel_for(c.M, 16, prep_rows, &c);
-    /* Each task writes its own weight rows' outputs, so the runs of tasks go
-     * to whichever thread is free (a late thread doesn't hold the other up). */
-    cut_claims(&c, (c.N + NB_ROWS - 1) / NB_ROWS, lmc_num_threads());
-    lmc_parallel_tasks(c.nclaims, 1, run_claims, &c);
+    /* Each task writes its own weight rows' outputs, so runs of tasks go to
+     * whichever thread is free (a late thread doesn't hold the other up);
+     * guided runs, so that within a run each task prefetches the next one's
+     * weights (with few rows of x — 16-token prompts, batched decode — a
+     * task would otherwise start on a DRAM stall) and the threads still end
+     * together. */
+    lmc_parallel_guided((c.N + NB_ROWS - 1) / NB_ROWS, 1, run_task, &c);
     free(mem);
     if (atomic_load(&c.out_of_memory))
         return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "quantized_matmul: out of memory for %zu bytes of work space",

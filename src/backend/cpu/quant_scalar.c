@@ -206,7 +206,7 @@ lmc_status lmc_quantized_matmul_scalar(lmc_array *out, const lmc_array *x, const
  * One parallel region per call (or per batch of calls sharing x): x is
  * prepared first, on the calling thread when it has few rows (a few
  * microseconds at decode, less than waking the workers), and all weight rows
- * are then cut into tasks (shrinking towards the end, see qmm_cut_tasks)
+ * are then cut into runs (shrinking towards the end: lmc_parallel_guided)
  * that the threads claim as they come free. A row's result does not depend
  * on how the rows are cut, so outputs are the same for any thread count.
  * Work space comes from per-thread scratch buffers: decode calls this
@@ -214,7 +214,6 @@ lmc_status lmc_quantized_matmul_scalar(lmc_array *out, const lmc_array *x, const
 
 enum {
     QMM_NB = 32,           /* weight rows whose scales are converted at once; tasks are multiples of it */
-    QMM_MAX_TASKS = 256,
     QMM_PREP_SERIAL = 4,   /* x rows prepared on the calling thread alone */
     QMM_BATCH_MAX = 8,
 };
@@ -279,40 +278,18 @@ static void qmm_run_rows(const lmc_qmm_plan *p, int64_t n0, int64_t n1, float *s
     }
 }
 
-/* The weight rows of several plans, numbered one after another, cut into tasks. */
+/* The weight rows of several plans, numbered one after another. */
 typedef struct qmm_job {
     const lmc_qmm_plan *plans;
     int n;
     int64_t first[QMM_BATCH_MAX + 1];  /* plan i has rows [first[i], first[i+1]) */
-    int ntasks;
-    int64_t start[QMM_MAX_TASKS + 1];  /* task t has rows [start[t], start[t+1]) */
     _Atomic bool out_of_memory;        /* a thread found no scratch for prep_w */
 } qmm_job;
 
-/* Cuts `rows` into tasks that shrink as the work runs out (guided
- * scheduling): each takes 1/(2*threads) of the rows left, in multiples of
- * QMM_NB, so the threads start on large blocks (few cold starts of the
- * weight stream) and end together on small ones (a short wait at the end). */
-static void qmm_cut_tasks(qmm_job *j, int64_t rows, int threads) {
-    int64_t least = (rows + QMM_MAX_TASKS / 2 - 1) / (QMM_MAX_TASKS / 2); /* bounds the count */
-    least = least < QMM_NB ? QMM_NB : (least + QMM_NB - 1) / QMM_NB * QMM_NB;
-    int64_t r = 0;
-    j->ntasks = 0;
-    j->start[0] = 0;
-    while (r < rows) {
-        int64_t size = (rows - r) / (2 * threads);
-        size = size < least ? least : size / QMM_NB * QMM_NB;
-        if (j->ntasks == QMM_MAX_TASKS - 1 || size > rows - r) size = rows - r;
-        r += size;
-        j->start[++j->ntasks] = r;
-    }
-}
-
-/* Tasks [t0, t1) (one, or all of them with one thread): their rows are contiguous. */
-static void qmm_tasks(void *vctx, int64_t t0, int64_t t1, int task) {
-    (void)task;
+/* Rows [r0, r1) of the job (a run of lmc_parallel_guided, or all of them with one thread). */
+static void qmm_job_rows(void *vctx, int64_t r0, int64_t r1, int run) {
+    (void)run;
     qmm_job *j = vctx;
-    int64_t r0 = j->start[t0], r1 = j->start[t1];
     for (int i = 0; i < j->n; i++) {
         int64_t lo = r0 > j->first[i] ? r0 : j->first[i], hi = r1 < j->first[i + 1] ? r1 : j->first[i + 1];
         if (lo >= hi) continue;
@@ -372,8 +349,9 @@ static lmc_status qmm_run_plans(lmc_qmm_plan *plans, int n) {
         }
         job.first[i + 1] = job.first[i] + p->N;
     }
-    qmm_cut_tasks(&job, job.first[n], lmc_num_threads());
-    lmc_parallel_tasks(job.ntasks, 1, qmm_tasks, &job);
+    /* guided runs of whole QMM_NB blocks: few cold starts of the weight
+     * stream, and the threads end together */
+    lmc_parallel_guided(job.first[n], QMM_NB, qmm_job_rows, &job);
     if (atomic_load(&job.out_of_memory))
         return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "quantized_matmul: out of memory for the scales of %d weight rows",
                              (int)QMM_NB);
