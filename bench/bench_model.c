@@ -32,6 +32,7 @@
 
 #include "bench_model.h"
 #include "bench_ops.h"
+#include "core/threadpool.h"
 #include "lmc/ops.h"
 #include "runtime/model_internal.h"
 #include "tools/cli.h"
@@ -181,6 +182,9 @@ typedef struct bm_row {
     bm_stats tps;
     double cpu_tps; /* median tokens per CPU-second (all threads) */
     bool decode;
+    /* the timed repeats' parallel regions (lmc_pool_stats): per token, and
+     * the calling thread's share of the time between them and waiting at their ends */
+    double regions_per_token, serial_frac, wait_frac;
 } bm_row;
 
 /* Issue 8's memory goal: weights + the largest KV cache a test held + 64 MiB. */
@@ -220,6 +224,9 @@ static void print_rows(const bm_opts *o, const char *name, const lmc_model_info 
             cJSON_AddNumberToObject(j, "peak_rss_bytes", (double)rss);
             cJSON_AddNumberToObject(j, "lmc_peak_bytes", (double)lmc_peak);
             cJSON_AddNumberToObject(j, "rss_budget_bytes", (double)rss_budget(info));
+            cJSON_AddNumberToObject(j, "regions_per_token", rows[i].regions_per_token);
+            cJSON_AddNumberToObject(j, "serial_fraction", rows[i].serial_frac);
+            cJSON_AddNumberToObject(j, "wait_fraction", rows[i].wait_frac);
             cJSON_AddNumberToObject(j, "prefill_chunk", o->chunk);
             cJSON_AddNumberToObject(j, "load_s", load_s);
             cJSON_AddStringToObject(j, "path", lmc_cpu().path);
@@ -254,6 +261,10 @@ static void print_rows(const bm_opts *o, const char *name, const lmc_model_info 
            "bound = bandwidth / weight bytes. t/CPU-s: tokens per CPU-second of all threads, and of bound*: that\n"
            "against the bandwidth per CPU-second; both are less sensitive to other load on the machine than t/s.\n",
            read_gbps, read_gbps_cpu, o->threads);
+    for (int i = 0; i < n_rows && o->threads > 1; i++)
+        printf("%s: %.0f parallel regions a token; the calling thread spends %.1f %% of the time between them (serial\n"
+               "  work) and %.1f %% waiting at their ends for the other threads\n",
+               rows[i].test, rows[i].regions_per_token, 100 * rows[i].serial_frac, 100 * rows[i].wait_frac);
     printf("peak RSS %.1f MiB (lmc allocations peak %.1f MiB; weights + largest KV cache %.1f MiB + 64 MiB = %.1f MiB);\n"
            "prefill in passes of %d tokens; %d repeats, median used for the bound\n",
            (double)rss / (1 << 20), (double)lmc_peak / (1 << 20), (double)g_kv_peak / (1 << 20),
@@ -270,14 +281,22 @@ static lmc_status run_test(const lmc_decoder *dec, const bm_opts *o, bool decode
     bm_time secs;
     /* Warm-up: pages in the weights and lets the allocator settle. */
     lmc_status st = decode ? run_decode(dec, 1, &secs) : run_prefill(dec, n < 64 ? n : 64, o->chunk, &secs);
+    double wall = 0;
+    lmc_pool_stats_enable(true);
     for (int r = 0; r < o->reps && st == LMC_OK; r++) {
         st = decode ? run_decode(dec, n, &secs) : run_prefill(dec, n, o->chunk, &secs);
         tps[r] = n / secs.wall;
         cpu[r] = n / secs.cpu;
+        wall += secs.wall;
     }
+    lmc_pool_stats ps = lmc_pool_stats_get();
+    lmc_pool_stats_enable(false);
     if (st == LMC_OK) {
         row->tps = stats_of(tps, o->reps);
         row->cpu_tps = stats_of(cpu, o->reps).median;
+        row->regions_per_token = (double)ps.regions / ((double)n * o->reps);
+        row->serial_frac = wall > 0 ? ps.serial_s / wall : 0;
+        row->wait_frac = wall > 0 ? ps.wait_s / wall : 0;
     }
     free(tps);
     return st;

@@ -80,6 +80,22 @@ static void test_bench_json(void) {
     }
     CHECK(rows == 2);
 
+    /* Two threads: the parallel regions a token and where the calling thread's time goes around them. */
+    snprintf(args, sizeof args, "-m '%s' -p 8 -n 4 -r 1 -t 2 --json", dir);
+    CHECK(run_bench(args, out, sizeof out) == 0);
+    rows = 0;
+    for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n"), rows++) {
+        cJSON *o = cJSON_Parse(line);
+        CHECKF(o != NULL, "not JSON: %s", line);
+        if (!o) continue;
+        double regions = num(o, "regions_per_token"), serial = num(o, "serial_fraction"), wait = num(o, "wait_fraction");
+        /* every token runs at least its layers' matmuls as parallel regions */
+        CHECKF(regions >= 1, "%s: %g regions a token", str(o, "test"), regions);
+        CHECKF(serial >= 0 && wait >= 0 && serial + wait <= 1, "%s: serial %g, wait %g", str(o, "test"), serial, wait);
+        cJSON_Delete(o);
+    }
+    CHECK(rows == 2);
+
     /* -n 0 skips decode. */
     snprintf(args, sizeof args, "-m '%s' -p 4 -n 0 -r 1 --json", dir);
     CHECK(run_bench(args, out, sizeof out) == 0);

@@ -488,6 +488,34 @@ static void test_threadpool_guided(void) {
     lmc_set_num_threads(0);
 }
 
+/* lmc_pool_stats: counts each multi-threaded region once, none while off
+ * or with one thread; waiting is part of the region's time. */
+static void spin_chunk(void *ctx, int64_t begin, int64_t end, int thread) {
+    (void)thread;
+    volatile double *acc = ctx;
+    for (int64_t i = begin; i < end; i++)
+        for (int k = 0; k < 1000; k++) *acc += 1e-9;
+}
+
+static void test_pool_stats(void) {
+    static volatile double acc;
+    lmc_set_num_threads(2);
+    lmc_pool_stats_enable(true);
+    for (int i = 0; i < 5; i++) lmc_parallel_for(64, 1, spin_chunk, (void *)&acc);
+    lmc_pool_stats s = lmc_pool_stats_get();
+    CHECKF(s.regions == 5, "%lld regions", (long long)s.regions);
+    CHECK(s.region_s > 0 && s.wait_s >= 0 && s.wait_s <= s.region_s && s.serial_s >= 0);
+    lmc_pool_stats_enable(false);
+    lmc_parallel_for(64, 1, spin_chunk, (void *)&acc);
+    CHECK(lmc_pool_stats_get().regions == 0);
+    lmc_set_num_threads(1);
+    lmc_pool_stats_enable(true);
+    lmc_parallel_for(64, 1, spin_chunk, (void *)&acc);
+    CHECK(lmc_pool_stats_get().regions == 0);
+    lmc_pool_stats_enable(false);
+    lmc_set_num_threads(0);
+}
+
 /* Per-thread scratch: aligned, kept while big enough, grown when not, and
  * separate per slot and per thread. */
 static void *scratch_other_thread(void *arg) {
@@ -537,6 +565,7 @@ int main(void) {
     RUN(test_threadpool_many_small);
     RUN(test_threadpool_tasks);
     RUN(test_threadpool_guided);
+    RUN(test_pool_stats);
     RUN(test_scratch);
     RUN(test_errors_and_cpu);
     return TEST_REPORT();

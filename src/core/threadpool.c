@@ -28,6 +28,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -205,9 +206,30 @@ int lmc_num_threads(void) {
     return n;
 }
 
+static _Atomic bool g_stats_on;
+static lmc_pool_stats g_stats;   /* under g_submit */
+static int64_t g_stats_last_end; /* when the last counted region ended, 0 for none */
+
+void lmc_pool_stats_enable(bool on) {
+    pthread_mutex_lock(&g_submit);
+    memset(&g_stats, 0, sizeof g_stats);
+    g_stats_last_end = 0;
+    atomic_store(&g_stats_on, on);
+    pthread_mutex_unlock(&g_submit);
+}
+
+lmc_pool_stats lmc_pool_stats_get(void) {
+    pthread_mutex_lock(&g_submit);
+    lmc_pool_stats s = g_stats;
+    pthread_mutex_unlock(&g_submit);
+    return s;
+}
+
 /* Runs `active` chunks of `chunk` indices over [0, n) on the caller and the workers. */
 static void dispatch(int active, int64_t n, int64_t chunk, lmc_range_fn fn, void *ctx) {
     pool *p = &g_pool;
+    bool stats = atomic_load_explicit(&g_stats_on, memory_order_relaxed);
+    int64_t t_start = stats ? now_ns() : 0;
     p->fn = fn;
     p->ctx = ctx;
     p->n = n;
@@ -219,6 +241,7 @@ static void dispatch(int active, int64_t n, int64_t chunk, lmc_range_fn fn, void
     t_in_worker = true;
     run_chunks(p, gen, false);
     t_in_worker = false;
+    int64_t t_mine = stats ? now_ns() : 0;
     /* Only chunks that other threads are running are left. */
     for (;;) {
         uint32_t left = atomic_load_explicit(&p->remaining, memory_order_acquire);
@@ -227,6 +250,14 @@ static void dispatch(int active, int64_t n, int64_t chunk, lmc_range_fn fn, void
         atomic_store_explicit(&p->caller_sleeping, 1, memory_order_seq_cst);
         while ((left = atomic_load_explicit(&p->remaining, memory_order_seq_cst)) != 0) futex_wait(&p->remaining, left);
         atomic_store_explicit(&p->caller_sleeping, 0, memory_order_relaxed);
+    }
+    if (stats) {
+        int64_t t_end = now_ns();
+        g_stats.regions++;
+        g_stats.region_s += (double)(t_end - t_start) * 1e-9;
+        g_stats.wait_s += (double)(t_end - t_mine) * 1e-9;
+        if (g_stats_last_end && t_start - g_stats_last_end < 1000000) g_stats.serial_s += (double)(t_start - g_stats_last_end) * 1e-9;
+        g_stats_last_end = t_end;
     }
 }
 

@@ -8,6 +8,7 @@
 #ifndef LMC_CORE_THREADPOOL_H
 #define LMC_CORE_THREADPOOL_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 typedef void (*lmc_range_fn)(void *ctx, int64_t begin, int64_t end, int thread);
@@ -33,6 +34,20 @@ void lmc_parallel_tasks(int64_t n, int64_t size, lmc_range_fn fn, void *ctx);
  * short ones. The runs depend only on n, quantum and the thread count. For
  * the same kind of work as lmc_parallel_tasks. */
 void lmc_parallel_guided(int64_t n, int64_t quantum, lmc_range_fn fn, void *ctx);
+
+/* Where a calling thread's time goes around the parallel regions (for
+ * benchmarks; one caller at a time is assumed). Regions that run on one
+ * thread (one thread configured, or nested) are not counted. */
+typedef struct lmc_pool_stats {
+    int64_t regions; /* parallel regions run */
+    double region_s; /* the caller's time inside them */
+    double wait_s;   /* of which waiting for chunks other threads were running */
+    double serial_s; /* the caller's time between two regions less than 1 ms apart: its serial work */
+} lmc_pool_stats;
+
+/* Starts counting from zero (on) or stops (off). */
+void lmc_pool_stats_enable(bool on);
+lmc_pool_stats lmc_pool_stats_get(void);
 
 /* Runs fn(ctx, t, t+1, t) once for each t < nthreads, in parallel where threads are free. */
 void lmc_parallel_run(int nthreads, lmc_range_fn fn, void *ctx);
