@@ -5,7 +5,8 @@ bench/RESULTS.md.
 For each bench model folder present under --models (names as made by
 `lmc make-model --preset qwen3-0.6b|llama3.2-1b|gemma3-1b [--q4]`), and each
 thread count: `lmc bench -m DIR -t T -r R --json` (pp512 and tg128 beside the
-read bandwidth measured by the same run) and `lmc bench -m DIR --ttft -t T
+read bandwidth measured by the same run, and the calling thread's share of
+the time spent outside the parallel regions) and `lmc bench -m DIR --ttft -t T
 --json` twice, in a tokenizer cache folder of the round's own (LMC_CACHE_DIR):
 first with no cache file (cold: the load parses tokenizer.json and writes the
 cache), then with it (warm, as every later start of the model); then `lmc bench batch --only generate` on the Qwen3 models. The load
@@ -52,6 +53,11 @@ def run(cmd, env=None):
     return p.stdout
 
 
+def serial(row):
+    """The calling thread's share of the time between parallel regions (none with one thread)."""
+    return f"{100 * row['serial_fraction']:.1f}" if row.get("regions_per_token") else "–"
+
+
 def json_lines(text):
     return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
 
@@ -85,14 +91,15 @@ def main():
             rows.append((shape, weights, t, pp, tg, ttft, cold, load))
 
     print("| shape | weights | threads | pp512 tok/s | tg128 tok/s | read GB/s | tg128 of bound | "
-          "TTFT, 16 tokens (load + prefill) | TTFT, no tokenizer cache | peak RSS / budget | load avg |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+          "TTFT, 16 tokens (load + prefill) | TTFT, no tokenizer cache | serial % pp / tg | peak RSS / budget | load avg |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     mib = 1 << 20
     for shape, weights, t, pp, tg, ttft, cold, load in rows:
         print(f"| {shape} | {weights} | {t} | {pp['mean']:.1f} ± {pp['sd']:.1f} | {tg['mean']:.2f} ± {tg['sd']:.2f} | "
               f"{tg['bandwidth_gbs']:.1f} | {100 * tg['bound_fraction']:.0f} % | "
               f"{ttft['seconds']:.3f} s ({ttft['load_s']:.3f} + {ttft['first_token_s']:.3f}) | "
               f"{cold['seconds']:.3f} s ({cold['load_s']:.3f} + {cold['first_token_s']:.3f}) | "
+              f"{serial(pp)} / {serial(tg)} | "
               f"{tg['peak_rss_bytes'] / mib:.0f} / {tg['rss_budget_bytes'] / mib:.0f} MiB | {load} |")
 
     if a.no_batch:
