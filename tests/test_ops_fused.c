@@ -408,6 +408,28 @@ static void test_sdpa_random(void) {
         lmc_array *arr[] = {q, k, v, m, pad, padf};
         for (int i = 0; i < 6; i++) lmc_array_free(arr[i]);
     }
+    /* decode with one KV head (Gemma-3-1B): the query heads split over two
+     * tasks; each row must be what the oracle gives, and bit for bit what the
+     * same rows give in a batch of two (one task per batch entry, no split) */
+    static const int64_t Tk3[] = {1, 37, 200, 700};
+    for (int ti = 0; ti < 4; ti++) {
+        int64_t sq[4] = {1, 4, 1, 64}, skv[4] = {1, 1, Tk3[ti], 64};
+        lmc_array *q = rnd(LMC_F32, 4, sq), *k = rnd(LMC_F32, 4, skv), *v = rnd(LMC_F32, 4, skv);
+        lmc_sdpa_params sp = lmc_sdpa_params_default(0.125f);
+        sp.causal = true;
+        op_args a = {.x = q, .k = k, .v = v, .sp = &sp};
+        char what[128];
+        snprintf(what, sizeof what, "sdpa one KV head, decode, Tk=%lld", (long long)Tk3[ti]);
+        check_paths(OP_SDPA, &a, what);
+        const lmc_array *qq[2] = {q, q}, *kk[2] = {k, k}, *vv[2] = {v, v};
+        lmc_array *Q = lmc_concatenate(2, qq, 0), *K = lmc_concatenate(2, kk, 0), *V = lmc_concatenate(2, vv, 0);
+        lmc_array *one = lmc_sdpa(q, k, v, &sp), *two = lmc_sdpa(Q, K, V, &sp);
+        CHECKF(one && two && !memcmp(lmc_array_data(one), lmc_array_data(two), 4 * 64 * sizeof(float)) &&
+                   !memcmp(lmc_array_data(one), (const float *)lmc_array_data(two) + 4 * 64, 4 * 64 * sizeof(float)),
+               "%s: rows differ from the batch of two", what);
+        lmc_array *arr[] = {q, k, v, Q, K, V, one, two};
+        for (int i = 0; i < 8; i++) lmc_array_free(arr[i]);
+    }
     /* non-contiguous q/k/v: [B, T, H, D] buffers seen as [B, H, T, D] */
     int64_t s[4] = {1, 11, 4, 16}, skv[4] = {1, 11, 2, 16};
     lmc_array *qr = rnd(LMC_F32, 4, s), *kr = rnd(LMC_BF16, 4, skv), *vr = rnd(LMC_F32, 4, skv);

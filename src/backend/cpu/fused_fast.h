@@ -447,6 +447,7 @@ typedef struct sdpa_job {
     const lmc_array *q, *k, *v;
     const lmc_sdpa_params *p;
     int64_t B, Hq, Hkv, Tq, Tk, D, Dv, Dp, Dvp, group, qb, qblocks, rows;
+    int64_t hparts, gsub; /* a task takes gsub = group / hparts of the group's query heads */
     bool k_direct, v_direct;
     float *scratch;
     size_t scratch_floats;
@@ -539,11 +540,12 @@ static void sdpa_blocks(void *ctx, int64_t t0, int64_t t1, int thread) {
     float *mrow = S + (R + 1) * SDPA_KB, *lrow = mrow + R, *corr = lrow + R; /* R + 1 */
     size_t ksz = lmc_dtype_size(k->dtype), vsz = lmc_dtype_size(v->dtype);
     for (int64_t t = t0; t < t1; t++) {
-        int64_t qb = t % j->qblocks, bh = t / j->qblocks, hk = bh % j->Hkv, b = bh / j->Hkv;
-        int64_t i0 = qb * j->qb, nq = j->Tq - i0 < j->qb ? j->Tq - i0 : j->qb, nr = nq * j->group;
+        int64_t qb = t % j->qblocks, hp = t / j->qblocks % j->hparts, bh = t / (j->qblocks * j->hparts);
+        int64_t hk = bh % j->Hkv, b = bh / j->Hkv, h0 = hk * j->group + hp * j->gsub; /* the task's first query head */
+        int64_t i0 = qb * j->qb, nq = j->Tq - i0 < j->qb ? j->Tq - i0 : j->qb, nr = nq * j->gsub;
         int64_t shift = j->Tk - j->Tq; /* query i sits at key position shift + i */
         for (int64_t r = 0; r < nr; r++) {
-            int64_t h = hk * j->group + r / nq, i = i0 + r % nq;
+            int64_t h = h0 + r / nq, i = i0 + r % nq;
             float *qr = qf + r * Dp;
             load_row(qr, q, b * q->strides[0] + h * q->strides[1] + i * q->strides[2], D, q->strides[3]);
             if (p->softcap == 0.0f)
@@ -619,7 +621,7 @@ static void sdpa_blocks(void *ctx, int64_t t0, int64_t t1, int thread) {
                          (p->window == 0 || shift + i0 + nq - 1 - k0 < p->window);
             for (int64_t r = 0; r < nr; r++) {
                 float *sr = S + r * SDPA_KB;
-                if (!whole) sdpa_visibility(j, sr, b, hk * j->group + r / nq, i0 + r % nq, k0, nk, use_mask);
+                if (!whole) sdpa_visibility(j, sr, b, h0 + r / nq, i0 + r % nq, k0, nk, use_mask);
                 else
                     for (int64_t c = nk; c < SDPA_KB; c++) sr[c] = -INFINITY;
                 sdpa_softmax_row(sr, &mrow[r], &lrow[r], &corr[r]);
@@ -645,7 +647,7 @@ static void sdpa_blocks(void *ctx, int64_t t0, int64_t t1, int thread) {
             }
         }
         for (int64_t r = 0; r < nr; r++) {
-            int64_t h = hk * j->group + r / nq, i = i0 + r % nq;
+            int64_t h = h0 + r / nq, i = i0 + r % nq;
             float *ar = acc + r * Dvp, inv = lrow[r] > 0.0f ? 1.0f / lrow[r] : 0.0f;
             for (int64_t e = 0; e < Dv; e++) ar[e] *= inv;
             store_row(j->out, (b * j->Hq + h) * j->Tq + i, ar, Dv);
@@ -677,7 +679,13 @@ lmc_status FUSED_FN(lmc_cpu_sdpa)(lmc_array *out, const lmc_array *q, const lmc_
     int nt = lmc_num_threads();
     j.scratch = malloc((size_t)nt * j.scratch_floats * sizeof(float));
     if (!j.scratch) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "lmc_sdpa: out of memory");
-    int64_t tasks = j.B * j.Hkv * j.qblocks;
+    /* One task in all (decode with one KV head, as Gemma-3-1B has) would leave
+     * the other threads idle: then the group's query heads go to two tasks,
+     * each reading the keys and values once. Fixed by the shapes alone, so
+     * results do not depend on the thread count. */
+    j.hparts = j.B * j.Hkv * j.qblocks == 1 && j.group % 2 == 0 ? 2 : 1;
+    j.gsub = j.group / j.hparts;
+    int64_t tasks = j.B * j.Hkv * j.qblocks * j.hparts;
     int64_t work = j.rows * j.Tk * (j.D + j.Dv);
     lmc_parallel_for(tasks, work >= 32768 ? 1 : 32768 / (work + 1) + 1, sdpa_blocks, &j);
     free(j.scratch);
