@@ -33,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/cpu/amx_tiles.h"
 #include "backend/cpu/matmul_internal.h"
 #include "core/scratch.h"
 #include "core/threadpool.h"
@@ -45,12 +46,6 @@ enum {
     PF_STREAM = 4, /* the same when one sweep over M runs over all of K */
 };
 
-typedef struct tile_config {
-    uint8_t palette, start_row, reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-} tile_config;
-
 typedef struct amx_job {
     lmc_array *out;
     const lmc_array *a, *b;
@@ -61,20 +56,6 @@ typedef struct amx_job {
     size_t work_bytes; /* per thread (lmc_scratch): ragged tiles zero-padded, partial sums between k blocks */
     _Atomic bool out_of_memory;
 } amx_job;
-
-static void config_tiles(void) {
-    tile_config cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.palette = 1;
-    for (int t = 0; t < 8; t++) {
-        cfg.rows[t] = 16;
-        cfg.colsb[t] = 64;
-    }
-    /* GCC's ldtilecfg builtin declares too small a memory operand: without
-     * this barrier the stores to rows and colsb can be dropped as dead */
-    __asm__ volatile("" : : "m"(cfg) : "memory");
-    _tile_loadconfig(&cfg);
-}
 
 static inline uint32_t f32_bits(float f) {
     uint32_t u;
@@ -359,7 +340,7 @@ static void amx_task(void *ctx, int64_t t0, int64_t t1, int run) {
     float *csum = (float *)(tails + NBLK / 16 * 512);
     float ct[4][256] __attribute__((aligned(64)));
     int64_t nk = j->Kp / 32;
-    config_tiles();
+    lmc_amx_configure_uniform();
     for (int64_t t = t0; t < t1; t++) {
         int64_t bi = t / j->ntasks_n, nb0 = t % j->ntasks_n * NBLK;
         int64_t nb1 = nb0 + NBLK < j->N ? nb0 + NBLK : j->N;

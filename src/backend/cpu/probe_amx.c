@@ -5,30 +5,14 @@
  * (hyperthreads of one core, or a host that places vCPUs so), not
  * bandwidth. The kernels' scaling with threads can be no better than this. */
 #include <immintrin.h>
-#include <string.h>
 
+#include "backend/cpu/amx_tiles.h"
 #include "backend/cpu/probe.h"
-
-typedef struct tile_config {
-    uint8_t palette, start_row, reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-} tile_config;
 
 /* Four independent 16 x 16 accumulators, so the products are limited by the
  * unit's throughput, not by one accumulator's latency. */
 static float tiles(int64_t iters, bool int8) {
-    tile_config cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.palette = 1;
-    for (int t = 0; t < 8; t++) {
-        cfg.rows[t] = 16;
-        cfg.colsb[t] = 64;
-    }
-    /* GCC's ldtilecfg builtin declares too small a memory operand: without
-     * this barrier the stores to rows and colsb can be dropped as dead */
-    __asm__ volatile("" : : "m"(cfg) : "memory");
-    _tile_loadconfig(&cfg);
+    lmc_amx_configure_uniform();
     static const uint8_t src[1024] __attribute__((aligned(64))) = {1};
     float out[256] __attribute__((aligned(64)));
     _tile_zero(0);

@@ -49,6 +49,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/cpu/amx_tiles.h"
 #include "backend/cpu/quant_avx512.h"
 #include "core/scratch.h"
 #include "core/threadpool.h"
@@ -57,12 +58,6 @@ enum {
     AMX_QMM_MIN_M = 6, /* fewer rows: the AVX-512 kernel (faster below ~5 rows of x, where a tile is mostly padding) */
     NB_ROWS = 64        /* weight rows per task: 4 A tiles share each B tile of x from L2 */
 };
-
-typedef struct tile_config {
-    uint8_t palette, start_row, reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-} tile_config;
 
 typedef struct qamx {
     int64_t M, N, K, G, Mt, S, blocks; /* Mt: tiles of 16 rows of x; S: K-steps of kk */
@@ -166,24 +161,6 @@ static void prep_w(const qamx *c, int64_t n0, uint8_t *wbuf, float *ws, float *w
 
 /* --- the tile loop -------------------------------------------------------- */
 
-static void config_tiles(int kk) {
-    tile_config cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.palette = 1;
-    for (int t = 0; t < 6; t++) { /* C, two sets */
-        cfg.rows[t] = 16;
-        cfg.colsb[t] = 64;
-    }
-    cfg.rows[6] = 16; /* A */
-    cfg.colsb[6] = (uint16_t)kk;
-    cfg.rows[7] = (uint8_t)(kk / 4); /* B */
-    cfg.colsb[7] = 64;
-    /* GCC's ldtilecfg builtin declares too small a memory operand: without
-     * this barrier the stores to rows and colsb can be dropped as dead */
-    __asm__ volatile("" : : "m"(cfg) : "memory");
-    _tile_loadconfig(&cfg);
-}
-
 /* Stores the 16 x 16 block res[n][m] (lanes m) as out[m0 + m][n0 + n], transposed. */
 static void store_block(const qamx *c, const float *res, int64_t m0, int64_t n0) {
     const __m512i col = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
@@ -277,7 +254,7 @@ static void run_task(void *vctx, int64_t t0, int64_t t1, int task) {
     float *wb = ws + NB_ROWS * c->G;
     int32_t *cbuf = (int32_t *)(wb + NB_ROWS * c->G); /* 3 C tiles */
     float *acc = (float *)(cbuf + 3 * 256);           /* [NB_ROWS][16] */
-    config_tiles(kk);
+    lmc_amx_configure(16, kk, kk / 4, 64); /* A: 16 weight rows of kk bytes; B: kk/4 rows of x's parts */
     for (int64_t t = t0; t < t1; t++) {
         int64_t n0 = t * NB_ROWS;
         int nt = (int)((c->N - n0 + 15) / 16);
