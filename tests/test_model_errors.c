@@ -34,15 +34,7 @@ static void write_text(const char *dir, const char *name, const char *text) {
 static char *read_text(const char *dir, const char *name) {
     char p[4096];
     snprintf(p, sizeof p, "%s/%s", dir, name);
-    FILE *f = fopen(p, "r");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    s[fread(s, 1, (size_t)n, f)] = 0;
-    fclose(f);
-    return s;
+    return read_file_all(p, NULL);
 }
 
 /* Replaces the first occurrence of `from` in config.json by `to`. */

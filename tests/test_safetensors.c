@@ -31,17 +31,7 @@ static void write_bytes(const char *path, const void *data, size_t n) {
     fclose(f);
 }
 
-static unsigned char *read_bytes(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *b = malloc((size_t)len + 1);
-    *n = fread(b, 1, (size_t)len, f);
-    fclose(f);
-    return b;
-}
+static unsigned char *read_bytes(const char *path, size_t *n) { return (unsigned char *)read_file_all(path, n); }
 
 static bool exists(const char *path) { return access(path, F_OK) == 0; }
 

@@ -53,15 +53,8 @@ static lmc_status load_mock(const char *fault, double timeout, const char *extra
 }
 
 static char *read_log(void) {
-    FILE *f = fopen(g_log, "r");
-    if (!f) return calloc(1, 1);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = calloc(1, (size_t)n + 1);
-    if (s && fread(s, 1, (size_t)n, f) != (size_t)n) s[0] = 0;
-    fclose(f);
-    return s;
+    char *s = read_file_all(g_log, NULL);
+    return s ? s : calloc(1, 1);
 }
 
 static void clear_log(void) { unlink(g_log); }

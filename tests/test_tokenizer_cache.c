@@ -63,17 +63,7 @@ static int count_files(const char *dir, char *one, size_t cap) {
     return n;
 }
 
-static unsigned char *slurp(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long size = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *p = malloc((size_t)size + 1);
-    *n = fread(p, 1, (size_t)size, f);
-    fclose(f);
-    return p;
-}
+static unsigned char *slurp(const char *path, size_t *n) { return (unsigned char *)read_file_all(path, n); }
 
 static void spit(const char *path, const void *p, size_t n) {
     FILE *f = fopen(path, "wb");

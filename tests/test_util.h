@@ -56,6 +56,22 @@ static int t_checks = 0;
 #define TEST_REPORT()                                                             \
     (fprintf(stderr, "%d checks, %d failed\n", t_checks, t_failures), t_failures ? 1 : 0)
 
+/* The whole file at path (malloc'd, NUL-terminated; *n, when not NULL, gets
+ * its length), or NULL when it cannot be opened. */
+static inline char *read_file_all(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *p = malloc((size_t)(len > 0 ? len : 0) + 1);
+    size_t got = p ? fread(p, 1, (size_t)(len > 0 ? len : 0), f) : 0;
+    fclose(f);
+    if (p) p[got] = 0;
+    if (n) *n = got;
+    return p;
+}
+
 /* Runs a shell command; its standard output (up to cap - 1 bytes) goes to
  * out, NUL-terminated. Returns its exit status, or -1 when it could not run
  * or did not exit. */
