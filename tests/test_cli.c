@@ -339,6 +339,54 @@ static void test_adapter_and_fuse(void) {
     free(work);
 }
 
+/* Two chat turns on a tiny model with Qwen 3's vocabulary: the second
+ * computes only what is new (the prompt cache), and --no-prompt-cache
+ * computes it all; the replies are the same. */
+static void test_chat_turns(void) {
+    char tmpl[] = "/tmp/lmc-cli-chat-XXXXXX";
+    char *dir = mkdtemp(tmpl), cmd[8192], *out[2] = {NULL, NULL};
+    CHECK(dir != NULL);
+    if (!dir) return;
+    snprintf(cmd, sizeof cmd, "%s/lmc make-model --preset tiny-qwen3 --tokenizer %s/qwen3 -o %s/m >/dev/null 2>&1",
+             LMC_BUILD_DIR, LMC_TOKENIZER_DIR, dir);
+    CHECK(system(cmd) == 0);
+    const char *flags[2] = {"", "--no-prompt-cache"};
+    for (int k = 0; k < 2; k++) {
+        snprintf(cmd, sizeof cmd,
+                 "printf 'Hello there\\nAnd again\\n' | %s/lmc chat -m %s/m --temperature 0 --max-tokens 6 --stats %s "
+                 "--system 'Be brief.' 2>&1",
+                 LMC_BUILD_DIR, dir, flags[k]);
+        CHECK(run(cmd, &out[k]) == 0);
+    }
+    if (out[0] && out[1]) {
+        const char *second = strstr(out[0], "[prompt");
+        second = second ? strstr(second + 1, "[prompt") : NULL;
+        CHECKF(second && strstr(second, "from the prompt cache"), "%s", out[0]);
+        CHECKF(!strstr(out[1], "from the prompt cache"), "%s", out[1]);
+        /* the same text apart from the figures lines */
+        char *texts[2];
+        for (int k = 0; k < 2; k++) {
+            texts[k] = strdup(out[k]);
+            char *w = texts[k];
+            for (const char *r = out[k]; *r;) {
+                if (r[0] == '[' && !strncmp(r, "[prompt", 7)) {
+                    while (*r && *r != '\n') r++;
+                    continue;
+                }
+                *w++ = *r++;
+            }
+            *w = 0;
+        }
+        CHECK_STR(texts[0], texts[1]);
+        free(texts[0]);
+        free(texts[1]);
+    }
+    free(out[0]);
+    free(out[1]);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CHECK(system(cmd) == 0);
+}
+
 int main(void) {
     g_dir = model_fixture_dir("qwen3");
     if (!g_dir) return 1;
@@ -348,6 +396,7 @@ int main(void) {
     RUN(test_usage_errors);
     RUN(test_bench_cores);
     RUN(test_adapter_and_fuse);
+    RUN(test_chat_turns);
     model_fixture_cleanup(g_dir);
     return TEST_REPORT();
 }

@@ -131,12 +131,28 @@ typedef struct lmc_generate_options {
     bool add_special_tokens;      /* for text prompts (default true: BOS etc. as the tokenizer adds them) */
     lmc_token_callback on_token; void *user;
     lmc_cancel *cancel;           /* optional */
+    bool prompt_cache;            /* reuse the previous generation's keys and values (default true; see below) */
 } lmc_generate_options;
 LMC_API lmc_generate_options lmc_generate_options_default(void);
 
+/* The prompt cache. A model keeps the KV cache of its last finished
+ * generation (native backends) and the token ids in it; a generation with
+ * prompt_cache on computes only the part of its prompt after the longest
+ * common prefix with those ids (at least one token), so each turn of a chat
+ * costs its new tokens, not the whole conversation. The reused keys and
+ * values are the ones a full prefill computes, up to float rounding (the
+ * rest is computed in other passes). Nothing is kept or reused while a LoRA
+ * set is attached (its arrays may change in place), and a sliding-window
+ * layer that has already dropped positions a shorter prefix needs makes
+ * the generation start afresh. Concurrent generations on one model: one
+ * borrows the cache, the others run without it. The memory is the KV
+ * cache's, held until the next generation or lmc_model_clear_prompt_cache. */
+LMC_API void lmc_model_clear_prompt_cache(lmc_model *m);
+
 typedef struct lmc_metrics {
     int64_t prompt_tokens, generated_tokens;
-    double prefill_seconds, prefill_tokens_per_second;
+    int64_t cached_prompt_tokens; /* prompt tokens taken from the prompt cache, not computed */
+    double prefill_seconds, prefill_tokens_per_second; /* the rate counts computed tokens only */
     double decode_seconds, decode_tokens_per_second;
     double time_to_first_token;   /* seconds from the call to the first generated token */
     size_t peak_memory_bytes, active_memory_bytes;

@@ -23,8 +23,10 @@ struct lmc_stream {
     lmc_kv_cache cache;
     lmc_sampler *sampler;
     lmc_detokenizer *detok;
-    int32_t *hist;            /* prompt + generated ids */
+    int32_t *hist;            /* prompt + generated ids; the cache holds hist[0, cache.pos) */
     size_t n_hist, cap_hist, n_prompt;
+    size_t n_cached;          /* prompt ids whose keys and values came from the prompt cache */
+    bool cache_broken;        /* a forward pass failed: the cache may be half-updated */
     float *logits;            /* next-token logits [V] */
     char *text;               /* all generated text so far */
     size_t text_len, text_cap, emitted;
@@ -40,6 +42,80 @@ struct lmc_stream {
 
 static lmc_status backend_start(lmc_model *m, const lmc_prompt *p, const lmc_generate_options *opt, lmc_stream **out);
 
+/* --- the prompt cache (lmc/model.h) --------------------------------------------------
+ * Base weights never change, so the keys and values a generation leaves in
+ * its cache stay right for the same ids at the same positions: the next
+ * stream takes the cache, cuts it back to the longest common prefix with its
+ * prompt, and prefills only the rest. */
+
+static size_t common_prefix(const int32_t *a, size_t na, const int32_t *b, size_t nb) {
+    size_t i = 0;
+    while (i < na && i < nb && a[i] == b[i]) i++;
+    return i;
+}
+
+/* Sets up s->cache: the model's prompt cache when it may be used (s->n_cached
+ * set to the positions kept), else a new empty one. */
+static lmc_status borrow_prompt_cache(lmc_stream *s, const int32_t *ids, size_t n) {
+    lmc_model *m = s->m;
+    if (s->opt.prompt_cache) {
+        pthread_mutex_lock(&m->prompt_lock);
+        if (m->prompt_ids && !m->lora) {
+            s->cache = m->prompt_kv;
+            /* at least the last prompt token is computed: its logits come next */
+            size_t keep = common_prefix(ids, n - 1, m->prompt_ids, m->n_prompt_ids);
+            free(m->prompt_ids);
+            m->prompt_ids = NULL;
+            memset(&m->prompt_kv, 0, sizeof m->prompt_kv);
+            if (lmc_kv_cache_can_truncate(&s->cache, (int64_t)keep)) {
+                lmc_kv_cache_truncate(&s->cache, (int64_t)keep);
+                s->n_cached = keep;
+            } else {
+                lmc_kv_cache_reset(&s->cache);
+            }
+        }
+        pthread_mutex_unlock(&m->prompt_lock);
+        if (s->cache.layers) return LMC_OK;
+    }
+    return lmc_decoder_cache_init(m->dec, &s->cache, 1, m->context_length);
+}
+
+/* Leaves s's cache with the model for the next generation (when it is whole
+ * and may be reused); s keeps nothing. */
+static void return_prompt_cache(lmc_stream *s) {
+    lmc_model *m = s->m;
+    if (!s->cache.layers || s->cache_broken || !s->opt.prompt_cache || s->cache.pos == 0 ||
+        (size_t)s->cache.pos > s->n_hist)
+        return;
+    size_t n = (size_t)s->cache.pos;
+    int32_t *ids = malloc(n * sizeof *ids);
+    if (!ids) return;
+    memcpy(ids, s->hist, n * sizeof *ids);
+    pthread_mutex_lock(&m->prompt_lock);
+    if (m->lora || !m->be) {
+        free(ids);
+    } else {
+        /* the newest generation's cache replaces an older one */
+        lmc_kv_cache_free(&m->prompt_kv);
+        free(m->prompt_ids);
+        m->prompt_kv = s->cache;
+        m->prompt_ids = ids;
+        m->n_prompt_ids = n;
+        memset(&s->cache, 0, sizeof s->cache);
+    }
+    pthread_mutex_unlock(&m->prompt_lock);
+}
+
+void lmc_model_clear_prompt_cache(lmc_model *m) {
+    if (!m) return;
+    pthread_mutex_lock(&m->prompt_lock);
+    lmc_kv_cache_free(&m->prompt_kv);
+    free(m->prompt_ids);
+    m->prompt_ids = NULL;
+    m->n_prompt_ids = 0;
+    pthread_mutex_unlock(&m->prompt_lock);
+}
+
 const char *lmc_stop_reason_name(lmc_stop_reason r);
 
 lmc_generate_options lmc_generate_options_default(void) {
@@ -48,6 +124,7 @@ lmc_generate_options lmc_generate_options_default(void) {
     o.max_tokens = 256;
     o.sampler = lmc_sampler_config_default();
     o.add_special_tokens = true;
+    o.prompt_cache = true;
     return o;
 }
 
@@ -162,6 +239,7 @@ static lmc_status forward_ids(lmc_stream *s, const int32_t *ids, int64_t n, bool
     if (!lg) st = lmc_last_status();
     else if (want_logits) st = lmc_array_read(lg, LMC_F32, s->logits, (size_t)s->m->dec->cfg.vocab_size);
     lmc_scope_end();
+    if (st != LMC_OK) s->cache_broken = true;
     return st;
 }
 
@@ -171,9 +249,11 @@ static void finish(lmc_stream *s, lmc_stop_reason r) {
     double now = lmc_now();
     lmc_metrics *mt = &s->result.metrics;
     mt->prompt_tokens = (int64_t)s->n_prompt;
+    mt->cached_prompt_tokens = (int64_t)s->n_cached;
     mt->generated_tokens = (int64_t)s->result.n_ids;
     mt->prefill_seconds = s->t_prefill - s->t_start;
-    mt->prefill_tokens_per_second = mt->prefill_seconds > 0 ? (double)s->n_prompt / mt->prefill_seconds : 0;
+    mt->prefill_tokens_per_second =
+        mt->prefill_seconds > 0 ? (double)(s->n_prompt - s->n_cached) / mt->prefill_seconds : 0;
     mt->decode_seconds = s->t_first > 0 ? now - s->t_first : 0;
     mt->decode_tokens_per_second =
         mt->decode_seconds > 0 && s->result.n_ids > 1 ? (double)(s->result.n_ids - 1) / mt->decode_seconds : 0;
@@ -224,7 +304,7 @@ lmc_status lmc_stream_start(lmc_model *m, const int32_t *ids, size_t n, const lm
     s->max_stop_len = lmc_generate_max_stop_len(&opt);
     lmc_status st = lmc_sampler_create(&opt.sampler, &s->sampler);
     if (st == LMC_OK) st = lmc_detokenizer_create(m->tok, true, &s->detok);
-    if (st == LMC_OK) st = lmc_decoder_cache_init(m->dec, &s->cache, 1, m->context_length);
+    if (st == LMC_OK) st = borrow_prompt_cache(s, ids, n);
     if (st == LMC_OK && !(s->logits = malloc((size_t)V * sizeof *s->logits)))
         st = lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
     for (size_t i = 0; st == LMC_OK && i < n; i++) st = push_id(s, ids[i]);
@@ -310,7 +390,7 @@ static lmc_status stop_early(lmc_stream *s) {
 
 static lmc_status prefill(lmc_stream *s) {
     int64_t n = (int64_t)s->n_prompt, chunk = s->m->opt.prefill_chunk;
-    for (int64_t at = 0; at < n; at += chunk) {
+    for (int64_t at = (int64_t)s->n_cached; at < n; at += chunk) {
         if (cancelled(s)) return LMC_ERR_CANCELLED;
         int64_t len = n - at < chunk ? n - at : chunk;
         LMC_CHECK(forward_ids(s, s->hist + at, len, at + len == n));
@@ -431,6 +511,7 @@ const lmc_generation *lmc_stream_result(const lmc_stream *s) {
 void lmc_stream_free(lmc_stream *s) {
     if (!s) return;
     if (s->impl) s->be->stream_free(s->impl);
+    else if (s->m) return_prompt_cache(s);
     lmc_kv_cache_free(&s->cache);
     lmc_sampler_free(s->sampler);
     lmc_detokenizer_free(s->detok);

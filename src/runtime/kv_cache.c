@@ -38,17 +38,26 @@ void lmc_kv_cache_reset(lmc_kv_cache *c) {
     c->pos = 0;
 }
 
+/* The first layer that no longer holds what the positions before n need
+ * (a sliding layer needs the window-1 positions before n), or -1. */
+static int rewind_blocker(const lmc_kv_cache *c, int64_t n) {
+    for (int i = 0; i < c->n_layers; i++) {
+        const lmc_layer_cache *l = &c->layers[i];
+        int64_t needed = l->window && n > l->window - 1 ? n - (l->window - 1) : 0;
+        if (l->first_pos > needed) return i;
+    }
+    return -1;
+}
+
+bool lmc_kv_cache_can_truncate(const lmc_kv_cache *c, int64_t n) {
+    return n >= 0 && n <= c->pos && rewind_blocker(c, n) < 0;
+}
+
 lmc_status lmc_kv_cache_truncate(lmc_kv_cache *c, int64_t n) {
     if (n < 0 || n > c->pos) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "KV cache: cannot truncate to %lld of %lld positions", (long long)n, (long long)c->pos);
-    for (int i = 0; i < c->n_layers; i++) {
-        lmc_layer_cache *l = &c->layers[i];
-        if (n < l->first_pos) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "KV cache: layer %d no longer holds position %lld", i, (long long)n);
-        /* A sliding layer must still hold the window-1 positions before n. */
-        int64_t needed = l->window ? n - (l->window - 1) : 0;
-        if (l->first_pos > (needed > 0 ? needed : 0))
-            return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "KV cache: sliding layer %d cannot rewind to %lld", i, (long long)n);
-        l->len = n - l->first_pos;
-    }
+    int b = rewind_blocker(c, n);
+    if (b >= 0) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "KV cache: layer %d no longer holds the positions before %lld", b, (long long)n);
+    for (int i = 0; i < c->n_layers; i++) c->layers[i].len = n - c->layers[i].first_pos;
     c->pos = n;
     return LMC_OK;
 }

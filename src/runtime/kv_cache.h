@@ -38,6 +38,8 @@ void lmc_kv_cache_reset(lmc_kv_cache *c);
 /* Keeps only the first n positions (n <= pos); for prefix reuse. Fails for
  * sliding layers that have already dropped positions needed. */
 lmc_status lmc_kv_cache_truncate(lmc_kv_cache *c, int64_t n);
+/* Whether lmc_kv_cache_truncate(c, n) would succeed (sets no error). */
+bool lmc_kv_cache_can_truncate(const lmc_kv_cache *c, int64_t n);
 /* Appends k, v [B, Hkv, T, D] for layer `layer` at positions pos..pos+T-1 and
  * returns views (*k_all, *v_all) [B, Hkv, L, D] of every key the new queries
  * may attend to, ending with the new ones. Call lmc_kv_cache_advance(T)

@@ -87,6 +87,7 @@ lmc_status lmc_model_load(const char *dir, const lmc_load_options *opt_in, lmc_m
 
     lmc_model *m = calloc(1, sizeof *m);
     if (!m) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
+    pthread_mutex_init(&m->prompt_lock, NULL);
     m->dir = strdup(dir);
     snprintf(m->backend, sizeof m->backend, "%s", backend);
     m->opt = opt;
@@ -98,6 +99,7 @@ lmc_status lmc_model_load(const char *dir, const lmc_load_options *opt_in, lmc_m
     m->opt.n_bridge_env = 0;
     lmc_status s = m->dir ? be->load(m, dir, &opt) : lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
     if (s != LMC_OK) {
+        pthread_mutex_destroy(&m->prompt_lock);
         free(m->dir);
         free(m);
         return s;
@@ -173,6 +175,7 @@ static void cpu_close(lmc_model *m) {
 
 void lmc_model_close(lmc_model *m) {
     if (!m || !m->be) return;
+    lmc_model_clear_prompt_cache(m);
     if (m->lora) {
         /* The model's own adapter goes with it; a caller's set is detached
          * and outlives the model (lmc_lora_free still frees it). */
@@ -190,6 +193,7 @@ void lmc_model_close(lmc_model *m) {
 void lmc_model_free(lmc_model *m) {
     if (!m) return;
     lmc_model_close(m);
+    pthread_mutex_destroy(&m->prompt_lock);
     free(m->dir);
     free(m);
 }

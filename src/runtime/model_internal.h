@@ -2,6 +2,7 @@
 #ifndef LMC_RUNTIME_MODEL_INTERNAL_H
 #define LMC_RUNTIME_MODEL_INTERNAL_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 
 #include "lmc/model.h"
@@ -25,6 +26,13 @@ struct lmc_model {
      * it came from lmc_load_options.adapter_dir, else by the caller. */
     struct lmc_lora *lora;
     bool lora_owned;
+    /* The prompt cache (generate.c, see lmc/model.h): the KV cache of the
+     * last finished generation and the n_prompt_ids ids it holds, valid when
+     * prompt_ids is not NULL; a stream borrows it under prompt_lock. */
+    pthread_mutex_t prompt_lock;
+    lmc_kv_cache prompt_kv;
+    int32_t *prompt_ids;
+    size_t n_prompt_ids;
 };
 
 /* Non-zero when the handle is usable; otherwise records LMC_ERR_CLOSED. */

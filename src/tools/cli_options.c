@@ -205,10 +205,20 @@ lmc_model *lmc_cli_load_model(const char *cmd, lmc_cli_gen *g) {
 
 void lmc_cli_print_metrics_json(FILE *f, const lmc_metrics *m) {
     fprintf(f,
-            "{\"prompt_tokens\":%lld,\"generated_tokens\":%lld,\"prefill_seconds\":%.6f,"
+            "{\"prompt_tokens\":%lld,\"cached_prompt_tokens\":%lld,\"generated_tokens\":%lld,\"prefill_seconds\":%.6f,"
             "\"prefill_tokens_per_second\":%.3f,\"decode_seconds\":%.6f,\"decode_tokens_per_second\":%.3f,"
             "\"time_to_first_token\":%.6f,\"peak_memory_bytes\":%zu,\"active_memory_bytes\":%zu}",
-            (long long)m->prompt_tokens, (long long)m->generated_tokens, m->prefill_seconds,
-            m->prefill_tokens_per_second, m->decode_seconds, m->decode_tokens_per_second, m->time_to_first_token,
-            m->peak_memory_bytes, m->active_memory_bytes);
+            (long long)m->prompt_tokens, (long long)m->cached_prompt_tokens, (long long)m->generated_tokens,
+            m->prefill_seconds, m->prefill_tokens_per_second, m->decode_seconds, m->decode_tokens_per_second,
+            m->time_to_first_token, m->peak_memory_bytes, m->active_memory_bytes);
+}
+
+void lmc_cli_print_metrics_line(FILE *f, const lmc_generation *g) {
+    const lmc_metrics *mt = &g->metrics;
+    char cached[64] = "";
+    if (mt->cached_prompt_tokens)
+        snprintf(cached, sizeof cached, " (%lld from the prompt cache)", (long long)mt->cached_prompt_tokens);
+    fprintf(f, "[prompt %lld tokens%s, %.1f tok/s | generated %lld tokens, %.1f tok/s | first token %.3f s | %s]\n",
+            (long long)mt->prompt_tokens, cached, mt->prefill_tokens_per_second, (long long)mt->generated_tokens,
+            mt->decode_tokens_per_second, mt->time_to_first_token, lmc_stop_reason_name(g->stop_reason));
 }

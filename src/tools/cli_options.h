@@ -31,5 +31,7 @@ extern const char lmc_cli_gen_usage[];
 lmc_model *lmc_cli_load_model(const char *cmd, lmc_cli_gen *g);
 /* Prints metrics as a JSON object (no newline). */
 void lmc_cli_print_metrics_json(FILE *f, const lmc_metrics *m);
+/* One bracketed line of a generation's figures and stop reason. */
+void lmc_cli_print_metrics_line(FILE *f, const lmc_generation *g);
 
 #endif

@@ -12,6 +12,10 @@ static void usage(FILE *out) {
                  "an empty line or end of input ends the chat.\n"
                  "  --system TEXT            a system message first\n"
                  "  --message TEXT           one user turn, print the reply, exit\n"
+                 "  --stats                  after each reply, its figures on standard error (prompt tokens,\n"
+                 "                           how many came from the prompt cache, tokens/s, first-token time)\n"
+                 "  --no-prompt-cache        compute each turn's whole prompt (by default only what is new\n"
+                 "                           since the last reply is computed)\n"
                  "%s",
             lmc_cli_gen_usage);
 }
@@ -56,11 +60,13 @@ static void conversation_free(conversation *c) {
 }
 
 /* One turn: generate, print, and record the reply. Returns false on error. */
-static bool turn(lmc_model *m, conversation *c, const lmc_generate_options *opt) {
+static bool turn(lmc_model *m, conversation *c, const lmc_generate_options *opt, bool stats) {
     lmc_generation out;
     lmc_status s = lmc_chat(m, c->msgs, c->n, opt, &out);
     printf("\n");
+    fflush(stdout);
     bool ok = s == LMC_OK;
+    if (ok && stats) lmc_cli_print_metrics_line(stderr, &out);
     if (!ok) fprintf(stderr, "lmc chat: %s\n", lmc_last_error());
     else if (!add(c, "assistant", out.text ? out.text : "")) ok = false;
     lmc_generation_clear(&out);
@@ -71,12 +77,15 @@ int cmd_chat(int argc, char **argv) {
     lmc_cli_gen g;
     lmc_cli_gen_init(&g);
     const char *system = NULL, *message = NULL;
+    bool stats = false;
     for (int i = 1; i < argc; i++) {
         int r = lmc_cli_gen_option("chat", &g, argc, argv, &i);
         if (r < 0) return 2;
         if (r > 0) continue;
         if (!strcmp(argv[i], "--system") && i + 1 < argc) system = argv[++i];
         else if (!strcmp(argv[i], "--message") && i + 1 < argc) message = argv[++i];
+        else if (!strcmp(argv[i], "--stats")) stats = true;
+        else if (!strcmp(argv[i], "--no-prompt-cache")) g.gen.prompt_cache = false;
         else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             usage(stdout);
             return 0;
@@ -93,7 +102,7 @@ int cmd_chat(int argc, char **argv) {
     int rc = 0;
     if (system && !add(&c, "system", system)) rc = 1;
     if (message) {
-        if (rc == 0 && (!add(&c, "user", message) || !turn(m, &c, &g.gen))) rc = 1;
+        if (rc == 0 && (!add(&c, "user", message) || !turn(m, &c, &g.gen, stats))) rc = 1;
     } else {
         char *line = NULL;
         size_t cap = 0;
@@ -103,7 +112,7 @@ int cmd_chat(int argc, char **argv) {
             if (len <= 0) break;
             while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = 0;
             if (len == 0) break;
-            if (!add(&c, "user", line) || !turn(m, &c, &g.gen)) {
+            if (!add(&c, "user", line) || !turn(m, &c, &g.gen, stats)) {
                 rc = 1;
                 break;
             }

@@ -102,10 +102,7 @@ int cmd_generate(int argc, char **argv) {
         cJSON_Delete(o);
     } else {
         printf("\n");
-        const lmc_metrics *mt = &out.metrics;
-        fprintf(stderr, "[prompt %lld tokens, %.1f tok/s | generated %lld tokens, %.1f tok/s | first token %.3f s | %s]\n",
-                (long long)mt->prompt_tokens, mt->prefill_tokens_per_second, (long long)mt->generated_tokens,
-                mt->decode_tokens_per_second, mt->time_to_first_token, lmc_stop_reason_name(out.stop_reason));
+        lmc_cli_print_metrics_line(stderr, &out);
     }
     lmc_generation_clear(&out);
     if (prompt) lmc_tokenizer_free_ids(ids);
