@@ -485,6 +485,8 @@ static void test_against_reference(void) {
         {3.0f, 0, 0.5f, 0.0f, "top-p 0.5, T 3 (flat)"},
         {1.0f, 0, 1.0f, 0.05f, "min-p 0.05"},
         {0.7f, 5000, 0.9f, 0.0f, "top-k 5000, top-p 0.9"},
+        /* the nucleus reaches weights below 2^-20 (the sampler then weighs every token) */
+        {0.8f, 0, 0.99999f, 0.0f, "top-p 0.99999, T 0.8"},
     };
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
         lmc_sampler_config c = cfg_t(cases[ci].t);
@@ -521,6 +523,71 @@ static void test_against_reference(void) {
     free(x);
     free(want);
     free(got);
+}
+
+/* The weights: exp((logit - max) / T) within a few ulp of expf (the sampler
+ * uses its own vectorised exp), 1 for the largest, 0 far below. */
+static void test_weights(void) {
+    enum { V = 20000 };
+    float *l = malloc(V * sizeof *l);
+    for (int i = 0; i < V; i++) l[i] = -0.0049f * (float)i; /* down to -98 */
+    lmc_sampler_config c = cfg_t(1.0f);
+    c.min_p = 1e-37f; /* the candidate path keeps (almost) every token */
+    lmc_sampler *s = make(c);
+    const lmc_sampler_candidate *cand = NULL;
+    size_t n = 0;
+    double total = 0;
+    CHECK(lmc_sampler_filter(s, l, V, NULL, 0, &cand, &n, &total) == LMC_OK);
+    double worst = 0;
+    int bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        float want = expf(cand[i].logit);
+        if (cand[i].logit < -87.0f) {
+            bad += cand[i].weight != 0.0f; /* (it should not be kept at all) */
+            continue;
+        }
+        double rel = fabs((double)cand[i].weight - want) / want;
+        if (rel > worst) worst = rel;
+    }
+    CHECKF(worst < 4.8e-7, "weights differ from expf by %.3g relative (4 ulp is 4.8e-7)", worst);
+    CHECK(bad == 0 && n > 0 && cand[0].id == 0 && cand[0].weight == 1.0f);
+    /* min-p 1e-37 keeps the weights down to exp(-85.2) (one either way at the boundary) */
+    size_t want = 0;
+    while (want < V && exp((double)l[want]) >= 1e-37 * (1 - 1e-6)) want++;
+    CHECKF(n + 1 >= want && n <= want + 1, "%zu kept, %zu expected", n, want);
+    lmc_sampler_free(s);
+    free(l);
+}
+
+/* Temperature alone draws without building candidates; the same seed through
+ * the candidate path (a min-p too small to drop anything) draws the same
+ * tokens. */
+static void test_fast_draw_matches(void) {
+    enum { V = 5000, N = 3000 };
+    float *l = malloc(V * sizeof *l), *x = malloc(V * sizeof *x);
+    for (int i = 0; i < V; i++) l[i] = (float)(1.5 * t_normal());
+    l[17] = -INFINITY;
+    lmc_sampler_config a = cfg_t(0.9f), b = a;
+    a.seed = b.seed = 11;
+    b.min_p = 1e-20f;
+    lmc_sampler *sa = make(a), *sb = make(b);
+    int same = 0, hit17 = 0;
+    for (int i = 0; i < N; i++) {
+        int32_t ta = -1, tb = -2;
+        float la = 0, lb = 0;
+        memcpy(x, l, sizeof *x * V);
+        CHECK(lmc_sampler_sample(sa, x, V, NULL, 0, &ta, &la) == LMC_OK);
+        memcpy(x, l, sizeof *x * V);
+        CHECK(lmc_sampler_sample(sb, x, V, NULL, 0, &tb, &lb) == LMC_OK);
+        same += ta == tb && fabsf(la - lb) < 1e-5f;
+        hit17 += ta == 17;
+    }
+    CHECKF(same == N, "%d of %d draws agree", same, N);
+    CHECK(hit17 == 0);
+    lmc_sampler_free(sa);
+    lmc_sampler_free(sb);
+    free(l);
+    free(x);
 }
 
 /* Many equal logits (both zeros among them) through the radix sort: the
@@ -560,5 +627,7 @@ int main(void) {
     RUN(test_seeds);
     RUN(test_against_reference);
     RUN(test_rank_order);
+    RUN(test_weights);
+    RUN(test_fast_draw_matches);
     return TEST_REPORT();
 }
