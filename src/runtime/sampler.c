@@ -149,7 +149,10 @@ static inline v2d sum_pairs(v4f w) {
  * bit (runtime code is ISO C17: no FMA contraction). x = n ln2 + r with
  * |r| <= ln2/2 (n by the 1.5 * 2^23 rounding trick, ln2 in two parts for an
  * exact n * ln2_hi), then a degree-7 Taylor polynomial of r (truncation
- * below 1e-8 relative) times 2^n built from its bits (n >= -126 here). */
+ * below 1e-8 relative) times 2^n built from its bits (n >= -126 here).
+ * (The CPU kernels' v_exp is the same method but fused multiply-adds on the
+ * AVX paths, so its bits depend on the machine; these do not, and a seed
+ * draws the same token on any CPU.) */
 #define EXP_NEG_CORE(T, xc)                                                                                          \
     T t = (xc) * 1.44269504088896341f + 12582912.0f;                                                                 \
     T n = t - 12582912.0f;                                                                                           \
