@@ -488,6 +488,72 @@ static void test_threadpool_guided(void) {
     lmc_set_num_threads(0);
 }
 
+/* lmc_parallel_split: every index exactly once, pieces inside one part and
+ * aligned to the quantum, the parts contiguous and one per thread; with a
+ * slow first part the other threads take over its back. */
+typedef struct {
+    int64_t n, quantum, nparts_seen;
+    int64_t *counts;
+    int bad_piece;
+    int slow_ns; /* part 0 sleeps this long per piece */
+    _Atomic int pieces_of_part0_by_thieves;
+} split_job_t;
+
+static void split_chunk(void *ctx, int64_t begin, int64_t end, int part) {
+    split_job_t *j = ctx;
+    int threads = lmc_num_threads();
+    int64_t units = (j->n + j->quantum - 1) / j->quantum;
+    int parts = threads < units ? threads : (int)units;
+    int64_t pb = units * part / parts * j->quantum, pe = units * (part + 1) / parts * j->quantum;
+    if (pe > j->n) pe = j->n;
+    if (begin < pb || end > pe || begin >= end || begin % j->quantum || (end % j->quantum && end != j->n))
+        __atomic_store_n(&j->bad_piece, 1, __ATOMIC_RELAXED);
+    if (part == 0 && end - begin == j->quantum) atomic_fetch_add(&j->pieces_of_part0_by_thieves, 1); /* the owner takes 4 */
+    if (part == 0 && j->slow_ns) {
+        struct timespec ts = {0, j->slow_ns};
+        nanosleep(&ts, NULL);
+    }
+    for (int64_t i = begin; i < end; i++) __atomic_fetch_add(&j->counts[i], 1, __ATOMIC_RELAXED);
+}
+
+static void test_threadpool_split(void) {
+    enum { N = 100000 };
+    static int64_t counts[N];
+    static split_job_t j;
+    const int64_t ns[] = {1, 31, 32, 33, 1000, 4097, N}, quanta[] = {1, 32, 1000};
+    for (int threads = 1; threads <= 3; threads++) {
+        lmc_set_num_threads(threads);
+        for (int a = 0; a < 7; a++)
+            for (int b = 0; b < 3; b++) {
+                memset(&j, 0, sizeof j);
+                j.n = ns[a];
+                j.quantum = quanta[b];
+                j.counts = counts;
+                memset(counts, 0, (size_t)j.n * sizeof counts[0]);
+                lmc_parallel_split(j.n, j.quantum, split_chunk, &j);
+                int bad = 0;
+                for (int64_t i = 0; i < j.n; i++) bad += counts[i] != 1;
+                CHECKF(bad == 0 && !j.bad_piece, "%d threads, n %lld quantum %lld: %d indices wrong, bad piece %d", threads,
+                       (long long)j.n, (long long)j.quantum, bad, j.bad_piece);
+            }
+        if (threads > 1) {
+            /* part 0 is slow: still every index once */
+            memset(&j, 0, sizeof j);
+            j.n = 64 * 32;
+            j.quantum = 32;
+            j.counts = counts;
+            j.slow_ns = 200000;
+            memset(counts, 0, (size_t)j.n * sizeof counts[0]);
+            lmc_parallel_split(j.n, j.quantum, split_chunk, &j);
+            int bad = 0;
+            for (int64_t i = 0; i < j.n; i++) bad += counts[i] != 1;
+            CHECK(bad == 0 && !j.bad_piece);
+            CHECKF(atomic_load(&j.pieces_of_part0_by_thieves) > 0, "%d threads: nobody helped the slow part", threads);
+        }
+    }
+    lmc_set_num_threads(0);
+}
+
 /* lmc_pool_stats: counts each multi-threaded region once, none while off
  * or with one thread; waiting is part of the region's time. */
 static void spin_chunk(void *ctx, int64_t begin, int64_t end, int thread) {
@@ -565,6 +631,7 @@ int main(void) {
     RUN(test_threadpool_many_small);
     RUN(test_threadpool_tasks);
     RUN(test_threadpool_guided);
+    RUN(test_threadpool_split);
     RUN(test_pool_stats);
     RUN(test_scratch);
     RUN(test_errors_and_cpu);

@@ -332,6 +332,80 @@ void lmc_parallel_guided(int64_t n, int64_t quantum, lmc_range_fn fn, void *ctx)
     lmc_parallel_tasks(runs, 1, guided_runs, &g);
 }
 
+enum { SPLIT_PIECE = 4 }; /* quanta an owner takes from the front of its part at once */
+
+typedef struct split_job {
+    _Atomic uint64_t part[MAX_THREADS]; /* front << 32 | back, in quanta; front == back: empty */
+    int nparts;
+    int64_t n, quantum;
+    lmc_range_fn fn;
+    void *ctx;
+} split_job;
+
+/* Takes up to k quanta from the front (owner) or the back (thief) of part
+ * i; returns how many, with *at the first. */
+static int64_t split_take(split_job *s, int i, int64_t k, bool back, int64_t *at) {
+    uint64_t w = atomic_load_explicit(&s->part[i], memory_order_acquire);
+    for (;;) {
+        int64_t f = (int64_t)(w >> 32), b = (int64_t)(uint32_t)w;
+        int64_t take = b - f < k ? b - f : k;
+        if (take <= 0) return 0;
+        uint64_t nw = back ? (uint64_t)f << 32 | (uint64_t)(b - take) : (uint64_t)(f + take) << 32 | (uint64_t)b;
+        if (atomic_compare_exchange_weak_explicit(&s->part[i], &w, nw, memory_order_acq_rel, memory_order_acquire)) {
+            *at = back ? b - take : f;
+            return take;
+        }
+    }
+}
+
+static void split_run(split_job *s, int i, int64_t at, int64_t q) {
+    int64_t begin = at * s->quantum, end = (at + q) * s->quantum;
+    s->fn(s->ctx, begin, end < s->n ? end : s->n, i);
+}
+
+static void split_part(void *vctx, int64_t t0, int64_t t1, int thread) {
+    (void)t1;
+    (void)thread;
+    split_job *s = vctx;
+    int own = (int)t0;
+    int64_t at, q;
+    while ((q = split_take(s, own, SPLIT_PIECE, false, &at)) > 0) split_run(s, own, at, q);
+    for (;;) { /* help the part with the most left, from its back */
+        int best = -1;
+        int64_t most = 0;
+        for (int i = 0; i < s->nparts; i++) {
+            uint64_t w = atomic_load_explicit(&s->part[i], memory_order_relaxed);
+            int64_t left = (int64_t)(uint32_t)w - (int64_t)(w >> 32);
+            if (left > most) {
+                most = left;
+                best = i;
+            }
+        }
+        if (best < 0) return;
+        if ((q = split_take(s, best, 1, true, &at)) > 0) split_run(s, best, at, q);
+    }
+}
+
+void lmc_parallel_split(int64_t n, int64_t quantum, lmc_range_fn fn, void *ctx) {
+    if (n <= 0) return;
+    if (quantum < 1) quantum = 1;
+    int nthreads = t_in_worker ? 1 : ensure_pool();
+    int64_t units = (n + quantum - 1) / quantum;
+    if (nthreads > units) nthreads = (int)units;
+    if (nthreads <= 1 || units > UINT32_MAX) {
+        fn(ctx, 0, n, 0);
+        return;
+    }
+    split_job s = {.nparts = nthreads, .n = n, .quantum = quantum, .fn = fn, .ctx = ctx};
+    for (int i = 0; i < nthreads; i++) {
+        int64_t f = units * i / nthreads, b = units * (i + 1) / nthreads;
+        atomic_init(&s.part[i], (uint64_t)f << 32 | (uint64_t)b);
+    }
+    pthread_mutex_lock(&g_submit);
+    dispatch(nthreads, nthreads, 1, split_part, &s);
+    pthread_mutex_unlock(&g_submit);
+}
+
 void lmc_parallel_run(int nthreads, lmc_range_fn fn, void *ctx) {
     if (nthreads <= 0) return;
     int avail = t_in_worker ? 1 : ensure_pool();

@@ -35,6 +35,16 @@ void lmc_parallel_tasks(int64_t n, int64_t size, lmc_range_fn fn, void *ctx);
  * the same kind of work as lmc_parallel_tasks. */
 void lmc_parallel_guided(int64_t n, int64_t quantum, lmc_range_fn fn, void *ctx);
 
+/* Runs fn over [0, n) cut into one contiguous part per thread (multiples of
+ * `quantum`, >= 1, except the last): each part is taken from its front by
+ * the thread that claims it, in pieces of a few quanta, so each thread
+ * reads one stream start to end (its prefetches run into its own next
+ * piece); a thread whose part is done takes single quanta from the back of
+ * the part with the most left, so a slow or descheduled thread holds up
+ * nobody. fn(ctx, begin, end, part). For the same kind of work as
+ * lmc_parallel_tasks. */
+void lmc_parallel_split(int64_t n, int64_t quantum, lmc_range_fn fn, void *ctx);
+
 /* Where a calling thread's time goes around the parallel regions (for
  * benchmarks; one caller at a time is assumed). Regions that run on one
  * thread (one thread configured, or nested) are not counted. */

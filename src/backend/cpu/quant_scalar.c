@@ -351,7 +351,7 @@ static lmc_status qmm_run_plans(lmc_qmm_plan *plans, int n) {
     }
     /* guided runs of whole QMM_NB blocks: few cold starts of the weight
      * stream, and the threads end together */
-    lmc_parallel_guided(job.first[n], QMM_NB, qmm_job_rows, &job);
+    lmc_parallel_split(job.first[n], QMM_NB, qmm_job_rows, &job);
     if (atomic_load(&job.out_of_memory))
         return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "quantized_matmul: out of memory for the scales of %d weight rows",
                              (int)QMM_NB);
