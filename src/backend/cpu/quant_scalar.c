@@ -206,8 +206,8 @@ lmc_status lmc_quantized_matmul_scalar(lmc_array *out, const lmc_array *x, const
  * One parallel region per call (or per batch of calls sharing x): x is
  * prepared first, on the calling thread when it has few rows (a few
  * microseconds at decode, less than waking the workers), and all weight rows
- * are then cut into runs (shrinking towards the end: lmc_parallel_guided)
- * that the threads claim as they come free. A row's result does not depend
+ * are then cut into one contiguous part per thread, which other threads
+ * help with from its back once their own is done (lmc_parallel_split). A row's result does not depend
  * on how the rows are cut, so outputs are the same for any thread count.
  * Work space comes from per-thread scratch buffers: decode calls this
  * hundreds of times per token. */
@@ -286,7 +286,7 @@ typedef struct qmm_job {
     _Atomic bool out_of_memory;        /* a thread found no scratch for prep_w */
 } qmm_job;
 
-/* Rows [r0, r1) of the job (a run of lmc_parallel_guided, or all of them with one thread). */
+/* Rows [r0, r1) of the job (a piece of lmc_parallel_split, or all of them with one thread). */
 static void qmm_job_rows(void *vctx, int64_t r0, int64_t r1, int run) {
     (void)run;
     qmm_job *j = vctx;
@@ -349,8 +349,9 @@ static lmc_status qmm_run_plans(lmc_qmm_plan *plans, int n) {
         }
         job.first[i + 1] = job.first[i] + p->N;
     }
-    /* guided runs of whole QMM_NB blocks: few cold starts of the weight
-     * stream, and the threads end together */
+    /* one contiguous part of whole QMM_NB blocks per thread, helped from its
+     * back at the end: each thread streams its weights start to end (guided
+     * runs started a new stream per run; decode was ~10 % slower) */
     lmc_parallel_split(job.first[n], QMM_NB, qmm_job_rows, &job);
     if (atomic_load(&job.out_of_memory))
         return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "quantized_matmul: out of memory for the scales of %d weight rows",
