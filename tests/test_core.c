@@ -254,6 +254,43 @@ static void test_scopes(void) {
     CHECK(lmc_live_arrays() == live0);
 }
 
+/* Freed small buffers are reused (memory.c's cache): live arrays never
+ * share storage, a reused buffer holds its new size and one reference, the
+ * accounting returns to where it was, and the limit still applies. */
+static void test_buffer_reuse(void) {
+    lmc_memory_stats m0 = lmc_memory(LMC_CPU);
+    enum { N = 40 };
+    const int64_t sizes[] = {0, 1, 15, 16, 17, 1000, 1024, 4096, 65536, 65537, 100000};
+    for (int round = 0; round < 3; round++)
+        for (size_t k = 0; k < sizeof sizes / sizeof *sizes; k++) {
+            lmc_array *a[N];
+            for (int i = 0; i < N; i++) {
+                a[i] = lmc_zeros(LMC_F32, 1, &sizes[k]);
+                CHECK(a[i] && a[i]->buf->nbytes == (size_t)sizes[k] * 4 && atomic_load(&a[i]->buf->refcount) == 1);
+                float *d = lmc_array_data(a[i]);
+                int64_t nonzero = 0; /* zeros, whatever the buffer held before */
+                for (int64_t j = 0; j < sizes[k]; j++) nonzero += d[j] != 0.0f;
+                CHECK(nonzero == 0);
+                for (int64_t j = 0; j < sizes[k]; j++) d[j] = (float)(i + 1);
+            }
+            int shared = 0, wrong = 0;
+            for (int i = 0; i < N; i++) {
+                for (int j = 0; j < i; j++) shared += sizes[k] > 0 && a[i]->buf->data == a[j]->buf->data;
+                const float *d = lmc_array_data(a[i]);
+                for (int64_t j = 0; j < sizes[k]; j++) wrong += d[j] != (float)(i + 1);
+            }
+            CHECKF(shared == 0 && wrong == 0, "size %lld: %d shared, %d overwritten", (long long)sizes[k], shared, wrong);
+            for (int i = 0; i < N; i++) lmc_array_free(a[i]);
+        }
+    CHECK(lmc_memory(LMC_CPU).active_bytes == m0.active_bytes);
+    /* a limit below a cached buffer's size still refuses it */
+    int64_t n = 1000;
+    lmc_array_free(lmc_zeros(LMC_F32, 1, &n));
+    lmc_memory_set_limit(LMC_CPU, m0.active_bytes + 100);
+    CHECK(lmc_zeros(LMC_F32, 1, &n) == NULL && lmc_last_status() == LMC_ERR_OUT_OF_MEMORY);
+    lmc_memory_set_limit(LMC_CPU, 0);
+}
+
 static void test_memory_limit(void) {
     lmc_memory_reset_peak(LMC_CPU);
     lmc_memory_stats m0 = lmc_memory(LMC_CPU);
@@ -627,6 +664,7 @@ int main(void) {
     RUN(test_broadcast_expand_concat);
     RUN(test_scopes);
     RUN(test_memory_limit);
+    RUN(test_buffer_reuse);
     RUN(test_threadpool);
     RUN(test_threadpool_many_small);
     RUN(test_threadpool_tasks);

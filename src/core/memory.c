@@ -1,4 +1,5 @@
 /* Buffers and per-device memory accounting. */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -54,17 +55,76 @@ void lmc_memory_reset_peak(lmc_device dev) {
     if ((unsigned)dev < LMC_DEVICE_COUNT) atomic_store(&g_mem[dev].peak, atomic_load(&g_mem[dev].active));
 }
 
+/* --- a cache of small freed buffers ------------------------------------------
+ * A decode step makes and drops tens of small arrays per layer, and glibc's
+ * aligned_alloc and free (with their consolidation) were ~45 % of a small
+ * op's time. Freed buffers of up to CACHE_MAX bytes (struct and data
+ * together) wait here, by power-of-two class of their allocated size, at most
+ * CACHE_DEPTH a class (a few MiB in all, memory glibc would have kept in
+ * its free lists anyway); allocation takes one of its class first. Not in
+ * sanitizer builds: AddressSanitizer must see every free. */
+#if defined(__SANITIZE_ADDRESS__)
+#define LMC_BUFFER_CACHE 0
+#else
+#define LMC_BUFFER_CACHE 1
+#endif
+enum { CACHE_MIN_LOG2 = 6, CACHE_MAX_LOG2 = 18, CACHE_DEPTH = 8 };
+
+static struct {
+    pthread_mutex_t lock;
+    lmc_buffer *slot[CACHE_MAX_LOG2 - CACHE_MIN_LOG2 + 1][CACHE_DEPTH];
+    int count[CACHE_MAX_LOG2 - CACHE_MIN_LOG2 + 1];
+} g_cache = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+/* The bytes to allocate for nbytes: a multiple of the alignment, never 0
+ * (0-size arrays still get a valid pointer), a power of two when cached. */
+static size_t alloc_size(size_t nbytes, int *cls) {
+    size_t alloc = (nbytes + 63) & ~(size_t)63;
+    if (alloc == 0) alloc = 64;
+    *cls = -1;
+    if (LMC_BUFFER_CACHE && alloc <= (size_t)1 << CACHE_MAX_LOG2) {
+        int l = CACHE_MIN_LOG2;
+        while (((size_t)1 << l) < alloc) l++;
+        *cls = l - CACHE_MIN_LOG2;
+        alloc = (size_t)1 << l;
+    }
+    return alloc;
+}
+
+static lmc_buffer *cache_take(int cls) {
+    lmc_buffer *b = NULL;
+    pthread_mutex_lock(&g_cache.lock);
+    if (g_cache.count[cls] > 0) b = g_cache.slot[cls][--g_cache.count[cls]];
+    pthread_mutex_unlock(&g_cache.lock);
+    return b;
+}
+
+static bool cache_put(lmc_buffer *b, int cls) {
+    bool kept = false;
+    pthread_mutex_lock(&g_cache.lock);
+    if (g_cache.count[cls] < CACHE_DEPTH) {
+        g_cache.slot[cls][g_cache.count[cls]++] = b;
+        kept = true;
+    }
+    pthread_mutex_unlock(&g_cache.lock);
+    return kept;
+}
+
 lmc_buffer *lmc_buffer_alloc(lmc_device dev, size_t nbytes) {
     if (dev != LMC_CPU) {
         lmc_set_error(LMC_ERR_UNSUPPORTED, "device %d has no allocator in this build", (int)dev);
         return NULL;
     }
     if (lmc_memory_reserve(dev, nbytes) != LMC_OK) return NULL;
-    lmc_buffer *b = calloc(1, sizeof *b);
-    /* Round up so aligned_alloc's size is a multiple of the alignment, and
-     * never ask for 0 bytes (0-size arrays still get a valid pointer). */
-    size_t alloc = (nbytes + 63) & ~(size_t)63;
-    if (alloc == 0) alloc = 64;
+    int cls;
+    size_t alloc = alloc_size(nbytes, &cls);
+    lmc_buffer *b = cls >= 0 ? cache_take(cls) : NULL;
+    if (b) {
+        b->nbytes = nbytes;
+        atomic_init(&b->refcount, 1);
+        return b;
+    }
+    b = calloc(1, sizeof *b);
     void *data = b ? aligned_alloc(64, alloc) : NULL;
     if (!data) {
         free(b);
@@ -100,8 +160,11 @@ void lmc_buffer_retain(lmc_buffer *b) { atomic_fetch_add(&b->refcount, 1); }
 void lmc_buffer_release(lmc_buffer *b) {
     if (!b || atomic_fetch_sub(&b->refcount, 1) != 1) return;
     if (b->counted) {
-        free(b->data);
         lmc_memory_unreserve(b->device, b->nbytes);
+        int cls;
+        alloc_size(b->nbytes, &cls);
+        if (cls >= 0 && cache_put(b, cls)) return;
+        free(b->data);
     } else if (b->release) {
         b->release(b->release_ctx);
     }
