@@ -9,6 +9,9 @@
  * (M = 512) is compute-bound and reported in GFLOP/s. Matmuls use the
  * nn.Linear layout: x [M, K] @ Wᵀ with W [N, K] row-major.
  *
+ * The sampler group times one token's sampling at real vocabulary sizes for
+ * the usual settings, beside one read of the logits.
+ *
  * `--only cores` runs register-only AMX and AVX-512 loops on one thread and
  * then on every thread at once, five times: the ratio is the most any
  * kernel on that unit can gain from the threads (see probe_amx.c). */
@@ -23,6 +26,7 @@
 #include "core/cpu.h"
 #include "core/threadpool.h"
 #include "lmc/ops.h"
+#include "runtime/sampler.h"
 
 typedef struct bench {
     bool json;
@@ -402,6 +406,78 @@ static int bench_fused(bench *b) {
     return rc;
 }
 
+/* --- sampler ---------------------------------------------------------------------- */
+
+typedef struct samp_ctx {
+    lmc_sampler *s;
+    float *logits;
+    int64_t vocab;
+    bool failed;
+} samp_ctx;
+
+static void samp_run(void *ctx) {
+    samp_ctx *c = ctx;
+    int32_t tok;
+    if (lmc_sampler_sample(c->s, c->logits, c->vocab, NULL, 0, &tok, NULL) != LMC_OK) c->failed = true;
+}
+
+/* One token's sampling over logits shaped like a model's (a normal body of
+ * sd 2.5, twenty strong tokens at 18-24), at Qwen 3's and Gemma 3's
+ * vocabulary sizes, for the usual sampler settings; the bytes are one read
+ * of the logits, against the read bandwidth (the sampler runs on the
+ * calling thread, between two decode steps). */
+static int bench_sampler(const bench *b) {
+    static const int64_t vocabs[2] = {151936, 262144};
+    static const struct {
+        const char *name;
+        float t, top_p, min_p;
+        int top_k;
+    } cfgs[] = {{"greedy", 0, 1, 0, 0},
+                {"temperature 0.8", 0.8f, 1, 0, 0},
+                {"t 0.7, top-p 0.9", 0.7f, 0.9f, 0, 0},
+                {"t 0.8, min-p 0.05", 0.8f, 1, 0.05f, 0},
+                {"t 0.6, top-k 20/p 0.95", 0.6f, 0.95f, 0, 20}};
+    for (int v = 0; v < 2; v++) {
+        int64_t V = vocabs[v];
+        float *l = malloc((size_t)V * sizeof *l);
+        if (!l) return 1;
+        uint64_t r = 12345;
+        for (int64_t i = 0; i < V; i++) { /* Irwin-Hall: a normal body from 12 uniforms */
+            double u = 0;
+            for (int k = 0; k < 12; k++) {
+                r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+                u += (double)(r >> 11) / 9007199254740992.0;
+            }
+            l[i] = (float)(2.5 * (u - 6.0));
+        }
+        for (int k = 0; k < 20; k++) l[(k * 7919) % V] = 18.0f + 0.3f * (float)k;
+        for (size_t ci = 0; ci < sizeof cfgs / sizeof *cfgs; ci++) {
+            lmc_sampler_config sc = lmc_sampler_config_default();
+            sc.temperature = cfgs[ci].t;
+            sc.top_p = cfgs[ci].top_p;
+            sc.min_p = cfgs[ci].min_p;
+            sc.top_k = cfgs[ci].top_k;
+            samp_ctx c = {.logits = l, .vocab = V};
+            if (lmc_sampler_create(&sc, &c.s) != LMC_OK) {
+                free(l);
+                return 1;
+            }
+            double secs = time_it(samp_run, &c, 0.2);
+            char name[96];
+            snprintf(name, sizeof name, "%s, vocab %lld", cfgs[ci].name, (long long)V);
+            report(b, "sampler", name, secs, 0, (double)V * sizeof *l, "logits");
+            lmc_sampler_free(c.s);
+            if (c.failed) {
+                fprintf(stderr, "lmc bench: %s\n", lmc_last_error());
+                free(l);
+                return 1;
+            }
+        }
+        free(l);
+    }
+    return 0;
+}
+
 typedef struct probe_job {
     lmc_probe_kind kind;
     int64_t iters;
@@ -454,13 +530,14 @@ static int bench_cores(const bench *b) {
 int lmc_bench_ops(int argc, char **argv) {
     bench b = {0};
     int threads = 0;
-    const char *only = NULL; /* matmul, qmatmul, fused or cores: just that group */
+    const char *only = NULL; /* matmul, qmatmul, fused, sampler or cores: just that group */
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--json")) b.json = true;
         else if (!strcmp(argv[i], "--only") && i + 1 < argc) {
             only = argv[++i];
-            if (strcmp(only, "matmul") && strcmp(only, "qmatmul") && strcmp(only, "fused") && strcmp(only, "cores")) {
-                fprintf(stderr, "lmc bench: --only needs matmul, qmatmul, fused or cores, got '%s'\n", only);
+            if (strcmp(only, "matmul") && strcmp(only, "qmatmul") && strcmp(only, "fused") && strcmp(only, "sampler") &&
+                strcmp(only, "cores")) {
+                fprintf(stderr, "lmc bench: --only needs matmul, qmatmul, fused, sampler or cores, got '%s'\n", only);
                 return 2;
             }
         }
@@ -506,5 +583,6 @@ int lmc_bench_ops(int argc, char **argv) {
         for (int s = 0; s < 2; s++)
             if (bench_qmatmul(&b, Ms[m], shapes[s][0], shapes[s][1])) return 1;
     if ((!only || !strcmp(only, "fused")) && bench_fused(&b)) return 1;
+    if ((!only || !strcmp(only, "sampler")) && bench_sampler(&b)) return 1;
     return 0;
 }
