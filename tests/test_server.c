@@ -6,6 +6,7 @@
  * template), made with `lmc make-model`. */
 #include <arpa/inet.h>
 #include <cjson/cJSON.h>
+#include <dirent.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <strings.h>
@@ -619,6 +620,14 @@ static void test_concurrent(void) {
     }
 }
 
+static int count_fds(void) {
+    DIR *d = opendir("/proc/self/fd");
+    int n = 0;
+    while (d && readdir(d)) n++;
+    if (d) closedir(d);
+    return n;
+}
+
 /* lmc_server_stop while a generation streams: it returns promptly, the
  * client's stream is cut; a busy port is an error naming it. */
 static void test_stop_and_port_in_use(void) {
@@ -631,6 +640,7 @@ static void test_stop_and_port_in_use(void) {
     CHECK(lmc_server_start(g_model, &so, &other) == LMC_ERR_INVALID_ARGUMENT);
 
     so.port = 0;
+    int fds_before = count_fds();
     CHECK(lmc_server_start(g_model, &so, &other) == LMC_OK);
     int saved = g_port;
     g_port = lmc_server_port(other);
@@ -644,6 +654,8 @@ static void test_stop_and_port_in_use(void) {
     reply r;
     read_reply(fd, &r); /* whatever was sent before the cut; the socket is closed */
     reply_free(&r);
+    /* every socket and pipe of the server is closed */
+    CHECKF(count_fds() == fds_before, "%d open files before, %d after", fds_before, count_fds());
     g_port = saved;
 }
 

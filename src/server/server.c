@@ -199,9 +199,12 @@ static void log_request(const lmc_server *s, const char *method, const char *url
                         const lmc_generation *g) {
     if (!s->log) return;
     char tokens[96] = "";
-    if (g)
+    if (g && g->metrics.prompt_tokens)
         snprintf(tokens, sizeof tokens, " prompt %lld (%lld cached) + %lld tokens, %s,", (long long)g->metrics.prompt_tokens,
                  (long long)g->metrics.cached_prompt_tokens, (long long)g->metrics.generated_tokens,
+                 lmc_stop_reason_name(g->stop_reason));
+    else if (g) /* cut short: the stream has no figures */
+        snprintf(tokens, sizeof tokens, " %lld tokens, %s,", (long long)g->metrics.generated_tokens,
                  lmc_stop_reason_name(g->stop_reason));
     fprintf(stderr, "lmc serve: %s %s %u%s %.3f s\n", method, url, status, tokens, now_seconds() - t0);
 }
@@ -235,7 +238,8 @@ static const char *finish_reason(lmc_stop_reason r) {
 static void end_generation(gen_run *g) {
     if (g->stream) {
         const lmc_generation *res = lmc_stream_result(g->stream);
-        g->final.stop_reason = res->stop_reason;
+        /* a stream cut before its end (client gone, server stopping) */
+        g->final.stop_reason = res->stop_reason == LMC_STOP_NONE ? LMC_STOP_CANCELLED : res->stop_reason;
         g->final.metrics = res->metrics;
         g->final.metrics.generated_tokens = (int64_t)res->n_ids;
         lmc_stream_free(g->stream);

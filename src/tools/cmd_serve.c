@@ -1,8 +1,10 @@
 /* lmc serve: an OpenAI-compatible HTTP server for one model (lmc/server.h). */
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "lmc/server.h"
 #include "tools/cli.h"
@@ -24,6 +26,14 @@ static void usage(FILE *out) {
                  "(--max-tokens: by default until the context is full).\n"
                  "%s",
             lmc_cli_gen_usage);
+}
+
+static int stop_pipe[2] = {-1, -1};
+
+static void on_stop_signal(int sig) {
+    unsigned char b = (unsigned char)sig;
+    ssize_t r = write(stop_pipe[1], &b, 1); /* async-signal-safe */
+    (void)r;
 }
 
 int cmd_serve(int argc, char **argv) {
@@ -78,14 +88,19 @@ int cmd_serve(int argc, char **argv) {
     if (!m) return 1;
     so.gen = g.gen;
 
-    /* SIGINT and SIGTERM are taken with sigwait below: blocked here, before
-     * any thread starts, so that every server thread inherits the mask. A
-     * client that hangs up must not kill the server with SIGPIPE. */
-    sigset_t stop_signals;
-    sigemptyset(&stop_signals);
-    sigaddset(&stop_signals, SIGINT);
-    sigaddset(&stop_signals, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
+    /* SIGINT and SIGTERM may arrive on any thread (the model's worker
+     * threads exist already): the handler only writes the signal's number
+     * to a pipe, which this thread waits on. A client that hangs up must
+     * not kill the server with SIGPIPE. */
+    if (pipe(stop_pipe)) {
+        fprintf(stderr, "lmc serve: pipe: %s\n", strerror(errno));
+        lmc_model_free(m);
+        return 1;
+    }
+    struct sigaction sa = {.sa_handler = on_stop_signal};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
     lmc_server *srv = NULL;
@@ -97,10 +112,14 @@ int cmd_serve(int argc, char **argv) {
     bool v6 = strchr(so.host, ':') != NULL;
     fprintf(stderr, "lmc serve: listening on http://%s%s%s:%d (OpenAI API under /v1; Ctrl-C stops)\n", v6 ? "[" : "",
             so.host, v6 ? "]" : "", lmc_server_port(srv));
-    int sig = 0;
-    sigwait(&stop_signals, &sig);
+    unsigned char sig = 0;
+    while (read(stop_pipe[0], &sig, 1) < 0 && errno == EINTR) continue;
     fprintf(stderr, "lmc serve: %s: stopping\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
     lmc_server_stop(srv);
     lmc_model_free(m);
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+    close(stop_pipe[0]);
+    close(stop_pipe[1]);
     return 0;
 }
