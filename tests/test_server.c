@@ -572,6 +572,25 @@ static void test_disconnect(void) {
     }
 }
 
+/* A request waiting for its turn whose client leaves gives its place up:
+ * the queue behind it moves on. */
+static void test_disconnect_while_waiting(void) {
+    int running = send_request("POST", "/v1/completions",
+                               "{\"prompt\":\"Long story:\",\"max_tokens\":3000,\"ignore_eos\":true,\"stream\":true}");
+    char buf[256];
+    CHECK(recv(running, buf, sizeof buf, 0) > 0);
+    int waiting = send_request("POST", "/v1/completions",
+                               "{\"prompt\":\"Hi\",\"max_tokens\":3000,\"ignore_eos\":true}");
+    usleep(200 * 1000);
+    close(waiting);
+    usleep(200 * 1000);
+    close(running);
+    double t0 = now();
+    reply r = http("POST", "/v1/completions", "{\"prompt\":\"Hi\",\"max_tokens\":2}");
+    CHECKF(r.status == 200 && now() - t0 < 1.5, "%d after %.2f s", r.status, now() - t0);
+    reply_free(&r);
+}
+
 typedef struct conc_arg {
     const char *content;
     char *text;
@@ -639,11 +658,29 @@ static void test_stop_and_port_in_use(void) {
     so.port = 65536;
     CHECK(lmc_server_start(g_model, &so, &other) == LMC_ERR_INVALID_ARGUMENT);
 
+    /* the options' generation settings are the defaults of a request */
     so.port = 0;
+    so.gen = greedy(6);
+    const char *stops[1] = {"\n\n\n"};
+    so.gen.stop_strings = stops;
+    so.gen.n_stop_strings = 1;
+    so.model_name = "tiny";
     int fds_before = count_fds();
     CHECK(lmc_server_start(g_model, &so, &other) == LMC_OK);
     int saved = g_port;
     g_port = lmc_server_port(other);
+    lmc_message msg = {"user", "Defaults?"};
+    lmc_generation ref = ref_chat(&msg, 1, &so.gen);
+    reply r = http("POST", "/v1/chat/completions", "{\"messages\":[{\"role\":\"user\",\"content\":\"Defaults?\"}]}");
+    cJSON *j = json_of(&r);
+    CHECKF(r.status == 200, "%d %s", r.status, r.body);
+    CHECK_STR(str_at(j, "choices.0.message.content"), ref.text);
+    CHECK(num_at(j, "usage.completion_tokens") == (double)ref.n_ids);
+    CHECK_STR(str_at(j, "model"), "tiny");
+    cJSON_Delete(j);
+    reply_free(&r);
+    lmc_generation_clear(&ref);
+
     int fd = send_request("POST", "/v1/completions",
                           "{\"prompt\":\"Long story:\",\"max_tokens\":3000,\"ignore_eos\":true,\"stream\":true}");
     char buf[256];
@@ -651,7 +688,6 @@ static void test_stop_and_port_in_use(void) {
     double t0 = now();
     lmc_server_stop(other);
     CHECKF(now() - t0 < 1.5, "stop took %.2f s", now() - t0);
-    reply r;
     read_reply(fd, &r); /* whatever was sent before the cut; the socket is closed */
     reply_free(&r);
     /* every socket and pipe of the server is closed */
@@ -693,6 +729,7 @@ int main(void) {
     RUN(test_prompt_too_long);
     RUN(test_oversized_body);
     RUN(test_disconnect);
+    RUN(test_disconnect_while_waiting);
     RUN(test_concurrent);
     RUN(test_stop_and_port_in_use);
     lmc_server_stop(g_server);
