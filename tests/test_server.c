@@ -9,6 +9,7 @@
 #include <dirent.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <signal.h>
 #include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -20,6 +21,7 @@
 static lmc_model *g_model;
 static lmc_server *g_server;
 static int g_port;
+static const char *g_mdir;  /* the model's folder */
 
 static double now(void) {
     struct timespec ts;
@@ -64,21 +66,26 @@ static bool send_all(int fd, const char *p, size_t n) {
     return true;
 }
 
-/* Opens a connection and sends one request (Connection: close). */
-static int send_request(const char *method, const char *path, const char *body) {
+/* Opens a connection and sends one request (Connection: close); extra
+ * holds more header lines ("Name: value\r\n"...), or NULL. */
+static int send_request_with(const char *method, const char *path, const char *body, const char *extra) {
     int fd = dial(g_port);
     if (fd < 0) return -1;
-    char head[512];
+    char head[1024];
     size_t blen = body ? strlen(body) : 0;
     snprintf(head, sizeof head,
              "%s %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\n"
-             "Content-Length: %zu\r\n\r\n",
-             method, path, blen);
+             "Content-Length: %zu\r\n%s\r\n",
+             method, path, blen, extra ? extra : "");
     if (!send_all(fd, head, strlen(head)) || !send_all(fd, body ? body : "", blen)) {
         close(fd);
         return -1;
     }
     return fd;
+}
+
+static int send_request(const char *method, const char *path, const char *body) {
+    return send_request_with(method, path, body, NULL);
 }
 
 /* Decodes a chunked body in place; false when malformed. */
@@ -127,6 +134,13 @@ static bool read_reply(int fd, reply *r) {
     free(buf);
     if (strcasestr(r->head, "transfer-encoding: chunked") && !dechunk(r->body, &r->len)) return false;
     return true;
+}
+
+static reply http_with(const char *method, const char *path, const char *body, const char *extra) {
+    reply r = {0};
+    int fd = send_request_with(method, path, body, extra);
+    if (fd < 0 || !read_reply(fd, &r)) r.status = -1;
+    return r;
 }
 
 static reply http(const char *method, const char *path, const char *body) {
@@ -695,6 +709,94 @@ static void test_stop_and_port_in_use(void) {
     g_port = saved;
 }
 
+/* With an API key, everything but /health needs it. */
+static void test_api_key(void) {
+    lmc_server_options so = lmc_server_options_default();
+    so.port = 0;
+    so.api_key = "sekrit";
+    lmc_server *srv;
+    CHECK(lmc_server_start(g_model, &so, &srv) == LMC_OK);
+    int saved = g_port;
+    g_port = lmc_server_port(srv);
+    const char *chat = "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"max_tokens\":1}";
+    static const struct {
+        const char *method, *path, *auth;
+        int status;
+    } cases[] = {
+        {"GET", "/health", NULL, 200},
+        {"GET", "/v1/models", NULL, 401},
+        {"POST", "/v1/chat/completions", NULL, 401},
+        {"POST", "/v1/chat/completions", "Authorization: Bearer wrong\r\n", 401},
+        {"POST", "/v1/chat/completions", "Authorization: Bearer sekri\r\n", 401},
+        {"POST", "/v1/chat/completions", "Authorization: Bearer sekrit2\r\n", 401},
+        {"POST", "/v1/chat/completions", "Authorization: sekrit\r\n", 401},
+        {"POST", "/v1/chat/completions", "Authorization: Bearer sekrit\r\n", 200},
+        {"GET", "/v1/models", "Authorization: bearer sekrit\r\n", 200},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        reply r = http_with(cases[i].method, cases[i].path, cases[i].method[0] == 'P' ? chat : NULL, cases[i].auth);
+        CHECKF(r.status == cases[i].status, "case %zu: %d %s", i, r.status, r.body);
+        if (r.status == 401) {
+            cJSON *j = json_of(&r);
+            CHECK_STR(str_at(j, "error.code"), "invalid_api_key");
+            cJSON_Delete(j);
+        }
+        reply_free(&r);
+    }
+    lmc_server_stop(srv);
+    g_port = saved;
+}
+
+/* `lmc serve` end to end: prints where it listens, answers, logs a line per
+ * request, and exits 0 on SIGTERM; the key may come from LMC_API_KEY. */
+static void test_cli(void) {
+    const char *mdir = g_mdir;
+    int errp[2];
+    CHECK(pipe(errp) == 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(errp[1], 2);
+        close(errp[0]);
+        setenv("LMC_API_KEY", "fromenv", 1);
+        char exe[4200];
+        snprintf(exe, sizeof exe, "%s/lmc", LMC_BUILD_DIR);
+        execl(exe, exe, "serve", "-m", mdir, "--port", "0", "--temperature", "0", "--max-tokens", "4", (char *)NULL);
+        _exit(127);
+    }
+    close(errp[1]);
+    FILE *err = fdopen(errp[0], "r");
+    char line[512];
+    int port = 0;
+    while (!port && fgets(line, sizeof line, err)) {
+        const char *at = strstr(line, "listening on http://127.0.0.1:");
+        if (at) port = atoi(at + strlen("listening on http://127.0.0.1:"));
+    }
+    CHECKF(port > 0, "no 'listening on' line");
+    int saved = g_port;
+    g_port = port;
+    reply r = http_with("POST", "/v1/completions", "{\"prompt\":\"Hi\"}", "Authorization: Bearer fromenv\r\n");
+    cJSON *j = json_of(&r);
+    /* the command line's --max-tokens 4 is the default */
+    CHECKF(r.status == 200 && num_at(j, "usage.completion_tokens") == 4, "%d %s", r.status, r.body);
+    cJSON_Delete(j);
+    reply_free(&r);
+    r = http("GET", "/v1/models", NULL);
+    CHECK(r.status == 401);
+    reply_free(&r);
+    g_port = saved;
+    kill(pid, SIGTERM);
+    int status = -1;
+    waitpid(pid, &status, 0);
+    CHECKF(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %d", status);
+    char rest[4096];
+    size_t n = fread(rest, 1, sizeof rest - 1, err);
+    rest[n] = 0;
+    fclose(err);
+    CHECKF(strstr(rest, "POST /v1/completions 200") && strstr(rest, "GET /v1/models 401") &&
+               strstr(rest, "SIGTERM: stopping"),
+           "stderr: %s", rest);
+}
+
 int main(void) {
     char tmpl[] = "/tmp/lmc-serve-XXXXXX";
     char *dir = mkdtemp(tmpl);
@@ -707,6 +809,7 @@ int main(void) {
     }
     char mdir[4200];
     snprintf(mdir, sizeof mdir, "%s/m", dir);
+    g_mdir = mdir;
     if (lmc_model_load(mdir, NULL, &g_model) != LMC_OK) {
         fprintf(stderr, "load: %s\n", lmc_last_error());
         return 1;
@@ -732,6 +835,8 @@ int main(void) {
     RUN(test_disconnect_while_waiting);
     RUN(test_concurrent);
     RUN(test_stop_and_port_in_use);
+    RUN(test_api_key);
+    RUN(test_cli);
     lmc_server_stop(g_server);
     lmc_model_free(g_model);
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);

@@ -45,6 +45,7 @@ typedef struct lmc_server_options {
     size_t max_body_bytes;        /* larger request bodies get 413 (default 8 MiB) */
     int max_connections;          /* simultaneous connections (default 64); more are refused */
     int idle_timeout;             /* seconds before an idle connection is closed (default 600) */
+    const char *api_key;          /* when set, every endpoint but /health needs "Authorization: Bearer KEY" (else 401) */
     bool log_requests;            /* one line per request on stderr: method, path, status, tokens, seconds */
 } lmc_server_options;
 /* The defaults above, with gen = lmc_generate_options_default() except max_tokens. */

@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -51,6 +52,7 @@ struct lmc_server {
     lmc_generate_options gen; /* request defaults; stop strings copied into stops */
     char **stops;
     size_t max_body;
+    char *api_key;            /* or NULL */
     bool log;
     time_t created;
     atomic_ullong counter;    /* for response ids */
@@ -535,6 +537,19 @@ static void request_done(void *cls, struct MHD_Connection *c, void **con_cls, en
     *con_cls = NULL;
 }
 
+/* True when the request carries the server's API key (or none is needed).
+ * The comparison takes the same time wherever the first difference is. */
+static bool authorized(const lmc_server *s, struct MHD_Connection *c) {
+    if (!s->api_key) return true;
+    const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    if (!h || strncasecmp(h, "Bearer ", 7)) return false;
+    h += 7;
+    size_t n = strlen(h), k = strlen(s->api_key);
+    unsigned char diff = n != k;
+    for (size_t i = 0; i < n; i++) diff |= (unsigned char)(h[i] ^ s->api_key[i % k]);
+    return diff == 0;
+}
+
 /* Path without the optional "/v1" prefix (clients configured with a base
  * URL without it call /chat/completions). */
 static const char *route_of(const char *url) { return !strncmp(url, "/v1/", 4) ? url + 3 : url; }
@@ -604,7 +619,12 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     bool known = generation || !strcmp(url, "/health") || !strcmp(route, "/models") || !strncmp(route, "/models/", 8);
     unsigned status;
     enum MHD_Result ret;
-    if (!known) {
+    if (strcmp(url, "/health") && !authorized(s, c)) {
+        status = MHD_HTTP_UNAUTHORIZED;
+        cJSON *e = error_json(status, "a valid API key is required: send the header 'Authorization: Bearer KEY'", NULL);
+        cJSON_ReplaceItemInObject(cJSON_GetObjectItem(e, "error"), "code", cJSON_CreateString("invalid_api_key"));
+        ret = send_json(c, status, e);
+    } else if (!known) {
         status = MHD_HTTP_NOT_FOUND;
         ret = send_error(c, status, "", "no such endpoint: %s %.200s", method, url);
     } else if (generation ? !post : !get) {
@@ -701,6 +721,7 @@ static void server_free(lmc_server *s) {
         for (int i = 0; i < s->gen.n_stop_strings; i++) free(s->stops[i]);
     free(s->stops);
     free(s->model_name);
+    free(s->api_key);
     pthread_mutex_destroy(&s->lock);
     pthread_cond_destroy(&s->turn_cond);
     pthread_cond_destroy(&s->watch_cond);
@@ -730,6 +751,7 @@ lmc_status lmc_server_start(lmc_model *m, const lmc_server_options *opt_in, lmc_
     if (o.idle_timeout < 0)
         return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "server idle_timeout must be >= 0, got %d", o.idle_timeout);
     if (o.model_name && !*o.model_name) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "server model_name is empty");
+    if (o.api_key && !*o.api_key) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "server api_key is empty");
     LMC_CHECK(lmc_generate_check_options(&o.gen));
 
     lmc_server *s = calloc(1, sizeof *s);
@@ -747,6 +769,7 @@ lmc_status lmc_server_start(lmc_model *m, const lmc_server_options *opt_in, lmc_
     s->gen.cancel = NULL;
     s->model_name = o.model_name ? strdup(o.model_name) : base_name(m->dir);
     bool oom = !s->model_name;
+    if (!oom && o.api_key) oom = !(s->api_key = strdup(o.api_key));
     if (!oom && o.gen.n_stop_strings) {
         s->stops = calloc((size_t)o.gen.n_stop_strings, sizeof *s->stops);
         oom = !s->stops;

@@ -20,6 +20,8 @@ static void usage(FILE *out) {
                  "  --max-body BYTES         larger request bodies are refused with 413 (default 8388608)\n"
                  "  --max-connections N      simultaneous connections (default 64)\n"
                  "  --idle-timeout S         close connections idle this many seconds (default 600; 0: never)\n"
+                 "  --api-key KEY            require 'Authorization: Bearer KEY' (all but /health; default: the\n"
+                 "                           environment variable LMC_API_KEY, else no key)\n"
                  "  --no-prompt-cache        compute each request's whole prompt\n"
                  "  --quiet                  no line per request on standard error\n"
                  "The generation options below are defaults for what a request leaves out\n"
@@ -42,6 +44,9 @@ int cmd_serve(int argc, char **argv) {
     g.gen.max_tokens = INT32_MAX;
     lmc_server_options so = lmc_server_options_default();
     so.log_requests = true;
+    /* a key on the command line shows in `ps`; the environment does not */
+    const char *env_key = getenv("LMC_API_KEY");
+    if (env_key && *env_key) so.api_key = env_key;
     long long n;
     for (int i = 1; i < argc; i++) {
         int r = lmc_cli_gen_option("serve", &g, argc, argv, &i);
@@ -49,7 +54,8 @@ int cmd_serve(int argc, char **argv) {
         if (r > 0) continue;
         const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
         bool takes_value = !strcmp(a, "--host") || !strcmp(a, "--port") || !strcmp(a, "--name") ||
-                           !strcmp(a, "--max-body") || !strcmp(a, "--max-connections") || !strcmp(a, "--idle-timeout");
+                           !strcmp(a, "--max-body") || !strcmp(a, "--max-connections") || !strcmp(a, "--idle-timeout") ||
+                           !strcmp(a, "--api-key");
         if (takes_value && !val) {
             fprintf(stderr, "lmc serve: %s needs a value\n", a);
             return 2;
@@ -57,6 +63,7 @@ int cmd_serve(int argc, char **argv) {
         if (takes_value) i++;
         if (!strcmp(a, "--host")) so.host = val;
         else if (!strcmp(a, "--name")) so.model_name = val;
+        else if (!strcmp(a, "--api-key")) so.api_key = val;
         else if (!strcmp(a, "--port")) {
             if (!lmc_cli_int("serve", a, val, 0, 65535, &n)) return 2;
             so.port = (int)n;
@@ -80,8 +87,8 @@ int cmd_serve(int argc, char **argv) {
             return 2;
         }
     }
-    if (so.model_name && !*so.model_name) {
-        fprintf(stderr, "lmc serve: --name must not be empty\n");
+    if ((so.model_name && !*so.model_name) || (so.api_key && !*so.api_key)) {
+        fprintf(stderr, "lmc serve: --%s must not be empty\n", so.model_name && !*so.model_name ? "name" : "api-key");
         return 2;
     }
     lmc_model *m = lmc_cli_load_model("serve", &g);
