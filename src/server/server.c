@@ -228,6 +228,7 @@ typedef struct gen_run {
     char method[8], url[64];
     lmc_generation final;     /* copy of the result's counts once done (text and ids not kept) */
     int phase;                /* streaming only */
+    bool cut;                 /* the stream ended before its end (client gone, out of memory) */
     char *out;                /* streaming: event bytes not yet handed to libmicrohttpd */
     size_t out_len, out_pos, out_cap;
 } gen_run;
@@ -438,7 +439,10 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max) {
     while (g->out_pos == g->out_len) {
         if (g->phase == PHASE_END) return MHD_CONTENT_READER_END_OF_STREAM;
         g->out_pos = g->out_len = 0;
-        if (!produce(g)) return MHD_CONTENT_READER_END_WITH_ERROR;
+        if (!produce(g)) {
+            g->cut = true;
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+        }
     }
     size_t n = g->out_len - g->out_pos < max ? g->out_len - g->out_pos : max;
     memcpy(buf, g->out + g->out_pos, n);
@@ -448,7 +452,7 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max) {
 
 static void sse_free(void *cls) {
     gen_run *g = cls;
-    bool complete = g->phase == PHASE_END && g->out_pos == g->out_len;
+    bool complete = !g->cut && g->phase == PHASE_END && g->out_pos == g->out_len;
     end_generation(g);
     log_request(g->srv, g->method, g->url, complete ? 200 : 499, g->t0, &g->final);
     gen_run_free(g);
