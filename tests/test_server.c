@@ -709,11 +709,16 @@ static void test_stop_and_port_in_use(void) {
     g_port = saved;
 }
 
-/* With an API key, everything but /health needs it. */
-static void test_api_key(void) {
+/* With an API key, everything but /health (and CORS preflights) needs it;
+ * with a CORS origin, every answer allows it. */
+static void test_api_key_and_cors(void) {
+    reply r = http("OPTIONS", "/v1/chat/completions", NULL); /* the main server: no CORS */
+    CHECK(r.status == 405 && r.head && !strcasestr(r.head, "Access-Control-Allow-Origin"));
+    reply_free(&r);
     lmc_server_options so = lmc_server_options_default();
     so.port = 0;
     so.api_key = "sekrit";
+    so.cors_origin = "http://ui.example";
     lmc_server *srv;
     CHECK(lmc_server_start(g_model, &so, &srv) == LMC_OK);
     int saved = g_port;
@@ -732,10 +737,13 @@ static void test_api_key(void) {
         {"POST", "/v1/chat/completions", "Authorization: sekrit\r\n", 401},
         {"POST", "/v1/chat/completions", "Authorization: Bearer sekrit\r\n", 200},
         {"GET", "/v1/models", "Authorization: bearer sekrit\r\n", 200},
+        {"OPTIONS", "/v1/chat/completions", NULL, 204},
+        {"OPTIONS", "/v1/nowhere", NULL, 401},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
-        reply r = http_with(cases[i].method, cases[i].path, cases[i].method[0] == 'P' ? chat : NULL, cases[i].auth);
+        r = http_with(cases[i].method, cases[i].path, cases[i].method[0] == 'P' ? chat : NULL, cases[i].auth);
         CHECKF(r.status == cases[i].status, "case %zu: %d %s", i, r.status, r.body);
+        CHECKF(r.head && strcasestr(r.head, "Access-Control-Allow-Origin: http://ui.example"), "case %zu: %s", i, r.head);
         if (r.status == 401) {
             cJSON *j = json_of(&r);
             CHECK_STR(str_at(j, "error.code"), "invalid_api_key");
@@ -835,7 +843,7 @@ int main(void) {
     RUN(test_disconnect_while_waiting);
     RUN(test_concurrent);
     RUN(test_stop_and_port_in_use);
-    RUN(test_api_key);
+    RUN(test_api_key_and_cors);
     RUN(test_cli);
     lmc_server_stop(g_server);
     lmc_model_free(g_model);

@@ -8,7 +8,9 @@
  *   POST /v1/chat/completions    messages rendered with the model's chat template
  *   POST /v1/completions         a plain text prompt (or token ids)
  * Both POST endpoints stream with "stream": true (text/event-stream, one
- * "data: {chunk}" event per piece of text, then "data: [DONE]").
+ * "data: {chunk}" event per piece of text, then "data: [DONE]"). Unknown
+ * paths get 404, a wrong method 405, a body over the limit 413, a missing or
+ * wrong API key 401 (when one is set), a prompt longer than the context 400.
  *
  * Request fields: max_tokens / max_completion_tokens, temperature [0, 2],
  * top_p (0, 1], stop (a string or up to 16 strings), seed, n (1 only),
@@ -45,6 +47,8 @@ typedef struct lmc_server_options {
     size_t max_body_bytes;        /* larger request bodies get 413 (default 8 MiB) */
     int max_connections;          /* simultaneous connections (default 64); more are refused */
     int idle_timeout;             /* seconds before an idle connection is closed (default 600) */
+    const char *cors_origin;      /* when set ("*" or e.g. "http://localhost:3000"), answers allow that
+                                     origin (CORS) and OPTIONS preflights get 204: for browser front-ends */
     const char *api_key;          /* when set, every endpoint but /health needs "Authorization: Bearer KEY" (else 401) */
     bool log_requests;            /* one line per request on stderr: method, path, status, tokens, seconds */
 } lmc_server_options;

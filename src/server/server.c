@@ -53,6 +53,7 @@ struct lmc_server {
     char **stops;
     size_t max_body;
     char *api_key;            /* or NULL */
+    char *cors_origin;        /* or NULL */
     bool log;
     time_t created;
     atomic_ullong counter;    /* for response ids */
@@ -154,7 +155,22 @@ static void *watch(void *arg) {
 
 /* --- responses ----------------------------------------------------------------------- */
 
-static enum MHD_Result send_text(struct MHD_Connection *c, unsigned status, char *body, const char *type) {
+/* Queues a response with the headers every answer carries, and lets go of it. */
+static enum MHD_Result queue(const lmc_server *s, struct MHD_Connection *c, unsigned status, struct MHD_Response *r) {
+    if (s->cors_origin) {
+        MHD_add_response_header(r, MHD_HTTP_HEADER_ACCESS_CONTROL_ALLOW_ORIGIN, s->cors_origin);
+        MHD_add_response_header(r, "Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+        MHD_add_response_header(r, "Access-Control-Allow-Headers", "Authorization, Content-Type");
+        MHD_add_response_header(r, "Access-Control-Max-Age", "86400");
+        if (strcmp(s->cors_origin, "*")) MHD_add_response_header(r, MHD_HTTP_HEADER_VARY, "Origin");
+    }
+    if (status == MHD_HTTP_METHOD_NOT_ALLOWED) MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, "GET, POST, OPTIONS");
+    enum MHD_Result ret = MHD_queue_response(c, status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static enum MHD_Result send_text(const lmc_server *s, struct MHD_Connection *c, unsigned status, char *body, const char *type) {
     if (!body) return MHD_NO;
     struct MHD_Response *r = MHD_create_response_from_buffer_with_free_callback(strlen(body), body, free);
     if (!r) {
@@ -162,17 +178,14 @@ static enum MHD_Result send_text(struct MHD_Connection *c, unsigned status, char
         return MHD_NO;
     }
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
-    if (status == MHD_HTTP_METHOD_NOT_ALLOWED) MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, "GET, POST");
-    enum MHD_Result ret = MHD_queue_response(c, status, r);
-    MHD_destroy_response(r);
-    return ret;
+    return queue(s, c, status, r);
 }
 
 /* Sends (and frees) a cJSON object. */
-static enum MHD_Result send_json(struct MHD_Connection *c, unsigned status, cJSON *obj) {
+static enum MHD_Result send_json(const lmc_server *s, struct MHD_Connection *c, unsigned status, cJSON *obj) {
     char *body = obj ? cJSON_PrintUnformatted(obj) : NULL;
     cJSON_Delete(obj);
-    return send_text(c, status, body, "application/json");
+    return send_text(s, c, status, body, "application/json");
 }
 
 /* {"error":{"message","type","param","code"}} as OpenAI writes it. */
@@ -186,15 +199,15 @@ static cJSON *error_json(unsigned status, const char *message, const char *param
     return root;
 }
 
-static enum MHD_Result send_error(struct MHD_Connection *c, unsigned status, const char *param, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static enum MHD_Result send_error(struct MHD_Connection *c, unsigned status, const char *param, const char *fmt, ...) {
+static enum MHD_Result send_error(const lmc_server *s, struct MHD_Connection *c, unsigned status, const char *param, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static enum MHD_Result send_error(const lmc_server *s, struct MHD_Connection *c, unsigned status, const char *param, const char *fmt, ...) {
     char msg[1024];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    return send_json(c, status, error_json(status, msg, param));
+    return send_json(s, c, status, error_json(status, msg, param));
 }
 
 static void log_request(const lmc_server *s, const char *method, const char *url, unsigned status, double t0,
@@ -353,7 +366,7 @@ static enum MHD_Result answer_whole(gen_run *g, struct MHD_Connection *c) {
         bool gone = st == LMC_ERR_CANCELLED;
         end_generation(g);
         log_request(g->srv, g->method, g->url, gone ? 499 : 500, g->t0, &g->final);
-        return gone ? MHD_NO : send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "", "%s", msg);
+        return gone ? MHD_NO : send_error(g->srv, c, MHD_HTTP_INTERNAL_SERVER_ERROR, "", "%s", msg);
     }
     const lmc_generation *res = lmc_stream_result(g->stream);
     bool chat = g->req.kind == LMC_SRV_CHAT;
@@ -363,7 +376,7 @@ static enum MHD_Result answer_whole(gen_run *g, struct MHD_Connection *c) {
     end_generation(g);
     add_usage(o, &g->final);
     log_request(g->srv, g->method, g->url, 200, g->t0, &g->final);
-    return send_json(c, MHD_HTTP_OK, o);
+    return send_json(g->srv, c, MHD_HTTP_OK, o);
 }
 
 /* --- streaming (Server-Sent Events) ------------------------------------------------------ */
@@ -466,15 +479,13 @@ static enum MHD_Result answer_stream(gen_run *g, struct MHD_Connection *c) {
     }
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
     MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
-    enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_OK, r);
-    MHD_destroy_response(r); /* the connection holds it now; sse_free runs when it is done */
-    return ret;
+    return queue(g->srv, c, MHD_HTTP_OK, r); /* the connection holds it now; sse_free runs when it is done */
 }
 
 static enum MHD_Result handle_generation(lmc_server *s, struct MHD_Connection *c, lmc_srv_kind kind, const char *method,
                                          const char *url, const char *body, size_t len, double t0) {
     gen_run *g = calloc(1, sizeof *g);
-    if (!g) return send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "", "out of memory");
+    if (!g) return send_error(s, c, MHD_HTTP_INTERNAL_SERVER_ERROR, "", "out of memory");
     g->srv = s;
     g->t0 = t0;
     snprintf(g->method, sizeof g->method, "%s", method);
@@ -483,7 +494,7 @@ static enum MHD_Result handle_generation(lmc_server *s, struct MHD_Connection *c
     if (!lmc_srv_parse_request(kind, body, len, &s->gen, &g->req, &err)) {
         gen_run_free(g);
         log_request(s, method, url, 400, t0, NULL);
-        return send_error(c, MHD_HTTP_BAD_REQUEST, err.param, "%s", err.message);
+        return send_error(s, c, MHD_HTTP_BAD_REQUEST, err.param, "%s", err.message);
     }
     unsigned long long k = atomic_fetch_add(&s->counter, 1);
     snprintf(g->id, sizeof g->id, "%s-%llx%06llx", kind == LMC_SRV_CHAT ? "chatcmpl" : "cmpl", (long long)s->created, k);
@@ -494,7 +505,7 @@ static enum MHD_Result handle_generation(lmc_server *s, struct MHD_Connection *c
         gen_run_free(g);
         log_request(s, method, url, status == 1 ? 499 : status, t0, NULL);
         if (status == 1) return MHD_NO; /* nobody to answer */
-        return send_error(c, status, status == MHD_HTTP_BAD_REQUEST ? (kind == LMC_SRV_CHAT ? "messages" : "prompt") : "",
+        return send_error(s, c, status, status == MHD_HTTP_BAD_REQUEST ? (kind == LMC_SRV_CHAT ? "messages" : "prompt") : "",
                           "%s", msg);
     }
     if (g->req.stream) return answer_stream(g, c);
@@ -573,7 +584,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         if (cl && strtoull(cl, NULL, 10) > s->max_body) {
             ctx->answered = true;
             log_request(s, method, url, 413, ctx->t0, NULL);
-            return send_error(c, MHD_HTTP_CONTENT_TOO_LARGE, "", "the request body (%s bytes) is larger than the limit of %zu bytes",
+            return send_error(s, c, MHD_HTTP_CONTENT_TOO_LARGE, "", "the request body (%s bytes) is larger than the limit of %zu bytes",
                               cl, s->max_body);
         }
         return MHD_YES;
@@ -606,7 +617,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     ctx->answered = true;
     if (ctx->too_large) {
         log_request(s, method, url, 413, ctx->t0, NULL);
-        return send_error(c, MHD_HTTP_CONTENT_TOO_LARGE, "", "the request body is larger than the limit of %zu bytes",
+        return send_error(s, c, MHD_HTTP_CONTENT_TOO_LARGE, "", "the request body is larger than the limit of %zu bytes",
                           s->max_body);
     }
     const char *route = route_of(url);
@@ -623,36 +634,41 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     bool known = generation || !strcmp(url, "/health") || !strcmp(route, "/models") || !strncmp(route, "/models/", 8);
     unsigned status;
     enum MHD_Result ret;
-    if (strcmp(url, "/health") && !authorized(s, c)) {
+    if (known && !strcmp(method, "OPTIONS") && s->cors_origin) {
+        /* a browser's CORS preflight (it carries no credentials) */
+        status = MHD_HTTP_NO_CONTENT;
+        struct MHD_Response *r = MHD_create_response_from_buffer_with_free_callback(0, NULL, NULL);
+        ret = r ? queue(s, c, status, r) : MHD_NO;
+    } else if (strcmp(url, "/health") && !authorized(s, c)) {
         status = MHD_HTTP_UNAUTHORIZED;
         cJSON *e = error_json(status, "a valid API key is required: send the header 'Authorization: Bearer KEY'", NULL);
         cJSON_ReplaceItemInObject(cJSON_GetObjectItem(e, "error"), "code", cJSON_CreateString("invalid_api_key"));
-        ret = send_json(c, status, e);
+        ret = send_json(s, c, status, e);
     } else if (!known) {
         status = MHD_HTTP_NOT_FOUND;
-        ret = send_error(c, status, "", "no such endpoint: %s %.200s", method, url);
+        ret = send_error(s, c, status, "", "no such endpoint: %s %.200s", method, url);
     } else if (generation ? !post : !get) {
         status = MHD_HTTP_METHOD_NOT_ALLOWED;
-        ret = send_error(c, status, "", "%.200s does not take %s (use %s)", url, method, generation ? "POST" : "GET");
+        ret = send_error(s, c, status, "", "%.200s does not take %s (use %s)", url, method, generation ? "POST" : "GET");
     } else if (generation) {
         return handle_generation(s, c, kind, method, url, ctx->body ? ctx->body : "", ctx->len, ctx->t0);
     } else if (!strcmp(url, "/health")) {
         status = MHD_HTTP_OK;
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "status", "ok");
-        ret = send_json(c, status, o);
+        ret = send_json(s, c, status, o);
     } else if (!strcmp(route, "/models")) {
         status = MHD_HTTP_OK;
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "object", "list");
         cJSON_AddItemToArray(cJSON_AddArrayToObject(o, "data"), model_json(s));
-        ret = send_json(c, status, o);
+        ret = send_json(s, c, status, o);
     } else if (!strcmp(route + 8, s->model_name)) {
         status = MHD_HTTP_OK;
-        ret = send_json(c, status, model_json(s));
+        ret = send_json(s, c, status, model_json(s));
     } else {
         status = MHD_HTTP_NOT_FOUND;
-        ret = send_error(c, status, "model", "no such model: '%.200s' (this server has '%s')", route + 8, s->model_name);
+        ret = send_error(s, c, status, "model", "no such model: '%.200s' (this server has '%s')", route + 8, s->model_name);
     }
     log_request(s, method, url, status, ctx->t0, NULL);
     return ret;
@@ -726,6 +742,7 @@ static void server_free(lmc_server *s) {
     free(s->stops);
     free(s->model_name);
     free(s->api_key);
+    free(s->cors_origin);
     pthread_mutex_destroy(&s->lock);
     pthread_cond_destroy(&s->turn_cond);
     pthread_cond_destroy(&s->watch_cond);
@@ -756,6 +773,8 @@ lmc_status lmc_server_start(lmc_model *m, const lmc_server_options *opt_in, lmc_
         return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "server idle_timeout must be >= 0, got %d", o.idle_timeout);
     if (o.model_name && !*o.model_name) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "server model_name is empty");
     if (o.api_key && !*o.api_key) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "server api_key is empty");
+    if (o.cors_origin && (!*o.cors_origin || strpbrk(o.cors_origin, "\r\n")))
+        return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "server cors_origin must be one origin (or \"*\")");
     LMC_CHECK(lmc_generate_check_options(&o.gen));
 
     lmc_server *s = calloc(1, sizeof *s);
@@ -774,6 +793,7 @@ lmc_status lmc_server_start(lmc_model *m, const lmc_server_options *opt_in, lmc_
     s->model_name = o.model_name ? strdup(o.model_name) : base_name(m->dir);
     bool oom = !s->model_name;
     if (!oom && o.api_key) oom = !(s->api_key = strdup(o.api_key));
+    if (!oom && o.cors_origin) oom = !(s->cors_origin = strdup(o.cors_origin));
     if (!oom && o.gen.n_stop_strings) {
         s->stops = calloc((size_t)o.gen.n_stop_strings, sizeof *s->stops);
         oom = !s->stops;

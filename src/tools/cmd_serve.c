@@ -22,6 +22,7 @@ static void usage(FILE *out) {
                  "  --idle-timeout S         close connections idle this many seconds (default 600; 0: never)\n"
                  "  --api-key KEY            require 'Authorization: Bearer KEY' (all but /health; default: the\n"
                  "                           environment variable LMC_API_KEY, else no key)\n"
+                 "  --cors ORIGIN            let web pages from ORIGIN (or * for any) call the server from a browser\n"
                  "  --no-prompt-cache        compute each request's whole prompt\n"
                  "  --quiet                  no line per request on standard error\n"
                  "The generation options below are defaults for what a request leaves out\n"
@@ -55,7 +56,7 @@ int cmd_serve(int argc, char **argv) {
         const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
         bool takes_value = !strcmp(a, "--host") || !strcmp(a, "--port") || !strcmp(a, "--name") ||
                            !strcmp(a, "--max-body") || !strcmp(a, "--max-connections") || !strcmp(a, "--idle-timeout") ||
-                           !strcmp(a, "--api-key");
+                           !strcmp(a, "--api-key") || !strcmp(a, "--cors");
         if (takes_value && !val) {
             fprintf(stderr, "lmc serve: %s needs a value\n", a);
             return 2;
@@ -64,6 +65,7 @@ int cmd_serve(int argc, char **argv) {
         if (!strcmp(a, "--host")) so.host = val;
         else if (!strcmp(a, "--name")) so.model_name = val;
         else if (!strcmp(a, "--api-key")) so.api_key = val;
+        else if (!strcmp(a, "--cors")) so.cors_origin = val;
         else if (!strcmp(a, "--port")) {
             if (!lmc_cli_int("serve", a, val, 0, 65535, &n)) return 2;
             so.port = (int)n;
