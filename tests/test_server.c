@@ -437,6 +437,40 @@ static void test_stop_and_parts(void) {
     lmc_generation_clear(&ref);
 }
 
+/* Without "seed" each request samples with a new seed (regenerating gives a
+ * new answer); with one, the answer is lmc_chat's with that seed. */
+static void test_seed(void) {
+    const char *unseeded = "{\"messages\":[{\"role\":\"user\",\"content\":\"Pick\"}],\"temperature\":1.5,\"max_tokens\":12}";
+    const char *seeded = "{\"messages\":[{\"role\":\"user\",\"content\":\"Pick\"}],\"temperature\":1.5,\"max_tokens\":12,"
+                         "\"seed\":7}";
+    char *text[4] = {0}, *seed[4] = {0};
+    for (int i = 0; i < 4; i++) {
+        reply r = http("POST", "/v1/chat/completions", i < 2 ? unseeded : seeded);
+        cJSON *j = json_of(&r);
+        CHECKF(r.status == 200, "%d %s", r.status, r.body);
+        const char *t = str_at(j, "choices.0.message.content"), *sd = str_at(j, "lmc.seed");
+        text[i] = strdup(t ? t : "");
+        seed[i] = strdup(sd ? sd : "");
+        cJSON_Delete(j);
+        reply_free(&r);
+    }
+    CHECKF(strcmp(seed[0], seed[1]) && strcmp(text[0], text[1]), "seeds %s %s, texts '%s' '%s'", seed[0], seed[1], text[0],
+           text[1]);
+    CHECK_STR(seed[2], "7");
+    CHECK_STR(text[2], text[3]);
+    lmc_message m = {"user", "Pick"};
+    lmc_generate_options o = greedy(12);
+    o.sampler.temperature = 1.5f;
+    o.sampler.seed = 7;
+    lmc_generation ref = ref_chat(&m, 1, &o);
+    CHECK_STR(text[2], ref.text);
+    lmc_generation_clear(&ref);
+    for (int i = 0; i < 4; i++) {
+        free(text[i]);
+        free(seed[i]);
+    }
+}
+
 /* Refusals: status, and the message or param naming what is wrong. */
 static void test_errors(void) {
     static const struct {
@@ -890,6 +924,7 @@ int main(void) {
     RUN(test_chat_stream);
     RUN(test_completions);
     RUN(test_stop_and_parts);
+    RUN(test_seed);
     RUN(test_errors);
     RUN(test_prompt_too_long);
     RUN(test_oversized_body);

@@ -44,6 +44,8 @@ typedef struct lmc_server_options {
     /* Defaults for what a request leaves out. max_tokens defaults to "until
      * the context is full" (INT32_MAX); on_token, user and cancel are unused. */
     lmc_generate_options gen;
+    bool random_seed;             /* a request without "seed" draws with a new random seed, as OpenAI's API
+                                     does (default true); false: with gen.sampler.seed */
     size_t max_body_bytes;        /* larger request bodies get 413 (default 8 MiB) */
     int max_connections;          /* simultaneous connections (default 64); more are refused */
     int idle_timeout;             /* seconds before an idle connection is closed (default 600) */

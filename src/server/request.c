@@ -297,6 +297,7 @@ static bool parse_options(const cJSON *root, lmc_srv_request *r, lmc_srv_error *
     g->sampler.top_k = (int)top_k;
     g->sampler.repeat_last_n = (int)last_n;
     g->sampler.seed = (uint64_t)seed;
+    r->has_seed = field(root, "seed") != NULL;
     return true;
 }
 

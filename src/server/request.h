@@ -18,6 +18,7 @@ typedef struct lmc_srv_request {
     lmc_generate_options gen;          /* the server's defaults with the request's fields applied */
     char *stops[LMC_SRV_MAX_STOPS];    /* owned; gen.stop_strings points here when the request has "stop" */
     bool stream, include_usage;
+    bool has_seed;                     /* the request gave "seed" */
 } lmc_srv_request;
 
 /* Why a request was refused: the message and the field ("" when none). */

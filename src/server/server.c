@@ -29,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -51,6 +52,7 @@ struct lmc_server {
     char *model_name;
     lmc_generate_options gen; /* request defaults; stop strings copied into stops */
     char **stops;
+    bool random_seed;
     size_t max_body;
     char *api_key;            /* or NULL */
     char *cors_origin;        /* or NULL */
@@ -316,7 +318,7 @@ static cJSON *response_head(const gen_run *g, const char *object) {
     return o;
 }
 
-static void add_usage(cJSON *o, const lmc_generation *res) {
+static void add_usage(cJSON *o, const lmc_generation *res, uint64_t seed) {
     const lmc_metrics *mt = &res->metrics;
     cJSON *u = cJSON_AddObjectToObject(o, "usage");
     cJSON_AddNumberToObject(u, "prompt_tokens", (double)mt->prompt_tokens);
@@ -331,6 +333,9 @@ static void add_usage(cJSON *o, const lmc_generation *res) {
     cJSON_AddNumberToObject(l, "prefill_tokens_per_second", mt->prefill_tokens_per_second);
     cJSON_AddNumberToObject(l, "decode_tokens_per_second", mt->decode_tokens_per_second);
     cJSON_AddNumberToObject(l, "time_to_first_token", mt->time_to_first_token);
+    char seed_text[24]; /* a string: JSON numbers lose integers above 2^53 */
+    snprintf(seed_text, sizeof seed_text, "%llu", (unsigned long long)seed);
+    cJSON_AddStringToObject(l, "seed", seed_text);
 }
 
 /* One choice: a chat message / delta, or a completion's text. */
@@ -374,7 +379,7 @@ static enum MHD_Result answer_whole(gen_run *g, struct MHD_Connection *c) {
     cJSON *choices = cJSON_AddArrayToObject(o, "choices");
     cJSON_AddItemToArray(choices, choice(g, "message", "assistant", res->text ? res->text : "", finish_reason(res->stop_reason)));
     end_generation(g);
-    add_usage(o, &g->final);
+    add_usage(o, &g->final, g->req.gen.sampler.seed);
     log_request(g->srv, g->method, g->url, 200, g->t0, &g->final);
     return send_json(g->srv, c, MHD_HTTP_OK, o);
 }
@@ -440,7 +445,7 @@ static bool produce(gen_run *g) {
     if (ok && g->req.include_usage) {
         cJSON *u = response_head(g, chat ? "chat.completion.chunk" : "text_completion");
         cJSON_AddArrayToObject(u, "choices");
-        add_usage(u, &g->final);
+        add_usage(u, &g->final, g->req.gen.sampler.seed);
         ok = out_event(g, u);
     }
     return ok && out_append(g, "data: [DONE]\n\n", 14);
@@ -496,6 +501,8 @@ static enum MHD_Result handle_generation(lmc_server *s, struct MHD_Connection *c
         log_request(s, method, url, 400, t0, NULL);
         return send_error(s, c, MHD_HTTP_BAD_REQUEST, err.param, "%s", err.message);
     }
+    if (!g->req.has_seed && s->random_seed && getrandom(&g->req.gen.sampler.seed, sizeof g->req.gen.sampler.seed, 0) < 0)
+        g->req.gen.sampler.seed = (uint64_t)time(NULL) * 0x9E3779B97F4A7C15ull + (uint64_t)atomic_load(&s->counter);
     unsigned long long k = atomic_fetch_add(&s->counter, 1);
     snprintf(g->id, sizeof g->id, "%s-%llx%06llx", kind == LMC_SRV_CHAT ? "chatcmpl" : "cmpl", (long long)s->created, k);
     g->created = (long long)time(NULL);
@@ -690,6 +697,7 @@ lmc_server_options lmc_server_options_default(void) {
     o.port = 8080;
     o.gen = lmc_generate_options_default();
     o.gen.max_tokens = INT32_MAX;
+    o.random_seed = true;
     o.max_body_bytes = 8u << 20;
     o.max_connections = 64;
     o.idle_timeout = 600;
@@ -784,6 +792,7 @@ lmc_status lmc_server_start(lmc_model *m, const lmc_server_options *opt_in, lmc_
     pthread_cond_init(&s->watch_cond, NULL);
     s->m = m;
     s->max_body = o.max_body_bytes;
+    s->random_seed = o.random_seed;
     s->log = o.log_requests;
     s->created = time(NULL);
     s->gen = o.gen;

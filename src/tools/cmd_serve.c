@@ -26,7 +26,8 @@ static void usage(FILE *out) {
                  "  --no-prompt-cache        compute each request's whole prompt\n"
                  "  --quiet                  no line per request on standard error\n"
                  "The generation options below are defaults for what a request leaves out\n"
-                 "(--max-tokens: by default until the context is full).\n"
+                 "(--max-tokens: by default until the context is full; --seed: by default a new random seed\n"
+                 "for each request that names none).\n"
                  "%s",
             lmc_cli_gen_usage);
 }
@@ -50,6 +51,7 @@ int cmd_serve(int argc, char **argv) {
     if (env_key && *env_key) so.api_key = env_key;
     long long n;
     for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--seed")) so.random_seed = false; /* the given seed is every request's default */
         int r = lmc_cli_gen_option("serve", &g, argc, argv, &i);
         if (r < 0) return 2;
         if (r > 0) continue;
