@@ -19,6 +19,12 @@
  * presence_penalty are accepted only as 0 (use repeat_penalty); logprobs,
  * tools, echo, suffix and JSON response formats are rejected with 400.
  * Fields the server does not know (user, metadata, ...) are ignored.
+ * Answers carry OpenAI's usage (with prompt_tokens_details.cached_tokens:
+ * prompt tokens reused from the prompt cache) and an "lmc" object:
+ * stop_reason, cached_prompt_tokens, prefill_tokens_per_second,
+ * decode_tokens_per_second, time_to_first_token and the seed used (a
+ * string). finish_reason is "length" for max_tokens or a full context,
+ * "stop" otherwise.
  *
  * Generations run one at a time (a request waits its turn in arrival
  * order) so that the model's prompt cache serves consecutive turns of a
