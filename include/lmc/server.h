@@ -66,13 +66,13 @@ LMC_API lmc_server_options lmc_server_options_default(void);
 /* Starts serving m (which must outlive the server) in background threads
  * and returns once the socket listens. Fails with LMC_ERR_INVALID_ARGUMENT
  * for bad options (naming the option), LMC_ERR_IO when the address cannot be
- * resolved or bound (e.g. the port is in use), LMC_ERR_UNSUPPORTED for a
- * model the server cannot serve. */
+ * resolved or bound (e.g. the port is in use), LMC_ERR_CLOSED for a closed
+ * model. */
 LMC_API lmc_status lmc_server_start(lmc_model *m, const lmc_server_options *opt, lmc_server **out);
 /* The port the server listens on (the one chosen when port 0 was asked for). */
 LMC_API int lmc_server_port(const lmc_server *s);
-/* Stops listening, cancels running and waiting generations (their clients
- * get an error or a cut stream), waits for every connection thread and
+/* Stops listening, cancels running and waiting generations (a streaming
+ * client's stream is cut, a waiting one gets 503), waits for every connection thread and
  * frees the server. NULL is ignored. */
 LMC_API void lmc_server_stop(lmc_server *s);
 
