@@ -212,8 +212,10 @@ static enum MHD_Result send_error(const lmc_server *s, struct MHD_Connection *c,
     return send_json(s, c, status, error_json(status, msg, param));
 }
 
+/* One line per request on stderr (when logging): what was asked, the answer's
+ * status, the generation's figures, the time taken and why it failed. */
 static void log_request(const lmc_server *s, const char *method, const char *url, unsigned status, double t0,
-                        const lmc_generation *g) {
+                        const lmc_generation *g, const char *why) {
     if (!s->log) return;
     char tokens[96] = "";
     if (g && g->metrics.prompt_tokens)
@@ -223,7 +225,8 @@ static void log_request(const lmc_server *s, const char *method, const char *url
     else if (g) /* cut short: the stream has no figures */
         snprintf(tokens, sizeof tokens, " %lld tokens, %s,", (long long)g->metrics.generated_tokens,
                  lmc_stop_reason_name(g->stop_reason));
-    fprintf(stderr, "lmc serve: %s %s %u%s %.3f s\n", method, url, status, tokens, now_seconds() - t0);
+    fprintf(stderr, "lmc serve: %s %s %u%s %.3f s%s%s\n", method, url, status, tokens, now_seconds() - t0, why ? ": " : "",
+            why ? why : "");
 }
 
 /* --- generations ------------------------------------------------------------------------ */
@@ -370,7 +373,7 @@ static enum MHD_Result answer_whole(gen_run *g, struct MHD_Connection *c) {
         snprintf(msg, sizeof msg, "generation failed: %s", lmc_last_error());
         bool gone = st == LMC_ERR_CANCELLED;
         end_generation(g);
-        log_request(g->srv, g->method, g->url, gone ? 499 : 500, g->t0, &g->final);
+        log_request(g->srv, g->method, g->url, gone ? 499 : 500, g->t0, &g->final, gone ? NULL : msg);
         return gone ? MHD_NO : send_error(g->srv, c, MHD_HTTP_INTERNAL_SERVER_ERROR, "", "%s", msg);
     }
     const lmc_generation *res = lmc_stream_result(g->stream);
@@ -380,7 +383,7 @@ static enum MHD_Result answer_whole(gen_run *g, struct MHD_Connection *c) {
     cJSON_AddItemToArray(choices, choice(g, "message", "assistant", res->text ? res->text : "", finish_reason(res->stop_reason)));
     end_generation(g);
     add_usage(o, &g->final, g->req.gen.sampler.seed);
-    log_request(g->srv, g->method, g->url, 200, g->t0, &g->final);
+    log_request(g->srv, g->method, g->url, 200, g->t0, &g->final, NULL);
     return send_json(g->srv, c, MHD_HTTP_OK, o);
 }
 
@@ -472,7 +475,7 @@ static void sse_free(void *cls) {
     gen_run *g = cls;
     bool complete = !g->cut && g->phase == PHASE_END && g->out_pos == g->out_len;
     end_generation(g);
-    log_request(g->srv, g->method, g->url, complete ? 200 : 499, g->t0, &g->final);
+    log_request(g->srv, g->method, g->url, complete ? 200 : 499, g->t0, &g->final, NULL);
     gen_run_free(g);
 }
 
@@ -498,7 +501,7 @@ static enum MHD_Result handle_generation(lmc_server *s, struct MHD_Connection *c
     lmc_srv_error err;
     if (!lmc_srv_parse_request(kind, body, len, &s->gen, &g->req, &err)) {
         gen_run_free(g);
-        log_request(s, method, url, 400, t0, NULL);
+        log_request(s, method, url, 400, t0, NULL, err.message);
         return send_error(s, c, MHD_HTTP_BAD_REQUEST, err.param, "%s", err.message);
     }
     if (!g->req.has_seed && s->random_seed && getrandom(&g->req.gen.sampler.seed, sizeof g->req.gen.sampler.seed, 0) < 0)
@@ -510,7 +513,7 @@ static enum MHD_Result handle_generation(lmc_server *s, struct MHD_Connection *c
     unsigned status = start_generation(g, c, msg, sizeof msg);
     if (status) {
         gen_run_free(g);
-        log_request(s, method, url, status == 1 ? 499 : status, t0, NULL);
+        log_request(s, method, url, status == 1 ? 499 : status, t0, NULL, status == 1 ? NULL : msg);
         if (status == 1) return MHD_NO; /* nobody to answer */
         return send_error(s, c, status, status == MHD_HTTP_BAD_REQUEST ? (kind == LMC_SRV_CHAT ? "messages" : "prompt") : "",
                           "%s", msg);
@@ -590,7 +593,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (cl && strtoull(cl, NULL, 10) > s->max_body) {
             ctx->answered = true;
-            log_request(s, method, url, 413, ctx->t0, NULL);
+            log_request(s, method, url, 413, ctx->t0, NULL, NULL);
             return send_error(s, c, MHD_HTTP_CONTENT_TOO_LARGE, "", "the request body (%s bytes) is larger than the limit of %zu bytes",
                               cl, s->max_body);
         }
@@ -623,7 +626,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     if (ctx->answered) return MHD_YES;
     ctx->answered = true;
     if (ctx->too_large) {
-        log_request(s, method, url, 413, ctx->t0, NULL);
+        log_request(s, method, url, 413, ctx->t0, NULL, NULL);
         return send_error(s, c, MHD_HTTP_CONTENT_TOO_LARGE, "", "the request body is larger than the limit of %zu bytes",
                           s->max_body);
     }
@@ -677,7 +680,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         status = MHD_HTTP_NOT_FOUND;
         ret = send_error(s, c, status, "model", "no such model: '%.200s' (this server has '%s')", route + 8, s->model_name);
     }
-    log_request(s, method, url, status, ctx->t0, NULL);
+    log_request(s, method, url, status, ctx->t0, NULL, NULL);
     return ret;
 }
 
