@@ -590,6 +590,17 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         if (!(ctx = calloc(1, sizeof *ctx))) return MHD_NO;
         ctx->t0 = now_seconds();
         *con_cls = ctx;
+        /* A missing key is refused before the body is read, too; /health and
+         * CORS preflights (which carry no credentials) need none. */
+        bool preflight = !strcmp(method, "OPTIONS") && s->cors_origin;
+        if (strcmp(url, "/health") && !preflight && !authorized(s, c)) {
+            ctx->answered = true;
+            log_request(s, method, url, MHD_HTTP_UNAUTHORIZED, ctx->t0, NULL, NULL);
+            cJSON *e = error_json(MHD_HTTP_UNAUTHORIZED,
+                                  "a valid API key is required: send the header 'Authorization: Bearer KEY'", NULL);
+            cJSON_ReplaceItemInObject(cJSON_GetObjectItem(e, "error"), "code", cJSON_CreateString("invalid_api_key"));
+            return send_json(s, c, MHD_HTTP_UNAUTHORIZED, e);
+        }
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (cl && strtoull(cl, NULL, 10) > s->max_body) {
             ctx->answered = true;
@@ -649,11 +660,6 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         status = MHD_HTTP_NO_CONTENT;
         struct MHD_Response *r = MHD_create_response_from_buffer_with_free_callback(0, NULL, NULL);
         ret = r ? queue(s, c, status, r) : MHD_NO;
-    } else if (strcmp(url, "/health") && !authorized(s, c)) {
-        status = MHD_HTTP_UNAUTHORIZED;
-        cJSON *e = error_json(status, "a valid API key is required: send the header 'Authorization: Bearer KEY'", NULL);
-        cJSON_ReplaceItemInObject(cJSON_GetObjectItem(e, "error"), "code", cJSON_CreateString("invalid_api_key"));
-        ret = send_json(s, c, status, e);
     } else if (!known) {
         status = MHD_HTTP_NOT_FOUND;
         ret = send_error(s, c, status, "", "no such endpoint: %s %.200s", method, url);
