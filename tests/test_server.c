@@ -795,6 +795,49 @@ static void test_api_key_and_cors(void) {
     g_port = saved;
 }
 
+/* A model without a chat template (a base model): chat is a 400 that
+ * points to /v1/completions, which works. */
+static void test_no_chat_template(void) {
+    char dir[4300], cmd[9000], path[4400];
+    snprintf(dir, sizeof dir, "%s-base", g_mdir);
+    snprintf(cmd, sizeof cmd, "cp -r '%s' '%s'", g_mdir, dir);
+    CHECK(system(cmd) == 0);
+    snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
+    char *text = read_file_all(path, NULL);
+    cJSON *cfg = text ? cJSON_Parse(text) : NULL;
+    CHECK(cfg && cJSON_GetObjectItem(cfg, "chat_template"));
+    cJSON_DeleteItemFromObject(cfg, "chat_template");
+    char *out = cJSON_Print(cfg);
+    FILE *f = fopen(path, "w");
+    CHECK(f && out && fputs(out, f) >= 0);
+    if (f) fclose(f);
+    free(out);
+    cJSON_Delete(cfg);
+    free(text);
+    lmc_model *m = NULL;
+    CHECKF(lmc_model_load(dir, NULL, &m) == LMC_OK, "%s", lmc_last_error());
+    lmc_server_options so = lmc_server_options_default();
+    so.port = 0;
+    lmc_server *srv = NULL;
+    CHECK(m && lmc_server_start(m, &so, &srv) == LMC_OK);
+    int saved = g_port;
+    g_port = lmc_server_port(srv);
+    reply r = http("POST", "/v1/chat/completions", "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}");
+    cJSON *j = json_of(&r);
+    CHECKF(r.status == 400 && str_at(j, "error.message") && strstr(str_at(j, "error.message"), "use /v1/completions"),
+           "%d %s", r.status, r.body);
+    cJSON_Delete(j);
+    reply_free(&r);
+    r = http("POST", "/v1/completions", "{\"prompt\":\"x\",\"max_tokens\":2}");
+    CHECK(r.status == 200);
+    reply_free(&r);
+    lmc_server_stop(srv);
+    lmc_model_free(m);
+    g_port = saved;
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    CHECK(system(cmd) == 0);
+}
+
 /* A model on backend "subprocess" (bridges/mock_bridge.py, which echoes the
  * rendered chat) is served the same way, streamed and not; a client that
  * hangs up cancels the bridge's generation too. */
@@ -939,6 +982,7 @@ int main(void) {
     RUN(test_concurrent);
     RUN(test_stop_and_port_in_use);
     RUN(test_api_key_and_cors);
+    RUN(test_no_chat_template);
     RUN(test_subprocess_backend);
     RUN(test_cli);
     lmc_server_stop(g_server);

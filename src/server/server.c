@@ -306,9 +306,11 @@ static unsigned start_generation(gen_run *g, struct MHD_Connection *c, char *msg
     }
     lmc_status st = lmc_stream_start_prompt(s->m, &p, &g->req.gen, &g->stream);
     if (st == LMC_OK) return 0;
-    snprintf(msg, cap, "%s", lmc_last_error());
+    /* a model without a chat template (a base model) can still complete text */
+    bool no_template = st == LMC_ERR_NOT_FOUND && g->req.kind == LMC_SRV_CHAT;
+    snprintf(msg, cap, "%s%s", lmc_last_error(), no_template ? "; use /v1/completions with this model" : "");
     end_generation(g);
-    return st == LMC_ERR_INVALID_ARGUMENT ? MHD_HTTP_BAD_REQUEST : MHD_HTTP_INTERNAL_SERVER_ERROR;
+    return st == LMC_ERR_INVALID_ARGUMENT || no_template ? MHD_HTTP_BAD_REQUEST : MHD_HTTP_INTERNAL_SERVER_ERROR;
 }
 
 /* The fields every response object and chunk starts with. */
