@@ -440,8 +440,8 @@ static void test_stop_and_parts(void) {
 /* Without "seed" each request samples with a new seed (regenerating gives a
  * new answer); with one, the answer is lmc_chat's with that seed. */
 static void test_seed(void) {
-    const char *unseeded = "{\"messages\":[{\"role\":\"user\",\"content\":\"Pick\"}],\"temperature\":1.5,\"max_tokens\":12}";
-    const char *seeded = "{\"messages\":[{\"role\":\"user\",\"content\":\"Pick\"}],\"temperature\":1.5,\"max_tokens\":12,"
+    const char *unseeded = "{\"messages\":[{\"role\":\"user\",\"content\":\"Pick\"}],\"temperature\":1.5,\"max_tokens\":6}";
+    const char *seeded = "{\"messages\":[{\"role\":\"user\",\"content\":\"Pick\"}],\"temperature\":1.5,\"max_tokens\":6,"
                          "\"seed\":7}";
     char *text[4] = {0}, *seed[4] = {0};
     for (int i = 0; i < 4; i++) {
@@ -459,7 +459,7 @@ static void test_seed(void) {
     CHECK_STR(seed[2], "7");
     CHECK_STR(text[2], text[3]);
     lmc_message m = {"user", "Pick"};
-    lmc_generate_options o = greedy(12);
+    lmc_generate_options o = greedy(6);
     o.sampler.temperature = 1.5f;
     o.sampler.seed = 7;
     lmc_generation ref = ref_chat(&m, 1, &o);
@@ -649,7 +649,7 @@ static void *conc_run(void *p) {
     conc_arg *a = p;
     char body[512];
     snprintf(body, sizeof body,
-             "{\"messages\":[{\"role\":\"user\",\"content\":\"%s\"}],\"temperature\":0,\"max_tokens\":40,\"stream\":%s}",
+             "{\"messages\":[{\"role\":\"user\",\"content\":\"%s\"}],\"temperature\":0,\"max_tokens\":16,\"stream\":%s}",
              a->content, a->content[0] == 'A' ? "true" : "false");
     if (a->content[0] == 'A') {
         char finish[32];
@@ -676,7 +676,7 @@ static void test_concurrent(void) {
     CHECK(r.status == 200);
     reply_free(&r);
     for (int i = 0; i < 2; i++) pthread_join(t[i], NULL);
-    lmc_generate_options o = greedy(40);
+    lmc_generate_options o = greedy(16);
     for (int i = 0; i < 2; i++) {
         lmc_message m = {"user", args[i].content};
         lmc_generation ref = ref_chat(&m, 1, &o);
