@@ -11,6 +11,7 @@
  *   train.h          autograd, losses, AdamW, learning-rate schedules
  *   lora.h           LoRA adapters: attach, loss and gradients, PEFT files, merge
  *   finetune.h       training data (JSONL) and the LoRA training loop
+ *   server.h         an OpenAI-compatible HTTP server for a model
  */
 #ifndef LMC_LMC_H
 #define LMC_LMC_H
@@ -26,5 +27,6 @@
 #include "lmc/train.h"
 #include "lmc/lora.h"
 #include "lmc/finetune.h"
+#include "lmc/server.h"
 
 #endif

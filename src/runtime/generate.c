@@ -565,32 +565,13 @@ lmc_status lmc_generate_ids(lmc_model *m, const int32_t *ids, size_t n, const lm
     return drive(s, out);
 }
 
-/* Text and chat prompts for a backend that tokenises on its side. */
-static lmc_status backend_generate(lmc_model *m, const lmc_prompt *p, const lmc_generate_options *opt_in,
-                                   lmc_generation *out) {
-    if (!out) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "lmc_generate: out is NULL");
-    lmc_generate_options opt = opt_in ? *opt_in : lmc_generate_options_default();
-    if (opt.max_tokens < 0) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "max_tokens must be >= 0, got %d", opt.max_tokens);
-    if (opt.n_stop_strings < 0 || opt.n_stop_tokens < 0 || (opt.n_stop_strings && !opt.stop_strings) ||
-        (opt.n_stop_tokens && !opt.stop_tokens))
-        return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "stop strings/tokens: count and array disagree");
-    lmc_stream *s;
-    LMC_CHECK(backend_start(m, p, &opt, &s));
-    return drive(s, out);
-}
-
 lmc_status lmc_generate(lmc_model *m, const char *prompt, const lmc_generate_options *opt, lmc_generation *out) {
-    if (out) memset(out, 0, sizeof *out);
-    LMC_CHECK(lmc_model_check(m));
+    if (!out) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "lmc_generate: out is NULL");
+    memset(out, 0, sizeof *out);
     if (!prompt) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "prompt is NULL");
-    if (m->be->stream_start) return backend_generate(m, &(lmc_prompt){.text = prompt}, opt, out);
-    bool special = opt ? opt->add_special_tokens : true;
-    int32_t *ids = NULL;
-    size_t n = 0;
-    LMC_CHECK(lmc_tokenizer_encode(m->tok, prompt, strlen(prompt), special, &ids, &n));
-    lmc_status st = lmc_generate_ids(m, ids, n, opt, out);
-    lmc_tokenizer_free_ids(ids);
-    return st;
+    lmc_stream *s;
+    LMC_CHECK(lmc_stream_start_prompt(m, &(lmc_prompt){.text = prompt}, opt, &s));
+    return drive(s, out);
 }
 
 lmc_status lmc_model_chat_ids(lmc_model *m, const lmc_message *msgs, size_t n, int32_t **ids, size_t *n_ids) {
@@ -627,19 +608,39 @@ lmc_status lmc_model_chat_ids(lmc_model *m, const lmc_message *msgs, size_t n, i
     return st;
 }
 
-lmc_status lmc_chat(lmc_model *m, const lmc_message *msgs, size_t n, const lmc_generate_options *opt,
-                    lmc_generation *out) {
-    if (out) memset(out, 0, sizeof *out);
+/* The one place a text or chat prompt becomes a stream: lmc_generate,
+ * lmc_chat and the server (src/server) all start here. */
+lmc_status lmc_stream_start_prompt(lmc_model *m, const lmc_prompt *p, const lmc_generate_options *opt_in,
+                                   lmc_stream **out) {
+    *out = NULL;
     LMC_CHECK(lmc_model_check(m));
-    if (!msgs || n == 0) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "chat: no messages");
-    for (size_t i = 0; i < n; i++)
-        if (!msgs[i].role || !msgs[i].content)
-            return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "chat: message %zu has no role or content", i);
-    if (m->be->stream_start) return backend_generate(m, &(lmc_prompt){.msgs = msgs, .n_msgs = n}, opt, out);
+    if (p->msgs) {
+        if (p->n_msgs == 0) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "chat: no messages");
+        for (size_t i = 0; i < p->n_msgs; i++)
+            if (!p->msgs[i].role || !p->msgs[i].content)
+                return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "chat: message %zu has no role or content", i);
+    }
+    if (!p->msgs && !p->text) return lmc_stream_start(m, p->ids, p->n_ids, opt_in, out);
+    lmc_generate_options opt = opt_in ? *opt_in : lmc_generate_options_default();
+    if (m->be->stream_start) {
+        LMC_CHECK(lmc_generate_check_options(&opt));
+        return backend_start(m, p, &opt, out);
+    }
     int32_t *ids = NULL;
-    size_t nid = 0;
-    lmc_status st = lmc_model_chat_ids(m, msgs, n, &ids, &nid);
-    if (st == LMC_OK) st = lmc_generate_ids(m, ids, nid, opt, out);
+    size_t n = 0;
+    lmc_status st = p->msgs ? lmc_model_chat_ids(m, p->msgs, p->n_msgs, &ids, &n)
+                            : lmc_tokenizer_encode(m->tok, p->text, strlen(p->text), opt.add_special_tokens, &ids, &n);
+    if (st == LMC_OK) st = lmc_stream_start(m, ids, n, &opt, out);
     lmc_tokenizer_free_ids(ids);
     return st;
+}
+
+lmc_status lmc_chat(lmc_model *m, const lmc_message *msgs, size_t n, const lmc_generate_options *opt,
+                    lmc_generation *out) {
+    if (!out) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "lmc_chat: out is NULL");
+    memset(out, 0, sizeof *out);
+    if (!msgs || n == 0) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "chat: no messages");
+    lmc_stream *s;
+    LMC_CHECK(lmc_stream_start_prompt(m, &(lmc_prompt){.msgs = msgs, .n_msgs = n}, opt, &s));
+    return drive(s, out);
 }

@@ -52,6 +52,10 @@ lmc_status lmc_model_check_prompt(const lmc_model *m, const int32_t *ids, size_t
 /* Renders messages with the model's chat template (generation prompt on) and
  * tokenises the result; free *ids with lmc_tokenizer_free_ids. */
 lmc_status lmc_model_chat_ids(lmc_model *m, const lmc_message *msgs, size_t n, int32_t **ids, size_t *n_ids);
+/* Starts a stream from exactly one of p's ids, text (tokenised as
+ * lmc_generate does) or messages (rendered as lmc_chat does); a backend with
+ * its own streams gets the prompt as it is. */
+lmc_status lmc_stream_start_prompt(lmc_model *m, const lmc_prompt *p, const lmc_generate_options *opt, lmc_stream **out);
 /* Checks max_tokens and the stop lists of generation options. */
 lmc_status lmc_generate_check_options(const lmc_generate_options *opt);
 bool lmc_generate_is_stop_token(const lmc_generate_options *opt, int32_t id);

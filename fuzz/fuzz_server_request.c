@@ -1,0 +1,47 @@
+/* libFuzzer target for the server's request parser (src/server/request.c):
+ * the input is a request body, parsed as a chat request and as a completion
+ * request. Either it is refused with a message (and a field name that is a
+ * string), or the parsed request holds what lmc_stream_start_prompt needs:
+ * at least one message with a role and content, or a prompt; options inside
+ * the ranges the parser promises. */
+#include <stdint.h>
+#include <string.h>
+
+#include "server/request.h"
+
+/* A broken invariant is a bug: crash so libFuzzer keeps the input. */
+#define REQUIRE(cond)                  \
+    do {                               \
+        if (!(cond)) __builtin_trap(); \
+    } while (0)
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    lmc_generate_options defaults = lmc_generate_options_default();
+    for (int kind = 0; kind < 2; kind++) {
+        lmc_srv_request r;
+        lmc_srv_error err;
+        bool ok = lmc_srv_parse_request((lmc_srv_kind)kind, (const char *)data, size, &defaults, &r, &err);
+        if (!ok) {
+            REQUIRE(err.message[0] != 0);
+            REQUIRE(memchr(err.param, 0, sizeof err.param) != NULL);
+            REQUIRE(r.msgs == NULL && r.prompt == NULL && r.ids == NULL);
+            continue;
+        }
+        if (kind == LMC_SRV_CHAT) {
+            REQUIRE(r.n_msgs > 0);
+            for (size_t i = 0; i < r.n_msgs; i++) REQUIRE(r.msgs[i].role && r.msgs[i].content);
+        } else {
+            REQUIRE(r.prompt || r.n_ids > 0);
+        }
+        REQUIRE(r.gen.max_tokens >= 1);
+        REQUIRE(r.gen.sampler.temperature >= 0 && r.gen.sampler.temperature <= 2);
+        REQUIRE(r.gen.sampler.top_p > 0 && r.gen.sampler.top_p <= 1);
+        REQUIRE(r.gen.n_stop_strings >= 0 && r.gen.n_stop_strings <= LMC_SRV_MAX_STOPS);
+        for (int i = 0; i < r.gen.n_stop_strings; i++) REQUIRE(r.gen.stop_strings[i] != NULL);
+        REQUIRE(!r.include_usage || r.stream);
+        lmc_srv_request_free(&r);
+    }
+    return 0;
+}

@@ -1,0 +1,367 @@
+/* Request bodies → lmc_srv_request (see request.h and lmc/server.h for the
+ * fields). Every refusal names the field, e.g. "'temperature' must be in
+ * [0, 2], got 3" or "'messages[1].content' must be a string or an array of
+ * text parts, got a number". */
+#include "server/request.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/utf8.h"
+
+static bool fail(lmc_srv_error *err, const char *param, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static bool fail(lmc_srv_error *err, const char *param, const char *fmt, ...) {
+    snprintf(err->param, sizeof err->param, "%s", param);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err->message, sizeof err->message, fmt, ap);
+    va_end(ap);
+    return false;
+}
+
+static const char *type_name(const cJSON *v) {
+    if (cJSON_IsString(v)) return "a string";
+    if (cJSON_IsNumber(v)) return "a number";
+    if (cJSON_IsBool(v)) return "a boolean";
+    if (cJSON_IsNull(v)) return "null";
+    if (cJSON_IsArray(v)) return "an array";
+    return "an object";
+}
+
+/* The field, or NULL when it is absent or null (both mean "the default"). */
+static const cJSON *field(const cJSON *obj, const char *name) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, name);
+    return v && !cJSON_IsNull(v) ? v : NULL;
+}
+
+static bool check_utf8(const char *s, const char *name, lmc_srv_error *err) {
+    size_t bad;
+    if (lmc_utf8_valid(s, strlen(s), &bad)) return true;
+    return fail(err, name, "'%s' is not valid UTF-8 (byte %zu)", name, bad);
+}
+
+/* Number fields: *out is left alone when the field is absent. */
+static bool get_number(const cJSON *obj, const char *name, double lo, bool lo_open, double hi, double *out,
+                       lmc_srv_error *err) {
+    const cJSON *v = field(obj, name);
+    if (!v) return true;
+    if (!cJSON_IsNumber(v)) return fail(err, name, "'%s' must be a number, got %s", name, type_name(v));
+    double x = v->valuedouble;
+    if (!isfinite(x) || x < lo || x > hi || (lo_open && x == lo))
+        return fail(err, name, "'%s' must be in %c%g, %g], got %g", name, lo_open ? '(' : '[', lo, hi, x);
+    *out = x;
+    return true;
+}
+
+static bool get_float(const cJSON *obj, const char *name, double lo, bool lo_open, double hi, float *out,
+                      lmc_srv_error *err) {
+    double x = *out;
+    if (!get_number(obj, name, lo, lo_open, hi, &x, err)) return false;
+    *out = (float)x;
+    return true;
+}
+
+static bool get_int(const cJSON *obj, const char *name, double lo, double hi, long long *out, lmc_srv_error *err) {
+    const cJSON *v = field(obj, name);
+    if (!v) return true;
+    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble))
+        return fail(err, name, "'%s' must be an integer, got %s", name,
+                    cJSON_IsNumber(v) ? "a fractional number" : type_name(v));
+    double x = v->valuedouble;
+    if (x < lo || x > hi) return fail(err, name, "'%s' must be in [%.0f, %.0f], got %.0f", name, lo, hi, x);
+    *out = (long long)x;
+    return true;
+}
+
+static bool get_bool(const cJSON *obj, const char *name, bool *out, lmc_srv_error *err) {
+    const cJSON *v = field(obj, name);
+    if (!v) return true;
+    if (!cJSON_IsBool(v)) return fail(err, name, "'%s' must be a boolean, got %s", name, type_name(v));
+    *out = cJSON_IsTrue(v);
+    return true;
+}
+
+/* A field lmc does not implement: refused unless absent, null, false, 0 or empty. */
+static bool unsupported(const cJSON *obj, const char *name, const char *why, lmc_srv_error *err) {
+    const cJSON *v = field(obj, name);
+    if (!v || cJSON_IsFalse(v) || (cJSON_IsNumber(v) && v->valuedouble == 0) ||
+        ((cJSON_IsArray(v) || cJSON_IsObject(v)) && !v->child) || (cJSON_IsString(v) && !*v->valuestring))
+        return true;
+    return fail(err, name, "'%s' is not supported%s", name, why);
+}
+
+/* A message's content: a string, or an array of {"type":"text","text":...}
+ * parts joined with newlines. Returns a malloc'd string or NULL (err set). */
+static char *content_text(const cJSON *content, const char *name, bool may_be_null, lmc_srv_error *err) {
+    if (!content && may_be_null) return strdup("");
+    if (content && cJSON_IsString(content)) {
+        if (!check_utf8(content->valuestring, name, err)) return NULL;
+        char *s = strdup(content->valuestring);
+        if (!s) fail(err, "", "out of memory");
+        return s;
+    }
+    if (!content || !cJSON_IsArray(content)) {
+        fail(err, name, "'%s' must be a string or an array of text parts, got %s", name,
+             content ? type_name(content) : "null");
+        return NULL;
+    }
+    size_t len = 0, cap = 64;
+    char *text = malloc(cap);
+    int i = 0;
+    for (const cJSON *part = content->child; text && part; part = part->next, i++) {
+        char pname[96];
+        snprintf(pname, sizeof pname, "%s[%d]", name, i);
+        const cJSON *type = cJSON_GetObjectItemCaseSensitive(part, "type");
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(part, "text");
+        bool ok = cJSON_IsObject(part);
+        if (!ok) fail(err, pname, "'%s' must be an object, got %s", pname, type_name(part));
+        else if (!cJSON_IsString(type))
+            ok = fail(err, pname, "'%s.type' must be a string, got %s", pname, type ? type_name(type) : "nothing");
+        else if (strcmp(type->valuestring, "text"))
+            ok = fail(err, pname, "'%s.type' is '%.40s': only text parts are supported", pname, type->valuestring);
+        else if (!cJSON_IsString(t))
+            ok = fail(err, pname, "'%s.text' must be a string, got %s", pname, t ? type_name(t) : "nothing");
+        else if (!check_utf8(t->valuestring, pname, err))
+            ok = false;
+        if (!ok) {
+            free(text);
+            return NULL;
+        }
+        size_t n = strlen(t->valuestring);
+        if (len + n + 2 > cap) {
+            cap = (len + n + 2) * 2;
+            char *p = realloc(text, cap);
+            if (!p) free(text);
+            text = p;
+            if (!text) break;
+        }
+        if (i > 0) text[len++] = '\n';
+        memcpy(text + len, t->valuestring, n);
+        len += n;
+    }
+    if (!text) {
+        fail(err, "", "out of memory");
+        return NULL;
+    }
+    text[len] = 0;
+    return text;
+}
+
+static bool parse_messages(const cJSON *root, lmc_srv_request *r, lmc_srv_error *err) {
+    const cJSON *msgs = field(root, "messages");
+    if (!msgs) return fail(err, "messages", "'messages' is required");
+    if (!cJSON_IsArray(msgs)) return fail(err, "messages", "'messages' must be an array, got %s", type_name(msgs));
+    int n = cJSON_GetArraySize(msgs);
+    if (n == 0) return fail(err, "messages", "'messages' must not be empty");
+    r->msgs = calloc((size_t)n, sizeof *r->msgs);
+    if (!r->msgs) return fail(err, "", "out of memory");
+    int i = 0;
+    for (const cJSON *m = msgs->child; m; m = m->next, i++) {
+        char name[64], rname[80], cname[80];
+        snprintf(name, sizeof name, "messages[%d]", i);
+        snprintf(rname, sizeof rname, "%s.role", name);
+        snprintf(cname, sizeof cname, "%s.content", name);
+        if (!cJSON_IsObject(m)) return fail(err, name, "'%s' must be an object, got %s", name, type_name(m));
+        const cJSON *role = field(m, "role");
+        if (!role || !cJSON_IsString(role))
+            return fail(err, rname, "'%s' must be a string, got %s", rname, role ? type_name(role) : "nothing");
+        const char *rs = role->valuestring;
+        /* OpenAI's "developer" is the system role of newer models. */
+        if (!strcmp(rs, "developer")) rs = "system";
+        if (strcmp(rs, "system") && strcmp(rs, "user") && strcmp(rs, "assistant"))
+            return fail(err, rname, "'%s' is '%.40s': expected system, developer, user or assistant", rname, rs);
+        if (!unsupported(m, "tool_calls", " (no tool calling)", err)) return fail(err, name, "'%s.tool_calls' is not supported", name);
+        char *content = content_text(field(m, "content"), cname, !strcmp(rs, "assistant"), err);
+        if (!content) return false;
+        r->msgs[i].content = content;
+        r->msgs[i].role = strdup(rs);
+        r->n_msgs = (size_t)i + 1;
+        if (!r->msgs[i].role) return fail(err, "", "out of memory");
+    }
+    return true;
+}
+
+/* "prompt": a string, an array holding one string, or an array of token ids. */
+static bool parse_prompt(const cJSON *root, lmc_srv_request *r, lmc_srv_error *err) {
+    const cJSON *p = field(root, "prompt");
+    if (!p) return fail(err, "prompt", "'prompt' is required");
+    if (cJSON_IsArray(p) && cJSON_GetArraySize(p) == 1 && cJSON_IsString(p->child)) p = p->child;
+    if (cJSON_IsString(p)) {
+        if (!check_utf8(p->valuestring, "prompt", err)) return false;
+        r->prompt = strdup(p->valuestring);
+        return r->prompt ? true : fail(err, "", "out of memory");
+    }
+    if (!cJSON_IsArray(p) || !p->child)
+        return fail(err, "prompt", "'prompt' must be a string or an array of token ids, got %s",
+                    cJSON_IsArray(p) ? "an empty array" : type_name(p));
+    int n = cJSON_GetArraySize(p);
+    r->ids = malloc((size_t)n * sizeof *r->ids);
+    if (!r->ids) return fail(err, "", "out of memory");
+    for (const cJSON *v = p->child; v; v = v->next) {
+        if (cJSON_IsString(v) || cJSON_IsArray(v))
+            return fail(err, "prompt", "'prompt' holds several prompts: one prompt per request");
+        if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < 0 ||
+            v->valuedouble > INT32_MAX)
+            return fail(err, "prompt", "'prompt[%zu]' must be a token id (an integer >= 0), got %s", r->n_ids,
+                        cJSON_IsNumber(v) ? "another number" : type_name(v));
+        r->ids[r->n_ids++] = (int32_t)v->valuedouble;
+    }
+    return true;
+}
+
+static bool parse_stop(const cJSON *root, lmc_srv_request *r, lmc_srv_error *err) {
+    const cJSON *stop = field(root, "stop");
+    if (!stop) return true;
+    if (cJSON_IsString(stop)) {
+        if (!check_utf8(stop->valuestring, "stop", err)) return false;
+        if (!(r->stops[0] = strdup(stop->valuestring))) return fail(err, "", "out of memory");
+        r->gen.n_stop_strings = 1;
+    } else if (cJSON_IsArray(stop)) {
+        int n = 0;
+        for (const cJSON *v = stop->child; v; v = v->next, n++) {
+            if (n == LMC_SRV_MAX_STOPS) return fail(err, "stop", "'stop' has more than %d strings", LMC_SRV_MAX_STOPS);
+            if (!cJSON_IsString(v)) return fail(err, "stop", "'stop[%d]' must be a string, got %s", n, type_name(v));
+            if (!check_utf8(v->valuestring, "stop", err)) return false;
+            if (!(r->stops[n] = strdup(v->valuestring))) return fail(err, "", "out of memory");
+        }
+        r->gen.n_stop_strings = n;
+    } else {
+        return fail(err, "stop", "'stop' must be a string or an array of strings, got %s", type_name(stop));
+    }
+    r->gen.stop_strings = (const char *const *)r->stops;
+    return true;
+}
+
+static bool parse_options(const cJSON *root, lmc_srv_request *r, lmc_srv_error *err) {
+    lmc_generate_options *g = &r->gen;
+    long long n = 1, max_tokens = g->max_tokens, top_k = g->sampler.top_k, last_n = g->sampler.repeat_last_n;
+    long long seed = (long long)g->sampler.seed;
+    double penalty = 0;
+    const cJSON *model = field(root, "model");
+    if (model && !cJSON_IsString(model)) return fail(err, "model", "'model' must be a string, got %s", type_name(model));
+    if (!get_int(root, "max_tokens", 1, INT32_MAX, &max_tokens, err) ||
+        !get_int(root, "max_completion_tokens", 1, INT32_MAX, &max_tokens, err) ||
+        !get_float(root, "temperature", 0, false, 2, &g->sampler.temperature, err) ||
+        !get_float(root, "top_p", 0, true, 1, &g->sampler.top_p, err) ||
+        !get_int(root, "top_k", 0, 1 << 30, &top_k, err) ||
+        !get_float(root, "min_p", 0, false, 1, &g->sampler.min_p, err) ||
+        !get_float(root, "repeat_penalty", 0, true, 100, &g->sampler.repeat_penalty, err) ||
+        !get_int(root, "repeat_last_n", -1, 1 << 30, &last_n, err) ||
+        /* doubles hold integers exactly up to 2^53 */
+        !get_int(root, "seed", -9007199254740992.0, 9007199254740992.0, &seed, err) ||
+        !get_int(root, "n", 1, 1e9, &n, err) || !get_bool(root, "stream", &r->stream, err) ||
+        !get_bool(root, "ignore_eos", &g->ignore_eos, err) || !parse_stop(root, r, err))
+        return false;
+    if (n != 1) return fail(err, "n", "'n' must be 1 (one choice per request), got %lld", n);
+    if (r->kind == LMC_SRV_COMPLETION) {
+        long long best_of = 1;
+        if (!get_int(root, "best_of", 1, 1e9, &best_of, err)) return false;
+        if (best_of != 1) return fail(err, "best_of", "'best_of' must be 1, got %lld", best_of);
+    }
+    const char *pens[] = {"frequency_penalty", "presence_penalty"};
+    for (int i = 0; i < 2; i++) {
+        if (!get_number(root, pens[i], -2, false, 2, &penalty, err)) return false;
+        if (penalty != 0)
+            return fail(err, pens[i], "'%s' is not supported (only 0); lmc's 'repeat_penalty' (> 1) penalises repeated tokens",
+                        pens[i]);
+    }
+    const cJSON *so = field(root, "stream_options");
+    if (so) {
+        if (!cJSON_IsObject(so)) return fail(err, "stream_options", "'stream_options' must be an object, got %s", type_name(so));
+        if (!r->stream) return fail(err, "stream_options", "'stream_options' is only allowed when 'stream' is true");
+        const cJSON *iu = field(so, "include_usage");
+        if (iu && !cJSON_IsBool(iu))
+            return fail(err, "stream_options.include_usage", "'stream_options.include_usage' must be a boolean, got %s",
+                        type_name(iu));
+        r->include_usage = cJSON_IsTrue(iu);
+    }
+    const cJSON *rf = field(root, "response_format");
+    if (rf) {
+        const cJSON *type = cJSON_IsObject(rf) ? field(rf, "type") : NULL;
+        if (!cJSON_IsString(type))
+            return fail(err, "response_format", "'response_format' must be an object with a string 'type'");
+        if (strcmp(type->valuestring, "text"))
+            return fail(err, "response_format", "'response_format' type '%.40s' is not supported (only text)", type->valuestring);
+    }
+    if (!unsupported(root, "logprobs", " (no log-probabilities)", err) ||
+        !unsupported(root, "top_logprobs", " (no log-probabilities)", err) ||
+        !unsupported(root, "logit_bias", "", err) || !unsupported(root, "tools", " (no tool calling)", err) ||
+        !unsupported(root, "functions", " (no tool calling)", err) || !unsupported(root, "echo", "", err) ||
+        !unsupported(root, "suffix", "", err))
+        return false;
+    g->max_tokens = (int)max_tokens;
+    g->sampler.top_k = (int)top_k;
+    g->sampler.repeat_last_n = (int)last_n;
+    g->sampler.seed = (uint64_t)seed;
+    r->has_seed = field(root, "seed") != NULL;
+    return true;
+}
+
+/* Line and column (from 1) of byte off in text. */
+static void line_col(const char *text, size_t off, int *line, int *col) {
+    *line = 1;
+    *col = 1;
+    for (size_t i = 0; i < off; i++) {
+        if (text[i] == '\n') {
+            (*line)++;
+            *col = 1;
+        } else {
+            (*col)++;
+        }
+    }
+}
+
+bool lmc_srv_parse_request(lmc_srv_kind kind, const char *body, size_t len, const lmc_generate_options *defaults,
+                           lmc_srv_request *r, lmc_srv_error *err) {
+    memset(r, 0, sizeof *r);
+    memset(err, 0, sizeof *err);
+    r->kind = kind;
+    r->gen = *defaults;
+    r->gen.on_token = NULL;
+    r->gen.user = NULL;
+    r->gen.cancel = NULL;
+    if (len == 0) return fail(err, "", "the request body is empty: expected a JSON object");
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(body, len, &end, false);
+    size_t off = end ? (size_t)(end - body) : 0;
+    while (root && off < len && (body[off] == ' ' || body[off] == '\t' || body[off] == '\n' || body[off] == '\r')) off++;
+    if (!root || off < len) {
+        int line, col;
+        if (off > len) off = len;
+        line_col(body, off, &line, &col);
+        cJSON_Delete(root);
+        /* a few bytes from there, control characters shown as '?' */
+        char near[24];
+        size_t k = 0;
+        for (; k + 1 < sizeof near && off + k < len; k++) {
+            unsigned char ch = (unsigned char)body[off + k];
+            near[k] = ch < 0x20 || ch >= 0x7f ? '?' : (char)ch;
+        }
+        near[k] = 0;
+        return fail(err, "", "malformed JSON at line %d, column %d (byte %zu)%s%s%s%s", line, col, off,
+                    root ? ": text after the JSON value" : "", k ? ", near '" : ", at the end of the body", near,
+                    k ? "'" : "");
+    }
+    bool ok = cJSON_IsObject(root) ? true : fail(err, "", "the request body must be a JSON object, got %s", type_name(root));
+    if (ok) ok = kind == LMC_SRV_CHAT ? parse_messages(root, r, err) : parse_prompt(root, r, err);
+    if (ok) ok = parse_options(root, r, err);
+    cJSON_Delete(root);
+    if (!ok) lmc_srv_request_free(r);
+    return ok;
+}
+
+void lmc_srv_request_free(lmc_srv_request *r) {
+    for (size_t i = 0; i < r->n_msgs; i++) {
+        free((char *)r->msgs[i].role);
+        free((char *)r->msgs[i].content);
+    }
+    free(r->msgs);
+    free(r->prompt);
+    free(r->ids);
+    for (int i = 0; i < LMC_SRV_MAX_STOPS; i++) free(r->stops[i]);
+    memset(r, 0, sizeof *r);
+}

@@ -1,0 +1,37 @@
+/* Parsing the JSON bodies of /v1/chat/completions and /v1/completions into
+ * a prompt and generation options, with OpenAI-style error messages that
+ * name the field at fault. No I/O here: the fuzzer drives it directly. */
+#ifndef LMC_SERVER_REQUEST_H
+#define LMC_SERVER_REQUEST_H
+
+#include "lmc/model.h"
+
+enum { LMC_SRV_MAX_STOPS = 16 };
+
+typedef enum lmc_srv_kind { LMC_SRV_CHAT, LMC_SRV_COMPLETION } lmc_srv_kind;
+
+typedef struct lmc_srv_request {
+    lmc_srv_kind kind;
+    lmc_message *msgs; size_t n_msgs;  /* chat: roles and contents owned here */
+    char *prompt;                      /* completion: the text, or NULL when ids are given */
+    int32_t *ids; size_t n_ids;        /* completion: token ids */
+    lmc_generate_options gen;          /* the server's defaults with the request's fields applied */
+    char *stops[LMC_SRV_MAX_STOPS];    /* owned; gen.stop_strings points here when the request has "stop" */
+    bool stream, include_usage;
+    bool has_seed;                     /* the request gave "seed" */
+} lmc_srv_request;
+
+/* Why a request was refused: the message and the field ("" when none). */
+typedef struct lmc_srv_error {
+    char message[512];
+    char param[64];
+} lmc_srv_error;
+
+/* Parses body[0, len) as a request of the given kind on top of the default
+ * options. Returns true with *out filled (free with lmc_srv_request_free),
+ * or false with *err filled (and *out empty). */
+bool lmc_srv_parse_request(lmc_srv_kind kind, const char *body, size_t len, const lmc_generate_options *defaults,
+                           lmc_srv_request *out, lmc_srv_error *err);
+void lmc_srv_request_free(lmc_srv_request *r);
+
+#endif

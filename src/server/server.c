@@ -1,0 +1,876 @@
+/* The OpenAI-compatible HTTP server (lmc/server.h) on libmicrohttpd.
+ *
+ * Threads: libmicrohttpd gives each connection its own thread, in which
+ * the request handler, the streaming reader and the response's free
+ * callback all run; a request may therefore block (waiting for its turn,
+ * generating) without holding up anyone else's I/O.
+ *
+ * A generation is a "job": registered while it waits or runs. Jobs take
+ * the model's one turn in arrival order (the prompt cache then serves
+ * consecutive chat turns). A watcher thread polls the sockets of all jobs
+ * every 100 ms and cancels those whose client hung up, so nothing keeps
+ * generating (or waiting) for a client that is gone.
+ *
+ * A generation is pulled token by token from lmc_stream_next: the non-
+ * streamed handler drives it to the end, the streamed response produces
+ * one Server-Sent Event per piece of text as libmicrohttpd asks for data. */
+#include "lmc/server.h"
+
+#include <arpa/inet.h>
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/error.h"
+#include "runtime/model_internal.h"
+#include "server/request.h"
+
+typedef struct job {
+    int fd;                   /* the client's socket, watched for hang-ups */
+    lmc_cancel cancel;        /* set when the client is gone or the server stops */
+    bool running;             /* holds the turn */
+    struct job *next;
+} job;
+
+struct lmc_server {
+    lmc_model *m;
+    struct MHD_Daemon *daemon;
+    int port;
+    char *model_name;
+    lmc_generate_options gen; /* request defaults; stop strings copied into stops */
+    char **stops;
+    bool random_seed;
+    size_t max_body;
+    char *api_key;            /* or NULL */
+    char *cors_origin;        /* or NULL */
+    bool log;
+    time_t created;
+    atomic_ullong counter;    /* for response ids */
+    pthread_mutex_t lock;     /* guards everything below */
+    pthread_cond_t turn_cond; /* the turn was released, or a waiting job was cancelled */
+    pthread_cond_t watch_cond;/* a job was registered, or the server stops */
+    job *jobs;                /* registered jobs, oldest first */
+    bool busy, stopping;
+    pthread_t watcher;
+};
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* --- jobs: the turn queue and the hang-up watcher ------------------------------------ */
+
+static void job_register(lmc_server *s, job *j, int fd) {
+    memset(j, 0, sizeof *j);
+    j->fd = fd;
+    pthread_mutex_lock(&s->lock);
+    job **p = &s->jobs;
+    while (*p) p = &(*p)->next;
+    *p = j;
+    if (s->stopping) lmc_cancel_request(&j->cancel);
+    pthread_cond_signal(&s->watch_cond);
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* Removes the job, releasing the turn when it holds it. */
+static void job_unregister(lmc_server *s, job *j) {
+    pthread_mutex_lock(&s->lock);
+    for (job **p = &s->jobs; *p; p = &(*p)->next)
+        if (*p == j) {
+            *p = j->next;
+            break;
+        }
+    if (j->running) s->busy = false;
+    j->running = false;
+    pthread_cond_broadcast(&s->turn_cond);
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* Waits until j is the oldest job not running and the turn is free; false
+ * when the job was cancelled first (client gone, server stopping). */
+static bool job_wait_turn(lmc_server *s, job *j) {
+    pthread_mutex_lock(&s->lock);
+    for (;;) {
+        if (lmc_cancel_requested(&j->cancel)) break;
+        job *first = s->jobs;
+        while (first && first->running) first = first->next;
+        if (!s->busy && first == j) {
+            s->busy = true;
+            j->running = true;
+            break;
+        }
+        pthread_cond_wait(&s->turn_cond, &s->lock);
+    }
+    bool ok = j->running;
+    pthread_mutex_unlock(&s->lock);
+    return ok;
+}
+
+/* True when the peer closed its end (or the socket failed). */
+static bool hung_up(int fd) {
+    struct pollfd p = {.fd = fd, .events = POLLRDHUP};
+    return poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL));
+}
+
+static void *watch(void *arg) {
+    lmc_server *s = arg;
+    pthread_mutex_lock(&s->lock);
+    while (!s->stopping) {
+        if (!s->jobs) {
+            pthread_cond_wait(&s->watch_cond, &s->lock);
+            continue;
+        }
+        bool any = false;
+        for (job *j = s->jobs; j; j = j->next)
+            if (!lmc_cancel_requested(&j->cancel) && hung_up(j->fd)) {
+                lmc_cancel_request(&j->cancel);
+                any = true;
+            }
+        if (any) pthread_cond_broadcast(&s->turn_cond);
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += 100 * 1000 * 1000;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&s->watch_cond, &s->lock, &until);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return NULL;
+}
+
+/* --- responses ----------------------------------------------------------------------- */
+
+/* Queues a response with the headers every answer carries, and lets go of it. */
+static enum MHD_Result queue(const lmc_server *s, struct MHD_Connection *c, unsigned status, struct MHD_Response *r) {
+    if (s->cors_origin) {
+        MHD_add_response_header(r, MHD_HTTP_HEADER_ACCESS_CONTROL_ALLOW_ORIGIN, s->cors_origin);
+        MHD_add_response_header(r, "Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+        MHD_add_response_header(r, "Access-Control-Allow-Headers", "Authorization, Content-Type");
+        MHD_add_response_header(r, "Access-Control-Max-Age", "86400");
+        if (strcmp(s->cors_origin, "*")) MHD_add_response_header(r, MHD_HTTP_HEADER_VARY, "Origin");
+    }
+    if (status == MHD_HTTP_METHOD_NOT_ALLOWED) MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, "GET, POST, OPTIONS");
+    enum MHD_Result ret = MHD_queue_response(c, status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static enum MHD_Result send_text(const lmc_server *s, struct MHD_Connection *c, unsigned status, char *body, const char *type) {
+    if (!body) return MHD_NO;
+    struct MHD_Response *r = MHD_create_response_from_buffer_with_free_callback(strlen(body), body, free);
+    if (!r) {
+        free(body);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+    return queue(s, c, status, r);
+}
+
+/* Sends (and frees) a cJSON object. */
+static enum MHD_Result send_json(const lmc_server *s, struct MHD_Connection *c, unsigned status, cJSON *obj) {
+    char *body = obj ? cJSON_PrintUnformatted(obj) : NULL;
+    cJSON_Delete(obj);
+    return send_text(s, c, status, body, "application/json");
+}
+
+/* {"error":{"message","type","param","code"}} as OpenAI writes it. */
+static cJSON *error_json(unsigned status, const char *message, const char *param) {
+    cJSON *root = cJSON_CreateObject(), *e = cJSON_AddObjectToObject(root, "error");
+    cJSON_AddStringToObject(e, "message", message);
+    cJSON_AddStringToObject(e, "type", status >= 500 ? "server_error" : "invalid_request_error");
+    if (param && *param) cJSON_AddStringToObject(e, "param", param);
+    else cJSON_AddNullToObject(e, "param");
+    cJSON_AddNullToObject(e, "code");
+    return root;
+}
+
+static enum MHD_Result send_error(const lmc_server *s, struct MHD_Connection *c, unsigned status, const char *param, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static enum MHD_Result send_error(const lmc_server *s, struct MHD_Connection *c, unsigned status, const char *param, const char *fmt, ...) {
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return send_json(s, c, status, error_json(status, msg, param));
+}
+
+/* One line per request on stderr (when logging): what was asked, the answer's
+ * status, the generation's figures, the time taken and why it failed. */
+static void log_request(const lmc_server *s, const char *method, const char *url, unsigned status, double t0,
+                        const lmc_generation *g, const char *why) {
+    if (!s->log) return;
+    char tokens[96] = "";
+    if (g && g->metrics.prompt_tokens)
+        snprintf(tokens, sizeof tokens, " prompt %lld (%lld cached) + %lld tokens, %s,", (long long)g->metrics.prompt_tokens,
+                 (long long)g->metrics.cached_prompt_tokens, (long long)g->metrics.generated_tokens,
+                 lmc_stop_reason_name(g->stop_reason));
+    else if (g) /* cut short: the stream has no figures */
+        snprintf(tokens, sizeof tokens, " %lld tokens, %s,", (long long)g->metrics.generated_tokens,
+                 lmc_stop_reason_name(g->stop_reason));
+    fprintf(stderr, "lmc serve: %s %s %u%s %.3f s%s%s\n", method, url, status, tokens, now_seconds() - t0, why ? ": " : "",
+            why ? why : "");
+}
+
+/* --- generations ------------------------------------------------------------------------ */
+
+enum { PHASE_START, PHASE_RUN, PHASE_END };
+
+/* One generation request, from its turn to its last byte. */
+typedef struct gen_run {
+    lmc_server *srv;
+    job job;
+    bool registered;
+    lmc_srv_request req;
+    lmc_stream *stream;
+    char id[64];
+    long long created;
+    double t0;
+    char method[8], url[64];
+    lmc_generation final;     /* copy of the result's counts once done (text and ids not kept) */
+    int phase;                /* streaming only */
+    bool cut;                 /* the stream ended before its end (client gone, out of memory) */
+    char *out;                /* streaming: event bytes not yet handed to libmicrohttpd */
+    size_t out_len, out_pos, out_cap;
+} gen_run;
+
+static const char *finish_reason(lmc_stop_reason r) {
+    return r == LMC_STOP_MAX_TOKENS || r == LMC_STOP_CONTEXT ? "length" : "stop";
+}
+
+/* Frees the stream (handing the prompt cache back) and gives up the turn. */
+static void end_generation(gen_run *g) {
+    if (g->stream) {
+        const lmc_generation *res = lmc_stream_result(g->stream);
+        /* a stream cut before its end (client gone, server stopping) */
+        g->final.stop_reason = res->stop_reason == LMC_STOP_NONE ? LMC_STOP_CANCELLED : res->stop_reason;
+        g->final.metrics = res->metrics;
+        g->final.metrics.generated_tokens = (int64_t)res->n_ids;
+        lmc_stream_free(g->stream);
+        g->stream = NULL;
+    }
+    if (g->registered) job_unregister(g->srv, &g->job);
+    g->registered = false;
+}
+
+static void gen_run_free(gen_run *g) {
+    end_generation(g);
+    lmc_srv_request_free(&g->req);
+    free(g->out);
+    free(g);
+}
+
+/* Waits for the turn and starts the stream. Returns 0 on success, else the
+ * HTTP status to answer with (message in msg), or 1 when the client is gone. */
+static unsigned start_generation(gen_run *g, struct MHD_Connection *c, char *msg, size_t cap) {
+    lmc_server *s = g->srv;
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    job_register(s, &g->job, ci ? ci->connect_fd : -1);
+    g->registered = true;
+    if (!job_wait_turn(s, &g->job)) {
+        bool stopping;
+        pthread_mutex_lock(&s->lock);
+        stopping = s->stopping;
+        pthread_mutex_unlock(&s->lock);
+        end_generation(g);
+        snprintf(msg, cap, "the server is shutting down");
+        return stopping ? MHD_HTTP_SERVICE_UNAVAILABLE : 1;
+    }
+    g->req.gen.cancel = &g->job.cancel;
+    lmc_prompt p = {0};
+    if (g->req.kind == LMC_SRV_CHAT) {
+        p.msgs = g->req.msgs;
+        p.n_msgs = g->req.n_msgs;
+    } else if (g->req.prompt) {
+        p.text = g->req.prompt;
+    } else {
+        p.ids = g->req.ids;
+        p.n_ids = g->req.n_ids;
+    }
+    lmc_status st = lmc_stream_start_prompt(s->m, &p, &g->req.gen, &g->stream);
+    if (st == LMC_OK) return 0;
+    /* a model without a chat template (a base model) can still complete text */
+    bool no_template = st == LMC_ERR_NOT_FOUND && g->req.kind == LMC_SRV_CHAT;
+    snprintf(msg, cap, "%s%s", lmc_last_error(), no_template ? "; use /v1/completions with this model" : "");
+    end_generation(g);
+    return st == LMC_ERR_INVALID_ARGUMENT || no_template ? MHD_HTTP_BAD_REQUEST : MHD_HTTP_INTERNAL_SERVER_ERROR;
+}
+
+/* The fields every response object and chunk starts with. */
+static cJSON *response_head(const gen_run *g, const char *object) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", g->id);
+    cJSON_AddStringToObject(o, "object", object);
+    cJSON_AddNumberToObject(o, "created", (double)g->created);
+    cJSON_AddStringToObject(o, "model", g->srv->model_name);
+    return o;
+}
+
+static void add_usage(cJSON *o, const lmc_generation *res, uint64_t seed) {
+    const lmc_metrics *mt = &res->metrics;
+    cJSON *u = cJSON_AddObjectToObject(o, "usage");
+    cJSON_AddNumberToObject(u, "prompt_tokens", (double)mt->prompt_tokens);
+    cJSON_AddNumberToObject(u, "completion_tokens", (double)mt->generated_tokens);
+    cJSON_AddNumberToObject(u, "total_tokens", (double)(mt->prompt_tokens + mt->generated_tokens));
+    cJSON *d = cJSON_AddObjectToObject(u, "prompt_tokens_details");
+    cJSON_AddNumberToObject(d, "cached_tokens", (double)mt->cached_prompt_tokens);
+    /* lmc's own figures */
+    cJSON *l = cJSON_AddObjectToObject(o, "lmc");
+    cJSON_AddStringToObject(l, "stop_reason", lmc_stop_reason_name(res->stop_reason));
+    cJSON_AddNumberToObject(l, "cached_prompt_tokens", (double)mt->cached_prompt_tokens);
+    cJSON_AddNumberToObject(l, "prefill_tokens_per_second", mt->prefill_tokens_per_second);
+    cJSON_AddNumberToObject(l, "decode_tokens_per_second", mt->decode_tokens_per_second);
+    cJSON_AddNumberToObject(l, "time_to_first_token", mt->time_to_first_token);
+    char seed_text[24]; /* a string: JSON numbers lose integers above 2^53 */
+    snprintf(seed_text, sizeof seed_text, "%llu", (unsigned long long)seed);
+    cJSON_AddStringToObject(l, "seed", seed_text);
+}
+
+/* One choice: a chat message / delta, or a completion's text. */
+static cJSON *choice(const gen_run *g, const char *key, const char *role, const char *text, const char *finish) {
+    cJSON *c = cJSON_CreateObject();
+    cJSON_AddNumberToObject(c, "index", 0);
+    if (g->req.kind == LMC_SRV_CHAT) {
+        cJSON *m = cJSON_AddObjectToObject(c, key);
+        if (role) cJSON_AddStringToObject(m, "role", role);
+        if (text) cJSON_AddStringToObject(m, "content", text);
+    } else {
+        cJSON_AddStringToObject(c, "text", text ? text : "");
+    }
+    cJSON_AddNullToObject(c, "logprobs");
+    if (finish) cJSON_AddStringToObject(c, "finish_reason", finish);
+    else cJSON_AddNullToObject(c, "finish_reason");
+    return c;
+}
+
+static enum MHD_Result answer_whole(gen_run *g, struct MHD_Connection *c) {
+    lmc_status st = LMC_OK;
+    for (;;) {
+        int32_t id;
+        const char *piece;
+        size_t len;
+        bool done;
+        st = lmc_stream_next(g->stream, &id, &piece, &len, &done);
+        if (st != LMC_OK || done) break;
+    }
+    if (st != LMC_OK) {
+        char msg[600];
+        snprintf(msg, sizeof msg, "generation failed: %s", lmc_last_error());
+        bool gone = st == LMC_ERR_CANCELLED;
+        end_generation(g);
+        log_request(g->srv, g->method, g->url, gone ? 499 : 500, g->t0, &g->final, gone ? NULL : msg);
+        return gone ? MHD_NO : send_error(g->srv, c, MHD_HTTP_INTERNAL_SERVER_ERROR, "", "%s", msg);
+    }
+    const lmc_generation *res = lmc_stream_result(g->stream);
+    bool chat = g->req.kind == LMC_SRV_CHAT;
+    cJSON *o = response_head(g, chat ? "chat.completion" : "text_completion");
+    cJSON *choices = cJSON_AddArrayToObject(o, "choices");
+    cJSON_AddItemToArray(choices, choice(g, "message", "assistant", res->text ? res->text : "", finish_reason(res->stop_reason)));
+    end_generation(g);
+    add_usage(o, &g->final, g->req.gen.sampler.seed);
+    log_request(g->srv, g->method, g->url, 200, g->t0, &g->final, NULL);
+    return send_json(g->srv, c, MHD_HTTP_OK, o);
+}
+
+/* --- streaming (Server-Sent Events) ------------------------------------------------------ */
+
+static bool out_append(gen_run *g, const char *a, size_t n) {
+    if (g->out_len + n > g->out_cap) {
+        size_t cap = (g->out_len + n) * 2;
+        char *p = realloc(g->out, cap);
+        if (!p) return false;
+        g->out = p;
+        g->out_cap = cap;
+    }
+    memcpy(g->out + g->out_len, a, n);
+    g->out_len += n;
+    return true;
+}
+
+/* Appends "data: JSON\n\n" (and frees obj). */
+static bool out_event(gen_run *g, cJSON *obj) {
+    char *json = obj ? cJSON_PrintUnformatted(obj) : NULL;
+    cJSON_Delete(obj);
+    bool ok = json && out_append(g, "data: ", 6) && out_append(g, json, strlen(json)) && out_append(g, "\n\n", 2);
+    free(json);
+    return ok;
+}
+
+static cJSON *chunk(const gen_run *g, const char *role, const char *text, const char *finish) {
+    bool chat = g->req.kind == LMC_SRV_CHAT;
+    cJSON *o = response_head(g, chat ? "chat.completion.chunk" : "text_completion");
+    cJSON *choices = cJSON_AddArrayToObject(o, "choices");
+    cJSON_AddItemToArray(choices, choice(g, "delta", role, text, finish));
+    return o;
+}
+
+/* Produces the next events into g->out; false when the stream must be cut
+ * (client gone, out of memory). */
+static bool produce(gen_run *g) {
+    if (g->phase == PHASE_START) {
+        g->phase = PHASE_RUN;
+        return g->req.kind == LMC_SRV_CHAT ? out_event(g, chunk(g, "assistant", "", NULL)) : true;
+    }
+    int32_t id;
+    const char *piece = "";
+    size_t len = 0;
+    bool done = false;
+    lmc_status st = lmc_stream_next(g->stream, &id, &piece, &len, &done);
+    if (st == LMC_OK && len && !out_event(g, chunk(g, NULL, piece, NULL))) return false;
+    if (st == LMC_OK && !done) return true;
+    g->phase = PHASE_END;
+    if (st != LMC_OK) {
+        bool gone = st == LMC_ERR_CANCELLED;
+        char msg[600];
+        snprintf(msg, sizeof msg, "generation failed: %s", lmc_last_error());
+        end_generation(g);
+        if (gone) return false;
+        return out_event(g, error_json(500, msg, NULL));
+    }
+    end_generation(g);
+    bool chat = g->req.kind == LMC_SRV_CHAT;
+    bool ok = out_event(g, chunk(g, NULL, chat ? NULL : "", finish_reason(g->final.stop_reason)));
+    if (ok && g->req.include_usage) {
+        cJSON *u = response_head(g, chat ? "chat.completion.chunk" : "text_completion");
+        cJSON_AddArrayToObject(u, "choices");
+        add_usage(u, &g->final, g->req.gen.sampler.seed);
+        ok = out_event(g, u);
+    }
+    return ok && out_append(g, "data: [DONE]\n\n", 14);
+}
+
+static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max) {
+    (void)pos;
+    gen_run *g = cls;
+    while (g->out_pos == g->out_len) {
+        if (g->phase == PHASE_END) return MHD_CONTENT_READER_END_OF_STREAM;
+        g->out_pos = g->out_len = 0;
+        if (!produce(g)) {
+            g->cut = true;
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+        }
+    }
+    size_t n = g->out_len - g->out_pos < max ? g->out_len - g->out_pos : max;
+    memcpy(buf, g->out + g->out_pos, n);
+    g->out_pos += n;
+    return (ssize_t)n;
+}
+
+static void sse_free(void *cls) {
+    gen_run *g = cls;
+    bool complete = !g->cut && g->phase == PHASE_END && g->out_pos == g->out_len;
+    end_generation(g);
+    log_request(g->srv, g->method, g->url, complete ? 200 : 499, g->t0, &g->final, NULL);
+    gen_run_free(g);
+}
+
+static enum MHD_Result answer_stream(gen_run *g, struct MHD_Connection *c) {
+    struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, sse_read, g, sse_free);
+    if (!r) {
+        gen_run_free(g);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    return queue(g->srv, c, MHD_HTTP_OK, r); /* the connection holds it now; sse_free runs when it is done */
+}
+
+static enum MHD_Result handle_generation(lmc_server *s, struct MHD_Connection *c, lmc_srv_kind kind, const char *method,
+                                         const char *url, const char *body, size_t len, double t0) {
+    gen_run *g = calloc(1, sizeof *g);
+    if (!g) return send_error(s, c, MHD_HTTP_INTERNAL_SERVER_ERROR, "", "out of memory");
+    g->srv = s;
+    g->t0 = t0;
+    snprintf(g->method, sizeof g->method, "%s", method);
+    snprintf(g->url, sizeof g->url, "%s", url);
+    lmc_srv_error err;
+    if (!lmc_srv_parse_request(kind, body, len, &s->gen, &g->req, &err)) {
+        gen_run_free(g);
+        log_request(s, method, url, 400, t0, NULL, err.message);
+        return send_error(s, c, MHD_HTTP_BAD_REQUEST, err.param, "%s", err.message);
+    }
+    if (!g->req.has_seed && s->random_seed && getrandom(&g->req.gen.sampler.seed, sizeof g->req.gen.sampler.seed, 0) < 0)
+        g->req.gen.sampler.seed = (uint64_t)time(NULL) * 0x9E3779B97F4A7C15ull + (uint64_t)atomic_load(&s->counter);
+    unsigned long long k = atomic_fetch_add(&s->counter, 1);
+    snprintf(g->id, sizeof g->id, "%s-%llx%06llx", kind == LMC_SRV_CHAT ? "chatcmpl" : "cmpl", (long long)s->created, k);
+    g->created = (long long)time(NULL);
+    char msg[600];
+    unsigned status = start_generation(g, c, msg, sizeof msg);
+    if (status) {
+        gen_run_free(g);
+        log_request(s, method, url, status == 1 ? 499 : status, t0, NULL, status == 1 ? NULL : msg);
+        if (status == 1) return MHD_NO; /* nobody to answer */
+        return send_error(s, c, status, status == MHD_HTTP_BAD_REQUEST ? (kind == LMC_SRV_CHAT ? "messages" : "prompt") : "",
+                          "%s", msg);
+    }
+    if (g->req.stream) return answer_stream(g, c);
+    enum MHD_Result r = answer_whole(g, c);
+    gen_run_free(g);
+    return r;
+}
+
+/* --- other endpoints ------------------------------------------------------------------ */
+
+static cJSON *model_json(const lmc_server *s) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", s->model_name);
+    cJSON_AddStringToObject(o, "object", "model");
+    cJSON_AddNumberToObject(o, "created", (double)s->created);
+    cJSON_AddStringToObject(o, "owned_by", "lmc");
+    lmc_model_info info;
+    if (lmc_model_get_info(s->m, &info) == LMC_OK) {
+        cJSON *l = cJSON_AddObjectToObject(o, "lmc");
+        cJSON_AddStringToObject(l, "architecture", info.architecture);
+        cJSON_AddNumberToObject(l, "context_length", (double)s->m->context_length);
+        cJSON_AddNumberToObject(l, "num_parameters", (double)info.num_parameters);
+        cJSON_AddNumberToObject(l, "quant_bits", info.quant_bits);
+    }
+    return o;
+}
+
+/* --- routing ------------------------------------------------------------------------------ */
+
+typedef struct conn_ctx {
+    char *body;
+    size_t len, cap;
+    bool too_large, answered;
+    double t0;
+} conn_ctx;
+
+static void request_done(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode code) {
+    (void)cls;
+    (void)c;
+    (void)code;
+    conn_ctx *ctx = *con_cls;
+    if (ctx) free(ctx->body);
+    free(ctx);
+    *con_cls = NULL;
+}
+
+/* True when the request carries the server's API key (or none is needed).
+ * The comparison takes the same time wherever the first difference is. */
+static bool authorized(const lmc_server *s, struct MHD_Connection *c) {
+    if (!s->api_key) return true;
+    const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    if (!h || strncasecmp(h, "Bearer ", 7)) return false;
+    h += 7;
+    size_t n = strlen(h), k = strlen(s->api_key);
+    unsigned char diff = n != k;
+    for (size_t i = 0; i < n; i++) diff |= (unsigned char)(h[i] ^ s->api_key[i % k]);
+    return diff == 0;
+}
+
+/* Path without the optional "/v1" prefix (clients configured with a base
+ * URL without it call /chat/completions). */
+static const char *route_of(const char *url) { return !strncmp(url, "/v1/", 4) ? url + 3 : url; }
+
+static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+                              const char *version, const char *upload, size_t *upload_size, void **con_cls) {
+    (void)version;
+    lmc_server *s = cls;
+    conn_ctx *ctx = *con_cls;
+    if (!ctx) {
+        /* First call: headers only. An announced body over the limit is
+         * refused before it is read. */
+        if (!(ctx = calloc(1, sizeof *ctx))) return MHD_NO;
+        ctx->t0 = now_seconds();
+        *con_cls = ctx;
+        /* A missing key is refused before the body is read, too; /health and
+         * CORS preflights (which carry no credentials) need none. */
+        bool preflight = !strcmp(method, "OPTIONS") && s->cors_origin;
+        if (strcmp(url, "/health") && !preflight && !authorized(s, c)) {
+            ctx->answered = true;
+            log_request(s, method, url, MHD_HTTP_UNAUTHORIZED, ctx->t0, NULL, NULL);
+            cJSON *e = error_json(MHD_HTTP_UNAUTHORIZED,
+                                  "a valid API key is required: send the header 'Authorization: Bearer KEY'", NULL);
+            cJSON_ReplaceItemInObject(cJSON_GetObjectItem(e, "error"), "code", cJSON_CreateString("invalid_api_key"));
+            return send_json(s, c, MHD_HTTP_UNAUTHORIZED, e);
+        }
+        const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (cl && strtoull(cl, NULL, 10) > s->max_body) {
+            ctx->answered = true;
+            log_request(s, method, url, 413, ctx->t0, NULL, NULL);
+            return send_error(s, c, MHD_HTTP_CONTENT_TOO_LARGE, "", "the request body (%s bytes) is larger than the limit of %zu bytes",
+                              cl, s->max_body);
+        }
+        return MHD_YES;
+    }
+    if (*upload_size) {
+        size_t n = *upload_size;
+        *upload_size = 0;
+        if (ctx->answered || ctx->too_large) return MHD_YES;
+        if (ctx->len + n > s->max_body) {
+            /* a chunked body grew past the limit: drop it, answer at the end */
+            ctx->too_large = true;
+            free(ctx->body);
+            ctx->body = NULL;
+            ctx->len = ctx->cap = 0;
+            return MHD_YES;
+        }
+        if (ctx->len + n + 1 > ctx->cap) {
+            size_t cap = (ctx->len + n + 1) * 2 < s->max_body + 1 ? (ctx->len + n + 1) * 2 : s->max_body + 1;
+            char *p = realloc(ctx->body, cap);
+            if (!p) return MHD_NO;
+            ctx->body = p;
+            ctx->cap = cap;
+        }
+        memcpy(ctx->body + ctx->len, upload, n);
+        ctx->len += n;
+        ctx->body[ctx->len] = 0;
+        return MHD_YES;
+    }
+    if (ctx->answered) return MHD_YES;
+    ctx->answered = true;
+    if (ctx->too_large) {
+        log_request(s, method, url, 413, ctx->t0, NULL, NULL);
+        return send_error(s, c, MHD_HTTP_CONTENT_TOO_LARGE, "", "the request body is larger than the limit of %zu bytes",
+                          s->max_body);
+    }
+    const char *route = route_of(url);
+    bool get = !strcmp(method, "GET") || !strcmp(method, "HEAD"), post = !strcmp(method, "POST");
+    lmc_srv_kind kind;
+    bool generation = false;
+    if (!strcmp(route, "/chat/completions")) {
+        kind = LMC_SRV_CHAT;
+        generation = true;
+    } else if (!strcmp(route, "/completions")) {
+        kind = LMC_SRV_COMPLETION;
+        generation = true;
+    }
+    bool known = generation || !strcmp(url, "/health") || !strcmp(route, "/models") || !strncmp(route, "/models/", 8);
+    unsigned status;
+    enum MHD_Result ret;
+    if (known && !strcmp(method, "OPTIONS") && s->cors_origin) {
+        /* a browser's CORS preflight (it carries no credentials) */
+        status = MHD_HTTP_NO_CONTENT;
+        struct MHD_Response *r = MHD_create_response_from_buffer_with_free_callback(0, NULL, NULL);
+        ret = r ? queue(s, c, status, r) : MHD_NO;
+    } else if (!known) {
+        status = MHD_HTTP_NOT_FOUND;
+        ret = send_error(s, c, status, "", "no such endpoint: %s %.200s", method, url);
+    } else if (generation ? !post : !get) {
+        status = MHD_HTTP_METHOD_NOT_ALLOWED;
+        ret = send_error(s, c, status, "", "%.200s does not take %s (use %s)", url, method, generation ? "POST" : "GET");
+    } else if (generation) {
+        return handle_generation(s, c, kind, method, url, ctx->body ? ctx->body : "", ctx->len, ctx->t0);
+    } else if (!strcmp(url, "/health")) {
+        status = MHD_HTTP_OK;
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "status", "ok");
+        ret = send_json(s, c, status, o);
+    } else if (!strcmp(route, "/models")) {
+        status = MHD_HTTP_OK;
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "object", "list");
+        cJSON_AddItemToArray(cJSON_AddArrayToObject(o, "data"), model_json(s));
+        ret = send_json(s, c, status, o);
+    } else if (!strcmp(route + 8, s->model_name)) {
+        status = MHD_HTTP_OK;
+        ret = send_json(s, c, status, model_json(s));
+    } else {
+        status = MHD_HTTP_NOT_FOUND;
+        ret = send_error(s, c, status, "model", "no such model: '%.200s' (this server has '%s')", route + 8, s->model_name);
+    }
+    log_request(s, method, url, status, ctx->t0, NULL, NULL);
+    return ret;
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap) {
+    const lmc_server *s = cls;
+    if (!s->log) return;
+    fprintf(stderr, "lmc serve: libmicrohttpd: ");
+    vfprintf(stderr, fmt, ap);
+}
+
+/* --- start and stop ---------------------------------------------------------------------- */
+
+lmc_server_options lmc_server_options_default(void) {
+    lmc_server_options o;
+    memset(&o, 0, sizeof o);
+    o.host = "127.0.0.1";
+    o.port = 8080;
+    o.gen = lmc_generate_options_default();
+    o.gen.max_tokens = INT32_MAX;
+    o.random_seed = true;
+    o.max_body_bytes = 8u << 20;
+    o.max_connections = 64;
+    o.idle_timeout = 600;
+    return o;
+}
+
+/* A listening socket on host:port (the first address that binds). */
+static lmc_status listen_on(const char *host, int port, int *fd_out, int *family) {
+    char service[16];
+    snprintf(service, sizeof service, "%d", port);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *res = NULL;
+    int gai = getaddrinfo(host, service, &hints, &res);
+    if (gai) return lmc_set_error(LMC_ERR_IO, "host '%s': %s", host, gai_strerror(gai));
+    int fd = -1, err = 0;
+    for (struct addrinfo *a = res; a && fd < 0; a = a->ai_next) {
+        fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+        if (fd < 0) {
+            err = errno;
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (bind(fd, a->ai_addr, a->ai_addrlen) || listen(fd, 128)) {
+            err = errno;
+            close(fd);
+            fd = -1;
+        } else {
+            *family = a->ai_family;
+        }
+    }
+    freeaddrinfo(res);
+    if (fd < 0) return lmc_set_error(LMC_ERR_IO, "cannot listen on %s port %d: %s", host, port, strerror(err));
+    *fd_out = fd;
+    return LMC_OK;
+}
+
+static int bound_port(int fd) {
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    if (getsockname(fd, (struct sockaddr *)&ss, &len)) return -1;
+    if (ss.ss_family == AF_INET) return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    if (ss.ss_family == AF_INET6) return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    return -1;
+}
+
+static void server_free(lmc_server *s) {
+    if (s->stops)
+        for (int i = 0; i < s->gen.n_stop_strings; i++) free(s->stops[i]);
+    free(s->stops);
+    free(s->model_name);
+    free(s->api_key);
+    free(s->cors_origin);
+    pthread_mutex_destroy(&s->lock);
+    pthread_cond_destroy(&s->turn_cond);
+    pthread_cond_destroy(&s->watch_cond);
+    free(s);
+}
+
+/* The folder's last component: "models/Qwen3-0.6B/" -> "Qwen3-0.6B". */
+static char *base_name(const char *dir) {
+    size_t end = strlen(dir);
+    while (end > 1 && dir[end - 1] == '/') end--;
+    size_t start = end;
+    while (start > 0 && dir[start - 1] != '/') start--;
+    return end > start ? strndup(dir + start, end - start) : strdup("model");
+}
+
+lmc_status lmc_server_start(lmc_model *m, const lmc_server_options *opt_in, lmc_server **out) {
+    if (!out) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "lmc_server_start: out is NULL");
+    *out = NULL;
+    LMC_CHECK(lmc_model_check(m));
+    lmc_server_options o = opt_in ? *opt_in : lmc_server_options_default();
+    if (o.port < 0 || o.port > 65535)
+        return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "server port must be in [0, 65535], got %d", o.port);
+    if (!o.host || !*o.host) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "server host is empty");
+    if (o.max_body_bytes == 0) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "server max_body_bytes must be > 0");
+    if (o.max_connections < 1)
+        return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "server max_connections must be >= 1, got %d", o.max_connections);
+    if (o.idle_timeout < 0)
+        return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "server idle_timeout must be >= 0, got %d", o.idle_timeout);
+    if (o.model_name && !*o.model_name) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "server model_name is empty");
+    if (o.api_key && !*o.api_key) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "server api_key is empty");
+    if (o.cors_origin && (!*o.cors_origin || strpbrk(o.cors_origin, "\r\n")))
+        return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "server cors_origin must be one origin (or \"*\")");
+    LMC_CHECK(lmc_generate_check_options(&o.gen));
+
+    lmc_server *s = calloc(1, sizeof *s);
+    if (!s) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->turn_cond, NULL);
+    pthread_cond_init(&s->watch_cond, NULL);
+    s->m = m;
+    s->max_body = o.max_body_bytes;
+    s->random_seed = o.random_seed;
+    s->log = o.log_requests;
+    s->created = time(NULL);
+    s->gen = o.gen;
+    s->gen.on_token = NULL;
+    s->gen.user = NULL;
+    s->gen.cancel = NULL;
+    s->model_name = o.model_name ? strdup(o.model_name) : base_name(m->dir);
+    bool oom = !s->model_name;
+    if (!oom && o.api_key) oom = !(s->api_key = strdup(o.api_key));
+    if (!oom && o.cors_origin) oom = !(s->cors_origin = strdup(o.cors_origin));
+    if (!oom && o.gen.n_stop_strings) {
+        s->stops = calloc((size_t)o.gen.n_stop_strings, sizeof *s->stops);
+        oom = !s->stops;
+        for (int i = 0; !oom && i < o.gen.n_stop_strings; i++)
+            oom = !(s->stops[i] = strdup(o.gen.stop_strings[i] ? o.gen.stop_strings[i] : ""));
+        s->gen.stop_strings = (const char *const *)s->stops;
+    }
+    if (oom) {
+        s->gen.n_stop_strings = s->stops ? s->gen.n_stop_strings : 0;
+        server_free(s);
+        return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
+    }
+
+    int fd = -1, family = AF_INET;
+    lmc_status st = listen_on(o.host, o.port, &fd, &family);
+    if (st != LMC_OK) {
+        server_free(s);
+        return st;
+    }
+    s->port = bound_port(fd);
+    if (pthread_create(&s->watcher, NULL, watch, s)) {
+        close(fd);
+        server_free(s);
+        return lmc_set_error(LMC_ERR_INTERNAL, "cannot start the server's watcher thread");
+    }
+    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG;
+    if (family == AF_INET6) flags |= MHD_USE_IPv6;
+    s->daemon = MHD_start_daemon(flags, 0, NULL, NULL, handle, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
+                                 MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_CONNECTION_LIMIT, (unsigned)o.max_connections,
+                                 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)o.idle_timeout, MHD_OPTION_NOTIFY_COMPLETED,
+                                 request_done, NULL, MHD_OPTION_END);
+    if (!s->daemon) {
+        close(fd);
+        pthread_mutex_lock(&s->lock);
+        s->stopping = true;
+        pthread_cond_broadcast(&s->watch_cond);
+        pthread_mutex_unlock(&s->lock);
+        pthread_join(s->watcher, NULL);
+        server_free(s);
+        return lmc_set_error(LMC_ERR_IO, "cannot start the HTTP server on %s port %d (libmicrohttpd)", o.host, o.port);
+    }
+    *out = s;
+    return LMC_OK;
+}
+
+int lmc_server_port(const lmc_server *s) { return s ? s->port : -1; }
+
+void lmc_server_stop(lmc_server *s) {
+    if (!s) return;
+    pthread_mutex_lock(&s->lock);
+    s->stopping = true;
+    for (job *j = s->jobs; j; j = j->next) lmc_cancel_request(&j->cancel);
+    pthread_cond_broadcast(&s->turn_cond);
+    pthread_cond_broadcast(&s->watch_cond);
+    pthread_mutex_unlock(&s->lock);
+    /* joins every connection thread; their generations see the cancel flag */
+    MHD_stop_daemon(s->daemon);
+    pthread_join(s->watcher, NULL);
+    server_free(s);
+}
