@@ -420,111 +420,6 @@ static void test_threadpool_many_small(void) {
     lmc_set_num_threads(0);
 }
 
-/* lmc_parallel_tasks: task t is always [t*size, ...), each index once, for
- * task counts below and far above the thread count, and past the 65535
- * tasks one job can hold (the size is then raised). */
-typedef struct {
-    int64_t n, size;
-    int64_t *counts;
-    int bad_task;
-} tasks_job;
-
-static void tasks_chunk(void *ctx, int64_t begin, int64_t end, int task) {
-    tasks_job *j = ctx;
-    if (begin % j->size != 0 || task != begin / j->size || (end - begin != j->size && end != j->n))
-        __atomic_fetch_add(&j->bad_task, 1, __ATOMIC_RELAXED);
-    for (int64_t i = begin; i < end; i++) __atomic_fetch_add(&j->counts[i], 1, __ATOMIC_RELAXED);
-}
-
-static void test_threadpool_tasks(void) {
-    enum { N = 200000 };
-    static int64_t counts[N];
-    const int64_t ns[] = {1, 5, 64, 1000, 4097, N}, sizes[] = {1, 3, 32, 1000};
-    for (int threads = 1; threads <= 3; threads++) {
-        lmc_set_num_threads(threads);
-        for (int rep = 0; rep < 20; rep++)
-            for (int a = 0; a < 6; a++)
-                for (int b = 0; b < 4; b++) {
-                    tasks_job j = {.n = ns[a], .size = sizes[b], .counts = counts};
-                    int64_t tasks = (j.n + j.size - 1) / j.size;
-                    if (threads == 1 || tasks == 1) j.size = j.n; /* one call over everything */
-                    else if (tasks > 65535) j.size = (j.n + 65534) / 65535;
-                    memset(counts, 0, (size_t)j.n * sizeof counts[0]);
-                    lmc_parallel_tasks(ns[a], sizes[b], tasks_chunk, &j);
-                    int bad = 0;
-                    for (int64_t i = 0; i < j.n; i++) bad += counts[i] != 1;
-                    CHECKF(bad == 0 && j.bad_task == 0, "%d threads, n %lld size %lld: %d indices wrong, %d tasks out of place",
-                           threads, (long long)ns[a], (long long)sizes[b], bad, j.bad_task);
-                }
-    }
-    lmc_set_num_threads(0);
-}
-
-/* lmc_parallel_guided: every index once; run r is contiguous and follows
- * run r-1; runs are multiples of the quantum (the last may be shorter), do
- * not grow, and are the same on every call. */
-typedef struct {
-    int64_t n, quantum;
-    int64_t *counts;
-    int64_t begin[4096], end[4096];
-    int runs;
-} guided_job_t;
-
-static void guided_chunk(void *ctx, int64_t begin, int64_t end, int run) {
-    guided_job_t *j = ctx;
-    j->begin[run] = begin;
-    j->end[run] = end;
-    __atomic_fetch_add(&j->runs, 1, __ATOMIC_RELAXED);
-    for (int64_t i = begin; i < end; i++) __atomic_fetch_add(&j->counts[i], 1, __ATOMIC_RELAXED);
-}
-
-static void test_threadpool_guided(void) {
-    enum { N = 100000 };
-    static int64_t counts[N];
-    static guided_job_t j, first;
-    const int64_t ns[] = {1, 31, 32, 33, 1000, 4097, N}, quanta[] = {1, 32, 1000};
-    for (int threads = 1; threads <= 3; threads++) {
-        lmc_set_num_threads(threads);
-        for (int a = 0; a < 7; a++)
-            for (int b = 0; b < 3; b++)
-                for (int rep = 0; rep < 3; rep++) {
-                    memset(&j, 0, sizeof j);
-                    j.n = ns[a];
-                    j.quantum = quanta[b];
-                    j.counts = counts;
-                    memset(counts, 0, (size_t)j.n * sizeof counts[0]);
-                    lmc_parallel_guided(j.n, j.quantum, guided_chunk, &j);
-                    int bad = 0;
-                    for (int64_t i = 0; i < j.n; i++) bad += counts[i] != 1;
-                    CHECKF(bad == 0, "%d threads, n %lld quantum %lld: %d indices wrong", threads, (long long)j.n,
-                           (long long)j.quantum, bad);
-                    bool ordered = j.begin[0] == 0 && j.end[j.runs - 1] == j.n;
-                    for (int r = 0; r < j.runs; r++) {
-                        int64_t size = j.end[r] - j.begin[r];
-                        if (r > 0 && (j.begin[r] != j.end[r - 1] || size > j.end[r - 1] - j.begin[r - 1])) ordered = false;
-                        if (r < j.runs - 1 && size % j.quantum != 0) ordered = false;
-                    }
-                    CHECKF(ordered, "%d threads, n %lld quantum %lld: runs out of order", threads, (long long)j.n,
-                           (long long)j.quantum);
-                    if (threads == 1) CHECK(j.runs == 1);
-                    if (rep == 0) first = j;
-                    else CHECK(j.runs == first.runs && !memcmp(j.begin, first.begin, sizeof j.begin) &&
-                               !memcmp(j.end, first.end, sizeof j.end));
-                }
-        /* guided: many runs for a large n with 2 or 3 threads, each no more than half of what is left */
-        if (threads > 1) {
-            memset(&j, 0, sizeof j);
-            j.n = N;
-            j.quantum = 1;
-            j.counts = counts;
-            memset(counts, 0, sizeof counts);
-            lmc_parallel_guided(N, 1, guided_chunk, &j);
-            CHECK(j.runs > 2 * threads && j.end[0] <= N / 2);
-        }
-    }
-    lmc_set_num_threads(0);
-}
-
 /* lmc_parallel_split: every index exactly once, pieces inside one part and
  * aligned to the quantum, the parts contiguous and one per thread; with a
  * slow first part the other threads take over its back. */
@@ -533,8 +428,20 @@ typedef struct {
     int64_t *counts;
     int bad_piece;
     int slow_ns; /* part 0 sleeps this long per piece */
-    _Atomic int pieces_of_part0_by_thieves;
+    _Atomic int npieces0;
+    pthread_t piece0_thread[256]; /* who ran each piece of part 0, and where it began */
+    int64_t piece0_begin[256];
 } split_job_t;
+
+/* Pieces of part 0 run by a thread other than the one that ran its first
+ * quantum (its owner, who takes the front): the help it got. */
+static int part0_help(const split_job_t *j) {
+    int n = atomic_load(&j->npieces0), owner = -1, help = 0;
+    for (int i = 0; i < n && i < 256; i++)
+        if (j->piece0_begin[i] == 0) owner = i;
+    for (int i = 0; owner >= 0 && i < n && i < 256; i++) help += !pthread_equal(j->piece0_thread[i], j->piece0_thread[owner]);
+    return help;
+}
 
 static void split_chunk(void *ctx, int64_t begin, int64_t end, int part) {
     split_job_t *j = ctx;
@@ -545,7 +452,13 @@ static void split_chunk(void *ctx, int64_t begin, int64_t end, int part) {
     if (pe > j->n) pe = j->n;
     if (begin < pb || end > pe || begin >= end || begin % j->quantum || (end % j->quantum && end != j->n))
         __atomic_store_n(&j->bad_piece, 1, __ATOMIC_RELAXED);
-    if (part == 0 && end - begin == j->quantum) atomic_fetch_add(&j->pieces_of_part0_by_thieves, 1); /* the owner takes 4 */
+    if (part == 0) {
+        int k = atomic_fetch_add(&j->npieces0, 1);
+        if (k < 256) {
+            j->piece0_thread[k] = pthread_self();
+            j->piece0_begin[k] = begin;
+        }
+    }
     if (part == 0 && j->slow_ns) {
         struct timespec ts = {0, j->slow_ns};
         nanosleep(&ts, NULL);
@@ -590,7 +503,7 @@ static void test_threadpool_split(void) {
                 int bad = 0;
                 for (int64_t i = 0; i < j.n; i++) bad += counts[i] != 1;
                 CHECK(bad == 0 && !j.bad_piece);
-                helped = atomic_load(&j.pieces_of_part0_by_thieves) > 0;
+                helped = part0_help(&j) > 0;
             }
             CHECKF(helped, "%d threads: nobody helped the slow part in five tries", threads);
         }
@@ -674,8 +587,6 @@ int main(void) {
     RUN(test_buffer_reuse);
     RUN(test_threadpool);
     RUN(test_threadpool_many_small);
-    RUN(test_threadpool_tasks);
-    RUN(test_threadpool_guided);
     RUN(test_threadpool_split);
     RUN(test_pool_stats);
     RUN(test_scratch);

@@ -1,8 +1,10 @@
-/* The worker pool behind lmc_parallel_for and lmc_parallel_tasks.
+/* The worker pool behind lmc_parallel_for, lmc_parallel_split and
+ * lmc_parallel_run.
  *
  * A job is split into `active` chunks, fixed by the call: one per thread for
- * lmc_parallel_for (fixed for a given thread count), the caller's task size
- * for lmc_parallel_tasks (often several per thread). The chunks are not
+ * lmc_parallel_for (fixed for a given thread count) and for
+ * lmc_parallel_split (whose chunk t works through part t and then helps the
+ * others). The chunks are not
  * bound to threads: the caller and the workers claim them
  * one by one from a shared word, and chunk t always runs as fn(ctx, begin_t,
  * end_t, t), whoever runs it. So results do not depend on scheduling, and a
@@ -35,7 +37,7 @@
 
 #include "core/error.h"
 
-enum { MAX_THREADS = 256, MAX_CHUNKS = 0xffff };
+enum { MAX_THREADS = 256 };
 static const int64_t SPIN_NS = 50000; /* how long a waiting thread spins before it sleeps */
 
 typedef struct pool {
@@ -278,61 +280,7 @@ void lmc_parallel_for(int64_t n, int64_t grain, lmc_range_fn fn, void *ctx) {
     pthread_mutex_unlock(&g_submit);
 }
 
-void lmc_parallel_tasks(int64_t n, int64_t size, lmc_range_fn fn, void *ctx) {
-    if (n <= 0) return;
-    if (size < 1) size = 1;
-    int nthreads = t_in_worker ? 1 : ensure_pool();
-    int64_t tasks = (n + size - 1) / size;
-    if (nthreads <= 1 || tasks <= 1) {
-        fn(ctx, 0, n, 0);
-        return;
-    }
-    if (tasks > MAX_CHUNKS) { /* the claim word counts chunks in 16 bits */
-        size = (n + MAX_CHUNKS - 1) / MAX_CHUNKS;
-        tasks = (n + size - 1) / size;
-    }
-    pthread_mutex_lock(&g_submit);
-    dispatch((int)tasks, n, size, fn, ctx);
-    pthread_mutex_unlock(&g_submit);
-}
-
-enum { MAX_RUNS = 1024 }; /* guided runs of one call (about 2 * threads * ln(n) are needed); the last takes the rest */
-
-typedef struct guided_job {
-    const int64_t *start; /* run r is [start[r], start[r + 1]) */
-    lmc_range_fn fn;
-    void *ctx;
-} guided_job;
-
-static void guided_runs(void *vctx, int64_t r0, int64_t r1, int thread) {
-    (void)thread;
-    const guided_job *g = vctx;
-    for (int64_t r = r0; r < r1; r++) g->fn(g->ctx, g->start[r], g->start[r + 1], (int)r);
-}
-
-void lmc_parallel_guided(int64_t n, int64_t quantum, lmc_range_fn fn, void *ctx) {
-    if (n <= 0) return;
-    if (quantum < 1) quantum = 1;
-    int nthreads = t_in_worker ? 1 : ensure_pool();
-    if (nthreads <= 1 || n <= quantum) {
-        fn(ctx, 0, n, 0);
-        return;
-    }
-    int64_t start[MAX_RUNS + 1]; /* 8 KiB: decode calls this hundreds of times a token, so no malloc */
-    int runs = 0;
-    start[0] = 0;
-    for (int64_t at = 0; at < n;) {
-        int64_t size = (n - at) / (2 * (int64_t)nthreads) / quantum * quantum;
-        if (size < quantum) size = quantum;
-        if (size > n - at || runs == MAX_RUNS - 1) size = n - at;
-        at += size;
-        start[++runs] = at;
-    }
-    guided_job g = {start, fn, ctx};
-    lmc_parallel_tasks(runs, 1, guided_runs, &g);
-}
-
-enum { SPLIT_PIECE = 4 }; /* quanta an owner takes from the front of its part at once */
+enum { SPLIT_PIECE = 4 }; /* the fewest quanta an owner takes from the front of its part at once */
 
 typedef struct split_job {
     _Atomic uint64_t part[MAX_THREADS]; /* front << 32 | back, in quanta; front == back: empty */
@@ -342,12 +290,15 @@ typedef struct split_job {
     void *ctx;
 } split_job;
 
-/* Takes up to k quanta from the front (owner) or the back (thief) of part
- * i; returns how many, with *at the first. */
-static int64_t split_take(split_job *s, int i, int64_t k, bool back, int64_t *at) {
+/* Takes quanta from the front (owner: a quarter of what is left, at least
+ * SPLIT_PIECE, so a fn call spans many quanta while the back stays free for
+ * helpers) or one from the back (thief) of part i; returns how many, with
+ * *at the first. */
+static int64_t split_take(split_job *s, int i, bool back, int64_t *at) {
     uint64_t w = atomic_load_explicit(&s->part[i], memory_order_acquire);
     for (;;) {
         int64_t f = (int64_t)(w >> 32), b = (int64_t)(uint32_t)w;
+        int64_t k = back ? 1 : (b - f) / 4 > SPLIT_PIECE ? (b - f) / 4 : SPLIT_PIECE;
         int64_t take = b - f < k ? b - f : k;
         if (take <= 0) return 0;
         uint64_t nw = back ? (uint64_t)f << 32 | (uint64_t)(b - take) : (uint64_t)(f + take) << 32 | (uint64_t)b;
@@ -369,7 +320,7 @@ static void split_part(void *vctx, int64_t t0, int64_t t1, int thread) {
     split_job *s = vctx;
     int own = (int)t0;
     int64_t at, q;
-    while ((q = split_take(s, own, SPLIT_PIECE, false, &at)) > 0) split_run(s, own, at, q);
+    while ((q = split_take(s, own, false, &at)) > 0) split_run(s, own, at, q);
     for (;;) { /* help the part with the most left, from its back */
         int best = -1;
         int64_t most = 0;
@@ -382,7 +333,7 @@ static void split_part(void *vctx, int64_t t0, int64_t t1, int thread) {
             }
         }
         if (best < 0) return;
-        if ((q = split_take(s, best, 1, true, &at)) > 0) split_run(s, best, at, q);
+        if ((q = split_take(s, best, true, &at)) > 0) split_run(s, best, at, q);
     }
 }
 

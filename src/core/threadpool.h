@@ -17,32 +17,16 @@ typedef void (*lmc_range_fn)(void *ctx, int64_t begin, int64_t end, int thread);
  * multiples of `grain` (>= 1) except the last. */
 void lmc_parallel_for(int64_t n, int64_t grain, lmc_range_fn fn, void *ctx);
 
-/* Runs fn over [0, n) cut into tasks of `size` indices (the last may be
- * shorter), each claimed by whichever thread is free, as fn(ctx, begin,
- * end, task index). For work whose result at each index does not depend on
- * how [0, n) is cut (each output written for one index alone): many small
- * tasks keep a thread that is descheduled or late from holding up the
- * others. With one thread, fn(ctx, 0, n, 0). */
-void lmc_parallel_tasks(int64_t n, int64_t size, lmc_range_fn fn, void *ctx);
-
-/* Runs fn over [0, n) in runs that shrink as the work runs out (guided
- * scheduling), each claimed by whichever thread is free, as fn(ctx, begin,
- * end, run index): a run takes 1/(2 * threads) of what is left, rounded
- * down to a multiple of `quantum` (>= 1) and at least quantum (the last may
- * be shorter). Threads start on long runs — few cold starts of a stream of
- * weights, and a run can prefetch ahead inside itself — and end together on
- * short ones. The runs depend only on n, quantum and the thread count. For
- * the same kind of work as lmc_parallel_tasks. */
-void lmc_parallel_guided(int64_t n, int64_t quantum, lmc_range_fn fn, void *ctx);
-
 /* Runs fn over [0, n) cut into one contiguous part per thread (multiples of
  * `quantum`, >= 1, except the last): each part is taken from its front by
- * the thread that claims it, in pieces of a few quanta, so each thread
- * reads one stream start to end (its prefetches run into its own next
- * piece); a thread whose part is done takes single quanta from the back of
- * the part with the most left, so a slow or descheduled thread holds up
- * nobody. fn(ctx, begin, end, part). For the same kind of work as
- * lmc_parallel_tasks. */
+ * the thread that claims it, a quarter of what is left at a time (at least
+ * 4 quanta), so each thread reads one stream start to end (its prefetches
+ * run into its own next piece); a thread whose part is done takes single
+ * quanta from the back of the part with the most left, so a slow or
+ * descheduled thread holds up nobody and the threads end together.
+ * fn(ctx, begin, end, part), possibly on two threads at once for one part:
+ * for work whose result at each index does not depend on how [0, n) is cut
+ * (each output written for one index alone, as the matmuls' weight rows). */
 void lmc_parallel_split(int64_t n, int64_t quantum, lmc_range_fn fn, void *ctx);
 
 /* Where a calling thread's time goes around the parallel regions (for

@@ -425,9 +425,10 @@ lmc_status lmc_cpu_matmul_amx(lmc_array *out, const lmc_array *a, const lmc_arra
     if (!j.xp) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "lmc_matmul: out of memory");
     int64_t work = 16 * K * j.parts; /* elements packed per m-tile */
     lmc_parallel_for(j.nbatch * j.mtiles, work >= 16384 ? 1 : 16384 / work + 1, pack_x_task, &j);
-    /* guided runs of tasks: a thread that is late or slowed by the host does
-     * not hold the other up at the end */
-    lmc_parallel_guided(j.nbatch * j.ntasks_n, 1, amx_task, &j);
+    /* a contiguous part of tasks per thread, helped from its back at the
+     * end: a thread that is late or slowed by the host does not hold the
+     * other up */
+    lmc_parallel_split(j.nbatch * j.ntasks_n, 1, amx_task, &j);
     free(j.xp);
     if (atomic_load(&j.out_of_memory))
         return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "lmc_matmul: out of memory for %zu bytes of work space", j.work_bytes);

@@ -338,13 +338,13 @@ lmc_status lmc_quantized_matmul_amx(lmc_array *out, const lmc_array *x, const lm
     c.xsT = (float *)(mem + xb_bytes);
     c.sxT = (float *)(mem + xb_bytes + xs_bytes);
     lmc_parallel_for(c.M, 16, prep_rows, &c);
-    /* Each task writes its own weight rows' outputs, so runs of tasks go to
-     * whichever thread is free (a late thread doesn't hold the other up);
-     * guided runs, so that within a run each task prefetches the next one's
-     * weights (with few rows of x — 16-token prompts, batched decode — a
-     * task would otherwise start on a DRAM stall) and the threads still end
-     * together. */
-    lmc_parallel_guided((c.N + NB_ROWS - 1) / NB_ROWS, 1, run_task, &c);
+    /* Each task writes its own weight rows' outputs: one contiguous part of
+     * tasks per thread, taken in long runs, so that within a run each task
+     * prefetches the next one's weights (with few rows of x — 16-token
+     * prompts, batched decode — a task would otherwise start on a DRAM
+     * stall); a thread that is done helps from the back of another's part,
+     * so a late thread doesn't hold the other up. */
+    lmc_parallel_split((c.N + NB_ROWS - 1) / NB_ROWS, 1, run_task, &c);
     free(mem);
     if (atomic_load(&c.out_of_memory))
         return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "quantized_matmul: out of memory for %zu bytes of work space",

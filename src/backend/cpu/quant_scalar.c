@@ -350,8 +350,7 @@ static lmc_status qmm_run_plans(lmc_qmm_plan *plans, int n) {
         job.first[i + 1] = job.first[i] + p->N;
     }
     /* one contiguous part of whole QMM_NB blocks per thread, helped from its
-     * back at the end: each thread streams its weights start to end (guided
-     * runs started a new stream per run; decode was ~10 % slower) */
+     * back at the end: each thread streams its weights start to end */
     lmc_parallel_split(job.first[n], QMM_NB, qmm_job_rows, &job);
     if (atomic_load(&job.out_of_memory))
         return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "quantized_matmul: out of memory for the scales of %d weight rows",
