@@ -58,17 +58,18 @@ void lmc_memory_reset_peak(lmc_device dev) {
 /* --- a cache of small freed buffers ------------------------------------------
  * A decode step makes and drops tens of small arrays per layer, and glibc's
  * aligned_alloc and free (with their consolidation) were ~45 % of a small
- * op's time. Freed buffers of up to CACHE_MAX bytes (struct and data
- * together) wait here, by power-of-two class of their allocated size, at most
- * CACHE_DEPTH a class (a few MiB in all, memory glibc would have kept in
- * its free lists anyway); allocation takes one of its class first. Not in
- * sanitizer builds: AddressSanitizer must see every free. */
+ * op's time. Freed buffers of up to 2^CACHE_MAX_LOG2 = 64 KiB (struct and
+ * data together; a decode step's activations are 4-32 KiB) wait here, by
+ * power-of-two class of their allocated size, at most CACHE_DEPTH a class
+ * (under 1 MiB in all; 256 KiB classes cost 2 MiB of peak RSS, and Gemma-3-1B
+ * runs within a few MiB of its budget); allocation takes one of its class
+ * first. Not in sanitizer builds: AddressSanitizer must see every free. */
 #if defined(__SANITIZE_ADDRESS__)
 #define LMC_BUFFER_CACHE 0
 #else
 #define LMC_BUFFER_CACHE 1
 #endif
-enum { CACHE_MIN_LOG2 = 6, CACHE_MAX_LOG2 = 18, CACHE_DEPTH = 8 };
+enum { CACHE_MIN_LOG2 = 6, CACHE_MAX_LOG2 = 16, CACHE_DEPTH = 8 };
 
 static struct {
     pthread_mutex_t lock;
