@@ -18,19 +18,21 @@ typedef struct pair {
     lmc_model *cached, *fresh; /* the same checkpoint twice */
 } pair;
 
-static bool pair_open(pair *p, const char *name) {
-    memset(p, 0, sizeof *p);
-    p->dir = model_fixture_dir(name);
-    if (!p->dir) return false;
-    bool ok = lmc_model_load(p->dir, NULL, &p->cached) == LMC_OK && lmc_model_load(p->dir, NULL, &p->fresh) == LMC_OK;
-    if (!ok) fprintf(stderr, "load %s: %s\n", name, lmc_last_error());
-    return ok;
-}
-
 static void pair_close(pair *p) {
     lmc_model_free(p->cached);
     lmc_model_free(p->fresh);
     model_fixture_cleanup(p->dir);
+}
+
+/* Loads the fixture twice; on failure records it, cleans up and returns false. */
+static bool pair_open(pair *p, const char *name) {
+    memset(p, 0, sizeof *p);
+    p->dir = model_fixture_dir(name);
+    bool ok = p->dir && lmc_model_load(p->dir, NULL, &p->cached) == LMC_OK &&
+              lmc_model_load(p->dir, NULL, &p->fresh) == LMC_OK;
+    CHECKF(ok, "load %s: %s", name, lmc_last_error());
+    if (!ok) pair_close(p);
+    return ok;
 }
 
 static lmc_generate_options greedy(int max_tokens) {
@@ -74,11 +76,7 @@ static int64_t run_both(pair *p, const int32_t *ids, size_t n, int max_tokens, i
 /* A conversation-like sequence of requests on a full-attention model. */
 static void test_prefix_reuse(void) {
     pair p;
-    if (!pair_open(&p, "qwen3")) {
-        CHECK(0);
-        pair_close(&p);
-        return;
-    }
+    if (!pair_open(&p, "qwen3")) return;
     int32_t ids[MAXP], gen[MAXP];
     size_t n = NPROMPT, ng = 0;
     memcpy(ids, g_prompt, sizeof g_prompt);
@@ -126,11 +124,7 @@ static void test_prefix_reuse(void) {
  * request that needs them starts afresh. */
 static void test_sliding_window(void) {
     pair p;
-    if (!pair_open(&p, "gemma3")) {
-        CHECK(0);
-        pair_close(&p);
-        return;
-    }
+    if (!pair_open(&p, "gemma3")) return;
     int32_t ids[MAXP], gen[MAXP];
     size_t ng = 0;
     CHECK(run_both(&p, g_prompt, NPROMPT, 20, NULL, NULL) == 0);
@@ -164,11 +158,7 @@ static bool stop_after_3(void *user, int32_t id, const char *text, size_t len) {
  * leaves a cache that matches the ids it holds. */
 static void test_stopped_generations(void) {
     pair p;
-    if (!pair_open(&p, "qwen3")) {
-        CHECK(0);
-        pair_close(&p);
-        return;
-    }
+    if (!pair_open(&p, "qwen3")) return;
     lmc_generate_options o = greedy(50);
     int count = 0;
     o.on_token = stop_after_3;
@@ -201,11 +191,7 @@ static void test_stopped_generations(void) {
  * both are right, and the model keeps the cache of the one freed last. */
 static void test_two_streams(void) {
     pair p;
-    if (!pair_open(&p, "qwen3")) {
-        CHECK(0);
-        pair_close(&p);
-        return;
-    }
+    if (!pair_open(&p, "qwen3")) return;
     CHECK(run_both(&p, g_prompt, NPROMPT, 4, NULL, NULL) == 0);
     lmc_generate_options o = greedy(6);
     lmc_stream *s1 = NULL, *s2 = NULL;
@@ -239,11 +225,7 @@ static void test_two_streams(void) {
  * change between calls (here, in place, as an optimiser does). */
 static void test_lora_attached(void) {
     pair p;
-    if (!pair_open(&p, "qwen3")) {
-        CHECK(0);
-        pair_close(&p);
-        return;
-    }
+    if (!pair_open(&p, "qwen3")) return;
     CHECK(run_both(&p, g_prompt, NPROMPT, 4, NULL, NULL) == 0);
     lmc_lora_config c = lmc_lora_config_default();
     lmc_lora *l1 = NULL, *l2 = NULL;
@@ -270,11 +252,7 @@ static void test_lora_attached(void) {
 /* A 4-bit checkpoint (other matmul kernels for one and for many rows). */
 static void test_quantised(void) {
     pair p;
-    if (!pair_open(&p, "llama_mlx4")) {
-        CHECK(0);
-        pair_close(&p);
-        return;
-    }
+    if (!pair_open(&p, "llama_mlx4")) return;
     int32_t ids[MAXP], gen[MAXP];
     size_t ng = 0;
     CHECK(run_both(&p, g_prompt, NPROMPT, 16, gen, &ng) == 0);

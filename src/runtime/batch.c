@@ -334,18 +334,7 @@ typedef struct seq {
 } seq;
 
 static lmc_status seq_append_text(seq *s, const char *t, size_t n) {
-    lmc_batch_result *r = s->res;
-    if (r->text_len + n + 1 > s->text_cap) {
-        size_t cap = (r->text_len + n + 1) * 2;
-        char *p = realloc(r->text, cap);
-        if (!p) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
-        r->text = p;
-        s->text_cap = cap;
-    }
-    memcpy(r->text + r->text_len, t, n);
-    r->text_len += n;
-    r->text[r->text_len] = 0;
-    return LMC_OK;
+    return lmc_text_append(&s->res->text, &s->res->text_len, &s->text_cap, t, n);
 }
 
 /* Cuts the text at a stop string that ends after byte `from`; true when found. */

@@ -155,18 +155,22 @@ static lmc_status push_id(lmc_stream *s, int32_t id) {
     return LMC_OK;
 }
 
-static lmc_status append_text(lmc_stream *s, const char *t, size_t n) {
-    if (s->text_len + n + 1 > s->text_cap) {
-        size_t cap = (s->text_len + n + 1) * 2;
-        char *p = realloc(s->text, cap);
+lmc_status lmc_text_append(char **text, size_t *len, size_t *cap, const char *t, size_t n) {
+    if (*len + n + 1 > *cap) {
+        size_t c = (*len + n + 1) * 2;
+        char *p = realloc(*text, c);
         if (!p) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
-        s->text = p;
-        s->text_cap = cap;
+        *text = p;
+        *cap = c;
     }
-    memcpy(s->text + s->text_len, t, n);
-    s->text_len += n;
-    s->text[s->text_len] = 0;
+    memcpy(*text + *len, t, n);
+    *len += n;
+    (*text)[*len] = 0;
     return LMC_OK;
+}
+
+static lmc_status append_text(lmc_stream *s, const char *t, size_t n) {
+    return lmc_text_append(&s->text, &s->text_len, &s->text_cap, t, n);
 }
 
 /* Sets the piece returned to the caller to text[emitted, upto). */
