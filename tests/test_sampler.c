@@ -590,6 +590,40 @@ static void test_fast_draw_matches(void) {
     free(x);
 }
 
+/* The vocabulary pass runs on the thread pool in fixed chunks: the same
+ * seed draws the same tokens (and log-probabilities) with 1, 2 and 3
+ * threads, for each path (temperature alone, top-p, min-p). */
+static void test_threads_same(void) {
+    enum { V = 151936, N = 64 };
+    float *l = malloc(V * sizeof *l), *x = malloc(V * sizeof *x);
+    for (int i = 0; i < V; i++) l[i] = (float)(2.5 * t_normal());
+    for (int i = 0; i < 20; i++) l[(i * 7919) % V] = (float)(12 + i * 0.3);
+    struct { float t, p, m; } cases[] = {{0.8f, 1.0f, 0.0f}, {1.0f, 0.9f, 0.0f}, {0.9f, 1.0f, 0.05f}, {1.5f, 0.99f, 0.0f}};
+    for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++) {
+        int32_t tok[3][N];
+        float lp[3][N];
+        for (int threads = 1; threads <= 3; threads++) {
+            lmc_set_num_threads(threads);
+            lmc_sampler_config c = cfg_t(cases[ci].t);
+            c.top_p = cases[ci].p;
+            c.min_p = cases[ci].m;
+            c.seed = 5;
+            lmc_sampler *s = make(c);
+            for (int i = 0; i < N; i++) {
+                memcpy(x, l, V * sizeof *x);
+                CHECK(lmc_sampler_sample(s, x, V, NULL, 0, &tok[threads - 1][i], &lp[threads - 1][i]) == LMC_OK);
+            }
+            lmc_sampler_free(s);
+        }
+        CHECKF(!memcmp(tok[0], tok[1], sizeof tok[0]) && !memcmp(tok[0], tok[2], sizeof tok[0]) &&
+                   !memcmp(lp[0], lp[1], sizeof lp[0]) && !memcmp(lp[0], lp[2], sizeof lp[0]),
+               "case %zu: draws differ between thread counts", ci);
+    }
+    lmc_set_num_threads(0);
+    free(l);
+    free(x);
+}
+
 /* Many equal logits (both zeros among them) through the radix sort: the
  * order must be exactly the rank order, ties by id. */
 static void test_rank_order(void) {
@@ -629,5 +663,6 @@ int main(void) {
     RUN(test_rank_order);
     RUN(test_weights);
     RUN(test_fast_draw_matches);
+    RUN(test_threads_same);
     return TEST_REPORT();
 }

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "core/threadpool.h"
 #include "runtime/rng.h"
 
 /* Probabilities are computed in float (relative error about 1e-7), so an
@@ -39,7 +40,8 @@ struct lmc_sampler {
     uint32_t *seen;              /* [seen_cap]: seen[id] == epoch marks an id already penalised */
     int64_t seen_cap;
     uint32_t epoch;
-    double *bsum;                /* [cap_bsum] block sums of the weights (draw_all) */
+    double *bsum;                /* [cap_bsum] block sums of the weights (weigh) */
+    int64_t *chunk_count;        /* candidates each chunk of the weigh pass wrote */
     int64_t cap_bsum;
 };
 
@@ -112,6 +114,7 @@ void lmc_sampler_free(lmc_sampler *s) {
     free(s->keys_tmp);
     free(s->seen);
     free(s->bsum);
+    free(s->chunk_count);
     free(s);
 }
 
@@ -422,54 +425,111 @@ static size_t top_p_bucket(float weight) {
  * and histogramming every token of a 150k vocabulary cost ~1.5 ms a token. */
 #define TINY_WEIGHT 0x1p-20f
 
-/* Without top-k: the possible tokens of weight >= floor in id order,
- * weighed, with the total weight of every token, the weight of those
- * collected (*kept) and (when mass is given) their top-p histogram. The
- * weights are computed four at a time; the total is summed per block as in
- * draw_all. Four interleaved histograms keep neighbouring tokens, which
+/* The one pass over the whole vocabulary for temperature > 0: every token's
+ * weight, summed per block of DRAW_BLOCK into s->bsum (two lanes of double,
+ * a block at a time, always in the same order), and, when c is given, the
+ * possible tokens of weight >= floor written in id order from c + the
+ * chunk's first id, counted per chunk. Chunks of WEIGH_CHUNK blocks run on
+ * the thread pool; every sum and list depends on the chunk alone, so the
+ * results are the same for any thread count. */
+enum { WEIGH_CHUNK = 64 }; /* blocks a chunk: 4096 tokens */
+
+typedef struct weigh_job {
+    const float *logits;
+    int64_t vocab;
+    float max, temperature, floor;
+    double *bsum;
+    lmc_sampler_candidate *c; /* NULL: sums only */
+    int64_t *count;           /* [chunks] candidates written by each */
+} weigh_job;
+
+static void weigh_chunks(void *ctx, int64_t j0, int64_t j1, int thread) {
+    (void)thread;
+    const weigh_job *w = ctx;
+    const float max = w->max, T = w->temperature, floor = w->floor;
+    const v4f mv = {max, max, max, max}, tv = {T, T, T, T}, fv = {floor, floor, floor, floor};
+    const v4f ninf = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
+    for (int64_t j = j0; j < j1; j++) {
+        int64_t first = j * WEIGH_CHUNK * DRAW_BLOCK, n = 0;
+        int64_t end = first + WEIGH_CHUNK * DRAW_BLOCK < w->vocab ? first + WEIGH_CHUNK * DRAW_BLOCK : w->vocab;
+        lmc_sampler_candidate *c = w->c ? w->c + first : NULL;
+        for (int64_t b0 = first; b0 < end; b0 += DRAW_BLOCK) {
+            int64_t b1 = b0 + DRAW_BLOCK < end ? b0 + DRAW_BLOCK : end;
+            v2d sum = {0, 0};
+            for (int64_t i = b0; i < b1; i += 4) {
+                float wt[4], x[4];
+                int lanes = b1 - i < 4 ? (int)(b1 - i) : 4;
+                if (lanes == 4) {
+                    v4f xv = load4(w->logits + i), wv = weight_of4(mv, xv, tv);
+                    sum += sum_pairs(wv);
+                    if (!c || !any4((wv >= fv) & (xv != ninf))) continue;
+                    memcpy(wt, &wv, sizeof wt);
+                    memcpy(x, &xv, sizeof x);
+                } else {
+                    for (int l = 0; l < lanes; l++) {
+                        x[l] = w->logits[i + l];
+                        wt[l] = weight_of(max, x[l], T);
+                        sum[0] += wt[l];
+                    }
+                    if (!c) continue;
+                }
+                for (int l = 0; l < lanes; l++)
+                    if (x[l] != -INFINITY && wt[l] >= floor) c[n++] = (lmc_sampler_candidate){(int32_t)(i + l), x[l], wt[l]};
+            }
+            w->bsum[b0 / DRAW_BLOCK] = sum[0] + sum[1];
+        }
+        if (w->count) w->count[j] = n;
+    }
+}
+
+/* Runs the pass (see weigh_job); returns the total weight, the block sums
+ * added in block order. */
+static lmc_status weigh(lmc_sampler *s, const float *logits, int64_t vocab, float max, lmc_sampler_candidate *c,
+                        float floor, double *total) {
+    int64_t nb = (vocab + DRAW_BLOCK - 1) / DRAW_BLOCK, chunks = (nb + WEIGH_CHUNK - 1) / WEIGH_CHUNK;
+    if (nb > s->cap_bsum) {
+        double *b = realloc(s->bsum, (size_t)nb * sizeof *b);
+        if (b) s->bsum = b;
+        int64_t *n = realloc(s->chunk_count, (size_t)chunks * sizeof *n);
+        if (n) s->chunk_count = n;
+        if (!b || !n) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "sampler: out of memory for %lld block sums", (long long)nb);
+        s->cap_bsum = nb;
+    }
+    weigh_job w = {logits, vocab, max, s->cfg.temperature, floor, s->bsum, c, c ? s->chunk_count : NULL};
+    lmc_parallel_for(chunks, 1, weigh_chunks, &w);
+    double t = 0;
+    for (int64_t b = 0; b < nb; b++) t += s->bsum[b];
+    *total = t;
+    return LMC_OK;
+}
+
+/* Without top-k: the possible tokens of weight >= floor in id order (the
+ * chunks' lists moved together), with the total weight of every token, the
+ * weight of those collected (*kept) and (when mass is given) their top-p
+ * histogram. Four interleaved histograms keep neighbouring tokens, which
  * mostly fall in the same bucket, from waiting on each other's update; row
  * 0 gets the sum. */
-static size_t collect_all(lmc_sampler_candidate *c, const float *logits, int64_t vocab, float max, float temperature,
-                          float floor, double *total, double *kept, double (*mass)[TOP_P_BUCKETS]) {
-    const v4f mv = {max, max, max, max}, tv = {temperature, temperature, temperature, temperature};
-    const v4f fv = {floor, floor, floor, floor}, ninf = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
+static lmc_status collect_all(lmc_sampler *s, const float *logits, int64_t vocab, float max, float floor,
+                              size_t *n_out, double *total, double *kept, double (*mass)[TOP_P_BUCKETS]) {
+    lmc_sampler_candidate *c = s->cand;
+    LMC_CHECK(weigh(s, logits, vocab, max, c, floor, total));
+    int64_t chunks = ((vocab + DRAW_BLOCK - 1) / DRAW_BLOCK + WEIGH_CHUNK - 1) / WEIGH_CHUNK;
     size_t n = 0;
-    double t = 0, k = 0;
-    for (int64_t b0 = 0; b0 < vocab; b0 += DRAW_BLOCK) {
-        int64_t b1 = b0 + DRAW_BLOCK < vocab ? b0 + DRAW_BLOCK : vocab;
-        v2d sum = {0, 0};
-        for (int64_t i = b0; i < b1; i += 4) {
-            float w[4], x[4];
-            int lanes = b1 - i < 4 ? (int)(b1 - i) : 4;
-            if (lanes == 4) {
-                v4f xv = load4(logits + i), wv = weight_of4(mv, xv, tv);
-                v4i take = (wv >= fv) & (xv != ninf);
-                sum += sum_pairs(wv);
-                if (!any4(take)) continue;
-                memcpy(w, &wv, sizeof w);
-                memcpy(x, &xv, sizeof x);
-            } else {
-                for (int l = 0; l < lanes; l++) {
-                    x[l] = logits[i + l];
-                    w[l] = weight_of(max, x[l], temperature);
-                    sum[0] += w[l];
-                }
-            }
-            for (int l = 0; l < lanes; l++) {
-                if (x[l] == -INFINITY || !(w[l] >= floor)) continue;
-                int64_t id = i + l;
-                c[n++] = (lmc_sampler_candidate){(int32_t)id, x[l], w[l]};
-                k += w[l];
-                if (mass) mass[id & 3][top_p_bucket(w[l])] += w[l];
-            }
-        }
-        t += sum[0] + sum[1];
+    for (int64_t j = 0; j < chunks; j++) {
+        int64_t first = j * WEIGH_CHUNK * DRAW_BLOCK, cnt = s->chunk_count[j];
+        if (cnt && (size_t)first != n) memmove(c + n, c + first, (size_t)cnt * sizeof *c);
+        n += (size_t)cnt;
+    }
+    double k = 0;
+    for (size_t i = 0; i < n; i++) {
+        k += c[i].weight;
+        if (mass) mass[c[i].id & 3][top_p_bucket(c[i].weight)] += c[i].weight;
     }
     if (mass)
         for (int b = 0; b < TOP_P_BUCKETS; b++) mass[0][b] += mass[1][b] + mass[2][b] + mass[3][b];
-    *total = t;
     *kept = k;
-    return n;
+    *n_out = n;
+    return LMC_OK;
 }
 
 static double total_weight(const lmc_sampler_candidate *c, size_t n) {
@@ -548,11 +608,11 @@ static lmc_status run_filters(lmc_sampler *s, const float *logits, int64_t vocab
         /* tiny weights left out where no filter could keep them (checked for top-p below) */
         float floor = top_p || cfg->min_p * (1 - REL_SLACK) >= TINY_WEIGHT ? TINY_WEIGHT : 0.0f;
         double kept;
-        n = collect_all(c, logits, vocab, max, temperature, floor, &total, &kept, hist);
+        LMC_CHECK(collect_all(s, logits, vocab, max, floor, &n, &total, &kept, hist));
         if (floor > 0 && top_p && kept < cfg->top_p * total * (1 - REL_SLACK)) {
             /* the nucleus reaches below the floor: every token */
             memset(mass, 0, sizeof mass);
-            n = collect_all(c, logits, vocab, max, temperature, 0.0f, &total, &kept, hist);
+            LMC_CHECK(collect_all(s, logits, vocab, max, 0.0f, &n, &total, &kept, hist));
         }
     }
     if (cfg->top_p < 1.0f) n = apply_top_p(s, c, n, hist ? hist[0] : NULL, total, max, temperature, cfg->top_p);
@@ -573,25 +633,9 @@ static lmc_status run_filters(lmc_sampler *s, const float *logits, int64_t vocab
 static lmc_status draw_all(lmc_sampler *s, const float *logits, int64_t vocab, float max, int32_t *token,
                            float *logprob) {
     int64_t nb = (vocab + DRAW_BLOCK - 1) / DRAW_BLOCK;
-    if (nb > s->cap_bsum) {
-        double *b = realloc(s->bsum, (size_t)nb * sizeof *b);
-        if (!b) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "sampler: out of memory for %lld block sums", (long long)nb);
-        s->bsum = b;
-        s->cap_bsum = nb;
-    }
     const float T = s->cfg.temperature;
-    const v4f mv = {max, max, max, max}, tv = {T, T, T, T};
-    double total = 0;
-    for (int64_t b = 0; b < nb; b++) {
-        int64_t i0 = b * DRAW_BLOCK, i1 = i0 + DRAW_BLOCK < vocab ? i0 + DRAW_BLOCK : vocab;
-        v2d acc = {0, 0};
-        int64_t i = i0;
-        for (; i + 4 <= i1; i += 4) acc += sum_pairs(weight_of4(mv, load4(logits + i), tv));
-        double sum = acc[0] + acc[1];
-        for (; i < i1; i++) sum += weight_of(max, logits[i], T);
-        s->bsum[b] = sum;
-        total += sum;
-    }
+    double total;
+    LMC_CHECK(weigh(s, logits, vocab, max, NULL, 0.0f, &total));
     /* The block where the running sum passes u, then the token inside it; if
      * rounding leaves u past every sum, the last token of non-zero weight. */
     double u = lmc_rng_uniform(&s->rng) * total, cum = 0;
