@@ -5,7 +5,9 @@
  * its k tokens with a bounded heap and radix-sorts those k. Top-p without
  * top-k first histograms the probability mass by weight (8 buckets per
  * halving), finds the bucket where the cumulative mass reaches p, and sorts
- * only the tokens in that bucket and above.
+ * only the tokens in that bucket and above. The pass that weighs every token
+ * (temperature > 0) runs in four-lane vectors on the thread pool, in fixed
+ * chunks, so results do not depend on the thread count (see weigh).
  */
 #include "runtime/sampler.h"
 
