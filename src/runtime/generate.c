@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "lmc/chat_template.h"
+#include "io/json_util.h"
 #include "lmc/ops.h"
 #include "runtime/model_internal.h"
 #include "runtime/sampler.h"
@@ -156,17 +157,12 @@ static lmc_status push_id(lmc_stream *s, int32_t id) {
 }
 
 lmc_status lmc_text_append(char **text, size_t *len, size_t *cap, const char *t, size_t n) {
-    if (*len + n + 1 > *cap) {
-        size_t c = (*len + n + 1) * 2;
-        char *p = realloc(*text, c);
-        if (!p) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
-        *text = p;
-        *cap = c;
-    }
-    memcpy(*text + *len, t, n);
-    *len += n;
-    (*text)[*len] = 0;
-    return LMC_OK;
+    lmc_strbuf b = {*text, *len, *cap, false}; /* the text lives in public result fields */
+    lmc_strbuf_append(&b, t, n);
+    *text = b.data;
+    *len = b.len;
+    *cap = b.cap;
+    return b.failed ? lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory") : LMC_OK;
 }
 
 static lmc_status append_text(lmc_stream *s, const char *t, size_t n) {

@@ -57,7 +57,8 @@ lmc_status lmc_model_chat_ids(lmc_model *m, const lmc_message *msgs, size_t n, i
  * its own streams gets the prompt as it is. */
 lmc_status lmc_stream_start_prompt(lmc_model *m, const lmc_prompt *p, const lmc_generate_options *opt, lmc_stream **out);
 /* Appends t[0..n) to the NUL-terminated text (*text, *len bytes, *cap
- * allocated), growing it by doubling. */
+ * allocated) with lmc_strbuf_append, for texts kept in public result
+ * structs as pointer and length. */
 lmc_status lmc_text_append(char **text, size_t *len, size_t *cap, const char *t, size_t n);
 /* Checks max_tokens and the stop lists of generation options. */
 lmc_status lmc_generate_check_options(const lmc_generate_options *opt);

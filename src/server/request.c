@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "core/utf8.h"
+#include "io/json_util.h"
 
 static bool fail(lmc_srv_error *err, const char *param, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static bool fail(lmc_srv_error *err, const char *param, const char *fmt, ...) {
@@ -21,15 +22,6 @@ static bool fail(lmc_srv_error *err, const char *param, const char *fmt, ...) {
     vsnprintf(err->message, sizeof err->message, fmt, ap);
     va_end(ap);
     return false;
-}
-
-static const char *type_name(const cJSON *v) {
-    if (cJSON_IsString(v)) return "a string";
-    if (cJSON_IsNumber(v)) return "a number";
-    if (cJSON_IsBool(v)) return "a boolean";
-    if (cJSON_IsNull(v)) return "null";
-    if (cJSON_IsArray(v)) return "an array";
-    return "an object";
 }
 
 /* The field, or NULL when it is absent or null (both mean "the default"). */
@@ -49,7 +41,7 @@ static bool get_number(const cJSON *obj, const char *name, double lo, bool lo_op
                        lmc_srv_error *err) {
     const cJSON *v = field(obj, name);
     if (!v) return true;
-    if (!cJSON_IsNumber(v)) return fail(err, name, "'%s' must be a number, got %s", name, type_name(v));
+    if (!cJSON_IsNumber(v)) return fail(err, name, "'%s' must be a number, got %s", name, lmc_json_type_name(v));
     double x = v->valuedouble;
     if (!isfinite(x) || x < lo || x > hi || (lo_open && x == lo))
         return fail(err, name, "'%s' must be in %c%g, %g], got %g", name, lo_open ? '(' : '[', lo, hi, x);
@@ -70,7 +62,7 @@ static bool get_int(const cJSON *obj, const char *name, double lo, double hi, lo
     if (!v) return true;
     if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble))
         return fail(err, name, "'%s' must be an integer, got %s", name,
-                    cJSON_IsNumber(v) ? "a fractional number" : type_name(v));
+                    cJSON_IsNumber(v) ? "a fractional number" : lmc_json_type_name(v));
     double x = v->valuedouble;
     if (x < lo || x > hi) return fail(err, name, "'%s' must be in [%.0f, %.0f], got %.0f", name, lo, hi, x);
     *out = (long long)x;
@@ -80,7 +72,7 @@ static bool get_int(const cJSON *obj, const char *name, double lo, double hi, lo
 static bool get_bool(const cJSON *obj, const char *name, bool *out, lmc_srv_error *err) {
     const cJSON *v = field(obj, name);
     if (!v) return true;
-    if (!cJSON_IsBool(v)) return fail(err, name, "'%s' must be a boolean, got %s", name, type_name(v));
+    if (!cJSON_IsBool(v)) return fail(err, name, "'%s' must be a boolean, got %s", name, lmc_json_type_name(v));
     *out = cJSON_IsTrue(v);
     return true;
 }
@@ -106,7 +98,7 @@ static char *content_text(const cJSON *content, const char *name, bool may_be_nu
     }
     if (!content || !cJSON_IsArray(content)) {
         fail(err, name, "'%s' must be a string or an array of text parts, got %s", name,
-             content ? type_name(content) : "null");
+             content ? lmc_json_type_name(content) : "null");
         return NULL;
     }
     size_t len = 0, cap = 64;
@@ -118,13 +110,13 @@ static char *content_text(const cJSON *content, const char *name, bool may_be_nu
         const cJSON *type = cJSON_GetObjectItemCaseSensitive(part, "type");
         const cJSON *t = cJSON_GetObjectItemCaseSensitive(part, "text");
         bool ok = cJSON_IsObject(part);
-        if (!ok) fail(err, pname, "'%s' must be an object, got %s", pname, type_name(part));
+        if (!ok) fail(err, pname, "'%s' must be an object, got %s", pname, lmc_json_type_name(part));
         else if (!cJSON_IsString(type))
-            ok = fail(err, pname, "'%s.type' must be a string, got %s", pname, type ? type_name(type) : "nothing");
+            ok = fail(err, pname, "'%s.type' must be a string, got %s", pname, type ? lmc_json_type_name(type) : "nothing");
         else if (strcmp(type->valuestring, "text"))
             ok = fail(err, pname, "'%s.type' is '%.40s': only text parts are supported", pname, type->valuestring);
         else if (!cJSON_IsString(t))
-            ok = fail(err, pname, "'%s.text' must be a string, got %s", pname, t ? type_name(t) : "nothing");
+            ok = fail(err, pname, "'%s.text' must be a string, got %s", pname, t ? lmc_json_type_name(t) : "nothing");
         else if (!check_utf8(t->valuestring, pname, err))
             ok = false;
         if (!ok) {
@@ -154,7 +146,7 @@ static char *content_text(const cJSON *content, const char *name, bool may_be_nu
 static bool parse_messages(const cJSON *root, lmc_srv_request *r, lmc_srv_error *err) {
     const cJSON *msgs = field(root, "messages");
     if (!msgs) return fail(err, "messages", "'messages' is required");
-    if (!cJSON_IsArray(msgs)) return fail(err, "messages", "'messages' must be an array, got %s", type_name(msgs));
+    if (!cJSON_IsArray(msgs)) return fail(err, "messages", "'messages' must be an array, got %s", lmc_json_type_name(msgs));
     int n = cJSON_GetArraySize(msgs);
     if (n == 0) return fail(err, "messages", "'messages' must not be empty");
     r->msgs = calloc((size_t)n, sizeof *r->msgs);
@@ -165,10 +157,10 @@ static bool parse_messages(const cJSON *root, lmc_srv_request *r, lmc_srv_error 
         snprintf(name, sizeof name, "messages[%d]", i);
         snprintf(rname, sizeof rname, "%s.role", name);
         snprintf(cname, sizeof cname, "%s.content", name);
-        if (!cJSON_IsObject(m)) return fail(err, name, "'%s' must be an object, got %s", name, type_name(m));
+        if (!cJSON_IsObject(m)) return fail(err, name, "'%s' must be an object, got %s", name, lmc_json_type_name(m));
         const cJSON *role = field(m, "role");
         if (!role || !cJSON_IsString(role))
-            return fail(err, rname, "'%s' must be a string, got %s", rname, role ? type_name(role) : "nothing");
+            return fail(err, rname, "'%s' must be a string, got %s", rname, role ? lmc_json_type_name(role) : "nothing");
         const char *rs = role->valuestring;
         /* OpenAI's "developer" is the system role of newer models. */
         if (!strcmp(rs, "developer")) rs = "system";
@@ -197,7 +189,7 @@ static bool parse_prompt(const cJSON *root, lmc_srv_request *r, lmc_srv_error *e
     }
     if (!cJSON_IsArray(p) || !p->child)
         return fail(err, "prompt", "'prompt' must be a string or an array of token ids, got %s",
-                    cJSON_IsArray(p) ? "an empty array" : type_name(p));
+                    cJSON_IsArray(p) ? "an empty array" : lmc_json_type_name(p));
     int n = cJSON_GetArraySize(p);
     r->ids = malloc((size_t)n * sizeof *r->ids);
     if (!r->ids) return fail(err, "", "out of memory");
@@ -207,7 +199,7 @@ static bool parse_prompt(const cJSON *root, lmc_srv_request *r, lmc_srv_error *e
         if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < 0 ||
             v->valuedouble > INT32_MAX)
             return fail(err, "prompt", "'prompt[%zu]' must be a token id (an integer >= 0), got %s", r->n_ids,
-                        cJSON_IsNumber(v) ? "another number" : type_name(v));
+                        cJSON_IsNumber(v) ? "another number" : lmc_json_type_name(v));
         r->ids[r->n_ids++] = (int32_t)v->valuedouble;
     }
     return true;
@@ -224,13 +216,13 @@ static bool parse_stop(const cJSON *root, lmc_srv_request *r, lmc_srv_error *err
         int n = 0;
         for (const cJSON *v = stop->child; v; v = v->next, n++) {
             if (n == LMC_SRV_MAX_STOPS) return fail(err, "stop", "'stop' has more than %d strings", LMC_SRV_MAX_STOPS);
-            if (!cJSON_IsString(v)) return fail(err, "stop", "'stop[%d]' must be a string, got %s", n, type_name(v));
+            if (!cJSON_IsString(v)) return fail(err, "stop", "'stop[%d]' must be a string, got %s", n, lmc_json_type_name(v));
             if (!check_utf8(v->valuestring, "stop", err)) return false;
             if (!(r->stops[n] = strdup(v->valuestring))) return fail(err, "", "out of memory");
         }
         r->gen.n_stop_strings = n;
     } else {
-        return fail(err, "stop", "'stop' must be a string or an array of strings, got %s", type_name(stop));
+        return fail(err, "stop", "'stop' must be a string or an array of strings, got %s", lmc_json_type_name(stop));
     }
     r->gen.stop_strings = (const char *const *)r->stops;
     return true;
@@ -242,7 +234,7 @@ static bool parse_options(const cJSON *root, lmc_srv_request *r, lmc_srv_error *
     long long seed = (long long)g->sampler.seed;
     double penalty = 0;
     const cJSON *model = field(root, "model");
-    if (model && !cJSON_IsString(model)) return fail(err, "model", "'model' must be a string, got %s", type_name(model));
+    if (model && !cJSON_IsString(model)) return fail(err, "model", "'model' must be a string, got %s", lmc_json_type_name(model));
     if (!get_int(root, "max_tokens", 1, INT32_MAX, &max_tokens, err) ||
         !get_int(root, "max_completion_tokens", 1, INT32_MAX, &max_tokens, err) ||
         !get_float(root, "temperature", 0, false, 2, &g->sampler.temperature, err) ||
@@ -271,12 +263,12 @@ static bool parse_options(const cJSON *root, lmc_srv_request *r, lmc_srv_error *
     }
     const cJSON *so = field(root, "stream_options");
     if (so) {
-        if (!cJSON_IsObject(so)) return fail(err, "stream_options", "'stream_options' must be an object, got %s", type_name(so));
+        if (!cJSON_IsObject(so)) return fail(err, "stream_options", "'stream_options' must be an object, got %s", lmc_json_type_name(so));
         if (!r->stream) return fail(err, "stream_options", "'stream_options' is only allowed when 'stream' is true");
         const cJSON *iu = field(so, "include_usage");
         if (iu && !cJSON_IsBool(iu))
             return fail(err, "stream_options.include_usage", "'stream_options.include_usage' must be a boolean, got %s",
-                        type_name(iu));
+                        lmc_json_type_name(iu));
         r->include_usage = cJSON_IsTrue(iu);
     }
     const cJSON *rf = field(root, "response_format");
@@ -346,7 +338,7 @@ bool lmc_srv_parse_request(lmc_srv_kind kind, const char *body, size_t len, cons
                     root ? ": text after the JSON value" : "", k ? ", near '" : ", at the end of the body", near,
                     k ? "'" : "");
     }
-    bool ok = cJSON_IsObject(root) ? true : fail(err, "", "the request body must be a JSON object, got %s", type_name(root));
+    bool ok = cJSON_IsObject(root) ? true : fail(err, "", "the request body must be a JSON object, got %s", lmc_json_type_name(root));
     if (ok) ok = kind == LMC_SRV_CHAT ? parse_messages(root, r, err) : parse_prompt(root, r, err);
     if (ok) ok = parse_options(root, r, err);
     cJSON_Delete(root);

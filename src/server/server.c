@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #include "core/error.h"
+#include "io/json_util.h"
 #include "runtime/model_internal.h"
 #include "server/request.h"
 
@@ -247,8 +248,8 @@ typedef struct gen_run {
     lmc_generation final;     /* copy of the result's counts once done (text and ids not kept) */
     int phase;                /* streaming only */
     bool cut;                 /* the stream ended before its end (client gone, out of memory) */
-    char *out;                /* streaming: event bytes not yet handed to libmicrohttpd */
-    size_t out_len, out_pos, out_cap;
+    lmc_strbuf out;           /* streaming: event bytes, handed to libmicrohttpd from out_pos */
+    size_t out_pos;
 } gen_run;
 
 static const char *finish_reason(lmc_stop_reason r) {
@@ -273,7 +274,7 @@ static void end_generation(gen_run *g) {
 static void gen_run_free(gen_run *g) {
     end_generation(g);
     lmc_srv_request_free(&g->req);
-    free(g->out);
+    lmc_strbuf_free(&g->out);
     free(g);
 }
 
@@ -391,26 +392,17 @@ static enum MHD_Result answer_whole(gen_run *g, struct MHD_Connection *c) {
 
 /* --- streaming (Server-Sent Events) ------------------------------------------------------ */
 
-static bool out_append(gen_run *g, const char *a, size_t n) {
-    if (g->out_len + n > g->out_cap) {
-        size_t cap = (g->out_len + n) * 2;
-        char *p = realloc(g->out, cap);
-        if (!p) return false;
-        g->out = p;
-        g->out_cap = cap;
-    }
-    memcpy(g->out + g->out_len, a, n);
-    g->out_len += n;
-    return true;
-}
-
 /* Appends "data: JSON\n\n" (and frees obj). */
 static bool out_event(gen_run *g, cJSON *obj) {
     char *json = obj ? cJSON_PrintUnformatted(obj) : NULL;
     cJSON_Delete(obj);
-    bool ok = json && out_append(g, "data: ", 6) && out_append(g, json, strlen(json)) && out_append(g, "\n\n", 2);
+    if (json) {
+        lmc_strbuf_puts(&g->out, "data: ");
+        lmc_strbuf_puts(&g->out, json);
+        lmc_strbuf_puts(&g->out, "\n\n");
+    }
     free(json);
-    return ok;
+    return json && !g->out.failed;
 }
 
 static cJSON *chunk(const gen_run *g, const char *role, const char *text, const char *finish) {
@@ -453,29 +445,30 @@ static bool produce(gen_run *g) {
         add_usage(u, &g->final, g->req.gen.sampler.seed);
         ok = out_event(g, u);
     }
-    return ok && out_append(g, "data: [DONE]\n\n", 14);
+    if (ok) lmc_strbuf_puts(&g->out, "data: [DONE]\n\n");
+    return ok && !g->out.failed;
 }
 
 static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max) {
     (void)pos;
     gen_run *g = cls;
-    while (g->out_pos == g->out_len) {
+    while (g->out_pos == g->out.len) {
         if (g->phase == PHASE_END) return MHD_CONTENT_READER_END_OF_STREAM;
-        g->out_pos = g->out_len = 0;
+        g->out_pos = g->out.len = 0;
         if (!produce(g)) {
             g->cut = true;
             return MHD_CONTENT_READER_END_WITH_ERROR;
         }
     }
-    size_t n = g->out_len - g->out_pos < max ? g->out_len - g->out_pos : max;
-    memcpy(buf, g->out + g->out_pos, n);
+    size_t n = g->out.len - g->out_pos < max ? g->out.len - g->out_pos : max;
+    memcpy(buf, g->out.data + g->out_pos, n);
     g->out_pos += n;
     return (ssize_t)n;
 }
 
 static void sse_free(void *cls) {
     gen_run *g = cls;
-    bool complete = !g->cut && g->phase == PHASE_END && g->out_pos == g->out_len;
+    bool complete = !g->cut && g->phase == PHASE_END && g->out_pos == g->out.len;
     end_generation(g);
     log_request(g->srv, g->method, g->url, complete ? 200 : 499, g->t0, &g->final, NULL);
     gen_run_free(g);
