@@ -6,14 +6,7 @@
 #include <string.h>
 
 #include "io/safetensors_internal.h"
-
-/* A broken invariant is a bug in the reader: crash so libFuzzer keeps the input. */
-#define REQUIRE(cond)                 \
-    do {                              \
-        if (!(cond)) __builtin_trap(); \
-    } while (0)
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+#include "fuzz.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     lmc_buffer *buf = lmc_buffer_wrap((void *)data, size, LMC_CPU, NULL, NULL);

@@ -8,14 +8,7 @@
 #include <string.h>
 
 #include "server/request.h"
-
-/* A broken invariant is a bug: crash so libFuzzer keeps the input. */
-#define REQUIRE(cond)                  \
-    do {                               \
-        if (!(cond)) __builtin_trap(); \
-    } while (0)
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+#include "fuzz.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     lmc_generate_options defaults = lmc_generate_options_default();

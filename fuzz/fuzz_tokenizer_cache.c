@@ -17,14 +17,7 @@
 
 #include "lmc/tokenizer.h"
 #include "text/tokenizer_internal.h"
-
-/* A broken invariant is a bug: crash so libFuzzer keeps the input. */
-#define REQUIRE(cond)                  \
-    do {                               \
-        if (!(cond)) __builtin_trap(); \
-    } while (0)
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+#include "fuzz.h"
 
 static char g_dir[64];
 static tk_cache_key g_key;

@@ -11,14 +11,7 @@
 
 #include "lmc/tokenizer.h"
 #include "text/tokenizer_internal.h"
-
-/* A broken invariant is a bug: crash so libFuzzer keeps the input. */
-#define REQUIRE(cond)                  \
-    do {                               \
-        if (!(cond)) __builtin_trap(); \
-    } while (0)
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+#include "fuzz.h"
 
 /* The two-thread scan (a helper thread takes the array after the first
  * `"merges": [`) gives what the one-thread scan gives: the same status and
