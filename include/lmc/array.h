@@ -62,10 +62,18 @@ LMC_API lmc_dtype lmc_array_dtype(const lmc_array *a);
 LMC_API lmc_device lmc_array_device(const lmc_array *a);
 /* True when the elements are laid out row-major without gaps. */
 LMC_API bool lmc_array_is_contiguous(const lmc_array *a);
+/* A copy of `a` on device dev (LMC_CPU or LMC_CUDA), contiguous; a new
+ * reference to `a` itself when it is already there. Fails with
+ * LMC_ERR_UNSUPPORTED when the device is not built in or not usable. */
+LMC_API lmc_array *lmc_array_to(const lmc_array *a, lmc_device dev);
+/* True when arrays can live on dev here (the CPU always; CUDA in a build
+ * with -DLMC_CUDA=ON on a machine with a usable GPU). */
+LMC_API bool lmc_device_available(lmc_device dev);
 /* Address of the first element (CPU arrays); NULL for other devices. */
 LMC_API void *lmc_array_data(const lmc_array *a);
 /* Copies the elements, row-major, converted to dtype `dt`, into dst (room
- * for `count` elements; count must equal the array's size). */
+ * for `count` elements; count must equal the array's size). Arrays on a
+ * device are copied to the host first (the call waits for the device). */
 LMC_API lmc_status lmc_array_read(const lmc_array *a, lmc_dtype dt, void *dst, size_t count);
 /* The single element of a size-1 array as a double. */
 LMC_API lmc_status lmc_array_item(const lmc_array *a, double *out);

@@ -20,8 +20,10 @@ typedef struct lmc_tokenizer lmc_tokenizer;
 /* --- backends ------------------------------------------------------------ */
 
 /* Names of the registered backends, NULL-terminated: "cpu" (the native
- * decoder) and "subprocess" (an external runtime behind a bridge program
- * speaking JSON Lines, docs/subprocess-protocol.md); "cuda" when built. */
+ * decoder), "cuda" (the same decoder on an NVIDIA GPU: builds configured
+ * with -DLMC_CUDA=ON, on a machine with a GPU; see lmc_backend_available)
+ * and "subprocess" (an external runtime behind a bridge program speaking
+ * JSON Lines, docs/subprocess-protocol.md). */
 LMC_API const char *const *lmc_backends(void);
 /* The backend used when the load options name none ("cpu"). */
 LMC_API const char *lmc_default_backend(void);

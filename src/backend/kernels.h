@@ -88,5 +88,7 @@ const lmc_kernels *lmc_kernels_for(lmc_device dev);
 /* The CPU tables: the scalar oracle, and the table for the active path. */
 const lmc_kernels *lmc_cpu_kernels_scalar(void);
 const lmc_kernels *lmc_cpu_kernels(void);
+/* The CUDA table (builds with LMC_CUDA=ON; NULL with an error when no GPU is usable). */
+const lmc_kernels *lmc_cuda_kernels(void);
 
 #endif

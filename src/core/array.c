@@ -267,7 +267,12 @@ bool lmc_index_next(lmc_index_iter *it) {
 
 lmc_status lmc_array_read(const lmc_array *a, lmc_dtype dt, void *dst, size_t count) {
     if (!a) return lmc_last_status() != LMC_OK ? lmc_last_status() : lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "array is NULL");
-    if (a->buf->device != LMC_CPU) return lmc_set_error(LMC_ERR_UNSUPPORTED, "lmc_array_read: array is not on the CPU");
+    if (a->buf->device != LMC_CPU && (size_t)a->size == count) {
+        lmc_array *h = lmc_array_unscope(lmc_array_to(a, LMC_CPU));
+        lmc_status s = h ? lmc_array_read(h, dt, dst, count) : lmc_last_status();
+        lmc_array_free(h);
+        return s;
+    }
     if ((size_t)a->size != count)
         return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "lmc_array_read: array has %lld elements, destination %zu",
                              (long long)a->size, count);
@@ -291,7 +296,13 @@ lmc_status lmc_array_read(const lmc_array *a, lmc_dtype dt, void *dst, size_t co
 lmc_status lmc_array_item(const lmc_array *a, double *out) {
     if (!a) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "array is NULL");
     if (a->size != 1) return lmc_set_error(LMC_ERR_SHAPE, "lmc_array_item needs one element, array has %lld", (long long)a->size);
-    if (a->buf->device != LMC_CPU) return lmc_set_error(LMC_ERR_UNSUPPORTED, "lmc_array_item: array is not on the CPU");
+    if (a->buf->device != LMC_CPU) {
+        lmc_array *h = lmc_array_unscope(lmc_array_to(a, LMC_CPU));
+        if (!h) return lmc_last_status();
+        *out = lmc_load_f64(lmc_array_ptr(h), h->dtype);
+        lmc_array_free(h);
+        return LMC_OK;
+    }
     *out = lmc_load_f64(lmc_array_ptr(a), a->dtype);
     return LMC_OK;
 }

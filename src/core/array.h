@@ -47,7 +47,15 @@ lmc_buffer *lmc_buffer_wrap(void *data, size_t nbytes, lmc_device dev, void (*re
 void lmc_buffer_retain(lmc_buffer *b);
 void lmc_buffer_release(lmc_buffer *b);
 
-/* Device memory accounting used by allocators (CPU here; CUDA later). */
+/* Device memory (core/device.c): allocation on a device other than the CPU,
+ * and copies between any two devices (host <-> device copies are complete
+ * when the call returns; device -> device ones are ordered on the device). */
+bool lmc_device_usable(lmc_device dev);
+lmc_status lmc_device_malloc(lmc_device dev, size_t nbytes, void **out);
+void lmc_device_free(lmc_device dev, void *p);
+lmc_status lmc_device_copy(void *dst, lmc_device dst_dev, const void *src, lmc_device src_dev, size_t nbytes);
+
+/* Device memory accounting used by allocators. */
 lmc_status lmc_memory_reserve(lmc_device dev, size_t nbytes); /* fails over the limit */
 void lmc_memory_unreserve(lmc_device dev, size_t nbytes);
 void lmc_memory_add_mapped(lmc_device dev, int64_t delta);

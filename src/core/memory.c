@@ -111,11 +111,30 @@ static bool cache_put(lmc_buffer *b, int cls) {
     return kept;
 }
 
-lmc_buffer *lmc_buffer_alloc(lmc_device dev, size_t nbytes) {
-    if (dev != LMC_CPU) {
-        lmc_set_error(LMC_ERR_UNSUPPORTED, "device %d has no allocator in this build", (int)dev);
+static lmc_buffer *device_alloc(lmc_device dev, size_t nbytes) {
+    if ((unsigned)dev >= LMC_DEVICE_COUNT) {
+        lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "no device %d", (int)dev);
         return NULL;
     }
+    if (lmc_memory_reserve(dev, nbytes) != LMC_OK) return NULL;
+    lmc_buffer *b = calloc(1, sizeof *b);
+    void *data = NULL;
+    if (!b || lmc_device_malloc(dev, nbytes, &data) != LMC_OK) {
+        if (!b) lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
+        free(b);
+        lmc_memory_unreserve(dev, nbytes);
+        return NULL;
+    }
+    b->data = data;
+    b->nbytes = nbytes;
+    b->device = dev;
+    b->counted = true;
+    atomic_init(&b->refcount, 1);
+    return b;
+}
+
+lmc_buffer *lmc_buffer_alloc(lmc_device dev, size_t nbytes) {
+    if (dev != LMC_CPU) return device_alloc(dev, nbytes);
     if (lmc_memory_reserve(dev, nbytes) != LMC_OK) return NULL;
     int cls;
     size_t alloc = alloc_size(nbytes, &cls);
@@ -160,7 +179,10 @@ void lmc_buffer_retain(lmc_buffer *b) { atomic_fetch_add(&b->refcount, 1); }
 
 void lmc_buffer_release(lmc_buffer *b) {
     if (!b || atomic_fetch_sub(&b->refcount, 1) != 1) return;
-    if (b->counted) {
+    if (b->counted && b->device != LMC_CPU) {
+        lmc_memory_unreserve(b->device, b->nbytes);
+        lmc_device_free(b->device, b->data);
+    } else if (b->counted) {
         lmc_memory_unreserve(b->device, b->nbytes);
         int cls;
         alloc_size(b->nbytes, &cls);

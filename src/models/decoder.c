@@ -255,6 +255,32 @@ void lmc_decoder_free(lmc_decoder *d) {
     free(d);
 }
 
+static lmc_status vector_to(lmc_array **a, lmc_device dev) {
+    if (!*a) return LMC_OK;
+    lmc_array *m = lmc_array_unscope(lmc_array_to(*a, dev));
+    if (!m) return lmc_last_status();
+    lmc_array_free(*a);
+    *a = m;
+    return LMC_OK;
+}
+
+lmc_status lmc_decoder_to_device(lmc_decoder *d, lmc_device dev) {
+    if (d->device == dev) return LMC_OK;
+    LMC_CHECK(lmc_linear_to_device(d->embed, dev));
+    if (d->head) LMC_CHECK(lmc_linear_to_device(d->head, dev));
+    LMC_CHECK(vector_to(&d->final_norm, dev));
+    LMC_CHECK(vector_to(&d->inv_freq_global, dev));
+    LMC_CHECK(vector_to(&d->inv_freq_local, dev));
+    for (int64_t i = 0; i < d->cfg.num_layers; i++) {
+        lmc_dec_layer *l = &d->layers[i];
+        for (int m = 0; m < LMC_DEC_NUM_MODULES; m++) LMC_CHECK(lmc_linear_to_device(lmc_dec_module(d, i, m), dev));
+        lmc_array **vecs[] = {&l->input_norm, &l->post_attn_norm, &l->pre_ff_norm, &l->post_ff_norm, &l->q_norm, &l->k_norm};
+        for (size_t j = 0; j < sizeof vecs / sizeof *vecs; j++) LMC_CHECK(vector_to(vecs[j], dev));
+    }
+    d->device = dev;
+    return LMC_OK;
+}
+
 /* --- forward ------------------------------------------------------------------- */
 
 /* Rows of the embedding matrix for ids (any shape), as f32. */
@@ -431,6 +457,19 @@ lmc_array *lmc_decoder_forward(const lmc_decoder *d, lmc_kv_cache *cache, const 
     }
     lmc_array *logits = NULL;
     lmc_scope_begin();
+    /* On a device: the per-call inputs go there (the embedding reads the ids
+     * on the host to pick rows); the scope frees the copies. */
+    lmc_forward_args dev_args;
+    if (d->device != LMC_CPU && args && (args->positions || args->mask)) {
+        dev_args = *args;
+        if (args->positions) dev_args.positions = lmc_array_to(args->positions, d->device);
+        if (args->mask) dev_args.mask = lmc_array_to(args->mask, d->device);
+        if ((args->positions && !dev_args.positions) || (args->mask && !dev_args.mask)) {
+            lmc_scope_end();
+            return NULL;
+        }
+        args = &dev_args;
+    }
     lmc_array *h = embed(d->embed, ids);
     if (h && c->scale_embeddings) h = lmc_mul_scalar(h, sqrt((double)c->hidden_size));
     for (int64_t i = 0; i < c->num_layers && h; i++) {
@@ -449,8 +488,9 @@ lmc_array *lmc_decoder_forward(const lmc_decoder *d, lmc_kv_cache *cache, const 
         out = lmc_mul_scalar(lmc_tanh(lmc_mul_scalar(out, 1.0 / cap)), cap);
     }
     if (out) {
-        logits = lmc_scope_keep(out->dtype == LMC_F32 ? lmc_contiguous(out) : lmc_astype(out, LMC_F32));
-        if (cache) lmc_kv_cache_advance(cache, T);
+        out = out->dtype == LMC_F32 ? lmc_contiguous(out) : lmc_astype(out, LMC_F32);
+        logits = lmc_scope_keep(d->device != LMC_CPU ? lmc_array_to(out, LMC_CPU) : out);
+        if (logits && cache) lmc_kv_cache_advance(cache, T);
     }
     lmc_scope_end();
     return logits;
@@ -459,6 +499,8 @@ lmc_array *lmc_decoder_forward(const lmc_decoder *d, lmc_kv_cache *cache, const 
 lmc_status lmc_decoder_cache_init(const lmc_decoder *d, lmc_kv_cache *cache, int64_t batch, int64_t max_len) {
     int64_t windows[LMC_MAX_LAYERS];
     for (int64_t i = 0; i < d->cfg.num_layers; i++) windows[i] = d->layers[i].sliding ? d->cfg.sliding_window : 0;
-    return lmc_kv_cache_init(cache, (int)d->cfg.num_layers, windows, batch, d->cfg.num_kv_heads, d->cfg.head_dim,
-                             max_len, LMC_F32);
+    LMC_CHECK(lmc_kv_cache_init(cache, (int)d->cfg.num_layers, windows, batch, d->cfg.num_kv_heads, d->cfg.head_dim,
+                                max_len, LMC_F32));
+    cache->device = d->device;
+    return LMC_OK;
 }

@@ -26,12 +26,17 @@ typedef struct lmc_decoder {
     lmc_dec_layer *layers;
     lmc_array *inv_freq_global, *inv_freq_local; /* f32 [head_dim/2] */
     int64_t weight_bytes, num_parameters;
+    lmc_device device;             /* where the weights, caches and activations live */
 } lmc_decoder;
 
 /* Opens the checkpoint in dir and resolves every weight (errors name the
  * tensor and the expected shape). */
 lmc_status lmc_decoder_load(const char *dir, const lmc_model_config *cfg, lmc_decoder **out);
 void lmc_decoder_free(lmc_decoder *d);
+/* Moves every weight to dev (LMC_CUDA: uploads them; the mmapped files stay
+ * open but are no longer read). Forward passes then run there: ids, masks
+ * and positions may be given on the CPU, logits come back on the CPU. */
+lmc_status lmc_decoder_to_device(lmc_decoder *d, lmc_device dev);
 
 /* Optional per-call inputs of a forward pass. */
 typedef struct lmc_forward_args {

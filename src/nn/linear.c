@@ -273,15 +273,41 @@ lmc_array *lmc_linear_dense_weight(const lmc_linear *l) {
     return w;
 }
 
-/* rows[i] = table[ids[i]] for a contiguous 2-d table (a gather of whole rows). */
+lmc_status lmc_linear_to_device(lmc_linear *l, lmc_device dev) {
+    lmc_array **fields[4] = {&l->w, &l->scales, &l->biases, &l->bias};
+    lmc_array *moved[4] = {NULL, NULL, NULL, NULL};
+    for (int i = 0; i < 4; i++) {
+        if (!*fields[i]) continue;
+        moved[i] = lmc_array_unscope(lmc_array_to(*fields[i], dev));
+        if (!moved[i]) {
+            for (int j = 0; j < i; j++) lmc_array_free(moved[j]);
+            return lmc_last_status();
+        }
+    }
+    for (int i = 0; i < 4; i++) {
+        if (!*fields[i]) continue;
+        lmc_array_free(*fields[i]);
+        *fields[i] = moved[i];
+    }
+    return LMC_OK;
+}
+
+/* rows[i] = table[ids[i]] for a contiguous 2-d table (a gather of whole
+ * rows), on the table's device (a device's row copies are queued, not waited for). */
 static lmc_array *gather_rows(const lmc_array *table, const int64_t *ids, int64_t n) {
     int64_t shape[2] = {n, table->shape[1]};
-    lmc_array *out = lmc_empty(table->dtype, 2, shape);
+    lmc_device dev = table->buf->device;
+    lmc_array *out = lmc_array_new(table->dtype, 2, shape, dev);
     if (!out) return NULL;
     size_t row = (size_t)table->shape[1] * lmc_dtype_size(table->dtype);
-    const char *src = lmc_array_data(table);
-    char *dst = lmc_array_data(out);
-    for (int64_t i = 0; i < n; i++) memcpy(dst + (size_t)i * row, src + (size_t)ids[i] * row, row);
+    const char *src = lmc_array_ptr(table);
+    char *dst = lmc_array_ptr(out);
+    for (int64_t i = 0; i < n; i++) {
+        if (lmc_device_copy(dst + (size_t)i * row, dev, src + (size_t)ids[i] * row, dev, row) != LMC_OK) {
+            lmc_array_free(out);
+            return NULL;
+        }
+    }
     return out;
 }
 
@@ -294,10 +320,6 @@ lmc_array *lmc_embedding_lookup(const lmc_linear *table, const lmc_array *ids) {
     if (lmc_dtype_is_float(ids->dtype) || ids->dtype == LMC_BOOL || ids->ndim + 1 > LMC_MAX_DIMS) {
         lmc_set_error(LMC_ERR_SHAPE, "embedding: ids must be integers with fewer than %d dimensions, got %s",
                       LMC_MAX_DIMS, lmc_dtype_name(ids->dtype));
-        return NULL;
-    }
-    if (lmc_array_device(table->w) != LMC_CPU) {
-        lmc_set_error(LMC_ERR_UNSUPPORTED, "embedding: lookups need the table on the CPU");
         return NULL;
     }
     int64_t n = ids->size;

@@ -46,5 +46,8 @@ lmc_status lmc_linear_forward_many(int n, lmc_linear *const *l, const lmc_array 
 /* The layer's weight as a float array [out, in]: the stored weight, or the
  * quantised one dequantised in f32 (scale·q + bias kept in f32). */
 lmc_array *lmc_linear_dense_weight(const lmc_linear *l);
+/* Moves the layer's arrays (weights, scales, biases, bias) to dev, as they
+ * are stored (no dtype change). On failure the layer is unchanged. */
+lmc_status lmc_linear_to_device(lmc_linear *l, lmc_device dev);
 
 #endif

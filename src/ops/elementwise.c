@@ -99,7 +99,15 @@ static lmc_array *binary_scalar(const char *name, lmc_binary_op op, const lmc_ar
     lmc_dtype sdt = exact_int ? LMC_I64 : LMC_F32;
     lmc_array *b = lmc_array_new(sdt, 0, NULL, a->buf->device);
     if (!b) return NULL;
-    lmc_store_f64(lmc_array_ptr(b), sdt, s);
+    if (a->buf->device == LMC_CPU) {
+        lmc_store_f64(lmc_array_ptr(b), sdt, s);
+    } else { /* filled where it lives: no copy from the host to wait for */
+        const lmc_kernels *k = lmc_ops_kernels(name, 1, &a);
+        if (!k || !lmc_ops_have(name, k->fill) || k->fill(b, s) != LMC_OK) {
+            lmc_array_free(b);
+            return NULL;
+        }
+    }
     lmc_array *out = binary_as(name, op, a, b, a->dtype);
     lmc_array_free(b);
     lmc_tape_record(op == LMC_BINARY_ADD ? LMC_OP_ADD_SCALAR : LMC_OP_MUL_SCALAR, out, 1, &a,

@@ -83,8 +83,8 @@ lmc_rope_params lmc_rope_params_default(int dims, float base) {
 static lmc_array *rope_common(const lmc_array *x, const lmc_rope_params *p, const lmc_array *positions) {
     const char *op = "lmc_rope";
     char s1[128], s2[128];
-    const lmc_array *in[3] = {x, positions, p ? p->inv_freqs : NULL};
-    const lmc_kernels *k = lmc_ops_kernels(op, 3, in);
+    /* x's device decides: positions and inv_freqs are brought to it below. */
+    const lmc_kernels *k = lmc_ops_kernels(op, 1, &x);
     if (!k || !lmc_ops_have(op, (const void *)k->rope)) return NULL;
     if (!p) {
         lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "%s: params are NULL", op);
@@ -118,18 +118,29 @@ static lmc_array *rope_common(const lmc_array *x, const lmc_rope_params *p, cons
                           lmc_dtype_name(f->dtype), lmc_shape_str(f->ndim, f->shape, s1, sizeof s1));
             return NULL;
         }
-        inv = lmc_array_retain((lmc_array *)f);
+        /* On x's device (a model keeps its own there; this copies only a stray one). */
+        inv = lmc_array_to(f, x->buf->device);
+        if (!inv) return NULL;
     } else {
         if (!(p->base > 0.0f)) {
             lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "%s: base must be > 0, got %g", op, (double)p->base);
             return NULL;
         }
-        inv = lmc_array_new(LMC_F32, 1, &half, x->buf->device);
-        if (!inv) return NULL;
+        lmc_array *host = lmc_array_new(LMC_F32, 1, &half, LMC_CPU);
+        if (!host) return NULL;
         /* As HF: 1.0 / (base ** (arange(0, dims, 2).float() / dims)), all in f32. */
-        float *fv = lmc_array_ptr(inv);
+        float *fv = lmc_array_ptr(host);
         for (int64_t i = 0; i < half; i++) fv[i] = 1.0f / powf(p->base, (float)(2 * i) / (float)p->dims);
+        inv = lmc_array_to(host, x->buf->device);
+        lmc_array_free(host);
+        if (!inv) return NULL;
     }
+    lmc_array *pos_here = lmc_array_to(positions, x->buf->device);
+    if (!pos_here) {
+        lmc_array_free(inv);
+        return NULL;
+    }
+    positions = pos_here;
     lmc_array *out = lmc_array_new(x->dtype, x->ndim, x->shape, x->buf->device);
     if (out && out->size > 0 && k->rope(out, x, p, inv, positions) != LMC_OK) {
         lmc_array_free(out);
@@ -138,6 +149,7 @@ static lmc_array *rope_common(const lmc_array *x, const lmc_rope_params *p, cons
     const lmc_array *saved[3] = {x, positions, inv};
     lmc_tape_record(LMC_OP_ROPE, out, 3, saved, &(lmc_op_params){.rope = *p});
     lmc_array_free(inv);
+    lmc_array_free(pos_here);
     return out;
 }
 
@@ -151,8 +163,16 @@ lmc_array *lmc_rope(const lmc_array *x, const lmc_rope_params *p, int64_t offset
     }
     lmc_array *pos = lmc_array_new(LMC_I32, 1, &T, x->buf->device);
     if (!pos) return NULL;
-    int32_t *pv = lmc_array_ptr(pos);
-    for (int64_t t = 0; t < T; t++) pv[t] = (int32_t)(offset + t);
+    if (x->buf->device == LMC_CPU) {
+        int32_t *pv = lmc_array_ptr(pos);
+        for (int64_t t = 0; t < T; t++) pv[t] = (int32_t)(offset + t);
+    } else { /* made where x lives: no copy from the host to wait for */
+        const lmc_kernels *k = lmc_ops_kernels("lmc_rope", 1, &x);
+        if (!k || !lmc_ops_have("lmc_rope", k->arange) || k->arange(pos, (double)offset, 1.0) != LMC_OK) {
+            lmc_array_free(pos);
+            return NULL;
+        }
+    }
     lmc_array *out = rope_common(x, p, pos);
     lmc_array_free(pos);
     return out;

@@ -1,7 +1,8 @@
 /* Backends behind lmc_model: a small table of functions per backend.
  *
  * "cpu" is the native decoder (model.c; its generation loop is the one in
- * generate.c, so it leaves the stream hooks NULL). "subprocess" drives an
+ * generate.c, so it leaves the stream hooks NULL); "cuda" is that decoder
+ * with its weights on the GPU. "subprocess" drives an
  * external bridge program over JSON Lines (subprocess.c). A hook a backend
  * cannot provide is NULL and the caller answers LMC_ERR_UNSUPPORTED
  * "... not supported by backend NAME". */
@@ -46,6 +47,7 @@ typedef struct lmc_backend {
 } lmc_backend;
 
 extern const lmc_backend lmc_backend_cpu;
+extern const lmc_backend lmc_backend_cuda;
 extern const lmc_backend lmc_backend_subprocess;
 
 /* The registered backend of that name, or NULL. */

@@ -93,7 +93,7 @@ static lmc_status grow(lmc_kv_cache *c, lmc_layer_cache *l, int64_t need) {
     int64_t cap = ((need + LMC_KV_GROW_STEP - 1) / LMC_KV_GROW_STEP) * LMC_KV_GROW_STEP;
     if (!l->window && cap > c->max_len) cap = need > c->max_len ? need : c->max_len;
     int64_t shape[4] = {c->batch, c->kv_heads, cap, c->head_dim};
-    lmc_array *nk = lmc_empty(c->dtype, 4, shape), *nv = lmc_empty(c->dtype, 4, shape);
+    lmc_array *nk = lmc_array_new(c->dtype, 4, shape, c->device), *nv = lmc_array_new(c->dtype, 4, shape, c->device);
     lmc_status s = nk && nv ? LMC_OK : lmc_last_status();
     if (s == LMC_OK && l->len > 0) {
         int64_t zero[4] = {0, 0, 0, 0};
@@ -156,7 +156,9 @@ lmc_status lmc_kv_cache_select_rows(lmc_kv_cache *c, const int32_t *rows, int64_
     if (n < 1 || n > c->batch) return lmc_set_error(LMC_ERR_INTERNAL, "KV cache: cannot keep %lld of %lld rows", (long long)n, (long long)c->batch);
     for (int64_t i = 0; i < n; i++)
         if (rows[i] < 0 || rows[i] >= c->batch) return lmc_set_error(LMC_ERR_INTERNAL, "KV cache: no row %d", rows[i]);
-    lmc_array *idx = lmc_array_from_data(rows, LMC_I32, 1, &n);
+    lmc_array *host = lmc_array_from_data(rows, LMC_I32, 1, &n);
+    lmc_array *idx = host ? lmc_array_to(host, c->device) : NULL;
+    lmc_array_free(host);
     if (!idx) return lmc_last_status();
     lmc_status s = LMC_OK;
     for (int i = 0; i < c->n_layers && s == LMC_OK; i++) {

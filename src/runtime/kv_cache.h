@@ -27,6 +27,7 @@ typedef struct lmc_kv_cache {
     int64_t batch, kv_heads, head_dim, max_len; /* max_len: the context length bound */
     int64_t pos;          /* positions consumed so far (the next token's position) */
     lmc_dtype dtype;
+    lmc_device device; /* where the layers' arrays live (LMC_CPU unless set after init) */
 } lmc_kv_cache;
 
 /* windows[i] = 0 for a full layer, else the sliding window of layer i. */

@@ -20,8 +20,8 @@ double lmc_now(void) {
 
 /* --- backends ------------------------------------------------------------- */
 
-static const lmc_backend *const g_backend_table[] = {&lmc_backend_cpu, &lmc_backend_subprocess};
-static const char *const g_backends[] = {"cpu", "subprocess", NULL};
+static const lmc_backend *const g_backend_table[] = {&lmc_backend_cpu, &lmc_backend_cuda, &lmc_backend_subprocess};
+static const char *const g_backends[] = {"cpu", "cuda", "subprocess", NULL};
 
 const char *const *lmc_backends(void) { return g_backends; }
 const char *lmc_default_backend(void) { return "cpu"; }
@@ -35,6 +35,14 @@ const lmc_backend *lmc_backend_find(const char *name) {
 bool lmc_backend_available(const char *name) {
     const lmc_backend *be = lmc_backend_find(name);
     return be && (!be->available || be->available());
+}
+
+static const char *cuda_unavailable_reason(void) {
+#ifdef LMC_HAVE_CUDA
+    return "no usable CUDA device on this machine (no GPU, or no driver)";
+#else
+    return "this lmc was built without CUDA (configure with -DLMC_CUDA=ON)";
+#endif
 }
 
 /* --- loading ---------------------------------------------------------------- */
@@ -75,9 +83,11 @@ lmc_status lmc_model_load(const char *dir, const lmc_load_options *opt_in, lmc_m
     lmc_load_options opt = opt_in ? *opt_in : lmc_load_options_default();
     const char *backend = opt.backend ? opt.backend : lmc_default_backend();
     const lmc_backend *be = lmc_backend_find(backend);
-    if (!be || !lmc_backend_available(backend))
-        return lmc_set_error(LMC_ERR_UNSUPPORTED, "backend \"%s\" is not available (available: cpu, subprocess)",
-                             backend);
+    if (!be) return lmc_set_error(LMC_ERR_UNSUPPORTED, "no backend \"%s\" (backends: cpu, cuda, subprocess)", backend);
+    if (be == &lmc_backend_cuda && !lmc_backend_available(backend))
+        return lmc_set_error(LMC_ERR_UNSUPPORTED, "backend \"cuda\" is not available: %s", cuda_unavailable_reason());
+    if (!lmc_backend_available(backend))
+        return lmc_set_error(LMC_ERR_UNSUPPORTED, "backend \"%s\" is not available here", backend);
     if (opt.context_length < 0) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "context_length must be >= 0, got %lld", (long long)opt.context_length);
     if (opt.prefill_chunk <= 0) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "prefill_chunk must be > 0, got %lld", (long long)opt.prefill_chunk);
     if (opt.adapter_dir && be != &lmc_backend_cpu)
@@ -288,6 +298,30 @@ static lmc_array *cpu_logits(lmc_model *m, const int32_t *ids, size_t n, bool al
     lmc_kv_cache_free(&cache);
     return result;
 }
+
+/* --- the native decoder on a GPU ("cuda") -------------------------------------------
+ *
+ * The same decoder and generation loop as "cpu", with every weight uploaded
+ * once at load and each forward pass run by the CUDA kernel table; logits
+ * come back to the host, where the sampler runs. */
+
+static bool cuda_available(void) { return lmc_device_available(LMC_CUDA); }
+
+static lmc_status cuda_load(lmc_model *m, const char *dir, const lmc_load_options *opt) {
+    LMC_CHECK(cpu_load(m, dir, opt));
+    lmc_status s = lmc_decoder_to_device(m->dec, LMC_CUDA);
+    if (s != LMC_OK) cpu_close(m);
+    return s;
+}
+
+const lmc_backend lmc_backend_cuda = {
+    .name = "cuda",
+    .available = cuda_available,
+    .load = cuda_load,
+    .close = cpu_close,
+    .info = cpu_info,
+    .logits = cpu_logits,
+};
 
 const lmc_backend lmc_backend_cpu = {
     .name = "cpu",

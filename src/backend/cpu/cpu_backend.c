@@ -29,6 +29,10 @@ const lmc_kernels *lmc_cpu_kernels(void) { return lmc_cpu_kernels_for_path(lmc_c
 
 const lmc_kernels *lmc_kernels_for(lmc_device dev) {
     if (dev == LMC_CPU) return lmc_cpu_kernels();
-    lmc_set_error(LMC_ERR_UNSUPPORTED, "no kernels for device %d in this build", (int)dev);
+#ifdef LMC_HAVE_CUDA
+    if (dev == LMC_CUDA) return lmc_cuda_kernels();
+#endif
+    lmc_set_error(LMC_ERR_UNSUPPORTED, "no kernels for device %s in this build (configure with -DLMC_CUDA=ON)",
+                  dev == LMC_CUDA ? "cuda" : "?");
     return NULL;
 }

@@ -1,0 +1,186 @@
+/* The CUDA kernel table: the C side of the backend.
+ *
+ * Each entry checks what the kernel cannot (dtypes it does not handle, index
+ * ranges), turns its arrays into lmc_cuda_views and calls the launcher in
+ * the *.cu files (cuda_launch.h). Launches are asynchronous on the backend's
+ * one stream; an error a kernel hits while running surfaces at the next
+ * synchronising call (a copy to the host), named there. Entries left NULL
+ * (cumsum, sort, random, quantize, scatters) answer "not available on this
+ * device" from the ops layer. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/cuda/cuda_launch.h"
+#include "backend/kernels.h"
+
+_Static_assert(LMC_CUDA_MAX_DIMS == LMC_MAX_DIMS, "view dims");
+_Static_assert(LMC_CU_F32 == LMC_F32 && LMC_CU_F16 == LMC_F16 && LMC_CU_BF16 == LMC_BF16 && LMC_CU_I32 == LMC_I32 &&
+                   LMC_CU_U32 == LMC_U32 && LMC_CU_U8 == LMC_U8 && LMC_CU_BOOL == LMC_BOOL && LMC_CU_I64 == LMC_I64,
+               "dtype codes");
+
+static lmc_cuda_view view(const lmc_array *a) {
+    lmc_cuda_view v;
+    memset(&v, 0, sizeof v);
+    v.ptr = lmc_array_ptr(a);
+    v.dtype = (int)a->dtype;
+    v.ndim = a->ndim;
+    for (int d = 0; d < a->ndim; d++) {
+        v.shape[d] = a->shape[d];
+        v.strides[d] = a->strides[d];
+    }
+    return v;
+}
+
+static lmc_status check(int err, const char *op) {
+    if (!err) return LMC_OK;
+    return lmc_set_error(err == 2 ? LMC_ERR_OUT_OF_MEMORY : LMC_ERR_INTERNAL, "cuda %s: %s", op, lmc_cuda_error_string(err));
+}
+
+static bool is_float(lmc_dtype dt) { return dt == LMC_F32 || dt == LMC_F16 || dt == LMC_BF16; }
+
+static lmc_status k_copy(lmc_array *out, const lmc_array *in) {
+    lmc_cuda_view o = view(out), i = view(in);
+    return check(lmc_cu_copy(&o, &i), "copy");
+}
+
+static lmc_status k_fill(lmc_array *out, double value) {
+    lmc_cuda_view o = view(out);
+    return check(lmc_cu_fill(&o, value), "fill");
+}
+
+static lmc_status k_arange(lmc_array *out, double start, double step) {
+    lmc_cuda_view o = view(out);
+    return check(lmc_cu_arange(&o, start, step), "arange");
+}
+
+static lmc_status k_unary(lmc_unary_op op, lmc_array *out, const lmc_array *in) {
+    if ((unsigned)op >= LMC_UNARY_COUNT) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "unary: invalid op %d", (int)op);
+    lmc_cuda_view o = view(out), i = view(in);
+    return check(lmc_cu_unary((int)op, &o, &i), "unary");
+}
+
+static lmc_status k_binary(lmc_binary_op op, lmc_array *out, const lmc_array *a, const lmc_array *b) {
+    if ((unsigned)op >= LMC_BINARY_COUNT) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "binary: invalid op %d", (int)op);
+    lmc_cuda_view o = view(out), x = view(a), y = view(b);
+    return check(lmc_cu_binary((int)op, &o, &x, &y), "binary");
+}
+
+static lmc_status k_where(lmc_array *out, const lmc_array *cond, const lmc_array *x, const lmc_array *y) {
+    lmc_cuda_view o = view(out), c = view(cond), a = view(x), b = view(y);
+    return check(lmc_cu_where(&o, &c, &a, &b), "where");
+}
+
+static lmc_status k_reduce(lmc_reduce_op op, lmc_array *out, const lmc_array *in, int axis) {
+    if ((unsigned)op >= LMC_REDUCE_COUNT) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "reduce: invalid op %d", (int)op);
+    lmc_cuda_view o = view(out), i = view(in);
+    return check(lmc_cu_reduce((int)op, &o, &i, axis), "reduce");
+}
+
+static lmc_status k_softmax(lmc_array *out, const lmc_array *in, int axis, bool log) {
+    lmc_cuda_view o = view(out), i = view(in);
+    return check(lmc_cu_softmax(&o, &i, axis, log), "softmax");
+}
+
+/* Indices live on the device: they are read back once to check their range
+ * (a gather must not read outside its source), as the CPU kernels do before
+ * any element moves. Token ids and row selections are small. */
+static lmc_status check_indices(const char *op, const lmc_array *idx, int axis, int64_t n) {
+    if (idx->dtype != LMC_I32 && idx->dtype != LMC_U32 && idx->dtype != LMC_U8 && idx->dtype != LMC_I64)
+        return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "%s: indices must have an integer dtype, got %s", op,
+                             lmc_dtype_name(idx->dtype));
+    if (!idx->size) return LMC_OK;
+    int64_t *v = malloc((size_t)idx->size * sizeof *v);
+    if (!v) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "%s: out of memory", op);
+    lmc_status s = lmc_array_read(idx, LMC_I64, v, (size_t)idx->size);
+    for (int64_t i = 0; s == LMC_OK && i < idx->size; i++)
+        if (v[i] < -n || v[i] >= n)
+            s = lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "%s: index %lld is out of range for axis %d of size %lld", op,
+                              (long long)v[i], axis, (long long)n);
+    free(v);
+    return s;
+}
+
+static lmc_status k_take(lmc_array *out, const lmc_array *a, const lmc_array *idx, int axis) {
+    LMC_CHECK(check_indices("take", idx, axis, a->shape[axis]));
+    lmc_cuda_view o = view(out), x = view(a), i = view(idx);
+    return check(lmc_cu_take(&o, &x, &i, axis), "take");
+}
+
+static lmc_status k_take_along(lmc_array *out, const lmc_array *a, const lmc_array *idx, int axis) {
+    LMC_CHECK(check_indices("take_along_axis", idx, axis, a->shape[axis]));
+    lmc_cuda_view o = view(out), x = view(a), i = view(idx);
+    return check(lmc_cu_take_along(&o, &x, &i, axis), "take_along_axis");
+}
+
+static lmc_status k_matmul(lmc_array *out, const lmc_array *a, const lmc_array *b) {
+    if (!is_float(out->dtype)) return lmc_set_error(LMC_ERR_UNSUPPORTED, "cuda matmul: %s output", lmc_dtype_name(out->dtype));
+    lmc_cuda_view o = view(out), x = view(a), y = view(b);
+    return check(lmc_cu_matmul(&o, &x, &y), "matmul");
+}
+
+static lmc_status k_rms_norm(lmc_array *out, const lmc_array *x, const lmc_array *w, float eps, bool one_plus_weight) {
+    lmc_cuda_view o = view(out), a = view(x), g;
+    if (w) g = view(w);
+    return check(lmc_cu_rms_norm(&o, &a, w ? &g : NULL, eps, one_plus_weight), "rms_norm");
+}
+
+static lmc_status k_layer_norm(lmc_array *out, const lmc_array *x, const lmc_array *w, const lmc_array *b, float eps) {
+    lmc_cuda_view o = view(out), a = view(x), g, c;
+    if (w) g = view(w);
+    if (b) c = view(b);
+    return check(lmc_cu_layer_norm(&o, &a, w ? &g : NULL, b ? &c : NULL, eps), "layer_norm");
+}
+
+static lmc_status k_rope(lmc_array *out, const lmc_array *x, const lmc_rope_params *p, const lmc_array *inv_freqs,
+                         const lmc_array *positions) {
+    lmc_cuda_view o = view(out), a = view(x), f = view(inv_freqs), pos = view(positions);
+    return check(lmc_cu_rope(&o, &a, p->dims, p->traditional, p->scale, &f, &pos), "rope");
+}
+
+static lmc_status k_sdpa(lmc_array *out, const lmc_array *q, const lmc_array *k, const lmc_array *v,
+                         const lmc_sdpa_params *p) {
+    lmc_cuda_view o = view(out), a = view(q), b = view(k), c = view(v), m;
+    if (p->mask) m = view(p->mask);
+    return check(lmc_cu_sdpa(&o, &a, &b, &c, p->scale, p->causal, p->window, p->mask ? &m : NULL, p->softcap), "sdpa");
+}
+
+static lmc_status k_dequantize(lmc_array *out, const lmc_array *wq, const lmc_array *scales, const lmc_array *biases,
+                               int group_size, int bits) {
+    lmc_cuda_view o = view(out), w = view(wq), s = view(scales), b = view(biases);
+    return check(lmc_cu_dequantize(&o, &w, &s, &b, group_size, bits), "dequantize");
+}
+
+static lmc_status k_quantized_matmul(lmc_array *out, const lmc_array *x, const lmc_array *wq, const lmc_array *scales,
+                                     const lmc_array *biases, int group_size, int bits) {
+    lmc_cuda_view o = view(out), a = view(x), w = view(wq), s = view(scales), b = view(biases);
+    return check(lmc_cu_quantized_matmul(&o, &a, &w, &s, &b, group_size, bits), "quantized_matmul");
+}
+
+static const lmc_kernels g_cuda = {
+    .name = "cuda",
+    .copy = k_copy,
+    .fill = k_fill,
+    .arange = k_arange,
+    .unary = k_unary,
+    .binary = k_binary,
+    .where = k_where,
+    .reduce = k_reduce,
+    .softmax = k_softmax,
+    .take = k_take,
+    .take_along = k_take_along,
+    .matmul = k_matmul,
+    .rms_norm = k_rms_norm,
+    .layer_norm = k_layer_norm,
+    .rope = k_rope,
+    .sdpa = k_sdpa,
+    .dequantize = k_dequantize,
+    .quantized_matmul = k_quantized_matmul,
+};
+
+const lmc_kernels *lmc_cuda_kernels(void) {
+    if (lmc_cuda_device_count() <= 0) {
+        lmc_set_error(LMC_ERR_UNSUPPORTED, "no CUDA device is usable on this machine (no GPU, or no driver)");
+        return NULL;
+    }
+    return &g_cuda;
+}

@@ -1,0 +1,112 @@
+/* The CUDA runtime side of the backend: one device (0), one stream that
+ * every launch and copy goes on (so operations run in the order lmc issues
+ * them and the host only waits where it reads a result), the cuBLAS handle
+ * bound to it, and one growable scratch buffer for kernels that need
+ * temporary device memory. */
+#include <mutex>
+
+#include "backend/cuda/cuda_common.cuh"
+
+static std::once_flag g_once;
+static cudaStream_t g_stream;
+static cublasHandle_t g_cublas;
+static int g_count = -1;
+
+static void init_once() {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess || n <= 0) {
+        cudaGetLastError(); /* clear the sticky "no device" error */
+        g_count = 0;
+        return;
+    }
+    if (cudaSetDevice(0) != cudaSuccess || cudaStreamCreateWithFlags(&g_stream, cudaStreamNonBlocking) != cudaSuccess) {
+        g_count = 0;
+        return;
+    }
+    /* Stream-ordered allocations from the device's pool: freeing an
+     * intermediate never waits for the GPU, and the pool keeps freed memory
+     * for the next step instead of giving it back to the driver. */
+    cudaMemPool_t pool;
+    if (cudaDeviceGetDefaultMemPool(&pool, 0) == cudaSuccess) {
+        uint64_t keep = UINT64_MAX;
+        cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep);
+    }
+    if (cublasCreate(&g_cublas) == CUBLAS_STATUS_SUCCESS) {
+        cublasSetStream(g_cublas, g_stream);
+        /* Full f32 arithmetic for f32 products (no TF32): the CPU is the oracle. */
+        cublasSetMathMode(g_cublas, CUBLAS_DEFAULT_MATH);
+    } else {
+        g_cublas = NULL;
+    }
+    g_count = n;
+}
+
+extern "C" int lmc_cuda_device_count(void) {
+    std::call_once(g_once, init_once);
+    return g_count;
+}
+
+cudaStream_t lmc_cuda_stream(void) {
+    std::call_once(g_once, init_once);
+    return g_stream;
+}
+
+cublasHandle_t lmc_cuda_cublas(void) {
+    std::call_once(g_once, init_once);
+    return g_cublas;
+}
+
+/* Scratch: regrown when too small; the stream orders its uses (the old
+ * block is freed after the work queued before). Callers hold
+ * g_scratch_lock only while taking the pointer: lmc issues device work from
+ * one thread at a time per model (the generation loop). */
+static std::mutex g_scratch_lock;
+static void *g_scratch;
+static size_t g_scratch_bytes;
+
+void *lmc_cuda_scratch(size_t n) {
+    std::lock_guard<std::mutex> lock(g_scratch_lock);
+    if (n <= g_scratch_bytes) return g_scratch;
+    if (g_scratch) {
+        cudaFreeAsync(g_scratch, lmc_cuda_stream());
+        g_scratch = NULL;
+        g_scratch_bytes = 0;
+    }
+    size_t want = n < ((size_t)1 << 20) ? ((size_t)1 << 20) : n;
+    if (cudaMallocAsync(&g_scratch, want, lmc_cuda_stream()) != cudaSuccess) {
+        cudaGetLastError();
+        g_scratch = NULL;
+        return NULL;
+    }
+    g_scratch_bytes = want;
+    return g_scratch;
+}
+
+extern "C" int lmc_cuda_malloc(void **p, size_t n) {
+    if (lmc_cuda_device_count() <= 0) return (int)cudaErrorNoDevice;
+    cudaError_t e = cudaMallocAsync(p, n ? n : 1, lmc_cuda_stream());
+    if (e != cudaSuccess) cudaGetLastError();
+    return (int)e;
+}
+
+extern "C" int lmc_cuda_free(void *p) {
+    /* Ordered after the work already queued that may still read p. */
+    return (int)cudaFreeAsync(p, lmc_cuda_stream());
+}
+
+extern "C" int lmc_cuda_memcpy(void *dst, const void *src, size_t n, int kind) {
+    if (!n) return 0;
+    static const cudaMemcpyKind kinds[3] = {cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost, cudaMemcpyDeviceToDevice};
+    cudaStream_t s = lmc_cuda_stream();
+    cudaError_t e = cudaMemcpyAsync(dst, src, n, kinds[kind], s);
+    /* The host memory of a copy in either direction may be pageable or
+     * reused at once by the caller: wait for it. Device to device stays queued. */
+    if (e == cudaSuccess && kind != 2) e = cudaStreamSynchronize(s);
+    return (int)e;
+}
+
+extern "C" int lmc_cuda_synchronize(void) { return (int)cudaStreamSynchronize(lmc_cuda_stream()); }
+
+extern "C" const char *lmc_cuda_error_string(int err) { return cudaGetErrorString((cudaError_t)err); }
+
+extern "C" int lmc_cuda_last_launch_error(void) { return (int)cudaGetLastError(); }
