@@ -36,9 +36,13 @@
 #include "lmc/ops.h"
 #include "runtime/model_internal.h"
 #include "tools/cli.h"
+#ifdef LMC_HAVE_CUDA
+#include "backend/cuda/cuda_launch.h"
+#endif
 
 typedef struct bm_opts {
     const char *dir;
+    const char *backend; /* NULL: the default (cpu) */
     int n_prompt, n_gen, threads, reps, chunk; /* chunk: prefill tokens per forward pass, 0 = the model's */
     bool json, ttft;
 } bm_opts;
@@ -190,6 +194,24 @@ typedef struct bm_row {
 /* Issue 8's memory goal: weights + the largest KV cache a test held + 64 MiB. */
 static size_t rss_budget(const lmc_model_info *info) { return (size_t)info->weight_bytes + g_kv_peak + ((size_t)64 << 20); }
 
+/* The GPU's name and memory bandwidth, for runs on backend "cuda". */
+static char g_gpu_name[256] = "?";
+
+static bool gpu_backend(const bm_opts *o) { return o->backend && !strcmp(o->backend, "cuda"); }
+
+static int gpu_bandwidth(double *gbps) {
+#ifdef LMC_HAVE_CUDA
+    lmc_cuda_device_name(g_gpu_name, sizeof g_gpu_name);
+    int e = lmc_cuda_copy_bandwidth(gbps);
+    if (!e) return 0;
+    fprintf(stderr, "lmc bench: measuring the GPU's bandwidth: %s\n", lmc_cuda_error_string(e));
+#else
+    (void)gbps;
+    fprintf(stderr, "lmc bench: this lmc was built without CUDA\n");
+#endif
+    return 1;
+}
+
 static void print_rows(const bm_opts *o, const char *name, const lmc_model_info *info, const bm_row *rows, int n_rows,
                        double read_gbps, double read_gbps_cpu, size_t rss, size_t lmc_peak, double load_s) {
     char cpu[256];
@@ -238,7 +260,8 @@ static void print_rows(const bm_opts *o, const char *name, const lmc_model_info 
         }
         return;
     }
-    printf("machine: %s, %d threads, kernel path %s (lmc %s)\n", cpu, o->threads, lmc_cpu().path, lmc_version());
+    if (gpu_backend(o)) printf("machine: %s; GPU %s, backend cuda (lmc %s)\n", cpu, g_gpu_name, lmc_version());
+    else printf("machine: %s, %d threads, kernel path %s (lmc %s)\n", cpu, o->threads, lmc_cpu().path, lmc_version());
     printf("model: %s (%s, %s), %.1f MB of weights, %.3f B parameters, loaded in %.2f s\n\n", name,
            info->architecture, info->quant_bits ? (info->quant_bits == 4 ? "4-bit" : "8-bit") : info->dtype,
            (double)info->weight_bytes / 1e6, (double)info->num_parameters / 1e9, load_s);
@@ -257,10 +280,15 @@ static void print_rows(const bm_opts *o, const char *name, const lmc_model_info 
         printf("| %-20.20s | %7.1f MB | %7d | %6s | %16s | %9s | %8s | %8.2f | %9s |\n", name,
                (double)info->weight_bytes / 1e6, o->threads, rows[i].test, tps, b, f, rows[i].cpu_tps, fc);
     }
-    printf("\nread bandwidth %.1f GB/s, %.1f GB per CPU-second (%d threads, 512 MiB, measured after the tests);\n"
-           "bound = bandwidth / weight bytes. t/CPU-s: tokens per CPU-second of all threads, and of bound*: that\n"
-           "against the bandwidth per CPU-second; both are less sensitive to other load on the machine than t/s.\n",
-           read_gbps, read_gbps_cpu, o->threads);
+    if (gpu_backend(o))
+        printf("\nGPU memory bandwidth %.0f GB/s (a 1 GiB device copy, bytes read + written, measured after the tests);\n"
+               "bound = bandwidth / weight bytes. t/CPU-s counts the host's CPU time.\n",
+               read_gbps);
+    else
+        printf("\nread bandwidth %.1f GB/s, %.1f GB per CPU-second (%d threads, 512 MiB, measured after the tests);\n"
+               "bound = bandwidth / weight bytes. t/CPU-s: tokens per CPU-second of all threads, and of bound*: that\n"
+               "against the bandwidth per CPU-second; both are less sensitive to other load on the machine than t/s.\n",
+               read_gbps, read_gbps_cpu, o->threads);
     for (int i = 0; i < n_rows && o->threads > 1; i++)
         printf("%s: %.0f parallel regions a token; the calling thread spends %.1f %% of the time between them (serial\n"
                "  work) and %.1f %% waiting at their ends for the other threads\n",
@@ -307,6 +335,7 @@ static int run_ttft(const bm_opts *o, const char *name) {
     double t_load0 = seconds();
     lmc_load_options lo = lmc_load_options_default();
     lo.threads = o->threads;
+    lo.backend = o->backend;
     lmc_model *m;
     if (lmc_model_load(o->dir, &lo, &m) != LMC_OK) {
         fprintf(stderr, "lmc bench: %s\n", lmc_last_error());
@@ -364,11 +393,12 @@ static int run_ttft(const bm_opts *o, const char *name) {
 
 static void usage(FILE *out) {
     fprintf(out,
-            "usage: lmc bench -m DIR [-p 512] [-n 128] [-c CHUNK] [-t THREADS] [-r REPEATS] [--json]\n"
+            "usage: lmc bench -m DIR [-p 512] [-n 128] [-c CHUNK] [-t THREADS] [-b BACKEND] [-r REPEATS] [--json]\n"
             "       lmc bench -m DIR --ttft [-p 16] [-t THREADS] [--json]\n\n"
             "  -p N       prefill test: N random tokens in forward passes of -c tokens (0: skip)\n"
             "  -n N       decode test: N greedy single-token steps (0: skip)\n"
             "  -t N       worker threads (default: all CPUs, or LMC_NUM_THREADS)\n"
+            "  -b NAME    backend: cpu (default) or cuda (the bound is then the GPU's memory bandwidth)\n"
             "  -r N       timed repeats of each test after one warm-up (default 5)\n"
             "  -c N       prefill tokens per forward pass (default: the model's prefill chunk, 64)\n"
             "  --json     one JSON object per test and line\n"
@@ -397,6 +427,7 @@ int lmc_bench_model(int argc, char **argv) {
             usage(stdout);
             return 0;
         } else if (!strcmp(a, "-m") && has) o.dir = argv[++i];
+        else if ((!strcmp(a, "-b") || !strcmp(a, "--backend")) && has) o.backend = argv[++i];
         else if (!strcmp(a, "-p") && has) { if (!int_arg(a, argv[++i], 0, 1 << 20, &o.n_prompt)) return 2; }
         else if (!strcmp(a, "-n") && has) { if (!int_arg(a, argv[++i], 0, 1 << 20, &o.n_gen)) return 2; }
         else if (!strcmp(a, "-t") && has) { if (!int_arg(a, argv[++i], 1, 256, &o.threads)) return 2; }
@@ -433,7 +464,9 @@ int lmc_bench_model(int argc, char **argv) {
 
     double t0 = seconds();
     lmc_model *m;
-    if (lmc_model_load(o.dir, NULL, &m) != LMC_OK) {
+    lmc_load_options lo = lmc_load_options_default();
+    lo.backend = o.backend;
+    if (lmc_model_load(o.dir, &lo, &m) != LMC_OK) {
         fprintf(stderr, "lmc bench: %s\n", lmc_last_error());
         return 1;
     }
@@ -448,6 +481,7 @@ int lmc_bench_model(int argc, char **argv) {
         return 2;
     }
     lmc_memory_reset_peak(LMC_CPU);
+    lmc_memory_reset_peak(LMC_CUDA);
     bm_row rows[2];
     int n_rows = 0;
     lmc_status st = LMC_OK;
@@ -460,7 +494,7 @@ int lmc_bench_model(int argc, char **argv) {
     if (st != LMC_OK) {
         fprintf(stderr, "lmc bench: %s\n", lmc_last_error());
         rc = 1;
-    } else if (lmc_bench_bandwidth(&read_gbps, &read_gbps_cpu, NULL)) {
+    } else if (gpu_backend(&o) ? gpu_bandwidth(&read_gbps) : lmc_bench_bandwidth(&read_gbps, &read_gbps_cpu, NULL)) {
         rc = 1;
     } else {
         print_rows(&o, name, &info, rows, n_rows, read_gbps, read_gbps_cpu, rss, lmc_peak, load_s);

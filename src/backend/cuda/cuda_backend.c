@@ -14,8 +14,9 @@
 #include "backend/kernels.h"
 
 _Static_assert(LMC_CUDA_MAX_DIMS == LMC_MAX_DIMS, "view dims");
-_Static_assert(LMC_CU_F32 == LMC_F32 && LMC_CU_F16 == LMC_F16 && LMC_CU_BF16 == LMC_BF16 && LMC_CU_I32 == LMC_I32 &&
-                   LMC_CU_U32 == LMC_U32 && LMC_CU_U8 == LMC_U8 && LMC_CU_BOOL == LMC_BOOL && LMC_CU_I64 == LMC_I64,
+_Static_assert((int)LMC_CU_F32 == (int)LMC_F32 && (int)LMC_CU_F16 == (int)LMC_F16 && (int)LMC_CU_BF16 == (int)LMC_BF16 &&
+                   (int)LMC_CU_I32 == (int)LMC_I32 && (int)LMC_CU_U32 == (int)LMC_U32 && (int)LMC_CU_U8 == (int)LMC_U8 &&
+                   (int)LMC_CU_BOOL == (int)LMC_BOOL && (int)LMC_CU_I64 == (int)LMC_I64,
                "dtype codes");
 
 static lmc_cuda_view view(const lmc_array *a) {

@@ -41,6 +41,8 @@ int lmc_cuda_memcpy(void *dst, const void *src, size_t n, int kind);
 int lmc_cuda_synchronize(void);
 const char *lmc_cuda_error_string(int err);
 int lmc_cuda_last_launch_error(void);
+int lmc_cuda_device_name(char *out, size_t cap);   /* "NAME (N SMs, X GiB)" of device 0 */
+int lmc_cuda_copy_bandwidth(double *gbps);          /* a 1 GiB device copy: (read + written) bytes / s */
 
 /* --- element-wise, copies, reductions, indexing (cuda_elementwise.cu) ------ */
 /* Codes are lmc_unary_op / lmc_binary_op / lmc_reduce_op values. Every view

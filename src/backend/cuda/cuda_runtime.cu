@@ -4,6 +4,7 @@
  * bound to it, and one growable scratch buffer for kernels that need
  * temporary device memory. */
 #include <mutex>
+#include <stdio.h>
 
 #include "backend/cuda/cuda_common.cuh"
 
@@ -110,3 +111,41 @@ extern "C" int lmc_cuda_synchronize(void) { return (int)cudaStreamSynchronize(lm
 extern "C" const char *lmc_cuda_error_string(int err) { return cudaGetErrorString((cudaError_t)err); }
 
 extern "C" int lmc_cuda_last_launch_error(void) { return (int)cudaGetLastError(); }
+
+extern "C" int lmc_cuda_device_name(char *out, size_t cap) {
+    if (lmc_cuda_device_count() <= 0) return (int)cudaErrorNoDevice;
+    cudaDeviceProp p;
+    cudaError_t e = cudaGetDeviceProperties(&p, 0);
+    if (e == cudaSuccess) snprintf(out, cap, "%s (%d SMs, %.1f GiB)", p.name, p.multiProcessorCount,
+                                   (double)p.totalGlobalMem / (1 << 30));
+    return (int)e;
+}
+
+/* Device memory bandwidth as a large device-to-device copy moves it, bytes
+ * read plus bytes written per second (the ceiling a memory-bound kernel
+ * such as decode's matrix-vector products is measured against). */
+extern "C" int lmc_cuda_copy_bandwidth(double *gbps) {
+    const size_t n = (size_t)1 << 30;
+    void *a = NULL, *b = NULL;
+    cudaStream_t s = lmc_cuda_stream();
+    cudaEvent_t e0, e1;
+    cudaError_t e = cudaMalloc(&a, n);
+    if (e == cudaSuccess) e = cudaMalloc(&b, n);
+    if (e == cudaSuccess) e = cudaMemsetAsync(a, 1, n, s);
+    if (e == cudaSuccess) e = cudaEventCreate(&e0);
+    if (e == cudaSuccess) e = cudaEventCreate(&e1);
+    float best_ms = 0;
+    for (int r = 0; e == cudaSuccess && r < 6; r++) {
+        cudaEventRecord(e0, s);
+        cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice, s);
+        cudaEventRecord(e1, s);
+        e = cudaEventSynchronize(e1);
+        float ms = 0;
+        if (e == cudaSuccess) e = cudaEventElapsedTime(&ms, e0, e1);
+        if (r > 0 && (best_ms == 0 || ms < best_ms)) best_ms = ms; /* the first is a warm-up */
+    }
+    if (e == cudaSuccess) *gbps = 2.0 * (double)n / (best_ms * 1e-3) / 1e9;
+    cudaFree(a);
+    cudaFree(b);
+    return (int)e;
+}
