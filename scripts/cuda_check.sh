@@ -1,0 +1,34 @@
+#!/bin/bash
+# Runs on the GPU machine, in a copy of the repository that carries .gpu/
+# (made by scripts/cuda_pack.sh): the CUDA backend's tests against the CPU,
+# then decode and prefill figures of generated bench models on the GPU.
+#   usage: scripts/cuda_check.sh [--bench] [OUT_DIR]
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bench=0
+if [ "${1:-}" = --bench ]; then bench=1; shift; fi
+out=${1:-${OUT:-/tmp}}
+here=$(pwd)
+# The test binary names its data by the path it was built at.
+built_at=$(strings .gpu/bin/test_cuda | grep -m1 '/tests/data$' | sed 's|/tests/data$||')
+if [ -n "$built_at" ] && [ "$built_at" != "$here" ] && [ ! -e "$built_at" ]; then
+    mkdir -p "$(dirname "$built_at")" && ln -s "$here" "$built_at"
+fi
+mkdir -p .cache && { [ -e .cache/tokenizers ] || ln -s "$here/.gpu/tokenizers" .cache/tokenizers; }
+export LD_LIBRARY_PATH="$here/.gpu/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+export LMC_CACHE_DIR=/tmp/lmc-cache
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+echo "== test_cuda"
+.gpu/bin/test_cuda 2>&1 | tee "$out/test_cuda.log" | grep -v '^ok '
+rc=$?
+echo "test_cuda exit: $rc"
+[ $bench = 1 ] || exit $rc
+echo "== bench (GPU)"
+for preset in qwen3-0.6b llama3.2-1b gemma3-1b; do
+    for q in "" --q4; do
+        dir=/tmp/m/$preset${q:+-q4}
+        .gpu/bin/lmc make-model --preset $preset $q -o "$dir" >/dev/null || exit 1
+        .gpu/bin/lmc bench -m "$dir" -b cuda -p 512 -n 128 -r 5 2>&1 | tee -a "$out/bench_cuda.log" | grep -E '^\| |GPU memory|machine'
+    done
+done
+exit $rc
