@@ -9,6 +9,7 @@ bench=0
 if [ "${1:-}" = --bench ]; then bench=1; shift; fi
 out=${1:-${OUT:-/tmp}}
 here=$(pwd)
+tar -C .gpu -xJf .gpu/lmc.tar.xz && { [ -d .gpu/tokenizers ] || tar -C .gpu -xJf .gpu/tokenizers.tar.xz; } || exit 1
 # The test binary names its data by the path it was built at.
 built_at=$(strings .gpu/bin/test_cuda | grep -m1 '/tests/data$' | sed 's|/tests/data$||')
 if [ -n "$built_at" ] && [ "$built_at" != "$here" ] && [ ! -e "$built_at" ]; then

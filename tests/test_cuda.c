@@ -171,7 +171,8 @@ static void test_matmul(void) {
             char what[80];
             snprintf(what, sizeof what, "matmul x @ W^T %lldx%lldx%lld %s", (long long)M, (long long)K, (long long)N,
                      lmc_dtype_name(wdt[w]));
-            same(rc, rg, 1e-5, 1e-4, what);
+            /* outputs are O(1): the split x keeps ~16 bits, so errors are ~1e-5 of that scale */
+            same(rc, rg, 1e-4, 1e-4, what);
             lmc_array *arr[] = {x, W, gx, gw, wt, gwt, rc, rg};
             for (size_t i = 0; i < sizeof arr / sizeof *arr; i++) lmc_array_free(arr[i]);
         }
@@ -306,7 +307,7 @@ static lmc_model *load(const char *dir, const char *backend) {
 }
 
 static void test_models(void) {
-    const int32_t ids[] = {2, 17, 305, 4000, 77, 9, 1200, 64, 5, 880, 31, 402, 7, 99, 1500, 250, 12, 3};
+    const int32_t ids[] = {2, 17, 305, 1999, 77, 9, 1200, 64, 5, 880, 31, 402, 7, 99, 1500, 250, 12, 3}; /* vocabulary 2048 */
     const size_t n = sizeof ids / sizeof *ids;
     for (size_t i = 0; i < sizeof MODELS / sizeof *MODELS; i++) {
         char *dir = model_fixture_dir(MODELS[i]);
@@ -315,9 +316,24 @@ static void test_models(void) {
         if (c && g) {
             lmc_array *lc = lmc_model_logits(c, ids, n, true), *lg = lmc_model_logits(g, ids, n, true);
             CHECKF(lg && lmc_array_device(lg) == LMC_CPU, "%s: logits on the host", MODELS[i]);
-            char what[64];
-            snprintf(what, sizeof what, "%s logits", MODELS[i]);
-            same(lc, lg, 1e-4, 1e-4, what);
+            /* Against the scale of the logits: the CPU computes in f32 too, so
+             * the two differ by the order of f32 additions only. */
+            size_t nl = lc ? (size_t)lmc_array_size(lc) : 0;
+            float *vc = malloc(nl * sizeof *vc + 1), *vg = malloc(nl * sizeof *vg + 1);
+            double scale = 0, err = 0;
+            if (lc && lg && lmc_array_size(lg) == (int64_t)nl && lmc_array_read(lc, LMC_F32, vc, nl) == LMC_OK &&
+                lmc_array_read(lg, LMC_F32, vg, nl) == LMC_OK) {
+                for (size_t j = 0; j < nl; j++) {
+                    scale = fmax(scale, fabs(vc[j]));
+                    err = fmax(err, fabs(vc[j] - vg[j]));
+                }
+                fprintf(stderr, "%s: logits differ by %.2e of their scale %.3f\n", MODELS[i], err / scale, scale);
+                CHECKF(err <= 1e-5 * scale && scale > 0, "%s: logits differ by %.2e of their scale", MODELS[i], err / scale);
+            } else {
+                CHECKF(0, "%s: no logits (%s)", MODELS[i], lmc_last_error());
+            }
+            free(vc);
+            free(vg);
             lmc_array_free(lc);
             lmc_array_free(lg);
             /* greedy continuation, twice (the second reuses the prompt cache) */
