@@ -1,0 +1,492 @@
+/* CUDA kernels of the fused ops: rms_norm, layer_norm, rope, sdpa.
+ *
+ * How they are organised, and why:
+ * - The norms run one block per row: a row is at most a few thousand
+ *   features, so one block reduces it in shared memory without a second
+ *   launch, and re-reading the row for the output pass hits L1/L2.
+ * - rope is one thread per rotated pair (or copied feature): no reduction,
+ *   so the flattest mapping keeps every SM busy whatever the shape.
+ * - sdpa runs one warp per (query row, key split). The lanes split the head
+ *   dimension, so every key row is read coalesced, and a warp keeps its
+ *   own online softmax (running max, sum, output accumulator) in registers:
+ *   no shared memory and no block-wide synchronisation. At decode there are
+ *   only B*Hq query rows, far too few warps to fill the GPU or its memory
+ *   bandwidth, so the keys of a row are split over several warps
+ *   (flash-decoding) whose partial results a second kernel combines; with
+ *   many query rows (prefill) each warp scans the keys of its row alone.
+ *   Causal and window limits shrink the key range scanned, not just mask it.
+ * Everything is computed in f32 whatever the input dtype, like the CPU
+ * reference kernels (src/backend/cpu/fused_scalar.c) these match. */
+#include <math.h>
+
+#include "backend/cuda/cuda_common.cuh"
+
+/* --- helpers ------------------------------------------------------------------ */
+
+/* Element i of a float array, the dtype known at compile time (DT < 0: at run time, dt). */
+template <int DT> __device__ __forceinline__ float ld_as(const void *p, int dt, int64_t i) {
+    if constexpr (DT == LMC_CU_F32) return ((const float *)p)[i];
+    else if constexpr (DT == LMC_CU_BF16) return __bfloat162float(((const __nv_bfloat16 *)p)[i]);
+    else if constexpr (DT == LMC_CU_F16) return __half2float(((const __half *)p)[i]);
+    else return lmc_ld(p, dt, i);
+}
+
+/* Stores a float value in a float (or other) dtype. */
+__device__ __forceinline__ void st_f32(void *p, int dt, int64_t i, float v) {
+    switch (dt) {
+    case LMC_CU_F32: ((float *)p)[i] = v; return;
+    case LMC_CU_BF16: ((__nv_bfloat16 *)p)[i] = __float2bfloat16_rn(v); return;
+    case LMC_CU_F16: ((__half *)p)[i] = __float2half_rn(v); return;
+    default: lmc_st(p, dt, i, (double)v); return;
+    }
+}
+
+/* Offset of row r of a view whose rows are all axes but the last. */
+__device__ __forceinline__ int64_t row_offset(const lmc_cuda_view &v, int64_t r) {
+    int64_t off = 0;
+    for (int d = v.ndim - 2; d >= 0; d--) {
+        int64_t n = v.shape[d];
+        off += (r % n) * v.strides[d];
+        r /= n;
+    }
+    return off;
+}
+
+static int64_t view_rows(const lmc_cuda_view *v) {
+    int64_t n = 1;
+    for (int d = 0; d < v->ndim - 1; d++) n *= v->shape[d];
+    return n;
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+/* Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets it. */
+__device__ float block_sum(float v, float *red /* [32] shared */) {
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = warp_sum(v);
+    __syncthreads(); /* red may still be read from a previous call */
+    if (lane == 0) red[warp] = v;
+    __syncthreads();
+    v = lane < nw ? red[lane] : 0.0f;
+    return warp_sum(v);
+}
+
+static int norm_threads(int64_t D) {
+    int64_t t = (D + 31) / 32 * 32;
+    return t < 32 ? 32 : t > 256 ? 256 : (int)t;
+}
+
+/* --- rms_norm / layer_norm: one block per row ---------------------------------- */
+
+struct norm_args {
+    lmc_cuda_view out, x;
+    const void *w, *b;
+    int wdt, bdt;
+    int64_t ws, bs;
+    float eps;
+    bool one_plus_weight;
+};
+
+__global__ void rms_norm_kernel(norm_args a) {
+    __shared__ float red[32];
+    int64_t row = blockIdx.x;
+    int nd = a.x.ndim;
+    int64_t D = a.x.shape[nd - 1], sx = a.x.strides[nd - 1], so = a.out.strides[a.out.ndim - 1];
+    int64_t xo = row_offset(a.x, row), oo = row_offset(a.out, row);
+    float ss = 0.0f;
+    for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
+        float v = lmc_ld(a.x.ptr, a.x.dtype, xo + d * sx);
+        ss = fmaf(v, v, ss);
+    }
+    ss = block_sum(ss, red);
+    float r = 1.0f / sqrtf(ss / (float)D + a.eps);
+    for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
+        float g = a.w ? lmc_ld(a.w, a.wdt, d * a.ws) + (a.one_plus_weight ? 1.0f : 0.0f) : 1.0f;
+        st_f32(a.out.ptr, a.out.dtype, oo + d * so, lmc_ld(a.x.ptr, a.x.dtype, xo + d * sx) * r * g);
+    }
+}
+
+__global__ void layer_norm_kernel(norm_args a) {
+    __shared__ float red[32];
+    int64_t row = blockIdx.x;
+    int nd = a.x.ndim;
+    int64_t D = a.x.shape[nd - 1], sx = a.x.strides[nd - 1], so = a.out.strides[a.out.ndim - 1];
+    int64_t xo = row_offset(a.x, row), oo = row_offset(a.out, row);
+    float s = 0.0f;
+    for (int64_t d = threadIdx.x; d < D; d += blockDim.x) s += lmc_ld(a.x.ptr, a.x.dtype, xo + d * sx);
+    float mean = block_sum(s, red) / (float)D;
+    float var = 0.0f;
+    for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
+        float c = lmc_ld(a.x.ptr, a.x.dtype, xo + d * sx) - mean;
+        var = fmaf(c, c, var);
+    }
+    var = block_sum(var, red);
+    float r = 1.0f / sqrtf(var / (float)D + a.eps);
+    for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
+        float v = (lmc_ld(a.x.ptr, a.x.dtype, xo + d * sx) - mean) * r;
+        if (a.w) v *= lmc_ld(a.w, a.wdt, d * a.ws);
+        if (a.b) v += lmc_ld(a.b, a.bdt, d * a.bs);
+        st_f32(a.out.ptr, a.out.dtype, oo + d * so, v);
+    }
+}
+
+static norm_args make_norm_args(const lmc_cuda_view *out, const lmc_cuda_view *x, const lmc_cuda_view *w,
+                                const lmc_cuda_view *b, float eps, bool one_plus_weight) {
+    norm_args a;
+    a.out = *out;
+    a.x = *x;
+    a.w = w ? w->ptr : NULL;
+    a.wdt = w ? w->dtype : 0;
+    a.ws = w ? w->strides[0] : 0;
+    a.b = b ? b->ptr : NULL;
+    a.bdt = b ? b->dtype : 0;
+    a.bs = b ? b->strides[0] : 0;
+    a.eps = eps;
+    a.one_plus_weight = one_plus_weight;
+    return a;
+}
+
+extern "C" int lmc_cu_rms_norm(const lmc_cuda_view *out, const lmc_cuda_view *x, const lmc_cuda_view *w, float eps,
+                               bool one_plus_weight) {
+    int64_t rows = view_rows(x), D = x->shape[x->ndim - 1];
+    if (rows == 0 || D == 0) return 0;
+    if (rows > INT32_MAX) return (int)cudaErrorInvalidConfiguration;
+    rms_norm_kernel<<<(unsigned)rows, norm_threads(D), 0, lmc_cuda_stream()>>>(
+        make_norm_args(out, x, w, NULL, eps, one_plus_weight));
+    LMC_CU_RETURN_LAUNCH();
+}
+
+extern "C" int lmc_cu_layer_norm(const lmc_cuda_view *out, const lmc_cuda_view *x, const lmc_cuda_view *w,
+                                 const lmc_cuda_view *b, float eps) {
+    int64_t rows = view_rows(x), D = x->shape[x->ndim - 1];
+    if (rows == 0 || D == 0) return 0;
+    if (rows > INT32_MAX) return (int)cudaErrorInvalidConfiguration;
+    layer_norm_kernel<<<(unsigned)rows, norm_threads(D), 0, lmc_cuda_stream()>>>(
+        make_norm_args(out, x, w, b, eps, false));
+    LMC_CU_RETURN_LAUNCH();
+}
+
+/* --- rope: one thread per rotated pair or copied feature -------------------- */
+
+struct rope_args {
+    lmc_cuda_view out, x;
+    const float *inv;
+    int64_t sinv;
+    const int32_t *pos;
+    int pos_ndim;
+    int64_t ps0, ps1;
+    int64_t half, dims, ncopy, per_row; /* per_row = half + ncopy work items */
+    int64_t rows_per_batch;             /* rows (all axes but the last) per index of x's first axis */
+    float scale;
+    bool traditional;
+};
+
+__global__ void rope_kernel(rope_args a, int64_t total) {
+    int nd = a.x.ndim;
+    int64_t D_sx = a.x.strides[nd - 1], so = a.out.strides[a.out.ndim - 1];
+    for (int64_t it = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; it < total;
+         it += (int64_t)gridDim.x * blockDim.x) {
+        int64_t row = it / a.per_row, j = it % a.per_row;
+        int64_t xo = row_offset(a.x, row), oo = row_offset(a.out, row);
+        if (j >= a.half) { /* features past dims are copied */
+            int64_t d = a.dims + (j - a.half);
+            st_f32(a.out.ptr, a.out.dtype, oo + d * so, lmc_ld(a.x.ptr, a.x.dtype, xo + d * D_sx));
+            continue;
+        }
+        int64_t t = row % a.x.shape[nd - 2], bi = nd >= 3 ? row / a.rows_per_batch : 0;
+        int32_t pos = a.pos_ndim == 1 ? a.pos[t * a.ps0] : a.pos[bi * a.ps0 + t * a.ps1];
+        float ang = ((float)pos * a.scale) * a.inv[j * a.sinv];
+        float c = cosf(ang), s = sinf(ang);
+        int64_t i0 = a.traditional ? 2 * j : j, i1 = a.traditional ? 2 * j + 1 : j + a.half;
+        float x0 = lmc_ld(a.x.ptr, a.x.dtype, xo + i0 * D_sx), x1 = lmc_ld(a.x.ptr, a.x.dtype, xo + i1 * D_sx);
+        st_f32(a.out.ptr, a.out.dtype, oo + i0 * so, x0 * c - x1 * s);
+        st_f32(a.out.ptr, a.out.dtype, oo + i1 * so, x1 * c + x0 * s);
+    }
+}
+
+extern "C" int lmc_cu_rope(const lmc_cuda_view *out, const lmc_cuda_view *x, int dims, bool traditional, float scale,
+                           const lmc_cuda_view *inv_freqs, const lmc_cuda_view *positions) {
+    int nd = x->ndim;
+    if (nd < 2) return (int)cudaErrorInvalidValue;
+    int64_t D = x->shape[nd - 1], rows = view_rows(x);
+    rope_args a;
+    a.out = *out;
+    a.x = *x;
+    a.inv = (const float *)inv_freqs->ptr;
+    a.sinv = inv_freqs->strides[0];
+    a.pos = (const int32_t *)positions->ptr;
+    a.pos_ndim = positions->ndim;
+    a.ps0 = positions->strides[0];
+    a.ps1 = positions->ndim >= 2 ? positions->strides[1] : 0;
+    a.dims = dims;
+    a.half = dims / 2;
+    a.ncopy = D > dims ? D - dims : 0;
+    a.per_row = a.half + a.ncopy;
+    a.rows_per_batch = x->shape[0] ? rows / x->shape[0] : 1;
+    a.scale = scale;
+    a.traditional = traditional;
+    int64_t total = rows * a.per_row;
+    if (total == 0) return 0;
+    rope_kernel<<<lmc_blocks(total, 256), 256, 0, lmc_cuda_stream()>>>(a, total);
+    LMC_CU_RETURN_LAUNCH();
+}
+
+/* --- sdpa: one warp per (query row, key split) ----------------------------------
+ *
+ * Lane l holds q[d] and the output accumulator acc[e] for d, e = l + 32u
+ * (u < U). Keys are taken KB at a time so their loads are in flight
+ * together; the KB partial dot products are reduced across the warp with
+ * interleaved shuffles, and every lane then runs the same online softmax
+ * update. */
+
+struct sdpa_args {
+    lmc_cuda_view q, k, v, out, mask;
+    bool has_mask, mask_bool, causal;
+    float scale, softcap;
+    int64_t window;
+    int64_t B, Hq, Tq, Hkv, Tk, D, Dv, group;
+    int64_t kesz, vesz; /* bytes per element of k, v */
+    int splits;
+    float *part; /* splits > 1: [rows * splits][Dv + 2]: acc[Dv], max, sum */
+};
+
+/* The keys [lo, hi) that query row i may see at all (causal and window limits). */
+__device__ __forceinline__ void sdpa_key_range(const sdpa_args &a, int64_t i, int64_t *lo, int64_t *hi) {
+    int64_t qpos = a.Tk - a.Tq + i;
+    int64_t l = 0, h = a.Tk;
+    if (a.window > 0 && qpos - a.window + 1 > l) l = qpos - a.window + 1;
+    if (a.causal && qpos + 1 < h) h = qpos + 1;
+    *lo = l;
+    *hi = h > l ? h : l;
+}
+
+template <int U, int KB, int DT, bool UNIT>
+__global__ void __launch_bounds__(128) sdpa_kernel(sdpa_args a) {
+    const int lane = threadIdx.x & 31;
+    const int64_t w = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    const int64_t rows = a.B * a.Hq * a.Tq;
+    if (w >= rows * a.splits) return; /* whole warps only */
+    const int64_t row = w / a.splits;
+    const int split = (int)(w % a.splits);
+    const int64_t i = row % a.Tq, h = (row / a.Tq) % a.Hq, b = row / (a.Tq * a.Hq);
+    const int64_t hk = h / a.group;
+
+    int64_t lo, hi;
+    sdpa_key_range(a, i, &lo, &hi);
+    int64_t chunk = (hi - lo + a.splits - 1) / a.splits;
+    int64_t j0 = lo + split * chunk, j1 = j0 + chunk < hi ? j0 + chunk : hi;
+
+    /* Byte pointers of this lane's first element in key row 0 of k and v;
+     * with unit last-dim strides the per-u offsets are compile-time constants. */
+    const int64_t ks = UNIT ? 1 : a.k.strides[3], vs = UNIT ? 1 : a.v.strides[3];
+    const char *kp = (const char *)a.k.ptr + (b * a.k.strides[0] + hk * a.k.strides[1] + lane * ks) * a.kesz;
+    const char *vp = (const char *)a.v.ptr + (b * a.v.strides[0] + hk * a.v.strides[1] + lane * vs) * a.vesz;
+    const int64_t ktb = a.k.strides[2] * a.kesz, vtb = a.v.strides[2] * a.vesz;
+    const int64_t qo = b * a.q.strides[0] + h * a.q.strides[1] + i * a.q.strides[2], qs = a.q.strides[3];
+    const int64_t mo = a.has_mask ? b * a.mask.strides[0] + h * a.mask.strides[1] + i * a.mask.strides[2] : 0;
+    const int64_t mt = a.has_mask ? a.mask.strides[3] : 0;
+
+    float q[U], acc[U];
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+        int64_t d = lane + 32 * u;
+        q[u] = d < a.D ? lmc_ld(a.q.ptr, a.q.dtype, qo + d * qs) : 0.0f;
+        acc[u] = 0.0f;
+    }
+    float m = -INFINITY, l = 0.0f;
+
+    for (int64_t j = j0; j < j1; j += KB) {
+        float s[KB], vv[KB][U];
+#pragma unroll
+        for (int c = 0; c < KB; c++) {
+            int64_t jj = j + c;
+            bool in = jj < j1;
+            const char *kr = kp + jj * ktb, *vr = vp + jj * vtb;
+            float dot = 0.0f;
+#pragma unroll
+            for (int u = 0; u < U; u++) {
+                int d = lane + 32 * u;
+                if (in && d < a.D) dot = fmaf(q[u], ld_as<DT>(kr, a.k.dtype, 32 * u * ks), dot);
+                vv[c][u] = in && d < a.Dv ? ld_as<DT>(vr, a.v.dtype, 32 * u * vs) : 0.0f;
+            }
+            s[c] = dot;
+        }
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1)
+#pragma unroll
+            for (int c = 0; c < KB; c++) s[c] += __shfl_xor_sync(0xffffffffu, s[c], o);
+
+        float mnew = m;
+#pragma unroll
+        for (int c = 0; c < KB; c++) {
+            int64_t jj = j + c;
+            float sc = s[c] * a.scale;
+            if (a.softcap > 0.0f) sc = a.softcap * tanhf(sc / a.softcap);
+            bool vis = jj < j1;
+            if (vis && a.has_mask) {
+                float mv = lmc_ld(a.mask.ptr, a.mask.dtype, mo + jj * mt);
+                if (a.mask_bool) vis = mv != 0.0f;
+                else sc += mv;
+            }
+            /* a score of -inf weighs nothing (exp(-inf - max) = 0 in the reference) */
+            s[c] = vis ? sc : -INFINITY;
+            mnew = fmaxf(mnew, s[c]);
+        }
+        if (mnew == -INFINITY) continue; /* nothing visible yet */
+        float corr = expf(m - mnew); /* m = -inf: 0, and acc, l are 0 anyway */
+        l *= corr;
+#pragma unroll
+        for (int u = 0; u < U; u++) acc[u] *= corr;
+#pragma unroll
+        for (int c = 0; c < KB; c++) {
+            float p = expf(s[c] - mnew);
+            l += p;
+#pragma unroll
+            for (int u = 0; u < U; u++) acc[u] = fmaf(p, vv[c][u], acc[u]);
+        }
+        m = mnew;
+    }
+
+    if (a.splits == 1) {
+        const int64_t oo = b * a.out.strides[0] + h * a.out.strides[1] + i * a.out.strides[2], os = a.out.strides[3];
+        float inv = l > 0.0f ? 1.0f / l : 0.0f;
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            int64_t e = lane + 32 * u;
+            if (e < a.Dv) st_f32(a.out.ptr, a.out.dtype, oo + e * os, l > 0.0f ? acc[u] * inv : 0.0f);
+        }
+    } else {
+        float *p = a.part + w * (a.Dv + 2);
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            int64_t e = lane + 32 * u;
+            if (e < a.Dv) p[e] = acc[u];
+        }
+        if (lane == 0) {
+            p[a.Dv] = m;
+            p[a.Dv + 1] = l;
+        }
+    }
+}
+
+/* Merges the splits of each query row: one warp per row. */
+__global__ void __launch_bounds__(128) sdpa_combine_kernel(sdpa_args a) {
+    const int lane = threadIdx.x & 31;
+    const int64_t row = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (row >= a.B * a.Hq * a.Tq) return;
+    const int64_t i = row % a.Tq, h = (row / a.Tq) % a.Hq, b = row / (a.Tq * a.Hq);
+    const int64_t stride = a.Dv + 2;
+    const float *p = a.part + row * a.splits * stride;
+    float mx = -INFINITY;
+    for (int s = lane; s < a.splits; s += 32) mx = fmaxf(mx, p[s * stride + a.Dv]);
+    mx = warp_max(mx);
+    float l = 0.0f;
+    if (mx > -INFINITY)
+        for (int s = lane; s < a.splits; s += 32) {
+            float ms = p[s * stride + a.Dv];
+            if (ms > -INFINITY) l += p[s * stride + a.Dv + 1] * expf(ms - mx);
+        }
+    l = warp_sum(l);
+    const int64_t oo = b * a.out.strides[0] + h * a.out.strides[1] + i * a.out.strides[2], os = a.out.strides[3];
+    for (int64_t e = lane; e < a.Dv; e += 32) {
+        float acc = 0.0f;
+        if (l > 0.0f)
+            for (int s = 0; s < a.splits; s++) {
+                float ms = p[s * stride + a.Dv];
+                if (ms > -INFINITY) acc = fmaf(p[s * stride + e], expf(ms - mx), acc);
+            }
+        st_f32(a.out.ptr, a.out.dtype, oo + e * os, l > 0.0f ? acc / l : 0.0f);
+    }
+}
+
+/* Typed loads and constant offsets for the usual case (k, v of one float
+ * dtype, unit last-dim strides); the generic kernel for the rest. */
+template <int U, int KB> static void sdpa_launch_dt(const sdpa_args &a, unsigned blocks, int dt, bool unit) {
+    cudaStream_t st = lmc_cuda_stream();
+    if (!unit) dt = -1;
+    switch (dt) {
+    case LMC_CU_F32: sdpa_kernel<U, KB, LMC_CU_F32, true><<<blocks, 128, 0, st>>>(a); break;
+    case LMC_CU_BF16: sdpa_kernel<U, KB, LMC_CU_BF16, true><<<blocks, 128, 0, st>>>(a); break;
+    case LMC_CU_F16: sdpa_kernel<U, KB, LMC_CU_F16, true><<<blocks, 128, 0, st>>>(a); break;
+    default: sdpa_kernel<U, 1, -1, false><<<blocks, 128, 0, st>>>(a); break;
+    }
+}
+
+static int64_t dtype_size(int dt) {
+    switch (dt) {
+    case LMC_CU_F16: case LMC_CU_BF16: return 2;
+    case LMC_CU_U8: case LMC_CU_BOOL: return 1;
+    case LMC_CU_I64: return 8;
+    default: return 4;
+    }
+}
+
+extern "C" int lmc_cu_sdpa(const lmc_cuda_view *out, const lmc_cuda_view *q, const lmc_cuda_view *k,
+                           const lmc_cuda_view *v, float scale, bool causal, int64_t window, const lmc_cuda_view *mask,
+                           float softcap) {
+    sdpa_args a;
+    a.q = *q;
+    a.k = *k;
+    a.v = *v;
+    a.out = *out;
+    a.has_mask = mask != NULL;
+    if (mask) a.mask = *mask;
+    else a.mask = *q; /* unused */
+    a.mask_bool = mask && mask->dtype == LMC_CU_BOOL;
+    a.causal = causal;
+    a.scale = scale;
+    a.softcap = softcap;
+    a.window = window;
+    a.B = q->shape[0];
+    a.Hq = q->shape[1];
+    a.Tq = q->shape[2];
+    a.D = q->shape[3];
+    a.Hkv = k->shape[1];
+    a.Tk = k->shape[2];
+    a.Dv = v->shape[3];
+    a.kesz = dtype_size(k->dtype);
+    a.vesz = dtype_size(v->dtype);
+    if (a.Hkv <= 0 || a.Hq % a.Hkv != 0) return (int)cudaErrorInvalidValue;
+    a.group = a.Hq / a.Hkv;
+    int64_t rows = a.B * a.Hq * a.Tq;
+    if (rows == 0 || a.Dv == 0) return 0;
+    int64_t dmax = a.D > a.Dv ? a.D : a.Dv;
+    if (dmax > 512) return (int)cudaErrorNotSupported;
+
+    /* Enough warps to cover the GPU a few times over: split the keys of a
+     * row when there are few rows, but give each split at least 64 keys. */
+    int64_t splits = 1;
+    if (rows < 2048) {
+        int64_t want = (2048 + rows - 1) / rows, most = (a.Tk + 63) / 64;
+        splits = want < most ? want : most;
+        if (splits < 1) splits = 1;
+    }
+    a.splits = (int)splits;
+    a.part = NULL;
+    if (splits > 1) {
+        a.part = (float *)lmc_cuda_scratch((size_t)(rows * splits * (a.Dv + 2)) * sizeof(float));
+        if (!a.part) return (int)cudaErrorMemoryAllocation;
+    }
+    int64_t warps = rows * splits, blocks = (warps + 3) / 4;
+    if (blocks > INT32_MAX) return (int)cudaErrorInvalidConfiguration;
+    /* k and v of one float dtype get the typed loads (the usual case) */
+    int dt = k->dtype == v->dtype ? k->dtype : -1;
+    bool unit = k->strides[3] == 1 && v->strides[3] == 1;
+    if (dmax <= 64) sdpa_launch_dt<2, 4>(a, (unsigned)blocks, dt, unit);
+    else if (dmax <= 128) sdpa_launch_dt<4, 4>(a, (unsigned)blocks, dt, unit);
+    else if (dmax <= 256) sdpa_launch_dt<8, 1>(a, (unsigned)blocks, dt, unit);
+    else sdpa_launch_dt<16, 1>(a, (unsigned)blocks, dt, unit);
+    if (splits > 1) {
+        cudaError_t e = cudaGetLastError();
+        if (e != cudaSuccess) return (int)e;
+        sdpa_combine_kernel<<<(unsigned)((rows + 3) / 4), 128, 0, lmc_cuda_stream()>>>(a);
+    }
+    LMC_CU_RETURN_LAUNCH();
+}
