@@ -25,11 +25,15 @@ rc=$?
 echo "test_cuda exit: $rc"
 [ $bench = 1 ] || exit $rc
 echo "== bench (GPU)"
+mkdir -p /tmp/m
 for preset in qwen3-0.6b llama3.2-1b gemma3-1b; do
     for q in "" --q4; do
         dir=/tmp/m/$preset${q:+-q4}
         .gpu/bin/lmc make-model --preset $preset $q -o "$dir" >/dev/null || exit 1
-        .gpu/bin/lmc bench -m "$dir" -b cuda -p 512 -n 128 -r 5 2>&1 | tee -a "$out/bench_cuda.log" | grep -E '^\| |GPU memory|machine'
+        .gpu/bin/lmc bench -m "$dir" -b cuda -p 512 -n 128 -r 5 2>&1 | tee -a "$out/bench_cuda.log" | grep -E '^\| [a-z]|GPU memory|GPU|lmc bench'
+        if [ -z "$q" ]; then
+            python3 scripts/bench_cuda_hf.py "$dir" 2>&1 | tee -a "$out/bench_cuda.log" | tail -1
+        fi
     done
 done
 exit $rc

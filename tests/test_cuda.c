@@ -158,7 +158,8 @@ static void test_take(void) {
 }
 
 static void test_matmul(void) {
-    int64_t sizes[][3] = {{1, 64, 96}, {5, 33, 17}, {64, 128, 256}, {130, 72, 200}};
+    /* M <= 8 with K a multiple of 8 takes the GEMV kernel, the rest cuBLAS */
+    int64_t sizes[][3] = {{1, 64, 96}, {5, 33, 17}, {8, 1024, 3000}, {3, 200, 77}, {64, 128, 256}, {130, 72, 200}};
     lmc_dtype wdt[] = {LMC_F32, LMC_BF16, LMC_F16};
     for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++)
         for (size_t w = 0; w < 3; w++) {

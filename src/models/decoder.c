@@ -460,11 +460,22 @@ lmc_array *lmc_decoder_forward(const lmc_decoder *d, lmc_kv_cache *cache, const 
     /* On a device: the per-call inputs go there (the embedding reads the ids
      * on the host to pick rows); the scope frees the copies. */
     lmc_forward_args dev_args;
-    if (d->device != LMC_CPU && args && (args->positions || args->mask)) {
-        dev_args = *args;
-        if (args->positions) dev_args.positions = lmc_array_to(args->positions, d->device);
-        if (args->mask) dev_args.mask = lmc_array_to(args->mask, d->device);
-        if ((args->positions && !dev_args.positions) || (args->mask && !dev_args.mask)) {
+    if (d->device != LMC_CPU) {
+        dev_args = args ? *args : (lmc_forward_args){0};
+        if (args && args->positions) {
+            dev_args.positions = lmc_array_to(args->positions, d->device);
+        } else if (cache) {
+            /* Positions made once here, not by each RoPE call: one copy
+             * instead of a launch per layer and per q and k. */
+            int32_t *pv = malloc((size_t)T * sizeof *pv);
+            for (int64_t t = 0; pv && t < T; t++) pv[t] = (int32_t)(cache->pos + t);
+            lmc_array *host = pv ? lmc_array_from_data(pv, LMC_I32, 1, &T) : NULL;
+            dev_args.positions = host ? lmc_array_to(host, d->device) : NULL;
+            if (!pv) lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
+            free(pv);
+        }
+        if (dev_args.mask) dev_args.mask = lmc_array_to(dev_args.mask, d->device);
+        if ((dev_args.positions == NULL && (cache || (args && args->positions))) || (args && args->mask && !dev_args.mask)) {
             lmc_scope_end();
             return NULL;
         }

@@ -7,8 +7,11 @@
  * synchronising call (a copy to the host), named there. Entries left NULL
  * (cumsum, sort, random, quantize, scatters) answer "not available on this
  * device" from the ops layer. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <pthread.h>
 
 #include "backend/cuda/cuda_launch.h"
 #include "backend/kernels.h"
@@ -32,6 +35,45 @@ static lmc_cuda_view view(const lmc_array *a) {
     return v;
 }
 
+/* LMC_CUDA_PROFILE=1: each entry waits for its kernels and adds up the
+ * wall time per entry, printed at exit: where a step's time goes, launch
+ * and host work included (it serialises the GPU, so totals run higher). */
+enum { P_COPY, P_FILL, P_ARANGE, P_UNARY, P_BINARY, P_WHERE, P_REDUCE, P_SOFTMAX, P_TAKE, P_TAKE_ALONG, P_MATMUL,
+       P_RMS_NORM, P_LAYER_NORM, P_ROPE, P_SDPA, P_DEQUANTIZE, P_QMM, P_COUNT };
+static const char *const g_prof_names[P_COUNT] = {"copy", "fill", "arange", "unary", "binary", "where", "reduce",
+                                                  "softmax", "take", "take_along", "matmul", "rms_norm", "layer_norm",
+                                                  "rope", "sdpa", "dequantize", "quantized_matmul"};
+static bool g_prof;
+static double g_prof_s[P_COUNT];
+static long g_prof_n[P_COUNT];
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void prof_report(void) {
+    double total = 0;
+    for (int i = 0; i < P_COUNT; i++) total += g_prof_s[i];
+    fprintf(stderr, "cuda profile (entry: calls, ms, us/call, share):\n");
+    for (int i = 0; i < P_COUNT; i++)
+        if (g_prof_n[i])
+            fprintf(stderr, "  %-17s %8ld %10.2f %8.2f %5.1f %%\n", g_prof_names[i], g_prof_n[i], g_prof_s[i] * 1e3,
+                    g_prof_s[i] * 1e6 / (double)g_prof_n[i], 100 * g_prof_s[i] / total);
+}
+
+#define PROF(id, expr)                                  \
+    do {                                                \
+        if (!g_prof) return (expr);                     \
+        double t0_ = now_s();                           \
+        lmc_status s_ = (expr);                         \
+        lmc_cuda_synchronize();                         \
+        g_prof_s[id] += now_s() - t0_;                  \
+        g_prof_n[id]++;                                 \
+        return s_;                                      \
+    } while (0)
+
 static lmc_status check(int err, const char *op) {
     if (!err) return LMC_OK;
     return lmc_set_error(err == 2 ? LMC_ERR_OUT_OF_MEMORY : LMC_ERR_INTERNAL, "cuda %s: %s", op, lmc_cuda_error_string(err));
@@ -41,45 +83,45 @@ static bool is_float(lmc_dtype dt) { return dt == LMC_F32 || dt == LMC_F16 || dt
 
 static lmc_status k_copy(lmc_array *out, const lmc_array *in) {
     lmc_cuda_view o = view(out), i = view(in);
-    return check(lmc_cu_copy(&o, &i), "copy");
+    PROF(P_COPY, check(lmc_cu_copy(&o, &i), "copy"));
 }
 
 static lmc_status k_fill(lmc_array *out, double value) {
     lmc_cuda_view o = view(out);
-    return check(lmc_cu_fill(&o, value), "fill");
+    PROF(P_FILL, check(lmc_cu_fill(&o, value), "fill"));
 }
 
 static lmc_status k_arange(lmc_array *out, double start, double step) {
     lmc_cuda_view o = view(out);
-    return check(lmc_cu_arange(&o, start, step), "arange");
+    PROF(P_ARANGE, check(lmc_cu_arange(&o, start, step), "arange"));
 }
 
 static lmc_status k_unary(lmc_unary_op op, lmc_array *out, const lmc_array *in) {
     if ((unsigned)op >= LMC_UNARY_COUNT) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "unary: invalid op %d", (int)op);
     lmc_cuda_view o = view(out), i = view(in);
-    return check(lmc_cu_unary((int)op, &o, &i), "unary");
+    PROF(P_UNARY, check(lmc_cu_unary((int)op, &o, &i), "unary"));
 }
 
 static lmc_status k_binary(lmc_binary_op op, lmc_array *out, const lmc_array *a, const lmc_array *b) {
     if ((unsigned)op >= LMC_BINARY_COUNT) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "binary: invalid op %d", (int)op);
     lmc_cuda_view o = view(out), x = view(a), y = view(b);
-    return check(lmc_cu_binary((int)op, &o, &x, &y), "binary");
+    PROF(P_BINARY, check(lmc_cu_binary((int)op, &o, &x, &y), "binary"));
 }
 
 static lmc_status k_where(lmc_array *out, const lmc_array *cond, const lmc_array *x, const lmc_array *y) {
     lmc_cuda_view o = view(out), c = view(cond), a = view(x), b = view(y);
-    return check(lmc_cu_where(&o, &c, &a, &b), "where");
+    PROF(P_WHERE, check(lmc_cu_where(&o, &c, &a, &b), "where"));
 }
 
 static lmc_status k_reduce(lmc_reduce_op op, lmc_array *out, const lmc_array *in, int axis) {
     if ((unsigned)op >= LMC_REDUCE_COUNT) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "reduce: invalid op %d", (int)op);
     lmc_cuda_view o = view(out), i = view(in);
-    return check(lmc_cu_reduce((int)op, &o, &i, axis), "reduce");
+    PROF(P_REDUCE, check(lmc_cu_reduce((int)op, &o, &i, axis), "reduce"));
 }
 
 static lmc_status k_softmax(lmc_array *out, const lmc_array *in, int axis, bool log) {
     lmc_cuda_view o = view(out), i = view(in);
-    return check(lmc_cu_softmax(&o, &i, axis, log), "softmax");
+    PROF(P_SOFTMAX, check(lmc_cu_softmax(&o, &i, axis, log), "softmax"));
 }
 
 /* Indices live on the device: they are read back once to check their range
@@ -104,57 +146,57 @@ static lmc_status check_indices(const char *op, const lmc_array *idx, int axis, 
 static lmc_status k_take(lmc_array *out, const lmc_array *a, const lmc_array *idx, int axis) {
     LMC_CHECK(check_indices("take", idx, axis, a->shape[axis]));
     lmc_cuda_view o = view(out), x = view(a), i = view(idx);
-    return check(lmc_cu_take(&o, &x, &i, axis), "take");
+    PROF(P_TAKE, check(lmc_cu_take(&o, &x, &i, axis), "take"));
 }
 
 static lmc_status k_take_along(lmc_array *out, const lmc_array *a, const lmc_array *idx, int axis) {
     LMC_CHECK(check_indices("take_along_axis", idx, axis, a->shape[axis]));
     lmc_cuda_view o = view(out), x = view(a), i = view(idx);
-    return check(lmc_cu_take_along(&o, &x, &i, axis), "take_along_axis");
+    PROF(P_TAKE_ALONG, check(lmc_cu_take_along(&o, &x, &i, axis), "take_along_axis"));
 }
 
 static lmc_status k_matmul(lmc_array *out, const lmc_array *a, const lmc_array *b) {
     if (!is_float(out->dtype)) return lmc_set_error(LMC_ERR_UNSUPPORTED, "cuda matmul: %s output", lmc_dtype_name(out->dtype));
     lmc_cuda_view o = view(out), x = view(a), y = view(b);
-    return check(lmc_cu_matmul(&o, &x, &y), "matmul");
+    PROF(P_MATMUL, check(lmc_cu_matmul(&o, &x, &y), "matmul"));
 }
 
 static lmc_status k_rms_norm(lmc_array *out, const lmc_array *x, const lmc_array *w, float eps, bool one_plus_weight) {
     lmc_cuda_view o = view(out), a = view(x), g;
     if (w) g = view(w);
-    return check(lmc_cu_rms_norm(&o, &a, w ? &g : NULL, eps, one_plus_weight), "rms_norm");
+    PROF(P_RMS_NORM, check(lmc_cu_rms_norm(&o, &a, w ? &g : NULL, eps, one_plus_weight), "rms_norm"));
 }
 
 static lmc_status k_layer_norm(lmc_array *out, const lmc_array *x, const lmc_array *w, const lmc_array *b, float eps) {
     lmc_cuda_view o = view(out), a = view(x), g, c;
     if (w) g = view(w);
     if (b) c = view(b);
-    return check(lmc_cu_layer_norm(&o, &a, w ? &g : NULL, b ? &c : NULL, eps), "layer_norm");
+    PROF(P_LAYER_NORM, check(lmc_cu_layer_norm(&o, &a, w ? &g : NULL, b ? &c : NULL, eps), "layer_norm"));
 }
 
 static lmc_status k_rope(lmc_array *out, const lmc_array *x, const lmc_rope_params *p, const lmc_array *inv_freqs,
                          const lmc_array *positions) {
     lmc_cuda_view o = view(out), a = view(x), f = view(inv_freqs), pos = view(positions);
-    return check(lmc_cu_rope(&o, &a, p->dims, p->traditional, p->scale, &f, &pos), "rope");
+    PROF(P_ROPE, check(lmc_cu_rope(&o, &a, p->dims, p->traditional, p->scale, &f, &pos), "rope"));
 }
 
 static lmc_status k_sdpa(lmc_array *out, const lmc_array *q, const lmc_array *k, const lmc_array *v,
                          const lmc_sdpa_params *p) {
     lmc_cuda_view o = view(out), a = view(q), b = view(k), c = view(v), m;
     if (p->mask) m = view(p->mask);
-    return check(lmc_cu_sdpa(&o, &a, &b, &c, p->scale, p->causal, p->window, p->mask ? &m : NULL, p->softcap), "sdpa");
+    PROF(P_SDPA, check(lmc_cu_sdpa(&o, &a, &b, &c, p->scale, p->causal, p->window, p->mask ? &m : NULL, p->softcap), "sdpa"));
 }
 
 static lmc_status k_dequantize(lmc_array *out, const lmc_array *wq, const lmc_array *scales, const lmc_array *biases,
                                int group_size, int bits) {
     lmc_cuda_view o = view(out), w = view(wq), s = view(scales), b = view(biases);
-    return check(lmc_cu_dequantize(&o, &w, &s, &b, group_size, bits), "dequantize");
+    PROF(P_DEQUANTIZE, check(lmc_cu_dequantize(&o, &w, &s, &b, group_size, bits), "dequantize"));
 }
 
 static lmc_status k_quantized_matmul(lmc_array *out, const lmc_array *x, const lmc_array *wq, const lmc_array *scales,
                                      const lmc_array *biases, int group_size, int bits) {
     lmc_cuda_view o = view(out), a = view(x), w = view(wq), s = view(scales), b = view(biases);
-    return check(lmc_cu_quantized_matmul(&o, &a, &w, &s, &b, group_size, bits), "quantized_matmul");
+    PROF(P_QMM, check(lmc_cu_quantized_matmul(&o, &a, &w, &s, &b, group_size, bits), "quantized_matmul"));
 }
 
 static const lmc_kernels g_cuda = {
@@ -178,7 +220,16 @@ static const lmc_kernels g_cuda = {
     .quantized_matmul = k_quantized_matmul,
 };
 
+static pthread_once_t g_prof_once = PTHREAD_ONCE_INIT;
+
+static void prof_init(void) {
+    const char *e = getenv("LMC_CUDA_PROFILE");
+    g_prof = e && *e && strcmp(e, "0");
+    if (g_prof) atexit(prof_report);
+}
+
 const lmc_kernels *lmc_cuda_kernels(void) {
+    pthread_once(&g_prof_once, prof_init);
     if (lmc_cuda_device_count() <= 0) {
         lmc_set_error(LMC_ERR_UNSUPPORTED, "no CUDA device is usable on this machine (no GPU, or no driver)");
         return NULL;

@@ -109,6 +109,125 @@ __global__ void combine_kernel(lmc_cuda_view out, const float *c, int64_t M, int
     }
 }
 
+/* --- decode: a few rows of f32 x against weights in the Linear layout ------
+ *
+ * out[r, n] = sum_k x[r, k] * W[n, k] for up to GEMV_ROWS rows r, W [N, K]
+ * row-major in its stored dtype. Memory-bound: one warp per weight row
+ * streams it once in 16-byte loads and applies it to every row of x (L1/L2
+ * resident), in f32 arithmetic like the CPU (no split, no cuBLAS call, one
+ * launch). */
+
+enum { GEMV_ROWS = 8 };
+
+struct gemv_rows {
+    int64_t x[GEMV_ROWS], out[GEMV_ROWS]; /* element offsets of each row */
+};
+
+__device__ __forceinline__ void widen(const uint4 &raw, float *w, const float *) {
+    const float *f = (const float *)&raw;
+    for (int j = 0; j < 4; j++) w[j] = f[j];
+}
+__device__ __forceinline__ void widen(const uint4 &raw, float *w, const __nv_bfloat16 *) {
+    const __nv_bfloat162 *h = (const __nv_bfloat162 *)&raw;
+    for (int j = 0; j < 4; j++) {
+        float2 f = __bfloat1622float2(h[j]);
+        w[2 * j] = f.x, w[2 * j + 1] = f.y;
+    }
+}
+__device__ __forceinline__ void widen(const uint4 &raw, float *w, const __half *) {
+    const __half2 *h = (const __half2 *)&raw;
+    for (int j = 0; j < 4; j++) {
+        float2 f = __half22float2(h[j]);
+        w[2 * j] = f.x, w[2 * j + 1] = f.y;
+    }
+}
+
+template <typename T, int R>
+__global__ void gemv_kernel(float *out, const float *x, gemv_rows rows, const T *w, int64_t ldw, int64_t N, int64_t K) {
+    constexpr int V = 16 / sizeof(T);
+    int64_t n = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) / 32;
+    int lane = threadIdx.x % 32;
+    if (n >= N) return;
+    const T *row = w + n * ldw;
+    float acc[R];
+#pragma unroll
+    for (int r = 0; r < R; r++) acc[r] = 0.0f;
+    for (int64_t k = (int64_t)lane * V; k < K; k += 32 * V) {
+        float wv[V];
+        widen(__ldg((const uint4 *)(row + k)), wv, (const T *)nullptr);
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            const float4 *xp = (const float4 *)(x + rows.x[r] + k);
+#pragma unroll
+            for (int j = 0; j < V / 4; j++) {
+                float4 xv = xp[j];
+                acc[r] = fmaf(wv[4 * j], xv.x, acc[r]);
+                acc[r] = fmaf(wv[4 * j + 1], xv.y, acc[r]);
+                acc[r] = fmaf(wv[4 * j + 2], xv.z, acc[r]);
+                acc[r] = fmaf(wv[4 * j + 3], xv.w, acc[r]);
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        float v = acc[r];
+        for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+        if (lane == 0) out[rows.out[r] + n] = v;
+    }
+}
+
+template <typename T>
+int launch_gemv(int R, float *out, const float *x, const gemv_rows &rows, const T *w, int64_t ldw, int64_t N, int64_t K) {
+    unsigned blocks = (unsigned)((N * 32 + 255) / 256);
+    cudaStream_t st = lmc_cuda_stream();
+    switch (R) {
+#define CASE(r) case r: gemv_kernel<T, r><<<blocks, 256, 0, st>>>(out, x, rows, w, ldw, N, K); break;
+        CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8)
+#undef CASE
+    }
+    return (int)cudaGetLastError();
+}
+
+bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
+
+/* The GEMV when out = x @ Wᵀ fits it: f32 x and out, few rows, W the same
+ * [N, K] row-major matrix for every row (b its transposed view), K a whole
+ * number of 16-byte vectors; -1 when it does not apply. */
+int try_gemv(const lmc_cuda_view *out, const lmc_cuda_view *a, const lmc_cuda_view *b) {
+    int nd = out->ndim;
+    int64_t N = out->shape[nd - 1], K = a->shape[nd - 1];
+    int64_t R = 1;
+    for (int d = 0; d < nd - 1; d++) R *= out->shape[d];
+    int tb = b->dtype;
+    if (a->dtype != LMC_CU_F32 || out->dtype != LMC_CU_F32 || R > GEMV_ROWS || R < 1) return -1;
+    if (tb != LMC_CU_BF16 && tb != LMC_CU_F16 && tb != LMC_CU_F32) return -1;
+    int V = 16 / (tb == LMC_CU_F32 ? 4 : 2);
+    int64_t ldw = b->strides[nd - 1];
+    if (K % V || b->strides[nd - 2] != 1 || (N > 1 && ldw < K) || a->strides[nd - 1] != 1 || out->strides[nd - 1] != 1)
+        return -1;
+    for (int d = 0; d < nd - 2; d++)
+        if (b->shape[d] > 1 && b->strides[d] != 0) return -1; /* a different W per batch */
+    if (!aligned16(b->ptr) || !aligned16(a->ptr) || (N > 1 && (ldw * (tb == LMC_CU_F32 ? 4 : 2)) % 16)) return -1;
+    gemv_rows rows;
+    for (int64_t r = 0; r < R; r++) {
+        int64_t rem = r, xo = 0, oo = 0;
+        for (int d = nd - 2; d >= 0; d--) {
+            int64_t k = rem % out->shape[d];
+            rem /= out->shape[d];
+            xo += k * a->strides[d];
+            oo += k * out->strides[d];
+        }
+        if (xo % 4) return -1; /* x rows 16-byte aligned */
+        rows.x[r] = xo;
+        rows.out[r] = oo;
+    }
+    const float *x = (const float *)a->ptr;
+    float *o = (float *)out->ptr;
+    if (tb == LMC_CU_BF16) return launch_gemv((int)R, o, x, rows, (const __nv_bfloat16 *)b->ptr, ldw, N, K);
+    if (tb == LMC_CU_F16) return launch_gemv((int)R, o, x, rows, (const __half *)b->ptr, ldw, N, K);
+    return launch_gemv((int)R, o, x, rows, (const float *)b->ptr, ldw, N, K);
+}
+
 } // namespace
 
 extern "C" int lmc_cu_matmul(const lmc_cuda_view *out, const lmc_cuda_view *a_in, const lmc_cuda_view *b_in) {
@@ -118,6 +237,10 @@ extern "C" int lmc_cu_matmul(const lmc_cuda_view *out, const lmc_cuda_view *a_in
     int64_t M = out->shape[nd - 2], N = out->shape[nd - 1], K = a_in->shape[nd - 1];
     int64_t total = size_of(out);
     if (!total) return 0;
+    if (K > 0) {
+        int g = try_gemv(out, a_in, b_in);
+        if (g >= 0) return g;
+    }
     cudaStream_t st = lmc_cuda_stream();
 
     /* The dtypes the operands go to cuBLAS in. */
