@@ -78,9 +78,10 @@ __device__ float block_sum(float v, float *red /* [32] shared */) {
     return warp_sum(v);
 }
 
+/* Threads per row: NORM_UNROLL elements each in one pass where the row allows. */
 static int norm_threads(int64_t D) {
-    int64_t t = (D + 31) / 32 * 32;
-    return t < 32 ? 32 : t > 256 ? 256 : (int)t;
+    int64_t t = ((D + 3) / 4 + 31) / 32 * 32;
+    return t < 32 ? 32 : t > 1024 ? 1024 : (int)t;
 }
 
 /* --- rms_norm / layer_norm: one block per row ---------------------------------- */
@@ -94,46 +95,96 @@ struct norm_args {
     bool one_plus_weight;
 };
 
-__global__ void rms_norm_kernel(norm_args a) {
+/* Rows are read NORM_UNROLL elements per thread at a time, loads first, so
+ * that a thread has several in flight (one row per block is latency-bound
+ * otherwise, e.g. at decode with a single row). */
+enum { NORM_UNROLL = 4 };
+
+template <int XDT> __global__ void rms_norm_kernel(norm_args a) {
     __shared__ float red[32];
-    int64_t row = blockIdx.x;
-    int nd = a.x.ndim;
-    int64_t D = a.x.shape[nd - 1], sx = a.x.strides[nd - 1], so = a.out.strides[a.out.ndim - 1];
-    int64_t xo = row_offset(a.x, row), oo = row_offset(a.out, row);
+    const int64_t row = blockIdx.x;
+    const int nd = a.x.ndim;
+    const int64_t D = a.x.shape[nd - 1], sx = a.x.strides[nd - 1], so = a.out.strides[a.out.ndim - 1];
+    const int64_t xo = row_offset(a.x, row), oo = row_offset(a.out, row);
+    const int64_t step = (int64_t)blockDim.x * NORM_UNROLL;
     float ss = 0.0f;
-    for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
-        float v = lmc_ld(a.x.ptr, a.x.dtype, xo + d * sx);
-        ss = fmaf(v, v, ss);
+    for (int64_t d0 = threadIdx.x; d0 < D; d0 += step) {
+        float v[NORM_UNROLL];
+#pragma unroll
+        for (int u = 0; u < NORM_UNROLL; u++) {
+            int64_t d = d0 + u * (int64_t)blockDim.x;
+            v[u] = d < D ? ld_as<XDT>(a.x.ptr, a.x.dtype, xo + d * sx) : 0.0f;
+        }
+#pragma unroll
+        for (int u = 0; u < NORM_UNROLL; u++) ss = fmaf(v[u], v[u], ss);
     }
     ss = block_sum(ss, red);
-    float r = 1.0f / sqrtf(ss / (float)D + a.eps);
-    for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
-        float g = a.w ? lmc_ld(a.w, a.wdt, d * a.ws) + (a.one_plus_weight ? 1.0f : 0.0f) : 1.0f;
-        st_f32(a.out.ptr, a.out.dtype, oo + d * so, lmc_ld(a.x.ptr, a.x.dtype, xo + d * sx) * r * g);
+    const float r = 1.0f / sqrtf(ss / (float)D + a.eps);
+    const float one = a.one_plus_weight ? 1.0f : 0.0f;
+    for (int64_t d0 = threadIdx.x; d0 < D; d0 += step) {
+        float v[NORM_UNROLL], g[NORM_UNROLL];
+#pragma unroll
+        for (int u = 0; u < NORM_UNROLL; u++) {
+            int64_t d = d0 + u * (int64_t)blockDim.x;
+            v[u] = d < D ? ld_as<XDT>(a.x.ptr, a.x.dtype, xo + d * sx) : 0.0f;
+            g[u] = a.w && d < D ? lmc_ld(a.w, a.wdt, d * a.ws) + one : 1.0f;
+        }
+#pragma unroll
+        for (int u = 0; u < NORM_UNROLL; u++) {
+            int64_t d = d0 + u * (int64_t)blockDim.x;
+            if (d < D) st_f32(a.out.ptr, a.out.dtype, oo + d * so, v[u] * r * g[u]);
+        }
     }
 }
 
-__global__ void layer_norm_kernel(norm_args a) {
+template <int XDT> __global__ void layer_norm_kernel(norm_args a) {
     __shared__ float red[32];
-    int64_t row = blockIdx.x;
-    int nd = a.x.ndim;
-    int64_t D = a.x.shape[nd - 1], sx = a.x.strides[nd - 1], so = a.out.strides[a.out.ndim - 1];
-    int64_t xo = row_offset(a.x, row), oo = row_offset(a.out, row);
+    const int64_t row = blockIdx.x;
+    const int nd = a.x.ndim;
+    const int64_t D = a.x.shape[nd - 1], sx = a.x.strides[nd - 1], so = a.out.strides[a.out.ndim - 1];
+    const int64_t xo = row_offset(a.x, row), oo = row_offset(a.out, row);
+    const int64_t step = (int64_t)blockDim.x * NORM_UNROLL;
     float s = 0.0f;
-    for (int64_t d = threadIdx.x; d < D; d += blockDim.x) s += lmc_ld(a.x.ptr, a.x.dtype, xo + d * sx);
-    float mean = block_sum(s, red) / (float)D;
+    for (int64_t d0 = threadIdx.x; d0 < D; d0 += step) {
+        float v[NORM_UNROLL];
+#pragma unroll
+        for (int u = 0; u < NORM_UNROLL; u++) {
+            int64_t d = d0 + u * (int64_t)blockDim.x;
+            v[u] = d < D ? ld_as<XDT>(a.x.ptr, a.x.dtype, xo + d * sx) : 0.0f;
+        }
+#pragma unroll
+        for (int u = 0; u < NORM_UNROLL; u++) s += v[u];
+    }
+    const float mean = block_sum(s, red) / (float)D;
     float var = 0.0f;
-    for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
-        float c = lmc_ld(a.x.ptr, a.x.dtype, xo + d * sx) - mean;
-        var = fmaf(c, c, var);
+    for (int64_t d0 = threadIdx.x; d0 < D; d0 += step) {
+        float v[NORM_UNROLL];
+#pragma unroll
+        for (int u = 0; u < NORM_UNROLL; u++) {
+            int64_t d = d0 + u * (int64_t)blockDim.x;
+            v[u] = d < D ? ld_as<XDT>(a.x.ptr, a.x.dtype, xo + d * sx) - mean : 0.0f;
+        }
+#pragma unroll
+        for (int u = 0; u < NORM_UNROLL; u++) var = fmaf(v[u], v[u], var);
     }
     var = block_sum(var, red);
-    float r = 1.0f / sqrtf(var / (float)D + a.eps);
-    for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
-        float v = (lmc_ld(a.x.ptr, a.x.dtype, xo + d * sx) - mean) * r;
-        if (a.w) v *= lmc_ld(a.w, a.wdt, d * a.ws);
-        if (a.b) v += lmc_ld(a.b, a.bdt, d * a.bs);
-        st_f32(a.out.ptr, a.out.dtype, oo + d * so, v);
+    const float r = 1.0f / sqrtf(var / (float)D + a.eps);
+    for (int64_t d0 = threadIdx.x; d0 < D; d0 += step) {
+        float v[NORM_UNROLL];
+#pragma unroll
+        for (int u = 0; u < NORM_UNROLL; u++) {
+            int64_t d = d0 + u * (int64_t)blockDim.x;
+            v[u] = d < D ? ld_as<XDT>(a.x.ptr, a.x.dtype, xo + d * sx) : 0.0f;
+        }
+#pragma unroll
+        for (int u = 0; u < NORM_UNROLL; u++) {
+            int64_t d = d0 + u * (int64_t)blockDim.x;
+            if (d >= D) continue;
+            float o = (v[u] - mean) * r;
+            if (a.w) o *= lmc_ld(a.w, a.wdt, d * a.ws);
+            if (a.b) o += lmc_ld(a.b, a.bdt, d * a.bs);
+            st_f32(a.out.ptr, a.out.dtype, oo + d * so, o);
+        }
     }
 }
 
@@ -158,8 +209,15 @@ extern "C" int lmc_cu_rms_norm(const lmc_cuda_view *out, const lmc_cuda_view *x,
     int64_t rows = view_rows(x), D = x->shape[x->ndim - 1];
     if (rows == 0 || D == 0) return 0;
     if (rows > INT32_MAX) return (int)cudaErrorInvalidConfiguration;
-    rms_norm_kernel<<<(unsigned)rows, norm_threads(D), 0, lmc_cuda_stream()>>>(
-        make_norm_args(out, x, w, NULL, eps, one_plus_weight));
+    norm_args a = make_norm_args(out, x, w, NULL, eps, one_plus_weight);
+    cudaStream_t st = lmc_cuda_stream();
+    int th = norm_threads(D);
+    switch (x->dtype) {
+    case LMC_CU_F32: rms_norm_kernel<LMC_CU_F32><<<(unsigned)rows, th, 0, st>>>(a); break;
+    case LMC_CU_BF16: rms_norm_kernel<LMC_CU_BF16><<<(unsigned)rows, th, 0, st>>>(a); break;
+    case LMC_CU_F16: rms_norm_kernel<LMC_CU_F16><<<(unsigned)rows, th, 0, st>>>(a); break;
+    default: rms_norm_kernel<-1><<<(unsigned)rows, th, 0, st>>>(a); break;
+    }
     LMC_CU_RETURN_LAUNCH();
 }
 
@@ -168,8 +226,15 @@ extern "C" int lmc_cu_layer_norm(const lmc_cuda_view *out, const lmc_cuda_view *
     int64_t rows = view_rows(x), D = x->shape[x->ndim - 1];
     if (rows == 0 || D == 0) return 0;
     if (rows > INT32_MAX) return (int)cudaErrorInvalidConfiguration;
-    layer_norm_kernel<<<(unsigned)rows, norm_threads(D), 0, lmc_cuda_stream()>>>(
-        make_norm_args(out, x, w, b, eps, false));
+    norm_args a = make_norm_args(out, x, w, b, eps, false);
+    cudaStream_t st = lmc_cuda_stream();
+    int th = norm_threads(D);
+    switch (x->dtype) {
+    case LMC_CU_F32: layer_norm_kernel<LMC_CU_F32><<<(unsigned)rows, th, 0, st>>>(a); break;
+    case LMC_CU_BF16: layer_norm_kernel<LMC_CU_BF16><<<(unsigned)rows, th, 0, st>>>(a); break;
+    case LMC_CU_F16: layer_norm_kernel<LMC_CU_F16><<<(unsigned)rows, th, 0, st>>>(a); break;
+    default: layer_norm_kernel<-1><<<(unsigned)rows, th, 0, st>>>(a); break;
+    }
     LMC_CU_RETURN_LAUNCH();
 }
 
@@ -238,13 +303,15 @@ extern "C" int lmc_cu_rope(const lmc_cuda_view *out, const lmc_cuda_view *x, int
     LMC_CU_RETURN_LAUNCH();
 }
 
-/* --- sdpa: one warp per (query row, key split) ----------------------------------
+/* --- sdpa: one warp per (query heads sharing a kv head, query position, key split)
  *
- * Lane l holds q[d] and the output accumulator acc[e] for d, e = l + 32u
- * (u < U). Keys are taken KB at a time so their loads are in flight
- * together; the KB partial dot products are reduced across the warp with
- * interleaved shuffles, and every lane then runs the same online softmax
- * update. */
+ * Lane l holds q[g][d] and the output accumulators acc[g][e] of the warp's
+ * GQ query heads for d, e = l + 32u (u < U). The heads that share a kv
+ * head (GQA) share the warp, so each key and value row is read once for
+ * all of them instead of once per head. Keys are taken KB at a time so
+ * their loads are in flight together; the GQ*KB partial dot products are
+ * reduced across the warp with interleaved shuffles, and every lane then
+ * runs the same online softmax update. */
 
 struct sdpa_args {
     lmc_cuda_view q, k, v, out, mask;
@@ -253,8 +320,9 @@ struct sdpa_args {
     int64_t window;
     int64_t B, Hq, Tq, Hkv, Tk, D, Dv, group;
     int64_t kesz, vesz; /* bytes per element of k, v */
+    int64_t nsub;       /* warps' head groups per kv head: ceil(group / GQ) */
     int splits;
-    float *part; /* splits > 1: [rows * splits][Dv + 2]: acc[Dv], max, sum */
+    float *part; /* splits > 1: [B*Hq*Tq query rows][splits][Dv + 2]: acc[Dv], max, sum */
 };
 
 /* The keys [lo, hi) that query row i may see at all (causal and window limits). */
@@ -267,16 +335,20 @@ __device__ __forceinline__ void sdpa_key_range(const sdpa_args &a, int64_t i, in
     *hi = h > l ? h : l;
 }
 
-template <int U, int KB, int DT, bool UNIT>
-__global__ void __launch_bounds__(128) sdpa_kernel(sdpa_args a) {
+template <int U, int KB, int GQ, int DT, bool UNIT>
+__global__ void __launch_bounds__(128, 1) sdpa_kernel(sdpa_args a) {
     const int lane = threadIdx.x & 31;
     const int64_t w = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-    const int64_t rows = a.B * a.Hq * a.Tq;
-    if (w >= rows * a.splits) return; /* whole warps only */
-    const int64_t row = w / a.splits;
+    if (w >= a.B * a.Hkv * a.nsub * a.Tq * a.splits) return; /* whole warps only */
     const int split = (int)(w % a.splits);
-    const int64_t i = row % a.Tq, h = (row / a.Tq) % a.Hq, b = row / (a.Tq * a.Hq);
-    const int64_t hk = h / a.group;
+    int64_t t = w / a.splits;
+    const int64_t i = t % a.Tq;
+    t /= a.Tq;
+    const int64_t sub = t % a.nsub;
+    t /= a.nsub;
+    const int64_t hk = t % a.Hkv, b = t / a.Hkv;
+    const int64_t h0 = hk * a.group + sub * GQ; /* first query head of the warp */
+    const int ng = (int)(a.group - sub * GQ < GQ ? a.group - sub * GQ : GQ);
 
     int64_t lo, hi;
     sdpa_key_range(a, i, &lo, &hi);
@@ -289,133 +361,172 @@ __global__ void __launch_bounds__(128) sdpa_kernel(sdpa_args a) {
     const char *kp = (const char *)a.k.ptr + (b * a.k.strides[0] + hk * a.k.strides[1] + lane * ks) * a.kesz;
     const char *vp = (const char *)a.v.ptr + (b * a.v.strides[0] + hk * a.v.strides[1] + lane * vs) * a.vesz;
     const int64_t ktb = a.k.strides[2] * a.kesz, vtb = a.v.strides[2] * a.vesz;
-    const int64_t qo = b * a.q.strides[0] + h * a.q.strides[1] + i * a.q.strides[2], qs = a.q.strides[3];
-    const int64_t mo = a.has_mask ? b * a.mask.strides[0] + h * a.mask.strides[1] + i * a.mask.strides[2] : 0;
     const int64_t mt = a.has_mask ? a.mask.strides[3] : 0;
 
-    float q[U], acc[U];
+    float q[GQ][U], acc[GQ][U], m[GQ], l[GQ];
 #pragma unroll
-    for (int u = 0; u < U; u++) {
-        int64_t d = lane + 32 * u;
-        q[u] = d < a.D ? lmc_ld(a.q.ptr, a.q.dtype, qo + d * qs) : 0.0f;
-        acc[u] = 0.0f;
+    for (int g = 0; g < GQ; g++) {
+        const int64_t qo = b * a.q.strides[0] + (h0 + g) * a.q.strides[1] + i * a.q.strides[2];
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            int64_t d = lane + 32 * u;
+            q[g][u] = g < ng && d < a.D ? lmc_ld(a.q.ptr, a.q.dtype, qo + d * a.q.strides[3]) : 0.0f;
+            acc[g][u] = 0.0f;
+        }
+        m[g] = -INFINITY;
+        l[g] = 0.0f;
     }
-    float m = -INFINITY, l = 0.0f;
 
     for (int64_t j = j0; j < j1; j += KB) {
-        float s[KB], vv[KB][U];
+        float s[GQ][KB], vv[KB][U];
 #pragma unroll
         for (int c = 0; c < KB; c++) {
             int64_t jj = j + c;
             bool in = jj < j1;
             const char *kr = kp + jj * ktb, *vr = vp + jj * vtb;
-            float dot = 0.0f;
+            float kv[U];
 #pragma unroll
             for (int u = 0; u < U; u++) {
                 int d = lane + 32 * u;
-                if (in && d < a.D) dot = fmaf(q[u], ld_as<DT>(kr, a.k.dtype, 32 * u * ks), dot);
+                kv[u] = in && d < a.D ? ld_as<DT>(kr, a.k.dtype, 32 * u * ks) : 0.0f;
                 vv[c][u] = in && d < a.Dv ? ld_as<DT>(vr, a.v.dtype, 32 * u * vs) : 0.0f;
             }
-            s[c] = dot;
+#pragma unroll
+            for (int g = 0; g < GQ; g++) {
+                float dot = 0.0f;
+#pragma unroll
+                for (int u = 0; u < U; u++) dot = fmaf(q[g][u], kv[u], dot);
+                s[g][c] = dot;
+            }
         }
 #pragma unroll
         for (int o = 16; o > 0; o >>= 1)
 #pragma unroll
-            for (int c = 0; c < KB; c++) s[c] += __shfl_xor_sync(0xffffffffu, s[c], o);
+            for (int g = 0; g < GQ; g++)
+#pragma unroll
+                for (int c = 0; c < KB; c++) s[g][c] += __shfl_xor_sync(0xffffffffu, s[g][c], o);
 
-        float mnew = m;
 #pragma unroll
-        for (int c = 0; c < KB; c++) {
-            int64_t jj = j + c;
-            float sc = s[c] * a.scale;
-            if (a.softcap > 0.0f) sc = a.softcap * tanhf(sc / a.softcap);
-            bool vis = jj < j1;
-            if (vis && a.has_mask) {
-                float mv = lmc_ld(a.mask.ptr, a.mask.dtype, mo + jj * mt);
-                if (a.mask_bool) vis = mv != 0.0f;
-                else sc += mv;
+        for (int g = 0; g < GQ; g++) {
+            if (g >= ng) break;
+            const int64_t mo = a.has_mask ? b * a.mask.strides[0] + (h0 + g) * a.mask.strides[1] + i * a.mask.strides[2] : 0;
+            float mnew = m[g];
+#pragma unroll
+            for (int c = 0; c < KB; c++) {
+                int64_t jj = j + c;
+                float sc = s[g][c] * a.scale;
+                if (a.softcap > 0.0f) sc = a.softcap * tanhf(sc / a.softcap);
+                bool vis = jj < j1;
+                if (vis && a.has_mask) {
+                    float mv = lmc_ld(a.mask.ptr, a.mask.dtype, mo + jj * mt);
+                    if (a.mask_bool) vis = mv != 0.0f;
+                    else sc += mv;
+                }
+                /* a score of -inf weighs nothing (exp(-inf - max) = 0 in the reference) */
+                s[g][c] = vis ? sc : -INFINITY;
+                mnew = fmaxf(mnew, s[g][c]);
             }
-            /* a score of -inf weighs nothing (exp(-inf - max) = 0 in the reference) */
-            s[c] = vis ? sc : -INFINITY;
-            mnew = fmaxf(mnew, s[c]);
+            if (mnew == -INFINITY) continue; /* nothing visible yet */
+            float corr = expf(m[g] - mnew); /* m = -inf: 0, and acc, l are 0 anyway */
+            l[g] *= corr;
+#pragma unroll
+            for (int u = 0; u < U; u++) acc[g][u] *= corr;
+#pragma unroll
+            for (int c = 0; c < KB; c++) {
+                float p = expf(s[g][c] - mnew);
+                l[g] += p;
+#pragma unroll
+                for (int u = 0; u < U; u++) acc[g][u] = fmaf(p, vv[c][u], acc[g][u]);
+            }
+            m[g] = mnew;
         }
-        if (mnew == -INFINITY) continue; /* nothing visible yet */
-        float corr = expf(m - mnew); /* m = -inf: 0, and acc, l are 0 anyway */
-        l *= corr;
-#pragma unroll
-        for (int u = 0; u < U; u++) acc[u] *= corr;
-#pragma unroll
-        for (int c = 0; c < KB; c++) {
-            float p = expf(s[c] - mnew);
-            l += p;
-#pragma unroll
-            for (int u = 0; u < U; u++) acc[u] = fmaf(p, vv[c][u], acc[u]);
-        }
-        m = mnew;
     }
 
-    if (a.splits == 1) {
-        const int64_t oo = b * a.out.strides[0] + h * a.out.strides[1] + i * a.out.strides[2], os = a.out.strides[3];
-        float inv = l > 0.0f ? 1.0f / l : 0.0f;
 #pragma unroll
-        for (int u = 0; u < U; u++) {
-            int64_t e = lane + 32 * u;
-            if (e < a.Dv) st_f32(a.out.ptr, a.out.dtype, oo + e * os, l > 0.0f ? acc[u] * inv : 0.0f);
-        }
-    } else {
-        float *p = a.part + w * (a.Dv + 2);
+    for (int g = 0; g < GQ; g++) {
+        if (g >= ng) break;
+        const int64_t h = h0 + g;
+        if (a.splits == 1) {
+            const int64_t oo = b * a.out.strides[0] + h * a.out.strides[1] + i * a.out.strides[2], os = a.out.strides[3];
+            float inv = l[g] > 0.0f ? 1.0f / l[g] : 0.0f;
 #pragma unroll
-        for (int u = 0; u < U; u++) {
-            int64_t e = lane + 32 * u;
-            if (e < a.Dv) p[e] = acc[u];
-        }
-        if (lane == 0) {
-            p[a.Dv] = m;
-            p[a.Dv + 1] = l;
+            for (int u = 0; u < U; u++) {
+                int64_t e = lane + 32 * u;
+                if (e < a.Dv) st_f32(a.out.ptr, a.out.dtype, oo + e * os, l[g] > 0.0f ? acc[g][u] * inv : 0.0f);
+            }
+        } else {
+            const int64_t row = (b * a.Hq + h) * a.Tq + i;
+            float *p = a.part + (row * a.splits + split) * (a.Dv + 2);
+#pragma unroll
+            for (int u = 0; u < U; u++) {
+                int64_t e = lane + 32 * u;
+                if (e < a.Dv) p[e] = acc[g][u];
+            }
+            if (lane == 0) {
+                p[a.Dv] = m[g];
+                p[a.Dv + 1] = l[g];
+            }
         }
     }
 }
 
-/* Merges the splits of each query row: one warp per row. */
+/* Merges the splits of each query row: one block per row. Each split's
+ * weight exp(m_s - max) is computed once into shared memory; then every
+ * thread sums its output features over the splits with independent loads
+ * (a chain of dependent loads per feature would leave it latency-bound). */
+enum { SDPA_MAX_SPLITS = 256 };
+
 __global__ void __launch_bounds__(128) sdpa_combine_kernel(sdpa_args a) {
-    const int lane = threadIdx.x & 31;
-    const int64_t row = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-    if (row >= a.B * a.Hq * a.Tq) return;
+    __shared__ float wsplit[SDPA_MAX_SPLITS], red[32];
+    const int64_t row = blockIdx.x;
     const int64_t i = row % a.Tq, h = (row / a.Tq) % a.Hq, b = row / (a.Tq * a.Hq);
     const int64_t stride = a.Dv + 2;
     const float *p = a.part + row * a.splits * stride;
     float mx = -INFINITY;
-    for (int s = lane; s < a.splits; s += 32) mx = fmaxf(mx, p[s * stride + a.Dv]);
+    for (int s = threadIdx.x; s < a.splits; s += blockDim.x) mx = fmaxf(mx, p[s * stride + a.Dv]);
     mx = warp_max(mx);
+    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = mx;
+    __syncthreads();
+    mx = red[0];
+    for (int w = 1; w < (int)(blockDim.x >> 5); w++) mx = fmaxf(mx, red[w]);
     float l = 0.0f;
-    if (mx > -INFINITY)
-        for (int s = lane; s < a.splits; s += 32) {
-            float ms = p[s * stride + a.Dv];
-            if (ms > -INFINITY) l += p[s * stride + a.Dv + 1] * expf(ms - mx);
-        }
-    l = warp_sum(l);
+    for (int s = threadIdx.x; s < a.splits; s += blockDim.x) {
+        float ms = p[s * stride + a.Dv];
+        float wgt = mx > -INFINITY && ms > -INFINITY ? expf(ms - mx) : 0.0f;
+        wsplit[s] = wgt;
+        l += p[s * stride + a.Dv + 1] * wgt;
+    }
+    __syncthreads(); /* red is reused below */
+    l = block_sum(l, red);
     const int64_t oo = b * a.out.strides[0] + h * a.out.strides[1] + i * a.out.strides[2], os = a.out.strides[3];
-    for (int64_t e = lane; e < a.Dv; e += 32) {
+    const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+    for (int64_t e = threadIdx.x; e < a.Dv; e += blockDim.x) {
         float acc = 0.0f;
-        if (l > 0.0f)
-            for (int s = 0; s < a.splits; s++) {
-                float ms = p[s * stride + a.Dv];
-                if (ms > -INFINITY) acc = fmaf(p[s * stride + e], expf(ms - mx), acc);
-            }
-        st_f32(a.out.ptr, a.out.dtype, oo + e * os, l > 0.0f ? acc / l : 0.0f);
+#pragma unroll 8
+        for (int s = 0; s < a.splits; s++) acc = fmaf(p[s * stride + e], wsplit[s], acc);
+        st_f32(a.out.ptr, a.out.dtype, oo + e * os, l > 0.0f ? acc * inv : 0.0f);
     }
 }
 
 /* Typed loads and constant offsets for the usual case (k, v of one float
- * dtype, unit last-dim strides); the generic kernel for the rest. */
-template <int U, int KB> static void sdpa_launch_dt(const sdpa_args &a, unsigned blocks, int dt, bool unit) {
+ * dtype, unit last-dim strides); the generic kernel, one head per warp, for
+ * the rest. GQ: query heads per warp. */
+template <int U, int KB, int GQ> static void sdpa_launch_dt(const sdpa_args &a, unsigned blocks, int dt) {
     cudaStream_t st = lmc_cuda_stream();
-    if (!unit) dt = -1;
     switch (dt) {
-    case LMC_CU_F32: sdpa_kernel<U, KB, LMC_CU_F32, true><<<blocks, 128, 0, st>>>(a); break;
-    case LMC_CU_BF16: sdpa_kernel<U, KB, LMC_CU_BF16, true><<<blocks, 128, 0, st>>>(a); break;
-    case LMC_CU_F16: sdpa_kernel<U, KB, LMC_CU_F16, true><<<blocks, 128, 0, st>>>(a); break;
-    default: sdpa_kernel<U, 1, -1, false><<<blocks, 128, 0, st>>>(a); break;
+    case LMC_CU_F32: sdpa_kernel<U, KB, GQ, LMC_CU_F32, true><<<blocks, 128, 0, st>>>(a); break;
+    case LMC_CU_BF16: sdpa_kernel<U, KB, GQ, LMC_CU_BF16, true><<<blocks, 128, 0, st>>>(a); break;
+    default: sdpa_kernel<U, KB, GQ, LMC_CU_F16, true><<<blocks, 128, 0, st>>>(a); break;
+    }
+}
+
+/* Keys per step: as many as the registers allow (q, acc: 2*GQ*U; keys in flight: 2*KB*U). */
+template <int U> static void sdpa_launch_gq(const sdpa_args &a, unsigned blocks, int dt, int gq) {
+    switch (gq) {
+    case 1: sdpa_launch_dt<U, (U <= 4 ? 4 : 1), 1>(a, blocks, dt); break;
+    case 2: sdpa_launch_dt<U, (U <= 4 ? 4 : 1), 2>(a, blocks, dt); break;
+    case 4: sdpa_launch_dt<U, (U <= 2 ? 4 : U <= 4 ? 2 : 1), 4>(a, blocks, dt); break;
+    default: sdpa_launch_dt<U, (U <= 2 ? 2 : 1), 8>(a, blocks, dt); break;
     }
 }
 
@@ -459,13 +570,23 @@ extern "C" int lmc_cu_sdpa(const lmc_cuda_view *out, const lmc_cuda_view *q, con
     if (rows == 0 || a.Dv == 0) return 0;
     int64_t dmax = a.D > a.Dv ? a.D : a.Dv;
     if (dmax > 512) return (int)cudaErrorNotSupported;
+    int dt = k->dtype == v->dtype ? k->dtype : -1;
+    if (dt != LMC_CU_F32 && dt != LMC_CU_BF16 && dt != LMC_CU_F16) dt = -1;
+    bool fast = dt >= 0 && k->strides[3] == 1 && v->strides[3] == 1;
+    /* query heads per warp: the whole GQA group up to 8 (2 for the widest heads, for registers) */
+    int gq = 1;
+    if (fast)
+        while (gq < a.group && gq < (dmax > 256 ? 2 : 8)) gq *= 2;
+    a.nsub = (a.group + gq - 1) / gq;
+    int64_t wrows = a.B * a.Hkv * a.nsub * a.Tq; /* warps per key split */
 
     /* Enough warps to cover the GPU a few times over: split the keys of a
      * row when there are few rows, but give each split at least 64 keys. */
     int64_t splits = 1;
-    if (rows < 2048) {
-        int64_t want = (2048 + rows - 1) / rows, most = (a.Tk + 63) / 64;
+    if (wrows < 2048) {
+        int64_t want = (2048 + wrows - 1) / wrows, most = (a.Tk + 63) / 64;
         splits = want < most ? want : most;
+        if (splits > SDPA_MAX_SPLITS) splits = SDPA_MAX_SPLITS;
         if (splits < 1) splits = 1;
     }
     a.splits = (int)splits;
@@ -474,19 +595,22 @@ extern "C" int lmc_cu_sdpa(const lmc_cuda_view *out, const lmc_cuda_view *q, con
         a.part = (float *)lmc_cuda_scratch((size_t)(rows * splits * (a.Dv + 2)) * sizeof(float));
         if (!a.part) return (int)cudaErrorMemoryAllocation;
     }
-    int64_t warps = rows * splits, blocks = (warps + 3) / 4;
+    int64_t warps = wrows * splits, blocks = (warps + 3) / 4;
     if (blocks > INT32_MAX) return (int)cudaErrorInvalidConfiguration;
-    /* k and v of one float dtype get the typed loads (the usual case) */
-    int dt = k->dtype == v->dtype ? k->dtype : -1;
-    bool unit = k->strides[3] == 1 && v->strides[3] == 1;
-    if (dmax <= 64) sdpa_launch_dt<2, 4>(a, (unsigned)blocks, dt, unit);
-    else if (dmax <= 128) sdpa_launch_dt<4, 4>(a, (unsigned)blocks, dt, unit);
-    else if (dmax <= 256) sdpa_launch_dt<8, 1>(a, (unsigned)blocks, dt, unit);
-    else sdpa_launch_dt<16, 1>(a, (unsigned)blocks, dt, unit);
+    cudaStream_t st = lmc_cuda_stream();
+    if (!fast) {
+        if (dmax <= 128) sdpa_kernel<4, 1, 1, -1, false><<<(unsigned)blocks, 128, 0, st>>>(a);
+        else if (dmax <= 256) sdpa_kernel<8, 1, 1, -1, false><<<(unsigned)blocks, 128, 0, st>>>(a);
+        else sdpa_kernel<16, 1, 1, -1, false><<<(unsigned)blocks, 128, 0, st>>>(a);
+    } else if (dmax <= 64) sdpa_launch_gq<2>(a, (unsigned)blocks, dt, gq);
+    else if (dmax <= 128) sdpa_launch_gq<4>(a, (unsigned)blocks, dt, gq);
+    else if (dmax <= 256) sdpa_launch_gq<8>(a, (unsigned)blocks, dt, gq);
+    else if (gq == 1) sdpa_launch_dt<16, 1, 1>(a, (unsigned)blocks, dt);
+    else sdpa_launch_dt<16, 1, 2>(a, (unsigned)blocks, dt);
     if (splits > 1) {
         cudaError_t e = cudaGetLastError();
         if (e != cudaSuccess) return (int)e;
-        sdpa_combine_kernel<<<(unsigned)((rows + 3) / 4), 128, 0, lmc_cuda_stream()>>>(a);
+        sdpa_combine_kernel<<<(unsigned)rows, 128, 0, st>>>(a);
     }
     LMC_CU_RETURN_LAUNCH();
 }

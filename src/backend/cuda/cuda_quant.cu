@@ -87,7 +87,7 @@ struct qmm_args {
 /* --- decode: 4 and 8 bits, 16-byte loads --------------------------------------- */
 
 enum {
-    QMV_WARPS = 4,           /* warps per block */
+    QMV_WARPS = 8,           /* warps per block */
     QMV_R = 4,               /* weight rows per warp */
     QMV_SMEM_FLOATS = 8192,  /* x tile: M * KT floats, 32 KiB */
 };
@@ -122,11 +122,47 @@ template <int BITS> __device__ __forceinline__ void unpack16(const uint4 w, floa
     }
 }
 
+__device__ __forceinline__ float to_f32(float v) { return v; }
+__device__ __forceinline__ float to_f32(__nv_bfloat16 v) { return __bfloat162float(v); }
+__device__ __forceinline__ float to_f32(__half v) { return __half2float(v); }
+
+/* Copies x[:, k_tile .. k_tile + KT) into xs in the lanes' order (see
+ * qmv_kernel). The reads are coalesced and STAGE_UNROLL per thread are in
+ * flight at once: staged one by one, the loads' latency made the staging
+ * cost more than streaming the weights. */
+enum { STAGE_UNROLL = 8 };
+
+template <int EPL, int M, typename XT>
+__device__ __forceinline__ void stage_x(const qmm_args &a, float *xs, int64_t k_tile, int KT) {
+    constexpr int SPAN = 32 * EPL;
+    const XT *x = (const XT *)a.x;
+#pragma unroll
+    for (int m = 0; m < M; m++) {
+        const XT *xm = x + (int64_t)m * a.K + k_tile;
+        const int64_t kmax = a.K - k_tile; /* elements left in the row */
+        for (int kk0 = threadIdx.x; kk0 < KT; kk0 += blockDim.x * STAGE_UNROLL) {
+            float v[STAGE_UNROLL];
+#pragma unroll
+            for (int u = 0; u < STAGE_UNROLL; u++) {
+                const int kk = kk0 + u * blockDim.x;
+                v[u] = kk < KT && kk < kmax ? to_f32(xm[kk]) : 0.0f;
+            }
+#pragma unroll
+            for (int u = 0; u < STAGE_UNROLL; u++) {
+                const int kk = kk0 + u * blockDim.x;
+                if (kk >= KT) break;
+                const int s = kk / SPAN, r = kk % SPAN, l = r / EPL, q = r % EPL;
+                xs[m * KT + ((s * (EPL / 4) + q / 4) * 32 + l) * 4 + (q & 3)] = v[u];
+            }
+        }
+    }
+}
+
 /* Block: QMV_WARPS warps, warp w owns weight rows n0 + w*R .. +R. x rows
  * [0, M) are staged per K-tile in xs as float4s: the float4 f (of EPL/4) that
  * lane l needs at step s of the tile is xs[m][(s * EPL/4 + f) * 32 + l]. */
 template <int BITS, int M, int SDT>
-__global__ void __launch_bounds__(QMV_WARPS * 32) qmv_kernel(qmm_args a, int KT) {
+__global__ void __launch_bounds__(QMV_WARPS * 32, 1) qmv_kernel(qmm_args a, int KT) {
     constexpr int EPL = 128 / BITS; /* elements per 16 bytes */
     constexpr int SPAN = 32 * EPL;  /* elements per warp step */
     constexpr int R = QMV_R;
@@ -142,15 +178,12 @@ __global__ void __launch_bounds__(QMV_WARPS * 32) qmv_kernel(qmm_args a, int KT)
 #pragma unroll
         for (int r = 0; r < R; r++) acc[m][r] = 0.0f;
 
-    float *xsf = (float *)xs;
     for (int64_t k_tile = 0; k_tile < a.K; k_tile += KT) {
-        /* Stage x[:, k_tile .. k_tile + KT): smem written linearly, x gathered (it is small and in L2). */
-        __syncthreads();
-        for (int e = threadIdx.x; e < M * KT; e += blockDim.x) {
-            int m = e / KT, pos = e % KT;
-            int c = pos & 3, l = (pos >> 2) & 31, f = (pos >> 7) % (EPL / 4), s = pos / SPAN;
-            int64_t k = k_tile + (int64_t)s * SPAN + l * EPL + f * 4 + c;
-            xsf[e] = k < a.K ? lmc_ld(a.x, a.xdt, (int64_t)m * a.K + k) : 0.0f;
+        __syncthreads(); /* the previous tile is no longer read */
+        switch (a.xdt) {
+        case LMC_CU_F32: stage_x<EPL, M, float>(a, (float *)xs, k_tile, KT); break;
+        case LMC_CU_BF16: stage_x<EPL, M, __nv_bfloat16>(a, (float *)xs, k_tile, KT); break;
+        default: stage_x<EPL, M, __half>(a, (float *)xs, k_tile, KT); break;
         }
         __syncthreads();
         const int steps = KT / SPAN;
@@ -267,7 +300,8 @@ __global__ void __launch_bounds__(128) qmv_generic_kernel(qmm_args a) {
 static int qmv_run(qmm_args a, int64_t M) {
     bool fast = (a.bits == 4 || a.bits == 8) && ((uintptr_t)a.wq & 15) == 0 && a.row_bytes % 16 == 0 &&
                 a.K % (128 / a.bits) == 0 &&
-                (a.sdt == LMC_CU_F32 || a.sdt == LMC_CU_BF16 || a.sdt == LMC_CU_F16);
+                (a.sdt == LMC_CU_F32 || a.sdt == LMC_CU_BF16 || a.sdt == LMC_CU_F16) &&
+                (a.xdt == LMC_CU_F32 || a.xdt == LMC_CU_BF16 || a.xdt == LMC_CU_F16);
     const char *x = (const char *)a.x;
     char *out = (char *)a.out;
     int64_t xrow = a.K * dtype_size(a.xdt), orow = a.N * dtype_size(a.odt);
