@@ -15,8 +15,8 @@
 cudaStream_t lmc_cuda_stream(void);
 /* The cuBLAS handle bound to that stream (NULL when it could not be made). */
 cublasHandle_t lmc_cuda_cublas(void);
-/* A device scratch buffer of at least n bytes, reused between calls on the
- * stream (valid until the next call of this function). NULL on failure. */
+/* A device scratch buffer of at least n bytes, the calling thread's own,
+ * reused in stream order (valid until this thread's next call). NULL on failure. */
 void *lmc_cuda_scratch(size_t n);
 
 /* Element i of a view of any dtype, as float (integers converted). */

@@ -57,30 +57,37 @@ cublasHandle_t lmc_cuda_cublas(void) {
     return g_cublas;
 }
 
-/* Scratch: regrown when too small; the stream orders its uses (the old
- * block is freed after the work queued before). Callers hold
- * g_scratch_lock only while taking the pointer: lmc issues device work from
- * one thread at a time per model (the generation loop). */
-static std::mutex g_scratch_lock;
-static void *g_scratch;
-static size_t g_scratch_bytes;
+/* Scratch: one growable block per host thread (threads may drive
+ * generations concurrently on the one stream, and a block must not be
+ * reused by another thread's kernels between its producer and consumer);
+ * regrown when too small, freed in stream order, released at thread exit. */
+namespace {
+struct scratch_block {
+    void *p = nullptr;
+    size_t bytes = 0;
+    ~scratch_block() {
+        if (p) cudaFreeAsync(p, lmc_cuda_stream());
+    }
+};
+thread_local scratch_block t_scratch;
+} // namespace
 
 void *lmc_cuda_scratch(size_t n) {
-    std::lock_guard<std::mutex> lock(g_scratch_lock);
-    if (n <= g_scratch_bytes) return g_scratch;
-    if (g_scratch) {
-        cudaFreeAsync(g_scratch, lmc_cuda_stream());
-        g_scratch = NULL;
-        g_scratch_bytes = 0;
+    scratch_block &b = t_scratch;
+    if (n <= b.bytes) return b.p;
+    if (b.p) {
+        cudaFreeAsync(b.p, lmc_cuda_stream());
+        b.p = nullptr;
+        b.bytes = 0;
     }
     size_t want = n < ((size_t)1 << 20) ? ((size_t)1 << 20) : n;
-    if (cudaMallocAsync(&g_scratch, want, lmc_cuda_stream()) != cudaSuccess) {
+    if (cudaMallocAsync(&b.p, want, lmc_cuda_stream()) != cudaSuccess) {
         cudaGetLastError();
-        g_scratch = NULL;
-        return NULL;
+        b.p = nullptr;
+        return nullptr;
     }
-    g_scratch_bytes = want;
-    return g_scratch;
+    b.bytes = want;
+    return b.p;
 }
 
 extern "C" int lmc_cuda_malloc(void **p, size_t n) {
