@@ -111,45 +111,32 @@ static bool cache_put(lmc_buffer *b, int cls) {
     return kept;
 }
 
-static lmc_buffer *device_alloc(lmc_device dev, size_t nbytes) {
+lmc_buffer *lmc_buffer_alloc(lmc_device dev, size_t nbytes) {
     if ((unsigned)dev >= LMC_DEVICE_COUNT) {
         lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "no device %d", (int)dev);
         return NULL;
     }
     if (lmc_memory_reserve(dev, nbytes) != LMC_OK) return NULL;
-    lmc_buffer *b = calloc(1, sizeof *b);
-    void *data = NULL;
-    if (!b || lmc_device_malloc(dev, nbytes, &data) != LMC_OK) {
-        if (!b) lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
-        free(b);
-        lmc_memory_unreserve(dev, nbytes);
-        return NULL;
-    }
-    b->data = data;
-    b->nbytes = nbytes;
-    b->device = dev;
-    b->counted = true;
-    atomic_init(&b->refcount, 1);
-    return b;
-}
-
-lmc_buffer *lmc_buffer_alloc(lmc_device dev, size_t nbytes) {
-    if (dev != LMC_CPU) return device_alloc(dev, nbytes);
-    if (lmc_memory_reserve(dev, nbytes) != LMC_OK) return NULL;
-    int cls;
-    size_t alloc = alloc_size(nbytes, &cls);
-    lmc_buffer *b = cls >= 0 ? cache_take(cls) : NULL;
-    if (b) {
-        b->nbytes = nbytes;
-        atomic_init(&b->refcount, 1);
-        return b;
+    int cls = -1;
+    size_t alloc = nbytes;
+    lmc_buffer *b = NULL;
+    if (dev == LMC_CPU) { /* small CPU buffers come back from the cache */
+        alloc = alloc_size(nbytes, &cls);
+        b = cls >= 0 ? cache_take(cls) : NULL;
+        if (b) {
+            b->nbytes = nbytes;
+            atomic_init(&b->refcount, 1);
+            return b;
+        }
     }
     b = calloc(1, sizeof *b);
-    void *data = b ? aligned_alloc(64, alloc) : NULL;
-    if (!data) {
+    void *data = NULL;
+    bool ok = b && (dev == LMC_CPU ? (data = aligned_alloc(64, alloc)) != NULL
+                                   : lmc_device_malloc(dev, nbytes, &data) == LMC_OK); /* which says why */
+    if (!ok) {
+        if (!b || dev == LMC_CPU) lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory allocating %zu bytes", nbytes);
         free(b);
         lmc_memory_unreserve(dev, nbytes);
-        lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory allocating %zu bytes", nbytes);
         return NULL;
     }
     b->data = data;

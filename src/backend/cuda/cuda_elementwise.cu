@@ -37,6 +37,16 @@ static bool contiguous(const lmc_cuda_view *v) {
     return true;
 }
 
+/* dst[di] = src[si] for elements of `size` bytes (a copy of the bits). */
+__device__ __forceinline__ void move_element(void *dst, int64_t di, const void *src, int64_t si, int size) {
+    switch (size) {
+    case 1: ((uint8_t *)dst)[di] = ((const uint8_t *)src)[si]; break;
+    case 2: ((uint16_t *)dst)[di] = ((const uint16_t *)src)[si]; break;
+    case 4: ((uint32_t *)dst)[di] = ((const uint32_t *)src)[si]; break;
+    default: ((uint64_t *)dst)[di] = ((const uint64_t *)src)[si]; break;
+    }
+}
+
 #define GRID_LOOP(i, n) for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < (n); i += (int64_t)gridDim.x * blockDim.x)
 
 /* --- copy, fill, arange ------------------------------------------------------- */
@@ -45,12 +55,7 @@ __global__ void copy_kernel(lmc_cuda_view out, lmc_cuda_view in, int64_t n) {
     GRID_LOOP(i, n) {
         int64_t oi = lmc_offset(out, i), ii = lmc_offset(in, i);
         if (out.dtype == in.dtype) {
-            switch (dtype_size(out.dtype)) {
-            case 1: ((uint8_t *)out.ptr)[oi] = ((const uint8_t *)in.ptr)[ii]; break;
-            case 2: ((uint16_t *)out.ptr)[oi] = ((const uint16_t *)in.ptr)[ii]; break;
-            case 4: ((uint32_t *)out.ptr)[oi] = ((const uint32_t *)in.ptr)[ii]; break;
-            default: ((uint64_t *)out.ptr)[oi] = ((const uint64_t *)in.ptr)[ii]; break;
-            }
+            move_element(out.ptr, oi, in.ptr, ii, dtype_size(out.dtype));
         } else if (in.dtype == LMC_CU_F32 && out.dtype == LMC_CU_BF16) {
             ((__nv_bfloat16 *)out.ptr)[oi] = __float2bfloat16_rn(((const float *)in.ptr)[ii]);
         } else {
@@ -359,13 +364,7 @@ __global__ void take_kernel(lmc_cuda_view out, lmc_cuda_view a, lmc_cuda_view id
         int64_t j = load_index(idx.ptr, idx.dtype, io);
         if (j < 0) j += a.shape[axis];
         ao += j * a.strides[axis];
-        int64_t oo = lmc_offset(out, i);
-        switch (dtype_size(out.dtype)) {
-        case 1: ((uint8_t *)out.ptr)[oo] = ((const uint8_t *)a.ptr)[ao]; break;
-        case 2: ((uint16_t *)out.ptr)[oo] = ((const uint16_t *)a.ptr)[ao]; break;
-        case 4: ((uint32_t *)out.ptr)[oo] = ((const uint32_t *)a.ptr)[ao]; break;
-        default: ((uint64_t *)out.ptr)[oo] = ((const uint64_t *)a.ptr)[ao]; break;
-        }
+        move_element(out.ptr, lmc_offset(out, i), a.ptr, ao, dtype_size(out.dtype));
     }
 }
 
@@ -387,13 +386,7 @@ __global__ void take_along_kernel(lmc_cuda_view out, lmc_cuda_view a, lmc_cuda_v
         int64_t j = load_index(idx.ptr, idx.dtype, lmc_offset(idx, i));
         if (j < 0) j += a.shape[axis];
         ao += j * a.strides[axis];
-        int64_t oo = lmc_offset(out, i);
-        switch (dtype_size(out.dtype)) {
-        case 1: ((uint8_t *)out.ptr)[oo] = ((const uint8_t *)a.ptr)[ao]; break;
-        case 2: ((uint16_t *)out.ptr)[oo] = ((const uint16_t *)a.ptr)[ao]; break;
-        case 4: ((uint32_t *)out.ptr)[oo] = ((const uint32_t *)a.ptr)[ao]; break;
-        default: ((uint64_t *)out.ptr)[oo] = ((const uint64_t *)a.ptr)[ao]; break;
-        }
+        move_element(out.ptr, lmc_offset(out, i), a.ptr, ao, dtype_size(out.dtype));
     }
 }
 
