@@ -372,6 +372,20 @@ static void test_models(void) {
     }
 }
 
+/* load_options.memory_limit bounds the GPU's memory for backend "cuda". */
+static void test_memory_limit(void) {
+    char *dir = model_fixture_dir("qwen3");
+    lmc_load_options o = lmc_load_options_default();
+    o.backend = "cuda";
+    o.memory_limit = 64 << 10;
+    lmc_model *m = NULL;
+    CHECK(dir && lmc_model_load(dir, &o, &m) == LMC_ERR_OUT_OF_MEMORY && !m);
+    CHECKF(strstr(lmc_last_error(), "limit"), "message: %s", lmc_last_error());
+    CHECK(lmc_memory(LMC_CUDA).active_bytes == 0); /* what it had uploaded went back */
+    lmc_memory_set_limit(LMC_CUDA, 0);
+    model_fixture_cleanup(dir);
+}
+
 int main(void) {
     if (!lmc_device_available(LMC_CUDA)) {
         fprintf(stderr, "no usable CUDA device: checking the error paths only\n");
@@ -387,6 +401,7 @@ int main(void) {
     RUN(test_sdpa);
     RUN(test_quant);
     RUN(test_models);
+    RUN(test_memory_limit);
     lmc_memory_stats ms = lmc_memory(LMC_CUDA);
     fprintf(stderr, "cuda memory: peak %.1f MiB, active %.1f MiB\n", ms.peak_bytes / 1048576.0, ms.active_bytes / 1048576.0);
     return TEST_REPORT();

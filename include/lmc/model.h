@@ -37,7 +37,7 @@ typedef struct lmc_load_options {
     int64_t context_length;   /* bound on every KV cache; 0: the model's max_position_embeddings */
     int64_t prefill_chunk;    /* prompt tokens per forward pass during prefill (default 64: activations stay small; larger chunks measured no faster on the CPU) */
     int threads;              /* CPU threads; 0: keep the current setting */
-    size_t memory_limit;      /* bytes; 0: no limit */
+    size_t memory_limit;      /* bytes lmc may hold on the model's device (the GPU's for "cuda"); 0: no limit */
     const char *adapter_dir;  /* LoRA adapter folder (PEFT layout) to apply, or NULL */
     /* Backend "subprocess" only: */
     const char *bridge;       /* the bridge command, e.g. "python3 bridges/transformers_bridge.py",

@@ -93,7 +93,8 @@ lmc_status lmc_model_load(const char *dir, const lmc_load_options *opt_in, lmc_m
     if (opt.adapter_dir && be != &lmc_backend_cpu)
         return lmc_set_error(LMC_ERR_UNSUPPORTED, "LoRA adapters (%s): not supported by backend %s", opt.adapter_dir, backend);
     if (opt.threads > 0) LMC_CHECK(lmc_set_num_threads(opt.threads));
-    if (opt.memory_limit) lmc_memory_set_limit(LMC_CPU, opt.memory_limit);
+    /* The limit is on the memory the model computes in: the GPU's for "cuda". */
+    if (opt.memory_limit) lmc_memory_set_limit(be == &lmc_backend_cuda ? LMC_CUDA : LMC_CPU, opt.memory_limit);
 
     lmc_model *m = calloc(1, sizeof *m);
     if (!m) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
