@@ -157,7 +157,7 @@ typedef struct lmc_metrics {
     double prefill_seconds, prefill_tokens_per_second; /* the rate counts computed tokens only */
     double decode_seconds, decode_tokens_per_second;
     double time_to_first_token;   /* seconds from the call to the first generated token */
-    size_t peak_memory_bytes, active_memory_bytes;
+    size_t peak_memory_bytes, active_memory_bytes; /* lmc's, on the model's device (the GPU's for "cuda") */
 } lmc_metrics;
 
 typedef struct lmc_generation {
@@ -226,7 +226,7 @@ typedef struct lmc_batch_metrics {
     double prompts_per_second;         /* prompts / seconds */
     double tokens_per_second;          /* generated_tokens / seconds (aggregate over the batch) */
     double prefill_tokens_per_second;  /* prompt_tokens / prefill_seconds */
-    size_t peak_memory_bytes, active_memory_bytes;
+    size_t peak_memory_bytes, active_memory_bytes; /* lmc's, on the model's device (the GPU's for "cuda") */
 } lmc_batch_metrics;
 
 enum { LMC_BATCH_DEFAULT_SIZE = 16 };

@@ -181,13 +181,13 @@ static lmc_status prefill_rows(lmc_model *m, const prompt *ps, const size_t *row
     return st;
 }
 
-static void metrics_finish(lmc_batch_metrics *mt, size_t n, double t0) {
+static void metrics_finish(const lmc_model *m, lmc_batch_metrics *mt, size_t n, double t0) {
     mt->prompts = (int64_t)n;
     mt->seconds = lmc_now() - t0;
     mt->prompts_per_second = mt->seconds > 0 ? (double)n / mt->seconds : 0;
     mt->tokens_per_second = mt->seconds > 0 ? (double)mt->generated_tokens / mt->seconds : 0;
     mt->prefill_tokens_per_second = mt->prefill_seconds > 0 ? (double)mt->prompt_tokens / mt->prefill_seconds : 0;
-    lmc_memory_stats ms = lmc_memory(LMC_CPU);
+    lmc_memory_stats ms = lmc_memory(m->dec->device); /* where the model computes */
     mt->peak_memory_bytes = ms.peak_bytes;
     mt->active_memory_bytes = ms.active_bytes;
 }
@@ -295,7 +295,7 @@ lmc_status lmc_classify(lmc_model *m, const lmc_batch_prompt *prompts, size_t n,
     free(pad);
     prompts_free(ps, n);
     free(order);
-    metrics_finish(&mt, n, t0);
+    metrics_finish(m, &mt, n, t0);
     if (metrics) *metrics = mt;
     *results = res;
     if (call != LMC_OK) return lmc_set_error(call, "classification cancelled");
@@ -560,7 +560,7 @@ lmc_status lmc_batch_generate(lmc_model *m, const lmc_batch_prompt *prompts, siz
     }
     prompts_free(ps, n);
     free(order);
-    metrics_finish(&mt, n, t0);
+    metrics_finish(m, &mt, n, t0);
     if (metrics) *metrics = mt;
     *results = res;
     if (call != LMC_OK) return lmc_set_error(call, "generation cancelled");

@@ -258,7 +258,7 @@ static void finish(lmc_stream *s, lmc_stop_reason r) {
     mt->decode_tokens_per_second =
         mt->decode_seconds > 0 && s->result.n_ids > 1 ? (double)(s->result.n_ids - 1) / mt->decode_seconds : 0;
     mt->time_to_first_token = s->t_first > 0 ? s->t_first - s->t_start : 0;
-    lmc_memory_stats ms = lmc_memory(LMC_CPU);
+    lmc_memory_stats ms = lmc_memory(s->m->dec ? s->m->dec->device : LMC_CPU); /* where the model computes */
     mt->peak_memory_bytes = ms.peak_bytes;
     mt->active_memory_bytes = ms.active_bytes;
 }
