@@ -6,15 +6,20 @@
  *   launch, and re-reading the row for the output pass hits L1/L2.
  * - rope is one thread per rotated pair (or copied feature): no reduction,
  *   so the flattest mapping keeps every SM busy whatever the shape.
- * - sdpa runs one warp per (query row, key split). The lanes split the head
- *   dimension, so every key row is read coalesced, and a warp keeps its
- *   own online softmax (running max, sum, output accumulator) in registers:
- *   no shared memory and no block-wide synchronisation. At decode there are
- *   only B*Hq query rows, far too few warps to fill the GPU or its memory
- *   bandwidth, so the keys of a row are split over several warps
- *   (flash-decoding) whose partial results a second kernel combines; with
- *   many query rows (prefill) each warp scans the keys of its row alone.
- *   Causal and window limits shrink the key range scanned, not just mask it.
+ * - sdpa runs one warp per (query position, kv head, key split), serving
+ *   all the query heads that share the kv head (GQA), so each key and value
+ *   row is read once per group rather than once per query head. The lanes
+ *   split the head dimension, so every key row is read coalesced, and the
+ *   warp keeps each head's online softmax (running max, sum, output
+ *   accumulator) in registers: no shared memory and no block-wide
+ *   synchronisation. At decode there are few such warps, far too few to
+ *   fill the GPU or its memory bandwidth, so the keys are split over
+ *   several warps (flash-decoding) whose partial results a second kernel
+ *   merges (one block per query row); with many query positions (prefill)
+ *   each warp scans its keys alone. Causal and window limits shrink the
+ *   key range scanned, not just mask it. Not a tiled flash kernel: prefill
+ *   re-reads K/V per query position (from L2) and is well below what the
+ *   tensor cores could do.
  * Everything is computed in f32 whatever the input dtype, like the CPU
  * reference kernels (src/backend/cpu/fused_scalar.c) these match. */
 #include <math.h>

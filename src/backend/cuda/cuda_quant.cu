@@ -2,8 +2,8 @@
  * (layout and arithmetic: src/backend/cpu/quant.h and quant_scalar.c).
  *
  * How they are organised, and why:
- * - Decode (x has at most 8 rows per pass) is bound by reading the packed
- *   weights, which are read exactly once: each warp owns R weight rows and
+ * - Decode (up to 32 rows of x, taken in passes of at most 8) is bound by
+ *   reading the packed weights, read once per pass: each warp owns R weight rows and
  *   each lane reads 16 bytes of every row per step (one coalesced 512-byte
  *   line per row and warp), so R loads are in flight per lane. x is staged
  *   in shared memory one K-tile at a time, laid out so that the floats a
