@@ -63,6 +63,24 @@ __device__ __forceinline__ void lmc_st(void *p, int dt, int64_t i, double v) {
     }
 }
 
+/* Element i of a float array, the dtype known at compile time (otherwise at run time: dt). */
+template <int DT> __device__ __forceinline__ float ld_as(const void *p, int dt, int64_t i) {
+    if constexpr (DT == LMC_CU_F32) return ((const float *)p)[i];
+    else if constexpr (DT == LMC_CU_BF16) return __bfloat162float(((const __nv_bfloat16 *)p)[i]);
+    else if constexpr (DT == LMC_CU_F16) return __half2float(((const __half *)p)[i]);
+    else return lmc_ld(p, dt, i);
+}
+
+/* Stores a float value in a float (or other) dtype. */
+__device__ __forceinline__ void st_f32(void *p, int dt, int64_t i, float v) {
+    switch (dt) {
+    case LMC_CU_F32: ((float *)p)[i] = v; return;
+    case LMC_CU_BF16: ((__nv_bfloat16 *)p)[i] = __float2bfloat16_rn(v); return;
+    case LMC_CU_F16: ((__half *)p)[i] = __float2half_rn(v); return;
+    default: lmc_st(p, dt, i, (double)v); return;
+    }
+}
+
 /* Element offset of linear (row-major) index i of shape in a view's strides. */
 __device__ __forceinline__ int64_t lmc_offset(const lmc_cuda_view &v, int64_t i) {
     int64_t off = 0;

@@ -27,21 +27,6 @@
 
 /* --- helpers ------------------------------------------------------------------ */
 
-template <int DT> __device__ __forceinline__ float ld_as(const void *p, int dt, int64_t i) {
-    if constexpr (DT == LMC_CU_F32) return ((const float *)p)[i];
-    else if constexpr (DT == LMC_CU_BF16) return __bfloat162float(((const __nv_bfloat16 *)p)[i]);
-    else if constexpr (DT == LMC_CU_F16) return __half2float(((const __half *)p)[i]);
-    else return lmc_ld(p, dt, i);
-}
-
-__device__ __forceinline__ void st_f32(void *p, int dt, int64_t i, float v) {
-    switch (dt) {
-    case LMC_CU_F32: ((float *)p)[i] = v; return;
-    case LMC_CU_BF16: ((__nv_bfloat16 *)p)[i] = __float2bfloat16_rn(v); return;
-    case LMC_CU_F16: ((__half *)p)[i] = __float2half_rn(v); return;
-    default: lmc_st(p, dt, i, (double)v); return;
-    }
-}
 
 /* q of element i of a packed little-endian bit stream (as the CPU's unpack). */
 __device__ __forceinline__ uint32_t unpack(const uint8_t *row, int64_t i, int bits) {
