@@ -24,11 +24,14 @@ static void pair_close(pair *p) {
     model_fixture_cleanup(p->dir);
 }
 
-/* Loads the fixture twice; on failure records it, cleans up and returns false. */
-static bool pair_open(pair *p, const char *name) {
+/* Loads the fixture twice (the cached copy with `slots` prompt-cache slots);
+ * on failure records it, cleans up and returns false. */
+static bool pair_open_slots(pair *p, const char *name, int slots) {
     memset(p, 0, sizeof *p);
     p->dir = model_fixture_dir(name);
-    bool ok = p->dir && lmc_model_load(p->dir, NULL, &p->cached) == LMC_OK &&
+    lmc_load_options o = lmc_load_options_default();
+    o.prompt_cache_slots = slots;
+    bool ok = p->dir && lmc_model_load(p->dir, &o, &p->cached) == LMC_OK &&
               lmc_model_load(p->dir, NULL, &p->fresh) == LMC_OK;
     CHECKF(ok, "load %s: %s", name, lmc_last_error());
     if (!ok) pair_close(p);
@@ -42,6 +45,8 @@ static lmc_generate_options greedy(int max_tokens) {
     o.max_tokens = max_tokens;
     return o;
 }
+
+static bool pair_open(pair *p, const char *name) { return pair_open_slots(p, name, 1); }
 
 /* Generates ids on p->cached (prompt cache on) and on p->fresh (off), checks
  * that both give the same tokens and returns the cached run's reuse count
@@ -263,6 +268,84 @@ static void test_quantised(void) {
     pair_close(&p);
 }
 
+/* Three conversations taking turns. A turn is the conversation so far,
+ * its reply and three new ids; each returns how much of it was reused. */
+typedef struct convo {
+    int32_t ids[MAXP];
+    size_t n;
+} convo;
+
+static int64_t take_turn(pair *p, convo *c) {
+    int32_t gen[MAXP];
+    size_t ng = 0;
+    int64_t reused = run_both(p, c->ids, c->n, 5, gen, &ng);
+    memcpy(c->ids + c->n, gen, ng * sizeof *gen);
+    c->n += ng;
+    for (int k = 0; k < 3; k++, c->n++) c->ids[c->n] = (int32_t)(100 + 37 * (int32_t)c->n % 1900);
+    return reused;
+}
+
+static void test_slots(void) {
+    for (int slots = 1; slots <= 3; slots += 2) {
+        pair p;
+        if (!pair_open_slots(&p, "qwen3", slots)) return;
+        convo c[3];
+        for (int i = 0; i < 3; i++) { /* different from their first id on */
+            c[i].n = 6;
+            for (int k = 0; k < 6; k++) c[i].ids[k] = (int32_t)(50 + 300 * i + 7 * k);
+        }
+        int64_t first[3], second[3];
+        for (int i = 0; i < 3; i++) first[i] = take_turn(&p, &c[i]);
+        for (int i = 0; i < 3; i++) second[i] = take_turn(&p, &c[i]);
+        for (int i = 0; i < 3; i++) CHECK(first[i] == 0);
+        /* each conversation's earlier turn fed 6 + 5 - 1 ids to the model */
+        for (int i = 0; i < 3; i++)
+            CHECKF(second[i] == (slots == 3 ? 10 : 0), "%d slots: conversation %d reused %lld", slots, i,
+                   (long long)second[i]);
+        pair_close(&p);
+    }
+    /* Two slots, three conversations: the least recently used one goes. */
+    pair p;
+    if (!pair_open_slots(&p, "qwen3", 2)) return;
+    convo a = {.n = 6}, b = {.n = 6}, c = {.n = 6};
+    for (int k = 0; k < 6; k++) a.ids[k] = 60 + k, b.ids[k] = 600 + k, c.ids[k] = 1200 + k;
+    take_turn(&p, &a);
+    take_turn(&p, &b);
+    CHECK(take_turn(&p, &a) == 10); /* a, b kept; a used last */
+    CHECK(take_turn(&p, &c) == 0);  /* evicts b */
+    CHECK(take_turn(&p, &b) == 0);  /* b was evicted; evicts a */
+    CHECK(take_turn(&p, &c) == 10); /* c still there */
+    pair_close(&p);
+    /* A generation that took no slot finds them all full when it ends: its
+     * cache replaces the least recently used one. */
+    if (!pair_open_slots(&p, "qwen3", 2)) return;
+    convo x = {.n = 6};
+    for (int k = 0; k < 6; k++) a.ids[k] = 70 + k, b.ids[k] = 700 + k, x.ids[k] = 1300 + k;
+    a.n = b.n = 6;
+    take_turn(&p, &a); /* slots: a */
+    lmc_generate_options go = greedy(3);
+    lmc_stream *xs = NULL;
+    CHECK(lmc_stream_start(p.cached, x.ids, x.n, &go, &xs) == LMC_OK); /* takes none: a slot is free */
+    bool done = false;
+    while (xs && !done) {
+        int32_t id;
+        if (lmc_stream_next(xs, &id, NULL, NULL, &done) != LMC_OK) break;
+    }
+    take_turn(&p, &b); /* slots: a, b */
+    lmc_stream_free(xs); /* replaces a, the least recently used */
+    CHECK(take_turn(&p, &b) == 10);
+    CHECK(take_turn(&p, &a) == 0);
+    pair_close(&p);
+    /* Out of range. */
+    lmc_load_options o = lmc_load_options_default();
+    o.prompt_cache_slots = 65;
+    char *dir = model_fixture_dir("qwen3");
+    lmc_model *m = NULL;
+    CHECK(dir && lmc_model_load(dir, &o, &m) == LMC_ERR_INVALID_ARGUMENT && !m);
+    CHECK(strstr(lmc_last_error(), "prompt_cache_slots"));
+    model_fixture_cleanup(dir);
+}
+
 int main(void) {
     RUN(test_prefix_reuse);
     RUN(test_sliding_window);
@@ -270,5 +353,6 @@ int main(void) {
     RUN(test_two_streams);
     RUN(test_lora_attached);
     RUN(test_quantised);
+    RUN(test_slots);
     return TEST_REPORT();
 }

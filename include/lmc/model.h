@@ -39,6 +39,7 @@ typedef struct lmc_load_options {
     int threads;              /* CPU threads; 0: keep the current setting */
     size_t memory_limit;      /* bytes lmc may hold on the model's device (the GPU's for "cuda"); 0: no limit */
     const char *adapter_dir;  /* LoRA adapter folder (PEFT layout) to apply, or NULL */
+    int prompt_cache_slots;   /* finished generations whose KV caches are kept for reuse (1..64; 0: 1), see below */
     /* Backend "subprocess" only: */
     const char *bridge;       /* the bridge command, e.g. "python3 bridges/transformers_bridge.py",
                                  split into words as a POSIX shell does (quotes, backslashes; no
@@ -137,18 +138,24 @@ typedef struct lmc_generate_options {
 } lmc_generate_options;
 LMC_API lmc_generate_options lmc_generate_options_default(void);
 
-/* The prompt cache. A model keeps the KV cache of its last finished
- * generation (native backends) and the token ids in it; a generation with
- * prompt_cache on computes only the part of its prompt after the longest
- * common prefix with those ids (at least one token), so each turn of a chat
- * costs its new tokens, not the whole conversation. The reused keys and
+/* The prompt cache. A model keeps the KV caches of its last finished
+ * generations (native backends; lmc_load_options.prompt_cache_slots of them,
+ * default 1) and the token ids in each; a generation with prompt_cache on
+ * takes the one sharing the longest common prefix with its prompt and
+ * computes only the part after it (at least one token), so each turn of a
+ * chat costs its new tokens, not the whole conversation — with several
+ * slots, also when conversations take turns (a server's clients). A finished
+ * generation's cache goes to a free slot or replaces the least recently
+ * used one; a prompt that shares nothing with any slot takes none unless
+ * all are full (then the least recently used one's memory is reused). The reused keys and
  * values are the ones a full prefill computes, up to float rounding (the
  * rest is computed in other passes). Nothing is kept or reused while a LoRA
  * set is attached (its arrays may change in place), and a sliding-window
  * layer that has already dropped positions a shorter prefix needs makes
  * the generation start afresh. Concurrent generations on one model: one
- * borrows the cache, the others run without it. The memory is the KV
- * cache's, held until the next generation or lmc_model_clear_prompt_cache. */
+ * borrows a slot, the others run without it or with other slots. The
+ * memory is the KV caches', held until replaced or
+ * lmc_model_clear_prompt_cache. */
 LMC_API void lmc_model_clear_prompt_cache(lmc_model *m);
 
 typedef struct lmc_metrics {

@@ -55,24 +55,47 @@ static size_t common_prefix(const int32_t *a, size_t na, const int32_t *b, size_
     return i;
 }
 
-/* Sets up s->cache: the model's prompt cache when it may be used (s->n_cached
- * set to the positions kept), else a new empty one. */
+static void slot_free(lmc_prompt_slot *sl) {
+    lmc_kv_cache_free(&sl->kv);
+    free(sl->ids);
+    memset(sl, 0, sizeof *sl);
+}
+
+/* Sets up s->cache: a slot of the model's prompt cache when one may be used
+ * (s->n_cached set to the positions kept), else a new empty cache. */
 static lmc_status borrow_prompt_cache(lmc_stream *s, const int32_t *ids, size_t n) {
     lmc_model *m = s->m;
     if (s->opt.prompt_cache) {
         pthread_mutex_lock(&m->prompt_lock);
-        if (m->prompt_ids && !m->lora) {
-            s->cache = m->prompt_kv;
-            /* at least the last prompt token is computed: its logits come next */
-            size_t keep = common_prefix(ids, n - 1, m->prompt_ids, m->n_prompt_ids);
-            free(m->prompt_ids);
-            m->prompt_ids = NULL;
-            memset(&m->prompt_kv, 0, sizeof m->prompt_kv);
-            if (lmc_kv_cache_can_truncate(&s->cache, (int64_t)keep)) {
-                lmc_kv_cache_truncate(&s->cache, (int64_t)keep);
-                s->n_cached = keep;
-            } else {
-                lmc_kv_cache_reset(&s->cache);
+        if (!m->lora) {
+            /* the slot sharing the longest prefix (the most recent of equals),
+             * and the least recently used one; every slot full or not */
+            int best = -1, lru = -1, used = 0;
+            size_t best_keep = 0;
+            for (int i = 0; i < m->n_prompt_slots; i++) {
+                lmc_prompt_slot *sl = &m->prompt_slots[i];
+                if (!sl->ids) continue;
+                used++;
+                /* at least the last prompt token is computed: its logits come next */
+                size_t keep = common_prefix(ids, n - 1, sl->ids, sl->n);
+                if (best < 0 || keep > best_keep || (keep == best_keep && sl->used > m->prompt_slots[best].used))
+                    best = i, best_keep = keep;
+                if (lru < 0 || sl->used < m->prompt_slots[lru].used) lru = i;
+            }
+            /* Nothing shared: keep the other conversations' slots, unless they
+             * are all full (the one evicted next lends its memory). */
+            if (best >= 0 && best_keep == 0) best = used == m->n_prompt_slots ? lru : -1;
+            if (best >= 0) {
+                lmc_prompt_slot *sl = &m->prompt_slots[best];
+                s->cache = sl->kv;
+                free(sl->ids);
+                memset(sl, 0, sizeof *sl);
+                if (lmc_kv_cache_can_truncate(&s->cache, (int64_t)best_keep)) {
+                    lmc_kv_cache_truncate(&s->cache, (int64_t)best_keep);
+                    s->n_cached = best_keep;
+                } else {
+                    lmc_kv_cache_reset(&s->cache);
+                }
             }
         }
         pthread_mutex_unlock(&m->prompt_lock);
@@ -81,8 +104,9 @@ static lmc_status borrow_prompt_cache(lmc_stream *s, const int32_t *ids, size_t 
     return lmc_decoder_cache_init(m->dec, &s->cache, 1, m->context_length);
 }
 
-/* Leaves s's cache with the model for the next generation (when it is whole
- * and may be reused); s keeps nothing. */
+/* Leaves s's cache with the model for a later generation (when it is whole
+ * and may be reused): in a free slot, or in place of the least recently
+ * used one; s keeps nothing. */
 static void return_prompt_cache(lmc_stream *s) {
     lmc_model *m = s->m;
     if (!s->cache.layers || s->cache_broken || !s->opt.prompt_cache || s->cache.pos == 0 ||
@@ -93,15 +117,23 @@ static void return_prompt_cache(lmc_stream *s) {
     if (!ids) return;
     memcpy(ids, s->hist, n * sizeof *ids);
     pthread_mutex_lock(&m->prompt_lock);
-    if (m->lora || !m->be) {
+    if (m->lora || !m->be || !m->n_prompt_slots) {
         free(ids);
     } else {
-        /* the newest generation's cache replaces an older one */
-        lmc_kv_cache_free(&m->prompt_kv);
-        free(m->prompt_ids);
-        m->prompt_kv = s->cache;
-        m->prompt_ids = ids;
-        m->n_prompt_ids = n;
+        int at = 0;
+        for (int i = 0; i < m->n_prompt_slots; i++) {
+            if (!m->prompt_slots[i].ids) {
+                at = i;
+                break;
+            }
+            if (m->prompt_slots[i].used < m->prompt_slots[at].used) at = i;
+        }
+        lmc_prompt_slot *sl = &m->prompt_slots[at];
+        slot_free(sl);
+        sl->kv = s->cache;
+        sl->ids = ids;
+        sl->n = n;
+        sl->used = ++m->prompt_clock;
         memset(&s->cache, 0, sizeof s->cache);
     }
     pthread_mutex_unlock(&m->prompt_lock);
@@ -110,10 +142,7 @@ static void return_prompt_cache(lmc_stream *s) {
 void lmc_model_clear_prompt_cache(lmc_model *m) {
     if (!m) return;
     pthread_mutex_lock(&m->prompt_lock);
-    lmc_kv_cache_free(&m->prompt_kv);
-    free(m->prompt_ids);
-    m->prompt_ids = NULL;
-    m->n_prompt_ids = 0;
+    for (int i = 0; i < m->n_prompt_slots; i++) slot_free(&m->prompt_slots[i]);
     pthread_mutex_unlock(&m->prompt_lock);
 }
 

@@ -49,7 +49,7 @@ static const char *cuda_unavailable_reason(void) {
 
 lmc_load_options lmc_load_options_default(void) {
     return (lmc_load_options){.backend = NULL, .context_length = 0, .prefill_chunk = 64, .threads = 0,
-                              .memory_limit = 0, .adapter_dir = NULL, .bridge = NULL, .bridge_env = NULL,
+                              .memory_limit = 0, .adapter_dir = NULL, .prompt_cache_slots = 1, .bridge = NULL, .bridge_env = NULL,
                               .n_bridge_env = 0, .bridge_timeout = 0};
 }
 
@@ -90,6 +90,8 @@ lmc_status lmc_model_load(const char *dir, const lmc_load_options *opt_in, lmc_m
         return lmc_set_error(LMC_ERR_UNSUPPORTED, "backend \"%s\" is not available here", backend);
     if (opt.context_length < 0) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "context_length must be >= 0, got %lld", (long long)opt.context_length);
     if (opt.prefill_chunk <= 0) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "prefill_chunk must be > 0, got %lld", (long long)opt.prefill_chunk);
+    if (opt.prompt_cache_slots < 0 || opt.prompt_cache_slots > 64)
+        return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "prompt_cache_slots must be in 0..64, got %d", opt.prompt_cache_slots);
     if (opt.adapter_dir && be != &lmc_backend_cpu)
         return lmc_set_error(LMC_ERR_UNSUPPORTED, "LoRA adapters (%s): not supported by backend %s", opt.adapter_dir, backend);
     if (opt.threads > 0) LMC_CHECK(lmc_set_num_threads(opt.threads));
@@ -99,7 +101,9 @@ lmc_status lmc_model_load(const char *dir, const lmc_load_options *opt_in, lmc_m
     lmc_model *m = calloc(1, sizeof *m);
     if (!m) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
     pthread_mutex_init(&m->prompt_lock, NULL);
-    m->dir = strdup(dir);
+    m->n_prompt_slots = opt.prompt_cache_slots ? opt.prompt_cache_slots : 1;
+    m->prompt_slots = calloc((size_t)m->n_prompt_slots, sizeof *m->prompt_slots);
+    m->dir = m->prompt_slots ? strdup(dir) : NULL;
     snprintf(m->backend, sizeof m->backend, "%s", backend);
     m->opt = opt;
     /* The caller's strings are not kept. */
@@ -111,6 +115,7 @@ lmc_status lmc_model_load(const char *dir, const lmc_load_options *opt_in, lmc_m
     lmc_status s = m->dir ? be->load(m, dir, &opt) : lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
     if (s != LMC_OK) {
         pthread_mutex_destroy(&m->prompt_lock);
+        free(m->prompt_slots);
         free(m->dir);
         free(m);
         return s;
@@ -205,6 +210,7 @@ void lmc_model_free(lmc_model *m) {
     if (!m) return;
     lmc_model_close(m);
     pthread_mutex_destroy(&m->prompt_lock);
+    free(m->prompt_slots);
     free(m->dir);
     free(m);
 }

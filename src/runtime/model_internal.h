@@ -26,14 +26,21 @@ struct lmc_model {
      * it came from lmc_load_options.adapter_dir, else by the caller. */
     struct lmc_lora *lora;
     bool lora_owned;
-    /* The prompt cache (generate.c, see lmc/model.h): the KV cache of the
-     * last finished generation and the n_prompt_ids ids it holds, valid when
-     * prompt_ids is not NULL; a stream borrows it under prompt_lock. */
+    /* The prompt cache (generate.c, see lmc/model.h): n_prompt_slots slots,
+     * each the KV cache of a finished generation and the n ids it holds
+     * (free when ids is NULL); a stream takes one out under prompt_lock. */
     pthread_mutex_t prompt_lock;
-    lmc_kv_cache prompt_kv;
-    int32_t *prompt_ids;
-    size_t n_prompt_ids;
+    struct lmc_prompt_slot *prompt_slots;
+    int n_prompt_slots;
+    uint64_t prompt_clock; /* bumped per use: a slot's `used` orders them for eviction */
 };
+
+typedef struct lmc_prompt_slot {
+    lmc_kv_cache kv;
+    int32_t *ids;
+    size_t n;
+    uint64_t used;
+} lmc_prompt_slot;
 
 /* Non-zero when the handle is usable; otherwise records LMC_ERR_CLOSED. */
 lmc_status lmc_model_check(const lmc_model *m);

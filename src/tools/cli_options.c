@@ -83,6 +83,8 @@ const char lmc_cli_gen_usage[] =
     "  --adapter DIR            apply a LoRA adapter (PEFT folder: adapter_config.json, adapter_model.safetensors)\n"
     "  -t, --threads N          CPU threads (default: all cores)\n"
     "  --context N              context length bound (default: the model's)\n"
+    "  --prompt-cache-slots N   finished generations whose KV caches are kept for reuse (1-64, default 1;\n"
+    "                           more serve interleaved conversations, at a KV cache of memory each)\n"
     "  --backend NAME           cpu (default), cuda (an NVIDIA GPU; builds with -DLMC_CUDA=ON) or subprocess\n"
     "  --bridge CMD             backend subprocess: the bridge command, split as a shell splits words,\n"
     "                           e.g. \"python3 bridges/transformers_bridge.py\" (implies --backend subprocess)\n"
@@ -151,6 +153,10 @@ int lmc_cli_gen_option(const char *cmd, lmc_cli_gen *g, int argc, char **argv, i
         NEEDS_VALUE();
         if (!lmc_cli_int(cmd, a, val, 1, INT32_MAX, &n)) return -1;
         g->load.context_length = n;
+    } else if (!strcmp(a, "--prompt-cache-slots")) {
+        NEEDS_VALUE();
+        if (!lmc_cli_int(cmd, a, val, 1, 64, &n)) return -1;
+        g->load.prompt_cache_slots = (int)n;
     } else if (!strcmp(a, "--backend")) {
         NEEDS_VALUE();
         bool known = false;
