@@ -279,6 +279,69 @@ static void test_chat(void) {
     CHECK(system(cmd) == 0);
 }
 
+/* 16-bit KV caches: half the memory, logits close to the f32 cache's, the
+ * same greedy tokens on these models; on full-attention and sliding layers. */
+static void test_kv_cache_dtype(void) {
+    const char *models[] = {"qwen3", "gemma3"};
+    lmc_dtype dts[] = {LMC_BF16, LMC_F16};
+    for (int mi = 0; mi < 2; mi++) {
+        char *dir = model_fixture_dir(models[mi]);
+        lmc_model *ref = NULL;
+        CHECK(dir && lmc_model_load(dir, NULL, &ref) == LMC_OK);
+        int32_t ids[40];
+        for (int i = 0; i < 40; i++) ids[i] = g_prompt[i % NPROMPT] + i; /* past gemma3's window of 16 */
+        lmc_array *lr = ref ? lmc_model_logits(ref, ids, 40, true) : NULL;
+        lmc_generate_options o = greedy(12);
+        lmc_generation gr = {0};
+        CHECK(ref && lmc_generate_ids(ref, ids, 40, &o, &gr) == LMC_OK);
+        size_t before = lmc_memory(LMC_CPU).active_bytes;
+        lmc_model_clear_prompt_cache(ref);
+        size_t kv32 = before - lmc_memory(LMC_CPU).active_bytes; /* the cache the generation left */
+        for (int di = 0; di < 2; di++) {
+            lmc_load_options lo = lmc_load_options_default();
+            lo.kv_cache_dtype = dts[di];
+            lmc_model *m = NULL;
+            CHECK(lmc_model_load(dir, &lo, &m) == LMC_OK);
+            lmc_array *lg = m ? lmc_model_logits(m, ids, 40, true) : NULL;
+            size_t n = lr && lg ? (size_t)lmc_array_size(lr) : 0;
+            CHECK(n > 0 && lmc_array_size(lg) == (int64_t)n);
+            float *a = malloc(n * sizeof *a + 1), *b = malloc(n * sizeof *b + 1);
+            double scale = 0, err = 0;
+            if (n && lmc_array_read(lr, LMC_F32, a, n) == LMC_OK && lmc_array_read(lg, LMC_F32, b, n) == LMC_OK)
+                for (size_t i = 0; i < n; i++) scale = fmax(scale, fabs(a[i])), err = fmax(err, fabs(a[i] - b[i]));
+            /* bf16 keeps 8 significant bits, f16 11 */
+            double tol = dts[di] == LMC_BF16 ? 2e-2 : 3e-3;
+            fprintf(stderr, "%s %s KV: logits differ by %.2e of their scale\n", models[mi], lmc_dtype_name(dts[di]),
+                    scale > 0 ? err / scale : -1.0);
+            CHECKF(err > 0 && err < tol * scale, "%s %s KV: logits differ by %.2e of their scale", models[mi],
+                   lmc_dtype_name(dts[di]), scale > 0 ? err / scale : -1.0);
+            lmc_generation g = {0};
+            CHECK(m && lmc_generate_ids(m, ids, 40, &o, &g) == LMC_OK);
+            CHECKF(g.n_ids == gr.n_ids && !memcmp(g.ids, gr.ids, g.n_ids * sizeof *g.ids), "%s %s KV: greedy tokens differ",
+                   models[mi], lmc_dtype_name(dts[di]));
+            before = lmc_memory(LMC_CPU).active_bytes;
+            lmc_model_clear_prompt_cache(m);
+            size_t kv16 = before - lmc_memory(LMC_CPU).active_bytes;
+            CHECKF(kv16 * 2 == kv32 && kv16 > 0, "KV cache bytes: %zu with f32, %zu with %s", kv32, kv16,
+                   lmc_dtype_name(dts[di]));
+            free(a);
+            free(b);
+            lmc_generation_clear(&g);
+            lmc_array_free(lg);
+            lmc_model_free(m);
+        }
+        lmc_generation_clear(&gr);
+        lmc_array_free(lr);
+        lmc_model_free(ref);
+        model_fixture_cleanup(dir);
+    }
+    lmc_load_options lo = lmc_load_options_default();
+    lo.kv_cache_dtype = LMC_I32;
+    lmc_model *m = NULL;
+    CHECK(lmc_model_load(g_dir, &lo, &m) == LMC_ERR_INVALID_ARGUMENT && !m);
+    CHECK(strstr(lmc_last_error(), "kv_cache_dtype"));
+}
+
 int main(void) {
     g_dir = model_fixture_dir("qwen3");
     if (!g_dir || lmc_model_load(g_dir, NULL, &g_model) != LMC_OK) {
@@ -294,6 +357,7 @@ int main(void) {
     RUN(test_bad_requests_and_context);
     RUN(test_text_prompt);
     RUN(test_chat);
+    RUN(test_kv_cache_dtype);
     lmc_model_free(g_model);
     model_fixture_cleanup(g_dir);
     return TEST_REPORT();

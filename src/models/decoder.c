@@ -511,7 +511,7 @@ lmc_status lmc_decoder_cache_init(const lmc_decoder *d, lmc_kv_cache *cache, int
     int64_t windows[LMC_MAX_LAYERS];
     for (int64_t i = 0; i < d->cfg.num_layers; i++) windows[i] = d->layers[i].sliding ? d->cfg.sliding_window : 0;
     LMC_CHECK(lmc_kv_cache_init(cache, (int)d->cfg.num_layers, windows, batch, d->cfg.num_kv_heads, d->cfg.head_dim,
-                                max_len, LMC_F32));
+                                max_len, d->kv_dtype));
     cache->device = d->device;
     return LMC_OK;
 }

@@ -27,6 +27,7 @@ typedef struct lmc_decoder {
     lmc_array *inv_freq_global, *inv_freq_local; /* f32 [head_dim/2] */
     int64_t weight_bytes, num_parameters;
     lmc_device device;             /* where the weights, caches and activations live */
+    lmc_dtype kv_dtype;            /* keys and values in KV caches (LMC_F32 unless the model was loaded with another) */
 } lmc_decoder;
 
 /* Opens the checkpoint in dir and resolves every weight (errors name the

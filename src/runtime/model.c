@@ -49,7 +49,7 @@ static const char *cuda_unavailable_reason(void) {
 
 lmc_load_options lmc_load_options_default(void) {
     return (lmc_load_options){.backend = NULL, .context_length = 0, .prefill_chunk = 64, .threads = 0,
-                              .memory_limit = 0, .adapter_dir = NULL, .prompt_cache_slots = 1, .bridge = NULL, .bridge_env = NULL,
+                              .memory_limit = 0, .adapter_dir = NULL, .prompt_cache_slots = 1, .kv_cache_dtype = LMC_F32, .bridge = NULL, .bridge_env = NULL,
                               .n_bridge_env = 0, .bridge_timeout = 0};
 }
 
@@ -90,6 +90,9 @@ lmc_status lmc_model_load(const char *dir, const lmc_load_options *opt_in, lmc_m
         return lmc_set_error(LMC_ERR_UNSUPPORTED, "backend \"%s\" is not available here", backend);
     if (opt.context_length < 0) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "context_length must be >= 0, got %lld", (long long)opt.context_length);
     if (opt.prefill_chunk <= 0) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "prefill_chunk must be > 0, got %lld", (long long)opt.prefill_chunk);
+    if (opt.kv_cache_dtype != LMC_F32 && opt.kv_cache_dtype != LMC_BF16 && opt.kv_cache_dtype != LMC_F16)
+        return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "kv_cache_dtype must be float32, bfloat16 or float16, got %s",
+                             lmc_dtype_name(opt.kv_cache_dtype));
     if (opt.prompt_cache_slots < 0 || opt.prompt_cache_slots > 64)
         return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "prompt_cache_slots must be in 0..64, got %d", opt.prompt_cache_slots);
     if (opt.adapter_dir && be != &lmc_backend_cpu)
@@ -173,6 +176,7 @@ static lmc_status cpu_load(lmc_model *m, const char *dir, const lmc_load_options
         return s;
     }
     m->tok = job.tok;
+    m->dec->kv_dtype = opt->kv_cache_dtype;
     m->context_length = cfg.max_position_embeddings;
     if (opt->context_length > 0 && opt->context_length < m->context_length) m->context_length = opt->context_length;
     for (int i = 0; i < cfg.n_eos; i++) add_eos(m, cfg.eos_ids[i]);

@@ -83,6 +83,7 @@ const char lmc_cli_gen_usage[] =
     "  --adapter DIR            apply a LoRA adapter (PEFT folder: adapter_config.json, adapter_model.safetensors)\n"
     "  -t, --threads N          CPU threads (default: all cores)\n"
     "  --context N              context length bound (default: the model's)\n"
+    "  --kv-cache-dtype T       f32 (default), bf16 or f16: keys and values as cached (16 bits: half the memory)\n"
     "  --prompt-cache-slots N   finished generations whose KV caches are kept for reuse (1-64, default 1;\n"
     "                           more serve interleaved conversations, at a KV cache of memory each)\n"
     "  --backend NAME           cpu (default), cuda (an NVIDIA GPU; builds with -DLMC_CUDA=ON) or subprocess\n"
@@ -153,6 +154,15 @@ int lmc_cli_gen_option(const char *cmd, lmc_cli_gen *g, int argc, char **argv, i
         NEEDS_VALUE();
         if (!lmc_cli_int(cmd, a, val, 1, INT32_MAX, &n)) return -1;
         g->load.context_length = n;
+    } else if (!strcmp(a, "--kv-cache-dtype")) {
+        NEEDS_VALUE();
+        if (!strcmp(val, "f32")) g->load.kv_cache_dtype = LMC_F32;
+        else if (!strcmp(val, "bf16")) g->load.kv_cache_dtype = LMC_BF16;
+        else if (!strcmp(val, "f16")) g->load.kv_cache_dtype = LMC_F16;
+        else {
+            fprintf(stderr, "lmc %s: --kv-cache-dtype expects f32, bf16 or f16, got '%s'\n", cmd, val);
+            return -1;
+        }
     } else if (!strcmp(a, "--prompt-cache-slots")) {
         NEEDS_VALUE();
         if (!lmc_cli_int(cmd, a, val, 1, 64, &n)) return -1;
