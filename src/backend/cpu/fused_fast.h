@@ -16,6 +16,8 @@
 #endif
 #include <string.h>
 
+#include <immintrin.h>
+
 #include "backend/cpu/fused_internal.h"
 #include "core/threadpool.h"
 
@@ -32,6 +34,13 @@ static void load_row(float *dst, const lmc_array *t, int64_t off, int64_t n, int
             union { uint32_t u; float f; } c = {.u = (uint32_t)h[i] << 16};
             dst[i] = c.f;
         }
+        return;
+    }
+    if (s == 1 && t->dtype == LMC_F16) { /* F16C (both ISAs here have it): exact, 8 at a time */
+        const uint16_t *h = (const uint16_t *)p;
+        int64_t i = 0;
+        for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i))));
+        for (; i < n; i++) dst[i] = _cvtsh_ss(h[i]);
         return;
     }
     if (s == 1) {
