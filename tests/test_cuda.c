@@ -372,6 +372,37 @@ static void test_models(void) {
     }
 }
 
+/* 16-bit KV caches on the GPU against the same on the CPU (keys and values
+ * are rounded on both sides, so close but not to f32 rounding). */
+static void test_kv_cache_dtype(void) {
+    const int32_t ids[] = {2, 17, 305, 1999, 77, 9, 1200, 64, 5, 880, 31, 402, 7, 99, 1500, 250, 12, 3, 40, 41};
+    const size_t n = sizeof ids / sizeof *ids; /* past gemma3's window of 16 */
+    const char *models[] = {"qwen3_mlx4", "gemma3"};
+    for (int mi = 0; mi < 2; mi++)
+        for (int di = 0; di < 2; di++) {
+            char *dir = model_fixture_dir(models[mi]);
+            lmc_load_options o = lmc_load_options_default();
+            o.kv_cache_dtype = di ? LMC_F16 : LMC_BF16;
+            lmc_model *c = NULL, *g = NULL;
+            CHECK(dir && lmc_model_load(dir, &o, &c) == LMC_OK);
+            o.backend = "cuda";
+            CHECK(dir && lmc_model_load(dir, &o, &g) == LMC_OK);
+            lmc_array *lc = c ? lmc_model_logits(c, ids, n, true) : NULL, *lg = g ? lmc_model_logits(g, ids, n, true) : NULL;
+            size_t nl = lc && lg && lmc_array_size(lc) == lmc_array_size(lg) ? (size_t)lmc_array_size(lc) : 0;
+            float *a = malloc(nl * sizeof *a + 1), *b = malloc(nl * sizeof *b + 1);
+            double scale = 0, err = 0;
+            if (nl && lmc_array_read(lc, LMC_F32, a, nl) == LMC_OK && lmc_array_read(lg, LMC_F32, b, nl) == LMC_OK)
+                for (size_t j = 0; j < nl; j++) scale = fmax(scale, fabs(a[j])), err = fmax(err, fabs(a[j] - b[j]));
+            fprintf(stderr, "%s, %s KV: GPU and CPU logits differ by %.2e of their scale\n", models[mi],
+                    di ? "f16" : "bf16", scale > 0 ? err / scale : -1.0);
+            CHECKF(nl > 0 && err <= 1e-3 * scale, "%s: %s KV cache", models[mi], di ? "f16" : "bf16");
+            free(a), free(b);
+            lmc_array_free(lc), lmc_array_free(lg);
+            lmc_model_free(c), lmc_model_free(g);
+            model_fixture_cleanup(dir);
+        }
+}
+
 /* load_options.memory_limit bounds the GPU's memory for backend "cuda". */
 static void test_memory_limit(void) {
     char *dir = model_fixture_dir("qwen3");
@@ -401,6 +432,7 @@ int main(void) {
     RUN(test_sdpa);
     RUN(test_quant);
     RUN(test_models);
+    RUN(test_kv_cache_dtype);
     RUN(test_memory_limit);
     lmc_memory_stats ms = lmc_memory(LMC_CUDA);
     fprintf(stderr, "cuda memory: peak %.1f MiB, active %.1f MiB\n", ms.peak_bytes / 1048576.0, ms.active_bytes / 1048576.0);
