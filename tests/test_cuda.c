@@ -29,6 +29,14 @@ static void test_unavailable(void) {
     CHECKF(strstr(msg, "LMC_CUDA=ON") || strstr(msg, "no CUDA device"), "message: %s", msg);
     CHECK(!lmc_device_available(LMC_CUDA));
     CHECK(lmc_device_available(LMC_CPU));
+    CHECK(!lmc_device_available((lmc_device)7));
+    /* to the device it is on: the same array; to no device: an error */
+    lmc_array *same = lmc_array_to(a, LMC_CPU);
+    CHECK(same == a);
+    lmc_array_free(same);
+    CHECK(!lmc_array_to(a, (lmc_device)7) && lmc_last_status() == LMC_ERR_INVALID_ARGUMENT);
+    lmc_clear_error();
+    CHECK(!lmc_array_to(NULL, LMC_CPU) && lmc_last_status() == LMC_ERR_INVALID_ARGUMENT);
     CHECK(!lmc_backend_available("cuda"));
     bool listed = false;
     for (const char *const *b = lmc_backends(); *b; b++) listed = listed || !strcmp(*b, "cuda");
