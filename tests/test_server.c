@@ -234,6 +234,49 @@ static void test_health_and_models(void) {
     reply_free(&r);
 }
 
+/* The value of a metric line "NAME VALUE" (or "NAME{labels} VALUE") in a
+ * Prometheus text body; -1 when absent. */
+static double metric(const char *body, const char *name) {
+    size_t n = strlen(name);
+    for (const char *p = body; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
+        if (!strncmp(p, name, n) && (p[n] == ' ' || p[n] == '{')) {
+            const char *v = strchr(p + n, ' ');
+            return v ? strtod(v + 1, NULL) : -1;
+        }
+    return -1;
+}
+
+/* /metrics counts what the generation endpoints did. */
+static void test_metrics(void) {
+    reply r = http("GET", "/metrics", NULL);
+    CHECKF(r.status == 200 && r.head && strstr(r.head, "text/plain"), "%d", r.status);
+    double req0 = r.body ? metric(r.body, "lmc_requests_total") : -1, gen0 = r.body ? metric(r.body, "lmc_generations_total") : -1;
+    double pt0 = r.body ? metric(r.body, "lmc_prompt_tokens_total") : -1, gt0 = r.body ? metric(r.body, "lmc_generated_tokens_total") : -1;
+    CHECK(req0 >= 0 && gen0 >= 0 && pt0 >= 0 && gt0 >= 0);
+    CHECK(r.body && strstr(r.body, "# TYPE lmc_generated_tokens_total counter"));
+    CHECK(r.body && metric(r.body, "lmc_requests_waiting") == 0 && metric(r.body, "lmc_memory_active_bytes") > 0);
+    reply_free(&r);
+    r = http("POST", "/v1/completions", "{\"prompt\": \"Once upon\", \"max_tokens\": 5, \"temperature\": 0}");
+    cJSON *j = json_of(&r);
+    CHECKF(r.status == 200 && j, "%d %s", r.status, r.body);
+    double pt = num_at(j, "usage.prompt_tokens"), gt = num_at(j, "usage.completion_tokens");
+    cJSON_Delete(j);
+    reply_free(&r);
+    r = http("GET", "/v1/nothing", NULL); /* an error */
+    reply_free(&r);
+    r = http("GET", "/metrics", NULL);
+    CHECK(r.status == 200 && r.body);
+    if (r.body) {
+        CHECKF(metric(r.body, "lmc_requests_total") == req0 + 3, "%g requests after %g", metric(r.body, "lmc_requests_total"), req0);
+        CHECK(metric(r.body, "lmc_generations_total") == gen0 + 1);
+        CHECK(metric(r.body, "lmc_prompt_tokens_total") == pt0 + pt);
+        CHECK(metric(r.body, "lmc_generated_tokens_total") == gt0 + gt && gt == 5);
+        CHECK(metric(r.body, "lmc_request_errors_total") >= 1);
+        CHECK(metric(r.body, "lmc_generation_seconds_total") > 0);
+    }
+    reply_free(&r);
+}
+
 static void test_chat_matches_lmc_chat(void) {
     lmc_message msgs[2] = {{"system", "Be brief."}, {"user", "Hello there"}};
     lmc_generate_options o = greedy(12);
@@ -969,6 +1012,7 @@ int main(void) {
     g_port = lmc_server_port(g_server);
     CHECK(g_port > 0);
     RUN(test_health_and_models);
+    RUN(test_metrics);
     RUN(test_chat_matches_lmc_chat);
     RUN(test_chat_stream);
     RUN(test_completions);

@@ -3,6 +3,8 @@
  * Endpoints (JSON in and out; errors are OpenAI-style
  * {"error":{"message","type","param","code"}} with a 4xx/5xx status):
  *   GET  /health                 {"status":"ok"} while the server runs
+ *   GET  /metrics                Prometheus text: requests, errors, generations, prompt (cached) and
+ *                                generated tokens, generation seconds, queue, memory by device, uptime
  *   GET  /v1/models              the one model, named by lmc_server_options.model_name
  *   GET  /v1/models/{name}       that model, or 404
  *   POST /v1/chat/completions    messages rendered with the model's chat template

@@ -66,6 +66,10 @@ struct lmc_server {
     job *jobs;                /* registered jobs, oldest first */
     bool busy, stopping;
     pthread_t watcher;
+    /* GET /metrics: counted as requests are answered (atomics: no lock) */
+    atomic_ullong n_requests, n_errors, n_generations, n_prompt_tokens, n_cached_tokens, n_generated_tokens;
+    atomic_ullong generation_us;   /* wall time of generation requests, microseconds */
+    double started;                /* now_seconds() at start */
 };
 
 static double now_seconds(void) {
@@ -213,10 +217,20 @@ static enum MHD_Result send_error(const lmc_server *s, struct MHD_Connection *c,
     return send_json(s, c, status, error_json(status, msg, param));
 }
 
-/* One line per request on stderr (when logging): what was asked, the answer's
- * status, the generation's figures, the time taken and why it failed. */
-static void log_request(const lmc_server *s, const char *method, const char *url, unsigned status, double t0,
+/* Counts the request for /metrics and writes one line per request on stderr
+ * (when logging): what was asked, the answer's status, the generation's
+ * figures, the time taken and why it failed. */
+static void log_request(lmc_server *s, const char *method, const char *url, unsigned status, double t0,
                         const lmc_generation *g, const char *why) {
+    atomic_fetch_add(&s->n_requests, 1);
+    if (status >= 400) atomic_fetch_add(&s->n_errors, 1);
+    if (g) {
+        atomic_fetch_add(&s->n_generations, 1);
+        atomic_fetch_add(&s->n_prompt_tokens, (unsigned long long)g->metrics.prompt_tokens);
+        atomic_fetch_add(&s->n_cached_tokens, (unsigned long long)g->metrics.cached_prompt_tokens);
+        atomic_fetch_add(&s->n_generated_tokens, (unsigned long long)g->metrics.generated_tokens);
+        atomic_fetch_add(&s->generation_us, (unsigned long long)((now_seconds() - t0) * 1e6));
+    }
     if (!s->log) return;
     char tokens[96] = "";
     if (g && g->metrics.prompt_tokens)
@@ -570,6 +584,45 @@ static bool authorized(const lmc_server *s, struct MHD_Connection *c) {
     return diff == 0;
 }
 
+/* Prometheus text format (version 0.0.4): counters since the server
+ * started, the queue and lmc's memory now. */
+static char *metrics_text(lmc_server *s) {
+    lmc_strbuf b = {0};
+#define METRIC(name, type, help, fmt, ...) \
+    lmc_strbuf_printf(&b, "# HELP " name " " help "\n# TYPE " name " " type "\n" name fmt "\n", __VA_ARGS__)
+    METRIC("lmc_requests_total", "counter", "HTTP requests answered.", " %llu", atomic_load(&s->n_requests));
+    METRIC("lmc_request_errors_total", "counter", "Requests answered with a status of 400 or more (499: client gone).",
+           " %llu", atomic_load(&s->n_errors));
+    METRIC("lmc_generations_total", "counter", "Generation requests that ran (completed, failed or cut short).", " %llu",
+           atomic_load(&s->n_generations));
+    METRIC("lmc_prompt_tokens_total", "counter", "Prompt tokens of the generations.", " %llu", atomic_load(&s->n_prompt_tokens));
+    METRIC("lmc_prompt_tokens_cached_total", "counter", "Prompt tokens taken from the prompt cache, not computed.", " %llu",
+           atomic_load(&s->n_cached_tokens));
+    METRIC("lmc_generated_tokens_total", "counter", "Tokens generated.", " %llu", atomic_load(&s->n_generated_tokens));
+    METRIC("lmc_generation_seconds_total", "counter", "Wall time of generation requests, queueing included.", " %.6f",
+           (double)atomic_load(&s->generation_us) * 1e-6);
+    pthread_mutex_lock(&s->lock);
+    int waiting = 0;
+    for (job *j = s->jobs; j; j = j->next) waiting += !j->running;
+    bool busy = s->busy;
+    pthread_mutex_unlock(&s->lock);
+    METRIC("lmc_requests_running", "gauge", "Generations running now (one at a time).", " %d", busy ? 1 : 0);
+    METRIC("lmc_requests_waiting", "gauge", "Generation requests waiting for their turn.", " %d", waiting);
+    lmc_memory_stats cpu = lmc_memory(LMC_CPU), gpu = lmc_memory(LMC_CUDA);
+    bool cuda = lmc_device_available(LMC_CUDA);
+    METRIC("lmc_memory_active_bytes", "gauge", "Bytes lmc holds, by device.", "{device=\"cpu\"} %zu", cpu.active_bytes);
+    if (cuda) lmc_strbuf_printf(&b, "lmc_memory_active_bytes{device=\"cuda\"} %zu\n", gpu.active_bytes);
+    METRIC("lmc_memory_peak_bytes", "gauge", "Most bytes lmc has held, by device.", "{device=\"cpu\"} %zu", cpu.peak_bytes);
+    if (cuda) lmc_strbuf_printf(&b, "lmc_memory_peak_bytes{device=\"cuda\"} %zu\n", gpu.peak_bytes);
+    METRIC("lmc_uptime_seconds", "gauge", "Seconds since the server started.", " %.3f", now_seconds() - s->started);
+#undef METRIC
+    if (b.failed) {
+        lmc_strbuf_free(&b);
+        return NULL;
+    }
+    return b.data;
+}
+
 /* Path without the optional "/v1" prefix (clients configured with a base
  * URL without it call /chat/completions). */
 static const char *route_of(const char *url) { return !strncmp(url, "/v1/", 4) ? url + 3 : url; }
@@ -647,7 +700,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         kind = LMC_SRV_COMPLETION;
         generation = true;
     }
-    bool known = generation || !strcmp(url, "/health") || !strcmp(route, "/models") || !strncmp(route, "/models/", 8);
+    bool known = generation || !strcmp(url, "/health") || !strcmp(url, "/metrics") || !strcmp(route, "/models") ||
+                 !strncmp(route, "/models/", 8);
     unsigned status;
     enum MHD_Result ret;
     if (known && !strcmp(method, "OPTIONS") && s->cors_origin) {
@@ -668,6 +722,9 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "status", "ok");
         ret = send_json(s, c, status, o);
+    } else if (!strcmp(url, "/metrics")) {
+        status = MHD_HTTP_OK;
+        ret = send_text(s, c, status, metrics_text(s), "text/plain; version=0.0.4; charset=utf-8");
     } else if (!strcmp(route, "/models")) {
         status = MHD_HTTP_OK;
         cJSON *o = cJSON_CreateObject();
@@ -799,6 +856,7 @@ lmc_status lmc_server_start(lmc_model *m, const lmc_server_options *opt_in, lmc_
     s->random_seed = o.random_seed;
     s->log = o.log_requests;
     s->created = time(NULL);
+    s->started = now_seconds();
     s->gen = o.gen;
     s->gen.on_token = NULL;
     s->gen.user = NULL;
