@@ -81,16 +81,30 @@ __device__ __forceinline__ void st_f32(void *p, int dt, int64_t i, float v) {
     }
 }
 
-/* Element offset of linear (row-major) index i of shape in a view's strides. */
-__device__ __forceinline__ int64_t lmc_offset(const lmc_cuda_view &v, int64_t i) {
+/* Bytes of one element of a dtype. */
+__host__ __device__ __forceinline__ int lmc_cu_dtype_size(int dt) {
+    switch (dt) {
+    case LMC_CU_F32: case LMC_CU_I32: case LMC_CU_U32: return 4;
+    case LMC_CU_F16: case LMC_CU_BF16: return 2;
+    case LMC_CU_I64: return 8;
+    default: return 1;
+    }
+}
+
+/* Element offset of linear (row-major) index i over the first `axes` axes of
+ * a view (all of them: an element; all but the last: a row). */
+__device__ __forceinline__ int64_t lmc_offset_axes(const lmc_cuda_view &v, int64_t i, int axes) {
     int64_t off = 0;
-    for (int d = v.ndim - 1; d >= 0; d--) {
+    for (int d = axes - 1; d >= 0; d--) {
         int64_t n = v.shape[d];
         off += (i % n) * v.strides[d];
         i /= n;
     }
     return off;
 }
+
+/* Element offset of linear (row-major) index i of shape in a view's strides. */
+__device__ __forceinline__ int64_t lmc_offset(const lmc_cuda_view &v, int64_t i) { return lmc_offset_axes(v, i, v.ndim); }
 
 static inline int64_t lmc_view_size(const lmc_cuda_view *v) {
     int64_t n = 1;

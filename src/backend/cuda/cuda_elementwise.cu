@@ -19,15 +19,6 @@ enum { U_NEG, U_ABS, U_EXP, U_LOG, U_SQRT, U_RSQRT, U_SQUARE, U_SIN, U_COS, U_TA
 enum { B_ADD, B_SUB, B_MUL, B_DIV, B_POW, B_MAX, B_MIN, B_EQ, B_NE, B_LT, B_LE, B_GT, B_GE };
 enum { R_SUM, R_MEAN, R_MAX, R_MIN, R_ARGMAX, R_ARGMIN, R_LOGSUMEXP };
 
-__host__ __device__ static inline int dtype_size(int dt) {
-    switch (dt) {
-    case LMC_CU_F32: case LMC_CU_I32: case LMC_CU_U32: return 4;
-    case LMC_CU_F16: case LMC_CU_BF16: return 2;
-    case LMC_CU_I64: return 8;
-    default: return 1;
-    }
-}
-
 static bool contiguous(const lmc_cuda_view *v) {
     int64_t s = 1;
     for (int d = v->ndim - 1; d >= 0; d--) {
@@ -55,7 +46,7 @@ __global__ void copy_kernel(lmc_cuda_view out, lmc_cuda_view in, int64_t n) {
     GRID_LOOP(i, n) {
         int64_t oi = lmc_offset(out, i), ii = lmc_offset(in, i);
         if (out.dtype == in.dtype) {
-            move_element(out.ptr, oi, in.ptr, ii, dtype_size(out.dtype));
+            move_element(out.ptr, oi, in.ptr, ii, lmc_cu_dtype_size(out.dtype));
         } else if (in.dtype == LMC_CU_F32 && out.dtype == LMC_CU_BF16) {
             ((__nv_bfloat16 *)out.ptr)[oi] = __float2bfloat16_rn(((const float *)in.ptr)[ii]);
         } else {
@@ -68,7 +59,7 @@ extern "C" int lmc_cu_copy(const lmc_cuda_view *out, const lmc_cuda_view *in) {
     int64_t n = lmc_view_size(out);
     if (!n) return 0;
     if (out->dtype == in->dtype && contiguous(out) && contiguous(in))
-        return (int)cudaMemcpyAsync(out->ptr, in->ptr, (size_t)n * dtype_size(out->dtype), cudaMemcpyDeviceToDevice,
+        return (int)cudaMemcpyAsync(out->ptr, in->ptr, (size_t)n * lmc_cu_dtype_size(out->dtype), cudaMemcpyDeviceToDevice,
                                     lmc_cuda_stream());
     copy_kernel<<<lmc_blocks(n, THREADS), THREADS, 0, lmc_cuda_stream()>>>(*out, *in, n);
     LMC_CU_RETURN_LAUNCH();
@@ -364,7 +355,7 @@ __global__ void take_kernel(lmc_cuda_view out, lmc_cuda_view a, lmc_cuda_view id
         int64_t j = load_index(idx.ptr, idx.dtype, io);
         if (j < 0) j += a.shape[axis];
         ao += j * a.strides[axis];
-        move_element(out.ptr, lmc_offset(out, i), a.ptr, ao, dtype_size(out.dtype));
+        move_element(out.ptr, lmc_offset(out, i), a.ptr, ao, lmc_cu_dtype_size(out.dtype));
     }
 }
 
@@ -386,7 +377,7 @@ __global__ void take_along_kernel(lmc_cuda_view out, lmc_cuda_view a, lmc_cuda_v
         int64_t j = load_index(idx.ptr, idx.dtype, lmc_offset(idx, i));
         if (j < 0) j += a.shape[axis];
         ao += j * a.strides[axis];
-        move_element(out.ptr, lmc_offset(out, i), a.ptr, ao, dtype_size(out.dtype));
+        move_element(out.ptr, lmc_offset(out, i), a.ptr, ao, lmc_cu_dtype_size(out.dtype));
     }
 }
 

@@ -28,17 +28,8 @@
 
 /* --- helpers ------------------------------------------------------------------ */
 
-
 /* Offset of row r of a view whose rows are all axes but the last. */
-__device__ __forceinline__ int64_t row_offset(const lmc_cuda_view &v, int64_t r) {
-    int64_t off = 0;
-    for (int d = v.ndim - 2; d >= 0; d--) {
-        int64_t n = v.shape[d];
-        off += (r % n) * v.strides[d];
-        r /= n;
-    }
-    return off;
-}
+__device__ __forceinline__ int64_t row_offset(const lmc_cuda_view &v, int64_t r) { return lmc_offset_axes(v, r, v.ndim - 1); }
 
 static int64_t view_rows(const lmc_cuda_view *v) {
     int64_t n = 1;
@@ -88,6 +79,16 @@ struct norm_args {
  * otherwise, e.g. at decode with a single row). */
 enum { NORM_UNROLL = 4 };
 
+/* The row's elements d0 + u * blockDim.x (u < NORM_UNROLL) as f32, 0 past D. */
+template <int XDT>
+__device__ __forceinline__ void load_unrolled(const norm_args &a, int64_t xo, int64_t sx, int64_t D, int64_t d0, float *v) {
+#pragma unroll
+    for (int u = 0; u < NORM_UNROLL; u++) {
+        int64_t d = d0 + u * (int64_t)blockDim.x;
+        v[u] = d < D ? ld_as<XDT>(a.x.ptr, a.x.dtype, xo + d * sx) : 0.0f;
+    }
+}
+
 template <int XDT> __global__ void rms_norm_kernel(norm_args a) {
     __shared__ float red[32];
     const int64_t row = blockIdx.x;
@@ -98,11 +99,7 @@ template <int XDT> __global__ void rms_norm_kernel(norm_args a) {
     float ss = 0.0f;
     for (int64_t d0 = threadIdx.x; d0 < D; d0 += step) {
         float v[NORM_UNROLL];
-#pragma unroll
-        for (int u = 0; u < NORM_UNROLL; u++) {
-            int64_t d = d0 + u * (int64_t)blockDim.x;
-            v[u] = d < D ? ld_as<XDT>(a.x.ptr, a.x.dtype, xo + d * sx) : 0.0f;
-        }
+        load_unrolled<XDT>(a, xo, sx, D, d0, v);
 #pragma unroll
         for (int u = 0; u < NORM_UNROLL; u++) ss = fmaf(v[u], v[u], ss);
     }
@@ -111,10 +108,10 @@ template <int XDT> __global__ void rms_norm_kernel(norm_args a) {
     const float one = a.one_plus_weight ? 1.0f : 0.0f;
     for (int64_t d0 = threadIdx.x; d0 < D; d0 += step) {
         float v[NORM_UNROLL], g[NORM_UNROLL];
+        load_unrolled<XDT>(a, xo, sx, D, d0, v);
 #pragma unroll
         for (int u = 0; u < NORM_UNROLL; u++) {
             int64_t d = d0 + u * (int64_t)blockDim.x;
-            v[u] = d < D ? ld_as<XDT>(a.x.ptr, a.x.dtype, xo + d * sx) : 0.0f;
             g[u] = a.w && d < D ? lmc_ld(a.w, a.wdt, d * a.ws) + one : 1.0f;
         }
 #pragma unroll
@@ -135,11 +132,7 @@ template <int XDT> __global__ void layer_norm_kernel(norm_args a) {
     float s = 0.0f;
     for (int64_t d0 = threadIdx.x; d0 < D; d0 += step) {
         float v[NORM_UNROLL];
-#pragma unroll
-        for (int u = 0; u < NORM_UNROLL; u++) {
-            int64_t d = d0 + u * (int64_t)blockDim.x;
-            v[u] = d < D ? ld_as<XDT>(a.x.ptr, a.x.dtype, xo + d * sx) : 0.0f;
-        }
+        load_unrolled<XDT>(a, xo, sx, D, d0, v);
 #pragma unroll
         for (int u = 0; u < NORM_UNROLL; u++) s += v[u];
     }
@@ -147,11 +140,10 @@ template <int XDT> __global__ void layer_norm_kernel(norm_args a) {
     float var = 0.0f;
     for (int64_t d0 = threadIdx.x; d0 < D; d0 += step) {
         float v[NORM_UNROLL];
+        load_unrolled<XDT>(a, xo, sx, D, d0, v);
 #pragma unroll
-        for (int u = 0; u < NORM_UNROLL; u++) {
-            int64_t d = d0 + u * (int64_t)blockDim.x;
-            v[u] = d < D ? ld_as<XDT>(a.x.ptr, a.x.dtype, xo + d * sx) - mean : 0.0f;
-        }
+        for (int u = 0; u < NORM_UNROLL; u++)
+            if (d0 + u * (int64_t)blockDim.x < D) v[u] -= mean;
 #pragma unroll
         for (int u = 0; u < NORM_UNROLL; u++) var = fmaf(v[u], v[u], var);
     }
@@ -159,11 +151,7 @@ template <int XDT> __global__ void layer_norm_kernel(norm_args a) {
     const float r = 1.0f / sqrtf(var / (float)D + a.eps);
     for (int64_t d0 = threadIdx.x; d0 < D; d0 += step) {
         float v[NORM_UNROLL];
-#pragma unroll
-        for (int u = 0; u < NORM_UNROLL; u++) {
-            int64_t d = d0 + u * (int64_t)blockDim.x;
-            v[u] = d < D ? ld_as<XDT>(a.x.ptr, a.x.dtype, xo + d * sx) : 0.0f;
-        }
+        load_unrolled<XDT>(a, xo, sx, D, d0, v);
 #pragma unroll
         for (int u = 0; u < NORM_UNROLL; u++) {
             int64_t d = d0 + u * (int64_t)blockDim.x;
@@ -518,15 +506,6 @@ template <int U> static void sdpa_launch_gq(const sdpa_args &a, unsigned blocks,
     }
 }
 
-static int64_t dtype_size(int dt) {
-    switch (dt) {
-    case LMC_CU_F16: case LMC_CU_BF16: return 2;
-    case LMC_CU_U8: case LMC_CU_BOOL: return 1;
-    case LMC_CU_I64: return 8;
-    default: return 4;
-    }
-}
-
 extern "C" int lmc_cu_sdpa(const lmc_cuda_view *out, const lmc_cuda_view *q, const lmc_cuda_view *k,
                            const lmc_cuda_view *v, float scale, bool causal, int64_t window, const lmc_cuda_view *mask,
                            float softcap) {
@@ -550,8 +529,8 @@ extern "C" int lmc_cu_sdpa(const lmc_cuda_view *out, const lmc_cuda_view *q, con
     a.Hkv = k->shape[1];
     a.Tk = k->shape[2];
     a.Dv = v->shape[3];
-    a.kesz = dtype_size(k->dtype);
-    a.vesz = dtype_size(v->dtype);
+    a.kesz = lmc_cu_dtype_size(k->dtype);
+    a.vesz = lmc_cu_dtype_size(v->dtype);
     if (a.Hkv <= 0 || a.Hq % a.Hkv != 0) return (int)cudaErrorInvalidValue;
     a.group = a.Hq / a.Hkv;
     int64_t rows = a.B * a.Hq * a.Tq;

@@ -49,8 +49,6 @@ cudaDataType cuda_type(int dt) {
     }
 }
 
-int esize(int dt) { return dt == LMC_CU_F32 ? 4 : 2; }
-
 int64_t size_of(const lmc_cuda_view *v) {
     int64_t n = 1;
     for (int d = 0; d < v->ndim; d++) n *= v->shape[d];
@@ -259,7 +257,7 @@ extern "C" int lmc_cu_matmul(const lmc_cuda_view *out, const lmc_cuda_view *a_in
      * is not row-major contiguous per matrix (then an f32 scratch). */
     bool c_direct = !split && out->strides[nd - 1] == 1 && (M == 1 || out->strides[nd - 2] == N);
     size_t na = pack_a ? (size_t)size_of(a_in) : 0, nb = pack_b ? (size_t)size_of(b_in) : 0;
-    size_t bytes_a = na * esize(want_a) * parts, bytes_b = nb * esize(want_b);
+    size_t bytes_a = na * lmc_cu_dtype_size(want_a) * parts, bytes_b = nb * lmc_cu_dtype_size(want_b);
     size_t bytes_c = c_direct ? 0 : (size_t)total * parts * 4;
     const size_t al = 256;
     size_t off_b = (bytes_a + al - 1) / al * al, off_c = off_b + (bytes_b + al - 1) / al * al;
@@ -305,9 +303,9 @@ extern "C" int lmc_cu_matmul(const lmc_cuda_view *out, const lmc_cuda_view *a_in
         }
         const float alpha = 1.0f, beta = 0.0f;
         cublasStatus_t s = cublasGemmStridedBatchedEx(
-            h, opB, opA, (int)N, (int)(M * parts), (int)K, &alpha, (const char *)pb.ptr + ob * esize(want_b),
-            cuda_type(want_b), (int)mb.ld, sb, (const char *)pa.ptr + oa * esize(want_a), cuda_type(want_a), (int)ma.ld, sa,
-            &beta, (char *)c.ptr + oc * esize(c.dtype), cuda_type(c.dtype), (int)ldc, sc, (int)inner, CUBLAS_COMPUTE_32F,
+            h, opB, opA, (int)N, (int)(M * parts), (int)K, &alpha, (const char *)pb.ptr + ob * lmc_cu_dtype_size(want_b),
+            cuda_type(want_b), (int)mb.ld, sb, (const char *)pa.ptr + oa * lmc_cu_dtype_size(want_a), cuda_type(want_a), (int)ma.ld, sa,
+            &beta, (char *)c.ptr + oc * lmc_cu_dtype_size(c.dtype), cuda_type(c.dtype), (int)ldc, sc, (int)inner, CUBLAS_COMPUTE_32F,
             CUBLAS_GEMM_DEFAULT);
         if (s != CUBLAS_STATUS_SUCCESS) return (int)cudaErrorUnknown;
     }

@@ -41,15 +41,6 @@ __device__ __forceinline__ float warp_sum(float v) {
     return v;
 }
 
-static int64_t dtype_size(int dt) {
-    switch (dt) {
-    case LMC_CU_F16: case LMC_CU_BF16: return 2;
-    case LMC_CU_U8: case LMC_CU_BOOL: return 1;
-    case LMC_CU_I64: return 8;
-    default: return 4;
-    }
-}
-
 static int log2_exact(int v) {
     int s = 0;
     while ((1 << s) < v) s++;
@@ -289,7 +280,7 @@ static int qmv_run(qmm_args a, int64_t M) {
                 (a.xdt == LMC_CU_F32 || a.xdt == LMC_CU_BF16 || a.xdt == LMC_CU_F16);
     const char *x = (const char *)a.x;
     char *out = (char *)a.out;
-    int64_t xrow = a.K * dtype_size(a.xdt), orow = a.N * dtype_size(a.odt);
+    int64_t xrow = a.K * lmc_cu_dtype_size(a.xdt), orow = a.N * lmc_cu_dtype_size(a.odt);
     for (int64_t m0 = 0; m0 < M; m0 += 8) {
         qmm_args p = a;
         p.M = M - m0 < 8 ? M - m0 : 8;
@@ -348,7 +339,7 @@ static int qmm_gemm(const qmm_args &a, int64_t M) {
     if (!wbuf) return (int)cudaErrorMemoryAllocation;
     float *xbuf = (float *)((char *)wbuf + wbytes), *obuf = (float *)((char *)wbuf + wbytes + xbytes);
     const float one = 1.0f, zero = 0.0f;
-    int64_t xrow = a.K * dtype_size(a.xdt), orow = a.N * dtype_size(a.odt);
+    int64_t xrow = a.K * lmc_cu_dtype_size(a.xdt), orow = a.N * lmc_cu_dtype_size(a.odt);
     for (int64_t m0 = 0; m0 < M; m0 += Mc) {
         int64_t mc = M - m0 < Mc ? M - m0 : Mc;
         const void *xm = (const char *)a.x + m0 * xrow;
