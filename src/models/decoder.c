@@ -462,20 +462,14 @@ lmc_array *lmc_decoder_forward(const lmc_decoder *d, lmc_kv_cache *cache, const 
     lmc_forward_args dev_args;
     if (d->device != LMC_CPU) {
         dev_args = args ? *args : (lmc_forward_args){0};
-        if (args && args->positions) {
-            dev_args.positions = lmc_array_to(args->positions, d->device);
-        } else if (cache) {
-            /* Positions made once here, not by each RoPE call: one copy
-             * instead of a launch per layer and per q and k. */
-            int32_t *pv = malloc((size_t)T * sizeof *pv);
-            for (int64_t t = 0; pv && t < T; t++) pv[t] = (int32_t)(cache->pos + t);
-            lmc_array *host = pv ? lmc_array_from_data(pv, LMC_I32, 1, &T) : NULL;
-            dev_args.positions = host ? lmc_array_to(host, d->device) : NULL;
-            if (!pv) lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
-            free(pv);
-        }
-        if (dev_args.mask) dev_args.mask = lmc_array_to(dev_args.mask, d->device);
-        if ((dev_args.positions == NULL && (cache || (args && args->positions))) || (args && args->mask && !dev_args.mask)) {
+        /* Positions made once here, not by each RoPE call: one copy instead
+         * of a launch per layer and per q and k. */
+        const lmc_array *pos = dev_args.positions;
+        if (!pos && cache) pos = lmc_arange((double)cache->pos, (double)(cache->pos + T), 1.0, LMC_I32);
+        bool ok = true;
+        if (pos) ok = (dev_args.positions = lmc_array_to(pos, d->device)) != NULL;
+        if (ok && dev_args.mask) ok = (dev_args.mask = lmc_array_to(dev_args.mask, d->device)) != NULL;
+        if (!ok || (cache && !pos)) {
             lmc_scope_end();
             return NULL;
         }

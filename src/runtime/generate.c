@@ -117,7 +117,7 @@ static void return_prompt_cache(lmc_stream *s) {
     if (!ids) return;
     memcpy(ids, s->hist, n * sizeof *ids);
     pthread_mutex_lock(&m->prompt_lock);
-    if (m->lora || !m->be || !m->n_prompt_slots) {
+    if (m->lora || !m->be) {
         free(ids);
     } else {
         int at = 0;
