@@ -18,6 +18,18 @@ bool lmc_cli_int(const char *cmd, const char *opt, const char *s, long long lo, 
     return true;
 }
 
+bool lmc_cli_float_dtype(const char *cmd, const char *opt, const char *s, bool allow_f16, lmc_dtype *out) {
+    if (s && !strcmp(s, "f32")) *out = LMC_F32;
+    else if (s && !strcmp(s, "bf16")) *out = LMC_BF16;
+    else if (s && allow_f16 && !strcmp(s, "f16")) *out = LMC_F16;
+    else {
+        fprintf(stderr, "lmc %s: %s expects %s, got '%s'\n", cmd, opt, allow_f16 ? "f32, bf16 or f16" : "f32 or bf16",
+                s ? s : "");
+        return false;
+    }
+    return true;
+}
+
 bool lmc_cli_float(const char *cmd, const char *opt, const char *s, double lo, double hi, double *out) {
     char *end;
     errno = 0;
@@ -156,13 +168,7 @@ int lmc_cli_gen_option(const char *cmd, lmc_cli_gen *g, int argc, char **argv, i
         g->load.context_length = n;
     } else if (!strcmp(a, "--kv-cache-dtype")) {
         NEEDS_VALUE();
-        if (!strcmp(val, "f32")) g->load.kv_cache_dtype = LMC_F32;
-        else if (!strcmp(val, "bf16")) g->load.kv_cache_dtype = LMC_BF16;
-        else if (!strcmp(val, "f16")) g->load.kv_cache_dtype = LMC_F16;
-        else {
-            fprintf(stderr, "lmc %s: --kv-cache-dtype expects f32, bf16 or f16, got '%s'\n", cmd, val);
-            return -1;
-        }
+        if (!lmc_cli_float_dtype(cmd, a, val, true, &g->load.kv_cache_dtype)) return -1;
     } else if (!strcmp(a, "--prompt-cache-slots")) {
         NEEDS_VALUE();
         if (!lmc_cli_int(cmd, a, val, 1, 64, &n)) return -1;

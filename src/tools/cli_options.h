@@ -10,6 +10,8 @@
  * otherwise prints "lmc CMD: OPTION expects ..." and returns false. */
 bool lmc_cli_int(const char *cmd, const char *opt, const char *s, long long lo, long long hi, long long *out);
 bool lmc_cli_float(const char *cmd, const char *opt, const char *s, double lo, double hi, double *out);
+/* "f32", "bf16" (and "f16" when allowed) as a dtype; prints the error otherwise. */
+bool lmc_cli_float_dtype(const char *cmd, const char *opt, const char *s, bool allow_f16, lmc_dtype *out);
 /* "1,2,3" -> ids (malloc'd). */
 bool lmc_cli_ids(const char *cmd, const char *opt, const char *s, int32_t **ids, size_t *n);
 

@@ -165,12 +165,7 @@ int cmd_train(int argc, char **argv) {
             lc.targets = v;
             lora_opts = true;
         } else if (!strcmp(a, "--dtype")) {
-            if (!strcmp(v, "f32")) lc.dtype = LMC_F32;
-            else if (!strcmp(v, "bf16")) lc.dtype = LMC_BF16;
-            else {
-                fprintf(stderr, "lmc train: --dtype expects f32 or bf16, got '%s'\n", v);
-                return 2;
-            }
+            if (!lmc_cli_float_dtype("train", a, v, false, &lc.dtype)) return 2;
             lora_opts = true;
         } else if (!strcmp(a, "--lr")) {
             if (!lmc_cli_float("train", a, v, 0.0, 10.0, &tc.adamw.lr)) return 2;
