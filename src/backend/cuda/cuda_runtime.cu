@@ -135,7 +135,7 @@ extern "C" int lmc_cuda_copy_bandwidth(double *gbps) {
     const size_t n = (size_t)1 << 30;
     void *a = NULL, *b = NULL;
     cudaStream_t s = lmc_cuda_stream();
-    cudaEvent_t e0, e1;
+    cudaEvent_t e0 = NULL, e1 = NULL;
     cudaError_t e = cudaMalloc(&a, n);
     if (e == cudaSuccess) e = cudaMalloc(&b, n);
     if (e == cudaSuccess) e = cudaMemsetAsync(a, 1, n, s);
@@ -152,6 +152,8 @@ extern "C" int lmc_cuda_copy_bandwidth(double *gbps) {
         if (r > 0 && (best_ms == 0 || ms < best_ms)) best_ms = ms; /* the first is a warm-up */
     }
     if (e == cudaSuccess) *gbps = 2.0 * (double)n / (best_ms * 1e-3) / 1e9;
+    if (e0) cudaEventDestroy(e0);
+    if (e1) cudaEventDestroy(e1);
     cudaFree(a);
     cudaFree(b);
     return (int)e;
