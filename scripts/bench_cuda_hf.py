@@ -7,6 +7,7 @@ median of 5 after a warm-up. Prints one line: model, prefill tok/s, decode tok/s
 import argparse, statistics, time
 
 import torch
+import transformers
 from transformers import AutoModelForCausalLM
 
 ap = argparse.ArgumentParser()
@@ -48,4 +49,4 @@ def decode():
 prefill(), decode()  # warm-up
 pp = statistics.median(prefill() for _ in range(a.r))
 tg = statistics.median(decode() for _ in range(a.r))
-print(f"transformers {torch.__version__} bf16 {a.model}: pp{a.p} {pp:.1f} tok/s, tg{a.n} {tg:.1f} tok/s")
+print(f"transformers {transformers.__version__} / torch {torch.__version__} bf16 {a.model}: pp{a.p} {pp:.1f} tok/s, tg{a.n} {tg:.1f} tok/s")
