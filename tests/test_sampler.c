@@ -648,6 +648,55 @@ static void test_rank_order(void) {
     free(got);
 }
 
+/* lmc_logprobs_scan: the log-sum-exp against a double reference, the top
+ * list's order (ties to the lower id), impossible tokens, bad logits. */
+static void test_logprobs_scan(void) {
+    enum { V = 5000 };
+    float *x = malloc(V * sizeof *x);
+    lmc_rng rng;
+    lmc_rng_seed(&rng, 99);
+    for (int i = 0; i < V; i++) x[i] = (float)(lmc_rng_uniform(&rng) * 30.0 - 20.0);
+    x[17] = x[4000] = 12.5f; /* a tie for the top: 17 first */
+    x[9] = -INFINITY;
+    double mx = -INFINITY, sum = 0;
+    for (int i = 0; i < V; i++) mx = x[i] > mx ? x[i] : mx;
+    for (int i = 0; i < V; i++) sum += exp((double)x[i] - mx);
+    double lse, ref = mx + log(sum);
+    lmc_token_logprob top[LMC_MAX_TOP_LOGPROBS];
+    CHECK(lmc_logprobs_scan(x, V, 6, &lse, top) == LMC_OK);
+    CHECK_CLOSE(lse, ref, 1e-5, 0);
+    CHECK(top[0].id == 17 && top[1].id == 4000);
+    for (int k = 0; k < 6; k++) {
+        CHECK_CLOSE(top[k].logprob, (double)x[top[k].id] - ref, 1e-5, 0);
+        if (k) CHECK(top[k].logprob <= top[k - 1].logprob);
+    }
+    int above = 0; /* nothing outside the list beats its last entry */
+    for (int i = 0; i < V; i++) above += x[i] > x[top[5].id];
+    CHECK(above == 5);
+    /* two possible tokens, four asked for */
+    float y[6] = {-INFINITY, 1.0f, -INFINITY, 3.0f, -INFINITY, -INFINITY};
+    CHECK(lmc_logprobs_scan(y, 6, 4, &lse, top) == LMC_OK);
+    CHECK_CLOSE(lse, 3.0 + log(1.0 + exp(-2.0)), 1e-6, 0);
+    CHECK(top[0].id == 3 && top[1].id == 1 && top[2].id == -1 && top[3].id == -1);
+    CHECK(top[2].logprob == -INFINITY);
+    CHECK(lmc_logprobs_scan(y, 6, 0, &lse, NULL) == LMC_OK);
+    y[1] = NAN;
+    CHECK(lmc_logprobs_scan(y, 6, 2, &lse, top) == LMC_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(lmc_last_error(), "NaN") != NULL);
+    float z[3] = {-INFINITY, -INFINITY, -INFINITY};
+    CHECK(lmc_logprobs_scan(z, 3, 1, &lse, top) == LMC_ERR_INVALID_ARGUMENT);
+    /* appended entries grow with each step */
+    float *lp = NULL;
+    lmc_token_logprob *tl = NULL;
+    CHECK(lmc_logprobs_append(x, V, 17, 3, 0, &lp, &tl) == LMC_OK);
+    CHECK(lmc_logprobs_append(x, V, 9, 3, 1, &lp, &tl) == LMC_OK);
+    CHECK(lp && tl && lp[0] == tl[0].logprob && lp[1] == -INFINITY && tl[3].id == 17);
+    CHECK(lmc_logprobs_append(x, V, V, 3, 2, &lp, &tl) == LMC_ERR_INVALID_ARGUMENT);
+    free(lp);
+    free(tl);
+    free(x);
+}
+
 int main(void) {
     RUN(test_config);
     RUN(test_rng);
@@ -661,6 +710,7 @@ int main(void) {
     RUN(test_seeds);
     RUN(test_against_reference);
     RUN(test_rank_order);
+    RUN(test_logprobs_scan);
     RUN(test_weights);
     RUN(test_fast_draw_matches);
     RUN(test_threads_same);

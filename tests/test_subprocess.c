@@ -368,6 +368,11 @@ static void test_unsupported(void) {
     lmc_attention_capture cap;
     CHECK(lmc_model_inspect_attention(m, ids, 2, &cap) == LMC_ERR_UNSUPPORTED);
     CHECK_STR(lmc_last_error(), "inspect_attention: not supported by backend subprocess");
+    lmc_generate_options lo = greedy(4);
+    lo.top_logprobs = 2;
+    lmc_generation lg;
+    CHECK(lmc_generate_ids(m, ids, 2, &lo, &lg) == LMC_ERR_UNSUPPORTED);
+    CHECK_STR(lmc_last_error(), "logprobs: not supported by backend subprocess");
 
     /* One request at a time: a second stream while one is open is refused, not deadlocked. */
     lmc_generate_options o = greedy(100);

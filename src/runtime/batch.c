@@ -210,6 +210,7 @@ void lmc_classify_results_free(lmc_classify_result *r, size_t n) {
     for (size_t i = 0; r && i < n; i++) {
         lmc_tokenizer_free_text(r[i].text);
         free(r[i].logits);
+        free(r[i].label_logprobs);
         free(r[i].error);
     }
     free(r);
@@ -223,6 +224,13 @@ static lmc_status classify_one(lmc_model *m, const lmc_classify_options *opt, si
         if (!(r->logits = malloc((size_t)V * sizeof *r->logits))) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
         memcpy(r->logits, row, (size_t)V * sizeof *row);
         r->n_logits = V;
+    }
+    if (opt->n_labels) { /* before the sampler's penalty changes the row */
+        double lse;
+        LMC_CHECK(lmc_logprobs_scan(row, V, 0, &lse, NULL));
+        if (!(r->label_logprobs = malloc((size_t)opt->n_labels * sizeof *r->label_logprobs)))
+            return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
+        for (int k = 0; k < opt->n_labels; k++) r->label_logprobs[k] = (float)((double)row[opt->labels[k]] - lse);
     }
     lmc_sampler_config sc = opt->sampler;
     sc.seed += index;
@@ -241,6 +249,13 @@ lmc_status lmc_classify(lmc_model *m, const lmc_batch_prompt *prompts, size_t n,
     if (metrics) memset(metrics, 0, sizeof *metrics);
     if (results) *results = NULL;
     LMC_CHECK(check_batch_args(m, "classify", prompts, n, opt.max_batch, &opt.sampler, results));
+    if (opt.n_labels < 0 || (opt.n_labels && !opt.labels))
+        return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "classify: n_labels is %d with labels %s", opt.n_labels,
+                             opt.labels ? "set" : "NULL");
+    for (int k = 0; k < opt.n_labels; k++)
+        if (opt.labels[k] < 0 || opt.labels[k] >= m->dec->cfg.vocab_size)
+            return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "classify: label %d (token id %d) is outside the vocabulary (0..%lld)",
+                                 k, opt.labels[k], (long long)m->dec->cfg.vocab_size - 1);
     lmc_memory_reset_peak(LMC_CPU);
     lmc_batch_metrics mt = {0};
     prompt *ps;
@@ -317,6 +332,8 @@ void lmc_batch_results_free(lmc_batch_result *r, size_t n) {
         free(r[i].ids);
         free(r[i].text);
         free(r[i].error);
+        free(r[i].logprobs);
+        free(r[i].top_logprobs);
     }
     free(r);
 }
@@ -370,14 +387,16 @@ static void result_fail(lmc_batch_result *r, lmc_stop_reason why, lmc_status st,
 /* Takes one token for s from its logits row, as lmc_stream_next does:
  * returns LMC_OK (s->done set when it stopped; *appended when the token
  * joined the output) or an error for s. */
-static lmc_status seq_step(lmc_model *m, const lmc_generate_options *opt, seq *s, float *row, int32_t *tok,
+static lmc_status seq_step(lmc_model *m, const lmc_generate_options *opt, seq *s, float *row, float *raw, int32_t *tok,
                            bool *appended) {
     *appended = false;
     if ((int64_t)s->n_hist >= m->context_length) {
         seq_finish(s, opt, LMC_STOP_CONTEXT); /* prompt and generated tokens fill the context */
         return LMC_OK;
     }
-    LMC_CHECK(lmc_sampler_sample(s->sampler, row, m->dec->cfg.vocab_size, s->hist, s->n_hist, tok, NULL));
+    int64_t V = m->dec->cfg.vocab_size;
+    if (raw) memcpy(raw, row, (size_t)V * sizeof *raw); /* the model's logits, before the sampler changes them */
+    LMC_CHECK(lmc_sampler_sample(s->sampler, row, V, s->hist, s->n_hist, tok, NULL));
     if (!opt->ignore_eos && lmc_model_is_eos(m, *tok)) {
         seq_finish(s, opt, LMC_STOP_EOS);
         return LMC_OK;
@@ -386,6 +405,9 @@ static lmc_status seq_step(lmc_model *m, const lmc_generate_options *opt, seq *s
         seq_finish(s, opt, LMC_STOP_TOKEN);
         return LMC_OK;
     }
+    if (raw)
+        LMC_CHECK(lmc_logprobs_append(raw, V, *tok, opt->top_logprobs, s->n_hist - s->n_prompt, &s->res->logprobs,
+                                      &s->res->top_logprobs));
     s->hist[s->n_hist++] = *tok; /* hist has room for every token the context and max_tokens allow */
     *appended = true;
     const char *piece;
@@ -415,12 +437,16 @@ static lmc_status generate_rows(lmc_model *m, const lmc_batch_options *opt, cons
     int64_t *pad = malloc((size_t)B * sizeof *pad);
     int32_t *next = malloc((size_t)B * sizeof *next), *keep_rows = malloc((size_t)B * sizeof *keep_rows);
     float *logits = malloc((size_t)(B * V) * sizeof *logits);
+    float *raw = g->logprobs || g->top_logprobs ? malloc((size_t)V * sizeof *raw) : NULL;
     lmc_kv_cache cache = {0};
-    lmc_status st = seqs && act && pad && next && keep_rows && logits ? LMC_OK : lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
+    lmc_status st = seqs && act && pad && next && keep_rows && logits && (raw || !(g->logprobs || g->top_logprobs))
+                        ? LMC_OK
+                        : lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
     for (int64_t b = 0; seqs && b < B; b++) {
         seqs[b].index = rows[b];
         seqs[b].res = &res[rows[b]];
         seqs[b].n_prompt = seqs[b].n_hist = ps[rows[b]].n;
+        res[rows[b]].n_top_logprobs = g->top_logprobs;
     }
     for (int64_t b = 0; st == LMC_OK && b < B; b++) {
         seq *s = &seqs[b];
@@ -459,7 +485,7 @@ static lmc_status generate_rows(lmc_model *m, const lmc_batch_options *opt, cons
         for (int64_t r = 0; r < A; r++) {
             seq *s = act[r];
             bool appended;
-            lmc_status ss = seq_step(m, g, s, logits + r * V, &next[kept], &appended);
+            lmc_status ss = seq_step(m, g, s, logits + r * V, raw, &next[kept], &appended);
             if (ss != LMC_OK) {
                 s->done = true;
                 result_fail(s->res, LMC_STOP_ERROR, ss, lmc_last_error());
@@ -508,6 +534,7 @@ static lmc_status generate_rows(lmc_model *m, const lmc_batch_options *opt, cons
     free(next);
     free(keep_rows);
     free(logits);
+    free(raw);
     return cancel ? LMC_ERR_CANCELLED : LMC_OK;
 }
 

@@ -29,6 +29,7 @@ struct lmc_stream {
     size_t n_cached;          /* prompt ids whose keys and values came from the prompt cache */
     bool cache_broken;        /* a forward pass failed: the cache may be half-updated */
     float *logits;            /* next-token logits [V] */
+    float *raw;               /* [V] their copy before the sampler changes them (logprobs only) */
     char *text;               /* all generated text so far */
     size_t text_len, text_cap, emitted;
     size_t max_stop_len;
@@ -170,6 +171,8 @@ void lmc_generation_clear(lmc_generation *g) {
     if (!g) return;
     free(g->ids);
     free(g->text);
+    free(g->logprobs);
+    free(g->top_logprobs);
     memset(g, 0, sizeof *g);
 }
 
@@ -310,6 +313,9 @@ lmc_status lmc_generate_check_options(const lmc_generate_options *opt) {
     if (opt->n_stop_strings < 0 || opt->n_stop_tokens < 0 || (opt->n_stop_strings && !opt->stop_strings) ||
         (opt->n_stop_tokens && !opt->stop_tokens))
         return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "stop strings/tokens: count and array disagree");
+    if (opt->top_logprobs < 0 || opt->top_logprobs > LMC_MAX_TOP_LOGPROBS)
+        return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "top_logprobs must be 0..%d, got %d", LMC_MAX_TOP_LOGPROBS,
+                             opt->top_logprobs);
     return LMC_OK;
 }
 
@@ -336,6 +342,9 @@ lmc_status lmc_stream_start(lmc_model *m, const int32_t *ids, size_t n, const lm
     if (st == LMC_OK) st = borrow_prompt_cache(s, ids, n);
     if (st == LMC_OK && !(s->logits = malloc((size_t)V * sizeof *s->logits)))
         st = lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
+    if (st == LMC_OK && (opt.logprobs || opt.top_logprobs) && !(s->raw = malloc((size_t)V * sizeof *s->raw)))
+        st = lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
+    s->result.n_top_logprobs = opt.top_logprobs;
     for (size_t i = 0; st == LMC_OK && i < n; i++) st = push_id(s, ids[i]);
     if (st == LMC_OK) st = append_text(s, "", 0);
     if (st == LMC_OK) st = emit_upto(s, 0);
@@ -352,6 +361,8 @@ lmc_status lmc_stream_start(lmc_model *m, const int32_t *ids, size_t n, const lm
 /* --- backends with their own streams ------------------------------------------------ */
 
 static lmc_status backend_start(lmc_model *m, const lmc_prompt *p, const lmc_generate_options *opt, lmc_stream **out) {
+    if (opt->logprobs || opt->top_logprobs)
+        return lmc_set_error(LMC_ERR_UNSUPPORTED, "logprobs: not supported by backend %s", m->be->name);
     lmc_stream *s = calloc(1, sizeof *s);
     if (!s) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
     s->m = m;
@@ -462,6 +473,7 @@ lmc_status lmc_stream_next(lmc_stream *s, int32_t *id, const char **text, size_t
         return LMC_OK;
     }
     int32_t tok = -1;
+    if (st == LMC_OK && s->raw) memcpy(s->raw, s->logits, (size_t)s->m->dec->cfg.vocab_size * sizeof *s->raw);
     if (st == LMC_OK)
         st = lmc_sampler_sample(s->sampler, s->logits, s->m->dec->cfg.vocab_size, s->hist, s->n_hist, &tok, NULL);
     if (st == LMC_ERR_CANCELLED) {
@@ -483,6 +495,13 @@ lmc_status lmc_stream_next(lmc_stream *s, int32_t *id, const char **text, size_t
         finish(s, LMC_STOP_TOKEN);
     } else {
         if (s->result.n_ids == 0) s->t_first = lmc_now();
+        if (s->raw &&
+            (st = lmc_logprobs_append(s->raw, s->m->dec->cfg.vocab_size, tok, s->opt.top_logprobs, s->result.n_ids,
+                                      &s->result.logprobs, &s->result.top_logprobs)) != LMC_OK) {
+            finish(s, LMC_STOP_ERROR);
+            *done = true;
+            return st;
+        }
         int32_t *ids = realloc(s->result.ids, (s->result.n_ids + 1) * sizeof *ids);
         if (!ids || push_id(s, tok) != LMC_OK) {
             if (ids) s->result.ids = ids;
@@ -546,8 +565,11 @@ void lmc_stream_free(lmc_stream *s) {
     lmc_detokenizer_free(s->detok);
     free(s->hist);
     free(s->logits);
+    free(s->raw);
     free(s->text);
     free(s->result.ids);
+    free(s->result.logprobs);
+    free(s->result.top_logprobs);
     free(s->piece);
     free(s);
 }
@@ -580,6 +602,8 @@ static lmc_status drive(lmc_stream *s, lmc_generation *out) {
     lmc_stream_result(s);
     *out = s->result;
     s->result.ids = NULL;
+    s->result.logprobs = NULL;
+    s->result.top_logprobs = NULL;
     s->text = NULL;
     lmc_stream_free(s);
     return st;

@@ -728,3 +728,62 @@ lmc_status lmc_sampler_sample(lmc_sampler *s, float *logits, int64_t vocab, cons
     if (logprob) *logprob = (float)(log((double)c[pick].weight) - log(total));
     return LMC_OK;
 }
+
+/* --- log-probabilities of the model's distribution ------------------------ */
+
+lmc_status lmc_logprobs_scan(const float *logits, int64_t vocab, int n_top, double *lse, lmc_token_logprob *top) {
+    if (!logits || vocab <= 0 || !lse || n_top < 0 || (n_top && !top))
+        return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "logprobs: bad arguments");
+    LMC_CHECK(check_logits(logits, vocab));
+    int64_t best = argmax_logits(logits, vocab);
+    if (best < 0) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "sampler: every logit is -inf, no token is possible");
+    /* sum exp(logit - max) in four lanes, each block of 256 added into a double */
+    const float max = logits[best];
+    const v4f mv = {max, max, max, max}, one = {1.0f, 1.0f, 1.0f, 1.0f};
+    double sum = 0;
+    int64_t i = 0;
+    while (i + 4 <= vocab) {
+        v4f acc = {0};
+        for (int64_t end = i + 256 < vocab ? i + 256 : vocab; i + 4 <= end; i += 4) acc += weight_of4(mv, load4(logits + i), one);
+        sum += (double)acc[0] + acc[1] + acc[2] + acc[3];
+    }
+    for (; i < vocab; i++) sum += weight_of(max, logits[i], 1.0f);
+    *lse = (double)max + log(sum);
+    /* the n_top largest by insertion into a sorted list: a later id with an
+     * equal logit never displaces an earlier one */
+    for (int k = 0; k < n_top; k++) top[k] = (lmc_token_logprob){-1, -INFINITY};
+    int have = 0;
+    for (int64_t j = 0; j < vocab && n_top; j++) {
+        float x = logits[j];
+        if (have == n_top && !(x > top[n_top - 1].logprob)) continue;
+        if (x == -INFINITY) continue;
+        int k = have < n_top ? have++ : n_top - 1;
+        while (k > 0 && top[k - 1].logprob < x) {
+            top[k] = top[k - 1];
+            k--;
+        }
+        top[k] = (lmc_token_logprob){(int32_t)j, x};
+    }
+    for (int k = 0; k < have; k++) top[k].logprob = (float)((double)top[k].logprob - *lse);
+    return LMC_OK;
+}
+
+lmc_status lmc_logprobs_append(const float *raw, int64_t vocab, int32_t tok, int n_top, size_t n, float **lp,
+                               lmc_token_logprob **top) {
+    lmc_token_logprob step[LMC_MAX_TOP_LOGPROBS];
+    if (n_top > LMC_MAX_TOP_LOGPROBS || tok < 0 || tok >= vocab)
+        return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "logprobs: bad arguments");
+    double lse;
+    LMC_CHECK(lmc_logprobs_scan(raw, vocab, n_top, &lse, step));
+    float *l = realloc(*lp, (n + 1) * sizeof *l);
+    if (!l) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
+    *lp = l;
+    l[n] = (float)((double)raw[tok] - lse);
+    if (n_top) {
+        lmc_token_logprob *t = realloc(*top, (n + 1) * (size_t)n_top * sizeof *t);
+        if (!t) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
+        *top = t;
+        memcpy(t + n * (size_t)n_top, step, (size_t)n_top * sizeof *t);
+    }
+    return LMC_OK;
+}

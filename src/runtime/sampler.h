@@ -60,6 +60,21 @@ typedef struct lmc_sampler_candidate {
 lmc_status lmc_sampler_filter(lmc_sampler *s, float *logits, int64_t vocab, const int32_t *history,
                               size_t n_history, const lmc_sampler_candidate **cand, size_t *n, double *total);
 
+/* The model's own distribution over logits[vocab] (untouched; before any
+ * penalty or temperature): *lse receives log(sum_i exp(logits[i])), so token
+ * i's log-probability is logits[i] - *lse, and top[0..n_top) the n_top most
+ * probable tokens with their log-probabilities, most probable first (ties:
+ * lower id first; fewer than n_top possible tokens leave id -1 and
+ * -INFINITY). NaN or +inf logits are an error, as in lmc_sampler_sample. */
+lmc_status lmc_logprobs_scan(const float *logits, int64_t vocab, int n_top, double *lse, lmc_token_logprob *top);
+
+/* Appends one generated token's entry to a result's log-probabilities: *lp
+ * and *top (n_top per step; NULL and untouched when n_top is 0) hold n
+ * steps and grow by one, from raw, the step's logits before the sampler
+ * changed them. */
+lmc_status lmc_logprobs_append(const float *raw, int64_t vocab, int32_t tok, int n_top, size_t n, float **lp,
+                               lmc_token_logprob **top);
+
 /* NULL is ignored. */
 void lmc_sampler_free(lmc_sampler *s);
 
