@@ -71,6 +71,87 @@ static void test_generate_json(void) {
     free(out);
 }
 
+/* generate --logprobs and classify --labels against transformers' golden
+ * logits (the log-softmax of the last prompt position, within 4e-3). */
+static void test_logprobs_and_labels(void) {
+    char path[4096], cmd[8192], list[1024] = {0}, *out = NULL;
+    snprintf(path, sizeof path, "%s/models/qwen3/golden.safetensors", LMC_TEST_DATA);
+    lmc_safetensors *st;
+    if (lmc_safetensors_open(path, &st) != LMC_OK) {
+        CHECK(0);
+        return;
+    }
+    lmc_array *p = lmc_safetensors_get(st, "prompt_ids_0"), *lg = lmc_safetensors_get(st, "logits_0");
+    int64_t T = lmc_array_size(p), V = lmc_array_dim(lg, 1);
+    int32_t ids[64];
+    float *row = malloc((size_t)V * sizeof *row), *all = malloc((size_t)(T * V) * sizeof *all);
+    CHECK(T <= 64 && lmc_array_read(p, LMC_I32, ids, (size_t)T) == LMC_OK);
+    CHECK(lmc_array_read(lg, LMC_F32, all, (size_t)(T * V)) == LMC_OK);
+    memcpy(row, all + (T - 1) * V, (size_t)V * sizeof *row);
+    double mx = -INFINITY, sum = 0;
+    for (int64_t i = 0; i < V; i++) mx = row[i] > mx ? row[i] : mx;
+    for (int64_t i = 0; i < V; i++) sum += exp((double)row[i] - mx);
+    double lse = mx + log(sum);
+    for (int64_t i = 0; i < T; i++) snprintf(list + strlen(list), sizeof list - strlen(list), i ? ",%d" : "%d", ids[i]);
+    snprintf(cmd, sizeof cmd, "%s/lmc generate -m %s --prompt-ids %s --max-tokens 1 --temperature 0 --ignore-eos --json "
+             "--logprobs 3", LMC_BUILD_DIR, g_dir, list);
+    CHECK(run(cmd, &out) == 0);
+    cJSON *j = cJSON_Parse(out);
+    const cJSON *lps = cJSON_GetObjectItem(j, "logprobs"), *tops = cJSON_GetObjectItem(j, "top_logprobs");
+    int tok = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "ids"), 0) ? cJSON_GetArrayItem(cJSON_GetObjectItem(j, "ids"), 0)->valueint : -1;
+    CHECKF(cJSON_GetArraySize(lps) == 1 && cJSON_GetArraySize(cJSON_GetArrayItem(tops, 0)) == 3 && tok >= 0 && tok < V,
+           "%s", out);
+    if (tok >= 0 && tok < V && cJSON_GetArraySize(lps) == 1) {
+        CHECK_CLOSE(cJSON_GetArrayItem(lps, 0)->valuedouble, row[tok] - lse, 4e-3, 0);
+        for (const cJSON *e = cJSON_GetArrayItem(tops, 0)->child; e; e = e->next) {
+            int id = cJSON_GetObjectItem(e, "id")->valueint;
+            CHECK(id >= 0 && id < V && cJSON_IsString(cJSON_GetObjectItem(e, "text")));
+            if (id >= 0 && id < V) CHECK_CLOSE(cJSON_GetObjectItem(e, "logprob")->valuedouble, row[id] - lse, 4e-3, 0);
+        }
+    }
+    cJSON_Delete(j);
+    free(out);
+    /* classify: " the" and " a", scored by their tokens */
+    lmc_tokenizer *tk = NULL;
+    CHECK(lmc_tokenizer_load(g_dir, &tk) == LMC_OK);
+    int32_t lab[2] = {-1, -1};
+    const char *names[2] = {" the", " a"};
+    for (int k = 0; tk && k < 2; k++) {
+        int32_t *e = NULL;
+        size_t n = 0;
+        CHECK(lmc_tokenizer_encode(tk, names[k], strlen(names[k]), false, &e, &n) == LMC_OK && n == 1);
+        lab[k] = n ? e[0] : -1;
+        lmc_tokenizer_free_ids(e);
+    }
+    lmc_tokenizer_free(tk);
+    snprintf(cmd, sizeof cmd, "echo '{\"prompt_ids\": [%s]}' | %s/lmc classify -m %s --labels ' the, a' 2>/dev/null", list,
+             LMC_BUILD_DIR, g_dir);
+    CHECK(run(cmd, &out) == 0);
+    j = cJSON_Parse(out);
+    const cJSON *labels = cJSON_GetObjectItem(j, "labels");
+    CHECKF(cJSON_GetArraySize(labels) == 2, "%s", out);
+    for (int k = 0; k < 2 && lab[k] >= 0 && lab[k] < V; k++) {
+        const cJSON *v = cJSON_GetObjectItem(labels, names[k]);
+        CHECK(cJSON_IsNumber(v));
+        if (cJSON_IsNumber(v)) CHECK_CLOSE(v->valuedouble, row[lab[k]] - lse, 4e-3, 0);
+    }
+    if (lab[0] >= 0 && lab[1] >= 0 && lab[0] < V && lab[1] < V)
+        CHECK_STR(cJSON_GetStringValue(cJSON_GetObjectItem(j, "label")), row[lab[0]] >= row[lab[1]] ? names[0] : names[1]);
+    cJSON_Delete(j);
+    free(out);
+    snprintf(cmd, sizeof cmd, "echo '{\"prompt\": \"x\"}' | %s/lmc classify -m %s --labels ' the, the' 2>&1", LMC_BUILD_DIR, g_dir);
+    CHECK(run(cmd, &out) == 2 && strstr(out, "begin with the same token"));
+    free(out);
+    snprintf(cmd, sizeof cmd, "%s/lmc generate -m %s -p x --logprobs 21 2>&1", LMC_BUILD_DIR, g_dir);
+    CHECK(run(cmd, &out) == 2 && strstr(out, "--logprobs"));
+    free(out);
+    free(row);
+    free(all);
+    lmc_array_free(p);
+    lmc_array_free(lg);
+    lmc_safetensors_close(st);
+}
+
 static void test_logits_file(void) {
     char cmd[8192], path[4096], outp[4096];
     snprintf(path, sizeof path, "%s/models/gemma3/golden.safetensors", LMC_TEST_DATA);
@@ -391,6 +472,7 @@ int main(void) {
     g_dir = model_fixture_dir("qwen3");
     if (!g_dir) return 1;
     RUN(test_generate_json);
+    RUN(test_logprobs_and_labels);
     RUN(test_logits_file);
     RUN(test_info_and_discover);
     RUN(test_usage_errors);

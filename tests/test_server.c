@@ -394,6 +394,98 @@ static void test_chat_stream(void) {
     lmc_generation_clear(&ref);
 }
 
+/* "logprobs": the chat form (whole and streamed) and the completions'
+ * legacy form carry lmc_generate's log-probabilities for the same tokens. */
+static void check_lp_entry(const cJSON *e, int32_t id, float lp, const char *where) {
+    char *text = NULL;
+    size_t len = 0;
+    CHECK(lmc_tokenizer_decode(lmc_model_tokenizer(g_model), &id, 1, false, &text, &len) == LMC_OK);
+    CHECKF(text && str_at(e, "token") && !strcmp(str_at(e, "token"), text), "%s: token '%s', expected '%s'", where,
+           str_at(e, "token") ? str_at(e, "token") : "(none)", text ? text : "");
+    CHECK_CLOSE(num_at(e, "logprob"), lp, 1e-4, 0);
+    const cJSON *b = at(e, "bytes");
+    CHECK(cJSON_IsArray(b) && (size_t)cJSON_GetArraySize(b) == len);
+    for (size_t i = 0; text && cJSON_IsArray(b) && i < len; i++)
+        CHECK(cJSON_GetArrayItem(b, (int)i)->valuedouble == (unsigned char)text[i]);
+    lmc_tokenizer_free_text(text);
+}
+
+static void check_chat_logprobs(const cJSON *content, const lmc_generation *ref, const char *where) {
+    CHECKF(cJSON_IsArray(content) && (size_t)cJSON_GetArraySize(content) == ref->n_ids, "%s: %d entries for %zu tokens",
+           where, cJSON_GetArraySize(content), ref->n_ids);
+    for (size_t i = 0; cJSON_IsArray(content) && i < ref->n_ids; i++) {
+        const cJSON *e = cJSON_GetArrayItem(content, (int)i);
+        check_lp_entry(e, ref->ids[i], ref->logprobs[i], where);
+        const cJSON *top = at(e, "top_logprobs");
+        CHECK(cJSON_GetArraySize(top) == 3);
+        for (int j = 0; j < 3 && j < cJSON_GetArraySize(top); j++)
+            check_lp_entry(cJSON_GetArrayItem(top, j), ref->top_logprobs[i * 3 + (size_t)j].id,
+                           ref->top_logprobs[i * 3 + (size_t)j].logprob, where);
+    }
+}
+
+static void test_logprobs(void) {
+    lmc_message msgs[1] = {{"user", "Count to five"}};
+    lmc_generate_options o = greedy(8);
+    o.logprobs = true;
+    o.top_logprobs = 3;
+    lmc_generation ref = ref_chat(msgs, 1, &o);
+    const char *body = "{\"messages\":[{\"role\":\"user\",\"content\":\"Count to five\"}],\"temperature\":0,"
+                       "\"max_tokens\":8,\"logprobs\":true,\"top_logprobs\":3%s}";
+    char req[512];
+    snprintf(req, sizeof req, body, "");
+    reply r = http("POST", "/v1/chat/completions", req);
+    cJSON *j = json_of(&r);
+    CHECKF(r.status == 200 && j, "%d %s", r.status, r.body);
+    CHECK_STR(str_at(j, "choices.0.message.content"), ref.text);
+    check_chat_logprobs(at(j, "choices.0.logprobs.content"), &ref, "chat");
+    CHECK(cJSON_IsNull(at(j, "choices.0.logprobs.refusal")));
+    cJSON_Delete(j);
+    reply_free(&r);
+
+    /* streamed: the chunks' entries together are the same list; the role chunk has none */
+    snprintf(req, sizeof req, body, ",\"stream\":true");
+    r = http("POST", "/v1/chat/completions", req);
+    int n;
+    char **ev = sse_events(r.body ? r.body : "", &n);
+    cJSON *all = cJSON_CreateArray();
+    for (int i = 0; i + 1 < n; i++) {
+        cJSON *c = cJSON_Parse(ev[i]);
+        const cJSON *content = at(c, "choices.0.logprobs.content");
+        if (i == 0) CHECK(cJSON_IsNull(at(c, "choices.0.logprobs")));
+        for (const cJSON *e = cJSON_IsArray(content) ? content->child : NULL; e; e = e->next)
+            cJSON_AddItemToArray(all, cJSON_Duplicate(e, true));
+        cJSON_Delete(c);
+    }
+    check_chat_logprobs(all, &ref, "chat stream");
+    cJSON_Delete(all);
+    events_free(ev, n);
+    reply_free(&r);
+    lmc_generation_clear(&ref);
+
+    /* completions, legacy form: "logprobs": 2 */
+    o.top_logprobs = 2;
+    lmc_generation ref2;
+    CHECK(lmc_generate(g_model, "One, two,", &o, &ref2) == LMC_OK);
+    r = http("POST", "/v1/completions",
+             "{\"prompt\":\"One, two,\",\"temperature\":0,\"max_tokens\":8,\"logprobs\":2}");
+    j = json_of(&r);
+    CHECKF(r.status == 200 && j, "%d %s", r.status, r.body);
+    const cJSON *toks = at(j, "choices.0.logprobs.tokens"), *lps = at(j, "choices.0.logprobs.token_logprobs");
+    const cJSON *tops = at(j, "choices.0.logprobs.top_logprobs");
+    CHECK((size_t)cJSON_GetArraySize(toks) == ref2.n_ids && (size_t)cJSON_GetArraySize(lps) == ref2.n_ids &&
+          (size_t)cJSON_GetArraySize(tops) == ref2.n_ids);
+    for (size_t i = 0; i < ref2.n_ids && (size_t)cJSON_GetArraySize(lps) == ref2.n_ids; i++) {
+        CHECK_CLOSE(cJSON_GetArrayItem(lps, (int)i)->valuedouble, ref2.logprobs[i], 1e-4, 0);
+        const cJSON *t = cJSON_GetArrayItem(tops, (int)i);
+        CHECK(cJSON_GetArraySize(t) >= 1 && cJSON_GetArraySize(t) <= 2);
+        CHECK_CLOSE(t->child ? t->child->valuedouble : 1, ref2.top_logprobs[i * 2].logprob, 1e-4, 0);
+    }
+    cJSON_Delete(j);
+    reply_free(&r);
+    lmc_generation_clear(&ref2);
+}
+
 static void test_completions(void) {
     lmc_generate_options o = greedy(9);
     lmc_generation ref;
@@ -553,8 +645,15 @@ static void test_errors(void) {
          "stream_options", "only allowed when 'stream' is true"},
         {"POST", "/v1/chat/completions", "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"presence_penalty\":0.5}",
          400, "presence_penalty", "not supported"},
-        {"POST", "/v1/chat/completions", "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logprobs\":true}", 400,
-         "logprobs", "not supported"},
+        {"POST", "/v1/chat/completions", "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logprobs\":true,"
+         "\"top_logprobs\":21}", 400, "top_logprobs", "[0, 20], got 21"},
+        {"POST", "/v1/chat/completions", "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"top_logprobs\":2}", 400,
+         "top_logprobs", "needs 'logprobs': true"},
+        {"POST", "/v1/chat/completions", "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logprobs\":1}", 400,
+         "logprobs", "must be a boolean"},
+        {"POST", "/v1/completions", "{\"prompt\":\"x\",\"logprobs\":true}", 400, "logprobs", "must be an integer 0..20"},
+        {"POST", "/v1/completions", "{\"prompt\":\"x\",\"logprobs\":1,\"top_logprobs\":2}", 400, "top_logprobs",
+         "not supported"},
         {"POST", "/v1/chat/completions", "{\"messages\":[{\"role\":\"user\",\"content\":\"\\xff\"}]}", 400, NULL,
          "malformed JSON"},
         {"POST", "/v1/completions", "{\"prompt\":\"x\",\"echo\":true}", 400, "echo", "not supported"},
@@ -1016,6 +1115,7 @@ int main(void) {
     RUN(test_chat_matches_lmc_chat);
     RUN(test_chat_stream);
     RUN(test_completions);
+    RUN(test_logprobs);
     RUN(test_stop_and_parts);
     RUN(test_seed);
     RUN(test_errors);

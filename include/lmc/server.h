@@ -17,9 +17,17 @@
  * Request fields: max_tokens / max_completion_tokens, temperature [0, 2],
  * top_p (0, 1], stop (a string or up to 16 strings), seed, n (1 only),
  * stream, stream_options.include_usage, and the lmc extensions top_k,
- * min_p, repeat_penalty, repeat_last_n and ignore_eos. frequency_penalty and
- * presence_penalty are accepted only as 0 (use repeat_penalty); logprobs,
- * tools, echo, suffix and JSON response formats are rejected with 400.
+ * min_p, repeat_penalty, repeat_last_n and ignore_eos. Log-probabilities
+ * (the model's own distribution, see lmc_generate_options.logprobs): chat
+ * takes "logprobs": true and "top_logprobs" 0..20 and answers OpenAI's
+ * {"content": [{token, logprob, bytes, top_logprobs}]} per choice;
+ * /v1/completions takes "logprobs": N (0..20) and answers the legacy
+ * {tokens, token_logprobs, top_logprobs}; a streamed chunk carries the
+ * entries of the tokens generated since the previous one. "token" is the
+ * token decoded alone (an incomplete UTF-8 character shows as U+FFFD) and
+ * -inf is sent as -9999. frequency_penalty and presence_penalty are accepted
+ * only as 0 (use repeat_penalty); tools, echo, suffix, logit_bias and JSON
+ * response formats are rejected with 400.
  * Fields the server does not know (user, metadata, ...) are ignored.
  * Answers carry OpenAI's usage (with prompt_tokens_details.cached_tokens:
  * prompt tokens reused from the prompt cache) and an "lmc" object:

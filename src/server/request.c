@@ -228,6 +228,29 @@ static bool parse_stop(const cJSON *root, lmc_srv_request *r, lmc_srv_error *err
     return true;
 }
 
+/* Chat: "logprobs": true and "top_logprobs": 0..20. Completions (OpenAI's
+ * legacy form): "logprobs": N, the chosen tokens and N alternatives. */
+static bool parse_logprobs(const cJSON *root, lmc_srv_request *r, lmc_srv_error *err) {
+    lmc_generate_options *g = &r->gen;
+    long long top = 0;
+    if (r->kind == LMC_SRV_COMPLETION) {
+        const cJSON *v = field(root, "logprobs");
+        if (v && cJSON_IsBool(v))
+            return fail(err, "logprobs", "'logprobs' must be an integer 0..%d here (alternatives per token), got a boolean",
+                        LMC_MAX_TOP_LOGPROBS);
+        if (!get_int(root, "logprobs", 0, LMC_MAX_TOP_LOGPROBS, &top, err)) return false;
+        g->logprobs = v != NULL;
+        g->top_logprobs = (int)top;
+        return unsupported(root, "top_logprobs", " on /v1/completions (use 'logprobs': N)", err);
+    }
+    if (!get_bool(root, "logprobs", &g->logprobs, err) || !get_int(root, "top_logprobs", 0, LMC_MAX_TOP_LOGPROBS, &top, err))
+        return false;
+    if (field(root, "top_logprobs") && !g->logprobs)
+        return fail(err, "top_logprobs", "'top_logprobs' needs 'logprobs': true");
+    g->top_logprobs = (int)top;
+    return true;
+}
+
 static bool parse_options(const cJSON *root, lmc_srv_request *r, lmc_srv_error *err) {
     lmc_generate_options *g = &r->gen;
     long long n = 1, max_tokens = g->max_tokens, top_k = g->sampler.top_k, last_n = g->sampler.repeat_last_n;
@@ -279,9 +302,7 @@ static bool parse_options(const cJSON *root, lmc_srv_request *r, lmc_srv_error *
         if (strcmp(type->valuestring, "text"))
             return fail(err, "response_format", "'response_format' type '%.40s' is not supported (only text)", type->valuestring);
     }
-    if (!unsupported(root, "logprobs", " (no log-probabilities)", err) ||
-        !unsupported(root, "top_logprobs", " (no log-probabilities)", err) ||
-        !unsupported(root, "logit_bias", "", err) || !unsupported(root, "tools", " (no tool calling)", err) ||
+    if (!parse_logprobs(root, r, err) || !unsupported(root, "logit_bias", "", err) || !unsupported(root, "tools", " (no tool calling)", err) ||
         !unsupported(root, "functions", " (no tool calling)", err) || !unsupported(root, "echo", "", err) ||
         !unsupported(root, "suffix", "", err))
         return false;

@@ -19,6 +19,7 @@
 #include <arpa/inet.h>
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <math.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <poll.h>
@@ -264,6 +265,7 @@ typedef struct gen_run {
     bool cut;                 /* the stream ended before its end (client gone, out of memory) */
     lmc_strbuf out;           /* streaming: event bytes, handed to libmicrohttpd from out_pos */
     size_t out_pos;
+    size_t lp_sent;           /* streaming: generated tokens whose log-probabilities were sent */
 } gen_run;
 
 static const char *finish_reason(lmc_stop_reason r) {
@@ -358,8 +360,81 @@ static void add_usage(cJSON *o, const lmc_generation *res, uint64_t seed) {
     cJSON_AddStringToObject(l, "seed", seed_text);
 }
 
-/* One choice: a chat message / delta, or a completion's text. */
-static cJSON *choice(const gen_run *g, const char *key, const char *role, const char *text, const char *finish) {
+/* --- log-probabilities (request "logprobs") ---------------------------------------------- */
+
+/* A log-probability as JSON: a token the model rules out (-inf) gets -9999,
+ * as in OpenAI's API. */
+static double json_logprob(float lp) { return lp == -INFINITY ? -9999.0 : (double)lp; }
+
+/* Adds token id's text ("token", decoded alone, special tokens shown) and,
+ * for chat, its UTF-8 bytes to o; returns the text (owned by the caller). */
+static char *add_token(const gen_run *g, cJSON *o, int32_t id, bool bytes) {
+    char *text = NULL;
+    size_t len = 0;
+    if (lmc_tokenizer_decode(lmc_model_tokenizer(g->srv->m), &id, 1, false, &text, &len) != LMC_OK) text = NULL;
+    if (o) cJSON_AddStringToObject(o, "token", text ? text : "");
+    if (o && bytes) {
+        cJSON *b = cJSON_AddArrayToObject(o, "bytes");
+        for (size_t i = 0; text && i < len; i++) cJSON_AddItemToArray(b, cJSON_CreateNumber((unsigned char)text[i]));
+    }
+    return text;
+}
+
+/* The "logprobs" of a choice for generated tokens [from, to) of res, or
+ * NULL when the request asked for none. Chat: {"content": [{token, logprob,
+ * bytes, top_logprobs: [{token, logprob, bytes}]}], "refusal": null};
+ * completions (OpenAI's legacy format): {"tokens", "token_logprobs",
+ * "top_logprobs": [{token: logprob}]}. */
+static cJSON *logprobs_json(const gen_run *g, const lmc_generation *res, size_t from, size_t to) {
+    if (!g->req.gen.logprobs || !res) return NULL;
+    int nt = res->n_top_logprobs;
+    bool chat = g->req.kind == LMC_SRV_CHAT;
+    cJSON *o = cJSON_CreateObject();
+    if (chat) {
+        cJSON *content = cJSON_AddArrayToObject(o, "content");
+        for (size_t i = from; i < to && res->logprobs; i++) {
+            cJSON *e = cJSON_CreateObject();
+            free(add_token(g, e, res->ids[i], true));
+            cJSON_AddNumberToObject(e, "logprob", json_logprob(res->logprobs[i]));
+            cJSON *top = cJSON_AddArrayToObject(e, "top_logprobs");
+            for (int j = 0; j < nt; j++) {
+                const lmc_token_logprob *t = &res->top_logprobs[i * (size_t)nt + (size_t)j];
+                if (t->id < 0) continue;
+                cJSON *te = cJSON_CreateObject();
+                free(add_token(g, te, t->id, true));
+                cJSON_AddNumberToObject(te, "logprob", json_logprob(t->logprob));
+                cJSON_AddItemToArray(top, te);
+            }
+            cJSON_AddItemToArray(content, e);
+        }
+        cJSON_AddNullToObject(o, "refusal");
+        return o;
+    }
+    cJSON *tokens = cJSON_AddArrayToObject(o, "tokens"), *lps = cJSON_AddArrayToObject(o, "token_logprobs");
+    cJSON *tops = cJSON_AddArrayToObject(o, "top_logprobs");
+    for (size_t i = from; i < to && res->logprobs; i++) {
+        char *text = add_token(g, NULL, res->ids[i], false);
+        cJSON_AddItemToArray(tokens, cJSON_CreateString(text ? text : ""));
+        free(text);
+        cJSON_AddItemToArray(lps, cJSON_CreateNumber(json_logprob(res->logprobs[i])));
+        cJSON *top = cJSON_CreateObject();
+        for (int j = 0; j < nt; j++) {
+            const lmc_token_logprob *t = &res->top_logprobs[i * (size_t)nt + (size_t)j];
+            if (t->id < 0) continue;
+            char *tt = add_token(g, NULL, t->id, false);
+            if (!cJSON_GetObjectItemCaseSensitive(top, tt ? tt : "")) /* two ids may print alike */
+                cJSON_AddNumberToObject(top, tt ? tt : "", json_logprob(t->logprob));
+            free(tt);
+        }
+        cJSON_AddItemToArray(tops, top);
+    }
+    return o;
+}
+
+/* One choice: a chat message / delta, or a completion's text; logprobs
+ * (owned by the choice from now on) or NULL. */
+static cJSON *choice(const gen_run *g, const char *key, const char *role, const char *text, const char *finish,
+                     cJSON *logprobs) {
     cJSON *c = cJSON_CreateObject();
     cJSON_AddNumberToObject(c, "index", 0);
     if (g->req.kind == LMC_SRV_CHAT) {
@@ -369,7 +444,8 @@ static cJSON *choice(const gen_run *g, const char *key, const char *role, const 
     } else {
         cJSON_AddStringToObject(c, "text", text ? text : "");
     }
-    cJSON_AddNullToObject(c, "logprobs");
+    if (logprobs) cJSON_AddItemToObject(c, "logprobs", logprobs);
+    else cJSON_AddNullToObject(c, "logprobs");
     if (finish) cJSON_AddStringToObject(c, "finish_reason", finish);
     else cJSON_AddNullToObject(c, "finish_reason");
     return c;
@@ -397,7 +473,8 @@ static enum MHD_Result answer_whole(gen_run *g, struct MHD_Connection *c) {
     bool chat = g->req.kind == LMC_SRV_CHAT;
     cJSON *o = response_head(g, chat ? "chat.completion" : "text_completion");
     cJSON *choices = cJSON_AddArrayToObject(o, "choices");
-    cJSON_AddItemToArray(choices, choice(g, "message", "assistant", res->text ? res->text : "", finish_reason(res->stop_reason)));
+    cJSON_AddItemToArray(choices, choice(g, "message", "assistant", res->text ? res->text : "", finish_reason(res->stop_reason),
+                                         logprobs_json(g, res, 0, res->n_ids)));
     end_generation(g);
     add_usage(o, &g->final, g->req.gen.sampler.seed);
     log_request(g->srv, g->method, g->url, 200, g->t0, &g->final, NULL);
@@ -419,11 +496,20 @@ static bool out_event(gen_run *g, cJSON *obj) {
     return json && !g->out.failed;
 }
 
-static cJSON *chunk(const gen_run *g, const char *role, const char *text, const char *finish) {
+/* A chunk; with logprobs on, it carries the tokens generated since the last
+ * chunk that carried any (text held back for a stop string or an unfinished
+ * character comes later, its tokens' entries with the text). */
+static cJSON *chunk(gen_run *g, const char *role, const char *text, const char *finish) {
     bool chat = g->req.kind == LMC_SRV_CHAT;
     cJSON *o = response_head(g, chat ? "chat.completion.chunk" : "text_completion");
     cJSON *choices = cJSON_AddArrayToObject(o, "choices");
-    cJSON_AddItemToArray(choices, choice(g, "delta", role, text, finish));
+    cJSON *lp = NULL;
+    const lmc_generation *res = g->stream && g->req.gen.logprobs ? lmc_stream_result(g->stream) : NULL;
+    if (res && (res->n_ids > g->lp_sent || finish)) {
+        lp = logprobs_json(g, res, g->lp_sent, res->n_ids);
+        g->lp_sent = res->n_ids;
+    }
+    cJSON_AddItemToArray(choices, choice(g, "delta", role, text, finish, lp));
     return o;
 }
 
@@ -450,9 +536,12 @@ static bool produce(gen_run *g) {
         if (gone) return false;
         return out_event(g, error_json(500, msg, NULL));
     }
-    end_generation(g);
     bool chat = g->req.kind == LMC_SRV_CHAT;
-    bool ok = out_event(g, chunk(g, NULL, chat ? NULL : "", finish_reason(g->final.stop_reason)));
+    const lmc_generation *res = lmc_stream_result(g->stream);
+    cJSON *last = chunk(g, NULL, chat ? NULL : "", finish_reason(res->stop_reason == LMC_STOP_NONE ? LMC_STOP_CANCELLED
+                                                                                                   : res->stop_reason));
+    end_generation(g);
+    bool ok = out_event(g, last);
     if (ok && g->req.include_usage) {
         cJSON *u = response_head(g, chat ? "chat.completion.chunk" : "text_completion");
         cJSON_AddArrayToObject(u, "choices");

@@ -1,5 +1,6 @@
 /* lmc generate: text from a prompt, streamed as it is produced. */
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,9 @@ static void usage(FILE *out) {
                  "  --prompt-ids IDS         prompt as comma-separated token ids, used as given\n"
                  "  --json                   print one JSON object: ids, prompt_ids (when tokenised here), text,\n"
                  "                           stop_reason, metrics\n"
+                 "  --logprobs N             record each token's log-probability under the model and its N (0..20)\n"
+                 "                           most probable alternatives: \"logprobs\" and \"top_logprobs\" with --json,\n"
+                 "                           otherwise one line per token on standard error\n"
                  "%s",
             lmc_cli_gen_usage);
 }
@@ -26,6 +30,56 @@ static bool print_piece(void *user, int32_t id, const char *text, size_t len) {
         fflush(stdout);
     }
     return true;
+}
+
+/* A token's text decoded alone ("" when it cannot be). */
+static char *token_text(const lmc_tokenizer *tok, int32_t id) {
+    char *t = NULL;
+    if (!tok || lmc_tokenizer_decode(tok, &id, 1, false, &t, NULL) != LMC_OK) t = NULL;
+    return t ? t : strdup("");
+}
+
+static cJSON *entry_json(const lmc_tokenizer *tok, int32_t id, float lp) {
+    cJSON *e = cJSON_CreateObject();
+    char *t = token_text(tok, id);
+    cJSON_AddNumberToObject(e, "id", id);
+    cJSON_AddStringToObject(e, "text", t ? t : "");
+    cJSON_AddNumberToObject(e, "logprob", lp == -INFINITY ? -9999.0 : lp);
+    free(t);
+    return e;
+}
+
+/* --logprobs: into o with --json, else one line per token on stderr. */
+static void report_logprobs(const lmc_tokenizer *tok, const lmc_generation *out, cJSON *o) {
+    int nt = out->n_top_logprobs;
+    cJSON *lps = o ? cJSON_AddArrayToObject(o, "logprobs") : NULL, *tops = o ? cJSON_AddArrayToObject(o, "top_logprobs") : NULL;
+    for (size_t i = 0; out->logprobs && i < out->n_ids; i++) {
+        const lmc_token_logprob *top = out->top_logprobs ? out->top_logprobs + i * (size_t)nt : NULL;
+        if (o) {
+            cJSON_AddItemToArray(lps, cJSON_CreateNumber(out->logprobs[i] == -INFINITY ? -9999.0 : out->logprobs[i]));
+            cJSON *row = cJSON_CreateArray();
+            for (int j = 0; top && j < nt; j++)
+                if (top[j].id >= 0) cJSON_AddItemToArray(row, entry_json(tok, top[j].id, top[j].logprob));
+            cJSON_AddItemToArray(tops, row);
+            continue;
+        }
+        cJSON *e = entry_json(tok, out->ids[i], out->logprobs[i]);
+        char *s = cJSON_PrintUnformatted(e);
+        fprintf(stderr, "%zu %s", i, s ? s : "");
+        free(s);
+        cJSON_Delete(e);
+        for (int j = 0; top && j < nt; j++) {
+            if (top[j].id < 0) continue;
+            char *t = token_text(tok, top[j].id);
+            cJSON *q = cJSON_CreateString(t ? t : "");
+            char *qs = cJSON_PrintUnformatted(q);
+            fprintf(stderr, "%s %s %.4f", j ? "," : " |", qs ? qs : "", top[j].logprob);
+            free(qs);
+            cJSON_Delete(q);
+            free(t);
+        }
+        fputc('\n', stderr);
+    }
 }
 
 static cJSON *ids_json(const int32_t *ids, size_t n) {
@@ -46,6 +100,12 @@ int cmd_generate(int argc, char **argv) {
         if ((!strcmp(argv[i], "-p") || !strcmp(argv[i], "--prompt")) && i + 1 < argc) prompt = argv[++i];
         else if (!strcmp(argv[i], "--prompt-ids") && i + 1 < argc) prompt_ids = argv[++i];
         else if (!strcmp(argv[i], "--json")) json = true;
+        else if (!strcmp(argv[i], "--logprobs") && i + 1 < argc) {
+            long long k;
+            if (!lmc_cli_int("generate", "--logprobs", argv[++i], 0, LMC_MAX_TOP_LOGPROBS, &k)) return 2;
+            g.gen.logprobs = true;
+            g.gen.top_logprobs = (int)k;
+        }
         else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             usage(stdout);
             return 0;
@@ -89,6 +149,7 @@ int cmd_generate(int argc, char **argv) {
         if (ids) cJSON_AddItemToObject(o, "prompt_ids", ids_json(ids, n));
         cJSON_AddStringToObject(o, "text", out.text ? out.text : "");
         cJSON_AddStringToObject(o, "stop_reason", lmc_stop_reason_name(out.stop_reason));
+        if (g.gen.logprobs) report_logprobs(lmc_model_tokenizer(m), &out, o);
         char *txt = cJSON_PrintUnformatted(o);
         /* Metrics are printed by hand for fixed float formatting. */
         size_t tl = txt ? strlen(txt) : 0;
@@ -102,6 +163,7 @@ int cmd_generate(int argc, char **argv) {
         cJSON_Delete(o);
     } else {
         printf("\n");
+        if (g.gen.logprobs) report_logprobs(lmc_model_tokenizer(m), &out, NULL);
         lmc_cli_print_metrics_line(stderr, &out);
     }
     lmc_generation_clear(&out);
