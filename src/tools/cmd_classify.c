@@ -135,6 +135,7 @@ int cmd_classify(int argc, char **argv) {
     }
     label_set ls = {0};
     if (labels && !labels_prepare(m, labels, &ls)) {
+        labels_free(&ls);
         lmc_cli_prompts_free(&in);
         lmc_model_free(m);
         return 2;
