@@ -331,6 +331,93 @@ static int bench_qmatmul(bench *b, int64_t M, int64_t K, int64_t N) {
     return rc;
 }
 
+/* --- qdecode: a whole token's quantised products, kernel only ------------------------ */
+
+/* Every 4-bit matrix one decode token of Qwen3-0.6B reads, in the decoder's
+ * order (28 layers of q, k, v, o, gate, up, down, then the 151936-row
+ * output), product by product on one row of x: the kernel's share of decode
+ * without the rest of the model. Beside it the same kernel on one layer's
+ * matrices (8.8 MB, cache-resident after the first pass) and on two 1024 x
+ * 1024 matrices (1.2 MB, L2-sized): how far the kernel's own arithmetic, not
+ * DRAM, bounds it. Weights are random bytes (a q4 kernel's time does not
+ * depend on them). */
+typedef struct qdec_ctx {
+    const lmc_kernels *k;
+    lmc_array **wq, **s, **b, **out, *x[4]; /* x[j]: one row of K = 1024 * j */
+    int n;
+    lmc_status st;
+} qdec_ctx;
+
+static void qdec_run(void *ctx) {
+    qdec_ctx *c = ctx;
+    for (int i = 0; i < c->n && c->st == LMC_OK; i++) {
+        int64_t K = lmc_array_dim(c->wq[i], 1) * 8;
+        c->st = c->k->quantized_matmul(c->out[i], c->x[K / 1024], c->wq[i], c->s[i], c->b[i], 64, 4);
+    }
+}
+
+static int bench_qdecode(bench *b) {
+    const lmc_kernels *k = lmc_kernels_for(LMC_CPU);
+    if (!k->quantized_matmul) return 0;
+    static const int64_t layer[7][2] = {{2048, 1024}, {1024, 1024}, {1024, 1024}, {1024, 2048},
+                                        {3072, 1024}, {3072, 1024}, {1024, 3072}}; /* N, K */
+    enum { LAYERS = 28, MAX = LAYERS * 7 + 1 };
+    qdec_ctx c = {.k = k, .st = LMC_OK};
+    c.wq = calloc(MAX, sizeof *c.wq), c.s = calloc(MAX, sizeof *c.s), c.b = calloc(MAX, sizeof *c.b);
+    c.out = calloc(MAX, sizeof *c.out);
+    int rc = c.wq && c.s && c.b && c.out ? 0 : 1, made = 0;
+    for (int j = 1; j <= 3 && !rc; j++) {
+        int64_t sx[2] = {1, 1024 * j};
+        if (!(c.x[j] = filled(LMC_F32, 2, sx))) rc = 1;
+    }
+    double bytes = 0;
+    for (int i = 0; i < MAX && !rc; i++, made++) {
+        int64_t N = i == MAX - 1 ? 151936 : layer[i % 7][0], K = i == MAX - 1 ? 1024 : layer[i % 7][1];
+        int64_t sq[2] = {N, K / 8}, ss[2] = {N, K / 64}, so[2] = {1, N};
+        c.wq[i] = lmc_empty(LMC_U32, 2, sq), c.out[i] = lmc_empty(LMC_F32, 2, so);
+        c.s[i] = filled(LMC_BF16, 2, ss), c.b[i] = filled(LMC_BF16, 2, ss);
+        if (!c.wq[i] || !c.out[i] || !c.s[i] || !c.b[i]) {
+            rc = 1;
+            break;
+        }
+        uint64_t *w = lmc_array_data(c.wq[i]);
+        for (size_t e = 0; e < lmc_array_nbytes(c.wq[i]) / 8; e++) {
+            g_rng ^= g_rng << 13, g_rng ^= g_rng >> 7, g_rng ^= g_rng << 17;
+            w[e] = g_rng;
+        }
+        bytes += (double)(lmc_array_nbytes(c.wq[i]) + lmc_array_nbytes(c.s[i]) + lmc_array_nbytes(c.b[i]));
+    }
+    if (rc) fprintf(stderr, "lmc bench: qdecode: out of memory\n");
+    /* the whole token, one layer, and the two 1024 x 1024 matrices (entries 1 and 2) */
+    struct { const char *name; int first, n; double bytes; } runs[3] = {
+        {"token 1x(Qwen3-0.6B) float32 x q4 g64", 0, MAX, bytes}, {"one layer float32 x q4 g64", 0, 7, 0},
+        {"two 1024x1024 float32 x q4 g64", 1, 2, 0}};
+    for (int r = 1; r < 3 && !rc; r++)
+        for (int i = runs[r].first; i < runs[r].first + runs[r].n; i++)
+            runs[r].bytes += (double)(lmc_array_nbytes(c.wq[i]) + lmc_array_nbytes(c.s[i]) + lmc_array_nbytes(c.b[i]));
+    for (int r = 0; r < 3 && !rc; r++) {
+        qdec_ctx v = c;
+        v.wq += runs[r].first, v.s += runs[r].first, v.b += runs[r].first, v.out += runs[r].first;
+        v.n = runs[r].n;
+        double secs = time_it(qdec_run, &v, r == 0 ? 1.0 : 0.3);
+        if (v.st != LMC_OK) {
+            fprintf(stderr, "lmc bench: qdecode: %s\n", lmc_last_error());
+            rc = 1;
+        } else {
+            report(b, "qdecode", runs[r].name, secs, 0, runs[r].bytes, "weights");
+        }
+    }
+    for (int i = 0; i < made; i++) {
+        lmc_array_free(c.wq[i]);
+        lmc_array_free(c.s[i]);
+        lmc_array_free(c.b[i]);
+        lmc_array_free(c.out[i]);
+    }
+    for (int j = 1; j <= 3; j++) lmc_array_free(c.x[j]);
+    free(c.wq), free(c.s), free(c.b), free(c.out);
+    return rc;
+}
+
 /* --- fused ops ------------------------------------------------------------------------ */
 
 typedef struct fused_ctx {
@@ -530,14 +617,15 @@ static int bench_cores(const bench *b) {
 int lmc_bench_ops(int argc, char **argv) {
     bench b = {0};
     int threads = 0;
-    const char *only = NULL; /* matmul, qmatmul, fused, sampler or cores: just that group */
+    const char *only = NULL; /* matmul, qmatmul, qdecode, fused, sampler or cores: just that group */
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--json")) b.json = true;
         else if (!strcmp(argv[i], "--only") && i + 1 < argc) {
             only = argv[++i];
-            if (strcmp(only, "matmul") && strcmp(only, "qmatmul") && strcmp(only, "fused") && strcmp(only, "sampler") &&
-                strcmp(only, "cores")) {
-                fprintf(stderr, "lmc bench: --only needs matmul, qmatmul, fused, sampler or cores, got '%s'\n", only);
+            if (strcmp(only, "matmul") && strcmp(only, "qmatmul") && strcmp(only, "qdecode") && strcmp(only, "fused") &&
+                strcmp(only, "sampler") && strcmp(only, "cores")) {
+                fprintf(stderr, "lmc bench: --only needs matmul, qmatmul, qdecode, fused, sampler or cores, got '%s'\n",
+                        only);
                 return 2;
             }
         }
@@ -582,6 +670,7 @@ int lmc_bench_ops(int argc, char **argv) {
     for (int m = 0; m < 3 && (!only || !strcmp(only, "qmatmul")); m++)
         for (int s = 0; s < 2; s++)
             if (bench_qmatmul(&b, Ms[m], shapes[s][0], shapes[s][1])) return 1;
+    if ((!only || !strcmp(only, "qdecode")) && bench_qdecode(&b)) return 1;
     if ((!only || !strcmp(only, "fused")) && bench_fused(&b)) return 1;
     if ((!only || !strcmp(only, "sampler")) && bench_sampler(&b)) return 1;
     return 0;

@@ -16,7 +16,7 @@
 
 static void usage(FILE *out) {
     fprintf(out,
-            "usage: lmc bench ops [--threads N] [--only matmul|qmatmul|fused|sampler|cores] [--json]\n"
+            "usage: lmc bench ops [--threads N] [--only matmul|qmatmul|qdecode|fused|sampler|cores] [--json]\n"
             "       lmc bench tokenizer -m DIR [-m DIR...] TEXT_FILE [--json]\n"
             "       lmc bench -m DIR [-p 512] [-n 128] [-c CHUNK] [-t THREADS] [-r REPEATS] [--json]\n"
             "       lmc bench -m DIR --ttft [-p 16] [-t THREADS] [--json]\n"
@@ -27,7 +27,8 @@ static void usage(FILE *out) {
             "               bandwidth measured in the same run with the same threads\n"
             "  tokenizer    load time of DIR's tokenizer (median of 5) and single-threaded\n"
             "               encode MB/s over TEXT_FILE (median of 5 passes)\n"
-            "  --only G     just one group of the ops bench: matmul, qmatmul, fused, sampler,\n"
+            "  --only G     just one group of the ops bench: matmul, qmatmul, qdecode (a whole\n"
+            "               Qwen3-0.6B token's 4-bit products, kernel only), fused, sampler,\n"
             "               or cores (AMX and AVX-512 throughput, one thread vs all)\n"
             "  --threads N  worker threads (default: all CPUs, or LMC_NUM_THREADS)\n"
             "  --json       one JSON object per line\n"
