@@ -486,6 +486,91 @@ static void test_logprobs(void) {
     lmc_generation_clear(&ref2);
 }
 
+/* Tools: the request's tools and the conversation's calls and results reach
+ * the model's template (the prompt is lmc_chat_json's), streamed and whole
+ * replies agree, and what lmc cannot do is refused. */
+static void test_tools(void) {
+    const char *tools = "[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"description\":\"Weather\","
+                        "\"parameters\":{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\"}}}}}]";
+    const char *msgs = "[{\"role\":\"user\",\"content\":\"Weather in Paris?\"},{\"role\":\"assistant\",\"content\":null,"
+                       "\"tool_calls\":[{\"id\":\"call_1\",\"type\":\"function\",\"function\":{\"name\":\"get_weather\","
+                       "\"arguments\":\"{\\\"city\\\": \\\"Paris\\\"}\"}}]},{\"role\":\"tool\",\"tool_call_id\":\"call_1\","
+                       "\"content\":\"21 C\"}]";
+    /* the reference: arguments as the object the string holds, content "" */
+    const char *ref_msgs = "[{\"role\":\"user\",\"content\":\"Weather in Paris?\"},{\"role\":\"assistant\",\"content\":\"\","
+                           "\"tool_calls\":[{\"id\":\"call_1\",\"type\":\"function\",\"function\":{\"name\":\"get_weather\","
+                           "\"arguments\":{\"city\":\"Paris\"}}}]},{\"role\":\"tool\",\"tool_call_id\":\"call_1\",\"content\":\"21 C\"}]";
+    lmc_generate_options o = greedy(6);
+    lmc_generation ref;
+    CHECK(lmc_chat_json(g_model, ref_msgs, tools, &o, &ref) == LMC_OK);
+    char body[4096];
+    snprintf(body, sizeof body, "{\"messages\":%s,\"tools\":%s,\"tool_choice\":\"auto\",\"temperature\":0,\"max_tokens\":6}",
+             msgs, tools);
+    reply r = http("POST", "/v1/chat/completions", body);
+    cJSON *j = json_of(&r);
+    CHECKF(r.status == 200 && j, "%d %s", r.status, r.body);
+    CHECK(num_at(j, "usage.prompt_tokens") == (double)ref.metrics.prompt_tokens);
+    CHECK(num_at(j, "usage.completion_tokens") == (double)ref.n_ids);
+    char *calls = NULL, *content = NULL;
+    CHECK(lmc_model_tool_calls(g_model, ref.text, &calls, &content) == LMC_OK);
+    const char *got = str_at(j, "choices.0.message.content");
+    CHECKF(got && content && !strcmp(got, content), "content '%s', expected '%s'", got ? got : "(null)", content ? content : "");
+    CHECK_STR(str_at(j, "choices.0.finish_reason"), calls ? "tool_calls" : "length");
+    free(calls);
+    free(content);
+    cJSON_Delete(j);
+    reply_free(&r);
+    /* streamed: the same text (the ends may keep whitespace the whole reply trims) */
+    snprintf(body, sizeof body, "{\"messages\":%s,\"tools\":%s,\"temperature\":0,\"max_tokens\":6,\"stream\":true}", msgs, tools);
+    char finish[32];
+    char *text = stream_text("/v1/chat/completions", body, true, finish, sizeof finish, NULL);
+    size_t a = 0, b = text ? strlen(text) : 0;
+    while (a < b && strchr(" \n\t\r", text[a])) a++;
+    while (b > a && strchr(" \n\t\r", text[b - 1])) b--;
+    CHECK(text != NULL);
+    char *trimmed = text ? strndup(text + a, b - a) : NULL;
+    char *ref_content = NULL, *ref_calls = NULL;
+    CHECK(lmc_model_tool_calls(g_model, ref.text, &ref_calls, &ref_content) == LMC_OK);
+    if (!ref_calls) CHECK_STR(trimmed, ref_content);
+    free(ref_content);
+    free(ref_calls);
+    free(trimmed);
+    free(text);
+    lmc_generation_clear(&ref);
+    /* refused */
+    struct { const char *body, *param, *says; } bad[] = {
+        {"{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":{}}", "tools", "must be an array"},
+        {"{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\"}]}", "tools", "'tools[0]'"},
+        {"{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tool_choice\":\"required\"}", "tool_choice", "cannot force"},
+        {"{\"messages\":[{\"role\":\"user\",\"content\":\"x\",\"tool_calls\":[]}]}", "messages[0]", "only for assistant"},
+        {"{\"messages\":[{\"role\":\"assistant\",\"content\":\"\",\"tool_calls\":[{\"function\":{}}]}]}",
+         "messages[0].tool_calls", "'messages[0].tool_calls[0]' must be"},
+        {"{\"messages\":[{\"role\":\"tool\"}]}", "messages[0].content", "must be a string"},
+        {"{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"functions\":[{\"name\":\"f\"}]}", "functions", "not supported"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        r = http("POST", "/v1/chat/completions", bad[i].body);
+        j = json_of(&r);
+        CHECKF(r.status == 400, "case %zu: %d %s", i, r.status, r.body);
+        const char *msg = str_at(j, "error.message"), *param = str_at(j, "error.param");
+        CHECKF(msg && strstr(msg, bad[i].says), "case %zu: '%s'", i, msg ? msg : "(none)");
+        CHECKF(param && !strcmp(param, bad[i].param), "case %zu: param '%s'", i, param ? param : "(none)");
+        cJSON_Delete(j);
+        reply_free(&r);
+    }
+    /* tool_choice "none": the tools are not offered (the plain conversation's prompt) */
+    lmc_message plain[1] = {{"user", "Weather in Paris?"}};
+    lmc_generation p0 = ref_chat(plain, 1, &o);
+    snprintf(body, sizeof body, "{\"messages\":[{\"role\":\"user\",\"content\":\"Weather in Paris?\"}],\"tools\":%s,"
+             "\"tool_choice\":\"none\",\"temperature\":0,\"max_tokens\":6}", tools);
+    r = http("POST", "/v1/chat/completions", body);
+    j = json_of(&r);
+    CHECKF(r.status == 200 && num_at(j, "usage.prompt_tokens") == (double)p0.metrics.prompt_tokens, "%d %s", r.status, r.body);
+    cJSON_Delete(j);
+    reply_free(&r);
+    lmc_generation_clear(&p0);
+}
+
 static void test_completions(void) {
     lmc_generate_options o = greedy(9);
     lmc_generation ref;
@@ -1116,6 +1201,7 @@ int main(void) {
     RUN(test_chat_stream);
     RUN(test_completions);
     RUN(test_logprobs);
+    RUN(test_tools);
     RUN(test_stop_and_parts);
     RUN(test_seed);
     RUN(test_errors);

@@ -207,6 +207,28 @@ typedef struct lmc_message { const char *role; const char *content; } lmc_messag
 LMC_API lmc_status lmc_chat(lmc_model *m, const lmc_message *msgs, size_t n, const lmc_generate_options *opt,
                             lmc_generation *out);
 
+/* Chat with the messages as the chat template takes them: a JSON array of
+ * {"role", "content"} objects, where assistant messages may carry OpenAI's
+ * "tool_calls" and "tool" messages a call's result; tools_json (NULL for
+ * none) is a JSON array of OpenAI tool definitions ({"type": "function",
+ * "function": {"name", "description", "parameters"}}) that the template
+ * renders in the model's own words. A template that cannot render tools
+ * (it never reads `tools`) makes LMC_ERR_UNSUPPORTED. Read the calls of the
+ * reply with lmc_model_tool_calls. */
+LMC_API lmc_status lmc_chat_json(lmc_model *m, const char *messages_json, const char *tools_json,
+                                 const lmc_generate_options *opt, lmc_generation *out);
+
+/* The tool calls in a reply (the text of a chat with tools), read in the
+ * convention the model's template teaches: Qwen's <tool_call>{"name",
+ * "arguments"}</tool_call> blocks, or, for other templates that render
+ * tools, a reply that is one JSON call {"name", "parameters"} (Llama 3.1) or
+ * an array of them. *calls_json gets a JSON array in OpenAI's form,
+ * [{"id", "type": "function", "function": {"name", "arguments": "<JSON text>"}}],
+ * or NULL when the reply makes no call; *content the rest of the text,
+ * trimmed. A block that is not a well-formed call stays in the content.
+ * Both are malloc'd (free()); content may be NULL when not wanted. */
+LMC_API lmc_status lmc_model_tool_calls(const lmc_model *m, const char *text, char **calls_json, char **content);
+
 /* Pull-style generation: tokens are produced one call at a time. */
 typedef struct lmc_stream lmc_stream;
 LMC_API lmc_status lmc_stream_start(lmc_model *m, const int32_t *ids, size_t n, const lmc_generate_options *opt,

@@ -25,9 +25,18 @@
  * {tokens, token_logprobs, top_logprobs}; a streamed chunk carries the
  * entries of the tokens generated since the previous one. "token" is the
  * token decoded alone (an incomplete UTF-8 character shows as U+FFFD) and
- * -inf is sent as -9999. frequency_penalty and presence_penalty are accepted
- * only as 0 (use repeat_penalty); tools, echo, suffix, logit_bias and JSON
- * response formats are rejected with 400.
+ * -inf is sent as -9999. Tools (chat): "tools" (OpenAI function
+ * definitions) and "tool_choice" "auto" (default) or "none" reach the
+ * model's chat template with the conversation's tool calls (assistant
+ * "tool_calls", their "arguments" strings given to the template as the
+ * objects they hold) and results ("tool" messages); the reply's calls, read
+ * in the template's convention (lmc_model_tool_calls), come back as
+ * message.tool_calls with finish_reason "tool_calls" — streamed as one
+ * tool_calls delta at the end, the content before the first call streamed as
+ * it comes. A model whose template cannot render tools answers 400.
+ * frequency_penalty and presence_penalty are accepted only as 0 (use
+ * repeat_penalty); a forced tool_choice, legacy "functions", echo, suffix,
+ * logit_bias and JSON response formats are rejected with 400.
  * Fields the server does not know (user, metadata, ...) are ignored.
  * Answers carry OpenAI's usage (with prompt_tokens_details.cached_tokens:
  * prompt tokens reused from the prompt cache) and an "lmc" object:

@@ -16,6 +16,8 @@ typedef struct lmc_prompt {
     const int32_t *ids; size_t n_ids;
     const char *text;
     const lmc_message *msgs; size_t n_msgs;
+    const char *messages_json;  /* instead of msgs: the chat template's JSON array (tool calls and results too) */
+    const char *tools_json;     /* with messages_json: NULL or a JSON array of tool definitions */
 } lmc_prompt;
 
 /* One step of a backend's stream: a token, or the end. */

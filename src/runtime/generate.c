@@ -17,6 +17,7 @@
 #include "lmc/ops.h"
 #include "runtime/model_internal.h"
 #include "runtime/sampler.h"
+#include "runtime/tool_calls.h"
 
 struct lmc_stream {
     lmc_model *m;
@@ -645,15 +646,41 @@ lmc_status lmc_model_chat_ids(lmc_model *m, const lmc_message *msgs, size_t n, i
     char *json = arr ? cJSON_PrintUnformatted(arr) : NULL;
     cJSON_Delete(arr);
     if (!json) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
+    lmc_status st = lmc_model_chat_json_ids(m, json, NULL, ids, n_ids);
+    free(json);
+    return st;
+}
+
+lmc_status lmc_model_chat_json_ids(lmc_model *m, const char *messages_json, const char *tools_json, int32_t **ids,
+                                   size_t *n_ids) {
+    *ids = NULL;
+    *n_ids = 0;
+    if (!messages_json) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "chat: no messages");
+    cJSON *tools = tools_json ? cJSON_Parse(tools_json) : NULL;
+    if (tools_json && !cJSON_IsArray(tools)) {
+        cJSON_Delete(tools);
+        return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "chat: tools must be a JSON array");
+    }
+    char *extra = NULL;
+    if (tools) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddItemToObject(o, "tools", tools);
+        extra = cJSON_PrintUnformatted(o);
+        cJSON_Delete(o);
+        if (!extra) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
+    }
     lmc_chat_template *tmpl = NULL;
     char *prompt = NULL;
     lmc_status st = lmc_chat_template_load(m->dir, &tmpl);
+    if (st == LMC_OK && extra && lmc_tool_format_of(lmc_chat_template_source(tmpl)) == LMC_TOOLS_NONE)
+        st = lmc_set_error(LMC_ERR_UNSUPPORTED, "chat: this model's chat template does not render tools");
     if (st == LMC_OK) {
         lmc_chat_template_options co = lmc_chat_template_options_default();
         co.add_generation_prompt = true;
-        st = lmc_chat_template_apply(tmpl, json, &co, &prompt);
+        co.extra_json = extra;
+        st = lmc_chat_template_apply(tmpl, messages_json, &co, &prompt);
     }
-    free(json);
+    free(extra);
     /* The template already holds BOS and the like, as transformers' apply_chat_template assumes. */
     if (st == LMC_OK) st = lmc_tokenizer_encode(m->tok, prompt, strlen(prompt), false, ids, n_ids);
     free(prompt);
@@ -673,19 +700,32 @@ lmc_status lmc_stream_start_prompt(lmc_model *m, const lmc_prompt *p, const lmc_
             if (!p->msgs[i].role || !p->msgs[i].content)
                 return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "chat: message %zu has no role or content", i);
     }
-    if (!p->msgs && !p->text) return lmc_stream_start(m, p->ids, p->n_ids, opt_in, out);
+    if (!p->msgs && !p->text && !p->messages_json) return lmc_stream_start(m, p->ids, p->n_ids, opt_in, out);
     lmc_generate_options opt = opt_in ? *opt_in : lmc_generate_options_default();
     if (m->be->stream_start) {
+        if (p->tools_json || (!p->msgs && p->messages_json))
+            return lmc_set_error(LMC_ERR_UNSUPPORTED, "chat with tools: not supported by backend %s", m->be->name);
         LMC_CHECK(lmc_generate_check_options(&opt));
         return backend_start(m, p, &opt, out);
     }
     int32_t *ids = NULL;
     size_t n = 0;
-    lmc_status st = p->msgs ? lmc_model_chat_ids(m, p->msgs, p->n_msgs, &ids, &n)
-                            : lmc_tokenizer_encode(m->tok, p->text, strlen(p->text), opt.add_special_tokens, &ids, &n);
+    lmc_status st = p->messages_json ? lmc_model_chat_json_ids(m, p->messages_json, p->tools_json, &ids, &n)
+                    : p->msgs        ? lmc_model_chat_ids(m, p->msgs, p->n_msgs, &ids, &n)
+                                     : lmc_tokenizer_encode(m->tok, p->text, strlen(p->text), opt.add_special_tokens, &ids, &n);
     if (st == LMC_OK) st = lmc_stream_start(m, ids, n, &opt, out);
     lmc_tokenizer_free_ids(ids);
     return st;
+}
+
+lmc_status lmc_chat_json(lmc_model *m, const char *messages_json, const char *tools_json, const lmc_generate_options *opt,
+                         lmc_generation *out) {
+    if (!out) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "lmc_chat_json: out is NULL");
+    memset(out, 0, sizeof *out);
+    if (!messages_json) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "chat: no messages");
+    lmc_stream *s;
+    LMC_CHECK(lmc_stream_start_prompt(m, &(lmc_prompt){.messages_json = messages_json, .tools_json = tools_json}, opt, &s));
+    return drive(s, out);
 }
 
 lmc_status lmc_chat(lmc_model *m, const lmc_message *msgs, size_t n, const lmc_generate_options *opt,

@@ -143,6 +143,73 @@ static char *content_text(const cJSON *content, const char *name, bool may_be_nu
     return text;
 }
 
+/* An assistant message's "tool_calls" as the template gets them: each
+ * {"id"?, "type": "function", "function": {"name", "arguments"}}, where
+ * "arguments" (OpenAI sends a JSON string) becomes the object it holds, so
+ * that templates which write it with tojson print the object. */
+static cJSON *tool_calls_for_template(const cJSON *calls, const char *name, lmc_srv_error *err) {
+    if (!cJSON_IsArray(calls)) {
+        fail(err, name, "'%s' must be an array, got %s", name, lmc_json_type_name(calls));
+        return NULL;
+    }
+    cJSON *out = cJSON_CreateArray();
+    int i = 0;
+    for (const cJSON *c = calls->child; out && c; c = c->next, i++) {
+        const cJSON *f = cJSON_IsObject(c) ? field(c, "function") : NULL;
+        const cJSON *fn = f ? field(f, "name") : NULL, *args = f ? field(f, "arguments") : NULL;
+        const cJSON *type = cJSON_IsObject(c) ? field(c, "type") : NULL;
+        if (!cJSON_IsObject(f) || !cJSON_IsString(fn) || (type && (!cJSON_IsString(type) || strcmp(type->valuestring, "function"))) ||
+            (args && !cJSON_IsString(args) && !cJSON_IsObject(args))) {
+            fail(err, name, "'%s[%d]' must be {\"type\": \"function\", \"function\": {\"name\": string, \"arguments\": string}}",
+                 name, i);
+            cJSON_Delete(out);
+            return NULL;
+        }
+        cJSON *parsed = cJSON_IsString(args) ? cJSON_Parse(args->valuestring) : NULL;
+        cJSON *a = cJSON_IsObject(parsed) ? parsed : args ? cJSON_Duplicate(args, true) : cJSON_CreateObject();
+        if (a != parsed) cJSON_Delete(parsed);
+        cJSON *e = cJSON_CreateObject(), *ef = cJSON_CreateObject();
+        const cJSON *id = field(c, "id");
+        if (cJSON_IsString(id)) cJSON_AddStringToObject(e, "id", id->valuestring);
+        cJSON_AddStringToObject(e, "type", "function");
+        cJSON_AddStringToObject(ef, "name", fn->valuestring);
+        cJSON_AddItemToObject(ef, "arguments", a);
+        cJSON_AddItemToObject(e, "function", ef);
+        cJSON_AddItemToArray(out, e);
+    }
+    if (!out) fail(err, "", "out of memory");
+    return out;
+}
+
+/* "tools": an array of {"type": "function", "function": {"name", ...}}; "tool_choice" "auto" or "none". */
+static bool parse_tools(const cJSON *root, lmc_srv_request *r, lmc_srv_error *err) {
+    const cJSON *tools = field(root, "tools"), *choice = field(root, "tool_choice");
+    bool none = false;
+    if (choice) {
+        if (cJSON_IsString(choice) && (!strcmp(choice->valuestring, "auto") || !strcmp(choice->valuestring, "none")))
+            none = !strcmp(choice->valuestring, "none");
+        else
+            return fail(err, "tool_choice", "'tool_choice' must be \"auto\" or \"none\" (lmc cannot force a call)");
+    }
+    const cJSON *ptc = field(root, "parallel_tool_calls");
+    if (ptc && !cJSON_IsBool(ptc))
+        return fail(err, "parallel_tool_calls", "'parallel_tool_calls' must be a boolean, got %s", lmc_json_type_name(ptc));
+    if (!tools) return true;
+    if (!cJSON_IsArray(tools)) return fail(err, "tools", "'tools' must be an array, got %s", lmc_json_type_name(tools));
+    int i = 0;
+    for (const cJSON *t = tools->child; t; t = t->next, i++) {
+        const cJSON *type = cJSON_IsObject(t) ? field(t, "type") : NULL, *f = cJSON_IsObject(t) ? field(t, "function") : NULL;
+        const cJSON *fn = cJSON_IsObject(f) ? field(f, "name") : NULL, *params = cJSON_IsObject(f) ? field(f, "parameters") : NULL;
+        if (!cJSON_IsString(type) || strcmp(type->valuestring, "function") || !cJSON_IsObject(f) || !cJSON_IsString(fn) ||
+            !*fn->valuestring || (params && !cJSON_IsObject(params)))
+            return fail(err, "tools", "'tools[%d]' must be {\"type\": \"function\", \"function\": {\"name\": string, "
+                        "\"parameters\": object}}", i);
+    }
+    if (none || i == 0) return true;
+    if (!(r->tools_json = cJSON_PrintUnformatted(tools))) return fail(err, "", "out of memory");
+    return true;
+}
+
 static bool parse_messages(const cJSON *root, lmc_srv_request *r, lmc_srv_error *err) {
     const cJSON *msgs = field(root, "messages");
     if (!msgs) return fail(err, "messages", "'messages' is required");
@@ -151,30 +218,82 @@ static bool parse_messages(const cJSON *root, lmc_srv_request *r, lmc_srv_error 
     if (n == 0) return fail(err, "messages", "'messages' must not be empty");
     r->msgs = calloc((size_t)n, sizeof *r->msgs);
     if (!r->msgs) return fail(err, "", "out of memory");
+    cJSON *arr = cJSON_CreateArray();
+    bool tool_parts = false, ok = arr != NULL;
+    if (!ok) return fail(err, "", "out of memory");
     int i = 0;
     for (const cJSON *m = msgs->child; m; m = m->next, i++) {
         char name[64], rname[80], cname[80];
         snprintf(name, sizeof name, "messages[%d]", i);
         snprintf(rname, sizeof rname, "%s.role", name);
         snprintf(cname, sizeof cname, "%s.content", name);
-        if (!cJSON_IsObject(m)) return fail(err, name, "'%s' must be an object, got %s", name, lmc_json_type_name(m));
+        if (!cJSON_IsObject(m)) {
+            ok = fail(err, name, "'%s' must be an object, got %s", name, lmc_json_type_name(m));
+            break;
+        }
         const cJSON *role = field(m, "role");
-        if (!role || !cJSON_IsString(role))
-            return fail(err, rname, "'%s' must be a string, got %s", rname, role ? lmc_json_type_name(role) : "nothing");
+        if (!role || !cJSON_IsString(role)) {
+            ok = fail(err, rname, "'%s' must be a string, got %s", rname, role ? lmc_json_type_name(role) : "nothing");
+            break;
+        }
         const char *rs = role->valuestring;
         /* OpenAI's "developer" is the system role of newer models. */
         if (!strcmp(rs, "developer")) rs = "system";
-        if (strcmp(rs, "system") && strcmp(rs, "user") && strcmp(rs, "assistant"))
-            return fail(err, rname, "'%s' is '%.40s': expected system, developer, user or assistant", rname, rs);
-        if (!unsupported(m, "tool_calls", " (no tool calling)", err)) return fail(err, name, "'%s.tool_calls' is not supported", name);
+        if (strcmp(rs, "system") && strcmp(rs, "user") && strcmp(rs, "assistant") && strcmp(rs, "tool")) {
+            ok = fail(err, rname, "'%s' is '%.40s': expected system, developer, user, assistant or tool", rname, rs);
+            break;
+        }
+        const cJSON *calls = field(m, "tool_calls");
+        cJSON *tcalls = NULL;
+        if (calls && strcmp(rs, "assistant")) {
+            ok = fail(err, name, "'%s.tool_calls' is only for assistant messages", name);
+            break;
+        }
+        if (calls && cJSON_GetArraySize(calls) != 0) {
+            char cn[80];
+            snprintf(cn, sizeof cn, "%s.tool_calls", name);
+            if (!(tcalls = tool_calls_for_template(calls, cn, err))) {
+                ok = false;
+                break;
+            }
+        }
         char *content = content_text(field(m, "content"), cname, !strcmp(rs, "assistant"), err);
-        if (!content) return false;
+        if (!content) {
+            cJSON_Delete(tcalls);
+            ok = false;
+            break;
+        }
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "role", rs);
+        cJSON_AddStringToObject(o, "content", content);
+        if (tcalls) cJSON_AddItemToObject(o, "tool_calls", tcalls);
+        const char *keys[] = {"tool_call_id", "name"};
+        for (int k = 0; k < 2; k++) {
+            const cJSON *v = field(m, keys[k]);
+            if (v && cJSON_IsString(v)) cJSON_AddStringToObject(o, keys[k], v->valuestring);
+        }
+        cJSON_AddItemToArray(arr, o);
+        tool_parts |= tcalls != NULL || !strcmp(rs, "tool");
         r->msgs[i].content = content;
         r->msgs[i].role = strdup(rs);
         r->n_msgs = (size_t)i + 1;
-        if (!r->msgs[i].role) return fail(err, "", "out of memory");
+        if (!r->msgs[i].role) {
+            ok = fail(err, "", "out of memory");
+            break;
+        }
     }
-    return true;
+    if (ok && !(r->messages_json = cJSON_PrintUnformatted(arr))) ok = fail(err, "", "out of memory");
+    cJSON_Delete(arr);
+    if (ok && tool_parts) { /* lmc_message cannot carry them: the prompt is messages_json alone */
+        for (size_t k = 0; k < r->n_msgs; k++) {
+            free((char *)r->msgs[k].role);
+            free((char *)r->msgs[k].content);
+        }
+        free(r->msgs);
+        r->msgs = NULL;
+        r->n_msgs = 0;
+    }
+    return ok;
 }
 
 /* "prompt": a string, an array holding one string, or an array of token ids. */
@@ -302,7 +421,7 @@ static bool parse_options(const cJSON *root, lmc_srv_request *r, lmc_srv_error *
         if (strcmp(type->valuestring, "text"))
             return fail(err, "response_format", "'response_format' type '%.40s' is not supported (only text)", type->valuestring);
     }
-    if (!parse_logprobs(root, r, err) || !unsupported(root, "logit_bias", "", err) || !unsupported(root, "tools", " (no tool calling)", err) ||
+    if (!parse_logprobs(root, r, err) || !unsupported(root, "logit_bias", "", err) || (r->kind == LMC_SRV_CHAT ? !parse_tools(root, r, err) : !unsupported(root, "tools", " (use /v1/chat/completions)", err)) ||
         !unsupported(root, "functions", " (no tool calling)", err) || !unsupported(root, "echo", "", err) ||
         !unsupported(root, "suffix", "", err))
         return false;
@@ -373,6 +492,8 @@ void lmc_srv_request_free(lmc_srv_request *r) {
         free((char *)r->msgs[i].content);
     }
     free(r->msgs);
+    free(r->messages_json);
+    free(r->tools_json);
     free(r->prompt);
     free(r->ids);
     for (int i = 0; i < LMC_SRV_MAX_STOPS; i++) free(r->stops[i]);

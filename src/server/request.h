@@ -12,7 +12,10 @@ typedef enum lmc_srv_kind { LMC_SRV_CHAT, LMC_SRV_COMPLETION } lmc_srv_kind;
 
 typedef struct lmc_srv_request {
     lmc_srv_kind kind;
-    lmc_message *msgs; size_t n_msgs;  /* chat: roles and contents owned here */
+    lmc_message *msgs; size_t n_msgs;  /* chat: roles and contents owned here (NULL when tool calls or results
+                                          are among them: those live in messages_json only) */
+    char *messages_json;               /* chat: the messages as the chat template takes them */
+    char *tools_json;                  /* chat: the request's tools (a JSON array), NULL for none */
     char *prompt;                      /* completion: the text, or NULL when ids are given */
     int32_t *ids; size_t n_ids;        /* completion: token ids */
     lmc_generate_options gen;          /* the server's defaults with the request's fields applied */

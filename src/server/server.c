@@ -37,7 +37,9 @@
 
 #include "core/error.h"
 #include "io/json_util.h"
+#include "lmc/chat_template.h"
 #include "runtime/model_internal.h"
+#include "runtime/tool_calls.h"
 #include "server/request.h"
 
 typedef struct job {
@@ -71,6 +73,7 @@ struct lmc_server {
     atomic_ullong n_requests, n_errors, n_generations, n_prompt_tokens, n_cached_tokens, n_generated_tokens;
     atomic_ullong generation_us;   /* wall time of generation requests, microseconds */
     double started;                /* now_seconds() at start */
+    lmc_tool_format tools;         /* how the model's chat template calls tools (NONE: it cannot) */
 };
 
 static double now_seconds(void) {
@@ -266,6 +269,7 @@ typedef struct gen_run {
     lmc_strbuf out;           /* streaming: event bytes, handed to libmicrohttpd from out_pos */
     size_t out_pos;
     size_t lp_sent;           /* streaming: generated tokens whose log-probabilities were sent */
+    lmc_tool_stream said;     /* streaming with tools: the reply so far, content sent up to where a call may start */
 } gen_run;
 
 static const char *finish_reason(lmc_stop_reason r) {
@@ -291,6 +295,7 @@ static void gen_run_free(gen_run *g) {
     end_generation(g);
     lmc_srv_request_free(&g->req);
     lmc_strbuf_free(&g->out);
+    lmc_tool_stream_free(&g->said);
     free(g);
 }
 
@@ -315,6 +320,8 @@ static unsigned start_generation(gen_run *g, struct MHD_Connection *c, char *msg
     if (g->req.kind == LMC_SRV_CHAT) {
         p.msgs = g->req.msgs;
         p.n_msgs = g->req.n_msgs;
+        p.messages_json = g->req.messages_json;
+        p.tools_json = g->req.tools_json;
     } else if (g->req.prompt) {
         p.text = g->req.prompt;
     } else {
@@ -431,16 +438,28 @@ static cJSON *logprobs_json(const gen_run *g, const lmc_generation *res, size_t 
     return o;
 }
 
+static cJSON *choice_with_calls(const gen_run *g, const char *key, const char *role, const char *text, const char *finish,
+                                cJSON *logprobs, cJSON *calls);
+
 /* One choice: a chat message / delta, or a completion's text; logprobs
  * (owned by the choice from now on) or NULL. */
 static cJSON *choice(const gen_run *g, const char *key, const char *role, const char *text, const char *finish,
                      cJSON *logprobs) {
+    return choice_with_calls(g, key, role, text, finish, logprobs, NULL);
+}
+
+/* choice() with tool calls (owned by the choice from now on): for a whole
+ * message, content null when the reply is only calls. */
+static cJSON *choice_with_calls(const gen_run *g, const char *key, const char *role, const char *text, const char *finish,
+                                cJSON *logprobs, cJSON *calls) {
     cJSON *c = cJSON_CreateObject();
     cJSON_AddNumberToObject(c, "index", 0);
     if (g->req.kind == LMC_SRV_CHAT) {
         cJSON *m = cJSON_AddObjectToObject(c, key);
         if (role) cJSON_AddStringToObject(m, "role", role);
-        if (text) cJSON_AddStringToObject(m, "content", text);
+        if (text && (*text || !calls)) cJSON_AddStringToObject(m, "content", text);
+        else if (calls && !strcmp(key, "message")) cJSON_AddNullToObject(m, "content");
+        if (calls) cJSON_AddItemToObject(m, "tool_calls", calls);
     } else {
         cJSON_AddStringToObject(c, "text", text ? text : "");
     }
@@ -473,8 +492,16 @@ static enum MHD_Result answer_whole(gen_run *g, struct MHD_Connection *c) {
     bool chat = g->req.kind == LMC_SRV_CHAT;
     cJSON *o = response_head(g, chat ? "chat.completion" : "text_completion");
     cJSON *choices = cJSON_AddArrayToObject(o, "choices");
-    cJSON_AddItemToArray(choices, choice(g, "message", "assistant", res->text ? res->text : "", finish_reason(res->stop_reason),
-                                         logprobs_json(g, res, 0, res->n_ids)));
+    cJSON *calls = NULL;
+    char *content = NULL;
+    if (g->req.tools_json && lmc_tool_calls_split(g->srv->tools, res->text ? res->text : "", &calls, &content) != LMC_OK) {
+        calls = NULL;
+        content = NULL;
+    }
+    cJSON_AddItemToArray(choices, choice_with_calls(g, "message", "assistant", content ? content : res->text ? res->text : "",
+                                                    calls ? "tool_calls" : finish_reason(res->stop_reason),
+                                                    logprobs_json(g, res, 0, res->n_ids), calls));
+    free(content);
     end_generation(g);
     add_usage(o, &g->final, g->req.gen.sampler.seed);
     log_request(g->srv, g->method, g->url, 200, g->t0, &g->final, NULL);
@@ -513,6 +540,8 @@ static cJSON *chunk(gen_run *g, const char *role, const char *text, const char *
     return o;
 }
 
+static bool finish_stream(gen_run *g, bool ok);
+
 /* Produces the next events into g->out; false when the stream must be cut
  * (client gone, out of memory). */
 static bool produce(gen_run *g) {
@@ -525,6 +554,16 @@ static bool produce(gen_run *g) {
     size_t len = 0;
     bool done = false;
     lmc_status st = lmc_stream_next(g->stream, &id, &piece, &len, &done);
+    if (g->req.tools_json && st == LMC_OK && len) {
+        /* with tools, content goes out only up to where a call starts or may start */
+        g->said.format = g->srv->tools;
+        lmc_tool_stream_feed(&g->said, piece, len, &piece, &len);
+        char *part = len ? strndup(piece, len) : NULL;
+        bool ok = !len || (part && out_event(g, chunk(g, NULL, part, NULL)));
+        free(part);
+        if (!ok) return false;
+        len = 0;
+    }
     if (st == LMC_OK && len && !out_event(g, chunk(g, NULL, piece, NULL))) return false;
     if (st == LMC_OK && !done) return true;
     g->phase = PHASE_END;
@@ -538,10 +577,43 @@ static bool produce(gen_run *g) {
     }
     bool chat = g->req.kind == LMC_SRV_CHAT;
     const lmc_generation *res = lmc_stream_result(g->stream);
+    cJSON *calls = NULL;
+    if (g->req.tools_json) { /* what was held back: the rest of the content, then the calls */
+        char *rest = NULL;
+        g->said.format = g->srv->tools;
+        bool ok = lmc_tool_stream_finish(&g->said, &calls, &rest) == LMC_OK;
+        ok = ok && (!*rest || out_event(g, chunk(g, NULL, rest, NULL)));
+        free(rest);
+        int i = 0;
+        for (cJSON *c = calls ? calls->child : NULL; ok && c; c = c->next, i++) cJSON_AddNumberToObject(c, "index", i);
+        if (ok && calls) {
+            cJSON *o = response_head(g, "chat.completion.chunk");
+            cJSON *ch = cJSON_AddArrayToObject(o, "choices");
+            cJSON_AddItemToArray(ch, choice_with_calls(g, "delta", NULL, NULL, NULL, NULL, calls));
+            calls = NULL;
+            ok = out_event(g, o);
+            if (ok) {
+                cJSON *last = chunk(g, NULL, NULL, "tool_calls");
+                end_generation(g);
+                ok = out_event(g, last);
+                return finish_stream(g, ok);
+            }
+        }
+        cJSON_Delete(calls);
+        if (!ok) {
+            end_generation(g);
+            return false;
+        }
+    }
     cJSON *last = chunk(g, NULL, chat ? NULL : "", finish_reason(res->stop_reason == LMC_STOP_NONE ? LMC_STOP_CANCELLED
                                                                                                    : res->stop_reason));
     end_generation(g);
-    bool ok = out_event(g, last);
+    return finish_stream(g, out_event(g, last));
+}
+
+/* After the last chunk: the usage chunk (when asked for) and [DONE]. */
+static bool finish_stream(gen_run *g, bool ok) {
+    bool chat = g->req.kind == LMC_SRV_CHAT;
     if (ok && g->req.include_usage) {
         cJSON *u = response_head(g, chat ? "chat.completion.chunk" : "text_completion");
         cJSON_AddArrayToObject(u, "choices");
@@ -941,6 +1013,9 @@ lmc_status lmc_server_start(lmc_model *m, const lmc_server_options *opt_in, lmc_
     pthread_cond_init(&s->turn_cond, NULL);
     pthread_cond_init(&s->watch_cond, NULL);
     s->m = m;
+    lmc_chat_template *tmpl = NULL;
+    if (lmc_chat_template_load(m->dir, &tmpl) == LMC_OK) s->tools = lmc_tool_format_of(lmc_chat_template_source(tmpl));
+    lmc_chat_template_free(tmpl);
     s->max_body = o.max_body_bytes;
     s->random_seed = o.random_seed;
     s->log = o.log_requests;

@@ -1,0 +1,260 @@
+/* Tool calling: reading calls out of replies in each template convention
+ * (runtime/tool_calls.h), what streaming may send before a call, and
+ * lmc_chat_json / lmc_model_tool_calls on golden models with the real Qwen3
+ * template (which renders tools) and Gemma 3's (which cannot). */
+#include <cjson/cJSON.h>
+#include <stdlib.h>
+
+#include "lmc/chat_template.h"
+#include "lmc/lmc.h"
+#include <unistd.h>
+
+#include "runtime/tool_calls.h"
+#include "test_util.h"
+
+static const char *call_name(const cJSON *calls, int i) {
+    const cJSON *c = cJSON_GetArrayItem(calls, i);
+    const cJSON *n = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(c, "function"), "name");
+    return cJSON_IsString(n) ? n->valuestring : NULL;
+}
+
+static const char *call_args(const cJSON *calls, int i) {
+    const cJSON *c = cJSON_GetArrayItem(calls, i);
+    const cJSON *a = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(c, "function"), "arguments");
+    return cJSON_IsString(a) ? a->valuestring : NULL;
+}
+
+static void test_formats(void) {
+    CHECK(lmc_tool_format_of(NULL) == LMC_TOOLS_NONE);
+    CHECK(lmc_tool_format_of("{% for m in messages %}{{ m.content }}{% endfor %}") == LMC_TOOLS_NONE);
+    CHECK(lmc_tool_format_of("{% if tools %}{{ tools | tojson }}{% endif %}") == LMC_TOOLS_JSON);
+    CHECK(lmc_tool_format_of("{% if tools %}<tool_call>{% endif %}") == LMC_TOOLS_HERMES);
+}
+
+static void test_hermes(void) {
+    cJSON *calls;
+    char *content;
+    /* two calls, thinking before them, arguments as an object and as a string */
+    const char *reply = "<think>\nweather first\n</think>\n\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": "
+                        "{\"city\": \"Paris\"}}\n</tool_call>\n<tool_call>\n{\"name\": \"time\", \"arguments\": \"{\\\"tz\\\": 1}\"}\n"
+                        "</tool_call>";
+    CHECK(lmc_tool_calls_split(LMC_TOOLS_HERMES, reply, &calls, &content) == LMC_OK);
+    CHECK(cJSON_GetArraySize(calls) == 2);
+    CHECK_STR(call_name(calls, 0), "get_weather");
+    CHECK_STR(call_args(calls, 0), "{\"city\":\"Paris\"}");
+    CHECK_STR(call_name(calls, 1), "time");
+    CHECK_STR(call_args(calls, 1), "{\"tz\": 1}");
+    CHECK_STR(content, "<think>\nweather first\n</think>");
+    const cJSON *id0 = cJSON_GetObjectItem(cJSON_GetArrayItem(calls, 0), "id"), *id1 = cJSON_GetObjectItem(cJSON_GetArrayItem(calls, 1), "id");
+    CHECK(cJSON_IsString(id0) && cJSON_IsString(id1) && strcmp(id0->valuestring, id1->valuestring));
+    CHECK_STR(cJSON_GetStringValue(cJSON_GetObjectItem(cJSON_GetArrayItem(calls, 0), "type")), "function");
+    cJSON_Delete(calls);
+    free(content);
+    /* not calls: bad JSON, no name, an unclosed block stay in the content */
+    const char *bad[] = {"a <tool_call>{not json}</tool_call> b", "<tool_call>{\"arguments\": {}}</tool_call>",
+                         "x <tool_call>{\"name\": \"f\", \"arguments\": {}}", "plain text"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        CHECK(lmc_tool_calls_split(LMC_TOOLS_HERMES, bad[i], &calls, &content) == LMC_OK);
+        CHECKF(calls == NULL, "case %zu", i);
+        CHECK_STR(content, bad[i]);
+        cJSON_Delete(calls);
+        free(content);
+    }
+    /* a call without arguments gets {} */
+    CHECK(lmc_tool_calls_split(LMC_TOOLS_HERMES, " <tool_call>{\"name\": \"now\"}</tool_call> ", &calls, &content) == LMC_OK);
+    CHECK(cJSON_GetArraySize(calls) == 1 && call_args(calls, 0) && !strcmp(call_args(calls, 0), "{}"));
+    CHECK_STR(content, "");
+    cJSON_Delete(calls);
+    free(content);
+}
+
+static void test_json(void) {
+    cJSON *calls;
+    char *content;
+    CHECK(lmc_tool_calls_split(LMC_TOOLS_JSON, " {\"name\": \"f\", \"parameters\": {\"x\": 2}}\n", &calls, &content) == LMC_OK);
+    CHECK(cJSON_GetArraySize(calls) == 1);
+    CHECK_STR(call_name(calls, 0), "f");
+    CHECK_STR(call_args(calls, 0), "{\"x\":2}");
+    CHECK_STR(content, "");
+    cJSON_Delete(calls);
+    free(content);
+    CHECK(lmc_tool_calls_split(LMC_TOOLS_JSON, "<|python_tag|>[{\"name\": \"a\", \"arguments\": {}}, {\"name\": \"b\"}]", &calls,
+                               &content) == LMC_OK);
+    CHECK(cJSON_GetArraySize(calls) == 2);
+    CHECK_STR(call_name(calls, 1), "b");
+    cJSON_Delete(calls);
+    free(content);
+    const char *not_calls[] = {"The answer is {\"name\": 1}", "{\"name\": \"f\"} and more", "[{\"name\": \"a\"}, 3]", "{}"};
+    for (size_t i = 0; i < sizeof not_calls / sizeof *not_calls; i++) {
+        CHECK(lmc_tool_calls_split(LMC_TOOLS_JSON, not_calls[i], &calls, &content) == LMC_OK);
+        CHECKF(!calls, "case %zu", i);
+        CHECK_STR(content, not_calls[i]);
+        cJSON_Delete(calls);
+        free(content);
+    }
+    CHECK(lmc_tool_calls_split(LMC_TOOLS_NONE, "  <tool_call>{\"name\": \"f\"}</tool_call>\n", &calls, &content) == LMC_OK);
+    CHECK(!calls);
+    CHECK_STR(content, "<tool_call>{\"name\": \"f\"}</tool_call>");
+    free(content);
+}
+
+static void test_stream_prefix(void) {
+    const char *t = "Let me check. <tool_call>{";
+    CHECK(lmc_tool_calls_content_prefix(LMC_TOOLS_HERMES, t, strlen(t)) == 14);
+    CHECK(lmc_tool_calls_content_prefix(LMC_TOOLS_HERMES, "ab <tool", 8) == 3);     /* may be a tag */
+    CHECK(lmc_tool_calls_content_prefix(LMC_TOOLS_HERMES, "ab <toolbox>", 12) == 12); /* is not one */
+    CHECK(lmc_tool_calls_content_prefix(LMC_TOOLS_HERMES, "a < b", 5) == 5);
+    CHECK(lmc_tool_calls_content_prefix(LMC_TOOLS_HERMES, "<", 1) == 0);
+    CHECK(lmc_tool_calls_content_prefix(LMC_TOOLS_JSON, "  ", 2) == 0);
+    CHECK(lmc_tool_calls_content_prefix(LMC_TOOLS_JSON, " {\"na", 5) == 0);
+    CHECK(lmc_tool_calls_content_prefix(LMC_TOOLS_JSON, "Sure", 4) == 4);
+    CHECK(lmc_tool_calls_content_prefix(LMC_TOOLS_NONE, "<tool_call>", 11) == 11);
+}
+
+/* A reply fed in pieces of every size: the content sent while streaming is
+ * what precedes the first call, the rest comes out of finish. */
+static void stream_case(lmc_tool_format f, const char *reply, const char *sent_expect, int n_calls, const char *rest_expect) {
+    for (size_t step = 1; step <= 9; step += 2) {
+        lmc_tool_stream ts = {.format = f};
+        char sent[512] = {0};
+        size_t at = 0, len = strlen(reply);
+        for (size_t i = 0; i < len; i += step) {
+            const char *out;
+            size_t n;
+            lmc_tool_stream_feed(&ts, reply + i, i + step <= len ? step : len - i, &out, &n);
+            CHECK(at + n < sizeof sent);
+            memcpy(sent + at, out, n);
+            at += n;
+        }
+        cJSON *calls;
+        char *rest;
+        CHECK(lmc_tool_stream_finish(&ts, &calls, &rest) == LMC_OK);
+        CHECKF(!strcmp(sent, sent_expect), "step %zu: sent '%s', expected '%s'", step, sent, sent_expect);
+        CHECKF(cJSON_GetArraySize(calls) == n_calls, "step %zu: %d calls", step, cJSON_GetArraySize(calls));
+        CHECKF(rest && !strcmp(rest, rest_expect), "step %zu: rest '%s', expected '%s'", step, rest ? rest : "", rest_expect);
+        cJSON_Delete(calls);
+        free(rest);
+        lmc_tool_stream_free(&ts);
+    }
+}
+
+static void test_stream(void) {
+    stream_case(LMC_TOOLS_HERMES,
+                "Let me check. <tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}}\n</tool_call>",
+                "Let me check. ", 1, "");
+    stream_case(LMC_TOOLS_HERMES, "No call <toolbox> here.\n", "No call <toolbox> here.\n", 0, "");
+    stream_case(LMC_TOOLS_HERMES, "Ends in <tool", "Ends in ", 0, "<tool");
+    stream_case(LMC_TOOLS_HERMES, "a<tool_call>{\"name\": \"f\"}</tool_call> b <tool_call>oops</tool_call>", "a", 1,
+                "b <tool_call>oops</tool_call>");
+    stream_case(LMC_TOOLS_JSON, " {\"name\": \"f\", \"parameters\": {}}", "", 1, "");
+    stream_case(LMC_TOOLS_JSON, "Hello {x}", "Hello {x}", 0, "");
+    stream_case(LMC_TOOLS_JSON, "{not a call", "", 0, "{not a call");
+}
+
+static const char *TOOLS = "[{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"description\": \"Weather in a city\","
+                           " \"parameters\": {\"type\": \"object\", \"properties\": {\"city\": {\"type\": \"string\"}}}}}]";
+static const char *MSGS = "[{\"role\": \"user\", \"content\": \"Weather in Paris?\"}, {\"role\": \"assistant\", \"content\": \"\","
+                          " \"tool_calls\": [{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"arguments\":"
+                          " {\"city\": \"Paris\"}}}]}, {\"role\": \"tool\", \"content\": \"{\\\"temperature\\\": 21}\"}]";
+
+/* A tiny random model with a family's real tokenizer and template (the
+ * golden models' vocabularies stop short of the templates' special tokens). */
+static char *tiny_model(const char *preset, const char *family) {
+    char tmpl[] = "/tmp/lmc-tools-XXXXXX", cmd[8192];
+    char *dir = mkdtemp(tmpl);
+    if (!dir) return NULL;
+    snprintf(cmd, sizeof cmd, "%s/lmc make-model --preset %s --tokenizer %s/%s -o %s/m >/dev/null 2>&1", LMC_BUILD_DIR, preset,
+             LMC_TOKENIZER_DIR, family, dir);
+    if (system(cmd) != 0) return NULL;
+    size_t n = strlen(dir) + 3;
+    char *m = malloc(n);
+    if (m) snprintf(m, n, "%s/m", dir);
+    return m;
+}
+
+static void remove_model(char *dir) {
+    if (!dir) return;
+    char cmd[4200];
+    dir[strlen(dir) - 2] = 0; /* the temp dir above .../m */
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
+    free(dir);
+}
+
+static void test_chat_json(void) {
+    char *dir = tiny_model("tiny-qwen3", "qwen3");
+    lmc_model *m = NULL;
+    if (!dir || lmc_model_load(dir, NULL, &m) != LMC_OK) {
+        CHECKF(0, "tiny qwen3: %s", lmc_last_error());
+        remove_model(dir);
+        return;
+    }
+    /* the prompt is the template's rendering with the tools, as transformers renders it (test_chat_template_conformance) */
+    lmc_chat_template *t = NULL;
+    char *prompt = NULL, extra[1024];
+    snprintf(extra, sizeof extra, "{\"tools\": %s}", TOOLS);
+    lmc_chat_template_options co = lmc_chat_template_options_default();
+    co.add_generation_prompt = true;
+    co.extra_json = extra;
+    CHECK(lmc_chat_template_load(dir, &t) == LMC_OK && lmc_chat_template_apply(t, MSGS, &co, &prompt) == LMC_OK);
+    CHECK(prompt && strstr(prompt, "<tools>") && strstr(prompt, "<tool_response>"));
+    int32_t *ids = NULL;
+    size_t n = 0;
+    CHECK(prompt && lmc_tokenizer_encode(lmc_model_tokenizer(m), prompt, strlen(prompt), false, &ids, &n) == LMC_OK);
+    lmc_generate_options o = lmc_generate_options_default();
+    o.sampler.temperature = 0;
+    o.max_tokens = 4;
+    lmc_generation g, ref;
+    CHECKF(lmc_chat_json(m, MSGS, TOOLS, &o, &g) == LMC_OK, "%s", lmc_last_error());
+    CHECK(g.metrics.prompt_tokens == (int64_t)n);
+    CHECK(lmc_generate_ids(m, ids, n, &o, &ref) == LMC_OK);
+    CHECK(g.n_ids == ref.n_ids && !memcmp(g.ids, ref.ids, g.n_ids * sizeof *g.ids));
+    lmc_generation_clear(&g);
+    lmc_generation_clear(&ref);
+    /* without tools: what lmc_chat renders for the same plain messages */
+    lmc_message plain[1] = {{"user", "Weather in Paris?"}};
+    CHECK(lmc_chat(m, plain, 1, &o, &ref) == LMC_OK);
+    CHECK(lmc_chat_json(m, "[{\"role\": \"user\", \"content\": \"Weather in Paris?\"}]", NULL, &o, &g) == LMC_OK);
+    CHECK(g.n_ids == ref.n_ids && g.metrics.prompt_tokens == ref.metrics.prompt_tokens);
+    lmc_generation_clear(&g);
+    lmc_generation_clear(&ref);
+    CHECK(lmc_chat_json(m, "[{\"role\": \"user\", \"content\": \"x\"}]", "{\"not\": \"an array\"}", &o, &g) ==
+          LMC_ERR_INVALID_ARGUMENT);
+    CHECK(lmc_chat_json(m, "not json", NULL, &o, &g) != LMC_OK);
+    /* reading a reply's calls */
+    char *calls = NULL, *content = NULL;
+    CHECK(lmc_model_tool_calls(m, "Checking.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}}\n"
+                                  "</tool_call>", &calls, &content) == LMC_OK);
+    CHECK(calls && strstr(calls, "\"name\":\"get_weather\"") && strstr(calls, "\"arguments\":\"{\\\"city\\\":\\\"Oslo\\\"}\""));
+    CHECK_STR(content, "Checking.");
+    free(calls);
+    free(content);
+    CHECK(lmc_model_tool_calls(m, "no calls here", &calls, NULL) == LMC_OK && calls == NULL);
+    lmc_tokenizer_free_ids(ids);
+    free(prompt);
+    lmc_chat_template_free(t);
+    lmc_model_free(m);
+    remove_model(dir);
+
+    /* Gemma 3's template never reads `tools`: offering them is refused, not ignored */
+    dir = tiny_model("tiny-gemma3", "gemma3");
+    m = NULL;
+    CHECK(dir && lmc_model_load(dir, NULL, &m) == LMC_OK);
+    if (m) {
+        CHECK(lmc_chat_json(m, "[{\"role\": \"user\", \"content\": \"x\"}]", TOOLS, &o, &g) == LMC_ERR_UNSUPPORTED);
+        CHECK(strstr(lmc_last_error(), "does not render tools") != NULL);
+        CHECK(lmc_model_tool_calls(m, "<tool_call>{\"name\": \"f\"}</tool_call>", &calls, NULL) == LMC_OK && !calls);
+    }
+    lmc_model_free(m);
+    remove_model(dir);
+}
+
+int main(void) {
+    RUN(test_formats);
+    RUN(test_hermes);
+    RUN(test_json);
+    RUN(test_stream_prefix);
+    RUN(test_stream);
+    RUN(test_chat_json);
+    return TEST_REPORT();
+}
