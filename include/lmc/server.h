@@ -43,7 +43,10 @@
  * stop_reason, cached_prompt_tokens, prefill_tokens_per_second,
  * decode_tokens_per_second, time_to_first_token and the seed used (a
  * string). finish_reason is "length" for max_tokens or a full context,
- * "stop" otherwise.
+ * "stop" otherwise. A thinking model's reply (a template that writes
+ * <think> blocks, e.g. Qwen3) has its <think> block in message.reasoning_content
+ * (streamed as reasoning_content deltas) and the answer in content, unless
+ * raw_reasoning is set.
  *
  * Generations run one at a time (a request waits its turn in arrival
  * order) so that the model's prompt cache serves consecutive turns of a
@@ -74,6 +77,8 @@ typedef struct lmc_server_options {
     size_t max_body_bytes;        /* larger request bodies get 413 (default 8 MiB) */
     int max_connections;          /* simultaneous connections (default 64); more are refused */
     int idle_timeout;             /* seconds before an idle connection is closed (default 600) */
+    bool raw_reasoning;           /* keep a thinking model's <think> block in the content (default false: it goes
+                                     to message.reasoning_content, for templates that write <think> blocks) */
     const char *cors_origin;      /* when set ("*" or e.g. "http://localhost:3000"), answers allow that
                                      origin (CORS) and OPTIONS preflights get 204: for browser front-ends */
     const char *api_key;          /* when set, every endpoint but /health needs "Authorization: Bearer KEY" (else 401) */

@@ -39,6 +39,7 @@
 #include "io/json_util.h"
 #include "lmc/chat_template.h"
 #include "runtime/model_internal.h"
+#include "runtime/reasoning.h"
 #include "runtime/tool_calls.h"
 #include "server/request.h"
 
@@ -74,6 +75,7 @@ struct lmc_server {
     atomic_ullong generation_us;   /* wall time of generation requests, microseconds */
     double started;                /* now_seconds() at start */
     lmc_tool_format tools;         /* how the model's chat template calls tools (NONE: it cannot) */
+    bool reasoning;                /* chat replies' <think> blocks go to reasoning_content */
 };
 
 static double now_seconds(void) {
@@ -270,6 +272,7 @@ typedef struct gen_run {
     size_t out_pos;
     size_t lp_sent;           /* streaming: generated tokens whose log-probabilities were sent */
     lmc_tool_stream said;     /* streaming with tools: the reply so far, content sent up to where a call may start */
+    lmc_reasoning_stream think; /* streaming a thinking model's chat reply */
 } gen_run;
 
 static const char *finish_reason(lmc_stop_reason r) {
@@ -296,6 +299,7 @@ static void gen_run_free(gen_run *g) {
     lmc_srv_request_free(&g->req);
     lmc_strbuf_free(&g->out);
     lmc_tool_stream_free(&g->said);
+    lmc_reasoning_stream_free(&g->think);
     free(g);
 }
 
@@ -438,25 +442,19 @@ static cJSON *logprobs_json(const gen_run *g, const lmc_generation *res, size_t 
     return o;
 }
 
-static cJSON *choice_with_calls(const gen_run *g, const char *key, const char *role, const char *text, const char *finish,
-                                cJSON *logprobs, cJSON *calls);
 
-/* One choice: a chat message / delta, or a completion's text; logprobs
- * (owned by the choice from now on) or NULL. */
+/* One choice: a chat message / delta, or a completion's text. logprobs and
+ * calls (tool calls) are owned by the choice from now on, or NULL; for a
+ * whole message, content is null when the reply is only calls. reasoning:
+ * a thinking model's reasoning_content, or NULL. */
 static cJSON *choice(const gen_run *g, const char *key, const char *role, const char *text, const char *finish,
-                     cJSON *logprobs) {
-    return choice_with_calls(g, key, role, text, finish, logprobs, NULL);
-}
-
-/* choice() with tool calls (owned by the choice from now on): for a whole
- * message, content null when the reply is only calls. */
-static cJSON *choice_with_calls(const gen_run *g, const char *key, const char *role, const char *text, const char *finish,
-                                cJSON *logprobs, cJSON *calls) {
+                     cJSON *logprobs, cJSON *calls, const char *reasoning) {
     cJSON *c = cJSON_CreateObject();
     cJSON_AddNumberToObject(c, "index", 0);
     if (g->req.kind == LMC_SRV_CHAT) {
         cJSON *m = cJSON_AddObjectToObject(c, key);
         if (role) cJSON_AddStringToObject(m, "role", role);
+        if (reasoning && *reasoning) cJSON_AddStringToObject(m, "reasoning_content", reasoning);
         if (text && (*text || !calls)) cJSON_AddStringToObject(m, "content", text);
         else if (calls && !strcmp(key, "message")) cJSON_AddNullToObject(m, "content");
         if (calls) cJSON_AddItemToObject(m, "tool_calls", calls);
@@ -493,15 +491,19 @@ static enum MHD_Result answer_whole(gen_run *g, struct MHD_Connection *c) {
     cJSON *o = response_head(g, chat ? "chat.completion" : "text_completion");
     cJSON *choices = cJSON_AddArrayToObject(o, "choices");
     cJSON *calls = NULL;
-    char *content = NULL;
-    if (g->req.tools_json && lmc_tool_calls_split(g->srv->tools, res->text ? res->text : "", &calls, &content) != LMC_OK) {
+    char *content = NULL, *reasoning = NULL, *answer = NULL;
+    const char *text = res->text ? res->text : "";
+    if (chat && g->srv->reasoning && lmc_reasoning_split(text, &reasoning, &answer) == LMC_OK) text = answer;
+    if (g->req.tools_json && lmc_tool_calls_split(g->srv->tools, text, &calls, &content) != LMC_OK) {
         calls = NULL;
         content = NULL;
     }
-    cJSON_AddItemToArray(choices, choice_with_calls(g, "message", "assistant", content ? content : res->text ? res->text : "",
+    cJSON_AddItemToArray(choices, choice(g, "message", "assistant", content ? content : text,
                                                     calls ? "tool_calls" : finish_reason(res->stop_reason),
-                                                    logprobs_json(g, res, 0, res->n_ids), calls));
+                                                    logprobs_json(g, res, 0, res->n_ids), calls, reasoning));
     free(content);
+    free(reasoning);
+    free(answer);
     end_generation(g);
     add_usage(o, &g->final, g->req.gen.sampler.seed);
     log_request(g->srv, g->method, g->url, 200, g->t0, &g->final, NULL);
@@ -526,7 +528,7 @@ static bool out_event(gen_run *g, cJSON *obj) {
 /* A chunk; with logprobs on, it carries the tokens generated since the last
  * chunk that carried any (text held back for a stop string or an unfinished
  * character comes later, its tokens' entries with the text). */
-static cJSON *chunk(gen_run *g, const char *role, const char *text, const char *finish) {
+static cJSON *chunk_with(gen_run *g, const char *role, const char *reasoning, const char *text, const char *finish) {
     bool chat = g->req.kind == LMC_SRV_CHAT;
     cJSON *o = response_head(g, chat ? "chat.completion.chunk" : "text_completion");
     cJSON *choices = cJSON_AddArrayToObject(o, "choices");
@@ -536,8 +538,42 @@ static cJSON *chunk(gen_run *g, const char *role, const char *text, const char *
         lp = logprobs_json(g, res, g->lp_sent, res->n_ids);
         g->lp_sent = res->n_ids;
     }
-    cJSON_AddItemToArray(choices, choice(g, "delta", role, text, finish, lp));
+    cJSON_AddItemToArray(choices, choice(g, "delta", role, text, finish, lp, NULL, reasoning));
     return o;
+}
+
+static cJSON *chunk(gen_run *g, const char *role, const char *text, const char *finish) {
+    return chunk_with(g, role, NULL, text, finish);
+}
+
+/* Sends a piece of the answer (content): through the tool-call filter when
+ * the request has tools. False when the stream must be cut. */
+static bool send_content(gen_run *g, const char *piece, size_t len) {
+    if (g->req.tools_json) {
+        g->said.format = g->srv->tools;
+        lmc_tool_stream_feed(&g->said, piece, len, &piece, &len);
+    }
+    if (!len) return true;
+    char *part = strndup(piece, len);
+    bool ok = part && out_event(g, chunk(g, NULL, part, NULL));
+    free(part);
+    return ok;
+}
+
+/* Sends a piece of the reply: a thinking model's reasoning as
+ * reasoning_content deltas, the rest as content. final: flush what is held. */
+static bool send_piece(gen_run *g, const char *piece, size_t len, bool final) {
+    if (!(g->srv->reasoning && g->req.kind == LMC_SRV_CHAT)) return send_content(g, piece, len);
+    const char *r, *c;
+    size_t rn, cn;
+    lmc_reasoning_feed(&g->think, piece, len, final, &r, &rn, &c, &cn);
+    if (rn) {
+        char *part = strndup(r, rn);
+        bool ok = part && out_event(g, chunk_with(g, NULL, part, NULL, NULL));
+        free(part);
+        if (!ok) return false;
+    }
+    return !cn || send_content(g, c, cn);
 }
 
 static bool finish_stream(gen_run *g, bool ok);
@@ -554,17 +590,7 @@ static bool produce(gen_run *g) {
     size_t len = 0;
     bool done = false;
     lmc_status st = lmc_stream_next(g->stream, &id, &piece, &len, &done);
-    if (g->req.tools_json && st == LMC_OK && len) {
-        /* with tools, content goes out only up to where a call starts or may start */
-        g->said.format = g->srv->tools;
-        lmc_tool_stream_feed(&g->said, piece, len, &piece, &len);
-        char *part = len ? strndup(piece, len) : NULL;
-        bool ok = !len || (part && out_event(g, chunk(g, NULL, part, NULL)));
-        free(part);
-        if (!ok) return false;
-        len = 0;
-    }
-    if (st == LMC_OK && len && !out_event(g, chunk(g, NULL, piece, NULL))) return false;
+    if (st == LMC_OK && (len || done) && !send_piece(g, piece, len, done)) return false;
     if (st == LMC_OK && !done) return true;
     g->phase = PHASE_END;
     if (st != LMC_OK) {
@@ -589,7 +615,7 @@ static bool produce(gen_run *g) {
         if (ok && calls) {
             cJSON *o = response_head(g, "chat.completion.chunk");
             cJSON *ch = cJSON_AddArrayToObject(o, "choices");
-            cJSON_AddItemToArray(ch, choice_with_calls(g, "delta", NULL, NULL, NULL, NULL, calls));
+            cJSON_AddItemToArray(ch, choice(g, "delta", NULL, NULL, NULL, NULL, calls, NULL));
             calls = NULL;
             ok = out_event(g, o);
             if (ok) {
@@ -1014,7 +1040,10 @@ lmc_status lmc_server_start(lmc_model *m, const lmc_server_options *opt_in, lmc_
     pthread_cond_init(&s->watch_cond, NULL);
     s->m = m;
     lmc_chat_template *tmpl = NULL;
-    if (lmc_chat_template_load(m->dir, &tmpl) == LMC_OK) s->tools = lmc_tool_format_of(lmc_chat_template_source(tmpl));
+    if (lmc_chat_template_load(m->dir, &tmpl) == LMC_OK) {
+        s->tools = lmc_tool_format_of(lmc_chat_template_source(tmpl));
+        s->reasoning = !o.raw_reasoning && lmc_reasoning_template(lmc_chat_template_source(tmpl));
+    }
     lmc_chat_template_free(tmpl);
     s->max_body = o.max_body_bytes;
     s->random_seed = o.random_seed;

@@ -24,6 +24,8 @@ static void usage(FILE *out) {
                  "                           environment variable LMC_API_KEY, else no key)\n"
                  "  --cors ORIGIN            let web pages from ORIGIN (or * for any) call the server from a browser\n"
                  "  --no-prompt-cache        compute each request's whole prompt\n"
+                 "  --raw-reasoning          keep a thinking model's <think> block in the content (default: it is\n"
+                 "                           split off into message.reasoning_content)\n"
                  "  --quiet                  no line per request on standard error\n"
                  "The generation options below are defaults for what a request leaves out\n"
                  "(--max-tokens: by default until the context is full; --seed: by default a new random seed\n"
@@ -82,6 +84,7 @@ int cmd_serve(int argc, char **argv) {
             so.idle_timeout = (int)n;
         } else if (!strcmp(a, "--no-prompt-cache")) g.gen.prompt_cache = false;
         else if (!strcmp(a, "--quiet")) so.log_requests = false;
+        else if (!strcmp(a, "--raw-reasoning")) so.raw_reasoning = true;
         else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
             return 0;
