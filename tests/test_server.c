@@ -571,6 +571,36 @@ static void test_tools(void) {
     lmc_generation_clear(&p0);
 }
 
+/* "response_format": {"type": "json_object"} is JSON mode (lmc_chat with
+ * json_object makes the same reply); other types are refused. */
+static void test_json_mode(void) {
+    lmc_message msgs[1] = {{"user", "A cat as JSON"}};
+    lmc_generate_options o = greedy(40);
+    o.json_object = true;
+    lmc_generation ref = ref_chat(msgs, 1, &o);
+    /* a random model idles in white space first: what follows it opens the object */
+    CHECK(ref.n_ids > 0 && ref.text && strchr("{", ref.text[strspn(ref.text, " \t\r\n")]));
+    reply r = http("POST", "/v1/chat/completions",
+                   "{\"messages\":[{\"role\":\"user\",\"content\":\"A cat as JSON\"}],\"temperature\":0,\"max_tokens\":40,"
+                   "\"response_format\":{\"type\":\"json_object\"}}");
+    cJSON *j = json_of(&r);
+    CHECKF(r.status == 200, "%d %s", r.status, r.body);
+    CHECK_STR(str_at(j, "choices.0.message.content"), ref.text);
+    CHECK_STR(str_at(j, "choices.0.finish_reason"), ref.stop_reason == LMC_STOP_MAX_TOKENS ? "length" : "stop");
+    cJSON_Delete(j);
+    reply_free(&r);
+    r = http("POST", "/v1/chat/completions",
+             "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":{\"type\":\"json_schema\","
+             "\"json_schema\":{\"name\":\"x\",\"schema\":{}}}}");
+    j = json_of(&r);
+    CHECKF(r.status == 400 && str_at(j, "error.param") && !strcmp(str_at(j, "error.param"), "response_format"), "%d %s", r.status,
+           r.body);
+    CHECK(str_at(j, "error.message") && strstr(str_at(j, "error.message"), "json_object"));
+    cJSON_Delete(j);
+    reply_free(&r);
+    lmc_generation_clear(&ref);
+}
+
 static void test_completions(void) {
     lmc_generate_options o = greedy(9);
     lmc_generation ref;
@@ -1202,6 +1232,7 @@ int main(void) {
     RUN(test_completions);
     RUN(test_logprobs);
     RUN(test_tools);
+    RUN(test_json_mode);
     RUN(test_stop_and_parts);
     RUN(test_seed);
     RUN(test_errors);

@@ -151,6 +151,11 @@ typedef struct lmc_generate_options {
     bool logprobs;                /* record each generated token's log-probability (lmc_generation.logprobs) */
     int top_logprobs;             /* 0..LMC_MAX_TOP_LOGPROBS: also record that many most probable tokens at each
                                      step (lmc_generation.top_logprobs); > 0 implies logprobs */
+    bool json_object;             /* JSON mode: the reply is one JSON object. At each step, tokens that cannot
+                                     continue a JSON object are ruled out before the sampler draws (after the
+                                     log-probabilities are taken); generation ends (as at EOS) when the object
+                                     closes. max_tokens can still cut it short (stop_reason says so). Native
+                                     backends only; costs a pass over the vocabulary's text per token */
 } lmc_generate_options;
 LMC_API lmc_generate_options lmc_generate_options_default(void);
 

@@ -35,8 +35,10 @@
  * tool_calls delta at the end, the content before the first call streamed as
  * it comes. A model whose template cannot render tools answers 400.
  * frequency_penalty and presence_penalty are accepted only as 0 (use
- * repeat_penalty); a forced tool_choice, legacy "functions", echo, suffix,
- * logit_bias and JSON response formats are rejected with 400.
+ * repeat_penalty); "response_format": {"type": "json_object"} is JSON mode
+ * (lmc_generate_options.json_object). A forced tool_choice, legacy
+ * "functions", echo, suffix, logit_bias and json_schema response formats
+ * are rejected with 400.
  * Fields the server does not know (user, metadata, ...) are ignored.
  * Answers carry OpenAI's usage (with prompt_tokens_details.cached_tokens:
  * prompt tokens reused from the prompt cache) and an "lmc" object:

@@ -26,6 +26,7 @@
 #include <string.h>
 
 #include "lmc/ops.h"
+#include "runtime/json_constraint.h"
 #include "runtime/model_internal.h"
 #include "runtime/sampler.h"
 
@@ -348,6 +349,7 @@ typedef struct seq {
     size_t n_hist, n_prompt;
     size_t text_cap;
     bool done;
+    lmc_json_state json;      /* JSON mode: where the reply stands */
 } seq;
 
 static lmc_status seq_append_text(seq *s, const char *t, size_t n) {
@@ -387,8 +389,8 @@ static void result_fail(lmc_batch_result *r, lmc_stop_reason why, lmc_status st,
 /* Takes one token for s from its logits row, as lmc_stream_next does:
  * returns LMC_OK (s->done set when it stopped; *appended when the token
  * joined the output) or an error for s. */
-static lmc_status seq_step(lmc_model *m, const lmc_generate_options *opt, seq *s, float *row, float *raw, int32_t *tok,
-                           bool *appended) {
+static lmc_status seq_step(lmc_model *m, const lmc_generate_options *opt, seq *s, float *row, float *raw,
+                           const lmc_token_bytes *json, int32_t *tok, bool *appended) {
     *appended = false;
     if ((int64_t)s->n_hist >= m->context_length) {
         seq_finish(s, opt, LMC_STOP_CONTEXT); /* prompt and generated tokens fill the context */
@@ -396,6 +398,7 @@ static lmc_status seq_step(lmc_model *m, const lmc_generate_options *opt, seq *s
     }
     int64_t V = m->dec->cfg.vocab_size;
     if (raw) memcpy(raw, row, (size_t)V * sizeof *raw); /* the model's logits, before the sampler changes them */
+    if (json) lmc_json_mask(&s->json, json, m->eos, (size_t)m->n_eos, row);
     LMC_CHECK(lmc_sampler_sample(s->sampler, row, V, s->hist, s->n_hist, tok, NULL));
     if (!opt->ignore_eos && lmc_model_is_eos(m, *tok)) {
         seq_finish(s, opt, LMC_STOP_EOS);
@@ -414,7 +417,9 @@ static lmc_status seq_step(lmc_model *m, const lmc_generate_options *opt, seq *s
     size_t len, before = s->res->text_len;
     LMC_CHECK(lmc_detokenizer_feed(s->detok, *tok, &piece, &len));
     LMC_CHECK(seq_append_text(s, piece, len));
+    bool json_done = json && lmc_json_advance(&s->json, json, *tok) && lmc_json_done(&s->json);
     if (seq_stop_string(s, opt, before)) seq_finish(s, opt, LMC_STOP_STRING);
+    else if (json_done) seq_finish(s, opt, LMC_STOP_EOS); /* the object is whole */
     else if ((int)(s->n_hist - s->n_prompt) >= opt->max_tokens) seq_finish(s, opt, LMC_STOP_MAX_TOKENS);
     return LMC_OK;
 }
@@ -438,14 +443,17 @@ static lmc_status generate_rows(lmc_model *m, const lmc_batch_options *opt, cons
     int32_t *next = malloc((size_t)B * sizeof *next), *keep_rows = malloc((size_t)B * sizeof *keep_rows);
     float *logits = malloc((size_t)(B * V) * sizeof *logits);
     float *raw = g->logprobs || g->top_logprobs ? malloc((size_t)V * sizeof *raw) : NULL;
+    const lmc_token_bytes *json = g->json_object ? lmc_model_token_bytes(m) : NULL;
     lmc_kv_cache cache = {0};
     lmc_status st = seqs && act && pad && next && keep_rows && logits && (raw || !(g->logprobs || g->top_logprobs))
                         ? LMC_OK
                         : lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
+    if (st == LMC_OK && g->json_object && !json) st = lmc_last_status();
     for (int64_t b = 0; seqs && b < B; b++) {
         seqs[b].index = rows[b];
         seqs[b].res = &res[rows[b]];
         seqs[b].n_prompt = seqs[b].n_hist = ps[rows[b]].n;
+        lmc_json_init(&seqs[b].json);
         res[rows[b]].n_top_logprobs = g->top_logprobs;
     }
     for (int64_t b = 0; st == LMC_OK && b < B; b++) {
@@ -485,7 +493,7 @@ static lmc_status generate_rows(lmc_model *m, const lmc_batch_options *opt, cons
         for (int64_t r = 0; r < A; r++) {
             seq *s = act[r];
             bool appended;
-            lmc_status ss = seq_step(m, g, s, logits + r * V, raw, &next[kept], &appended);
+            lmc_status ss = seq_step(m, g, s, logits + r * V, raw, json, &next[kept], &appended);
             if (ss != LMC_OK) {
                 s->done = true;
                 result_fail(s->res, LMC_STOP_ERROR, ss, lmc_last_error());

@@ -15,6 +15,7 @@
 #include "lmc/chat_template.h"
 #include "io/json_util.h"
 #include "lmc/ops.h"
+#include "runtime/json_constraint.h"
 #include "runtime/model_internal.h"
 #include "runtime/sampler.h"
 #include "runtime/tool_calls.h"
@@ -31,6 +32,8 @@ struct lmc_stream {
     bool cache_broken;        /* a forward pass failed: the cache may be half-updated */
     float *logits;            /* next-token logits [V] */
     float *raw;               /* [V] their copy before the sampler changes them (logprobs only) */
+    const lmc_token_bytes *json_tokens; /* JSON mode: the model's token texts ... */
+    lmc_json_state json;      /* ... and where the reply stands */
     char *text;               /* all generated text so far */
     size_t text_len, text_cap, emitted;
     size_t max_stop_len;
@@ -346,6 +349,8 @@ lmc_status lmc_stream_start(lmc_model *m, const int32_t *ids, size_t n, const lm
     if (st == LMC_OK && (opt.logprobs || opt.top_logprobs) && !(s->raw = malloc((size_t)V * sizeof *s->raw)))
         st = lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
     s->result.n_top_logprobs = opt.top_logprobs;
+    lmc_json_init(&s->json);
+    if (st == LMC_OK && opt.json_object && !(s->json_tokens = lmc_model_token_bytes(m))) st = lmc_last_status();
     for (size_t i = 0; st == LMC_OK && i < n; i++) st = push_id(s, ids[i]);
     if (st == LMC_OK) st = append_text(s, "", 0);
     if (st == LMC_OK) st = emit_upto(s, 0);
@@ -364,6 +369,7 @@ lmc_status lmc_stream_start(lmc_model *m, const int32_t *ids, size_t n, const lm
 static lmc_status backend_start(lmc_model *m, const lmc_prompt *p, const lmc_generate_options *opt, lmc_stream **out) {
     if (opt->logprobs || opt->top_logprobs)
         return lmc_set_error(LMC_ERR_UNSUPPORTED, "logprobs: not supported by backend %s", m->be->name);
+    if (opt->json_object) return lmc_set_error(LMC_ERR_UNSUPPORTED, "JSON mode: not supported by backend %s", m->be->name);
     lmc_stream *s = calloc(1, sizeof *s);
     if (!s) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
     s->m = m;
@@ -475,6 +481,7 @@ lmc_status lmc_stream_next(lmc_stream *s, int32_t *id, const char **text, size_t
     }
     int32_t tok = -1;
     if (st == LMC_OK && s->raw) memcpy(s->raw, s->logits, (size_t)s->m->dec->cfg.vocab_size * sizeof *s->raw);
+    if (st == LMC_OK && s->json_tokens) lmc_json_mask(&s->json, s->json_tokens, s->m->eos, (size_t)s->m->n_eos, s->logits);
     if (st == LMC_OK)
         st = lmc_sampler_sample(s->sampler, s->logits, s->m->dec->cfg.vocab_size, s->hist, s->n_hist, &tok, NULL);
     if (st == LMC_ERR_CANCELLED) {
@@ -522,7 +529,9 @@ lmc_status lmc_stream_next(lmc_stream *s, int32_t *id, const char **text, size_t
             *done = true;
             return st;
         }
+        bool json_done = s->json_tokens && lmc_json_advance(&s->json, s->json_tokens, tok) && lmc_json_done(&s->json);
         if (find_stop_string(s)) finish(s, LMC_STOP_STRING);
+        else if (json_done) finish(s, LMC_STOP_EOS); /* the object is whole: nothing may follow it */
         else if ((int)s->result.n_ids >= s->opt.max_tokens) finish(s, LMC_STOP_MAX_TOKENS);
         else {
             st = forward_ids(s, &tok, 1, true);

@@ -10,6 +10,7 @@
 #include "lmc/lora.h"
 #include "lmc/ops.h"
 #include "runtime/model_internal.h"
+#include "runtime/json_constraint.h"
 #include "train/lora_internal.h"
 
 double lmc_now(void) {
@@ -213,6 +214,7 @@ void lmc_model_close(lmc_model *m) {
 void lmc_model_free(lmc_model *m) {
     if (!m) return;
     lmc_model_close(m);
+    lmc_token_bytes_free(m->token_bytes);
     pthread_mutex_destroy(&m->prompt_lock);
     free(m->prompt_slots);
     free(m->dir);
@@ -343,3 +345,16 @@ const lmc_backend lmc_backend_cpu = {
     .logits = cpu_logits,
     /* streams: the native loop in generate.c */
 };
+
+const lmc_token_bytes *lmc_model_token_bytes(lmc_model *m) {
+    if (lmc_model_check(m) != LMC_OK) return NULL;
+    if (!m->tok || !m->dec) {
+        lmc_set_error(LMC_ERR_UNSUPPORTED, "JSON mode: not supported by backend %s", m->be->name);
+        return NULL;
+    }
+    pthread_mutex_lock(&m->prompt_lock);
+    if (!m->token_bytes) lmc_token_bytes_build(m->tok, m->dec->cfg.vocab_size, &m->token_bytes);
+    const lmc_token_bytes *tb = m->token_bytes;
+    pthread_mutex_unlock(&m->prompt_lock);
+    return tb;
+}

@@ -33,6 +33,8 @@ struct lmc_model {
     struct lmc_prompt_slot *prompt_slots;
     int n_prompt_slots;
     uint64_t prompt_clock; /* bumped per use: a slot's `used` orders them for eviction */
+    /* Each token's text, for JSON mode's mask: built on first use, under prompt_lock. */
+    struct lmc_token_bytes *token_bytes;
 };
 
 typedef struct lmc_prompt_slot {
@@ -70,6 +72,8 @@ lmc_status lmc_stream_start_prompt(lmc_model *m, const lmc_prompt *p, const lmc_
 /* Appends t[0..n) to the NUL-terminated text (*text, *len bytes, *cap
  * allocated) with lmc_strbuf_append, for texts kept in public result
  * structs as pointer and length. */
+/* The model's token-text table (built on first use); NULL with the error set. */
+const struct lmc_token_bytes *lmc_model_token_bytes(lmc_model *m);
 lmc_status lmc_text_append(char **text, size_t *len, size_t *cap, const char *t, size_t n);
 /* Checks max_tokens and the stop lists of generation options. */
 lmc_status lmc_generate_check_options(const lmc_generate_options *opt);

@@ -418,8 +418,10 @@ static bool parse_options(const cJSON *root, lmc_srv_request *r, lmc_srv_error *
         const cJSON *type = cJSON_IsObject(rf) ? field(rf, "type") : NULL;
         if (!cJSON_IsString(type))
             return fail(err, "response_format", "'response_format' must be an object with a string 'type'");
-        if (strcmp(type->valuestring, "text"))
-            return fail(err, "response_format", "'response_format' type '%.40s' is not supported (only text)", type->valuestring);
+        if (!strcmp(type->valuestring, "json_object")) g->json_object = true;
+        else if (strcmp(type->valuestring, "text"))
+            return fail(err, "response_format", "'response_format' type '%.40s' is not supported (text or json_object)",
+                        type->valuestring);
     }
     if (!parse_logprobs(root, r, err) || !unsupported(root, "logit_bias", "", err) || (r->kind == LMC_SRV_CHAT ? !parse_tools(root, r, err) : !unsupported(root, "tools", " (use /v1/chat/completions)", err)) ||
         !unsupported(root, "functions", " (no tool calling)", err) || !unsupported(root, "echo", "", err) ||

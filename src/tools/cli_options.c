@@ -92,6 +92,7 @@ const char lmc_cli_gen_usage[] =
     "  --seed S                 random seed (default 0)\n"
     "  --stop STR               stop before this text (repeatable)\n"
     "  --ignore-eos             keep generating past end-of-sequence tokens\n"
+    "  --json-object            JSON mode: the reply is one JSON object (tokens that cannot continue one are ruled out)\n"
     "  --adapter DIR            apply a LoRA adapter (PEFT folder: adapter_config.json, adapter_model.safetensors)\n"
     "  -t, --threads N          CPU threads (default: all cores)\n"
     "  --context N              context length bound (default: the model's)\n"
@@ -155,6 +156,8 @@ int lmc_cli_gen_option(const char *cmd, lmc_cli_gen *g, int argc, char **argv, i
         g->stops[g->gen.n_stop_strings++] = val;
     } else if (!strcmp(a, "--ignore-eos")) {
         g->gen.ignore_eos = true;
+    } else if (!strcmp(a, "--json-object")) {
+        g->gen.json_object = true;
     } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
         NEEDS_VALUE();
         if (!lmc_cli_int(cmd, a, val, 1, 256, &n)) return -1;

@@ -1,0 +1,288 @@
+/* A recogniser of JSON-object prefixes, one byte at a time (RFC 8259's
+ * grammar; strings are taken as bytes: anything from 0x20 up but '"' and
+ * '\', so UTF-8 passes whole and a token holding part of a character is
+ * judged by the bytes it has), and the token mask built on it. */
+#include "runtime/json_constraint.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "lmc/tokenizer.h"
+
+enum {
+    M_START,     /* before the top-level '{' */
+    M_VALUE,     /* a value must start */
+    M_OBJ_FIRST, /* after '{': a key or '}' */
+    M_OBJ_KEY,   /* after ',' in an object: a key */
+    M_KEY,       /* inside a key string */
+    M_KEY_ESC,
+    M_KEY_U,
+    M_COLON,
+    M_OBJ_NEXT,  /* after a member: ',' or '}' */
+    M_ARR_FIRST, /* after '[': a value or ']' */
+    M_ARR_NEXT,  /* after an element: ',' or ']' */
+    M_STR,       /* inside a string value */
+    M_STR_ESC,
+    M_STR_U,
+    M_NUM_SIGN,  /* '-' */
+    M_NUM_ZERO,  /* a leading 0 */
+    M_NUM_INT,
+    M_NUM_DOT,
+    M_NUM_FRAC,
+    M_NUM_EXP,
+    M_NUM_EXP_SIGN,
+    M_NUM_EXP_DIG,
+    M_LIT,       /* inside true / false / null */
+    M_DONE,
+};
+
+static const char *const LITERALS[3] = {"true", "false", "null"};
+
+void lmc_json_init(lmc_json_state *s) {
+    memset(s, 0, sizeof *s);
+    s->mode = M_START;
+}
+
+bool lmc_json_done(const lmc_json_state *s) { return s->mode == M_DONE; }
+
+static bool is_space(unsigned char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+static bool is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
+static bool is_hex(unsigned char c) { return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'); }
+
+/* A value just ended. */
+static void after_value(lmc_json_state *s) {
+    if (s->depth == 0) s->mode = M_DONE;
+    else s->mode = s->stack[s->depth - 1] == '{' ? M_OBJ_NEXT : M_ARR_NEXT;
+}
+
+static bool push(lmc_json_state *s, unsigned char c) {
+    if (s->depth == LMC_JSON_MAX_DEPTH) return false;
+    s->stack[s->depth++] = c;
+    s->mode = c == '{' ? M_OBJ_FIRST : M_ARR_FIRST;
+    return true;
+}
+
+static bool close_container(lmc_json_state *s, unsigned char c) {
+    if (!s->depth || s->stack[s->depth - 1] != (c == '}' ? '{' : '[')) return false;
+    s->depth--;
+    after_value(s);
+    return true;
+}
+
+/* The first byte of a value. */
+static bool value_start(lmc_json_state *s, unsigned char c) {
+    switch (c) {
+    case '{':
+    case '[': return push(s, c);
+    case '"': s->mode = M_STR; return true;
+    case '-': s->mode = M_NUM_SIGN; return true;
+    case '0': s->mode = M_NUM_ZERO; return true;
+    case 't':
+    case 'f':
+    case 'n':
+        s->mode = M_LIT;
+        s->lit = c == 't' ? 0 : c == 'f' ? 1 : 2;
+        s->aux = 1;
+        return true;
+    default:
+        if (c >= '1' && c <= '9') {
+            s->mode = M_NUM_INT;
+            return true;
+        }
+        return false;
+    }
+}
+
+/* A byte after a number's last digit: it ends the number. */
+static bool end_number(lmc_json_state *s, unsigned char c) {
+    after_value(s);
+    return lmc_json_step(s, c);
+}
+
+bool lmc_json_step(lmc_json_state *s, unsigned char c) {
+    switch (s->mode) {
+    case M_START:
+    case M_VALUE:
+    case M_OBJ_FIRST:
+    case M_OBJ_KEY:
+    case M_COLON:
+    case M_OBJ_NEXT:
+    case M_ARR_FIRST:
+    case M_ARR_NEXT:
+        if (is_space(c)) return s->space++ < LMC_JSON_MAX_SPACE;
+        s->space = 0;
+        switch (s->mode) {
+        case M_START: return c == '{' && push(s, c);
+        case M_VALUE: return value_start(s, c);
+        case M_OBJ_FIRST:
+            if (c == '}') return close_container(s, c);
+            /* fall through */
+        case M_OBJ_KEY:
+            if (c != '"') return false;
+            s->mode = M_KEY;
+            return true;
+        case M_COLON:
+            if (c != ':') return false;
+            s->mode = M_VALUE;
+            return true;
+        case M_OBJ_NEXT:
+            if (c == ',') {
+                s->mode = M_OBJ_KEY;
+                return true;
+            }
+            return c == '}' && close_container(s, c);
+        case M_ARR_FIRST:
+            if (c == ']') return close_container(s, c);
+            return value_start(s, c);
+        default: /* M_ARR_NEXT */
+            if (c == ',') {
+                s->mode = M_VALUE;
+                return true;
+            }
+            return c == ']' && close_container(s, c);
+        }
+    case M_KEY:
+    case M_STR:
+        if (c < 0x20) return false;
+        if (c == '\\') s->mode = s->mode == M_KEY ? M_KEY_ESC : M_STR_ESC;
+        else if (c == '"') {
+            if (s->mode == M_KEY) s->mode = M_COLON;
+            else after_value(s);
+        }
+        return true;
+    case M_KEY_ESC:
+    case M_STR_ESC: {
+        bool key = s->mode == M_KEY_ESC;
+        if (c == 'u') {
+            s->mode = key ? M_KEY_U : M_STR_U;
+            s->aux = 4;
+            return true;
+        }
+        if (!strchr("\"\\/bfnrt", c) || !c) return false;
+        s->mode = key ? M_KEY : M_STR;
+        return true;
+    }
+    case M_KEY_U:
+    case M_STR_U:
+        if (!is_hex(c)) return false;
+        if (--s->aux == 0) s->mode = s->mode == M_KEY_U ? M_KEY : M_STR;
+        return true;
+    case M_NUM_SIGN:
+        if (c == '0') s->mode = M_NUM_ZERO;
+        else if (c >= '1' && c <= '9') s->mode = M_NUM_INT;
+        else return false;
+        return true;
+    case M_NUM_ZERO:
+    case M_NUM_INT:
+        if (s->mode == M_NUM_INT && is_digit(c)) return true;
+        if (c == '.') s->mode = M_NUM_DOT;
+        else if (c == 'e' || c == 'E') s->mode = M_NUM_EXP;
+        else return end_number(s, c);
+        return true;
+    case M_NUM_DOT:
+        if (!is_digit(c)) return false;
+        s->mode = M_NUM_FRAC;
+        return true;
+    case M_NUM_FRAC:
+        if (is_digit(c)) return true;
+        if (c == 'e' || c == 'E') {
+            s->mode = M_NUM_EXP;
+            return true;
+        }
+        return end_number(s, c);
+    case M_NUM_EXP:
+        if (c == '+' || c == '-') s->mode = M_NUM_EXP_SIGN;
+        else if (is_digit(c)) s->mode = M_NUM_EXP_DIG;
+        else return false;
+        return true;
+    case M_NUM_EXP_SIGN:
+        if (!is_digit(c)) return false;
+        s->mode = M_NUM_EXP_DIG;
+        return true;
+    case M_NUM_EXP_DIG:
+        return is_digit(c) ? true : end_number(s, c);
+    case M_LIT: {
+        const char *lit = LITERALS[s->lit];
+        if ((unsigned char)lit[s->aux] != c) return false;
+        if (!lit[++s->aux]) after_value(s);
+        return true;
+    }
+    default: /* M_DONE: nothing may follow */
+        return false;
+    }
+}
+
+void lmc_json_mask(const lmc_json_state *s, const lmc_token_bytes *tb, const int32_t *eos, size_t n_eos, float *logits) {
+    bool done = lmc_json_done(s);
+    float keep[8];
+    for (size_t i = 0; i < n_eos && i < 8; i++) keep[i] = eos[i] >= 0 && eos[i] < tb->vocab ? logits[eos[i]] : 0;
+    for (int64_t t = 0; t < tb->vocab; t++) {
+        if (logits[t] == -INFINITY) continue;
+        bool ok = false;
+        if (!done && !tb->special[t] && tb->off[t + 1] > tb->off[t]) {
+            lmc_json_state try = *s;
+            ok = true;
+            for (uint32_t i = tb->off[t]; ok && i < tb->off[t + 1]; i++) ok = lmc_json_step(&try, (unsigned char)tb->bytes[i]);
+        }
+        if (!ok) logits[t] = -INFINITY;
+    }
+    /* EOS only once the object is whole (then nothing else) */
+    for (size_t i = 0; i < n_eos && i < 8; i++)
+        if (eos[i] >= 0 && eos[i] < tb->vocab) logits[eos[i]] = done ? keep[i] : -INFINITY;
+}
+
+bool lmc_json_advance(lmc_json_state *s, const lmc_token_bytes *tb, int32_t t) {
+    if (t < 0 || t >= tb->vocab || tb->special[t] || tb->off[t + 1] == tb->off[t]) return false;
+    for (uint32_t i = tb->off[t]; i < tb->off[t + 1]; i++)
+        if (!lmc_json_step(s, (unsigned char)tb->bytes[i])) return false;
+    return true;
+}
+
+lmc_status lmc_token_bytes_build(const lmc_tokenizer *tok, int64_t vocab, lmc_token_bytes **out) {
+    *out = NULL;
+    lmc_token_bytes *tb = calloc(1, sizeof *tb);
+    if (!tb) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
+    tb->vocab = vocab;
+    tb->off = calloc((size_t)vocab + 1, sizeof *tb->off);
+    tb->special = calloc((size_t)vocab, sizeof *tb->special);
+    size_t cap = (size_t)vocab * 8 + 64, len = 0;
+    tb->bytes = malloc(cap);
+    lmc_status st = tb->off && tb->special && tb->bytes ? LMC_OK : lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
+    int64_t have = (int64_t)lmc_tokenizer_vocab_size(tok);
+    for (int64_t t = 0; st == LMC_OK && t < vocab; t++) {
+        tb->off[t] = (uint32_t)len;
+        tb->special[t] = t >= have || lmc_tokenizer_is_special(tok, (int32_t)t);
+        char *text = NULL;
+        size_t n = 0;
+        int32_t id = (int32_t)t;
+        if (tb->special[t] || lmc_tokenizer_decode(tok, &id, 1, false, &text, &n) != LMC_OK) {
+            tb->special[t] = true; /* a token that does not decode alone is never proposed */
+            continue;
+        }
+        if (len + n > cap) {
+            cap = (len + n) * 2;
+            char *b = realloc(tb->bytes, cap);
+            if (!b) st = lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
+            else tb->bytes = b;
+        }
+        if (st == LMC_OK) memcpy(tb->bytes + len, text, n), len += n;
+        lmc_tokenizer_free_text(text);
+    }
+    if (st == LMC_OK) tb->off[vocab] = (uint32_t)len;
+    if (st != LMC_OK) {
+        lmc_token_bytes_free(tb);
+        return st;
+    }
+    *out = tb;
+    return LMC_OK;
+}
+
+void lmc_token_bytes_free(lmc_token_bytes *tb) {
+    if (!tb) return;
+    free(tb->off);
+    free(tb->bytes);
+    free(tb->special);
+    free(tb);
+}
