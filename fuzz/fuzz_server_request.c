@@ -19,12 +19,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (!ok) {
             REQUIRE(err.message[0] != 0);
             REQUIRE(memchr(err.param, 0, sizeof err.param) != NULL);
-            REQUIRE(r.msgs == NULL && r.prompt == NULL && r.ids == NULL);
+            REQUIRE(r.msgs == NULL && r.prompt == NULL && r.ids == NULL && r.messages_json == NULL && r.tools_json == NULL);
             continue;
         }
         if (kind == LMC_SRV_CHAT) {
-            REQUIRE(r.n_msgs > 0);
+            /* the messages as the template's JSON array; as lmc_messages too unless tool parts are among them */
+            REQUIRE(r.messages_json && r.messages_json[0] == '[');
+            REQUIRE(!r.msgs == (r.n_msgs == 0));
             for (size_t i = 0; i < r.n_msgs; i++) REQUIRE(r.msgs[i].role && r.msgs[i].content);
+            REQUIRE(!r.tools_json || r.tools_json[0] == '[');
         } else {
             REQUIRE(r.prompt || r.n_ids > 0);
         }
@@ -34,6 +37,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         REQUIRE(r.gen.n_stop_strings >= 0 && r.gen.n_stop_strings <= LMC_SRV_MAX_STOPS);
         for (int i = 0; i < r.gen.n_stop_strings; i++) REQUIRE(r.gen.stop_strings[i] != NULL);
         REQUIRE(!r.include_usage || r.stream);
+        REQUIRE(r.gen.top_logprobs >= 0 && r.gen.top_logprobs <= LMC_MAX_TOP_LOGPROBS);
+        REQUIRE(!r.gen.top_logprobs || r.gen.logprobs);
+        REQUIRE(kind == LMC_SRV_CHAT || !r.tools_json);
         lmc_srv_request_free(&r);
     }
     return 0;

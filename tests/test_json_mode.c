@@ -28,6 +28,7 @@ static void test_valid(void) {
         "{\"a\":[1,-2,3.5,-0.25e+10,0,1E-3,true,false,null,\"x\\\"y\\\\\\u00e9\\n\"],\"b\":{\"c\":{}}}",
         "{\n  \"name\": \"caf\xc3\xa9\",\n  \"n\": []\n}",
         "{\"\":\"\",\"k\\u0041\":[[],[{}]]}",
+        "{\"\\ud83d\\ude00\":\"\\uD83D\\uDE00 ok\"}",
     };
     for (size_t i = 0; i < sizeof docs / sizeof *docs; i++) {
         size_t n = strlen(docs[i]);
@@ -49,6 +50,8 @@ static void test_invalid(void) {
         "{\"a\" 1}", "{\"a\":tru}", "{\"a\":nul1}", "{\"a\":\"\x01\"}", "{\"a\":\"\\x\"}", "{\"a\":\"\\u12g4\"}",
         "{\"a\":[1 2]}", "{\"a\":[1,]}", "{\"a\":1}}", "{\"a\":1} x", "{\"a\":1}{}", "{a:1}", "{\"a\":-}", "{\"a\":1e}",
         "{\"a\":[}", "{\"a\":{]}",
+        /* UTF-16 surrogates alone, or a high half followed by something else */
+        "{\"a\":\"\\ud800\"}", "{\"a\":\"\\udc00\"}", "{\"a\":\"\\ud800\\u0041\"}", "{\"\\ud800x\":1}",
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         bool done = false;

@@ -34,6 +34,8 @@ enum {
     M_NUM_EXP,
     M_NUM_EXP_SIGN,
     M_NUM_EXP_DIG,
+    M_SUR_BS,    /* after a high surrogate escape: '\\' of its low half (lit: 1 in a key) */
+    M_SUR_U,     /* ... then 'u' */
     M_LIT,       /* inside true / false / null */
     M_DONE,
 };
@@ -158,6 +160,7 @@ bool lmc_json_step(lmc_json_state *s, unsigned char c) {
         if (c == 'u') {
             s->mode = key ? M_KEY_U : M_STR_U;
             s->aux = 4;
+            s->code = 0;
             return true;
         }
         if (!strchr("\"\\/bfnrt", c) || !c) return false;
@@ -165,9 +168,27 @@ bool lmc_json_step(lmc_json_state *s, unsigned char c) {
         return true;
     }
     case M_KEY_U:
-    case M_STR_U:
+    case M_STR_U: {
         if (!is_hex(c)) return false;
-        if (--s->aux == 0) s->mode = s->mode == M_KEY_U ? M_KEY : M_STR;
+        s->code = (uint16_t)(s->code * 16 + (c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10));
+        if (--s->aux) return true;
+        /* UTF-16 surrogates only in pairs, high then low: JSON parsers refuse or mangle lone halves */
+        bool key = s->mode == M_KEY_U, high = s->code >= 0xD800 && s->code <= 0xDBFF, low = s->code >= 0xDC00 && s->code <= 0xDFFF;
+        if (s->surrogate ? !low : low) return false;
+        s->surrogate = high;
+        s->lit = key;
+        s->mode = high ? M_SUR_BS : key ? M_KEY : M_STR;
+        return true;
+    }
+    case M_SUR_BS:
+        if (c != '\\') return false;
+        s->mode = M_SUR_U;
+        return true;
+    case M_SUR_U:
+        if (c != 'u') return false;
+        s->mode = s->lit ? M_KEY_U : M_STR_U;
+        s->aux = 4;
+        s->code = 0;
         return true;
     case M_NUM_SIGN:
         if (c == '0') s->mode = M_NUM_ZERO;

@@ -20,6 +20,8 @@ typedef struct lmc_json_state {
     uint8_t lit;                    /* which literal (true, false, null) */
     uint8_t space;                  /* white space bytes in a row (bounded, so a reply cannot idle forever) */
     uint8_t depth;
+    uint8_t surrogate;              /* a \uD800-\uDBFF was read: its low half must follow */
+    uint16_t code;                  /* the \uXXXX being read */
     uint8_t stack[LMC_JSON_MAX_DEPTH]; /* '{' or '[' per open container */
 } lmc_json_state;
 
