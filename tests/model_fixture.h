@@ -11,6 +11,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "lmc/lmc.h"
+
 static inline int fixture_link(const char *from, const char *dir, const char *name) {
     char to[4096];
     snprintf(to, sizeof to, "%s/%s", dir, name);
@@ -50,6 +52,31 @@ static inline char *model_fixture_dir(const char *name) {
         fixture_link(src, dir, tok[i]);
     }
     return dir;
+}
+
+/* Tensor name of a golden.safetensors as malloc'd floats (dims 0 and 1 in
+ * *n0 / *n1 when not NULL; 1 for a missing dim), or NULL when absent. */
+static inline float *fixture_read_f32(lmc_safetensors *st, const char *name, int64_t *n0, int64_t *n1) {
+    lmc_array *a = lmc_safetensors_get(st, name);
+    if (!a) return NULL;
+    int64_t n = lmc_array_size(a);
+    float *v = malloc((size_t)n * sizeof *v);
+    if (v) lmc_array_read(a, LMC_F32, v, (size_t)n);
+    if (n0) *n0 = lmc_array_dim(a, 0);
+    if (n1) *n1 = lmc_array_ndim(a) > 1 ? lmc_array_dim(a, 1) : 1;
+    lmc_array_free(a);
+    return v;
+}
+
+/* The same as malloc'd int32 (count in *n). */
+static inline int32_t *fixture_read_i32(lmc_safetensors *st, const char *name, int64_t *n) {
+    lmc_array *a = lmc_safetensors_get(st, name);
+    if (!a) return NULL;
+    *n = lmc_array_size(a);
+    int32_t *v = malloc((size_t)*n * sizeof *v);
+    if (v) lmc_array_read(a, LMC_I32, v, (size_t)*n);
+    lmc_array_free(a);
+    return v;
 }
 
 static inline void model_fixture_cleanup(char *dir) {

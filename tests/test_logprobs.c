@@ -17,27 +17,6 @@
 enum { NTOP = 5 };
 #define LP_TOL 4e-3
 
-static float *read_f32(lmc_safetensors *st, const char *name, int64_t *rows, int64_t *cols) {
-    lmc_array *a = lmc_safetensors_get(st, name);
-    if (!a) return NULL;
-    float *v = malloc((size_t)lmc_array_size(a) * sizeof *v);
-    if (v) lmc_array_read(a, LMC_F32, v, (size_t)lmc_array_size(a));
-    *rows = lmc_array_dim(a, 0);
-    *cols = lmc_array_dim(a, 1);
-    lmc_array_free(a);
-    return v;
-}
-
-static int32_t *read_i32(lmc_safetensors *st, const char *name, int64_t *n) {
-    lmc_array *a = lmc_safetensors_get(st, name);
-    if (!a) return NULL;
-    *n = lmc_array_size(a);
-    int32_t *v = malloc((size_t)*n * sizeof *v);
-    if (v) lmc_array_read(a, LMC_I32, v, (size_t)*n);
-    lmc_array_free(a);
-    return v;
-}
-
 static lmc_generate_options greedy(int max_tokens, int top) {
     lmc_generate_options o = lmc_generate_options_default();
     o.sampler.temperature = 0;
@@ -87,9 +66,9 @@ static void check_model(const char *name) {
         char n[64];
         int64_t T = 0, rows = 0, V = 0;
         snprintf(n, sizeof n, "prompt_ids_%d", k);
-        int32_t *prompt = read_i32(st, n, &T);
+        int32_t *prompt = fixture_read_i32(st, n, &T);
         snprintf(n, sizeof n, "logits_%d", k);
-        float *logits = read_f32(st, n, &rows, &V);
+        float *logits = fixture_read_f32(st, n, &rows, &V);
         double *ref = V > 0 ? malloc((size_t)V * sizeof *ref) : NULL;
         CHECK(prompt && logits && ref && rows == T);
         /* one token after several prefixes of the prompt (the prompt cache makes each cheap) */

@@ -25,28 +25,6 @@ typedef struct golden {
     int64_t T[NPROMPTS], N[NPROMPTS], V;
 } golden;
 
-static float *read_f32(lmc_safetensors *st, const char *name, int64_t *n0, int64_t *n1) {
-    lmc_array *a = lmc_safetensors_get(st, name);
-    if (!a) return NULL;
-    int64_t n = lmc_array_size(a);
-    float *v = malloc((size_t)n * sizeof *v);
-    lmc_array_read(a, LMC_F32, v, (size_t)n);
-    if (n0) *n0 = lmc_array_dim(a, 0);
-    if (n1) *n1 = lmc_array_ndim(a) > 1 ? lmc_array_dim(a, 1) : 1;
-    lmc_array_free(a);
-    return v;
-}
-
-static int32_t *read_i32(lmc_safetensors *st, const char *name, int64_t *n) {
-    lmc_array *a = lmc_safetensors_get(st, name);
-    if (!a) return NULL;
-    *n = lmc_array_size(a);
-    int32_t *v = malloc((size_t)*n * sizeof *v);
-    lmc_array_read(a, LMC_I32, v, (size_t)*n);
-    lmc_array_free(a);
-    return v;
-}
-
 static bool golden_load(const char *name, golden *g) {
     memset(g, 0, sizeof *g);
     char path[4096];
@@ -58,14 +36,14 @@ static bool golden_load(const char *name, golden *g) {
     for (int k = 0; k < NPROMPTS; k++) {
         char n[64];
         snprintf(n, sizeof n, "prompt_ids_%d", k);
-        g->prompt[k] = read_i32(g->st, n, &g->T[k]);
+        g->prompt[k] = fixture_read_i32(g->st, n, &g->T[k]);
         snprintf(n, sizeof n, "greedy_ids_%d", k);
-        g->greedy[k] = read_i32(g->st, n, &g->N[k]);
+        g->greedy[k] = fixture_read_i32(g->st, n, &g->N[k]);
         snprintf(n, sizeof n, "logits_%d", k);
         int64_t t;
-        g->logits[k] = read_f32(g->st, n, &t, &g->V);
+        g->logits[k] = fixture_read_f32(g->st, n, &t, &g->V);
         snprintf(n, sizeof n, "greedy_margin_%d", k);
-        g->margin[k] = read_f32(g->st, n, NULL, NULL);
+        g->margin[k] = fixture_read_f32(g->st, n, NULL, NULL);
         if (!g->prompt[k] || !g->greedy[k] || !g->logits[k] || !g->margin[k]) return false;
     }
     return true;

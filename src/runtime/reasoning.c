@@ -64,30 +64,19 @@ void lmc_reasoning_feed(lmc_reasoning_stream *s, const char *piece, size_t n, bo
                         size_t *rn, const char **content, size_t *cn) {
     *reasoning = *content = "";
     *rn = *cn = 0;
-    if (n && !s->failed) {
-        if (s->len + n + 1 > s->cap) {
-            size_t cap = (s->len + n + 1) * 2;
-            char *t = realloc(s->text, cap);
-            if (!t) s->failed = true;
-            else s->text = t, s->cap = cap;
-        }
-        if (!s->failed) {
-            memcpy(s->text + s->len, piece, n);
-            s->len += n;
-            s->text[s->len] = 0;
-        }
-    }
-    if (!s->text) return;
-    if (s->failed) final = true; /* hand out what is there rather than lose it */
-    const char *t = s->text;
+    lmc_strbuf_append(&s->text, piece, n);
+    if (!s->text.data) return;
+    if (s->text.failed) final = true; /* hand out what is there rather than lose it */
+    const char *t = s->text.data;
+    const size_t len = s->text.len;
     if (s->state == UNKNOWN) {
         size_t i = 0;
-        while (i < s->len && is_space(t[i])) i++;
-        size_t have = s->len - i, need = sizeof OPEN - 1;
+        while (i < len && is_space(t[i])) i++;
+        size_t have = len - i, need = sizeof OPEN - 1;
         if (have >= need && !memcmp(t + i, OPEN, need)) {
             s->state = THINKING;
             s->done = i + need;
-            while (s->done < s->len && (t[s->done] == '\n' || t[s->done] == '\r')) s->done++;
+            while (s->done < len && (t[s->done] == '\n' || t[s->done] == '\r')) s->done++;
         } else if (!final && (have == 0 || (have < need && !memcmp(t + i, OPEN, have)))) {
             return; /* may still become <think> */
         } else {
@@ -96,7 +85,7 @@ void lmc_reasoning_feed(lmc_reasoning_stream *s, const char *piece, size_t n, bo
     }
     if (s->state == THINKING) {
         if (!s->begun)
-            while (s->done < s->len && (t[s->done] == '\n' || t[s->done] == '\r')) s->done++;
+            while (s->done < len && (t[s->done] == '\n' || t[s->done] == '\r')) s->done++;
         const char *end = strstr(t + s->done, CLOSE);
         if (end) {
             size_t r = (size_t)(end - (t + s->done));
@@ -107,7 +96,7 @@ void lmc_reasoning_feed(lmc_reasoning_stream *s, const char *piece, size_t n, bo
             s->state = ANSWER_START;
         } else {
             /* hold back a possible start of </think> and trailing newlines (they may precede it) */
-            size_t upto = final ? s->len : s->len - partial_tag(t + s->done, s->len - s->done, CLOSE);
+            size_t upto = final ? len : len - partial_tag(t + s->done, len - s->done, CLOSE);
             while (!final && upto > s->done && (t[upto - 1] == '\n' || t[upto - 1] == '\r')) upto--;
             *reasoning = t + s->done, *rn = upto - s->done;
             s->begun |= upto > s->done;
@@ -116,17 +105,17 @@ void lmc_reasoning_feed(lmc_reasoning_stream *s, const char *piece, size_t n, bo
         }
     }
     if (s->state == ANSWER_START) {
-        while (s->done < s->len && is_space(t[s->done])) s->done++;
-        if (s->done == s->len) return;
+        while (s->done < len && is_space(t[s->done])) s->done++;
+        if (s->done == len) return;
         s->state = ANSWER;
     }
     if (s->state == ANSWER) {
-        *content = t + s->done, *cn = s->len - s->done;
-        s->done = s->len;
+        *content = t + s->done, *cn = len - s->done;
+        s->done = len;
     }
 }
 
 void lmc_reasoning_stream_free(lmc_reasoning_stream *s) {
-    free(s->text);
+    lmc_strbuf_free(&s->text);
     memset(s, 0, sizeof *s);
 }

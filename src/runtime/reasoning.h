@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "io/json_util.h"
 #include "lmc/base.h"
 
 /* Whether a chat template's models think in <think> blocks. */
@@ -20,11 +21,10 @@ lmc_status lmc_reasoning_split(const char *text, char **reasoning, char **conten
 
 /* The same for a reply arriving in pieces; zero-initialise. */
 typedef struct lmc_reasoning_stream {
-    int state;      /* 0: not known yet, 1: inside the block, 2: answer, 3: answer, white space after </think> dropped */
-    char *text;     /* the reply so far */
-    size_t len, cap, done; /* done: bytes of text already handed out or dropped */
+    int state;      /* not known yet, inside the block, white space after </think>, answer (reasoning.c) */
+    lmc_strbuf text; /* the reply so far */
+    size_t done;    /* bytes of text already handed out or dropped */
     bool begun;     /* some reasoning was handed out (newlines after <think> are dropped before it) */
-    bool failed;
 } lmc_reasoning_stream;
 
 /* Adds piece[0, n); *reasoning / *content (lengths *rn / *cn, possibly 0)

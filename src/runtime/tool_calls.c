@@ -164,25 +164,11 @@ lmc_status lmc_model_tool_calls(const lmc_model *m, const char *text, char **cal
 void lmc_tool_stream_feed(lmc_tool_stream *s, const char *piece, size_t n, const char **out, size_t *out_len) {
     *out = "";
     *out_len = 0;
-    if (n && !s->failed) {
-        if (s->len + n + 1 > s->cap) {
-            size_t cap = (s->len + n + 1) * 2;
-            char *t = realloc(s->text, cap);
-            if (!t) {
-                s->failed = true; /* hold everything from here: finish reports the failure */
-                return;
-            }
-            s->text = t;
-            s->cap = cap;
-        }
-        memcpy(s->text + s->len, piece, n);
-        s->len += n;
-        s->text[s->len] = 0;
-    }
-    if (s->failed || !s->text) return;
-    size_t safe = lmc_tool_calls_content_prefix(s->format, s->text, s->len);
+    lmc_strbuf_append(&s->text, piece, n);
+    if (s->text.failed || !s->text.data) return; /* hold everything: finish reports the failure */
+    size_t safe = lmc_tool_calls_content_prefix(s->format, s->text.data, s->text.len);
     if (safe > s->sent) {
-        *out = s->text + s->sent;
+        *out = s->text.data + s->sent;
         *out_len = safe - s->sent;
         s->sent = safe;
     }
@@ -191,11 +177,11 @@ void lmc_tool_stream_feed(lmc_tool_stream *s, const char *piece, size_t n, const
 lmc_status lmc_tool_stream_finish(lmc_tool_stream *s, cJSON **calls, char **content) {
     *calls = NULL;
     *content = NULL;
-    if (s->failed) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
-    return lmc_tool_calls_split(s->format, s->text ? s->text + s->sent : "", calls, content);
+    if (s->text.failed) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
+    return lmc_tool_calls_split(s->format, s->text.data ? s->text.data + s->sent : "", calls, content);
 }
 
 void lmc_tool_stream_free(lmc_tool_stream *s) {
-    free(s->text);
+    lmc_strbuf_free(&s->text);
     memset(s, 0, sizeof *s);
 }

@@ -7,6 +7,7 @@
 #include <cjson/cJSON.h>
 #include <stddef.h>
 
+#include "io/json_util.h"
 #include "lmc/base.h"
 
 typedef enum lmc_tool_format {
@@ -34,9 +35,8 @@ size_t lmc_tool_calls_content_prefix(lmc_tool_format f, const char *text, size_t
  * format set. */
 typedef struct lmc_tool_stream {
     lmc_tool_format format;
-    char *text;
-    size_t len, cap, sent;
-    bool failed;
+    lmc_strbuf text;
+    size_t sent;
 } lmc_tool_stream;
 
 /* Adds piece[0, n); *out / *out_len: the content to send now (inside the
