@@ -73,8 +73,8 @@ enum { CACHE_MIN_LOG2 = 6, CACHE_MAX_LOG2 = 16, CACHE_DEPTH = 8 };
 
 static struct {
     pthread_mutex_t lock;
-    lmc_buffer *slot[CACHE_MAX_LOG2 - CACHE_MIN_LOG2 + 1][CACHE_DEPTH];
-    int count[CACHE_MAX_LOG2 - CACHE_MIN_LOG2 + 1];
+    lmc_buffer *slot[LMC_DEVICE_COUNT][CACHE_MAX_LOG2 - CACHE_MIN_LOG2 + 1][CACHE_DEPTH];
+    int count[LMC_DEVICE_COUNT][CACHE_MAX_LOG2 - CACHE_MIN_LOG2 + 1];
 } g_cache = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 /* The bytes to allocate for nbytes: a multiple of the alignment, never 0
@@ -92,19 +92,20 @@ static size_t alloc_size(size_t nbytes, int *cls) {
     return alloc;
 }
 
-static lmc_buffer *cache_take(int cls) {
+static lmc_buffer *cache_take(lmc_device dev, int cls) {
     lmc_buffer *b = NULL;
     pthread_mutex_lock(&g_cache.lock);
-    if (g_cache.count[cls] > 0) b = g_cache.slot[cls][--g_cache.count[cls]];
+    if (g_cache.count[dev][cls] > 0) b = g_cache.slot[dev][cls][--g_cache.count[dev][cls]];
     pthread_mutex_unlock(&g_cache.lock);
     return b;
 }
 
 static bool cache_put(lmc_buffer *b, int cls) {
     bool kept = false;
+    lmc_device dev = b->device;
     pthread_mutex_lock(&g_cache.lock);
-    if (g_cache.count[cls] < CACHE_DEPTH) {
-        g_cache.slot[cls][g_cache.count[cls]++] = b;
+    if (g_cache.count[dev][cls] < CACHE_DEPTH) {
+        g_cache.slot[dev][cls][g_cache.count[dev][cls]++] = b;
         kept = true;
     }
     pthread_mutex_unlock(&g_cache.lock);
@@ -117,22 +118,22 @@ lmc_buffer *lmc_buffer_alloc(lmc_device dev, size_t nbytes) {
         return NULL;
     }
     if (lmc_memory_reserve(dev, nbytes) != LMC_OK) return NULL;
+    /* Small buffers come back from the cache, on every device: a GPU's work
+     * runs in one stream, so a buffer freed after its last use was queued can
+     * serve the next op queued (cudaMallocAsync + cudaFreeAsync were a good
+     * part of a small op's ~7 us of host time there). */
     int cls = -1;
-    size_t alloc = nbytes;
-    lmc_buffer *b = NULL;
-    if (dev == LMC_CPU) { /* small CPU buffers come back from the cache */
-        alloc = alloc_size(nbytes, &cls);
-        b = cls >= 0 ? cache_take(cls) : NULL;
-        if (b) {
-            b->nbytes = nbytes;
-            atomic_init(&b->refcount, 1);
-            return b;
-        }
+    size_t alloc = alloc_size(nbytes, &cls);
+    lmc_buffer *b = cls >= 0 ? cache_take(dev, cls) : NULL;
+    if (b) {
+        b->nbytes = nbytes;
+        atomic_init(&b->refcount, 1);
+        return b;
     }
     b = calloc(1, sizeof *b);
     void *data = NULL;
     bool ok = b && (dev == LMC_CPU ? (data = aligned_alloc(64, alloc)) != NULL
-                                   : lmc_device_malloc(dev, nbytes, &data) == LMC_OK); /* which says why */
+                                   : lmc_device_malloc(dev, alloc, &data) == LMC_OK); /* which says why */
     if (!ok) {
         if (!b || dev == LMC_CPU) lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory allocating %zu bytes", nbytes);
         free(b);
@@ -166,15 +167,13 @@ void lmc_buffer_retain(lmc_buffer *b) { atomic_fetch_add(&b->refcount, 1); }
 
 void lmc_buffer_release(lmc_buffer *b) {
     if (!b || atomic_fetch_sub(&b->refcount, 1) != 1) return;
-    if (b->counted && b->device != LMC_CPU) {
-        lmc_memory_unreserve(b->device, b->nbytes);
-        lmc_device_free(b->device, b->data);
-    } else if (b->counted) {
+    if (b->counted) {
         lmc_memory_unreserve(b->device, b->nbytes);
         int cls;
         alloc_size(b->nbytes, &cls);
         if (cls >= 0 && cache_put(b, cls)) return;
-        free(b->data);
+        if (b->device == LMC_CPU) free(b->data);
+        else lmc_device_free(b->device, b->data);
     } else if (b->release) {
         b->release(b->release_ctx);
     }
