@@ -318,6 +318,40 @@ LMC_API lmc_status lmc_classify(lmc_model *m, const lmc_batch_prompt *prompts, s
                                 lmc_classify_result **results, lmc_batch_metrics *metrics);
 LMC_API void lmc_classify_results_free(lmc_classify_result *r, size_t n);
 
+/* --- embeddings ------------------------------------------------------------- */
+
+typedef enum lmc_pooling {
+    LMC_POOLING_LAST = 0,              /* the last token's hidden state (Qwen3-Embedding, e5-mistral and most LLM embedders) */
+    LMC_POOLING_MEAN,                  /* the mean over the prompt's tokens */
+} lmc_pooling;
+
+typedef struct lmc_embed_options {
+    lmc_pooling pooling;               /* default LMC_POOLING_LAST */
+    bool normalize;                    /* scale each vector to unit L2 length (default true) */
+    bool add_special_tokens;           /* for text prompts (default true) */
+    int max_batch;                     /* prompts per forward pass (default LMC_BATCH_DEFAULT_SIZE) */
+    lmc_cancel *cancel;                /* optional */
+} lmc_embed_options;
+LMC_API lmc_embed_options lmc_embed_options_default(void);
+
+typedef struct lmc_embedding {
+    float *values; int64_t dim;        /* the vector (dim = hidden size); NULL on error */
+    int64_t prompt_tokens;
+    lmc_status status;                 /* LMC_OK, or why this prompt failed */
+    char *error;                       /* the message when status != LMC_OK */
+} lmc_embedding;
+
+/* Embeds each prompt: the final hidden states (after the model's last norm,
+ * where the output head would read them; the head itself is skipped),
+ * pooled and optionally normalised. Prompts run in left-padded batches, so a
+ * prompt's vector does not depend on the others (up to float rounding).
+ * Prompts are embedded as they tokenise: append what the model expects (an
+ * instruction, an EOS) to the text. Results and return value as for
+ * lmc_classify; free with lmc_embeddings_free. Native backends only. */
+LMC_API lmc_status lmc_embed(lmc_model *m, const lmc_batch_prompt *prompts, size_t n, const lmc_embed_options *opt,
+                             lmc_embedding **results, lmc_batch_metrics *metrics);
+LMC_API void lmc_embeddings_free(lmc_embedding *r, size_t n);
+
 /* Called after each generated token with the prompt's input index; return
  * false to cancel the whole call (as lmc_cancel would). */
 typedef bool (*lmc_batch_token_callback)(void *user, size_t prompt, int32_t id);

@@ -487,8 +487,8 @@ lmc_array *lmc_decoder_forward(const lmc_decoder *d, lmc_kv_cache *cache, const 
     }
     if (h && args && args->last_only) h = lmc_slice(h, 1, T - 1, T, 1);
     h = lmc_rms_norm(h, d->final_norm, c->rms_norm_eps, c->norm_one_plus);
-    lmc_array *out = lmc_linear_forward(d->head ? d->head : d->embed, h);
-    if (out && c->final_logit_softcapping > 0) {
+    lmc_array *out = args && args->hidden ? h : lmc_linear_forward(d->head ? d->head : d->embed, h);
+    if (out && !(args && args->hidden) && c->final_logit_softcapping > 0) {
         double cap = c->final_logit_softcapping;
         out = lmc_mul_scalar(lmc_tanh(lmc_mul_scalar(out, 1.0 / cap)), cap);
     }

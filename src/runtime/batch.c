@@ -22,6 +22,7 @@
  * lmc_kv_cache_select_rows), so later steps do no work for it.
  */
 #include <stdio.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -119,11 +120,37 @@ static lmc_status check_batch_args(lmc_model *m, const char *what, const lmc_bat
 
 /* --- forward passes over a left-padded batch ------------------------------------ */
 
+/* Embeddings: the pooled hidden states of a sub-batch's rows, summed pass
+ * by pass (mean) or taken from the last pass (last). */
+typedef struct lmc_pool_acc {
+    lmc_pooling pooling;
+    int64_t B, H;
+    bool last_pass;                    /* the pass that holds every row's last token */
+    double *sum;                       /* [B, H] */
+} lmc_pool_acc;
+
+/* Adds hidden states h ([B, T, H]; T = 1 for last pooling) of key indices
+ * start.. to the rows' sums, skipping each row's padding. */
+static lmc_status pool_add(lmc_pool_acc *p, const lmc_array *h, const int64_t *pad, int64_t start) {
+    int64_t T = lmc_array_dim(h, 1), n = p->B * T * p->H;
+    if (p->pooling == LMC_POOLING_LAST && !p->last_pass) return LMC_OK;
+    float *v = malloc((size_t)n * sizeof *v);
+    if (!v) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
+    lmc_status st = lmc_array_read(h, LMC_F32, v, (size_t)n);
+    for (int64_t b = 0; st == LMC_OK && b < p->B; b++)
+        for (int64_t t = 0; t < T; t++) {
+            if (p->pooling == LMC_POOLING_MEAN && start + t < pad[b]) continue;
+            for (int64_t j = 0; j < p->H; j++) p->sum[b * p->H + j] += v[(b * T + t) * p->H + j];
+        }
+    free(v);
+    return st;
+}
+
 /* One forward pass of ids [B, T] at key indices cache->pos .. cache->pos+T-1;
  * pad[b] is row b's first real index. With logits, writes the last
  * column's logits [B, V]. */
 static lmc_status forward_rows(lmc_model *m, lmc_kv_cache *cache, const int32_t *ids, const int64_t *pad, int64_t B,
-                               int64_t T, float *logits) {
+                               int64_t T, float *logits, lmc_pool_acc *pool) {
     int64_t start = cache->pos, keys = start + T;
     int32_t *pos = malloc((size_t)(B * T) * sizeof *pos);
     bool *keep = malloc((size_t)(B * keys) * sizeof *keep);
@@ -139,12 +166,13 @@ static lmc_status forward_rows(lmc_model *m, lmc_kv_cache *cache, const int32_t 
     lmc_status st = LMC_OK;
     lmc_scope_begin();
     int64_t ids_shape[2] = {B, T}, mask_shape[4] = {B, 1, 1, keys};
-    lmc_forward_args args = {.last_only = true};
+    lmc_forward_args args = {.last_only = !pool || pool->pooling == LMC_POOLING_LAST, .hidden = pool != NULL};
     args.positions = lmc_array_from_data(pos, LMC_I32, 2, ids_shape);
     args.mask = lmc_array_from_data(keep, LMC_BOOL, 4, mask_shape);
     lmc_array *idc = lmc_array_from_data(ids, LMC_I32, 2, ids_shape);
     lmc_array *lg = args.positions && args.mask ? lmc_decoder_forward(m->dec, cache, idc, &args) : NULL;
     if (!lg) st = lmc_last_status();
+    else if (pool) st = pool_add(pool, lg, pad, start);
     else if (logits) st = lmc_array_read(lg, LMC_F32, logits, (size_t)(B * m->dec->cfg.vocab_size));
     lmc_scope_end();
     free(pos);
@@ -155,7 +183,7 @@ static lmc_status forward_rows(lmc_model *m, lmc_kv_cache *cache, const int32_t 
 /* Prefills rows (prompts ps[rows[b]]) into a fresh cache of max_len key
  * indices and writes each row's last-position logits [B, V]. Sets pad[b]. */
 static lmc_status prefill_rows(lmc_model *m, const prompt *ps, const size_t *rows, int64_t B, int64_t max_len,
-                               lmc_cancel *cancel, lmc_kv_cache *cache, int64_t *pad, float *logits) {
+                               lmc_cancel *cancel, lmc_kv_cache *cache, int64_t *pad, float *logits, lmc_pool_acc *pool) {
     int64_t L = (int64_t)ps[rows[0]].n; /* rows are sorted longest first */
     for (int64_t b = 0; b < B; b++) L = (int64_t)ps[rows[b]].n > L ? (int64_t)ps[rows[b]].n : L;
     for (int64_t b = 0; b < B; b++) pad[b] = L - (int64_t)ps[rows[b]].n;
@@ -176,7 +204,8 @@ static lmc_status prefill_rows(lmc_model *m, const prompt *ps, const size_t *row
                 int64_t i = at + t - pad[b]; /* index into the prompt; padding takes id 0 */
                 ids[b * T + t] = i >= 0 ? ps[rows[b]].ids[i] : 0;
             }
-        st = forward_rows(m, cache, ids, pad, B, T, at + T == L ? logits : NULL);
+        if (pool) pool->last_pass = at + T == L;
+        st = forward_rows(m, cache, ids, pad, B, T, at + T == L ? logits : NULL, pool);
     }
     free(ids);
     return st;
@@ -287,7 +316,7 @@ lmc_status lmc_classify(lmc_model *m, const lmc_batch_prompt *prompts, size_t n,
         int64_t B = n_run - at < (size_t)maxb ? (int64_t)(n_run - at) : maxb;
         double tp = lmc_now();
         lmc_kv_cache cache = {0};
-        lmc_status st = call == LMC_OK ? prefill_rows(m, ps, rows, B, (int64_t)ps[rows[0]].n, opt.cancel, &cache, pad, logits)
+        lmc_status st = call == LMC_OK ? prefill_rows(m, ps, rows, B, (int64_t)ps[rows[0]].n, opt.cancel, &cache, pad, logits, NULL)
                                        : call;
         lmc_kv_cache_free(&cache);
         mt.prefill_seconds += lmc_now() - tp;
@@ -315,6 +344,112 @@ lmc_status lmc_classify(lmc_model *m, const lmc_batch_prompt *prompts, size_t n,
     if (metrics) *metrics = mt;
     *results = res;
     if (call != LMC_OK) return lmc_set_error(call, "classification cancelled");
+    return LMC_OK;
+}
+
+/* --- embeddings ------------------------------------------------------------------ */
+
+lmc_embed_options lmc_embed_options_default(void) {
+    lmc_embed_options o;
+    memset(&o, 0, sizeof o);
+    o.pooling = LMC_POOLING_LAST;
+    o.normalize = true;
+    o.add_special_tokens = true;
+    o.max_batch = LMC_BATCH_DEFAULT_SIZE;
+    return o;
+}
+
+void lmc_embeddings_free(lmc_embedding *r, size_t n) {
+    for (size_t i = 0; r && i < n; i++) {
+        free(r[i].values);
+        free(r[i].error);
+    }
+    free(r);
+}
+
+/* Row b's pooled vector, scaled to unit length when asked. */
+static lmc_status pool_finish(const lmc_pool_acc *p, int64_t b, int64_t tokens, bool normalize, lmc_embedding *e) {
+    if (!(e->values = malloc((size_t)p->H * sizeof *e->values))) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
+    e->dim = p->H;
+    double div = p->pooling == LMC_POOLING_MEAN ? (double)tokens : 1.0, norm = 0;
+    for (int64_t j = 0; j < p->H; j++) {
+        double v = p->sum[b * p->H + j] / div;
+        norm += v * v;
+    }
+    double scale = normalize && norm > 0 ? 1.0 / (sqrt(norm) * div) : 1.0 / div;
+    for (int64_t j = 0; j < p->H; j++) e->values[j] = (float)(p->sum[b * p->H + j] * scale);
+    return LMC_OK;
+}
+
+lmc_status lmc_embed(lmc_model *m, const lmc_batch_prompt *prompts, size_t n, const lmc_embed_options *opt_in,
+                     lmc_embedding **results, lmc_batch_metrics *metrics) {
+    double t0 = lmc_now();
+    lmc_embed_options opt = opt_in ? *opt_in : lmc_embed_options_default();
+    if (metrics) memset(metrics, 0, sizeof *metrics);
+    if (results) *results = NULL;
+    if (opt.pooling != LMC_POOLING_LAST && opt.pooling != LMC_POOLING_MEAN)
+        return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "embed: pooling must be LMC_POOLING_LAST or LMC_POOLING_MEAN, got %d",
+                             (int)opt.pooling);
+    lmc_sampler_config greedy = lmc_sampler_config_default();
+    LMC_CHECK(check_batch_args(m, "embed", prompts, n, opt.max_batch, &greedy, results));
+    lmc_memory_reset_peak(LMC_CPU);
+    lmc_batch_metrics mt = {0};
+    prompt *ps;
+    size_t *order, n_run;
+    LMC_CHECK(prompts_prepare(m, prompts, n, opt.add_special_tokens, m->context_length, &ps, &order, &n_run));
+    int64_t H = m->dec->cfg.hidden_size, maxb = clamp_batch(opt.max_batch);
+    lmc_embedding *res = calloc(n ? n : 1, sizeof *res);
+    lmc_pool_acc pool = {.pooling = opt.pooling, .H = H, .sum = malloc((size_t)(maxb * H) * sizeof *pool.sum)};
+    int64_t *pad = malloc((size_t)maxb * sizeof *pad);
+    if (!res || !pool.sum || !pad) {
+        free(res);
+        free(pool.sum);
+        free(pad);
+        prompts_free(ps, n);
+        free(order);
+        return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
+    }
+    for (size_t i = 0; i < n; i++) {
+        res[i].prompt_tokens = (int64_t)ps[i].n;
+        res[i].status = ps[i].status;
+        res[i].error = ps[i].error;
+        ps[i].error = NULL;
+    }
+    lmc_status call = LMC_OK;
+    for (size_t at = 0; at < n_run; at += (size_t)maxb) {
+        const size_t *rows = order + at;
+        int64_t B = n_run - at < (size_t)maxb ? (int64_t)(n_run - at) : maxb;
+        double tp = lmc_now();
+        lmc_kv_cache cache = {0};
+        pool.B = B;
+        memset(pool.sum, 0, (size_t)(B * H) * sizeof *pool.sum);
+        lmc_status st = call == LMC_OK
+                            ? prefill_rows(m, ps, rows, B, (int64_t)ps[rows[0]].n, opt.cancel, &cache, pad, NULL, &pool)
+                            : call;
+        lmc_kv_cache_free(&cache);
+        mt.prefill_seconds += lmc_now() - tp;
+        if (st == LMC_ERR_CANCELLED) call = st;
+        for (int64_t b = 0; b < B; b++) {
+            size_t i = rows[b];
+            lmc_status sb = st == LMC_OK ? pool_finish(&pool, b, (int64_t)ps[i].n, opt.normalize, &res[i]) : st;
+            if (sb != LMC_OK) {
+                if (sb == LMC_ERR_CANCELLED) lmc_set_error(LMC_ERR_CANCELLED, "embedding cancelled");
+                res[i].status = sb;
+                res[i].error = strdup(lmc_last_error());
+                continue;
+            }
+            mt.prompt_tokens += (int64_t)ps[i].n;
+            mt.padded_tokens += (int64_t)ps[rows[0]].n;
+        }
+    }
+    free(pool.sum);
+    free(pad);
+    prompts_free(ps, n);
+    free(order);
+    metrics_finish(m, &mt, n, t0);
+    if (metrics) *metrics = mt;
+    *results = res;
+    if (call != LMC_OK) return lmc_set_error(call, "embedding cancelled");
     return LMC_OK;
 }
 
@@ -478,7 +613,7 @@ static lmc_status generate_rows(lmc_model *m, const lmc_batch_options *opt, cons
     }
     if (st == LMC_OK && A > 0) {
         double tp = lmc_now();
-        st = prefill_rows(m, ps, rows, B, max_len, g->cancel, &cache, pad, logits);
+        st = prefill_rows(m, ps, rows, B, max_len, g->cancel, &cache, pad, logits, NULL);
         mt->prefill_seconds += lmc_now() - tp;
         mt->padded_tokens += B * L;
     }
@@ -508,7 +643,7 @@ static lmc_status generate_rows(lmc_model *m, const lmc_batch_options *opt, cons
         }
         if (kept > 0 && kept < A && !cancel) st = lmc_kv_cache_select_rows(&cache, keep_rows, kept);
         A = kept;
-        if (st == LMC_OK && A > 0 && !cancel) st = forward_rows(m, &cache, next, pad, A, 1, logits);
+        if (st == LMC_OK && A > 0 && !cancel) st = forward_rows(m, &cache, next, pad, A, 1, logits, NULL);
     }
     /* Whatever still runs ends here: cancelled, or failed with the batch. */
     char why[512];
