@@ -152,6 +152,39 @@ static void test_logprobs_and_labels(void) {
     lmc_safetensors_close(st);
 }
 
+/* lmc embed prints lmc_embed's vectors, one line per input line. */
+static void test_embed(void) {
+    char cmd[8192], *out = NULL;
+    snprintf(cmd, sizeof cmd, "printf '{\"prompt_ids\": [785, 1251, 304]}\\n{\"oops\": 1}\\n' | %s/lmc embed -m %s --pooling mean 2>/dev/null",
+             LMC_BUILD_DIR, g_dir);
+    CHECK(run(cmd, &out) == 0);
+    char *nl = out ? strchr(out, '\n') : NULL;
+    if (nl) *nl = 0;
+    cJSON *j = cJSON_Parse(out ? out : "");
+    cJSON *j2 = nl ? cJSON_Parse(nl + 1) : NULL;
+    lmc_model *m = NULL;
+    CHECK(lmc_model_load(g_dir, NULL, &m) == LMC_OK);
+    int32_t ids[] = {785, 1251, 304};
+    lmc_batch_prompt p = {.ids = ids, .n_ids = 3};
+    lmc_embed_options o = lmc_embed_options_default();
+    o.pooling = LMC_POOLING_MEAN;
+    lmc_embedding *e = NULL;
+    CHECK(m && lmc_embed(m, &p, 1, &o, &e, NULL) == LMC_OK);
+    const cJSON *v = cJSON_GetObjectItem(j, "embedding");
+    CHECKF(e && e[0].values && cJSON_GetArraySize(v) == e[0].dim, "%s", out ? out : "");
+    for (int k = 0; e && e[0].values && k < cJSON_GetArraySize(v); k++)
+        CHECK_CLOSE(cJSON_GetArrayItem(v, k)->valuedouble, e[0].values[k], 1e-6, 0);
+    CHECK(cJSON_IsString(cJSON_GetObjectItem(j2, "error")) && strstr(cJSON_GetObjectItem(j2, "error")->valuestring, "line 2"));
+    lmc_embeddings_free(e, 1);
+    lmc_model_free(m);
+    cJSON_Delete(j);
+    cJSON_Delete(j2);
+    free(out);
+    snprintf(cmd, sizeof cmd, "%s/lmc embed -m %s --pooling bogus </dev/null 2>&1", LMC_BUILD_DIR, g_dir);
+    CHECK(run(cmd, &out) == 2 && strstr(out, "--pooling must be last or mean"));
+    free(out);
+}
+
 static void test_logits_file(void) {
     char cmd[8192], path[4096], outp[4096];
     snprintf(path, sizeof path, "%s/models/gemma3/golden.safetensors", LMC_TEST_DATA);
@@ -473,6 +506,7 @@ int main(void) {
     if (!g_dir) return 1;
     RUN(test_generate_json);
     RUN(test_logprobs_and_labels);
+    RUN(test_embed);
     RUN(test_logits_file);
     RUN(test_info_and_discover);
     RUN(test_usage_errors);

@@ -601,6 +601,82 @@ static void test_json_mode(void) {
     lmc_generation_clear(&ref);
 }
 
+/* POST /v1/embeddings: lmc_embed's vectors, as floats or base64, cut by
+ * "dimensions"; usage; errors that name the field. */
+static void test_embeddings(void) {
+    lmc_batch_prompt p[2] = {{.text = "Hello there"}, {.text = "General Kenobi"}};
+    lmc_embed_options o = lmc_embed_options_default();
+    lmc_embedding *ref = NULL;
+    CHECK(lmc_embed(g_model, p, 2, &o, &ref, NULL) == LMC_OK && ref && ref[0].values && ref[1].values);
+    if (!ref || !ref[0].values || !ref[1].values) return;
+    reply r = http("POST", "/v1/embeddings", "{\"model\":\"m\",\"input\":[\"Hello there\",\"General Kenobi\"]}");
+    cJSON *j = json_of(&r);
+    CHECKF(r.status == 200 && j, "%d %s", r.status, r.body);
+    CHECK_STR(str_at(j, "object"), "list");
+    CHECK(num_at(j, "usage.prompt_tokens") == (double)(ref[0].prompt_tokens + ref[1].prompt_tokens));
+    for (int i = 0; i < 2; i++) {
+        char path[64];
+        snprintf(path, sizeof path, "data.%d.embedding", i);
+        const cJSON *e = at(j, path);
+        CHECK(cJSON_GetArraySize(e) == ref[i].dim);
+        double d = 0;
+        for (int64_t k = 0; k < ref[i].dim && cJSON_GetArraySize(e) == ref[i].dim; k++)
+            d = fmax(d, fabs(cJSON_GetArrayItem(e, (int)k)->valuedouble - ref[i].values[k]));
+        CHECKF(d <= 1e-6, "input %d: %.3g", i, d);
+        snprintf(path, sizeof path, "data.%d.index", i);
+        CHECK(num_at(j, path) == i);
+    }
+    cJSON_Delete(j);
+    reply_free(&r);
+    /* base64 of the first 8 values, normalised again */
+    r = http("POST", "/v1/embeddings", "{\"input\":\"Hello there\",\"dimensions\":8,\"encoding_format\":\"base64\"}");
+    j = json_of(&r);
+    const char *b64 = str_at(j, "data.0.embedding");
+    CHECKF(r.status == 200 && b64 && strlen(b64) == 44, "%d %s", r.status, r.body);
+    if (b64 && strlen(b64) == 44) {
+        static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        unsigned char raw[33];
+        size_t n = 0;
+        for (int i = 0; i < 44; i += 4) {
+            uint32_t w = 0;
+            for (int k = 0; k < 4; k++) w = w << 6 | (b64[i + k] == '=' ? 0 : (uint32_t)(strchr(tab, b64[i + k]) - tab));
+            for (int k = 0; k < 3 && n < 32; k++) raw[n++] = (unsigned char)(w >> (16 - 8 * k));
+        }
+        double norm = 0;
+        for (int k = 0; k < 8; k++) norm += (double)ref[0].values[k] * ref[0].values[k];
+        for (int k = 0; k < 8; k++) {
+            float f;
+            uint32_t u = (uint32_t)raw[4 * k] | (uint32_t)raw[4 * k + 1] << 8 | (uint32_t)raw[4 * k + 2] << 16 | (uint32_t)raw[4 * k + 3] << 24;
+            memcpy(&f, &u, 4);
+            CHECK_CLOSE(f, ref[0].values[k] / sqrt(norm), 1e-6, 0);
+        }
+    }
+    cJSON_Delete(j);
+    reply_free(&r);
+    lmc_embeddings_free(ref, 2);
+    struct { const char *body, *param, *says; } bad[] = {
+        {"{}", "input", "required"},
+        {"{\"input\":\"\"}", "input", "empty string"},
+        {"{\"input\":[]}", "input", "an empty array"},
+        {"{\"input\":[99999999]}", "input", "outside the vocabulary"},
+        {"{\"input\":\"x\",\"dimensions\":100000}", "dimensions", "more than the model's"},
+        {"{\"input\":\"x\",\"encoding_format\":\"int8\"}", "encoding_format", "\"float\" or \"base64\""},
+        {"{\"input\":[\"a\",3]}", "input", "'input[1]' must be a string or an array of token ids"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        r = http("POST", "/v1/embeddings", bad[i].body);
+        j = json_of(&r);
+        const char *msg = str_at(j, "error.message"), *param = str_at(j, "error.param");
+        CHECKF(r.status == 400 && msg && strstr(msg, bad[i].says) && param && !strcmp(param, bad[i].param), "case %zu: %d %s", i,
+               r.status, r.body);
+        cJSON_Delete(j);
+        reply_free(&r);
+    }
+    r = http("GET", "/v1/embeddings", NULL);
+    CHECK(r.status == 405);
+    reply_free(&r);
+}
+
 static void test_completions(void) {
     lmc_generate_options o = greedy(9);
     lmc_generation ref;
@@ -1233,6 +1309,7 @@ int main(void) {
     RUN(test_logprobs);
     RUN(test_tools);
     RUN(test_json_mode);
+    RUN(test_embeddings);
     RUN(test_stop_and_parts);
     RUN(test_seed);
     RUN(test_errors);

@@ -9,6 +9,9 @@
  *   GET  /v1/models/{name}       that model, or 404
  *   POST /v1/chat/completions    messages rendered with the model's chat template
  *   POST /v1/completions         a plain text prompt (or token ids)
+ *   POST /v1/embeddings          vectors of "input" (a string, token ids, or an array of either) by
+ *                                lmc_embed: options.pooling, unit length; "dimensions" keeps the
+ *                                first N (normalised again), "encoding_format" "float" or "base64"
  * Both POST endpoints stream with "stream": true (text/event-stream, one
  * "data: {chunk}" event per piece of text, then "data: [DONE]"). Unknown
  * paths get 404, a wrong method 405, a body over the limit 413, a missing or
@@ -79,6 +82,7 @@ typedef struct lmc_server_options {
     size_t max_body_bytes;        /* larger request bodies get 413 (default 8 MiB) */
     int max_connections;          /* simultaneous connections (default 64); more are refused */
     int idle_timeout;             /* seconds before an idle connection is closed (default 600) */
+    lmc_pooling pooling;          /* POST /v1/embeddings: how token vectors become one (default LMC_POOLING_LAST) */
     bool raw_reasoning;           /* keep a thinking model's <think> block in the content (default false: it goes
                                      to message.reasoning_content, for templates that write <think> blocks) */
     const char *cors_origin;      /* when set ("*" or e.g. "http://localhost:3000"), answers allow that

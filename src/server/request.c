@@ -449,6 +449,41 @@ static void line_col(const char *text, size_t off, int *line, int *col) {
     }
 }
 
+/* The body as a JSON object, or NULL with err saying where it is malformed. */
+static cJSON *parse_body(const char *body, size_t len, lmc_srv_error *err) {
+    if (len == 0) {
+        fail(err, "", "the request body is empty: expected a JSON object");
+        return NULL;
+    }
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(body, len, &end, false);
+    size_t off = end ? (size_t)(end - body) : 0;
+    while (root && off < len && (body[off] == ' ' || body[off] == '\t' || body[off] == '\n' || body[off] == '\r')) off++;
+    if (!root || off < len) {
+        int line, col;
+        if (off > len) off = len;
+        line_col(body, off, &line, &col);
+        /* a few bytes from there, control characters shown as '?' */
+        char near[24];
+        size_t k = 0;
+        for (; k + 1 < sizeof near && off + k < len; k++) {
+            unsigned char ch = (unsigned char)body[off + k];
+            near[k] = ch < 0x20 || ch >= 0x7f ? '?' : (char)ch;
+        }
+        near[k] = 0;
+        fail(err, "", "malformed JSON at line %d, column %d (byte %zu)%s%s%s%s", line, col, off,
+             root ? ": text after the JSON value" : "", k ? ", near '" : ", at the end of the body", near, k ? "'" : "");
+        cJSON_Delete(root);
+        return NULL;
+    }
+    if (!cJSON_IsObject(root)) {
+        fail(err, "", "the request body must be a JSON object, got %s", lmc_json_type_name(root));
+        cJSON_Delete(root);
+        return NULL;
+    }
+    return root;
+}
+
 bool lmc_srv_parse_request(lmc_srv_kind kind, const char *body, size_t len, const lmc_generate_options *defaults,
                            lmc_srv_request *r, lmc_srv_error *err) {
     memset(r, 0, sizeof *r);
@@ -458,29 +493,9 @@ bool lmc_srv_parse_request(lmc_srv_kind kind, const char *body, size_t len, cons
     r->gen.on_token = NULL;
     r->gen.user = NULL;
     r->gen.cancel = NULL;
-    if (len == 0) return fail(err, "", "the request body is empty: expected a JSON object");
-    const char *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(body, len, &end, false);
-    size_t off = end ? (size_t)(end - body) : 0;
-    while (root && off < len && (body[off] == ' ' || body[off] == '\t' || body[off] == '\n' || body[off] == '\r')) off++;
-    if (!root || off < len) {
-        int line, col;
-        if (off > len) off = len;
-        line_col(body, off, &line, &col);
-        cJSON_Delete(root);
-        /* a few bytes from there, control characters shown as '?' */
-        char near[24];
-        size_t k = 0;
-        for (; k + 1 < sizeof near && off + k < len; k++) {
-            unsigned char ch = (unsigned char)body[off + k];
-            near[k] = ch < 0x20 || ch >= 0x7f ? '?' : (char)ch;
-        }
-        near[k] = 0;
-        return fail(err, "", "malformed JSON at line %d, column %d (byte %zu)%s%s%s%s", line, col, off,
-                    root ? ": text after the JSON value" : "", k ? ", near '" : ", at the end of the body", near,
-                    k ? "'" : "");
-    }
-    bool ok = cJSON_IsObject(root) ? true : fail(err, "", "the request body must be a JSON object, got %s", lmc_json_type_name(root));
+    cJSON *root = parse_body(body, len, err);
+    if (!root) return false;
+    bool ok = true;
     if (ok) ok = kind == LMC_SRV_CHAT ? parse_messages(root, r, err) : parse_prompt(root, r, err);
     if (ok) ok = parse_options(root, r, err);
     cJSON_Delete(root);
@@ -499,5 +514,71 @@ void lmc_srv_request_free(lmc_srv_request *r) {
     free(r->prompt);
     free(r->ids);
     for (int i = 0; i < LMC_SRV_MAX_STOPS; i++) free(r->stops[i]);
+    memset(r, 0, sizeof *r);
+}
+
+/* One input: a string or an array of token ids. */
+static bool embed_input(const cJSON *v, const char *name, lmc_batch_prompt *p, lmc_srv_error *err) {
+    if (cJSON_IsString(v)) {
+        if (!*v->valuestring) return fail(err, "input", "'%s' is an empty string", name);
+        if (!check_utf8(v->valuestring, name, err)) return false;
+        return (p->text = strdup(v->valuestring)) ? true : fail(err, "", "out of memory");
+    }
+    if (!cJSON_IsArray(v) || !v->child)
+        return fail(err, "input", "'%s' must be a string or an array of token ids, got %s", name,
+                    cJSON_IsArray(v) ? "an empty array" : lmc_json_type_name(v));
+    int32_t *ids = malloc((size_t)cJSON_GetArraySize(v) * sizeof *ids);
+    if (!ids) return fail(err, "", "out of memory");
+    p->ids = ids;
+    for (const cJSON *t = v->child; t; t = t->next) {
+        if (!cJSON_IsNumber(t) || t->valuedouble != floor(t->valuedouble) || t->valuedouble < 0 || t->valuedouble > INT32_MAX)
+            return fail(err, "input", "'%s[%zu]' must be a token id (an integer >= 0)", name, p->n_ids);
+        ids[p->n_ids++] = (int32_t)t->valuedouble;
+    }
+    return true;
+}
+
+bool lmc_srv_parse_embed_request(const char *body, size_t len, lmc_srv_embed_request *r, lmc_srv_error *err) {
+    memset(r, 0, sizeof *r);
+    memset(err, 0, sizeof *err);
+    cJSON *root = parse_body(body, len, err);
+    if (!root) return false;
+    const cJSON *in = field(root, "input"), *fmt = field(root, "encoding_format"), *model = field(root, "model");
+    long long dims = 0;
+    bool ok = true;
+    if (!in) ok = fail(err, "input", "'input' is required");
+    else if (model && !cJSON_IsString(model)) ok = fail(err, "model", "'model' must be a string, got %s", lmc_json_type_name(model));
+    else if (fmt && (!cJSON_IsString(fmt) || (strcmp(fmt->valuestring, "float") && strcmp(fmt->valuestring, "base64"))))
+        ok = fail(err, "encoding_format", "'encoding_format' must be \"float\" or \"base64\"");
+    else ok = get_int(root, "dimensions", 1, 1 << 20, &dims, err);
+    r->base64 = ok && fmt && !strcmp(fmt->valuestring, "base64");
+    r->dimensions = (int)dims;
+    /* one input (a string or ids), or an array of them */
+    bool many = ok && cJSON_IsArray(in) && in->child && (cJSON_IsString(in->child) || cJSON_IsArray(in->child));
+    int n = !ok ? 0 : many ? cJSON_GetArraySize(in) : 1;
+    if (ok && n > 2048) ok = fail(err, "input", "'input' holds %d inputs, more than 2048", n);
+    if (ok && !(r->inputs = calloc((size_t)n, sizeof *r->inputs))) ok = fail(err, "", "out of memory");
+    if (ok && !many) {
+        r->n = 1;
+        ok = embed_input(in, "input", &r->inputs[0], err);
+    }
+    int i = 0;
+    for (const cJSON *v = many && ok ? in->child : NULL; v && ok; v = v->next, i++) {
+        char name[32];
+        snprintf(name, sizeof name, "input[%d]", i);
+        r->n = (size_t)i + 1;
+        ok = embed_input(v, name, &r->inputs[i], err);
+    }
+    cJSON_Delete(root);
+    if (!ok) lmc_srv_embed_request_free(r);
+    return ok;
+}
+
+void lmc_srv_embed_request_free(lmc_srv_embed_request *r) {
+    for (size_t i = 0; r->inputs && i < r->n; i++) {
+        free((char *)r->inputs[i].text);
+        free((int32_t *)r->inputs[i].ids);
+    }
+    free(r->inputs);
     memset(r, 0, sizeof *r);
 }

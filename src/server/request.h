@@ -37,4 +37,16 @@ bool lmc_srv_parse_request(lmc_srv_kind kind, const char *body, size_t len, cons
                            lmc_srv_request *out, lmc_srv_error *err);
 void lmc_srv_request_free(lmc_srv_request *r);
 
+/* POST /v1/embeddings: "input" (a string, an array of strings, an array of
+ * token ids, or an array of such arrays), "encoding_format" ("float" or
+ * "base64") and "dimensions" (keep the first N, then normalise again). */
+typedef struct lmc_srv_embed_request {
+    lmc_batch_prompt *inputs; size_t n;  /* texts and ids owned here */
+    bool base64;
+    int dimensions;                      /* 0: all */
+} lmc_srv_embed_request;
+
+bool lmc_srv_parse_embed_request(const char *body, size_t len, lmc_srv_embed_request *out, lmc_srv_error *err);
+void lmc_srv_embed_request_free(lmc_srv_embed_request *r);
+
 #endif

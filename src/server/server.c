@@ -76,6 +76,7 @@ struct lmc_server {
     double started;                /* now_seconds() at start */
     lmc_tool_format tools;         /* how the model's chat template calls tools (NONE: it cannot) */
     bool reasoning;                /* chat replies' <think> blocks go to reasoning_content */
+    lmc_pooling pooling;           /* /v1/embeddings */
 };
 
 static double now_seconds(void) {
@@ -720,6 +721,125 @@ static enum MHD_Result handle_generation(lmc_server *s, struct MHD_Connection *c
     return r;
 }
 
+/* --- embeddings ------------------------------------------------------------------------ */
+
+/* v's floats, little-endian, in base64 (OpenAI's "encoding_format": "base64"). */
+static char *base64_floats(const float *v, int64_t n) {
+    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t bytes = (size_t)n * 4, out_len = (bytes + 2) / 3 * 4;
+    unsigned char *raw = malloc(bytes ? bytes : 1);
+    char *out = malloc(out_len + 1);
+    if (!raw || !out) {
+        free(raw);
+        free(out);
+        return NULL;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &v[i], 4);
+        for (int k = 0; k < 4; k++) raw[i * 4 + k] = (unsigned char)(u >> (8 * k));
+    }
+    size_t o = 0;
+    for (size_t i = 0; i < bytes; i += 3) {
+        uint32_t w = (uint32_t)raw[i] << 16 | (i + 1 < bytes ? (uint32_t)raw[i + 1] << 8 : 0) | (i + 2 < bytes ? raw[i + 2] : 0);
+        out[o++] = tab[w >> 18 & 63];
+        out[o++] = tab[w >> 12 & 63];
+        out[o++] = i + 1 < bytes ? tab[w >> 6 & 63] : '=';
+        out[o++] = i + 2 < bytes ? tab[w & 63] : '=';
+    }
+    out[o] = 0;
+    free(raw);
+    return out;
+}
+
+/* POST /v1/embeddings: takes the model's turn like a generation, then lmc_embed. */
+static enum MHD_Result handle_embeddings(lmc_server *s, struct MHD_Connection *c, const char *method, const char *url,
+                                         const char *body, size_t len, double t0) {
+    lmc_srv_embed_request r;
+    lmc_srv_error err;
+    if (!lmc_srv_parse_embed_request(body, len, &r, &err)) {
+        log_request(s, method, url, 400, t0, NULL, err.message);
+        return send_error(s, c, MHD_HTTP_BAD_REQUEST, err.param, "%s", err.message);
+    }
+    job jb;
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    job_register(s, &jb, ci ? ci->connect_fd : -1);
+    lmc_embedding *res = NULL;
+    lmc_batch_metrics mt = {0};
+    lmc_status st = LMC_ERR_CANCELLED;
+    if (job_wait_turn(s, &jb)) {
+        lmc_embed_options o = lmc_embed_options_default();
+        o.pooling = s->pooling;
+        o.cancel = &jb.cancel;
+        st = lmc_embed(s->m, r.inputs, r.n, &o, &res, &mt);
+    }
+    job_unregister(s, &jb);
+    unsigned status = MHD_HTTP_OK;
+    char msg[600] = "";
+    const char *param = "";
+    if (st == LMC_ERR_CANCELLED) {
+        status = 1;
+    } else if (st != LMC_OK) {
+        status = lmc_last_status() == LMC_ERR_UNSUPPORTED ? MHD_HTTP_BAD_REQUEST : MHD_HTTP_INTERNAL_SERVER_ERROR;
+        snprintf(msg, sizeof msg, "%s", lmc_last_error());
+    }
+    for (size_t i = 0; status == MHD_HTTP_OK && i < r.n; i++) {
+        if (res[i].status == LMC_OK && r.dimensions > res[i].dim) {
+            status = MHD_HTTP_BAD_REQUEST;
+            param = "dimensions";
+            snprintf(msg, sizeof msg, "'dimensions' is %d, more than the model's %lld", r.dimensions, (long long)res[i].dim);
+        } else if (res[i].status != LMC_OK) {
+            status = res[i].status == LMC_ERR_INVALID_ARGUMENT ? MHD_HTTP_BAD_REQUEST : MHD_HTTP_INTERNAL_SERVER_ERROR;
+            param = "input";
+            snprintf(msg, sizeof msg, "input[%zu]: %s", i, res[i].error ? res[i].error : "failed");
+        }
+    }
+    enum MHD_Result ret;
+    if (status == 1) {
+        log_request(s, method, url, 499, t0, NULL, NULL);
+        ret = MHD_NO;
+    } else if (status != MHD_HTTP_OK) {
+        log_request(s, method, url, status, t0, NULL, msg);
+        ret = send_error(s, c, status, param, "%s", msg);
+    } else {
+        cJSON *o = cJSON_CreateObject(), *data = cJSON_CreateArray();
+        cJSON_AddStringToObject(o, "object", "list");
+        cJSON_AddItemToObject(o, "data", data);
+        int64_t tokens = 0;
+        for (size_t i = 0; i < r.n; i++) {
+            int64_t dim = r.dimensions ? r.dimensions : res[i].dim;
+            if (r.dimensions) { /* the first N, normalised again (Matryoshka-style truncation) */
+                double norm = 0;
+                for (int64_t j = 0; j < dim; j++) norm += (double)res[i].values[j] * res[i].values[j];
+                for (int64_t j = 0; norm > 0 && j < dim; j++) res[i].values[j] = (float)(res[i].values[j] / sqrt(norm));
+            }
+            cJSON *e = cJSON_CreateObject();
+            cJSON_AddStringToObject(e, "object", "embedding");
+            cJSON_AddNumberToObject(e, "index", (double)i);
+            if (r.base64) {
+                char *b = base64_floats(res[i].values, dim);
+                cJSON_AddStringToObject(e, "embedding", b ? b : "");
+                free(b);
+            } else {
+                cJSON *a = cJSON_AddArrayToObject(e, "embedding");
+                for (int64_t j = 0; j < dim; j++) cJSON_AddItemToArray(a, cJSON_CreateNumber(res[i].values[j]));
+            }
+            cJSON_AddItemToArray(data, e);
+            tokens += res[i].prompt_tokens;
+        }
+        cJSON_AddStringToObject(o, "model", s->model_name);
+        cJSON *u = cJSON_AddObjectToObject(o, "usage");
+        cJSON_AddNumberToObject(u, "prompt_tokens", (double)tokens);
+        cJSON_AddNumberToObject(u, "total_tokens", (double)tokens);
+        atomic_fetch_add(&s->n_prompt_tokens, (unsigned long long)tokens);
+        log_request(s, method, url, 200, t0, NULL, NULL);
+        ret = send_json(s, c, MHD_HTTP_OK, o);
+    }
+    lmc_embeddings_free(res, r.n);
+    lmc_srv_embed_request_free(&r);
+    return ret;
+}
+
 /* --- other endpoints ------------------------------------------------------------------ */
 
 static cJSON *model_json(const lmc_server *s) {
@@ -887,6 +1007,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         kind = LMC_SRV_COMPLETION;
         generation = true;
     }
+    bool embeddings = !strcmp(route, "/embeddings");
+    if (embeddings) generation = true; /* POST, and the model's turn */
     bool known = generation || !strcmp(url, "/health") || !strcmp(url, "/metrics") || !strcmp(route, "/models") ||
                  !strncmp(route, "/models/", 8);
     unsigned status;
@@ -902,6 +1024,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     } else if (generation ? !post : !get) {
         status = MHD_HTTP_METHOD_NOT_ALLOWED;
         ret = send_error(s, c, status, "", "%.200s does not take %s (use %s)", url, method, generation ? "POST" : "GET");
+    } else if (embeddings) {
+        return handle_embeddings(s, c, method, url, ctx->body ? ctx->body : "", ctx->len, ctx->t0);
     } else if (generation) {
         return handle_generation(s, c, kind, method, url, ctx->body ? ctx->body : "", ctx->len, ctx->t0);
     } else if (!strcmp(url, "/health")) {
@@ -1039,6 +1163,7 @@ lmc_status lmc_server_start(lmc_model *m, const lmc_server_options *opt_in, lmc_
     pthread_cond_init(&s->turn_cond, NULL);
     pthread_cond_init(&s->watch_cond, NULL);
     s->m = m;
+    s->pooling = o.pooling;
     lmc_chat_template *tmpl = NULL;
     if (lmc_chat_template_load(m->dir, &tmpl) == LMC_OK) {
         s->tools = lmc_tool_format_of(lmc_chat_template_source(tmpl));

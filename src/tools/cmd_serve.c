@@ -24,6 +24,7 @@ static void usage(FILE *out) {
                  "                           environment variable LMC_API_KEY, else no key)\n"
                  "  --cors ORIGIN            let web pages from ORIGIN (or * for any) call the server from a browser\n"
                  "  --no-prompt-cache        compute each request's whole prompt\n"
+                 "  --pooling last|mean      /v1/embeddings: the last token's vector (default) or the tokens' mean\n"
                  "  --raw-reasoning          keep a thinking model's <think> block in the content (default: it is\n"
                  "                           split off into message.reasoning_content)\n"
                  "  --quiet                  no line per request on standard error\n"
@@ -60,7 +61,7 @@ int cmd_serve(int argc, char **argv) {
         const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
         bool takes_value = !strcmp(a, "--host") || !strcmp(a, "--port") || !strcmp(a, "--name") ||
                            !strcmp(a, "--max-body") || !strcmp(a, "--max-connections") || !strcmp(a, "--idle-timeout") ||
-                           !strcmp(a, "--api-key") || !strcmp(a, "--cors");
+                           !strcmp(a, "--api-key") || !strcmp(a, "--cors") || !strcmp(a, "--pooling");
         if (takes_value && !val) {
             fprintf(stderr, "lmc serve: %s needs a value\n", a);
             return 2;
@@ -70,6 +71,13 @@ int cmd_serve(int argc, char **argv) {
         else if (!strcmp(a, "--name")) so.model_name = val;
         else if (!strcmp(a, "--api-key")) so.api_key = val;
         else if (!strcmp(a, "--cors")) so.cors_origin = val;
+        else if (!strcmp(a, "--pooling")) {
+            if (strcmp(val, "last") && strcmp(val, "mean")) {
+                fprintf(stderr, "lmc serve: --pooling must be last or mean, got '%s'\n", val);
+                return 2;
+            }
+            so.pooling = strcmp(val, "mean") ? LMC_POOLING_LAST : LMC_POOLING_MEAN;
+        }
         else if (!strcmp(a, "--port")) {
             if (!lmc_cli_int("serve", a, val, 0, 65535, &n)) return 2;
             so.port = (int)n;

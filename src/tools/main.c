@@ -19,6 +19,7 @@ int cmd_template(int argc, char **argv);
 int cmd_make_model(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_classify(int argc, char **argv);
+int cmd_embed(int argc, char **argv);
 int cmd_batch(int argc, char **argv);
 int cmd_fuse(int argc, char **argv);
 int cmd_train(int argc, char **argv);
@@ -28,6 +29,7 @@ static const lmc_cli_command commands[] = {
     {"generate", cmd_generate, "generate text from a prompt"},
     {"chat", cmd_chat, "chat with a model (interactive, or one --message)"},
     {"classify", cmd_classify, "next token (and logits) for many prompts, batched (JSON Lines)"},
+    {"embed", cmd_embed, "a vector per prompt (last-token or mean pooling), batched (JSON Lines)"},
     {"batch", cmd_batch, "generate for many prompts at once (JSON Lines)"},
     {"serve", cmd_serve, "serve a model over HTTP with OpenAI's API (chat, completions, streaming)"},
     {"train", cmd_train, "fine-tune a LoRA adapter on a JSONL dataset (PEFT layout)"},
