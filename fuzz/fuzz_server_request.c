@@ -1,6 +1,6 @@
 /* libFuzzer target for the server's request parser (src/server/request.c):
  * the input is a request body, parsed as a chat request and as a completion
- * request. Either it is refused with a message (and a field name that is a
+ * request, then as an embeddings request. Either it is refused with a message (and a field name that is a
  * string), or the parsed request holds what lmc_stream_start_prompt needs:
  * at least one message with a role and content, or a prompt; options inside
  * the ranges the parser promises. */
@@ -41,6 +41,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         REQUIRE(!r.gen.top_logprobs || r.gen.logprobs);
         REQUIRE(kind == LMC_SRV_CHAT || !r.tools_json);
         lmc_srv_request_free(&r);
+    }
+    /* the same body as an embeddings request */
+    lmc_srv_embed_request e;
+    lmc_srv_error err;
+    if (lmc_srv_parse_embed_request((const char *)data, size, &e, &err)) {
+        REQUIRE(e.n >= 1 && e.n <= 2048 && e.dimensions >= 0);
+        for (size_t i = 0; i < e.n; i++) REQUIRE((e.inputs[i].text != NULL) != (e.inputs[i].n_ids > 0));
+        lmc_srv_embed_request_free(&e);
+    } else {
+        REQUIRE(err.message[0] != 0 && e.inputs == NULL);
     }
     return 0;
 }
