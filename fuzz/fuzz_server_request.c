@@ -31,7 +31,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         } else {
             REQUIRE(r.prompt || r.n_ids > 0);
         }
-        REQUIRE(r.gen.max_tokens >= 1);
+        REQUIRE(r.gen.max_tokens >= 1 || (r.gen.max_tokens == 0 && r.echo));
+        REQUIRE(!r.echo || (kind == LMC_SRV_COMPLETION && !r.stream));
         REQUIRE(r.gen.sampler.temperature >= 0 && r.gen.sampler.temperature <= 2);
         REQUIRE(r.gen.sampler.top_p > 0 && r.gen.sampler.top_p <= 1);
         REQUIRE(r.gen.n_stop_strings >= 0 && r.gen.n_stop_strings <= LMC_SRV_MAX_STOPS);

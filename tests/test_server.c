@@ -677,6 +677,59 @@ static void test_embeddings(void) {
     reply_free(&r);
 }
 
+/* /v1/completions with "echo" (how evaluation harnesses score a text):
+ * the prompt comes back with its tokens' log-probabilities, the log-softmax
+ * of the model's logits at the position before each (the first has none). */
+static void test_echo_scoring(void) {
+    const char *prompt = "The capital of France is Paris";
+    int32_t *ids = NULL;
+    size_t n = 0;
+    CHECK(lmc_tokenizer_encode(lmc_model_tokenizer(g_model), prompt, strlen(prompt), true, &ids, &n) == LMC_OK && n > 2);
+    lmc_array *lg = ids ? lmc_model_logits(g_model, ids, n, true) : NULL;
+    CHECK(lg != NULL);
+    reply r = http("POST", "/v1/completions",
+                   "{\"prompt\":\"The capital of France is Paris\",\"max_tokens\":0,\"echo\":true,\"logprobs\":1,\"temperature\":0}");
+    cJSON *j = json_of(&r);
+    CHECKF(r.status == 200 && j, "%d %s", r.status, r.body);
+    CHECK_STR(str_at(j, "choices.0.text"), prompt);
+    CHECK_STR(str_at(j, "choices.0.finish_reason"), "length");
+    const cJSON *lps = at(j, "choices.0.logprobs.token_logprobs"), *tops = at(j, "choices.0.logprobs.top_logprobs");
+    CHECK((size_t)cJSON_GetArraySize(lps) == n && (size_t)cJSON_GetArraySize(tops) == n);
+    CHECK(cJSON_IsNull(cJSON_GetArrayItem(lps, 0)) && cJSON_IsNull(cJSON_GetArrayItem(tops, 0)));
+    const float *all = lg ? lmc_array_data(lg) : NULL;
+    int64_t V = lg ? lmc_array_dim(lg, 1) : 0;
+    for (size_t i = 1; all && i < n && (size_t)cJSON_GetArraySize(lps) == n; i++) {
+        const float *row = all + (i - 1) * (size_t)V;
+        double mx = -INFINITY, sum = 0;
+        int64_t best = 0;
+        for (int64_t v = 0; v < V; v++) {
+            if (row[v] > mx) mx = row[v], best = v;
+        }
+        for (int64_t v = 0; v < V; v++) sum += exp((double)row[v] - mx);
+        double lse = mx + log(sum);
+        CHECK_CLOSE(cJSON_GetArrayItem(lps, (int)i)->valuedouble, row[ids[i]] - lse, 1e-4, 0);
+        const cJSON *t = cJSON_GetArrayItem(tops, (int)i); /* the greedy token, for "is greedy" checks */
+        CHECK(cJSON_GetArraySize(t) == 1 && t->child);
+        if (t->child) CHECK_CLOSE(t->child->valuedouble, row[best] - lse, 1e-4, 0);
+    }
+    cJSON_Delete(j);
+    reply_free(&r);
+    /* echo with a completion: the prompt, then the generated text */
+    lmc_generate_options o = greedy(4);
+    lmc_generation g;
+    CHECK(lmc_generate(g_model, prompt, &o, &g) == LMC_OK);
+    r = http("POST", "/v1/completions", "{\"prompt\":\"The capital of France is Paris\",\"max_tokens\":4,\"echo\":true,\"temperature\":0}");
+    j = json_of(&r);
+    char want[512];
+    snprintf(want, sizeof want, "%s%s", prompt, g.text ? g.text : "");
+    CHECK_STR(str_at(j, "choices.0.text"), want);
+    cJSON_Delete(j);
+    reply_free(&r);
+    lmc_generation_clear(&g);
+    lmc_array_free(lg);
+    lmc_tokenizer_free_ids(ids);
+}
+
 static void test_completions(void) {
     lmc_generate_options o = greedy(9);
     lmc_generation ref;
@@ -847,7 +900,10 @@ static void test_errors(void) {
          "not supported"},
         {"POST", "/v1/chat/completions", "{\"messages\":[{\"role\":\"user\",\"content\":\"\\xff\"}]}", 400, NULL,
          "malformed JSON"},
-        {"POST", "/v1/completions", "{\"prompt\":\"x\",\"echo\":true}", 400, "echo", "not supported"},
+        {"POST", "/v1/completions", "{\"prompt\":\"x\",\"echo\":true,\"stream\":true}", 400, "echo", "not supported with 'stream'"},
+        {"POST", "/v1/completions", "{\"prompt\":\"x\",\"max_tokens\":0}", 400, "max_tokens", "0 only with 'echo'"},
+        {"POST", "/v1/chat/completions", "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"echo\":true}", 400, "echo",
+         "not supported"},
         {"POST", "/v1/completions", "{\"prompt\":[\"a\",\"b\"]}", 400, "prompt", "one prompt per request"},
         {"POST", "/v1/completions", "{\"prompt\":[99999999]}", 400, "prompt", "outside the vocabulary"},
         {"POST", "/v1/completions", "{\"prompt\":42}", 400, "prompt", "got a number"},
@@ -1310,6 +1366,7 @@ int main(void) {
     RUN(test_tools);
     RUN(test_json_mode);
     RUN(test_embeddings);
+    RUN(test_echo_scoring);
     RUN(test_stop_and_parts);
     RUN(test_seed);
     RUN(test_errors);

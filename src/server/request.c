@@ -377,8 +377,8 @@ static bool parse_options(const cJSON *root, lmc_srv_request *r, lmc_srv_error *
     double penalty = 0;
     const cJSON *model = field(root, "model");
     if (model && !cJSON_IsString(model)) return fail(err, "model", "'model' must be a string, got %s", lmc_json_type_name(model));
-    if (!get_int(root, "max_tokens", 1, INT32_MAX, &max_tokens, err) ||
-        !get_int(root, "max_completion_tokens", 1, INT32_MAX, &max_tokens, err) ||
+    if (!get_int(root, "max_tokens", 0, INT32_MAX, &max_tokens, err) ||
+        !get_int(root, "max_completion_tokens", 0, INT32_MAX, &max_tokens, err) ||
         !get_float(root, "temperature", 0, false, 2, &g->sampler.temperature, err) ||
         !get_float(root, "top_p", 0, true, 1, &g->sampler.top_p, err) ||
         !get_int(root, "top_k", 0, 1 << 30, &top_k, err) ||
@@ -424,9 +424,13 @@ static bool parse_options(const cJSON *root, lmc_srv_request *r, lmc_srv_error *
                         type->valuestring);
     }
     if (!parse_logprobs(root, r, err) || !unsupported(root, "logit_bias", "", err) || (r->kind == LMC_SRV_CHAT ? !parse_tools(root, r, err) : !unsupported(root, "tools", " (use /v1/chat/completions)", err)) ||
-        !unsupported(root, "functions", " (no tool calling)", err) || !unsupported(root, "echo", "", err) ||
+        !unsupported(root, "functions", " (no tool calling)", err) || (r->kind == LMC_SRV_CHAT ? !unsupported(root, "echo", "", err) : !get_bool(root, "echo", &r->echo, err)) ||
         !unsupported(root, "suffix", "", err))
         return false;
+    /* 0 only to score a prompt: echo it (with its logprobs) and generate nothing */
+    const char *mt_name = field(root, "max_completion_tokens") ? "max_completion_tokens" : "max_tokens";
+    if (max_tokens == 0 && !r->echo) return fail(err, mt_name, "'%s' must be in [1, %d] (0 only with 'echo'), got 0", mt_name, INT32_MAX);
+    if (r->echo && r->stream) return fail(err, "echo", "'echo' is not supported with 'stream'");
     g->max_tokens = (int)max_tokens;
     g->sampler.top_k = (int)top_k;
     g->sampler.repeat_last_n = (int)last_n;

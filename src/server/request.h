@@ -21,6 +21,7 @@ typedef struct lmc_srv_request {
     lmc_generate_options gen;          /* the server's defaults with the request's fields applied */
     char *stops[LMC_SRV_MAX_STOPS];    /* owned; gen.stop_strings points here when the request has "stop" */
     bool stream, include_usage;
+    bool echo;                         /* completions: the prompt comes back before the completion (and its logprobs) */
     bool has_seed;                     /* the request gave "seed" */
 } lmc_srv_request;
 

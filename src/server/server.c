@@ -40,6 +40,7 @@
 #include "lmc/chat_template.h"
 #include "runtime/model_internal.h"
 #include "runtime/reasoning.h"
+#include "runtime/sampler.h"
 #include "runtime/tool_calls.h"
 #include "server/request.h"
 
@@ -469,6 +470,58 @@ static cJSON *choice(const gen_run *g, const char *key, const char *role, const 
     return c;
 }
 
+/* "echo": the prompt's ids and text, and with "logprobs" its tokens' entries
+ * (the first has none: nothing predicts it) put before the completion's. */
+static lmc_status echo_prompt(gen_run *g, char **text, cJSON *lp) {
+    lmc_model *m = g->srv->m;
+    const lmc_tokenizer *tok = lmc_model_tokenizer(m);
+    if (!tok) return lmc_last_status();
+    int32_t *ids = NULL;
+    size_t n = 0;
+    bool own = g->req.prompt != NULL;
+    lmc_status st = own ? lmc_tokenizer_encode(tok, g->req.prompt, strlen(g->req.prompt), g->req.gen.add_special_tokens, &ids, &n)
+                        : LMC_OK;
+    if (!own) ids = g->req.ids, n = g->req.n_ids;
+    if (st == LMC_OK) st = own ? ((*text = strdup(g->req.prompt)) ? LMC_OK : LMC_ERR_OUT_OF_MEMORY)
+                               : lmc_tokenizer_decode(tok, ids, n, false, text, NULL);
+    lmc_array *logits = st == LMC_OK && lp && n > 1 ? lmc_model_logits(m, ids, n, true) : NULL;
+    if (st == LMC_OK && lp && n > 1 && !logits) st = lmc_last_status();
+    if (st == LMC_OK && lp) {
+        int64_t V = logits ? lmc_array_dim(logits, 1) : 0;
+        const float *all = logits ? lmc_array_data(logits) : NULL;
+        cJSON *tokens = cJSON_GetObjectItem(lp, "tokens"), *lps = cJSON_GetObjectItem(lp, "token_logprobs");
+        cJSON *tops = cJSON_GetObjectItem(lp, "top_logprobs");
+        int nt = g->req.gen.top_logprobs;
+        for (size_t i = 0; st == LMC_OK && i < n; i++) {
+            char *t = add_token(g, NULL, ids[i], false);
+            cJSON_InsertItemInArray(tokens, (int)i, cJSON_CreateString(t ? t : ""));
+            free(t);
+            if (i == 0) {
+                cJSON_InsertItemInArray(lps, 0, cJSON_CreateNull());
+                cJSON_InsertItemInArray(tops, 0, cJSON_CreateNull());
+                continue;
+            }
+            const float *row = all + (size_t)(i - 1) * (size_t)V;
+            lmc_token_logprob top[LMC_MAX_TOP_LOGPROBS];
+            double lse;
+            st = lmc_logprobs_scan(row, V, nt, &lse, top);
+            if (st != LMC_OK) break;
+            cJSON_InsertItemInArray(lps, (int)i, cJSON_CreateNumber(json_logprob((float)((double)row[ids[i]] - lse))));
+            cJSON *to = cJSON_CreateObject();
+            for (int j = 0; j < nt; j++) {
+                if (top[j].id < 0) continue;
+                char *tt = add_token(g, NULL, top[j].id, false);
+                if (!cJSON_GetObjectItemCaseSensitive(to, tt ? tt : "")) cJSON_AddNumberToObject(to, tt ? tt : "", json_logprob(top[j].logprob));
+                free(tt);
+            }
+            cJSON_InsertItemInArray(tops, (int)i, to);
+        }
+    }
+    lmc_array_free(logits);
+    if (own) lmc_tokenizer_free_ids(ids);
+    return st;
+}
+
 static enum MHD_Result answer_whole(gen_run *g, struct MHD_Connection *c) {
     lmc_status st = LMC_OK;
     for (;;) {
@@ -499,9 +552,34 @@ static enum MHD_Result answer_whole(gen_run *g, struct MHD_Connection *c) {
         calls = NULL;
         content = NULL;
     }
+    cJSON *lp = logprobs_json(g, res, 0, res->n_ids);
+    char *echoed = NULL, *with_prompt = NULL;
+    if (g->req.echo) {
+        lmc_status es = echo_prompt(g, &echoed, lp);
+        size_t a = echoed ? strlen(echoed) : 0, b = strlen(text);
+        if (es == LMC_OK && (with_prompt = malloc(a + b + 1))) {
+            memcpy(with_prompt, echoed, a);
+            memcpy(with_prompt + a, text, b + 1);
+            text = with_prompt;
+        } else {
+            char msg[600];
+            snprintf(msg, sizeof msg, "echo: %s", es == LMC_OK ? "out of memory" : lmc_last_error());
+            free(echoed);
+            cJSON_Delete(lp);
+            cJSON_Delete(calls);
+            free(content);
+            free(reasoning);
+            free(answer);
+            cJSON_Delete(o);
+            end_generation(g);
+            log_request(g->srv, g->method, g->url, 400, g->t0, &g->final, msg);
+            return send_error(g->srv, c, MHD_HTTP_BAD_REQUEST, "echo", "%s", msg);
+        }
+    }
     cJSON_AddItemToArray(choices, choice(g, "message", "assistant", content ? content : text,
-                                                    calls ? "tool_calls" : finish_reason(res->stop_reason),
-                                                    logprobs_json(g, res, 0, res->n_ids), calls, reasoning));
+                                                    calls ? "tool_calls" : finish_reason(res->stop_reason), lp, calls, reasoning));
+    free(echoed);
+    free(with_prompt);
     free(content);
     free(reasoning);
     free(answer);
