@@ -185,6 +185,48 @@ static void test_embed(void) {
     free(out);
 }
 
+/* Sampling options not given come from generation_config.json: with
+ * do_sample false there, a run without --temperature is greedy (transformers'
+ * greedy ids); --temperature on the command line still wins. */
+static void test_generation_config_defaults(void) {
+    char *dir = model_fixture_dir("qwen3"), cmd[8192], *out = NULL, path[4200];
+    if (!dir) {
+        CHECK(0);
+        return;
+    }
+    snprintf(path, sizeof path, "%s/generation_config.json", dir);
+    unlink(path);
+    FILE *f = fopen(path, "w");
+    if (f) {
+        fputs("{\"do_sample\": false, \"temperature\": 0.9}", f);
+        fclose(f);
+    }
+    snprintf(path, sizeof path, "%s/models/qwen3/golden.safetensors", LMC_TEST_DATA);
+    lmc_safetensors *st = NULL;
+    int64_t T = 0, N = 0;
+    CHECK(lmc_safetensors_open(path, &st) == LMC_OK);
+    int32_t *ids = st ? fixture_read_i32(st, "prompt_ids_0", &T) : NULL, *greedy = st ? fixture_read_i32(st, "greedy_ids_0", &N) : NULL;
+    char list[1024] = {0};
+    for (int64_t i = 0; ids && i < T; i++) snprintf(list + strlen(list), sizeof list - strlen(list), i ? ",%d" : "%d", ids[i]);
+    for (int pass = 0; pass < 2 && ids && greedy && N >= 8; pass++) {
+        snprintf(cmd, sizeof cmd, "%s/lmc generate -m %s --prompt-ids %s --max-tokens 8 --seed 5 --ignore-eos --json %s", LMC_BUILD_DIR,
+                 dir, list, pass ? "--temperature 1.5" : "");
+        CHECK(run(cmd, &out) == 0);
+        cJSON *j = cJSON_Parse(out ? out : "");
+        const cJSON *got = cJSON_GetObjectItem(j, "ids");
+        int same = 0;
+        for (int i = 0; i < 8 && cJSON_GetArraySize(got) == 8; i++) same += cJSON_GetArrayItem(got, i)->valueint == greedy[i];
+        if (pass == 0) CHECKF(same == 8, "without --temperature: %d of 8 greedy ids (%s)", same, out ? out : "");
+        else CHECKF(same < 8, "--temperature 1.5 gave the greedy ids");
+        cJSON_Delete(j);
+        free(out);
+    }
+    free(ids);
+    free(greedy);
+    lmc_safetensors_close(st);
+    model_fixture_cleanup(dir);
+}
+
 static void test_logits_file(void) {
     char cmd[8192], path[4096], outp[4096];
     snprintf(path, sizeof path, "%s/models/gemma3/golden.safetensors", LMC_TEST_DATA);
@@ -507,6 +549,7 @@ int main(void) {
     RUN(test_generate_json);
     RUN(test_logprobs_and_labels);
     RUN(test_embed);
+    RUN(test_generation_config_defaults);
     RUN(test_logits_file);
     RUN(test_info_and_discover);
     RUN(test_usage_errors);

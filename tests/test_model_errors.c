@@ -191,6 +191,51 @@ static void test_quantization_config(void) {
     cleanup(d);
 }
 
+/* generation_config.json's sampling: read into lmc_model_info.sampler;
+ * do_sample false is greedy; a bad field fails the load naming the file
+ * and the field. */
+static void test_generation_config_sampling(void) {
+    char *dir = copy_model();
+    if (!dir) {
+        CHECK(0);
+        return;
+    }
+    lmc_model *m = NULL;
+    lmc_model_info in;
+    write_text(dir, "generation_config.json",
+               "{\"do_sample\": true, \"temperature\": 0.6, \"top_k\": 20, \"top_p\": 0.95, \"min_p\": 0.05, "
+               "\"repetition_penalty\": 1.1, \"eos_token_id\": [151645]}");
+    CHECK(lmc_model_load(dir, NULL, &m) == LMC_OK && lmc_model_get_info(m, &in) == LMC_OK);
+    if (m) {
+        CHECK_CLOSE(in.sampler.temperature, 0.6, 1e-6, 0);
+        CHECK(in.sampler.top_k == 20);
+        CHECK_CLOSE(in.sampler.top_p, 0.95, 1e-6, 0);
+        CHECK_CLOSE(in.sampler.min_p, 0.05, 1e-6, 0);
+        CHECK_CLOSE(in.sampler.repeat_penalty, 1.1, 1e-6, 0);
+        CHECK(in.sampler.seed == lmc_sampler_config_default().seed);
+    }
+    lmc_model_free(m);
+    m = NULL;
+    write_text(dir, "generation_config.json", "{\"do_sample\": false, \"temperature\": 0.7}");
+    CHECK(lmc_model_load(dir, NULL, &m) == LMC_OK && lmc_model_get_info(m, &in) == LMC_OK && in.sampler.temperature == 0);
+    lmc_model_free(m);
+    write_text(dir, "generation_config.json", "{\"temperature\": \"hot\"}");
+    expect_load_error(dir, LMC_ERR_FORMAT, "generation_config.json: temperature must be a number", "temperature type");
+    write_text(dir, "generation_config.json", "{\"top_p\": 2}");
+    expect_load_error(dir, LMC_ERR_INVALID_ARGUMENT, "generation_config.json: sampler: top_p", "top_p range");
+    write_text(dir, "generation_config.json", "{\"do_sample\": 1}");
+    expect_load_error(dir, LMC_ERR_FORMAT, "do_sample must be true or false", "do_sample type");
+    /* no file: lmc's defaults */
+    char p[4200];
+    snprintf(p, sizeof p, "%s/generation_config.json", dir);
+    unlink(p);
+    m = NULL;
+    CHECK(lmc_model_load(dir, NULL, &m) == LMC_OK && lmc_model_get_info(m, &in) == LMC_OK);
+    CHECK(m && in.sampler.temperature == lmc_sampler_config_default().temperature && in.sampler.top_k == 0);
+    lmc_model_free(m);
+    cleanup(dir);
+}
+
 int main(void) {
     g_dir = model_fixture_dir("qwen3");
     if (!g_dir) return 1;
@@ -202,6 +247,7 @@ int main(void) {
     RUN(test_truncated_safetensors);
     RUN(test_missing_tokenizer_and_options);
     RUN(test_quantization_config);
+    RUN(test_generation_config_sampling);
     CHECK(lmc_live_arrays() == live);
     model_fixture_cleanup(g_dir);
     return TEST_REPORT();

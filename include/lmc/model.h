@@ -72,22 +72,6 @@ LMC_API void lmc_model_free(lmc_model *m);
  * for backend "subprocess", whose bridge tokenises. */
 LMC_API const lmc_tokenizer *lmc_model_tokenizer(const lmc_model *m);
 
-typedef struct lmc_model_info {
-    char architecture[32];    /* config.json model_type, e.g. "gemma3_text" */
-    int64_t vocab_size, num_layers, hidden_size, intermediate_size;
-    int64_t num_heads, num_kv_heads, head_dim;
-    int64_t context_length;   /* max_position_embeddings */
-    int64_t sliding_window;   /* 0 when no layer slides */
-    int quant_bits;           /* 0 when not quantised */
-    int quant_group_size;
-    int64_t num_parameters;   /* logical parameters (quantised weights counted unpacked) */
-    int64_t weight_bytes;     /* bytes of all weight tensors as stored */
-    char dtype[16];           /* storage dtype of the float weights */
-} lmc_model_info;
-LMC_API lmc_status lmc_model_get_info(const lmc_model *m, lmc_model_info *out);
-
-/* --- sampling and generation ---------------------------------------------- */
-
 /* Applied in this order: repeat penalty -> temperature -> top-k -> top-p ->
  * min-p -> seeded draw. Temperature 0 is greedy (argmax, ties to the lowest
  * id; the rest is skipped). Top-p keeps the smallest set of most probable
@@ -105,6 +89,27 @@ typedef struct lmc_sampler_config {
 } lmc_sampler_config;
 /* temperature 0.8, top-k/top-p/min-p off, repeat penalty off (window 64), seed 0. */
 LMC_API lmc_sampler_config lmc_sampler_config_default(void);
+
+typedef struct lmc_model_info {
+    char architecture[32];    /* config.json model_type, e.g. "gemma3_text" */
+    int64_t vocab_size, num_layers, hidden_size, intermediate_size;
+    int64_t num_heads, num_kv_heads, head_dim;
+    int64_t context_length;   /* max_position_embeddings */
+    int64_t sliding_window;   /* 0 when no layer slides */
+    int quant_bits;           /* 0 when not quantised */
+    int quant_group_size;
+    int64_t num_parameters;   /* logical parameters (quantised weights counted unpacked) */
+    int64_t weight_bytes;     /* bytes of all weight tensors as stored */
+    char dtype[16];           /* storage dtype of the float weights */
+    /* The sampling the checkpoint recommends: generation_config.json's temperature, top_k, top_p,
+     * min_p and repetition_penalty (do_sample false: greedy) over lmc_sampler_config_default().
+     * lmc's CLI uses it for the options not given; from C, start a generation's sampler from it. */
+    lmc_sampler_config sampler;
+} lmc_model_info;
+LMC_API lmc_status lmc_model_get_info(const lmc_model *m, lmc_model_info *out);
+
+/* --- sampling and generation ---------------------------------------------- */
+
 
 typedef enum lmc_stop_reason {
     LMC_STOP_NONE = 0,        /* still running / not started */

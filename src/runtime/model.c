@@ -3,6 +3,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <cjson/cJSON.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -10,6 +11,7 @@
 #include "lmc/lora.h"
 #include "lmc/ops.h"
 #include "runtime/model_internal.h"
+#include "runtime/sampler.h"
 #include "runtime/json_constraint.h"
 #include "train/lora_internal.h"
 
@@ -77,6 +79,64 @@ static void add_eos(lmc_model *m, int32_t id) {
     m->eos[m->n_eos++] = id;
 }
 
+/* generation_config.json's sampling fields over lmc's defaults (see
+ * lmc_model_info.sampler); a folder without the file keeps the defaults.
+ * A field of the wrong type or out of range is an error naming it. */
+static lmc_status read_sampling(const char *dir, lmc_sampler_config *out) {
+    *out = lmc_sampler_config_default();
+    char path[4096];
+    snprintf(path, sizeof path, "%s/generation_config.json", dir);
+    FILE *f = fopen(path, "rb");
+    if (!f) return LMC_OK;
+    char *json = NULL;
+    size_t len = 0, cap = 0;
+    for (;;) {
+        if (len + 4096 > cap) {
+            char *p = realloc(json, cap = (len + 4096) * 2);
+            if (!p) break;
+            json = p;
+        }
+        size_t got = fread(json + len, 1, cap - len - 1, f);
+        len += got;
+        if (!got) break;
+    }
+    fclose(f);
+    cJSON *g = json ? cJSON_ParseWithLength(json, len) : NULL;
+    free(json);
+    if (!cJSON_IsObject(g)) {
+        cJSON_Delete(g);
+        return lmc_set_error(LMC_ERR_FORMAT, "%s: not a JSON object", path);
+    }
+    static const char *const keys[] = {"temperature", "top_p", "top_k", "min_p", "repetition_penalty"};
+    lmc_status st = LMC_OK;
+    for (size_t i = 0; st == LMC_OK && i < sizeof keys / sizeof *keys; i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(g, keys[i]);
+        if (!v || cJSON_IsNull(v)) continue;
+        if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble)) {
+            st = lmc_set_error(LMC_ERR_FORMAT, "%s: %s must be a number", path, keys[i]);
+            break;
+        }
+        double x = v->valuedouble;
+        if (i == 0) out->temperature = (float)x;
+        else if (i == 1) out->top_p = (float)x;
+        else if (i == 2) out->top_k = x < 0 ? -1 : x > 1e9 ? 1000000000 : (int)x;
+        else if (i == 3) out->min_p = (float)x;
+        else out->repeat_penalty = (float)x;
+    }
+    const cJSON *ds = cJSON_GetObjectItemCaseSensitive(g, "do_sample");
+    if (st == LMC_OK && ds && !cJSON_IsNull(ds) && !cJSON_IsBool(ds))
+        st = lmc_set_error(LMC_ERR_FORMAT, "%s: do_sample must be true or false", path);
+    if (st == LMC_OK && cJSON_IsFalse(ds)) out->temperature = 0; /* transformers: greedy */
+    cJSON_Delete(g);
+    lmc_sampler *check = NULL;
+    if (st == LMC_OK && lmc_sampler_create(out, &check) != LMC_OK) {
+        lmc_error_prefix("%s", path); /* the sampler's message names the field out of range */
+        st = lmc_last_status();
+    }
+    lmc_sampler_free(check);
+    return st;
+}
+
 lmc_status lmc_model_load(const char *dir, const lmc_load_options *opt_in, lmc_model **out) {
     if (!out) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "lmc_model_load: out is NULL");
     *out = NULL;
@@ -125,6 +185,10 @@ lmc_status lmc_model_load(const char *dir, const lmc_load_options *opt_in, lmc_m
         return s;
     }
     m->be = be;
+    if ((s = read_sampling(dir, &m->sampling)) != LMC_OK) {
+        lmc_model_free(m);
+        return s;
+    }
     if (opt.adapter_dir) {
         /* The model owns an adapter it loads (freed when it closes). */
         lmc_lora *l = NULL;
@@ -232,7 +296,9 @@ const lmc_tokenizer *lmc_model_tokenizer(const lmc_model *m) {
 lmc_status lmc_model_get_info(const lmc_model *m, lmc_model_info *out) {
     LMC_CHECK(lmc_model_check(m));
     if (!out) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "lmc_model_get_info: out is NULL");
-    return m->be->info(m, out);
+    LMC_CHECK(m->be->info(m, out));
+    out->sampler = m->sampling;
+    return LMC_OK;
 }
 
 lmc_array *lmc_model_logits(lmc_model *m, const int32_t *ids, size_t n, bool all_positions) {

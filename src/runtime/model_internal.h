@@ -35,6 +35,7 @@ struct lmc_model {
     uint64_t prompt_clock; /* bumped per use: a slot's `used` orders them for eviction */
     /* Each token's text, for JSON mode's mask: built on first use, under prompt_lock. */
     struct lmc_token_bytes *token_bytes;
+    lmc_sampler_config sampling;   /* the checkpoint's recommended sampling (lmc_model_info.sampler) */
 };
 
 typedef struct lmc_prompt_slot {

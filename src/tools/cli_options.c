@@ -79,12 +79,14 @@ void lmc_cli_gen_init(lmc_cli_gen *g) {
     g->gen = lmc_generate_options_default();
     g->gen.stop_strings = g->stops;
     g->load.bridge_env = g->bridge_env;
+    g->model_sampling = true;
 }
 
 const char lmc_cli_gen_usage[] =
     "  -m, --model DIR          model folder (config.json, *.safetensors, tokenizer files)\n"
     "  --max-tokens N           tokens to generate at most (default 256)\n"
     "  --temperature T          0 = greedy (default 0.8)\n"
+    "                           (sampling options not given come from the model's generation_config.json)\n"
     "  --top-k K                keep the K most likely tokens (0 = off)\n"
     "  --top-p P                nucleus sampling (1 = off)\n"
     "  --min-p M                drop tokens below M x the top probability (0 = off)\n"
@@ -125,22 +127,27 @@ int lmc_cli_gen_option(const char *cmd, lmc_cli_gen *g, int argc, char **argv, i
         g->gen.max_tokens = (int)n;
     } else if (!strcmp(a, "--temperature")) {
         NEEDS_VALUE();
+        g->sampler_set |= LMC_CLI_SET_TEMPERATURE;
         if (!lmc_cli_float(cmd, a, val, 0, 100, &d)) return -1;
         g->gen.sampler.temperature = (float)d;
     } else if (!strcmp(a, "--top-k")) {
         NEEDS_VALUE();
+        g->sampler_set |= LMC_CLI_SET_TOP_K;
         if (!lmc_cli_int(cmd, a, val, 0, 1 << 30, &n)) return -1;
         g->gen.sampler.top_k = (int)n;
     } else if (!strcmp(a, "--top-p")) {
         NEEDS_VALUE();
+        g->sampler_set |= LMC_CLI_SET_TOP_P;
         if (!lmc_cli_float(cmd, a, val, 1e-9, 1, &d)) return -1;
         g->gen.sampler.top_p = (float)d;
     } else if (!strcmp(a, "--min-p")) {
         NEEDS_VALUE();
+        g->sampler_set |= LMC_CLI_SET_MIN_P;
         if (!lmc_cli_float(cmd, a, val, 0, 1, &d)) return -1;
         g->gen.sampler.min_p = (float)d;
     } else if (!strcmp(a, "--repeat-penalty")) {
         NEEDS_VALUE();
+        g->sampler_set |= LMC_CLI_SET_REPEAT;
         if (!lmc_cli_float(cmd, a, val, 1e-6, 100, &d)) return -1;
         g->gen.sampler.repeat_penalty = (float)d;
     } else if (!strcmp(a, "--seed")) {
@@ -226,6 +233,16 @@ lmc_model *lmc_cli_load_model(const char *cmd, lmc_cli_gen *g) {
     if (lmc_model_load(g->model_dir, &g->load, &m) != LMC_OK) {
         fprintf(stderr, "lmc %s: %s\n", cmd, lmc_last_error());
         return NULL;
+    }
+    /* What the command line left out, the checkpoint's generation_config.json says (lmc_model_info.sampler). */
+    lmc_model_info info;
+    if (g->model_sampling && lmc_model_get_info(m, &info) == LMC_OK) {
+        lmc_sampler_config *sc = &g->gen.sampler;
+        if (!(g->sampler_set & LMC_CLI_SET_TEMPERATURE)) sc->temperature = info.sampler.temperature;
+        if (!(g->sampler_set & LMC_CLI_SET_TOP_K)) sc->top_k = info.sampler.top_k;
+        if (!(g->sampler_set & LMC_CLI_SET_TOP_P)) sc->top_p = info.sampler.top_p;
+        if (!(g->sampler_set & LMC_CLI_SET_MIN_P)) sc->min_p = info.sampler.min_p;
+        if (!(g->sampler_set & LMC_CLI_SET_REPEAT)) sc->repeat_penalty = info.sampler.repeat_penalty;
     }
     return m;
 }

@@ -22,7 +22,10 @@ typedef struct lmc_cli_gen {
     lmc_generate_options gen;
     const char *stops[64];
     const char *bridge_env[64];
+    unsigned sampler_set;     /* LMC_CLI_SET_* of the sampling options given */
+    bool model_sampling;      /* take the others from the model (lmc_model_info.sampler); default true */
 } lmc_cli_gen;
+enum { LMC_CLI_SET_TEMPERATURE = 1, LMC_CLI_SET_TOP_K = 2, LMC_CLI_SET_TOP_P = 4, LMC_CLI_SET_MIN_P = 8, LMC_CLI_SET_REPEAT = 16 };
 void lmc_cli_gen_init(lmc_cli_gen *g);
 /* Consumes argv[*i] (and its value) when it is a model/generation option:
  * returns 1 when consumed, 0 when not one of these, -1 on a bad value. */

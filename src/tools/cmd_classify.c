@@ -103,6 +103,7 @@ int cmd_classify(int argc, char **argv) {
     lmc_cli_gen g;
     lmc_cli_gen_init(&g);
     g.gen.sampler.temperature = 0;
+    g.model_sampling = false; /* scoring is greedy unless the command line says otherwise */
     lmc_classify_options opt = lmc_classify_options_default();
     const char *labels = NULL;
     for (int i = 1; i < argc; i++) {

@@ -51,6 +51,12 @@ int cmd_info(int argc, char **argv) {
         cJSON_AddNumberToObject(o, "num_parameters", (double)in.num_parameters);
         cJSON_AddNumberToObject(o, "weight_bytes", (double)in.weight_bytes);
         cJSON_AddStringToObject(o, "dtype", in.dtype);
+        cJSON *smp = cJSON_AddObjectToObject(o, "sampling");
+        cJSON_AddNumberToObject(smp, "temperature", in.sampler.temperature);
+        cJSON_AddNumberToObject(smp, "top_k", in.sampler.top_k);
+        cJSON_AddNumberToObject(smp, "top_p", in.sampler.top_p);
+        cJSON_AddNumberToObject(smp, "min_p", in.sampler.min_p);
+        cJSON_AddNumberToObject(smp, "repeat_penalty", in.sampler.repeat_penalty);
         if (ad) {
             cJSON *a = cJSON_AddObjectToObject(o, "adapter");
             cJSON_AddStringToObject(a, "path", g.load.adapter_dir);
@@ -77,6 +83,8 @@ int cmd_info(int argc, char **argv) {
         printf("vocabulary        %lld\n", (long long)in.vocab_size);
         printf("context length    %lld\n", (long long)in.context_length);
         if (in.sliding_window) printf("sliding window    %lld\n", (long long)in.sliding_window);
+        printf("sampling          temperature %g, top-k %d, top-p %g, min-p %g, repeat penalty %g\n", in.sampler.temperature,
+               in.sampler.top_k, in.sampler.top_p, in.sampler.min_p, in.sampler.repeat_penalty);
         if (ad)
             printf("LoRA adapter      %s: rank %d, alpha %g, %s (%s, %lld parameters)\n", g.load.adapter_dir, ac.rank,
                    ac.alpha, ac.targets, lmc_dtype_name(ac.dtype), (long long)lmc_lora_num_elements(ad));
