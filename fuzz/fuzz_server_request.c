@@ -39,6 +39,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         for (int i = 0; i < r.gen.n_stop_strings; i++) REQUIRE(r.gen.stop_strings[i] != NULL);
         REQUIRE(!r.include_usage || r.stream);
         REQUIRE(r.gen.top_logprobs >= 0 && r.gen.top_logprobs <= LMC_MAX_TOP_LOGPROBS);
+        REQUIRE(r.gen.n_logit_bias >= 0 && (!r.gen.n_logit_bias || r.gen.logit_bias));
+        for (int i = 0; i < r.gen.n_logit_bias; i++)
+            REQUIRE(r.gen.logit_bias[i].id >= 0 && r.gen.logit_bias[i].bias >= -100 && r.gen.logit_bias[i].bias <= 100);
         REQUIRE(!r.gen.top_logprobs || r.gen.logprobs);
         REQUIRE(kind == LMC_SRV_CHAT || !r.tools_json);
         lmc_srv_request_free(&r);

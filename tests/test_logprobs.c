@@ -190,6 +190,41 @@ static void test_batch_matches_generate(void) {
     lmc_batch_results_free(br, 2);
 }
 
+/* logit_bias: a ban and a boost steer greedy decoding, in a stream and in a
+ * batch, and the log-probabilities stay the model's own (taken before). */
+static void test_logit_bias(void) {
+    lmc_generate_options o = greedy(3, 0);
+    lmc_generation g0, g1;
+    CHECK(lmc_generate_ids(g_model, g_prompt, NPROMPT, &o, &g0) == LMC_OK && g0.n_ids == 3);
+    lmc_logit_bias ban = {g0.ids[0], -INFINITY}, boost = {7, 100.0f};
+    o.logit_bias = &ban;
+    o.n_logit_bias = 1;
+    CHECK(lmc_generate_ids(g_model, g_prompt, NPROMPT, &o, &g1) == LMC_OK && g1.n_ids == 3);
+    CHECK(g1.ids[0] != g0.ids[0]);
+    /* the second choice of the unbiased model */
+    CHECK(g1.logprobs && g0.logprobs && g1.logprobs[0] <= g0.logprobs[0]);
+    lmc_generation_clear(&g1);
+    o.logit_bias = &boost;
+    CHECK(lmc_generate_ids(g_model, g_prompt, NPROMPT, &o, &g1) == LMC_OK);
+    CHECK(g1.n_ids == 3 && g1.ids[0] == 7 && g1.ids[1] == 7 && g1.ids[2] == 7);
+    lmc_batch_options bo = lmc_batch_options_default();
+    bo.gen = o;
+    lmc_batch_prompt p = {.ids = g_prompt, .n_ids = NPROMPT};
+    lmc_batch_result *br = NULL;
+    CHECK(lmc_batch_generate(g_model, &p, 1, &bo, &br, NULL) == LMC_OK && br && br[0].n_ids == 3 && br[0].ids[0] == 7);
+    lmc_batch_results_free(br, 1);
+    lmc_generation_clear(&g1);
+    lmc_generation_clear(&g0);
+    lmc_logit_bias bad = {1 << 30, 1.0f};
+    o.logit_bias = &bad;
+    CHECK(lmc_generate_ids(g_model, g_prompt, NPROMPT, &o, &g1) == LMC_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(lmc_last_error(), "logit_bias[0]") != NULL);
+    bad = (lmc_logit_bias){3, NAN};
+    CHECK(lmc_generate_ids(g_model, g_prompt, NPROMPT, &o, &g1) == LMC_ERR_INVALID_ARGUMENT);
+    bo.gen = o;
+    CHECK(lmc_batch_generate(g_model, &p, 1, &bo, &br, NULL) == LMC_ERR_INVALID_ARGUMENT && !br);
+}
+
 static void test_options(void) {
     lmc_generate_options o = greedy(3, -1);
     lmc_generation g;
@@ -242,6 +277,7 @@ int main(void) {
     RUN(test_sampled_use_model_distribution);
     RUN(test_batch_matches_generate);
     RUN(test_options);
+    RUN(test_logit_bias);
     lmc_model_free(g_model);
     model_fixture_cleanup(dir);
     return TEST_REPORT();

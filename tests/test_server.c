@@ -730,6 +730,27 @@ static void test_echo_scoring(void) {
     lmc_tokenizer_free_ids(ids);
 }
 
+/* "logit_bias" bans the token greedy decoding would pick first. */
+static void test_logit_bias(void) {
+    lmc_generate_options o = greedy(2);
+    lmc_generation g;
+    CHECK(lmc_generate(g_model, "The capital of France is", &o, &g) == LMC_OK && g.n_ids == 2);
+    char body[256];
+    snprintf(body, sizeof body, "{\"prompt\":\"The capital of France is\",\"temperature\":0,\"max_tokens\":2,\"logprobs\":0,"
+             "\"logit_bias\":{\"%d\":-100}}", g.n_ids ? g.ids[0] : 0);
+    reply r = http("POST", "/v1/completions", body);
+    cJSON *j = json_of(&r);
+    CHECKF(r.status == 200, "%d %s", r.status, r.body);
+    char *first = NULL;
+    CHECK(g.n_ids && lmc_tokenizer_decode(lmc_model_tokenizer(g_model), g.ids, 1, false, &first, NULL) == LMC_OK);
+    const char *tok0 = str_at(j, "choices.0.logprobs.tokens.0");
+    CHECKF(tok0 && first && strcmp(tok0, first), "the banned token '%s' came first", first ? first : "");
+    lmc_tokenizer_free_text(first);
+    cJSON_Delete(j);
+    reply_free(&r);
+    lmc_generation_clear(&g);
+}
+
 static void test_completions(void) {
     lmc_generate_options o = greedy(9);
     lmc_generation ref;
@@ -902,6 +923,9 @@ static void test_errors(void) {
          "malformed JSON"},
         {"POST", "/v1/completions", "{\"prompt\":\"x\",\"echo\":true,\"stream\":true}", 400, "echo", "not supported with 'stream'"},
         {"POST", "/v1/completions", "{\"prompt\":\"x\",\"max_tokens\":0}", 400, "max_tokens", "0 only with 'echo'"},
+        {"POST", "/v1/completions", "{\"prompt\":\"x\",\"logit_bias\":{\"abc\":1}}", 400, "logit_bias", "keys must be token ids"},
+        {"POST", "/v1/completions", "{\"prompt\":\"x\",\"logit_bias\":{\"5\":101}}", 400, "logit_bias", "[-100, 100]"},
+        {"POST", "/v1/completions", "{\"prompt\":\"x\",\"logit_bias\":{\"999999999\":1}}", 400, "prompt", "outside the vocabulary"},
         {"POST", "/v1/chat/completions", "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"echo\":true}", 400, "echo",
          "not supported"},
         {"POST", "/v1/completions", "{\"prompt\":[\"a\",\"b\"]}", 400, "prompt", "one prompt per request"},
@@ -1367,6 +1391,7 @@ int main(void) {
     RUN(test_json_mode);
     RUN(test_embeddings);
     RUN(test_echo_scoring);
+    RUN(test_logit_bias);
     RUN(test_stop_and_parts);
     RUN(test_seed);
     RUN(test_errors);

@@ -143,6 +143,9 @@ LMC_API void lmc_cancel_request(lmc_cancel *c);
 enum { LMC_MAX_TOP_LOGPROBS = 20 };
 typedef struct lmc_token_logprob { int32_t id; float logprob; } lmc_token_logprob;
 
+/* A bias added to one token's logit before sampling (-INFINITY bans it). */
+typedef struct lmc_logit_bias { int32_t id; float bias; } lmc_logit_bias;
+
 typedef struct lmc_generate_options {
     int max_tokens;               /* default 256 */
     lmc_sampler_config sampler;
@@ -156,6 +159,9 @@ typedef struct lmc_generate_options {
     bool logprobs;                /* record each generated token's log-probability (lmc_generation.logprobs) */
     int top_logprobs;             /* 0..LMC_MAX_TOP_LOGPROBS: also record that many most probable tokens at each
                                      step (lmc_generation.top_logprobs); > 0 implies logprobs */
+    const lmc_logit_bias *logit_bias; int n_logit_bias; /* added to the logits at every step, after the
+                                     log-probabilities are taken and before JSON mode and the sampler; ids
+                                     must be in the vocabulary, biases finite or -INFINITY */
     bool json_object;             /* JSON mode: the reply is one JSON object. At each step, tokens that cannot
                                      continue a JSON object are ruled out before the sampler draws (after the
                                      log-probabilities are taken); generation ends (as at EOS) when the object

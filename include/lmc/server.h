@@ -42,9 +42,10 @@
  * (lmc_generate_options.json_object). /v1/completions takes "echo": the
  * prompt comes back before the completion, and with "logprobs" its tokens'
  * entries too (the first token's null), "max_tokens": 0 scoring the prompt
- * alone, as evaluation harnesses ask (not with "stream"). A forced
- * tool_choice, legacy "functions", suffix, logit_bias and json_schema
- * response formats are rejected with 400.
+ * alone, as evaluation harnesses ask (not with "stream"). "logit_bias"
+ * ({"token id": bias in [-100, 100]}) is added to the logits at every step.
+ * A forced tool_choice, legacy "functions", suffix and json_schema response
+ * formats are rejected with 400.
  * Fields the server does not know (user, metadata, ...) are ignored.
  * Answers carry OpenAI's usage (with prompt_tokens_details.cached_tokens:
  * prompt tokens reused from the prompt cache) and an "lmc" object:

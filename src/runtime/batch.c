@@ -533,6 +533,7 @@ static lmc_status seq_step(lmc_model *m, const lmc_generate_options *opt, seq *s
     }
     int64_t V = m->dec->cfg.vocab_size;
     if (raw) memcpy(raw, row, (size_t)V * sizeof *raw); /* the model's logits, before the sampler changes them */
+    lmc_generate_apply_bias(opt, row);
     if (json) lmc_json_mask(&s->json, json, m->eos, (size_t)m->n_eos, row);
     LMC_CHECK(lmc_sampler_sample(s->sampler, row, V, s->hist, s->n_hist, tok, NULL));
     if (!opt->ignore_eos && lmc_model_is_eos(m, *tok)) {
@@ -689,6 +690,7 @@ lmc_status lmc_batch_generate(lmc_model *m, const lmc_batch_prompt *prompts, siz
     if (results) *results = NULL;
     LMC_CHECK(check_batch_args(m, "batch generate", prompts, n, opt.max_batch, &opt.gen.sampler, results));
     LMC_CHECK(lmc_generate_check_options(&opt.gen));
+    LMC_CHECK(lmc_generate_check_bias(&opt.gen, m->dec->cfg.vocab_size)); /* check_batch_args: a native model */
     if (opt.gen.on_token)
         return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "batch: gen.on_token is not used; set lmc_batch_options.on_token");
     lmc_memory_reset_peak(LMC_CPU);

@@ -9,6 +9,7 @@
  * A backend with its own stream hooks (subprocess) does all that on its side:
  * here its events are only collected into the same lmc_stream (impl set). */
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -317,10 +318,29 @@ lmc_status lmc_generate_check_options(const lmc_generate_options *opt) {
     if (opt->n_stop_strings < 0 || opt->n_stop_tokens < 0 || (opt->n_stop_strings && !opt->stop_strings) ||
         (opt->n_stop_tokens && !opt->stop_tokens))
         return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "stop strings/tokens: count and array disagree");
+    if (opt->n_logit_bias < 0 || (opt->n_logit_bias && !opt->logit_bias))
+        return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "logit_bias: count %d and array disagree", opt->n_logit_bias);
+    for (int i = 0; i < opt->n_logit_bias; i++) {
+        float b = opt->logit_bias[i].bias;
+        if (isnan(b) || b == INFINITY)
+            return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "logit_bias[%d]: the bias must be finite or -inf, got %g", i, (double)b);
+    }
     if (opt->top_logprobs < 0 || opt->top_logprobs > LMC_MAX_TOP_LOGPROBS)
         return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "top_logprobs must be 0..%d, got %d", LMC_MAX_TOP_LOGPROBS,
                              opt->top_logprobs);
     return LMC_OK;
+}
+
+lmc_status lmc_generate_check_bias(const lmc_generate_options *opt, int64_t vocab) {
+    for (int i = 0; i < opt->n_logit_bias; i++)
+        if (opt->logit_bias[i].id < 0 || opt->logit_bias[i].id >= vocab)
+            return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "logit_bias[%d]: token id %d is outside the vocabulary (0..%lld)", i,
+                                 opt->logit_bias[i].id, (long long)vocab - 1);
+    return LMC_OK;
+}
+
+void lmc_generate_apply_bias(const lmc_generate_options *opt, float *logits) {
+    for (int i = 0; i < opt->n_logit_bias; i++) logits[opt->logit_bias[i].id] += opt->logit_bias[i].bias;
 }
 
 lmc_status lmc_stream_start(lmc_model *m, const int32_t *ids, size_t n, const lmc_generate_options *opt_in,
@@ -334,6 +354,7 @@ lmc_status lmc_stream_start(lmc_model *m, const int32_t *ids, size_t n, const lm
     if (m->be->stream_start) return backend_start(m, &(lmc_prompt){.ids = ids, .n_ids = n}, &opt, out);
     /* At least one position must be left for a generated token. */
     LMC_CHECK(lmc_model_check_prompt(m, ids, n, m->context_length - 1));
+    LMC_CHECK(lmc_generate_check_bias(&opt, m->dec->cfg.vocab_size));
     int64_t V = m->dec->cfg.vocab_size;
     lmc_stream *s = calloc(1, sizeof *s);
     if (!s) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
@@ -370,6 +391,7 @@ static lmc_status backend_start(lmc_model *m, const lmc_prompt *p, const lmc_gen
     if (opt->logprobs || opt->top_logprobs)
         return lmc_set_error(LMC_ERR_UNSUPPORTED, "logprobs: not supported by backend %s", m->be->name);
     if (opt->json_object) return lmc_set_error(LMC_ERR_UNSUPPORTED, "JSON mode: not supported by backend %s", m->be->name);
+    if (opt->n_logit_bias) return lmc_set_error(LMC_ERR_UNSUPPORTED, "logit_bias: not supported by backend %s", m->be->name);
     lmc_stream *s = calloc(1, sizeof *s);
     if (!s) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
     s->m = m;
@@ -481,6 +503,7 @@ lmc_status lmc_stream_next(lmc_stream *s, int32_t *id, const char **text, size_t
     }
     int32_t tok = -1;
     if (st == LMC_OK && s->raw) memcpy(s->raw, s->logits, (size_t)s->m->dec->cfg.vocab_size * sizeof *s->raw);
+    if (st == LMC_OK) lmc_generate_apply_bias(&s->opt, s->logits);
     if (st == LMC_OK && s->json_tokens) lmc_json_mask(&s->json, s->json_tokens, s->m->eos, (size_t)s->m->n_eos, s->logits);
     if (st == LMC_OK)
         st = lmc_sampler_sample(s->sampler, s->logits, s->m->dec->cfg.vocab_size, s->hist, s->n_hist, &tok, NULL);

@@ -76,6 +76,9 @@ lmc_status lmc_stream_start_prompt(lmc_model *m, const lmc_prompt *p, const lmc_
 /* The model's token-text table (built on first use); NULL with the error set. */
 const struct lmc_token_bytes *lmc_model_token_bytes(lmc_model *m);
 lmc_status lmc_text_append(char **text, size_t *len, size_t *cap, const char *t, size_t n);
+/* logit_bias ids inside the vocabulary; adding the biases to a logits row. */
+lmc_status lmc_generate_check_bias(const lmc_generate_options *opt, int64_t vocab);
+void lmc_generate_apply_bias(const lmc_generate_options *opt, float *logits);
 /* Checks max_tokens and the stop lists of generation options. */
 lmc_status lmc_generate_check_options(const lmc_generate_options *opt);
 bool lmc_generate_is_stop_token(const lmc_generate_options *opt, int32_t id);

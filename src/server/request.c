@@ -370,6 +370,30 @@ static bool parse_logprobs(const cJSON *root, lmc_srv_request *r, lmc_srv_error 
     return true;
 }
 
+/* "logit_bias": {"token id": bias in [-100, 100]} (OpenAI's form; -100 is a ban in effect). */
+static bool parse_logit_bias(const cJSON *root, lmc_srv_request *r, lmc_srv_error *err) {
+    const cJSON *b = field(root, "logit_bias");
+    if (!b) return true;
+    if (!cJSON_IsObject(b)) return fail(err, "logit_bias", "'logit_bias' must be an object, got %s", lmc_json_type_name(b));
+    int n = cJSON_GetArraySize(b);
+    if (n > 1024) return fail(err, "logit_bias", "'logit_bias' has %d entries, more than 1024", n);
+    if (n == 0) return true;
+    if (!(r->bias = calloc((size_t)n, sizeof *r->bias))) return fail(err, "", "out of memory");
+    int i = 0;
+    for (const cJSON *e = b->child; e; e = e->next, i++) {
+        char *end = NULL;
+        long id = strtol(e->string, &end, 10);
+        if (!*e->string || *end || id < 0 || id > INT32_MAX)
+            return fail(err, "logit_bias", "'logit_bias' keys must be token ids, got '%.40s'", e->string);
+        if (!cJSON_IsNumber(e) || !(e->valuedouble >= -100 && e->valuedouble <= 100))
+            return fail(err, "logit_bias", "'logit_bias[\"%.20s\"]' must be a number in [-100, 100]", e->string);
+        r->bias[i] = (lmc_logit_bias){(int32_t)id, (float)e->valuedouble};
+    }
+    r->gen.logit_bias = r->bias;
+    r->gen.n_logit_bias = n;
+    return true;
+}
+
 static bool parse_options(const cJSON *root, lmc_srv_request *r, lmc_srv_error *err) {
     lmc_generate_options *g = &r->gen;
     long long n = 1, max_tokens = g->max_tokens, top_k = g->sampler.top_k, last_n = g->sampler.repeat_last_n;
@@ -423,7 +447,7 @@ static bool parse_options(const cJSON *root, lmc_srv_request *r, lmc_srv_error *
             return fail(err, "response_format", "'response_format' type '%.40s' is not supported (text or json_object)",
                         type->valuestring);
     }
-    if (!parse_logprobs(root, r, err) || !unsupported(root, "logit_bias", "", err) || (r->kind == LMC_SRV_CHAT ? !parse_tools(root, r, err) : !unsupported(root, "tools", " (use /v1/chat/completions)", err)) ||
+    if (!parse_logprobs(root, r, err) || !parse_logit_bias(root, r, err) || (r->kind == LMC_SRV_CHAT ? !parse_tools(root, r, err) : !unsupported(root, "tools", " (use /v1/chat/completions)", err)) ||
         !unsupported(root, "functions", " (no tool calling)", err) || (r->kind == LMC_SRV_CHAT ? !unsupported(root, "echo", "", err) : !get_bool(root, "echo", &r->echo, err)) ||
         !unsupported(root, "suffix", "", err))
         return false;
@@ -515,6 +539,7 @@ void lmc_srv_request_free(lmc_srv_request *r) {
     free(r->msgs);
     free(r->messages_json);
     free(r->tools_json);
+    free(r->bias);
     free(r->prompt);
     free(r->ids);
     for (int i = 0; i < LMC_SRV_MAX_STOPS; i++) free(r->stops[i]);
