@@ -224,6 +224,65 @@ static void metrics_finish(const lmc_model *m, lmc_batch_metrics *mt, size_t n, 
 
 static int64_t clamp_batch(int max_batch) { return max_batch > 0 ? max_batch : LMC_BATCH_DEFAULT_SIZE; }
 
+/* A prefill-only job (classify, embed) over prepared prompts: sub-batches of
+ * at most maxb rows in `order` (longest first). After each sub-batch, done()
+ * gets every prompt of it (with its logits row when logits is set; pool
+ * holds the sub-batch's vectors for embed); a prompt whose pass or done()
+ * failed goes to failed() with the status, the error message set. Returns
+ * LMC_ERR_CANCELLED once cancelled (the prompts not done fail with it),
+ * else LMC_OK. */
+typedef struct prefill_job {
+    lmc_model *m;
+    prompt *ps;
+    const size_t *order;
+    size_t n_run;
+    int64_t maxb;
+    lmc_cancel *cancel;
+    float *logits;                     /* [maxb, V], or NULL */
+    lmc_pool_acc *pool;                /* or NULL */
+    const char *what;                  /* "classification", "embedding": for the cancel message */
+    lmc_status (*done)(void *ctx, size_t index, int64_t row, const float *logits_row);
+    void (*failed)(void *ctx, size_t index, lmc_status st);
+    void *ctx;
+} prefill_job;
+
+static lmc_status prefill_each(const prefill_job *j, lmc_batch_metrics *mt) {
+    int64_t V = j->m->dec->cfg.vocab_size;
+    int64_t *pad = malloc((size_t)j->maxb * sizeof *pad);
+    if (!pad) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
+    lmc_status call = LMC_OK;
+    for (size_t at = 0; at < j->n_run; at += (size_t)j->maxb) {
+        const size_t *rows = j->order + at;
+        int64_t B = j->n_run - at < (size_t)j->maxb ? (int64_t)(j->n_run - at) : j->maxb;
+        double tp = lmc_now();
+        lmc_kv_cache cache = {0};
+        if (j->pool) {
+            j->pool->B = B;
+            memset(j->pool->sum, 0, (size_t)(B * j->pool->H) * sizeof *j->pool->sum);
+        }
+        lmc_status st = call == LMC_OK ? prefill_rows(j->m, j->ps, rows, B, (int64_t)j->ps[rows[0]].n, j->cancel, &cache, pad,
+                                                      j->logits, j->pool)
+                                       : call;
+        lmc_kv_cache_free(&cache);
+        mt->prefill_seconds += lmc_now() - tp;
+        if (st == LMC_ERR_CANCELLED) call = st;
+        for (int64_t b = 0; b < B; b++) {
+            size_t i = rows[b];
+            lmc_status sb = st == LMC_OK ? j->done(j->ctx, i, b, j->logits ? j->logits + b * V : NULL) : st;
+            if (sb != LMC_OK) {
+                if (sb == LMC_ERR_CANCELLED) lmc_set_error(LMC_ERR_CANCELLED, "%s cancelled", j->what);
+                j->failed(j->ctx, i, sb);
+                continue;
+            }
+            mt->prompt_tokens += (int64_t)j->ps[i].n;
+            mt->padded_tokens += (int64_t)j->ps[rows[0]].n;
+        }
+    }
+    free(pad);
+    if (call != LMC_OK) return lmc_set_error(call, "%s cancelled", j->what);
+    return LMC_OK;
+}
+
 /* --- classify ------------------------------------------------------------------- */
 
 lmc_classify_options lmc_classify_options_default(void) {
@@ -272,6 +331,29 @@ static lmc_status classify_one(lmc_model *m, const lmc_classify_options *opt, si
     return st;
 }
 
+typedef struct classify_ctx {
+    lmc_model *m;
+    const lmc_classify_options *opt;
+    const prompt *ps;
+    lmc_classify_result *res;
+    lmc_batch_metrics *mt;
+} classify_ctx;
+
+static lmc_status classify_done(void *ctx, size_t i, int64_t row, const float *logits_row) {
+    (void)row;
+    classify_ctx *c = ctx;
+    lmc_status st = classify_one(c->m, c->opt, i, &c->ps[i], (float *)logits_row, &c->res[i]);
+    if (st == LMC_OK) c->mt->generated_tokens++;
+    return st;
+}
+
+static void classify_failed(void *ctx, size_t i, lmc_status st) {
+    classify_ctx *c = ctx;
+    c->res[i].status = st;
+    c->res[i].token_id = -1;
+    c->res[i].error = strdup(lmc_last_error());
+}
+
 lmc_status lmc_classify(lmc_model *m, const lmc_batch_prompt *prompts, size_t n, const lmc_classify_options *opt_in,
                         lmc_classify_result **results, lmc_batch_metrics *metrics) {
     double t0 = lmc_now();
@@ -294,11 +376,9 @@ lmc_status lmc_classify(lmc_model *m, const lmc_batch_prompt *prompts, size_t n,
     lmc_classify_result *res = calloc(n ? n : 1, sizeof *res);
     int64_t V = m->dec->cfg.vocab_size, maxb = clamp_batch(opt.max_batch);
     float *logits = malloc((size_t)(maxb * V) * sizeof *logits);
-    int64_t *pad = malloc((size_t)maxb * sizeof *pad);
-    if (!res || !logits || !pad) {
+    if (!res || !logits) {
         free(res);
         free(logits);
-        free(pad);
         prompts_free(ps, n);
         free(order);
         return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
@@ -310,41 +390,16 @@ lmc_status lmc_classify(lmc_model *m, const lmc_batch_prompt *prompts, size_t n,
         res[i].error = ps[i].error;
         ps[i].error = NULL;
     }
-    lmc_status call = LMC_OK;
-    for (size_t at = 0; at < n_run; at += (size_t)maxb) {
-        const size_t *rows = order + at;
-        int64_t B = n_run - at < (size_t)maxb ? (int64_t)(n_run - at) : maxb;
-        double tp = lmc_now();
-        lmc_kv_cache cache = {0};
-        lmc_status st = call == LMC_OK ? prefill_rows(m, ps, rows, B, (int64_t)ps[rows[0]].n, opt.cancel, &cache, pad, logits, NULL)
-                                       : call;
-        lmc_kv_cache_free(&cache);
-        mt.prefill_seconds += lmc_now() - tp;
-        if (st == LMC_ERR_CANCELLED) call = st;
-        for (int64_t b = 0; b < B; b++) {
-            size_t i = rows[b];
-            lmc_status sb = st == LMC_OK ? classify_one(m, &opt, i, &ps[i], logits + b * V, &res[i]) : st;
-            if (sb != LMC_OK) {
-                if (sb == LMC_ERR_CANCELLED) lmc_set_error(LMC_ERR_CANCELLED, "classification cancelled");
-                res[i].status = sb;
-                res[i].token_id = -1;
-                res[i].error = strdup(lmc_last_error());
-                continue;
-            }
-            mt.prompt_tokens += (int64_t)ps[i].n;
-            mt.padded_tokens += (int64_t)ps[rows[0]].n;
-            mt.generated_tokens++;
-        }
-    }
+    classify_ctx cc = {m, &opt, ps, res, &mt};
+    prefill_job job = {m, ps, order, n_run, maxb, opt.cancel, logits, NULL, "classification", classify_done, classify_failed, &cc};
+    lmc_status st = prefill_each(&job, &mt);
     free(logits);
-    free(pad);
     prompts_free(ps, n);
     free(order);
     metrics_finish(m, &mt, n, t0);
     if (metrics) *metrics = mt;
     *results = res;
-    if (call != LMC_OK) return lmc_set_error(call, "classification cancelled");
-    return LMC_OK;
+    return st;
 }
 
 /* --- embeddings ------------------------------------------------------------------ */
@@ -381,6 +436,25 @@ static lmc_status pool_finish(const lmc_pool_acc *p, int64_t b, int64_t tokens, 
     return LMC_OK;
 }
 
+typedef struct embed_ctx {
+    const lmc_pool_acc *pool;
+    const lmc_embed_options *opt;
+    const prompt *ps;
+    lmc_embedding *res;
+} embed_ctx;
+
+static lmc_status embed_done(void *ctx, size_t i, int64_t row, const float *logits_row) {
+    (void)logits_row;
+    embed_ctx *c = ctx;
+    return pool_finish(c->pool, row, (int64_t)c->ps[i].n, c->opt->normalize, &c->res[i]);
+}
+
+static void embed_failed(void *ctx, size_t i, lmc_status st) {
+    embed_ctx *c = ctx;
+    c->res[i].status = st;
+    c->res[i].error = strdup(lmc_last_error());
+}
+
 lmc_status lmc_embed(lmc_model *m, const lmc_batch_prompt *prompts, size_t n, const lmc_embed_options *opt_in,
                      lmc_embedding **results, lmc_batch_metrics *metrics) {
     double t0 = lmc_now();
@@ -400,11 +474,9 @@ lmc_status lmc_embed(lmc_model *m, const lmc_batch_prompt *prompts, size_t n, co
     int64_t H = m->dec->cfg.hidden_size, maxb = clamp_batch(opt.max_batch);
     lmc_embedding *res = calloc(n ? n : 1, sizeof *res);
     lmc_pool_acc pool = {.pooling = opt.pooling, .H = H, .sum = malloc((size_t)(maxb * H) * sizeof *pool.sum)};
-    int64_t *pad = malloc((size_t)maxb * sizeof *pad);
-    if (!res || !pool.sum || !pad) {
+    if (!res || !pool.sum) {
         free(res);
         free(pool.sum);
-        free(pad);
         prompts_free(ps, n);
         free(order);
         return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
@@ -415,42 +487,16 @@ lmc_status lmc_embed(lmc_model *m, const lmc_batch_prompt *prompts, size_t n, co
         res[i].error = ps[i].error;
         ps[i].error = NULL;
     }
-    lmc_status call = LMC_OK;
-    for (size_t at = 0; at < n_run; at += (size_t)maxb) {
-        const size_t *rows = order + at;
-        int64_t B = n_run - at < (size_t)maxb ? (int64_t)(n_run - at) : maxb;
-        double tp = lmc_now();
-        lmc_kv_cache cache = {0};
-        pool.B = B;
-        memset(pool.sum, 0, (size_t)(B * H) * sizeof *pool.sum);
-        lmc_status st = call == LMC_OK
-                            ? prefill_rows(m, ps, rows, B, (int64_t)ps[rows[0]].n, opt.cancel, &cache, pad, NULL, &pool)
-                            : call;
-        lmc_kv_cache_free(&cache);
-        mt.prefill_seconds += lmc_now() - tp;
-        if (st == LMC_ERR_CANCELLED) call = st;
-        for (int64_t b = 0; b < B; b++) {
-            size_t i = rows[b];
-            lmc_status sb = st == LMC_OK ? pool_finish(&pool, b, (int64_t)ps[i].n, opt.normalize, &res[i]) : st;
-            if (sb != LMC_OK) {
-                if (sb == LMC_ERR_CANCELLED) lmc_set_error(LMC_ERR_CANCELLED, "embedding cancelled");
-                res[i].status = sb;
-                res[i].error = strdup(lmc_last_error());
-                continue;
-            }
-            mt.prompt_tokens += (int64_t)ps[i].n;
-            mt.padded_tokens += (int64_t)ps[rows[0]].n;
-        }
-    }
+    embed_ctx ec = {&pool, &opt, ps, res};
+    prefill_job job = {m, ps, order, n_run, maxb, opt.cancel, NULL, &pool, "embedding", embed_done, embed_failed, &ec};
+    lmc_status st = prefill_each(&job, &mt);
     free(pool.sum);
-    free(pad);
     prompts_free(ps, n);
     free(order);
     metrics_finish(m, &mt, n, t0);
     if (metrics) *metrics = mt;
     *results = res;
-    if (call != LMC_OK) return lmc_set_error(call, "embedding cancelled");
-    return LMC_OK;
+    return st;
 }
 
 /* --- batch generate --------------------------------------------------------------- */
