@@ -43,7 +43,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         for (int i = 0; i < r.gen.n_logit_bias; i++)
             REQUIRE(r.gen.logit_bias[i].id >= 0 && r.gen.logit_bias[i].bias >= -100 && r.gen.logit_bias[i].bias <= 100);
         REQUIRE(!r.gen.top_logprobs || r.gen.logprobs);
-        REQUIRE(kind == LMC_SRV_CHAT || !r.tools_json);
+        REQUIRE(kind == LMC_SRV_CHAT || (!r.tools_json && !r.template_vars));
+        REQUIRE(!r.template_vars || (r.template_vars[0] == '{' && r.gen.template_vars_json == r.template_vars));
         lmc_srv_request_free(&r);
     }
     /* the same body as an embeddings request */

@@ -450,7 +450,7 @@ static void test_per_prompt_errors(void) {
              * or it runs; either way as a single prompt would. */
             int32_t *ids = NULL;
             size_t nid = 0;
-            lmc_status want = lmc_model_chat_ids(m, msgs, 1, &ids, &nid);
+            lmc_status want = lmc_model_chat_ids(m, msgs, 1, NULL, &ids, &nid);
             if (want == LMC_OK) want = lmc_model_check_prompt(m, ids, nid, m->context_length);
             CHECKF(cr[3].status == want, "%s chat: %s", names[v], cr[3].error ? cr[3].error : "ok");
             lmc_tokenizer_free_ids(ids);

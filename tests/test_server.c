@@ -751,6 +751,22 @@ static void test_logit_bias(void) {
     lmc_generation_clear(&g);
 }
 
+/* "chat_template_kwargs" reach the template (Qwen3: enable_thinking). */
+static void test_template_kwargs(void) {
+    lmc_message msgs[1] = {{"user", "Hi"}};
+    lmc_generate_options o = greedy(2);
+    o.template_vars_json = "{\"enable_thinking\": false}";
+    lmc_generation ref = ref_chat(msgs, 1, &o);
+    reply r = http("POST", "/v1/chat/completions", "{\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}],\"temperature\":0,"
+                                                   "\"max_tokens\":2,\"chat_template_kwargs\":{\"enable_thinking\":false}}");
+    cJSON *j = json_of(&r);
+    CHECKF(r.status == 200 && num_at(j, "usage.prompt_tokens") == (double)ref.metrics.prompt_tokens, "%d %s", r.status, r.body);
+    CHECK_STR(str_at(j, "choices.0.message.content"), ref.text);
+    cJSON_Delete(j);
+    reply_free(&r);
+    lmc_generation_clear(&ref);
+}
+
 static void test_completions(void) {
     lmc_generate_options o = greedy(9);
     lmc_generation ref;
@@ -924,6 +940,9 @@ static void test_errors(void) {
         {"POST", "/v1/completions", "{\"prompt\":\"x\",\"echo\":true,\"stream\":true}", 400, "echo", "not supported with 'stream'"},
         {"POST", "/v1/completions", "{\"prompt\":\"x\",\"max_tokens\":0}", 400, "max_tokens", "0 only with 'echo'"},
         {"POST", "/v1/completions", "{\"prompt\":\"x\",\"logit_bias\":{\"abc\":1}}", 400, "logit_bias", "keys must be token ids"},
+        {"POST", "/v1/completions", "{\"prompt\":\"x\",\"chat_template_kwargs\":{}}", 400, "chat_template_kwargs", "for /v1/chat"},
+        {"POST", "/v1/chat/completions", "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"chat_template_kwargs\":[1]}",
+         400, "chat_template_kwargs", "must be an object"},
         {"POST", "/v1/completions", "{\"prompt\":\"x\",\"logit_bias\":{\"5\":101}}", 400, "logit_bias", "[-100, 100]"},
         {"POST", "/v1/completions", "{\"prompt\":\"x\",\"logit_bias\":{\"999999999\":1}}", 400, "prompt", "outside the vocabulary"},
         {"POST", "/v1/chat/completions", "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"echo\":true}", 400, "echo",
@@ -1392,6 +1411,7 @@ int main(void) {
     RUN(test_embeddings);
     RUN(test_echo_scoring);
     RUN(test_logit_bias);
+    RUN(test_template_kwargs);
     RUN(test_stop_and_parts);
     RUN(test_seed);
     RUN(test_errors);

@@ -220,6 +220,30 @@ static void test_chat_json(void) {
     lmc_generation_clear(&ref);
     CHECK(lmc_chat_json(m, "[{\"role\": \"user\", \"content\": \"x\"}]", "{\"not\": \"an array\"}", &o, &g) ==
           LMC_ERR_INVALID_ARGUMENT);
+    /* template variables (Qwen3: no thinking), alone and with tools: the template renders both */
+    char *rendered = NULL;
+    snprintf(extra, sizeof extra, "{\"enable_thinking\": false, \"tools\": %s}", TOOLS);
+    CHECK(lmc_chat_template_apply(t, MSGS, &co, &rendered) == LMC_OK && rendered && strstr(rendered, "<think>\n\n</think>") &&
+          strstr(rendered, "<tools>"));
+    int32_t *ids2 = NULL;
+    size_t n2 = 0;
+    CHECK(rendered && lmc_tokenizer_encode(lmc_model_tokenizer(m), rendered, strlen(rendered), false, &ids2, &n2) == LMC_OK);
+    o.template_vars_json = "{\"enable_thinking\": false}";
+    CHECK(lmc_chat_json(m, MSGS, TOOLS, &o, &g) == LMC_OK && g.metrics.prompt_tokens == (int64_t)n2 && n2 > n);
+    lmc_generation_clear(&g);
+    lmc_message one[1] = {{"user", "Weather in Paris?"}};
+    lmc_generation with, without;
+    CHECK(lmc_chat(m, one, 1, &o, &with) == LMC_OK);
+    o.template_vars_json = NULL;
+    CHECK(lmc_chat(m, one, 1, &o, &without) == LMC_OK);
+    CHECK(with.metrics.prompt_tokens > without.metrics.prompt_tokens); /* the empty think block */
+    lmc_generation_clear(&with);
+    lmc_generation_clear(&without);
+    o.template_vars_json = "[true]";
+    CHECK(lmc_chat(m, one, 1, &o, &with) == LMC_ERR_INVALID_ARGUMENT && strstr(lmc_last_error(), "template_vars_json"));
+    o.template_vars_json = NULL;
+    lmc_tokenizer_free_ids(ids2);
+    free(rendered);
     CHECK(lmc_chat_json(m, "not json", NULL, &o, &g) != LMC_OK);
     /* reading a reply's calls */
     char *calls = NULL, *content = NULL;

@@ -153,6 +153,8 @@ typedef struct lmc_generate_options {
     const int32_t *stop_tokens; int n_stop_tokens;
     bool ignore_eos;              /* keep going past EOS ids */
     bool add_special_tokens;      /* for text prompts (default true: BOS etc. as the tokenizer adds them) */
+    const char *template_vars_json; /* chats: NULL or a JSON object of extra chat-template variables, e.g.
+                                     {"enable_thinking": false} for Qwen3 (chat_template_kwargs in other servers) */
     lmc_token_callback on_token; void *user;
     lmc_cancel *cancel;           /* optional */
     bool prompt_cache;            /* reuse the previous generation's keys and values (default true; see below) */

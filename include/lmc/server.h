@@ -44,6 +44,8 @@
  * entries too (the first token's null), "max_tokens": 0 scoring the prompt
  * alone, as evaluation harnesses ask (not with "stream"). "logit_bias"
  * ({"token id": bias in [-100, 100]}) is added to the logits at every step.
+ * Chat takes "chat_template_kwargs", extra template variables (e.g.
+ * {"enable_thinking": false} for Qwen3).
  * A forced tool_choice, legacy "functions", suffix and json_schema response
  * formats are rejected with 400.
  * Fields the server does not know (user, metadata, ...) are ignored.

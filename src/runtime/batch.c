@@ -49,14 +49,15 @@ static void prompt_fail(prompt *p, lmc_status st) {
 }
 
 /* Tokenises and checks prompt src (at most max_len tokens). */
-static void prompt_prepare(lmc_model *m, const lmc_batch_prompt *src, bool add_special, int64_t max_len, prompt *p) {
+static void prompt_prepare(lmc_model *m, const lmc_batch_prompt *src, bool add_special, const char *vars_json,
+                           int64_t max_len, prompt *p) {
     memset(p, 0, sizeof *p);
     lmc_status st = LMC_OK;
     if (src->text) {
         st = lmc_tokenizer_encode(m->tok, src->text, strlen(src->text), add_special, &p->ids, &p->n);
         p->tok_owned = true;
     } else if (src->messages) {
-        st = lmc_model_chat_ids(m, src->messages, src->n_messages, &p->ids, &p->n);
+        st = lmc_model_chat_ids(m, src->messages, src->n_messages, vars_json, &p->ids, &p->n);
         p->tok_owned = true;
     } else {
         p->ids = (int32_t *)src->ids;
@@ -77,7 +78,7 @@ static void prompts_free(prompt *ps, size_t n) {
 /* Prepares every prompt and returns the indices of those that can run,
  * longest first (ties in input order), in *order (*n_order of them). */
 static lmc_status prompts_prepare(lmc_model *m, const lmc_batch_prompt *src, size_t n, bool add_special,
-                                  int64_t max_len, prompt **out, size_t **order, size_t *n_order) {
+                                  const char *vars_json, int64_t max_len, prompt **out, size_t **order, size_t *n_order) {
     *out = calloc(n ? n : 1, sizeof **out);
     *order = malloc((n ? n : 1) * sizeof **order);
     *n_order = 0;
@@ -89,7 +90,7 @@ static lmc_status prompts_prepare(lmc_model *m, const lmc_batch_prompt *src, siz
         return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
     }
     for (size_t i = 0; i < n; i++) {
-        prompt_prepare(m, &src[i], add_special, max_len, &(*out)[i]);
+        prompt_prepare(m, &src[i], add_special, vars_json, max_len, &(*out)[i]);
         if ((*out)[i].status == LMC_OK) (*order)[(*n_order)++] = i;
     }
     /* Insertion sort by length, descending; stable. */
@@ -372,7 +373,7 @@ lmc_status lmc_classify(lmc_model *m, const lmc_batch_prompt *prompts, size_t n,
     lmc_batch_metrics mt = {0};
     prompt *ps;
     size_t *order, n_run;
-    LMC_CHECK(prompts_prepare(m, prompts, n, opt.add_special_tokens, m->context_length, &ps, &order, &n_run));
+    LMC_CHECK(prompts_prepare(m, prompts, n, opt.add_special_tokens, NULL, m->context_length, &ps, &order, &n_run));
     lmc_classify_result *res = calloc(n ? n : 1, sizeof *res);
     int64_t V = m->dec->cfg.vocab_size, maxb = clamp_batch(opt.max_batch);
     float *logits = malloc((size_t)(maxb * V) * sizeof *logits);
@@ -470,7 +471,7 @@ lmc_status lmc_embed(lmc_model *m, const lmc_batch_prompt *prompts, size_t n, co
     lmc_batch_metrics mt = {0};
     prompt *ps;
     size_t *order, n_run;
-    LMC_CHECK(prompts_prepare(m, prompts, n, opt.add_special_tokens, m->context_length, &ps, &order, &n_run));
+    LMC_CHECK(prompts_prepare(m, prompts, n, opt.add_special_tokens, NULL, m->context_length, &ps, &order, &n_run));
     int64_t H = m->dec->cfg.hidden_size, maxb = clamp_batch(opt.max_batch);
     lmc_embedding *res = calloc(n ? n : 1, sizeof *res);
     lmc_pool_acc pool = {.pooling = opt.pooling, .H = H, .sum = malloc((size_t)(maxb * H) * sizeof *pool.sum)};
@@ -744,7 +745,8 @@ lmc_status lmc_batch_generate(lmc_model *m, const lmc_batch_prompt *prompts, siz
     prompt *ps;
     size_t *order, n_run;
     /* At least one position must be left for a generated token, as in lmc_generate. */
-    LMC_CHECK(prompts_prepare(m, prompts, n, opt.gen.add_special_tokens, m->context_length - 1, &ps, &order, &n_run));
+    LMC_CHECK(prompts_prepare(m, prompts, n, opt.gen.add_special_tokens, opt.gen.template_vars_json, m->context_length - 1, &ps,
+                              &order, &n_run));
     lmc_batch_result *res = calloc(n ? n : 1, sizeof *res);
     if (!res) {
         prompts_free(ps, n);

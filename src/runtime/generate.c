@@ -660,7 +660,8 @@ lmc_status lmc_generate(lmc_model *m, const char *prompt, const lmc_generate_opt
     return drive(s, out);
 }
 
-lmc_status lmc_model_chat_ids(lmc_model *m, const lmc_message *msgs, size_t n, int32_t **ids, size_t *n_ids) {
+lmc_status lmc_model_chat_ids(lmc_model *m, const lmc_message *msgs, size_t n, const char *vars_json, int32_t **ids,
+                              size_t *n_ids) {
     *ids = NULL;
     *n_ids = 0;
     if (!msgs || n == 0) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "chat: no messages");
@@ -678,13 +679,13 @@ lmc_status lmc_model_chat_ids(lmc_model *m, const lmc_message *msgs, size_t n, i
     char *json = arr ? cJSON_PrintUnformatted(arr) : NULL;
     cJSON_Delete(arr);
     if (!json) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
-    lmc_status st = lmc_model_chat_json_ids(m, json, NULL, ids, n_ids);
+    lmc_status st = lmc_model_chat_json_ids(m, json, NULL, vars_json, ids, n_ids);
     free(json);
     return st;
 }
 
-lmc_status lmc_model_chat_json_ids(lmc_model *m, const char *messages_json, const char *tools_json, int32_t **ids,
-                                   size_t *n_ids) {
+lmc_status lmc_model_chat_json_ids(lmc_model *m, const char *messages_json, const char *tools_json, const char *vars_json,
+                                   int32_t **ids, size_t *n_ids) {
     *ids = NULL;
     *n_ids = 0;
     if (!messages_json) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "chat: no messages");
@@ -693,10 +694,19 @@ lmc_status lmc_model_chat_json_ids(lmc_model *m, const char *messages_json, cons
         cJSON_Delete(tools);
         return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "chat: tools must be a JSON array");
     }
+    cJSON *vars = vars_json ? cJSON_Parse(vars_json) : NULL;
+    if (vars_json && !cJSON_IsObject(vars)) {
+        cJSON_Delete(vars);
+        cJSON_Delete(tools);
+        return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "chat: template_vars_json must be a JSON object");
+    }
     char *extra = NULL;
-    if (tools) {
-        cJSON *o = cJSON_CreateObject();
-        cJSON_AddItemToObject(o, "tools", tools);
+    if (tools || vars) { /* the template's extra variables: the caller's, and `tools` */
+        cJSON *o = vars ? vars : cJSON_CreateObject();
+        if (tools) {
+            cJSON_DeleteItemFromObjectCaseSensitive(o, "tools");
+            cJSON_AddItemToObject(o, "tools", tools);
+        }
         extra = cJSON_PrintUnformatted(o);
         cJSON_Delete(o);
         if (!extra) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
@@ -704,7 +714,7 @@ lmc_status lmc_model_chat_json_ids(lmc_model *m, const char *messages_json, cons
     lmc_chat_template *tmpl = NULL;
     char *prompt = NULL;
     lmc_status st = lmc_chat_template_load(m->dir, &tmpl);
-    if (st == LMC_OK && extra && lmc_tool_format_of(lmc_chat_template_source(tmpl)) == LMC_TOOLS_NONE)
+    if (st == LMC_OK && tools_json && lmc_tool_format_of(lmc_chat_template_source(tmpl)) == LMC_TOOLS_NONE)
         st = lmc_set_error(LMC_ERR_UNSUPPORTED, "chat: this model's chat template does not render tools");
     if (st == LMC_OK) {
         lmc_chat_template_options co = lmc_chat_template_options_default();
@@ -742,8 +752,8 @@ lmc_status lmc_stream_start_prompt(lmc_model *m, const lmc_prompt *p, const lmc_
     }
     int32_t *ids = NULL;
     size_t n = 0;
-    lmc_status st = p->messages_json ? lmc_model_chat_json_ids(m, p->messages_json, p->tools_json, &ids, &n)
-                    : p->msgs        ? lmc_model_chat_ids(m, p->msgs, p->n_msgs, &ids, &n)
+    lmc_status st = p->messages_json ? lmc_model_chat_json_ids(m, p->messages_json, p->tools_json, opt.template_vars_json, &ids, &n)
+                    : p->msgs        ? lmc_model_chat_ids(m, p->msgs, p->n_msgs, opt.template_vars_json, &ids, &n)
                                      : lmc_tokenizer_encode(m->tok, p->text, strlen(p->text), opt.add_special_tokens, &ids, &n);
     if (st == LMC_OK) st = lmc_stream_start(m, ids, n, &opt, out);
     lmc_tokenizer_free_ids(ids);

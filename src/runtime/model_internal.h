@@ -61,11 +61,13 @@ double lmc_now(void);
 lmc_status lmc_model_check_prompt(const lmc_model *m, const int32_t *ids, size_t n, int64_t max_len);
 /* Renders messages with the model's chat template (generation prompt on) and
  * tokenises the result; free *ids with lmc_tokenizer_free_ids. */
-lmc_status lmc_model_chat_ids(lmc_model *m, const lmc_message *msgs, size_t n, int32_t **ids, size_t *n_ids);
+lmc_status lmc_model_chat_ids(lmc_model *m, const lmc_message *msgs, size_t n, const char *vars_json, int32_t **ids,
+                              size_t *n_ids);
 /* The same for messages as a JSON array and tools (NULL or a JSON array,
- * the template's `tools`); a template that never reads `tools` refuses them. */
-lmc_status lmc_model_chat_json_ids(lmc_model *m, const char *messages_json, const char *tools_json, int32_t **ids,
-                                   size_t *n_ids);
+ * the template's `tools`); a template that never reads `tools` refuses them.
+ * vars_json: NULL or a JSON object of further template variables. */
+lmc_status lmc_model_chat_json_ids(lmc_model *m, const char *messages_json, const char *tools_json, const char *vars_json,
+                                   int32_t **ids, size_t *n_ids);
 /* Starts a stream from exactly one of p's ids, text (tokenised as
  * lmc_generate does) or messages (rendered as lmc_chat does); a backend with
  * its own streams gets the prompt as it is. */

@@ -394,6 +394,19 @@ static bool parse_logit_bias(const cJSON *root, lmc_srv_request *r, lmc_srv_erro
     return true;
 }
 
+/* "chat_template_kwargs": extra variables for the chat template, e.g.
+ * {"enable_thinking": false} (vLLM's name for it). */
+static bool parse_template_vars(const cJSON *root, lmc_srv_request *r, lmc_srv_error *err) {
+    const cJSON *v = field(root, "chat_template_kwargs");
+    if (!v) return true;
+    if (r->kind != LMC_SRV_CHAT) return fail(err, "chat_template_kwargs", "'chat_template_kwargs' is for /v1/chat/completions");
+    if (!cJSON_IsObject(v))
+        return fail(err, "chat_template_kwargs", "'chat_template_kwargs' must be an object, got %s", lmc_json_type_name(v));
+    if (!(r->template_vars = cJSON_PrintUnformatted(v))) return fail(err, "", "out of memory");
+    r->gen.template_vars_json = r->template_vars;
+    return true;
+}
+
 static bool parse_options(const cJSON *root, lmc_srv_request *r, lmc_srv_error *err) {
     lmc_generate_options *g = &r->gen;
     long long n = 1, max_tokens = g->max_tokens, top_k = g->sampler.top_k, last_n = g->sampler.repeat_last_n;
@@ -447,7 +460,7 @@ static bool parse_options(const cJSON *root, lmc_srv_request *r, lmc_srv_error *
             return fail(err, "response_format", "'response_format' type '%.40s' is not supported (text or json_object)",
                         type->valuestring);
     }
-    if (!parse_logprobs(root, r, err) || !parse_logit_bias(root, r, err) || (r->kind == LMC_SRV_CHAT ? !parse_tools(root, r, err) : !unsupported(root, "tools", " (use /v1/chat/completions)", err)) ||
+    if (!parse_logprobs(root, r, err) || !parse_logit_bias(root, r, err) || !parse_template_vars(root, r, err) || (r->kind == LMC_SRV_CHAT ? !parse_tools(root, r, err) : !unsupported(root, "tools", " (use /v1/chat/completions)", err)) ||
         !unsupported(root, "functions", " (no tool calling)", err) || (r->kind == LMC_SRV_CHAT ? !unsupported(root, "echo", "", err) : !get_bool(root, "echo", &r->echo, err)) ||
         !unsupported(root, "suffix", "", err))
         return false;
@@ -540,6 +553,7 @@ void lmc_srv_request_free(lmc_srv_request *r) {
     free(r->messages_json);
     free(r->tools_json);
     free(r->bias);
+    free(r->template_vars);
     free(r->prompt);
     free(r->ids);
     for (int i = 0; i < LMC_SRV_MAX_STOPS; i++) free(r->stops[i]);

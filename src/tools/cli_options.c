@@ -95,6 +95,7 @@ const char lmc_cli_gen_usage[] =
     "  --stop STR               stop before this text (repeatable)\n"
     "  --ignore-eos             keep generating past end-of-sequence tokens\n"
     "  --json-object            JSON mode: the reply is one JSON object (tokens that cannot continue one are ruled out)\n"
+    "  --chat-template-vars J   extra chat-template variables, a JSON object, e.g. '{\"enable_thinking\": false}'\n"
     "  --adapter DIR            apply a LoRA adapter (PEFT folder: adapter_config.json, adapter_model.safetensors)\n"
     "  -t, --threads N          CPU threads (default: all cores)\n"
     "  --context N              context length bound (default: the model's)\n"
@@ -165,6 +166,9 @@ int lmc_cli_gen_option(const char *cmd, lmc_cli_gen *g, int argc, char **argv, i
         g->gen.ignore_eos = true;
     } else if (!strcmp(a, "--json-object")) {
         g->gen.json_object = true;
+    } else if (!strcmp(a, "--chat-template-vars")) {
+        NEEDS_VALUE();
+        g->gen.template_vars_json = val; /* checked where the template renders, which names it */
     } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
         NEEDS_VALUE();
         if (!lmc_cli_int(cmd, a, val, 1, 256, &n)) return -1;
