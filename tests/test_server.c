@@ -767,6 +767,37 @@ static void test_template_kwargs(void) {
     lmc_generation_clear(&ref);
 }
 
+/* "n": choice i is what lmc_chat makes with seed + i; usage counts the
+ * prompt once and every choice's tokens. */
+static void test_n_choices(void) {
+    lmc_message msgs[1] = {{"user", "Name a colour"}};
+    lmc_generate_options o = greedy(5);
+    o.sampler.temperature = 1.2f;
+    lmc_generation ref[3];
+    int64_t total = 0;
+    for (int i = 0; i < 3; i++) {
+        o.sampler.seed = 41 + (uint64_t)i;
+        ref[i] = ref_chat(msgs, 1, &o);
+        total += (int64_t)ref[i].n_ids;
+    }
+    reply r = http("POST", "/v1/chat/completions", "{\"messages\":[{\"role\":\"user\",\"content\":\"Name a colour\"}],"
+                                                   "\"temperature\":1.2,\"seed\":41,\"max_tokens\":5,\"n\":3}");
+    cJSON *j = json_of(&r);
+    CHECKF(r.status == 200 && cJSON_GetArraySize(at(j, "choices")) == 3, "%d %s", r.status, r.body);
+    for (int i = 0; i < 3; i++) {
+        char path[64];
+        snprintf(path, sizeof path, "choices.%d.message.content", i);
+        CHECK_STR(str_at(j, path), ref[i].text);
+        snprintf(path, sizeof path, "choices.%d.index", i);
+        CHECK(num_at(j, path) == i);
+    }
+    CHECK(num_at(j, "usage.completion_tokens") == (double)total);
+    CHECK(num_at(j, "usage.prompt_tokens") == (double)ref[0].metrics.prompt_tokens);
+    cJSON_Delete(j);
+    reply_free(&r);
+    for (int i = 0; i < 3; i++) lmc_generation_clear(&ref[i]);
+}
+
 static void test_completions(void) {
     lmc_generate_options o = greedy(9);
     lmc_generation ref;
@@ -907,8 +938,10 @@ static void test_errors(void) {
         {"POST", "/v1/chat/completions",
          "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\",\"image_url\":{}}]}]}", 400,
          "messages[0].content[0]", "only text parts"},
-        {"POST", "/v1/chat/completions", "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"n\":2}", 400, "n",
-         "'n' must be 1"},
+        {"POST", "/v1/chat/completions", "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"n\":17}", 400, "n",
+         "'n' must be in [1, 16], got 17"},
+        {"POST", "/v1/chat/completions", "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"n\":2,\"stream\":true}", 400,
+         "n", "needs 'stream': false"},
         {"POST", "/v1/chat/completions", "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"temperature\":2.5}", 400,
          "temperature", "got 2.5"},
         {"POST", "/v1/chat/completions", "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"temperature\":\"hot\"}",
@@ -1412,6 +1445,7 @@ int main(void) {
     RUN(test_echo_scoring);
     RUN(test_logit_bias);
     RUN(test_template_kwargs);
+    RUN(test_n_choices);
     RUN(test_stop_and_parts);
     RUN(test_seed);
     RUN(test_errors);

@@ -18,7 +18,8 @@
  * wrong API key 401 (when one is set), a prompt longer than the context 400.
  *
  * Request fields: max_tokens / max_completion_tokens, temperature [0, 2],
- * top_p (0, 1], stop (a string or up to 16 strings), seed, n (1 only),
+ * top_p (0, 1], stop (a string or up to 16 strings), seed, n (up to 16 choices, not streamed;
+ * choice i draws with seed + i),
  * stream, stream_options.include_usage, and the lmc extensions top_k,
  * min_p, repeat_penalty, repeat_last_n and ignore_eos. Log-probabilities
  * (the model's own distribution, see lmc_generate_options.logprobs): chat

@@ -427,7 +427,9 @@ static bool parse_options(const cJSON *root, lmc_srv_request *r, lmc_srv_error *
         !get_int(root, "n", 1, 1e9, &n, err) || !get_bool(root, "stream", &r->stream, err) ||
         !get_bool(root, "ignore_eos", &g->ignore_eos, err) || !parse_stop(root, r, err))
         return false;
-    if (n != 1) return fail(err, "n", "'n' must be 1 (one choice per request), got %lld", n);
+    if (n > LMC_SRV_MAX_CHOICES) return fail(err, "n", "'n' must be in [1, %d], got %lld", LMC_SRV_MAX_CHOICES, n);
+    if (n > 1 && r->stream) return fail(err, "n", "'n' > 1 needs 'stream': false (choices are made one after another)");
+    r->n = (int)n;
     if (r->kind == LMC_SRV_COMPLETION) {
         long long best_of = 1;
         if (!get_int(root, "best_of", 1, 1e9, &best_of, err)) return false;

@@ -6,7 +6,7 @@
 
 #include "lmc/model.h"
 
-enum { LMC_SRV_MAX_STOPS = 16 };
+enum { LMC_SRV_MAX_STOPS = 16, LMC_SRV_MAX_CHOICES = 16 };
 
 typedef enum lmc_srv_kind { LMC_SRV_CHAT, LMC_SRV_COMPLETION } lmc_srv_kind;
 
@@ -25,6 +25,7 @@ typedef struct lmc_srv_request {
     bool stream, include_usage;
     bool echo;                         /* completions: the prompt comes back before the completion (and its logprobs) */
     bool has_seed;                     /* the request gave "seed" */
+    int n;                             /* choices (1..LMC_SRV_MAX_CHOICES; more than 1 only without streaming) */
 } lmc_srv_request;
 
 /* Why a request was refused: the message and the field ("" when none). */

@@ -305,6 +305,23 @@ static void gen_run_free(gen_run *g) {
     free(g);
 }
 
+/* The request's prompt as lmc_stream_start_prompt takes it. */
+static lmc_prompt request_prompt(const lmc_srv_request *r) {
+    lmc_prompt p = {0};
+    if (r->kind == LMC_SRV_CHAT) {
+        p.msgs = r->msgs;
+        p.n_msgs = r->n_msgs;
+        p.messages_json = r->messages_json;
+        p.tools_json = r->tools_json;
+    } else if (r->prompt) {
+        p.text = r->prompt;
+    } else {
+        p.ids = r->ids;
+        p.n_ids = r->n_ids;
+    }
+    return p;
+}
+
 /* Waits for the turn and starts the stream. Returns 0 on success, else the
  * HTTP status to answer with (message in msg), or 1 when the client is gone. */
 static unsigned start_generation(gen_run *g, struct MHD_Connection *c, char *msg, size_t cap) {
@@ -322,18 +339,7 @@ static unsigned start_generation(gen_run *g, struct MHD_Connection *c, char *msg
         return stopping ? MHD_HTTP_SERVICE_UNAVAILABLE : 1;
     }
     g->req.gen.cancel = &g->job.cancel;
-    lmc_prompt p = {0};
-    if (g->req.kind == LMC_SRV_CHAT) {
-        p.msgs = g->req.msgs;
-        p.n_msgs = g->req.n_msgs;
-        p.messages_json = g->req.messages_json;
-        p.tools_json = g->req.tools_json;
-    } else if (g->req.prompt) {
-        p.text = g->req.prompt;
-    } else {
-        p.ids = g->req.ids;
-        p.n_ids = g->req.n_ids;
-    }
+    lmc_prompt p = request_prompt(&g->req);
     lmc_status st = lmc_stream_start_prompt(s->m, &p, &g->req.gen, &g->stream);
     if (st == LMC_OK) return 0;
     /* a model without a chat template (a base model) can still complete text */
@@ -522,28 +528,68 @@ static lmc_status echo_prompt(gen_run *g, char **text, cJSON *lp) {
     return st;
 }
 
+/* Choice i (i > 0) of a request with "n": a new stream, drawing with seed + i. */
+static lmc_status next_choice(gen_run *g, int i) {
+    lmc_stream_free(g->stream);
+    g->stream = NULL;
+    lmc_generate_options o = g->req.gen;
+    o.sampler.seed += (uint64_t)i;
+    lmc_prompt p = request_prompt(&g->req);
+    return lmc_stream_start_prompt(g->srv->m, &p, &o, &g->stream);
+}
+
+static cJSON *whole_choice(gen_run *g, const lmc_generation *res);
+
 static enum MHD_Result answer_whole(gen_run *g, struct MHD_Connection *c) {
-    lmc_status st = LMC_OK;
-    for (;;) {
-        int32_t id;
-        const char *piece;
-        size_t len;
-        bool done;
-        st = lmc_stream_next(g->stream, &id, &piece, &len, &done);
-        if (st != LMC_OK || done) break;
-    }
-    if (st != LMC_OK) {
-        char msg[600];
-        snprintf(msg, sizeof msg, "generation failed: %s", lmc_last_error());
-        bool gone = st == LMC_ERR_CANCELLED;
-        end_generation(g);
-        log_request(g->srv, g->method, g->url, gone ? 499 : 500, g->t0, &g->final, gone ? NULL : msg);
-        return gone ? MHD_NO : send_error(g->srv, c, MHD_HTTP_INTERNAL_SERVER_ERROR, "", "%s", msg);
-    }
-    const lmc_generation *res = lmc_stream_result(g->stream);
     bool chat = g->req.kind == LMC_SRV_CHAT;
     cJSON *o = response_head(g, chat ? "chat.completion" : "text_completion");
     cJSON *choices = cJSON_AddArrayToObject(o, "choices");
+    int64_t generated = 0;
+    for (int i = 0; i < (g->req.n > 1 ? g->req.n : 1); i++) {
+        lmc_status st = i ? next_choice(g, i) : LMC_OK;
+        for (;;) {
+            int32_t id;
+            const char *piece;
+            size_t len;
+            bool done;
+            if (st != LMC_OK) break;
+            st = lmc_stream_next(g->stream, &id, &piece, &len, &done);
+            if (st != LMC_OK || done) break;
+        }
+        if (st != LMC_OK) {
+            char msg[600];
+            snprintf(msg, sizeof msg, "generation failed: %s", lmc_last_error());
+            bool gone = st == LMC_ERR_CANCELLED;
+            cJSON_Delete(o);
+            end_generation(g);
+            log_request(g->srv, g->method, g->url, gone ? 499 : 500, g->t0, &g->final, gone ? NULL : msg);
+            return gone ? MHD_NO : send_error(g->srv, c, MHD_HTTP_INTERNAL_SERVER_ERROR, "", "%s", msg);
+        }
+        const lmc_generation *res = lmc_stream_result(g->stream);
+        generated += (int64_t)res->n_ids;
+        cJSON *one = whole_choice(g, res);
+        if (!one) {
+            char msg[600];
+            snprintf(msg, sizeof msg, "echo: %s", lmc_last_error());
+            cJSON_Delete(o);
+            end_generation(g);
+            log_request(g->srv, g->method, g->url, 400, g->t0, &g->final, msg);
+            return send_error(g->srv, c, MHD_HTTP_BAD_REQUEST, "echo", "%s", msg);
+        }
+        cJSON_SetNumberValue(cJSON_GetObjectItemCaseSensitive(one, "index"), i);
+        cJSON_AddItemToArray(choices, one);
+    }
+    end_generation(g);
+    g->final.metrics.generated_tokens = generated; /* the prompt counts once, every choice's tokens */
+    add_usage(o, &g->final, g->req.gen.sampler.seed);
+    log_request(g->srv, g->method, g->url, 200, g->t0, &g->final, NULL);
+    return send_json(g->srv, c, MHD_HTTP_OK, o);
+}
+
+/* The whole reply res as a choice (message or text; reasoning, tool calls,
+ * echo, logprobs as the request asks), or NULL when echo failed (error set). */
+static cJSON *whole_choice(gen_run *g, const lmc_generation *res) {
+    bool chat = g->req.kind == LMC_SRV_CHAT;
     cJSON *calls = NULL;
     char *content = NULL, *reasoning = NULL, *answer = NULL;
     const char *text = res->text ? res->text : "";
@@ -562,31 +608,24 @@ static enum MHD_Result answer_whole(gen_run *g, struct MHD_Connection *c) {
             memcpy(with_prompt + a, text, b + 1);
             text = with_prompt;
         } else {
-            char msg[600];
-            snprintf(msg, sizeof msg, "echo: %s", es == LMC_OK ? "out of memory" : lmc_last_error());
+            if (es == LMC_OK) lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
             free(echoed);
             cJSON_Delete(lp);
             cJSON_Delete(calls);
             free(content);
             free(reasoning);
             free(answer);
-            cJSON_Delete(o);
-            end_generation(g);
-            log_request(g->srv, g->method, g->url, 400, g->t0, &g->final, msg);
-            return send_error(g->srv, c, MHD_HTTP_BAD_REQUEST, "echo", "%s", msg);
+            return NULL;
         }
     }
-    cJSON_AddItemToArray(choices, choice(g, "message", "assistant", content ? content : text,
-                                                    calls ? "tool_calls" : finish_reason(res->stop_reason), lp, calls, reasoning));
+    cJSON *one = choice(g, "message", "assistant", content ? content : text, calls ? "tool_calls" : finish_reason(res->stop_reason),
+                        lp, calls, reasoning);
     free(echoed);
     free(with_prompt);
     free(content);
     free(reasoning);
     free(answer);
-    end_generation(g);
-    add_usage(o, &g->final, g->req.gen.sampler.seed);
-    log_request(g->srv, g->method, g->url, 200, g->t0, &g->final, NULL);
-    return send_json(g->srv, c, MHD_HTTP_OK, o);
+    return one;
 }
 
 /* --- streaming (Server-Sent Events) ------------------------------------------------------ */
