@@ -3,6 +3,7 @@
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -140,4 +141,26 @@ void lmc_cli_print_batch_metrics(FILE *f, const char *cmd, const lmc_batch_metri
             cmd, (long long)m->prompts, (long long)m->prompt_tokens, (long long)m->padded_tokens,
             (long long)m->generated_tokens, m->seconds, m->prefill_seconds, m->prompts_per_second, m->tokens_per_second,
             m->prefill_tokens_per_second, (double)m->peak_memory_bytes / (1024.0 * 1024.0));
+}
+
+long lmc_cli_ran(const lmc_cli_prompts *p, size_t i, size_t *k) {
+    if (*k < p->n_valid && p->valid_item[*k] == i) return (long)(*k)++;
+    return -1;
+}
+
+void lmc_cli_print_line(const lmc_cli_prompts *p, size_t i, bool ran, const char *why, void *obj) {
+    cJSON *o = obj;
+    if (ran && !why) {
+        cJSON_AddNullToObject(o, "error");
+    } else if (!ran) {
+        cJSON_AddStringToObject(o, "error", p->items[i].error);
+    } else {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "line %d: %s", p->items[i].line, why);
+        cJSON_AddStringToObject(o, "error", msg);
+    }
+    char *s = cJSON_PrintUnformatted(o);
+    if (s) printf("%s\n", s);
+    free(s);
+    cJSON_Delete(o);
 }

@@ -33,6 +33,14 @@ typedef struct lmc_cli_prompts {
  * the input itself cannot be read or memory runs out. */
 bool lmc_cli_read_prompts(const char *cmd, FILE *f, lmc_cli_prompts *out);
 void lmc_cli_prompts_free(lmc_cli_prompts *p);
+/* Results come back for the readable lines only: input line i's index
+ * among them (*k walks them in order, start at 0), or -1 when line i could
+ * not be read. */
+long lmc_cli_ran(const lmc_cli_prompts *p, size_t i, size_t *k);
+/* Prints input line i's output object o (freeing it) with "error" added
+ * last: null when why is NULL and the line ran; otherwise the line's own
+ * reading error, or "line N: why". */
+void lmc_cli_print_line(const lmc_cli_prompts *p, size_t i, bool ran, const char *why, void *o);
 /* Prints batch metrics as one human-readable line to f. */
 void lmc_cli_print_batch_metrics(FILE *f, const char *cmd, const lmc_batch_metrics *m);
 

@@ -63,23 +63,14 @@ int cmd_batch(int argc, char **argv) {
     }
     for (size_t i = 0, k = 0; i < in.n; i++) {
         cJSON *o = cJSON_CreateObject();
-        const lmc_batch_result *r = k < in.n_valid && in.valid_item[k] == i ? &res[k++] : NULL;
+        long at = lmc_cli_ran(&in, i, &k);
+        const lmc_batch_result *r = at >= 0 ? &res[at] : NULL;
         cJSON *ids = cJSON_CreateArray();
         for (size_t j = 0; r && j < r->n_ids; j++) cJSON_AddItemToArray(ids, cJSON_CreateNumber(r->ids[j]));
         cJSON_AddItemToObject(o, "ids", ids);
         cJSON_AddStringToObject(o, "text", r && r->text ? r->text : "");
         cJSON_AddStringToObject(o, "stop_reason", lmc_stop_reason_name(r ? r->stop_reason : LMC_STOP_ERROR));
-        if (r && r->status == LMC_OK) {
-            cJSON_AddNullToObject(o, "error");
-        } else {
-            char msg[1024];
-            if (r) snprintf(msg, sizeof msg, "line %d: %s", in.items[i].line, r->error ? r->error : "failed");
-            cJSON_AddStringToObject(o, "error", r ? msg : in.items[i].error);
-        }
-        char *s = cJSON_PrintUnformatted(o);
-        if (s) printf("%s\n", s);
-        free(s);
-        cJSON_Delete(o);
+        lmc_cli_print_line(&in, i, r != NULL, r && r->status != LMC_OK ? (r->error ? r->error : "failed") : NULL, o);
     }
     fflush(stdout);
     lmc_cli_print_batch_metrics(stderr, "batch", &mt);

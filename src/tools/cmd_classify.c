@@ -92,13 +92,6 @@ static bool labels_prepare(lmc_model *m, const char *arg, label_set *ls) {
     return true;
 }
 
-static void print_line(cJSON *o) {
-    char *s = cJSON_PrintUnformatted(o);
-    if (s) printf("%s\n", s);
-    free(s);
-    cJSON_Delete(o);
-}
-
 int cmd_classify(int argc, char **argv) {
     lmc_cli_gen g;
     lmc_cli_gen_init(&g);
@@ -156,7 +149,8 @@ int cmd_classify(int argc, char **argv) {
     }
     for (size_t i = 0, k = 0; i < in.n; i++) {
         cJSON *o = cJSON_CreateObject();
-        const lmc_classify_result *r = k < in.n_valid && in.valid_item[k] == i ? &res[k++] : NULL;
+        long at = lmc_cli_ran(&in, i, &k);
+        const lmc_classify_result *r = at >= 0 ? &res[at] : NULL;
         if (r && r->status == LMC_OK) {
             cJSON_AddNumberToObject(o, "token_id", r->token_id);
             cJSON_AddStringToObject(o, "text", r->text ? r->text : "");
@@ -165,22 +159,18 @@ int cmd_classify(int argc, char **argv) {
             if (r->label_logprobs) {
                 cJSON *l = cJSON_AddObjectToObject(o, "labels");
                 int best = 0;
-                for (int k = 0; k < ls.n; k++) {
-                    cJSON_AddNumberToObject(l, ls.names[k], r->label_logprobs[k] == -INFINITY ? -9999.0 : r->label_logprobs[k]);
-                    if (r->label_logprobs[k] > r->label_logprobs[best]) best = k;
+                for (int j = 0; j < ls.n; j++) {
+                    cJSON_AddNumberToObject(l, ls.names[j], r->label_logprobs[j] == -INFINITY ? -9999.0 : r->label_logprobs[j]);
+                    if (r->label_logprobs[j] > r->label_logprobs[best]) best = j;
                 }
                 cJSON_AddStringToObject(o, "label", ls.names[best]);
             }
-            cJSON_AddNullToObject(o, "error");
         } else {
-            char msg[1024];
-            if (r) snprintf(msg, sizeof msg, "line %d: %s", in.items[i].line, r->error ? r->error : "failed");
             cJSON_AddNullToObject(o, "token_id");
             cJSON_AddNullToObject(o, "text");
             cJSON_AddNullToObject(o, "logprob");
-            cJSON_AddStringToObject(o, "error", r ? msg : in.items[i].error);
         }
-        print_line(o);
+        lmc_cli_print_line(&in, i, r != NULL, r && r->status != LMC_OK ? (r->error ? r->error : "failed") : NULL, o);
     }
     fflush(stdout);
     lmc_cli_print_batch_metrics(stderr, "classify", &mt);

@@ -84,22 +84,16 @@ int cmd_embed(int argc, char **argv) {
     }
     for (size_t i = 0, k = 0; i < in.n; i++) {
         cJSON *o = cJSON_CreateObject();
-        const lmc_embedding *r = k < in.n_valid && in.valid_item[k] == i ? &res[k++] : NULL;
+        long at = lmc_cli_ran(&in, i, &k);
+        const lmc_embedding *r = at >= 0 ? &res[at] : NULL;
         if (r && r->status == LMC_OK) {
             cJSON_AddItemToObject(o, "embedding", cJSON_CreateFloatArray(r->values, (int)r->dim));
             cJSON_AddNumberToObject(o, "tokens", (double)r->prompt_tokens);
-            cJSON_AddNullToObject(o, "error");
         } else {
-            char msg[1024];
-            if (r) snprintf(msg, sizeof msg, "line %d: %s", in.items[i].line, r->error ? r->error : "failed");
             cJSON_AddNullToObject(o, "embedding");
             cJSON_AddNullToObject(o, "tokens");
-            cJSON_AddStringToObject(o, "error", r ? msg : in.items[i].error);
         }
-        char *s = cJSON_PrintUnformatted(o);
-        if (s) printf("%s\n", s);
-        free(s);
-        cJSON_Delete(o);
+        lmc_cli_print_line(&in, i, r != NULL, r && r->status != LMC_OK ? (r->error ? r->error : "failed") : NULL, o);
     }
     fflush(stdout);
     lmc_cli_print_batch_metrics(stderr, "embed", &mt);
