@@ -578,11 +578,8 @@ static lmc_status seq_step(lmc_model *m, const lmc_generate_options *opt, seq *s
         seq_finish(s, opt, LMC_STOP_CONTEXT); /* prompt and generated tokens fill the context */
         return LMC_OK;
     }
-    int64_t V = m->dec->cfg.vocab_size;
-    if (raw) memcpy(raw, row, (size_t)V * sizeof *raw); /* the model's logits, before the sampler changes them */
-    lmc_generate_apply_bias(opt, row);
-    if (json) lmc_json_mask(&s->json, json, m->eos, (size_t)m->n_eos, row);
-    LMC_CHECK(lmc_sampler_sample(s->sampler, row, V, s->hist, s->n_hist, tok, NULL));
+    lmc_generate_prepare_logits(m, opt, json, &s->json, row, raw);
+    LMC_CHECK(lmc_sampler_sample(s->sampler, row, m->dec->cfg.vocab_size, s->hist, s->n_hist, tok, NULL));
     if (!opt->ignore_eos && lmc_model_is_eos(m, *tok)) {
         seq_finish(s, opt, LMC_STOP_EOS);
         return LMC_OK;
@@ -591,16 +588,15 @@ static lmc_status seq_step(lmc_model *m, const lmc_generate_options *opt, seq *s
         seq_finish(s, opt, LMC_STOP_TOKEN);
         return LMC_OK;
     }
-    if (raw)
-        LMC_CHECK(lmc_logprobs_append(raw, V, *tok, opt->top_logprobs, s->n_hist - s->n_prompt, &s->res->logprobs,
-                                      &s->res->top_logprobs));
+    bool json_done;
+    LMC_CHECK(lmc_generate_record(m, opt, raw, json, &s->json, *tok, s->n_hist - s->n_prompt, &s->res->logprobs,
+                                  &s->res->top_logprobs, &json_done));
     s->hist[s->n_hist++] = *tok; /* hist has room for every token the context and max_tokens allow */
     *appended = true;
     const char *piece;
     size_t len, before = s->res->text_len;
     LMC_CHECK(lmc_detokenizer_feed(s->detok, *tok, &piece, &len));
     LMC_CHECK(seq_append_text(s, piece, len));
-    bool json_done = json && lmc_json_advance(&s->json, json, *tok) && lmc_json_done(&s->json);
     if (seq_stop_string(s, opt, before)) seq_finish(s, opt, LMC_STOP_STRING);
     else if (json_done) seq_finish(s, opt, LMC_STOP_EOS); /* the object is whole */
     else if ((int)(s->n_hist - s->n_prompt) >= opt->max_tokens) seq_finish(s, opt, LMC_STOP_MAX_TOKENS);

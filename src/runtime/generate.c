@@ -339,8 +339,21 @@ lmc_status lmc_generate_check_bias(const lmc_generate_options *opt, int64_t voca
     return LMC_OK;
 }
 
-void lmc_generate_apply_bias(const lmc_generate_options *opt, float *logits) {
+void lmc_generate_prepare_logits(const lmc_model *m, const lmc_generate_options *opt, const lmc_token_bytes *json_tokens,
+                                 const lmc_json_state *json, float *logits, float *raw) {
+    int64_t V = m->dec->cfg.vocab_size;
+    if (raw) memcpy(raw, logits, (size_t)V * sizeof *raw); /* log-probabilities are the model's own */
     for (int i = 0; i < opt->n_logit_bias; i++) logits[opt->logit_bias[i].id] += opt->logit_bias[i].bias;
+    if (json_tokens) lmc_json_mask(json, json_tokens, m->eos, (size_t)m->n_eos, logits);
+}
+
+lmc_status lmc_generate_record(const lmc_model *m, const lmc_generate_options *opt, const float *raw,
+                               const lmc_token_bytes *json_tokens, lmc_json_state *json, int32_t tok, size_t n, float **lp,
+                               lmc_token_logprob **top, bool *closed) {
+    *closed = false;
+    if (raw) LMC_CHECK(lmc_logprobs_append(raw, m->dec->cfg.vocab_size, tok, opt->top_logprobs, n, lp, top));
+    if (json_tokens) *closed = lmc_json_advance(json, json_tokens, tok) && lmc_json_done(json);
+    return LMC_OK;
 }
 
 lmc_status lmc_stream_start(lmc_model *m, const int32_t *ids, size_t n, const lmc_generate_options *opt_in,
@@ -502,9 +515,7 @@ lmc_status lmc_stream_next(lmc_stream *s, int32_t *id, const char **text, size_t
         return LMC_OK;
     }
     int32_t tok = -1;
-    if (st == LMC_OK && s->raw) memcpy(s->raw, s->logits, (size_t)s->m->dec->cfg.vocab_size * sizeof *s->raw);
-    if (st == LMC_OK) lmc_generate_apply_bias(&s->opt, s->logits);
-    if (st == LMC_OK && s->json_tokens) lmc_json_mask(&s->json, s->json_tokens, s->m->eos, (size_t)s->m->n_eos, s->logits);
+    if (st == LMC_OK) lmc_generate_prepare_logits(s->m, &s->opt, s->json_tokens, &s->json, s->logits, s->raw);
     if (st == LMC_OK)
         st = lmc_sampler_sample(s->sampler, s->logits, s->m->dec->cfg.vocab_size, s->hist, s->n_hist, &tok, NULL);
     if (st == LMC_ERR_CANCELLED) {
@@ -526,9 +537,9 @@ lmc_status lmc_stream_next(lmc_stream *s, int32_t *id, const char **text, size_t
         finish(s, LMC_STOP_TOKEN);
     } else {
         if (s->result.n_ids == 0) s->t_first = lmc_now();
-        if (s->raw &&
-            (st = lmc_logprobs_append(s->raw, s->m->dec->cfg.vocab_size, tok, s->opt.top_logprobs, s->result.n_ids,
-                                      &s->result.logprobs, &s->result.top_logprobs)) != LMC_OK) {
+        bool json_done;
+        if ((st = lmc_generate_record(s->m, &s->opt, s->raw, s->json_tokens, &s->json, tok, s->result.n_ids, &s->result.logprobs,
+                                      &s->result.top_logprobs, &json_done)) != LMC_OK) {
             finish(s, LMC_STOP_ERROR);
             *done = true;
             return st;
@@ -552,7 +563,6 @@ lmc_status lmc_stream_next(lmc_stream *s, int32_t *id, const char **text, size_t
             *done = true;
             return st;
         }
-        bool json_done = s->json_tokens && lmc_json_advance(&s->json, s->json_tokens, tok) && lmc_json_done(&s->json);
         if (find_stop_string(s)) finish(s, LMC_STOP_STRING);
         else if (json_done) finish(s, LMC_STOP_EOS); /* the object is whole: nothing may follow it */
         else if ((int)s->result.n_ids >= s->opt.max_tokens) finish(s, LMC_STOP_MAX_TOKENS);

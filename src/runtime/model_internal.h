@@ -78,9 +78,22 @@ lmc_status lmc_stream_start_prompt(lmc_model *m, const lmc_prompt *p, const lmc_
 /* The model's token-text table (built on first use); NULL with the error set. */
 const struct lmc_token_bytes *lmc_model_token_bytes(lmc_model *m);
 lmc_status lmc_text_append(char **text, size_t *len, size_t *cap, const char *t, size_t n);
-/* logit_bias ids inside the vocabulary; adding the biases to a logits row. */
+/* logit_bias ids inside the vocabulary. */
 lmc_status lmc_generate_check_bias(const lmc_generate_options *opt, int64_t vocab);
-void lmc_generate_apply_bias(const lmc_generate_options *opt, float *logits);
+/* What one generation step does around the sampler, for streams and batch
+ * rows alike. Before it: keeps the model's own logits in raw (NULL: no
+ * log-probabilities asked for), adds opt's logit bias and masks what JSON
+ * mode rules out (json_tokens NULL: off). After token tok joined the
+ * output (n generated before it): appends its log-probability entry to *lp
+ * / *top and feeds it to the JSON state; *closed tells whether the JSON
+ * object is now whole. */
+struct lmc_token_bytes;
+struct lmc_json_state;
+void lmc_generate_prepare_logits(const lmc_model *m, const lmc_generate_options *opt, const struct lmc_token_bytes *json_tokens,
+                                 const struct lmc_json_state *json, float *logits, float *raw);
+lmc_status lmc_generate_record(const lmc_model *m, const lmc_generate_options *opt, const float *raw,
+                               const struct lmc_token_bytes *json_tokens, struct lmc_json_state *json, int32_t tok, size_t n,
+                               float **lp, lmc_token_logprob **top, bool *closed);
 /* Checks max_tokens and the stop lists of generation options. */
 lmc_status lmc_generate_check_options(const lmc_generate_options *opt);
 bool lmc_generate_is_stop_token(const lmc_generate_options *opt, int32_t id);
