@@ -399,57 +399,85 @@ static char *add_token(const gen_run *g, cJSON *o, int32_t id, bool bytes) {
     return text;
 }
 
-/* The "logprobs" of a choice for generated tokens [from, to) of res, or
- * NULL when the request asked for none. Chat: {"content": [{token, logprob,
- * bytes, top_logprobs: [{token, logprob, bytes}]}], "refusal": null};
- * completions (OpenAI's legacy format): {"tokens", "token_logprobs",
- * "top_logprobs": [{token: logprob}]}. */
-static cJSON *logprobs_json(const gen_run *g, const lmc_generation *res, size_t from, size_t to) {
-    if (!g->req.gen.logprobs || !res) return NULL;
-    int nt = res->n_top_logprobs;
-    bool chat = g->req.kind == LMC_SRV_CHAT;
+/* A chat entry: {"token", "bytes", "logprob"}. */
+static cJSON *chat_entry(const gen_run *g, int32_t id, float lp) {
+    cJSON *e = cJSON_CreateObject();
+    free(add_token(g, e, id, true));
+    cJSON_AddNumberToObject(e, "logprob", json_logprob(lp));
+    return e;
+}
+
+/* An empty legacy (completions) logprobs object: {"tokens", "token_logprobs", "top_logprobs"}. */
+static cJSON *legacy_logprobs(void) {
     cJSON *o = cJSON_CreateObject();
-    if (chat) {
-        cJSON *content = cJSON_AddArrayToObject(o, "content");
-        for (size_t i = from; i < to && res->logprobs; i++) {
-            cJSON *e = cJSON_CreateObject();
-            free(add_token(g, e, res->ids[i], true));
-            cJSON_AddNumberToObject(e, "logprob", json_logprob(res->logprobs[i]));
-            cJSON *top = cJSON_AddArrayToObject(e, "top_logprobs");
-            for (int j = 0; j < nt; j++) {
-                const lmc_token_logprob *t = &res->top_logprobs[i * (size_t)nt + (size_t)j];
-                if (t->id < 0) continue;
-                cJSON *te = cJSON_CreateObject();
-                free(add_token(g, te, t->id, true));
-                cJSON_AddNumberToObject(te, "logprob", json_logprob(t->logprob));
-                cJSON_AddItemToArray(top, te);
-            }
-            cJSON_AddItemToArray(content, e);
-        }
-        cJSON_AddNullToObject(o, "refusal");
-        return o;
-    }
-    cJSON *tokens = cJSON_AddArrayToObject(o, "tokens"), *lps = cJSON_AddArrayToObject(o, "token_logprobs");
-    cJSON *tops = cJSON_AddArrayToObject(o, "top_logprobs");
-    for (size_t i = from; i < to && res->logprobs; i++) {
-        char *text = add_token(g, NULL, res->ids[i], false);
-        cJSON_AddItemToArray(tokens, cJSON_CreateString(text ? text : ""));
-        free(text);
-        cJSON_AddItemToArray(lps, cJSON_CreateNumber(json_logprob(res->logprobs[i])));
-        cJSON *top = cJSON_CreateObject();
-        for (int j = 0; j < nt; j++) {
-            const lmc_token_logprob *t = &res->top_logprobs[i * (size_t)nt + (size_t)j];
-            if (t->id < 0) continue;
-            char *tt = add_token(g, NULL, t->id, false);
-            if (!cJSON_GetObjectItemCaseSensitive(top, tt ? tt : "")) /* two ids may print alike */
-                cJSON_AddNumberToObject(top, tt ? tt : "", json_logprob(t->logprob));
-            free(tt);
-        }
-        cJSON_AddItemToArray(tops, top);
-    }
+    cJSON_AddArrayToObject(o, "tokens");
+    cJSON_AddArrayToObject(o, "token_logprobs");
+    cJSON_AddArrayToObject(o, "top_logprobs");
     return o;
 }
 
+/* Appends token id to a legacy object: its text, its log-probability and
+ * its alternatives as {text: logprob} (both null when lp is NULL: nothing
+ * predicted the prompt's first token). */
+static void legacy_add(const gen_run *g, cJSON *o, int32_t id, const float *lp, const lmc_token_logprob *top, int nt) {
+    char *text = add_token(g, NULL, id, false);
+    cJSON_AddItemToArray(cJSON_GetObjectItem(o, "tokens"), cJSON_CreateString(text ? text : ""));
+    free(text);
+    cJSON *tops = cJSON_GetObjectItem(o, "top_logprobs");
+    if (!lp) {
+        cJSON_AddItemToArray(cJSON_GetObjectItem(o, "token_logprobs"), cJSON_CreateNull());
+        cJSON_AddItemToArray(tops, cJSON_CreateNull());
+        return;
+    }
+    cJSON_AddItemToArray(cJSON_GetObjectItem(o, "token_logprobs"), cJSON_CreateNumber(json_logprob(*lp)));
+    cJSON *to = cJSON_CreateObject();
+    for (int j = 0; j < nt; j++) {
+        if (top[j].id < 0) continue;
+        char *tt = add_token(g, NULL, top[j].id, false);
+        if (!cJSON_GetObjectItemCaseSensitive(to, tt ? tt : "")) /* two ids may print alike */
+            cJSON_AddNumberToObject(to, tt ? tt : "", json_logprob(top[j].logprob));
+        free(tt);
+    }
+    cJSON_AddItemToArray(tops, to);
+}
+
+/* Appends generated tokens [from, to) of res to logprobs object o (chat or legacy form). */
+static void logprobs_add(const gen_run *g, cJSON *o, const lmc_generation *res, size_t from, size_t to) {
+    int nt = res->n_top_logprobs;
+    cJSON *content = cJSON_GetObjectItem(o, "content");
+    for (size_t i = from; i < to && res->logprobs; i++) {
+        const lmc_token_logprob *top = res->top_logprobs ? &res->top_logprobs[i * (size_t)nt] : NULL;
+        if (!content) {
+            legacy_add(g, o, res->ids[i], &res->logprobs[i], top, nt);
+            continue;
+        }
+        cJSON *e = chat_entry(g, res->ids[i], res->logprobs[i]), *tl = cJSON_AddArrayToObject(e, "top_logprobs");
+        for (int j = 0; j < nt; j++)
+            if (top[j].id >= 0) cJSON_AddItemToArray(tl, chat_entry(g, top[j].id, top[j].logprob));
+        cJSON_AddItemToArray(content, e);
+    }
+}
+
+/* The "logprobs" of a choice for generated tokens [from, to) of res, or
+ * NULL when the request asked for none. Chat: {"content": [{token, bytes,
+ * logprob, top_logprobs: [{token, bytes, logprob}]}], "refusal": null};
+ * completions (OpenAI's legacy format): {"tokens", "token_logprobs",
+ * "top_logprobs": [{token: logprob}]}; prefix (completions with echo, or
+ * NULL) holds the prompt's entries, which come first. */
+static cJSON *logprobs_json(const gen_run *g, const lmc_generation *res, size_t from, size_t to, cJSON *prefix) {
+    if (!g->req.gen.logprobs || !res) return NULL;
+    cJSON *o = prefix;
+    if (!o && g->req.kind == LMC_SRV_CHAT) {
+        o = cJSON_CreateObject();
+        cJSON_AddArrayToObject(o, "content");
+        logprobs_add(g, o, res, from, to);
+        cJSON_AddNullToObject(o, "refusal");
+        return o;
+    }
+    if (!o) o = legacy_logprobs();
+    logprobs_add(g, o, res, from, to);
+    return o;
+}
 
 /* One choice: a chat message / delta, or a completion's text. logprobs and
  * calls (tool calls) are owned by the choice from now on, or NULL; for a
@@ -476,8 +504,8 @@ static cJSON *choice(const gen_run *g, const char *key, const char *role, const 
     return c;
 }
 
-/* "echo": the prompt's ids and text, and with "logprobs" its tokens' entries
- * (the first has none: nothing predicts it) put before the completion's. */
+/* "echo": the prompt's text, and with "logprobs" (lp: an empty legacy
+ * object) its tokens' entries, scored as generated tokens are. */
 static lmc_status echo_prompt(gen_run *g, char **text, cJSON *lp) {
     lmc_model *m = g->srv->m;
     const lmc_tokenizer *tok = lmc_model_tokenizer(m);
@@ -492,37 +520,21 @@ static lmc_status echo_prompt(gen_run *g, char **text, cJSON *lp) {
                                : lmc_tokenizer_decode(tok, ids, n, false, text, NULL);
     lmc_array *logits = st == LMC_OK && lp && n > 1 ? lmc_model_logits(m, ids, n, true) : NULL;
     if (st == LMC_OK && lp && n > 1 && !logits) st = lmc_last_status();
-    if (st == LMC_OK && lp) {
-        int64_t V = logits ? lmc_array_dim(logits, 1) : 0;
-        const float *all = logits ? lmc_array_data(logits) : NULL;
-        cJSON *tokens = cJSON_GetObjectItem(lp, "tokens"), *lps = cJSON_GetObjectItem(lp, "token_logprobs");
-        cJSON *tops = cJSON_GetObjectItem(lp, "top_logprobs");
-        int nt = g->req.gen.top_logprobs;
-        for (size_t i = 0; st == LMC_OK && i < n; i++) {
-            char *t = add_token(g, NULL, ids[i], false);
-            cJSON_InsertItemInArray(tokens, (int)i, cJSON_CreateString(t ? t : ""));
-            free(t);
-            if (i == 0) {
-                cJSON_InsertItemInArray(lps, 0, cJSON_CreateNull());
-                cJSON_InsertItemInArray(tops, 0, cJSON_CreateNull());
-                continue;
-            }
-            const float *row = all + (size_t)(i - 1) * (size_t)V;
-            lmc_token_logprob top[LMC_MAX_TOP_LOGPROBS];
-            double lse;
-            st = lmc_logprobs_scan(row, V, nt, &lse, top);
-            if (st != LMC_OK) break;
-            cJSON_InsertItemInArray(lps, (int)i, cJSON_CreateNumber(json_logprob((float)((double)row[ids[i]] - lse))));
-            cJSON *to = cJSON_CreateObject();
-            for (int j = 0; j < nt; j++) {
-                if (top[j].id < 0) continue;
-                char *tt = add_token(g, NULL, top[j].id, false);
-                if (!cJSON_GetObjectItemCaseSensitive(to, tt ? tt : "")) cJSON_AddNumberToObject(to, tt ? tt : "", json_logprob(top[j].logprob));
-                free(tt);
-            }
-            cJSON_InsertItemInArray(tops, (int)i, to);
-        }
+    /* token i's entry comes from the logits at i - 1: the same arithmetic as a generated token's */
+    lmc_generation scored = {.n_top_logprobs = g->req.gen.top_logprobs};
+    int64_t V = logits ? lmc_array_dim(logits, 1) : 0;
+    const float *all = logits ? lmc_array_data(logits) : NULL;
+    for (size_t i = 1; st == LMC_OK && logits && i < n; i++)
+        st = lmc_logprobs_append(all + (i - 1) * (size_t)V, V, ids[i], scored.n_top_logprobs, i - 1, &scored.logprobs,
+                                 &scored.top_logprobs);
+    if (st == LMC_OK && lp && n) {
+        legacy_add(g, lp, ids[0], NULL, NULL, 0);
+        scored.ids = ids + 1;
+        scored.n_ids = n - 1;
+        logprobs_add(g, lp, &scored, 0, scored.n_ids);
     }
+    free(scored.logprobs);
+    free(scored.top_logprobs);
     lmc_array_free(logits);
     if (own) lmc_tokenizer_free_ids(ids);
     return st;
@@ -598,9 +610,10 @@ static cJSON *whole_choice(gen_run *g, const lmc_generation *res) {
         calls = NULL;
         content = NULL;
     }
-    cJSON *lp = logprobs_json(g, res, 0, res->n_ids);
+    cJSON *lp = NULL;
     char *echoed = NULL, *with_prompt = NULL;
     if (g->req.echo) {
+        if (g->req.gen.logprobs) lp = legacy_logprobs();
         lmc_status es = echo_prompt(g, &echoed, lp);
         size_t a = echoed ? strlen(echoed) : 0, b = strlen(text);
         if (es == LMC_OK && (with_prompt = malloc(a + b + 1))) {
@@ -618,6 +631,7 @@ static cJSON *whole_choice(gen_run *g, const lmc_generation *res) {
             return NULL;
         }
     }
+    lp = logprobs_json(g, res, 0, res->n_ids, lp);
     cJSON *one = choice(g, "message", "assistant", content ? content : text, calls ? "tool_calls" : finish_reason(res->stop_reason),
                         lp, calls, reasoning);
     free(echoed);
@@ -653,7 +667,7 @@ static cJSON *chunk_with(gen_run *g, const char *role, const char *reasoning, co
     cJSON *lp = NULL;
     const lmc_generation *res = g->stream && g->req.gen.logprobs ? lmc_stream_result(g->stream) : NULL;
     if (res && (res->n_ids > g->lp_sent || finish)) {
-        lp = logprobs_json(g, res, g->lp_sent, res->n_ids);
+        lp = logprobs_json(g, res, g->lp_sent, res->n_ids, NULL);
         g->lp_sent = res->n_ids;
     }
     cJSON_AddItemToArray(choices, choice(g, "delta", role, text, finish, lp, NULL, reasoning));
