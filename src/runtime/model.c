@@ -7,7 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
+#include "io/json_util.h"
 #include "lmc/lora.h"
 #include "lmc/ops.h"
 #include "runtime/model_internal.h"
@@ -86,22 +88,11 @@ static lmc_status read_sampling(const char *dir, lmc_sampler_config *out) {
     *out = lmc_sampler_config_default();
     char path[4096];
     snprintf(path, sizeof path, "%s/generation_config.json", dir);
-    FILE *f = fopen(path, "rb");
-    if (!f) return LMC_OK;
-    char *json = NULL;
-    size_t len = 0, cap = 0;
-    for (;;) {
-        if (len + 4096 > cap) {
-            char *p = realloc(json, cap = (len + 4096) * 2);
-            if (!p) break;
-            json = p;
-        }
-        size_t got = fread(json + len, 1, cap - len - 1, f);
-        len += got;
-        if (!got) break;
-    }
-    fclose(f);
-    cJSON *g = json ? cJSON_ParseWithLength(json, len) : NULL;
+    if (access(path, F_OK) != 0) return LMC_OK; /* no file: lmc's defaults */
+    char *json;
+    size_t len;
+    LMC_CHECK(lmc_read_file(path, 1u << 20, &json, &len));
+    cJSON *g = lmc_json_parse(json, len, NULL);
     free(json);
     if (!cJSON_IsObject(g)) {
         cJSON_Delete(g);
