@@ -296,6 +296,14 @@ static bool parse_messages(const cJSON *root, lmc_srv_request *r, lmc_srv_error 
     return ok;
 }
 
+/* A token id: an integer in [0, INT32_MAX]. */
+static bool token_id(const cJSON *v, int32_t *out) {
+    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < 0 || v->valuedouble > INT32_MAX)
+        return false;
+    *out = (int32_t)v->valuedouble;
+    return true;
+}
+
 /* "prompt": a string, an array holding one string, or an array of token ids. */
 static bool parse_prompt(const cJSON *root, lmc_srv_request *r, lmc_srv_error *err) {
     const cJSON *p = field(root, "prompt");
@@ -315,11 +323,10 @@ static bool parse_prompt(const cJSON *root, lmc_srv_request *r, lmc_srv_error *e
     for (const cJSON *v = p->child; v; v = v->next) {
         if (cJSON_IsString(v) || cJSON_IsArray(v))
             return fail(err, "prompt", "'prompt' holds several prompts: one prompt per request");
-        if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < 0 ||
-            v->valuedouble > INT32_MAX)
+        if (!token_id(v, &r->ids[r->n_ids]))
             return fail(err, "prompt", "'prompt[%zu]' must be a token id (an integer >= 0), got %s", r->n_ids,
                         cJSON_IsNumber(v) ? "another number" : lmc_json_type_name(v));
-        r->ids[r->n_ids++] = (int32_t)v->valuedouble;
+        r->n_ids++;
     }
     return true;
 }
@@ -576,9 +583,8 @@ static bool embed_input(const cJSON *v, const char *name, lmc_batch_prompt *p, l
     if (!ids) return fail(err, "", "out of memory");
     p->ids = ids;
     for (const cJSON *t = v->child; t; t = t->next) {
-        if (!cJSON_IsNumber(t) || t->valuedouble != floor(t->valuedouble) || t->valuedouble < 0 || t->valuedouble > INT32_MAX)
-            return fail(err, "input", "'%s[%zu]' must be a token id (an integer >= 0)", name, p->n_ids);
-        ids[p->n_ids++] = (int32_t)t->valuedouble;
+        if (!token_id(t, &ids[p->n_ids])) return fail(err, "input", "'%s[%zu]' must be a token id (an integer >= 0)", name, p->n_ids);
+        p->n_ids++;
     }
     return true;
 }
