@@ -25,6 +25,9 @@ cJSON *lmc_json_parse(const char *data, size_t n, size_t *err_at);
  * would read as "a"), so readers refuse it. */
 bool lmc_json_has_nul_escape(const char *s, size_t n, size_t *at);
 
+/* JSON's white space (RFC 8259: space, tab, newline, carriage return). */
+static inline bool lmc_json_space(unsigned char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
 /* A short description of a JSON value's type for messages ("an array"). */
 const char *lmc_json_type_name(const cJSON *item);
 

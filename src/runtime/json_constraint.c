@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "io/json_util.h"
 #include "lmc/tokenizer.h"
 
 enum {
@@ -49,7 +50,6 @@ void lmc_json_init(lmc_json_state *s) {
 
 bool lmc_json_done(const lmc_json_state *s) { return s->mode == M_DONE; }
 
-static bool is_space(unsigned char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 static bool is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
 static bool is_hex(unsigned char c) { return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'); }
 
@@ -113,7 +113,7 @@ bool lmc_json_step(lmc_json_state *s, unsigned char c) {
     case M_OBJ_NEXT:
     case M_ARR_FIRST:
     case M_ARR_NEXT:
-        if (is_space(c)) return s->space++ < LMC_JSON_MAX_SPACE;
+        if (lmc_json_space(c)) return s->space++ < LMC_JSON_MAX_SPACE;
         s->space = 0;
         switch (s->mode) {
         case M_START: return c == '{' && push(s, c);

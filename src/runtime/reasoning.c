@@ -5,13 +5,13 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "io/json_util.h"
 
 static const char OPEN[] = "<think>", CLOSE[] = "</think>";
 enum { UNKNOWN, THINKING, ANSWER_START, ANSWER };
 
 bool lmc_reasoning_template(const char *src) { return src && strstr(src, OPEN) && strstr(src, CLOSE); }
 
-static bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 
 static char *copy(const char *s, size_t n) {
     char *c = malloc(n + 1);
@@ -32,7 +32,7 @@ lmc_status lmc_reasoning_split(const char *text, char **reasoning, char **conten
     *reasoning = *content = NULL;
     if (!text) text = "";
     const char *p = text;
-    while (is_space(*p)) p++;
+    while (lmc_json_space(*p)) p++;
     if (strncmp(p, OPEN, sizeof OPEN - 1)) {
         *reasoning = copy("", 0);
         *content = copy(text, strlen(text));
@@ -41,7 +41,7 @@ lmc_status lmc_reasoning_split(const char *text, char **reasoning, char **conten
         const char *end = strstr(p, CLOSE), *after = end ? end + sizeof CLOSE - 1 : p + strlen(p);
         size_t n = (size_t)((end ? end : after) - p);
         strip_newlines(&p, &n);
-        while (is_space(*after)) after++;
+        while (lmc_json_space(*after)) after++;
         *reasoning = copy(p, n);
         *content = copy(after, strlen(after));
     }
@@ -71,7 +71,7 @@ void lmc_reasoning_feed(lmc_reasoning_stream *s, const char *piece, size_t n, bo
     const size_t len = s->text.len;
     if (s->state == UNKNOWN) {
         size_t i = 0;
-        while (i < len && is_space(t[i])) i++;
+        while (i < len && lmc_json_space(t[i])) i++;
         size_t have = len - i, need = sizeof OPEN - 1;
         if (have >= need && !memcmp(t + i, OPEN, need)) {
             s->state = THINKING;
@@ -105,7 +105,7 @@ void lmc_reasoning_feed(lmc_reasoning_stream *s, const char *piece, size_t n, bo
         }
     }
     if (s->state == ANSWER_START) {
-        while (s->done < len && is_space(t[s->done])) s->done++;
+        while (s->done < len && lmc_json_space(t[s->done])) s->done++;
         if (s->done == len) return;
         s->state = ANSWER;
     }

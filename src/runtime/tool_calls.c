@@ -22,7 +22,6 @@ lmc_tool_format lmc_tool_format_of(const char *src) {
     return strstr(src, OPEN) ? LMC_TOOLS_HERMES : LMC_TOOLS_JSON;
 }
 
-static bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 
 /* One call from a parsed JSON object, or NULL when it is not one. */
 static cJSON *call_of(const cJSON *o, int index) {
@@ -51,8 +50,8 @@ static cJSON *call_of(const cJSON *o, int index) {
 
 /* text[0, n) trimmed, as a new string. */
 static char *trimmed(const char *text, size_t n) {
-    while (n && is_space(*text)) text++, n--;
-    while (n && is_space(text[n - 1])) n--;
+    while (n && lmc_json_space(*text)) text++, n--;
+    while (n && lmc_json_space(text[n - 1])) n--;
     char *s = malloc(n + 1);
     if (s) {
         memcpy(s, text, n);
@@ -93,7 +92,7 @@ static const char PYTHON_TAG[] = "<|python_tag|>";
 
 static lmc_status split_json(const char *text, cJSON **calls, char **content) {
     const char *p = text;
-    while (is_space(*p)) p++;
+    while (lmc_json_space(*p)) p++;
     if (!strncmp(p, PYTHON_TAG, sizeof PYTHON_TAG - 1)) p += sizeof PYTHON_TAG - 1;
     cJSON *o = cJSON_ParseWithOpts(p, NULL, true); /* the whole reply: nothing may follow the call */
     cJSON *arr = cJSON_IsArray(o) ? o : NULL;
@@ -134,7 +133,7 @@ size_t lmc_tool_calls_content_prefix(lmc_tool_format f, const char *text, size_t
     }
     if (f == LMC_TOOLS_JSON) {
         size_t i = 0;
-        while (i < len && is_space(text[i])) i++;
+        while (i < len && lmc_json_space(text[i])) i++;
         if (i == len) return 0;                            /* nothing to judge by yet */
         return text[i] == '{' || text[i] == '[' || text[i] == '<' ? 0 : len; /* a call (or the python tag) */
     }

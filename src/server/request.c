@@ -508,7 +508,7 @@ static cJSON *parse_body(const char *body, size_t len, lmc_srv_error *err) {
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(body, len, &end, false);
     size_t off = end ? (size_t)(end - body) : 0;
-    while (root && off < len && (body[off] == ' ' || body[off] == '\t' || body[off] == '\n' || body[off] == '\r')) off++;
+    while (root && off < len && lmc_json_space((unsigned char)body[off])) off++;
     if (!root || off < len) {
         int line, col;
         if (off > len) off = len;
