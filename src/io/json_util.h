@@ -3,6 +3,7 @@
 #define LMC_IO_JSON_UTIL_H
 
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -27,6 +28,10 @@ bool lmc_json_has_nul_escape(const char *s, size_t n, size_t *at);
 
 /* JSON's white space (RFC 8259: space, tab, newline, carriage return). */
 static inline bool lmc_json_space(unsigned char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+/* A log-probability as a JSON number: JSON has no -inf, so a token the model
+ * rules out gets -9999, as in OpenAI's API. */
+static inline double lmc_json_logprob(float lp) { return lp == -INFINITY ? -9999.0 : (double)lp; }
 
 /* A short description of a JSON value's type for messages ("an array"). */
 const char *lmc_json_type_name(const cJSON *item);

@@ -381,9 +381,6 @@ static void add_usage(cJSON *o, const lmc_generation *res, uint64_t seed) {
 
 /* --- log-probabilities (request "logprobs") ---------------------------------------------- */
 
-/* A log-probability as JSON: a token the model rules out (-inf) gets -9999,
- * as in OpenAI's API. */
-static double json_logprob(float lp) { return lp == -INFINITY ? -9999.0 : (double)lp; }
 
 /* Adds token id's text ("token", decoded alone, special tokens shown) and,
  * for chat, its UTF-8 bytes to o; returns the text (owned by the caller). */
@@ -403,7 +400,7 @@ static char *add_token(const gen_run *g, cJSON *o, int32_t id, bool bytes) {
 static cJSON *chat_entry(const gen_run *g, int32_t id, float lp) {
     cJSON *e = cJSON_CreateObject();
     free(add_token(g, e, id, true));
-    cJSON_AddNumberToObject(e, "logprob", json_logprob(lp));
+    cJSON_AddNumberToObject(e, "logprob", lmc_json_logprob(lp));
     return e;
 }
 
@@ -429,13 +426,13 @@ static void legacy_add(const gen_run *g, cJSON *o, int32_t id, const float *lp, 
         cJSON_AddItemToArray(tops, cJSON_CreateNull());
         return;
     }
-    cJSON_AddItemToArray(cJSON_GetObjectItem(o, "token_logprobs"), cJSON_CreateNumber(json_logprob(*lp)));
+    cJSON_AddItemToArray(cJSON_GetObjectItem(o, "token_logprobs"), cJSON_CreateNumber(lmc_json_logprob(*lp)));
     cJSON *to = cJSON_CreateObject();
     for (int j = 0; j < nt; j++) {
         if (top[j].id < 0) continue;
         char *tt = add_token(g, NULL, top[j].id, false);
         if (!cJSON_GetObjectItemCaseSensitive(to, tt ? tt : "")) /* two ids may print alike */
-            cJSON_AddNumberToObject(to, tt ? tt : "", json_logprob(top[j].logprob));
+            cJSON_AddNumberToObject(to, tt ? tt : "", lmc_json_logprob(top[j].logprob));
         free(tt);
     }
     cJSON_AddItemToArray(tops, to);

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "io/json_util.h"
 #include "lmc/tokenizer.h"
 #include "tools/cli.h"
 #include "tools/cli_options.h"
@@ -160,7 +161,7 @@ int cmd_classify(int argc, char **argv) {
                 cJSON *l = cJSON_AddObjectToObject(o, "labels");
                 int best = 0;
                 for (int j = 0; j < ls.n; j++) {
-                    cJSON_AddNumberToObject(l, ls.names[j], r->label_logprobs[j] == -INFINITY ? -9999.0 : r->label_logprobs[j]);
+                    cJSON_AddNumberToObject(l, ls.names[j], lmc_json_logprob(r->label_logprobs[j]));
                     if (r->label_logprobs[j] > r->label_logprobs[best]) best = j;
                 }
                 cJSON_AddStringToObject(o, "label", ls.names[best]);

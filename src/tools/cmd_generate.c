@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "io/json_util.h"
 #include "lmc/tokenizer.h"
 #include "tools/cli.h"
 #include "tools/cli_options.h"
@@ -44,7 +45,7 @@ static cJSON *entry_json(const lmc_tokenizer *tok, int32_t id, float lp) {
     char *t = token_text(tok, id);
     cJSON_AddNumberToObject(e, "id", id);
     cJSON_AddStringToObject(e, "text", t ? t : "");
-    cJSON_AddNumberToObject(e, "logprob", lp == -INFINITY ? -9999.0 : lp);
+    cJSON_AddNumberToObject(e, "logprob", lmc_json_logprob(lp));
     free(t);
     return e;
 }
@@ -56,7 +57,7 @@ static void report_logprobs(const lmc_tokenizer *tok, const lmc_generation *out,
     for (size_t i = 0; out->logprobs && i < out->n_ids; i++) {
         const lmc_token_logprob *top = out->top_logprobs ? out->top_logprobs + i * (size_t)nt : NULL;
         if (o) {
-            cJSON_AddItemToArray(lps, cJSON_CreateNumber(out->logprobs[i] == -INFINITY ? -9999.0 : out->logprobs[i]));
+            cJSON_AddItemToArray(lps, cJSON_CreateNumber(lmc_json_logprob(out->logprobs[i])));
             cJSON *row = cJSON_CreateArray();
             for (int j = 0; top && j < nt; j++)
                 if (top[j].id >= 0) cJSON_AddItemToArray(row, entry_json(tok, top[j].id, top[j].logprob));
