@@ -12,7 +12,7 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     lmc_json_state s, copy;
-    lmc_json_init(&s);
+    lmc_json_init(&s, NULL);
     copy = s;
     size_t n = 0;
     while (n < size && lmc_json_step(&s, data[n])) {

@@ -2,6 +2,7 @@
  * logits (checked against transformers' golden logits), info, discover,
  * and usage errors. Runs build/lmc as a subprocess. */
 #include <cjson/cJSON.h>
+#include <unistd.h>
 #include <math.h>
 #include <sys/wait.h>
 
@@ -9,6 +10,7 @@
 #include "lmc/lmc.h"
 #include "lmc/lora.h"
 #include "model_fixture.h"
+#include "runtime/json_constraint.h"
 #include "test_util.h"
 
 static char *g_dir;
@@ -543,10 +545,56 @@ static void test_chat_turns(void) {
     CHECK(system(cmd) == 0);
 }
 
+/* --json-schema, inline and @FILE: the same reply, one the schema allows;
+ * a schema lmc cannot follow fails before generating, naming the keyword. */
+static void test_json_schema_option(void) {
+    const char *schema = "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"},\"b\":{\"enum\":[\"x\",\"yz\"]}},"
+                         "\"required\":[\"a\",\"b\"]}";
+    char path[] = "/tmp/lmc-cli-schema-XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0 && write(fd, schema, strlen(schema)) == (ssize_t)strlen(schema));
+    if (fd >= 0) close(fd);
+    char cmd[8192], *out1 = NULL, *out2 = NULL;
+    snprintf(cmd, sizeof cmd, "%s/lmc generate -m %s --prompt-ids 1,2,3 --max-tokens 300 --temperature 0 --json --json-schema '%s'",
+             LMC_BUILD_DIR, g_dir, schema);
+    CHECK(run(cmd, &out1) == 0);
+    snprintf(cmd, sizeof cmd, "%s/lmc generate -m %s --prompt-ids 1,2,3 --max-tokens 300 --temperature 0 --json --json-schema @%s",
+             LMC_BUILD_DIR, g_dir, path);
+    CHECK(run(cmd, &out2) == 0);
+    cJSON *j1 = cJSON_Parse(out1), *j2 = cJSON_Parse(out2);
+    const char *t1 = cJSON_GetStringValue(cJSON_GetObjectItem(j1, "text")), *t2 = cJSON_GetStringValue(cJSON_GetObjectItem(j2, "text"));
+    CHECKF(t1 && t2 && !strcmp(t1, t2), "inline and @FILE differ: %s / %s", out1, out2);
+    lmc_json_schema *s = NULL;
+    CHECK(lmc_json_schema_compile(schema, &s) == LMC_OK);
+    lmc_json_state st;
+    lmc_json_init(&st, s);
+    bool ok = t1 != NULL;
+    for (const char *c = t1; ok && *c; c++) ok = lmc_json_step(&st, (unsigned char)*c);
+    CHECKF(ok, "not a prefix the schema allows: %s", t1 ? t1 : "(none)");
+    const char *why = cJSON_GetStringValue(cJSON_GetObjectItem(j1, "stop_reason"));
+    CHECKF(why && (!strcmp(why, "eos") ? lmc_json_done(&st) : !strcmp(why, "max_tokens")), "stop %s, text %s", why ? why : "?", t1);
+    lmc_json_schema_free(s);
+    cJSON_Delete(j1);
+    cJSON_Delete(j2);
+    free(out1);
+    free(out2);
+    snprintf(cmd, sizeof cmd, "%s/lmc generate -m %s --prompt-ids 1,2,3 --json-schema '{\"type\":\"object\",\"minProperties\":1}' 2>&1",
+             LMC_BUILD_DIR, g_dir);
+    CHECK(run(cmd, &out1) != 0);
+    CHECKF(out1 && strstr(out1, "minProperties"), "%s", out1 ? out1 : "");
+    free(out1);
+    snprintf(cmd, sizeof cmd, "%s/lmc generate -m %s --prompt-ids 1,2,3 --json-schema @/nonexistent/s.json 2>&1", LMC_BUILD_DIR, g_dir);
+    CHECK(run(cmd, &out1) != 0);
+    CHECKF(out1 && strstr(out1, "/nonexistent/s.json"), "%s", out1 ? out1 : "");
+    free(out1);
+    unlink(path);
+}
+
 int main(void) {
     g_dir = model_fixture_dir("qwen3");
     if (!g_dir) return 1;
     RUN(test_generate_json);
+    RUN(test_json_schema_option);
     RUN(test_logprobs_and_labels);
     RUN(test_embed);
     RUN(test_generation_config_defaults);

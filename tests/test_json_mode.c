@@ -14,7 +14,7 @@
 
 static bool accepts(const char *text, size_t n, bool *done) {
     lmc_json_state s;
-    lmc_json_init(&s);
+    lmc_json_init(&s, NULL);
     for (size_t i = 0; i < n; i++)
         if (!lmc_json_step(&s, (unsigned char)text[i])) return false;
     *done = lmc_json_done(&s);
@@ -114,7 +114,7 @@ static void test_mask(void) {
     tb.off = off, tb.bytes = bytes, tb.special = special;
     int32_t eos = 7;
     lmc_json_state s;
-    lmc_json_init(&s);
+    lmc_json_init(&s, NULL);
     float lg[V];
     for (int t = 0; t < V; t++) lg[t] = 1;
     lmc_json_mask(&s, &tb, &eos, 1, lg);

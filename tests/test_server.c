@@ -571,8 +571,10 @@ static void test_tools(void) {
     lmc_generation_clear(&p0);
 }
 
-/* "response_format": {"type": "json_object"} is JSON mode (lmc_chat with
- * json_object makes the same reply); other types are refused. */
+/* "response_format": {"type": "json_object"} is JSON mode and
+ * {"type": "json_schema"} follows a schema (lmc_chat with json_object or
+ * json_schema makes the same reply); bad schemas and other types are
+ * refused. */
 static void test_json_mode(void) {
     lmc_message msgs[1] = {{"user", "A cat as JSON"}};
     lmc_generate_options o = greedy(40);
@@ -589,13 +591,53 @@ static void test_json_mode(void) {
     CHECK_STR(str_at(j, "choices.0.finish_reason"), ref.stop_reason == LMC_STOP_MAX_TOKENS ? "length" : "stop");
     cJSON_Delete(j);
     reply_free(&r);
+    /* json_schema: lmc_chat with the same schema makes the same reply */
+    const char *schema = "{\"type\":\"object\",\"properties\":{\"n\":{\"type\":\"integer\"},\"ok\":{\"type\":\"boolean\"}},"
+                         "\"required\":[\"n\",\"ok\"]}";
+    lmc_generate_options os = greedy(40);
+    os.json_schema = schema;
+    lmc_generation refs = ref_chat(msgs, 1, &os);
+    char body[1024];
+    snprintf(body, sizeof body,
+             "{\"messages\":[{\"role\":\"user\",\"content\":\"A cat as JSON\"}],\"temperature\":0,\"max_tokens\":40,"
+             "\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"cat\",\"strict\":true,"
+             "\"schema\":%s}}}",
+             schema);
+    r = http("POST", "/v1/chat/completions", body);
+    j = json_of(&r);
+    CHECKF(r.status == 200, "%d %s", r.status, r.body);
+    CHECK_STR(str_at(j, "choices.0.message.content"), refs.text);
+    cJSON_Delete(j);
+    reply_free(&r);
+    lmc_generation_clear(&refs);
+    /* a schema lmc cannot follow, or no schema: 400 naming the place and the keyword */
     r = http("POST", "/v1/chat/completions",
              "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":{\"type\":\"json_schema\","
-             "\"json_schema\":{\"name\":\"x\",\"schema\":{}}}}");
+             "\"json_schema\":{\"name\":\"x\",\"schema\":{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"string\","
+             "\"pattern\":\"^a\"}}}}}}");
+    j = json_of(&r);
+    CHECKF(r.status == 400 && str_at(j, "error.param") &&
+               !strcmp(str_at(j, "error.param"), "response_format.json_schema.schema"),
+           "%d %s", r.status, r.body);
+    CHECK(str_at(j, "error.message") && strstr(str_at(j, "error.message"), "/properties/a") &&
+          strstr(str_at(j, "error.message"), "pattern"));
+    cJSON_Delete(j);
+    reply_free(&r);
+    r = http("POST", "/v1/chat/completions",
+             "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":{\"type\":\"json_schema\","
+             "\"json_schema\":{\"name\":\"x\"}}}");
+    j = json_of(&r);
+    CHECKF(r.status == 400 && str_at(j, "error.param") &&
+               !strcmp(str_at(j, "error.param"), "response_format.json_schema.schema"),
+           "%d %s", r.status, r.body);
+    cJSON_Delete(j);
+    reply_free(&r);
+    r = http("POST", "/v1/chat/completions",
+             "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":{\"type\":\"xml\"}}");
     j = json_of(&r);
     CHECKF(r.status == 400 && str_at(j, "error.param") && !strcmp(str_at(j, "error.param"), "response_format"), "%d %s", r.status,
            r.body);
-    CHECK(str_at(j, "error.message") && strstr(str_at(j, "error.message"), "json_object"));
+    CHECK(str_at(j, "error.message") && strstr(str_at(j, "error.message"), "json_schema"));
     cJSON_Delete(j);
     reply_free(&r);
     lmc_generation_clear(&ref);

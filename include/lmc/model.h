@@ -169,6 +169,16 @@ typedef struct lmc_generate_options {
                                      log-probabilities are taken); generation ends (as at EOS) when the object
                                      closes. max_tokens can still cut it short (stop_reason says so). Native
                                      backends only; costs a pass over the vocabulary's text per token */
+    const char *json_schema;      /* NULL, or JSON Schema text: like json_object, but the reply is a document the
+                                     schema describes (root: an object or array schema). Supported: type (one or
+                                     a list), properties, required, additionalProperties (false, or true with no
+                                     properties listed), items, minItems, maxItems, minLength, maxLength (in
+                                     characters), enum, const, anyOf / oneOf of different JSON types, $ref to
+                                     "#", "#/$defs/..." or "#/definitions/..."; annotations (title, description,
+                                     default, examples, format, ...) are ignored and any other keyword is
+                                     refused (LMC_ERR_INVALID_ARGUMENT naming it). Members come in the order of
+                                     "properties", each at most once, required ones always; names and enum
+                                     values in their compact JSON spelling. Read when generation starts */
 } lmc_generate_options;
 LMC_API lmc_generate_options lmc_generate_options_default(void);
 

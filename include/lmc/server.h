@@ -40,15 +40,17 @@
  * it comes. A model whose template cannot render tools answers 400.
  * frequency_penalty and presence_penalty are accepted only as 0 (use
  * repeat_penalty); "response_format": {"type": "json_object"} is JSON mode
- * (lmc_generate_options.json_object). /v1/completions takes "echo": the
+ * (lmc_generate_options.json_object), {"type": "json_schema", "json_schema":
+ * {"schema": {...}}} a reply the schema describes (json_schema; a schema
+ * lmc cannot follow gets a 400 naming the keyword). /v1/completions takes "echo": the
  * prompt comes back before the completion, and with "logprobs" its tokens'
  * entries too (the first token's null), "max_tokens": 0 scoring the prompt
  * alone, as evaluation harnesses ask (not with "stream"). "logit_bias"
  * ({"token id": bias in [-100, 100]}) is added to the logits at every step.
  * Chat takes "chat_template_kwargs", extra template variables (e.g.
  * {"enable_thinking": false} for Qwen3).
- * A forced tool_choice, legacy "functions", suffix and json_schema response
- * formats are rejected with 400.
+ * A forced tool_choice, legacy "functions", suffix and response formats
+ * other than text, json_object and json_schema are rejected with 400.
  * Fields the server does not know (user, metadata, ...) are ignored.
  * Answers carry OpenAI's usage (with prompt_tokens_details.cached_tokens:
  * prompt tokens reused from the prompt cache) and an "lmc" object:

@@ -622,17 +622,19 @@ static lmc_status generate_rows(lmc_model *m, const lmc_batch_options *opt, cons
     int32_t *next = malloc((size_t)B * sizeof *next), *keep_rows = malloc((size_t)B * sizeof *keep_rows);
     float *logits = malloc((size_t)(B * V) * sizeof *logits);
     float *raw = g->logprobs || g->top_logprobs ? malloc((size_t)V * sizeof *raw) : NULL;
-    const lmc_token_bytes *json = g->json_object ? lmc_model_token_bytes(m) : NULL;
+    const lmc_token_bytes *json = g->json_object || g->json_schema ? lmc_model_token_bytes(m) : NULL;
+    lmc_json_schema *schema = NULL;
     lmc_kv_cache cache = {0};
     lmc_status st = seqs && act && pad && next && keep_rows && logits && (raw || !(g->logprobs || g->top_logprobs))
                         ? LMC_OK
                         : lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
-    if (st == LMC_OK && g->json_object && !json) st = lmc_last_status();
+    if (st == LMC_OK && (g->json_object || g->json_schema) && !json) st = lmc_last_status();
+    if (st == LMC_OK && g->json_schema) st = lmc_json_schema_compile(g->json_schema, &schema);
     for (int64_t b = 0; seqs && b < B; b++) {
         seqs[b].index = rows[b];
         seqs[b].res = &res[rows[b]];
         seqs[b].n_prompt = seqs[b].n_hist = ps[rows[b]].n;
-        lmc_json_init(&seqs[b].json);
+        lmc_json_init(&seqs[b].json, schema);
         res[rows[b]].n_top_logprobs = g->top_logprobs;
     }
     for (int64_t b = 0; st == LMC_OK && b < B; b++) {
@@ -719,6 +721,7 @@ static lmc_status generate_rows(lmc_model *m, const lmc_batch_options *opt, cons
     free(act);
     free(pad);
     free(next);
+    lmc_json_schema_free(schema);
     free(keep_rows);
     free(logits);
     free(raw);

@@ -34,6 +34,7 @@ struct lmc_stream {
     float *logits;            /* next-token logits [V] */
     float *raw;               /* [V] their copy before the sampler changes them (logprobs only) */
     const lmc_token_bytes *json_tokens; /* JSON mode: the model's token texts ... */
+    lmc_json_schema *schema;  /* ... the compiled json_schema, if any ... */
     lmc_json_state json;      /* ... and where the reply stands */
     char *text;               /* all generated text so far */
     size_t text_len, text_cap, emitted;
@@ -328,6 +329,11 @@ lmc_status lmc_generate_check_options(const lmc_generate_options *opt) {
     if (opt->top_logprobs < 0 || opt->top_logprobs > LMC_MAX_TOP_LOGPROBS)
         return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "top_logprobs must be 0..%d, got %d", LMC_MAX_TOP_LOGPROBS,
                              opt->top_logprobs);
+    if (opt->json_schema) { /* compiled here too, so that a bad schema fails the call before any work */
+        lmc_json_schema *schema;
+        LMC_CHECK(lmc_json_schema_compile(opt->json_schema, &schema));
+        lmc_json_schema_free(schema);
+    }
     return LMC_OK;
 }
 
@@ -383,8 +389,10 @@ lmc_status lmc_stream_start(lmc_model *m, const int32_t *ids, size_t n, const lm
     if (st == LMC_OK && (opt.logprobs || opt.top_logprobs) && !(s->raw = malloc((size_t)V * sizeof *s->raw)))
         st = lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
     s->result.n_top_logprobs = opt.top_logprobs;
-    lmc_json_init(&s->json);
-    if (st == LMC_OK && opt.json_object && !(s->json_tokens = lmc_model_token_bytes(m))) st = lmc_last_status();
+    if (st == LMC_OK && opt.json_schema) st = lmc_json_schema_compile(opt.json_schema, &s->schema);
+    lmc_json_init(&s->json, s->schema);
+    if (st == LMC_OK && (opt.json_object || opt.json_schema) && !(s->json_tokens = lmc_model_token_bytes(m)))
+        st = lmc_last_status();
     for (size_t i = 0; st == LMC_OK && i < n; i++) st = push_id(s, ids[i]);
     if (st == LMC_OK) st = append_text(s, "", 0);
     if (st == LMC_OK) st = emit_upto(s, 0);
@@ -403,7 +411,8 @@ lmc_status lmc_stream_start(lmc_model *m, const int32_t *ids, size_t n, const lm
 static lmc_status backend_start(lmc_model *m, const lmc_prompt *p, const lmc_generate_options *opt, lmc_stream **out) {
     if (opt->logprobs || opt->top_logprobs)
         return lmc_set_error(LMC_ERR_UNSUPPORTED, "logprobs: not supported by backend %s", m->be->name);
-    if (opt->json_object) return lmc_set_error(LMC_ERR_UNSUPPORTED, "JSON mode: not supported by backend %s", m->be->name);
+    if (opt->json_object || opt->json_schema)
+        return lmc_set_error(LMC_ERR_UNSUPPORTED, "JSON mode: not supported by backend %s", m->be->name);
     if (opt->n_logit_bias) return lmc_set_error(LMC_ERR_UNSUPPORTED, "logit_bias: not supported by backend %s", m->be->name);
     lmc_stream *s = calloc(1, sizeof *s);
     if (!s) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
@@ -606,6 +615,7 @@ void lmc_stream_free(lmc_stream *s) {
     lmc_kv_cache_free(&s->cache);
     lmc_sampler_free(s->sampler);
     lmc_detokenizer_free(s->detok);
+    lmc_json_schema_free(s->schema);
     free(s->hist);
     free(s->logits);
     free(s->raw);

@@ -1,7 +1,13 @@
 /* A recogniser of JSON-object prefixes, one byte at a time (RFC 8259's
  * grammar; strings are taken as bytes: anything from 0x20 up but '"' and
  * '\', so UTF-8 passes whole and a token holding part of a character is
- * judged by the bytes it has), and the token mask built on it. */
+ * judged by the bytes it has), and the token mask built on it. With a
+ * compiled JSON Schema (json_schema.c) it also follows the schema: each
+ * open container knows its node, a value's first byte picks its type (and
+ * a union's alternative), object keys are matched against the properties
+ * still allowed, enum values byte by byte, and array and string lengths
+ * are counted; a prefix is accepted only if some document the schema
+ * describes starts with it. */
 #include "runtime/json_constraint.h"
 
 #include <math.h>
@@ -38,15 +44,60 @@ enum {
     M_SUR_BS,    /* after a high surrogate escape: '\\' of its low half (lit: 1 in a key) */
     M_SUR_U,     /* ... then 'u' */
     M_LIT,       /* inside true / false / null */
+    M_SKEY,      /* inside a key of an object with a schema (cand, pos) */
+    M_ENUM,      /* inside an enum value (cand, pos) */
     M_DONE,
 };
 
 static const char *const LITERALS[3] = {"true", "false", "null"};
 
-void lmc_json_init(lmc_json_state *s) {
+void lmc_json_init(lmc_json_state *s, const lmc_json_schema *schema) {
     memset(s, 0, sizeof *s);
     s->mode = M_START;
+    s->schema = schema;
 }
+
+static const lmc_json_node *node_at(const lmc_json_state *s, uint16_t i) { return &s->schema->nodes[i]; }
+static bool starts(const lmc_json_node *n, unsigned char c) { return n->first[c >> 6] >> (c & 63) & 1; }
+
+/* The innermost container's node (0 at the top level or in any value). */
+static uint16_t top_node(const lmc_json_state *s) { return s->schema && s->depth ? s->frame[s->depth - 1].node : 0; }
+
+/* The properties of object o a key may name next: from index `from` up to
+ * and including the first required one (optional ones may be skipped). */
+static uint64_t key_candidates(const lmc_json_node *o, uint16_t from) {
+    uint64_t m = 0;
+    for (int k = from; k < o->n; k++) {
+        m |= 1ull << k;
+        if (o->required[k]) break;
+    }
+    return m;
+}
+
+static bool may_close_object(const lmc_json_state *s) {
+    uint16_t top = top_node(s);
+    if (!top) return true;
+    const lmc_json_node *o = node_at(s, top);
+    for (int k = s->frame[s->depth - 1].count; k < o->n; k++)
+        if (o->required[k]) return false;
+    return true;
+}
+
+static bool may_close_array(const lmc_json_state *s) {
+    uint16_t top = top_node(s);
+    return !top || s->frame[s->depth - 1].count >= node_at(s, top)->min;
+}
+
+/* The node of the value that starts now. */
+static uint16_t value_node(const lmc_json_state *s) {
+    if (!s->schema) return 0;
+    if (!s->depth) return s->schema->root;
+    uint16_t top = s->frame[s->depth - 1].node;
+    if (s->frame[s->depth - 1].open == '[') return top ? node_at(s, top)->items : 0;
+    return s->vnode; /* set by the key */
+}
+
+static bool number_text(const char *t) { return *t == '-' || (*t >= '0' && *t <= '9'); }
 
 bool lmc_json_done(const lmc_json_state *s) { return s->mode == M_DONE; }
 
@@ -56,18 +107,18 @@ static bool is_hex(unsigned char c) { return is_digit(c) || (c >= 'a' && c <= 'f
 /* A value just ended. */
 static void after_value(lmc_json_state *s) {
     if (s->depth == 0) s->mode = M_DONE;
-    else s->mode = s->stack[s->depth - 1] == '{' ? M_OBJ_NEXT : M_ARR_NEXT;
+    else s->mode = s->frame[s->depth - 1].open == '{' ? M_OBJ_NEXT : M_ARR_NEXT;
 }
 
-static bool push(lmc_json_state *s, unsigned char c) {
+static bool push(lmc_json_state *s, unsigned char c, uint16_t node) {
     if (s->depth == LMC_JSON_MAX_DEPTH) return false;
-    s->stack[s->depth++] = c;
+    s->frame[s->depth++] = (lmc_json_frame){.open = c, .node = node};
     s->mode = c == '{' ? M_OBJ_FIRST : M_ARR_FIRST;
     return true;
 }
 
 static bool close_container(lmc_json_state *s, unsigned char c) {
-    if (!s->depth || s->stack[s->depth - 1] != (c == '}' ? '{' : '[')) return false;
+    if (!s->depth || s->frame[s->depth - 1].open != (c == '}' ? '{' : '[')) return false;
     s->depth--;
     after_value(s);
     return true;
@@ -75,10 +126,40 @@ static bool close_container(lmc_json_state *s, unsigned char c) {
 
 /* The first byte of a value. */
 static bool value_start(lmc_json_state *s, unsigned char c) {
+    uint16_t v = value_node(s);
+    if (v) {
+        for (int hops = 0; node_at(s, v)->kind == LMC_JS_UNION; hops++) {
+            const lmc_json_node *u = node_at(s, v);
+            uint16_t next = 0;
+            for (int k = 0; k < u->n && !next; k++)
+                if (starts(node_at(s, u->child[k]), c)) next = u->child[k];
+            if (!next || hops == 64) return false;
+            v = next;
+        }
+        if (!starts(node_at(s, v), c)) return false;
+    }
+    uint16_t top = top_node(s);
+    if (top && s->frame[s->depth - 1].open == '[') {
+        if (s->frame[s->depth - 1].count >= node_at(s, top)->max) return false;
+        s->frame[s->depth - 1].count++;
+    }
+    s->vnode = v;
+    if (v && node_at(s, v)->kind == LMC_JS_ENUM) {
+        const lmc_json_node *e = node_at(s, v);
+        s->cand = 0;
+        for (int k = 0; k < e->n; k++)
+            if ((unsigned char)e->text[k][0] == c) s->cand |= 1ull << k;
+        s->pos = 1;
+        s->mode = M_ENUM; /* every value is two bytes or more, but a number */
+        return true;
+    }
     switch (c) {
-    case '{':
-    case '[': return push(s, c);
-    case '"': s->mode = M_STR; return true;
+    case '{': return push(s, c, v && !node_at(s, v)->open ? v : 0);
+    case '[': return push(s, c, v);
+    case '"':
+        s->slen = 0;
+        s->mode = M_STR;
+        return true;
     case '-': s->mode = M_NUM_SIGN; return true;
     case '0': s->mode = M_NUM_ZERO; return true;
     case 't':
@@ -116,38 +197,55 @@ bool lmc_json_step(lmc_json_state *s, unsigned char c) {
         if (lmc_json_space(c)) return s->space++ < LMC_JSON_MAX_SPACE;
         s->space = 0;
         switch (s->mode) {
-        case M_START: return c == '{' && push(s, c);
+        case M_START: return s->schema ? value_start(s, c) : c == '{' && push(s, c, 0);
         case M_VALUE: return value_start(s, c);
         case M_OBJ_FIRST:
-            if (c == '}') return close_container(s, c);
+            if (c == '}') return may_close_object(s) && close_container(s, c);
             /* fall through */
-        case M_OBJ_KEY:
+        case M_OBJ_KEY: {
             if (c != '"') return false;
-            s->mode = M_KEY;
-            return true;
+            uint16_t top = top_node(s);
+            if (!top) {
+                s->vnode = 0;
+                s->mode = M_KEY;
+                return true;
+            }
+            s->cand = key_candidates(node_at(s, top), s->frame[s->depth - 1].count);
+            s->pos = 0;
+            s->mode = M_SKEY;
+            return s->cand != 0;
+        }
         case M_COLON:
             if (c != ':') return false;
             s->mode = M_VALUE;
             return true;
         case M_OBJ_NEXT:
             if (c == ',') {
+                uint16_t top = top_node(s);
                 s->mode = M_OBJ_KEY;
-                return true;
+                return !top || key_candidates(node_at(s, top), s->frame[s->depth - 1].count) != 0;
             }
-            return c == '}' && close_container(s, c);
+            return c == '}' && may_close_object(s) && close_container(s, c);
         case M_ARR_FIRST:
-            if (c == ']') return close_container(s, c);
+            if (c == ']') return may_close_array(s) && close_container(s, c);
             return value_start(s, c);
-        default: /* M_ARR_NEXT */
+        default: { /* M_ARR_NEXT */
+            uint16_t top = top_node(s);
             if (c == ',') {
                 s->mode = M_VALUE;
-                return true;
+                return !top || s->frame[s->depth - 1].count < node_at(s, top)->max;
             }
-            return c == ']' && close_container(s, c);
+            return c == ']' && may_close_array(s) && close_container(s, c);
+        }
         }
     case M_KEY:
     case M_STR:
         if (c < 0x20) return false;
+        if (s->mode == M_STR && s->vnode) { /* a string with a schema: characters counted (an escape is one) */
+            const lmc_json_node *n = node_at(s, s->vnode);
+            if (c == '"' && s->slen < n->min) return false;
+            if (c != '"' && (c < 0x80 || c >= 0xC0) && s->slen++ >= n->max) return false;
+        }
         if (c == '\\') s->mode = s->mode == M_KEY ? M_KEY_ESC : M_STR_ESC;
         else if (c == '"') {
             if (s->mode == M_KEY) s->mode = M_COLON;
@@ -198,6 +296,7 @@ bool lmc_json_step(lmc_json_state *s, unsigned char c) {
     case M_NUM_ZERO:
     case M_NUM_INT:
         if (s->mode == M_NUM_INT && is_digit(c)) return true;
+        if (s->vnode && node_at(s, s->vnode)->kind == LMC_JS_INTEGER) return end_number(s, c); /* digits only */
         if (c == '.') s->mode = M_NUM_DOT;
         else if (c == 'e' || c == 'E') s->mode = M_NUM_EXP;
         else return end_number(s, c);
@@ -230,6 +329,44 @@ bool lmc_json_step(lmc_json_state *s, unsigned char c) {
         if (!lit[++s->aux]) after_value(s);
         return true;
     }
+    case M_SKEY: {
+        const lmc_json_node *o = node_at(s, s->frame[s->depth - 1].node);
+        uint64_t keep = 0;
+        for (int k = 0; k < o->n; k++) {
+            if (!(s->cand >> k & 1)) continue;
+            if (c == '"' && o->len[k] == s->pos) { /* names are distinct: this is the one */
+                s->frame[s->depth - 1].count = (uint16_t)(k + 1);
+                s->vnode = o->child[k];
+                s->mode = M_COLON;
+                return true;
+            }
+            if (o->len[k] > s->pos && (unsigned char)o->text[k][s->pos] == c) keep |= 1ull << k;
+        }
+        if (!keep) return false;
+        s->cand = keep;
+        s->pos++;
+        return true;
+    }
+    case M_ENUM: {
+        const lmc_json_node *e = node_at(s, s->vnode);
+        uint64_t keep = 0;
+        bool whole_number = false;
+        for (int k = 0; k < e->n; k++) {
+            if (!(s->cand >> k & 1)) continue;
+            if (e->len[k] > s->pos && (unsigned char)e->text[k][s->pos] == c) keep |= 1ull << k;
+            else if (e->len[k] == s->pos) whole_number = true; /* only a number can be whole and still open */
+        }
+        if (!keep) {
+            if (!whole_number) return false;
+            after_value(s); /* c ends the number */
+            return lmc_json_step(s, c);
+        }
+        s->cand = keep;
+        s->pos++;
+        for (int k = 0; k < e->n; k++) /* a whole string, literal, object or array ends the value */
+            if ((keep >> k & 1) && e->len[k] == s->pos && !number_text(e->text[k])) after_value(s);
+        return true;
+    }
     default: /* M_DONE: nothing may follow */
         return false;
     }
@@ -239,11 +376,29 @@ void lmc_json_mask(const lmc_json_state *s, const lmc_token_bytes *tb, const int
     bool done = lmc_json_done(s);
     float keep[8];
     for (size_t i = 0; i < n_eos && i < 8; i++) keep[i] = eos[i] >= 0 && eos[i] < tb->vocab ? logits[eos[i]] : 0;
+    /* most tokens fail on their first byte: that is tried once per byte value */
+    bool first[256];
+    lmc_json_state try;
+    for (int c = 0; c < 256; c++) {
+        lmc_json_copy(&try, s);
+        first[c] = !done && lmc_json_step(&try, (unsigned char)c);
+    }
+    /* inside a string with no maximum length, a token without '"', '\\' or
+     * control bytes stays inside it: no state needed (most tokens, there) */
+    bool plain = (s->mode == M_STR && (!s->vnode || node_at(s, s->vnode)->max == UINT32_MAX)) || s->mode == M_KEY;
     for (int64_t t = 0; t < tb->vocab; t++) {
         if (logits[t] == -INFINITY) continue;
         bool ok = false;
-        if (!done && !tb->special[t] && tb->off[t + 1] > tb->off[t]) {
-            lmc_json_state try = *s;
+        if (plain && !tb->special[t] && tb->off[t + 1] > tb->off[t]) {
+            ok = true;
+            for (uint32_t i = tb->off[t]; ok && i < tb->off[t + 1]; i++) {
+                unsigned char b = (unsigned char)tb->bytes[i];
+                ok = b >= 0x20 && b != '"' && b != '\\';
+            }
+            if (ok) continue;
+        }
+        if (!done && !tb->special[t] && tb->off[t + 1] > tb->off[t] && first[(unsigned char)tb->bytes[tb->off[t]]]) {
+            lmc_json_copy(&try, s);
             ok = true;
             for (uint32_t i = tb->off[t]; ok && i < tb->off[t + 1]; i++) ok = lmc_json_step(&try, (unsigned char)tb->bytes[i]);
         }

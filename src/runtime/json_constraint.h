@@ -1,20 +1,59 @@
 /* JSON mode (lmc_generate_options.json_object): the reply must be one JSON
- * object. A byte-level recogniser of JSON prefixes tells which tokens can
- * come next; the stream masks the others before the sampler draws. */
+ * object; with json_schema, one that a JSON Schema describes (json_schema.c
+ * compiles it). A byte-level recogniser of JSON prefixes tells which tokens
+ * can come next; the stream masks the others before the sampler draws. */
 #ifndef LMC_RUNTIME_JSON_CONSTRAINT_H
 #define LMC_RUNTIME_JSON_CONSTRAINT_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "lmc/base.h"
 #include "lmc/tokenizer.h"
 
 enum { LMC_JSON_MAX_DEPTH = 64, LMC_JSON_MAX_SPACE = 64 };
 
-/* Where a prefix of the reply stands; plain data, copied to try a token. */
+/* A compiled schema: nodes by index; node 0 accepts any JSON value. */
+enum { LMC_JS_ANY, LMC_JS_OBJECT, LMC_JS_ARRAY, LMC_JS_STRING, LMC_JS_NUMBER, LMC_JS_INTEGER, LMC_JS_BOOLEAN,
+       LMC_JS_NULL, LMC_JS_ENUM, LMC_JS_UNION };
+typedef struct lmc_json_node {
+    uint8_t kind;
+    bool open;        /* object: no properties listed, so any members */
+    uint16_t n;       /* object: properties; enum: values; union: alternatives */
+    char **text;      /* object: names as JSON spells them, without quotes; enum: values, compact JSON */
+    uint16_t *len;    /* bytes of text[i] */
+    uint16_t *child;  /* object: each property's node; union: the alternatives */
+    bool *required;   /* object */
+    uint16_t items;   /* array: the elements' node */
+    uint32_t min, max; /* array: elements; string: characters */
+    uint64_t first[4]; /* the bytes a value can start with (a union picks its alternative by them) */
+} lmc_json_node;
+
+typedef struct lmc_json_schema {
+    lmc_json_node *nodes;
+    int n, cap;
+    uint16_t root;
+} lmc_json_schema;
+
+/* Compiles JSON Schema text (the subset json_schema.c describes); errors
+ * name the place in the schema and the keyword. */
+lmc_status lmc_json_schema_compile(const char *text, lmc_json_schema **out);
+void lmc_json_schema_free(lmc_json_schema *s);
+
+/* One open container: '{' or '[', its schema node (0: any) and, for an
+ * object with a schema, the index of the next property it may name, for an
+ * array with one, its elements so far. */
+typedef struct lmc_json_frame {
+    uint8_t open;
+    uint16_t node, count;
+} lmc_json_frame;
+
+/* Where a prefix of the reply stands; plain data, copied to try a token
+ * (lmc_json_copy copies only the open frames). */
 typedef struct lmc_json_state {
+    const lmc_json_schema *schema;  /* NULL: any JSON object */
     uint8_t mode;                   /* what may come next (json_constraint.c) */
     uint8_t aux;                    /* string: hex digits left in \uXXXX; literal: index into it */
     uint8_t lit;                    /* which literal (true, false, null) */
@@ -22,11 +61,23 @@ typedef struct lmc_json_state {
     uint8_t depth;
     uint8_t surrogate;              /* a \uD800-\uDBFF was read: its low half must follow */
     uint16_t code;                  /* the \uXXXX being read */
-    uint8_t stack[LMC_JSON_MAX_DEPTH]; /* '{' or '[' per open container */
+    /* with a schema: */
+    uint16_t vnode;                 /* the node of the value being read, or of the one after a key's ':' */
+    uint16_t pos;                   /* bytes of a key or enum value matched so far */
+    uint32_t slen;                  /* characters of the string being read */
+    uint64_t cand;                  /* the keys or enum values the bytes so far still match */
+    lmc_json_frame frame[LMC_JSON_MAX_DEPTH]; /* the open containers, outermost first; last, for lmc_json_copy */
 } lmc_json_state;
 
-/* The state before the first byte of a reply that must be an object. */
-void lmc_json_init(lmc_json_state *s);
+/* *dst = *src for every purpose (frames above depth are written before read). */
+static inline void lmc_json_copy(lmc_json_state *dst, const lmc_json_state *src) {
+    memcpy(dst, src, offsetof(lmc_json_state, frame)); /* a constant size: a few moves, no call */
+    for (int i = 0; i < src->depth; i++) dst->frame[i] = src->frame[i];
+}
+
+/* The state before the first byte of a reply that must be an object, or,
+ * with a schema (which must outlive the state), what the schema describes. */
+void lmc_json_init(lmc_json_state *s, const lmc_json_schema *schema);
 /* Feeds one byte: false (s unchanged or garbage) when no JSON object
  * starts with the prefix so extended. */
 bool lmc_json_step(lmc_json_state *s, unsigned char c);

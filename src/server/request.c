@@ -13,6 +13,7 @@
 
 #include "core/utf8.h"
 #include "io/json_util.h"
+#include "runtime/json_constraint.h"
 
 static bool fail(lmc_srv_error *err, const char *param, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static bool fail(lmc_srv_error *err, const char *param, const char *fmt, ...) {
@@ -465,8 +466,25 @@ static bool parse_options(const cJSON *root, lmc_srv_request *r, lmc_srv_error *
         if (!cJSON_IsString(type))
             return fail(err, "response_format", "'response_format' must be an object with a string 'type'");
         if (!strcmp(type->valuestring, "json_object")) g->json_object = true;
-        else if (strcmp(type->valuestring, "text"))
-            return fail(err, "response_format", "'response_format' type '%.40s' is not supported (text or json_object)",
+        else if (!strcmp(type->valuestring, "json_schema")) {
+            /* OpenAI's form: {"type": "json_schema", "json_schema": {"name", "schema", "strict"}} */
+            const cJSON *js = field(rf, "json_schema"), *schema = cJSON_IsObject(js) ? field(js, "schema") : NULL;
+            if (!cJSON_IsObject(schema))
+                return fail(err, "response_format.json_schema.schema",
+                            "'response_format.json_schema.schema' must be an object (the JSON Schema)");
+            const cJSON *strict = field(js, "strict");
+            if (strict && !cJSON_IsBool(strict))
+                return fail(err, "response_format.json_schema.strict", "'response_format.json_schema.strict' must be a boolean");
+            if (!(r->json_schema = cJSON_PrintUnformatted(schema)))
+                return fail(err, "response_format", "out of memory");
+            lmc_json_schema *compiled;
+            if (lmc_json_schema_compile(r->json_schema, &compiled) != LMC_OK)
+                return fail(err, "response_format.json_schema.schema", "%s", lmc_last_error());
+            lmc_json_schema_free(compiled);
+            g->json_schema = r->json_schema;
+        } else if (strcmp(type->valuestring, "text"))
+            return fail(err, "response_format",
+                        "'response_format' type '%.40s' is not supported (text, json_object or json_schema)",
                         type->valuestring);
     }
     if (!parse_logprobs(root, r, err) || !parse_logit_bias(root, r, err) || !parse_template_vars(root, r, err) || (r->kind == LMC_SRV_CHAT ? !parse_tools(root, r, err) : !unsupported(root, "tools", " (use /v1/chat/completions)", err)) ||
@@ -563,6 +581,7 @@ void lmc_srv_request_free(lmc_srv_request *r) {
     free(r->tools_json);
     free(r->bias);
     free(r->template_vars);
+    free(r->json_schema);
     free(r->prompt);
     free(r->ids);
     for (int i = 0; i < LMC_SRV_MAX_STOPS; i++) free(r->stops[i]);

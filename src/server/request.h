@@ -22,6 +22,7 @@ typedef struct lmc_srv_request {
     char *stops[LMC_SRV_MAX_STOPS];    /* owned; gen.stop_strings points here when the request has "stop" */
     lmc_logit_bias *bias;              /* owned; gen.logit_bias points here when the request has "logit_bias" */
     char *template_vars;               /* owned; gen.template_vars_json: the request's "chat_template_kwargs" */
+    char *json_schema;                 /* owned; gen.json_schema: response_format's json_schema.schema */
     bool stream, include_usage;
     bool echo;                         /* completions: the prompt comes back before the completion (and its logprobs) */
     bool has_seed;                     /* the request gave "seed" */

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "io/json_util.h"
+
 bool lmc_cli_int(const char *cmd, const char *opt, const char *s, long long lo, long long hi, long long *out) {
     char *end;
     errno = 0;
@@ -95,6 +97,7 @@ const char lmc_cli_gen_usage[] =
     "  --stop STR               stop before this text (repeatable)\n"
     "  --ignore-eos             keep generating past end-of-sequence tokens\n"
     "  --json-object            JSON mode: the reply is one JSON object (tokens that cannot continue one are ruled out)\n"
+    "  --json-schema S          the reply follows a JSON Schema: S is the schema's JSON text, or @FILE\n"
     "  --chat-template-vars J   extra chat-template variables, a JSON object, e.g. '{\"enable_thinking\": false}'\n"
     "  --adapter DIR            apply a LoRA adapter (PEFT folder: adapter_config.json, adapter_model.safetensors)\n"
     "  -t, --threads N          CPU threads (default: all cores)\n"
@@ -107,6 +110,9 @@ const char lmc_cli_gen_usage[] =
     "                           e.g. \"python3 bridges/transformers_bridge.py\" (implies --backend subprocess)\n"
     "  --bridge-timeout S       seconds bounding the bridge's start-up and each reply (default 120)\n"
     "  --bridge-env KEY=VALUE   add to the bridge's environment (repeatable), e.g. VIRTUAL_ENV=...\n";
+
+static char *schema_text; /* --json-schema @FILE's text */
+static void free_schema_text(void) { free(schema_text); }
 
 int lmc_cli_gen_option(const char *cmd, lmc_cli_gen *g, int argc, char **argv, int *i) {
     const char *a = argv[*i];
@@ -166,6 +172,18 @@ int lmc_cli_gen_option(const char *cmd, lmc_cli_gen *g, int argc, char **argv, i
         g->gen.ignore_eos = true;
     } else if (!strcmp(a, "--json-object")) {
         g->gen.json_object = true;
+    } else if (!strcmp(a, "--json-schema")) {
+        NEEDS_VALUE();
+        if (val[0] == '@') { /* one schema file a process, freed at exit */
+            size_t len;
+            if (schema_text || lmc_read_file(val + 1, 1 << 20, &schema_text, &len) != LMC_OK) {
+                fprintf(stderr, "lmc %s: --json-schema: %s\n", cmd, schema_text ? "given twice" : lmc_last_error());
+                return -1;
+            }
+            atexit(free_schema_text);
+            val = schema_text;
+        }
+        g->gen.json_schema = val; /* compiled where generation starts, which reports a bad schema */
     } else if (!strcmp(a, "--chat-template-vars")) {
         NEEDS_VALUE();
         g->gen.template_vars_json = val; /* checked where the template renders, which names it */
