@@ -1449,6 +1449,42 @@ static void test_cli(void) {
            "stderr: %s", rest);
 }
 
+/* Memory does not grow with requests: after a warm-up round of every kind
+ * of request (chat, streamed chat, completions with logprobs, a JSON
+ * Schema reply, embeddings, refused ones), five more rounds leave lmc's
+ * active memory (GET /metrics) where the first left it. */
+static void test_memory_steady(void) {
+    static const struct {
+        const char *path, *body;
+    } reqs[] = {
+        {"/v1/chat/completions", "{\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}],\"max_tokens\":6,\"temperature\":0}"},
+        {"/v1/chat/completions",
+         "{\"messages\":[{\"role\":\"user\",\"content\":\"Hello there\"}],\"max_tokens\":6,\"stream\":true,\"seed\":3}"},
+        {"/v1/completions", "{\"prompt\":\"One, two,\",\"max_tokens\":5,\"logprobs\":2,\"temperature\":0}"},
+        {"/v1/chat/completions",
+         "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"max_tokens\":12,\"response_format\":{\"type\":\"json_schema\","
+         "\"json_schema\":{\"name\":\"s\",\"schema\":{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"}}}}}}"},
+        {"/v1/embeddings", "{\"input\":[\"a cat\",\"two dogs\"]}"},
+        {"/v1/chat/completions", "{\"messages\":[],\"max_tokens\":3}"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"max_tokens\":3,\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{}}}"},
+        {"/v1/completions", "{\"prompt\":\"The end\",\"max_tokens\":4,\"temperature\":0}"},
+    };
+    double active[6];
+    for (int round = 0; round < 6; round++) {
+        for (size_t i = 0; i < sizeof reqs / sizeof *reqs; i++) {
+            reply r = http("POST", reqs[i].path, reqs[i].body);
+            CHECKF(r.status == 200 || r.status == 400, "round %d request %zu: %d %s", round, i, r.status, r.body);
+            reply_free(&r);
+        }
+        reply m = http("GET", "/metrics", NULL);
+        active[round] = m.body ? metric(m.body, "lmc_memory_active_bytes") : -1;
+        reply_free(&m);
+    }
+    for (int round = 1; round < 6; round++)
+        CHECKF(active[round] > 0 && active[round] <= active[0], "round %d: %.0f bytes active, %.0f after the first round", round,
+               active[round], active[0]);
+}
+
 int main(void) {
     char tmpl[] = "/tmp/lmc-serve-XXXXXX";
     char *dir = mkdtemp(tmpl);
@@ -1491,6 +1527,7 @@ int main(void) {
     RUN(test_stop_and_parts);
     RUN(test_seed);
     RUN(test_errors);
+    RUN(test_memory_steady);
     RUN(test_prompt_too_long);
     RUN(test_oversized_body);
     RUN(test_disconnect);
