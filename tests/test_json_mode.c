@@ -29,6 +29,7 @@ static void test_valid(void) {
         "{\n  \"name\": \"caf\xc3\xa9\",\n  \"n\": []\n}",
         "{\"\":\"\",\"k\\u0041\":[[],[{}]]}",
         "{\"\\ud83d\\ude00\":\"\\uD83D\\uDE00 ok\"}",
+        "{\"\xf0\x9f\x98\x80\":\"\xe6\x97\xa5\xed\x9f\xbf\xf4\x8f\xbf\xbf\xc2\x80\"}",
     };
     for (size_t i = 0; i < sizeof docs / sizeof *docs; i++) {
         size_t n = strlen(docs[i]);
@@ -52,6 +53,10 @@ static void test_invalid(void) {
         "{\"a\":[}", "{\"a\":{]}",
         /* UTF-16 surrogates alone, or a high half followed by something else */
         "{\"a\":\"\\ud800\"}", "{\"a\":\"\\udc00\"}", "{\"a\":\"\\ud800\\u0041\"}", "{\"\\ud800x\":1}",
+        /* strings are valid UTF-8: no stray or missing continuation bytes, overlong forms, surrogates, > U+10FFFF */
+        "{\"a\":\"\x80\"}", "{\"a\":\"\xc3\"}", "{\"a\":\"\xc3x\"}", "{\"a\":\"\xc0\xaf\"}", "{\"a\":\"\xe0\x80\x80\"}",
+        "{\"a\":\"\xed\xa0\x80\"}", "{\"a\":\"\xf0\x8f\xbf\xbf\"}", "{\"a\":\"\xf4\x90\x80\x80\"}", "{\"a\":\"\xf5\x80\x80\x80\"}",
+        "{\"\xff\":1}", "{\"\xe6\x97\":1}",
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         bool done = false;

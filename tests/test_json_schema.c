@@ -321,12 +321,14 @@ static void test_generation(void) {
     lmc_json_schema *s = compile_ok(GEN_SCHEMA);
     cJSON *root = cJSON_Parse(GEN_SCHEMA);
     lmc_json_schema *open_str = compile_ok("{\"type\":\"object\",\"properties\":{\"t\":{\"type\":\"string\"}}}");
-    const char *prefixes[] = {"", "{", "{\"name\":\"ab", "{\"name\":\"ab\",\"n\":1", "{\"name\":\"a\\u00", "{\"name\":\"12345678"};
+    const char *prefixes[] = {"", "{", "{\"name\":\"ab", "{\"name\":\"ab\",\"n\":1", "{\"name\":\"a\\u00", "{\"name\":\"12345678",
+                              "{\"name\":\"\xe6\x97", "{\"name\":\"\xf0"};
     for (size_t i = 0; i < sizeof prefixes / sizeof *prefixes; i++) {
         check_mask(m, s, prefixes[i]);
         if (i > 0) check_mask(m, NULL, prefixes[i]);
     }
     check_mask(m, open_str, "{\"t\": \"x y");
+    check_mask(m, open_str, "{\"t\": \"x \xe6");
     check_mask(m, open_str, "{\"");
     lmc_json_schema_free(open_str);
     int32_t prompt[] = {785, 1251, 304};

@@ -403,10 +403,14 @@ static void check_lp_entry(const cJSON *e, int32_t id, float lp, const char *whe
     CHECKF(text && str_at(e, "token") && !strcmp(str_at(e, "token"), text), "%s: token '%s', expected '%s'", where,
            str_at(e, "token") ? str_at(e, "token") : "(none)", text ? text : "");
     CHECK_CLOSE(num_at(e, "logprob"), lp, 1e-4, 0);
+    /* "bytes": the token's own bytes (lmc_tokenizer_token_bytes), not its text's */
+    char *raw = NULL;
+    CHECK(lmc_tokenizer_token_bytes(lmc_model_tokenizer(g_model), id, &raw, &len) == LMC_OK);
     const cJSON *b = at(e, "bytes");
     CHECK(cJSON_IsArray(b) && (size_t)cJSON_GetArraySize(b) == len);
-    for (size_t i = 0; text && cJSON_IsArray(b) && i < len; i++)
-        CHECK(cJSON_GetArrayItem(b, (int)i)->valuedouble == (unsigned char)text[i]);
+    for (size_t i = 0; raw && cJSON_IsArray(b) && i < len; i++)
+        CHECK(cJSON_GetArrayItem(b, (int)i)->valuedouble == (unsigned char)raw[i]);
+    lmc_tokenizer_free_text(raw);
     lmc_tokenizer_free_text(text);
 }
 
@@ -484,6 +488,27 @@ static void test_logprobs(void) {
     cJSON_Delete(j);
     reply_free(&r);
     lmc_generation_clear(&ref2);
+}
+
+/* A token that is part of a character: its "bytes" are that part (a
+ * logit_bias of 100 makes the byte-level token for 0xE6 the reply). */
+static void test_logprob_bytes(void) {
+    int32_t id = lmc_tokenizer_token_to_id(lmc_model_tokenizer(g_model), "\xC3\xA6"); /* GPT-2's character for byte 0xE6 */
+    CHECK(id >= 0);
+    char body[512];
+    snprintf(body, sizeof body,
+             "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"temperature\":0,\"max_tokens\":1,\"logprobs\":true,"
+             "\"logit_bias\":{\"%d\":100}}",
+             id);
+    reply r = http("POST", "/v1/chat/completions", body);
+    cJSON *j = json_of(&r);
+    CHECKF(r.status == 200, "%d %s", r.status, r.body);
+    const cJSON *e = at(j, "choices.0.logprobs.content.0");
+    CHECK_STR(str_at(e, "token"), "\xEF\xBF\xBD");
+    const cJSON *b = at(e, "bytes");
+    CHECKF(cJSON_GetArraySize(b) == 1 && cJSON_GetArrayItem(b, 0)->valuedouble == 0xE6, "%s", r.body);
+    cJSON_Delete(j);
+    reply_free(&r);
 }
 
 /* Tools: the request's tools and the conversation's calls and results reach
@@ -1517,6 +1542,7 @@ int main(void) {
     RUN(test_chat_stream);
     RUN(test_completions);
     RUN(test_logprobs);
+    RUN(test_logprob_bytes);
     RUN(test_tools);
     RUN(test_json_mode);
     RUN(test_embeddings);

@@ -232,6 +232,50 @@ static int32_t byte_id(const lmc_tokenizer *t, unsigned b) {
     return lmc_tokenizer_token_to_id(t, enc);
 }
 
+/* lmc_tokenizer_token_bytes: a raw-byte token is its byte (where decode
+ * gives U+FFFD for a byte that is not a character alone), and the tokens of
+ * each text add up to its bytes exactly. */
+static void test_token_bytes(void) {
+    for (int k = 0; k < 3; k++) {
+        for (unsigned b = 0; b < 256; b++) {
+            int32_t id = byte_id(TOK[k], b);
+            if (id < 0) continue;
+            char *bytes = NULL, *text = NULL;
+            size_t bl = 0, tl = 0;
+            CHECK(lmc_tokenizer_token_bytes(TOK[k], id, &bytes, &bl) == LMC_OK);
+            CHECK(lmc_tokenizer_decode(TOK[k], &id, 1, false, &text, &tl) == LMC_OK);
+            if (b >= 0x80)
+                CHECKF(bl == 1 && (unsigned char)bytes[0] == b && tl == 3 && !memcmp(text, "\xEF\xBF\xBD", 3),
+                       "%s: byte 0x%02X: %zu bytes, decode %zu", NAMES[k], b, bl, tl);
+            else
+                CHECKF(bl == tl && !memcmp(bytes, text, bl), "%s: byte 0x%02X differs from decode", NAMES[k], b);
+            lmc_tokenizer_free_text(bytes);
+            lmc_tokenizer_free_text(text);
+        }
+        for (size_t i = 0; i < sizeof TEXTS / sizeof TEXTS[0]; i++) {
+            int32_t *ids;
+            size_t n, len = 0;
+            CHECK(lmc_tokenizer_encode(TOK[k], TEXTS[i], strlen(TEXTS[i]), false, &ids, &n) == LMC_OK);
+            char joined[1024];
+            for (size_t j = 0; j < n; j++) {
+                char *bytes = NULL;
+                size_t bl = 0;
+                CHECK(lmc_tokenizer_token_bytes(TOK[k], ids[j], &bytes, &bl) == LMC_OK);
+                if (len + bl < sizeof joined) memcpy(joined + len, bytes, bl);
+                len += bl;
+                lmc_tokenizer_free_text(bytes);
+            }
+            CHECKF(len == strlen(TEXTS[i]) && !memcmp(joined, TEXTS[i], len), "%s: the tokens of text %zu add up to %zu bytes",
+                   NAMES[k], i, len);
+            lmc_tokenizer_free_ids(ids);
+        }
+        char *none = NULL;
+        size_t nl = 7;
+        CHECK(lmc_tokenizer_token_bytes(TOK[k], 1 << 30, &none, &nl) == LMC_OK && nl == 0 && none && !*none);
+        lmc_tokenizer_free_text(none);
+    }
+}
+
 /* Random bytes (mostly invalid UTF-8) encode without error, and random id
  * sequences heavy in raw-byte tokens (so characters split across tokens)
  * stream exactly like decode at every prefix. */
@@ -336,6 +380,7 @@ int main(void) {
     RUN(test_invalid_utf8);
     RUN(test_concurrent_encode);
     RUN(test_random_inputs);
+    RUN(test_token_bytes);
     RUN(test_cli);
     for (int i = 0; i < 3; i++) lmc_tokenizer_free(TOK[i]);
     return TEST_REPORT();

@@ -77,7 +77,7 @@ static void check_dec(const char *json, const char *tokens, const char *want) {
             if (!bar) break;
             s = bar + 1;
         }
-        CHECK(tk_decode_chain(&d, &p, &scratch) == LMC_OK);
+        CHECK(tk_decode_chain(&d, &p, &scratch, false) == LMC_OK);
         char *got = joined(&p);
         CHECKF(!strcmp(got, want), "%s on \"%s\": got \"%s\", want \"%s\"", json, tokens, got, want);
         free(got);

@@ -73,7 +73,17 @@ LMC_API void lmc_tokenizer_free_ids(int32_t *ids);
 LMC_API lmc_status lmc_tokenizer_decode(const lmc_tokenizer *tok, const int32_t *ids, size_t n, bool skip_special,
                                         char **text, size_t *len);
 
-/* Frees a string from lmc_tokenizer_decode. */
+/* The bytes token id stands for, into a new buffer *bytes (NUL-terminated;
+ * *len, when not NULL, gets the byte count): its text decoded alone, as
+ * lmc_tokenizer_decode gives it with special tokens kept and no clean-up of
+ * spaces, except that bytes which are not whole UTF-8 characters — a
+ * byte-level or <0xNN> token holding part of a character — are kept as they
+ * are instead of becoming U+FFFD. So the bytes of a byte-level BPE
+ * tokenization's tokens add up to the text. Unknown ids give no bytes. Free
+ * with lmc_tokenizer_free_text. */
+LMC_API lmc_status lmc_tokenizer_token_bytes(const lmc_tokenizer *tok, int32_t id, char **bytes, size_t *len);
+
+/* Frees a string from lmc_tokenizer_decode or lmc_tokenizer_token_bytes. */
 LMC_API void lmc_tokenizer_free_text(char *text);
 
 /* 1 + the largest id of the vocabulary or of an added token. */

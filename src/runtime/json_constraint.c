@@ -1,7 +1,8 @@
 /* A recogniser of JSON-object prefixes, one byte at a time (RFC 8259's
- * grammar; strings are taken as bytes: anything from 0x20 up but '"' and
- * '\', so UTF-8 passes whole and a token holding part of a character is
- * judged by the bytes it has), and the token mask built on it. With a
+ * grammar; strings are valid UTF-8 from 0x20 up but '"' and '\', checked
+ * byte by byte, so a token holding part of a character is judged by the
+ * bytes it has and the rest of the character must follow), and the token
+ * mask built on it. With a
  * compiled JSON Schema (json_schema.c) it also follows the schema: each
  * open container knows its node, a value's first byte picks its type (and
  * a union's alternative), object keys are matched against the properties
@@ -95,6 +96,26 @@ static uint16_t value_node(const lmc_json_state *s) {
     uint16_t top = s->frame[s->depth - 1].node;
     if (s->frame[s->depth - 1].open == '[') return top ? node_at(s, top)->items : 0;
     return s->vnode; /* set by the key */
+}
+
+/* A lead byte in a string: how many continuation bytes follow and the
+ * range of the first (RFC 3629: no overlong forms, no surrogates, nothing
+ * above U+10FFFF), so the reply's strings are valid UTF-8 as JSON asks and
+ * what is masked is what is delivered. */
+static bool utf8_lead(lmc_json_state *s, unsigned char c) {
+    s->u8lo = 0x80;
+    s->u8hi = 0xBF;
+    if (c >= 0xC2 && c <= 0xDF) s->u8left = 1;
+    else if (c >= 0xE0 && c <= 0xEF) {
+        s->u8left = 2;
+        if (c == 0xE0) s->u8lo = 0xA0;
+        if (c == 0xED) s->u8hi = 0x9F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        s->u8left = 3;
+        if (c == 0xF0) s->u8lo = 0x90;
+        if (c == 0xF4) s->u8hi = 0x8F;
+    } else return false;
+    return true;
 }
 
 static bool number_text(const char *t) { return *t == '-' || (*t >= '0' && *t <= '9'); }
@@ -240,11 +261,19 @@ bool lmc_json_step(lmc_json_state *s, unsigned char c) {
         }
     case M_KEY:
     case M_STR:
+        if (s->u8left) { /* inside a multi-byte character */
+            if (c < s->u8lo || c > s->u8hi) return false;
+            s->u8left--;
+            s->u8lo = 0x80;
+            s->u8hi = 0xBF;
+            return true;
+        }
         if (c < 0x20) return false;
+        if (c >= 0x80 && !utf8_lead(s, c)) return false;
         if (s->mode == M_STR && s->vnode) { /* a string with a schema: characters counted (an escape is one) */
             const lmc_json_node *n = node_at(s, s->vnode);
             if (c == '"' && s->slen < n->min) return false;
-            if (c != '"' && (c < 0x80 || c >= 0xC0) && s->slen++ >= n->max) return false;
+            if (c != '"' && s->slen++ >= n->max) return false;
         }
         if (c == '\\') s->mode = s->mode == M_KEY ? M_KEY_ESC : M_STR_ESC;
         else if (c == '"') {
@@ -383,9 +412,11 @@ void lmc_json_mask(const lmc_json_state *s, const lmc_token_bytes *tb, const int
         lmc_json_copy(&try, s);
         first[c] = !done && lmc_json_step(&try, (unsigned char)c);
     }
-    /* inside a string with no maximum length, a token without '"', '\\' or
-     * control bytes stays inside it: no state needed (most tokens, there) */
-    bool plain = (s->mode == M_STR && (!s->vnode || node_at(s, s->vnode)->max == UINT32_MAX)) || s->mode == M_KEY;
+    /* inside a string with no maximum length, a token of ASCII bytes but '"',
+     * '\\' and control bytes stays inside it: no state needed (most tokens,
+     * there) */
+    bool plain = ((s->mode == M_STR && (!s->vnode || node_at(s, s->vnode)->max == UINT32_MAX)) || s->mode == M_KEY) &&
+                 !s->u8left;
     for (int64_t t = 0; t < tb->vocab; t++) {
         if (logits[t] == -INFINITY) continue;
         bool ok = false;
@@ -393,7 +424,7 @@ void lmc_json_mask(const lmc_json_state *s, const lmc_token_bytes *tb, const int
             ok = true;
             for (uint32_t i = tb->off[t]; ok && i < tb->off[t + 1]; i++) {
                 unsigned char b = (unsigned char)tb->bytes[i];
-                ok = b >= 0x20 && b != '"' && b != '\\';
+                ok = b >= 0x20 && b < 0x80 && b != '"' && b != '\\';
             }
             if (ok) continue;
         }
@@ -433,7 +464,7 @@ lmc_status lmc_token_bytes_build(const lmc_tokenizer *tok, int64_t vocab, lmc_to
         char *text = NULL;
         size_t n = 0;
         int32_t id = (int32_t)t;
-        if (tb->special[t] || lmc_tokenizer_decode(tok, &id, 1, false, &text, &n) != LMC_OK) {
+        if (tb->special[t] || lmc_tokenizer_token_bytes(tok, id, &text, &n) != LMC_OK) {
             tb->special[t] = true; /* a token that does not decode alone is never proposed */
             continue;
         }

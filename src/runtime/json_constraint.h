@@ -61,6 +61,7 @@ typedef struct lmc_json_state {
     uint8_t depth;
     uint8_t surrogate;              /* a \uD800-\uDBFF was read: its low half must follow */
     uint16_t code;                  /* the \uXXXX being read */
+    uint8_t u8left, u8lo, u8hi;     /* in a string: UTF-8 continuation bytes still due, and the next one's range */
     /* with a schema: */
     uint16_t vnode;                 /* the node of the value being read, or of the one after a key's ':' */
     uint16_t pos;                   /* bytes of a key or enum value matched so far */
@@ -84,9 +85,10 @@ bool lmc_json_step(lmc_json_state *s, unsigned char c);
 /* Whether the reply so far is one whole object (nothing may follow). */
 bool lmc_json_done(const lmc_json_state *s);
 
-/* Per-token bytes of a vocabulary, for masking: token t's text decoded
- * alone is bytes[off[t], off[t+1]); special tokens have none and are never
- * allowed (EOS is judged separately). */
+/* Per-token bytes of a vocabulary, for masking: token t's bytes
+ * (lmc_tokenizer_token_bytes: its text decoded alone, part of a character
+ * kept as those bytes) are bytes[off[t], off[t+1]); special tokens have none
+ * and are never allowed (EOS is judged separately). */
 typedef struct lmc_token_bytes {
     int64_t vocab;
     uint32_t *off;                  /* [vocab + 1] */

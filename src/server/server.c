@@ -383,15 +383,20 @@ static void add_usage(cJSON *o, const lmc_generation *res, uint64_t seed) {
 
 
 /* Adds token id's text ("token", decoded alone, special tokens shown) and,
- * for chat, its UTF-8 bytes to o; returns the text (owned by the caller). */
+ * for chat, its bytes (lmc_tokenizer_token_bytes: a token holding part of
+ * a character gives that part, where its text has U+FFFD) to o; returns
+ * the text (owned by the caller). */
 static char *add_token(const gen_run *g, cJSON *o, int32_t id, bool bytes) {
-    char *text = NULL;
+    const lmc_tokenizer *tok = lmc_model_tokenizer(g->srv->m);
+    char *text = NULL, *raw = NULL;
     size_t len = 0;
-    if (lmc_tokenizer_decode(lmc_model_tokenizer(g->srv->m), &id, 1, false, &text, &len) != LMC_OK) text = NULL;
+    if (lmc_tokenizer_decode(tok, &id, 1, false, &text, NULL) != LMC_OK) text = NULL;
     if (o) cJSON_AddStringToObject(o, "token", text ? text : "");
     if (o && bytes) {
         cJSON *b = cJSON_AddArrayToObject(o, "bytes");
-        for (size_t i = 0; text && i < len; i++) cJSON_AddItemToArray(b, cJSON_CreateNumber((unsigned char)text[i]));
+        if (lmc_tokenizer_token_bytes(tok, id, &raw, &len) != LMC_OK) raw = NULL;
+        for (size_t i = 0; raw && i < len; i++) cJSON_AddItemToArray(b, cJSON_CreateNumber((unsigned char)raw[i]));
+        lmc_tokenizer_free_text(raw);
     }
     return text;
 }

@@ -80,7 +80,7 @@ bool tk_decoder_has_bytefallback(const tk_decoder *d) {
 
 #define PIECE(list, i) ((list)->text.p + (list)->v[i].off)
 
-static lmc_status bytelevel(const tk_pieces *in, tk_pieces *out) {
+static lmc_status bytelevel(const tk_pieces *in, tk_pieces *out, bool keep_bytes) {
     tk_buf bytes = {0};
     lmc_status st = LMC_OK;
     for (size_t i = 0; i < in->n && st == LMC_OK; i++) {
@@ -101,7 +101,9 @@ static lmc_status bytelevel(const tk_pieces *in, tk_pieces *out) {
             st = tk_buf_append(&bytes, s, n);
         }
     }
-    if (st == LMC_OK) {
+    if (st == LMC_OK && keep_bytes) {
+        st = tk_pieces_add(out, bytes.p ? bytes.p : "", bytes.len, false);
+    } else if (st == LMC_OK) {
         size_t len;
         char *text = lmc_utf8_lossy(bytes.p ? bytes.p : "", bytes.len, &len);
         if (!text) st = lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
@@ -119,17 +121,17 @@ static int byte_token(const char *s, size_t n) {
     return hi < 0 || lo < 0 ? -1 : hi * 16 + lo;
 }
 
-static lmc_status flush_bytes(tk_buf *run, tk_pieces *out) {
+static lmc_status flush_bytes(tk_buf *run, tk_pieces *out, bool keep_bytes) {
     if (!run->len) return LMC_OK;
     lmc_status st = LMC_OK;
-    if (lmc_utf8_valid(run->p, run->len, NULL)) st = tk_pieces_add(out, run->p, run->len, false);
+    if (keep_bytes || lmc_utf8_valid(run->p, run->len, NULL)) st = tk_pieces_add(out, run->p, run->len, false);
     else /* one U+FFFD per byte, as HF's ByteFallback does */
         for (size_t i = 0; i < run->len && st == LMC_OK; i++) st = tk_pieces_add(out, "\xEF\xBF\xBD", 3, false);
     run->len = 0;
     return st;
 }
 
-static lmc_status bytefallback(const tk_pieces *in, tk_pieces *out) {
+static lmc_status bytefallback(const tk_pieces *in, tk_pieces *out, bool keep_bytes) {
     tk_buf run = {0};
     lmc_status st = LMC_OK;
     for (size_t i = 0; i < in->n && st == LMC_OK; i++) {
@@ -138,11 +140,11 @@ static lmc_status bytefallback(const tk_pieces *in, tk_pieces *out) {
             unsigned char c = (unsigned char)b;
             st = tk_buf_append(&run, &c, 1);
         } else {
-            st = flush_bytes(&run, out);
+            st = flush_bytes(&run, out, keep_bytes);
             if (st == LMC_OK) st = tk_pieces_add(out, PIECE(in, i), in->v[i].len, false);
         }
     }
-    if (st == LMC_OK) st = flush_bytes(&run, out);
+    if (st == LMC_OK) st = flush_bytes(&run, out, keep_bytes);
     tk_buf_free(&run);
     return st;
 }
@@ -213,16 +215,16 @@ static lmc_status fuse(const tk_pieces *in, tk_pieces *out) {
     return st;
 }
 
-lmc_status tk_decode_chain(const tk_decoder *d, tk_pieces *io, tk_pieces *scratch) {
+lmc_status tk_decode_chain(const tk_decoder *d, tk_pieces *io, tk_pieces *scratch, bool keep_bytes) {
     if (d->type == TK_DEC_SEQUENCE) {
-        for (size_t i = 0; i < d->n_items; i++) LMC_CHECK(tk_decode_chain(&d->items[i], io, scratch));
+        for (size_t i = 0; i < d->n_items; i++) LMC_CHECK(tk_decode_chain(&d->items[i], io, scratch, keep_bytes));
         return LMC_OK;
     }
     tk_pieces_clear(scratch);
     lmc_status st = LMC_ERR_INTERNAL;
     switch (d->type) {
-    case TK_DEC_BYTELEVEL: st = bytelevel(io, scratch); break;
-    case TK_DEC_BYTEFALLBACK: st = bytefallback(io, scratch); break;
+    case TK_DEC_BYTELEVEL: st = bytelevel(io, scratch, keep_bytes); break;
+    case TK_DEC_BYTEFALLBACK: st = bytefallback(io, scratch, keep_bytes); break;
     case TK_DEC_REPLACE: st = replace(d, io, scratch); break;
     case TK_DEC_STRIP: st = strip(d, io, scratch); break;
     case TK_DEC_METASPACE: st = metaspace(d, io, scratch); break;

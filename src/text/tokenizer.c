@@ -833,7 +833,8 @@ void lmc_tokenizer_free_ids(int32_t *ids) { free(ids); }
 
 /* ---- decoding ---- */
 
-lmc_status tk_decode_raw(const lmc_tokenizer *t, const int32_t *ids, size_t n, bool skip_special, tk_buf *out) {
+lmc_status tk_decode_raw(const lmc_tokenizer *t, const int32_t *ids, size_t n, bool skip_special, bool keep_bytes,
+                        tk_buf *out) {
     tk_pieces toks = {0}, scratch = {0};
     lmc_status st = LMC_OK;
     for (size_t i = 0; i < n && st == LMC_OK; i++) {
@@ -844,7 +845,7 @@ lmc_status tk_decode_raw(const lmc_tokenizer *t, const int32_t *ids, size_t n, b
         if (skip_special && (t->tok_flags[id] & TK_TOK_SPECIAL)) continue;
         st = tk_pieces_add(&toks, s, len, false);
     }
-    if (st == LMC_OK && t->has_decoder) st = tk_decode_chain(&t->decoder, &toks, &scratch);
+    if (st == LMC_OK && t->has_decoder) st = tk_decode_chain(&t->decoder, &toks, &scratch, keep_bytes);
     for (size_t i = 0; i < toks.n && st == LMC_OK; i++) {
         if (!t->has_decoder && i > 0) st = tk_buf_append(out, " ", 1); /* no decoder: tokens joined by spaces */
         if (st == LMC_OK) st = tk_buf_append(out, toks.text.p + toks.v[i].off, toks.v[i].len);
@@ -880,10 +881,24 @@ lmc_status lmc_tokenizer_decode(const lmc_tokenizer *t, const int32_t *ids, size
     if (!t || !text || (!ids && n)) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "lmc_tokenizer_decode: NULL argument");
     *text = NULL;
     tk_buf out = {0};
-    lmc_status st = tk_decode_raw(t, ids, n, skip_special, &out);
+    lmc_status st = tk_decode_raw(t, ids, n, skip_special, false, &out);
     if (st != LMC_OK) { tk_buf_free(&out); return st; }
     if (t->clean_up_spaces) tk_cleanup_spaces(&out);
     *text = out.p;
+    if (len) *len = out.len;
+    return LMC_OK;
+}
+
+lmc_status lmc_tokenizer_token_bytes(const lmc_tokenizer *t, int32_t id, char **bytes, size_t *len) {
+    if (!t || !bytes) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "lmc_tokenizer_token_bytes: NULL argument");
+    *bytes = NULL;
+    tk_buf out = {0};
+    lmc_status st = tk_decode_raw(t, &id, 1, false, true, &out);
+    if (st != LMC_OK) {
+        tk_buf_free(&out);
+        return st;
+    }
+    *bytes = out.p;
     if (len) *len = out.len;
     return LMC_OK;
 }

@@ -475,8 +475,10 @@ typedef struct tk_decoder {
 
 lmc_status tk_decoder_parse(const cJSON *j, tk_decoder *out);
 void tk_decoder_free(tk_decoder *d);
-/* Runs the decoder over the token strings in *io (the list is rewritten). */
-lmc_status tk_decode_chain(const tk_decoder *d, tk_pieces *io, tk_pieces *scratch);
+/* Runs the decoder over the token strings in *io (the list is rewritten).
+ * keep_bytes: byte-level and byte-fallback bytes that are not whole UTF-8
+ * characters stay as they are instead of becoming U+FFFD. */
+lmc_status tk_decode_chain(const tk_decoder *d, tk_pieces *io, tk_pieces *scratch, bool keep_bytes);
 /* True when the chain contains a ByteFallback decoder. */
 bool tk_decoder_has_bytefallback(const tk_decoder *d);
 
@@ -557,7 +559,8 @@ enum { TK_TOK_SPECIAL = 1, TK_TOK_ADDED = 2 };
 const char *tk_token_str(const lmc_tokenizer *t, int32_t id, uint32_t *len);
 
 /* Decodes ids to the raw decoder output (no clean-up), appending to out. */
-lmc_status tk_decode_raw(const lmc_tokenizer *t, const int32_t *ids, size_t n, bool skip_special, tk_buf *out);
+lmc_status tk_decode_raw(const lmc_tokenizer *t, const int32_t *ids, size_t n, bool skip_special, bool keep_bytes,
+                        tk_buf *out);
 /* transformers' clean_up_tokenization, rewriting b in place. */
 void tk_cleanup_spaces(tk_buf *b);
 

@@ -106,8 +106,8 @@ static bool ends_with_replacement(const tk_buf *b) { return b->len >= 3 && !memc
 /* Decodes the window and emits what is new; force ignores the hold-back rules. */
 static lmc_status advance(lmc_detokenizer *d, bool force) {
     d->prev.len = d->cur.len = 0;
-    LMC_CHECK(tk_decode_raw(d->tok, d->ids.v + d->prefix, d->read - d->prefix, d->skip_special, &d->prev));
-    LMC_CHECK(tk_decode_raw(d->tok, d->ids.v + d->prefix, d->ids.n - d->prefix, d->skip_special, &d->cur));
+    LMC_CHECK(tk_decode_raw(d->tok, d->ids.v + d->prefix, d->read - d->prefix, d->skip_special, false, &d->prev));
+    LMC_CHECK(tk_decode_raw(d->tok, d->ids.v + d->prefix, d->ids.n - d->prefix, d->skip_special, false, &d->cur));
     if (!force && ends_with_replacement(&d->cur)) return LMC_OK;
     if (d->cur.len < d->prev.len || memcmp(d->cur.p, d->prev.p, d->prev.len)) {
         if (!force) return LMC_OK; /* the context changed meaning; wait for more */
