@@ -36,6 +36,13 @@ struct lmc_stream {
     const lmc_token_bytes *json_tokens; /* JSON mode: the model's token texts ... */
     lmc_json_schema *schema;  /* ... the compiled json_schema, if any ... */
     lmc_json_state json;      /* ... and where the reply stands */
+    /* Lookup decoding: drafts whose keys and values follow the last
+     * sampled token in the cache, and the logits after each; pend[at..n)
+     * are still unconfirmed. Invariant after each step: cache.pos ==
+     * (tokens in the cache from hist) + (n_pend - pend_at). */
+    int32_t pend[LMC_LOOKUP_MAX];
+    float *pend_logits;       /* [LMC_LOOKUP_MAX][V], with opt.lookup_tokens */
+    int n_pend, pend_at;
     char *text;               /* all generated text so far */
     size_t text_len, text_cap, emitted;
     size_t max_stop_len;
@@ -281,8 +288,79 @@ static lmc_status forward_ids(lmc_stream *s, const int32_t *ids, int64_t n, bool
     return st;
 }
 
+/* Drafts for lookup decoding: the tokens after the latest earlier
+ * occurrence of the history's last two, at most kmax. */
+static int lookup_draft(const lmc_stream *s, int32_t *out, int kmax) {
+    const int32_t *h = s->hist;
+    size_t n = s->n_hist;
+    if (n < 3 || kmax <= 0) return 0;
+    for (size_t i = n - 2; i-- > 0;)
+        if (h[i] == h[n - 2] && h[i + 1] == h[n - 1]) {
+            int k = 0;
+            while (k < kmax && i + 2 + (size_t)k < n) out[k] = h[i + 2 + (size_t)k], k++;
+            return k;
+        }
+    return 0;
+}
+
+/* Drops the unconfirmed drafts' keys and values from the cache. */
+static lmc_status drop_drafts(lmc_stream *s) {
+    int left = s->n_pend - s->pend_at;
+    s->n_pend = s->pend_at = 0;
+    if (left <= 0) return LMC_OK;
+    lmc_status st = lmc_kv_cache_truncate(&s->cache, s->cache.pos - left);
+    if (st != LMC_OK) s->cache_broken = true;
+    return st;
+}
+
+/* Puts tok (just sampled and pushed to hist) in the cache and s->logits to
+ * what follows it: the next draft's logits when tok is that draft, else a
+ * forward pass of tok and, with lookup decoding, of new drafts after it. */
+static lmc_status advance(lmc_stream *s, int32_t tok) {
+    int64_t V = s->m->dec->cfg.vocab_size;
+    if (s->pend_at < s->n_pend && s->pend[s->pend_at] == tok) {
+        memcpy(s->logits, s->pend_logits + (size_t)s->pend_at * (size_t)V, (size_t)V * sizeof *s->logits);
+        s->pend_at++;
+        s->result.metrics.accepted_draft_tokens++;
+        return LMC_OK;
+    }
+    LMC_CHECK(drop_drafts(s));
+    int32_t ids[1 + LMC_LOOKUP_MAX] = {tok};
+    /* drafts the reply could still take, inside the context */
+    int kmax = s->opt.lookup_tokens;
+    int64_t left = (int64_t)s->opt.max_tokens - (int64_t)s->result.n_ids - 1, room = s->m->context_length - s->cache.pos - 1;
+    if (kmax > left) kmax = (int)left;
+    if (kmax > room) kmax = (int)room;
+    int k = lookup_draft(s, ids + 1, kmax);
+    if (k == 0) return forward_ids(s, ids, 1, true);
+    int64_t shape[2] = {1, 1 + k};
+    lmc_status st = LMC_OK;
+    lmc_scope_begin();
+    lmc_forward_args args = {.last_only = false};
+    lmc_array *lg = lmc_decoder_forward(s->m->dec, &s->cache, lmc_array_from_data(ids, LMC_I32, 2, shape), &args);
+    if (!lg) st = lmc_last_status();
+    else if ((st = lmc_array_read(lmc_slice(lg, 1, 0, 1, 1), LMC_F32, s->logits, (size_t)V)) == LMC_OK)
+        st = lmc_array_read(lmc_slice(lg, 1, 1, 1 + k, 1), LMC_F32, s->pend_logits, (size_t)(k * V));
+    lmc_scope_end();
+    if (st != LMC_OK) {
+        s->cache_broken = true;
+        return st;
+    }
+    memcpy(s->pend, ids + 1, (size_t)k * sizeof *ids);
+    s->n_pend = k;
+    s->pend_at = 0;
+    s->result.metrics.draft_tokens += k;
+    return LMC_OK;
+}
+
 static void finish(lmc_stream *s, lmc_stop_reason r) {
     s->done = true;
+    /* keys and values past the history (drafts, or a draft equal to the
+     * EOS that ended it) leave the cache before the prompt cache takes it */
+    if (s->pend_logits && !s->cache_broken && s->cache.pos > (int64_t)s->n_hist &&
+        lmc_kv_cache_truncate(&s->cache, (int64_t)s->n_hist) != LMC_OK)
+        s->cache_broken = true;
+    s->n_pend = s->pend_at = 0;
     s->result.stop_reason = r;
     double now = lmc_now();
     lmc_metrics *mt = &s->result.metrics;
@@ -326,6 +404,8 @@ lmc_status lmc_generate_check_options(const lmc_generate_options *opt) {
         if (isnan(b) || b == INFINITY)
             return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "logit_bias[%d]: the bias must be finite or -inf, got %g", i, (double)b);
     }
+    if (opt->lookup_tokens < 0 || opt->lookup_tokens > LMC_LOOKUP_MAX)
+        return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "lookup_tokens must be 0..%d, got %d", LMC_LOOKUP_MAX, opt->lookup_tokens);
     if (opt->top_logprobs < 0 || opt->top_logprobs > LMC_MAX_TOP_LOGPROBS)
         return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "top_logprobs must be 0..%d, got %d", LMC_MAX_TOP_LOGPROBS,
                              opt->top_logprobs);
@@ -388,6 +468,9 @@ lmc_status lmc_stream_start(lmc_model *m, const int32_t *ids, size_t n, const lm
         st = lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
     if (st == LMC_OK && (opt.logprobs || opt.top_logprobs) && !(s->raw = malloc((size_t)V * sizeof *s->raw)))
         st = lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
+    if (st == LMC_OK && opt.lookup_tokens &&
+        !(s->pend_logits = malloc((size_t)opt.lookup_tokens * (size_t)V * sizeof *s->pend_logits)))
+        st = lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
     s->result.n_top_logprobs = opt.top_logprobs;
     if (st == LMC_OK && opt.json_schema) st = lmc_json_schema_compile(opt.json_schema, &s->schema);
     lmc_json_init(&s->json, s->schema);
@@ -414,6 +497,8 @@ static lmc_status backend_start(lmc_model *m, const lmc_prompt *p, const lmc_gen
     if (opt->json_object || opt->json_schema)
         return lmc_set_error(LMC_ERR_UNSUPPORTED, "JSON mode: not supported by backend %s", m->be->name);
     if (opt->n_logit_bias) return lmc_set_error(LMC_ERR_UNSUPPORTED, "logit_bias: not supported by backend %s", m->be->name);
+    if (opt->lookup_tokens)
+        return lmc_set_error(LMC_ERR_UNSUPPORTED, "lookup decoding: not supported by backend %s", m->be->name);
     lmc_stream *s = calloc(1, sizeof *s);
     if (!s) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
     s->m = m;
@@ -576,7 +661,7 @@ lmc_status lmc_stream_next(lmc_stream *s, int32_t *id, const char **text, size_t
         else if (json_done) finish(s, LMC_STOP_EOS); /* the object is whole: nothing may follow it */
         else if ((int)s->result.n_ids >= s->opt.max_tokens) finish(s, LMC_STOP_MAX_TOKENS);
         else {
-            st = forward_ids(s, &tok, 1, true);
+            st = s->pend_logits ? advance(s, tok) : forward_ids(s, &tok, 1, true);
             if (st != LMC_OK) {
                 finish(s, LMC_STOP_ERROR);
                 emit_upto(s, s->text_len);
@@ -618,6 +703,7 @@ void lmc_stream_free(lmc_stream *s) {
     lmc_json_schema_free(s->schema);
     free(s->hist);
     free(s->logits);
+    free(s->pend_logits);
     free(s->raw);
     free(s->text);
     free(s->result.ids);

@@ -98,6 +98,8 @@ const char lmc_cli_gen_usage[] =
     "  --ignore-eos             keep generating past end-of-sequence tokens\n"
     "  --json-object            JSON mode: the reply is one JSON object (tokens that cannot continue one are ruled out)\n"
     "  --json-schema S          the reply follows a JSON Schema: S is the schema's JSON text, or @FILE\n"
+    "  --lookup N               prompt-lookup decoding with up to N (1..3) drafts a step: the same reply,\n"
+    "                           sooner where text repeats (default 0: off)\n"
     "  --chat-template-vars J   extra chat-template variables, a JSON object, e.g. '{\"enable_thinking\": false}'\n"
     "  --adapter DIR            apply a LoRA adapter (PEFT folder: adapter_config.json, adapter_model.safetensors)\n"
     "  -t, --threads N          CPU threads (default: all cores)\n"
@@ -172,6 +174,11 @@ int lmc_cli_gen_option(const char *cmd, lmc_cli_gen *g, int argc, char **argv, i
         g->gen.ignore_eos = true;
     } else if (!strcmp(a, "--json-object")) {
         g->gen.json_object = true;
+    } else if (!strcmp(a, "--lookup")) {
+        NEEDS_VALUE();
+        long long v;
+        if (!lmc_cli_int(cmd, a, val, 0, LMC_LOOKUP_MAX, &v)) return -1;
+        g->gen.lookup_tokens = (int)v;
     } else if (!strcmp(a, "--json-schema")) {
         NEEDS_VALUE();
         if (val[0] == '@') { /* one schema file a process, freed at exit */
@@ -273,10 +280,12 @@ void lmc_cli_print_metrics_json(FILE *f, const lmc_metrics *m) {
     fprintf(f,
             "{\"prompt_tokens\":%lld,\"cached_prompt_tokens\":%lld,\"generated_tokens\":%lld,\"prefill_seconds\":%.6f,"
             "\"prefill_tokens_per_second\":%.3f,\"decode_seconds\":%.6f,\"decode_tokens_per_second\":%.3f,"
-            "\"time_to_first_token\":%.6f,\"peak_memory_bytes\":%zu,\"active_memory_bytes\":%zu}",
+            "\"time_to_first_token\":%.6f,\"peak_memory_bytes\":%zu,\"active_memory_bytes\":%zu,\"draft_tokens\":%lld,"
+            "\"accepted_draft_tokens\":%lld}",
             (long long)m->prompt_tokens, (long long)m->cached_prompt_tokens, (long long)m->generated_tokens,
             m->prefill_seconds, m->prefill_tokens_per_second, m->decode_seconds, m->decode_tokens_per_second,
-            m->time_to_first_token, m->peak_memory_bytes, m->active_memory_bytes);
+            m->time_to_first_token, m->peak_memory_bytes, m->active_memory_bytes, (long long)m->draft_tokens,
+            (long long)m->accepted_draft_tokens);
 }
 
 void lmc_cli_print_metrics_line(FILE *f, const lmc_generation *g) {

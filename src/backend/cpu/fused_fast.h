@@ -572,9 +572,15 @@ static void sdpa_blocks(void *ctx, int64_t t0, int64_t t1, int thread) {
         if (p->causal && shift + i0 + nq < kend) kend = shift + i0 + nq;
         if (kend < 0) kend = 0;
         if (p->window > 0 && shift + i0 - p->window + 1 > 0) kbeg = shift + i0 - p->window + 1;
+        /* Key blocks start at multiples of SDPA_KB (keys before the window
+         * are masked), and the score path depends on the head group alone
+         * for a few queries: so a query's arithmetic is the same whether it
+         * comes alone (decode) or with up to three others (lookup decoding
+         * verifying drafts), and the two give the same bits. */
+        kbeg = kbeg / SDPA_KB * SDPA_KB;
         const char *kbase = (const char *)lmc_array_ptr(k) + (b * k->strides[0] + hk * k->strides[1]) * (int64_t)ksz;
         const char *vbase = (const char *)lmc_array_ptr(v) + (b * v->strides[0] + hk * v->strides[1]) * (int64_t)vsz;
-        bool transpose = nr >= 8;
+        bool transpose = j->Tq > 4 ? nr >= 8 : j->gsub >= 8;
         for (int64_t k0 = kbeg; k0 < kend; k0 += SDPA_KB) {
             int64_t nk = kend - k0 < SDPA_KB ? kend - k0 : SDPA_KB;
             /* key and value rows of this block: in place, or converted and padded */
