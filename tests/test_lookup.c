@@ -145,6 +145,20 @@ static void test_options(void) {
     CHECK(lmc_generate_check_options(&o) == LMC_ERR_INVALID_ARGUMENT && strstr(lmc_last_error(), "lookup_tokens"));
     o.lookup_tokens = -1;
     CHECK(lmc_generate_check_options(&o) == LMC_ERR_INVALID_ARGUMENT);
+    /* batch generation refuses it rather than ignore it */
+    char *dir = model_fixture_dir("qwen3");
+    lmc_model *m = NULL;
+    if (dir && lmc_model_load(dir, NULL, &m) == LMC_OK) {
+        int32_t ids[] = {1, 2, 3};
+        lmc_batch_prompt p = {.ids = ids, .n_ids = 3};
+        lmc_batch_options bo = lmc_batch_options_default();
+        bo.gen.lookup_tokens = 2;
+        lmc_batch_result *r = NULL;
+        CHECK(lmc_batch_generate(m, &p, 1, &bo, &r, NULL) == LMC_ERR_INVALID_ARGUMENT && strstr(lmc_last_error(), "lookup"));
+        lmc_batch_results_free(r, 1);
+    }
+    lmc_model_free(m);
+    if (dir) model_fixture_cleanup(dir);
 }
 
 int main(void) {

@@ -179,7 +179,8 @@ typedef struct lmc_generate_options {
                                      generation without it gives, bit for bit on the CPU (at most four rows per
                                      pass keep every kernel on its one-row arithmetic), only sooner when text
                                      repeats (quoting, editing, extraction); a pass of four tokens costs ~1.2 of
-                                     one with bf16 weights, ~3 with 4-bit ones on the CPU. Native backends only */
+                                     one with bf16 weights, ~3 with 4-bit ones on the CPU. Native backends, one
+                                     sequence at a time (lmc_batch_generate refuses it) */
     const char *json_schema;      /* NULL, or JSON Schema text: like json_object, but the reply is a document the
                                      schema describes (root: an object or array schema). Supported: type (one or
                                      a list), properties, required, additionalProperties (false, or true with no

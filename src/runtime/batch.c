@@ -739,6 +739,9 @@ lmc_status lmc_batch_generate(lmc_model *m, const lmc_batch_prompt *prompts, siz
     LMC_CHECK(lmc_generate_check_bias(&opt.gen, m->dec->cfg.vocab_size)); /* check_batch_args: a native model */
     if (opt.gen.on_token)
         return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "batch: gen.on_token is not used; set lmc_batch_options.on_token");
+    if (opt.gen.lookup_tokens)
+        return lmc_set_error(LMC_ERR_INVALID_ARGUMENT,
+                             "batch: lookup decoding is for one sequence at a time (gen.lookup_tokens must be 0)");
     lmc_memory_reset_peak(LMC_CPU);
     lmc_batch_metrics mt = {0};
     prompt *ps;
