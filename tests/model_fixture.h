@@ -79,6 +79,24 @@ static inline int32_t *fixture_read_i32(lmc_safetensors *st, const char *name, i
     return v;
 }
 
+/* Loads a tiny model made by `lmc make-model --preset PRESET --tokenizer
+ * FAMILY` (random weights, a real tokenizer) into *m; returns its malloc'd
+ * temp dir (remove with model_fixture_cleanup), or NULL with *m NULL. */
+static inline char *tiny_model(const char *preset, const char *family, lmc_model **m) {
+    *m = NULL;
+    char tmpl[] = "/tmp/lmc-tiny-XXXXXX";
+    if (!mkdtemp(tmpl)) return NULL;
+    char *dir = strdup(tmpl), cmd[8192], path[4096];
+    snprintf(cmd, sizeof cmd, "%s/lmc make-model --preset %s --tokenizer %s/%s -o %s/m >/dev/null 2>&1", LMC_BUILD_DIR,
+             preset, LMC_TOKENIZER_DIR, family, dir);
+    snprintf(path, sizeof path, "%s/m", dir);
+    if (system(cmd) != 0 || lmc_model_load(path, NULL, m) != LMC_OK) {
+        fprintf(stderr, "tiny model %s: %s\n", preset, lmc_last_error());
+        *m = NULL;
+    }
+    return dir;
+}
+
 static inline void model_fixture_cleanup(char *dir) {
     if (!dir) return;
     char cmd[4200];

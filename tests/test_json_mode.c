@@ -10,6 +10,7 @@
 
 #include "lmc/lmc.h"
 #include "runtime/json_constraint.h"
+#include "model_fixture.h"
 #include "test_util.h"
 
 static bool accepts(const char *text, size_t n, bool *done) {
@@ -136,21 +137,12 @@ static void test_mask(void) {
     CHECK(!lmc_json_advance(&s, &tb, 6) && !lmc_json_advance(&s, &tb, 7));
 }
 
-static char *tiny_qwen3(void) {
-    static char dir[64] = "/tmp/lmc-json-XXXXXX";
-    if (!mkdtemp(dir)) return NULL;
-    char cmd[8192];
-    snprintf(cmd, sizeof cmd, "%s/lmc make-model --preset tiny-qwen3 --tokenizer %s/qwen3 -o %s/m >/dev/null 2>&1",
-             LMC_BUILD_DIR, LMC_TOKENIZER_DIR, dir);
-    return system(cmd) == 0 ? dir : NULL;
-}
-
 static void test_generation(void) {
-    char *dir = tiny_qwen3(), path[128];
-    lmc_model *m = NULL;
-    snprintf(path, sizeof path, "%s/m", dir ? dir : "");
-    if (!dir || lmc_model_load(path, NULL, &m) != LMC_OK) {
+    lmc_model *m;
+    char *dir = tiny_model("tiny-qwen3", "qwen3", &m);
+    if (!m) {
         CHECKF(0, "tiny qwen3: %s", lmc_last_error());
+        model_fixture_cleanup(dir);
         return;
     }
     int32_t prompt[] = {785, 1251, 304};
@@ -196,9 +188,7 @@ static void test_generation(void) {
     lmc_batch_results_free(br, N);
     for (int k = 0; k < N; k++) lmc_generation_clear(&g[k]);
     lmc_model_free(m);
-    char cmd[256];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    CHECK(system(cmd) == 0);
+    model_fixture_cleanup(dir);
 }
 
 int main(void) {

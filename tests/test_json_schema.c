@@ -13,6 +13,7 @@
 #include "lmc/lmc.h"
 #include "runtime/json_constraint.h"
 #include "runtime/model_internal.h"
+#include "model_fixture.h"
 #include "test_util.h"
 
 static lmc_json_schema *compile_ok(const char *text) {
@@ -260,15 +261,6 @@ static void test_mutations(void) {
 
 /* --- generation ---------------------------------------------------------------------- */
 
-static char *tiny_qwen3(void) {
-    static char dir[64] = "/tmp/lmc-schema-XXXXXX";
-    if (!mkdtemp(dir)) return NULL;
-    char cmd[8192];
-    snprintf(cmd, sizeof cmd, "%s/lmc make-model --preset tiny-qwen3 --tokenizer %s/qwen3 -o %s/m >/dev/null 2>&1",
-             LMC_BUILD_DIR, LMC_TOKENIZER_DIR, dir);
-    return system(cmd) == 0 ? dir : NULL;
-}
-
 static const char *GEN_SCHEMA =
     "{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\",\"maxLength\":8},\"n\":{\"type\":\"integer\"},"
     "\"tags\":{\"type\":\"array\",\"items\":{\"enum\":[\"a\",\"bc\",7]},\"maxItems\":2},"
@@ -311,11 +303,11 @@ static void check_mask(lmc_model *m, const lmc_json_schema *schema, const char *
 }
 
 static void test_generation(void) {
-    char *dir = tiny_qwen3(), path[128];
-    lmc_model *m = NULL;
-    snprintf(path, sizeof path, "%s/m", dir ? dir : "");
-    if (!dir || lmc_model_load(path, NULL, &m) != LMC_OK) {
+    lmc_model *m;
+    char *dir = tiny_model("tiny-qwen3", "qwen3", &m);
+    if (!m) {
         CHECKF(0, "tiny qwen3: %s", lmc_last_error());
+        model_fixture_cleanup(dir);
         return;
     }
     lmc_json_schema *s = compile_ok(GEN_SCHEMA);
@@ -375,9 +367,7 @@ static void test_generation(void) {
     cJSON_Delete(root);
     lmc_json_schema_free(s);
     lmc_model_free(m);
-    char cmd[256];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    CHECK(system(cmd) == 0);
+    model_fixture_cleanup(dir);
 }
 
 int main(void) {
