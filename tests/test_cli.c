@@ -109,6 +109,17 @@ static void test_logprobs_and_labels(void) {
             int id = cJSON_GetObjectItem(e, "id")->valueint;
             CHECK(id >= 0 && id < V && cJSON_IsString(cJSON_GetObjectItem(e, "text")));
             if (id >= 0 && id < V) CHECK_CLOSE(cJSON_GetObjectItem(e, "logprob")->valuedouble, row[id] - lse, 4e-3, 0);
+            /* "bytes": the token's own bytes */
+            lmc_tokenizer *bt = NULL;
+            char *raw = NULL;
+            size_t bl = 0;
+            const cJSON *b = cJSON_GetObjectItem(e, "bytes");
+            CHECK(lmc_tokenizer_load(g_dir, &bt) == LMC_OK && lmc_tokenizer_token_bytes(bt, id, &raw, &bl) == LMC_OK);
+            CHECK(cJSON_GetArraySize(b) == (int)bl);
+            for (size_t k = 0; raw && k < bl && k < (size_t)cJSON_GetArraySize(b); k++)
+                CHECK(cJSON_GetArrayItem(b, (int)k)->valueint == (unsigned char)raw[k]);
+            lmc_tokenizer_free_text(raw);
+            lmc_tokenizer_free(bt);
         }
     }
     cJSON_Delete(j);
