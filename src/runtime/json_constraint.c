@@ -98,22 +98,31 @@ static uint16_t value_node(const lmc_json_state *s) {
     return s->vnode; /* set by the key */
 }
 
-/* A lead byte in a string: how many continuation bytes follow and the
- * range of the first (RFC 3629: no overlong forms, no surrogates, nothing
- * above U+10FFFF), so the reply's strings are valid UTF-8 as JSON asks and
- * what is masked is what is delivered. */
-static bool utf8_lead(lmc_json_state *s, unsigned char c) {
-    s->u8lo = 0x80;
-    s->u8hi = 0xBF;
-    if (c >= 0xC2 && c <= 0xDF) s->u8left = 1;
+/* One byte of UTF-8 text with *left continuation bytes due, the next in
+ * [*lo, *hi]: false when it cannot continue valid UTF-8 (RFC 3629: no
+ * overlong forms, no surrogates, nothing above U+10FFFF), so the reply's
+ * strings are valid UTF-8 as JSON asks and what is masked is what is
+ * delivered. */
+static bool utf8_byte(uint8_t *left, uint8_t *lo, uint8_t *hi, unsigned char c) {
+    if (*left) {
+        if (c < *lo || c > *hi) return false;
+        --*left;
+        *lo = 0x80;
+        *hi = 0xBF;
+        return true;
+    }
+    if (c < 0x80) return true;
+    *lo = 0x80;
+    *hi = 0xBF;
+    if (c >= 0xC2 && c <= 0xDF) *left = 1;
     else if (c >= 0xE0 && c <= 0xEF) {
-        s->u8left = 2;
-        if (c == 0xE0) s->u8lo = 0xA0;
-        if (c == 0xED) s->u8hi = 0x9F;
+        *left = 2;
+        if (c == 0xE0) *lo = 0xA0;
+        if (c == 0xED) *hi = 0x9F;
     } else if (c >= 0xF0 && c <= 0xF4) {
-        s->u8left = 3;
-        if (c == 0xF0) s->u8lo = 0x90;
-        if (c == 0xF4) s->u8hi = 0x8F;
+        *left = 3;
+        if (c == 0xF0) *lo = 0x90;
+        if (c == 0xF4) *hi = 0x8F;
     } else return false;
     return true;
 }
@@ -261,15 +270,9 @@ bool lmc_json_step(lmc_json_state *s, unsigned char c) {
         }
     case M_KEY:
     case M_STR:
-        if (s->u8left) { /* inside a multi-byte character */
-            if (c < s->u8lo || c > s->u8hi) return false;
-            s->u8left--;
-            s->u8lo = 0x80;
-            s->u8hi = 0xBF;
-            return true;
-        }
+        if (s->u8left) return utf8_byte(&s->u8left, &s->u8lo, &s->u8hi, c); /* inside a multi-byte character */
         if (c < 0x20) return false;
-        if (c >= 0x80 && !utf8_lead(s, c)) return false;
+        if (c >= 0x80 && !utf8_byte(&s->u8left, &s->u8lo, &s->u8hi, c)) return false;
         if (s->mode == M_STR && s->vnode) { /* a string with a schema: characters counted (an escape is one) */
             const lmc_json_node *n = node_at(s, s->vnode);
             if (c == '"' && s->slen < n->min) return false;
@@ -412,23 +415,37 @@ void lmc_json_mask(const lmc_json_state *s, const lmc_token_bytes *tb, const int
         lmc_json_copy(&try, s);
         first[c] = !done && lmc_json_step(&try, (unsigned char)c);
     }
-    /* inside a string with no maximum length, a token of ASCII bytes but '"',
-     * '\\' and control bytes stays inside it: no state needed (most tokens,
-     * there) */
+    /* ... and for the first bytes of many tokens (white space before a
+     * word, outside strings), the second byte too */
+    uint64_t *second[256] = {NULL};
+    uint64_t second_bits[8][4];
+    int n_second = 0;
+    for (int c = 0; c < 256 && !done; c++) {
+        if (!first[c] || n_second == 8 || tb->tokens_with_first[c] < 1024) continue;
+        lmc_json_state after;
+        lmc_json_copy(&after, s);
+        lmc_json_step(&after, (unsigned char)c);
+        uint64_t *bits = second_bits[n_second++];
+        memset(bits, 0, 4 * sizeof *bits);
+        for (int b = 0; b < 256; b++) {
+            lmc_json_copy(&try, &after);
+            if (lmc_json_step(&try, (unsigned char)b)) bits[b >> 6] |= 1ull << (b & 63);
+        }
+        second[c] = bits;
+    }
+    /* inside a string with no maximum length, a token without '"', '\\'
+     * and control bytes whose bytes continue valid UTF-8 stays inside it: no
+     * state needed (most tokens, there) */
     bool plain = ((s->mode == M_STR && (!s->vnode || node_at(s, s->vnode)->max == UINT32_MAX)) || s->mode == M_KEY) &&
                  !s->u8left;
     for (int64_t t = 0; t < tb->vocab; t++) {
         if (logits[t] == -INFINITY) continue;
         bool ok = false;
-        if (plain && !tb->special[t] && tb->off[t + 1] > tb->off[t]) {
-            ok = true;
-            for (uint32_t i = tb->off[t]; ok && i < tb->off[t + 1]; i++) {
-                unsigned char b = (unsigned char)tb->bytes[i];
-                ok = b >= 0x20 && b < 0x80 && b != '"' && b != '\\';
-            }
-            if (ok) continue;
-        }
-        if (!done && !tb->special[t] && tb->off[t + 1] > tb->off[t] && first[(unsigned char)tb->bytes[tb->off[t]]]) {
+        if (plain && tb->in_string[t]) continue;
+        const unsigned char *tbytes = (const unsigned char *)tb->bytes + tb->off[t];
+        uint32_t tlen = tb->off[t + 1] - tb->off[t];
+        if (!done && !tb->special[t] && tlen && first[tbytes[0]] &&
+            (tlen == 1 || !second[tbytes[0]] || (second[tbytes[0]][tbytes[1] >> 6] >> (tbytes[1] & 63) & 1))) {
             lmc_json_copy(&try, s);
             ok = true;
             for (uint32_t i = tb->off[t]; ok && i < tb->off[t + 1]; i++) ok = lmc_json_step(&try, (unsigned char)tb->bytes[i]);
@@ -478,6 +495,20 @@ lmc_status lmc_token_bytes_build(const lmc_tokenizer *tok, int64_t vocab, lmc_to
         lmc_tokenizer_free_text(text);
     }
     if (st == LMC_OK) tb->off[vocab] = (uint32_t)len;
+    for (int64_t t = 0; st == LMC_OK && t < vocab; t++)
+        if (!tb->special[t] && tb->off[t + 1] > tb->off[t]) tb->tokens_with_first[(unsigned char)tb->bytes[tb->off[t]]]++;
+    if (st == LMC_OK && !(tb->in_string = calloc((size_t)(vocab ? vocab : 1), sizeof *tb->in_string)))
+        st = lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
+    for (int64_t t = 0; st == LMC_OK && t < vocab; t++) {
+        if (tb->special[t] || tb->off[t + 1] == tb->off[t]) continue;
+        uint8_t left = 0, lo = 0x80, hi = 0xBF;
+        bool ok = true;
+        for (uint32_t i = tb->off[t]; ok && i < tb->off[t + 1]; i++) {
+            unsigned char b = (unsigned char)tb->bytes[i];
+            ok = left ? utf8_byte(&left, &lo, &hi, b) : b >= 0x20 && b != '"' && b != '\\' && utf8_byte(&left, &lo, &hi, b);
+        }
+        tb->in_string[t] = ok && !left;
+    }
     if (st != LMC_OK) {
         lmc_token_bytes_free(tb);
         return st;
@@ -488,6 +519,7 @@ lmc_status lmc_token_bytes_build(const lmc_tokenizer *tok, int64_t vocab, lmc_to
 
 void lmc_token_bytes_free(lmc_token_bytes *tb) {
     if (!tb) return;
+    free(tb->in_string);
     free(tb->off);
     free(tb->bytes);
     free(tb->special);
