@@ -107,6 +107,15 @@ static void check_variant(const char *name) {
         o.stop_strings = stops;
         o.n_stop_strings = stop[0] ? 1 : 0;
         run_pair(name, m, PROMPT_B, sizeof PROMPT_B / sizeof *PROMPT_B, o, &drafted, &accepted);
+        /* with JSON mode and logit_bias, which act where each step samples */
+        o.n_stop_strings = 0;
+        o.json_object = true;
+        lmc_logit_bias bias[1] = {{PROMPT_A[2], 2.0f}};
+        o.logit_bias = bias;
+        o.n_logit_bias = 1;
+        run_pair(name, m, PROMPT_A, sizeof PROMPT_A / sizeof *PROMPT_A, o, &drafted, &accepted);
+        o.json_object = false;
+        o.n_logit_bias = 0;
         /* a generation with lookup leaves a prompt cache that a later turn
          * uses as it would one left without lookup */
         lmc_generate_options c = lmc_generate_options_default();
