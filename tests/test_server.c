@@ -1227,6 +1227,39 @@ static int count_fds(void) {
     return n;
 }
 
+/* lmc serve --lookup N: the reply of a server with lookup decoding is the
+ * one without; its "lmc" object counts the drafts. */
+static void test_lookup_default(void) {
+    lmc_server_options so = lmc_server_options_default();
+    so.port = 0;
+    so.gen = greedy(32);
+    so.gen.ignore_eos = true;
+    so.gen.lookup_tokens = 3;
+    lmc_server *other = NULL;
+    CHECK(lmc_server_start(g_model, &so, &other) == LMC_OK);
+    if (!other) return;
+    int saved = g_port;
+    g_port = lmc_server_port(other);
+    const char *prompt = "red green blue red green blue red green blue red green blue red green";
+    lmc_generate_options o = greedy(32);
+    o.ignore_eos = true;
+    lmc_generation ref;
+    CHECK(lmc_generate(g_model, prompt, &o, &ref) == LMC_OK);
+    char body[512];
+    snprintf(body, sizeof body, "{\"prompt\":\"%s\"}", prompt);
+    reply r = http("POST", "/v1/completions", body);
+    cJSON *j = json_of(&r);
+    CHECKF(r.status == 200, "%d %s", r.status, r.body);
+    CHECK_STR(str_at(j, "choices.0.text"), ref.text);
+    double drafts = num_at(j, "lmc.draft_tokens"), taken = num_at(j, "lmc.accepted_draft_tokens");
+    CHECKF(drafts > 0 && taken >= 0 && taken <= drafts, "drafts %g, taken %g: %s", drafts, taken, r.body);
+    cJSON_Delete(j);
+    reply_free(&r);
+    lmc_generation_clear(&ref);
+    g_port = saved;
+    lmc_server_stop(other);
+}
+
 /* lmc_server_stop while a generation streams: it returns promptly, the
  * client's stream is cut; a busy port is an error naming it. */
 static void test_stop_and_port_in_use(void) {
@@ -1559,6 +1592,7 @@ int main(void) {
     RUN(test_disconnect);
     RUN(test_disconnect_while_waiting);
     RUN(test_concurrent);
+    RUN(test_lookup_default);
     RUN(test_stop_and_port_in_use);
     RUN(test_api_key_and_cors);
     RUN(test_no_chat_template);

@@ -374,6 +374,10 @@ static void add_usage(cJSON *o, const lmc_generation *res, uint64_t seed) {
     cJSON_AddNumberToObject(l, "prefill_tokens_per_second", mt->prefill_tokens_per_second);
     cJSON_AddNumberToObject(l, "decode_tokens_per_second", mt->decode_tokens_per_second);
     cJSON_AddNumberToObject(l, "time_to_first_token", mt->time_to_first_token);
+    if (mt->draft_tokens) { /* lmc serve --lookup N */
+        cJSON_AddNumberToObject(l, "draft_tokens", (double)mt->draft_tokens);
+        cJSON_AddNumberToObject(l, "accepted_draft_tokens", (double)mt->accepted_draft_tokens);
+    }
     char seed_text[24]; /* a string: JSON numbers lose integers above 2^53 */
     snprintf(seed_text, sizeof seed_text, "%llu", (unsigned long long)seed);
     cJSON_AddStringToObject(l, "seed", seed_text);
