@@ -834,7 +834,7 @@ static void test_template_kwargs(void) {
     lmc_generation_clear(&ref);
 }
 
-/* "n": choice i is what lmc_chat makes with seed + i; usage counts the
+/* "n": choice i is what lmc_chat makes with seed + i, whole or streamed; usage counts the
  * prompt once and every choice's tokens. */
 static void test_n_choices(void) {
     lmc_message msgs[1] = {{"user", "Name a colour"}};
@@ -861,6 +861,45 @@ static void test_n_choices(void) {
     CHECK(num_at(j, "usage.completion_tokens") == (double)total);
     CHECK(num_at(j, "usage.prompt_tokens") == (double)ref[0].metrics.prompt_tokens);
     cJSON_Delete(j);
+    reply_free(&r);
+    /* streamed: the choices one after another, each chunk naming its index,
+     * each choice opening with the role and closing with a finish_reason;
+     * one usage chunk for all */
+    r = http("POST", "/v1/chat/completions", "{\"messages\":[{\"role\":\"user\",\"content\":\"Name a colour\"}],"
+                                             "\"temperature\":1.2,\"seed\":41,\"max_tokens\":5,\"n\":3,\"stream\":true,"
+                                             "\"stream_options\":{\"include_usage\":true}}");
+    CHECKF(r.status == 200, "%d %s", r.status, r.body);
+    int n;
+    char **ev = sse_events(r.body ? r.body : "", &n);
+    char text[3][256] = {"", "", ""};
+    int roles[3] = {0}, finishes[3] = {0}, last = 0, usages = 0;
+    for (int e = 0; e + 1 < n; e++) {
+        cJSON *c = cJSON_Parse(ev[e]);
+        if (at(c, "usage")) {
+            usages++;
+            CHECK(num_at(c, "usage.completion_tokens") == (double)total);
+            cJSON_Delete(c);
+            continue;
+        }
+        int i = (int)num_at(c, "choices.0.index");
+        CHECKF(i >= 0 && i < 3 && i >= last, "event %d: index %d after %d", e, i, last);
+        if (i < 0 || i >= 3) {
+            cJSON_Delete(c);
+            continue;
+        }
+        last = i;
+        roles[i] += str_at(c, "choices.0.delta.role") != NULL;
+        const char *piece = str_at(c, "choices.0.delta.content");
+        if (piece) snprintf(text[i] + strlen(text[i]), sizeof text[i] - strlen(text[i]), "%s", piece);
+        finishes[i] += str_at(c, "choices.0.finish_reason") != NULL;
+        cJSON_Delete(c);
+    }
+    CHECKF(n > 0 && !strcmp(ev[n - 1], "[DONE]") && usages == 1, "%d events, %d usage chunks", n, usages);
+    for (int i = 0; i < 3; i++) {
+        CHECK_STR(text[i], ref[i].text);
+        CHECKF(roles[i] == 1 && finishes[i] == 1, "choice %d: %d role chunks, %d finish chunks", i, roles[i], finishes[i]);
+    }
+    events_free(ev, n);
     reply_free(&r);
     for (int i = 0; i < 3; i++) lmc_generation_clear(&ref[i]);
 }
@@ -1007,8 +1046,6 @@ static void test_errors(void) {
          "messages[0].content[0]", "only text parts"},
         {"POST", "/v1/chat/completions", "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"n\":17}", 400, "n",
          "'n' must be in [1, 16], got 17"},
-        {"POST", "/v1/chat/completions", "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"n\":2,\"stream\":true}", 400,
-         "n", "needs 'stream': false"},
         {"POST", "/v1/chat/completions", "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"temperature\":2.5}", 400,
          "temperature", "got 2.5"},
         {"POST", "/v1/chat/completions", "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"temperature\":\"hot\"}",

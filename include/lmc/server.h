@@ -18,7 +18,7 @@
  * wrong API key 401 (when one is set), a prompt longer than the context 400.
  *
  * Request fields: max_tokens / max_completion_tokens, temperature [0, 2],
- * top_p (0, 1], stop (a string or up to 16 strings), seed, n (up to 16 choices, not streamed;
+ * top_p (0, 1], stop (a string or up to 16 strings), seed, n (up to 16 choices, streamed one after another;
  * choice i draws with seed + i),
  * stream, stream_options.include_usage, and the lmc extensions top_k,
  * min_p, repeat_penalty, repeat_last_n and ignore_eos. Log-probabilities

@@ -436,7 +436,6 @@ static bool parse_options(const cJSON *root, lmc_srv_request *r, lmc_srv_error *
         !get_bool(root, "ignore_eos", &g->ignore_eos, err) || !parse_stop(root, r, err))
         return false;
     if (n > LMC_SRV_MAX_CHOICES) return fail(err, "n", "'n' must be in [1, %d], got %lld", LMC_SRV_MAX_CHOICES, n);
-    if (n > 1 && r->stream) return fail(err, "n", "'n' > 1 needs 'stream': false (choices are made one after another)");
     r->n = (int)n;
     if (r->kind == LMC_SRV_COMPLETION) {
         long long best_of = 1;

@@ -26,7 +26,7 @@ typedef struct lmc_srv_request {
     bool stream, include_usage;
     bool echo;                         /* completions: the prompt comes back before the completion (and its logprobs) */
     bool has_seed;                     /* the request gave "seed" */
-    int n;                             /* choices (1..LMC_SRV_MAX_CHOICES; more than 1 only without streaming) */
+    int n;                             /* choices (1..LMC_SRV_MAX_CHOICES), made one after another */
 } lmc_srv_request;
 
 /* Why a request was refused: the message and the field ("" when none). */

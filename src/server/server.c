@@ -275,6 +275,8 @@ typedef struct gen_run {
     size_t lp_sent;           /* streaming: generated tokens whose log-probabilities were sent */
     lmc_tool_stream said;     /* streaming with tools: the reply so far, content sent up to where a call may start */
     lmc_reasoning_stream think; /* streaming a thinking model's chat reply */
+    int choice_i;             /* the choice being made (requests with "n") */
+    int64_t generated;        /* tokens of the choices made before it */
 } gen_run;
 
 static const char *finish_reason(lmc_stop_reason r) {
@@ -492,7 +494,7 @@ static cJSON *logprobs_json(const gen_run *g, const lmc_generation *res, size_t 
 static cJSON *choice(const gen_run *g, const char *key, const char *role, const char *text, const char *finish,
                      cJSON *logprobs, cJSON *calls, const char *reasoning) {
     cJSON *c = cJSON_CreateObject();
-    cJSON_AddNumberToObject(c, "index", 0);
+    cJSON_AddNumberToObject(c, "index", g->choice_i);
     if (g->req.kind == LMC_SRV_CHAT) {
         cJSON *m = cJSON_AddObjectToObject(c, key);
         if (role) cJSON_AddStringToObject(m, "role", role);
@@ -565,6 +567,7 @@ static enum MHD_Result answer_whole(gen_run *g, struct MHD_Connection *c) {
     int64_t generated = 0;
     for (int i = 0; i < (g->req.n > 1 ? g->req.n : 1); i++) {
         lmc_status st = i ? next_choice(g, i) : LMC_OK;
+        g->choice_i = i;
         for (;;) {
             int32_t id;
             const char *piece;
@@ -594,7 +597,6 @@ static enum MHD_Result answer_whole(gen_run *g, struct MHD_Connection *c) {
             log_request(g->srv, g->method, g->url, 400, g->t0, &g->final, msg);
             return send_error(g->srv, c, MHD_HTTP_BAD_REQUEST, "echo", "%s", msg);
         }
-        cJSON_SetNumberValue(cJSON_GetObjectItemCaseSensitive(one, "index"), i);
         cJSON_AddItemToArray(choices, one);
     }
     end_generation(g);
@@ -715,6 +717,7 @@ static bool send_piece(gen_run *g, const char *piece, size_t len, bool final) {
 }
 
 static bool finish_stream(gen_run *g, bool ok);
+static bool next_streamed_choice(gen_run *g);
 
 /* Produces the next events into g->out; false when the stream must be cut
  * (client gone, out of memory). */
@@ -758,6 +761,7 @@ static bool produce(gen_run *g) {
             ok = out_event(g, o);
             if (ok) {
                 cJSON *last = chunk(g, NULL, NULL, "tool_calls");
+                if (g->choice_i + 1 < g->req.n) return out_event(g, last) && next_streamed_choice(g);
                 end_generation(g);
                 ok = out_event(g, last);
                 return finish_stream(g, ok);
@@ -771,8 +775,30 @@ static bool produce(gen_run *g) {
     }
     cJSON *last = chunk(g, NULL, chat ? NULL : "", finish_reason(res->stop_reason == LMC_STOP_NONE ? LMC_STOP_CANCELLED
                                                                                                    : res->stop_reason));
+    if (g->choice_i + 1 < g->req.n) return out_event(g, last) && next_streamed_choice(g);
     end_generation(g);
     return finish_stream(g, out_event(g, last));
+}
+
+/* Streaming with "n": choice i + 1 after choice i's last chunk (each
+ * chunk names its choice's index), its own stream drawing with seed + i + 1;
+ * the usage chunk at the end counts every choice's tokens. */
+static bool next_streamed_choice(gen_run *g) {
+    g->generated += (int64_t)lmc_stream_result(g->stream)->n_ids;
+    g->choice_i++;
+    g->lp_sent = 0;
+    lmc_tool_stream_free(&g->said);
+    lmc_reasoning_stream_free(&g->think);
+    memset(&g->said, 0, sizeof g->said);
+    memset(&g->think, 0, sizeof g->think);
+    if (next_choice(g, g->choice_i) != LMC_OK) {
+        char msg[600];
+        snprintf(msg, sizeof msg, "generation failed: %s", lmc_last_error());
+        end_generation(g);
+        return out_event(g, error_json(500, msg, NULL));
+    }
+    g->phase = PHASE_START; /* a chat choice opens with its role */
+    return true;
 }
 
 /* After the last chunk: the usage chunk (when asked for) and [DONE]. */
@@ -781,6 +807,7 @@ static bool finish_stream(gen_run *g, bool ok) {
     if (ok && g->req.include_usage) {
         cJSON *u = response_head(g, chat ? "chat.completion.chunk" : "text_completion");
         cJSON_AddArrayToObject(u, "choices");
+        g->final.metrics.generated_tokens += g->generated; /* the prompt counts once, every choice's tokens */
         add_usage(u, &g->final, g->req.gen.sampler.seed);
         ok = out_event(g, u);
     }
