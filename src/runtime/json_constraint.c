@@ -404,48 +404,92 @@ bool lmc_json_step(lmc_json_state *s, unsigned char c) {
     }
 }
 
+/* The tokens sorted[lo, hi) share their first d bytes, which took the
+ * recogniser to *s: those that end there are allowed (kept[]); the rest
+ * go on by groups of the same next byte, each group only when that byte
+ * fits. So a token is tried once per prefix it shares, and a refused
+ * prefix refuses its whole group at once. */
+typedef struct trie_walk {
+    const lmc_token_bytes *tb;
+    const float *logits;
+    int32_t *kept;
+    int64_t n_kept;
+} trie_walk;
+
+static unsigned char byte_at(const lmc_token_bytes *tb, int32_t t, uint32_t d) {
+    return (unsigned char)tb->bytes[tb->off[t] + d];
+}
+
+static void trie_allow(trie_walk *w, const lmc_json_state *s, int64_t lo, int64_t hi, uint32_t d) {
+    const lmc_token_bytes *tb = w->tb;
+    while (lo < hi && tb->off[tb->sorted[lo] + 1] - tb->off[tb->sorted[lo]] == d) {
+        int32_t t = tb->sorted[lo++];
+        if (d > 0 && w->logits[t] != -INFINITY) w->kept[w->n_kept++] = t;
+    }
+    lmc_json_state next;
+    if (d >= 32) { /* deep prefixes (long tokens) one token at a time: the recursion stays shallow */
+        for (; lo < hi; lo++) {
+            int32_t t = tb->sorted[lo];
+            bool ok = w->logits[t] != -INFINITY;
+            lmc_json_copy(&next, s);
+            for (uint32_t i = tb->off[t] + d; ok && i < tb->off[t + 1]; i++) ok = lmc_json_step(&next, (unsigned char)tb->bytes[i]);
+            if (ok) w->kept[w->n_kept++] = t;
+        }
+        return;
+    }
+    while (lo < hi) {
+        unsigned char c = byte_at(tb, tb->sorted[lo], d);
+        /* the group's end: the first token whose byte d is above c (bytes at d never fall in the range) */
+        int64_t a = lo + 1, b = hi;
+        while (a < b) {
+            int64_t mid = a + (b - a) / 2;
+            if (byte_at(tb, tb->sorted[mid], d) <= c) a = mid + 1;
+            else b = mid;
+        }
+        lmc_json_copy(&next, s);
+        if (lmc_json_step(&next, c)) trie_allow(w, &next, lo, a, d + 1);
+        lo = a;
+    }
+}
+
 void lmc_json_mask(const lmc_json_state *s, const lmc_token_bytes *tb, const int32_t *eos, size_t n_eos, float *logits) {
     bool done = lmc_json_done(s);
     float keep[8];
     for (size_t i = 0; i < n_eos && i < 8; i++) keep[i] = eos[i] >= 0 && eos[i] < tb->vocab ? logits[eos[i]] : 0;
-    /* most tokens fail on their first byte: that is tried once per byte value */
+    /* inside a string with no maximum length, a token without '"', '\\'
+     * and control bytes whose bytes continue valid UTF-8 stays inside it: no
+     * state needed (most tokens, there) */
+    bool plain = ((s->mode == M_STR && (!s->vnode || node_at(s, s->vnode)->max == UINT32_MAX)) || s->mode == M_KEY) &&
+                 !s->u8left;
+    /* elsewhere few tokens fit: walk the vocabulary as a trie, then -inf for
+     * all but the ones kept */
+    if (!plain && !done && tb->sorted) {
+        size_t cap = (size_t)(tb->n_sorted ? tb->n_sorted : 1);
+        trie_walk w = {.tb = tb, .logits = logits, .kept = malloc(cap * sizeof(int32_t))};
+        float *vals = w.kept ? malloc(cap * sizeof *vals) : NULL;
+        if (vals) {
+            trie_allow(&w, s, 0, tb->n_sorted, 0);
+            for (int64_t k = 0; k < w.n_kept; k++) vals[k] = logits[w.kept[k]];
+            for (int64_t t = 0; t < tb->vocab; t++) logits[t] = -INFINITY; /* EOS too: the object is not whole */
+            for (int64_t k = 0; k < w.n_kept; k++) logits[w.kept[k]] = vals[k];
+            free(vals);
+            free(w.kept);
+            return;
+        }
+        free(w.kept); /* out of memory: the plain loop below */
+    }
+    /* a token by token pass; most fail on their first byte, tried once per byte value */
     bool first[256];
     lmc_json_state try;
     for (int c = 0; c < 256; c++) {
         lmc_json_copy(&try, s);
         first[c] = !done && lmc_json_step(&try, (unsigned char)c);
     }
-    /* ... and for the first bytes of many tokens (white space before a
-     * word, outside strings), the second byte too */
-    uint64_t *second[256] = {NULL};
-    uint64_t second_bits[8][4];
-    int n_second = 0;
-    for (int c = 0; c < 256 && !done; c++) {
-        if (!first[c] || n_second == 8 || tb->tokens_with_first[c] < 1024) continue;
-        lmc_json_state after;
-        lmc_json_copy(&after, s);
-        lmc_json_step(&after, (unsigned char)c);
-        uint64_t *bits = second_bits[n_second++];
-        memset(bits, 0, 4 * sizeof *bits);
-        for (int b = 0; b < 256; b++) {
-            lmc_json_copy(&try, &after);
-            if (lmc_json_step(&try, (unsigned char)b)) bits[b >> 6] |= 1ull << (b & 63);
-        }
-        second[c] = bits;
-    }
-    /* inside a string with no maximum length, a token without '"', '\\'
-     * and control bytes whose bytes continue valid UTF-8 stays inside it: no
-     * state needed (most tokens, there) */
-    bool plain = ((s->mode == M_STR && (!s->vnode || node_at(s, s->vnode)->max == UINT32_MAX)) || s->mode == M_KEY) &&
-                 !s->u8left;
     for (int64_t t = 0; t < tb->vocab; t++) {
         if (logits[t] == -INFINITY) continue;
         bool ok = false;
         if (plain && tb->in_string[t]) continue;
-        const unsigned char *tbytes = (const unsigned char *)tb->bytes + tb->off[t];
-        uint32_t tlen = tb->off[t + 1] - tb->off[t];
-        if (!done && !tb->special[t] && tlen && first[tbytes[0]] &&
-            (tlen == 1 || !second[tbytes[0]] || (second[tbytes[0]][tbytes[1] >> 6] >> (tbytes[1] & 63) & 1))) {
+        if (!done && !tb->special[t] && tb->off[t + 1] > tb->off[t] && first[(unsigned char)tb->bytes[tb->off[t]]]) {
             lmc_json_copy(&try, s);
             ok = true;
             for (uint32_t i = tb->off[t]; ok && i < tb->off[t + 1]; i++) ok = lmc_json_step(&try, (unsigned char)tb->bytes[i]);
@@ -462,6 +506,17 @@ bool lmc_json_advance(lmc_json_state *s, const lmc_token_bytes *tb, int32_t t) {
     for (uint32_t i = tb->off[t]; i < tb->off[t + 1]; i++)
         if (!lmc_json_step(s, (unsigned char)tb->bytes[i])) return false;
     return true;
+}
+
+/* Byte order, a prefix before what it starts (then by id, for a fixed order). */
+static int by_bytes(const void *a, const void *b, void *ctx) {
+    const lmc_token_bytes *tb = ctx;
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    uint32_t lx = tb->off[x + 1] - tb->off[x], ly = tb->off[y + 1] - tb->off[y];
+    int c = memcmp(tb->bytes + tb->off[x], tb->bytes + tb->off[y], lx < ly ? lx : ly);
+    if (c) return c;
+    if (lx != ly) return lx < ly ? -1 : 1;
+    return x < y ? -1 : x > y;
 }
 
 lmc_status lmc_token_bytes_build(const lmc_tokenizer *tok, int64_t vocab, lmc_token_bytes **out) {
@@ -495,8 +550,11 @@ lmc_status lmc_token_bytes_build(const lmc_tokenizer *tok, int64_t vocab, lmc_to
         lmc_tokenizer_free_text(text);
     }
     if (st == LMC_OK) tb->off[vocab] = (uint32_t)len;
+    if (st == LMC_OK && !(tb->sorted = malloc((size_t)(vocab ? vocab : 1) * sizeof *tb->sorted)))
+        st = lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
     for (int64_t t = 0; st == LMC_OK && t < vocab; t++)
-        if (!tb->special[t] && tb->off[t + 1] > tb->off[t]) tb->tokens_with_first[(unsigned char)tb->bytes[tb->off[t]]]++;
+        if (!tb->special[t] && tb->off[t + 1] > tb->off[t]) tb->sorted[tb->n_sorted++] = (int32_t)t;
+    if (st == LMC_OK) qsort_r(tb->sorted, (size_t)tb->n_sorted, sizeof *tb->sorted, by_bytes, tb);
     if (st == LMC_OK && !(tb->in_string = calloc((size_t)(vocab ? vocab : 1), sizeof *tb->in_string)))
         st = lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
     for (int64_t t = 0; st == LMC_OK && t < vocab; t++) {
@@ -520,6 +578,7 @@ lmc_status lmc_token_bytes_build(const lmc_tokenizer *tok, int64_t vocab, lmc_to
 void lmc_token_bytes_free(lmc_token_bytes *tb) {
     if (!tb) return;
     free(tb->in_string);
+    free(tb->sorted);
     free(tb->off);
     free(tb->bytes);
     free(tb->special);

@@ -94,9 +94,10 @@ typedef struct lmc_token_bytes {
     uint32_t *off;                  /* [vocab + 1] */
     char *bytes;
     bool *special;                  /* [vocab] */
-    uint32_t tokens_with_first[256]; /* how many (not special) tokens start with each byte */
     bool *in_string;                /* [vocab]: whole UTF-8 characters from 0x20 up but '"' and '\\', so the
                                        token continues any string that is not inside a character */
+    int32_t *sorted; int64_t n_sorted; /* the tokens with bytes (not special) in byte order, shorter first: a
+                                       prefix's tokens are a range, so the mask walks them as a trie */
 } lmc_token_bytes;
 
 /* The table for a tokenizer, vocab entries long (ids the tokenizer does
