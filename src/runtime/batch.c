@@ -606,8 +606,8 @@ static lmc_status seq_step(lmc_model *m, const lmc_generate_options *opt, seq *s
 /* Runs one sub-batch (rows: prompt indices, longest first) to the end.
  * Returns LMC_ERR_CANCELLED when cancelled, otherwise LMC_OK (failures are
  * recorded in the results). */
-static lmc_status generate_rows(lmc_model *m, const lmc_batch_options *opt, const prompt *ps, const size_t *rows,
-                                int64_t B, lmc_batch_result *res, lmc_batch_metrics *mt) {
+static lmc_status generate_rows(lmc_model *m, const lmc_batch_options *opt, const lmc_json_schema *schema, const prompt *ps,
+                                const size_t *rows, int64_t B, lmc_batch_result *res, lmc_batch_metrics *mt) {
     const lmc_generate_options *g = &opt->gen;
     int64_t V = m->dec->cfg.vocab_size, L = (int64_t)ps[rows[0]].n, ctx = m->context_length;
     /* Key indices needed: a row's padding, then its prompt and what it may generate. */
@@ -623,13 +623,11 @@ static lmc_status generate_rows(lmc_model *m, const lmc_batch_options *opt, cons
     float *logits = malloc((size_t)(B * V) * sizeof *logits);
     float *raw = g->logprobs || g->top_logprobs ? malloc((size_t)V * sizeof *raw) : NULL;
     const lmc_token_bytes *json = g->json_object || g->json_schema ? lmc_model_token_bytes(m) : NULL;
-    lmc_json_schema *schema = NULL;
     lmc_kv_cache cache = {0};
     lmc_status st = seqs && act && pad && next && keep_rows && logits && (raw || !(g->logprobs || g->top_logprobs))
                         ? LMC_OK
                         : lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
     if (st == LMC_OK && (g->json_object || g->json_schema) && !json) st = lmc_last_status();
-    if (st == LMC_OK && g->json_schema) st = lmc_json_schema_compile(g->json_schema, &schema);
     for (int64_t b = 0; seqs && b < B; b++) {
         seqs[b].index = rows[b];
         seqs[b].res = &res[rows[b]];
@@ -721,7 +719,6 @@ static lmc_status generate_rows(lmc_model *m, const lmc_batch_options *opt, cons
     free(act);
     free(pad);
     free(next);
-    lmc_json_schema_free(schema);
     free(keep_rows);
     free(logits);
     free(raw);
@@ -749,11 +746,15 @@ lmc_status lmc_batch_generate(lmc_model *m, const lmc_batch_prompt *prompts, siz
     /* At least one position must be left for a generated token, as in lmc_generate. */
     LMC_CHECK(prompts_prepare(m, prompts, n, opt.gen.add_special_tokens, opt.gen.template_vars_json, m->context_length - 1, &ps,
                               &order, &n_run));
+    /* compiled once for every sub-batch (lmc_generate_check_options has refused a bad one) */
+    lmc_json_schema *schema = NULL;
     lmc_batch_result *res = calloc(n ? n : 1, sizeof *res);
-    if (!res) {
+    if (!res || (opt.gen.json_schema && lmc_json_schema_compile(opt.gen.json_schema, &schema) != LMC_OK)) {
+        lmc_status st = res ? lmc_last_status() : lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
+        free(res);
         prompts_free(ps, n);
         free(order);
-        return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
+        return st;
     }
     for (size_t i = 0; i < n; i++) {
         res[i].prompt_tokens = (int64_t)ps[i].n;
@@ -768,7 +769,7 @@ lmc_status lmc_batch_generate(lmc_model *m, const lmc_batch_prompt *prompts, siz
         const size_t *rows = order + at;
         int64_t B = n_run - at < (size_t)maxb ? (int64_t)(n_run - at) : maxb;
         if (call == LMC_OK) {
-            call = generate_rows(m, &opt, ps, rows, B, res, &mt);
+            call = generate_rows(m, &opt, schema, ps, rows, B, res, &mt);
             continue;
         }
         /* Cancelled before this sub-batch began. */
@@ -780,6 +781,7 @@ lmc_status lmc_batch_generate(lmc_model *m, const lmc_batch_prompt *prompts, siz
             r->error = strdup(lmc_last_error());
         }
     }
+    lmc_json_schema_free(schema);
     prompts_free(ps, n);
     free(order);
     metrics_finish(m, &mt, n, t0);
