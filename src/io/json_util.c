@@ -177,3 +177,12 @@ void lmc_strbuf_free(lmc_strbuf *b) {
     free(b->data);
     memset(b, 0, sizeof *b);
 }
+
+void lmc_json_add_token_bytes(cJSON *o, const lmc_tokenizer *tok, int32_t id) {
+    cJSON *b = cJSON_AddArrayToObject(o, "bytes");
+    char *raw = NULL;
+    size_t len = 0;
+    if (b && tok && lmc_tokenizer_token_bytes(tok, id, &raw, &len) == LMC_OK)
+        for (size_t i = 0; i < len; i++) cJSON_AddItemToArray(b, cJSON_CreateNumber((unsigned char)raw[i]));
+    lmc_tokenizer_free_text(raw);
+}

@@ -10,6 +10,7 @@
 
 #include "core/utf8.h"
 #include "lmc/base.h"
+#include "lmc/tokenizer.h"
 
 /* Reads a whole file into a NUL-terminated malloc'd buffer (*len excludes the
  * NUL). Fails with LMC_ERR_IO (naming the path) when it cannot be read or is a
@@ -32,6 +33,11 @@ static inline bool lmc_json_space(unsigned char c) { return c == ' ' || c == '\t
 /* A log-probability as a JSON number: JSON has no -inf, so a token the model
  * rules out gets -9999, as in OpenAI's API. */
 static inline double lmc_json_logprob(float lp) { return lp == -INFINITY ? -9999.0 : (double)lp; }
+
+/* Adds "bytes": token id's bytes as numbers (lmc_tokenizer_token_bytes:
+ * part of a character where its text shows U+FFFD; [] when it has none), as
+ * OpenAI's logprobs entries carry them. */
+void lmc_json_add_token_bytes(cJSON *o, const lmc_tokenizer *tok, int32_t id);
 
 /* A short description of a JSON value's type for messages ("an array"). */
 const char *lmc_json_type_name(const cJSON *item);

@@ -394,16 +394,10 @@ static void add_usage(cJSON *o, const lmc_generation *res, uint64_t seed) {
  * the text (owned by the caller). */
 static char *add_token(const gen_run *g, cJSON *o, int32_t id, bool bytes) {
     const lmc_tokenizer *tok = lmc_model_tokenizer(g->srv->m);
-    char *text = NULL, *raw = NULL;
-    size_t len = 0;
+    char *text = NULL;
     if (lmc_tokenizer_decode(tok, &id, 1, false, &text, NULL) != LMC_OK) text = NULL;
     if (o) cJSON_AddStringToObject(o, "token", text ? text : "");
-    if (o && bytes) {
-        cJSON *b = cJSON_AddArrayToObject(o, "bytes");
-        if (lmc_tokenizer_token_bytes(tok, id, &raw, &len) != LMC_OK) raw = NULL;
-        for (size_t i = 0; raw && i < len; i++) cJSON_AddItemToArray(b, cJSON_CreateNumber((unsigned char)raw[i]));
-        lmc_tokenizer_free_text(raw);
-    }
+    if (o && bytes) lmc_json_add_token_bytes(o, tok, id);
     return text;
 }
 

@@ -40,18 +40,13 @@ static char *token_text(const lmc_tokenizer *tok, int32_t id) {
     return t ? t : strdup("");
 }
 
-/* {"id", "text", "bytes", "logprob"}: bytes as lmc_tokenizer_token_bytes
- * gives them (part of a character where the text shows U+FFFD). */
+/* {"id", "text", "bytes", "logprob"} */
 static cJSON *entry_json(const lmc_tokenizer *tok, int32_t id, float lp) {
     cJSON *e = cJSON_CreateObject();
-    char *t = token_text(tok, id), *raw = NULL;
-    size_t len = 0;
+    char *t = token_text(tok, id);
     cJSON_AddNumberToObject(e, "id", id);
     cJSON_AddStringToObject(e, "text", t ? t : "");
-    cJSON *b = cJSON_AddArrayToObject(e, "bytes");
-    if (tok && lmc_tokenizer_token_bytes(tok, id, &raw, &len) == LMC_OK)
-        for (size_t i = 0; i < len; i++) cJSON_AddItemToArray(b, cJSON_CreateNumber((unsigned char)raw[i]));
-    lmc_tokenizer_free_text(raw);
+    lmc_json_add_token_bytes(e, tok, id);
     cJSON_AddNumberToObject(e, "logprob", lmc_json_logprob(lp));
     free(t);
     return e;
