@@ -274,15 +274,20 @@ static size_t held_back(const lmc_stream *s) {
     return hold;
 }
 
-static lmc_status forward_ids(lmc_stream *s, const int32_t *ids, int64_t n, bool want_logits) {
-    int64_t shape[2] = {1, n};
+/* A forward pass of ids through the cache; with want_logits, s->logits gets
+ * the logits after the last id, or, with rest (lookup drafts), after the
+ * first, and rest[n - 1][V] those after each of the others. */
+static lmc_status forward_ids(lmc_stream *s, const int32_t *ids, int64_t n, bool want_logits, float *rest) {
+    int64_t shape[2] = {1, n}, V = s->m->dec->cfg.vocab_size;
     lmc_status st = LMC_OK;
     lmc_scope_begin();
     lmc_array *idc = lmc_array_from_data(ids, LMC_I32, 2, shape);
-    lmc_forward_args args = {.last_only = true};
+    lmc_forward_args args = {.last_only = rest == NULL};
     lmc_array *lg = lmc_decoder_forward(s->m->dec, &s->cache, idc, &args);
     if (!lg) st = lmc_last_status();
-    else if (want_logits) st = lmc_array_read(lg, LMC_F32, s->logits, (size_t)s->m->dec->cfg.vocab_size);
+    else if (!rest && want_logits) st = lmc_array_read(lg, LMC_F32, s->logits, (size_t)V);
+    else if (rest && (st = lmc_array_read(lmc_slice(lg, 1, 0, 1, 1), LMC_F32, s->logits, (size_t)V)) == LMC_OK)
+        st = lmc_array_read(lmc_slice(lg, 1, 1, n, 1), LMC_F32, rest, (size_t)((n - 1) * V));
     lmc_scope_end();
     if (st != LMC_OK) s->cache_broken = true;
     return st;
@@ -332,20 +337,7 @@ static lmc_status advance(lmc_stream *s, int32_t tok) {
     if (kmax > left) kmax = (int)left;
     if (kmax > room) kmax = (int)room;
     int k = lookup_draft(s, ids + 1, kmax);
-    if (k == 0) return forward_ids(s, ids, 1, true);
-    int64_t shape[2] = {1, 1 + k};
-    lmc_status st = LMC_OK;
-    lmc_scope_begin();
-    lmc_forward_args args = {.last_only = false};
-    lmc_array *lg = lmc_decoder_forward(s->m->dec, &s->cache, lmc_array_from_data(ids, LMC_I32, 2, shape), &args);
-    if (!lg) st = lmc_last_status();
-    else if ((st = lmc_array_read(lmc_slice(lg, 1, 0, 1, 1), LMC_F32, s->logits, (size_t)V)) == LMC_OK)
-        st = lmc_array_read(lmc_slice(lg, 1, 1, 1 + k, 1), LMC_F32, s->pend_logits, (size_t)(k * V));
-    lmc_scope_end();
-    if (st != LMC_OK) {
-        s->cache_broken = true;
-        return st;
-    }
+    LMC_CHECK(forward_ids(s, ids, 1 + k, true, k ? s->pend_logits : NULL));
     memcpy(s->pend, ids + 1, (size_t)k * sizeof *ids);
     s->n_pend = k;
     s->pend_at = 0;
@@ -569,7 +561,7 @@ static lmc_status prefill(lmc_stream *s) {
     for (int64_t at = (int64_t)s->n_cached; at < n; at += chunk) {
         if (cancelled(s)) return LMC_ERR_CANCELLED;
         int64_t len = n - at < chunk ? n - at : chunk;
-        LMC_CHECK(forward_ids(s, s->hist + at, len, at + len == n));
+        LMC_CHECK(forward_ids(s, s->hist + at, len, at + len == n, NULL));
     }
     s->t_prefill = lmc_now();
     s->prefilled = true;
@@ -661,7 +653,7 @@ lmc_status lmc_stream_next(lmc_stream *s, int32_t *id, const char **text, size_t
         else if (json_done) finish(s, LMC_STOP_EOS); /* the object is whole: nothing may follow it */
         else if ((int)s->result.n_ids >= s->opt.max_tokens) finish(s, LMC_STOP_MAX_TOKENS);
         else {
-            st = s->pend_logits ? advance(s, tok) : forward_ids(s, &tok, 1, true);
+            st = s->pend_logits ? advance(s, tok) : forward_ids(s, &tok, 1, true, NULL);
             if (st != LMC_OK) {
                 finish(s, LMC_STOP_ERROR);
                 emit_upto(s, s->text_len);
