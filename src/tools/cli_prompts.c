@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "tools/cli.h"
+#include "tools/cli_options.h"
 
 /* Records why the line cannot be used; returns false. */
 static bool item_error(lmc_cli_prompt *it, const char *fmt, ...) {
@@ -163,4 +164,11 @@ void lmc_cli_print_line(const lmc_cli_prompts *p, size_t i, bool ran, const char
     if (s) printf("%s\n", s);
     free(s);
     cJSON_Delete(o);
+}
+
+lmc_model *lmc_cli_prompts_and_model(const char *cmd, struct lmc_cli_gen *g, lmc_cli_prompts *in) {
+    if (!lmc_cli_read_prompts(cmd, stdin, in)) return NULL;
+    lmc_model *m = lmc_cli_load_model(cmd, g);
+    if (!m) lmc_cli_prompts_free(in);
+    return m;
 }

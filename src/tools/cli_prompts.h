@@ -33,6 +33,10 @@ typedef struct lmc_cli_prompts {
  * the input itself cannot be read or memory runs out. */
 bool lmc_cli_read_prompts(const char *cmd, FILE *f, lmc_cli_prompts *out);
 void lmc_cli_prompts_free(lmc_cli_prompts *p);
+/* The batch commands' start: the prompts from standard input into *in,
+ * then the model g names; NULL (error printed, *in freed) when either fails. */
+struct lmc_cli_gen;
+lmc_model *lmc_cli_prompts_and_model(const char *cmd, struct lmc_cli_gen *g, lmc_cli_prompts *in);
 /* Results come back for the readable lines only: input line i's index
  * among them (*k walks them in order, start at 0), or -1 when line i could
  * not be read. */

@@ -45,12 +45,8 @@ int cmd_batch(int argc, char **argv) {
     }
     opt.gen = g.gen;
     lmc_cli_prompts in;
-    if (!lmc_cli_read_prompts("batch", stdin, &in)) return 1;
-    lmc_model *m = lmc_cli_load_model("batch", &g);
-    if (!m) {
-        lmc_cli_prompts_free(&in);
-        return 1;
-    }
+    lmc_model *m = lmc_cli_prompts_and_model("batch", &g, &in);
+    if (!m) return 1;
     lmc_batch_result *res = NULL;
     lmc_batch_metrics mt;
     lmc_status st = lmc_batch_generate(m, in.valid, in.n_valid, &opt, &res, &mt);

@@ -122,12 +122,8 @@ int cmd_classify(int argc, char **argv) {
     }
     opt.sampler = g.gen.sampler;
     lmc_cli_prompts in;
-    if (!lmc_cli_read_prompts("classify", stdin, &in)) return 1;
-    lmc_model *m = lmc_cli_load_model("classify", &g);
-    if (!m) {
-        lmc_cli_prompts_free(&in);
-        return 1;
-    }
+    lmc_model *m = lmc_cli_prompts_and_model("classify", &g, &in);
+    if (!m) return 1;
     label_set ls = {0};
     if (labels && !labels_prepare(m, labels, &ls)) {
         labels_free(&ls);

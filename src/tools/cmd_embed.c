@@ -66,12 +66,8 @@ int cmd_embed(int argc, char **argv) {
         }
     }
     lmc_cli_prompts in;
-    if (!lmc_cli_read_prompts("embed", stdin, &in)) return 1;
-    lmc_model *m = lmc_cli_load_model("embed", &g);
-    if (!m) {
-        lmc_cli_prompts_free(&in);
-        return 1;
-    }
+    lmc_model *m = lmc_cli_prompts_and_model("embed", &g, &in);
+    if (!m) return 1;
     lmc_embedding *res = NULL;
     lmc_batch_metrics mt;
     lmc_status st = lmc_embed(m, in.valid, in.n_valid, &opt, &res, &mt);
