@@ -404,6 +404,13 @@ bool lmc_json_step(lmc_json_state *s, unsigned char c) {
     }
 }
 
+/* Feeds token t's bytes from its byte `from` on; false at the first that does not fit. */
+static bool step_token(lmc_json_state *s, const lmc_token_bytes *tb, int32_t t, uint32_t from) {
+    for (uint32_t i = tb->off[t] + from; i < tb->off[t + 1]; i++)
+        if (!lmc_json_step(s, (unsigned char)tb->bytes[i])) return false;
+    return true;
+}
+
 /* The tokens sorted[lo, hi) share their first d bytes, which took the
  * recogniser to *s: those that end there are allowed (kept[]); the rest
  * go on by groups of the same next byte, each group only when that byte
@@ -430,10 +437,8 @@ static void trie_allow(trie_walk *w, const lmc_json_state *s, int64_t lo, int64_
     if (d >= 32) { /* deep prefixes (long tokens) one token at a time: the recursion stays shallow */
         for (; lo < hi; lo++) {
             int32_t t = tb->sorted[lo];
-            bool ok = w->logits[t] != -INFINITY;
             lmc_json_copy(&next, s);
-            for (uint32_t i = tb->off[t] + d; ok && i < tb->off[t + 1]; i++) ok = lmc_json_step(&next, (unsigned char)tb->bytes[i]);
-            if (ok) w->kept[w->n_kept++] = t;
+            if (w->logits[t] != -INFINITY && step_token(&next, tb, t, d)) w->kept[w->n_kept++] = t;
         }
         return;
     }
@@ -491,8 +496,7 @@ void lmc_json_mask(const lmc_json_state *s, const lmc_token_bytes *tb, const int
         if (plain && tb->in_string[t]) continue;
         if (!done && !tb->special[t] && tb->off[t + 1] > tb->off[t] && first[(unsigned char)tb->bytes[tb->off[t]]]) {
             lmc_json_copy(&try, s);
-            ok = true;
-            for (uint32_t i = tb->off[t]; ok && i < tb->off[t + 1]; i++) ok = lmc_json_step(&try, (unsigned char)tb->bytes[i]);
+            ok = step_token(&try, tb, t, 0);
         }
         if (!ok) logits[t] = -INFINITY;
     }
@@ -502,10 +506,7 @@ void lmc_json_mask(const lmc_json_state *s, const lmc_token_bytes *tb, const int
 }
 
 bool lmc_json_advance(lmc_json_state *s, const lmc_token_bytes *tb, int32_t t) {
-    if (t < 0 || t >= tb->vocab || tb->special[t] || tb->off[t + 1] == tb->off[t]) return false;
-    for (uint32_t i = tb->off[t]; i < tb->off[t + 1]; i++)
-        if (!lmc_json_step(s, (unsigned char)tb->bytes[i])) return false;
-    return true;
+    return t >= 0 && t < tb->vocab && !tb->special[t] && tb->off[t + 1] > tb->off[t] && step_token(s, tb, t, 0);
 }
 
 /* Byte order, a prefix before what it starts (then by id, for a fixed order). */
