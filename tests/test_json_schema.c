@@ -152,6 +152,17 @@ static void test_compile_errors(void) {
                bad[i].schema, st == LMC_OK ? "compiled" : lmc_last_error(), bad[i].expect);
         lmc_json_schema_free(s);
     }
+    /* at most 64 enum values and 64 properties */
+    char many[4096] = "{\"type\":\"object\",\"properties\":{\"e\":{\"enum\":[0";
+    for (int i = 1; i < 65; i++) snprintf(many + strlen(many), sizeof many - strlen(many), ",%d", i);
+    strcat(many, "]}}}");
+    lmc_json_schema *ms = NULL;
+    CHECK(lmc_json_schema_compile(many, &ms) == LMC_ERR_INVALID_ARGUMENT && !ms &&
+          strstr(lmc_last_error(), "/properties/e: more than 64 values"));
+    strcpy(many, "{\"type\":\"object\",\"properties\":{");
+    for (int i = 0; i < 65; i++) snprintf(many + strlen(many), sizeof many - strlen(many), "%s\"p%d\":true", i ? "," : "", i);
+    strcat(many, "}}");
+    CHECK(lmc_json_schema_compile(many, &ms) == LMC_ERR_INVALID_ARGUMENT && !ms && strstr(lmc_last_error(), "more than 64 properties"));
     /* nesting is bounded (the compiler recurses) */
     char deep[2048] = "";
     for (int i = 0; i < 70; i++) strcat(deep, "{\"type\":\"array\",\"items\":");

@@ -53,10 +53,12 @@ static lmc_status new_node(compiler *c, uint16_t *out, const char *path) {
     return LMC_OK;
 }
 
-/* Owned copies of text, len bytes, into node arrays. */
-static lmc_status add_text(lmc_json_node *n, const char *text, size_t len, uint16_t child, bool required) {
-    if (len > 65535) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "json_schema: a name or value is longer than 65535 bytes");
-    if (n->n == MAX_CHOICES) return LMC_ERR_INVALID_ARGUMENT; /* the caller names the place */
+/* Adds an entry to node n (an owned copy of text, len bytes); what: the
+ * entries' name for the error when there are too many. */
+static lmc_status add_text(lmc_json_node *n, const char *text, size_t len, uint16_t child, bool required, const char *path,
+                           const char *what) {
+    if (len > 65535) return fail(path, "a name or value is longer than 65535 bytes", NULL);
+    if (n->n == MAX_CHOICES) return fail(path, "more than 64 ", what);
     char *t = malloc(len + 1);
     char **tx = realloc(n->text, (size_t)(n->n + 1) * sizeof *tx);
     if (tx) n->text = tx;
@@ -148,9 +150,8 @@ static lmc_status compile_enum(compiler *c, const cJSON *vals, const char *path,
     for (const cJSON *v = vals->child; v; v = v->next, k++) {
         char *t = cJSON_PrintUnformatted(v);
         if (!t) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
-        lmc_status st = add_text(&c->s->nodes[i], t, strlen(t), 0, false);
+        lmc_status st = add_text(&c->s->nodes[i], t, strlen(t), 0, false, path, "values");
         cJSON_free(t);
-        if (st == LMC_ERR_INVALID_ARGUMENT && c->s->nodes[i].n == MAX_CHOICES) return fail(path, "more than 64 values", NULL);
         LMC_CHECK(st);
     }
     if (k == 0) return fail(path, "'enum' must list at least one value", NULL);
@@ -190,9 +191,8 @@ static lmc_status compile_type(compiler *c, const cJSON *j, const char *type, co
             char *t = name ? cJSON_PrintUnformatted(name) : NULL;
             cJSON_Delete(name);
             if (!t) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
-            lmc_status st = add_text(&c->s->nodes[i], t + 1, strlen(t) - 2, child, required);
+            lmc_status st = add_text(&c->s->nodes[i], t + 1, strlen(t) - 2, child, required, path, "properties");
             cJSON_free(t);
-            if (st == LMC_ERR_INVALID_ARGUMENT && c->s->nodes[i].n == MAX_CHOICES) return fail(path, "more than 64 properties", NULL);
             LMC_CHECK(st);
         }
     } else if (!strcmp(type, "array")) {
@@ -262,9 +262,7 @@ static lmc_status make_union(compiler *c, const uint16_t *alts, int n, const cha
                 if (set[b] && seen[b])
                     return fail(path, "the alternatives of anyOf / oneOf / a type list must be of different JSON types", NULL);
             for (int b = 0; b < 256; b++) seen[b] |= set[b];
-            lmc_status st = add_text(&c->s->nodes[i], "", 0, alt, false);
-            if (st == LMC_ERR_INVALID_ARGUMENT && c->s->nodes[i].n == MAX_CHOICES) return fail(path, "too many alternatives", NULL);
-            LMC_CHECK(st);
+            LMC_CHECK(add_text(&c->s->nodes[i], "", 0, alt, false, path, "alternatives"));
         }
     }
     *out = i;
@@ -303,7 +301,7 @@ static lmc_status resolve_ref(compiler *c, const char *ref, const char *path, ui
     uint16_t target;
     LMC_CHECK(compile(c, t, ref + 1, &target));
     if (target == slot) return fail(path, "a definition that is only a reference to itself: ", ref);
-    LMC_CHECK(add_text(&c->s->nodes[slot], "", 0, target, false));
+    LMC_CHECK(add_text(&c->s->nodes[slot], "", 0, target, false, path, "alternatives"));
     *out = slot;
     return LMC_OK;
 }
