@@ -107,10 +107,14 @@ lmc_status lmc_qmm_run(lmc_qmm_plan *p);
  * arrays the plans point to must stay alive until the end.
  * lmc_qmm_batch_end prepares each distinct x once and splits the rows of all
  * the queued matrices over the threads; each output is exactly what the
- * plan gives run alone. Paths that do not use lmc_qmm_run (the scalar
- * kernel, AMX for many rows) run at once, as without a batch. */
+ * plan gives run alone. The AMX kernel queues its products the same way
+ * (lmc_quantized_matmul_amx_flush runs them: x prepared once per distinct
+ * x, one parallel region); the scalar kernel runs at once, as without a
+ * batch. */
 void lmc_qmm_batch_begin(void);
 lmc_status lmc_qmm_batch_end(void);
+bool lmc_qmm_batch_is_open(void);
+lmc_status lmc_quantized_matmul_amx_flush(void);
 
 
 /* bf16 bits to f32, inline (the hot paths convert scales per row). */

@@ -296,58 +296,140 @@ static void run_task(void *vctx, int64_t t0, int64_t t1, int task) {
     _tile_release();
 }
 
-lmc_status lmc_quantized_matmul_amx(lmc_array *out, const lmc_array *x, const lmc_array *wq,
-                                    const lmc_array *scales, const lmc_array *biases, int group_size, int bits) {
-    if ((bits != 4 && bits != 8) || x->shape[0] < AMX_QMM_MIN_M)
-        return lmc_quantized_matmul_avx512(out, x, wq, scales, biases, group_size, bits);
-    qamx c;
-    memset(&c, 0, sizeof c);
-    c.M = x->shape[0];
-    c.K = x->shape[1];
-    c.N = out->shape[1];
-    c.gs = group_size;
-    c.bits = bits;
-    c.G = c.K / group_size;
-    c.kk = group_size < 64 ? group_size : 64;
-    c.spg = group_size / c.kk;
-    c.S = c.K / c.kk;
-    c.Mt = (c.M + 15) / 16;
-    c.blocks = (c.K + 127) / 128;
-    c.wq = lmc_array_ptr(wq);
-    c.row_bytes = (size_t)c.K * (size_t)bits / 8;
-    c.scales = lmc_array_ptr(scales);
-    c.biases = lmc_array_ptr(biases);
-    c.sdt = scales->dtype;
-    c.x = lmc_array_ptr(x);
-    c.xdt = x->dtype;
-    c.out = lmc_array_ptr(out);
-    c.odt = out->dtype;
-
-    size_t xb_bytes = (size_t)(c.Mt * 16 * c.K) * 3;
-    size_t xs_bytes = (size_t)(c.Mt * c.blocks) * 16 * sizeof(float);
-    size_t sx_bytes = (size_t)(c.Mt * c.G) * 16 * sizeof(float);
+/* Fills c for one product (nothing is allocated yet). */
+static void amx_setup(qamx *c, lmc_array *out, const lmc_array *x, const lmc_array *wq, const lmc_array *scales,
+                      const lmc_array *biases, int group_size, int bits) {
+    memset(c, 0, sizeof *c);
+    c->M = x->shape[0];
+    c->K = x->shape[1];
+    c->N = out->shape[1];
+    c->gs = group_size;
+    c->bits = bits;
+    c->G = c->K / group_size;
+    c->kk = group_size < 64 ? group_size : 64;
+    c->spg = group_size / c->kk;
+    c->S = c->K / c->kk;
+    c->Mt = (c->M + 15) / 16;
+    c->blocks = (c->K + 127) / 128;
+    c->wq = lmc_array_ptr(wq);
+    c->row_bytes = (size_t)c->K * (size_t)bits / 8;
+    c->scales = lmc_array_ptr(scales);
+    c->biases = lmc_array_ptr(biases);
+    c->sdt = scales->dtype;
+    c->x = lmc_array_ptr(x);
+    c->xdt = x->dtype;
+    c->out = lmc_array_ptr(out);
+    c->odt = out->dtype;
     /* per thread: wbuf, ws, wb, three C tiles, one result block */
-    c.work_bytes = ((size_t)NB_ROWS * (size_t)c.K + 2 * (size_t)(NB_ROWS * c.G) * sizeof(float) + 3 * 1024 +
-                    (size_t)NB_ROWS * 16 * sizeof(float) + 63) / 64 * 64;
-    uint8_t *mem = aligned_alloc(64, xb_bytes + xs_bytes + sx_bytes);
+    c->work_bytes = ((size_t)NB_ROWS * (size_t)c->K + 2 * (size_t)(NB_ROWS * c->G) * sizeof(float) + 3 * 1024 +
+                     (size_t)NB_ROWS * 16 * sizeof(float) + 63) / 64 * 64;
+}
+
+/* Bytes of x's parts, block scales and group sums for c (64-byte multiples). */
+static size_t amx_x_bytes(const qamx *c, size_t *xb_bytes, size_t *xs_bytes) {
+    *xb_bytes = (size_t)(c->Mt * 16 * c->K) * 3;
+    *xs_bytes = (size_t)(c->Mt * c->blocks) * 16 * sizeof(float);
+    return *xb_bytes + *xs_bytes + (size_t)(c->Mt * c->G) * 16 * sizeof(float);
+}
+
+/* b may use a's prepared x. */
+static bool amx_same_x(const qamx *a, const qamx *b) {
+    return a->x == b->x && a->xdt == b->xdt && a->M == b->M && a->K == b->K && a->gs == b->gs && a->kk == b->kk;
+}
+
+enum { AMX_BATCH_MAX = 8 };
+
+/* The weight-row tasks of several products, numbered one after another. */
+typedef struct amx_group {
+    qamx *jobs;
+    int n;
+    int64_t first[AMX_BATCH_MAX + 1]; /* job i has tasks [first[i], first[i+1]) */
+} amx_group;
+
+static void run_group(void *vctx, int64_t t0, int64_t t1, int run) {
+    amx_group *g = vctx;
+    for (int i = 0; i < g->n; i++) {
+        int64_t lo = t0 > g->first[i] ? t0 : g->first[i], hi = t1 < g->first[i + 1] ? t1 : g->first[i + 1];
+        if (lo < hi) run_task(&g->jobs[i], lo - g->first[i], hi - g->first[i], run);
+    }
+}
+
+/* Runs jobs[0..n): x is prepared once for each distinct x (the projections
+ * that share an input), then one parallel region covers every job's weight
+ * rows, so each output is what the job gives alone. */
+static lmc_status amx_run(qamx *jobs, int n) {
+    size_t offset[AMX_BATCH_MAX], total = 0;
+    int owner[AMX_BATCH_MAX];
+    for (int i = 0; i < n; i++) {
+        owner[i] = i;
+        for (int j = 0; j < i; j++)
+            if (owner[j] == j && amx_same_x(&jobs[j], &jobs[i])) {
+                owner[i] = j;
+                break;
+            }
+        size_t xb, xs;
+        if (owner[i] == i) {
+            offset[i] = total;
+            total += amx_x_bytes(&jobs[i], &xb, &xs);
+        }
+    }
+    uint8_t *mem = aligned_alloc(64, total);
     if (!mem)
         return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "quantized_matmul: out of memory for the %lld x %lld work space",
-                             (long long)c.M, (long long)c.K);
-    memset(mem, 0, xb_bytes + xs_bytes + sx_bytes);
-    c.xb = (int8_t *)mem;
-    c.xsT = (float *)(mem + xb_bytes);
-    c.sxT = (float *)(mem + xb_bytes + xs_bytes);
-    lmc_parallel_for(c.M, 16, prep_rows, &c);
+                             (long long)jobs[0].M, (long long)jobs[0].K);
+    amx_group g = {.jobs = jobs, .n = n};
+    for (int i = 0; i < n; i++) {
+        qamx *c = &jobs[i];
+        if (owner[i] == i) {
+            size_t xb, xs, bytes = amx_x_bytes(c, &xb, &xs);
+            memset(mem + offset[i], 0, bytes);
+            c->xb = (int8_t *)(mem + offset[i]);
+            c->xsT = (float *)(mem + offset[i] + xb);
+            c->sxT = (float *)(mem + offset[i] + xb + xs);
+            lmc_parallel_for(c->M, 16, prep_rows, c);
+        } else {
+            c->xb = jobs[owner[i]].xb;
+            c->xsT = jobs[owner[i]].xsT;
+            c->sxT = jobs[owner[i]].sxT;
+        }
+        g.first[i + 1] = g.first[i] + (c->N + NB_ROWS - 1) / NB_ROWS;
+    }
     /* Each task writes its own weight rows' outputs: one contiguous part of
      * tasks per thread, taken in long runs, so that within a run each task
      * prefetches the next one's weights (with few rows of x — 16-token
      * prompts, batched decode — a task would otherwise start on a DRAM
      * stall); a thread that is done helps from the back of another's part,
      * so a late thread doesn't hold the other up. */
-    lmc_parallel_split((c.N + NB_ROWS - 1) / NB_ROWS, 1, run_task, &c);
+    lmc_parallel_split(g.first[n], 1, run_group, &g);
     free(mem);
-    if (atomic_load(&c.out_of_memory))
-        return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "quantized_matmul: out of memory for %zu bytes of work space",
-                             c.work_bytes);
+    for (int i = 0; i < n; i++)
+        if (atomic_load(&jobs[i].out_of_memory))
+            return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "quantized_matmul: out of memory for %zu bytes of work space",
+                                 jobs[i].work_bytes);
     return LMC_OK;
+}
+
+/* Products queued while a batch is open on this thread (lmc_qmm_batch_begin). */
+static _Thread_local struct {
+    int n;
+    qamx jobs[AMX_BATCH_MAX];
+} t_amx;
+
+lmc_status lmc_quantized_matmul_amx(lmc_array *out, const lmc_array *x, const lmc_array *wq,
+                                    const lmc_array *scales, const lmc_array *biases, int group_size, int bits) {
+    if ((bits != 4 && bits != 8) || x->shape[0] < AMX_QMM_MIN_M)
+        return lmc_quantized_matmul_avx512(out, x, wq, scales, biases, group_size, bits);
+    if (lmc_qmm_batch_is_open() && t_amx.n < AMX_BATCH_MAX) {
+        amx_setup(&t_amx.jobs[t_amx.n++], out, x, wq, scales, biases, group_size, bits);
+        return LMC_OK;
+    }
+    qamx c;
+    amx_setup(&c, out, x, wq, scales, biases, group_size, bits);
+    return amx_run(&c, 1);
+}
+
+lmc_status lmc_quantized_matmul_amx_flush(void) {
+    int n = t_amx.n;
+    t_amx.n = 0;
+    return n ? amx_run(t_amx.jobs, n) : LMC_OK;
 }

@@ -396,9 +396,13 @@ void lmc_qmm_batch_begin(void) {
     t_batch.n = 0;
 }
 
+bool lmc_qmm_batch_is_open(void) { return t_batch.open; }
+
 lmc_status lmc_qmm_batch_end(void) {
     t_batch.open = false;
     lmc_status st = t_batch.n ? qmm_run_plans(t_batch.plans, t_batch.n) : LMC_OK;
     t_batch.n = 0;
-    return st;
+    /* queued only where the CPU has AMX; runs even after a failure, so the queue ends empty */
+    lmc_status st_amx = lmc_quantized_matmul_amx_flush();
+    return st != LMC_OK ? st : st_amx;
 }
