@@ -564,8 +564,8 @@ static void test_qmm_many(void) {
         q[i] = lmc_quantize(w[i], gs[i], bits[i], &s[i], &b[i]);
         qw[i] = (lmc_qmm_weights){q[i], s[i], b[i], gs[i], bits[i]};
     }
-    const int64_t Ms[] = {1, 3, 9};
-    for (int mi = 0; mi < 3; mi++) {
+    const int64_t Ms[] = {1, 3, 9, 40}; /* 9 and 40 rows: the AMX kernel, which batches too */
+    for (int mi = 0; mi < 4; mi++) {
         int64_t xshape[2] = {Ms[mi], K};
         lmc_array *x = random_normal(mi == 1 ? LMC_BF16 : LMC_F32, 2, xshape, 0.0, 1.0, 50 + (uint64_t)mi);
         for (int path = LMC_PATH_SCALAR; path <= (int)lmc_cpu_path_max(); path++) {
