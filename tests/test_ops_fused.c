@@ -430,6 +430,42 @@ static void test_sdpa_random(void) {
         lmc_array *arr[] = {q, k, v, Q, K, V, one, two};
         for (int i = 0; i < 8; i++) lmc_array_free(arr[i]);
     }
+    /* 16-bit key/value caches (kv_cache_dtype bf16/f16), head dims of whole
+     * vectors: decode and drafts read them in place, prefill-sized blocks
+     * convert them first; either way the result must be what the oracle
+     * gives and bit for bit what the same keys and values give as f32 */
+    static const lmc_dtype half[] = {LMC_BF16, LMC_F16};
+    static const int64_t Tq4[] = {1, 3, 40}, Hq4[] = {2, 16};
+    for (int hd = 0; hd < 2; hd++)
+        for (int ti = 0; ti < 3; ti++)
+            for (int hi = 0; hi < 2; hi++) {
+                int64_t sq[4] = {2, Hq4[hi], Tq4[ti], 64}, skv[4] = {2, 2, 150, 64};
+                lmc_array *q = rnd(LMC_F32, 4, sq), *k = rnd(half[hd], 4, skv), *v = rnd(half[hd], 4, skv);
+                lmc_array *kf = lmc_astype(k, LMC_F32), *vf = lmc_astype(v, LMC_F32);
+                for (int variant = 0; variant < 3; variant++) {
+                    lmc_sdpa_params sp = lmc_sdpa_params_default(0.125f);
+                    sp.causal = variant >= 1;
+                    sp.window = variant == 2 ? 70 : 0;
+                    op_args a = {.x = q, .k = k, .v = v, .sp = &sp};
+                    char what[128];
+                    snprintf(what, sizeof what, "sdpa %s cache Hq=%lld Tq=%lld variant %d", lmc_dtype_name(half[hd]),
+                             (long long)Hq4[hi], (long long)Tq4[ti], variant);
+                    check_paths(OP_SDPA, &a, what);
+                    for (int p = LMC_PATH_SCALAR; p <= (int)lmc_cpu_path_max(); p++) {
+                        lmc_cpu_path_set((lmc_cpu_path)p);
+                        lmc_array *o16 = lmc_sdpa(q, k, v, &sp), *o32 = lmc_sdpa(q, kf, vf, &sp);
+                        CHECKF(o16 && o32 && !memcmp(lmc_array_data(o16), lmc_array_data(o32),
+                                                     (size_t)lmc_array_size(o32) * sizeof(float)),
+                               "%s [%s]: differs from the same keys and values as f32", what,
+                               lmc_cpu_path_name((lmc_cpu_path)p));
+                        lmc_array_free(o16);
+                        lmc_array_free(o32);
+                    }
+                    lmc_cpu_path_set(lmc_cpu_path_max());
+                }
+                lmc_array *arr[] = {q, k, v, kf, vf};
+                for (int i = 0; i < 5; i++) lmc_array_free(arr[i]);
+            }
     /* non-contiguous q/k/v: [B, T, H, D] buffers seen as [B, H, T, D] */
     int64_t s[4] = {1, 11, 4, 16}, skv[4] = {1, 11, 2, 16};
     lmc_array *qr = rnd(LMC_F32, 4, s), *kr = rnd(LMC_BF16, 4, skv), *vr = rnd(LMC_F32, 4, skv);

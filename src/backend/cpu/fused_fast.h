@@ -297,6 +297,23 @@ static inline vec vexp(vec x) {
     return vmul(p, vpow2i(f));
 }
 
+/* Key and value rows read in place: f32, or f16 / bf16 widened in registers
+ * (exactly, so the arithmetic is that of the same rows stored as f32). */
+enum { KV_F32, KV_F16, KV_BF16 };
+
+SDPA_INLINE vec vload_kv(const void *p, int64_t i, const int kd) {
+    if (kd == KV_F32) return vload((const float *)p + i);
+#if defined(__AVX512F__)
+    __m256i h = _mm256_loadu_si256((const __m256i *)((const uint16_t *)p + i));
+    if (kd == KV_F16) return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+#else
+    __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)p + i));
+    if (kd == KV_F16) return _mm256_cvtph_ps(h);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+#endif
+}
+
 /* kt (D x SDPA_KB) = the nk key rows K (stride ks) transposed, zero after
  * nk. With AVX-512, 16 x 16 tiles go through registers (unpack within
  * 128-bit lanes, then lane shuffles); the rest element by element. */
@@ -375,8 +392,8 @@ SDPA_INLINE void score_tile_t(const float *q, int64_t qs, const float *kt, int64
  * over Dp (a multiple of VW, rows zero-padded): for few rows, where
  * transposing the key block would cost more than the scores. Four keys at a
  * time keep 4 * NR independent accumulators in flight. */
-SDPA_INLINE void score_tile_dot(const float *q, int64_t qs, const float *K, int64_t ks, int64_t nk, int64_t Dp, float *S,
-                                const int NR) {
+SDPA_INLINE void score_tile_dot(const float *q, int64_t qs, const void *K, int64_t ks, int64_t nk, int64_t Dp, float *S,
+                                const int NR, const int kd) {
     int64_t c = 0;
     for (; c + 4 <= nk; c += 4) {
         vec a[4][4];
@@ -384,9 +401,10 @@ SDPA_INLINE void score_tile_dot(const float *q, int64_t qs, const float *K, int6
         for (int r = 0; r < NR; r++)
 #pragma GCC unroll 4
             for (int u = 0; u < 4; u++) a[r][u] = vzero();
-        const float *kc = K + c * ks;
+        const int64_t kc = c * ks;
         for (int64_t d = 0; d < Dp; d += VW) {
-            vec k0 = vload(kc + d), k1 = vload(kc + ks + d), k2 = vload(kc + 2 * ks + d), k3 = vload(kc + 3 * ks + d);
+            vec k0 = vload_kv(K, kc + d, kd), k1 = vload_kv(K, kc + ks + d, kd), k2 = vload_kv(K, kc + 2 * ks + d, kd),
+                k3 = vload_kv(K, kc + 3 * ks + d, kd);
 #pragma GCC unroll 4
             for (int r = 0; r < NR; r++) {
                 vec qv = vload(q + r * qs + d);
@@ -406,7 +424,7 @@ SDPA_INLINE void score_tile_dot(const float *q, int64_t qs, const float *K, int6
 #pragma GCC unroll 4
         for (int r = 0; r < NR; r++) a[r] = vzero();
         for (int64_t d = 0; d < Dp; d += VW) {
-            vec kv = vload(K + c * ks + d);
+            vec kv = vload_kv(K, c * ks + d, kd);
 #pragma GCC unroll 4
             for (int r = 0; r < NR; r++) a[r] = vfma(vload(q + r * qs + d), kv, a[r]);
         }
@@ -418,8 +436,8 @@ SDPA_INLINE void score_tile_dot(const float *q, int64_t qs, const float *K, int6
 /* Two output rows a0, a1 (NV vectors each) rescaled by c0, c1 and plus the
  * weighted value rows: p0[c] * V[c] and p1[c] * V[c] for the nk keys, the
  * accumulators in registers for the whole key block. */
-SDPA_INLINE void pv_tile(float *a0, float *a1, float c0, float c1, const float *p0, const float *p1, const float *V,
-                         int64_t vs, int64_t nk, const int NV) {
+SDPA_INLINE void pv_tile(float *a0, float *a1, float c0, float c1, const float *p0, const float *p1, const void *V,
+                         int64_t v0, int64_t vs, int64_t nk, const int NV, const int vd) {
     vec x0[PV_NV], x1[PV_NV];
     vec s0 = vset1(c0), s1 = vset1(c1);
 #pragma GCC unroll 8
@@ -428,11 +446,11 @@ SDPA_INLINE void pv_tile(float *a0, float *a1, float c0, float c1, const float *
         x1[v] = vmul(vload(a1 + v * VW), s1);
     }
     for (int64_t c = 0; c < nk; c++) {
-        const float *vr = V + c * vs;
+        const int64_t vr = v0 + c * vs;
         vec b0 = vset1(p0[c]), b1 = vset1(p1[c]);
 #pragma GCC unroll 8
         for (int v = 0; v < NV; v++) {
-            vec t = vload(vr + v * VW);
+            vec t = vload_kv(V, vr + v * VW, vd);
             x0[v] = vfma(b0, t, x0[v]);
             x1[v] = vfma(b1, t, x1[v]);
         }
@@ -457,7 +475,8 @@ typedef struct sdpa_job {
     const lmc_sdpa_params *p;
     int64_t B, Hq, Hkv, Tq, Tk, D, Dv, Dp, Dvp, group, qb, qblocks, rows;
     int64_t hparts, gsub; /* a task takes gsub = group / hparts of the group's query heads */
-    bool k_direct, v_direct;
+    bool k_direct, v_direct; /* f32 rows read in place */
+    int k_half, v_half;      /* KV_F16 / KV_BF16: 16-bit rows that may be read in place (few query rows), else KV_F32 */
     float *scratch;
     size_t scratch_floats;
 } sdpa_job;
@@ -581,13 +600,17 @@ static void sdpa_blocks(void *ctx, int64_t t0, int64_t t1, int thread) {
         const char *kbase = (const char *)lmc_array_ptr(k) + (b * k->strides[0] + hk * k->strides[1]) * (int64_t)ksz;
         const char *vbase = (const char *)lmc_array_ptr(v) + (b * v->strides[0] + hk * v->strides[1]) * (int64_t)vsz;
         bool transpose = j->Tq > 4 ? nr >= 8 : j->gsub >= 8;
+        /* 16-bit keys and values are widened in registers where few rows
+         * read them (decode: the cache's bytes are what costs); with many
+         * rows, converted once per block into the f32 buffers */
+        int kd = transpose ? KV_F32 : j->k_half, vd = transpose ? KV_F32 : j->v_half;
         for (int64_t k0 = kbeg; k0 < kend; k0 += SDPA_KB) {
             int64_t nk = kend - k0 < SDPA_KB ? kend - k0 : SDPA_KB;
             /* key and value rows of this block: in place, or converted and padded */
-            const float *K, *V;
+            const void *K, *V;
             int64_t ks, vs;
-            if (j->k_direct) {
-                K = (const float *)(kbase + k0 * k->strides[2] * (int64_t)ksz);
+            if (j->k_direct || kd != KV_F32) {
+                K = kbase + k0 * k->strides[2] * (int64_t)ksz;
                 ks = k->strides[2];
             } else {
                 for (int64_t c = 0; c < nk; c++) {
@@ -598,8 +621,8 @@ static void sdpa_blocks(void *ctx, int64_t t0, int64_t t1, int thread) {
                 K = kf;
                 ks = Dp;
             }
-            if (j->v_direct) {
-                V = (const float *)(vbase + k0 * v->strides[2] * (int64_t)vsz);
+            if (j->v_direct || vd != KV_F32) {
+                V = vbase + k0 * v->strides[2] * (int64_t)vsz;
                 vs = v->strides[2];
             } else {
                 for (int64_t c = 0; c < nk; c++) {
@@ -612,19 +635,25 @@ static void sdpa_blocks(void *ctx, int64_t t0, int64_t t1, int thread) {
             }
             /* scores of every row against the block */
             if (transpose) {
-                transpose_keys(K, ks, nk, D, kt);
+                transpose_keys((const float *)K, ks, nk, D, kt);
                 int64_t r = 0;
                 for (; r + SC_NR <= nr; r += SC_NR) score_tile_t(qf + r * Dp, Dp, kt, D, S + r * SDPA_KB, SC_NR);
                 for (; r < nr; r++) score_tile_t(qf + r * Dp, Dp, kt, D, S + r * SDPA_KB, 1);
             } else {
+/* the key dtype as a constant, so each inlined copy loads one way */
+#define SCORE_DOT(n)                                                                              \
+    (kd == KV_F16    ? score_tile_dot(qr, Dp, K, ks, nk, Dp, sr, n, KV_F16)                       \
+     : kd == KV_BF16 ? score_tile_dot(qr, Dp, K, ks, nk, Dp, sr, n, KV_BF16)                      \
+                     : score_tile_dot(qr, Dp, K, ks, nk, Dp, sr, n, KV_F32))
                 for (int64_t r = 0; r < nr; r += 4) {
                     const float *qr = qf + r * Dp;
                     float *sr = S + r * SDPA_KB;
                     switch (nr - r < 4 ? nr - r : 4) {
-                    case 1: score_tile_dot(qr, Dp, K, ks, nk, Dp, sr, 1); break;
-                    case 2: score_tile_dot(qr, Dp, K, ks, nk, Dp, sr, 2); break;
-                    case 3: score_tile_dot(qr, Dp, K, ks, nk, Dp, sr, 3); break;
-                    default: score_tile_dot(qr, Dp, K, ks, nk, Dp, sr, 4); break;
+                    case 1: SCORE_DOT(1); break;
+                    case 2: SCORE_DOT(2); break;
+                    case 3: SCORE_DOT(3); break;
+                    default: SCORE_DOT(4); break;
+#undef SCORE_DOT
                     }
                 }
             }
@@ -649,14 +678,19 @@ static void sdpa_blocks(void *ctx, int64_t t0, int64_t t1, int thread) {
                 for (int64_t e = 0; e < Dvp; e += PV_NV * VW) {
                     int64_t nv = (Dvp - e) / VW < PV_NV ? (Dvp - e) / VW : PV_NV;
                     switch (nv) {
+#define PV_CALL(n)                                                                                \
+    (vd == KV_F16    ? pv_tile(a0 + e, a1 + e, corr[r], corr[r1], p0, p1, V, e, vs, nk, n, KV_F16)   \
+     : vd == KV_BF16 ? pv_tile(a0 + e, a1 + e, corr[r], corr[r1], p0, p1, V, e, vs, nk, n, KV_BF16)  \
+                     : pv_tile(a0 + e, a1 + e, corr[r], corr[r1], p0, p1, V, e, vs, nk, n, KV_F32))
 #define PV_CASE(n) \
-    case n: pv_tile(a0 + e, a1 + e, corr[r], corr[r1], p0, p1, V + e, vs, nk, n); break;
+    case n: PV_CALL(n); break;
                     PV_CASE(1) PV_CASE(2) PV_CASE(3)
 #if PV_NV == 8
                     PV_CASE(4) PV_CASE(5) PV_CASE(6) PV_CASE(7)
 #endif
-                    default: pv_tile(a0 + e, a1 + e, corr[r], corr[r1], p0, p1, V + e, vs, nk, PV_NV); break;
+                    default: PV_CALL(PV_NV); break;
 #undef PV_CASE
+#undef PV_CALL
                     }
                 }
             }
@@ -684,6 +718,8 @@ lmc_status FUSED_FN(lmc_cpu_sdpa)(lmc_array *out, const lmc_array *q, const lmc_
     j.Dvp = (j.Dv + VW - 1) / VW * VW;
     j.k_direct = k->dtype == LMC_F32 && k->strides[3] == 1 && j.Dp == j.D;
     j.v_direct = v->dtype == LMC_F32 && v->strides[3] == 1 && j.Dvp == j.Dv;
+    j.k_half = k->strides[3] != 1 || j.Dp != j.D ? KV_F32 : k->dtype == LMC_F16 ? KV_F16 : k->dtype == LMC_BF16 ? KV_BF16 : KV_F32;
+    j.v_half = v->strides[3] != 1 || j.Dvp != j.Dv ? KV_F32 : v->dtype == LMC_F16 ? KV_F16 : v->dtype == LMC_BF16 ? KV_BF16 : KV_F32;
     j.group = j.Hq / j.Hkv;
     /* about SDPA_QB rows per task, at least one query of every head of the group */
     j.qb = SDPA_QB / j.group > 0 ? SDPA_QB / j.group : 1;
