@@ -612,6 +612,12 @@ static void sdpa_blocks(void *ctx, int64_t t0, int64_t t1, int thread) {
             if (j->k_direct || kd != KV_F32) {
                 K = kbase + k0 * k->strides[2] * (int64_t)ksz;
                 ks = k->strides[2];
+            } else if (j->k_half != KV_F32) { /* whole vectors, widened a vector at a time */
+                const char *kb = kbase + k0 * k->strides[2] * (int64_t)ksz;
+                for (int64_t c = 0; c < nk; c++)
+                    for (int64_t d = 0; d < D; d += VW) vstore(kf + c * Dp + d, vload_kv(kb, c * k->strides[2] + d, j->k_half));
+                K = kf;
+                ks = Dp;
             } else {
                 for (int64_t c = 0; c < nk; c++) {
                     float *kr = kf + c * Dp;
@@ -624,6 +630,12 @@ static void sdpa_blocks(void *ctx, int64_t t0, int64_t t1, int thread) {
             if (j->v_direct || vd != KV_F32) {
                 V = vbase + k0 * v->strides[2] * (int64_t)vsz;
                 vs = v->strides[2];
+            } else if (j->v_half != KV_F32) {
+                const char *vb = vbase + k0 * v->strides[2] * (int64_t)vsz;
+                for (int64_t c = 0; c < nk; c++)
+                    for (int64_t e = 0; e < Dv; e += VW) vstore(vf + c * Dvp + e, vload_kv(vb, c * v->strides[2] + e, j->v_half));
+                V = vf;
+                vs = Dvp;
             } else {
                 for (int64_t c = 0; c < nk; c++) {
                     float *vr = vf + c * Dvp;
