@@ -231,6 +231,61 @@ static void test_astype(void) {
     lmc_array_free(a);
 }
 
+/* f32 <-> bf16 / f16 conversions give the scalar kernel's bits on every
+ * path: ties, overflow to Inf, f16 subnormals and underflow, NaNs (quiet,
+ * signalling, payloads only in bits the 16-bit type drops), contiguous and
+ * strided, with lengths that leave vector tails. */
+static void test_astype_float16_paths(void) {
+    enum { N = 203 };
+    static const uint32_t special[] = {
+        0x00000000u, 0x80000000u, 0x3f800000u, 0x3f808000u, 0x3f818000u, 0x3f80ffffu, 0x7f7fffffu, 0xff7fffffu,
+        0x7f800000u, 0xff800000u, 0x7fc00000u, 0xffc00001u, 0x7f800001u, 0x7fa00000u, 0xff801fffu, 0x7fff8000u,
+        0x477fe000u, 0x477ff000u, 0x477fefffu, 0x38800000u, 0x387fffffu, 0x33000000u, 0x33000001u, 0x33800000u,
+        0x00000001u, 0x807fffffu, 0x34000000u, 0xb4400000u, 0x3a000800u, 0x38001000u, 0x37ffffffu};
+    const size_t ns = sizeof special / sizeof *special;
+    uint32_t bits[N];
+    uint64_t st = 99;
+    for (int i = 0; i < N; i++) {
+        st = st * 6364136223846793005ull + 1442695040888963407ull;
+        bits[i] = (size_t)i < ns ? special[i] : (uint32_t)(st >> 32);
+    }
+    int64_t shape[1] = {N}, shape2[2] = {N / 7, 7};
+    lmc_array *x = lmc_array_from_data(bits, LMC_F32, 1, shape);
+    lmc_array *x2 = lmc_reshape(x, 2, shape2), *xt = lmc_swapaxes(x2, 0, 1); /* strided */
+    const lmc_dtype half[] = {LMC_BF16, LMC_F16};
+    for (int h = 0; h < 2; h++) {
+        lmc_cpu_path_set(LMC_PATH_SCALAR);
+        lmc_array *r16 = lmc_astype(x, half[h]), *r32 = lmc_astype(r16, LMC_F32), *t16 = lmc_astype(xt, half[h]);
+        for (int p = LMC_PATH_AVX2; p <= (int)lmc_cpu_path_max(); p++) {
+            lmc_cpu_path_set((lmc_cpu_path)p);
+            lmc_array *g16 = lmc_astype(x, half[h]), *g32 = lmc_astype(r16, LMC_F32), *gt = lmc_astype(xt, half[h]);
+            CHECKF(g16 && !memcmp(lmc_array_data(g16), lmc_array_data(r16), N * 2), "f32 -> %s [%s]",
+                   lmc_dtype_name(half[h]), lmc_cpu_path_name((lmc_cpu_path)p));
+            CHECKF(g32 && !memcmp(lmc_array_data(g32), lmc_array_data(r32), N * 4), "%s -> f32 [%s]",
+                   lmc_dtype_name(half[h]), lmc_cpu_path_name((lmc_cpu_path)p));
+            CHECKF(gt && !memcmp(lmc_array_data(gt), lmc_array_data(t16), (size_t)lmc_array_size(gt) * 2),
+                   "strided f32 -> %s [%s]", lmc_dtype_name(half[h]), lmc_cpu_path_name((lmc_cpu_path)p));
+            lmc_array_free(g16);
+            lmc_array_free(g32);
+            lmc_array_free(gt);
+        }
+        /* the scalar bits themselves, for a few hand-checked cases */
+        const uint16_t *v = lmc_array_data(r16);
+        if (half[h] == LMC_BF16) {
+            CHECK(v[2] == 0x3f80 && v[3] == 0x3f80 && v[4] == 0x3f82 && v[6] == 0x7f80 && v[12] == 0x7fc0);
+        } else {
+            CHECK(v[2] == 0x3c00 && v[16] == 0x7bff && v[17] == 0x7c00 && v[23] == 0x0001 && v[21] == 0x0000);
+        }
+        lmc_array_free(r16);
+        lmc_array_free(r32);
+        lmc_array_free(t16);
+    }
+    lmc_cpu_path_set(lmc_cpu_path_max());
+    lmc_array_free(x);
+    lmc_array_free(x2);
+    lmc_array_free(xt);
+}
+
 static void test_errors(void) {
     lmc_array *a = vec(LMC_F32, 3, (double[]){1, 2, 3}), *b = vec(LMC_F32, 4, (double[]){1, 2, 3, 4});
     lmc_clear_error();
@@ -472,6 +527,7 @@ int main(void) {
     RUN(test_binary_values);
     RUN(test_where);
     RUN(test_astype);
+    RUN(test_astype_float16_paths);
     RUN(test_errors);
     RUN(test_unary_paths);
     RUN(test_binary_paths);

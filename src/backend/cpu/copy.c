@@ -9,6 +9,7 @@
 typedef struct copy_job {
     lmc_array *out;
     const lmc_array *in;
+    lmc_convert_fn convert; /* unit-stride runs */
 } copy_job;
 
 /* Copies rows [begin, end) of the (outer dims) x (last dim) view. */
@@ -35,7 +36,7 @@ static void copy_rows(void *ctx, int64_t begin, int64_t end, int thread) {
         const char *src = pin + oin * (int64_t)es_in;
         char *dst = pout + oout * (int64_t)es_out;
         if (sin == 1 && sout == 1) {
-            lmc_convert(dst, out->dtype, src, in->dtype, (size_t)inner);
+            j->convert(dst, out->dtype, src, in->dtype, (size_t)inner);
         } else if (in->dtype == out->dtype) {
             for (int64_t k = 0; k < inner; k++)
                 memcpy(dst + k * sout * (int64_t)es_out, src + k * sin * (int64_t)es_in, es_out);
@@ -46,18 +47,20 @@ static void copy_rows(void *ctx, int64_t begin, int64_t end, int thread) {
     }
 }
 
-lmc_status lmc_cpu_copy_scalar(lmc_array *out, const lmc_array *in) {
+lmc_status lmc_cpu_copy_with(lmc_array *out, const lmc_array *in, lmc_convert_fn convert) {
     if (out->size == 0) return LMC_OK;
     if (out->ndim == 0 || (lmc_array_is_contiguous(out) && lmc_array_is_contiguous(in))) {
-        lmc_convert(lmc_array_ptr(out), out->dtype, lmc_array_ptr(in), in->dtype, (size_t)out->size);
+        convert(lmc_array_ptr(out), out->dtype, lmc_array_ptr(in), in->dtype, (size_t)out->size);
         return LMC_OK;
     }
-    copy_job j = {out, in};
+    copy_job j = {out, in, convert};
     int64_t rows = out->size / out->shape[out->ndim - 1];
     int64_t grain = 1 + 16384 / out->shape[out->ndim - 1];
     lmc_parallel_for(rows, grain, copy_rows, &j);
     return LMC_OK;
 }
+
+lmc_status lmc_cpu_copy_scalar(lmc_array *out, const lmc_array *in) { return lmc_cpu_copy_with(out, in, lmc_convert); }
 
 lmc_status lmc_cpu_fill_scalar(lmc_array *out, double value) {
     if (out->size == 0) return LMC_OK;

@@ -21,6 +21,7 @@ void lmc_cpu_register_elementwise(lmc_kernels *k, lmc_cpu_path path) {
     k->take_along = lmc_cpu_take_along_scalar;
     k->put_along = lmc_cpu_put_along_scalar;
     if (path >= LMC_PATH_AVX2) {
+        k->copy = lmc_cpu_copy_avx2;
         k->unary = lmc_cpu_unary_avx2;
         k->binary = lmc_cpu_binary_avx2;
         k->reduce = lmc_cpu_reduce_avx2;
