@@ -459,6 +459,50 @@ static int bench_sdpa(const bench *b, const char *name, const int64_t *sq, const
     return c.failed;
 }
 
+/* A decode step's attention over every layer's cache (Qwen3-0.6B: 28
+ * layers, 16 query heads over 8 KV heads of 128) at Tk keys, the caches
+ * in kv_dt: 28 distinct caches, so they stream from memory as in a real
+ * step (one layer's would stay in cache). Bytes: the k+v read. */
+enum { CACHE_LAYERS = 28 };
+
+typedef struct cache_ctx {
+    const lmc_array *q, *k[CACHE_LAYERS], *v[CACHE_LAYERS];
+    lmc_sdpa_params sp;
+    bool failed;
+} cache_ctx;
+
+static void cache_run(void *ctx) {
+    cache_ctx *c = ctx;
+    for (int l = 0; l < CACHE_LAYERS; l++) {
+        lmc_array *y = lmc_sdpa(c->q, c->k[l], c->v[l], &c->sp);
+        if (!y) c->failed = true;
+        lmc_array_free(y);
+    }
+}
+
+static int bench_sdpa_caches(const bench *b, int64_t Tk, lmc_dtype kv_dt) {
+    int64_t sq[4] = {1, 16, 1, 128}, skv[4] = {1, 8, Tk, 128};
+    cache_ctx c = {.q = filled(LMC_F32, 4, sq), .sp = lmc_sdpa_params_default(0.088f)};
+    lmc_array *k[CACHE_LAYERS], *v[CACHE_LAYERS];
+    size_t bytes = 0;
+    for (int l = 0; l < CACHE_LAYERS; l++) {
+        c.k[l] = k[l] = filled(kv_dt, 4, skv);
+        c.v[l] = v[l] = filled(kv_dt, 4, skv);
+        bytes += lmc_array_nbytes(k[l]) + lmc_array_nbytes(v[l]);
+    }
+    c.sp.causal = true;
+    double s = time_it(cache_run, &c, 0.3);
+    char name[64];
+    snprintf(name, sizeof name, "decode 28 layers %s kv[1,8,%lld,128]", lmc_dtype_name(kv_dt), (long long)Tk);
+    report(b, "sdpa", name, s, 4.0 * 16 * 128 * (double)Tk * CACHE_LAYERS, (double)bytes, "k+v");
+    lmc_array_free((lmc_array *)c.q);
+    for (int l = 0; l < CACHE_LAYERS; l++) {
+        lmc_array_free(k[l]);
+        lmc_array_free(v[l]);
+    }
+    return c.failed;
+}
+
 static int bench_fused(bench *b) {
     int rc = 0;
     /* rms_norm over prefill activations [512, 2048] f32: read + write */
@@ -489,6 +533,10 @@ static int bench_fused(bench *b) {
     int64_t sq3[4] = {1, 16, 512, 128}, skv3[4] = {1, 8, 512, 128}, sq4[4] = {1, 16, 1, 128}, skv4[4] = {1, 8, 640, 128};
     rc |= bench_sdpa(b, "prefill causal q[1,16,512,128] kv 8 heads", sq3, skv3, LMC_F32, 0.088f);
     rc |= bench_sdpa(b, "decode q[1,16,1,128] kv[1,8,640,128]", sq4, skv4, LMC_F32, 0.088f);
+    /* a whole decode step's attention at 2048 keys, each cache dtype
+     * (kv_cache_dtype): the 16-bit caches are read in place */
+    const lmc_dtype kv_dts[3] = {LMC_F32, LMC_BF16, LMC_F16};
+    for (int i = 0; i < 3; i++) rc |= bench_sdpa_caches(b, 2048, kv_dts[i]);
     if (rc) fprintf(stderr, "lmc bench: %s\n", lmc_last_error());
     return rc;
 }
