@@ -42,8 +42,8 @@ typedef struct lmc_load_options {
     int prompt_cache_slots;   /* finished generations whose KV caches are kept for reuse (1..64; 0: 1), see below */
     lmc_dtype kv_cache_dtype; /* keys and values as cached: LMC_F32 (default), or LMC_BF16 / LMC_F16 for half
                                  the memory (attention reads rounded keys and values: logits move by ~1e-2
-                                 (bf16) or ~1e-3 (f16) of their scale; decode as fast as with f32);
-                                 native backends */
+                                 (bf16) or ~1e-3 (f16) of their scale; decode reads half the cache bytes,
+                                 faster at long contexts); native backends */
     /* Backend "subprocess" only: */
     const char *bridge;       /* the bridge command, e.g. "python3 bridges/transformers_bridge.py",
                                  split into words as a POSIX shell does (quotes, backslashes; no
