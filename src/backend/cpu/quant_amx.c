@@ -60,16 +60,9 @@ enum {
 };
 
 typedef struct qamx {
-    int64_t M, N, K, G, Mt, S, blocks; /* Mt: tiles of 16 rows of x; S: K-steps of kk */
-    int gs, bits, kk, spg;             /* spg: K-steps per group */
-    const uint8_t *wq;
-    size_t row_bytes;
-    const void *scales, *biases;
-    lmc_dtype sdt;
-    const void *x;
-    lmc_dtype xdt;
-    void *out;
-    lmc_dtype odt;
+    lmc_qmm_plan p;      /* shapes, pointers and dtypes (lmc_qmm_plan_init); the driver fields are unused here */
+    int64_t Mt, S, blocks; /* Mt: tiles of 16 rows of x; S: K-steps of kk; blocks of 128 in K */
+    int kk, spg;           /* kk: bytes of q per K-step; spg: K-steps per group */
     int8_t *xb; /* [Mt][S][3][kk/4][64] */
     float *xsT; /* [Mt][blocks][16]: xscale per block, lane = row of x */
     float *sxT; /* [Mt][G][16]: group sums of the rounded x */
@@ -87,13 +80,13 @@ static void prep_rows(void *vctx, int64_t m0, int64_t m1, int thread) {
     const __m128i rows4 = _mm_setr_epi32(0, 16, 32, 48); /* B rows r..r+3, in dwords */
     int32_t qb[128];
     for (int64_t m = m0; m < m1; m++) {
-        const void *x = (const char *)c->x + (size_t)(m * c->K) * lmc_dtype_size(c->xdt);
+        const void *x = (const char *)c->p.x + (size_t)(m * c->p.K) * lmc_dtype_size(c->p.xdt);
         int64_t mt = m / 16, mm = m % 16;
         int8_t *xt = c->xb + (size_t)(mt * c->S) * 3 * bt + mm * 4;
         for (int64_t b = 0; b < c->blocks; b++) {
             int64_t k0 = b * 128;
-            int n = c->K - k0 >= 128 ? 128 : (int)(c->K - k0); /* a multiple of 32 */
-            float scale = lmc_quant_x24_block(x, c->xdt, k0, n, qb);
+            int n = c->p.K - k0 >= 128 ? 128 : (int)(c->p.K - k0); /* a multiple of 32 */
+            float scale = lmc_quant_x24_block(x, c->p.xdt, k0, n, qb);
             c->xsT[(mt * c->blocks + b) * 16 + mm] = scale;
             __m512i gsum = _mm512_setzero_si512();
             for (int j = 0; j < n; j += 16) {
@@ -108,8 +101,8 @@ static void prep_rows(void *vctx, int64_t m0, int64_t m1, int thread) {
                 _mm_i32scatter_epi32(dst + bt, rows4, _mm512_cvtepi32_epi8(mid), 4);
                 _mm_i32scatter_epi32(dst + 2 * bt, rows4, _mm512_cvtepi32_epi8(q), 4);
                 gsum = _mm512_add_epi32(gsum, q);
-                if (((k + 16) & (c->gs - 1)) == 0) { /* groups end inside blocks or at their ends */
-                    c->sxT[(mt * c->G + (k >> __builtin_ctz((unsigned)c->gs))) * 16 + mm] =
+                if (((k + 16) & (c->p.group_size - 1)) == 0) { /* groups end inside blocks or at their ends */
+                    c->sxT[(mt * c->p.G + (k >> __builtin_ctz((unsigned)c->p.group_size))) * 16 + mm] =
                         (float)_mm512_reduce_add_epi32(gsum) * scale;
                     gsum = _mm512_setzero_si512();
                 }
@@ -127,15 +120,15 @@ static void prep_w(const qamx *c, int64_t n0, uint8_t *wbuf, float *ws, float *w
     for (int i = 0; i < NB_ROWS; i++) {
         int64_t n = n0 + i;
         uint8_t *dst = wbuf + (size_t)(i / 16) * (size_t)(c->S * 16 * kk) + (size_t)(i % 16) * kk;
-        if (n >= c->N) {
+        if (n >= c->p.N) {
             for (int64_t s = 0; s < c->S; s++) memset(dst + s * 16 * kk, 0, (size_t)kk);
-            for (int64_t g = 0; g < c->G; g++) ws[i * c->G + g] = wb[i * c->G + g] = 0.0f;
+            for (int64_t g = 0; g < c->p.G; g++) ws[i * c->p.G + g] = wb[i * c->p.G + g] = 0.0f;
             continue;
         }
-        const uint8_t *row = c->wq + (size_t)n * c->row_bytes;
+        const uint8_t *row = c->p.wq + (size_t)n * c->p.row_bytes;
         for (int64_t s = 0; s < c->S; s++) {
             uint8_t *d = dst + s * 16 * kk;
-            if (c->bits == 8) {
+            if (c->p.bits == 8) {
                 memcpy(d, row + s * kk, (size_t)kk);
             } else if (kk == 64) {
                 /* byte i holds elements 2i (low nibble) and 2i+1: widened to a
@@ -150,11 +143,11 @@ static void prep_w(const qamx *c, int64_t n0, uint8_t *wbuf, float *ws, float *w
                 _mm256_storeu_si256((__m256i *)d, _mm256_or_si256(lo, hi));
             }
         }
-        for (int64_t g = 0; g < c->G; g += 16) {
-            int64_t left = c->G - g;
+        for (int64_t g = 0; g < c->p.G; g += 16) {
+            int64_t left = c->p.G - g;
             __mmask16 m = left >= 16 ? 0xFFFF : (__mmask16)((1u << left) - 1);
-            _mm512_mask_storeu_ps(ws + i * c->G + g, m, lmc_quant_load16(c->scales, c->sdt, n * c->G + g, m));
-            _mm512_mask_storeu_ps(wb + i * c->G + g, m, lmc_quant_load16(c->biases, c->sdt, n * c->G + g, m));
+            _mm512_mask_storeu_ps(ws + i * c->p.G + g, m, lmc_quant_load16(c->p.scales, c->p.sdt, n * c->p.G + g, m));
+            _mm512_mask_storeu_ps(wb + i * c->p.G + g, m, lmc_quant_load16(c->p.biases, c->p.sdt, n * c->p.G + g, m));
         }
     }
 }
@@ -165,13 +158,13 @@ static void prep_w(const qamx *c, int64_t n0, uint8_t *wbuf, float *ws, float *w
 static void store_block(const qamx *c, const float *res, int64_t m0, int64_t n0) {
     const __m512i col = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
                                            _mm512_set1_epi32(16));
-    int64_t nw = c->N - n0 < 16 ? c->N - n0 : 16;
+    int64_t nw = c->p.N - n0 < 16 ? c->p.N - n0 : 16;
     __mmask16 mask = (__mmask16)((1u << nw) - 1);
-    for (int m = 0; m < 16 && m0 + m < c->M; m++) {
+    for (int m = 0; m < 16 && m0 + m < c->p.M; m++) {
         __m512 v = _mm512_i32gather_ps(col, res + m, 4);
-        size_t i = (size_t)((m0 + m) * c->N + n0);
-        switch (c->odt) {
-        case LMC_F32: _mm512_mask_storeu_ps((float *)c->out + i, mask, v); break;
+        size_t i = (size_t)((m0 + m) * c->p.N + n0);
+        switch (c->p.odt) {
+        case LMC_F32: _mm512_mask_storeu_ps((float *)c->p.out + i, mask, v); break;
         case LMC_BF16: {
             /* round to nearest even, as lmc_f32_to_bf16 (NaN stays NaN) */
             __m512i u = _mm512_castps_si512(v);
@@ -179,11 +172,11 @@ static void store_block(const qamx *c, const float *res, int64_t m0, int64_t n0)
                                          _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1)));
             __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
             r = _mm512_mask_or_epi32(r, nan, u, _mm512_set1_epi32(0x00400000));
-            _mm256_mask_storeu_epi16((uint16_t *)c->out + i, mask, _mm512_cvtepi32_epi16(_mm512_srli_epi32(r, 16)));
+            _mm256_mask_storeu_epi16((uint16_t *)c->p.out + i, mask, _mm512_cvtepi32_epi16(_mm512_srli_epi32(r, 16)));
             break;
         }
         default:
-            _mm256_mask_storeu_epi16((uint16_t *)c->out + i, mask,
+            _mm256_mask_storeu_epi16((uint16_t *)c->p.out + i, mask,
                                      _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
             break;
         }
@@ -235,9 +228,9 @@ static inline void epilogue(const int32_t *cbuf, __m512 xscale, __m512 sx, const
         _tile_stored(c0, cbuf, 64);                                                                       \
         _tile_stored(c1, cbuf + 256, 64);                                                                 \
         _tile_stored(c2, cbuf + 512, 64);                                                                 \
-        epilogue(cbuf, _mm512_load_ps(c->xsT + (mt * c->blocks + (g) * c->gs / 128) * 16),                \
-                 _mm512_load_ps(c->sxT + (mt * c->G + (g)) * 16), ws + (j) * 16 * c->G + (g),             \
-                 wb + (j) * 16 * c->G + (g), c->G, acc + (j) * 256);                                      \
+        epilogue(cbuf, _mm512_load_ps(c->xsT + (mt * c->blocks + (g) * c->p.group_size / 128) * 16),                \
+                 _mm512_load_ps(c->sxT + (mt * c->p.G + (g)) * 16), ws + (j) * 16 * c->p.G + (g),             \
+                 wb + (j) * 16 * c->p.G + (g), c->p.G, acc + (j) * 256);                                      \
     } while (0)
 
 static void run_task(void *vctx, int64_t t0, int64_t t1, int task) {
@@ -250,14 +243,14 @@ static void run_task(void *vctx, int64_t t0, int64_t t1, int task) {
         atomic_store(&((qamx *)vctx)->out_of_memory, true);
         return;
     }
-    float *ws = (float *)(wbuf + (size_t)NB_ROWS * (size_t)c->K);
-    float *wb = ws + NB_ROWS * c->G;
-    int32_t *cbuf = (int32_t *)(wb + NB_ROWS * c->G); /* 3 C tiles */
+    float *ws = (float *)(wbuf + (size_t)NB_ROWS * (size_t)c->p.K);
+    float *wb = ws + NB_ROWS * c->p.G;
+    int32_t *cbuf = (int32_t *)(wb + NB_ROWS * c->p.G); /* 3 C tiles */
     float *acc = (float *)(cbuf + 3 * 256);           /* [NB_ROWS][16] */
     lmc_amx_configure(16, kk, kk / 4, 64); /* A: 16 weight rows of kk bytes; B: kk/4 rows of x's parts */
     for (int64_t t = t0; t < t1; t++) {
         int64_t n0 = t * NB_ROWS;
-        int nt = (int)((c->N - n0 + 15) / 16);
+        int nt = (int)((c->p.N - n0 + 15) / 16);
         nt = nt < NB_ROWS / 16 ? nt : NB_ROWS / 16;
         prep_w(c, n0, wbuf, ws, wb);
         for (int64_t mt = 0; mt < c->Mt; mt++) {
@@ -265,15 +258,15 @@ static void run_task(void *vctx, int64_t t0, int64_t t1, int task) {
             memset(acc, 0, (size_t)NB_ROWS * 16 * sizeof(float));
             /* items (g, j) in order, two sets of C tiles: the tile products of
              * one item run while the f32 work of the one before it does */
-            const int64_t items = c->G * nt;
+            const int64_t items = c->p.G * nt;
             /* The next task's weights, from DRAM, while this one computes
              * (with few rows of x the loop would otherwise wait on them). */
             const char *next = NULL;
             size_t next_bytes = 0;
             if (t + 1 < t1 && mt == 0) {
-                int64_t rows = c->N - n0 - NB_ROWS < NB_ROWS ? c->N - n0 - NB_ROWS : NB_ROWS;
-                next = (const char *)(c->wq + (size_t)(n0 + NB_ROWS) * c->row_bytes);
-                next_bytes = (size_t)rows * c->row_bytes;
+                int64_t rows = c->p.N - n0 - NB_ROWS < NB_ROWS ? c->p.N - n0 - NB_ROWS : NB_ROWS;
+                next = (const char *)(c->p.wq + (size_t)(n0 + NB_ROWS) * c->p.row_bytes);
+                next_bytes = (size_t)rows * c->p.row_bytes;
             }
             size_t per_item = (next_bytes / 64 + (size_t)items - 1) / (size_t)items * 64;
             for (int64_t i = 0; i < items; i += 2) {
@@ -300,41 +293,28 @@ static void run_task(void *vctx, int64_t t0, int64_t t1, int task) {
 static void amx_setup(qamx *c, lmc_array *out, const lmc_array *x, const lmc_array *wq, const lmc_array *scales,
                       const lmc_array *biases, int group_size, int bits) {
     memset(c, 0, sizeof *c);
-    c->M = x->shape[0];
-    c->K = x->shape[1];
-    c->N = out->shape[1];
-    c->gs = group_size;
-    c->bits = bits;
-    c->G = c->K / group_size;
+    lmc_qmm_plan_init(&c->p, out, x, wq, scales, biases, group_size, bits);
     c->kk = group_size < 64 ? group_size : 64;
     c->spg = group_size / c->kk;
-    c->S = c->K / c->kk;
-    c->Mt = (c->M + 15) / 16;
-    c->blocks = (c->K + 127) / 128;
-    c->wq = lmc_array_ptr(wq);
-    c->row_bytes = (size_t)c->K * (size_t)bits / 8;
-    c->scales = lmc_array_ptr(scales);
-    c->biases = lmc_array_ptr(biases);
-    c->sdt = scales->dtype;
-    c->x = lmc_array_ptr(x);
-    c->xdt = x->dtype;
-    c->out = lmc_array_ptr(out);
-    c->odt = out->dtype;
+    c->S = c->p.K / c->kk;
+    c->Mt = (c->p.M + 15) / 16;
+    c->blocks = (c->p.K + 127) / 128;
     /* per thread: wbuf, ws, wb, three C tiles, one result block */
-    c->work_bytes = ((size_t)NB_ROWS * (size_t)c->K + 2 * (size_t)(NB_ROWS * c->G) * sizeof(float) + 3 * 1024 +
+    c->work_bytes = ((size_t)NB_ROWS * (size_t)c->p.K + 2 * (size_t)(NB_ROWS * c->p.G) * sizeof(float) + 3 * 1024 +
                      (size_t)NB_ROWS * 16 * sizeof(float) + 63) / 64 * 64;
 }
 
 /* Bytes of x's parts, block scales and group sums for c (64-byte multiples). */
 static size_t amx_x_bytes(const qamx *c, size_t *xb_bytes, size_t *xs_bytes) {
-    *xb_bytes = (size_t)(c->Mt * 16 * c->K) * 3;
+    *xb_bytes = (size_t)(c->Mt * 16 * c->p.K) * 3;
     *xs_bytes = (size_t)(c->Mt * c->blocks) * 16 * sizeof(float);
-    return *xb_bytes + *xs_bytes + (size_t)(c->Mt * c->G) * 16 * sizeof(float);
+    return *xb_bytes + *xs_bytes + (size_t)(c->Mt * c->p.G) * 16 * sizeof(float);
 }
 
 /* b may use a's prepared x. */
 static bool amx_same_x(const qamx *a, const qamx *b) {
-    return a->x == b->x && a->xdt == b->xdt && a->M == b->M && a->K == b->K && a->gs == b->gs && a->kk == b->kk;
+    return a->p.x == b->p.x && a->p.xdt == b->p.xdt && a->p.M == b->p.M && a->p.K == b->p.K &&
+           a->p.group_size == b->p.group_size && a->kk == b->kk;
 }
 
 enum { AMX_BATCH_MAX = 8 };
@@ -376,7 +356,7 @@ static lmc_status amx_run(qamx *jobs, int n) {
     uint8_t *mem = aligned_alloc(64, total);
     if (!mem)
         return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "quantized_matmul: out of memory for the %lld x %lld work space",
-                             (long long)jobs[0].M, (long long)jobs[0].K);
+                             (long long)jobs[0].p.M, (long long)jobs[0].p.K);
     amx_group g = {.jobs = jobs, .n = n};
     for (int i = 0; i < n; i++) {
         qamx *c = &jobs[i];
@@ -386,13 +366,13 @@ static lmc_status amx_run(qamx *jobs, int n) {
             c->xb = (int8_t *)(mem + offset[i]);
             c->xsT = (float *)(mem + offset[i] + xb);
             c->sxT = (float *)(mem + offset[i] + xb + xs);
-            lmc_parallel_for(c->M, 16, prep_rows, c);
+            lmc_parallel_for(c->p.M, 16, prep_rows, c);
         } else {
             c->xb = jobs[owner[i]].xb;
             c->xsT = jobs[owner[i]].xsT;
             c->sxT = jobs[owner[i]].sxT;
         }
-        g.first[i + 1] = g.first[i] + (c->N + NB_ROWS - 1) / NB_ROWS;
+        g.first[i + 1] = g.first[i] + (c->p.N + NB_ROWS - 1) / NB_ROWS;
     }
     /* Each task writes its own weight rows' outputs: one contiguous part of
      * tasks per thread, taken in long runs, so that within a run each task
