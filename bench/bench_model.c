@@ -9,6 +9,11 @@
  *   decode (tgN):  after a one-token prompt, N single-token forward passes,
  *                  each fed the argmax of the previous logits; tokens/s =
  *                  N / time. Greedy argmax only: no sampler, no detokeniser.
+ *   depth (-d D):  both tests run on a cache that already holds D random
+ *                  tokens (filled untimed before each repeat, as llama-bench's
+ *                  -d does; rows "pp512 @ d2048"). Decode then also reads the
+ *                  cache every step: the bytes it adds per token are printed
+ *                  beside the weights-only bound, and a bound with them.
  *
  * Both call the decoder directly (runtime/model_internal.h: the bench is
  * built into the CLI) so that only forward passes are timed; the model is
@@ -36,6 +41,7 @@
 #include "lmc/ops.h"
 #include "runtime/model_internal.h"
 #include "tools/cli.h"
+#include "tools/cli_options.h"
 #ifdef LMC_HAVE_CUDA
 #include "backend/cuda/cuda_launch.h"
 #endif
@@ -44,6 +50,8 @@ typedef struct bm_opts {
     const char *dir;
     const char *backend; /* NULL: the default (cpu) */
     int n_prompt, n_gen, threads, reps, chunk; /* chunk: prefill tokens per forward pass, 0 = the model's */
+    int depth;                                 /* tokens in the cache before each test */
+    lmc_dtype kv_dtype;                        /* the KV cache's dtype (load option kv_cache_dtype) */
     bool json, ttft;
 } bm_opts;
 
@@ -147,19 +155,55 @@ static void note_kv(const lmc_kv_cache *c) {
     if (b > g_kv_peak) g_kv_peak = b;
 }
 
-/* Time of one prefill of n_prompt random tokens from an empty cache, in
+/* The timed part of a test: wall and CPU time, and the parallel regions
+ * run inside it added to *pool (the untimed fill of a cache is not counted). */
+static bm_time timed_begin(void) {
+    lmc_pool_stats_enable(true);
+    return time_now();
+}
+
+static bm_time timed_end(bm_time t0, lmc_pool_stats *pool) {
+    bm_time t = time_since(t0);
+    lmc_pool_stats s = lmc_pool_stats_get();
+    lmc_pool_stats_enable(false);
+    pool->regions += s.regions;
+    pool->region_s += s.region_s;
+    pool->wait_s += s.wait_s;
+    pool->serial_s += s.serial_s;
+    return t;
+}
+
+/* A cache for depth + n more tokens, holding depth random tokens (fed in
+ * passes of chunk tokens, untimed). */
+static lmc_status filled_cache(const lmc_decoder *dec, int depth, int n, int chunk, lmc_kv_cache *cache) {
+    LMC_CHECK(lmc_decoder_cache_init(dec, cache, 1, (int64_t)depth + n));
+    lmc_status st = LMC_OK;
+    int32_t ids[256];
+    for (int at = 0; at < depth && st == LMC_OK;) {
+        int k = depth - at < chunk ? depth - at : chunk;
+        k = k < 256 ? k : 256;
+        for (int i = 0; i < k; i++) ids[i] = random_token(dec->cfg.vocab_size);
+        st = forward(dec, cache, ids, k, NULL);
+        at += k;
+    }
+    if (st != LMC_OK) lmc_kv_cache_free(cache);
+    return st;
+}
+
+/* Time of one prefill of n_prompt random tokens after depth cached ones, in
  * forward passes of at most chunk tokens. */
-static lmc_status run_prefill(const lmc_decoder *dec, int n_prompt, int chunk, bm_time *secs) {
+static lmc_status run_prefill(const lmc_decoder *dec, int depth, int n_prompt, int chunk, bm_time *secs,
+                              lmc_pool_stats *pool) {
     int32_t *ids = malloc((size_t)n_prompt * sizeof *ids);
     if (!ids) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
     for (int i = 0; i < n_prompt; i++) ids[i] = random_token(dec->cfg.vocab_size);
     lmc_kv_cache cache;
-    lmc_status st = lmc_decoder_cache_init(dec, &cache, 1, n_prompt);
+    lmc_status st = filled_cache(dec, depth, n_prompt, chunk, &cache);
     if (st == LMC_OK) {
-        bm_time t0 = time_now();
+        bm_time t0 = timed_begin();
         for (int at = 0; at < n_prompt && st == LMC_OK; at += chunk)
             st = forward(dec, &cache, ids + at, n_prompt - at < chunk ? n_prompt - at : chunk, NULL);
-        *secs = time_since(t0);
+        *secs = timed_end(t0, pool);
         note_kv(&cache);
         lmc_kv_cache_free(&cache);
     }
@@ -167,18 +211,35 @@ static lmc_status run_prefill(const lmc_decoder *dec, int n_prompt, int chunk, b
     return st;
 }
 
-/* Time of n_gen greedy single-token steps after a one-token prompt. */
-static lmc_status run_decode(const lmc_decoder *dec, int n_gen, bm_time *secs) {
+/* Time of n_gen greedy single-token steps after depth cached tokens and a one-token prompt. */
+static lmc_status run_decode(const lmc_decoder *dec, int depth, int n_gen, int chunk, bm_time *secs,
+                             lmc_pool_stats *pool) {
     lmc_kv_cache cache;
-    LMC_CHECK(lmc_decoder_cache_init(dec, &cache, 1, (int64_t)n_gen + 1));
+    LMC_CHECK(filled_cache(dec, depth, n_gen + 1, chunk, &cache));
     int32_t tok = random_token(dec->cfg.vocab_size);
     lmc_status st = forward(dec, &cache, &tok, 1, &tok);
-    bm_time t0 = time_now();
+    bm_time t0 = timed_begin();
     for (int i = 0; i < n_gen && st == LMC_OK; i++) st = forward(dec, &cache, &tok, 1, &tok);
-    *secs = time_since(t0);
+    *secs = timed_end(t0, pool);
     note_kv(&cache);
     lmc_kv_cache_free(&cache);
     return st;
+}
+
+/* Bytes of keys and values a decode step reads, averaged over the n_gen
+ * steps of a test at this depth: step i attends to depth + 2 + i keys (the
+ * filled ones, the prompt token, the steps before it and its own), a
+ * sliding layer to at most its window. */
+static double kv_read_per_token(const lmc_decoder *dec, int depth, int n_gen, lmc_dtype dt) {
+    double per_key = 2.0 * (double)dec->cfg.num_kv_heads * (double)dec->cfg.head_dim * (double)lmc_dtype_size(dt), total = 0;
+    for (int i = 0; i < n_gen; i++) {
+        int64_t keys = (int64_t)depth + 2 + i;
+        for (int64_t l = 0; l < dec->cfg.num_layers; l++) {
+            int64_t w = dec->layers[l].sliding ? dec->cfg.sliding_window : 0;
+            total += per_key * (double)(w > 0 && keys > w ? w : keys);
+        }
+    }
+    return n_gen > 0 ? total / n_gen : 0;
 }
 
 typedef struct bm_row {
@@ -186,6 +247,7 @@ typedef struct bm_row {
     bm_stats tps;
     double cpu_tps; /* median tokens per CPU-second (all threads) */
     bool decode;
+    double kv_bytes; /* decode: bytes of the cache a step reads, on average */
     /* the timed repeats' parallel regions (lmc_pool_stats): per token, and
      * the calling thread's share of the time between them and waiting at their ends */
     double regions_per_token, serial_frac, wait_frac;
@@ -235,7 +297,12 @@ static void print_rows(const bm_opts *o, const char *name, const lmc_model_info 
             cJSON_AddNumberToObject(j, "bandwidth_gbs", read_gbps);
             cJSON_AddNumberToObject(j, "cpu_bandwidth_gbs", read_gbps_cpu);
             /* The bandwidth bound applies to decode; prefill is compute-bound. */
+            cJSON_AddNumberToObject(j, "depth", o->depth);
+            cJSON_AddStringToObject(j, "kv_cache_dtype", lmc_dtype_name(o->kv_dtype));
             if (rows[i].decode) {
+                cJSON_AddNumberToObject(j, "kv_read_bytes_per_token", rows[i].kv_bytes);
+                cJSON_AddNumberToObject(j, "bound_with_kv_tokens_per_s",
+                                        read_gbps * 1e9 / ((double)info->weight_bytes + rows[i].kv_bytes));
                 cJSON_AddNumberToObject(j, "bound_tokens_per_s", bound);
                 cJSON_AddNumberToObject(j, "bound_fraction", rows[i].tps.median / bound);
                 cJSON_AddNumberToObject(j, "cpu_bound_fraction", rows[i].cpu_tps / cpu_bound);
@@ -265,10 +332,12 @@ static void print_rows(const bm_opts *o, const char *name, const lmc_model_info 
     printf("model: %s (%s, %s), %.1f MB of weights, %.3f B parameters, loaded in %.2f s\n\n", name,
            info->architecture, info->quant_bits ? (info->quant_bits == 4 ? "4-bit" : "8-bit") : info->dtype,
            (double)info->weight_bytes / 1e6, (double)info->num_parameters / 1e9, load_s);
-    printf("| %-20s | %10s | %7s | %6s | %16s | %9s | %8s | %8s | %9s |\n", "model", "weights", "threads", "test",
+    int tw = o->depth ? 15 : 6; /* "pp512 @ d2048" */
+    printf("| %-20s | %10s | %7s | %*s | %16s | %9s | %8s | %8s | %9s |\n", "model", "weights", "threads", tw, "test",
            "t/s", "bound t/s", "of bound", "t/CPU-s", "of bound*");
-    printf("| %.20s | %.10s | %.7s | %.6s | %.16s | %.9s | %.8s | %.8s | %.9s |\n", "--------------------",
-           "----------", "-------", "------", "----------------", "---------", "--------", "--------", "---------");
+    printf("| %.20s | %.10s | %.7s | %.*s | %.16s | %.9s | %.8s | %.8s | %.9s |\n", "--------------------",
+           "----------", "-------", tw, "---------------", "----------------", "---------", "--------", "--------",
+           "---------");
     for (int i = 0; i < n_rows; i++) {
         char tps[32], b[16] = "", f[16] = "", fc[16] = "";
         snprintf(tps, sizeof tps, "%.2f ± %.2f", rows[i].tps.mean, rows[i].tps.sd);
@@ -277,8 +346,8 @@ static void print_rows(const bm_opts *o, const char *name, const lmc_model_info 
             snprintf(f, sizeof f, "%.1f %%", 100 * rows[i].tps.median / bound);
             snprintf(fc, sizeof fc, "%.1f %%", 100 * rows[i].cpu_tps / cpu_bound);
         }
-        printf("| %-20.20s | %7.1f MB | %7d | %6s | %16s | %9s | %8s | %8.2f | %9s |\n", name,
-               (double)info->weight_bytes / 1e6, o->threads, rows[i].test, tps, b, f, rows[i].cpu_tps, fc);
+        printf("| %-20.20s | %7.1f MB | %7d | %*s | %16s | %9s | %8s | %8.2f | %9s |\n", name,
+               (double)info->weight_bytes / 1e6, o->threads, tw, rows[i].test, tps, b, f, rows[i].cpu_tps, fc);
     }
     if (gpu_backend(o))
         printf("\nGPU memory bandwidth %.0f GB/s (a 1 GiB device copy, bytes read + written, measured after the tests);\n"
@@ -289,6 +358,13 @@ static void print_rows(const bm_opts *o, const char *name, const lmc_model_info 
                "bound = bandwidth / weight bytes. t/CPU-s: tokens per CPU-second of all threads, and of bound*: that\n"
                "against the bandwidth per CPU-second; both are less sensitive to other load on the machine than t/s.\n",
                read_gbps, read_gbps_cpu, o->threads);
+    for (int i = 0; i < n_rows; i++)
+        if (rows[i].decode && o->depth > 0) {
+            double kb = read_gbps * 1e9 / ((double)info->weight_bytes + rows[i].kv_bytes);
+            printf("%s: the %s KV cache adds %.1f MB a token to the weights' %.1f MB: bound with it %.2f t/s, %.1f %% of it\n",
+                   rows[i].test, lmc_dtype_name(o->kv_dtype), rows[i].kv_bytes / 1e6, (double)info->weight_bytes / 1e6,
+                   kb, 100 * rows[i].tps.median / kb);
+        }
     for (int i = 0; i < n_rows && o->threads > 1; i++)
         printf("%s: %.0f parallel regions a token; the calling thread spends %.1f %% of the time between them (serial\n"
                "  work) and %.1f %% waiting at their ends for the other threads\n",
@@ -302,23 +378,26 @@ static void print_rows(const bm_opts *o, const char *name, const lmc_model_info 
 /* Times reps runs (after one untimed warm-up) of prefill or decode. */
 static lmc_status run_test(const lmc_decoder *dec, const bm_opts *o, bool decode, bm_row *row) {
     int n = decode ? o->n_gen : o->n_prompt;
-    snprintf(row->test, sizeof row->test, "%s%d", decode ? "tg" : "pp", n);
+    if (o->depth) snprintf(row->test, sizeof row->test, "%s%d @ d%d", decode ? "tg" : "pp", n, o->depth);
+    else snprintf(row->test, sizeof row->test, "%s%d", decode ? "tg" : "pp", n);
     row->decode = decode;
+    row->kv_bytes = decode ? kv_read_per_token(dec, o->depth, n, o->kv_dtype) : 0;
     double *tps = malloc(2 * (size_t)o->reps * sizeof *tps), *cpu = tps + o->reps;
     if (!tps) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
     bm_time secs;
     /* Warm-up: pages in the weights and lets the allocator settle. */
-    lmc_status st = decode ? run_decode(dec, 1, &secs) : run_prefill(dec, n < 64 ? n : 64, o->chunk, &secs);
+    lmc_pool_stats ps = {0};
+    lmc_status st = decode ? run_decode(dec, 0, 1, o->chunk, &secs, &ps)
+                           : run_prefill(dec, 0, n < 64 ? n : 64, o->chunk, &secs, &ps);
     double wall = 0;
-    lmc_pool_stats_enable(true);
+    ps = (lmc_pool_stats){0};
     for (int r = 0; r < o->reps && st == LMC_OK; r++) {
-        st = decode ? run_decode(dec, n, &secs) : run_prefill(dec, n, o->chunk, &secs);
+        st = decode ? run_decode(dec, o->depth, n, o->chunk, &secs, &ps)
+                    : run_prefill(dec, o->depth, n, o->chunk, &secs, &ps);
         tps[r] = n / secs.wall;
         cpu[r] = n / secs.cpu;
         wall += secs.wall;
     }
-    lmc_pool_stats ps = lmc_pool_stats_get();
-    lmc_pool_stats_enable(false);
     if (st == LMC_OK) {
         row->tps = stats_of(tps, o->reps);
         row->cpu_tps = stats_of(cpu, o->reps).median;
@@ -336,6 +415,7 @@ static int run_ttft(const bm_opts *o, const char *name) {
     lmc_load_options lo = lmc_load_options_default();
     lo.threads = o->threads;
     lo.backend = o->backend;
+    lo.kv_cache_dtype = o->kv_dtype;
     lmc_model *m;
     if (lmc_model_load(o->dir, &lo, &m) != LMC_OK) {
         fprintf(stderr, "lmc bench: %s\n", lmc_last_error());
@@ -393,10 +473,13 @@ static int run_ttft(const bm_opts *o, const char *name) {
 
 static void usage(FILE *out) {
     fprintf(out,
-            "usage: lmc bench -m DIR [-p 512] [-n 128] [-c CHUNK] [-t THREADS] [-b BACKEND] [-r REPEATS] [--json]\n"
+            "usage: lmc bench -m DIR [-p 512] [-n 128] [-d DEPTH] [-c CHUNK] [-t THREADS] [-b BACKEND] [-r REPEATS]\n"
+            "                 [--kv-cache-dtype f32|bf16|f16] [--json]\n"
             "       lmc bench -m DIR --ttft [-p 16] [-t THREADS] [--json]\n\n"
             "  -p N       prefill test: N random tokens in forward passes of -c tokens (0: skip)\n"
             "  -n N       decode test: N greedy single-token steps (0: skip)\n"
+            "  -d N       run both tests after N random tokens already in the KV cache (default 0)\n"
+            "  --kv-cache-dtype T  f32 (default), bf16 or f16: the KV cache's dtype\n"
             "  -t N       worker threads (default: all CPUs, or LMC_NUM_THREADS)\n"
             "  -b NAME    backend: cpu (default) or cuda (the bound is then the GPU's memory bandwidth)\n"
             "  -r N       timed repeats of each test after one warm-up (default 5)\n"
@@ -417,7 +500,7 @@ static bool int_arg(const char *opt, const char *s, int lo, int hi, int *out) {
 }
 
 int lmc_bench_model(int argc, char **argv) {
-    bm_opts o = {.n_prompt = -1, .n_gen = 128, .reps = 5};
+    bm_opts o = {.n_prompt = -1, .n_gen = 128, .reps = 5, .kv_dtype = LMC_F32};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         bool has = i + 1 < argc;
@@ -433,7 +516,10 @@ int lmc_bench_model(int argc, char **argv) {
         else if (!strcmp(a, "-t") && has) { if (!int_arg(a, argv[++i], 1, 256, &o.threads)) return 2; }
         else if (!strcmp(a, "-r") && has) { if (!int_arg(a, argv[++i], 1, 1000, &o.reps)) return 2; }
         else if (!strcmp(a, "-c") && has) { if (!int_arg(a, argv[++i], 1, 1 << 20, &o.chunk)) return 2; }
-        else {
+        else if (!strcmp(a, "-d") && has) { if (!int_arg(a, argv[++i], 0, 1 << 20, &o.depth)) return 2; }
+        else if (!strcmp(a, "--kv-cache-dtype") && has) {
+            if (!lmc_cli_float_dtype("bench", a, argv[++i], true, &o.kv_dtype)) return 2;
+        } else {
             fprintf(stderr, "lmc bench: unknown or incomplete option '%s'\n", a);
             usage(stderr);
             return 2;
@@ -466,6 +552,7 @@ int lmc_bench_model(int argc, char **argv) {
     lmc_model *m;
     lmc_load_options lo = lmc_load_options_default();
     lo.backend = o.backend;
+    lo.kv_cache_dtype = o.kv_dtype;
     if (lmc_model_load(o.dir, &lo, &m) != LMC_OK) {
         fprintf(stderr, "lmc bench: %s\n", lmc_last_error());
         return 1;
@@ -474,9 +561,9 @@ int lmc_bench_model(int argc, char **argv) {
     lmc_model_info info;
     lmc_model_get_info(m, &info);
     if (!o.chunk) o.chunk = (int)m->opt.prefill_chunk;
-    if (o.n_prompt + 1 > info.context_length || o.n_gen + 2 > info.context_length) {
-        fprintf(stderr, "lmc bench: -p %d / -n %d do not fit the model's context length %lld\n", o.n_prompt, o.n_gen,
-                (long long)info.context_length);
+    if ((int64_t)o.depth + o.n_prompt + 1 > info.context_length || (int64_t)o.depth + o.n_gen + 2 > info.context_length) {
+        fprintf(stderr, "lmc bench: -d %d with -p %d / -n %d does not fit the model's context length %lld\n", o.depth,
+                o.n_prompt, o.n_gen, (long long)info.context_length);
         lmc_model_free(m);
         return 2;
     }

@@ -101,6 +101,36 @@ static void test_bench_json(void) {
     CHECK(run_bench(args, out, sizeof out) == 0);
     CHECK(strstr(out, "\"pp4\"") && !strstr(out, "\"tg"));
 
+    /* -d: both tests after 5 cached tokens, in a bf16 cache; decode's cache
+     * read: steps 0..2 attend to 7, 8 and 9 keys, every layer full */
+    snprintf(args, sizeof args, "-m '%s' -p 4 -n 3 -d 5 -r 1 -t 1 --kv-cache-dtype bf16 --json", dir);
+    CHECK(run_bench(args, out, sizeof out) == 0);
+    rows = 0;
+    for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n"), rows++) {
+        cJSON *d = cJSON_Parse(line);
+        CHECKF(d != NULL, "not JSON: %s", line);
+        if (!d) continue;
+        CHECK_STR(str(d, "test"), rows == 0 ? "pp4 @ d5" : "tg3 @ d5");
+        CHECK(num(d, "depth") == 5 && num(d, "tokens_per_s") > 0);
+        CHECK_STR(str(d, "kv_cache_dtype"), "bfloat16");
+        if (rows == 1) {
+            double kv = 8.0 * 2 * (double)info.num_kv_heads * (double)info.head_dim * 2 * (double)info.num_layers;
+            CHECK(info.sliding_window == 0);
+            CHECK_CLOSE(num(d, "kv_read_bytes_per_token"), kv, 0, 1e-12);
+            CHECK_CLOSE(num(d, "bound_with_kv_tokens_per_s"),
+                        num(d, "bandwidth_gbs") * 1e9 / ((double)info.weight_bytes + kv), 0, 1e-9);
+        }
+        /* the cache holds depth + test tokens: bf16, 2 bytes a value */
+        double kv_budget = num(d, "rss_budget_bytes") - (double)info.weight_bytes - 64.0 * (1 << 20);
+        CHECKF(kv_budget > 0, "KV cache part of the budget: %g bytes", kv_budget);
+        cJSON_Delete(d);
+    }
+    CHECK(rows == 2);
+    /* the text table names the depth and what the cache adds to decode */
+    snprintf(args, sizeof args, "-m '%s' -p 4 -n 3 -d 5 -r 1 -t 1", dir);
+    CHECK(run_bench(args, out, sizeof out) == 0);
+    CHECKF(strstr(out, " tg3 @ d5 | ") && strstr(out, "tg3 @ d5: the float32 KV cache adds"), "%s", out);
+
     /* -c: prefill in passes of 3 tokens */
     snprintf(args, sizeof args, "-m '%s' -p 8 -n 0 -r 1 -c 3 --json", dir);
     CHECK(run_bench(args, out, sizeof out) == 0);
@@ -136,6 +166,13 @@ static void test_usage_errors(void) {
     snprintf(args, sizeof args, "-m '%s' -p 0 -n 0", dir);
     CHECK(run_bench(args, out, sizeof out) == 2);
     snprintf(args, sizeof args, "-m '%s' --frobnicate", dir);
+    CHECK(run_bench(args, out, sizeof out) == 2);
+    snprintf(args, sizeof args, "-m '%s' --kv-cache-dtype int8", dir);
+    CHECK(run_bench(args, out, sizeof out) == 2);
+    snprintf(args, sizeof args, "-m '%s' -d -1", dir);
+    CHECK(run_bench(args, out, sizeof out) == 2);
+    /* a depth the context cannot hold: refused, naming the limit */
+    snprintf(args, sizeof args, "-m '%s' -p 4 -n 4 -d 1000000", dir);
     CHECK(run_bench(args, out, sizeof out) == 2);
     CHECK(run_bench("-m /nonexistent/model -p 4 -n 4", out, sizeof out) == 1);
 }
