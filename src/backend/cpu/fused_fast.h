@@ -219,7 +219,7 @@ lmc_status FUSED_FN(lmc_cpu_rope)(lmc_array *out, const lmc_array *x, const lmc_
 /* A task holds about SDPA_QB query rows; keys go in blocks of SDPA_KB. */
 /* Where few query rows read the cache in place (decode), a thread streams
  * it with little arithmetic per byte: its rows are prefetched SDPA_PF keys
- * ahead (+30-40 % for 16-bit caches at 2048 keys, two threads). */
+ * ahead (+15-30 % for 16-bit caches at 2048 keys, two threads). */
 enum { SDPA_QB = 64, SDPA_KB = 64, SDPA_PF = 32 };
 
 /* The attention inner loops keep their accumulators in vector registers,
