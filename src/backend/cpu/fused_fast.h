@@ -7,6 +7,7 @@
  * which uses an online (flash-style) softmax so the scores never exist as a
  * whole. */
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 
 /* GCC's -O2 vectorises only loops that need no scalar remainder; these
@@ -19,6 +20,7 @@
 #include <immintrin.h>
 
 #include "backend/cpu/fused_internal.h"
+#include "core/scratch.h"
 #include "core/threadpool.h"
 
 #define FUSED_CAT2(a, b) a##_##b
@@ -486,8 +488,8 @@ typedef struct sdpa_job {
     int64_t hparts, gsub; /* a task takes gsub = group / hparts of the group's query heads */
     bool k_direct, v_direct; /* f32 rows read in place */
     int k_half, v_half;      /* KV_F16 / KV_BF16: 16-bit rows that may be read in place (few query rows), else KV_F32 */
-    float *scratch;
-    size_t scratch_floats;
+    size_t scratch_floats;      /* per thread (lmc_scratch) */
+    _Atomic bool out_of_memory; /* a thread found no scratch */
 } sdpa_job;
 
 /* Row r of the task's scores: softcap, mask and causal/window visibility
@@ -568,7 +570,12 @@ static void sdpa_blocks(void *ctx, int64_t t0, int64_t t1, int thread) {
     const lmc_sdpa_params *p = j->p;
     const lmc_array *q = j->q, *k = j->k, *v = j->v;
     int64_t D = j->D, Dv = j->Dv, Dp = j->Dp, Dvp = j->Dvp, R = j->rows;
-    float *qf = j->scratch + (size_t)thread * j->scratch_floats; /* R x Dp, pre-scaled */
+    (void)thread;
+    float *qf = lmc_scratch(LMC_SCRATCH_SDPA, j->scratch_floats * sizeof(float)); /* R x Dp, pre-scaled */
+    if (!qf) {
+        atomic_store(&((sdpa_job *)ctx)->out_of_memory, true);
+        return;
+    }
     float *kf = qf + R * Dp;                                     /* KB x Dp (keys not read in place) */
     float *kt = kf + SDPA_KB * Dp;                               /* D x KB (keys transposed) */
     float *vf = kt + SDPA_KB * D;                                /* KB x Dvp (values not read in place) */
@@ -748,9 +755,6 @@ lmc_status FUSED_FN(lmc_cpu_sdpa)(lmc_array *out, const lmc_array *q, const lmc_
     j.qblocks = (j.Tq + j.qb - 1) / j.qb;
     j.scratch_floats = (size_t)(j.rows * j.Dp + SDPA_KB * j.Dp + SDPA_KB * j.D + SDPA_KB * j.Dvp + (j.rows + 1) * j.Dvp +
                                 (j.rows + 1) * SDPA_KB + 3 * (j.rows + 1));
-    int nt = lmc_num_threads();
-    j.scratch = malloc((size_t)nt * j.scratch_floats * sizeof(float));
-    if (!j.scratch) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "lmc_sdpa: out of memory");
     /* One task in all (decode with one KV head, as Gemma-3-1B has) would leave
      * the other threads idle: then the group's query heads go to two tasks,
      * each reading the keys and values once. Fixed by the shapes alone, so
@@ -759,7 +763,12 @@ lmc_status FUSED_FN(lmc_cpu_sdpa)(lmc_array *out, const lmc_array *q, const lmc_
     j.gsub = j.group / j.hparts;
     int64_t tasks = j.B * j.Hkv * j.qblocks * j.hparts;
     int64_t work = j.rows * j.Tk * (j.D + j.Dv);
-    lmc_parallel_for(tasks, work >= 32768 ? 1 : 32768 / (work + 1) + 1, sdpa_blocks, &j);
-    free(j.scratch);
+    /* Each task writes its own rows whole, so the cut does not change a bit:
+     * a thread that is done helps from the back of the other's part (a host
+     * that slows one vCPU does not hold the step up). */
+    lmc_parallel_split(tasks, work >= 32768 ? 1 : 32768 / (work + 1) + 1, sdpa_blocks, &j);
+    if (atomic_load(&j.out_of_memory))
+        return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "lmc_sdpa: out of memory for %zu bytes of work space",
+                             j.scratch_floats * sizeof(float));
     return LMC_OK;
 }
