@@ -466,6 +466,29 @@ static void test_sdpa_random(void) {
                 lmc_array *arr[] = {q, k, v, kf, vf};
                 for (int i = 0; i < 5; i++) lmc_array_free(arr[i]);
             }
+    /* the tasks' cut over threads (work stealing) never changes a bit:
+     * prefill-sized and decode shapes, f32 and 16-bit caches, 1-3 threads */
+    static const int64_t Tq5[] = {1, 70};
+    for (int ti = 0; ti < 2; ti++)
+        for (int di = 0; di < 2; di++) {
+            int64_t sq[4] = {1, 8, Tq5[ti], 64}, skv[4] = {1, 4, 300, 64};
+            lmc_dtype kvdt = di ? LMC_F16 : LMC_F32;
+            lmc_array *q = rnd(LMC_F32, 4, sq), *k = rnd(kvdt, 4, skv), *v = rnd(kvdt, 4, skv);
+            lmc_sdpa_params sp = lmc_sdpa_params_default(0.125f);
+            sp.causal = true;
+            lmc_set_num_threads(1);
+            lmc_array *one = lmc_sdpa(q, k, v, &sp);
+            for (int nt = 2; nt <= 3; nt++) {
+                lmc_set_num_threads(nt);
+                lmc_array *o = lmc_sdpa(q, k, v, &sp);
+                CHECKF(one && o && !memcmp(lmc_array_data(one), lmc_array_data(o), (size_t)lmc_array_size(o) * sizeof(float)),
+                       "sdpa Tq=%lld %s cache: %d threads differ from one", (long long)Tq5[ti], lmc_dtype_name(kvdt), nt);
+                lmc_array_free(o);
+            }
+            lmc_set_num_threads(0);
+            lmc_array *arr[] = {q, k, v, one};
+            for (int i = 0; i < 4; i++) lmc_array_free(arr[i]);
+        }
     /* non-contiguous q/k/v: [B, T, H, D] buffers seen as [B, H, T, D] */
     int64_t s[4] = {1, 11, 4, 16}, skv[4] = {1, 11, 2, 16};
     lmc_array *qr = rnd(LMC_F32, 4, s), *kr = rnd(LMC_BF16, 4, skv), *vr = rnd(LMC_F32, 4, skv);
