@@ -9,6 +9,7 @@
 #include "lmc/lmc.h"
 #include <unistd.h>
 
+#include "model_fixture.h"
 #include "runtime/tool_calls.h"
 #include "test_util.h"
 
@@ -157,38 +158,17 @@ static const char *MSGS = "[{\"role\": \"user\", \"content\": \"Weather in Paris
                           " \"tool_calls\": [{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"arguments\":"
                           " {\"city\": \"Paris\"}}}]}, {\"role\": \"tool\", \"content\": \"{\\\"temperature\\\": 21}\"}]";
 
-/* A tiny random model with a family's real tokenizer and template (the
+/* Tiny random models with the families' real tokenizers and templates (the
  * golden models' vocabularies stop short of the templates' special tokens). */
-static char *tiny_model(const char *preset, const char *family) {
-    char tmpl[] = "/tmp/lmc-tools-XXXXXX", cmd[8192];
-    char *dir = mkdtemp(tmpl);
-    if (!dir) return NULL;
-    snprintf(cmd, sizeof cmd, "%s/lmc make-model --preset %s --tokenizer %s/%s -o %s/m >/dev/null 2>&1", LMC_BUILD_DIR, preset,
-             LMC_TOKENIZER_DIR, family, dir);
-    if (system(cmd) != 0) return NULL;
-    size_t n = strlen(dir) + 3;
-    char *m = malloc(n);
-    if (m) snprintf(m, n, "%s/m", dir);
-    return m;
-}
-
-static void remove_model(char *dir) {
-    if (!dir) return;
-    char cmd[4200];
-    dir[strlen(dir) - 2] = 0; /* the temp dir above .../m */
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
-    free(dir);
-}
-
 static void test_chat_json(void) {
-    char *dir = tiny_model("tiny-qwen3", "qwen3");
-    lmc_model *m = NULL;
-    if (!dir || lmc_model_load(dir, NULL, &m) != LMC_OK) {
+    lmc_model *m;
+    char *dir = tiny_model("tiny-qwen3", "qwen3", &m), model_dir[4200];
+    if (!m) {
         CHECKF(0, "tiny qwen3: %s", lmc_last_error());
-        remove_model(dir);
+        model_fixture_cleanup(dir);
         return;
     }
+    snprintf(model_dir, sizeof model_dir, "%s/m", dir);
     /* the prompt is the template's rendering with the tools, as transformers renders it (test_chat_template_conformance) */
     lmc_chat_template *t = NULL;
     char *prompt = NULL, extra[1024];
@@ -196,7 +176,7 @@ static void test_chat_json(void) {
     lmc_chat_template_options co = lmc_chat_template_options_default();
     co.add_generation_prompt = true;
     co.extra_json = extra;
-    CHECK(lmc_chat_template_load(dir, &t) == LMC_OK && lmc_chat_template_apply(t, MSGS, &co, &prompt) == LMC_OK);
+    CHECK(lmc_chat_template_load(model_dir, &t) == LMC_OK && lmc_chat_template_apply(t, MSGS, &co, &prompt) == LMC_OK);
     CHECK(prompt && strstr(prompt, "<tools>") && strstr(prompt, "<tool_response>"));
     int32_t *ids = NULL;
     size_t n = 0;
@@ -258,19 +238,18 @@ static void test_chat_json(void) {
     free(prompt);
     lmc_chat_template_free(t);
     lmc_model_free(m);
-    remove_model(dir);
+    model_fixture_cleanup(dir);
 
     /* Gemma 3's template never reads `tools`: offering them is refused, not ignored */
-    dir = tiny_model("tiny-gemma3", "gemma3");
-    m = NULL;
-    CHECK(dir && lmc_model_load(dir, NULL, &m) == LMC_OK);
+    dir = tiny_model("tiny-gemma3", "gemma3", &m);
+    CHECK(m != NULL);
     if (m) {
         CHECK(lmc_chat_json(m, "[{\"role\": \"user\", \"content\": \"x\"}]", TOOLS, &o, &g) == LMC_ERR_UNSUPPORTED);
         CHECK(strstr(lmc_last_error(), "does not render tools") != NULL);
         CHECK(lmc_model_tool_calls(m, "<tool_call>{\"name\": \"f\"}</tool_call>", &calls, NULL) == LMC_OK && !calls);
     }
     lmc_model_free(m);
-    remove_model(dir);
+    model_fixture_cleanup(dir);
 }
 
 int main(void) {
