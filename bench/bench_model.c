@@ -274,12 +274,15 @@ static int gpu_bandwidth(double *gbps) {
     return 1;
 }
 
+/* Tokens/s if a step did nothing but read bytes_per_token at gbps. */
+static double bytes_bound(double gbps, double bytes_per_token) { return gbps * 1e9 / bytes_per_token; }
+
 static void print_rows(const bm_opts *o, const char *name, const lmc_model_info *info, const bm_row *rows, int n_rows,
                        double read_gbps, double read_gbps_cpu, size_t rss, size_t lmc_peak, double load_s) {
     char cpu[256];
     lmc_bench_cpu_name(cpu, sizeof cpu);
-    double bound = read_gbps * 1e9 / (double)info->weight_bytes; /* tokens/s if decode only read the weights */
-    double cpu_bound = read_gbps_cpu * 1e9 / (double)info->weight_bytes; /* the same per CPU-second */
+    double bound = bytes_bound(read_gbps, (double)info->weight_bytes); /* decode reading the weights alone */
+    double cpu_bound = bytes_bound(read_gbps_cpu, (double)info->weight_bytes); /* the same per CPU-second */
     if (o->json) {
         for (int i = 0; i < n_rows; i++) {
             cJSON *j = cJSON_CreateObject();
@@ -302,7 +305,7 @@ static void print_rows(const bm_opts *o, const char *name, const lmc_model_info 
             if (rows[i].decode) {
                 cJSON_AddNumberToObject(j, "kv_read_bytes_per_token", rows[i].kv_bytes);
                 cJSON_AddNumberToObject(j, "bound_with_kv_tokens_per_s",
-                                        read_gbps * 1e9 / ((double)info->weight_bytes + rows[i].kv_bytes));
+                                        bytes_bound(read_gbps, (double)info->weight_bytes + rows[i].kv_bytes));
                 cJSON_AddNumberToObject(j, "bound_tokens_per_s", bound);
                 cJSON_AddNumberToObject(j, "bound_fraction", rows[i].tps.median / bound);
                 cJSON_AddNumberToObject(j, "cpu_bound_fraction", rows[i].cpu_tps / cpu_bound);
@@ -360,7 +363,7 @@ static void print_rows(const bm_opts *o, const char *name, const lmc_model_info 
                read_gbps, read_gbps_cpu, o->threads);
     for (int i = 0; i < n_rows; i++)
         if (rows[i].decode && o->depth > 0) {
-            double kb = read_gbps * 1e9 / ((double)info->weight_bytes + rows[i].kv_bytes);
+            double kb = bytes_bound(read_gbps, (double)info->weight_bytes + rows[i].kv_bytes);
             printf("%s: the %s KV cache adds %.1f MB a token to the weights' %.1f MB: bound with it %.2f t/s, %.1f %% of it\n",
                    rows[i].test, lmc_dtype_name(o->kv_dtype), rows[i].kv_bytes / 1e6, (double)info->weight_bytes / 1e6,
                    kb, 100 * rows[i].tps.median / kb);

@@ -120,9 +120,12 @@ static void test_bench_json(void) {
             CHECK_CLOSE(num(d, "bound_with_kv_tokens_per_s"),
                         num(d, "bandwidth_gbs") * 1e9 / ((double)info.weight_bytes + kv), 0, 1e-9);
         }
-        /* the cache holds depth + test tokens: bf16, 2 bytes a value */
+        /* the budget's cache held at least the depth and pp4's tokens (5 + 4
+         * positions), bf16: 2 bytes a value */
         double kv_budget = num(d, "rss_budget_bytes") - (double)info.weight_bytes - 64.0 * (1 << 20);
-        CHECKF(kv_budget > 0, "KV cache part of the budget: %g bytes", kv_budget);
+        double kv9 = 9.0 * 2 * (double)info.num_kv_heads * (double)info.head_dim * 2 * (double)info.num_layers;
+        CHECKF(kv_budget >= kv9 && kv_budget < 64.0 * (1 << 20), "KV cache part of the budget: %g bytes (>= %g)",
+               kv_budget, kv9);
         cJSON_Delete(d);
     }
     CHECK(rows == 2);
