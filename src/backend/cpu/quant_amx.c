@@ -116,7 +116,7 @@ static void prep_rows(void *vctx, int64_t m0, int64_t m1, int thread) {
 /* Rows n0 .. n0+NB_ROWS of the weights into wbuf ([tile][S][16][kk], zero past N) and ws, wb ([row][G]). */
 static void prep_w(const qamx *c, int64_t n0, uint8_t *wbuf, float *ws, float *wb) {
     const int kk = c->kk;
-    const __m512i lo4 = _mm512_set1_epi16(0x000F), hi4 = _mm512_set1_epi16(0x0F00);
+    const __m512i nib = _mm512_set1_epi16(0x0F0F);
     for (int i = 0; i < NB_ROWS; i++) {
         int64_t n = n0 + i;
         uint8_t *dst = wbuf + (size_t)(i / 16) * (size_t)(c->S * 16 * kk) + (size_t)(i % 16) * kk;
@@ -125,22 +125,28 @@ static void prep_w(const qamx *c, int64_t n0, uint8_t *wbuf, float *ws, float *w
             for (int64_t g = 0; g < c->p.G; g++) ws[i * c->p.G + g] = wb[i * c->p.G + g] = 0.0f;
             continue;
         }
+        /* one loop per case: a uint8_t store may alias c, so with the cases
+         * tested inside the loop every step reloaded c's fields (at 16 rows of
+         * x, where each A tile serves one item, skipping this expansion made a
+         * product ~35 % faster: it is worth keeping tight) */
         const uint8_t *row = c->p.wq + (size_t)n * c->p.row_bytes;
-        for (int64_t s = 0; s < c->S; s++) {
-            uint8_t *d = dst + s * 16 * kk;
-            if (c->p.bits == 8) {
-                memcpy(d, row + s * kk, (size_t)kk);
-            } else if (kk == 64) {
-                /* byte i holds elements 2i (low nibble) and 2i+1: widened to a
-                 * 16-bit lane, the low nibble goes to byte 0, the high one to byte 1 */
+        const int64_t S = c->S;
+        const size_t step = (size_t)16 * kk; /* bytes between a row's K-steps in wbuf */
+        if (c->p.bits == 8) {
+            for (int64_t s = 0; s < S; s++) memcpy(dst + s * step, row + s * kk, (size_t)kk);
+        } else if (kk == 64) {
+            /* byte i holds elements 2i (low nibble) and 2i+1: widened to a
+             * 16-bit lane t = 0x00ab, (t | t << 4) & 0x0F0F = 0x0a0b puts
+             * the low nibble in byte 0, the high one in byte 1 (0xA8: (A | B) & C) */
+            for (int64_t s = 0; s < S; s++) {
                 __m512i t = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(row + s * 32)));
-                _mm512_storeu_si512(d, _mm512_or_si512(_mm512_and_si512(t, lo4),
-                                                       _mm512_and_si512(_mm512_slli_epi16(t, 4), hi4)));
-            } else {
+                _mm512_storeu_si512(dst + s * step, _mm512_ternarylogic_epi32(t, _mm512_slli_epi16(t, 4), nib, 0xA8));
+            }
+        } else {
+            for (int64_t s = 0; s < S; s++) {
                 __m256i t = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(row + s * 16)));
-                __m256i lo = _mm256_and_si256(t, _mm512_castsi512_si256(lo4));
-                __m256i hi = _mm256_and_si256(_mm256_slli_epi16(t, 4), _mm512_castsi512_si256(hi4));
-                _mm256_storeu_si256((__m256i *)d, _mm256_or_si256(lo, hi));
+                _mm256_storeu_si256((__m256i *)(dst + s * step),
+                                    _mm256_ternarylogic_epi32(t, _mm256_slli_epi16(t, 4), _mm512_castsi512_si256(nib), 0xA8));
             }
         }
         for (int64_t g = 0; g < c->p.G; g += 16) {
