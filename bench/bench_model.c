@@ -504,6 +504,7 @@ static bool int_arg(const char *opt, const char *s, int lo, int hi, int *out) {
 
 int lmc_bench_model(int argc, char **argv) {
     bm_opts o = {.n_prompt = -1, .n_gen = 128, .reps = 5, .kv_dtype = LMC_F32};
+    const char *tests_only = NULL; /* an option of the pp/tg tests that --ttft has no use for */
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         bool has = i + 1 < argc;
@@ -515,11 +516,11 @@ int lmc_bench_model(int argc, char **argv) {
         } else if (!strcmp(a, "-m") && has) o.dir = argv[++i];
         else if ((!strcmp(a, "-b") || !strcmp(a, "--backend")) && has) o.backend = argv[++i];
         else if (!strcmp(a, "-p") && has) { if (!int_arg(a, argv[++i], 0, 1 << 20, &o.n_prompt)) return 2; }
-        else if (!strcmp(a, "-n") && has) { if (!int_arg(a, argv[++i], 0, 1 << 20, &o.n_gen)) return 2; }
+        else if (!strcmp(a, "-n") && has) { tests_only = a; if (!int_arg(a, argv[++i], 0, 1 << 20, &o.n_gen)) return 2; }
         else if (!strcmp(a, "-t") && has) { if (!int_arg(a, argv[++i], 1, 256, &o.threads)) return 2; }
-        else if (!strcmp(a, "-r") && has) { if (!int_arg(a, argv[++i], 1, 1000, &o.reps)) return 2; }
-        else if (!strcmp(a, "-c") && has) { if (!int_arg(a, argv[++i], 1, 1 << 20, &o.chunk)) return 2; }
-        else if (!strcmp(a, "-d") && has) { if (!int_arg(a, argv[++i], 0, 1 << 20, &o.depth)) return 2; }
+        else if (!strcmp(a, "-r") && has) { tests_only = a; if (!int_arg(a, argv[++i], 1, 1000, &o.reps)) return 2; }
+        else if (!strcmp(a, "-c") && has) { tests_only = a; if (!int_arg(a, argv[++i], 1, 1 << 20, &o.chunk)) return 2; }
+        else if (!strcmp(a, "-d") && has) { tests_only = a; if (!int_arg(a, argv[++i], 0, 1 << 20, &o.depth)) return 2; }
         else if (!strcmp(a, "--kv-cache-dtype") && has) {
             if (!lmc_cli_float_dtype("bench", a, argv[++i], true, &o.kv_dtype)) return 2;
         } else {
@@ -531,6 +532,11 @@ int lmc_bench_model(int argc, char **argv) {
     if (!o.dir) {
         fprintf(stderr, "lmc bench: -m DIR is required\n");
         usage(stderr);
+        return 2;
+    }
+    if (o.ttft && tests_only) { /* one cold start from an empty cache: the option would be ignored */
+        fprintf(stderr, "lmc bench: --ttft times one start from an empty cache; %s applies only to the pp/tg tests\n",
+                tests_only);
         return 2;
     }
     if (o.n_prompt < 0) o.n_prompt = o.ttft ? 16 : 512;

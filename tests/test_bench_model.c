@@ -178,6 +178,15 @@ static void test_usage_errors(void) {
     snprintf(args, sizeof args, "-m '%s' -p 4 -n 4 -d 1000000", dir);
     CHECK(run_bench(args, out, sizeof out) == 2);
     CHECK(run_bench("-m /nonexistent/model -p 4 -n 4", out, sizeof out) == 1);
+    /* --ttft is one start from an empty cache: options of the pp/tg tests are refused, not ignored */
+    const char *tests_only[] = {"-d 4", "-n 8", "-r 2", "-c 4"};
+    for (int i = 0; i < 4; i++) {
+        char cmd[8192];
+        snprintf(cmd, sizeof cmd, "'%s/lmc' bench -m '%s' --ttft %s 2>&1", LMC_BUILD_DIR, dir, tests_only[i]);
+        char flag[4] = {tests_only[i][0], tests_only[i][1], 0};
+        CHECKF(run_command(cmd, out, sizeof out) == 2 && strstr(out, flag) && strstr(out, "--ttft"), "%s: %s",
+               tests_only[i], out);
+    }
 }
 
 int main(void) {
