@@ -7,6 +7,7 @@
 #   fuzz_server_request   fuzz/corpus/server_request, fuzz/server_request.dict
 #   fuzz_json_constraint  fuzz/corpus/json_constraint, fuzz/json_constraint.dict
 #   fuzz_json_schema      fuzz/corpus/json_schema, fuzz/json_schema.dict
+#   fuzz_json_mask        fuzz/corpus/json_mask, fuzz/json_mask.dict
 # Exits non-zero when the build fails or a fuzzer finds a crash, leak or
 # timeout; the input that triggered it is saved under build-fuzz/artifacts/.
 #   scripts/fuzz_smoke.sh [seconds]      (LMC_FUZZ_BUILD overrides build-fuzz)
@@ -15,7 +16,7 @@ set -euo pipefail
 secs=${1:-60}
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${LMC_FUZZ_BUILD:-$root/build-fuzz}
-targets="safetensors tokenizer_json tokenizer_cache server_request json_constraint json_schema"
+targets="safetensors tokenizer_json tokenizer_cache server_request json_constraint json_schema json_mask"
 
 command -v clang >/dev/null || { echo "fuzz_smoke: clang not found" >&2; exit 1; }
 cmake -S "$root" -B "$build" -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLMC_FUZZ=ON >/dev/null

@@ -520,6 +520,29 @@ static int by_bytes(const void *a, const void *b, void *ctx) {
     return x < y ? -1 : x > y;
 }
 
+/* The trie order (sorted) and the in-string flags of a table whose off, bytes and special are set. */
+static lmc_status index_table(lmc_token_bytes *tb) {
+    const int64_t vocab = tb->vocab;
+    if (!(tb->sorted = malloc((size_t)(vocab ? vocab : 1) * sizeof *tb->sorted)))
+        return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
+    for (int64_t t = 0; t < vocab; t++)
+        if (!tb->special[t] && tb->off[t + 1] > tb->off[t]) tb->sorted[tb->n_sorted++] = (int32_t)t;
+    qsort_r(tb->sorted, (size_t)tb->n_sorted, sizeof *tb->sorted, by_bytes, tb);
+    if (!(tb->in_string = calloc((size_t)(vocab ? vocab : 1), sizeof *tb->in_string)))
+        return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
+    for (int64_t t = 0; t < vocab; t++) {
+        if (tb->special[t] || tb->off[t + 1] == tb->off[t]) continue;
+        uint8_t left = 0, lo = 0x80, hi = 0xBF;
+        bool ok = true;
+        for (uint32_t i = tb->off[t]; ok && i < tb->off[t + 1]; i++) {
+            unsigned char b = (unsigned char)tb->bytes[i];
+            ok = left ? utf8_byte(&left, &lo, &hi, b) : b >= 0x20 && b != '"' && b != '\\' && utf8_byte(&left, &lo, &hi, b);
+        }
+        tb->in_string[t] = ok && !left;
+    }
+    return LMC_OK;
+}
+
 lmc_status lmc_token_bytes_build(const lmc_tokenizer *tok, int64_t vocab, lmc_token_bytes **out) {
     *out = NULL;
     lmc_token_bytes *tb = calloc(1, sizeof *tb);
@@ -551,22 +574,30 @@ lmc_status lmc_token_bytes_build(const lmc_tokenizer *tok, int64_t vocab, lmc_to
         lmc_tokenizer_free_text(text);
     }
     if (st == LMC_OK) tb->off[vocab] = (uint32_t)len;
-    if (st == LMC_OK && !(tb->sorted = malloc((size_t)(vocab ? vocab : 1) * sizeof *tb->sorted)))
-        st = lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
-    for (int64_t t = 0; st == LMC_OK && t < vocab; t++)
-        if (!tb->special[t] && tb->off[t + 1] > tb->off[t]) tb->sorted[tb->n_sorted++] = (int32_t)t;
-    if (st == LMC_OK) qsort_r(tb->sorted, (size_t)tb->n_sorted, sizeof *tb->sorted, by_bytes, tb);
-    if (st == LMC_OK && !(tb->in_string = calloc((size_t)(vocab ? vocab : 1), sizeof *tb->in_string)))
-        st = lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
-    for (int64_t t = 0; st == LMC_OK && t < vocab; t++) {
-        if (tb->special[t] || tb->off[t + 1] == tb->off[t]) continue;
-        uint8_t left = 0, lo = 0x80, hi = 0xBF;
-        bool ok = true;
-        for (uint32_t i = tb->off[t]; ok && i < tb->off[t + 1]; i++) {
-            unsigned char b = (unsigned char)tb->bytes[i];
-            ok = left ? utf8_byte(&left, &lo, &hi, b) : b >= 0x20 && b != '"' && b != '\\' && utf8_byte(&left, &lo, &hi, b);
-        }
-        tb->in_string[t] = ok && !left;
+    if (st == LMC_OK) st = index_table(tb);
+    if (st != LMC_OK) {
+        lmc_token_bytes_free(tb);
+        return st;
+    }
+    *out = tb;
+    return LMC_OK;
+}
+
+lmc_status lmc_token_bytes_from(int64_t vocab, const uint32_t *off, const char *bytes, const bool *special,
+                                lmc_token_bytes **out) {
+    *out = NULL;
+    lmc_token_bytes *tb = calloc(1, sizeof *tb);
+    if (!tb) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
+    tb->vocab = vocab;
+    tb->off = malloc(((size_t)vocab + 1) * sizeof *tb->off);
+    tb->special = malloc((size_t)(vocab ? vocab : 1) * sizeof *tb->special);
+    tb->bytes = malloc(off[vocab] ? off[vocab] : 1);
+    lmc_status st = tb->off && tb->special && tb->bytes ? LMC_OK : lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
+    if (st == LMC_OK) {
+        memcpy(tb->off, off, ((size_t)vocab + 1) * sizeof *off);
+        memcpy(tb->special, special, (size_t)vocab * sizeof *special);
+        memcpy(tb->bytes, bytes, off[vocab]);
+        st = index_table(tb);
     }
     if (st != LMC_OK) {
         lmc_token_bytes_free(tb);

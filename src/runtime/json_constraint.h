@@ -103,6 +103,11 @@ typedef struct lmc_token_bytes {
 /* The table for a tokenizer, vocab entries long (ids the tokenizer does
  * not have get none); free with lmc_token_bytes_free. */
 lmc_status lmc_token_bytes_build(const lmc_tokenizer *tok, int64_t vocab, lmc_token_bytes **out);
+/* The table of a vocabulary given as bytes: token t's are bytes[off[t],
+ * off[t+1]), special[t] marks the ones never allowed (tests and the fuzzer
+ * build vocabularies this way). */
+lmc_status lmc_token_bytes_from(int64_t vocab, const uint32_t *off, const char *bytes, const bool *special,
+                                lmc_token_bytes **out);
 void lmc_token_bytes_free(lmc_token_bytes *tb);
 /* Feeds token t's bytes to s; false when they do not fit. */
 bool lmc_json_advance(lmc_json_state *s, const lmc_token_bytes *tb, int32_t t);
