@@ -4,7 +4,8 @@
  * each token's bytes on a copy of the state (lmc_json_advance), for any
  * vocabulary and any prefix, with and without a schema.
  *
- * Input: byte 0 picks the schema (none, or one of SCHEMAS); byte 1 the
+ * Input: byte 0 picks the schema (none, or one of SCHEMAS) and whether the
+ * document is wrapped in literal text (a forced tool call's tags); byte 1 the
  * number of tokens (1..64); then each token as a length byte (bit 7: special,
  * bits 0-5: 0..63 bytes) and its bytes; the rest is a prefix of the reply,
  * fed byte by byte until the recogniser refuses one. One more special token,
@@ -40,6 +41,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (!compiled[0])
         for (int i = 0; i < N_SCHEMAS; i++) REQUIRE(lmc_json_schema_compile(SCHEMAS[i], &compiled[i]) == LMC_OK);
     int pick = data[0] % (N_SCHEMAS + 1);
+    bool wrap = data[0] / (N_SCHEMAS + 1) % 2;
     int n = data[1] % MAX_TOKENS + 1;
     size_t at = 2;
     uint32_t off[MAX_TOKENS + 2];
@@ -66,6 +68,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
     lmc_json_state s;
     lmc_json_init(&s, pick ? compiled[pick - 1] : NULL);
+    if (wrap) lmc_json_wrap(&s, "<tool_call>\n", "\n</tool_call>");
     for (; at < size; at++) {
         lmc_json_state next = s;
         if (!lmc_json_step(&next, data[at])) break;

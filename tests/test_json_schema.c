@@ -313,6 +313,53 @@ static void check_mask(lmc_model *m, const lmc_json_schema *schema, const char *
     free(lg);
 }
 
+/* Literal text around the document (lmc_json_wrap: a forced tool call's tags):
+ * every prefix of pre + object + post is taken, whole only at the end, and
+ * nothing else is: not another byte in either literal, not a byte after post. */
+static void test_wrap(void) {
+    lmc_json_schema *sch = compile_ok("{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"}},"
+                                      "\"required\":[\"a\"],\"additionalProperties\":false}");
+    const char *pre = "<tool_call>\n", *post = "\n</tool_call>";
+    const char *full = "<tool_call>\n{\"a\": 12}\n</tool_call>";
+    size_t n = strlen(full);
+    for (int with_schema = 0; with_schema < 2; with_schema++) {
+        for (size_t k = 0; k <= n; k++) {
+            lmc_json_state st;
+            lmc_json_init(&st, with_schema ? sch : NULL);
+            lmc_json_wrap(&st, pre, post);
+            bool ok = true;
+            for (size_t i = 0; i < k && ok; i++) ok = lmc_json_step(&st, (unsigned char)full[i]);
+            CHECKF(ok && lmc_json_done(&st) == (k == n), "prefix of %zu bytes (schema %d)", k, with_schema);
+            /* one byte other than the text's next is refused in the literals (and after the end) */
+            bool in_literal = k < strlen(pre) || k >= n - strlen(post);
+            if (in_literal) {
+                lmc_json_state t = st;
+                unsigned char other = k < n && full[k] == 'x' ? 'y' : 'x';
+                CHECKF(!lmc_json_step(&t, other), "'%c' after %zu bytes", other, k);
+            }
+        }
+        /* the object alone, without its tags, is not a reply; nor are tags around nothing */
+        lmc_json_state st;
+        lmc_json_init(&st, with_schema ? sch : NULL);
+        lmc_json_wrap(&st, pre, post);
+        CHECK(!lmc_json_step(&st, '{'));
+        lmc_json_init(&st, with_schema ? sch : NULL);
+        lmc_json_wrap(&st, pre, post);
+        const char *empty = "<tool_call>\n\n";
+        bool ok = true;
+        for (const char *c = empty; *c && ok; c++) ok = lmc_json_step(&st, (unsigned char)*c);
+        CHECK(!ok || !lmc_json_done(&st));
+    }
+    /* with no literals the state behaves as unwrapped */
+    lmc_json_state st;
+    lmc_json_init(&st, sch);
+    lmc_json_wrap(&st, NULL, NULL);
+    bool ok = true;
+    for (const char *c = "{\"a\":1}"; *c && ok; c++) ok = lmc_json_step(&st, (unsigned char)*c);
+    CHECK(ok && lmc_json_done(&st) && !lmc_json_step(&st, ' '));
+    lmc_json_schema_free(sch);
+}
+
 static void test_generation(void) {
     lmc_model *m;
     char *dir = tiny_model("tiny-qwen3", "qwen3", &m);
@@ -385,6 +432,7 @@ int main(void) {
     RUN(test_compile_errors);
     RUN(test_documents);
     RUN(test_mutations);
+    RUN(test_wrap);
     RUN(test_generation);
     return TEST_REPORT();
 }

@@ -511,6 +511,46 @@ static void test_logprob_bytes(void) {
     reply_free(&r);
 }
 
+/* tool_choice "required" / a named function: the reply is a call, whole and
+ * streamed, that the server returns as tool_calls (finish_reason "tool_calls"). */
+static void test_forced_tool_call(void) {
+    const char *tools = "[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"parameters\":{\"type\":"
+                        "\"object\",\"properties\":{\"city\":{\"type\":\"string\",\"maxLength\":5}},\"required\":[\"city\"]}}},"
+                        "{\"type\":\"function\",\"function\":{\"name\":\"stop\"}}]";
+    const char *choices[] = {"{\"type\":\"function\",\"function\":{\"name\":\"get_weather\"}}", "\"required\""};
+    for (int i = 0; i < 2; i++) {
+        /* "required" over one tool, so that its parameters apply (several: any arguments object) */
+        const char *ts = i == 0 ? tools : "[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"parameters\":"
+                                          "{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\",\"maxLength\":5}},"
+                                          "\"required\":[\"city\"]}}}]";
+        char body[4096];
+        snprintf(body, sizeof body, "{\"messages\":[{\"role\":\"user\",\"content\":\"Paris?\"}],\"tools\":%s,"
+                 "\"tool_choice\":%s,\"max_tokens\":300,\"seed\":%d}", ts, choices[i], i);
+        reply r = http("POST", "/v1/chat/completions", body);
+        cJSON *j = json_of(&r);
+        CHECKF(r.status == 200 && j, "%d %s", r.status, r.body);
+        CHECKF(!strcmp(str_at(j, "choices.0.finish_reason"), "tool_calls"), "%s", r.body);
+        const cJSON *calls = at(j, "choices.0.message.tool_calls");
+        CHECKF(cJSON_GetArraySize(calls) == 1, "%s", r.body);
+        CHECK_STR(str_at(j, "choices.0.message.tool_calls.0.function.name"), "get_weather");
+        const char *args = str_at(j, "choices.0.message.tool_calls.0.function.arguments");
+        cJSON *a = args ? cJSON_Parse(args) : NULL;
+        const cJSON *city = cJSON_GetObjectItemCaseSensitive(a, "city");
+        CHECKF(cJSON_GetArraySize(a) == 1 && cJSON_IsString(city), "arguments %s", args ? args : "(none)");
+        cJSON_Delete(a);
+        cJSON_Delete(j);
+        reply_free(&r);
+        /* streamed: the call comes at the end, finish_reason "tool_calls" */
+        snprintf(body, sizeof body, "{\"messages\":[{\"role\":\"user\",\"content\":\"Paris?\"}],\"tools\":%s,"
+                 "\"tool_choice\":%s,\"max_tokens\":300,\"seed\":%d,\"stream\":true}", ts, choices[i], i);
+        r = http("POST", "/v1/chat/completions", body);
+        CHECKF(r.status == 200 && r.body && strstr(r.body, "\"finish_reason\":\"tool_calls\"") &&
+                   strstr(r.body, "\"name\":\"get_weather\""),
+               "%d %s", r.status, r.body ? r.body : "");
+        reply_free(&r);
+    }
+}
+
 /* Tools: the request's tools and the conversation's calls and results reach
  * the model's template (the prompt is lmc_chat_json's), streamed and whole
  * replies agree, and what lmc cannot do is refused. */
@@ -566,7 +606,15 @@ static void test_tools(void) {
     struct { const char *body, *param, *says; } bad[] = {
         {"{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":{}}", "tools", "must be an array"},
         {"{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\"}]}", "tools", "'tools[0]'"},
-        {"{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tool_choice\":\"required\"}", "tool_choice", "cannot force"},
+        {"{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tool_choice\":\"required\"}", "tool_choice", "no 'tools'"},
+        {"{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tool_choice\":\"always\"}", "tool_choice", "must be"},
+        {"{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],"
+         "\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"g\"}}}", "tool_choice.function.name", "'g'"},
+        {"{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],"
+         "\"tool_choice\":\"required\",\"response_format\":{\"type\":\"json_object\"}}", "tool_choice", "response_format"},
+        {"{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\","
+         "\"parameters\":{\"type\":\"object\",\"properties\":{\"n\":{\"type\":\"integer\",\"maximum\":3}}}}}],"
+         "\"tool_choice\":\"required\"}", "tools[0].function.parameters", "maximum"},
         {"{\"messages\":[{\"role\":\"user\",\"content\":\"x\",\"tool_calls\":[]}]}", "messages[0]", "only for assistant"},
         {"{\"messages\":[{\"role\":\"assistant\",\"content\":\"\",\"tool_calls\":[{\"function\":{}}]}]}",
          "messages[0].tool_calls", "'messages[0].tool_calls[0]' must be"},
@@ -1614,6 +1662,7 @@ int main(void) {
     RUN(test_logprobs);
     RUN(test_logprob_bytes);
     RUN(test_tools);
+    RUN(test_forced_tool_call);
     RUN(test_json_mode);
     RUN(test_embeddings);
     RUN(test_echo_scoring);

@@ -252,6 +252,154 @@ static void test_chat_json(void) {
     model_fixture_cleanup(dir);
 }
 
+/* tool_choice "required" or a name: the reply is one call in the template's
+ * convention, whatever the (random) model would say. */
+static const char *ONE_TOOL =
+    "[{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"parameters\": {\"type\": \"object\","
+    " \"properties\": {\"city\": {\"type\": \"string\", \"maxLength\": 6}}, \"required\": [\"city\"]}}}]";
+static const char *CALL_TOOLS =
+    "[{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"parameters\": {\"type\": \"object\","
+    " \"properties\": {\"city\": {\"type\": \"string\", \"maxLength\": 6}}, \"required\": [\"city\"]}}},"
+    " {\"type\": \"function\", \"function\": {\"name\": \"toggle\", \"description\": \"no arguments but one\","
+    " \"parameters\": {\"type\": \"object\", \"properties\": {\"on\": {\"type\": \"boolean\"}},"
+    " \"required\": [\"on\"], \"additionalProperties\": false}}}]";
+
+/* Generates with tool_choice `choice` over `tools` on four seeds: every
+ * reply must be one whole call (ended by its closing, not by max_tokens) of
+ * `want` whose arguments follow that tool's parameters; `tags`: in Qwen's
+ * <tool_call> tags. */
+static void check_forced(lmc_model *m, const char *tools, const char *choice, const char *want, bool tags) {
+    lmc_generate_options o = lmc_generate_options_default();
+    o.tool_choice = choice;
+    o.max_tokens = 400;
+    o.sampler.temperature = 0.9f;
+    int names[2] = {0, 0};
+    for (int seed = 0; seed < 4; seed++) {
+        o.sampler.seed = (uint64_t)seed;
+        lmc_generation g;
+        lmc_status st = lmc_chat_json(m, "[{\"role\": \"user\", \"content\": \"Paris?\"}]", tools, &o, &g);
+        CHECKF(st == LMC_OK, "%s: %s", choice, lmc_last_error());
+        if (st != LMC_OK) return;
+        CHECKF(g.stop_reason == LMC_STOP_EOS, "%s seed %d: stop %d after %zu tokens: %s", choice, seed, (int)g.stop_reason,
+               g.n_ids, g.text);
+        if (tags)
+            CHECKF(!strncmp(g.text, "<tool_call>\n", 12) && g.text_len > 25 &&
+                       !strcmp(g.text + g.text_len - 13, "\n</tool_call>"),
+                   "%s", g.text);
+        char *calls = NULL, *content = NULL;
+        CHECK(lmc_model_tool_calls(m, g.text, &calls, &content) == LMC_OK);
+        cJSON *arr = calls ? cJSON_Parse(calls) : NULL;
+        CHECKF(cJSON_GetArraySize(arr) == 1 && content && !*content, "seed %d: %s -> calls %s, content '%s'", seed, g.text,
+               calls ? calls : "none", content ? content : "");
+        const char *name = call_name(arr, 0), *args = call_args(arr, 0);
+        cJSON *a = args ? cJSON_Parse(args) : NULL;
+        if (name && a) {
+            if (!strcmp(name, "get_weather")) {
+                const cJSON *city = cJSON_GetObjectItemCaseSensitive(a, "city");
+                CHECKF(cJSON_GetArraySize(a) == 1 && cJSON_IsString(city), "%s", args);
+                names[0]++;
+            } else {
+                CHECKF(!strcmp(name, "toggle") && cJSON_GetArraySize(a) == 1 &&
+                           cJSON_IsBool(cJSON_GetObjectItemCaseSensitive(a, "on")),
+                       "%s(%s)", name, args);
+                names[1]++;
+            }
+            if (want) CHECK_STR(name, want);
+        } else {
+            CHECKF(0, "seed %d: no call read from %s", seed, g.text);
+        }
+        cJSON_Delete(a);
+        cJSON_Delete(arr);
+        free(calls);
+        free(content);
+        lmc_generation_clear(&g);
+    }
+    CHECKF(names[0] + names[1] == 4, "calls: %d get_weather, %d toggle", names[0], names[1]);
+}
+
+static void test_forced_calls(void) {
+    lmc_model *m;
+    char *dir = tiny_model("tiny-qwen3", "qwen3", &m);
+    if (!m) {
+        CHECKF(0, "tiny qwen3: %s", lmc_last_error());
+        model_fixture_cleanup(dir);
+        return;
+    }
+    /* "required" with one tool: its parameters apply */
+    check_forced(m, ONE_TOOL, "required", "get_weather", true);
+    check_forced(m, CALL_TOOLS, "toggle", "toggle", true);
+    check_forced(m, CALL_TOOLS, "get_weather", "get_weather", true);
+    /* with several, the name is one of theirs (the arguments any object: the random model does not close one soon) */
+    for (int seed = 0; seed < 4; seed++) {
+        lmc_generate_options r = lmc_generate_options_default();
+        r.tool_choice = "required";
+        r.max_tokens = 120;
+        r.sampler.seed = (uint64_t)seed;
+        lmc_generation g;
+        CHECK(lmc_chat_json(m, "[{\"role\": \"user\", \"content\": \"Paris?\"}]", CALL_TOOLS, &r, &g) == LMC_OK);
+        const char *name = g.text ? strstr(g.text, "\"name\"") : NULL, *q = name ? strchr(name + 6, '"') : NULL;
+        CHECKF(g.text && !strncmp(g.text, "<tool_call>\n", 12) && q &&
+                   (!strncmp(q, "\"get_weather\"", 13) || !strncmp(q, "\"toggle\"", 8)),
+               "%s", g.text ? g.text : "");
+        lmc_generation_clear(&g);
+    }
+    lmc_generate_options o = lmc_generate_options_default();
+    o.max_tokens = 8;
+    o.sampler.temperature = 0;
+    lmc_generation g, ref;
+    const char *user = "[{\"role\": \"user\", \"content\": \"Paris?\"}]";
+    /* "none": the template is not given the tools; "auto": the model decides (the same reply as no choice) */
+    o.tool_choice = "none";
+    CHECK(lmc_chat_json(m, user, CALL_TOOLS, &o, &g) == LMC_OK);
+    o.tool_choice = NULL;
+    CHECK(lmc_chat_json(m, user, NULL, &o, &ref) == LMC_OK);
+    CHECK(g.metrics.prompt_tokens == ref.metrics.prompt_tokens && g.n_ids == ref.n_ids &&
+          !memcmp(g.ids, ref.ids, g.n_ids * sizeof *g.ids));
+    lmc_generation_clear(&g);
+    lmc_generation_clear(&ref);
+    o.tool_choice = "auto";
+    CHECK(lmc_chat_json(m, user, CALL_TOOLS, &o, &g) == LMC_OK);
+    o.tool_choice = NULL;
+    CHECK(lmc_chat_json(m, user, CALL_TOOLS, &o, &ref) == LMC_OK);
+    CHECK(g.metrics.prompt_tokens == ref.metrics.prompt_tokens && g.n_ids == ref.n_ids &&
+          !memcmp(g.ids, ref.ids, g.n_ids * sizeof *g.ids) && g.metrics.prompt_tokens > 100);
+    lmc_generation_clear(&g);
+    lmc_generation_clear(&ref);
+    /* refusals, each naming what is wrong */
+    o.tool_choice = "required";
+    CHECK(lmc_chat_json(m, user, NULL, &o, &g) == LMC_ERR_INVALID_ARGUMENT && strstr(lmc_last_error(), "needs tools"));
+    CHECK(lmc_generate(m, "Paris?", &o, &g) == LMC_ERR_INVALID_ARGUMENT && strstr(lmc_last_error(), "needs tools"));
+    o.tool_choice = "nowhere";
+    CHECK(lmc_chat_json(m, user, CALL_TOOLS, &o, &g) == LMC_ERR_INVALID_ARGUMENT && strstr(lmc_last_error(), "'nowhere'"));
+    o.tool_choice = "toggle";
+    o.json_object = true;
+    CHECK(lmc_chat_json(m, user, CALL_TOOLS, &o, &g) == LMC_ERR_INVALID_ARGUMENT && strstr(lmc_last_error(), "json_object"));
+    o.json_object = false;
+    const char *bad = "[{\"type\": \"function\", \"function\": {\"name\": \"f\", \"parameters\": {\"type\": \"object\","
+                      " \"properties\": {\"n\": {\"type\": \"integer\", \"minimum\": 0}}}}}]";
+    o.tool_choice = "f";
+    CHECKF(lmc_chat_json(m, user, bad, &o, &g) == LMC_ERR_INVALID_ARGUMENT && strstr(lmc_last_error(), "minimum") &&
+               strstr(lmc_last_error(), "tool_choice"),
+           "%s", lmc_last_error());
+    lmc_batch_prompt bp = {.text = "Paris?"};
+    lmc_batch_options bo = lmc_batch_options_default();
+    bo.gen.tool_choice = "required";
+    lmc_batch_result *res = NULL;
+    CHECK(lmc_batch_generate(m, &bp, 1, &bo, &res, NULL) == LMC_ERR_INVALID_ARGUMENT && strstr(lmc_last_error(), "tool_choice"));
+    lmc_model_free(m);
+    model_fixture_cleanup(dir);
+
+    /* Gemma 3's template has no call syntax: refused */
+    dir = tiny_model("tiny-gemma3", "gemma3", &m);
+    if (m) {
+        o = lmc_generate_options_default();
+        o.tool_choice = "required";
+        CHECK(lmc_chat_json(m, user, CALL_TOOLS, &o, &g) == LMC_ERR_UNSUPPORTED);
+    }
+    lmc_model_free(m);
+    model_fixture_cleanup(dir);
+}
+
 int main(void) {
     RUN(test_formats);
     RUN(test_hermes);
@@ -259,5 +407,6 @@ int main(void) {
     RUN(test_stream_prefix);
     RUN(test_stream);
     RUN(test_chat_json);
+    RUN(test_forced_calls);
     return TEST_REPORT();
 }

@@ -191,6 +191,16 @@ typedef struct lmc_generate_options {
                                      refused (LMC_ERR_INVALID_ARGUMENT naming it). Members come in the order of
                                      "properties", each at most once, required ones always; names and enum
                                      values in their compact JSON spelling. Read when generation starts */
+    const char *tool_choice;      /* a chat with tools (lmc_chat_json, the server's "tools"): NULL or "auto"
+                                     (default): the model decides; "none": the template is not given the tools;
+                                     "required": the reply is one call of one of the tools; a tool's name: one
+                                     call of that tool. A forced call is generated like json_schema output:
+                                     {"name", "arguments"} ("parameters" for Llama 3.1's convention) with the
+                                     arguments following the tool's "parameters" schema (the subset json_schema
+                                     takes; any object when "required" leaves several tools), inside the call
+                                     syntax the template teaches (Qwen's <tool_call> tags), so
+                                     lmc_model_tool_calls reads it; generation ends when the call is whole.
+                                     Not with json_object or json_schema; native backends only */
 } lmc_generate_options;
 LMC_API lmc_generate_options lmc_generate_options_default(void);
 

@@ -739,6 +739,8 @@ lmc_status lmc_batch_generate(lmc_model *m, const lmc_batch_prompt *prompts, siz
     if (opt.gen.lookup_tokens)
         return lmc_set_error(LMC_ERR_INVALID_ARGUMENT,
                              "batch: lookup decoding is for one sequence at a time (gen.lookup_tokens must be 0)");
+    if (opt.gen.tool_choice && *opt.gen.tool_choice && strcmp(opt.gen.tool_choice, "auto"))
+        return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "batch: prompts have no tools (gen.tool_choice must be NULL or \"auto\")");
     lmc_memory_reset_peak(LMC_CPU);
     lmc_batch_metrics mt = {0};
     prompt *ps;

@@ -36,6 +36,7 @@ struct lmc_stream {
     const lmc_token_bytes *json_tokens; /* JSON mode: the model's token texts ... */
     lmc_json_schema *schema;  /* ... the compiled json_schema, if any ... */
     lmc_json_state json;      /* ... and where the reply stands */
+    char *call_schema;        /* tool_choice forcing a call: the call's schema text (s->schema compiled from it) */
     /* Lookup decoding: drafts whose keys and values follow the last
      * sampled token in the cache, and the logits after each; pend[at..n)
      * are still unconfirmed. Invariant after each step: cache.pos ==
@@ -384,6 +385,85 @@ lmc_status lmc_model_check_prompt(const lmc_model *m, const int32_t *ids, size_t
     return LMC_OK;
 }
 
+/* --- tool_choice: a reply that is one call ---------------------------------------------
+ * The call is forced as JSON mode forces an object: a schema for the call
+ * ({"name", "arguments"} with the tool's parameters) and, around it, the
+ * text the chat template teaches for a call (Qwen's <tool_call> tags), so
+ * the reply reads as a call to lmc_model_tool_calls and the server. */
+
+static bool forces_call(const char *choice) { return choice && *choice && strcmp(choice, "auto") && strcmp(choice, "none"); }
+
+typedef struct tool_force {
+    char *schema;           /* the call's JSON Schema text (malloc'd) */
+    const char *pre, *post; /* the template's text around a call (static) */
+} tool_force;
+
+/* The constraint for tool_choice `choice` ("required" or a tool's name) over tools_json. */
+static lmc_status tool_force_build(const lmc_model *m, const char *tools_json, const char *choice, tool_force *tf) {
+    memset(tf, 0, sizeof *tf);
+    lmc_chat_template *tmpl;
+    LMC_CHECK(lmc_chat_template_load(m->dir, &tmpl));
+    lmc_tool_format f = lmc_tool_format_of(lmc_chat_template_source(tmpl));
+    lmc_chat_template_free(tmpl);
+    if (f == LMC_TOOLS_NONE) return lmc_set_error(LMC_ERR_UNSUPPORTED, "chat: this model's chat template does not render tools");
+    cJSON *tools = cJSON_Parse(tools_json);
+    if (!cJSON_IsArray(tools)) {
+        cJSON_Delete(tools);
+        return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "chat: tools must be a JSON array");
+    }
+    bool any = !strcmp(choice, "required");
+    cJSON *names = cJSON_CreateArray(), *params = NULL;
+    int n = 0;
+    for (const cJSON *t = tools->child; t; t = t->next) {
+        const cJSON *fn = cJSON_GetObjectItemCaseSensitive(t, "function");
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(fn, "name");
+        if (!cJSON_IsString(name)) continue;
+        if (!any && strcmp(name->valuestring, choice)) continue;
+        cJSON_AddItemToArray(names, cJSON_CreateString(name->valuestring));
+        const cJSON *p = cJSON_GetObjectItemCaseSensitive(fn, "parameters");
+        if (n++ == 0 && cJSON_IsObject(p)) params = cJSON_Duplicate(p, true);
+    }
+    cJSON_Delete(tools);
+    lmc_status st = LMC_OK;
+    if (n == 0)
+        st = any ? lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "tool_choice 'required': tools has no function with a name")
+                 : lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "tool_choice: tools has no function named '%.64s'", choice);
+    /* {"name": one of the names, ARGS: the tool's parameters (any object when several tools may be called)} */
+    cJSON *schema = cJSON_CreateObject(), *props = cJSON_CreateObject(), *name = cJSON_CreateObject();
+    if (n > 1) {
+        cJSON_Delete(params);
+        params = NULL;
+    }
+    const char *args = f == LMC_TOOLS_HERMES ? "arguments" : "parameters"; /* Llama 3.1 writes "parameters" */
+    cJSON_AddStringToObject(schema, "type", "object");
+    cJSON_AddItemToObject(name, "enum", names);
+    cJSON_AddItemToObject(props, "name", name);
+    if (!params) cJSON_AddStringToObject(params = cJSON_CreateObject(), "type", "object");
+    cJSON_AddItemToObject(props, args, params);
+    cJSON_AddItemToObject(schema, "properties", props);
+    cJSON *req = cJSON_AddArrayToObject(schema, "required");
+    cJSON_AddItemToArray(req, cJSON_CreateString("name"));
+    cJSON_AddItemToArray(req, cJSON_CreateString(args));
+    cJSON_AddFalseToObject(schema, "additionalProperties");
+    if (st == LMC_OK && !(tf->schema = cJSON_PrintUnformatted(schema))) st = lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
+    cJSON_Delete(schema);
+    lmc_json_schema *compiled;
+    if (st == LMC_OK && lmc_json_schema_compile(tf->schema, &compiled) != LMC_OK)
+        st = lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "tool_choice '%.64s': the tool's parameters: %s", choice, lmc_last_error());
+    else if (st == LMC_OK)
+        lmc_json_schema_free(compiled);
+    if (st != LMC_OK) {
+        free(tf->schema);
+        tf->schema = NULL;
+        return st;
+    }
+    if (f == LMC_TOOLS_HERMES) {
+        tf->pre = "<tool_call>\n";
+        tf->post = "\n</tool_call>";
+    }
+    return LMC_OK;
+}
+
 lmc_status lmc_generate_check_options(const lmc_generate_options *opt) {
     if (opt->max_tokens < 0) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "max_tokens must be >= 0, got %d", opt->max_tokens);
     if (opt->n_stop_strings < 0 || opt->n_stop_tokens < 0 || (opt->n_stop_strings && !opt->stop_strings) ||
@@ -401,6 +481,10 @@ lmc_status lmc_generate_check_options(const lmc_generate_options *opt) {
     if (opt->top_logprobs < 0 || opt->top_logprobs > LMC_MAX_TOP_LOGPROBS)
         return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "top_logprobs must be 0..%d, got %d", LMC_MAX_TOP_LOGPROBS,
                              opt->top_logprobs);
+    if (forces_call(opt->tool_choice) && (opt->json_object || opt->json_schema))
+        return lmc_set_error(LMC_ERR_INVALID_ARGUMENT,
+                             "tool_choice '%.64s' forces a tool call: it cannot be combined with json_object or json_schema",
+                             opt->tool_choice);
     if (opt->json_schema) { /* compiled here too, so that a bad schema fails the call before any work */
         lmc_json_schema *schema;
         LMC_CHECK(lmc_json_schema_compile(opt->json_schema, &schema));
@@ -434,26 +518,40 @@ lmc_status lmc_generate_record(const lmc_model *m, const lmc_generate_options *o
     return LMC_OK;
 }
 
-lmc_status lmc_stream_start(lmc_model *m, const int32_t *ids, size_t n, const lmc_generate_options *opt_in,
-                            lmc_stream **out) {
-    if (!out) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "lmc_stream_start: out is NULL");
-    *out = NULL;
-    LMC_CHECK(lmc_model_check(m));
+/* lmc_stream_start, with a forced tool call's constraint (tf, whose schema it takes) when tool_choice asks for one. */
+static lmc_status stream_start(lmc_model *m, const int32_t *ids, size_t n, const lmc_generate_options *opt_in,
+                               tool_force *tf, lmc_stream **out) {
     lmc_generate_options opt = opt_in ? *opt_in : lmc_generate_options_default();
-    if (!ids || n == 0) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "the prompt is empty (no token ids)");
-    LMC_CHECK(lmc_generate_check_options(&opt));
-    if (m->be->stream_start) return backend_start(m, &(lmc_prompt){.ids = ids, .n_ids = n}, &opt, out);
+    char *call_schema = tf ? tf->schema : NULL;
+    if (tf) tf->schema = NULL;
+    lmc_status chk = !ids || n == 0 ? lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "the prompt is empty (no token ids)")
+                                    : lmc_generate_check_options(&opt);
+    if (chk == LMC_OK && forces_call(opt.tool_choice) && !call_schema)
+        chk = lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "tool_choice '%.64s' needs tools: a chat with tools (lmc_chat_json)",
+                            opt.tool_choice);
+    if (chk != LMC_OK) {
+        free(call_schema);
+        return chk;
+    }
+    if (m->be->stream_start) {
+        free(call_schema); /* backend_start refuses a forced call */
+        return backend_start(m, &(lmc_prompt){.ids = ids, .n_ids = n}, &opt, out);
+    }
     /* At least one position must be left for a generated token. */
-    LMC_CHECK(lmc_model_check_prompt(m, ids, n, m->context_length - 1));
-    LMC_CHECK(lmc_generate_check_bias(&opt, m->dec->cfg.vocab_size));
+    lmc_status st = lmc_model_check_prompt(m, ids, n, m->context_length - 1);
+    if (st == LMC_OK) st = lmc_generate_check_bias(&opt, m->dec->cfg.vocab_size);
     int64_t V = m->dec->cfg.vocab_size;
-    lmc_stream *s = calloc(1, sizeof *s);
-    if (!s) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
+    lmc_stream *s = st == LMC_OK ? calloc(1, sizeof *s) : NULL;
+    if (!s) {
+        free(call_schema);
+        return st == LMC_OK ? lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory") : st;
+    }
+    s->call_schema = call_schema;
     s->m = m;
     s->opt = opt;
     s->t_start = lmc_now();
     s->max_stop_len = lmc_generate_max_stop_len(&opt);
-    lmc_status st = lmc_sampler_create(&opt.sampler, &s->sampler);
+    st = lmc_sampler_create(&opt.sampler, &s->sampler);
     if (st == LMC_OK) st = lmc_detokenizer_create(m->tok, true, &s->detok);
     if (st == LMC_OK) st = borrow_prompt_cache(s, ids, n);
     if (st == LMC_OK && !(s->logits = malloc((size_t)V * sizeof *s->logits)))
@@ -464,9 +562,11 @@ lmc_status lmc_stream_start(lmc_model *m, const int32_t *ids, size_t n, const lm
         !(s->pend_logits = malloc((size_t)opt.lookup_tokens * (size_t)V * sizeof *s->pend_logits)))
         st = lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
     s->result.n_top_logprobs = opt.top_logprobs;
-    if (st == LMC_OK && opt.json_schema) st = lmc_json_schema_compile(opt.json_schema, &s->schema);
+    const char *schema = call_schema ? call_schema : opt.json_schema;
+    if (st == LMC_OK && schema) st = lmc_json_schema_compile(schema, &s->schema);
     lmc_json_init(&s->json, s->schema);
-    if (st == LMC_OK && (opt.json_object || opt.json_schema) && !(s->json_tokens = lmc_model_token_bytes(m)))
+    if (call_schema) lmc_json_wrap(&s->json, tf->pre, tf->post);
+    if (st == LMC_OK && (opt.json_object || schema) && !(s->json_tokens = lmc_model_token_bytes(m)))
         st = lmc_last_status();
     for (size_t i = 0; st == LMC_OK && i < n; i++) st = push_id(s, ids[i]);
     if (st == LMC_OK) st = append_text(s, "", 0);
@@ -481,12 +581,20 @@ lmc_status lmc_stream_start(lmc_model *m, const int32_t *ids, size_t n, const lm
     return LMC_OK;
 }
 
+lmc_status lmc_stream_start(lmc_model *m, const int32_t *ids, size_t n, const lmc_generate_options *opt,
+                            lmc_stream **out) {
+    if (!out) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "lmc_stream_start: out is NULL");
+    *out = NULL;
+    LMC_CHECK(lmc_model_check(m));
+    return stream_start(m, ids, n, opt, NULL, out);
+}
+
 /* --- backends with their own streams ------------------------------------------------ */
 
 static lmc_status backend_start(lmc_model *m, const lmc_prompt *p, const lmc_generate_options *opt, lmc_stream **out) {
     if (opt->logprobs || opt->top_logprobs)
         return lmc_set_error(LMC_ERR_UNSUPPORTED, "logprobs: not supported by backend %s", m->be->name);
-    if (opt->json_object || opt->json_schema)
+    if (opt->json_object || opt->json_schema || forces_call(opt->tool_choice))
         return lmc_set_error(LMC_ERR_UNSUPPORTED, "JSON mode: not supported by backend %s", m->be->name);
     if (opt->n_logit_bias) return lmc_set_error(LMC_ERR_UNSUPPORTED, "logit_bias: not supported by backend %s", m->be->name);
     if (opt->lookup_tokens)
@@ -693,6 +801,7 @@ void lmc_stream_free(lmc_stream *s) {
     lmc_sampler_free(s->sampler);
     lmc_detokenizer_free(s->detok);
     lmc_json_schema_free(s->schema);
+    free(s->call_schema);
     free(s->hist);
     free(s->logits);
     free(s->pend_logits);
@@ -840,8 +949,10 @@ lmc_status lmc_stream_start_prompt(lmc_model *m, const lmc_prompt *p, const lmc_
             if (!p->msgs[i].role || !p->msgs[i].content)
                 return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "chat: message %zu has no role or content", i);
     }
-    if (!p->msgs && !p->text && !p->messages_json) return lmc_stream_start(m, p->ids, p->n_ids, opt_in, out);
+    if (!p->msgs && !p->text && !p->messages_json) return stream_start(m, p->ids, p->n_ids, opt_in, NULL, out);
     lmc_generate_options opt = opt_in ? *opt_in : lmc_generate_options_default();
+    /* tool_choice "none": the template is not offered the tools at all */
+    const char *tools_json = opt.tool_choice && !strcmp(opt.tool_choice, "none") ? NULL : p->tools_json;
     if (m->be->stream_start) {
         if (p->tools_json || (!p->msgs && p->messages_json))
             return lmc_set_error(LMC_ERR_UNSUPPORTED, "chat with tools: not supported by backend %s", m->be->name);
@@ -850,10 +961,14 @@ lmc_status lmc_stream_start_prompt(lmc_model *m, const lmc_prompt *p, const lmc_
     }
     int32_t *ids = NULL;
     size_t n = 0;
-    lmc_status st = p->messages_json ? lmc_model_chat_json_ids(m, p->messages_json, p->tools_json, opt.template_vars_json, &ids, &n)
+    lmc_status st = p->messages_json ? lmc_model_chat_json_ids(m, p->messages_json, tools_json, opt.template_vars_json, &ids, &n)
                     : p->msgs        ? lmc_model_chat_ids(m, p->msgs, p->n_msgs, opt.template_vars_json, &ids, &n)
                                      : lmc_tokenizer_encode(m->tok, p->text, strlen(p->text), opt.add_special_tokens, &ids, &n);
-    if (st == LMC_OK) st = lmc_stream_start(m, ids, n, &opt, out);
+    tool_force tf = {0};
+    bool force = st == LMC_OK && tools_json && forces_call(opt.tool_choice);
+    if (force) st = tool_force_build(m, tools_json, opt.tool_choice, &tf);
+    if (st == LMC_OK) st = stream_start(m, ids, n, &opt, force ? &tf : NULL, out);
+    free(tf.schema);
     lmc_tokenizer_free_ids(ids);
     return st;
 }

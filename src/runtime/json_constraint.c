@@ -58,6 +58,14 @@ void lmc_json_init(lmc_json_state *s, const lmc_json_schema *schema) {
     s->schema = schema;
 }
 
+void lmc_json_wrap(lmc_json_state *s, const char *pre, const char *post) {
+    s->pre = pre;
+    s->post = post;
+    s->pre_len = pre ? (uint16_t)strnlen(pre, UINT16_MAX) : 0;
+    s->post_len = post ? (uint16_t)strnlen(post, UINT16_MAX) : 0;
+    s->lit_at = 0;
+}
+
 static const lmc_json_node *node_at(const lmc_json_state *s, uint16_t i) { return &s->schema->nodes[i]; }
 static bool starts(const lmc_json_node *n, unsigned char c) { return n->first[c >> 6] >> (c & 63) & 1; }
 
@@ -129,7 +137,7 @@ static bool utf8_byte(uint8_t *left, uint8_t *lo, uint8_t *hi, unsigned char c) 
 
 static bool number_text(const char *t) { return *t == '-' || (*t >= '0' && *t <= '9'); }
 
-bool lmc_json_done(const lmc_json_state *s) { return s->mode == M_DONE; }
+bool lmc_json_done(const lmc_json_state *s) { return s->mode == M_DONE && s->lit_at == s->pre_len + s->post_len; }
 
 static bool is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
 static bool is_hex(unsigned char c) { return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'); }
@@ -214,7 +222,7 @@ static bool end_number(lmc_json_state *s, unsigned char c) {
     return lmc_json_step(s, c);
 }
 
-bool lmc_json_step(lmc_json_state *s, unsigned char c) {
+static bool json_step(lmc_json_state *s, unsigned char c) {
     switch (s->mode) {
     case M_START:
     case M_VALUE:
@@ -405,6 +413,21 @@ bool lmc_json_step(lmc_json_state *s, unsigned char c) {
 }
 
 /* Feeds token t's bytes from its byte `from` on; false at the first that does not fit. */
+bool lmc_json_step(lmc_json_state *s, unsigned char c) {
+    if (s->lit_at < s->pre_len) { /* the text before the document */
+        if (c != (unsigned char)s->pre[s->lit_at]) return false;
+        s->lit_at++;
+        return true;
+    }
+    if (s->mode == M_DONE && s->post_len) { /* and after it */
+        uint16_t i = (uint16_t)(s->lit_at - s->pre_len);
+        if (i >= s->post_len || c != (unsigned char)s->post[i]) return false;
+        s->lit_at++;
+        return true;
+    }
+    return json_step(s, c);
+}
+
 static bool step_token(lmc_json_state *s, const lmc_token_bytes *tb, int32_t t, uint32_t from) {
     for (uint32_t i = tb->off[t] + from; i < tb->off[t + 1]; i++)
         if (!lmc_json_step(s, (unsigned char)tb->bytes[i])) return false;

@@ -67,6 +67,10 @@ typedef struct lmc_json_state {
     uint16_t pos;                   /* bytes of a key or enum value matched so far */
     uint32_t slen;                  /* characters of the string being read */
     uint64_t cand;                  /* the keys or enum values the bytes so far still match */
+    /* literal text around the document (lmc_json_wrap), e.g. a tool call's tags: */
+    const char *pre, *post;
+    uint16_t pre_len, post_len;
+    uint16_t lit_at;                /* bytes of pre, then of post, matched so far */
     lmc_json_frame frame[LMC_JSON_MAX_DEPTH]; /* the open containers, outermost first; last, for lmc_json_copy */
 } lmc_json_state;
 
@@ -79,10 +83,14 @@ static inline void lmc_json_copy(lmc_json_state *dst, const lmc_json_state *src)
 /* The state before the first byte of a reply that must be an object, or,
  * with a schema (which must outlive the state), what the schema describes. */
 void lmc_json_init(lmc_json_state *s, const lmc_json_schema *schema);
+/* The reply is pre, then the document, then post, byte for byte (either
+ * NULL for none; both must outlive the state; at most 64 KiB each). Call
+ * right after lmc_json_init. */
+void lmc_json_wrap(lmc_json_state *s, const char *pre, const char *post);
 /* Feeds one byte: false (s unchanged or garbage) when no JSON object
  * starts with the prefix so extended. */
 bool lmc_json_step(lmc_json_state *s, unsigned char c);
-/* Whether the reply so far is one whole object (nothing may follow). */
+/* Whether the reply so far is one whole object, and post after it (nothing may follow). */
 bool lmc_json_done(const lmc_json_state *s);
 
 /* Per-token bytes of a vocabulary, for masking: token t's bytes

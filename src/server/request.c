@@ -182,22 +182,36 @@ static cJSON *tool_calls_for_template(const cJSON *calls, const char *name, lmc_
     return out;
 }
 
-/* "tools": an array of {"type": "function", "function": {"name", ...}}; "tool_choice" "auto" or "none". */
+/* "tools": an array of {"type": "function", "function": {"name", ...}}; "tool_choice": "auto", "none",
+ * "required" or {"type": "function", "function": {"name": ...}} (the last two force a call: gen.tool_choice). */
 static bool parse_tools(const cJSON *root, lmc_srv_request *r, lmc_srv_error *err) {
     const cJSON *tools = field(root, "tools"), *choice = field(root, "tool_choice");
     bool none = false;
+    const char *forced = NULL; /* "required" or the name of the function to call */
     if (choice) {
-        if (cJSON_IsString(choice) && (!strcmp(choice->valuestring, "auto") || !strcmp(choice->valuestring, "none")))
+        const cJSON *f = cJSON_IsObject(choice) ? field(choice, "function") : NULL;
+        const cJSON *type = cJSON_IsObject(choice) ? field(choice, "type") : NULL;
+        const cJSON *name = cJSON_IsObject(f) ? field(f, "name") : NULL;
+        if (cJSON_IsString(choice) && (!strcmp(choice->valuestring, "auto") || !strcmp(choice->valuestring, "none") ||
+                                       !strcmp(choice->valuestring, "required"))) {
             none = !strcmp(choice->valuestring, "none");
-        else
-            return fail(err, "tool_choice", "'tool_choice' must be \"auto\" or \"none\" (lmc cannot force a call)");
+            if (!strcmp(choice->valuestring, "required")) forced = "required";
+        } else if (cJSON_IsString(type) && !strcmp(type->valuestring, "function") && cJSON_IsString(name) &&
+                   *name->valuestring) {
+            forced = name->valuestring;
+        } else {
+            return fail(err, "tool_choice", "'tool_choice' must be \"auto\", \"none\", \"required\" or {\"type\": "
+                        "\"function\", \"function\": {\"name\": string}}");
+        }
     }
     const cJSON *ptc = field(root, "parallel_tool_calls");
     if (ptc && !cJSON_IsBool(ptc))
         return fail(err, "parallel_tool_calls", "'parallel_tool_calls' must be a boolean, got %s", lmc_json_type_name(ptc));
+    if (!tools && forced) return fail(err, "tool_choice", "'tool_choice' forces a tool call, but the request has no 'tools'");
     if (!tools) return true;
     if (!cJSON_IsArray(tools)) return fail(err, "tools", "'tools' must be an array, got %s", lmc_json_type_name(tools));
     int i = 0;
+    bool named = false;
     for (const cJSON *t = tools->child; t; t = t->next, i++) {
         const cJSON *type = cJSON_IsObject(t) ? field(t, "type") : NULL, *f = cJSON_IsObject(t) ? field(t, "function") : NULL;
         const cJSON *fn = cJSON_IsObject(f) ? field(f, "name") : NULL, *params = cJSON_IsObject(f) ? field(f, "parameters") : NULL;
@@ -205,9 +219,30 @@ static bool parse_tools(const cJSON *root, lmc_srv_request *r, lmc_srv_error *er
             !*fn->valuestring || (params && !cJSON_IsObject(params)))
             return fail(err, "tools", "'tools[%d]' must be {\"type\": \"function\", \"function\": {\"name\": string, "
                         "\"parameters\": object}}", i);
+        bool applies = forced && (!strcmp(fn->valuestring, forced) || (!strcmp(forced, "required") && !t->next && i == 0));
+        named |= forced && !strcmp(fn->valuestring, forced);
+        if (applies && params) { /* a forced call follows the tool's parameters: refuse what the generator cannot */
+            char *text = cJSON_PrintUnformatted(params);
+            lmc_json_schema *compiled = NULL;
+            lmc_status st = text ? lmc_json_schema_compile(text, &compiled) : LMC_ERR_OUT_OF_MEMORY;
+            free(text);
+            lmc_json_schema_free(compiled);
+            if (st != LMC_OK) {
+                char param[64];
+                snprintf(param, sizeof param, "tools[%d].function.parameters", i);
+                return fail(err, param, "%s", lmc_last_error());
+            }
+        }
     }
+    if (forced && i == 0) return fail(err, "tool_choice", "'tool_choice' forces a tool call, but 'tools' is empty");
+    if (forced && strcmp(forced, "required") && !named)
+        return fail(err, "tool_choice.function.name", "'tool_choice' names '%.64s', which is not in 'tools'", forced);
+    if (forced && (r->gen.json_object || r->gen.json_schema))
+        return fail(err, "tool_choice", "'tool_choice' forces a tool call: it cannot be combined with a JSON 'response_format'");
     if (none || i == 0) return true;
     if (!(r->tools_json = cJSON_PrintUnformatted(tools))) return fail(err, "", "out of memory");
+    if (forced && !(r->tool_choice = strdup(forced))) return fail(err, "", "out of memory");
+    r->gen.tool_choice = r->tool_choice;
     return true;
 }
 
@@ -578,6 +613,7 @@ void lmc_srv_request_free(lmc_srv_request *r) {
     free(r->msgs);
     free(r->messages_json);
     free(r->tools_json);
+    free(r->tool_choice);
     free(r->bias);
     free(r->template_vars);
     free(r->json_schema);

@@ -16,6 +16,7 @@ typedef struct lmc_srv_request {
                                           are among them: those live in messages_json only) */
     char *messages_json;               /* chat: the messages as the chat template takes them */
     char *tools_json;                  /* chat: the request's tools (a JSON array), NULL for none */
+    char *tool_choice;                 /* owned; gen.tool_choice: "required" or a function's name (a forced call) */
     char *prompt;                      /* completion: the text, or NULL when ids are given */
     int32_t *ids; size_t n_ids;        /* completion: token ids */
     lmc_generate_options gen;          /* the server's defaults with the request's fields applied */

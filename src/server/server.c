@@ -348,7 +348,9 @@ static unsigned start_generation(gen_run *g, struct MHD_Connection *c, char *msg
     bool no_template = st == LMC_ERR_NOT_FOUND && g->req.kind == LMC_SRV_CHAT;
     snprintf(msg, cap, "%s%s", lmc_last_error(), no_template ? "; use /v1/completions with this model" : "");
     end_generation(g);
-    return st == LMC_ERR_INVALID_ARGUMENT || no_template ? MHD_HTTP_BAD_REQUEST : MHD_HTTP_INTERNAL_SERVER_ERROR;
+    /* a request this model cannot serve (tools with a template that has no tool syntax) is the client's to change */
+    return st == LMC_ERR_INVALID_ARGUMENT || st == LMC_ERR_UNSUPPORTED || no_template ? MHD_HTTP_BAD_REQUEST
+                                                                                        : MHD_HTTP_INTERNAL_SERVER_ERROR;
 }
 
 /* The fields every response object and chunk starts with. */
