@@ -36,7 +36,6 @@ struct lmc_stream {
     const lmc_token_bytes *json_tokens; /* JSON mode: the model's token texts ... */
     lmc_json_schema *schema;  /* ... the compiled json_schema, if any ... */
     lmc_json_state json;      /* ... and where the reply stands */
-    char *call_schema;        /* tool_choice forcing a call: the call's schema text (s->schema compiled from it) */
     /* Lookup decoding: drafts whose keys and values follow the last
      * sampled token in the cache, and the logits after each; pend[at..n)
      * are still unconfirmed. Invariant after each step: cache.pos ==
@@ -394,23 +393,17 @@ lmc_status lmc_model_check_prompt(const lmc_model *m, const int32_t *ids, size_t
 static bool forces_call(const char *choice) { return choice && *choice && strcmp(choice, "auto") && strcmp(choice, "none"); }
 
 typedef struct tool_force {
-    char *schema;           /* the call's JSON Schema text (malloc'd) */
-    const char *pre, *post; /* the template's text around a call (static) */
+    lmc_json_schema *schema; /* the call's schema, compiled */
+    const char *pre, *post;  /* the template's text around a call (static) */
 } tool_force;
 
-/* The constraint for tool_choice `choice` ("required" or a tool's name) over tools_json. */
-static lmc_status tool_force_build(const lmc_model *m, const char *tools_json, const char *choice, tool_force *tf) {
+/* The constraint for tool_choice `choice` ("required" or a tool's name) over
+ * tools_json (a JSON array, already checked) in the template's convention f
+ * (not LMC_TOOLS_NONE: rendering refused that). */
+static lmc_status tool_force_build(lmc_tool_format f, const char *tools_json, const char *choice, tool_force *tf) {
     memset(tf, 0, sizeof *tf);
-    lmc_chat_template *tmpl;
-    LMC_CHECK(lmc_chat_template_load(m->dir, &tmpl));
-    lmc_tool_format f = lmc_tool_format_of(lmc_chat_template_source(tmpl));
-    lmc_chat_template_free(tmpl);
-    if (f == LMC_TOOLS_NONE) return lmc_set_error(LMC_ERR_UNSUPPORTED, "chat: this model's chat template does not render tools");
     cJSON *tools = cJSON_Parse(tools_json);
-    if (!cJSON_IsArray(tools)) {
-        cJSON_Delete(tools);
-        return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "chat: tools must be a JSON array");
-    }
+    if (!tools) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
     bool any = !strcmp(choice, "required");
     cJSON *names = cJSON_CreateArray(), *params = NULL;
     int n = 0;
@@ -424,16 +417,17 @@ static lmc_status tool_force_build(const lmc_model *m, const char *tools_json, c
         if (n++ == 0 && cJSON_IsObject(p)) params = cJSON_Duplicate(p, true);
     }
     cJSON_Delete(tools);
-    lmc_status st = LMC_OK;
-    if (n == 0)
-        st = any ? lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "tool_choice 'required': tools has no function with a name")
-                 : lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "tool_choice: tools has no function named '%.64s'", choice);
-    /* {"name": one of the names, ARGS: the tool's parameters (any object when several tools may be called)} */
-    cJSON *schema = cJSON_CreateObject(), *props = cJSON_CreateObject(), *name = cJSON_CreateObject();
-    if (n > 1) {
+    if (n != 1) { /* several tools may be called: any arguments object */
         cJSON_Delete(params);
         params = NULL;
     }
+    if (n == 0) {
+        cJSON_Delete(names);
+        return any ? lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "tool_choice 'required': tools has no function with a name")
+                   : lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "tool_choice: tools has no function named '%.64s'", choice);
+    }
+    /* {"name": one of the names, ARGS: the tool's parameters} */
+    cJSON *schema = cJSON_CreateObject(), *props = cJSON_CreateObject(), *name = cJSON_CreateObject();
     const char *args = f == LMC_TOOLS_HERMES ? "arguments" : "parameters"; /* Llama 3.1 writes "parameters" */
     cJSON_AddStringToObject(schema, "type", "object");
     cJSON_AddItemToObject(name, "enum", names);
@@ -445,23 +439,19 @@ static lmc_status tool_force_build(const lmc_model *m, const char *tools_json, c
     cJSON_AddItemToArray(req, cJSON_CreateString("name"));
     cJSON_AddItemToArray(req, cJSON_CreateString(args));
     cJSON_AddFalseToObject(schema, "additionalProperties");
-    if (st == LMC_OK && !(tf->schema = cJSON_PrintUnformatted(schema))) st = lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
+    char *text = cJSON_PrintUnformatted(schema);
     cJSON_Delete(schema);
-    lmc_json_schema *compiled;
-    if (st == LMC_OK && lmc_json_schema_compile(tf->schema, &compiled) != LMC_OK)
-        st = lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "tool_choice '%.64s': the tool's parameters: %s", choice, lmc_last_error());
-    else if (st == LMC_OK)
-        lmc_json_schema_free(compiled);
-    if (st != LMC_OK) {
-        free(tf->schema);
-        tf->schema = NULL;
-        return st;
-    }
-    if (f == LMC_TOOLS_HERMES) {
+    lmc_status st = !text ? lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory")
+                    : lmc_json_schema_compile(text, &tf->schema) != LMC_OK
+                        ? lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "tool_choice '%.64s': the tool's parameters: %s", choice,
+                                        lmc_last_error())
+                        : LMC_OK;
+    free(text);
+    if (st == LMC_OK && f == LMC_TOOLS_HERMES) {
         tf->pre = "<tool_call>\n";
         tf->post = "\n</tool_call>";
     }
-    return LMC_OK;
+    return st;
 }
 
 lmc_status lmc_generate_check_options(const lmc_generate_options *opt) {
@@ -522,31 +512,27 @@ lmc_status lmc_generate_record(const lmc_model *m, const lmc_generate_options *o
 static lmc_status stream_start(lmc_model *m, const int32_t *ids, size_t n, const lmc_generate_options *opt_in,
                                tool_force *tf, lmc_stream **out) {
     lmc_generate_options opt = opt_in ? *opt_in : lmc_generate_options_default();
-    char *call_schema = tf ? tf->schema : NULL;
+    lmc_json_schema *call = tf ? tf->schema : NULL; /* taken: freed here or by the stream */
     if (tf) tf->schema = NULL;
-    lmc_status chk = !ids || n == 0 ? lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "the prompt is empty (no token ids)")
-                                    : lmc_generate_check_options(&opt);
-    if (chk == LMC_OK && forces_call(opt.tool_choice) && !call_schema)
-        chk = lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "tool_choice '%.64s' needs tools: a chat with tools (lmc_chat_json)",
-                            opt.tool_choice);
-    if (chk != LMC_OK) {
-        free(call_schema);
-        return chk;
-    }
-    if (m->be->stream_start) {
-        free(call_schema); /* backend_start refuses a forced call */
+    lmc_status st = !ids || n == 0 ? lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "the prompt is empty (no token ids)")
+                                   : lmc_generate_check_options(&opt);
+    if (st == LMC_OK && forces_call(opt.tool_choice) && !call)
+        st = lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "tool_choice '%.64s' needs tools: a chat with tools (lmc_chat_json)",
+                           opt.tool_choice);
+    if (st == LMC_OK && m->be->stream_start) {
+        lmc_json_schema_free(call); /* backend_start refuses a forced call */
         return backend_start(m, &(lmc_prompt){.ids = ids, .n_ids = n}, &opt, out);
     }
     /* At least one position must be left for a generated token. */
-    lmc_status st = lmc_model_check_prompt(m, ids, n, m->context_length - 1);
+    if (st == LMC_OK) st = lmc_model_check_prompt(m, ids, n, m->context_length - 1);
     if (st == LMC_OK) st = lmc_generate_check_bias(&opt, m->dec->cfg.vocab_size);
-    int64_t V = m->dec->cfg.vocab_size;
     lmc_stream *s = st == LMC_OK ? calloc(1, sizeof *s) : NULL;
     if (!s) {
-        free(call_schema);
+        lmc_json_schema_free(call);
         return st == LMC_OK ? lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory") : st;
     }
-    s->call_schema = call_schema;
+    int64_t V = m->dec->cfg.vocab_size;
+    s->schema = call;
     s->m = m;
     s->opt = opt;
     s->t_start = lmc_now();
@@ -562,11 +548,10 @@ static lmc_status stream_start(lmc_model *m, const int32_t *ids, size_t n, const
         !(s->pend_logits = malloc((size_t)opt.lookup_tokens * (size_t)V * sizeof *s->pend_logits)))
         st = lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
     s->result.n_top_logprobs = opt.top_logprobs;
-    const char *schema = call_schema ? call_schema : opt.json_schema;
-    if (st == LMC_OK && schema) st = lmc_json_schema_compile(schema, &s->schema);
+    if (st == LMC_OK && opt.json_schema) st = lmc_json_schema_compile(opt.json_schema, &s->schema);
     lmc_json_init(&s->json, s->schema);
-    if (call_schema) lmc_json_wrap(&s->json, tf->pre, tf->post);
-    if (st == LMC_OK && (opt.json_object || schema) && !(s->json_tokens = lmc_model_token_bytes(m)))
+    if (call) lmc_json_wrap(&s->json, tf->pre, tf->post);
+    if (st == LMC_OK && (opt.json_object || s->schema) && !(s->json_tokens = lmc_model_token_bytes(m)))
         st = lmc_last_status();
     for (size_t i = 0; st == LMC_OK && i < n; i++) st = push_id(s, ids[i]);
     if (st == LMC_OK) st = append_text(s, "", 0);
@@ -801,7 +786,6 @@ void lmc_stream_free(lmc_stream *s) {
     lmc_sampler_free(s->sampler);
     lmc_detokenizer_free(s->detok);
     lmc_json_schema_free(s->schema);
-    free(s->call_schema);
     free(s->hist);
     free(s->logits);
     free(s->pend_logits);
@@ -886,13 +870,13 @@ lmc_status lmc_model_chat_ids(lmc_model *m, const lmc_message *msgs, size_t n, c
     char *json = arr ? cJSON_PrintUnformatted(arr) : NULL;
     cJSON_Delete(arr);
     if (!json) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
-    lmc_status st = lmc_model_chat_json_ids(m, json, NULL, vars_json, ids, n_ids);
+    lmc_status st = lmc_model_chat_json_ids(m, json, NULL, vars_json, ids, n_ids, NULL);
     free(json);
     return st;
 }
 
 lmc_status lmc_model_chat_json_ids(lmc_model *m, const char *messages_json, const char *tools_json, const char *vars_json,
-                                   int32_t **ids, size_t *n_ids) {
+                                   int32_t **ids, size_t *n_ids, lmc_tool_format *format) {
     *ids = NULL;
     *n_ids = 0;
     if (!messages_json) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "chat: no messages");
@@ -921,7 +905,9 @@ lmc_status lmc_model_chat_json_ids(lmc_model *m, const char *messages_json, cons
     lmc_chat_template *tmpl = NULL;
     char *prompt = NULL;
     lmc_status st = lmc_chat_template_load(m->dir, &tmpl);
-    if (st == LMC_OK && tools_json && lmc_tool_format_of(lmc_chat_template_source(tmpl)) == LMC_TOOLS_NONE)
+    lmc_tool_format f = st == LMC_OK ? lmc_tool_format_of(lmc_chat_template_source(tmpl)) : LMC_TOOLS_NONE;
+    if (format) *format = f;
+    if (st == LMC_OK && tools_json && f == LMC_TOOLS_NONE)
         st = lmc_set_error(LMC_ERR_UNSUPPORTED, "chat: this model's chat template does not render tools");
     if (st == LMC_OK) {
         lmc_chat_template_options co = lmc_chat_template_options_default();
@@ -961,14 +947,16 @@ lmc_status lmc_stream_start_prompt(lmc_model *m, const lmc_prompt *p, const lmc_
     }
     int32_t *ids = NULL;
     size_t n = 0;
-    lmc_status st = p->messages_json ? lmc_model_chat_json_ids(m, p->messages_json, tools_json, opt.template_vars_json, &ids, &n)
+    lmc_tool_format format = LMC_TOOLS_NONE;
+    lmc_status st = p->messages_json ? lmc_model_chat_json_ids(m, p->messages_json, tools_json, opt.template_vars_json, &ids, &n,
+                                                               &format)
                     : p->msgs        ? lmc_model_chat_ids(m, p->msgs, p->n_msgs, opt.template_vars_json, &ids, &n)
                                      : lmc_tokenizer_encode(m->tok, p->text, strlen(p->text), opt.add_special_tokens, &ids, &n);
     tool_force tf = {0};
     bool force = st == LMC_OK && tools_json && forces_call(opt.tool_choice);
-    if (force) st = tool_force_build(m, tools_json, opt.tool_choice, &tf);
+    if (force) st = tool_force_build(format, tools_json, opt.tool_choice, &tf);
     if (st == LMC_OK) st = stream_start(m, ids, n, &opt, force ? &tf : NULL, out);
-    free(tf.schema);
+    lmc_json_schema_free(tf.schema);
     lmc_tokenizer_free_ids(ids);
     return st;
 }

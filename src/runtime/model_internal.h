@@ -9,6 +9,7 @@
 #include "lmc/tokenizer.h"
 #include "models/decoder.h"
 #include "runtime/backend.h"
+#include "runtime/tool_calls.h"
 
 struct lmc_model {
     char *dir;
@@ -65,9 +66,10 @@ lmc_status lmc_model_chat_ids(lmc_model *m, const lmc_message *msgs, size_t n, c
                               size_t *n_ids);
 /* The same for messages as a JSON array and tools (NULL or a JSON array,
  * the template's `tools`); a template that never reads `tools` refuses them.
- * vars_json: NULL or a JSON object of further template variables. */
+ * vars_json: NULL or a JSON object of further template variables; format
+ * (may be NULL): the template's tool-call convention. */
 lmc_status lmc_model_chat_json_ids(lmc_model *m, const char *messages_json, const char *tools_json, const char *vars_json,
-                                   int32_t **ids, size_t *n_ids);
+                                   int32_t **ids, size_t *n_ids, lmc_tool_format *format);
 /* Starts a stream from exactly one of p's ids, text (tokenised as
  * lmc_generate does) or messages (rendered as lmc_chat does); a backend with
  * its own streams gets the prompt as it is. */
