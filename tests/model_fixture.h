@@ -97,6 +97,18 @@ static inline char *tiny_model(const char *preset, const char *family, lmc_model
     return dir;
 }
 
+/* In a test function (test_util.h included): dir and m from tiny_model, or
+ * a failed check, the temp dir removed, and return. */
+#define TINY_MODEL_OR_RETURN(dir, m, preset, family)                \
+    do {                                                            \
+        (dir) = tiny_model(preset, family, &(m));                   \
+        if (!(m)) {                                                 \
+            CHECKF(0, "%s: %s", preset, lmc_last_error());          \
+            model_fixture_cleanup(dir);                             \
+            return;                                                 \
+        }                                                           \
+    } while (0)
+
 static inline void model_fixture_cleanup(char *dir) {
     if (!dir) return;
     char cmd[4200];

@@ -139,12 +139,8 @@ static void test_mask(void) {
 
 static void test_generation(void) {
     lmc_model *m;
-    char *dir = tiny_model("tiny-qwen3", "qwen3", &m);
-    if (!m) {
-        CHECKF(0, "tiny qwen3: %s", lmc_last_error());
-        model_fixture_cleanup(dir);
-        return;
-    }
+    char *dir;
+    TINY_MODEL_OR_RETURN(dir, m, "tiny-qwen3", "qwen3");
     int32_t prompt[] = {785, 1251, 304};
     int ended = 0;
     enum { N = 8 };

@@ -362,12 +362,8 @@ static void test_wrap(void) {
 
 static void test_generation(void) {
     lmc_model *m;
-    char *dir = tiny_model("tiny-qwen3", "qwen3", &m);
-    if (!m) {
-        CHECKF(0, "tiny qwen3: %s", lmc_last_error());
-        model_fixture_cleanup(dir);
-        return;
-    }
+    char *dir;
+    TINY_MODEL_OR_RETURN(dir, m, "tiny-qwen3", "qwen3");
     lmc_json_schema *s = compile_ok(GEN_SCHEMA);
     cJSON *root = cJSON_Parse(GEN_SCHEMA);
     lmc_json_schema *open_str = compile_ok("{\"type\":\"object\",\"properties\":{\"t\":{\"type\":\"string\"}}}");

@@ -162,12 +162,8 @@ static const char *MSGS = "[{\"role\": \"user\", \"content\": \"Weather in Paris
  * golden models' vocabularies stop short of the templates' special tokens). */
 static void test_chat_json(void) {
     lmc_model *m;
-    char *dir = tiny_model("tiny-qwen3", "qwen3", &m), model_dir[4200];
-    if (!m) {
-        CHECKF(0, "tiny qwen3: %s", lmc_last_error());
-        model_fixture_cleanup(dir);
-        return;
-    }
+    char *dir, model_dir[4200];
+    TINY_MODEL_OR_RETURN(dir, m, "tiny-qwen3", "qwen3");
     snprintf(model_dir, sizeof model_dir, "%s/m", dir);
     /* the prompt is the template's rendering with the tools, as transformers renders it (test_chat_template_conformance) */
     lmc_chat_template *t = NULL;
@@ -319,12 +315,8 @@ static void check_forced(lmc_model *m, const char *tools, const char *choice, co
 
 static void test_forced_calls(void) {
     lmc_model *m;
-    char *dir = tiny_model("tiny-qwen3", "qwen3", &m);
-    if (!m) {
-        CHECKF(0, "tiny qwen3: %s", lmc_last_error());
-        model_fixture_cleanup(dir);
-        return;
-    }
+    char *dir;
+    TINY_MODEL_OR_RETURN(dir, m, "tiny-qwen3", "qwen3");
     /* "required" with one tool: its parameters apply */
     check_forced(m, ONE_TOOL, "required", "get_weather", true);
     check_forced(m, CALL_TOOLS, "toggle", "toggle", true);
@@ -391,6 +383,7 @@ static void test_forced_calls(void) {
 
     /* Gemma 3's template has no call syntax: refused */
     dir = tiny_model("tiny-gemma3", "gemma3", &m);
+    CHECK(m != NULL);
     if (m) {
         o = lmc_generate_options_default();
         o.tool_choice = "required";
