@@ -21,7 +21,7 @@
 enum { MAX_TOKENS = 64, MAX_TOKEN_BYTES = 63 }; /* past 32 bytes the trie walk tries tokens one by one */
 
 /* Schemas that reach every kind of node: keys, enums, counted arrays and
- * strings, unions, references. */
+ * strings, unions, references, a tagged union (recursive). */
 static const char *const SCHEMAS[] = {
     ("{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\",\"maxLength\":4},"
     "\"n\":{\"type\":\"integer\"},\"tags\":{\"type\":\"array\",\"items\":{\"enum\":[\"a\",\"ab\",1,null]},"
@@ -31,6 +31,9 @@ static const char *const SCHEMAS[] = {
     "\"k\":{\"const\":\"x\\u00e9\"}}}"),
     ("{\"$defs\":{\"node\":{\"type\":\"object\",\"properties\":{\"next\":{\"$ref\":\"#/$defs/node\"},"
     "\"s\":{\"type\":\"string\",\"minLength\":1}}}},\"$ref\":\"#/$defs/node\"}"),
+    ("{\"anyOf\":[{\"properties\":{\"name\":{\"const\":\"get\"},\"args\":{\"properties\":{\"city\":{\"type\":\"string\","
+    "\"maxLength\":3}},\"required\":[\"city\"]}},\"required\":[\"name\",\"args\"]},{\"properties\":{\"name\":"
+    "{\"const\":\"get_all\"},\"args\":{\"type\":\"array\",\"items\":{\"$ref\":\"#\"},\"maxItems\":2}},\"required\":[\"name\"]}]}"),
 };
 enum { N_SCHEMAS = sizeof SCHEMAS / sizeof *SCHEMAS };
 

@@ -129,6 +129,16 @@ static void test_compile_errors(void) {
         {"{\"type\":\"object\",\"properties\":{\"a\":true},\"required\":[\"b\"]}", "required property is not in 'properties': b"},
         {"{\"type\":\"object\",\"properties\":{\"a\":{\"anyOf\":[{\"type\":\"integer\"},{\"type\":\"number\"}]}}}", "different JSON types"},
         {"{\"type\":\"object\",\"properties\":{\"a\":{\"anyOf\":[{\"enum\":[\"x\"]},{\"type\":\"string\"}]}}}", "different JSON types"},
+        /* objects are told apart only by a first property of one name, required, a string const, all different */
+        {"{\"anyOf\":[{\"properties\":{\"t\":{\"const\":\"a\"}},\"required\":[\"t\"]},{\"properties\":{\"t\":{\"const\":\"a\"}},"
+         "\"required\":[\"t\"]}]}", "(root): two alternatives of a tagged anyOf / oneOf have the same value: \"a\""},
+        {"{\"anyOf\":[{\"properties\":{\"t\":{\"const\":\"a\"}},\"required\":[\"t\"]},{\"properties\":{\"u\":{\"const\":\"b\"}},"
+         "\"required\":[\"u\"]}]}", "different JSON types"},
+        {"{\"anyOf\":[{\"properties\":{\"t\":{\"const\":\"a\"}}},{\"properties\":{\"t\":{\"const\":\"b\"}}}]}", "different JSON types"},
+        {"{\"anyOf\":[{\"properties\":{\"t\":{\"const\":1}},\"required\":[\"t\"]},{\"properties\":{\"t\":{\"const\":2}},"
+         "\"required\":[\"t\"]}]}", "different JSON types"},
+        {"{\"anyOf\":[{\"properties\":{\"t\":{\"enum\":[\"a\",\"c\"]}},\"required\":[\"t\"]},{\"properties\":{\"t\":{\"const\":\"b\"}},"
+         "\"required\":[\"t\"]}]}", "different JSON types"},
         {"{\"type\":\"string\"}", "root must be an object or an array"},
         {"{\"anyOf\":[{\"type\":\"object\"},{\"type\":\"null\"}]}", "root must be an object or an array"},
         {"{}", "root must be an object or an array"},
@@ -205,6 +215,27 @@ static const struct {
      "\"list\":{\"type\":\"array\"}},\"required\":[\"meta\",\"any\",\"c\"]}",
      {"{\"meta\":{\"k\":[1,{\"z\":null}]},\"any\":[true],\"c\":\"x\\\"y\"}", "{\"meta\":{},\"any\":\"s\",\"c\":\"x\\\"y\",\"list\":[1,\"2\",[]]}"},
      {"{\"meta\":[],\"any\":1,\"c\":\"x\\\"y\"}", "{\"meta\":{},\"any\":1,\"c\":\"xy\"}", "{\"meta\":{},\"c\":\"x\\\"y\"}"}},
+    /* a tagged union (a forced call of one of several tools): the first property's value picks the rest */
+    {"{\"anyOf\":[{\"type\":\"object\",\"properties\":{\"name\":{\"const\":\"get\"},\"arguments\":{\"type\":\"object\","
+     "\"properties\":{\"city\":{\"type\":\"string\"}},\"required\":[\"city\"]}},\"required\":[\"name\",\"arguments\"]},"
+     "{\"properties\":{\"name\":{\"const\":\"get_all\"},\"arguments\":{\"type\":\"object\",\"properties\":{\"n\":"
+     "{\"type\":\"integer\"}},\"required\":[\"n\"]}},\"required\":[\"name\",\"arguments\"],\"additionalProperties\":false},"
+     "{\"type\":\"object\",\"properties\":{\"name\":{\"const\":\"ping\"},\"opt\":{\"type\":\"boolean\"}},"
+     "\"required\":[\"name\"]}]}",
+     {"{\"name\":\"get\",\"arguments\":{\"city\":\"x\"}}", "{\"name\":\"get_all\",\"arguments\":{\"n\":3}}", "{\"name\":\"ping\"}",
+      "{ \"name\" : \"get_all\" , \"arguments\" : { \"n\" : -1 } }", "{\"name\":\"ping\",\"opt\":true}"},
+     {"{\"name\":\"get\",\"arguments\":{\"n\":3}}", "{\"name\":\"get_all\",\"arguments\":{\"city\":\"x\"}}",
+      "{\"name\":\"ping\",\"arguments\":{}}", "{\"name\":\"pong\"}", "{\"arguments\":{\"city\":\"x\"},\"name\":\"get\"}",
+      "{\"name\":\"get\"}", "{}", "{\"name\":\"ge\",\"arguments\":{\"city\":\"x\"}}", "{\"name\":\"get_all\",\"opt\":true}",
+      "{\"name\":\"ping\",\"opt\":true,\"name\":\"get\"}"}},
+    /* tagged unions as array elements and nested in one another's members */
+    {"{\"type\":\"array\",\"items\":{\"$ref\":\"#/$defs/t\"},\"$defs\":{\"t\":{\"oneOf\":[{\"properties\":{\"k\":{\"const\":\"a\"},"
+     "\"v\":{\"type\":\"integer\"}},\"required\":[\"k\",\"v\"]},{\"properties\":{\"k\":{\"const\":\"b\"},\"v\":{\"type\":\"array\","
+     "\"items\":{\"$ref\":\"#/$defs/t\"}}},\"required\":[\"k\"]}]}}}",
+     {"[{\"k\":\"a\",\"v\":1},{\"k\":\"b\"}]", "[{\"k\":\"b\",\"v\":[{\"k\":\"a\",\"v\":2},{\"k\":\"b\",\"v\":[]}]},{\"k\":\"a\",\"v\":0}]",
+      "[]"},
+     {"[{\"k\":\"a\"}]", "[{\"k\":\"a\",\"v\":[]}]", "[{\"k\":\"b\",\"v\":1}]", "[{\"k\":\"b\",\"v\":[{\"k\":\"a\",\"v\":[]}]}]",
+      "[{\"k\":\"c\"}]", "[{\"v\":1,\"k\":\"a\"}]"}},
     {"{\"type\":\"object\",\"properties\":{\"we\\\"ird\\n\":{\"type\":\"boolean\"},\"\xc3\xa9t\xc3\xa9\":{\"type\":\"null\"}}}",
      {"{\"we\\\"ird\\n\":false,\"\xc3\xa9t\xc3\xa9\":null}", "{}", "{\"\xc3\xa9t\xc3\xa9\":null}"},
      {"{\"we\\\"ird\\u000a\":false}", "{\"weird\":true}", "{\"\\u00e9t\\u00e9\":null}"}},

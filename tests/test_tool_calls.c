@@ -321,20 +321,8 @@ static void test_forced_calls(void) {
     check_forced(m, ONE_TOOL, "required", "get_weather", true);
     check_forced(m, CALL_TOOLS, "toggle", "toggle", true);
     check_forced(m, CALL_TOOLS, "get_weather", "get_weather", true);
-    /* with several, the name is one of theirs (the arguments any object: the random model does not close one soon) */
-    for (int seed = 0; seed < 4; seed++) {
-        lmc_generate_options r = lmc_generate_options_default();
-        r.tool_choice = "required";
-        r.max_tokens = 120;
-        r.sampler.seed = (uint64_t)seed;
-        lmc_generation g;
-        CHECK(lmc_chat_json(m, "[{\"role\": \"user\", \"content\": \"Paris?\"}]", CALL_TOOLS, &r, &g) == LMC_OK);
-        const char *name = g.text ? strstr(g.text, "\"name\"") : NULL, *q = name ? strchr(name + 6, '"') : NULL;
-        CHECKF(g.text && !strncmp(g.text, "<tool_call>\n", 12) && q &&
-                   (!strncmp(q, "\"get_weather\"", 13) || !strncmp(q, "\"toggle\"", 8)),
-               "%s", g.text ? g.text : "");
-        lmc_generation_clear(&g);
-    }
+    /* with several, the name read picks that tool's arguments (a tagged union) */
+    check_forced(m, CALL_TOOLS, "required", NULL, true);
     lmc_generate_options o = lmc_generate_options_default();
     o.max_tokens = 8;
     o.sampler.temperature = 0;

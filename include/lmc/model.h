@@ -185,7 +185,8 @@ typedef struct lmc_generate_options {
                                      schema describes (root: an object or array schema). Supported: type (one or
                                      a list), properties, required, additionalProperties (false, or true with no
                                      properties listed), items, minItems, maxItems, minLength, maxLength (in
-                                     characters), enum, const, anyOf / oneOf of different JSON types, $ref to
+                                     characters), enum, const, anyOf / oneOf of different JSON types or of
+                                     objects told apart by their first property's string const, $ref to
                                      "#", "#/$defs/..." or "#/definitions/..."; annotations (title, description,
                                      default, examples, format, ...) are ignored and any other keyword is
                                      refused (LMC_ERR_INVALID_ARGUMENT naming it). Members come in the order of
@@ -196,8 +197,8 @@ typedef struct lmc_generate_options {
                                      "required": the reply is one call of one of the tools; a tool's name: one
                                      call of that tool. A forced call is generated like json_schema output:
                                      {"name", "arguments"} ("parameters" for Llama 3.1's convention) with the
-                                     arguments following the tool's "parameters" schema (the subset json_schema
-                                     takes; any object when "required" leaves several tools), inside the call
+                                     arguments following the called tool's "parameters" schema (the subset
+                                     json_schema takes; with several tools the name read picks them), inside the call
                                      syntax the template teaches (Qwen's <tool_call> tags), so
                                      lmc_model_tool_calls reads it; generation ends when the call is whole.
                                      Not with json_object or json_schema; native backends only */

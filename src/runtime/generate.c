@@ -405,45 +405,46 @@ static lmc_status tool_force_build(lmc_tool_format f, const char *tools_json, co
     cJSON *tools = cJSON_Parse(tools_json);
     if (!tools) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
     bool any = !strcmp(choice, "required");
-    cJSON *names = cJSON_CreateArray(), *params = NULL;
+    const char *args = f == LMC_TOOLS_HERMES ? "arguments" : "parameters"; /* Llama 3.1 writes "parameters" */
+    /* one {"name": {"const": NAME}, ARGS: the tool's parameters} per tool that may be called; several make a
+     * tagged union, so the name read picks that tool's arguments */
+    cJSON *alts = cJSON_CreateArray();
     int n = 0;
-    for (const cJSON *t = tools->child; t; t = t->next) {
+    for (const cJSON *t = tools->child; alts && t; t = t->next) {
         const cJSON *fn = cJSON_GetObjectItemCaseSensitive(t, "function");
         const cJSON *name = cJSON_GetObjectItemCaseSensitive(fn, "name");
         if (!cJSON_IsString(name)) continue;
         if (!any && strcmp(name->valuestring, choice)) continue;
-        cJSON_AddItemToArray(names, cJSON_CreateString(name->valuestring));
         const cJSON *p = cJSON_GetObjectItemCaseSensitive(fn, "parameters");
-        if (n++ == 0 && cJSON_IsObject(p)) params = cJSON_Duplicate(p, true);
+        cJSON *call = cJSON_CreateObject(), *props = cJSON_CreateObject(), *nm = cJSON_CreateObject();
+        cJSON *params = cJSON_IsObject(p) ? cJSON_Duplicate(p, true) : cJSON_CreateObject();
+        if (!cJSON_IsObject(p)) cJSON_AddStringToObject(params, "type", "object");
+        cJSON_AddStringToObject(nm, "const", name->valuestring);
+        cJSON_AddItemToObject(props, "name", nm);
+        cJSON_AddItemToObject(props, args, params);
+        cJSON_AddStringToObject(call, "type", "object");
+        cJSON_AddItemToObject(call, "properties", props);
+        cJSON *req = cJSON_AddArrayToObject(call, "required");
+        cJSON_AddItemToArray(req, cJSON_CreateString("name"));
+        cJSON_AddItemToArray(req, cJSON_CreateString(args));
+        cJSON_AddFalseToObject(call, "additionalProperties");
+        cJSON_AddItemToArray(alts, call);
+        n++;
     }
     cJSON_Delete(tools);
-    if (n != 1) { /* several tools may be called: any arguments object */
-        cJSON_Delete(params);
-        params = NULL;
-    }
     if (n == 0) {
-        cJSON_Delete(names);
+        cJSON_Delete(alts);
         return any ? lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "tool_choice 'required': tools has no function with a name")
                    : lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "tool_choice: tools has no function named '%.64s'", choice);
     }
-    /* {"name": one of the names, ARGS: the tool's parameters} */
-    cJSON *schema = cJSON_CreateObject(), *props = cJSON_CreateObject(), *name = cJSON_CreateObject();
-    const char *args = f == LMC_TOOLS_HERMES ? "arguments" : "parameters"; /* Llama 3.1 writes "parameters" */
-    cJSON_AddStringToObject(schema, "type", "object");
-    cJSON_AddItemToObject(name, "enum", names);
-    cJSON_AddItemToObject(props, "name", name);
-    if (!params) cJSON_AddStringToObject(params = cJSON_CreateObject(), "type", "object");
-    cJSON_AddItemToObject(props, args, params);
-    cJSON_AddItemToObject(schema, "properties", props);
-    cJSON *req = cJSON_AddArrayToObject(schema, "required");
-    cJSON_AddItemToArray(req, cJSON_CreateString("name"));
-    cJSON_AddItemToArray(req, cJSON_CreateString(args));
-    cJSON_AddFalseToObject(schema, "additionalProperties");
+    cJSON *schema = n == 1 ? cJSON_DetachItemFromArray(alts, 0) : cJSON_CreateObject();
+    if (n > 1) cJSON_AddItemToObject(schema, "anyOf", alts);
+    else cJSON_Delete(alts);
     char *text = cJSON_PrintUnformatted(schema);
     cJSON_Delete(schema);
     lmc_status st = !text ? lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory")
                     : lmc_json_schema_compile(text, &tf->schema) != LMC_OK
-                        ? lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "tool_choice '%.64s': the tool's parameters: %s", choice,
+                        ? lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "tool_choice '%.64s': the tools' parameters: %s", choice,
                                         lmc_last_error())
                         : LMC_OK;
     free(text);

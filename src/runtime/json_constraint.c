@@ -404,7 +404,13 @@ static bool json_step(lmc_json_state *s, unsigned char c) {
         s->cand = keep;
         s->pos++;
         for (int k = 0; k < e->n; k++) /* a whole string, literal, object or array ends the value */
-            if ((keep >> k & 1) && e->len[k] == s->pos && !number_text(e->text[k])) after_value(s);
+            if ((keep >> k & 1) && e->len[k] == s->pos && !number_text(e->text[k])) {
+                after_value(s);
+                /* a tagged union's value (its first property, a string): the object goes on as that alternative */
+                lmc_json_frame *f = s->depth ? &s->frame[s->depth - 1] : NULL;
+                const lmc_json_node *o = f && f->open == '{' && f->node ? node_at(s, f->node) : NULL;
+                if (o && o->variants && f->count == 1) f->node = o->variants[k];
+            }
         return true;
     }
     default: /* M_DONE: nothing may follow */

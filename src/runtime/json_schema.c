@@ -5,8 +5,10 @@
  * properties / required / additionalProperties, items / minItems /
  * maxItems, minLength / maxLength, enum / const, anyOf / oneOf whose
  * alternatives start differently (object, array, string, number, boolean,
- * null), $ref to "#", "#/$defs/..." or "#/definitions/..." (recursion
- * included). Annotations are ignored (title, description, default,
+ * null) or are objects told apart by their first property, a string const
+ * of the same name in each (a tagged union: {"name": {"const": "f"}, ...},
+ * as a forced call of one of several tools is), $ref to "#",
+ * "#/$defs/..." or "#/definitions/..." (recursion included). Annotations are ignored (title, description, default,
  * examples, format, ...); every other keyword is refused with an error that
  * names it, so a schema is never silently weakened.
  *
@@ -260,12 +262,51 @@ static lmc_status make_union(compiler *c, const uint16_t *alts, int n, const cha
             first_bytes(c->s, alt, set, 0);
             for (int b = 0; b < 256; b++)
                 if (set[b] && seen[b])
-                    return fail(path, "the alternatives of anyOf / oneOf / a type list must be of different JSON types", NULL);
+                    return fail(path, "the alternatives of anyOf / oneOf / a type list must be of different JSON types "
+                                      "(or objects whose first property, required, is a string const of one name)", NULL);
             for (int b = 0; b < 256; b++) seen[b] |= set[b];
             LMC_CHECK(add_text(&c->s->nodes[i], "", 0, alt, false, path, "alternatives"));
         }
     }
     *out = i;
+    return LMC_OK;
+}
+
+/* Alternatives that are all objects whose first property has the same
+ * name, is required and is a string const, different in each: a tagged
+ * union (see lmc_json_node.variants) in *out; false (and *out untouched)
+ * when they are not. */
+static lmc_status make_tagged(compiler *c, const uint16_t *alts, int n, const char *path, uint16_t *out, bool *made) {
+    *made = false;
+    const lmc_json_node *first = &c->s->nodes[alts[0]];
+    for (int k = 0; k < n; k++) {
+        const lmc_json_node *a = &c->s->nodes[alts[k]];
+        if (a->kind != LMC_JS_OBJECT || a->open || a->variants || !a->n || !a->required[0] || a->len[0] != first->len[0] ||
+            memcmp(a->text[0], first->text[0], first->len[0]))
+            return LMC_OK;
+        const lmc_json_node *e = &c->s->nodes[a->child[0]];
+        if (e->kind != LMC_JS_ENUM || e->n != 1 || e->text[0][0] != '"') return LMC_OK;
+        for (int q = 0; q < k; q++) {
+            const lmc_json_node *o = &c->s->nodes[c->s->nodes[alts[q]].child[0]];
+            if (o->len[0] == e->len[0] && !memcmp(o->text[0], e->text[0], e->len[0]))
+                return fail(path, "two alternatives of a tagged anyOf / oneOf have the same value: ", e->text[0]);
+        }
+    }
+    uint16_t tag, i;
+    LMC_CHECK(new_node(c, &tag, path));
+    c->s->nodes[tag].kind = LMC_JS_ENUM;
+    for (int k = 0; k < n; k++) {
+        const lmc_json_node *e = &c->s->nodes[c->s->nodes[alts[k]].child[0]];
+        LMC_CHECK(add_text(&c->s->nodes[tag], e->text[0], e->len[0], 0, false, path, "alternatives"));
+    }
+    LMC_CHECK(new_node(c, &i, path));
+    lmc_json_node *o = &c->s->nodes[i];
+    o->kind = LMC_JS_OBJECT;
+    LMC_CHECK(add_text(o, c->s->nodes[alts[0]].text[0], c->s->nodes[alts[0]].len[0], tag, true, path, "properties"));
+    if (!(o->variants = malloc((size_t)n * sizeof *o->variants))) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
+    memcpy(o->variants, alts, (size_t)n * sizeof *alts);
+    *out = i;
+    *made = true;
     return LMC_OK;
 }
 
@@ -362,7 +403,9 @@ static lmc_status compile_schema(compiler *c, const cJSON *j, const char *path, 
             LMC_CHECK(compile(c, a, where, &alts[n]));
             if (alts[n] == 0) return fail(where, "an alternative that accepts any value", NULL);
         }
-        return make_union(c, alts, n, path, out);
+        bool tagged = false;
+        if (n > 1) LMC_CHECK(make_tagged(c, alts, n, path, out, &tagged));
+        return tagged ? LMC_OK : make_union(c, alts, n, path, out);
     }
     if (!type) {
         /* no type: what the keywords describe */
@@ -398,6 +441,7 @@ void lmc_json_schema_free(lmc_json_schema *s) {
         free(s->nodes[i].len);
         free(s->nodes[i].child);
         free(s->nodes[i].required);
+        free(s->nodes[i].variants);
     }
     free(s->nodes);
     free(s);

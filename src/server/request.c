@@ -219,7 +219,7 @@ static bool parse_tools(const cJSON *root, lmc_srv_request *r, lmc_srv_error *er
             !*fn->valuestring || (params && !cJSON_IsObject(params)))
             return fail(err, "tools", "'tools[%d]' must be {\"type\": \"function\", \"function\": {\"name\": string, "
                         "\"parameters\": object}}", i);
-        bool applies = forced && (!strcmp(fn->valuestring, forced) || (!strcmp(forced, "required") && !t->next && i == 0));
+        bool applies = forced && (!strcmp(fn->valuestring, forced) || !strcmp(forced, "required"));
         named |= forced && !strcmp(fn->valuestring, forced);
         if (applies && params) { /* a forced call follows the tool's parameters: refuse what the generator cannot */
             char *text = cJSON_PrintUnformatted(params);
