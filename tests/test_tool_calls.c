@@ -366,6 +366,18 @@ static void test_forced_calls(void) {
     bo.gen.tool_choice = "required";
     lmc_batch_result *res = NULL;
     CHECK(lmc_batch_generate(m, &bp, 1, &bo, &res, NULL) == LMC_ERR_INVALID_ARGUMENT && strstr(lmc_last_error(), "tool_choice"));
+    /* "none" holds for prompts without tools, as for lmc_generate: the same ids as no choice */
+    bo.gen.tool_choice = "none";
+    bo.gen.max_tokens = 6;
+    bo.gen.sampler.temperature = 0;
+    lmc_batch_result *none = NULL, *plain = NULL;
+    CHECKF(lmc_batch_generate(m, &bp, 1, &bo, &none, NULL) == LMC_OK, "%s", lmc_last_error());
+    bo.gen.tool_choice = NULL;
+    CHECK(lmc_batch_generate(m, &bp, 1, &bo, &plain, NULL) == LMC_OK);
+    CHECK(none && plain && none[0].n_ids == plain[0].n_ids && none[0].n_ids > 0 &&
+          !memcmp(none[0].ids, plain[0].ids, plain[0].n_ids * sizeof(int32_t)));
+    lmc_batch_results_free(none, 1);
+    lmc_batch_results_free(plain, 1);
     lmc_model_free(m);
     model_fixture_cleanup(dir);
 

@@ -739,8 +739,10 @@ lmc_status lmc_batch_generate(lmc_model *m, const lmc_batch_prompt *prompts, siz
     if (opt.gen.lookup_tokens)
         return lmc_set_error(LMC_ERR_INVALID_ARGUMENT,
                              "batch: lookup decoding is for one sequence at a time (gen.lookup_tokens must be 0)");
-    if (opt.gen.tool_choice && *opt.gen.tool_choice && strcmp(opt.gen.tool_choice, "auto"))
-        return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "batch: prompts have no tools (gen.tool_choice must be NULL or \"auto\")");
+    /* prompts have no tools, so "none" holds as it does for lmc_generate; a forced call cannot */
+    if (opt.gen.tool_choice && *opt.gen.tool_choice && strcmp(opt.gen.tool_choice, "auto") && strcmp(opt.gen.tool_choice, "none"))
+        return lmc_set_error(LMC_ERR_INVALID_ARGUMENT,
+                             "batch: prompts have no tools (gen.tool_choice must be NULL, \"auto\" or \"none\")");
     lmc_memory_reset_peak(LMC_CPU);
     lmc_batch_metrics mt = {0};
     prompt *ps;
