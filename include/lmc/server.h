@@ -30,8 +30,11 @@
  * entries of the tokens generated since the previous one. "token" is the
  * token decoded alone (an incomplete UTF-8 character shows as U+FFFD) and
  * -inf is sent as -9999. Tools (chat): "tools" (OpenAI function
- * definitions) and "tool_choice" "auto" (default) or "none" reach the
- * model's chat template with the conversation's tool calls (assistant
+ * definitions) and "tool_choice" reach the model's chat template ("none":
+ * without the tools; "required" or {"type": "function", "function":
+ * {"name"}}: the reply is one call, generated like json_schema output with
+ * the called tool's parameters, see lmc_generate_options.tool_choice) with
+ * the conversation's tool calls (assistant
  * "tool_calls", their "arguments" strings given to the template as the
  * objects they hold) and results ("tool" messages); the reply's calls, read
  * in the template's convention (lmc_model_tool_calls), come back as
@@ -49,8 +52,8 @@
  * ({"token id": bias in [-100, 100]}) is added to the logits at every step.
  * Chat takes "chat_template_kwargs", extra template variables (e.g.
  * {"enable_thinking": false} for Qwen3).
- * A forced tool_choice, legacy "functions", suffix and response formats
- * other than text, json_object and json_schema are rejected with 400.
+ * Legacy "functions", suffix and response formats other than text,
+ * json_object and json_schema are rejected with 400.
  * Fields the server does not know (user, metadata, ...) are ignored.
  * Answers carry OpenAI's usage (with prompt_tokens_details.cached_tokens:
  * prompt tokens reused from the prompt cache) and an "lmc" object:
