@@ -626,7 +626,7 @@ static void test_tools(void) {
         {"{\"messages\":[{\"role\":\"assistant\",\"content\":\"\",\"tool_calls\":[{\"function\":{}}]}]}",
          "messages[0].tool_calls", "'messages[0].tool_calls[0]' must be"},
         {"{\"messages\":[{\"role\":\"tool\"}]}", "messages[0].content", "must be a string"},
-        {"{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"functions\":[{\"name\":\"f\"}]}", "functions", "not supported"},
+        {"{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"functions\":[{\"name\":\"f\"}]}", "functions", "send 'tools'"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         r = http("POST", "/v1/chat/completions", bad[i].body);

@@ -522,7 +522,7 @@ static bool parse_options(const cJSON *root, lmc_srv_request *r, lmc_srv_error *
                         type->valuestring);
     }
     if (!parse_logprobs(root, r, err) || !parse_logit_bias(root, r, err) || !parse_template_vars(root, r, err) || (r->kind == LMC_SRV_CHAT ? !parse_tools(root, r, err) : !unsupported(root, "tools", " (use /v1/chat/completions)", err)) ||
-        !unsupported(root, "functions", " (no tool calling)", err) || (r->kind == LMC_SRV_CHAT ? !unsupported(root, "echo", "", err) : !get_bool(root, "echo", &r->echo, err)) ||
+        !unsupported(root, "functions", " (the legacy form: send 'tools')", err) || (r->kind == LMC_SRV_CHAT ? !unsupported(root, "echo", "", err) : !get_bool(root, "echo", &r->echo, err)) ||
         !unsupported(root, "suffix", "", err))
         return false;
     /* 0 only to score a prompt: echo it (with its logprobs) and generate nothing */
