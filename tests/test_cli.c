@@ -556,6 +556,64 @@ static void test_chat_turns(void) {
     CHECK(system(cmd) == 0);
 }
 
+/* lmc chat --tools: the template gets the tools (text or @FILE), --tool-choice
+ * required makes the reply one call (in Qwen's tags on standard output) that
+ * standard error names with its arguments; the refusals name the option. */
+static void test_chat_tools(void) {
+    char tmpl[] = "/tmp/lmc-cli-tools-XXXXXX";
+    char *dir = mkdtemp(tmpl), cmd[8192], *out = NULL, *err = NULL;
+    CHECK(dir != NULL);
+    if (!dir) return;
+    snprintf(cmd, sizeof cmd, "%s/lmc make-model --preset tiny-qwen3 --tokenizer %s/qwen3 -o %s/m >/dev/null 2>&1",
+             LMC_BUILD_DIR, LMC_TOKENIZER_DIR, dir);
+    CHECK(system(cmd) == 0);
+    const char *tools = "[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"parameters\":{\"type\":\"object\","
+                        "\"properties\":{\"city\":{\"type\":\"string\",\"maxLength\":6}},\"required\":[\"city\"]}}},"
+                        "{\"type\":\"function\",\"function\":{\"name\":\"toggle\",\"parameters\":{\"type\":\"object\","
+                        "\"properties\":{\"on\":{\"type\":\"boolean\"}},\"required\":[\"on\"]}}}]";
+    char path[4200];
+    snprintf(path, sizeof path, "%s/tools.json", dir);
+    FILE *f = fopen(path, "w");
+    CHECK(f && fputs(tools, f) >= 0);
+    if (f) fclose(f);
+    for (int k = 0; k < 2; k++) {
+        /* the tools inline, then from the file: the same reply */
+        snprintf(cmd, sizeof cmd, "%s/lmc chat -m %s/m --tools %s%s%s --tool-choice required --message 'Paris?' --seed 3 "
+                 "--max-tokens 400 2>%s/err", LMC_BUILD_DIR, dir, k ? "@" : "'", k ? path : tools, k ? "" : "'", dir);
+        char *o = NULL;
+        CHECK(run(cmd, &o) == 0);
+        size_t n = o ? strlen(o) : 0;
+        CHECKF(o && !strncmp(o, "<tool_call>\n", 12) && n > 14 && !strcmp(o + n - 14, "\n</tool_call>\n"), "%s", o ? o : "");
+        if (k == 0) out = o;
+        else {
+            CHECK_STR(o, out);
+            free(o);
+        }
+    }
+    snprintf(cmd, sizeof cmd, "cat %s/err", dir);
+    CHECK(run(cmd, &err) == 0);
+    const char *w = "[tool call] get_weather {\"city\":", *t = "[tool call] toggle {\"on\":";
+    CHECKF(err && (!strncmp(err, w, strlen(w)) || !strncmp(err, t, strlen(t))),
+           "%s", err ? err : "");
+    free(out);
+    free(err);
+    const char *bad[][2] = {
+        {"--tool-choice required", "--tool-choice needs --tools"},
+        {"--tools @/nonexistent/tools.json", "--tools: /nonexistent/tools.json"},
+        {"--tools '{}'", "tools must be a JSON array"},
+        {"--tools '[]' --tool-choice nowhere", "'nowhere'"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        snprintf(cmd, sizeof cmd, "%s/lmc chat -m %s/m %s --message hi 2>&1", LMC_BUILD_DIR, dir, bad[i][0]);
+        char *o = NULL;
+        int rc = run(cmd, &o);
+        CHECKF(rc != 0 && o && strstr(o, bad[i][1]), "%s: rc %d: %s", bad[i][0], rc, o ? o : "");
+        free(o);
+    }
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CHECK(system(cmd) == 0);
+}
+
 /* --json-schema, inline and @FILE: the same reply, one the schema allows;
  * a schema lmc cannot follow fails before generating, naming the keyword. */
 static void test_json_schema_option(void) {
@@ -615,6 +673,7 @@ int main(void) {
     RUN(test_bench_cores);
     RUN(test_adapter_and_fuse);
     RUN(test_chat_turns);
+    RUN(test_chat_tools);
     model_fixture_cleanup(g_dir);
     return TEST_REPORT();
 }

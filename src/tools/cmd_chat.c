@@ -1,8 +1,10 @@
 /* lmc chat: a conversation with the model's own chat template. */
+#include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "io/json_util.h"
 #include "tools/cli.h"
 #include "tools/cli_options.h"
 
@@ -16,6 +18,11 @@ static void usage(FILE *out) {
                  "                           how many came from the prompt cache, tokens/s, first-token time)\n"
                  "  --no-prompt-cache        compute each turn's whole prompt (by default only what is new\n"
                  "                           since the last reply is computed)\n"
+                 "  --tools T                tools the model may call: OpenAI function definitions, a JSON\n"
+                 "                           array as text or @FILE; the template renders them, and each\n"
+                 "                           call a reply makes is also printed on standard error\n"
+                 "  --tool-choice C          with --tools: auto (default), none, required (the reply is one\n"
+                 "                           call) or a tool's name (one call of it)\n"
                  "%s",
             lmc_cli_gen_usage);
 }
@@ -59,13 +66,58 @@ static void conversation_free(conversation *c) {
     free(c->msgs);
 }
 
+/* The conversation as the template's JSON messages (for a chat with tools). */
+static char *messages_json(const conversation *c) {
+    cJSON *arr = cJSON_CreateArray();
+    for (size_t i = 0; arr && i < c->n; i++) {
+        cJSON *msg = cJSON_CreateObject();
+        if (!msg || !cJSON_AddStringToObject(msg, "role", c->msgs[i].role) ||
+            !cJSON_AddStringToObject(msg, "content", c->msgs[i].content)) {
+            cJSON_Delete(msg);
+            cJSON_Delete(arr);
+            return NULL;
+        }
+        cJSON_AddItemToArray(arr, msg);
+    }
+    char *text = arr ? cJSON_PrintUnformatted(arr) : NULL;
+    cJSON_Delete(arr);
+    return text;
+}
+
+/* The calls a reply makes, one line each on standard error: "[tool call] NAME ARGUMENTS". */
+static void print_calls(const lmc_model *m, const char *text) {
+    char *calls = NULL;
+    if (lmc_model_tool_calls(m, text, &calls, NULL) != LMC_OK || !calls) return;
+    cJSON *arr = cJSON_Parse(calls);
+    for (const cJSON *c = arr ? arr->child : NULL; c; c = c->next) {
+        const cJSON *f = cJSON_GetObjectItemCaseSensitive(c, "function");
+        const char *name = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(f, "name"));
+        const char *args = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(f, "arguments"));
+        fprintf(stderr, "[tool call] %s %s\n", name ? name : "?", args ? args : "{}");
+    }
+    cJSON_Delete(arr);
+    free(calls);
+}
+
 /* One turn: generate, print, and record the reply. Returns false on error. */
-static bool turn(lmc_model *m, conversation *c, const lmc_generate_options *opt, bool stats) {
+static bool turn(lmc_model *m, conversation *c, const char *tools, const lmc_generate_options *opt, bool stats) {
     lmc_generation out;
-    lmc_status s = lmc_chat(m, c->msgs, c->n, opt, &out);
+    lmc_status s;
+    if (tools) {
+        char *msgs = messages_json(c);
+        if (!msgs) {
+            fprintf(stderr, "lmc chat: out of memory\n");
+            return false;
+        }
+        s = lmc_chat_json(m, msgs, tools, opt, &out);
+        free(msgs);
+    } else {
+        s = lmc_chat(m, c->msgs, c->n, opt, &out);
+    }
     printf("\n");
     fflush(stdout);
     bool ok = s == LMC_OK;
+    if (ok && tools) print_calls(m, out.text ? out.text : "");
     if (ok && stats) lmc_cli_print_metrics_line(stderr, &out);
     if (!ok) fprintf(stderr, "lmc chat: %s\n", lmc_last_error());
     else if (!add(c, "assistant", out.text ? out.text : "")) ok = false;
@@ -76,7 +128,8 @@ static bool turn(lmc_model *m, conversation *c, const lmc_generate_options *opt,
 int cmd_chat(int argc, char **argv) {
     lmc_cli_gen g;
     lmc_cli_gen_init(&g);
-    const char *system = NULL, *message = NULL;
+    const char *system = NULL, *message = NULL, *tools = NULL;
+    char *tools_file = NULL; /* --tools @FILE's text */
     bool stats = false;
     for (int i = 1; i < argc; i++) {
         int r = lmc_cli_gen_option("chat", &g, argc, argv, &i);
@@ -86,6 +139,8 @@ int cmd_chat(int argc, char **argv) {
         else if (!strcmp(argv[i], "--message") && i + 1 < argc) message = argv[++i];
         else if (!strcmp(argv[i], "--stats")) stats = true;
         else if (!strcmp(argv[i], "--no-prompt-cache")) g.gen.prompt_cache = false;
+        else if (!strcmp(argv[i], "--tools") && i + 1 < argc && !tools) tools = argv[++i];
+        else if (!strcmp(argv[i], "--tool-choice") && i + 1 < argc) g.gen.tool_choice = argv[++i];
         else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             usage(stdout);
             return 0;
@@ -95,14 +150,29 @@ int cmd_chat(int argc, char **argv) {
             return 2;
         }
     }
+    if (g.gen.tool_choice && !tools) {
+        fprintf(stderr, "lmc chat: --tool-choice needs --tools\n");
+        return 2;
+    }
+    if (tools && tools[0] == '@') {
+        size_t len;
+        if (lmc_read_file(tools + 1, 1 << 22, &tools_file, &len) != LMC_OK) {
+            fprintf(stderr, "lmc chat: --tools: %s\n", lmc_last_error());
+            return 1;
+        }
+        tools = tools_file;
+    }
     lmc_model *m = lmc_cli_load_model("chat", &g);
-    if (!m) return 1;
+    if (!m) {
+        free(tools_file);
+        return 1;
+    }
     g.gen.on_token = print_piece;
     conversation c = {0};
     int rc = 0;
     if (system && !add(&c, "system", system)) rc = 1;
     if (message) {
-        if (rc == 0 && (!add(&c, "user", message) || !turn(m, &c, &g.gen, stats))) rc = 1;
+        if (rc == 0 && (!add(&c, "user", message) || !turn(m, &c, tools, &g.gen, stats))) rc = 1;
     } else {
         char *line = NULL;
         size_t cap = 0;
@@ -112,7 +182,7 @@ int cmd_chat(int argc, char **argv) {
             if (len <= 0) break;
             while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = 0;
             if (len == 0) break;
-            if (!add(&c, "user", line) || !turn(m, &c, &g.gen, stats)) {
+            if (!add(&c, "user", line) || !turn(m, &c, tools, &g.gen, stats)) {
                 rc = 1;
                 break;
             }
@@ -121,5 +191,6 @@ int cmd_chat(int argc, char **argv) {
     }
     conversation_free(&c);
     lmc_model_free(m);
+    free(tools_file);
     return rc;
 }
