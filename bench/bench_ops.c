@@ -336,7 +336,8 @@ static int bench_qmatmul(bench *b, int64_t M, int64_t K, int64_t N) {
 /* Every 4-bit matrix one decode token of Qwen3-0.6B reads, in the decoder's
  * order (28 layers of q, k, v, o, gate, up, down, then the 151936-row
  * output), product by product on one row of x: the kernel's share of decode
- * without the rest of the model. Beside it the same kernel on one layer's
+ * without the rest of the model; the output matrix alone (87.5 MB, a long
+ * run of rows: the streams of LMC_QMM_STREAMS). Beside it the same kernel on one layer's
  * matrices (8.8 MB, cache-resident after the first pass) and on two 1024 x
  * 1024 matrices (1.2 MB, L2-sized): how far the kernel's own arithmetic, not
  * DRAM, bounds it. Weights are random bytes (a q4 kernel's time does not
@@ -389,17 +390,17 @@ static int bench_qdecode(bench *b) {
     }
     if (rc) fprintf(stderr, "lmc bench: qdecode: out of memory\n");
     /* the whole token, one layer, and the two 1024 x 1024 matrices (entries 1 and 2) */
-    struct { const char *name; int first, n; double bytes; } runs[3] = {
-        {"token 1x(Qwen3-0.6B) float32 x q4 g64", 0, MAX, bytes}, {"one layer float32 x q4 g64", 0, 7, 0},
-        {"two 1024x1024 float32 x q4 g64", 1, 2, 0}};
-    for (int r = 1; r < 3 && !rc; r++)
+    struct { const char *name; int first, n; double bytes; } runs[4] = {
+        {"token 1x(Qwen3-0.6B) float32 x q4 g64", 0, MAX, bytes}, {"output 1x1024x151936 float32 x q4 g64", MAX - 1, 1, 0},
+        {"one layer float32 x q4 g64", 0, 7, 0}, {"two 1024x1024 float32 x q4 g64", 1, 2, 0}};
+    for (int r = 1; r < 4 && !rc; r++)
         for (int i = runs[r].first; i < runs[r].first + runs[r].n; i++)
             runs[r].bytes += (double)(lmc_array_nbytes(c.wq[i]) + lmc_array_nbytes(c.s[i]) + lmc_array_nbytes(c.b[i]));
-    for (int r = 0; r < 3 && !rc; r++) {
+    for (int r = 0; r < 4 && !rc; r++) {
         qdec_ctx v = c;
         v.wq += runs[r].first, v.s += runs[r].first, v.b += runs[r].first, v.out += runs[r].first;
         v.n = runs[r].n;
-        double secs = time_it(qdec_run, &v, r == 0 ? 1.0 : 0.3);
+        double secs = time_it(qdec_run, &v, r < 2 ? 1.0 : 0.3);
         if (v.st != LMC_OK) {
             fprintf(stderr, "lmc bench: qdecode: %s\n", lmc_last_error());
             rc = 1;

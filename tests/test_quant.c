@@ -5,6 +5,7 @@
 #include "core/array.h"
 #include "core/cpu.h"
 #include "lmc/ops.h"
+#include "backend/cpu/quant.h" /* LMC_QMM_STREAMS, LMC_QMM_STREAM_ROWS */
 #include "ops/quant_internal.h"
 #include "test_util.h"
 
@@ -613,6 +614,63 @@ static void test_qmm_many(void) {
     }
 }
 
+/* One row of x against long runs of weight rows: the decode kernel reads
+ * a run as LMC_QMM_STREAMS streams side by side (kernel_streams). Every path
+ * against the oracle, one thread (the whole matrix is one run: rows not a
+ * multiple of the streams, K with and without a tail block, each scale
+ * dtype); rows around the streams' boundaries bit for bit what a matrix of
+ * just those rows gives (adjacent rows, no streams); and a matrix long
+ * enough for runs on two threads equal to one thread's result. */
+static void test_qmm_streams(void) {
+    const int64_t N = 4 * LMC_QMM_STREAM_ROWS + 6, q = N / 4;
+    const struct { int64_t K; int gs; lmc_dtype xdt, wdt; } cfg[] = {
+        {384, 64, LMC_F32, LMC_BF16}, {160, 32, LMC_BF16, LMC_F16}, {256, 128, LMC_F16, LMC_F32}};
+    lmc_set_num_threads(1);
+    for (int c = 0; c < 3; c++) check_qmm(1, N, cfg[c].K, cfg[c].gs, 4, cfg[c].xdt, cfg[c].wdt, 70 + (uint64_t)c);
+    for (int c = 0; c < 3; c++) {
+        int64_t wshape[2] = {N, cfg[c].K}, xshape[2] = {1, cfg[c].K};
+        lmc_array *w = random_normal(cfg[c].wdt, 2, wshape, 0.0, 0.5, 80 + (uint64_t)c);
+        lmc_array *x = random_normal(LMC_F32, 2, xshape, 0.0, 1.0, 90 + (uint64_t)c);
+        lmc_array *s = NULL, *b = NULL, *qw = lmc_quantize(w, cfg[c].gs, 4, &s, &b);
+        for (int path = LMC_PATH_AVX2; qw && path <= (int)lmc_cpu_path_max(); path++) {
+            lmc_cpu_path_set((lmc_cpu_path)path);
+            lmc_array *full = lmc_quantized_matmul(x, qw, s, b, cfg[c].gs, 4);
+            /* the first stream's start and end, the boundaries between streams, the rows after the last one */
+            const int64_t starts[] = {0, q - 20, 2 * q - 3, 3 * q - 30, N - 40};
+            for (int t = 0; full && t < 5; t++) {
+                lmc_array *parts[3] = {qw, s, b}, *rows[3];
+                for (int k = 0; k < 3; k++) {
+                    lmc_array *v = lmc_slice(parts[k], 0, starts[t], starts[t] + 40, 1);
+                    rows[k] = lmc_contiguous(v);
+                    lmc_array_free(v);
+                }
+                lmc_array *few = lmc_quantized_matmul(x, rows[0], rows[1], rows[2], cfg[c].gs, 4);
+                CHECKF(few && !memcmp((const float *)lmc_array_data(full) + starts[t], lmc_array_data(few), 40 * sizeof(float)),
+                       "path %s K %lld: rows %lld..%lld differ from a matrix of those rows alone",
+                       lmc_cpu_path_name((lmc_cpu_path)path), (long long)cfg[c].K, (long long)starts[t],
+                       (long long)starts[t] + 39);
+                lmc_array_free(few);
+                for (int k = 0; k < 3; k++) lmc_array_free(rows[k]);
+            }
+            lmc_array_free(full);
+        }
+        lmc_cpu_path_set(lmc_cpu_path_max());
+        lmc_array *list[] = {w, x, s, b, qw};
+        for (size_t i = 0; i < sizeof list / sizeof list[0]; i++) lmc_array_free(list[i]);
+    }
+    /* two threads: pieces long enough for streams and short ones, the same result as one thread */
+    int64_t wshape[2] = {20000, 256}, xshape[2] = {1, 256};
+    lmc_array *w = random_normal(LMC_BF16, 2, wshape, 0.0, 0.5, 95), *x = random_normal(LMC_F32, 2, xshape, 0.0, 1.0, 96);
+    lmc_array *s = NULL, *b = NULL, *qw = lmc_quantize(w, 64, 4, &s, &b);
+    lmc_array *one = lmc_quantized_matmul(x, qw, s, b, 64, 4);
+    lmc_set_num_threads(2);
+    lmc_array *two = lmc_quantized_matmul(x, qw, s, b, 64, 4);
+    CHECK(one && two && !memcmp(lmc_array_data(one), lmc_array_data(two), 20000 * sizeof(float)));
+    lmc_set_num_threads(0);
+    lmc_array *list[] = {w, x, s, b, qw, one, two};
+    for (size_t i = 0; i < sizeof list / sizeof list[0]; i++) lmc_array_free(list[i]);
+}
+
 int main(void) {
     RUN(test_vector_arange64);
     RUN(test_vector_mixed_sign);
@@ -625,6 +683,7 @@ int main(void) {
     RUN(test_qmm_views);
     RUN(test_qmm_rows_exact);
     RUN(test_qmm_many);
+    RUN(test_qmm_streams);
     CHECKF(lmc_live_arrays() == 0, "%lld arrays leaked", (long long)lmc_live_arrays());
     return TEST_REPORT();
 }

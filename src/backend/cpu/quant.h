@@ -79,6 +79,12 @@ struct lmc_qmm_plan {
      * starting at xp (stride xp_bytes), sx (stride G_pad) */
     void (*kernel)(const lmc_qmm_plan *p, int64_t n, int nn, const uint8_t *w_row, const float *sF, const float *cF,
                    const uint8_t *xp, const float *sx, int mr, float *res);
+    /* One x row (decode), weight rows read as LMC_QMM_STREAMS far-apart
+     * streams at once: res[s*nn + i] for rows n + s*stride + i (s <
+     * LMC_QMM_STREAMS, i < nn <= 8), each the same arithmetic as `kernel`
+     * gives that row. NULL where the path has none (and with prep_w). */
+    void (*kernel_streams)(const lmc_qmm_plan *p, int64_t n, int64_t stride, int nn, const uint8_t *xp,
+                           const float *sx, float *res);
     /* set by the driver */
     int64_t G_pad;            /* G rounded up to 16, plus 16 so kernels may load 16 past any group */
     uint8_t *xp;
@@ -90,6 +96,18 @@ struct lmc_qmm_plan {
  * DRAM-bound, and the hardware prefetcher alone left it at ~50 % of the read
  * bandwidth on a Sapphire Rapids core; 4 KiB ahead gave ~75 %. */
 #define LMC_QMM_PREFETCH 4096
+
+/* Weight-row streams a thread reads at once in a long run of rows with one
+ * row of x (kernel_streams). The hardware prefetcher follows each stream
+ * within its 4 KiB page, so one sequential stream leaves most of a core's
+ * memory parallelism unused: on the project's Sapphire Rapids host a plain
+ * read reached ~26 GB/s with two threads as one stream each and ~35 as four
+ * each (bench/RESULTS.md, thirteenth round). Only runs of at least
+ * LMC_QMM_STREAM_ROWS rows a stream take this way: the lm_head-sized product
+ * got ~14 % faster, the 0.6-1.7 MB matrices of a layer (a few hundred rows a
+ * piece) slower. */
+#define LMC_QMM_STREAMS 4
+#define LMC_QMM_STREAM_ROWS 256
 
 /* Fills what every SIMD path sets alike — shapes, pointers, dtypes, gshift,
  * gidx (lane l covers u32 word l), mr = 4, nr = 1, F = 0 — and zeroes the

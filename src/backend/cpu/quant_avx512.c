@@ -244,18 +244,18 @@ static inline __m512i block_dot24(__m512i qe, __m512i qo, const __m512i *xb) {
     return _mm512_dpbusd_epi32(a, qo, _mm512_load_si512(xb + 5));
 }
 
-/* Block b of NR weight rows (row j's bytes at w + j*rb, its scales at
- * s_row + j*G) with MR rows of x: acc[j*MR + r] += the block's products.
+/* Block b of NR weight rows (row j's bytes at w + j*RS*rb, its scales at
+ * s_row + j*RS*G) with MR rows of x: acc[j*MR + r] += the block's products.
  * TAIL: the last, partial block (K not a multiple of 128), read with masks. */
 static inline __attribute__((always_inline)) void block4(const lmc_qmm_plan *p, const uint8_t *w, const void *s_row,
                                                          const uint8_t *xp, int64_t b, int64_t nblk, const int NR,
                                                          const int MR, const lmc_dtype SDT, const bool TAIL,
-                                                         const int GPB, __mmask16 mtail, __m512i shuf, size_t pf_l2, __m512 *acc) {
+                                                         const int GPB, __mmask16 mtail, __m512i shuf, size_t pf_l2, int64_t RS, __m512 *acc) {
     const __m512i low = _mm512_set1_epi8(0x0F);
     const size_t ssz = SDT == LMC_F32 ? 4 : 2;
 #pragma GCC unroll 4
     for (int j = 0; j < NR; j++) {
-        const uint8_t *wb = w + (size_t)j * p->row_bytes + b * 64;
+        const uint8_t *wb = w + (size_t)(j * RS) * p->row_bytes + b * 64;
         __m512i v = TAIL ? _mm512_maskz_loadu_epi8((1ull << ((p->K % 128) / 2)) - 1, wb) : _mm512_loadu_si512(wb);
         /* Rows are contiguous, so this runs ahead into the next rows: the
          * hardware prefetcher alone leaves the loop waiting on DRAM. With NR
@@ -267,7 +267,7 @@ static inline __attribute__((always_inline)) void block4(const lmc_qmm_plan *p, 
         _mm_prefetch((const char *)(wb + pf_l2), _MM_HINT_T1);
         /* q of the even and the odd elements, one per byte */
         __m512i qe = _mm512_and_si512(v, low), qo = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
-        __m512 s = block_scales4((const char *)s_row + (size_t)(j * p->G) * ssz, SDT, b, GPB, TAIL, mtail, shuf);
+        __m512 s = block_scales4((const char *)s_row + (size_t)(j * RS * p->G) * ssz, SDT, b, GPB, TAIL, mtail, shuf);
 #pragma GCC unroll 4
         for (int r = 0; r < MR; r++) {
             const uint8_t *row = xp + (size_t)r * p->xp_bytes;
@@ -291,10 +291,13 @@ static inline __m128 hsum4(__m512 a0, __m512 a1, __m512 a2, __m512 a3) {
     return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
 }
 
-/* NR weight rows from n (bytes at w) with MR rows of x: res[j*MR + r]. */
+/* NR weight rows n + j*RS (bytes at w + j*RS*row_bytes) with MR rows of x:
+ * res[j*MR + r], or with RS > 1 (one x row, rows of separate streams)
+ * res[j*res_step]. */
 static inline __attribute__((always_inline)) void kernel4_rows(const lmc_qmm_plan *p, int64_t n, const uint8_t *w,
                                                                const uint8_t *xp, const float *sx, const int NR,
-                                                               const int MR, const lmc_dtype SDT, float *res) {
+                                                               const int MR, const lmc_dtype SDT, int64_t RS,
+                                                               int res_step, float *res) {
     const __m512i shuf = _mm512_loadu_si512(p->shuf);
     const int64_t nblk = blocks4(p), full = p->K / 128;
     const void *s_row = (const char *)p->scales + (size_t)(n * p->G) * (SDT == LMC_F32 ? 4 : 2);
@@ -303,23 +306,31 @@ static inline __attribute__((always_inline)) void kernel4_rows(const lmc_qmm_pla
     const int GPB = 128 >> p->gshift;
     __m512 acc[4];
     for (int i = 0; i < 4; i++) acc[i] = _mm512_setzero_ps();
-    /* the L2 prefetch: the same place in a later call's rows, PREFETCH_L2 bytes on or more */
-    const size_t call_bytes = NR * p->row_bytes, pf_l2 = (PREFETCH_L2 + call_bytes - 1) / call_bytes * call_bytes;
-    for (int64_t b = 0; b < full; b++) block4(p, w, s_row, xp, b, nblk, NR, MR, SDT, false, GPB, mtail, shuf, pf_l2, acc);
-    if (full < nblk) block4(p, w, s_row, xp, full, nblk, NR, MR, SDT, true, GPB, mtail, shuf, pf_l2, acc);
+    /* the L2 prefetch: the same place in a later call's rows, PREFETCH_L2 bytes on or more (a call
+     * moves each stream on by one row when the rows are RS apart) */
+    const size_t call_bytes = (RS > 1 ? 1 : NR) * p->row_bytes, pf_l2 = (PREFETCH_L2 + call_bytes - 1) / call_bytes * call_bytes;
+    for (int64_t b = 0; b < full; b++) block4(p, w, s_row, xp, b, nblk, NR, MR, SDT, false, GPB, mtail, shuf, pf_l2, RS, acc);
+    if (full < nblk) block4(p, w, s_row, xp, full, nblk, NR, MR, SDT, true, GPB, mtail, shuf, pf_l2, RS, acc);
     /* acc += b_g * sx_g (zero past G) */
     for (int64_t g = 0; g < p->G; g += 16) {
         int64_t left = p->G - g;
         __mmask16 m = left >= 16 ? 0xFFFF : (__mmask16)((1u << left) - 1);
 #pragma GCC unroll 4
         for (int j = 0; j < NR; j++) {
-            __m512 c = lmc_quant_load16(p->biases, SDT, (n + j) * p->G + g, m);
+            __m512 c = lmc_quant_load16(p->biases, SDT, (n + j * RS) * p->G + g, m);
 #pragma GCC unroll 4
             for (int r = 0; r < MR; r++)
                 acc[j * MR + r] = _mm512_fmadd_ps(c, _mm512_loadu_ps(sx + r * p->G_pad + g), acc[j * MR + r]);
         }
     }
-    _mm_mask_storeu_ps(res, (__mmask8)((1u << (NR * MR)) - 1), hsum4(acc[0], acc[1], acc[2], acc[3]));
+    __m128 sums = hsum4(acc[0], acc[1], acc[2], acc[3]);
+    if (RS == 1) {
+        _mm_mask_storeu_ps(res, (__mmask8)((1u << (NR * MR)) - 1), sums);
+    } else {
+        float v[4];
+        _mm_storeu_ps(v, sums);
+        for (int j = 0; j < NR; j++) res[j * res_step] = v[j];
+    }
 }
 
 /* One instance per scale dtype: nn weight rows, 4 (or 2) at a time while
@@ -332,18 +343,18 @@ static inline __attribute__((always_inline)) void kernel4_rows(const lmc_qmm_pla
         int j = 0;                                                                                                   \
         switch (mr) {                                                                                                \
         case 1:                                                                                                      \
-            for (; j + 4 <= nn; j += 4) kernel4_rows(p, n + j, w + j * p->row_bytes, xp, sx, 4, 1, SDT, res + j);    \
-            for (; j < nn; j++) kernel4_rows(p, n + j, w + j * p->row_bytes, xp, sx, 1, 1, SDT, res + j);            \
+            for (; j + 4 <= nn; j += 4) kernel4_rows(p, n + j, w + j * p->row_bytes, xp, sx, 4, 1, SDT, 1, 1, res + j);    \
+            for (; j < nn; j++) kernel4_rows(p, n + j, w + j * p->row_bytes, xp, sx, 1, 1, SDT, 1, 1, res + j);            \
             break;                                                                                                   \
         case 2:                                                                                                      \
-            for (; j + 2 <= nn; j += 2) kernel4_rows(p, n + j, w + j * p->row_bytes, xp, sx, 2, 2, SDT, res + 2 * j); \
-            for (; j < nn; j++) kernel4_rows(p, n + j, w + j * p->row_bytes, xp, sx, 1, 2, SDT, res + 2 * j);        \
+            for (; j + 2 <= nn; j += 2) kernel4_rows(p, n + j, w + j * p->row_bytes, xp, sx, 2, 2, SDT, 1, 1, res + 2 * j); \
+            for (; j < nn; j++) kernel4_rows(p, n + j, w + j * p->row_bytes, xp, sx, 1, 2, SDT, 1, 1, res + 2 * j);        \
             break;                                                                                                   \
         case 3:                                                                                                      \
-            for (; j < nn; j++) kernel4_rows(p, n + j, w + j * p->row_bytes, xp, sx, 1, 3, SDT, res + 3 * j);        \
+            for (; j < nn; j++) kernel4_rows(p, n + j, w + j * p->row_bytes, xp, sx, 1, 3, SDT, 1, 1, res + 3 * j);        \
             break;                                                                                                   \
         default:                                                                                                     \
-            for (; j < nn; j++) kernel4_rows(p, n + j, w + j * p->row_bytes, xp, sx, 1, 4, SDT, res + 4 * j);        \
+            for (; j < nn; j++) kernel4_rows(p, n + j, w + j * p->row_bytes, xp, sx, 1, 4, SDT, 1, 1, res + 4 * j);        \
             break;                                                                                                   \
         }                                                                                                            \
     }
@@ -351,6 +362,20 @@ KERNEL4(LMC_F32, kernel4_f32)
 KERNEL4(LMC_BF16, kernel4_bf16)
 KERNEL4(LMC_F16, kernel4_f16)
 #undef KERNEL4
+
+/* kernel_streams: row i of each of the four streams side by side, as four
+ * adjacent rows are above (the same arithmetic per row). */
+#define KERNEL4_STREAMS(SDT, NAME)                                                                                   \
+    static void NAME(const lmc_qmm_plan *p, int64_t n, int64_t stride, int nn, const uint8_t *xp, const float *sx, \
+                     float *res) {                                                                                   \
+        for (int i = 0; i < nn; i++)                                                                                 \
+            kernel4_rows(p, n + i, p->wq + (size_t)(n + i) * p->row_bytes, xp, sx, LMC_QMM_STREAMS, 1, SDT, stride,   \
+                         nn, res + i);                                                                               \
+    }
+KERNEL4_STREAMS(LMC_F32, kernel4_streams_f32)
+KERNEL4_STREAMS(LMC_BF16, kernel4_streams_bf16)
+KERNEL4_STREAMS(LMC_F16, kernel4_streams_f16)
+#undef KERNEL4_STREAMS
 
 static inline __attribute__((always_inline)) void kernel8_body(const lmc_qmm_plan *p, const uint8_t *w,
                                                                const float *sF, const float *cF, const uint8_t *xp,
@@ -414,6 +439,9 @@ lmc_status lmc_quantized_matmul_avx512(lmc_array *out, const lmc_array *x, const
             }
         }
         p.kernel = p.sdt == LMC_F32 ? kernel4_f32 : p.sdt == LMC_BF16 ? kernel4_bf16 : kernel4_f16;
+        p.kernel_streams = p.sdt == LMC_F32    ? kernel4_streams_f32
+                           : p.sdt == LMC_BF16 ? kernel4_streams_bf16
+                                               : kernel4_streams_f16;
         p.nr = 32; /* the kernel's set-up once per 32 rows; it takes them 4 (or 2) at a time */
     } else {
         p.F = 256.0f;

@@ -233,21 +233,36 @@ static void qmm_prep_rows(void *vctx, int64_t m0, int64_t m1, int thread) {
         p->prep_x(p, (const char *)p->x + (size_t)(m * p->K) * xs, p->xp + (size_t)m * p->xp_bytes, p->sx + m * p->G_pad);
 }
 
+/* Stores v[n - n0] (n0 <= n < n1) into row m of out. */
+static void qmm_store_row(const lmc_qmm_plan *p, int64_t m, int64_t n0, int64_t n1, const float *v) {
+    int64_t i = m * p->N;
+    switch (p->odt) {
+    case LMC_F32:
+        for (int64_t n = n0; n < n1; n++) ((float *)p->out)[i + n] = v[n - n0];
+        break;
+    case LMC_BF16:
+        for (int64_t n = n0; n < n1; n++) ((uint16_t *)p->out)[i + n] = lmc_f32_to_bf16(v[n - n0]);
+        break;
+    default:
+        for (int64_t n = n0; n < n1; n++) ((uint16_t *)p->out)[i + n] = lmc_f32_to_f16(v[n - n0]);
+        break;
+    }
+}
+
 /* Stores res[m][n - n0] (m < mr, n0 <= n < n1) into rows m0.. of out. */
 static void qmm_store(const lmc_qmm_plan *p, int64_t m0, int mr, int64_t n0, int64_t n1, float (*res)[QMM_NB]) {
-    for (int r = 0; r < mr; r++) {
-        int64_t i = (m0 + r) * p->N;
-        switch (p->odt) {
-        case LMC_F32:
-            for (int64_t n = n0; n < n1; n++) ((float *)p->out)[i + n] = res[r][n - n0];
-            break;
-        case LMC_BF16:
-            for (int64_t n = n0; n < n1; n++) ((uint16_t *)p->out)[i + n] = lmc_f32_to_bf16(res[r][n - n0]);
-            break;
-        default:
-            for (int64_t n = n0; n < n1; n++) ((uint16_t *)p->out)[i + n] = lmc_f32_to_f16(res[r][n - n0]);
-            break;
-        }
+    for (int r = 0; r < mr; r++) qmm_store_row(p, m0 + r, n0, n1, res[r]);
+}
+
+/* Weight rows [n0, n0 + LMC_QMM_STREAMS*q) with the one row of x, as
+ * LMC_QMM_STREAMS runs of q rows read side by side (kernel_streams). */
+static void qmm_run_streams(const lmc_qmm_plan *p, int64_t n0, int64_t q) {
+    enum { STEP = 8 }; /* rows of each stream a call */
+    float res[LMC_QMM_STREAMS * STEP];
+    for (int64_t i = 0; i < q; i += STEP) {
+        int nn = q - i < STEP ? (int)(q - i) : STEP;
+        p->kernel_streams(p, n0 + i, q, nn, p->xp, p->sx, res);
+        for (int s = 0; s < LMC_QMM_STREAMS; s++) qmm_store_row(p, 0, n0 + s * q + i, n0 + s * q + i + nn, res + s * nn);
     }
 }
 
@@ -255,6 +270,11 @@ static void qmm_store(const lmc_qmm_plan *p, int64_t m0, int mr, int64_t n0, int
  * converted scales of QMM_NB rows (NULL when the kernel converts them). */
 static void qmm_run_rows(const lmc_qmm_plan *p, int64_t n0, int64_t n1, float *sF, float *cF) {
     float res[4 * QMM_NB], block[4][QMM_NB]; /* kernel results (mr <= 4 x rows by nr <= QMM_NB weight rows), and by x row */
+    if (p->kernel_streams && !p->prep_w && p->M == 1 && n1 - n0 >= LMC_QMM_STREAMS * LMC_QMM_STREAM_ROWS) {
+        int64_t q = (n1 - n0) / LMC_QMM_STREAMS;
+        qmm_run_streams(p, n0, q);
+        n0 += LMC_QMM_STREAMS * q; /* fewer than LMC_QMM_STREAMS rows are left, for the loop below */
+    }
     for (int64_t nb = n0; nb < n1; nb += QMM_NB) {
         int64_t ne = nb + QMM_NB < n1 ? nb + QMM_NB : n1;
         if (p->prep_w)
