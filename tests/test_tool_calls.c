@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "model_fixture.h"
+#include "runtime/model_internal.h"
 #include "runtime/tool_calls.h"
 #include "test_util.h"
 
@@ -393,6 +394,74 @@ static void test_forced_calls(void) {
     model_fixture_cleanup(dir);
 }
 
+/* The JSON call convention end to end (Llama 3.1's: a reply that is one
+ * {"name", "parameters"} object): the npm Llama 3.1 tokenizer's template
+ * does not render tools, so the tiny Llama model gets a template written
+ * here that does (tools as JSON in a system turn, a call as a bare object).
+ * Forced calls over one and several tools come back as calls whose
+ * parameters follow the picked tool; a call in the conversation reaches the
+ * template. */
+static const char *JSON_CALL_TEMPLATE =
+    "{{- bos_token }}{%- if tools %}<|start_header_id|>system<|end_header_id|>\n\n"
+    "Answer with a JSON object {\"name\": a function, \"parameters\": its arguments}. Functions:\n"
+    "{% for t in tools %}{{ t | tojson }}\n{% endfor %}<|eot_id|>{%- endif %}"
+    "{%- for m in messages %}<|start_header_id|>{{ m.role }}<|end_header_id|>\n\n"
+    "{%- if m.tool_calls %}{% for c in m.tool_calls %}{\"name\": \"{{ c.function.name }}\", \"parameters\": "
+    "{{ c.function.arguments | tojson }}}{% endfor %}{% else %}{{ m.content }}{% endif %}<|eot_id|>{%- endfor %}"
+    "{%- if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}";
+
+static void test_json_convention(void) {
+    char tmpl[] = "/tmp/lmc-tiny-XXXXXX";
+    char *dir = mkdtemp(tmpl) ? strdup(tmpl) : NULL, cmd[8192], path[4200];
+    CHECK(dir != NULL);
+    if (!dir) return;
+    snprintf(cmd, sizeof cmd, "%s/lmc make-model --preset tiny-llama --tokenizer %s/llama3_1 -o %s/m >/dev/null 2>&1",
+             LMC_BUILD_DIR, LMC_TOKENIZER_DIR, dir);
+    CHECK(system(cmd) == 0);
+    snprintf(path, sizeof path, "%s/m/chat_template.jinja", dir);
+    FILE *f = fopen(path, "w");
+    CHECK(f && fputs(JSON_CALL_TEMPLATE, f) >= 0);
+    if (f) fclose(f);
+    snprintf(path, sizeof path, "%s/m", dir);
+    lmc_model *m = NULL;
+    CHECKF(lmc_model_load(path, NULL, &m) == LMC_OK, "%s", lmc_last_error());
+    if (m) {
+        check_forced(m, ONE_TOOL, "required", "get_weather", false);
+        check_forced(m, CALL_TOOLS, "toggle", "toggle", false);
+        check_forced(m, CALL_TOOLS, "required", NULL, false);
+        /* in this convention's words: a bare object whose arguments are "parameters" */
+        lmc_generate_options o = lmc_generate_options_default();
+        o.tool_choice = "toggle";
+        o.max_tokens = 400;
+        lmc_generation g;
+        CHECK(lmc_chat_json(m, "[{\"role\": \"user\", \"content\": \"Lights?\"}]", CALL_TOOLS, &o, &g) == LMC_OK);
+        const char *t = g.text ? g.text : "";
+        while (*t == ' ' || *t == '\n' || *t == '\t' || *t == '\r') t++;
+        CHECKF(*t == '{' && strstr(t, "\"parameters\"") && !strstr(t, "\"arguments\"") && !strstr(t, "<tool_call>"), "%s", g.text);
+        lmc_generation_clear(&g);
+        /* the prompt holds the tools and an earlier call in this convention (arguments as an object, as
+         * transformers' templates take them; the server turns OpenAI's strings into objects) */
+        const char *msgs = "[{\"role\": \"user\", \"content\": \"Paris?\"}, {\"role\": \"assistant\", \"content\": null,"
+                           " \"tool_calls\": [{\"type\": \"function\", \"function\": {\"name\": \"get_weather\","
+                           " \"arguments\": {\"city\": \"Paris\"}}}]},"
+                           " {\"role\": \"tool\", \"content\": \"sunny\"}]";
+        int32_t *ids = NULL;
+        size_t n = 0, len = 0;
+        lmc_tool_format format = LMC_TOOLS_NONE;
+        char *prompt = NULL;
+        lmc_status st = lmc_model_chat_json_ids(m, msgs, CALL_TOOLS, NULL, &ids, &n, &format);
+        if (st == LMC_OK) st = lmc_tokenizer_decode(lmc_model_tokenizer(m), ids, n, false, &prompt, &len);
+        CHECKF(st == LMC_OK && format == LMC_TOOLS_JSON && prompt &&
+                   strstr(prompt, "{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"}}") &&
+                   strstr(prompt, "\"toggle\""),
+               "%s: %s", lmc_last_error(), prompt ? prompt : "");
+        free(ids);
+        free(prompt);
+    }
+    lmc_model_free(m);
+    model_fixture_cleanup(dir);
+}
+
 int main(void) {
     RUN(test_formats);
     RUN(test_hermes);
@@ -401,5 +470,6 @@ int main(void) {
     RUN(test_stream);
     RUN(test_chat_json);
     RUN(test_forced_calls);
+    RUN(test_json_convention);
     return TEST_REPORT();
 }
