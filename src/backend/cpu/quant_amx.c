@@ -76,8 +76,9 @@ static void prep_rows(void *vctx, int64_t m0, int64_t m1, int thread) {
     (void)thread;
     const qamx *c = vctx;
     const size_t bt = (size_t)c->kk * 16; /* bytes of one B tile */
-    const __m512i r128 = _mm512_set1_epi32(128);
+    const int kshift = __builtin_ctz((unsigned)c->kk);
     const __m128i rows4 = _mm_setr_epi32(0, 16, 32, 48); /* B rows r..r+3, in dwords */
+    const __m512i r128 = _mm512_set1_epi32(128);
     int32_t qb[128];
     for (int64_t m = m0; m < m1; m++) {
         const void *x = (const char *)c->p.x + (size_t)(m * c->p.K) * lmc_dtype_size(c->p.xdt);
@@ -90,7 +91,7 @@ static void prep_rows(void *vctx, int64_t m0, int64_t m1, int thread) {
             c->xsT[(mt * c->blocks + b) * 16 + mm] = scale;
             __m512i gsum = _mm512_setzero_si512();
             for (int j = 0; j < n; j += 16) {
-                int64_t k = k0 + j, s = k / c->kk, r = k % c->kk / 4;
+                int64_t k = k0 + j, s = k >> kshift, r = (k & (c->kk - 1)) >> 2; /* kk is 32 or 64: no division */
                 __m512i q = _mm512_loadu_si512(qb + j);
                 /* the low byte of what is left, as in the AVX-512 kernel */
                 __m512i mid = _mm512_srai_epi32(_mm512_add_epi32(q, r128), 8);
