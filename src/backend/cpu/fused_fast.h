@@ -90,32 +90,50 @@ typedef struct norm_job {
     float *scratch; /* D floats per thread */
 } norm_job;
 
+/* One row: y = (x - mean) * rs * w + b (mean only for layer norm). x and y
+ * may be the same buffer: each element is read before it is written. */
+static void norm_row(const norm_job *j, const float *x, float *y, int64_t D) {
+    float mean = 0.0f;
+    if (j->layer) {
+        float acc[16] = {0};
+        int64_t d = 0;
+        for (; d + 16 <= D; d += 16)
+            for (int l = 0; l < 16; l++) acc[l] += x[d + l];
+        for (int l = 0; l < 16; l++) mean += acc[l];
+        for (; d < D; d++) mean += x[d];
+        mean /= (float)D;
+    }
+    /* x - mean is x exactly when mean is 0 (also for -0 and NaN): one form for both norms */
+    float acc[16] = {0}, ss = 0.0f; /* the sum of squares with 16 partial sums, as dot_f32 */
+    int64_t d = 0;
+    for (; d + 16 <= D; d += 16)
+        for (int l = 0; l < 16; l++) acc[l] += (x[d + l] - mean) * (x[d + l] - mean);
+    for (int l = 0; l < 16; l++) ss += acc[l];
+    for (; d < D; d++) ss += (x[d] - mean) * (x[d] - mean);
+    float rs = 1.0f / sqrtf(ss / (float)D + j->eps);
+    if (j->w && j->b)
+        for (d = 0; d < D; d++) y[d] = (x[d] - mean) * rs * j->w[d] + j->b[d];
+    else if (j->w)
+        for (d = 0; d < D; d++) y[d] = (x[d] - mean) * rs * j->w[d];
+    else if (j->b)
+        for (d = 0; d < D; d++) y[d] = (x[d] - mean) * rs + j->b[d];
+    else
+        for (d = 0; d < D; d++) y[d] = (x[d] - mean) * rs;
+}
+
 static void norm_rows(void *ctx, int64_t r0, int64_t r1, int thread) {
     const norm_job *j = ctx;
     int64_t D = j->x->shape[j->x->ndim - 1], sx = j->x->strides[j->x->ndim - 1];
+    /* f32 rows in place, f32 out: no copies in and out (a decode step's norms are many and short) */
+    bool direct = j->x->dtype == LMC_F32 && sx == 1 && j->out->dtype == LMC_F32;
     float *row = j->scratch + (size_t)thread * (size_t)D;
     for (int64_t r = r0; r < r1; r++) {
-        load_row(row, j->x, row_offset(j->x, r), D, sx);
-        float mean = 0.0f;
-        if (j->layer) {
-            float acc[16] = {0};
-            int64_t d = 0;
-            for (; d + 16 <= D; d += 16)
-                for (int l = 0; l < 16; l++) acc[l] += row[d + l];
-            for (int l = 0; l < 16; l++) mean += acc[l];
-            for (; d < D; d++) mean += row[d];
-            mean /= (float)D;
-            for (d = 0; d < D; d++) row[d] -= mean;
+        if (direct) {
+            norm_row(j, (const float *)lmc_array_ptr(j->x) + row_offset(j->x, r), (float *)lmc_array_ptr(j->out) + r * D, D);
+            continue;
         }
-        float rs = 1.0f / sqrtf(dot_f32(row, row, D) / (float)D + j->eps);
-        if (j->w && j->b)
-            for (int64_t d = 0; d < D; d++) row[d] = row[d] * rs * j->w[d] + j->b[d];
-        else if (j->w)
-            for (int64_t d = 0; d < D; d++) row[d] = row[d] * rs * j->w[d];
-        else if (j->b)
-            for (int64_t d = 0; d < D; d++) row[d] = row[d] * rs + j->b[d];
-        else
-            for (int64_t d = 0; d < D; d++) row[d] *= rs;
+        load_row(row, j->x, row_offset(j->x, r), D, sx);
+        norm_row(j, row, row, D);
         store_row(j->out, r, row, D);
     }
 }
