@@ -129,11 +129,13 @@ static void test_compile_errors(void) {
         {"{\"type\":\"object\",\"properties\":{\"a\":true},\"required\":[\"b\"]}", "required property is not in 'properties': b"},
         {"{\"type\":\"object\",\"properties\":{\"a\":{\"anyOf\":[{\"type\":\"integer\"},{\"type\":\"number\"}]}}}", "different JSON types"},
         {"{\"type\":\"object\",\"properties\":{\"a\":{\"anyOf\":[{\"enum\":[\"x\"]},{\"type\":\"string\"}]}}}", "different JSON types"},
-        /* objects are told apart only by a first property of one name, required, a string const, all different */
+        /* objects are told apart only by a property of one name, required, a string const, all different */
         {"{\"anyOf\":[{\"properties\":{\"t\":{\"const\":\"a\"}},\"required\":[\"t\"]},{\"properties\":{\"t\":{\"const\":\"a\"}},"
-         "\"required\":[\"t\"]}]}", "(root): two alternatives of a tagged anyOf / oneOf have the same value: \"a\""},
+         "\"required\":[\"t\"]}]}", "different JSON types"},
         {"{\"anyOf\":[{\"properties\":{\"t\":{\"const\":\"a\"}},\"required\":[\"t\"]},{\"properties\":{\"u\":{\"const\":\"b\"}},"
          "\"required\":[\"u\"]}]}", "different JSON types"},
+        {"{\"anyOf\":[{\"properties\":{\"t\":{\"const\":\"a\"},\"u\":{\"const\":\"x\"}},\"required\":[\"t\",\"u\"]},"
+         "{\"properties\":{\"u\":{\"const\":\"x\"},\"t\":{\"const\":\"a\"}},\"required\":[\"u\",\"t\"]}]}", "different JSON types"},
         {"{\"anyOf\":[{\"properties\":{\"t\":{\"const\":\"a\"}}},{\"properties\":{\"t\":{\"const\":\"b\"}}}]}", "different JSON types"},
         {"{\"anyOf\":[{\"properties\":{\"t\":{\"const\":1}},\"required\":[\"t\"]},{\"properties\":{\"t\":{\"const\":2}},"
          "\"required\":[\"t\"]}]}", "different JSON types"},
@@ -228,6 +230,28 @@ static const struct {
       "{\"name\":\"ping\",\"arguments\":{}}", "{\"name\":\"pong\"}", "{\"arguments\":{\"city\":\"x\"},\"name\":\"get\"}",
       "{\"name\":\"get\"}", "{}", "{\"name\":\"ge\",\"arguments\":{\"city\":\"x\"}}", "{\"name\":\"get_all\",\"opt\":true}",
       "{\"name\":\"ping\",\"opt\":true,\"name\":\"get\"}"}},
+    /* Pydantic's discriminated union: $refs, the tag not first in one alternative (generated first), a
+     * "discriminator" annotation */
+    {"{\"$defs\":{\"Cat\":{\"properties\":{\"name\":{\"type\":\"string\",\"maxLength\":5},\"pet_type\":{\"const\":\"cat\","
+     "\"title\":\"Pet Type\"},\"meows\":{\"type\":\"integer\"}},\"required\":[\"pet_type\",\"meows\"],\"title\":\"Cat\","
+     "\"type\":\"object\"},\"Dog\":{\"properties\":{\"pet_type\":{\"const\":\"dog\"},\"barks\":{\"type\":\"number\"}},"
+     "\"required\":[\"pet_type\",\"barks\"],\"type\":\"object\"}},\"properties\":{\"pet\":{\"discriminator\":{\"mapping\":"
+     "{\"cat\":\"#/$defs/Cat\",\"dog\":\"#/$defs/Dog\"},\"propertyName\":\"pet_type\"},\"oneOf\":[{\"$ref\":\"#/$defs/Cat\"},"
+     "{\"$ref\":\"#/$defs/Dog\"}],\"title\":\"Pet\"},\"n\":{\"type\":\"integer\"}},\"required\":[\"pet\",\"n\"],"
+     "\"type\":\"object\"}",
+     {"{\"pet\":{\"pet_type\":\"cat\",\"meows\":3},\"n\":1}", "{\"pet\":{\"pet_type\":\"cat\",\"name\":\"Tom\",\"meows\":-3},\"n\":1}",
+      "{\"pet\":{\"pet_type\":\"dog\",\"barks\":1.5},\"n\":0}"},
+     {"{\"pet\":{\"name\":\"Tom\",\"pet_type\":\"cat\",\"meows\":3},\"n\":1}", "{\"pet\":{\"pet_type\":\"dog\",\"meows\":3},\"n\":1}",
+      "{\"pet\":{\"pet_type\":\"cat\",\"barks\":1},\"n\":1}", "{\"pet\":{\"pet_type\":\"cow\"},\"n\":1}",
+      "{\"pet\":{\"pet_type\":\"cat\"},\"n\":1}", "{\"pet\":{\"pet_type\":\"cat\",\"name\":\"Tommy1\",\"meows\":3},\"n\":1}",
+      "{\"pet\":{\"pet_type\":\"dog\",\"barks\":1},\"n\":1.5}"}},
+    /* a property shared by every alternative (the same const) is no tag: the next one is, moved first */
+    {"{\"anyOf\":[{\"properties\":{\"v\":{\"const\":\"1\"},\"kind\":{\"const\":\"a\"},\"x\":{\"type\":\"integer\"}},"
+     "\"required\":[\"v\",\"kind\",\"x\"]},{\"properties\":{\"v\":{\"const\":\"1\"},\"kind\":{\"const\":\"b\"}},"
+     "\"required\":[\"v\",\"kind\"]}]}",
+     {"{\"kind\":\"a\",\"v\":\"1\",\"x\":2}", "{\"kind\":\"b\",\"v\":\"1\"}"},
+     {"{\"v\":\"1\",\"kind\":\"a\",\"x\":2}", "{\"kind\":\"b\",\"v\":\"1\",\"x\":2}", "{\"kind\":\"a\",\"v\":\"2\",\"x\":1}",
+      "{\"kind\":\"a\",\"x\":1}"}},
     /* tagged unions as array elements and nested in one another's members */
     {"{\"type\":\"array\",\"items\":{\"$ref\":\"#/$defs/t\"},\"$defs\":{\"t\":{\"oneOf\":[{\"properties\":{\"k\":{\"const\":\"a\"},"
      "\"v\":{\"type\":\"integer\"}},\"required\":[\"k\",\"v\"]},{\"properties\":{\"k\":{\"const\":\"b\"},\"v\":{\"type\":\"array\","

@@ -186,7 +186,8 @@ typedef struct lmc_generate_options {
                                      a list), properties, required, additionalProperties (false, or true with no
                                      properties listed), items, minItems, maxItems, minLength, maxLength (in
                                      characters), enum, const, anyOf / oneOf of different JSON types or of
-                                     objects told apart by their first property's string const, $ref to
+                                     objects told apart by a required property's string const (a tagged union,
+                                     Pydantic's discriminated ones included; the tag is generated first), $ref to
                                      "#", "#/$defs/..." or "#/definitions/..."; annotations (title, description,
                                      default, examples, format, ...) are ignored and any other keyword is
                                      refused (LMC_ERR_INVALID_ARGUMENT naming it). Members come in the order of

@@ -26,10 +26,11 @@ typedef struct lmc_json_node {
     uint16_t *len;    /* bytes of text[i] */
     uint16_t *child;  /* object: each property's node; union: the alternatives */
     bool *required;   /* object */
-    uint16_t *variants; /* object: a tagged union (anyOf of objects told apart by their first property's string
+    uint16_t *variants; /* object: a tagged union (anyOf of objects told apart by a required property's string
                            const) is an object of that one property, an enum of the alternatives' values, and
-                           once its value is read the open object becomes variants[value's index], which
-                           goes on from its second property; NULL for every other object */
+                           once its value is read the open object becomes variants[value's index] (an
+                           alternative with the tag as its first property), which goes on from its second
+                           property; NULL for every other object */
     uint16_t items;   /* array: the elements' node */
     uint32_t min, max; /* array: elements; string: characters */
     uint64_t first[4]; /* the bytes a value can start with (a union picks its alternative by them) */

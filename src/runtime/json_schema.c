@@ -5,9 +5,10 @@
  * properties / required / additionalProperties, items / minItems /
  * maxItems, minLength / maxLength, enum / const, anyOf / oneOf whose
  * alternatives start differently (object, array, string, number, boolean,
- * null) or are objects told apart by their first property, a string const
+ * null) or are objects told apart by one required property, a string const
  * of the same name in each (a tagged union: {"name": {"const": "f"}, ...},
- * as a forced call of one of several tools is), $ref to "#",
+ * as a forced call of one of several tools is, or Pydantic's discriminated
+ * unions of $refs; the tag is generated first), $ref to "#",
  * "#/$defs/..." or "#/definitions/..." (recursion included). Annotations are ignored (title, description, default,
  * examples, format, ...); every other keyword is refused with an error that
  * names it, so a schema is never silently weakened.
@@ -116,7 +117,8 @@ static lmc_status compile(compiler *c, const cJSON *j, const char *path, uint16_
 static bool annotation(const char *k) {
     static const char *const names[] = {"title",    "description", "default",  "examples",   "format",
                                         "$schema",  "$id",         "$comment", "deprecated", "readOnly",
-                                        "writeOnly", "$defs",      "definitions", "contentMediaType", "contentEncoding"};
+                                        "writeOnly", "$defs",      "definitions", "contentMediaType", "contentEncoding",
+                                        "discriminator"}; /* OpenAPI's (Pydantic writes it): the consts say the same */
     for (size_t i = 0; i < sizeof names / sizeof *names; i++)
         if (!strcmp(k, names[i])) return true;
     return !strncmp(k, "x-", 2);
@@ -272,31 +274,83 @@ static lmc_status make_union(compiler *c, const uint16_t *alts, int n, const cha
     return LMC_OK;
 }
 
-/* Alternatives that are all objects whose first property has the same
- * name, is required and is a string const, different in each: a tagged
- * union (see lmc_json_node.variants) in *out; false (and *out untouched)
- * when they are not. */
-static lmc_status make_tagged(compiler *c, const uint16_t *alts, int n, const char *path, uint16_t *out, bool *made) {
+/* The node a $ref placeholder forwards to (itself when it is not one, or
+ * when the definition is still being compiled). */
+static uint16_t forwarded(const lmc_json_schema *s, uint16_t i) {
+    for (int hops = 0; hops < 64 && s->nodes[i].kind == LMC_JS_UNION && s->nodes[i].n == 1; hops++) i = s->nodes[i].child[0];
+    return i;
+}
+
+/* Index of the property of object node o named like property `k` of node
+ * t, or -1. */
+static int find_property(const lmc_json_node *o, const lmc_json_node *t, int k) {
+    for (int q = 0; q < o->n; q++)
+        if (o->len[q] == t->len[k] && !memcmp(o->text[q], t->text[k], t->len[k])) return q;
+    return -1;
+}
+
+/* Whether property q of object o can tell alternatives apart: required, a
+ * string const. */
+static bool tag_property(const lmc_json_schema *s, const lmc_json_node *o, int q) {
+    if (q < 0 || !o->required[q]) return false;
+    const lmc_json_node *e = &s->nodes[forwarded(s, o->child[q])];
+    return e->kind == LMC_JS_ENUM && e->n == 1 && e->text[0][0] == '"';
+}
+
+/* Alternatives (after $ref forwards) that are all objects with one property
+ * of the same name that is required and a different string const in each
+ * (Pydantic's discriminated unions, a forced call of one of several tools):
+ * a tagged union (see lmc_json_node.variants) in *out, *made = true. The
+ * tag is generated first: an alternative that lists it later is used as a
+ * copy with that property moved to the front. *made = false (nothing
+ * changed) when the alternatives are not such objects. */
+static lmc_status make_tagged(compiler *c, const uint16_t *given, int n, const char *path, uint16_t *out, bool *made) {
     *made = false;
-    const lmc_json_node *first = &c->s->nodes[alts[0]];
+    uint16_t alts[MAX_CHOICES];
+    int pos[MAX_CHOICES];
     for (int k = 0; k < n; k++) {
+        alts[k] = forwarded(c->s, given[k]);
         const lmc_json_node *a = &c->s->nodes[alts[k]];
-        if (a->kind != LMC_JS_OBJECT || a->open || a->variants || !a->n || !a->required[0] || a->len[0] != first->len[0] ||
-            memcmp(a->text[0], first->text[0], first->len[0]))
-            return LMC_OK;
-        const lmc_json_node *e = &c->s->nodes[a->child[0]];
-        if (e->kind != LMC_JS_ENUM || e->n != 1 || e->text[0][0] != '"') return LMC_OK;
-        for (int q = 0; q < k; q++) {
-            const lmc_json_node *o = &c->s->nodes[c->s->nodes[alts[q]].child[0]];
-            if (o->len[0] == e->len[0] && !memcmp(o->text[0], e->text[0], e->len[0]))
-                return fail(path, "two alternatives of a tagged anyOf / oneOf have the same value: ", e->text[0]);
+        if (a->kind != LMC_JS_OBJECT || a->open || a->variants || !a->n) return LMC_OK;
+    }
+    /* the tag: the first property of the first alternative that qualifies in all, with all values different */
+    const lmc_json_node *a0 = &c->s->nodes[alts[0]];
+    bool found = false;
+    for (int k = 0; k < a0->n && !found; k++) {
+        found = true;
+        for (int q = 0; q < n && found; q++) {
+            const lmc_json_node *a = &c->s->nodes[alts[q]];
+            pos[q] = find_property(a, a0, k);
+            found = tag_property(c->s, a, pos[q]);
+            const lmc_json_node *e = found ? &c->s->nodes[forwarded(c->s, a->child[pos[q]])] : NULL;
+            for (int r = 0; found && r < q; r++) {
+                const lmc_json_node *o = &c->s->nodes[forwarded(c->s, c->s->nodes[alts[r]].child[pos[r]])];
+                found = o->len[0] != e->len[0] || memcmp(o->text[0], e->text[0], e->len[0]);
+            }
         }
+    }
+    if (!found) return LMC_OK;
+    /* alternatives with the tag elsewhere: a copy with it first (the original may be used on its own too) */
+    for (int k = 0; k < n; k++) {
+        if (pos[k] == 0) continue;
+        uint16_t cp;
+        LMC_CHECK(new_node(c, &cp, path));
+        c->s->nodes[cp].kind = LMC_JS_OBJECT;
+        int m = c->s->nodes[alts[k]].n;
+        for (int q = -1; q < m; q++) {
+            int from = q < 0 ? pos[k] : q;
+            if (q == pos[k]) continue;
+            const lmc_json_node *a = &c->s->nodes[alts[k]];
+            LMC_CHECK(add_text(&c->s->nodes[cp], a->text[from], a->len[from], a->child[from], a->required[from], path,
+                               "properties"));
+        }
+        alts[k] = cp;
     }
     uint16_t tag, i;
     LMC_CHECK(new_node(c, &tag, path));
     c->s->nodes[tag].kind = LMC_JS_ENUM;
     for (int k = 0; k < n; k++) {
-        const lmc_json_node *e = &c->s->nodes[c->s->nodes[alts[k]].child[0]];
+        const lmc_json_node *e = &c->s->nodes[forwarded(c->s, c->s->nodes[alts[k]].child[0])];
         LMC_CHECK(add_text(&c->s->nodes[tag], e->text[0], e->len[0], 0, false, path, "alternatives"));
     }
     LMC_CHECK(new_node(c, &i, path));
