@@ -690,6 +690,28 @@ static void test_json_mode(void) {
     cJSON_Delete(j);
     reply_free(&r);
     lmc_generation_clear(&refs);
+    /* Pydantic's discriminated union ($refs, "discriminator"): taken, the same reply as lmc_chat's */
+    const char *pets = "{\"$defs\":{\"Cat\":{\"properties\":{\"name\":{\"type\":\"string\"},\"pet_type\":{\"const\":\"cat\"}},"
+                       "\"required\":[\"pet_type\",\"name\"],\"type\":\"object\"},\"Dog\":{\"properties\":{\"pet_type\":"
+                       "{\"const\":\"dog\"},\"barks\":{\"type\":\"number\"}},\"required\":[\"pet_type\",\"barks\"],"
+                       "\"type\":\"object\"}},\"properties\":{\"pet\":{\"discriminator\":{\"propertyName\":\"pet_type\","
+                       "\"mapping\":{\"cat\":\"#/$defs/Cat\",\"dog\":\"#/$defs/Dog\"}},\"oneOf\":[{\"$ref\":\"#/$defs/Cat\"},"
+                       "{\"$ref\":\"#/$defs/Dog\"}]}},\"required\":[\"pet\"],\"type\":\"object\"}";
+    os.json_schema = pets;
+    refs = ref_chat(msgs, 1, &os);
+    CHECK(refs.n_ids > 0);
+    char pbody[2048];
+    snprintf(pbody, sizeof pbody,
+             "{\"messages\":[{\"role\":\"user\",\"content\":\"A cat as JSON\"}],\"temperature\":0,\"max_tokens\":40,"
+             "\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"pet\",\"schema\":%s}}}",
+             pets);
+    r = http("POST", "/v1/chat/completions", pbody);
+    j = json_of(&r);
+    CHECKF(r.status == 200, "%d %s", r.status, r.body);
+    CHECK_STR(str_at(j, "choices.0.message.content"), refs.text);
+    cJSON_Delete(j);
+    reply_free(&r);
+    lmc_generation_clear(&refs);
     /* a schema lmc cannot follow, or no schema: 400 naming the place and the keyword */
     r = http("POST", "/v1/chat/completions",
              "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":{\"type\":\"json_schema\","
