@@ -651,6 +651,29 @@ static void test_tools(void) {
     lmc_generation_clear(&p0);
 }
 
+/* response_format json_schema `schema` (extra: more members of the
+ * json_schema object) gives 200 and the reply lmc_chat makes with that
+ * schema. */
+static void schema_reply_as_chat(const char *schema, const char *extra) {
+    lmc_message msgs[1] = {{"user", "A cat as JSON"}};
+    lmc_generate_options os = greedy(40);
+    os.json_schema = schema;
+    lmc_generation refs = ref_chat(msgs, 1, &os);
+    CHECK(refs.n_ids > 0);
+    char body[4096];
+    snprintf(body, sizeof body,
+             "{\"messages\":[{\"role\":\"user\",\"content\":\"A cat as JSON\"}],\"temperature\":0,\"max_tokens\":40,"
+             "\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"cat\",%s\"schema\":%s}}}",
+             extra, schema);
+    reply r = http("POST", "/v1/chat/completions", body);
+    cJSON *j = json_of(&r);
+    CHECKF(r.status == 200, "%d %s", r.status, r.body);
+    CHECK_STR(str_at(j, "choices.0.message.content"), refs.text);
+    cJSON_Delete(j);
+    reply_free(&r);
+    lmc_generation_clear(&refs);
+}
+
 /* "response_format": {"type": "json_object"} is JSON mode and
  * {"type": "json_schema"} follows a schema (lmc_chat with json_object or
  * json_schema makes the same reply); bad schemas and other types are
@@ -672,46 +695,16 @@ static void test_json_mode(void) {
     cJSON_Delete(j);
     reply_free(&r);
     /* json_schema: lmc_chat with the same schema makes the same reply */
-    const char *schema = "{\"type\":\"object\",\"properties\":{\"n\":{\"type\":\"integer\"},\"ok\":{\"type\":\"boolean\"}},"
-                         "\"required\":[\"n\",\"ok\"]}";
-    lmc_generate_options os = greedy(40);
-    os.json_schema = schema;
-    lmc_generation refs = ref_chat(msgs, 1, &os);
-    char body[1024];
-    snprintf(body, sizeof body,
-             "{\"messages\":[{\"role\":\"user\",\"content\":\"A cat as JSON\"}],\"temperature\":0,\"max_tokens\":40,"
-             "\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"cat\",\"strict\":true,"
-             "\"schema\":%s}}}",
-             schema);
-    r = http("POST", "/v1/chat/completions", body);
-    j = json_of(&r);
-    CHECKF(r.status == 200, "%d %s", r.status, r.body);
-    CHECK_STR(str_at(j, "choices.0.message.content"), refs.text);
-    cJSON_Delete(j);
-    reply_free(&r);
-    lmc_generation_clear(&refs);
-    /* Pydantic's discriminated union ($refs, "discriminator"): taken, the same reply as lmc_chat's */
-    const char *pets = "{\"$defs\":{\"Cat\":{\"properties\":{\"name\":{\"type\":\"string\"},\"pet_type\":{\"const\":\"cat\"}},"
-                       "\"required\":[\"pet_type\",\"name\"],\"type\":\"object\"},\"Dog\":{\"properties\":{\"pet_type\":"
-                       "{\"const\":\"dog\"},\"barks\":{\"type\":\"number\"}},\"required\":[\"pet_type\",\"barks\"],"
-                       "\"type\":\"object\"}},\"properties\":{\"pet\":{\"discriminator\":{\"propertyName\":\"pet_type\","
-                       "\"mapping\":{\"cat\":\"#/$defs/Cat\",\"dog\":\"#/$defs/Dog\"}},\"oneOf\":[{\"$ref\":\"#/$defs/Cat\"},"
-                       "{\"$ref\":\"#/$defs/Dog\"}]}},\"required\":[\"pet\"],\"type\":\"object\"}";
-    os.json_schema = pets;
-    refs = ref_chat(msgs, 1, &os);
-    CHECK(refs.n_ids > 0);
-    char pbody[2048];
-    snprintf(pbody, sizeof pbody,
-             "{\"messages\":[{\"role\":\"user\",\"content\":\"A cat as JSON\"}],\"temperature\":0,\"max_tokens\":40,"
-             "\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"pet\",\"schema\":%s}}}",
-             pets);
-    r = http("POST", "/v1/chat/completions", pbody);
-    j = json_of(&r);
-    CHECKF(r.status == 200, "%d %s", r.status, r.body);
-    CHECK_STR(str_at(j, "choices.0.message.content"), refs.text);
-    cJSON_Delete(j);
-    reply_free(&r);
-    lmc_generation_clear(&refs);
+    schema_reply_as_chat("{\"type\":\"object\",\"properties\":{\"n\":{\"type\":\"integer\"},\"ok\":{\"type\":\"boolean\"}},"
+                         "\"required\":[\"n\",\"ok\"]}", "\"strict\":true,");
+    /* Pydantic's discriminated union ($refs, "discriminator"): taken */
+    schema_reply_as_chat("{\"$defs\":{\"Cat\":{\"properties\":{\"name\":{\"type\":\"string\"},\"pet_type\":{\"const\":\"cat\"}},"
+                         "\"required\":[\"pet_type\",\"name\"],\"type\":\"object\"},\"Dog\":{\"properties\":{\"pet_type\":"
+                         "{\"const\":\"dog\"},\"barks\":{\"type\":\"number\"}},\"required\":[\"pet_type\",\"barks\"],"
+                         "\"type\":\"object\"}},\"properties\":{\"pet\":{\"discriminator\":{\"propertyName\":\"pet_type\","
+                         "\"mapping\":{\"cat\":\"#/$defs/Cat\",\"dog\":\"#/$defs/Dog\"}},\"oneOf\":[{\"$ref\":\"#/$defs/Cat\"},"
+                         "{\"$ref\":\"#/$defs/Dog\"}]}},\"required\":[\"pet\"],\"type\":\"object\"}",
+                         "");
     /* a schema lmc cannot follow, or no schema: 400 naming the place and the keyword */
     r = http("POST", "/v1/chat/completions",
              "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":{\"type\":\"json_schema\","
