@@ -82,6 +82,27 @@ bool lmc_json_has_nul_escape(const char *s, size_t n, size_t *at) {
     return false;
 }
 
+lmc_status lmc_json_messages(const lmc_message *msgs, size_t n, char **json) {
+    *json = NULL;
+    cJSON *arr = cJSON_CreateArray();
+    for (size_t i = 0; arr && i < n; i++) {
+        if (!msgs[i].role || !msgs[i].content) {
+            cJSON_Delete(arr);
+            return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "chat: message %zu has no role or content", i);
+        }
+        cJSON *o = cJSON_CreateObject();
+        if (!o || !cJSON_AddStringToObject(o, "role", msgs[i].role) || !cJSON_AddStringToObject(o, "content", msgs[i].content) ||
+            !cJSON_AddItemToArray(arr, o)) {
+            cJSON_Delete(o);
+            cJSON_Delete(arr);
+            arr = NULL;
+        }
+    }
+    *json = arr ? cJSON_PrintUnformatted(arr) : NULL;
+    cJSON_Delete(arr);
+    return *json ? LMC_OK : lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
+}
+
 const char *lmc_json_type_name(const cJSON *j) {
     if (cJSON_IsObject(j)) return "an object";
     if (cJSON_IsArray(j)) return "an array";

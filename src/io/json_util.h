@@ -10,6 +10,7 @@
 
 #include "core/utf8.h"
 #include "lmc/base.h"
+#include "lmc/model.h"
 #include "lmc/tokenizer.h"
 
 /* Reads a whole file into a NUL-terminated malloc'd buffer (*len excludes the
@@ -38,6 +39,11 @@ static inline double lmc_json_logprob(float lp) { return lp == -INFINITY ? -9999
  * part of a character where its text shows U+FFFD; [] when it has none), as
  * OpenAI's logprobs entries carry them. */
 void lmc_json_add_token_bytes(cJSON *o, const lmc_tokenizer *tok, int32_t id);
+
+/* Chat messages as the chat template's JSON, [{"role", "content"}, ...],
+ * in *json (malloc'd); LMC_ERR_INVALID_ARGUMENT naming a message without
+ * role or content. */
+lmc_status lmc_json_messages(const lmc_message *msgs, size_t n, char **json);
 
 /* A short description of a JSON value's type for messages ("an array"). */
 const char *lmc_json_type_name(const cJSON *item);

@@ -857,20 +857,8 @@ lmc_status lmc_model_chat_ids(lmc_model *m, const lmc_message *msgs, size_t n, c
     *ids = NULL;
     *n_ids = 0;
     if (!msgs || n == 0) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "chat: no messages");
-    cJSON *arr = cJSON_CreateArray();
-    for (size_t i = 0; arr && i < n; i++) {
-        if (!msgs[i].role || !msgs[i].content) {
-            cJSON_Delete(arr);
-            return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "chat: message %zu has no role or content", i);
-        }
-        cJSON *o = cJSON_CreateObject();
-        cJSON_AddStringToObject(o, "role", msgs[i].role);
-        cJSON_AddStringToObject(o, "content", msgs[i].content);
-        cJSON_AddItemToArray(arr, o);
-    }
-    char *json = arr ? cJSON_PrintUnformatted(arr) : NULL;
-    cJSON_Delete(arr);
-    if (!json) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
+    char *json;
+    LMC_CHECK(lmc_json_messages(msgs, n, &json));
     lmc_status st = lmc_model_chat_json_ids(m, json, NULL, vars_json, ids, n_ids, NULL);
     free(json);
     return st;

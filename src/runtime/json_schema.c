@@ -265,7 +265,7 @@ static lmc_status make_union(compiler *c, const uint16_t *alts, int n, const cha
             for (int b = 0; b < 256; b++)
                 if (set[b] && seen[b])
                     return fail(path, "the alternatives of anyOf / oneOf / a type list must be of different JSON types "
-                                      "(or objects whose first property, required, is a string const of one name)", NULL);
+                                      "(or objects told apart by a required property, a string const of one name, different in each)", NULL);
             for (int b = 0; b < 256; b++) seen[b] |= set[b];
             LMC_CHECK(add_text(&c->s->nodes[i], "", 0, alt, false, path, "alternatives"));
         }

@@ -66,24 +66,6 @@ static void conversation_free(conversation *c) {
     free(c->msgs);
 }
 
-/* The conversation as the template's JSON messages (for a chat with tools). */
-static char *messages_json(const conversation *c) {
-    cJSON *arr = cJSON_CreateArray();
-    for (size_t i = 0; arr && i < c->n; i++) {
-        cJSON *msg = cJSON_CreateObject();
-        if (!msg || !cJSON_AddStringToObject(msg, "role", c->msgs[i].role) ||
-            !cJSON_AddStringToObject(msg, "content", c->msgs[i].content)) {
-            cJSON_Delete(msg);
-            cJSON_Delete(arr);
-            return NULL;
-        }
-        cJSON_AddItemToArray(arr, msg);
-    }
-    char *text = arr ? cJSON_PrintUnformatted(arr) : NULL;
-    cJSON_Delete(arr);
-    return text;
-}
-
 /* The calls a reply makes, one line each on standard error: "[tool call] NAME ARGUMENTS". */
 static void print_calls(const lmc_model *m, const char *text) {
     char *calls = NULL;
@@ -101,15 +83,12 @@ static void print_calls(const lmc_model *m, const char *text) {
 
 /* One turn: generate, print, and record the reply. Returns false on error. */
 static bool turn(lmc_model *m, conversation *c, const char *tools, const lmc_generate_options *opt, bool stats) {
-    lmc_generation out;
+    lmc_generation out = {0};
     lmc_status s;
     if (tools) {
-        char *msgs = messages_json(c);
-        if (!msgs) {
-            fprintf(stderr, "lmc chat: out of memory\n");
-            return false;
-        }
-        s = lmc_chat_json(m, msgs, tools, opt, &out);
+        char *msgs = NULL;
+        s = lmc_json_messages(c->msgs, c->n, &msgs);
+        if (s == LMC_OK) s = lmc_chat_json(m, msgs, tools, opt, &out);
         free(msgs);
     } else {
         s = lmc_chat(m, c->msgs, c->n, opt, &out);

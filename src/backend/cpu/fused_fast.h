@@ -69,18 +69,6 @@ static int64_t row_offset(const lmc_array *t, int64_t r) {
     return off;
 }
 
-/* Sum of a[i]*b[i] with 16 partial sums (vectorises without reassociation flags). */
-static inline float dot_f32(const float *a, const float *b, int64_t n) {
-    float acc[16] = {0};
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16)
-        for (int l = 0; l < 16; l++) acc[l] += a[i + l] * b[i + l];
-    float s = 0.0f;
-    for (int l = 0; l < 16; l++) s += acc[l];
-    for (; i < n; i++) s += a[i] * b[i];
-    return s;
-}
-
 typedef struct norm_job {
     lmc_array *out;
     const lmc_array *x;
@@ -104,7 +92,7 @@ static void norm_row(const norm_job *j, const float *x, float *y, int64_t D) {
         mean /= (float)D;
     }
     /* x - mean is x exactly when mean is 0 (also for -0 and NaN): one form for both norms */
-    float acc[16] = {0}, ss = 0.0f; /* the sum of squares with 16 partial sums, as dot_f32 */
+    float acc[16] = {0}, ss = 0.0f; /* the sum of squares with 16 partial sums (vectorises without reassociation flags) */
     int64_t d = 0;
     for (; d + 16 <= D; d += 16)
         for (int l = 0; l < 16; l++) acc[l] += (x[d + l] - mean) * (x[d + l] - mean);
