@@ -448,6 +448,8 @@ static void test_qmm_paths(void) {
                 /* K = 256 (whole blocks); N = 40 is no multiple of a thread chunk, 37 of a tile */
                 check_qmm(Ms[mi], mi % 2 ? 37 : 40, 256, gss[gi], bits, xdt, xd == 1 ? LMC_BF16 : LMC_F32, seed++);
             }
+    /* long rows (the AVX-512 kernel's chunks of K with 2 to 4 rows of x), with a tail block */
+    check_qmm(7, 21, 4160, 64, 4, LMC_F32, LMC_BF16, 16);
     /* more than one task of 64 weight rows, K = 1024 */
     check_qmm(33, 131, 1024, 64, 4, LMC_BF16, LMC_BF16, 13);
     check_qmm(20, 70, 512, 128, 8, LMC_F32, LMC_BF16, 14);
@@ -496,8 +498,8 @@ static void test_qmm_views(void) {
  * every row bit for bit what a call with that row alone gives (AVX2, AVX-512:
  * the M = 1 decode kernel; AMX from 6 rows on: its tiles), so batching
  * sequences never changes one sequence's numbers. */
-static void test_qmm_rows_exact(void) {
-    const int64_t M = 40, N = 53, K = 384;
+static void check_rows_exact(int64_t K) {
+    const int64_t M = 40, N = 53;
     for (int bits = 4; bits <= 8; bits += 4) {
         int64_t wshape[2] = {N, K}, xshape[2] = {M, K};
         lmc_array *w = random_normal(LMC_BF16, 2, wshape, 0.0, 0.5, 20 + (uint64_t)bits);
@@ -545,6 +547,14 @@ static void test_qmm_rows_exact(void) {
         lmc_array *list[] = {w, x, s, b, q};
         for (size_t i = 0; i < sizeof list / sizeof list[0]; i++) lmc_array_free(list[i]);
     }
+}
+
+static void test_qmm_rows_exact(void) {
+    check_rows_exact(384);
+    /* long rows: the AVX-512 kernel takes 2 to 4 x rows through K in chunks
+     * (33 blocks and a half: more than one chunk for every row count, and a
+     * tail block in the last) */
+    check_rows_exact(4160);
 }
 
 /* lmc_quantized_matmul_many gives each weight bit for bit what a call of

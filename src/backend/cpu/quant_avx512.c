@@ -291,27 +291,31 @@ static inline __m128 hsum4(__m512 a0, __m512 a1, __m512 a2, __m512 a3) {
     return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
 }
 
-/* NR weight rows n + j*RS (bytes at w + j*RS*row_bytes) with MR rows of x:
- * res[j*MR + r], or with RS > 1 (one x row, rows of separate streams)
- * res[j*res_step]. */
-static inline __attribute__((always_inline)) void kernel4_rows(const lmc_qmm_plan *p, int64_t n, const uint8_t *w,
-                                                               const uint8_t *xp, const float *sx, const int NR,
-                                                               const int MR, const lmc_dtype SDT, int64_t RS,
-                                                               int res_step, float *res) {
+/* Blocks [b0, b1) of NR weight rows n + j*RS (bytes at w + j*RS*row_bytes)
+ * with MR rows of x, added into acc[j*MR + r]. */
+static inline __attribute__((always_inline)) void kernel4_blocks(const lmc_qmm_plan *p, int64_t n, const uint8_t *w,
+                                                                 const uint8_t *xp, int64_t b0, int64_t b1,
+                                                                 const int NR, const int MR, const lmc_dtype SDT,
+                                                                 int64_t RS, __m512 *acc) {
     const __m512i shuf = _mm512_loadu_si512(p->shuf);
     const int64_t nblk = blocks4(p), full = p->K / 128;
     const void *s_row = (const char *)p->scales + (size_t)(n * p->G) * (SDT == LMC_F32 ? 4 : 2);
     /* the stored bytes of the last block's groups when K is not a multiple of 128 */
     const __mmask16 mtail = (__mmask16)((1u << (((p->K % 128) >> p->gshift) * (SDT == LMC_F32 ? 4 : 2))) - 1);
     const int GPB = 128 >> p->gshift;
-    __m512 acc[4];
-    for (int i = 0; i < 4; i++) acc[i] = _mm512_setzero_ps();
     /* the L2 prefetch: the same place in a later call's rows, PREFETCH_L2 bytes on or more (a call
      * moves each stream on by one row when the rows are RS apart) */
     const size_t call_bytes = (RS > 1 ? 1 : NR) * p->row_bytes, pf_l2 = (PREFETCH_L2 + call_bytes - 1) / call_bytes * call_bytes;
-    for (int64_t b = 0; b < full; b++) block4(p, w, s_row, xp, b, nblk, NR, MR, SDT, false, GPB, mtail, shuf, pf_l2, RS, acc);
-    if (full < nblk) block4(p, w, s_row, xp, full, nblk, NR, MR, SDT, true, GPB, mtail, shuf, pf_l2, RS, acc);
-    /* acc += b_g * sx_g (zero past G) */
+    const int64_t bend = b1 < full ? b1 : full;
+    for (int64_t b = b0; b < bend; b++) block4(p, w, s_row, xp, b, nblk, NR, MR, SDT, false, GPB, mtail, shuf, pf_l2, RS, acc);
+    if (full < b1) block4(p, w, s_row, xp, full, nblk, NR, MR, SDT, true, GPB, mtail, shuf, pf_l2, RS, acc);
+}
+
+/* acc += b_g * sx_g (zero past G), then the horizontal sums: res[j*MR + r],
+ * or with RS > 1 (one x row, rows of separate streams) res[j*res_step]. */
+static inline __attribute__((always_inline)) void kernel4_finish(const lmc_qmm_plan *p, int64_t n, const float *sx,
+                                                                 const int NR, const int MR, const lmc_dtype SDT,
+                                                                 int64_t RS, int res_step, __m512 *acc, float *res) {
     for (int64_t g = 0; g < p->G; g += 16) {
         int64_t left = p->G - g;
         __mmask16 m = left >= 16 ? 0xFFFF : (__mmask16)((1u << left) - 1);
@@ -333,6 +337,49 @@ static inline __attribute__((always_inline)) void kernel4_rows(const lmc_qmm_pla
     }
 }
 
+/* NR weight rows n + j*RS (bytes at w + j*RS*row_bytes) with MR rows of x:
+ * res[j*MR + r], or with RS > 1 (one x row, rows of separate streams)
+ * res[j*res_step]. */
+static inline __attribute__((always_inline)) void kernel4_rows(const lmc_qmm_plan *p, int64_t n, const uint8_t *w,
+                                                               const uint8_t *xp, const float *sx, const int NR,
+                                                               const int MR, const lmc_dtype SDT, int64_t RS,
+                                                               int res_step, float *res) {
+    __m512 acc[4];
+    for (int i = 0; i < 4; i++) acc[i] = _mm512_setzero_ps();
+    kernel4_blocks(p, n, w, xp, 0, blocks4(p), NR, MR, SDT, RS, acc);
+    kernel4_finish(p, n, sx, NR, MR, SDT, RS, res_step, acc, res);
+}
+
+/* Bytes of prepared x rows that a call keeps in L1 while it goes through
+ * its weight rows. With more, x was read from L2 for every weight row:
+ * 4 x rows of K = 3072 (36 KiB of parts) ran ~30 % slower per product than
+ * K = 2048 on a 32 KiB-L1 core. */
+enum { X_L1_BYTES = 24576 };
+
+/* nn weight rows (NR at a time) with MR >= 2 rows of x, res[j*MR + r] for
+ * row j: as kernel4_rows, but the blocks are taken in chunks whose x parts
+ * fit X_L1_BYTES, each chunk through all nn rows, the accumulators kept in
+ * memory between chunks. Each accumulator sees the same additions in the
+ * same order as in kernel4_rows, so the results are bit for bit the same. */
+static inline __attribute__((always_inline)) void kernel4_chunked(const lmc_qmm_plan *p, int64_t n, int nn,
+                                                                  const uint8_t *w, const uint8_t *xp,
+                                                                  const float *sx, const int NR, const int MR,
+                                                                  const lmc_dtype SDT, float *res) {
+    __m512 keep[32 * 4]; /* nn <= p->nr = 32 rows by MR <= 4 x rows, 8 KiB */
+    const int64_t nblk = blocks4(p), chunk = X_L1_BYTES / (MR * 384) > 0 ? X_L1_BYTES / (MR * 384) : 1;
+    for (int i = 0; i < nn * MR; i++) keep[i] = _mm512_setzero_ps();
+    for (int64_t b0 = 0; b0 < nblk; b0 += chunk) {
+        int64_t b1 = b0 + chunk < nblk ? b0 + chunk : nblk;
+        for (int j = 0; j < nn; j += NR) {
+            __m512 acc[4];
+            for (int i = 0; i < NR * MR; i++) acc[i] = keep[j * MR + i];
+            kernel4_blocks(p, n + j, w + (size_t)j * p->row_bytes, xp, b0, b1, NR, MR, SDT, 1, acc);
+            for (int i = 0; i < NR * MR; i++) keep[j * MR + i] = acc[i];
+        }
+    }
+    for (int j = 0; j < nn; j += NR) kernel4_finish(p, n + j, sx, NR, MR, SDT, 1, 1, keep + j * MR, res + j * MR);
+}
+
 /* One instance per scale dtype: nn weight rows, 4 (or 2) at a time while
  * the accumulators fit in registers, with mr rows of x. */
 #define KERNEL4(SDT, NAME)                                                                                           \
@@ -347,14 +394,22 @@ static inline __attribute__((always_inline)) void kernel4_rows(const lmc_qmm_pla
             for (; j < nn; j++) kernel4_rows(p, n + j, w + j * p->row_bytes, xp, sx, 1, 1, SDT, 1, 1, res + j);            \
             break;                                                                                                   \
         case 2:                                                                                                      \
+            if (blocks4(p) * 384 * 2 > X_L1_BYTES) {                                                                 \
+                j = nn & ~1;                                                                                         \
+                kernel4_chunked(p, n, j, w, xp, sx, 2, 2, SDT, res);                                                 \
+            }                                                                                                        \
             for (; j + 2 <= nn; j += 2) kernel4_rows(p, n + j, w + j * p->row_bytes, xp, sx, 2, 2, SDT, 1, 1, res + 2 * j); \
             for (; j < nn; j++) kernel4_rows(p, n + j, w + j * p->row_bytes, xp, sx, 1, 2, SDT, 1, 1, res + 2 * j);        \
             break;                                                                                                   \
         case 3:                                                                                                      \
-            for (; j < nn; j++) kernel4_rows(p, n + j, w + j * p->row_bytes, xp, sx, 1, 3, SDT, 1, 1, res + 3 * j);        \
+            if (blocks4(p) * 384 * 3 > X_L1_BYTES) kernel4_chunked(p, n, nn, w, xp, sx, 1, 3, SDT, res);             \
+            else                                                                                                     \
+                for (; j < nn; j++) kernel4_rows(p, n + j, w + j * p->row_bytes, xp, sx, 1, 3, SDT, 1, 1, res + 3 * j);    \
             break;                                                                                                   \
         default:                                                                                                     \
-            for (; j < nn; j++) kernel4_rows(p, n + j, w + j * p->row_bytes, xp, sx, 1, 4, SDT, 1, 1, res + 4 * j);        \
+            if (blocks4(p) * 384 * 4 > X_L1_BYTES) kernel4_chunked(p, n, nn, w, xp, sx, 1, 4, SDT, res);             \
+            else                                                                                                     \
+                for (; j < nn; j++) kernel4_rows(p, n + j, w + j * p->row_bytes, xp, sx, 1, 4, SDT, 1, 1, res + 4 * j);    \
             break;                                                                                                   \
         }                                                                                                            \
     }
