@@ -237,8 +237,8 @@ static void qmm_prep_rows(void *vctx, int64_t m0, int64_t m1, int thread) {
 static void qmm_store_row(const lmc_qmm_plan *p, int64_t m, int64_t n0, int64_t n1, const float *v) {
     int64_t i = m * p->N;
     switch (p->odt) {
-    case LMC_F32:
-        for (int64_t n = n0; n < n1; n++) ((float *)p->out)[i + n] = v[n - n0];
+    case LMC_F32: /* as one copy: element by element, the stores to lines not in cache cost ~5 % of a prefill */
+        memcpy((float *)p->out + i + n0, v, (size_t)(n1 - n0) * sizeof(float));
         break;
     case LMC_BF16:
         for (int64_t n = n0; n < n1; n++) ((uint16_t *)p->out)[i + n] = lmc_f32_to_bf16(v[n - n0]);
