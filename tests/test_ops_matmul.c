@@ -433,6 +433,52 @@ static void test_rows_independent_of_m(void) {
     for (int i = 0; i < 4; i++) lmc_array_free(arr[i]);
 }
 
+/* One row of x against many weight rows (the decoder's output matrix):
+ * each thread's long run of rows is read as several streams at once
+ * (gemv_nt_streams), which must give every output the bits the plain GEMV
+ * gives it, here that of the same row in a batch of two equal rows; for each
+ * weight dtype, on 1 and 2 threads, with a ragged K and N. Also against f64. */
+static void test_gemv_streams(void) {
+    const int64_t K = 1100, N = 8401; /* at 2 threads a first piece of >= 4 x 256 rows */
+    int64_t sx[2] = {1, K}, sw[2] = {K, N};
+    lmc_array *x = rnd(LMC_F32, 2, sx);
+    lmc_array *x2 = lmc_concatenate(2, (const lmc_array *const[]){x, x}, 0);
+    int before = lmc_num_threads();
+    const lmc_dtype wdts[] = {LMC_BF16, LMC_F16, LMC_F32};
+    for (int wi = 0; wi < 3 && x2; wi++) {
+        lmc_array *w = rnd_t(wdts[wi], 2, sw);
+        float *xv = read_f32(x), *wv = read_f32(w); /* wv: [K, N] */
+        for (int t = 1; t <= 2; t++) {
+            lmc_set_num_threads(t);
+            lmc_array *one = lmc_matmul(x, w), *two = lmc_matmul(x2, w);
+            float *g1 = one ? read_f32(one) : NULL, *g2 = two ? read_f32(two) : NULL;
+            CHECKF(g1 && g2, "%s", lmc_last_error());
+            int64_t differ = 0, far = 0;
+            for (int64_t n = 0; g1 && g2 && n < N; n++) {
+                if (memcmp(&g1[n], &g2[n], sizeof(float)) || memcmp(&g2[n], &g2[N + n], sizeof(float))) differ++;
+                double ref = 0, mag = 0;
+                for (int64_t k = 0; k < K; k++) {
+                    ref += (double)xv[k] * wv[k * N + n];
+                    mag += fabs((double)xv[k] * wv[k * N + n]);
+                }
+                if (fabs(g1[n] - ref) > 1e-6 * mag + 1e-6) far++;
+            }
+            CHECKF(differ == 0 && far == 0, "w %s, %d threads: %lld outputs differ from the batch of two, %lld from f64",
+                   lmc_dtype_name(wdts[wi]), t, (long long)differ, (long long)far);
+            free(g1);
+            free(g2);
+            lmc_array_free(one);
+            lmc_array_free(two);
+        }
+        free(xv);
+        free(wv);
+        lmc_array_free(w);
+    }
+    lmc_set_num_threads(before);
+    lmc_array_free(x);
+    lmc_array_free(x2);
+}
+
 int main(void) {
     fprintf(stderr, "best kernel path here: %s\n", lmc_cpu_path_name(lmc_cpu_path_max()));
     RUN(test_hand_2x2);
@@ -447,6 +493,7 @@ int main(void) {
     RUN(test_nonfinite);
     RUN(test_thread_determinism);
     RUN(test_rows_independent_of_m);
+    RUN(test_gemv_streams);
     CHECK(lmc_live_arrays() == 0);
     return TEST_REPORT();
 }

@@ -16,6 +16,7 @@ enum {
     LMC_SCRATCH_QMM_AMX,  /* the AMX quantised matmul's per-thread weight tiles, scales and accumulators */
     LMC_SCRATCH_MATMUL_AMX, /* the AMX bf16 matmul's per-thread padded weight tiles and partial sums */
     LMC_SCRATCH_SDPA,       /* attention's per-thread query rows, key/value blocks, scores and accumulators */
+    LMC_SCRATCH_GEMV,       /* the float matmul GEMV's per-thread output rows before their conversion */
     LMC_SCRATCH_SLOTS
 };
 

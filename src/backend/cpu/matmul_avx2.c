@@ -55,6 +55,8 @@ const lmc_mm_isa lmc_mm_isa_avx2 = {
     .from_f32 = from_f32,
     .gemm_micro = gemm_micro,
     .gemv_nt = gemv_nt,
+    .gemv_nt_streams = gemv_nt_streams,
+    .streams = DOT_R,
     .gemv_nt_bf16 = NULL,
     .gemv_nn = gemv_nn,
 };

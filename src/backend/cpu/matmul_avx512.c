@@ -111,6 +111,8 @@ const lmc_mm_isa lmc_mm_isa_avx512 = {
     .from_f32 = from_f32,
     .gemm_micro = gemm_micro,
     .gemv_nt = gemv_nt,
+    .gemv_nt_streams = gemv_nt_streams,
+    .streams = DOT_R,
     .gemv_nt_bf16 = gemv_nt_bf16,
     .gemv_nn = gemv_nn,
 };

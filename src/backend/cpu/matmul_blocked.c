@@ -18,10 +18,13 @@
  *
  * Every output element is computed by one thread in a fixed order, so the
  * result is the same for any thread count. Accumulation is in f32. */
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "backend/cpu/matmul_internal.h"
+#include "core/scratch.h"
 #include "core/threadpool.h"
 
 enum {
@@ -29,6 +32,7 @@ enum {
     GEMV_NN_MAX_M = 15, /* and a row-major b */
     GEMV_NT_CHUNK = 64,   /* weight rows per GEMV task (nn.Linear layout) */
     GEMV_NN_CHUNK = 256,  /* columns per GEMV task (row-major b) */
+    GEMV_STREAM_ROWS = 64, /* one x row: a piece of at least streams x this many rows is read as streams */
     KC = 256,             /* K block of the GEMM */
     NB = 256,             /* N block of the GEMM (a multiple of every nr) */
 };
@@ -48,8 +52,9 @@ typedef struct mm_job {
     int64_t ldx, x_batch_stride; /* x_batch_stride < 0: use a's batch offsets */
     /* GEMM task grid */
     int64_t mblock, mtiles, ntiles;
-    float *scratch; /* per thread */
+    float *scratch; /* per thread (GEMM) */
     size_t scratch_floats;
+    _Atomic bool out_of_memory; /* a GEMV thread found no work space */
 } mm_job;
 
 static const char *elem(const lmc_array *t, int64_t off) {
@@ -71,14 +76,39 @@ static void store_rows(const mm_job *j, int64_t base, const float *c, int64_t ld
 
 /* --- GEMV ---------------------------------------------------------------------- */
 
-static void gemv_task(void *ctx, int64_t t0, int64_t t1, int thread) {
-    const mm_job *j = ctx;
+/* Tasks [t0, t1) of the GEMV: a piece of lmc_parallel_split, possibly run
+ * beside another piece of the same part on another thread, so the work
+ * space is the calling thread's own. */
+static void gemv_task(void *ctx, int64_t t0, int64_t t1, int part) {
+    (void)part;
+    mm_job *j = ctx;
     const lmc_mm_isa *isa = j->isa;
     bool nt = j->sbk == 1;
     int64_t chunk = nt ? GEMV_NT_CHUNK : GEMV_NN_CHUNK;
     int64_t nchunks = (j->N + chunk - 1) / chunk;
-    float *tmp = j->scratch + (size_t)thread * j->scratch_floats; /* [M][chunk] */
     size_t xsz = lmc_dtype_size(j->xdt);
+    if (nt && j->xdt == LMC_F32 && j->M == 1 && j->direct_out && j->nbatch == 1) {
+        /* a long run of weight rows with one row of x: read as isa->streams streams */
+        int64_t r0 = t0 * chunk, r1 = t1 * chunk < j->N ? t1 * chunk : j->N;
+        if (r1 - r0 >= isa->streams * GEMV_STREAM_ROWS) {
+            int64_t off[3];
+            lmc_mm_batch_offsets(j->out, j->a, j->b, 0, off);
+            const float *x = (const float *)((const char *)j->x + (j->x_batch_stride < 0 ? off[1] : 0) * (int64_t)xsz);
+            float *y = (float *)lmc_array_ptr(j->out) + off[0];
+            int64_t q = (r1 - r0) / isa->streams, r = r0 + isa->streams * q;
+            isa->gemv_nt_streams(j->K, x, elem(j->b, off[2] + r0 * j->sbn), j->b->dtype, j->sbn, q, y + r0);
+            if (r < r1) isa->gemv_nt(j->K, 1, x, j->ldx, elem(j->b, off[2] + r * j->sbn), j->b->dtype, j->sbn, r1 - r, y + r, j->som);
+            return;
+        }
+    }
+    float *tmp = NULL; /* [M][chunk] */
+    if (!j->direct_out) {
+        tmp = lmc_scratch(LMC_SCRATCH_GEMV, (size_t)j->scratch_floats * sizeof(float));
+        if (!tmp) {
+            atomic_store(&j->out_of_memory, true);
+            return;
+        }
+    }
     for (int64_t t = t0; t < t1; t++) {
         int64_t bi = t / nchunks, n0 = t % nchunks * chunk;
         int64_t nc = j->N - n0 < chunk ? j->N - n0 : chunk;
@@ -326,14 +356,11 @@ lmc_status lmc_cpu_matmul_blocked(lmc_array *out, const lmc_array *a, const lmc_
         if (st != LMC_OK) return st;
         int64_t chunk = j.sbk == 1 ? GEMV_NT_CHUNK : GEMV_NN_CHUNK;
         j.scratch_floats = (size_t)(j.M * chunk);
-        j.scratch = malloc((size_t)nthreads * j.scratch_floats * sizeof(float));
-        if (!j.scratch) {
-            free(owned);
-            return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "lmc_matmul: out of memory");
-        }
         int64_t tasks = j.nbatch * ((j.N + chunk - 1) / chunk);
         int64_t work = j.M * j.K * chunk; /* MACs per task */
-        lmc_parallel_for(tasks, work >= 32768 ? 1 : 32768 / work + 1, gemv_task, &j);
+        /* one contiguous part per thread, helped from its back once another is done */
+        lmc_parallel_split(tasks, work >= 32768 ? 1 : 32768 / work + 1, gemv_task, &j);
+        if (atomic_load(&j.out_of_memory)) st = lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "lmc_matmul: out of memory");
     } else {
         j.ntiles = (j.N + NB - 1) / NB;
         /* Split M when batch x N-blocks alone leave threads idle. */

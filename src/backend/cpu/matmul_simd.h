@@ -61,12 +61,15 @@ static void gemm_micro(int64_t kc, const float *ap, const float *bp, float *c, i
 }
 
 /* m (<= DOT_MB) activation rows against nrows (<= DOT_R) weight rows that
- * start ldwb bytes apart: each weight vector is loaded and widened once and
- * used for all m rows. `prefetch`: also fetch the next block's rows (the
- * first pass over these rows; later passes find them in cache). */
+ * start ldwb bytes apart, y[i*ldy + r*ys] for row r: each weight vector is
+ * loaded and widened once and used for all m rows. `prefetch`: also fetch
+ * what lies pf bytes past each row (the first pass over these rows; later
+ * passes find them in cache). A row's result does not depend on the rows
+ * beside it. */
 static inline __attribute__((always_inline)) void dot_block(int64_t K, const int m, const float *x, int64_t ldx,
                                                             const char *w, const lmc_dtype wdt, int64_t ldwb,
-                                                            int nrows, float *y, int64_t ldy, const bool prefetch) {
+                                                            int nrows, float *y, int64_t ldy, int64_t ys,
+                                                            const bool prefetch, int64_t pf) {
     const int64_t wsz = wdt == LMC_F32 ? 4 : 2;
     V acc[DOT_MB][DOT_R];
     const char *wr[DOT_R];
@@ -82,8 +85,8 @@ static inline __attribute__((always_inline)) void dot_block(int64_t K, const int
         for (int r = 0; r < DOT_R; r++) {
             wv[r] = v_load_w(wr[r] + k * wsz, wdt);
             /* Rows end at page boundaries where the hardware prefetcher stops:
-             * fetch the same place of the next block's rows ahead of time. */
-            if (prefetch) _mm_prefetch(wr[r] + DOT_R * ldwb + k * wsz, _MM_HINT_T0);
+             * fetch the same place of the next rows ahead of time. */
+            if (prefetch) _mm_prefetch(wr[r] + pf + k * wsz, _MM_HINT_T0);
         }
 #pragma GCC unroll 8
         for (int i = 0; i < DOT_MB; i++) {
@@ -97,7 +100,7 @@ static inline __attribute__((always_inline)) void dot_block(int64_t K, const int
         for (int r = 0; r < nrows; r++) {
             float s = v_hsum(acc[i][r]);
             for (int64_t q = k; q < K; q++) s += x[i * ldx + q] * load1(wr[r], q, wdt);
-            y[i * ldy + r] = s;
+            y[i * ldy + r * ys] = s;
         }
 }
 
@@ -114,8 +117,8 @@ static inline __attribute__((always_inline)) void dot_rows(int64_t K, int m, con
         switch (m - i0 < DOT_MB ? m - i0 : DOT_MB) {
 #define DOT_CASE(mm)                                                                                                   \
     case mm:                                                                                                           \
-        if (first) dot_block(K, mm, xi, ldx, w, wdt, ldwb, nrows, yi, ldy, true);                                      \
-        else dot_block(K, mm, xi, ldx, w, wdt, ldwb, nrows, yi, ldy, false);                                           \
+        if (first) dot_block(K, mm, xi, ldx, w, wdt, ldwb, nrows, yi, ldy, 1, true, DOT_R * ldwb);                     \
+        else dot_block(K, mm, xi, ldx, w, wdt, ldwb, nrows, yi, ldy, 1, false, 0);                                     \
         break;
             DOT_CASE(1)
             DOT_CASE(2)
@@ -143,6 +146,24 @@ static void gemv_nt(int64_t K, int m, const float *x, int64_t ldx, const void *w
         if (wdt == LMC_BF16) dot_rows(K, m, x, ldx, wj, LMC_BF16, ldwb, nrows, y + j, ldy);
         else if (wdt == LMC_F16) dot_rows(K, m, x, ldx, wj, LMC_F16, ldwb, nrows, y + j, ldy);
         else dot_rows(K, m, x, ldx, wj, LMC_F32, ldwb, nrows, y + j, ldy);
+    }
+}
+
+/* One row of x against weight rows [0, DOT_R*q) read as DOT_R streams q rows
+ * apart, row i of each side by side: y[s*q + i] = the product with row
+ * s*q + i, the same arithmetic as gemv_nt gives that row. One sequential
+ * stream per thread leaves most of a core's memory parallelism unused (the
+ * hardware prefetcher follows a stream within its 4 KiB page); see
+ * LMC_QMM_STREAMS for the 4-bit kernel's. */
+static void gemv_nt_streams(int64_t K, const float *x, const void *w, lmc_dtype wdt, int64_t ldw, int64_t q,
+                            float *y) {
+    int64_t ldwb = ldw * (int64_t)lmc_dtype_size(wdt), sb = q * ldwb;
+    for (int64_t i = 0; i < q; i++) {
+        const char *wi = (const char *)w + i * ldwb;
+        /* prefetched: the same place two rows on in each stream */
+        if (wdt == LMC_BF16) dot_block(K, 1, x, 0, wi, LMC_BF16, sb, DOT_R, y + i, 0, q, true, 2 * ldwb);
+        else if (wdt == LMC_F16) dot_block(K, 1, x, 0, wi, LMC_F16, sb, DOT_R, y + i, 0, q, true, 2 * ldwb);
+        else dot_block(K, 1, x, 0, wi, LMC_F32, sb, DOT_R, y + i, 0, q, true, 2 * ldwb);
     }
 }
 
