@@ -437,15 +437,19 @@ static void test_rows_independent_of_m(void) {
  * each thread's long run of rows is read as several streams at once
  * (gemv_nt_streams), which must give every output the bits the plain GEMV
  * gives it, here that of the same row in a batch of two equal rows; for each
- * weight dtype, on 1 and 2 threads, with a ragged K and N. Also against f64. */
+ * weight dtype, on every SIMD path (4 streams on AVX-512, 2 on AVX2), on 1
+ * and 2 threads, with a ragged K and N. Also against f64. */
 static void test_gemv_streams(void) {
-    const int64_t K = 1100, N = 8401; /* at 2 threads a first piece of >= 4 x 256 rows */
+    const int64_t K = 1100, N = 8401; /* at 2 threads pieces of >= 4 x 64 rows, and single tasks of 64 */
     int64_t sx[2] = {1, K}, sw[2] = {K, N};
     lmc_array *x = rnd(LMC_F32, 2, sx);
     lmc_array *x2 = lmc_concatenate(2, (const lmc_array *const[]){x, x}, 0);
     int before = lmc_num_threads();
+    lmc_cpu_path path = lmc_cpu_path_active();
     const lmc_dtype wdts[] = {LMC_BF16, LMC_F16, LMC_F32};
-    for (int wi = 0; wi < 3 && x2; wi++) {
+    for (int i = 0; x2 && i < 3 * ((int)lmc_cpu_path_max() - LMC_PATH_AVX2 + 1); i++) {
+        int pi = LMC_PATH_AVX2 + i / 3, wi = i % 3;
+        lmc_cpu_path_set((lmc_cpu_path)pi);
         lmc_array *w = rnd_t(wdts[wi], 2, sw);
         float *xv = read_f32(x), *wv = read_f32(w); /* wv: [K, N] */
         for (int t = 1; t <= 2; t++) {
@@ -463,8 +467,8 @@ static void test_gemv_streams(void) {
                 }
                 if (fabs(g1[n] - ref) > 1e-6 * mag + 1e-6) far++;
             }
-            CHECKF(differ == 0 && far == 0, "w %s, %d threads: %lld outputs differ from the batch of two, %lld from f64",
-                   lmc_dtype_name(wdts[wi]), t, (long long)differ, (long long)far);
+            CHECKF(differ == 0 && far == 0, "path %s, w %s, %d threads: %lld outputs differ from the batch of two, %lld from f64",
+                   lmc_cpu_path_name((lmc_cpu_path)pi), lmc_dtype_name(wdts[wi]), t, (long long)differ, (long long)far);
             free(g1);
             free(g2);
             lmc_array_free(one);
@@ -475,6 +479,7 @@ static void test_gemv_streams(void) {
         lmc_array_free(w);
     }
     lmc_set_num_threads(before);
+    lmc_cpu_path_set(path);
     lmc_array_free(x);
     lmc_array_free(x2);
 }
