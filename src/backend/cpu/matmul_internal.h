@@ -52,11 +52,11 @@ typedef struct lmc_mm_isa {
      * from memory once for all m rows. */
     void (*gemv_nt)(int64_t K, int m, const float *x, int64_t ldx, const void *w, lmc_dtype wdt, int64_t ldw, int64_t n,
                     float *y, int64_t ldy);
-    /* One row of x (m = 1) against the rows [0, DOT_R*q) of w read as streams q rows apart: y[j] for
-     * j < DOT_R*q, each the same arithmetic as gemv_nt gives it; streams rows a call. */
+    /* One row of x (m = 1) against rows [0, streams*q) of w, read as `streams` runs of q rows side
+     * by side: y[j] for j < streams*q, each the same arithmetic as gemv_nt gives that row. */
     void (*gemv_nt_streams)(int64_t K, const float *x, const void *w, lmc_dtype wdt, int64_t ldw, int64_t q,
                             float *y);
-    int streams;
+    int streams; /* DOT_R */
     /* The same with bf16 x and bf16 w (vdpbf16ps), m <= 4; NULL where the ISA lacks it. */
     void (*gemv_nt_bf16)(int64_t K, int m, const uint16_t *x, int64_t ldx, const uint16_t *w, int64_t ldw, int64_t n,
                          float *y, int64_t ldy);
