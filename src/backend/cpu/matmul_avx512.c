@@ -9,7 +9,7 @@
 typedef __m512 V;
 #define VL 16
 #define MR 12
-#define DOT_MB 4
+#define DOT_MB 6
 #define DOT_R 4
 
 static inline V v_zero(void) { return _mm512_setzero_ps(); }
