@@ -44,6 +44,20 @@ bool lmc_cli_float(const char *cmd, const char *opt, const char *s, double lo, d
     return true;
 }
 
+bool lmc_cli_text_or_file(const char *cmd, const char *opt, const char *val, size_t max, const char **text,
+                          char **owned) {
+    *owned = NULL;
+    *text = val;
+    if (val[0] != '@') return true;
+    size_t len;
+    if (lmc_read_file(val + 1, max, owned, &len) != LMC_OK) {
+        fprintf(stderr, "lmc %s: %s: %s\n", cmd, opt, lmc_last_error());
+        return false;
+    }
+    *text = *owned;
+    return true;
+}
+
 bool lmc_cli_ids(const char *cmd, const char *opt, const char *s, int32_t **ids, size_t *n) {
     size_t cap = 16, len = 0;
     int32_t *v = malloc(cap * sizeof *v);
@@ -182,13 +196,12 @@ int lmc_cli_gen_option(const char *cmd, lmc_cli_gen *g, int argc, char **argv, i
     } else if (!strcmp(a, "--json-schema")) {
         NEEDS_VALUE();
         if (val[0] == '@') { /* one schema file a process, freed at exit */
-            size_t len;
-            if (schema_text || lmc_read_file(val + 1, 1 << 20, &schema_text, &len) != LMC_OK) {
-                fprintf(stderr, "lmc %s: --json-schema: %s\n", cmd, schema_text ? "given twice" : lmc_last_error());
+            if (schema_text) {
+                fprintf(stderr, "lmc %s: --json-schema: given twice\n", cmd);
                 return -1;
             }
+            if (!lmc_cli_text_or_file(cmd, a, val, 1 << 20, &val, &schema_text)) return -1;
             atexit(free_schema_text);
-            val = schema_text;
         }
         g->gen.json_schema = val; /* compiled where generation starts, which reports a bad schema */
     } else if (!strcmp(a, "--chat-template-vars")) {

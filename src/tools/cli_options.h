@@ -12,6 +12,12 @@ bool lmc_cli_int(const char *cmd, const char *opt, const char *s, long long lo, 
 bool lmc_cli_float(const char *cmd, const char *opt, const char *s, double lo, double hi, double *out);
 /* "f32", "bf16" (and "f16" when allowed) as a dtype; prints the error otherwise. */
 bool lmc_cli_float_dtype(const char *cmd, const char *opt, const char *s, bool allow_f16, lmc_dtype *out);
+/* An option's text: val itself, or with "@FILE" that file's contents (at
+ * most max bytes) in *owned (malloc'd; NULL otherwise), so *text points at
+ * one or the other. Prints "lmc CMD: OPTION: why" and returns false when
+ * the file cannot be read. */
+bool lmc_cli_text_or_file(const char *cmd, const char *opt, const char *val, size_t max, const char **text,
+                          char **owned);
 /* "1,2,3" -> ids (malloc'd). */
 bool lmc_cli_ids(const char *cmd, const char *opt, const char *s, int32_t **ids, size_t *n);
 

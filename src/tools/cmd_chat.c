@@ -133,14 +133,7 @@ int cmd_chat(int argc, char **argv) {
         fprintf(stderr, "lmc chat: --tool-choice needs --tools\n");
         return 2;
     }
-    if (tools && tools[0] == '@') {
-        size_t len;
-        if (lmc_read_file(tools + 1, 1 << 22, &tools_file, &len) != LMC_OK) {
-            fprintf(stderr, "lmc chat: --tools: %s\n", lmc_last_error());
-            return 1;
-        }
-        tools = tools_file;
-    }
+    if (tools && !lmc_cli_text_or_file("chat", "--tools", tools, 1 << 22, &tools, &tools_file)) return 1;
     lmc_model *m = lmc_cli_load_model("chat", &g);
     if (!m) {
         free(tools_file);
