@@ -356,6 +356,9 @@ static inline __attribute__((always_inline)) void kernel4_rows(const lmc_qmm_pla
  * K = 2048 on a 32 KiB-L1 core. */
 enum { X_L1_BYTES = 24576 };
 
+/* Whether mr prepared x rows (384 bytes of parts a block) overflow X_L1_BYTES. */
+static inline bool x_spills_l1(const lmc_qmm_plan *p, int mr) { return blocks4(p) * 384 * mr > X_L1_BYTES; }
+
 /* nn weight rows (NR at a time) with MR >= 2 rows of x, res[j*MR + r] for
  * row j: as kernel4_rows, but the blocks are taken in chunks whose x parts
  * fit X_L1_BYTES, each chunk through all nn rows, the accumulators kept in
@@ -394,7 +397,7 @@ static inline __attribute__((always_inline)) void kernel4_chunked(const lmc_qmm_
             for (; j < nn; j++) kernel4_rows(p, n + j, w + j * p->row_bytes, xp, sx, 1, 1, SDT, 1, 1, res + j);            \
             break;                                                                                                   \
         case 2:                                                                                                      \
-            if (blocks4(p) * 384 * 2 > X_L1_BYTES) {                                                                 \
+            if (x_spills_l1(p, 2)) {                                                                                 \
                 j = nn & ~1;                                                                                         \
                 kernel4_chunked(p, n, j, w, xp, sx, 2, 2, SDT, res);                                                 \
             }                                                                                                        \
@@ -402,12 +405,12 @@ static inline __attribute__((always_inline)) void kernel4_chunked(const lmc_qmm_
             for (; j < nn; j++) kernel4_rows(p, n + j, w + j * p->row_bytes, xp, sx, 1, 2, SDT, 1, 1, res + 2 * j);        \
             break;                                                                                                   \
         case 3:                                                                                                      \
-            if (blocks4(p) * 384 * 3 > X_L1_BYTES) kernel4_chunked(p, n, nn, w, xp, sx, 1, 3, SDT, res);             \
+            if (x_spills_l1(p, 3)) kernel4_chunked(p, n, nn, w, xp, sx, 1, 3, SDT, res);                             \
             else                                                                                                     \
                 for (; j < nn; j++) kernel4_rows(p, n + j, w + j * p->row_bytes, xp, sx, 1, 3, SDT, 1, 1, res + 3 * j);    \
             break;                                                                                                   \
         default:                                                                                                     \
-            if (blocks4(p) * 384 * 4 > X_L1_BYTES) kernel4_chunked(p, n, nn, w, xp, sx, 1, 4, SDT, res);             \
+            if (x_spills_l1(p, 4)) kernel4_chunked(p, n, nn, w, xp, sx, 1, 4, SDT, res);                             \
             else                                                                                                     \
                 for (; j < nn; j++) kernel4_rows(p, n + j, w + j * p->row_bytes, xp, sx, 1, 4, SDT, 1, 1, res + 4 * j);    \
             break;                                                                                                   \
