@@ -187,7 +187,7 @@ static void bw_copy(void *ctx) {
 
 int lmc_bench_bandwidth(double *read_gbps, double *read_gbps_cpu, double *copy_gbps) {
     bw_ctx c = {.n = (int64_t)(512u << 20) / 8};
-    c.buf = aligned_alloc(64, (size_t)c.n * 8); /* whole lines: a load split across two costs ~15 % of the rate */
+    c.buf = aligned_alloc(64, (size_t)c.n * 8); /* whole lines: with loads split across two, one thread read ~25 % less */
     if (!c.buf) {
         fprintf(stderr, "lmc bench: out of memory for the bandwidth buffer\n");
         return 1;
