@@ -177,7 +177,7 @@ static bm_time timed_end(bm_time t0, lmc_pool_stats *pool) {
  * passes of chunk tokens, untimed). */
 static lmc_status filled_cache(const lmc_decoder *dec, int depth, int n, int chunk, lmc_kv_cache *cache) {
     LMC_CHECK(lmc_decoder_cache_init(dec, cache, 1, (int64_t)depth + n));
-    lmc_status st = LMC_OK;
+    lmc_status st = lmc_kv_cache_reserve(cache, (int64_t)depth + n); /* as a generation does */
     int32_t ids[256];
     for (int at = 0; at < depth && st == LMC_OK;) {
         int k = depth - at < chunk ? depth - at : chunk;

@@ -194,6 +194,7 @@ static lmc_status prefill_rows(lmc_model *m, const prompt *ps, const size_t *row
     int32_t *ids = malloc((size_t)(B * (chunk < L ? chunk : L)) * sizeof *ids);
     if (!ids) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
     lmc_status st = lmc_decoder_cache_init(m->dec, cache, B, max_len);
+    if (st == LMC_OK) st = lmc_kv_cache_reserve(cache, max_len);
     for (int64_t at = 0; st == LMC_OK && at < L; at += chunk) {
         if (lmc_cancel_requested(cancel)) {
             st = lmc_set_error(LMC_ERR_CANCELLED, "generation cancelled");

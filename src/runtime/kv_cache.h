@@ -1,7 +1,7 @@
 /* Key/value caches, one per decoder layer.
  *
- * Full layers keep every position (capacity grows in steps of
- * LMC_KV_GROW_STEP, bounded by the context length). Sliding-window layers
+ * Full layers keep every position (capacity grows by half, at least
+ * LMC_KV_GROW_STEP positions, bounded by the context length). Sliding-window layers
  * keep only the last window-1 positions before each new block of queries —
  * all that any query can still see — so their memory stays bounded however
  * long the generation runs. Keys are stored post-RoPE, in position order, so
@@ -48,6 +48,10 @@ bool lmc_kv_cache_can_truncate(const lmc_kv_cache *c, int64_t n);
 lmc_status lmc_kv_cache_update(lmc_kv_cache *c, int layer, const lmc_array *k, const lmc_array *v, lmc_array **k_all,
                                lmc_array **v_all);
 void lmc_kv_cache_advance(lmc_kv_cache *c, int64_t t);
+/* Gives every full layer room for n positions (at most max_len) now, so a
+ * generation whose length is known ahead never grows (and copies) its
+ * storage; sliding layers stay bounded by their window. */
+lmc_status lmc_kv_cache_reserve(lmc_kv_cache *c, int64_t n);
 /* Keeps only the batch rows rows[0..n) (in that order; n >= 1), e.g. to drop
  * finished sequences from a batched decode. Positions are unchanged. */
 lmc_status lmc_kv_cache_select_rows(lmc_kv_cache *c, const int32_t *rows, int64_t n);

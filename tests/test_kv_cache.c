@@ -1,0 +1,143 @@
+/* KV cache storage: positions survive every growth, full layers grow by
+ * half their capacity (so a long generation copies O(n), not O(n^2)),
+ * sliding layers stay bounded, and a reservation makes the storage once. */
+#include "runtime/kv_cache.h"
+
+#include "lmc/ops.h"
+#include "test_util.h"
+
+enum { B = 2, H = 2, D = 4, WINDOW = 8 };
+
+/* Element `at` of an f32 array (any strides). */
+static double get(const lmc_array *a, const int64_t *at) {
+    int64_t off = 0;
+    for (int i = 0; i < a->ndim; i++) off += at[i] * a->strides[i];
+    return ((const float *)lmc_array_ptr(a))[off];
+}
+
+/* The value stored for (b, h, pos, d): distinct for every element, exact in f32. */
+static float val(int64_t b, int64_t h, int64_t pos, int64_t d, int kv) {
+    return (float)(((pos * B + b) * H + h) * D + d) + (kv ? 0.5f : 0.0f);
+}
+
+/* Appends position pos to every layer; checks the returned views end at pos. */
+static bool append(lmc_kv_cache *c, int64_t pos) {
+    float k[B * H * D], v[B * H * D];
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t h = 0; h < H; h++)
+            for (int64_t d = 0; d < D; d++) {
+                k[(b * H + h) * D + d] = val(b, h, pos, d, 0);
+                v[(b * H + h) * D + d] = val(b, h, pos, d, 1);
+            }
+    int64_t shape[4] = {B, H, 1, D};
+    lmc_array *ka = lmc_array_from_data(k, LMC_F32, 4, shape), *va = lmc_array_from_data(v, LMC_F32, 4, shape);
+    bool ok = ka && va;
+    for (int l = 0; ok && l < c->n_layers; l++) {
+        lmc_array *k_all = NULL, *v_all = NULL;
+        ok = lmc_kv_cache_update(c, l, ka, va, &k_all, &v_all) == LMC_OK;
+        if (ok) {
+            int64_t L = k_all->shape[2];
+            /* a sliding layer's view: the window - 1 positions before the new one, and it */
+            int64_t w = c->layers[l].window;
+            ok = L >= 1 && (!w || L <= (pos + 1 < w ? pos + 1 : w)) && get(k_all, (int64_t[]){B - 1, H - 1, L - 1, D - 1}) == val(B - 1, H - 1, pos, D - 1, 0);
+        }
+        lmc_array_free(k_all);
+        lmc_array_free(v_all);
+    }
+    lmc_array_free(ka);
+    lmc_array_free(va);
+    if (ok) lmc_kv_cache_advance(c, 1);
+    return ok;
+}
+
+/* Every stored position of layer l from first to pos - 1 holds its values. */
+static bool holds_all(const lmc_kv_cache *c, int l) {
+    const lmc_layer_cache *lc = &c->layers[l];
+    for (int64_t i = 0; i < lc->len; i++)
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t h = 0; h < H; h++)
+                for (int64_t d = 0; d < D; d++) {
+                    int64_t at[4] = {b, h, i, d};
+                    int64_t pos = lc->first_pos + i;
+                    if (get(lc->k, at) != val(b, h, pos, d, 0) ||
+                        get(lc->v, at) != val(b, h, pos, d, 1))
+                        return false;
+                }
+    return true;
+}
+
+static int64_t cap_of(const lmc_kv_cache *c, int l) { return c->layers[l].k ? c->layers[l].k->shape[2] : 0; }
+
+static void test_growth_is_geometric(void) {
+    lmc_kv_cache c;
+    int64_t windows[2] = {0, WINDOW};
+    CHECK(lmc_kv_cache_init(&c, 2, windows, B, H, D, 100000, LMC_F32) == LMC_OK);
+    int64_t caps[32], ncaps = 0, want = 0, max_sliding = 0;
+    bool ok = true;
+    for (int64_t pos = 0; pos < 3000 && ok; pos++) {
+        ok = append(&c, pos);
+        if (ncaps == 0 || cap_of(&c, 0) != caps[ncaps - 1]) {
+            if (ncaps < 32) caps[ncaps] = cap_of(&c, 0);
+            ncaps++;
+        }
+        if (cap_of(&c, 1) > max_sliding) max_sliding = cap_of(&c, 1);
+        if (pos % 500 == 0 || pos == 2999) CHECKF(holds_all(&c, 0) && holds_all(&c, 1), "at position %lld", (long long)pos);
+    }
+    CHECK(ok);
+    /* 256, then half again each time, in whole steps of 256 */
+    for (int64_t i = 0; i < ncaps && i < 32; i++) {
+        want = i == 0 ? LMC_KV_GROW_STEP : (caps[i - 1] * 3 / 2 + LMC_KV_GROW_STEP - 1) / LMC_KV_GROW_STEP * LMC_KV_GROW_STEP;
+        CHECKF(caps[i] == want, "capacity %lld is %lld, expected %lld", (long long)i, (long long)caps[i], (long long)want);
+    }
+    CHECKF(ncaps == 6, "%lld capacities for 3000 positions", (long long)ncaps); /* 256 384 768 1280 2048 3072 */
+    /* the sliding layer holds window - 1 + 1 positions: one step */
+    CHECK(max_sliding == LMC_KV_GROW_STEP);
+    lmc_kv_cache_free(&c);
+}
+
+static void test_growth_bounded_by_context(void) {
+    lmc_kv_cache c;
+    CHECK(lmc_kv_cache_init(&c, 1, NULL, B, H, D, 300, LMC_F32) == LMC_OK);
+    bool ok = true;
+    for (int64_t pos = 0; pos < 300 && ok; pos++) ok = append(&c, pos);
+    CHECK(ok);
+    CHECK(cap_of(&c, 0) == 300);
+    CHECK(holds_all(&c, 0));
+    CHECK(!append(&c, 300));
+    CHECK(strstr(lmc_last_error(), "context length 300") != NULL);
+    lmc_kv_cache_free(&c);
+}
+
+static void test_reserve(void) {
+    lmc_kv_cache c;
+    int64_t windows[2] = {0, WINDOW};
+    CHECK(lmc_kv_cache_init(&c, 2, windows, B, H, D, 5000, LMC_F32) == LMC_OK);
+    CHECK(lmc_kv_cache_reserve(&c, 1000) == LMC_OK);
+    CHECK(cap_of(&c, 0) == 1000);
+    CHECK(cap_of(&c, 1) == 0); /* sliding layers are bounded by their window, not reserved */
+    const lmc_array *storage = c.layers[0].k;
+    bool ok = true;
+    for (int64_t pos = 0; pos < 1000 && ok; pos++) ok = append(&c, pos);
+    CHECK(ok);
+    CHECK(c.layers[0].k == storage); /* never grown */
+    CHECK(holds_all(&c, 0) && holds_all(&c, 1));
+    /* a larger reservation keeps what is stored; one past max_len is cut to it */
+    CHECK(lmc_kv_cache_reserve(&c, 9000) == LMC_OK);
+    CHECK(cap_of(&c, 0) == 5000);
+    CHECK(holds_all(&c, 0));
+    /* a smaller one changes nothing */
+    storage = c.layers[0].k;
+    CHECK(lmc_kv_cache_reserve(&c, 10) == LMC_OK);
+    CHECK(c.layers[0].k == storage);
+    for (int64_t pos = 1000; pos < 1300 && ok; pos++) ok = append(&c, pos);
+    CHECK(ok);
+    CHECK(holds_all(&c, 0) && holds_all(&c, 1));
+    lmc_kv_cache_free(&c);
+}
+
+int main(void) {
+    RUN(test_growth_is_geometric);
+    RUN(test_growth_bounded_by_context);
+    RUN(test_reserve);
+    return TEST_REPORT();
+}
