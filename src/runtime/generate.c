@@ -652,10 +652,14 @@ static lmc_status stop_early(lmc_stream *s) {
 
 static lmc_status prefill(lmc_stream *s) {
     int64_t n = (int64_t)s->n_prompt, chunk = s->m->opt.prefill_chunk;
-    /* Room for the whole generation made once, so the cache is not grown
-     * (and copied) as it runs. Best effort: under a memory limit that a
-     * large max_tokens would exceed, the cache grows as far as it gets. */
-    (void)lmc_kv_cache_reserve(&s->cache, n + s->opt.max_tokens);
+    /* Room for the prompt and the answer made once, so the cache is not
+     * grown (and copied) as it runs. The answer's part is bounded: the
+     * server's max_tokens is unlimited by default, and a reservation of the
+     * whole context would be real memory on a GPU; past it the cache grows
+     * by half. Best effort: under a memory limit the cache grows as far as
+     * it gets. */
+    int64_t ahead = s->opt.max_tokens < LMC_KV_RESERVE_AHEAD ? s->opt.max_tokens : LMC_KV_RESERVE_AHEAD;
+    (void)lmc_kv_cache_reserve(&s->cache, n + ahead);
     for (int64_t at = (int64_t)s->n_cached; at < n; at += chunk) {
         if (cancelled(s)) return LMC_ERR_CANCELLED;
         int64_t len = n - at < chunk ? n - at : chunk;

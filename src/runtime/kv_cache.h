@@ -12,7 +12,10 @@
 
 #include "core/array.h"
 
-enum { LMC_KV_GROW_STEP = 256 };
+enum {
+    LMC_KV_GROW_STEP = 256,     /* the least a full layer grows by */
+    LMC_KV_RESERVE_AHEAD = 1024 /* the most a stream reserves for its answer ahead of time */
+};
 
 typedef struct lmc_layer_cache {
     lmc_array *k, *v;     /* [B, Hkv, cap, D] storage */
