@@ -26,6 +26,7 @@
 #include "core/cpu.h"
 #include "core/threadpool.h"
 #include "lmc/ops.h"
+#include "runtime/kv_cache.h"
 #include "runtime/sampler.h"
 
 typedef struct bench {
@@ -504,6 +505,49 @@ static int bench_sdpa_caches(const bench *b, int64_t Tk, lmc_dtype kv_dt) {
     return c.failed;
 }
 
+/* A KV cache of Qwen3-0.6B's shape (28 layers, 8 KV heads of 128, f32)
+ * taking n one-token appends, grown as it fills or reserved ahead (as a
+ * generation reserves it). */
+typedef struct kv_ctx {
+    int64_t n;
+    bool reserve, failed;
+    size_t bytes;
+} kv_ctx;
+
+static void kv_run(void *ctx) {
+    kv_ctx *c = ctx;
+    enum { LAYERS = 28 };
+    lmc_kv_cache cache;
+    int64_t s[4] = {1, 8, 1, 128};
+    lmc_array *k = filled(LMC_F32, 4, s);
+    bool ok = k && lmc_kv_cache_init(&cache, LAYERS, NULL, 1, 8, 128, c->n, LMC_F32) == LMC_OK;
+    if (ok && c->reserve) ok = lmc_kv_cache_reserve(&cache, c->n) == LMC_OK;
+    for (int64_t p = 0; ok && p < c->n; p++) {
+        for (int l = 0; ok && l < LAYERS; l++) {
+            lmc_array *ka = NULL, *va = NULL;
+            ok = lmc_kv_cache_update(&cache, l, k, k, &ka, &va) == LMC_OK;
+            lmc_array_free(ka);
+            lmc_array_free(va);
+        }
+        lmc_kv_cache_advance(&cache, 1);
+    }
+    c->bytes = ok ? lmc_kv_cache_bytes(&cache) : 0;
+    c->failed |= !ok;
+    lmc_kv_cache_free(&cache);
+    lmc_array_free(k);
+}
+
+static int bench_kv_cache(bench *b, int64_t n) {
+    kv_ctx grown = {.n = n}, reserved = {.n = n, .reserve = true};
+    double sg = time_it(kv_run, &grown, 0.2), sr = time_it(kv_run, &reserved, 0.2);
+    char name[64];
+    snprintf(name, sizeof name, "%lld appends, grown", (long long)n);
+    report(b, "kv_cache", name, sg, 0, (double)reserved.bytes, "written");
+    snprintf(name, sizeof name, "%lld appends, reserved (%.2fx)", (long long)n, sg / sr);
+    report(b, "kv_cache", name, sr, 0, (double)reserved.bytes, "written");
+    return grown.failed || reserved.failed;
+}
+
 static int bench_fused(bench *b) {
     int rc = 0;
     /* rms_norm over prefill activations [512, 2048] f32: read + write */
@@ -538,6 +582,8 @@ static int bench_fused(bench *b) {
      * (kv_cache_dtype): the 16-bit caches are read in place */
     const lmc_dtype kv_dts[3] = {LMC_F32, LMC_BF16, LMC_F16};
     for (int i = 0; i < 3; i++) rc |= bench_sdpa_caches(b, 2048, kv_dts[i]);
+    /* a long generation's cache writes: growing storage copies what it holds */
+    rc |= bench_kv_cache(b, 4096);
     if (rc) fprintf(stderr, "lmc bench: %s\n", lmc_last_error());
     return rc;
 }
