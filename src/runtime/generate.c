@@ -654,10 +654,10 @@ static lmc_status prefill(lmc_stream *s) {
     int64_t n = (int64_t)s->n_prompt, chunk = s->m->opt.prefill_chunk;
     /* Room for the prompt and the answer made once, so the cache is not
      * grown (and copied) as it runs. The answer's part is bounded: the
-     * server's max_tokens is unlimited by default, and a reservation of the
-     * whole context would be real memory on a GPU; past it the cache grows
-     * by half. Best effort: under a memory limit the cache grows as far as
-     * it gets. */
+     * server's max_tokens is unlimited by default, a reservation of the
+     * whole context would be real memory on a GPU, and a prompt-cache slot
+     * keeps the storage after the answer; past it the cache grows by half.
+     * Best effort: under a memory limit the cache grows as far as it gets. */
     int64_t ahead = s->opt.max_tokens < LMC_KV_RESERVE_AHEAD ? s->opt.max_tokens : LMC_KV_RESERVE_AHEAD;
     (void)lmc_kv_cache_reserve(&s->cache, n + ahead);
     for (int64_t at = (int64_t)s->n_cached; at < n; at += chunk) {

@@ -14,7 +14,7 @@
 
 enum {
     LMC_KV_GROW_STEP = 256,     /* the least a full layer grows by */
-    LMC_KV_RESERVE_AHEAD = 1024 /* the most a stream reserves for its answer ahead of time */
+    LMC_KV_RESERVE_AHEAD = 256  /* the most a stream reserves for its answer ahead of time */
 };
 
 typedef struct lmc_layer_cache {
