@@ -116,7 +116,7 @@ static lmc_status resize(lmc_kv_cache *c, lmc_layer_cache *l, int64_t cap) {
 /* Room for `need` positions. Each head's positions are contiguous, so
  * growing copies them all: a full layer grows by half its capacity (at least
  * LMC_KV_GROW_STEP), which keeps the copying of a whole generation within
- * three times the final cache. A fixed step made it quadratic: 16384
+ * about twice the final cache. A fixed step made it quadratic: 16384
  * one-token steps of a Qwen3-0.6B-shaped cache spent 76 s copying and
  * faulting in pages, with stalls of up to 3 s. (Callers that know the
  * length ahead reserve it, and nothing is copied.) A sliding layer needs
