@@ -142,40 +142,64 @@ static inline void finish(const lmc_qmm_plan *p, const float *cF, const float *s
     for (int r = 0; r < MR; r++) res[r] = hsum(acc[r]);
 }
 
+/* One half (64 elements, 32 bytes v) of block b with MR rows of x: sub = 0
+ * or 1 picks the half of the block's x parts; s holds the lanes' scales. */
+static inline __attribute__((always_inline)) void half4(const lmc_qmm_plan *p, __m256i v, __m256 s, const uint8_t *xp,
+                                                        int64_t b, int sub, int64_t nblk, const int MR, __m256 *acc) {
+    const __m256i low = _mm256_set1_epi16(0x000F);
+    __m256i q0 = _mm256_and_si256(v, low), q1 = _mm256_and_si256(_mm256_srli_epi16(v, 4), low),
+            q2 = _mm256_and_si256(_mm256_srli_epi16(v, 8), low), q3 = _mm256_srli_epi16(v, 12);
+#pragma GCC unroll 4
+    for (int r = 0; r < MR; r++) {
+        const uint8_t *row = xp + (size_t)r * p->xp_bytes;
+        const __m256i *xh = (const __m256i *)(row + b * 512) + sub, *xl = xh + 8;
+        const float *xscale = (const float *)(row + nblk * 512);
+        /* per 32-bit lane 8 products: hi sums <= 8 * 15 * 32639, so (hi << 8) + lo fits */
+        __m256i ah = _mm256_add_epi32(_mm256_madd_epi16(q0, _mm256_load_si256(xh)),
+                                      _mm256_madd_epi16(q1, _mm256_load_si256(xh + 2)));
+        __m256i al = _mm256_add_epi32(_mm256_madd_epi16(q0, _mm256_load_si256(xl)),
+                                      _mm256_madd_epi16(q1, _mm256_load_si256(xl + 2)));
+        ah = _mm256_add_epi32(ah, _mm256_add_epi32(_mm256_madd_epi16(q2, _mm256_load_si256(xh + 4)),
+                                                   _mm256_madd_epi16(q3, _mm256_load_si256(xh + 6))));
+        al = _mm256_add_epi32(al, _mm256_add_epi32(_mm256_madd_epi16(q2, _mm256_load_si256(xl + 4)),
+                                                   _mm256_madd_epi16(q3, _mm256_load_si256(xl + 6))));
+        __m256i a = _mm256_add_epi32(_mm256_slli_epi32(ah, 8), al);
+        acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a), _mm256_mul_ps(s, _mm256_set1_ps(xscale[b])), acc[r]);
+    }
+}
+
+/* Whole blocks two halves at a time, then the tail (a half of 64 elements
+ * and/or a last half of 32, 16 bytes). Per block the x parts' addresses are
+ * computed once and, for groups of 64 or more, the scales are broadcast
+ * without a permute; both halves' loads and prefetches go out together. The
+ * same arithmetic per half in the same order as one half at a time, so the
+ * bits are unchanged. Forced on a Zen 4 (`LMC_CPU_PATH=avx2`), where the
+ * one-half loop was instruction-bound: Qwen3-0.6B 4-bit decode one thread
+ * 21.3 -> 26.8 tok/s, two threads 40.6 -> 43.9 (medians of 4 and 6
+ * alternations). */
 static inline __attribute__((always_inline)) void kernel4_body(const lmc_qmm_plan *p, const uint8_t *w,
                                                                const float *sF, const float *cF, const uint8_t *xp,
                                                                const float *sx, const int MR, float *res) {
-    const __m256i low = _mm256_set1_epi16(0x000F);
     const __m256i gidx = _mm256_loadu_si256((const __m256i *)p->gidx);
-    const int64_t nblk = (p->K + 127) / 128, halves = (p->K + 63) / 64;
+    const int64_t K = p->K, nblk = (K + 127) / 128, full = K / 128, halves = (K + 63) / 64;
+    const bool wide = p->group_size >= 64;
+    const int gshift = p->gshift;
     __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-    for (int64_t h = 0; h < halves; h++) {
+    for (int64_t b = 0; b < full; b++) {
+        __m256i v0 = _mm256_loadu_si256((const __m256i *)(w + b * 64)), v1 = _mm256_loadu_si256((const __m256i *)(w + b * 64 + 32));
+        _mm_prefetch((const char *)(w + b * 64 + LMC_QMM_PREFETCH), _MM_HINT_T0);
+        _mm_prefetch((const char *)(w + b * 64 + 32 + LMC_QMM_PREFETCH), _MM_HINT_T0);
+        __m256 s0 = wide ? _mm256_set1_ps(sF[(b * 128) >> gshift]) : lane_scales(p, sF, b * 128, 64, gidx);
+        __m256 s1 = wide ? _mm256_set1_ps(sF[(b * 128 + 64) >> gshift]) : lane_scales(p, sF, b * 128 + 64, 64, gidx);
+        half4(p, v0, s0, xp, b, 0, nblk, MR, acc);
+        half4(p, v1, s1, xp, b, 1, nblk, MR, acc);
+    }
+    for (int64_t h = 2 * full; h < halves; h++) {
         /* K is a multiple of 32: a last half of 32 elements is 16 bytes */
-        __m256i v = 64 * (h + 1) <= p->K ? _mm256_loadu_si256((const __m256i *)(w + h * 32))
-                                         : _mm256_maskload_epi32((const int *)(w + h * 32),
-                                                                 _mm256_setr_epi32(-1, -1, -1, -1, 0, 0, 0, 0));
-        _mm_prefetch((const char *)(w + h * 32 + LMC_QMM_PREFETCH), _MM_HINT_T0);
-        __m256i q0 = _mm256_and_si256(v, low), q1 = _mm256_and_si256(_mm256_srli_epi16(v, 4), low),
-                q2 = _mm256_and_si256(_mm256_srli_epi16(v, 8), low), q3 = _mm256_srli_epi16(v, 12);
-        __m256 s = lane_scales(p, sF, h * 64, 64, gidx);
-        int64_t b = h / 2;
-#pragma GCC unroll 4
-        for (int r = 0; r < MR; r++) {
-            const uint8_t *row = xp + (size_t)r * p->xp_bytes;
-            const __m256i *xh = (const __m256i *)(row + b * 512) + (h % 2), *xl = xh + 8;
-            const float *xscale = (const float *)(row + nblk * 512);
-            /* per 32-bit lane 8 products: hi sums <= 8 * 15 * 32639, so (hi << 8) + lo fits */
-            __m256i ah = _mm256_add_epi32(_mm256_madd_epi16(q0, _mm256_load_si256(xh)),
-                                          _mm256_madd_epi16(q1, _mm256_load_si256(xh + 2)));
-            __m256i al = _mm256_add_epi32(_mm256_madd_epi16(q0, _mm256_load_si256(xl)),
-                                          _mm256_madd_epi16(q1, _mm256_load_si256(xl + 2)));
-            ah = _mm256_add_epi32(ah, _mm256_add_epi32(_mm256_madd_epi16(q2, _mm256_load_si256(xh + 4)),
-                                                       _mm256_madd_epi16(q3, _mm256_load_si256(xh + 6))));
-            al = _mm256_add_epi32(al, _mm256_add_epi32(_mm256_madd_epi16(q2, _mm256_load_si256(xl + 4)),
-                                                       _mm256_madd_epi16(q3, _mm256_load_si256(xl + 6))));
-            __m256i a = _mm256_add_epi32(_mm256_slli_epi32(ah, 8), al);
-            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a), _mm256_mul_ps(s, _mm256_set1_ps(xscale[b])), acc[r]);
-        }
+        __m256i v = 64 * (h + 1) <= K ? _mm256_loadu_si256((const __m256i *)(w + h * 32))
+                                      : _mm256_maskload_epi32((const int *)(w + h * 32),
+                                                              _mm256_setr_epi32(-1, -1, -1, -1, 0, 0, 0, 0));
+        half4(p, v, lane_scales(p, sF, h * 64, 64, gidx), xp, h / 2, (int)(h % 2), nblk, MR, acc);
     }
     finish(p, cF, sx, MR, acc, res);
 }
