@@ -659,7 +659,7 @@ static lmc_status prefill(lmc_stream *s) {
      * keeps the storage after the answer; past it the cache grows by half.
      * Best effort: under a memory limit the cache grows as far as it gets. */
     int64_t ahead = s->opt.max_tokens < LMC_KV_RESERVE_AHEAD ? s->opt.max_tokens : LMC_KV_RESERVE_AHEAD;
-    (void)lmc_kv_cache_reserve(&s->cache, n + ahead);
+    if (lmc_kv_cache_reserve(&s->cache, n + ahead) != LMC_OK) lmc_clear_error(); /* no stale error left behind */
     for (int64_t at = (int64_t)s->n_cached; at < n; at += chunk) {
         if (cancelled(s)) return LMC_ERR_CANCELLED;
         int64_t len = n - at < chunk ? n - at : chunk;
