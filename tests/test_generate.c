@@ -342,6 +342,32 @@ static void test_kv_cache_dtype(void) {
     CHECK(strstr(lmc_last_error(), "kv_cache_dtype"));
 }
 
+/* The KV cache a generation leaves in the prompt cache holds what it
+ * reserved: the prompt and max_tokens (at most LMC_KV_RESERVE_AHEAD = 256
+ * answer tokens ahead), grown by half past that. Measured as the memory that
+ * clearing the prompt cache frees. */
+static void test_kv_reserved(void) {
+    lmc_model_info info;
+    CHECK(lmc_model_get_info(g_model, &info) == LMC_OK);
+    size_t per_pos = (size_t)(info.num_layers * 2 * info.num_kv_heads * info.head_dim) * sizeof(float);
+    const struct { int max_tokens; int64_t positions; } cases[] = {
+        {12, NPROMPT + 12},         /* all reserved at once */
+        {800, 1280},                /* 10 + 256 reserved, then grown by half in steps of 256: 512, 768, 1280 */
+    };
+    for (int i = 0; i < 2; i++) {
+        lmc_model_clear_prompt_cache(g_model);
+        lmc_generate_options o = greedy(cases[i].max_tokens);
+        lmc_generation g = {0};
+        CHECK(lmc_generate_ids(g_model, g_prompt, NPROMPT, &o, &g) == LMC_OK && g.n_ids == (size_t)cases[i].max_tokens);
+        size_t before = lmc_memory(LMC_CPU).active_bytes;
+        lmc_model_clear_prompt_cache(g_model);
+        size_t kv = before - lmc_memory(LMC_CPU).active_bytes;
+        CHECKF(kv == (size_t)cases[i].positions * per_pos, "max_tokens %d: the cache holds %zu bytes, expected %lld positions of %zu",
+               cases[i].max_tokens, kv, (long long)cases[i].positions, per_pos);
+        lmc_generation_clear(&g);
+    }
+}
+
 int main(void) {
     g_dir = model_fixture_dir("qwen3");
     if (!g_dir || lmc_model_load(g_dir, NULL, &g_model) != LMC_OK) {
@@ -358,6 +384,7 @@ int main(void) {
     RUN(test_text_prompt);
     RUN(test_chat);
     RUN(test_kv_cache_dtype);
+    RUN(test_kv_reserved);
     lmc_model_free(g_model);
     model_fixture_cleanup(g_dir);
     return TEST_REPORT();
