@@ -88,6 +88,9 @@ static lmc_status compact(lmc_layer_cache *l, int64_t drop) {
     return s;
 }
 
+/* Positions the layer's storage has room for. */
+static int64_t capacity(const lmc_layer_cache *l) { return l->k ? l->k->shape[2] : 0; }
+
 /* Replaces storage by one of cap positions holding the same positions. */
 static lmc_status resize(lmc_kv_cache *c, lmc_layer_cache *l, int64_t cap) {
     int64_t shape[4] = {c->batch, c->kv_heads, cap, c->head_dim};
@@ -122,7 +125,7 @@ static lmc_status resize(lmc_kv_cache *c, lmc_layer_cache *l, int64_t cap) {
  * length ahead reserve it, and nothing is copied.) A sliding layer needs
  * only window - 1 + T positions, so it keeps the fixed step. */
 static lmc_status grow(lmc_kv_cache *c, lmc_layer_cache *l, int64_t need) {
-    int64_t old = l->k ? l->k->shape[2] : 0, want = need;
+    int64_t old = capacity(l), want = need;
     if (!l->window && want < old + old / 2) want = old + old / 2;
     int64_t cap = ((want + LMC_KV_GROW_STEP - 1) / LMC_KV_GROW_STEP) * LMC_KV_GROW_STEP;
     if (!l->window && cap > c->max_len) cap = need > c->max_len ? need : c->max_len;
@@ -133,7 +136,7 @@ lmc_status lmc_kv_cache_reserve(lmc_kv_cache *c, int64_t n) {
     if (n > c->max_len) n = c->max_len;
     for (int i = 0; i < c->n_layers; i++) {
         lmc_layer_cache *l = &c->layers[i];
-        if (!l->window && (l->k ? l->k->shape[2] : 0) < n) LMC_CHECK(resize(c, l, n));
+        if (!l->window && capacity(l) < n) LMC_CHECK(resize(c, l, n));
     }
     return LMC_OK;
 }
@@ -151,7 +154,7 @@ lmc_status lmc_kv_cache_update(lmc_kv_cache *c, int layer, const lmc_array *k, c
     int64_t drop = 0;
     if (l->window && c->pos - (l->window - 1) > l->first_pos) drop = c->pos - (l->window - 1) - l->first_pos;
     if (drop > l->len) drop = l->len;
-    int64_t cap = l->k ? l->k->shape[2] : 0;
+    int64_t cap = capacity(l);
     if (l->len + t > cap) {
         /* Out of room: drop what is no longer visible, then grow if still needed. */
         LMC_CHECK(compact(l, drop));
