@@ -37,7 +37,9 @@
 
 #include "bench_model.h"
 #include "bench_ops.h"
+#include "core/huge_pages.h"
 #include "core/threadpool.h"
+#include "io/safetensors_internal.h"
 #include "lmc/ops.h"
 #include "runtime/model_internal.h"
 #include "tools/cli.h"
@@ -53,6 +55,9 @@ typedef struct bm_opts {
     int depth;                                 /* tokens in the cache before each test */
     lmc_dtype kv_dtype;                        /* the KV cache's dtype (load option kv_cache_dtype) */
     bool json, ttft;
+    bool no_huge_pages;                        /* --no-huge-pages: load option huge_pages off */
+    size_t huge_bytes;                         /* weight file bytes moved onto 2 MiB pages before the tests */
+    double huge_wait_s;                        /* time waited for that move after loading */
 } bm_opts;
 
 typedef struct bm_stats {
@@ -321,6 +326,7 @@ static void print_rows(const bm_opts *o, const char *name, const lmc_model_info 
             cJSON_AddNumberToObject(j, "wait_fraction", rows[i].wait_frac);
             cJSON_AddNumberToObject(j, "prefill_chunk", o->chunk);
             cJSON_AddNumberToObject(j, "load_s", load_s);
+            cJSON_AddNumberToObject(j, "huge_page_bytes", (double)o->huge_bytes);
             cJSON_AddStringToObject(j, "path", lmc_cpu().path);
             cJSON_AddStringToObject(j, "cpu", cpu);
             char *s = cJSON_PrintUnformatted(j);
@@ -335,6 +341,12 @@ static void print_rows(const bm_opts *o, const char *name, const lmc_model_info 
     printf("model: %s (%s, %s), %.1f MB of weights, %.3f B parameters, loaded in %.2f s\n\n", name,
            info->architecture, info->quant_bits ? (info->quant_bits == 4 ? "4-bit" : "8-bit") : info->dtype,
            (double)info->weight_bytes / 1e6, (double)info->num_parameters / 1e9, load_s);
+    if (o->huge_bytes)
+        printf("weights on 2 MiB pages: %.1f MB of the files moved in the background; the tests waited %.2f s for it\n\n",
+               (double)o->huge_bytes / 1e6, o->huge_wait_s);
+    else if (!gpu_backend(o))
+        printf("weights on the file mapping's 4 KiB pages (%s)\n\n",
+               o->no_huge_pages ? "--no-huge-pages" : "transparent huge pages off, or too little memory free");
     int tw = o->depth ? 15 : 6; /* "pp512 @ d2048" */
     printf("| %-20s | %10s | %7s | %*s | %16s | %9s | %8s | %8s | %9s |\n", "model", "weights", "threads", tw, "test",
            "t/s", "bound t/s", "of bound", "t/CPU-s", "of bound*");
@@ -418,6 +430,7 @@ static int run_ttft(const bm_opts *o, const char *name) {
     lmc_load_options lo = lmc_load_options_default();
     lo.threads = o->threads;
     lo.backend = o->backend;
+    lo.huge_pages = !o->no_huge_pages;
     lo.kv_cache_dtype = o->kv_dtype;
     lmc_model *m;
     if (lmc_model_load(o->dir, &lo, &m) != LMC_OK) {
@@ -477,7 +490,7 @@ static int run_ttft(const bm_opts *o, const char *name) {
 static void usage(FILE *out) {
     fprintf(out,
             "usage: lmc bench -m DIR [-p 512] [-n 128] [-d DEPTH] [-c CHUNK] [-t THREADS] [-b BACKEND] [-r REPEATS]\n"
-            "                 [--kv-cache-dtype f32|bf16|f16] [--json]\n"
+            "                 [--kv-cache-dtype f32|bf16|f16] [--no-huge-pages] [--json]\n"
             "       lmc bench -m DIR --ttft [-p 16] [-t THREADS] [--json]\n\n"
             "  -p N       prefill test: N random tokens in forward passes of -c tokens (0: skip)\n"
             "  -n N       decode test: N greedy single-token steps (0: skip)\n"
@@ -487,6 +500,7 @@ static void usage(FILE *out) {
             "  -b NAME    backend: cpu (default) or cuda (the bound is then the GPU's memory bandwidth)\n"
             "  -r N       timed repeats of each test after one warm-up (default 5)\n"
             "  -c N       prefill tokens per forward pass (default: the model's prefill chunk, 64)\n"
+            "  --no-huge-pages  keep the weights on the file mapping's 4 KiB pages (load option huge_pages off)\n"
             "  --json     one JSON object per test and line\n"
             "  --ttft     time from process start to the first token of an N-token prompt\n");
 }
@@ -510,6 +524,7 @@ int lmc_bench_model(int argc, char **argv) {
         bool has = i + 1 < argc;
         if (!strcmp(a, "--json")) o.json = true;
         else if (!strcmp(a, "--ttft")) o.ttft = true;
+        else if (!strcmp(a, "--no-huge-pages")) o.no_huge_pages = true;
         else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
             return 0;
@@ -562,11 +577,19 @@ int lmc_bench_model(int argc, char **argv) {
     lmc_load_options lo = lmc_load_options_default();
     lo.backend = o.backend;
     lo.kv_cache_dtype = o.kv_dtype;
+    lo.huge_pages = !o.no_huge_pages;
     if (lmc_model_load(o.dir, &lo, &m) != LMC_OK) {
         fprintf(stderr, "lmc bench: %s\n", lmc_last_error());
         return 1;
     }
     double load_s = seconds() - t0;
+    /* The tests measure the steady state: the weights' move onto 2 MiB pages
+     * (lmc_load_options.huge_pages) is finished first. */
+    double t_huge = seconds();
+    lmc_decoder_promote_weights(m->dec);
+    lmc_huge_pages_wait();
+    o.huge_wait_s = seconds() - t_huge;
+    o.huge_bytes = lmc_checkpoint_promoted(m->dec->ck);
     lmc_model_info info;
     lmc_model_get_info(m, &info);
     if (!o.chunk) o.chunk = (int)m->opt.prefill_chunk;

@@ -80,9 +80,10 @@ static inline int32_t *fixture_read_i32(lmc_safetensors *st, const char *name, i
 }
 
 /* Loads a tiny model made by `lmc make-model --preset PRESET --tokenizer
- * FAMILY` (random weights, a real tokenizer) into *m; returns its malloc'd
- * temp dir (remove with model_fixture_cleanup), or NULL with *m NULL. */
-static inline char *tiny_model(const char *preset, const char *family, lmc_model **m) {
+ * FAMILY` (random weights, a real tokenizer) into *m, with load options opt
+ * (NULL: the defaults); returns its malloc'd temp dir (remove with
+ * model_fixture_cleanup), or NULL with *m NULL. */
+static inline char *tiny_model_with(const char *preset, const char *family, const lmc_load_options *opt, lmc_model **m) {
     *m = NULL;
     char tmpl[] = "/tmp/lmc-tiny-XXXXXX";
     if (!mkdtemp(tmpl)) return NULL;
@@ -90,11 +91,15 @@ static inline char *tiny_model(const char *preset, const char *family, lmc_model
     snprintf(cmd, sizeof cmd, "%s/lmc make-model --preset %s --tokenizer %s/%s -o %s/m >/dev/null 2>&1", LMC_BUILD_DIR,
              preset, LMC_TOKENIZER_DIR, family, dir);
     snprintf(path, sizeof path, "%s/m", dir);
-    if (system(cmd) != 0 || lmc_model_load(path, NULL, m) != LMC_OK) {
+    if (system(cmd) != 0 || lmc_model_load(path, opt, m) != LMC_OK) {
         fprintf(stderr, "tiny model %s: %s\n", preset, lmc_last_error());
         *m = NULL;
     }
     return dir;
+}
+
+static inline char *tiny_model(const char *preset, const char *family, lmc_model **m) {
+    return tiny_model_with(preset, family, NULL, m);
 }
 
 /* In a test function (test_util.h included): dir and m from tiny_model, or

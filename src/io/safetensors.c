@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/huge_pages.h"
 #include "io/json_util.h"
 #include "io/safetensors_internal.h"
 
@@ -400,11 +401,13 @@ lmc_status lmc_safetensors_open_buffer(const char *path, lmc_buffer *buf, lmc_sa
 typedef struct st_mapping {
     void *addr;
     size_t len;
+    lmc_huge_region *promo; /* moving the file onto 2 MiB pages (lmc_safetensors_promote), or NULL */
 } st_mapping;
 
 /* Runs when the last array viewing the file and the handle are gone. */
 static void unmap_file(void *ctx) {
     st_mapping *m = ctx;
+    lmc_huge_pages_forget(m->promo); /* before the pages it would move go */
     munmap(m->addr, m->len);
     lmc_memory_add_mapped(LMC_CPU, -(int64_t)m->len);
     free(m);
@@ -445,7 +448,7 @@ lmc_status lmc_safetensors_open(const char *path, lmc_safetensors **out) {
         munmap(addr, size);
         return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
     }
-    *m = (st_mapping){addr, size};
+    *m = (st_mapping){addr, size, NULL};
     lmc_memory_add_mapped(LMC_CPU, (int64_t)size);
     buf = lmc_buffer_wrap(addr, size, LMC_CPU, unmap_file, m);
     if (!buf) {
@@ -455,6 +458,29 @@ lmc_status lmc_safetensors_open(const char *path, lmc_safetensors **out) {
     lmc_status s = lmc_safetensors_open_buffer(path, buf, out);
     lmc_buffer_release(buf); /* the handle holds its own reference when open succeeded */
     return s;
+}
+
+/* The mapping behind a handle opened from a file (NULL for a buffer the
+ * caller made, e.g. the fuzzer's). */
+static st_mapping *mapping_of(const lmc_safetensors *st) {
+    return st && st->buf && st->buf->release == unmap_file ? st->buf->release_ctx : NULL;
+}
+
+size_t lmc_safetensors_promote(lmc_safetensors *st) {
+    st_mapping *m = mapping_of(st);
+    if (!m) return 0;
+    if (!m->promo) m->promo = lmc_huge_pages_adopt(m->addr, m->len);
+    return m->promo ? m->len : 0;
+}
+
+size_t lmc_safetensors_promoted(const lmc_safetensors *st) {
+    st_mapping *m = mapping_of(st);
+    return m ? lmc_huge_pages_moved(m->promo) : 0;
+}
+
+size_t lmc_safetensors_file_size(const lmc_safetensors *st) {
+    st_mapping *m = mapping_of(st);
+    return m ? m->len : 0;
 }
 
 /* --- queries ------------------------------------------------------------------ */

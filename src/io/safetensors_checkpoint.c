@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "core/huge_pages.h"
 #include "io/json_util.h"
 #include "io/safetensors_internal.h"
 
@@ -37,6 +38,21 @@ void lmc_checkpoint_close(lmc_checkpoint *ck) {
     free(ck->entries);
     free(ck->sorted);
     free(ck);
+}
+
+size_t lmc_checkpoint_promote(lmc_checkpoint *ck) {
+    if (!ck || !lmc_huge_pages_available()) return 0;
+    size_t total = 0, queued = 0;
+    for (size_t i = 0; i < ck->n_files; i++) total += lmc_safetensors_file_size(ck->files[i]);
+    if (!lmc_huge_pages_affordable(total)) return 0;
+    for (size_t i = 0; i < ck->n_files; i++) queued += lmc_safetensors_promote(ck->files[i]);
+    return queued;
+}
+
+size_t lmc_checkpoint_promoted(const lmc_checkpoint *ck) {
+    size_t moved = 0;
+    for (size_t i = 0; ck && i < ck->n_files; i++) moved += lmc_safetensors_promoted(ck->files[i]);
+    return moved;
 }
 
 static char *join_path(const char *dir, const char *name) {

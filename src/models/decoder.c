@@ -6,6 +6,8 @@
  * soon as the layer is done. */
 #include "models/decoder.h"
 
+#include "io/safetensors_internal.h"
+
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -498,7 +500,16 @@ lmc_array *lmc_decoder_forward(const lmc_decoder *d, lmc_kv_cache *cache, const 
         if (logits && cache) lmc_kv_cache_advance(cache, T);
     }
     lmc_scope_end();
+    if (logits) lmc_decoder_promote_weights(d);
     return logits;
+}
+
+void lmc_decoder_promote_weights(const lmc_decoder *d) {
+    /* The flag is the decoder's one field that changes after loading; the
+     * decoder itself is never a const object. */
+    atomic_bool *pending = (atomic_bool *)&d->promote_pending;
+    if (atomic_load_explicit(pending, memory_order_relaxed) && atomic_exchange(pending, false))
+        lmc_checkpoint_promote(d->ck);
 }
 
 lmc_status lmc_decoder_cache_init(const lmc_decoder *d, lmc_kv_cache *cache, int64_t batch, int64_t max_len) {

@@ -4,6 +4,8 @@
 #ifndef LMC_MODELS_DECODER_H
 #define LMC_MODELS_DECODER_H
 
+#include <stdatomic.h>
+
 #include "lmc/nn.h"
 #include "lmc/safetensors.h"
 #include "models/config.h"
@@ -28,6 +30,7 @@ typedef struct lmc_decoder {
     int64_t weight_bytes, num_parameters;
     lmc_device device;             /* where the weights, caches and activations live */
     lmc_dtype kv_dtype;            /* keys and values in KV caches (LMC_F32 unless the model was loaded with another) */
+    atomic_bool promote_pending;   /* move the weights onto 2 MiB pages after the next forward pass */
 } lmc_decoder;
 
 /* Opens the checkpoint in dir and resolves every weight (errors name the
@@ -38,6 +41,11 @@ void lmc_decoder_free(lmc_decoder *d);
  * open but are no longer read). Forward passes then run there: ids, masks
  * and positions may be given on the CPU, logits come back on the CPU. */
 lmc_status lmc_decoder_to_device(lmc_decoder *d, lmc_device dev);
+/* Starts moving the checkpoint's mappings onto 2 MiB pages in the background
+ * (core/huge_pages.h) if promote_pending is set, once. Every forward pass
+ * calls it when done, so the copy starts after the first one and never
+ * delays a first token (lmc_load_options.huge_pages). */
+void lmc_decoder_promote_weights(const lmc_decoder *d);
 
 /* Optional per-call inputs of a forward pass. */
 typedef struct lmc_forward_args {

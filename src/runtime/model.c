@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "io/json_util.h"
+#include "io/safetensors_internal.h"
 #include "lmc/lora.h"
 #include "lmc/ops.h"
 #include "runtime/model_internal.h"
@@ -54,7 +55,7 @@ static const char *cuda_unavailable_reason(void) {
 
 lmc_load_options lmc_load_options_default(void) {
     return (lmc_load_options){.backend = NULL, .context_length = 0, .prefill_chunk = 64, .threads = 0,
-                              .memory_limit = 0, .adapter_dir = NULL, .prompt_cache_slots = 1, .kv_cache_dtype = LMC_F32, .bridge = NULL, .bridge_env = NULL,
+                              .memory_limit = 0, .adapter_dir = NULL, .prompt_cache_slots = 1, .kv_cache_dtype = LMC_F32, .huge_pages = true, .bridge = NULL, .bridge_env = NULL,
                               .n_bridge_env = 0, .bridge_timeout = 0};
 }
 
@@ -232,6 +233,7 @@ static lmc_status cpu_load(lmc_model *m, const char *dir, const lmc_load_options
         return s;
     }
     m->tok = job.tok;
+    atomic_store(&m->dec->promote_pending, opt->huge_pages); /* after the first forward pass */
     m->dec->kv_dtype = opt->kv_cache_dtype;
     m->context_length = cfg.max_position_embeddings;
     if (opt->context_length > 0 && opt->context_length < m->context_length) m->context_length = opt->context_length;
@@ -378,7 +380,9 @@ static lmc_array *cpu_logits(lmc_model *m, const int32_t *ids, size_t n, bool al
 static bool cuda_available(void) { return lmc_device_available(LMC_CUDA); }
 
 static lmc_status cuda_load(lmc_model *m, const char *dir, const lmc_load_options *opt) {
-    LMC_CHECK(cpu_load(m, dir, opt));
+    lmc_load_options host = *opt;
+    host.huge_pages = false; /* the host mapping is read once, for the upload */
+    LMC_CHECK(cpu_load(m, dir, &host));
     lmc_status s = lmc_decoder_to_device(m->dec, LMC_CUDA);
     if (s != LMC_OK) cpu_close(m);
     return s;

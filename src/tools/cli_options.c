@@ -119,6 +119,8 @@ const char lmc_cli_gen_usage[] =
     "  -t, --threads N          CPU threads (default: all cores)\n"
     "  --context N              context length bound (default: the model's)\n"
     "  --kv-cache-dtype T       f32 (default), bf16 or f16: keys and values as cached (16 bits: half the memory)\n"
+    "  --no-huge-pages          keep the weights on the file mapping's 4 KiB pages (default: moved onto\n"
+    "                           2 MiB pages in the background after loading, for faster decode)\n"
     "  --prompt-cache-slots N   finished generations whose KV caches are kept for reuse (1-64, default 1;\n"
     "                           more serve interleaved conversations, at a KV cache of memory each)\n"
     "  --backend NAME           cpu (default), cuda (an NVIDIA GPU; builds with -DLMC_CUDA=ON) or subprocess\n"
@@ -221,6 +223,8 @@ int lmc_cli_gen_option(const char *cmd, lmc_cli_gen *g, int argc, char **argv, i
     } else if (!strcmp(a, "--kv-cache-dtype")) {
         NEEDS_VALUE();
         if (!lmc_cli_float_dtype(cmd, a, val, true, &g->load.kv_cache_dtype)) return -1;
+    } else if (!strcmp(a, "--no-huge-pages")) {
+        g->load.huge_pages = false;
     } else if (!strcmp(a, "--prompt-cache-slots")) {
         NEEDS_VALUE();
         if (!lmc_cli_int(cmd, a, val, 1, 64, &n)) return -1;

@@ -38,6 +38,7 @@ int cmd_fuse(int argc, char **argv) {
     }
     lmc_load_options opt = lmc_load_options_default();
     opt.adapter_dir = adapter;
+    opt.huge_pages = false; /* each weight is read once, to be written out */
     lmc_model *m = NULL;
     if (lmc_model_load(model, &opt, &m) != LMC_OK) {
         fprintf(stderr, "lmc fuse: %s\n", lmc_last_error());
