@@ -15,6 +15,7 @@
 #include "io/safetensors_internal.h"
 #include "lmc/lmc.h"
 #include "model_fixture.h"
+#include "runtime/kv_cache.h"
 #include "runtime/model_internal.h"
 #include "test_util.h"
 
@@ -183,6 +184,49 @@ static void test_forget(void) {
     lmc_huge_pages_wait(); /* an empty queue: returns */
 }
 
+/* THPeligible of the mapping holding p in /proc/self/smaps (-1: not found). */
+static int thp_eligible(const void *p) {
+    FILE *f = fopen("/proc/self/smaps", "r");
+    if (!f) return -1;
+    char line[512];
+    int v = -1;
+    bool inside = false;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long a, b;
+        if (sscanf(line, "%lx-%lx ", &a, &b) == 2 && strchr(line, '-') < strchr(line, ' ')) inside = a <= (uintptr_t)p && (uintptr_t)p < b;
+        else if (inside && sscanf(line, "THPeligible: %d", &v) == 1) break;
+    }
+    fclose(f);
+    return v;
+}
+
+static bool thp_mode_madvise(void) {
+    char *s = read_file_all("/sys/kernel/mm/transparent_hugepage/enabled", NULL);
+    bool m = s && strstr(s, "[madvise]");
+    free(s);
+    return m;
+}
+
+/* A KV cache's large storage is advised onto huge pages: its mapping becomes
+ * eligible where the mode is "madvise" (under "always" it is anyway). */
+static void test_kv_cache_advised(void) {
+    lmc_kv_cache c;
+    CHECK(lmc_kv_cache_init(&c, 1, NULL, 1, 8, 128, 8192, LMC_F32) == LMC_OK);
+    CHECK(lmc_kv_cache_reserve(&c, 4096) == LMC_OK); /* 16 MiB each for K and V */
+    const char *k = lmc_array_ptr(c.layers[0].k);
+    size_t n = lmc_array_nbytes(c.layers[0].k);
+    const char *inner = (const char *)(((uintptr_t)k + HUGE - 1) & ~(uintptr_t)(HUGE - 1)); /* a whole page inside */
+    CHECK(n == (size_t)16 * MIB && inner + HUGE <= k + n);
+    if (thp_mode_madvise()) CHECKF(thp_eligible(inner) == 1, "THPeligible %d", thp_eligible(inner));
+    else if (!lmc_huge_pages_available()) CHECK(thp_eligible(inner) == 0);
+    lmc_kv_cache_free(&c);
+    /* a plain allocation of the same size is not (the advice is what makes it) */
+    char *plain = malloc(16 * MIB);
+    const char *pin = (const char *)(((uintptr_t)plain + HUGE - 1) & ~(uintptr_t)(HUGE - 1));
+    if (plain && thp_mode_madvise()) CHECK(thp_eligible(pin) == 0);
+    free(plain);
+}
+
 /* Greedy ids of a 24-token answer to a fixed prompt. */
 static bool answer(lmc_model *m, int32_t *ids) {
     static const int32_t prompt[] = {9707, 11, 1879, 0, 374, 264, 1273, 13};
@@ -234,6 +278,7 @@ int main(void) {
     RUN(test_small_and_unavailable);
     RUN(test_move_under_readers);
     RUN(test_forget);
+    RUN(test_kv_cache_advised);
     RUN(test_model_same_answer);
     return TEST_REPORT();
 }

@@ -113,6 +113,11 @@ static void *worker(void *arg) {
     return NULL;
 }
 
+void lmc_huge_pages_advise(void *p, size_t n) {
+    uintptr_t a = (uintptr_t)p, first = (a + HUGE - 1) & ~(uintptr_t)(HUGE - 1), end = (a + n) & ~(uintptr_t)(HUGE - 1);
+    if (p && end > first && lmc_huge_pages_available()) madvise((void *)first, end - first, MADV_HUGEPAGE);
+}
+
 lmc_huge_region *lmc_huge_pages_adopt(void *addr, size_t len) {
     if (!addr || !lmc_huge_pages_available()) return NULL;
     uintptr_t a = (uintptr_t)addr, first = (a + HUGE - 1) & ~(uintptr_t)(HUGE - 1),

@@ -52,4 +52,11 @@ size_t lmc_huge_pages_moved(const lmc_huge_region *r);
 /* Waits until no region is queued (every one done or forgotten). */
 void lmc_huge_pages_wait(void);
 
+/* Advises the kernel to back the whole 2 MiB pages inside [p, p + n) of an
+ * allocation with huge pages as they are first touched (MADV_HUGEPAGE), where
+ * transparent huge pages are enabled. For large buffers read in full every
+ * token (KV caches): a fault per 2 MiB instead of per 4 KiB, and no TLB miss
+ * per 4 KiB when attention streams them. */
+void lmc_huge_pages_advise(void *p, size_t n);
+
 #endif

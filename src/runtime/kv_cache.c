@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/huge_pages.h"
 #include "lmc/ops.h"
 
 lmc_status lmc_kv_cache_init(lmc_kv_cache *c, int n_layers, const int64_t *windows, int64_t batch, int64_t kv_heads,
@@ -96,6 +97,10 @@ static lmc_status resize(lmc_kv_cache *c, lmc_layer_cache *l, int64_t cap) {
     int64_t shape[4] = {c->batch, c->kv_heads, cap, c->head_dim};
     lmc_array *nk = lmc_array_new(c->dtype, 4, shape, c->device), *nv = lmc_array_new(c->dtype, 4, shape, c->device);
     lmc_status s = nk && nv ? LMC_OK : lmc_last_status();
+    if (s == LMC_OK && c->device == LMC_CPU) { /* faulted in 2 MiB at a time as positions fill it */
+        lmc_huge_pages_advise(lmc_array_ptr(nk), lmc_array_nbytes(nk));
+        lmc_huge_pages_advise(lmc_array_ptr(nv), lmc_array_nbytes(nv));
+    }
     if (s == LMC_OK && l->len > 0) {
         int64_t zero[4] = {0, 0, 0, 0};
         lmc_array *ks = range_view(l->k, 0, l->len), *vs = range_view(l->v, 0, l->len);
