@@ -626,6 +626,13 @@ static void sdpa_blocks(void *ctx, int64_t t0, int64_t t1, int thread) {
          * read them (decode: the cache's bytes are what costs); with many
          * rows, converted once per block into the f32 buffers */
         int kd = transpose ? KV_F32 : j->k_half, vd = transpose ? KV_F32 : j->v_half;
+        if (!transpose) { /* decode: the head's first keys and values all at once, not one demand miss after another */
+            int64_t pe = kend - kbeg < SDPA_PF ? kend : kbeg + SDPA_PF;
+            for (int64_t c = kbeg; c < pe; c++) {
+                for (int64_t off = 0; off < D * (int64_t)ksz; off += 64) _mm_prefetch(kbase + c * k->strides[2] * (int64_t)ksz + off, _MM_HINT_T0);
+                for (int64_t off = 0; off < Dv * (int64_t)vsz; off += 64) _mm_prefetch(vbase + c * v->strides[2] * (int64_t)vsz + off, _MM_HINT_T0);
+            }
+        }
         for (int64_t k0 = kbeg; k0 < kend; k0 += SDPA_KB) {
             int64_t nk = kend - k0 < SDPA_KB ? kend - k0 : SDPA_KB;
             /* key and value rows of this block: in place, or converted and padded */
