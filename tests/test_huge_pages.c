@@ -184,6 +184,33 @@ static void test_forget(void) {
     lmc_huge_pages_wait(); /* an empty queue: returns */
 }
 
+/* A child forked while a region moves: its forget and wait return (no
+ * worker there to wait for) and its bytes are right; the parent's move goes on. */
+static void test_fork(void) {
+    if (!lmc_huge_pages_available()) return;
+    size_t len = 64 * MIB;
+    uint8_t *p = map_pattern(5, len);
+    CHECK(p != NULL);
+    if (!p) return;
+    lmc_huge_region *r = lmc_huge_pages_adopt(p, len);
+    CHECK(r != NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        alarm(20); /* a hang fails the child, not the whole test run */
+        lmc_huge_pages_forget(r);
+        lmc_huge_pages_wait();
+        _exit(first_wrong(p, 5, 0, len) == len ? 0 : 1);
+    }
+    CHECK(pid > 0);
+    int status = 0;
+    if (pid > 0) CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    lmc_huge_pages_wait();
+    CHECK(lmc_huge_pages_moved(r) == whole_pages(p, len));
+    lmc_huge_pages_forget(r);
+    CHECK(first_wrong(p, 5, 0, len) == len);
+    CHECK(munmap(p, len) == 0);
+}
+
 /* THPeligible of the mapping holding p in /proc/self/smaps (-1: not found). */
 static int thp_eligible(const void *p) {
     FILE *f = fopen("/proc/self/smaps", "r");
@@ -279,6 +306,7 @@ int main(void) {
     RUN(test_move_under_readers);
     RUN(test_forget);
     RUN(test_kv_cache_advised);
+    RUN(test_fork);
     RUN(test_model_same_answer);
     return TEST_REPORT();
 }

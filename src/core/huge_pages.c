@@ -118,8 +118,24 @@ void lmc_huge_pages_advise(void *p, size_t n) {
     if (p && end > first && lmc_huge_pages_available()) madvise((void *)first, end - first, MADV_HUGEPAGE);
 }
 
+/* fork() copies the queue but not the worker: the child's regions leave the
+ * queue (the move stops there; the bytes are the same either way), so its
+ * forget and wait never wait for a thread that does not exist. The lock is
+ * held across fork so the child never inherits it locked mid-update. */
+static void fork_prepare(void) { pthread_mutex_lock(&g_lock); }
+static void fork_parent(void) { pthread_mutex_unlock(&g_lock); }
+static void fork_child(void) {
+    for (lmc_huge_region *r = g_queue; r; r = r->next) r->queued = r->busy = false;
+    g_queue = NULL;
+    g_worker_running = false;
+    pthread_mutex_unlock(&g_lock);
+}
+static void register_fork_handlers(void) { pthread_atfork(fork_prepare, fork_parent, fork_child); }
+
 lmc_huge_region *lmc_huge_pages_adopt(void *addr, size_t len) {
     if (!addr || !lmc_huge_pages_available()) return NULL;
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, register_fork_handlers);
     uintptr_t a = (uintptr_t)addr, first = (a + HUGE - 1) & ~(uintptr_t)(HUGE - 1),
               end = (a + len) & ~(uintptr_t)(HUGE - 1);
     if (end <= first) return NULL;
