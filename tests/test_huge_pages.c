@@ -127,6 +127,47 @@ static void test_small_and_unavailable(void) {
     }
 }
 
+static void write_text(const char *path, const char *text) {
+    FILE *f = fopen(path, "w");
+    if (f) {
+        fputs(text, f);
+        fclose(f);
+    }
+}
+
+/* The cgroup memory limit is read from v1 and v2 layouts, the smallest of a
+ * cgroup and its ancestors, with "max" and v1's "unlimited" ignored. */
+static void test_cgroup_limit(void) {
+    char root[] = "/tmp/lmc-cg-XXXXXX", path[256], cmd[512];
+    CHECK(mkdtemp(root) != NULL);
+    snprintf(cmd, sizeof cmd, "mkdir -p %s/memory/a/b %s/svc/inner", root, root);
+    CHECK(system(cmd) == 0);
+#define PUT(rel, text) (snprintf(path, sizeof path, "%s/%s", root, rel), write_text(path, text))
+    PUT("memory/memory.limit_in_bytes", "9223372036854771712\n"); /* v1 root: unlimited */
+    PUT("memory/a/memory.limit_in_bytes", "536870912\n");
+    PUT("memory/a/b/memory.limit_in_bytes", "1073741824\n");
+    PUT("svc/memory.max", "2147483648\n");
+    PUT("svc/inner/memory.max", "max\n");
+    PUT("v1", "5:cpu,memory:/a/b\n1:cpu:/\n");
+    PUT("v2", "0::/svc/inner\n");
+    PUT("both", "4:memory:/a/b\n0::/svc/inner\n");
+    PUT("none", "0::/elsewhere\n");
+#undef PUT
+    char f[256];
+    snprintf(f, sizeof f, "%s/v1", root);
+    CHECK(lmc_huge_pages_cgroup_limit(f, root) == 536870912ull); /* the parent's is smaller */
+    snprintf(f, sizeof f, "%s/v2", root);
+    CHECK(lmc_huge_pages_cgroup_limit(f, root) == 2147483648ull); /* "max" here, 2 GiB above */
+    snprintf(f, sizeof f, "%s/both", root);
+    CHECK(lmc_huge_pages_cgroup_limit(f, root) == 536870912ull);
+    snprintf(f, sizeof f, "%s/none", root);
+    CHECK(lmc_huge_pages_cgroup_limit(f, root) == 0);
+    snprintf(f, sizeof f, "%s/missing", root);
+    CHECK(lmc_huge_pages_cgroup_limit(f, root) == 0);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", root);
+    CHECK(system(cmd) == 0);
+}
+
 /* A region moved while another thread reads it: same bytes throughout and
  * after, and the moved part anonymous memory. */
 static void test_move_under_readers(void) {
@@ -303,6 +344,7 @@ static void test_model_same_answer(void) {
 
 int main(void) {
     RUN(test_small_and_unavailable);
+    RUN(test_cgroup_limit);
     RUN(test_move_under_readers);
     RUN(test_forget);
     RUN(test_kv_cache_advised);

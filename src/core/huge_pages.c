@@ -56,7 +56,50 @@ bool lmc_huge_pages_available(void) {
     return g_available;
 }
 
+/* The number in file `path` ("max" and v1's "unlimited" near 2^63 read as 0). */
+static unsigned long long read_limit(const char *path) {
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    unsigned long long v = 0;
+    if (fscanf(f, "%llu", &v) != 1 || v >= (1ull << 62)) v = 0;
+    fclose(f);
+    return v;
+}
+
+unsigned long long lmc_huge_pages_cgroup_limit(const char *cgroup_file, const char *root) {
+    FILE *f = fopen(cgroup_file, "r");
+    if (!f) return 0;
+    unsigned long long best = 0;
+    char line[1024];
+    while (fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\n")] = 0;
+        char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+        if (!c2 || c2[1] != '/') continue;
+        *c2 = 0;
+        char *ctrl = c1 + 1, *save = NULL, dir[1400];
+        bool v2 = c1 == line + 1 && line[0] == '0' && !*ctrl, v1 = false; /* "0::/path"; v1: "N:a,memory,b:/path" */
+        for (char *t = strtok_r(ctrl, ",", &save); t && !v1; t = strtok_r(NULL, ",", &save)) v1 = !strcmp(t, "memory");
+        if (!v1 && !v2) continue;
+        const char *file;
+        snprintf(dir, sizeof dir, "%s%s%s", root, v1 ? "/memory" : "", c2 + 1);
+        file = v1 ? "memory.limit_in_bytes" : "memory.max";
+        for (;;) { /* this cgroup, then each ancestor up to the hierarchy's root */
+            char path[1500];
+            snprintf(path, sizeof path, "%s/%s", dir, file);
+            unsigned long long v = read_limit(path);
+            if (v && (!best || v < best)) best = v;
+            char *slash = strrchr(dir, '/');
+            if (!slash || (size_t)(slash - dir) < strlen(root) + (v1 ? 7 : 0)) break;
+            *slash = 0;
+        }
+    }
+    fclose(f);
+    return best;
+}
+
 bool lmc_huge_pages_affordable(size_t bytes) {
+    unsigned long long limit = lmc_huge_pages_cgroup_limit("/proc/self/cgroup", "/sys/fs/cgroup");
+    if (limit && bytes > limit / 2) return false;
     FILE *f = fopen("/proc/meminfo", "r");
     if (!f) return false;
     char line[256];

@@ -31,9 +31,17 @@ typedef struct lmc_huge_region lmc_huge_region;
 bool lmc_huge_pages_available(void);
 
 /* Whether `bytes` more may be held as anonymous memory: at most half of
- * MemAvailable, so a model near the machine's memory stays on its file
- * mapping, whose pages the kernel can drop and read again. */
+ * MemAvailable and of this process's cgroup memory limit (a container's
+ * /proc/meminfo shows the host's memory), so a model near the memory it may
+ * use stays on its file mapping, whose pages the kernel can drop and read
+ * again. */
 bool lmc_huge_pages_affordable(size_t bytes);
+
+/* The smallest memory limit on the cgroup that `cgroup_file` (in the format
+ * of /proc/self/cgroup) names, or on its ancestors, read under the cgroup
+ * file system at `root` (/sys/fs/cgroup): v2 memory.max, v1
+ * memory/.../memory.limit_in_bytes. 0 when none is set or readable. */
+unsigned long long lmc_huge_pages_cgroup_limit(const char *cgroup_file, const char *root);
 
 /* Queues the whole 2 MiB pages inside [addr, addr + len), a read-only
  * private mapping the caller keeps, for promotion. NULL when there is
