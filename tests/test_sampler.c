@@ -7,9 +7,11 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/cpu.h"
 #include "core/error.h"
 #include "runtime/rng.h"
 #include "runtime/sampler.h"
+#include "runtime/sampler_exp.h"
 #include "test_util.h"
 
 /* Test-local random numbers, independent of the code under test. */
@@ -624,6 +626,61 @@ static void test_threads_same(void) {
     free(x);
 }
 
+/* Every kernel path (scalar, AVX2, AVX-512: the weight pass runs sixteen
+ * lanes at a time on the last) gives the same bits: the weights of a sweep
+ * through exp's whole range, and the same draws and log-probabilities for
+ * the same seed. */
+static void test_paths_same(void) {
+    enum { V = 151936, N = 48 };
+    if (lmc_cpu_path_max() >= LMC_PATH_AVX512) {
+        enum { S = 4096 };
+        float *x = malloc(S * sizeof *x), *w = malloc(S * sizeof *w);
+        for (int i = 0; i < S; i++) x[i] = i < S - 16 ? 4.0f - 0.025f * (float)i : (i % 2 ? -INFINITY : -1e30f);
+        int diff = 0;
+        for (int k = 0; k < 3; k++) {
+            float max = 4.0f, temp = k == 0 ? 1.0f : k == 1 ? 0.07f : 3.3f;
+            lmc_sampler_weights_avx512(x, S, max, temp, w);
+            for (int i = 0; i < S; i++) {
+                float want = lmc_exp_neg(-((max - x[i]) / temp));
+                diff += memcmp(&want, &w[i], sizeof want) != 0;
+            }
+        }
+        CHECKF(diff == 0, "%d of %d sixteen-lane weights differ from the scalar ones", diff, 3 * S);
+        free(x);
+        free(w);
+    }
+    float *l = malloc(V * sizeof *l), *x = malloc(V * sizeof *x);
+    for (int i = 0; i < V; i++) l[i] = (float)(2.5 * t_normal());
+    for (int i = 0; i < 20; i++) l[(i * 7919) % V] = (float)(12 + i * 0.3);
+    l[3] = -INFINITY;
+    struct { float t, p, m; } cases[] = {{0.8f, 1.0f, 0.0f}, {1.0f, 0.9f, 0.0f}, {0.9f, 1.0f, 0.05f}, {0.05f, 1.0f, 0.0f}};
+    lmc_cpu_path before = lmc_cpu_path_active();
+    for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++) {
+        int32_t tok[3][N];
+        float lp[3][N];
+        int paths = 0;
+        for (int path = LMC_PATH_SCALAR; path <= LMC_PATH_AVX512 && path <= (int)lmc_cpu_path_max(); path++, paths++) {
+            lmc_cpu_path_set((lmc_cpu_path)path);
+            lmc_sampler_config c = cfg_t(cases[ci].t);
+            c.top_p = cases[ci].p;
+            c.min_p = cases[ci].m;
+            c.seed = 9;
+            lmc_sampler *s = make(c);
+            for (int i = 0; i < N; i++) {
+                memcpy(x, l, V * sizeof *x);
+                CHECK(lmc_sampler_sample(s, x, V, NULL, 0, &tok[path][i], &lp[path][i]) == LMC_OK);
+            }
+            lmc_sampler_free(s);
+        }
+        for (int p = 1; p < paths; p++)
+            CHECKF(!memcmp(tok[0], tok[p], sizeof tok[0]) && !memcmp(lp[0], lp[p], sizeof lp[0]),
+                   "case %zu: path %s draws differently from scalar", ci, lmc_cpu_path_name((lmc_cpu_path)p));
+    }
+    lmc_cpu_path_set(before);
+    free(l);
+    free(x);
+}
+
 /* Many equal logits (both zeros among them) through the radix sort: the
  * order must be exactly the rank order, ties by id. */
 static void test_rank_order(void) {
@@ -714,5 +771,6 @@ int main(void) {
     RUN(test_weights);
     RUN(test_fast_draw_matches);
     RUN(test_threads_same);
+    RUN(test_paths_same);
     return TEST_REPORT();
 }

@@ -17,9 +17,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/cpu.h"
 #include "core/error.h"
 #include "core/threadpool.h"
 #include "runtime/rng.h"
+#include "runtime/sampler_exp.h"
 
 /* Probabilities are computed in float (relative error about 1e-7), so an
  * equality that holds in exact arithmetic (a cumulative mass equal to top_p,
@@ -147,47 +149,7 @@ static inline v2d sum_pairs(v4f w) {
     return lo + hi;
 }
 
-/* exp(x) for x <= 0 (the sampler's weights): 1 at 0 exactly, 0 below -87
- * (where expf gives at most 1.6e-38), otherwise within a few ulp of expf.
- * The core is written once, as a macro, so the scalar and the four-lane
- * versions do the same IEEE operations in the same order and agree bit for
- * bit (runtime code is ISO C17: no FMA contraction). x = n ln2 + r with
- * |r| <= ln2/2 (n by the 1.5 * 2^23 rounding trick, ln2 in two parts for an
- * exact n * ln2_hi), then a degree-7 Taylor polynomial of r (truncation
- * below 1e-8 relative) times 2^n built from its bits (n >= -126 here).
- * (The CPU kernels' v_exp is the same method but fused multiply-adds on the
- * AVX paths, so its bits depend on the machine; these do not, and a seed
- * draws the same token on any CPU.) */
-#define EXP_NEG_CORE(T, xc)                                                                                          \
-    T t = (xc) * 1.44269504088896341f + 12582912.0f;                                                                 \
-    T n = t - 12582912.0f;                                                                                           \
-    T r = ((xc) - n * 0.693359375f) + n * 2.12194440e-4f;                                                            \
-    T p = r * (1.0f / 5040.0f) + (1.0f / 720.0f);                                                                    \
-    p = p * r + (1.0f / 120.0f);                                                                                     \
-    p = p * r + (1.0f / 24.0f);                                                                                      \
-    p = p * r + (1.0f / 6.0f);                                                                                       \
-    p = p * r + 0.5f;                                                                                                \
-    p = p * r + 1.0f;                                                                                                \
-    p = p * r + 1.0f;
-
-static inline float exp_neg(float x) {
-    if (!(x >= -87.0f)) return 0.0f; /* and -inf */
-    EXP_NEG_CORE(float, x)
-    int32_t bits = ((int32_t)n + 127) << 23;
-    float scale;
-    memcpy(&scale, &bits, sizeof scale);
-    return p * scale;
-}
-
-static inline v4f exp_neg4(v4f x) {
-    const v4f lo = {-87.0f, -87.0f, -87.0f, -87.0f};
-    v4i in = x >= lo;
-    v4f xc = (v4f)((in & (v4i)x) | (~in & (v4i)lo));
-    EXP_NEG_CORE(v4f, xc)
-    v4i bits = (__builtin_convertvector(n, v4i) + 127) << 23;
-    return (v4f)(in & (v4i)(p * (v4f)bits));
-}
-#undef EXP_NEG_CORE
+LMC_DEFINE_EXP_NEG_VEC(exp_neg4, v4f, v4i)
 
 static lmc_status check_logits(const float *logits, int64_t vocab) {
     v4i bad = {0};
@@ -307,7 +269,7 @@ static void swap_cand(lmc_sampler_candidate *a, lmc_sampler_candidate *b) {
 /* Temperature enters here and only here: every stage after it sees the
  * weights exp((logit - max) / T), with the largest exactly 1. Dividing the
  * gap (never the logit itself) cannot overflow to +inf at a tiny T. */
-static float weight_of(float max, float logit, float temperature) { return exp_neg(-((max - logit) / temperature)); }
+static float weight_of(float max, float logit, float temperature) { return lmc_exp_neg(-((max - logit) / temperature)); }
 
 /* weight_of for four logits at once, lane by lane the same arithmetic. */
 static inline v4f weight_of4(v4f max, v4f logit, v4f temperature) { return exp_neg4(-((max - logit) / temperature)); }
@@ -451,6 +413,10 @@ static void weigh_chunks(void *ctx, int64_t j0, int64_t j1, int thread) {
     const float max = w->max, T = w->temperature, floor = w->floor;
     const v4f mv = {max, max, max, max}, tv = {T, T, T, T}, fv = {floor, floor, floor, floor};
     const v4f ninf = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
+    /* a whole block's weights sixteen at a time where AVX-512 runs (the same
+     * bits); the sums and the candidates then go four at a time as always */
+    const bool wide = lmc_cpu_path_active() >= LMC_PATH_AVX512;
+    float wb[DRAW_BLOCK];
     for (int64_t j = j0; j < j1; j++) {
         int64_t first = j * WEIGH_CHUNK * DRAW_BLOCK, n = 0;
         int64_t end = first + WEIGH_CHUNK * DRAW_BLOCK < w->vocab ? first + WEIGH_CHUNK * DRAW_BLOCK : w->vocab;
@@ -458,11 +424,13 @@ static void weigh_chunks(void *ctx, int64_t j0, int64_t j1, int thread) {
         for (int64_t b0 = first; b0 < end; b0 += DRAW_BLOCK) {
             int64_t b1 = b0 + DRAW_BLOCK < end ? b0 + DRAW_BLOCK : end;
             v2d sum = {0, 0};
+            bool have = wide && b1 - b0 == DRAW_BLOCK;
+            if (have) lmc_sampler_weights_avx512(w->logits + b0, DRAW_BLOCK, max, T, wb);
             for (int64_t i = b0; i < b1; i += 4) {
                 float wt[4], x[4];
                 int lanes = b1 - i < 4 ? (int)(b1 - i) : 4;
                 if (lanes == 4) {
-                    v4f xv = load4(w->logits + i), wv = weight_of4(mv, xv, tv);
+                    v4f xv = load4(w->logits + i), wv = have ? load4(wb + (i - b0)) : weight_of4(mv, xv, tv);
                     sum += sum_pairs(wv);
                     if (!c || !any4((wv >= fv) & (xv != ninf))) continue;
                     memcpy(wt, &wv, sizeof wt);
