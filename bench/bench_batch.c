@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bench_model.h"
 #include "bench_ops.h"
 #include "lmc/lmc.h"
 #include "tools/cli_options.h"
@@ -170,6 +171,7 @@ int lmc_bench_batch(int argc, char **argv) {
     }
     lmc_model *m = lmc_cli_load_model("bench", &g);
     if (!m) return 1;
+    lmc_bench_settle_weights(m);
     lmc_model_info info;
     lmc_model_get_info(m, &info);
     lmc_bench_print_machine();

@@ -424,6 +424,13 @@ static lmc_status run_test(const lmc_decoder *dec, const bm_opts *o, bool decode
     return st;
 }
 
+double lmc_bench_settle_weights(lmc_model *m) {
+    double t0 = seconds();
+    if (m && m->dec) lmc_decoder_promote_weights(m->dec);
+    lmc_huge_pages_wait();
+    return seconds() - t0;
+}
+
 /* --ttft: load, prefill n_prompt tokens, produce one token; time from main(). */
 static int run_ttft(const bm_opts *o, const char *name) {
     double t_load0 = seconds();
@@ -585,11 +592,8 @@ int lmc_bench_model(int argc, char **argv) {
     double load_s = seconds() - t0;
     /* The tests measure the steady state: the weights' move onto 2 MiB pages
      * (lmc_load_options.huge_pages) is finished first. */
-    double t_huge = seconds();
-    lmc_decoder_promote_weights(m->dec);
-    lmc_huge_pages_wait();
-    o.huge_wait_s = seconds() - t_huge;
-    o.huge_bytes = lmc_checkpoint_promoted(m->dec->ck);
+    o.huge_wait_s = lmc_bench_settle_weights(m);
+    o.huge_bytes = m->dec ? lmc_checkpoint_promoted(m->dec->ck) : 0;
     lmc_model_info info;
     lmc_model_get_info(m, &info);
     if (!o.chunk) o.chunk = (int)m->opt.prefill_chunk;

@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_model.h"
 #include "bench_ops.h"
 #include "lmc/lmc.h"
 #include "tools/cli_options.h"
@@ -80,6 +81,7 @@ static int bench_one(const char *dir, const lmc_load_options *lo, const lmc_lora
         fprintf(stderr, "lmc bench: %s\n", lmc_last_error());
         return 1;
     }
+    lmc_bench_settle_weights(m);
     lmc_model_info info;
     lmc_model_get_info(m, &info);
     printf("model: %s (%s, %lld layers, hidden %lld, vocab %lld, %s%s, %.0f MiB of weights)\n", dir, info.architecture,
