@@ -632,20 +632,20 @@ static void test_threads_same(void) {
  * the same seed. */
 static void test_paths_same(void) {
     enum { V = 151936, N = 48 };
-    if (lmc_cpu_path_max() >= LMC_PATH_AVX512) {
+    for (int wide = LMC_PATH_AVX2; wide <= LMC_PATH_AVX512 && wide <= (int)lmc_cpu_path_max(); wide++) {
         enum { S = 4096 };
         float *x = malloc(S * sizeof *x), *w = malloc(S * sizeof *w);
         for (int i = 0; i < S; i++) x[i] = i < S - 16 ? 4.0f - 0.025f * (float)i : (i % 2 ? -INFINITY : -1e30f);
         int diff = 0;
         for (int k = 0; k < 3; k++) {
             float max = 4.0f, temp = k == 0 ? 1.0f : k == 1 ? 0.07f : 3.3f;
-            lmc_sampler_weights_avx512(x, S, max, temp, w);
+            (wide == LMC_PATH_AVX512 ? lmc_sampler_weights_avx512 : lmc_sampler_weights_avx2)(x, S, max, temp, w);
             for (int i = 0; i < S; i++) {
                 float want = lmc_exp_neg(-((max - x[i]) / temp));
                 diff += memcmp(&want, &w[i], sizeof want) != 0;
             }
         }
-        CHECKF(diff == 0, "%d of %d sixteen-lane weights differ from the scalar ones", diff, 3 * S);
+        CHECKF(diff == 0, "%d of %d %s weights differ from the scalar ones", diff, 3 * S, lmc_cpu_path_name((lmc_cpu_path)wide));
         free(x);
         free(w);
     }

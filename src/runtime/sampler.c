@@ -413,9 +413,13 @@ static void weigh_chunks(void *ctx, int64_t j0, int64_t j1, int thread) {
     const float max = w->max, T = w->temperature, floor = w->floor;
     const v4f mv = {max, max, max, max}, tv = {T, T, T, T}, fv = {floor, floor, floor, floor};
     const v4f ninf = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
-    /* a whole block's weights sixteen at a time where AVX-512 runs (the same
-     * bits); the sums and the candidates then go four at a time as always */
-    const bool wide = lmc_cpu_path_active() >= LMC_PATH_AVX512;
+    /* a whole block's weights sixteen or eight at a time where AVX-512 or AVX2
+     * runs (the same bits); the sums and the candidates then go four at a
+     * time as always */
+    const lmc_cpu_path path = lmc_cpu_path_active();
+    void (*wide)(const float *, int64_t, float, float, float *) = path >= LMC_PATH_AVX512 ? lmc_sampler_weights_avx512
+                                                                : path >= LMC_PATH_AVX2   ? lmc_sampler_weights_avx2
+                                                                                          : NULL;
     float wb[DRAW_BLOCK];
     for (int64_t j = j0; j < j1; j++) {
         int64_t first = j * WEIGH_CHUNK * DRAW_BLOCK, n = 0;
@@ -425,7 +429,7 @@ static void weigh_chunks(void *ctx, int64_t j0, int64_t j1, int thread) {
             int64_t b1 = b0 + DRAW_BLOCK < end ? b0 + DRAW_BLOCK : end;
             v2d sum = {0, 0};
             bool have = wide && b1 - b0 == DRAW_BLOCK;
-            if (have) lmc_sampler_weights_avx512(w->logits + b0, DRAW_BLOCK, max, T, wb);
+            if (have) wide(w->logits + b0, DRAW_BLOCK, max, T, wb);
             for (int64_t i = b0; i < b1; i += 4) {
                 float wt[4], x[4];
                 int lanes = b1 - i < 4 ? (int)(b1 - i) : 4;

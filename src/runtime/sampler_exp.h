@@ -51,9 +51,25 @@ static inline float lmc_exp_neg(float x) {
         return (VF)(in & (VI)(p * (VF)bits));                                                                        \
     }
 
-/* The weights of all n logits (n a multiple of 16) for the sampler's one
- * pass: exp(-((max - logit) / temperature)) as lmc_exp_neg gives it, sixteen
- * at a time (sampler_avx512.c; only where the AVX-512 path is active). */
+/* Defines NAME(logits, n, max, temperature, out): the weights of n logits
+ * (n a multiple of VF's lanes) for the sampler's one pass,
+ * exp(-((max - logit) / temperature)) as lmc_exp_neg gives it, a vector at a
+ * time; for the files compiled for a wider instruction set. */
+#define LMC_DEFINE_SAMPLER_WEIGHTS(NAME, VF, VI)                                                                     \
+    LMC_DEFINE_EXP_NEG_VEC(NAME##_exp, VF, VI)                                                                       \
+    void NAME(const float *logits, int64_t n, float max, float temperature, float *out) {                            \
+        const VF mv = (VF){0} + max, tv = (VF){0} + temperature;                                                     \
+        for (int64_t i = 0; i + (int64_t)(sizeof(VF) / 4) <= n; i += (int64_t)(sizeof(VF) / 4)) {                   \
+            VF x;                                                                                                    \
+            memcpy(&x, logits + i, sizeof x);                                                                        \
+            VF w = NAME##_exp(-((mv - x) / tv));                                                                     \
+            memcpy(out + i, &w, sizeof w);                                                                           \
+        }                                                                                                            \
+    }
+
+/* Sixteen lanes (sampler_avx512.c) and eight (sampler_avx2.c), called only
+ * where that kernel path is active. */
 void lmc_sampler_weights_avx512(const float *logits, int64_t n, float max, float temperature, float *out);
+void lmc_sampler_weights_avx2(const float *logits, int64_t n, float max, float temperature, float *out);
 
 #endif
