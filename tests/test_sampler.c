@@ -658,6 +658,8 @@ static void test_paths_same(void) {
     for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++) {
         int32_t tok[3][N];
         float lp[3][N];
+        double lse[3];
+        lmc_token_logprob top[3][5];
         int paths = 0;
         for (int path = LMC_PATH_SCALAR; path <= LMC_PATH_AVX512 && path <= (int)lmc_cpu_path_max(); path++, paths++) {
             lmc_cpu_path_set((lmc_cpu_path)path);
@@ -671,10 +673,14 @@ static void test_paths_same(void) {
                 CHECK(lmc_sampler_sample(s, x, V, NULL, 0, &tok[path][i], &lp[path][i]) == LMC_OK);
             }
             lmc_sampler_free(s);
+            CHECK(lmc_logprobs_scan(l, V, 5, &lse[path], top[path]) == LMC_OK);
         }
-        for (int p = 1; p < paths; p++)
+        for (int p = 1; p < paths; p++) {
             CHECKF(!memcmp(tok[0], tok[p], sizeof tok[0]) && !memcmp(lp[0], lp[p], sizeof lp[0]),
                    "case %zu: path %s draws differently from scalar", ci, lmc_cpu_path_name((lmc_cpu_path)p));
+            CHECKF(lse[0] == lse[p] && !memcmp(top[0], top[p], sizeof top[0]), "path %s: log-sum-exp %.17g, scalar %.17g",
+                   lmc_cpu_path_name((lmc_cpu_path)p), lse[p], lse[0]);
+        }
     }
     lmc_cpu_path_set(before);
     free(l);

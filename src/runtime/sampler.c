@@ -274,6 +274,14 @@ static float weight_of(float max, float logit, float temperature) { return lmc_e
 /* weight_of for four logits at once, lane by lane the same arithmetic. */
 static inline v4f weight_of4(v4f max, v4f logit, v4f temperature) { return exp_neg4(-((max - logit) / temperature)); }
 
+/* lmc_sampler_weights_avx512 / _avx2 where that path runs, else NULL (the
+ * four-lane weight_of4 then). */
+typedef void (*weights_fn)(const float *logits, int64_t n, float max, float temperature, float *out);
+static weights_fn wide_weights(void) {
+    lmc_cpu_path path = lmc_cpu_path_active();
+    return path >= LMC_PATH_AVX512 ? lmc_sampler_weights_avx512 : path >= LMC_PATH_AVX2 ? lmc_sampler_weights_avx2 : NULL;
+}
+
 /* Sort key for rank order: ascending keys are descending logits, then
  * ascending ids. The high half maps the float's bits to an unsigned integer
  * that orders like the float (-0 first made +0 so both zeros tie), inverted. */
@@ -416,10 +424,7 @@ static void weigh_chunks(void *ctx, int64_t j0, int64_t j1, int thread) {
     /* a whole block's weights sixteen or eight at a time where AVX-512 or AVX2
      * runs (the same bits); the sums and the candidates then go four at a
      * time as always */
-    const lmc_cpu_path path = lmc_cpu_path_active();
-    void (*wide)(const float *, int64_t, float, float, float *) = path >= LMC_PATH_AVX512 ? lmc_sampler_weights_avx512
-                                                                : path >= LMC_PATH_AVX2   ? lmc_sampler_weights_avx2
-                                                                                          : NULL;
+    const weights_fn wide = wide_weights();
     float wb[DRAW_BLOCK];
     for (int64_t j = j0; j < j1; j++) {
         int64_t first = j * WEIGH_CHUNK * DRAW_BLOCK, n = 0;
@@ -714,9 +719,17 @@ lmc_status lmc_logprobs_scan(const float *logits, int64_t vocab, int n_top, doub
     const v4f mv = {max, max, max, max}, one = {1.0f, 1.0f, 1.0f, 1.0f};
     double sum = 0;
     int64_t i = 0;
+    const weights_fn wide = wide_weights();
+    float wb[256];
     while (i + 4 <= vocab) {
         v4f acc = {0};
-        for (int64_t end = i + 256 < vocab ? i + 256 : vocab; i + 4 <= end; i += 4) acc += weight_of4(mv, load4(logits + i), one);
+        if (wide && i + 256 <= vocab) { /* the same weights, a wider vector at a time, added in the same order */
+            wide(logits + i, 256, max, 1.0f, wb);
+            for (int k = 0; k < 256; k += 4) acc += load4(wb + k);
+            i += 256;
+        } else {
+            for (int64_t end = i + 256 < vocab ? i + 256 : vocab; i + 4 <= end; i += 4) acc += weight_of4(mv, load4(logits + i), one);
+        }
         sum += (double)acc[0] + acc[1] + acc[2] + acc[3];
     }
     for (; i < vocab; i++) sum += weight_of(max, logits[i], 1.0f);
