@@ -592,6 +592,21 @@ static void test_fast_draw_matches(void) {
     free(x);
 }
 
+/* n draws with temperature t, top-p p, min-p m and seed from logits l of
+ * vocab V (x: scratch for the copy each draw may change). */
+static void draw_n(float t, float p, float m, uint64_t seed, const float *l, float *x, int V, int n, int32_t *tok, float *lp) {
+    lmc_sampler_config c = cfg_t(t);
+    c.top_p = p;
+    c.min_p = m;
+    c.seed = seed;
+    lmc_sampler *s = make(c);
+    for (int i = 0; i < n; i++) {
+        memcpy(x, l, (size_t)V * sizeof *x);
+        CHECK(lmc_sampler_sample(s, x, V, NULL, 0, &tok[i], &lp[i]) == LMC_OK);
+    }
+    lmc_sampler_free(s);
+}
+
 /* The vocabulary pass runs on the thread pool in fixed chunks: the same
  * seed draws the same tokens (and log-probabilities) with 1, 2 and 3
  * threads, for each path (temperature alone, top-p, min-p). */
@@ -606,16 +621,7 @@ static void test_threads_same(void) {
         float lp[3][N];
         for (int threads = 1; threads <= 3; threads++) {
             lmc_set_num_threads(threads);
-            lmc_sampler_config c = cfg_t(cases[ci].t);
-            c.top_p = cases[ci].p;
-            c.min_p = cases[ci].m;
-            c.seed = 5;
-            lmc_sampler *s = make(c);
-            for (int i = 0; i < N; i++) {
-                memcpy(x, l, V * sizeof *x);
-                CHECK(lmc_sampler_sample(s, x, V, NULL, 0, &tok[threads - 1][i], &lp[threads - 1][i]) == LMC_OK);
-            }
-            lmc_sampler_free(s);
+            draw_n(cases[ci].t, cases[ci].p, cases[ci].m, 5, l, x, V, N, tok[threads - 1], lp[threads - 1]);
         }
         CHECKF(!memcmp(tok[0], tok[1], sizeof tok[0]) && !memcmp(tok[0], tok[2], sizeof tok[0]) &&
                    !memcmp(lp[0], lp[1], sizeof lp[0]) && !memcmp(lp[0], lp[2], sizeof lp[0]),
@@ -663,16 +669,7 @@ static void test_paths_same(void) {
         int paths = 0;
         for (int path = LMC_PATH_SCALAR; path <= LMC_PATH_AVX512 && path <= (int)lmc_cpu_path_max(); path++, paths++) {
             lmc_cpu_path_set((lmc_cpu_path)path);
-            lmc_sampler_config c = cfg_t(cases[ci].t);
-            c.top_p = cases[ci].p;
-            c.min_p = cases[ci].m;
-            c.seed = 9;
-            lmc_sampler *s = make(c);
-            for (int i = 0; i < N; i++) {
-                memcpy(x, l, V * sizeof *x);
-                CHECK(lmc_sampler_sample(s, x, V, NULL, 0, &tok[path][i], &lp[path][i]) == LMC_OK);
-            }
-            lmc_sampler_free(s);
+            draw_n(cases[ci].t, cases[ci].p, cases[ci].m, 9, l, x, V, N, tok[path], lp[path]);
             CHECK(lmc_logprobs_scan(l, V, 5, &lse[path], top[path]) == LMC_OK);
         }
         for (int p = 1; p < paths; p++) {
