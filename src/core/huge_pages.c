@@ -28,10 +28,13 @@ struct lmc_huge_region {
     size_t len;            /* whole 2 MiB pages from base */
     size_t moved;          /* bytes from base already on anonymous memory */
     bool cancel;           /* forget asked the worker to stop */
-    bool busy;             /* the worker is moving a piece outside the lock */
     bool queued;           /* in g_queue (the worker unlinks the region it finishes) */
     lmc_huge_region *next; /* queue order */
 };
+
+/* a rounded up / down to a 2 MiB boundary */
+static uintptr_t huge_up(uintptr_t a) { return (a + HUGE - 1) & ~(uintptr_t)(HUGE - 1); }
+static uintptr_t huge_down(uintptr_t a) { return a & ~(uintptr_t)(HUGE - 1); }
 
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t g_changed = PTHREAD_COND_INITIALIZER; /* a piece moved, a region left the queue */
@@ -117,7 +120,7 @@ static bool move_piece(char *p, size_t n) {
     size_t span = n + HUGE;
     char *raw = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (raw == MAP_FAILED) return false;
-    char *s = (char *)(((uintptr_t)raw + HUGE - 1) & ~(uintptr_t)(HUGE - 1)); /* 2 MiB-aligned inside */
+    char *s = (char *)huge_up((uintptr_t)raw); /* 2 MiB-aligned inside */
     if (s > raw) munmap(raw, (size_t)(s - raw));
     if (raw + span > s + n) munmap(s + n, (size_t)(raw + span - (s + n)));
     madvise(s, n, MADV_HUGEPAGE); /* advice only: without it the copy still works, on small pages */
@@ -138,11 +141,9 @@ static void *worker(void *arg) {
         while (!r->cancel && r->moved < r->len) {
             size_t n = r->len - r->moved < PIECE ? r->len - r->moved : PIECE;
             char *p = r->base + r->moved;
-            r->busy = true;
             pthread_mutex_unlock(&g_lock);
             bool ok = move_piece(p, n);
             pthread_mutex_lock(&g_lock);
-            r->busy = false;
             if (!ok) break; /* out of memory or refused: the rest stays on the file */
             r->moved += n;
             pthread_cond_broadcast(&g_changed);
@@ -157,7 +158,7 @@ static void *worker(void *arg) {
 }
 
 void lmc_huge_pages_advise(void *p, size_t n) {
-    uintptr_t a = (uintptr_t)p, first = (a + HUGE - 1) & ~(uintptr_t)(HUGE - 1), end = (a + n) & ~(uintptr_t)(HUGE - 1);
+    uintptr_t first = huge_up((uintptr_t)p), end = huge_down((uintptr_t)p + n);
     if (p && end > first && lmc_huge_pages_available()) madvise((void *)first, end - first, MADV_HUGEPAGE);
 }
 
@@ -168,7 +169,7 @@ void lmc_huge_pages_advise(void *p, size_t n) {
 static void fork_prepare(void) { pthread_mutex_lock(&g_lock); }
 static void fork_parent(void) { pthread_mutex_unlock(&g_lock); }
 static void fork_child(void) {
-    for (lmc_huge_region *r = g_queue; r; r = r->next) r->queued = r->busy = false;
+    for (lmc_huge_region *r = g_queue; r; r = r->next) r->queued = false;
     g_queue = NULL;
     g_worker_running = false;
     pthread_mutex_unlock(&g_lock);
@@ -179,8 +180,7 @@ lmc_huge_region *lmc_huge_pages_adopt(void *addr, size_t len) {
     if (!addr || !lmc_huge_pages_available()) return NULL;
     static pthread_once_t once = PTHREAD_ONCE_INIT;
     pthread_once(&once, register_fork_handlers);
-    uintptr_t a = (uintptr_t)addr, first = (a + HUGE - 1) & ~(uintptr_t)(HUGE - 1),
-              end = (a + len) & ~(uintptr_t)(HUGE - 1);
+    uintptr_t first = huge_up((uintptr_t)addr), end = huge_down((uintptr_t)addr + len);
     if (end <= first) return NULL;
     lmc_huge_region *r = calloc(1, sizeof *r);
     if (!r) return NULL;

@@ -3,8 +3,8 @@
  *
  * Why: decode reads every weight once a token. Through a file mapping of
  * 4 KiB pages that is a TLB miss and a page walk every 4 KiB, and the
- * hardware prefetchers stop at each page's end; on 2 MiB pages decode ran
- * 7-11 % faster (bench/RESULTS.md, sixteenth round). Linux maps page-cache
+ * hardware prefetchers stop at each page's end; on 2 MiB pages 4-bit decode ran
+ * 7-18 % faster (bench/RESULTS.md, sixteenth round). Linux maps page-cache
  * pages of ordinary files 4 KiB at a time, so the bytes have to move to
  * anonymous memory to get there.
  *
