@@ -44,7 +44,7 @@ typedef struct lmc_load_options {
                                  the memory (attention reads rounded keys and values: logits move by ~1e-2
                                  (bf16) or ~1e-3 (f16) of their scale; decode reads half the cache bytes,
                                  faster at long contexts); native backends */
-    bool huge_pages;          /* backend "cpu": after loading, move the mapped weights onto 2 MiB pages in a
+    bool huge_pages;          /* backend "cpu": after the first forward pass, move the mapped weights onto 2 MiB pages in a
                                  background thread (default true): 4-bit decode ran 7-18 % faster on a Zen 4. Only
                                  where transparent huge pages are enabled and the weights take at most half
                                  of the available memory; the model runs from the file mapping meanwhile */

@@ -120,7 +120,7 @@ const char lmc_cli_gen_usage[] =
     "  --context N              context length bound (default: the model's)\n"
     "  --kv-cache-dtype T       f32 (default), bf16 or f16: keys and values as cached (16 bits: half the memory)\n"
     "  --no-huge-pages          keep the weights on the file mapping's 4 KiB pages (default: moved onto\n"
-    "                           2 MiB pages in the background after loading, for faster decode)\n"
+    "                           2 MiB pages in the background after the first forward pass, for faster decode)\n"
     "  --prompt-cache-slots N   finished generations whose KV caches are kept for reuse (1-64, default 1;\n"
     "                           more serve interleaved conversations, at a KV cache of memory each)\n"
     "  --backend NAME           cpu (default), cuda (an NVIDIA GPU; builds with -DLMC_CUDA=ON) or subprocess\n"
