@@ -47,7 +47,7 @@ typedef struct lmc_load_options {
     bool huge_pages;          /* backend "cpu": after the first forward pass, move the mapped weights onto 2 MiB pages in a
                                  background thread (default true): 4-bit decode ran 7-18 % faster on a Zen 4. Only
                                  where transparent huge pages are enabled and the weights take at most half
-                                 of the available memory; the model runs from the file mapping meanwhile */
+                                 of the available memory and of the cgroup's limit; the model runs from the file mapping meanwhile */
     /* Backend "subprocess" only: */
     const char *bridge;       /* the bridge command, e.g. "python3 bridges/transformers_bridge.py",
                                  split into words as a POSIX shell does (quotes, backslashes; no
