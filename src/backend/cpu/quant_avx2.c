@@ -1,13 +1,18 @@
 /* AVX2 quantised matmul (needs AVX2 and FMA), driven by lmc_qmm_run.
  *
- * 4 bits: x is a 24-bit integer in two int16 parts (prep_x24 below); each
- * 64-byte block of a weight row is read as two halves of 32 bytes, whose
- * 16-bit lane w holds elements 4w..4w+3 of the half in nibbles t = 0..3.
- * (v >> 4t) & 15 are 16-bit q, and vpmaddwd multiplies them with each part
- * of x and adds pairs into 32-bit lanes;
- * lane i covers u32 word i of the half, hence one group, so per half the
- * sums are converted to f32 once and scaled by the group scales (permuted
- * into lanes) and the block's xscale.
+ * 4 bits: x is a 24-bit integer in two parts, x24 = 256*hi + lo (prep_x24
+ * below); each 64-byte block of a weight row is read as two halves of 32
+ * bytes. Read as 16-bit lanes, lane w of a half holds elements 4w..4w+3 in
+ * nibbles t = 0..3, and each nibble masked into bits 8..11 of its lane is
+ * 256*q: vpmaddwd multiplies that with the int16 hi part, pairs added into
+ * 32-bit lanes. Read as bytes, the low and the high nibbles are the q of
+ * the even and the odd elements as unsigned bytes: vpmaddubsw multiplies
+ * them with the int8 lo part (pairs added into int16, then widened by one
+ * vpmaddwd with ones). Both land lane i on u32 word i of the half (elements
+ * 8i..8i+7, one group), so the exact int32 sum of q*x24 per lane is
+ * converted to f32 once and scaled by the group scales (permuted into
+ * lanes) and the block's xscale. Per half and x row that is 15 uops, 7 of
+ * them integer multiply-adds (two int16 parts of x took 19 and 8).
  *
  * 8 bits: 32 bytes are 32 elements, u32 lane j holding 4j..4j+3 in bytes
  * t = 0..3; (v >> 8t) & 255 converted to f32 is multiplied with f32 x laid
@@ -25,25 +30,26 @@ static inline float load_x(const void *x, lmc_dtype dt, int64_t k) {
     }
 }
 
-/* x for the 4-bit kernel as a 24-bit integer in two int16 parts: per block
- * of 128 elements x ≈ xscale_b * x24 with |x24| <= X24_MAX (each element off
- * by at most 2^-24 of its block's largest |x|, about f32's own rounding),
- * x24 = 256*hi + lo with lo in [-128, 127]. Each part is laid out to match 64
- * bytes of packed nibbles read as 16-bit lanes (lane w holds elements
- * 4w..4w+3, nibble t at bits 4t): 128 int16 at [t][w] = part(x[128*block +
- * 4w + t]), hi then lo (512 bytes a block); then the f32 xscales. The group
- * sums are those of the rounded x, so the bias term sees the same x. */
+/* x for the 4-bit kernel as a 24-bit integer in two parts: per block of
+ * 128 elements x ≈ xscale_b * x24 with |x24| <= X24_MAX (each element off by
+ * at most 2^-24 of its block's largest |x|, about f32's own rounding), x24 =
+ * 256*hi + lo with lo in [-128, 127]. A block's 384 bytes: hi as 128 int16
+ * at [t][w] = hi(x[128*block + 4w + t]) (lane w of 64 bytes of nibbles read
+ * as 16-bit lanes, nibble t), then per half h of the block 32 int8 lo of
+ * the even elements and 32 of the odd ones, [h][e][i] = lo(x[128*block +
+ * 64h + 2i + e]) (byte i of the half, nibble e); then the f32 xscales. The
+ * group sums are those of the rounded x, so the bias term sees the same x. */
 #define X24_MAX 8355711 /* |hi| <= 32639 */
 
 static size_t x24_bytes(int64_t K) {
     int64_t blocks = (K + 127) / 128;
-    return ((size_t)blocks * (512 + sizeof(float)) + 63) / 64 * 64;
+    return ((size_t)blocks * (384 + sizeof(float)) + 63) / 64 * 64;
 }
 
 static void prep_x24(const lmc_qmm_plan *p, const void *x, void *xp_row, float *sx) {
     const int64_t blocks = (p->K + 127) / 128;
-    int16_t *xp = xp_row;
-    float *xscale = (float *)((uint8_t *)xp_row + blocks * 512);
+    uint8_t *xp = xp_row;
+    float *xscale = (float *)(xp + blocks * 384);
     const __m256 sign = _mm256_set1_ps(-0.0f);
     const __m256i lim = _mm256_set1_epi32(X24_MAX), nlim = _mm256_set1_epi32(-X24_MAX);
     float v[128];
@@ -62,11 +68,13 @@ static void prep_x24(const lmc_qmm_plan *p, const void *x, void *xp_row, float *
             __m256i r = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(v + i), _mm256_set1_ps(inv)));
             _mm256_storeu_si256((__m256i *)(q + i), _mm256_max_epi32(_mm256_min_epi32(r, lim), nlim));
         }
+        int16_t *hi_part = (int16_t *)(xp + b * 384);
+        int8_t *lo_part = (int8_t *)(xp + b * 384 + 256);
         int32_t gsum = 0; /* at most 128 * X24_MAX < 2^31 */
         for (int64_t i = 0; i < n; i++) {
             int32_t hi = (q[i] + 128) >> 8; /* drops lo = q - 256*hi, in [-128, 127], exactly */
-            xp[b * 256 + (i % 4) * 32 + i / 4] = (int16_t)hi;
-            xp[b * 256 + 128 + (i % 4) * 32 + i / 4] = (int16_t)(q[i] - 256 * hi);
+            hi_part[(i % 4) * 32 + i / 4] = (int16_t)hi;
+            lo_part[(i / 64) * 64 + (i % 2) * 32 + (i % 64) / 2] = (int8_t)(q[i] - 256 * hi);
             gsum += q[i];
             if (((k0 + i + 1) & (p->group_size - 1)) == 0) { /* groups end at block ends or inside */
                 sx[(k0 + i) >> p->gshift] += (float)gsum * scale;
@@ -86,7 +94,8 @@ static void prep_x8(const lmc_qmm_plan *p, const void *x, void *xp_row, float *s
     }
 }
 
-/* sF = s and cF = b for weight row n (y = q), zero past G. */
+/* sF = s and cF = b for weight row n (y = q), zero past G; the 8-bit kernel's (the 4-bit one
+ * reads the stored scales and biases itself). */
 static void prep_w(const lmc_qmm_plan *p, int64_t n, float *sF, float *cF) {
     int64_t i = n * p->G;
     int64_t g = 0;
@@ -146,63 +155,231 @@ static inline void finish(const lmc_qmm_plan *p, const float *cF, const float *s
  * or 1 picks the half of the block's x parts; s holds the lanes' scales. */
 static inline __attribute__((always_inline)) void half4(const lmc_qmm_plan *p, __m256i v, __m256 s, const uint8_t *xp,
                                                         int64_t b, int sub, int64_t nblk, const int MR, __m256 *acc) {
-    const __m256i low = _mm256_set1_epi16(0x000F);
-    __m256i q0 = _mm256_and_si256(v, low), q1 = _mm256_and_si256(_mm256_srli_epi16(v, 4), low),
-            q2 = _mm256_and_si256(_mm256_srli_epi16(v, 8), low), q3 = _mm256_srli_epi16(v, 12);
+    const __m256i low = _mm256_set1_epi8(0x0F), top = _mm256_set1_epi16(0x0F00), ones = _mm256_set1_epi16(1);
+    /* bytes: q of the even (qe) and odd (qo) elements; 16-bit lane w: qe = nibbles 0 and 2 at bits 0 and 8,
+     * qo = nibbles 1 and 3; each nibble t at bits 8..11 is 256*q of element 4w + t */
+    __m256i qe = _mm256_and_si256(v, low), qo = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+    __m256i q0 = _mm256_slli_epi16(qe, 8), q1 = _mm256_slli_epi16(qo, 8), q2 = _mm256_and_si256(qe, top),
+            q3 = _mm256_and_si256(qo, top);
 #pragma GCC unroll 4
     for (int r = 0; r < MR; r++) {
         const uint8_t *row = xp + (size_t)r * p->xp_bytes;
-        const __m256i *xh = (const __m256i *)(row + b * 512) + sub, *xl = xh + 8;
-        const float *xscale = (const float *)(row + nblk * 512);
-        /* per 32-bit lane 8 products: hi sums <= 8 * 15 * 32639, so (hi << 8) + lo fits */
-        __m256i ah = _mm256_add_epi32(_mm256_madd_epi16(q0, _mm256_load_si256(xh)),
-                                      _mm256_madd_epi16(q1, _mm256_load_si256(xh + 2)));
-        __m256i al = _mm256_add_epi32(_mm256_madd_epi16(q0, _mm256_load_si256(xl)),
-                                      _mm256_madd_epi16(q1, _mm256_load_si256(xl + 2)));
-        ah = _mm256_add_epi32(ah, _mm256_add_epi32(_mm256_madd_epi16(q2, _mm256_load_si256(xh + 4)),
-                                                   _mm256_madd_epi16(q3, _mm256_load_si256(xh + 6))));
-        al = _mm256_add_epi32(al, _mm256_add_epi32(_mm256_madd_epi16(q2, _mm256_load_si256(xl + 4)),
-                                                   _mm256_madd_epi16(q3, _mm256_load_si256(xl + 6))));
-        __m256i a = _mm256_add_epi32(_mm256_slli_epi32(ah, 8), al);
+        const __m256i *xh = (const __m256i *)(row + b * 384) + sub, *xl = (const __m256i *)(row + b * 384 + 256) + 2 * sub;
+        const float *xscale = (const float *)(row + nblk * 384);
+        /* per 32-bit lane: 256 * 8 products of hi (<= 8 * 3840 * 32639 < 2^30) plus those of lo
+         * (two pairs of int16 pairs, each <= 2 * 15 * 128, so vpmaddubsw never saturates) */
+        __m256i a = _mm256_add_epi32(_mm256_add_epi32(_mm256_madd_epi16(q0, _mm256_load_si256(xh)),
+                                                      _mm256_madd_epi16(q1, _mm256_load_si256(xh + 2))),
+                                     _mm256_add_epi32(_mm256_madd_epi16(q2, _mm256_load_si256(xh + 4)),
+                                                      _mm256_madd_epi16(q3, _mm256_load_si256(xh + 6))));
+        __m256i lo = _mm256_add_epi16(_mm256_maddubs_epi16(qe, _mm256_load_si256(xl)),
+                                      _mm256_maddubs_epi16(qo, _mm256_load_si256(xl + 1)));
+        a = _mm256_add_epi32(a, _mm256_madd_epi16(lo, ones));
         acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a), _mm256_mul_ps(s, _mm256_set1_ps(xscale[b])), acc[r]);
     }
 }
 
-/* Whole blocks two halves at a time, then the tail (a half of 64 elements
- * and/or a last half of 32, 16 bytes). Per block the x parts' addresses are
- * computed once and, for groups of 64 or more, the scales are broadcast
- * without a permute; both halves' loads and prefetches go out together. The
- * same arithmetic per half in the same order as one half at a time, so the
- * bits are unchanged. Forced on a Zen 4 (`LMC_CPU_PATH=avx2`), where the
- * one-half loop was instruction-bound: Qwen3-0.6B 4-bit decode one thread
- * 21.3 -> 26.8 tok/s, two threads 40.6 -> 43.9 (medians of 4 and 6
- * alternations). */
-static inline __attribute__((always_inline)) void kernel4_body(const lmc_qmm_plan *p, const uint8_t *w,
-                                                               const float *sF, const float *cF, const uint8_t *xp,
-                                                               const float *sx, const int MR, float *res) {
-    const __m256i gidx = _mm256_loadu_si256((const __m256i *)p->gidx);
-    const int64_t K = p->K, nblk = (K + 127) / 128, full = K / 128, halves = (K + 63) / 64;
-    const bool wide = p->group_size >= 64;
-    const int gshift = p->gshift;
-    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-    for (int64_t b = 0; b < full; b++) {
-        __m256i v0 = _mm256_loadu_si256((const __m256i *)(w + b * 64)), v1 = _mm256_loadu_si256((const __m256i *)(w + b * 64 + 32));
-        _mm_prefetch((const char *)(w + b * 64 + LMC_QMM_PREFETCH), _MM_HINT_T0);
-        _mm_prefetch((const char *)(w + b * 64 + 32 + LMC_QMM_PREFETCH), _MM_HINT_T0);
-        __m256 s0 = wide ? _mm256_set1_ps(sF[(b * 128) >> gshift]) : lane_scales(p, sF, b * 128, 64, gidx);
-        __m256 s1 = wide ? _mm256_set1_ps(sF[(b * 128 + 64) >> gshift]) : lane_scales(p, sF, b * 128 + 64, 64, gidx);
-        half4(p, v0, s0, xp, b, 0, nblk, MR, acc);
-        half4(p, v1, s1, xp, b, 1, nblk, MR, acc);
-    }
-    for (int64_t h = 2 * full; h < halves; h++) {
-        /* K is a multiple of 32: a last half of 32 elements is 16 bytes */
-        __m256i v = 64 * (h + 1) <= K ? _mm256_loadu_si256((const __m256i *)(w + h * 32))
-                                      : _mm256_maskload_epi32((const int *)(w + h * 32),
-                                                              _mm256_setr_epi32(-1, -1, -1, -1, 0, 0, 0, 0));
-        half4(p, v, lane_scales(p, sF, h * 64, 64, gidx), xp, h / 2, (int)(h % 2), nblk, MR, acc);
-    }
-    finish(p, cF, sx, MR, acc, res);
+/* How far ahead the 4-bit kernel prefetches into L2 (see block4), in bytes. */
+enum { PREFETCH_L2 = 16384 };
+
+/* Scale or bias g of a row whose stored values start at v. */
+static inline float stored(const void *v, lmc_dtype SDT, int64_t g) {
+    if (SDT == LMC_F32) return ((const float *)v)[g];
+    uint16_t h = ((const uint16_t *)v)[g];
+    return SDT == LMC_BF16 ? lmc_quant_bf16(h) : lmc_f16_to_f32(h);
 }
+
+/* The scales of the half of 64 elements from element e0 of a row (scales
+ * from s_row on), lane l holding its group's (lane l covers elements e0 +
+ * 8l .. e0 + 8l + 7); lanes past K (a last half of 32) get 0, so nothing
+ * past the row's groups is read. WIDE: groups of 64 or more (one a half),
+ * a template parameter so that the hot loop has no branch on it. */
+static inline __m256 half_scales(const lmc_qmm_plan *p, const void *s_row, const lmc_dtype SDT, const bool WIDE, int64_t e0) {
+    if (WIDE) return _mm256_set1_ps(stored(s_row, SDT, e0 >> p->gshift));
+    float t[8];
+    for (int l = 0; l < 8; l++) t[l] = e0 + 8 * l < p->K ? stored(s_row, SDT, (e0 >> p->gshift) + p->gidx[l]) : 0.0f;
+    return _mm256_loadu_ps(t);
+}
+
+/* Block b of NR weight rows (row j's bytes at w + j*RS*row_bytes, its
+ * scales at s_row + j*RS*G) with MR rows of x: acc[j*MR + r] += the
+ * block's products. Whole blocks only (b < K / 128). */
+static inline __attribute__((always_inline)) void block4(const lmc_qmm_plan *p, const uint8_t *w, const void *s_row,
+                                                         const uint8_t *xp, int64_t b, int64_t nblk, const int NR,
+                                                         const int MR, const lmc_dtype SDT, const bool WIDE, size_t pf_l2,
+                                                         int64_t RS, __m256 *acc) {
+    const size_t ssz = SDT == LMC_F32 ? 4 : 2;
+#pragma GCC unroll 4
+    for (int j = 0; j < NR; j++) {
+        const uint8_t *wb = w + (size_t)(j * RS) * p->row_bytes + b * 64;
+        const void *sj = (const char *)s_row + (size_t)(j * RS * p->G) * ssz;
+        __m256i v0 = _mm256_loadu_si256((const __m256i *)wb), v1 = _mm256_loadu_si256((const __m256i *)(wb + 32));
+        /* as in the AVX-512 kernel: into L1 a little ahead along the rows, into L2 the same place of a
+         * later call's rows (a row of 4 KiB or more, read beside others, is a stream of its own) */
+        _mm_prefetch((const char *)(wb + LMC_QMM_PREFETCH), _MM_HINT_T0);
+        _mm_prefetch((const char *)(wb + pf_l2), _MM_HINT_T1);
+        half4(p, v0, half_scales(p, sj, SDT, WIDE, b * 128), xp, b, 0, nblk, MR, acc + j * MR);
+        half4(p, v1, half_scales(p, sj, SDT, WIDE, b * 128 + 64), xp, b, 1, nblk, MR, acc + j * MR);
+    }
+}
+
+/* The halves past the whole blocks (K % 128 != 0: a half of 64 elements
+ * and/or a last one of 32, 16 bytes) of NR rows with MR rows of x. */
+static inline __attribute__((always_inline)) void tail4(const lmc_qmm_plan *p, const uint8_t *w, const void *s_row,
+                                                        const uint8_t *xp, int64_t nblk, const int NR, const int MR,
+                                                        const lmc_dtype SDT, int64_t RS, __m256 *acc) {
+    const size_t ssz = SDT == LMC_F32 ? 4 : 2;
+    const int64_t K = p->K, halves = (K + 63) / 64;
+    for (int j = 0; j < NR; j++) {
+        const uint8_t *wj = w + (size_t)(j * RS) * p->row_bytes;
+        const void *sj = (const char *)s_row + (size_t)(j * RS * p->G) * ssz;
+        for (int64_t h = 2 * (K / 128); h < halves; h++) {
+            __m256i v = 64 * (h + 1) <= K ? _mm256_loadu_si256((const __m256i *)(wj + h * 32))
+                                          : _mm256_maskload_epi32((const int *)(wj + h * 32),
+                                                                  _mm256_setr_epi32(-1, -1, -1, -1, 0, 0, 0, 0));
+            half4(p, v, half_scales(p, sj, SDT, p->group_size >= 64, h * 64), xp, h / 2, (int)(h % 2), nblk, MR, acc + j * MR);
+        }
+    }
+}
+
+/* Blocks [b0, b1) of NR weight rows n + j*RS (bytes at w + j*RS*row_bytes)
+ * with MR rows of x, added into acc[j*MR + r]; b1 = nblk includes the tail. */
+static inline __attribute__((always_inline)) void kernel4_blocks(const lmc_qmm_plan *p, int64_t n, const uint8_t *w,
+                                                                 const uint8_t *xp, int64_t b0, int64_t b1,
+                                                                 const int NR, const int MR, const lmc_dtype SDT,
+                                                                 int64_t RS, __m256 *acc) {
+    const int64_t nblk = (p->K + 127) / 128, full = p->K / 128;
+    const void *s_row = (const char *)p->scales + (size_t)(n * p->G) * (SDT == LMC_F32 ? 4 : 2);
+    const size_t call_bytes = (RS > 1 ? 1 : NR) * p->row_bytes, pf_l2 = (PREFETCH_L2 + call_bytes - 1) / call_bytes * call_bytes;
+    const int64_t bend = b1 < full ? b1 : full;
+    if (p->group_size >= 64)
+        for (int64_t b = b0; b < bend; b++) block4(p, w, s_row, xp, b, nblk, NR, MR, SDT, true, pf_l2, RS, acc);
+    else
+        for (int64_t b = b0; b < bend; b++) block4(p, w, s_row, xp, b, nblk, NR, MR, SDT, false, pf_l2, RS, acc);
+    if (full < b1) tail4(p, w, s_row, xp, nblk, NR, MR, SDT, RS, acc);
+}
+
+/* acc += b_g * sx_g, then the horizontal sums: res[j*MR + r], or with RS >
+ * 1 (one x row, rows of separate streams) res[j*res_step]. The biases past
+ * the last whole 8 are read one by one (nothing past the row's groups). */
+static inline __attribute__((always_inline)) void kernel4_finish(const lmc_qmm_plan *p, int64_t n, const float *sx,
+                                                                 const int NR, const int MR, const lmc_dtype SDT,
+                                                                 int64_t RS, int res_step, __m256 *acc, float *res) {
+    const size_t ssz = SDT == LMC_F32 ? 4 : 2;
+    for (int j = 0; j < NR; j++) {
+        const void *bj = (const char *)p->biases + (size_t)((n + j * RS) * p->G) * ssz;
+        for (int64_t g = 0; g < p->G; g += 8) {
+            __m256 c;
+            if (g + 8 <= p->G) {
+                const void *src = (const char *)bj + g * (int64_t)ssz;
+                c = SDT == LMC_F32    ? _mm256_loadu_ps(src)
+                    : SDT == LMC_BF16 ? _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)src)), 16))
+                                      : _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)src));
+            } else {
+                float t[8];
+                for (int l = 0; l < 8; l++) t[l] = g + l < p->G ? stored(bj, SDT, g + l) : 0.0f;
+                c = _mm256_loadu_ps(t);
+            }
+#pragma GCC unroll 4
+            for (int r = 0; r < MR; r++) acc[j * MR + r] = _mm256_fmadd_ps(c, _mm256_loadu_ps(sx + r * p->G_pad + g), acc[j * MR + r]);
+        }
+#pragma GCC unroll 4
+        for (int r = 0; r < MR; r++) res[RS > 1 ? j * res_step : j * MR + r] = hsum(acc[j * MR + r]);
+    }
+}
+
+/* NR weight rows n + j*RS (bytes at w + j*RS*row_bytes) with MR rows of x. */
+static inline __attribute__((always_inline)) void kernel4_rows(const lmc_qmm_plan *p, int64_t n, const uint8_t *w,
+                                                               const uint8_t *xp, const float *sx, const int NR,
+                                                               const int MR, const lmc_dtype SDT, int64_t RS,
+                                                               int res_step, float *res) {
+    __m256 acc[4];
+    for (int i = 0; i < 4; i++) acc[i] = _mm256_setzero_ps();
+    kernel4_blocks(p, n, w, xp, 0, (p->K + 127) / 128, NR, MR, SDT, RS, acc);
+    kernel4_finish(p, n, sx, NR, MR, SDT, RS, res_step, acc, res);
+}
+
+/* Bytes of prepared x rows a call keeps in L1 while it goes through its
+ * weight rows (as the AVX-512 kernel, whose x takes the same 384 bytes a
+ * block). */
+enum { X_L1_BYTES = 24576 };
+
+static inline bool x_spills_l1(const lmc_qmm_plan *p, int mr) { return (p->K + 127) / 128 * 384 * mr > X_L1_BYTES; }
+
+/* nn weight rows (NR at a time) with MR >= 2 rows of x, the blocks taken in
+ * chunks whose x parts fit X_L1_BYTES, each chunk through all nn rows, the
+ * accumulators kept in memory between chunks: the same additions in the
+ * same order as kernel4_rows, so the same bits. */
+static inline __attribute__((always_inline)) void kernel4_chunked(const lmc_qmm_plan *p, int64_t n, int nn,
+                                                                  const uint8_t *w, const uint8_t *xp,
+                                                                  const float *sx, const int NR, const int MR,
+                                                                  const lmc_dtype SDT, float *res) {
+    __m256 keep[32 * 4]; /* nn <= p->nr = 32 rows by MR <= 4 x rows, 4 KiB */
+    const int64_t nblk = (p->K + 127) / 128, chunk = X_L1_BYTES / (MR * 384) > 0 ? X_L1_BYTES / (MR * 384) : 1;
+    for (int i = 0; i < nn * MR; i++) keep[i] = _mm256_setzero_ps();
+    for (int64_t b0 = 0; b0 < nblk; b0 += chunk) {
+        int64_t b1 = b0 + chunk < nblk ? b0 + chunk : nblk;
+        for (int j = 0; j < nn; j += NR) {
+            __m256 acc[4];
+            for (int i = 0; i < NR * MR; i++) acc[i] = keep[j * MR + i];
+            kernel4_blocks(p, n + j, w + (size_t)j * p->row_bytes, xp, b0, b1, NR, MR, SDT, 1, acc);
+            for (int i = 0; i < NR * MR; i++) keep[j * MR + i] = acc[i];
+        }
+    }
+    for (int j = 0; j < nn; j += NR) kernel4_finish(p, n + j, sx, NR, MR, SDT, 1, 1, keep + j * MR, res + j * MR);
+}
+
+/* One instance per scale dtype: nn weight rows, 4 (or 2) at a time with
+ * one or two rows of x, one at a time with three or four. */
+#define KERNEL4(SDT, NAME)                                                                                           \
+    static void NAME(const lmc_qmm_plan *p, int64_t n, int nn, const uint8_t *w, const float *sF, const float *cF,  \
+                     const uint8_t *xp, const float *sx, int mr, float *res) {                                       \
+        (void)sF;                                                                                                    \
+        (void)cF;                                                                                                    \
+        int j = 0;                                                                                                   \
+        switch (mr) {                                                                                                \
+        case 1:                                                                                                      \
+            for (; j + 4 <= nn; j += 4) kernel4_rows(p, n + j, w + j * p->row_bytes, xp, sx, 4, 1, SDT, 1, 1, res + j);    \
+            for (; j < nn; j++) kernel4_rows(p, n + j, w + j * p->row_bytes, xp, sx, 1, 1, SDT, 1, 1, res + j);            \
+            break;                                                                                                   \
+        case 2:                                                                                                      \
+            if (x_spills_l1(p, 2)) {                                                                                 \
+                j = nn & ~1;                                                                                         \
+                kernel4_chunked(p, n, j, w, xp, sx, 2, 2, SDT, res);                                                 \
+            }                                                                                                        \
+            for (; j + 2 <= nn; j += 2) kernel4_rows(p, n + j, w + j * p->row_bytes, xp, sx, 2, 2, SDT, 1, 1, res + 2 * j); \
+            for (; j < nn; j++) kernel4_rows(p, n + j, w + j * p->row_bytes, xp, sx, 1, 2, SDT, 1, 1, res + 2 * j);        \
+            break;                                                                                                   \
+        case 3:                                                                                                      \
+            if (x_spills_l1(p, 3)) kernel4_chunked(p, n, nn, w, xp, sx, 1, 3, SDT, res);                             \
+            else                                                                                                     \
+                for (; j < nn; j++) kernel4_rows(p, n + j, w + j * p->row_bytes, xp, sx, 1, 3, SDT, 1, 1, res + 3 * j);    \
+            break;                                                                                                   \
+        default:                                                                                                     \
+            if (x_spills_l1(p, 4)) kernel4_chunked(p, n, nn, w, xp, sx, 1, 4, SDT, res);                             \
+            else                                                                                                     \
+                for (; j < nn; j++) kernel4_rows(p, n + j, w + j * p->row_bytes, xp, sx, 1, 4, SDT, 1, 1, res + 4 * j);    \
+            break;                                                                                                   \
+        }                                                                                                            \
+    }
+KERNEL4(LMC_F32, kernel4_f32)
+KERNEL4(LMC_BF16, kernel4_bf16)
+KERNEL4(LMC_F16, kernel4_f16)
+#undef KERNEL4
+
+/* kernel_streams: row i of each of the four streams side by side, as four
+ * adjacent rows are above (the same arithmetic per row). */
+#define KERNEL4_STREAMS(SDT, NAME)                                                                                   \
+    static void NAME(const lmc_qmm_plan *p, int64_t n, int64_t stride, int nn, const uint8_t *xp, const float *sx, \
+                     float *res) {                                                                                   \
+        for (int i = 0; i < nn; i++)                                                                                 \
+            kernel4_rows(p, n + i, p->wq + (size_t)(n + i) * p->row_bytes, xp, sx, LMC_QMM_STREAMS, 1, SDT, stride,   \
+                         nn, res + i);                                                                               \
+    }
+KERNEL4_STREAMS(LMC_F32, kernel4_streams_f32)
+KERNEL4_STREAMS(LMC_BF16, kernel4_streams_bf16)
+KERNEL4_STREAMS(LMC_F16, kernel4_streams_f16)
+#undef KERNEL4_STREAMS
 
 static inline __attribute__((always_inline)) void kernel8_body(const lmc_qmm_plan *p, const uint8_t *w,
                                                                const float *sF, const float *cF, const uint8_t *xp,
@@ -230,22 +407,16 @@ static inline __attribute__((always_inline)) void kernel8_body(const lmc_qmm_pla
     finish(p, cF, sx, MR, acc, res);
 }
 
-static void kernel(const lmc_qmm_plan *p, int64_t n, int nn, const uint8_t *w, const float *sF, const float *cF,
-                   const uint8_t *xp, const float *sx, int mr, float *res) {
+static void kernel8(const lmc_qmm_plan *p, int64_t n, int nn, const uint8_t *w, const float *sF, const float *cF,
+                    const uint8_t *xp, const float *sx, int mr, float *res) {
     (void)n;
     (void)nn; /* nr = 1 */
-#define KB(MR)                                                                   \
-    case MR:                                                                     \
-        if (p->bits == 4) kernel4_body(p, w, sF, cF, xp, sx, MR, res);          \
-        else kernel8_body(p, w, sF, cF, xp, sx, MR, res);                       \
-        break;
     switch (mr) {
-        KB(1)
-        KB(2)
-        KB(3)
-        KB(4)
+    case 1: kernel8_body(p, w, sF, cF, xp, sx, 1, res); break;
+    case 2: kernel8_body(p, w, sF, cF, xp, sx, 2, res); break;
+    case 3: kernel8_body(p, w, sF, cF, xp, sx, 3, res); break;
+    default: kernel8_body(p, w, sF, cF, xp, sx, 4, res); break;
     }
-#undef KB
 }
 
 lmc_status lmc_quantized_matmul_avx2(lmc_array *out, const lmc_array *x, const lmc_array *wq,
@@ -256,11 +427,17 @@ lmc_status lmc_quantized_matmul_avx2(lmc_array *out, const lmc_array *x, const l
     if (bits == 4) {
         p.xp_bytes = x24_bytes(p.K);
         p.prep_x = prep_x24;
+        p.prep_w = NULL; /* the kernel reads the stored scales and biases itself */
+        p.kernel = p.sdt == LMC_F32 ? kernel4_f32 : p.sdt == LMC_BF16 ? kernel4_bf16 : kernel4_f16;
+        p.kernel_streams = p.sdt == LMC_F32    ? kernel4_streams_f32
+                           : p.sdt == LMC_BF16 ? kernel4_streams_bf16
+                                               : kernel4_streams_f16;
+        p.nr = 32; /* the kernel's set-up once per 32 rows; it takes them 4 (or 2) at a time */
     } else {
         p.xp_bytes = ((size_t)p.K * sizeof(float) + 63) / 64 * 64;
         p.prep_x = prep_x8;
+        p.prep_w = prep_w;
+        p.kernel = kernel8;
     }
-    p.prep_w = prep_w;
-    p.kernel = kernel;
     return lmc_qmm_run(&p);
 }
