@@ -3,11 +3,11 @@
  * weights can be downloaded.
  *
  *   lmc make-model --preset llama3.2-1b|qwen3-0.6b|gemma3-1b|tiny-llama|tiny-qwen3|tiny-gemma3
- *                  [--q4] [--group-size 64] [--seed S] [--tokenizer DIR] -o OUT
+ *                  [--q4 | --q8] [--group-size 64] [--seed S] [--tokenizer DIR] -o OUT
  *
  * Weights are drawn from N(0, 0.02) (norm weights near 1, or near 0 for
- * Gemma's 1+w form), stored in bf16, or MLX 4-bit affine with --q4 (every
- * linear layer and the embedding, bf16 scales and biases), written one layer
+ * Gemma's 1+w form), stored in bf16, or MLX 4- or 8-bit affine with --q4 /
+ * --q8 (every linear layer and the embedding, bf16 scales and biases), written one layer
  * at a time so memory stays bounded. The tokenizer files are copied from
  * --tokenizer DIR (default .cache/tokenizers/FAMILY). */
 #include <cjson/cJSON.h>
@@ -39,7 +39,7 @@ static const preset presets[] = {
     {"tiny-gemma3", "gemma3_text", "gemma3", 262144, 64, 128, 7, 4, 1, 32, 4096, 1000000.0, 1e-6, 16, 2, {1, 106, -1}},
 };
 
-static bool write_config(const preset *p, const char *out, bool q4, int group) {
+static bool write_config(const preset *p, const char *out, int bits, int group) {
     cJSON *c = cJSON_CreateObject();
     cJSON *arch = cJSON_AddArrayToObject(c, "architectures");
     bool gemma = !strcmp(p->model_type, "gemma3_text"), llama = !strcmp(p->model_type, "llama");
@@ -78,12 +78,12 @@ static bool write_config(const preset *p, const char *out, bool q4, int group) {
         cJSON_AddNumberToObject(rs, "original_max_position_embeddings", 8192);
         cJSON_AddStringToObject(rs, "rope_type", "llama3");
     }
-    if (q4) {
+    if (bits) {
         const char *keys[] = {"quantization", "quantization_config"};
         for (int i = 0; i < 2; i++) {
             cJSON *q = cJSON_AddObjectToObject(c, keys[i]);
             cJSON_AddNumberToObject(q, "group_size", group);
-            cJSON_AddNumberToObject(q, "bits", 4);
+            cJSON_AddNumberToObject(q, "bits", bits);
         }
     }
     char *txt = cJSON_Print(c);
@@ -127,19 +127,19 @@ static void shard_clear(shard *s) {
     s->n = 0;
 }
 
-/* Adds NAME.weight (random) — or NAME.weight/.scales/.biases when q4. */
-static bool add_linear(shard *s, const char *name, int64_t out, int64_t in, bool q4, int group, uint64_t seed) {
+/* Adds NAME.weight (random) — or NAME.weight/.scales/.biases quantised to `bits` (4 or 8; 0: bf16). */
+static bool add_linear(shard *s, const char *name, int64_t out, int64_t in, int bits, int group, uint64_t seed) {
     int64_t shape[2] = {out, in};
     lmc_array *w = lmc_random_normal(LMC_BF16, 2, shape, 0.0, 0.02, seed);
     if (!w) return false;
     char n[200];
-    if (!q4) {
+    if (!bits) {
         snprintf(n, sizeof n, "%s.weight", name);
         shard_add(s, n, w);
         return true;
     }
     lmc_array *scales, *biases;
-    lmc_array *wq = lmc_quantize(w, group, 4, &scales, &biases);
+    lmc_array *wq = lmc_quantize(w, group, bits, &scales, &biases);
     lmc_array_free(w);
     if (!wq) return false;
     snprintf(n, sizeof n, "%s.weight", name);
@@ -173,13 +173,14 @@ static bool flush(shard *s, const char *out, int index, cJSON *weight_map) {
 
 int cmd_make_model(int argc, char **argv) {
     const char *name = NULL, *out = NULL, *tokdir = NULL;
-    bool q4 = false;
+    int bits = 0;
     long long group = 64, seed = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--preset") && i + 1 < argc) name = argv[++i];
         else if (!strcmp(argv[i], "-o") && i + 1 < argc) out = argv[++i];
         else if (!strcmp(argv[i], "--tokenizer") && i + 1 < argc) tokdir = argv[++i];
-        else if (!strcmp(argv[i], "--q4")) q4 = true;
+        else if (!strcmp(argv[i], "--q4")) bits = 4;
+        else if (!strcmp(argv[i], "--q8")) bits = 8;
         else if (!strcmp(argv[i], "--group-size") && i + 1 < argc) {
             if (!lmc_cli_int("make-model", "--group-size", argv[++i], 32, 128, &group) || (group != 32 && group != 64 && group != 128)) {
                 fprintf(stderr, "lmc make-model: --group-size must be 32, 64 or 128\n");
@@ -198,7 +199,7 @@ int cmd_make_model(int argc, char **argv) {
     for (size_t i = 0; name && i < sizeof presets / sizeof *presets; i++)
         if (!strcmp(presets[i].name, name)) p = &presets[i];
     if (!p || !out) {
-        fprintf(stderr, "usage: lmc make-model --preset NAME [--q4] [--group-size 64] [--seed S] [--tokenizer DIR] -o OUT\n"
+        fprintf(stderr, "usage: lmc make-model --preset NAME [--q4 | --q8] [--group-size 64] [--seed S] [--tokenizer DIR] -o OUT\n"
                         "presets:");
         for (size_t i = 0; i < sizeof presets / sizeof *presets; i++) fprintf(stderr, " %s", presets[i].name);
         fprintf(stderr, "\n");
@@ -222,7 +223,7 @@ int cmd_make_model(int argc, char **argv) {
             return 1;
         }
     }
-    if (!write_config(p, out, q4, (int)group)) return 1;
+    if (!write_config(p, out, bits, (int)group)) return 1;
     bool gemma = !strcmp(p->model_type, "gemma3_text"), qwen3 = !strcmp(p->model_type, "qwen3");
     cJSON *index = cJSON_CreateObject();
     cJSON_AddObjectToObject(index, "metadata");
@@ -231,13 +232,13 @@ int cmd_make_model(int argc, char **argv) {
     bool ok = true;
     int file = 1;
     uint64_t sd = (uint64_t)seed * 1000003u;
-    ok = ok && add_linear(&s, "model.embed_tokens", p->vocab, p->hidden, q4, (int)group, sd++);
+    ok = ok && add_linear(&s, "model.embed_tokens", p->vocab, p->hidden, bits, (int)group, sd++);
     ok = ok && add_norm(&s, "model.norm.weight", p->hidden, gemma, sd++);
     ok = ok && flush(&s, out, file++, wm);
     int64_t qd = p->heads * p->head_dim, kd = p->kv_heads * p->head_dim;
     for (int64_t l = 0; ok && l < p->layers; l++) {
         char n[160];
-#define LIN(suffix, o, i) (snprintf(n, sizeof n, "model.layers.%lld.%s", (long long)l, suffix), add_linear(&s, n, o, i, q4, (int)group, sd++))
+#define LIN(suffix, o, i) (snprintf(n, sizeof n, "model.layers.%lld.%s", (long long)l, suffix), add_linear(&s, n, o, i, bits, (int)group, sd++))
 #define NORM(suffix, d) (snprintf(n, sizeof n, "model.layers.%lld.%s.weight", (long long)l, suffix), add_norm(&s, n, d, gemma, sd++))
         ok = LIN("self_attn.q_proj", qd, p->hidden) && LIN("self_attn.k_proj", kd, p->hidden) &&
              LIN("self_attn.v_proj", kd, p->hidden) && LIN("self_attn.o_proj", p->hidden, qd) &&
@@ -262,6 +263,6 @@ int cmd_make_model(int argc, char **argv) {
         if (!ok) fprintf(stderr, "lmc make-model: cannot write %s\n", to);
     }
     cJSON_Delete(index);
-    if (ok) fprintf(stderr, "wrote %s (%s%s, random weights)\n", out, p->name, q4 ? ", MLX 4-bit" : ", bf16");
+    if (ok) fprintf(stderr, "wrote %s (%s%s, random weights)\n", out, p->name, bits == 4 ? ", MLX 4-bit" : bits == 8 ? ", MLX 8-bit" : ", bf16");
     return ok ? 0 : 1;
 }

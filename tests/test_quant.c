@@ -624,8 +624,9 @@ static void test_qmm_many(void) {
     }
 }
 
-/* One row of x against long runs of weight rows: the decode kernel reads
- * a run as LMC_QMM_STREAMS streams side by side (kernel_streams). Every path
+/* One row of x against long runs of weight rows: the decode kernels (4
+ * and 8 bits) read a run as LMC_QMM_STREAMS streams side by side
+ * (kernel_streams). Every path
  * against the oracle, one thread (the whole matrix is one run: rows not a
  * multiple of the streams, K with and without a tail block, each scale
  * dtype); rows around the streams' boundaries bit for bit what a matrix of
@@ -636,15 +637,17 @@ static void test_qmm_streams(void) {
     const struct { int64_t K; int gs; lmc_dtype xdt, wdt; } cfg[] = {
         {384, 64, LMC_F32, LMC_BF16}, {160, 32, LMC_BF16, LMC_F16}, {256, 128, LMC_F16, LMC_F32}};
     lmc_set_num_threads(1);
-    for (int c = 0; c < 3; c++) check_qmm(1, N, cfg[c].K, cfg[c].gs, 4, cfg[c].xdt, cfg[c].wdt, 70 + (uint64_t)c);
-    for (int c = 0; c < 3; c++) {
+    for (int bits = 4; bits <= 8; bits += 4)
+        for (int c = 0; c < 3; c++) check_qmm(1, N, cfg[c].K, cfg[c].gs, bits, cfg[c].xdt, cfg[c].wdt, 70 + (uint64_t)(c + bits));
+    for (int cb = 0; cb < 6; cb++) {
+        const int c = cb % 3, bits = cb < 3 ? 4 : 8;
         int64_t wshape[2] = {N, cfg[c].K}, xshape[2] = {1, cfg[c].K};
         lmc_array *w = random_normal(cfg[c].wdt, 2, wshape, 0.0, 0.5, 80 + (uint64_t)c);
         lmc_array *x = random_normal(LMC_F32, 2, xshape, 0.0, 1.0, 90 + (uint64_t)c);
-        lmc_array *s = NULL, *b = NULL, *qw = lmc_quantize(w, cfg[c].gs, 4, &s, &b);
+        lmc_array *s = NULL, *b = NULL, *qw = lmc_quantize(w, cfg[c].gs, bits, &s, &b);
         for (int path = LMC_PATH_AVX2; qw && path <= (int)lmc_cpu_path_max(); path++) {
             lmc_cpu_path_set((lmc_cpu_path)path);
-            lmc_array *full = lmc_quantized_matmul(x, qw, s, b, cfg[c].gs, 4);
+            lmc_array *full = lmc_quantized_matmul(x, qw, s, b, cfg[c].gs, bits);
             /* the first stream's start and end, the boundaries between streams, the rows after the last one */
             const int64_t starts[] = {0, q - 20, 2 * q - 3, 3 * q - 30, N - 40};
             for (int t = 0; full && t < 5; t++) {
@@ -654,10 +657,10 @@ static void test_qmm_streams(void) {
                     rows[k] = lmc_contiguous(v);
                     lmc_array_free(v);
                 }
-                lmc_array *few = lmc_quantized_matmul(x, rows[0], rows[1], rows[2], cfg[c].gs, 4);
+                lmc_array *few = lmc_quantized_matmul(x, rows[0], rows[1], rows[2], cfg[c].gs, bits);
                 CHECKF(few && !memcmp((const float *)lmc_array_data(full) + starts[t], lmc_array_data(few), 40 * sizeof(float)),
-                       "path %s K %lld: rows %lld..%lld differ from a matrix of those rows alone",
-                       lmc_cpu_path_name((lmc_cpu_path)path), (long long)cfg[c].K, (long long)starts[t],
+                       "path %s bits %d K %lld: rows %lld..%lld differ from a matrix of those rows alone",
+                       lmc_cpu_path_name((lmc_cpu_path)path), bits, (long long)cfg[c].K, (long long)starts[t],
                        (long long)starts[t] + 39);
                 lmc_array_free(few);
                 for (int k = 0; k < 3; k++) lmc_array_free(rows[k]);

@@ -94,61 +94,11 @@ static void prep_x8(const lmc_qmm_plan *p, const void *x, void *xp_row, float *s
     }
 }
 
-/* sF = s and cF = b for weight row n (y = q), zero past G; the 8-bit kernel's (the 4-bit one
- * reads the stored scales and biases itself). */
-static void prep_w(const lmc_qmm_plan *p, int64_t n, float *sF, float *cF) {
-    int64_t i = n * p->G;
-    int64_t g = 0;
-    if (p->sdt == LMC_F32) {
-        memcpy(sF, (const float *)p->scales + i, (size_t)p->G * sizeof(float));
-        memcpy(cF, (const float *)p->biases + i, (size_t)p->G * sizeof(float));
-        g = p->G;
-    } else if (p->sdt == LMC_BF16) {
-        const uint16_t *s = (const uint16_t *)p->scales + i, *b = (const uint16_t *)p->biases + i;
-        for (; g + 8 <= p->G; g += 8) {
-            _mm256_store_ps(sF + g, _mm256_castsi256_ps(_mm256_slli_epi32(
-                                        _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(s + g))), 16)));
-            _mm256_store_ps(cF + g, _mm256_castsi256_ps(_mm256_slli_epi32(
-                                        _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(b + g))), 16)));
-        }
-        for (; g < p->G; g++) {
-            sF[g] = lmc_quant_bf16(s[g]);
-            cF[g] = lmc_quant_bf16(b[g]);
-        }
-    } else {
-        const uint16_t *s = (const uint16_t *)p->scales + i, *b = (const uint16_t *)p->biases + i;
-        for (; g + 8 <= p->G; g += 8) {
-            _mm256_store_ps(sF + g, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(s + g))));
-            _mm256_store_ps(cF + g, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b + g))));
-        }
-        for (; g < p->G; g++) {
-            sF[g] = lmc_f16_to_f32(s[g]);
-            cF[g] = lmc_f16_to_f32(b[g]);
-        }
-    }
-    for (; g < p->G_pad; g++) sF[g] = cF[g] = 0.0f;
-}
-
 static inline float hsum(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
-}
-
-/* The scales of 8 lanes covering 64 (4 bits) or 32 (8 bits) elements from element e0 of the row. */
-static inline __m256 lane_scales(const lmc_qmm_plan *p, const float *sF, int64_t e0, int E, __m256i gidx) {
-    int64_t g = e0 >> p->gshift;
-    if (p->group_size >= E) return _mm256_set1_ps(sF[g]);
-    return _mm256_permutevar8x32_ps(_mm256_loadu_ps(sF + g), gidx);
-}
-
-static inline void finish(const lmc_qmm_plan *p, const float *cF, const float *sx, int MR, __m256 *acc, float *res) {
-    for (int64_t g = 0; g < p->G; g += 8) {
-        __m256 c = _mm256_load_ps(cF + g);
-        for (int r = 0; r < MR; r++) acc[r] = _mm256_fmadd_ps(c, _mm256_loadu_ps(sx + r * p->G_pad + g), acc[r]);
-    }
-    for (int r = 0; r < MR; r++) res[r] = hsum(acc[r]);
 }
 
 /* One half (64 elements, 32 bytes v) of block b with MR rows of x: sub = 0
@@ -179,7 +129,7 @@ static inline __attribute__((always_inline)) void half4(const lmc_qmm_plan *p, _
     }
 }
 
-/* How far ahead the 4-bit kernel prefetches into L2 (see block4), in bytes. */
+/* How far ahead the kernels prefetch into L2 (see block4), in bytes. */
 enum { PREFETCH_L2 = 16384 };
 
 /* Scale or bias g of a row whose stored values start at v. */
@@ -262,7 +212,7 @@ static inline __attribute__((always_inline)) void kernel4_blocks(const lmc_qmm_p
 /* acc += b_g * sx_g, then the horizontal sums: res[j*MR + r], or with RS >
  * 1 (one x row, rows of separate streams) res[j*res_step]. The biases past
  * the last whole 8 are read one by one (nothing past the row's groups). */
-static inline __attribute__((always_inline)) void kernel4_finish(const lmc_qmm_plan *p, int64_t n, const float *sx,
+static inline __attribute__((always_inline)) void rows_finish(const lmc_qmm_plan *p, int64_t n, const float *sx,
                                                                  const int NR, const int MR, const lmc_dtype SDT,
                                                                  int64_t RS, int res_step, __m256 *acc, float *res) {
     const size_t ssz = SDT == LMC_F32 ? 4 : 2;
@@ -296,7 +246,7 @@ static inline __attribute__((always_inline)) void kernel4_rows(const lmc_qmm_pla
     __m256 acc[4];
     for (int i = 0; i < 4; i++) acc[i] = _mm256_setzero_ps();
     kernel4_blocks(p, n, w, xp, 0, (p->K + 127) / 128, NR, MR, SDT, RS, acc);
-    kernel4_finish(p, n, sx, NR, MR, SDT, RS, res_step, acc, res);
+    rows_finish(p, n, sx, NR, MR, SDT, RS, res_step, acc, res);
 }
 
 /* Bytes of prepared x rows a call keeps in L1 while it goes through its
@@ -326,7 +276,7 @@ static inline __attribute__((always_inline)) void kernel4_chunked(const lmc_qmm_
             for (int i = 0; i < NR * MR; i++) keep[j * MR + i] = acc[i];
         }
     }
-    for (int j = 0; j < nn; j += NR) kernel4_finish(p, n + j, sx, NR, MR, SDT, 1, 1, keep + j * MR, res + j * MR);
+    for (int j = 0; j < nn; j += NR) rows_finish(p, n + j, sx, NR, MR, SDT, 1, 1, keep + j * MR, res + j * MR);
 }
 
 /* One instance per scale dtype: nn weight rows, 4 (or 2) at a time with
@@ -381,16 +331,21 @@ KERNEL4_STREAMS(LMC_BF16, kernel4_streams_bf16)
 KERNEL4_STREAMS(LMC_F16, kernel4_streams_f16)
 #undef KERNEL4_STREAMS
 
-static inline __attribute__((always_inline)) void kernel8_body(const lmc_qmm_plan *p, const uint8_t *w,
-                                                               const float *sF, const float *cF, const uint8_t *xp,
-                                                               const float *sx, const int MR, float *res) {
+/* 8 bits: block b (32 elements, u32 lane j holding 4j..4j+3 in bytes t =
+ * 0..3) of NR weight rows (row j's bytes at w + j*RS*row_bytes, its scales
+ * at s_row + j*RS*G) with MR rows of x; a block is within one group. */
+static inline __attribute__((always_inline)) void block8(const lmc_qmm_plan *p, const uint8_t *w, const void *s_row,
+                                                         const uint8_t *xp, int64_t b, const int NR, const int MR,
+                                                         const lmc_dtype SDT, size_t pf_l2, int64_t RS, __m256 *acc) {
     const __m256i qmask = _mm256_set1_epi32(0xFF);
-    const __m256i gidx = _mm256_loadu_si256((const __m256i *)p->gidx);
-    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-    for (int64_t b = 0; b < p->K / 32; b++) {
-        __m256i v = _mm256_loadu_si256((const __m256i *)(w + b * 32));
-        _mm_prefetch((const char *)(w + b * 32 + LMC_QMM_PREFETCH), _MM_HINT_T0);
-        __m256 s = lane_scales(p, sF, b * 32, 32, gidx);
+    const size_t ssz = SDT == LMC_F32 ? 4 : 2;
+#pragma GCC unroll 4
+    for (int j = 0; j < NR; j++) {
+        const uint8_t *wb = w + (size_t)(j * RS) * p->row_bytes + b * 32;
+        __m256i v = _mm256_loadu_si256((const __m256i *)wb);
+        _mm_prefetch((const char *)(wb + LMC_QMM_PREFETCH), _MM_HINT_T0);
+        _mm_prefetch((const char *)(wb + pf_l2), _MM_HINT_T1);
+        __m256 s = _mm256_set1_ps(stored((const char *)s_row + (size_t)(j * RS * p->G) * ssz, SDT, (b * 32) >> p->gshift));
         __m256 a[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
 #pragma GCC unroll 4
         for (int t = 0; t < 4; t++) {
@@ -402,22 +357,65 @@ static inline __attribute__((always_inline)) void kernel8_body(const lmc_qmm_pla
             }
         }
 #pragma GCC unroll 4
-        for (int r = 0; r < MR; r++) acc[r] = _mm256_fmadd_ps(a[r], s, acc[r]);
+        for (int r = 0; r < MR; r++) acc[j * MR + r] = _mm256_fmadd_ps(a[r], s, acc[j * MR + r]);
     }
-    finish(p, cF, sx, MR, acc, res);
 }
 
-static void kernel8(const lmc_qmm_plan *p, int64_t n, int nn, const uint8_t *w, const float *sF, const float *cF,
-                    const uint8_t *xp, const float *sx, int mr, float *res) {
-    (void)n;
-    (void)nn; /* nr = 1 */
-    switch (mr) {
-    case 1: kernel8_body(p, w, sF, cF, xp, sx, 1, res); break;
-    case 2: kernel8_body(p, w, sF, cF, xp, sx, 2, res); break;
-    case 3: kernel8_body(p, w, sF, cF, xp, sx, 3, res); break;
-    default: kernel8_body(p, w, sF, cF, xp, sx, 4, res); break;
-    }
+/* NR 8-bit weight rows n + j*RS (bytes at w + j*RS*row_bytes) with MR rows
+ * of x, results as rows_finish stores them. */
+static inline __attribute__((always_inline)) void kernel8_rows(const lmc_qmm_plan *p, int64_t n, const uint8_t *w,
+                                                               const uint8_t *xp, const float *sx, const int NR,
+                                                               const int MR, const lmc_dtype SDT, int64_t RS,
+                                                               int res_step, float *res) {
+    __m256 acc[4];
+    for (int i = 0; i < 4; i++) acc[i] = _mm256_setzero_ps();
+    const void *s_row = (const char *)p->scales + (size_t)(n * p->G) * (SDT == LMC_F32 ? 4 : 2);
+    const size_t call_bytes = (RS > 1 ? 1 : NR) * p->row_bytes, pf_l2 = (PREFETCH_L2 + call_bytes - 1) / call_bytes * call_bytes;
+    for (int64_t b = 0; b < p->K / 32; b++) block8(p, w, s_row, xp, b, NR, MR, SDT, pf_l2, RS, acc);
+    rows_finish(p, n, sx, NR, MR, SDT, RS, res_step, acc, res);
 }
+
+/* One instance per scale dtype: nn weight rows, 4 at a time with one row
+ * of x, 2 with two, one at a time with three or four. */
+#define KERNEL8(SDT, NAME)                                                                                           \
+    static void NAME(const lmc_qmm_plan *p, int64_t n, int nn, const uint8_t *w, const float *sF, const float *cF,  \
+                     const uint8_t *xp, const float *sx, int mr, float *res) {                                       \
+        (void)sF;                                                                                                    \
+        (void)cF;                                                                                                    \
+        int j = 0;                                                                                                   \
+        switch (mr) {                                                                                                \
+        case 1:                                                                                                      \
+            for (; j + 4 <= nn; j += 4) kernel8_rows(p, n + j, w + j * p->row_bytes, xp, sx, 4, 1, SDT, 1, 1, res + j);    \
+            for (; j < nn; j++) kernel8_rows(p, n + j, w + j * p->row_bytes, xp, sx, 1, 1, SDT, 1, 1, res + j);            \
+            break;                                                                                                   \
+        case 2:                                                                                                      \
+            for (; j + 2 <= nn; j += 2) kernel8_rows(p, n + j, w + j * p->row_bytes, xp, sx, 2, 2, SDT, 1, 1, res + 2 * j); \
+            for (; j < nn; j++) kernel8_rows(p, n + j, w + j * p->row_bytes, xp, sx, 1, 2, SDT, 1, 1, res + 2 * j);        \
+            break;                                                                                                   \
+        case 3:                                                                                                      \
+            for (; j < nn; j++) kernel8_rows(p, n + j, w + j * p->row_bytes, xp, sx, 1, 3, SDT, 1, 1, res + 3 * j);        \
+            break;                                                                                                   \
+        default:                                                                                                     \
+            for (; j < nn; j++) kernel8_rows(p, n + j, w + j * p->row_bytes, xp, sx, 1, 4, SDT, 1, 1, res + 4 * j);        \
+            break;                                                                                                   \
+        }                                                                                                            \
+    }
+KERNEL8(LMC_F32, kernel8_f32)
+KERNEL8(LMC_BF16, kernel8_bf16)
+KERNEL8(LMC_F16, kernel8_f16)
+#undef KERNEL8
+
+#define KERNEL8_STREAMS(SDT, NAME)                                                                                   \
+    static void NAME(const lmc_qmm_plan *p, int64_t n, int64_t stride, int nn, const uint8_t *xp, const float *sx, \
+                     float *res) {                                                                                   \
+        for (int i = 0; i < nn; i++)                                                                                 \
+            kernel8_rows(p, n + i, p->wq + (size_t)(n + i) * p->row_bytes, xp, sx, LMC_QMM_STREAMS, 1, SDT, stride,   \
+                         nn, res + i);                                                                               \
+    }
+KERNEL8_STREAMS(LMC_F32, kernel8_streams_f32)
+KERNEL8_STREAMS(LMC_BF16, kernel8_streams_bf16)
+KERNEL8_STREAMS(LMC_F16, kernel8_streams_f16)
+#undef KERNEL8_STREAMS
 
 lmc_status lmc_quantized_matmul_avx2(lmc_array *out, const lmc_array *x, const lmc_array *wq,
                                      const lmc_array *scales, const lmc_array *biases, int group_size, int bits) {
@@ -436,8 +434,12 @@ lmc_status lmc_quantized_matmul_avx2(lmc_array *out, const lmc_array *x, const l
     } else {
         p.xp_bytes = ((size_t)p.K * sizeof(float) + 63) / 64 * 64;
         p.prep_x = prep_x8;
-        p.prep_w = prep_w;
-        p.kernel = kernel8;
+        p.prep_w = NULL; /* as for 4 bits */
+        p.kernel = p.sdt == LMC_F32 ? kernel8_f32 : p.sdt == LMC_BF16 ? kernel8_bf16 : kernel8_f16;
+        p.kernel_streams = p.sdt == LMC_F32    ? kernel8_streams_f32
+                           : p.sdt == LMC_BF16 ? kernel8_streams_bf16
+                                               : kernel8_streams_f16;
+        p.nr = 32;
     }
     return lmc_qmm_run(&p);
 }

@@ -53,6 +53,13 @@ static inline float load_x(const void *x, lmc_dtype dt, int64_t k) {
     }
 }
 
+/* Scale or bias g of a row whose stored values start at v. */
+static inline float stored(const void *v, lmc_dtype SDT, int64_t g) {
+    if (SDT == LMC_F32) return ((const float *)v)[g];
+    uint16_t h = ((const uint16_t *)v)[g];
+    return SDT == LMC_BF16 ? lmc_quant_bf16(h) : _cvtsh_ss(h);
+}
+
 static int64_t blocks4(const lmc_qmm_plan *p) { return (p->K + 127) / 128; }
 
 /* How far ahead the 4-bit kernel prefetches into L2 (see block4), in bytes. */
@@ -142,52 +149,12 @@ static void prep_x8(const lmc_qmm_plan *p, const void *x, void *xp_row, float *s
     }
 }
 
-/* sF = F*s and cF = b - F*s for weight row n (s and b when F = 0), zero past G;
- * the 8-bit kernel's (the 4-bit one converts s and b itself). */
-static void prep_w(const lmc_qmm_plan *p, int64_t n, float *sF, float *cF) {
-    const __m512 F = _mm512_set1_ps(p->F);
-    for (int64_t g = 0; g < p->G_pad; g += 16) {
-        int64_t left = p->G - g;
-        __mmask16 m = left >= 16 ? 0xFFFF : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
-        int64_t i = n * p->G + g;
-        __m512 s = lmc_quant_load16(p->scales, p->sdt, i, m), b = lmc_quant_load16(p->biases, p->sdt, i, m);
-        if (p->F == 0.0f) { /* y = q */
-            _mm512_store_ps(sF + g, s);
-            _mm512_store_ps(cF + g, b);
-        } else {
-            __m512 sf = _mm512_mul_ps(s, F);
-            _mm512_store_ps(sF + g, sf);
-            _mm512_store_ps(cF + g, _mm512_sub_ps(b, sf));
-        }
-    }
-}
-
 /* --- kernels ------------------------------------------------------------ */
 
-/* The scales of one block of E elements, one per f32 lane: lane l covers
- * elements [E*blk + l*E/16, E*blk + (l+1)*E/16), p->gidx[l] says which group
- * of the block that is. */
-static inline __m512 block_scales(const lmc_qmm_plan *p, const float *sF, int64_t blk, int E, __m512i gidx) {
-    int64_t g = (blk * E) >> p->gshift;
-    if (p->group_size >= E) return _mm512_set1_ps(sF[g]);
-    return _mm512_permutexvar_ps(gidx, _mm512_loadu_ps(sF + g));
-}
-
-/* rowacc[r] += sum_g cF_g * sx_g, then the horizontal sums. */
-static inline __attribute__((always_inline)) void finish(const lmc_qmm_plan *p, const float *cF, const float *sx, int mr, __m512 *acc, float *res) {
-    for (int64_t g = 0; g < p->G; g += 16) { /* zero past G */
-        __m512 c = _mm512_load_ps(cF + g);
-#pragma GCC unroll 4
-        for (int r = 0; r < mr; r++) acc[r] = _mm512_fmadd_ps(c, _mm512_loadu_ps(sx + r * p->G_pad + g), acc[r]);
-    }
-#pragma GCC unroll 4
-    for (int r = 0; r < mr; r++) res[r] = _mm512_reduce_add_ps(acc[r]);
-}
-
-/* The 4-bit kernel has F = 0 (sF = s, cF = b), so it reads the stored
- * scales and biases of its row itself and converts them in registers where
- * they are used, instead of a separate pass through a buffer (prep_w): the
- * same f32 values (bf16 and f16 convert exactly), in the same arithmetic. */
+/* Both kernels read the stored scales and biases of their rows themselves
+ * and convert them in registers where they are used, instead of a separate
+ * pass through a buffer (prep_w): the same f32 values (bf16 and f16 convert
+ * exactly; F*s is exact, F being a power of two), in the same arithmetic. */
 
 /* The scales of 4-bit block b of a row whose scales start at s_row, lane l
  * holding its group's (u32 word l covers elements 8l..8l+7), GPB = 128 /
@@ -311,17 +278,21 @@ static inline __attribute__((always_inline)) void kernel4_blocks(const lmc_qmm_p
     if (full < b1) block4(p, w, s_row, xp, full, nblk, NR, MR, SDT, true, GPB, mtail, shuf, pf_l2, RS, acc);
 }
 
-/* acc += b_g * sx_g (zero past G), then the horizontal sums: res[j*MR + r],
- * or with RS > 1 (one x row, rows of separate streams) res[j*res_step]. */
-static inline __attribute__((always_inline)) void kernel4_finish(const lmc_qmm_plan *p, int64_t n, const float *sx,
-                                                                 const int NR, const int MR, const lmc_dtype SDT,
-                                                                 int64_t RS, int res_step, __m512 *acc, float *res) {
+/* acc += cF_g * sx_g (zero past G; cF = b - F*s, F = 0 for 4 bits), then
+ * the horizontal sums: res[j*MR + r], or with RS > 1 (one x row, rows of
+ * separate streams) res[j*res_step]. */
+static inline __attribute__((always_inline)) void rows_finish(const lmc_qmm_plan *p, int64_t n, const float *sx,
+                                                              const int NR, const int MR, const lmc_dtype SDT,
+                                                              const float F, int64_t RS, int res_step, __m512 *acc,
+                                                              float *res) {
     for (int64_t g = 0; g < p->G; g += 16) {
         int64_t left = p->G - g;
         __mmask16 m = left >= 16 ? 0xFFFF : (__mmask16)((1u << left) - 1);
 #pragma GCC unroll 4
         for (int j = 0; j < NR; j++) {
-            __m512 c = lmc_quant_load16(p->biases, SDT, (n + j * RS) * p->G + g, m);
+            int64_t i = (n + j * RS) * p->G + g;
+            __m512 c = lmc_quant_load16(p->biases, SDT, i, m);
+            if (F != 0.0f) c = _mm512_fnmadd_ps(_mm512_set1_ps(F), lmc_quant_load16(p->scales, SDT, i, m), c);
 #pragma GCC unroll 4
             for (int r = 0; r < MR; r++)
                 acc[j * MR + r] = _mm512_fmadd_ps(c, _mm512_loadu_ps(sx + r * p->G_pad + g), acc[j * MR + r]);
@@ -347,7 +318,7 @@ static inline __attribute__((always_inline)) void kernel4_rows(const lmc_qmm_pla
     __m512 acc[4];
     for (int i = 0; i < 4; i++) acc[i] = _mm512_setzero_ps();
     kernel4_blocks(p, n, w, xp, 0, blocks4(p), NR, MR, SDT, RS, acc);
-    kernel4_finish(p, n, sx, NR, MR, SDT, RS, res_step, acc, res);
+    rows_finish(p, n, sx, NR, MR, SDT, 0.0f, RS, res_step, acc, res);
 }
 
 /* Bytes of prepared x rows that a call keeps in L1 while it goes through
@@ -380,7 +351,7 @@ static inline __attribute__((always_inline)) void kernel4_chunked(const lmc_qmm_
             for (int i = 0; i < NR * MR; i++) keep[j * MR + i] = acc[i];
         }
     }
-    for (int j = 0; j < nn; j += NR) kernel4_finish(p, n + j, sx, NR, MR, SDT, 1, 1, keep + j * MR, res + j * MR);
+    for (int j = 0; j < nn; j += NR) rows_finish(p, n + j, sx, NR, MR, SDT, 0.0f, 1, 1, keep + j * MR, res + j * MR);
 }
 
 /* One instance per scale dtype: nn weight rows, 4 (or 2) at a time while
@@ -435,22 +406,42 @@ KERNEL4_STREAMS(LMC_BF16, kernel4_streams_bf16)
 KERNEL4_STREAMS(LMC_F16, kernel4_streams_f16)
 #undef KERNEL4_STREAMS
 
-static inline __attribute__((always_inline)) void kernel8_body(const lmc_qmm_plan *p, const uint8_t *w,
-                                                               const float *sF, const float *cF, const uint8_t *xp,
-                                                               const float *sx, const int MR, float *res) {
+/* 8 bits, the scales of block b (64 elements, lane l covering 4l..4l+3)
+ * times F, lane l holding its group's: one group a block or more, or with
+ * groups of 32 one for each half of the lanes (the TAIL block, K % 64 = 32,
+ * has only the first, and nothing past the row's groups is read). WIDE:
+ * groups of 64 or more, a template parameter so that the loop does not
+ * branch on it. */
+static inline __m512 block_scales8(const lmc_qmm_plan *p, const void *s_row, const lmc_dtype SDT, int64_t b, const bool WIDE,
+                                   const bool TAIL) {
+    const float F = 256.0f;
+    if (WIDE) return _mm512_set1_ps(F * stored(s_row, SDT, (b * 64) >> p->gshift));
+    __m512 lo = _mm512_set1_ps(F * stored(s_row, SDT, 2 * b));
+    return TAIL ? lo : _mm512_insertf32x8(lo, _mm256_set1_ps(F * stored(s_row, SDT, 2 * b + 1)), 1);
+}
+
+/* Block b of NR 8-bit weight rows (row j's bytes at w + j*RS*row_bytes, its
+ * scales at s_row + j*RS*G) with MR rows of x: acc[j*MR + r] += the block's
+ * sum of y*x times the lanes' scales. TAIL: the last block of 32 (its
+ * missing bytes read as q = 0, y = 1, against x = 0). */
+static inline __attribute__((always_inline)) void block8(const lmc_qmm_plan *p, const uint8_t *w, const void *s_row,
+                                                         const uint8_t *xp, int64_t b, const int NR, const int MR,
+                                                         const lmc_dtype SDT, const bool WIDE, const bool TAIL, size_t pf_l2,
+                                                         int64_t RS, __m512 *acc) {
     const __m512i mask = _mm512_set1_epi32(0x007F8000), one = _mm512_set1_epi32(0x3F800000);
-    const __m512i gidx = _mm512_loadu_si512(p->gidx);
-    const int64_t nblk = (p->K + 63) / 64, full = p->K / 64;
-    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-    for (int64_t b = 0; b < nblk; b++) {
-        __m512i v = b < full ? _mm512_loadu_si512(w + b * 64) : _mm512_maskz_loadu_epi8((1ull << (p->K % 64)) - 1, w + b * 64);
-        _mm_prefetch((const char *)(w + b * 64 + LMC_QMM_PREFETCH), _MM_HINT_T0);
+    const size_t ssz = SDT == LMC_F32 ? 4 : 2;
+#pragma GCC unroll 4
+    for (int j = 0; j < NR; j++) {
+        const uint8_t *wb = w + (size_t)(j * RS) * p->row_bytes + b * 64;
+        __m512i v = TAIL ? _mm512_maskz_loadu_epi8((1ull << (p->K % 64)) - 1, wb) : _mm512_loadu_si512(wb);
+        _mm_prefetch((const char *)(wb + LMC_QMM_PREFETCH), _MM_HINT_T0);
+        _mm_prefetch((const char *)(wb + pf_l2), _MM_HINT_T1);
         /* byte t moved to bits 15..22 of each 32-bit lane */
         __m512 y[4] = {_mm512_castsi512_ps(_mm512_ternarylogic_epi32(_mm512_slli_epi32(v, 15), mask, one, 0xEA)),
                        _mm512_castsi512_ps(_mm512_ternarylogic_epi32(_mm512_slli_epi32(v, 7), mask, one, 0xEA)),
                        _mm512_castsi512_ps(_mm512_ternarylogic_epi32(_mm512_srli_epi32(v, 1), mask, one, 0xEA)),
                        _mm512_castsi512_ps(_mm512_ternarylogic_epi32(_mm512_srli_epi32(v, 9), mask, one, 0xEA))};
-        __m512 s = block_scales(p, sF, b, 64, gidx);
+        __m512 s = block_scales8(p, (const char *)s_row + (size_t)(j * RS * p->G) * ssz, SDT, b, WIDE, TAIL);
 #pragma GCC unroll 4
         for (int r = 0; r < MR; r++) {
             const float *xb = (const float *)(xp + (size_t)r * p->xp_bytes) + b * 64;
@@ -458,23 +449,71 @@ static inline __attribute__((always_inline)) void kernel8_body(const lmc_qmm_pla
             a = _mm512_fmadd_ps(y[1], _mm512_load_ps(xb + 16), a);
             a = _mm512_fmadd_ps(y[2], _mm512_load_ps(xb + 32), a);
             a = _mm512_fmadd_ps(y[3], _mm512_load_ps(xb + 48), a);
-            acc[r] = _mm512_fmadd_ps(a, s, acc[r]);
+            acc[j * MR + r] = _mm512_fmadd_ps(a, s, acc[j * MR + r]);
         }
     }
-    finish(p, cF, sx, MR, acc, res);
 }
 
-static void kernel8(const lmc_qmm_plan *p, int64_t n, int nn, const uint8_t *w, const float *sF, const float *cF,
-                    const uint8_t *xp, const float *sx, int mr, float *res) {
-    (void)n;
-    (void)nn; /* nr = 1 */
-    switch (mr) {
-    case 1: kernel8_body(p, w, sF, cF, xp, sx, 1, res); break;
-    case 2: kernel8_body(p, w, sF, cF, xp, sx, 2, res); break;
-    case 3: kernel8_body(p, w, sF, cF, xp, sx, 3, res); break;
-    default: kernel8_body(p, w, sF, cF, xp, sx, 4, res); break;
-    }
+/* NR 8-bit weight rows n + j*RS (bytes at w + j*RS*row_bytes) with MR rows
+ * of x, results as rows_finish stores them. */
+static inline __attribute__((always_inline)) void kernel8_rows(const lmc_qmm_plan *p, int64_t n, const uint8_t *w,
+                                                               const uint8_t *xp, const float *sx, const int NR,
+                                                               const int MR, const lmc_dtype SDT, int64_t RS,
+                                                               int res_step, float *res) {
+    __m512 acc[4];
+    for (int i = 0; i < 4; i++) acc[i] = _mm512_setzero_ps();
+    const void *s_row = (const char *)p->scales + (size_t)(n * p->G) * (SDT == LMC_F32 ? 4 : 2);
+    const size_t call_bytes = (RS > 1 ? 1 : NR) * p->row_bytes, pf_l2 = (PREFETCH_L2 + call_bytes - 1) / call_bytes * call_bytes;
+    const int64_t full = p->K / 64;
+    if (p->group_size >= 64)
+        for (int64_t b = 0; b < full; b++) block8(p, w, s_row, xp, b, NR, MR, SDT, true, false, pf_l2, RS, acc);
+    else
+        for (int64_t b = 0; b < full; b++) block8(p, w, s_row, xp, b, NR, MR, SDT, false, false, pf_l2, RS, acc);
+    if (p->K % 64) block8(p, w, s_row, xp, full, NR, MR, SDT, p->group_size >= 64, true, pf_l2, RS, acc);
+    rows_finish(p, n, sx, NR, MR, SDT, 256.0f, RS, res_step, acc, res);
 }
+
+/* One instance per scale dtype: nn weight rows, 4 at a time with one row
+ * of x, 2 with two, one at a time with three or four. */
+#define KERNEL8(SDT, NAME)                                                                                           \
+    static void NAME(const lmc_qmm_plan *p, int64_t n, int nn, const uint8_t *w, const float *sF, const float *cF,  \
+                     const uint8_t *xp, const float *sx, int mr, float *res) {                                       \
+        (void)sF;                                                                                                    \
+        (void)cF;                                                                                                    \
+        int j = 0;                                                                                                   \
+        switch (mr) {                                                                                                \
+        case 1:                                                                                                      \
+            for (; j + 4 <= nn; j += 4) kernel8_rows(p, n + j, w + j * p->row_bytes, xp, sx, 4, 1, SDT, 1, 1, res + j);    \
+            for (; j < nn; j++) kernel8_rows(p, n + j, w + j * p->row_bytes, xp, sx, 1, 1, SDT, 1, 1, res + j);            \
+            break;                                                                                                   \
+        case 2:                                                                                                      \
+            for (; j + 2 <= nn; j += 2) kernel8_rows(p, n + j, w + j * p->row_bytes, xp, sx, 2, 2, SDT, 1, 1, res + 2 * j); \
+            for (; j < nn; j++) kernel8_rows(p, n + j, w + j * p->row_bytes, xp, sx, 1, 2, SDT, 1, 1, res + 2 * j);        \
+            break;                                                                                                   \
+        case 3:                                                                                                      \
+            for (; j < nn; j++) kernel8_rows(p, n + j, w + j * p->row_bytes, xp, sx, 1, 3, SDT, 1, 1, res + 3 * j);        \
+            break;                                                                                                   \
+        default:                                                                                                     \
+            for (; j < nn; j++) kernel8_rows(p, n + j, w + j * p->row_bytes, xp, sx, 1, 4, SDT, 1, 1, res + 4 * j);        \
+            break;                                                                                                   \
+        }                                                                                                            \
+    }
+KERNEL8(LMC_F32, kernel8_f32)
+KERNEL8(LMC_BF16, kernel8_bf16)
+KERNEL8(LMC_F16, kernel8_f16)
+#undef KERNEL8
+
+#define KERNEL8_STREAMS(SDT, NAME)                                                                                   \
+    static void NAME(const lmc_qmm_plan *p, int64_t n, int64_t stride, int nn, const uint8_t *xp, const float *sx, \
+                     float *res) {                                                                                   \
+        for (int i = 0; i < nn; i++)                                                                                 \
+            kernel8_rows(p, n + i, p->wq + (size_t)(n + i) * p->row_bytes, xp, sx, LMC_QMM_STREAMS, 1, SDT, stride,   \
+                         nn, res + i);                                                                               \
+    }
+KERNEL8_STREAMS(LMC_F32, kernel8_streams_f32)
+KERNEL8_STREAMS(LMC_BF16, kernel8_streams_bf16)
+KERNEL8_STREAMS(LMC_F16, kernel8_streams_f16)
+#undef KERNEL8_STREAMS
 
 lmc_status lmc_quantized_matmul_avx512(lmc_array *out, const lmc_array *x, const lmc_array *wq,
                                        const lmc_array *scales, const lmc_array *biases, int group_size, int bits) {
@@ -503,10 +542,14 @@ lmc_status lmc_quantized_matmul_avx512(lmc_array *out, const lmc_array *x, const
         p.nr = 32; /* the kernel's set-up once per 32 rows; it takes them 4 (or 2) at a time */
     } else {
         p.F = 256.0f;
-        p.prep_w = prep_w;
+        p.prep_w = NULL; /* the kernel converts the scales and biases itself */
         p.xp_bytes = (size_t)((p.K + 63) / 64) * 256;
         p.prep_x = prep_x8;
-        p.kernel = kernel8;
+        p.kernel = p.sdt == LMC_F32 ? kernel8_f32 : p.sdt == LMC_BF16 ? kernel8_bf16 : kernel8_f16;
+        p.kernel_streams = p.sdt == LMC_F32    ? kernel8_streams_f32
+                           : p.sdt == LMC_BF16 ? kernel8_streams_bf16
+                                               : kernel8_streams_f16;
+        p.nr = 32;
     }
     return lmc_qmm_run(&p);
 }
