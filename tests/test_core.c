@@ -551,7 +551,7 @@ static void test_scratch(void) {
     CHECK(a && (uintptr_t)a % 64 == 0);
     memset(a, 1, 1000);
     CHECK(lmc_scratch(LMC_SCRATCH_QMM_X, 500) == a && lmc_scratch(LMC_SCRATCH_QMM_X, 1000) == a);
-    char *b = lmc_scratch(LMC_SCRATCH_QMM_ROWS, 1000);
+    char *b = lmc_scratch(LMC_SCRATCH_SDPA, 1000);
     CHECK(b && b != a);
     char *c = lmc_scratch(LMC_SCRATCH_QMM_X, 100000);
     CHECK(c && (uintptr_t)c % 64 == 0);

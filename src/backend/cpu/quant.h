@@ -41,13 +41,13 @@ float lmc_quant_x24_block(const void *x, lmc_dtype dt, int64_t k0, int n, int32_
 
 /* The SIMD quantised matmuls share one driver (lmc_qmm_run, in
  * quant_scalar.c): it lays out x once per call in the order a path's kernel
- * wants (prep_x), converts each weight row's scales and biases to f32
- * (prep_w, unless the kernel does that itself), and runs the kernel over up to `mr` rows of x per weight row,
- * parallel over N. A kernel turns packed q into numbers y in registers
- * (y = q, or the exact float 1 + q/F when F != 0, made by OR-ing q into
- * the mantissa of 1.0) and returns, per x row,
+ * wants (prep_x) and runs the kernel over up to `mr` rows of x and `nr`
+ * weight rows a call, parallel over N. A kernel reads its rows' stored
+ * scales and biases itself, turns packed q into numbers y in registers
+ * (y = q, or the exact float 1 + q/F, made by OR-ing q into the mantissa of
+ * 1.0, for the AVX-512 8-bit kernel with F = 256) and returns, per x row,
  *     sum_g sF_g * sum_{k in g} y_k x_k + sum_g cF_g * sx_g
- * with sF = s, cF = b when F = 0, else sF = F*s, cF = b - F*s, and sx_g the
+ * with sF = s, cF = b when y = q, else sF = F*s, cF = b - F*s, and sx_g the
  * sum of the group's x values as the kernel sees them. */
 typedef struct lmc_qmm_plan lmc_qmm_plan;
 struct lmc_qmm_plan {
@@ -62,7 +62,6 @@ struct lmc_qmm_plan {
     lmc_dtype xdt;
     void *out;                /* [M, N] contiguous */
     lmc_dtype odt;
-    float F;
     int gshift;               /* log2(group_size) */
     int32_t gidx[16];         /* for SIMD lane l of a block: its group within the block (path-defined) */
     uint8_t shuf[64];         /* a byte shuffle that places a block's scales in its lanes (path-defined) */
@@ -71,18 +70,15 @@ struct lmc_qmm_plan {
     int nr;                   /* weight rows per kernel call, 1 to 32 */
     /* x_row: row m of x; writes the prepared row (zeroed beforehand) and its group sums */
     void (*prep_x)(const lmc_qmm_plan *p, const void *x_row, void *xp_row, float *sx_row);
-    /* writes sF, cF for weight row n (G_pad entries, zero past G); NULL when the
-     * kernel reads row n's scales and biases itself (sF and cF are then NULL) */
-    void (*prep_w)(const lmc_qmm_plan *p, int64_t n, float *sF, float *cF);
     /* res[j*mr + r] for the nn <= nr weight rows n + j (their bytes from w_row
-     * on, stride row_bytes; sF and cF are row n's) and the mr prepared x rows
-     * starting at xp (stride xp_bytes), sx (stride G_pad) */
-    void (*kernel)(const lmc_qmm_plan *p, int64_t n, int nn, const uint8_t *w_row, const float *sF, const float *cF,
-                   const uint8_t *xp, const float *sx, int mr, float *res);
+     * on, stride row_bytes) and the mr prepared x rows starting at xp (stride
+     * xp_bytes), sx (stride G_pad) */
+    void (*kernel)(const lmc_qmm_plan *p, int64_t n, int nn, const uint8_t *w_row, const uint8_t *xp, const float *sx,
+                   int mr, float *res);
     /* One x row (decode), weight rows read as LMC_QMM_STREAMS far-apart
      * streams at once: res[s*nn + i] for rows n + s*stride + i (s <
      * LMC_QMM_STREAMS, i < nn <= 8), each the same arithmetic as `kernel`
-     * gives that row. NULL where the path has none (and with prep_w). */
+     * gives that row. NULL where the path has none. */
     void (*kernel_streams)(const lmc_qmm_plan *p, int64_t n, int64_t stride, int nn, const uint8_t *xp,
                            const float *sx, float *res);
     /* set by the driver */
@@ -110,7 +106,7 @@ struct lmc_qmm_plan {
 #define LMC_QMM_STREAM_ROWS 256
 
 /* Fills what every SIMD path sets alike — shapes, pointers, dtypes, gshift,
- * gidx (lane l covers u32 word l), mr = 4, nr = 1, F = 0 — and zeroes the
+ * gidx (lane l covers u32 word l), mr = 4, nr = 1 — and zeroes the
  * rest; the path then sets its own x layout, kernel and any other values. */
 void lmc_qmm_plan_init(lmc_qmm_plan *p, const lmc_array *out, const lmc_array *x, const lmc_array *wq,
                        const lmc_array *scales, const lmc_array *biases, int group_size, int bits);

@@ -282,10 +282,8 @@ static inline __attribute__((always_inline)) void kernel4_chunked(const lmc_qmm_
 /* One instance per scale dtype: nn weight rows, 4 (or 2) at a time with
  * one or two rows of x, one at a time with three or four. */
 #define KERNEL4(SDT, NAME)                                                                                           \
-    static void NAME(const lmc_qmm_plan *p, int64_t n, int nn, const uint8_t *w, const float *sF, const float *cF,  \
-                     const uint8_t *xp, const float *sx, int mr, float *res) {                                       \
-        (void)sF;                                                                                                    \
-        (void)cF;                                                                                                    \
+    static void NAME(const lmc_qmm_plan *p, int64_t n, int nn, const uint8_t *w, const uint8_t *xp, const float *sx, \
+                     int mr, float *res) {                                                                           \
         int j = 0;                                                                                                   \
         switch (mr) {                                                                                                \
         case 1:                                                                                                      \
@@ -378,10 +376,8 @@ static inline __attribute__((always_inline)) void kernel8_rows(const lmc_qmm_pla
 /* One instance per scale dtype: nn weight rows, 4 at a time with one row
  * of x, 2 with two, one at a time with three or four. */
 #define KERNEL8(SDT, NAME)                                                                                           \
-    static void NAME(const lmc_qmm_plan *p, int64_t n, int nn, const uint8_t *w, const float *sF, const float *cF,  \
-                     const uint8_t *xp, const float *sx, int mr, float *res) {                                       \
-        (void)sF;                                                                                                    \
-        (void)cF;                                                                                                    \
+    static void NAME(const lmc_qmm_plan *p, int64_t n, int nn, const uint8_t *w, const uint8_t *xp, const float *sx, \
+                     int mr, float *res) {                                                                           \
         int j = 0;                                                                                                   \
         switch (mr) {                                                                                                \
         case 1:                                                                                                      \
@@ -425,7 +421,6 @@ lmc_status lmc_quantized_matmul_avx2(lmc_array *out, const lmc_array *x, const l
     if (bits == 4) {
         p.xp_bytes = x24_bytes(p.K);
         p.prep_x = prep_x24;
-        p.prep_w = NULL; /* the kernel reads the stored scales and biases itself */
         p.kernel = p.sdt == LMC_F32 ? kernel4_f32 : p.sdt == LMC_BF16 ? kernel4_bf16 : kernel4_f16;
         p.kernel_streams = p.sdt == LMC_F32    ? kernel4_streams_f32
                            : p.sdt == LMC_BF16 ? kernel4_streams_bf16
@@ -434,7 +429,6 @@ lmc_status lmc_quantized_matmul_avx2(lmc_array *out, const lmc_array *x, const l
     } else {
         p.xp_bytes = ((size_t)p.K * sizeof(float) + 63) / 64 * 64;
         p.prep_x = prep_x8;
-        p.prep_w = NULL; /* as for 4 bits */
         p.kernel = p.sdt == LMC_F32 ? kernel8_f32 : p.sdt == LMC_BF16 ? kernel8_bf16 : kernel8_f16;
         p.kernel_streams = p.sdt == LMC_F32    ? kernel8_streams_f32
                            : p.sdt == LMC_BF16 ? kernel8_streams_bf16

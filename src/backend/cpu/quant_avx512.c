@@ -153,7 +153,7 @@ static void prep_x8(const lmc_qmm_plan *p, const void *x, void *xp_row, float *s
 
 /* Both kernels read the stored scales and biases of their rows themselves
  * and convert them in registers where they are used, instead of a separate
- * pass through a buffer (prep_w): the same f32 values (bf16 and f16 convert
+ * pass converting them into a buffer: the same f32 values (bf16 and f16 convert
  * exactly; F*s is exact, F being a power of two), in the same arithmetic. */
 
 /* The scales of 4-bit block b of a row whose scales start at s_row, lane l
@@ -357,10 +357,8 @@ static inline __attribute__((always_inline)) void kernel4_chunked(const lmc_qmm_
 /* One instance per scale dtype: nn weight rows, 4 (or 2) at a time while
  * the accumulators fit in registers, with mr rows of x. */
 #define KERNEL4(SDT, NAME)                                                                                           \
-    static void NAME(const lmc_qmm_plan *p, int64_t n, int nn, const uint8_t *w, const float *sF, const float *cF,  \
-                     const uint8_t *xp, const float *sx, int mr, float *res) {                                       \
-        (void)sF;                                                                                                    \
-        (void)cF;                                                                                                    \
+    static void NAME(const lmc_qmm_plan *p, int64_t n, int nn, const uint8_t *w, const uint8_t *xp, const float *sx, \
+                     int mr, float *res) {                                                                           \
         int j = 0;                                                                                                   \
         switch (mr) {                                                                                                \
         case 1:                                                                                                      \
@@ -476,10 +474,8 @@ static inline __attribute__((always_inline)) void kernel8_rows(const lmc_qmm_pla
 /* One instance per scale dtype: nn weight rows, 4 at a time with one row
  * of x, 2 with two, one at a time with three or four. */
 #define KERNEL8(SDT, NAME)                                                                                           \
-    static void NAME(const lmc_qmm_plan *p, int64_t n, int nn, const uint8_t *w, const float *sF, const float *cF,  \
-                     const uint8_t *xp, const float *sx, int mr, float *res) {                                       \
-        (void)sF;                                                                                                    \
-        (void)cF;                                                                                                    \
+    static void NAME(const lmc_qmm_plan *p, int64_t n, int nn, const uint8_t *w, const uint8_t *xp, const float *sx, \
+                     int mr, float *res) {                                                                           \
         int j = 0;                                                                                                   \
         switch (mr) {                                                                                                \
         case 1:                                                                                                      \
@@ -523,7 +519,6 @@ lmc_status lmc_quantized_matmul_avx512(lmc_array *out, const lmc_array *x, const
     if (bits == 4) {
         p.xp_bytes = x24_bytes(p.K);
         p.prep_x = prep_x24;
-        p.prep_w = NULL; /* the kernel converts the scales itself */
         for (int l = 0; l < 16; l++) { /* see block_scales4 */
             int g = p.gidx[l];
             for (int t = 0; t < 4; t++) {
@@ -541,8 +536,6 @@ lmc_status lmc_quantized_matmul_avx512(lmc_array *out, const lmc_array *x, const
                                                : kernel4_streams_f16;
         p.nr = 32; /* the kernel's set-up once per 32 rows; it takes them 4 (or 2) at a time */
     } else {
-        p.F = 256.0f;
-        p.prep_w = NULL; /* the kernel converts the scales and biases itself */
         p.xp_bytes = (size_t)((p.K + 63) / 64) * 256;
         p.prep_x = prep_x8;
         p.kernel = p.sdt == LMC_F32 ? kernel8_f32 : p.sdt == LMC_BF16 ? kernel8_bf16 : kernel8_f16;

@@ -1,6 +1,5 @@
 /* Scalar reference kernels for MLX affine quantisation (see quant.h). */
 #include <math.h>
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -213,7 +212,7 @@ lmc_status lmc_quantized_matmul_scalar(lmc_array *out, const lmc_array *x, const
  * hundreds of times per token. */
 
 enum {
-    QMM_NB = 32,           /* weight rows whose scales are converted at once; tasks are multiples of it */
+    QMM_NB = 32,           /* weight rows a block of the results (tasks are multiples of it) */
     QMM_PREP_SERIAL = 4,   /* x rows prepared on the calling thread alone */
     QMM_BATCH_MAX = 8,
 };
@@ -266,19 +265,16 @@ static void qmm_run_streams(const lmc_qmm_plan *p, int64_t n0, int64_t q) {
     }
 }
 
-/* Weight rows [n0, n1) of one plan; sF, cF: this thread's scratch for the
- * converted scales of QMM_NB rows (NULL when the kernel converts them). */
-static void qmm_run_rows(const lmc_qmm_plan *p, int64_t n0, int64_t n1, float *sF, float *cF) {
+/* Weight rows [n0, n1) of one plan. */
+static void qmm_run_rows(const lmc_qmm_plan *p, int64_t n0, int64_t n1) {
     float res[4 * QMM_NB], block[4][QMM_NB]; /* kernel results (mr <= 4 x rows by nr <= QMM_NB weight rows), and by x row */
-    if (p->kernel_streams && !p->prep_w && p->M == 1 && n1 - n0 >= LMC_QMM_STREAMS * LMC_QMM_STREAM_ROWS) {
+    if (p->kernel_streams && p->M == 1 && n1 - n0 >= LMC_QMM_STREAMS * LMC_QMM_STREAM_ROWS) {
         int64_t q = (n1 - n0) / LMC_QMM_STREAMS;
         qmm_run_streams(p, n0, q);
         n0 += LMC_QMM_STREAMS * q; /* fewer than LMC_QMM_STREAMS rows are left, for the loop below */
     }
     for (int64_t nb = n0; nb < n1; nb += QMM_NB) {
         int64_t ne = nb + QMM_NB < n1 ? nb + QMM_NB : n1;
-        if (p->prep_w)
-            for (int64_t n = nb; n < ne; n++) p->prep_w(p, n, sF + (n - nb) * p->G_pad, cF + (n - nb) * p->G_pad);
         /* x rows outside, weight rows inside: the block's weights stay in cache across x rows. */
         for (int64_t m0 = 0; m0 < p->M; m0 += p->mr) {
             int mr = p->M - m0 < p->mr ? (int)(p->M - m0) : p->mr;
@@ -286,9 +282,8 @@ static void qmm_run_rows(const lmc_qmm_plan *p, int64_t n0, int64_t n1, float *s
                 int nn = ne - n < p->nr ? (int)(ne - n) : p->nr;
                 /* one x row: res[j] is block[0][n + j - nb], so the kernel writes there */
                 float *dst = mr == 1 ? &block[0][n - nb] : res;
-                p->kernel(p, n, nn, p->wq + (size_t)n * p->row_bytes, sF ? sF + (n - nb) * p->G_pad : NULL,
-                          cF ? cF + (n - nb) * p->G_pad : NULL, p->xp + (size_t)m0 * p->xp_bytes, p->sx + m0 * p->G_pad,
-                          mr, dst);
+                p->kernel(p, n, nn, p->wq + (size_t)n * p->row_bytes, p->xp + (size_t)m0 * p->xp_bytes,
+                          p->sx + m0 * p->G_pad, mr, dst);
                 if (mr > 1)
                     for (int j = 0; j < nn; j++)
                         for (int r = 0; r < mr; r++) block[r][n + j - nb] = res[j * mr + r];
@@ -303,7 +298,6 @@ typedef struct qmm_job {
     const lmc_qmm_plan *plans;
     int n;
     int64_t first[QMM_BATCH_MAX + 1];  /* plan i has rows [first[i], first[i+1]) */
-    _Atomic bool out_of_memory;        /* a thread found no scratch for prep_w */
 } qmm_job;
 
 /* Rows [r0, r1) of the job (a piece of lmc_parallel_split, or all of them with one thread). */
@@ -313,24 +307,14 @@ static void qmm_job_rows(void *vctx, int64_t r0, int64_t r1, int run) {
     for (int i = 0; i < j->n; i++) {
         int64_t lo = r0 > j->first[i] ? r0 : j->first[i], hi = r1 < j->first[i + 1] ? r1 : j->first[i + 1];
         if (lo >= hi) continue;
-        const lmc_qmm_plan *p = &j->plans[i];
-        float *sF = NULL, *cF = NULL;
-        if (p->prep_w) {
-            sF = lmc_scratch(LMC_SCRATCH_QMM_ROWS, 2 * QMM_NB * (size_t)p->G_pad * sizeof(float));
-            if (!sF) {
-                atomic_store(&j->out_of_memory, true);
-                return;
-            }
-            cF = sF + QMM_NB * p->G_pad;
-        }
-        qmm_run_rows(p, lo - j->first[i], hi - j->first[i], sF, cF);
+        qmm_run_rows(&j->plans[i], lo - j->first[i], hi - j->first[i]);
     }
 }
 
 /* Plans a and b prepare x the same way (so b may use a's prepared x). */
 static bool same_prepared_x(const lmc_qmm_plan *a, const lmc_qmm_plan *b) {
     return a->x == b->x && a->xdt == b->xdt && a->M == b->M && a->K == b->K && a->prep_x == b->prep_x &&
-           a->xp_bytes == b->xp_bytes && a->group_size == b->group_size && a->G_pad == b->G_pad && a->F == b->F;
+           a->xp_bytes == b->xp_bytes && a->group_size == b->group_size && a->G_pad == b->G_pad;
 }
 
 /* Runs plans[0..n) in one parallel region over all their rows. */
@@ -372,9 +356,6 @@ static lmc_status qmm_run_plans(lmc_qmm_plan *plans, int n) {
     /* one contiguous part of whole QMM_NB blocks per thread, helped from its
      * back at the end: each thread streams its weights start to end */
     lmc_parallel_split(job.first[n], QMM_NB, qmm_job_rows, &job);
-    if (atomic_load(&job.out_of_memory))
-        return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "quantized_matmul: out of memory for the scales of %d weight rows",
-                             (int)QMM_NB);
     return LMC_OK;
 }
 
@@ -398,7 +379,6 @@ void lmc_qmm_plan_init(lmc_qmm_plan *p, const lmc_array *out, const lmc_array *x
     p->odt = out->dtype;
     p->mr = 4;
     p->nr = 1;
-    p->F = 0.0f;
     p->gshift = __builtin_ctz((unsigned)group_size);
     for (int l = 0; l < 16; l++) p->gidx[l] = l * (32 / bits) / group_size;
 }
