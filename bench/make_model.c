@@ -3,11 +3,12 @@
  * weights can be downloaded.
  *
  *   lmc make-model --preset llama3.2-1b|qwen3-0.6b|gemma3-1b|tiny-llama|tiny-qwen3|tiny-gemma3
- *                  [--q4 | --q8] [--group-size 64] [--seed S] [--tokenizer DIR] -o OUT
+ *                  [--q4 | --q8 | --f16] [--group-size 64] [--seed S] [--tokenizer DIR] -o OUT
  *
  * Weights are drawn from N(0, 0.02) (norm weights near 1, or near 0 for
- * Gemma's 1+w form), stored in bf16, or MLX 4- or 8-bit affine with --q4 /
- * --q8 (every linear layer and the embedding, bf16 scales and biases), written one layer
+ * Gemma's 1+w form), stored in bf16 (f16 with --f16), or MLX 4- or 8-bit
+ * affine with --q4 / --q8 (every linear layer and the embedding, bf16
+ * scales and biases), written one layer
  * at a time so memory stays bounded. The tokenizer files are copied from
  * --tokenizer DIR (default .cache/tokenizers/FAMILY). */
 #include <cjson/cJSON.h>
@@ -39,7 +40,7 @@ static const preset presets[] = {
     {"tiny-gemma3", "gemma3_text", "gemma3", 262144, 64, 128, 7, 4, 1, 32, 4096, 1000000.0, 1e-6, 16, 2, {1, 106, -1}},
 };
 
-static bool write_config(const preset *p, const char *out, int bits, int group) {
+static bool write_config(const preset *p, const char *out, lmc_dtype dt, int bits, int group) {
     cJSON *c = cJSON_CreateObject();
     cJSON *arch = cJSON_AddArrayToObject(c, "architectures");
     bool gemma = !strcmp(p->model_type, "gemma3_text"), llama = !strcmp(p->model_type, "llama");
@@ -56,7 +57,7 @@ static bool write_config(const preset *p, const char *out, int bits, int group) 
     cJSON_AddNumberToObject(c, "rms_norm_eps", p->eps);
     cJSON_AddNumberToObject(c, "rope_theta", p->rope_theta);
     cJSON_AddBoolToObject(c, "tie_word_embeddings", 1);
-    cJSON_AddStringToObject(c, "torch_dtype", "bfloat16");
+    cJSON_AddStringToObject(c, "torch_dtype", dt == LMC_F16 ? "float16" : "bfloat16");
     cJSON_AddNumberToObject(c, "bos_token_id", p->bos);
     cJSON *eos = cJSON_AddArrayToObject(c, "eos_token_id");
     for (int i = 0; i < 3; i++)
@@ -127,10 +128,10 @@ static void shard_clear(shard *s) {
     s->n = 0;
 }
 
-/* Adds NAME.weight (random) — or NAME.weight/.scales/.biases quantised to `bits` (4 or 8; 0: bf16). */
-static bool add_linear(shard *s, const char *name, int64_t out, int64_t in, int bits, int group, uint64_t seed) {
+/* Adds NAME.weight (random, of dtype dt) — or NAME.weight/.scales/.biases quantised to `bits` (4 or 8; 0: none). */
+static bool add_linear(shard *s, const char *name, int64_t out, int64_t in, lmc_dtype dt, int bits, int group, uint64_t seed) {
     int64_t shape[2] = {out, in};
-    lmc_array *w = lmc_random_normal(LMC_BF16, 2, shape, 0.0, 0.02, seed);
+    lmc_array *w = lmc_random_normal(dt, 2, shape, 0.0, 0.02, seed);
     if (!w) return false;
     char n[200];
     if (!bits) {
@@ -151,9 +152,9 @@ static bool add_linear(shard *s, const char *name, int64_t out, int64_t in, int 
     return true;
 }
 
-static bool add_norm(shard *s, const char *name, int64_t n, bool gemma, uint64_t seed) {
+static bool add_norm(shard *s, const char *name, int64_t n, lmc_dtype dt, bool gemma, uint64_t seed) {
     int64_t shape[1] = {n};
-    lmc_array *w = lmc_random_normal(LMC_BF16, 1, shape, gemma ? 0.0 : 1.0, 0.05, seed);
+    lmc_array *w = lmc_random_normal(dt, 1, shape, gemma ? 0.0 : 1.0, 0.05, seed);
     if (!w) return false;
     shard_add(s, name, w);
     return true;
@@ -174,6 +175,7 @@ static bool flush(shard *s, const char *out, int index, cJSON *weight_map) {
 int cmd_make_model(int argc, char **argv) {
     const char *name = NULL, *out = NULL, *tokdir = NULL;
     int bits = 0;
+    lmc_dtype dt = LMC_BF16;
     long long group = 64, seed = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--preset") && i + 1 < argc) name = argv[++i];
@@ -181,6 +183,7 @@ int cmd_make_model(int argc, char **argv) {
         else if (!strcmp(argv[i], "--tokenizer") && i + 1 < argc) tokdir = argv[++i];
         else if (!strcmp(argv[i], "--q4")) bits = 4;
         else if (!strcmp(argv[i], "--q8")) bits = 8;
+        else if (!strcmp(argv[i], "--f16")) dt = LMC_F16;
         else if (!strcmp(argv[i], "--group-size") && i + 1 < argc) {
             if (!lmc_cli_int("make-model", "--group-size", argv[++i], 32, 128, &group) || (group != 32 && group != 64 && group != 128)) {
                 fprintf(stderr, "lmc make-model: --group-size must be 32, 64 or 128\n");
@@ -199,10 +202,14 @@ int cmd_make_model(int argc, char **argv) {
     for (size_t i = 0; name && i < sizeof presets / sizeof *presets; i++)
         if (!strcmp(presets[i].name, name)) p = &presets[i];
     if (!p || !out) {
-        fprintf(stderr, "usage: lmc make-model --preset NAME [--q4 | --q8] [--group-size 64] [--seed S] [--tokenizer DIR] -o OUT\n"
+        fprintf(stderr, "usage: lmc make-model --preset NAME [--q4 | --q8 | --f16] [--group-size 64] [--seed S] [--tokenizer DIR] -o OUT\n"
                         "presets:");
         for (size_t i = 0; i < sizeof presets / sizeof *presets; i++) fprintf(stderr, " %s", presets[i].name);
         fprintf(stderr, "\n");
+        return 2;
+    }
+    if (bits && dt != LMC_BF16) {
+        fprintf(stderr, "lmc make-model: --f16 is for unquantised weights (quantised ones keep bf16 scales)\n");
         return 2;
     }
     if (mkdir(out, 0755) != 0 && errno != EEXIST) {
@@ -223,7 +230,7 @@ int cmd_make_model(int argc, char **argv) {
             return 1;
         }
     }
-    if (!write_config(p, out, bits, (int)group)) return 1;
+    if (!write_config(p, out, dt, bits, (int)group)) return 1;
     bool gemma = !strcmp(p->model_type, "gemma3_text"), qwen3 = !strcmp(p->model_type, "qwen3");
     cJSON *index = cJSON_CreateObject();
     cJSON_AddObjectToObject(index, "metadata");
@@ -232,14 +239,14 @@ int cmd_make_model(int argc, char **argv) {
     bool ok = true;
     int file = 1;
     uint64_t sd = (uint64_t)seed * 1000003u;
-    ok = ok && add_linear(&s, "model.embed_tokens", p->vocab, p->hidden, bits, (int)group, sd++);
-    ok = ok && add_norm(&s, "model.norm.weight", p->hidden, gemma, sd++);
+    ok = ok && add_linear(&s, "model.embed_tokens", p->vocab, p->hidden, dt, bits, (int)group, sd++);
+    ok = ok && add_norm(&s, "model.norm.weight", p->hidden, dt, gemma, sd++);
     ok = ok && flush(&s, out, file++, wm);
     int64_t qd = p->heads * p->head_dim, kd = p->kv_heads * p->head_dim;
     for (int64_t l = 0; ok && l < p->layers; l++) {
         char n[160];
-#define LIN(suffix, o, i) (snprintf(n, sizeof n, "model.layers.%lld.%s", (long long)l, suffix), add_linear(&s, n, o, i, bits, (int)group, sd++))
-#define NORM(suffix, d) (snprintf(n, sizeof n, "model.layers.%lld.%s.weight", (long long)l, suffix), add_norm(&s, n, d, gemma, sd++))
+#define LIN(suffix, o, i) (snprintf(n, sizeof n, "model.layers.%lld.%s", (long long)l, suffix), add_linear(&s, n, o, i, dt, bits, (int)group, sd++))
+#define NORM(suffix, d) (snprintf(n, sizeof n, "model.layers.%lld.%s.weight", (long long)l, suffix), add_norm(&s, n, d, dt, gemma, sd++))
         ok = LIN("self_attn.q_proj", qd, p->hidden) && LIN("self_attn.k_proj", kd, p->hidden) &&
              LIN("self_attn.v_proj", kd, p->hidden) && LIN("self_attn.o_proj", p->hidden, qd) &&
              LIN("mlp.gate_proj", p->inter, p->hidden) && LIN("mlp.up_proj", p->inter, p->hidden) &&
@@ -263,6 +270,6 @@ int cmd_make_model(int argc, char **argv) {
         if (!ok) fprintf(stderr, "lmc make-model: cannot write %s\n", to);
     }
     cJSON_Delete(index);
-    if (ok) fprintf(stderr, "wrote %s (%s%s, random weights)\n", out, p->name, bits == 4 ? ", MLX 4-bit" : bits == 8 ? ", MLX 8-bit" : ", bf16");
+    if (ok) fprintf(stderr, "wrote %s (%s%s, random weights)\n", out, p->name, bits == 4 ? ", MLX 4-bit" : bits == 8 ? ", MLX 8-bit" : dt == LMC_F16 ? ", f16" : ", bf16");
     return ok ? 0 : 1;
 }

@@ -508,6 +508,37 @@ static void test_adapter_and_fuse(void) {
     free(work);
 }
 
+/* lmc make-model --q8 and --f16: the checkpoints say so (lmc info) and
+ * generate; --f16 with a quantisation is refused before anything is
+ * written. */
+static void test_make_model_kinds(void) {
+    char tmpl[] = "/tmp/lmc-cli-kinds-XXXXXX";
+    char *dir = mkdtemp(tmpl), cmd[8192];
+    CHECK(dir != NULL);
+    if (!dir) return;
+    const char *flag[2] = {"--q8", "--f16"}, *want[2] = {"8-bit, group size 32", "(float16)"};
+    for (int k = 0; k < 2; k++) {
+        snprintf(cmd, sizeof cmd, "%s/lmc make-model --preset tiny-qwen3 %s --group-size 32 --tokenizer %s/qwen3 -o %s/m%d >/dev/null 2>&1",
+                 LMC_BUILD_DIR, flag[k], LMC_TOKENIZER_DIR, dir, k);
+        CHECK(system(cmd) == 0);
+        char *out = NULL;
+        snprintf(cmd, sizeof cmd, "%s/lmc info -m %s/m%d 2>&1", LMC_BUILD_DIR, dir, k);
+        CHECK(run(cmd, &out) == 0);
+        CHECKF(out && strstr(out, want[k]), "%s: %s", flag[k], out ? out : "");
+        free(out);
+        out = NULL;
+        snprintf(cmd, sizeof cmd, "%s/lmc generate -m %s/m%d --prompt-ids 1,2,3 --max-tokens 4 --temperature 0 --ignore-eos 2>&1",
+                 LMC_BUILD_DIR, dir, k);
+        CHECKF(run(cmd, &out) == 0, "%s: %s", flag[k], out ? out : "");
+        free(out);
+    }
+    snprintf(cmd, sizeof cmd, "%s/lmc make-model --preset tiny-qwen3 --q4 --f16 -o %s/bad 2>/dev/null; test $? -eq 2 && test ! -e %s/bad",
+             LMC_BUILD_DIR, dir, dir);
+    CHECK(system(cmd) == 0);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CHECK(system(cmd) == 0);
+}
+
 /* Two chat turns on a tiny model with Qwen 3's vocabulary: the second
  * computes only what is new (the prompt cache), and --no-prompt-cache
  * computes it all; the replies are the same. */
@@ -672,6 +703,7 @@ int main(void) {
     RUN(test_usage_errors);
     RUN(test_bench_cores);
     RUN(test_adapter_and_fuse);
+    RUN(test_make_model_kinds);
     RUN(test_chat_turns);
     RUN(test_chat_tools);
     model_fixture_cleanup(g_dir);
