@@ -105,6 +105,57 @@ struct lmc_qmm_plan {
 #define LMC_QMM_STREAMS 4
 #define LMC_QMM_STREAM_ROWS 256
 
+/* The kernel and kernel_streams functions of a SIMD path, one per width (4
+ * or 8 bits) and scale dtype, written once for every path: the path's file
+ * defines, before it expands these, the always-inline
+ *   kernel_rows(p, n, w, xp, sx, NR, MR, SDT, BITS, RS, res_step, res)
+ *     NR weight rows n + j*RS with MR rows of x: res[j*MR + r], or with
+ *     RS > 1 (one x row, rows of separate streams) res[j*res_step];
+ *   kernel_chunked(p, n, nn, w, xp, sx, NR, MR, SDT, BITS, res)
+ *     the same for nn rows with K taken in chunks whose x stays in L1;
+ *   x_spills_l1(p, BITS, mr)   whether mr prepared x rows overflow L1.
+ * A kernel call takes nn weight rows 4 (or 2) at a time with one (or two)
+ * rows of x, where the accumulators fit in registers, one at a time with
+ * three or four; a streams call row i of each stream side by side, as four
+ * adjacent rows are (the same arithmetic per row). */
+#define LMC_QMM_KERNEL(BITS, SDT, NAME)                                                                                      \
+    static void NAME(const lmc_qmm_plan *p, int64_t n, int nn, const uint8_t *w, const uint8_t *xp, const float *sx, \
+                     int mr, float *res) {                                                                           \
+        int j = 0;                                                                                                   \
+        switch (mr) {                                                                                                \
+        case 1:                                                                                                      \
+            for (; j + 4 <= nn; j += 4) kernel_rows(p, n + j, w + j * p->row_bytes, xp, sx, 4, 1, SDT, BITS, 1, 1, res + j); \
+            for (; j < nn; j++) kernel_rows(p, n + j, w + j * p->row_bytes, xp, sx, 1, 1, SDT, BITS, 1, 1, res + j);         \
+            break;                                                                                                   \
+        case 2:                                                                                                      \
+            if (x_spills_l1(p, BITS, 2)) {                                                                           \
+                j = nn & ~1;                                                                                         \
+                kernel_chunked(p, n, j, w, xp, sx, 2, 2, SDT, BITS, res);                                            \
+            }                                                                                                        \
+            for (; j + 2 <= nn; j += 2) kernel_rows(p, n + j, w + j * p->row_bytes, xp, sx, 2, 2, SDT, BITS, 1, 1, res + 2 * j); \
+            for (; j < nn; j++) kernel_rows(p, n + j, w + j * p->row_bytes, xp, sx, 1, 2, SDT, BITS, 1, 1, res + 2 * j);     \
+            break;                                                                                                   \
+        case 3:                                                                                                      \
+            if (x_spills_l1(p, BITS, 3)) kernel_chunked(p, n, nn, w, xp, sx, 1, 3, SDT, BITS, res);                  \
+            else                                                                                                     \
+                for (; j < nn; j++) kernel_rows(p, n + j, w + j * p->row_bytes, xp, sx, 1, 3, SDT, BITS, 1, 1, res + 3 * j); \
+            break;                                                                                                   \
+        default:                                                                                                     \
+            if (x_spills_l1(p, BITS, 4)) kernel_chunked(p, n, nn, w, xp, sx, 1, 4, SDT, BITS, res);                  \
+            else                                                                                                     \
+                for (; j < nn; j++) kernel_rows(p, n + j, w + j * p->row_bytes, xp, sx, 1, 4, SDT, BITS, 1, 1, res + 4 * j); \
+            break;                                                                                                   \
+        }                                                                                                            \
+    }
+
+#define LMC_QMM_KERNEL_STREAMS(BITS, SDT, NAME)                                                                              \
+    static void NAME(const lmc_qmm_plan *p, int64_t n, int64_t stride, int nn, const uint8_t *xp, const float *sx, \
+                     float *res) {                                                                                   \
+        for (int i = 0; i < nn; i++)                                                                                 \
+            kernel_rows(p, n + i, p->wq + (size_t)(n + i) * p->row_bytes, xp, sx, LMC_QMM_STREAMS, 1, SDT, BITS,     \
+                        stride, nn, res + i);                                                                        \
+    }
+
 /* Fills what every SIMD path sets alike — shapes, pointers, dtypes, gshift,
  * gidx (lane l covers u32 word l), mr = 4, nr = 1 — and zeroes the
  * rest; the path then sets its own x layout, kernel and any other values. */

@@ -238,97 +238,6 @@ static inline __attribute__((always_inline)) void rows_finish(const lmc_qmm_plan
     }
 }
 
-/* NR weight rows n + j*RS (bytes at w + j*RS*row_bytes) with MR rows of x. */
-static inline __attribute__((always_inline)) void kernel4_rows(const lmc_qmm_plan *p, int64_t n, const uint8_t *w,
-                                                               const uint8_t *xp, const float *sx, const int NR,
-                                                               const int MR, const lmc_dtype SDT, int64_t RS,
-                                                               int res_step, float *res) {
-    __m256 acc[4];
-    for (int i = 0; i < 4; i++) acc[i] = _mm256_setzero_ps();
-    kernel4_blocks(p, n, w, xp, 0, (p->K + 127) / 128, NR, MR, SDT, RS, acc);
-    rows_finish(p, n, sx, NR, MR, SDT, RS, res_step, acc, res);
-}
-
-/* Bytes of prepared x rows a call keeps in L1 while it goes through its
- * weight rows (as the AVX-512 kernel, whose x takes the same 384 bytes a
- * block). */
-enum { X_L1_BYTES = 24576 };
-
-static inline bool x_spills_l1(const lmc_qmm_plan *p, int mr) { return (p->K + 127) / 128 * 384 * mr > X_L1_BYTES; }
-
-/* nn weight rows (NR at a time) with MR >= 2 rows of x, the blocks taken in
- * chunks whose x parts fit X_L1_BYTES, each chunk through all nn rows, the
- * accumulators kept in memory between chunks: the same additions in the
- * same order as kernel4_rows, so the same bits. */
-static inline __attribute__((always_inline)) void kernel4_chunked(const lmc_qmm_plan *p, int64_t n, int nn,
-                                                                  const uint8_t *w, const uint8_t *xp,
-                                                                  const float *sx, const int NR, const int MR,
-                                                                  const lmc_dtype SDT, float *res) {
-    __m256 keep[32 * 4]; /* nn <= p->nr = 32 rows by MR <= 4 x rows, 4 KiB */
-    const int64_t nblk = (p->K + 127) / 128, chunk = X_L1_BYTES / (MR * 384) > 0 ? X_L1_BYTES / (MR * 384) : 1;
-    for (int i = 0; i < nn * MR; i++) keep[i] = _mm256_setzero_ps();
-    for (int64_t b0 = 0; b0 < nblk; b0 += chunk) {
-        int64_t b1 = b0 + chunk < nblk ? b0 + chunk : nblk;
-        for (int j = 0; j < nn; j += NR) {
-            __m256 acc[4];
-            for (int i = 0; i < NR * MR; i++) acc[i] = keep[j * MR + i];
-            kernel4_blocks(p, n + j, w + (size_t)j * p->row_bytes, xp, b0, b1, NR, MR, SDT, 1, acc);
-            for (int i = 0; i < NR * MR; i++) keep[j * MR + i] = acc[i];
-        }
-    }
-    for (int j = 0; j < nn; j += NR) rows_finish(p, n + j, sx, NR, MR, SDT, 1, 1, keep + j * MR, res + j * MR);
-}
-
-/* One instance per scale dtype: nn weight rows, 4 (or 2) at a time with
- * one or two rows of x, one at a time with three or four. */
-#define KERNEL4(SDT, NAME)                                                                                           \
-    static void NAME(const lmc_qmm_plan *p, int64_t n, int nn, const uint8_t *w, const uint8_t *xp, const float *sx, \
-                     int mr, float *res) {                                                                           \
-        int j = 0;                                                                                                   \
-        switch (mr) {                                                                                                \
-        case 1:                                                                                                      \
-            for (; j + 4 <= nn; j += 4) kernel4_rows(p, n + j, w + j * p->row_bytes, xp, sx, 4, 1, SDT, 1, 1, res + j);    \
-            for (; j < nn; j++) kernel4_rows(p, n + j, w + j * p->row_bytes, xp, sx, 1, 1, SDT, 1, 1, res + j);            \
-            break;                                                                                                   \
-        case 2:                                                                                                      \
-            if (x_spills_l1(p, 2)) {                                                                                 \
-                j = nn & ~1;                                                                                         \
-                kernel4_chunked(p, n, j, w, xp, sx, 2, 2, SDT, res);                                                 \
-            }                                                                                                        \
-            for (; j + 2 <= nn; j += 2) kernel4_rows(p, n + j, w + j * p->row_bytes, xp, sx, 2, 2, SDT, 1, 1, res + 2 * j); \
-            for (; j < nn; j++) kernel4_rows(p, n + j, w + j * p->row_bytes, xp, sx, 1, 2, SDT, 1, 1, res + 2 * j);        \
-            break;                                                                                                   \
-        case 3:                                                                                                      \
-            if (x_spills_l1(p, 3)) kernel4_chunked(p, n, nn, w, xp, sx, 1, 3, SDT, res);                             \
-            else                                                                                                     \
-                for (; j < nn; j++) kernel4_rows(p, n + j, w + j * p->row_bytes, xp, sx, 1, 3, SDT, 1, 1, res + 3 * j);    \
-            break;                                                                                                   \
-        default:                                                                                                     \
-            if (x_spills_l1(p, 4)) kernel4_chunked(p, n, nn, w, xp, sx, 1, 4, SDT, res);                             \
-            else                                                                                                     \
-                for (; j < nn; j++) kernel4_rows(p, n + j, w + j * p->row_bytes, xp, sx, 1, 4, SDT, 1, 1, res + 4 * j);    \
-            break;                                                                                                   \
-        }                                                                                                            \
-    }
-KERNEL4(LMC_F32, kernel4_f32)
-KERNEL4(LMC_BF16, kernel4_bf16)
-KERNEL4(LMC_F16, kernel4_f16)
-#undef KERNEL4
-
-/* kernel_streams: row i of each of the four streams side by side, as four
- * adjacent rows are above (the same arithmetic per row). */
-#define KERNEL4_STREAMS(SDT, NAME)                                                                                   \
-    static void NAME(const lmc_qmm_plan *p, int64_t n, int64_t stride, int nn, const uint8_t *xp, const float *sx, \
-                     float *res) {                                                                                   \
-        for (int i = 0; i < nn; i++)                                                                                 \
-            kernel4_rows(p, n + i, p->wq + (size_t)(n + i) * p->row_bytes, xp, sx, LMC_QMM_STREAMS, 1, SDT, stride,   \
-                         nn, res + i);                                                                               \
-    }
-KERNEL4_STREAMS(LMC_F32, kernel4_streams_f32)
-KERNEL4_STREAMS(LMC_BF16, kernel4_streams_bf16)
-KERNEL4_STREAMS(LMC_F16, kernel4_streams_f16)
-#undef KERNEL4_STREAMS
-
 /* 8 bits: block b (32 elements, u32 lane j holding 4j..4j+3 in bytes t =
  * 0..3) of NR weight rows (row j's bytes at w + j*RS*row_bytes, its scales
  * at s_row + j*RS*G) with MR rows of x; a block is within one group. */
@@ -359,59 +268,88 @@ static inline __attribute__((always_inline)) void block8(const lmc_qmm_plan *p, 
     }
 }
 
-/* NR 8-bit weight rows n + j*RS (bytes at w + j*RS*row_bytes) with MR rows
- * of x, results as rows_finish stores them. */
-static inline __attribute__((always_inline)) void kernel8_rows(const lmc_qmm_plan *p, int64_t n, const uint8_t *w,
-                                                               const uint8_t *xp, const float *sx, const int NR,
-                                                               const int MR, const lmc_dtype SDT, int64_t RS,
-                                                               int res_step, float *res) {
-    __m256 acc[4];
-    for (int i = 0; i < 4; i++) acc[i] = _mm256_setzero_ps();
+/* Blocks [b0, b1) of NR 8-bit weight rows n + j*RS (bytes at w +
+ * j*RS*row_bytes) with MR rows of x, added into acc[j*MR + r]. */
+static inline __attribute__((always_inline)) void kernel8_blocks(const lmc_qmm_plan *p, int64_t n, const uint8_t *w,
+                                                                 const uint8_t *xp, int64_t b0, int64_t b1,
+                                                                 const int NR, const int MR, const lmc_dtype SDT,
+                                                                 int64_t RS, __m256 *acc) {
     const void *s_row = (const char *)p->scales + (size_t)(n * p->G) * (SDT == LMC_F32 ? 4 : 2);
     const size_t call_bytes = (RS > 1 ? 1 : NR) * p->row_bytes, pf_l2 = (PREFETCH_L2 + call_bytes - 1) / call_bytes * call_bytes;
-    for (int64_t b = 0; b < p->K / 32; b++) block8(p, w, s_row, xp, b, NR, MR, SDT, pf_l2, RS, acc);
+    for (int64_t b = b0; b < b1; b++) block8(p, w, s_row, xp, b, NR, MR, SDT, pf_l2, RS, acc);
+}
+
+/* --- what the 4- and 8-bit kernels share ------------------------------- */
+
+/* A row's blocks (4 bits: 128 elements, x as 384 bytes of parts; 8 bits: 32
+ * elements, x as 128 bytes of f32; K is a multiple of 32) and their sums. */
+static inline int64_t row_blocks(const lmc_qmm_plan *p, const int BITS) { return BITS == 4 ? (p->K + 127) / 128 : p->K / 32; }
+
+static inline __attribute__((always_inline)) void kernel_blocks(const lmc_qmm_plan *p, int64_t n, const uint8_t *w,
+                                                                const uint8_t *xp, int64_t b0, int64_t b1, const int NR,
+                                                                const int MR, const lmc_dtype SDT, const int BITS,
+                                                                int64_t RS, __m256 *acc) {
+    if (BITS == 4) kernel4_blocks(p, n, w, xp, b0, b1, NR, MR, SDT, RS, acc);
+    else kernel8_blocks(p, n, w, xp, b0, b1, NR, MR, SDT, RS, acc);
+}
+
+/* NR weight rows n + j*RS (bytes at w + j*RS*row_bytes) with MR rows of x. */
+static inline __attribute__((always_inline)) void kernel_rows(const lmc_qmm_plan *p, int64_t n, const uint8_t *w,
+                                                              const uint8_t *xp, const float *sx, const int NR,
+                                                              const int MR, const lmc_dtype SDT, const int BITS,
+                                                              int64_t RS, int res_step, float *res) {
+    __m256 acc[4];
+    for (int i = 0; i < 4; i++) acc[i] = _mm256_setzero_ps();
+    kernel_blocks(p, n, w, xp, 0, row_blocks(p, BITS), NR, MR, SDT, BITS, RS, acc);
     rows_finish(p, n, sx, NR, MR, SDT, RS, res_step, acc, res);
 }
 
-/* One instance per scale dtype: nn weight rows, 4 at a time with one row
- * of x, 2 with two, one at a time with three or four. */
-#define KERNEL8(SDT, NAME)                                                                                           \
-    static void NAME(const lmc_qmm_plan *p, int64_t n, int nn, const uint8_t *w, const uint8_t *xp, const float *sx, \
-                     int mr, float *res) {                                                                           \
-        int j = 0;                                                                                                   \
-        switch (mr) {                                                                                                \
-        case 1:                                                                                                      \
-            for (; j + 4 <= nn; j += 4) kernel8_rows(p, n + j, w + j * p->row_bytes, xp, sx, 4, 1, SDT, 1, 1, res + j);    \
-            for (; j < nn; j++) kernel8_rows(p, n + j, w + j * p->row_bytes, xp, sx, 1, 1, SDT, 1, 1, res + j);            \
-            break;                                                                                                   \
-        case 2:                                                                                                      \
-            for (; j + 2 <= nn; j += 2) kernel8_rows(p, n + j, w + j * p->row_bytes, xp, sx, 2, 2, SDT, 1, 1, res + 2 * j); \
-            for (; j < nn; j++) kernel8_rows(p, n + j, w + j * p->row_bytes, xp, sx, 1, 2, SDT, 1, 1, res + 2 * j);        \
-            break;                                                                                                   \
-        case 3:                                                                                                      \
-            for (; j < nn; j++) kernel8_rows(p, n + j, w + j * p->row_bytes, xp, sx, 1, 3, SDT, 1, 1, res + 3 * j);        \
-            break;                                                                                                   \
-        default:                                                                                                     \
-            for (; j < nn; j++) kernel8_rows(p, n + j, w + j * p->row_bytes, xp, sx, 1, 4, SDT, 1, 1, res + 4 * j);        \
-            break;                                                                                                   \
-        }                                                                                                            \
-    }
-KERNEL8(LMC_F32, kernel8_f32)
-KERNEL8(LMC_BF16, kernel8_bf16)
-KERNEL8(LMC_F16, kernel8_f16)
-#undef KERNEL8
+/* Bytes of prepared x rows a call keeps in L1 while it goes through its
+ * weight rows (as the AVX-512 kernels). */
+enum { X_L1_BYTES = 24576 };
 
-#define KERNEL8_STREAMS(SDT, NAME)                                                                                   \
-    static void NAME(const lmc_qmm_plan *p, int64_t n, int64_t stride, int nn, const uint8_t *xp, const float *sx, \
-                     float *res) {                                                                                   \
-        for (int i = 0; i < nn; i++)                                                                                 \
-            kernel8_rows(p, n + i, p->wq + (size_t)(n + i) * p->row_bytes, xp, sx, LMC_QMM_STREAMS, 1, SDT, stride,   \
-                         nn, res + i);                                                                               \
+static inline size_t x_block_bytes(const int BITS) { return BITS == 4 ? 384 : 128; }
+
+static inline bool x_spills_l1(const lmc_qmm_plan *p, const int BITS, int mr) {
+    return (size_t)row_blocks(p, BITS) * x_block_bytes(BITS) * (size_t)mr > X_L1_BYTES;
+}
+
+/* nn weight rows (NR at a time) with MR >= 2 rows of x, the blocks taken in
+ * chunks whose x fits X_L1_BYTES, each chunk through all nn rows, the
+ * accumulators kept in memory between chunks: the same additions in the
+ * same order as kernel_rows, so the same bits. */
+static inline __attribute__((always_inline)) void kernel_chunked(const lmc_qmm_plan *p, int64_t n, int nn,
+                                                                 const uint8_t *w, const uint8_t *xp, const float *sx,
+                                                                 const int NR, const int MR, const lmc_dtype SDT,
+                                                                 const int BITS, float *res) {
+    __m256 keep[32 * 4]; /* nn <= p->nr = 32 rows by MR <= 4 x rows, 4 KiB */
+    const int64_t nblk = row_blocks(p, BITS), per = (int64_t)(X_L1_BYTES / (MR * x_block_bytes(BITS))),
+                  chunk = per > 0 ? per : 1;
+    for (int i = 0; i < nn * MR; i++) keep[i] = _mm256_setzero_ps();
+    for (int64_t b0 = 0; b0 < nblk; b0 += chunk) {
+        int64_t b1 = b0 + chunk < nblk ? b0 + chunk : nblk;
+        for (int j = 0; j < nn; j += NR) {
+            __m256 acc[4];
+            for (int i = 0; i < NR * MR; i++) acc[i] = keep[j * MR + i];
+            kernel_blocks(p, n + j, w + (size_t)j * p->row_bytes, xp, b0, b1, NR, MR, SDT, BITS, 1, acc);
+            for (int i = 0; i < NR * MR; i++) keep[j * MR + i] = acc[i];
+        }
     }
-KERNEL8_STREAMS(LMC_F32, kernel8_streams_f32)
-KERNEL8_STREAMS(LMC_BF16, kernel8_streams_bf16)
-KERNEL8_STREAMS(LMC_F16, kernel8_streams_f16)
-#undef KERNEL8_STREAMS
+    for (int j = 0; j < nn; j += NR) rows_finish(p, n + j, sx, NR, MR, SDT, 1, 1, keep + j * MR, res + j * MR);
+}
+
+LMC_QMM_KERNEL(4, LMC_F32, kernel4_f32)
+LMC_QMM_KERNEL(4, LMC_BF16, kernel4_bf16)
+LMC_QMM_KERNEL(4, LMC_F16, kernel4_f16)
+LMC_QMM_KERNEL(8, LMC_F32, kernel8_f32)
+LMC_QMM_KERNEL(8, LMC_BF16, kernel8_bf16)
+LMC_QMM_KERNEL(8, LMC_F16, kernel8_f16)
+LMC_QMM_KERNEL_STREAMS(4, LMC_F32, kernel4_streams_f32)
+LMC_QMM_KERNEL_STREAMS(4, LMC_BF16, kernel4_streams_bf16)
+LMC_QMM_KERNEL_STREAMS(4, LMC_F16, kernel4_streams_f16)
+LMC_QMM_KERNEL_STREAMS(8, LMC_F32, kernel8_streams_f32)
+LMC_QMM_KERNEL_STREAMS(8, LMC_BF16, kernel8_streams_bf16)
+LMC_QMM_KERNEL_STREAMS(8, LMC_F16, kernel8_streams_f16)
 
 lmc_status lmc_quantized_matmul_avx2(lmc_array *out, const lmc_array *x, const lmc_array *wq,
                                      const lmc_array *scales, const lmc_array *biases, int group_size, int bits) {
