@@ -383,6 +383,27 @@ static void test_thread_determinism(void) {
     for (int i = 0; i < 7; i++) lmc_array_free(arr[i]);
 }
 
+/* The blocked GEMM with several n-tiles (N > 256), where a thread keeps its
+ * m-block of A packed across them: m-blocks of several m-tiles (two
+ * threads split M when there are few n-tiles), batches that cannot be
+ * folded, both layouts of b, on one and two threads, against the scalar
+ * oracle. */
+static void test_gemm_tiles(void) {
+    int64_t sa[3] = {3, 80, 300}, sb[3] = {3, 300, 600}, sx[2] = {130, 200}, sw[2] = {200, 700}, sw2[2] = {200, 300};
+    lmc_array *a = rnd(LMC_F32, 3, sa), *b = rnd(LMC_BF16, 3, sb), *x = rnd(LMC_F32, 2, sx);
+    lmc_array *wt = rnd_t(LMC_BF16, 2, sw), *w2 = rnd(LMC_F16, 2, sw2);
+    int before = lmc_num_threads();
+    for (int t = 1; t <= 2; t++) {
+        lmc_set_num_threads(t);
+        check_paths(a, b, t == 1 ? "[3,80,300] @ [3,300,600] bf16, 1 thread" : "[3,80,300] @ [3,300,600] bf16, 2 threads");
+        check_paths(x, wt, t == 1 ? "[130,200] @ (700x200)^T bf16, 1 thread" : "[130,200] @ (700x200)^T bf16, 2 threads");
+        check_paths(x, w2, t == 1 ? "[130,200] @ [200,300] f16, 1 thread" : "[130,200] @ [200,300] f16, 2 threads");
+    }
+    lmc_set_num_threads(before);
+    lmc_array *arr[] = {a, b, x, wt, w2};
+    for (int i = 0; i < 5; i++) lmc_array_free(arr[i]);
+}
+
 /* A row of x gives the same output row, bit for bit, whether it comes in a
  * batch of 16 rows or of 40, on 1 or 2 threads (every SIMD path: AMX runs
  * up to 32 rows over all of K at once, AVX-512 and AVX2 up to 64 rows
@@ -497,6 +518,7 @@ int main(void) {
     RUN(test_small_m);
     RUN(test_nonfinite);
     RUN(test_thread_determinism);
+    RUN(test_gemm_tiles);
     RUN(test_rows_independent_of_m);
     RUN(test_gemv_streams);
     CHECK(lmc_live_arrays() == 0);

@@ -35,6 +35,7 @@ enum {
     GEMV_STREAM_ROWS = 64, /* one x row: a piece of at least streams x this many rows is read as streams */
     KC = 256,             /* K block of the GEMM */
     NB = 256,             /* N block of the GEMM (a multiple of every nr) */
+    APACK_MAX_FLOATS = 2 << 20, /* a thread keeps its m-block of A packed (all of K) up to this size */
 };
 
 /* --- the 2-d problem per batch ----------------------------------------------- */
@@ -54,6 +55,10 @@ typedef struct mm_job {
     int64_t mblock, mtiles, ntiles;
     float *scratch; /* per thread (GEMM) */
     size_t scratch_floats;
+    /* per thread: the m-block of A packed for all of K (apack_floats each, 0: packed per K block
+     * instead), and which (batch, m-tile) it holds (-1: none) */
+    size_t apack_floats;
+    int64_t *apack_key;
     _Atomic bool out_of_memory; /* a GEMV thread found no work space */
 } mm_job;
 
@@ -244,6 +249,7 @@ static void gemm_task(void *ctx, int64_t t0, int64_t t1, int thread) {
     float *ap = bp + KC * NB;                                      /* KC * mr */
     float *tile = ap + KC * mr;                                    /* mr * nr */
     float *cbuf = tile + mr * nr;                                  /* mblock * NB when not direct */
+    float *apack = cbuf + (j->direct_out ? 0 : (size_t)j->mblock * NB); /* apack_floats */
     for (int64_t t = t0; t < t1; t++) {
         int64_t bi = t / (j->mtiles * j->ntiles), rest = t % (j->mtiles * j->ntiles);
         int64_t mstart = rest / j->ntiles * j->mblock, n0 = rest % j->ntiles * NB;
@@ -260,13 +266,24 @@ static void gemm_task(void *ctx, int64_t t0, int64_t t1, int thread) {
             c = cbuf;
             ldc = NB;
         }
+        /* Tasks go to threads in runs of consecutive n-tiles of one m-tile: pack that m-block of A
+         * once for all of K and all its n-tiles (the lm_head's product has ~600 of them) */
+        bool cached = j->apack_floats > 0;
+        if (cached && j->apack_key[thread] != t / j->ntiles) {
+            for (int64_t m0 = mstart; m0 < mend; m0 += mr)
+                for (int64_t k0 = 0; k0 < j->K; k0 += KC)
+                    pack_a(j, off[1], m0, mend - m0 < mr ? (int)(mend - m0) : mr, k0, j->K - k0 < KC ? j->K - k0 : KC,
+                           apack + (m0 - mstart) * j->K + k0 * mr);
+            j->apack_key[thread] = t / j->ntiles;
+        }
         for (int64_t k0 = 0; k0 < j->K; k0 += KC) {
             int64_t kl = j->K - k0 < KC ? j->K - k0 : KC;
             bool accumulate = k0 > 0;
             pack_b(j, off[2], k0, kl, n0, nw, bp);
             for (int64_t m0 = mstart; m0 < mend; m0 += mr) {
                 int rows = mend - m0 < mr ? (int)(mend - m0) : mr;
-                pack_a(j, off[1], m0, rows, k0, kl, ap);
+                if (cached) ap = apack + (m0 - mstart) * j->K + k0 * mr;
+                else pack_a(j, off[1], m0, rows, k0, kl, ap);
                 float *crow = c + (m0 - mstart) * ldc;
                 for (int64_t p = 0; p * nr < nw; p++) {
                     int64_t cols = nw - p * nr < nr ? nw - p * nr : nr;
@@ -383,16 +400,26 @@ lmc_status lmc_cpu_matmul_blocked(lmc_array *out, const lmc_array *a, const lmc_
         j.mblock = (j.M + msplit - 1) / msplit;
         j.mblock = (j.mblock + isa->mr - 1) / isa->mr * isa->mr;
         j.mtiles = (j.M + j.mblock - 1) / j.mblock;
+        /* the m-block's panels of mr rows, each all of K */
+        size_t apack = (size_t)j.mblock * (size_t)j.K;
+        j.apack_floats = j.ntiles > 1 && apack <= APACK_MAX_FLOATS ? apack : 0;
         j.scratch_floats = (size_t)KC * NB + (size_t)KC * isa->mr + (size_t)isa->mr * isa->nr +
-                           (j.direct_out ? 0 : (size_t)j.mblock * NB);
+                           (j.direct_out ? 0 : (size_t)j.mblock * NB) + j.apack_floats;
         j.scratch_floats = (j.scratch_floats + 15) / 16 * 16; /* keep each thread's block 64-byte aligned */
         j.scratch = aligned_alloc(64, (size_t)nthreads * j.scratch_floats * sizeof(float));
-        if (!j.scratch) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "lmc_matmul: out of memory");
+        j.apack_key = malloc((size_t)nthreads * sizeof *j.apack_key);
+        if (!j.scratch || !j.apack_key) {
+            free(j.scratch);
+            free(j.apack_key);
+            return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "lmc_matmul: out of memory");
+        }
+        for (int i = 0; i < nthreads; i++) j.apack_key[i] = -1;
         int64_t tasks = j.nbatch * j.mtiles * j.ntiles;
         int64_t work = j.mblock * j.K * NB;
         lmc_parallel_for(tasks, work >= 32768 ? 1 : 32768 / work + 1, gemm_task, &j);
     }
     free(j.scratch);
+    free(j.apack_key);
     free(owned);
     return st;
 }
