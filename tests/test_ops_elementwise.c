@@ -184,6 +184,32 @@ static void test_binary_values(void) {
     lmc_array_free(B);
 }
 
+/* f32 x and y with a bool condition (attention's masks): broadcast rows
+ * and scalars, a transposed condition, -inf, the same values as selected. */
+static void test_where_f32(void) {
+    int64_t s23[2] = {2, 3}, s32[2] = {3, 2}, t[2] = {1, 3};
+    lmc_array *c = vec(LMC_BOOL, 6, (double[]){1, 0, 1, 0, 0, 1});
+    lmc_array *cv = lmc_array_view(c->buf, 0, LMC_BOOL, 2, s23, (int64_t[]){3, 1});
+    lmc_array *ct = lmc_array_view(c->buf, 0, LMC_BOOL, 2, s32, (int64_t[]){1, 3}); /* [[1,0],[0,0],[1,1]] */
+    lmc_array *x = vec(LMC_F32, 6, (double[]){1.5, 2.5, -INFINITY, 4.25, 5, 6});
+    lmc_array *xv = lmc_array_view(x->buf, 0, LMC_F32, 2, s23, (int64_t[]){3, 1});
+    lmc_array *row = lmc_array_view(x->buf, 0, LMC_F32, 2, t, (int64_t[]){3, 1}); /* [1.5, 2.5, -inf] */
+    lmc_array *ninf = lmc_scalar(-INFINITY, LMC_F32);
+    lmc_array *r = lmc_where(cv, xv, ninf);
+    check_values(r, LMC_F32, 6, (double[]){1.5, -INFINITY, -INFINITY, -INFINITY, -INFINITY, 6}, 0, "where f32 scalar y");
+    lmc_array_free(r);
+    r = lmc_where(cv, ninf, row); /* y broadcast along rows */
+    check_values(r, LMC_F32, 6, (double[]){-INFINITY, 2.5, -INFINITY, 1.5, 2.5, -INFINITY}, 0, "where f32 row y");
+    lmc_array_free(r);
+    lmc_array *x32 = lmc_array_view(x->buf, 0, LMC_F32, 2, s32, (int64_t[]){2, 1}); /* [[1.5,2.5],[-inf,4.25],[5,6]] */
+    lmc_array *zero = lmc_scalar(0.0, LMC_F32);
+    r = lmc_where(ct, x32, zero);
+    check_values(r, LMC_F32, 6, (double[]){1.5, 0, 0, 0, 5, 6}, 0, "where f32 transposed condition");
+    lmc_array_free(r);
+    lmc_array *list[] = {c, cv, ct, x, xv, row, ninf, x32, zero};
+    for (size_t i = 0; i < sizeof list / sizeof *list; i++) lmc_array_free(list[i]);
+}
+
 static void test_where(void) {
     lmc_array *c = vec(LMC_BOOL, 4, (double[]){1, 0, 0, 1});
     lmc_array *x = vec(LMC_F32, 4, (double[]){1, 2, 3, 4});
@@ -526,6 +552,7 @@ int main(void) {
     RUN(test_gelu_tanh_formula);
     RUN(test_binary_values);
     RUN(test_where);
+    RUN(test_where_f32);
     RUN(test_astype);
     RUN(test_astype_float16_paths);
     RUN(test_errors);

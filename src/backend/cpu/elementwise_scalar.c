@@ -188,6 +188,20 @@ typedef struct where_ctx {
 
 static void where_row(void *ctx, char *const *p, const int64_t *inner, int64_t n) {
     where_ctx *c = ctx;
+    if (c->out_dt == LMC_F32 && c->c_dt == LMC_BOOL && c->x_dt == LMC_F32 && c->y_dt == LMC_F32) {
+        /* the masks of attention's backward pass: the same values without the round trip through double */
+        const uint8_t *cp = (const uint8_t *)p[1];
+        const char *xp = p[2], *yp = p[3];
+        float *op = (float *)p[0];
+        for (int64_t i = 0; i < n; i++) {
+            float xv, yv;
+            memcpy(&xv, xp + i * inner[2], sizeof xv);
+            memcpy(&yv, yp + i * inner[3], sizeof yv);
+            float v = cp[i * inner[1]] ? xv : yv;
+            memcpy((char *)op + i * inner[0], &v, sizeof v);
+        }
+        return;
+    }
     for (int64_t i = 0; i < n; i++) {
         bool take_x = lmc_load_f64(p[1] + i * inner[1], c->c_dt) != 0.0;
         double v = take_x ? lmc_load_f64(p[2] + i * inner[2], c->x_dt) : lmc_load_f64(p[3] + i * inner[3], c->y_dt);
