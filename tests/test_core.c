@@ -257,6 +257,47 @@ static void test_scopes(void) {
 /* Freed small buffers are reused (memory.c's cache): live arrays never
  * share storage, a reused buffer holds its new size and one reference, the
  * accounting returns to where it was, and the limit still applies. */
+/* The hold of large freed buffers: none outside a hold; inside, a freed
+ * 1 MiB buffer serves the next allocation of its size (zeros asked for are
+ * zeros), another size gets fresh memory, the held bytes stay within a
+ * quarter of the peak, and the last end frees them. */
+static void test_buffer_hold(void) {
+    lmc_memory_stats m0 = lmc_memory(LMC_CPU);
+    int64_t n = 262144, other = 300000; /* 1 MiB of f32, and more */
+    lmc_array_free(lmc_zeros(LMC_F32, 1, &n));
+    CHECK(lmc_buffer_held_bytes() == 0);
+    lmc_buffer_hold_begin();
+    lmc_buffer_hold_begin(); /* nested */
+    lmc_array *big[8];
+    for (int i = 0; i < 8; i++) big[i] = lmc_zeros(LMC_F32, 1, &n); /* a peak of 8 MiB or more */
+    void *first = big[0]->buf->data;
+    for (int64_t j = 0; j < n; j++) ((float *)lmc_array_data(big[0]))[j] = 7.0f;
+    for (int i = 0; i < 8; i++) lmc_array_free(big[i]);
+    size_t held = lmc_buffer_held_bytes();
+    lmc_array *again = lmc_zeros(LMC_F32, 1, &n), *fresh = lmc_zeros(LMC_F32, 1, &other);
+    int64_t nonzero = 0;
+    for (int64_t j = 0; j < n; j++) nonzero += ((const float *)lmc_array_data(again))[j] != 0.0f;
+    CHECK(nonzero == 0);
+#if defined(__SANITIZE_ADDRESS__)
+    CHECK(held == 0); /* sanitizer builds hold nothing: AddressSanitizer must see every free */
+    (void)first;
+#else
+    CHECKF(held >= ((size_t)1 << 20) && held <= lmc_memory(LMC_CPU).peak_bytes / 4, "held %zu of peak %zu", held,
+           lmc_memory(LMC_CPU).peak_bytes);
+    CHECK(again->buf->data == first); /* the first one freed */
+    CHECK(fresh && lmc_buffer_held_bytes() == held - ((size_t)1 << 20)); /* none of fresh's size was held */
+#endif
+    lmc_array_free(again);
+    lmc_array_free(fresh);
+    lmc_buffer_hold_end();
+    CHECK(lmc_buffer_held_bytes() > 0 || held == 0); /* the outer hold is still open */
+    lmc_buffer_hold_end();
+    CHECK(lmc_buffer_held_bytes() == 0);
+    lmc_buffer_hold_end(); /* an end without a begin does nothing */
+    lmc_array_free(lmc_zeros(LMC_F32, 1, &n));
+    CHECK(lmc_buffer_held_bytes() == 0 && lmc_memory(LMC_CPU).active_bytes == m0.active_bytes);
+}
+
 static void test_buffer_reuse(void) {
     lmc_memory_stats m0 = lmc_memory(LMC_CPU);
     enum { N = 40 };
@@ -585,6 +626,7 @@ int main(void) {
     RUN(test_scopes);
     RUN(test_memory_limit);
     RUN(test_buffer_reuse);
+    RUN(test_buffer_hold);
     RUN(test_threadpool);
     RUN(test_threadpool_many_small);
     RUN(test_threadpool_split);

@@ -46,6 +46,13 @@ lmc_buffer *lmc_buffer_alloc(lmc_device dev, size_t nbytes);
 lmc_buffer *lmc_buffer_wrap(void *data, size_t nbytes, lmc_device dev, void (*release)(void *), void *ctx);
 void lmc_buffer_retain(lmc_buffer *b);
 void lmc_buffer_release(lmc_buffer *b);
+/* While a hold is open (begin/end pairs nest), freed CPU buffers of 256 KiB
+ * or more are kept, up to a quarter of the peak of allocated bytes, for
+ * allocations of the same size (a training step's arrays come back every
+ * step); the last end frees them. lmc_buffer_held_bytes: how many are kept. */
+void lmc_buffer_hold_begin(void);
+void lmc_buffer_hold_end(void);
+size_t lmc_buffer_held_bytes(void);
 
 /* Device memory (core/device.c): allocation on a device other than the CPU,
  * and copies between any two devices (host <-> device copies are complete

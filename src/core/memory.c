@@ -112,6 +112,85 @@ static bool cache_put(lmc_buffer *b, int cls) {
     return kept;
 }
 
+/* --- large freed buffers held for reuse while a hold is open --------------
+ * A training step makes and drops the same large arrays every step
+ * (logits of [seq, vocab], activations of every layer). Given back to the
+ * system, each came back as fresh pages the kernel clears: ~10 % of a LoRA
+ * step. While a hold is open (lmc_train opens one), freed CPU buffers of
+ * HOLD_MIN bytes or more wait here, up to a quarter of the peak of
+ * allocated bytes in all, and an allocation of the same size takes one.
+ * The last lmc_buffer_hold_end frees them. Not in sanitizer builds. */
+enum { HOLD_MIN = 256 << 10, HOLD_SLOTS = 128 };
+
+static struct {
+    int depth;
+    int n;
+    size_t bytes;
+    lmc_buffer *slot[HOLD_SLOTS];
+    size_t alloc[HOLD_SLOTS];
+} g_hold;
+
+void lmc_buffer_hold_begin(void) {
+    pthread_mutex_lock(&g_cache.lock);
+    g_hold.depth++;
+    pthread_mutex_unlock(&g_cache.lock);
+}
+
+static void buffer_free_now(lmc_buffer *b) {
+    if (b->device == LMC_CPU) free(b->data);
+    else lmc_device_free(b->device, b->data);
+    free(b);
+}
+
+void lmc_buffer_hold_end(void) {
+    lmc_buffer *drop[HOLD_SLOTS];
+    int n = 0;
+    pthread_mutex_lock(&g_cache.lock);
+    if (g_hold.depth > 0 && --g_hold.depth == 0) {
+        n = g_hold.n;
+        memcpy(drop, g_hold.slot, (size_t)n * sizeof *drop);
+        g_hold.n = 0;
+        g_hold.bytes = 0;
+    }
+    pthread_mutex_unlock(&g_cache.lock);
+    for (int i = 0; i < n; i++) buffer_free_now(drop[i]);
+}
+
+size_t lmc_buffer_held_bytes(void) {
+    pthread_mutex_lock(&g_cache.lock);
+    size_t b = g_hold.bytes;
+    pthread_mutex_unlock(&g_cache.lock);
+    return b;
+}
+
+static lmc_buffer *hold_take(size_t alloc) {
+    lmc_buffer *b = NULL;
+    pthread_mutex_lock(&g_cache.lock);
+    for (int i = 0; i < g_hold.n; i++)
+        if (g_hold.alloc[i] == alloc) {
+            b = g_hold.slot[i];
+            g_hold.bytes -= alloc;
+            g_hold.slot[i] = g_hold.slot[--g_hold.n];
+            g_hold.alloc[i] = g_hold.alloc[g_hold.n];
+            break;
+        }
+    pthread_mutex_unlock(&g_cache.lock);
+    return b;
+}
+
+static bool hold_put(lmc_buffer *b, size_t alloc) {
+    bool kept = false;
+    pthread_mutex_lock(&g_cache.lock);
+    if (g_hold.depth > 0 && g_hold.n < HOLD_SLOTS && g_hold.bytes + alloc <= atomic_load(&g_mem[LMC_CPU].peak) / 4) {
+        g_hold.slot[g_hold.n] = b;
+        g_hold.alloc[g_hold.n++] = alloc;
+        g_hold.bytes += alloc;
+        kept = true;
+    }
+    pthread_mutex_unlock(&g_cache.lock);
+    return kept;
+}
+
 lmc_buffer *lmc_buffer_alloc(lmc_device dev, size_t nbytes) {
     if ((unsigned)dev >= LMC_DEVICE_COUNT) {
         lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "no device %d", (int)dev);
@@ -125,6 +204,7 @@ lmc_buffer *lmc_buffer_alloc(lmc_device dev, size_t nbytes) {
     int cls = -1;
     size_t alloc = alloc_size(nbytes, &cls);
     lmc_buffer *b = cls >= 0 ? cache_take(dev, cls) : NULL;
+    if (!b && LMC_BUFFER_CACHE && dev == LMC_CPU && alloc >= HOLD_MIN) b = hold_take(alloc);
     if (b) {
         b->nbytes = nbytes;
         atomic_init(&b->refcount, 1);
@@ -170,8 +250,9 @@ void lmc_buffer_release(lmc_buffer *b) {
     if (b->counted) {
         lmc_memory_unreserve(b->device, b->nbytes);
         int cls;
-        alloc_size(b->nbytes, &cls);
+        size_t alloc = alloc_size(b->nbytes, &cls);
         if (cls >= 0 && cache_put(b, cls)) return;
+        if (LMC_BUFFER_CACHE && b->device == LMC_CPU && alloc >= HOLD_MIN && hold_put(b, alloc)) return;
         if (b->device == LMC_CPU) free(b->data);
         else lmc_device_free(b->device, b->data);
     } else if (b->release) {

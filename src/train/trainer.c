@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/array.h"
 #include "core/error.h"
 #include "lmc/finetune.h"
 #include "runtime/model_internal.h"
@@ -200,6 +201,7 @@ lmc_status lmc_train(lmc_lora *lora, const lmc_dataset *train, const lmc_dataset
     else order_shuffle(&ord);
 
     lmc_memory_reset_peak(LMC_CPU);
+    lmc_buffer_hold_begin(); /* each step's large arrays are the last step's sizes */
     double t0 = lmc_now();
     lmc_lora_step_options so = lmc_lora_step_options_default();
     so.training = true;
@@ -249,6 +251,7 @@ lmc_status lmc_train(lmc_lora *lora, const lmc_dataset *train, const lmc_dataset
             break;
         }
     }
+    lmc_buffer_hold_end();
     free(grads);
     free(idx);
     free(ord.perm);
