@@ -253,10 +253,9 @@ void lmc_buffer_release(lmc_buffer *b) {
         size_t alloc = alloc_size(b->nbytes, &cls);
         if (cls >= 0 && cache_put(b, cls)) return;
         if (LMC_BUFFER_CACHE && b->device == LMC_CPU && alloc >= HOLD_MIN && hold_put(b, alloc)) return;
-        if (b->device == LMC_CPU) free(b->data);
-        else lmc_device_free(b->device, b->data);
-    } else if (b->release) {
-        b->release(b->release_ctx);
+        buffer_free_now(b);
+        return;
     }
+    if (b->release) b->release(b->release_ctx);
     free(b);
 }

@@ -16,6 +16,10 @@
 
 #include "backend/kernels.h"
 
+#if defined(__F16C__)
+#include <immintrin.h>
+#endif
+
 /* Scalar reference kernels: the oracle for the SIMD paths. */
 lmc_status lmc_quantize_scalar(lmc_array *wq, lmc_array *scales, lmc_array *biases, const lmc_array *w, int group_size,
                                int bits);
@@ -105,6 +109,60 @@ struct lmc_qmm_plan {
 #define LMC_QMM_STREAMS 4
 #define LMC_QMM_STREAM_ROWS 256
 
+/* How far ahead along a call's rows the SIMD kernels prefetch into L2:
+ * the same place in a later call's rows, LMC_QMM_PREFETCH_L2 bytes on or
+ * more (a call of NR adjacent rows moves on by NR rows; one of rows RS > 1
+ * apart, separate streams, by one row). A row of 4 KiB or more, read beside
+ * others, is a stream of its own, which the L1 distance does not serve. */
+#define LMC_QMM_PREFETCH_L2 16384
+static inline size_t lmc_qmm_l2_distance(const lmc_qmm_plan *p, int NR, int64_t RS) {
+    const size_t call_bytes = (RS > 1 ? 1 : (size_t)NR) * p->row_bytes;
+    return (LMC_QMM_PREFETCH_L2 + call_bytes - 1) / call_bytes * call_bytes;
+}
+
+/* Bytes of prepared x rows a kernel call keeps in L1 while it goes through
+ * its weight rows. With more, x was read from L2 for every weight row: 4 x
+ * rows of K = 3072 (36 KiB of 4-bit parts) ran ~30 % slower per product
+ * than K = 2048 on a 32 KiB-L1 core. */
+#define LMC_QMM_X_L1_BYTES 24576
+
+/* x_spills_l1 and kernel_chunked of a SIMD path with f32 vector type V
+ * (zero: VZERO), written once for every path: the path's file defines,
+ * before it expands this, row_blocks(p, BITS) (a row's blocks),
+ * x_block_bytes(BITS) (a block's prepared x), kernel_blocks(p, n, w, xp,
+ * b0, b1, NR, MR, SDT, BITS, RS, acc) and rows_finish(p, n, sx, NR, MR, SDT,
+ * BITS, RS, res_step, acc, res). kernel_chunked does nn weight rows (NR at
+ * a time) with MR >= 2 rows of x as kernel_rows does, but takes the blocks
+ * in chunks whose x fits LMC_QMM_X_L1_BYTES, each chunk through all nn
+ * rows, the accumulators kept in memory between chunks: the same additions
+ * in the same order, so the same bits. */
+#define LMC_QMM_DEFINE_CHUNKED(V, VZERO)                                                                            \
+    static inline bool x_spills_l1(const lmc_qmm_plan *p, const int BITS, int mr) {                                 \
+        return (size_t)row_blocks(p, BITS) * x_block_bytes(BITS) * (size_t)mr > LMC_QMM_X_L1_BYTES;               \
+    }                                                                                                                \
+    static inline __attribute__((always_inline)) void kernel_chunked(const lmc_qmm_plan *p, int64_t n, int nn,     \
+                                                                     const uint8_t *w, const uint8_t *xp,         \
+                                                                     const float *sx, const int NR, const int MR, \
+                                                                     const lmc_dtype SDT, const int BITS,         \
+                                                                     float *res) {                                \
+        V keep[32 * 4]; /* nn <= p->nr = 32 rows by MR <= 4 x rows */                                              \
+        const int64_t nblk = row_blocks(p, BITS),                                                                   \
+                      per = (int64_t)(LMC_QMM_X_L1_BYTES / ((size_t)MR * x_block_bytes(BITS))),                   \
+                      chunk = per > 0 ? per : 1;                                                                    \
+        for (int i = 0; i < nn * MR; i++) keep[i] = VZERO;                                                          \
+        for (int64_t b0 = 0; b0 < nblk; b0 += chunk) {                                                              \
+            int64_t b1 = b0 + chunk < nblk ? b0 + chunk : nblk;                                                     \
+            for (int j = 0; j < nn; j += NR) {                                                                      \
+                V acc[4];                                                                                           \
+                for (int i = 0; i < NR * MR; i++) acc[i] = keep[j * MR + i];                                        \
+                kernel_blocks(p, n + j, w + (size_t)j * p->row_bytes, xp, b0, b1, NR, MR, SDT, BITS, 1, acc);       \
+                for (int i = 0; i < NR * MR; i++) keep[j * MR + i] = acc[i];                                        \
+            }                                                                                                       \
+        }                                                                                                           \
+        for (int j = 0; j < nn; j += NR)                                                                            \
+            rows_finish(p, n + j, sx, NR, MR, SDT, BITS, 1, 1, keep + j * MR, res + j * MR);                        \
+    }
+
 /* The kernel and kernel_streams functions of a SIMD path, one per width (4
  * or 8 bits) and scale dtype, written once for every path: the path's file
  * defines, before it expands these, the always-inline
@@ -112,8 +170,9 @@ struct lmc_qmm_plan {
  *     NR weight rows n + j*RS with MR rows of x: res[j*MR + r], or with
  *     RS > 1 (one x row, rows of separate streams) res[j*res_step];
  *   kernel_chunked(p, n, nn, w, xp, sx, NR, MR, SDT, BITS, res)
- *     the same for nn rows with K taken in chunks whose x stays in L1;
- *   x_spills_l1(p, BITS, mr)   whether mr prepared x rows overflow L1.
+ *     the same for nn rows with K taken in chunks whose x stays in L1, and
+ *   x_spills_l1(p, BITS, mr)   whether mr prepared x rows overflow L1
+ *     (both from LMC_QMM_DEFINE_CHUNKED).
  * A kernel call takes nn weight rows 4 (or 2) at a time with one (or two)
  * rows of x, where the accumulators fit in registers, one at a time with
  * three or four; a streams call row i of each stream side by side, as four
@@ -188,12 +247,18 @@ static inline float lmc_quant_bf16(uint16_t h) {
     return v.f;
 }
 
-/* Reads element i of a contiguous float array of dtype dt as f32. */
+/* Reads element i of a contiguous float array of dtype dt as f32, inline
+ * (the SIMD kernels read their rows' scales with it block by block). */
 static inline float lmc_quant_load(const void *p, lmc_dtype dt, int64_t i) {
     switch (dt) {
     case LMC_F32: return ((const float *)p)[i];
-    case LMC_BF16: return lmc_bf16_to_f32(((const uint16_t *)p)[i]);
-    default: return lmc_f16_to_f32(((const uint16_t *)p)[i]);
+    case LMC_BF16: return lmc_quant_bf16(((const uint16_t *)p)[i]);
+    default:
+#if defined(__F16C__)
+        return _cvtsh_ss(((const uint16_t *)p)[i]);
+#else
+        return lmc_f16_to_f32(((const uint16_t *)p)[i]);
+#endif
     }
 }
 

@@ -22,14 +22,6 @@
 
 #include "backend/cpu/quant.h"
 
-static inline float load_x(const void *x, lmc_dtype dt, int64_t k) {
-    switch (dt) {
-    case LMC_F32: return ((const float *)x)[k];
-    case LMC_BF16: return lmc_quant_bf16(((const uint16_t *)x)[k]);
-    default: return lmc_f16_to_f32(((const uint16_t *)x)[k]);
-    }
-}
-
 /* x for the 4-bit kernel as a 24-bit integer in two parts: per block of
  * 128 elements x ≈ xscale_b * x24 with |x24| <= X24_MAX (each element off by
  * at most 2^-24 of its block's largest |x|, about f32's own rounding), x24 =
@@ -56,7 +48,7 @@ static void prep_x24(const lmc_qmm_plan *p, const void *x, void *xp_row, float *
     int32_t q[128];
     for (int64_t b = 0; b < blocks; b++) {
         int64_t k0 = b * 128, n = p->K - k0 >= 128 ? 128 : p->K - k0; /* a multiple of 32 */
-        for (int64_t i = 0; i < n; i++) v[i] = load_x(x, p->xdt, k0 + i);
+        for (int64_t i = 0; i < n; i++) v[i] = lmc_quant_load(x, p->xdt, k0 + i);
         __m256 amax = _mm256_setzero_ps();
         for (int64_t i = 0; i < n; i += 8) amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign, _mm256_loadu_ps(v + i)));
         __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
@@ -88,7 +80,7 @@ static void prep_x8(const lmc_qmm_plan *p, const void *x, void *xp_row, float *s
     float *xp = xp_row;
     for (int64_t k = 0; k < p->K; k++) {
         int64_t b = k / 32, j = (k % 32) / 4, t = k % 4;
-        float v = load_x(x, p->xdt, k);
+        float v = lmc_quant_load(x, p->xdt, k);
         xp[(b * 4 + t) * 8 + j] = v;
         sx[k >> p->gshift] += v;
     }
@@ -129,25 +121,15 @@ static inline __attribute__((always_inline)) void half4(const lmc_qmm_plan *p, _
     }
 }
 
-/* How far ahead the kernels prefetch into L2 (see block4), in bytes. */
-enum { PREFETCH_L2 = 16384 };
-
-/* Scale or bias g of a row whose stored values start at v. */
-static inline float stored(const void *v, lmc_dtype SDT, int64_t g) {
-    if (SDT == LMC_F32) return ((const float *)v)[g];
-    uint16_t h = ((const uint16_t *)v)[g];
-    return SDT == LMC_BF16 ? lmc_quant_bf16(h) : lmc_f16_to_f32(h);
-}
-
 /* The scales of the half of 64 elements from element e0 of a row (scales
  * from s_row on), lane l holding its group's (lane l covers elements e0 +
  * 8l .. e0 + 8l + 7); lanes past K (a last half of 32) get 0, so nothing
  * past the row's groups is read. WIDE: groups of 64 or more (one a half),
  * a template parameter so that the hot loop has no branch on it. */
 static inline __m256 half_scales(const lmc_qmm_plan *p, const void *s_row, const lmc_dtype SDT, const bool WIDE, int64_t e0) {
-    if (WIDE) return _mm256_set1_ps(stored(s_row, SDT, e0 >> p->gshift));
+    if (WIDE) return _mm256_set1_ps(lmc_quant_load(s_row, SDT, e0 >> p->gshift));
     float t[8];
-    for (int l = 0; l < 8; l++) t[l] = e0 + 8 * l < p->K ? stored(s_row, SDT, (e0 >> p->gshift) + p->gidx[l]) : 0.0f;
+    for (int l = 0; l < 8; l++) t[l] = e0 + 8 * l < p->K ? lmc_quant_load(s_row, SDT, (e0 >> p->gshift) + p->gidx[l]) : 0.0f;
     return _mm256_loadu_ps(t);
 }
 
@@ -164,8 +146,7 @@ static inline __attribute__((always_inline)) void block4(const lmc_qmm_plan *p, 
         const uint8_t *wb = w + (size_t)(j * RS) * p->row_bytes + b * 64;
         const void *sj = (const char *)s_row + (size_t)(j * RS * p->G) * ssz;
         __m256i v0 = _mm256_loadu_si256((const __m256i *)wb), v1 = _mm256_loadu_si256((const __m256i *)(wb + 32));
-        /* as in the AVX-512 kernel: into L1 a little ahead along the rows, into L2 the same place of a
-         * later call's rows (a row of 4 KiB or more, read beside others, is a stream of its own) */
+        /* into L1 a little ahead along the rows, into L2 a later call's rows (lmc_qmm_l2_distance) */
         _mm_prefetch((const char *)(wb + LMC_QMM_PREFETCH), _MM_HINT_T0);
         _mm_prefetch((const char *)(wb + pf_l2), _MM_HINT_T1);
         half4(p, v0, half_scales(p, sj, SDT, WIDE, b * 128), xp, b, 0, nblk, MR, acc + j * MR);
@@ -200,7 +181,7 @@ static inline __attribute__((always_inline)) void kernel4_blocks(const lmc_qmm_p
                                                                  int64_t RS, __m256 *acc) {
     const int64_t nblk = (p->K + 127) / 128, full = p->K / 128;
     const void *s_row = (const char *)p->scales + (size_t)(n * p->G) * (SDT == LMC_F32 ? 4 : 2);
-    const size_t call_bytes = (RS > 1 ? 1 : NR) * p->row_bytes, pf_l2 = (PREFETCH_L2 + call_bytes - 1) / call_bytes * call_bytes;
+    const size_t pf_l2 = lmc_qmm_l2_distance(p, NR, RS);
     const int64_t bend = b1 < full ? b1 : full;
     if (p->group_size >= 64)
         for (int64_t b = b0; b < bend; b++) block4(p, w, s_row, xp, b, nblk, NR, MR, SDT, true, pf_l2, RS, acc);
@@ -214,7 +195,9 @@ static inline __attribute__((always_inline)) void kernel4_blocks(const lmc_qmm_p
  * the last whole 8 are read one by one (nothing past the row's groups). */
 static inline __attribute__((always_inline)) void rows_finish(const lmc_qmm_plan *p, int64_t n, const float *sx,
                                                                  const int NR, const int MR, const lmc_dtype SDT,
-                                                                 int64_t RS, int res_step, __m256 *acc, float *res) {
+                                                                 const int BITS, int64_t RS, int res_step, __m256 *acc,
+                                                                 float *res) {
+    (void)BITS; /* both widths here take y = q, so cF = b */
     const size_t ssz = SDT == LMC_F32 ? 4 : 2;
     for (int j = 0; j < NR; j++) {
         const void *bj = (const char *)p->biases + (size_t)((n + j * RS) * p->G) * ssz;
@@ -227,7 +210,7 @@ static inline __attribute__((always_inline)) void rows_finish(const lmc_qmm_plan
                                       : _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)src));
             } else {
                 float t[8];
-                for (int l = 0; l < 8; l++) t[l] = g + l < p->G ? stored(bj, SDT, g + l) : 0.0f;
+                for (int l = 0; l < 8; l++) t[l] = g + l < p->G ? lmc_quant_load(bj, SDT, g + l) : 0.0f;
                 c = _mm256_loadu_ps(t);
             }
 #pragma GCC unroll 4
@@ -252,7 +235,7 @@ static inline __attribute__((always_inline)) void block8(const lmc_qmm_plan *p, 
         __m256i v = _mm256_loadu_si256((const __m256i *)wb);
         _mm_prefetch((const char *)(wb + LMC_QMM_PREFETCH), _MM_HINT_T0);
         _mm_prefetch((const char *)(wb + pf_l2), _MM_HINT_T1);
-        __m256 s = _mm256_set1_ps(stored((const char *)s_row + (size_t)(j * RS * p->G) * ssz, SDT, (b * 32) >> p->gshift));
+        __m256 s = _mm256_set1_ps(lmc_quant_load((const char *)s_row + (size_t)(j * RS * p->G) * ssz, SDT, (b * 32) >> p->gshift));
         __m256 a[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
 #pragma GCC unroll 4
         for (int t = 0; t < 4; t++) {
@@ -275,7 +258,7 @@ static inline __attribute__((always_inline)) void kernel8_blocks(const lmc_qmm_p
                                                                  const int NR, const int MR, const lmc_dtype SDT,
                                                                  int64_t RS, __m256 *acc) {
     const void *s_row = (const char *)p->scales + (size_t)(n * p->G) * (SDT == LMC_F32 ? 4 : 2);
-    const size_t call_bytes = (RS > 1 ? 1 : NR) * p->row_bytes, pf_l2 = (PREFETCH_L2 + call_bytes - 1) / call_bytes * call_bytes;
+    const size_t pf_l2 = lmc_qmm_l2_distance(p, NR, RS);
     for (int64_t b = b0; b < b1; b++) block8(p, w, s_row, xp, b, NR, MR, SDT, pf_l2, RS, acc);
 }
 
@@ -301,42 +284,13 @@ static inline __attribute__((always_inline)) void kernel_rows(const lmc_qmm_plan
     __m256 acc[4];
     for (int i = 0; i < 4; i++) acc[i] = _mm256_setzero_ps();
     kernel_blocks(p, n, w, xp, 0, row_blocks(p, BITS), NR, MR, SDT, BITS, RS, acc);
-    rows_finish(p, n, sx, NR, MR, SDT, RS, res_step, acc, res);
+    rows_finish(p, n, sx, NR, MR, SDT, BITS, RS, res_step, acc, res);
 }
 
-/* Bytes of prepared x rows a call keeps in L1 while it goes through its
- * weight rows (as the AVX-512 kernels). */
-enum { X_L1_BYTES = 24576 };
-
+/* The bytes of a block's prepared x. */
 static inline size_t x_block_bytes(const int BITS) { return BITS == 4 ? 384 : 128; }
 
-static inline bool x_spills_l1(const lmc_qmm_plan *p, const int BITS, int mr) {
-    return (size_t)row_blocks(p, BITS) * x_block_bytes(BITS) * (size_t)mr > X_L1_BYTES;
-}
-
-/* nn weight rows (NR at a time) with MR >= 2 rows of x, the blocks taken in
- * chunks whose x fits X_L1_BYTES, each chunk through all nn rows, the
- * accumulators kept in memory between chunks: the same additions in the
- * same order as kernel_rows, so the same bits. */
-static inline __attribute__((always_inline)) void kernel_chunked(const lmc_qmm_plan *p, int64_t n, int nn,
-                                                                 const uint8_t *w, const uint8_t *xp, const float *sx,
-                                                                 const int NR, const int MR, const lmc_dtype SDT,
-                                                                 const int BITS, float *res) {
-    __m256 keep[32 * 4]; /* nn <= p->nr = 32 rows by MR <= 4 x rows, 4 KiB */
-    const int64_t nblk = row_blocks(p, BITS), per = (int64_t)(X_L1_BYTES / (MR * x_block_bytes(BITS))),
-                  chunk = per > 0 ? per : 1;
-    for (int i = 0; i < nn * MR; i++) keep[i] = _mm256_setzero_ps();
-    for (int64_t b0 = 0; b0 < nblk; b0 += chunk) {
-        int64_t b1 = b0 + chunk < nblk ? b0 + chunk : nblk;
-        for (int j = 0; j < nn; j += NR) {
-            __m256 acc[4];
-            for (int i = 0; i < NR * MR; i++) acc[i] = keep[j * MR + i];
-            kernel_blocks(p, n + j, w + (size_t)j * p->row_bytes, xp, b0, b1, NR, MR, SDT, BITS, 1, acc);
-            for (int i = 0; i < NR * MR; i++) keep[j * MR + i] = acc[i];
-        }
-    }
-    for (int j = 0; j < nn; j += NR) rows_finish(p, n + j, sx, NR, MR, SDT, 1, 1, keep + j * MR, res + j * MR);
-}
+LMC_QMM_DEFINE_CHUNKED(__m256, _mm256_setzero_ps())
 
 LMC_QMM_KERNEL(4, LMC_F32, kernel4_f32)
 LMC_QMM_KERNEL(4, LMC_BF16, kernel4_bf16)

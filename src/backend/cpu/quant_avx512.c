@@ -45,25 +45,7 @@
 
 /* --- preparing x -------------------------------------------------------- */
 
-static inline float load_x(const void *x, lmc_dtype dt, int64_t k) {
-    switch (dt) {
-    case LMC_F32: return ((const float *)x)[k];
-    case LMC_BF16: return lmc_quant_bf16(((const uint16_t *)x)[k]);
-    default: return lmc_f16_to_f32(((const uint16_t *)x)[k]);
-    }
-}
-
-/* Scale or bias g of a row whose stored values start at v. */
-static inline float stored(const void *v, lmc_dtype SDT, int64_t g) {
-    if (SDT == LMC_F32) return ((const float *)v)[g];
-    uint16_t h = ((const uint16_t *)v)[g];
-    return SDT == LMC_BF16 ? lmc_quant_bf16(h) : _cvtsh_ss(h);
-}
-
 static int64_t blocks4(const lmc_qmm_plan *p) { return (p->K + 127) / 128; }
-
-/* How far ahead the 4-bit kernel prefetches into L2 (see block4), in bytes. */
-enum { PREFETCH_L2 = 16384 };
 
 /* x for the 4-bit kernel as three int8 parts of a 24-bit integer,
  * x24 = 65536*hi + 256*mid + lo (|x24| <= X24_MAX so hi fits int8), per
@@ -143,7 +125,7 @@ static void prep_x8(const lmc_qmm_plan *p, const void *x, void *xp_row, float *s
     float *xp = xp_row;
     for (int64_t k = 0; k < p->K; k++) {
         int64_t b = k / 64, j = (k % 64) / 4, t = k % 4;
-        float v = load_x(x, p->xdt, k);
+        float v = lmc_quant_load(x, p->xdt, k);
         xp[(b * 4 + t) * 16 + j] = v;
         sx[k >> p->gshift] += v;
     }
@@ -270,21 +252,21 @@ static inline __attribute__((always_inline)) void kernel4_blocks(const lmc_qmm_p
     /* the stored bytes of the last block's groups when K is not a multiple of 128 */
     const __mmask16 mtail = (__mmask16)((1u << (((p->K % 128) >> p->gshift) * (SDT == LMC_F32 ? 4 : 2))) - 1);
     const int GPB = 128 >> p->gshift;
-    /* the L2 prefetch: the same place in a later call's rows, PREFETCH_L2 bytes on or more (a call
-     * moves each stream on by one row when the rows are RS apart) */
-    const size_t call_bytes = (RS > 1 ? 1 : NR) * p->row_bytes, pf_l2 = (PREFETCH_L2 + call_bytes - 1) / call_bytes * call_bytes;
+    const size_t pf_l2 = lmc_qmm_l2_distance(p, NR, RS);
     const int64_t bend = b1 < full ? b1 : full;
     for (int64_t b = b0; b < bend; b++) block4(p, w, s_row, xp, b, nblk, NR, MR, SDT, false, GPB, mtail, shuf, pf_l2, RS, acc);
     if (full < b1) block4(p, w, s_row, xp, full, nblk, NR, MR, SDT, true, GPB, mtail, shuf, pf_l2, RS, acc);
 }
 
-/* acc += cF_g * sx_g (zero past G; cF = b - F*s, F = 0 for 4 bits), then
- * the horizontal sums: res[j*MR + r], or with RS > 1 (one x row, rows of
+/* acc += cF_g * sx_g (zero past G; cF = b - F*s with F = 256 for 8 bits,
+ * whose kernel takes y = 1 + q/256, and F = 0 for 4 bits), then the
+ * horizontal sums: res[j*MR + r], or with RS > 1 (one x row, rows of
  * separate streams) res[j*res_step]. */
 static inline __attribute__((always_inline)) void rows_finish(const lmc_qmm_plan *p, int64_t n, const float *sx,
                                                               const int NR, const int MR, const lmc_dtype SDT,
-                                                              const float F, int64_t RS, int res_step, __m512 *acc,
+                                                              const int BITS, int64_t RS, int res_step, __m512 *acc,
                                                               float *res) {
+    const float F = BITS == 8 ? 256.0f : 0.0f;
     for (int64_t g = 0; g < p->G; g += 16) {
         int64_t left = p->G - g;
         __mmask16 m = left >= 16 ? 0xFFFF : (__mmask16)((1u << left) - 1);
@@ -317,9 +299,9 @@ static inline __attribute__((always_inline)) void rows_finish(const lmc_qmm_plan
 static inline __m512 block_scales8(const lmc_qmm_plan *p, const void *s_row, const lmc_dtype SDT, int64_t b, const bool WIDE,
                                    const bool TAIL) {
     const float F = 256.0f;
-    if (WIDE) return _mm512_set1_ps(F * stored(s_row, SDT, (b * 64) >> p->gshift));
-    __m512 lo = _mm512_set1_ps(F * stored(s_row, SDT, 2 * b));
-    return TAIL ? lo : _mm512_insertf32x8(lo, _mm256_set1_ps(F * stored(s_row, SDT, 2 * b + 1)), 1);
+    if (WIDE) return _mm512_set1_ps(F * lmc_quant_load(s_row, SDT, (b * 64) >> p->gshift));
+    __m512 lo = _mm512_set1_ps(F * lmc_quant_load(s_row, SDT, 2 * b));
+    return TAIL ? lo : _mm512_insertf32x8(lo, _mm256_set1_ps(F * lmc_quant_load(s_row, SDT, 2 * b + 1)), 1);
 }
 
 /* Block b of NR 8-bit weight rows (row j's bytes at w + j*RS*row_bytes, its
@@ -364,7 +346,7 @@ static inline __attribute__((always_inline)) void kernel8_blocks(const lmc_qmm_p
                                                                  const int NR, const int MR, const lmc_dtype SDT,
                                                                  int64_t RS, __m512 *acc) {
     const void *s_row = (const char *)p->scales + (size_t)(n * p->G) * (SDT == LMC_F32 ? 4 : 2);
-    const size_t call_bytes = (RS > 1 ? 1 : NR) * p->row_bytes, pf_l2 = (PREFETCH_L2 + call_bytes - 1) / call_bytes * call_bytes;
+    const size_t pf_l2 = lmc_qmm_l2_distance(p, NR, RS);
     const int64_t full = p->K / 64, bend = b1 < full ? b1 : full;
     if (p->group_size >= 64)
         for (int64_t b = b0; b < bend; b++) block8(p, w, s_row, xp, b, NR, MR, SDT, true, false, pf_l2, RS, acc);
@@ -397,47 +379,13 @@ static inline __attribute__((always_inline)) void kernel_rows(const lmc_qmm_plan
     __m512 acc[4];
     for (int i = 0; i < 4; i++) acc[i] = _mm512_setzero_ps();
     kernel_blocks(p, n, w, xp, 0, row_blocks(p, BITS), NR, MR, SDT, BITS, RS, acc);
-    rows_finish(p, n, sx, NR, MR, SDT, BITS == 8 ? 256.0f : 0.0f, RS, res_step, acc, res);
+    rows_finish(p, n, sx, NR, MR, SDT, BITS, RS, res_step, acc, res);
 }
 
-/* Bytes of prepared x rows that a call keeps in L1 while it goes through
- * its weight rows. With more, x was read from L2 for every weight row:
- * 4 x rows of K = 3072 (36 KiB of 4-bit parts) ran ~30 % slower per product
- * than K = 2048 on a 32 KiB-L1 core. */
-enum { X_L1_BYTES = 24576 };
-
+/* The bytes of a block's prepared x. */
 static inline size_t x_block_bytes(const int BITS) { return BITS == 4 ? 384 : 256; }
 
-/* Whether mr prepared x rows overflow X_L1_BYTES. */
-static inline bool x_spills_l1(const lmc_qmm_plan *p, const int BITS, int mr) {
-    return (size_t)row_blocks(p, BITS) * x_block_bytes(BITS) * (size_t)mr > X_L1_BYTES;
-}
-
-/* nn weight rows (NR at a time) with MR >= 2 rows of x, res[j*MR + r] for
- * row j: as kernel_rows, but the blocks are taken in chunks whose x fits
- * X_L1_BYTES, each chunk through all nn rows, the accumulators kept in
- * memory between chunks. Each accumulator sees the same additions in the
- * same order as in kernel_rows, so the results are bit for bit the same. */
-static inline __attribute__((always_inline)) void kernel_chunked(const lmc_qmm_plan *p, int64_t n, int nn,
-                                                                 const uint8_t *w, const uint8_t *xp, const float *sx,
-                                                                 const int NR, const int MR, const lmc_dtype SDT,
-                                                                 const int BITS, float *res) {
-    __m512 keep[32 * 4]; /* nn <= p->nr = 32 rows by MR <= 4 x rows, 8 KiB */
-    const int64_t nblk = row_blocks(p, BITS), per = (int64_t)(X_L1_BYTES / (MR * x_block_bytes(BITS))),
-                  chunk = per > 0 ? per : 1;
-    for (int i = 0; i < nn * MR; i++) keep[i] = _mm512_setzero_ps();
-    for (int64_t b0 = 0; b0 < nblk; b0 += chunk) {
-        int64_t b1 = b0 + chunk < nblk ? b0 + chunk : nblk;
-        for (int j = 0; j < nn; j += NR) {
-            __m512 acc[4];
-            for (int i = 0; i < NR * MR; i++) acc[i] = keep[j * MR + i];
-            kernel_blocks(p, n + j, w + (size_t)j * p->row_bytes, xp, b0, b1, NR, MR, SDT, BITS, 1, acc);
-            for (int i = 0; i < NR * MR; i++) keep[j * MR + i] = acc[i];
-        }
-    }
-    for (int j = 0; j < nn; j += NR)
-        rows_finish(p, n + j, sx, NR, MR, SDT, BITS == 8 ? 256.0f : 0.0f, 1, 1, keep + j * MR, res + j * MR);
-}
+LMC_QMM_DEFINE_CHUNKED(__m512, _mm512_setzero_ps())
 
 LMC_QMM_KERNEL(4, LMC_F32, kernel4_f32)
 LMC_QMM_KERNEL(4, LMC_BF16, kernel4_bf16)
