@@ -226,9 +226,12 @@ lmc_status FUSED_FN(lmc_cpu_rope)(lmc_array *out, const lmc_array *x, const lmc_
 
 /* A task holds about SDPA_QB query rows; keys go in blocks of SDPA_KB. */
 /* Where few query rows read the cache in place (decode), a thread streams
- * it with little arithmetic per byte: its rows are prefetched SDPA_PF keys
- * ahead (+15-30 % for 16-bit caches at 2048 keys, two threads). */
-enum { SDPA_QB = 64, SDPA_KB = 64, SDPA_PF = 32 };
+ * it with little arithmetic per byte: rows are prefetched into L2 about
+ * SDPA_PF_BYTES ahead in the order they are read (a block's keys, its
+ * values, the next block's keys, ..., the next head's), so memory does not
+ * wait at each head's short runs of rows (tg128 reads 1-128 keys a head),
+ * and L1 is not flooded with rows read a block later. */
+enum { SDPA_QB = 64, SDPA_KB = 64, SDPA_PF_BYTES = 8192 };
 
 /* The attention inner loops keep their accumulators in vector registers,
  * written with intrinsics so the FMAs stay fused under -std=c17 (which
@@ -288,6 +291,26 @@ static inline float vhmax(__m256 v) {
 }
 #endif
 #define SDPA_INLINE static inline __attribute__((always_inline))
+
+/* Rows of a key or value block as the prefetch sees them: n rows of
+ * row_bytes, stride bytes apart. */
+typedef struct sdpa_rows {
+    const char *base;
+    int64_t stride, row_bytes, n;
+} sdpa_rows;
+
+/* Prefetches row i of the sequence cur, then next (i past cur's end falls
+ * into next). */
+SDPA_INLINE void sdpa_prefetch_row(const sdpa_rows *cur, const sdpa_rows *next, int64_t i) {
+    const sdpa_rows *r = cur;
+    if (i >= cur->n) {
+        i -= cur->n;
+        r = next;
+        if (i >= r->n) return;
+    }
+    const char *a = r->base + i * r->stride;
+    for (int64_t off = 0; off < r->row_bytes; off += 64) _mm_prefetch(a + off, _MM_HINT_T1);
+}
 
 /* e^x for x <= 0: x = n ln2 + r, |r| <= ln2/2, e^r by its Taylor
  * polynomial to r^7 (relative error < 1e-7), 2^n through the exponent bits.
@@ -403,8 +426,10 @@ SDPA_INLINE void score_tile_t(const float *q, int64_t qs, const float *kt, int64
  * over Dp (a multiple of VW, rows zero-padded): for few rows, where
  * transposing the key block would cost more than the scores. Four keys at a
  * time keep 4 * NR independent accumulators in flight. */
-SDPA_INLINE void score_tile_dot(const float *q, int64_t qs, const void *K, int64_t ks, int64_t nk, int64_t Dp, float *S,
-                                const int NR, const int kd) {
+SDPA_INLINE void score_tile_dot(const float *q, int64_t qs, const void *K, int64_t ks, int64_t nk, const sdpa_rows *pf,
+                                int64_t Dp, float *S, const int NR, const int kd) {
+    /* rows ahead that make SDPA_PF_BYTES */
+    const int64_t pfd = pf ? (SDPA_PF_BYTES + pf[0].row_bytes - 1) / pf[0].row_bytes : 0;
     int64_t c = 0;
     for (; c + 4 <= nk; c += 4) {
         vec a[4][4];
@@ -413,9 +438,8 @@ SDPA_INLINE void score_tile_dot(const float *q, int64_t qs, const void *K, int64
 #pragma GCC unroll 4
             for (int u = 0; u < 4; u++) a[r][u] = vzero();
         const int64_t kc = c * ks;
-        for (int u = 0; u < 4; u++)
-            for (int64_t d = 0; d < Dp; d += 64 / (kd == KV_F32 ? 4 : 2))
-                _mm_prefetch((const char *)K + ((c + SDPA_PF + u) * ks + d) * (kd == KV_F32 ? 4 : 2), _MM_HINT_T0);
+        if (pf)
+            for (int u = 0; u < 4; u++) sdpa_prefetch_row(&pf[0], &pf[1], c + u + pfd);
         for (int64_t d = 0; d < Dp; d += VW) {
             vec k0 = vload_kv(K, kc + d, kd), k1 = vload_kv(K, kc + ks + d, kd), k2 = vload_kv(K, kc + 2 * ks + d, kd),
                 k3 = vload_kv(K, kc + 3 * ks + d, kd);
@@ -451,7 +475,8 @@ SDPA_INLINE void score_tile_dot(const float *q, int64_t qs, const void *K, int64
  * weighted value rows: p0[c] * V[c] and p1[c] * V[c] for the nk keys, the
  * accumulators in registers for the whole key block. */
 SDPA_INLINE void pv_tile(float *a0, float *a1, float c0, float c1, const float *p0, const float *p1, const void *V,
-                         int64_t v0, int64_t vs, int64_t nk, const int NV, const int vd, bool prefetch) {
+                         int64_t v0, int64_t vs, int64_t nk, const sdpa_rows *pf, const int NV, const int vd) {
+    const int64_t pfd = pf ? (SDPA_PF_BYTES + pf[0].row_bytes - 1) / pf[0].row_bytes : 0;
     vec x0[PV_NV], x1[PV_NV];
     vec s0 = vset1(c0), s1 = vset1(c1);
 #pragma GCC unroll 8
@@ -461,9 +486,7 @@ SDPA_INLINE void pv_tile(float *a0, float *a1, float c0, float c1, const float *
     }
     for (int64_t c = 0; c < nk; c++) {
         const int64_t vr = v0 + c * vs;
-        if (prefetch)
-            for (int v = 0; v < NV * VW; v += 64 / (vd == KV_F32 ? 4 : 2))
-                _mm_prefetch((const char *)V + (vr + SDPA_PF * vs + v) * (vd == KV_F32 ? 4 : 2), _MM_HINT_T0);
+        if (pf) sdpa_prefetch_row(&pf[0], &pf[1], c + pfd);
         vec b0 = vset1(p0[c]), b1 = vset1(p1[c]);
 #pragma GCC unroll 8
         for (int v = 0; v < NV; v++) {
@@ -571,6 +594,54 @@ static bool sdpa_mask_trivial(const lmc_array *mask, int64_t b, int64_t k0, int6
     return true;
 }
 
+/* What task t reads: batch row b, KV head hk, its first query head h0,
+ * query rows i0..i0+nq-1 (nr rows in all over the task's heads), and the
+ * keys kbeg..kend-1 it can see at all, from the head's rows at kbase and
+ * vbase. */
+typedef struct sdpa_span {
+    int64_t b, hk, h0, i0, nq, nr, kbeg, kend;
+    const char *kbase, *vbase;
+} sdpa_span;
+
+static sdpa_span sdpa_task_span(const sdpa_job *j, int64_t t) {
+    const lmc_sdpa_params *p = j->p;
+    const lmc_array *k = j->k, *v = j->v;
+    sdpa_span s;
+    int64_t qb = t % j->qblocks, hp = t / j->qblocks % j->hparts, bh = t / (j->qblocks * j->hparts);
+    s.hk = bh % j->Hkv;
+    s.b = bh / j->Hkv;
+    s.h0 = s.hk * j->group + hp * j->gsub;
+    s.i0 = qb * j->qb;
+    s.nq = j->Tq - s.i0 < j->qb ? j->Tq - s.i0 : j->qb;
+    s.nr = s.nq * j->gsub;
+    int64_t shift = j->Tk - j->Tq; /* query i sits at key position shift + i */
+    s.kend = j->Tk;
+    s.kbeg = 0;
+    if (p->causal && shift + s.i0 + s.nq < s.kend) s.kend = shift + s.i0 + s.nq;
+    if (s.kend < 0) s.kend = 0;
+    if (p->window > 0 && shift + s.i0 - p->window + 1 > 0) s.kbeg = shift + s.i0 - p->window + 1;
+    /* Key blocks start at multiples of SDPA_KB (keys before the window
+     * are masked), and the score path depends on the head group alone
+     * for a few queries: so a query's arithmetic is the same whether it
+     * comes alone (decode) or with up to three others (lookup decoding
+     * verifying drafts), and the two give the same bits. */
+    s.kbeg = s.kbeg / SDPA_KB * SDPA_KB;
+    size_t ksz = lmc_dtype_size(k->dtype), vsz = lmc_dtype_size(v->dtype);
+    s.kbase = (const char *)lmc_array_ptr(k) + (s.b * k->strides[0] + s.hk * k->strides[1]) * (int64_t)ksz;
+    s.vbase = (const char *)lmc_array_ptr(v) + (s.b * v->strides[0] + s.hk * v->strides[1]) * (int64_t)vsz;
+    return s;
+}
+
+/* The rows of span s's key block at k0 (values: is_v), as the prefetch sees them. */
+static sdpa_rows sdpa_block_rows(const sdpa_job *j, const sdpa_span *s, int64_t k0, bool is_v) {
+    const lmc_array *a = is_v ? j->v : j->k;
+    int64_t sz = (int64_t)lmc_dtype_size(a->dtype), nk = s->kend - k0 < SDPA_KB ? s->kend - k0 : SDPA_KB;
+    return (sdpa_rows){.base = (is_v ? s->vbase : s->kbase) + k0 * a->strides[2] * sz,
+                       .stride = a->strides[2] * sz,
+                       .row_bytes = (is_v ? j->Dv : j->D) * sz,
+                       .n = nk > 0 ? nk : 0};
+}
+
 static void sdpa_blocks(void *ctx, int64_t t0, int64_t t1, int thread) {
     const sdpa_job *j = ctx;
     const lmc_sdpa_params *p = j->p;
@@ -590,10 +661,10 @@ static void sdpa_blocks(void *ctx, int64_t t0, int64_t t1, int thread) {
     float *mrow = S + (R + 1) * SDPA_KB, *lrow = mrow + R, *corr = lrow + R; /* R + 1 */
     size_t ksz = lmc_dtype_size(k->dtype), vsz = lmc_dtype_size(v->dtype);
     for (int64_t t = t0; t < t1; t++) {
-        int64_t qb = t % j->qblocks, hp = t / j->qblocks % j->hparts, bh = t / (j->qblocks * j->hparts);
-        int64_t hk = bh % j->Hkv, b = bh / j->Hkv, h0 = hk * j->group + hp * j->gsub; /* the task's first query head */
-        int64_t i0 = qb * j->qb, nq = j->Tq - i0 < j->qb ? j->Tq - i0 : j->qb, nr = nq * j->gsub;
-        int64_t shift = j->Tk - j->Tq; /* query i sits at key position shift + i */
+        const sdpa_span sp = sdpa_task_span(j, t);
+        const int64_t b = sp.b, hk = sp.hk, h0 = sp.h0, i0 = sp.i0, nq = sp.nq, nr = sp.nr, kbeg = sp.kbeg, kend = sp.kend;
+        const char *kbase = sp.kbase, *vbase = sp.vbase;
+        int64_t shift = j->Tk - j->Tq;
         for (int64_t r = 0; r < nr; r++) {
             int64_t h = h0 + r / nq, i = i0 + r % nq;
             float *qr = qf + r * Dp;
@@ -608,30 +679,17 @@ static void sdpa_blocks(void *ctx, int64_t t0, int64_t t1, int thread) {
         /* the spare row R pairs with an odd last row in P·V: weights 0 */
         memset(S + nr * SDPA_KB, 0, SDPA_KB * sizeof(float));
         corr[nr] = 1.0f;
-        /* Keys this block can see at all. */
-        int64_t kend = j->Tk, kbeg = 0;
-        if (p->causal && shift + i0 + nq < kend) kend = shift + i0 + nq;
-        if (kend < 0) kend = 0;
-        if (p->window > 0 && shift + i0 - p->window + 1 > 0) kbeg = shift + i0 - p->window + 1;
-        /* Key blocks start at multiples of SDPA_KB (keys before the window
-         * are masked), and the score path depends on the head group alone
-         * for a few queries: so a query's arithmetic is the same whether it
-         * comes alone (decode) or with up to three others (lookup decoding
-         * verifying drafts), and the two give the same bits. */
-        kbeg = kbeg / SDPA_KB * SDPA_KB;
-        const char *kbase = (const char *)lmc_array_ptr(k) + (b * k->strides[0] + hk * k->strides[1]) * (int64_t)ksz;
-        const char *vbase = (const char *)lmc_array_ptr(v) + (b * v->strides[0] + hk * v->strides[1]) * (int64_t)vsz;
         bool transpose = j->Tq > 4 ? nr >= 8 : j->gsub >= 8;
         /* 16-bit keys and values are widened in registers where few rows
          * read them (decode: the cache's bytes are what costs); with many
          * rows, converted once per block into the f32 buffers */
         int kd = transpose ? KV_F32 : j->k_half, vd = transpose ? KV_F32 : j->v_half;
-        if (!transpose) { /* decode: the head's first keys and values all at once, not one demand miss after another */
-            int64_t pe = kend - kbeg < SDPA_PF ? kend : kbeg + SDPA_PF;
-            for (int64_t c = kbeg; c < pe; c++) {
-                for (int64_t off = 0; off < D * (int64_t)ksz; off += 64) _mm_prefetch(kbase + c * k->strides[2] * (int64_t)ksz + off, _MM_HINT_T0);
-                for (int64_t off = 0; off < Dv * (int64_t)vsz; off += 64) _mm_prefetch(vbase + c * v->strides[2] * (int64_t)vsz + off, _MM_HINT_T0);
-            }
+        /* decode: the first task's first keys now; a later task's were
+         * asked for by the task before it (the prefetch runs on into the
+         * next task's rows) */
+        if (!transpose && t == t0 && kbeg < kend) {
+            sdpa_rows first = sdpa_block_rows(j, &sp, kbeg, false), none = {.n = 0};
+            for (int64_t i = 0; i * first.row_bytes < SDPA_PF_BYTES; i++) sdpa_prefetch_row(&first, &none, i);
         }
         for (int64_t k0 = kbeg; k0 < kend; k0 += SDPA_KB) {
             int64_t nk = kend - k0 < SDPA_KB ? kend - k0 : SDPA_KB;
@@ -688,6 +746,22 @@ static void sdpa_blocks(void *ctx, int64_t t0, int64_t t1, int thread) {
                         _mm_prefetch(vn + c * v->strides[2] * (int64_t)vsz + off, _MM_HINT_T1);
                 }
             }
+            /* decode: what the prefetch runs through while the scores read
+             * this block's keys (then its values) and P·V its values (then
+             * the next block's keys, or the next task's) */
+            sdpa_rows kpf[2], vpf[2];
+            if (!transpose) {
+                kpf[0] = sdpa_block_rows(j, &sp, k0, false);
+                kpf[1] = vpf[0] = sdpa_block_rows(j, &sp, k0, true);
+                if (k0 + SDPA_KB < kend) {
+                    vpf[1] = sdpa_block_rows(j, &sp, k0 + SDPA_KB, false);
+                } else if (t + 1 < t1) {
+                    const sdpa_span next = sdpa_task_span(j, t + 1);
+                    vpf[1] = sdpa_block_rows(j, &next, next.kbeg, false);
+                } else {
+                    vpf[1] = (sdpa_rows){.n = 0};
+                }
+            }
             /* scores of every row against the block */
             if (transpose) {
                 transpose_keys((const float *)K, ks, nk, D, kt);
@@ -697,9 +771,9 @@ static void sdpa_blocks(void *ctx, int64_t t0, int64_t t1, int thread) {
             } else {
 /* the key dtype as a constant, so each inlined copy loads one way */
 #define SCORE_DOT(n)                                                                              \
-    (kd == KV_F16    ? score_tile_dot(qr, Dp, K, ks, nk, Dp, sr, n, KV_F16)                       \
-     : kd == KV_BF16 ? score_tile_dot(qr, Dp, K, ks, nk, Dp, sr, n, KV_BF16)                      \
-                     : score_tile_dot(qr, Dp, K, ks, nk, Dp, sr, n, KV_F32))
+    (kd == KV_F16    ? score_tile_dot(qr, Dp, K, ks, nk, r == 0 ? kpf : NULL, Dp, sr, n, KV_F16)                       \
+     : kd == KV_BF16 ? score_tile_dot(qr, Dp, K, ks, nk, r == 0 ? kpf : NULL, Dp, sr, n, KV_BF16)                      \
+                     : score_tile_dot(qr, Dp, K, ks, nk, r == 0 ? kpf : NULL, Dp, sr, n, KV_F32))
                 for (int64_t r = 0; r < nr; r += 4) {
                     const float *qr = qf + r * Dp;
                     float *sr = S + r * SDPA_KB;
@@ -729,14 +803,15 @@ static void sdpa_blocks(void *ctx, int64_t t0, int64_t t1, int thread) {
             for (int64_t r = 0; r < nr; r += 2) {
                 int64_t r1 = r + 1 < nr ? r + 1 : nr; /* the spare row */
                 float *a0 = acc + r * Dvp, *a1 = acc + r1 * Dvp;
+                const sdpa_rows *vpf_here = !transpose && r == 0 ? vpf : NULL;
                 const float *p0 = S + r * SDPA_KB, *p1 = S + r1 * SDPA_KB;
                 for (int64_t e = 0; e < Dvp; e += PV_NV * VW) {
                     int64_t nv = (Dvp - e) / VW < PV_NV ? (Dvp - e) / VW : PV_NV;
                     switch (nv) {
 #define PV_CALL(n)                                                                                \
-    (vd == KV_F16    ? pv_tile(a0 + e, a1 + e, corr[r], corr[r1], p0, p1, V, e, vs, nk, n, KV_F16, !transpose)   \
-     : vd == KV_BF16 ? pv_tile(a0 + e, a1 + e, corr[r], corr[r1], p0, p1, V, e, vs, nk, n, KV_BF16, !transpose)  \
-                     : pv_tile(a0 + e, a1 + e, corr[r], corr[r1], p0, p1, V, e, vs, nk, n, KV_F32, !transpose))
+    (vd == KV_F16    ? pv_tile(a0 + e, a1 + e, corr[r], corr[r1], p0, p1, V, e, vs, nk, e == 0 ? vpf_here : NULL, n, KV_F16)   \
+     : vd == KV_BF16 ? pv_tile(a0 + e, a1 + e, corr[r], corr[r1], p0, p1, V, e, vs, nk, e == 0 ? vpf_here : NULL, n, KV_BF16)  \
+                     : pv_tile(a0 + e, a1 + e, corr[r], corr[r1], p0, p1, V, e, vs, nk, e == 0 ? vpf_here : NULL, n, KV_F32))
 #define PV_CASE(n) \
     case n: PV_CALL(n); break;
                     PV_CASE(1) PV_CASE(2) PV_CASE(3)
