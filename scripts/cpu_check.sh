@@ -2,9 +2,9 @@
 # Runs on another x86-64 machine (the GPU machine's host CPU), in a copy of
 # the repository that carries .gpu/ (made by scripts/cpu_pack.sh): the CPU
 # test suite, each test over every kernel path the CPU has (AMX included
-# where it has AMX), then with --bench issue 8's bench round on the first
-# two cores (scripts/bench_round.py and the batch bench; --bench: the MLX
-# 4-bit bench models, --bench-bf16: the bf16 ones).
+# where it has AMX), then issue 8's bench round (scripts/bench_round.py)
+# and the batch bench on two CPUs of different physical cores: --bench on
+# the MLX 4-bit bench models, --bench-bf16 on the bf16 ones.
 #   usage: scripts/cpu_check.sh [--no-tests] [--bench | --bench-bf16] [OUT_DIR]
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +27,8 @@ fi
 mkdir -p .cache && { [ -e .cache/tokenizers ] || ln -s "$here/.gpu/tokenizers" .cache/tokenizers; }
 export LD_LIBRARY_PATH="$here/.gpu/cpu/lib:$built_at:${LD_LIBRARY_PATH:-}"
 lmc=$built_at/lmc
+# two CPUs on different physical cores (the issue's machine: two cores)
+cpus=$(lscpu -p=CPU,CORE | grep -v '^#' | sort -t, -k2,2n -u | head -2 | cut -d, -f1 | paste -sd,)
 lscpu | grep -E '^(Model name|CPU\(s\)|Thread|Core|Socket|L2|L3)' | sed 's/  */ /g'
 grep -o -w -E 'amx_(tile|int8|bf16)|avx512_bf16|avx512_vnni' /proc/cpuinfo | sort | uniq -c | awk '{printf "%s ", $2} END {print ""}'
 rc=0
@@ -44,9 +46,9 @@ for preset in qwen3-0.6b:qwen3 llama3.2-1b:llama gemma3-1b:gemma3; do
     p=${preset%%:*} dir=$models/${preset##*:}-$bench
     [ -d "$dir" ] || "$lmc" make-model --preset "$p" $([ "$bench" = q4 ] && echo --q4) -o "$dir" >/dev/null || exit 1
 done
-echo "== bench round ($bench), cores 0-1"
-taskset -c 0,1 python3 scripts/bench_round.py --lmc "$lmc" --models "$models" --threads 1,2 --reps 2 --no-batch 2>&1 |
+echo "== bench round ($bench), CPUs $cpus"
+taskset -c "$cpus" python3 scripts/bench_round.py --lmc "$lmc" --models "$models" --threads 1,2 --reps 2 --no-batch 2>&1 |
     tee "$out/cpu_bench_$bench.log"
-echo "== batch (qwen3 $bench), cores 0-1"
-taskset -c 0,1 "$lmc" bench batch -m "$models/qwen3-$bench" -t 2 --only generate 2>&1 | tee -a "$out/cpu_bench_$bench.log"
+echo "== batch (qwen3 $bench), CPUs $cpus"
+taskset -c "$cpus" "$lmc" bench batch -m "$models/qwen3-$bench" -t 2 --only generate 2>&1 | tee -a "$out/cpu_bench_$bench.log"
 exit $rc
