@@ -228,6 +228,16 @@ static void pack_a(const mm_job *j, int64_t aoff, int64_t m0, int rows, int64_t 
     int mr = j->isa->mr;
     float row[KC];
     size_t asz = lmc_dtype_size(j->a->dtype);
+    if (j->sak != 1 && j->sam == 1) {
+        /* A transposed (a backward product's xᵀ): A's rows are contiguous
+         * in M, so each k's mr values are one short run */
+        for (int64_t k = 0; k < kl; k++) {
+            float *dst = ap + k * mr;
+            j->isa->to_f32(dst, elem(j->a, aoff + m0 + (k0 + k) * j->sak), j->a->dtype, rows);
+            for (int i = rows; i < mr; i++) dst[i] = 0.0f;
+        }
+        return;
+    }
     for (int i = 0; i < mr; i++) {
         if (i >= rows) {
             for (int64_t k = 0; k < kl; k++) ap[k * mr + i] = 0.0f;
