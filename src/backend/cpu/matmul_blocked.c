@@ -192,12 +192,11 @@ static void pack_b(const mm_job *j, int64_t boff, int64_t k0, int64_t kl, int64_
          * at a stride, which left the hardware prefetcher behind: ~12 % of a LoRA
          * training step converting weights) */
         if (nw % nr) memset(bp + nw / nr * kl * nr, 0, (size_t)(kl * nr) * sizeof(float));
-        float row[NB];
         for (int64_t k = 0; k < kl; k++) {
-            isa->to_f32(row, elem(j->b, boff + (k0 + k) * j->sbk + n0), j->b->dtype, nw);
+            const char *src = elem(j->b, boff + (k0 + k) * j->sbk + n0);
             for (int64_t p = 0; p * nr < nw; p++) {
                 int64_t cols = nw - p * nr < nr ? nw - p * nr : nr;
-                memcpy(bp + p * kl * nr + k * nr, row + p * nr, (size_t)cols * sizeof(float));
+                isa->to_f32(bp + p * kl * nr + k * nr, src + p * nr * (int64_t)bsz, j->b->dtype, cols);
             }
         }
         return;
