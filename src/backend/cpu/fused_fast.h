@@ -736,14 +736,11 @@ static void sdpa_blocks(void *ctx, int64_t t0, int64_t t1, int thread) {
              * keys and values come into L2 (the transpose and P·V would
              * otherwise wait on them, ~15 % of a long prefill) */
             if (transpose && k0 + SDPA_KB < kend) {
-                const char *kn = kbase + (k0 + SDPA_KB) * k->strides[2] * (int64_t)ksz;
-                const char *vn = vbase + (k0 + SDPA_KB) * v->strides[2] * (int64_t)vsz;
-                int64_t nn = kend - k0 - SDPA_KB < SDPA_KB ? kend - k0 - SDPA_KB : SDPA_KB;
-                for (int64_t c = 0; c < nn; c++) {
-                    for (int64_t off = 0; off < D * (int64_t)ksz; off += 64)
-                        _mm_prefetch(kn + c * k->strides[2] * (int64_t)ksz + off, _MM_HINT_T1);
-                    for (int64_t off = 0; off < Dv * (int64_t)vsz; off += 64)
-                        _mm_prefetch(vn + c * v->strides[2] * (int64_t)vsz + off, _MM_HINT_T1);
+                const sdpa_rows nk_rows = sdpa_block_rows(j, &sp, k0 + SDPA_KB, false),
+                                nv_rows = sdpa_block_rows(j, &sp, k0 + SDPA_KB, true), none = {.n = 0};
+                for (int64_t i = 0; i < nk_rows.n; i++) {
+                    sdpa_prefetch_row(&nk_rows, &none, i);
+                    sdpa_prefetch_row(&nv_rows, &none, i);
                 }
             }
             /* decode: what the prefetch runs through while the scores read
