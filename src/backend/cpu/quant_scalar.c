@@ -125,35 +125,29 @@ static void dequantize_groups(void *vctx, int64_t g0, int64_t g1, int thread) {
     const dequantize_ctx *c = vctx;
     const int gs = c->group_size;
     const size_t group_bytes = (size_t)gs * (size_t)c->bits / 8;
-    if (c->odt == LMC_F32 && (c->bits == 4 || c->bits == 8)) {
-        /* the common case (QLoRA's backward dequantises every frozen weight
-         * each step) without the general unpack and store: the same two
-         * roundings, q·s then + b */
-        for (int64_t g = g0; g < g1; g++) {
-            float s = lmc_quant_load(c->scales, c->dt, g), b = lmc_quant_load(c->biases, c->dt, g);
-            const uint8_t *row = c->wq + (size_t)g * group_bytes;
-            float *o = (float *)c->out + g * gs;
-            if (c->bits == 4) {
-                for (int i = 0; i < gs / 2; i++) {
-                    float lo = (float)(row[i] & 15) * s, hi = (float)(row[i] >> 4) * s;
-                    o[2 * i] = lo + b;
-                    o[2 * i + 1] = hi + b;
-                }
-            } else {
-                for (int j = 0; j < gs; j++) {
-                    float v = (float)row[j] * s;
-                    o[j] = v + b;
-                }
-            }
-        }
-        return;
-    }
     for (int64_t g = g0; g < g1; g++) {
         float s = lmc_quant_load(c->scales, c->dt, g), b = lmc_quant_load(c->biases, c->dt, g);
         const uint8_t *row = c->wq + (size_t)g * group_bytes;
-        for (int j = 0; j < gs; j++) {
-            float v = lmc_quant_round((float)unpack(row, j, c->bits) * s, c->odt);
-            store_float(c->out, c->odt, g * gs + j, v + b);
+        float *o = c->odt == LMC_F32 ? (float *)c->out + g * gs : NULL;
+        /* f32 from 4 or 8 bits, the common case (QLoRA's backward
+         * dequantises every frozen weight each step), without the general
+         * unpack and store: the same two roundings, q·s then + b */
+        if (c->odt == LMC_F32 && c->bits == 4) {
+            for (int i = 0; i < gs / 2; i++) {
+                float lo = (float)(row[i] & 15) * s, hi = (float)(row[i] >> 4) * s;
+                o[2 * i] = lo + b;
+                o[2 * i + 1] = hi + b;
+            }
+        } else if (c->odt == LMC_F32 && c->bits == 8) {
+            for (int j = 0; j < gs; j++) {
+                float v = (float)row[j] * s;
+                o[j] = v + b;
+            }
+        } else {
+            for (int j = 0; j < gs; j++) {
+                float v = lmc_quant_round((float)unpack(row, j, c->bits) * s, c->odt);
+                store_float(c->out, c->odt, g * gs + j, v + b);
+            }
         }
     }
 }
