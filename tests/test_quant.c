@@ -334,6 +334,9 @@ static void test_round_trip(void) {
 
 /* --- quantised matmul ----------------------------------------------------- */
 
+/* Whether main has set int8 activations (lmc_quant_set_activation_bits(8)). */
+static bool g_x8;
+
 /* out[m, n] in double from the dequantised weights dq [N, K] (f32 copy);
  * mag = sum |x w| and xerr = sum_k |w_k| * (largest |x| in k's block of 128),
  * what rounding x to integers per block (the 4-bit SIMD kernels) may move the
@@ -386,6 +389,17 @@ static void check_qmm(int64_t M, int64_t N, int64_t K, int gs, int bits, lmc_dty
     }
     lmc_array_read(dq, LMC_F32, wr, (size_t)(N * K));
     lmc_array_read(x, LMC_F32, xf, (size_t)(M * K));
+    /* int8 activations: every path, the scalar one too, multiplies x rounded
+     * per block of 64 to q = rint(x * 127/max|x|), x' = max|x|/127 * q */
+    const bool x8 = bits == 4 && g_x8;
+    for (int64_t i = 0; x8 && i < M * K; i += 64) {
+        int64_t n = K - i % K < 64 ? K - i % K : 64;
+        float m = 0.0f;
+        for (int64_t j = 0; j < n; j++) m = fmaxf(m, fabsf(xf[i + j]));
+        float inv = m > 0.0f ? 127.0f / m : 0.0f;
+        for (int64_t j = 0; j < n; j++) xf[i + j] = m / 127.0f * rintf(xf[i + j] * inv);
+        i -= 64 - n; /* a row's last block of 32 */
+    }
     reference(xf, wx, M, N, K, ref, mag, xerr);
     reference(xf, wr, M, N, K, ref2, mag2, xerr2);
 
@@ -399,7 +413,7 @@ static void check_qmm(int64_t M, int64_t N, int64_t K, int gs, int bits, lmc_dty
         double rel = 2e-6 * sqrt((double)K), out_rel = xdt == LMC_BF16 ? 1.0 / 256 : xdt == LMC_F16 ? 1.0 / 2048 : 0;
         /* half a unit of the 24-bit integer x per element (the scalar oracle
          * keeps x in f32) */
-        double x16 = bits != 4 || path == LMC_PATH_SCALAR ? 0 : 0.5 / 8355711;
+        double x16 = bits != 4 || path == LMC_PATH_SCALAR || x8 ? 0 : 0.5 / 8355711;
         double rel2 = lmc_array_dtype(s) == LMC_BF16 ? 1.0 / 128 : lmc_array_dtype(s) == LMC_F16 ? 1.0 / 1024 : 1e-6;
         int64_t bad = 0, bad2 = 0;
         for (int64_t i = 0; i < M * N; i++) {
@@ -697,6 +711,16 @@ int main(void) {
     RUN(test_qmm_rows_exact);
     RUN(test_qmm_many);
     RUN(test_qmm_streams);
+    /* int8 activations: the same checks, against x rounded as the kernels
+     * round it (check_qmm), and the same row and batch identities */
+    CHECK(lmc_quant_set_activation_bits(8) == 24 && lmc_quant_activation_bits() == 8);
+    g_x8 = true;
+    RUN(test_qmm_paths);
+    RUN(test_qmm_rows_exact);
+    RUN(test_qmm_many);
+    RUN(test_qmm_streams);
+    g_x8 = false;
+    CHECK(lmc_quant_set_activation_bits(24) == 8);
     CHECKF(lmc_live_arrays() == 0, "%lld arrays leaked", (long long)lmc_live_arrays());
     return TEST_REPORT();
 }

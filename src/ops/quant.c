@@ -198,6 +198,16 @@ static lmc_array *qmm_finish(qmm_call *c, bool ok) {
     return c->out;
 }
 
+static _Thread_local int t_activation_bits = 24;
+
+int lmc_quant_activation_bits(void) { return t_activation_bits; }
+
+int lmc_quant_set_activation_bits(int bits) {
+    int old = t_activation_bits;
+    t_activation_bits = bits == 8 ? 8 : 24;
+    return old;
+}
+
 lmc_array *lmc_quantized_matmul(const lmc_array *x, const lmc_array *wq, const lmc_array *scales,
                                 const lmc_array *biases, int group_size, int bits) {
     qmm_call c;

@@ -43,6 +43,19 @@ lmc_status lmc_quantized_matmul_amx(lmc_array *out, const lmc_array *x, const lm
  * integer kernels so that they all see the same x. */
 float lmc_quant_x24_block(const void *x, lmc_dtype dt, int64_t k0, int n, int32_t *q);
 
+/* The same for int8 activations (plan xbits 8): x[k0 .. k0+n) (n a multiple
+ * of 16, at most 64: one block) rounded to q in [-127, 127], x ≈ scale * q,
+ * with scale = max|x| / 127 and q = rint(x * (127 / max|x|)) in f32, as the
+ * scalar kernel computes it (lmc_quant_x8_scalar), so every path sees the
+ * same x. */
+float lmc_quant_x8_block(const void *x, lmc_dtype dt, int64_t k0, int n, int32_t *q);
+float lmc_quant_x8_scalar(const float *x, int n, int32_t *q);
+#define LMC_QMM_X8_BLOCK 64
+
+/* A SIMD kernel's BITS template value for 4-bit weights with int8 x (plan
+ * xbits 8); 4 is 4-bit weights with 24-bit x, 8 is 8-bit weights. */
+#define LMC_QMM_W4X8 5
+
 /* The SIMD quantised matmuls share one driver (lmc_qmm_run, in
  * quant_scalar.c): it lays out x once per call in the order a path's kernel
  * wants (prep_x) and runs the kernel over up to `mr` rows of x and `nr`
@@ -66,6 +79,7 @@ struct lmc_qmm_plan {
     lmc_dtype xdt;
     void *out;                /* [M, N] contiguous */
     lmc_dtype odt;
+    int xbits;                /* 4 bits: x rounded to 24-bit (default) or 8-bit integers (lmc_quant_activation_bits) */
     int gshift;               /* log2(group_size) */
     int32_t gidx[16];         /* for SIMD lane l of a block: its group within the block (path-defined) */
     uint8_t shuf[64];         /* a byte shuffle that places a block's scales in its lanes (path-defined) */

@@ -61,11 +61,14 @@ enum {
 
 typedef struct qamx {
     lmc_qmm_plan p;      /* shapes, pointers and dtypes (lmc_qmm_plan_init); the driver fields are unused here */
-    int64_t Mt, S, blocks; /* Mt: tiles of 16 rows of x; S: K-steps of kk; blocks of 128 in K */
-    int kk, spg;           /* kk: bytes of q per K-step; spg: K-steps per group */
-    int8_t *xb; /* [Mt][S][3][kk/4][64] */
+    int64_t Mt, S, blocks; /* Mt: tiles of 16 rows of x; S: K-steps of kk; blocks: x's blocks in K */
+    int kk, spg;           /* kk: bytes of q per K-step; spg: K-steps per item */
+    int parts;             /* x's int8 parts: 3 (24-bit x, blocks of 128) or 1 (int8 x, blocks of 64) */
+    int xblk;              /* elements of x a block (one scale) */
+    int64_t gi, Gi;        /* elements of K an item (a group, or with int8 x at most an x block), and items in K */
+    int8_t *xb; /* [Mt][S][parts][kk/4][64] */
     float *xsT; /* [Mt][blocks][16]: xscale per block, lane = row of x */
-    float *sxT; /* [Mt][G][16]: group sums of the rounded x */
+    float *sxT; /* [Mt][Gi][16]: sums of the rounded x per item */
     size_t work_bytes;        /* per thread (lmc_scratch) */
     _Atomic bool out_of_memory; /* a thread found no scratch */
 } qamx;
@@ -80,31 +83,35 @@ static void prep_rows(void *vctx, int64_t m0, int64_t m1, int thread) {
     const __m128i rows4 = _mm_setr_epi32(0, 16, 32, 48); /* B rows r..r+3, in dwords */
     const __m512i r128 = _mm512_set1_epi32(128);
     int32_t qb[128];
+    const int P = c->parts, ishift = __builtin_ctz((unsigned)c->gi);
     for (int64_t m = m0; m < m1; m++) {
         const void *x = (const char *)c->p.x + (size_t)(m * c->p.K) * lmc_dtype_size(c->p.xdt);
         int64_t mt = m / 16, mm = m % 16;
-        int8_t *xt = c->xb + (size_t)(mt * c->S) * 3 * bt + mm * 4;
+        int8_t *xt = c->xb + (size_t)(mt * c->S) * P * bt + mm * 4;
         for (int64_t b = 0; b < c->blocks; b++) {
-            int64_t k0 = b * 128;
-            int n = c->p.K - k0 >= 128 ? 128 : (int)(c->p.K - k0); /* a multiple of 32 */
-            float scale = lmc_quant_x24_block(x, c->p.xdt, k0, n, qb);
+            int64_t k0 = b * c->xblk;
+            int n = c->p.K - k0 >= c->xblk ? c->xblk : (int)(c->p.K - k0); /* a multiple of 32 */
+            float scale = P == 3 ? lmc_quant_x24_block(x, c->p.xdt, k0, n, qb) : lmc_quant_x8_block(x, c->p.xdt, k0, n, qb);
             c->xsT[(mt * c->blocks + b) * 16 + mm] = scale;
             __m512i gsum = _mm512_setzero_si512();
             for (int j = 0; j < n; j += 16) {
                 int64_t k = k0 + j, s = k >> kshift, r = (k & (c->kk - 1)) >> 2; /* kk is 32 or 64: no division */
                 __m512i q = _mm512_loadu_si512(qb + j);
-                /* the low byte of what is left, as in the AVX-512 kernel */
-                __m512i mid = _mm512_srai_epi32(_mm512_add_epi32(q, r128), 8);
-                __m512i hi = _mm512_srai_epi32(_mm512_add_epi32(mid, r128), 8);
                 /* 16 bytes = the dwords of k..k+3, .., k+12..k+15: B rows r..r+3 */
-                int8_t *dst = xt + (size_t)s * 3 * bt + r * 64;
-                _mm_i32scatter_epi32(dst, rows4, _mm512_cvtepi32_epi8(hi), 4);
-                _mm_i32scatter_epi32(dst + bt, rows4, _mm512_cvtepi32_epi8(mid), 4);
-                _mm_i32scatter_epi32(dst + 2 * bt, rows4, _mm512_cvtepi32_epi8(q), 4);
+                int8_t *dst = xt + (size_t)s * P * bt + r * 64;
+                if (P == 3) {
+                    /* the low byte of what is left, as in the AVX-512 kernel */
+                    __m512i mid = _mm512_srai_epi32(_mm512_add_epi32(q, r128), 8);
+                    __m512i hi = _mm512_srai_epi32(_mm512_add_epi32(mid, r128), 8);
+                    _mm_i32scatter_epi32(dst, rows4, _mm512_cvtepi32_epi8(hi), 4);
+                    _mm_i32scatter_epi32(dst + bt, rows4, _mm512_cvtepi32_epi8(mid), 4);
+                    _mm_i32scatter_epi32(dst + 2 * bt, rows4, _mm512_cvtepi32_epi8(q), 4);
+                } else {
+                    _mm_i32scatter_epi32(dst, rows4, _mm512_cvtepi32_epi8(q), 4);
+                }
                 gsum = _mm512_add_epi32(gsum, q);
-                if (((k + 16) & (c->p.group_size - 1)) == 0) { /* groups end inside blocks or at their ends */
-                    c->sxT[(mt * c->p.G + (k >> __builtin_ctz((unsigned)c->p.group_size))) * 16 + mm] =
-                        (float)_mm512_reduce_add_epi32(gsum) * scale;
+                if (((k + 16) & (c->gi - 1)) == 0) { /* items end inside blocks or at their ends */
+                    c->sxT[(mt * c->Gi + (k >> ishift)) * 16 + mm] = (float)_mm512_reduce_add_epi32(gsum) * scale;
                     gsum = _mm512_setzero_si512();
                 }
             }
@@ -114,7 +121,7 @@ static void prep_rows(void *vctx, int64_t m0, int64_t m1, int thread) {
 
 /* --- weights: q as bytes in A tiles, scales and biases as f32 ------------- */
 
-/* Rows n0 .. n0+NB_ROWS of the weights into wbuf ([tile][S][16][kk], zero past N) and ws, wb ([row][G]). */
+/* Rows n0 .. n0+NB_ROWS of the weights into wbuf ([tile][S][16][kk], zero past N) and ws, wb ([row][Gi]). */
 static void prep_w(const qamx *c, int64_t n0, uint8_t *wbuf, float *ws, float *wb) {
     const int kk = c->kk;
     const __m512i nib = _mm512_set1_epi16(0x0F0F);
@@ -123,7 +130,7 @@ static void prep_w(const qamx *c, int64_t n0, uint8_t *wbuf, float *ws, float *w
         uint8_t *dst = wbuf + (size_t)(i / 16) * (size_t)(c->S * 16 * kk) + (size_t)(i % 16) * kk;
         if (n >= c->p.N) {
             for (int64_t s = 0; s < c->S; s++) memset(dst + s * 16 * kk, 0, (size_t)kk);
-            for (int64_t g = 0; g < c->p.G; g++) ws[i * c->p.G + g] = wb[i * c->p.G + g] = 0.0f;
+            for (int64_t g = 0; g < c->Gi; g++) ws[i * c->Gi + g] = wb[i * c->Gi + g] = 0.0f;
             continue;
         }
         /* one loop per case: a uint8_t store may alias c, so with the cases
@@ -150,11 +157,19 @@ static void prep_w(const qamx *c, int64_t n0, uint8_t *wbuf, float *ws, float *w
                                     _mm256_ternarylogic_epi32(t, _mm256_slli_epi16(t, 4), _mm512_castsi512_si256(nib), 0xA8));
             }
         }
-        for (int64_t g = 0; g < c->p.G; g += 16) {
-            int64_t left = c->p.G - g;
-            __mmask16 m = left >= 16 ? 0xFFFF : (__mmask16)((1u << left) - 1);
-            _mm512_mask_storeu_ps(ws + i * c->p.G + g, m, lmc_quant_load16(c->p.scales, c->p.sdt, n * c->p.G + g, m));
-            _mm512_mask_storeu_ps(wb + i * c->p.G + g, m, lmc_quant_load16(c->p.biases, c->p.sdt, n * c->p.G + g, m));
+        if (c->Gi == c->p.G) {
+            for (int64_t g = 0; g < c->p.G; g += 16) {
+                int64_t left = c->p.G - g;
+                __mmask16 m = left >= 16 ? 0xFFFF : (__mmask16)((1u << left) - 1);
+                _mm512_mask_storeu_ps(ws + i * c->p.G + g, m, lmc_quant_load16(c->p.scales, c->p.sdt, n * c->p.G + g, m));
+                _mm512_mask_storeu_ps(wb + i * c->p.G + g, m, lmc_quant_load16(c->p.biases, c->p.sdt, n * c->p.G + g, m));
+            }
+        } else { /* items smaller than groups (int8 x with groups of 128): each item its group's values */
+            const int64_t per = c->Gi / c->p.G;
+            for (int64_t g = 0; g < c->Gi; g++) {
+                ws[i * c->Gi + g] = lmc_quant_load(c->p.scales, c->p.sdt, n * c->p.G + g / per);
+                wb[i * c->Gi + g] = lmc_quant_load(c->p.biases, c->p.sdt, n * c->p.G + g / per);
+            }
         }
     }
 }
@@ -192,15 +207,19 @@ static void store_block(const qamx *c, const float *res, int64_t m0, int64_t n0)
 
 /* acc[i] (16 rows of x in lanes) += the group's sums for weight row i of
  * the C tiles in cbuf, scaled; ws, wb: that row's scales and biases at the group. */
-static inline void epilogue(const int32_t *cbuf, __m512 xscale, __m512 sx, const float *ws, const float *wb,
-                            int64_t G, float *acc) {
+static inline __attribute__((always_inline)) void epilogue(const int32_t *cbuf, __m512 xscale, __m512 sx, const float *ws,
+                                                           const float *wb, int64_t G, const int P, float *acc) {
     const __m512 k256 = _mm512_set1_ps(256.0f);
 #pragma GCC unroll 16
     for (int i = 0; i < 16; i++) {
-        __m512i hm = _mm512_add_epi32(_mm512_slli_epi32(_mm512_load_si512(cbuf + 16 * i), 8),
-                                      _mm512_load_si512(cbuf + 256 + 16 * i));
-        __m512 f = _mm512_fmadd_ps(_mm512_cvtepi32_ps(hm), k256,
-                                   _mm512_cvtepi32_ps(_mm512_load_si512(cbuf + 512 + 16 * i)));
+        __m512 f;
+        if (P == 3) {
+            __m512i hm = _mm512_add_epi32(_mm512_slli_epi32(_mm512_load_si512(cbuf + 16 * i), 8),
+                                          _mm512_load_si512(cbuf + 256 + 16 * i));
+            f = _mm512_fmadd_ps(_mm512_cvtepi32_ps(hm), k256, _mm512_cvtepi32_ps(_mm512_load_si512(cbuf + 512 + 16 * i)));
+        } else {
+            f = _mm512_cvtepi32_ps(_mm512_load_si512(cbuf + 16 * i));
+        }
         __m512 a = _mm512_load_ps(acc + 16 * i);
         a = _mm512_fmadd_ps(f, _mm512_mul_ps(xscale, _mm512_set1_ps(ws[i * G])), a);
         a = _mm512_fmadd_ps(_mm512_set1_ps(wb[i * G]), sx, a);
@@ -215,44 +234,48 @@ static inline void epilogue(const int32_t *cbuf, __m512 xscale, __m512 sx, const
     do {                                                                           \
         const uint8_t *wt_ = wbuf + (size_t)(j) * (size_t)c->S * at;               \
         _tile_zero(c0);                                                            \
-        _tile_zero(c1);                                                            \
-        _tile_zero(c2);                                                            \
+        if (P == 3) {                                                              \
+            _tile_zero(c1);                                                        \
+            _tile_zero(c2);                                                        \
+        }                                                                          \
         for (int64_t s_ = (g) * c->spg; s_ < ((g) + 1) * c->spg; s_++) {           \
-            const int8_t *xs_ = xm + (size_t)s_ * 3 * bt;                          \
+            const int8_t *xs_ = xm + (size_t)s_ * P * bt;                          \
             _tile_loadd(6, wt_ + s_ * at, kk);                                     \
             _tile_loadd(7, xs_, 64);                                               \
             _tile_dpbusd(c0, 6, 7);                                                \
-            _tile_loadd(7, xs_ + bt, 64);                                          \
-            _tile_dpbusd(c1, 6, 7);                                                \
-            _tile_loadd(7, xs_ + 2 * bt, 64);                                      \
-            _tile_dpbusd(c2, 6, 7);                                                \
+            if (P == 3) {                                                          \
+                _tile_loadd(7, xs_ + bt, 64);                                      \
+                _tile_dpbusd(c1, 6, 7);                                            \
+                _tile_loadd(7, xs_ + 2 * bt, 64);                                  \
+                _tile_dpbusd(c2, 6, 7);                                            \
+            }                                                                      \
         }                                                                          \
     } while (0)
 
-/* The f32 work of item (g, j), whose sums are in C tiles c0..c2. */
+/* The f32 work of item (g, j), whose sums are in C tiles c0..c2 (c0 alone with int8 x). */
 #define DRAIN(c0, c1, c2, g, j)                                                                           \
     do {                                                                                                  \
         _tile_stored(c0, cbuf, 64);                                                                       \
-        _tile_stored(c1, cbuf + 256, 64);                                                                 \
-        _tile_stored(c2, cbuf + 512, 64);                                                                 \
-        epilogue(cbuf, _mm512_load_ps(c->xsT + (mt * c->blocks + (g) * c->p.group_size / 128) * 16),                \
-                 _mm512_load_ps(c->sxT + (mt * c->p.G + (g)) * 16), ws + (j) * 16 * c->p.G + (g),             \
-                 wb + (j) * 16 * c->p.G + (g), c->p.G, acc + (j) * 256);                                      \
+        if (P == 3) {                                                                                     \
+            _tile_stored(c1, cbuf + 256, 64);                                                             \
+            _tile_stored(c2, cbuf + 512, 64);                                                             \
+        }                                                                                                 \
+        epilogue(cbuf, _mm512_load_ps(c->xsT + (mt * c->blocks + (g) * c->gi / c->xblk) * 16),            \
+                 _mm512_load_ps(c->sxT + (mt * c->Gi + (g)) * 16), ws + (j) * 16 * c->Gi + (g),           \
+                 wb + (j) * 16 * c->Gi + (g), c->Gi, P, acc + (j) * 256);                                 \
     } while (0)
 
-static void run_task(void *vctx, int64_t t0, int64_t t1, int task) {
-    (void)task;
-    const qamx *c = vctx;
+static inline __attribute__((always_inline)) void run_tasks(const qamx *c, int64_t t0, int64_t t1, const int P) {
     const int kk = c->kk;
     const size_t bt = (size_t)kk * 16, at = (size_t)kk * 16;
     uint8_t *wbuf = lmc_scratch(LMC_SCRATCH_QMM_AMX, c->work_bytes);
     if (!wbuf) {
-        atomic_store(&((qamx *)vctx)->out_of_memory, true);
+        atomic_store(&((qamx *)c)->out_of_memory, true);
         return;
     }
     float *ws = (float *)(wbuf + (size_t)NB_ROWS * (size_t)c->p.K);
-    float *wb = ws + NB_ROWS * c->p.G;
-    int32_t *cbuf = (int32_t *)(wb + NB_ROWS * c->p.G); /* 3 C tiles */
+    float *wb = ws + NB_ROWS * c->Gi;
+    int32_t *cbuf = (int32_t *)(wb + NB_ROWS * c->Gi); /* 3 C tiles */
     float *acc = (float *)(cbuf + 3 * 256);           /* [NB_ROWS][16] */
     lmc_amx_configure(16, kk, kk / 4, 64); /* A: 16 weight rows of kk bytes; B: kk/4 rows of x's parts */
     for (int64_t t = t0; t < t1; t++) {
@@ -261,11 +284,11 @@ static void run_task(void *vctx, int64_t t0, int64_t t1, int task) {
         nt = nt < NB_ROWS / 16 ? nt : NB_ROWS / 16;
         prep_w(c, n0, wbuf, ws, wb);
         for (int64_t mt = 0; mt < c->Mt; mt++) {
-            const int8_t *xm = c->xb + (size_t)(mt * c->S) * 3 * bt;
+            const int8_t *xm = c->xb + (size_t)(mt * c->S) * P * bt;
             memset(acc, 0, (size_t)NB_ROWS * 16 * sizeof(float));
             /* items (g, j) in order, two sets of C tiles: the tile products of
              * one item run while the f32 work of the one before it does */
-            const int64_t items = c->p.G * nt;
+            const int64_t items = c->Gi * nt;
             /* The next task's weights, from DRAM, while this one computes
              * (with few rows of x the loop would otherwise wait on them). */
             const char *next = NULL;
@@ -296,32 +319,43 @@ static void run_task(void *vctx, int64_t t0, int64_t t1, int task) {
     _tile_release();
 }
 
+static void run_task(void *vctx, int64_t t0, int64_t t1, int task) {
+    (void)task;
+    const qamx *c = vctx;
+    if (c->parts == 3) run_tasks(c, t0, t1, 3);
+    else run_tasks(c, t0, t1, 1);
+}
+
 /* Fills c for one product (nothing is allocated yet). */
 static void amx_setup(qamx *c, lmc_array *out, const lmc_array *x, const lmc_array *wq, const lmc_array *scales,
                       const lmc_array *biases, int group_size, int bits) {
     memset(c, 0, sizeof *c);
     lmc_qmm_plan_init(&c->p, out, x, wq, scales, biases, group_size, bits);
     c->kk = group_size < 64 ? group_size : 64;
-    c->spg = group_size / c->kk;
+    c->parts = c->p.xbits == 8 ? 1 : 3;
+    c->xblk = c->parts == 1 ? LMC_QMM_X8_BLOCK : 128;
+    c->gi = c->parts == 1 && group_size > LMC_QMM_X8_BLOCK ? LMC_QMM_X8_BLOCK : group_size;
+    c->Gi = c->p.K / c->gi;
+    c->spg = (int)(c->gi / c->kk);
     c->S = c->p.K / c->kk;
     c->Mt = (c->p.M + 15) / 16;
-    c->blocks = (c->p.K + 127) / 128;
+    c->blocks = (c->p.K + c->xblk - 1) / c->xblk;
     /* per thread: wbuf, ws, wb, three C tiles, one result block */
-    c->work_bytes = ((size_t)NB_ROWS * (size_t)c->p.K + 2 * (size_t)(NB_ROWS * c->p.G) * sizeof(float) + 3 * 1024 +
+    c->work_bytes = ((size_t)NB_ROWS * (size_t)c->p.K + 2 * (size_t)(NB_ROWS * c->Gi) * sizeof(float) + 3 * 1024 +
                      (size_t)NB_ROWS * 16 * sizeof(float) + 63) / 64 * 64;
 }
 
 /* Bytes of x's parts, block scales and group sums for c (64-byte multiples). */
 static size_t amx_x_bytes(const qamx *c, size_t *xb_bytes, size_t *xs_bytes) {
-    *xb_bytes = (size_t)(c->Mt * 16 * c->p.K) * 3;
+    *xb_bytes = (size_t)(c->Mt * 16 * c->p.K) * (size_t)c->parts;
     *xs_bytes = (size_t)(c->Mt * c->blocks) * 16 * sizeof(float);
-    return *xb_bytes + *xs_bytes + (size_t)(c->Mt * c->p.G) * 16 * sizeof(float);
+    return *xb_bytes + *xs_bytes + (size_t)(c->Mt * c->Gi) * 16 * sizeof(float);
 }
 
 /* b may use a's prepared x. */
 static bool amx_same_x(const qamx *a, const qamx *b) {
     return a->p.x == b->p.x && a->p.xdt == b->p.xdt && a->p.M == b->p.M && a->p.K == b->p.K &&
-           a->p.group_size == b->p.group_size && a->kk == b->kk;
+           a->p.group_size == b->p.group_size && a->kk == b->kk && a->parts == b->parts;
 }
 
 enum { AMX_BATCH_MAX = 8 };

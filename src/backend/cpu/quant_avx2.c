@@ -76,6 +76,37 @@ static void prep_x24(const lmc_qmm_plan *p, const void *x, void *xp_row, float *
     }
 }
 
+/* x with int8 activations (xbits 8): per block of 128 elements the int8 q
+ * laid out as prep_x24's lo part ([h][e][i] = q(x[128*block + 64h + 2i +
+ * e])), 128 bytes; then the f32 scales of the blocks of 64 (one a half). */
+static size_t xi8_bytes(int64_t K) {
+    int64_t blocks = (K + 127) / 128;
+    return ((size_t)blocks * (128 + 2 * sizeof(float)) + 63) / 64 * 64;
+}
+
+static void prep_xi8(const lmc_qmm_plan *p, const void *x, void *xp_row, float *sx) {
+    const int64_t blocks = (p->K + 127) / 128;
+    int8_t *xp = xp_row;
+    float *xscale = (float *)(xp + blocks * 128), v[LMC_QMM_X8_BLOCK];
+    int32_t q[LMC_QMM_X8_BLOCK];
+    for (int64_t k0 = 0; k0 < p->K; k0 += LMC_QMM_X8_BLOCK) {
+        int n = p->K - k0 >= LMC_QMM_X8_BLOCK ? LMC_QMM_X8_BLOCK : (int)(p->K - k0); /* 64 or 32 */
+        for (int i = 0; i < n; i++) v[i] = lmc_quant_load(x, p->xdt, k0 + i);
+        float scale = lmc_quant_x8_scalar(v, n, q);
+        xscale[k0 / 64] = scale;
+        int8_t *half = xp + (k0 / 128) * 128 + (k0 % 128);
+        int32_t gsum = 0;
+        for (int i = 0; i < n; i++) {
+            half[(i % 2) * 32 + i / 2] = (int8_t)q[i];
+            gsum += q[i];
+            if (((k0 + i + 1) & (p->group_size - 1)) == 0 || i == n - 1) { /* group ends, and x block ends */
+                sx[(k0 + i) >> p->gshift] += (float)gsum * scale;
+                gsum = 0;
+            }
+        }
+    }
+}
+
 static void prep_x8(const lmc_qmm_plan *p, const void *x, void *xp_row, float *sx) {
     float *xp = xp_row;
     for (int64_t k = 0; k < p->K; k++) {
@@ -96,7 +127,8 @@ static inline float hsum(__m256 v) {
 /* One half (64 elements, 32 bytes v) of block b with MR rows of x: sub = 0
  * or 1 picks the half of the block's x parts; s holds the lanes' scales. */
 static inline __attribute__((always_inline)) void half4(const lmc_qmm_plan *p, __m256i v, __m256 s, const uint8_t *xp,
-                                                        int64_t b, int sub, int64_t nblk, const int MR, __m256 *acc) {
+                                                        int64_t b, int sub, int64_t nblk, const int MR, const bool X8,
+                                                        __m256 *acc) {
     const __m256i low = _mm256_set1_epi8(0x0F), top = _mm256_set1_epi16(0x0F00), ones = _mm256_set1_epi16(1);
     /* bytes: q of the even (qe) and odd (qo) elements; 16-bit lane w: qe = nibbles 0 and 2 at bits 0 and 8,
      * qo = nibbles 1 and 3; each nibble t at bits 8..11 is 256*q of element 4w + t */
@@ -106,6 +138,15 @@ static inline __attribute__((always_inline)) void half4(const lmc_qmm_plan *p, _
 #pragma GCC unroll 4
     for (int r = 0; r < MR; r++) {
         const uint8_t *row = xp + (size_t)r * p->xp_bytes;
+        if (X8) { /* one part: 2 * 15 * 127 per int16 pair, no saturation */
+            const __m256i *xq = (const __m256i *)(row + b * 128) + 2 * sub;
+            const float *xscale = (const float *)(row + nblk * 128);
+            __m256i q = _mm256_add_epi16(_mm256_maddubs_epi16(qe, _mm256_load_si256(xq)),
+                                         _mm256_maddubs_epi16(qo, _mm256_load_si256(xq + 1)));
+            __m256i a = _mm256_madd_epi16(q, ones);
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a), _mm256_mul_ps(s, _mm256_set1_ps(xscale[2 * b + sub])), acc[r]);
+            continue;
+        }
         const __m256i *xh = (const __m256i *)(row + b * 384) + sub, *xl = (const __m256i *)(row + b * 384 + 256) + 2 * sub;
         const float *xscale = (const float *)(row + nblk * 384);
         /* per 32-bit lane: 256 * 8 products of hi (<= 8 * 3840 * 32639 < 2^30) plus those of lo
@@ -138,8 +179,8 @@ static inline __m256 half_scales(const lmc_qmm_plan *p, const void *s_row, const
  * block's products. Whole blocks only (b < K / 128). */
 static inline __attribute__((always_inline)) void block4(const lmc_qmm_plan *p, const uint8_t *w, const void *s_row,
                                                          const uint8_t *xp, int64_t b, int64_t nblk, const int NR,
-                                                         const int MR, const lmc_dtype SDT, const bool WIDE, size_t pf_l2,
-                                                         int64_t RS, __m256 *acc) {
+                                                         const int MR, const bool X8, const lmc_dtype SDT, const bool WIDE,
+                                                         size_t pf_l2, int64_t RS, __m256 *acc) {
     const size_t ssz = SDT == LMC_F32 ? 4 : 2;
 #pragma GCC unroll 4
     for (int j = 0; j < NR; j++) {
@@ -149,8 +190,8 @@ static inline __attribute__((always_inline)) void block4(const lmc_qmm_plan *p, 
         /* into L1 a little ahead along the rows, into L2 a later call's rows (lmc_qmm_l2_distance) */
         _mm_prefetch((const char *)(wb + LMC_QMM_PREFETCH), _MM_HINT_T0);
         _mm_prefetch((const char *)(wb + pf_l2), _MM_HINT_T1);
-        half4(p, v0, half_scales(p, sj, SDT, WIDE, b * 128), xp, b, 0, nblk, MR, acc + j * MR);
-        half4(p, v1, half_scales(p, sj, SDT, WIDE, b * 128 + 64), xp, b, 1, nblk, MR, acc + j * MR);
+        half4(p, v0, half_scales(p, sj, SDT, WIDE, b * 128), xp, b, 0, nblk, MR, X8, acc + j * MR);
+        half4(p, v1, half_scales(p, sj, SDT, WIDE, b * 128 + 64), xp, b, 1, nblk, MR, X8, acc + j * MR);
     }
 }
 
@@ -158,7 +199,7 @@ static inline __attribute__((always_inline)) void block4(const lmc_qmm_plan *p, 
  * and/or a last one of 32, 16 bytes) of NR rows with MR rows of x. */
 static inline __attribute__((always_inline)) void tail4(const lmc_qmm_plan *p, const uint8_t *w, const void *s_row,
                                                         const uint8_t *xp, int64_t nblk, const int NR, const int MR,
-                                                        const lmc_dtype SDT, int64_t RS, __m256 *acc) {
+                                                        const bool X8, const lmc_dtype SDT, int64_t RS, __m256 *acc) {
     const size_t ssz = SDT == LMC_F32 ? 4 : 2;
     const int64_t K = p->K, halves = (K + 63) / 64;
     for (int j = 0; j < NR; j++) {
@@ -168,7 +209,7 @@ static inline __attribute__((always_inline)) void tail4(const lmc_qmm_plan *p, c
             __m256i v = 64 * (h + 1) <= K ? _mm256_loadu_si256((const __m256i *)(wj + h * 32))
                                           : _mm256_maskload_epi32((const int *)(wj + h * 32),
                                                                   _mm256_setr_epi32(-1, -1, -1, -1, 0, 0, 0, 0));
-            half4(p, v, half_scales(p, sj, SDT, p->group_size >= 64, h * 64), xp, h / 2, (int)(h % 2), nblk, MR, acc + j * MR);
+            half4(p, v, half_scales(p, sj, SDT, p->group_size >= 64, h * 64), xp, h / 2, (int)(h % 2), nblk, MR, X8, acc + j * MR);
         }
     }
 }
@@ -177,17 +218,17 @@ static inline __attribute__((always_inline)) void tail4(const lmc_qmm_plan *p, c
  * with MR rows of x, added into acc[j*MR + r]; b1 = nblk includes the tail. */
 static inline __attribute__((always_inline)) void kernel4_blocks(const lmc_qmm_plan *p, int64_t n, const uint8_t *w,
                                                                  const uint8_t *xp, int64_t b0, int64_t b1,
-                                                                 const int NR, const int MR, const lmc_dtype SDT,
-                                                                 int64_t RS, __m256 *acc) {
+                                                                 const int NR, const int MR, const bool X8,
+                                                                 const lmc_dtype SDT, int64_t RS, __m256 *acc) {
     const int64_t nblk = (p->K + 127) / 128, full = p->K / 128;
     const void *s_row = (const char *)p->scales + (size_t)(n * p->G) * (SDT == LMC_F32 ? 4 : 2);
     const size_t pf_l2 = lmc_qmm_l2_distance(p, NR, RS);
     const int64_t bend = b1 < full ? b1 : full;
     if (p->group_size >= 64)
-        for (int64_t b = b0; b < bend; b++) block4(p, w, s_row, xp, b, nblk, NR, MR, SDT, true, pf_l2, RS, acc);
+        for (int64_t b = b0; b < bend; b++) block4(p, w, s_row, xp, b, nblk, NR, MR, X8, SDT, true, pf_l2, RS, acc);
     else
-        for (int64_t b = b0; b < bend; b++) block4(p, w, s_row, xp, b, nblk, NR, MR, SDT, false, pf_l2, RS, acc);
-    if (full < b1) tail4(p, w, s_row, xp, nblk, NR, MR, SDT, RS, acc);
+        for (int64_t b = b0; b < bend; b++) block4(p, w, s_row, xp, b, nblk, NR, MR, X8, SDT, false, pf_l2, RS, acc);
+    if (full < b1) tail4(p, w, s_row, xp, nblk, NR, MR, X8, SDT, RS, acc);
 }
 
 /* acc += b_g * sx_g, then the horizontal sums: res[j*MR + r], or with RS >
@@ -266,13 +307,13 @@ static inline __attribute__((always_inline)) void kernel8_blocks(const lmc_qmm_p
 
 /* A row's blocks (4 bits: 128 elements, x as 384 bytes of parts; 8 bits: 32
  * elements, x as 128 bytes of f32; K is a multiple of 32) and their sums. */
-static inline int64_t row_blocks(const lmc_qmm_plan *p, const int BITS) { return BITS == 4 ? (p->K + 127) / 128 : p->K / 32; }
+static inline int64_t row_blocks(const lmc_qmm_plan *p, const int BITS) { return BITS != 8 ? (p->K + 127) / 128 : p->K / 32; }
 
 static inline __attribute__((always_inline)) void kernel_blocks(const lmc_qmm_plan *p, int64_t n, const uint8_t *w,
                                                                 const uint8_t *xp, int64_t b0, int64_t b1, const int NR,
                                                                 const int MR, const lmc_dtype SDT, const int BITS,
                                                                 int64_t RS, __m256 *acc) {
-    if (BITS == 4) kernel4_blocks(p, n, w, xp, b0, b1, NR, MR, SDT, RS, acc);
+    if (BITS != 8) kernel4_blocks(p, n, w, xp, b0, b1, NR, MR, BITS == LMC_QMM_W4X8, SDT, RS, acc);
     else kernel8_blocks(p, n, w, xp, b0, b1, NR, MR, SDT, RS, acc);
 }
 
@@ -288,19 +329,25 @@ static inline __attribute__((always_inline)) void kernel_rows(const lmc_qmm_plan
 }
 
 /* The bytes of a block's prepared x. */
-static inline size_t x_block_bytes(const int BITS) { return BITS == 4 ? 384 : 128; }
+static inline size_t x_block_bytes(const int BITS) { return BITS == 4 ? 384 : 128; } /* 4x8: 128 too */
 
 LMC_QMM_DEFINE_CHUNKED(__m256, _mm256_setzero_ps())
 
 LMC_QMM_KERNEL(4, LMC_F32, kernel4_f32)
 LMC_QMM_KERNEL(4, LMC_BF16, kernel4_bf16)
 LMC_QMM_KERNEL(4, LMC_F16, kernel4_f16)
+LMC_QMM_KERNEL(LMC_QMM_W4X8, LMC_F32, kernel4x8_f32)
+LMC_QMM_KERNEL(LMC_QMM_W4X8, LMC_BF16, kernel4x8_bf16)
+LMC_QMM_KERNEL(LMC_QMM_W4X8, LMC_F16, kernel4x8_f16)
 LMC_QMM_KERNEL(8, LMC_F32, kernel8_f32)
 LMC_QMM_KERNEL(8, LMC_BF16, kernel8_bf16)
 LMC_QMM_KERNEL(8, LMC_F16, kernel8_f16)
 LMC_QMM_KERNEL_STREAMS(4, LMC_F32, kernel4_streams_f32)
 LMC_QMM_KERNEL_STREAMS(4, LMC_BF16, kernel4_streams_bf16)
 LMC_QMM_KERNEL_STREAMS(4, LMC_F16, kernel4_streams_f16)
+LMC_QMM_KERNEL_STREAMS(LMC_QMM_W4X8, LMC_F32, kernel4x8_streams_f32)
+LMC_QMM_KERNEL_STREAMS(LMC_QMM_W4X8, LMC_BF16, kernel4x8_streams_bf16)
+LMC_QMM_KERNEL_STREAMS(LMC_QMM_W4X8, LMC_F16, kernel4x8_streams_f16)
 LMC_QMM_KERNEL_STREAMS(8, LMC_F32, kernel8_streams_f32)
 LMC_QMM_KERNEL_STREAMS(8, LMC_BF16, kernel8_streams_bf16)
 LMC_QMM_KERNEL_STREAMS(8, LMC_F16, kernel8_streams_f16)
@@ -317,6 +364,14 @@ lmc_status lmc_quantized_matmul_avx2(lmc_array *out, const lmc_array *x, const l
         p.kernel_streams = p.sdt == LMC_F32    ? kernel4_streams_f32
                            : p.sdt == LMC_BF16 ? kernel4_streams_bf16
                                                : kernel4_streams_f16;
+        if (p.xbits == 8) {
+            p.xp_bytes = xi8_bytes(p.K);
+            p.prep_x = prep_xi8;
+            p.kernel = p.sdt == LMC_F32 ? kernel4x8_f32 : p.sdt == LMC_BF16 ? kernel4x8_bf16 : kernel4x8_f16;
+            p.kernel_streams = p.sdt == LMC_F32    ? kernel4x8_streams_f32
+                               : p.sdt == LMC_BF16 ? kernel4x8_streams_bf16
+                                                   : kernel4x8_streams_f16;
+        }
         p.nr = 32; /* the kernel's set-up once per 32 rows; it takes them 4 (or 2) at a time */
     } else {
         p.xp_bytes = ((size_t)p.K * sizeof(float) + 63) / 64 * 64;

@@ -121,6 +121,57 @@ static void prep_x24(const lmc_qmm_plan *p, const void *x, void *xp_row, float *
     }
 }
 
+/* x for the 4-bit kernel with int8 activations (xbits 8): per block of 128
+ * elements, 64 bytes of the even elements' int8 q and 64 of the odd ones'
+ * (byte i of each for nibble byte i), then 16 f32 scales, lane l holding
+ * that of the block of 64 its elements 8l..8l+7 are in: 192 bytes. */
+static size_t xi8_bytes(int64_t K) { return (size_t)((K + 127) / 128) * 192; }
+
+float lmc_quant_x8_block(const void *x, lmc_dtype dt, int64_t k0, int n, int32_t *q) {
+    const int nv = n / 16;
+    const __m512i lim = _mm512_set1_epi32(127);
+    __m512 v[4];
+    __m512 amax = _mm512_setzero_ps();
+    for (int j = 0; j < nv; j++) {
+        v[j] = lmc_quant_load16(x, dt, k0 + 16 * j, 0xFFFF);
+        amax = _mm512_max_ps(amax, _mm512_abs_ps(v[j]));
+    }
+    float m = _mm512_reduce_max_ps(amax);
+    float scale = m / 127.0f, inv = m > 0.0f ? 127.0f / m : 0.0f;
+    for (int j = 0; j < nv; j++) {
+        __m512i r = _mm512_cvtps_epi32(_mm512_mul_ps(v[j], _mm512_set1_ps(inv))); /* ties to even, as rintf */
+        r = _mm512_max_epi32(_mm512_min_epi32(r, lim), _mm512_sub_epi32(_mm512_setzero_si512(), lim));
+        _mm512_storeu_si512(q + 16 * j, r);
+    }
+    return scale;
+}
+
+static void prep_xi8(const lmc_qmm_plan *p, const void *x, void *xp_row, float *sx) {
+    int32_t qb[LMC_QMM_X8_BLOCK];
+    /* group sums flushed at group ends and at x block ends (groups of 128 span two) */
+    const int64_t flush = (p->group_size < LMC_QMM_X8_BLOCK ? p->group_size : LMC_QMM_X8_BLOCK) - 1;
+    for (int64_t k0 = 0; k0 < p->K; k0 += LMC_QMM_X8_BLOCK) {
+        const int n = p->K - k0 >= LMC_QMM_X8_BLOCK ? LMC_QMM_X8_BLOCK : (int)(p->K - k0); /* 64 or 32 */
+        float scale = lmc_quant_x8_block(x, p->xdt, k0, n, qb);
+        int8_t *blk = (int8_t *)xp_row + (k0 / 128) * 192;
+        const int h = (int)(k0 % 128) / 64; /* which half of the 128-element block */
+        _mm256_storeu_ps((float *)(blk + 128) + 8 * h, _mm256_set1_ps(scale));
+        __m512i gsum = _mm512_setzero_si512();
+        for (int j = 0; j < n / 16; j++) {
+            __m512i q = _mm512_loadu_si512(qb + 16 * j);
+            /* qword i holds elements 2i (low half) and 2i+1, as in prep_x24 */
+            _mm_storel_epi64((__m128i *)(blk + 32 * h + 8 * j), _mm512_cvtepi64_epi8(q));
+            _mm_storel_epi64((__m128i *)(blk + 64 + 32 * h + 8 * j), _mm512_cvtepi64_epi8(_mm512_srli_epi64(q, 32)));
+            gsum = _mm512_add_epi32(gsum, q);
+            int64_t kend = k0 + 16 * (j + 1);
+            if ((kend & flush) == 0) {
+                sx[(kend - 1) >> p->gshift] += (float)_mm512_reduce_add_epi32(gsum) * scale;
+                gsum = _mm512_setzero_si512();
+            }
+        }
+    }
+}
+
 static void prep_x8(const lmc_qmm_plan *p, const void *x, void *xp_row, float *sx) {
     float *xp = xp_row;
     for (int64_t k = 0; k < p->K; k++) {
@@ -193,12 +244,19 @@ static inline __m512i block_dot24(__m512i qe, __m512i qo, const __m512i *xb) {
     return _mm512_dpbusd_epi32(a, qo, _mm512_load_si512(xb + 5));
 }
 
+/* The same with int8 x (one part): two vpdpbusd. */
+static inline __m512i block_dot8(__m512i qe, __m512i qo, const __m512i *xb) {
+    __m512i a = _mm512_dpbusd_epi32(_mm512_setzero_si512(), qe, _mm512_load_si512(xb));
+    return _mm512_dpbusd_epi32(a, qo, _mm512_load_si512(xb + 1));
+}
+
 /* Block b of NR weight rows (row j's bytes at w + j*RS*rb, its scales at
  * s_row + j*RS*G) with MR rows of x: acc[j*MR + r] += the block's products.
- * TAIL: the last, partial block (K not a multiple of 128), read with masks. */
+ * TAIL: the last, partial block (K not a multiple of 128), read with masks.
+ * X8: x as int8 (prep_xi8), whose scales are per lane; else 24-bit. */
 static inline __attribute__((always_inline)) void block4(const lmc_qmm_plan *p, const uint8_t *w, const void *s_row,
                                                          const uint8_t *xp, int64_t b, int64_t nblk, const int NR,
-                                                         const int MR, const lmc_dtype SDT, const bool TAIL,
+                                                         const int MR, const bool X8, const lmc_dtype SDT, const bool TAIL,
                                                          const int GPB, __mmask16 mtail, __m512i shuf, size_t pf_l2, int64_t RS, __m512 *acc) {
     const __m512i low = _mm512_set1_epi8(0x0F);
     const size_t ssz = SDT == LMC_F32 ? 4 : 2;
@@ -220,9 +278,15 @@ static inline __attribute__((always_inline)) void block4(const lmc_qmm_plan *p, 
 #pragma GCC unroll 4
         for (int r = 0; r < MR; r++) {
             const uint8_t *row = xp + (size_t)r * p->xp_bytes;
-            const float *xscale = (const float *)(row + nblk * 384);
-            __m512i a = block_dot24(qe, qo, (const __m512i *)row + b * 6);
-            acc[j * MR + r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), _mm512_mul_ps(s, _mm512_set1_ps(xscale[b])), acc[j * MR + r]);
+            if (X8) {
+                const __m512i *xb = (const __m512i *)(row + b * 192);
+                __m512i a = block_dot8(qe, qo, xb);
+                acc[j * MR + r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), _mm512_mul_ps(s, _mm512_load_ps(xb + 2)), acc[j * MR + r]);
+            } else {
+                const float *xscale = (const float *)(row + nblk * 384);
+                __m512i a = block_dot24(qe, qo, (const __m512i *)row + b * 6);
+                acc[j * MR + r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), _mm512_mul_ps(s, _mm512_set1_ps(xscale[b])), acc[j * MR + r]);
+            }
         }
     }
 }
@@ -244,8 +308,8 @@ static inline __m128 hsum4(__m512 a0, __m512 a1, __m512 a2, __m512 a3) {
  * with MR rows of x, added into acc[j*MR + r]. */
 static inline __attribute__((always_inline)) void kernel4_blocks(const lmc_qmm_plan *p, int64_t n, const uint8_t *w,
                                                                  const uint8_t *xp, int64_t b0, int64_t b1,
-                                                                 const int NR, const int MR, const lmc_dtype SDT,
-                                                                 int64_t RS, __m512 *acc) {
+                                                                 const int NR, const int MR, const bool X8,
+                                                                 const lmc_dtype SDT, int64_t RS, __m512 *acc) {
     const __m512i shuf = _mm512_loadu_si512(p->shuf);
     const int64_t nblk = blocks4(p), full = p->K / 128;
     const void *s_row = (const char *)p->scales + (size_t)(n * p->G) * (SDT == LMC_F32 ? 4 : 2);
@@ -254,8 +318,8 @@ static inline __attribute__((always_inline)) void kernel4_blocks(const lmc_qmm_p
     const int GPB = 128 >> p->gshift;
     const size_t pf_l2 = lmc_qmm_l2_distance(p, NR, RS);
     const int64_t bend = b1 < full ? b1 : full;
-    for (int64_t b = b0; b < bend; b++) block4(p, w, s_row, xp, b, nblk, NR, MR, SDT, false, GPB, mtail, shuf, pf_l2, RS, acc);
-    if (full < b1) block4(p, w, s_row, xp, full, nblk, NR, MR, SDT, true, GPB, mtail, shuf, pf_l2, RS, acc);
+    for (int64_t b = b0; b < bend; b++) block4(p, w, s_row, xp, b, nblk, NR, MR, X8, SDT, false, GPB, mtail, shuf, pf_l2, RS, acc);
+    if (full < b1) block4(p, w, s_row, xp, full, nblk, NR, MR, X8, SDT, true, GPB, mtail, shuf, pf_l2, RS, acc);
 }
 
 /* acc += cF_g * sx_g (zero past G; cF = b - F*s with F = 256 for 8 bits,
@@ -357,15 +421,16 @@ static inline __attribute__((always_inline)) void kernel8_blocks(const lmc_qmm_p
 
 /* --- what the 4- and 8-bit kernels share ------------------------------- */
 
-/* A row's blocks (4 bits: 128 elements, x as 384 bytes of int8 parts; 8
- * bits: 64 elements, x as 256 bytes of f32) and their sums. */
-static inline int64_t row_blocks(const lmc_qmm_plan *p, const int BITS) { return BITS == 4 ? blocks4(p) : (p->K + 63) / 64; }
+/* A row's blocks (4 bits: 128 elements, x as 384 bytes of int8 parts, or
+ * 192 with int8 x; 8 bits: 64 elements, x as 256 bytes of f32) and their
+ * sums. */
+static inline int64_t row_blocks(const lmc_qmm_plan *p, const int BITS) { return BITS != 8 ? blocks4(p) : (p->K + 63) / 64; }
 
 static inline __attribute__((always_inline)) void kernel_blocks(const lmc_qmm_plan *p, int64_t n, const uint8_t *w,
                                                                 const uint8_t *xp, int64_t b0, int64_t b1, const int NR,
                                                                 const int MR, const lmc_dtype SDT, const int BITS,
                                                                 int64_t RS, __m512 *acc) {
-    if (BITS == 4) kernel4_blocks(p, n, w, xp, b0, b1, NR, MR, SDT, RS, acc);
+    if (BITS != 8) kernel4_blocks(p, n, w, xp, b0, b1, NR, MR, BITS == LMC_QMM_W4X8, SDT, RS, acc);
     else kernel8_blocks(p, n, w, xp, b0, b1, NR, MR, SDT, RS, acc);
 }
 
@@ -383,19 +448,25 @@ static inline __attribute__((always_inline)) void kernel_rows(const lmc_qmm_plan
 }
 
 /* The bytes of a block's prepared x. */
-static inline size_t x_block_bytes(const int BITS) { return BITS == 4 ? 384 : 256; }
+static inline size_t x_block_bytes(const int BITS) { return BITS == 4 ? 384 : BITS == LMC_QMM_W4X8 ? 192 : 256; }
 
 LMC_QMM_DEFINE_CHUNKED(__m512, _mm512_setzero_ps())
 
 LMC_QMM_KERNEL(4, LMC_F32, kernel4_f32)
 LMC_QMM_KERNEL(4, LMC_BF16, kernel4_bf16)
 LMC_QMM_KERNEL(4, LMC_F16, kernel4_f16)
+LMC_QMM_KERNEL(LMC_QMM_W4X8, LMC_F32, kernel4x8_f32)
+LMC_QMM_KERNEL(LMC_QMM_W4X8, LMC_BF16, kernel4x8_bf16)
+LMC_QMM_KERNEL(LMC_QMM_W4X8, LMC_F16, kernel4x8_f16)
 LMC_QMM_KERNEL(8, LMC_F32, kernel8_f32)
 LMC_QMM_KERNEL(8, LMC_BF16, kernel8_bf16)
 LMC_QMM_KERNEL(8, LMC_F16, kernel8_f16)
 LMC_QMM_KERNEL_STREAMS(4, LMC_F32, kernel4_streams_f32)
 LMC_QMM_KERNEL_STREAMS(4, LMC_BF16, kernel4_streams_bf16)
 LMC_QMM_KERNEL_STREAMS(4, LMC_F16, kernel4_streams_f16)
+LMC_QMM_KERNEL_STREAMS(LMC_QMM_W4X8, LMC_F32, kernel4x8_streams_f32)
+LMC_QMM_KERNEL_STREAMS(LMC_QMM_W4X8, LMC_BF16, kernel4x8_streams_bf16)
+LMC_QMM_KERNEL_STREAMS(LMC_QMM_W4X8, LMC_F16, kernel4x8_streams_f16)
 LMC_QMM_KERNEL_STREAMS(8, LMC_F32, kernel8_streams_f32)
 LMC_QMM_KERNEL_STREAMS(8, LMC_BF16, kernel8_streams_bf16)
 LMC_QMM_KERNEL_STREAMS(8, LMC_F16, kernel8_streams_f16)
@@ -423,6 +494,14 @@ lmc_status lmc_quantized_matmul_avx512(lmc_array *out, const lmc_array *x, const
         p.kernel_streams = p.sdt == LMC_F32    ? kernel4_streams_f32
                            : p.sdt == LMC_BF16 ? kernel4_streams_bf16
                                                : kernel4_streams_f16;
+        if (p.xbits == 8) {
+            p.xp_bytes = xi8_bytes(p.K);
+            p.prep_x = prep_xi8;
+            p.kernel = p.sdt == LMC_F32 ? kernel4x8_f32 : p.sdt == LMC_BF16 ? kernel4x8_bf16 : kernel4x8_f16;
+            p.kernel_streams = p.sdt == LMC_F32    ? kernel4x8_streams_f32
+                               : p.sdt == LMC_BF16 ? kernel4x8_streams_bf16
+                                                   : kernel4x8_streams_f16;
+        }
         p.nr = 32; /* the kernel's set-up once per 32 rows; it takes them 4 (or 2) at a time */
     } else {
         p.xp_bytes = (size_t)((p.K + 63) / 64) * 256;

@@ -7,6 +7,7 @@
 #include "backend/cpu/quant.h"
 #include "core/scratch.h"
 #include "core/threadpool.h"
+#include "ops/quant_internal.h"
 
 /* --- quantize ----------------------------------------------------------------
  *
@@ -199,15 +200,45 @@ static void qmm_rows(void *vctx, int64_t n0, int64_t n1, int thread) {
     }
 }
 
+float lmc_quant_x8_scalar(const float *x, int n, int32_t *q) {
+    float m = 0.0f;
+    for (int i = 0; i < n; i++) {
+        float a = fabsf(x[i]);
+        m = m > a ? m : a; /* as vmaxps(m, a): a NaN wins */
+    }
+    float scale = m / 127.0f, inv = m > 0.0f ? 127.0f / m : 0.0f;
+    for (int i = 0; i < n; i++) {
+        float r = rintf(x[i] * inv);
+        if (!(r >= -127.0f)) r = -127.0f; /* NaN too, as the SIMD conversion's clamp */
+        else if (r > 127.0f) r = 127.0f;
+        q[i] = (int32_t)r;
+    }
+    return scale;
+}
+
+/* x [M, K] in f32 as the SIMD kernels see it with int8 activations: each
+ * block of LMC_QMM_X8_BLOCK rounded (lmc_quant_x8_scalar), in place. */
+static void round_x8(float *x, int64_t M, int64_t K) {
+    int32_t q[LMC_QMM_X8_BLOCK];
+    for (int64_t m = 0; m < M; m++)
+        for (int64_t k0 = 0; k0 < K; k0 += LMC_QMM_X8_BLOCK) {
+            int n = K - k0 < LMC_QMM_X8_BLOCK ? (int)(K - k0) : LMC_QMM_X8_BLOCK;
+            float *v = x + m * K + k0, scale = lmc_quant_x8_scalar(v, n, q);
+            for (int i = 0; i < n; i++) v[i] = scale * (float)q[i];
+        }
+}
+
 lmc_status lmc_quantized_matmul_scalar(lmc_array *out, const lmc_array *x, const lmc_array *wq,
                                        const lmc_array *scales, const lmc_array *biases, int group_size, int bits) {
     int64_t M = x->shape[0], K = x->shape[1], N = out->shape[1];
     float *xf = NULL;
     const float *xp = lmc_array_ptr(x);
-    if (x->dtype != LMC_F32) {
+    bool x8 = bits == 4 && lmc_quant_activation_bits() == 8;
+    if (x->dtype != LMC_F32 || x8) {
         xf = malloc((size_t)(M * K) * sizeof(float) + 1);
         if (!xf) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "quantized_matmul: out of memory");
         lmc_convert(xf, LMC_F32, lmc_array_ptr(x), x->dtype, (size_t)(M * K));
+        if (x8) round_x8(xf, M, K);
         xp = xf;
     }
     qmm_ctx c = {xp, lmc_array_ptr(wq), lmc_array_ptr(scales), lmc_array_ptr(biases), scales->dtype,
@@ -396,6 +427,7 @@ void lmc_qmm_plan_init(lmc_qmm_plan *p, const lmc_array *out, const lmc_array *x
     p->odt = out->dtype;
     p->mr = 4;
     p->nr = 1;
+    p->xbits = bits == 4 ? lmc_quant_activation_bits() : 24;
     p->gshift = __builtin_ctz((unsigned)group_size);
     for (int l = 0; l < 16; l++) p->gidx[l] = l * (32 / bits) / group_size;
 }
