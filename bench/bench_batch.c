@@ -23,6 +23,7 @@ static void usage(FILE *out) {
             "usage: lmc bench batch -m DIR [options]\n"
             "  -m, --model DIR            model folder (e.g. from lmc make-model --preset qwen3-0.6b --q4)\n"
             "  -t, --threads N            CPU threads (default: all cores)\n"
+            "  --activation-bits N        24 (default) or 8: 4-bit products' input as 24-bit integers or int8\n"
             "  --prompt-tokens N          classify prompt length (default 64)\n"
             "  --classify-prompts N       prompts per classify run (default 32; batch 1 runs min(N, 4))\n"
             "  --gen-prompt-tokens N      batch-generate prompt length (default 16)\n"
@@ -144,7 +145,8 @@ int lmc_bench_batch(int argc, char **argv) {
     const char *only = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "-m") || !strcmp(a, "--model") || !strcmp(a, "-t") || !strcmp(a, "--threads")) {
+        if (!strcmp(a, "-m") || !strcmp(a, "--model") || !strcmp(a, "-t") || !strcmp(a, "--threads") ||
+            !strcmp(a, "--activation-bits")) {
             if (lmc_cli_gen_option("bench", &g, argc, argv, &i) < 0) return 2;
         } else if (!strcmp(a, "--prompt-tokens") && v) {
             if (!lmc_cli_int("bench", a, argv[++i], 1, 1 << 20, &prompt_tokens)) return 2;
@@ -175,10 +177,10 @@ int lmc_bench_batch(int argc, char **argv) {
     lmc_model_info info;
     lmc_model_get_info(m, &info);
     lmc_bench_print_machine();
-    printf("model: %s, %lld layers, hidden %lld, vocab %lld, %s%s, %.0f MiB of weights\n", info.architecture,
+    printf("model: %s, %lld layers, hidden %lld, vocab %lld, %s%s%s, %.0f MiB of weights\n", info.architecture,
            (long long)info.num_layers, (long long)info.hidden_size, (long long)info.vocab_size,
            info.quant_bits ? "quantised " : "", info.quant_bits ? (info.quant_bits == 4 ? "4-bit" : "8-bit") : info.dtype,
-           (double)info.weight_bytes / 1048576.0);
+           info.quant_bits == 4 && g.load.activation_bits == 8 ? ", int8 activations" : "", (double)info.weight_bytes / 1048576.0);
     fflush(stdout);
     int rc = warm_up(m, info.vocab_size, gen_prompt);
     if (!rc && (!only || !strcmp(only, "classify"))) rc = bench_classify(m, info.vocab_size, prompt_tokens, (int)classify_prompts);

@@ -54,6 +54,7 @@ typedef struct bm_opts {
     int n_prompt, n_gen, threads, reps, chunk; /* chunk: prefill tokens per forward pass, 0 = the model's */
     int depth;                                 /* tokens in the cache before each test */
     lmc_dtype kv_dtype;                        /* the KV cache's dtype (load option kv_cache_dtype) */
+    int act_bits;                              /* load option activation_bits (24 or 8) */
     bool json, ttft;
     bool no_huge_pages;                        /* --no-huge-pages: load option huge_pages off */
     size_t huge_bytes;                         /* weight file bytes moved onto 2 MiB pages before the tests */
@@ -307,6 +308,7 @@ static void print_rows(const bm_opts *o, const char *name, const lmc_model_info 
             /* The bandwidth bound applies to decode; prefill is compute-bound. */
             cJSON_AddNumberToObject(j, "depth", o->depth);
             cJSON_AddStringToObject(j, "kv_cache_dtype", lmc_dtype_name(o->kv_dtype));
+            if (info->quant_bits == 4) cJSON_AddNumberToObject(j, "activation_bits", o->act_bits);
             if (rows[i].decode) {
                 cJSON_AddNumberToObject(j, "kv_read_bytes_per_token", rows[i].kv_bytes);
                 cJSON_AddNumberToObject(j, "bound_with_kv_tokens_per_s",
@@ -338,9 +340,10 @@ static void print_rows(const bm_opts *o, const char *name, const lmc_model_info 
     }
     if (gpu_backend(o)) printf("machine: %s; GPU %s, backend cuda (lmc %s)\n", cpu, g_gpu_name, lmc_version());
     else printf("machine: %s, %d threads, kernel path %s (lmc %s)\n", cpu, o->threads, lmc_cpu().path, lmc_version());
-    printf("model: %s (%s, %s), %.1f MB of weights, %.3f B parameters, loaded in %.2f s\n\n", name,
+    printf("model: %s (%s, %s%s), %.1f MB of weights, %.3f B parameters, loaded in %.2f s\n\n", name,
            info->architecture, info->quant_bits ? (info->quant_bits == 4 ? "4-bit" : "8-bit") : info->dtype,
-           (double)info->weight_bytes / 1e6, (double)info->num_parameters / 1e9, load_s);
+           info->quant_bits == 4 && o->act_bits == 8 ? ", int8 activations" : "", (double)info->weight_bytes / 1e6,
+           (double)info->num_parameters / 1e9, load_s);
     if (o->huge_bytes)
         printf("weights on 2 MiB pages: %.1f MB of the files moved in the background; the tests waited %.2f s for it\n\n",
                (double)o->huge_bytes / 1e6, o->huge_wait_s);
@@ -439,6 +442,7 @@ static int run_ttft(const bm_opts *o, const char *name) {
     lo.backend = o->backend;
     lo.huge_pages = !o->no_huge_pages;
     lo.kv_cache_dtype = o->kv_dtype;
+    lo.activation_bits = o->act_bits;
     lmc_model *m;
     if (lmc_model_load(o->dir, &lo, &m) != LMC_OK) {
         fprintf(stderr, "lmc bench: %s\n", lmc_last_error());
@@ -497,12 +501,13 @@ static int run_ttft(const bm_opts *o, const char *name) {
 static void usage(FILE *out) {
     fprintf(out,
             "usage: lmc bench -m DIR [-p 512] [-n 128] [-d DEPTH] [-c CHUNK] [-t THREADS] [-b BACKEND] [-r REPEATS]\n"
-            "                 [--kv-cache-dtype f32|bf16|f16] [--no-huge-pages] [--json]\n"
+            "                 [--kv-cache-dtype f32|bf16|f16] [--activation-bits 24|8] [--no-huge-pages] [--json]\n"
             "       lmc bench -m DIR --ttft [-p 16] [-t THREADS] [--json]\n\n"
             "  -p N       prefill test: N random tokens in forward passes of -c tokens (0: skip)\n"
             "  -n N       decode test: N greedy single-token steps (0: skip)\n"
             "  -d N       run both tests after N random tokens already in the KV cache (default 0)\n"
             "  --kv-cache-dtype T  f32 (default), bf16 or f16: the KV cache's dtype\n"
+            "  --activation-bits N 24 (default) or 8: 4-bit products' input as 24-bit integers or int8 (load option)\n"
             "  -t N       worker threads (default: all CPUs, or LMC_NUM_THREADS)\n"
             "  -b NAME    backend: cpu (default) or cuda (the bound is then the GPU's memory bandwidth)\n"
             "  -r N       timed repeats of each test after one warm-up (default 5)\n"
@@ -524,7 +529,7 @@ static bool int_arg(const char *opt, const char *s, int lo, int hi, int *out) {
 }
 
 int lmc_bench_model(int argc, char **argv) {
-    bm_opts o = {.n_prompt = -1, .n_gen = 128, .reps = 5, .kv_dtype = LMC_F32};
+    bm_opts o = {.n_prompt = -1, .n_gen = 128, .reps = 5, .kv_dtype = LMC_F32, .act_bits = 24};
     const char *tests_only = NULL; /* an option of the pp/tg tests that --ttft has no use for */
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -543,7 +548,12 @@ int lmc_bench_model(int argc, char **argv) {
         else if (!strcmp(a, "-r") && has) { tests_only = a; if (!int_arg(a, argv[++i], 1, 1000, &o.reps)) return 2; }
         else if (!strcmp(a, "-c") && has) { tests_only = a; if (!int_arg(a, argv[++i], 1, 1 << 20, &o.chunk)) return 2; }
         else if (!strcmp(a, "-d") && has) { tests_only = a; if (!int_arg(a, argv[++i], 0, 1 << 20, &o.depth)) return 2; }
-        else if (!strcmp(a, "--kv-cache-dtype") && has) {
+        else if (!strcmp(a, "--activation-bits") && has) {
+            if (!int_arg(a, argv[++i], 8, 24, &o.act_bits) || (o.act_bits != 8 && o.act_bits != 24)) {
+                if (o.act_bits != 8 && o.act_bits != 24) fprintf(stderr, "lmc bench: --activation-bits must be 24 or 8\n");
+                return 2;
+            }
+        } else if (!strcmp(a, "--kv-cache-dtype") && has) {
             if (!lmc_cli_float_dtype("bench", a, argv[++i], true, &o.kv_dtype)) return 2;
         } else {
             fprintf(stderr, "lmc bench: unknown or incomplete option '%s'\n", a);
@@ -584,6 +594,7 @@ int lmc_bench_model(int argc, char **argv) {
     lmc_load_options lo = lmc_load_options_default();
     lo.backend = o.backend;
     lo.kv_cache_dtype = o.kv_dtype;
+    lo.activation_bits = o.act_bits;
     lo.huge_pages = !o.no_huge_pages;
     if (lmc_model_load(o.dir, &lo, &m) != LMC_OK) {
         fprintf(stderr, "lmc bench: %s\n", lmc_last_error());

@@ -320,6 +320,15 @@ static void test_usage_errors(void) {
     char *out;
     CHECK(run(cmd, &out) == 1 && strstr(out, "config.json") != NULL);
     free(out);
+    const char *bad_bits[] = {"generate -m %s -p x --activation-bits 12", "bench -m %s --activation-bits 16",
+                              "bench batch -m %s --activation-bits 4"};
+    for (int i = 0; i < 3; i++) {
+        char args[4096];
+        snprintf(args, sizeof args, bad_bits[i], g_dir);
+        snprintf(cmd, sizeof cmd, "%s/lmc %s 2>&1", LMC_BUILD_DIR, args);
+        CHECKF(run(cmd, &out) == 2 && strstr(out, "--activation-bits"), "lmc %s", args);
+        free(out);
+    }
     snprintf(cmd, sizeof cmd, "%s/lmc nosuchcommand 2>/dev/null", LMC_BUILD_DIR);
     CHECK(run(cmd, NULL) == 2);
     snprintf(cmd, sizeof cmd, "%s/lmc --help", LMC_BUILD_DIR);

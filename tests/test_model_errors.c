@@ -177,6 +177,12 @@ static void test_missing_tokenizer_and_options(void) {
     o = lmc_load_options_default();
     o.prefill_chunk = 0;
     CHECK(lmc_model_load(g_dir, &o, &m) == LMC_ERR_INVALID_ARGUMENT && strstr(lmc_last_error(), "prefill_chunk"));
+    const int bad_bits[] = {16, 4, -8, 32};
+    for (int i = 0; i < 4; i++) {
+        o = lmc_load_options_default();
+        o.activation_bits = bad_bits[i];
+        CHECK(lmc_model_load(g_dir, &o, &m) == LMC_ERR_INVALID_ARGUMENT && strstr(lmc_last_error(), "activation_bits"));
+    }
     CHECK(lmc_model_load(NULL, NULL, &m) == LMC_ERR_INVALID_ARGUMENT);
 }
 

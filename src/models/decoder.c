@@ -16,6 +16,7 @@
 
 #include "lmc/ops.h"
 #include "lmc/train.h"
+#include "ops/quant_internal.h"
 
 /* --- weight resolution ------------------------------------------------------ */
 
@@ -217,6 +218,7 @@ lmc_status lmc_decoder_load(const char *dir, const lmc_model_config *cfg, lmc_de
     lmc_decoder *d = calloc(1, sizeof *d);
     if (!d) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
     d->cfg = *cfg;
+    d->activation_bits = 24;
     lmc_status s = lmc_checkpoint_open(dir, &d->ck);
     if (s == LMC_OK) {
         loader L = {.d = d};
@@ -477,6 +479,8 @@ lmc_array *lmc_decoder_forward(const lmc_decoder *d, lmc_kv_cache *cache, const 
         }
         args = &dev_args;
     }
+    /* the thread's setting for this pass, restored below (the caller may run other models) */
+    const int act_bits = lmc_quant_set_activation_bits(d->activation_bits);
     lmc_array *h = embed(d->embed, ids);
     if (h && c->scale_embeddings) h = lmc_mul_scalar(h, sqrt((double)c->hidden_size));
     for (int64_t i = 0; i < c->num_layers && h; i++) {
@@ -499,6 +503,7 @@ lmc_array *lmc_decoder_forward(const lmc_decoder *d, lmc_kv_cache *cache, const 
         logits = lmc_scope_keep(d->device != LMC_CPU ? lmc_array_to(out, LMC_CPU) : out);
         if (logits && cache) lmc_kv_cache_advance(cache, T);
     }
+    lmc_quant_set_activation_bits(act_bits);
     lmc_scope_end();
     if (logits) lmc_decoder_promote_weights(d);
     return logits;

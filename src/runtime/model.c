@@ -55,7 +55,7 @@ static const char *cuda_unavailable_reason(void) {
 
 lmc_load_options lmc_load_options_default(void) {
     return (lmc_load_options){.backend = NULL, .context_length = 0, .prefill_chunk = 64, .threads = 0,
-                              .memory_limit = 0, .adapter_dir = NULL, .prompt_cache_slots = 1, .kv_cache_dtype = LMC_F32, .huge_pages = true, .bridge = NULL, .bridge_env = NULL,
+                              .memory_limit = 0, .adapter_dir = NULL, .prompt_cache_slots = 1, .kv_cache_dtype = LMC_F32, .activation_bits = 24, .huge_pages = true, .bridge = NULL, .bridge_env = NULL,
                               .n_bridge_env = 0, .bridge_timeout = 0};
 }
 
@@ -146,6 +146,8 @@ lmc_status lmc_model_load(const char *dir, const lmc_load_options *opt_in, lmc_m
     if (opt.kv_cache_dtype != LMC_F32 && opt.kv_cache_dtype != LMC_BF16 && opt.kv_cache_dtype != LMC_F16)
         return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "kv_cache_dtype must be float32, bfloat16 or float16, got %s",
                              lmc_dtype_name(opt.kv_cache_dtype));
+    if (opt.activation_bits != 0 && opt.activation_bits != 24 && opt.activation_bits != 8)
+        return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "activation_bits must be 24 or 8, got %d", opt.activation_bits);
     if (opt.prompt_cache_slots < 0 || opt.prompt_cache_slots > 64)
         return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "prompt_cache_slots must be in 0..64, got %d", opt.prompt_cache_slots);
     if (opt.adapter_dir && be != &lmc_backend_cpu)
@@ -235,6 +237,7 @@ static lmc_status cpu_load(lmc_model *m, const char *dir, const lmc_load_options
     m->tok = job.tok;
     atomic_store(&m->dec->promote_pending, opt->huge_pages); /* after the first forward pass */
     m->dec->kv_dtype = opt->kv_cache_dtype;
+    m->dec->activation_bits = opt->activation_bits == 8 ? 8 : 24;
     m->context_length = cfg.max_position_embeddings;
     if (opt->context_length > 0 && opt->context_length < m->context_length) m->context_length = opt->context_length;
     for (int i = 0; i < cfg.n_eos; i++) add_eos(m, cfg.eos_ids[i]);

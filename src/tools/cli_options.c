@@ -119,6 +119,9 @@ const char lmc_cli_gen_usage[] =
     "  -t, --threads N          CPU threads (default: all cores)\n"
     "  --context N              context length bound (default: the model's)\n"
     "  --kv-cache-dtype T       f32 (default), bf16 or f16: keys and values as cached (16 bits: half the memory)\n"
+    "  --activation-bits N      24 (default) or 8: 4-bit weights' products round their input to 24-bit\n"
+    "                           integers (f32's precision) or to int8 per block of 64 (as llama.cpp: faster\n"
+    "                           prefill and batches, logits move by ~1e-2)\n"
     "  --no-huge-pages          keep the weights on the file mapping's 4 KiB pages (default: moved onto\n"
     "                           2 MiB pages in the background after the first forward pass, for faster decode)\n"
     "  --prompt-cache-slots N   finished generations whose KV caches are kept for reuse (1-64, default 1;\n"
@@ -223,6 +226,14 @@ int lmc_cli_gen_option(const char *cmd, lmc_cli_gen *g, int argc, char **argv, i
     } else if (!strcmp(a, "--kv-cache-dtype")) {
         NEEDS_VALUE();
         if (!lmc_cli_float_dtype(cmd, a, val, true, &g->load.kv_cache_dtype)) return -1;
+    } else if (!strcmp(a, "--activation-bits")) {
+        NEEDS_VALUE();
+        if (!lmc_cli_int(cmd, a, val, 8, 24, &n)) return -1;
+        if (n != 8 && n != 24) {
+            fprintf(stderr, "lmc %s: %s must be 24 or 8, got %s\n", cmd, a, val);
+            return -1;
+        }
+        g->load.activation_bits = (int)n;
     } else if (!strcmp(a, "--no-huge-pages")) {
         g->load.huge_pages = false;
     } else if (!strcmp(a, "--prompt-cache-slots")) {
