@@ -27,6 +27,7 @@
 #include "core/huge_pages.h"
 #include "core/threadpool.h"
 #include "lmc/ops.h"
+#include "ops/quant_internal.h"
 #include "runtime/kv_cache.h"
 #include "runtime/sampler.h"
 
@@ -320,17 +321,24 @@ static int bench_qmatmul(bench *b, int64_t M, int64_t K, int64_t N) {
         fprintf(stderr, "lmc bench: quantize: %s\n", lmc_last_error());
         rc = 1;
     } else {
-        double s = time_it(qmm_run, &c, 0.3);
-        if (c.st != LMC_OK) {
-            fprintf(stderr, "lmc bench: quantized matmul: %s\n", lmc_last_error());
-            rc = 1;
-        } else {
+        /* x as 24-bit integers (the default), then as int8 (load option activation_bits 8) */
+        double secs[2] = {0, 0};
+        for (int i = 0; i < 2 && !rc; i++) {
+            int old = lmc_quant_set_activation_bits(i ? 8 : 24);
+            secs[i] = time_it(qmm_run, &c, 0.3);
+            lmc_quant_set_activation_bits(old);
+            if (c.st != LMC_OK) {
+                fprintf(stderr, "lmc bench: quantized matmul: %s\n", lmc_last_error());
+                rc = 1;
+                break;
+            }
             char name[96];
-            snprintf(name, sizeof name, "%s %lldx%lldx%lld %s x q4 g64", M == 1 ? "decode" : M < 64 ? "batch" : "prefill",
-                     (long long)M, (long long)K, (long long)N, lmc_dtype_name(xdt));
+            snprintf(name, sizeof name, "%s %lldx%lldx%lld %s x%s q4", M == 1 ? "decode" : M <= 64 ? "batch" : "prefill",
+                     (long long)M, (long long)K, (long long)N, lmc_dtype_name(xdt), i ? " int8" : "");
             double bytes = (double)(lmc_array_nbytes(c.wq) + lmc_array_nbytes(c.scales) + lmc_array_nbytes(c.biases));
-            report(b, "qmatmul", name, s, 2.0 * M * K * N, bytes, "weights");
+            report(b, "qmatmul", name, secs[i], 2.0 * M * K * N, bytes, "weights");
         }
+        if (!rc && !b->json) printf("%-8s %-38s %9.2fx\n", "qmatmul", "  int8 x against 24-bit x", secs[0] / secs[1]);
     }
     lmc_array *all[] = {w, x, c.wq, c.scales, c.biases, c.out};
     for (int i = 0; i < 6; i++) lmc_array_free(all[i]);
@@ -778,13 +786,14 @@ int lmc_bench_ops(int argc, char **argv) {
     /* Llama-3.2-1B: the MLP up/gate projection (K 2048 -> N 8192) and down projection (8192 -> 2048). */
     static const int64_t shapes[2][2] = {{2048, 8192}, {8192, 2048}};
     static const lmc_dtype pairs[3][2] = {{LMC_F32, LMC_F32}, {LMC_F32, LMC_BF16}, {LMC_BF16, LMC_BF16}};
-    /* M: decode, batched decode at 16 sequences, prefill */
-    static const int64_t Ms[3] = {1, 16, 512};
-    for (int m = 0; m < 3 && (!only || !strcmp(only, "matmul")); m++)
+    /* M: decode, batched decode at 16 sequences, prefill (a model prefills in chunks of 64) */
+    static const int64_t Ms[4] = {1, 16, 64, 512};
+    for (int m = 0; m < 4 && (!only || !strcmp(only, "matmul")); m++)
+        if (Ms[m] != 64)
         for (int s = 0; s < 2; s++)
             for (int p = 0; p < 3; p++)
                 if (bench_matmul(&b, Ms[m], shapes[s][0], shapes[s][1], pairs[p][0], pairs[p][1])) return 1;
-    for (int m = 0; m < 3 && (!only || !strcmp(only, "qmatmul")); m++)
+    for (int m = 0; m < 4 && (!only || !strcmp(only, "qmatmul")); m++)
         for (int s = 0; s < 2; s++)
             if (bench_qmatmul(&b, Ms[m], shapes[s][0], shapes[s][1])) return 1;
     if ((!only || !strcmp(only, "qdecode")) && bench_qdecode(&b)) return 1;
