@@ -183,6 +183,11 @@ static void test_missing_tokenizer_and_options(void) {
         o.activation_bits = bad_bits[i];
         CHECK(lmc_model_load(g_dir, &o, &m) == LMC_ERR_INVALID_ARGUMENT && strstr(lmc_last_error(), "activation_bits"));
     }
+    o = lmc_load_options_default();
+    o.activation_bits = 8;
+    o.backend = "subprocess";
+    o.bridge = "false";
+    CHECK(lmc_model_load(g_dir, &o, &m) == LMC_ERR_UNSUPPORTED && strstr(lmc_last_error(), "activation_bits"));
     CHECK(lmc_model_load(NULL, NULL, &m) == LMC_ERR_INVALID_ARGUMENT);
 }
 

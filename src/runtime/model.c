@@ -150,6 +150,8 @@ lmc_status lmc_model_load(const char *dir, const lmc_load_options *opt_in, lmc_m
         return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "activation_bits must be 24 or 8, got %d", opt.activation_bits);
     if (opt.prompt_cache_slots < 0 || opt.prompt_cache_slots > 64)
         return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "prompt_cache_slots must be in 0..64, got %d", opt.prompt_cache_slots);
+    if (opt.activation_bits == 8 && be != &lmc_backend_cpu)
+        return lmc_set_error(LMC_ERR_UNSUPPORTED, "activation_bits 8 (int8 activations): backend \"cpu\" only, not %s", backend);
     if (opt.adapter_dir && be != &lmc_backend_cpu)
         return lmc_set_error(LMC_ERR_UNSUPPORTED, "LoRA adapters (%s): not supported by backend %s", opt.adapter_dir, backend);
     if (opt.threads > 0) LMC_CHECK(lmc_set_num_threads(opt.threads));
