@@ -110,15 +110,23 @@ static void check_model(const char *name, lmc_model *m, const golden *g, int64_t
     }
 }
 
+/* The variant's model folder (false: none) and golden data (*have). */
+static bool open_variant(const char *name, golden *g, char **dir, bool *have) {
+    *dir = model_fixture_dir(name);
+    CHECKF(*dir != NULL, "%s: fixture folder", name);
+    if (!*dir) return false;
+    *have = golden_load(name, g);
+    CHECKF(*have, "%s: golden.safetensors", name);
+    return true;
+}
+
 /* Every kernel path with the default prefill chunk, then chunked prefill
  * (7: shorter than Gemma's sliding window and not dividing the prompts). */
 static void check_variant(const char *name) {
     golden g;
-    char *dir = model_fixture_dir(name);
-    CHECKF(dir != NULL, "%s: fixture folder", name);
-    if (!dir) return;
-    bool have = golden_load(name, &g);
-    CHECKF(have, "%s: golden.safetensors", name);
+    char *dir;
+    bool have;
+    if (!open_variant(name, &g, &dir, &have)) return;
     int64_t chunks[2] = {512, 7};
     for (int c = 0; have && c < 2; c++) {
         lmc_load_options lo = lmc_load_options_default();
@@ -154,11 +162,9 @@ static void check_variant(const char *name) {
  * those positions or more (measured 86-100 %). */
 static void check_int8_activations(const char *name) {
     golden g;
-    char *dir = model_fixture_dir(name);
-    CHECKF(dir != NULL, "%s: fixture folder", name);
-    if (!dir) return;
-    bool have = golden_load(name, &g);
-    CHECKF(have, "%s: golden.safetensors", name);
+    char *dir;
+    bool have;
+    if (!open_variant(name, &g, &dir, &have)) return;
     lmc_load_options lo = lmc_load_options_default();
     lo.activation_bits = 8;
     lmc_model *m = NULL;

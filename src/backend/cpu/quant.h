@@ -229,6 +229,17 @@ static inline size_t lmc_qmm_l2_distance(const lmc_qmm_plan *p, int NR, int64_t 
                         stride, nn, res + i);                                                                        \
     }
 
+/* p->kernel and p->kernel_streams by the plan's scale dtype, from a path's
+ * functions K_f32, K_bf16, K_f16 and K_streams_f32, ... (LMC_QMM_KERNEL and
+ * LMC_QMM_KERNEL_STREAMS named so). */
+#define LMC_QMM_PICK(p, K)                                                                                    \
+    do {                                                                                                      \
+        (p)->kernel = (p)->sdt == LMC_F32 ? K##_f32 : (p)->sdt == LMC_BF16 ? K##_bf16 : K##_f16;              \
+        (p)->kernel_streams = (p)->sdt == LMC_F32    ? K##_streams_f32                                        \
+                              : (p)->sdt == LMC_BF16 ? K##_streams_bf16                                       \
+                                                     : K##_streams_f16;                                       \
+    } while (0)
+
 /* Fills what every SIMD path sets alike — shapes, pointers, dtypes, gshift,
  * gidx (lane l covers u32 word l), mr = 4, nr = 1 — and zeroes the
  * rest; the path then sets its own x layout, kernel and any other values. */

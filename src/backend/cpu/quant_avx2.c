@@ -357,30 +357,19 @@ lmc_status lmc_quantized_matmul_avx2(lmc_array *out, const lmc_array *x, const l
     if (bits != 4 && bits != 8) return lmc_quantized_matmul_scalar(out, x, wq, scales, biases, group_size, bits);
     lmc_qmm_plan p;
     lmc_qmm_plan_init(&p, out, x, wq, scales, biases, group_size, bits);
-    if (bits == 4) {
+    if (bits == 4 && p.xbits == 8) {
+        p.xp_bytes = xi8_bytes(p.K);
+        p.prep_x = prep_xi8;
+        LMC_QMM_PICK(&p, kernel4x8);
+    } else if (bits == 4) {
         p.xp_bytes = x24_bytes(p.K);
         p.prep_x = prep_x24;
-        p.kernel = p.sdt == LMC_F32 ? kernel4_f32 : p.sdt == LMC_BF16 ? kernel4_bf16 : kernel4_f16;
-        p.kernel_streams = p.sdt == LMC_F32    ? kernel4_streams_f32
-                           : p.sdt == LMC_BF16 ? kernel4_streams_bf16
-                                               : kernel4_streams_f16;
-        if (p.xbits == 8) {
-            p.xp_bytes = xi8_bytes(p.K);
-            p.prep_x = prep_xi8;
-            p.kernel = p.sdt == LMC_F32 ? kernel4x8_f32 : p.sdt == LMC_BF16 ? kernel4x8_bf16 : kernel4x8_f16;
-            p.kernel_streams = p.sdt == LMC_F32    ? kernel4x8_streams_f32
-                               : p.sdt == LMC_BF16 ? kernel4x8_streams_bf16
-                                                   : kernel4x8_streams_f16;
-        }
-        p.nr = 32; /* the kernel's set-up once per 32 rows; it takes them 4 (or 2) at a time */
+        LMC_QMM_PICK(&p, kernel4);
     } else {
         p.xp_bytes = ((size_t)p.K * sizeof(float) + 63) / 64 * 64;
         p.prep_x = prep_x8;
-        p.kernel = p.sdt == LMC_F32 ? kernel8_f32 : p.sdt == LMC_BF16 ? kernel8_bf16 : kernel8_f16;
-        p.kernel_streams = p.sdt == LMC_F32    ? kernel8_streams_f32
-                           : p.sdt == LMC_BF16 ? kernel8_streams_bf16
-                                               : kernel8_streams_f16;
-        p.nr = 32;
+        LMC_QMM_PICK(&p, kernel8);
     }
+    p.nr = 32; /* the kernel's set-up once per 32 rows; it takes them 4 (or 2) at a time */
     return lmc_qmm_run(&p);
 }

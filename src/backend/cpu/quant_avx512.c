@@ -60,13 +60,12 @@ static size_t x24_bytes(int64_t K) {
     return ((size_t)blocks * (384 + sizeof(float)) + 63) / 64 * 64;
 }
 
-/* Rounds x[k0 .. k0+n) (n a multiple of 16, at most 128: one block) to
- * 24-bit integers q[0..n) with one scale for the block, which it returns:
- * x ≈ scale * q, |q| <= X24_MAX. Shared with the AMX kernel (quant_amx.c) so
- * every integer path sees the same x. */
-float lmc_quant_x24_block(const void *x, lmc_dtype dt, int64_t k0, int n, int32_t *q) {
+/* Rounds x[k0 .. k0+n) (n a multiple of 16, at most 128) to integers
+ * q[0..n), |q| <= LIM, with one scale, which it returns: x ≈ scale * q,
+ * scale = max|x| / LIM, q = rint(x * (LIM / max|x|)) in f32. */
+static inline float quant_block(const void *x, lmc_dtype dt, int64_t k0, int n, int32_t *q, const int LIM) {
     const int nv = n / 16;
-    const __m512i lim = _mm512_set1_epi32(X24_MAX);
+    const __m512i lim = _mm512_set1_epi32(LIM);
     __m512 v[8];
     __m512 amax = _mm512_setzero_ps();
     for (int j = 0; j < nv; j++) {
@@ -74,7 +73,7 @@ float lmc_quant_x24_block(const void *x, lmc_dtype dt, int64_t k0, int n, int32_
         amax = _mm512_max_ps(amax, _mm512_abs_ps(v[j]));
     }
     float m = _mm512_reduce_max_ps(amax);
-    float scale = m / (float)X24_MAX, inv = m > 0.0f ? (float)X24_MAX / m : 0.0f;
+    float scale = m / (float)LIM, inv = m > 0.0f ? (float)LIM / m : 0.0f;
     for (int j = 0; j < nv; j++) {
         /* round to nearest even, as rintf */
         __m512i r = _mm512_cvtps_epi32(_mm512_mul_ps(v[j], _mm512_set1_ps(inv)));
@@ -82,6 +81,12 @@ float lmc_quant_x24_block(const void *x, lmc_dtype dt, int64_t k0, int n, int32_
         _mm512_storeu_si512(q + 16 * j, r);
     }
     return scale;
+}
+
+/* One block of 128 as 24-bit integers. Shared with the AMX kernel
+ * (quant_amx.c) so every integer path sees the same x. */
+float lmc_quant_x24_block(const void *x, lmc_dtype dt, int64_t k0, int n, int32_t *q) {
+    return quant_block(x, dt, k0, n, q, X24_MAX);
 }
 
 static void prep_x24(const lmc_qmm_plan *p, const void *x, void *xp_row, float *sx) {
@@ -128,22 +133,7 @@ static void prep_x24(const lmc_qmm_plan *p, const void *x, void *xp_row, float *
 static size_t xi8_bytes(int64_t K) { return (size_t)((K + 127) / 128) * 192; }
 
 float lmc_quant_x8_block(const void *x, lmc_dtype dt, int64_t k0, int n, int32_t *q) {
-    const int nv = n / 16;
-    const __m512i lim = _mm512_set1_epi32(127);
-    __m512 v[4];
-    __m512 amax = _mm512_setzero_ps();
-    for (int j = 0; j < nv; j++) {
-        v[j] = lmc_quant_load16(x, dt, k0 + 16 * j, 0xFFFF);
-        amax = _mm512_max_ps(amax, _mm512_abs_ps(v[j]));
-    }
-    float m = _mm512_reduce_max_ps(amax);
-    float scale = m / 127.0f, inv = m > 0.0f ? 127.0f / m : 0.0f;
-    for (int j = 0; j < nv; j++) {
-        __m512i r = _mm512_cvtps_epi32(_mm512_mul_ps(v[j], _mm512_set1_ps(inv))); /* ties to even, as rintf */
-        r = _mm512_max_epi32(_mm512_min_epi32(r, lim), _mm512_sub_epi32(_mm512_setzero_si512(), lim));
-        _mm512_storeu_si512(q + 16 * j, r);
-    }
-    return scale;
+    return quant_block(x, dt, k0, n, q, 127);
 }
 
 static void prep_xi8(const lmc_qmm_plan *p, const void *x, void *xp_row, float *sx) {
@@ -477,8 +467,6 @@ lmc_status lmc_quantized_matmul_avx512(lmc_array *out, const lmc_array *x, const
     lmc_qmm_plan p;
     lmc_qmm_plan_init(&p, out, x, wq, scales, biases, group_size, bits);
     if (bits == 4) {
-        p.xp_bytes = x24_bytes(p.K);
-        p.prep_x = prep_x24;
         for (int l = 0; l < 16; l++) { /* see block_scales4 */
             int g = p.gidx[l];
             for (int t = 0; t < 4; t++) {
@@ -490,27 +478,20 @@ lmc_status lmc_quantized_matmul_avx512(lmc_array *out, const lmc_array *x, const
                 p.shuf[2 * l + 1] = (uint8_t)(2 * g + 1);
             }
         }
-        p.kernel = p.sdt == LMC_F32 ? kernel4_f32 : p.sdt == LMC_BF16 ? kernel4_bf16 : kernel4_f16;
-        p.kernel_streams = p.sdt == LMC_F32    ? kernel4_streams_f32
-                           : p.sdt == LMC_BF16 ? kernel4_streams_bf16
-                                               : kernel4_streams_f16;
-        if (p.xbits == 8) {
-            p.xp_bytes = xi8_bytes(p.K);
-            p.prep_x = prep_xi8;
-            p.kernel = p.sdt == LMC_F32 ? kernel4x8_f32 : p.sdt == LMC_BF16 ? kernel4x8_bf16 : kernel4x8_f16;
-            p.kernel_streams = p.sdt == LMC_F32    ? kernel4x8_streams_f32
-                               : p.sdt == LMC_BF16 ? kernel4x8_streams_bf16
-                                                   : kernel4x8_streams_f16;
-        }
-        p.nr = 32; /* the kernel's set-up once per 32 rows; it takes them 4 (or 2) at a time */
+    }
+    if (bits == 4 && p.xbits == 8) {
+        p.xp_bytes = xi8_bytes(p.K);
+        p.prep_x = prep_xi8;
+        LMC_QMM_PICK(&p, kernel4x8);
+    } else if (bits == 4) {
+        p.xp_bytes = x24_bytes(p.K);
+        p.prep_x = prep_x24;
+        LMC_QMM_PICK(&p, kernel4);
     } else {
         p.xp_bytes = (size_t)((p.K + 63) / 64) * 256;
         p.prep_x = prep_x8;
-        p.kernel = p.sdt == LMC_F32 ? kernel8_f32 : p.sdt == LMC_BF16 ? kernel8_bf16 : kernel8_f16;
-        p.kernel_streams = p.sdt == LMC_F32    ? kernel8_streams_f32
-                           : p.sdt == LMC_BF16 ? kernel8_streams_bf16
-                                               : kernel8_streams_f16;
-        p.nr = 32;
+        LMC_QMM_PICK(&p, kernel8);
     }
+    p.nr = 32; /* the kernel's set-up once per 32 rows; it takes them 4 (or 2) at a time */
     return lmc_qmm_run(&p);
 }
