@@ -49,8 +49,9 @@ typedef struct lmc_load_options {
                                  precision. 8: int8 per block of 64 with one f32 scale, as llama.cpp's 8-bit
                                  activations: a third of the integer products, so prefill and batches run faster
                                  (Qwen3-0.6B 4-bit prefill ~1.5x on an AVX-512 CPU); logits move by ~1e-2 of their
-                                 scale and greedy text can diverge after a while. Other widths keep f32 x;
-                                 other backends refuse 8 (LMC_ERR_UNSUPPORTED) */
+                                 scale and greedy text can diverge after a while. Every forward pass of the
+                                 model follows it (a fine-tuning run's too; its backward stays exact). Other
+                                 widths keep f32 x; other backends refuse 8 (LMC_ERR_UNSUPPORTED) */
     bool huge_pages;          /* backend "cpu": after the first forward pass, move the mapped weights onto 2 MiB pages in a
                                  background thread (default true): 4-bit decode ran 7-18 % faster on a Zen 4. Only
                                  where transparent huge pages are enabled and the weights take at most half
