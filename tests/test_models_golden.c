@@ -134,6 +134,9 @@ static void check_variant(const char *name) {
         lmc_model *m = NULL;
         lmc_status s = lmc_model_load(dir, &lo, &m);
         CHECKF(s == LMC_OK, "%s: load: %s", name, lmc_last_error());
+        lmc_model_info info = {0};
+        /* exact by default; a width other than 4 bits has no activation setting */
+        CHECK(m && lmc_model_get_info(m, &info) == LMC_OK && info.activation_bits == (info.quant_bits == 4 ? 24 : 0));
         lmc_cpu_path max = lmc_cpu_path_max();
         /* Every path in normal builds; under the sanitizers (10x slower) only the
          * best one: the kernel tests already run every path there. */
@@ -169,6 +172,8 @@ static void check_int8_activations(const char *name) {
     lo.activation_bits = 8;
     lmc_model *m = NULL;
     if (have) CHECKF(lmc_model_load(dir, &lo, &m) == LMC_OK, "%s: load: %s", name, lmc_last_error());
+    lmc_model_info info = {0};
+    CHECK(m && lmc_model_get_info(m, &info) == LMC_OK && info.activation_bits == 8);
     for (int p = LMC_PATH_SCALAR; m && p <= (int)lmc_cpu_path_max(); p++) {
         lmc_cpu_path_set((lmc_cpu_path)p);
         for (int k = 0; k < NPROMPTS; k++) {

@@ -110,6 +110,7 @@ typedef struct lmc_model_info {
     int64_t sliding_window;   /* 0 when no layer slides */
     int quant_bits;           /* 0 when not quantised */
     int quant_group_size;
+    int activation_bits;      /* 4-bit weights on the cpu backend: 24 or 8, the load option activation_bits; else 0 */
     int64_t num_parameters;   /* logical parameters (quantised weights counted unpacked) */
     int64_t weight_bytes;     /* bytes of all weight tensors as stored */
     char dtype[16];           /* storage dtype of the float weights */

@@ -48,6 +48,7 @@ int cmd_info(int argc, char **argv) {
         cJSON_AddNumberToObject(o, "sliding_window", (double)in.sliding_window);
         cJSON_AddNumberToObject(o, "quant_bits", in.quant_bits);
         cJSON_AddNumberToObject(o, "quant_group_size", in.quant_group_size);
+        if (in.activation_bits) cJSON_AddNumberToObject(o, "activation_bits", in.activation_bits);
         cJSON_AddNumberToObject(o, "num_parameters", (double)in.num_parameters);
         cJSON_AddNumberToObject(o, "weight_bytes", (double)in.weight_bytes);
         cJSON_AddStringToObject(o, "dtype", in.dtype);
@@ -75,7 +76,11 @@ int cmd_info(int argc, char **argv) {
         printf("parameters        %lld (%.2f B)\n", (long long)in.num_parameters, (double)in.num_parameters / 1e9);
         printf("weights           %.1f MB (%s%s)\n", (double)in.weight_bytes / 1e6, in.dtype,
                in.quant_bits ? ", MLX-quantised" : "");
-        if (in.quant_bits) printf("quantisation      %d-bit, group size %d\n", in.quant_bits, in.quant_group_size);
+        if (in.quant_bits)
+            printf("quantisation      %d-bit, group size %d%s\n", in.quant_bits, in.quant_group_size,
+                   in.activation_bits == 8 ? "; activations int8 (per block of 64)"
+                   : in.activation_bits    ? "; activations 24-bit (exact)"
+                                           : "");
         printf("layers            %lld\n", (long long)in.num_layers);
         printf("hidden size       %lld (intermediate %lld)\n", (long long)in.hidden_size, (long long)in.intermediate_size);
         printf("attention heads   %lld (key/value heads %lld, head dim %lld)\n", (long long)in.num_heads,
