@@ -14,6 +14,9 @@
  * lanes) and the block's xscale. Per half and x row that is 15 uops, 7 of
  * them integer multiply-adds (two int16 parts of x took 19 and 8).
  *
+ * With int8 activations (plan xbits 8) x is the lo layout alone, one scale
+ * per half (block of 64): two vpmaddubsw and one vpmaddwd a half.
+ *
  * 8 bits: 32 bytes are 32 elements, u32 lane j holding 4j..4j+3 in bytes
  * t = 0..3; (v >> 8t) & 255 converted to f32 is multiplied with f32 x laid
  * out to match (xp[block][t][j] = x[32*block + 4j + t]). */

@@ -32,6 +32,10 @@
  * the same arithmetic whatever rows and x rows it is computed with (the
  * tests hold them bit-identical).
  *
+ * With int8 activations (plan xbits 8) x is one int8 part per block of 64
+ * (prep_xi8): two vpdpbusd a block, no shifts, and the x scales are a
+ * vector (lanes 0-7 and 8-15 cover the block's two x blocks).
+ *
  * 8 bits: lane j (u32) holds elements 4j..4j+3; byte t shifted to bits
  * 15..22 and OR-ed with 0x3F800000 is the f32 number y = 1 + q/256, and
  * plain f32 FMAs with f32 x do the rest (8-bit weights are twice the bytes
