@@ -13,7 +13,7 @@ cache), then with it (warm, as every later start of the model); then `lmc bench 
 average is printed before every run: figures from a busy machine are not
 comparable (read the tokens per CPU-second columns then).
 
-    python3 scripts/bench_round.py --lmc build/lmc --models /tmp/m [--threads 1,2] [--reps 2]
+    python3 scripts/bench_round.py --lmc build/lmc --models /tmp/m [--threads 1,2] [--reps 2] [--activation-bits 8]
 
 Make the models first, e.g.
     build/lmc make-model --preset qwen3-0.6b --q4 -o /tmp/m/qwen3-q4
@@ -69,7 +69,10 @@ def main():
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--no-batch", action="store_true")
+    ap.add_argument("--activation-bits", type=int, choices=(24, 8), default=24,
+                    help="4-bit models: 24-bit (default) or int8 activations (lmc's --activation-bits)")
     a = ap.parse_args()
+    ab = ["--activation-bits", str(a.activation_bits)]
     threads = [int(t) for t in a.threads.split(",")]
 
     rows = []
@@ -80,10 +83,10 @@ def main():
             continue
         for t in threads:
             load = loadavg()
-            res = {r["test"]: r for r in json_lines(run([a.lmc, "bench", "-m", d, "-t", str(t), "-r", str(a.reps), "--json"]))}
+            res = {r["test"]: r for r in json_lines(run([a.lmc, "bench", "-m", d, "-t", str(t), "-r", str(a.reps), "--json"] + ab))}
             cache = tempfile.mkdtemp(prefix="lmc-round-cache-")
             env = dict(os.environ, LMC_CACHE_DIR=cache)
-            ttft_cmd = [a.lmc, "bench", "-m", d, "--ttft", "-t", str(t), "--json"]
+            ttft_cmd = [a.lmc, "bench", "-m", d, "--ttft", "-t", str(t), "--json"] + ab
             cold = json_lines(run(ttft_cmd, env))[0]
             ttft = json_lines(run(ttft_cmd, env))[0]
             shutil.rmtree(cache, ignore_errors=True)
@@ -115,7 +118,7 @@ def main():
             continue
         for t in threads:
             load = loadavg()
-            out = run([a.lmc, "bench", "batch", "-m", d, "-t", str(t), "--only", "generate"])
+            out = run([a.lmc, "bench", "batch", "-m", d, "-t", str(t), "--only", "generate"] + ab)
             got = {int(m.group(1)): m for m in pat.finditer(out)}
             if not all(b in got for b in (1, 4, 16)):
                 sys.exit(f"unexpected bench batch output:\n{out}")
