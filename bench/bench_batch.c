@@ -180,7 +180,7 @@ int lmc_bench_batch(int argc, char **argv) {
     printf("model: %s, %lld layers, hidden %lld, vocab %lld, %s%s%s, %.0f MiB of weights\n", info.architecture,
            (long long)info.num_layers, (long long)info.hidden_size, (long long)info.vocab_size,
            info.quant_bits ? "quantised " : "", info.quant_bits ? (info.quant_bits == 4 ? "4-bit" : "8-bit") : info.dtype,
-           info.quant_bits == 4 && g.load.activation_bits == 8 ? ", int8 activations" : "", (double)info.weight_bytes / 1048576.0);
+           info.activation_bits == 8 ? ", int8 activations" : "", (double)info.weight_bytes / 1048576.0);
     fflush(stdout);
     int rc = warm_up(m, info.vocab_size, gen_prompt);
     if (!rc && (!only || !strcmp(only, "classify"))) rc = bench_classify(m, info.vocab_size, prompt_tokens, (int)classify_prompts);

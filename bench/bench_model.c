@@ -308,7 +308,7 @@ static void print_rows(const bm_opts *o, const char *name, const lmc_model_info 
             /* The bandwidth bound applies to decode; prefill is compute-bound. */
             cJSON_AddNumberToObject(j, "depth", o->depth);
             cJSON_AddStringToObject(j, "kv_cache_dtype", lmc_dtype_name(o->kv_dtype));
-            if (info->quant_bits == 4) cJSON_AddNumberToObject(j, "activation_bits", o->act_bits);
+            if (info->activation_bits) cJSON_AddNumberToObject(j, "activation_bits", info->activation_bits);
             if (rows[i].decode) {
                 cJSON_AddNumberToObject(j, "kv_read_bytes_per_token", rows[i].kv_bytes);
                 cJSON_AddNumberToObject(j, "bound_with_kv_tokens_per_s",
@@ -342,7 +342,7 @@ static void print_rows(const bm_opts *o, const char *name, const lmc_model_info 
     else printf("machine: %s, %d threads, kernel path %s (lmc %s)\n", cpu, o->threads, lmc_cpu().path, lmc_version());
     printf("model: %s (%s, %s%s), %.1f MB of weights, %.3f B parameters, loaded in %.2f s\n\n", name,
            info->architecture, info->quant_bits ? (info->quant_bits == 4 ? "4-bit" : "8-bit") : info->dtype,
-           info->quant_bits == 4 && o->act_bits == 8 ? ", int8 activations" : "", (double)info->weight_bytes / 1e6,
+           info->activation_bits == 8 ? ", int8 activations" : "", (double)info->weight_bytes / 1e6,
            (double)info->num_parameters / 1e9, load_s);
     if (o->huge_bytes)
         printf("weights on 2 MiB pages: %.1f MB of the files moved in the background; the tests waited %.2f s for it\n\n",

@@ -189,6 +189,29 @@ static void test_usage_errors(void) {
     }
 }
 
+/* A 4-bit model: the JSON rows carry the activation setting, 24 by
+ * default and 8 with --activation-bits 8 (bf16 models carry none). */
+static void test_activation_bits(void) {
+    char *q4 = model_fixture_dir("qwen3_mlx4");
+    CHECK(q4 != NULL);
+    if (!q4) return;
+    char out[16384], args[4096];
+    for (int ab = 24; ab >= 8; ab -= 16) {
+        snprintf(args, sizeof args, "-m '%s' -p 8 -n 4 -r 1 -t 1 --activation-bits %d --json", q4, ab);
+        CHECK(run_bench(args, out, sizeof out) == 0);
+        int rows = 0;
+        for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n"), rows++) {
+            cJSON *o = cJSON_Parse(line);
+            CHECKF(o && num(o, "activation_bits") == ab && num(o, "tokens_per_s") > 0, "%d: %s", ab, line);
+            cJSON_Delete(o);
+        }
+        CHECK(rows == 2);
+    }
+    snprintf(args, sizeof args, "-m '%s' -p 8 -n 4 -r 1 -t 1 --activation-bits 8 --json", dir);
+    CHECK(run_bench(args, out, sizeof out) == 0 && !strstr(out, "activation_bits"));
+    model_fixture_cleanup(q4);
+}
+
 int main(void) {
     char lmc[4096];
     struct stat st;
@@ -204,6 +227,7 @@ int main(void) {
     RUN(test_bench_json);
     RUN(test_ttft);
     RUN(test_usage_errors);
+    RUN(test_activation_bits);
     model_fixture_cleanup(fixture);
     return TEST_REPORT();
 }
