@@ -23,7 +23,7 @@ static void usage(FILE *out) {
             "usage: lmc bench batch -m DIR [options]\n"
             "  -m, --model DIR            model folder (e.g. from lmc make-model --preset qwen3-0.6b --q4)\n"
             "  -t, --threads N            CPU threads (default: all cores)\n"
-            "  --activation-bits N        24 (default) or 8: 4-bit products' input as 24-bit integers or int8\n"
+            "  --activation-bits N        24 (default) or 8: 4/8-bit products' input exact or int8\n"
             "  --prompt-tokens N          classify prompt length (default 64)\n"
             "  --classify-prompts N       prompts per classify run (default 32; batch 1 runs min(N, 4))\n"
             "  --gen-prompt-tokens N      batch-generate prompt length (default 16)\n"

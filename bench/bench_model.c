@@ -507,7 +507,7 @@ static void usage(FILE *out) {
             "  -n N       decode test: N greedy single-token steps (0: skip)\n"
             "  -d N       run both tests after N random tokens already in the KV cache (default 0)\n"
             "  --kv-cache-dtype T  f32 (default), bf16 or f16: the KV cache's dtype\n"
-            "  --activation-bits N 24 (default) or 8: 4-bit products' input as 24-bit integers or int8 (load option)\n"
+            "  --activation-bits N 24 (default) or 8: 4/8-bit products' input exact or int8 (load option)\n"
             "  -t N       worker threads (default: all CPUs, or LMC_NUM_THREADS)\n"
             "  -b NAME    backend: cpu (default) or cuda (the bound is then the GPU's memory bandwidth)\n"
             "  -r N       timed repeats of each test after one warm-up (default 5)\n"

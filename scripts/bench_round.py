@@ -70,7 +70,7 @@ def main():
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--no-batch", action="store_true")
     ap.add_argument("--activation-bits", type=int, choices=(24, 8), default=24,
-                    help="4-bit models: 24-bit (default) or int8 activations (lmc's --activation-bits)")
+                    help="4- and 8-bit models: exact (24, default) or int8 activations (lmc's --activation-bits)")
     a = ap.parse_args()
     ab = ["--activation-bits", str(a.activation_bits)]
     threads = [int(t) for t in a.threads.split(",")]

@@ -136,7 +136,7 @@ static void check_variant(const char *name) {
         CHECKF(s == LMC_OK, "%s: load: %s", name, lmc_last_error());
         lmc_model_info info = {0};
         /* exact by default; a width other than 4 bits has no activation setting */
-        CHECK(m && lmc_model_get_info(m, &info) == LMC_OK && info.activation_bits == (info.quant_bits == 4 ? 24 : 0));
+        CHECK(m && lmc_model_get_info(m, &info) == LMC_OK && info.activation_bits == (info.quant_bits ? 24 : 0));
         lmc_cpu_path max = lmc_cpu_path_max();
         /* Every path in normal builds; under the sanitizers (10x slower) only the
          * best one: the kernel tests already run every path there. */

@@ -1,8 +1,9 @@
 /* 8-bit MLX checkpoints: the golden bf16 models quantised by lmc to 8 bits
  * must compute exactly what the float decoder computes on the dequantised
  * weights (the quantised matmul and embedding paths against the float
- * ones), within the golden tolerance of 2e-3. transformers' own 4-bit
- * fixtures are covered by test_models_golden. */
+ * ones), within the golden tolerance of 2e-3; with int8 activations, within
+ * 6 % of the logits' range. transformers' own 4-bit fixtures are covered by
+ * test_models_golden. */
 #include <math.h>
 #include <sys/stat.h>
 
@@ -117,7 +118,8 @@ static void check(const char *variant, int group) {
     CHECKF(lmc_model_load(qdir, NULL, &mq) == LMC_OK, "%s q8: %s", variant, lmc_last_error());
     CHECKF(lmc_model_load(fdir, NULL, &mf) == LMC_OK, "%s f32: %s", variant, lmc_last_error());
     lmc_model_info info;
-    if (mq && lmc_model_get_info(mq, &info) == LMC_OK) CHECK(info.quant_bits == 8 && info.quant_group_size == group);
+    if (mq && lmc_model_get_info(mq, &info) == LMC_OK)
+        CHECK(info.quant_bits == 8 && info.quant_group_size == group && info.activation_bits == 24);
     int32_t ids[40];
     for (int i = 0; i < 40; i++) ids[i] = (int32_t)((17 + 53 * i) % 2000);
     lmc_array *a = mq ? lmc_model_logits(mq, ids, 40, true) : NULL, *b = mf ? lmc_model_logits(mf, ids, 40, true) : NULL;
@@ -136,6 +138,44 @@ static void check(const char *variant, int group) {
         free(va);
         free(vb);
     }
+    /* int8 activations (load option activation_bits 8): the logits move,
+     * by at most 6 % of their range, and the top token mostly stays */
+    lmc_load_options lo = lmc_load_options_default();
+    lo.activation_bits = 8;
+    lmc_model *m8 = NULL;
+    CHECKF(lmc_model_load(qdir, &lo, &m8) == LMC_OK, "%s q8, int8 x: %s", variant, lmc_last_error());
+    lmc_model_info i8 = {0};
+    CHECK(m8 && lmc_model_get_info(m8, &i8) == LMC_OK && i8.activation_bits == 8);
+    lmc_array *c = m8 ? lmc_model_logits(m8, ids, 40, true) : NULL;
+    if (b && c) {
+        int64_t n = lmc_array_size(b), V = n / 40;
+        float *vb = malloc((size_t)n * sizeof *vb), *vc = malloc((size_t)n * sizeof *vc);
+        lmc_array_read(b, LMC_F32, vb, (size_t)n);
+        lmc_array_read(c, LMC_F32, vc, (size_t)n);
+        double worst = 0, lo_ = INFINITY, hi_ = -INFINITY;
+        int agree = 0;
+        for (int64_t t = 0; t < 40; t++) {
+            int64_t tb = 0, tc = 0;
+            for (int64_t i = 0; i < V; i++) {
+                double d = fabs((double)vc[t * V + i] - vb[t * V + i]);
+                if (!(d <= worst)) worst = d;
+                lo_ = fmin(lo_, vb[t * V + i]);
+                hi_ = fmax(hi_, vb[t * V + i]);
+                if (vb[t * V + i] > vb[t * V + tb]) tb = i;
+                if (vc[t * V + i] > vc[t * V + tc]) tc = i;
+            }
+            agree += tb == tc;
+        }
+        fprintf(stderr, "%s int8 x: max diff %.3f of range %.2f (%.1f %%), top token kept at %d of 40\n", variant, worst,
+                hi_ - lo_, 100 * worst / (hi_ - lo_), agree);
+        CHECKF(worst > 2e-3 && worst <= 0.06 * (hi_ - lo_) && agree >= 30, "%s int8 x: max diff %g, range %g, top %d / 40",
+               variant, worst, hi_ - lo_, agree);
+        free(vb);
+        free(vc);
+    }
+    CHECK(c != NULL);
+    lmc_array_free(c);
+    lmc_model_free(m8);
     lmc_array_free(a);
     lmc_array_free(b);
     lmc_model_free(mq);

@@ -391,7 +391,7 @@ static void check_qmm(int64_t M, int64_t N, int64_t K, int gs, int bits, lmc_dty
     lmc_array_read(x, LMC_F32, xf, (size_t)(M * K));
     /* int8 activations: every path, the scalar one too, multiplies x rounded
      * per block of 64 to q = rint(x * 127/max|x|), x' = max|x|/127 * q */
-    const bool x8 = bits == 4 && g_x8;
+    const bool x8 = (bits == 4 || bits == 8) && g_x8;
     for (int64_t i = 0; x8 && i < M * K; i += 64) {
         int64_t n = K - i % K < 64 ? K - i % K : 64;
         float m = 0.0f;

@@ -44,14 +44,15 @@ typedef struct lmc_load_options {
                                  the memory (attention reads rounded keys and values: logits move by ~1e-2
                                  (bf16) or ~1e-3 (f16) of their scale; decode reads half the cache bytes,
                                  faster at long contexts); native backends */
-    int activation_bits;      /* backend "cpu", 4-bit weights: what the products round their input (activations) to.
-                                 24 (default; 0 means 24): integers of 24 bits per block of 128 values, f32's own
-                                 precision. 8: int8 per block of 64 with one f32 scale, as llama.cpp's 8-bit
-                                 activations: a third of the integer products, so prefill and batches run faster
-                                 (Qwen3-0.6B 4-bit prefill ~1.5x on an AVX-512 CPU); logits move by ~1e-2 of their
-                                 scale and greedy text can diverge after a while. Every forward pass of the
-                                 model follows it (a fine-tuning run's too; its backward stays exact). Other
-                                 widths keep f32 x; other backends refuse 8 (LMC_ERR_UNSUPPORTED) */
+    int activation_bits;      /* backend "cpu", 4- and 8-bit weights: what the products round their input
+                                 (activations) to. 24 (default; 0 means 24): exact, f32's own precision (4 bits:
+                                 integers of 24 bits per block of 128 values; 8 bits: f32). 8: int8 per block of 64
+                                 with one f32 scale, as llama.cpp's 8-bit activations: a fraction of the integer
+                                 work, so prefill and batches run faster (Qwen3-0.6B prefill ~1.6x (4-bit) and ~1.9x
+                                 (8-bit) on an AVX-512 CPU); logits move by a few percent of their range and greedy
+                                 text can diverge after a while. Every forward pass of the model follows it (a
+                                 fine-tuning run's too; its backward stays exact). Other widths keep f32 x; other
+                                 backends refuse 8 (LMC_ERR_UNSUPPORTED) */
     bool huge_pages;          /* backend "cpu": after the first forward pass, move the mapped weights onto 2 MiB pages in a
                                  background thread (default true): 4-bit decode ran 7-18 % faster on a Zen 4. Only
                                  where transparent huge pages are enabled and the weights take at most half
@@ -110,7 +111,7 @@ typedef struct lmc_model_info {
     int64_t sliding_window;   /* 0 when no layer slides */
     int quant_bits;           /* 0 when not quantised */
     int quant_group_size;
-    int activation_bits;      /* 4-bit weights on the cpu backend: 24 or 8, the load option activation_bits; else 0 */
+    int activation_bits;      /* 4- or 8-bit weights on the cpu backend: 24 or 8, the load option activation_bits; else 0 */
     int64_t num_parameters;   /* logical parameters (quantised weights counted unpacked) */
     int64_t weight_bytes;     /* bytes of all weight tensors as stored */
     char dtype[16];           /* storage dtype of the float weights */

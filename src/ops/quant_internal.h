@@ -26,10 +26,10 @@ enum { LMC_QMM_MANY_MAX = 8 };
  * out[i] is NULL and the status is returned. */
 lmc_status lmc_quantized_matmul_many(const lmc_array *x, int n, const lmc_qmm_weights *w, lmc_array **out);
 
-/* How this thread's quantised matmuls with 4-bit weights round x on the
- * CPU (other widths and backends keep x as it is):
- *   24 (the default): to 24-bit integers per block of 128, f32's own
- *      precision (each element within 2^-24 of its block's largest |x|);
+/* How this thread's quantised matmuls with 4- and 8-bit weights round x
+ * on the CPU (other widths and backends keep x as it is):
+ *   24 (the default): exact (4 bits: to 24-bit integers per block of 128,
+ *      each element within 2^-24 of its block's largest |x|; 8 bits: f32);
  *   8: to int8 per block of 64 with one f32 scale, as llama.cpp's 8-bit
  *      activations: a third of the integer products, less exact.
  * Set by the decoder from lmc_load_options.activation_bits around each

@@ -323,7 +323,7 @@ static lmc_status cpu_info(const lmc_model *m, lmc_model_info *out) {
     out->sliding_window = c->sliding_window;
     out->quant_bits = c->quant.bits;
     out->quant_group_size = c->quant.bits ? c->quant.group_size : 0;
-    out->activation_bits = c->quant.bits == 4 && m->be == &lmc_backend_cpu ? m->dec->activation_bits : 0;
+    out->activation_bits = (c->quant.bits == 4 || c->quant.bits == 8) && m->be == &lmc_backend_cpu ? m->dec->activation_bits : 0;
     out->num_parameters = m->dec->num_parameters;
     out->weight_bytes = m->dec->weight_bytes;
     const lmc_array *w = m->dec->final_norm;

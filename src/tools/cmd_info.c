@@ -79,7 +79,7 @@ int cmd_info(int argc, char **argv) {
         if (in.quant_bits)
             printf("quantisation      %d-bit, group size %d%s\n", in.quant_bits, in.quant_group_size,
                    in.activation_bits == 8 ? "; activations int8 (per block of 64)"
-                   : in.activation_bits    ? "; activations 24-bit (exact)"
+                   : in.activation_bits    ? "; activations exact"
                                            : "");
         printf("layers            %lld\n", (long long)in.num_layers);
         printf("hidden size       %lld (intermediate %lld)\n", (long long)in.hidden_size, (long long)in.intermediate_size);

@@ -52,9 +52,11 @@ float lmc_quant_x8_block(const void *x, lmc_dtype dt, int64_t k0, int n, int32_t
 float lmc_quant_x8_scalar(const float *x, int n, int32_t *q);
 #define LMC_QMM_X8_BLOCK 64
 
-/* A SIMD kernel's BITS template value for 4-bit weights with int8 x (plan
- * xbits 8); 4 is 4-bit weights with 24-bit x, 8 is 8-bit weights. */
+/* A SIMD kernel's BITS template value for 4- and 8-bit weights with int8 x
+ * (plan xbits 8); 4 is 4-bit weights with 24-bit x, 8 is 8-bit weights with
+ * f32 x. */
 #define LMC_QMM_W4X8 5
+#define LMC_QMM_W8X8 9
 
 /* The SIMD quantised matmuls share one driver (lmc_qmm_run, in
  * quant_scalar.c): it lays out x once per call in the order a path's kernel
@@ -79,7 +81,7 @@ struct lmc_qmm_plan {
     lmc_dtype xdt;
     void *out;                /* [M, N] contiguous */
     lmc_dtype odt;
-    int xbits;                /* 4 bits: x rounded to 24-bit (default) or 8-bit integers (lmc_quant_activation_bits) */
+    int xbits;                /* 8: x rounded to int8 (lmc_quant_activation_bits); else 24 (4 bits) or f32 (8 bits) */
     int gshift;               /* log2(group_size) */
     int32_t gidx[16];         /* for SIMD lane l of a block: its group within the block (path-defined) */
     uint8_t shuf[64];         /* a byte shuffle that places a block's scales in its lanes (path-defined) */

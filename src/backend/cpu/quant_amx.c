@@ -13,7 +13,7 @@
  * (256*hi + mid fits int32 even for 8 bits and group 128; the whole
  * 65536*hi + ... would not). So the result differs from the AVX-512 kernel's
  * only in the order of the f32 additions. With int8 activations (plan xbits
- * 8, 4-bit weights) x is one part per block of 64 (lmc_quant_x8_block): one
+ * 8, 4- or 8-bit weights) x is one part per block of 64 (lmc_quant_x8_block): one
  * tile product and one C tile an item, acc += f32(C) * xscale_b * s_g + b_g *
  * sx; where groups are 128 wide an item is one x block (parts = 1, gi = 64),
  * each with its group's scale and bias.

@@ -120,6 +120,25 @@ static void prep_x8(const lmc_qmm_plan *p, const void *x, void *xp_row, float *s
     }
 }
 
+/* 8-bit weights with int8 activations: x rounded per block of 64 as every
+ * path rounds it (lmc_quant_x8_scalar), laid out as prep_x8 lays out f32 x
+ * and multiplied in f32 (vpmaddubsw would saturate: 2 * 255 * 127 > 32767). */
+static void prep_x8r(const lmc_qmm_plan *p, const void *x, void *xp_row, float *sx) {
+    float *xp = xp_row, v[LMC_QMM_X8_BLOCK];
+    int32_t q[LMC_QMM_X8_BLOCK];
+    for (int64_t k0 = 0; k0 < p->K; k0 += LMC_QMM_X8_BLOCK) {
+        int n = p->K - k0 >= LMC_QMM_X8_BLOCK ? LMC_QMM_X8_BLOCK : (int)(p->K - k0);
+        for (int i = 0; i < n; i++) v[i] = lmc_quant_load(x, p->xdt, k0 + i);
+        float scale = lmc_quant_x8_scalar(v, n, q);
+        for (int i = 0; i < n; i++) {
+            int64_t k = k0 + i, b = k / 32, j = (k % 32) / 4, t = k % 4;
+            float r = scale * (float)q[i];
+            xp[(b * 4 + t) * 8 + j] = r;
+            sx[k >> p->gshift] += r;
+        }
+    }
+}
+
 static inline float hsum(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -370,7 +389,7 @@ lmc_status lmc_quantized_matmul_avx2(lmc_array *out, const lmc_array *x, const l
         LMC_QMM_PICK(&p, kernel4);
     } else {
         p.xp_bytes = ((size_t)p.K * sizeof(float) + 63) / 64 * 64;
-        p.prep_x = prep_x8;
+        p.prep_x = p.xbits == 8 ? prep_x8r : prep_x8;
         LMC_QMM_PICK(&p, kernel8);
     }
     p.nr = 32; /* the kernel's set-up once per 32 rows; it takes them 4 (or 2) at a time */

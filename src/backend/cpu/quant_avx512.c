@@ -39,7 +39,9 @@
  * 8 bits: lane j (u32) holds elements 4j..4j+3; byte t shifted to bits
  * 15..22 and OR-ed with 0x3F800000 is the f32 number y = 1 + q/256, and
  * plain f32 FMAs with f32 x do the rest (8-bit weights are twice the bytes
- * per element, so half the work per byte suffices). */
+ * per element, so half the work per byte suffices). With int8 activations
+ * x's bytes are in the weights' order (prep_xq8) and one vpdpbusd takes a
+ * block of 64 against one x row. */
 #include <immintrin.h>
 #include <math.h>
 #include <stdbool.h>
@@ -156,6 +158,37 @@ static void prep_xi8(const lmc_qmm_plan *p, const void *x, void *xp_row, float *
             /* qword i holds elements 2i (low half) and 2i+1, as in prep_x24 */
             _mm_storel_epi64((__m128i *)(blk + 32 * h + 8 * j), _mm512_cvtepi64_epi8(q));
             _mm_storel_epi64((__m128i *)(blk + 64 + 32 * h + 8 * j), _mm512_cvtepi64_epi8(_mm512_srli_epi64(q, 32)));
+            gsum = _mm512_add_epi32(gsum, q);
+            int64_t kend = k0 + 16 * (j + 1);
+            if ((kend & flush) == 0) {
+                sx[(kend - 1) >> p->gshift] += (float)_mm512_reduce_add_epi32(gsum) * scale;
+                gsum = _mm512_setzero_si512();
+            }
+        }
+    }
+}
+
+/* x for the 8-bit kernel with int8 activations: per block of 64 elements
+ * its 64 int8 q in order (lane j of the weights' block holds elements
+ * 4j..4j+3, and so does x's), then the blocks' f32 scales. */
+static size_t xq8_bytes(int64_t K) {
+    int64_t blocks = (K + 63) / 64;
+    return ((size_t)blocks * (64 + sizeof(float)) + 63) / 64 * 64;
+}
+
+static void prep_xq8(const lmc_qmm_plan *p, const void *x, void *xp_row, float *sx) {
+    int32_t qb[LMC_QMM_X8_BLOCK];
+    const int64_t blocks = (p->K + 63) / 64;
+    float *xscale = (float *)((int8_t *)xp_row + blocks * 64);
+    const int64_t flush = (p->group_size < LMC_QMM_X8_BLOCK ? p->group_size : LMC_QMM_X8_BLOCK) - 1;
+    for (int64_t k0 = 0; k0 < p->K; k0 += LMC_QMM_X8_BLOCK) {
+        const int n = p->K - k0 >= LMC_QMM_X8_BLOCK ? LMC_QMM_X8_BLOCK : (int)(p->K - k0); /* 64 or 32 */
+        float scale = lmc_quant_x8_block(x, p->xdt, k0, n, qb);
+        xscale[k0 / 64] = scale;
+        __m512i gsum = _mm512_setzero_si512();
+        for (int j = 0; j < n / 16; j++) {
+            __m512i q = _mm512_loadu_si512(qb + 16 * j);
+            _mm_storeu_si128((__m128i *)((int8_t *)xp_row + k0 + 16 * j), _mm512_cvtepi32_epi8(q));
             gsum = _mm512_add_epi32(gsum, q);
             int64_t kend = k0 + 16 * (j + 1);
             if ((kend & flush) == 0) {
@@ -355,8 +388,7 @@ static inline __attribute__((always_inline)) void rows_finish(const lmc_qmm_plan
  * groups of 64 or more, a template parameter so that the loop does not
  * branch on it. */
 static inline __m512 block_scales8(const lmc_qmm_plan *p, const void *s_row, const lmc_dtype SDT, int64_t b, const bool WIDE,
-                                   const bool TAIL) {
-    const float F = 256.0f;
+                                   const bool TAIL, const float F) {
     if (WIDE) return _mm512_set1_ps(F * lmc_quant_load(s_row, SDT, (b * 64) >> p->gshift));
     __m512 lo = _mm512_set1_ps(F * lmc_quant_load(s_row, SDT, 2 * b));
     return TAIL ? lo : _mm512_insertf32x8(lo, _mm256_set1_ps(F * lmc_quant_load(s_row, SDT, 2 * b + 1)), 1);
@@ -367,9 +399,9 @@ static inline __m512 block_scales8(const lmc_qmm_plan *p, const void *s_row, con
  * sum of y*x times the lanes' scales. TAIL: the last block of 32 (its
  * missing bytes read as q = 0, y = 1, against x = 0). */
 static inline __attribute__((always_inline)) void block8(const lmc_qmm_plan *p, const uint8_t *w, const void *s_row,
-                                                         const uint8_t *xp, int64_t b, const int NR, const int MR,
-                                                         const lmc_dtype SDT, const bool WIDE, const bool TAIL, size_t pf_l2,
-                                                         int64_t RS, __m512 *acc) {
+                                                         const uint8_t *xp, int64_t b, int64_t nblk, const int NR,
+                                                         const int MR, const bool X8, const lmc_dtype SDT, const bool WIDE,
+                                                         const bool TAIL, size_t pf_l2, int64_t RS, __m512 *acc) {
     const __m512i mask = _mm512_set1_epi32(0x007F8000), one = _mm512_set1_epi32(0x3F800000);
     const size_t ssz = SDT == LMC_F32 ? 4 : 2;
 #pragma GCC unroll 4
@@ -378,12 +410,23 @@ static inline __attribute__((always_inline)) void block8(const lmc_qmm_plan *p, 
         __m512i v = TAIL ? _mm512_maskz_loadu_epi8((1ull << (p->K % 64)) - 1, wb) : _mm512_loadu_si512(wb);
         _mm_prefetch((const char *)(wb + LMC_QMM_PREFETCH), _MM_HINT_T0);
         _mm_prefetch((const char *)(wb + pf_l2), _MM_HINT_T1);
+        if (X8) { /* int8 x (prep_xq8): one vpdpbusd, q times x, 4 products a lane; the scales are F*s with F = 1 */
+            __m512 s = block_scales8(p, (const char *)s_row + (size_t)(j * RS * p->G) * ssz, SDT, b, WIDE, TAIL, 1.0f);
+#pragma GCC unroll 4
+            for (int r = 0; r < MR; r++) {
+                const uint8_t *row = xp + (size_t)r * p->xp_bytes;
+                __m512i a = _mm512_dpbusd_epi32(_mm512_setzero_si512(), v, _mm512_load_si512(row + b * 64));
+                const float xs = ((const float *)(row + nblk * 64))[b];
+                acc[j * MR + r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), _mm512_mul_ps(s, _mm512_set1_ps(xs)), acc[j * MR + r]);
+            }
+            continue;
+        }
         /* byte t moved to bits 15..22 of each 32-bit lane */
         __m512 y[4] = {_mm512_castsi512_ps(_mm512_ternarylogic_epi32(_mm512_slli_epi32(v, 15), mask, one, 0xEA)),
                        _mm512_castsi512_ps(_mm512_ternarylogic_epi32(_mm512_slli_epi32(v, 7), mask, one, 0xEA)),
                        _mm512_castsi512_ps(_mm512_ternarylogic_epi32(_mm512_srli_epi32(v, 1), mask, one, 0xEA)),
                        _mm512_castsi512_ps(_mm512_ternarylogic_epi32(_mm512_srli_epi32(v, 9), mask, one, 0xEA))};
-        __m512 s = block_scales8(p, (const char *)s_row + (size_t)(j * RS * p->G) * ssz, SDT, b, WIDE, TAIL);
+        __m512 s = block_scales8(p, (const char *)s_row + (size_t)(j * RS * p->G) * ssz, SDT, b, WIDE, TAIL, 256.0f);
 #pragma GCC unroll 4
         for (int r = 0; r < MR; r++) {
             const float *xb = (const float *)(xp + (size_t)r * p->xp_bytes) + b * 64;
@@ -401,16 +444,16 @@ static inline __attribute__((always_inline)) void block8(const lmc_qmm_plan *p, 
  * row's block count includes the tail (K % 64 = 32). */
 static inline __attribute__((always_inline)) void kernel8_blocks(const lmc_qmm_plan *p, int64_t n, const uint8_t *w,
                                                                  const uint8_t *xp, int64_t b0, int64_t b1,
-                                                                 const int NR, const int MR, const lmc_dtype SDT,
-                                                                 int64_t RS, __m512 *acc) {
+                                                                 const int NR, const int MR, const bool X8,
+                                                                 const lmc_dtype SDT, int64_t RS, __m512 *acc) {
     const void *s_row = (const char *)p->scales + (size_t)(n * p->G) * (SDT == LMC_F32 ? 4 : 2);
     const size_t pf_l2 = lmc_qmm_l2_distance(p, NR, RS);
-    const int64_t full = p->K / 64, bend = b1 < full ? b1 : full;
+    const int64_t nblk = (p->K + 63) / 64, full = p->K / 64, bend = b1 < full ? b1 : full;
     if (p->group_size >= 64)
-        for (int64_t b = b0; b < bend; b++) block8(p, w, s_row, xp, b, NR, MR, SDT, true, false, pf_l2, RS, acc);
+        for (int64_t b = b0; b < bend; b++) block8(p, w, s_row, xp, b, nblk, NR, MR, X8, SDT, true, false, pf_l2, RS, acc);
     else
-        for (int64_t b = b0; b < bend; b++) block8(p, w, s_row, xp, b, NR, MR, SDT, false, false, pf_l2, RS, acc);
-    if (full < b1) block8(p, w, s_row, xp, full, NR, MR, SDT, p->group_size >= 64, true, pf_l2, RS, acc);
+        for (int64_t b = b0; b < bend; b++) block8(p, w, s_row, xp, b, nblk, NR, MR, X8, SDT, false, false, pf_l2, RS, acc);
+    if (full < b1) block8(p, w, s_row, xp, full, nblk, NR, MR, X8, SDT, p->group_size >= 64, true, pf_l2, RS, acc);
 }
 
 /* --- what the 4- and 8-bit kernels share ------------------------------- */
@@ -418,14 +461,15 @@ static inline __attribute__((always_inline)) void kernel8_blocks(const lmc_qmm_p
 /* A row's blocks (4 bits: 128 elements, x as 384 bytes of int8 parts, or
  * 192 with int8 x; 8 bits: 64 elements, x as 256 bytes of f32) and their
  * sums. */
-static inline int64_t row_blocks(const lmc_qmm_plan *p, const int BITS) { return BITS != 8 ? blocks4(p) : (p->K + 63) / 64; }
+static inline bool weights8(const int BITS) { return BITS == 8 || BITS == LMC_QMM_W8X8; }
+static inline int64_t row_blocks(const lmc_qmm_plan *p, const int BITS) { return !weights8(BITS) ? blocks4(p) : (p->K + 63) / 64; }
 
 static inline __attribute__((always_inline)) void kernel_blocks(const lmc_qmm_plan *p, int64_t n, const uint8_t *w,
                                                                 const uint8_t *xp, int64_t b0, int64_t b1, const int NR,
                                                                 const int MR, const lmc_dtype SDT, const int BITS,
                                                                 int64_t RS, __m512 *acc) {
-    if (BITS != 8) kernel4_blocks(p, n, w, xp, b0, b1, NR, MR, BITS == LMC_QMM_W4X8, SDT, RS, acc);
-    else kernel8_blocks(p, n, w, xp, b0, b1, NR, MR, SDT, RS, acc);
+    if (!weights8(BITS)) kernel4_blocks(p, n, w, xp, b0, b1, NR, MR, BITS == LMC_QMM_W4X8, SDT, RS, acc);
+    else kernel8_blocks(p, n, w, xp, b0, b1, NR, MR, BITS == LMC_QMM_W8X8, SDT, RS, acc);
 }
 
 /* NR weight rows n + j*RS (bytes at w + j*RS*row_bytes) with MR rows of x:
@@ -442,7 +486,9 @@ static inline __attribute__((always_inline)) void kernel_rows(const lmc_qmm_plan
 }
 
 /* The bytes of a block's prepared x. */
-static inline size_t x_block_bytes(const int BITS) { return BITS == 4 ? 384 : BITS == LMC_QMM_W4X8 ? 192 : 256; }
+static inline size_t x_block_bytes(const int BITS) {
+    return BITS == 4 ? 384 : BITS == LMC_QMM_W4X8 ? 192 : BITS == LMC_QMM_W8X8 ? 64 : 256;
+}
 
 LMC_QMM_DEFINE_CHUNKED(__m512, _mm512_setzero_ps())
 
@@ -452,6 +498,9 @@ LMC_QMM_KERNEL(4, LMC_F16, kernel4_f16)
 LMC_QMM_KERNEL(LMC_QMM_W4X8, LMC_F32, kernel4x8_f32)
 LMC_QMM_KERNEL(LMC_QMM_W4X8, LMC_BF16, kernel4x8_bf16)
 LMC_QMM_KERNEL(LMC_QMM_W4X8, LMC_F16, kernel4x8_f16)
+LMC_QMM_KERNEL(LMC_QMM_W8X8, LMC_F32, kernel8x8_f32)
+LMC_QMM_KERNEL(LMC_QMM_W8X8, LMC_BF16, kernel8x8_bf16)
+LMC_QMM_KERNEL(LMC_QMM_W8X8, LMC_F16, kernel8x8_f16)
 LMC_QMM_KERNEL(8, LMC_F32, kernel8_f32)
 LMC_QMM_KERNEL(8, LMC_BF16, kernel8_bf16)
 LMC_QMM_KERNEL(8, LMC_F16, kernel8_f16)
@@ -461,6 +510,9 @@ LMC_QMM_KERNEL_STREAMS(4, LMC_F16, kernel4_streams_f16)
 LMC_QMM_KERNEL_STREAMS(LMC_QMM_W4X8, LMC_F32, kernel4x8_streams_f32)
 LMC_QMM_KERNEL_STREAMS(LMC_QMM_W4X8, LMC_BF16, kernel4x8_streams_bf16)
 LMC_QMM_KERNEL_STREAMS(LMC_QMM_W4X8, LMC_F16, kernel4x8_streams_f16)
+LMC_QMM_KERNEL_STREAMS(LMC_QMM_W8X8, LMC_F32, kernel8x8_streams_f32)
+LMC_QMM_KERNEL_STREAMS(LMC_QMM_W8X8, LMC_BF16, kernel8x8_streams_bf16)
+LMC_QMM_KERNEL_STREAMS(LMC_QMM_W8X8, LMC_F16, kernel8x8_streams_f16)
 LMC_QMM_KERNEL_STREAMS(8, LMC_F32, kernel8_streams_f32)
 LMC_QMM_KERNEL_STREAMS(8, LMC_BF16, kernel8_streams_bf16)
 LMC_QMM_KERNEL_STREAMS(8, LMC_F16, kernel8_streams_f16)
@@ -491,6 +543,10 @@ lmc_status lmc_quantized_matmul_avx512(lmc_array *out, const lmc_array *x, const
         p.xp_bytes = x24_bytes(p.K);
         p.prep_x = prep_x24;
         LMC_QMM_PICK(&p, kernel4);
+    } else if (p.xbits == 8) {
+        p.xp_bytes = xq8_bytes(p.K);
+        p.prep_x = prep_xq8;
+        LMC_QMM_PICK(&p, kernel8x8);
     } else {
         p.xp_bytes = (size_t)((p.K + 63) / 64) * 256;
         p.prep_x = prep_x8;

@@ -233,7 +233,7 @@ lmc_status lmc_quantized_matmul_scalar(lmc_array *out, const lmc_array *x, const
     int64_t M = x->shape[0], K = x->shape[1], N = out->shape[1];
     float *xf = NULL;
     const float *xp = lmc_array_ptr(x);
-    bool x8 = bits == 4 && lmc_quant_activation_bits() == 8;
+    bool x8 = (bits == 4 || bits == 8) && lmc_quant_activation_bits() == 8;
     if (x->dtype != LMC_F32 || x8) {
         xf = malloc((size_t)(M * K) * sizeof(float) + 1);
         if (!xf) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "quantized_matmul: out of memory");
@@ -427,7 +427,7 @@ void lmc_qmm_plan_init(lmc_qmm_plan *p, const lmc_array *out, const lmc_array *x
     p->odt = out->dtype;
     p->mr = 4;
     p->nr = 1;
-    p->xbits = bits == 4 ? lmc_quant_activation_bits() : 24;
+    p->xbits = bits == 4 || bits == 8 ? lmc_quant_activation_bits() : 24;
     p->gshift = __builtin_ctz((unsigned)group_size);
     for (int l = 0; l < 16; l++) p->gidx[l] = l * (32 / bits) / group_size;
 }
