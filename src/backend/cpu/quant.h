@@ -231,6 +231,17 @@ static inline size_t lmc_qmm_l2_distance(const lmc_qmm_plan *p, int NR, int64_t 
                         stride, nn, res + i);                                                                        \
     }
 
+/* The six functions of one BITS value that LMC_QMM_PICK(p, K) chooses
+ * from: K_f32, K_bf16, K_f16 and K_streams_f32, K_streams_bf16,
+ * K_streams_f16. */
+#define LMC_QMM_KERNELS(BITS, K)                              \
+    LMC_QMM_KERNEL(BITS, LMC_F32, K##_f32)                    \
+    LMC_QMM_KERNEL(BITS, LMC_BF16, K##_bf16)                  \
+    LMC_QMM_KERNEL(BITS, LMC_F16, K##_f16)                    \
+    LMC_QMM_KERNEL_STREAMS(BITS, LMC_F32, K##_streams_f32)    \
+    LMC_QMM_KERNEL_STREAMS(BITS, LMC_BF16, K##_streams_bf16)  \
+    LMC_QMM_KERNEL_STREAMS(BITS, LMC_F16, K##_streams_f16)
+
 /* p->kernel and p->kernel_streams by the plan's scale dtype, from a path's
  * functions K_f32, K_bf16, K_f16 and K_streams_f32, ... (LMC_QMM_KERNEL and
  * LMC_QMM_KERNEL_STREAMS named so). */

@@ -355,24 +355,9 @@ static inline size_t x_block_bytes(const int BITS) { return BITS == 4 ? 384 : 12
 
 LMC_QMM_DEFINE_CHUNKED(__m256, _mm256_setzero_ps())
 
-LMC_QMM_KERNEL(4, LMC_F32, kernel4_f32)
-LMC_QMM_KERNEL(4, LMC_BF16, kernel4_bf16)
-LMC_QMM_KERNEL(4, LMC_F16, kernel4_f16)
-LMC_QMM_KERNEL(LMC_QMM_W4X8, LMC_F32, kernel4x8_f32)
-LMC_QMM_KERNEL(LMC_QMM_W4X8, LMC_BF16, kernel4x8_bf16)
-LMC_QMM_KERNEL(LMC_QMM_W4X8, LMC_F16, kernel4x8_f16)
-LMC_QMM_KERNEL(8, LMC_F32, kernel8_f32)
-LMC_QMM_KERNEL(8, LMC_BF16, kernel8_bf16)
-LMC_QMM_KERNEL(8, LMC_F16, kernel8_f16)
-LMC_QMM_KERNEL_STREAMS(4, LMC_F32, kernel4_streams_f32)
-LMC_QMM_KERNEL_STREAMS(4, LMC_BF16, kernel4_streams_bf16)
-LMC_QMM_KERNEL_STREAMS(4, LMC_F16, kernel4_streams_f16)
-LMC_QMM_KERNEL_STREAMS(LMC_QMM_W4X8, LMC_F32, kernel4x8_streams_f32)
-LMC_QMM_KERNEL_STREAMS(LMC_QMM_W4X8, LMC_BF16, kernel4x8_streams_bf16)
-LMC_QMM_KERNEL_STREAMS(LMC_QMM_W4X8, LMC_F16, kernel4x8_streams_f16)
-LMC_QMM_KERNEL_STREAMS(8, LMC_F32, kernel8_streams_f32)
-LMC_QMM_KERNEL_STREAMS(8, LMC_BF16, kernel8_streams_bf16)
-LMC_QMM_KERNEL_STREAMS(8, LMC_F16, kernel8_streams_f16)
+LMC_QMM_KERNELS(4, kernel4)
+LMC_QMM_KERNELS(LMC_QMM_W4X8, kernel4x8)
+LMC_QMM_KERNELS(8, kernel8)
 
 lmc_status lmc_quantized_matmul_avx2(lmc_array *out, const lmc_array *x, const lmc_array *wq,
                                      const lmc_array *scales, const lmc_array *biases, int group_size, int bits) {
