@@ -50,7 +50,30 @@ float lmc_quant_x24_block(const void *x, lmc_dtype dt, int64_t k0, int n, int32_
  * same x. */
 float lmc_quant_x8_block(const void *x, lmc_dtype dt, int64_t k0, int n, int32_t *q);
 float lmc_quant_x8_scalar(const float *x, int n, int32_t *q);
+/* One block x[0..n) replaced by the values it is rounded to, scale * q. */
+void lmc_quant_x8_round(float *x, int n);
 #define LMC_QMM_X8_BLOCK 64
+
+/* The sums of the rounded x that the biases multiply, from one block of
+ * its integers q[0..n) (elements k0.., x ≈ scale * q): one integer sum per
+ * segment of seg elements (a power of two that divides k0; a group, or the
+ * part of a group in the block), added as sum * scale into sx[((k0 + s) >>
+ * shift) * stride] (shift picks the group or item, stride the layout). The
+ * sums are exact in int32 (at most 128 * X24_MAX), so every path adds the
+ * same values in the same order. */
+static inline void lmc_quant_block_sums(const int32_t *q, int n, int64_t k0, int seg, int shift, int64_t stride,
+                                        float scale, float *sx) {
+    for (int s = 0; s < n; s += seg) {
+        int32_t sum = 0;
+        for (int i = s; i < s + seg && i < n; i++) sum += q[i];
+        sx[((k0 + s) >> shift) * stride] += (float)sum * scale;
+    }
+}
+
+/* The segment of lmc_quant_block_sums for int8 x: a group, at most an x block. */
+static inline int lmc_quant_x8_segment(int group_size) {
+    return group_size < LMC_QMM_X8_BLOCK ? group_size : LMC_QMM_X8_BLOCK;
+}
 
 /* A SIMD kernel's BITS template value for 4- and 8-bit weights with int8 x
  * (plan xbits 8); 4 is 4-bit weights with 24-bit x, 8 is 8-bit weights with

@@ -97,7 +97,7 @@ static void prep_rows(void *vctx, int64_t m0, int64_t m1, int thread) {
             int n = c->p.K - k0 >= c->xblk ? c->xblk : (int)(c->p.K - k0); /* a multiple of 32 */
             float scale = P == 3 ? lmc_quant_x24_block(x, c->p.xdt, k0, n, qb) : lmc_quant_x8_block(x, c->p.xdt, k0, n, qb);
             c->xsT[(mt * c->blocks + b) * 16 + mm] = scale;
-            __m512i gsum = _mm512_setzero_si512();
+            lmc_quant_block_sums(qb, n, k0, (int)c->gi, ishift, 16, scale, c->sxT + mt * c->Gi * 16 + mm);
             for (int j = 0; j < n; j += 16) {
                 int64_t k = k0 + j, s = k >> kshift, r = (k & (c->kk - 1)) >> 2; /* kk is 32 or 64: no division */
                 __m512i q = _mm512_loadu_si512(qb + j);
@@ -112,11 +112,6 @@ static void prep_rows(void *vctx, int64_t m0, int64_t m1, int thread) {
                     _mm_i32scatter_epi32(dst + 2 * bt, rows4, _mm512_cvtepi32_epi8(q), 4);
                 } else {
                     _mm_i32scatter_epi32(dst, rows4, _mm512_cvtepi32_epi8(q), 4);
-                }
-                gsum = _mm512_add_epi32(gsum, q);
-                if (((k + 16) & (c->gi - 1)) == 0) { /* items end inside blocks or at their ends */
-                    c->sxT[(mt * c->Gi + (k >> ishift)) * 16 + mm] = (float)_mm512_reduce_add_epi32(gsum) * scale;
-                    gsum = _mm512_setzero_si512();
                 }
             }
         }

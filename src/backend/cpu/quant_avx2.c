@@ -65,16 +65,11 @@ static void prep_x24(const lmc_qmm_plan *p, const void *x, void *xp_row, float *
         }
         int16_t *hi_part = (int16_t *)(xp + b * 384);
         int8_t *lo_part = (int8_t *)(xp + b * 384 + 256);
-        int32_t gsum = 0; /* at most 128 * X24_MAX < 2^31 */
+        lmc_quant_block_sums(q, (int)n, k0, p->group_size, p->gshift, 1, scale, sx);
         for (int64_t i = 0; i < n; i++) {
             int32_t hi = (q[i] + 128) >> 8; /* drops lo = q - 256*hi, in [-128, 127], exactly */
             hi_part[(i % 4) * 32 + i / 4] = (int16_t)hi;
             lo_part[(i / 64) * 64 + (i % 2) * 32 + (i % 64) / 2] = (int8_t)(q[i] - 256 * hi);
-            gsum += q[i];
-            if (((k0 + i + 1) & (p->group_size - 1)) == 0) { /* groups end at block ends or inside */
-                sx[(k0 + i) >> p->gshift] += (float)gsum * scale;
-                gsum = 0;
-            }
         }
     }
 }
@@ -98,15 +93,8 @@ static void prep_xi8(const lmc_qmm_plan *p, const void *x, void *xp_row, float *
         float scale = lmc_quant_x8_scalar(v, n, q);
         xscale[k0 / 64] = scale;
         int8_t *half = xp + (k0 / 128) * 128 + (k0 % 128);
-        int32_t gsum = 0;
-        for (int i = 0; i < n; i++) {
-            half[(i % 2) * 32 + i / 2] = (int8_t)q[i];
-            gsum += q[i];
-            if (((k0 + i + 1) & (p->group_size - 1)) == 0 || i == n - 1) { /* group ends, and x block ends */
-                sx[(k0 + i) >> p->gshift] += (float)gsum * scale;
-                gsum = 0;
-            }
-        }
+        lmc_quant_block_sums(q, n, k0, lmc_quant_x8_segment(p->group_size), p->gshift, 1, scale, sx);
+        for (int i = 0; i < n; i++) half[(i % 2) * 32 + i / 2] = (int8_t)q[i];
     }
 }
 
@@ -125,16 +113,14 @@ static void prep_x8(const lmc_qmm_plan *p, const void *x, void *xp_row, float *s
  * and multiplied in f32 (vpmaddubsw would saturate: 2 * 255 * 127 > 32767). */
 static void prep_x8r(const lmc_qmm_plan *p, const void *x, void *xp_row, float *sx) {
     float *xp = xp_row, v[LMC_QMM_X8_BLOCK];
-    int32_t q[LMC_QMM_X8_BLOCK];
     for (int64_t k0 = 0; k0 < p->K; k0 += LMC_QMM_X8_BLOCK) {
         int n = p->K - k0 >= LMC_QMM_X8_BLOCK ? LMC_QMM_X8_BLOCK : (int)(p->K - k0);
         for (int i = 0; i < n; i++) v[i] = lmc_quant_load(x, p->xdt, k0 + i);
-        float scale = lmc_quant_x8_scalar(v, n, q);
+        lmc_quant_x8_round(v, n);
         for (int i = 0; i < n; i++) {
             int64_t k = k0 + i, b = k / 32, j = (k % 32) / 4, t = k % 4;
-            float r = scale * (float)q[i];
-            xp[(b * 4 + t) * 8 + j] = r;
-            sx[k >> p->gshift] += r;
+            xp[(b * 4 + t) * 8 + j] = v[i];
+            sx[k >> p->gshift] += v[i];
         }
     }
 }

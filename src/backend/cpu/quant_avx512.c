@@ -108,7 +108,7 @@ static void prep_x24(const lmc_qmm_plan *p, const void *x, void *xp_row, float *
         float scale = lmc_quant_x24_block(x, p->xdt, k0, 16 * nv, qb);
         xscale[b] = scale;
         int8_t *blk = xp + b * 384;
-        __m512i gsum = _mm512_setzero_si512();
+        lmc_quant_block_sums(qb, 16 * nv, k0, p->group_size, p->gshift, 1, scale, sx);
         for (int j = 0; j < nv; j++) {
             __m512i q = _mm512_loadu_si512(qb + 16 * j);
             /* each part is the low byte (as int8) of what is left: (r + 128) >> 8 drops it exactly */
@@ -120,13 +120,6 @@ static void prep_x24(const lmc_qmm_plan *p, const void *x, void *xp_row, float *
                 _mm_storel_epi64((__m128i *)(blk + 64 * t + 8 * j), _mm512_cvtepi64_epi8(part[t]));
                 _mm_storel_epi64((__m128i *)(blk + 192 + 64 * t + 8 * j),
                                  _mm512_cvtepi64_epi8(_mm512_srli_epi64(part[t], 32)));
-            }
-            /* group sums of the rounded x (exact in int32 up to 16 values, scaled once) */
-            gsum = _mm512_add_epi32(gsum, q);
-            int64_t kend = k0 + 16 * (j + 1);
-            if ((kend & (p->group_size - 1)) == 0) { /* also at each block's end: groups are at most 128 */
-                sx[(kend - 1) >> p->gshift] += (float)_mm512_reduce_add_epi32(gsum) * scale;
-                gsum = _mm512_setzero_si512();
             }
         }
     }
@@ -144,26 +137,18 @@ float lmc_quant_x8_block(const void *x, lmc_dtype dt, int64_t k0, int n, int32_t
 
 static void prep_xi8(const lmc_qmm_plan *p, const void *x, void *xp_row, float *sx) {
     int32_t qb[LMC_QMM_X8_BLOCK];
-    /* group sums flushed at group ends and at x block ends (groups of 128 span two) */
-    const int64_t flush = (p->group_size < LMC_QMM_X8_BLOCK ? p->group_size : LMC_QMM_X8_BLOCK) - 1;
     for (int64_t k0 = 0; k0 < p->K; k0 += LMC_QMM_X8_BLOCK) {
         const int n = p->K - k0 >= LMC_QMM_X8_BLOCK ? LMC_QMM_X8_BLOCK : (int)(p->K - k0); /* 64 or 32 */
         float scale = lmc_quant_x8_block(x, p->xdt, k0, n, qb);
         int8_t *blk = (int8_t *)xp_row + (k0 / 128) * 192;
         const int h = (int)(k0 % 128) / 64; /* which half of the 128-element block */
         _mm256_storeu_ps((float *)(blk + 128) + 8 * h, _mm256_set1_ps(scale));
-        __m512i gsum = _mm512_setzero_si512();
+        lmc_quant_block_sums(qb, n, k0, lmc_quant_x8_segment(p->group_size), p->gshift, 1, scale, sx);
         for (int j = 0; j < n / 16; j++) {
             __m512i q = _mm512_loadu_si512(qb + 16 * j);
             /* qword i holds elements 2i (low half) and 2i+1, as in prep_x24 */
             _mm_storel_epi64((__m128i *)(blk + 32 * h + 8 * j), _mm512_cvtepi64_epi8(q));
             _mm_storel_epi64((__m128i *)(blk + 64 + 32 * h + 8 * j), _mm512_cvtepi64_epi8(_mm512_srli_epi64(q, 32)));
-            gsum = _mm512_add_epi32(gsum, q);
-            int64_t kend = k0 + 16 * (j + 1);
-            if ((kend & flush) == 0) {
-                sx[(kend - 1) >> p->gshift] += (float)_mm512_reduce_add_epi32(gsum) * scale;
-                gsum = _mm512_setzero_si512();
-            }
         }
     }
 }
@@ -180,22 +165,14 @@ static void prep_xq8(const lmc_qmm_plan *p, const void *x, void *xp_row, float *
     int32_t qb[LMC_QMM_X8_BLOCK];
     const int64_t blocks = (p->K + 63) / 64;
     float *xscale = (float *)((int8_t *)xp_row + blocks * 64);
-    const int64_t flush = (p->group_size < LMC_QMM_X8_BLOCK ? p->group_size : LMC_QMM_X8_BLOCK) - 1;
     for (int64_t k0 = 0; k0 < p->K; k0 += LMC_QMM_X8_BLOCK) {
         const int n = p->K - k0 >= LMC_QMM_X8_BLOCK ? LMC_QMM_X8_BLOCK : (int)(p->K - k0); /* 64 or 32 */
         float scale = lmc_quant_x8_block(x, p->xdt, k0, n, qb);
         xscale[k0 / 64] = scale;
-        __m512i gsum = _mm512_setzero_si512();
-        for (int j = 0; j < n / 16; j++) {
-            __m512i q = _mm512_loadu_si512(qb + 16 * j);
-            _mm_storeu_si128((__m128i *)((int8_t *)xp_row + k0 + 16 * j), _mm512_cvtepi32_epi8(q));
-            gsum = _mm512_add_epi32(gsum, q);
-            int64_t kend = k0 + 16 * (j + 1);
-            if ((kend & flush) == 0) {
-                sx[(kend - 1) >> p->gshift] += (float)_mm512_reduce_add_epi32(gsum) * scale;
-                gsum = _mm512_setzero_si512();
-            }
-        }
+        lmc_quant_block_sums(qb, n, k0, lmc_quant_x8_segment(p->group_size), p->gshift, 1, scale, sx);
+        for (int j = 0; j < n / 16; j++)
+            _mm_storeu_si128((__m128i *)((int8_t *)xp_row + k0 + 16 * j),
+                             _mm512_cvtepi32_epi8(_mm512_loadu_si512(qb + 16 * j)));
     }
 }
 

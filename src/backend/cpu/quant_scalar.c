@@ -216,16 +216,18 @@ float lmc_quant_x8_scalar(const float *x, int n, int32_t *q) {
     return scale;
 }
 
-/* x [M, K] in f32 as the SIMD kernels see it with int8 activations: each
- * block of LMC_QMM_X8_BLOCK rounded (lmc_quant_x8_scalar), in place. */
-static void round_x8(float *x, int64_t M, int64_t K) {
+void lmc_quant_x8_round(float *v, int n) {
     int32_t q[LMC_QMM_X8_BLOCK];
+    float scale = lmc_quant_x8_scalar(v, n, q);
+    for (int i = 0; i < n; i++) v[i] = scale * (float)q[i];
+}
+
+/* x [M, K] in f32 as the SIMD kernels see it with int8 activations: each
+ * block of LMC_QMM_X8_BLOCK rounded, in place. */
+static void round_x8(float *x, int64_t M, int64_t K) {
     for (int64_t m = 0; m < M; m++)
-        for (int64_t k0 = 0; k0 < K; k0 += LMC_QMM_X8_BLOCK) {
-            int n = K - k0 < LMC_QMM_X8_BLOCK ? (int)(K - k0) : LMC_QMM_X8_BLOCK;
-            float *v = x + m * K + k0, scale = lmc_quant_x8_scalar(v, n, q);
-            for (int i = 0; i < n; i++) v[i] = scale * (float)q[i];
-        }
+        for (int64_t k0 = 0; k0 < K; k0 += LMC_QMM_X8_BLOCK)
+            lmc_quant_x8_round(x + m * K + k0, K - k0 < LMC_QMM_X8_BLOCK ? (int)(K - k0) : LMC_QMM_X8_BLOCK);
 }
 
 lmc_status lmc_quantized_matmul_scalar(lmc_array *out, const lmc_array *x, const lmc_array *wq,
@@ -233,7 +235,7 @@ lmc_status lmc_quantized_matmul_scalar(lmc_array *out, const lmc_array *x, const
     int64_t M = x->shape[0], K = x->shape[1], N = out->shape[1];
     float *xf = NULL;
     const float *xp = lmc_array_ptr(x);
-    bool x8 = (bits == 4 || bits == 8) && lmc_quant_activation_bits() == 8;
+    bool x8 = lmc_quant_has_activation_bits(bits) && lmc_quant_activation_bits() == 8;
     if (x->dtype != LMC_F32 || x8) {
         xf = malloc((size_t)(M * K) * sizeof(float) + 1);
         if (!xf) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "quantized_matmul: out of memory");
@@ -427,7 +429,7 @@ void lmc_qmm_plan_init(lmc_qmm_plan *p, const lmc_array *out, const lmc_array *x
     p->odt = out->dtype;
     p->mr = 4;
     p->nr = 1;
-    p->xbits = bits == 4 || bits == 8 ? lmc_quant_activation_bits() : 24;
+    p->xbits = lmc_quant_has_activation_bits(bits) ? lmc_quant_activation_bits() : 24;
     p->gshift = __builtin_ctz((unsigned)group_size);
     for (int l = 0; l < 16; l++) p->gidx[l] = l * (32 / bits) / group_size;
 }
