@@ -549,10 +549,7 @@ int lmc_bench_model(int argc, char **argv) {
         else if (!strcmp(a, "-c") && has) { tests_only = a; if (!int_arg(a, argv[++i], 1, 1 << 20, &o.chunk)) return 2; }
         else if (!strcmp(a, "-d") && has) { tests_only = a; if (!int_arg(a, argv[++i], 0, 1 << 20, &o.depth)) return 2; }
         else if (!strcmp(a, "--activation-bits") && has) {
-            if (!int_arg(a, argv[++i], 8, 24, &o.act_bits) || (o.act_bits != 8 && o.act_bits != 24)) {
-                if (o.act_bits != 8 && o.act_bits != 24) fprintf(stderr, "lmc bench: --activation-bits must be 24 or 8\n");
-                return 2;
-            }
+            if (!lmc_cli_activation_bits("bench", a, argv[++i], &o.act_bits)) return 2;
         } else if (!strcmp(a, "--kv-cache-dtype") && has) {
             if (!lmc_cli_float_dtype("bench", a, argv[++i], true, &o.kv_dtype)) return 2;
         } else {

@@ -788,11 +788,12 @@ int lmc_bench_ops(int argc, char **argv) {
     static const lmc_dtype pairs[3][2] = {{LMC_F32, LMC_F32}, {LMC_F32, LMC_BF16}, {LMC_BF16, LMC_BF16}};
     /* M: decode, batched decode at 16 sequences, prefill (a model prefills in chunks of 64) */
     static const int64_t Ms[4] = {1, 16, 64, 512};
-    for (int m = 0; m < 4 && (!only || !strcmp(only, "matmul")); m++)
-        if (Ms[m] != 64)
+    for (int m = 0; m < 4 && (!only || !strcmp(only, "matmul")); m++) {
+        if (Ms[m] == 64) continue; /* the quantised products' case only */
         for (int s = 0; s < 2; s++)
             for (int p = 0; p < 3; p++)
                 if (bench_matmul(&b, Ms[m], shapes[s][0], shapes[s][1], pairs[p][0], pairs[p][1])) return 1;
+    }
     for (int m = 0; m < 4 && (!only || !strcmp(only, "qmatmul")); m++)
         for (int s = 0; s < 2; s++)
             if (bench_qmatmul(&b, Ms[m], shapes[s][0], shapes[s][1])) return 1;

@@ -30,7 +30,7 @@ typedef struct lmc_decoder {
     int64_t weight_bytes, num_parameters;
     lmc_device device;             /* where the weights, caches and activations live */
     lmc_dtype kv_dtype;            /* keys and values in KV caches (LMC_F32 unless the model was loaded with another) */
-    int activation_bits;           /* 24 or 8: how 4-bit products round x on the CPU (lmc_quant_set_activation_bits) */
+    int activation_bits;           /* 24 or 8: how 4- and 8-bit products round x on the CPU (lmc_quant_set_activation_bits) */
     atomic_bool promote_pending;   /* move the weights onto 2 MiB pages after the next forward pass */
 } lmc_decoder;
 

@@ -36,5 +36,7 @@ lmc_status lmc_quantized_matmul_many(const lmc_array *x, int n, const lmc_qmm_we
  * forward pass; lmc_quant_set_activation_bits returns the previous value. */
 int lmc_quant_activation_bits(void);
 int lmc_quant_set_activation_bits(int bits);
+/* Whether the setting applies to weights of this width. */
+static inline bool lmc_quant_has_activation_bits(int bits) { return bits == 4 || bits == 8; }
 
 #endif

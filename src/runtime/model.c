@@ -13,6 +13,7 @@
 #include "io/safetensors_internal.h"
 #include "lmc/lora.h"
 #include "lmc/ops.h"
+#include "ops/quant_internal.h"
 #include "runtime/model_internal.h"
 #include "runtime/sampler.h"
 #include "runtime/json_constraint.h"
@@ -323,7 +324,7 @@ static lmc_status cpu_info(const lmc_model *m, lmc_model_info *out) {
     out->sliding_window = c->sliding_window;
     out->quant_bits = c->quant.bits;
     out->quant_group_size = c->quant.bits ? c->quant.group_size : 0;
-    out->activation_bits = (c->quant.bits == 4 || c->quant.bits == 8) && m->be == &lmc_backend_cpu ? m->dec->activation_bits : 0;
+    out->activation_bits = lmc_quant_has_activation_bits(c->quant.bits) && m->be == &lmc_backend_cpu ? m->dec->activation_bits : 0;
     out->num_parameters = m->dec->num_parameters;
     out->weight_bytes = m->dec->weight_bytes;
     const lmc_array *w = m->dec->final_norm;

@@ -20,6 +20,15 @@ bool lmc_cli_int(const char *cmd, const char *opt, const char *s, long long lo, 
     return true;
 }
 
+bool lmc_cli_activation_bits(const char *cmd, const char *opt, const char *s, int *out) {
+    if (!s || (strcmp(s, "24") && strcmp(s, "8"))) {
+        fprintf(stderr, "lmc %s: %s expects 24 or 8, got '%s'\n", cmd, opt, s ? s : "");
+        return false;
+    }
+    *out = atoi(s);
+    return true;
+}
+
 bool lmc_cli_float_dtype(const char *cmd, const char *opt, const char *s, bool allow_f16, lmc_dtype *out) {
     if (s && !strcmp(s, "f32")) *out = LMC_F32;
     else if (s && !strcmp(s, "bf16")) *out = LMC_BF16;
@@ -228,12 +237,7 @@ int lmc_cli_gen_option(const char *cmd, lmc_cli_gen *g, int argc, char **argv, i
         if (!lmc_cli_float_dtype(cmd, a, val, true, &g->load.kv_cache_dtype)) return -1;
     } else if (!strcmp(a, "--activation-bits")) {
         NEEDS_VALUE();
-        if (!lmc_cli_int(cmd, a, val, 8, 24, &n)) return -1;
-        if (n != 8 && n != 24) {
-            fprintf(stderr, "lmc %s: %s must be 24 or 8, got %s\n", cmd, a, val);
-            return -1;
-        }
-        g->load.activation_bits = (int)n;
+        if (!lmc_cli_activation_bits(cmd, a, val, &g->load.activation_bits)) return -1;
     } else if (!strcmp(a, "--no-huge-pages")) {
         g->load.huge_pages = false;
     } else if (!strcmp(a, "--prompt-cache-slots")) {

@@ -12,6 +12,8 @@ bool lmc_cli_int(const char *cmd, const char *opt, const char *s, long long lo, 
 bool lmc_cli_float(const char *cmd, const char *opt, const char *s, double lo, double hi, double *out);
 /* "f32", "bf16" (and "f16" when allowed) as a dtype; prints the error otherwise. */
 bool lmc_cli_float_dtype(const char *cmd, const char *opt, const char *s, bool allow_f16, lmc_dtype *out);
+/* --activation-bits: "24" or "8" into *out, else a message on stderr and false. */
+bool lmc_cli_activation_bits(const char *cmd, const char *opt, const char *s, int *out);
 /* An option's text: val itself, or with "@FILE" that file's contents (at
  * most max bytes) in *owned (malloc'd; NULL otherwise), so *text points at
  * one or the other. Prints "lmc CMD: OPTION: why" and returns false when
