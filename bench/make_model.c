@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/stat.h>
 
 #include "lmc/ops.h"
@@ -212,16 +213,23 @@ int cmd_make_model(int argc, char **argv) {
         fprintf(stderr, "lmc make-model: --f16 is for unquantised weights (quantised ones keep bf16 scales)\n");
         return 2;
     }
-    if (mkdir(out, 0755) != 0 && errno != EEXIST) {
-        fprintf(stderr, "lmc make-model: cannot create %s: %s\n", out, strerror(errno));
-        return 1;
-    }
     char from[4096], to[4096], dflt[4096];
     if (!tokdir) {
         snprintf(dflt, sizeof dflt, ".cache/tokenizers/%s", p->family);
         tokdir = dflt;
     }
     const char *tok_files[] = {"tokenizer.json", "tokenizer_config.json"};
+    /* the tokenizer files first: a missing one leaves no empty folder behind */
+    for (int i = 0; i < 2; i++) {
+        if (snprintf(from, sizeof from, "%s/%s", tokdir, tok_files[i]) >= (int)sizeof from || access(from, R_OK) != 0) {
+            fprintf(stderr, "lmc make-model: cannot read %s (run scripts/fetch_tokenizers.sh, or pass --tokenizer DIR)\n", from);
+            return 1;
+        }
+    }
+    if (mkdir(out, 0755) != 0 && errno != EEXIST) {
+        fprintf(stderr, "lmc make-model: cannot create %s: %s\n", out, strerror(errno));
+        return 1;
+    }
     for (int i = 0; i < 2; i++) {
         bool fits = snprintf(from, sizeof from, "%s/%s", tokdir, tok_files[i]) < (int)sizeof from &&
                     snprintf(to, sizeof to, "%s/%s", out, tok_files[i]) < (int)sizeof to;

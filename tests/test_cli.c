@@ -544,6 +544,12 @@ static void test_make_model_kinds(void) {
     snprintf(cmd, sizeof cmd, "%s/lmc make-model --preset tiny-qwen3 --q4 --f16 -o %s/bad 2>/dev/null; test $? -eq 2 && test ! -e %s/bad",
              LMC_BUILD_DIR, dir, dir);
     CHECK(system(cmd) == 0);
+    /* a missing tokenizer is refused before the output folder is made */
+    snprintf(cmd, sizeof cmd,
+             "%s/lmc make-model --preset tiny-qwen3 --tokenizer %s/none -o %s/notok 2>&1 | grep -q 'cannot read %s/none/tokenizer.json'"
+             " && test ! -e %s/notok",
+             LMC_BUILD_DIR, dir, dir, dir, dir);
+    CHECK(system(cmd) == 0);
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     CHECK(system(cmd) == 0);
 }
