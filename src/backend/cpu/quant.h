@@ -64,8 +64,24 @@ void lmc_quant_x8_round(float *x, int n);
 static inline void lmc_quant_block_sums(const int32_t *q, int n, int64_t k0, int seg, int shift, int64_t stride,
                                         float scale, float *sx) {
     for (int s = 0; s < n; s += seg) {
+        const int e = s + seg < n ? s + seg : n;
+        int i = s;
         int32_t sum = 0;
-        for (int i = s; i < s + seg && i < n; i++) sum += q[i];
+        /* in vectors where the file's ISA has them (~30 % of a prefill's
+         * preparation of x was this loop, one element at a time) */
+#if defined(__AVX512F__)
+        __m512i acc = _mm512_setzero_si512();
+        for (; i + 16 <= e; i += 16) acc = _mm512_add_epi32(acc, _mm512_loadu_si512(q + i));
+        sum = _mm512_reduce_add_epi32(acc);
+#elif defined(__AVX2__)
+        __m256i acc = _mm256_setzero_si256();
+        for (; i + 8 <= e; i += 8) acc = _mm256_add_epi32(acc, _mm256_loadu_si256((const __m256i *)(q + i)));
+        __m128i h = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
+        h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0x4E));
+        h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0xB1));
+        sum = _mm_cvtsi128_si32(h);
+#endif
+        for (; i < e; i++) sum += q[i];
         sx[((k0 + s) >> shift) * stride] += (float)sum * scale;
     }
 }

@@ -89,39 +89,80 @@ typedef struct qamx {
 
 /* --- x: rounded, split into parts, laid out as B tiles -------------------- */
 
-static void prep_rows(void *vctx, int64_t m0, int64_t m1, int thread) {
+/* r[i] lane j becomes r[j] lane i: a 16 x 16 transpose of dwords. */
+static inline void transpose16_epi32(__m512i r[16]) {
+    __m512i t[16], u[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+    }
+    /* u[4g + k], 128-bit lane l: rows 4g..4g+3 of column 4l + k */
+    for (int g = 0; g < 16; g += 4) {
+        u[g] = _mm512_unpacklo_epi64(t[g], t[g + 2]);
+        u[g + 1] = _mm512_unpackhi_epi64(t[g], t[g + 2]);
+        u[g + 2] = _mm512_unpacklo_epi64(t[g + 1], t[g + 3]);
+        u[g + 3] = _mm512_unpackhi_epi64(t[g + 1], t[g + 3]);
+    }
+    for (int k = 0; k < 4; k++) {
+        __m512i a = _mm512_shuffle_i32x4(u[k], u[4 + k], 0x88), b = _mm512_shuffle_i32x4(u[k], u[4 + k], 0xDD);
+        __m512i c = _mm512_shuffle_i32x4(u[8 + k], u[12 + k], 0x88), d = _mm512_shuffle_i32x4(u[8 + k], u[12 + k], 0xDD);
+        r[k] = _mm512_shuffle_i32x4(a, c, 0x88);
+        r[8 + k] = _mm512_shuffle_i32x4(a, c, 0xDD);
+        r[4 + k] = _mm512_shuffle_i32x4(b, d, 0x88);
+        r[12 + k] = _mm512_shuffle_i32x4(b, d, 0xDD);
+    }
+}
+
+/* Tiles [t0, t1) of 16 rows of x: each row's blocks rounded (scales and
+ * group sums stored), split into parts, written row by row into a block
+ * buffer and then moved into B tiles by 16 x 16 dword transposes (row r of
+ * a tile holds the 4 bytes at k = 4r..4r+3 of each of the 16 rows of x;
+ * writing them from each row with scatters cost ~3 times as much). */
+static void prep_tiles(void *vctx, int64_t t0, int64_t t1, int thread) {
     (void)thread;
     const qamx *c = vctx;
     const size_t bt = (size_t)c->kk * 16; /* bytes of one B tile */
-    const int kshift = __builtin_ctz((unsigned)c->kk);
-    const __m128i rows4 = _mm_setr_epi32(0, 16, 32, 48); /* B rows r..r+3, in dwords */
+    const int kk = c->kk, kshift = __builtin_ctz((unsigned)c->kk);
     const __m512i r128 = _mm512_set1_epi32(128);
-    int32_t qb[128];
     const int P = c->parts, ishift = __builtin_ctz((unsigned)c->gi);
-    for (int64_t m = m0; m < m1; m++) {
-        const void *x = (const char *)c->p.x + (size_t)(m * c->p.K) * lmc_dtype_size(c->p.xdt);
-        int64_t mt = m / 16, mm = m % 16;
-        int8_t *xt = c->xb + (size_t)(mt * c->S) * P * bt + mm * 4;
+    const size_t xsz = lmc_dtype_size(c->p.xdt);
+    int32_t qb[128];
+    int8_t rb[3][16][128]; /* a block's parts, by row of x */
+    for (int64_t mt = t0; mt < t1; mt++) {
+        const int rows = c->p.M - mt * 16 < 16 ? (int)(c->p.M - mt * 16) : 16;
         for (int64_t b = 0; b < c->blocks; b++) {
-            int64_t k0 = b * c->xblk;
-            int n = c->p.K - k0 >= c->xblk ? c->xblk : (int)(c->p.K - k0); /* a multiple of 32 */
-            float scale = P == 3 ? lmc_quant_x24_block(x, c->p.xdt, k0, n, qb) : lmc_quant_x8_block(x, c->p.xdt, k0, n, qb);
-            c->xsT[(mt * c->blocks + b) * 16 + mm] = scale;
-            lmc_quant_block_sums(qb, n, k0, (int)c->gi, ishift, 16, scale, c->sxT + mt * c->Gi * 16 + mm);
-            for (int j = 0; j < n; j += 16) {
-                int64_t k = k0 + j, s = k >> kshift, r = (k & (c->kk - 1)) >> 2; /* kk is 32 or 64: no division */
-                __m512i q = _mm512_loadu_si512(qb + j);
-                /* 16 bytes = the dwords of k..k+3, .., k+12..k+15: B rows r..r+3 */
-                int8_t *dst = xt + (size_t)s * P * bt + r * 64;
-                if (P == 3) {
-                    /* the low byte of what is left, as in the AVX-512 kernel */
-                    __m512i mid = _mm512_srai_epi32(_mm512_add_epi32(q, r128), 8);
-                    __m512i hi = _mm512_srai_epi32(_mm512_add_epi32(mid, r128), 8);
-                    _mm_i32scatter_epi32(dst, rows4, _mm512_cvtepi32_epi8(hi), 4);
-                    _mm_i32scatter_epi32(dst + bt, rows4, _mm512_cvtepi32_epi8(mid), 4);
-                    _mm_i32scatter_epi32(dst + 2 * bt, rows4, _mm512_cvtepi32_epi8(q), 4);
-                } else {
-                    _mm_i32scatter_epi32(dst, rows4, _mm512_cvtepi32_epi8(q), 4);
+            const int64_t k0 = b * c->xblk;
+            const int n = c->p.K - k0 >= c->xblk ? c->xblk : (int)(c->p.K - k0); /* a multiple of 32 */
+            for (int mm = 0; mm < rows; mm++) {
+                const void *x = (const char *)c->p.x + (size_t)((mt * 16 + mm) * c->p.K) * xsz;
+                float scale = P == 3 ? lmc_quant_x24_block(x, c->p.xdt, k0, n, qb) : lmc_quant_x8_block(x, c->p.xdt, k0, n, qb);
+                c->xsT[(mt * c->blocks + b) * 16 + mm] = scale;
+                lmc_quant_block_sums(qb, n, k0, (int)c->gi, ishift, 16, scale, c->sxT + mt * c->Gi * 16 + mm);
+                for (int j = 0; j < n; j += 16) {
+                    __m512i q = _mm512_loadu_si512(qb + j);
+                    if (P == 3) {
+                        /* the low byte of what is left, as in the AVX-512 kernel */
+                        __m512i mid = _mm512_srai_epi32(_mm512_add_epi32(q, r128), 8);
+                        __m512i hi = _mm512_srai_epi32(_mm512_add_epi32(mid, r128), 8);
+                        _mm_storeu_si128((__m128i *)(rb[0][mm] + j), _mm512_cvtepi32_epi8(hi));
+                        _mm_storeu_si128((__m128i *)(rb[1][mm] + j), _mm512_cvtepi32_epi8(mid));
+                        _mm_storeu_si128((__m128i *)(rb[2][mm] + j), _mm512_cvtepi32_epi8(q));
+                    } else {
+                        _mm_storeu_si128((__m128i *)(rb[0][mm] + j), _mm512_cvtepi32_epi8(q));
+                    }
+                }
+            }
+            for (int st = 0; st < n / kk; st++) {
+                const int64_t s = (k0 >> kshift) + st;
+                for (int t = 0; t < P; t++) {
+                    __m512i v[16];
+                    for (int mm = 0; mm < 16; mm++)
+                        v[mm] = mm >= rows    ? _mm512_setzero_si512()
+                                : kk == 64    ? _mm512_loadu_si512(rb[t][mm] + st * 64)
+                                              : _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)(rb[t][mm] + st * 32)));
+                    transpose16_epi32(v);
+                    int8_t *tile = c->xb + ((size_t)(mt * c->S + s) * P + t) * bt;
+                    for (int r = 0; r < kk / 4; r++) _mm512_storeu_si512(tile + r * 64, v[r]);
                 }
             }
         }
@@ -445,7 +486,7 @@ static lmc_status amx_run(qamx *jobs, int n) {
             c->xb = (int8_t *)(mem + offset[i]);
             c->xsT = (float *)(mem + offset[i] + xb);
             c->sxT = (float *)(mem + offset[i] + xb + xs);
-            lmc_parallel_for(c->p.M, 16, prep_rows, c);
+            lmc_parallel_for(c->Mt, 1, prep_tiles, c);
         } else {
             c->xb = jobs[owner[i]].xb;
             c->xsT = jobs[owner[i]].xsT;
