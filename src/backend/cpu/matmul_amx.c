@@ -93,31 +93,6 @@ static size_t xp_block(const amx_job *j) { return (size_t)j->Kp * 16; } /* uint1
  * reused, and they fit in L2). */
 static int64_t k_block(const amx_job *j) { return j->mtiles <= 2 ? j->Kp / 32 : KBLK; }
 
-/* In place: r[i] lane c becomes r[c] lane i (16 x 16 of 32-bit). */
-static inline void transpose16(__m512i r[16]) {
-    __m512i t[16], u[16];
-    for (int i = 0; i < 16; i += 2) {
-        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
-        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
-    }
-    /* t[i], t[i+1] (i even), 128-bit lane L: rows i, i+1 at columns 4L..4L+3, interleaved */
-    for (int i = 0; i < 16; i += 4) {
-        u[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
-        u[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
-        u[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
-        u[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
-    }
-    /* u[4g + c], lane L: rows 4g..4g+3 at column 4L + c; gather the lanes */
-    for (int c = 0; c < 4; c++) {
-        __m512i p = _mm512_shuffle_i32x4(u[c], u[4 + c], 0x44), q = _mm512_shuffle_i32x4(u[c], u[4 + c], 0xee);
-        __m512i p2 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0x44), q2 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0xee);
-        r[c] = _mm512_shuffle_i32x4(p, p2, 0x88);
-        r[4 + c] = _mm512_shuffle_i32x4(p, p2, 0xdd);
-        r[8 + c] = _mm512_shuffle_i32x4(q, q2, 0x88);
-        r[12 + c] = _mm512_shuffle_i32x4(q, q2, 0xdd);
-    }
-}
-
 /* The upper halves of 32 f32 (a: k 0..15, b: k 16..31) as 16 bf16 pairs. */
 static inline __m512i pairs_bf16(__m512 a, __m512 b) {
     const __m512i idx = _mm512_set_epi16(63, 61, 59, 57, 55, 53, 51, 49, 47, 45, 43, 41, 39, 37, 35, 33, 31, 29, 27, 25,
@@ -165,7 +140,7 @@ static void pack_x_tile_fast(const amx_job *j, const char *rows[16], int nrows, 
             part[2][i] = pairs_bf16(al, bl);
         }
         for (int q = 0; q < j->parts; q++) {
-            transpose16(part[q]);
+            lmc_amx_transpose16(part[q]);
             uint16_t *d = dst + (size_t)q * xp_block(j) + (size_t)kc * 512;
             for (int r = 0; r < 16; r++) _mm512_storeu_si512(d + r * 32, part[q][r]);
         }
@@ -223,7 +198,7 @@ static void store_tile(const amx_job *j, int64_t ooff, const float *c, int64_t m
     size_t osz = lmc_dtype_size(j->out->dtype);
     __m512i r[16];
     for (int n = 0; n < 16; n++) r[n] = _mm512_load_si512(c + n * 16);
-    transpose16(r);
+    lmc_amx_transpose16(r);
     __mmask16 mask = (__mmask16)((1u << cols) - 1);
     for (int m = 0; m < rows; m++) {
         char *dst = (char *)lmc_array_ptr(j->out) + (ooff + (m0 + m) * j->som + n0) * (int64_t)osz;

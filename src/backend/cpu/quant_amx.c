@@ -89,30 +89,6 @@ typedef struct qamx {
 
 /* --- x: rounded, split into parts, laid out as B tiles -------------------- */
 
-/* r[i] lane j becomes r[j] lane i: a 16 x 16 transpose of dwords. */
-static inline void transpose16_epi32(__m512i r[16]) {
-    __m512i t[16], u[16];
-    for (int i = 0; i < 16; i += 2) {
-        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
-        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
-    }
-    /* u[4g + k], 128-bit lane l: rows 4g..4g+3 of column 4l + k */
-    for (int g = 0; g < 16; g += 4) {
-        u[g] = _mm512_unpacklo_epi64(t[g], t[g + 2]);
-        u[g + 1] = _mm512_unpackhi_epi64(t[g], t[g + 2]);
-        u[g + 2] = _mm512_unpacklo_epi64(t[g + 1], t[g + 3]);
-        u[g + 3] = _mm512_unpackhi_epi64(t[g + 1], t[g + 3]);
-    }
-    for (int k = 0; k < 4; k++) {
-        __m512i a = _mm512_shuffle_i32x4(u[k], u[4 + k], 0x88), b = _mm512_shuffle_i32x4(u[k], u[4 + k], 0xDD);
-        __m512i c = _mm512_shuffle_i32x4(u[8 + k], u[12 + k], 0x88), d = _mm512_shuffle_i32x4(u[8 + k], u[12 + k], 0xDD);
-        r[k] = _mm512_shuffle_i32x4(a, c, 0x88);
-        r[8 + k] = _mm512_shuffle_i32x4(a, c, 0xDD);
-        r[4 + k] = _mm512_shuffle_i32x4(b, d, 0x88);
-        r[12 + k] = _mm512_shuffle_i32x4(b, d, 0xDD);
-    }
-}
-
 /* Tiles [t0, t1) of 16 rows of x: each row's blocks rounded (scales and
  * group sums stored), split into parts, written row by row into a block
  * buffer and then moved into B tiles by 16 x 16 dword transposes (row r of
@@ -160,7 +136,7 @@ static void prep_tiles(void *vctx, int64_t t0, int64_t t1, int thread) {
                         v[mm] = mm >= rows    ? _mm512_setzero_si512()
                                 : kk == 64    ? _mm512_loadu_si512(rb[t][mm] + st * 64)
                                               : _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)(rb[t][mm] + st * 32)));
-                    transpose16_epi32(v);
+                    lmc_amx_transpose16(v);
                     int8_t *tile = c->xb + ((size_t)(mt * c->S + s) * P + t) * bt;
                     for (int r = 0; r < kk / 4; r++) _mm512_storeu_si512(tile + r * 64, v[r]);
                 }
