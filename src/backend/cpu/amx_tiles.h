@@ -1,6 +1,5 @@
 /* The AMX tile configuration and a 16 x 16 dword transpose, shared by the
- * *_amx.c kernels (include it only
- * from files compiled for AMX). */
+ * *_amx.c kernels (include it only from files compiled for AMX). */
 #ifndef LMC_BACKEND_CPU_AMX_TILES_H
 #define LMC_BACKEND_CPU_AMX_TILES_H
 
