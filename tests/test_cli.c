@@ -643,6 +643,33 @@ static void test_chat_tools(void) {
            "%s", err ? err : "");
     free(out);
     free(err);
+    /* Interactive: /tool TEXT sends TEXT back as a tool message (Qwen's
+     * template wraps it in <tool_response> tags), and the model replies: the
+     * second turn's prompt is longer than with TEXT as a user message, and
+     * than with an empty result. */
+    const char *second_turn[3] = {"/tool {\\\"temp_c\\\": 21}", "{\\\"temp_c\\\": 21}", "/tool"};
+    long prompt2[3] = {-1, -1, -1};
+    for (int k = 0; k < 3; k++) {
+        snprintf(cmd, sizeof cmd, "printf 'Paris?\\n%s\\n' | %s/lmc chat -m %s/m --tools '%s' --temperature 0 --max-tokens 6 --stats 2>&1 >/dev/null",
+                 second_turn[k], LMC_BUILD_DIR, dir, tools);
+        char *o = NULL;
+        CHECK(run(cmd, &o) == 0);
+        const char *p2 = o ? strstr(o, "[prompt ") : NULL;
+        p2 = p2 ? strstr(p2 + 1, "[prompt ") : NULL;
+        if (p2) prompt2[k] = strtol(p2 + 8, NULL, 10);
+        CHECKF(p2 != NULL, "%s: %s", second_turn[k], o ? o : "");
+        free(o);
+    }
+    CHECKF(prompt2[0] > prompt2[1] && prompt2[0] > prompt2[2], "second prompts: tool %ld, user %ld, empty tool %ld", prompt2[0],
+           prompt2[1], prompt2[2]);
+    /* without --tools the line is refused and the chat goes on */
+    snprintf(cmd, sizeof cmd, "printf 'hi\\n/tool x\\nagain\\n' | %s/lmc chat -m %s/m --temperature 0 --max-tokens 2 --stats 2>&1 >/dev/null",
+             LMC_BUILD_DIR, dir);
+    char *o2 = NULL;
+    CHECK(run(cmd, &o2) == 0);
+    const char *q2 = o2 ? strstr(o2, "start the chat with --tools") : NULL;
+    CHECKF(q2 && strstr(q2, "[prompt "), "%s", o2 ? o2 : "");
+    free(o2);
     const char *bad[][2] = {
         {"--tool-choice required", "--tool-choice needs --tools"},
         {"--tools @/nonexistent/tools.json", "--tools: /nonexistent/tools.json"},

@@ -23,6 +23,8 @@ static void usage(FILE *out) {
                  "                           call a reply makes is also printed on standard error\n"
                  "  --tool-choice C          with --tools: auto (default), none, required (the reply is one\n"
                  "                           call) or a tool's name (one call of it)\n"
+                 "  (with --tools, a line /tool TEXT answers the calls of the last reply: TEXT goes back as\n"
+                 "  a tool message, as an application returns a tool's result, and the model replies)\n"
                  "%s",
             lmc_cli_gen_usage);
 }
@@ -154,6 +156,19 @@ int cmd_chat(int argc, char **argv) {
             if (len <= 0) break;
             while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = 0;
             if (len == 0) break;
+            if (!strncmp(line, "/tool", 5) && (line[5] == ' ' || line[5] == 0)) {
+                if (!tools) {
+                    fprintf(stderr, "lmc chat: /tool answers a tool call: start the chat with --tools\n");
+                    continue;
+                }
+                if (!add(&c, "tool", line[5] ? line + 6 : "")) {
+                    rc = 1;
+                    break;
+                }
+                /* a template that has no tool messages refuses it: the chat goes on without it */
+                if (!turn(m, &c, tools, &g.gen, stats)) free(c.owned[--c.n]);
+                continue;
+            }
             if (!add(&c, "user", line) || !turn(m, &c, tools, &g.gen, stats)) {
                 rc = 1;
                 break;
