@@ -349,7 +349,12 @@ static inline __attribute__((always_inline)) void rows_finish(const lmc_qmm_plan
         }
     }
     __m128 sums = hsum4(acc[0], acc[1], acc[2], acc[3]);
-    if (RS == 1) {
+    if (RS == 1 && NR * MR == 4) {
+        /* a plain store: the caller reads the four sums one by one (to
+         * transpose them), and a masked store forwards to no load: each
+         * would wait for the store to reach the cache (~2 % of a prefill) */
+        _mm_storeu_ps(res, sums);
+    } else if (RS == 1) {
         _mm_mask_storeu_ps(res, (__mmask8)((1u << (NR * MR)) - 1), sums);
     } else {
         float v[4];
