@@ -359,6 +359,14 @@ static void test_bench_cores(void) {
     free(out);
     snprintf(cmd, sizeof cmd, "%s/lmc bench ops --only nosuchgroup 2>/dev/null", LMC_BUILD_DIR);
     CHECK(run(cmd, NULL) == 2);
+    /* --best says so on the machine line (the mean is the default) */
+    for (int best = 0; best < 2; best++) {
+        snprintf(cmd, sizeof cmd, "%s/lmc bench ops --only cores --threads 1 --json%s", LMC_BUILD_DIR, best ? " --best" : "");
+        char *o = NULL;
+        CHECK(run(cmd, &o) == 0);
+        CHECKF(o && strstr(o, best ? "\"timing\":\"fastest\"" : "\"timing\":\"mean\""), "%s", o ? o : "");
+        free(o);
+    }
 }
 
 static char *tmp_dir(void) {

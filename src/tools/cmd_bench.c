@@ -1,5 +1,5 @@
 /* lmc bench: benchmarks.
- *   lmc bench ops [--threads N] [--only GROUP] [--json]   kernels (bench/bench_ops.c)
+ *   lmc bench ops [--threads N] [--only GROUP] [--best] [--json]   kernels (bench/bench_ops.c)
  *   lmc bench tokenizer -m DIR FILE [--json]  tokenizer load and encode
  *                                          (bench/bench_tokenizer.c)
  *   lmc bench batch -m DIR [...]           batched against sequential inference (bench/bench_batch.c)
@@ -16,7 +16,7 @@
 
 static void usage(FILE *out) {
     fprintf(out,
-            "usage: lmc bench ops [--threads N] [--only matmul|qmatmul|qdecode|fused|sampler|cores] [--json]\n"
+            "usage: lmc bench ops [--threads N] [--only matmul|qmatmul|qdecode|fused|sampler|cores] [--best] [--json]\n"
             "       lmc bench tokenizer -m DIR [-m DIR...] TEXT_FILE [--json]\n"
             "       lmc bench -m DIR [-p 512] [-n 128] [-c CHUNK] [-t THREADS] [-r REPEATS] [--json]\n"
             "       lmc bench -m DIR --ttft [-p 16] [-t THREADS] [--json]\n"
@@ -31,6 +31,7 @@ static void usage(FILE *out) {
             "               Qwen3-0.6B token's 4-bit products, kernel only), fused, sampler,\n"
             "               or cores (AMX and AVX-512 throughput, one thread vs all)\n"
             "  --threads N  worker threads (default: all CPUs, or LMC_NUM_THREADS)\n"
+            "  --best       each case's fastest call, not the mean (steadier on a shared host)\n"
             "  --json       one JSON object per line\n"
             "  batch        classify prompts/s at batch 1, 8, 32 and batch-generate tokens/s at\n"
             "               batch 1, 4, 16, each beside batch 1 of the same run\n"
