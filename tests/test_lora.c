@@ -761,26 +761,59 @@ static void check_fuse(const char *name, double rel_bf16) {
     randomise(l, 0.1);
     lmc_array *want = lmc_model_logits(m, g_ids[0], TT, true);
     CHECK(lmc_lora_fuse(l, mdir) == LMC_ERR_INVALID_ARGUMENT && strstr(lmc_last_error(), "own folder"));
-    for (int k = 0; k < 2; k++) {
+    /* k = 2: f32 again, in shards of 64 KiB (several files and an index);
+     * then once more in one file into the same folder, whose stale index
+     * must go */
+    size_t grew[3] = {0, 0, 0}; /* lmc's peak allocation during each fuse, over what was live before */
+    for (int k = 0; k < 3; k++) {
         char *out = tmp_dir();
-        lmc_status s = k ? lmc_lora_fuse(l, out) : lmc_lora_fuse_as(l, out, LMC_F32);
+        size_t live = lmc_memory(LMC_CPU).active_bytes;
+        lmc_memory_reset_peak(LMC_CPU);
+        lmc_status s = k == 1 ? lmc_lora_fuse(l, out) : lmc_lora_fuse_as(l, out, LMC_F32, k == 2 ? 65536 : LMC_LORA_FUSE_SHARD_BYTES);
+        grew[k] = lmc_memory(LMC_CPU).peak_bytes - live;
         CHECKF(s == LMC_OK, "%s", lmc_last_error());
+        if (k == 2) {
+            /* one shard's tensors live at a time, not the whole model's */
+            fprintf(stderr, "fuse %s: peak allocation %zu bytes in one file, %zu in shards of 64 KiB\n", name, grew[0], grew[2]);
+            CHECKF(grew[2] * 2 < grew[0], "%s: sharded fuse peak %zu, one file %zu", name, grew[2], grew[0]);
+            char *idx = read_text(out, "model.safetensors.index.json"), *one = read_text(out, "model.safetensors");
+            CHECKF(idx && strstr(idx, "model-00002.safetensors") && strstr(idx, "total_size") && !one, "%s: sharded", name);
+            free(idx);
+            free(one);
+            for (int again = 0; again < 2; again++) {
+                lmc_model *f2 = NULL;
+                CHECKF(lmc_model_load(out, NULL, &f2) == LMC_OK, "%s", lmc_last_error());
+                lmc_array *g2 = f2 ? lmc_model_logits(f2, g_ids[0], TT, true) : NULL;
+                double bm = 0, d2 = g2 ? max_diff(g2, want, &bm) : INFINITY;
+                CHECKF(d2 <= 2e-4, "%s: %s fused logits differ by %g", name, again ? "re-fused" : "sharded", d2);
+                lmc_array_free(g2);
+                lmc_model_free(f2);
+                if (!again) {
+                    CHECK(lmc_lora_fuse_as(l, out, LMC_F32, LMC_LORA_FUSE_SHARD_BYTES) == LMC_OK);
+                    idx = read_text(out, "model.safetensors.index.json");
+                    one = read_text(out, "model.safetensors");
+                    CHECKF(!idx && one, "%s: one file over the shards", name);
+                    free(idx);
+                    free(one);
+                }
+            }
+        }
         lmc_model *f = NULL;
         CHECKF(lmc_model_load(out, NULL, &f) == LMC_OK, "%s", lmc_last_error());
         lmc_model_info info;
         CHECK(f && lmc_model_get_info(f, &info) == LMC_OK && info.quant_bits == 0);
-        CHECK(f && !strcmp(info.dtype, k ? "bfloat16" : "float32"));
+        CHECK(f && !strcmp(info.dtype, k == 1 ? "bfloat16" : "float32"));
         char *cfg = read_text(out, "config.json");
-        CHECK(cfg && !strstr(cfg, "quantization") && strstr(cfg, k ? "bfloat16" : "float32"));
+        CHECK(cfg && !strstr(cfg, "quantization") && strstr(cfg, k == 1 ? "bfloat16" : "float32"));
         free(cfg);
         char *tok = read_text(out, "tokenizer.json");
         CHECK(tok != NULL);
         free(tok);
         lmc_array *got = f ? lmc_model_logits(f, g_ids[0], TT, true) : NULL;
         double bmax = 0, d = got ? max_diff(got, want, &bmax) : INFINITY;
-        double tol = k ? rel_bf16 * bmax : 2e-4;
+        double tol = k == 1 ? rel_bf16 * bmax : 2e-4;
         CHECKF(d <= tol, "%s: fused logits differ by %g (max |logit| %g)", name, d, bmax);
-        fprintf(stderr, "fuse %s (%s): max |fused - adapter| logits %.3g (max |logit| %.3g)\n", name, k ? "bf16" : "f32",
+        fprintf(stderr, "fuse %s (%s): max |fused - adapter| logits %.3g (max |logit| %.3g)\n", name, k == 1 ? "bf16" : "f32",
                 d, bmax);
         lmc_array_free(got);
         lmc_model_free(f);

@@ -110,7 +110,10 @@ LMC_API lmc_status lmc_lora_loss_and_grad(lmc_lora *l, const lmc_array *ids, con
  * (W + scale * B @ A, rounded once to bf16; quantised layers are dequantised
  * first, so the result is a bf16 model), config.json without the
  * quantization entries, and the tokenizer files copied. out_dir must not be
- * the model's own folder. */
+ * the model's own folder. Weights up to 2 GiB go into one
+ * model.safetensors; more into files of about 2 GiB named by
+ * model.safetensors.index.json, computed and written one file at a time, so
+ * fusing needs about one file's memory whatever the model's size. */
 LMC_API lmc_status lmc_lora_fuse(const lmc_lora *l, const char *out_dir);
 
 #ifdef __cplusplus

@@ -113,9 +113,25 @@ static lmc_array *merged_tensor(const lmc_lora *l, const lmc_decoder *d, const c
     return lmc_astype(w, dtype);
 }
 
-lmc_status lmc_lora_fuse(const lmc_lora *l, const char *out_dir) { return lmc_lora_fuse_as(l, out_dir, LMC_BF16); }
+lmc_status lmc_lora_fuse(const lmc_lora *l, const char *out_dir) {
+    return lmc_lora_fuse_as(l, out_dir, LMC_BF16, LMC_LORA_FUSE_SHARD_BYTES);
+}
 
-lmc_status lmc_lora_fuse_as(const lmc_lora *l, const char *out_dir, lmc_dtype dtype) {
+/* Writes shard number k (model-0000k.safetensors) of n tensors and records
+ * them in the index's weight map. */
+static lmc_status write_shard(const char *out_dir, int k, const char **names, const lmc_array **arrays, size_t n,
+                              cJSON *weight_map) {
+    char file[32], path[4200];
+    snprintf(file, sizeof file, "model-%05d.safetensors", k);
+    snprintf(path, sizeof path, "%s/%s", out_dir, file);
+    const char *mk[1] = {"format"}, *mv[1] = {"pt"};
+    LMC_CHECK(lmc_safetensors_write(path, n, names, arrays, 1, mk, mv));
+    for (size_t i = 0; i < n; i++)
+        if (!cJSON_AddStringToObject(weight_map, names[i], file)) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
+    return LMC_OK;
+}
+
+lmc_status lmc_lora_fuse_as(const lmc_lora *l, const char *out_dir, lmc_dtype dtype, size_t shard_bytes) {
     if (!l || !out_dir) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "lmc_lora_fuse: the adapter and out_dir must be given");
     if (!l->m) return lmc_set_error(LMC_ERR_CLOSED, "lmc_lora_fuse: the adapter's model is closed");
     const lmc_decoder *d = lmc_model_native(l->m, "fusing adapters");
@@ -133,35 +149,67 @@ lmc_status lmc_lora_fuse_as(const lmc_lora *l, const char *out_dir, lmc_dtype dt
     size_t n = lmc_checkpoint_count(d->ck);
     const char **names = calloc(n ? n : 1, sizeof *names);
     const lmc_array **arrays = calloc(n ? n : 1, sizeof *arrays);
-    if (!names || !arrays) {
+    cJSON *index = cJSON_CreateObject(), *meta = index ? cJSON_AddObjectToObject(index, "metadata") : NULL;
+    cJSON *weight_map = index ? cJSON_AddObjectToObject(index, "weight_map") : NULL;
+    if (!names || !arrays || !meta || !weight_map) {
         free(names);
         free(arrays);
+        cJSON_Delete(index);
         return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
     }
+    /* The merged tensors are computed and written a shard at a time (about
+     * shard_bytes a file), so fusing needs the memory of one shard, not of
+     * the whole model; a model that fits in one is one model.safetensors. */
     lmc_status s = LMC_OK;
-    size_t kept = 0;
+    size_t kept = 0, first = 0, bytes = 0;
+    double total = 0;
+    int shards = 0;
     lmc_scope_begin();
     for (size_t i = 0; i < n && s == LMC_OK; i++) {
         const char *name = lmc_checkpoint_name(d->ck, i);
         bool skip;
         lmc_array *t = merged_tensor(l, d, name, dtype, &skip);
         if (skip) continue;
-        if (!t) s = lmc_last_status();
+        if (!t) {
+            s = lmc_last_status();
+            break;
+        }
         names[kept] = name;
         arrays[kept++] = t;
+        bytes += lmc_array_nbytes(t);
+        total += (double)lmc_array_nbytes(t);
+        if (bytes >= shard_bytes) {
+            s = write_shard(out_dir, ++shards, names + first, arrays + first, kept - first, weight_map);
+            lmc_scope_end(); /* the shard's tensors */
+            lmc_scope_begin();
+            first = kept;
+            bytes = 0;
+        }
     }
-    char path[4200], from[4200];
-    if (s == LMC_OK) {
-        snprintf(path, sizeof path, "%s/model.safetensors", out_dir);
-        const char *mk[1] = {"format"}, *mv[1] = {"pt"};
-        s = lmc_safetensors_write(path, kept, names, arrays, 1, mk, mv);
-    }
+    if (s == LMC_OK && (kept > first || shards == 0))
+        s = write_shard(out_dir, ++shards, names + first, arrays + first, kept - first, weight_map);
     lmc_scope_end();
     free(names);
     free(arrays);
+    char path[4200], from[4200];
+    if (s == LMC_OK && shards == 1) {
+        snprintf(from, sizeof from, "%s/model-00001.safetensors", out_dir);
+        snprintf(path, sizeof path, "%s/model.safetensors", out_dir);
+        if (rename(from, path) != 0) s = lmc_set_error(LMC_ERR_IO, "%s: cannot rename to %s: %s", from, path, strerror(errno));
+    } else if (s == LMC_OK) {
+        /* the index names the shards; an earlier single file would only take room */
+        cJSON_AddNumberToObject(meta, "total_size", total);
+        char *text = cJSON_Print(index);
+        snprintf(path, sizeof path, "%s/model.safetensors.index.json", out_dir);
+        s = text ? lmc_lora_write_file(path, text, strlen(text)) : lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
+        cJSON_free(text);
+        snprintf(path, sizeof path, "%s/model.safetensors", out_dir);
+        if (s == LMC_OK) unlink(path);
+    }
+    cJSON_Delete(index);
     /* A stale index from an earlier checkpoint in out_dir would hide the new file. */
     snprintf(path, sizeof path, "%s/model.safetensors.index.json", out_dir);
-    if (s == LMC_OK) unlink(path);
+    if (s == LMC_OK && shards == 1) unlink(path);
     if (s == LMC_OK) {
         snprintf(from, sizeof from, "%s/config.json", l->m->dir);
         snprintf(path, sizeof path, "%s/config.json", out_dir);

@@ -52,8 +52,11 @@ void lmc_lora_module_name(const char *prefix, int64_t layer, int module, char *b
 /* The dropout stream of entry i of a set configured with `seed`. */
 uint64_t lmc_lora_entry_seed(uint64_t seed, int i);
 /* lmc_lora_fuse writing its weights in dtype (LMC_BF16 there; LMC_F32 lets
- * tests check the merge itself, free of bf16 rounding). */
-lmc_status lmc_lora_fuse_as(const lmc_lora *l, const char *out_dir, lmc_dtype dtype);
+ * tests check the merge itself, free of bf16 rounding) in files of about
+ * shard_bytes (there LMC_LORA_FUSE_SHARD_BYTES; small ones let tests write
+ * several). */
+#define LMC_LORA_FUSE_SHARD_BYTES ((size_t)2 << 30)
+lmc_status lmc_lora_fuse_as(const lmc_lora *l, const char *out_dir, lmc_dtype dtype, size_t shard_bytes);
 /* Writes len bytes to path through "<path>.tmp", flushed and renamed over it. */
 lmc_status lmc_lora_write_file(const char *path, const void *data, size_t len);
 /* The adapter's scale for an entry (alpha / rank, or alpha / sqrt(rank)). */
