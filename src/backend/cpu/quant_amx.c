@@ -459,7 +459,9 @@ static lmc_status amx_run(qamx *jobs, int n) {
         qamx *c = &jobs[i];
         if (owner[i] == i) {
             size_t xb, xs, bytes = amx_x_bytes(c, &xb, &xs);
-            memset(mem + offset[i], 0, bytes);
+            /* the scales (rows past M read as 0) and the sums (added to);
+             * prep_tiles writes every B tile whole, padding rows too */
+            memset(mem + offset[i] + xb, 0, bytes - xb);
             c->xb = (int8_t *)(mem + offset[i]);
             c->xsT = (float *)(mem + offset[i] + xb);
             c->sxT = (float *)(mem + offset[i] + xb + xs);
