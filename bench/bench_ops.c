@@ -791,7 +791,7 @@ int lmc_bench_ops(int argc, char **argv) {
                model, b.threads, info.path, lmc_version(), timing);
     else
         printf("machine: %s, %d threads, kernel path %s (lmc %s); times: each case's %s call\n", model, b.threads, info.path,
-               lmc_version(), g_fastest ? "fastest" : "mean");
+               lmc_version(), timing);
     if (only && !strcmp(only, "cores")) return bench_cores(&b);
     if (bench_bandwidth(&b)) return 1;
 

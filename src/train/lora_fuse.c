@@ -196,6 +196,9 @@ lmc_status lmc_lora_fuse_as(const lmc_lora *l, const char *out_dir, lmc_dtype dt
         snprintf(from, sizeof from, "%s/model-00001.safetensors", out_dir);
         snprintf(path, sizeof path, "%s/model.safetensors", out_dir);
         if (rename(from, path) != 0) s = lmc_set_error(LMC_ERR_IO, "%s: cannot rename to %s: %s", from, path, strerror(errno));
+        /* a stale index from an earlier checkpoint in out_dir would hide the new file */
+        snprintf(path, sizeof path, "%s/model.safetensors.index.json", out_dir);
+        if (s == LMC_OK) unlink(path);
     } else if (s == LMC_OK) {
         /* the index names the shards; an earlier single file would only take room */
         cJSON_AddNumberToObject(meta, "total_size", total);
@@ -207,9 +210,6 @@ lmc_status lmc_lora_fuse_as(const lmc_lora *l, const char *out_dir, lmc_dtype dt
         if (s == LMC_OK) unlink(path);
     }
     cJSON_Delete(index);
-    /* A stale index from an earlier checkpoint in out_dir would hide the new file. */
-    snprintf(path, sizeof path, "%s/model.safetensors.index.json", out_dir);
-    if (s == LMC_OK && shards == 1) unlink(path);
     if (s == LMC_OK) {
         snprintf(from, sizeof from, "%s/config.json", l->m->dir);
         snprintf(path, sizeof path, "%s/config.json", out_dir);
