@@ -508,12 +508,21 @@ static void test_qmm_views(void) {
     lmc_cpu_path_set(lmc_cpu_path_max());
 }
 
-/* Each row of the result depends on that row of x only: the SIMD paths give
- * every row bit for bit what a call with that row alone gives (AVX2, AVX-512:
- * the M = 1 decode kernel; AMX from 6 rows on: its tiles), so batching
- * sequences never changes one sequence's numbers. */
+/* Each row of the result depends on that row of x only: a SIMD path gives
+ * every row bit for bit what any call taking the same kernel gives, so
+ * batching sequences never changes one sequence's numbers within a kernel.
+ * The kernels by rows of x: AVX2 one; AVX-512 the rows kernels (the M = 1
+ * decode kernel among them) and, for 4 bits from LMC_QMM_PANEL_MIN_M rows,
+ * the panel kernel; AMX from 6 rows its tiles, fewer the AVX-512 rows
+ * kernels. Across kernels rows are only close (check_qmm). */
+static int row_kernel(lmc_cpu_path path, int bits, int64_t M) {
+    if (path == LMC_PATH_AMX) return M >= 6 ? 2 : 0;
+    if (path == LMC_PATH_AVX512 && bits == 4) return M >= LMC_QMM_PANEL_MIN_M ? 1 : 0;
+    return 0;
+}
+
 static void check_rows_exact(int64_t K) {
-    const int64_t M = 40, N = 53;
+    const int64_t M = 40, N = 53, LOW = 31; /* refs: all 40 rows, rows [0, LOW) and [M - LOW, M) */
     for (int bits = 4; bits <= 8; bits += 4) {
         int64_t wshape[2] = {N, K}, xshape[2] = {M, K};
         lmc_array *w = random_normal(LMC_BF16, 2, wshape, 0.0, 0.5, 20 + (uint64_t)bits);
@@ -522,40 +531,55 @@ static void check_rows_exact(int64_t K) {
         lmc_array *q = lmc_quantize(w, 64, bits, &s, &b);
         for (int path = LMC_PATH_AVX2; path <= (int)lmc_cpu_path_max(); path++) {
             lmc_cpu_path_set((lmc_cpu_path)path);
-            lmc_array *full = lmc_quantized_matmul(x, q, s, b, 64, bits);
-            /* row blocks: below AMX's 6 rows, and of 7, 16 and 16 rows; 1, 2
-             * and 3 rows of x also take the AVX-512 kernel's other groupings
-             * of weight rows (4 or 2 a call, the rest one by one) */
-            const int64_t starts[] = {0, 5, 16, 9, 0, 24, 30, 33}, lens[] = {1, 3, 1, 7, 16, 16, 2, 6};
+            lmc_array *full = lmc_quantized_matmul(x, q, s, b, 64, bits), *low[2];
+            for (int i = 0; i < 2; i++) {
+                int64_t vshape[2] = {LOW, K}, vstrides[2] = {K, 1};
+                lmc_array *xv = lmc_array_view(x->buf, x->offset + (size_t)(i * (M - LOW) * K) * sizeof(float), LMC_F32, 2,
+                                               vshape, vstrides);
+                low[i] = lmc_quantized_matmul(xv, q, s, b, 64, bits);
+                lmc_array_free(xv);
+            }
+            /* row r of the reference that takes the kernel `rows` rows take (NULL: none) */
+            const float *ref_full = full ? lmc_array_data(full) : NULL;
+            /* row blocks: below AMX's 6 rows, of 7 and 16, and from the panel
+             * kernel's 32 on; 1, 2 and 3 rows of x also take the AVX-512
+             * kernel's other groupings of weight rows (4 or 2 a call, the
+             * rest one by one) */
+            const int64_t starts[] = {0, 5, 16, 9, 0, 24, 30, 33, 2, 8}, lens[] = {1, 3, 1, 7, 16, 16, 2, 6, 33, 32};
             for (int t = 0; t < (int)(sizeof lens / sizeof *lens); t++) {
                 int64_t vshape[2] = {lens[t], K}, vstrides[2] = {K, 1};
                 size_t off = x->offset + (size_t)(starts[t] * K) * sizeof(float);
                 lmc_array *xv = lmc_array_view(x->buf, off, LMC_F32, 2, vshape, vstrides);
                 lmc_array *part = lmc_quantized_matmul(xv, q, s, b, 64, bits);
-                CHECK(full && part);
-                bool same = full && part &&
-                            !memcmp((const float *)lmc_array_data(full) + starts[t] * N, lmc_array_data(part),
-                                    (size_t)(lens[t] * N) * sizeof(float));
-                /* AMX takes 6 rows or more, the AVX-512 kernel fewer: those are only close */
-                if (path == LMC_PATH_AMX && lens[t] < 6) same = true;
-                CHECKF(same, "path %s bits %d rows %lld..%lld differ from the batched call",
+                CHECK(full && low[0] && low[1] && part);
+                int kp = row_kernel((lmc_cpu_path)path, bits, lens[t]);
+                const float *ref = NULL;
+                if (kp == row_kernel((lmc_cpu_path)path, bits, M)) ref = ref_full + starts[t] * N;
+                else if (kp == row_kernel((lmc_cpu_path)path, bits, LOW))
+                    ref = starts[t] + lens[t] <= LOW ? (const float *)lmc_array_data(low[0]) + starts[t] * N
+                                                     : (const float *)lmc_array_data(low[1]) + (starts[t] - (M - LOW)) * N;
+                /* AMX takes 6 rows or more, the AVX-512 kernel fewer: those have no reference here */
+                bool same = !ref || (part && !memcmp(ref, lmc_array_data(part), (size_t)(lens[t] * N) * sizeof(float)));
+                CHECKF(same, "path %s bits %d rows %lld..%lld differ from a call of more rows with the same kernel",
                        lmc_cpu_path_name((lmc_cpu_path)path), bits, (long long)starts[t],
                        (long long)(starts[t] + lens[t] - 1));
                 lmc_array_free(xv);
                 lmc_array_free(part);
             }
-            /* a strided view: rows 1, 3, .., 17 (9 rows) */
+            /* a strided view: rows 1, 3, .., 17 (9 rows), against the call of rows [0, LOW) */
             int64_t vshape[2] = {9, K}, vstrides[2] = {2 * K, 1};
             lmc_array *xv = lmc_array_view(x->buf, x->offset + (size_t)K * sizeof(float), LMC_F32, 2, vshape, vstrides);
             lmc_array *part = lmc_quantized_matmul(xv, q, s, b, 64, bits);
-            CHECK(full && part);
-            for (int r = 0; full && part && r < 9; r++)
-                CHECKF(!memcmp((const float *)lmc_array_data(full) + (2 * r + 1) * N,
+            CHECK(low[0] && part && row_kernel((lmc_cpu_path)path, bits, 9) == row_kernel((lmc_cpu_path)path, bits, LOW));
+            for (int r = 0; low[0] && part && r < 9; r++)
+                CHECKF(!memcmp((const float *)lmc_array_data(low[0]) + (2 * r + 1) * N,
                                (const float *)lmc_array_data(part) + r * N, (size_t)N * sizeof(float)),
                        "path %s bits %d: strided row %d", lmc_cpu_path_name((lmc_cpu_path)path), bits, 2 * r + 1);
             lmc_array_free(xv);
             lmc_array_free(part);
             lmc_array_free(full);
+            lmc_array_free(low[0]);
+            lmc_array_free(low[1]);
         }
         lmc_cpu_path_set(lmc_cpu_path_max());
         lmc_array *list[] = {w, x, s, b, q};

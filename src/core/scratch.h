@@ -13,6 +13,7 @@
 enum {
     LMC_SCRATCH_QMM_X,   /* the quantised matmul's prepared x (read by every thread of its parallel region) */
     LMC_SCRATCH_QMM_AMX,  /* the AMX quantised matmul's per-thread weight tiles, scales and accumulators */
+    LMC_SCRATCH_QMM_PANELS, /* the AVX-512 quantised matmul's per-thread weight panels (many rows of x) */
     LMC_SCRATCH_MATMUL_AMX, /* the AMX bf16 matmul's per-thread padded weight tiles and partial sums */
     LMC_SCRATCH_SDPA,       /* attention's per-thread query rows, key/value blocks, scores and accumulators */
     LMC_SCRATCH_GEMV,       /* the float matmul GEMV's per-thread output rows before their conversion */

@@ -1,5 +1,5 @@
-/* The AMX tile configuration and a 16 x 16 dword transpose, shared by the
- * *_amx.c kernels (include it only from files compiled for AMX). */
+/* The AMX tile configuration, shared by the *_amx.c kernels (include it
+ * only from files compiled for AMX). */
 #ifndef LMC_BACKEND_CPU_AMX_TILES_H
 #define LMC_BACKEND_CPU_AMX_TILES_H
 
@@ -32,31 +32,6 @@ static inline void lmc_amx_configure(int rows6, int colsb6, int rows7, int colsb
      * this barrier the stores to rows and colsb can be dropped as dead */
     __asm__ volatile("" : : "m"(cfg) : "memory");
     _tile_loadconfig(&cfg);
-}
-
-/* In place: r[i] lane c becomes r[c] lane i (16 x 16 of 32-bit). */
-static inline void lmc_amx_transpose16(__m512i r[16]) {
-    __m512i t[16], u[16];
-    for (int i = 0; i < 16; i += 2) {
-        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
-        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
-    }
-    /* t[i], t[i+1] (i even), 128-bit lane L: rows i, i+1 at columns 4L..4L+3, interleaved */
-    for (int i = 0; i < 16; i += 4) {
-        u[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
-        u[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
-        u[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
-        u[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
-    }
-    /* u[4g + c], lane L: rows 4g..4g+3 at column 4L + c; gather the lanes */
-    for (int c = 0; c < 4; c++) {
-        __m512i p = _mm512_shuffle_i32x4(u[c], u[4 + c], 0x44), q = _mm512_shuffle_i32x4(u[c], u[4 + c], 0xee);
-        __m512i p2 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0x44), q2 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0xee);
-        r[c] = _mm512_shuffle_i32x4(p, p2, 0x88);
-        r[4 + c] = _mm512_shuffle_i32x4(p, p2, 0xdd);
-        r[8 + c] = _mm512_shuffle_i32x4(q, q2, 0x88);
-        r[12 + c] = _mm512_shuffle_i32x4(q, q2, 0xdd);
-    }
 }
 
 /* All eight tiles 16 rows of 64 bytes. */

@@ -34,6 +34,7 @@
 #include <string.h>
 
 #include "backend/cpu/amx_tiles.h"
+#include "backend/cpu/transpose_avx512.h"
 #include "backend/cpu/matmul_internal.h"
 #include "core/scratch.h"
 #include "core/threadpool.h"
@@ -140,7 +141,7 @@ static void pack_x_tile_fast(const amx_job *j, const char *rows[16], int nrows, 
             part[2][i] = pairs_bf16(al, bl);
         }
         for (int q = 0; q < j->parts; q++) {
-            lmc_amx_transpose16(part[q]);
+            lmc_transpose16x16_epi32(part[q]);
             uint16_t *d = dst + (size_t)q * xp_block(j) + (size_t)kc * 512;
             for (int r = 0; r < 16; r++) _mm512_storeu_si512(d + r * 32, part[q][r]);
         }
@@ -198,7 +199,7 @@ static void store_tile(const amx_job *j, int64_t ooff, const float *c, int64_t m
     size_t osz = lmc_dtype_size(j->out->dtype);
     __m512i r[16];
     for (int n = 0; n < 16; n++) r[n] = _mm512_load_si512(c + n * 16);
-    lmc_amx_transpose16(r);
+    lmc_transpose16x16_epi32(r);
     __mmask16 mask = (__mmask16)((1u << cols) - 1);
     for (int m = 0; m < rows; m++) {
         char *dst = (char *)lmc_array_ptr(j->out) + (ooff + (m0 + m) * j->som + n0) * (int64_t)osz;

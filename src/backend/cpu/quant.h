@@ -140,6 +140,10 @@ struct lmc_qmm_plan {
      * gives that row. NULL where the path has none. */
     void (*kernel_streams)(const lmc_qmm_plan *p, int64_t n, int64_t stride, int nn, const uint8_t *xp,
                            const float *sx, float *res);
+    /* Weight rows [n0, n1) against every row of x, results stored: the
+     * path's kernel for many rows of x, run by the driver in place of its
+     * loop over `kernel` (NULL: that loop). False: out of work space. */
+    bool (*run_many)(const lmc_qmm_plan *p, int64_t n0, int64_t n1);
     /* set by the driver */
     int64_t G_pad;            /* G rounded up to 16, plus 16 so kernels may load 16 past any group */
     uint8_t *xp;
@@ -180,6 +184,11 @@ static inline size_t lmc_qmm_l2_distance(const lmc_qmm_plan *p, int NR, int64_t 
  * rows of K = 3072 (36 KiB of 4-bit parts) ran ~30 % slower per product
  * than K = 2048 on a 32 KiB-L1 core. */
 #define LMC_QMM_X_L1_BYTES 24576
+
+/* From this many rows of x on, the AVX-512 path runs 4-bit products
+ * through its panel kernel (quant_avx512.c), fewer through the rows kernels
+ * (at 16 rows the panels' expansion costs about what it saves). */
+#define LMC_QMM_PANEL_MIN_M 32
 
 /* x_spills_l1 and kernel_chunked of a SIMD path with f32 vector type V
  * (zero: VZERO), written once for every path: the path's file defines,

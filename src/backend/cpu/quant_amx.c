@@ -63,6 +63,7 @@
 #include <string.h>
 
 #include "backend/cpu/amx_tiles.h"
+#include "backend/cpu/transpose_avx512.h"
 #include "backend/cpu/quant_avx512.h"
 #include "core/scratch.h"
 #include "core/threadpool.h"
@@ -137,7 +138,7 @@ static void prep_tiles(void *vctx, int64_t t0, int64_t t1, int thread) {
                         v[mm] = mm >= rows    ? _mm512_setzero_si512()
                                 : kk == 64    ? _mm512_loadu_si512(rb[t][mm] + st * 64)
                                               : _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)(rb[t][mm] + st * 32)));
-                    lmc_amx_transpose16(v);
+                    lmc_transpose16x16_epi32(v);
                     int8_t *tile = c->xb + ((size_t)(mt * c->S + s) * P + t) * bt;
                     for (int r = 0; r < kk / 4; r++) _mm512_storeu_si512(tile + r * 64, v[r]);
                 }
@@ -151,7 +152,6 @@ static void prep_tiles(void *vctx, int64_t t0, int64_t t1, int thread) {
 /* Rows n0 .. n0+NB_ROWS of the weights into wbuf ([tile][S][16][kk], zero past N) and ws, wb ([row][Gi]). */
 static void prep_w(const qamx *c, int64_t n0, uint8_t *wbuf, float *ws, float *wb) {
     const int kk = c->kk;
-    const __m512i nib = _mm512_set1_epi16(0x0F0F);
     for (int i = 0; i < NB_ROWS; i++) {
         int64_t n = n0 + i;
         uint8_t *dst = wbuf + (size_t)(i / 16) * (size_t)(c->S * 16 * kk) + (size_t)(i % 16) * kk;
@@ -170,19 +170,13 @@ static void prep_w(const qamx *c, int64_t n0, uint8_t *wbuf, float *ws, float *w
         if (c->p.bits == 8) {
             for (int64_t s = 0; s < S; s++) memcpy(dst + s * step, row + s * kk, (size_t)kk);
         } else if (kk == 64) {
-            /* byte i holds elements 2i (low nibble) and 2i+1: widened to a
-             * 16-bit lane t = 0x00ab, (t | t << 4) & 0x0F0F = 0x0a0b puts
-             * the low nibble in byte 0, the high one in byte 1 (0xA8: (A | B) & C) */
-            for (int64_t s = 0; s < S; s++) {
-                __m512i t = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(row + s * 32)));
-                _mm512_storeu_si512(dst + s * step, _mm512_ternarylogic_epi32(t, _mm512_slli_epi16(t, 4), nib, 0xA8));
-            }
+            for (int64_t s = 0; s < S; s++)
+                _mm512_storeu_si512(dst + s * step, lmc_quant_nibbles_to_bytes(_mm256_loadu_si256((const __m256i *)(row + s * 32))));
         } else {
-            for (int64_t s = 0; s < S; s++) {
-                __m256i t = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(row + s * 16)));
+            for (int64_t s = 0; s < S; s++)
                 _mm256_storeu_si256((__m256i *)(dst + s * step),
-                                    _mm256_ternarylogic_epi32(t, _mm256_slli_epi16(t, 4), _mm512_castsi512_si256(nib), 0xA8));
-            }
+                                    _mm512_castsi512_si256(lmc_quant_nibbles_to_bytes(
+                                        _mm256_zextsi128_si256(_mm_loadu_si128((const __m128i *)(row + s * 16))))));
         }
         if (c->Gi == c->p.G) {
             for (int64_t g = 0; g < c->p.G; g += 16) {
@@ -209,27 +203,8 @@ static void store_block(const qamx *c, const float *res, int64_t m0, int64_t n0)
                                            _mm512_set1_epi32(16));
     int64_t nw = c->p.N - n0 < 16 ? c->p.N - n0 : 16;
     __mmask16 mask = (__mmask16)((1u << nw) - 1);
-    for (int m = 0; m < 16 && m0 + m < c->p.M; m++) {
-        __m512 v = _mm512_i32gather_ps(col, res + m, 4);
-        size_t i = (size_t)((m0 + m) * c->p.N + n0);
-        switch (c->p.odt) {
-        case LMC_F32: _mm512_mask_storeu_ps((float *)c->p.out + i, mask, v); break;
-        case LMC_BF16: {
-            /* round to nearest even, as lmc_f32_to_bf16 (NaN stays NaN) */
-            __m512i u = _mm512_castps_si512(v);
-            __m512i r = _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7FFF)),
-                                         _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1)));
-            __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
-            r = _mm512_mask_or_epi32(r, nan, u, _mm512_set1_epi32(0x00400000));
-            _mm256_mask_storeu_epi16((uint16_t *)c->p.out + i, mask, _mm512_cvtepi32_epi16(_mm512_srli_epi32(r, 16)));
-            break;
-        }
-        default:
-            _mm256_mask_storeu_epi16((uint16_t *)c->p.out + i, mask,
-                                     _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-            break;
-        }
-    }
+    for (int m = 0; m < 16 && m0 + m < c->p.M; m++)
+        lmc_quant_store16(c->p.out, c->p.odt, (size_t)((m0 + m) * c->p.N + n0), mask, _mm512_i32gather_ps(col, res + m, 4));
 }
 
 /* acc[i] (16 rows of x in lanes) += the group's sums for weight row i of

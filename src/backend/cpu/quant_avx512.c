@@ -48,6 +48,8 @@
 #include <string.h>
 
 #include "backend/cpu/quant_avx512.h"
+#include "backend/cpu/transpose_avx512.h"
+#include "core/scratch.h"
 
 /* --- preparing x -------------------------------------------------------- */
 
@@ -479,6 +481,204 @@ LMC_QMM_KERNELS(LMC_QMM_W4X8, kernel4x8)
 LMC_QMM_KERNELS(LMC_QMM_W8X8, kernel8x8)
 LMC_QMM_KERNELS(8, kernel8)
 
+/* --- many rows of x: the weights in panels, x broadcast --------------------
+ *
+ * From LMC_QMM_PANEL_MIN_M rows of x on (prefill chunks, large batches) the 4-bit
+ * product turns the kernel around. A panel holds 16 weight rows' q as bytes,
+ * laid out so that one zmm is 4 consecutive q of each of the 16 rows (dword
+ * i: row i at k = 4j..4j+3, the VNNI layout), and vpdpbusd multiplies it
+ * with 4 bytes of one x row broadcast to every lane. Each lane is an output
+ * summing a whole item (a group, or with int8 x an x block of 64) in int32,
+ * so there are no sums across lanes and the f32 work (convert, scale, bias)
+ * comes once per item for 16 outputs; a thread expands its weights into
+ * two panels once per 32 rows and runs every row of x through them. The
+ * rows kernels above spend ~3 vector uops per vpdpbusd with int8 x (the
+ * nibbles, the per-block conversion and scaling, the sums across lanes)
+ * and here there is about one, so vpdpbusd's throughput is the limit (one
+ * Zen 4 core, 64 x 2048 x 8192: int8 x 83 -> 146 GMAC/s, 24-bit x 45 -> 60
+ * in a harness outside the repository). The integers are the rows kernels'
+ * (24-bit x: 256*H + M and L summed as in the AMX kernel, then 256 * f32(256*H
+ * + M) + f32(L)), so only the order of the f32 additions differs: a row's
+ * result is the same bits in any call of LMC_QMM_PANEL_MIN_M rows of x or more, and
+ * close to the rows kernels' ones. */
+enum {
+    PANEL_ROWS = 32,  /* weight rows expanded at a time: two panels of 16 */
+    PANEL_MR = 4      /* rows of x a pass over the panels: 2 x 4 accumulators (24-bit x: two sets) */
+};
+
+/* x for the panels with 24-bit x: a row's hi, mid and lo parts, K bytes
+ * each in element order, then the f32 scales of its blocks of 128. */
+static size_t x24p_bytes(int64_t K) {
+    return ((size_t)K * 3 + (size_t)((K + 127) / 128) * sizeof(float) + 63) / 64 * 64;
+}
+
+static void prep_x24_panels(const lmc_qmm_plan *p, const void *x, void *xp_row, float *sx) {
+    int8_t *hi = xp_row, *mid = hi + p->K, *lo = hi + 2 * p->K;
+    float *xscale = (float *)(hi + 3 * p->K);
+    const __m512i r128 = _mm512_set1_epi32(128);
+    int32_t qb[128];
+    for (int64_t k0 = 0; k0 < p->K; k0 += 128) {
+        const int n = p->K - k0 >= 128 ? 128 : (int)(p->K - k0); /* a multiple of 32 */
+        float scale = lmc_quant_x24_block(x, p->xdt, k0, n, qb);
+        xscale[k0 / 128] = scale;
+        lmc_quant_block_sums(qb, n, k0, p->group_size, p->gshift, 1, scale, sx);
+        for (int j = 0; j < n; j += 16) {
+            /* the parts as prep_x24 makes them: each the low byte of what is left */
+            __m512i q = _mm512_loadu_si512(qb + j);
+            __m512i m = _mm512_srai_epi32(_mm512_add_epi32(q, r128), 8);
+            __m512i h = _mm512_srai_epi32(_mm512_add_epi32(m, r128), 8);
+            _mm_storeu_si128((__m128i *)(hi + k0 + j), _mm512_cvtepi32_epi8(h));
+            _mm_storeu_si128((__m128i *)(mid + k0 + j), _mm512_cvtepi32_epi8(m));
+            _mm_storeu_si128((__m128i *)(lo + k0 + j), _mm512_cvtepi32_epi8(q));
+        }
+    }
+}
+
+/* A thread's work space: two panels of q ([2][K/4][64] bytes), then their
+ * scales and biases as f32 ([2][G][16] each). */
+static size_t panels_bytes(const lmc_qmm_plan *p) {
+    return (size_t)PANEL_ROWS * (size_t)p->K + (size_t)(4 * 16 * p->G) * sizeof(float);
+}
+
+/* Weight rows [n0, n1) (n1 - n0 <= PANEL_ROWS; rows past them zero) into
+ * the two panels q, their scales s and biases b. */
+static void panels_expand(const lmc_qmm_plan *p, int64_t n0, int64_t n1, uint8_t *q, float *s, float *b) {
+    const int64_t Q = p->K / 4;
+    for (int pn = 0; pn < 2; pn++) {
+        const int64_t r0 = n0 + 16 * pn;
+        for (int64_t k0 = 0; k0 < p->K; k0 += 64) {
+            const bool half = p->K - k0 < 64; /* the last 32 elements (groups of 32) */
+            __m512i v[16];
+            for (int i = 0; i < 16; i++) {
+                const uint8_t *src = p->wq + (size_t)(r0 + i) * p->row_bytes + k0 / 2;
+                v[i] = r0 + i >= n1 ? _mm512_setzero_si512()
+                       : half       ? lmc_quant_nibbles_to_bytes(_mm256_zextsi128_si256(_mm_loadu_si128((const __m128i *)src)))
+                                    : lmc_quant_nibbles_to_bytes(_mm256_loadu_si256((const __m256i *)src));
+            }
+            lmc_transpose16x16_epi32(v);
+            uint8_t *dst = q + (size_t)(pn * Q + k0 / 4) * 64;
+            for (int j = 0; j < (half ? 8 : 16); j++) _mm512_store_si512(dst + j * 64, v[j]);
+        }
+        /* scales and biases: 16 groups of each of the 16 rows, transposed */
+        for (int t = 0; t < 2; t++) {
+            const void *src = t ? p->biases : p->scales;
+            float *dst = (t ? b : s) + (size_t)(pn * p->G) * 16;
+            for (int64_t g0 = 0; g0 < p->G; g0 += 16) {
+                const int64_t left = p->G - g0;
+                const __mmask16 m = left >= 16 ? 0xFFFF : (__mmask16)((1u << left) - 1);
+                __m512i v[16];
+                for (int i = 0; i < 16; i++)
+                    v[i] = r0 + i >= n1 ? _mm512_setzero_si512()
+                                        : _mm512_castps_si512(lmc_quant_load16(src, p->sdt, (r0 + i) * p->G + g0, m));
+                lmc_transpose16x16_epi32(v);
+                for (int g = 0; g < 16 && g < left; g++) _mm512_store_si512(dst + (g0 + g) * 16, v[g]);
+            }
+        }
+    }
+}
+
+static inline __m512i bcast4(const int8_t *x) {
+    int32_t v;
+    memcpy(&v, x, sizeof v);
+    return _mm512_set1_epi32(v);
+}
+
+/* Rows m0 .. m0+MR of x through the panels (weight rows n0 .. n1), stored. */
+static inline __attribute__((always_inline)) void panels_rows(const lmc_qmm_plan *p, const uint8_t *q, const float *ps,
+                                                              const float *pb, int64_t n0, int64_t n1, int64_t m0,
+                                                              const int MR, const bool X8) {
+    const int64_t K = p->K, G = p->G;
+    const int gi = X8 ? lmc_quant_x8_segment(p->group_size) : p->group_size; /* elements an item */
+    const int xshift = X8 ? 6 : 7;                                           /* log2 of x's block */
+    const uint8_t *q1 = q + (size_t)K * 16;
+    const int8_t *xr[PANEL_MR];
+    const float *xs[PANEL_MR];
+    for (int r = 0; r < MR; r++) {
+        xr[r] = (const int8_t *)(p->xp + (size_t)(m0 + r) * p->xp_bytes);
+        xs[r] = (const float *)(xr[r] + (X8 ? (K + 63) / 64 * 64 : 3 * K));
+    }
+    __m512 o[2][PANEL_MR];
+    for (int r = 0; r < MR; r++) o[0][r] = o[1][r] = _mm512_setzero_ps();
+    for (int64_t k0 = 0; k0 < K; k0 += gi) {
+        __m512i h[2][PANEL_MR], l[2][PANEL_MR];
+#pragma GCC unroll 4
+        for (int r = 0; r < MR; r++) h[0][r] = h[1][r] = l[0][r] = l[1][r] = _mm512_setzero_si512();
+        const int64_t j1 = (k0 + gi) / 4;
+        /* hi (or the int8 x) and lo, then hi's sums moved up 8 bits and mid */
+        for (int64_t j = k0 / 4; j < j1; j++) {
+            const __m512i w0 = _mm512_load_si512(q + j * 64), w1 = _mm512_load_si512(q1 + j * 64);
+#pragma GCC unroll 4
+            for (int r = 0; r < MR; r++) {
+                const __m512i xh = bcast4(xr[r] + 4 * j);
+                h[0][r] = _mm512_dpbusd_epi32(h[0][r], w0, xh);
+                h[1][r] = _mm512_dpbusd_epi32(h[1][r], w1, xh);
+                if (!X8) {
+                    const __m512i xl = bcast4(xr[r] + 2 * K + 4 * j);
+                    l[0][r] = _mm512_dpbusd_epi32(l[0][r], w0, xl);
+                    l[1][r] = _mm512_dpbusd_epi32(l[1][r], w1, xl);
+                }
+            }
+        }
+        if (!X8) {
+#pragma GCC unroll 4
+            for (int r = 0; r < MR; r++) {
+                h[0][r] = _mm512_slli_epi32(h[0][r], 8);
+                h[1][r] = _mm512_slli_epi32(h[1][r], 8);
+            }
+            for (int64_t j = k0 / 4; j < j1; j++) {
+                const __m512i w0 = _mm512_load_si512(q + j * 64), w1 = _mm512_load_si512(q1 + j * 64);
+#pragma GCC unroll 4
+                for (int r = 0; r < MR; r++) {
+                    const __m512i xm = bcast4(xr[r] + K + 4 * j);
+                    h[0][r] = _mm512_dpbusd_epi32(h[0][r], w0, xm);
+                    h[1][r] = _mm512_dpbusd_epi32(h[1][r], w1, xm);
+                }
+            }
+        }
+        const int64_t g = k0 >> p->gshift;
+        const bool first = (k0 & (p->group_size - 1)) == 0; /* the item that starts its group adds the bias term */
+#pragma GCC unroll 2
+        for (int pn = 0; pn < 2; pn++) {
+            const __m512 s = _mm512_load_ps(ps + (pn * G + g) * 16), b = _mm512_load_ps(pb + (pn * G + g) * 16);
+#pragma GCC unroll 4
+            for (int r = 0; r < MR; r++) {
+                __m512 f = X8 ? _mm512_cvtepi32_ps(h[pn][r])
+                              : _mm512_fmadd_ps(_mm512_cvtepi32_ps(h[pn][r]), _mm512_set1_ps(256.0f), _mm512_cvtepi32_ps(l[pn][r]));
+                o[pn][r] = _mm512_fmadd_ps(f, _mm512_mul_ps(s, _mm512_set1_ps(xs[r][k0 >> xshift])), o[pn][r]);
+                if (first) o[pn][r] = _mm512_fmadd_ps(b, _mm512_set1_ps(p->sx[(m0 + r) * p->G_pad + g]), o[pn][r]);
+            }
+        }
+    }
+    for (int pn = 0; pn < 2; pn++) {
+        const int64_t n = n0 + 16 * pn;
+        if (n >= n1) break;
+        const __mmask16 m = n1 - n >= 16 ? 0xFFFF : (__mmask16)((1u << (n1 - n)) - 1);
+        for (int r = 0; r < MR; r++) lmc_quant_store16(p->out, p->odt, (size_t)((m0 + r) * p->N + n), m, o[pn][r]);
+    }
+}
+
+static inline __attribute__((always_inline)) bool panels_run(const lmc_qmm_plan *p, int64_t n0, int64_t n1, const bool X8) {
+    uint8_t *q = lmc_scratch(LMC_SCRATCH_QMM_PANELS, panels_bytes(p));
+    if (!q) return false;
+    float *s = (float *)(q + (size_t)PANEL_ROWS * (size_t)p->K), *b = s + 2 * 16 * p->G;
+    for (int64_t nb = n0; nb < n1; nb += PANEL_ROWS) {
+        const int64_t ne = n1 - nb < PANEL_ROWS ? n1 : nb + PANEL_ROWS;
+        panels_expand(p, nb, ne, q, s, b);
+        int64_t m0 = 0;
+        for (; m0 + PANEL_MR <= p->M; m0 += PANEL_MR) panels_rows(p, q, s, b, nb, ne, m0, PANEL_MR, X8);
+        switch (p->M - m0) {
+        case 1: panels_rows(p, q, s, b, nb, ne, m0, 1, X8); break;
+        case 2: panels_rows(p, q, s, b, nb, ne, m0, 2, X8); break;
+        case 3: panels_rows(p, q, s, b, nb, ne, m0, 3, X8); break;
+        default: break;
+        }
+    }
+    return true;
+}
+
+static bool panels_run_x8(const lmc_qmm_plan *p, int64_t n0, int64_t n1) { return panels_run(p, n0, n1, true); }
+static bool panels_run_x24(const lmc_qmm_plan *p, int64_t n0, int64_t n1) { return panels_run(p, n0, n1, false); }
+
 lmc_status lmc_quantized_matmul_avx512(lmc_array *out, const lmc_array *x, const lmc_array *wq,
                                        const lmc_array *scales, const lmc_array *biases, int group_size, int bits) {
     if (bits != 4 && bits != 8) return lmc_quantized_matmul_scalar(out, x, wq, scales, biases, group_size, bits);
@@ -497,7 +697,11 @@ lmc_status lmc_quantized_matmul_avx512(lmc_array *out, const lmc_array *x, const
             }
         }
     }
-    if (bits == 4 && p.xbits == 8) {
+    if (bits == 4 && p.M >= LMC_QMM_PANEL_MIN_M) {
+        p.xp_bytes = p.xbits == 8 ? xq8_bytes(p.K) : x24p_bytes(p.K);
+        p.prep_x = p.xbits == 8 ? prep_xq8 : prep_x24_panels;
+        p.run_many = p.xbits == 8 ? panels_run_x8 : panels_run_x24;
+    } else if (bits == 4 && p.xbits == 8) {
         p.xp_bytes = xi8_bytes(p.K);
         p.prep_x = prep_xi8;
         LMC_QMM_PICK(&p, kernel4x8);

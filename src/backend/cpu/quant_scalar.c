@@ -1,5 +1,6 @@
 /* Scalar reference kernels for MLX affine quantisation (see quant.h). */
 #include <math.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -348,6 +349,7 @@ typedef struct qmm_job {
     const lmc_qmm_plan *plans;
     int n;
     int64_t first[QMM_BATCH_MAX + 1];  /* plan i has rows [first[i], first[i+1]) */
+    _Atomic bool out_of_memory;        /* a plan's run_many found no work space */
 } qmm_job;
 
 /* Rows [r0, r1) of the job (a piece of lmc_parallel_split, or all of them with one thread). */
@@ -357,7 +359,9 @@ static void qmm_job_rows(void *vctx, int64_t r0, int64_t r1, int run) {
     for (int i = 0; i < j->n; i++) {
         int64_t lo = r0 > j->first[i] ? r0 : j->first[i], hi = r1 < j->first[i + 1] ? r1 : j->first[i + 1];
         if (lo >= hi) continue;
-        qmm_run_rows(&j->plans[i], lo - j->first[i], hi - j->first[i]);
+        const lmc_qmm_plan *p = &j->plans[i];
+        if (!p->run_many) qmm_run_rows(p, lo - j->first[i], hi - j->first[i]);
+        else if (!p->run_many(p, lo - j->first[i], hi - j->first[i])) atomic_store(&j->out_of_memory, true);
     }
 }
 
@@ -406,6 +410,9 @@ static lmc_status qmm_run_plans(lmc_qmm_plan *plans, int n) {
     /* one contiguous part of whole QMM_NB blocks per thread, helped from its
      * back at the end: each thread streams its weights start to end */
     lmc_parallel_split(job.first[n], QMM_NB, qmm_job_rows, &job);
+    if (atomic_load(&job.out_of_memory))
+        return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "quantized_matmul: out of memory for the %lld x %lld product's work space",
+                             (long long)plans[0].M, (long long)plans[0].K);
     return LMC_OK;
 }
 
