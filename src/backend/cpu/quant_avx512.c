@@ -506,8 +506,14 @@ enum {
     PANEL_MR = 4      /* rows of x a pass over the panels: 2 x 4 accumulators (24-bit x: two sets) */
 };
 
-/* x for the panels with 24-bit x: a row's hi, mid and lo parts, K bytes
- * each in element order, then the f32 scales of its blocks of 128. */
+/* x for the panels: each 8 elements as the panels hold the weights' q,
+ * the even ones and then the odd ones (panels_expand), per 16 bytes. */
+static inline __m128i x_pairs(__m128i v) {
+    return _mm_shuffle_epi8(v, _mm_setr_epi8(0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 12, 14, 9, 11, 13, 15));
+}
+
+/* With 24-bit x: a row's hi, mid and lo parts, K bytes each, then the f32
+ * scales of its blocks of 128. */
 static size_t x24p_bytes(int64_t K) {
     return ((size_t)K * 3 + (size_t)((K + 127) / 128) * sizeof(float) + 63) / 64 * 64;
 }
@@ -527,11 +533,18 @@ static void prep_x24_panels(const lmc_qmm_plan *p, const void *x, void *xp_row, 
             __m512i q = _mm512_loadu_si512(qb + j);
             __m512i m = _mm512_srai_epi32(_mm512_add_epi32(q, r128), 8);
             __m512i h = _mm512_srai_epi32(_mm512_add_epi32(m, r128), 8);
-            _mm_storeu_si128((__m128i *)(hi + k0 + j), _mm512_cvtepi32_epi8(h));
-            _mm_storeu_si128((__m128i *)(mid + k0 + j), _mm512_cvtepi32_epi8(m));
-            _mm_storeu_si128((__m128i *)(lo + k0 + j), _mm512_cvtepi32_epi8(q));
+            _mm_storeu_si128((__m128i *)(hi + k0 + j), x_pairs(_mm512_cvtepi32_epi8(h)));
+            _mm_storeu_si128((__m128i *)(mid + k0 + j), x_pairs(_mm512_cvtepi32_epi8(m)));
+            _mm_storeu_si128((__m128i *)(lo + k0 + j), x_pairs(_mm512_cvtepi32_epi8(q)));
         }
     }
+}
+
+/* With int8 x: prep_xq8's layout (K bytes, then the scales of the blocks
+ * of 64), each 8 bytes in the panels' order. */
+static void prep_xi8_panels(const lmc_qmm_plan *p, const void *x, void *xp_row, float *sx) {
+    prep_xq8(p, x, xp_row, sx);
+    for (int64_t k = 0; k < p->K; k += 16) _mm_storeu_si128((__m128i *)((int8_t *)xp_row + k), x_pairs(_mm_loadu_si128((const __m128i *)((int8_t *)xp_row + k))));
 }
 
 /* A thread's work space: two panels of q ([2][K/4][64] bytes), then their
@@ -541,23 +554,52 @@ static size_t panels_bytes(const lmc_qmm_plan *p) {
 }
 
 /* Weight rows [n0, n1) (n1 - n0 <= PANEL_ROWS; rows past them zero) into
- * the two panels q, their scales s and biases b. */
+ * the two panels q, their scales s and biases b. A panel's 16 rows are
+ * transposed packed, 32-bit word t of each row (elements 8t..8t+7) into
+ * lane i of one vector, two rows to a 256-bit half (rows i and i + 8), and
+ * only then split into nibbles: the low ones are elements 8t, 8t+2, 8t+4,
+ * 8t+6 of each row, the high ones 8t+1, .., 8t+7, and x is laid out in the
+ * same order (x_pairs). That is half the bytes through the transpose of
+ * widening each row first (the expansion was a fifth of the product at 64
+ * rows of x with int8 x). */
 static void panels_expand(const lmc_qmm_plan *p, int64_t n0, int64_t n1, uint8_t *q, float *s, float *b) {
     const int64_t Q = p->K / 4;
+    const __m512i low = _mm512_set1_epi8(0x0F);
+    const __m512i even = _mm512_set_epi64(13, 12, 5, 4, 9, 8, 1, 0), odd = _mm512_set_epi64(15, 14, 7, 6, 11, 10, 3, 2);
     for (int pn = 0; pn < 2; pn++) {
         const int64_t r0 = n0 + 16 * pn;
         for (int64_t k0 = 0; k0 < p->K; k0 += 64) {
             const bool half = p->K - k0 < 64; /* the last 32 elements (groups of 32) */
-            __m512i v[16];
-            for (int i = 0; i < 16; i++) {
+            __m512i z[8], t[8], u[8];
+            for (int i = 0; i < 8; i++) {
+                __m256i a = _mm256_setzero_si256(), c = _mm256_setzero_si256();
                 const uint8_t *src = p->wq + (size_t)(r0 + i) * p->row_bytes + k0 / 2;
-                v[i] = r0 + i >= n1 ? _mm512_setzero_si512()
-                       : half       ? lmc_quant_nibbles_to_bytes(_mm256_zextsi128_si256(_mm_loadu_si128((const __m128i *)src)))
-                                    : lmc_quant_nibbles_to_bytes(_mm256_loadu_si256((const __m256i *)src));
+                if (r0 + i < n1) a = half ? _mm256_zextsi128_si256(_mm_loadu_si128((const __m128i *)src)) : _mm256_loadu_si256((const __m256i *)src);
+                src += 8 * p->row_bytes;
+                if (r0 + i + 8 < n1) c = half ? _mm256_zextsi128_si256(_mm_loadu_si128((const __m128i *)src)) : _mm256_loadu_si256((const __m256i *)src);
+                z[i] = _mm512_inserti64x4(_mm512_castsi256_si512(a), c, 1);
             }
-            lmc_transpose16x16_epi32(v);
+            /* 8 x 8 words in each 256-bit half: pairs, then quads of rows, then the 128-bit lanes */
+            for (int i = 0; i < 8; i += 2) {
+                t[i] = _mm512_unpacklo_epi32(z[i], z[i + 1]);
+                t[i + 1] = _mm512_unpackhi_epi32(z[i], z[i + 1]);
+            }
+            for (int i = 0; i < 8; i += 4) {
+                u[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+                u[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+                u[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+                u[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+            }
+            /* u[c] (rows 0-3 and 8-11) and u[4 + c] (rows 4-7, 12-15) hold words c and c + 4 */
             uint8_t *dst = q + (size_t)(pn * Q + k0 / 4) * 64;
-            for (int j = 0; j < (half ? 8 : 16); j++) _mm512_store_si512(dst + j * 64, v[j]);
+            for (int c = 0; c < 4; c++) {
+                __m512i w[2] = {_mm512_permutex2var_epi64(u[c], even, u[4 + c]), _mm512_permutex2var_epi64(u[c], odd, u[4 + c])};
+                for (int h = 0; h < (half ? 1 : 2); h++) {
+                    const int word = c + 4 * h;
+                    _mm512_store_si512(dst + (2 * word) * 64, _mm512_and_si512(w[h], low));
+                    _mm512_store_si512(dst + (2 * word + 1) * 64, _mm512_and_si512(_mm512_srli_epi16(w[h], 4), low));
+                }
+            }
         }
         /* scales and biases: 16 groups of each of the 16 rows, transposed */
         for (int t = 0; t < 2; t++) {
@@ -664,8 +706,19 @@ static inline __attribute__((always_inline)) bool panels_run(const lmc_qmm_plan 
     for (int64_t nb = n0; nb < n1; nb += PANEL_ROWS) {
         const int64_t ne = n1 - nb < PANEL_ROWS ? n1 : nb + PANEL_ROWS;
         panels_expand(p, nb, ne, q, s, b);
+        /* The next rows' weights into L2 while these compute, a slice a pass
+         * over x (read in the expansion, they would come from DRAM: ~10 % of
+         * a prefill's time went to the expansion waiting on them). */
+        const char *next = (const char *)(p->wq + (size_t)ne * p->row_bytes);
+        const size_t next_bytes = (size_t)((n1 - ne < PANEL_ROWS ? n1 - ne : PANEL_ROWS)) * p->row_bytes;
+        const int64_t passes = (p->M + PANEL_MR - 1) / PANEL_MR;
+        const size_t slice = (next_bytes / 64 + (size_t)passes - 1) / (size_t)passes * 64;
+        size_t pf = 0;
         int64_t m0 = 0;
-        for (; m0 + PANEL_MR <= p->M; m0 += PANEL_MR) panels_rows(p, q, s, b, nb, ne, m0, PANEL_MR, X8);
+        for (; m0 + PANEL_MR <= p->M; m0 += PANEL_MR) {
+            for (size_t e = pf + slice < next_bytes ? pf + slice : next_bytes; pf < e; pf += 64) _mm_prefetch(next + pf, _MM_HINT_T1);
+            panels_rows(p, q, s, b, nb, ne, m0, PANEL_MR, X8);
+        }
         switch (p->M - m0) {
         case 1: panels_rows(p, q, s, b, nb, ne, m0, 1, X8); break;
         case 2: panels_rows(p, q, s, b, nb, ne, m0, 2, X8); break;
@@ -699,7 +752,7 @@ lmc_status lmc_quantized_matmul_avx512(lmc_array *out, const lmc_array *x, const
     }
     if (bits == 4 && p.M >= LMC_QMM_PANEL_MIN_M) {
         p.xp_bytes = p.xbits == 8 ? xq8_bytes(p.K) : x24p_bytes(p.K);
-        p.prep_x = p.xbits == 8 ? prep_xq8 : prep_x24_panels;
+        p.prep_x = p.xbits == 8 ? prep_xi8_panels : prep_x24_panels;
         p.run_many = p.xbits == 8 ? panels_run_x8 : panels_run_x24;
     } else if (bits == 4 && p.xbits == 8) {
         p.xp_bytes = xi8_bytes(p.K);
