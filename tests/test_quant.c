@@ -514,15 +514,26 @@ static void test_qmm_views(void) {
  * The kernels by rows of x: AVX2 one; AVX-512 the rows kernels (the M = 1
  * decode kernel among them) and, for 4 bits from LMC_QMM_PANEL_MIN_M rows,
  * the panel kernel; AMX from 6 rows its tiles, fewer the AVX-512 rows
- * kernels. Across kernels rows are only close (check_qmm). */
-static int row_kernel(lmc_cpu_path path, int bits, int64_t M) {
-    if (path == LMC_PATH_AMX) return M >= 6 ? 2 : 0;
-    if (path == LMC_PATH_AVX512 && bits == 4) return M >= LMC_QMM_PANEL_MIN_M ? 1 : 0;
+ * kernels. Across kernels rows are only close (check_qmm). row_split: the
+ * fewest rows of x that take the upper kernel (0: one kernel). */
+static int64_t row_split(lmc_cpu_path path, int bits) {
+    if (path == LMC_PATH_AMX) return 6;
+    if (path == LMC_PATH_AVX512 && bits == 4) return LMC_QMM_PANEL_MIN_M;
     return 0;
 }
 
+static lmc_array *rows_call(const lmc_array *x, int64_t first, int64_t rows, int64_t stride, const lmc_array *q,
+                            const lmc_array *s, const lmc_array *b, int bits) {
+    const int64_t K = x->shape[1];
+    int64_t vshape[2] = {rows, K}, vstrides[2] = {stride * K, 1};
+    lmc_array *xv = lmc_array_view(x->buf, x->offset + (size_t)(first * K) * sizeof(float), LMC_F32, 2, vshape, vstrides);
+    lmc_array *out = lmc_quantized_matmul(xv, q, s, b, 64, bits);
+    lmc_array_free(xv);
+    return out;
+}
+
 static void check_rows_exact(int64_t K) {
-    const int64_t M = 40, N = 53, LOW = 31; /* refs: all 40 rows, rows [0, LOW) and [M - LOW, M) */
+    const int64_t M = 40, N = 53;
     for (int bits = 4; bits <= 8; bits += 4) {
         int64_t wshape[2] = {N, K}, xshape[2] = {M, K};
         lmc_array *w = random_normal(LMC_BF16, 2, wshape, 0.0, 0.5, 20 + (uint64_t)bits);
@@ -531,55 +542,48 @@ static void check_rows_exact(int64_t K) {
         lmc_array *q = lmc_quantize(w, 64, bits, &s, &b);
         for (int path = LMC_PATH_AVX2; path <= (int)lmc_cpu_path_max(); path++) {
             lmc_cpu_path_set((lmc_cpu_path)path);
-            lmc_array *full = lmc_quantized_matmul(x, q, s, b, 64, bits), *low[2];
-            for (int i = 0; i < 2; i++) {
-                int64_t vshape[2] = {LOW, K}, vstrides[2] = {K, 1};
-                lmc_array *xv = lmc_array_view(x->buf, x->offset + (size_t)(i * (M - LOW) * K) * sizeof(float), LMC_F32, 2,
-                                               vshape, vstrides);
-                low[i] = lmc_quantized_matmul(xv, q, s, b, 64, bits);
-                lmc_array_free(xv);
-            }
-            /* row r of the reference that takes the kernel `rows` rows take (NULL: none) */
-            const float *ref_full = full ? lmc_array_data(full) : NULL;
-            /* row blocks: below AMX's 6 rows, of 7 and 16, and from the panel
-             * kernel's 32 on; 1, 2 and 3 rows of x also take the AVX-512
-             * kernel's other groupings of weight rows (4 or 2 a call, the
-             * rest one by one) */
-            const int64_t starts[] = {0, 5, 16, 9, 0, 24, 30, 33, 2, 8}, lens[] = {1, 3, 1, 7, 16, 16, 2, 6, 33, 32};
+            const int64_t split = row_split((lmc_cpu_path)path, bits);
+            lmc_array *full = lmc_quantized_matmul(x, q, s, b, 64, bits);
+            /* row blocks: below AMX's 6 rows, of 7 and 16 (the panel
+             * kernel's first), 33 and 32; 1, 2 and 3 rows of x also take
+             * the AVX-512 rows kernel's other groupings of weight rows (4
+             * or 2 a call, the rest one by one) */
+            const int64_t starts[] = {0, 5, 16, 9, 0, 24, 30, 33, 2, 8, 20}, lens[] = {1, 3, 1, 7, 16, 16, 2, 6, 33, 32, 15};
             for (int t = 0; t < (int)(sizeof lens / sizeof *lens); t++) {
-                int64_t vshape[2] = {lens[t], K}, vstrides[2] = {K, 1};
-                size_t off = x->offset + (size_t)(starts[t] * K) * sizeof(float);
-                lmc_array *xv = lmc_array_view(x->buf, off, LMC_F32, 2, vshape, vstrides);
-                lmc_array *part = lmc_quantized_matmul(xv, q, s, b, 64, bits);
-                CHECK(full && low[0] && low[1] && part);
-                int kp = row_kernel((lmc_cpu_path)path, bits, lens[t]);
-                const float *ref = NULL;
-                if (kp == row_kernel((lmc_cpu_path)path, bits, M)) ref = ref_full + starts[t] * N;
-                else if (kp == row_kernel((lmc_cpu_path)path, bits, LOW))
-                    ref = starts[t] + lens[t] <= LOW ? (const float *)lmc_array_data(low[0]) + starts[t] * N
-                                                     : (const float *)lmc_array_data(low[1]) + (starts[t] - (M - LOW)) * N;
-                /* AMX takes 6 rows or more, the AVX-512 kernel fewer: those have no reference here */
-                bool same = !ref || (part && !memcmp(ref, lmc_array_data(part), (size_t)(lens[t] * N) * sizeof(float)));
-                CHECKF(same, "path %s bits %d rows %lld..%lld differ from a call of more rows with the same kernel",
+                lmc_array *part = rows_call(x, starts[t], lens[t], 1, q, s, b, bits), *ref = full;
+                int64_t at = starts[t]; /* the part's first row in ref */
+                if (split && lens[t] < split) {
+                    /* the lower kernel: against a call of split - 1 rows around the part */
+                    const int64_t first = starts[t] < M - (split - 1) ? starts[t] : M - (split - 1);
+                    ref = rows_call(x, first, split - 1, 1, q, s, b, bits);
+                    at = starts[t] - first;
+                }
+                CHECK(full && ref && part);
+                CHECKF(ref && part && !memcmp((const float *)lmc_array_data(ref) + at * N, lmc_array_data(part), (size_t)(lens[t] * N) * sizeof(float)),
+                       "path %s bits %d rows %lld..%lld differ from a call of more rows with the same kernel",
                        lmc_cpu_path_name((lmc_cpu_path)path), bits, (long long)starts[t],
                        (long long)(starts[t] + lens[t] - 1));
-                lmc_array_free(xv);
+                if (ref != full) lmc_array_free(ref);
                 lmc_array_free(part);
             }
-            /* a strided view: rows 1, 3, .., 17 (9 rows), against the call of rows [0, LOW) */
-            int64_t vshape[2] = {9, K}, vstrides[2] = {2 * K, 1};
-            lmc_array *xv = lmc_array_view(x->buf, x->offset + (size_t)K * sizeof(float), LMC_F32, 2, vshape, vstrides);
-            lmc_array *part = lmc_quantized_matmul(xv, q, s, b, 64, bits);
-            CHECK(low[0] && part && row_kernel((lmc_cpu_path)path, bits, 9) == row_kernel((lmc_cpu_path)path, bits, LOW));
-            for (int r = 0; low[0] && part && r < 9; r++)
-                CHECKF(!memcmp((const float *)lmc_array_data(low[0]) + (2 * r + 1) * N,
+            /* strided views: rows 1, 3, .., 35 (18 rows, the upper kernel) against all rows, and rows 1, 3, .., 9
+             * (5, the lower) against one-row calls */
+            lmc_array *part = rows_call(x, 1, 18, 2, q, s, b, bits);
+            for (int r = 0; full && part && r < 18; r++)
+                CHECKF(!memcmp((const float *)lmc_array_data(full) + (2 * r + 1) * N,
                                (const float *)lmc_array_data(part) + r * N, (size_t)N * sizeof(float)),
                        "path %s bits %d: strided row %d", lmc_cpu_path_name((lmc_cpu_path)path), bits, 2 * r + 1);
-            lmc_array_free(xv);
+            lmc_array_free(part);
+            part = rows_call(x, 1, 5, 2, q, s, b, bits);
+            for (int r = 0; part && r < 5; r++) {
+                lmc_array *one = rows_call(x, 2 * r + 1, 1, 1, q, s, b, bits);
+                CHECKF(one && !memcmp(lmc_array_data(one), (const float *)lmc_array_data(part) + r * N, (size_t)N * sizeof(float)),
+                       "path %s bits %d: strided row %d of 5", lmc_cpu_path_name((lmc_cpu_path)path), bits, 2 * r + 1);
+                lmc_array_free(one);
+            }
+            CHECK(part != NULL);
             lmc_array_free(part);
             lmc_array_free(full);
-            lmc_array_free(low[0]);
-            lmc_array_free(low[1]);
         }
         lmc_cpu_path_set(lmc_cpu_path_max());
         lmc_array *list[] = {w, x, s, b, q};

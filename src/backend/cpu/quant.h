@@ -188,7 +188,7 @@ static inline size_t lmc_qmm_l2_distance(const lmc_qmm_plan *p, int NR, int64_t 
 /* From this many rows of x on, the AVX-512 path runs 4-bit products
  * through its panel kernel (quant_avx512.c), fewer through the rows kernels
  * (at 16 rows the panels' expansion costs about what it saves). */
-#define LMC_QMM_PANEL_MIN_M 32
+#define LMC_QMM_PANEL_MIN_M 16
 
 /* x_spills_l1 and kernel_chunked of a SIMD path with f32 vector type V
  * (zero: VZERO), written once for every path: the path's file defines,
