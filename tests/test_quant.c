@@ -591,6 +591,37 @@ static void check_rows_exact(int64_t K) {
     }
 }
 
+/* Where the CPU has AMX: the AVX-512 panel kernel gives the AMX kernel's
+ * bits (the same integers and the same f32 work in the same order), for
+ * every group size, K with a tail of 32 (groups of 32), and the x of main's
+ * pass (24-bit or int8). Without AMX there is nothing to compare with. */
+static void test_qmm_panels_match_amx(void) {
+    if (lmc_cpu_path_max() < LMC_PATH_AMX) {
+        fprintf(stderr, "  (no AMX on this CPU: nothing to compare the panels with)\n");
+        return;
+    }
+    const int gss[] = {32, 64, 128};
+    const int64_t Ks[] = {512, 480, 1024};
+    for (int gi = 0; gi < 3; gi++)
+        for (int64_t M = LMC_QMM_PANEL_MIN_M; M <= 40; M += 40 - LMC_QMM_PANEL_MIN_M) {
+            const int64_t N = 37, K = Ks[gi];
+            int64_t wshape[2] = {N, K}, xshape[2] = {M, K};
+            lmc_array *w = random_normal(LMC_BF16, 2, wshape, 0.0, 0.5, 40 + (uint64_t)gi);
+            lmc_array *x = random_normal(LMC_F32, 2, xshape, 0.0, 1.0, 50 + (uint64_t)M);
+            lmc_array *s = NULL, *b = NULL;
+            lmc_array *q = lmc_quantize(w, gss[gi], 4, &s, &b);
+            lmc_cpu_path_set(LMC_PATH_AMX);
+            lmc_array *amx = lmc_quantized_matmul(x, q, s, b, gss[gi], 4);
+            lmc_cpu_path_set(LMC_PATH_AVX512);
+            lmc_array *pan = lmc_quantized_matmul(x, q, s, b, gss[gi], 4);
+            CHECKF(amx && pan && !memcmp(lmc_array_data(amx), lmc_array_data(pan), (size_t)(M * N) * sizeof(float)),
+                   "gs %d M %lld K %lld x%s: the panels differ from AMX", gss[gi], (long long)M, (long long)K, g_x8 ? "8" : "24");
+            lmc_cpu_path_set(lmc_cpu_path_max());
+            lmc_array *list[] = {w, x, s, b, q, amx, pan};
+            for (size_t i = 0; i < sizeof list / sizeof list[0]; i++) lmc_array_free(list[i]);
+        }
+}
+
 static void test_qmm_rows_exact(void) {
     check_rows_exact(384);
     /* long rows: the AVX-512 kernel takes 2 to 4 x rows through K in chunks
@@ -737,6 +768,7 @@ int main(void) {
     RUN(test_qmm_paths);
     RUN(test_qmm_views);
     RUN(test_qmm_rows_exact);
+    RUN(test_qmm_panels_match_amx);
     RUN(test_qmm_many);
     RUN(test_qmm_streams);
     /* int8 activations: the same checks, against x rounded as the kernels
@@ -745,6 +777,7 @@ int main(void) {
     g_x8 = true;
     RUN(test_qmm_paths);
     RUN(test_qmm_rows_exact);
+    RUN(test_qmm_panels_match_amx);
     RUN(test_qmm_many);
     RUN(test_qmm_streams);
     g_x8 = false;

@@ -483,24 +483,25 @@ LMC_QMM_KERNELS(8, kernel8)
 
 /* --- many rows of x: the weights in panels, x broadcast --------------------
  *
- * From LMC_QMM_PANEL_MIN_M rows of x on (prefill chunks, large batches) the 4-bit
- * product turns the kernel around. A panel holds 16 weight rows' q as bytes,
- * laid out so that one zmm is 4 consecutive q of each of the 16 rows (dword
- * i: row i at k = 4j..4j+3, the VNNI layout), and vpdpbusd multiplies it
- * with 4 bytes of one x row broadcast to every lane. Each lane is an output
- * summing a whole item (a group, or with int8 x an x block of 64) in int32,
- * so there are no sums across lanes and the f32 work (convert, scale, bias)
- * comes once per item for 16 outputs; a thread expands its weights into
- * two panels once per 32 rows and runs every row of x through them. The
- * rows kernels above spend ~3 vector uops per vpdpbusd with int8 x (the
- * nibbles, the per-block conversion and scaling, the sums across lanes)
- * and here there is about one, so vpdpbusd's throughput is the limit (one
- * Zen 4 core, 64 x 2048 x 8192: int8 x 83 -> 146 GMAC/s, 24-bit x 45 -> 60
- * in a harness outside the repository). The integers are the rows kernels'
- * (24-bit x: 256*H + M and L summed as in the AMX kernel, then 256 * f32(256*H
- * + M) + f32(L)), so only the order of the f32 additions differs: a row's
- * result is the same bits in any call of LMC_QMM_PANEL_MIN_M rows of x or more, and
- * close to the rows kernels' ones. */
+ * From LMC_QMM_PANEL_MIN_M rows of x on (prefill chunks, batches of 16 or
+ * more) the 4-bit product turns the kernel around. A panel holds 16 weight
+ * rows' q as bytes, laid out so that one zmm is 4 q of each of the 16 rows
+ * (dword i: row i's elements 8t, 8t+2, 8t+4, 8t+6, or the odd ones; x is
+ * laid out in the same order), and vpdpbusd multiplies it with 4 bytes of
+ * one x row broadcast to every lane. Each lane is an output summing a
+ * whole item (a group, or with int8 x and groups of 128 a block of 64) in
+ * int32, so there are no sums across lanes and the f32 work (convert,
+ * scale, bias) comes once per item for 16 outputs; a thread expands its
+ * weights into two panels once per 32 rows and runs every row of x through
+ * them. The rows kernels above spend ~3 vector uops per vpdpbusd with int8
+ * x (the nibbles, the per-block conversion and scaling, the sums across
+ * lanes) and here there is about one, so vpdpbusd's throughput is the limit
+ * (one Zen 4 core, 512 x 2048 x 8192: int8 x 104 -> 50-57 ms, 24-bit x 200
+ * -> 135-145 ms). The integers are the rows kernels'; the f32 work is the
+ * AMX kernel's, item by item in its order (24-bit x: 256 * f32(256*H + M) +
+ * f32(L), then the scale and the bias term), so a row's result is the same
+ * bits as on an AMX CPU (test_quant checks it there) and in any call of
+ * LMC_QMM_PANEL_MIN_M rows of x or more, and close to the rows kernels'. */
 enum {
     PANEL_ROWS = 32,  /* weight rows expanded at a time: two panels of 16 */
     PANEL_MR = 4      /* rows of x a pass over the panels: 2 x 4 accumulators (24-bit x: two sets) */
@@ -541,10 +542,29 @@ static void prep_x24_panels(const lmc_qmm_plan *p, const void *x, void *xp_row, 
 }
 
 /* With int8 x: prep_xq8's layout (K bytes, then the scales of the blocks
- * of 64), each 8 bytes in the panels' order. */
+ * of 64), each 8 bytes in the panels' order, then each block's sum of x as
+ * rounded, (float)sum * scale: with groups of 128 the kernel adds the
+ * biases per block, as the AMX kernel does, so that both give the same bits. */
+static size_t xi8p_bytes(int64_t K) {
+    int64_t blocks = (K + 63) / 64;
+    return ((size_t)blocks * (64 + 2 * sizeof(float)) + 63) / 64 * 64;
+}
+
 static void prep_xi8_panels(const lmc_qmm_plan *p, const void *x, void *xp_row, float *sx) {
     prep_xq8(p, x, xp_row, sx);
-    for (int64_t k = 0; k < p->K; k += 16) _mm_storeu_si128((__m128i *)((int8_t *)xp_row + k), x_pairs(_mm_loadu_si128((const __m128i *)((int8_t *)xp_row + k))));
+    int8_t *q = xp_row;
+    const int64_t blocks = (p->K + 63) / 64;
+    const float *xscale = (const float *)(q + blocks * 64);
+    float *bsum = (float *)(q + blocks * 64) + blocks;
+    for (int64_t b = 0; b < blocks; b++) {
+        __m512i acc = _mm512_setzero_si512();
+        for (int64_t k = b * 64; k < (b + 1) * 64 && k < p->K; k += 16) {
+            __m128i v = _mm_loadu_si128((const __m128i *)(q + k));
+            acc = _mm512_add_epi32(acc, _mm512_cvtepi8_epi32(v));
+            _mm_storeu_si128((__m128i *)(q + k), x_pairs(v));
+        }
+        bsum[b] = (float)_mm512_reduce_add_epi32(acc) * xscale[b];
+    }
 }
 
 /* A thread's work space: two panels of q ([2][K/4][64] bytes), then their
@@ -634,11 +654,14 @@ static inline __attribute__((always_inline)) void panels_rows(const lmc_qmm_plan
     const int xshift = X8 ? 6 : 7;                                           /* log2 of x's block */
     const uint8_t *q1 = q + (size_t)K * 16;
     const int8_t *xr[PANEL_MR];
-    const float *xs[PANEL_MR];
+    const float *xs[PANEL_MR], *bsum[PANEL_MR];
     for (int r = 0; r < MR; r++) {
         xr[r] = (const int8_t *)(p->xp + (size_t)(m0 + r) * p->xp_bytes);
         xs[r] = (const float *)(xr[r] + (X8 ? (K + 63) / 64 * 64 : 3 * K));
+        bsum[r] = xs[r] + (K + 63) / 64; /* int8 x only */
     }
+    /* int8 x with groups of 128: the bias term per x block, with its own sum */
+    const bool per_block = X8 && p->group_size > gi;
     __m512 o[2][PANEL_MR];
     for (int r = 0; r < MR; r++) o[0][r] = o[1][r] = _mm512_setzero_ps();
     for (int64_t k0 = 0; k0 < K; k0 += gi) {
@@ -678,7 +701,6 @@ static inline __attribute__((always_inline)) void panels_rows(const lmc_qmm_plan
             }
         }
         const int64_t g = k0 >> p->gshift;
-        const bool first = (k0 & (p->group_size - 1)) == 0; /* the item that starts its group adds the bias term */
 #pragma GCC unroll 2
         for (int pn = 0; pn < 2; pn++) {
             const __m512 s = _mm512_load_ps(ps + (pn * G + g) * 16), b = _mm512_load_ps(pb + (pn * G + g) * 16);
@@ -687,7 +709,9 @@ static inline __attribute__((always_inline)) void panels_rows(const lmc_qmm_plan
                 __m512 f = X8 ? _mm512_cvtepi32_ps(h[pn][r])
                               : _mm512_fmadd_ps(_mm512_cvtepi32_ps(h[pn][r]), _mm512_set1_ps(256.0f), _mm512_cvtepi32_ps(l[pn][r]));
                 o[pn][r] = _mm512_fmadd_ps(f, _mm512_mul_ps(s, _mm512_set1_ps(xs[r][k0 >> xshift])), o[pn][r]);
-                if (first) o[pn][r] = _mm512_fmadd_ps(b, _mm512_set1_ps(p->sx[(m0 + r) * p->G_pad + g]), o[pn][r]);
+                /* an item is a group, or (per_block) a half with the group's bias */
+                const float xsum = per_block ? bsum[r][k0 >> 6] : p->sx[(m0 + r) * p->G_pad + g];
+                o[pn][r] = _mm512_fmadd_ps(b, _mm512_set1_ps(xsum), o[pn][r]);
             }
         }
     }
@@ -751,7 +775,7 @@ lmc_status lmc_quantized_matmul_avx512(lmc_array *out, const lmc_array *x, const
         }
     }
     if (bits == 4 && p.M >= LMC_QMM_PANEL_MIN_M) {
-        p.xp_bytes = p.xbits == 8 ? xq8_bytes(p.K) : x24p_bytes(p.K);
+        p.xp_bytes = p.xbits == 8 ? xi8p_bytes(p.K) : x24p_bytes(p.K);
         p.prep_x = p.xbits == 8 ? prep_xi8_panels : prep_x24_panels;
         p.run_many = p.xbits == 8 ? panels_run_x8 : panels_run_x24;
     } else if (bits == 4 && p.xbits == 8) {
