@@ -512,13 +512,13 @@ static void test_qmm_views(void) {
  * every row bit for bit what any call taking the same kernel gives, so
  * batching sequences never changes one sequence's numbers within a kernel.
  * The kernels by rows of x: AVX2 one; AVX-512 the rows kernels (the M = 1
- * decode kernel among them) and, for 4 bits from LMC_QMM_PANEL_MIN_M rows,
- * the panel kernel; AMX from 6 rows its tiles, fewer the AVX-512 rows
+ * decode kernel among them) and, for 4 and 8 bits from LMC_QMM_PANEL_MIN_M
+ * rows, the panel kernel; AMX from 6 rows its tiles, fewer the AVX-512 rows
  * kernels. Across kernels rows are only close (check_qmm). row_split: the
  * fewest rows of x that take the upper kernel (0: one kernel). */
 static int64_t row_split(lmc_cpu_path path, int bits) {
     if (path == LMC_PATH_AMX) return 6;
-    if (path == LMC_PATH_AVX512 && bits == 4) return LMC_QMM_PANEL_MIN_M;
+    if (path == LMC_PATH_AVX512 && (bits == 4 || bits == 8)) return LMC_QMM_PANEL_MIN_M;
     return 0;
 }
 
@@ -592,8 +592,8 @@ static void check_rows_exact(int64_t K) {
 }
 
 /* Where the CPU has AMX: the AVX-512 panel kernel gives the AMX kernel's
- * bits (the same integers and the same f32 work in the same order), for
- * every group size, K with a tail of 32 (groups of 32), and the x of main's
+ * bits (the same integers and the same f32 work in the same order), for 4
+ * and 8 bits, every group size, K with a tail of 32 (groups of 32), and the x of main's
  * pass (24-bit or int8). Without AMX there is nothing to compare with. */
 static void test_qmm_panels_match_amx(void) {
     if (lmc_cpu_path_max() < LMC_PATH_AMX) {
@@ -602,6 +602,7 @@ static void test_qmm_panels_match_amx(void) {
     }
     const int gss[] = {32, 64, 128};
     const int64_t Ks[] = {512, 480, 1024};
+    for (int bits = 4; bits <= 8; bits += 4)
     for (int gi = 0; gi < 3; gi++)
         for (int64_t M = LMC_QMM_PANEL_MIN_M; M <= 40; M += 40 - LMC_QMM_PANEL_MIN_M) {
             const int64_t N = 37, K = Ks[gi];
@@ -609,13 +610,14 @@ static void test_qmm_panels_match_amx(void) {
             lmc_array *w = random_normal(LMC_BF16, 2, wshape, 0.0, 0.5, 40 + (uint64_t)gi);
             lmc_array *x = random_normal(LMC_F32, 2, xshape, 0.0, 1.0, 50 + (uint64_t)M);
             lmc_array *s = NULL, *b = NULL;
-            lmc_array *q = lmc_quantize(w, gss[gi], 4, &s, &b);
+            lmc_array *q = lmc_quantize(w, gss[gi], bits, &s, &b);
             lmc_cpu_path_set(LMC_PATH_AMX);
-            lmc_array *amx = lmc_quantized_matmul(x, q, s, b, gss[gi], 4);
+            lmc_array *amx = lmc_quantized_matmul(x, q, s, b, gss[gi], bits);
             lmc_cpu_path_set(LMC_PATH_AVX512);
-            lmc_array *pan = lmc_quantized_matmul(x, q, s, b, gss[gi], 4);
+            lmc_array *pan = lmc_quantized_matmul(x, q, s, b, gss[gi], bits);
             CHECKF(amx && pan && !memcmp(lmc_array_data(amx), lmc_array_data(pan), (size_t)(M * N) * sizeof(float)),
-                   "gs %d M %lld K %lld x%s: the panels differ from AMX", gss[gi], (long long)M, (long long)K, g_x8 ? "8" : "24");
+                   "bits %d gs %d M %lld K %lld x%s: the panels differ from AMX", bits, gss[gi], (long long)M, (long long)K,
+                   g_x8 ? "8" : "24");
             lmc_cpu_path_set(lmc_cpu_path_max());
             lmc_array *list[] = {w, x, s, b, q, amx, pan};
             for (size_t i = 0; i < sizeof list / sizeof list[0]; i++) lmc_array_free(list[i]);

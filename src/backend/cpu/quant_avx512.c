@@ -484,11 +484,13 @@ LMC_QMM_KERNELS(8, kernel8)
 /* --- many rows of x: the weights in panels, x broadcast --------------------
  *
  * From LMC_QMM_PANEL_MIN_M rows of x on (prefill chunks, batches of 16 or
- * more) the 4-bit product turns the kernel around. A panel holds 16 weight
- * rows' q as bytes, laid out so that one zmm is 4 q of each of the 16 rows
- * (dword i: row i's elements 8t, 8t+2, 8t+4, 8t+6, or the odd ones; x is
- * laid out in the same order), and vpdpbusd multiplies it with 4 bytes of
- * one x row broadcast to every lane. Each lane is an output summing a
+ * more) the 4- and 8-bit products turn the kernel around. A panel holds 16
+ * weight rows' q as bytes, laid out so that one zmm is 4 q of each of the 16
+ * rows (dword i: row i's 4 elements in order for 8 bits; for 4 bits its
+ * elements 8t, 8t+2, 8t+4, 8t+6, or the odd ones, and x is laid out in the
+ * same order), and vpdpbusd multiplies it with 4 bytes of one x row
+ * broadcast to every lane. With 8-bit weights x is rounded to 24 bits too
+ * (the rows kernel keeps it f32), as on AMX. Each lane is an output summing a
  * whole item (a group, or with int8 x and groups of 128 a block of 64) in
  * int32, so there are no sums across lanes and the f32 work (convert,
  * scale, bias) comes once per item for 16 outputs; a thread expands its
@@ -507,8 +509,9 @@ enum {
     PANEL_MR = 4      /* rows of x a pass over the panels: 2 x 4 accumulators (24-bit x: two sets) */
 };
 
-/* x for the panels: each 8 elements as the panels hold the weights' q,
- * the even ones and then the odd ones (panels_expand), per 16 bytes. */
+/* x for 4-bit panels: each 8 elements as the panels hold the weights' q,
+ * the even ones and then the odd ones (panels_expand), per 16 bytes; 8-bit
+ * panels keep the elements in order. */
 static inline __m128i x_pairs(__m128i v) {
     return _mm_shuffle_epi8(v, _mm_setr_epi8(0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 12, 14, 9, 11, 13, 15));
 }
@@ -534,9 +537,15 @@ static void prep_x24_panels(const lmc_qmm_plan *p, const void *x, void *xp_row, 
             __m512i q = _mm512_loadu_si512(qb + j);
             __m512i m = _mm512_srai_epi32(_mm512_add_epi32(q, r128), 8);
             __m512i h = _mm512_srai_epi32(_mm512_add_epi32(m, r128), 8);
-            _mm_storeu_si128((__m128i *)(hi + k0 + j), x_pairs(_mm512_cvtepi32_epi8(h)));
-            _mm_storeu_si128((__m128i *)(mid + k0 + j), x_pairs(_mm512_cvtepi32_epi8(m)));
-            _mm_storeu_si128((__m128i *)(lo + k0 + j), x_pairs(_mm512_cvtepi32_epi8(q)));
+            __m128i hv = _mm512_cvtepi32_epi8(h), mv = _mm512_cvtepi32_epi8(m), lv = _mm512_cvtepi32_epi8(q);
+            if (p->bits == 4) {
+                hv = x_pairs(hv);
+                mv = x_pairs(mv);
+                lv = x_pairs(lv);
+            }
+            _mm_storeu_si128((__m128i *)(hi + k0 + j), hv);
+            _mm_storeu_si128((__m128i *)(mid + k0 + j), mv);
+            _mm_storeu_si128((__m128i *)(lo + k0 + j), lv);
         }
     }
 }
@@ -561,7 +570,7 @@ static void prep_xi8_panels(const lmc_qmm_plan *p, const void *x, void *xp_row, 
         for (int64_t k = b * 64; k < (b + 1) * 64 && k < p->K; k += 16) {
             __m128i v = _mm_loadu_si128((const __m128i *)(q + k));
             acc = _mm512_add_epi32(acc, _mm512_cvtepi8_epi32(v));
-            _mm_storeu_si128((__m128i *)(q + k), x_pairs(v));
+            if (p->bits == 4) _mm_storeu_si128((__m128i *)(q + k), x_pairs(v));
         }
         bsum[b] = (float)_mm512_reduce_add_epi32(acc) * xscale[b];
     }
@@ -571,6 +580,28 @@ static void prep_xi8_panels(const lmc_qmm_plan *p, const void *x, void *xp_row, 
  * scales and biases as f32 ([2][G][16] each). */
 static size_t panels_bytes(const lmc_qmm_plan *p) {
     return (size_t)PANEL_ROWS * (size_t)p->K + (size_t)(4 * 16 * p->G) * sizeof(float);
+}
+
+/* The q of 8-bit weight rows [n0, n1) into the two panels: 16 x 16 words
+ * (4 elements each, in order) transposed per 64 elements. */
+static void panels_expand8(const lmc_qmm_plan *p, int64_t n0, int64_t n1, uint8_t *q) {
+    const int64_t Q = p->K / 4;
+    for (int pn = 0; pn < 2; pn++) {
+        const int64_t r0 = n0 + 16 * pn;
+        for (int64_t k0 = 0; k0 < p->K; k0 += 64) {
+            const bool half = p->K - k0 < 64; /* the last 32 elements (groups of 32) */
+            __m512i v[16];
+            for (int i = 0; i < 16; i++) {
+                const uint8_t *src = p->wq + (size_t)(r0 + i) * p->row_bytes + k0;
+                v[i] = r0 + i >= n1 ? _mm512_setzero_si512()
+                       : half       ? _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)src))
+                                    : _mm512_loadu_si512(src);
+            }
+            lmc_transpose16x16_epi32(v);
+            uint8_t *dst = q + (size_t)(pn * Q + k0 / 4) * 64;
+            for (int j = 0; j < (half ? 8 : 16); j++) _mm512_store_si512(dst + j * 64, v[j]);
+        }
+    }
 }
 
 /* Weight rows [n0, n1) (n1 - n0 <= PANEL_ROWS; rows past them zero) into
@@ -584,11 +615,12 @@ static size_t panels_bytes(const lmc_qmm_plan *p) {
  * rows of x with int8 x). */
 static void panels_expand(const lmc_qmm_plan *p, int64_t n0, int64_t n1, uint8_t *q, float *s, float *b) {
     const int64_t Q = p->K / 4;
+    if (p->bits == 8) panels_expand8(p, n0, n1, q);
     const __m512i low = _mm512_set1_epi8(0x0F);
     const __m512i even = _mm512_set_epi64(13, 12, 5, 4, 9, 8, 1, 0), odd = _mm512_set_epi64(15, 14, 7, 6, 11, 10, 3, 2);
     for (int pn = 0; pn < 2; pn++) {
         const int64_t r0 = n0 + 16 * pn;
-        for (int64_t k0 = 0; k0 < p->K; k0 += 64) {
+        for (int64_t k0 = 0; p->bits == 4 && k0 < p->K; k0 += 64) {
             const bool half = p->K - k0 < 64; /* the last 32 elements (groups of 32) */
             __m512i z[8], t[8], u[8];
             for (int i = 0; i < 8; i++) {
@@ -774,7 +806,7 @@ lmc_status lmc_quantized_matmul_avx512(lmc_array *out, const lmc_array *x, const
             }
         }
     }
-    if (bits == 4 && p.M >= LMC_QMM_PANEL_MIN_M) {
+    if (p.M >= LMC_QMM_PANEL_MIN_M) {
         p.xp_bytes = p.xbits == 8 ? xi8p_bytes(p.K) : x24p_bytes(p.K);
         p.prep_x = p.xbits == 8 ? prep_xi8_panels : prep_x24_panels;
         p.run_many = p.xbits == 8 ? panels_run_x8 : panels_run_x24;
