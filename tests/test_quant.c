@@ -601,7 +601,7 @@ static void test_qmm_panels_match_amx(void) {
         return;
     }
     const int gss[] = {32, 64, 128};
-    const int64_t Ks[] = {512, 480, 1024};
+    const int64_t Ks[] = {480, 512, 1024};
     for (int bits = 4; bits <= 8; bits += 4)
     for (int gi = 0; gi < 3; gi++)
         for (int64_t M = LMC_QMM_PANEL_MIN_M; M <= 40; M += 40 - LMC_QMM_PANEL_MIN_M) {
