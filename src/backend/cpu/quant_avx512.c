@@ -622,7 +622,7 @@ static void panels_expand(const lmc_qmm_plan *p, int64_t n0, int64_t n1, uint8_t
         const int64_t r0 = n0 + 16 * pn;
         for (int64_t k0 = 0; p->bits == 4 && k0 < p->K; k0 += 64) {
             const bool half = p->K - k0 < 64; /* the last 32 elements (groups of 32) */
-            __m512i z[8], t[8], u[8];
+            __m512i z[8], u[8];
             for (int i = 0; i < 8; i++) {
                 __m256i a = _mm256_setzero_si256(), c = _mm256_setzero_si256();
                 const uint8_t *src = p->wq + (size_t)(r0 + i) * p->row_bytes + k0 / 2;
@@ -631,17 +631,8 @@ static void panels_expand(const lmc_qmm_plan *p, int64_t n0, int64_t n1, uint8_t
                 if (r0 + i + 8 < n1) c = half ? _mm256_zextsi128_si256(_mm_loadu_si128((const __m128i *)src)) : _mm256_loadu_si256((const __m256i *)src);
                 z[i] = _mm512_inserti64x4(_mm512_castsi256_si512(a), c, 1);
             }
-            /* 8 x 8 words in each 256-bit half: pairs, then quads of rows, then the 128-bit lanes */
-            for (int i = 0; i < 8; i += 2) {
-                t[i] = _mm512_unpacklo_epi32(z[i], z[i + 1]);
-                t[i + 1] = _mm512_unpackhi_epi32(z[i], z[i + 1]);
-            }
-            for (int i = 0; i < 8; i += 4) {
-                u[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
-                u[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
-                u[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
-                u[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
-            }
+            /* 8 x 8 words in each 256-bit half: 4 x 4 within the 128-bit lanes, then the lanes */
+            lmc_transpose4x4_lanes(z, u, 8);
             /* u[c] (rows 0-3 and 8-11) and u[4 + c] (rows 4-7, 12-15) hold words c and c + 4 */
             uint8_t *dst = q + (size_t)(pn * Q + k0 / 4) * 64;
             for (int c = 0; c < 4; c++) {
