@@ -4,6 +4,7 @@
 
 #include "core/array.h"
 #include "core/cpu.h"
+#include "core/scratch.h"
 #include "lmc/ops.h"
 #include "backend/cpu/quant.h" /* LMC_QMM_STREAMS, LMC_QMM_STREAM_ROWS */
 #include "ops/quant_internal.h"
@@ -624,6 +625,37 @@ static void test_qmm_panels_match_amx(void) {
         }
 }
 
+/* A kernel that finds no work space fails the product with an error naming
+ * it (and leaves no partial result behind as a success); the next call,
+ * with memory back, works. Each path's many-rows work space: the AVX-512
+ * panels (16 rows of x or more), AMX's tiles; x's preparation on every
+ * SIMD path. */
+static void check_qmm_no_scratch(lmc_cpu_path path, int slot, int64_t M) {
+    lmc_cpu_path_set(path);
+    int64_t wshape[2] = {40, 256}, xshape[2] = {M, 256};
+    lmc_array *w = random_normal(LMC_BF16, 2, wshape, 0.0, 0.5, 60);
+    lmc_array *x = random_normal(LMC_F32, 2, xshape, 0.0, 1.0, 61);
+    lmc_array *s = NULL, *b = NULL;
+    lmc_array *q = lmc_quantize(w, 64, 4, &s, &b);
+    lmc_array *good = lmc_quantized_matmul(x, q, s, b, 64, 4);
+    lmc_scratch_fail_for_testing(slot);
+    lmc_array *bad = lmc_quantized_matmul(x, q, s, b, 64, 4);
+    lmc_scratch_fail_for_testing(-1);
+    CHECKF(!bad && lmc_last_status() == LMC_ERR_OUT_OF_MEMORY && strstr(lmc_last_error(), "out of memory"),
+           "path %s slot %d M %lld: %s", lmc_cpu_path_name(path), slot, (long long)M, bad ? "no error" : lmc_last_error());
+    lmc_array *again = lmc_quantized_matmul(x, q, s, b, 64, 4);
+    CHECK(good && again && !memcmp(lmc_array_data(good), lmc_array_data(again), (size_t)(M * 40) * sizeof(float)));
+    lmc_array *list[] = {w, x, s, b, q, good, bad, again};
+    for (size_t i = 0; i < sizeof list / sizeof list[0]; i++) lmc_array_free(list[i]);
+    lmc_cpu_path_set(lmc_cpu_path_max());
+}
+
+static void test_qmm_no_scratch(void) {
+    for (int p = LMC_PATH_AVX2; p <= (int)lmc_cpu_path_max(); p++) check_qmm_no_scratch((lmc_cpu_path)p, LMC_SCRATCH_QMM_X, 3);
+    if (lmc_cpu_path_max() >= LMC_PATH_AVX512) check_qmm_no_scratch(LMC_PATH_AVX512, LMC_SCRATCH_QMM_PANELS, 20);
+    if (lmc_cpu_path_max() >= LMC_PATH_AMX) check_qmm_no_scratch(LMC_PATH_AMX, LMC_SCRATCH_QMM_AMX, 20);
+}
+
 static void test_qmm_rows_exact(void) {
     check_rows_exact(384);
     /* long rows: the AVX-512 kernel takes 2 to 4 x rows through K in chunks
@@ -771,6 +803,7 @@ int main(void) {
     RUN(test_qmm_views);
     RUN(test_qmm_rows_exact);
     RUN(test_qmm_panels_match_amx);
+    RUN(test_qmm_no_scratch);
     RUN(test_qmm_many);
     RUN(test_qmm_streams);
     /* int8 activations: the same checks, against x rounded as the kernels

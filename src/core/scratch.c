@@ -5,6 +5,7 @@
 #include "core/scratch.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 
@@ -36,8 +37,16 @@ static void init_key(void) {
     atexit(free_own_set);
 }
 
+static _Atomic int g_fail_slot = -1;
+
+void lmc_scratch_fail_for_testing(int slot) { atomic_store(&g_fail_slot, slot); }
+
 void *lmc_scratch(int slot, size_t bytes) {
     scratch_set *s = &t_set;
+    if (atomic_load_explicit(&g_fail_slot, memory_order_relaxed) == slot) {
+        lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory for %zu bytes of scratch space (test)", bytes);
+        return NULL;
+    }
     if (bytes <= s->cap[slot]) return s->buf[slot];
     if (!s->registered) {
         pthread_once(&g_once, init_key);

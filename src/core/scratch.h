@@ -25,4 +25,9 @@ enum {
  * same slot. NULL (with the error set) when out of memory. */
 void *lmc_scratch(int slot, size_t bytes);
 
+/* Tests only: from this call on, every thread's lmc_scratch for `slot`
+ * fails as if out of memory, until called with -1; so the tests reach the
+ * kernels' out-of-memory paths. */
+void lmc_scratch_fail_for_testing(int slot);
+
 #endif
