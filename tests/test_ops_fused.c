@@ -8,6 +8,7 @@
 
 #include "backend/cpu/cpu_kernels.h"
 #include "core/array.h"
+#include "core/scratch.h"
 #include "lmc/ops.h"
 #include "test_util.h"
 
@@ -501,6 +502,37 @@ static void test_sdpa_random(void) {
     for (int i = 0; i < 6; i++) lmc_array_free(arr[i]);
 }
 
+/* Attention without its per-thread work space fails with an error (no
+ * partial output returned as a result), and the next call works, on every
+ * SIMD path: a prefill-sized block and a decode row. */
+static void test_sdpa_no_scratch(void) {
+    for (int tq = 1; tq <= 20; tq += 19) {
+        int64_t sq[4] = {1, 4, tq, 64}, skv[4] = {1, 2, 30, 64};
+        lmc_array *q = lmc_random_normal(LMC_F32, 4, sq, 0, 1, 70), *k = lmc_random_normal(LMC_F32, 4, skv, 0, 1, 71),
+                  *v = lmc_random_normal(LMC_F32, 4, skv, 0, 1, 72);
+        for (int p = LMC_PATH_AVX2; p <= (int)lmc_cpu_path_max(); p++) {
+            lmc_cpu_path_set((lmc_cpu_path)p);
+            lmc_sdpa_params sp = lmc_sdpa_params_default(0.125f);
+            sp.causal = true;
+            lmc_array *good = lmc_sdpa(q, k, v, &sp);
+            lmc_scratch_fail_for_testing(LMC_SCRATCH_SDPA);
+            lmc_array *bad = lmc_sdpa(q, k, v, &sp);
+            lmc_scratch_fail_for_testing(-1);
+            CHECKF(!bad && lmc_last_status() == LMC_ERR_OUT_OF_MEMORY, "path %s Tq %d: %s", lmc_cpu_path_name((lmc_cpu_path)p), tq,
+                   bad ? "no error" : lmc_last_error());
+            lmc_array *again = lmc_sdpa(q, k, v, &sp);
+            CHECK(good && again && !memcmp(lmc_array_data(good), lmc_array_data(again), (size_t)(4 * tq * 64) * sizeof(float)));
+            lmc_array_free(good);
+            lmc_array_free(bad);
+            lmc_array_free(again);
+        }
+        lmc_cpu_path_set(lmc_cpu_path_max());
+        lmc_array_free(q);
+        lmc_array_free(k);
+        lmc_array_free(v);
+    }
+}
+
 int main(void) {
     RUN(test_norm_hand);
     RUN(test_rope_hand);
@@ -510,6 +542,7 @@ int main(void) {
     RUN(test_norms_random);
     RUN(test_rope_random);
     RUN(test_sdpa_random);
+    RUN(test_sdpa_no_scratch);
     CHECK(lmc_live_arrays() == 0);
     return TEST_REPORT();
 }

@@ -9,6 +9,7 @@
 
 #include "backend/cpu/cpu_kernels.h"
 #include "core/array.h"
+#include "core/scratch.h"
 #include "lmc/ops.h"
 #include "test_util.h"
 
@@ -505,6 +506,31 @@ static void test_gemv_streams(void) {
     lmc_array_free(x2);
 }
 
+/* The GEMV without its per-thread work space (bf16 output, converted from
+ * it) fails with an error, and the next call works, on every SIMD path. */
+static void test_gemv_no_scratch(void) {
+    int64_t sa[2] = {3, 64}, sb[2] = {64, 48};
+    lmc_array *a = lmc_random_normal(LMC_BF16, 2, sa, 0, 1, 80), *b = lmc_random_normal(LMC_BF16, 2, sb, 0, 1, 81);
+    for (int p = LMC_PATH_AVX2; p <= (int)lmc_cpu_path_max(); p++) {
+        lmc_cpu_path_set((lmc_cpu_path)p);
+        lmc_array *good = lmc_matmul(a, b);
+        lmc_scratch_fail_for_testing(LMC_SCRATCH_GEMV);
+        lmc_array *bad = lmc_matmul(a, b);
+        lmc_scratch_fail_for_testing(-1);
+        CHECKF(!bad && lmc_last_status() == LMC_ERR_OUT_OF_MEMORY, "path %s: %s", lmc_cpu_path_name((lmc_cpu_path)p),
+               bad ? "no error" : lmc_last_error());
+        lmc_array *again = lmc_matmul(a, b);
+        CHECK(good && again && lmc_array_dtype(good) == LMC_BF16 &&
+              !memcmp(lmc_array_data(good), lmc_array_data(again), 3 * 48 * sizeof(uint16_t)));
+        lmc_array_free(good);
+        lmc_array_free(bad);
+        lmc_array_free(again);
+    }
+    lmc_cpu_path_set(lmc_cpu_path_max());
+    lmc_array_free(a);
+    lmc_array_free(b);
+}
+
 int main(void) {
     fprintf(stderr, "best kernel path here: %s\n", lmc_cpu_path_name(lmc_cpu_path_max()));
     RUN(test_hand_2x2);
@@ -521,6 +547,7 @@ int main(void) {
     RUN(test_gemm_tiles);
     RUN(test_rows_independent_of_m);
     RUN(test_gemv_streams);
+    RUN(test_gemv_no_scratch);
     CHECK(lmc_live_arrays() == 0);
     return TEST_REPORT();
 }
