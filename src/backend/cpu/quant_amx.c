@@ -101,7 +101,6 @@ static void prep_tiles(void *vctx, int64_t t0, int64_t t1, int thread) {
     const qamx *c = vctx;
     const size_t bt = (size_t)c->kk * 16; /* bytes of one B tile */
     const int kk = c->kk, kshift = __builtin_ctz((unsigned)c->kk);
-    const __m512i r128 = _mm512_set1_epi32(128);
     const int P = c->parts, ishift = __builtin_ctz((unsigned)c->gi);
     const size_t xsz = lmc_dtype_size(c->p.xdt);
     int32_t qb[128];
@@ -119,9 +118,8 @@ static void prep_tiles(void *vctx, int64_t t0, int64_t t1, int thread) {
                 for (int j = 0; j < n; j += 16) {
                     __m512i q = _mm512_loadu_si512(qb + j);
                     if (P == 3) {
-                        /* the low byte of what is left, as in the AVX-512 kernel */
-                        __m512i mid = _mm512_srai_epi32(_mm512_add_epi32(q, r128), 8);
-                        __m512i hi = _mm512_srai_epi32(_mm512_add_epi32(mid, r128), 8);
+                        __m512i hi, mid;
+                        lmc_quant_x24_parts(q, &hi, &mid);
                         _mm_storeu_si128((__m128i *)(rb[0][mm] + j), _mm512_cvtepi32_epi8(hi));
                         _mm_storeu_si128((__m128i *)(rb[1][mm] + j), _mm512_cvtepi32_epi8(mid));
                         _mm_storeu_si128((__m128i *)(rb[2][mm] + j), _mm512_cvtepi32_epi8(q));

@@ -101,7 +101,6 @@ static void prep_x24(const lmc_qmm_plan *p, const void *x, void *xp_row, float *
     const int64_t blocks = blocks4(p);
     int8_t *xp = xp_row;
     float *xscale = (float *)((uint8_t *)xp_row + blocks * 384);
-    const __m512i r128 = _mm512_set1_epi32(128);
     int32_t qb[128];
     for (int64_t b = 0; b < blocks; b++) {
         int64_t k0 = b * 128;
@@ -112,10 +111,8 @@ static void prep_x24(const lmc_qmm_plan *p, const void *x, void *xp_row, float *
         int8_t *blk = xp + b * 384;
         lmc_quant_block_sums(qb, 16 * nv, k0, p->group_size, p->gshift, 1, scale, sx);
         for (int j = 0; j < nv; j++) {
-            __m512i q = _mm512_loadu_si512(qb + 16 * j);
-            /* each part is the low byte (as int8) of what is left: (r + 128) >> 8 drops it exactly */
-            __m512i mid = _mm512_srai_epi32(_mm512_add_epi32(q, r128), 8);
-            __m512i hi = _mm512_srai_epi32(_mm512_add_epi32(mid, r128), 8);
+            __m512i q = _mm512_loadu_si512(qb + 16 * j), hi, mid;
+            lmc_quant_x24_parts(q, &hi, &mid);
             __m512i part[3] = {hi, mid, q};
             /* qword i of a part holds elements 2i (low half) and 2i+1 */
             for (int t = 0; t < 3; t++) {
@@ -525,7 +522,6 @@ static size_t x24p_bytes(int64_t K) {
 static void prep_x24_panels(const lmc_qmm_plan *p, const void *x, void *xp_row, float *sx) {
     int8_t *hi = xp_row, *mid = hi + p->K, *lo = hi + 2 * p->K;
     float *xscale = (float *)(hi + 3 * p->K);
-    const __m512i r128 = _mm512_set1_epi32(128);
     int32_t qb[128];
     for (int64_t k0 = 0; k0 < p->K; k0 += 128) {
         const int n = p->K - k0 >= 128 ? 128 : (int)(p->K - k0); /* a multiple of 32 */
@@ -533,10 +529,8 @@ static void prep_x24_panels(const lmc_qmm_plan *p, const void *x, void *xp_row, 
         xscale[k0 / 128] = scale;
         lmc_quant_block_sums(qb, n, k0, p->group_size, p->gshift, 1, scale, sx);
         for (int j = 0; j < n; j += 16) {
-            /* the parts as prep_x24 makes them: each the low byte of what is left */
-            __m512i q = _mm512_loadu_si512(qb + j);
-            __m512i m = _mm512_srai_epi32(_mm512_add_epi32(q, r128), 8);
-            __m512i h = _mm512_srai_epi32(_mm512_add_epi32(m, r128), 8);
+            __m512i q = _mm512_loadu_si512(qb + j), h, m;
+            lmc_quant_x24_parts(q, &h, &m);
             __m128i hv = _mm512_cvtepi32_epi8(h), mv = _mm512_cvtepi32_epi8(m), lv = _mm512_cvtepi32_epi8(q);
             if (p->bits == 4) {
                 hv = x_pairs(hv);
@@ -551,9 +545,10 @@ static void prep_x24_panels(const lmc_qmm_plan *p, const void *x, void *xp_row, 
 }
 
 /* With int8 x: prep_xq8's layout (K bytes, then the scales of the blocks
- * of 64), each 8 bytes in the panels' order, then each block's sum of x as
- * rounded, (float)sum * scale: with groups of 128 the kernel adds the
- * biases per block, as the AMX kernel does, so that both give the same bits. */
+ * of 64), for 4 bits each 8 bytes in the panels' order, then with groups
+ * of 128 each block's sum of x as rounded, (float)sum * scale: there the
+ * kernel adds the biases per block, as the AMX kernel does, so that both
+ * give the same bits. */
 static size_t xi8p_bytes(int64_t K) {
     int64_t blocks = (K + 63) / 64;
     return ((size_t)blocks * (64 + 2 * sizeof(float)) + 63) / 64 * 64;
@@ -561,6 +556,8 @@ static size_t xi8p_bytes(int64_t K) {
 
 static void prep_xi8_panels(const lmc_qmm_plan *p, const void *x, void *xp_row, float *sx) {
     prep_xq8(p, x, xp_row, sx);
+    const bool pairs = p->bits == 4, block_sums = p->group_size > LMC_QMM_X8_BLOCK;
+    if (!pairs && !block_sums) return;
     int8_t *q = xp_row;
     const int64_t blocks = (p->K + 63) / 64;
     const float *xscale = (const float *)(q + blocks * 64);
@@ -570,9 +567,9 @@ static void prep_xi8_panels(const lmc_qmm_plan *p, const void *x, void *xp_row, 
         for (int64_t k = b * 64; k < (b + 1) * 64 && k < p->K; k += 16) {
             __m128i v = _mm_loadu_si128((const __m128i *)(q + k));
             acc = _mm512_add_epi32(acc, _mm512_cvtepi8_epi32(v));
-            if (p->bits == 4) _mm_storeu_si128((__m128i *)(q + k), x_pairs(v));
+            if (pairs) _mm_storeu_si128((__m128i *)(q + k), x_pairs(v));
         }
-        bsum[b] = (float)_mm512_reduce_add_epi32(acc) * xscale[b];
+        if (block_sums) bsum[b] = (float)_mm512_reduce_add_epi32(acc) * xscale[b];
     }
 }
 
@@ -582,68 +579,70 @@ static size_t panels_bytes(const lmc_qmm_plan *p) {
     return (size_t)PANEL_ROWS * (size_t)p->K + (size_t)(4 * 16 * p->G) * sizeof(float);
 }
 
-/* The q of 8-bit weight rows [n0, n1) into the two panels: 16 x 16 words
- * (4 elements each, in order) transposed per 64 elements. */
-static void panels_expand8(const lmc_qmm_plan *p, int64_t n0, int64_t n1, uint8_t *q) {
-    const int64_t Q = p->K / 4;
-    for (int pn = 0; pn < 2; pn++) {
-        const int64_t r0 = n0 + 16 * pn;
-        for (int64_t k0 = 0; k0 < p->K; k0 += 64) {
-            const bool half = p->K - k0 < 64; /* the last 32 elements (groups of 32) */
-            __m512i v[16];
-            for (int i = 0; i < 16; i++) {
-                const uint8_t *src = p->wq + (size_t)(r0 + i) * p->row_bytes + k0;
-                v[i] = r0 + i >= n1 ? _mm512_setzero_si512()
-                       : half       ? _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)src))
-                                    : _mm512_loadu_si512(src);
+/* The q of 8-bit weight rows [r0, r0 + 16) (those from n1 on zero) as
+ * panel q: 16 x 16 words (4 elements each, in order) transposed per 64
+ * elements. */
+static void panel_q8(const lmc_qmm_plan *p, int64_t r0, int64_t n1, uint8_t *q) {
+    for (int64_t k0 = 0; k0 < p->K; k0 += 64) {
+        const bool half = p->K - k0 < 64; /* the last 32 elements (groups of 32) */
+        __m512i v[16];
+        for (int i = 0; i < 16; i++) {
+            const uint8_t *src = p->wq + (size_t)(r0 + i) * p->row_bytes + k0;
+            v[i] = r0 + i >= n1 ? _mm512_setzero_si512()
+                   : half       ? _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)src))
+                                : _mm512_loadu_si512(src);
+        }
+        lmc_transpose16x16_epi32(v);
+        for (int j = 0; j < (half ? 8 : 16); j++) _mm512_store_si512(q + (size_t)(k0 / 4 + j) * 64, v[j]);
+    }
+}
+
+/* 32 packed bytes (16 with half) of row r at element k0, zero from row n1 on. */
+static inline __m256i packed_row(const lmc_qmm_plan *p, int64_t r, int64_t n1, int64_t k0, bool half) {
+    const uint8_t *src = p->wq + (size_t)r * p->row_bytes + k0 / 2;
+    if (r >= n1) return _mm256_setzero_si256();
+    return half ? _mm256_zextsi128_si256(_mm_loadu_si128((const __m128i *)src)) : _mm256_loadu_si256((const __m256i *)src);
+}
+
+/* The same for 4-bit rows. The 16 rows are transposed packed, 32-bit word t
+ * of each row (elements 8t..8t+7) into lane i of one vector, two rows to a
+ * 256-bit half (rows i and i + 8), and only then split into nibbles: the
+ * low ones are elements 8t, 8t+2, 8t+4, 8t+6 of each row, the high ones
+ * 8t+1, .., 8t+7, and x is laid out in the same order (x_pairs). That is
+ * half the bytes through the transpose of widening each row first (the
+ * expansion was a fifth of the product at 64 rows of x with int8 x). */
+static void panel_q4(const lmc_qmm_plan *p, int64_t r0, int64_t n1, uint8_t *q) {
+    const __m512i low = _mm512_set1_epi8(0x0F);
+    const __m512i even = _mm512_set_epi64(13, 12, 5, 4, 9, 8, 1, 0), odd = _mm512_set_epi64(15, 14, 7, 6, 11, 10, 3, 2);
+    for (int64_t k0 = 0; k0 < p->K; k0 += 64) {
+        const bool half = p->K - k0 < 64; /* the last 32 elements (groups of 32) */
+        __m512i z[8], u[8];
+        for (int i = 0; i < 8; i++)
+            z[i] = _mm512_inserti64x4(_mm512_castsi256_si512(packed_row(p, r0 + i, n1, k0, half)),
+                                      packed_row(p, r0 + i + 8, n1, k0, half), 1);
+        /* 8 x 8 words in each 256-bit half: 4 x 4 within the 128-bit lanes, then the lanes */
+        lmc_transpose4x4_lanes(z, u, 8);
+        /* u[c] (rows 0-3 and 8-11) and u[4 + c] (rows 4-7, 12-15) hold words c and c + 4 */
+        uint8_t *dst = q + (size_t)(k0 / 4) * 64;
+        for (int c = 0; c < 4; c++) {
+            __m512i w[2] = {_mm512_permutex2var_epi64(u[c], even, u[4 + c]), _mm512_permutex2var_epi64(u[c], odd, u[4 + c])};
+            for (int h = 0; h < (half ? 1 : 2); h++) {
+                const int word = c + 4 * h;
+                _mm512_store_si512(dst + (2 * word) * 64, _mm512_and_si512(w[h], low));
+                _mm512_store_si512(dst + (2 * word + 1) * 64, _mm512_and_si512(_mm512_srli_epi16(w[h], 4), low));
             }
-            lmc_transpose16x16_epi32(v);
-            uint8_t *dst = q + (size_t)(pn * Q + k0 / 4) * 64;
-            for (int j = 0; j < (half ? 8 : 16); j++) _mm512_store_si512(dst + j * 64, v[j]);
         }
     }
 }
 
 /* Weight rows [n0, n1) (n1 - n0 <= PANEL_ROWS; rows past them zero) into
- * the two panels q, their scales s and biases b. A panel's 16 rows are
- * transposed packed, 32-bit word t of each row (elements 8t..8t+7) into
- * lane i of one vector, two rows to a 256-bit half (rows i and i + 8), and
- * only then split into nibbles: the low ones are elements 8t, 8t+2, 8t+4,
- * 8t+6 of each row, the high ones 8t+1, .., 8t+7, and x is laid out in the
- * same order (x_pairs). That is half the bytes through the transpose of
- * widening each row first (the expansion was a fifth of the product at 64
- * rows of x with int8 x). */
+ * the two panels q ([2][K/4][64]), their scales s and biases b ([2][G][16]). */
 static void panels_expand(const lmc_qmm_plan *p, int64_t n0, int64_t n1, uint8_t *q, float *s, float *b) {
-    const int64_t Q = p->K / 4;
-    if (p->bits == 8) panels_expand8(p, n0, n1, q);
-    const __m512i low = _mm512_set1_epi8(0x0F);
-    const __m512i even = _mm512_set_epi64(13, 12, 5, 4, 9, 8, 1, 0), odd = _mm512_set_epi64(15, 14, 7, 6, 11, 10, 3, 2);
     for (int pn = 0; pn < 2; pn++) {
         const int64_t r0 = n0 + 16 * pn;
-        for (int64_t k0 = 0; p->bits == 4 && k0 < p->K; k0 += 64) {
-            const bool half = p->K - k0 < 64; /* the last 32 elements (groups of 32) */
-            __m512i z[8], u[8];
-            for (int i = 0; i < 8; i++) {
-                __m256i a = _mm256_setzero_si256(), c = _mm256_setzero_si256();
-                const uint8_t *src = p->wq + (size_t)(r0 + i) * p->row_bytes + k0 / 2;
-                if (r0 + i < n1) a = half ? _mm256_zextsi128_si256(_mm_loadu_si128((const __m128i *)src)) : _mm256_loadu_si256((const __m256i *)src);
-                src += 8 * p->row_bytes;
-                if (r0 + i + 8 < n1) c = half ? _mm256_zextsi128_si256(_mm_loadu_si128((const __m128i *)src)) : _mm256_loadu_si256((const __m256i *)src);
-                z[i] = _mm512_inserti64x4(_mm512_castsi256_si512(a), c, 1);
-            }
-            /* 8 x 8 words in each 256-bit half: 4 x 4 within the 128-bit lanes, then the lanes */
-            lmc_transpose4x4_lanes(z, u, 8);
-            /* u[c] (rows 0-3 and 8-11) and u[4 + c] (rows 4-7, 12-15) hold words c and c + 4 */
-            uint8_t *dst = q + (size_t)(pn * Q + k0 / 4) * 64;
-            for (int c = 0; c < 4; c++) {
-                __m512i w[2] = {_mm512_permutex2var_epi64(u[c], even, u[4 + c]), _mm512_permutex2var_epi64(u[c], odd, u[4 + c])};
-                for (int h = 0; h < (half ? 1 : 2); h++) {
-                    const int word = c + 4 * h;
-                    _mm512_store_si512(dst + (2 * word) * 64, _mm512_and_si512(w[h], low));
-                    _mm512_store_si512(dst + (2 * word + 1) * 64, _mm512_and_si512(_mm512_srli_epi16(w[h], 4), low));
-                }
-            }
-        }
+        uint8_t *qp = q + (size_t)pn * (size_t)p->K * 16;
+        if (p->bits == 8) panel_q8(p, r0, n1, qp);
+        else panel_q4(p, r0, n1, qp);
         /* scales and biases: 16 groups of each of the 16 rows, transposed */
         for (int t = 0; t < 2; t++) {
             const void *src = t ? p->biases : p->scales;

@@ -50,4 +50,14 @@ static inline void lmc_quant_store16(void *dst, lmc_dtype dt, size_t i, __mmask1
     }
 }
 
+/* 24-bit integers q (lanes) as the parts x24 = 65536*hi + 256*mid + lo,
+ * each the low byte (as int8) of what is left: (r + 128) >> 8 drops it
+ * exactly, and lo is q's own low byte (taken by the callers' truncating
+ * conversion). Every integer path splits x with this. */
+static inline void lmc_quant_x24_parts(__m512i q, __m512i *hi, __m512i *mid) {
+    const __m512i r128 = _mm512_set1_epi32(128);
+    *mid = _mm512_srai_epi32(_mm512_add_epi32(q, r128), 8);
+    *hi = _mm512_srai_epi32(_mm512_add_epi32(*mid, r128), 8);
+}
+
 #endif
