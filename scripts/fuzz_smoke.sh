@@ -8,6 +8,9 @@
 #   fuzz_json_constraint  fuzz/corpus/json_constraint, fuzz/json_constraint.dict
 #   fuzz_json_schema      fuzz/corpus/json_schema, fuzz/json_schema.dict
 #   fuzz_json_mask        fuzz/corpus/json_mask, fuzz/json_mask.dict
+#   fuzz_jinja            fuzz/corpus/jinja, fuzz/jinja.dict
+#   fuzz_model_config     fuzz/corpus/model_config, fuzz/model_config.dict
+#   fuzz_reply            fuzz/corpus/reply, fuzz/reply.dict
 # Exits non-zero when the build fails or a fuzzer finds a crash, leak or
 # timeout; the input that triggered it is saved under build-fuzz/artifacts/.
 #   scripts/fuzz_smoke.sh [seconds]      (LMC_FUZZ_BUILD overrides build-fuzz)
@@ -16,7 +19,7 @@ set -euo pipefail
 secs=${1:-60}
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${LMC_FUZZ_BUILD:-$root/build-fuzz}
-targets="safetensors tokenizer_json tokenizer_cache server_request json_constraint json_schema json_mask"
+targets="safetensors tokenizer_json tokenizer_cache server_request json_constraint json_schema json_mask jinja model_config reply"
 
 command -v clang >/dev/null || { echo "fuzz_smoke: clang not found" >&2; exit 1; }
 cmake -S "$root" -B "$build" -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLMC_FUZZ=ON >/dev/null

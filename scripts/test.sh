@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds lmc twice (Release, and Debug with ASan+UBSan), runs every ctest
-# test in both, then runs the safetensors fuzzer briefly when clang is present.
+# test in both, then runs every fuzzer briefly (scripts/fuzz_smoke.sh) when clang is present.
 # Usage: scripts/test.sh [--quick]   (--quick: Release build only)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)

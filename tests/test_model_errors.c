@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "lmc/lmc.h"
+#include "models/config.h"
 #include "model_fixture.h"
 #include "test_util.h"
 
@@ -247,6 +248,57 @@ static void test_generation_config_sampling(void) {
     cleanup(dir);
 }
 
+/* config.json values out of range are refused with the field's name (a
+ * double cast to an int out of range would be undefined behaviour; a
+ * negative epsilon or RoPE base would give NaN logits). fuzz_model_config
+ * checks the same invariants on random files. */
+static void expect_config(const char *fields, lmc_status want, const char *fragment) {
+    char json[2048];
+    snprintf(json, sizeof json,
+             "{\"model_type\": \"%s\", \"vocab_size\": 100, \"hidden_size\": 64, \"intermediate_size\": 128, "
+             "\"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"num_key_value_heads\": 2%s}",
+             strstr(fields, "query_pre_attn_scalar") ? "gemma3_text" : "qwen3", fields);
+    lmc_model_config c;
+    lmc_status s = lmc_model_config_parse(json, strlen(json), "x/config.json", &c);
+    CHECKF(s == want, "%s: status %d (%s), wanted %d", fields, (int)s, lmc_last_error(), (int)want);
+    if (want != LMC_OK)
+        CHECKF(strstr(lmc_last_error(), fragment) && strstr(lmc_last_error(), "x/config.json"),
+               "%s: message '%s' lacks '%s'", fields, lmc_last_error(), fragment);
+}
+
+static void test_config_ranges(void) {
+    expect_config(", \"eos_token_id\": 1e300", LMC_ERR_FORMAT, "eos_token_id");
+    expect_config(", \"eos_token_id\": [1, -5]", LMC_ERR_FORMAT, "eos_token_id");
+    expect_config(", \"eos_token_id\": 2147483648", LMC_ERR_FORMAT, "eos_token_id");
+    expect_config(", \"bos_token_id\": 2.5", LMC_ERR_FORMAT, "bos_token_id");
+    expect_config(", \"pad_token_id\": \"0\"", LMC_ERR_FORMAT, "pad_token_id");
+    expect_config(", \"quantization\": {\"bits\": 1e300, \"group_size\": 64}", LMC_ERR_FORMAT, "bits must be an integer");
+    expect_config(", \"quantization\": {\"bits\": 4, \"group_size\": 64.5}", LMC_ERR_FORMAT, "group_size");
+    expect_config(", \"rope_theta\": -10000", LMC_ERR_FORMAT, "rope_theta");
+    expect_config(", \"rope_theta\": 1e39", LMC_ERR_FORMAT, "rope_theta");
+    expect_config(", \"rms_norm_eps\": -1e-6", LMC_ERR_FORMAT, "rms_norm_eps");
+    expect_config(", \"query_pre_attn_scalar\": 0", LMC_ERR_FORMAT, "query_pre_attn_scalar");
+    expect_config(", \"rope_scaling\": {\"rope_type\": \"linear\", \"factor\": 1e300}", LMC_ERR_FORMAT, "factor");
+    expect_config(", \"rope_scaling\": {\"rope_type\": \"linear\", \"factor\": 2, \"rope_theta\": 0}", LMC_ERR_FORMAT,
+                  "rope_theta");
+    expect_config(", \"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": 8, \"low_freq_factor\": 1, "
+                  "\"high_freq_factor\": 4, \"original_max_position_embeddings\": 1e300}",
+                  LMC_ERR_FORMAT, "original_max_position_embeddings");
+    expect_config(", \"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": 8, \"low_freq_factor\": 0, "
+                  "\"high_freq_factor\": 4, \"original_max_position_embeddings\": 8192}",
+                  LMC_ERR_FORMAT, "low_freq_factor");
+    /* what real configs hold still parses */
+    expect_config(", \"eos_token_id\": [1, 2], \"bos_token_id\": 0, \"pad_token_id\": null, \"rms_norm_eps\": 0, "
+                  "\"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": 32.0, \"low_freq_factor\": 1.0, "
+                  "\"high_freq_factor\": 4.0, \"original_max_position_embeddings\": 8192}",
+                  LMC_OK, NULL);
+    lmc_model_config c;
+    const char *ok = "{\"model_type\": \"llama\", \"vocab_size\": 100, \"hidden_size\": 64, \"intermediate_size\": 128, "
+                     "\"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"eos_token_id\": [7, 9], \"bos_token_id\": 5}";
+    CHECK(lmc_model_config_parse(ok, strlen(ok), "x/config.json", &c) == LMC_OK);
+    CHECK(c.n_eos == 2 && c.eos_ids[0] == 7 && c.eos_ids[1] == 9 && c.bos_id == 5 && c.pad_id == -1);
+}
+
 int main(void) {
     g_dir = model_fixture_dir("qwen3");
     if (!g_dir) return 1;
@@ -259,6 +311,7 @@ int main(void) {
     RUN(test_missing_tokenizer_and_options);
     RUN(test_quantization_config);
     RUN(test_generation_config_sampling);
+    RUN(test_config_ranges);
     CHECK(lmc_live_arrays() == live);
     model_fixture_cleanup(g_dir);
     return TEST_REPORT();

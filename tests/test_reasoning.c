@@ -18,6 +18,7 @@ static const split_case cases[] = {
     {"<thinking> is not the tag", "", "<thinking> is not the tag"},
     {" <think>a</think>b</think>", "a", "b</think>"},
     {"<think>x\n</thin", "x\n</thin", ""},
+    {"<think>\ncut after newlines\n\r\n", "cut after newlines", ""},
     {"", "", ""},
 };
 

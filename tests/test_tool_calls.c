@@ -151,6 +151,16 @@ static void test_stream(void) {
     stream_case(LMC_TOOLS_JSON, " {\"name\": \"f\", \"parameters\": {}}", "", 1, "");
     stream_case(LMC_TOOLS_JSON, "Hello {x}", "Hello {x}", 0, "");
     stream_case(LMC_TOOLS_JSON, "{not a call", "", 0, "{not a call");
+    /* a control character before the JSON: content, whole or streamed (the
+     * stream decides by the first character; fuzz_reply found the two apart) */
+    stream_case(LMC_TOOLS_JSON, "\x04{\"name\": \"f\"}", "\x04{\"name\": \"f\"}", 0, "");
+    cJSON *calls;
+    char *content;
+    CHECK(lmc_tool_calls_split(LMC_TOOLS_JSON, "\x04{\"name\": \"f\"}", &calls, &content) == LMC_OK);
+    CHECK(!calls);
+    CHECK_STR(content, "\x04{\"name\": \"f\"}");
+    free(content);
+    stream_case(LMC_TOOLS_JSON, "<|python_tag|> {\"name\": \"f\"}", "", 1, "");
 }
 
 static const char *TOOLS = "[{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"description\": \"Weather in a city\","

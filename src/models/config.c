@@ -3,6 +3,7 @@
  * Gemma3TextConfig), which fill in what a checkpoint's config.json omits. */
 #include "models/config.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +23,18 @@ static const cJSON *field(const parse_ctx *p, const char *name) {
     return cJSON_IsNull(v) ? NULL : v;
 }
 
+/* v as an integer in [lo, hi]: false when it is not a number, not whole, or
+ * out of range (a cast of such a double would be undefined). */
+static bool int_in(const cJSON *v, double lo, double hi, int64_t *out) {
+    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < lo || v->valuedouble > hi)
+        return false;
+    *out = (int64_t)v->valuedouble;
+    return true;
+}
+
+/* d converts to a finite float (outside that range the conversion is undefined). */
+static bool float_range(double d) { return isfinite(d) && fabs(d) <= FLT_MAX; }
+
 /* Reads an integer field; absent → dflt (or an error when dflt < 0 means required). */
 static lmc_status get_int(const parse_ctx *p, const char *name, int64_t dflt, bool required, int64_t *out) {
     const cJSON *v = field(p, name);
@@ -30,9 +43,8 @@ static lmc_status get_int(const parse_ctx *p, const char *name, int64_t dflt, bo
         *out = dflt;
         return LMC_OK;
     }
-    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < 0 || v->valuedouble > 1e15)
+    if (!int_in(v, 0, 1e15, out))
         return lmc_set_error(LMC_ERR_FORMAT, "%s: field \"%s\" must be a non-negative integer", p->path, name);
-    *out = (int64_t)v->valuedouble;
     return LMC_OK;
 }
 
@@ -42,10 +54,19 @@ static lmc_status get_float(const parse_ctx *p, const char *name, double dflt, d
         *out = dflt;
         return LMC_OK;
     }
-    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble))
-        return lmc_set_error(LMC_ERR_FORMAT, "%s: field \"%s\" must be a number", p->path, name);
-    *out = v->valuedouble;
+    /* kept as a float: what the model computes with */
+    if (!cJSON_IsNumber(v) || !float_range(v->valuedouble))
+        return lmc_set_error(LMC_ERR_FORMAT, "%s: field \"%s\" must be a number within a float's range", p->path, name);
+    *out = (float)v->valuedouble;
     return LMC_OK;
+}
+
+/* A float field that must be above min (strict) or at least min. */
+static lmc_status get_float_min(const parse_ctx *p, const char *name, double dflt, double min, bool strict, double *out) {
+    LMC_CHECK(get_float(p, name, dflt, out));
+    if (strict ? *out > min : *out >= min) return LMC_OK;
+    return lmc_set_error(LMC_ERR_FORMAT, "%s: field \"%s\" must be %s %g (got %g)", p->path, name,
+                         strict ? "greater than" : "at least", min, *out);
 }
 
 static lmc_status get_bool(const parse_ctx *p, const char *name, bool dflt, bool *out) {
@@ -59,29 +80,46 @@ static lmc_status get_bool(const parse_ctx *p, const char *name, bool dflt, bool
     return LMC_OK;
 }
 
+/* A token id: an integer in [0, INT32_MAX]. */
+static lmc_status token_id(const cJSON *v, const char *path, const char *what, int32_t *out) {
+    int64_t id;
+    if (!int_in(v, 0, INT32_MAX, &id))
+        return lmc_set_error(LMC_ERR_FORMAT, "%s: %s must hold token ids (integers from 0 to %d)", path, what, INT32_MAX);
+    *out = (int32_t)id;
+    return LMC_OK;
+}
+
 void lmc_model_config_add_eos(lmc_model_config *c, int32_t id) {
     for (int i = 0; i < c->n_eos; i++)
         if (c->eos_ids[i] == id) return;
     if (c->n_eos < LMC_MAX_EOS) c->eos_ids[c->n_eos++] = id;
 }
 
-/* eos_token_id / bos_token_id: an integer or a list of integers. */
+/* eos_token_id / bos_token_id / pad_token_id: an integer (eos: or a list of
+ * them); null or absent: unknown. */
 static lmc_status read_token_ids(const cJSON *obj, const char *path, lmc_model_config *c) {
     const cJSON *eos = cJSON_GetObjectItemCaseSensitive(obj, "eos_token_id");
-    if (cJSON_IsNumber(eos)) lmc_model_config_add_eos(c, (int32_t)eos->valuedouble);
-    else if (cJSON_IsArray(eos)) {
+    int32_t id;
+    if (cJSON_IsArray(eos)) {
         const cJSON *e;
         cJSON_ArrayForEach(e, eos) {
-            if (!cJSON_IsNumber(e)) return lmc_set_error(LMC_ERR_FORMAT, "%s: eos_token_id must hold integers", path);
-            lmc_model_config_add_eos(c, (int32_t)e->valuedouble);
+            LMC_CHECK(token_id(e, path, "eos_token_id", &id));
+            lmc_model_config_add_eos(c, id);
         }
-    } else if (eos && !cJSON_IsNull(eos))
-        return lmc_set_error(LMC_ERR_FORMAT, "%s: eos_token_id must be an integer or a list", path);
+    } else if (eos && !cJSON_IsNull(eos)) {
+        LMC_CHECK(token_id(eos, path, "eos_token_id", &id));
+        lmc_model_config_add_eos(c, id);
+    }
     const cJSON *bos = cJSON_GetObjectItemCaseSensitive(obj, "bos_token_id");
-    if (cJSON_IsNumber(bos)) c->bos_id = (int32_t)bos->valuedouble;
+    if (bos && !cJSON_IsNull(bos)) LMC_CHECK(token_id(bos, path, "bos_token_id", &c->bos_id));
     const cJSON *pad = cJSON_GetObjectItemCaseSensitive(obj, "pad_token_id");
-    if (cJSON_IsNumber(pad)) c->pad_id = (int32_t)pad->valuedouble;
+    if (pad && !cJSON_IsNull(pad)) LMC_CHECK(token_id(pad, path, "pad_token_id", &c->pad_id));
     return LMC_OK;
+}
+
+/* A finite number above zero that stays so as a float. */
+static bool positive(const cJSON *v) {
+    return cJSON_IsNumber(v) && float_range(v->valuedouble) && (float)v->valuedouble > 0;
 }
 
 /* One RoPE parameter object: v4's rope_scaling or an entry of v5's rope_parameters. */
@@ -92,14 +130,16 @@ static lmc_status parse_rope(const cJSON *o, const char *path, const char *what,
     if (!t) t = cJSON_GetObjectItemCaseSensitive(o, "type");
     const char *type = cJSON_IsString(t) ? t->valuestring : "default";
     const cJSON *theta = cJSON_GetObjectItemCaseSensitive(o, "rope_theta");
-    if (cJSON_IsNumber(theta)) r->theta = (float)theta->valuedouble;
+    if (theta && !cJSON_IsNull(theta)) {
+        if (!positive(theta)) return lmc_set_error(LMC_ERR_FORMAT, "%s: %s.rope_theta must be a positive number", path, what);
+        r->theta = (float)theta->valuedouble;
+    }
     const cJSON *f = cJSON_GetObjectItemCaseSensitive(o, "factor");
     if (!strcmp(type, "default")) {
         r->type = LMC_ROPE_DEFAULT;
         return LMC_OK;
     }
-    if (!cJSON_IsNumber(f) || f->valuedouble <= 0)
-        return lmc_set_error(LMC_ERR_FORMAT, "%s: %s.factor must be a positive number", path, what);
+    if (!positive(f)) return lmc_set_error(LMC_ERR_FORMAT, "%s: %s.factor must be a positive number", path, what);
     r->factor = (float)f->valuedouble;
     if (!strcmp(type, "linear")) {
         r->type = LMC_ROPE_LINEAR;
@@ -109,15 +149,16 @@ static lmc_status parse_rope(const cJSON *o, const char *path, const char *what,
         const cJSON *lo = cJSON_GetObjectItemCaseSensitive(o, "low_freq_factor");
         const cJSON *hi = cJSON_GetObjectItemCaseSensitive(o, "high_freq_factor");
         const cJSON *om = cJSON_GetObjectItemCaseSensitive(o, "original_max_position_embeddings");
-        if (!cJSON_IsNumber(lo) || !cJSON_IsNumber(hi) || !cJSON_IsNumber(om) || hi->valuedouble == lo->valuedouble)
+        int64_t omax;
+        if (!positive(lo) || !positive(hi) || !int_in(om, 1, 1e15, &omax) || (float)hi->valuedouble == (float)lo->valuedouble)
             return lmc_set_error(LMC_ERR_FORMAT,
-                                 "%s: %s of type llama3 needs low_freq_factor, high_freq_factor (different) and "
-                                 "original_max_position_embeddings",
+                                 "%s: %s of type llama3 needs low_freq_factor and high_freq_factor (positive, "
+                                 "different) and original_max_position_embeddings (a positive integer)",
                                  path, what);
         r->type = LMC_ROPE_LLAMA3;
         r->low_freq_factor = (float)lo->valuedouble;
         r->high_freq_factor = (float)hi->valuedouble;
-        r->original_max_position_embeddings = (int64_t)om->valuedouble;
+        r->original_max_position_embeddings = omax;
         return LMC_OK;
     }
     return lmc_set_error(LMC_ERR_UNSUPPORTED, "%s: unsupported RoPE scaling type \"%s\" in %s", path, type, what);
@@ -138,12 +179,15 @@ static lmc_status parse_quant_spec(const cJSON *o, const char *path, const char 
         return lmc_set_error(LMC_ERR_UNSUPPORTED, "%s: %s: quantization mode \"%s\" is not supported (only affine)", path,
                              what, mode->valuestring);
     if (bits) {
-        if (!cJSON_IsNumber(bits)) return lmc_set_error(LMC_ERR_FORMAT, "%s: %s.bits must be a number", path, what);
-        out->bits = (int)bits->valuedouble;
+        int64_t b;
+        if (!int_in(bits, 0, 64, &b)) return lmc_set_error(LMC_ERR_FORMAT, "%s: %s.bits must be an integer", path, what);
+        out->bits = (int)b;
     }
     if (gs) {
-        if (!cJSON_IsNumber(gs)) return lmc_set_error(LMC_ERR_FORMAT, "%s: %s.group_size must be a number", path, what);
-        out->group_size = (int)gs->valuedouble;
+        int64_t g;
+        if (!int_in(gs, 0, 1 << 20, &g))
+            return lmc_set_error(LMC_ERR_FORMAT, "%s: %s.group_size must be an integer", path, what);
+        out->group_size = (int)g;
     }
     if (out->bits != 4 && out->bits != 8)
         return lmc_set_error(LMC_ERR_UNSUPPORTED, "%s: %s: %d-bit quantization is not supported (4 or 8)", path, what,
@@ -297,12 +341,12 @@ lmc_status lmc_model_config_parse(const char *json, size_t len, const char *path
         goto done;
     }
     double d;
-    TRY(get_float(&p, "rms_norm_eps", 1e-6, &d));
+    TRY(get_float_min(&p, "rms_norm_eps", 1e-6, 0, false, &d));
     c->rms_norm_eps = (float)d;
-    TRY(get_float(&p, "rope_theta", gemma ? 1000000.0 : 10000.0, &d));
+    TRY(get_float_min(&p, "rope_theta", gemma ? 1000000.0 : 10000.0, 0, true, &d));
     c->rope_global.type = LMC_ROPE_DEFAULT;
     c->rope_global.theta = (float)d;
-    TRY(get_float(&p, "rope_local_base_freq", 10000.0, &d));
+    TRY(get_float_min(&p, "rope_local_base_freq", 10000.0, 0, true, &d));
     c->rope_local.type = LMC_ROPE_DEFAULT;
     c->rope_local.theta = gemma ? (float)d : c->rope_global.theta;
     TRY(parse_rope(field(&p, "rope_scaling"), path, "rope_scaling", &c->rope_global));
@@ -357,7 +401,7 @@ lmc_status lmc_model_config_parse(const char *json, size_t len, const char *path
     if (!any_sliding) c->sliding_window = 0;
 
     double qpas;
-    TRY(get_float(&p, "query_pre_attn_scalar", (double)c->head_dim, &qpas));
+    TRY(get_float_min(&p, "query_pre_attn_scalar", (double)c->head_dim, 0, true, &qpas));
     c->attn_scale = gemma ? (float)(1.0 / sqrt(qpas)) : (float)(1.0 / sqrt((double)c->head_dim));
     TRY(get_float(&p, "final_logit_softcapping", 0.0, &d));
     c->final_logit_softcapping = (float)d;

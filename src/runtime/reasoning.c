@@ -95,9 +95,11 @@ void lmc_reasoning_feed(lmc_reasoning_stream *s, const char *piece, size_t n, bo
             s->done = (size_t)(end - t) + sizeof CLOSE - 1;
             s->state = ANSWER_START;
         } else {
-            /* hold back a possible start of </think> and trailing newlines (they may precede it) */
+            /* hold back a possible start of </think> and trailing newlines (they
+             * may precede it); at the end those newlines go, as the whole
+             * reply's split drops them */
             size_t upto = final ? len : len - partial_tag(t + s->done, len - s->done, CLOSE);
-            while (!final && upto > s->done && (t[upto - 1] == '\n' || t[upto - 1] == '\r')) upto--;
+            while (upto > s->done && (t[upto - 1] == '\n' || t[upto - 1] == '\r')) upto--;
             *reasoning = t + s->done, *rn = upto - s->done;
             s->begun |= upto > s->done;
             s->done = upto;

@@ -93,8 +93,11 @@ static const char PYTHON_TAG[] = "<|python_tag|>";
 static lmc_status split_json(const char *text, cJSON **calls, char **content) {
     const char *p = text;
     while (lmc_json_space(*p)) p++;
-    if (!strncmp(p, PYTHON_TAG, sizeof PYTHON_TAG - 1)) p += sizeof PYTHON_TAG - 1;
-    cJSON *o = cJSON_ParseWithOpts(p, NULL, true); /* the whole reply: nothing may follow the call */
+    if (!strncmp(p, PYTHON_TAG, sizeof PYTHON_TAG - 1))
+        for (p += sizeof PYTHON_TAG - 1; lmc_json_space(*p);) p++;
+    /* a call starts right there (cJSON would skip control characters too,
+     * which a stream, deciding by the first character, sends as content) */
+    cJSON *o = *p == '{' || *p == '[' ? cJSON_ParseWithOpts(p, NULL, true) : NULL; /* nothing may follow the call */
     cJSON *arr = cJSON_IsArray(o) ? o : NULL;
     int i = 0;
     for (const cJSON *e = arr ? arr->child : o; o && e; e = arr ? e->next : NULL, i++) {
