@@ -11,6 +11,8 @@
 #   fuzz_jinja            fuzz/corpus/jinja, fuzz/jinja.dict
 #   fuzz_model_config     fuzz/corpus/model_config, fuzz/model_config.dict
 #   fuzz_reply            fuzz/corpus/reply, fuzz/reply.dict
+#   fuzz_tokenize         fuzz/corpus/tokenize, fuzz/tokenize.dict (the real
+#                         tokenizers of .cache/tokenizers: scripts/fetch_tokenizers.sh)
 # Exits non-zero when the build fails or a fuzzer finds a crash, leak or
 # timeout; the input that triggered it is saved under build-fuzz/artifacts/.
 #   scripts/fuzz_smoke.sh [seconds]      (LMC_FUZZ_BUILD overrides build-fuzz)
@@ -19,7 +21,7 @@ set -euo pipefail
 secs=${1:-60}
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${LMC_FUZZ_BUILD:-$root/build-fuzz}
-targets="safetensors tokenizer_json tokenizer_cache server_request json_constraint json_schema json_mask jinja model_config reply"
+targets="safetensors tokenizer_json tokenizer_cache server_request json_constraint json_schema json_mask jinja model_config reply tokenize"
 
 command -v clang >/dev/null || { echo "fuzz_smoke: clang not found" >&2; exit 1; }
 cmake -S "$root" -B "$build" -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLMC_FUZZ=ON >/dev/null
@@ -29,6 +31,7 @@ for t in $targets; do cmake --build "$build" -j2 --target "fuzz_$t"; done
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$build/artifacts"
+export LMC_FUZZ_TOKENIZERS="$root/.cache/tokenizers"
 for t in $targets; do
     mkdir -p "$work/$t"
     "$build/fuzz/fuzz_$t" \
