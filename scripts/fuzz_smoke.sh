@@ -13,6 +13,8 @@
 #   fuzz_reply            fuzz/corpus/reply, fuzz/reply.dict
 #   fuzz_tokenize         fuzz/corpus/tokenize, fuzz/tokenize.dict (the real
 #                         tokenizers of .cache/tokenizers: scripts/fetch_tokenizers.sh)
+#   fuzz_dataset          fuzz/corpus/dataset, fuzz/dataset.dict (LoRA training
+#                         JSONL with the tiny Qwen 3 golden model)
 # Exits non-zero when the build fails or a fuzzer finds a crash, leak or
 # timeout; the input that triggered it is saved under build-fuzz/artifacts/.
 #   scripts/fuzz_smoke.sh [seconds]      (LMC_FUZZ_BUILD overrides build-fuzz)
@@ -21,7 +23,7 @@ set -euo pipefail
 secs=${1:-60}
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${LMC_FUZZ_BUILD:-$root/build-fuzz}
-targets="safetensors tokenizer_json tokenizer_cache server_request json_constraint json_schema json_mask jinja model_config reply tokenize"
+targets="safetensors tokenizer_json tokenizer_cache server_request json_constraint json_schema json_mask jinja model_config reply tokenize dataset"
 
 command -v clang >/dev/null || { echo "fuzz_smoke: clang not found" >&2; exit 1; }
 cmake -S "$root" -B "$build" -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLMC_FUZZ=ON >/dev/null
@@ -31,7 +33,7 @@ for t in $targets; do cmake --build "$build" -j2 --target "fuzz_$t"; done
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$build/artifacts"
-export LMC_FUZZ_TOKENIZERS="$root/.cache/tokenizers"
+export LMC_FUZZ_TOKENIZERS="$root/.cache/tokenizers" LMC_FUZZ_MODELS="$root/tests/data/models"
 for t in $targets; do
     mkdir -p "$work/$t"
     "$build/fuzz/fuzz_$t" \

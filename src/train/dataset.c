@@ -51,6 +51,7 @@ static lmc_status line_error(const loader *L, lmc_status s, const char *field, c
 }
 
 static lmc_status example_push(example *e, const int32_t *ids, size_t n, uint8_t mask) {
+    if (n == 0) return LMC_OK; /* (an empty example has no buffers to offset) */
     if (e->n + n > e->cap) {
         size_t cap = e->cap ? e->cap : 64;
         while (cap < e->n + n) cap *= 2;
