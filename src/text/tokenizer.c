@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "io/json_util.h"
 #include "text/tokenizer_internal.h"
 #include "text/unicode.h"
 
@@ -475,11 +476,13 @@ static lmc_status add_eos(lmc_tokenizer *t, int64_t id) {
 /* eos_token_id as a number or a list of numbers (also under text_config). */
 static lmc_status model_config_ids(lmc_tokenizer *t, const cJSON *cfg) {
     if (!cJSON_IsObject(cfg)) return LMC_OK;
+    /* ids that are not integers in range are left out (a double cast out of range is undefined) */
     const cJSON *eos = cJSON_GetObjectItemCaseSensitive(cfg, "eos_token_id");
-    if (cJSON_IsNumber(eos)) LMC_CHECK(add_eos(t, (int64_t)eos->valuedouble));
+    uint64_t id;
+    if (lmc_json_uint(eos, &id)) LMC_CHECK(add_eos(t, id > INT32_MAX ? -1 : (int64_t)id));
     const cJSON *e;
     if (cJSON_IsArray(eos))
-        cJSON_ArrayForEach(e, eos) if (cJSON_IsNumber(e)) LMC_CHECK(add_eos(t, (int64_t)e->valuedouble));
+        cJSON_ArrayForEach(e, eos) if (lmc_json_uint(e, &id)) LMC_CHECK(add_eos(t, id > INT32_MAX ? -1 : (int64_t)id));
     const cJSON *bos = cJSON_GetObjectItemCaseSensitive(cfg, "bos_token_id");
     if (t->bos_id < 0 && cJSON_IsNumber(bos)) t->bos_id = bos->valueint;
     const cJSON *pad = cJSON_GetObjectItemCaseSensitive(cfg, "pad_token_id");
