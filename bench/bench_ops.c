@@ -295,38 +295,39 @@ static int bench_matmul(bench *b, int64_t M, int64_t K, int64_t N, lmc_dtype xdt
     return 0;
 }
 
-/* 4-bit MLX quantisation, group 64, with M rows of x: 1 (decode), 16
+/* 4- and 8-bit MLX quantisation, group 64, with M rows of x: 1 (decode), 16
  * (batched decode) or 512 (prefill, bf16 x as the models pass it). Called through the kernel
  * table so the bench reports a missing kernel at run time instead of
  * failing to build. */
 typedef struct qmm_ctx {
     const lmc_kernels *k;
     lmc_array *out, *x, *wq, *scales, *biases;
+    int bits;
     lmc_status st;
 } qmm_ctx;
 
 static void qmm_run(void *ctx) {
     qmm_ctx *c = ctx;
-    c->st = c->k->quantized_matmul(c->out, c->x, c->wq, c->scales, c->biases, 64, 4);
+    c->st = c->k->quantized_matmul(c->out, c->x, c->wq, c->scales, c->biases, 64, c->bits);
 }
 
-static int bench_qmatmul(bench *b, int64_t M, int64_t K, int64_t N) {
+static int bench_qmatmul(bench *b, int64_t M, int64_t K, int64_t N, int bits) {
     const lmc_kernels *k = lmc_kernels_for(LMC_CPU);
     if (!k->quantize || !k->quantized_matmul) {
         if (b->json) printf("{\"bench\":\"qmatmul\",\"available\":false}\n");
         else printf("%-8s quantized matmul: not available (kernel missing)\n", "qmatmul");
         return 0;
     }
-    int64_t sx[2] = {M, K}, sw[2] = {N, K}, sq[2] = {N, K * 4 / 32}, ss[2] = {N, K / 64}, so[2] = {M, N};
+    int64_t sx[2] = {M, K}, sw[2] = {N, K}, sq[2] = {N, K * bits / 32}, ss[2] = {N, K / 64}, so[2] = {M, N};
     lmc_dtype xdt = M == 1 ? LMC_F32 : LMC_BF16;
     lmc_array *w = filled(LMC_BF16, 2, sw), *x = filled(xdt, 2, sx);
-    qmm_ctx c = {.k = k, .x = x};
+    qmm_ctx c = {.k = k, .x = x, .bits = bits};
     c.wq = lmc_empty(LMC_U32, 2, sq);
     c.scales = lmc_empty(LMC_BF16, 2, ss);
     c.biases = lmc_empty(LMC_BF16, 2, ss);
     c.out = lmc_empty(xdt, 2, so);
     int rc = 0;
-    if (!w || !x || !c.wq || !c.scales || !c.biases || !c.out || k->quantize(c.wq, c.scales, c.biases, w, 64, 4) != LMC_OK) {
+    if (!w || !x || !c.wq || !c.scales || !c.biases || !c.out || k->quantize(c.wq, c.scales, c.biases, w, 64, bits) != LMC_OK) {
         fprintf(stderr, "lmc bench: quantize: %s\n", lmc_last_error());
         rc = 1;
     } else {
@@ -342,8 +343,8 @@ static int bench_qmatmul(bench *b, int64_t M, int64_t K, int64_t N) {
                 break;
             }
             char name[96];
-            snprintf(name, sizeof name, "%s %lldx%lldx%lld %s x%s q4", M == 1 ? "decode" : M <= 64 ? "batch" : "prefill",
-                     (long long)M, (long long)K, (long long)N, lmc_dtype_name(xdt), i ? " int8" : "");
+            snprintf(name, sizeof name, "%s %lldx%lldx%lld %s x%s q%d", M == 1 ? "decode" : M <= 64 ? "batch" : "prefill",
+                     (long long)M, (long long)K, (long long)N, lmc_dtype_name(xdt), i ? " int8" : "", bits);
             double bytes = (double)(lmc_array_nbytes(c.wq) + lmc_array_nbytes(c.scales) + lmc_array_nbytes(c.biases));
             report(b, "qmatmul", name, secs[i], 2.0 * M * K * N, bytes, "weights");
         }
@@ -806,9 +807,10 @@ int lmc_bench_ops(int argc, char **argv) {
             for (int p = 0; p < 3; p++)
                 if (bench_matmul(&b, Ms[m], shapes[s][0], shapes[s][1], pairs[p][0], pairs[p][1])) return 1;
     }
-    for (int m = 0; m < 4 && (!only || !strcmp(only, "qmatmul")); m++)
-        for (int s = 0; s < 2; s++)
-            if (bench_qmatmul(&b, Ms[m], shapes[s][0], shapes[s][1])) return 1;
+    for (int bits = 4; bits <= 8 && (!only || !strcmp(only, "qmatmul")); bits += 4)
+        for (int m = 0; m < 4; m++)
+            for (int s = 0; s < 2; s++)
+                if (bench_qmatmul(&b, Ms[m], shapes[s][0], shapes[s][1], bits)) return 1;
     if ((!only || !strcmp(only, "qdecode")) && bench_qdecode(&b)) return 1;
     if ((!only || !strcmp(only, "fused")) && bench_fused(&b)) return 1;
     if ((!only || !strcmp(only, "sampler")) && bench_sampler(&b)) return 1;

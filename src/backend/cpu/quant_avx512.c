@@ -783,7 +783,7 @@ lmc_status lmc_quantized_matmul_avx512(lmc_array *out, const lmc_array *x, const
     if (bits != 4 && bits != 8) return lmc_quantized_matmul_scalar(out, x, wq, scales, biases, group_size, bits);
     lmc_qmm_plan p;
     lmc_qmm_plan_init(&p, out, x, wq, scales, biases, group_size, bits);
-    if (bits == 4) {
+    if (bits == 4 && p.M < LMC_QMM_PANEL_MIN_M) { /* the rows kernels' scale shuffle (the panels transpose scales instead) */
         for (int l = 0; l < 16; l++) { /* see block_scales4 */
             int g = p.gidx[l];
             for (int t = 0; t < 4; t++) {
