@@ -531,6 +531,39 @@ static void test_gemv_no_scratch(void) {
     lmc_array_free(b);
 }
 
+/* The same for the AMX matmul (bf16 weights read transposed, f32 and bf16
+ * x, from AMX_MIN_M rows of x): without its per-thread work space it fails with an error, and the
+ * next call gives the same bits. Needs an AMX CPU (the GPU machine's host). */
+static void test_amx_no_scratch(void) {
+    if (lmc_cpu_path_max() < LMC_PATH_AMX) {
+        fprintf(stderr, "  (no AMX here: skipped)\n");
+        return;
+    }
+    lmc_cpu_path_set(LMC_PATH_AMX);
+    int64_t sa[2] = {40, 96}, sw[2] = {80, 96};
+    lmc_array *w = lmc_random_normal(LMC_BF16, 2, sw, 0, 1, 83);
+    lmc_array *b = lmc_swapaxes(w, 0, 1); /* weights as a Linear holds them: [N, K], read transposed */
+    for (int xi = 0; xi < 2; xi++) {
+        lmc_array *a = lmc_random_normal(xi ? LMC_BF16 : LMC_F32, 2, sa, 0, 1, 82);
+        lmc_array *good = lmc_matmul(a, b);
+        lmc_scratch_fail_for_testing(LMC_SCRATCH_MATMUL_AMX);
+        lmc_array *bad = lmc_matmul(a, b);
+        lmc_scratch_fail_for_testing(-1);
+        CHECKF(!bad && lmc_last_status() == LMC_ERR_OUT_OF_MEMORY, "x %s: %s", xi ? "bf16" : "f32",
+               bad ? "no error" : lmc_last_error());
+        lmc_array *again = lmc_matmul(a, b);
+        CHECK(good && again && lmc_array_nbytes(good) == lmc_array_nbytes(again) &&
+              !memcmp(lmc_array_data(good), lmc_array_data(again), lmc_array_nbytes(good)));
+        lmc_array_free(a);
+        lmc_array_free(good);
+        lmc_array_free(bad);
+        lmc_array_free(again);
+    }
+    lmc_cpu_path_set(lmc_cpu_path_max());
+    lmc_array_free(b);
+    lmc_array_free(w);
+}
+
 int main(void) {
     fprintf(stderr, "best kernel path here: %s\n", lmc_cpu_path_name(lmc_cpu_path_max()));
     RUN(test_hand_2x2);
@@ -548,6 +581,7 @@ int main(void) {
     RUN(test_rows_independent_of_m);
     RUN(test_gemv_streams);
     RUN(test_gemv_no_scratch);
+    RUN(test_amx_no_scratch);
     CHECK(lmc_live_arrays() == 0);
     return TEST_REPORT();
 }
