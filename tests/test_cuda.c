@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "lmc/model.h"
+#include "ops/quant_internal.h"
 #include "model_fixture.h"
 #include "ops_check.h"
 
@@ -305,6 +306,48 @@ static void test_quant(void) {
         }
 }
 
+/* Products that share x (q, k, v) as one batch: on the GPU one launch at
+ * decode, each result bit for bit what it is alone (the same kernel per
+ * row); 8-bit and mixed bits and groups too (those launch one by one), and
+ * M past the decode kernels (SGEMM). */
+static void test_quant_many(void) {
+    const int64_t K = 256, Ns[3] = {96, 32, 40};
+    const int bits[2][3] = {{4, 4, 4}, {8, 4, 8}}, groups[2][3] = {{64, 64, 64}, {64, 32, 128}};
+    const int64_t Ms[] = {1, 5, 9, 40};
+    for (int c = 0; c < 2; c++) {
+        lmc_array *wq[3], *S[3], *B[3], *gq[3], *gs[3], *gb[3];
+        lmc_qmm_weights w[3];
+        for (int i = 0; i < 3; i++) {
+            int64_t ws[2] = {Ns[i], K};
+            lmc_array *W = rnd_array(LMC_BF16, 2, ws, 0, -1, 1);
+            wq[i] = lmc_quantize(W, groups[c][i], bits[c][i], &S[i], &B[i]);
+            gq[i] = dev(wq[i]), gs[i] = dev(S[i]), gb[i] = dev(B[i]);
+            w[i] = (lmc_qmm_weights){gq[i], gs[i], gb[i], groups[c][i], bits[c][i]};
+            lmc_array_free(W);
+        }
+        for (size_t mi = 0; mi < sizeof Ms / sizeof *Ms; mi++) {
+            int64_t xs[2] = {Ms[mi], K};
+            lmc_array *x = rnd_array(LMC_F32, 2, xs, 0, -1, 1), *gx = dev(x), *many[3] = {0};
+            CHECK(lmc_quantized_matmul_many(gx, 3, w, many) == LMC_OK);
+            for (int i = 0; i < 3; i++) {
+                lmc_array *alone = lmc_quantized_matmul(gx, gq[i], gs[i], gb[i], groups[c][i], bits[c][i]);
+                lmc_array *cpu = lmc_quantized_matmul(x, wq[i], S[i], B[i], groups[c][i], bits[c][i]);
+                char what[80];
+                snprintf(what, sizeof what, "qmm many: case %d, product %d, M %lld", c, i, (long long)Ms[mi]);
+                same(cpu, many[i], 1e-4, 1e-4, what);
+                lmc_array *a = alone ? lmc_array_to(alone, LMC_CPU) : NULL;
+                same(a, many[i], 0, 0, what); /* bit for bit */
+                lmc_array_free(a), lmc_array_free(alone), lmc_array_free(cpu), lmc_array_free(many[i]);
+            }
+            lmc_array_free(x), lmc_array_free(gx);
+        }
+        for (int i = 0; i < 3; i++) {
+            lmc_array *arr[] = {wq[i], S[i], B[i], gq[i], gs[i], gb[i]};
+            for (size_t k = 0; k < 6; k++) lmc_array_free(arr[k]);
+        }
+    }
+}
+
 /* --- whole models ------------------------------------------------------------ */
 
 static lmc_model *load(const char *dir, const char *backend) {
@@ -439,6 +482,7 @@ int main(void) {
     RUN(test_norms_rope);
     RUN(test_sdpa);
     RUN(test_quant);
+    RUN(test_quant_many);
     RUN(test_models);
     RUN(test_kv_cache_dtype);
     RUN(test_memory_limit);

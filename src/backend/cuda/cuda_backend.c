@@ -193,10 +193,43 @@ static lmc_status k_dequantize(lmc_array *out, const lmc_array *wq, const lmc_ar
     PROF(P_DEQUANTIZE, check(lmc_cu_dequantize(&o, &w, &s, &b, group_size, bits), "dequantize"));
 }
 
+/* Products queued while a batch is open on this thread (qmm_batch_begin):
+ * those over one x run as one launch at decode. */
+static _Thread_local struct {
+    bool open;
+    int n;
+    lmc_cuda_view x;
+    lmc_cuda_qmm_job jobs[LMC_CUDA_QMM_JOBS];
+} t_qmm;
+
+static lmc_status qmm_flush(void) {
+    int n = t_qmm.n;
+    t_qmm.n = 0;
+    if (!n) return LMC_OK;
+    PROF(P_QMM, check(lmc_cu_quantized_matmul(&t_qmm.x, n, t_qmm.jobs), "quantized_matmul"));
+}
+
 static lmc_status k_quantized_matmul(lmc_array *out, const lmc_array *x, const lmc_array *wq, const lmc_array *scales,
                                      const lmc_array *biases, int group_size, int bits) {
-    lmc_cuda_view o = view(out), a = view(x), w = view(wq), s = view(scales), b = view(biases);
-    PROF(P_QMM, check(lmc_cu_quantized_matmul(&o, &a, &w, &s, &b, group_size, bits), "quantized_matmul"));
+    lmc_cuda_qmm_job j = {.out = view(out), .wq = view(wq), .scales = view(scales), .biases = view(biases),
+                          .group_size = group_size, .bits = bits};
+    lmc_cuda_view a = view(x);
+    if (!t_qmm.open) PROF(P_QMM, check(lmc_cu_quantized_matmul(&a, 1, &j), "quantized_matmul"));
+    /* another x, or a full queue: what is queued runs first */
+    if (t_qmm.n && (t_qmm.n == LMC_CUDA_QMM_JOBS || memcmp(&t_qmm.x, &a, sizeof a))) LMC_CHECK(qmm_flush());
+    t_qmm.x = a;
+    t_qmm.jobs[t_qmm.n++] = j;
+    return LMC_OK;
+}
+
+static void k_qmm_batch_begin(void) {
+    t_qmm.open = true;
+    t_qmm.n = 0;
+}
+
+static lmc_status k_qmm_batch_end(void) {
+    t_qmm.open = false;
+    return qmm_flush();
 }
 
 static const lmc_kernels g_cuda = {
@@ -218,6 +251,8 @@ static const lmc_kernels g_cuda = {
     .sdpa = k_sdpa,
     .dequantize = k_dequantize,
     .quantized_matmul = k_quantized_matmul,
+    .qmm_batch_begin = k_qmm_batch_begin,
+    .qmm_batch_end = k_qmm_batch_end,
 };
 
 static pthread_once_t g_prof_once = PTHREAD_ONCE_INIT;

@@ -80,10 +80,19 @@ int lmc_cu_sdpa(const lmc_cuda_view *out, const lmc_cuda_view *q, const lmc_cuda
                 float scale, bool causal, int64_t window, const lmc_cuda_view *mask, float softcap);
 
 /* --- MLX affine quantisation (cuda_quant.cu) ------------------------------- */
-/* out[M, N] = x[M, K] @ dequant(W)ᵀ; x, out contiguous; wq u32 [N, K*bits/32];
- * scales, biases [N, K/group] (f32/bf16/f16). */
-int lmc_cu_quantized_matmul(const lmc_cuda_view *out, const lmc_cuda_view *x, const lmc_cuda_view *wq,
-                            const lmc_cuda_view *scales, const lmc_cuda_view *biases, int group_size, int bits);
+/* One product of lmc_cu_quantized_matmul: out[M, N] = x[M, K] @ dequant(W)ᵀ;
+ * out contiguous; wq u32 [N, K*bits/32]; scales, biases [N, K/group]
+ * (f32/bf16/f16). */
+typedef struct lmc_cuda_qmm_job {
+    lmc_cuda_view out, wq, scales, biases;
+    int group_size, bits;
+} lmc_cuda_qmm_job;
+
+enum { LMC_CUDA_QMM_JOBS = 8 }; /* products of one call (= LMC_QMM_MANY_MAX) */
+
+/* jobs[0..n) over the same contiguous x: at decode one launch for all of
+ * them (q, k and v; gate and up), each result the same as alone. */
+int lmc_cu_quantized_matmul(const lmc_cuda_view *x, int n, const lmc_cuda_qmm_job *jobs);
 /* out [..., K] float = dequant(wq [..., K*bits/32]); scales/biases [..., K/group]. All contiguous. */
 int lmc_cu_dequantize(const lmc_cuda_view *out, const lmc_cuda_view *wq, const lmc_cuda_view *scales,
                       const lmc_cuda_view *biases, int group_size, int bits);

@@ -68,6 +68,15 @@ enum {
     QMV_SMEM_FLOATS = 8192,  /* x tile: M * KT floats, 32 KiB */
 };
 
+/* Products that share x (q, k and v; gate and up) in one launch: job j owns
+ * blocks [first[j], first[j+1]). NJ is 1 for a lone product, so its launch
+ * carries one job's arguments. */
+template <int NJ> struct qmv_jobs {
+    qmm_args a[NJ];
+    unsigned first[NJ + 1];
+    int n;
+};
+
 /* The 128/BITS integers packed in 16 bytes, as exact floats, into y. */
 template <int BITS> __device__ __forceinline__ void unpack16(const uint4 w, float *y) {
     const uint32_t wd[4] = {w.x, w.y, w.z, w.w};
@@ -137,14 +146,24 @@ __device__ __forceinline__ void stage_x(const qmm_args &a, float *xs, int64_t k_
 /* Block: QMV_WARPS warps, warp w owns weight rows n0 + w*R .. +R. x rows
  * [0, M) are staged per K-tile in xs as float4s: the float4 f (of EPL/4) that
  * lane l needs at step s of the tile is xs[m][(s * EPL/4 + f) * 32 + l]. */
-template <int BITS, int M, int SDT>
-__global__ void __launch_bounds__(QMV_WARPS * 32, 1) qmv_kernel(qmm_args a, int KT) {
+template <int BITS, int M, int SDT, int NJ>
+__global__ void __launch_bounds__(QMV_WARPS * 32, 1) qmv_kernel(const qmv_jobs<NJ> jobs, int KT) {
     constexpr int EPL = 128 / BITS; /* elements per 16 bytes */
     constexpr int SPAN = 32 * EPL;  /* elements per warp step */
     constexpr int R = QMV_R;
     __shared__ float4 xs[QMV_SMEM_FLOATS / 4];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int64_t nbase = ((int64_t)blockIdx.x * QMV_WARPS + warp) * R;
+    /* this block's job (the same for the whole block; constant indices keep
+     * the arguments in the parameter bank) */
+    qmm_args a = jobs.a[0];
+    unsigned block = blockIdx.x;
+#pragma unroll
+    for (int j = 1; j < NJ; j++)
+        if (j < jobs.n && blockIdx.x >= jobs.first[j]) {
+            a = jobs.a[j];
+            block = blockIdx.x - jobs.first[j];
+        }
+    const int64_t nbase = ((int64_t)block * QMV_WARPS + warp) * R;
     const int64_t words16 = a.row_bytes / 16;
     const uint4 *wq = (const uint4 *)a.wq;
 
@@ -217,30 +236,34 @@ __global__ void __launch_bounds__(QMV_WARPS * 32, 1) qmv_kernel(qmm_args a, int 
         }
 }
 
-template <int BITS, int M> static void qmv_launch_sdt(const qmm_args &a, unsigned blocks, int KT) {
+template <int BITS, int M, int NJ> static void qmv_launch_sdt(const qmv_jobs<NJ> &j, int KT) {
     cudaStream_t st = lmc_cuda_stream();
-    switch (a.sdt) {
-    case LMC_CU_F32: qmv_kernel<BITS, M, LMC_CU_F32><<<blocks, QMV_WARPS * 32, 0, st>>>(a, KT); break;
-    case LMC_CU_BF16: qmv_kernel<BITS, M, LMC_CU_BF16><<<blocks, QMV_WARPS * 32, 0, st>>>(a, KT); break;
-    default: qmv_kernel<BITS, M, LMC_CU_F16><<<blocks, QMV_WARPS * 32, 0, st>>>(a, KT); break;
+    const unsigned blocks = j.first[j.n];
+    switch (j.a[0].sdt) {
+    case LMC_CU_F32: qmv_kernel<BITS, M, LMC_CU_F32, NJ><<<blocks, QMV_WARPS * 32, 0, st>>>(j, KT); break;
+    case LMC_CU_BF16: qmv_kernel<BITS, M, LMC_CU_BF16, NJ><<<blocks, QMV_WARPS * 32, 0, st>>>(j, KT); break;
+    default: qmv_kernel<BITS, M, LMC_CU_F16, NJ><<<blocks, QMV_WARPS * 32, 0, st>>>(j, KT); break;
     }
 }
 
-template <int BITS> static void qmv_launch_m(const qmm_args &a) {
+/* One launch for every job of j (the same x, bits and scale dtype). */
+template <int BITS, int NJ> static void qmv_launch_m(qmv_jobs<NJ> &j) {
     constexpr int SPAN = 32 * (128 / BITS);
+    const qmm_args &a = j.a[0];
     /* the x tile: as many warp steps as fit the shared buffer, no more than K needs */
     int64_t steps_fit = QMV_SMEM_FLOATS / (a.M * SPAN), steps_k = (a.K + SPAN - 1) / SPAN;
     int KT = (int)((steps_fit < steps_k ? steps_fit : steps_k) * SPAN);
-    unsigned blocks = lmc_blocks(a.N, QMV_WARPS * QMV_R);
+    j.first[0] = 0;
+    for (int i = 0; i < j.n; i++) j.first[i + 1] = j.first[i] + lmc_blocks(j.a[i].N, QMV_WARPS * QMV_R);
     switch (a.M) {
-    case 1: qmv_launch_sdt<BITS, 1>(a, blocks, KT); break;
-    case 2: qmv_launch_sdt<BITS, 2>(a, blocks, KT); break;
-    case 3: qmv_launch_sdt<BITS, 3>(a, blocks, KT); break;
-    case 4: qmv_launch_sdt<BITS, 4>(a, blocks, KT); break;
-    case 5: qmv_launch_sdt<BITS, 5>(a, blocks, KT); break;
-    case 6: qmv_launch_sdt<BITS, 6>(a, blocks, KT); break;
-    case 7: qmv_launch_sdt<BITS, 7>(a, blocks, KT); break;
-    default: qmv_launch_sdt<BITS, 8>(a, blocks, KT); break;
+    case 1: qmv_launch_sdt<BITS, 1>(j, KT); break;
+    case 2: qmv_launch_sdt<BITS, 2>(j, KT); break;
+    case 3: qmv_launch_sdt<BITS, 3>(j, KT); break;
+    case 4: qmv_launch_sdt<BITS, 4>(j, KT); break;
+    case 5: qmv_launch_sdt<BITS, 5>(j, KT); break;
+    case 6: qmv_launch_sdt<BITS, 6>(j, KT); break;
+    case 7: qmv_launch_sdt<BITS, 7>(j, KT); break;
+    default: qmv_launch_sdt<BITS, 8>(j, KT); break;
     }
 }
 
@@ -272,25 +295,52 @@ __global__ void __launch_bounds__(128) qmv_generic_kernel(qmm_args a) {
     }
 }
 
-/* Runs the decode kernels over x in passes of at most 8 rows. */
-static int qmv_run(qmm_args a, int64_t M) {
-    bool fast = (a.bits == 4 || a.bits == 8) && ((uintptr_t)a.wq & 15) == 0 && a.row_bytes % 16 == 0 &&
-                a.K % (128 / a.bits) == 0 &&
-                (a.sdt == LMC_CU_F32 || a.sdt == LMC_CU_BF16 || a.sdt == LMC_CU_F16) &&
-                (a.xdt == LMC_CU_F32 || a.xdt == LMC_CU_BF16 || a.xdt == LMC_CU_F16);
-    const char *x = (const char *)a.x;
-    char *out = (char *)a.out;
-    int64_t xrow = a.K * lmc_cu_dtype_size(a.xdt), orow = a.N * lmc_cu_dtype_size(a.odt);
+/* Whether the 16-byte kernel takes job a. */
+static bool qmv_fast(const qmm_args &a) {
+    return (a.bits == 4 || a.bits == 8) && ((uintptr_t)a.wq & 15) == 0 && a.row_bytes % 16 == 0 &&
+           a.K % (128 / a.bits) == 0 && (a.sdt == LMC_CU_F32 || a.sdt == LMC_CU_BF16 || a.sdt == LMC_CU_F16) &&
+           (a.xdt == LMC_CU_F32 || a.xdt == LMC_CU_BF16 || a.xdt == LMC_CU_F16);
+}
+
+/* Runs the decode kernels for jobs a[0..n) (all over the same x) in passes
+ * of at most 8 rows of x: one launch a pass for all of them when the
+ * 16-byte kernel takes each with the same bits and scale dtype, else one
+ * launch per job. */
+static int qmv_run(const qmm_args *a, int n, int64_t M) {
+    bool together = n > 1;
+    for (int i = 0; i < n; i++)
+        together = together && qmv_fast(a[i]) && a[i].bits == a[0].bits && a[i].sdt == a[0].sdt;
+    const int64_t xrow = a[0].K * lmc_cu_dtype_size(a[0].xdt);
     for (int64_t m0 = 0; m0 < M; m0 += 8) {
-        qmm_args p = a;
-        p.M = M - m0 < 8 ? M - m0 : 8;
-        p.x = x + m0 * xrow;
-        p.out = out + m0 * orow;
-        if (fast && a.bits == 4) qmv_launch_m<4>(p);
-        else if (fast) qmv_launch_m<8>(p);
-        else qmv_generic_kernel<<<lmc_blocks(a.N, 4), 128, 0, lmc_cuda_stream()>>>(p);
-        cudaError_t e = cudaGetLastError();
-        if (e != cudaSuccess) return (int)e;
+        qmv_jobs<LMC_CUDA_QMM_JOBS> many;
+        many.n = n;
+        for (int i = 0; i < n; i++) {
+            qmm_args p = a[i];
+            p.M = M - m0 < 8 ? M - m0 : 8;
+            p.x = (const char *)a[i].x + m0 * xrow;
+            p.out = (char *)a[i].out + m0 * a[i].N * lmc_cu_dtype_size(a[i].odt);
+            if (together) {
+                many.a[i] = p;
+                continue;
+            }
+            if (qmv_fast(p)) {
+                qmv_jobs<1> one;
+                one.a[0] = p;
+                one.n = 1;
+                if (p.bits == 4) qmv_launch_m<4>(one);
+                else qmv_launch_m<8>(one);
+            } else {
+                qmv_generic_kernel<<<lmc_blocks(p.N, 4), 128, 0, lmc_cuda_stream()>>>(p);
+            }
+            cudaError_t e = cudaGetLastError();
+            if (e != cudaSuccess) return (int)e;
+        }
+        if (together) {
+            if (a[0].bits == 4) qmv_launch_m<4>(many);
+            else qmv_launch_m<8>(many);
+            cudaError_t e = cudaGetLastError();
+            if (e != cudaSuccess) return (int)e;
+        }
     }
     return 0;
 }
@@ -316,7 +366,7 @@ __global__ void convert_kernel(void *dst, int ddt, const void *src, int sdt, int
 
 static int qmm_gemm(const qmm_args &a, int64_t M) {
     cublasHandle_t h = lmc_cuda_cublas();
-    if (!h) return qmv_run(a, M);
+    if (!h) return qmv_run(&a, 1, M);
     cudaStream_t st = lmc_cuda_stream();
     const size_t budget = (size_t)64 << 20; /* bytes of dequantised weights per block */
     int64_t Nc = (int64_t)(budget / sizeof(float)) / a.K;
@@ -371,33 +421,51 @@ static int qmm_gemm(const qmm_args &a, int64_t M) {
  * read once per pass) beat dequantising all of W to f32 for SGEMM. */
 enum { QMM_DECODE_MAX_M = 32 };
 
-extern "C" int lmc_cu_quantized_matmul(const lmc_cuda_view *out, const lmc_cuda_view *x, const lmc_cuda_view *wq,
-                                       const lmc_cuda_view *scales, const lmc_cuda_view *biases, int group_size,
-                                       int bits) {
-    if (bits < 2 || bits > 8 || group_size <= 0) return (int)cudaErrorInvalidValue;
-    int gshift = log2_exact(group_size);
-    if (gshift < 0) return (int)cudaErrorInvalidValue;
-    qmm_args a;
-    int64_t M = x->shape[0];
-    a.K = x->shape[1];
-    a.N = out->shape[1];
-    a.G = a.K / group_size;
-    a.group_size = group_size;
-    a.gshift = gshift;
-    a.bits = bits;
-    a.wq = wq->ptr;
-    a.row_bytes = a.K * bits / 8;
-    a.scales = scales->ptr;
-    a.biases = biases->ptr;
-    a.sdt = scales->dtype;
-    a.x = x->ptr;
-    a.xdt = x->dtype;
-    a.out = out->ptr;
-    a.odt = out->dtype;
-    a.M = M;
-    if (M == 0 || a.N == 0) return 0;
-    if (a.K == 0) return lmc_cu_fill(out, 0.0);
-    return M <= QMM_DECODE_MAX_M ? qmv_run(a, M) : qmm_gemm(a, M);
+extern "C" int lmc_cu_quantized_matmul(const lmc_cuda_view *x, int n, const lmc_cuda_qmm_job *jobs) {
+    if (n < 1 || n > LMC_CUDA_QMM_JOBS) return (int)cudaErrorInvalidValue;
+    qmm_args a[LMC_CUDA_QMM_JOBS];
+    const int64_t M = x->shape[0], K = x->shape[1];
+    for (int i = 0; i < n; i++) {
+        const lmc_cuda_qmm_job *j = &jobs[i];
+        if (j->bits < 2 || j->bits > 8 || j->group_size <= 0) return (int)cudaErrorInvalidValue;
+        int gshift = log2_exact(j->group_size);
+        if (gshift < 0) return (int)cudaErrorInvalidValue;
+        a[i].K = K;
+        a[i].N = j->out.shape[1];
+        a[i].G = K / j->group_size;
+        a[i].group_size = j->group_size;
+        a[i].gshift = gshift;
+        a[i].bits = j->bits;
+        a[i].wq = j->wq.ptr;
+        a[i].row_bytes = K * j->bits / 8;
+        a[i].scales = j->scales.ptr;
+        a[i].biases = j->biases.ptr;
+        a[i].sdt = j->scales.dtype;
+        a[i].x = x->ptr;
+        a[i].xdt = x->dtype;
+        a[i].out = j->out.ptr;
+        a[i].odt = j->out.dtype;
+        a[i].M = M;
+    }
+    if (M == 0) return 0;
+    /* the decode kernels' jobs: those with outputs and weights to read */
+    qmm_args run[LMC_CUDA_QMM_JOBS];
+    int nrun = 0;
+    for (int i = 0; i < n; i++) {
+        if (a[i].N == 0) continue;
+        if (K == 0) {
+            int e = lmc_cu_fill(&jobs[i].out, 0.0);
+            if (e) return e;
+            continue;
+        }
+        if (M > QMM_DECODE_MAX_M) {
+            int e = qmm_gemm(a[i], M);
+            if (e) return e;
+            continue;
+        }
+        run[nrun++] = a[i];
+    }
+    return nrun ? qmv_run(run, nrun, M) : 0;
 }
 
 /* --- dequantize -------------------------------------------------------------------- */
