@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "lmc/model.h"
+#include "ops/linalg_internal.h"
 #include "ops/quant_internal.h"
 #include "model_fixture.h"
 #include "ops_check.h"
@@ -348,6 +349,44 @@ static void test_quant_many(void) {
     }
 }
 
+/* Float products over one x in a batch (a layer's q, k and v): at decode
+ * one GEMV launch, each result bit for bit what it is alone; a batch that
+ * does not fit one launch (rows past the GEMV, mixed weight dtypes) runs
+ * one by one, the same. */
+static void test_matmul_many(void) {
+    const int64_t K = 192, Ns[3] = {64, 24, 40};
+    const lmc_dtype wdts[2][3] = {{LMC_BF16, LMC_BF16, LMC_BF16}, {LMC_BF16, LMC_F32, LMC_F16}};
+    const int64_t Ms[] = {1, 3, 8, 40};
+    for (int c = 0; c < 2; c++) {
+        lmc_array *W[3], *gW[3], *gWt[3], *Wt[3];
+        for (int i = 0; i < 3; i++) {
+            int64_t ws[2] = {Ns[i], K};
+            W[i] = rnd_array(wdts[c][i], 2, ws, 0, -1, 1);
+            gW[i] = dev(W[i]);
+            Wt[i] = lmc_transpose(W[i]);
+            gWt[i] = lmc_transpose(gW[i]);
+        }
+        for (size_t mi = 0; mi < sizeof Ms / sizeof *Ms; mi++) {
+            int64_t xs[2] = {Ms[mi], K};
+            lmc_array *x = rnd_array(LMC_F32, 2, xs, 0, -1, 1), *gx = dev(x), *many[3];
+            lmc_matmul_batch_begin(gx);
+            for (int i = 0; i < 3; i++) many[i] = lmc_matmul(gx, gWt[i]);
+            CHECK(lmc_matmul_batch_end(gx) == LMC_OK);
+            for (int i = 0; i < 3; i++) {
+                lmc_array *alone = lmc_matmul(gx, gWt[i]), *cpu = lmc_matmul(x, Wt[i]);
+                char what[80];
+                snprintf(what, sizeof what, "matmul many: case %d, product %d, M %lld", c, i, (long long)Ms[mi]);
+                same(cpu, many[i], 1e-4, 1e-4, what);
+                lmc_array *a = alone ? lmc_array_to(alone, LMC_CPU) : NULL;
+                same(a, many[i], 0, 0, what); /* bit for bit */
+                lmc_array_free(a), lmc_array_free(alone), lmc_array_free(cpu), lmc_array_free(many[i]);
+            }
+            lmc_array_free(x), lmc_array_free(gx);
+        }
+        for (int i = 0; i < 3; i++) lmc_array_free(W[i]), lmc_array_free(gW[i]), lmc_array_free(Wt[i]), lmc_array_free(gWt[i]);
+    }
+}
+
 /* --- whole models ------------------------------------------------------------ */
 
 static lmc_model *load(const char *dir, const char *backend) {
@@ -483,6 +522,7 @@ int main(void) {
     RUN(test_sdpa);
     RUN(test_quant);
     RUN(test_quant_many);
+    RUN(test_matmul_many);
     RUN(test_models);
     RUN(test_kv_cache_dtype);
     RUN(test_memory_limit);

@@ -81,6 +81,11 @@ typedef struct lmc_kernels {
      * arrays they were given must stay alive until then). */
     void (*qmm_batch_begin)(void);
     lmc_status (*qmm_batch_end)(void);
+    /* The same for matmul (float weights): between these, this thread's
+     * matmul calls may run at mm_batch_end; their inputs must stay alive
+     * and their outputs unread until then. */
+    void (*mm_batch_begin)(void);
+    lmc_status (*mm_batch_end)(void);
 } lmc_kernels;
 
 /* The kernel table for a device (NULL with an error when not built). */

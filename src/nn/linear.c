@@ -6,6 +6,7 @@
 #include "lmc/nn.h"
 #include "lmc/ops.h"
 #include "nn/linear_internal.h"
+#include "ops/linalg_internal.h"
 #include "ops/quant_internal.h"
 
 struct lmc_linear {
@@ -125,18 +126,43 @@ void lmc_linear_free(lmc_linear *l) {
 }
 
 /* x [..., in] as the rows of a 2-d array [N, in] times mᵀ (m [n, in]), back to [..., n]. */
-static lmc_array *rows_times_t(const lmc_array *x, const lmc_array *m) {
-    int64_t in = x->shape[x->ndim - 1], n = m->shape[0];
-    int64_t s2[2] = {x->size / in, in}, shape[LMC_MAX_DIMS];
+/* y[i] = x @ m[i]ᵀ over x's last axis, for n matrices [out_i, in]: x is
+ * flattened once and the products run as one batch of the device's kernels
+ * (on the GPU at decode one launch for all). On failure every y[i] is NULL. */
+static lmc_status rows_times_t_many(const lmc_array *x, int n, const lmc_array *const *m, lmc_array **y) {
+    int64_t in = x->shape[x->ndim - 1], s2[2] = {x->size / in, in}, shape[LMC_MAX_DIMS];
     memcpy(shape, x->shape, sizeof shape);
-    shape[x->ndim - 1] = n;
-    lmc_array *x2 = lmc_reshape(x, 2, s2), *mt = lmc_transpose(m);
-    lmc_array *y2 = lmc_matmul(x2, mt);
-    lmc_array *y = lmc_reshape(y2, x->ndim, shape);
+    lmc_array *x2 = lmc_reshape(x, 2, s2), *mt[LMC_QMM_MANY_MAX] = {0}, *y2[LMC_QMM_MANY_MAX] = {0};
+    lmc_status st = x2 ? LMC_OK : lmc_last_status();
+    if (st == LMC_OK) { /* x2, the transposes and the results stay alive until the batch ends */
+        lmc_matmul_batch_begin(x2);
+        for (int i = 0; i < n && st == LMC_OK; i++) {
+            mt[i] = lmc_transpose(m[i]);
+            y2[i] = mt[i] ? lmc_matmul(x2, mt[i]) : NULL;
+            if (!y2[i]) st = lmc_last_status();
+        }
+        lmc_status end = lmc_matmul_batch_end(x2);
+        if (st == LMC_OK) st = end;
+    }
+    for (int i = 0; i < n; i++) {
+        shape[x->ndim - 1] = m[i]->shape[0];
+        y[i] = st == LMC_OK ? lmc_reshape(y2[i], x->ndim, shape) : NULL;
+        if (!y[i] && st == LMC_OK) st = lmc_last_status();
+        lmc_array_free(mt[i]);
+        lmc_array_free(y2[i]);
+    }
     lmc_array_free(x2);
-    lmc_array_free(mt);
-    lmc_array_free(y2);
-    return y;
+    if (st != LMC_OK)
+        for (int i = 0; i < n; i++) {
+            lmc_array_free(y[i]);
+            y[i] = NULL;
+        }
+    return st;
+}
+
+static lmc_array *rows_times_t(const lmc_array *x, const lmc_array *m) {
+    lmc_array *y;
+    return rows_times_t_many(x, 1, &m, &y) == LMC_OK ? y : NULL;
 }
 
 /* SplitMix64's finaliser: mixes a step seed with an adapter's seed. */
@@ -221,21 +247,27 @@ lmc_status lmc_linear_forward_many(int n, lmc_linear *const *l, const lmc_array 
         return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "linear: %d layers at once (1 to %d)", n, LMC_QMM_MANY_MAX);
     for (int i = 0; i < n; i++)
         if (!check_input(l[i], x)) return lmc_last_status();
-    /* The quantised layers' products in one batch; float layers one by one. */
+    /* The quantised layers' products in one batch, the float layers' in
+     * another; then biases and adapters (which read the products). */
     lmc_qmm_weights w[LMC_QMM_MANY_MAX];
-    lmc_array *q[LMC_QMM_MANY_MAX];
-    int nq = 0;
-    for (int i = 0; i < n; i++)
+    const lmc_array *fw[LMC_QMM_MANY_MAX];
+    lmc_array *q[LMC_QMM_MANY_MAX] = {0}, *f[LMC_QMM_MANY_MAX] = {0};
+    int nq = 0, nf = 0;
+    for (int i = 0; i < n; i++) {
         if (l[i]->bits) w[nq++] = (lmc_qmm_weights){l[i]->w, l[i]->scales, l[i]->biases, l[i]->group_size, l[i]->bits};
-    lmc_status st = nq ? lmc_quantized_matmul_many(x, nq, w, q) : LMC_OK; /* all q NULL on failure */
-    int j = 0; /* q[j..nq) not yet taken over */
+        else fw[nf++] = l[i]->w;
+    }
+    lmc_status st = nq ? lmc_quantized_matmul_many(x, nq, w, q) : LMC_OK; /* all NULL on failure */
+    if (st == LMC_OK && nf) st = rows_times_t_many(x, nf, fw, f);
+    int jq = 0, jf = 0; /* q[jq..nq) and f[jf..nf) not yet taken over */
     for (int i = 0; i < n && st == LMC_OK; i++) {
-        lmc_array *base = l[i]->bits ? q[j++] : rows_times_t(x, l[i]->w);
+        lmc_array *base = l[i]->bits ? q[jq++] : f[jf++];
         y[i] = add_bias_and_adapter(l[i], x, base, run);
         if (!y[i]) st = lmc_last_status();
     }
     if (st != LMC_OK) {
-        for (; j < nq; j++) lmc_array_free(q[j]);
+        for (; jq < nq; jq++) lmc_array_free(q[jq]);
+        for (; jf < nf; jf++) lmc_array_free(f[jf]);
         for (int i = 0; i < n; i++) {
             lmc_array_free(y[i]);
             y[i] = NULL;

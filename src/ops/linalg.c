@@ -1,6 +1,7 @@
 /* lmc_matmul: shape checks, NumPy 1-d promotion, batch broadcasting and the
  * output dtype; the kernels get 2+ dimensional views whose batch axes already
  * match the output's (stride 0 where an operand is broadcast). */
+#include "ops/linalg_internal.h"
 #include "ops/ops_internal.h"
 #include "train/tape.h"
 
@@ -18,6 +19,16 @@ static lmc_array *insert_unit_axis(const lmc_array *a, int at) {
         }
     }
     return lmc_array_view(a->buf, a->offset, a->dtype, a->ndim + 1, shape, strides);
+}
+
+void lmc_matmul_batch_begin(const lmc_array *x) {
+    const lmc_kernels *k = x ? lmc_kernels_for(lmc_array_device(x)) : NULL;
+    if (k && k->mm_batch_begin && k->mm_batch_end) k->mm_batch_begin();
+}
+
+lmc_status lmc_matmul_batch_end(const lmc_array *x) {
+    const lmc_kernels *k = x ? lmc_kernels_for(lmc_array_device(x)) : NULL;
+    return k && k->mm_batch_begin && k->mm_batch_end ? k->mm_batch_end() : LMC_OK;
 }
 
 lmc_array *lmc_matmul(const lmc_array *a, const lmc_array *b) {

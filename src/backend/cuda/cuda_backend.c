@@ -155,10 +155,56 @@ static lmc_status k_take_along(lmc_array *out, const lmc_array *a, const lmc_arr
     PROF(P_TAKE_ALONG, check(lmc_cu_take_along(&o, &x, &i, axis), "take_along_axis"));
 }
 
+/* Products queued while a batch is open on this thread (mm_batch_begin):
+ * at decode those over one x run as one GEMV launch, anything else one by
+ * one, in order, when the batch ends. */
+static _Thread_local struct {
+    bool open;
+    int n;
+    lmc_cuda_view out[LMC_CUDA_MM_JOBS], a[LMC_CUDA_MM_JOBS], b[LMC_CUDA_MM_JOBS];
+} t_mm;
+
+static lmc_status mm_run_queued(void) {
+    int n = t_mm.n, e = n > 1 ? lmc_cu_matmul_gemv_many(n, t_mm.out, t_mm.a, t_mm.b) : -1;
+    if (e < 0) /* not one GEMV launch: one by one */
+        for (int i = e = 0; i < n && !e; i++) e = lmc_cu_matmul(&t_mm.out[i], &t_mm.a[i], &t_mm.b[i]);
+    return check(e, "matmul");
+}
+
+static lmc_status mm_flush(void) {
+    if (!t_mm.n) return LMC_OK;
+    lmc_status st;
+    if (!g_prof) st = mm_run_queued();
+    else {
+        double t0 = now_s();
+        st = mm_run_queued();
+        lmc_cuda_synchronize();
+        g_prof_s[P_MATMUL] += now_s() - t0;
+        g_prof_n[P_MATMUL]++;
+    }
+    t_mm.n = 0;
+    return st;
+}
+
 static lmc_status k_matmul(lmc_array *out, const lmc_array *a, const lmc_array *b) {
     if (!is_float(out->dtype)) return lmc_set_error(LMC_ERR_UNSUPPORTED, "cuda matmul: %s output", lmc_dtype_name(out->dtype));
     lmc_cuda_view o = view(out), x = view(a), y = view(b);
-    PROF(P_MATMUL, check(lmc_cu_matmul(&o, &x, &y), "matmul"));
+    if (!t_mm.open) PROF(P_MATMUL, check(lmc_cu_matmul(&o, &x, &y), "matmul"));
+    if (t_mm.n == LMC_CUDA_MM_JOBS) LMC_CHECK(mm_flush());
+    t_mm.out[t_mm.n] = o;
+    t_mm.a[t_mm.n] = x;
+    t_mm.b[t_mm.n++] = y;
+    return LMC_OK;
+}
+
+static void k_mm_batch_begin(void) {
+    t_mm.open = true;
+    t_mm.n = 0;
+}
+
+static lmc_status k_mm_batch_end(void) {
+    t_mm.open = false;
+    return mm_flush();
 }
 
 static lmc_status k_rms_norm(lmc_array *out, const lmc_array *x, const lmc_array *w, float eps, bool one_plus_weight) {
@@ -253,6 +299,8 @@ static const lmc_kernels g_cuda = {
     .quantized_matmul = k_quantized_matmul,
     .qmm_batch_begin = k_qmm_batch_begin,
     .qmm_batch_end = k_qmm_batch_end,
+    .mm_batch_begin = k_mm_batch_begin,
+    .mm_batch_end = k_mm_batch_end,
 };
 
 static pthread_once_t g_prof_once = PTHREAD_ONCE_INIT;

@@ -64,6 +64,11 @@ int lmc_cu_take_along(const lmc_cuda_view *out, const lmc_cuda_view *a, const lm
 /* --- matmul (cuda_matmul.cu, cuBLAS) ----------------------------------------- */
 /* out[..., M, N] = a[..., M, K] @ b[..., K, N]; batch dims broadcast already. */
 int lmc_cu_matmul(const lmc_cuda_view *out, const lmc_cuda_view *a, const lmc_cuda_view *b);
+enum { LMC_CUDA_MM_JOBS = 8 }; /* products of one lmc_cu_matmul_gemv_many call */
+/* out[j] = a[j] @ b[j] for n products over the same rows of x (a layer's q,
+ * k and v) as one decode GEMV launch, each result what lmc_cu_matmul gives
+ * alone; -1, with nothing run, when they do not all fit that kernel alike. */
+int lmc_cu_matmul_gemv_many(int n, const lmc_cuda_view *out, const lmc_cuda_view *a, const lmc_cuda_view *b);
 
 /* --- fused ops (cuda_fused.cu) ------------------------------------------------ */
 /* Rows are all axes but the last; w (and b) 1-d of the last axis's size, or NULL. */

@@ -117,8 +117,19 @@ __global__ void combine_kernel(lmc_cuda_view out, const float *c, int64_t M, int
 
 enum { GEMV_ROWS = 8 };
 
-struct gemv_rows {
-    int64_t x[GEMV_ROWS], out[GEMV_ROWS]; /* element offsets of each row */
+/* The products of one launch: each job its own W and out, all over the same
+ * rows of x (a layer's q, k and v read one x); job j owns blocks [first[j],
+ * first[j+1]). NJ is 1 for a lone product, so its launch carries one job. */
+template <int NJ> struct gemv_jobs {
+    const float *x;
+    int64_t xrow[GEMV_ROWS]; /* element offset of each row of x */
+    int64_t K;
+    float *out[NJ];
+    int64_t orow[NJ][GEMV_ROWS]; /* element offset of each output row */
+    const void *w[NJ];
+    int64_t ldw[NJ], N[NJ];
+    unsigned first[NJ + 1];
+    int n;
 };
 
 __device__ __forceinline__ void widen(const uint4 &raw, float *w, const float *) {
@@ -140,22 +151,46 @@ __device__ __forceinline__ void widen(const uint4 &raw, float *w, const __half *
     }
 }
 
-template <typename T, int R>
-__global__ void gemv_kernel(float *out, const float *x, gemv_rows rows, const T *w, int64_t ldw, int64_t N, int64_t K) {
+template <typename T, int R, int NJ> __global__ void gemv_kernel(const gemv_jobs<NJ> J) {
     constexpr int V = 16 / sizeof(T);
-    int64_t n = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) / 32;
+    /* this block's job (the same for the whole block; constant indices keep
+     * the arguments in the parameter bank) */
+    int job = 0;
+    unsigned block = blockIdx.x;
+#pragma unroll
+    for (int j = 1; j < NJ; j++)
+        if (j < J.n && blockIdx.x >= J.first[j]) {
+            job = j;
+            block = blockIdx.x - J.first[j];
+        }
+    float *out = J.out[0];
+    const T *w = (const T *)J.w[0];
+    int64_t ldw = J.ldw[0], N = J.N[0], orow[R];
+#pragma unroll
+    for (int r = 0; r < R; r++) orow[r] = J.orow[0][r];
+#pragma unroll
+    for (int j = 1; j < NJ; j++)
+        if (j == job) {
+            out = J.out[j];
+            w = (const T *)J.w[j];
+            ldw = J.ldw[j];
+            N = J.N[j];
+#pragma unroll
+            for (int r = 0; r < R; r++) orow[r] = J.orow[j][r];
+        }
+    int64_t n = (block * (int64_t)blockDim.x + threadIdx.x) / 32;
     int lane = threadIdx.x % 32;
     if (n >= N) return;
     const T *row = w + n * ldw;
     float acc[R];
 #pragma unroll
     for (int r = 0; r < R; r++) acc[r] = 0.0f;
-    for (int64_t k = (int64_t)lane * V; k < K; k += 32 * V) {
+    for (int64_t k = (int64_t)lane * V; k < J.K; k += 32 * V) {
         float wv[V];
         widen(__ldg((const uint4 *)(row + k)), wv, (const T *)nullptr);
 #pragma unroll
         for (int r = 0; r < R; r++) {
-            const float4 *xp = (const float4 *)(x + rows.x[r] + k);
+            const float4 *xp = (const float4 *)(J.x + J.xrow[r] + k);
 #pragma unroll
             for (int j = 0; j < V / 4; j++) {
                 float4 xv = xp[j];
@@ -170,34 +205,42 @@ __global__ void gemv_kernel(float *out, const float *x, gemv_rows rows, const T 
     for (int r = 0; r < R; r++) {
         float v = acc[r];
         for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-        if (lane == 0) out[rows.out[r] + n] = v;
+        if (lane == 0) out[orow[r] + n] = v;
     }
 }
 
-template <typename T>
-int launch_gemv(int R, float *out, const float *x, const gemv_rows &rows, const T *w, int64_t ldw, int64_t N, int64_t K) {
-    unsigned blocks = (unsigned)((N * 32 + 255) / 256);
+template <typename T, int NJ> int launch_gemv(int R, gemv_jobs<NJ> &J) {
+    J.first[0] = 0;
+    for (int j = 0; j < J.n; j++) J.first[j + 1] = J.first[j] + (unsigned)((J.N[j] * 32 + 255) / 256);
+    unsigned blocks = J.first[J.n];
     cudaStream_t st = lmc_cuda_stream();
     switch (R) {
-#define CASE(r) case r: gemv_kernel<T, r><<<blocks, 256, 0, st>>>(out, x, rows, w, ldw, N, K); break;
+#define CASE(r) case r: gemv_kernel<T, r, NJ><<<blocks, 256, 0, st>>>(J); break;
         CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8)
 #undef CASE
     }
     return (int)cudaGetLastError();
 }
 
+template <int NJ> int launch_gemv_dt(int tb, int R, gemv_jobs<NJ> &J) {
+    if (tb == LMC_CU_BF16) return launch_gemv<__nv_bfloat16>(R, J);
+    if (tb == LMC_CU_F16) return launch_gemv<__half>(R, J);
+    return launch_gemv<float>(R, J);
+}
+
 bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
 
-/* The GEMV when out = x @ Wᵀ fits it: f32 x and out, few rows, W the same
- * [N, K] row-major matrix for every row (b its transposed view), K a whole
- * number of 16-byte vectors; -1 when it does not apply. */
-int try_gemv(const lmc_cuda_view *out, const lmc_cuda_view *a, const lmc_cuda_view *b) {
+/* One product as a GEMV job: when out = x @ Wᵀ fits the kernel (f32 x and
+ * out, few rows, W the same [N, K] row-major matrix for every row, b its
+ * transposed view, K a whole number of 16-byte vectors) fills job j of J
+ * (x and its rows too) and returns the number of rows of x; else -1. */
+template <int NJ> int gemv_plan(const lmc_cuda_view *out, const lmc_cuda_view *a, const lmc_cuda_view *b, gemv_jobs<NJ> &J, int j) {
     int nd = out->ndim;
     int64_t N = out->shape[nd - 1], K = a->shape[nd - 1];
     int64_t R = 1;
     for (int d = 0; d < nd - 1; d++) R *= out->shape[d];
     int tb = b->dtype;
-    if (a->dtype != LMC_CU_F32 || out->dtype != LMC_CU_F32 || R > GEMV_ROWS || R < 1) return -1;
+    if (a->dtype != LMC_CU_F32 || out->dtype != LMC_CU_F32 || R > GEMV_ROWS || R < 1 || K < 1) return -1;
     if (tb != LMC_CU_BF16 && tb != LMC_CU_F16 && tb != LMC_CU_F32) return -1;
     int V = 16 / (tb == LMC_CU_F32 ? 4 : 2);
     int64_t ldw = b->strides[nd - 1];
@@ -206,7 +249,6 @@ int try_gemv(const lmc_cuda_view *out, const lmc_cuda_view *a, const lmc_cuda_vi
     for (int d = 0; d < nd - 2; d++)
         if (b->shape[d] > 1 && b->strides[d] != 0) return -1; /* a different W per batch */
     if (!aligned16(b->ptr) || !aligned16(a->ptr) || (N > 1 && (ldw * (tb == LMC_CU_F32 ? 4 : 2)) % 16)) return -1;
-    gemv_rows rows;
     for (int64_t r = 0; r < R; r++) {
         int64_t rem = r, xo = 0, oo = 0;
         for (int d = nd - 2; d >= 0; d--) {
@@ -216,14 +258,50 @@ int try_gemv(const lmc_cuda_view *out, const lmc_cuda_view *a, const lmc_cuda_vi
             oo += k * out->strides[d];
         }
         if (xo % 4) return -1; /* x rows 16-byte aligned */
-        rows.x[r] = xo;
-        rows.out[r] = oo;
+        J.xrow[r] = xo;
+        J.orow[j][r] = oo;
     }
-    const float *x = (const float *)a->ptr;
-    float *o = (float *)out->ptr;
-    if (tb == LMC_CU_BF16) return launch_gemv((int)R, o, x, rows, (const __nv_bfloat16 *)b->ptr, ldw, N, K);
-    if (tb == LMC_CU_F16) return launch_gemv((int)R, o, x, rows, (const __half *)b->ptr, ldw, N, K);
-    return launch_gemv((int)R, o, x, rows, (const float *)b->ptr, ldw, N, K);
+    J.x = (const float *)a->ptr;
+    J.K = K;
+    J.out[j] = (float *)out->ptr;
+    J.w[j] = b->ptr;
+    J.ldw[j] = ldw;
+    J.N[j] = N;
+    return (int)R;
+}
+
+} // namespace
+
+/* Products over the same x (a layer's q, k and v), one GEMV launch for all
+ * when each fits it with the same rows of x and weight dtype; -1 (nothing
+ * run) otherwise. Each result is what the product gives alone. */
+extern "C" int lmc_cu_matmul_gemv_many(int n, const lmc_cuda_view *out, const lmc_cuda_view *a, const lmc_cuda_view *b) {
+    if (n < 1 || n > LMC_CUDA_MM_JOBS) return -1;
+    gemv_jobs<LMC_CUDA_MM_JOBS> J;
+    J.n = n;
+    int R = -1;
+    int64_t xrow[GEMV_ROWS], K = 0;
+    for (int j = 0; j < n; j++) {
+        int r = gemv_plan(&out[j], &a[j], &b[j], J, j);
+        if (r < 0 || b[j].dtype != b[0].dtype)
+            return -1;
+        if (j && (r != R || J.K != K || J.x != (const float *)a[0].ptr || memcmp(xrow, J.xrow, sizeof(int64_t) * r)))
+            return -1;
+        R = r;
+        K = J.K;
+        memcpy(xrow, J.xrow, sizeof(int64_t) * r);
+    }
+    return launch_gemv_dt(b[0].dtype, R, J);
+}
+
+namespace {
+
+/* The GEMV for one product, or -1 when it does not apply. */
+int try_gemv(const lmc_cuda_view *out, const lmc_cuda_view *a, const lmc_cuda_view *b) {
+    gemv_jobs<1> J;
+    J.n = 1;
+    int R = gemv_plan(out, a, b, J, 0);
+    return R < 0 ? -1 : launch_gemv_dt(b->dtype, R, J);
 }
 
 } // namespace
@@ -235,7 +313,7 @@ extern "C" int lmc_cu_matmul(const lmc_cuda_view *out, const lmc_cuda_view *a_in
     int64_t M = out->shape[nd - 2], N = out->shape[nd - 1], K = a_in->shape[nd - 1];
     int64_t total = size_of(out);
     if (!total) return 0;
-    if (K > 0) {
+    {
         int g = try_gemv(out, a_in, b_in);
         if (g >= 0) return g;
     }
