@@ -164,26 +164,18 @@ static _Thread_local struct {
     lmc_cuda_view out[LMC_CUDA_MM_JOBS], a[LMC_CUDA_MM_JOBS], b[LMC_CUDA_MM_JOBS];
 } t_mm;
 
-static lmc_status mm_run_queued(void) {
-    int n = t_mm.n, e = n > 1 ? lmc_cu_matmul_gemv_many(n, t_mm.out, t_mm.a, t_mm.b) : -1;
+static lmc_status mm_run(int n) {
+    int e = n > 1 ? lmc_cu_matmul_gemv_many(n, t_mm.out, t_mm.a, t_mm.b) : -1;
     if (e < 0) /* not one GEMV launch: one by one */
         for (int i = e = 0; i < n && !e; i++) e = lmc_cu_matmul(&t_mm.out[i], &t_mm.a[i], &t_mm.b[i]);
     return check(e, "matmul");
 }
 
 static lmc_status mm_flush(void) {
-    if (!t_mm.n) return LMC_OK;
-    lmc_status st;
-    if (!g_prof) st = mm_run_queued();
-    else {
-        double t0 = now_s();
-        st = mm_run_queued();
-        lmc_cuda_synchronize();
-        g_prof_s[P_MATMUL] += now_s() - t0;
-        g_prof_n[P_MATMUL]++;
-    }
+    int n = t_mm.n;
     t_mm.n = 0;
-    return st;
+    if (!n) return LMC_OK;
+    PROF(P_MATMUL, mm_run(n));
 }
 
 static lmc_status k_matmul(lmc_array *out, const lmc_array *a, const lmc_array *b) {
