@@ -125,7 +125,6 @@ void lmc_linear_free(lmc_linear *l) {
     free(l);
 }
 
-/* x [..., in] as the rows of a 2-d array [N, in] times mᵀ (m [n, in]), back to [..., n]. */
 /* y[i] = x @ m[i]ᵀ over x's last axis, for n matrices [out_i, in]: x is
  * flattened once and the products run as one batch of the device's kernels
  * (on the GPU at decode one launch for all). On failure every y[i] is NULL. */
@@ -160,6 +159,7 @@ static lmc_status rows_times_t_many(const lmc_array *x, int n, const lmc_array *
     return st;
 }
 
+/* x [..., in] as the rows of a 2-d array [N, in] times mᵀ (m [n, in]), back to [..., n]. */
 static lmc_array *rows_times_t(const lmc_array *x, const lmc_array *m) {
     lmc_array *y;
     return rows_times_t_many(x, 1, &m, &y) == LMC_OK ? y : NULL;
