@@ -297,6 +297,10 @@ static void test_config_ranges(void) {
                      "\"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"eos_token_id\": [7, 9], \"bos_token_id\": 5}";
     CHECK(lmc_model_config_parse(ok, strlen(ok), "x/config.json", &c) == LMC_OK);
     CHECK(c.n_eos == 2 && c.eos_ids[0] == 7 && c.eos_ids[1] == 9 && c.bos_id == 5 && c.pad_id == -1);
+    /* a negative pad or bos id is "none" (configs write -1), not an error */
+    const char *neg = "{\"model_type\": \"llama\", \"vocab_size\": 100, \"hidden_size\": 64, \"intermediate_size\": 128, "
+                      "\"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"pad_token_id\": -1, \"bos_token_id\": -3}";
+    CHECK(lmc_model_config_parse(neg, strlen(neg), "x/config.json", &c) == LMC_OK && c.pad_id == -1 && c.bos_id == -1);
 }
 
 int main(void) {

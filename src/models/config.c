@@ -80,12 +80,13 @@ static lmc_status get_bool(const parse_ctx *p, const char *name, bool dflt, bool
     return LMC_OK;
 }
 
-/* A token id: an integer in [0, INT32_MAX]. */
-static lmc_status token_id(const cJSON *v, const char *path, const char *what, int32_t *out) {
+/* A token id: an integer in [0, INT32_MAX]; with none_ok a negative one
+ * (configs write -1 for "no pad token") reads as -1, lmc's "none". */
+static lmc_status token_id(const cJSON *v, const char *path, const char *what, bool none_ok, int32_t *out) {
     int64_t id;
-    if (!int_in(v, 0, INT32_MAX, &id))
+    if (!int_in(v, none_ok ? INT32_MIN : 0, INT32_MAX, &id))
         return lmc_set_error(LMC_ERR_FORMAT, "%s: %s must hold token ids (integers from 0 to %d)", path, what, INT32_MAX);
-    *out = (int32_t)id;
+    *out = id < 0 ? -1 : (int32_t)id;
     return LMC_OK;
 }
 
@@ -103,17 +104,17 @@ static lmc_status read_token_ids(const cJSON *obj, const char *path, lmc_model_c
     if (cJSON_IsArray(eos)) {
         const cJSON *e;
         cJSON_ArrayForEach(e, eos) {
-            LMC_CHECK(token_id(e, path, "eos_token_id", &id));
+            LMC_CHECK(token_id(e, path, "eos_token_id", false, &id));
             lmc_model_config_add_eos(c, id);
         }
     } else if (eos && !cJSON_IsNull(eos)) {
-        LMC_CHECK(token_id(eos, path, "eos_token_id", &id));
+        LMC_CHECK(token_id(eos, path, "eos_token_id", false, &id));
         lmc_model_config_add_eos(c, id);
     }
     const cJSON *bos = cJSON_GetObjectItemCaseSensitive(obj, "bos_token_id");
-    if (bos && !cJSON_IsNull(bos)) LMC_CHECK(token_id(bos, path, "bos_token_id", &c->bos_id));
+    if (bos && !cJSON_IsNull(bos)) LMC_CHECK(token_id(bos, path, "bos_token_id", true, &c->bos_id));
     const cJSON *pad = cJSON_GetObjectItemCaseSensitive(obj, "pad_token_id");
-    if (pad && !cJSON_IsNull(pad)) LMC_CHECK(token_id(pad, path, "pad_token_id", &c->pad_id));
+    if (pad && !cJSON_IsNull(pad)) LMC_CHECK(token_id(pad, path, "pad_token_id", true, &c->pad_id));
     return LMC_OK;
 }
 
