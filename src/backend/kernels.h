@@ -76,16 +76,13 @@ typedef struct lmc_kernels {
     /* out[M, N] = x[M, K] @ dequant(W)ᵀ, x and out contiguous 2-d. */
     lmc_status (*quantized_matmul)(lmc_array *out, const lmc_array *x, const lmc_array *wq, const lmc_array *scales,
                                    const lmc_array *biases, int group_size, int bits);
-    /* Optional (NULL: no batches): between these, this thread's quantized_matmul
-     * calls may be deferred to qmm_batch_end and run there together (the
-     * arrays they were given must stay alive until then). */
-    void (*qmm_batch_begin)(void);
-    lmc_status (*qmm_batch_end)(void);
-    /* The same for matmul (float weights): between these, this thread's
-     * matmul calls may run at mm_batch_end; their inputs must stay alive
-     * and their outputs unread until then. */
-    void (*mm_batch_begin)(void);
-    lmc_status (*mm_batch_end)(void);
+    /* Optional (NULL: no batches): between these, this thread's matmul and
+     * quantized_matmul calls may be deferred to batch_end and run there
+     * together (the CPU batches quantised products, CUDA both kinds); the
+     * arrays they were given must stay alive and their outputs unread until
+     * then. */
+    void (*batch_begin)(void);
+    lmc_status (*batch_end)(void);
 } lmc_kernels;
 
 /* The kernel table for a device (NULL with an error when not built). */

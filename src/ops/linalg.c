@@ -23,12 +23,12 @@ static lmc_array *insert_unit_axis(const lmc_array *a, int at) {
 
 void lmc_matmul_batch_begin(const lmc_array *x) {
     const lmc_kernels *k = x ? lmc_kernels_for(lmc_array_device(x)) : NULL;
-    if (k && k->mm_batch_begin && k->mm_batch_end) k->mm_batch_begin();
+    if (k && k->batch_begin && k->batch_end) k->batch_begin();
 }
 
 lmc_status lmc_matmul_batch_end(const lmc_array *x) {
     const lmc_kernels *k = x ? lmc_kernels_for(lmc_array_device(x)) : NULL;
-    return k && k->mm_batch_begin && k->mm_batch_end ? k->mm_batch_end() : LMC_OK;
+    return k && k->batch_begin && k->batch_end ? k->batch_end() : LMC_OK;
 }
 
 lmc_array *lmc_matmul(const lmc_array *a, const lmc_array *b) {

@@ -225,11 +225,11 @@ lmc_status lmc_quantized_matmul_many(const lmc_array *x, int n, const lmc_qmm_we
     const lmc_kernels *k = ok ? c[0].k : NULL;
     for (int i = 1; i < set; i++)
         if (c[i].k != k) k = NULL;
-    bool batch = k && k->qmm_batch_begin && k->qmm_batch_end;
-    if (batch) k->qmm_batch_begin();
+    bool batch = k && k->batch_begin && k->batch_end;
+    if (batch) k->batch_begin();
     for (int i = 0; ok && i < n; i++) ok = qmm_launch(&c[i]) == LMC_OK;
     if (batch) {
-        lmc_status st = k->qmm_batch_end(); /* ends it even after a failed launch */
+        lmc_status st = k->batch_end(); /* ends it even after a failed launch */
         ok = ok && st == LMC_OK;
     }
     for (int i = 0; i < set; i++) { /* c[set-1] may be a failed setup: it holds nothing but views */

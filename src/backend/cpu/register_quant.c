@@ -15,6 +15,6 @@ void lmc_cpu_register_quant(lmc_kernels *k, lmc_cpu_path path) {
     if (path >= LMC_PATH_AVX512) k->quantized_matmul = lmc_quantized_matmul_avx512;
     if (path >= LMC_PATH_AMX) k->quantized_matmul = lmc_quantized_matmul_amx;
     /* the SIMD paths queue their plans in a batch (lmc_qmm_run); the scalar kernel just runs */
-    k->qmm_batch_begin = lmc_qmm_batch_begin;
-    k->qmm_batch_end = lmc_qmm_batch_end;
+    k->batch_begin = lmc_qmm_batch_begin;
+    k->batch_end = lmc_qmm_batch_end;
 }

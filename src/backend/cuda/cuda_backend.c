@@ -155,11 +155,12 @@ static lmc_status k_take_along(lmc_array *out, const lmc_array *a, const lmc_arr
     PROF(P_TAKE_ALONG, check(lmc_cu_take_along(&o, &x, &i, axis), "take_along_axis"));
 }
 
-/* Products queued while a batch is open on this thread (mm_batch_begin):
- * at decode those over one x run as one GEMV launch, anything else one by
- * one, in order, when the batch ends. */
+/* A batch is open on this thread (batch_begin): products are queued. */
+static _Thread_local bool t_batch_open;
+
+/* Float products queued in a batch: at decode those over one x run as one
+ * GEMV launch, anything else one by one, in order, when the batch ends. */
 static _Thread_local struct {
-    bool open;
     int n;
     lmc_cuda_view out[LMC_CUDA_MM_JOBS], a[LMC_CUDA_MM_JOBS], b[LMC_CUDA_MM_JOBS];
 } t_mm;
@@ -181,22 +182,12 @@ static lmc_status mm_flush(void) {
 static lmc_status k_matmul(lmc_array *out, const lmc_array *a, const lmc_array *b) {
     if (!is_float(out->dtype)) return lmc_set_error(LMC_ERR_UNSUPPORTED, "cuda matmul: %s output", lmc_dtype_name(out->dtype));
     lmc_cuda_view o = view(out), x = view(a), y = view(b);
-    if (!t_mm.open) PROF(P_MATMUL, check(lmc_cu_matmul(&o, &x, &y), "matmul"));
+    if (!t_batch_open) PROF(P_MATMUL, check(lmc_cu_matmul(&o, &x, &y), "matmul"));
     if (t_mm.n == LMC_CUDA_MM_JOBS) LMC_CHECK(mm_flush());
     t_mm.out[t_mm.n] = o;
     t_mm.a[t_mm.n] = x;
     t_mm.b[t_mm.n++] = y;
     return LMC_OK;
-}
-
-static void k_mm_batch_begin(void) {
-    t_mm.open = true;
-    t_mm.n = 0;
-}
-
-static lmc_status k_mm_batch_end(void) {
-    t_mm.open = false;
-    return mm_flush();
 }
 
 static lmc_status k_rms_norm(lmc_array *out, const lmc_array *x, const lmc_array *w, float eps, bool one_plus_weight) {
@@ -231,10 +222,9 @@ static lmc_status k_dequantize(lmc_array *out, const lmc_array *wq, const lmc_ar
     PROF(P_DEQUANTIZE, check(lmc_cu_dequantize(&o, &w, &s, &b, group_size, bits), "dequantize"));
 }
 
-/* Products queued while a batch is open on this thread (qmm_batch_begin):
- * those over one x run as one launch at decode. */
+/* Quantised products queued in a batch: those over one x run as one launch
+ * at decode. */
 static _Thread_local struct {
-    bool open;
     int n;
     lmc_cuda_view x;
     lmc_cuda_qmm_job jobs[LMC_CUDA_QMM_JOBS];
@@ -252,7 +242,7 @@ static lmc_status k_quantized_matmul(lmc_array *out, const lmc_array *x, const l
     lmc_cuda_qmm_job j = {.out = view(out), .wq = view(wq), .scales = view(scales), .biases = view(biases),
                           .group_size = group_size, .bits = bits};
     lmc_cuda_view a = view(x);
-    if (!t_qmm.open) PROF(P_QMM, check(lmc_cu_quantized_matmul(&a, 1, &j), "quantized_matmul"));
+    if (!t_batch_open) PROF(P_QMM, check(lmc_cu_quantized_matmul(&a, 1, &j), "quantized_matmul"));
     /* another x, or a full queue: what is queued runs first */
     if (t_qmm.n && (t_qmm.n == LMC_CUDA_QMM_JOBS || memcmp(&t_qmm.x, &a, sizeof a))) LMC_CHECK(qmm_flush());
     t_qmm.x = a;
@@ -260,14 +250,17 @@ static lmc_status k_quantized_matmul(lmc_array *out, const lmc_array *x, const l
     return LMC_OK;
 }
 
-static void k_qmm_batch_begin(void) {
-    t_qmm.open = true;
-    t_qmm.n = 0;
+static void k_batch_begin(void) {
+    t_batch_open = true;
+    t_qmm.n = t_mm.n = 0;
 }
 
-static lmc_status k_qmm_batch_end(void) {
-    t_qmm.open = false;
-    return qmm_flush();
+static lmc_status k_batch_end(void) {
+    t_batch_open = false;
+    lmc_status st = qmm_flush();
+    if (st == LMC_OK) return mm_flush();
+    t_mm.n = 0; /* the batch failed: its outputs are not read */
+    return st;
 }
 
 static const lmc_kernels g_cuda = {
@@ -289,10 +282,8 @@ static const lmc_kernels g_cuda = {
     .sdpa = k_sdpa,
     .dequantize = k_dequantize,
     .quantized_matmul = k_quantized_matmul,
-    .qmm_batch_begin = k_qmm_batch_begin,
-    .qmm_batch_end = k_qmm_batch_end,
-    .mm_batch_begin = k_mm_batch_begin,
-    .mm_batch_end = k_mm_batch_end,
+    .batch_begin = k_batch_begin,
+    .batch_end = k_batch_end,
 };
 
 static pthread_once_t g_prof_once = PTHREAD_ONCE_INIT;

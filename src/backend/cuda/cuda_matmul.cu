@@ -120,14 +120,18 @@ enum { GEMV_ROWS = 8 };
 /* The products of one launch: each job its own W and out, all over the same
  * rows of x (a layer's q, k and v read one x); job j owns blocks [first[j],
  * first[j+1]). NJ is 1 for a lone product, so its launch carries one job. */
+struct gemv_job {
+    float *out;
+    int64_t orow[GEMV_ROWS]; /* element offset of each output row */
+    const void *w;
+    int64_t ldw, N;
+};
+
 template <int NJ> struct gemv_jobs {
     const float *x;
     int64_t xrow[GEMV_ROWS]; /* element offset of each row of x */
     int64_t K;
-    float *out[NJ];
-    int64_t orow[NJ][GEMV_ROWS]; /* element offset of each output row */
-    const void *w[NJ];
-    int64_t ldw[NJ], N[NJ];
+    gemv_job job[NJ];
     unsigned first[NJ + 1];
     int n;
 };
@@ -155,33 +159,18 @@ template <typename T, int R, int NJ> __global__ void gemv_kernel(const gemv_jobs
     constexpr int V = 16 / sizeof(T);
     /* this block's job (the same for the whole block; constant indices keep
      * the arguments in the parameter bank) */
-    int job = 0;
+    gemv_job g = J.job[0];
     unsigned block = blockIdx.x;
 #pragma unroll
     for (int j = 1; j < NJ; j++)
         if (j < J.n && blockIdx.x >= J.first[j]) {
-            job = j;
+            g = J.job[j];
             block = blockIdx.x - J.first[j];
-        }
-    float *out = J.out[0];
-    const T *w = (const T *)J.w[0];
-    int64_t ldw = J.ldw[0], N = J.N[0], orow[R];
-#pragma unroll
-    for (int r = 0; r < R; r++) orow[r] = J.orow[0][r];
-#pragma unroll
-    for (int j = 1; j < NJ; j++)
-        if (j == job) {
-            out = J.out[j];
-            w = (const T *)J.w[j];
-            ldw = J.ldw[j];
-            N = J.N[j];
-#pragma unroll
-            for (int r = 0; r < R; r++) orow[r] = J.orow[j][r];
         }
     int64_t n = (block * (int64_t)blockDim.x + threadIdx.x) / 32;
     int lane = threadIdx.x % 32;
-    if (n >= N) return;
-    const T *row = w + n * ldw;
+    if (n >= g.N) return;
+    const T *row = (const T *)g.w + n * g.ldw;
     float acc[R];
 #pragma unroll
     for (int r = 0; r < R; r++) acc[r] = 0.0f;
@@ -205,13 +194,13 @@ template <typename T, int R, int NJ> __global__ void gemv_kernel(const gemv_jobs
     for (int r = 0; r < R; r++) {
         float v = acc[r];
         for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-        if (lane == 0) out[orow[r] + n] = v;
+        if (lane == 0) g.out[g.orow[r] + n] = v;
     }
 }
 
 template <typename T, int NJ> int launch_gemv(int R, gemv_jobs<NJ> &J) {
     J.first[0] = 0;
-    for (int j = 0; j < J.n; j++) J.first[j + 1] = J.first[j] + (unsigned)((J.N[j] * 32 + 255) / 256);
+    for (int j = 0; j < J.n; j++) J.first[j + 1] = J.first[j] + (unsigned)((J.job[j].N * 32 + 255) / 256);
     unsigned blocks = J.first[J.n];
     cudaStream_t st = lmc_cuda_stream();
     switch (R) {
@@ -259,15 +248,23 @@ template <int NJ> int gemv_plan(const lmc_cuda_view *out, const lmc_cuda_view *a
         }
         if (xo % 4) return -1; /* x rows 16-byte aligned */
         J.xrow[r] = xo;
-        J.orow[j][r] = oo;
+        J.job[j].orow[r] = oo;
     }
     J.x = (const float *)a->ptr;
     J.K = K;
-    J.out[j] = (float *)out->ptr;
-    J.w[j] = b->ptr;
-    J.ldw[j] = ldw;
-    J.N[j] = N;
+    J.job[j].out = (float *)out->ptr;
+    J.job[j].w = b->ptr;
+    J.job[j].ldw = ldw;
+    J.job[j].N = N;
     return (int)R;
+}
+
+/* The GEMV for one product, or -1 when it does not apply. */
+int try_gemv(const lmc_cuda_view *out, const lmc_cuda_view *a, const lmc_cuda_view *b) {
+    gemv_jobs<1> J;
+    J.n = 1;
+    int R = gemv_plan(out, a, b, J, 0);
+    return R < 0 ? -1 : launch_gemv_dt(b->dtype, R, J);
 }
 
 } // namespace
@@ -294,17 +291,6 @@ extern "C" int lmc_cu_matmul_gemv_many(int n, const lmc_cuda_view *out, const lm
     return launch_gemv_dt(b[0].dtype, R, J);
 }
 
-namespace {
-
-/* The GEMV for one product, or -1 when it does not apply. */
-int try_gemv(const lmc_cuda_view *out, const lmc_cuda_view *a, const lmc_cuda_view *b) {
-    gemv_jobs<1> J;
-    J.n = 1;
-    int R = gemv_plan(out, a, b, J, 0);
-    return R < 0 ? -1 : launch_gemv_dt(b->dtype, R, J);
-}
-
-} // namespace
 
 extern "C" int lmc_cu_matmul(const lmc_cuda_view *out, const lmc_cuda_view *a_in, const lmc_cuda_view *b_in) {
     cublasHandle_t h = lmc_cuda_cublas();
@@ -313,10 +299,8 @@ extern "C" int lmc_cu_matmul(const lmc_cuda_view *out, const lmc_cuda_view *a_in
     int64_t M = out->shape[nd - 2], N = out->shape[nd - 1], K = a_in->shape[nd - 1];
     int64_t total = size_of(out);
     if (!total) return 0;
-    {
-        int g = try_gemv(out, a_in, b_in);
-        if (g >= 0) return g;
-    }
+    int g = try_gemv(out, a_in, b_in);
+    if (g >= 0) return g;
     cudaStream_t st = lmc_cuda_stream();
 
     /* The dtypes the operands go to cuBLAS in. */

@@ -448,8 +448,8 @@ extern "C" int lmc_cu_quantized_matmul(const lmc_cuda_view *x, int n, const lmc_
         a[i].M = M;
     }
     if (M == 0) return 0;
-    /* the decode kernels' jobs: those with outputs and weights to read */
-    qmm_args run[LMC_CUDA_QMM_JOBS];
+    /* the decode kernels' jobs (those with outputs and weights to read)
+     * move to the front of a */
     int nrun = 0;
     for (int i = 0; i < n; i++) {
         if (a[i].N == 0) continue;
@@ -463,9 +463,9 @@ extern "C" int lmc_cu_quantized_matmul(const lmc_cuda_view *x, int n, const lmc_
             if (e) return e;
             continue;
         }
-        run[nrun++] = a[i];
+        a[nrun++] = a[i];
     }
-    return nrun ? qmv_run(run, nrun, M) : 0;
+    return nrun ? qmv_run(a, nrun, M) : 0;
 }
 
 /* --- dequantize -------------------------------------------------------------------- */
