@@ -11,6 +11,8 @@
 #include <string.h>
 
 #include "lmc/model.h"
+#include "backend/kernels.h"
+#include "ops/fusion.h"
 #include "ops/linalg_internal.h"
 #include "ops/quant_internal.h"
 #include "model_fixture.h"
@@ -233,6 +235,112 @@ static void test_norms_rope(void) {
         same(q1, q2, 1e-5, 1e-5, "rope positions");
         lmc_array *arr[] = {x, gx, r1, r2, P, q1, q2};
         for (size_t i = 0; i < sizeof arr / sizeof *arr; i++) lmc_array_free(arr[i]);
+    }
+}
+
+/* Two results on the GPU: the second compared with the first brought to the host. */
+static bool same_on_gpu(const lmc_array *want, const lmc_array *got, double atol, double rtol, const char *what) {
+    lmc_array *host = want ? lmc_array_to(want, LMC_CPU) : NULL;
+    bool ok = same(host, got, atol, rtol, what);
+    lmc_array_free(host);
+    return ok;
+}
+
+/* The fused sequences (ops/fusion.h) are one launch here: bit for bit what
+ * their parts give on the GPU, and close to the CPU's parts. */
+static void test_fused(void) {
+    const lmc_kernels *kt = lmc_kernels_for(LMC_CUDA);
+    CHECK(kt && kt->add_rms_norm && kt->rope_qk && kt->gated_act && kt->copy_many);
+    static const int64_t Ds[] = {96, 1152, 5000};
+    for (int di = 0; di < 3; di++)
+        for (int variant = 0; variant < 3; variant++) { /* weight, one_plus weight, none */
+            int64_t s[3] = {2, 7, Ds[di]}, sw = Ds[di];
+            lmc_array *a = rnd_array(LMC_F32, 3, s, 0, -3, 3), *b = rnd_array(LMC_F32, 3, s, VIEW_TRANSPOSED, -3, 3);
+            lmc_array *w = variant < 2 ? rnd_array(LMC_BF16, 1, &sw, 0, -1, 1) : NULL;
+            lmc_array *ga = dev(a), *gb = dev(b), *gw = w ? dev(w) : NULL;
+            bool onep = variant == 1;
+            lmc_array *gsum = NULL, *gout = lmc_add_rms_norm(ga, gb, gw, 1e-6f, onep, &gsum);
+            lmc_array *psum = lmc_add(ga, gb), *pout = lmc_rms_norm(psum, gw, 1e-6f, onep);
+            lmc_array *csum = lmc_add(a, b), *cout = lmc_rms_norm(csum, w, 1e-6f, onep);
+            char what[96];
+            snprintf(what, sizeof what, "add_rms_norm D=%lld variant %d", (long long)Ds[di], variant);
+            same_on_gpu(psum, gsum, 0, 0, what);
+            same_on_gpu(pout, gout, 0, 0, what);
+            same(csum, gsum, 0, 0, what);
+            same(cout, gout, 1e-6, 1e-5, what);
+            lmc_array *arr[] = {a, b, w, ga, gb, gw, gsum, gout, psum, pout, csum, cout};
+            for (size_t i = 0; i < sizeof arr / sizeof *arr; i++) lmc_array_free(arr[i]);
+        }
+    for (int variant = 0; variant < 4; variant++) { /* norm x positions [T] / [B, T] / offset, traditional, D */
+        bool norm = variant != 1, trad = variant == 2;
+        int64_t D = variant == 3 ? 256 : 64;
+        int64_t sq[4] = {2, 5, 4, D}, sk[4] = {2, 5, 2, D}, sw = D;
+        /* [B, T, H, D] buffers seen as [B, H, T, D], as after the projections */
+        lmc_array *rq = rnd_array(LMC_F32, 4, sq, 0, -2, 2), *rk = rnd_array(LMC_F32, 4, sk, 0, -2, 2);
+        lmc_array *q = lmc_swapaxes(rq, 1, 2), *k = lmc_swapaxes(rk, 1, 2);
+        lmc_array *wq = rnd_array(LMC_BF16, 1, &sw, 0, -1, 1), *wk = rnd_array(LMC_F32, 1, &sw, 0, -1, 1);
+        lmc_array *gq = dev(q), *gk = dev(k), *gwq = dev(wq), *gwk = dev(wk);
+        int32_t pv[10];
+        for (int i = 0; i < 10; i++) pv[i] = (i * 37) % 400;
+        int64_t ps[2] = {2, 5};
+        lmc_array *P = variant == 2 ? lmc_array_from_data(pv, LMC_I32, 1, ps + 1) : lmc_array_from_data(pv, LMC_I32, 2, ps);
+        lmc_array *gP = dev(P);
+        lmc_rope_params rp = lmc_rope_params_default(variant == 0 ? 48 : (int)D, 10000.0f);
+        rp.traditional = trad;
+        rp.scale = variant == 1 ? 0.5f : 1.0f;
+        lmc_array *invh = lmc_array_new(LMC_F32, 1, (int64_t[]){rp.dims / 2}, LMC_CPU);
+        float *fv = lmc_array_data(invh);
+        for (int i = 0; i < rp.dims / 2; i++) fv[i] = 1.0f / powf(10000.0f, (float)(2 * i) / (float)rp.dims);
+        lmc_array *ginv = dev(invh);
+        rp.inv_freqs = ginv;
+        lmc_array *fq = NULL, *fk = NULL;
+        CHECKF(lmc_rope_qk(gq, gk, norm, gwq, gwk, 1e-6f, variant == 3, &rp, gP, 0, &fq, &fk) == LMC_OK, "%s",
+               lmc_last_error());
+        lmc_array *nq = norm ? lmc_rms_norm(gq, gwq, 1e-6f, variant == 3) : lmc_array_retain(gq);
+        lmc_array *nk = norm ? lmc_rms_norm(gk, gwk, 1e-6f, variant == 3) : lmc_array_retain(gk);
+        lmc_array *pq = lmc_rope_positions(nq, &rp, gP), *pk = lmc_rope_positions(nk, &rp, gP);
+        rp.inv_freqs = invh;
+        lmc_array *cq0 = norm ? lmc_rms_norm(q, wq, 1e-6f, variant == 3) : lmc_array_retain(q);
+        lmc_array *ck0 = norm ? lmc_rms_norm(k, wk, 1e-6f, variant == 3) : lmc_array_retain(k);
+        lmc_array *cq = lmc_rope_positions(cq0, &rp, P), *ck = lmc_rope_positions(ck0, &rp, P);
+        char what[64];
+        snprintf(what, sizeof what, "rope_qk variant %d", variant);
+        same_on_gpu(pq, fq, 0, 0, what);
+        same_on_gpu(pk, fk, 0, 0, what);
+        same(cq, fq, 1e-5, 1e-5, what);
+        same(ck, fk, 1e-5, 1e-5, what);
+        lmc_array *arr[] = {rq, rk, q, k, wq, wk, gq, gk, gwq, gwk, P, gP, invh, ginv, fq, fk, nq, nk, pq, pk,
+                            cq0, ck0, cq, ck};
+        for (size_t i = 0; i < sizeof arr / sizeof *arr; i++) lmc_array_free(arr[i]);
+    }
+    for (int cache_bf16 = 0; cache_bf16 < 2; cache_bf16++) { /* a layer's keys and values into its cache */
+        int64_t sd[4] = {2, 3, 40, 64}, ss[4] = {2, 3, 5, 64}, sv[4] = {2, 5, 3, 64}, at[4] = {0, 0, 31, 0};
+        lmc_dtype cdt = cache_bf16 ? LMC_BF16 : LMC_F32;
+        lmc_array *ck = lmc_zeros(cdt, 4, sd), *cv = lmc_zeros(cdt, 4, sd);
+        lmc_array *k = rnd_array(LMC_F32, 4, ss, 0, -2, 2), *rv = rnd_array(LMC_F32, 4, sv, 0, -2, 2);
+        lmc_array *v = lmc_swapaxes(rv, 1, 2);
+        lmc_array *gk = dev(ck), *gv = dev(cv), *gsk = dev(k), *gsv0 = dev(rv), *gsv = lmc_swapaxes(gsv0, 1, 2);
+        lmc_array *hd[2] = {ck, cv}, *gd[2] = {gk, gv};
+        const lmc_array *hs[2] = {k, v}, *gs[2] = {gsk, gsv};
+        CHECK(lmc_write_slices(2, hd, at, hs) == LMC_OK);
+        CHECKF(lmc_write_slices(2, gd, at, gs) == LMC_OK, "%s", lmc_last_error());
+        same(ck, gk, 0, 0, "write_slices: keys");
+        same(cv, gv, 0, 0, "write_slices: values");
+        lmc_array *arr[] = {ck, cv, k, rv, v, gk, gv, gsk, gsv0, gsv};
+        for (size_t i = 0; i < sizeof arr / sizeof *arr; i++) lmc_array_free(arr[i]);
+    }
+    lmc_unary_op acts[3] = {LMC_UNARY_SILU, LMC_UNARY_GELU, LMC_UNARY_GELU_TANH};
+    lmc_array *(*parts[3])(const lmc_array *) = {lmc_silu, lmc_gelu, lmc_gelu_tanh};
+    for (int i = 0; i < 3; i++) {
+        int64_t s[2] = {3, 333};
+        lmc_array *g = rnd_array(LMC_F32, 2, s, 0, -6, 6), *u = rnd_array(LMC_F32, 2, s, VIEW_TRANSPOSED, -2, 2);
+        lmc_array *gg = dev(g), *gu = dev(u);
+        lmc_array *f = lmc_gated_act(acts[i], gg, gu), *pa = parts[i](gg), *p = lmc_mul(pa, gu);
+        lmc_array *ca = parts[i](g), *c = lmc_mul(ca, u);
+        same_on_gpu(p, f, 0, 0, "gated_act");
+        same(c, f, 1e-6, 1e-5, "gated_act");
+        lmc_array *arr[] = {g, u, gg, gu, f, pa, p, ca, c};
+        for (size_t j = 0; j < sizeof arr / sizeof *arr; j++) lmc_array_free(arr[j]);
     }
 }
 
@@ -519,6 +627,7 @@ int main(void) {
     RUN(test_take);
     RUN(test_matmul);
     RUN(test_norms_rope);
+    RUN(test_fused);
     RUN(test_sdpa);
     RUN(test_quant);
     RUN(test_quant_many);

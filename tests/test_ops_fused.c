@@ -10,6 +10,8 @@
 #include "core/array.h"
 #include "core/scratch.h"
 #include "lmc/ops.h"
+#include "lmc/train.h"
+#include "ops/fusion.h"
 #include "test_util.h"
 
 static uint64_t g_rng = 0x2545f4914f6cdd1dull;
@@ -533,6 +535,170 @@ static void test_sdpa_no_scratch(void) {
     }
 }
 
+/* --- fused sequences (ops/fusion.h): on the CPU, their parts ------------------- */
+
+/* Bit for bit the same f32 values. */
+static void same_bits(const lmc_array *got, const lmc_array *want, const char *what) {
+    CHECKF(got && want, "%s: %s", what, lmc_last_error());
+    if (!got || !want) return;
+    CHECKF(got->ndim == want->ndim && got->size == want->size, "%s: shapes differ", what);
+    if (got->size != want->size) return;
+    for (int d = 0; d < got->ndim; d++) CHECKF(got->shape[d] == want->shape[d], "%s: axis %d differs", what, d);
+    float *g = read_f32(got), *w = read_f32(want);
+    CHECKF(!memcmp(g, w, (size_t)got->size * sizeof(float)), "%s: values differ", what);
+    free(g);
+    free(w);
+}
+
+static void test_fusion_add_rms_norm(void) {
+    int64_t s[3] = {3, 5, 64}, sw[1] = {64}, bad[3] = {3, 5, 63};
+    lmc_array *a = rnd(LMC_F32, 3, s), *b = rnd(LMC_F32, 3, s), *w = rnd(LMC_BF16, 1, sw), *c = rnd(LMC_F32, 3, bad);
+    for (int onep = 0; onep < 2; onep++) {
+        lmc_array *sum = NULL, *out = lmc_add_rms_norm(a, b, w, 1e-6f, onep, &sum);
+        lmc_array *want_sum = lmc_add(a, b), *want = lmc_rms_norm(want_sum, w, 1e-6f, onep);
+        same_bits(sum, want_sum, "add_rms_norm: sum");
+        same_bits(out, want, "add_rms_norm: out");
+        lmc_array *arr[] = {sum, out, want_sum, want};
+        for (int i = 0; i < 4; i++) lmc_array_free(arr[i]);
+    }
+    /* the parts' errors, nothing returned */
+    lmc_array *sum = (lmc_array *)a;
+    CHECK(lmc_add_rms_norm(a, c, w, 1e-6f, false, &sum) == NULL && sum == NULL && lmc_last_status() == LMC_ERR_SHAPE);
+    CHECK(lmc_add_rms_norm(c, c, w, 1e-6f, false, &sum) == NULL && sum == NULL && lmc_last_status() == LMC_ERR_SHAPE);
+    CHECKF(strstr(lmc_last_error(), "rms_norm"), "%s", lmc_last_error());
+    CHECK(lmc_add_rms_norm(a, NULL, w, 1e-6f, false, &sum) == NULL && sum == NULL);
+    lmc_clear_error();
+    lmc_array *arr[] = {a, b, w, c};
+    for (int i = 0; i < 4; i++) lmc_array_free(arr[i]);
+}
+
+static void test_fusion_rope_qk(void) {
+    /* q, k as [B, H, T, D] views of [B, T, H, D] buffers, as after the projections */
+    int64_t sq[4] = {2, 3, 4, 32}, sk[4] = {2, 3, 2, 32}, sw[1] = {32}, sp[2] = {2, 3};
+    lmc_array *rq = rnd(LMC_F32, 4, sq), *rk = rnd(LMC_F32, 4, sk);
+    lmc_array *q = lmc_swapaxes(rq, 1, 2), *k = lmc_swapaxes(rk, 1, 2);
+    lmc_array *wq = rnd(LMC_BF16, 1, sw), *wk = rnd(LMC_F32, 1, sw);
+    lmc_array *pos = lmc_array_new(LMC_I32, 2, sp, LMC_CPU);
+    int32_t *pv = lmc_array_ptr(pos);
+    for (int i = 0; i < 6; i++) pv[i] = (i * 13) % 50;
+    lmc_rope_params rp = lmc_rope_params_default(24, 10000.0f); /* 8 features copied */
+    for (int norm = 0; norm < 2; norm++)
+        for (int use_pos = 0; use_pos < 2; use_pos++) {
+            lmc_array *qo = NULL, *ko = NULL;
+            const lmc_array *P = use_pos ? pos : NULL;
+            CHECKF(lmc_rope_qk(q, k, norm, wq, wk, 1e-6f, true, &rp, P, 9, &qo, &ko) == LMC_OK, "%s", lmc_last_error());
+            lmc_array *nq = norm ? lmc_rms_norm(q, wq, 1e-6f, true) : lmc_array_retain(q);
+            lmc_array *nk = norm ? lmc_rms_norm(k, wk, 1e-6f, true) : lmc_array_retain(k);
+            lmc_array *eq = P ? lmc_rope_positions(nq, &rp, P) : lmc_rope(nq, &rp, 9);
+            lmc_array *ek = P ? lmc_rope_positions(nk, &rp, P) : lmc_rope(nk, &rp, 9);
+            char what[64];
+            snprintf(what, sizeof what, "rope_qk norm %d positions %d: q", norm, use_pos);
+            same_bits(qo, eq, what);
+            what[strlen(what) - 1] = 'k';
+            same_bits(ko, ek, what);
+            lmc_array *arr[] = {qo, ko, nq, nk, eq, ek};
+            for (int i = 0; i < 6; i++) lmc_array_free(arr[i]);
+        }
+    /* errors come from the parts; the outputs are NULL */
+    lmc_array *qo = (lmc_array *)q, *ko = (lmc_array *)k;
+    rp.dims = 40;
+    CHECK(lmc_rope_qk(q, k, true, wq, wk, 1e-6f, false, &rp, NULL, 0, &qo, &ko) == LMC_ERR_INVALID_ARGUMENT);
+    CHECK(qo == NULL && ko == NULL);
+    rp.dims = 24;
+    CHECK(lmc_rope_qk(q, k, true, wq, pos, 1e-6f, false, &rp, NULL, 0, &qo, &ko) == LMC_ERR_SHAPE && !qo && !ko);
+    /* outputs may be the inputs' own variables */
+    lmc_array *q2 = lmc_array_retain(q), *k2 = lmc_array_retain(k), *q_in = q2, *k_in = k2;
+    CHECK(lmc_rope_qk(q2, k2, false, NULL, NULL, 0.0f, false, &rp, NULL, 3, &q2, &k2) == LMC_OK);
+    lmc_array *eq = lmc_rope(q_in, &rp, 3), *ek = lmc_rope(k_in, &rp, 3);
+    same_bits(q2, eq, "rope_qk into its inputs' variables: q");
+    same_bits(k2, ek, "rope_qk into its inputs' variables: k");
+    lmc_array *arr[] = {rq, rk, q, k, wq, wk, pos, q2, k2, q_in, k_in, eq, ek};
+    for (int i = 0; i < 13; i++) lmc_array_free(arr[i]);
+}
+
+static void test_fusion_gated_act(void) {
+    int64_t s[2] = {7, 96}, s2[2] = {7, 95};
+    lmc_array *g = rnd(LMC_F32, 2, s), *u = rnd(LMC_F32, 2, s), *v = rnd(LMC_F32, 2, s2);
+    lmc_unary_op acts[3] = {LMC_UNARY_SILU, LMC_UNARY_GELU, LMC_UNARY_GELU_TANH};
+    lmc_array *(*parts[3])(const lmc_array *) = {lmc_silu, lmc_gelu, lmc_gelu_tanh};
+    for (int i = 0; i < 3; i++) {
+        lmc_array *got = lmc_gated_act(acts[i], g, u), *a = parts[i](g), *want = lmc_mul(a, u);
+        same_bits(got, want, "gated_act");
+        lmc_array *arr[] = {got, a, want};
+        for (int j = 0; j < 3; j++) lmc_array_free(arr[j]);
+    }
+    CHECK(lmc_gated_act(LMC_UNARY_EXP, g, u) == NULL && lmc_last_status() == LMC_ERR_INVALID_ARGUMENT);
+    CHECKF(strstr(lmc_last_error(), "silu"), "%s", lmc_last_error());
+    CHECK(lmc_gated_act(LMC_UNARY_SILU, g, v) == NULL && lmc_last_status() == LMC_ERR_SHAPE);
+    CHECK(lmc_gated_act(LMC_UNARY_SILU, NULL, u) == NULL && lmc_last_status() != LMC_OK);
+    lmc_clear_error();
+    lmc_array *arr[] = {g, u, v};
+    for (int i = 0; i < 3; i++) lmc_array_free(arr[i]);
+}
+
+static void test_fusion_write_slices(void) {
+    int64_t sd[4] = {2, 3, 10, 8}, ss[4] = {2, 3, 2, 8}, sv[4] = {2, 2, 3, 8}, bad[4] = {2, 3, 9, 8};
+    lmc_array *dk = lmc_zeros(LMC_F32, 4, sd), *dv = lmc_zeros(LMC_BF16, 4, sd), *ek = lmc_zeros(LMC_F32, 4, sd),
+              *ev = lmc_zeros(LMC_BF16, 4, sd);
+    lmc_array *k = rnd(LMC_F32, 4, ss), *rv = rnd(LMC_F32, 4, sv), *v = lmc_swapaxes(rv, 1, 2), *big = rnd(LMC_F32, 4, bad);
+    int64_t at[4] = {0, 0, 7, 0};
+    lmc_array *dst[2] = {dk, dv};
+    const lmc_array *src[2] = {k, v};
+    CHECKF(lmc_write_slices(2, dst, at, src) == LMC_OK, "%s", lmc_last_error());
+    CHECK(lmc_write_slice(ek, at, k) == LMC_OK && lmc_write_slice(ev, at, v) == LMC_OK);
+    same_bits(dk, ek, "write_slices: keys");
+    same_bits(dv, ev, "write_slices: values (to bf16)");
+    CHECK(lmc_write_slices(0, dst, at, src) == LMC_ERR_INVALID_ARGUMENT);
+    CHECK(lmc_write_slices(LMC_COPY_MANY_MAX + 1, dst, at, src) == LMC_ERR_INVALID_ARGUMENT);
+    at[2] = 9; /* does not fit: named, nothing written */
+    CHECK(lmc_write_slices(2, dst, at, src) == LMC_ERR_SHAPE);
+    CHECKF(strstr(lmc_last_error(), "write_slice") && strstr(lmc_last_error(), "does not fit"), "%s", lmc_last_error());
+    same_bits(dk, ek, "write_slices: nothing written on error");
+    const lmc_array *src_bad[2] = {k, big};
+    at[2] = 2; /* the first fits, the second does not: neither is written */
+    CHECK(lmc_write_slices(2, dst, at, src_bad) == LMC_ERR_SHAPE);
+    same_bits(dk, ek, "write_slices: the first not written when the second fails");
+    lmc_array *arr[] = {dk, dv, ek, ev, k, rv, v, big};
+    for (int i = 0; i < 8; i++) lmc_array_free(arr[i]);
+}
+
+/* Under a tape the fused sequences are their parts: gradients reach every input. */
+static lmc_array *fused_loss(void *ctx, int n, lmc_array *const *in) {
+    (void)n;
+    const lmc_array *w = ctx;
+    lmc_array *sum = NULL, *x = lmc_add_rms_norm(in[0], in[1], w, 1e-6f, false, &sum);
+    lmc_array *y = lmc_gated_act(LMC_UNARY_SILU, x, sum);
+    lmc_array *l = lmc_sum(y, LMC_ALL_AXES, false);
+    lmc_array_free(sum);
+    lmc_array_free(x);
+    lmc_array_free(y);
+    return l;
+}
+
+static lmc_array *parts_loss(void *ctx, int n, lmc_array *const *in) {
+    (void)n;
+    const lmc_array *w = ctx;
+    lmc_array *sum = lmc_add(in[0], in[1]), *x = lmc_rms_norm(sum, w, 1e-6f, false), *s = lmc_silu(x);
+    lmc_array *y = lmc_mul(s, sum);
+    lmc_array *l = lmc_sum(y, LMC_ALL_AXES, false);
+    lmc_array *arr[] = {sum, x, s, y};
+    for (int i = 0; i < 4; i++) lmc_array_free(arr[i]);
+    return l;
+}
+
+static void test_fusion_grad(void) {
+    int64_t s[2] = {3, 16}, sw[1] = {16};
+    lmc_array *a = rnd(LMC_F32, 2, s), *b = rnd(LMC_F32, 2, s), *w = rnd(LMC_F32, 1, sw);
+    lmc_array *in[2] = {a, b}, *v1 = NULL, *v2 = NULL, *g1[2] = {0}, *g2[2] = {0};
+    CHECKF(lmc_value_and_grad(fused_loss, w, 2, in, &v1, g1) == LMC_OK, "%s", lmc_last_error());
+    CHECKF(lmc_value_and_grad(parts_loss, w, 2, in, &v2, g2) == LMC_OK, "%s", lmc_last_error());
+    same_bits(v1, v2, "fused loss");
+    same_bits(g1[0], g2[0], "fused grad a");
+    same_bits(g1[1], g2[1], "fused grad b");
+    lmc_array *arr[] = {a, b, w, v1, v2, g1[0], g1[1], g2[0], g2[1]};
+    for (int i = 0; i < 9; i++) lmc_array_free(arr[i]);
+}
+
 int main(void) {
     RUN(test_norm_hand);
     RUN(test_rope_hand);
@@ -543,6 +709,11 @@ int main(void) {
     RUN(test_rope_random);
     RUN(test_sdpa_random);
     RUN(test_sdpa_no_scratch);
+    RUN(test_fusion_add_rms_norm);
+    RUN(test_fusion_rope_qk);
+    RUN(test_fusion_gated_act);
+    RUN(test_fusion_write_slices);
+    RUN(test_fusion_grad);
     CHECK(lmc_live_arrays() == 0);
     return TEST_REPORT();
 }

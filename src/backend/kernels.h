@@ -83,7 +83,26 @@ typedef struct lmc_kernels {
      * then. */
     void (*batch_begin)(void);
     lmc_status (*batch_end)(void);
+    /* Optional fused sequences (NULL: src/ops/fusion.c runs the parts), for
+     * devices that pay per launch; each gives bit for bit what its parts
+     * give on that device. Arrays are f32 with equal shapes. */
+    /* sum = a + b, out = rms_norm(sum, w). */
+    lmc_status (*add_rms_norm)(lmc_array *out, lmc_array *sum, const lmc_array *a, const lmc_array *b,
+                               const lmc_array *w, float eps, bool one_plus_weight);
+    /* x[i] [B, H_i, T, D] (D <= LMC_ROPE_QK_MAX_D), i = 0, 1: out[i] =
+     * rope(norm ? rms_norm(x[i], w[i]) : x[i]); inv_freqs and positions as
+     * for rope. */
+    lmc_status (*rope_qk)(lmc_array *const out[2], const lmc_array *const x[2], bool norm, const lmc_array *const w[2],
+                          float eps, bool one_plus_weight, const lmc_rope_params *p, const lmc_array *inv_freqs,
+                          const lmc_array *positions);
+    /* out = act(gate) * up; act is silu, gelu or gelu_tanh. */
+    lmc_status (*gated_act)(lmc_unary_op act, lmc_array *out, const lmc_array *gate, const lmc_array *up);
+    /* copy(out[i], in[i]) for i < n <= LMC_COPY_MANY_MAX, shapes and dtypes
+     * as copy takes them. */
+    lmc_status (*copy_many)(int n, lmc_array *const *out, const lmc_array *const *in);
 } lmc_kernels;
+
+enum { LMC_ROPE_QK_MAX_D = 1024, LMC_COPY_MANY_MAX = 4 };
 
 /* The kernel table for a device (NULL with an error when not built). */
 const lmc_kernels *lmc_kernels_for(lmc_device dev);

@@ -16,6 +16,7 @@
 
 #include "lmc/ops.h"
 #include "lmc/train.h"
+#include "ops/fusion.h"
 #include "ops/quant_internal.h"
 
 /* --- weight resolution ------------------------------------------------------ */
@@ -295,13 +296,14 @@ static lmc_array *embed(const lmc_linear *e, const lmc_array *ids) {
     return f;
 }
 
-static lmc_array *activation(const lmc_model_config *c, const lmc_array *x) {
+/* The feed-forward's activation as the unary op the gated kernel takes. */
+static lmc_unary_op activation_op(const lmc_model_config *c) {
     switch (c->activation) {
-    case LMC_ACT_SILU: return lmc_silu(x);
-    case LMC_ACT_GELU_TANH: return lmc_gelu_tanh(x);
-    case LMC_ACT_GELU: return lmc_gelu(x);
+    case LMC_ACT_SILU: return LMC_UNARY_SILU;
+    case LMC_ACT_GELU_TANH: return LMC_UNARY_GELU_TANH;
+    case LMC_ACT_GELU: return LMC_UNARY_GELU;
     }
-    return NULL;
+    return LMC_UNARY_COUNT; /* refused by lmc_gated_act */
 }
 
 /* [B, T, H*D] -> [B, H, T, D] (a view). */
@@ -324,20 +326,17 @@ lmc_linear *lmc_dec_module(const lmc_decoder *d, int64_t li, int module) {
     return module >= 0 && module < LMC_DEC_NUM_MODULES ? m[module] : NULL;
 }
 
-/* One decoder layer: h [B, T, H] -> new h. Runs in the caller's scope.
- * cache NULL: a training pass (k, v used as they are, positions from 0). */
-/* The attention half of a layer: h [B, T, H] -> h + attention. */
-static lmc_array *attention_forward(const lmc_decoder *d, int li, lmc_kv_cache *cache, lmc_array *h,
+/* The attention half of a layer: x = the normed h [B, T, H] -> what it adds
+ * to h. cache NULL: a training pass (k, v used as they are, positions from 0). */
+static lmc_array *attention_forward(const lmc_decoder *d, int li, lmc_kv_cache *cache, lmc_array *x,
                                     const lmc_forward_args *args) {
     const lmc_model_config *c = &d->cfg;
     const lmc_dec_layer *l = &d->layers[li];
     const lmc_linear_run *run = args ? args->lora_run : NULL;
     float eps = c->rms_norm_eps;
     bool onep = c->norm_one_plus;
-    int64_t B = h->shape[0], T = h->shape[1];
+    int64_t B = x->shape[0], T = x->shape[1];
 
-    /* Attention. */
-    lmc_array *x = lmc_rms_norm(h, l->input_norm, eps, onep);
     /* q, k and v read the same x: one batch (one parallel region at decode) */
     lmc_linear *proj[3] = {l->q, l->k, l->v};
     lmc_array *qkv[3];
@@ -345,20 +344,12 @@ static lmc_array *attention_forward(const lmc_decoder *d, int li, lmc_kv_cache *
     lmc_array *q = split_heads(qkv[0], c->num_heads, c->head_dim);
     lmc_array *k = split_heads(qkv[1], c->num_kv_heads, c->head_dim);
     lmc_array *v = split_heads(qkv[2], c->num_kv_heads, c->head_dim);
-    if (c->qk_norm) {
-        q = lmc_rms_norm(q, l->q_norm, eps, onep);
-        k = lmc_rms_norm(k, l->k_norm, eps, onep);
-    }
     lmc_rope_params rp = lmc_rope_params_default((int)c->head_dim, l->sliding ? c->rope_local.theta : c->rope_global.theta);
     rp.inv_freqs = l->sliding ? d->inv_freq_local : d->inv_freq_global;
-    if (args && args->positions) {
-        q = lmc_rope_positions(q, &rp, args->positions);
-        k = lmc_rope_positions(k, &rp, args->positions);
-    } else {
-        q = lmc_rope(q, &rp, cache ? cache->pos : 0);
-        k = lmc_rope(k, &rp, cache ? cache->pos : 0);
-    }
-    if (!q || !k || !v) return NULL;
+    /* q and k normed (Qwen 3, Gemma 3) and rotated: one launch on a GPU */
+    if (lmc_rope_qk(q, k, c->qk_norm, l->q_norm, l->k_norm, eps, onep, &rp, args ? args->positions : NULL,
+                    cache ? cache->pos : 0, &q, &k) != LMC_OK || !v)
+        return NULL;
     /* Retained: the layer scope drops its reference, the caller keeps this one. */
     if (args && args->inspect_q) args->inspect_q[li] = lmc_array_retain(q);
     if (args && args->inspect_k) args->inspect_k[li] = lmc_array_retain(k);
@@ -378,50 +369,76 @@ static lmc_array *attention_forward(const lmc_decoder *d, int li, lmc_kv_cache *
     int64_t ms[3] = {B, T, c->num_heads * c->head_dim};
     lmc_array *o = lmc_linear_forward_run(l->o, lmc_reshape(merged, 3, ms), run);
     if (c->sandwich_norms) o = lmc_rms_norm(o, l->post_attn_norm, eps, onep);
-    return lmc_add(h, o);
+    return o;
 }
 
-/* The feed-forward half. The [B, T, intermediate] arrays are the largest of
- * a prefill chunk: each is released as soon as it is used (the tape keeps
- * its own references while differentiating). */
-static lmc_array *ffn_forward(const lmc_decoder *d, int li, lmc_array *h, const lmc_forward_args *args) {
+/* The feed-forward half: x = the normed h -> what it adds to h. The
+ * [B, T, intermediate] arrays are the largest of a prefill chunk: each is
+ * released as soon as it is used (the tape keeps its own references while
+ * differentiating). */
+static lmc_array *ffn_forward(const lmc_decoder *d, int li, lmc_array *x, const lmc_forward_args *args) {
     const lmc_model_config *c = &d->cfg;
     const lmc_dec_layer *l = &d->layers[li];
     const lmc_linear_run *run = args ? args->lora_run : NULL;
-    float eps = c->rms_norm_eps;
-    bool onep = c->norm_one_plus;
-    lmc_array *x = lmc_rms_norm(h, c->sandwich_norms ? l->pre_ff_norm : l->post_attn_norm, eps, onep);
     /* gate and up read the same x: one batch */
     lmc_linear *proj[2] = {l->gate, l->up};
     lmc_array *gate_up[2];
     lmc_linear_forward_many(2, proj, x, run, gate_up);
     lmc_array_free(x);
-    lmc_array *pre = gate_up[0], *u = gate_up[1];
-    lmc_array *g = activation(c, pre);
-    lmc_array_free(pre);
-    lmc_array *gu = lmc_mul(g, u);
-    lmc_array_free(g);
-    lmc_array_free(u);
+    lmc_array *gu = lmc_gated_act(activation_op(c), gate_up[0], gate_up[1]);
+    lmc_array_free(gate_up[0]);
+    lmc_array_free(gate_up[1]);
     lmc_array *m = lmc_linear_forward_run(l->down, gu, run);
     lmc_array_free(gu);
-    if (c->sandwich_norms) m = lmc_rms_norm(m, l->post_ff_norm, eps, onep);
-    return lmc_add(h, m);
+    if (c->sandwich_norms) m = lmc_rms_norm(m, l->post_ff_norm, c->rms_norm_eps, c->norm_one_plus);
+    return m;
 }
 
-/* One decoder layer: h [B, T, H] -> new h, each half in its own scope so
- * the attention half's intermediates are gone before the feed-forward's
- * exist. Runs in the caller's scope. */
+/* One decoder layer without its last residual add: h [B, T, H] and x, h
+ * normed by the layer's input norm -> the stream after attention (returned)
+ * and the feed-forward's output (*m), whose sum is the next h. The caller
+ * adds them, fused with the next norm where it can. Each half runs in its
+ * own scope, so the attention half's intermediates are gone before the
+ * feed-forward's exist; the residual add after attention and the
+ * feed-forward's norm are one op (one launch on a GPU). Results go to the
+ * caller's scope. */
+static lmc_array *layer_body(const lmc_decoder *d, int li, lmc_kv_cache *cache, lmc_array *h, lmc_array *x,
+                             const lmc_forward_args *args, lmc_array **m) {
+    const lmc_model_config *c = &d->cfg;
+    const lmc_dec_layer *l = &d->layers[li];
+    *m = NULL;
+    lmc_scope_begin();
+    lmc_array *a = NULL, *x2 = NULL;
+    lmc_array *o = attention_forward(d, li, cache, x, args);
+    if (o) {
+        x2 = lmc_add_rms_norm(h, o, c->sandwich_norms ? l->pre_ff_norm : l->post_attn_norm, c->rms_norm_eps,
+                              c->norm_one_plus, &a);
+        a = lmc_scope_keep(a);
+        x2 = lmc_scope_keep(x2);
+    }
+    lmc_scope_end();
+    if (!x2) return NULL;
+    lmc_scope_begin();
+    *m = lmc_scope_keep(ffn_forward(d, li, x2, args));
+    lmc_scope_end();
+    if (!*m) {
+        lmc_array_free(a);
+        return NULL;
+    }
+    return a;
+}
+
+/* One whole layer, h -> the next h (a checkpointed function). */
 static lmc_array *layer_forward(const lmc_decoder *d, int li, lmc_kv_cache *cache, lmc_array *h,
                                 const lmc_forward_args *args) {
-    lmc_scope_begin();
-    lmc_array *a = lmc_scope_keep(attention_forward(d, li, cache, h, args));
-    lmc_scope_end();
-    if (!a) return NULL;
-    lmc_scope_begin();
-    lmc_array *out = lmc_scope_keep(ffn_forward(d, li, a, args));
-    lmc_scope_end();
+    const lmc_model_config *c = &d->cfg;
+    lmc_array *x = lmc_rms_norm(h, d->layers[li].input_norm, c->rms_norm_eps, c->norm_one_plus), *m = NULL;
+    lmc_array *a = x ? layer_body(d, li, cache, h, x, args, &m) : NULL;
+    lmc_array *out = a ? lmc_add(a, m) : NULL;
+    lmc_array_free(x);
     lmc_array_free(a);
-    return out; /* kept into the caller's scope, as an op's result would be */
+    lmc_array_free(m);
+    return out;
 }
 
 /* Gradient checkpointing of one layer: its inputs are h and every adapter
@@ -483,16 +500,37 @@ lmc_array *lmc_decoder_forward(const lmc_decoder *d, lmc_kv_cache *cache, const 
     const int act_bits = lmc_quant_set_activation_bits(d->activation_bits);
     lmc_array *h = embed(d->embed, ids);
     if (h && c->scale_embeddings) h = lmc_mul_scalar(h, sqrt((double)c->hidden_size));
-    for (int64_t i = 0; i < c->num_layers && h; i++) {
+    /* Without checkpointing a layer's last residual add and the next norm
+     * (the next layer's input norm, or the final one) are one op; x is h
+     * normed for what comes next. */
+    bool checkpointed = !cache && args && args->checkpoint;
+    const lmc_array *first_norm = c->num_layers ? d->layers[0].input_norm : d->final_norm;
+    lmc_array *x = h && !checkpointed ? lmc_rms_norm(h, first_norm, c->rms_norm_eps, c->norm_one_plus) : NULL;
+    for (int64_t i = 0; i < c->num_layers && h && (checkpointed || x); i++) {
         lmc_scope_begin();
-        lmc_array *nh = !cache && args && args->checkpoint ? layer_checkpointed(d, (int)i, h, args)
-                                                             : layer_forward(d, (int)i, cache, h, args);
+        lmc_array *nh = NULL, *nx = NULL;
+        if (checkpointed) {
+            nh = layer_checkpointed(d, (int)i, h, args);
+        } else {
+            lmc_array *m = NULL, *a = layer_body(d, (int)i, cache, h, x, args, &m);
+            const lmc_array *next = i + 1 < c->num_layers ? d->layers[i + 1].input_norm : d->final_norm;
+            nx = a ? lmc_add_rms_norm(a, m, next, c->rms_norm_eps, c->norm_one_plus, &nh) : NULL;
+        }
         nh = lmc_scope_keep(nh);
+        nx = lmc_scope_keep(nx);
         lmc_scope_end();
+        lmc_array_free(h);
+        lmc_array_free(x);
         h = nh;
+        x = nx;
     }
-    if (h && args && args->last_only) h = lmc_slice(h, 1, T - 1, T, 1);
-    h = lmc_rms_norm(h, d->final_norm, c->rms_norm_eps, c->norm_one_plus);
+    if (!checkpointed && !x) h = NULL;
+    if (h && args && args->last_only) {
+        h = lmc_slice(h, 1, T - 1, T, 1);
+        if (x) x = lmc_slice(x, 1, T - 1, T, 1);
+    }
+    /* the final norm: made by the loop, or here after checkpointed layers */
+    h = x ? x : lmc_rms_norm(h, d->final_norm, c->rms_norm_eps, c->norm_one_plus);
     lmc_array *out = args && args->hidden ? h : lmc_linear_forward(d->head ? d->head : d->embed, h);
     if (out && !(args && args->hidden) && c->final_logit_softcapping > 0) {
         double cap = c->final_logit_softcapping;

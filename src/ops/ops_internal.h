@@ -17,6 +17,9 @@ lmc_status lmc_broadcast_shapes(const char *op, int na, const int64_t *sa, int n
                                 int64_t *out);
 /* A view of a with shape `shape` (ndim >= a's): stride 0 on stretched axes. */
 lmc_array *lmc_broadcast_view(const lmc_array *a, int ndim, const int64_t *shape);
+/* The region of dst that write_slice(dst, start, src) writes, as a view of
+ * src's shape; NULL with an error naming op when src does not fit there. */
+lmc_array *lmc_slice_region(const char *op, lmc_array *dst, const int64_t *start, const lmc_array *src);
 /* Returns the first NULL input's error (true if any input is NULL). */
 bool lmc_ops_null_input(const char *op, int n, const lmc_array *const *inputs);
 

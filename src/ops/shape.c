@@ -305,33 +305,47 @@ lmc_array *lmc_concatenate(int n, const lmc_array *const *arrays, int axis) {
     return out;
 }
 
-lmc_status lmc_write_slice(lmc_array *dst, const int64_t *start, const lmc_array *src) {
+lmc_array *lmc_slice_region(const char *op, lmc_array *dst, const int64_t *start, const lmc_array *src) {
     const lmc_array *ins[2] = {dst, src};
-    if (lmc_ops_null_input("write_slice", 2, ins)) return lmc_last_status();
-    if (!start) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "write_slice: start is NULL");
-    if (src->ndim != dst->ndim) {
-        return lmc_set_error(LMC_ERR_SHAPE, "write_slice: source has %d dimensions, destination %d", src->ndim, dst->ndim);
+    if (lmc_ops_null_input(op, 2, ins)) return NULL;
+    if (!start) {
+        lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "%s: start is NULL", op);
+        return NULL;
     }
-    if (lmc_tape_requires_grad(src) || lmc_tape_requires_grad(dst))
-        return lmc_set_error(LMC_ERR_UNSUPPORTED, "write_slice: in-place writes of arrays being differentiated are not supported");
+    if (src->ndim != dst->ndim) {
+        lmc_set_error(LMC_ERR_SHAPE, "%s: source has %d dimensions, destination %d", op, src->ndim, dst->ndim);
+        return NULL;
+    }
+    if (lmc_tape_requires_grad(src) || lmc_tape_requires_grad(dst)) {
+        lmc_set_error(LMC_ERR_UNSUPPORTED, "%s: in-place writes of arrays being differentiated are not supported", op);
+        return NULL;
+    }
     int64_t strides[LMC_MAX_DIMS];
     int64_t off = 0;
     for (int d = 0; d < dst->ndim; d++) {
         if (start[d] < 0 || start[d] + src->shape[d] > dst->shape[d]) {
             char b1[128], b2[128];
-            return lmc_set_error(LMC_ERR_SHAPE, "write_slice: source %s at offset %lld on axis %d does not fit in %s",
-                                 lmc_shape_str(src->ndim, src->shape, b1, sizeof b1), (long long)start[d], d,
-                                 lmc_shape_str(dst->ndim, dst->shape, b2, sizeof b2));
+            lmc_set_error(LMC_ERR_SHAPE, "%s: source %s at offset %lld on axis %d does not fit in %s", op,
+                          lmc_shape_str(src->ndim, src->shape, b1, sizeof b1), (long long)start[d], d,
+                          lmc_shape_str(dst->ndim, dst->shape, b2, sizeof b2));
+            return NULL;
         }
         off += start[d] * dst->strides[d];
         strides[d] = dst->strides[d];
     }
-    const lmc_kernels *k = lmc_ops_kernels("write_slice", 2, ins);
-    if (!k || !lmc_ops_have("write_slice", k->copy)) return lmc_last_status();
-    lmc_array *region = lmc_array_view(dst->buf, (size_t)((int64_t)dst->offset + off * (int64_t)lmc_dtype_size(dst->dtype)),
-                                       dst->dtype, dst->ndim, src->shape, strides);
+    if (dst->buf->device != src->buf->device) {
+        lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "%s: inputs are on different devices", op);
+        return NULL;
+    }
+    return lmc_array_view(dst->buf, (size_t)((int64_t)dst->offset + off * (int64_t)lmc_dtype_size(dst->dtype)),
+                          dst->dtype, dst->ndim, src->shape, strides);
+}
+
+lmc_status lmc_write_slice(lmc_array *dst, const int64_t *start, const lmc_array *src) {
+    lmc_array *region = lmc_slice_region("write_slice", dst, start, src);
     if (!region) return lmc_last_status();
-    lmc_status s = k->copy(region, src);
+    const lmc_kernels *k = lmc_ops_kernels("write_slice", 1, (const lmc_array *const *)&region);
+    lmc_status s = k && lmc_ops_have("write_slice", k->copy) ? k->copy(region, src) : lmc_last_status();
     lmc_array_free(region);
     return s;
 }

@@ -5,6 +5,7 @@
 
 #include "core/huge_pages.h"
 #include "lmc/ops.h"
+#include "ops/fusion.h"
 
 lmc_status lmc_kv_cache_init(lmc_kv_cache *c, int n_layers, const int64_t *windows, int64_t batch, int64_t kv_heads,
                              int64_t head_dim, int64_t max_len, lmc_dtype dtype) {
@@ -167,8 +168,9 @@ lmc_status lmc_kv_cache_update(lmc_kv_cache *c, int layer, const lmc_array *k, c
         if (l->len + t > cap) LMC_CHECK(grow(c, l, l->len + t));
     }
     int64_t at[4] = {0, 0, l->len, 0};
-    LMC_CHECK(lmc_write_slice(l->k, at, k));
-    LMC_CHECK(lmc_write_slice(l->v, at, v));
+    lmc_array *dst[2] = {l->k, l->v};
+    const lmc_array *src[2] = {k, v};
+    LMC_CHECK(lmc_write_slices(2, dst, at, src)); /* one launch on a GPU */
     l->len += t;
     *k_all = range_view(l->k, drop, l->len);
     *v_all = range_view(l->v, drop, l->len);

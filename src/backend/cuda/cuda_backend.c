@@ -17,6 +17,7 @@
 #include "backend/kernels.h"
 
 _Static_assert(LMC_CUDA_MAX_DIMS == LMC_MAX_DIMS, "view dims");
+_Static_assert((int)LMC_CUDA_COPY_JOBS == (int)LMC_COPY_MANY_MAX, "copy_many jobs");
 _Static_assert((int)LMC_CU_F32 == (int)LMC_F32 && (int)LMC_CU_F16 == (int)LMC_F16 && (int)LMC_CU_BF16 == (int)LMC_BF16 &&
                    (int)LMC_CU_I32 == (int)LMC_I32 && (int)LMC_CU_U32 == (int)LMC_U32 && (int)LMC_CU_U8 == (int)LMC_U8 &&
                    (int)LMC_CU_BOOL == (int)LMC_BOOL && (int)LMC_CU_I64 == (int)LMC_I64,
@@ -39,10 +40,11 @@ static lmc_cuda_view view(const lmc_array *a) {
  * wall time per entry, printed at exit: where a step's time goes, launch
  * and host work included (it serialises the GPU, so totals run higher). */
 enum { P_COPY, P_FILL, P_ARANGE, P_UNARY, P_BINARY, P_WHERE, P_REDUCE, P_SOFTMAX, P_TAKE, P_TAKE_ALONG, P_MATMUL,
-       P_RMS_NORM, P_LAYER_NORM, P_ROPE, P_SDPA, P_DEQUANTIZE, P_QMM, P_COUNT };
+       P_RMS_NORM, P_LAYER_NORM, P_ROPE, P_SDPA, P_DEQUANTIZE, P_QMM, P_ADD_RMS_NORM, P_ROPE_QK, P_GATED_ACT, P_COPY_MANY, P_COUNT };
 static const char *const g_prof_names[P_COUNT] = {"copy", "fill", "arange", "unary", "binary", "where", "reduce",
                                                   "softmax", "take", "take_along", "matmul", "rms_norm", "layer_norm",
-                                                  "rope", "sdpa", "dequantize", "quantized_matmul"};
+                                                  "rope", "sdpa", "dequantize", "quantized_matmul", "add_rms_norm",
+                                                  "rope_qk", "gated_act", "copy_many"};
 static bool g_prof;
 static double g_prof_s[P_COUNT];
 static long g_prof_n[P_COUNT];
@@ -84,6 +86,16 @@ static bool is_float(lmc_dtype dt) { return dt == LMC_F32 || dt == LMC_F16 || dt
 static lmc_status k_copy(lmc_array *out, const lmc_array *in) {
     lmc_cuda_view o = view(out), i = view(in);
     PROF(P_COPY, check(lmc_cu_copy(&o, &i), "copy"));
+}
+
+static lmc_status k_copy_many(int n, lmc_array *const *out, const lmc_array *const *in) {
+    lmc_cuda_view o[LMC_CUDA_COPY_JOBS], i[LMC_CUDA_COPY_JOBS];
+    if (n < 1 || n > LMC_CUDA_COPY_JOBS) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "copy_many: %d copies", n);
+    for (int t = 0; t < n; t++) {
+        o[t] = view(out[t]);
+        i[t] = view(in[t]);
+    }
+    PROF(P_COPY_MANY, check(lmc_cu_copy_many(n, o, i), "copy_many"));
 }
 
 static lmc_status k_fill(lmc_array *out, double value) {
@@ -196,6 +208,30 @@ static lmc_status k_rms_norm(lmc_array *out, const lmc_array *x, const lmc_array
     PROF(P_RMS_NORM, check(lmc_cu_rms_norm(&o, &a, w ? &g : NULL, eps, one_plus_weight), "rms_norm"));
 }
 
+static lmc_status k_add_rms_norm(lmc_array *out, lmc_array *sum, const lmc_array *a, const lmc_array *b,
+                                 const lmc_array *w, float eps, bool one_plus_weight) {
+    lmc_cuda_view o = view(out), m = view(sum), x = view(a), r = view(b), g;
+    if (w) g = view(w);
+    PROF(P_ADD_RMS_NORM, check(lmc_cu_add_rms_norm(&o, &m, &x, &r, w ? &g : NULL, eps, one_plus_weight), "add_rms_norm"));
+}
+
+static lmc_status k_rope_qk(lmc_array *const out[2], const lmc_array *const x[2], bool norm, const lmc_array *const w[2],
+                            float eps, bool one_plus_weight, const lmc_rope_params *p, const lmc_array *inv_freqs,
+                            const lmc_array *positions) {
+    lmc_cuda_view o[2] = {view(out[0]), view(out[1])}, a[2] = {view(x[0]), view(x[1])}, g[2];
+    const lmc_cuda_view *gp[2] = {NULL, NULL};
+    for (int i = 0; i < 2; i++)
+        if (norm && w[i]) gp[i] = (g[i] = view(w[i]), &g[i]);
+    lmc_cuda_view f = view(inv_freqs), pos = view(positions);
+    PROF(P_ROPE_QK, check(lmc_cu_rope_qk(o, a, norm, gp, eps, one_plus_weight, p->dims, p->traditional, p->scale, &f, &pos),
+                          "rope_qk"));
+}
+
+static lmc_status k_gated_act(lmc_unary_op act, lmc_array *out, const lmc_array *gate, const lmc_array *up) {
+    lmc_cuda_view o = view(out), g = view(gate), u = view(up);
+    PROF(P_GATED_ACT, check(lmc_cu_gated_act((int)act, &o, &g, &u), "gated_act"));
+}
+
 static lmc_status k_layer_norm(lmc_array *out, const lmc_array *x, const lmc_array *w, const lmc_array *b, float eps) {
     lmc_cuda_view o = view(out), a = view(x), g, c;
     if (w) g = view(w);
@@ -284,6 +320,10 @@ static const lmc_kernels g_cuda = {
     .quantized_matmul = k_quantized_matmul,
     .batch_begin = k_batch_begin,
     .batch_end = k_batch_end,
+    .add_rms_norm = k_add_rms_norm,
+    .rope_qk = k_rope_qk,
+    .gated_act = k_gated_act,
+    .copy_many = k_copy_many,
 };
 
 static pthread_once_t g_prof_once = PTHREAD_ONCE_INIT;

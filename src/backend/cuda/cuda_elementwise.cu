@@ -42,17 +42,19 @@ __device__ __forceinline__ void move_element(void *dst, int64_t di, const void *
 
 /* --- copy, fill, arange ------------------------------------------------------- */
 
-__global__ void copy_kernel(lmc_cuda_view out, lmc_cuda_view in, int64_t n) {
-    GRID_LOOP(i, n) {
-        int64_t oi = lmc_offset(out, i), ii = lmc_offset(in, i);
-        if (out.dtype == in.dtype) {
-            move_element(out.ptr, oi, in.ptr, ii, lmc_cu_dtype_size(out.dtype));
-        } else if (in.dtype == LMC_CU_F32 && out.dtype == LMC_CU_BF16) {
-            ((__nv_bfloat16 *)out.ptr)[oi] = __float2bfloat16_rn(((const float *)in.ptr)[ii]);
-        } else {
-            lmc_st(out.ptr, out.dtype, oi, lmc_ld_f64(in.ptr, in.dtype, ii));
-        }
+__device__ __forceinline__ void copy_element(const lmc_cuda_view &out, const lmc_cuda_view &in, int64_t i) {
+    int64_t oi = lmc_offset(out, i), ii = lmc_offset(in, i);
+    if (out.dtype == in.dtype) {
+        move_element(out.ptr, oi, in.ptr, ii, lmc_cu_dtype_size(out.dtype));
+    } else if (in.dtype == LMC_CU_F32 && out.dtype == LMC_CU_BF16) {
+        ((__nv_bfloat16 *)out.ptr)[oi] = __float2bfloat16_rn(((const float *)in.ptr)[ii]);
+    } else {
+        lmc_st(out.ptr, out.dtype, oi, lmc_ld_f64(in.ptr, in.dtype, ii));
     }
+}
+
+__global__ void copy_kernel(lmc_cuda_view out, lmc_cuda_view in, int64_t n) {
+    GRID_LOOP(i, n) copy_element(out, in, i);
 }
 
 extern "C" int lmc_cu_copy(const lmc_cuda_view *out, const lmc_cuda_view *in) {
@@ -62,6 +64,34 @@ extern "C" int lmc_cu_copy(const lmc_cuda_view *out, const lmc_cuda_view *in) {
         return (int)cudaMemcpyAsync(out->ptr, in->ptr, (size_t)n * lmc_cu_dtype_size(out->dtype), cudaMemcpyDeviceToDevice,
                                     lmc_cuda_stream());
     copy_kernel<<<lmc_blocks(n, THREADS), THREADS, 0, lmc_cuda_stream()>>>(*out, *in, n);
+    LMC_CU_RETURN_LAUNCH();
+}
+
+/* Several copies as one grid: element i belongs to the first copy whose end passes it. */
+struct copy_jobs {
+    lmc_cuda_view out[LMC_CUDA_COPY_JOBS], in[LMC_CUDA_COPY_JOBS];
+    int64_t end[LMC_CUDA_COPY_JOBS];
+};
+
+__global__ void copy_many_kernel(copy_jobs j, int64_t total) {
+    GRID_LOOP(i, total) {
+        int t = 0;
+        while (i >= j.end[t]) t++;
+        copy_element(j.out[t], j.in[t], i - (t ? j.end[t - 1] : 0));
+    }
+}
+
+extern "C" int lmc_cu_copy_many(int n, const lmc_cuda_view *out, const lmc_cuda_view *in) {
+    if (n < 1 || n > LMC_CUDA_COPY_JOBS) return (int)cudaErrorInvalidValue;
+    copy_jobs j;
+    int64_t total = 0;
+    for (int t = 0; t < n; t++) {
+        j.out[t] = out[t];
+        j.in[t] = in[t];
+        j.end[t] = total += lmc_view_size(&out[t]);
+    }
+    if (!total) return 0;
+    copy_many_kernel<<<lmc_blocks(total, THREADS), THREADS, 0, lmc_cuda_stream()>>>(j, total);
     LMC_CU_RETURN_LAUNCH();
 }
 
@@ -123,6 +153,23 @@ extern "C" int lmc_cu_unary(int op, const lmc_cuda_view *out, const lmc_cuda_vie
     int64_t n = lmc_view_size(out);
     if (!n) return 0;
     unary_kernel<<<lmc_blocks(n, THREADS), THREADS, 0, lmc_cuda_stream()>>>(op, *out, *in, n);
+    LMC_CU_RETURN_LAUNCH();
+}
+
+/* act(gate) * up with the roundings of the two kernels it replaces: the
+ * activation stored as f32, then the product in double stored as f32. */
+__global__ void gated_act_kernel(int op, lmc_cuda_view out, lmc_cuda_view g, lmc_cuda_view u, int64_t n) {
+    GRID_LOOP(i, n) {
+        float t = (float)unary_f64(op, lmc_ld_f64(g.ptr, g.dtype, lmc_offset(g, i)));
+        lmc_st(out.ptr, out.dtype, lmc_offset(out, i), (double)t * lmc_ld_f64(u.ptr, u.dtype, lmc_offset(u, i)));
+    }
+}
+
+extern "C" int lmc_cu_gated_act(int op, const lmc_cuda_view *out, const lmc_cuda_view *gate, const lmc_cuda_view *up) {
+    int64_t n = lmc_view_size(out);
+    if (!n) return 0;
+    if (out->dtype != LMC_CU_F32) return (int)cudaErrorInvalidValue;
+    gated_act_kernel<<<lmc_blocks(n, THREADS), THREADS, 0, lmc_cuda_stream()>>>(op, *out, *gate, *up, n);
     LMC_CU_RETURN_LAUNCH();
 }
 

@@ -67,6 +67,7 @@ static int norm_threads(int64_t D) {
 
 struct norm_args {
     lmc_cuda_view out, x;
+    lmc_cuda_view res, sum; /* add_rms_norm: x + res is normed, and stored in sum */
     const void *w, *b;
     int wdt, bdt;
     int64_t ws, bs;
@@ -79,45 +80,65 @@ struct norm_args {
  * otherwise, e.g. at decode with a single row). */
 enum { NORM_UNROLL = 4 };
 
-/* The row's elements d0 + u * blockDim.x (u < NORM_UNROLL) as f32, 0 past D. */
-template <int XDT>
-__device__ __forceinline__ void load_unrolled(const norm_args &a, int64_t xo, int64_t sx, int64_t D, int64_t d0, float *v) {
+/* The row's elements d0 + u * blockDim.x (u < NORM_UNROLL) as f32, 0 past
+ * D; with ADD, x + res rounded to f32 as the binary add kernel rounds it. */
+template <int XDT, bool ADD = false>
+__device__ __forceinline__ void load_unrolled(const norm_args &a, int64_t xo, int64_t sx, int64_t D, int64_t d0, float *v,
+                                              int64_t ro = 0, int64_t sr = 0) {
 #pragma unroll
     for (int u = 0; u < NORM_UNROLL; u++) {
         int64_t d = d0 + u * (int64_t)blockDim.x;
         v[u] = d < D ? ld_as<XDT>(a.x.ptr, a.x.dtype, xo + d * sx) : 0.0f;
+        if (ADD && d < D) v[u] = (float)((double)v[u] + (double)((const float *)a.res.ptr)[ro + d * sr]);
     }
 }
 
-template <int XDT> __global__ void rms_norm_kernel(norm_args a) {
+/* The weight of feature d: w[d] (+ 1 for Gemma's one_plus_weight), 1 without w. */
+__device__ __forceinline__ float norm_gain(const norm_args &a, int64_t d) {
+    return a.w ? lmc_ld(a.w, a.wdt, d * a.ws) + (a.one_plus_weight ? 1.0f : 0.0f) : 1.0f;
+}
+
+/* 1 / rms of a row, every thread of the block taking part (with ADD the
+ * row's sums are stored as they are read). rms_norm and the fused kernels
+ * below share it, so a fused row is normed with the same bits. */
+template <int XDT, bool ADD>
+__device__ float rms_row_scale(const norm_args &a, int64_t row, float *red) {
+    const int nd = a.x.ndim;
+    const int64_t D = a.x.shape[nd - 1], sx = a.x.strides[nd - 1];
+    const int64_t xo = row_offset(a.x, row), step = (int64_t)blockDim.x * NORM_UNROLL;
+    const int64_t ro = ADD ? row_offset(a.res, row) : 0, sr = ADD ? a.res.strides[nd - 1] : 0;
+    const int64_t mo = ADD ? row_offset(a.sum, row) : 0, sm = ADD ? a.sum.strides[nd - 1] : 0;
+    float ss = 0.0f;
+    for (int64_t d0 = threadIdx.x; d0 < D; d0 += step) {
+        float v[NORM_UNROLL];
+        load_unrolled<XDT, ADD>(a, xo, sx, D, d0, v, ro, sr);
+#pragma unroll
+        for (int u = 0; u < NORM_UNROLL; u++) {
+            ss = fmaf(v[u], v[u], ss);
+            int64_t d = d0 + u * (int64_t)blockDim.x;
+            if (ADD && d < D) ((float *)a.sum.ptr)[mo + d * sm] = v[u];
+        }
+    }
+    ss = block_sum(ss, red);
+    return 1.0f / sqrtf(ss / (float)D + a.eps);
+}
+
+template <int XDT, bool ADD> __global__ void rms_norm_kernel(norm_args a) {
     __shared__ float red[32];
     const int64_t row = blockIdx.x;
     const int nd = a.x.ndim;
     const int64_t D = a.x.shape[nd - 1], sx = a.x.strides[nd - 1], so = a.out.strides[a.out.ndim - 1];
     const int64_t xo = row_offset(a.x, row), oo = row_offset(a.out, row);
+    const int64_t ro = ADD ? row_offset(a.res, row) : 0, sr = ADD ? a.res.strides[nd - 1] : 0;
     const int64_t step = (int64_t)blockDim.x * NORM_UNROLL;
-    float ss = 0.0f;
+    const float r = rms_row_scale<XDT, ADD>(a, row, red);
     for (int64_t d0 = threadIdx.x; d0 < D; d0 += step) {
         float v[NORM_UNROLL];
-        load_unrolled<XDT>(a, xo, sx, D, d0, v);
-#pragma unroll
-        for (int u = 0; u < NORM_UNROLL; u++) ss = fmaf(v[u], v[u], ss);
-    }
-    ss = block_sum(ss, red);
-    const float r = 1.0f / sqrtf(ss / (float)D + a.eps);
-    const float one = a.one_plus_weight ? 1.0f : 0.0f;
-    for (int64_t d0 = threadIdx.x; d0 < D; d0 += step) {
-        float v[NORM_UNROLL], g[NORM_UNROLL];
-        load_unrolled<XDT>(a, xo, sx, D, d0, v);
+        load_unrolled<XDT, ADD>(a, xo, sx, D, d0, v, ro, sr);
 #pragma unroll
         for (int u = 0; u < NORM_UNROLL; u++) {
             int64_t d = d0 + u * (int64_t)blockDim.x;
-            g[u] = a.w && d < D ? lmc_ld(a.w, a.wdt, d * a.ws) + one : 1.0f;
-        }
-#pragma unroll
-        for (int u = 0; u < NORM_UNROLL; u++) {
-            int64_t d = d0 + u * (int64_t)blockDim.x;
-            if (d < D) st_f32(a.out.ptr, a.out.dtype, oo + d * so, v[u] * r * g[u]);
+            if (d < D) st_f32(a.out.ptr, a.out.dtype, oo + d * so, v[u] * r * norm_gain(a, d));
         }
     }
 }
@@ -166,7 +187,7 @@ template <int XDT> __global__ void layer_norm_kernel(norm_args a) {
 
 static norm_args make_norm_args(const lmc_cuda_view *out, const lmc_cuda_view *x, const lmc_cuda_view *w,
                                 const lmc_cuda_view *b, float eps, bool one_plus_weight) {
-    norm_args a;
+    norm_args a = {};
     a.out = *out;
     a.x = *x;
     a.w = w ? w->ptr : NULL;
@@ -189,11 +210,24 @@ extern "C" int lmc_cu_rms_norm(const lmc_cuda_view *out, const lmc_cuda_view *x,
     cudaStream_t st = lmc_cuda_stream();
     int th = norm_threads(D);
     switch (x->dtype) {
-    case LMC_CU_F32: rms_norm_kernel<LMC_CU_F32><<<(unsigned)rows, th, 0, st>>>(a); break;
-    case LMC_CU_BF16: rms_norm_kernel<LMC_CU_BF16><<<(unsigned)rows, th, 0, st>>>(a); break;
-    case LMC_CU_F16: rms_norm_kernel<LMC_CU_F16><<<(unsigned)rows, th, 0, st>>>(a); break;
-    default: rms_norm_kernel<-1><<<(unsigned)rows, th, 0, st>>>(a); break;
+    case LMC_CU_F32: rms_norm_kernel<LMC_CU_F32, false><<<(unsigned)rows, th, 0, st>>>(a); break;
+    case LMC_CU_BF16: rms_norm_kernel<LMC_CU_BF16, false><<<(unsigned)rows, th, 0, st>>>(a); break;
+    case LMC_CU_F16: rms_norm_kernel<LMC_CU_F16, false><<<(unsigned)rows, th, 0, st>>>(a); break;
+    default: rms_norm_kernel<-1, false><<<(unsigned)rows, th, 0, st>>>(a); break;
     }
+    LMC_CU_RETURN_LAUNCH();
+}
+
+extern "C" int lmc_cu_add_rms_norm(const lmc_cuda_view *out, const lmc_cuda_view *sum, const lmc_cuda_view *x,
+                                   const lmc_cuda_view *res, const lmc_cuda_view *w, float eps, bool one_plus_weight) {
+    int64_t rows = view_rows(x), D = x->shape[x->ndim - 1];
+    if (rows == 0 || D == 0) return 0;
+    if (rows > INT32_MAX || x->dtype != LMC_CU_F32 || res->dtype != LMC_CU_F32 || sum->dtype != LMC_CU_F32)
+        return (int)cudaErrorInvalidValue;
+    norm_args a = make_norm_args(out, x, w, NULL, eps, one_plus_weight);
+    a.res = *res;
+    a.sum = *sum;
+    rms_norm_kernel<LMC_CU_F32, true><<<(unsigned)rows, norm_threads(D), 0, lmc_cuda_stream()>>>(a);
     LMC_CU_RETURN_LAUNCH();
 }
 
@@ -229,6 +263,19 @@ struct rope_args {
     bool traditional;
 };
 
+/* Pair j of row `row` of an nd-axis x [..., T, D]: its rotation (c, s) and
+ * the features it rotates (i0, i1). */
+__device__ __forceinline__ void rope_pair(const rope_args &a, int64_t row, int nd, int64_t j, float *c, float *s,
+                                          int64_t *i0, int64_t *i1) {
+    int64_t t = row % a.x.shape[nd - 2], bi = nd >= 3 ? row / a.rows_per_batch : 0;
+    int32_t pos = a.pos_ndim == 1 ? a.pos[t * a.ps0] : a.pos[bi * a.ps0 + t * a.ps1];
+    float ang = ((float)pos * a.scale) * a.inv[j * a.sinv];
+    *c = cosf(ang);
+    *s = sinf(ang);
+    *i0 = a.traditional ? 2 * j : j;
+    *i1 = a.traditional ? 2 * j + 1 : j + a.half;
+}
+
 __global__ void rope_kernel(rope_args a, int64_t total) {
     int nd = a.x.ndim;
     int64_t D_sx = a.x.strides[nd - 1], so = a.out.strides[a.out.ndim - 1];
@@ -241,21 +288,18 @@ __global__ void rope_kernel(rope_args a, int64_t total) {
             st_f32(a.out.ptr, a.out.dtype, oo + d * so, lmc_ld(a.x.ptr, a.x.dtype, xo + d * D_sx));
             continue;
         }
-        int64_t t = row % a.x.shape[nd - 2], bi = nd >= 3 ? row / a.rows_per_batch : 0;
-        int32_t pos = a.pos_ndim == 1 ? a.pos[t * a.ps0] : a.pos[bi * a.ps0 + t * a.ps1];
-        float ang = ((float)pos * a.scale) * a.inv[j * a.sinv];
-        float c = cosf(ang), s = sinf(ang);
-        int64_t i0 = a.traditional ? 2 * j : j, i1 = a.traditional ? 2 * j + 1 : j + a.half;
+        float c, s;
+        int64_t i0, i1;
+        rope_pair(a, row, nd, j, &c, &s, &i0, &i1);
         float x0 = lmc_ld(a.x.ptr, a.x.dtype, xo + i0 * D_sx), x1 = lmc_ld(a.x.ptr, a.x.dtype, xo + i1 * D_sx);
         st_f32(a.out.ptr, a.out.dtype, oo + i0 * so, x0 * c - x1 * s);
         st_f32(a.out.ptr, a.out.dtype, oo + i1 * so, x1 * c + x0 * s);
     }
 }
 
-extern "C" int lmc_cu_rope(const lmc_cuda_view *out, const lmc_cuda_view *x, int dims, bool traditional, float scale,
-                           const lmc_cuda_view *inv_freqs, const lmc_cuda_view *positions) {
+static rope_args make_rope_args(const lmc_cuda_view *out, const lmc_cuda_view *x, int dims, bool traditional,
+                                float scale, const lmc_cuda_view *inv_freqs, const lmc_cuda_view *positions) {
     int nd = x->ndim;
-    if (nd < 2) return (int)cudaErrorInvalidValue;
     int64_t D = x->shape[nd - 1], rows = view_rows(x);
     rope_args a;
     a.out = *out;
@@ -273,9 +317,84 @@ extern "C" int lmc_cu_rope(const lmc_cuda_view *out, const lmc_cuda_view *x, int
     a.rows_per_batch = x->shape[0] ? rows / x->shape[0] : 1;
     a.scale = scale;
     a.traditional = traditional;
-    int64_t total = rows * a.per_row;
+    return a;
+}
+
+extern "C" int lmc_cu_rope(const lmc_cuda_view *out, const lmc_cuda_view *x, int dims, bool traditional, float scale,
+                           const lmc_cuda_view *inv_freqs, const lmc_cuda_view *positions) {
+    if (x->ndim < 2) return (int)cudaErrorInvalidValue;
+    rope_args a = make_rope_args(out, x, dims, traditional, scale, inv_freqs, positions);
+    int64_t total = view_rows(x) * a.per_row;
     if (total == 0) return 0;
     rope_kernel<<<lmc_blocks(total, 256), 256, 0, lmc_cuda_stream()>>>(a, total);
+    LMC_CU_RETURN_LAUNCH();
+}
+
+/* --- rope_qk: q and k, each row normed (or not) and rotated, one block a row --- */
+
+struct rope_qk_args {
+    rope_args r[2]; /* q, k */
+    norm_args n[2];
+    int64_t rows0;  /* rows of q: blocks past them do k's */
+    bool norm;
+};
+
+/* The row goes through shared memory (f32, as the parts store it between
+ * the two ops); the norm is rms_norm's own code on the same thread count. */
+__global__ void rope_qk_kernel(rope_qk_args a) {
+    extern __shared__ float y[]; /* [D] */
+    __shared__ float red[32];
+    const int which = blockIdx.x >= a.rows0;
+    const int64_t row = which ? blockIdx.x - a.rows0 : blockIdx.x;
+    const rope_args &r = a.r[which];
+    const norm_args &n = a.n[which];
+    const int nd = r.x.ndim;
+    const int64_t D = r.x.shape[nd - 1], sx = r.x.strides[nd - 1], so = r.out.strides[nd - 1];
+    const int64_t xo = row_offset(r.x, row), oo = row_offset(r.out, row);
+    const float scale = a.norm ? rms_row_scale<LMC_CU_F32, false>(n, row, red) : 1.0f;
+    const int64_t step = (int64_t)blockDim.x * NORM_UNROLL;
+    for (int64_t d0 = threadIdx.x; d0 < D; d0 += step) {
+        float v[NORM_UNROLL];
+        load_unrolled<LMC_CU_F32>(n, xo, sx, D, d0, v);
+#pragma unroll
+        for (int u = 0; u < NORM_UNROLL; u++) {
+            int64_t d = d0 + u * (int64_t)blockDim.x;
+            if (d < D) y[d] = a.norm ? v[u] * scale * norm_gain(n, d) : v[u];
+        }
+    }
+    __syncthreads();
+    for (int64_t j = threadIdx.x; j < r.per_row; j += blockDim.x) {
+        if (j >= r.half) { /* features past dims are copied */
+            int64_t d = r.dims + (j - r.half);
+            ((float *)r.out.ptr)[oo + d * so] = y[d];
+            continue;
+        }
+        float c, s;
+        int64_t i0, i1;
+        rope_pair(r, row, nd, j, &c, &s, &i0, &i1);
+        float x0 = y[i0], x1 = y[i1];
+        ((float *)r.out.ptr)[oo + i0 * so] = x0 * c - x1 * s;
+        ((float *)r.out.ptr)[oo + i1 * so] = x1 * c + x0 * s;
+    }
+}
+
+extern "C" int lmc_cu_rope_qk(const lmc_cuda_view out[2], const lmc_cuda_view x[2], bool norm, const lmc_cuda_view *w[2],
+                              float eps, bool one_plus_weight, int dims, bool traditional, float scale,
+                              const lmc_cuda_view *inv_freqs, const lmc_cuda_view *positions) {
+    rope_qk_args a = {};
+    int64_t D = x[0].shape[x[0].ndim - 1], rows = 0;
+    for (int i = 0; i < 2; i++) {
+        if (x[i].ndim < 2 || x[i].dtype != LMC_CU_F32 || out[i].dtype != LMC_CU_F32 || x[i].shape[x[i].ndim - 1] != D)
+            return (int)cudaErrorInvalidValue;
+        a.r[i] = make_rope_args(&out[i], &x[i], dims, traditional, scale, inv_freqs, positions);
+        a.n[i] = make_norm_args(&out[i], &x[i], w[i], NULL, eps, one_plus_weight);
+        rows += view_rows(&x[i]);
+    }
+    a.rows0 = view_rows(&x[0]);
+    a.norm = norm;
+    if (rows == 0 || D == 0) return 0;
+    if (rows > INT32_MAX) return (int)cudaErrorInvalidConfiguration;
+    rope_qk_kernel<<<(unsigned)rows, norm_threads(D), (size_t)D * sizeof(float), lmc_cuda_stream()>>>(a);
     LMC_CU_RETURN_LAUNCH();
 }
 

@@ -48,6 +48,9 @@ int lmc_cuda_copy_bandwidth(double *gbps);          /* a 1 GiB device copy: (rea
 /* Codes are lmc_unary_op / lmc_binary_op / lmc_reduce_op values. Every view
  * has out's shape (inputs are broadcast views) unless said otherwise. */
 int lmc_cu_copy(const lmc_cuda_view *out, const lmc_cuda_view *in);
+enum { LMC_CUDA_COPY_JOBS = 4 }; /* = LMC_COPY_MANY_MAX */
+/* out[i] = in[i] for i < n as one launch (views of any layout and dtype). */
+int lmc_cu_copy_many(int n, const lmc_cuda_view *out, const lmc_cuda_view *in);
 int lmc_cu_fill(const lmc_cuda_view *out, double value);
 int lmc_cu_arange(const lmc_cuda_view *out, double start, double step);
 int lmc_cu_unary(int op, const lmc_cuda_view *out, const lmc_cuda_view *in);
@@ -56,6 +59,8 @@ int lmc_cu_where(const lmc_cuda_view *out, const lmc_cuda_view *cond, const lmc_
 /* out: in's shape with axis of size 1. */
 int lmc_cu_reduce(int op, const lmc_cuda_view *out, const lmc_cuda_view *in, int axis);
 int lmc_cu_softmax(const lmc_cuda_view *out, const lmc_cuda_view *in, int axis, bool log);
+/* out = act(gate) * up (act: silu, gelu, gelu_tanh), rounded as unary then binary mul; out f32. */
+int lmc_cu_gated_act(int op, const lmc_cuda_view *out, const lmc_cuda_view *gate, const lmc_cuda_view *up);
 /* out = take(a, idx, axis): out's shape is a's with axis replaced by idx's shape. */
 int lmc_cu_take(const lmc_cuda_view *out, const lmc_cuda_view *a, const lmc_cuda_view *idx, int axis);
 /* idx already broadcast to out's shape. */
@@ -74,11 +79,20 @@ int lmc_cu_matmul_gemv_many(int n, const lmc_cuda_view *out, const lmc_cuda_view
 /* Rows are all axes but the last; w (and b) 1-d of the last axis's size, or NULL. */
 int lmc_cu_rms_norm(const lmc_cuda_view *out, const lmc_cuda_view *x, const lmc_cuda_view *w, float eps,
                     bool one_plus_weight);
+/* sum = x + res, out = rms_norm(sum, w): what the binary add and rms_norm
+ * kernels give, in one launch; x, res, sum f32. */
+int lmc_cu_add_rms_norm(const lmc_cuda_view *out, const lmc_cuda_view *sum, const lmc_cuda_view *x,
+                        const lmc_cuda_view *res, const lmc_cuda_view *w, float eps, bool one_plus_weight);
 int lmc_cu_layer_norm(const lmc_cuda_view *out, const lmc_cuda_view *x, const lmc_cuda_view *w,
                       const lmc_cuda_view *b, float eps);
 /* x [..., T, D]; positions i32 [T] or [B, T] (B = x's first dim); inv_freqs f32 [dims/2]. */
 int lmc_cu_rope(const lmc_cuda_view *out, const lmc_cuda_view *x, int dims, bool traditional, float scale,
                 const lmc_cuda_view *inv_freqs, const lmc_cuda_view *positions);
+/* x[i] f32 [..., T, D], i = 0, 1 (same D): out[i] = rope(norm ? rms_norm(x[i], w[i]) : x[i]) in one
+ * launch, what rms_norm and rope give; w[i] may be NULL. */
+int lmc_cu_rope_qk(const lmc_cuda_view out[2], const lmc_cuda_view x[2], bool norm, const lmc_cuda_view *w[2],
+                   float eps, bool one_plus_weight, int dims, bool traditional, float scale,
+                   const lmc_cuda_view *inv_freqs, const lmc_cuda_view *positions);
 /* q [B, Hq, Tq, D], k [B, Hkv, Tk, D], v [B, Hkv, Tk, Dv]; mask NULL or a view
  * broadcast to [B, Hq, Tq, Tk] (f32/bf16/f16 additive, or bool: true = keep). */
 int lmc_cu_sdpa(const lmc_cuda_view *out, const lmc_cuda_view *q, const lmc_cuda_view *k, const lmc_cuda_view *v,
