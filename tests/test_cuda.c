@@ -68,6 +68,15 @@ static bool same(const lmc_array *cpu, const lmc_array *gpu, double atol, double
 
 static lmc_array *dev(const lmc_array *a) { return lmc_array_to(a, LMC_CUDA); }
 
+/* Two results on the GPU: the second compared with the first brought to the host. */
+static bool same_on_gpu(const lmc_array *want, const lmc_array *got, double atol, double rtol, const char *what) {
+    lmc_array *host = want ? lmc_array_to(want, LMC_CPU) : NULL;
+    bool ok = same(host, got, atol, rtol, what);
+    lmc_array_free(host);
+    return ok;
+}
+
+
 static void test_round_trip(void) {
     lmc_dtype dts[] = {LMC_F32, LMC_F16, LMC_BF16, LMC_I32, LMC_U32, LMC_U8, LMC_BOOL};
     for (size_t i = 0; i < sizeof dts / sizeof *dts; i++)
@@ -238,14 +247,6 @@ static void test_norms_rope(void) {
     }
 }
 
-/* Two results on the GPU: the second compared with the first brought to the host. */
-static bool same_on_gpu(const lmc_array *want, const lmc_array *got, double atol, double rtol, const char *what) {
-    lmc_array *host = want ? lmc_array_to(want, LMC_CPU) : NULL;
-    bool ok = same(host, got, atol, rtol, what);
-    lmc_array_free(host);
-    return ok;
-}
-
 /* The fused sequences (ops/fusion.h) are one launch here: bit for bit what
  * their parts give on the GPU, and close to the CPU's parts. */
 static void test_fused(void) {
@@ -409,6 +410,21 @@ static void test_quant(void) {
                 lmc_array_free(x), lmc_array_free(gx), lmc_array_free(r1), lmc_array_free(r2);
             }
             lmc_array *d1 = lmc_dequantize(wq, S, B, groups[gi], bits[b]), *d2 = lmc_dequantize(gwq, gs, gb, groups[gi], bits[b]);
+            if (b < 2 && gi == 0) { /* a wide product (four rows a warp at decode) against the CPU and the narrow one */
+                int64_t wide[2] = {b ? 20000 : 70000, K}, xs1[2] = {1, K}; /* four and sixteen rows a warp */
+                lmc_array *Ww = rnd_array(LMC_BF16, 2, wide, 0, -1, 1), *Sw = NULL, *Bw = NULL;
+                lmc_array *wqw = lmc_quantize(Ww, groups[gi], bits[b], &Sw, &Bw);
+                lmc_array *gww = dev(wqw), *gsw = dev(Sw), *gbw = dev(Bw), *x = rnd_array(LMC_F32, 2, xs1, 0, -1, 1), *gx = dev(x);
+                lmc_array *rw = lmc_quantized_matmul(gx, gww, gsw, gbw, groups[gi], bits[b]);
+                lmc_array *cw = lmc_quantized_matmul(x, wqw, Sw, Bw, groups[gi], bits[b]);
+                same(cw, rw, 1e-4, 1e-4, "qmm wide");
+                lmc_array *gn = lmc_slice(gww, 0, 0, 200, 1), *gsn = lmc_slice(gsw, 0, 0, 200, 1), *gbn = lmc_slice(gbw, 0, 0, 200, 1);
+                lmc_array *rn = lmc_quantized_matmul(gx, gn, gsn, gbn, groups[gi], bits[b]);
+                lmc_array *rw200 = lmc_slice(rw, 1, 0, 200, 1), *rwc = lmc_contiguous(rw200);
+                same_on_gpu(rwc, rn, 0, 0, "qmm narrow rows = wide rows");
+                lmc_array *arr[] = {Ww, Sw, Bw, wqw, gww, gsw, gbw, x, gx, rw, cw, gn, gsn, gbn, rn, rw200, rwc};
+                for (size_t i = 0; i < sizeof arr / sizeof *arr; i++) lmc_array_free(arr[i]);
+            }
             same(d1, d2, 0, 0, "dequantize");
             lmc_array *arr[] = {W, S, B, wq, gwq, gs, gb, d1, d2};
             for (size_t i = 0; i < sizeof arr / sizeof *arr; i++) lmc_array_free(arr[i]);

@@ -36,9 +36,10 @@ static lmc_cuda_view view(const lmc_array *a) {
     return v;
 }
 
-/* LMC_CUDA_PROFILE=1: each entry waits for its kernels and adds up the
- * wall time per entry, printed at exit: where a step's time goes, launch
- * and host work included (it serialises the GPU, so totals run higher). */
+/* LMC_CUDA_PROFILE=1: each entry waits for its kernels and adds up, per
+ * entry, the wall time (launch and host work included) and the time its
+ * work took on the GPU, printed at exit: where a step's time goes. It
+ * serialises host and GPU, so the totals run higher than a real step. */
 enum { P_COPY, P_FILL, P_ARANGE, P_UNARY, P_BINARY, P_WHERE, P_REDUCE, P_SOFTMAX, P_TAKE, P_TAKE_ALONG, P_MATMUL,
        P_RMS_NORM, P_LAYER_NORM, P_ROPE, P_SDPA, P_DEQUANTIZE, P_QMM, P_ADD_RMS_NORM, P_ROPE_QK, P_GATED_ACT, P_COPY_MANY, P_COUNT };
 static const char *const g_prof_names[P_COUNT] = {"copy", "fill", "arange", "unary", "binary", "where", "reduce",
@@ -46,7 +47,7 @@ static const char *const g_prof_names[P_COUNT] = {"copy", "fill", "arange", "una
                                                   "rope", "sdpa", "dequantize", "quantized_matmul", "add_rms_norm",
                                                   "rope_qk", "gated_act", "copy_many"};
 static bool g_prof;
-static double g_prof_s[P_COUNT];
+static double g_prof_s[P_COUNT], g_prof_gpu_ms[P_COUNT];
 static long g_prof_n[P_COUNT];
 
 static double now_s(void) {
@@ -58,20 +59,23 @@ static double now_s(void) {
 static void prof_report(void) {
     double total = 0;
     for (int i = 0; i < P_COUNT; i++) total += g_prof_s[i];
-    fprintf(stderr, "cuda profile (entry: calls, ms, us/call, share):\n");
+    fprintf(stderr, "cuda profile (entry: calls, wall ms, wall us/call, GPU us/call, share of wall):\n");
     for (int i = 0; i < P_COUNT; i++)
         if (g_prof_n[i])
-            fprintf(stderr, "  %-17s %8ld %10.2f %8.2f %5.1f %%\n", g_prof_names[i], g_prof_n[i], g_prof_s[i] * 1e3,
-                    g_prof_s[i] * 1e6 / (double)g_prof_n[i], 100 * g_prof_s[i] / total);
+            fprintf(stderr, "  %-17s %8ld %10.2f %8.2f %8.2f %5.1f %%\n", g_prof_names[i], g_prof_n[i], g_prof_s[i] * 1e3,
+                    g_prof_s[i] * 1e6 / (double)g_prof_n[i], g_prof_gpu_ms[i] * 1e3 / (double)g_prof_n[i],
+                    100 * g_prof_s[i] / total);
 }
 
 #define PROF(id, expr)                                  \
     do {                                                \
         if (!g_prof) return (expr);                     \
-        double t0_ = now_s();                           \
+        double t0_ = now_s(), gpu_ms_ = 0;              \
+        lmc_cuda_timer_start();                         \
         lmc_status s_ = (expr);                         \
-        lmc_cuda_synchronize();                         \
+        lmc_cuda_timer_stop(&gpu_ms_);                  \
         g_prof_s[id] += now_s() - t0_;                  \
+        g_prof_gpu_ms[id] += gpu_ms_;                   \
         g_prof_n[id]++;                                 \
         return s_;                                      \
     } while (0)

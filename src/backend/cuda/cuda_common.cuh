@@ -95,6 +95,16 @@ __host__ __device__ __forceinline__ int lmc_cu_dtype_size(int dt) {
  * a view (all of them: an element; all but the last: a row). */
 __device__ __forceinline__ int64_t lmc_offset_axes(const lmc_cuda_view &v, int64_t i, int axes) {
     int64_t off = 0;
+    if (i <= (int64_t)UINT32_MAX) { /* 32-bit division: a few times cheaper than 64-bit on the GPU */
+        uint32_t u = (uint32_t)i;
+        for (int d = axes - 1; d >= 0 && u; d--) {
+            const int64_t n = v.shape[d];
+            const uint32_t q = n > (int64_t)UINT32_MAX ? 0 : u / (uint32_t)n;
+            off += (int64_t)(u - q * (uint32_t)n) * v.strides[d];
+            u = q;
+        }
+        return off;
+    }
     for (int d = axes - 1; d >= 0; d--) {
         int64_t n = v.shape[d];
         off += (i % n) * v.strides[d];

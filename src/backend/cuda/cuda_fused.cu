@@ -100,9 +100,11 @@ __device__ __forceinline__ float norm_gain(const norm_args &a, int64_t d) {
 
 /* 1 / rms of a row, every thread of the block taking part (with ADD the
  * row's sums are stored as they are read). rms_norm and the fused kernels
- * below share it, so a fused row is normed with the same bits. */
+ * below share it, so a fused row is normed with the same bits. A row that
+ * takes one pass (D <= blockDim.x * NORM_UNROLL: decode's) leaves the
+ * thread's values in v, so the caller need not read them again. */
 template <int XDT, bool ADD>
-__device__ float rms_row_scale(const norm_args &a, int64_t row, float *red) {
+__device__ float rms_row_scale(const norm_args &a, int64_t row, float *red, float (&v)[NORM_UNROLL]) {
     const int nd = a.x.ndim;
     const int64_t D = a.x.shape[nd - 1], sx = a.x.strides[nd - 1];
     const int64_t xo = row_offset(a.x, row), step = (int64_t)blockDim.x * NORM_UNROLL;
@@ -110,7 +112,6 @@ __device__ float rms_row_scale(const norm_args &a, int64_t row, float *red) {
     const int64_t mo = ADD ? row_offset(a.sum, row) : 0, sm = ADD ? a.sum.strides[nd - 1] : 0;
     float ss = 0.0f;
     for (int64_t d0 = threadIdx.x; d0 < D; d0 += step) {
-        float v[NORM_UNROLL];
         load_unrolled<XDT, ADD>(a, xo, sx, D, d0, v, ro, sr);
 #pragma unroll
         for (int u = 0; u < NORM_UNROLL; u++) {
@@ -131,10 +132,10 @@ template <int XDT, bool ADD> __global__ void rms_norm_kernel(norm_args a) {
     const int64_t xo = row_offset(a.x, row), oo = row_offset(a.out, row);
     const int64_t ro = ADD ? row_offset(a.res, row) : 0, sr = ADD ? a.res.strides[nd - 1] : 0;
     const int64_t step = (int64_t)blockDim.x * NORM_UNROLL;
-    const float r = rms_row_scale<XDT, ADD>(a, row, red);
+    float v[NORM_UNROLL];
+    const float r = rms_row_scale<XDT, ADD>(a, row, red, v);
     for (int64_t d0 = threadIdx.x; d0 < D; d0 += step) {
-        float v[NORM_UNROLL];
-        load_unrolled<XDT, ADD>(a, xo, sx, D, d0, v, ro, sr);
+        if (D > step) load_unrolled<XDT, ADD>(a, xo, sx, D, d0, v, ro, sr);
 #pragma unroll
         for (int u = 0; u < NORM_UNROLL; u++) {
             int64_t d = d0 + u * (int64_t)blockDim.x;
@@ -351,11 +352,11 @@ __global__ void rope_qk_kernel(rope_qk_args a) {
     const int nd = r.x.ndim;
     const int64_t D = r.x.shape[nd - 1], sx = r.x.strides[nd - 1], so = r.out.strides[nd - 1];
     const int64_t xo = row_offset(r.x, row), oo = row_offset(r.out, row);
-    const float scale = a.norm ? rms_row_scale<LMC_CU_F32, false>(n, row, red) : 1.0f;
+    float v[NORM_UNROLL];
+    const float scale = a.norm ? rms_row_scale<LMC_CU_F32, false>(n, row, red, v) : 1.0f;
     const int64_t step = (int64_t)blockDim.x * NORM_UNROLL;
     for (int64_t d0 = threadIdx.x; d0 < D; d0 += step) {
-        float v[NORM_UNROLL];
-        load_unrolled<LMC_CU_F32>(n, xo, sx, D, d0, v);
+        if (!a.norm || D > step) load_unrolled<LMC_CU_F32>(n, xo, sx, D, d0, v);
 #pragma unroll
         for (int u = 0; u < NORM_UNROLL; u++) {
             int64_t d = d0 + u * (int64_t)blockDim.x;

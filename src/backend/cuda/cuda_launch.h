@@ -39,6 +39,10 @@ int lmc_cuda_free(void *p);
 /* kind: 0 host->device, 1 device->host, 2 device->device; ordered on the stream, synchronous for device->host. */
 int lmc_cuda_memcpy(void *dst, const void *src, size_t n, int kind);
 int lmc_cuda_synchronize(void);
+/* LMC_CUDA_PROFILE's GPU clock (one thread): start, queue work, then stop
+ * waits for it and gives its time on the GPU in ms. */
+int lmc_cuda_timer_start(void);
+int lmc_cuda_timer_stop(double *ms);
 const char *lmc_cuda_error_string(int err);
 int lmc_cuda_last_launch_error(void);
 int lmc_cuda_device_name(char *out, size_t cap);   /* "NAME (N SMs, X GiB)" of device 0 */

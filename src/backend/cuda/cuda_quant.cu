@@ -64,7 +64,6 @@ struct qmm_args {
 
 enum {
     QMV_WARPS = 8,           /* warps per block */
-    QMV_R = 4,               /* weight rows per warp */
     QMV_SMEM_FLOATS = 8192,  /* x tile: M * KT floats, 32 KiB */
 };
 
@@ -143,14 +142,15 @@ __device__ __forceinline__ void stage_x(const qmm_args &a, float *xs, int64_t k_
     }
 }
 
-/* Block: QMV_WARPS warps, warp w owns weight rows n0 + w*R .. +R. x rows
+/* Block: QMV_WARPS warps, warp w owns weight rows n0 + w*R .. +R (R = 1,
+ * 4 or 16 by the number of rows, see QMV_FEW_BLOCKS; a row's sums are the
+ * same for any R). x rows
  * [0, M) are staged per K-tile in xs as float4s: the float4 f (of EPL/4) that
  * lane l needs at step s of the tile is xs[m][(s * EPL/4 + f) * 32 + l]. */
-template <int BITS, int M, int SDT, int NJ>
+template <int BITS, int M, int SDT, int NJ, int R>
 __global__ void __launch_bounds__(QMV_WARPS * 32, 1) qmv_kernel(const qmv_jobs<NJ> jobs, int KT) {
     constexpr int EPL = 128 / BITS; /* elements per 16 bytes */
     constexpr int SPAN = 32 * EPL;  /* elements per warp step */
-    constexpr int R = QMV_R;
     __shared__ float4 xs[QMV_SMEM_FLOATS / 4];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     /* this block's job (the same for the whole block; constant indices keep
@@ -163,88 +163,115 @@ __global__ void __launch_bounds__(QMV_WARPS * 32, 1) qmv_kernel(const qmv_jobs<N
             a = jobs.a[j];
             block = blockIdx.x - jobs.first[j];
         }
-    const int64_t nbase = ((int64_t)block * QMV_WARPS + warp) * R;
     const int64_t words16 = a.row_bytes / 16;
     const uint4 *wq = (const uint4 *)a.wq;
+    /* A lone product whose x fits one tile (the lm_head's) runs on fewer
+     * blocks than it has tiles of rows: each block takes tile after tile and
+     * stages x once. Otherwise a block has one tile. */
+    const unsigned tiles = NJ == 1 ? jobs.first[1] : block + 1, stride = NJ == 1 ? gridDim.x : 1;
+    bool staged = false;
+    for (unsigned tile = block; tile < tiles; tile += stride) {
+        const int64_t nbase = ((int64_t)tile * QMV_WARPS + warp) * R;
 
-    float acc[M][R];
+        float acc[M][R];
 #pragma unroll
-    for (int m = 0; m < M; m++)
+        for (int m = 0; m < M; m++)
 #pragma unroll
-        for (int r = 0; r < R; r++) acc[m][r] = 0.0f;
+            for (int r = 0; r < R; r++) acc[m][r] = 0.0f;
 
-    for (int64_t k_tile = 0; k_tile < a.K; k_tile += KT) {
-        __syncthreads(); /* the previous tile is no longer read */
-        switch (a.xdt) {
-        case LMC_CU_F32: stage_x<EPL, M, float>(a, (float *)xs, k_tile, KT); break;
-        case LMC_CU_BF16: stage_x<EPL, M, __nv_bfloat16>(a, (float *)xs, k_tile, KT); break;
-        default: stage_x<EPL, M, __half>(a, (float *)xs, k_tile, KT); break;
-        }
-        __syncthreads();
-        const int steps = KT / SPAN;
-        for (int s = 0; s < steps; s++) {
-            const int64_t k0 = k_tile + (int64_t)s * SPAN + lane * EPL;
-            if (k0 >= a.K) break; /* K is a multiple of EPL: a lane's 16 bytes are all in or all out */
-            const int64_t g = k0 >> a.gshift;
-            uint4 w[R];
-            float sc[R], bi[R];
-#pragma unroll
-            for (int r = 0; r < R; r++) {
-                const int64_t n = nbase + r;
-                if (n < a.N) {
-                    w[r] = __ldg(wq + n * words16 + k0 / EPL);
-                    sc[r] = ld_as<SDT>(a.scales, a.sdt, n * a.G + g);
-                    bi[r] = ld_as<SDT>(a.biases, a.sdt, n * a.G + g);
-                } else {
-                    w[r] = make_uint4(0, 0, 0, 0);
-                    sc[r] = bi[r] = 0.0f;
+        for (int64_t k_tile = 0; k_tile < a.K; k_tile += KT) {
+            if (!staged || KT < a.K) {
+                __syncthreads(); /* the previous tile is no longer read */
+                switch (a.xdt) {
+                case LMC_CU_F32: stage_x<EPL, M, float>(a, (float *)xs, k_tile, KT); break;
+                case LMC_CU_BF16: stage_x<EPL, M, __nv_bfloat16>(a, (float *)xs, k_tile, KT); break;
+                default: stage_x<EPL, M, __half>(a, (float *)xs, k_tile, KT); break;
                 }
+                __syncthreads();
+                staged = true;
             }
-#pragma unroll
-            for (int m = 0; m < M; m++) {
-                float xv[EPL];
-                const float4 *xm = xs + m * (KT / 4) + (s * (EPL / 4)) * 32 + lane;
-                float sx = 0.0f;
-#pragma unroll
-                for (int f = 0; f < EPL / 4; f++) {
-                    const float4 t = xm[f * 32];
-                    xv[4 * f] = t.x;
-                    xv[4 * f + 1] = t.y;
-                    xv[4 * f + 2] = t.z;
-                    xv[4 * f + 3] = t.w;
-                    sx += (t.x + t.y) + (t.z + t.w);
-                }
+            const int steps = KT / SPAN;
+            for (int s = 0; s < steps; s++) {
+                const int64_t k0 = k_tile + (int64_t)s * SPAN + lane * EPL;
+                if (k0 >= a.K) break; /* K is a multiple of EPL: a lane's 16 bytes are all in or all out */
+                const int64_t g = k0 >> a.gshift;
+                uint4 w[R];
+                float sc[R], bi[R];
 #pragma unroll
                 for (int r = 0; r < R; r++) {
-                    float y[EPL];
-                    unpack16<BITS>(w[r], y);
-                    float sq = 0.0f;
+                    const int64_t n = nbase + r;
+                    if (n < a.N) {
+                        w[r] = __ldg(wq + n * words16 + k0 / EPL);
+                        sc[r] = ld_as<SDT>(a.scales, a.sdt, n * a.G + g);
+                        bi[r] = ld_as<SDT>(a.biases, a.sdt, n * a.G + g);
+                    } else {
+                        w[r] = make_uint4(0, 0, 0, 0);
+                        sc[r] = bi[r] = 0.0f;
+                    }
+                }
 #pragma unroll
-                    for (int e = 0; e < EPL; e++) sq = fmaf(y[e], xv[e], sq);
-                    acc[m][r] = fmaf(sc[r], sq, fmaf(bi[r], sx, acc[m][r]));
+                for (int m = 0; m < M; m++) {
+                    float xv[EPL];
+                    const float4 *xm = xs + m * (KT / 4) + (s * (EPL / 4)) * 32 + lane;
+                    float sx = 0.0f;
+#pragma unroll
+                    for (int f = 0; f < EPL / 4; f++) {
+                        const float4 t = xm[f * 32];
+                        xv[4 * f] = t.x;
+                        xv[4 * f + 1] = t.y;
+                        xv[4 * f + 2] = t.z;
+                        xv[4 * f + 3] = t.w;
+                        sx += (t.x + t.y) + (t.z + t.w);
+                    }
+#pragma unroll
+                    for (int r = 0; r < R; r++) {
+                        float y[EPL];
+                        unpack16<BITS>(w[r], y);
+                        float sq = 0.0f;
+#pragma unroll
+                        for (int e = 0; e < EPL; e++) sq = fmaf(y[e], xv[e], sq);
+                        acc[m][r] = fmaf(sc[r], sq, fmaf(bi[r], sx, acc[m][r]));
+                    }
                 }
             }
         }
+#pragma unroll
+        for (int m = 0; m < M; m++)
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+                const float v = warp_sum(acc[m][r]);
+                const int64_t n = nbase + r;
+                if (lane == 0 && n < a.N) st_f32(a.out, a.odt, (int64_t)m * a.N + n, v);
+            }
     }
-#pragma unroll
-    for (int m = 0; m < M; m++)
-#pragma unroll
-        for (int r = 0; r < R; r++) {
-            const float v = warp_sum(acc[m][r]);
-            const int64_t n = nbase + r;
-            if (lane == 0 && n < a.N) st_f32(a.out, a.odt, (int64_t)m * a.N + n, v);
-        }
 }
 
-template <int BITS, int M, int NJ> static void qmv_launch_sdt(const qmv_jobs<NJ> &j, int KT) {
+/* Blocks of a lone product whose x fits one tile: enough for every SM a few times over. */
+static unsigned qmv_grid_cap() {
+    static unsigned cap = 0;
+    if (!cap) {
+        int sms = 0;
+        if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0) != cudaSuccess || sms < 1) sms = 108;
+        cap = (unsigned)sms * 4;
+    }
+    return cap;
+}
+
+template <int BITS, int M, int NJ, int R = 4> static void qmv_launch_sdt(const qmv_jobs<NJ> &j, int KT) {
     cudaStream_t st = lmc_cuda_stream();
-    const unsigned blocks = j.first[j.n];
+    unsigned blocks = j.first[j.n];
+    if (NJ == 1 && KT >= j.a[0].K && blocks > qmv_grid_cap()) blocks = qmv_grid_cap();
     switch (j.a[0].sdt) {
-    case LMC_CU_F32: qmv_kernel<BITS, M, LMC_CU_F32, NJ><<<blocks, QMV_WARPS * 32, 0, st>>>(j, KT); break;
-    case LMC_CU_BF16: qmv_kernel<BITS, M, LMC_CU_BF16, NJ><<<blocks, QMV_WARPS * 32, 0, st>>>(j, KT); break;
-    default: qmv_kernel<BITS, M, LMC_CU_F16, NJ><<<blocks, QMV_WARPS * 32, 0, st>>>(j, KT); break;
+    case LMC_CU_F32: qmv_kernel<BITS, M, LMC_CU_F32, NJ, R><<<blocks, QMV_WARPS * 32, 0, st>>>(j, KT); break;
+    case LMC_CU_BF16: qmv_kernel<BITS, M, LMC_CU_BF16, NJ, R><<<blocks, QMV_WARPS * 32, 0, st>>>(j, KT); break;
+    default: qmv_kernel<BITS, M, LMC_CU_F16, NJ, R><<<blocks, QMV_WARPS * 32, 0, st>>>(j, KT); break;
     }
 }
+
+/* With one x row, below this many blocks of four rows a warp a warp takes
+ * one row (a layer's products: more blocks in flight), and from
+ * QMV_MANY_BLOCKS on sixteen (the lm_head: more loads in flight a warp). */
+enum { QMV_FEW_BLOCKS = 512, QMV_MANY_BLOCKS = 2048 };
 
 /* One launch for every job of j (the same x, bits and scale dtype). */
 template <int BITS, int NJ> static void qmv_launch_m(qmv_jobs<NJ> &j) {
@@ -253,10 +280,18 @@ template <int BITS, int NJ> static void qmv_launch_m(qmv_jobs<NJ> &j) {
     /* the x tile: as many warp steps as fit the shared buffer, no more than K needs */
     int64_t steps_fit = QMV_SMEM_FLOATS / (a.M * SPAN), steps_k = (a.K + SPAN - 1) / SPAN;
     int KT = (int)((steps_fit < steps_k ? steps_fit : steps_k) * SPAN);
+    int64_t rows = 0;
+    for (int i = 0; i < j.n; i++) rows += j.a[i].N;
+    const int64_t blocks4 = rows / (QMV_WARPS * 4);
+    const int R = a.M != 1 ? 4 : blocks4 < QMV_FEW_BLOCKS ? 1 : blocks4 >= QMV_MANY_BLOCKS ? 16 : 4;
     j.first[0] = 0;
-    for (int i = 0; i < j.n; i++) j.first[i + 1] = j.first[i] + lmc_blocks(j.a[i].N, QMV_WARPS * QMV_R);
+    for (int i = 0; i < j.n; i++) j.first[i + 1] = j.first[i] + lmc_blocks(j.a[i].N, QMV_WARPS * R);
     switch (a.M) {
-    case 1: qmv_launch_sdt<BITS, 1>(j, KT); break;
+    case 1:
+        if (R == 1) qmv_launch_sdt<BITS, 1, NJ, 1>(j, KT);
+        else if (R == 16) qmv_launch_sdt<BITS, 1, NJ, 16>(j, KT);
+        else qmv_launch_sdt<BITS, 1, NJ, 4>(j, KT);
+        break;
     case 2: qmv_launch_sdt<BITS, 2>(j, KT); break;
     case 3: qmv_launch_sdt<BITS, 3>(j, KT); break;
     case 4: qmv_launch_sdt<BITS, 4>(j, KT); break;

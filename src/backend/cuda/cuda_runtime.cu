@@ -115,6 +115,25 @@ extern "C" int lmc_cuda_memcpy(void *dst, const void *src, size_t n, int kind) {
 
 extern "C" int lmc_cuda_synchronize(void) { return (int)cudaStreamSynchronize(lmc_cuda_stream()); }
 
+/* The profiler's GPU clock: events around one entry's launches. */
+static cudaEvent_t g_timer[2];
+
+extern "C" int lmc_cuda_timer_start(void) {
+    cudaError_t e = cudaSuccess;
+    for (int i = 0; i < 2 && e == cudaSuccess; i++)
+        if (!g_timer[i]) e = cudaEventCreate(&g_timer[i]);
+    return (int)(e == cudaSuccess ? cudaEventRecord(g_timer[0], lmc_cuda_stream()) : e);
+}
+
+extern "C" int lmc_cuda_timer_stop(double *ms) {
+    float f = 0;
+    cudaError_t e = cudaEventRecord(g_timer[1], lmc_cuda_stream());
+    if (e == cudaSuccess) e = cudaEventSynchronize(g_timer[1]);
+    if (e == cudaSuccess) e = cudaEventElapsedTime(&f, g_timer[0], g_timer[1]);
+    *ms = e == cudaSuccess ? f : 0.0;
+    return (int)e;
+}
+
 extern "C" const char *lmc_cuda_error_string(int err) { return cudaGetErrorString((cudaError_t)err); }
 
 extern "C" int lmc_cuda_last_launch_error(void) { return (int)cudaGetLastError(); }
