@@ -237,6 +237,11 @@ static void test_generation_config_sampling(void) {
     expect_load_error(dir, LMC_ERR_INVALID_ARGUMENT, "generation_config.json: sampler: top_p", "top_p range");
     write_text(dir, "generation_config.json", "{\"do_sample\": 1}");
     expect_load_error(dir, LMC_ERR_FORMAT, "do_sample must be true or false", "do_sample type");
+    /* past a float's range: refused naming the value the file holds (not the inf it would become) */
+    write_text(dir, "generation_config.json", "{\"temperature\": 1e300}");
+    expect_load_error(dir, LMC_ERR_FORMAT, "generation_config.json: temperature 1e+300 is out of range", "temperature range");
+    write_text(dir, "generation_config.json", "{\"repetition_penalty\": -1e39}");
+    expect_load_error(dir, LMC_ERR_FORMAT, "repetition_penalty -1e+39 is out of range", "penalty range");
     /* no file: lmc's defaults */
     char p[4200];
     snprintf(p, sizeof p, "%s/generation_config.json", dir);

@@ -1,5 +1,6 @@
 /* Model handles: loading a checkpoint folder, information, the backend
  * registry, and forward passes for logits. */
+#include <float.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -83,19 +84,9 @@ static void add_eos(lmc_model *m, int32_t id) {
     m->eos[m->n_eos++] = id;
 }
 
-/* generation_config.json's sampling fields over lmc's defaults (see
- * lmc_model_info.sampler); a folder without the file keeps the defaults.
- * A field of the wrong type or out of range is an error naming it. */
-static lmc_status read_sampling(const char *dir, lmc_sampler_config *out) {
+lmc_status lmc_sampling_config_parse(const char *json, size_t len, const char *path, lmc_sampler_config *out) {
     *out = lmc_sampler_config_default();
-    char path[4096];
-    snprintf(path, sizeof path, "%s/generation_config.json", dir);
-    if (access(path, F_OK) != 0) return LMC_OK; /* no file: lmc's defaults */
-    char *json;
-    size_t len;
-    LMC_CHECK(lmc_read_file(path, 1u << 20, &json, &len));
     cJSON *g = lmc_json_parse(json, len, NULL);
-    free(json);
     if (!cJSON_IsObject(g)) {
         cJSON_Delete(g);
         return lmc_set_error(LMC_ERR_FORMAT, "%s: not a JSON object", path);
@@ -110,6 +101,12 @@ static lmc_status read_sampling(const char *dir, lmc_sampler_config *out) {
             break;
         }
         double x = v->valuedouble;
+        /* the float fields take what a float holds (a wider value would become inf, and the
+         * sampler's message would name inf instead of what the file says) */
+        if (i != 2 && !(fabs(x) <= FLT_MAX)) {
+            st = lmc_set_error(LMC_ERR_FORMAT, "%s: %s %g is out of range", path, keys[i], x);
+            break;
+        }
         if (i == 0) out->temperature = (float)x;
         else if (i == 1) out->top_p = (float)x;
         else if (i == 2) out->top_k = x < 0 ? -1 : x > 1e9 ? 1000000000 : (int)x;
@@ -127,6 +124,21 @@ static lmc_status read_sampling(const char *dir, lmc_sampler_config *out) {
         st = lmc_last_status();
     }
     lmc_sampler_free(check);
+    return st;
+}
+
+/* generation_config.json's sampling in dir; a folder without the file keeps
+ * lmc's defaults. */
+static lmc_status read_sampling(const char *dir, lmc_sampler_config *out) {
+    *out = lmc_sampler_config_default();
+    char path[4096];
+    snprintf(path, sizeof path, "%s/generation_config.json", dir);
+    if (access(path, F_OK) != 0) return LMC_OK; /* no file: lmc's defaults */
+    char *json;
+    size_t len;
+    LMC_CHECK(lmc_read_file(path, 1u << 20, &json, &len));
+    lmc_status st = lmc_sampling_config_parse(json, len, path, out);
+    free(json);
     return st;
 }
 

@@ -104,5 +104,10 @@ size_t lmc_generate_find_stop(const lmc_generate_options *opt, const char *text,
 /* Length of the longest stop string. */
 size_t lmc_generate_max_stop_len(const lmc_generate_options *opt);
 bool lmc_cancel_requested(const lmc_cancel *c);
+/* generation_config.json's sampling fields (the text json[0..len), named
+ * path in errors) over lmc's defaults (see lmc_model_info.sampler). A field
+ * of the wrong type or out of range is an error naming it; what is
+ * accepted makes a sampler. */
+lmc_status lmc_sampling_config_parse(const char *json, size_t len, const char *path, lmc_sampler_config *out);
 
 #endif
