@@ -638,6 +638,9 @@ static void test_load_errors(void) {
         {CFG(", \"use_rslora\": \"yes\""), LMC_ERR_FORMAT, "use_rslora"},
         {CFG(", \"rank_pattern\": {\".*q_proj\": 4}"), LMC_ERR_UNSUPPORTED, "rank_pattern"},
         {CFG(", \"alpha_pattern\": {\"q_proj\": -1}"), LMC_ERR_FORMAT, "alpha_pattern"},
+        /* a rank past an int (converting it would be undefined) */
+        {CFG(", \"rank_pattern\": {\"q_proj\": 1e10}"), LMC_ERR_FORMAT, "rank_pattern\" entry \"q_proj\" must be a positive integer up to 65536"},
+        {CFG(", \"rank_pattern\": {\"q_proj\": 65537}"), LMC_ERR_FORMAT, "rank_pattern"},
         {CFG(", \"layers_to_transform\": [7]"), LMC_ERR_FORMAT, "layers_to_transform"},
         {"{\"peft_type\": \"LORA\", \"r\": 0, \"target_modules\": [\"q_proj\"]}", LMC_ERR_FORMAT, "\"r\""},
         {"{\"peft_type\": \"LORA\", \"lora_alpha\": \"16\", \"target_modules\": [\"q_proj\"]}", LMC_ERR_FORMAT, "lora_alpha"},

@@ -34,6 +34,8 @@
 #include "train/lora_internal.h"
 
 #define CONFIG_NAME "adapter_config.json"
+#define LORA_MAX_RANK 65536
+#define LORA_MAX_RANK_STR "65536"
 #define WEIGHTS_NAME "adapter_model.safetensors"
 
 /* --- matching module names -------------------------------------------------------- */
@@ -120,8 +122,11 @@ static lmc_status read_pattern(const reader *r, const char *name, bool integer, 
         if (!plain_name(e->string))
             return lmc_set_error(LMC_ERR_UNSUPPORTED, "%s: \"%s\" key \"%s\" is a pattern; only plain module names are supported",
                                  r->path, name, e->string);
-        if (!cJSON_IsNumber(e) || !(e->valuedouble > 0) || (integer && e->valuedouble != floor(e->valuedouble)))
-            return bad(r, name, "entry \"%s\" must be a positive %s", e->string, integer ? "integer" : "number");
+        /* ranks as "r" takes them (an int: a larger value would not convert) */
+        if (!cJSON_IsNumber(e) || !(e->valuedouble > 0) || !isfinite(e->valuedouble) ||
+            (integer && (e->valuedouble != floor(e->valuedouble) || e->valuedouble > LORA_MAX_RANK)))
+            return bad(r, name, "entry \"%s\" must be a positive %s", e->string,
+                       integer ? "integer up to " LORA_MAX_RANK_STR : "number");
     }
     *out = f;
     return LMC_OK;
@@ -143,7 +148,8 @@ static lmc_status read_config(reader *r, int64_t num_layers, lmc_lora_config *cf
                              cJSON_IsString(f) ? f->valuestring : lmc_json_type_name(f));
     double v;
     LMC_CHECK(read_number(r, "r", 8, &v));
-    if (!(v >= 1 && v <= 65536 && v == floor(v))) return bad(r, "r", "must be a positive integer, got %g", v);
+    if (!(v >= 1 && v <= LORA_MAX_RANK && v == floor(v)))
+        return bad(r, "r", "must be a positive integer up to " LORA_MAX_RANK_STR ", got %g", v);
     cfg->rank = (int)v;
     LMC_CHECK(read_number(r, "lora_alpha", 8, &cfg->alpha));
     if (!(cfg->alpha > 0)) return bad(r, "lora_alpha", "must be > 0, got %g", cfg->alpha);
