@@ -147,8 +147,10 @@ __device__ __forceinline__ void stage_x(const qmm_args &a, float *xs, int64_t k_
  * same for any R). x rows
  * [0, M) are staged per K-tile in xs as float4s: the float4 f (of EPL/4) that
  * lane l needs at step s of the tile is xs[m][(s * EPL/4 + f) * 32 + l]. */
+/* With one x row two blocks fit an SM (registers capped at 128 a thread): more loads in flight, which is
+ * what the lm_head's long walk needs (112 -> 95 us for Qwen3's on an H200); more x rows keep the registers. */
 template <int BITS, int M, int SDT, int NJ, int R>
-__global__ void __launch_bounds__(QMV_WARPS * 32, 1) qmv_kernel(const qmv_jobs<NJ> jobs, int KT) {
+__global__ void __launch_bounds__(QMV_WARPS * 32, M == 1 ? 2 : 1) qmv_kernel(const qmv_jobs<NJ> jobs, int KT) {
     constexpr int EPL = 128 / BITS; /* elements per 16 bytes */
     constexpr int SPAN = 32 * EPL;  /* elements per warp step */
     __shared__ float4 xs[QMV_SMEM_FLOATS / 4];
