@@ -116,6 +116,24 @@ __device__ __forceinline__ int64_t lmc_offset_axes(const lmc_cuda_view &v, int64
 /* Element offset of linear (row-major) index i of shape in a view's strides. */
 __device__ __forceinline__ int64_t lmc_offset(const lmc_cuda_view &v, int64_t i) { return lmc_offset_axes(v, i, v.ndim); }
 
+/* A kernel that runs a table of jobs in one launch (products over one x):
+ * job j of n owns blocks [first[j], first[j + 1]). Sets this block's job,
+ * and its index within the job. The loop's constant indices keep the jobs
+ * in the parameter bank (one computed at run time would copy them to local
+ * memory). */
+template <int NJ, typename Job>
+__device__ __forceinline__ void lmc_block_job(const Job (&jobs)[NJ], const unsigned (&first)[NJ + 1], int n, Job &job,
+                                              unsigned &block) {
+    job = jobs[0];
+    block = blockIdx.x;
+#pragma unroll
+    for (int j = 1; j < NJ; j++)
+        if (j < n && blockIdx.x >= first[j]) {
+            job = jobs[j];
+            block = blockIdx.x - first[j];
+        }
+}
+
 static inline int64_t lmc_view_size(const lmc_cuda_view *v) {
     int64_t n = 1;
     for (int d = 0; d < v->ndim; d++) n *= v->shape[d];

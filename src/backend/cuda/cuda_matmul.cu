@@ -157,16 +157,9 @@ __device__ __forceinline__ void widen(const uint4 &raw, float *w, const __half *
 
 template <typename T, int R, int NJ> __global__ void gemv_kernel(const gemv_jobs<NJ> J) {
     constexpr int V = 16 / sizeof(T);
-    /* this block's job (the same for the whole block; constant indices keep
-     * the arguments in the parameter bank) */
-    gemv_job g = J.job[0];
-    unsigned block = blockIdx.x;
-#pragma unroll
-    for (int j = 1; j < NJ; j++)
-        if (j < J.n && blockIdx.x >= J.first[j]) {
-            g = J.job[j];
-            block = blockIdx.x - J.first[j];
-        }
+    gemv_job g;
+    unsigned block;
+    lmc_block_job(J.job, J.first, J.n, g, block);
     int64_t n = (block * (int64_t)blockDim.x + threadIdx.x) / 32;
     int lane = threadIdx.x % 32;
     if (n >= g.N) return;

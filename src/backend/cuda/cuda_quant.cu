@@ -155,16 +155,9 @@ __global__ void __launch_bounds__(QMV_WARPS * 32, M == 1 ? 2 : 1) qmv_kernel(con
     constexpr int SPAN = 32 * EPL;  /* elements per warp step */
     __shared__ float4 xs[QMV_SMEM_FLOATS / 4];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    /* this block's job (the same for the whole block; constant indices keep
-     * the arguments in the parameter bank) */
-    qmm_args a = jobs.a[0];
-    unsigned block = blockIdx.x;
-#pragma unroll
-    for (int j = 1; j < NJ; j++)
-        if (j < jobs.n && blockIdx.x >= jobs.first[j]) {
-            a = jobs.a[j];
-            block = blockIdx.x - jobs.first[j];
-        }
+    qmm_args a;
+    unsigned block;
+    lmc_block_job(jobs.a, jobs.first, jobs.n, a, block);
     const int64_t words16 = a.row_bytes / 16;
     const uint4 *wq = (const uint4 *)a.wq;
     /* A lone product whose x fits one tile (the lm_head's) runs on fewer
