@@ -460,9 +460,8 @@ static void test_quant_many(void) {
                 char what[80];
                 snprintf(what, sizeof what, "qmm many: case %d, product %d, M %lld", c, i, (long long)Ms[mi]);
                 same(cpu, many[i], 1e-4, 1e-4, what);
-                lmc_array *a = alone ? lmc_array_to(alone, LMC_CPU) : NULL;
-                same(a, many[i], 0, 0, what); /* bit for bit */
-                lmc_array_free(a), lmc_array_free(alone), lmc_array_free(cpu), lmc_array_free(many[i]);
+                same_on_gpu(alone, many[i], 0, 0, what); /* bit for bit */
+                lmc_array_free(alone), lmc_array_free(cpu), lmc_array_free(many[i]);
             }
             lmc_array_free(x), lmc_array_free(gx);
         }
@@ -501,9 +500,8 @@ static void test_matmul_many(void) {
                 char what[80];
                 snprintf(what, sizeof what, "matmul many: case %d, product %d, M %lld", c, i, (long long)Ms[mi]);
                 same(cpu, many[i], 1e-4, 1e-4, what);
-                lmc_array *a = alone ? lmc_array_to(alone, LMC_CPU) : NULL;
-                same(a, many[i], 0, 0, what); /* bit for bit */
-                lmc_array_free(a), lmc_array_free(alone), lmc_array_free(cpu), lmc_array_free(many[i]);
+                same_on_gpu(alone, many[i], 0, 0, what); /* bit for bit */
+                lmc_array_free(alone), lmc_array_free(cpu), lmc_array_free(many[i]);
             }
             lmc_array_free(x), lmc_array_free(gx);
         }

@@ -1,7 +1,7 @@
 /* Ops that one kernel does where the device has it, else their parts.
  *
  * A decode step on a GPU is bound by how many kernels the host launches, not
- * by their work; these three sequences of the decoder run as one launch
+ * by their work; these four sequences of the decoder run as one launch
  * there, each giving bit for bit what its parts give. A device without the
  * kernel (the CPU, whose small ops cost little) runs the parts. While a tape
  * records they always run as their parts, so training sees only ops with

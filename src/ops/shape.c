@@ -333,10 +333,7 @@ lmc_array *lmc_slice_region(const char *op, lmc_array *dst, const int64_t *start
         off += start[d] * dst->strides[d];
         strides[d] = dst->strides[d];
     }
-    if (dst->buf->device != src->buf->device) {
-        lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "%s: inputs are on different devices", op);
-        return NULL;
-    }
+    if (!lmc_ops_kernels(op, 2, ins)) return NULL; /* dst and src on different devices */
     return lmc_array_view(dst->buf, (size_t)((int64_t)dst->offset + off * (int64_t)lmc_dtype_size(dst->dtype)),
                           dst->dtype, dst->ndim, src->shape, strides);
 }

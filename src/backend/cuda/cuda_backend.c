@@ -225,7 +225,10 @@ static lmc_status k_rope_qk(lmc_array *const out[2], const lmc_array *const x[2]
     lmc_cuda_view o[2] = {view(out[0]), view(out[1])}, a[2] = {view(x[0]), view(x[1])}, g[2];
     const lmc_cuda_view *gp[2] = {NULL, NULL};
     for (int i = 0; i < 2; i++)
-        if (norm && w[i]) gp[i] = (g[i] = view(w[i]), &g[i]);
+        if (norm && w[i]) {
+            g[i] = view(w[i]);
+            gp[i] = &g[i];
+        }
     lmc_cuda_view f = view(inv_freqs), pos = view(positions);
     PROF(P_ROPE_QK, check(lmc_cu_rope_qk(o, a, norm, gp, eps, one_plus_weight, p->dims, p->traditional, p->scale, &f, &pos),
                           "rope_qk"));
