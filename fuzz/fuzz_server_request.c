@@ -38,7 +38,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         REQUIRE(r.gen.n_stop_strings >= 0 && r.gen.n_stop_strings <= LMC_SRV_MAX_STOPS);
         for (int i = 0; i < r.gen.n_stop_strings; i++) REQUIRE(r.gen.stop_strings[i] != NULL);
         REQUIRE(!r.include_usage || r.stream);
-        REQUIRE(r.n >= 1 && r.n <= LMC_SRV_MAX_CHOICES && (r.n == 1 || !r.stream));
+        REQUIRE(r.n >= 1 && r.n <= LMC_SRV_MAX_CHOICES); /* streamed or not */
         REQUIRE(r.gen.top_logprobs >= 0 && r.gen.top_logprobs <= LMC_MAX_TOP_LOGPROBS);
         REQUIRE(r.gen.n_logit_bias >= 0 && (!r.gen.n_logit_bias || r.gen.logit_bias));
         for (int i = 0; i < r.gen.n_logit_bias; i++)
