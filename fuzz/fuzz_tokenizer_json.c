@@ -82,9 +82,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (lmc_tokenizer_decode(t, ids, n, false, &out, &len) == LMC_OK) lmc_tokenizer_free_text(out);
         lmc_tokenizer_free_ids(ids);
     }
+    /* a token's string finds an id again, unless it holds a NUL byte (JSON's
+     * \u0000): then the C string stops there */
     for (size_t id = 0; id < lmc_tokenizer_vocab_size(t) && id < 64; id++) {
         const char *s = lmc_tokenizer_id_to_token(t, (int32_t)id);
-        if (s) REQUIRE(lmc_tokenizer_token_to_id(t, s) >= 0);
+        uint32_t len = 0;
+        REQUIRE(s == tk_token_str(t, (int32_t)id, &len));
+        if (s && strlen(s) == len) REQUIRE(lmc_tokenizer_token_to_id(t, s) >= 0);
     }
     lmc_tokenizer_free(t);
     return 0;

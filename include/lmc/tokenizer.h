@@ -93,7 +93,9 @@ LMC_API size_t lmc_tokenizer_vocab_size(const lmc_tokenizer *tok);
  * vocabulary), or -1 when there is none. */
 LMC_API int32_t lmc_tokenizer_token_to_id(const lmc_tokenizer *tok, const char *token);
 
-/* The token string of an id (owned by the tokenizer), or NULL when there is none. */
+/* The token string of an id (owned by the tokenizer), or NULL when there is none.
+ * A token holding a NUL byte (JSON's \u0000; no real tokenizer has one) reads
+ * as the string before it. */
 LMC_API const char *lmc_tokenizer_id_to_token(const lmc_tokenizer *tok, int32_t id);
 
 /* True when id is a special added token. */
