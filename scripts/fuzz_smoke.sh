@@ -16,6 +16,7 @@
 #   fuzz_dataset          fuzz/corpus/dataset, fuzz/dataset.dict (LoRA training
 #                         JSONL with the tiny Qwen 3 golden model)
 #   fuzz_generation_config fuzz/corpus/generation_config, fuzz/generation_config.dict
+#   fuzz_adapter_config   fuzz/corpus/adapter_config, fuzz/adapter_config.dict
 # Exits non-zero when the build fails or a fuzzer finds a crash, leak or
 # timeout; the input that triggered it is saved under build-fuzz/artifacts/.
 #   scripts/fuzz_smoke.sh [seconds]      (LMC_FUZZ_BUILD overrides build-fuzz)
@@ -24,7 +25,7 @@ set -euo pipefail
 secs=${1:-60}
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${LMC_FUZZ_BUILD:-$root/build-fuzz}
-targets="safetensors tokenizer_json tokenizer_cache server_request json_constraint json_schema json_mask jinja model_config reply tokenize dataset generation_config"
+targets="safetensors tokenizer_json tokenizer_cache server_request json_constraint json_schema json_mask jinja model_config reply tokenize dataset generation_config adapter_config"
 
 command -v clang >/dev/null || { echo "fuzz_smoke: clang not found" >&2; exit 1; }
 cmake -S "$root" -B "$build" -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLMC_FUZZ=ON >/dev/null

@@ -687,6 +687,37 @@ static void test_load_errors(void) {
     model_fixture_cleanup(mdir);
 }
 
+/* The config alone (no model, no tensors): what each module gets, in order;
+ * a failed parse leaves the plan empty. */
+static void test_plan_parse(void) {
+    static const char cfg[] =
+        "{\"peft_type\": \"LORA\", \"r\": 8, \"lora_alpha\": 16, \"lora_dropout\": 0.1, \"target_modules\": [\"q_proj\", "
+        "\"model.layers.3.mlp.down_proj\"], \"layers_to_transform\": [0, 3], \"rank_pattern\": {\"model.layers.3.self_attn.q_proj\": 4}, "
+        "\"alpha_pattern\": {\"down_proj\": 2.5}, \"base_model_name_or_path\": \"Qwen/Qwen3-0.6B\"}";
+    lmc_lora_plan p;
+    CHECKF(lmc_lora_plan_parse("adapter_config.json", cfg, strlen(cfg), "model.", 4, &p) == LMC_OK, "%s", lmc_last_error());
+    CHECK(p.n == 3 && p.kinds == (1u << 0 | 1u << 6) && !p.all_linear && p.cfg.dropout == 0.1);
+    if (p.n == 3) {
+        CHECK(p.e[0].layer == 0 && p.e[0].module == 0 && p.e[0].rank == 8 && p.e[0].alpha == 16);
+        CHECK(p.e[1].layer == 3 && p.e[1].module == 0 && p.e[1].rank == 4 && p.e[1].alpha == 16);
+        CHECK(p.e[2].layer == 3 && p.e[2].module == 6 && p.e[2].rank == 8 && p.e[2].alpha == 2.5);
+    }
+    CHECK(p.base_model && !strcmp(p.base_model, "Qwen/Qwen3-0.6B"));
+    lmc_lora_plan_free(&p);
+    /* "all-linear" on one layer: its seven modules */
+    static const char all[] = "{\"peft_type\": \"LORA\", \"target_modules\": \"all-linear\", \"layers_to_transform\": 1}";
+    CHECK(lmc_lora_plan_parse("x/adapter_config.json", all, strlen(all), "model.", 4, &p) == LMC_OK);
+    CHECK(p.n == 7 && p.all_linear && p.e[0].layer == 1 && p.e[6].module == 6 && p.e[6].rank == 8);
+    lmc_lora_plan_free(&p);
+    /* layer 3 of a 2-layer model: refused naming the file and field, nothing left */
+    static const char far[] = "{\"peft_type\": \"LORA\", \"layers_to_transform\": [3]}";
+    CHECK(lmc_lora_plan_parse("x/adapter_config.json", far, strlen(far), "model.", 2, &p) == LMC_ERR_FORMAT);
+    CHECK(strstr(lmc_last_error(), "x/adapter_config.json: \"layers_to_transform\"") != NULL);
+    CHECK(p.n == 0 && !p.e && !p.base_model);
+    CHECK(lmc_lora_plan_parse("x/adapter_config.json", "{\"peft_type\"", 12, "model.", 2, &p) == LMC_ERR_FORMAT);
+    CHECK(strstr(lmc_last_error(), "not a JSON object") != NULL && p.n == 0);
+}
+
 /* lmc_load_options.adapter_dir: the model owns the adapter and its outputs
  * are those of the same adapter attached by hand. */
 static void test_adapter_at_load(void) {
@@ -845,6 +876,7 @@ int main(void) {
     RUN(test_save_load_roundtrip);
     RUN(test_load_peft_options);
     RUN(test_load_errors);
+    RUN(test_plan_parse);
     RUN(test_adapter_at_load);
     RUN(test_fuse);
     CHECKF(lmc_live_arrays() == live, "%lld arrays leaked", (long long)(lmc_live_arrays() - live));

@@ -250,48 +250,71 @@ static lmc_status get_param(const lmc_safetensors *st, const char *name, int64_t
     return *out ? LMC_OK : lmc_last_status();
 }
 
-static lmc_status load_into(lmc_model *m, const char *dir, reader *r, lmc_lora **out) {
-    lmc_decoder *d = lmc_model_native(m, "LoRA adapters");
-    if (!d) return lmc_last_status();
-    char path[4096];
-    snprintf(path, sizeof path, "%s/%s", dir, CONFIG_NAME);
-    r->path = path;
-    char *text = NULL;
-    size_t len = 0;
-    LMC_CHECK(lmc_read_file(path, 16u << 20, &text, &len));
-    size_t at = 0;
-    r->root = lmc_json_parse(text, len, &at);
-    free(text);
-    if (!r->root || !cJSON_IsObject(r->root))
-        return lmc_set_error(LMC_ERR_FORMAT, "%s: not a JSON object (error at byte %zu)", path, at);
-    lmc_lora_config cfg = lmc_lora_config_default();
-    bool rslora = false;
-    LMC_CHECK(read_config(r, d->cfg.num_layers, &cfg, &rslora));
-
-    /* Which modules are adapted, and whether every target names one. */
+/* The plan: which modules are adapted, with what rank and alpha. */
+static lmc_status plan_modules(reader *r, const char *prefix, int64_t num_layers, lmc_lora_plan *p) {
     char full[256];
-    int n = 0;
-    unsigned kinds = 0;
-    for (int64_t li = 0; li < d->cfg.num_layers; li++)
-        for (int mod = 0; mod < LMC_DEC_NUM_MODULES; mod++) {
-            lmc_lora_module_name(d->prefix, li, mod, full, sizeof full);
-            if (r->layer_on[li] && targeted(r, full)) n++, kinds |= 1u << mod;
-        }
     for (const cJSON *e = r->all_linear ? NULL : r->targets->child; e; e = e->next) {
         bool any = false;
-        for (int64_t li = 0; li < d->cfg.num_layers && !any; li++)
+        for (int64_t li = 0; li < num_layers && !any; li++)
             for (int mod = 0; mod < LMC_DEC_NUM_MODULES && !any; mod++) {
-                lmc_lora_module_name(d->prefix, li, mod, full, sizeof full);
+                lmc_lora_module_name(prefix, li, mod, full, sizeof full);
                 any = name_matches(full, e->valuestring);
             }
         if (!any)
             return lmc_set_error(LMC_ERR_UNSUPPORTED,
                                  "%s: \"target_modules\" entry \"%s\" names no module lmc can adapt (the attention and MLP "
                                  "projections q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj)",
-                                 path, e->valuestring);
+                                 r->path, e->valuestring);
     }
-    if (!n) return bad(r, "target_modules", "adapts no module of the model");
+    p->e = malloc((size_t)(num_layers * LMC_DEC_NUM_MODULES) * sizeof *p->e);
+    if (!p->e) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
+    for (int64_t li = 0; li < num_layers; li++)
+        for (int mod = 0; mod < LMC_DEC_NUM_MODULES; mod++) {
+            lmc_lora_module_name(prefix, li, mod, full, sizeof full);
+            if (!r->layer_on[li] || !targeted(r, full)) continue;
+            const cJSON *rp = pattern_for(r->rank_pattern, full), *ap = pattern_for(r->alpha_pattern, full);
+            p->e[p->n++] = (lmc_lora_plan_entry){.layer = li,
+                                                 .module = mod,
+                                                 .rank = rp ? (int)rp->valuedouble : p->cfg.rank,
+                                                 .alpha = ap ? ap->valuedouble : p->cfg.alpha};
+            p->kinds |= 1u << mod;
+        }
+    if (!p->n) return bad(r, "target_modules", "adapts no module of the model");
+    p->all_linear = r->all_linear;
+    const cJSON *bm = field(r, "base_model_name_or_path");
+    if (bm && cJSON_IsString(bm) && !(p->base_model = strdup(bm->valuestring)))
+        return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
+    return LMC_OK;
+}
 
+lmc_status lmc_lora_plan_parse(const char *path, const char *text, size_t len, const char *prefix, int64_t num_layers,
+                               lmc_lora_plan *out) {
+    memset(out, 0, sizeof *out);
+    out->cfg = lmc_lora_config_default();
+    if (num_layers < 1 || num_layers > LMC_MAX_LAYERS)
+        return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "%s: a model of %lld layers", path, (long long)num_layers);
+    reader r = {.path = path};
+    size_t at = 0;
+    r.root = lmc_json_parse(text, len, &at);
+    lmc_status s = LMC_OK;
+    if (!r.root || !cJSON_IsObject(r.root))
+        s = lmc_set_error(LMC_ERR_FORMAT, "%s: not a JSON object (error at byte %zu)", path, at);
+    if (s == LMC_OK) s = read_config(&r, num_layers, &out->cfg, &out->use_rslora);
+    if (s == LMC_OK) s = plan_modules(&r, prefix, num_layers, out);
+    cJSON_Delete(r.root);
+    cJSON_Delete(r.wrapped);
+    if (s != LMC_OK) lmc_lora_plan_free(out);
+    return s;
+}
+
+void lmc_lora_plan_free(lmc_lora_plan *p) {
+    free(p->e);
+    free(p->base_model);
+    memset(p, 0, sizeof *p);
+}
+
+static lmc_status load_into(lmc_model *m, const char *dir, const lmc_lora_plan *p, lmc_lora **out) {
+    char path[4096], full[256];
     snprintf(path, sizeof path, "%s/%s", dir, WEIGHTS_NAME);
     if (access(path, F_OK) != 0) {
         char bin[4096];
@@ -299,32 +322,30 @@ static lmc_status load_into(lmc_model *m, const char *dir, reader *r, lmc_lora *
         return lmc_set_error(LMC_ERR_NOT_FOUND, "%s: missing%s", path,
                              access(bin, F_OK) == 0 ? " (adapter_model.bin, PyTorch's pickle format, is not read: save with safe_serialization)" : "");
     }
+    lmc_decoder *d = lmc_model_native(m, "LoRA adapters");
+    if (!d) return lmc_last_status();
     lmc_safetensors *st = NULL;
     LMC_CHECK(lmc_safetensors_open(path, &st));
     lmc_lora *l = NULL;
-    lmc_status s = lmc_lora_alloc(m, n, &l);
+    lmc_status s = lmc_lora_alloc(m, p->n, &l);
     size_t used = 0;
-    int i = 0;
-    for (int64_t li = 0; li < d->cfg.num_layers && s == LMC_OK; li++)
-        for (int mod = 0; mod < LMC_DEC_NUM_MODULES && s == LMC_OK; mod++) {
-            lmc_lora_module_name(l->prefix, li, mod, full, sizeof full);
-            if (!r->layer_on[li] || !targeted(r, full)) continue;
-            lmc_lora_entry *e = &l->e[i++];
-            const cJSON *rp = pattern_for(r->rank_pattern, full), *ap = pattern_for(r->alpha_pattern, full);
-            lmc_linear *lin = lmc_dec_module(d, li, mod);
-            e->layer = li;
-            e->module = mod;
-            e->rank = rp ? (int)rp->valuedouble : cfg.rank;
-            e->alpha = ap ? ap->valuedouble : cfg.alpha;
-            e->ad.dropout = cfg.dropout;
-            e->ad.seed = lmc_lora_entry_seed(0, i - 1);
-            char name[300];
-            snprintf(name, sizeof name, "base_model.model.%s.lora_A.weight", full);
-            s = get_param(st, name, e->rank, lmc_linear_in_features(lin), &e->ad.a);
-            snprintf(name, sizeof name, "base_model.model.%s.lora_B.weight", full);
-            if (s == LMC_OK) s = get_param(st, name, lmc_linear_out_features(lin), e->rank, &e->ad.b);
-            used += 2;
-        }
+    for (int i = 0; i < p->n && s == LMC_OK; i++) {
+        lmc_lora_entry *e = &l->e[i];
+        lmc_lora_module_name(l->prefix, p->e[i].layer, p->e[i].module, full, sizeof full);
+        lmc_linear *lin = lmc_dec_module(d, p->e[i].layer, p->e[i].module);
+        e->layer = p->e[i].layer;
+        e->module = p->e[i].module;
+        e->rank = p->e[i].rank;
+        e->alpha = p->e[i].alpha;
+        e->ad.dropout = p->cfg.dropout;
+        e->ad.seed = lmc_lora_entry_seed(0, i);
+        char name[300];
+        snprintf(name, sizeof name, "base_model.model.%s.lora_A.weight", full);
+        s = get_param(st, name, e->rank, lmc_linear_in_features(lin), &e->ad.a);
+        snprintf(name, sizeof name, "base_model.model.%s.lora_B.weight", full);
+        if (s == LMC_OK) s = get_param(st, name, lmc_linear_out_features(lin), e->rank, &e->ad.b);
+        used += 2;
+    }
     /* Every tensor must have been used: anything else is for a module the model lacks. */
     for (size_t k = 0; s == LMC_OK && used != lmc_safetensors_count(st) && k < lmc_safetensors_count(st); k++) {
         const char *name = lmc_safetensors_name(st, k);
@@ -338,18 +359,17 @@ static lmc_status load_into(lmc_model *m, const char *dir, reader *r, lmc_lora *
         }
         if (!known)
             s = lmc_set_error(LMC_ERR_FORMAT, "%s: tensor '%s' belongs to no adapted module of the model (target_modules %s)",
-                              path, name, r->all_linear ? "all-linear" : "as listed in " CONFIG_NAME);
+                              path, name, p->all_linear ? "all-linear" : "as listed in " CONFIG_NAME);
     }
     lmc_safetensors_close(st);
     if (s == LMC_OK) {
-        l->cfg = cfg;
+        l->cfg = p->cfg;
         l->cfg.dtype = lmc_array_dtype(l->e[0].ad.a);
-        l->use_rslora = rslora;
-        lmc_lora_targets_str(kinds, l->targets, sizeof l->targets);
+        l->use_rslora = p->use_rslora;
+        lmc_lora_targets_str(p->kinds, l->targets, sizeof l->targets);
         l->cfg.targets = l->targets;
-        const cJSON *bm = field(r, "base_model_name_or_path");
-        if (bm && cJSON_IsString(bm)) {
-            char *copy = strdup(bm->valuestring);
+        if (p->base_model) {
+            char *copy = strdup(p->base_model);
             if (copy) {
                 free(l->base_model);
                 l->base_model = copy;
@@ -369,10 +389,18 @@ lmc_status lmc_lora_load(lmc_model *m, const char *dir, lmc_lora **out) {
     if (!out) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "lmc_lora_load: out is NULL");
     *out = NULL;
     if (!dir) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "lmc_lora_load: dir is NULL");
-    reader r = {0};
-    lmc_status s = load_into(m, dir, &r, out);
-    cJSON_Delete(r.root);
-    cJSON_Delete(r.wrapped);
+    lmc_decoder *d = lmc_model_native(m, "LoRA adapters");
+    if (!d) return lmc_last_status();
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, CONFIG_NAME);
+    char *text = NULL;
+    size_t len = 0;
+    LMC_CHECK(lmc_read_file(path, 16u << 20, &text, &len));
+    lmc_lora_plan p;
+    lmc_status s = lmc_lora_plan_parse(path, text, len, d->prefix, d->cfg.num_layers, &p);
+    free(text);
+    if (s == LMC_OK) s = load_into(m, dir, &p, out);
+    lmc_lora_plan_free(&p);
     return s;
 }
 

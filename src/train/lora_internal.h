@@ -59,6 +59,29 @@ uint64_t lmc_lora_entry_seed(uint64_t seed, int i);
 lmc_status lmc_lora_fuse_as(const lmc_lora *l, const char *out_dir, lmc_dtype dtype, size_t shard_bytes);
 /* Writes len bytes to path through "<path>.tmp", flushed and renamed over it. */
 lmc_status lmc_lora_write_file(const char *path, const void *data, size_t len);
+/* What adapter_config.json asks of a model of num_layers layers whose tensor
+ * prefix is `prefix`: the adapted modules in layer order, then module order,
+ * with their ranks and alphas (rank_pattern and alpha_pattern applied). */
+typedef struct lmc_lora_plan_entry {
+    int64_t layer;
+    int module;
+    int rank;     /* 1 .. 65536 */
+    double alpha; /* > 0 */
+} lmc_lora_plan_entry;
+typedef struct lmc_lora_plan {
+    lmc_lora_config cfg;       /* r, lora_alpha and lora_dropout (targets unset) */
+    bool use_rslora;
+    char *base_model;          /* base_model_name_or_path, or NULL */
+    unsigned kinds;            /* a bit per module kind adapted somewhere */
+    bool all_linear;           /* target_modules was "all-linear" */
+    int n;                     /* >= 1 */
+    lmc_lora_plan_entry *e;
+} lmc_lora_plan;
+/* Parses the config text (errors name path and the field; unsupported PEFT
+ * features are LMC_ERR_UNSUPPORTED). *out is zeroed on failure. */
+lmc_status lmc_lora_plan_parse(const char *path, const char *text, size_t len, const char *prefix, int64_t num_layers,
+                               lmc_lora_plan *out);
+void lmc_lora_plan_free(lmc_lora_plan *p);
 /* The adapter's scale for an entry (alpha / rank, or alpha / sqrt(rank)). */
 double lmc_lora_entry_scale(const lmc_lora *l, const lmc_lora_entry *e);
 
