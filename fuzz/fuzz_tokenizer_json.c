@@ -43,7 +43,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     tk_json_model m;
     tk_json_helper_min = SIZE_MAX; /* one thread first */
     lmc_status st = tk_json_scan(doc, size, &m);
-    static char msg[1024];
+    static char msg[16384]; /* longer than any error message (core/error.c keeps 12288 bytes) */
     snprintf(msg, sizeof msg, "%s", st != LMC_OK ? lmc_last_error() : "");
     check_two_threads(doc, size, st, msg, &m);
     if (st != LMC_OK) {

@@ -167,6 +167,18 @@ static void test_shape_errors(void) {
     check_error(V "\"a\": \"0\"}, \"merges\": []}}", LMC_ERR_FORMAT, "vocab entry 'a' (byte 36) has no valid id");
     check_error(V "\"a\": 2147483648}, \"merges\": []}}", LMC_ERR_FORMAT, "vocab entry 'a' (byte 36) has no valid id");
     check_error(V "\"a\": 0, \"b\": [}, \"merges\": []}}", LMC_ERR_FORMAT, "invalid JSON at byte 50");
+    /* a long key is quoted by its first 80 bytes, cut between characters:
+     * 'x' then 59 two-byte letters shows 'x' and 39 of them */
+    {
+        char doc[512], want[128];
+        int at = snprintf(doc, sizeof doc, V "\"x");
+        for (int i = 0; i < 59; i++) at += snprintf(doc + at, sizeof doc - (size_t)at, "\xC3\xA9");
+        snprintf(doc + at, sizeof doc - (size_t)at, "\": -1}, \"merges\": []}}");
+        at = snprintf(want, sizeof want, "vocab entry 'x");
+        for (int i = 0; i < 39; i++) at += snprintf(want + at, sizeof want - (size_t)at, "\xC3\xA9");
+        snprintf(want + at, sizeof want - (size_t)at, "...' (byte 36) has no valid id");
+        check_error(doc, LMC_ERR_FORMAT, want);
+    }
     /* Ids index tables: far beyond the token count they are refused. */
     check_error(V "\"a\": 2147483647}, \"merges\": []}}", LMC_ERR_FORMAT, "vocab id 2147483647 is out of range for 1 tokens");
     check_error(V "\"a\": 2147483647}, \"merges\": []}, \"x\": tru}", LMC_ERR_FORMAT, "at byte 74: invalid literal");

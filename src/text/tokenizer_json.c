@@ -365,7 +365,11 @@ static lmc_status parse_vocab(jscan *s, tk_json_model *m) {
         if (!ok) {
             s->i = num_at;
             LMC_CHECK(skip_value(s, 3)); /* invalid JSON is reported as such first */
-            return lmc_set_error(LMC_ERR_FORMAT, "tokenizer.json: vocab entry '%s' (byte %zu) has no valid id", key, key_at);
+            /* a key can be any length: quote its first 80 bytes, cut between characters */
+            int show = kl <= 80 ? (int)kl : 80;
+            while (show < (int)kl && show > 0 && ((unsigned char)key[show] & 0xC0) == 0x80) show--;
+            return lmc_set_error(LMC_ERR_FORMAT, "tokenizer.json: vocab entry '%.*s%s' (byte %zu) has no valid id", show, key,
+                                 show < (int)kl ? "..." : "", key_at);
         }
         LMC_CHECK(vocab_push(m, key, (uint32_t)kl, (int32_t)id));
         bool end;
