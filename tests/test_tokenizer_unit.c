@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "lmc/tokenizer.h"
 #include "test_util.h"
@@ -425,6 +426,46 @@ static void test_config_files(void) {
     lmc_tokenizer_free(t);
 }
 
+/* config.json's bos_token_id and pad_token_id count only when they name a
+ * token of the vocabulary (the folder's tokenizer_config.json names none). */
+static void test_config_ids_in_vocab(void) {
+    char src[4096], dir[] = "/tmp/lmc-tok-ids-XXXXXX", path[4200];
+    snprintf(src, sizeof src, "%s/tokenizer/unit/with_configs/tokenizer.json", LMC_TEST_DATA);
+    CHECK(mkdtemp(dir) != NULL);
+    FILE *f = fopen(src, "rb");
+    static char json[1 << 16];
+    size_t len = f ? fread(json, 1, sizeof json, f) : 0;
+    if (f) fclose(f);
+    CHECK(len > 0 && len < sizeof json);
+    static const char *configs[][2] = {
+        {"{\"bos_token_id\": 1e12, \"pad_token_id\": 2.5}", "stray values"},
+        {"{\"bos_token_id\": 100000, \"pad_token_id\": -1}", "past the vocabulary"},
+        {"{\"bos_token_id\": 3, \"pad_token_id\": 1}", "tokens"},
+    };
+    const char *names[] = {"tokenizer.json", "tokenizer_config.json", "config.json"};
+    for (int i = 0; i < 3 && len; i++) {
+        const char *texts[] = {json, "{}", configs[i][0]};
+        size_t lens[] = {len, 2, strlen(configs[i][0])};
+        for (int j = 0; j < 3; j++) {
+            snprintf(path, sizeof path, "%s/%s", dir, names[j]);
+            FILE *o = fopen(path, "wb");
+            CHECK(o && fwrite(texts[j], 1, lens[j], o) == lens[j]);
+            if (o) fclose(o);
+        }
+        lmc_tokenizer *t = NULL;
+        CHECKF(lmc_tokenizer_load(dir, &t) == LMC_OK, "%s", lmc_last_error());
+        bool ok = i < 2 ? lmc_tokenizer_bos(t) == -1 && lmc_tokenizer_pad(t) == -1
+                        : lmc_tokenizer_bos(t) == 3 && lmc_tokenizer_pad(t) == 1;
+        CHECKF(ok, "%s: bos %d pad %d", configs[i][1], lmc_tokenizer_bos(t), lmc_tokenizer_pad(t));
+        lmc_tokenizer_free(t);
+    }
+    for (int i = 0; i < 3; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        unlink(path);
+    }
+    rmdir(dir);
+}
+
 static void test_errors(void) {
     check_load_error("{\"model\": ", LMC_ERR_FORMAT, "tokenizer.json: invalid JSON");
     check_load_error("[1, 2]", LMC_ERR_FORMAT, "not a JSON object");
@@ -572,6 +613,7 @@ int main(void) {
     RUN(test_post_processors);
     RUN(test_config);
     RUN(test_config_files);
+    RUN(test_config_ids_in_vocab);
     RUN(test_errors);
     RUN(test_utf8);
     RUN(test_cleanup);

@@ -483,10 +483,12 @@ static lmc_status model_config_ids(lmc_tokenizer *t, const cJSON *cfg) {
     const cJSON *e;
     if (cJSON_IsArray(eos))
         cJSON_ArrayForEach(e, eos) if (lmc_json_uint(e, &id)) LMC_CHECK(add_eos(t, id > INT32_MAX ? -1 : (int64_t)id));
+    /* bos and pad only where they name a token of the vocabulary: a stray
+     * value (2.5, 1e12) would otherwise be prepended to every prompt */
     const cJSON *bos = cJSON_GetObjectItemCaseSensitive(cfg, "bos_token_id");
-    if (t->bos_id < 0 && cJSON_IsNumber(bos)) t->bos_id = bos->valueint;
+    if (t->bos_id < 0 && lmc_json_uint(bos, &id) && id < t->vocab_size) t->bos_id = (int32_t)id;
     const cJSON *pad = cJSON_GetObjectItemCaseSensitive(cfg, "pad_token_id");
-    if (t->pad_id < 0 && cJSON_IsNumber(pad)) t->pad_id = pad->valueint;
+    if (t->pad_id < 0 && lmc_json_uint(pad, &id) && id < t->vocab_size) t->pad_id = (int32_t)id;
     return model_config_ids(t, cJSON_GetObjectItemCaseSensitive(cfg, "text_config"));
 }
 
