@@ -17,6 +17,8 @@
 #                         JSONL with the tiny Qwen 3 golden model)
 #   fuzz_generation_config fuzz/corpus/generation_config, fuzz/generation_config.dict
 #   fuzz_adapter_config   fuzz/corpus/adapter_config, fuzz/adapter_config.dict
+#   fuzz_bridge           fuzz/corpus/bridge, fuzz/bridge.dict (a subprocess
+#                         bridge's stdout lines)
 # Exits non-zero when the build fails or a fuzzer finds a crash, leak or
 # timeout; the input that triggered it is saved under build-fuzz/artifacts/.
 #   scripts/fuzz_smoke.sh [seconds]      (LMC_FUZZ_BUILD overrides build-fuzz)
@@ -25,7 +27,7 @@ set -euo pipefail
 secs=${1:-60}
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${LMC_FUZZ_BUILD:-$root/build-fuzz}
-targets="safetensors tokenizer_json tokenizer_cache server_request json_constraint json_schema json_mask jinja model_config reply tokenize dataset generation_config adapter_config"
+targets="safetensors tokenizer_json tokenizer_cache server_request json_constraint json_schema json_mask jinja model_config reply tokenize dataset generation_config adapter_config bridge"
 
 command -v clang >/dev/null || { echo "fuzz_smoke: clang not found" >&2; exit 1; }
 cmake -S "$root" -B "$build" -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLMC_FUZZ=ON >/dev/null

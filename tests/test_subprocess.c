@@ -718,6 +718,47 @@ static int run_cli(const char *args, char *out, size_t cap) {
     return run_command(cmd, out, cap);
 }
 
+/* The protocol's lines without a process: each message read, each event
+ * made of it; the bridge's words in a fault are quoted printable. */
+static void test_parse_lines(void) {
+    char why[512], why2[256];
+    static const char tok[] = "{\"type\": \"token\", \"id\": 7, \"token\": 42, \"text\": \"hi\"}";
+    cJSON *m = lmc_bridge_parse_line(tok, sizeof tok - 1, 7, "the next token", why, sizeof why);
+    lmc_backend_event ev;
+    bool is_fault = true;
+    CHECK(m && lmc_bridge_stream_event(m, 7, &ev, &is_fault, why2, sizeof why2) == LMC_OK && !is_fault);
+    CHECK(ev.id == 42 && !ev.done && ev.len == 2 && !strcmp(ev.text, "hi"));
+    cJSON_Delete(m);
+    /* another request's token, a log line on stdout: faults quoting the line */
+    CHECK(!lmc_bridge_parse_line(tok, sizeof tok - 1, 8, "the next token", why, sizeof why));
+    CHECKF(strstr(why, "unexpected message") && strstr(why, "(request 8)"), "%s", why);
+    CHECK(!lmc_bridge_parse_line("Loading\x1b[0m", 11, 7, "the next token", why, sizeof why));
+    CHECKF(strstr(why, "not protocol JSON") && strstr(why, "Loading\\x1b[0m"), "%s", why);
+    /* the end, with its reason and metrics */
+    static const char done[] = "{\"type\": \"done\", \"id\": 7, \"stop_reason\": \"max_tokens\", \"metrics\": {\"prompt_tokens\": 5}}";
+    m = lmc_bridge_parse_line(done, sizeof done - 1, 7, "the next token", why, sizeof why);
+    CHECK(m && lmc_bridge_stream_event(m, 7, &ev, &is_fault, why2, sizeof why2) == LMC_OK && !is_fault);
+    CHECK(ev.done && ev.stop_reason == LMC_STOP_MAX_TOKENS && ev.metrics.prompt_tokens == 5);
+    cJSON_Delete(m);
+    /* an anonymous error is the bridge's own, not a fault */
+    static const char err[] = "{\"type\": \"error\", \"code\": \"not_found\", \"message\": \"no such model\"}";
+    m = lmc_bridge_parse_line(err, sizeof err - 1, 7, "the next token", why, sizeof why);
+    CHECK(m && lmc_bridge_stream_event(m, 7, &ev, &is_fault, why2, sizeof why2) == LMC_ERR_NOT_FOUND && !is_fault);
+    CHECKF(strstr(lmc_last_error(), "bridge error (generate): no such model"), "%s", lmc_last_error());
+    cJSON_Delete(m);
+    /* a type with control characters: quoted escaped */
+    static const char odd[] = "{\"type\": \"lo\\u001b[2Jaded\", \"id\": 7}";
+    m = lmc_bridge_parse_line(odd, sizeof odd - 1, 7, "the next token", why, sizeof why);
+    CHECK(m && lmc_bridge_stream_event(m, 7, &ev, &is_fault, why2, sizeof why2) == LMC_ERR_FORMAT && is_fault);
+    CHECKF(strstr(why2, "unexpected \"lo\\x1b[2Jaded\" message"), "%s", why2);
+    cJSON_Delete(m);
+    static const char neg[] = "{\"type\": \"token\", \"id\": 7, \"token\": -3}";
+    m = lmc_bridge_parse_line(neg, sizeof neg - 1, 7, "the next token", why, sizeof why);
+    CHECK(m && lmc_bridge_stream_event(m, 7, &ev, &is_fault, why2, sizeof why2) == LMC_ERR_FORMAT && is_fault);
+    CHECKF(strstr(why2, "without a valid \"token\" id"), "%s", why2);
+    cJSON_Delete(m);
+}
+
 static void test_cli(void) {
     char out[16384], args[1024];
     const char *bridge = "--bridge \"python3 '" BRIDGES "/mock_bridge.py'\" -m '" LMC_TEST_DATA "'";
@@ -769,6 +810,7 @@ int main(void) {
     RUN(test_stderr_tail);
     RUN(test_sigpipe);
     RUN(test_path_of_child_environment);
+    RUN(test_parse_lines);
     RUN(test_cli);
     clear_log();
     return TEST_REPORT();

@@ -197,17 +197,26 @@ static lmc_status read_msg(bridge *b, int64_t id, const char *what, double timeo
                      b->child.max_line, what);
     default: return fault(b, LMC_ERR_IO, false, "could not be read from: %s", strerror(err));
     }
+    char why[512];
+    *out = lmc_bridge_parse_line(line, len, id, what, why, sizeof why);
+    return *out ? LMC_OK : fault(b, LMC_ERR_FORMAT, false, "%s", why);
+}
+
+cJSON *lmc_bridge_parse_line(const char *line, size_t len, int64_t id, const char *what, char *why, size_t cap) {
     char quote[240];
     quote_line(line, len, quote, sizeof quote);
-    if (len == 0 || line[0] != '{')
-        return fault(b, LMC_ERR_FORMAT, false,
-                     "wrote a line that is not protocol JSON on its stdout (bridges must log to stderr) while lmc was "
-                     "waiting for %s: \"%s\"",
-                     what, quote);
+    if (len == 0 || line[0] != '{') {
+        snprintf(why, cap,
+                 "wrote a line that is not protocol JSON on its stdout (bridges must log to stderr) while lmc was "
+                 "waiting for %s: \"%s\"",
+                 what, quote);
+        return NULL;
+    }
     cJSON *msg = cJSON_ParseWithLength(line, len);
     if (!msg || !cJSON_IsObject(msg)) {
         cJSON_Delete(msg);
-        return fault(b, LMC_ERR_FORMAT, false, "wrote malformed JSON while lmc was waiting for %s: \"%s\"", what, quote);
+        snprintf(why, cap, "wrote malformed JSON while lmc was waiting for %s: \"%s\"", what, quote);
+        return NULL;
     }
     const char *type = str_field(msg, "type");
     double mid = -1;
@@ -217,11 +226,11 @@ static lmc_status read_msg(bridge *b, int64_t id, const char *what, double timeo
     bool anon_error = type && !strcmp(type, "error") && (!has_id || mid == 0);
     if (!type || !(ours || anon_error)) {
         cJSON_Delete(msg);
-        return fault(b, LMC_ERR_FORMAT, false, "sent an unexpected message while lmc was waiting for %s (request %lld): \"%s\"",
-                     what, (long long)id, quote);
+        snprintf(why, cap, "sent an unexpected message while lmc was waiting for %s (request %lld): \"%s\"", what,
+                 (long long)id, quote);
+        return NULL;
     }
-    *out = msg;
-    return LMC_OK;
+    return msg;
 }
 
 /* The status for a bridge's error reply. */
@@ -520,7 +529,18 @@ static lmc_status sub_stream_next(void *impl, lmc_backend_event *ev) {
         stream_end(s);
         return st;
     }
-    const cJSON *msg = s->msg;
+    bool is_fault = false;
+    char why[256];
+    st = lmc_bridge_stream_event(s->msg, s->id, ev, &is_fault, why, sizeof why);
+    if (st == LMC_OK && !ev->done) return LMC_OK;
+    stream_end(s);
+    return is_fault ? fault(b, st, false, "%s", why) : st;
+}
+
+lmc_status lmc_bridge_stream_event(const cJSON *msg, int64_t id, lmc_backend_event *ev, bool *is_fault, char *why,
+                                   size_t cap) {
+    memset(ev, 0, sizeof *ev);
+    *is_fault = false;
     const char *type = str_field(msg, "type");
     const char *text = str_field(msg, "text");
     ev->text = text ? text : "";
@@ -528,26 +548,32 @@ static lmc_status sub_stream_next(void *impl, lmc_backend_event *ev) {
     double v;
     if (!strcmp(type, "token")) {
         if (!num_field(msg, "token", &v) || v < 0 || v > INT32_MAX || v != floor(v)) {
-            stream_end(s);
-            return fault(b, LMC_ERR_FORMAT, false, "sent a token event without a valid \"token\" id (request %lld)",
-                         (long long)s->id);
+            *is_fault = true;
+            snprintf(why, cap, "sent a token event without a valid \"token\" id (request %lld)", (long long)id);
+            return LMC_ERR_FORMAT;
         }
         ev->id = (int32_t)v;
         return LMC_OK;
     }
-    stream_end(s);
     if (!strcmp(type, "error")) return error_reply(msg, "generate");
-    if (strcmp(type, "done"))
-        return fault(b, LMC_ERR_FORMAT, false, "sent an unexpected \"%s\" message during generation (request %lld)", type,
-                     (long long)s->id);
+    *is_fault = true;
+    char quote[64]; /* the bridge's words, short and printable */
+    if (strcmp(type, "done")) {
+        quote_line(type, strlen(type), quote, sizeof quote);
+        snprintf(why, cap, "sent an unexpected \"%s\" message during generation (request %lld)", quote, (long long)id);
+        return LMC_ERR_FORMAT;
+    }
     const char *reason = str_field(msg, "stop_reason");
-    ev->done = true;
     ev->stop_reason = LMC_STOP_NONE;
     for (size_t i = 0; reason && i < sizeof g_reasons / sizeof *g_reasons; i++)
         if (!strcmp(reason, g_reasons[i].name)) ev->stop_reason = g_reasons[i].r;
-    if (ev->stop_reason == LMC_STOP_NONE)
-        return fault(b, LMC_ERR_FORMAT, false, "ended a generation with an unknown stop_reason \"%s\"",
-                     reason ? reason : "(none)");
+    if (ev->stop_reason == LMC_STOP_NONE) {
+        quote_line(reason ? reason : "(none)", strlen(reason ? reason : "(none)"), quote, sizeof quote);
+        snprintf(why, cap, "ended a generation with an unknown stop_reason \"%s\"", quote);
+        return LMC_ERR_FORMAT;
+    }
+    *is_fault = false;
+    ev->done = true;
     const cJSON *mt = cJSON_GetObjectItemCaseSensitive(msg, "metrics");
     ev->metrics.prompt_tokens = info_int(mt, "prompt_tokens");
     if (num_field(mt, "prefill_seconds", &v) && v > 0) ev->metrics.prefill_seconds = v;
