@@ -540,7 +540,7 @@ static lmc_status sub_stream_next(void *impl, lmc_backend_event *ev) {
 lmc_status lmc_bridge_stream_event(const cJSON *msg, int64_t id, lmc_backend_event *ev, bool *is_fault, char *why,
                                    size_t cap) {
     memset(ev, 0, sizeof *ev);
-    *is_fault = false;
+    *is_fault = false; /* set by each of the three faults below */
     const char *type = str_field(msg, "type");
     const char *text = str_field(msg, "text");
     ev->text = text ? text : "";
@@ -556,9 +556,9 @@ lmc_status lmc_bridge_stream_event(const cJSON *msg, int64_t id, lmc_backend_eve
         return LMC_OK;
     }
     if (!strcmp(type, "error")) return error_reply(msg, "generate");
-    *is_fault = true;
     char quote[64]; /* the bridge's words, short and printable */
     if (strcmp(type, "done")) {
+        *is_fault = true;
         quote_line(type, strlen(type), quote, sizeof quote);
         snprintf(why, cap, "sent an unexpected \"%s\" message during generation (request %lld)", quote, (long long)id);
         return LMC_ERR_FORMAT;
@@ -568,11 +568,12 @@ lmc_status lmc_bridge_stream_event(const cJSON *msg, int64_t id, lmc_backend_eve
     for (size_t i = 0; reason && i < sizeof g_reasons / sizeof *g_reasons; i++)
         if (!strcmp(reason, g_reasons[i].name)) ev->stop_reason = g_reasons[i].r;
     if (ev->stop_reason == LMC_STOP_NONE) {
-        quote_line(reason ? reason : "(none)", strlen(reason ? reason : "(none)"), quote, sizeof quote);
+        *is_fault = true;
+        if (!reason) reason = "(none)";
+        quote_line(reason, strlen(reason), quote, sizeof quote);
         snprintf(why, cap, "ended a generation with an unknown stop_reason \"%s\"", quote);
         return LMC_ERR_FORMAT;
     }
-    *is_fault = false;
     ev->done = true;
     const cJSON *mt = cJSON_GetObjectItemCaseSensitive(msg, "metrics");
     ev->metrics.prompt_tokens = info_int(mt, "prompt_tokens");

@@ -313,7 +313,7 @@ void lmc_lora_plan_free(lmc_lora_plan *p) {
     memset(p, 0, sizeof *p);
 }
 
-static lmc_status load_into(lmc_model *m, const char *dir, const lmc_lora_plan *p, lmc_lora **out) {
+static lmc_status load_into(lmc_model *m, lmc_decoder *d, const char *dir, const lmc_lora_plan *p, lmc_lora **out) {
     char path[4096], full[256];
     snprintf(path, sizeof path, "%s/%s", dir, WEIGHTS_NAME);
     if (access(path, F_OK) != 0) {
@@ -322,8 +322,6 @@ static lmc_status load_into(lmc_model *m, const char *dir, const lmc_lora_plan *
         return lmc_set_error(LMC_ERR_NOT_FOUND, "%s: missing%s", path,
                              access(bin, F_OK) == 0 ? " (adapter_model.bin, PyTorch's pickle format, is not read: save with safe_serialization)" : "");
     }
-    lmc_decoder *d = lmc_model_native(m, "LoRA adapters");
-    if (!d) return lmc_last_status();
     lmc_safetensors *st = NULL;
     LMC_CHECK(lmc_safetensors_open(path, &st));
     lmc_lora *l = NULL;
@@ -399,7 +397,7 @@ lmc_status lmc_lora_load(lmc_model *m, const char *dir, lmc_lora **out) {
     lmc_lora_plan p;
     lmc_status s = lmc_lora_plan_parse(path, text, len, d->prefix, d->cfg.num_layers, &p);
     free(text);
-    if (s == LMC_OK) s = load_into(m, dir, &p, out);
+    if (s == LMC_OK) s = load_into(m, d, dir, &p, out);
     lmc_lora_plan_free(&p);
     return s;
 }
