@@ -432,18 +432,16 @@ static void test_config_ids_in_vocab(void) {
     char src[4096], dir[] = "/tmp/lmc-tok-ids-XXXXXX", path[4200];
     snprintf(src, sizeof src, "%s/tokenizer/unit/with_configs/tokenizer.json", LMC_TEST_DATA);
     CHECK(mkdtemp(dir) != NULL);
-    FILE *f = fopen(src, "rb");
-    static char json[1 << 16];
-    size_t len = f ? fread(json, 1, sizeof json, f) : 0;
-    if (f) fclose(f);
-    CHECK(len > 0 && len < sizeof json);
+    size_t len = 0;
+    char *json = read_file_all(src, &len);
+    CHECK(json && len > 0);
     static const char *configs[][2] = {
         {"{\"bos_token_id\": 1e12, \"pad_token_id\": 2.5}", "stray values"},
         {"{\"bos_token_id\": 100000, \"pad_token_id\": -1}", "past the vocabulary"},
         {"{\"bos_token_id\": 3, \"pad_token_id\": 1}", "tokens"},
     };
     const char *names[] = {"tokenizer.json", "tokenizer_config.json", "config.json"};
-    for (int i = 0; i < 3 && len; i++) {
+    for (int i = 0; i < 3 && json; i++) {
         const char *texts[] = {json, "{}", configs[i][0]};
         size_t lens[] = {len, 2, strlen(configs[i][0])};
         for (int j = 0; j < 3; j++) {
@@ -459,6 +457,7 @@ static void test_config_ids_in_vocab(void) {
         CHECKF(ok, "%s: bos %d pad %d", configs[i][1], lmc_tokenizer_bos(t), lmc_tokenizer_pad(t));
         lmc_tokenizer_free(t);
     }
+    free(json);
     for (int i = 0; i < 3; i++) {
         snprintf(path, sizeof path, "%s/%s", dir, names[i]);
         unlink(path);
