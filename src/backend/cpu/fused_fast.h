@@ -195,6 +195,48 @@ static void rope_rows(void *ctx, int64_t r0, int64_t r1, int thread) {
     }
 }
 
+/* The last tables of cos/sin made on this thread, kept by their angles:
+ * a decode step rotates q and k of every layer at the same positions with
+ * one or two sets of frequencies (Gemma 3's local and global), and the
+ * cosf/sinf of a table were most of a step's rope time (Qwen3-0.6B: 56
+ * tables of 64 angles a token where one is needed). A table is found again
+ * only when every angle is the same float, so its values are the ones
+ * cosf/sinf would give. */
+enum { ROPE_MEMO_SLOTS = 2, ROPE_MEMO_MAX = 1024 }; /* angles a kept table may have */
+typedef struct rope_memo {
+    size_t n; /* angles; 0: empty */
+    float ang[ROPE_MEMO_MAX], cs[2 * ROPE_MEMO_MAX];
+} rope_memo;
+static _Thread_local rope_memo *t_rope_memo[ROPE_MEMO_SLOTS];
+static _Thread_local int t_rope_memo_next;
+
+/* cs[row * 2 * half ...]: half cos then half sin for each of the rows'
+ * angles (ang, rows * half of them). */
+static void rope_table(float *cs, const float *ang, int64_t rows, int64_t half) {
+    size_t n = (size_t)(rows * half);
+    bool keep = n <= ROPE_MEMO_MAX;
+    for (int k = 0; keep && k < ROPE_MEMO_SLOTS; k++) {
+        const rope_memo *m = t_rope_memo[k];
+        if (m && m->n == n && !memcmp(m->ang, ang, n * sizeof *ang)) {
+            memcpy(cs, m->cs, 2 * n * sizeof *cs);
+            return;
+        }
+    }
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t i = 0; i < half; i++) {
+            float a = ang[r * half + i];
+            cs[r * 2 * half + i] = cosf(a);
+            cs[r * 2 * half + half + i] = sinf(a);
+        }
+    if (!keep) return;
+    rope_memo **slot = &t_rope_memo[t_rope_memo_next];
+    if (!*slot && !(*slot = malloc(sizeof **slot))) return; /* a table not kept is made again next time */
+    t_rope_memo_next = (t_rope_memo_next + 1) % ROPE_MEMO_SLOTS;
+    (*slot)->n = n;
+    memcpy((*slot)->ang, ang, n * sizeof *ang);
+    memcpy((*slot)->cs, cs, 2 * n * sizeof *cs);
+}
+
 lmc_status FUSED_FN(lmc_cpu_rope)(lmc_array *out, const lmc_array *x, const lmc_rope_params *p,
                                   const lmc_array *inv_freqs, const lmc_array *positions) {
     int nd = x->ndim;
@@ -202,20 +244,19 @@ lmc_status FUSED_FN(lmc_cpu_rope)(lmc_array *out, const lmc_array *x, const lmc_
     int64_t B1 = positions->ndim == 2 ? x->shape[0] : 1;
     int nt = lmc_num_threads();
     size_t table = (size_t)(B1 * T * 2 * half);
-    float *buf = malloc((table + (size_t)nt * 2 * (size_t)D) * sizeof(float) + 16);
+    /* the table, the threads' scratch rows, then the angles */
+    float *buf = malloc((table + (size_t)nt * 2 * (size_t)D + table / 2) * sizeof(float) + 16);
     if (!buf) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "lmc_rope: out of memory");
     const float *inv = lmc_array_ptr(inv_freqs);
+    float *ang = buf + table + (size_t)nt * 2 * (size_t)D;
     /* cos/sin of each (position, frequency) once, in f32 as HF computes them. */
     for (int64_t bi = 0; bi < B1; bi++)
         for (int64_t t = 0; t < T; t++) {
-            float *c = buf + (bi * T + t) * 2 * half;
             int32_t pos = lmc_rope_pos(positions, bi, t);
-            for (int64_t i = 0; i < half; i++) {
-                float ang = lmc_rope_angle(pos, p->scale, inv[i * inv_freqs->strides[0]]);
-                c[i] = cosf(ang);
-                c[half + i] = sinf(ang);
-            }
+            for (int64_t i = 0; i < half; i++)
+                ang[(bi * T + t) * half + i] = lmc_rope_angle(pos, p->scale, inv[i * inv_freqs->strides[0]]);
         }
+    rope_table(buf, ang, B1 * T, half);
     rope_job j = {.out = out, .x = x, .p = p, .cs = buf, .T = T, .B1 = B1, .scratch = buf + table};
     lmc_parallel_for(x->size / D, D >= 4096 ? 1 : 4096 / D + 1, rope_rows, &j);
     free(buf);
