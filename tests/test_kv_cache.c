@@ -1,6 +1,7 @@
 /* KV cache storage: positions survive every growth, full layers grow by
  * half their capacity (so a long generation copies O(n), not O(n^2)),
- * sliding layers stay bounded, and a reservation makes the storage once. */
+ * sliding layers stay bounded, a reservation makes the storage once, and
+ * the full layers' storage is one allocation (so it can sit on 2 MiB pages). */
 #include "runtime/kv_cache.h"
 
 #include "lmc/ops.h"
@@ -135,9 +136,49 @@ static void test_reserve(void) {
     lmc_kv_cache_free(&c);
 }
 
+/* The full layers' k and v are disjoint views of one buffer, grown and
+ * reserved together; a sliding layer keeps storage of its own. Positions
+ * written to one layer never show in another (disjointness, by values). */
+static void test_full_layers_share_storage(void) {
+    enum { NL = 4 };
+    lmc_kv_cache c;
+    int64_t windows[NL] = {0, WINDOW, 0, 0};
+    CHECK(lmc_kv_cache_init(&c, NL, windows, B, H, D, 5000, LMC_F32) == LMC_OK);
+    bool ok = true;
+    for (int round = 0; round < 3 && ok; round++) {
+        /* round 0: grown by appends; 1: a reservation over stored positions; 2: grown again past it */
+        if (round == 1) CHECK(lmc_kv_cache_reserve(&c, 700) == LMC_OK);
+        int64_t upto = round == 0 ? 300 : round == 1 ? 600 : 900;
+        for (int64_t pos = c.pos; pos < upto && ok; pos++) ok = append(&c, pos);
+        CHECK(ok);
+        const lmc_buffer *shared = c.layers[0].k->buf;
+        size_t lo[2 * NL], hi[2 * NL];
+        int n = 0;
+        for (int l = 0; l < NL; l++) {
+            CHECKF(holds_all(&c, l), "round %d layer %d", round, l);
+            if (windows[l]) {
+                CHECK(c.layers[l].k->buf != shared && c.layers[l].v->buf != shared);
+                continue;
+            }
+            const lmc_array *kv[2] = {c.layers[l].k, c.layers[l].v};
+            for (int i = 0; i < 2; i++) {
+                CHECKF(kv[i]->buf == shared, "round %d layer %d %s", round, l, i ? "v" : "k");
+                CHECK(lmc_array_is_contiguous(kv[i]) && cap_of(&c, l) == cap_of(&c, 0));
+                lo[n] = kv[i]->offset;
+                hi[n++] = kv[i]->offset + lmc_array_nbytes(kv[i]);
+            }
+        }
+        for (int i = 0; i < n; i++)
+            for (int j = i + 1; j < n; j++) CHECKF(hi[i] <= lo[j] || hi[j] <= lo[i], "round %d: views %d and %d overlap", round, i, j);
+    }
+    CHECK(cap_of(&c, 0) > 700); /* round 2 grew past the reservation */
+    lmc_kv_cache_free(&c);
+}
+
 int main(void) {
     RUN(test_growth_is_geometric);
     RUN(test_growth_bounded_by_context);
     RUN(test_reserve);
+    RUN(test_full_layers_share_storage);
     return TEST_REPORT();
 }

@@ -93,33 +93,60 @@ static lmc_status compact(lmc_layer_cache *l, int64_t drop) {
 /* Positions the layer's storage has room for. */
 static int64_t capacity(const lmc_layer_cache *l) { return l->k ? l->k->shape[2] : 0; }
 
-/* Replaces storage by one of cap positions holding the same positions. */
-static lmc_status resize(lmc_kv_cache *c, lmc_layer_cache *l, int64_t cap) {
+/* Storage of cap positions for the layers of `which` (their own positions
+ * copied in), made in one allocation: each layer's k and v are views into
+ * it. One allocation is what lets the cache sit on 2 MiB pages (advised
+ * below): a layer's arrays alone are often under 2 MiB (Qwen3-0.6B at 272
+ * positions: 1.1 MB), and on 4 KiB pages every eighth token faulted in a
+ * page of each head's k and v in every layer, ~2 us a page on a KVM guest
+ * (bench/RESULTS.md, twenty-third round). The pages are faulted in as the
+ * first positions are written, so the resident size is the capacity soon
+ * after a reservation (lmc_kv_cache_bytes, which issue 8's memory budget
+ * counts). */
+static lmc_status resize_layers(lmc_kv_cache *c, const bool *which, int64_t cap) {
+    int n = 0;
+    for (int i = 0; i < c->n_layers; i++) n += which[i];
+    if (!n) return LMC_OK;
     int64_t shape[4] = {c->batch, c->kv_heads, cap, c->head_dim};
-    lmc_array *nk = lmc_array_new(c->dtype, 4, shape, c->device), *nv = lmc_array_new(c->dtype, 4, shape, c->device);
-    lmc_status s = nk && nv ? LMC_OK : lmc_last_status();
-    if (s == LMC_OK && c->device == LMC_CPU) { /* faulted in 2 MiB at a time as positions fill it */
-        lmc_huge_pages_advise(lmc_array_ptr(nk), lmc_array_nbytes(nk));
-        lmc_huge_pages_advise(lmc_array_ptr(nv), lmc_array_nbytes(nv));
+    int64_t strides[4] = {c->kv_heads * cap * c->head_dim, cap * c->head_dim, c->head_dim, 1};
+    int64_t per = c->batch * strides[0], total = 2 * (int64_t)n * per;
+    lmc_array *slab = lmc_array_new(c->dtype, 1, &total, c->device);
+    if (!slab) return lmc_last_status();
+    if (c->device == LMC_CPU) lmc_huge_pages_advise(lmc_array_ptr(slab), lmc_array_nbytes(slab));
+    size_t esize = lmc_dtype_size(c->dtype), at = slab->offset;
+    lmc_array **made = calloc((size_t)c->n_layers * 2, sizeof *made);
+    lmc_status s = made ? LMC_OK : lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory for the KV cache");
+    for (int i = 0; i < c->n_layers && s == LMC_OK; i++) {
+        if (!which[i]) continue;
+        lmc_layer_cache *l = &c->layers[i];
+        for (int kv = 0; kv < 2 && s == LMC_OK; kv++, at += (size_t)per * esize) {
+            lmc_array *a = lmc_array_view(slab->buf, at, c->dtype, 4, shape, strides);
+            made[2 * i + kv] = a;
+            if (!a) s = lmc_last_status();
+            else if (l->len > 0) {
+                int64_t zero[4] = {0, 0, 0, 0};
+                lmc_array *old = range_view(kv ? l->v : l->k, 0, l->len);
+                s = old ? lmc_write_slice(a, zero, old) : lmc_last_status();
+                lmc_array_free(old);
+            }
+        }
     }
-    if (s == LMC_OK && l->len > 0) {
-        int64_t zero[4] = {0, 0, 0, 0};
-        lmc_array *ks = range_view(l->k, 0, l->len), *vs = range_view(l->v, 0, l->len);
-        s = ks && vs ? lmc_write_slice(nk, zero, ks) : lmc_last_status();
-        if (s == LMC_OK) s = lmc_write_slice(nv, zero, vs);
-        lmc_array_free(ks);
-        lmc_array_free(vs);
+    for (int i = 0; made && i < c->n_layers; i++) {
+        if (!which[i]) continue;
+        lmc_layer_cache *l = &c->layers[i];
+        if (s != LMC_OK) {
+            lmc_array_free(made[2 * i]);
+            lmc_array_free(made[2 * i + 1]);
+            continue;
+        }
+        lmc_array_free(l->k);
+        lmc_array_free(l->v);
+        l->k = lmc_array_unscope(made[2 * i]); /* the cache outlives any scope of the caller */
+        l->v = lmc_array_unscope(made[2 * i + 1]);
     }
-    if (s != LMC_OK) {
-        lmc_array_free(nk);
-        lmc_array_free(nv);
-        return s;
-    }
-    lmc_array_free(l->k);
-    lmc_array_free(l->v);
-    l->k = lmc_array_unscope(nk); /* the cache outlives any scope of the caller */
-    l->v = lmc_array_unscope(nv);
-    return LMC_OK;
+    free(made);
+    lmc_array_free(slab); /* the views hold the buffer */
+    return s;
 }
 
 /* Room for `need` positions. Each head's positions are contiguous, so
@@ -128,23 +155,34 @@ static lmc_status resize(lmc_kv_cache *c, lmc_layer_cache *l, int64_t cap) {
  * about twice the final cache. A fixed step made it quadratic: 16384
  * one-token steps of a Qwen3-0.6B-shaped cache spent 76 s copying and
  * faulting in pages, with stalls of up to 3 s. (Callers that know the
- * length ahead reserve it, and nothing is copied.) A sliding layer needs
- * only window - 1 + T positions, so it keeps the fixed step. */
+ * length ahead reserve it, and nothing is copied.) Every full layer holds
+ * the same positions, so all of them grow together, into one allocation;
+ * a sliding layer needs only window - 1 + T positions, so it keeps the
+ * fixed step and grows alone. */
 static lmc_status grow(lmc_kv_cache *c, lmc_layer_cache *l, int64_t need) {
     int64_t old = capacity(l), want = need;
     if (!l->window && want < old + old / 2) want = old + old / 2;
     int64_t cap = ((want + LMC_KV_GROW_STEP - 1) / LMC_KV_GROW_STEP) * LMC_KV_GROW_STEP;
     if (!l->window && cap > c->max_len) cap = need > c->max_len ? need : c->max_len;
-    return resize(c, l, cap);
+    bool *which = calloc((size_t)c->n_layers, sizeof *which);
+    if (!which) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory for the KV cache");
+    for (int i = 0; i < c->n_layers; i++) {
+        const lmc_layer_cache *o = &c->layers[i];
+        which[i] = o == l || (!l->window && !o->window && capacity(o) < cap);
+    }
+    lmc_status s = resize_layers(c, which, cap);
+    free(which);
+    return s;
 }
 
 lmc_status lmc_kv_cache_reserve(lmc_kv_cache *c, int64_t n) {
     if (n > c->max_len) n = c->max_len;
-    for (int i = 0; i < c->n_layers; i++) {
-        lmc_layer_cache *l = &c->layers[i];
-        if (!l->window && capacity(l) < n) LMC_CHECK(resize(c, l, n));
-    }
-    return LMC_OK;
+    bool *which = calloc((size_t)c->n_layers, sizeof *which);
+    if (!which) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory for the KV cache");
+    for (int i = 0; i < c->n_layers; i++) which[i] = !c->layers[i].window && capacity(&c->layers[i]) < n;
+    lmc_status s = resize_layers(c, which, n);
+    free(which);
+    return s;
 }
 
 lmc_status lmc_kv_cache_update(lmc_kv_cache *c, int layer, const lmc_array *k, const lmc_array *v, lmc_array **k_all,
