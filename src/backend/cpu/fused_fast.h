@@ -7,6 +7,7 @@
  * which uses an online (flash-style) softmax so the scores never exist as a
  * whole. */
 #include <math.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 
@@ -207,17 +208,35 @@ typedef struct rope_memo {
     size_t n; /* angles; 0: empty */
     float ang[ROPE_MEMO_MAX], cs[2 * ROPE_MEMO_MAX];
 } rope_memo;
-static _Thread_local rope_memo *t_rope_memo[ROPE_MEMO_SLOTS];
-static _Thread_local int t_rope_memo_next;
+typedef struct rope_memos {
+    rope_memo slot[ROPE_MEMO_SLOTS];
+    int next; /* the slot the next new table takes */
+} rope_memos;
+/* Made on a thread's first rope and freed when the thread ends. */
+static pthread_key_t g_rope_memo_key;
+static bool g_rope_memo_ok;
+static void rope_memo_key_init(void) { g_rope_memo_ok = pthread_key_create(&g_rope_memo_key, free) == 0; }
+
+static rope_memos *rope_memos_here(void) {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, rope_memo_key_init);
+    if (!g_rope_memo_ok) return NULL;
+    rope_memos *m = pthread_getspecific(g_rope_memo_key);
+    if (!m && (m = calloc(1, sizeof *m)) && pthread_setspecific(g_rope_memo_key, m) != 0) {
+        free(m);
+        m = NULL;
+    }
+    return m;
+}
 
 /* cs[row * 2 * half ...]: half cos then half sin for each of the rows'
  * angles (ang, rows * half of them). */
 static void rope_table(float *cs, const float *ang, int64_t rows, int64_t half) {
     size_t n = (size_t)(rows * half);
-    bool keep = n <= ROPE_MEMO_MAX;
-    for (int k = 0; keep && k < ROPE_MEMO_SLOTS; k++) {
-        const rope_memo *m = t_rope_memo[k];
-        if (m && m->n == n && !memcmp(m->ang, ang, n * sizeof *ang)) {
+    rope_memos *ms = n <= ROPE_MEMO_MAX ? rope_memos_here() : NULL; /* none: the table is made every time */
+    for (int k = 0; ms && k < ROPE_MEMO_SLOTS; k++) {
+        const rope_memo *m = &ms->slot[k];
+        if (m->n == n && !memcmp(m->ang, ang, n * sizeof *ang)) {
             memcpy(cs, m->cs, 2 * n * sizeof *cs);
             return;
         }
@@ -228,13 +247,12 @@ static void rope_table(float *cs, const float *ang, int64_t rows, int64_t half) 
             cs[r * 2 * half + i] = cosf(a);
             cs[r * 2 * half + half + i] = sinf(a);
         }
-    if (!keep) return;
-    rope_memo **slot = &t_rope_memo[t_rope_memo_next];
-    if (!*slot && !(*slot = malloc(sizeof **slot))) return; /* a table not kept is made again next time */
-    t_rope_memo_next = (t_rope_memo_next + 1) % ROPE_MEMO_SLOTS;
-    (*slot)->n = n;
-    memcpy((*slot)->ang, ang, n * sizeof *ang);
-    memcpy((*slot)->cs, cs, 2 * n * sizeof *cs);
+    if (!ms) return;
+    rope_memo *m = &ms->slot[ms->next];
+    ms->next = (ms->next + 1) % ROPE_MEMO_SLOTS;
+    m->n = n;
+    memcpy(m->ang, ang, n * sizeof *ang);
+    memcpy(m->cs, cs, 2 * n * sizeof *cs);
 }
 
 lmc_status FUSED_FN(lmc_cpu_rope)(lmc_array *out, const lmc_array *x, const lmc_rope_params *p,
