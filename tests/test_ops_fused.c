@@ -537,20 +537,21 @@ static void test_sdpa_no_scratch(void) {
 
 /* --- fused sequences (ops/fusion.h): on the CPU, their parts ------------------- */
 
-/* Bit for bit the same f32 values. */
+/* Bit for bit the same f32 values (on the path each_path is running). */
 static void same_bits(const lmc_array *got, const lmc_array *want, const char *what) {
-    CHECKF(got && want, "%s: %s", what, lmc_last_error());
+    const char *path = lmc_cpu_path_name(lmc_cpu_path_active());
+    CHECKF(got && want, "%s [%s]: %s", what, path, lmc_last_error());
     if (!got || !want) return;
-    CHECKF(got->ndim == want->ndim && got->size == want->size, "%s: shapes differ", what);
+    CHECKF(got->ndim == want->ndim && got->size == want->size, "%s [%s]: shapes differ", what, path);
     if (got->size != want->size) return;
-    for (int d = 0; d < got->ndim; d++) CHECKF(got->shape[d] == want->shape[d], "%s: axis %d differs", what, d);
+    for (int d = 0; d < got->ndim; d++) CHECKF(got->shape[d] == want->shape[d], "%s [%s]: axis %d differs", what, path, d);
     float *g = read_f32(got), *w = read_f32(want);
-    CHECKF(!memcmp(g, w, (size_t)got->size * sizeof(float)), "%s: values differ", what);
+    CHECKF(!memcmp(g, w, (size_t)got->size * sizeof(float)), "%s [%s]: values differ", what, path);
     free(g);
     free(w);
 }
 
-static void test_fusion_add_rms_norm(void) {
+static void fusion_add_rms_norm(void) {
     int64_t s[3] = {3, 5, 64}, sw[1] = {64}, bad[3] = {3, 5, 63};
     lmc_array *a = rnd(LMC_F32, 3, s), *b = rnd(LMC_F32, 3, s), *w = rnd(LMC_BF16, 1, sw), *c = rnd(LMC_F32, 3, bad);
     for (int onep = 0; onep < 2; onep++) {
@@ -572,7 +573,7 @@ static void test_fusion_add_rms_norm(void) {
     for (int i = 0; i < 4; i++) lmc_array_free(arr[i]);
 }
 
-static void test_fusion_rope_qk(void) {
+static void fusion_rope_qk(void) {
     /* q, k as [B, H, T, D] views of [B, T, H, D] buffers, as after the projections */
     int64_t sq[4] = {2, 3, 4, 32}, sk[4] = {2, 3, 2, 32}, sw[1] = {32}, sp[2] = {2, 3};
     lmc_array *rq = rnd(LMC_F32, 4, sq), *rk = rnd(LMC_F32, 4, sk);
@@ -582,8 +583,14 @@ static void test_fusion_rope_qk(void) {
     int32_t *pv = lmc_array_ptr(pos);
     for (int i = 0; i < 6; i++) pv[i] = (i * 13) % 50;
     lmc_rope_params rp = lmc_rope_params_default(24, 10000.0f); /* 8 features copied */
+    /* a model's own frequencies (the one-pass kernel takes only those, with positions) */
+    int64_t sf[1] = {12};
+    lmc_array *inv = lmc_array_new(LMC_F32, 1, sf, LMC_CPU);
+    for (int i = 0; i < 12; i++) ((float *)lmc_array_ptr(inv))[i] = 1.0f / powf(10000.0f, (float)(2 * i) / 24.0f);
+    for (int own = 0; own < 2; own++)
     for (int norm = 0; norm < 2; norm++)
         for (int use_pos = 0; use_pos < 2; use_pos++) {
+            rp.inv_freqs = own ? inv : NULL;
             lmc_array *qo = NULL, *ko = NULL;
             const lmc_array *P = use_pos ? pos : NULL;
             CHECKF(lmc_rope_qk(q, k, norm, wq, wk, 1e-6f, true, &rp, P, 9, &qo, &ko) == LMC_OK, "%s", lmc_last_error());
@@ -592,13 +599,15 @@ static void test_fusion_rope_qk(void) {
             lmc_array *eq = P ? lmc_rope_positions(nq, &rp, P) : lmc_rope(nq, &rp, 9);
             lmc_array *ek = P ? lmc_rope_positions(nk, &rp, P) : lmc_rope(nk, &rp, 9);
             char what[64];
-            snprintf(what, sizeof what, "rope_qk norm %d positions %d: q", norm, use_pos);
+            snprintf(what, sizeof what, "rope_qk own %d norm %d positions %d: q", own, norm, use_pos);
             same_bits(qo, eq, what);
             what[strlen(what) - 1] = 'k';
             same_bits(ko, ek, what);
             lmc_array *arr[] = {qo, ko, nq, nk, eq, ek};
             for (int i = 0; i < 6; i++) lmc_array_free(arr[i]);
         }
+    rp.inv_freqs = NULL;
+    lmc_array_free(inv);
     /* errors come from the parts; the outputs are NULL */
     lmc_array *qo = (lmc_array *)q, *ko = (lmc_array *)k;
     rp.dims = 40;
@@ -616,7 +625,7 @@ static void test_fusion_rope_qk(void) {
     for (int i = 0; i < 13; i++) lmc_array_free(arr[i]);
 }
 
-static void test_fusion_gated_act(void) {
+static void fusion_gated_act(void) {
     int64_t s[2] = {7, 96}, s2[2] = {7, 95};
     lmc_array *g = rnd(LMC_F32, 2, s), *u = rnd(LMC_F32, 2, s), *v = rnd(LMC_F32, 2, s2);
     lmc_unary_op acts[3] = {LMC_UNARY_SILU, LMC_UNARY_GELU, LMC_UNARY_GELU_TANH};
@@ -635,6 +644,19 @@ static void test_fusion_gated_act(void) {
     lmc_array *arr[] = {g, u, v};
     for (int i = 0; i < 3; i++) lmc_array_free(arr[i]);
 }
+
+/* A fused sequence on every kernel path: the scalar table runs the parts,
+ * the fast paths (AVX2, AVX-512) their one-pass kernels. */
+static void each_path(void (*fn)(void)) {
+    for (int p = 0; p <= (int)lmc_cpu_path_max(); p++) {
+        lmc_cpu_path_set((lmc_cpu_path)p);
+        fn();
+    }
+    lmc_cpu_path_set(lmc_cpu_path_max());
+}
+static void test_fusion_add_rms_norm(void) { each_path(fusion_add_rms_norm); }
+static void test_fusion_rope_qk(void) { each_path(fusion_rope_qk); }
+static void test_fusion_gated_act(void) { each_path(fusion_gated_act); }
 
 static void test_fusion_write_slices(void) {
     int64_t sd[4] = {2, 3, 10, 8}, ss[4] = {2, 3, 2, 8}, sv[4] = {2, 2, 3, 8}, bad[4] = {2, 3, 9, 8};

@@ -478,23 +478,24 @@ lmc_array *lmc_decoder_forward(const lmc_decoder *d, lmc_kv_cache *cache, const 
     }
     lmc_array *logits = NULL;
     lmc_scope_begin();
-    /* On a device: the per-call inputs go there (the embedding reads the ids
-     * on the host to pick rows); the scope frees the copies. */
-    lmc_forward_args dev_args;
-    if (d->device != LMC_CPU) {
-        dev_args = args ? *args : (lmc_forward_args){0};
-        /* Positions made once here, not by each RoPE call: one copy instead
-         * of a launch per layer and per q and k. */
-        const lmc_array *pos = dev_args.positions;
+    /* Positions made once here, not by each RoPE call (one array instead of
+     * one a layer, and q's and k's RoPE one fused op). On a device the
+     * per-call inputs go there (the embedding reads the ids on the host to
+     * pick rows); the scope frees the copies. */
+    lmc_forward_args call_args;
+    if (d->device != LMC_CPU || (cache && !(args && args->positions))) {
+        call_args = args ? *args : (lmc_forward_args){0};
+        const lmc_array *pos = call_args.positions;
         if (!pos && cache) pos = lmc_arange((double)cache->pos, (double)(cache->pos + T), 1.0, LMC_I32);
         bool ok = true;
-        if (pos) ok = (dev_args.positions = lmc_array_to(pos, d->device)) != NULL;
-        if (ok && dev_args.mask) ok = (dev_args.mask = lmc_array_to(dev_args.mask, d->device)) != NULL;
+        bool there = d->device == LMC_CPU; /* lmc_array_to would add a reference the scope does not drop */
+        if (pos) ok = (call_args.positions = there ? pos : lmc_array_to(pos, d->device)) != NULL;
+        if (ok && call_args.mask && !there) ok = (call_args.mask = lmc_array_to(call_args.mask, d->device)) != NULL;
         if (!ok || (cache && !pos)) {
             lmc_scope_end();
             return NULL;
         }
-        args = &dev_args;
+        args = &call_args;
     }
     /* the thread's setting for this pass, restored below (the caller may run other models) */
     const int act_bits = lmc_quant_set_activation_bits(d->activation_bits);

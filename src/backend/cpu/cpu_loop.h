@@ -84,6 +84,9 @@ lmc_status lmc_cpu_unary_avx512(lmc_unary_op op, lmc_array *out, const lmc_array
 lmc_status lmc_cpu_binary_avx512(lmc_binary_op op, lmc_array *out, const lmc_array *a, const lmc_array *b);
 lmc_status lmc_cpu_reduce_avx512(lmc_reduce_op op, lmc_array *out, const lmc_array *in, int axis);
 lmc_status lmc_cpu_softmax_avx512(lmc_array *out, const lmc_array *in, int axis, bool log);
+/* kernels.h's fused gated_act (f32): the fast paths' only, the scalar table runs its two ops. */
+lmc_status lmc_cpu_gated_act_avx2(lmc_unary_op act, lmc_array *out, const lmc_array *gate, const lmc_array *up);
+lmc_status lmc_cpu_gated_act_avx512(lmc_unary_op act, lmc_array *out, const lmc_array *gate, const lmc_array *up);
 
 /* Row-level SIMD entry points, exported for the accuracy tests:
  * y[i] = exp(x[i]) over n contiguous floats. */

@@ -127,6 +127,14 @@ static void norm_rows(void *ctx, int64_t r0, int64_t r1, int thread) {
     }
 }
 
+/* w [D] as f32 in wf, (1 + w) when one_plus_weight; returns wf. */
+static const float *norm_weights(float *wf, const lmc_array *w, int64_t D, bool one_plus_weight) {
+    load_row(wf, w, 0, D, w->strides[0]);
+    if (one_plus_weight)
+        for (int64_t d = 0; d < D; d++) wf[d] += 1.0f;
+    return wf;
+}
+
 static lmc_status norm_run(lmc_array *out, const lmc_array *x, const lmc_array *w, const lmc_array *b, float eps,
                            bool one_plus_weight, bool layer) {
     int64_t D = x->shape[x->ndim - 1], rows = x->size / (D ? D : 1);
@@ -134,13 +142,7 @@ static lmc_status norm_run(lmc_array *out, const lmc_array *x, const lmc_array *
     float *buf = malloc(((size_t)nt + 2) * (size_t)D * sizeof(float) + 16);
     if (!buf) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "%s: out of memory", layer ? "lmc_layer_norm" : "lmc_rms_norm");
     norm_job j = {.out = out, .x = x, .eps = eps, .layer = layer, .scratch = buf + 2 * D};
-    if (w) {
-        float *wf = buf;
-        load_row(wf, w, 0, D, w->strides[0]);
-        if (one_plus_weight)
-            for (int64_t d = 0; d < D; d++) wf[d] += 1.0f;
-        j.w = wf;
-    }
+    if (w) j.w = norm_weights(buf, w, D, one_plus_weight);
     if (b) {
         load_row(buf + D, b, 0, D, b->strides[0]);
         j.b = buf + D;
@@ -160,6 +162,41 @@ lmc_status FUSED_FN(lmc_cpu_layer_norm)(lmc_array *out, const lmc_array *x, cons
     return norm_run(out, x, w, b, eps, false, true);
 }
 
+/* --- add + rms_norm (kernels.h: one pass of what add then rms_norm give) ---- */
+
+typedef struct add_norm_job {
+    norm_job n;            /* out, eps and the f32 weights */
+    lmc_array *sum;        /* contiguous, as out */
+    const lmc_array *a, *b;
+} add_norm_job;
+
+static void add_norm_rows(void *ctx, int64_t r0, int64_t r1, int thread) {
+    const add_norm_job *j = ctx;
+    const lmc_array *a = j->a, *b = j->b;
+    int64_t D = a->shape[a->ndim - 1];
+    float *ra = j->n.scratch + (size_t)thread * 2 * (size_t)D, *rb = ra + D;
+    for (int64_t r = r0; r < r1; r++) {
+        float *s = (float *)lmc_array_ptr(j->sum) + r * D;
+        load_row(ra, a, row_offset(a, r), D, a->strides[a->ndim - 1]);
+        load_row(rb, b, row_offset(b, r), D, b->strides[b->ndim - 1]);
+        for (int64_t d = 0; d < D; d++) s[d] = ra[d] + rb[d];
+        norm_row(&j->n, s, (float *)lmc_array_ptr(j->n.out) + r * D, D);
+    }
+}
+
+lmc_status FUSED_FN(lmc_cpu_add_rms_norm)(lmc_array *out, lmc_array *sum, const lmc_array *a, const lmc_array *b,
+                                          const lmc_array *w, float eps, bool one_plus_weight) {
+    int64_t D = a->shape[a->ndim - 1], rows = a->size / (D ? D : 1);
+    int nt = lmc_num_threads();
+    float *buf = malloc(((size_t)2 * nt + 1) * (size_t)D * sizeof(float) + 16);
+    if (!buf) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "add_rms_norm: out of memory");
+    add_norm_job j = {.n = {.out = out, .x = a, .eps = eps, .scratch = buf + D}, .sum = sum, .a = a, .b = b};
+    if (w) j.n.w = norm_weights(buf, w, D, one_plus_weight);
+    lmc_parallel_for(rows, D >= 4096 ? 1 : 4096 / D + 1, add_norm_rows, &j);
+    free(buf);
+    return LMC_OK;
+}
+
 /* --- rope ------------------------------------------------------------------- */
 
 typedef struct rope_job {
@@ -171,6 +208,24 @@ typedef struct rope_job {
     float *scratch;  /* D floats per thread */
 } rope_job;
 
+/* One row of D features rotated by its position's cos c and sin s (half =
+ * dims / 2 of each); the features past dims are copied. */
+static inline void rope_row(const lmc_rope_params *p, const float *c, const float *s, const float *row, float *o,
+                            int64_t D) {
+    int64_t half = p->dims / 2;
+    if (p->traditional) {
+        for (int64_t i = 0; i < half; i++) {
+            float x0 = row[2 * i], x1 = row[2 * i + 1];
+            o[2 * i] = x0 * c[i] - x1 * s[i];
+            o[2 * i + 1] = x1 * c[i] + x0 * s[i];
+        }
+    } else {
+        for (int64_t i = 0; i < half; i++) o[i] = row[i] * c[i] - row[i + half] * s[i];
+        for (int64_t i = 0; i < half; i++) o[i + half] = row[i + half] * c[i] + row[i] * s[i];
+    }
+    for (int64_t d = p->dims; d < D; d++) o[d] = row[d];
+}
+
 static void rope_rows(void *ctx, int64_t r0, int64_t r1, int thread) {
     const rope_job *j = ctx;
     int nd = j->x->ndim;
@@ -181,17 +236,7 @@ static void rope_rows(void *ctx, int64_t r0, int64_t r1, int thread) {
         int64_t t = r % j->T, bi = j->B1 > 1 ? r / rows_per_b : 0;
         const float *c = j->cs + (bi * j->T + t) * 2 * half, *s = c + half;
         load_row(row, j->x, row_offset(j->x, r), D, sx);
-        if (j->p->traditional) {
-            for (int64_t i = 0; i < half; i++) {
-                float x0 = row[2 * i], x1 = row[2 * i + 1];
-                o[2 * i] = x0 * c[i] - x1 * s[i];
-                o[2 * i + 1] = x1 * c[i] + x0 * s[i];
-            }
-        } else {
-            for (int64_t i = 0; i < half; i++) o[i] = row[i] * c[i] - row[i + half] * s[i];
-            for (int64_t i = 0; i < half; i++) o[i + half] = row[i + half] * c[i] + row[i] * s[i];
-        }
-        for (int64_t d = j->p->dims; d < D; d++) o[d] = row[d];
+        rope_row(j->p, c, s, row, o, D);
         store_row(j->out, r, o, D);
     }
 }
@@ -255,6 +300,22 @@ static void rope_table(float *cs, const float *ang, int64_t rows, int64_t half) 
     memcpy(m->cs, cs, 2 * n * sizeof *cs);
 }
 
+/* The cos/sin table of positions [B1, T] (B1 = 1: positions [T]) into cs,
+ * 2 * half floats a row; ang holds B1 * T * half floats of work space. */
+static void rope_cos_sin(float *cs, float *ang, const lmc_rope_params *p, const lmc_array *inv_freqs,
+                         const lmc_array *positions, int64_t B1, int64_t T) {
+    int64_t half = p->dims / 2;
+    const float *inv = lmc_array_ptr(inv_freqs);
+    /* cos/sin of each (position, frequency) once, in f32 as HF computes them. */
+    for (int64_t bi = 0; bi < B1; bi++)
+        for (int64_t t = 0; t < T; t++) {
+            int32_t pos = lmc_rope_pos(positions, bi, t);
+            for (int64_t i = 0; i < half; i++)
+                ang[(bi * T + t) * half + i] = lmc_rope_angle(pos, p->scale, inv[i * inv_freqs->strides[0]]);
+        }
+    rope_table(cs, ang, B1 * T, half);
+}
+
 lmc_status FUSED_FN(lmc_cpu_rope)(lmc_array *out, const lmc_array *x, const lmc_rope_params *p,
                                   const lmc_array *inv_freqs, const lmc_array *positions) {
     int nd = x->ndim;
@@ -265,18 +326,66 @@ lmc_status FUSED_FN(lmc_cpu_rope)(lmc_array *out, const lmc_array *x, const lmc_
     /* the table, the threads' scratch rows, then the angles */
     float *buf = malloc((table + (size_t)nt * 2 * (size_t)D + table / 2) * sizeof(float) + 16);
     if (!buf) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "lmc_rope: out of memory");
-    const float *inv = lmc_array_ptr(inv_freqs);
-    float *ang = buf + table + (size_t)nt * 2 * (size_t)D;
-    /* cos/sin of each (position, frequency) once, in f32 as HF computes them. */
-    for (int64_t bi = 0; bi < B1; bi++)
-        for (int64_t t = 0; t < T; t++) {
-            int32_t pos = lmc_rope_pos(positions, bi, t);
-            for (int64_t i = 0; i < half; i++)
-                ang[(bi * T + t) * half + i] = lmc_rope_angle(pos, p->scale, inv[i * inv_freqs->strides[0]]);
-        }
-    rope_table(buf, ang, B1 * T, half);
+    rope_cos_sin(buf, buf + table + (size_t)nt * 2 * (size_t)D, p, inv_freqs, positions, B1, T);
     rope_job j = {.out = out, .x = x, .p = p, .cs = buf, .T = T, .B1 = B1, .scratch = buf + table};
     lmc_parallel_for(x->size / D, D >= 4096 ? 1 : 4096 / D + 1, rope_rows, &j);
+    free(buf);
+    return LMC_OK;
+}
+
+/* --- rope_qk (kernels.h: q's and k's rms_norm and rope in one pass) --------- */
+
+typedef struct rope_qk_job {
+    lmc_array *const *out;
+    const lmc_array *const *x;
+    const lmc_rope_params *p;
+    const float *cs;   /* as rope_job's */
+    int64_t T, B1;
+    bool norm;
+    norm_job n[2];     /* eps and x[i]'s f32 norm weights */
+    int64_t rows0;     /* rows of x[0]; x[1]'s follow them */
+    float *scratch;    /* 2 D floats per thread */
+} rope_qk_job;
+
+/* The same arithmetic as rms_norm's rows and then rope's, on one row in hand. */
+static void rope_qk_rows(void *ctx, int64_t r0, int64_t r1, int thread) {
+    const rope_qk_job *j = ctx;
+    int64_t D = j->x[0]->shape[3], half = j->p->dims / 2;
+    float *row = j->scratch + (size_t)thread * 2 * (size_t)D, *o = row + D;
+    for (int64_t r = r0; r < r1; r++) {
+        int i = r >= j->rows0;
+        int64_t ri = i ? r - j->rows0 : r;
+        const lmc_array *x = j->x[i];
+        int64_t t = ri % j->T, bi = j->B1 > 1 ? ri / (x->shape[1] * j->T) : 0;
+        const float *c = j->cs + (bi * j->T + t) * 2 * half, *s = c + half;
+        load_row(row, x, row_offset(x, ri), D, x->strides[3]);
+        if (j->norm) norm_row(&j->n[i], row, row, D);
+        rope_row(j->p, c, s, row, o, D);
+        store_row(j->out[i], ri, o, D);
+    }
+}
+
+lmc_status FUSED_FN(lmc_cpu_rope_qk)(lmc_array *const out[2], const lmc_array *const x[2], bool norm,
+                                     const lmc_array *const w[2], float eps, bool one_plus_weight,
+                                     const lmc_rope_params *p, const lmc_array *inv_freqs,
+                                     const lmc_array *positions) {
+    int64_t B = x[0]->shape[0], T = x[0]->shape[2], D = x[0]->shape[3], half = p->dims / 2;
+    int64_t B1 = positions->ndim == 2 ? B : 1;
+    int nt = lmc_num_threads();
+    size_t table = (size_t)(B1 * T * 2 * half);
+    /* the table, two norm weights, the threads' scratch rows, then the angles */
+    float *buf = malloc((table + 2 * (size_t)D + (size_t)nt * 2 * (size_t)D + table / 2) * sizeof(float) + 16);
+    if (!buf) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "rope_qk: out of memory");
+    float *wf = buf + table, *scratch = wf + 2 * D;
+    rope_cos_sin(buf, scratch + (size_t)nt * 2 * (size_t)D, p, inv_freqs, positions, B1, T);
+    rope_qk_job j = {.out = out, .x = x, .p = p, .cs = buf, .T = T, .B1 = B1, .norm = norm,
+                     .rows0 = x[0]->size / D, .scratch = scratch};
+    for (int i = 0; i < 2; i++) {
+        j.n[i].eps = eps;
+        if (norm && w[i]) j.n[i].w = norm_weights(wf + i * D, w[i], D, one_plus_weight);
+    }
+    int64_t rows = j.rows0 + x[1]->size / D;
+    lmc_parallel_for(rows, D >= 4096 ? 1 : 4096 / D + 1, rope_qk_rows, &j);
     free(buf);
     return LMC_OK;
 }

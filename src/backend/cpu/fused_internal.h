@@ -23,7 +23,12 @@ lmc_status lmc_cpu_sdpa_scalar(lmc_array *out, const lmc_array *q, const lmc_arr
     lmc_status lmc_cpu_rope_##isa(lmc_array *out, const lmc_array *x, const lmc_rope_params *p,                        \
                                   const lmc_array *inv_freqs, const lmc_array *positions);                             \
     lmc_status lmc_cpu_sdpa_##isa(lmc_array *out, const lmc_array *q, const lmc_array *k, const lmc_array *v,          \
-                                  const lmc_sdpa_params *p);
+                                  const lmc_sdpa_params *p);                                                           \
+    lmc_status lmc_cpu_add_rms_norm_##isa(lmc_array *out, lmc_array *sum, const lmc_array *a, const lmc_array *b,      \
+                                          const lmc_array *w, float eps, bool one_plus_weight);                        \
+    lmc_status lmc_cpu_rope_qk_##isa(lmc_array *const out[2], const lmc_array *const x[2], bool norm,                 \
+                                     const lmc_array *const w[2], float eps, bool one_plus_weight,                     \
+                                     const lmc_rope_params *p, const lmc_array *inv_freqs, const lmc_array *positions);
 LMC_DECLARE_FUSED(avx2)
 LMC_DECLARE_FUSED(avx512)
 

@@ -26,11 +26,13 @@ void lmc_cpu_register_elementwise(lmc_kernels *k, lmc_cpu_path path) {
         k->binary = lmc_cpu_binary_avx2;
         k->reduce = lmc_cpu_reduce_avx2;
         k->softmax = lmc_cpu_softmax_avx2;
+        k->gated_act = lmc_cpu_gated_act_avx2;
     }
     if (path >= LMC_PATH_AVX512) {
         k->unary = lmc_cpu_unary_avx512;
         k->binary = lmc_cpu_binary_avx512;
         k->reduce = lmc_cpu_reduce_avx512;
         k->softmax = lmc_cpu_softmax_avx512;
+        k->gated_act = lmc_cpu_gated_act_avx512;
     }
 }

@@ -1,5 +1,7 @@
 /* Fills the matmul and fused entries of a CPU kernel table for one path:
- * the scalar oracle first, then the fastest version the path allows. */
+ * the scalar oracle first, then the fastest version the path allows. The
+ * fused sequences (add_rms_norm, rope_qk) are the fast paths' only: the
+ * scalar table runs their parts, so it stays the oracle for both. */
 #include "backend/cpu/fused_internal.h"
 #include "backend/cpu/matmul_internal.h"
 
@@ -23,6 +25,8 @@ void lmc_cpu_register_linalg(lmc_kernels *k, lmc_cpu_path path) {
         k->layer_norm = lmc_cpu_layer_norm_avx2;
         k->rope = lmc_cpu_rope_avx2;
         k->sdpa = lmc_cpu_sdpa_avx2;
+        k->add_rms_norm = lmc_cpu_add_rms_norm_avx2;
+        k->rope_qk = lmc_cpu_rope_qk_avx2;
     }
     if (path >= LMC_PATH_AVX512) {
         k->matmul = matmul_avx512;
@@ -30,6 +34,8 @@ void lmc_cpu_register_linalg(lmc_kernels *k, lmc_cpu_path path) {
         k->layer_norm = lmc_cpu_layer_norm_avx512;
         k->rope = lmc_cpu_rope_avx512;
         k->sdpa = lmc_cpu_sdpa_avx512;
+        k->add_rms_norm = lmc_cpu_add_rms_norm_avx512;
+        k->rope_qk = lmc_cpu_rope_qk_avx512;
     }
     if (path >= LMC_PATH_AMX) k->matmul = lmc_cpu_matmul_amx;
 }

@@ -202,6 +202,42 @@ lmc_status SIMD_FN(lmc_cpu_binary_)(lmc_binary_op op, lmc_array *out, const lmc_
     return LMC_OK;
 }
 
+/* out = act(gate) * up in one pass: on each vector unary's arithmetic, then
+ * binary's multiply, so the bits are those of the two ops (kernels.h). */
+static void SIMD_FN(gated_row_)(void *ctx, char *const *p, const int64_t *inner, int64_t n) {
+    (void)inner;
+    const simd_ctx *c = ctx;
+    lmc_unary_op op = (lmc_unary_op)c->op;
+    float *o = (float *)p[0];
+    const float *g = (const float *)p[1], *u = (const float *)p[2];
+    int64_t i = 0;
+    for (; i + W <= n; i += W) v_storef(o + i, v_mul(v_unary(op, v_loadf(g + i)), v_loadf(u + i)));
+    if (i < n) {
+        float bg[W] = {0}, bu[W] = {0};
+        for (int64_t j = i; j < n; j++) {
+            bg[j - i] = g[j];
+            bu[j - i] = u[j];
+        }
+        v_storef(bg, v_mul(v_unary(op, v_loadf(bg)), v_loadf(bu)));
+        for (int64_t j = i; j < n; j++) o[j] = bg[j - i];
+    }
+}
+
+lmc_status SIMD_FN(lmc_cpu_gated_act_)(lmc_unary_op act, lmc_array *out, const lmc_array *gate, const lmc_array *up) {
+    const lmc_array *ops[3] = {out, gate, up};
+    lmc_cpu_loop l;
+    lmc_cpu_loop_init(&l, 3, ops);
+    int last = l.ndim - 1;
+    bool rows = l.shape[last] <= 1 || (l.strides[0][last] == 4 && l.strides[1][last] == 4 && l.strides[2][last] == 4);
+    if (!simd_unary_op(act) || !rows) { /* the two ops, the second in place */
+        LMC_CHECK(SIMD_FN(lmc_cpu_unary_)(act, out, gate));
+        return SIMD_FN(lmc_cpu_binary_)(LMC_BINARY_MUL, out, out, up);
+    }
+    simd_ctx c = {act, LMC_F32, LMC_F32, LMC_F32};
+    lmc_cpu_loop_run(&l, SIMD_FN(gated_row_), &c, LMC_CPU_PARALLEL_MIN);
+    return LMC_OK;
+}
+
 void SIMD_FN(lmc_cpu_exp_f32_)(float *y, const float *x, int64_t n) {
     char *p[2] = {(char *)y, (char *)x};
     int64_t inner[2] = {4, 4};
