@@ -175,10 +175,43 @@ static void test_full_layers_share_storage(void) {
     lmc_kv_cache_free(&c);
 }
 
+/* Keeping some batch rows: their positions stay, the others go, and the
+ * full layers are one allocation again. */
+static void test_select_rows(void) {
+    lmc_kv_cache c;
+    int64_t windows[3] = {0, WINDOW, 0};
+    CHECK(lmc_kv_cache_init(&c, 3, windows, B, H, D, 5000, LMC_F32) == LMC_OK);
+    bool ok = true;
+    for (int64_t pos = 0; pos < 300 && ok; pos++) ok = append(&c, pos);
+    CHECK(ok);
+    int32_t keep[1] = {B - 1};
+    CHECK(lmc_kv_cache_select_rows(&c, keep, 1) == LMC_OK);
+    CHECK(c.batch == 1);
+    for (int l = 0; l < 3; l++) {
+        const lmc_layer_cache *lc = &c.layers[l];
+        CHECK(lc->k->shape[0] == 1 && lc->v->shape[0] == 1);
+        for (int64_t i = 0; i < lc->len; i++)
+            for (int64_t h = 0; h < H; h++)
+                for (int64_t d = 0; d < D; d++) {
+                    int64_t at[4] = {0, h, i, d};
+                    CHECKF(get(lc->k, at) == val(B - 1, h, lc->first_pos + i, d, 0) &&
+                               get(lc->v, at) == val(B - 1, h, lc->first_pos + i, d, 1),
+                           "layer %d position %lld", l, (long long)(lc->first_pos + i));
+                }
+    }
+    CHECK(c.layers[0].k->buf == c.layers[2].k->buf && c.layers[0].v->buf == c.layers[0].k->buf);
+    CHECK(c.layers[1].k->buf != c.layers[0].k->buf);
+    CHECK(cap_of(&c, 0) == cap_of(&c, 2) && cap_of(&c, 0) >= 300);
+    CHECK(lmc_kv_cache_select_rows(&c, keep, 1) != LMC_OK); /* row 1 of a batch of 1 */
+    lmc_clear_error();
+    lmc_kv_cache_free(&c);
+}
+
 int main(void) {
     RUN(test_growth_is_geometric);
     RUN(test_growth_bounded_by_context);
     RUN(test_reserve);
     RUN(test_full_layers_share_storage);
+    RUN(test_select_rows);
     return TEST_REPORT();
 }

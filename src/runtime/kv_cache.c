@@ -249,7 +249,17 @@ lmc_status lmc_kv_cache_select_rows(lmc_kv_cache *c, const int32_t *rows, int64_
     }
     lmc_array_free(idx);
     /* Layers not yet written have no storage; every written layer now has n rows. */
-    if (s == LMC_OK) c->batch = n;
+    if (s != LMC_OK) return s;
+    c->batch = n;
+    /* The full layers back into one allocation (a copy more), so the batch
+     * keeps its 2 MiB pages after a row leaves. */
+    bool *which = calloc((size_t)c->n_layers, sizeof *which);
+    if (!which) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory for the KV cache");
+    int64_t cap = 0;
+    for (int i = 0; i < c->n_layers; i++)
+        if ((which[i] = !c->layers[i].window && c->layers[i].k)) cap = capacity(&c->layers[i]);
+    s = resize_layers(c, which, cap);
+    free(which);
     return s;
 }
 
