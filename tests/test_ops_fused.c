@@ -626,6 +626,13 @@ static void fusion_rope_qk(void) {
 }
 
 static void fusion_gated_act(void) {
+    /* 3 x 8192: the threads share it (from 8192 elements on) */
+    int64_t big[2] = {3, 8192};
+    lmc_array *bg = rnd(LMC_F32, 2, big), *bu = rnd(LMC_F32, 2, big);
+    lmc_array *bgot = lmc_gated_act(LMC_UNARY_SILU, bg, bu), *ba = lmc_silu(bg), *bwant = lmc_mul(ba, bu);
+    same_bits(bgot, bwant, "gated_act 3 x 8192");
+    lmc_array *barr[] = {bg, bu, bgot, ba, bwant};
+    for (int j = 0; j < 5; j++) lmc_array_free(barr[j]);
     int64_t s[2] = {7, 96}, s2[2] = {7, 95};
     lmc_array *g = rnd(LMC_F32, 2, s), *u = rnd(LMC_F32, 2, s), *v = rnd(LMC_F32, 2, s2);
     lmc_unary_op acts[3] = {LMC_UNARY_SILU, LMC_UNARY_GELU, LMC_UNARY_GELU_TANH};
