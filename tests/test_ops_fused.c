@@ -626,7 +626,7 @@ static void fusion_rope_qk(void) {
 }
 
 static void fusion_gated_act(void) {
-    /* 3 x 8192: the threads share it (from 8192 elements on) */
+    /* 3 x 8192: the threads share it (from 4096 elements on) */
     int64_t big[2] = {3, 8192};
     lmc_array *bg = rnd(LMC_F32, 2, big), *bu = rnd(LMC_F32, 2, big);
     lmc_array *bgot = lmc_gated_act(LMC_UNARY_SILU, bg, bu), *ba = lmc_silu(bg), *bwant = lmc_mul(ba, bu);

@@ -236,8 +236,9 @@ lmc_status SIMD_FN(lmc_cpu_gated_act_)(lmc_unary_op act, lmc_array *out, const l
     simd_ctx c = {act, LMC_F32, LMC_F32, LMC_F32};
     /* An exp and a divide an element: a decode step's 6912-8192 (Gemma 3,
      * Llama 3.2 1B) took 8-13 us on one core of an AMX Xeon, so the threads
-     * share it from two chunks of 4096 on (the results do not depend on the split). */
-    lmc_cpu_loop_run(&l, SIMD_FN(gated_row_), &c, 2 * 4096);
+     * share it, in chunks of 4096, from 4096 elements on (the results do
+     * not depend on the split). */
+    lmc_cpu_loop_run(&l, SIMD_FN(gated_row_), &c, 4096);
     return LMC_OK;
 }
 
