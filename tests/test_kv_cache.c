@@ -207,11 +207,36 @@ static void test_select_rows(void) {
     lmc_kv_cache_free(&c);
 }
 
+/* Layers whose k is LMC_KV_OWN_BYTES or more keep arrays of their own (a
+ * long cache grows a layer at a time), and their positions hold. */
+static void test_large_layers_own_storage(void) {
+    lmc_kv_cache c;
+    int64_t windows[3] = {0, WINDOW, 0};
+    int64_t big = LMC_KV_OWN_BYTES / (B * H * D * (int64_t)sizeof(float)) + 100; /* positions for one such array */
+    CHECK(lmc_kv_cache_init(&c, 3, windows, B, H, D, big + 1000, LMC_F32) == LMC_OK);
+    CHECK(lmc_kv_cache_reserve(&c, 300) == LMC_OK);
+    CHECK(c.layers[0].k->buf == c.layers[2].k->buf); /* small: one allocation */
+    bool ok = true;
+    for (int64_t pos = 0; pos < 300 && ok; pos++) ok = append(&c, pos);
+    CHECK(ok);
+    CHECK(lmc_kv_cache_reserve(&c, big) == LMC_OK);
+    CHECK(cap_of(&c, 0) == big && cap_of(&c, 2) == big);
+    CHECK(lmc_array_nbytes(c.layers[0].k) >= LMC_KV_OWN_BYTES);
+    const lmc_buffer *bufs[4] = {c.layers[0].k->buf, c.layers[0].v->buf, c.layers[2].k->buf, c.layers[2].v->buf};
+    for (int i = 0; i < 4; i++)
+        for (int j = i + 1; j < 4; j++) CHECKF(bufs[i] != bufs[j], "arrays %d and %d share a buffer", i, j);
+    for (int64_t pos = 300; pos < 400 && ok; pos++) ok = append(&c, pos);
+    CHECK(ok);
+    for (int l = 0; l < 3; l++) CHECKF(holds_all(&c, l), "layer %d", l);
+    lmc_kv_cache_free(&c);
+}
+
 int main(void) {
     RUN(test_growth_is_geometric);
     RUN(test_growth_bounded_by_context);
     RUN(test_reserve);
     RUN(test_full_layers_share_storage);
     RUN(test_select_rows);
+    RUN(test_large_layers_own_storage);
     return TEST_REPORT();
 }

@@ -93,46 +93,73 @@ static lmc_status compact(lmc_layer_cache *l, int64_t drop) {
 /* Positions the layer's storage has room for. */
 static int64_t capacity(const lmc_layer_cache *l) { return l->k ? l->k->shape[2] : 0; }
 
-/* Storage of cap positions for the layers of `which` (their own positions
- * copied in), made in one allocation: each layer's k and v are views into
- * it. One allocation is what lets the cache sit on 2 MiB pages (advised
- * below): a layer's arrays alone are often under 2 MiB (Qwen3-0.6B at 272
- * positions: 1.1 MB), and on 4 KiB pages every eighth token faulted in a
- * page of each head's k and v in every layer, ~2 us a page on a KVM guest
- * (bench/RESULTS.md, twenty-third round). The pages are faulted in as the
- * first positions are written, so the resident size is the capacity soon
- * after a reservation (lmc_kv_cache_bytes, which issue 8's memory budget
- * counts). */
+/* New storage for layer l's k and v in *k and *v (views of `from` at
+ * `at` bytes when given, else arrays of their own advised onto 2 MiB
+ * pages), holding l's positions. */
+static lmc_status layer_storage(lmc_kv_cache *c, const lmc_layer_cache *l, const int64_t *shape, const lmc_array *from,
+                                size_t at, lmc_array **k, lmc_array **v) {
+    int64_t strides[4] = {shape[1] * shape[2] * shape[3], shape[2] * shape[3], shape[3], 1};
+    size_t bytes = (size_t)(shape[0] * strides[0]) * lmc_dtype_size(c->dtype);
+    lmc_array **kv[2] = {k, v};
+    for (int i = 0; i < 2; i++) {
+        *kv[i] = from ? lmc_array_view(from->buf, at + (size_t)i * bytes, c->dtype, 4, shape, strides)
+                      : lmc_array_new(c->dtype, 4, shape, c->device);
+        if (!*kv[i]) return lmc_last_status();
+        if (!from && c->device == LMC_CPU) lmc_huge_pages_advise(lmc_array_ptr(*kv[i]), bytes);
+        if (l->len > 0) {
+            int64_t zero[4] = {0, 0, 0, 0};
+            lmc_array *old = range_view(i ? l->v : l->k, 0, l->len);
+            lmc_status s = old ? lmc_write_slice(*kv[i], zero, old) : lmc_last_status();
+            lmc_array_free(old);
+            if (s != LMC_OK) return s;
+        }
+    }
+    return LMC_OK;
+}
+
+/* Storage of cap positions for the layers of `which`, their positions
+ * copied in. Where a layer's k (or v) is under LMC_KV_OWN_BYTES, all of
+ * them are views of one allocation: alone such arrays stay on 4 KiB pages,
+ * and every eighth token faulted in a page of each head's k and v in every
+ * layer, ~2 us a page on a KVM guest (Qwen3-0.6B at 272 positions: 1.1 MB
+ * arrays; bench/RESULTS.md, twenty-third round); in one allocation they sit
+ * on 2 MiB pages, all faulted in by the first position written, so the
+ * resident size is the capacity (lmc_kv_cache_bytes, which issue 8's
+ * memory budget counts). Larger arrays get 2 MiB pages on their own and are
+ * replaced one layer at a time, so growing a long cache holds its old
+ * storage and one layer's new, not two whole caches. */
 static lmc_status resize_layers(lmc_kv_cache *c, const bool *which, int64_t cap) {
     int n = 0;
     for (int i = 0; i < c->n_layers; i++) n += which[i];
     if (!n) return LMC_OK;
     int64_t shape[4] = {c->batch, c->kv_heads, cap, c->head_dim};
-    int64_t strides[4] = {c->kv_heads * cap * c->head_dim, cap * c->head_dim, c->head_dim, 1};
-    int64_t per = c->batch * strides[0], total = 2 * (int64_t)n * per;
-    lmc_array *slab = lmc_array_new(c->dtype, 1, &total, c->device);
-    if (!slab) return lmc_last_status();
-    if (c->device == LMC_CPU) lmc_huge_pages_advise(lmc_array_ptr(slab), lmc_array_nbytes(slab));
-    size_t esize = lmc_dtype_size(c->dtype), at = slab->offset;
+    size_t bytes = (size_t)(c->batch * c->kv_heads * cap * c->head_dim) * lmc_dtype_size(c->dtype);
+    lmc_array *slab = NULL;
+    if (bytes < LMC_KV_OWN_BYTES) {
+        int64_t total = 2 * (int64_t)n * c->batch * c->kv_heads * cap * c->head_dim;
+        if (!(slab = lmc_array_new(c->dtype, 1, &total, c->device))) return lmc_last_status();
+        if (c->device == LMC_CPU) lmc_huge_pages_advise(lmc_array_ptr(slab), lmc_array_nbytes(slab));
+    }
+    /* With one allocation every layer's new storage is made before any old
+     * one goes, so a failure leaves the cache as it was. */
     lmc_array **made = calloc((size_t)c->n_layers * 2, sizeof *made);
     lmc_status s = made ? LMC_OK : lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory for the KV cache");
+    size_t at = slab ? slab->offset : 0;
     for (int i = 0; i < c->n_layers && s == LMC_OK; i++) {
         if (!which[i]) continue;
         lmc_layer_cache *l = &c->layers[i];
-        for (int kv = 0; kv < 2 && s == LMC_OK; kv++, at += (size_t)per * esize) {
-            lmc_array *a = lmc_array_view(slab->buf, at, c->dtype, 4, shape, strides);
-            made[2 * i + kv] = a;
-            if (!a) s = lmc_last_status();
-            else if (l->len > 0) {
-                int64_t zero[4] = {0, 0, 0, 0};
-                lmc_array *old = range_view(kv ? l->v : l->k, 0, l->len);
-                s = old ? lmc_write_slice(a, zero, old) : lmc_last_status();
-                lmc_array_free(old);
-            }
+        s = layer_storage(c, l, shape, slab, at, &made[2 * i], &made[2 * i + 1]);
+        at += 2 * bytes;
+        if (s == LMC_OK && !slab) { /* its own arrays: the old ones go now */
+            lmc_array_free(l->k);
+            lmc_array_free(l->v);
+            l->k = lmc_array_unscope(made[2 * i]); /* the cache outlives any scope of the caller */
+            l->v = lmc_array_unscope(made[2 * i + 1]);
+            made[2 * i] = made[2 * i + 1] = NULL;
         }
     }
     for (int i = 0; made && i < c->n_layers; i++) {
-        if (!which[i]) continue;
+        if (!which[i] || (!made[2 * i] && !made[2 * i + 1])) continue;
         lmc_layer_cache *l = &c->layers[i];
         if (s != LMC_OK) {
             lmc_array_free(made[2 * i]);
@@ -141,7 +168,7 @@ static lmc_status resize_layers(lmc_kv_cache *c, const bool *which, int64_t cap)
         }
         lmc_array_free(l->k);
         lmc_array_free(l->v);
-        l->k = lmc_array_unscope(made[2 * i]); /* the cache outlives any scope of the caller */
+        l->k = lmc_array_unscope(made[2 * i]);
         l->v = lmc_array_unscope(made[2 * i + 1]);
     }
     free(made);

@@ -14,7 +14,10 @@
 
 enum {
     LMC_KV_GROW_STEP = 256,     /* the least a full layer grows by */
-    LMC_KV_RESERVE_AHEAD = 256  /* the most a stream reserves for its answer ahead of time */
+    LMC_KV_RESERVE_AHEAD = 256, /* the most a stream reserves for its answer ahead of time */
+    /* a full layer's k (or v) of at least this many bytes is an array of its
+     * own; smaller, the full layers' storage is one allocation (kv_cache.c) */
+    LMC_KV_OWN_BYTES = 4 << 20
 };
 
 typedef struct lmc_layer_cache {
