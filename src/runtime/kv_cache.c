@@ -278,13 +278,16 @@ lmc_status lmc_kv_cache_select_rows(lmc_kv_cache *c, const int32_t *rows, int64_
     /* Layers not yet written have no storage; every written layer now has n rows. */
     if (s != LMC_OK) return s;
     c->batch = n;
-    /* The full layers back into one allocation (a copy more), so the batch
-     * keeps its 2 MiB pages after a row leaves. */
-    bool *which = calloc((size_t)c->n_layers, sizeof *which);
-    if (!which) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory for the KV cache");
+    /* Small full layers back into one allocation (a copy more, of a small
+     * cache), so the batch keeps its 2 MiB pages after a row leaves. */
     int64_t cap = 0;
     for (int i = 0; i < c->n_layers; i++)
-        if ((which[i] = !c->layers[i].window && c->layers[i].k)) cap = capacity(&c->layers[i]);
+        if (!c->layers[i].window && c->layers[i].k) cap = capacity(&c->layers[i]);
+    if (!cap || (size_t)(c->batch * c->kv_heads * cap * c->head_dim) * lmc_dtype_size(c->dtype) >= LMC_KV_OWN_BYTES)
+        return LMC_OK;
+    bool *which = calloc((size_t)c->n_layers, sizeof *which);
+    if (!which) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory for the KV cache");
+    for (int i = 0; i < c->n_layers; i++) which[i] = !c->layers[i].window && c->layers[i].k;
     s = resize_layers(c, which, cap);
     free(which);
     return s;
