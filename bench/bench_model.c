@@ -56,6 +56,7 @@ typedef struct bm_opts {
     lmc_dtype kv_dtype;                        /* the KV cache's dtype (load option kv_cache_dtype) */
     int act_bits;                              /* load option activation_bits (24 or 8) */
     bool json, ttft;
+    bool ops;                                  /* --ops: one more decode run, profiled by decoder op */
     bool no_huge_pages;                        /* --no-huge-pages: load option huge_pages off */
     size_t huge_bytes;                         /* weight file bytes moved onto 2 MiB pages before the tests */
     double huge_wait_s;                        /* time waited for that move after loading */
@@ -217,16 +218,19 @@ static lmc_status run_prefill(const lmc_decoder *dec, int depth, int n_prompt, i
     return st;
 }
 
-/* Time of n_gen greedy single-token steps after depth cached tokens and a one-token prompt. */
+/* Time of n_gen greedy single-token steps after depth cached tokens and a
+ * one-token prompt; with prof, the steps are also profiled by decoder op. */
 static lmc_status run_decode(const lmc_decoder *dec, int depth, int n_gen, int chunk, bm_time *secs,
-                             lmc_pool_stats *pool) {
+                             lmc_pool_stats *pool, lmc_decoder_profile *prof) {
     lmc_kv_cache cache;
     LMC_CHECK(filled_cache(dec, depth, n_gen + 1, chunk, &cache));
     int32_t tok = random_token(dec->cfg.vocab_size);
     lmc_status st = forward(dec, &cache, &tok, 1, &tok);
+    if (prof) lmc_decoder_profile_start();
     bm_time t0 = timed_begin();
     for (int i = 0; i < n_gen && st == LMC_OK; i++) st = forward(dec, &cache, &tok, 1, &tok);
     *secs = timed_end(t0, pool);
+    if (prof) *prof = lmc_decoder_profile_stop();
     note_kv(&cache);
     lmc_kv_cache_free(&cache);
     return st;
@@ -405,12 +409,12 @@ static lmc_status run_test(const lmc_decoder *dec, const bm_opts *o, bool decode
     bm_time secs;
     /* Warm-up: pages in the weights and lets the allocator settle. */
     lmc_pool_stats ps = {0};
-    lmc_status st = decode ? run_decode(dec, 0, 1, o->chunk, &secs, &ps)
+    lmc_status st = decode ? run_decode(dec, 0, 1, o->chunk, &secs, &ps, NULL)
                            : run_prefill(dec, 0, n < 64 ? n : 64, o->chunk, &secs, &ps);
     double wall = 0;
     ps = (lmc_pool_stats){0};
     for (int r = 0; r < o->reps && st == LMC_OK; r++) {
-        st = decode ? run_decode(dec, o->depth, n, o->chunk, &secs, &ps)
+        st = decode ? run_decode(dec, o->depth, n, o->chunk, &secs, &ps, NULL)
                     : run_prefill(dec, o->depth, n, o->chunk, &secs, &ps);
         tps[r] = n / secs.wall;
         cpu[r] = n / secs.cpu;
@@ -425,6 +429,52 @@ static lmc_status run_test(const lmc_decoder *dec, const bm_opts *o, bool decode
     }
     free(tps);
     return st;
+}
+
+/* --ops: one more decode test, profiled by decoder op, printed as where a
+ * token's wall time goes (the calling thread's; "between ops" is what no
+ * op holds: the layer loop, scopes, the logits' copy, the greedy pick). */
+static lmc_status run_ops(const lmc_decoder *dec, const bm_opts *o, const char *name) {
+    bm_time secs;
+    lmc_pool_stats ps = {0};
+    lmc_decoder_profile p;
+    LMC_CHECK(run_decode(dec, o->depth, o->n_gen, o->chunk, &secs, &ps, &p));
+    double tok_s = secs.wall / o->n_gen, in_ops = 0;
+    for (int i = 0; i < LMC_DOP_COUNT; i++) in_ops += p.seconds[i];
+    if (o->json) {
+        cJSON *j = cJSON_CreateObject(), *ops = cJSON_CreateArray();
+        cJSON_AddStringToObject(j, "model", name);
+        cJSON_AddStringToObject(j, "test", "ops");
+        cJSON_AddNumberToObject(j, "tokens", o->n_gen);
+        cJSON_AddNumberToObject(j, "token_us", tok_s * 1e6);
+        for (int i = 0; i < LMC_DOP_COUNT; i++) {
+            if (!p.calls[i]) continue;
+            cJSON *e = cJSON_CreateObject();
+            cJSON_AddStringToObject(e, "op", lmc_decoder_op_name((lmc_decoder_op)i));
+            cJSON_AddNumberToObject(e, "calls_per_token", (double)p.calls[i] / o->n_gen);
+            cJSON_AddNumberToObject(e, "us_per_call", p.seconds[i] * 1e6 / (double)p.calls[i]);
+            cJSON_AddNumberToObject(e, "share", p.seconds[i] / secs.wall);
+            cJSON_AddItemToArray(ops, e);
+        }
+        cJSON_AddItemToObject(j, "ops", ops);
+        cJSON_AddNumberToObject(j, "between_ops_share", secs.wall > in_ops ? (secs.wall - in_ops) / secs.wall : 0);
+        char *t = cJSON_PrintUnformatted(j);
+        printf("%s\n", t);
+        free(t);
+        cJSON_Delete(j);
+        return LMC_OK;
+    }
+    printf("\nwhere a decode token goes (%s, tg%d in one more run, %.1f us a token, the calling thread's wall time):\n\n",
+           name, o->n_gen, tok_s * 1e6);
+    printf("| op                   | calls a token |  us a call | share of a token |\n");
+    printf("| -------------------- | ------------- | ---------- | ---------------- |\n");
+    for (int i = 0; i < LMC_DOP_COUNT; i++)
+        if (p.calls[i])
+            printf("| %-20s | %13.1f | %10.2f | %14.1f %% |\n", lmc_decoder_op_name((lmc_decoder_op)i),
+                   (double)p.calls[i] / o->n_gen, p.seconds[i] * 1e6 / (double)p.calls[i], 100 * p.seconds[i] / secs.wall);
+    printf("| %-20s |               |            | %14.1f %% |\n", "between ops",
+           secs.wall > in_ops ? 100 * (secs.wall - in_ops) / secs.wall : 0.0);
+    return LMC_OK;
 }
 
 double lmc_bench_settle_weights(lmc_model *m) {
@@ -501,7 +551,7 @@ static int run_ttft(const bm_opts *o, const char *name) {
 static void usage(FILE *out) {
     fprintf(out,
             "usage: lmc bench -m DIR [-p 512] [-n 128] [-d DEPTH] [-c CHUNK] [-t THREADS] [-b BACKEND] [-r REPEATS]\n"
-            "                 [--kv-cache-dtype f32|bf16|f16] [--activation-bits 24|8] [--no-huge-pages] [--json]\n"
+            "                 [--kv-cache-dtype f32|bf16|f16] [--activation-bits 24|8] [--no-huge-pages] [--ops] [--json]\n"
             "       lmc bench -m DIR --ttft [-p 16] [-t THREADS] [--json]\n\n"
             "  -p N       prefill test: N random tokens in forward passes of -c tokens (0: skip)\n"
             "  -n N       decode test: N greedy single-token steps (0: skip)\n"
@@ -513,6 +563,7 @@ static void usage(FILE *out) {
             "  -r N       timed repeats of each test after one warm-up (default 5)\n"
             "  -c N       prefill tokens per forward pass (default: the model's prefill chunk, 64)\n"
             "  --no-huge-pages  keep the weights on the file mapping's 4 KiB pages (load option huge_pages off)\n"
+            "  --ops      then one more decode test, timed by the decoder's ops: where a token goes\n"
             "  --json     one JSON object per test and line\n"
             "  --ttft     time from process start to the first token of an N-token prompt\n");
 }
@@ -537,6 +588,7 @@ int lmc_bench_model(int argc, char **argv) {
         if (!strcmp(a, "--json")) o.json = true;
         else if (!strcmp(a, "--ttft")) o.ttft = true;
         else if (!strcmp(a, "--no-huge-pages")) o.no_huge_pages = true;
+        else if (!strcmp(a, "--ops")) tests_only = a, o.ops = true;
         else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
             return 0;
@@ -571,6 +623,14 @@ int lmc_bench_model(int argc, char **argv) {
     if (o.n_prompt < 0) o.n_prompt = o.ttft ? 16 : 512;
     if (o.ttft && o.n_prompt == 0) {
         fprintf(stderr, "lmc bench: --ttft needs a prompt of at least one token\n");
+        return 2;
+    }
+    if (o.ops && o.n_gen == 0) {
+        fprintf(stderr, "lmc bench: --ops times the decode test's ops; -n 0 leaves none\n");
+        return 2;
+    }
+    if (o.ops && gpu_backend(&o)) { /* a GPU's ops only queue work: their host time says little */
+        fprintf(stderr, "lmc bench: --ops times ops on the CPU backend; on cuda use LMC_CUDA_PROFILE=1\n");
         return 2;
     }
     if (!o.ttft && o.n_prompt == 0 && o.n_gen == 0) {
@@ -629,6 +689,10 @@ int lmc_bench_model(int argc, char **argv) {
         rc = 1;
     } else {
         print_rows(&o, name, &info, rows, n_rows, read_gbps, read_gbps_cpu, rss, lmc_peak, load_s);
+        if (o.ops && run_ops(m->dec, &o, name) != LMC_OK) {
+            fprintf(stderr, "lmc bench: %s\n", lmc_last_error());
+            rc = 1;
+        }
     }
     lmc_model_free(m);
     return rc;

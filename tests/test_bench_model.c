@@ -212,6 +212,51 @@ static void test_activation_bits(void) {
     model_fixture_cleanup(q4);
 }
 
+/* --ops: one more decode test timed by decoder op, as one JSON line after
+ * the tests' rows: every layer op once a layer and token (add + norm
+ * twice), the embedding and the lm_head once a token, shares that add up
+ * with what lies between ops to the token's time. */
+static void test_ops(void) {
+    lmc_model *m;
+    lmc_model_info info = {0};
+    CHECK(lmc_model_load(dir, NULL, &m) == LMC_OK);
+    CHECK(lmc_model_get_info(m, &info) == LMC_OK);
+    lmc_model_free(m);
+    char out[16384], args[4096];
+    snprintf(args, sizeof args, "-m '%s' -p 0 -n 6 -r 1 -t 1 --ops --json", dir);
+    CHECK(run_bench(args, out, sizeof out) == 0);
+    cJSON *ops_line = NULL;
+    for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n")) {
+        cJSON *o = cJSON_Parse(line);
+        if (o && !strcmp(str(o, "test"), "ops")) ops_line = o;
+        else cJSON_Delete(o);
+    }
+    CHECK(ops_line != NULL);
+    if (!ops_line) return;
+    CHECK(num(ops_line, "tokens") == 6 && num(ops_line, "token_us") > 0);
+    const cJSON *ops = cJSON_GetObjectItemCaseSensitive(ops_line, "ops");
+    CHECK(cJSON_GetArraySize(ops) == 11);
+    double shares = num(ops_line, "between_ops_share");
+    CHECK(shares >= 0 && shares < 1);
+    const cJSON *e;
+    cJSON_ArrayForEach(e, ops) {
+        const char *op = str(e, "op");
+        double calls = num(e, "calls_per_token"), want = (double)info.num_layers;
+        if (!strcmp(op, "embedding") || !strcmp(op, "lm_head")) want = 1;
+        if (!strcmp(op, "add + norm")) want = 2.0 * (double)info.num_layers;
+        CHECKF(calls == want, "%s: %g calls a token, expected %g", op, calls, want);
+        CHECKF(num(e, "us_per_call") >= 0 && num(e, "share") >= 0, "%s", op);
+        shares += num(e, "share");
+    }
+    CHECKF(shares > 0.5 && shares < 1.0 + 1e-9, "shares add up to %g", shares);
+    cJSON_Delete(ops_line);
+    /* nothing to profile, or a backend whose ops only queue work: refused */
+    snprintf(args, sizeof args, "-m '%s' -p 4 -n 0 --ops", dir);
+    CHECK(run_bench(args, out, sizeof out) == 2);
+    snprintf(args, sizeof args, "-m '%s' --ttft --ops", dir);
+    CHECK(run_bench(args, out, sizeof out) == 2);
+}
+
 int main(void) {
     char lmc[4096];
     struct stat st;
@@ -228,6 +273,7 @@ int main(void) {
     RUN(test_ttft);
     RUN(test_usage_errors);
     RUN(test_activation_bits);
+    RUN(test_ops);
     model_fixture_cleanup(fixture);
     return TEST_REPORT();
 }

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "lmc/ops.h"
 #include "lmc/train.h"
@@ -328,6 +329,46 @@ lmc_linear *lmc_dec_module(const lmc_decoder *d, int64_t li, int module) {
 
 /* The attention half of a layer: x = the normed h [B, T, H] -> what it adds
  * to h. cache NULL: a training pass (k, v used as they are, positions from 0). */
+/* --- profile (lmc_decoder_profile_start) ----------------------------------- */
+
+static _Thread_local bool t_prof_on;
+static _Thread_local lmc_decoder_profile t_prof;
+
+static const char *const g_dop_names[LMC_DOP_COUNT] = {
+    "embedding", "q/k/v products", "q/k norm + rope", "kv cache writes", "attention", "o product",
+    "add + norm", "gate/up products", "act(gate) * up", "down product", "lm_head"};
+
+const char *lmc_decoder_op_name(lmc_decoder_op op) { return op >= 0 && op < LMC_DOP_COUNT ? g_dop_names[op] : "?"; }
+
+void lmc_decoder_profile_start(void) {
+    memset(&t_prof, 0, sizeof t_prof);
+    t_prof_on = true;
+}
+
+lmc_decoder_profile lmc_decoder_profile_stop(void) {
+    t_prof_on = false;
+    return t_prof;
+}
+
+static double prof_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Runs the statement, timed into op's counters while profiling. */
+#define DOP(op, ...)                                    \
+    do {                                                \
+        if (!t_prof_on) {                               \
+            __VA_ARGS__;                                \
+            break;                                      \
+        }                                               \
+        double t0_ = prof_now();                        \
+        __VA_ARGS__;                                    \
+        t_prof.seconds[op] += prof_now() - t0_;         \
+        t_prof.calls[op]++;                             \
+    } while (0)
+
 static lmc_array *attention_forward(const lmc_decoder *d, int li, lmc_kv_cache *cache, lmc_array *x,
                                     const lmc_forward_args *args) {
     const lmc_model_config *c = &d->cfg;
@@ -340,21 +381,25 @@ static lmc_array *attention_forward(const lmc_decoder *d, int li, lmc_kv_cache *
     /* q, k and v read the same x: one batch (one parallel region at decode) */
     lmc_linear *proj[3] = {l->q, l->k, l->v};
     lmc_array *qkv[3];
-    lmc_linear_forward_many(3, proj, x, run, qkv);
+    DOP(LMC_DOP_QKV, lmc_linear_forward_many(3, proj, x, run, qkv));
     lmc_array *q = split_heads(qkv[0], c->num_heads, c->head_dim);
     lmc_array *k = split_heads(qkv[1], c->num_kv_heads, c->head_dim);
     lmc_array *v = split_heads(qkv[2], c->num_kv_heads, c->head_dim);
     lmc_rope_params rp = lmc_rope_params_default((int)c->head_dim, l->sliding ? c->rope_local.theta : c->rope_global.theta);
     rp.inv_freqs = l->sliding ? d->inv_freq_local : d->inv_freq_global;
     /* q and k normed (Qwen 3, Gemma 3) and rotated: one launch on a GPU */
-    if (lmc_rope_qk(q, k, c->qk_norm, l->q_norm, l->k_norm, eps, onep, &rp, args ? args->positions : NULL,
-                    cache ? cache->pos : 0, &q, &k) != LMC_OK || !v)
-        return NULL;
+    lmc_status st;
+    DOP(LMC_DOP_ROPE_QK, st = lmc_rope_qk(q, k, c->qk_norm, l->q_norm, l->k_norm, eps, onep, &rp,
+                                          args ? args->positions : NULL, cache ? cache->pos : 0, &q, &k));
+    if (st != LMC_OK || !v) return NULL;
     /* Retained: the layer scope drops its reference, the caller keeps this one. */
     if (args && args->inspect_q) args->inspect_q[li] = lmc_array_retain(q);
     if (args && args->inspect_k) args->inspect_k[li] = lmc_array_retain(k);
     lmc_array *k_all = k, *v_all = v;
-    if (cache && lmc_kv_cache_update(cache, li, k, v, &k_all, &v_all) != LMC_OK) return NULL;
+    if (cache) {
+        DOP(LMC_DOP_KV_UPDATE, st = lmc_kv_cache_update(cache, li, k, v, &k_all, &v_all));
+        if (st != LMC_OK) return NULL;
+    }
     lmc_sdpa_params sp = lmc_sdpa_params_default(c->attn_scale);
     sp.causal = true;
     sp.window = l->sliding ? c->sliding_window : 0;
@@ -364,11 +409,15 @@ static lmc_array *attention_forward(const lmc_decoder *d, int li, lmc_kv_cache *
     int64_t mk = sp.mask && sp.mask->ndim > 0 ? sp.mask->shape[sp.mask->ndim - 1] : 0, kv_len = k_all->shape[2];
     if (mk > kv_len) sp.mask = lmc_slice(sp.mask, sp.mask->ndim - 1, mk - kv_len, mk, 1);
     sp.softcap = c->attn_logit_softcapping;
-    lmc_array *attn = lmc_sdpa(q, k_all, v_all, &sp);            /* [B, Hq, T, D] */
+    lmc_array *attn;
+    DOP(LMC_DOP_ATTENTION, attn = lmc_sdpa(q, k_all, v_all, &sp)); /* [B, Hq, T, D] */
     lmc_array *merged = lmc_swapaxes(attn, 1, 2);                /* [B, T, Hq, D] */
     int64_t ms[3] = {B, T, c->num_heads * c->head_dim};
-    lmc_array *o = lmc_linear_forward_run(l->o, lmc_reshape(merged, 3, ms), run);
-    if (c->sandwich_norms) o = lmc_rms_norm(o, l->post_attn_norm, eps, onep);
+    lmc_array *o;
+    DOP(LMC_DOP_O, {
+        o = lmc_linear_forward_run(l->o, lmc_reshape(merged, 3, ms), run);
+        if (c->sandwich_norms) o = lmc_rms_norm(o, l->post_attn_norm, eps, onep);
+    });
     return o;
 }
 
@@ -383,14 +432,18 @@ static lmc_array *ffn_forward(const lmc_decoder *d, int li, lmc_array *x, const 
     /* gate and up read the same x: one batch */
     lmc_linear *proj[2] = {l->gate, l->up};
     lmc_array *gate_up[2];
-    lmc_linear_forward_many(2, proj, x, run, gate_up);
+    DOP(LMC_DOP_GATE_UP, lmc_linear_forward_many(2, proj, x, run, gate_up));
     lmc_array_free(x);
-    lmc_array *gu = lmc_gated_act(activation_op(c), gate_up[0], gate_up[1]);
+    lmc_array *gu;
+    DOP(LMC_DOP_GATED_ACT, gu = lmc_gated_act(activation_op(c), gate_up[0], gate_up[1]));
     lmc_array_free(gate_up[0]);
     lmc_array_free(gate_up[1]);
-    lmc_array *m = lmc_linear_forward_run(l->down, gu, run);
-    lmc_array_free(gu);
-    if (c->sandwich_norms) m = lmc_rms_norm(m, l->post_ff_norm, c->rms_norm_eps, c->norm_one_plus);
+    lmc_array *m;
+    DOP(LMC_DOP_DOWN, {
+        m = lmc_linear_forward_run(l->down, gu, run);
+        lmc_array_free(gu);
+        if (c->sandwich_norms) m = lmc_rms_norm(m, l->post_ff_norm, c->rms_norm_eps, c->norm_one_plus);
+    });
     return m;
 }
 
@@ -411,8 +464,8 @@ static lmc_array *layer_body(const lmc_decoder *d, int li, lmc_kv_cache *cache, 
     lmc_array *a = NULL, *x2 = NULL;
     lmc_array *o = attention_forward(d, li, cache, x, args);
     if (o) {
-        x2 = lmc_add_rms_norm(h, o, c->sandwich_norms ? l->pre_ff_norm : l->post_attn_norm, c->rms_norm_eps,
-                              c->norm_one_plus, &a);
+        DOP(LMC_DOP_ADD_NORM, x2 = lmc_add_rms_norm(h, o, c->sandwich_norms ? l->pre_ff_norm : l->post_attn_norm,
+                                                   c->rms_norm_eps, c->norm_one_plus, &a));
         a = lmc_scope_keep(a);
         x2 = lmc_scope_keep(x2);
     }
@@ -499,8 +552,11 @@ lmc_array *lmc_decoder_forward(const lmc_decoder *d, lmc_kv_cache *cache, const 
     }
     /* the thread's setting for this pass, restored below (the caller may run other models) */
     const int act_bits = lmc_quant_set_activation_bits(d->activation_bits);
-    lmc_array *h = embed(d->embed, ids);
-    if (h && c->scale_embeddings) h = lmc_mul_scalar(h, sqrt((double)c->hidden_size));
+    lmc_array *h;
+    DOP(LMC_DOP_EMBED, {
+        h = embed(d->embed, ids);
+        if (h && c->scale_embeddings) h = lmc_mul_scalar(h, sqrt((double)c->hidden_size));
+    });
     /* Without checkpointing a layer's last residual add and the next norm
      * (the next layer's input norm, or the final one) are one op; x is h
      * normed for what comes next. */
@@ -515,7 +571,7 @@ lmc_array *lmc_decoder_forward(const lmc_decoder *d, lmc_kv_cache *cache, const 
         } else {
             lmc_array *m = NULL, *a = layer_body(d, (int)i, cache, h, x, args, &m);
             const lmc_array *next = i + 1 < c->num_layers ? d->layers[i + 1].input_norm : d->final_norm;
-            nx = a ? lmc_add_rms_norm(a, m, next, c->rms_norm_eps, c->norm_one_plus, &nh) : NULL;
+            if (a) DOP(LMC_DOP_ADD_NORM, nx = lmc_add_rms_norm(a, m, next, c->rms_norm_eps, c->norm_one_plus, &nh));
         }
         nh = lmc_scope_keep(nh);
         nx = lmc_scope_keep(nx);
@@ -532,11 +588,15 @@ lmc_array *lmc_decoder_forward(const lmc_decoder *d, lmc_kv_cache *cache, const 
     }
     /* the final norm: made by the loop, or here after checkpointed layers */
     h = x ? x : lmc_rms_norm(h, d->final_norm, c->rms_norm_eps, c->norm_one_plus);
-    lmc_array *out = args && args->hidden ? h : lmc_linear_forward(d->head ? d->head : d->embed, h);
-    if (out && !(args && args->hidden) && c->final_logit_softcapping > 0) {
-        double cap = c->final_logit_softcapping;
-        out = lmc_mul_scalar(lmc_tanh(lmc_mul_scalar(out, 1.0 / cap)), cap);
-    }
+    lmc_array *out = h;
+    if (!(args && args->hidden))
+        DOP(LMC_DOP_HEAD, {
+            out = lmc_linear_forward(d->head ? d->head : d->embed, h);
+            if (out && c->final_logit_softcapping > 0) {
+                double cap = c->final_logit_softcapping;
+                out = lmc_mul_scalar(lmc_tanh(lmc_mul_scalar(out, 1.0 / cap)), cap);
+            }
+        });
     if (out) {
         out = out->dtype == LMC_F32 ? lmc_contiguous(out) : lmc_astype(out, LMC_F32);
         logits = lmc_scope_keep(d->device != LMC_CPU ? lmc_array_to(out, LMC_CPU) : out);

@@ -91,4 +91,35 @@ lmc_linear *lmc_dec_module(const lmc_decoder *d, int64_t li, int module);
 /* A cache shaped for this model. */
 lmc_status lmc_decoder_cache_init(const lmc_decoder *d, lmc_kv_cache *cache, int64_t batch, int64_t max_len);
 
+/* Where a forward pass's time goes, by the decoder's own ops (the calling
+ * thread's wall time while profiling: each product with its parallel
+ * region, each small op with the op layer's work around its kernel); what
+ * no op holds is the pass's glue (`lmc bench --ops`). */
+typedef enum lmc_decoder_op {
+    LMC_DOP_EMBED,      /* the token embedding (and its scaling) */
+    LMC_DOP_QKV,        /* q, k and v products, one batch */
+    LMC_DOP_ROPE_QK,    /* q's and k's norm (Qwen 3, Gemma 3) and RoPE */
+    LMC_DOP_KV_UPDATE,  /* the KV cache's writes */
+    LMC_DOP_ATTENTION,  /* scaled dot-product attention */
+    LMC_DOP_O,          /* the output product (and its norm where sandwiched) */
+    LMC_DOP_ADD_NORM,   /* residual add + the next RMSNorm, twice a layer */
+    LMC_DOP_GATE_UP,    /* gate and up products, one batch */
+    LMC_DOP_GATED_ACT,  /* act(gate) * up */
+    LMC_DOP_DOWN,       /* the down product (and its norm where sandwiched) */
+    LMC_DOP_HEAD,       /* the lm_head product (and the final softcap) */
+    LMC_DOP_COUNT
+} lmc_decoder_op;
+
+typedef struct lmc_decoder_profile {
+    long calls[LMC_DOP_COUNT];
+    double seconds[LMC_DOP_COUNT];
+} lmc_decoder_profile;
+
+/* Starts profiling on the calling thread (counts from zero). */
+void lmc_decoder_profile_start(void);
+/* Stops profiling on the calling thread and returns what it counted. */
+lmc_decoder_profile lmc_decoder_profile_stop(void);
+/* A short name of op ("q/k/v products"). */
+const char *lmc_decoder_op_name(lmc_decoder_op op);
+
 #endif
