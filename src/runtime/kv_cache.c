@@ -93,13 +93,19 @@ static lmc_status compact(lmc_layer_cache *l, int64_t drop) {
 /* Positions the layer's storage has room for. */
 static int64_t capacity(const lmc_layer_cache *l) { return l->k ? l->k->shape[2] : 0; }
 
+/* Bytes of one layer's k (or v) at cap positions. */
+static size_t layer_bytes(const lmc_kv_cache *c, int64_t cap) {
+    return (size_t)(c->batch * c->kv_heads * cap * c->head_dim) * lmc_dtype_size(c->dtype);
+}
+
 /* New storage for layer l's k and v in *k and *v (views of `from` at
  * `at` bytes when given, else arrays of their own advised onto 2 MiB
  * pages), holding l's positions. */
-static lmc_status layer_storage(lmc_kv_cache *c, const lmc_layer_cache *l, const int64_t *shape, const lmc_array *from,
+static lmc_status layer_storage(lmc_kv_cache *c, const lmc_layer_cache *l, int64_t cap, const lmc_array *from,
                                 size_t at, lmc_array **k, lmc_array **v) {
-    int64_t strides[4] = {shape[1] * shape[2] * shape[3], shape[2] * shape[3], shape[3], 1};
-    size_t bytes = (size_t)(shape[0] * strides[0]) * lmc_dtype_size(c->dtype);
+    int64_t shape[4] = {c->batch, c->kv_heads, cap, c->head_dim};
+    int64_t strides[4] = {c->kv_heads * cap * c->head_dim, cap * c->head_dim, c->head_dim, 1};
+    size_t bytes = layer_bytes(c, cap);
     lmc_array **kv[2] = {k, v};
     for (int i = 0; i < 2; i++) {
         *kv[i] = from ? lmc_array_view(from->buf, at + (size_t)i * bytes, c->dtype, 4, shape, strides)
@@ -117,7 +123,16 @@ static lmc_status layer_storage(lmc_kv_cache *c, const lmc_layer_cache *l, const
     return LMC_OK;
 }
 
-/* Storage of cap positions for the layers of `which`, their positions
+/* The layers resize_layers replaces: `only` when it is a sliding layer,
+ * else the full layers with fewer than cap positions (with all: every full
+ * layer that has storage). */
+static bool picked(const lmc_kv_cache *c, int i, const lmc_layer_cache *only, int64_t cap, bool all) {
+    const lmc_layer_cache *l = &c->layers[i];
+    if (only && only->window) return l == only;
+    return !l->window && (all ? l->k != NULL : capacity(l) < cap);
+}
+
+/* Storage of cap positions for the layers `picked` chooses, their positions
  * copied in. Where a layer's k (or v) is under LMC_KV_OWN_BYTES, all of
  * them are views of one allocation: alone such arrays stay on 4 KiB pages,
  * and every eighth token faulted in a page of each head's k and v in every
@@ -128,12 +143,11 @@ static lmc_status layer_storage(lmc_kv_cache *c, const lmc_layer_cache *l, const
  * memory budget counts). Larger arrays get 2 MiB pages on their own and are
  * replaced one layer at a time, so growing a long cache holds its old
  * storage and one layer's new, not two whole caches. */
-static lmc_status resize_layers(lmc_kv_cache *c, const bool *which, int64_t cap) {
+static lmc_status resize_layers(lmc_kv_cache *c, const lmc_layer_cache *only, int64_t cap, bool all) {
     int n = 0;
-    for (int i = 0; i < c->n_layers; i++) n += which[i];
+    for (int i = 0; i < c->n_layers; i++) n += picked(c, i, only, cap, all);
     if (!n) return LMC_OK;
-    int64_t shape[4] = {c->batch, c->kv_heads, cap, c->head_dim};
-    size_t bytes = (size_t)(c->batch * c->kv_heads * cap * c->head_dim) * lmc_dtype_size(c->dtype);
+    size_t bytes = layer_bytes(c, cap);
     lmc_array *slab = NULL;
     if (bytes < LMC_KV_OWN_BYTES) {
         int64_t total = 2 * (int64_t)n * c->batch * c->kv_heads * cap * c->head_dim;
@@ -146,9 +160,9 @@ static lmc_status resize_layers(lmc_kv_cache *c, const bool *which, int64_t cap)
     lmc_status s = made ? LMC_OK : lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory for the KV cache");
     size_t at = slab ? slab->offset : 0;
     for (int i = 0; i < c->n_layers && s == LMC_OK; i++) {
-        if (!which[i]) continue;
+        if (!picked(c, i, only, cap, all)) continue;
         lmc_layer_cache *l = &c->layers[i];
-        s = layer_storage(c, l, shape, slab, at, &made[2 * i], &made[2 * i + 1]);
+        s = layer_storage(c, l, cap, slab, at, &made[2 * i], &made[2 * i + 1]);
         at += 2 * bytes;
         if (s == LMC_OK && !slab) { /* its own arrays: the old ones go now */
             lmc_array_free(l->k);
@@ -159,7 +173,7 @@ static lmc_status resize_layers(lmc_kv_cache *c, const bool *which, int64_t cap)
         }
     }
     for (int i = 0; made && i < c->n_layers; i++) {
-        if (!which[i] || (!made[2 * i] && !made[2 * i + 1])) continue;
+        if (!made[2 * i] && !made[2 * i + 1]) continue; /* not picked, or already in place */
         lmc_layer_cache *l = &c->layers[i];
         if (s != LMC_OK) {
             lmc_array_free(made[2 * i]);
@@ -191,25 +205,12 @@ static lmc_status grow(lmc_kv_cache *c, lmc_layer_cache *l, int64_t need) {
     if (!l->window && want < old + old / 2) want = old + old / 2;
     int64_t cap = ((want + LMC_KV_GROW_STEP - 1) / LMC_KV_GROW_STEP) * LMC_KV_GROW_STEP;
     if (!l->window && cap > c->max_len) cap = need > c->max_len ? need : c->max_len;
-    bool *which = calloc((size_t)c->n_layers, sizeof *which);
-    if (!which) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory for the KV cache");
-    for (int i = 0; i < c->n_layers; i++) {
-        const lmc_layer_cache *o = &c->layers[i];
-        which[i] = o == l || (!l->window && !o->window && capacity(o) < cap);
-    }
-    lmc_status s = resize_layers(c, which, cap);
-    free(which);
-    return s;
+    return resize_layers(c, l, cap, false);
 }
 
 lmc_status lmc_kv_cache_reserve(lmc_kv_cache *c, int64_t n) {
     if (n > c->max_len) n = c->max_len;
-    bool *which = calloc((size_t)c->n_layers, sizeof *which);
-    if (!which) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory for the KV cache");
-    for (int i = 0; i < c->n_layers; i++) which[i] = !c->layers[i].window && capacity(&c->layers[i]) < n;
-    lmc_status s = resize_layers(c, which, n);
-    free(which);
-    return s;
+    return resize_layers(c, NULL, n, false);
 }
 
 lmc_status lmc_kv_cache_update(lmc_kv_cache *c, int layer, const lmc_array *k, const lmc_array *v, lmc_array **k_all,
@@ -283,14 +284,8 @@ lmc_status lmc_kv_cache_select_rows(lmc_kv_cache *c, const int32_t *rows, int64_
     int64_t cap = 0;
     for (int i = 0; i < c->n_layers; i++)
         if (!c->layers[i].window && c->layers[i].k) cap = capacity(&c->layers[i]);
-    if (!cap || (size_t)(c->batch * c->kv_heads * cap * c->head_dim) * lmc_dtype_size(c->dtype) >= LMC_KV_OWN_BYTES)
-        return LMC_OK;
-    bool *which = calloc((size_t)c->n_layers, sizeof *which);
-    if (!which) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory for the KV cache");
-    for (int i = 0; i < c->n_layers; i++) which[i] = !c->layers[i].window && c->layers[i].k;
-    s = resize_layers(c, which, cap);
-    free(which);
-    return s;
+    if (!cap || layer_bytes(c, cap) >= LMC_KV_OWN_BYTES) return LMC_OK;
+    return resize_layers(c, NULL, cap, true);
 }
 
 size_t lmc_kv_cache_bytes(const lmc_kv_cache *c) {
