@@ -441,6 +441,7 @@ static lmc_status run_ops(const lmc_decoder *dec, const bm_opts *o, const char *
     LMC_CHECK(run_decode(dec, o->depth, o->n_gen, o->chunk, &secs, &ps, &p));
     double tok_s = secs.wall / o->n_gen, in_ops = 0;
     for (int i = 0; i < LMC_DOP_COUNT; i++) in_ops += p.seconds[i];
+    double between = secs.wall > in_ops ? (secs.wall - in_ops) / secs.wall : 0;
     if (o->json) {
         cJSON *j = cJSON_CreateObject(), *ops = cJSON_CreateArray();
         cJSON_AddStringToObject(j, "model", name);
@@ -457,7 +458,7 @@ static lmc_status run_ops(const lmc_decoder *dec, const bm_opts *o, const char *
             cJSON_AddItemToArray(ops, e);
         }
         cJSON_AddItemToObject(j, "ops", ops);
-        cJSON_AddNumberToObject(j, "between_ops_share", secs.wall > in_ops ? (secs.wall - in_ops) / secs.wall : 0);
+        cJSON_AddNumberToObject(j, "between_ops_share", between);
         char *t = cJSON_PrintUnformatted(j);
         printf("%s\n", t);
         free(t);
@@ -472,8 +473,7 @@ static lmc_status run_ops(const lmc_decoder *dec, const bm_opts *o, const char *
         if (p.calls[i])
             printf("| %-20s | %13.1f | %10.2f | %14.1f %% |\n", lmc_decoder_op_name((lmc_decoder_op)i),
                    (double)p.calls[i] / o->n_gen, p.seconds[i] * 1e6 / (double)p.calls[i], 100 * p.seconds[i] / secs.wall);
-    printf("| %-20s |               |            | %14.1f %% |\n", "between ops",
-           secs.wall > in_ops ? 100 * (secs.wall - in_ops) / secs.wall : 0.0);
+    printf("| %-20s |               |            | %14.1f %% |\n", "between ops", 100 * between);
     return LMC_OK;
 }
 

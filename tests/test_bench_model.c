@@ -29,12 +29,18 @@ static const char *str(const cJSON *o, const char *key) {
 
 static const char *dir; /* the fixture folder */
 
-static void test_bench_json(void) {
+/* The fixture model's info (loaded and freed again). */
+static lmc_model_info fixture_info(void) {
     lmc_model *m;
     lmc_model_info info = {0};
     CHECK(lmc_model_load(dir, NULL, &m) == LMC_OK);
     CHECK(lmc_model_get_info(m, &info) == LMC_OK);
     lmc_model_free(m);
+    return info;
+}
+
+static void test_bench_json(void) {
+    lmc_model_info info = fixture_info();
     const char *name = strrchr(dir, '/') + 1;
 
     char out[16384], args[4096];
@@ -217,11 +223,7 @@ static void test_activation_bits(void) {
  * twice), the embedding and the lm_head once a token, shares that add up
  * with what lies between ops to the token's time. */
 static void test_ops(void) {
-    lmc_model *m;
-    lmc_model_info info = {0};
-    CHECK(lmc_model_load(dir, NULL, &m) == LMC_OK);
-    CHECK(lmc_model_get_info(m, &info) == LMC_OK);
-    lmc_model_free(m);
+    lmc_model_info info = fixture_info();
     char out[16384], args[4096];
     snprintf(args, sizeof args, "-m '%s' -p 0 -n 6 -r 1 -t 1 --ops --json", dir);
     CHECK(run_bench(args, out, sizeof out) == 0);

@@ -327,8 +327,6 @@ lmc_linear *lmc_dec_module(const lmc_decoder *d, int64_t li, int module) {
     return module >= 0 && module < LMC_DEC_NUM_MODULES ? m[module] : NULL;
 }
 
-/* The attention half of a layer: x = the normed h [B, T, H] -> what it adds
- * to h. cache NULL: a training pass (k, v used as they are, positions from 0). */
 /* --- profile (lmc_decoder_profile_start) ----------------------------------- */
 
 static _Thread_local bool t_prof_on;
@@ -369,6 +367,8 @@ static double prof_now(void) {
         t_prof.calls[op]++;                             \
     } while (0)
 
+/* The attention half of a layer: x = the normed h [B, T, H] -> what it adds
+ * to h. cache NULL: a training pass (k, v used as they are, positions from 0). */
 static lmc_array *attention_forward(const lmc_decoder *d, int li, lmc_kv_cache *cache, lmc_array *x,
                                     const lmc_forward_args *args) {
     const lmc_model_config *c = &d->cfg;

@@ -190,7 +190,7 @@ lmc_status FUSED_FN(lmc_cpu_add_rms_norm)(lmc_array *out, lmc_array *sum, const 
     int nt = lmc_num_threads();
     float *buf = malloc(((size_t)2 * nt + 1) * (size_t)D * sizeof(float) + 16);
     if (!buf) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "add_rms_norm: out of memory");
-    add_norm_job j = {.n = {.out = out, .x = a, .eps = eps, .scratch = buf + D}, .sum = sum, .a = a, .b = b};
+    add_norm_job j = {.n = {.out = out, .eps = eps, .scratch = buf + D}, .sum = sum, .a = a, .b = b};
     if (w) j.n.w = norm_weights(buf, w, D, one_plus_weight);
     lmc_parallel_for(rows, D >= 4096 ? 1 : 4096 / D + 1, add_norm_rows, &j);
     free(buf);
