@@ -135,12 +135,13 @@ static int32_t random_token(int64_t vocab) {
 
 /* One forward pass over ids[0..n) appending to cache; with next != NULL the
  * argmax of the last position's logits (ties to the lowest id). */
-static lmc_status forward(const lmc_decoder *dec, lmc_kv_cache *cache, const int32_t *ids, int64_t n, int32_t *next) {
+static lmc_status forward(const lmc_decoder *dec, lmc_kv_cache *cache, const int32_t *ids, int64_t n, bool logits,
+                          int32_t *next) {
     lmc_status st = LMC_OK;
     lmc_scope_begin();
     int64_t shape[2] = {1, n};
     lmc_array *x = lmc_array_from_data(ids, LMC_I32, 2, shape);
-    lmc_forward_args args = {.last_only = true};
+    lmc_forward_args args = {.last_only = true, .hidden = !logits}; /* as a generation's earlier chunks */
     lmc_array *lg = lmc_decoder_forward(dec, cache, x, &args);
     if (!lg) st = lmc_last_status();
     else if (next) {
@@ -190,7 +191,7 @@ static lmc_status filled_cache(const lmc_decoder *dec, int depth, int n, int chu
         int k = depth - at < chunk ? depth - at : chunk;
         k = k < 256 ? k : 256;
         for (int i = 0; i < k; i++) ids[i] = random_token(dec->cfg.vocab_size);
-        st = forward(dec, cache, ids, k, NULL);
+        st = forward(dec, cache, ids, k, false, NULL);
         at += k;
     }
     if (st != LMC_OK) lmc_kv_cache_free(cache);
@@ -198,19 +199,21 @@ static lmc_status filled_cache(const lmc_decoder *dec, int depth, int n, int chu
 }
 
 /* Time of one prefill of n_prompt random tokens after depth cached ones, in
- * forward passes of at most chunk tokens. */
+ * forward passes of at most chunk tokens; with prof, also profiled by decoder op. */
 static lmc_status run_prefill(const lmc_decoder *dec, int depth, int n_prompt, int chunk, bm_time *secs,
-                              lmc_pool_stats *pool) {
+                              lmc_pool_stats *pool, lmc_decoder_profile *prof) {
     int32_t *ids = malloc((size_t)n_prompt * sizeof *ids);
     if (!ids) return lmc_set_error(LMC_ERR_OUT_OF_MEMORY, "out of memory");
     for (int i = 0; i < n_prompt; i++) ids[i] = random_token(dec->cfg.vocab_size);
     lmc_kv_cache cache;
     lmc_status st = filled_cache(dec, depth, n_prompt, chunk, &cache);
     if (st == LMC_OK) {
+        if (prof) lmc_decoder_profile_start();
         bm_time t0 = timed_begin();
         for (int at = 0; at < n_prompt && st == LMC_OK; at += chunk)
-            st = forward(dec, &cache, ids + at, n_prompt - at < chunk ? n_prompt - at : chunk, NULL);
+            st = forward(dec, &cache, ids + at, n_prompt - at < chunk ? n_prompt - at : chunk, at + chunk >= n_prompt, NULL);
         *secs = timed_end(t0, pool);
+        if (prof) *prof = lmc_decoder_profile_stop();
         note_kv(&cache);
         lmc_kv_cache_free(&cache);
     }
@@ -225,10 +228,10 @@ static lmc_status run_decode(const lmc_decoder *dec, int depth, int n_gen, int c
     lmc_kv_cache cache;
     LMC_CHECK(filled_cache(dec, depth, n_gen + 1, chunk, &cache));
     int32_t tok = random_token(dec->cfg.vocab_size);
-    lmc_status st = forward(dec, &cache, &tok, 1, &tok);
+    lmc_status st = forward(dec, &cache, &tok, 1, true, &tok);
     if (prof) lmc_decoder_profile_start();
     bm_time t0 = timed_begin();
-    for (int i = 0; i < n_gen && st == LMC_OK; i++) st = forward(dec, &cache, &tok, 1, &tok);
+    for (int i = 0; i < n_gen && st == LMC_OK; i++) st = forward(dec, &cache, &tok, 1, true, &tok);
     *secs = timed_end(t0, pool);
     if (prof) *prof = lmc_decoder_profile_stop();
     note_kv(&cache);
@@ -410,12 +413,12 @@ static lmc_status run_test(const lmc_decoder *dec, const bm_opts *o, bool decode
     /* Warm-up: pages in the weights and lets the allocator settle. */
     lmc_pool_stats ps = {0};
     lmc_status st = decode ? run_decode(dec, 0, 1, o->chunk, &secs, &ps, NULL)
-                           : run_prefill(dec, 0, n < 64 ? n : 64, o->chunk, &secs, &ps);
+                           : run_prefill(dec, 0, n < 64 ? n : 64, o->chunk, &secs, &ps, NULL);
     double wall = 0;
     ps = (lmc_pool_stats){0};
     for (int r = 0; r < o->reps && st == LMC_OK; r++) {
         st = decode ? run_decode(dec, o->depth, n, o->chunk, &secs, &ps, NULL)
-                    : run_prefill(dec, o->depth, n, o->chunk, &secs, &ps);
+                    : run_prefill(dec, o->depth, n, o->chunk, &secs, &ps, NULL);
         tps[r] = n / secs.wall;
         cpu[r] = n / secs.cpu;
         wall += secs.wall;
@@ -431,28 +434,34 @@ static lmc_status run_test(const lmc_decoder *dec, const bm_opts *o, bool decode
     return st;
 }
 
-/* --ops: one more decode test, profiled by decoder op, printed as where a
- * token's wall time goes (the calling thread's; "between ops" is what no
- * op holds: the layer loop, scopes, the logits' copy, the greedy pick). */
-static lmc_status run_ops(const lmc_decoder *dec, const bm_opts *o, const char *name) {
+/* --ops: one more run of each test, profiled by decoder op, printed as where
+ * a token's wall time goes (the calling thread's; "between ops" is what no
+ * op holds: the layer loop, scopes, the logits' copy, the greedy pick). Run
+ * at 1 and at N threads, an op whose time a call does not shrink is serial. */
+static lmc_status run_ops(const lmc_decoder *dec, const bm_opts *o, bool decode, const char *name) {
     bm_time secs;
     lmc_pool_stats ps = {0};
     lmc_decoder_profile p;
-    LMC_CHECK(run_decode(dec, o->depth, o->n_gen, o->chunk, &secs, &ps, &p));
-    double tok_s = secs.wall / o->n_gen, in_ops = 0;
+    int n = decode ? o->n_gen : o->n_prompt;
+    LMC_CHECK(decode ? run_decode(dec, o->depth, n, o->chunk, &secs, &ps, &p)
+                     : run_prefill(dec, o->depth, n, o->chunk, &secs, &ps, &p));
+    double tok_s = secs.wall / n, in_ops = 0;
     for (int i = 0; i < LMC_DOP_COUNT; i++) in_ops += p.seconds[i];
     double between = secs.wall > in_ops ? (secs.wall - in_ops) / secs.wall : 0;
+    char test[32];
+    snprintf(test, sizeof test, "%s%d", decode ? "tg" : "pp", n);
     if (o->json) {
         cJSON *j = cJSON_CreateObject(), *ops = cJSON_CreateArray();
         cJSON_AddStringToObject(j, "model", name);
         cJSON_AddStringToObject(j, "test", "ops");
-        cJSON_AddNumberToObject(j, "tokens", o->n_gen);
+        cJSON_AddStringToObject(j, "of", test);
+        cJSON_AddNumberToObject(j, "tokens", n);
         cJSON_AddNumberToObject(j, "token_us", tok_s * 1e6);
         for (int i = 0; i < LMC_DOP_COUNT; i++) {
             if (!p.calls[i]) continue;
             cJSON *e = cJSON_CreateObject();
             cJSON_AddStringToObject(e, "op", lmc_decoder_op_name((lmc_decoder_op)i));
-            cJSON_AddNumberToObject(e, "calls_per_token", (double)p.calls[i] / o->n_gen);
+            cJSON_AddNumberToObject(e, "calls_per_token", (double)p.calls[i] / n);
             cJSON_AddNumberToObject(e, "us_per_call", p.seconds[i] * 1e6 / (double)p.calls[i]);
             cJSON_AddNumberToObject(e, "share", p.seconds[i] / secs.wall);
             cJSON_AddItemToArray(ops, e);
@@ -465,14 +474,15 @@ static lmc_status run_ops(const lmc_decoder *dec, const bm_opts *o, const char *
         cJSON_Delete(j);
         return LMC_OK;
     }
-    printf("\nwhere a decode token goes (%s, tg%d in one more run, %.1f us a token, the calling thread's wall time):\n\n",
-           name, o->n_gen, tok_s * 1e6);
+    printf("\nwhere a %s token goes (%s, %s in one more run, %d threads, %.1f us a token, the calling thread's wall "
+           "time):\n\n",
+           decode ? "decode" : "prefill", name, test, o->threads, tok_s * 1e6);
     printf("| op                   | calls a token |  us a call | share of a token |\n");
     printf("| -------------------- | ------------- | ---------- | ---------------- |\n");
     for (int i = 0; i < LMC_DOP_COUNT; i++)
         if (p.calls[i])
-            printf("| %-20s | %13.1f | %10.2f | %14.1f %% |\n", lmc_decoder_op_name((lmc_decoder_op)i),
-                   (double)p.calls[i] / o->n_gen, p.seconds[i] * 1e6 / (double)p.calls[i], 100 * p.seconds[i] / secs.wall);
+            printf("| %-20s | %13.2f | %10.2f | %14.1f %% |\n", lmc_decoder_op_name((lmc_decoder_op)i),
+                   (double)p.calls[i] / n, p.seconds[i] * 1e6 / (double)p.calls[i], 100 * p.seconds[i] / secs.wall);
     printf("| %-20s |               |            | %14.1f %% |\n", "between ops", 100 * between);
     return LMC_OK;
 }
@@ -563,7 +573,7 @@ static void usage(FILE *out) {
             "  -r N       timed repeats of each test after one warm-up (default 5)\n"
             "  -c N       prefill tokens per forward pass (default: the model's prefill chunk, 64)\n"
             "  --no-huge-pages  keep the weights on the file mapping's 4 KiB pages (load option huge_pages off)\n"
-            "  --ops      then one more decode test, timed by the decoder's ops: where a token goes\n"
+            "  --ops      then one more run of each test, timed by the decoder's ops: where a token goes\n"
             "  --json     one JSON object per test and line\n"
             "  --ttft     time from process start to the first token of an N-token prompt\n");
 }
@@ -623,10 +633,6 @@ int lmc_bench_model(int argc, char **argv) {
     if (o.n_prompt < 0) o.n_prompt = o.ttft ? 16 : 512;
     if (o.ttft && o.n_prompt == 0) {
         fprintf(stderr, "lmc bench: --ttft needs a prompt of at least one token\n");
-        return 2;
-    }
-    if (o.ops && o.n_gen == 0) {
-        fprintf(stderr, "lmc bench: --ops times the decode test's ops; -n 0 leaves none\n");
         return 2;
     }
     if (o.ops && gpu_backend(&o)) { /* a GPU's ops only queue work: their host time says little */
@@ -689,7 +695,8 @@ int lmc_bench_model(int argc, char **argv) {
         rc = 1;
     } else {
         print_rows(&o, name, &info, rows, n_rows, read_gbps, read_gbps_cpu, rss, lmc_peak, load_s);
-        if (o.ops && run_ops(m->dec, &o, name) != LMC_OK) {
+        if (o.ops && ((o.n_prompt > 0 && run_ops(m->dec, &o, false, name) != LMC_OK) ||
+                      (o.n_gen > 0 && run_ops(m->dec, &o, true, name) != LMC_OK))) {
             fprintf(stderr, "lmc bench: %s\n", lmc_last_error());
             rc = 1;
         }

@@ -218,42 +218,56 @@ static void test_activation_bits(void) {
     model_fixture_cleanup(q4);
 }
 
-/* --ops: one more decode test timed by decoder op, as one JSON line after
- * the tests' rows: every layer op once a layer and token (add + norm
- * twice), the embedding and the lm_head once a token, shares that add up
- * with what lies between ops to the token's time. */
-static void test_ops(void) {
-    lmc_model_info info = fixture_info();
-    char out[16384], args[4096];
-    snprintf(args, sizeof args, "-m '%s' -p 0 -n 6 -r 1 -t 1 --ops --json", dir);
-    CHECK(run_bench(args, out, sizeof out) == 0);
-    cJSON *ops_line = NULL;
-    for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n")) {
-        cJSON *o = cJSON_Parse(line);
-        if (o && !strcmp(str(o, "test"), "ops")) ops_line = o;
-        else cJSON_Delete(o);
-    }
-    CHECK(ops_line != NULL);
-    if (!ops_line) return;
-    CHECK(num(ops_line, "tokens") == 6 && num(ops_line, "token_us") > 0);
-    const cJSON *ops = cJSON_GetObjectItemCaseSensitive(ops_line, "ops");
+/* One --ops line (test "of"): every layer op once a layer and pass (add +
+ * norm twice), the embedding once a pass, the lm_head once a pass that
+ * needs logits (a prefill's last), shares that add up with what lies
+ * between ops to the token's time. */
+static void check_ops_line(const cJSON *line, const lmc_model_info *info, int tokens, int passes, int heads) {
+    CHECKF(num(line, "tokens") == tokens && num(line, "token_us") > 0, "%s", str(line, "of"));
+    const cJSON *ops = cJSON_GetObjectItemCaseSensitive(line, "ops");
     CHECK(cJSON_GetArraySize(ops) == 11);
-    double shares = num(ops_line, "between_ops_share");
+    double shares = num(line, "between_ops_share");
     CHECK(shares >= 0 && shares < 1);
     const cJSON *e;
     cJSON_ArrayForEach(e, ops) {
         const char *op = str(e, "op");
-        double calls = num(e, "calls_per_token"), want = (double)info.num_layers;
-        if (!strcmp(op, "embedding") || !strcmp(op, "lm_head")) want = 1;
-        if (!strcmp(op, "add + norm")) want = 2.0 * (double)info.num_layers;
-        CHECKF(calls == want, "%s: %g calls a token, expected %g", op, calls, want);
+        double calls = num(e, "calls_per_token"), want = (double)info->num_layers * passes;
+        if (!strcmp(op, "embedding")) want = passes;
+        if (!strcmp(op, "lm_head")) want = heads;
+        if (!strcmp(op, "add + norm")) want = 2.0 * (double)info->num_layers * passes;
+        CHECKF(fabs(calls - want / tokens) < 1e-9, "%s %s: %g calls a token, expected %g", str(line, "of"), op, calls,
+               want / tokens);
         CHECKF(num(e, "us_per_call") >= 0 && num(e, "share") >= 0, "%s", op);
         shares += num(e, "share");
     }
-    CHECKF(shares > 0.5 && shares < 1.0 + 1e-9, "shares add up to %g", shares);
-    cJSON_Delete(ops_line);
-    /* nothing to profile, or a backend whose ops only queue work: refused */
-    snprintf(args, sizeof args, "-m '%s' -p 4 -n 0 --ops", dir);
+    CHECKF(shares > 0.5 && shares < 1.0 + 1e-9, "%s: shares add up to %g", str(line, "of"), shares);
+}
+
+/* --ops: one more run of each test timed by decoder op, as one JSON line
+ * each after the tests' rows: a prefill of 8 tokens in passes of 3 (three
+ * passes, one head) and 6 decode steps. */
+static void test_ops(void) {
+    lmc_model_info info = fixture_info();
+    char out[16384], args[4096];
+    snprintf(args, sizeof args, "-m '%s' -p 8 -c 3 -n 6 -r 1 -t 1 --ops --json", dir);
+    CHECK(run_bench(args, out, sizeof out) == 0);
+    cJSON *pp = NULL, *tg = NULL;
+    for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n")) {
+        cJSON *o = cJSON_Parse(line);
+        if (o && !strcmp(str(o, "test"), "ops") && !strcmp(str(o, "of"), "pp8") && !pp) pp = o;
+        else if (o && !strcmp(str(o, "test"), "ops") && !strcmp(str(o, "of"), "tg6") && !tg) tg = o;
+        else cJSON_Delete(o);
+    }
+    CHECK(pp && tg);
+    if (pp) check_ops_line(pp, &info, 8, 3, 1);
+    if (tg) check_ops_line(tg, &info, 6, 6, 6);
+    cJSON_Delete(pp);
+    cJSON_Delete(tg);
+    /* one test, one profile */
+    snprintf(args, sizeof args, "-m '%s' -p 4 -n 0 -r 1 -t 1 --ops --json", dir);
+    CHECK(run_bench(args, out, sizeof out) == 0 && strstr(out, "\"of\":\"pp4\"") && !strstr(out, "\"of\":\"tg"));
+    /* a backend whose ops only queue work, or --ttft: refused */
+    snprintf(args, sizeof args, "-m '%s' -b cuda --ops", dir);
     CHECK(run_bench(args, out, sizeof out) == 2);
     snprintf(args, sizeof args, "-m '%s' --ttft --ops", dir);
     CHECK(run_bench(args, out, sizeof out) == 2);

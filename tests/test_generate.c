@@ -9,6 +9,7 @@
 
 #include "lmc/lmc.h"
 #include "model_fixture.h"
+#include "models/decoder.h"
 #include "test_util.h"
 
 static lmc_model *g_model;
@@ -368,6 +369,53 @@ static void test_kv_reserved(void) {
     }
 }
 
+/* A prompt prefilled in chunks runs the lm_head for its last chunk only:
+ * a generation of n tokens from a 10-token prompt in chunks of 3 (4 passes)
+ * makes n heads, not n + 3, with the same tokens as one pass; last-position
+ * logits likewise make one head and equal the all-positions logits' last row. */
+static void test_chunked_prefill_head(void) {
+    lmc_load_options lo = lmc_load_options_default();
+    lo.prefill_chunk = 3;
+    lmc_model *m = NULL;
+    CHECK(lmc_model_load(g_dir, &lo, &m) == LMC_OK);
+    if (!m) return;
+    lmc_generate_options o = greedy(5);
+    lmc_generation one = {0}, chunked = {0};
+    lmc_model_clear_prompt_cache(g_model);
+    CHECK(lmc_generate_ids(g_model, g_prompt, NPROMPT, &o, &one) == LMC_OK && one.n_ids == 5);
+    lmc_decoder_profile_start();
+    CHECK(lmc_generate_ids(m, g_prompt, NPROMPT, &o, &chunked) == LMC_OK && chunked.n_ids == 5);
+    lmc_decoder_profile p = lmc_decoder_profile_stop();
+    CHECKF(p.calls[LMC_DOP_HEAD] == 5, "%ld heads for 5 tokens", p.calls[LMC_DOP_HEAD]);
+    lmc_model_info info;
+    CHECK(lmc_model_get_info(m, &info) == LMC_OK);
+    CHECKF(p.calls[LMC_DOP_ATTENTION] == (4 + 4) * info.num_layers,
+           "%ld attention calls: not 4 prefill passes and 4 steps of %lld layers", p.calls[LMC_DOP_ATTENTION],
+           (long long)info.num_layers);
+    CHECK(!memcmp(one.ids, chunked.ids, 5 * sizeof *one.ids));
+
+    lmc_decoder_profile_start();
+    lmc_array *last = lmc_model_logits(m, g_prompt, NPROMPT, false);
+    p = lmc_decoder_profile_stop();
+    lmc_array *all = lmc_model_logits(m, g_prompt, NPROMPT, true);
+    CHECKF(p.calls[LMC_DOP_HEAD] == 1, "%ld heads for last-position logits", p.calls[LMC_DOP_HEAD]);
+    CHECK(last && all);
+    if (last && all) {
+        size_t V = (size_t)info.vocab_size;
+        float *a = malloc(V * sizeof *a), *b = malloc(NPROMPT * V * sizeof *b);
+        CHECK(a && b && lmc_array_read(last, LMC_F32, a, V) == LMC_OK &&
+              lmc_array_read(all, LMC_F32, b, NPROMPT * V) == LMC_OK);
+        CHECK(a && b && !memcmp(a, b + (NPROMPT - 1) * V, V * sizeof *a));
+        free(a);
+        free(b);
+    }
+    lmc_array_free(last);
+    lmc_array_free(all);
+    lmc_generation_clear(&one);
+    lmc_generation_clear(&chunked);
+    lmc_model_free(m);
+}
+
 int main(void) {
     g_dir = model_fixture_dir("qwen3");
     if (!g_dir || lmc_model_load(g_dir, NULL, &g_model) != LMC_OK) {
@@ -385,6 +433,7 @@ int main(void) {
     RUN(test_chat);
     RUN(test_kv_cache_dtype);
     RUN(test_kv_reserved);
+    RUN(test_chunked_prefill_head);
     lmc_model_free(g_model);
     model_fixture_cleanup(g_dir);
     return TEST_REPORT();

@@ -55,7 +55,8 @@ typedef struct lmc_forward_args {
                                  * L may also be pos+T (a column per key index since the cache's start):
                                  * layers whose cache view is shorter (sliding) use its last columns. */
     bool last_only;             /* logits of the last position only */
-    bool hidden;                /* instead of logits: the final-normed hidden states [B, T, H] (f32, on the host) */
+    bool hidden;                /* instead of logits: the final-normed hidden states [B, T, H] (f32, on the host);
+                                 * with last_only, how a prompt's earlier chunks skip the lm_head */
     /* Attention inspection: when set, receives [B, Hq, T, D] post-RoPE
      * queries and [B, Hkv, T, D] keys of each layer (new references). */
     lmc_array **inspect_q, **inspect_k;

@@ -167,7 +167,8 @@ static lmc_status forward_rows(lmc_model *m, lmc_kv_cache *cache, const int32_t 
     lmc_status st = LMC_OK;
     lmc_scope_begin();
     int64_t ids_shape[2] = {B, T}, mask_shape[4] = {B, 1, 1, keys};
-    lmc_forward_args args = {.last_only = !pool || pool->pooling == LMC_POOLING_LAST, .hidden = pool != NULL};
+    /* with neither logits nor pooling wanted (a prompt's earlier chunks) the lm_head is skipped */
+    lmc_forward_args args = {.last_only = !pool || pool->pooling == LMC_POOLING_LAST, .hidden = pool || !logits};
     args.positions = lmc_array_from_data(pos, LMC_I32, 2, ids_shape);
     args.mask = lmc_array_from_data(keep, LMC_BOOL, 4, mask_shape);
     lmc_array *idc = lmc_array_from_data(ids, LMC_I32, 2, ids_shape);

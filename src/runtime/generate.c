@@ -282,7 +282,8 @@ static lmc_status forward_ids(lmc_stream *s, const int32_t *ids, int64_t n, bool
     lmc_status st = LMC_OK;
     lmc_scope_begin();
     lmc_array *idc = lmc_array_from_data(ids, LMC_I32, 2, shape);
-    lmc_forward_args args = {.last_only = rest == NULL};
+    /* a chunk whose logits nobody reads skips the lm_head */
+    lmc_forward_args args = {.last_only = rest == NULL, .hidden = !want_logits && !rest};
     lmc_array *lg = lmc_decoder_forward(s->m->dec, &s->cache, idc, &args);
     if (!lg) st = lmc_last_status();
     else if (!rest && want_logits) st = lmc_array_read(lg, LMC_F32, s->logits, (size_t)V);

@@ -373,8 +373,8 @@ static lmc_array *cpu_logits(lmc_model *m, const int32_t *ids, size_t n, bool al
         int64_t shape[2] = {1, len};
         lmc_array *idc = lmc_array_from_data(ids + at, LMC_I32, 2, shape);
         bool last = at + len == (int64_t)n;
-        lmc_forward_args args = {.last_only = !all_positions && last};
-        if (!all_positions && !last) args.last_only = true; /* intermediate chunks: only fill the cache */
+        lmc_forward_args args = {.last_only = !all_positions};
+        if (!all_positions && !last) args.hidden = true; /* intermediate chunks only fill the cache: no lm_head */
         lmc_array *lg = lmc_decoder_forward(m->dec, &cache, idc, &args);
         ok = lg != NULL;
         if (ok && (all_positions || last)) parts[nparts++] = lg;
