@@ -4,14 +4,17 @@
 # test suite, each test over every kernel path the CPU has (AMX included
 # where it has AMX), then issue 8's bench round (scripts/bench_round.py)
 # and the batch bench on two CPUs of different physical cores: --bench on
-# the MLX 4-bit bench models, --bench-bf16 on the bf16 ones.
-#   usage: scripts/cpu_check.sh [--no-tests] [--bench | --bench-bf16] [OUT_DIR]
+# the MLX 4-bit bench models, --bench-bf16 on the bf16 ones; --ops instead
+# times the 4-bit models' decoder ops (lmc bench --ops) at one and two
+# threads, exact and int8 activations: what fails to halve is serial.
+#   usage: scripts/cpu_check.sh [--no-tests] [--bench | --bench-bf16 | --ops] [OUT_DIR]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 tests=1
 bench=
 if [ "${1:-}" = --no-tests ]; then tests=0; shift; fi
-case "${1:-}" in --bench) bench=q4; shift ;; --bench-bf16) bench=bf16; shift ;; esac
+ops=0
+case "${1:-}" in --bench) bench=q4; shift ;; --bench-bf16) bench=bf16; shift ;; --ops) bench=q4 ops=1; shift ;; esac
 out=${1:-${OUT:-/tmp}}
 here=$(pwd -P)
 mkdir -p .gpu/cpu && tar -C .gpu/cpu -xJf .gpu/cpu.tar.xz || exit 1
@@ -46,6 +49,15 @@ for preset in qwen3-0.6b:qwen3 llama3.2-1b:llama gemma3-1b:gemma3; do
     p=${preset%%:*} dir=$models/${preset##*:}-$bench
     [ -d "$dir" ] || "$lmc" make-model --preset "$p" $([ "$bench" = q4 ] && echo --q4) -o "$dir" >/dev/null || exit 1
 done
+if [ $ops = 1 ]; then
+    for m in qwen3 llama gemma3; do
+        for run in "-t 1" "-t 2" "-t 2 --activation-bits 8"; do
+            echo "== $m $run, CPUs $cpus"
+            taskset -c "$cpus" "$lmc" bench -m "$models/$m-q4" -p 512 -n 128 -r 2 $run --ops 2>&1 | grep -v '^  '
+        done
+    done 2>&1 | tee "$out/cpu_ops.log"
+    exit $rc
+fi
 echo "== bench round ($bench), CPUs $cpus"
 taskset -c "$cpus" python3 scripts/bench_round.py --lmc "$lmc" --models "$models" --threads 1,2 --reps 2 --no-batch 2>&1 |
     tee "$out/cpu_bench_$bench.log"

@@ -344,6 +344,29 @@ static void test_rope_random(void) {
         }
 }
 
+/* The tables of cos/sin each thread keeps (fused_fast.h) at a prefill
+ * chunk's size (64 tokens x 64 angles, past the old 1024-angle memo):
+ * positions that differ only in the last token, back and forth, and a
+ * third set that pushes one out, each against the scalar path (which keeps
+ * none). A table found by part of its angles would rotate the last row wrong. */
+static void test_rope_tables_kept(void) {
+    int64_t s[4] = {1, 3, 64, 128}, sp[2] = {1, 64};
+    lmc_array *x = rnd(LMC_F32, 4, s), *pos = lmc_array_new(LMC_I32, 2, sp, LMC_CPU);
+    lmc_rope_params rp = lmc_rope_params_default(128, 1000000.0f);
+    int32_t *pv = lmc_array_ptr(pos);
+    const int32_t last[] = {163, 999, 163, 7, 999, 163};
+    for (int k = 0; k < 6; k++) {
+        for (int t = 0; t < 64; t++) pv[t] = 100 + t;
+        pv[63] = last[k];
+        op_args a = {.x = x, .rp = &rp, .pos = pos};
+        char what[64];
+        snprintf(what, sizeof what, "rope, 64 tokens, last at %d (run %d)", last[k], k);
+        check_paths(OP_ROPE, &a, what);
+    }
+    lmc_array_free(x);
+    lmc_array_free(pos);
+}
+
 static void test_sdpa_random(void) {
     static const lmc_dtype dts[] = {LMC_F32, LMC_BF16, LMC_F16};
     static const int64_t Tqs[] = {1, 7, 40}, Tks[] = {1, 13, 90};
@@ -736,6 +759,7 @@ int main(void) {
     RUN(test_errors);
     RUN(test_norms_random);
     RUN(test_rope_random);
+    RUN(test_rope_tables_kept);
     RUN(test_sdpa_random);
     RUN(test_sdpa_no_scratch);
     RUN(test_fusion_add_rms_norm);

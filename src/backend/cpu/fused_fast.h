@@ -242,16 +242,17 @@ static void rope_rows(void *ctx, int64_t r0, int64_t r1, int thread) {
 }
 
 /* The last tables of cos/sin made on this thread, kept by their angles:
- * a decode step rotates q and k of every layer at the same positions with
+ * a forward pass rotates q and k of every layer at the same positions with
  * one or two sets of frequencies (Gemma 3's local and global), and the
  * cosf/sinf of a table were most of a step's rope time (Qwen3-0.6B: 56
- * tables of 64 angles a token where one is needed). A table is found again
- * only when every angle is the same float, so its values are the ones
- * cosf/sinf would give. */
-enum { ROPE_MEMO_SLOTS = 2, ROPE_MEMO_MAX = 1024 }; /* angles a kept table may have */
+ * tables of 64 angles a token where one is needed; a prefill chunk of 64
+ * tokens, 4096 angles made serially in every layer, ~5 % of a two-thread
+ * prefill). A table is found again only when every angle is the same
+ * float, so its values are the ones cosf/sinf would give. */
+enum { ROPE_MEMO_SLOTS = 2, ROPE_MEMO_MAX = 1 << 16 }; /* angles a kept table may have (768 KiB) */
 typedef struct rope_memo {
-    size_t n; /* angles; 0: empty */
-    float ang[ROPE_MEMO_MAX], cs[2 * ROPE_MEMO_MAX];
+    size_t n, cap; /* angles held and room; n 0: empty */
+    float *ang;    /* cap angles, then 2 cap floats of the table */
 } rope_memo;
 typedef struct rope_memos {
     rope_memo slot[ROPE_MEMO_SLOTS];
@@ -260,7 +261,12 @@ typedef struct rope_memos {
 /* Made on a thread's first rope and freed when the thread ends. */
 static pthread_key_t g_rope_memo_key;
 static bool g_rope_memo_ok;
-static void rope_memo_key_init(void) { g_rope_memo_ok = pthread_key_create(&g_rope_memo_key, free) == 0; }
+static void rope_memos_free(void *p) {
+    rope_memos *m = p;
+    for (int k = 0; k < ROPE_MEMO_SLOTS; k++) free(m->slot[k].ang);
+    free(m);
+}
+static void rope_memo_key_init(void) { g_rope_memo_ok = pthread_key_create(&g_rope_memo_key, rope_memos_free) == 0; }
 
 static rope_memos *rope_memos_here(void) {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
@@ -282,7 +288,7 @@ static void rope_table(float *cs, const float *ang, int64_t rows, int64_t half) 
     for (int k = 0; ms && k < ROPE_MEMO_SLOTS; k++) {
         const rope_memo *m = &ms->slot[k];
         if (m->n == n && !memcmp(m->ang, ang, n * sizeof *ang)) {
-            memcpy(cs, m->cs, 2 * n * sizeof *cs);
+            memcpy(cs, m->ang + m->cap, 2 * n * sizeof *cs);
             return;
         }
     }
@@ -294,10 +300,16 @@ static void rope_table(float *cs, const float *ang, int64_t rows, int64_t half) 
         }
     if (!ms) return;
     rope_memo *m = &ms->slot[ms->next];
+    if (m->cap < n) { /* grown to the largest table seen, never shrunk */
+        free(m->ang);
+        *m = (rope_memo){0};
+        if (!(m->ang = malloc(3 * n * sizeof *m->ang))) return; /* not kept: made again next time */
+        m->cap = n;
+    }
     ms->next = (ms->next + 1) % ROPE_MEMO_SLOTS;
     m->n = n;
     memcpy(m->ang, ang, n * sizeof *ang);
-    memcpy(m->cs, cs, 2 * n * sizeof *cs);
+    memcpy(m->ang + m->cap, cs, 2 * n * sizeof *cs);
 }
 
 /* The cos/sin table of positions [B1, T] (B1 = 1: positions [T]) into cs,
