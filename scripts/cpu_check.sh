@@ -53,7 +53,7 @@ if [ $ops = 1 ]; then
     for m in qwen3 llama gemma3; do
         for run in "-t 1" "-t 2" "-t 2 --activation-bits 8"; do
             echo "== $m $run, CPUs $cpus"
-            taskset -c "$cpus" "$lmc" bench -m "$models/$m-q4" -p 512 -n 128 -r 2 $run --ops 2>&1 | grep -v '^  '
+            taskset -c "$cpus" "$lmc" bench -m "$models/$m-q4" -p 512 -n 128 -r 2 $run --ops 2>&1
         done
     done 2>&1 | tee "$out/cpu_ops.log"
     exit $rc
