@@ -246,9 +246,9 @@ static void rope_rows(void *ctx, int64_t r0, int64_t r1, int thread) {
  * one or two sets of frequencies (Gemma 3's local and global), and the
  * cosf/sinf of a table were most of a step's rope time (Qwen3-0.6B: 56
  * tables of 64 angles a token where one is needed; a prefill chunk of 64
- * tokens, 4096 angles made serially in every layer, ~5 % of a two-thread
- * prefill). A table is found again only when every angle is the same
- * float, so its values are the ones cosf/sinf would give. */
+ * tokens made its 4096 angles' cosf/sinf serially in every layer). A table
+ * is found again only when every angle is the same float, so its values are
+ * the ones cosf/sinf would give. */
 enum { ROPE_MEMO_SLOTS = 2, ROPE_MEMO_MAX = 1 << 16 }; /* angles a kept table may have (768 KiB) */
 typedef struct rope_memo {
     size_t n, cap; /* angles held and room; n 0: empty */
