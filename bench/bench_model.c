@@ -4,8 +4,9 @@
  * the read bandwidth measured in the same run with the same threads.
  *
  *   prefill (ppP): P random in-vocabulary tokens from an empty cache, in
- *                  forward passes of the model's prefill chunk (64 by
- *                  default, -c), as generation does; tokens/s = P / time.
+ *                  forward passes of the model's prefill chunk (the
+ *                  backend's by default: 64 on the CPU, 512 on cuda; -c),
+ *                  as generation does; tokens/s = P / time.
  *   decode (tgN):  after a one-token prompt, N single-token forward passes,
  *                  each fed the argmax of the previous logits; tokens/s =
  *                  N / time. Greedy argmax only: no sampler, no detokeniser.
@@ -571,7 +572,7 @@ static void usage(FILE *out) {
             "  -t N       worker threads (default: all CPUs, or LMC_NUM_THREADS)\n"
             "  -b NAME    backend: cpu (default) or cuda (the bound is then the GPU's memory bandwidth)\n"
             "  -r N       timed repeats of each test after one warm-up (default 5)\n"
-            "  -c N       prefill tokens per forward pass (default: the model's prefill chunk, 64)\n"
+            "  -c N       prefill tokens per forward pass (default: the model's prefill chunk, 64 on the CPU, 512 on cuda)\n"
             "  --no-huge-pages  keep the weights on the file mapping's 4 KiB pages (load option huge_pages off)\n"
             "  --ops      then one more run of each test, timed by the decoder's ops: where a token goes\n"
             "  --json     one JSON object per test and line\n"

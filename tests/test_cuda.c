@@ -15,6 +15,7 @@
 #include "ops/fusion.h"
 #include "ops/linalg_internal.h"
 #include "ops/quant_internal.h"
+#include "runtime/model_internal.h"
 #include "model_fixture.h"
 #include "ops_check.h"
 
@@ -526,6 +527,9 @@ static void test_models(void) {
         char *dir = model_fixture_dir(MODELS[i]);
         lmc_model *c = dir ? load(dir, "cpu") : NULL, *g = dir ? load(dir, "cuda") : NULL;
         CHECKF(c && g, "%s", MODELS[i]);
+        /* the default prefill chunk is the backend's */
+        CHECK(!c || c->opt.prefill_chunk == LMC_PREFILL_CHUNK_CPU);
+        CHECK(!g || g->opt.prefill_chunk == LMC_PREFILL_CHUNK_CUDA);
         if (c && g) {
             lmc_array *lc = lmc_model_logits(c, ids, n, true), *lg = lmc_model_logits(g, ids, n, true);
             CHECKF(lg && lmc_array_device(lg) == LMC_CPU, "%s: logits on the host", MODELS[i]);

@@ -176,7 +176,7 @@ static void test_missing_tokenizer_and_options(void) {
     lmc_model *m = NULL;
     CHECK(lmc_model_load(g_dir, &o, &m) == LMC_ERR_UNSUPPORTED && strstr(lmc_last_error(), "tpu"));
     o = lmc_load_options_default();
-    o.prefill_chunk = 0;
+    o.prefill_chunk = -1;
     CHECK(lmc_model_load(g_dir, &o, &m) == LMC_ERR_INVALID_ARGUMENT && strstr(lmc_last_error(), "prefill_chunk"));
     const int bad_bits[] = {16, 4, -8, 32};
     for (int i = 0; i < 4; i++) {

@@ -32,10 +32,19 @@ LMC_API bool lmc_backend_available(const char *name);
 
 /* --- loading --------------------------------------------------------------- */
 
+/* The default prefill chunks. The CPU's keeps a pass's activations a few
+ * MiB (peak RSS within weights + KV cache + 64 MiB; larger passes measured
+ * only a few percent faster there). A GPU reads every weight once a pass
+ * and its memory is not the host's: 512-token passes ran pp512 1.5-2.3x
+ * faster than 64-token ones on an H200 (bench/RESULTS.md). */
+#define LMC_PREFILL_CHUNK_CPU 64
+#define LMC_PREFILL_CHUNK_CUDA 512
+
 typedef struct lmc_load_options {
     const char *backend;      /* NULL: lmc_default_backend() */
     int64_t context_length;   /* bound on every KV cache; 0: the model's max_position_embeddings */
-    int64_t prefill_chunk;    /* prompt tokens per forward pass during prefill (default 64: activations stay small; larger chunks measured no faster on the CPU) */
+    int64_t prefill_chunk;    /* prompt tokens per forward pass during prefill; 0 (the default): the backend's,
+                                 LMC_PREFILL_CHUNK_CPU or LMC_PREFILL_CHUNK_CUDA */
     int threads;              /* CPU threads; 0: keep the current setting */
     size_t memory_limit;      /* bytes lmc may hold on the model's device (the GPU's for "cuda"); 0: no limit */
     const char *adapter_dir;  /* LoRA adapter folder (PEFT layout) to apply, or NULL */

@@ -56,7 +56,7 @@ static const char *cuda_unavailable_reason(void) {
 /* --- loading ---------------------------------------------------------------- */
 
 lmc_load_options lmc_load_options_default(void) {
-    return (lmc_load_options){.backend = NULL, .context_length = 0, .prefill_chunk = 64, .threads = 0,
+    return (lmc_load_options){.backend = NULL, .context_length = 0, .prefill_chunk = 0, .threads = 0,
                               .memory_limit = 0, .adapter_dir = NULL, .prompt_cache_slots = 1, .kv_cache_dtype = LMC_F32, .activation_bits = 24, .huge_pages = true, .bridge = NULL, .bridge_env = NULL,
                               .n_bridge_env = 0, .bridge_timeout = 0};
 }
@@ -155,7 +155,10 @@ lmc_status lmc_model_load(const char *dir, const lmc_load_options *opt_in, lmc_m
     if (!lmc_backend_available(backend))
         return lmc_set_error(LMC_ERR_UNSUPPORTED, "backend \"%s\" is not available here", backend);
     if (opt.context_length < 0) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "context_length must be >= 0, got %lld", (long long)opt.context_length);
-    if (opt.prefill_chunk <= 0) return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "prefill_chunk must be > 0, got %lld", (long long)opt.prefill_chunk);
+    if (opt.prefill_chunk < 0)
+        return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "prefill_chunk must be > 0 (or 0: the backend's), got %lld",
+                             (long long)opt.prefill_chunk);
+    if (!opt.prefill_chunk) opt.prefill_chunk = be == &lmc_backend_cuda ? LMC_PREFILL_CHUNK_CUDA : LMC_PREFILL_CHUNK_CPU;
     if (opt.kv_cache_dtype != LMC_F32 && opt.kv_cache_dtype != LMC_BF16 && opt.kv_cache_dtype != LMC_F16)
         return lmc_set_error(LMC_ERR_INVALID_ARGUMENT, "kv_cache_dtype must be float32, bfloat16 or float16, got %s",
                              lmc_dtype_name(opt.kv_cache_dtype));
