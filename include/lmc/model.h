@@ -35,7 +35,7 @@ LMC_API bool lmc_backend_available(const char *name);
 /* The default prefill chunks. The CPU's keeps a pass's activations a few
  * MiB (peak RSS within weights + KV cache + 64 MiB; larger passes measured
  * only a few percent faster there). A GPU reads every weight once a pass
- * and its memory is not the host's: 512-token passes ran pp512 1.5-2.3x
+ * and its memory is not the host's: 512-token passes ran pp512 1.5-2.7x
  * faster than 64-token ones on an H200 (bench/RESULTS.md). */
 #define LMC_PREFILL_CHUNK_CPU 64
 #define LMC_PREFILL_CHUNK_CUDA 512
